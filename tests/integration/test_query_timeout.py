@@ -11,12 +11,16 @@ import time
 from collections.abc import Iterator
 
 import grpc
+import psycopg
 import pytest
+from psycopg import sql
 
 from sealtrail import AuditClient, build_event, build_filter
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc
-from tests.conftest import ServerThread
+from sealtrail_server.store.database import Connection, Database
+from tests.conftest import ServerThread, database_of_its_own
+from tests.service_login import service_login_url
 
 _EVENTS = 20_000
 
@@ -57,3 +61,49 @@ def test_a_page_no_index_yields_stops_at_the_query_timeout_without_a_deadline(
             metadata=metadata,
         )
         assert len(page.events) == 10
+
+
+def test_a_pages_statement_timeout_stays_with_page_reads(
+    server: ServerThread, migrated_database_url: str, tenant: str
+) -> None:
+    """The page reads' timeout is part of their connection's scope, set with
+    its tenant (a transaction of its own to set it cost three round trips a
+    page): the pool's next user of that connection, of any scope, runs under
+    the database's own statement timeout again, not the page's."""
+    with database_of_its_own(migrated_database_url, "page_timeout") as url:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} SET statement_timeout = '7s'").format(
+                    sql.Identifier(admin.info.dbname)
+                )
+            )
+        db = server.run(Database.open(service_login_url(url), min_size=1, max_size=1))
+        try:
+
+            async def timeouts() -> list[str]:
+                seen = []
+                async with db.bulk_connection(tenant, bounded=True, statement_timeout=0.05) as conn:
+                    seen.append(await _shown_timeout(conn))
+                    with pytest.raises(psycopg.errors.QueryCanceled):
+                        await conn.execute("SELECT pg_sleep(1)")
+                async with db.bulk_connection(tenant, bounded=True, statement_timeout=0.05) as conn:
+                    seen.append(await _shown_timeout(conn))  # the same scope: no statement
+                async with db.connection(tenant) as conn:
+                    seen.append(await _shown_timeout(conn))
+                    await conn.execute("SELECT pg_sleep(0.2)")  # not cut short
+                async with db.bulk_connection(tenant, statement_timeout=0.05) as conn:
+                    seen.append(await _shown_timeout(conn))
+                async with db.system_connection() as conn:
+                    seen.append(await _shown_timeout(conn))
+                return seen
+
+            assert server.run(timeouts()) == ["50ms", "50ms", "7s", "50ms", "7s"]
+        finally:
+            server.run(db.close())
+
+
+async def _shown_timeout(conn: Connection) -> str:
+    cursor = await conn.execute("SHOW statement_timeout")
+    row = await cursor.fetchone()
+    assert row is not None
+    return str(row[0])

@@ -100,7 +100,6 @@ _GROUPED: Final = sql.SQL(
     " ORDER BY {order} LIMIT %s"
 )
 _TOTAL: Final = sql.SQL("SELECT count(*) FROM events WHERE {conditions}")
-_STATEMENT_TIMEOUT: Final = "SELECT set_config('statement_timeout', %s, true)"
 # A time zone the database does not know fails this, whether or not there are
 # events to count in it.
 _ZONE_KNOWN: Final = "SELECT now() AT TIME ZONE %s"
@@ -166,14 +165,12 @@ async def count_events(
         before_seq=before_seq,
         time_zone=time_zone,
     )
-    async with db.bulk_connection(tenant_id) as conn:
+    async with db.bulk_connection(tenant_id, statement_timeout=timeout) as conn:
         try:
-            async with conn.transaction():
-                await conn.execute(_STATEMENT_TIMEOUT, [f"{max(1, round(timeout * 1000))}ms"])
-                if time_zone:  # at once: the count reads it only of the events it finds
-                    await conn.execute(_ZONE_KNOWN, [time_zone])
-                cursor = await conn.execute(query, params)
-                rows = await cursor.fetchall()
+            if time_zone:  # at once: the count reads it only of the events it finds
+                await conn.execute(_ZONE_KNOWN, [time_zone])
+            cursor = await conn.execute(query, params)
+            rows = await cursor.fetchall()
         except psycopg.errors.QueryCanceled:
             raise count_timed_out(timeout) from None
         except psycopg.errors.InvalidParameterValue as error:

@@ -21,7 +21,9 @@ A checkout also says how statements are planned: for the values of each run
 index decides: the Query pages that have such a shape (store/events.py,
 ADR 0027), and the appender's writes, the Merkle tree's reads and the stream
 hub's fetch, all by key (ADR 0032). Every checkout states it, so a
-connection never carries it to work it was not asked for.
+connection never carries it to work it was not asked for. So too the statement
+timeout: the database's or role's own, but for a bounded read (a Query page no
+index yields, a count) that asks for its own.
 
 A connection remembers the scope it was last given, so switching costs one
 round trip only when the scope changes."""
@@ -58,11 +60,13 @@ SYSTEM_ROLE: Final = "sealtrail_system"
 # plan_cache_mode: plans made for each run's values, or one generic plan.
 _PLANS_FOR_VALUES: Final = "auto"
 _GENERIC_PLANS: Final = "force_generic_plan"
-# A scope is (role, tenant, plan_cache_mode, lock_timeout); the system role
-# sees every tenant.
-_Scope = tuple[str, str, str, str | None]
-# A fresh connection's lock timeout: the database's or role's default (None).
+# A scope is (role, tenant, plan_cache_mode, lock_timeout, statement_timeout);
+# the system role sees every tenant.
+_Scope = tuple[str, str, str, str | None, str | None]
+# A fresh connection's lock and statement timeouts: the database's or role's
+# defaults (None).
 _NO_LOCK_TIMEOUT: Final = None
+_NO_STATEMENT_TIMEOUT: Final = None
 # How long a tenant's work waits for a lock another session holds. Its reads
 # take no row locks: what they wait for is a lock on a whole table (VACUUM
 # FULL, ALTER TABLE, pg_repack, LOCK TABLE), for minutes at times. Unbounded,
@@ -72,14 +76,17 @@ _NO_LOCK_TIMEOUT: Final = None
 # their own waits (store/changes.py, `Changes.wait_seconds`).
 READ_LOCK_TIMEOUT: Final = 5.0
 # Fresh connections start with the least they can see: no tenant at all.
-_NO_TENANT: Final[_Scope] = (SERVICE_ROLE, "", _PLANS_FOR_VALUES, _NO_LOCK_TIMEOUT)
-# A NULL lock timeout resets it to the connection's default (the database's
-# or role's, as RESET would): set_config takes NULL for that. Reading the
+_NO_TENANT: Final[_Scope] = (
+    SERVICE_ROLE, "", _PLANS_FOR_VALUES, _NO_LOCK_TIMEOUT, _NO_STATEMENT_TIMEOUT
+)  # fmt: skip
+# A NULL timeout resets it to the connection's default (the database's or
+# role's, as RESET would): set_config takes NULL for that. Reading the
 # default from pg_settings instead, which builds a row of every setting, cost
 # about 0.9 ms of PostgreSQL at each change of scope.
 _SET_SCOPE: Final = (
     "SELECT set_config('role', %s, false), set_config('sealtrail.tenant', %s, false),"
-    " set_config('plan_cache_mode', %s, false), set_config('lock_timeout', %s, false)"
+    " set_config('plan_cache_mode', %s, false), set_config('lock_timeout', %s, false),"
+    " set_config('statement_timeout', %s, false)"
 )
 # How long the system role's work (the appender above all: one task writes
 # every tenant of the process) waits for a row another session holds. A head
@@ -237,20 +244,30 @@ class Database:
 
     @asynccontextmanager
     async def connection(
-        self, tenant_id: str, *, generic_plans: bool = False, timeout: float | None = None
+        self,
+        tenant_id: str,
+        *,
+        generic_plans: bool = False,
+        timeout: float | None = None,
+        statement_timeout: float | None = None,
     ) -> AsyncIterator[Connection]:
         """A pooled connection that sees `tenant_id`'s rows and no other's.
         `generic_plans`: its statements are planned once for any values, not
         for each run's; only for statements whose plan no value can change.
-        `timeout`: how long to wait for one (None: the pool's timeout)."""
+        `timeout`: how long to wait for one (None: the pool's timeout).
+        `statement_timeout`: how long each of its statements may run, in
+        seconds, then QueryCanceled (None: the database's or role's default).
+        Part of the scope, set with the tenant: a transaction of its own to
+        set it took three more round trips per page (ADR 0023, 2026-12-06)."""
         plans = _GENERIC_PLANS if generic_plans else _PLANS_FOR_VALUES
-        scope = (SERVICE_ROLE, tenant_id, plans, self._read_lock_timeout)
+        statements = None if statement_timeout is None else _milliseconds(statement_timeout)
+        scope = (SERVICE_ROLE, tenant_id, plans, self._read_lock_timeout, statements)
         async with self._checkout(scope, timeout=timeout) as conn:
             yield conn
 
     @asynccontextmanager
     async def bulk_connection(
-        self, tenant_id: str, *, bounded: bool = False
+        self, tenant_id: str, *, bounded: bool = False, statement_timeout: float | None = None
     ) -> AsyncIterator[Connection]:
         """`connection(tenant_id)`, for reading a page of many events: at most
         `bulk_connections` of the pool do that at once; the others wait their
@@ -262,10 +279,15 @@ class Database:
         Unavailable: for a call's page (Query's), whose caller waited that
         long at most before the share, not up to its deadline. Unbounded, a
         reader (an export's, a stream's catching up, the forwarder) waits
-        its turn however long the others read."""
+        its turn however long the others read.
+
+        `statement_timeout` as for `connection`."""
         self.refuse_if_unreachable()  # at once, not after those ahead time out
         if not bounded:
-            async with self._bulk_reads.slot(tenant_id), self.connection(tenant_id) as conn:
+            async with (
+                self._bulk_reads.slot(tenant_id),
+                self.connection(tenant_id, statement_timeout=statement_timeout) as conn,
+            ):
                 yield conn
             return
         loop = asyncio.get_running_loop()
@@ -285,7 +307,9 @@ class Database:
             # What is left of the wait, and at least a moment: a connection
             # free now is taken, however long the turn took.
             left = max(0.01, give_up_at - loop.time())
-            conn = await held.enter_async_context(self.connection(tenant_id, timeout=left))
+            conn = await held.enter_async_context(
+                self.connection(tenant_id, timeout=left, statement_timeout=statement_timeout)
+            )
             yield conn
 
     @asynccontextmanager
@@ -306,7 +330,8 @@ class Database:
         """A pooled connection for work across tenants; `generic_plans` as
         for `connection`."""
         plans = _GENERIC_PLANS if generic_plans else _PLANS_FOR_VALUES
-        async with self._checkout((SYSTEM_ROLE, "", plans, self._system_lock_timeout)) as conn:
+        scope = (SYSTEM_ROLE, "", plans, self._system_lock_timeout, _NO_STATEMENT_TIMEOUT)
+        async with self._checkout(scope) as conn:
             yield conn
 
     @asynccontextmanager
@@ -328,7 +353,10 @@ class Database:
             )
             async with conn:
                 await conn.execute(_NO_SEQSCAN)
-                scope = (SYSTEM_ROLE, "", _PLANS_FOR_VALUES, self._system_lock_timeout)
+                scope = (
+                    SYSTEM_ROLE, "", _PLANS_FOR_VALUES, self._system_lock_timeout,
+                    _NO_STATEMENT_TIMEOUT,
+                )  # fmt: skip
                 await conn.execute(_SET_SCOPE, scope)
                 yield conn
         except psycopg.Error as error:

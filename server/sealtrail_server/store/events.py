@@ -268,26 +268,18 @@ async def _read_page(
             cursor = await conn.execute(query, params, binary=True)
             rows = await cursor.fetchall()
     else:
-        async with db.bulk_connection(tenant_id, bounded=True) as conn:
-            if timeout is None:
+        async with db.bulk_connection(tenant_id, bounded=True, statement_timeout=timeout) as conn:
+            try:
                 cursor = await conn.execute(query, params, binary=True)
                 rows = await cursor.fetchall()
-            else:
-                try:
-                    async with conn.transaction():
-                        await conn.execute(_STATEMENT_TIMEOUT, [_milliseconds(timeout)])
-                        cursor = await conn.execute(query, params, binary=True)
-                        rows = await cursor.fetchall()
-                except psycopg.errors.QueryCanceled:
-                    raise query_timed_out(timeout) from None
+            except psycopg.errors.QueryCanceled:
+                if timeout is None:
+                    raise
+                raise query_timed_out(timeout) from None
     if not log_size:
         return list(map(ShownEvent._make, rows)), None
     size = int(rows[0][-1])
     return [ShownEvent._make(row[:-1]) for row in rows if row[0] is not None], size
-
-
-# The statement timeout of a page read's transaction.
-_STATEMENT_TIMEOUT: Final = "SELECT set_config('statement_timeout', %s, true)"
 
 
 def query_timed_out(timeout: float) -> FailedPrecondition:
@@ -302,10 +294,6 @@ def query_timed_out(timeout: float) -> FailedPrecondition:
         reason="QUERY_TIMEOUT",
         metadata={"timeout_seconds": seconds},
     )
-
-
-def _milliseconds(seconds: float) -> str:
-    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def page_statement(
