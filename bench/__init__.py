@@ -76,6 +76,14 @@ keeps its data in the run's temp dir.
 The server runs in its own process (its CPU and the load generator's never
 share a GIL), over an embedded PostgreSQL in a temp dir unless
 SEALTRAIL_BENCH_DATABASE_URL names a database to use.
+
+Latency percentiles are nearest-rank: p95 is the least latency at or below
+which 95% of the window's calls lie (of 100 calls the 95th fastest, of 10 the
+slowest); the table shows p50, p95 and p99 of every figure that has them.
+A figure whose work did not do what it should (a verification of an untouched
+log that fails, an export short of its manifest) is FAILED: its ratios say
+n/a, it is listed at the end, and the run exits 1. Ctrl-C or SIGTERM stops
+the run's servers and embedded PostgreSQL and removes its temp dir.
 """
 
 # Before grpc is imported: importing the server turns gRPC's fork support off,

@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import os
 import platform
+import signal
 import sys
 import time
 import uuid
@@ -1126,8 +1127,15 @@ def _unredacted_server_if_needed(
         yield server
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds the run as Ctrl-C does: its servers and embedded
+    PostgreSQL are stopped and its temp dir removed (else they outlive it)."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     figures = options.figures
     rounds: dict[str, list[PhaseResult]] = {figure: [] for figure in figures}
     signer = generate_signer_key(KEY_NAME)
@@ -1206,8 +1214,12 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(results, facts))
     path = write_json(results, facts)
     print(f"\nresults: {path}")
-    return 0
+    return 1 if any(result.failure for result in results.values()) else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # its servers and database stopped on the way out
+        print("bench: stopped by SIGINT", file=sys.stderr)
+        sys.exit(130)

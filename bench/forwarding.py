@@ -220,6 +220,7 @@ def lag(
         rate=len(lags) / window.seconds,
         latency_p50_ms=percentile_ms(lags, 0.50),
         latency_p99_ms=percentile_ms(lags, 0.99),
+        latency_p95_ms=percentile_ms(lags, 0.95),
         errors={"never arrived": missing} if missing else {},
         cpu=usage,
     )

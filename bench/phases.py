@@ -5,6 +5,7 @@ long call or a local computation (`run_once`), time it from start to end."""
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +47,8 @@ class PhaseResult:
     errors: dict[str, int]
     cpu: dict[str, float]
     events_per_commit: float | None = None
-    latency_p95_ms: float | None = None  # where a figure's target is set on p95
+    latency_p95_ms: float | None = None
+    failure: str | None = None  # a one-shot figure's FigureFailed: the run exits 1
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,6 +132,7 @@ def _summarize(
         latency_p99_ms=percentile_ms(latencies, 0.99),
         errors=errors,
         cpu=usage,
+        latency_p95_ms=percentile_ms(latencies, 0.95),
     )
 
 
@@ -156,19 +159,19 @@ def run_once(
     records) it handled and may add notes. Its CPU is accounted as a window's.
     `check`, if given, looks at what it did after the timing, untimed."""
     notes: dict[str, Any] = {}
-    errors: dict[str, int] = {}
+    failed: str | None = None
     with cpu.Meter(watched) as meter:
         started = time.perf_counter()
         try:
             count = work(notes)
         except FigureFailed as failure:
-            count, errors = 0, {str(failure): 1}
+            count, failed = 0, str(failure)
         seconds = time.perf_counter() - started
-    if check is not None and not errors:
+    if check is not None and failed is None:
         try:
             check(notes, count)
         except FigureFailed as failure:
-            count, errors = 0, {str(failure): 1}
+            count, failed = 0, str(failure)
     return PhaseResult(
         name=name,
         unit=unit,
@@ -180,16 +183,22 @@ def run_once(
         rate=count / seconds,
         latency_p50_ms=None,
         latency_p99_ms=None,
-        errors=errors,
+        errors={} if failed is None else {failed: 1},
         cpu=meter.usage,
         notes=notes,
+        failure=failed,
     )
 
 
 def percentile_ms(ordered: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile of `ordered` seconds, in ms: the least
+    value at or below which `fraction` of them lie: p95 of 100 calls is the
+    95th fastest, of 10 calls the slowest. None of no values."""
     if not ordered:
         return None
-    return 1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+    # round() keeps 0.29 * 100 (28.999999999999996) at rank 29.
+    rank = max(1, math.ceil(round(fraction * len(ordered), 9)))
+    return 1000 * ordered[rank - 1]
 
 
 def events_per_commit(database_url: str, tenant: str, window: Window) -> float | None:

@@ -31,6 +31,8 @@ class Ratio:
     def value(self, results: dict[str, PhaseResult]) -> float | None:
         if self.figure not in results or self.baseline not in results:
             return None
+        if results[self.figure].failure or results[self.baseline].failure:
+            return None
         figure = getattr(results[self.figure], self.measure)
         baseline = getattr(results[self.baseline], self.measure)
         return figure / baseline if baseline and figure is not None else None
@@ -200,7 +202,7 @@ def _ratio(value: float | None) -> str:
 
 def _verdict(ratio: Ratio, value: float | None) -> str:
     if value is None:
-        return "n/a (baseline or figure not run)"
+        return "n/a (baseline or figure not run, or failed)"
     if ratio.target is None and ratio.of_times:
         return f"no ratio target; {value:,.1f}x the baseline's"
     if ratio.target is None:
@@ -223,13 +225,14 @@ def format_report(results: dict[str, PhaseResult], facts: dict[str, Any]) -> str
         f" (fsync={facts['database']['fsync']},"
         f" synchronous_commit={facts['database']['synchronous_commit']})",
         "",
-        f"{'figure':<40} {'rate':>20} {'p50 ms':>8} {'p99 ms':>8}  errors",
+        f"{'figure':<40} {'rate':>20} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}  errors",
     ]
     for result in results.values():
         errors = ", ".join(f"{k}={v}" for k, v in result.errors.items()) or "0"
+        rate = "FAILED" if result.failure else f"{_number(result.rate, 0)} {result.unit}"
         lines.append(
-            f"{result.name:<40} {_number(result.rate, 0) + ' ' + result.unit:>20}"
-            f" {_number(result.latency_p50_ms):>8} {_number(result.latency_p99_ms):>8}  {errors}"
+            f"{result.name:<40} {rate:>20} {_number(result.latency_p50_ms):>8}"
+            f" {_number(result.latency_p95_ms):>8} {_number(result.latency_p99_ms):>8}  {errors}"
         )
     lines += _integrity_notes(results, facts)
     lines += _stream_export_notes(results, facts)
@@ -278,6 +281,10 @@ def format_report(results: dict[str, PhaseResult], facts: dict[str, Any]) -> str
             f"NOTE: other programs used up to {noisiest:.0f}% of a core during a window;"
             " the figures are noisy. Rerun on a quiet machine.",
         ]
+    failed = [result for result in results.values() if result.failure]
+    if failed:
+        lines += ["", "FAILED (the run exits 1): a figure whose work did not do what it should"]
+        lines += [f"  {result.name}: {result.failure}" for result in failed]
     return "\n".join(lines)
 
 

@@ -231,17 +231,36 @@ def load(database_url: str, run_id: str, events: int) -> ScaleLog:
         for lo in range(1, per_tenant + 1, _CHUNK)
     ]
 
+    stopping = threading.Event()
+    connections: list[psycopg.Connection[Any]] = []
+
     def work(share: list[dict[str, Any]]) -> None:
         with psycopg.connect(database_url, autocommit=True) as conn:
+            connections.append(conn)
             conn.execute(_VARINT5)
             for job in share:
-                conn.execute(_INSERT, job)
+                if stopping.is_set():
+                    return
+                try:
+                    conn.execute(_INSERT, job)
+                except psycopg.errors.QueryCanceled:
+                    if stopping.is_set():
+                        return
+                    raise
 
     threads = [threading.Thread(target=work, args=(jobs[i::2],)) for i in range(2)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException:  # Ctrl-C or SIGTERM: stop the loaders before the database
+        stopping.set()
+        for conn in connections:
+            conn.cancel_safe()
+        for thread in threads:
+            thread.join()
+        raise
     queried = tenants[:QUERIED]
     with psycopg.connect(database_url, autocommit=True) as conn:
         for tenant in queried:

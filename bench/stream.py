@@ -211,6 +211,7 @@ def _delivery(
         rate=arrived_in_window / window.seconds,
         latency_p50_ms=percentile_ms(latencies, 0.50),
         latency_p99_ms=percentile_ms(latencies, 0.99),
+        latency_p95_ms=percentile_ms(latencies, 0.95),
         errors=dict(errors),
         cpu=usage,
         notes={
@@ -252,6 +253,7 @@ def acks_result(
         rate=events / window.seconds,
         latency_p50_ms=percentile_ms(latencies, 0.50),
         latency_p99_ms=percentile_ms(latencies, 0.99),
+        latency_p95_ms=percentile_ms(latencies, 0.95),
         errors=dict(recorded.errors),
         cpu=usage,
         notes={"calls_started_late": recorded.late},
