@@ -1293,6 +1293,102 @@ def test_elasticsearch_bulk_creates_by_event_id_and_handles_item_errors(
     assert "mapper_parsing_exception" in letter.error
 
 
+# Elasticsearch's default date format, strict_date_optional_time (a date, then
+# optionally a time, its fraction up to nine digits, and a zone) || epoch_millis.
+_ES_DATE = re.compile(
+    r"\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2}([.,]\d{1,9})?)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?)?)?"
+)
+
+
+def es_date_millis(value: object) -> int | None:
+    """`value` as a `date` field of the default format takes it, in ms; None
+    where Elasticsearch refuses it."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str) or not _ES_DATE.fullmatch(value):
+        return None
+    moment = datetime.fromisoformat(value.replace(",", "."))
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def data_stream(received: Received, index: int) -> Reply:
+    """A bulk answer as a data stream (`logs-*-*`, Elastic's own integrations)
+    gives it: only `create` is taken, and each document must have its
+    `@timestamp`, a date in the mapping's format."""
+    lines = received.body.decode().splitlines()
+    items = []
+    for action, document in zip(lines[::2], lines[1::2], strict=True):
+        [(op, meta)] = json.loads(action).items()
+        stamp = json.loads(document).get("@timestamp")
+        if op != "create":
+            status, error = 400, {"type": "illegal_argument_exception",
+                                  "reason": "only write ops with an op_type of create are"
+                                            " allowed in data streams"}  # fmt: skip
+        elif stamp is None:
+            status, error = 400, {"type": "document_parsing_exception",
+                                  "reason": "[1:2] failed to parse: data stream timestamp"
+                                            " field [@timestamp] is missing"}  # fmt: skip
+        elif es_date_millis(stamp) is None:
+            status, error = 400, {"type": "document_parsing_exception",
+                                  "reason": "failed to parse field [@timestamp] of type"
+                                            " [date]"}  # fmt: skip
+        else:
+            status, error = 201, None
+        item: dict[str, Any] = {"_id": meta["_id"], "status": status}
+        if error:
+            item["error"] = error
+        items.append({op: item})
+    errors = any("error" in item[next(iter(item))] for item in items)
+    return Reply(200, json.dumps({"errors": errors, "items": items}).encode())
+
+
+@pytest.mark.parametrize("payload", ["sealtrail_json", "ocsf"])
+def test_an_elasticsearch_data_stream_takes_every_event_dated_when_it_occurred(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    payload: str,
+) -> None:
+    """A data stream refuses a document without `@timestamp`: each event was
+    refused, every one parked as a dead letter. Each document now has it, the
+    event's occurred_at, and the event as it was (its leaf hash checks with
+    `leaf_hash` and `@timestamp` dropped)."""
+    receiver.responder = data_stream
+    sink = sinks(
+        build_sink(
+            "elastic",
+            "elasticsearch",
+            url=receiver.url,
+            index="logs-sealtrail-default",
+            format=payload,
+            filter=SHARED,
+        )
+    )
+    then = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    events = [
+        build_event(action="document.share", actor_id="u", occurred_at=then),
+        build_event(action="document.share", actor_id="u"),
+    ]
+    seqs = [result.event.seq for result in client.record_batch(events)]
+    state = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0).state
+    documents = [json.loads(line) for r in receiver.requests()
+                 for line in r.body.decode().splitlines()[1::2]]  # fmt: skip
+    assert [letter.error for letter in client.list_dead_letters(sink.id)] == []
+    assert state.delivered_events == 2
+    assert documents[0]["@timestamp"] == "2026-01-02T03:04:05.678901Z"  # as occurred
+    for seq, document in zip(seqs, documents, strict=True):
+        stamp = document["@timestamp"]
+        if payload == "ocsf":
+            assert document["metadata"]["sequence"] == seq
+            assert es_date_millis(stamp) == document["time"]
+            continue
+        assert document["seq"] == seq and stamp == document["occurred_at"]
+        digest = bytes.fromhex(document.pop("leaf_hash"))
+        del document["@timestamp"]
+        assert leaf_hash(rfc8785.dumps(document)) == digest  # the event as the log holds it
+
+
 def test_elasticsearch_takes_a_backlog_whose_bulk_answer_is_large(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:

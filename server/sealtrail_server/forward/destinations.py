@@ -181,7 +181,8 @@ class _Batch:
 def _item(event: PendingEvent, data: dict[str, Any], format: Format) -> str:
     """One event's JSON text in the sink's format. Sealtrail JSON is the stored
     record verbatim with `leaf_hash` added, so a receiver can check it: drop
-    leaf_hash, canonicalise (RFC 8785), SHA-256(0x00 || bytes) == leaf_hash."""
+    leaf_hash, canonicalise (RFC 8785), SHA-256(0x00 || bytes) == leaf_hash (and
+    from an Elasticsearch document its `@timestamp`, which its piece adds)."""
     if format == "ocsf":
         return json.dumps(to_ocsf(data, event.leaf_hash), separators=(",", ":"))
     return f'{event.record[:-1]},"leaf_hash":"{event.leaf_hash.hex()}"}}'
@@ -382,7 +383,13 @@ def _elasticsearch_piece(sender: Sender) -> Piece:
 
     def piece(data: dict[str, Any], item: str) -> str:
         action = {"create": {"_index": index, "_id": data["id"]}}
-        return json.dumps(action, separators=(",", ":")) + "\n" + item
+        # `@timestamp`, the event's occurred_at (RFC 3339 in UTC, which the
+        # default date format, strict_date_optional_time, reads), before the
+        # item's own fields: a data stream (`logs-*-*`) refuses a document
+        # without it, and Kibana dates an index's documents by it. Written
+        # around the item's text, which must not be parsed and re-serialised.
+        stamp = json.dumps(data["occurred_at"])
+        return f'{json.dumps(action, separators=(",", ":"))}\n{{"@timestamp":{stamp},{item[1:]}'
 
     return piece
 
