@@ -137,6 +137,20 @@ def test_ocsf_keeps_what_it_has_no_place_for() -> None:
     assert unmapped["recorded_by"] == data["recorded_by"]
 
 
+@pytest.mark.parametrize(
+    ("written", "millis"),
+    [("2004-06-24T14:59:40.172000Z", 1088089180172),
+     ("2004-09-12T20:38:03.442000Z", 1095021483442),
+     ("2026-11-30T11:59:00.999999Z", 1796039940999)],
+)  # fmt: skip
+def test_ocsf_times_are_the_millisecond_of_the_event(written: str, millis: int) -> None:
+    """`time` and `logged_time` were the float seconds times 1000, cut: some
+    times (an event recorded, or imported, as of 2004-09-12T20:38:03.442Z)
+    came out a millisecond early, 1095021483441."""
+    event = to_ocsf(record(occurred_at=written, received_at=written), b"\1" * 32)
+    assert event["time"] == millis and event["metadata"]["logged_time"] == millis
+
+
 def test_ocsf_account_change_names_the_user_acted_on() -> None:
     data = record(
         category="member",

@@ -20,7 +20,7 @@ kept under `unmapped`, so nothing of the event is lost on the way."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from .event import ALERT_ACTION
@@ -125,8 +125,14 @@ def activity_id(class_uid: int, action: str) -> int:
     return verbs.get(parts[-1], verbs.get(parts[0], _OTHER))
 
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND: Final = timedelta(milliseconds=1)
+
+
 def _millis(text: str) -> int:
-    return int(datetime.fromisoformat(text).timestamp() * 1000)
+    """The millisecond of a record's time, in whole numbers: the float seconds
+    times 1000, cut, were a millisecond early for some (2004-09-12T20:38:03.442Z)."""
+    return (datetime.fromisoformat(text) - _EPOCH) // _MILLISECOND
 
 
 def _user(actor: dict[str, Any]) -> dict[str, Any]:
