@@ -25,22 +25,25 @@ def count_now(sql: psycopg.Connection[Any], query: str, params: Sequence[Any] = 
     return int(row[0])
 
 
-def until(condition: Callable[[], bool], pending: Future[Any]) -> None:
-    """Returns once `condition()` holds, while `pending` is still pending."""
-    deadline = time.monotonic() + 10
+def until(condition: Callable[[], bool], pending: Future[Any], *, seconds: float = 10) -> None:
+    """Returns once `condition()` holds, while `pending` is still pending
+    (within `seconds`: a process of its own starts slower than a thread's call)."""
+    deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline and not pending.done(), "nothing waited"
         time.sleep(0.01)
 
 
-def until_waiting(sql: psycopg.Connection[Any], pending: Future[Any], *, sessions: int = 1) -> None:
+def until_waiting(
+    sql: psycopg.Connection[Any], pending: Future[Any], *, sessions: int = 1, seconds: float = 10
+) -> None:
     """Returns once `sessions` other sessions wait for an advisory lock this one holds."""
     waiting = (
         "SELECT count(*) FROM pg_locks AS w JOIN pg_locks AS h USING (locktype, classid, objid)"
         " WHERE w.locktype = 'advisory' AND NOT w.granted AND h.granted"
         " AND h.pid = pg_backend_pid()"
     )
-    until(lambda: count_now(sql, waiting) >= sessions, pending)
+    until(lambda: count_now(sql, waiting) >= sessions, pending, seconds=seconds)
 
 
 def until_blocked(

@@ -179,7 +179,10 @@ def tenant_erase(
     """Erase a tenant for good, as EraseTenant does: every row of it, leaving
     a receipt with the log's signed final checkpoint, printed as JSON (keep
     it). Refused while a legal hold is on. The only way to erase a tenant
-    where SEALTRAIL_TENANT_ERASURE=operator."""
+    where SEALTRAIL_TENANT_ERASURE=operator. A tenant erased already (by
+    another operator or a token, even at the same moment as this) is
+    erased no more: its receipt is printed, saying on stderr when and by
+    whom it was erased, and the command exits 0, the tenant being erased."""
     if not valid_tenant_id(tenant_id):
         raise click.BadParameter("not a tenant id", param_hint="TENANT")
     if confirm != tenant_id:
@@ -212,11 +215,16 @@ def tenant_erase(
             return await eraser.erase(tenant_id, erased_by=_operator(), by_operator=True)
 
     receipt = asyncio.run(run())
-    click.echo(
-        f"erased tenant {tenant_id!r} ({counted(receipt.final_tree_size, 'event')});"
-        " keep this receipt:",
-        err=True,
-    )
+    events = counted(receipt.final_tree_size, "event")
+    if receipt.kept:  # by another operator or a token, maybe at the same moment
+        by = receipt.erased_by if receipt.erased_by.isprintable() else repr(receipt.erased_by)
+        click.echo(
+            f"tenant {tenant_id!r} was erased already, at {_utc(receipt.erased_at)} by {by}"
+            f" ({events}); this command erased nothing. Its receipt:",
+            err=True,
+        )
+    else:
+        click.echo(f"erased tenant {tenant_id!r} ({events}); keep this receipt:", err=True)
     click.echo(json_format.MessageToJson(receipt_message(receipt), indent=2))
 
 

@@ -12,6 +12,9 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +50,7 @@ from sealtrail_server.store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT
 from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own
 from tests.http_endpoint import Received, Reply, endpoint
 from tests.lock_waits import SUBJECT_LOCK, count_now, until, until_blocked, until_waiting
+from tests.processes import stop
 from tests.tenant_rows import rows_of
 
 # The deployment's seal of purge summaries (the test servers' redaction secret).
@@ -402,6 +406,64 @@ def test_a_second_erasure_answers_the_receipt_of_the_first(
     assert again == receipt and receipt.final_checkpoint.note
     assert refused.value.reason == "TENANT_ERASED"
     assert f"by token {receipt.erased_by_token_id}" in str(refused.value)
+
+
+def _operator_process(database_url: str, operator: str, *args: str) -> subprocess.Popen[str]:
+    """`sealtrail-server ARGS` in a process of its own, run by SEALTRAIL_OPERATOR
+    `operator`, with the test servers' keys (this process's environment)."""
+    env = {**os.environ, "SEALTRAIL_DATABASE_URL": database_url, "SEALTRAIL_OPERATOR": operator}
+    return subprocess.Popen(
+        [sys.executable, "-m", "sealtrail_server", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_of_two_operators_erasing_a_tenant_at_once_the_one_that_erased_nothing_says_so(
+    server: ServerThread, tenant: str, migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Two `sealtrail-server tenant erase` of one tenant at once, each its own
+    process: the one that waited for the other's erasure answers its receipt,
+    and said "erased tenant ..." as the one that erased it did. It says that
+    the tenant was erased already, when and by whom, and that it erased
+    nothing; exit 0 for both (the tenant is erased, the receipt printed)."""
+    with AuditClient(server.target, token=server.token(tenant)) as admin:
+        admin.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(3)])
+    command = ("tenant", "erase", tenant, "--confirm", tenant)
+    processes = {
+        name: _operator_process(migrated_database_url, name, *command) for name in ("alice", "bob")
+    }
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            runs = {
+                name: pool.submit(process.communicate, timeout=60)
+                for name, process in processes.items()
+            }
+            with sql.transaction():  # a change of the tenant's retention, under way
+                sql.execute(SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
+                until_waiting(sql, runs["alice"], sessions=2, seconds=60)  # both erasures
+            said = {name: run.result(timeout=60) for name, run in runs.items()}
+    finally:
+        for process in processes.values():
+            stop(process)
+    for name, process in processes.items():
+        assert process.returncode == 0, said[name]
+    receipts = {name: json.loads(out) for name, (out, _) in said.items()}
+    assert receipts["alice"] == receipts["bob"]  # the one receipt of the one erasure
+    receipt = receipts["alice"]
+    eraser = receipt["erasedByTokenId"].removeprefix("sealtrail-server:")
+    [other] = {"alice", "bob"} - {eraser}
+    events = int(receipt["finalTreeSize"])
+    assert f"erased tenant {tenant!r} ({events} events); keep this receipt:" in said[eraser][1]
+    late = said[other][1]
+    assert "erased tenant" not in late, late
+    assert (
+        f"tenant {tenant!r} was erased already, at {receipt['eraseTime'][:19]}Z by"
+        f" sealtrail-server:{eraser} ({events} events); this command erased nothing."
+        " Its receipt:"
+    ) in late, late
 
 
 def _change_settings(admin: AuditClient) -> None:

@@ -93,6 +93,10 @@ class Receipt:
     # The receipt signed by the deployment's key (ADR 0073); "" in one kept
     # before receipts were signed (migration 0045), which nothing proves.
     signed_receipt: str = ""
+    # True when the call that answers it erased nothing: the tenant was erased
+    # before (by another call, or by this one's retry), and this is its
+    # receipt as kept. Not a part of the receipt (neither signed nor answered).
+    kept: bool = dataclasses.field(default=False, compare=False)
 
     def statement(self, origin: str) -> ErasureStatement:
         """What the receipt's signature states, of the log `origin`."""
@@ -175,7 +179,7 @@ class Eraser:
                 checked = await self._checked(earlier)
                 # Kept as released, should the call that signed it have failed to.
                 await self._keep_released(checked)
-                return checked
+                return dataclasses.replace(checked, kept=True)
             if not by_operator:
                 await _require_live_token(conn, tenant_id, erased_by)
             cursor = await conn.execute(
