@@ -435,9 +435,10 @@ def tenant_retention_limit(
 
 
 @tenant.command("erasures")
+@_output_format_option
 @_data_dir_option
 @_database_url_option
-def tenant_erasures(data_dir: Path | None, database_url: str | None) -> None:
+def tenant_erasures(output: str, data_dir: Path | None, database_url: str | None) -> None:
     """List the receipts of erased tenants, oldest first: the tenant, when, by
     whom (a token id, or the operator), the final size and root (base64), and
     whether the receipt's signature states it (`signed`), does not (`SIGNATURE
@@ -445,7 +446,10 @@ def tenant_erasures(data_dir: Path | None, database_url: str | None) -> None:
     (`unsigned`: kept before receipts were signed, which nothing proves).
     Checked with the keys the database knows, which a superuser can add: an
     auditor checks a receipt with the keys they pinned (`sealtrail
-    verify-erasure`)."""
+    verify-erasure`). --format json: one array of objects with `tenant`,
+    `erased_at` (UTC), `erased_by`, `final_tree_size`, `final_root_hash`
+    (base64), `removed_rows` (by table), `signature` (`signed`, `mismatch` or
+    `unsigned`) and `signature_problem` (null when signed)."""
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(settings)
 
@@ -460,19 +464,34 @@ def tenant_erasures(data_dir: Path | None, database_url: str | None) -> None:
             return rows, keys
 
     rows, keys = asyncio.run(run())
+    listed: list[dict[str, Any]] = []
     for tenant_id, erased_at, erased_by, size, root, removed, signed in rows:
-        when = f"{erased_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
-        by = erased_by if erased_by.isprintable() else repr(erased_by)
-        root_text = base64.b64encode(bytes(root)).decode()
         receipt = Receipt(
             tenant_id, erased_by, erased_at, size, bytes(root), None, dict(removed), signed or ""
         )
         problem = check_receipt(receipt, keys)
-        status = (
-            "signed"
-            if problem is None
-            else "unsigned (kept before receipts were signed: nothing proves it)"
-            if not signed
-            else f"SIGNATURE DOES NOT MATCH: the receipt {problem}"
+        listed.append(
+            {
+                "tenant": tenant_id,
+                "erased_at": _utc(erased_at),
+                "erased_by": erased_by,
+                "final_tree_size": size,
+                "final_root_hash": base64.b64encode(bytes(root)).decode(),
+                "removed_rows": dict(removed),
+                "signature": "signed" if problem is None else "mismatch" if signed else "unsigned",
+                "signature_problem": None if problem is None else f"the receipt {problem}",
+            }
         )
-        click.echo(f"{tenant_id}  {when}  {by}  size {size}  root {root_text}  {status}")
+    if output == "json":
+        click.echo(json.dumps(listed, indent=2))
+        return
+    for row in listed:
+        by = row["erased_by"] if row["erased_by"].isprintable() else repr(row["erased_by"])
+        status = {
+            "signed": "signed",
+            "unsigned": "unsigned (kept before receipts were signed: nothing proves it)",
+        }.get(row["signature"], f"SIGNATURE DOES NOT MATCH: {row['signature_problem']}")
+        click.echo(
+            f"{row['tenant']}  {row['erased_at']}  {by}  size {row['final_tree_size']}"
+            f"  root {row['final_root_hash']}  {status}"
+        )

@@ -187,6 +187,46 @@ def test_an_unsigned_receipt_is_said_so_where_receipts_are_listed(
     assert kept_receipt(migrated_database_url, tenant).signed_receipt == ""
 
 
+def test_the_receipts_are_listed_as_json_for_an_auditors_script(
+    server: ServerThread, tenant: str, sql: psycopg.Connection[Any], migrated_database_url: str
+) -> None:
+    """`tenant erasures` printed aligned text alone, whose `by` and status
+    columns a script had to take apart; `--format json` is one array of
+    objects, as `tenant list`'s, the signature's status a field of its own."""
+    signed, unsigned, edited = (erased(server, f"{tenant}-{kind}") for kind in ("s", "u", "e"))
+    sql.execute(
+        "UPDATE tenant_erasures SET signed_receipt = NULL WHERE tenant_id = %s",
+        [unsigned.tenant_id],
+    )
+    sql.execute(
+        "UPDATE tenant_erasures SET final_tree_size = 3 WHERE tenant_id = %s", [edited.tenant_id]
+    )
+    listed = run_operator(migrated_database_url, "tenant", "erasures", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    rows = {
+        row["tenant"]: row
+        for row in json.loads(listed.stdout)
+        if row["tenant"].startswith(f"{tenant}-")
+    }
+    assert rows[signed.tenant_id] == {
+        "tenant": signed.tenant_id,
+        "erased_at": f"{signed.erase_time.ToDatetime():%Y-%m-%dT%H:%M:%SZ}",
+        "erased_by": signed.erased_by_token_id,
+        "final_tree_size": signed.final_tree_size,
+        "final_root_hash": base64.b64encode(signed.final_root_hash).decode(),
+        "removed_rows": dict(signed.removed_rows),
+        "signature": "signed",
+        "signature_problem": None,
+    }
+    assert rows[unsigned.tenant_id]["signature"] == "unsigned"
+    assert rows[unsigned.tenant_id]["signature_problem"] == "the receipt is not signed"
+    assert rows[edited.tenant_id]["final_tree_size"] == 3
+    assert rows[edited.tenant_id]["signature"] == "mismatch"
+    assert rows[edited.tenant_id]["signature_problem"] == (
+        "the receipt does not match its signature in final_tree_size"
+    )
+
+
 @pytest.mark.parametrize(
     ("column", "value", "field"),
     [
