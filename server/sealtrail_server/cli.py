@@ -170,18 +170,17 @@ class _Stopped(KeyboardInterrupt):
 
 
 class _Commands(click.Group):
-    """The main command, which ends an operator's command that Ctrl-C,
-    SIGTERM or SIGHUP stopped in a line, `stopped by SIGINT`, with 130 (or
-    128 and the signal's number), as a shell reports it and as the `sealtrail`
-    commands do: not click's "Aborted!" and 1, the status of any failure.
-    `serve` stops on them as it says itself."""
+    """The main command, which ends a command that Ctrl-C, SIGTERM or SIGHUP
+    stopped in a line, `stopped by SIGINT`, with 130 (or 128 and the signal's
+    number), as a shell reports it and as the `sealtrail` commands do: not
+    click's "Aborted!" and 1, the status of any failure. `serve` too, stopped
+    before it serves (once it serves, it stops gracefully on them: app.py
+    `run_until_signalled`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as interrupt:
-            if ctx.invoked_subcommand == "serve":
-                raise
             if not isinstance(interrupt, _Stopped) and sys.stderr.isatty():
                 click.echo(err=True)  # past the terminal's ^C
             name = str(interrupt) if isinstance(interrupt, _Stopped) else "SIGINT"
@@ -196,7 +195,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
     """Sealtrail: an append-only, tamper-evident audit log service."""
     if ctx.invoked_subcommand != "serve":  # which records nothing as the operator
         _refuse_an_unfit_operator_name()
-        _exit_on_ending_signals(ctx)  # `serve` takes its own
+    _exit_on_ending_signals(ctx)
     # The format alone: the settings are read, and checked, by each command with its flags.
     json_lines = os.environ.get("SEALTRAIL_LOG_FORMAT") == "json"
     log_format: LogFormat = "json" if json_lines else "text"
@@ -230,7 +229,6 @@ def serve(
     bench_no_tree_nodes: bool,
 ) -> None:
     """Run the gRPC service (and the web console, if asked) until SIGTERM or Ctrl-C."""
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings = Settings.load(
         listen=listen,
         console_listen=console_listen,
@@ -267,14 +265,15 @@ def serve(
 
 
 def _exit_on_ending_signals(ctx: click.Context) -> None:
-    """An operator's command ended by SIGTERM (`timeout`, a container's stop)
-    or SIGHUP (its terminal or SSH session gone) ends as a Ctrl-C does
-    (`_Stopped`): status 128 + the signal, its exit handlers run. It died
-    without them, and an embedded PostgreSQL it had started, or joined, ran
-    on after every other process on the data dir had exited. A
-    signal ignored when the command began (`nohup`) stays ignored; the
-    handlers taken are given back when the command ends (run in a process
-    that goes on, as a test's)."""
+    """A command ended by SIGTERM (`timeout`, a container's stop) or SIGHUP
+    (its terminal or SSH session gone) ends as a Ctrl-C does (`_Stopped`):
+    status 128 + the signal, its exit handlers run. It died without them,
+    and an embedded PostgreSQL it had started, or joined, ran on after every
+    other process on the data dir had exited: an operator's command, and a
+    server before it serves (helper-140 for SIGTERM; once it serves, it takes
+    them itself: app.py `run_until_signalled`). A signal ignored when the
+    command began (`nohup`) stays ignored; the handlers taken are given back
+    when the command ends (run in a process that goes on, as a test's)."""
     if threading.current_thread() is not threading.main_thread():
         return  # only the main thread may take a signal (a command run in a thread)
     for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
@@ -287,14 +286,6 @@ def _exit_on_ending_signals(ctx: click.Context) -> None:
 
 def _stop(signum: int, frame: object) -> NoReturn:
     raise _Stopped(signum)
-
-
-def _exit_on_sigterm(signum: int, frame: object) -> NoReturn:
-    """SIGTERM before the server serves (and after it has stopped) exits as
-    SIGTERM does, status 143, but through SystemExit: the exit handlers run.
-    Without them, an embedded PostgreSQL started for this process was not
-    stopped (helper-140)."""
-    raise SystemExit(128 + signum)
 
 
 def _shut_down_telemetry(metrics: Metrics | None, tracer_provider: TracerProvider | None) -> None:

@@ -372,6 +372,55 @@ def test_the_embedded_postgresql_stops_after_a_server_that_did_not_exit_cleanly(
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
+# The migrations' advisory lock (store/migrations.py, "sealtrai" in ASCII),
+# which every start takes: held here, a start waits for it, and is stopped there.
+_MIGRATIONS_LOCK = 0x7365616C74726169
+
+
+def test_a_server_stopped_before_it_serves_says_so_and_lets_go_of_the_embedded_postgresql() -> None:
+    """`serve` stopped before it serves (its migrations waiting, say): by
+    SIGHUP (its terminal or SSH session gone), it died outright, its exit
+    handlers skipped, and the embedded PostgreSQL it had joined ran on after
+    every other process on the data dir had stopped; by Ctrl-C, it printed
+    click's "Aborted!" and exited 1, the status of any failure; by SIGTERM, 143
+    without a word. Each ends as an operator's command does (docs/operations.md):
+    `stopped by SIG...`, 128 and the signal's number, its handle let go."""
+    with _embedded_data_dir() as (data_dir, running):
+        pgdata = data_dir / "postgres"
+        handles = pgdata / ".handle_pids.json"
+        serving = _serve_embedded(data_dir, running)["process"]
+        socket_dir = (pgdata / "postmaster.pid").read_text().splitlines()[4]
+        url = f"postgresql://postgres@/postgres?host={socket_dir}"
+        with psycopg.connect(url, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", [_MIGRATIONS_LOCK])
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                said_file = data_dir / f"starting-{signum.name}.err"
+                with said_file.open("w") as said_to:
+                    starting = subprocess.Popen(
+                        [str(BIN / "sealtrail-server"), "serve", "--listen", "127.0.0.1:0"],
+                        stdout=subprocess.DEVNULL,
+                        stderr=said_to,
+                        env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir)},
+                    )
+                running.callback(stop, starting)
+                deadline = time.monotonic() + 60
+                while "waiting for their lock" not in said_file.read_text():
+                    assert time.monotonic() < deadline and starting.poll() is None
+                    time.sleep(0.01)
+                assert starting.pid in _handle_pids(handles)
+                starting.send_signal(signum)
+                status = starting.wait(60)
+                said = said_file.read_text()
+                assert status == 128 + signum, said
+                assert said.splitlines()[-1] == f"stopped by {signum.name}", said
+                assert "Aborted!" not in said and "Traceback" not in said, said
+                assert starting.pid not in _handle_pids(handles)
+        serving.terminate()
+        assert serving.wait(60) == 0
+        assert _handle_pids(handles) == []
+        assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
+
+
 def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedded_postgresql() -> (
     None
 ):
