@@ -742,14 +742,21 @@ class Service:
             await self._server.stop(0)
 
     async def run_until_signalled(self, ready: Callable[[], None] | None = None) -> None:
-        """Serves until SIGTERM or SIGINT, then stops; a second signal ends
-        the calls still in flight at once (an operator's second Ctrl-C), a
-        third exits (`abandon_stop`). `ready` is called once a signal stops
+        """Serves until SIGTERM, SIGINT or SIGHUP, then stops; a second signal
+        ends the calls still in flight at once (an operator's second Ctrl-C),
+        a third exits (`abandon_stop`). `ready` is called once a signal stops
         the server gracefully (else one sent just after it said so was not);
-        the signals' handlers before are theirs again once it has stopped."""
+        the signals' handlers before are theirs again once it has stopped.
+
+        SIGHUP (its terminal or SSH session gone) killed it outright: calls
+        in flight cut off, and the embedded PostgreSQL ran on after it. One
+        ignored as it began (`nohup`) stays ignored; no SIGHUP on Windows."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        signals = (signal.SIGTERM, signal.SIGINT)
+        hangup = getattr(signal, "SIGHUP", None)
+        signals = (signal.SIGTERM, signal.SIGINT) + (
+            (hangup,) if hangup is not None and signal.getsignal(hangup) != signal.SIG_IGN else ()
+        )
         before = {signum: signal.getsignal(signum) for signum in signals}
         for signum in signals:
             loop.add_signal_handler(signum, stop.set)

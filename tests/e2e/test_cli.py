@@ -421,6 +421,22 @@ def test_a_server_stopped_before_it_serves_says_so_and_lets_go_of_the_embedded_p
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
+def test_a_serving_server_that_loses_its_terminal_stops_as_on_sigterm() -> None:
+    """`sealtrail-server serve` (or `make run`) in a terminal or an SSH session
+    that went away gets SIGHUP: it died outright, its calls in flight cut off,
+    telemetry unsent, and the embedded PostgreSQL ran on after it, the last
+    process on the data dir (docs/operations.md: it stops when the last one
+    exits). It stops as on SIGTERM: gracefully, status 0."""
+    with _embedded_data_dir() as (data_dir, running):
+        pgdata = data_dir / "postgres"
+        served = _serve_embedded(data_dir, running)
+        served["process"].send_signal(signal.SIGHUP)
+        assert served["process"].wait(60) == 0, served["stderr"]()
+        assert "shutting down" in served["stderr"](), served["stderr"]()
+        assert _handle_pids(pgdata / ".handle_pids.json") == []
+        assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
+
+
 def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedded_postgresql() -> (
     None
 ):
