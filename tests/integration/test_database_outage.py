@@ -22,6 +22,8 @@ import grpc
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from sealtrail import AuditClient, UnavailableError, build_event, build_sink
 from sealtrail_server.store.database import DEFAULT_CONNECT_TIMEOUT, Database
@@ -229,6 +231,44 @@ def test_a_database_that_refuses_a_connection_for_want_of_slots_answers(
             async with db.pool.connection():  # its only one, busy
                 with every_slot_taken(few_slots):
                     return await db.probe(timeout=1.0)
+        finally:
+            await db.close()
+
+    assert asyncio.run(probe_with_the_pool_busy())
+
+
+@pytest.mark.parametrize("limited", ["role", "database"])
+def test_a_database_that_refuses_a_connection_for_a_connection_limit_answers(
+    cluster: Cluster, limited: str
+) -> None:
+    """A CONNECTION LIMIT of the service's role or database (a DBA's share of
+    max_connections for it) refuses a connection as max_connections does
+    (SQLSTATE 53300), in other words: "too many connections for role". With
+    its pooled connections all busy with load, the probe took that refusal
+    for an outage, and two probes on the server refused every call, health
+    NOT_SERVING, though its pooled connections all worked (as at
+    max_connections before helper-140)."""
+    login = f"sealtrail_limited_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(cluster.url, autocommit=True) as owner:
+        owner.execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN NOSUPERUSER CONNECTION LIMIT {}"
+                " IN ROLE sealtrail_service, sealtrail_system"
+            ).format(sql.Identifier(login), sql.Literal(1 if limited == "role" else -1))
+        )
+        if limited == "database":  # the superuser's connections are not limited
+            database = owner.execute("SELECT current_database()").fetchone()
+            assert database is not None
+            owner.execute(
+                sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 1").format(sql.Identifier(database[0]))
+            )
+    url = make_conninfo(cluster.url, user=login)
+
+    async def probe_with_the_pool_busy() -> bool:
+        db = await Database.open(url, min_size=1, max_size=1)
+        try:
+            async with db.pool.connection():  # its only one, busy
+                return await db.probe(timeout=1.0)
         finally:
             await db.close()
 

@@ -96,10 +96,16 @@ _SET_SCOPE: Final = (
 # while and writes the rest. Other processes append to a tenant in milliseconds.
 SYSTEM_LOCK_TIMEOUT: Final = 5.0
 # What PostgreSQL says when it refuses a connection for want of a free slot
-# (max_connections, or only reserved ones left): it answers.
+# (SQLSTATE 53300: max_connections, only reserved ones left, or the CONNECTION
+# LIMIT of the role or the database): it answers. A refusal at connection
+# reaches psycopg without its SQLSTATE (libpq keeps it to itself): the words
+# tell, and only where the database's lc_messages is English. A role's or a
+# database's limit was taken for an outage (helper-321).
 _NO_FREE_SLOT: Final = (
     "too many clients already",
     "remaining connection slots are reserved",
+    "too many connections for role",
+    "too many connections for database",
 )
 
 # What PostgreSQL answers in a state it may leave by itself, or that an
