@@ -437,6 +437,21 @@ def test_a_serving_server_that_loses_its_terminal_stops_as_on_sigterm() -> None:
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
+def test_a_server_started_under_nohup_serves_on_after_a_sighup() -> None:
+    """Under `nohup`, SIGHUP is ignored from the start: the server, which
+    stops on SIGHUP otherwise, serves on after one, and stops on SIGTERM."""
+    with _embedded_data_dir() as (data_dir, running):
+        served = _serve_embedded(data_dir, running, under=("nohup",))
+        served["process"].send_signal(signal.SIGHUP)
+        time.sleep(1.0)  # a stop it began would refuse calls by now
+        token = (data_dir / "dev-admin-token").read_text().strip()
+        with AuditClient(served["target"], token=token, max_attempts=1) as client:
+            client.record(action="doc.edit", actor_id="u")
+        assert served["process"].poll() is None
+        served["process"].terminate()
+        assert served["process"].wait(60) == 0, served["stderr"]()
+
+
 def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedded_postgresql() -> (
     None
 ):
@@ -649,15 +664,18 @@ def _stop_postmaster(pgdata: Path) -> None:
         time.sleep(0.05)
 
 
-def _serve_embedded(data_dir: Path, running: contextlib.ExitStack) -> dict[str, Any]:
+def _serve_embedded(
+    data_dir: Path, running: contextlib.ExitStack, *, under: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """`sealtrail-server serve` on `data_dir`'s embedded database, once
     serving, stopped when `running` ends if not before: its process, target,
     stdout so far, and a reader of its stderr (kept in a file of `data_dir`:
-    a pipe nobody reads would fill and stall it)."""
+    a pipe nobody reads would fill and stall it). `under`: a command it is
+    run under (`nohup`)."""
     stderr_path = data_dir / f"serve-{time.monotonic_ns()}.err"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            [str(BIN / "sealtrail-server"), "serve", "--listen", "127.0.0.1:0"],
+            [*under, str(BIN / "sealtrail-server"), "serve", "--listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE,
             stderr=stderr,
             text=True,
