@@ -592,6 +592,7 @@ def test_the_page_fits_a_360_pixel_screen(
     browser.set_window_size(360, 800)
     sign_in(browser, console_url, console_server.token(tenant, "reader"))
     wait_for_rows(browser, lambda r: len(r) >= 3)
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))  # its chart too
     width = browser.execute_script("return document.documentElement.scrollWidth")
     viewport = browser.execute_script("return window.innerWidth")
     assert width <= viewport  # the table scrolls inside its own box; the page does not

@@ -1,7 +1,7 @@
 """The console against WCAG 2.1 AA, as axe-core (Deque's rules engine, run in
 the page) reads it: each page and state an investigator or an admin meets
-(signed out and refused, the events with a row open on its diff, an error,
-each admin view with its forms, a secret shown once, the confirmation
+(signed out and refused, the events and their activity chart, a row open on
+its diff, an error, each admin view with its forms, a secret shown once, the confirmation
 dialog), in the light colour scheme and the dark one. Any violation fails.
 
 axe-core is vendored in tests/browser/vendor (axe.min.js, MPL-2.0, its
@@ -97,6 +97,7 @@ def test_the_investigation_views_have_no_violation(
 
     sign_in(browser, console_url, console_server.token(tenant, "reader"))
     wait_for_rows(browser, lambda r: len(r) == 2)
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))  # its chart
     check(browser, "events", found)
     openers = browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event button.opener")
     openers[-1].send_keys(Keys.ENTER)
@@ -208,8 +209,12 @@ def test_an_event_row_is_a_row_of_cells_its_opener_a_button(
     assert opener["role"] == "button" and opener["expanded"] is False, opener
     assert "UTC" in opener["name"], opener  # the event's time: what it opens
 
-    # The keyboard: Tab from the form's last control reaches the opener, not the row.
+    # The keyboard: Tab from the form's last control reaches the activity chart's
+    # bars (one stop for them all), then the opener, not the row.
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
     browser.find_element(By.ID, "export-ndjson").send_keys(Keys.TAB)
+    assert browser.execute_script("return document.activeElement.closest('#activity') !== null")
+    browser.switch_to.active_element.send_keys(Keys.TAB)
     focused = browser.switch_to.active_element
     assert focused.tag_name == "button" and focused.get_attribute("aria-expanded") == "false"
     assert browser.execute_script("return document.activeElement.closest('tr.event') !== null")

@@ -15,9 +15,13 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
 from sealtrail import AuditClient, build_event, build_filter
@@ -607,3 +611,106 @@ def test_a_search_as_long_as_the_api_takes_is_taken(
     assert status == 200, (status, body)
     status, body = get(api + "events?actions=" + ",".join(actions), reader)
     assert status == 400 and body["fields"][0]["field"] == "filter.actions", body
+
+
+def _searched(api: str, token: str, query: dict[str, str]) -> list[dict[str, Any]]:
+    """Every event the console's search finds for `query`, page after page."""
+    found: list[dict[str, Any]] = []
+    page_token = ""
+    while True:
+        paged = {**query, "page_token": page_token} if page_token else query
+        status, body = get(api + f"events?{urllib.parse.urlencode(paged)}", token)
+        assert status == 200, body
+        found += body["events"]
+        page_token = body["next_page_token"]
+        if not page_token:
+            return found
+
+
+@pytest.mark.parametrize(("zone", "offset"), [("Asia/Kolkata", "+05:30"), ("", "Z")])
+def test_counts_per_hour_and_day_are_what_the_search_finds_in_each(
+    api: str, console_server: ServerThread, tenant: str, zone: str, offset: str
+) -> None:
+    """The activity chart's counts (ADR 0108): /api/counts reads the search's
+    filter as /api/events does, and each hour or day of the zone asked for
+    (UTC's without one) counts exactly the events the search finds in it."""
+    start = datetime(2026, 11, 28, 17, 50, tzinfo=UTC)  # 23:20 in Kolkata: its days differ
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for minutes, action, outcome in [
+            (0, "chart.read", "failure"),
+            (5, "chart.read", "failure"),
+            (9, "chart.write", "failure"),
+            (40, "chart.read", "failure"),  # 18:30 UTC, 00:00 the next day in Kolkata
+            (41, "chart.read", "success"),  # not matched: its outcome
+            (70, "other.read", "failure"),  # not matched: its action
+            (130, "chart.read", "denied"),
+            (1450, "chart.write", "failure"),
+            (3000, "chart.read", "failure"),
+        ]:
+            event = build_event(action=action, actor_id="u-chart", outcome=outcome)
+            event.occurred_at.FromDatetime(start + timedelta(minutes=minutes))
+            c.record(event)
+    reader = console_server.token(tenant, "reader")
+    search = {
+        "actions": "chart.*",
+        "outcomes": "failure, denied",
+        "occurred_after": "2026-11-28T17:55:00Z",  # within an hour: that hour counts part of it
+        "occurred_before": "2026-12-01T00:00:00Z",
+    }
+    found = _searched(api, reader, search)
+    assert len(found) == 6
+    where = ZoneInfo(zone or "UTC")
+    for unit in ("hour", "day"):
+        query = {**search, "group_by": unit, **({"time_zone": zone} if zone else {})}
+        status, answer = get(api + f"counts?{urllib.parse.urlencode(query)}", reader)
+        assert status == 200, answer
+        expected: Counter[datetime] = Counter()
+        for event in found:
+            local = datetime.fromisoformat(event["occurred_at"]).astimezone(where)
+            kept = {"minute": 0, "second": 0, "microsecond": 0}
+            expected[local.replace(**kept, **({"hour": 0} if unit == "day" else {}))] += 1
+        keys = [group["key"] for group in answer["groups"]]
+        assert all(key.endswith(offset) for key in keys), keys
+        counted = {datetime.fromisoformat(g["key"]): g["count"] for g in answer["groups"]}
+        assert counted == expected, (unit, answer)
+        assert keys == sorted(keys)  # in time order
+        assert answer["total"] == len(found) and not answer["truncated"]
+        assert answer["tree_size"] >= max(int(event["seq"]) for event in found)
+
+
+def test_counts_refuse_what_the_search_refuses_and_a_grouping_they_do_not_draw(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    reader = console_server.token(tenant, "reader")
+    assert get(api + "counts?group_by=day")[0] == 401
+    status, body = get(api + "counts?group_by=day", console_server.token(tenant, "recorder"))
+    assert status == 403 and body["code"] == "PERMISSION_DENIED"
+    for query, field in [
+        ("group_by=week", "group_by"),
+        ("actions=a", "group_by"),
+        ("group_by=day&group_by=hour", "group_by"),
+        ("group_by=day&categories=nonsense", "categories"),
+        ("group_by=day&occurred_after=yesterday", "occurred_after"),
+        ("group_by=day&time_zone=Mars/Olympus", "time_zone"),
+    ]:
+        status, body = get(api + f"counts?{query}", reader)
+        assert status == 400 and [f["field"] for f in body["fields"]] == [field], (query, body)
+
+
+def test_a_count_past_its_time_says_to_narrow_the_range(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """CountEvents refused for its time (SEALTRAIL_COUNT_TIMEOUT) is the
+    console's 409 in the API's words: narrow the time range."""
+    own = ServerThread(migrated_database_url, console_listen="127.0.0.1:0", count_timeout=0.5)
+    try:
+        url = f"http://127.0.0.1:{own.service.console_port}/api/counts?group_by=day"
+        reader = own.token(tenant, "reader")
+        # A count of every month reads events_default too: held, the count waits for it.
+        with sql.transaction():
+            sql.execute("LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE")
+            status, body = get(url, reader)
+        assert status == 409 and body["code"] == "FAILED_PRECONDITION", body
+        assert body["reason"] == "COUNT_TIMEOUT" and "narrow the time range" in body["error"]
+    finally:
+        own.close()

@@ -7,6 +7,7 @@ import {
   clearAdmin, count, hideSecretsOutside, setUpAdmin, showAdminView, visibleJson, visibleName, when,
 } from "./admin.js";
 import { fromBase64 as bytes, hexOf as hex } from "./base64.js";
+import { clearChart, loadChart, setUpChart } from "./chart.js";
 import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
 
 const TOKEN_KEY = "sealtrail.token";
@@ -58,6 +59,7 @@ async function api(path, params, { signal, method = "GET", body } = {}) {
     error.code = answer.code || "";
     error.reason = answer.reason || "";
     error.fields = answer.fields || [];
+    error.retryAfter = response.headers.get("Retry-After") || "";
     throw error;
   }
   return response;
@@ -337,6 +339,7 @@ function forgetEvents() {
   $("#events tbody").replaceChildren();
   $("#more").hidden = true;
   $("#capped").hidden = true;
+  clearChart();
 }
 
 function reload() {
@@ -347,10 +350,38 @@ function reload() {
   state.filter = apiFilter(new URLSearchParams(location.search));
   const generation = state.generation;
   loadPage().then((loaded) => {
-    if (generation !== state.generation || !$("#live").checked) return;
+    if (generation !== state.generation) return;
+    // The chart once the page is shown, and only of a filter that matched: a
+    // refused filter is said once, by the search, and a count is recorded as
+    // a Query is (counted beside it, each would have been in the other's log).
+    if (loaded && state.shown.size) loadChart(state.filter);
+    if (!$("#live").checked) return;
     // Live starts after the page's newest event: with no page it would not know where.
     if (loaded) startLive(); else $("#live").checked = false;
   });
+}
+
+// A bar of the chart pressed: the search narrowed to its period, a custom range.
+function narrowTo(from, to) {
+  const url = new URLSearchParams(location.search);
+  url.set("range", "custom");
+  url.set("from", new Date(from).toISOString());
+  url.set("to", new Date(to).toISOString());
+  history.replaceState(null, "", `?${url}`);
+  const live = $("#live").checked;  // in the form, but no filter: Live goes on as it was
+  $("#filters").reset();
+  $("#live").checked = live;
+  urlToForm(url);
+  reload();
+}
+
+// A count the API refused (the one at a time a tenant runs, a count past its
+// time): said where the search's errors are, with when to count again.
+function chartRefused(error) {
+  if (error.status === 401) return signOut();
+  const again = error.retryAfter ? ` Try again in ${count(error.retryAfter, "second")}.` : "";
+  const said = error.message.replace(/[.\s]+$/, "");
+  $("#error").textContent = `The activity chart could not be counted: ${said}.${again}`;
 }
 
 // --- a row's detail -------------------------------------------------------------
@@ -847,6 +878,7 @@ function init() {
   }).observe($("#more"));
   window.addEventListener("hashchange", route);
   setUpAdmin({ api, signOut, filterFields, fillFilter, filterRow: $("#filters .row") });
+  setUpChart({ api, narrow: narrowTo, report: chartRefused });
   if (token()) showSignedIn(); else { $("#signin").hidden = false; $("#token").focus(); }
 }
 

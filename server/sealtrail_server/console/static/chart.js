@@ -1,0 +1,192 @@
+// The activity chart above the events (ADR 0108): how many events the search's
+// filter matches per hour or per day of the viewer's time zone, counted by the
+// API (CountEvents, /api/counts). Each bar is a button that narrows the search
+// to its period; a visually hidden table says what the bars show.
+
+import { count } from "./admin.js";
+
+const $ = (selector) => document.querySelector(selector);
+const HOUR = 3600e3;
+// A range up to this long is counted per hour (at most 73 bars), a longer one per day.
+const HOURLY_UP_TO = 3 * 86400e3;
+// The most periods one answer holds (the API's largest `limit`), and so the most bars.
+const MOST_BARS = 1000;
+
+// The console's: its API call, what a bar's click does, and where an error goes.
+let api = null;
+let narrow = null;
+let report = null;
+let counting = null;  // the AbortController of the count under way
+let refocus = false;  // a bar was pressed: the next chart's bar takes the focus
+
+export function setUpChart(context) {
+  ({ api, narrow, report } = context);
+  $("#activity .bars").addEventListener("keydown", moveAlong);
+}
+
+// Takes the chart off the page, and drops a count on its way.
+export function clearChart() {
+  counting?.abort();
+  counting = null;
+  refocus = false;
+  $("#activity").hidden = true;
+  $("#activity .bars").replaceChildren();
+  $("#activity tbody").replaceChildren();
+}
+
+// The zone the browser shows times in: the one its days and hours are counted in.
+function browserZone() {
+  return Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+}
+
+// Counts the events of `filter` (the view's API filter: the rows' own) per hour
+// or day, and draws them; a refusal is reported (the console's error display).
+export async function loadChart(filter) {
+  const focus = refocus;  // a bar pressed: the view it narrowed to is the one counted now
+  clearChart();
+  refocus = focus;
+  const controller = new AbortController();
+  counting = controller;
+  const after = filter.get("occurred_after");
+  const before = filter.get("occurred_before");
+  const range = { start: after ? Date.parse(after) : null, end: before ? Date.parse(before) : Date.now() };
+  const unit = range.start !== null && range.end - range.start <= HOURLY_UP_TO ? "hour" : "day";
+  let zone = browserZone();
+  try {
+    let answer;
+    try {
+      answer = await counts(filter, unit, zone, controller.signal);
+    } catch (error) {
+      // A zone the database does not know (newer than its copy of the zone data): UTC's.
+      if (!zone || !(error.fields || []).some(({ field }) => field === "time_zone")) throw error;
+      zone = "";
+      answer = await counts(filter, unit, zone, controller.signal);
+    }
+    if (counting !== controller) return;
+    draw(answer, { ...range, unit, zone });
+  } catch (error) {
+    if (counting !== controller || error.name === "AbortError") return;
+    report(error);
+  }
+}
+
+async function counts(filter, unit, zone, signal) {
+  const params = new URLSearchParams(filter);
+  params.set("group_by", unit);
+  if (zone) params.set("time_zone", zone);
+  return (await api("/api/counts", params, { signal })).json();
+}
+
+// The start of the hour or day `time` is in, in the browser's zone (or UTC's).
+function periodOf(time, unit, utc) {
+  const at = new Date(time);
+  if (unit === "hour") {
+    // The wall clock's minutes: an hour at +05:30 starts at half past a UTC hour.
+    const minutes = utc ? at.getUTCMinutes() : at.getMinutes();
+    return time - minutes * 60e3 - at.getUTCSeconds() * 1e3 - at.getUTCMilliseconds();
+  }
+  // A midnight the clocks skip is the first instant of its day, as the API counts it.
+  return utc ? Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), at.getUTCDate())
+    : new Date(at.getFullYear(), at.getMonth(), at.getDate()).getTime();
+}
+
+// The start of the period after the one that starts at `start`. An hour is an
+// hour of time: the hour the clocks go back over comes twice, the one they skip
+// never, as the API's buckets do.
+function periodAfter(start, unit, utc) {
+  if (unit === "hour") return start + HOUR;
+  const at = new Date(start);
+  return utc ? Date.UTC(at.getUTCFullYear(), at.getUTCMonth(), at.getUTCDate() + 1)
+    : new Date(at.getFullYear(), at.getMonth(), at.getDate() + 1).getTime();
+}
+
+// Every period of the range, those without events included (the API answers
+// only those with some), each with its count.
+function periods(answer, { start, end, unit, zone }) {
+  const utc = !zone;
+  const counted = new Map();
+  for (const { key, count: n } of answer.groups) counted.set(Date.parse(key), Number(n));
+  const keys = [...counted.keys()].sort((a, b) => a - b);
+  if (!keys.length) return [];
+  let until = end;
+  // Past the API's limit the latest periods were left out: none is drawn as empty.
+  if (answer.truncated) until = periodAfter(keys[keys.length - 1], unit, utc);
+  const starts = new Set(keys);
+  for (let at = periodOf(start ?? keys[0], unit, utc); at < until && starts.size < MOST_BARS;
+    at = periodAfter(at, unit, utc)) {
+    starts.add(at);
+  }
+  return [...starts].sort((a, b) => a - b).map((at) => ({
+    start: at, end: periodAfter(at, unit, utc), events: counted.get(at) || 0,
+  }));
+}
+
+function draw(answer, range) {
+  const { unit, zone } = range;
+  const shown = periods(answer, range);
+  if (!shown.length) return;
+  const timeZone = zone ? {} : { timeZone: "UTC" };
+  const words = unit === "hour"
+    ? new Intl.DateTimeFormat(undefined, { ...timeZone, month: "short", day: "numeric", hour: "numeric",
+      minute: "2-digit" })
+    : new Intl.DateTimeFormat(undefined, { ...timeZone, weekday: "short", month: "short", day: "numeric",
+      year: "numeric" });
+  const name = ({ start, end }) => (unit === "hour" ? words.formatRange(start, end) : words.format(start));
+  const most = Math.max(...shown.map((period) => period.events));
+  const bars = $("#activity .bars");
+  const body = $("#activity tbody");
+  for (const period of shown) {
+    const bar = document.createElement("button");
+    bar.type = "button";
+    bar.tabIndex = -1;
+    const said = `${name(period)}: ${count(period.events, "event")}`;
+    bar.setAttribute("aria-label", said);
+    bar.title = said;
+    const fill = document.createElement("span");
+    fill.className = period.events ? "bar some" : "bar";
+    fill.style.height = `${(100 * period.events) / (most || 1)}%`;  // CSSOM: the policy allows it
+    bar.append(fill);
+    bar.addEventListener("click", () => {
+      // The period within the range shown: the first and last may be part of one.
+      narrow(Math.max(period.start, range.start ?? period.start), Math.min(period.end, range.end));
+      refocus = true;
+    });
+    bars.append(bar);
+    const row = body.insertRow();
+    const header = document.createElement("th");
+    header.scope = "row";
+    header.textContent = name(period);
+    row.append(header);
+    row.insertCell().textContent = Number(period.events).toLocaleString();
+  }
+  bars.lastElementChild.tabIndex = 0;  // the latest: one Tab stop, the arrows move along
+  const per = unit === "hour" ? "hour" : "day";
+  const where = zone ? `your time (${zone})` : "UTC";
+  let title = `Events per ${per}, ${where}: ${count(answer.total, "event")} in all.`;
+  if (answer.truncated) {
+    title += ` Showing the first ${count(shown.length, per)}: narrow the time range to see later ones.`;
+  }
+  $("#activity-title").textContent = `${title} A bar narrows the search to its ${per}.`;
+  $("#activity caption").textContent = `Events per ${per}, ${where}; the first and last may count`
+    + " part of their period only";
+  $("#activity .period").textContent = unit === "hour" ? "Hour" : "Day";
+  $("#activity .first").textContent = name(shown[0]);
+  $("#activity .most").textContent = `most: ${Number(most).toLocaleString()}`;
+  $("#activity .last").textContent = name(shown[shown.length - 1]);
+  $("#activity").hidden = false;
+  if (refocus) bars.lastElementChild.focus();
+  refocus = false;
+}
+
+// Left and Right (Home, End) move along the bars: one Tab stop for them all.
+function moveAlong(event) {
+  const bars = [...$("#activity .bars").children];
+  const at = bars.indexOf(document.activeElement);
+  const to = { ArrowLeft: at - 1, ArrowRight: at + 1, Home: 0, End: bars.length - 1 }[event.key];
+  if (at < 0 || to === undefined) return;
+  event.preventDefault();
+  const next = bars[Math.max(0, Math.min(bars.length - 1, to))];
+  bars[at].tabIndex = -1;
+  next.tabIndex = 0;
+  next.focus();
+}

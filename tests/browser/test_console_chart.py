@@ -1,0 +1,199 @@
+"""The activity chart above the events (ADR 0108), in a real headless
+Chromium: the search's events per day or hour of the browser's zone, a bar
+that narrows the search to its period, a table for screen readers, and a
+count the API refuses said as the search's errors are."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from datetime import time as wall
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+from psycopg import sql as pgsql
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as seen
+
+from sealtrail import AuditClient, build_event
+from sealtrail_server.store import counts as store_counts
+from tests.browser.test_console import hooked, requested, sign_in, wait, wait_for_rows
+from tests.conftest import ServerThread
+
+KOLKATA = ZoneInfo("Asia/Kolkata")
+
+
+def chart_table(browser: webdriver.Chrome) -> list[tuple[str, int]]:
+    """The chart's table, as a screen reader reads it: each period and its count."""
+    cells: list[list[str]] = browser.execute_script(
+        "return [...document.querySelectorAll('#activity tbody tr')]"
+        ".map((row) => [...row.cells].map((cell) => cell.textContent))"
+    )
+    return [(period, int(events.replace(",", ""))) for period, events in cells]
+
+
+def bar_labels(browser: webdriver.Chrome) -> list[str]:
+    return [
+        str(bar.get_attribute("aria-label"))
+        for bar in browser.find_elements(By.CSS_SELECTOR, "#activity .bars button")
+    ]
+
+
+def test_the_chart_counts_the_search_per_day_and_a_bar_narrows_it_to_its_hours(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The events of the last 7 days per day of the browser's zone (Kolkata's
+    days start at 18:30 UTC), the days without any drawn too; a bar pressed
+    narrows the search to its day, which is then drawn per hour."""
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kolkata"})
+    today = datetime.now(KOLKATA).date()
+
+    def noon(days_ago: int) -> datetime:  # far from any day's edge
+        return datetime.combine(today - timedelta(days=days_ago), wall(12), KOLKATA)
+
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for days_ago, action in [(1, "chart.read"), (1, "chart.write"), (3, "chart.read"),
+                                 (6, "chart.read"), (9, "chart.read")]:  # fmt: skip
+            event = build_event(action=action, actor_id="u-chart")
+            event.occurred_at.FromDatetime(noon(days_ago))
+            c.record(event)
+    sign_in(browser, console_url + "?actions=chart.*", console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) == 4)
+    chart = wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
+    caption = chart.find_element(By.TAG_NAME, "figcaption").text
+    assert "per day, your time (Asia/" in caption and "4 events in all" in caption, caption
+    # (Chromium names the zone as ICU does: Asia/Calcutta, which the API takes too.)
+    # Seven days back from now: from a part of the eighth day before today, to today.
+    days = chart_table(browser)
+    assert [n for _, n in days] == [0, 1, 0, 0, 1, 0, 2, 0], days
+    labels = bar_labels(browser)
+    assert len(labels) == 8 and labels[6].endswith(": 2 events"), labels
+    assert labels[0].endswith(": 0 events"), labels
+    assert days[6][0] in labels[6]  # the bar says what its row says
+    assert sum(n for _, n in days) == 4
+
+    # Yesterday's bar: the search narrowed to that day of Kolkata's, per hour.
+    chart.find_elements(By.CSS_SELECTOR, ".bars button")[6].click()
+    wait_for_rows(browser, lambda r: len(r) == 2)
+    query = parse_qs(urlsplit(browser.current_url).query)
+    yesterday = datetime.combine(today - timedelta(days=1), wall(0), KOLKATA)
+    assert query["range"] == ["custom"] and query["actions"] == ["chart.*"]
+    assert [datetime.fromisoformat(query[end][0]) for end in ("from", "to")] == [
+        yesterday,
+        yesterday + timedelta(days=1),
+    ]
+    wait(browser).until(lambda b: "per hour" in b.find_element(By.ID, "activity-title").text)
+    hours = chart_table(browser)
+    assert len(hours) == 24 and [n for _, n in hours] == [0] * 12 + [2] + [0] * 11, hours
+    # The keyboard is where it was: on the chart, whose arrows move along its bars.
+    focused = browser.switch_to.active_element
+    assert focused.get_attribute("aria-label") == bar_labels(browser)[-1]
+    focused.send_keys(Keys.HOME)
+    for _ in range(12):
+        browser.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+    focused = browser.switch_to.active_element
+    assert str(focused.get_attribute("aria-label")).endswith(": 2 events")
+    assert focused.get_attribute("tabindex") == "0"
+    focused.send_keys(Keys.ENTER)  # its hour: 12:00 to 13:00
+    wait(browser).until(
+        lambda b: parse_qs(urlsplit(b.current_url).query)["to"][0].startswith(
+            f"{(today - timedelta(days=1)).isoformat()}T07:30:00"
+        )
+    )
+    wait_for_rows(browser, lambda r: len(r) == 2)
+
+
+def _running(database_url: str, marker: str) -> bool:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        [(running,)] = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+            " AND query LIKE %s AND pid <> pg_backend_pid()",
+            [f"%{marker}%"],
+        ).fetchall()
+    return bool(running)
+
+
+def test_a_count_the_api_refuses_is_said_with_when_to_count_again(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tenant runs one count at a time: the chart's count, while another
+    runs, is refused (429, RESOURCE_EXHAUSTED with a retry delay). The page
+    says so where the search's errors are, with the Retry-After, and draws
+    nothing; Apply, once the other count ended, draws the chart."""
+    running = store_counts.count_statement
+
+    def slow(tenant_id: str, *args: Any, **kwargs: Any) -> Any:  # a count of a large log
+        query, params = running(tenant_id, *args, **kwargs)
+        if tenant_id != tenant:
+            return query, params
+        held = pgsql.SQL("SELECT q.* FROM ({}) AS q CROSS JOIN pg_sleep(4.25)")
+        return held.format(query), params
+
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="door.open", actor_id="u-kim")
+    reader = console_server.token(tenant, "reader")
+    monkeypatch.setattr(store_counts, "count_statement", slow)
+    with (
+        AuditClient(console_server.target, token=reader, max_attempts=1) as other,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        held = pool.submit(other.count_events)
+        deadline = time.monotonic() + 20
+        while not _running(migrated_database_url, "pg_sleep(4.25)"):
+            assert time.monotonic() < deadline and not held.done()
+            time.sleep(0.05)
+        sign_in(browser, console_url + "?actions=door.open", reader)
+        wait_for_rows(browser, lambda r: len(r) == 1)
+        error = browser.find_element(By.ID, "error")
+        wait(browser).until(lambda b: "activity chart" in error.text)
+        assert "one count at a time" in error.text, error.text
+        assert "Try again in 1 second." in error.text, error.text
+        assert not browser.find_element(By.ID, "activity").is_displayed()
+        held.result(timeout=30)
+    monkeypatch.setattr(store_counts, "count_statement", running)
+    browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
+    assert error.text == ""
+    assert [n for _, n in chart_table(browser)][-1] == 1
+
+
+def test_a_zone_the_database_does_not_know_is_counted_in_utc(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """A browser's zone the API refuses (one newer than the database's copy of
+    the zone data: America/Coyhaique on an older PostgreSQL) is no error: the
+    chart counts UTC's days, and says so."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="door.open", actor_id="u-kim")
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kolkata"})
+    browser.get(console_url + "?actions=door.open")
+    field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    hooked(browser)
+    refusal = {
+        "error": "time_zone: 'Asia/Kolkata' is not an IANA time zone such as Europe/Paris",
+        "code": "INVALID_ARGUMENT",
+        "fields": [{"field": "time_zone", "description": "not an IANA time zone"}],
+    }
+    fake = "window.fakes.push(['/api/counts', 400, arguments[0]])"
+    browser.execute_script(fake, json.dumps(refusal))
+    field.send_keys(console_server.token(tenant, "reader"), Keys.ENTER)
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    chart = wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
+    assert "per day, UTC:" in chart.find_element(By.TAG_NAME, "figcaption").text
+    assert browser.find_element(By.ID, "error").text == ""
+    asked, again = requested(browser, "/api/counts")
+    assert "time_zone=Asia%2F" in asked and "time_zone" not in again
+    days = chart_table(browser)
+    assert len(days) == 8 and days[-1][1] == 1, days
