@@ -229,3 +229,38 @@ def test_an_event_row_is_a_row_of_cells_its_opener_a_button(
     browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event td")[2].click()
     wait(browser).until(seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail")))
     assert focused.get_attribute("aria-expanded") == "true"
+
+
+def test_a_refused_filter_marks_its_inputs_described_by_the_error(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+) -> None:
+    """A filter the API or the console refused was said in the page's error
+    alone: the input at fault was not marked, and a screen reader's user who
+    went back to the form heard nothing of which one it was nor why (WCAG
+    3.3.1). It is now invalid (`aria-invalid`), described by the error, and
+    unmarked once a filter is taken."""
+    reader = console_server.token(tenant, "reader")
+    sign_in(browser, console_url + "?ip=not-an-ip&actions=door.*", reader)
+    error = wait(browser).until(seen.visibility_of_element_located((By.ID, "error")))
+    wait(browser).until(lambda b: "ip" in error.text)
+    [ip] = ax_nodes(browser, "#filters input[name=ip]")
+    assert ip["invalid"] == "true", ip
+    field = browser.find_element(By.NAME, "ip")
+    assert field.get_attribute("aria-describedby") == "error"
+    assert browser.find_elements(By.CSS_SELECTOR, "#filters [aria-invalid]") == [field]
+
+    # The API's own refusal (filter.occurred_before) marks the input it came from: To.
+    browser.get(console_url + "?range=custom&from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z")
+    wait(browser).until(lambda b: "occurred_before" in b.find_element(By.ID, "error").text)
+    to = browser.find_element(By.NAME, "to")
+    assert to.get_attribute("aria-invalid") == "true"
+    assert to.get_attribute("aria-describedby") == "error"
+
+    # A filter taken: nothing is marked.
+    browser.find_element(By.ID, "clear").click()
+    wait(browser).until(lambda b: b.find_element(By.ID, "error").text == "")
+    wait(browser).until(lambda b: not b.find_elements(By.CSS_SELECTOR, "#filters [aria-invalid]"))
+    assert to.get_attribute("aria-describedby") is None

@@ -92,6 +92,7 @@ function signOut() {
   stopLive();
   forgetEvents();  // the rows shown (an event open among them) go with the session, as
   $("#error").textContent = "";  // the admin views' do: the next may be another tenant's
+  unmarkFilter();
   $("#status").textContent = "";
   clearAdmin();  // a token's secret shown once goes with the session
   state.started = false;
@@ -282,6 +283,7 @@ async function loadPage() {
   const controller = new AbortController();
   state.page = controller;
   $("#error").textContent = "";
+  unmarkFilter();
   showLoading(true);
   let late;
   const timedOut = new Promise((_, reject) => {
@@ -305,6 +307,7 @@ async function loadPage() {
   } catch (error) {
     if (generation !== state.generation) return false;  // aborted: another filter is loading
     if (error.status === 401) signOut(); else $("#error").textContent = error.message;
+    markFilter(error.fields || []);
     return false;
   } finally {
     clearTimeout(late);
@@ -313,6 +316,30 @@ async function loadPage() {
       state.page = null;
       showLoading(false);
     }
+  }
+}
+
+// The inputs of the search's filter that a refusal names (the API's
+// `filter.ip`, `filter.actions[1]`; the console's own `ip`, `occurred_after`):
+// invalid, described by the error that says why. The error alone named no
+// input, and who went back to the form heard nothing of which one (WCAG 3.3.1).
+const TIME_INPUTS = { occurred_after: "from", occurred_before: "to" };
+
+function markFilter(fields) {
+  const form = $("#filters");
+  for (const { field } of fields) {
+    const name = field.replace(/^filter\./, "").replace(/[[.].*$/, "");
+    const input = form.elements.namedItem(TIME_INPUTS[name] || name);
+    if (!(input instanceof HTMLElement)) continue;
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", "error");
+  }
+}
+
+function unmarkFilter() {
+  for (const input of $("#filters").querySelectorAll("[aria-invalid]")) {
+    input.removeAttribute("aria-invalid");
+    input.removeAttribute("aria-describedby");
   }
 }
 
