@@ -4,6 +4,7 @@ check an inclusion proof, and fit a 360 px screen."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -1058,3 +1059,29 @@ def test_the_table_holds_at_most_a_thousand_events_however_long_one_pages_or_fol
             browser.execute_script("return document.querySelectorAll('#events tbody tr').length")
             == 1000
         )
+
+
+def test_a_refusal_says_when_to_try_again(
+    browser: webdriver.Chrome, migrated_database_url: str, tenant: str, downloads: Path
+) -> None:
+    """A 429's Retry-After was not shown: an exporter refused by the
+    tenant's export rate ("at most 1 export per 60 s per tenant") was not
+    told whether to wait a second or the whole window. The page says when,
+    as the answer's Retry-After does."""
+    limited = ServerThread(migrated_database_url, console_listen="127.0.0.1:0", export_rate_limit=1)
+    try:
+        with AuditClient(limited.target, token=limited.token(tenant, "recorder")) as c:
+            c.record(action="door.open", actor_id="u-kim")
+        url = f"http://127.0.0.1:{limited.service.console_port}/?actions=door.open"
+        sign_in(browser, url, limited.token(tenant, "exporter"))
+        wait_for_rows(browser, lambda r: len(r) == 1)
+        said, _ = exported(browser, downloads, "csv")
+        assert "Exported 1 event" in said
+        browser.find_element(By.ID, "export-csv").click()
+        error = browser.find_element(By.ID, "error")
+        wait(browser).until(lambda b: "Export failed" in error.text)
+        assert "at most 1 export per 60 s per tenant" in error.text, error.text
+        waited = re.search(r"try again in (\d+) seconds?\b", error.text)
+        assert waited and 1 <= int(waited[1]) <= 60, error.text
+    finally:
+        limited.close()

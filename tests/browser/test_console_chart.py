@@ -159,7 +159,7 @@ def test_a_count_the_api_refuses_is_said_with_when_to_count_again(
         error = browser.find_element(By.ID, "error")
         wait(browser).until(lambda b: "activity chart" in error.text)
         assert "one count at a time" in error.text, error.text
-        assert "Try again in 1 second." in error.text, error.text
+        assert "(try again in 1 second)." in error.text, error.text
         assert not browser.find_element(By.ID, "activity").is_displayed()
         held.result(timeout=30)
     monkeypatch.setattr(store_counts, "count_statement", running)

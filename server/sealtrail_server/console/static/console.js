@@ -54,15 +54,24 @@ async function api(path, params, { signal, method = "GET", body } = {}) {
     let message = `${response.status} ${response.statusText}`;
     let answer = {};
     try { answer = await response.json(); message = answer.error || message; } catch { /* not JSON */ }
-    const error = new Error(message);
+    // When to ask again, where the answer says (a 429, a 503): else no one knew
+    // whether to wait a second or an export window's hour.
+    const again = whenAgain(response.headers.get("Retry-After"));
+    const error = new Error(again ? `${message} (try again in ${again})` : message);
     error.status = response.status;
     error.code = answer.code || "";
     error.reason = answer.reason || "";
     error.fields = answer.fields || [];
-    error.retryAfter = response.headers.get("Retry-After") || "";
     throw error;
   }
   return response;
+}
+
+// A Retry-After's whole seconds in words ("2 seconds", "59 minutes"); "" for none.
+function whenAgain(retryAfter) {
+  const seconds = Number(retryAfter);
+  if (!retryAfter || !Number.isFinite(seconds) || seconds <= 0) return "";
+  return seconds < 120 ? count(Math.ceil(seconds), "second") : count(Math.ceil(seconds / 60), "minute");
 }
 
 // --- sign-in ---------------------------------------------------------------
@@ -403,12 +412,11 @@ function narrowTo(from, to) {
 }
 
 // A count the API refused (the one at a time a tenant runs, a count past its
-// time): said where the search's errors are, with when to count again.
+// time): said where the search's errors are, with when to count again (`api`).
 function chartRefused(error) {
   if (error.status === 401) return signOut();
-  const again = error.retryAfter ? ` Try again in ${count(error.retryAfter, "second")}.` : "";
   const said = error.message.replace(/[.\s]+$/, "");
-  $("#error").textContent = `The activity chart could not be counted: ${said}.${again}`;
+  $("#error").textContent = `The activity chart could not be counted: ${said}.`;
 }
 
 // --- a row's detail -------------------------------------------------------------
