@@ -23,9 +23,11 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from psycopg import sql as pgsql
 
 from sealtrail import AuditClient, build_event, build_filter
 from sealtrail_server.console import server as console_module
+from sealtrail_server.store import counts as store_counts
 from tests.conftest import ServerThread, errors_logged
 
 
@@ -714,3 +716,56 @@ def test_a_count_past_its_time_says_to_narrow_the_range(
         assert body["reason"] == "COUNT_TIMEOUT" and "narrow the time range" in body["error"]
     finally:
         own.close()
+
+
+def test_a_count_the_browser_left_ends_and_lets_the_next_one_run(
+    api: str,
+    console_server: ServerThread,
+    tenant: str,
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A tenant runs one count at a time, and the console went on with a
+    count after the browser had left it (a filter applied again, the tab
+    closed): the page's next count, that of the filter it now shows, was
+    refused (429) until the one nobody would read had ended, up to
+    SEALTRAIL_COUNT_TIMEOUT on a large log. The count ends with its browser."""
+    running = store_counts.count_statement
+    slow_ones = [True]  # the first count is slow (a large log); the next ones are not
+
+    def slow(tenant_id: str, *args: Any, **kwargs: Any) -> Any:
+        query, params = running(tenant_id, *args, **kwargs)
+        if tenant_id != tenant or not slow_ones:
+            return query, params
+        slow_ones.pop()
+        held = pgsql.SQL("SELECT q.* FROM ({}) AS q CROSS JOIN pg_sleep(20.5)")
+        return held.format(query), params
+
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="door.open", actor_id="u-kim")  # a log with nothing is not counted
+    monkeypatch.setattr(store_counts, "count_statement", slow)
+    reader = console_server.token(tenant, "reader")
+    left = http.client.HTTPConnection("127.0.0.1", console_server.service.console_port, timeout=30)
+    left.request("GET", "/api/counts?group_by=day", headers={"Authorization": f"Bearer {reader}"})
+    deadline = time.monotonic() + 20
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        while not conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE state = 'active'"
+            " AND query LIKE '%%pg_sleep(20.5)%%' AND pid <> pg_backend_pid()"
+        ).fetchall():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    left.close()  # the browser leaves
+    started = time.monotonic()
+    while (answer := get(api + "counts?group_by=day", reader))[0] == 429:
+        assert time.monotonic() - started < 10, answer
+        time.sleep(0.2)
+    assert answer[0] == 200, answer
+    # ... and its statement with it, which held a connection of the bulk reads' share.
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        while conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE state = 'active'"
+            " AND query LIKE '%%pg_sleep(20.5)%%' AND pid <> pg_backend_pid()"
+        ).fetchall():
+            assert time.monotonic() - started < 10
+            time.sleep(0.05)

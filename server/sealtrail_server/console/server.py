@@ -420,7 +420,7 @@ class Console:
         grouping = _TIME_BUCKETS.get(request.query.get("group_by", ""))
         if grouping is None:
             raise BadParameter("group_by: hour or day")
-        answer = await self._stub.CountEvents(
+        call = self._stub.CountEvents(
             pb.CountEventsRequest(
                 filter=event_filter(request.query),
                 group_by=grouping,
@@ -429,6 +429,18 @@ class Console:
             ),
             metadata=self._metadata(request),
         )
+        # Ended with its browser: a tenant runs one count at a time, and one
+        # nobody would read (the filter applied again, the tab closed) went on
+        # up to SEALTRAIL_COUNT_TIMEOUT, the page's next count refused meanwhile.
+        watch = asyncio.create_task(_cancel_when_gone(request, call))
+        try:
+            answer = await call
+        except asyncio.CancelledError:
+            if not (watch.done() and call.cancelled()):  # the handler's own (a stop)
+                raise
+            return web.Response(status=204)  # to no one: the browser went
+        finally:
+            watch.cancel()
         return web.json_response(
             {
                 "total": answer.total,
@@ -1124,6 +1136,21 @@ class _CappedSite(web.BaseSite):
         self._server = await asyncio.get_running_loop().create_server(
             connection, self._host, self._port, backlog=self._backlog
         )
+
+
+# Seconds between two looks at whether the browser of a count is still there.
+GONE_POLL_SECONDS: Final = 0.25
+
+
+async def _cancel_when_gone(request: web.Request, call: grpc.aio.UnaryUnaryCall[Any, Any]) -> None:
+    """Cancels `call` once the browser that asked for it has closed its
+    connection: aiohttp goes on with a handler whose browser left."""
+    while not call.done():
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            call.cancel()
+            return
+        await asyncio.sleep(GONE_POLL_SECONDS)
 
 
 def _error_line(error: grpc.aio.AioRpcError) -> bytes:
