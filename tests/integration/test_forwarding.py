@@ -40,6 +40,7 @@ from sealtrail import (
     InvalidArgumentError,
     NotFoundError,
     RpcFailedError,
+    build_alert_rule,
     build_event,
     build_filter,
     build_sink,
@@ -1238,9 +1239,92 @@ def test_datadog_gets_at_most_1000_entries_a_request(
     )
     entries = [entry for batch in batches for entry in batch]
     assert entries[0]["ddtags"] == "env:test" and entries[0]["ddsource"] == "sealtrail"
-    ocsf = [json.loads(entry["message"]) for entry in entries]
+    ocsf = [json.loads(entry["message"])["ocsf"] for entry in entries]
     assert [event["metadata"]["sequence"] for event in ocsf] == seqs
     assert {event["class_uid"] for event in ocsf} == {6003}  # document.share: API Activity
+
+
+# Datadog's status remapper (docs.datadoghq.com, Log Status Remapper), as its
+# JSON preprocessing applies it to the first of these attributes a log has.
+_DATADOG_STATUS_ATTRIBUTES = ("status", "severity", "level")
+
+
+def datadog_status(value: object) -> str:
+    if isinstance(value, int) and 0 <= value <= 7:
+        return ["emerg", "alert", "critical", "error", "warning", "notice", "info", "debug"][value]
+    text = str(value).lower()
+    for prefixes, status in (
+        (("emerg", "f"), "emerg"), (("a",), "alert"), (("c",), "critical"),
+        (("err",), "error"), (("w",), "warning"), (("n",), "notice"), (("i",), "info"),
+        (("d", "t", "v"), "debug"), (("o", "s"), "ok"),
+    ):  # fmt: skip
+        if text.startswith(prefixes):
+            return status
+    return "info"
+
+
+def datadog_statuses(entry: dict[str, Any]) -> set[str]:
+    """The status Datadog gives an entry, its message parsed into attributes,
+    whichever of the entry's own and the message's attributes it lets win."""
+    parsed = json.loads(entry["message"])
+    found = set()
+    for attributes in ({**entry, **parsed}, {**parsed, **entry}):
+        named = [attributes[name] for name in _DATADOG_STATUS_ATTRIBUTES if name in attributes]
+        found.add(datadog_status(named[0]) if named else "info")
+    return found
+
+
+@pytest.mark.parametrize("form", ["sealtrail_json", "ocsf"])
+def test_datadog_shows_each_event_and_alert_at_its_severity(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint, form: str
+) -> None:
+    """A high-severity event, a failed one, and an alert are shown in Datadog at
+    their severity: an OCSF event's `status` (its outcome: Failure, a finding's
+    New) and `severity` (Medium, High) were taken for the log's status, so a
+    failure was an emergency and an error-severity event info."""
+    sink = sinks(
+        build_sink(
+            "datadog",
+            "datadog_logs",
+            url=receiver.url,
+            api_key="dd-key-abcdef",
+            format=form,
+            filter=build_filter(actions=["document.*", "security.alert"]),
+        )
+    )
+    rule = client.create_alert_rule(
+        build_alert_rule(
+            "document purged",
+            "match",
+            filter=build_filter(actions="document.purge"),
+            severity="critical",
+            sink_ids=[sink.id],
+        )
+    ).rule
+    try:
+        expected = {}
+        shown = [("info", "success"), ("warning", "failure"), ("error", "denied")]
+        for severity, outcome in [*shown, ("critical", "success")]:
+            seq = client.record(
+                action="document.share", actor_id="u", severity=severity, outcome=outcome
+            ).event.seq
+            expected[seq] = severity
+        expected[client.record(action="document.purge", actor_id="u").event.seq] = "info"
+        received = receiver.wait_for(lambda r: any("security.alert" in x.body.decode() for x in r))
+        entries = [entry for request in received for entry in json.loads(request.body)]
+        statuses = {}
+        for entry in entries:
+            parsed = json.loads(entry["message"])
+            event = parsed.get("ocsf", parsed)
+            seq = event["metadata"]["sequence"] if form == "ocsf" else event["seq"]
+            action = event["unmapped"]["action"] if form == "ocsf" else event["action"]
+            statuses[seq if action != "security.alert" else "alert"] = datadog_statuses(entry)
+        assert statuses == {
+            **{seq: {severity} for seq, severity in expected.items()},
+            "alert": {"critical"},
+        }
+    finally:
+        client.delete_alert_rule(rule.id)
 
 
 def test_elasticsearch_bulk_creates_by_event_id_and_handles_item_errors(

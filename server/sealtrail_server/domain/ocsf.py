@@ -186,6 +186,11 @@ def _finding_info(record: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
+def message(record: dict[str, Any]) -> str:
+    """An OCSF event's `message`: the record's description, or else its action."""
+    return str(record.get("description", record["action"]))
+
+
 def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
     """One stored record (parsed) as an OCSF event."""
     finding = record["action"] == ALERT_ACTION  # reserved: only Sealtrail records it
@@ -217,7 +222,7 @@ def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
         "status_id": status_id,
         "status": status,
         "metadata": metadata,
-        "message": record.get("description", record["action"]),
+        "message": message(record),
     }
     endpoint = _endpoint(context)
     unmapped: dict[str, Any] = {"action": record["action"], "leaf_hash": leaf_hash.hex()}

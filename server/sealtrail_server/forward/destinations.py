@@ -29,6 +29,7 @@ from sealtrail._words import counted, detailed
 
 from ..domain.chat_text import MAX_TEXT
 from ..domain.chat_text import line as chat_line
+from ..domain.ocsf import message as ocsf_message
 from ..domain.ocsf import to_ocsf
 from ..domain.sinks import (
     DATADOG_DEFAULT_URL,
@@ -367,8 +368,23 @@ def _datadog_piece(sender: Sender) -> Piece:
     }
     if settings.get("tags"):
         common["ddtags"] = settings["tags"]
-    # The event as the entry's message: Datadog parses a JSON message into attributes.
-    return lambda data, item: json.dumps({**common, "message": item}, separators=(",", ":"))
+    ocsf = sender.format == "ocsf"
+
+    def piece(data: dict[str, Any], item: str) -> str:
+        # The event as the entry's message: Datadog parses a JSON message into
+        # attributes, and takes the first of `status`, `severity`, `level` it
+        # finds for the log's status. An OCSF event's own `status` (its
+        # outcome: a Failure read as an emergency; a finding's New as a
+        # notice) came first: it goes under `ocsf`, where Datadog's own OCSF
+        # model keeps OCSF's attributes, with its message beside it. Each entry's
+        # `status` is the event's severity (an alert's: its rule's), in the
+        # words of Datadog's status remapper: info, warning, error, critical.
+        if ocsf:
+            item = f'{{"message":{json.dumps(ocsf_message(data))},"ocsf":{item}}}'
+        entry = {**common, "status": data["severity"], "message": item}
+        return json.dumps(entry, separators=(",", ":"))
+
+    return piece
 
 
 def _datadog_logs(sender: Sender, batch: _Batch) -> Outgoing:
