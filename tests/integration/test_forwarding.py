@@ -1437,7 +1437,7 @@ def test_an_elasticsearch_data_stream_takes_every_event_dated_when_it_occurred(
     """A data stream refuses a document without `@timestamp`: each event was
     refused, every one parked as a dead letter. Each document now has it, the
     event's occurred_at, and the event as it was (its leaf hash checks with
-    `leaf_hash` and `@timestamp` dropped)."""
+    `leaf_hash`, `@timestamp` and `log` dropped)."""
     receiver.responder = data_stream
     sink = sinks(
         build_sink(
@@ -1469,8 +1469,44 @@ def test_an_elasticsearch_data_stream_takes_every_event_dated_when_it_occurred(
             continue
         assert document["seq"] == seq and stamp == document["occurred_at"]
         digest = bytes.fromhex(document.pop("leaf_hash"))
-        del document["@timestamp"]
+        del document["@timestamp"], document["log"]
         assert leaf_hash(rfc8785.dumps(document)) == digest  # the event as the log holds it
+
+
+@pytest.mark.parametrize("payload", ["sealtrail_json", "ocsf"])
+def test_an_elasticsearch_document_has_its_events_severity_as_its_ecs_log_level(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    receiver: Endpoint,
+    payload: str,
+) -> None:
+    """Kibana shows a document's level, and its log views and rules filter on
+    it, by ECS's `log.level`: no document had one, so an error or a critical
+    event looked as any other. Each now has the event's severity there, and
+    a Sealtrail JSON event still checks against its leaf hash."""
+    receiver.responder = data_stream
+    sink = sinks(
+        build_sink(
+            "elastic",
+            "elasticsearch",
+            url=receiver.url,
+            index="logs-sealtrail-default",
+            format=payload,
+            filter=SHARED,
+        )
+    )
+    levels = ["info", "warning", "error", "critical"]
+    events = [build_event(action="document.share", actor_id="u", severity=s) for s in levels]
+    client.record_batch(events)
+    wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
+    documents = [json.loads(line) for r in receiver.requests()
+                 for line in r.body.decode().splitlines()[1::2]]  # fmt: skip
+    assert [document.get("log") for document in documents] == [{"level": s} for s in levels]
+    if payload == "sealtrail_json":
+        for document in documents:
+            digest = bytes.fromhex(document.pop("leaf_hash"))
+            del document["@timestamp"], document["log"]
+            assert leaf_hash(rfc8785.dumps(document)) == digest
 
 
 def test_elasticsearch_takes_a_backlog_whose_bulk_answer_is_large(

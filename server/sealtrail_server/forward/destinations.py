@@ -183,7 +183,7 @@ def _item(event: PendingEvent, data: dict[str, Any], format: Format) -> str:
     """One event's JSON text in the sink's format. Sealtrail JSON is the stored
     record verbatim with `leaf_hash` added, so a receiver can check it: drop
     leaf_hash, canonicalise (RFC 8785), SHA-256(0x00 || bytes) == leaf_hash (and
-    from an Elasticsearch document its `@timestamp`, which its piece adds)."""
+    from an Elasticsearch document its `@timestamp` and `log`, which its piece adds)."""
     if format == "ocsf":
         return json.dumps(to_ocsf(data, event.leaf_hash), separators=(",", ":"))
     return f'{event.record[:-1]},"leaf_hash":"{event.leaf_hash.hex()}"}}'
@@ -404,8 +404,12 @@ def _elasticsearch_piece(sender: Sender) -> Piece:
         # item's own fields: a data stream (`logs-*-*`) refuses a document
         # without it, and Kibana dates an index's documents by it. Written
         # around the item's text, which must not be parsed and re-serialised.
+        # And ECS's `log.level`, the event's severity (an alert's: its
+        # rule's): Kibana shows a document's level by it, its log views and
+        # rules filter on it.
         stamp = json.dumps(data["occurred_at"])
-        return f'{json.dumps(action, separators=(",", ":"))}\n{{"@timestamp":{stamp},{item[1:]}'
+        head = f'{{"@timestamp":{stamp},"log":{{"level":{json.dumps(data["severity"])}}},'
+        return f"{json.dumps(action, separators=(',', ':'))}\n{head}{item[1:]}"
 
     return piece
 
