@@ -1,7 +1,8 @@
 """Alert rules against a model of their documented semantics (docs/alerting.md):
 a few hundred events of a few actors and addresses, with controlled receive
 and occurrence times (window edges, late events, case variants of actors,
-IPv6 /64s and IPv4-mapped addresses), evaluated by real steps over a real
+one actor as ADR 0110 groups them, IPv6 /64s and IPv4-mapped addresses),
+evaluated by real steps over a real
 database; the alerts recorded compared with what the model says, whether
 one process evaluates them all, processes take the tenant over between
 steps (the windows taken up as kept), or the windows are rebuilt from the
@@ -67,8 +68,8 @@ class _Threshold:
     quiet: dict[str, datetime] = field(default_factory=dict)
 
     def key(self, event: dict[str, Any]) -> str | None:
-        if self.group_by == "actor":
-            return str(event["actor"])
+        if self.group_by == "actor":  # as it reads: `Alice` is `alice` (ADR 0110)
+            return str(event["actor"]).casefold()
         if self.group_by == "ip":
             return _network(event["ip"])
         return ""

@@ -7,6 +7,7 @@ import tracemalloc
 from array import array
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from sealtrail_server.domain.alerts import (
     KeptGroup,
     KeptWindow,
     ThresholdWindow,
+    actor_group,
     group_key,
     outside_working_hours,
     validate_condition,
@@ -408,3 +410,29 @@ def test_every_violation_is_named() -> None:
         "rule.threshold.count",
         "rule.threshold.window_seconds",
     ]
+
+
+@pytest.mark.parametrize(
+    ("typed", "group"),
+    [
+        ("ADMIN", "admin"),
+        ("\uff21\uff44\uff4d\uff49\uff4e", "admin"),  # full-width
+        ("ad\u200dmin\u2060\ufeff", "admin"),  # zero-width joiner, word joiner, BOM
+        ("\u202eadmin\ufe0f ", "admin"),  # a bidi override, a variation selector, a space
+        ("STRASSE", "strasse"),
+        ("Stra\u00dfe", "strasse"),
+        ("\ufb01le", "file"),  # a ligature
+        ("a\u0345", "a\u03b9"),  # casefold makes it non-NFKC: normalised again
+        ("\u0430dmin", "\u0430dmin"),  # a Cyrillic a: another letter, kept
+        ("j smith", "j smith"),  # spaces within kept
+    ],
+)
+def test_an_actor_id_is_grouped_as_it_reads_and_its_group_is_its_own(
+    typed: str, group: str
+) -> None:
+    assert actor_group(typed) == group
+    assert actor_group(group) == group  # a key re-keys to itself (a kept window's)
+    by_actor = Condition("threshold", EventFilter(actions=("user.login",)), 2, 60, "actor")
+    record = {"actor": {"id": typed}}
+    assert group_key(by_actor, record) == group
+    assert group_key(replace(by_actor, exact_actor_ids=True), record) == typed

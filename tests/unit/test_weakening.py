@@ -185,6 +185,10 @@ OFF_HOURS = Condition(
 def test_a_threshold_that_may_fire_less_narrows(after: Condition, narrows: bool) -> None:
     assert condition_narrows(THRESHOLD, after) is narrows
     assert not condition_narrows(replace(THRESHOLD, group_by="ip"), replace(THRESHOLD))
+    # Actor ids compared exactly, not as they read: `Admin` and `admin` apart (ADR 0110).
+    by_actor = replace(THRESHOLD, group_by="actor")
+    assert condition_narrows(by_actor, replace(by_actor, exact_actor_ids=True))
+    assert not condition_narrows(replace(by_actor, exact_actor_ids=True), by_actor)
 
 
 @pytest.mark.parametrize(

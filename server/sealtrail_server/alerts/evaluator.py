@@ -40,6 +40,7 @@ from ..domain.alerts import (
     NEW_ORIGIN_KINDS,
     Condition,
     ThresholdWindow,
+    actor_group,
     group_key,
     origin_of,
     outside_working_hours,
@@ -121,6 +122,7 @@ def condition_of(stored: dict[str, Any], *, path: str = "rule") -> Condition:
         count=stored.get("count", 0),
         window_seconds=stored.get("window_seconds", 0),
         group_by=stored.get("group_by", "none"),
+        exact_actor_ids=stored.get("exact_actor_ids", False),
         time_zone=stored.get("time_zone", ""),
         start_hour=stored.get("start_hour", 0),
         end_hour=stored.get("end_hour", 0),
@@ -365,7 +367,11 @@ class Evaluator:
                     log.warning("alerts: rule %s cannot be evaluated: %s", row.id, error)
                     continue
                 window = (
-                    ThresholdWindow(condition.count, timedelta(seconds=condition.window_seconds))
+                    ThresholdWindow(
+                        condition.count,
+                        timedelta(seconds=condition.window_seconds),
+                        key_of=_key_of(condition),
+                    )
                     if condition.kind == "threshold"
                     else None
                 )
@@ -410,7 +416,7 @@ class Evaluator:
         condition = rule.condition
         window = timedelta(seconds=condition.window_seconds)
         back = rule.window.reach + 3 * window + timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
-        replayed: list[tuple[int, str, datetime]] = []
+        replayed: list[tuple[int, str, datetime, str | None]] = []
         newest: datetime | None = None
         before, read, done = cursor + 1, 0, False
         # Pages sized by their records, as stream_events sizes its own: 1,000
@@ -447,7 +453,7 @@ class Evaluator:
                 if record["action"] == ALERT_ACTION or key is None:
                     continue  # not counted
                 newest = occurred if newest is None else max(newest, occurred)
-                replayed.append((event.seq, key, occurred))
+                replayed.append((event.seq, key, occurred, _form(condition, record)))
         # Only a replayed event can have fired an alert that matters here, and
         # an alert comes after its trigger: a noisy rule's older alerts (one a
         # minute is half a million a year) are not read at every priming.
@@ -461,8 +467,8 @@ class Evaluator:
             if replayed
             else set()
         )
-        for seq, key, occurred in reversed(replayed):  # in seq order, as they were evaluated
-            rule.window.replay(key, occurred, fired=seq in fired)
+        for seq, key, occurred, form in reversed(replayed):  # in seq order, as evaluated
+            rule.window.replay(key, occurred, fired=seq in fired, form=form)
         rule.primed = True
 
     async def _check(
@@ -480,13 +486,22 @@ class Evaluator:
         elif condition.kind == "threshold":
             key = group_key(condition, record)
             assert rule.window is not None
-            counted = None if key is None else rule.window.observe(key, occurred)
+            form = _form(condition, record)
+            counted = None if key is None else rule.window.observe(key, occurred, form)
             if counted is None:
                 return
+            assert key is not None
             details |= {"count": counted, "window_seconds": condition.window_seconds}
             if condition.group_by != "none":
                 details["group"] = {condition.group_by: key}
             grouped = f" for {condition.group_by} {key}" if condition.group_by != "none" else ""
+            if form is not None:
+                # The ids as recorded that the group counted: `Admin`,
+                # `ADMIN` and its full-width form are one attacker's (ADR 0110).
+                forms = rule.window.forms(key)
+                details["forms"] = list(forms)
+                if forms != (key,):
+                    grouped += f" ({len(forms)} forms)"
             # At least: a group keeps only its newest `count` times (docs/alerting.md).
             reason = f"at least {counted} events within {condition.window_seconds} s{grouped}"
         elif condition.kind in NEW_ORIGIN_KINDS:
@@ -673,6 +688,16 @@ class Evaluator:
         for alert, sink_ids in await store.count_uncounted_within(conn, tenant_id, rule.id, at=now):
             queued |= await route_alert(conn, tenant_id, alert, sink_ids, now=now)
         return queued
+
+
+def _key_of(condition: Condition) -> Callable[[str], str] | None:
+    """How a threshold's window keys its groups, as group_key does."""
+    return actor_group if condition.group_by == "actor" and not condition.exact_actor_ids else None
+
+
+def _form(condition: Condition, record: dict[str, Any]) -> str | None:
+    """The actor id as recorded, where a threshold groups folded actor ids."""
+    return str(record["actor"]["id"]) if _key_of(condition) is not None else None
 
 
 # The kinds that judge an event alone (no window, nothing learned).

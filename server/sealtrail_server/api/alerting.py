@@ -75,6 +75,8 @@ def _condition(rule: pb.AlertRule) -> dict[str, Any]:
             "window_seconds": message.window_seconds,
             "group_by": _GROUP_BY[message.group_by],
         }
+        if message.exact_actor_ids:  # absent by default: the rules stored before fold too
+            settings["exact_actor_ids"] = True
     elif kind == "off_hours":
         settings = {
             "time_zone": message.time_zone or "UTC",

@@ -7,7 +7,9 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import itertools
+import unicodedata
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, cast
@@ -41,6 +43,8 @@ class Condition:
     count: int = 0
     window_seconds: int = 0
     group_by: GroupBy = "none"
+    # Grouped by actor: ids compared exactly as recorded, not folded (`actor_group`).
+    exact_actor_ids: bool = False
     time_zone: str = "UTC"
     start_hour: int = 0
     end_hour: int = 24
@@ -55,6 +59,7 @@ def validate_condition(
     count: int = 0,
     window_seconds: int = 0,
     group_by: str = "none",
+    exact_actor_ids: bool = False,
     time_zone: str = "",
     start_hour: int = 0,
     end_hour: int = 0,
@@ -76,6 +81,8 @@ def validate_condition(
             fail("count", f"must be 2 to {MAX_THRESHOLD_COUNT:,}")
         if not 1 <= window_seconds <= MAX_WINDOW_SECONDS:
             fail("window_seconds", f"must be 1 to {MAX_WINDOW_SECONDS:,} (7 days)")
+        if exact_actor_ids and group_by != "actor":
+            fail("exact_actor_ids", "applies only to a rule grouped by actor")
     zone = time_zone or "UTC"
     if kind == "off_hours":
         if not is_time_zone(zone):
@@ -94,6 +101,7 @@ def validate_condition(
         count=count,
         window_seconds=window_seconds,
         group_by=cast(GroupBy, group_by if group_by in ("actor", "ip") else "none"),
+        exact_actor_ids=exact_actor_ids,
         time_zone=zone,
         start_hour=start_hour,
         end_hour=end_hour,
@@ -116,11 +124,48 @@ def origin_of(kind: ConditionKind, record: dict[str, Any]) -> str | None:
 def group_key(condition: Condition, record: dict[str, Any]) -> str | None:
     """What a threshold counts this event under; None: not counted."""
     if condition.group_by == "actor":
-        return str(record["actor"]["id"])
+        actor = str(record["actor"]["id"])
+        return actor if condition.exact_actor_ids else actor_group(actor)
     if condition.group_by == "ip":
         ip = record.get("context", {}).get("ip")
         return network_of(str(ip)) if ip else None
     return ""
+
+
+# Code points that show nothing, removed from an actor id before it is
+# compared: format characters (zero-width space and joiners, word joiner, BOM,
+# bidi marks), and the other default-ignorable ones that are not (the
+# combining grapheme joiner, Hangul fillers, variation selectors).
+_IGNORED: Final = frozenset(
+    [0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0, *range(0x180B, 0x1810), *range(0xFE00, 0xFE10),
+     *range(0xE0100, 0xE01F0)]
+)  # fmt: skip
+
+
+def _shown(text: str) -> str:
+    return "".join(
+        char for char in text if ord(char) not in _IGNORED and unicodedata.category(char) != "Cf"
+    )
+
+
+def actor_group(actor_id: str) -> str:
+    """The group a threshold grouped by actor counts an actor id under (ADR
+    0110): what the id reads as, whatever form it was typed in. Characters
+    that show nothing removed, compatibility forms made plain (NFKC:
+    full-width `A` is `A`, the `fi` ligature `fi`), case folded (`ADMIN`, `Admin`, `admin`;
+    `Straße` and `STRASSE`), normalised again, and the spaces either side
+    trimmed. Applied until it changes nothing, so that a group's key is its
+    own group (a window kept with keys of another kind is re-keyed by it).
+    The event keeps its id as recorded; only the grouping compares them so."""
+    key = actor_id
+    for _ in range(4):
+        folded = unicodedata.normalize(
+            "NFKC", unicodedata.normalize("NFKC", _shown(key)).casefold()
+        ).strip()
+        if folded == key:
+            break
+        key = folded
+    return key
 
 
 def network_of(ip: str) -> str:
@@ -153,6 +198,7 @@ def _microseconds(moment: datetime) -> int:
 class _Group:
     times: array[int] = field(default_factory=lambda: array(_TIMES))  # sorted
     seen: int = 0  # the window's `observed` when an event of it was last taken
+    forms: tuple[str, ...] = ()  # the ids as recorded that it counted (actor_group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +206,14 @@ class KeptGroup:
     """A group of a threshold's window as it is kept: its times (microseconds,
     sorted; None for a group kept only for its quiet period), when it was
     last seen (the window's count of events taken then: the order of
-    eviction), and until when it is quiet (None: it is not)."""
+    eviction), until when it is quiet (None: it is not), and the forms of
+    the actor id it counted, as recorded (a group of folded actor ids)."""
 
     key: str
     times: array[int] | None
     seen: int | None
     quiet_until: int | None
+    forms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +251,9 @@ _SWEEP_EVERY: Final = 1024
 # period apart, where eviction never reaches: evicted, it fired again within
 # it (helper-130).
 MAX_GROUPS: Final = 10_000
+# The forms of an actor id a group of folded ids keeps, the first seen: what
+# its alert names (an attacker's thousand spellings need not all be listed).
+MAX_FORMS: Final = 8
 _EVICTION_SAMPLE: Final = 64
 
 
@@ -230,6 +281,9 @@ class ThresholdWindow:
 
     count: int
     window: timedelta
+    # The key of a group as it is now counted (actor_group for folded actor
+    # ids): a window kept under other keys is taken up re-keyed (`restore`).
+    key_of: Callable[[str], str] | None = None
     _groups: dict[str, _Group] = field(default_factory=dict)
     # Until when each group that fired is quiet; kept until no event still to
     # be counted can fall in it, so at most one a group that fired lately.
@@ -254,21 +308,30 @@ class ThresholdWindow:
         """How far before the newest event seen an event is still counted."""
         return self.window + _SKEW
 
-    def observe(self, key: str, occurred_at: datetime) -> int | None:
+    def observe(self, key: str, occurred_at: datetime, form: str | None = None) -> int | None:
         """The number of events in the window when this one fires, of those
         kept (the count, or one more: a lower bound of the burst); else None.
         An event that arrives late (backdated) counts with the events kept
-        that share a window with it, not with later ones a window apart."""
-        return self._take(key, _microseconds(occurred_at), None)
+        that share a window with it, not with later ones a window apart.
+        `form`: the actor id as recorded, of a group of folded ids (`forms`)."""
+        return self._take(key, _microseconds(occurred_at), None, form)
 
-    def replay(self, key: str, occurred_at: datetime, *, fired: bool) -> None:
+    def replay(
+        self, key: str, occurred_at: datetime, *, fired: bool, form: str | None = None
+    ) -> None:
         """Takes an event evaluated before, as `observe` took it, but whether
         its group fired there is given (an alert was recorded for it or not),
         not decided again: from the log's events within its bound, a window
         so rebuilt stands as the one that evaluated them all."""
-        self._take(key, _microseconds(occurred_at), fired)
+        self._take(key, _microseconds(occurred_at), fired, form)
 
-    def _take(self, key: str, occurred_at: int, fired: bool | None) -> int | None:
+    def forms(self, key: str) -> tuple[str, ...]:
+        """The forms of the actor id the group counted, as recorded, in the
+        order first seen (at most MAX_FORMS)."""
+        group = self._groups.get(key)
+        return () if group is None else group.forms
+
+    def _take(self, key: str, occurred_at: int, fired: bool | None, form: str | None) -> int | None:
         self._sweep(occurred_at)
         assert self._newest is not None
         if occurred_at < self._newest - self._reach:
@@ -281,6 +344,8 @@ class ThresholdWindow:
                 self._evict_one()
         self._groups[key] = group
         group.seen = self._observed
+        if form is not None and form not in group.forms and len(group.forms) < MAX_FORMS:
+            group.forms += (form,)
         if not self._whole:
             self._changed.add(key)
         times = group.times
@@ -370,7 +435,7 @@ class ThresholdWindow:
             return None
         if group is None:
             return KeptGroup(key, None, None, quiet)
-        return KeptGroup(key, group.times, group.seen, quiet)
+        return KeptGroup(key, group.times, group.seen, quiet, group.forms)
 
     def changes(self) -> WindowChanges | None:
         """What changed since the window was last kept (`kept`), or taken up
@@ -399,18 +464,35 @@ class ThresholdWindow:
 
     def restore(self, kept: KeptWindow) -> None:
         """Takes the window up as it was kept: as it stood then, every group
-        in its place."""
+        in its place. Kept under other keys (a window of exact actor ids, as
+        every window was before ADR 0110, taken up by a rule that folds
+        them), its groups are re-keyed, those that now share a key merged:
+        their times (the newest `count`), the later quiet period and last
+        sighting, their forms. What changed so is kept at the next step."""
         self._newest, self._observed = kept.newest, kept.observed
-        counted = [group for group in kept.groups if group.times is not None]
-        counted.sort(key=lambda group: group.seen or 0)  # least recently seen first
-        self._groups = {
-            group.key: _Group(array(_TIMES, group.times or ()), group.seen or 0)
-            for group in counted
-        }
-        self._quiet = {
-            group.key: group.quiet_until for group in kept.groups if group.quiet_until is not None
-        }
+        self._groups, self._quiet = {}, {}
+        rekeyed: set[str] = set()
+        for old in sorted(kept.groups, key=lambda group: group.seen or 0):  # least recent first
+            key = old.key if self.key_of is None else self.key_of(old.key)
+            if key != old.key:
+                rekeyed |= {old.key, key}
+            if old.quiet_until is not None:
+                self._quiet[key] = max(self._quiet.get(key, old.quiet_until), old.quiet_until)
+            if old.times is None or old.seen is None:
+                continue
+            # Kept without forms (exact ids): its key is the one form it counted.
+            forms = old.forms or ((old.key,) if self.key_of is not None else ())
+            group = self._groups.pop(key, None)
+            if group is None:
+                group = _Group(array(_TIMES, old.times), old.seen, forms[:MAX_FORMS])
+            else:  # merged
+                group.times = array(_TIMES, sorted([*group.times, *old.times])[-self.count :])
+                group.seen = max(group.seen, old.seen)
+                new = tuple(form for form in forms if form not in group.forms)
+                group.forms = (group.forms + new)[:MAX_FORMS]
+            self._groups[key] = group  # at the end: the most recently seen
         self.kept()
+        self._changed = rekeyed
 
 
 def outside_working_hours(condition: Condition, occurred_at: datetime) -> bool:

@@ -209,6 +209,7 @@ def condition_narrows(before: Condition, after: Condition) -> bool:
             after.count > before.count
             or after.window_seconds < before.window_seconds
             or (after.group_by != before.group_by and after.group_by != _GROUP_COARSE)
+            or (after.exact_actor_ids and not before.exact_actor_ids)  # groups made finer
         )
     if before.kind == "off_hours":
         return (

@@ -244,14 +244,17 @@ async def kept_window(
         if row is None or (row[0], row[1]) != (rule.condition, rule.start_seq):
             return None
         cursor = await conn.execute(
-            "SELECT group_key, times, seen, quiet_until FROM alert_rule_window_groups"
+            "SELECT group_key, times, seen, quiet_until, forms FROM alert_rule_window_groups"
             " WHERE tenant_id = %s AND rule_id = %s",
             [tenant_id, rule.id],
         )
         groups = [
-            KeptGroup(key, None if times is None else _unpacked(bytes(times)), seen, quiet)
-            for key, times, seen, quiet in await cursor.fetchall()
-        ]
+            KeptGroup(
+                key, None if times is None else _unpacked(bytes(times)), seen, quiet,
+                tuple(str(form) for form in forms or ()),
+            )
+            for key, times, seen, quiet, forms in await cursor.fetchall()
+        ]  # fmt: skip
     return KeptWindow(None if row[2] is None else int(row[2]), int(row[3]), groups)
 
 
@@ -334,11 +337,13 @@ async def keep_windows(
             groups = changes.groups
             await conn.execute(
                 "INSERT INTO alert_rule_window_groups"
-                " (tenant_id, rule_id, group_key, times, seen, quiet_until)"
-                " SELECT %s, %s, * FROM unnest(%s::text[], %s::bytea[], %s::int8[], %s::int8[])"
+                " (tenant_id, rule_id, group_key, times, seen, quiet_until, forms)"
+                " SELECT %s, %s, k, t, s, q, f::jsonb"
+                " FROM unnest(%s::text[], %s::bytea[], %s::int8[], %s::int8[], %s::text[])"
+                "   AS g (k, t, s, q, f)"
                 " ON CONFLICT (tenant_id, rule_id, group_key) DO UPDATE"
                 " SET times = excluded.times, seen = excluded.seen,"
-                " quiet_until = excluded.quiet_until",
+                " quiet_until = excluded.quiet_until, forms = excluded.forms",
                 [
                     *keys,
                     TextArray(group.key for group in groups),
@@ -347,6 +352,7 @@ async def keep_windows(
                     ),
                     Int8Array(group.seen for group in groups),
                     Int8Array(group.quiet_until for group in groups),
+                    TextArray(json.dumps(group.forms) if group.forms else None for group in groups),
                 ],
             )
         kept.add(rule.id)

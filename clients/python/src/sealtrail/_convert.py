@@ -1029,6 +1029,7 @@ def build_alert_rule(
     count: int = 0,
     window_seconds: int = 0,
     group_by: Literal["", "actor", "ip"] = "",
+    exact_actor_ids: bool = False,
     time_zone: str = "",
     start_hour: int = 0,
     end_hour: int = 0,
@@ -1039,7 +1040,9 @@ def build_alert_rule(
 ) -> alerting_pb2.AlertRule:
     """An AlertRule message, e.g. `build_alert_rule("failed logins", "threshold",
     filter=build_filter(actions="user.login", outcomes="failure"), count=5,
-    window_seconds=300, group_by="ip")`. `sink_ids`: the sinks its alerts go to
+    window_seconds=300, group_by="ip")`. `exact_actor_ids`: grouped by
+    actor, ids compared as recorded, not folded (case, full-width forms,
+    invisible characters). `sink_ids`: the sinks its alerts go to
     (one given as a string is that one)."""
     rule = alerting_pb2.AlertRule(
         name=name,
@@ -1056,6 +1059,7 @@ def build_alert_rule(
         rule.threshold.count = count
         rule.threshold.window_seconds = window_seconds
         rule.threshold.group_by = _GROUP_BY[group_by]
+        rule.threshold.exact_actor_ids = exact_actor_ids
     elif kind == "new_ip":
         rule.new_ip.filter.CopyFrom(filter or event_pb2.EventFilter())
     elif kind == "new_country":

@@ -87,12 +87,20 @@ class ThresholdCondition(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
     GROUP_BY_FIELD_NUMBER: _builtins.int
+    EXACT_ACTOR_IDS_FIELD_NUMBER: _builtins.int
     count: _builtins.int
     """How many events fire the rule, 2 to 100,000."""
     window_seconds: _builtins.int
     """The window, 1 second to 7 days."""
     group_by: Global___AlertGroupBy.ValueType
     """What the events are counted by."""
+    exact_actor_ids: _builtins.bool
+    """Grouped by actor: compare actor ids exactly as recorded. By default
+    they are compared as they read (case folded, compatibility forms such
+    as full-width letters made plain, invisible characters removed), so
+    that `Admin`, `ADMIN` and `admin` count as one actor; set this for ids
+    whose case matters (some base64 ids). Only with ALERT_GROUP_BY_ACTOR.
+    """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
         """The events counted; at least one criterion is required."""
@@ -104,10 +112,11 @@ class ThresholdCondition(_message.Message):
         count: _builtins.int = ...,
         window_seconds: _builtins.int = ...,
         group_by: Global___AlertGroupBy.ValueType = ...,
+        exact_actor_ids: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "filter", b"filter", "group_by", b"group_by", "window_seconds", b"window_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "exact_actor_ids", b"exact_actor_ids", "filter", b"filter", "group_by", b"group_by", "window_seconds", b"window_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
