@@ -217,6 +217,26 @@ def test_a_table_shows_what_the_log_holds_as_text_never_as_terminal_codes(
     assert "x\\x1b[2J\\u202e[link=https://evil.example]admin[/link]" in table
 
 
+def test_a_table_shows_each_invisible_character_of_the_log_escaped(
+    cli_env: dict[str, str],
+) -> None:
+    """The table escaped a list of bidi controls and let every other
+    character that draws nothing through: an actor of a zero-width space
+    or word joiner showed as `admin`, and tag characters hid a whole word
+    (helper-320). What the console marks, the table escapes."""
+    actor = "ad\u200bmin\u2060\u061c\ufeff\u180e\u3164"
+    resource = "doc\U000e0068\U000e0069\u00ad"
+    run(
+        "sealtrail", "record", "--action", "doc.view", "--actor-id", actor,
+        "--resource-type", "doc", "--resource-id", resource, env=cli_env,
+    )  # fmt: skip
+    table = run("sealtrail", "query", "--action", "doc.view", env=cli_env).stdout
+    assert "ad\\u200bmin\\u2060\\u061c\\ufeff\\u180e\\u3164" in table
+    assert "doc/doc\\U000e0068\\U000e0069\\xad" in table
+    hidden = [char for char in table if char in actor + resource and not char.isascii()]
+    assert hidden == []
+
+
 def test_record_takes_every_field_of_an_event_and_the_environments_trace(
     cli_env: dict[str, str],
 ) -> None:

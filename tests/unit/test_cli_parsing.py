@@ -1160,6 +1160,37 @@ def test_an_error_says_its_reason_details_and_request_id(monkeypatch: pytest.Mon
     ]
 
 
+@pytest.mark.parametrize(
+    "char",
+    [
+        "\u061c",  # Arabic letter mark
+        "\u200b",  # zero-width space
+        "\u200d",  # zero-width joiner
+        "\u2060",  # word joiner
+        "\u2064",  # invisible plus
+        "\ufeff",  # byte-order mark
+        "\u180e",  # Mongolian vowel separator
+        "\u00ad",  # soft hyphen
+        "\U000e0041",  # tag latin capital letter A
+        "\U000e007f",  # cancel tag
+        "\u3164",  # Hangul filler
+        "\x85",  # next line (C1)
+        "\u2028",  # line separator
+    ],
+)
+def test_terminal_safe_escapes_every_character_that_shows_nothing(char: str) -> None:
+    shown = cli.terminal_safe(f"ad{char}min")
+    assert shown == "ad" + char.encode("unicode_escape").decode("ascii") + "min"
+
+
+def test_terminal_safe_keeps_the_letters_of_every_script() -> None:
+    text = (
+        "Zo\u00eb \u65e5\u672c \u0645\u0631\u062d\u0628\u0627"
+        " \u0928\u092e\u0938\u094d\u0924\u0947 e\u0301 \U0001f600"
+    )
+    assert cli.terminal_safe(text) == text
+
+
 def test_an_enum_value_of_look_alike_letters_is_refused_naming_the_field() -> None:
     """ "api_\u212aey" (a Kelvin sign) lowers to api_key, and then upper() kept
     the sign: enum.Value raised a ValueError naming nothing, and `sealtrail
