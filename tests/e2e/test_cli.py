@@ -237,6 +237,30 @@ def test_a_table_shows_each_invisible_character_of_the_log_escaped(
     assert hidden == []
 
 
+def test_a_refusal_names_the_options_the_user_gave_not_the_apis_fields(
+    cli_env: dict[str, str],
+) -> None:
+    """A value the server refused was named by its field in the API,
+    `filter.occurred_before`, `event.context.ip`: words of no option of the
+    command (helper-320)."""
+    bounds = run(
+        "sealtrail", "query", "--since", "2026-02-01", "--until", "2026-01-01",
+        env=cli_env, check=False,
+    )  # fmt: skip
+    assert bounds.returncode == 2, bounds.stderr
+    assert "  --until: must be later than --since" in bounds.stderr, bounds.stderr
+    assert "occurred_" not in bounds.stderr and "filter." not in bounds.stderr, bounds.stderr
+    search = run("sealtrail", "stats", "--search", "!!!", env=cli_env, check=False)
+    assert "  --search: has no word to search for" in search.stderr, search.stderr
+    address = run(
+        "sealtrail", "record", "--action", "doc.edit", "--actor-id", "u_1", "--ip", "nowhere",
+        env=cli_env, check=False,
+    )  # fmt: skip
+    assert address.returncode == 2, address.stderr
+    assert "  --ip: must be an IPv4 or IPv6 address" in address.stderr, address.stderr
+    assert "event." not in address.stderr and "context." not in address.stderr, address.stderr
+
+
 def test_record_takes_every_field_of_an_event_and_the_environments_trace(
     cli_env: dict[str, str],
 ) -> None:
@@ -289,7 +313,7 @@ def test_bad_input_is_reported_with_the_field_and_exit_2(cli_env: dict[str, str]
         "sealtrail", "record", "--action", "Bad Action", "--actor-id", "u", env=cli_env, check=False
     )
     assert failed.returncode == 2
-    assert "INVALID_ARGUMENT" in failed.stderr and "event.action" in failed.stderr
+    assert "INVALID_ARGUMENT" in failed.stderr and "  --action: must be" in failed.stderr
 
 
 def test_embedded_server_prints_a_dev_token_and_keeps_data_across_restarts() -> None:

@@ -532,9 +532,11 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
             yield client
     except SealtrailError as exc:
         reason = f" ({exc.reason})" if exc.reason and exc.reason != exc.code.name else ""
-        click.echo(detailed(f"error: {exc.code.name}{reason}", exc.message), err=True)
+        fields = [field for field, _ in exc.field_violations]
+        message = in_flags(ctx, exc.message, fields)
+        click.echo(detailed(f"error: {exc.code.name}{reason}", message), err=True)
         for field, description in exc.field_violations:
-            click.echo(f"  {field}: {description}", err=True)
+            click.echo(f"  {flag_of(ctx, field) or field}: {in_flags(ctx, description)}", err=True)
         for key, value in sorted(exc.metadata.items()):
             click.echo(f"  {key}: {value}", err=True)
         if exc.retry_after is not None:  # when the server asks to be tried again
@@ -542,6 +544,49 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
         if exc.request_id:  # what the server's logs and spans know the call by
             click.echo(f"  request id: {exc.request_id}", err=True)
         ctx.exit(2 if exc.code in _USAGE_CODES else 1)
+
+
+# The API's fields whose options are named otherwise: a filter's time bounds
+# (named after what they bound), an event's changes (--change, --change-json).
+_OPTION_OF_FIELD: Final = {
+    "occurred_after": "since",
+    "occurred_before": "until",
+    "changes": "text_changes",
+}
+# A field the server names in its words: a filter's (`filter.actions`,
+# `sink.filter.occurred_before`), or a time bound alone (`occurred_after`).
+_FIELD_IN_WORDS: Final = re.compile(
+    r"(?<![\w.])(?:[a-z_]+\.)*filter\.[a-z_]+|\boccurred_(?:after|before)\b"
+)
+
+
+def flag_of(ctx: click.Context, path: str) -> str | None:
+    """The option of this command that gave the API's field `path`
+    (`event.actor.id`: --actor-id; `sink.filter.occurred_after`: --since;
+    `filter.actions[1]`: --action), or None when the command has none: an
+    error said the API's field, which no option of the command is named."""
+    parts = re.sub(r"\[[^\]]*\]", "", path).split(".")
+    options = {param.name: param for param in ctx.command.params if param.name}
+    for start in range(len(parts)):
+        for end in range(len(parts), start, -1):
+            field = "_".join(part for part in parts[start:end] if part != "context")
+            name = _OPTION_OF_FIELD.get(field, field)
+            if name in options and isinstance(options[name], click.Option):
+                return _named(ctx, name)
+    return None
+
+
+def in_flags(ctx: click.Context, words: str, fields: Iterable[str] = ()) -> str:
+    """The server's `words` with each field they name (a filter's, or one of
+    `fields`, the call's field violations) as the option of this command
+    that sets it: a Query past the server's time said to narrow
+    "filter.occurred_after, filter.occurred_before", where `sealtrail query`
+    takes --since and --until (helper-320)."""
+    named = [re.escape(field) for field in sorted(set(fields), key=len, reverse=True) if field]
+    pattern = re.compile(
+        "|".join([*(rf"(?<![\w.]){field}(?![\w.\[])" for field in named), _FIELD_IN_WORDS.pattern])
+    )
+    return pattern.sub(lambda found: flag_of(ctx, found.group()) or found.group(), words)
 
 
 @contextmanager
