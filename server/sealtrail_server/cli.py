@@ -61,6 +61,7 @@ from .store.changes import Changes, token_subject
 from .store.database import Database, RolesMissing
 from .store.migrations import (
     MigrationBlocked,
+    MigrationDiffers,
     NewerSchema,
     NotUtf8,
     OlderSchema,
@@ -254,7 +255,14 @@ def serve(
     try:
         urls = _database_urls(settings, create=True)
         asyncio.run(_serve(settings, urls, tracer_provider, metrics))
-    except (UnsafeSchema, NotUtf8, RolesMissing, MigrationBlocked, NewerSchema) as error:
+    except (
+        UnsafeSchema,
+        NotUtf8,
+        RolesMissing,
+        MigrationBlocked,
+        MigrationDiffers,
+        NewerSchema,
+    ) as error:
         raise click.ClickException(str(error)) from None
     except psycopg.Error as error:
         owner_url = bool(settings.owner_database_url)
@@ -710,6 +718,7 @@ async def _database(
         NotUtf8,
         RolesMissing,
         MigrationBlocked,
+        MigrationDiffers,
         NewerSchema,
         OlderSchema,
     ) as error:  # the database's setup: said, not a traceback

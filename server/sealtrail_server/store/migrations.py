@@ -1,7 +1,10 @@
 """Numbered SQL migrations (migrations/NNNN_name.sql), applied in order at
 start under an advisory lock, each in its own transaction. Running them again
-applies nothing: applied versions are kept in schema_migrations. Each start
-also creates the months of event partitions ahead that are missing.
+applies nothing: applied versions are kept in schema_migrations, each with
+the digest of its statements (from migration 0050): a start refuses a
+database where one was applied with other statements than this release's
+(ADR 0112). Each start also creates the months of event partitions ahead
+that are missing.
 
 A migration's statements run for as long as they take, whatever the
 owner's statement_timeout. It waits for each lock at most LOCK_TIMEOUT at a
@@ -14,6 +17,7 @@ times in all, before the start fails saying so (ADR 0050)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -30,6 +34,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _LOCK_KEY = 0x7365616C74726169
 _FILE_NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
 LOCK_TIMEOUT: Final = "2s"
+# The migration that adds schema_migrations.digest: those before it in a
+# first start are recorded without, then given theirs (ADR 0112).
+DIGESTS_FROM: Final = 50
 # Attempts at a migration by default (SEALTRAIL_MIGRATION_LOCK_ATTEMPTS):
 # about two minutes in all; 0 waits for its locks without a limit, once.
 ATTEMPTS: Final = MIGRATION_LOCK_ATTEMPTS
@@ -102,6 +109,11 @@ class NewerSchema(Exception):
     applied them, and this code would ignore what they changed."""
 
 
+class MigrationDiffers(Exception):
+    """A migration of the database was applied with other statements than
+    this release's migration of its number (ADR 0112)."""
+
+
 class OlderSchema(Exception):
     """The database lacks migrations of this release, and only a fresh one
     was to be migrated: an operator's command leaves the servers' schema to
@@ -113,6 +125,55 @@ class Migration:
     version: int
     name: str
     path: Path
+
+
+# What the digest sees of a migration's text (as PostgreSQL's lexer reads
+# it): literals, quoted names and dollar-quoted bodies whole; comments and
+# whitespace outside them not at all; words and single characters.
+_SQL_TOKEN = re.compile(
+    r"""(?P<space>\s+)
+    |(?P<comment>--[^\n]*)
+    |(?P<block>/\*)
+    |(?P<dollar>\$(?:[^\W\d]\w*)?\$)
+    |[Ee]'(?:[^'\\]|\\.|'')*'
+    |'(?:[^']|'')*'
+    |"(?:[^"]|"")*"
+    |[\w$]+
+    |.""",
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def migration_digest(text: bytes) -> str:
+    """SHA-256, in hex, of a migration's statements: its tokens, one space
+    between each, without its comments and whatever its layout. A comment
+    corrected changes no schema: every start after it would have been
+    refused (ADR 0112). Whatever is quoted counts whole, comment-like or not."""
+    sql, tokens, at = text.decode("utf-8"), [], 0
+    while at < len(sql):
+        match = _SQL_TOKEN.match(sql, at)
+        assert match is not None  # `.` matches any character
+        at = match.end()
+        if match["space"] or match["comment"]:
+            continue
+        if match["block"]:  # nested, as PostgreSQL's are
+            depth = 1
+            while depth and at < len(sql):
+                if sql.startswith("/*", at):
+                    depth, at = depth + 1, at + 2
+                elif sql.startswith("*/", at):
+                    depth, at = depth - 1, at + 2
+                else:
+                    at += 1
+            continue
+        if match["dollar"]:  # a body, to its closing tag
+            tag = match["dollar"]
+            end = sql.find(tag, at)
+            at = len(sql) if end < 0 else end + len(tag)
+            tokens.append(sql[match.start() : at])
+            continue
+        tokens.append(match[0])
+    return hashlib.sha256(" ".join(tokens).encode("utf-8")).hexdigest()
 
 
 def available_migrations() -> list[Migration]:
@@ -165,12 +226,19 @@ async def schema_is_current(url: str) -> bool:
         if not await _has_migrations_table(conn):
             return False
         try:
-            cursor = await conn.execute("SELECT version, name FROM schema_migrations")
+            cursor = await conn.execute(_APPLIED)
         except psycopg.errors.InsufficientPrivilege:  # before 0042: the owner's alone
             return False
-        applied = {version: name for version, name in await cursor.fetchall()}
+        rows = await cursor.fetchall()
+    applied = {version: name for version, name, _ in rows}
     _refuse_newer_schema(applied)
+    _refuse_other_statements(rows)
     return applied.keys() == {migration.version for migration in available_migrations()}
+
+
+# Which migrations were applied, and the digest each was applied with: one
+# query, whether migration 0050 made the column yet or not.
+_APPLIED = "SELECT version, name, to_jsonb(m) ->> 'digest' FROM schema_migrations AS m"
 
 
 async def has_a_schema(url: str) -> bool:
@@ -206,11 +274,14 @@ async def migrate(
             " name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        cursor = await conn.execute("SELECT version, name FROM schema_migrations")
-        applied = {version: name for version, name in await cursor.fetchall()}
+        cursor = await conn.execute(_APPLIED)
+        rows = await cursor.fetchall()
+        applied = {version: name for version, name, _ in rows}
         _refuse_newer_schema(applied)
+        _refuse_other_statements(rows)
         if only_fresh and applied:
             _refuse_older_schema(applied)
+        digests = DIGESTS_FROM in applied
         for migration in available_migrations():
             if migration.version in applied:
                 continue
@@ -219,8 +290,13 @@ async def migrate(
             # log, in which its operator could not tell it from a hang, and
             # the last line before a failure named none of them.
             log.info("applying migration %04d_%s", migration.version, migration.name)
-            await _apply(conn, migration, lock_attempts)
+            # 0050's own row is written after its statements made the column.
+            digests = digests or migration.version == DIGESTS_FROM
+            await _apply(conn, migration, lock_attempts, digests=digests)
             applied_now.append(migration)
+        if digests:
+            before = [version for version, _, digest in rows if digest is None]
+            await _record_digests(conn, before, applied_now)
         # Months of events ahead (0009); the retention pass keeps this up.
         await create_ahead(conn, now=None)
     finally:
@@ -246,8 +322,34 @@ async def has_column(conn: psycopg.AsyncConnection[Any], table: str, column: str
     return await cursor.fetchone() is not None
 
 
+async def _record_digests(
+    conn: psycopg.AsyncConnection[Any], before: list[int], applied_now: list[Migration]
+) -> None:
+    """The digests of the migrations recorded without one: those applied
+    before migration 0050, now or by an earlier release. Of these, nothing
+    better is known than that they are this release's: they are recorded as
+    they are now (ADR 0112). One statement, and none when there are none."""
+    known = {migration.version: migration for migration in available_migrations()}
+    earlier = [known[version] for version in before if version in known]
+    missing = earlier + [m for m in applied_now if m.version < DIGESTS_FROM]
+    if not missing:
+        return
+    await conn.execute(
+        "UPDATE schema_migrations AS m SET digest = d.digest"
+        " FROM unnest(%s::integer[], %s::text[]) AS d (version, digest)"
+        " WHERE m.version = d.version AND m.digest IS NULL",
+        [[m.version for m in missing], [migration_digest(m.path.read_bytes()) for m in missing]],
+    )
+    if earlier:
+        log.info(
+            "recorded the digests of %d migrations applied before digests were kept,"
+            " as this release has them (ADR 0112)",
+            len(earlier),
+        )
+
+
 async def _apply_once(
-    conn: psycopg.AsyncConnection[Any], migration: Migration, attempts: int
+    conn: psycopg.AsyncConnection[Any], migration: Migration, attempts: int, *, digests: bool
 ) -> None:
     async with conn.transaction():
         # Lock timeout 0: no limit, whatever the role's or database's. And no
@@ -262,11 +364,18 @@ async def _apply_once(
         )
         # 0009 creates the first months of events (PARTITION_BOUNDS_DATESTYLE).
         await conn.execute("SELECT set_config('DateStyle', %s, true)", [PARTITION_BOUNDS_DATESTYLE])
-        await conn.execute(migration.path.read_bytes())
-        await conn.execute(
-            "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-            [migration.version, migration.name],
-        )
+        text = migration.path.read_bytes()
+        await conn.execute(text)
+        if digests:  # migration 0050 made the column
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name, digest) VALUES (%s, %s, %s)",
+                [migration.version, migration.name, migration_digest(text)],
+            )
+        else:
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                [migration.version, migration.name],
+            )
 
 
 async def _take_the_lock(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -293,7 +402,9 @@ async def _take_the_lock(conn: psycopg.AsyncConnection[Any]) -> None:
         waited += LOCK_POLL
 
 
-async def _apply(conn: psycopg.AsyncConnection[Any], migration: Migration, attempts: int) -> None:
+async def _apply(
+    conn: psycopg.AsyncConnection[Any], migration: Migration, attempts: int, *, digests: bool
+) -> None:
     """`migration` applied in one transaction, tried again while a table it
     locks is held by others, or after a deadlock (see the module's
     docstring); with 0 attempts, once, waiting for its locks without a limit."""
@@ -301,7 +412,7 @@ async def _apply(conn: psycopg.AsyncConnection[Any], migration: Migration, attem
     for attempt in range(1, max(attempts, 1) + 1):
         try:
             try:
-                await _apply_once(conn, migration, attempts)
+                await _apply_once(conn, migration, attempts, digests=digests)
             except psycopg.errors.UniqueViolation as error:
                 if error.diag.constraint_name != _ROLE_NAMES:
                     raise
@@ -312,7 +423,7 @@ async def _apply(conn: psycopg.AsyncConnection[Any], migration: Migration, attem
                     migration.version,
                     migration.name,
                 )
-                await _apply_once(conn, migration, attempts)
+                await _apply_once(conn, migration, attempts, digests=digests)
             return
         except (
             psycopg.errors.LockNotAvailable,
@@ -363,6 +474,29 @@ def _refuse_newer_schema(applied: dict[int, str]) -> None:
             " over a newer schema is not supported: run that release, or a newer one"
             " (docs/database.md)"
         )
+
+
+def _refuse_other_statements(rows: list[tuple[Any, ...]]) -> None:
+    """Versions alone took a database migrated by a build whose migration of
+    some number differed (a fork's, a hotfix branch's, a file changed by
+    hand) for this release's: the server ran on a schema other than its
+    code expects, without a word. Checked from the rows already read (no
+    query more), where a digest was recorded (ADR 0112)."""
+    known = {migration.version: migration for migration in available_migrations()}
+    for version, _, recorded in sorted(rows):
+        migration = known.get(version)
+        if recorded is None or migration is None:
+            continue
+        expected = migration_digest(migration.path.read_bytes())
+        if recorded != expected:
+            raise MigrationDiffers(
+                f"migration {version:04d}_{migration.name} was applied to this database with"
+                f" other statements than this release's (digest {recorded}; this release's"
+                f" {expected}): another build's migration of that number (a fork's, a hotfix"
+                " branch's) or a file changed by hand made a schema this code does not"
+                " expect. Run the build that applied it, or restore a backup taken before"
+                " it; nothing was changed (docs/operations.md, ADR 0112)"
+            )
 
 
 def _refuse_older_schema(applied: dict[int, str]) -> None:
