@@ -62,6 +62,7 @@ from .store.database import Database, RolesMissing
 from .store.migrations import (
     MigrationBlocked,
     MigrationDiffers,
+    MigrationFiles,
     NewerSchema,
     NotUtf8,
     OlderSchema,
@@ -261,6 +262,7 @@ def serve(
         RolesMissing,
         MigrationBlocked,
         MigrationDiffers,
+        MigrationFiles,
         NewerSchema,
     ) as error:
         raise click.ClickException(str(error)) from None
@@ -719,6 +721,7 @@ async def _database(
         RolesMissing,
         MigrationBlocked,
         MigrationDiffers,
+        MigrationFiles,
         NewerSchema,
         OlderSchema,
     ) as error:  # the database's setup: said, not a traceback

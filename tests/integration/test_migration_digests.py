@@ -162,3 +162,25 @@ def test_a_first_start_records_the_digest_of_every_migration(
         migration.version: migrations.migration_digest(migration.path.read_bytes())
         for migration in migrations.available_migrations()
     }
+
+
+@pytest.mark.parametrize("stray", ["9999_another_of_that_number.sql", "9998_a_column-more.sql"])
+def test_a_migration_file_the_release_would_never_apply_is_refused(
+    own: str, release: Path, stray: str
+) -> None:
+    """Two branches that each took the next free number, merged: a database
+    that had applied one skipped the other for good (its number was
+    applied), or took one for the other; a file whose name is not
+    NNNN_name.sql was never applied. Either is said, naming the files."""
+    other = "ALTER TABLE events ADD COLUMN other text;\n"
+    (release.parent / stray).write_text(other, encoding="utf-8")
+    with pytest.raises(migrations.MigrationFiles, match=stray):
+        asyncio.run(migrations.migrate_database(own))
+    assert _column_type(own) == "text"
+    with psycopg.connect(own) as conn:
+        assert (
+            conn.execute(
+                "SELECT FROM information_schema.columns WHERE column_name = 'other'"
+            ).fetchone()
+            is None
+        )

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final
 
@@ -114,6 +115,10 @@ class MigrationDiffers(Exception):
     this release's migration of its number (ADR 0112)."""
 
 
+class MigrationFiles(Exception):
+    """A migration file of this build would never be applied, or not alone."""
+
+
 class OlderSchema(Exception):
     """The database lacks migrations of this release, and only a fresh one
     was to be migrated: an operator's command leaves the servers' schema to
@@ -177,12 +182,36 @@ def migration_digest(text: bytes) -> str:
 
 
 def available_migrations() -> list[Migration]:
-    found = []
+    """This release's migrations, in order. A file of the directory that
+    would never be applied, or not alone, is refused (MigrationFiles): one
+    named otherwise than NNNN_name.sql was skipped, and of two that share a
+    number (two branches that each took the next free one, merged), one was
+    skipped for good on a database that had the other, without a word."""
+    found, strays = [], []
     for path in MIGRATIONS_DIR.iterdir():
         match = _FILE_NAME.fullmatch(path.name)
         if match:
             found.append(Migration(int(match[1]), match[2], path))
-    return sorted(found, key=lambda m: m.version)
+        elif path.suffix == ".sql":
+            strays.append(path.name)
+    found.sort(key=lambda m: (m.version, m.name))
+    shared = [
+        f"{a.path.name} and {b.path.name}" for a, b in pairwise(found) if a.version == b.version
+    ]
+    if strays:
+        raise MigrationFiles(
+            f"this build's migration file{'s' * (len(strays) > 1)} {', '.join(sorted(strays))}"
+            " would never be applied: a migration is named NNNN_name.sql (four digits, then"
+            " lowercase letters, digits and _). The build is broken (a file added by hand?):"
+            " rename it, or run a release's build"
+        )
+    if shared:
+        raise MigrationFiles(
+            f"this build's migrations {'; '.join(shared)} share a number: a database that"
+            " has either would never be given the other. The build is broken (two branches'"
+            " migrations merged?): give one the next free number, or run a release's build"
+        )
+    return found
 
 
 async def migrate_database(
@@ -221,6 +250,7 @@ async def schema_is_current(url: str) -> bool:
     UTF8. False where the table is missing, unreadable or lacks a migration:
     `migrate` then decides, under the migrations' lock (a start may be
     migrating meanwhile)."""
+    available_migrations()  # a broken build's files refused before anything is read
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         await _refuse_another_encoding(conn)
         if not await _has_migrations_table(conn):
@@ -263,6 +293,7 @@ async def migrate(
     `only_fresh`, only on a database with none applied yet: one that an older
     release migrated is refused (OlderSchema), before any change."""
     applied_now = []
+    available_migrations()  # a broken build's files refused before any change
     await _take_the_lock(conn)
     try:
         # Before any change: a start it refuses leaves the database as it was.
