@@ -5,6 +5,7 @@ caller sending tokens that do not exist cannot make every call a lookup."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,13 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sealtrail import AuditClient
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, retention_pb2
-from sealtrail_server.domain.access import Principal, Role, new_token, token_digest
+from sealtrail_server.domain.access import (
+    Principal,
+    Role,
+    new_token,
+    token_digest,
+    token_well_formed,
+)
 from sealtrail_server.store.tokens import create_token, find_principal, revoke_token
 from tests.clock import Clock
 from tests.conftest import ServerThread
@@ -343,3 +350,90 @@ def test_a_lookup_whose_connection_is_lost_answers_unavailable(
     assert counted.lookups() == {}
     assert counted.call(token) == grpc.StatusCode.INVALID_ARGUMENT
     assert counted.lookups() == {"found": 1}
+
+
+UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+
+
+def _checksum_broken(token: str) -> str:
+    """`token` with one character of its random part changed: the shape of
+    a token, whose checksum fails (ADR 0111)."""
+    changed = "A" if token[10] != "A" else "B"
+    return token[:10] + changed + token[11:]
+
+
+def _details(counted: Counted, token: str) -> tuple[grpc.StatusCode, str]:
+    try:
+        counted.stub.Record(pb.RecordRequest(), metadata=[("authorization", f"Bearer {token}")])
+    except grpc.RpcError as error:
+        return error.code(), error.details()  # type: ignore[no-any-return]
+    raise AssertionError("an empty Record was accepted")
+
+
+def test_a_token_whose_checksum_fails_is_refused_unlooked_as_an_unknown_one(
+    counted: Counted, tenant: str
+) -> None:
+    """A token of the new shape whose checksum fails (mistyped, cut and
+    pasted wrong, made up) is no token: it is refused before any lookup,
+    in the words an unknown token is refused in, nothing more said."""
+    token = counted.server.token(tenant, Role.RECORDER)
+    broken = _checksum_broken(token)
+    unknown = new_token()  # well formed, in no row
+    assert _details(counted, unknown) == (UNAUTHENTICATED, "unknown or revoked token")
+    for _ in range(3):
+        assert _details(counted, broken) == _details(counted, unknown)
+    assert counted.lookups() == {"unknown": 1}  # the well-formed one's
+    assert counted.call(token) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_tokens_whose_checksum_fails_spend_their_callers_budget(
+    budgeted: tuple[Counted, Clock], tenant: str
+) -> None:
+    """Tokens made up with a failing checksum are unknown tokens: each spends
+    its caller's budget as one looked up does (the caller past it is refused
+    RESOURCE_EXHAUSTED for it as for any token unseen), though none costs a
+    lookup; one retried in a loop spends it once."""
+    counted, _ = budgeted
+    mistyped = _checksum_broken(new_token())
+    for _ in range(10):
+        assert counted.call(mistyped, source=SERVICE) == grpc.StatusCode.UNAUTHENTICATED
+    codes = [counted.call(_checksum_broken(new_token()), source=ATTACKER) for _ in range(8)]
+    refused = grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert codes == [grpc.StatusCode.UNAUTHENTICATED] * 5 + [refused] * 3
+    assert counted.call(new_token(), source=ATTACKER) == refused
+    assert counted.lookups() == {}
+    # The service's address spent one of its 5: it still presents new tokens.
+    created = counted.server.token(tenant, Role.RECORDER)
+    assert counted.call(created, source=SERVICE) == grpc.StatusCode.INVALID_ARGUMENT
+    for _ in range(4):
+        assert counted.call(new_token(), source=SERVICE) == grpc.StatusCode.UNAUTHENTICATED
+    assert counted.call(new_token(), source=SERVICE) == refused
+
+
+LEGACY = "stk_" + "3f9aK2mQ8xW1zR7tY4pL6nB0vC5dH9jG-_aB3cD4eF5g"[:43]
+
+
+def test_a_token_issued_before_checksums_keeps_working(
+    counted: Counted, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A token issued before ADR 0111 (`stk_` and 43 base64url characters,
+    no checksum) is looked up as ever, and works; an unknown one of that
+    shape is unknown, as before."""
+    assert len(LEGACY) == 47
+    token = counted.server.token(tenant, Role.RECORDER)
+    sql.execute(
+        "UPDATE api_tokens SET secret_sha256 = %s WHERE secret_sha256 = %s",
+        [token_digest(LEGACY), token_digest(token)],
+    )
+    assert counted.call(LEGACY) == grpc.StatusCode.INVALID_ARGUMENT
+    other = LEGACY[:-1] + ("A" if LEGACY[-1] != "A" else "B")
+    assert _details(counted, other) == (UNAUTHENTICATED, "unknown or revoked token")
+    assert counted.lookups() == {"found": 1, "unknown": 1}
+
+
+def test_tokens_created_through_the_api_carry_a_checksum(server: ServerThread, tenant: str) -> None:
+    with AuditClient(server.target, token=server.token(tenant, Role.ADMIN)) as admin:
+        secret = admin.create_token("recorder", name="ci").secret
+    assert re.fullmatch(r"stk_[0-9A-Za-z]{49}", secret)
+    assert token_well_formed(secret)
+    assert not token_well_formed(_checksum_broken(secret))

@@ -97,6 +97,9 @@ SECRETS: list[tuple[str, str, str]] = [
     ("high_entropy_assignment", "Zq8vN2xLmR4tY7wK1pS9dF3gH6jB0cXe", "signing seed={} loaded"),
     ("high_entropy_assignment", "a9F+3kLm/Qz7Xw2Rt8Yp5Vn1Bc6Hd4Jg==", "blob: {}"),
     ("sealtrail_token", "stk_3f9aK2mQ8xW1zR7tY4pL6nB0vC5dH9jG", "issued {}"),
+    # Both formats whole (ADR 0111): issued before the checksum, and since.
+    ("sealtrail_token", "stk_3f9aK2mQ8xW1zR7tY4pL6nB0vC5dH9jG-_aB3cD4eF5", "SEALTRAIL_TOKEN={}"),
+    ("sealtrail_token", "stk_SealtrailExampleTokenOnlyNotARealSecret01231WNqTA", "leaked {}."),
     ("url_password", "s3cretPass", "redis://:{}@cache:6379/0"),
     ("url_password", "p@ssw0rd", "postgres://admin:{}@db/app"),
     ("url_password", "hunter22", "HTTPS://user:{}@example.com/"),

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from opentelemetry.metrics import Meter
 
-from ..domain.access import TOKEN_PATTERN, Principal, Revoked, token_digest
+from ..domain.access import TOKEN_PATTERN, Principal, Revoked, token_digest, token_well_formed
 from ..domain.errors import ResourceExhausted, Unauthenticated
 from ..measures import no_meter
 from .last_use import LastUses
@@ -154,14 +154,19 @@ class Authenticator:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not TOKEN_PATTERN.fullmatch(token.strip()):
             raise Unauthenticated("authorization must be `Bearer stk_...`")
-        digest = token_digest(token.strip())
+        token = token.strip()
+        digest = token_digest(token)
         now = self._clock()
         cached = self._cache.get(digest)
         if cached is not None and cached[1] > now and not fresh:
             principal = cached[0]
             self._cache.move_to_end(digest)
         else:
-            found = await self._look_up(digest, now, caller, fresh=fresh)
+            # A token whose checksum fails is no token (ADR 0111): refused as
+            # an unknown one is, in its words and from its caller's budget,
+            # but never looked up.
+            well_formed = token_well_formed(token)
+            found = await self._look_up(digest, now, caller, fresh=fresh, look=well_formed)
             if not isinstance(found, Principal):
                 if self._cache.pop(digest, None) is not None:
                     self._keep_seen_gone(digest)
@@ -178,7 +183,13 @@ class Authenticator:
         return principal
 
     async def _look_up(
-        self, digest: bytes, now: float, caller: Callable[[], str], *, fresh: bool = False
+        self,
+        digest: bytes,
+        now: float,
+        caller: Callable[[], str],
+        *,
+        fresh: bool = False,
+        look: bool = True,
     ) -> Principal | Revoked | None:
         """`digest` looked up (a principal then cached), or taken as no token
         or a revoked one (found so lately), or refused unlooked (an unseen
@@ -186,7 +197,9 @@ class Authenticator:
         progress (begun after the latest `forget`) takes its answer, but for
         a `fresh` one, which reads the token itself: as a busy token's
         interval ended, every call in flight looked it up, and with the pool
-        busy every call arriving while the lookups waited for it added one."""
+        busy every call arriving while the lookups waited for it added one.
+        Not `look`: a token whose checksum fails, taken for an unknown one
+        without a lookup (but for the caller's budget)."""
         refused = self._refused.get(digest)
         if refused is not None and refused[1] > now:
             return refused[0]
@@ -201,8 +214,8 @@ class Authenticator:
                     raise
                 # Its first caller left (cancelled) before the answer: looked
                 # up anew, by the first of those waiting, shared by the others.
-                return await self._look_up(digest, now, caller)
-        return await self._look_up_first(digest, now, caller, key)
+                return await self._look_up(digest, now, caller, look=look)
+        return await self._look_up_first(digest, now, caller, key, look=look)
 
     async def _look_up_first(
         self,
@@ -210,9 +223,12 @@ class Authenticator:
         now: float,
         caller: Callable[[], str],
         key: tuple[bytes, int],
+        *,
+        look: bool = True,
     ) -> Principal | Revoked | None:
-        """`digest` looked up by this call, whose answer the calls missing the
-        cache meanwhile share (`_in_flight[key]`)."""
+        """`digest` looked up by this call (not `look`: taken for an unknown
+        token's, unlooked), whose answer the calls missing the cache meanwhile
+        share (`_in_flight[key]`)."""
         # Kept past its interval (until the cache is full), a token in use is
         # no stranger: only one this process has not seen spends a budget.
         # So is one it saw that no longer works: an erased tenant's fleet
@@ -233,7 +249,7 @@ class Authenticator:
             shared = asyncio.get_running_loop().create_future()
             self._in_flight[key] = shared
         try:
-            found = await self._lookup(digest)
+            found = await self._lookup(digest) if look else None
         except BaseException as error:
             if shared is not None:
                 if isinstance(error, Exception):
@@ -247,7 +263,8 @@ class Authenticator:
                 del self._in_flight[key]
         if shared is not None:
             shared.set_result(found)
-        self._lookups.add(1, {OUTCOME: _outcome(found)})
+        if look:
+            self._lookups.add(1, {OUTCOME: _outcome(found)})
         if not isinstance(found, Principal):
             self._refused.pop(digest, None)
             self._refused[digest] = (found, now + self._cache_seconds)

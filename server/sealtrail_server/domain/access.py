@@ -1,8 +1,12 @@
 """Who a caller is: tenants, roles, principals, and what API tokens look like.
 
-A token is `stk_` and 43 base64url characters (256 random bits). Only its
-SHA-256 is stored: tokens are random, so a fast hash is as strong as a slow one
-and keeps authentication off the hot path's budget.
+A token is `stk_`, 43 random base62 characters (256 bits) and 6 base62
+characters of their CRC-32, a checksum that a secret scanner can check to
+find tokens with few false positives, and the server before any lookup (ADR
+0111). Tokens issued before it are `stk_` and 43 base64url characters, no
+checksum: told apart by their length, they keep working. Only a token's
+SHA-256 is stored: tokens are random, so a fast hash is as strong as a slow
+one and keeps authentication off the hot path's budget.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import string
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -19,7 +25,14 @@ from .event import MAX_FUTURE_SKEW_SECONDS, MAX_NAME
 from .names import name_problem
 
 TOKEN_PREFIX: Final = "stk_"
-TOKEN_PATTERN: Final = re.compile(r"stk_[A-Za-z0-9_-]{43}")
+BASE62: Final = string.digits + string.ascii_uppercase + string.ascii_lowercase
+TOKEN_RANDOM_CHARACTERS: Final = 43  # 62 ** 43 > 2 ** 256
+TOKEN_CHECKSUM_CHARACTERS: Final = 6  # 62 ** 6 > 2 ** 32
+# A token as issued since ADR 0111, and one issued before it.
+CHECKSUMMED_TOKEN_PATTERN: Final = re.compile(r"stk_[0-9A-Za-z]{49}")
+LEGACY_TOKEN_PATTERN: Final = re.compile(r"stk_[A-Za-z0-9_-]{43}")
+# Either: the shape of a token, its checksum unchecked.
+TOKEN_PATTERN: Final = re.compile(r"stk_(?:[0-9A-Za-z]{49}|[A-Za-z0-9_-]{43})")
 TENANT_ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 # How far ahead a token's expiry may lie: two years, a rotation period no
 # security policy we know of exceeds, and which still makes a token created
@@ -74,8 +87,33 @@ def expiry_problem(expires_at: datetime, *, now: datetime) -> str | None:
     return None
 
 
+def token_checksum(random_part: str) -> str:
+    """CRC-32 (IEEE, zlib's) of `random_part` (ASCII) in 6 base62 digits,
+    most significant first ("0" for zero), as docs/api.md describes it."""
+    value = zlib.crc32(random_part.encode("ascii"))
+    digits = []
+    for _ in range(TOKEN_CHECKSUM_CHARACTERS):
+        value, digit = divmod(value, 62)
+        digits.append(BASE62[digit])
+    return "".join(reversed(digits))
+
+
 def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+    """A new token's secret: `stk_`, 43 random base62 characters and their checksum."""
+    random_part = "".join(secrets.choice(BASE62) for _ in range(TOKEN_RANDOM_CHARACTERS))
+    return TOKEN_PREFIX + random_part + token_checksum(random_part)
+
+
+def token_well_formed(token: str) -> bool:
+    """Whether `token` can be a token: one issued before checksums (ADR
+    0111), or one whose checksum holds. (Whether it exists is the database's
+    to say.)"""
+    if LEGACY_TOKEN_PATTERN.fullmatch(token):
+        return True
+    if not CHECKSUMMED_TOKEN_PATTERN.fullmatch(token):
+        return False
+    end = len(TOKEN_PREFIX) + TOKEN_RANDOM_CHARACTERS
+    return token_checksum(token[len(TOKEN_PREFIX) : end]) == token[end:]
 
 
 def token_digest(token: str) -> bytes:
