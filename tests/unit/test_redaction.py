@@ -100,6 +100,16 @@ SECRETS: list[tuple[str, str, str]] = [
     # Both formats whole (ADR 0111): issued before the checksum, and since.
     ("sealtrail_token", "stk_3f9aK2mQ8xW1zR7tY4pL6nB0vC5dH9jG-_aB3cD4eF5", "SEALTRAIL_TOKEN={}"),
     ("sealtrail_token", "stk_SealtrailExampleTokenOnlyNotARealSecret01231WNqTA", "leaked {}."),
+    # Right after a percent-encoded character (a URL, a form body, a header
+    # logged encoded) or an escaped line break, which end in a letter or digit.
+    (
+        "sealtrail_token",
+        "stk_SealtrailExampleTokenOnlyNotARealSecret01231WNqTA",
+        "GET /cb?a=Bearer%20{}",
+    ),
+    ("sealtrail_token", "stk_3f9aK2mQ8xW1zR7tY4pL6nB0vC5dH9jG-_aB3cD4eF5", "next=%2Fcb%3Fid%3D{}"),
+    ("sealtrail_token", "stk_SealtrailExampleTokenOnlyNotARealSecret01231WNqTA", "q=%22{}%22"),
+    ("sealtrail_token", "stk_3f9aK2mQ8xW1zR7tY4pL6nB0vC5dH9jG-_aB3cD4eF5", "said:\\n{}\\n"),
     ("url_password", "s3cretPass", "redis://:{}@cache:6379/0"),
     ("url_password", "p@ssw0rd", "postgres://admin:{}@db/app"),
     ("url_password", "hunter22", "HTTPS://user:{}@example.com/"),

@@ -218,7 +218,15 @@ KNOWN_SHAPES: Final = (
         r"https://hooks\.slack\.com/services/[A-Za-z0-9]+/[A-Za-z0-9]+/\w+",
         anchor="hooks\\.slack",
     ),
-    value_pattern("sealtrail_token", r"\bstk_[A-Za-z0-9_-]{20,}", anchor="stk_"),
+    # Either format (ADR 0111), wherever a word boundary, a percent-encoded
+    # character (`Bearer%20stk_`, `%3Dstk_` in a URL or a form) or an escaped
+    # line break (`\nstk_` in text holding JSON) puts it: those end in a
+    # letter or digit, and a token after them was kept whole.
+    value_pattern(
+        "sealtrail_token",
+        r"(?:\b|(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrt]))stk_[A-Za-z0-9_-]{20,}",
+        anchor="stk_",
+    ),
     # A signed URL's signature: S3's and Cloud Storage's (`X-Amz-Signature=`,
     # `X-Goog-Signature=`), and an Azure SAS's `sig=` in a query with an
     # `sv=` or `se=` within 32 parameters of it (the SAS's version and
