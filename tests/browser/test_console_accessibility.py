@@ -19,7 +19,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as seen
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from sealtrail import AuditClient
 from tests.browser.test_console import WAIT, key_widened, sign_in, wait_for_rows
@@ -161,6 +161,11 @@ def test_the_admin_views_have_no_violation(
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, "#admin-alerts .error").text)
     check(browser, "a rule refused", found)
+    # A threshold counted per actor: its box for exact actor ids, with its hint.
+    Select(form.find_element(By.NAME, "kind")).select_by_value("threshold")
+    Select(form.find_element(By.NAME, "group_by")).select_by_value("ALERT_GROUP_BY_ACTOR")
+    assert form.find_element(By.NAME, "exact_actor_ids").is_displayed()
+    check(browser, "a rule counted per actor", found)
     assert not found, report(found)
 
 

@@ -669,6 +669,62 @@ def test_an_edit_of_a_rule_changed_meanwhile_changes_nothing(
     wait(browser).until(lambda b: name.get_attribute("value") == "renamed elsewhere")
 
 
+def test_a_rule_comparing_actor_ids_exactly_keeps_it_when_edited(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """The rule form rebuilt a threshold from its own fields, which had none
+    for `exact_actor_ids` (ADR 0110): an edit of anything else (the count)
+    silently made a rule over case-sensitive ids fold them again, merging
+    actors apart. The form shows it, a box ticked only for a rule grouped per
+    actor, and keeps it unless it is unticked."""
+    rule = build_alert_rule(
+        "key misuse", "threshold", filter=build_filter(actions="api_key.use"), count=5,
+        window_seconds=60, group_by="actor", exact_actor_ids=True,
+    )  # fmt: skip
+    assert admin.create_alert_rule(rule).rule.threshold.exact_actor_ids
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    row = wait(browser).until(lambda b: row_of(section, "key misuse"))
+    assert "5 within 1 min per actor (ids compared exactly)" in row.text
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    form = section.find_element(By.ID, "rule-form")
+    exact = form.find_element(By.NAME, "exact_actor_ids")
+    assert exact.is_displayed() and exact.is_selected()
+    hint = browser.find_element(By.ID, exact.get_attribute("aria-describedby") or "none")
+    assert "case" in hint.text
+    count = form.find_element(By.NAME, "count")
+    count.clear()
+    count.send_keys("7")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "alert_rule.updated" in section.text)
+    [rule] = admin.list_alert_rules()
+    assert rule.threshold.count == 7 and rule.threshold.exact_actor_ids  # kept
+
+    # Shown only where it applies: per actor, not per IP (nor sent then).
+    row = wait(browser).until(lambda b: row_of(section, "key misuse"))
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    group_by = Select(form.find_element(By.NAME, "group_by"))
+    group_by.select_by_value("ALERT_GROUP_BY_IP")
+    assert not exact.is_displayed()
+    group_by.select_by_value("ALERT_GROUP_BY_ACTOR")
+    assert exact.is_displayed() and exact.is_selected()
+    exact.click()  # unticked: folded again
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: not admin.list_alert_rules()[0].threshold.exact_actor_ids)
+
+    # A new rule may set it; the form's next rule starts unticked.
+    form.find_element(By.NAME, "name").send_keys("ids apart")
+    Select(form.find_element(By.NAME, "kind")).select_by_value("threshold")
+    assert not exact.is_displayed()  # counted all together
+    Select(form.find_element(By.NAME, "group_by")).select_by_value("ALERT_GROUP_BY_ACTOR")
+    assert exact.is_displayed() and not exact.is_selected()
+    exact.click()
+    form.find_element(By.NAME, "actions").send_keys("user.login")
+    form.find_element(By.XPATH, ".//button[.='Create rule']").click()
+    wait(browser).until(lambda b: "alert_rule.created" in section.text)
+    [new] = [r for r in admin.list_alert_rules() if r.name == "ids apart"]
+    assert new.threshold.exact_actor_ids
+
+
 def test_a_splunk_sink_is_added_its_token_sent_once_and_shown_by_its_hint(
     browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
 ) -> None:

@@ -172,10 +172,14 @@ function clearMarks(form) {
 
 // Shows the fields of the kind chosen (a sink's, a rule's) and only those:
 // the others are disabled too, so that they are neither required nor sent.
+// A field marked `data-group-by` is shown only with that grouping chosen too
+// (a threshold's exact actor ids, per actor only).
 function showKind(form) {
   const kind = form.elements.kind.value;
   for (const element of form.querySelectorAll("[data-kinds]")) {
-    const shown = element.dataset.kinds.split(" ").includes(kind);
+    const { groupBy } = element.dataset;
+    const shown = element.dataset.kinds.split(" ").includes(kind)
+      && (groupBy === undefined || form.elements.group_by.value === groupBy);
     element.hidden = !shown;
     if (element.tagName === "FIELDSET") element.disabled = !shown;
     for (const input of element.querySelectorAll("input, select")) input.disabled = !shown;
@@ -887,8 +891,9 @@ async function loadAlerts() {
 function condition(rule) {
   if (rule.match) return `every event of ${filterWords(rule.match.filter)}`;
   if (rule.threshold) {
-    const { count, window_seconds: window, group_by: group, filter } = rule.threshold;
-    return `${count} within ${duration(window)}${GROUPS[group] || ""}: ${filterWords(filter)}`;
+    const { count, window_seconds: window, group_by: group, exact_actor_ids: exact, filter } = rule.threshold;
+    const ids = exact ? " (ids compared exactly)" : "";
+    return `${count} within ${duration(window)}${GROUPS[group] || ""}${ids}: ${filterWords(filter)}`;
   }
   if (rule.new_ip) return `an actor from a new IP address: ${filterWords(rule.new_ip.filter)}`;
   if (rule.new_country) return `an actor from a new country: ${filterWords(rule.new_country.filter)}`;
@@ -937,6 +942,7 @@ function setUpRuleForm(filterRow) {
   for (const name of ["range", "from", "to", "text"]) fields.querySelector(`[name="${name}"]`).closest("label").remove();
   form.elements.namedItem("filter").append(fields);
   form.elements.kind.addEventListener("change", () => showKind(form));
+  form.elements.group_by.addEventListener("change", () => showKind(form));
   form.addEventListener("submit", saveRule);
   $(".cancel", form).addEventListener("click", resetRuleForm);
   showKind(form);
@@ -1001,6 +1007,7 @@ function editRule(rule) {
     fields.count.value = condition.count;
     fields.window_seconds.value = condition.window_seconds;
     fields.group_by.value = condition.group_by === "ALERT_GROUP_BY_UNSPECIFIED" ? "" : condition.group_by;
+    fields.exact_actor_ids.checked = Boolean(condition.exact_actor_ids);  // kept unless unticked
   } else if (kind === "off_hours") {
     fields.time_zone.value = condition.time_zone;
     fields.start_hour.value = condition.start_hour;
@@ -1026,6 +1033,8 @@ function conditionOf(kind, form) {
   if (kind === "threshold") {
     const condition = { count: Number(fields.count.value), window_seconds: Number(fields.window_seconds.value) };
     if (fields.group_by.value) condition.group_by = fields.group_by.value;
+    // Per actor only (hidden and disabled otherwise): the API refuses it with another grouping.
+    if (!fields.exact_actor_ids.disabled && fields.exact_actor_ids.checked) condition.exact_actor_ids = true;
     return condition;
   }
   if (kind === "off_hours") {
