@@ -26,6 +26,8 @@ def _describe(rule: alerting_pb2.AlertRule) -> str:
     if kind == "threshold":
         by = enum_label(alerting_pb2.AlertGroupBy, rule.threshold.group_by)
         grouped = f" by {by}" if by else ""  # "" ungrouped (enum_label of 0)
+        if rule.threshold.exact_actor_ids:
+            grouped += " (ids compared exactly)"
         return f"threshold: {rule.threshold.count} in {rule.threshold.window_seconds} s{grouped}"
     if kind == "off_hours":
         hours = rule.off_hours
@@ -89,6 +91,19 @@ def _hours(value: str) -> tuple[int, int]:
     return int(start), int(end)
 
 
+# --exact-actor-ids/--fold-actor-ids, of create and update alike (ADR 0110).
+_EXACT_ACTOR_IDS = click.option(
+    "--exact-actor-ids/--fold-actor-ids",
+    "exact_actor_ids",
+    default=None,
+    help="threshold by actor: compare actor ids exactly as recorded, or (the default) as they"
+    " read, case folded and full-width forms and invisible characters made plain, so that"
+    " Admin, ADMIN and admin are one actor. Exact where the case of an id matters (some base64"
+    " ids). Only with --group-by actor; update keeps it unless given, and drops it with"
+    " --group-by ip or none.",
+)
+
+
 def _days(value: str) -> list[int]:
     try:
         return [int(day) for day in value.split(",") if day]
@@ -108,6 +123,7 @@ def _days(value: str) -> list[int]:
 )
 @click.option("--window", "window_seconds", type=int, default=0, help="threshold: seconds.")
 @click.option("--group-by", type=click.Choice(["actor", "ip"]), help="threshold: count per ...")
+@_EXACT_ACTOR_IDS
 @click.option("--time-zone", default="", help="off_hours: IANA zone, e.g. Europe/Paris.")
 @click.option(
     "--hours", "hours_text", default="9-18", show_default=True, help="off_hours: START-END."
@@ -133,6 +149,7 @@ def create(
     threshold_count: int,
     window_seconds: int,
     group_by: str | None,
+    exact_actor_ids: bool | None,
     time_zone: str,
     hours_text: str,
     days_text: str,
@@ -141,6 +158,15 @@ def create(
     **criteria: Any,
 ) -> None:
     """Create an alert rule on the matching events; prints its id."""
+    if exact_actor_ids is not None and kind != "threshold":
+        raise click.BadParameter("only with --kind threshold --group-by actor", ctx,
+                                 param_hint="--exact-actor-ids/--fold-actor-ids")  # fmt: skip
+    if exact_actor_ids and group_by != "actor":
+        raise click.BadParameter(
+            "only with a threshold grouped by actor (--group-by actor)",
+            ctx,
+            param_hint="--exact-actor-ids",
+        )
     start, end = _hours(hours_text)
     rule = build_alert_rule(
         name,
@@ -149,6 +175,7 @@ def create(
         count=threshold_count,
         window_seconds=window_seconds,
         group_by=cast(Any, group_by or ""),
+        exact_actor_ids=bool(exact_actor_ids),
         time_zone=time_zone,
         start_hour=start,
         end_hour=end,
@@ -163,7 +190,7 @@ def create(
 # The condition settings update may change, by kind (the filter: any kind).
 _CONDITION_SETTINGS = {
     "match": frozenset(),
-    "threshold": frozenset({"count", "window_seconds", "group_by"}),
+    "threshold": frozenset({"count", "window_seconds", "group_by", "exact_actor_ids"}),
     "new_ip": frozenset(),
     "new_country": frozenset(),
     "off_hours": frozenset({"time_zone", "hours", "working_days"}),
@@ -176,6 +203,7 @@ _CONDITION_SETTINGS = {
 @click.option("--count", "threshold_count", type=int, help="threshold: events that fire.")
 @click.option("--window", "window_seconds", type=int, help="threshold: seconds.")
 @click.option("--group-by", type=click.Choice(["none", "actor", "ip"]), help="threshold: per ...")
+@_EXACT_ACTOR_IDS
 @click.option("--time-zone", help="off_hours: IANA zone, e.g. Europe/Paris.")
 @click.option("--hours", "hours_text", help="off_hours: START-END.")
 @click.option("--days", "days_text", help="off_hours: ISO working weekdays.")
@@ -202,6 +230,7 @@ def update(
     threshold_count: int | None,
     window_seconds: int | None,
     group_by: str | None,
+    exact_actor_ids: bool | None,
     time_zone: str | None,
     hours_text: str | None,
     days_text: str | None,
@@ -234,6 +263,7 @@ def update(
             "count": threshold_count,
             "window_seconds": window_seconds,
             "group_by": group_by,
+            "exact_actor_ids": exact_actor_ids,
             "time_zone": time_zone,
             "hours": None if hours_text is None else _hours(hours_text),
             "working_days": None if days_text is None else _days(days_text),
@@ -257,6 +287,8 @@ def update(
             condition = getattr(rule, kind)
             condition.CopyFrom(getattr(current, kind))
             _apply(condition, settings, _filter(criteria) if any(criteria.values()) else None)
+            if kind == "threshold":
+                _actor_ids_apply(ctx, condition, settings)
             fields.append(kind)
         if not fields:
             raise click.UsageError(
@@ -266,6 +298,25 @@ def update(
         with unchanged_since_read(rule_id, read_with=read_with):
             client.update_alert_rule(rule, fields=fields)
     click.echo(f"{rule_id} updated")
+
+
+def _actor_ids_apply(
+    ctx: click.Context, condition: alerting_pb2.ThresholdCondition, settings: dict[str, Any]
+) -> None:
+    """Exact actor ids apply only to a threshold grouped by actor (the API
+    refuses them otherwise): asked for with another grouping, refused;
+    kept from the rule as read when the grouping changes to another, dropped."""
+    if condition.group_by == alerting_pb2.ALERT_GROUP_BY_ACTOR or not condition.exact_actor_ids:
+        return
+    if settings.get("exact_actor_ids"):
+        by = enum_label(alerting_pb2.AlertGroupBy, condition.group_by) or "none"
+        raise click.BadParameter(
+            f"only with a threshold grouped by actor (the rule would be grouped by {by})",
+            ctx,
+            param_hint="--exact-actor-ids",
+        )
+    condition.exact_actor_ids = False
+    click.echo("exact actor ids dropped: they apply only to a rule grouped by actor", err=True)
 
 
 def _apply(
