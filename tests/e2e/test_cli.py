@@ -514,7 +514,12 @@ def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedd
         serving = _serve_embedded(data_dir, running)["process"]
         socket_dir = (pgdata / "postmaster.pid").read_text().splitlines()[4]
         url = f"postgresql://postgres@/postgres?host={socket_dir}"
-        with psycopg.connect(url, autocommit=True) as holder:
+        # The watcher outside the holder's transactions, which would see the
+        # statistics of their start (pg_stat_activity) throughout.
+        with (
+            psycopg.connect(url, autocommit=True) as holder,
+            psycopg.connect(url, autocommit=True) as watcher,
+        ):
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 # The command waits for the tenants' heads, which this session holds.
                 holder.execute("BEGIN")
@@ -528,11 +533,14 @@ def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedd
                 )
                 running.callback(stop, command)
                 deadline = time.monotonic() + 60
+                # The command's own statement, not the server's: its background
+                # work waits on chain_heads too, maybe before the command runs.
                 waiting = (
-                    "SELECT EXISTS (SELECT FROM pg_locks WHERE NOT granted"
-                    " AND relation = 'chain_heads'::regclass)"
+                    "SELECT EXISTS (SELECT FROM pg_locks AS l JOIN pg_stat_activity AS a"
+                    " USING (pid) WHERE NOT l.granted AND l.relation = 'chain_heads'::regclass"
+                    " AND a.query LIKE '%LEFT JOIN retention_policies AS p%')"
                 )
-                while holder.execute(waiting).fetchone() != (True,):
+                while watcher.execute(waiting).fetchone() != (True,):
                     assert time.monotonic() < deadline and command.poll() is None
                     time.sleep(0.01)
                 assert command.pid in _handle_pids(handles)
