@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -520,7 +522,7 @@ def test_the_waiting_start_names_the_holder_in_its_own_database(
             admin.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(other)))
 
 
-def test_two_databases_of_a_new_cluster_may_start_at_once(tmp_path: Path) -> None:
+def test_two_databases_of_a_new_cluster_may_start_at_once() -> None:
     """Roles are the cluster's, the migrations' lock each database's: the
     second of two first starts at once failed creating a role the first had
     just created (helper-125). Here the first holds its roles uncommitted
@@ -528,7 +530,12 @@ def test_two_databases_of_a_new_cluster_may_start_at_once(tmp_path: Path) -> Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # platformdirs: no XDG_RUNTIME_DIR
         import pgserver
-    cluster = pgserver.get_server(tmp_path / "cluster", cleanup_mode="delete")
+    # Not under pytest's tmp_path: another pytest on the machine sets its root
+    # (/tmp/pytest-of-root) back to 0700, and initdb, run as pgserver's own
+    # user, then failed mid-way ("pg_control: Permission denied"), as the
+    # session's database (tests/conftest.py) is kept out of it for.
+    data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-test-cluster-"))
+    cluster = pgserver.get_server(data_dir, cleanup_mode="delete")
     try:
         base = cluster.get_uri()
         with psycopg.connect(base, autocommit=True) as admin:
@@ -547,3 +554,4 @@ def test_two_databases_of_a_new_cluster_may_start_at_once(tmp_path: Path) -> Non
                 assert len(second.result(timeout=60)) == len(available_migrations())
     finally:
         cluster.cleanup()
+        shutil.rmtree(data_dir, ignore_errors=True)
