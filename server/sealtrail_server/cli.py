@@ -357,9 +357,21 @@ async def _serve(
         meter_provider=metrics.provider if metrics is not None else None,
     )
     port = await service.start()
-    if urls.embedded:
-        await _issue_dev_token(settings, urls.service)
-    _freeze_startup_objects()
+    try:
+        if urls.embedded:
+            await _issue_dev_token(settings, urls.service)
+        _freeze_startup_objects()
+        # A Ctrl-C meanwhile (asyncio.run's own handler cancels this task) is
+        # taken here, not at the first wait of the serving, which it ended
+        # after `serving gRPC on ...` without a stop.
+        await asyncio.sleep(0)
+    except BaseException:
+        # A signal before it takes them as a stop (`run_until_signalled`)
+        # stops what the start began, as one during the start does: the gRPC
+        # server taking calls was left to the garbage collector once the
+        # event loop had closed, the pool and the appender's writes with it.
+        await service.stop(grace=0)
+        raise
 
     def announce() -> None:
         host = settings.listen.rsplit(":", 1)[0]

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import psutil
 import psycopg
@@ -462,6 +462,57 @@ def test_a_server_stopped_before_it_serves_says_so_and_lets_go_of_the_embedded_p
         serving.terminate()
         assert serving.wait(60) == 0
         assert _handle_pids(handles) == []
+        assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
+
+
+# `sealtrail-server serve` as its console script runs it, a signal sent to
+# itself as it freezes what its start built (cli.py `_freeze_startup_objects`):
+# after its service has started, before it takes the signals as a stop.
+_SIGNAL_AFTER_ITS_START: Final = """
+import gc, os, signal, sys
+freeze = gc.freeze
+def signalled():
+    os.kill(os.getpid(), signal.{name})
+    freeze()
+gc.freeze = signalled
+sys.argv = ["sealtrail-server", "serve", "--listen", "127.0.0.1:0"]
+from sealtrail_server.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_server_stopped_after_its_start_before_it_serves_stops_what_it_started(
+    signum: signal.Signals,
+) -> None:
+    """A signal after the service had started (its gRPC server taking calls,
+    its appender and pool open), before the server took the signals as a
+    stop (its dev token made, its startup objects frozen): SIGTERM exited
+    143 without stopping any of it, the gRPC server left to the garbage
+    collector once the event loop had closed (`Exception ignored in:
+    <function Server.__del__>`, `coroutine 'AioServer.shutdown' was never
+    awaited`); Ctrl-C (asyncio.run's handler cancelling the start) reached
+    it as it began to serve: it said `serving gRPC on ...`, then exited 130
+    without a stop. Each stops what it started, as a start stopped earlier
+    does, and says so."""
+    with _embedded_data_dir() as (data_dir, running):
+        pgdata = data_dir / "postgres"
+        said_file, printed_file = data_dir / "serve.err", data_dir / "serve.out"
+        with said_file.open("w") as said_to, printed_file.open("w") as printed_to:
+            starting = subprocess.Popen(
+                [sys.executable, "-c", _SIGNAL_AFTER_ITS_START.format(name=signum.name)],
+                stdout=printed_to,
+                stderr=said_to,
+                env={**os.environ, "SEALTRAIL_DATA_DIR": str(data_dir)},
+            )
+        running.callback(stop, starting)
+        status = starting.wait(90)
+        said, printed = said_file.read_text(), printed_file.read_text()
+        assert status == 128 + signum, said
+        assert said.splitlines()[-1] == f"stopped by {signum.name}", said
+        assert "Exception ignored" not in said and "never awaited" not in said, said
+        assert "serving gRPC" not in printed, printed
+        assert _handle_pids(pgdata / ".handle_pids.json") == []
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
