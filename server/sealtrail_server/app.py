@@ -177,6 +177,10 @@ def address_in_use(address: str) -> bool:
     return bool(found)
 
 
+def _hung_up_again() -> None:
+    log.debug("shutting down: SIGHUP again (a lost terminal sends it twice); the stop goes on")
+
+
 def abandon_stop() -> NoReturn:
     """Exits now, status 1, without finishing a stop that waits after its
     calls ended (on a database that takes what is sent and never answers, a
@@ -742,15 +746,19 @@ class Service:
             await self._server.stop(0)
 
     async def run_until_signalled(self, ready: Callable[[], None] | None = None) -> None:
-        """Serves until SIGTERM, SIGINT or SIGHUP, then stops; a second signal
-        ends the calls still in flight at once (an operator's second Ctrl-C),
-        a third exits (`abandon_stop`). `ready` is called once a signal stops
-        the server gracefully (else one sent just after it said so was not);
-        the signals' handlers before are theirs again once it has stopped.
+        """Serves until SIGTERM, SIGINT or SIGHUP, then stops; a second
+        SIGTERM or SIGINT ends the calls still in flight at once (an
+        operator's second Ctrl-C), a third exits (`abandon_stop`). `ready` is
+        called once a signal stops the server gracefully (else one sent just
+        after it said so was not); the signals' handlers before are theirs
+        again once it has stopped.
 
         SIGHUP (its terminal or SSH session gone) killed it outright: calls
         in flight cut off, and the embedded PostgreSQL ran on after it. One
-        ignored as it began (`nohup`) stays ignored; no SIGHUP on Windows."""
+        ignored as it began (`nohup`) stays ignored; no SIGHUP on Windows.
+        Once it stops, SIGHUP hurries nothing: a closed terminal sends it
+        twice at once (the kernel to its foreground process group, the
+        shell to each of its jobs), and the second cut the calls off."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         hangup = getattr(signal, "SIGHUP", None)
@@ -773,7 +781,7 @@ class Service:
             hurried.append(loop.create_task(self.hurry_stop()))
 
         for signum in signals:
-            loop.add_signal_handler(signum, hurry)
+            loop.add_signal_handler(signum, _hung_up_again if signum == hangup else hurry)
         try:
             await self.stop()
         finally:

@@ -532,6 +532,27 @@ def test_a_serving_server_that_loses_its_terminal_stops_as_on_sigterm() -> None:
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
+def test_a_serving_server_whose_terminal_closes_stops_gracefully_on_both_its_sighups() -> None:
+    """A terminal closed under a server in the foreground of an interactive
+    shell sends it SIGHUP twice at once: the kernel to the terminal's
+    foreground process group, and the shell, as it exits, to each of its
+    jobs. The second hurried the stop as a second Ctrl-C does (`ending
+    in-flight calls now`): the calls in flight were cut off. Only a second
+    SIGTERM or Ctrl-C hurries it."""
+    with _embedded_data_dir() as (data_dir, running):
+        served = _serve_embedded(data_dir, running)
+        served["process"].send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30  # the second once the first is taken, not merged with it
+        while "finishing in-flight calls" not in served["stderr"]():
+            assert time.monotonic() < deadline, served["stderr"]()
+            time.sleep(0.001)
+        served["process"].send_signal(signal.SIGHUP)
+        assert served["process"].wait(60) == 0, served["stderr"]()
+        said = served["stderr"]()
+        assert "finishing in-flight calls" in said, said
+        assert "ending in-flight calls now" not in said, said
+
+
 def test_a_server_started_under_nohup_serves_on_after_a_sighup() -> None:
     """Under `nohup`, SIGHUP is ignored from the start: the server, which
     stops on SIGHUP otherwise, serves on after one, and stops on SIGTERM."""
