@@ -230,7 +230,7 @@ def serve(
     database_url: str | None,
     bench_no_tree_nodes: bool,
 ) -> None:
-    """Run the gRPC service (and the web console, if asked) until SIGTERM or Ctrl-C."""
+    """Run the gRPC service (and the web console, if asked) until SIGTERM, Ctrl-C or SIGHUP."""
     settings = Settings.load(
         listen=listen,
         console_listen=console_listen,
