@@ -16,6 +16,7 @@ from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
 import grpc
 from google.protobuf import field_mask_pb2
 
+from sealtrail._arguments import checked_methods
 from sealtrail._checkpoint_check import CheckpointCheck, SavedCheckpoint
 from sealtrail._convert import (
     HOLD_PLACED,
@@ -236,6 +237,7 @@ class _Closable(Generator[_Item, None, None], Generic[_Item]):
             # its call cancelled, it ends there.
 
 
+@checked_methods
 class AuditClient:
     """Records and reads the audit log of the tenant bound to `token`.
 

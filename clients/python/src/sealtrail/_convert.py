@@ -23,6 +23,7 @@ from typing import (
 from google.protobuf import field_mask_pb2, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 
+from sealtrail._arguments import checked_arguments
 from sealtrail._errors import SealtrailError, from_entry_error
 from sealtrail._retry import ENTRY_RETRYABLE
 from sealtrail.v1 import (
@@ -410,6 +411,7 @@ def timestamp(value: datetime, *, field: str) -> timestamp_pb2.Timestamp:
     return ts
 
 
+@checked_arguments
 def build_event(**fields: Unpack[EventFields]) -> event_pb2.Event:
     """Builds an Event from keyword shorthand, e.g. `build_event(action="member.invite",
     actor_id="u_1", category="member", details={"role": "admin"})`. A keyword
@@ -754,6 +756,7 @@ def event_counts(response: audit_service_pb2.CountEventsResponse) -> EventCounts
     )
 
 
+@checked_arguments
 def build_filter(
     *,
     actions: str | Iterable[str] = (),
@@ -946,6 +949,7 @@ SINK_SETTINGS: Mapping[str, frozenset[str]] = {
 }
 
 
+@checked_arguments
 def build_sink(
     name: str,
     kind: SinkKind,
@@ -1021,6 +1025,7 @@ _GROUP_BY: dict[str, alerting_pb2.AlertGroupBy.ValueType] = {
 }
 
 
+@checked_arguments
 def build_alert_rule(
     name: str,
     kind: AlertKind,
