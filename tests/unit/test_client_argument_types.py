@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import typing
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from sealtrail import (
     build_filter,
     build_sink,
 )
+from sealtrail._arguments import _compile, _fits, unchecked
+from sealtrail._convert import EventFields
 from sealtrail.v1 import event_pb2
 
 _NAIVE = datetime(2026, 1, 2, 3, 4, 5)
@@ -238,3 +241,77 @@ def test_a_naive_time_given_to_a_method_is_a_value_error_naming_it(client: Audit
         client.stream(since=_NAIVE)
     with pytest.raises(ValueError, match=r"^expire_time: datetime must be timezone-aware"):
         client.create_token("reader", expire_time=_NAIVE)
+
+
+def _every_hint() -> list[Any]:
+    functions = [build_event, build_filter, build_sink, build_alert_rule]
+    for cls in (AuditClient, AsyncAuditClient):
+        functions += [getattr(cls, name) for name in _public(cls) | {"__init__"}]
+    hints = [typing.get_type_hints(unchecked(function)) for function in functions]
+    hints.append(typing.get_type_hints(EventFields))
+    every = {
+        repr(hint): hint
+        for found in hints
+        for hint in found.values()
+        if typing.get_origin(hint) is not typing.Unpack  # **fields: EventFields's, below
+    }
+    return [*every.values(), str | None]
+
+
+class _Text(str):
+    pass
+
+
+# Values of every kind a caller may give, right and wrong.
+_VALUES: list[Any] = [
+    None,
+    "",
+    "doc.edit",
+    _Text("doc.edit"),
+    b"doc.edit",
+    bytearray(b"x"),
+    0,
+    7,
+    True,
+    1.5,
+    _NAIVE,
+    datetime(2026, 1, 2, tzinfo=UTC),
+    date(2026, 1, 2),
+    [],
+    ["doc.edit"],
+    ["doc.edit", 5],
+    [_Text("a")],
+    [1, 2],
+    [True],
+    ("doc.edit",),
+    (1, 9),
+    (1, "9"),
+    [("role", "a", "b")],
+    [(1, "a", "b")],
+    [{"field": "role"}],
+    {"doc.edit": 1},
+    {1: "a"},
+    {"doc.edit"},
+    frozenset({1}),
+    {"a": 1}.keys(),
+    {"a": 1}.values(),
+    [event_pb2.Event()],
+    [event_pb2.Event(), {"action": "a.b"}],
+    event_pb2.Event(),
+    event_pb2.EventFilter(),
+    print,
+    object(),
+    "webhook",
+    "threshold",
+]
+
+
+@pytest.mark.parametrize("hint", _every_hint(), ids=repr)
+def test_the_quick_check_passes_only_what_the_whole_check_passes(hint: Any) -> None:
+    """The arguments a quick check passes are not looked at again: one it
+    passes that the whole check (which words the errors) refuses would be
+    taken in, unnamed, as before the checks."""
+    check = _compile(hint)
+    for value in _VALUES:
+        if check is None or type(value) in check[0] or check[1](value):
+            assert _fits(value, hint, "value"), (hint, value)

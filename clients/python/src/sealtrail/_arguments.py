@@ -55,37 +55,26 @@ def checked_arguments(function: _F) -> _F:
     datetime, of the right type but no moment). Values of the right type
     are left to the function (a kind it has none of, a negative count); so
     is None for an optional text (a default of "", an event's field), which
-    protobuf took for none and callers give (`actor_email=user.email`)."""
-    signature = inspect.signature(function)
-    hints: dict[str, Any] = {}
+    protobuf took for none and callers give (`actor_email=user.email`).
 
-    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if not hints:
-            hints.update(typing.get_type_hints(function))
-            hints.setdefault("", None)  # resolved, even for a function of no hint
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError:
-            return  # the call's own TypeError, as Python words it
-        for name, value in bound.arguments.items():
-            hint = hints.get(name)
-            parameter = signature.parameters[name]
-            if hint is None or (value is None and hint is str and parameter.default == ""):
-                continue  # an optional text given as None: none, as protobuf takes it
-            kind = parameter.kind
-            try:
-                if kind is inspect.Parameter.VAR_KEYWORD:
-                    _check_keywords(value, hint)
-                elif kind is not inspect.Parameter.VAR_POSITIONAL:
-                    _check(value, hint, name)
-            except _Refused as refused:
-                raise _error(refused) from None
+    Cheap where the arguments fit, as a client's calls do (an event built in
+    its caller's request path, batches of thousands): the annotations are
+    resolved once, at the first call, into a check per parameter (a single
+    isinstance for a str), and the arguments are matched to them without
+    binding a Signature. Only arguments one of those checks does not pass
+    go through the whole description (`_Plan.refuse`), which names what is
+    wrong, or finds the call's own TypeError, Python's to word."""
+    plan: _Plan | None = None  # at the first call: the function's module may name a later class
 
     if inspect.iscoroutinefunction(function):
 
         @functools.wraps(function)
         async def checked_coroutine(*args: Any, **kwargs: Any) -> Any:
-            check(args, kwargs)
+            nonlocal plan
+            if plan is None:
+                plan = _Plan(function)
+            if not plan.passes(args, kwargs):
+                plan.refuse(args, kwargs)
             return await function(*args, **kwargs)
 
         return cast(_F, checked_coroutine)
@@ -93,10 +82,244 @@ def checked_arguments(function: _F) -> _F:
     # A generator's (sync or async) too: refused at the call, not at its first item.
     @functools.wraps(function)
     def checked(*args: Any, **kwargs: Any) -> Any:
-        check(args, kwargs)
+        nonlocal plan
+        if plan is None:
+            plan = _Plan(function)
+        if not plan.passes(args, kwargs):
+            plan.refuse(args, kwargs)
         return function(*args, **kwargs)
 
     return cast(_F, checked)
+
+
+# A check of one value: the types any value of which fits at once, else
+# whether it surely fits (False: to be looked at whole, by _fits).
+_Fits = Callable[[Any], bool]
+_Check = tuple[frozenset[type], _Fits]
+_NONE: Final[type] = type(None)
+
+
+class _Plan:
+    """A function's annotations, resolved, and a check per parameter."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        self.signature = signature = inspect.signature(function)
+        self.hints: dict[str, Any] = typing.get_type_hints(function)
+        # `**fields: Unpack[SomeTypedDict]`: its keys' hints.
+        self.fields: dict[str, Any] = {}
+        positional: list[_Check | None] = []
+        named: dict[str, _Check | None] = {}  # the parameters a keyword may name
+        keywords: dict[str, _Check | None] = {}  # those `**fields` names
+        self.spread = False  # whether it takes *args
+        self.open = False  # whether it takes **kwargs
+        for name, parameter in signature.parameters.items():
+            hint, kind = self.hints.get(name), parameter.kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                self.spread = True
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                self.open = True
+                if typing.get_origin(hint) is typing.Unpack:
+                    (typed,) = typing.get_args(hint)
+                    self.fields = typing.get_type_hints(typed)
+                    for field, field_hint in self.fields.items():
+                        check = _compile(field_hint)
+                        keywords[field] = _TEXT_OR_NONE if field_hint is str else check
+            else:
+                check = None if hint is None else _compile(hint)
+                if hint is str and parameter.default == "":
+                    check = _TEXT_OR_NONE
+                if kind is not inspect.Parameter.KEYWORD_ONLY:
+                    positional.append(check)
+                if kind is not inspect.Parameter.POSITIONAL_ONLY:
+                    named[name] = check
+        self.positional = tuple(positional)
+        self.known = frozenset(named)
+        # A keyword names a parameter before a field of `**fields`, as Python binds it.
+        self.checks = {
+            name: check for name, check in (keywords | named).items() if check is not None
+        }
+
+    def passes(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether the arguments surely fit. False for a call this cannot
+        tell (more positional arguments than parameters, an unknown keyword)."""
+        if args:
+            if len(args) > len(self.positional) and not self.spread:
+                return False
+            for check, value in zip(self.positional, args, strict=False):  # *args: not checked
+                if check is not None and type(value) not in check[0] and not check[1](value):
+                    return False
+        checks = self.checks
+        for name, value in kwargs.items():
+            check = checks.get(name)
+            if check is None:
+                if not self.open and name not in self.known:
+                    return False  # an unknown keyword: Python's to refuse
+            elif type(value) not in check[0] and not check[1](value):
+                return False
+        return True
+
+    def refuse(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The error of the first argument that does not fit, its parameters
+        in order; none for a call Python itself refuses (its own TypeError,
+        as Python words it) or arguments that fit after all."""
+        signature = self.signature
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return
+        for name, value in bound.arguments.items():
+            hint = self.hints.get(name)
+            parameter = signature.parameters[name]
+            if hint is None or (value is None and hint is str and parameter.default == ""):
+                continue  # an optional text given as None: none, as protobuf takes it
+            kind = parameter.kind
+            try:
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    self._check_keywords(value)
+                elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                    _check(value, hint, name)
+            except _Refused as refused:
+                raise _error(refused) from None
+
+    def _check_keywords(self, values: Mapping[str, Any]) -> None:
+        """`**fields: Unpack[EventFields]`: each keyword as its TypedDict says
+        (one it has not is left to the function, which names its fields;
+        `**settings: str` is its function's to check, build_sink's)."""
+        fields = self.fields
+        for name, value in values.items():
+            if name in fields and not (value is None and fields[name] is str):  # none, as above
+                _check(value, fields[name], name)
+
+
+def _compile(hint: Any) -> _Check | None:
+    """A check of `hint` that passes only what `_fits` passes, without
+    walking what it need not (None: anything fits). What it does not pass,
+    `_fits` decides, and names."""
+    if hint is Any or isinstance(hint, TypeVar):
+        return None
+    if hint is None or hint is _NONE:
+        return frozenset({_NONE}), _never
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        members = [_compile(arg) for arg in args]
+        if any(member is None for member in members):
+            return None
+        # Those with types at once last: their check is for a subclass, rare.
+        checks = sorted(cast(list[_Check], members), key=lambda check: bool(check[0]))
+        return frozenset().union(*(at_once for at_once, _ in checks)), _any_of(checks)
+    if origin is typing.Literal:
+        return frozenset(type(choice) for choice in args), _never
+    if hint is int:
+        return frozenset({int}), _is_int
+    if hint is float:
+        return frozenset({int, float}), _is_number
+    if hint is datetime:
+        return frozenset(), _is_aware
+    if origin is collections.abc.Callable:
+        return frozenset(), callable
+    if origin in _SEQUENCES or origin in (tuple, dict, collections.abc.Mapping):
+        return frozenset(), _compile_collection(hint, origin, args)
+    if origin is not None:
+        return frozenset(), lambda value: isinstance(value, origin)
+    if isinstance(hint, type) and (hint.__module__ == "builtins" or issubclass(hint, Message)):
+        # Of its own type at once; a subclass's value (a str's), looked at.
+        return frozenset({hint}), lambda value: isinstance(value, hint)
+    return None  # another class, taken as it acts (see _fits)
+
+
+def _compile_collection(hint: Any, origin: Any, args: tuple[Any, ...]) -> _Fits:
+    def whole(value: Any) -> bool:
+        try:
+            return _fits(value, hint, "")
+        except _Refused:
+            return False
+
+    if origin is tuple:
+        return whole  # a seq_range, a change: rare, and short
+    if origin is collections.abc.Mapping or origin is dict:
+        keys, items = _compile(args[0]) if args else None, _compile(args[1]) if args else None
+        if items is not None or keys is None:
+            return lambda value: (
+                (type(value) is dict or isinstance(value, Mapping))
+                and _all(keys, value)
+                and _all(items, value.values())
+            )
+        key_types = keys[0]  # the usual, Mapping[str, Any]: its keys' types alone
+
+        def mapping(value: Any) -> bool:
+            if type(value) is not dict and not isinstance(value, Mapping):
+                return False
+            return key_types.issuperset(map(type, value)) or _all(keys, value)
+
+        return mapping
+    item = _compile(args[0]) if args else None
+    item_types = item[0] if item is not None else frozenset()
+
+    def collection(value: Any) -> bool:
+        kind = type(value)
+        # The usual, a list or a tuple: no str, no mapping, its items at hand.
+        if (kind is list or kind is tuple) and (kind is origin or origin not in _BUILT):
+            return item is None or item_types.issuperset(map(type, value)) or _all(item, value)
+        return whole(value)
+
+    return collection
+
+
+# Of the collections _fits_items takes by their own type, not as an Iterable.
+_BUILT: Final = frozenset({list, tuple, set, frozenset})
+
+
+def _all(check: _Check | None, values: Iterable[Any]) -> bool:
+    if check is None:
+        return True
+    at_once, fits = check
+    # All of one such type (a list of str): no item to look at one by one.
+    return at_once.issuperset(map(type, values)) or all(
+        type(value) in at_once or fits(value) for value in values
+    )
+
+
+def _any_of(checks: list[_Check]) -> _Fits:
+    # A member all of whose values are at once (None, a Literal) has no more to say.
+    members = [fits for _, fits in checks if fits is not _never]
+    if not members:
+        return _never
+    if len(members) == 1:
+        return members[0]
+    if len(members) == 2:
+        first, second = members
+        return lambda value: first(value) or second(value)
+    return lambda value: any(fits(value) for fits in members)
+
+
+def _never(value: object) -> bool:
+    return False
+
+
+def _text_or_none(value: object) -> bool:
+    return isinstance(value, str)  # a str's own kind: None and str are at once
+
+
+_TEXT_OR_NONE: Final[_Check] = (frozenset({str, _NONE}), _text_or_none)
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _is_number(value: object) -> bool:
+    return _is_int(value) or isinstance(value, float)
+
+
+def _is_aware(value: Any) -> bool:
+    return isinstance(value, datetime) and value.tzinfo is not None
+
+
+def unchecked(function: _F) -> _F:
+    """`function` as it was before `checked_arguments`: for a caller whose own
+    check took the same arguments by the same annotations (record(**fields),
+    build_event's), so that they are not checked twice."""
+    return cast(_F, getattr(function, "__wrapped__", function))
 
 
 def checked_methods(cls: _C) -> _C:
@@ -121,18 +344,6 @@ def _error(refused: _Refused) -> Exception:
         f"{refused.path}: must be {refused.wanted}{one if 'list of str' in refused.wanted else ''},"
         f" not {type(refused.value).__name__} ({shown})"
     )
-
-
-def _check_keywords(values: Mapping[str, Any], hint: Any) -> None:
-    """`**fields: Unpack[EventFields]`: each keyword as its TypedDict says
-    (one it has not is left to the function, which names its fields)."""
-    if typing.get_origin(hint) is not typing.Unpack:
-        return  # `**settings: str`, which its function checks (build_sink)
-    (typed,) = typing.get_args(hint)
-    fields = typing.get_type_hints(typed)
-    for name, value in values.items():
-        if name in fields and not (value is None and fields[name] is str):  # none, as above
-            _check(value, fields[name], name)
 
 
 def _check(value: Any, hint: Any, path: str) -> None:

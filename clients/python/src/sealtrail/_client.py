@@ -39,7 +39,7 @@ from sealtrail._convert import (
     authorization_metadata,
     batch_request,
     batch_results,
-    build_event,
+    build_event_of_checked_fields,
     channel_options,
     count_request,
     create_token_request,
@@ -335,7 +335,9 @@ class AuditClient:
         """Records one event, given as an Event or as keyword shorthand (see EventFields)."""
         if event is not None and fields:
             raise TypeError("pass either an Event or keyword fields, not both")
-        request = record_request(event if event is not None else build_event(**fields))
+        if event is None:
+            event = build_event_of_checked_fields(**fields)
+        request = record_request(event)
         attempts = Attempts()
         response = self._call(self._stub.Record, request, attempts=attempts)
         return record_result(response, attempts)

@@ -23,7 +23,7 @@ from typing import (
 from google.protobuf import field_mask_pb2, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import DecodeError, Message
 
-from sealtrail._arguments import checked_arguments
+from sealtrail._arguments import checked_arguments, unchecked
 from sealtrail._errors import SealtrailError, from_entry_error
 from sealtrail._retry import ENTRY_RETRYABLE
 from sealtrail.v1 import (
@@ -461,6 +461,10 @@ def build_event(**fields: Unpack[EventFields]) -> event_pb2.Event:
     if context.ByteSize():
         event.context.CopyFrom(context)
     return event
+
+
+# record(**fields)'s: its own check took the fields by EventFields already.
+build_event_of_checked_fields = unchecked(build_event)
 
 
 def _change(change: tuple[str, Any, Any] | Mapping[str, Any]) -> event_pb2.Change:
