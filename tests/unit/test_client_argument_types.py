@@ -12,6 +12,7 @@ import inspect
 import typing
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ import pytest
 from sealtrail import (
     AsyncAuditClient,
     AuditClient,
+    UnavailableError,
     build_alert_rule,
     build_event,
     build_filter,
@@ -262,6 +264,15 @@ class _Text(str):
     pass
 
 
+class _Choice(StrEnum):
+    """A caller's own names for the client's choices: each a str."""
+
+    WEBHOOK = "webhook"
+    THRESHOLD = "threshold"
+    ACTOR = "actor"
+    NEWEST = "newest"
+
+
 # Values of every kind a caller may give, right and wrong.
 _VALUES: list[Any] = [
     None,
@@ -303,6 +314,8 @@ _VALUES: list[Any] = [
     object(),
     "webhook",
     "threshold",
+    _Choice.WEBHOOK,
+    [_Choice.ACTOR],
 ]
 
 
@@ -315,3 +328,20 @@ def test_the_quick_check_passes_only_what_the_whole_check_passes(hint: Any) -> N
     for value in _VALUES:
         if check is None or type(value) in check[0] or check[1](value):
             assert _fits(value, hint, "value"), (hint, value)
+
+
+def test_a_choice_given_as_a_str_enum_member_is_taken_as_its_text(client: AuditClient) -> None:
+    """A StrEnum member is a str: the builders took it as its value, and the
+    checks refused it ("kind: must be one of 'webhook', ..., not _Choice")."""
+    assert build_sink("s", _Choice.WEBHOOK, url="https://x.example") == build_sink(
+        "s", "webhook", url="https://x.example"
+    )
+    assert build_alert_rule(
+        "r", _Choice.THRESHOLD, count=5, group_by=_Choice.ACTOR
+    ) == build_alert_rule("r", "threshold", count=5, group_by="actor")
+    # Past the check, to the call: nothing listens on port 9.
+    with pytest.raises(UnavailableError):
+        client.query_page(order=_Choice.NEWEST)
+    # A value of another kind is still refused, an int for one of str.
+    with pytest.raises(TypeError, match=r"^order: must be one of 'newest', 'oldest', not int"):
+        client.query_page(order=1)  # type: ignore[arg-type]

@@ -208,7 +208,7 @@ def _compile(hint: Any) -> _Check | None:
         checks = sorted(cast(list[_Check], members), key=lambda check: bool(check[0]))
         return frozenset().union(*(at_once for at_once, _ in checks)), _any_of(checks)
     if origin is typing.Literal:
-        return frozenset(type(choice) for choice in args), _never
+        return frozenset(type(choice) for choice in args), lambda value: _of_literal(value, args)
     if hint is int:
         return frozenset({int}), _is_int
     if hint is float:
@@ -362,7 +362,7 @@ def _fits(value: Any, hint: Any, path: str) -> bool:
     if origin is typing.Union or origin is types.UnionType:
         return _fits_one_of(value, args, path)
     if origin is typing.Literal:
-        return any(type(value) is type(choice) for choice in args)
+        return _of_literal(value, args)
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
@@ -388,6 +388,15 @@ def _fits(value: Any, hint: Any, path: str) -> bool:
     # Another class (a grpc.Channel, a random.Random) is taken as it acts, as
     # Python takes it: a test's stand-in, a wrapper, are no instance of it.
     return True
+
+
+def _of_literal(value: Any, choices: tuple[Any, ...]) -> bool:
+    """Whether `value` is of a choice's type, a subclass's too: a StrEnum's
+    member is a str, and taken as its text (not a bool for an int)."""
+    return any(
+        type(value) is type(choice) or (isinstance(value, type(choice)) and type(value) is not bool)
+        for choice in choices
+    )
 
 
 def _fits_one_of(value: Any, hints: tuple[Any, ...], path: str) -> bool:
