@@ -166,6 +166,7 @@ CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("verify_log", (), {"check_views": "yes"}, "check_views"),
     ("export_stream", (_FILTER,), {}, "filter"),
     ("export", ("out.ndjson",), {"first_seq": "1"}, "first_seq"),
+    ("export", (5,), {}, "path"),  # str | os.PathLike[str]: worded without end
     ("stream", (), {"since": "2026-01-01"}, "since"),
 ]
 # What takes no argument but the client.
@@ -345,3 +346,10 @@ def test_a_choice_given_as_a_str_enum_member_is_taken_as_its_text(client: AuditC
     # A value of another kind is still refused, an int for one of str.
     with pytest.raises(TypeError, match=r"^order: must be one of 'newest', 'oldest', not int"):
         client.query_page(order=1)  # type: ignore[arg-type]
+
+
+def test_a_path_of_the_wrong_type_is_named_as_a_path(client: AuditClient) -> None:
+    """`path: str | os.PathLike[str]`: the error's wording of a generic class
+    called itself without end (RecursionError, naming nothing)."""
+    with pytest.raises(TypeError, match=r"^path: must be a str or a PathLike, not bytes"):
+        client.export(b"out.ndjson")  # type: ignore[arg-type]

@@ -484,10 +484,18 @@ def _bare(hint: Any) -> str:
         return " or ".join(_bare(arg) for arg in args)
     if hint is Any:
         return "any value"
-    if origin is not None and not args:
-        hint = origin
-    if origin is not None and args:
+    if (
+        origin is not None
+        and args
+        and (
+            origin in _SEQUENCES
+            or origin in (tuple, dict, collections.abc.Mapping, collections.abc.Callable)
+            or origin is typing.Literal
+        )
+    ):
         return _wanted(hint).split(" ", 1)[1]
+    if origin is not None:
+        hint = origin  # another generic class by its name: os.PathLike[str] a PathLike
     if isinstance(hint, type) and issubclass(hint, Message):
         return f"{hint.__name__} message"
     return getattr(hint, "__name__", str(hint))
