@@ -110,6 +110,59 @@ SECRETS: list[tuple[str, str, str]] = [
     ("sealtrail_token", "stk_3f9aK2mQ8xW1zR7tY4pL6nB0vC5dH9jG-_aB3cD4eF5", "next=%2Fcb%3Fid%3D{}"),
     ("sealtrail_token", "stk_SealtrailExampleTokenOnlyNotARealSecret01231WNqTA", "q=%22{}%22"),
     ("sealtrail_token", "stk_3f9aK2mQ8xW1zR7tY4pL6nB0vC5dH9jG-_aB3cD4eF5", "said:\\n{}\\n"),
+    # Every other token shape, after the same: a percent-encoded character, an
+    # escaped line break or tab, or a character JSON escaped as `\uXXXX`
+    # (.NET writes `"` so) end in a letter or digit, and each rule wanted a
+    # word boundary before the token (helper-330).
+    ("aws_access_key", "AKIAIOSFODNN7EXAMPLE", "GET /s3?creds=%22{}%22"),
+    ("github_token", "ghp_16C7e42F292c6912E7710c838347Ae178B4a", "remote:\\n{}\\n"),
+    ("stripe_key", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", "form key%3D{}%26amount%3D100"),
+    ("slack_token", "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "auth=%20{}"),
+    ("ai_api_key", "sk-B8fnvGNx6jvr7SIftRutlZfOjUStEkUdfMI7zcpVMw0qDPAj", "h=x-api-key%3A%20{}"),
+    (
+        "google_api_key",
+        "AIzauPnBIKpi99lSi0tcL21pffWQJEeNajnez0L",
+        "{{\\u0022key\\u0022:\\u0022{}\\u0022}}",
+    ),
+    ("gitlab_token", "glpat-NqjSc3vux9i53yyD3HyP", "PRIVATE-TOKEN%3A%20{}"),
+    ("npm_token", "npm_3MRJgN8ZGrBOUTp7tBqHtJvaYALubyNLOidO", ".npmrc:\\t{}"),
+    ("huggingface_token", "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", "q=%22{}%22"),
+    (
+        "sendgrid_key",
+        "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",
+        "auth=Bearer%20{}",
+    ),
+    ("vault_token", "hvr.TPvXAqbVLqJJHLeJWbqEFcbI", "X-Vault-Token%3A%20{}"),
+    ("google_oauth", "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", "secret%3D{}"),
+    ("shopify_token", "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", "headers:\\n{}"),
+    (
+        "age_secret_key",
+        "AGE-SECRET-KEY-1E83H3JY48R0U5K96ZAH97XD7YG050FF9X4Z7D66WUC5X3X63UAS8WUTR4Q",
+        "# created: 2026-12-06\\n{}\\n",
+    ),
+    ("twilio_api_key", "SK2de860461af1ada0b417ef600daaa14c", "sid=%22{}%22"),
+    (
+        "pypi_token",
+        "pypi-AgEIcHlwaS5vcmcOvDwR6wMTrVFbLd9Rb9xqODtLMulxluWx2MqtYygX0bKRVitGoPZrpulRBPS",
+        "[pypi]\\npassword = %20{}",
+    ),
+    (
+        "digitalocean_token",
+        "dop_v1_6d10f35970d13a48f1b763357840fc1878d1fa0141312f12fa5a2bcc9b86ad34",
+        "Authorization%3A%20Bearer%20{}",
+    ),
+    (
+        "sealtrail_token",
+        "stk_SealtrailExampleTokenOnlyNotARealSecret01231WNqTA",
+        "\\u0022{}\\u0022",
+    ),
+    (
+        "jwt",
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+        "cb?h=Bearer%20{}",
+    ),
+    ("url_password", "s3cr3tP4ss", "dsn=%0Apostgres://app:{}@db.internal:5432/main"),
+    ("url_password", "hunter22", "next=%22https://user:{}@example.com/%22"),
     ("url_password", "s3cretPass", "redis://:{}@cache:6379/0"),
     ("url_password", "p@ssw0rd", "postgres://admin:{}@db/app"),
     ("url_password", "hunter22", "HTTPS://user:{}@example.com/"),
@@ -289,6 +342,9 @@ ORDINARY = [
     "Signature=valid; Signature=6629fae4 checked; SignedHeaders=host",
     'health check response="6629fae49393a05397450978507c4ef1"; Digest auth failed: '
     "response mismatch",
+    # Near the token shapes after a percent-encoded or escaped character, none of them.
+    "50%20off; 100%25 done; C:\\new\\tasks; \\u0022hvs.example.com\\u0022; %2Fsk-prod-eu-west-1-a",
+    "%22SK123%22 shipped; \\nAKIA starts a key id; %20ghp_ and %3Dglpat- are prefixes; \\tAIza",
 ]
 
 
@@ -709,6 +765,12 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "mysql -pa ",
         "mysql -p'a",
         "mysql -p'",
+        # After an encoded character, where a secret may start too.
+        "%20sk-",
+        "\\nglpat-",
+        "\\u0022hvs.a",
+        "%3Dp://a:",
+        "%22eyJ-",
     ],
 )
 def test_redaction_time_grows_linearly_with_the_text(unit: str, tail: str) -> None:

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from typing import Final
 
-from .text_patterns import ValuePattern, value_pattern
+from .text_patterns import ValuePattern, starts_after, value_pattern
 
 
 def _high_entropy(value: str) -> bool:
@@ -90,6 +90,10 @@ def _outside_digest(text: str, start: int) -> bool:
     return _DIGEST.search(text, max(0, start - _DIGEST_REACH), start) is None
 
 
+# Where a secret of a known shape starts (`starts_after`): at a word boundary,
+# or right after a percent-encoded or escaped character.
+_START: Final = starts_after()
+
 # The rules, in the order redaction applies them.
 KNOWN_SHAPES: Final = (
     value_pattern(
@@ -99,12 +103,12 @@ KNOWN_SHAPES: Final = (
         r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
         anchor="PRIVATE KEY",
     ),
-    # Only from where a run of token characters starts (or after a URL-encoded
-    # `=`): from each `eyJ` inside a run, the run was read to its end again.
+    # Only from where a run of token characters starts (or after an encoded
+    # character): from each `eyJ` inside a run, the run was read to its end again.
     value_pattern(
         "jwt",
-        r"(?:(?<![A-Za-z0-9_-])|(?<=%3[Dd]))"
-        r"eyJ[A-Za-z0-9_-]{8,}+\.eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}",
+        starts_after("[A-Za-z0-9_-]")
+        + r"eyJ[A-Za-z0-9_-]{8,}+\.eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}",
         anchor="eyJ",
     ),
     value_pattern(
@@ -124,7 +128,7 @@ KNOWN_SHAPES: Final = (
     # `#` or `,` (`https://host:443/@alice`, `mongodb://h1:27017,h2`).
     value_pattern(
         "url_password",
-        r"(?i)(?<![a-z0-9+.-])[a-z][a-z0-9+.-]*+://[^/\s:@\[]*:"
+        rf"(?i){starts_after('[a-z0-9+.-]')}[a-z][a-z0-9+.-]*+://[^/\s:@\[]*:"
         r"([^/\s]+|(?!\d*[/?#,])[^/\s]*/\S{0,255})@",
         1,
         anchor="://",
@@ -133,74 +137,81 @@ KNOWN_SHAPES: Final = (
     # text, where it often sits beside its secret, but not where it is an id.
     value_pattern(
         "aws_access_key",
-        r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b",
+        rf"{_START}(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{{16}}\b",
         anchor="A[KSBC][IC]A",
         in_identifiers=False,
     ),
     value_pattern(
         "github_token",
-        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
+        rf"{_START}(?:gh[pousr]_[A-Za-z0-9]{{36,}}|github_pat_[A-Za-z0-9_]{{22,}})",
         anchor="gh[pousr]_|github_pat_",
     ),
     # A secret or restricted key, or a webhook endpoint's signing secret.
     value_pattern(
         "stripe_key",
-        r"\b(?:(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9]{24,})",
+        rf"{_START}(?:(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{{16,}}|whsec_[A-Za-z0-9]{{24,}})",
         anchor="k_live_|k_test_|whsec_",
     ),
     # Bot, user and other tokens (`xoxb-`, `xoxp-`…), a rotating refresh token
     # (`xoxe-1-`) and an app-level token (`xapp-1-`, Socket Mode).
     value_pattern(
-        "slack_token", r"\b(?:xox[abposre]-|xapp-\d-)[A-Za-z0-9-]{10,}", anchor="xox|xapp-"
+        "slack_token", rf"{_START}(?:xox[abposre]-|xapp-\d-)[A-Za-z0-9-]{{10,}}", anchor="xox|xapp-"
     ),
     # OpenAI's keys (`sk-` and 48 letters and digits; `sk-proj-`, `sk-svcacct-`,
     # `sk-admin-` and 40 or more) and Anthropic's (`sk-ant-api03-`, 80 or more):
     # random-looking, as `sk-prod-eu-west-1-cluster-01` is not.
     value_pattern(
         "ai_api_key",
-        r"(?<![A-Za-z0-9_-])sk-(?:[A-Za-z0-9]{48}|(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}+"
+        starts_after("[A-Za-z0-9_-]")
+        + r"sk-(?:[A-Za-z0-9]{48}|(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}+"
         r"|ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{80,}+)(?![A-Za-z0-9_-])",
         check=random_value,
         anchor="sk-",
     ),
-    value_pattern("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])", anchor="AIza"),
+    value_pattern(
+        "google_api_key", rf"{_START}AIza[0-9A-Za-z_-]{{35}}(?![A-Za-z0-9_-])", anchor="AIza"
+    ),
     value_pattern(
         "gitlab_token",
-        r"\bgl(?:pat|dt|ptt|rt)-[0-9A-Za-z_-]{20,}+",
+        rf"{_START}gl(?:pat|dt|ptt|rt)-[0-9A-Za-z_-]{{20,}}+",
         anchor="glpat-|gldt-|glptt-|glrt-",
     ),
-    value_pattern("npm_token", r"\bnpm_[A-Za-z0-9]{36}\b", anchor="npm_"),
-    value_pattern("pypi_token", r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}", anchor="pypi-"),
-    value_pattern("huggingface_token", r"\bhf_[A-Za-z]{34}\b", anchor="hf_"),
+    value_pattern("npm_token", rf"{_START}npm_[A-Za-z0-9]{{36}}\b", anchor="npm_"),
+    value_pattern(
+        "pypi_token", rf"{_START}pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{{50,}}", anchor="pypi-"
+    ),
+    value_pattern("huggingface_token", rf"{_START}hf_[A-Za-z]{{34}}\b", anchor="hf_"),
     value_pattern(
         "sendgrid_key",
-        r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])",
+        rf"{_START}SG\.[A-Za-z0-9_-]{{22}}\.[A-Za-z0-9_-]{{43}}(?![A-Za-z0-9_-])",
         anchor="SG\\.",
     ),
-    value_pattern("digitalocean_token", r"\bdo[opr]_v1_[a-f0-9]{64}\b", anchor="_v1_"),
+    value_pattern("digitalocean_token", rf"{_START}do[opr]_v1_[a-f0-9]{{64}}\b", anchor="_v1_"),
     # HashiCorp Vault's service, batch and recovery tokens (`hvs.`, `hvb.`,
     # `hvr.` and 24 or more): not a host name (`hvs.example.com`), whose
     # labels are shorter and end at a dot.
     value_pattern(
         "vault_token",
-        r"(?<![A-Za-z0-9_.-])hv[sbr]\.[A-Za-z0-9_-]{24,}+",
+        starts_after("[A-Za-z0-9_.-]") + r"hv[sbr]\.[A-Za-z0-9_-]{24,}+",
         anchor="hv[sbr]\\.",
     ),
     # Google's OAuth access tokens (`ya29.`) and OAuth clients' secrets (`GOCSPX-`).
     value_pattern(
         "google_oauth",
-        r"\b(?:ya29\.[A-Za-z0-9_-]{20,}+|GOCSPX-[A-Za-z0-9_-]{24,}+)",
+        rf"{_START}(?:ya29\.[A-Za-z0-9_-]{{20,}}+|GOCSPX-[A-Za-z0-9_-]{{24,}}+)",
         anchor="ya29\\.|GOCSPX-",
     ),
     # Shopify's admin API, custom app and private app tokens and an app's
     # shared secret: the prefix and 32 hex digits.
     value_pattern(
-        "shopify_token", r"\bshp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}\b", anchor="shp(?:at|ca|pa|ss)_"
+        "shopify_token",
+        rf"{_START}shp(?:at|ca|pa|ss)_[a-fA-F0-9]{{32}}\b",
+        anchor="shp(?:at|ca|pa|ss)_",
     ),
     # age's X25519 identity: Bech32, upper-case as age writes it.
     value_pattern(
         "age_secret_key",
-        r"\bAGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}\b",
+        rf"{_START}AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{{58}}\b",
         anchor="AGE-SECRET-KEY-1",
     ),
     # A Twilio API key's SID (`SK` and 32 lower-case hex digits, as Twilio
@@ -209,7 +220,7 @@ KNOWN_SHAPES: Final = (
     # beside it, not where it is an id.
     value_pattern(
         "twilio_api_key",
-        r"\bSK[0-9a-f]{32}\b",
+        rf"{_START}SK[0-9a-f]{{32}}\b",
         anchor="SK[0-9a-f]{32}",
         in_identifiers=False,
     ),
@@ -224,7 +235,7 @@ KNOWN_SHAPES: Final = (
     # letter or digit, and a token after them was kept whole.
     value_pattern(
         "sealtrail_token",
-        r"(?:\b|(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrt]))stk_[A-Za-z0-9_-]{20,}",
+        rf"{_START}stk_[A-Za-z0-9_-]{{20,}}",
         anchor="stk_",
     ),
     # A signed URL's signature: S3's and Cloud Storage's (`X-Amz-Signature=`,
@@ -233,7 +244,7 @@ KNOWN_SHAPES: Final = (
     # expiry: `sig=` in another query is kept). `&amp;` as HTML writes `&`.
     value_pattern(
         "url_signature",
-        rf"\b(?:X-Amz|x-amz|X-Goog|x-goog)-[Ss]ignature=({_QUERY_CHAR}++)",
+        rf"{_START}(?:X-Amz|x-amz|X-Goog|x-goog)-[Ss]ignature=({_QUERY_CHAR}++)",
         1,
         anchor="X-Amz-[Ss]ignature=|x-amz-[Ss]ignature=|X-Goog-[Ss]ignature=|x-goog-[Ss]ignature=",
     ),
@@ -250,7 +261,7 @@ KNOWN_SHAPES: Final = (
     # takes its first word with a digit, the scheme, and left the signature.
     value_pattern(
         "url_signature",
-        r"\bSignature=([0-9a-f]{64})\b",
+        rf"{_START}Signature=([0-9a-f]{{64}})\b",
         1,
         anchor="Signature=",
     ),
@@ -258,7 +269,7 @@ KNOWN_SHAPES: Final = (
     # the nonce: the password can be guessed against it offline.
     ValuePattern(
         "digest_response",
-        re.compile(r"\b[Rr]esponse\s*+=\s*+\\?\"([0-9a-fA-F]{32,128})\\?\""),
+        re.compile(rf"{_START}[Rr]esponse\s*+=\s*+\\?\"([0-9a-fA-F]{{32,128}})\\?\""),
         1,
         anchor="response\\s*=|Response\\s*=",
         in_identifiers=False,

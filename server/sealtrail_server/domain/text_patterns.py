@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 
 class TextMatch(Protocol):
@@ -25,6 +25,23 @@ class TextPattern(Protocol):
     def pattern(self) -> str: ...
     def search(self, string: str, pos: int = 0, /) -> TextMatch | None: ...
     def sub(self, repl: Callable[[Any], str], string: str, /) -> str: ...
+
+
+# An encoded character, which ends in a letter or a digit: a percent-encoded
+# one (`%20`, `%3D`, `%22`, as URLs and forms write them), an escaped line
+# break or tab (`\n` in text holding JSON), one JSON escaped as `\uXXXX`
+# (.NET writes `"` as `\u0022`). A secret right after one starts there: a
+# word boundary alone (`\b`) kept `Bearer%20ghp_…` or `\nAKIA…` whole.
+# Fixed-width look-behinds, tried once at each place: a rule stays linear.
+ENCODED_BEFORE: Final = r"(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrt])|(?<=\\u[0-9A-Fa-f]{4})"
+
+
+def starts_after(kept: str = r"\w") -> str:
+    """Where a secret starts: after no character of the class `kept` (a word
+    character, as `\\b` before a word; a rule reading a longer run gives its
+    own class), or right after an encoded character (`ENCODED_BEFORE`). Every
+    rule that starts a secret at a boundary uses this, not a copy."""
+    return rf"(?:(?<!{kept})|{ENCODED_BEFORE})"
 
 
 @dataclass(frozen=True)
