@@ -163,6 +163,19 @@ SECRETS: list[tuple[str, str, str]] = [
     ),
     ("url_password", "s3cr3tP4ss", "dsn=%0Apostgres://app:{}@db.internal:5432/main"),
     ("url_password", "hunter22", "next=%22https://user:{}@example.com/%22"),
+    # Credential headers percent-encoded, as a URL's query or a form carries
+    # them, and after an escaped line break (helper-330).
+    ("bearer", "kR7.Zp2-vQ9_wX4tL", "GET /cb?auth=Bearer%20{}&x=1"),
+    ("basic_auth", "YWxhZGRpbjpvcGVuc2VzYW1l", "proxy=Basic%20{}"),
+    ("authorization_header", "0123456789abcdef0124", "h=Authorization%3A%20Token%20{}&next=1"),
+    (
+        "authorization_header",
+        "ZXlKaGJHY2lPaUpJVXpJMU5pSjk%3D",
+        "q=%7B%22authorization%22%3A%22Signed%20{}%22%7D",
+    ),
+    ("authorization_header", "0123456789abcdef0126", "Host: a\\nAuthorization: Token {}\\n"),
+    ("cookie_header", "sid%3D8f3kq0aZ1%3B%20theme%3Ddark", "h=Cookie%3A%20{}&page=2"),
+    ("cookie_header", "sid=9g4lr1bA2", "Host: a\\nCookie: {}\\nAccept: x"),
     ("url_password", "s3cretPass", "redis://:{}@cache:6379/0"),
     ("url_password", "p@ssw0rd", "postgres://admin:{}@db/app"),
     ("url_password", "hunter22", "HTTPS://user:{}@example.com/"),
@@ -345,6 +358,10 @@ ORDINARY = [
     # Near the token shapes after a percent-encoded or escaped character, none of them.
     "50%20off; 100%25 done; C:\\new\\tasks; \\u0022hvs.example.com\\u0022; %2Fsk-prod-eu-west-1-a",
     "%22SK123%22 shipped; \\nAKIA starts a key id; %20ghp_ and %3Dglpat- are prefixes; \\tAIza",
+    # Near the header rules percent-encoded or after an escaped line break, none of them.
+    "q=bearer%20token%20rotation&sort=new; Authorization%3A%20approved%20by%20lead",
+    "h=Cookie%3A%20none; cookie%3Dconsent; Basic%20plan%20chosen; Cookie%3Aa%20b%3Dc",
+    "\\nAuthorization: approved by lead\\nBearer token rotation\\nCookie: none",
 ]
 
 
@@ -771,6 +788,13 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "\\u0022hvs.a",
         "%3Dp://a:",
         "%22eyJ-",
+        "bearer%20",
+        "Authorization%3A%20",
+        "authorization%3Dab1",
+        "Cookie%3A",
+        "cookie%3Aa%2F",
+        "Cookie%3Aa%3D",
+        "\\nCookie: a=",
     ],
 )
 def test_redaction_time_grows_linearly_with_the_text(unit: str, tail: str) -> None:
@@ -849,6 +873,10 @@ HOSTILE_RUNS = [
     ("", "Signature=0123456789abcdef", ""),
     ("<a", ' key="pwd"', ""),
     ("<a key='password' value='", "x", ""),
+    ("Authorization%3A%20Token", "%20", "x"),
+    ("Authorization%3A%20", "a%2B", ""),
+    ("Cookie%3A", "%20", "a"),
+    ("Cookie%3Aa", "%2F", ""),
     ("", "<a b='", ""),
 ]
 

@@ -93,6 +93,11 @@ def _outside_digest(text: str, start: int) -> bool:
 # Where a secret of a known shape starts (`starts_after`): at a word boundary,
 # or right after a percent-encoded or escaped character.
 _START: Final = starts_after()
+# A header's space as text carries it, raw or percent-encoded; a credential's
+# character in a percent-encoded header (`%2B`, `%2F`, `%3D` of base64, `%25`
+# of one encoded twice; not `%20`, `%26`, `%22`, which end it).
+_SPACE: Final = r"(?:\s|%20)"
+_ENCODED_CREDENTIAL: Final = r"(?:[^\s\"',;%&\\]|%(?:2[5bf]|3d))"
 
 # The rules, in the order redaction applies them.
 KNOWN_SHAPES: Final = (
@@ -110,16 +115,6 @@ KNOWN_SHAPES: Final = (
         starts_after("[A-Za-z0-9_-]")
         + r"eyJ[A-Za-z0-9_-]{8,}+\.eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}",
         anchor="eyJ",
-    ),
-    value_pattern(
-        "bearer", r"(?i)\bbearer\s+([A-Za-z0-9._~+/-]{8,}=*)", 1, anchor=either_case("bearer")
-    ),
-    value_pattern(
-        "basic_auth",
-        r"(?i)\bbasic\s+([A-Za-z0-9+/]{8,}={0,2})",
-        1,
-        basic_credentials,
-        anchor=either_case("basic"),
     ),
     # The password runs to the authority's last `@` (`p@ss@host`); the user may
     # be empty (`redis://:pass@host`). One with a raw `/` (`admin:pa/ss@db`, not
@@ -238,6 +233,20 @@ KNOWN_SHAPES: Final = (
         rf"{_START}stk_[A-Za-z0-9_-]{{20,}}",
         anchor="stk_",
     ),
+    # After the token shapes, so that `Bearer%20ghp_…` is named for its token.
+    value_pattern(
+        "bearer",
+        rf"(?i){_START}bearer{_SPACE}++([A-Za-z0-9._~+/-]{{8,}}=*)",
+        1,
+        anchor=either_case("bearer"),
+    ),
+    value_pattern(
+        "basic_auth",
+        rf"(?i){_START}basic{_SPACE}++([A-Za-z0-9+/]{{8,}}={{0,2}})",
+        1,
+        basic_credentials,
+        anchor=either_case("basic"),
+    ),
     # A signed URL's signature: S3's and Cloud Storage's (`X-Amz-Signature=`,
     # `X-Goog-Signature=`), and an Azure SAS's `sig=` in a query with an
     # `sv=` or `se=` within 32 parameters of it (the SAS's version and
@@ -280,8 +289,20 @@ KNOWN_SHAPES: Final = (
         # A credential has a digit in it; "Authorization: approved by lead" has
         # none. Looked for within its first 256 characters: unbounded, the
         # look from each header of a run of them read the run to its end.
-        r"(?i)\bauthorization[\"']?\s*[=:]\s*[\"']?(?:[a-z]++\s+)?"
-        r"((?=[^\s\"',;]{0,255}\d)[^\s\"',;]{8,})",
+        rf"(?i){_START}authorization[\"']?\s*[=:]\s*[\"']?(?:[a-z]++\s+)?"
+        r"((?=[^\s\"',;\\]{0,255}\d)[^\s\"',;\\]{8,})",
+        1,
+        anchor=either_case("authorization"),
+        in_identifiers=False,
+    ),
+    # Percent-encoded, as a URL's query or a form carries a header
+    # (`h=Authorization%3A%20Token%20…&next=…`): to the `&`, the space or the
+    # encoded quote or separator that ends it; `%2B`, `%2F`, `%3D` (and `%25`
+    # of one encoded twice) are a credential's base64.
+    value_pattern(
+        "authorization_header",
+        rf"(?i){_START}authorization(?:%2[27])?(?:%20)*+%3[ad](?:%20)*+(?:%2[27])?"
+        rf"(?:[a-z]++(?:%20)++)?((?={_ENCODED_CREDENTIAL}{{0,255}}?\d){_ENCODED_CREDENTIAL}{{8,}}+)",
         1,
         anchor=either_case("authorization"),
         in_identifiers=False,
@@ -290,7 +311,22 @@ KNOWN_SHAPES: Final = (
         "cookie_header",
         # name=value...; a name holds no `:`, so the look for its `=` stops at
         # the next header instead of reading a run of them to its end.
-        r"(?i)\b(?:set-)?cookie[\"']?\s*:\s*[\"']?([^\s\"'=;:]+=[^\r\n\"']*)",
+        # To the end of the line, or to an escaped line break (`\n` in text
+        # holding JSON).
+        rf"(?i){_START}(?:set-)?cookie[\"']?\s*:\s*[\"']?"
+        r"([^\s\"'=;:]+=(?:[^\r\n\"'\\]|\\(?![nr]))*)",
+        1,
+        anchor=either_case("cookie"),
+        in_identifiers=False,
+    ),
+    # Percent-encoded (`h=Cookie%3A%20sid%3D…%3B%20theme%3Ddark&page=2`): a
+    # name has no encoded space, `:` or `=`, so that the look for its `%3D`
+    # stops at the next header; the pairs run to the `&`, the space, or the
+    # encoded quote, `&` or line break that ends them.
+    value_pattern(
+        "cookie_header",
+        rf"(?i){_START}(?:set-)?cookie(?:%2[27])?(?:%20)*+%3a(?:%20)*+(?:%2[27])?"
+        r"((?:[^\s\"'&;%=:]|%(?!3[ad]|2[027]|0[ad]))++%3d(?:[^\s\"'&%]|%(?!2[267]|0[ad]))*+)",
         1,
         anchor=either_case("cookie"),
         in_identifiers=False,
