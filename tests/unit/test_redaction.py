@@ -176,6 +176,46 @@ SECRETS: list[tuple[str, str, str]] = [
     ("authorization_header", "0123456789abcdef0126", "Host: a\\nAuthorization: Token {}\\n"),
     ("cookie_header", "sid%3D8f3kq0aZ1%3B%20theme%3Ddark", "h=Cookie%3A%20{}&page=2"),
     ("cookie_header", "sid=9g4lr1bA2", "Host: a\\nCookie: {}\\nAccept: x"),
+    # Quotes escaped as JSON writes them inside a string, `\"` or `\u0022`
+    # (.NET's), around a header's name or a secret's (helper-330).
+    (
+        "authorization_header",
+        "0123456789abcdef0127",
+        'headers: {{\\"Authorization\\": \\"Token {}\\"}}',
+    ),
+    (
+        "authorization_header",
+        "0123456789abcdef0128",
+        "{{\\u0022Authorization\\u0022:\\u0022Token {}\\u0022}}",
+    ),
+    ("cookie_header", "sid=9g4lr1bA3", '{{\\"Cookie\\": \\"{}\\"}}'),
+    ("cookie_header", "sid=9g4lr1bA4", "{{\\u0022Set-Cookie\\u0022:\\u0022{}\\u0022}}"),
+    (
+        "secret_assignment",
+        "correct horse 42",
+        "body: {{\\u0022password\\u0022:\\u0022{}\\u0022,\\u0022u\\u0022:1}}",
+    ),
+    ("secret_assignment", "pin-7730q", "{{\\u0027pin\\u0027: \\u0027{}\\u0027}}"),
+    (
+        "high_entropy_assignment",
+        "Zq8vN2xLmR4tY7wK1pS9dF3gH6jB0cXg",
+        '{{\\"signing_seed\\": \\"{}\\"}}',
+    ),
+    (
+        "high_entropy_assignment",
+        "Zq8vN2xLmR4tY7wK1pS9dF3gH6jB0cXh",
+        "{{\\u0022seed\\u0022:\\u0022{}\\u0022}}",
+    ),
+    (
+        "secret_assignment",
+        "hunter2net",
+        "<add key=\\u0022Password\\u0022 value=\\u0022{}\\u0022/>",
+    ),
+    (
+        "digest_response",
+        "7739fae49393a05397450978507c4ef2",
+        "Authorization: Digest username=\\u0022bob\\u0022, response=\\u0022{}\\u0022",
+    ),
     ("url_password", "s3cretPass", "redis://:{}@cache:6379/0"),
     ("url_password", "p@ssw0rd", "postgres://admin:{}@db/app"),
     ("url_password", "hunter22", "HTTPS://user:{}@example.com/"),
@@ -362,6 +402,8 @@ ORDINARY = [
     "q=bearer%20token%20rotation&sort=new; Authorization%3A%20approved%20by%20lead",
     "h=Cookie%3A%20none; cookie%3Dconsent; Basic%20plan%20chosen; Cookie%3Aa%20b%3Dc",
     "\\nAuthorization: approved by lead\\nBearer token rotation\\nCookie: none",
+    '{\\"Authorization\\": \\"approved by lead\\", \\"Cookie\\": \\"none\\"}',
+    "{\\u0022Authorization\\u0022:\\u0022approved\\u0022,\\u0022status\\u0022:\\u0022ok\\u0022}",
 ]
 
 
@@ -795,6 +837,11 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "cookie%3Aa%2F",
         "Cookie%3Aa%3D",
         "\\nCookie: a=",
+        "password:\\u0022",
+        "pwd=\\u0027a\\",
+        "\\u0022a\\u0022:\\u0022",
+        'cookie:\\"a=\\',
+        "<a key=\\u0022pwd\\u0022 value=\\u0022",
     ],
 )
 def test_redaction_time_grows_linearly_with_the_text(unit: str, tail: str) -> None:
@@ -877,6 +924,9 @@ HOSTILE_RUNS = [
     ("Authorization%3A%20", "a%2B", ""),
     ("Cookie%3A", "%20", "a"),
     ("Cookie%3Aa", "%2F", ""),
+    ("password=\\u0022", "\\", ""),
+    ("", "pwd=\\u0022", ""),
+    ("", "\\u0022a\\u0022:", ""),
     ("", "<a b='", ""),
 ]
 

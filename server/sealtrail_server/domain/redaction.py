@@ -40,7 +40,7 @@ from .event import MAX_ID, ValidEvent, search_names
 from .json_path import JsonPath, path_text
 from .payment_cards import PAYMENT_CARD
 from .secret_shapes import HIGH_ENTROPY_ASSIGNMENT, KNOWN_SHAPES, basic_credentials, random_value
-from .text_patterns import TextPattern, ValuePattern, value_pattern
+from .text_patterns import QUOTE, TextPattern, ValuePattern, value_pattern
 
 FIELD_NAME_RULE: Final = "field_name"
 ASSIGNMENT_RULE: Final = "secret_assignment"
@@ -244,7 +244,7 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
     "use --password when prompted"): any `name: value` counts only for the
     names of old (`_PROSE_NAMES`), the others count in a structured form, and
     a flag's value only when it is no lowercase word."""
-    quoted = r"\\?[\"']"  # a quote, or an escaped one (JSON inside a string)
+    quoted = QUOTE  # a quote, or one escaped (JSON inside a string: `\"`, `\u0022`)
     number = r"(?:[_-]?\d++)?"  # `GITHUB_TOKEN_2`, `pin1`
     # `=>` in prose is an arrow ("password => changed"): an assignment with
     # its name or its value quoted (PHP's `'password' => …`, Ruby's `:pin => '…'`).
@@ -267,6 +267,8 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
         # A percent-encoded value, to the `%26` (`&`) that ends it.
         rf"((?<={encoded})(?:[^\s\"'&,;%]|%(?!26))*+"
         r"|(?<=\\\")(?:[^\"\\]|\\[^\"])+|(?<=\")(?<!\\\")(?:[^\"\\]|\\.)+"
+        # To the `\u0022` or `\u0027` that closes one opened so.
+        r"|(?<=\\u0022)(?:[^\\]|\\(?!u0022))++|(?<=\\u0027)(?:[^\\]|\\(?!u0027))++"
         r"|(?<=')(?:[^'\\]|\\.)+|[^\s\"'&,;]{4,})",
         1,
         anchor="=|:|--|%3[Dd]",
@@ -318,7 +320,7 @@ def _secret_attribute(names: frozenset[str]) -> ValuePattern:
 
     Linear: the attributes are read within one tag (to its `<` or `>`), for
     512 characters at most, the key's prefix (`Smtp:`, `Db`) for 64."""
-    quote = r"\\?[\"']"
+    quote = QUOTE
     key = (
         rf"\s(?:key|name)\s*+=\s*+({quote})[^\"'<>\\]{{0,64}}?"
         rf"(?:{_names(names)})(?:[_-]?\d++)?\1"
@@ -345,7 +347,7 @@ def _secret_keyed_element(names: frozenset[str]) -> ValuePattern:
 
     Linear: the attributes are read within one tag, for 512 characters at
     most (the key's prefix for 64), and the text as `_secret_element` reads it."""
-    quote = r"\\?[\"']"
+    quote = QUOTE
     key = (
         rf"\s(?:key|name)\s*+=\s*+({quote})[^\"'<>\\]{{0,64}}?"
         rf"(?:{_names(names)})(?:[_-]?\d++)?\2"

@@ -13,7 +13,7 @@ import re
 from collections import Counter
 from typing import Final
 
-from .text_patterns import ValuePattern, starts_after, value_pattern
+from .text_patterns import QUOTE, ValuePattern, starts_after, value_pattern
 
 
 def _high_entropy(value: str) -> bool:
@@ -278,7 +278,7 @@ KNOWN_SHAPES: Final = (
     # the nonce: the password can be guessed against it offline.
     ValuePattern(
         "digest_response",
-        re.compile(rf"{_START}[Rr]esponse\s*+=\s*+\\?\"([0-9a-fA-F]{{32,128}})\\?\""),
+        re.compile(rf"{_START}[Rr]esponse\s*+=\s*+{QUOTE}([0-9a-fA-F]{{32,128}}){QUOTE}"),
         1,
         anchor="response\\s*=|Response\\s*=",
         in_identifiers=False,
@@ -289,7 +289,7 @@ KNOWN_SHAPES: Final = (
         # A credential has a digit in it; "Authorization: approved by lead" has
         # none. Looked for within its first 256 characters: unbounded, the
         # look from each header of a run of them read the run to its end.
-        rf"(?i){_START}authorization[\"']?\s*[=:]\s*[\"']?(?:[a-z]++\s+)?"
+        rf"(?i){_START}authorization{QUOTE}?\s*[=:]\s*{QUOTE}?(?:[a-z]++\s+)?"
         r"((?=[^\s\"',;\\]{0,255}\d)[^\s\"',;\\]{8,})",
         1,
         anchor=either_case("authorization"),
@@ -311,10 +311,10 @@ KNOWN_SHAPES: Final = (
         "cookie_header",
         # name=value...; a name holds no `:`, so the look for its `=` stops at
         # the next header instead of reading a run of them to its end.
-        # To the end of the line, or to an escaped line break (`\n` in text
-        # holding JSON).
-        rf"(?i){_START}(?:set-)?cookie[\"']?\s*:\s*[\"']?"
-        r"([^\s\"'=;:]+=(?:[^\r\n\"'\\]|\\(?![nr]))*)",
+        # To the end of the line, or to an escaped line break or quote (`\n`,
+        # `\"` in text holding JSON).
+        rf"(?i){_START}(?:set-)?cookie{QUOTE}?\s*:\s*{QUOTE}?"
+        r"([^\s\"'=;:]+=(?:[^\r\n\"'\\]|\\(?![nr\"']|u002[27]))*)",
         1,
         anchor=either_case("cookie"),
         in_identifiers=False,
@@ -338,7 +338,7 @@ KNOWN_SHAPES: Final = (
 # time.
 HIGH_ENTROPY_ASSIGNMENT: Final = value_pattern(
     "high_entropy_assignment",
-    r"(?<![A-Za-z0-9_.-])[A-Za-z_-][A-Za-z0-9_.-]*+[\"']?\s*(?:=>?|:)\s*[\"']?"
+    rf"(?<![A-Za-z0-9_.-])[A-Za-z_-][A-Za-z0-9_.-]*+{QUOTE}?\s*(?:=>?|:)\s*{QUOTE}?"
     r"([A-Za-z0-9+_~-][A-Za-z0-9+/_.~-]{19,}={0,2})",
     1,
     random_value,

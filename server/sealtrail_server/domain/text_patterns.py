@@ -36,6 +36,12 @@ class TextPattern(Protocol):
 ENCODED_BEFORE: Final = r"(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrt])|(?<=\\u[0-9A-Fa-f]{4})"
 
 
+# A quote as text carries it: as it is, escaped as JSON writes one inside a
+# string (`\"`), or as `\u0022` or `\u0027` (.NET escapes quotes so). A rule
+# that wanted `"` or `'` beside a name missed `{\"Cookie\": \"sid=…\"}`.
+QUOTE: Final = r"(?:\\?[\"']|\\u002[27])"
+
+
 def starts_after(kept: str = r"\w") -> str:
     """Where a secret starts: after no character of the class `kept` (a word
     character, as `\\b` before a word; a rule reading a longer run gives its
