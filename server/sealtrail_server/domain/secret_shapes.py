@@ -90,9 +90,6 @@ def _outside_digest(text: str, start: int) -> bool:
     return _DIGEST.search(text, max(0, start - _DIGEST_REACH), start) is None
 
 
-# Where a secret of a known shape starts (`starts_after`): at a word boundary,
-# or right after a percent-encoded or escaped character.
-_START: Final = starts_after()
 # A header's space as text carries it, raw or percent-encoded; a credential's
 # character in a percent-encoded header (`%2B`, `%2F`, `%3D` of base64, `%25`
 # of one encoded twice; not `%20`, `%26`, `%22`, which end it).
@@ -112,7 +109,7 @@ KNOWN_SHAPES: Final = (
     # character): from each `eyJ` inside a run, the run was read to its end again.
     value_pattern(
         "jwt",
-        starts_after("[A-Za-z0-9_-]")
+        starts_after("e", "[A-Za-z0-9_-]")
         + r"eyJ[A-Za-z0-9_-]{8,}+\.eyJ[A-Za-z0-9_-]{8,}+\.[A-Za-z0-9_-]{8,}",
         anchor="eyJ",
     ),
@@ -123,7 +120,7 @@ KNOWN_SHAPES: Final = (
     # `#` or `,` (`https://host:443/@alice`, `mongodb://h1:27017,h2`).
     value_pattern(
         "url_password",
-        rf"(?i){starts_after('[a-z0-9+.-]')}[a-z][a-z0-9+.-]*+://[^/\s:@\[]*:"
+        rf"(?i){starts_after('a-z', '[a-z0-9+.-]')}[a-z][a-z0-9+.-]*+://[^/\s:@\[]*:"
         r"([^/\s]+|(?!\d*[/?#,])[^/\s]*/\S{0,255})@",
         1,
         anchor="://",
@@ -132,81 +129,89 @@ KNOWN_SHAPES: Final = (
     # text, where it often sits beside its secret, but not where it is an id.
     value_pattern(
         "aws_access_key",
-        rf"{_START}(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{{16}}\b",
+        rf"{starts_after('A')}(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{{16}}\b",
         anchor="A[KSBC][IC]A",
         in_identifiers=False,
     ),
     value_pattern(
         "github_token",
-        rf"{_START}(?:gh[pousr]_[A-Za-z0-9]{{36,}}|github_pat_[A-Za-z0-9_]{{22,}})",
+        rf"{starts_after('g')}(?:gh[pousr]_[A-Za-z0-9]{{36,}}|github_pat_[A-Za-z0-9_]{{22,}})",
         anchor="gh[pousr]_|github_pat_",
     ),
     # A secret or restricted key, or a webhook endpoint's signing secret.
     value_pattern(
         "stripe_key",
-        rf"{_START}(?:(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{{16,}}|whsec_[A-Za-z0-9]{{24,}})",
+        rf"{starts_after('srw')}(?:(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{{16,}}|whsec_[A-Za-z0-9]{{24,}})",
         anchor="k_live_|k_test_|whsec_",
     ),
     # Bot, user and other tokens (`xoxb-`, `xoxp-`…), a rotating refresh token
     # (`xoxe-1-`) and an app-level token (`xapp-1-`, Socket Mode).
     value_pattern(
-        "slack_token", rf"{_START}(?:xox[abposre]-|xapp-\d-)[A-Za-z0-9-]{{10,}}", anchor="xox|xapp-"
+        "slack_token",
+        rf"{starts_after('x')}(?:xox[abposre]-|xapp-\d-)[A-Za-z0-9-]{{10,}}",
+        anchor="xox|xapp-",
     ),
     # OpenAI's keys (`sk-` and 48 letters and digits; `sk-proj-`, `sk-svcacct-`,
     # `sk-admin-` and 40 or more) and Anthropic's (`sk-ant-api03-`, 80 or more):
     # random-looking, as `sk-prod-eu-west-1-cluster-01` is not.
     value_pattern(
         "ai_api_key",
-        starts_after("[A-Za-z0-9_-]")
+        starts_after("s", "[A-Za-z0-9_-]")
         + r"sk-(?:[A-Za-z0-9]{48}|(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,}+"
         r"|ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{80,}+)(?![A-Za-z0-9_-])",
         check=random_value,
         anchor="sk-",
     ),
     value_pattern(
-        "google_api_key", rf"{_START}AIza[0-9A-Za-z_-]{{35}}(?![A-Za-z0-9_-])", anchor="AIza"
+        "google_api_key",
+        rf"{starts_after('A')}AIza[0-9A-Za-z_-]{{35}}(?![A-Za-z0-9_-])",
+        anchor="AIza",
     ),
     value_pattern(
         "gitlab_token",
-        rf"{_START}gl(?:pat|dt|ptt|rt)-[0-9A-Za-z_-]{{20,}}+",
+        rf"{starts_after('g')}gl(?:pat|dt|ptt|rt)-[0-9A-Za-z_-]{{20,}}+",
         anchor="glpat-|gldt-|glptt-|glrt-",
     ),
-    value_pattern("npm_token", rf"{_START}npm_[A-Za-z0-9]{{36}}\b", anchor="npm_"),
+    value_pattern("npm_token", rf"{starts_after('n')}npm_[A-Za-z0-9]{{36}}\b", anchor="npm_"),
     value_pattern(
-        "pypi_token", rf"{_START}pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{{50,}}", anchor="pypi-"
+        "pypi_token",
+        rf"{starts_after('p')}pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{{50,}}",
+        anchor="pypi-",
     ),
-    value_pattern("huggingface_token", rf"{_START}hf_[A-Za-z]{{34}}\b", anchor="hf_"),
+    value_pattern("huggingface_token", rf"{starts_after('h')}hf_[A-Za-z]{{34}}\b", anchor="hf_"),
     value_pattern(
         "sendgrid_key",
-        rf"{_START}SG\.[A-Za-z0-9_-]{{22}}\.[A-Za-z0-9_-]{{43}}(?![A-Za-z0-9_-])",
+        rf"{starts_after('S')}SG\.[A-Za-z0-9_-]{{22}}\.[A-Za-z0-9_-]{{43}}(?![A-Za-z0-9_-])",
         anchor="SG\\.",
     ),
-    value_pattern("digitalocean_token", rf"{_START}do[opr]_v1_[a-f0-9]{{64}}\b", anchor="_v1_"),
+    value_pattern(
+        "digitalocean_token", rf"{starts_after('d')}do[opr]_v1_[a-f0-9]{{64}}\b", anchor="_v1_"
+    ),
     # HashiCorp Vault's service, batch and recovery tokens (`hvs.`, `hvb.`,
     # `hvr.` and 24 or more): not a host name (`hvs.example.com`), whose
     # labels are shorter and end at a dot.
     value_pattern(
         "vault_token",
-        starts_after("[A-Za-z0-9_.-]") + r"hv[sbr]\.[A-Za-z0-9_-]{24,}+",
+        starts_after("h", "[A-Za-z0-9_.-]") + r"hv[sbr]\.[A-Za-z0-9_-]{24,}+",
         anchor="hv[sbr]\\.",
     ),
     # Google's OAuth access tokens (`ya29.`) and OAuth clients' secrets (`GOCSPX-`).
     value_pattern(
         "google_oauth",
-        rf"{_START}(?:ya29\.[A-Za-z0-9_-]{{20,}}+|GOCSPX-[A-Za-z0-9_-]{{24,}}+)",
+        rf"{starts_after('yG')}(?:ya29\.[A-Za-z0-9_-]{{20,}}+|GOCSPX-[A-Za-z0-9_-]{{24,}}+)",
         anchor="ya29\\.|GOCSPX-",
     ),
     # Shopify's admin API, custom app and private app tokens and an app's
     # shared secret: the prefix and 32 hex digits.
     value_pattern(
         "shopify_token",
-        rf"{_START}shp(?:at|ca|pa|ss)_[a-fA-F0-9]{{32}}\b",
+        rf"{starts_after('s')}shp(?:at|ca|pa|ss)_[a-fA-F0-9]{{32}}\b",
         anchor="shp(?:at|ca|pa|ss)_",
     ),
     # age's X25519 identity: Bech32, upper-case as age writes it.
     value_pattern(
         "age_secret_key",
-        rf"{_START}AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{{58}}\b",
+        rf"{starts_after('A')}AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{{58}}\b",
         anchor="AGE-SECRET-KEY-1",
     ),
     # A Twilio API key's SID (`SK` and 32 lower-case hex digits, as Twilio
@@ -215,7 +220,7 @@ KNOWN_SHAPES: Final = (
     # beside it, not where it is an id.
     value_pattern(
         "twilio_api_key",
-        rf"{_START}SK[0-9a-f]{{32}}\b",
+        rf"{starts_after('S')}SK[0-9a-f]{{32}}\b",
         anchor="SK[0-9a-f]{32}",
         in_identifiers=False,
     ),
@@ -230,19 +235,19 @@ KNOWN_SHAPES: Final = (
     # letter or digit, and a token after them was kept whole.
     value_pattern(
         "sealtrail_token",
-        rf"{_START}stk_[A-Za-z0-9_-]{{20,}}",
+        rf"{starts_after('s')}stk_[A-Za-z0-9_-]{{20,}}",
         anchor="stk_",
     ),
     # After the token shapes, so that `Bearer%20ghp_…` is named for its token.
     value_pattern(
         "bearer",
-        rf"(?i){_START}bearer{_SPACE}++([A-Za-z0-9._~+/-]{{8,}}=*)",
+        rf"(?i){starts_after('b')}bearer{_SPACE}++([A-Za-z0-9._~+/-]{{8,}}=*)",
         1,
         anchor=either_case("bearer"),
     ),
     value_pattern(
         "basic_auth",
-        rf"(?i){_START}basic{_SPACE}++([A-Za-z0-9+/]{{8,}}={{0,2}})",
+        rf"(?i){starts_after('b')}basic{_SPACE}++([A-Za-z0-9+/]{{8,}}={{0,2}})",
         1,
         basic_credentials,
         anchor=either_case("basic"),
@@ -253,7 +258,7 @@ KNOWN_SHAPES: Final = (
     # expiry: `sig=` in another query is kept). `&amp;` as HTML writes `&`.
     value_pattern(
         "url_signature",
-        rf"{_START}(?:X-Amz|x-amz|X-Goog|x-goog)-[Ss]ignature=({_QUERY_CHAR}++)",
+        rf"{starts_after('Xx')}(?:X-Amz|x-amz|X-Goog|x-goog)-[Ss]ignature=({_QUERY_CHAR}++)",
         1,
         anchor="X-Amz-[Ss]ignature=|x-amz-[Ss]ignature=|X-Goog-[Ss]ignature=|x-goog-[Ss]ignature=",
     ),
@@ -270,7 +275,7 @@ KNOWN_SHAPES: Final = (
     # takes its first word with a digit, the scheme, and left the signature.
     value_pattern(
         "url_signature",
-        rf"{_START}Signature=([0-9a-f]{{64}})\b",
+        rf"{starts_after('S')}Signature=([0-9a-f]{{64}})\b",
         1,
         anchor="Signature=",
     ),
@@ -278,7 +283,9 @@ KNOWN_SHAPES: Final = (
     # the nonce: the password can be guessed against it offline.
     ValuePattern(
         "digest_response",
-        re.compile(rf"{_START}[Rr]esponse\s*+=\s*+{QUOTE}([0-9a-fA-F]{{32,128}}){QUOTE}"),
+        re.compile(
+            rf"{starts_after('Rr')}[Rr]esponse\s*+=\s*+{QUOTE}([0-9a-fA-F]{{32,128}}){QUOTE}"
+        ),
         1,
         anchor="response\\s*=|Response\\s*=",
         in_identifiers=False,
@@ -289,7 +296,7 @@ KNOWN_SHAPES: Final = (
         # A credential has a digit in it; "Authorization: approved by lead" has
         # none. Looked for within its first 256 characters: unbounded, the
         # look from each header of a run of them read the run to its end.
-        rf"(?i){_START}authorization{QUOTE}?\s*[=:]\s*{QUOTE}?(?:[a-z]++\s+)?"
+        rf"(?i){starts_after('a')}authorization{QUOTE}?\s*[=:]\s*{QUOTE}?(?:[a-z]++\s+)?"
         r"((?=[^\s\"',;\\]{0,255}\d)[^\s\"',;\\]{8,})",
         1,
         anchor=either_case("authorization"),
@@ -301,7 +308,7 @@ KNOWN_SHAPES: Final = (
     # of one encoded twice) are a credential's base64.
     value_pattern(
         "authorization_header",
-        rf"(?i){_START}authorization(?:%2[27])?(?:%20)*+%3[ad](?:%20)*+(?:%2[27])?"
+        rf"(?i){starts_after('a')}authorization(?:%2[27])?(?:%20)*+%3[ad](?:%20)*+(?:%2[27])?"
         rf"(?:[a-z]++(?:%20)++)?((?={_ENCODED_CREDENTIAL}{{0,255}}?\d){_ENCODED_CREDENTIAL}{{8,}}+)",
         1,
         anchor=either_case("authorization"),
@@ -313,7 +320,7 @@ KNOWN_SHAPES: Final = (
         # the next header instead of reading a run of them to its end.
         # To the end of the line, or to an escaped line break or quote (`\n`,
         # `\"` in text holding JSON).
-        rf"(?i){_START}(?:set-)?cookie{QUOTE}?\s*:\s*{QUOTE}?"
+        rf"(?i){starts_after('sc')}(?:set-)?cookie{QUOTE}?\s*:\s*{QUOTE}?"
         r"([^\s\"'=;:]+=(?:[^\r\n\"'\\]|\\(?![nr\"']|u002[27]))*)",
         1,
         anchor=either_case("cookie"),
@@ -325,7 +332,7 @@ KNOWN_SHAPES: Final = (
     # encoded quote, `&` or line break that ends them.
     value_pattern(
         "cookie_header",
-        rf"(?i){_START}(?:set-)?cookie(?:%2[27])?(?:%20)*+%3a(?:%20)*+(?:%2[27])?"
+        rf"(?i){starts_after('sc')}(?:set-)?cookie(?:%2[27])?(?:%20)*+%3a(?:%20)*+(?:%2[27])?"
         r"((?:[^\s\"'&;%=:]|%(?!3[ad]|2[027]|0[ad]))++%3d(?:[^\s\"'&%]|%(?!2[267]|0[ad]))*+)",
         1,
         anchor=either_case("cookie"),

@@ -42,12 +42,15 @@ ENCODED_BEFORE: Final = r"(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrt])|(?<=\\u[0-9A-Fa-f]{4
 QUOTE: Final = r"(?:\\?[\"']|\\u002[27])"
 
 
-def starts_after(kept: str = r"\w") -> str:
-    """Where a secret starts: after no character of the class `kept` (a word
-    character, as `\\b` before a word; a rule reading a longer run gives its
-    own class), or right after an encoded character (`ENCODED_BEFORE`). Every
-    rule that starts a secret at a boundary uses this, not a copy."""
-    return rf"(?:(?<!{kept})|{ENCODED_BEFORE})"
+def starts_after(first: str, kept: str = r"\w") -> str:
+    """Where a secret whose first character is of the class `first` starts:
+    after no character of the class `kept` (a word character, as `\\b` before
+    a word; a rule reading a longer run gives its own class), or right after
+    an encoded character (`ENCODED_BEFORE`). Every rule that starts a secret
+    at a boundary uses this, not a copy. The first character is looked at
+    first: it fails at most places at once, where the look-behinds would each
+    be tried (a search took three times what `\\b` did)."""
+    return rf"(?=[{first}])(?:(?<!{kept})|{ENCODED_BEFORE})"
 
 
 @dataclass(frozen=True)
