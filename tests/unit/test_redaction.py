@@ -216,6 +216,9 @@ SECRETS: list[tuple[str, str, str]] = [
         "7739fae49393a05397450978507c4ef2",
         "Authorization: Digest username=\\u0022bob\\u0022, response=\\u0022{}\\u0022",
     ),
+    # JSON percent-encoded, as a query or a form carries a body (helper-330).
+    ("secret_assignment", "correct%20horse%2042", "q=%7B%22password%22%3A%22{}%22%7D"),
+    ("secret_assignment", "pin-7731q", "body=%7B%22user%22%3A1%2C%22pin%22%3A%20%22{}%22%7D"),
     ("url_password", "s3cretPass", "redis://:{}@cache:6379/0"),
     ("url_password", "p@ssw0rd", "postgres://admin:{}@db/app"),
     ("url_password", "hunter22", "HTTPS://user:{}@example.com/"),
@@ -404,6 +407,7 @@ ORDINARY = [
     "\\nAuthorization: approved by lead\\nBearer token rotation\\nCookie: none",
     '{\\"Authorization\\": \\"approved by lead\\", \\"Cookie\\": \\"none\\"}',
     "{\\u0022Authorization\\u0022:\\u0022approved\\u0022,\\u0022status\\u0022:\\u0022ok\\u0022}",
+    "q=%7B%22password%22%3A%20true%7D&next=https%3A%2F%2Fexample.com%2Fpassword%3Areset",
 ]
 
 
@@ -842,6 +846,8 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "\\u0022a\\u0022:\\u0022",
         'cookie:\\"a=\\',
         "<a key=\\u0022pwd\\u0022 value=\\u0022",
+        "pwd%22%3A%22",
+        "%22pin%22%3A%20",
     ],
 )
 def test_redaction_time_grows_linearly_with_the_text(unit: str, tail: str) -> None:

@@ -251,14 +251,17 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
     arrow = rf"{quoted}\s*+=>|\s*+=>(?=\s*+{quoted})"
     # `=` percent-encoded, as in a URL inside a URL's query (`next=%2Fcb%3Ftoken%3D…`).
     encoded = "%3d"
+    # JSON percent-encoded, as a query or a form carries a body
+    # (`q=%7B%22password%22%3A%22…%22%7D`): the name's quotes, `:`, the value's quote.
+    encoded_json = r"%2[27](?:%20)*+%3a(?:%20)*+%2[27]"
     return value_pattern(
         ASSIGNMENT_RULE,
         rf"(?i)(?:(?:{_names(names & _PROSE_NAMES)}){number}"
-        rf"(?:{quoted}?\s*+(?:=(?!>)|:)|{arrow}|{encoded})"
+        rf"(?:{quoted}?\s*+(?:=(?!>)|:)|{arrow}|{encoded}|{encoded_json})"
         # The other names (`pin`, `session_id`, an operator's): quoted, or with
         # `=`, or with `:` and a value quoted or of digits (`PIN: 4821`).
         rf"|(?:{_names(names - _PROSE_NAMES)}){number}(?:{quoted}\s*+:|{quoted}?\s*+=(?!>)"
-        rf"|{arrow}|{encoded}|\s*+:(?=\s*+(?:{quoted}|\d++{_WORD_END})))"
+        rf"|{arrow}|{encoded}|{encoded_json}|\s*+:(?=\s*+(?:{quoted}|\d++{_WORD_END})))"
         # A long flag (`--password`, `--db-password`; `--no-password` says there
         # is none) where an argument starts, and a value that is no flag nor a
         # lowercase word: quoted, or with a capital, a digit or a symbol in it.
@@ -266,12 +269,14 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
         rf"(?={quoted}|(?!(?-i:[a-z])*+{_WORD_END})))\s*+{quoted}?"
         # A percent-encoded value, to the `%26` (`&`) that ends it.
         rf"((?<={encoded})(?:[^\s\"'&,;%]|%(?!26))*+"
+        # ... and one of JSON, to its encoded closing quote (or `&`).
+        r"|(?<=%2[27])(?:[^\s\"'&,;%]|%(?!2[267]))*+"
         r"|(?<=\\\")(?:[^\"\\]|\\[^\"])+|(?<=\")(?<!\\\")(?:[^\"\\]|\\.)+"
         # To the `\u0022` or `\u0027` that closes one opened so.
         r"|(?<=\\u0022)(?:[^\\]|\\(?!u0022))++|(?<=\\u0027)(?:[^\\]|\\(?!u0027))++"
         r"|(?<=')(?:[^'\\]|\\.)+|[^\s\"'&,;]{4,})",
         1,
-        anchor="=|:|--|%3[Dd]",
+        anchor="=|:|--|%3[DdAa]",
         in_identifiers=False,
     )
 
