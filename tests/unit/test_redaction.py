@@ -219,6 +219,12 @@ SECRETS: list[tuple[str, str, str]] = [
     # JSON percent-encoded, as a query or a form carries a body (helper-330).
     ("secret_assignment", "correct%20horse%2042", "q=%7B%22password%22%3A%22{}%22%7D"),
     ("secret_assignment", "pin-7731q", "body=%7B%22user%22%3A1%2C%22pin%22%3A%20%22{}%22%7D"),
+    # A random-looking value after an encoded `=`, as a URL inside a URL's query has it.
+    (
+        "high_entropy_assignment",
+        "Zq8vN2xLmR4tY7wK1pS9dF3gH6jB0cXi",
+        "next=%2Fcb%3Fstate%3D{}%26x%3D1",
+    ),
     ("url_password", "s3cretPass", "redis://:{}@cache:6379/0"),
     ("url_password", "p@ssw0rd", "postgres://admin:{}@db/app"),
     ("url_password", "hunter22", "HTTPS://user:{}@example.com/"),
@@ -408,6 +414,7 @@ ORDINARY = [
     '{\\"Authorization\\": \\"approved by lead\\", \\"Cookie\\": \\"none\\"}',
     "{\\u0022Authorization\\u0022:\\u0022approved\\u0022,\\u0022status\\u0022:\\u0022ok\\u0022}",
     "q=%7B%22password%22%3A%20true%7D&next=https%3A%2F%2Fexample.com%2Fpassword%3Areset",
+    "next=%2Fcb%3Fid%3D550e8400-e29b-41d4-a716-446655440000%26sha%3D9f86d081884c7d659a2feaa0c55ad015",
 ]
 
 
@@ -848,6 +855,8 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "<a key=\\u0022pwd\\u0022 value=\\u0022",
         "pwd%22%3A%22",
         "%22pin%22%3A%20",
+        "a%3Da",
+        "%3Fa%3D",
     ],
 )
 def test_redaction_time_grows_linearly_with_the_text(unit: str, tail: str) -> None:

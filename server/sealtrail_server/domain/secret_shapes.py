@@ -342,13 +342,15 @@ KNOWN_SHAPES: Final = (
 
 # A name starts where a run of name characters does (the look-behind):
 # tried from each boundary inside a run, the run was scanned again each
-# time.
+# time. Or after an encoded character, with its `=` encoded too, as a URL
+# inside a URL's query has it (`next=%2Fcb%3Fstate%3D…%26…`).
 HIGH_ENTROPY_ASSIGNMENT: Final = value_pattern(
     "high_entropy_assignment",
-    rf"(?<![A-Za-z0-9_.-])[A-Za-z_-][A-Za-z0-9_.-]*+{QUOTE}?\s*(?:=>?|:)\s*{QUOTE}?"
+    rf"{starts_after('A-Za-z_-', '[A-Za-z0-9_.-]')}[A-Za-z_-][A-Za-z0-9_.-]*+"
+    rf"{QUOTE}?\s*(?:=>?|:|%3[Dd])\s*{QUOTE}?"
     r"([A-Za-z0-9+_~-][A-Za-z0-9+/_.~-]{19,}={0,2})",
     1,
     random_value,
-    anchor="=|:",
+    anchor="=|:|%3[Dd]",
     in_identifiers=False,
 )
