@@ -249,7 +249,8 @@ def test_a_naive_time_given_to_a_method_is_a_value_error_naming_it(client: Audit
 def _every_hint() -> list[Any]:
     functions = [build_event, build_filter, build_sink, build_alert_rule]
     for cls in (AuditClient, AsyncAuditClient):
-        functions += [getattr(cls, name) for name in _public(cls) | {"__init__"}]
+        # Sorted: each pytest-xdist worker collects the same ids in the same order.
+        functions += [getattr(cls, name) for name in sorted(_public(cls) | {"__init__"})]
     hints = [typing.get_type_hints(unchecked(function)) for function in functions]
     hints.append(typing.get_type_hints(EventFields))
     every = {
