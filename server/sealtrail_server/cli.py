@@ -102,6 +102,17 @@ _OPERATOR_PREFIX: Final = "sealtrail-server:"
 _MAX_OPERATOR: Final = MAX_ID - len(_OPERATOR_PREFIX)
 # pg_advisory_lock key of the development token's issue ("sealtdev" in ASCII).
 _DEV_TOKEN_LOCK = 0x7365616C74646576
+# What a database's setup refuses (its schema, encoding, roles, migrations):
+# said in one line by `serve` and every operator command, not a traceback.
+_SETUP_REFUSED: Final = (
+    UnsafeSchema,
+    NotUtf8,
+    RolesMissing,
+    MigrationBlocked,
+    MigrationDiffers,
+    MigrationFiles,
+    NewerSchema,
+)
 
 # Annotated: cli_sinks.py and cli_tenants.py import them back, and mypy cannot
 # infer across the cycle.
@@ -256,15 +267,7 @@ def serve(
     try:
         urls = _database_urls(settings, create=True)
         asyncio.run(_serve(settings, urls, tracer_provider, metrics))
-    except (
-        UnsafeSchema,
-        NotUtf8,
-        RolesMissing,
-        MigrationBlocked,
-        MigrationDiffers,
-        MigrationFiles,
-        NewerSchema,
-    ) as error:
+    except _SETUP_REFUSED as error:
         raise click.ClickException(str(error)) from None
     except psycopg.Error as error:
         owner_url = bool(settings.owner_database_url)
@@ -727,16 +730,7 @@ async def _database(
                 urls.owner, lock_attempts=urls.migration_lock_attempts, only_fresh=True
             )
         db = await Database.open(urls.service, min_size=1, max_size=connections)
-    except (
-        UnsafeSchema,
-        NotUtf8,
-        RolesMissing,
-        MigrationBlocked,
-        MigrationDiffers,
-        MigrationFiles,
-        NewerSchema,
-        OlderSchema,
-    ) as error:  # the database's setup: said, not a traceback
+    except (*_SETUP_REFUSED, OlderSchema) as error:  # said, not a traceback
         raise click.ClickException(str(error)) from None
     except psycopg.Error as error:  # as `serve` says it: libpq's text may quote the URL
         owner_url = urls.owner != urls.service
