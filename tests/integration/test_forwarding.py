@@ -1427,6 +1427,24 @@ def data_stream(received: Received, index: int) -> Reply:
     return Reply(200, json.dumps({"errors": errors, "items": items}).encode())
 
 
+def _data_stream_sink(
+    sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint, payload: str
+) -> forwarding_pb2.Sink:
+    """An Elasticsearch sink of the test's events to `receiver`, answering as
+    a data stream does (`data_stream`), in `payload`'s format."""
+    receiver.responder = data_stream
+    return sinks(
+        build_sink(
+            "elastic",
+            "elasticsearch",
+            url=receiver.url,
+            index="logs-sealtrail-default",
+            format=payload,
+            filter=SHARED,
+        )
+    )
+
+
 @pytest.mark.parametrize("payload", ["sealtrail_json", "ocsf"])
 def test_an_elasticsearch_data_stream_takes_every_event_dated_when_it_occurred(
     client: AuditClient,
@@ -1438,17 +1456,7 @@ def test_an_elasticsearch_data_stream_takes_every_event_dated_when_it_occurred(
     refused, every one parked as a dead letter. Each document now has it, the
     event's occurred_at, and the event as it was (its leaf hash checks with
     `leaf_hash`, `@timestamp` and `log` dropped)."""
-    receiver.responder = data_stream
-    sink = sinks(
-        build_sink(
-            "elastic",
-            "elasticsearch",
-            url=receiver.url,
-            index="logs-sealtrail-default",
-            format=payload,
-            filter=SHARED,
-        )
-    )
+    sink = _data_stream_sink(sinks, receiver, payload)
     then = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     events = [
         build_event(action="document.share", actor_id="u", occurred_at=then),
@@ -1484,17 +1492,7 @@ def test_an_elasticsearch_document_has_its_events_severity_as_its_ecs_log_level(
     it, by ECS's `log.level`: no document had one, so an error or a critical
     event looked as any other. Each now has the event's severity there, and
     a Sealtrail JSON event still checks against its leaf hash."""
-    receiver.responder = data_stream
-    sink = sinks(
-        build_sink(
-            "elastic",
-            "elasticsearch",
-            url=receiver.url,
-            index="logs-sealtrail-default",
-            format=payload,
-            filter=SHARED,
-        )
-    )
+    sink = _data_stream_sink(sinks, receiver, payload)
     levels = ["info", "warning", "error", "critical"]
     events = [build_event(action="document.share", actor_id="u", severity=s) for s in levels]
     client.record_batch(events)
