@@ -432,9 +432,7 @@ def test_a_server_stopped_before_it_serves_says_so_and_lets_go_of_the_embedded_p
     with _embedded_data_dir() as (data_dir, running):
         pgdata = data_dir / "postgres"
         handles = pgdata / ".handle_pids.json"
-        serving = _serve_embedded(data_dir, running)["process"]
-        socket_dir = (pgdata / "postmaster.pid").read_text().splitlines()[4]
-        url = f"postgresql://postgres@/postgres?host={socket_dir}"
+        serving, url = _serving_embedded(data_dir, running)
         with psycopg.connect(url, autocommit=True) as holder:
             holder.execute("SELECT pg_advisory_lock(%s)", [_MIGRATIONS_LOCK])
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -583,9 +581,7 @@ def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedd
     with _embedded_data_dir() as (data_dir, running):
         pgdata = data_dir / "postgres"
         handles = pgdata / ".handle_pids.json"
-        serving = _serve_embedded(data_dir, running)["process"]
-        socket_dir = (pgdata / "postmaster.pid").read_text().splitlines()[4]
-        url = f"postgresql://postgres@/postgres?host={socket_dir}"
+        serving, url = _serving_embedded(data_dir, running)
         # The watcher outside the holder's transactions, which would see the
         # statistics of their start (pg_stat_activity) throughout.
         with (
@@ -786,6 +782,16 @@ def _stop_postmaster(pgdata: Path) -> None:
     deadline = time.monotonic() + 30
     while (pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def _serving_embedded(
+    data_dir: Path, running: contextlib.ExitStack
+) -> tuple[subprocess.Popen[str], str]:
+    """`_serve_embedded`'s process, keeping the embedded PostgreSQL up, and
+    the URL of its superuser, over its socket."""
+    serving = _serve_embedded(data_dir, running)["process"]
+    socket_dir = (data_dir / "postgres" / "postmaster.pid").read_text().splitlines()[4]
+    return serving, f"postgresql://postgres@/postgres?host={socket_dir}"
 
 
 def _serve_embedded(
