@@ -7,11 +7,9 @@ server."""
 
 from __future__ import annotations
 
-from click.testing import CliRunner
-
 from sealtrail import AuditClient, build_alert_rule, build_filter
-from sealtrail import _cli as client_cli
 from sealtrail.v1 import alerting_pb2
+from tests.alerts_cli import alerts_cli
 from tests.conftest import ServerThread
 
 
@@ -23,11 +21,7 @@ def _rule(client: AuditClient, rule_id: str) -> alerting_pb2.AlertRule:
 def test_exact_actor_ids_are_set_kept_and_cleared_from_the_command_line(
     server: ServerThread, client: AuditClient, tenant: str
 ) -> None:
-    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "admin")}
-
-    def cli(*args: str) -> tuple[int, str]:
-        done = CliRunner().invoke(client_cli.main, ["alerts", *args], env=env)
-        return done.exit_code, done.output
+    cli = alerts_cli(server, tenant)
 
     code, output = cli(
         "create", "key misuse", "--kind", "threshold", "--action", "api_key.use",

@@ -7,21 +7,15 @@ from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
-
 from sealtrail import AuditClient, build_alert_rule, build_filter
-from sealtrail import _cli as client_cli
+from tests.alerts_cli import alerts_cli
 from tests.conftest import ServerThread
 
 
 def test_an_alert_rule_is_updated_only_if_unchanged_since_its_etag_was_read(
     server: ServerThread, client: AuditClient, tenant: str
 ) -> None:
-    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "admin")}
-
-    def cli(*args: str) -> tuple[int, str]:
-        done = CliRunner().invoke(client_cli.main, ["alerts", *args], env=env)
-        return done.exit_code, done.output
+    cli = alerts_cli(server, tenant)
 
     rule = build_alert_rule(
         "logins", "threshold", filter=build_filter(actions="user.login"), count=5,
