@@ -6,16 +6,7 @@ from __future__ import annotations
 from bench.__main__ import LATENCY_FIGURES, PHASES, median_round, round_order
 from bench.phases import PhaseResult
 from bench.report import format_report
-
-FACTS = {
-    "duration": 8.0,
-    "warmup": 2.0,
-    "rounds": 1,
-    "concurrency": 64,
-    "clients": 1,
-    "cpus": 2,
-    "database": {"server_version": "16", "fsync": "on", "synchronous_commit": "on"},
-}
+from tests.bench_facts import FACTS
 
 
 def result(name: str, p50: float, p99: float, **notes: object) -> PhaseResult:

@@ -11,16 +11,7 @@ import pytest
 from bench.cpu import Watched
 from bench.phases import FigureFailed, PhaseResult, percentile_ms, run_once
 from bench.report import format_report
-
-FACTS = {
-    "duration": 8.0,
-    "warmup": 2.0,
-    "rounds": 1,
-    "concurrency": 64,
-    "clients": 1,
-    "cpus": 2,
-    "database": {"server_version": "16", "fsync": "on", "synchronous_commit": "on"},
-}
+from tests.bench_facts import FACTS
 
 
 def latency(name: str, p95: float, *, failure: str | None = None) -> PhaseResult:
