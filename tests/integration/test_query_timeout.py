@@ -7,6 +7,8 @@ share. It runs under a statement timeout of its own, as a count does."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -111,6 +113,61 @@ def test_a_pages_statement_timeout_stays_with_page_reads(
             assert server.run(timeouts()) == ["50ms", "50ms", "7s", "50ms", "7s"]
         finally:
             server.run(db.close())
+
+
+def test_the_scope_after_a_tiny_statement_timeout_runs_under_the_default_again(
+    server: ServerThread, migrated_database_url: str, tenant: str
+) -> None:
+    """A page's timeout lasts on its connection until the next change of
+    scope, and PostgreSQL times each statement by the timeout in force when it
+    starts: the statement that changes the scope ran under the page's. At
+    SEALTRAIL_QUERY_TIMEOUT=1ms about one system checkout in 3,000 was cut
+    short (UNAVAILABLE) under load. Here the scope's statement is made to
+    wait (for the row of the role it assumes, locked) far longer than 1 ms."""
+    with database_of_its_own(migrated_database_url, "scope_after_tiny") as url:
+        db = server.run(Database.open(service_login_url(url), min_size=1, max_size=1))
+        locked = threading.Event()
+
+        def lock_the_roles() -> None:
+            with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+                # Changed (to what it was), so that the next lookup of the
+                # role reads pg_authid again, which waits for the lock.
+                admin.execute("ALTER ROLE sealtrail_system NOSUPERUSER")
+                with admin.transaction():
+                    admin.execute("LOCK TABLE pg_authid IN ACCESS EXCLUSIVE MODE")
+                    locked.set()
+                    # Held until the scope's statement waits for it (a 1 ms
+                    # timeout cuts it short first: then 2 s, in vain).
+                    give_up = time.monotonic() + 2
+                    while time.monotonic() < give_up and not _waited_for(admin):
+                        time.sleep(0.01)
+
+        try:
+
+            async def after_a_tiny_timeout() -> str:
+                async with db.connection(tenant, statement_timeout=0.001) as conn:
+                    await conn.execute("SELECT 1")
+                holder = threading.Thread(target=lock_the_roles)
+                holder.start()
+                try:
+                    await asyncio.to_thread(locked.wait, 10)
+                    async with db.system_connection() as conn:
+                        return await _shown_timeout(conn)
+                finally:
+                    await asyncio.to_thread(holder.join, 10)
+
+            assert server.run(after_a_tiny_timeout()) == "0"
+        finally:
+            server.run(db.close())
+
+
+def _waited_for(admin: psycopg.Connection[tuple[bool]]) -> bool:
+    """Whether a session waits for a lock on pg_authid."""
+    row = admin.execute(
+        "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'pg_authid'::regclass"
+        " AND NOT granted)"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 async def _shown_timeout(conn: Connection) -> str:
