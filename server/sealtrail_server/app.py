@@ -292,7 +292,9 @@ class Service:
         keys = (signer, secret_box, data_dir_secrets_key, redaction_secret)
         await self._refuse_keys_of_another(*keys, change=False)
         await migrate_database(  # which says each migration as it applies it
-            self._owner_database_url, lock_attempts=settings.migration_lock_attempts
+            self._owner_database_url,
+            lock_attempts=settings.migration_lock_attempts,
+            out_of_order=settings.migrations_out_of_order,
         )
         resealed, unopenable = await self._refuse_keys_of_another(*keys, change=True)
         if resealed:

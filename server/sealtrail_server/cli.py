@@ -63,6 +63,7 @@ from .store.migrations import (
     MigrationBlocked,
     MigrationDiffers,
     MigrationFiles,
+    MigrationsOutOfOrder,
     NewerSchema,
     NotUtf8,
     OlderSchema,
@@ -111,6 +112,7 @@ _SETUP_REFUSED: Final = (
     MigrationBlocked,
     MigrationDiffers,
     MigrationFiles,
+    MigrationsOutOfOrder,
     NewerSchema,
 )
 

@@ -186,6 +186,9 @@ class Settings:
     # Attempts at each migration at start, each waiting 2 s at most for a
     # lock (about two minutes in all); 0: wait for its locks without a limit.
     migration_lock_attempts: int = MIGRATION_LOCK_ATTEMPTS
+    # Whether a start applies a migration lower than one the database has (a
+    # hotfix build took a later one alone); off, it refuses such a database.
+    migrations_out_of_order: bool = False
     # Forwarding to sinks (docs/forwarding.md). Destinations must be public
     # https endpoints: plain http only when allowed, internal addresses (private,
     # loopback, link-local such as cloud metadata) only inside an allowed network

@@ -114,6 +114,12 @@ def test_a_count_timeout_is_more_than_zero_and_at_most_a_day() -> None:
         Settings.load({"SEALTRAIL_COUNT_TIMEOUT": "3e6"})
 
 
+def test_migrations_out_of_order_are_refused_unless_allowed() -> None:
+    assert Settings.load({}).migrations_out_of_order is False
+    allowed = Settings.load({"SEALTRAIL_MIGRATIONS_OUT_OF_ORDER": "true"})
+    assert allowed.migrations_out_of_order is True
+
+
 def test_migration_lock_attempts_take_0_for_no_limit_and_refuse_fewer() -> None:
     assert Settings.load({}).migration_lock_attempts == 12
     assert Settings.load({"SEALTRAIL_MIGRATION_LOCK_ATTEMPTS": "0"}).migration_lock_attempts == 0

@@ -3,8 +3,10 @@ start under an advisory lock, each in its own transaction. Running them again
 applies nothing: applied versions are kept in schema_migrations, each with
 the digest of its statements (from migration 0050): a start refuses a
 database where one was applied with other statements than this release's
-(ADR 0112). Each start also creates the months of event partitions ahead
-that are missing.
+(ADR 0112), and one that lacks a migration lower than one it has (a hotfix
+build's), unless its operator allows that start to apply it out of order.
+Each start also creates the months of event partitions ahead that are
+missing.
 
 A migration's statements run for as long as they take, whatever the
 owner's statement_timeout. It waits for each lock at most LOCK_TIMEOUT at a
@@ -119,6 +121,11 @@ class MigrationFiles(Exception):
     """A migration file of this build would never be applied, or not alone."""
 
 
+class MigrationsOutOfOrder(Exception):
+    """The database lacks migrations of this release lower than one it has,
+    and the start was not allowed to apply them after it."""
+
+
 class OlderSchema(Exception):
     """The database lacks migrations of this release, and only a fresh one
     was to be migrated: an operator's command leaves the servers' schema to
@@ -215,7 +222,7 @@ def available_migrations() -> list[Migration]:
 
 
 async def migrate_database(
-    url: str, *, lock_attempts: int = ATTEMPTS, only_fresh: bool = False
+    url: str, *, lock_attempts: int = ATTEMPTS, only_fresh: bool = False, out_of_order: bool = False
 ) -> list[Migration]:
     """Connect to `url` (as the owner: ADR 0013) and apply what is missing.
     The session checks that its client is still there every CLIENT_CHECK: a
@@ -229,7 +236,9 @@ async def migrate_database(
             await conn.execute(
                 "SELECT set_config('client_connection_check_interval', %s, false)", [CLIENT_CHECK]
             )
-        return await migrate(conn, lock_attempts=lock_attempts, only_fresh=only_fresh)
+        return await migrate(
+            conn, lock_attempts=lock_attempts, only_fresh=only_fresh, out_of_order=out_of_order
+        )
 
 
 async def _has_migrations_table(conn: psycopg.AsyncConnection[Any]) -> bool:
@@ -287,11 +296,18 @@ async def has_a_schema(url: str) -> bool:
 
 
 async def migrate(
-    conn: psycopg.AsyncConnection[Any], *, lock_attempts: int = ATTEMPTS, only_fresh: bool = False
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    lock_attempts: int = ATTEMPTS,
+    only_fresh: bool = False,
+    out_of_order: bool = False,
 ) -> list[Migration]:
     """Apply every migration not yet applied; return those applied now. With
     `only_fresh`, only on a database with none applied yet: one that an older
-    release migrated is refused (OlderSchema), before any change."""
+    release migrated is refused (OlderSchema), before any change. One that
+    lacks a migration lower than one it has is refused (MigrationsOutOfOrder),
+    before any change, unless `out_of_order`: each is then applied, and said
+    so in the log."""
     applied_now = []
     available_migrations()  # a broken build's files refused before any change
     await _take_the_lock(conn)
@@ -310,12 +326,23 @@ async def migrate(
         applied = {version: name for version, name, _ in rows}
         _refuse_newer_schema(applied)
         _refuse_other_statements(rows)
+        skipped = _skipped(applied)
+        if skipped and not out_of_order:
+            raise _out_of_order(skipped, applied)
         if only_fresh and applied:
             _refuse_older_schema(applied)
         digests = DIGESTS_FROM in applied
         for migration in available_migrations():
             if migration.version in applied:
                 continue
+            if migration in skipped:
+                log.warning(
+                    "applying migration %04d_%s out of order, after %s"
+                    " (SEALTRAIL_MIGRATIONS_OUT_OF_ORDER)",
+                    migration.version,
+                    migration.name,
+                    _highest(applied),
+                )
             # Said before, not after: a start said nothing of the migrations
             # until every one was applied, minutes of silence over a large
             # log, in which its operator could not tell it from a hang, and
@@ -528,6 +555,40 @@ def _refuse_other_statements(rows: list[tuple[Any, ...]]) -> None:
                 " expect. Run the build that applied it, or restore a backup taken before"
                 " it; nothing was changed (docs/operations.md, ADR 0112)"
             )
+
+
+def _skipped(applied: dict[int, str]) -> list[Migration]:
+    """This release's migrations the database lacks though it has one of a
+    higher number: a hotfix build that took a later migration alone."""
+    if not applied:
+        return []
+    highest = max(applied)
+    return [m for m in available_migrations() if m.version < highest and m.version not in applied]
+
+
+def _highest(applied: dict[int, str]) -> str:
+    highest = max(applied)
+    return f"{highest:04d}_{applied[highest]}"
+
+
+def _out_of_order(skipped: list[Migration], applied: dict[int, str]) -> MigrationsOutOfOrder:
+    """A lower migration applied after a higher one was applied at the next
+    start without a word (helper-331). Its authors wrote it to run before
+    every later one, on the schema those before it make, and tested it so:
+    whether it may run after is the operator's call, as with Flyway's
+    outOfOrder."""
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in skipped)
+    many = len(skipped) > 1
+    return MigrationsOutOfOrder(
+        f"the database lacks migration{'s' * many} {names} of this release, though it has"
+        f" {_highest(applied)} (a hotfix build that took a later migration alone?):"
+        f" applying {'them' if many else 'it'} after would be out of the order"
+        f" {'they were' if many else 'it was'} written and tested for. Compare"
+        f" {'them' if many else 'it'} with the later ones; if {'they do' if many else 'it does'}"
+        " not depend on coming first, start this release once with"
+        " SEALTRAIL_MIGRATIONS_OUT_OF_ORDER=true, else restore a backup taken before the"
+        " hotfix build migrated; nothing was changed (docs/operations.md)"
+    )
 
 
 def _refuse_older_schema(applied: dict[int, str]) -> None:
