@@ -6,6 +6,7 @@ count the API refuses said as the search's errors are."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -197,3 +198,85 @@ def test_a_zone_the_database_does_not_know_is_counted_in_utc(
     assert "time_zone=Asia%2F" in asked and "time_zone" not in again
     days = chart_table(browser)
     assert len(days) == 8 and days[-1][1] == 1, days
+
+
+def chart_total(browser: webdriver.Chrome) -> int:
+    """The number of events the chart's title says it counts in all."""
+    title = browser.find_element(By.ID, "activity-title").text
+    said = re.search(r"([\d,]+) events? in all", title)
+    assert said, title
+    return int(said[1].replace(",", ""))
+
+
+def test_live_events_are_added_to_the_chart_without_counting_again(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The chart was counted once, when the rows came: the events Live then
+    added to the table were in no bar, and the chart and the table disagreed
+    until the search was run again. Each one Live brings is now added to its
+    bar in the page, with no count asked again; one the count had counted
+    already (seq up to its `tree_size`: the search's own record, which Live
+    brings as it began before the count) is not counted twice."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="door.open", actor_id="u-kim")
+        browser.get(console_url + "?actions=door.*,audit_log.queried")
+        field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+        hooked(browser)
+        # Live from the start: its events come while the count is on its way.
+        browser.execute_script("document.querySelector('#live').checked = true")
+        field.send_keys(console_server.token(tenant, "reader"), Keys.ENTER)
+        # The door's event, then Live's: the search's record and the count's.
+        wait_for_rows(browser, lambda r: len(r) == 3)
+        wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
+        wait(browser).until(lambda b: chart_total(b) == 3)
+        for actor in ("u-lee", "u-max"):
+            c.record(action="door.open", actor_id=actor)
+        wait_for_rows(browser, lambda r: len(r) == 5)
+        wait(browser).until(lambda b: chart_total(b) == 5)
+        assert sum(n for _, n in chart_table(browser)) == 5, chart_table(browser)
+        assert [label.rsplit(": ", 1)[1] for label in bar_labels(browser)] == [
+            f"{n} event{'s' * (n != 1)}" for _, n in chart_table(browser)
+        ]
+        assert len(requested(browser, "/api/counts")) == 1  # none asked per event
+
+
+def test_a_live_event_dated_before_the_first_bar_gets_its_own(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Over all time the chart starts at the oldest event's day: a backdated
+    event Live brings, dated days earlier, is drawn on its own day, the days
+    between drawn empty, as a count would draw them."""
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "UTC"})
+    now = datetime.now(ZoneInfo("UTC"))
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="door.open", actor_id="u-kim")
+        reader = console_server.token(tenant, "reader")
+        sign_in(browser, console_url + "?range=all&actions=door.open", reader)
+        wait_for_rows(browser, lambda r: len(r) == 1)
+        wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
+        assert [n for _, n in chart_table(browser)] == [1]
+        browser.find_element(By.ID, "live").click()
+        time.sleep(0.5)  # the stream is open once the first heartbeat or event arrives
+        event = build_event(action="door.open", actor_id="u-old")
+        event.occurred_at.FromDatetime(datetime.combine(now.date() - timedelta(days=3), wall(12)))
+        c.record(event)
+        wait_for_rows(browser, lambda r: len(r) == 2)
+        wait(browser).until(lambda b: chart_total(b) == 2)
+        assert [n for _, n in chart_table(browser)] == [1, 0, 0, 1], chart_table(browser)
+
+
+def test_live_events_under_a_filter_that_matched_nothing_draw_the_chart(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """A filter that matched nothing is not counted: followed live, its chart
+    now appears with the first event Live adds, the range's other days empty."""
+    sign_in(browser, console_url + "?actions=secret.*", console_server.token(tenant, "reader"))
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "empty")))
+    browser.find_element(By.ID, "live").click()
+    time.sleep(0.5)  # the stream is open once the first heartbeat or event arrives
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="secret.read", actor_id="u-night")
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
+    days = chart_table(browser)
+    assert len(days) == 8 and sum(n for _, n in days) == 1 and chart_total(browser) == 1, days

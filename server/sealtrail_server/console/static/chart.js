@@ -1,7 +1,8 @@
 // The activity chart above the events (ADR 0108): how many events the search's
 // filter matches per hour or per day of the viewer's time zone, counted by the
 // API (CountEvents, /api/counts). Each bar is a button that narrows the search
-// to its period; a visually hidden table says what the bars show.
+// to its period; a visually hidden table says what the bars show. Events Live
+// adds to the table are added to their bars here, without counting again.
 
 import { count } from "./admin.js";
 
@@ -18,6 +19,13 @@ let narrow = null;
 let report = null;
 let counting = null;  // the AbortController of the count under way
 let refocus = false;  // a bar was pressed: the next chart's bar takes the focus
+// What the chart shows: the events per period (start -> count), the range and
+// unit, the total, and the newest seq it counts (the count's `tree_size`, then
+// each event Live added): null while there is no chart.
+let drawn = null;
+// The events Live brought while the count was on its way (null when none is):
+// added once it is drawn, those it counted (seq up to its tree_size) left out.
+let waiting = null;
 
 export function setUpChart(context) {
   ({ api, narrow, report } = context);
@@ -29,6 +37,8 @@ export function clearChart() {
   counting?.abort();
   counting = null;
   refocus = false;
+  drawn = null;
+  waiting = null;
   $("#activity").hidden = true;
   $("#activity .bars").replaceChildren();
   $("#activity tbody").replaceChildren();
@@ -47,10 +57,8 @@ export async function loadChart(filter) {
   refocus = focus;
   const controller = new AbortController();
   counting = controller;
-  const after = filter.get("occurred_after");
-  const before = filter.get("occurred_before");
-  const range = { start: after ? Date.parse(after) : null, end: before ? Date.parse(before) : Date.now() };
-  const unit = range.start !== null && range.end - range.start <= HOURLY_UP_TO ? "hour" : "day";
+  waiting = [];
+  const { range, unit } = rangeOf(filter);
   let zone = browserZone();
   try {
     let answer;
@@ -66,8 +74,54 @@ export async function loadChart(filter) {
     draw(answer, { ...range, unit, zone });
   } catch (error) {
     if (counting !== controller || error.name === "AbortError") return;
+    waiting = null;
     report(error);
   }
+}
+
+// Events Live added to the table (oldest first, as they came): each is added to
+// its period's bar, a new period drawn for one past the chart's ends. Counted
+// in the page, not asked again: a count per event would be a recorded read
+// each (and Live's own), and one at a time per tenant, refused while one ran.
+export function addToChart(events) {
+  if (waiting) { waiting.push(...events); return; }
+  if (!drawn) return;
+  let added = 0;
+  for (const event of events) {
+    const seq = Number(event.seq);
+    if (!(seq > drawn.upTo)) continue;  // counted already: the count's log held it
+    drawn.upTo = seq;
+    drawn.total += 1;
+    added += 1;
+    // Milliseconds: the API's nanoseconds are no date JavaScript reads everywhere.
+    const at = Date.parse(String(event.occurred_at).replace(/(\.\d{3})\d+/, "$1"));
+    if (Number.isNaN(at)) continue;
+    const { unit, zone } = drawn.range;
+    const key = periodOf(at, unit, !zone);
+    if (drawn.truncated && key > drawn.last) continue;  // past the bars drawn: in the total only
+    drawn.counted.set(key, (drawn.counted.get(key) || 0) + 1);
+    // An open range (a preset's, "All time") goes on to now: its last bar with it.
+    if (at >= drawn.range.end) drawn.range.end = at + 1;
+  }
+  if (added) render();
+}
+
+// A filter that matched nothing is not counted (there is nothing to draw): its
+// chart starts empty, drawn once Live adds an event to it.
+export function emptyChart(filter) {
+  clearChart();
+  const { range, unit } = rangeOf(filter);
+  const zone = browserZone();
+  drawn = { counted: new Map(), range: { ...range, unit, zone }, total: 0, truncated: false, last: 0, upTo: 0 };
+}
+
+// The range `filter` covers (its end now, if it has none), and its unit.
+function rangeOf(filter) {
+  const after = filter.get("occurred_after");
+  const before = filter.get("occurred_before");
+  const range = { start: after ? Date.parse(after) : null, end: before ? Date.parse(before) : Date.now() };
+  const unit = range.start !== null && range.end - range.start <= HOURLY_UP_TO ? "hour" : "day";
+  return { range, unit };
 }
 
 async function counts(filter, unit, zone, signal) {
@@ -102,15 +156,13 @@ function periodAfter(start, unit, utc) {
 
 // Every period of the range, those without events included (the API answers
 // only those with some), each with its count.
-function periods(answer, { start, end, unit, zone }) {
+function periods({ counted, truncated, last, range: { start, end, unit, zone } }) {
   const utc = !zone;
-  const counted = new Map();
-  for (const { key, count: n } of answer.groups) counted.set(Date.parse(key), Number(n));
   const keys = [...counted.keys()].sort((a, b) => a - b);
   if (!keys.length) return [];
   let until = end;
   // Past the API's limit the latest periods were left out: none is drawn as empty.
-  if (answer.truncated) until = periodAfter(keys[keys.length - 1], unit, utc);
+  if (truncated) until = periodAfter(last, unit, utc);
   const starts = new Set(keys);
   for (let at = periodOf(start ?? keys[0], unit, utc); at < until && starts.size < MOST_BARS;
     at = periodAfter(at, unit, utc)) {
@@ -122,9 +174,29 @@ function periods(answer, { start, end, unit, zone }) {
 }
 
 function draw(answer, range) {
+  const counted = new Map();
+  for (const { key, count: n } of answer.groups) counted.set(Date.parse(key), Number(n));
+  drawn = {
+    counted, range, total: Number(answer.total), truncated: Boolean(answer.truncated),
+    last: Math.max(...counted.keys()), upTo: Number(answer.tree_size),
+  };
+  const arrived = waiting || [];
+  waiting = null;
+  render();
+  addToChart(arrived);  // those Live brought meanwhile, past the count's log
+  if (refocus) $("#activity .bars").lastElementChild?.focus();
+  refocus = false;
+}
+
+// Draws `drawn` anew: the bar with the focus (or the one Tab reaches) keeps it.
+function render() {
+  const { range, total: all, truncated } = drawn;
   const { unit, zone } = range;
-  const shown = periods(answer, range);
+  const shown = periods(drawn);
   if (!shown.length) return;
+  const bars = $("#activity .bars");
+  const focused = bars.contains(document.activeElement) ? document.activeElement.dataset.start : null;
+  const reached = bars.querySelector("[tabindex='0']")?.dataset.start;
   const timeZone = zone ? {} : { timeZone: "UTC" };
   const words = unit === "hour"
     ? new Intl.DateTimeFormat(undefined, { ...timeZone, month: "short", day: "numeric", hour: "numeric",
@@ -133,12 +205,14 @@ function draw(answer, range) {
       year: "numeric" });
   const name = ({ start, end }) => (unit === "hour" ? words.formatRange(start, end) : words.format(start));
   const most = Math.max(...shown.map((period) => period.events));
-  const bars = $("#activity .bars");
   const body = $("#activity tbody");
+  bars.replaceChildren();
+  body.replaceChildren();
   for (const period of shown) {
     const bar = document.createElement("button");
     bar.type = "button";
     bar.tabIndex = -1;
+    bar.dataset.start = String(period.start);
     const said = `${name(period)}: ${count(period.events, "event")}`;
     bar.setAttribute("aria-label", said);
     bar.title = said;
@@ -159,11 +233,14 @@ function draw(answer, range) {
     row.append(header);
     row.insertCell().textContent = Number(period.events).toLocaleString();
   }
-  bars.lastElementChild.tabIndex = 0;  // the latest: one Tab stop, the arrows move along
+  // The latest (or the one it was): one Tab stop, the arrows move along.
+  const at = (start) => (start ? bars.querySelector(`[data-start="${start}"]`) : null);
+  (at(reached) || bars.lastElementChild).tabIndex = 0;
+  at(focused)?.focus();
   const per = unit === "hour" ? "hour" : "day";
   const where = zone ? `your time (${zone})` : "UTC";
-  let title = `Events per ${per}, ${where}: ${count(answer.total, "event")} in all.`;
-  if (answer.truncated) {
+  let title = `Events per ${per}, ${where}: ${count(all, "event")} in all.`;
+  if (truncated) {
     title += ` Showing the first ${count(shown.length, per)}: narrow the time range to see later ones.`;
   }
   $("#activity-title").textContent = `${title} A bar narrows the search to its ${per}.`;
@@ -174,8 +251,6 @@ function draw(answer, range) {
   $("#activity .most").textContent = `most: ${Number(most).toLocaleString()}`;
   $("#activity .last").textContent = name(shown[shown.length - 1]);
   $("#activity").hidden = false;
-  if (refocus) bars.lastElementChild.focus();
-  refocus = false;
 }
 
 // Left and Right (Home, End) move along the bars: one Tab stop for them all.

@@ -7,7 +7,7 @@ import {
   clearAdmin, count, hideSecretsOutside, setUpAdmin, showAdminView, visibleJson, visibleName, when,
 } from "./admin.js";
 import { fromBase64 as bytes, hexOf as hex } from "./base64.js";
-import { clearChart, loadChart, setUpChart } from "./chart.js";
+import { addToChart, clearChart, emptyChart, loadChart, setUpChart } from "./chart.js";
 import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
 
 const TOKEN_KEY = "sealtrail.token";
@@ -391,6 +391,7 @@ function reload() {
     // refused filter is said once, by the search, and a count is recorded as
     // a Query is (counted beside it, each would have been in the other's log).
     if (loaded && state.shown.size) loadChart(state.filter);
+    else if (loaded) emptyChart(state.filter);  // Live's events drawn as they come
     if (!$("#live").checked) return;
     // Live starts after the page's newest event: with no page it would not know where.
     if (loaded) startLive(); else $("#live").checked = false;
@@ -688,7 +689,10 @@ async function startLive() {
     for await (const parsed of batches(response)) {
       const cut = parsed.findIndex((line) => line.error);  // the stream was cut short
       const events = cut < 0 ? parsed : parsed.slice(0, cut);  // those before it arrived
-      if (events.length) addEvents(events, { atTop: true });  // oldest first, as sent
+      if (events.length) {
+        addEvents(events, { atTop: true });  // oldest first, as sent
+        addToChart(events);  // the chart follows the table
+      }
       if (cut >= 0) throw new Error(parsed[cut].error);
     }
   } catch (error) {
