@@ -1085,3 +1085,32 @@ def test_a_refusal_says_when_to_try_again(
         assert waited and 1 <= int(waited[1]) <= 60, error.text
     finally:
         limited.close()
+
+
+def test_back_and_forward_go_through_the_searches_applied(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """Each Apply replaced the page's address: Back left the console (to the
+    page before it) rather than to the search before, and an analyst who
+    narrowed a search lost the one it came from. Each search applied is now
+    an entry of the tab's history: Back and Forward show each again, its
+    rows and its form, a field it did not set emptied."""
+    sign_in(browser, console_url + "?actions=user.login", console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) == 1 and "user.login" in r[0])
+    form = browser.find_element(By.ID, "filters")
+    form.find_element(By.NAME, "actor").send_keys("u-bob")
+    apply_filter(browser, "member.invite")
+    wait_for_rows(browser, lambda r: len(r) == 1 and "member.invite" in r[0])
+    browser.back()
+    wait_for_rows(browser, lambda r: len(r) == 1 and "user.login" in r[0])
+    assert parse_qs(urlsplit(browser.current_url).query)["actions"] == ["user.login"]
+    assert browser.find_element(By.NAME, "actions").get_attribute("value") == "user.login"
+    assert browser.find_element(By.NAME, "actor").get_attribute("value") == ""
+    browser.forward()
+    wait_for_rows(browser, lambda r: len(r) == 1 and "member.invite" in r[0])
+    assert browser.find_element(By.NAME, "actor").get_attribute("value") == "u-bob"
+    assert parse_qs(urlsplit(browser.current_url).query)["actor"] == ["u-bob"]

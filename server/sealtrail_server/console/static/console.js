@@ -34,7 +34,7 @@ const $ = (selector) => document.querySelector(selector);
 // `filter`: the API filter of the view, fixed when it was applied (see `reload`).
 const state = {
   nextToken: "", loading: false, loaded: false, generation: 0, page: null, newestSeq: 0, live: null,
-  shown: new Set(), filter: new URLSearchParams(), started: false, liveAdded: 0,
+  shown: new Set(), filter: new URLSearchParams(), started: false, liveAdded: 0, search: null,
 };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
@@ -381,6 +381,7 @@ function forgetEvents() {
 function reload() {
   stopLive();
   forgetEvents();
+  state.search = location.search;  // the search shown: Back and Forward to another load it
   // Computed once: a preset range ("the last 7 days") read from the clock for
   // each page gave the next page another filter, and its page token was refused.
   state.filter = apiFilter(new URLSearchParams(location.search));
@@ -404,11 +405,31 @@ function narrowTo(from, to) {
   url.set("range", "custom");
   url.set("from", new Date(from).toISOString());
   url.set("to", new Date(to).toISOString());
-  history.replaceState(null, "", `?${url}`);
+  goTo(url);
   const live = $("#live").checked;  // in the form, but no filter: Live goes on as it was
   $("#filters").reset();
   $("#live").checked = live;
   urlToForm(url);
+  reload();
+}
+
+// Makes `url` the page's address: a new entry of the tab's history, so that
+// Back goes to the search before (replaced, Back left the console), unless
+// it is the address already (Apply pressed again).
+function goTo(url) {
+  const address = `${location.pathname}${String(url) ? `?${url}` : ""}`;
+  if (address === `${location.pathname}${location.search}`) history.replaceState(null, "", address);
+  else history.pushState(null, "", address);
+}
+
+// Back or Forward to another search: its filter in the form (a field it does
+// not set emptied) and its rows, Live left as it was.
+function searchChanged() {
+  if (!token() || !state.started || location.search === state.search) return;
+  const live = $("#live").checked;
+  $("#filters").reset();
+  $("#live").checked = live;
+  urlToForm(new URLSearchParams(location.search));
   reload();
 }
 
@@ -896,14 +917,14 @@ function init() {
   $("#signout").addEventListener("click", signOut);
   $("#filters").addEventListener("submit", (event) => {
     event.preventDefault();
-    history.replaceState(null, "", `?${formToUrl()}`);
+    goTo(formToUrl());
     reload();
   });
   $("#filters").elements.range.addEventListener("change", (event) => {
     $("#filters").classList.toggle("custom-range", event.target.value === "custom");
   });
   $("#clear").addEventListener("click", () => {
-    history.replaceState(null, "", location.pathname);
+    goTo(new URLSearchParams());
     $("#filters").reset();
     urlToForm(new URLSearchParams());
     reload();
@@ -916,6 +937,7 @@ function init() {
     if (entries.some((entry) => entry.isIntersecting) && state.nextToken) loadPage();
   }).observe($("#more"));
   window.addEventListener("hashchange", route);
+  window.addEventListener("popstate", searchChanged);
   setUpAdmin({ api, signOut, filterFields, fillFilter, filterRow: $("#filters .row") });
   setUpChart({ api, narrow: narrowTo, report: chartRefused });
   if (token()) showSignedIn(); else { $("#signin").hidden = false; $("#token").focus(); }
