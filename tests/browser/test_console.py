@@ -1114,3 +1114,31 @@ def test_back_and_forward_go_through_the_searches_applied(
     wait_for_rows(browser, lambda r: len(r) == 1 and "member.invite" in r[0])
     assert browser.find_element(By.NAME, "actor").get_attribute("value") == "u-bob"
     assert parse_qs(urlsplit(browser.current_url).query)["actor"] == ["u-bob"]
+
+
+def test_a_token_that_expires_signs_out_saying_why(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """A token the API stopped taking (expired, revoked) signed the tab out
+    with no word: the sign-in form came back empty, as if the analyst had
+    pressed Sign out, and nothing said the token was at fault. The form now
+    says the API refused the tab's token, in the API's words."""
+    expires = datetime.now(UTC) + timedelta(seconds=4)
+    with AuditClient(console_server.target, token=console_server.token(tenant, "admin")) as c:
+        reader = c.create_token("reader", name="expiring", expire_time=expires).secret
+    sign_in(browser, console_url, reader)
+    wait_for_rows(browser, lambda r: len(r) >= 3)
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.5)
+    apply_filter(browser, "user.login")
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "signin")))
+    said = browser.find_element(By.ID, "signin-error").text
+    assert "Signed out" in said and "expired" in said, said
+    assert rows(browser) == []
+    # Signed in again, the words go.
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) >= 3)
+    assert browser.find_element(By.ID, "signin-error").get_attribute("textContent") == ""

@@ -109,7 +109,7 @@ function say(section, text) {
 // revoked, by this page perhaps) signs out. The fields it names are marked in
 // `form` and said by their labels, so that what to put right is plain.
 function failed(section, error, what, form = null) {
-  if (error.status === 401) { signOut(); return; }
+  if (error.status === 401) { signOut(error); return; }
   $(".done", section).textContent = "";
   const named = form ? markFields(form, error.fields || []) : [];
   $(".error", section).textContent = error.reason === "ETAG_MISMATCH"

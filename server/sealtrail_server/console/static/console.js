@@ -95,7 +95,10 @@ async function signIn(event) {
   showSignedIn();
 }
 
-function signOut() {
+// Signing out; with `refused` (the API's 401: the token expired or was revoked),
+// saying why on the sign-in form: signed out with no word, the form came back
+// as if Sign out had been pressed, and nothing said the token was at fault.
+function signOut(refused) {
   sessionStorage.removeItem(TOKEN_KEY);
   sessionStorage.removeItem(ROLE_KEY);
   stopLive();
@@ -109,6 +112,9 @@ function signOut() {
   $("#views").hidden = true;
   $("#signout").hidden = true;
   $("#signin").hidden = false;
+  $("#signin-error").textContent = refused instanceof Error
+    ? `Signed out: the server no longer takes this tab's token (${refused.message.replace(/[.\s]+$/, "")}).`
+      + " Sign in with a valid token." : "";
   $("#token").focus();
 }
 
@@ -315,7 +321,7 @@ async function loadPage() {
     return true;
   } catch (error) {
     if (generation !== state.generation) return false;  // aborted: another filter is loading
-    if (error.status === 401) signOut(); else $("#error").textContent = error.message;
+    if (error.status === 401) signOut(error); else $("#error").textContent = error.message;
     markFilter(error.fields || []);
     return false;
   } finally {
@@ -436,7 +442,7 @@ function searchChanged() {
 // A count the API refused (the one at a time a tenant runs, a count past its
 // time): said where the search's errors are, with when to count again (`api`).
 function chartRefused(error) {
-  if (error.status === 401) return signOut();
+  if (error.status === 401) return signOut(error);
   const said = error.message.replace(/[.\s]+$/, "");
   $("#error").textContent = `The activity chart could not be counted: ${said}.`;
 }
@@ -874,7 +880,7 @@ async function learnRole() {
     const { role } = await (await api("/api/signin")).json();
     sessionStorage.setItem(ROLE_KEY, role || "");
   } catch (error) {
-    if (error.status === 401) signOut();
+    if (error.status === 401) signOut(error);
     return;
   }
   showAdminLinks();
@@ -914,7 +920,7 @@ function route() {
 function init() {
   nameZone();
   $("#signin").addEventListener("submit", signIn);
-  $("#signout").addEventListener("click", signOut);
+  $("#signout").addEventListener("click", () => signOut());
   $("#filters").addEventListener("submit", (event) => {
     event.preventDefault();
     goTo(formToUrl());
