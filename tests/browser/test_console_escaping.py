@@ -212,3 +212,28 @@ def test_a_destinations_errors_and_a_hold_reason_show_hidden_characters_as_escap
     shown = hold.get_attribute("textContent") or ""
     assert not HIDDEN.search(shown), ascii(shown)
     assert "case \\u202e4321-ESAC" in shown, shown
+
+
+def test_a_long_unbroken_value_wraps_in_its_cell_whole(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """An actor id or resource id of the API's longest (256 characters, no
+    space) widened the table to twice the screen: outcome, severity and IP
+    were off it, to be scrolled to row by row. It now wraps in its cell,
+    shown whole, and the table fits the page."""
+    actor = "svc-" + "a1b2c3d4" * 31 + "tail"
+    resource = "arn:aws:s3:::" + "bucket-" * 34 + "end"
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="door.open", actor_id=actor, resource_type="s3", resource_id=resource,
+                 outcome="failure", ip="203.0.113.7")  # fmt: skip
+    sign_in(browser, console_url + "?actions=door.open", console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    cells = browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event td")
+    assert cells[2].get_attribute("textContent") == actor
+    assert cells[3].get_attribute("textContent") == f"s3: {resource}"
+    wide, shown = browser.execute_script(
+        "const box = document.querySelector('#events').parentElement;"
+        "return [box.scrollWidth, box.clientWidth]"
+    )
+    assert wide <= shown, (wide, shown)
+    assert cells[-1].text == "203.0.113.7" and cells[-1].is_displayed()
