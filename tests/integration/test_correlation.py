@@ -486,3 +486,56 @@ def test_an_untraced_server_still_stores_the_callers_trace(
     outside = client.record(event()).event
     assert outside.context.request_id and str(uuid.UUID(outside.context.request_id))
     assert (outside.context.trace_id, outside.context.span_id) == ("", "")
+
+
+def _everything_exported(span: ReadableSpan) -> str:
+    """All a tracing backend receives of `span` beside its ids: name,
+    attributes, events with theirs, and the status's description."""
+    return json.dumps(
+        [
+            span.name,
+            dict(span.attributes or {}),
+            [(e.name, dict(e.attributes or {})) for e in span.events],
+            span.status.description,
+        ],
+        default=str,
+    )
+
+
+@pytest.mark.parametrize("events", [1, 65], ids=["one-statement", "copy"])
+def test_a_statement_the_database_refuses_leaves_no_value_in_its_span(
+    traced_client: AuditClient,
+    exporter: InMemorySpanExporter,
+    sql: Any,
+    tenant: str,
+    events: int,
+) -> None:
+    """PostgreSQL's error quotes the values it refused (`DETAIL: Failing row
+    contains (...)`: the whole row, the event's record with it; `Key (...)=(...)`;
+    a COPY's `CONTEXT` line). The statement's span kept that text, as its
+    exception event and its status, for the tracing backend: an event's
+    actor, addresses and details, which erasure never reaches there. It keeps
+    what semantic conventions ask of a failed statement instead: SQLSTATE."""
+    secret = f"secret-actor-{uuid.uuid4()}"
+    constraint = f"refuse_{tenant.replace('-', '_')}"
+    sql.execute(f"ALTER TABLE events ADD CONSTRAINT {constraint} CHECK (tenant_id <> '{tenant}')")
+    try:
+        batch = [build_event(action="order.refund", actor_id=secret) for _ in range(events)]
+        with sealtrail.request_id() as request_id:
+            if events == 1:
+                with pytest.raises(InvalidArgumentError):
+                    traced_client.record(batch[0])
+            else:
+                results = traced_client.record_batch(batch)
+                assert all(isinstance(r.error, InvalidArgumentError) for r in results)
+    finally:
+        sql.execute(f"ALTER TABLE events DROP CONSTRAINT {constraint}")
+    server_span(exporter, request_id)
+    refused = wait_for(
+        exporter,
+        lambda s: s.kind is SpanKind.CLIENT and s.status.status_code is StatusCode.ERROR,
+    )
+    leaked = [s.name for s in exporter.get_finished_spans() if secret in _everything_exported(s)]
+    assert leaked == []
+    attributes = refused.attributes or {}
+    assert (attributes["db.response.status_code"], attributes["error.type"]) == ("23514", "23514")

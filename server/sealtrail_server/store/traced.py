@@ -2,19 +2,27 @@
 COPY) in a CLIENT span named like `SELECT events`, with the statement's text
 (Sealtrail's SQL is static or composed; values are never in it). Statements
 run outside any recorded span (background tasks: the stream hub, the
-checkpointer) start none: they would be traces of their own, and noise."""
+checkpointer) start none: they would be traces of their own, and noise.
+
+A statement that fails says so as OpenTelemetry's database conventions ask,
+by its SQLSTATE (`db.response.status_code`, `error.type`) and an ERROR
+status naming its error's class, never by the error's text: PostgreSQL's
+quotes the values it refused (`Failing row contains (...)`, the whole row
+and an event's record with it; `Key (...)=(...)`; a COPY's line), and a
+tracing backend is no place for an event's contents, out of erasure's
+reach."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import lru_cache
 from typing import Any, Final
 
 import psycopg
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from psycopg import sql
 
 _OPERATION: Final = re.compile(r"\s*(\w+)")
@@ -71,6 +79,29 @@ def _text(query: Any, conn: psycopg.AsyncConnection[Any]) -> str:
     return str(query)
 
 
+@contextmanager
+def _statement_span(tracer: Tracer, text: str) -> Iterator[None]:
+    """A CLIENT span for the statement `text`, current while it runs; its
+    failure told by SQLSTATE and class (see the module's docstring)."""
+    name, attributes = describe(text)
+    with tracer.start_as_current_span(
+        name,
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield
+        except Exception as error:  # as the SDK would, cancellations aside
+            sqlstate = error.sqlstate if isinstance(error, psycopg.Error) else None
+            if sqlstate:
+                span.set_attribute("db.response.status_code", sqlstate)
+            span.set_attribute("error.type", sqlstate or type(error).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+            raise
+
+
 def traced_cursor_class(tracer: Tracer) -> type[psycopg.AsyncCursor[Any]]:
     """An AsyncCursor class whose statements are spans of `tracer`, for a
     connection's `cursor_factory`."""
@@ -87,8 +118,7 @@ def traced_cursor_class(tracer: Tracer) -> type[psycopg.AsyncCursor[Any]]:
             if not trace.get_current_span().is_recording():
                 await super().execute(query, params, prepare=prepare, binary=binary)
                 return self
-            name, attributes = describe(_text(query, self.connection))
-            with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+            with _statement_span(tracer, _text(query, self.connection)):
                 await super().execute(query, params, prepare=prepare, binary=binary)
             return self
 
@@ -100,8 +130,7 @@ def traced_cursor_class(tracer: Tracer) -> type[psycopg.AsyncCursor[Any]]:
                 async with super().copy(statement, params, writer=writer) as copy:
                     yield copy
                 return
-            name, attributes = describe(_text(statement, self.connection))
-            with tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+            with _statement_span(tracer, _text(statement, self.connection)):
                 async with super().copy(statement, params, writer=writer) as copy:
                     yield copy
 
