@@ -9,6 +9,7 @@ exporting into the same exporter, as two services would into one backend."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -539,3 +540,24 @@ def test_a_statement_the_database_refuses_leaves_no_value_in_its_span(
     assert leaked == []
     attributes = refused.attributes or {}
     assert (attributes["db.response.status_code"], attributes["error.type"]) == ("23514", "23514")
+
+
+def test_an_event_the_database_refuses_leaves_no_value_in_the_servers_log(
+    client: AuditClient, sql: Any, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The appender logged the database's error whole at ERROR, its `DETAIL:
+    Failing row contains (...)` with it: the refused event's row, its actor,
+    addresses and record, in the server's log (where erasure never reaches),
+    as a month being created refuses events for a moment (ADR 0047). The line
+    names what refused it, and leaves the values out."""
+    secret = f"secret-actor-{uuid.uuid4()}"
+    constraint = f"refuse_{tenant.replace('-', '_')}"
+    sql.execute(f"ALTER TABLE events ADD CONSTRAINT {constraint} CHECK (tenant_id <> '{tenant}')")
+    try:
+        with caplog.at_level(logging.ERROR), pytest.raises(InvalidArgumentError):
+            client.record(build_event(action="order.refund", actor_id=secret))
+    finally:
+        sql.execute(f"ALTER TABLE events DROP CONSTRAINT {constraint}")
+    said = "\n".join(r.getMessage() for r in caplog.records if "database refused" in r.getMessage())
+    assert secret not in said and "Failing row" not in said
+    assert "23514" in said and constraint in said, said
