@@ -42,3 +42,37 @@ def test_a_field_no_event_has_is_a_type_error_naming_it() -> None:
     # `actor` for actor_id: the event was built, and recorded, with no actor.
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'actor'.*actor_id"):
         build_event(action="doc.share", actor="u_1")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting", "applies_to"),
+    [
+        ("match", {"exact_actor_ids": True}, "threshold"),
+        ("match", {"count": 5}, "threshold"),
+        ("new_ip", {"window_seconds": 60}, "threshold"),
+        ("new_country", {"group_by": "actor"}, "threshold"),
+        ("off_hours", {"count": 5}, "threshold"),
+        ("threshold", {"time_zone": "Europe/Paris"}, "off_hours"),
+        ("match", {"start_hour": 9}, "off_hours"),
+        ("threshold", {"end_hour": 18}, "off_hours"),
+        ("new_ip", {"working_days": [1, 2]}, "off_hours"),
+    ],
+)
+def test_a_setting_of_another_kind_of_rule_is_refused_naming_it(
+    kind: str, setting: dict[str, object], applies_to: str
+) -> None:
+    # The message of a kind has no field for it: it was dropped, and the rule
+    # created without it (a match rule that fires on every event, not on 5).
+    (name,) = setting
+    refusal = f"^{name}: applies only to a {applies_to} rule, not {kind}$"
+    with pytest.raises(ValueError, match=refusal):
+        build_alert_rule("logins", kind, filter=None, **setting)  # type: ignore[arg-type]
+
+
+def test_a_setting_of_another_kind_given_as_its_default_is_taken() -> None:
+    # What nothing given means (a form that sends every field): the same rule.
+    rule = build_alert_rule(
+        "logins", "match", count=0, window_seconds=0, group_by="", exact_actor_ids=False,
+        time_zone="", start_hour=0, end_hour=0, working_days=(),
+    )  # fmt: skip
+    assert rule == build_alert_rule("logins", "match")

@@ -4,9 +4,10 @@ _cli.py, whose helpers it shares."""
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import click
+from click.core import ParameterSource
 from google.protobuf import json_format
 
 from sealtrail._cli import (
@@ -111,6 +112,18 @@ def _days(value: str) -> list[int]:
         raise click.BadParameter(f"{value!r} is not ISO weekdays such as 1,2,3,4,5") from None
 
 
+# The options of create that set a setting of one kind of rule (build_alert_rule
+# refuses another kind's; --hours and --days have defaults of their own).
+_KIND_SETTINGS: Final = (
+    ("threshold_count", "--count", "threshold"),
+    ("window_seconds", "--window", "threshold"),
+    ("group_by", "--group-by", "threshold"),
+    ("time_zone", "--time-zone", "off_hours"),
+    ("hours_text", "--hours", "off_hours"),
+    ("days_text", "--days", "off_hours"),
+)
+
+
 @alerts.command("create")
 @click.argument("name")
 @click.option(
@@ -167,7 +180,11 @@ def create(
             ctx,
             param_hint="--exact-actor-ids",
         )
-    start, end = _hours(hours_text)
+    for parameter, option, applies_to in _KIND_SETTINGS:
+        given = ctx.get_parameter_source(parameter) is not ParameterSource.DEFAULT
+        if given and kind != applies_to:
+            raise click.BadParameter(f"only with --kind {applies_to}", ctx, param_hint=option)
+    start, end = _hours(hours_text) if kind == "off_hours" else (0, 0)
     rule = build_alert_rule(
         name,
         cast(AlertKind, kind),
@@ -179,7 +196,7 @@ def create(
         time_zone=time_zone,
         start_hour=start,
         end_hour=end,
-        working_days=_days(days_text),
+        working_days=_days(days_text) if kind == "off_hours" else [],
         severity=alert_severity,
         sink_ids=sink_ids,
     )

@@ -11,12 +11,14 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import (
     TYPE_CHECKING,
     Any,
+    Final,
     Literal,
     Self,
     TypedDict,
     TypeVar,
     Unpack,
     cast,
+    get_args,
     overload,
 )
 
@@ -1022,6 +1024,7 @@ def replay_request(
 
 
 AlertKind = Literal["match", "threshold", "new_ip", "new_country", "off_hours"]
+_KINDS: Final = frozenset(get_args(AlertKind))
 _GROUP_BY: dict[str, alerting_pb2.AlertGroupBy.ValueType] = {
     "": alerting_pb2.ALERT_GROUP_BY_UNSPECIFIED,
     "actor": alerting_pb2.ALERT_GROUP_BY_ACTOR,
@@ -1052,7 +1055,23 @@ def build_alert_rule(
     window_seconds=300, group_by="ip")`. `exact_actor_ids`: grouped by
     actor, ids compared as recorded, not folded (case, full-width forms,
     invisible characters). `sink_ids`: the sinks its alerts go to
-    (one given as a string is that one)."""
+    (one given as a string is that one). A setting of another kind of rule
+    than `kind` (count for a match rule, time_zone for a threshold) is
+    refused, naming it: its message has no field for it, and the rule was
+    created without it (the server cannot tell it was given)."""
+    days = list(working_days)
+    for setting, value, default, applies_to in (
+        ("count", count, 0, "threshold"),
+        ("window_seconds", window_seconds, 0, "threshold"),
+        ("group_by", group_by, "", "threshold"),
+        ("exact_actor_ids", exact_actor_ids, False, "threshold"),
+        ("time_zone", time_zone, "", "off_hours"),
+        ("start_hour", start_hour, 0, "off_hours"),
+        ("end_hour", end_hour, 0, "off_hours"),
+        ("working_days", days, [], "off_hours"),
+    ):
+        if kind != applies_to and value != default and kind in _KINDS:
+            raise ValueError(f"{setting}: applies only to a {applies_to} rule, not {kind}")
     rule = alerting_pb2.AlertRule(
         name=name,
         severity=enum_value(event_pb2.Severity, severity, field="severity"),
@@ -1078,7 +1097,7 @@ def build_alert_rule(
         rule.off_hours.time_zone = time_zone
         rule.off_hours.start_hour = start_hour
         rule.off_hours.end_hour = end_hour
-        rule.off_hours.working_days.extend(working_days)
+        rule.off_hours.working_days.extend(days)
     else:
         raise ValueError(
             f"kind: {kind!r} is not one of match, threshold, new_ip, new_country, off_hours"
