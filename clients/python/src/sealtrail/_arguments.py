@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections.abc
 import functools
 import inspect
+import operator
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -63,7 +64,11 @@ def checked_arguments(function: _F) -> _F:
     isinstance for a str), and the arguments are matched to them without
     binding a Signature. Only arguments one of those checks does not pass
     go through the whole description (`_Plan.refuse`), which names what is
-    wrong, or finds the call's own TypeError, Python's to word."""
+    wrong, or finds the call's own TypeError, Python's to word. An int-like
+    that is no int (numpy's int64, any object with __index__, not a bool)
+    fits where an int goes, as Python's operator.index takes it, and is
+    given on as the int it stands for (which protobuf, range() and a
+    comparison all take)."""
     plan: _Plan | None = None  # at the first call: the function's module may name a later class
 
     if inspect.iscoroutinefunction(function):
@@ -74,7 +79,7 @@ def checked_arguments(function: _F) -> _F:
             if plan is None:
                 plan = _Plan(function)
             if not plan.passes(args, kwargs):
-                plan.refuse(args, kwargs)
+                args, kwargs = plan.refuse(args, kwargs)
             return await function(*args, **kwargs)
 
         return cast(_F, checked_coroutine)
@@ -86,7 +91,7 @@ def checked_arguments(function: _F) -> _F:
         if plan is None:
             plan = _Plan(function)
         if not plan.passes(args, kwargs):
-            plan.refuse(args, kwargs)
+            args, kwargs = plan.refuse(args, kwargs)
         return function(*args, **kwargs)
 
     return cast(_F, checked)
@@ -158,15 +163,18 @@ class _Plan:
                 return False
         return True
 
-    def refuse(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def refuse(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The error of the first argument that does not fit, its parameters
         in order; none for a call Python itself refuses (its own TypeError,
-        as Python words it) or arguments that fit after all."""
+        as Python words it). Arguments that fit after all are returned, an
+        int-like among them made the int it stands for."""
         signature = self.signature
         try:
             bound = signature.bind(*args, **kwargs)
         except TypeError:
-            return
+            return args, kwargs
         for name, value in bound.arguments.items():
             hint = self.hints.get(name)
             parameter = signature.parameters[name]
@@ -180,6 +188,24 @@ class _Plan:
                     _check(value, hint, name)
             except _Refused as refused:
                 raise _error(refused) from None
+        # They fit: an int-like among them (not a quick check's int) made an int.
+        converted = False
+        for name, value in bound.arguments.items():
+            hint, kind = self.hints.get(name), signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                fields = self.fields
+                for key, item in value.items():
+                    if key in fields and (made := _as_ints(item, fields[key])) is not item:
+                        value[key] = made  # `**fields`: a dict of this call's own
+                        converted = True
+            elif (
+                hint is not None
+                and kind is not inspect.Parameter.VAR_POSITIONAL
+                and (made := _as_ints(value, hint)) is not value
+            ):
+                bound.arguments[name] = made
+                converted = True
+        return (bound.args, bound.kwargs) if converted else (args, kwargs)
 
     def _check_keywords(self, values: Mapping[str, Any]) -> None:
         """`**fields: Unpack[EventFields]`: each keyword as its TypedDict says
@@ -366,9 +392,9 @@ def _fits(value: Any, hint: Any, path: str) -> bool:
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return (isinstance(value, int) or _int_like(value)) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return (isinstance(value, int | float) or _int_like(value)) and not isinstance(value, bool)
     if hint is datetime:
         if isinstance(value, datetime) and value.tzinfo is None:
             raise _Refused(path, "", value, naive=True)
@@ -388,6 +414,61 @@ def _fits(value: Any, hint: Any, path: str) -> bool:
     # Another class (a grpc.Channel, a random.Random) is taken as it acts, as
     # Python takes it: a test's stand-in, a wrapper, are no instance of it.
     return True
+
+
+def _int_like(value: object) -> bool:
+    """Whether `value` stands for an int as operator.index takes it (numpy's
+    int64, an object with __index__); a bool's own check refuses a bool."""
+    try:
+        operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
+
+
+def _as_ints(value: Any, hint: Any) -> Any:
+    """`value`, which fits `hint`, with each int-like where an int goes made
+    that int (itself if it has none: a list of int a list of int)."""
+    if type(value) is int or value is None or isinstance(value, str):
+        return value
+    if hint is int or hint is float:
+        return value if isinstance(value, int | float) else operator.index(value)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        for member in args:
+            try:
+                if _fits(value, member, ""):
+                    return _as_ints(value, member)
+            except _Refused:
+                continue
+        return value
+    if not args:
+        return value
+    if isinstance(value, Mapping) and (origin is collections.abc.Mapping or origin is dict):
+        entries = [
+            (key, item, _as_ints(key, args[0]), _as_ints(item, args[1]))
+            for key, item in value.items()
+        ]
+        if all(made_key is key and made is item for key, item, made_key, made in entries):
+            return value
+        return {made_key: made for _, _, made_key, made in entries}
+    if isinstance(value, set | frozenset) and origin in _SEQUENCES:
+        pairs = [(item, _as_ints(item, args[0])) for item in value]
+        if all(made is item for item, made in pairs):
+            return value
+        return (frozenset if isinstance(value, frozenset) else set)(made for _, made in pairs)
+    if not isinstance(value, list | tuple):
+        return value  # a generator, read once: protobuf itself takes an int-like in it
+    if origin is tuple:
+        hints = (args[0],) * len(value) if len(args) == 2 and args[1] is Ellipsis else args
+    elif origin in _SEQUENCES:
+        hints = (args[0],) * len(value)
+    else:
+        return value
+    items = [_as_ints(item, item_hint) for item, item_hint in zip(value, hints, strict=True)]
+    if all(made is item for made, item in zip(items, value, strict=True)):
+        return value
+    return type(value)(items) if type(value) in (list, tuple) else items
 
 
 def _of_literal(value: Any, choices: tuple[Any, ...]) -> bool:
