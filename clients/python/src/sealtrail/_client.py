@@ -83,6 +83,8 @@ from sealtrail._retry import (
     WHOLE_LOG_TIMEOUT,
     RetryPolicy,
     erased_meanwhile,
+    grpc_timeout,
+    positive_seconds,
 )
 from sealtrail.v1 import (
     access_pb2,
@@ -241,7 +243,8 @@ class _Closable(Generator[_Item, None, None], Generic[_Item]):
 class AuditClient:
     """Records and reads the audit log of the tenant bound to `token`.
 
-    Every call gets `timeout` seconds per attempt and is retried on UNAVAILABLE,
+    Every call gets `timeout` seconds per attempt (more than 0; `float("inf")`: no
+    deadline) and is retried on UNAVAILABLE,
     DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED (with RetryInfo) and CANCELLED (a server
     stopping mid-call; not once the client is closed), up to `max_attempts` attempts;
     with `total_timeout`, within that many seconds in all, attempts and waits included
@@ -281,8 +284,9 @@ class AuditClient:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         metadata = authorization_metadata(token)  # before a channel is made
-        if total_timeout is not None and total_timeout <= 0:
-            raise ValueError("total_timeout must be more than 0 seconds")
+        positive_seconds(timeout, "timeout")
+        if total_timeout is not None:
+            positive_seconds(total_timeout, "total_timeout")
         self._total_timeout = total_timeout
         self._clock = clock
         self._policy = RetryPolicy(
@@ -1115,7 +1119,7 @@ class AuditClient:
         there, for a call that records (see Attempts)."""
         if self._closed:
             raise ClientClosedError
-        per_attempt = self._timeout if timeout is None else timeout
+        per_attempt = self._timeout if timeout is None else positive_seconds(timeout, "timeout")
         # The client's total_timeout bounds every call, a count's or a preview's
         # longer deadline too (helper-197), but for an erasure's or a
         # verification's own: cut off, an erasure is rolled back.
@@ -1135,7 +1139,7 @@ class AuditClient:
                     attempts.made = attempt
                 # A wait that ran over leaves a sliver: at least 10 ms an attempt.
                 left = None if ends is None else max(ends - self._clock(), 0.01)
-                deadline = per_attempt if left is None else min(per_attempt, left)
+                deadline = grpc_timeout(per_attempt if left is None else min(per_attempt, left))
                 try:
                     return method(request, timeout=deadline, metadata=self._metadata)
                 except grpc.RpcError as exc:

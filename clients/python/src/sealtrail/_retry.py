@@ -80,6 +80,26 @@ PREVIEW_RETRYABLE = RETRYABLE - {grpc.StatusCode.DEADLINE_EXCEEDED}
 # refusal to count so much, arrives before the client gives up.
 COUNT_TIMEOUT = 60.0
 
+# Seconds of an attempt past which it has no deadline: grpc takes one beyond
+# about 235 years (7.4e9 s), float("inf") too, for a deadline long past, and
+# the attempt failed at once in DEADLINE_EXCEEDED.
+_UNBOUNDED = 1e9
+
+
+def positive_seconds(seconds: float, setting: str) -> float:
+    """`seconds`, if more than 0; else ValueError naming `setting`: 0 or less,
+    or NaN, no attempt could meet (each failed at once in DEADLINE_EXCEEDED),
+    and a NaN total_timeout bounded nothing."""
+    if not seconds > 0:
+        raise ValueError(f"{setting} must be more than 0 seconds")
+    return seconds
+
+
+def grpc_timeout(seconds: float) -> float | None:
+    """What grpc is given for an attempt of `seconds`: none past its reach."""
+    return None if seconds >= _UNBOUNDED else seconds
+
+
 # Doublings of the initial backoff past which it is the maximum anyway.
 _DOUBLINGS = 60
 
