@@ -100,3 +100,34 @@ def test_an_import_cut_short_and_run_again_with_its_import_id_records_no_line_tw
     assert stored(client, "import.again") == 5
     keys = {e.idempotency_key for e in client.query(build_filter(actions="import.again"))}
     assert keys == {f"{said[1]}:{n}" for n in range(1, 6)}
+
+
+def test_an_import_refuses_a_whole_number_a_json_number_cannot_carry_exactly(
+    server: ServerThread, tenant: str, client: AuditClient, tmp_path: Path
+) -> None:
+    """details and change values travel as google.protobuf.Value, a double:
+    an account number of 17 digits was recorded one off (12345678901234567 as
+    12345678901234568), silently, in a log kept as evidence, where
+    build_event and `sealtrail record --details` refuse it. Such a line is
+    refused, naming its line and where the number stands; 2^53 itself, which
+    a double holds, is recorded as it was written."""
+    lines = tmp_path / "events.ndjson"
+    events = [
+        {"action": "import.exact", "actor": {"id": "u"}, "details": {"account": 2**53}},
+        {"action": "import.exact", "actor": {"id": "u"}, "details": {"account": 12345678901234567}},
+        {"action": "import.exact", "actor": {"id": "u"},
+         "changes": [{"field": "limit", "before": 1, "after": -(2**53) - 1}]},
+    ]  # fmt: skip
+    lines.write_text("".join(json.dumps(event) + "\n" for event in events))
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    shown = CliRunner().invoke(cli.main, ["import", str(lines)], env=env)
+    assert shown.exit_code == 3, shown.output
+    assert shown.stdout == f"recorded 1 event from {lines}; 2 lines refused\n"
+    assert shown.stderr.splitlines() == [
+        "line 2: details.account: 12345678901234567 is beyond what a JSON number carries"
+        " exactly (±2^53); send it as a string",
+        "line 3: changes[0].after: -9007199254740993 is beyond what a JSON number carries"
+        " exactly (±2^53); send it as a string",
+    ]
+    recorded = list(client.query(build_filter(actions="import.exact")))
+    assert [dict(event.details) for event in recorded] == [{"account": 2**53}]

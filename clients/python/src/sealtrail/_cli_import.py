@@ -21,7 +21,7 @@ from google.protobuf import json_format
 
 from sealtrail._cli import _client, _count, interrupted_status
 from sealtrail._client import AuditClient
-from sealtrail._convert import MAX_BATCH, enum_names, enum_value
+from sealtrail._convert import MAX_BATCH, _exact, enum_names, enum_value
 from sealtrail._errors import SealtrailError
 from sealtrail._retry import RETRYABLE
 from sealtrail._words import detailed
@@ -191,6 +191,9 @@ def _events(
         except (json_format.ParseError, UnicodeDecodeError, RecursionError) as error:
             _refuse(tally, number, f"not an Event: {error}")
             continue
+        except ValueError as error:  # a number a double would round: _exactly_as_written
+            _refuse(tally, number, str(error))
+            continue
         # What the service assigns, which a line may carry (as `sealtrail
         # query --format jsonl` prints them): dropped, it assigns them anew.
         for field in ("id", "seq", "received_at", "leaf_hash", "tenant_id"):
@@ -232,6 +235,7 @@ def _parsed(line: bytes) -> event_pb2.Event:
     data = _with_full_enum_names(line)
     if isinstance(data, bytes):  # unreadable: Parse says why
         return json_format.Parse(data, event_pb2.Event())
+    _exactly_as_written(data)
     try:
         return json_format.ParseDict(data, event_pb2.Event())
     except json_format.ParseError:
@@ -240,6 +244,19 @@ def _parsed(line: bytes) -> event_pb2.Event:
         raise json_format.ParseError(
             f"Failed to parse JSON: {type(error).__name__}: {error}."
         ) from error
+
+
+def _exactly_as_written(data: dict[str, Any]) -> None:
+    """ValueError naming where a number in the line's `details` or a
+    change's `before` or `after` would not arrive as written (a whole number
+    past ±2^53, NaN or Infinity), as build_event refuses it. Those travel as
+    google.protobuf.Value, a double: an account number of 17 digits was
+    recorded one off, silently."""
+    _exact(data.get("details"), "details")
+    changes = data.get("changes")
+    for index, change in enumerate(changes if isinstance(changes, list) else []):
+        for side in ("before", "after") if isinstance(change, dict) else ():
+            _exact(change.get(side), f"changes[{index}].{side}", 2)
 
 
 def _with_full_enum_names(line: bytes) -> bytes | dict[str, Any]:
