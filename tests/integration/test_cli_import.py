@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from sealtrail import AuditClient, _cli_import, build_filter
+from sealtrail import AuditClient, _cli_import, build_event, build_filter
 from sealtrail import _cli as cli
+from sealtrail._convert import message_to_dict
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.integration.test_lost_answers import LoseAnswersAfter, losing_client_class, stored
@@ -131,3 +134,80 @@ def test_an_import_refuses_a_whole_number_a_json_number_cannot_carry_exactly(
     ]
     recorded = list(client.query(build_filter(actions="import.exact")))
     assert [dict(event.details) for event in recorded] == [{"account": 2**53}]
+
+
+def test_an_exports_ndjson_imported_into_another_tenant_arrives_field_for_field(
+    server: ServerThread,
+    tenant: str,
+    client: AuditClient,
+    client_for: Callable[..., AuditClient],
+    tmp_path: Path,
+) -> None:
+    """An operator moving a tenant's events to another deployment exports
+    them (the file checked against its signed manifest) and imports the
+    file there: `sealtrail import` refused an export's NDJSON whole ("SOURCE
+    holds stored records"), only `query --format jsonl` was taken. Each record
+    arrives as the event it stores, every field the sender gave equal (times
+    to the microsecond, whole and fractional numbers, the characters of every
+    plane), what the service assigns assigned anew; imported again, none is
+    recorded twice; Sealtrail's own records are refused by their line."""
+    sent = build_event(
+        action="doc.moved",
+        actor_id="u-\u00e9\U0001f600",
+        actor_type="service",
+        actor_email="ops@example.com",
+        actor_display_name="=Ops",
+        resource_type="doc",
+        resource_id="d-1",
+        resource_name='N"ame\r\nline',
+        description="one\ntwo\t\u2028\x85 \ufeff\U0001f600",
+        details={"n": 83, "f": 1.5, "neg": -1, "big": "x" * 60_000, "deep": {"a": [1, None]}},
+        changes=[("role", "viewer", "admin"), ("limit", 1, 2.5), ("extra", None, {"a": 1})],
+        category="security",
+        severity="critical",
+        outcome="denied",
+        ip="2001:db8::1",
+        user_agent='UA/1.0 ("x")',
+        request_id="0af76519-16cd-43dd-8448-eb211c80319c",
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        span_id="b7ad6b7169203331",
+        country="DE",
+        occurred_at=datetime(2019, 3, 4, 5, 6, 7, 890123, tzinfo=UTC),
+        idempotency_key="moved-1",
+    )
+    results = client.record_batch([sent, build_event(action="doc.read", actor_id="u2")])
+    assert [result.error for result in results] == [None, None]
+    exported = tmp_path / "tenant.ndjson"
+    source_env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    out = CliRunner().invoke(
+        cli.main, ["export", "--format", "ndjson", "-o", str(exported)], env=source_env
+    )
+    assert out.exit_code == 0, out.output
+    own = len(exported.read_bytes().splitlines())  # 2 events, then the export's own record
+    assert own == 3
+
+    other = f"{tenant}-moved"
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(other)}
+    shown = CliRunner().invoke(cli.main, ["import", str(exported)], env=env)
+    assert shown.exit_code == 3, shown.output
+    assert shown.stdout == f"recorded 2 events from {exported}; 1 line refused\n"
+    assert shown.stderr.startswith("line 3: INVALID_ARGUMENT: ")
+    assert "audit_log.exported" in shown.stderr
+
+    assigned = ("id", "seq", "receivedAt", "leafHash", "tenantId", "recordedBy")
+    before, after = (
+        [
+            {key: value for key, value in message_to_dict(event).items() if key not in assigned}
+            for event in reader.query(build_filter(actions="doc.*"), order="oldest")
+        ]
+        for reader in (client, client_for(other))
+    )
+    assert len(after) == 2 and after == before
+    assert after[0]["occurredAt"] == "2019-03-04T05:06:07.890123Z"
+
+    again = CliRunner().invoke(cli.main, ["import", str(exported)], env=env)
+    assert again.exit_code == 3, again.output
+    assert again.stdout == (
+        f"recorded 0 events, 2 events already recorded from {exported}; 1 line refused\n"
+    )
+    assert sum(1 for _ in client_for(other).query(build_filter(actions="doc.*"))) == 2

@@ -75,7 +75,8 @@ _Batch = list[tuple[int, event_pb2.Event]]
 def import_events(ctx: click.Context, source: BinaryIO, batch_size: int, import_id: str) -> None:
     """Record the events of SOURCE (NDJSON; - or none: stdin), one Event a
     line in the proto JSON mapping, as `sealtrail query --format jsonl
-    --order oldest --limit 0` prints them (not an export's stored records).
+    --order oldest --limit 0` prints them, or an export's stored records
+    (`sealtrail export --format ndjson`: a tenant moved to another).
     Enum values may be written as the flags take them ("category": "member")
     or as proto JSON names them (CATEGORY_MEMBER).
     What the service assigns (id, seq, received_at, leaf_hash, tenant_id) is
@@ -235,6 +236,7 @@ def _parsed(line: bytes) -> event_pb2.Event:
     data = _with_full_enum_names(line)
     if isinstance(data, bytes):  # unreadable: Parse says why
         return json_format.Parse(data, event_pb2.Event())
+    _stored_record(data)
     _exactly_as_written(data)
     try:
         return json_format.ParseDict(data, event_pb2.Event())
@@ -244,6 +246,28 @@ def _parsed(line: bytes) -> event_pb2.Event:
         raise json_format.ParseError(
             f"Failed to parse JSON: {type(error).__name__}: {error}."
         ) from error
+
+
+# The version of the stored record (an export's NDJSON line) this client reads.
+_RECORD_VERSION = 1
+
+
+def _stored_record(data: dict[str, Any]) -> None:
+    """`data` as an Event's fields, if it is a stored record, as an export's
+    --format ndjson writes them (keyed by `v` and `tenant_id`): its `v` taken
+    off; its other keys are the Event's fields by their proto names, which
+    Parse reads, with enum values as the flags take them. ValueError for a
+    record of a version this client does not read. Refused whole, an
+    export's NDJSON could not be moved to another tenant or deployment but
+    by querying the events again."""
+    if "v" not in data or "tenant_id" not in data:
+        return
+    if data["v"] != _RECORD_VERSION or isinstance(data["v"], bool):
+        raise ValueError(
+            f"a stored record of version {json.dumps(data['v'])}: this client reads"
+            f" version {_RECORD_VERSION}'s"
+        )
+    del data["v"]
 
 
 def _exactly_as_written(data: dict[str, Any]) -> None:
@@ -292,10 +316,9 @@ def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _not_another_format(ctx: click.Context, first_line: bytes) -> None:
-    """A usage error if the file is one of the other formats Sealtrail
-    writes, where every line would be refused: an export's JSON array, or
-    its stored records (NDJSON, keyed by `v`, with lowercase enum names); or
-    one in UTF-16 or UTF-32 (Windows PowerShell's `>`), not UTF-8."""
+    """A usage error if the file is an export's JSON array, where every line
+    would be refused, or in UTF-16 or UTF-32 (Windows PowerShell's `>`),
+    not UTF-8. An export's NDJSON (stored records) is read: _stored_record."""
     # A byte-order mark, or a NUL beside the first `{`: no UTF-8 line starts so.
     if first_line.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00", b"{\x00")):
         raise click.UsageError(
@@ -307,18 +330,8 @@ def _not_another_format(ctx: click.Context, first_line: bytes) -> None:
     if first_line.lstrip().startswith(b"["):
         raise click.UsageError(
             "SOURCE is a JSON array (an export's --format json?); import takes one Event a"
-            " line, as `sealtrail query --format jsonl --order oldest` prints them",
-            ctx,
-        )
-    try:
-        data: Any = json.loads(first_line)
-    except (ValueError, RecursionError):
-        return  # refused as its line, with the parser's reason
-    if isinstance(data, dict) and "v" in data and "tenant_id" in data:
-        raise click.UsageError(
-            "SOURCE holds stored records (an export's --format ndjson?), not Events; import"
-            " takes one Event a line, as `sealtrail query --format jsonl --order oldest`"
-            " prints them",
+            " line, as an export's --format ndjson or `sealtrail query --format jsonl --order"
+            " oldest` prints them",
             ctx,
         )
 
