@@ -28,10 +28,12 @@ from ..domain.errors import FailedPrecondition, InvalidArgument, Unavailable
 from ..domain.event import (
     MAX_FUTURE_SKEW_SECONDS,
     MAX_SEQ,
+    READ_RECORD_ACTIONS,
     checked_bound,
     format_timestamp,
 )
 from ..domain.filters import EventFilter, RecordMatcher
+from ..domain.text_search import TextQuery, parse_query
 from ..store.appender import Appender
 from ..store.changes import refuse_if_erased_now, tenant_erased
 from ..store.database import Connection, Database
@@ -120,7 +122,8 @@ class StreamRpcs:
         # Subscribed before it is recorded: a stream refused for the limits
         # records nothing. Its own record then reaches it, and is skipped: as
         # before its position live, by its seq in a read of the table.
-        subscription = await self._hub.subscribe(tenant_id, RecordMatcher(event_filter))
+        matcher = RecordMatcher(event_filter, text=await self._text_query(tenant_id, event_filter))
+        subscription = await self._hub.subscribe(tenant_id, matcher)
         subscription.on_stall(self._heartbeat_seconds, _ends_when_stalled(context, subscription))
         try:
             responses = self._streamed(request, subscription, event_filter, limit, start)
@@ -234,6 +237,19 @@ class StreamRpcs:
                             yield response
                         position = item[-1].seq
                     last_sent = clock()
+
+    async def _text_query(self, tenant_id: str, event_filter: EventFilter) -> TextQuery | None:
+        """The filter's `text` as PostgreSQL parses it, for its live events to
+        be matched in the process (None: none, or one left to the database)."""
+        if event_filter.text is None:
+            return None
+        async with self._db.connection(tenant_id) as conn:
+            cursor = await conn.execute(
+                "SELECT websearch_to_tsquery('simple', %s)::text", [event_filter.text]
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        return parse_query(row[0])
 
     async def _size(self, tenant_id: str, *, reached: int = 0) -> int:
         """The log's size. Below `reached`, where the stream got to (or below
@@ -428,7 +444,8 @@ class StreamRpcs:
             fresh, upto = unseen_events(delivery, subscription, position)
             sent = False
             matcher = subscription.matcher
-            if matcher.exact:
+            # Full-text search in the process too, on the words the hub read.
+            if matcher.exact or (matcher.text is not None and all(map(_searchable, fresh))):
                 # Sent by the megabyte, giving the process's other calls a turn
                 # every TURN_SECONDS: encoding 1,000 events of 44 KB at once
                 # held them for seconds (helper-136).
@@ -447,7 +464,7 @@ class StreamRpcs:
                 if events:
                     yield events
                     sent = True
-            elif fresh:  # full-text search: let the database decide
+            elif fresh:  # full-text search the process cannot decide: the database does
                 table = self._from_table(
                     tenant_id, subscription, event_filter, position, upto, limit
                 )
@@ -590,9 +607,23 @@ def _encoded(live: LiveEvent) -> EncodedEvent:
 
 def _matches(matcher: RecordMatcher, live: LiveEvent) -> bool:
     try:
-        return matcher.matches(live.record)
+        if not matcher.matches(live.record):
+            return False
     except UNREADABLE as error:
         raise unreadable_record(live.stored.seq, error) from None
+    if matcher.text is None:
+        return True
+    # A read's record has its own words unless the filter names reads (ADR 0012).
+    words = live.words if matcher.searches_reads or live.read_words is None else live.read_words
+    assert words is not None  # `_searchable`
+    return matcher.text.matches(words)
+
+
+def _searchable(live: LiveEvent) -> bool:
+    """Whether the hub read (and could read) the words `text` searches in `live`."""
+    return live.words is not None and (
+        live.read_words is not None or live.record.get("action") not in READ_RECORD_ACTIONS
+    )
 
 
 def _responses(events: list[EncodedEvent], limit: int) -> Iterator[bytes]:

@@ -35,6 +35,7 @@ from .event import (
     parse_request_id,
     parse_uuid,
 )
+from .text_search import TextQuery
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 1000
@@ -303,11 +304,16 @@ class RecordMatcher:
     """Evaluates a filter on parsed records, as the SQL of Query does, for live
     streams that share one fetch among many subscribers. Full-text search
     (PostgreSQL's parser) is not reproduced: `exact` is False for a filter
-    with `text`, and such records must be checked by the database."""
+    with `text`, and such records must be checked by the database, or, given
+    `text` (the filter's query as PostgreSQL parsed it), by `text.matches` on
+    the words PostgreSQL made of them (domain/text_search.py): for a read's
+    record, those but its filter's unless `searches_reads`, as the SQL has it."""
 
-    def __init__(self, event_filter: EventFilter) -> None:
+    def __init__(self, event_filter: EventFilter, *, text: TextQuery | None = None) -> None:
         f = event_filter
         self.exact = f.text is None
+        self.text = text if f.text is not None else None
+        self.searches_reads = f.searches_read_filters()
         # No filter: every record matches, and a busy stream need not ask each.
         self.matches_all = f == EventFilter()
         self._after = format_timestamp(f.occurred_after) if f.occurred_after else None

@@ -654,6 +654,17 @@ _SEARCHED_BUT_READ_FILTERS: Final = (
 )
 
 
+# The words `text` searches in each event, as the hub's fetch reads them for
+# the live streams that match `text` in the process (domain/text_search.py):
+# those of `_SEARCHED`, and for a read's record (READ_RECORD_ACTIONS) those of
+# `_SEARCHED_BUT_READ_FILTERS`'s other branch, else NULL. Their parameter: the
+# read actions.
+SEARCHED_VECTORS: Final = (
+    f"{_SEARCHED}::text, CASE WHEN action = ANY(%s) THEN to_tsvector('simple', concat_ws(' ',"
+    " record::jsonb ->> 'description', search_names))::text END"
+)
+
+
 def action_prefix_range(prefix: str) -> tuple[sql.Composable, list[str]]:
     """Actions starting with `prefix` (which ends with "."), as a byte-order
     range, not LIKE: under row-level security only leakproof operators may be

@@ -27,13 +27,14 @@ from psycopg import sql
 from sealtrail._words import counted
 
 from ..domain.errors import ResourceExhausted
-from ..domain.event import MAX_RECORD_BYTES
+from ..domain.event import MAX_RECORD_BYTES, READ_RECORD_ACTIONS
 from ..domain.filters import RecordMatcher
+from ..domain.text_search import Vector, parse_vector
 from ..measures import no_meter
 from ..stopping import end_tasks
 from ..store.appender import NOTIFY_CHANNEL
 from ..store.database import Database
-from ..store.events import StoredEvent, page_rows
+from ..store.events import SEARCHED_VECTORS, StoredEvent, page_rows
 from ..store.tree import tree_size
 from ..turns import Turns
 
@@ -75,6 +76,12 @@ class LiveEvent:
     stored: StoredEvent
     record: dict[str, Any]
     encoded: EncodedEvent | None = None
+    # The words a `text` filter searches, read by a fetch for a tenant with
+    # such a subscriber (None else, or if they could not be read here): all
+    # of them, and for a read's record those but its filter's (None for
+    # other records). See domain/text_search.py.
+    words: Vector | None = None
+    read_words: Vector | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,16 +232,37 @@ class _Tenant:
     fetch_rows: int = page_rows(_FETCH_ROWS, _FETCH_BYTES, rows=1, size=MAX_RECORD_BYTES)
 
 
+_ROWS: Final = (
+    "SELECT seq, record, leaf_hash, octet_length(record) FROM events"
+    " WHERE tenant_id = %s AND seq > %s AND seq <= %s ORDER BY seq"
+)
+_ROWS_WITH_WORDS: Final = (
+    f"SELECT seq, record, leaf_hash, octet_length(record), {SEARCHED_VECTORS} FROM events"
+    " WHERE tenant_id = %s AND seq > %s AND seq <= %s ORDER BY seq"
+)
+
+
 async def _rows(
-    conn: psycopg.AsyncConnection[Any], tenant_id: str, after: int, upto: int
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, after: int, upto: int, *, words: bool
 ) -> list[tuple[Any, ...]]:
-    """The tenant's rows of seqs `after` (excluded) to `upto`, in order."""
-    cursor = await conn.execute(
-        "SELECT seq, record, leaf_hash, octet_length(record) FROM events"
-        " WHERE tenant_id = %s AND seq > %s AND seq <= %s ORDER BY seq",
-        [tenant_id, after, upto],
-    )
+    """The tenant's rows of seqs `after` (excluded) to `upto`, in order; with
+    `words`, each with the words a `text` filter searches (SEARCHED_VECTORS)."""
+    if words:
+        params = [list(READ_RECORD_ACTIONS), tenant_id, after, upto]
+        cursor = await conn.execute(_ROWS_WITH_WORDS, params)
+    else:
+        cursor = await conn.execute(_ROWS, [tenant_id, after, upto])
     return await cursor.fetchall()
+
+
+def _live_event(row: tuple[Any, ...]) -> LiveEvent:
+    seq, record, leaf, _, *words = row
+    event = LiveEvent(StoredEvent(seq, record, bytes(leaf)), json.loads(record))
+    if words:
+        searched, read_searched = words
+        event.words = parse_vector(searched)
+        event.read_words = None if read_searched is None else parse_vector(read_searched)
+    return event
 
 
 class StreamHub:
@@ -430,25 +458,26 @@ class StreamHub:
         try:
             while tenant.fetched < tenant.target and tenant.subscribers:
                 upto = min(tenant.target, tenant.fetched + tenant.fetch_rows)
+                # Read once for every subscriber that matches `text` here: each
+                # asked the table about every delivery (domain/text_search.py).
+                words = any(s.matcher.text is not None for s in tenant.subscribers)
                 # A range of the primary key whatever its bounds: one generic
                 # plan serves every fetch. Planned for each run's values, a
                 # fetch of a few rows cost more planning than reading (ADR 0032).
                 async with self._db.connection(tenant_id, generic_plans=True) as conn:
-                    rows = await _rows(conn, tenant_id, tenant.fetched, upto)
+                    rows = await _rows(conn, tenant_id, tenant.fetched, upto, words=words)
                     if len(rows) < upto - tenant.fetched:
                         upto = await self._believed(conn, tenant_id, tenant, upto)
                         # Read again up to the size believed: commits that
                         # landed between the two statements are in that size
                         # and were not in the first read (helper-191).
-                        rows = await _rows(conn, tenant_id, tenant.fetched, upto)
+                        rows = await _rows(conn, tenant_id, tenant.fetched, upto, words=words)
                 events: list[LiveEvent] = []
                 turns = Turns()
-                for seq, record, leaf, _ in rows:
-                    events.append(
-                        LiveEvent(StoredEvent(seq, record, bytes(leaf)), json.loads(record))
-                    )
+                for row in rows:
+                    events.append(_live_event(row))
                     await turns.take()
-                stored = sum(length for *_, length in rows)
+                stored = sum(row[3] for row in rows)
                 if rows:
                     tenant.fetch_rows = page_rows(
                         _FETCH_ROWS, _FETCH_BYTES, rows=len(rows), size=stored
