@@ -27,7 +27,7 @@ from sealtrail import (
 )
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
 from tests.conftest import REDACTION_SECRET, ServerThread
-from tests.unit.test_redaction import SECRETS
+from tests.unit.test_redaction import BEARER_PROSE, SECRETS
 
 
 def _carrying(secret: str, template: str, index: int) -> list[Any]:
@@ -85,6 +85,25 @@ def test_no_secret_of_the_corpus_is_stored_answered_queried_or_exported(
         for where, text in (("answer", answered), ("query", queried), ("export", exported)):
             assert secret not in text and escaped not in text, (rule, where)
         assert f"[REDACTED:{rule}]" in queried
+
+
+def test_prose_about_a_bearer_is_stored_as_sent(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """The word after "bearer" in prose ("the bearer instrument", "Bearer
+    authentication") was taken for a credential and replaced."""
+    for text in BEARER_PROSE:
+        assert (
+            client.record(action="prose.sent", actor_id="u", description=text).event.description
+            == text
+        )
+    stored = sql.execute(
+        "SELECT record::jsonb ->> 'description' FROM events"
+        " WHERE tenant_id = %s AND action = 'prose.sent'"
+        " ORDER BY seq",
+        [tenant],
+    ).fetchall()
+    assert [row[0] for row in stored] == BEARER_PROSE
 
 
 def test_secrets_under_names_the_rules_read_otherwise_are_not_stored(

@@ -40,6 +40,8 @@ SECRETS: list[tuple[str, str, str]] = [
     ),
     ("bearer", "mF_9.B5f-4.1JqM", "Authorization: Bearer {}"),
     ("bearer", "ya29.a0AfH6SMBx3kLq9Zt", "sent header 'authorization: bearer {}' upstream"),
+    # Letters alone, of both cases: a credential still (helper-335).
+    ("bearer", "kRzQpvXwLtYmNbHsJd", "curl -H 'Authorization: Bearer {}'"),
     ("basic_auth", "YWxhZGRpbjpvcGVuc2VzYW1l", "Authorization: Basic {}"),
     ("basic_auth", "dXNlcjpodW50ZXIy", "curl -H 'Authorization: basic {}'"),
     ("aws_access_key", "AKIAIOSFODNN7EXAMPLE", "rotated key {} for ci"),
@@ -416,6 +418,16 @@ ORDINARY = [
     "q=%7B%22password%22%3A%20true%7D&next=https%3A%2F%2Fexample.com%2Fpassword%3Areset",
     "next=%2Fcb%3Fid%3D550e8400-e29b-41d4-a716-446655440000%26sha%3D9f86d081884c7d659a2feaa0c55ad015",
 ]
+
+# Prose that speaks of a bearer or of Bearer authentication: the word after it
+# is no credential (helper-335).
+BEARER_PROSE = [
+    "the bearer instrument is negotiable; payable to bearer whatsoever",
+    "Bearer authentication is used. See the Bearer Authentication scheme",
+    "BEARER AUTHENTICATION required for bearer-protected endpoints",
+    "the card's bearer identified; Bearer tokens-based access",
+]
+ORDINARY += BEARER_PROSE
 
 
 def _event(**fields: Any) -> dict[str, Any]:

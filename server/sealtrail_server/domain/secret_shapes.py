@@ -50,6 +50,17 @@ def basic_credentials(value: str) -> bool:
     return bool(colon and user and password) and decoded.isprintable()
 
 
+def bearer_credential(value: str) -> bool:
+    """A token after "bearer", not the word prose writes there ("the bearer
+    instrument", "Bearer authentication", "BEARER AUTHENTICATION"): it has a
+    digit, or capitals and small letters after its first character, as a random
+    token of 8 or more characters has (one of lower-case letters alone is kept)."""
+    if any(c.isdigit() for c in value):
+        return True
+    rest = value[1:]
+    return any(c.isupper() for c in rest) and any(c.islower() for c in rest)
+
+
 # What else Python's case-insensitive matching takes for a letter than its two
 # cases (`(?i)s` matches the long s); a test checks this against the engine.
 _OTHER_CASES: Final = {"i": "\u0130\u0131", "k": "\u212a", "s": "\u017f"}
@@ -243,6 +254,7 @@ KNOWN_SHAPES: Final = (
         "bearer",
         rf"(?i){starts_after('b')}bearer{_SPACE}++([A-Za-z0-9._~+/-]{{8,}}=*)",
         1,
+        bearer_credential,
         anchor=either_case("bearer"),
     ),
     value_pattern(
