@@ -40,6 +40,10 @@ SECRETS: list[tuple[str, str, str]] = [
     ),
     ("bearer", "mF_9.B5f-4.1JqM", "Authorization: Bearer {}"),
     ("bearer", "ya29.a0AfH6SMBx3kLq9Zt", "sent header 'authorization: bearer {}' upstream"),
+    # After `+`, a form's space (Python's urlencode, an HTML form), where no
+    # `name=` put it in reach of the entropy rule (helper-335).
+    ("bearer", "kR7Zp2vQ9wX4tL", "cmd=curl+-H+%22X-Api-Auth%3A+Bearer+{}%22+https%3A%2F%2Fapi"),
+    ("bearer", "mF_9.B5f-4.1JqM", "q=%22Bearer+{}%22&page=2"),
     # Letters alone, of both cases: a credential still (helper-335).
     ("bearer", "kRzQpvXwLtYmNbHsJd", "curl -H 'Authorization: Bearer {}'"),
     ("basic_auth", "YWxhZGRpbjpvcGVuc2VzYW1l", "Authorization: Basic {}"),
@@ -426,6 +430,7 @@ BEARER_PROSE = [
     "Bearer authentication is used. See the Bearer Authentication scheme",
     "BEARER AUTHENTICATION required for bearer-protected endpoints",
     "the card's bearer identified; Bearer tokens-based access",
+    "q=what+is+bearer+authentication&page=2; q=bearer+tokens+vs+api+keys",
 ]
 ORDINARY += BEARER_PROSE
 
@@ -854,6 +859,8 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "%3Dp://a:",
         "%22eyJ-",
         "bearer%20",
+        "bearer+",
+        "bearer+a%2F",
         "Authorization%3A%20",
         "authorization%3Dab1",
         "Cookie%3A",
@@ -1389,6 +1396,26 @@ def test_the_argument_after_a_secret_flag_in_a_list_is_hidden() -> None:
     ]
     plain = _event(details={"argv": ["ls", "--color", "auto"]})
     assert REDACTOR.redact(plain).body is plain
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        # A form's `+` for a space, or `%20`, before a credential whose `/`,
+        # `+` and `=` are percent-encoded: it was cut at its first `%2F` or
+        # `%2B`, or not found at all after `+` (helper-335).
+        ("h=X-Auth%3A+Bearer+kR7Zp2vQ9%2FwX4t%2BLmN%3D%3D&x=1", "h=X-Auth%3A+Bearer+#&x=1"),
+        ("h=X-Auth%3A%20Bearer%20kR7Zp2vQ9%2FwX4t%2BLmN%3D&x=1", "h=X-Auth%3A%20Bearer%20#&x=1"),
+        ("h=X-Auth%3A+Bearer+mF_9.B5f-4.1JqM+from+ci", "h=X-Auth%3A+Bearer+#+from+ci"),
+        # A raw `+` after a raw space is base64's, as before.
+        ("Authorization: Bearer kR7Zp2vQ9+wX4t/LmN== from ci", "Authorization: Bearer # from ci"),
+    ],
+)
+def test_a_bearer_credential_encoded_as_forms_and_urls_write_it_is_hidden_whole(
+    text: str, redacted: str
+) -> None:
+    body = REDACTOR.redact(_event(details={"note": text})).body
+    assert body["details"]["note"] == redacted.replace("#", "[REDACTED:bearer]")
 
 
 HIDDEN = "[REDACTED:secret_assignment]"

@@ -50,11 +50,16 @@ def basic_credentials(value: str) -> bool:
     return bool(colon and user and password) and decoded.isprintable()
 
 
+_PERCENT_ENCODED: Final = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
 def bearer_credential(value: str) -> bool:
     """A token after "bearer", not the word prose writes there ("the bearer
     instrument", "Bearer authentication", "BEARER AUTHENTICATION"): it has a
     digit, or capitals and small letters after its first character, as a random
-    token of 8 or more characters has (one of lower-case letters alone is kept)."""
+    token of 8 or more characters has (one of lower-case letters alone is kept).
+    Its percent-encoded characters (`%2F`) are not its own: `2` is no digit."""
+    value = _PERCENT_ENCODED.sub("", value)
     if any(c.isdigit() for c in value):
         return True
     rest = value[1:]
@@ -250,6 +255,17 @@ KNOWN_SHAPES: Final = (
         anchor="stk_",
     ),
     # After the token shapes, so that `Bearer%20ghp_…` is named for its token.
+    # Encoded as a URL's query or a form writes it, after `%20` or the form's
+    # `+` for a space: its own `+`, `/` and `=` encoded (`%2B`, `%2F`, `%3D`),
+    # a raw `+` a space. Before the raw form, which stops at the first `%`.
+    value_pattern(
+        "bearer",
+        rf"(?i){starts_after('b')}bearer(?:\+|%20)++"
+        r"((?:[a-z0-9._~-]|%2[bf]){8,}+(?:=|%3d)*+)",
+        1,
+        bearer_credential,
+        anchor=either_case("bearer"),
+    ),
     value_pattern(
         "bearer",
         rf"(?i){starts_after('b')}bearer{_SPACE}++([A-Za-z0-9._~+/-]{{8,}}=*)",
