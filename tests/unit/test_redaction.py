@@ -180,6 +180,10 @@ SECRETS: list[tuple[str, str, str]] = [
         "q=%7B%22authorization%22%3A%22Signed%20{}%22%7D",
     ),
     ("authorization_header", "0123456789abcdef0126", "Host: a\\nAuthorization: Token {}\\n"),
+    # With other characters encoded than base64's: a `:` (`Token user:pass`)
+    # or a `~` (PHP's urlencode writes it `%7E`) cut it (helper-335).
+    ("authorization_header", "user%3Apass12345678", "h=Authorization%3A%20Token%20{}&x=1"),
+    ("authorization_header", "ab%7Ecd%7Eef123456789", "h=Authorization%3A%20Token%20{}&x=1"),
     ("cookie_header", "sid%3D8f3kq0aZ1%3B%20theme%3Ddark", "h=Cookie%3A%20{}&page=2"),
     ("cookie_header", "sid=9g4lr1bA2", "Host: a\\nCookie: {}\\nAccept: x"),
     # Quotes escaped as JSON writes them inside a string, `\"` or `\u0022`
@@ -863,6 +867,8 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "bearer+a%2F",
         "Authorization%3A%20",
         "authorization%3Dab1",
+        "Authorization%3A+a%7E",
+        "authorization%3A%20a%3A1",
         "Cookie%3A",
         "cookie%3Aa%2F",
         "Cookie%3Aa%3D",
@@ -956,6 +962,7 @@ HOSTILE_RUNS = [
     ("<a key='password' value='", "x", ""),
     ("Authorization%3A%20Token", "%20", "x"),
     ("Authorization%3A%20", "a%2B", ""),
+    ("Authorization%3A+", "a%7E", ""),
     ("Cookie%3A", "%20", "a"),
     ("Cookie%3Aa", "%2F", ""),
     ("password=\\u0022", "\\", ""),
@@ -1416,6 +1423,43 @@ def test_a_bearer_credential_encoded_as_forms_and_urls_write_it_is_hidden_whole(
 ) -> None:
     body = REDACTOR.redact(_event(details={"note": text})).body
     assert body["details"]["note"] == redacted.replace("#", "[REDACTED:bearer]")
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        # Firebase's legacy server key (`key=AAAA…:APA91b…`): its `:` encoded
+        # cut it there, and the key's larger part was stored (helper-335).
+        (
+            "h=Authorization%3A%20key%3DAAAAkR7Zp2v%3AAPA91bHun4MxP5egoKMwt2KZ&x=1",
+            "h=Authorization%3A%20#&x=1",
+        ),
+        # After a form's `+` for a space; a raw `+` is taken for base64's, to the `&`.
+        (
+            "h=Authorization%3A+Token+user%3Apass1234%21+ci&x=1",
+            "h=Authorization%3A+Token+#&x=1",
+        ),
+        # Ended by an encoded space, quote, `,`, `;` or line break, as a raw one is.
+        (
+            "h=Authorization%3A%20Token%20ab%3A12345678%2C%20realm%3Dapi",
+            "h=Authorization%3A%20Token%20#%2C%20realm%3Dapi",
+        ),
+        (
+            "q=%7B%22authorization%22%3A%22Token%20ab%3A12345678%22%7D",
+            "q=%7B%22authorization%22%3A%22Token%20#%22%7D",
+        ),
+        (
+            "h=Authorization%3A%20Token%20ab%3A12345678%0D%0AHost%3A%20x",
+            "h=Authorization%3A%20Token%20#%0D%0AHost%3A%20x",
+        ),
+        ("h=Authorization%3A%20Token%20ab%3A12345678%3Bx", "h=Authorization%3A%20Token%20#%3Bx"),
+    ],
+)
+def test_a_percent_encoded_authorization_credential_is_hidden_to_its_end(
+    text: str, redacted: str
+) -> None:
+    body = REDACTOR.redact(_event(details={"note": text})).body
+    assert body["details"]["note"] == redacted.replace("#", "[REDACTED:authorization_header]")
 
 
 HIDDEN = "[REDACTED:secret_assignment]"

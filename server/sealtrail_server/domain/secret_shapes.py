@@ -107,10 +107,14 @@ def _outside_digest(text: str, start: int) -> bool:
 
 
 # A header's space as text carries it, raw or percent-encoded; a credential's
-# character in a percent-encoded header (`%2B`, `%2F`, `%3D` of base64, `%25`
-# of one encoded twice; not `%20`, `%26`, `%22`, which end it).
+# character in a percent-encoded header: any but what ends a raw one, encoded
+# too (a tab or line break `%09`-`%0D`, a space `%20`, a quote `%22` `%27`,
+# `%2C`, `%3B`, `%5C`), and `&` (`%26` too). Only base64's `%2B`, `%2F`, `%3D`
+# were read: `%3A` of `user:pass` or of Firebase's `key=AAAA…:APA91b…`, `%7E`
+# (PHP's urlencode writes `~` so) cut it, the rest stored. A raw `+` may be
+# base64's: it is taken.
 _SPACE: Final = r"(?:\s|%20)"
-_ENCODED_CREDENTIAL: Final = r"(?:[^\s\"',;%&\\]|%(?:2[5bf]|3d))"
+_ENCODED_CREDENTIAL: Final = r"(?:[^\s\"',;%&\\]|%(?!0[9a-d]|2[0267c]|3b|5c)[0-9a-f]{2})"
 
 # The rules, in the order redaction applies them.
 KNOWN_SHAPES: Final = (
@@ -331,13 +335,13 @@ KNOWN_SHAPES: Final = (
         in_identifiers=False,
     ),
     # Percent-encoded, as a URL's query or a form carries a header
-    # (`h=Authorization%3A%20Token%20…&next=…`): to the `&`, the space or the
-    # encoded quote or separator that ends it; `%2B`, `%2F`, `%3D` (and `%25`
-    # of one encoded twice) are a credential's base64.
+    # (`h=Authorization%3A%20Token%20…&next=…`, or a form's `+` for a space,
+    # `Authorization%3A+Token+…`): to the `&`, the space or the encoded space,
+    # quote or separator that ends it (`_ENCODED_CREDENTIAL`).
     value_pattern(
         "authorization_header",
-        rf"(?i){starts_after('a')}authorization(?:%2[27])?(?:%20)*+%3[ad](?:%20)*+(?:%2[27])?"
-        rf"(?:[a-z]++(?:%20)++)?((?={_ENCODED_CREDENTIAL}{{0,255}}?\d){_ENCODED_CREDENTIAL}{{8,}}+)",
+        rf"(?i){starts_after('a')}authorization(?:%2[27])?(?:%20)*+%3[ad](?:%20|\+)*+(?:%2[27])?"
+        rf"(?:[a-z]++(?:%20|\+)++)?((?={_ENCODED_CREDENTIAL}{{0,255}}?\d){_ENCODED_CREDENTIAL}{{8,}}+)",
         1,
         anchor=either_case("authorization"),
         in_identifiers=False,
