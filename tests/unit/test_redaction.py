@@ -169,6 +169,11 @@ SECRETS: list[tuple[str, str, str]] = [
     ),
     ("url_password", "s3cr3tP4ss", "dsn=%0Apostgres://app:{}@db.internal:5432/main"),
     ("url_password", "hunter22", "next=%22https://user:{}@example.com/%22"),
+    # After a backspace or a form feed JSON escaped (`\b`, `\f`: Python's
+    # json, JavaScript's JSON.stringify, Go's encoding/json since 1.22), which
+    # end in a letter too (helper-335).
+    ("github_token", "ghp_16C7e42F292c6912E7710c838347Ae178B4a", "page 1\\f{}\\n"),
+    ("sealtrail_token", "stk_SealtrailExampleTokenOnlyNotARealSecret01231WNqTA", "x\\b{}"),
     # Credential headers percent-encoded, as a URL's query or a form carries
     # them, and after an escaped line break (helper-330).
     ("bearer", "kR7.Zp2-vQ9_wX4tL", "GET /cb?auth=Bearer%20{}&x=1"),
@@ -859,6 +864,7 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         # After an encoded character, where a secret may start too.
         "%20sk-",
         "\\nglpat-",
+        "\\fglpat-",
         "\\u0022hvs.a",
         "%3Dp://a:",
         "%22eyJ-",

@@ -29,11 +29,14 @@ class TextPattern(Protocol):
 
 # An encoded character, which ends in a letter or a digit: a percent-encoded
 # one (`%20`, `%3D`, `%22`, as URLs and forms write them), an escaped line
-# break or tab (`\n` in text holding JSON), one JSON escaped as `\uXXXX`
-# (.NET writes `"` as `\u0022`). A secret right after one starts there: a
-# word boundary alone (`\b`) kept `Bearer%20ghp_…` or `\nAKIA…` whole.
+# break, tab, backspace or form feed (`\n` in text holding JSON; `\b` and `\f`
+# as Python's json, JavaScript's JSON.stringify and Go's encoding/json write
+# those), one JSON escaped as `\uXXXX` (.NET writes `"` as `\u0022`). A secret
+# right after one starts there: a word boundary alone (`\b`) kept
+# `Bearer%20ghp_…`, `\nAKIA…` or `\fghp_…` whole. (`\/`, `/` as PHP's
+# json_encode escapes it, ends in no word character: a boundary already.)
 # Fixed-width look-behinds, tried once at each place: a rule stays linear.
-ENCODED_BEFORE: Final = r"(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrt])|(?<=\\u[0-9A-Fa-f]{4})"
+ENCODED_BEFORE: Final = r"(?<=%[0-9A-Fa-f]{2})|(?<=\\[nrtbf])|(?<=\\u[0-9A-Fa-f]{4})"
 
 
 # A quote as text carries it: as it is, escaped as JSON writes one inside a
