@@ -174,6 +174,19 @@ SECRETS: list[tuple[str, str, str]] = [
     # end in a letter too (helper-335).
     ("github_token", "ghp_16C7e42F292c6912E7710c838347Ae178B4a", "page 1\\f{}\\n"),
     ("sealtrail_token", "stk_SealtrailExampleTokenOnlyNotARealSecret01231WNqTA", "x\\b{}"),
+    # JSON written by PHP's json_encode, which escapes every `/` as `\/`
+    # (Laravel's and WordPress's logs): a URL's `://`, a base64 credential's
+    # `/` (helper-335).
+    ("url_password", "s3cr3tP4ss", '{{"dsn":"postgres:\\/\\/app:{}@db.internal:5432\\/main"}}'),
+    (
+        "slack_webhook",
+        "https:\\/\\/hooks.slack.com\\/services\\/T00000000\\/B00000000\\/XXXXXXXXXXXXXXXXXXXXXXXX",
+        '{{"hook":"{}"}}',
+    ),
+    ("bearer", "kR7Zp2v\\/Q9wX4t\\/LmN==", '{{"headers":{{"Authorization":"Bearer {}"}}}}'),
+    ("basic_auth", "Y2k6YWI\\/P2NkPz5lZmdo", '{{"auth":"Basic {}"}}'),
+    ("authorization_header", "0123\\/456789abcdef0129", '{{"Authorization":"Token {}"}}'),
+    ("high_entropy_assignment", "a9F+3kL\\/Qz7Xw2Rt8Yp5Vn1Bc6Hd4Jg==", '{{"seed":"{}"}}'),
     # Credential headers percent-encoded, as a URL's query or a form carries
     # them, and after an escaped line break (helper-330).
     ("bearer", "kR7.Zp2-vQ9_wX4tL", "GET /cb?auth=Bearer%20{}&x=1"),
@@ -392,6 +405,9 @@ ORDINARY = [
     "sso at https://sso.example.com:8443?next=/callback&login_hint=alice@example.com",
     "http://localhost:3000#/profile/@alice or http://[::1]:8080/users/@me",
     "mongodb://h1:27017,h2:27017/app?appName=svc@prod",
+    # The same as PHP's json_encode writes them, every `/` as `\/` (helper-335).
+    '{"u":"https:\\/\\/example.com:443\\/@alice","p":"http:\\/\\/localhost:3000#\\/@me",'
+    '"m":"mongodb:\\/\\/h1:27017,h2:27017\\/app?appName=svc@prod"}',
     "package npm_config_cache set; hf_transfer enabled; SG.eu route",
     # Near the assignment rule: `pin` ending a word, counts, flags saying no secret.
     "spin: 1234 rpm, hairpin=tight, Spin=4821",
@@ -865,6 +881,12 @@ def test_an_access_key_id_as_a_resource_id_is_kept() -> None:
         "%20sk-",
         "\\nglpat-",
         "\\fglpat-",
+        # A `/` escaped as PHP's json_encode writes it, inside a secret.
+        "p:\\/\\/a:",
+        "bearer a\\/",
+        "basic a\\/",
+        "authorization: a\\/",
+        "a=a\\/",
         "\\u0022hvs.a",
         "%3Dp://a:",
         "%22eyJ-",

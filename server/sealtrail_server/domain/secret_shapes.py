@@ -43,6 +43,7 @@ def basic_credentials(value: str) -> bool:
     """Base64 of `user:password` in printable text, not a word that follows
     "basic" nor one that decodes to bytes with a `:` among them (`Okta`)."""
     try:
+        value = value.replace("\\/", "/")  # as PHP's json_encode escapes it
         decoded = base64.b64decode(value + "=" * (-len(value) % 4), validate=True).decode()
     except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
         return False
@@ -106,6 +107,14 @@ def _outside_digest(text: str, start: int) -> bool:
     return _DIGEST.search(text, max(0, start - _DIGEST_REACH), start) is None
 
 
+# A `/` as PHP's json_encode writes it (`\/`, in Laravel's and WordPress's
+# logs): inside a URL's `://`, a base64 credential or a random value, where a
+# rule read `/` alone, it cut the secret or hid it.
+_ESCAPED_SLASH: Final = r"\\/"
+# A raw Authorization header's credential: to a space, a quote, `,`, `;` or a
+# backslash (`\"` ends it in text holding JSON), but for `\/`.
+_CREDENTIAL: Final = rf"(?:[^\s\"',;\\]|{_ESCAPED_SLASH})"
+
 # A header's space as text carries it, raw or percent-encoded; a credential's
 # character in a percent-encoded header: any but what ends a raw one, encoded
 # too (a tab or line break `%09`-`%0D`, a space `%20`, a quote `%22` `%27`,
@@ -137,13 +146,15 @@ KNOWN_SHAPES: Final = (
     # be empty (`redis://:pass@host`). One with a raw `/` (`admin:pa/ss@db`, not
     # valid in a URL but written so) runs to the last `@` within 256 characters
     # before a space, unless it starts as a port does, digits then `/`, `?`,
-    # `#` or `,` (`https://host:443/@alice`, `mongodb://h1:27017,h2`).
+    # `#` or `,` (`https://host:443/@alice`, `mongodb://h1:27017,h2`), each `/` as
+    # it is or escaped as PHP's json_encode writes it (`\/`).
     value_pattern(
         "url_password",
-        rf"(?i){starts_after('a-z', '[a-z0-9+.-]')}[a-z][a-z0-9+.-]*+://[^/\s:@\[]*:"
-        r"([^/\s]+|(?!\d*[/?#,])[^/\s]*/\S{0,255})@",
+        rf"(?i){starts_after('a-z', '[a-z0-9+.-]')}[a-z][a-z0-9+.-]*+:(?://|(?:{_ESCAPED_SLASH}){{2}})"
+        r"[^/\s:@\[]*:"
+        r"([^/\s]+|(?!\d*(?:[/?#,]|\\/))[^/\s]*/\S{0,255})@",
         1,
-        anchor="://",
+        anchor=r"://|:\\/\\/",
     ),
     # An access key id names a key (CloudTrail logs it as such): redacted in
     # text, where it often sits beside its secret, but not where it is an id.
@@ -246,7 +257,8 @@ KNOWN_SHAPES: Final = (
     ),
     value_pattern(
         "slack_webhook",
-        r"https://hooks\.slack\.com/services/[A-Za-z0-9]+/[A-Za-z0-9]+/\w+",
+        r"https:(?://|(?:\\/){2})hooks\.slack\.com(?:/|\\/)services(?:/|\\/)[A-Za-z0-9]+(?:/|\\/)"
+        r"[A-Za-z0-9]+(?:/|\\/)\w+",
         anchor="hooks\\.slack",
     ),
     # Either format (ADR 0111), wherever a word boundary, a percent-encoded
@@ -272,14 +284,14 @@ KNOWN_SHAPES: Final = (
     ),
     value_pattern(
         "bearer",
-        rf"(?i){starts_after('b')}bearer{_SPACE}++([A-Za-z0-9._~+/-]{{8,}}=*)",
+        rf"(?i){starts_after('b')}bearer{_SPACE}++((?:[A-Za-z0-9._~+/-]|{_ESCAPED_SLASH}){{8,}}=*)",
         1,
         bearer_credential,
         anchor=either_case("bearer"),
     ),
     value_pattern(
         "basic_auth",
-        rf"(?i){starts_after('b')}basic{_SPACE}++([A-Za-z0-9+/]{{8,}}={{0,2}})",
+        rf"(?i){starts_after('b')}basic{_SPACE}++((?:[A-Za-z0-9+/]|{_ESCAPED_SLASH}){{8,}}={{0,2}})",
         1,
         basic_credentials,
         anchor=either_case("basic"),
@@ -329,7 +341,7 @@ KNOWN_SHAPES: Final = (
         # none. Looked for within its first 256 characters: unbounded, the
         # look from each header of a run of them read the run to its end.
         rf"(?i){starts_after('a')}authorization{QUOTE}?\s*[=:]\s*{QUOTE}?(?:[a-z]++\s+)?"
-        r"((?=[^\s\"',;\\]{0,255}\d)[^\s\"',;\\]{8,})",
+        rf"((?={_CREDENTIAL}{{0,255}}\d){_CREDENTIAL}{{8,}})",
         1,
         anchor=either_case("authorization"),
         in_identifiers=False,
@@ -380,7 +392,7 @@ HIGH_ENTROPY_ASSIGNMENT: Final = value_pattern(
     "high_entropy_assignment",
     rf"{starts_after('A-Za-z_-', '[A-Za-z0-9_.-]')}[A-Za-z_-][A-Za-z0-9_.-]*+"
     rf"{QUOTE}?\s*(?:=>?|:|%3[Dd])\s*{QUOTE}?"
-    r"([A-Za-z0-9+_~-][A-Za-z0-9+/_.~-]{19,}={0,2})",
+    rf"([A-Za-z0-9+_~-](?:[A-Za-z0-9+/_.~-]|{_ESCAPED_SLASH}){{19,}}={{0,2}})",
     1,
     random_value,
     anchor="=|:|%3[Dd]",
