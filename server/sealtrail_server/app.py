@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Final, NoReturn
 
 import grpc
@@ -747,13 +748,19 @@ class Service:
         if self._server is not None:
             await self._server.stop(0)
 
-    async def run_until_signalled(self, ready: Callable[[], None] | None = None) -> None:
+    async def run_until_signalled(
+        self,
+        ready: Callable[[], None] | None = None,
+        *,
+        once_stopped: Callable[[int, FrameType | None], None] | None = None,
+    ) -> None:
         """Serves until SIGTERM, SIGINT or SIGHUP, then stops; a second
         SIGTERM or SIGINT ends the calls still in flight at once (an
         operator's second Ctrl-C), a third exits (`abandon_stop`). `ready` is
         called once a signal stops the server gracefully (else one sent just
         after it said so was not); the signals' handlers before are theirs
-        again once it has stopped.
+        again once it has stopped, or `once_stopped` is (a process that exits
+        once stopped takes no signal then as its end: `serve`, cli.py).
 
         SIGHUP (its terminal or SSH session gone) killed it outright: calls
         in flight cut off, and the embedded PostgreSQL ran on after it. One
@@ -789,5 +796,5 @@ class Service:
         finally:
             for signum in signals:
                 loop.remove_signal_handler(signum)  # which sets SIG_DFL
-                signal.signal(signum, before[signum])
+                signal.signal(signum, once_stopped or before[signum])
             await asyncio.gather(*hurried, return_exceptions=True)

@@ -296,7 +296,14 @@ def _exit_on_ending_signals(ctx: click.Context) -> None:
         if signum is None or signal.getsignal(signum) is not signal.SIG_DFL:
             continue
         signal.signal(signum, _stop)
-        ctx.call_on_close(lambda signum=signum: signal.signal(signum, signal.SIG_DFL))
+        ctx.call_on_close(lambda signum=signum: _give_back(signum))
+
+
+def _give_back(signum: int) -> None:
+    """SIG_DFL again for `signum`, unless a served stop took it since: it
+    keeps it through the exit handlers (`_exiting_already`)."""
+    if signal.getsignal(signum) is _stop:
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _stop(signum: int, frame: object) -> NoReturn:
@@ -390,8 +397,20 @@ async def _serve(
                 metrics_host = f"[{metrics_host}]"
             click.echo(f"sealtrail: metrics on http://{metrics_host}:{metrics_port}/metrics")
 
-    await service.run_until_signalled(ready=announce)
+    await service.run_until_signalled(ready=announce, once_stopped=_exiting_already)
     await _end_what_is_left()
+
+
+def _exiting_already(signum: int, frame: object) -> None:
+    """A signal once the stop is done, taken as nothing more: the exit goes
+    on (the tasks left ended, telemetry exported, the embedded PostgreSQL
+    stopped, each bounded). A second SIGTERM from an orchestrator as the
+    exit handlers stopped the embedded PostgreSQL killed the server outright
+    (a Ctrl-C broke their stop with a traceback), PostgreSQL running on after
+    its last process; just before, it exited 143 or 130, as if it had made
+    no stop (helper-332)."""
+    name = signal.Signals(signum).name
+    log.info("shutting down: stopped already, exiting (%s changes nothing)", name)
 
 
 async def _end_what_is_left(within: float = LEFT_TASKS_SECONDS) -> None:

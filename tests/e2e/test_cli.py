@@ -566,6 +566,84 @@ def test_a_server_started_under_nohup_serves_on_after_a_sighup() -> None:
         assert served["process"].wait(60) == 0, served["stderr"]()
 
 
+# `sealtrail-server serve` as its console script runs it, sending itself a
+# signal once its graceful stop is done: as the tasks left are ended
+# (cli.py `_end_what_is_left`), or as the exit handlers stop the embedded
+# PostgreSQL (pgserver's, run at exit), the moment an orchestrator's
+# second SIGTERM, or a second Ctrl-C, comes.
+_SIGNAL_AFTER_ITS_STOP: Final = """
+import os, signal, sys
+import pgserver.postgres_server
+import sealtrail_server.cli as cli
+def signalled():
+    os.kill(os.getpid(), signal.{name})
+if {at!r} == "exit handlers":
+    stop_postgresql = pgserver.postgres_server.PostgresServer._cleanup
+    def cleanup(server):
+        signalled()
+        stop_postgresql(server)
+    pgserver.postgres_server.PostgresServer._cleanup = cleanup
+else:
+    end_what_is_left = cli._end_what_is_left
+    async def end_left(*args, **kwargs):
+        signalled()
+        await end_what_is_left(*args, **kwargs)
+    cli._end_what_is_left = end_left
+sys.argv = ["sealtrail-server", "serve", "--listen", "127.0.0.1:0"]
+from sealtrail_server.entry import main
+main()
+"""
+
+
+@pytest.mark.parametrize("at", ["stop done", "exit handlers"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_after_the_stop_is_done_lets_the_exit_finish(
+    signum: signal.Signals, at: str
+) -> None:
+    """A signal once the graceful stop was done (its handlers given back):
+    as the exit handlers stopped the embedded PostgreSQL, a SIGTERM killed
+    the server outright, and a SIGINT broke off their stop with a traceback
+    (`Exception ignored in atexit callback`): either way PostgreSQL ran on
+    after its last process, the server left on its list; just before, it
+    exited 143 or 130, `stopped by SIG...`, as if no stop had been made.
+    The exit finishes, status 0 as after any graceful stop, nothing left
+    running."""
+    with _embedded_data_dir() as (data_dir, running):
+        pgdata = data_dir / "postgres"
+        said_file = data_dir / "serve.err"
+        with said_file.open("w") as said_to:
+            serving = subprocess.Popen(
+                [sys.executable, "-c", _SIGNAL_AFTER_ITS_STOP.format(name=signum.name, at=at)],
+                stdout=subprocess.PIPE,
+                stderr=said_to,
+                text=True,
+                env={
+                    **{
+                        k: v
+                        for k, v in os.environ.items()
+                        if k != "SEALTRAIL_SIGNED_CHECKPOINTS_DIR"
+                    },
+                    "SEALTRAIL_DATA_DIR": str(data_dir),
+                    "PYTHONUNBUFFERED": "1",
+                },
+            )
+        running.callback(stop, serving)
+        assert serving.stdout is not None
+        for line in serving.stdout:
+            if line.startswith(READY_PREFIX):
+                break
+        serving.stdout.close()
+        serving.send_signal(signal.SIGTERM)
+        status = serving.wait(60)
+        said = said_file.read_text()
+        assert status == 0, said
+        assert "Traceback" not in said and "stopped by" not in said, said
+        assert f"stopped already, exiting ({signum.name} changes nothing)" in said, said
+        assert _handle_pids(pgdata / ".handle_pids.json") == []
+        assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
+        assert not list(pgdata.glob(".s.PGSQL.*")), "its socket files are left"
+
+
 def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedded_postgresql() -> (
     None
 ):
