@@ -763,16 +763,22 @@ class Service:
         once stopped takes no signal then as its end: `serve`, cli.py).
 
         SIGHUP (its terminal or SSH session gone) killed it outright: calls
-        in flight cut off, and the embedded PostgreSQL ran on after it. One
-        ignored as it began (`nohup`) stays ignored; no SIGHUP on Windows.
+        in flight cut off, and the embedded PostgreSQL ran on after it. A
+        signal ignored as it began (SIGHUP under `nohup`) stays ignored; no
+        SIGHUP on Windows.
         Once it stops, SIGHUP hurries nothing: a closed terminal sends it
         twice at once (the kernel to its foreground process group, the
         shell to each of its jobs), and the second cut the calls off."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         hangup = getattr(signal, "SIGHUP", None)
-        signals = (signal.SIGTERM, signal.SIGINT) + (
-            (hangup,) if hangup is not None and signal.getsignal(hangup) != signal.SIG_IGN else ()
+        # One ignored as it began stays ignored: SIGHUP under `nohup`, SIGINT
+        # in a shell script's background (`cmd &`) or under a supervisor
+        # that ignores it, which stopped it all the same (helper-332).
+        signals = tuple(
+            signum
+            for signum in (signal.SIGTERM, signal.SIGINT, hangup)
+            if signum is not None and signal.getsignal(signum) != signal.SIG_IGN
         )
         before = {signum: signal.getsignal(signum) for signum in signals}
         for signum in signals:

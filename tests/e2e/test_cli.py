@@ -644,6 +644,27 @@ def test_a_signal_after_the_stop_is_done_lets_the_exit_finish(
         assert not list(pgdata.glob(".s.PGSQL.*")), "its socket files are left"
 
 
+def test_a_server_started_with_ctrl_c_ignored_serves_on_after_one() -> None:
+    """A server started with SIGINT ignored (in the background of a shell
+    script, `cmd &`, or by a supervisor that ignores it) stopped on a SIGINT
+    sent to its process group all the same: the handlers it took as it
+    began to serve overrode the ignore, as SIGHUP's under `nohup` never
+    was. It serves on after one, and stops on SIGTERM."""
+    with _embedded_data_dir() as (data_dir, running):
+        served = _serve_embedded(
+            data_dir, running, under=("sh", "-c", "trap '' INT; exec \"$@\"", "sh")
+        )
+        served["process"].send_signal(signal.SIGINT)
+        time.sleep(1.0)  # a stop it began would refuse calls by now
+        token = (data_dir / "dev-admin-token").read_text().strip()
+        with AuditClient(served["target"], token=token, max_attempts=1) as client:
+            client.record(action="doc.edit", actor_id="u")
+        assert served["process"].poll() is None
+        assert "shutting down" not in served["stderr"](), served["stderr"]()
+        served["process"].terminate()
+        assert served["process"].wait(60) == 0, served["stderr"]()
+
+
 def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedded_postgresql() -> (
     None
 ):
