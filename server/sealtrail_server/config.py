@@ -243,6 +243,15 @@ class Settings:
                 values[spec.name] = _parse(spec.type, raw, spec.name)
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = replace(cls(), **values)
+        for spec in fields(settings):
+            text = getattr(settings, spec.name)
+            if isinstance(text, str) and not _utf_8(text):
+                # A byte that is not UTF-8 (a password typed in a Latin-1
+                # terminal) decodes to a surrogate: a database URL holding
+                # one ended in a UnicodeEncodeError's traceback (helper-332).
+                raise SystemExit(
+                    f"SEALTRAIL_{spec.name.upper()}: not UTF-8 text (a byte of another encoding)"
+                )
         for name in _AT_LEAST_ONE:
             if getattr(settings, name) < 1:
                 raise SystemExit(f"SEALTRAIL_{name.upper()} must be at least 1")
@@ -401,6 +410,16 @@ def _address_problem(address: str) -> str | None:
     if int(port) > 65535:
         return "the port must be 0 to 65535"
     return None
+
+
+def _utf_8(text: str) -> bool:
+    """Whether `text` holds none of the surrogates bytes that are not UTF-8
+    decode to (os.environ's and sys.argv's surrogateescape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _at_in_userinfo(url: str) -> bool:

@@ -10,6 +10,8 @@ import os
 import socket
 import stat
 import struct
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -118,6 +120,40 @@ def test_a_password_with_an_unescaped_at_sign_is_not_echoed(variable: str) -> No
     assert started.exit_code == 1
     assert "ss-w0rd" not in started.output
     assert f"{variable}: an '@' in its user or password must be written %40" in started.output
+
+
+@pytest.mark.parametrize(
+    ("command", "given", "named"),
+    [
+        (["serve"], "SEALTRAIL_DATABASE_URL", "SEALTRAIL_DATABASE_URL"),
+        (["serve"], "SEALTRAIL_OWNER_DATABASE_URL", "SEALTRAIL_OWNER_DATABASE_URL"),
+        (["serve"], "--database-url", "SEALTRAIL_DATABASE_URL"),
+        (["token", "list", "--tenant", "acme"], "--database-url", "SEALTRAIL_DATABASE_URL"),
+    ],
+)
+def test_a_setting_with_a_byte_that_is_not_utf_8_is_named_not_traced(
+    command: list[str], given: str, named: str
+) -> None:
+    """A database URL with a byte that is not UTF-8 (a password typed in a
+    Latin-1 terminal, a file of another encoding sourced as the environment)
+    ended `serve` and the operator's commands in a UnicodeEncodeError's
+    traceback (`surrogates not allowed`) from the URL's parsing."""
+    url = b"postgresql://alice:p\xe4ss@127.0.0.1:1/sealtrail"
+    env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    env = {k: v for k, v in env.items() if not k.startswith(b"SEALTRAIL_")}
+    env[b"SEALTRAIL_DATABASE_URL"] = b"postgresql://alice@127.0.0.1:1/sealtrail"
+    arguments = [os.fsencode(argument) for argument in ["-m", "sealtrail_server", *command]]
+    if given.startswith("--"):
+        arguments += [given.encode(), url]
+    else:
+        env[given.encode()] = url
+    ran = subprocess.run(
+        [sys.executable.encode(), *arguments], env=env, capture_output=True, timeout=60
+    )
+    said = ran.stderr.decode("utf-8", "replace")
+    assert ran.returncode == 1, said
+    assert "Traceback" not in said, said
+    assert said.strip().splitlines()[-1] == f"{named}: not UTF-8 text (a byte of another encoding)"
 
 
 _TOKEN_COMMANDS = [
