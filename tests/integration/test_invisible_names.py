@@ -195,7 +195,8 @@ def test_the_client_cli_says_which_field_and_why(server: ServerThread, tenant: s
         catch_exceptions=False,
     )
     assert result.exit_code != 0
-    assert "sink.name" in result.output and "U+200B" in result.output, result.output
+    assert "  NAME: holds U+200B" in result.output, result.output
+    assert "sink.name" not in result.output, result.output
     result = runner.invoke(
         client_main,
         [*base, "tokens", "create", "--role", "reader", "--name", "ci\u2067"],

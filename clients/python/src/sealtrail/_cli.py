@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -150,6 +151,7 @@ class _Time(click.ParamType[datetime]):
     ) -> datetime:
         if isinstance(value, datetime):
             return value
+        remember_typed(ctx, param, value)
         if self._ahead and (value == "now" or _RELATIVE.fullmatch(value)):
             self.fail(
                 f"{value!r} is no time ahead (RFC 3339 or YYYY-MM-DD); for a time from now"
@@ -547,12 +549,52 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
 
 
 # The API's fields whose options are named otherwise: a filter's time bounds
-# (named after what they bound), an event's changes (--change, --change-json).
+# (named after what they bound), an event's changes (--change, --change-json),
+# an off-hours rule's hours and days (--hours, --days), a webhook's secrets.
 _OPTION_OF_FIELD: Final = {
     "occurred_after": "since",
     "occurred_before": "until",
     "changes": "text_changes",
+    "start_hour": "hours_text",
+    "end_hour": "hours_text",
+    "working_days": "days_text",
+    "secrets": "secrets_",
 }
+# ctx.meta's key of the fields a command named by what gave them (`given_as`).
+_GIVEN: Final = "sealtrail.given_as"
+# ctx.meta's key of parameters' text as typed (`remember_typed`).
+_TYPED: Final = "sealtrail.typed"
+# Where an API field's path may be cut to name what holds it: before a `.` or a `[`.
+_PATH_CUT: Final = re.compile(r"(?=[.\[])")
+
+
+def given_as(ctx: click.Context, fields: dict[str, str]) -> None:
+    """Names the API fields (paths, `policy.rules[1]`, `expire_time`) this
+    command set from an option or argument by what the user typed, for an
+    error that names them: `--action rag=5`, `--expires-in 3y`, where no
+    option is called after the field, or a list's index stands for one of
+    several values given."""
+    ctx.meta.setdefault(_GIVEN, {}).update(fields)
+
+
+def remember_typed(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> None:
+    """Keeps `value`, a parameter's text as typed, for `typed`: what a type
+    converts (a duration, a time) it cannot give back as it was written."""
+    if ctx is not None and param is not None and param.name and isinstance(value, str):
+        ctx.meta.setdefault(_TYPED, {})[param.name] = value
+
+
+def typed(ctx: click.Context, name: str) -> str | None:
+    """Parameter `name`'s text as typed, if its type kept it (`remember_typed`)."""
+    value: str | None = ctx.meta.get(_TYPED, {}).get(name)
+    return value
+
+
+def given_words(option: str, value: str) -> str:
+    """An option (or argument) and its value as typed: `--action 'rag.*=5'`."""
+    return f"{option} {shlex.quote(value)}"
+
+
 # A field the server names in its words: a filter's (`filter.actions`,
 # `sink.filter.occurred_before`), or a time bound alone (`occurred_after`).
 _FIELD_IN_WORDS: Final = re.compile(
@@ -561,18 +603,28 @@ _FIELD_IN_WORDS: Final = re.compile(
 
 
 def flag_of(ctx: click.Context, path: str) -> str | None:
-    """The option of this command that gave the API's field `path`
-    (`event.actor.id`: --actor-id; `sink.filter.occurred_after`: --since;
-    `filter.actions[1]`: --action), or None when the command has none: an
+    """The option (or argument) of this command that gave the API's field
+    `path` (`event.actor.id`: --actor-id; `sink.filter.occurred_after`:
+    --since; `filter.actions[1]`: --action; `rule.name`: NAME), or what the
+    command said gave it (`given_as`), or None when the command has none: an
     error said the API's field, which no option of the command is named."""
+    given: dict[str, str] = ctx.meta.get(_GIVEN, {})
+    cuts = [found.start() for found in _PATH_CUT.finditer(path)]
+    for end in [len(path), *reversed(cuts)]:
+        if path[:end] in given:
+            return given[path[:end]]
     parts = re.sub(r"\[[^\]]*\]", "", path).split(".")
-    options = {param.name: param for param in ctx.command.params if param.name}
+    params = {param.name: param for param in ctx.command.params if param.name}
     for start in range(len(parts)):
         for end in range(len(parts), start, -1):
             field = "_".join(part for part in parts[start:end] if part != "context")
             name = _OPTION_OF_FIELD.get(field, field)
-            if name in options and isinstance(options[name], click.Option):
+            if name not in params:
+                continue
+            if isinstance(params[name], click.Option):
                 return _named(ctx, name)
+            if isinstance(params[name], click.Argument):
+                return params[name].human_readable_name
     return None
 
 

@@ -18,8 +18,12 @@ from sealtrail._cli import (
     _client,
     _Time,
     event_json,
+    given_as,
+    given_words,
     print_table,
+    remember_typed,
     table_time,
+    typed,
     unchanged_since_read,
 )
 from sealtrail._convert import RedactionMode, TokenRole, enum_label
@@ -47,6 +51,7 @@ class _Span(click.ParamType[timedelta]):
     ) -> timedelta:
         if isinstance(value, timedelta):
             return value
+        remember_typed(ctx, param, value)
         span = _SPAN.fullmatch(value)
         if span is None:
             self.fail(f"{value!r} is not a duration like 90d, 12h, 2w or 1y", param, ctx)
@@ -156,6 +161,10 @@ def tokens_create(
             expires_at = datetime.now(UTC) + expires_in
         except OverflowError:
             raise click.BadParameter("lies past the year 9999", param_hint="--expires-in") from None
+    # A refused expiry named as typed, not as the API's `expire_time` (helper-334).
+    for option, param in (("--expires-in", "expires_in"), ("--expires-at", "expires_at")):
+        if (value := typed(ctx, param)) is not None:
+            given_as(ctx, {"expire_time": given_words(option, value)})
     with _client(ctx) as client:
         created = client.create_token(cast(TokenRole, role), name=name, expire_time=expires_at)
     until = (

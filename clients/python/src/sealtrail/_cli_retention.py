@@ -13,8 +13,15 @@ from typing import TextIO, TypeVar
 import click
 from google.protobuf import json_format
 
-from sealtrail._cli import _client, _count, terminal_safe, unchanged_since_read
-from sealtrail._convert import enum_label
+from sealtrail._cli import (
+    _client,
+    _count,
+    given_as,
+    given_words,
+    terminal_safe,
+    unchanged_since_read,
+)
+from sealtrail._convert import enum_label, enum_value, retention_days
 from sealtrail._erasure_check import ErasureReceiptError, verify_erasure_receipt
 from sealtrail._words import counted
 from sealtrail.tlog import receipt_time
@@ -34,6 +41,34 @@ def _rule_option(value: str) -> tuple[str, str]:
 
 def _days_value(value: str) -> int | str:
     return int(value) if value.isdigit() else value
+
+
+def _checked_days(days: str, shown: str) -> None:
+    """Refuses days the client would refuse in the call, named `shown` (as
+    typed), not by the call's argument (`categories['security']`)."""
+    try:
+        retention_days(_days_value(days), field=shown)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def _rules(
+    ctx: click.Context, option: str, values: tuple[str, ...]
+) -> dict[str, tuple[str, int | str]]:
+    """The rules `option` gave, NAME=DAYS each, checked: by name (the last
+    of a name given), each with its words as typed and its days."""
+    rules: dict[str, tuple[str, int | str]] = {}
+    for value in values:
+        name, days = _rule_option(value)
+        shown = given_words(option, value)
+        if option == "--category":
+            try:
+                enum_value(event_pb2.Category, name, field=shown)
+            except ValueError as error:
+                raise click.BadParameter(str(error), ctx) from None
+        _checked_days(days, shown)
+        rules[name] = (shown, _days_value(days))
+    return rules
 
 
 _ETAG_HELP = (
@@ -118,16 +153,27 @@ def retention_set(
     shows what it would remove. A policy that would remove events now shows
     them and asks first, from a terminal; elsewhere (a script) it is refused
     unless --yes."""
-    by_category = {name: _days_value(days) for name, days in map(_rule_option, categories)}
-    by_action = {prefix: _days_value(days) for prefix, days in map(_rule_option, actions)}
+    by_category = _rules(ctx, "--category", categories)
+    by_action = _rules(ctx, "--action", actions)
+    shown_default = given_words("DEFAULT", default)
+    _checked_days(default, shown_default)
+    # The policy's rules in the order the client sends them (categories
+    # first, one per name, the last given), each named as typed when the
+    # server refuses it: not `policy.rules[1].action_prefix` (helper-334).
+    given = [*by_category.values(), *by_action.values()]
+    given_as(
+        ctx,
+        {"policy.default_days": shown_default}
+        | {f"policy.rules[{at}]": shown for at, (shown, _) in enumerate(given)},
+    )
 
     def with_policy(call: Callable[..., _Answer], etag: str) -> _Answer:
-        try:
-            return call(
-                _days_value(default), categories=by_category, action_prefixes=by_action, etag=etag
-            )
-        except ValueError as error:  # a preset or rule the client refuses
-            raise click.BadParameter(str(error)) from None
+        return call(
+            _days_value(default),
+            categories={name: days for name, (_, days) in by_category.items()},
+            action_prefixes={prefix: days for prefix, (_, days) in by_action.items()},
+            etag=etag,
+        )
 
     read_with: str | None = "sealtrail retention"  # where the given etag was read
     with _client(ctx) as client:

@@ -1,0 +1,92 @@
+"""A refusal of `sealtrail` names what the user typed: the option (or the
+argument) and the value given, never the API's field it became. Run in
+process against a test's server and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sealtrail import _cli as cli
+from tests.conftest import ServerThread
+
+
+@pytest.fixture
+def sealtrail(server: ServerThread, tenant: str) -> Callable[..., Result]:
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "admin")}
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(cli.main, list(args), env=env)
+
+    return invoke
+
+
+def test_a_refused_retention_rule_is_named_by_its_option_and_value(
+    sealtrail: Callable[..., Result],
+) -> None:
+    """`retention set --action rag=5` said `policy.rules[0].action_prefix`,
+    an index into a list the user never saw; a bad number of days said
+    `categories['security']` or `policy.default_days` (helper-334)."""
+    prefix = sealtrail(
+        "retention", "set", "90d", "--category", "security=1y", "--action", "rag=5", "--yes"
+    )
+    assert prefix.exit_code == 2, prefix.output
+    assert "  --action rag=5: must be a prefix like `api_key.*`" in prefix.output, prefix.output
+    ceiling = sealtrail("retention", "set", "90d", "--category", "security=100000", "--yes")
+    assert ceiling.exit_code == 2, ceiling.output
+    assert "  --category security=100000: must be at most 36500" in ceiling.output, ceiling.output
+    default = sealtrail("retention", "set", "100000", "--yes")
+    assert default.exit_code == 2, default.output
+    assert "  DEFAULT 100000: must be at most 36500" in default.output, default.output
+    days = sealtrail("retention", "set", "30", "--action", "rag.*=zz", "--yes")
+    assert days.exit_code == 2, days.output
+    assert "--action 'rag.*=zz': 'zz' is not days" in days.output, days.output
+    category = sealtrail("retention", "set", "30", "--category", "nope=5", "--yes")
+    assert category.exit_code == 2, category.output
+    assert "--category nope=5: unknown value 'nope'" in category.output, category.output
+    for refused in (prefix, ceiling, default, days, category):
+        said = refused.output
+        assert "policy." not in said and "rules[" not in said and "categories" not in said, said
+        assert "action_prefix" not in said and "default_days" not in said, said
+
+
+def test_a_refused_expiry_is_named_by_the_option_that_gave_it(
+    sealtrail: Callable[..., Result],
+) -> None:
+    """`tokens create --expires-in 3y` said `expire_time: must be at most 730
+    days ahead`, a field of the API's (helper-334)."""
+    relative = sealtrail("tokens", "create", "--role", "reader", "--expires-in", "3y")
+    assert relative.exit_code == 2, relative.output
+    assert "  --expires-in 3y: must be at most 730 days ahead" in relative.output
+    absolute = sealtrail("tokens", "create", "--role", "reader", "--expires-at", "2099-01-01")
+    assert absolute.exit_code == 2, absolute.output
+    assert "  --expires-at 2099-01-01: must be at most 730 days ahead" in absolute.output
+    assert "expire_time" not in relative.output + absolute.output
+
+
+def test_alert_and_sink_refusals_name_the_options_and_arguments_given(
+    sealtrail: Callable[..., Result],
+) -> None:
+    """An off-hours rule's --hours and --days were refused as
+    `rule.off_hours.start_hour` and `rule.off_hours.working_days`, a blank
+    NAME as `rule.name` or `sink.name`, a missing webhook secret as
+    `sink.webhook.secrets` (helper-334)."""
+    hours = sealtrail(
+        "alerts", "create", "night", "--kind", "off_hours", "--time-zone", "UTC",
+        "--hours", "25-26", "--days", "9", "--action", "doc.*",
+    )  # fmt: skip
+    assert hours.exit_code == 2, hours.output
+    assert "  --hours: must be 0 to 23" in hours.output, hours.output
+    assert "  --days: days are 1 (Monday) to 7 (Sunday)" in hours.output, hours.output
+    blank = sealtrail("alerts", "create", " ", "--kind", "match", "--action", "doc.*")
+    assert blank.exit_code == 2 and "  NAME: must be 1 to 128" in blank.output, blank.output
+    sink = sealtrail("sinks", "create", " ", "--kind", "webhook", "--url", "https://x.example/")
+    assert sink.exit_code == 2, sink.output
+    assert "  NAME: must be 1 to 128" in sink.output, sink.output
+    assert "  --secret: one or 2 secrets are required" in sink.output, sink.output
+    for refused in (hours, blank, sink):
+        said = refused.output
+        assert "rule." not in said and "sink." not in said and "off_hours" not in said, said
+        assert "working_days" not in said, said
