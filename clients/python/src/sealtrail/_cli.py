@@ -17,7 +17,6 @@ import shlex
 import signal
 import sys
 import threading
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from sealtrail._convert import (
 )
 from sealtrail._errors import AbortedError, SealtrailError
 from sealtrail._export import ExportError, ExportFormat, manifest_path
+from sealtrail._terminal import terminal_safe as terminal_safe  # theirs too (_cli_*)
 from sealtrail._words import counted, detailed
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
@@ -533,18 +533,21 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
         ):
             yield client
     except SealtrailError as exc:
+        # The server's words, every one of them escaped: as sent, they were
+        # terminal codes wherever they held them (helper-334).
         reason = f" ({exc.reason})" if exc.reason and exc.reason != exc.code.name else ""
         fields = [field for field, _ in exc.field_violations]
         message = in_flags(ctx, exc.message, fields)
-        click.echo(detailed(f"error: {exc.code.name}{reason}", message), err=True)
+        said = [detailed(f"error: {exc.code.name}{reason}", message)]
         for field, description in exc.field_violations:
-            click.echo(f"  {flag_of(ctx, field) or field}: {in_flags(ctx, description)}", err=True)
-        for key, value in sorted(exc.metadata.items()):
-            click.echo(f"  {key}: {value}", err=True)
+            said.append(f"  {flag_of(ctx, field) or field}: {in_flags(ctx, description)}")
+        said += [f"  {key}: {value}" for key, value in sorted(exc.metadata.items())]
         if exc.retry_after is not None:  # when the server asks to be tried again
-            click.echo(f"  retry after: {_seconds(exc.retry_after)} s", err=True)
+            said.append(f"  retry after: {_seconds(exc.retry_after)} s")
         if exc.request_id:  # what the server's logs and spans know the call by
-            click.echo(f"  request id: {exc.request_id}", err=True)
+            said.append(f"  request id: {exc.request_id}")
+        for line in said:
+            click.echo(terminal_safe(line), err=True)
         ctx.exit(2 if exc.code in _USAGE_CODES else 1)
 
 
@@ -865,38 +868,6 @@ def _at_most(events: Iterable[event_pb2.Event], limit: int) -> Iterator[event_pb
             )
             return
         yield event
-
-
-# What may be shown as it is: any character but those outside printable
-# ASCII, each of which `_shown` decides on.
-_NOT_PLAIN: Final = re.compile("[^\x20-\x7e]")
-# The Unicode categories of characters that draw nothing or move the text
-# around them: controls (C0, C1, DEL), format characters (the bidirectional
-# marks, embeddings, overrides and isolates, the Arabic letter mark, zero-width
-# space and joiners, the word joiner and invisible operators, the byte-order
-# mark, the Mongolian vowel separator, tag characters), the line and paragraph
-# separators; as the console marks them (console/static/admin.js, HIDDEN) and
-# as names may not hold them (server: domain/names.py).
-_HIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Zl", "Zp"})
-# Letters (Lo) that draw nothing: the Hangul fillers.
-_BLANK_LETTERS: Final = frozenset("\u115f\u1160\u3164\uffa0")
-
-
-def _shown(found: re.Match[str]) -> str:
-    char = found.group()
-    if char in _BLANK_LETTERS or unicodedata.category(char) in _HIDDEN_CATEGORIES:
-        return char.encode("unicode_escape").decode("ascii")
-    return char
-
-
-def terminal_safe(text: str) -> str:
-    """`text` (from the log, or an admin) to print to a terminal: what would
-    move the cursor, clear the screen, retitle the window, reorder what
-    follows or show nothing is shown escaped, `\\x1b`, `\\u202e`, `\\u200b`
-    (helper-146). Decided by category, not by a list: a list of bidi
-    controls let the zero-width space, the Arabic letter mark and the tag
-    characters through, with which a recorded actor hid text (helper-320)."""
-    return _NOT_PLAIN.sub(_shown, text)
 
 
 class PlainTable(Table):

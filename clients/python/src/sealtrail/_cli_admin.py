@@ -23,6 +23,7 @@ from sealtrail._cli import (
     print_table,
     remember_typed,
     table_time,
+    terminal_safe,
     typed,
     unchanged_since_read,
 )
@@ -172,7 +173,7 @@ def tokens_create(
         if created.token.HasField("expire_time")
         else ""
     )
-    click.echo(f"token {created.token.token_id} with role {role}{until}:", err=True)
+    click.echo(f"token {terminal_safe(created.token.token_id)} with role {role}{until}:", err=True)
     click.echo(created.secret)
 
 
@@ -185,7 +186,9 @@ def tokens_revoke(ctx: click.Context, token_id: str) -> None:
     with _client(ctx) as client:
         revoked = client.revoke_token(token_id)
     token = revoked.token
-    click.echo(f"token {token.token_id} revoked at {table_time(token.revoke_time)} UTC")
+    click.echo(
+        f"token {terminal_safe(token.token_id)} revoked at {table_time(token.revoke_time)} UTC"
+    )
 
 
 @click.group(invoke_without_command=True)
@@ -199,7 +202,7 @@ def settings(ctx: click.Context) -> None:
     mode = enum_label(settings_pb2.RedactionMode, current.redaction_mode)
     click.echo(f"redaction mode: {mode}")
     click.echo(f"updated: {table_time(current.update_time) or 'never'}")
-    click.echo(f"etag: {current.etag}")
+    click.echo(f"etag: {terminal_safe(current.etag)}")
 
 
 @settings.command("redaction-mode")

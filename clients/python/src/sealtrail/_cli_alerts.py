@@ -16,6 +16,7 @@ from sealtrail._cli import (
     _filter,
     _tail_filter_options,
     print_table,
+    terminal_safe,
     unchanged_since_read,
 )
 from sealtrail._convert import AlertKind, build_alert_rule, enum_label, enum_names, enum_value
@@ -201,7 +202,7 @@ def create(
         sink_ids=sink_ids,
     )
     with _client(ctx) as client:
-        click.echo(client.create_alert_rule(rule).rule.id)
+        click.echo(terminal_safe(client.create_alert_rule(rule).rule.id))
 
 
 # The condition settings update may change, by kind (the filter: any kind).

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Final
 import click
 from google.protobuf import json_format
 
-from sealtrail._cli import _client, _count, interrupted_status
+from sealtrail._cli import _client, _count, interrupted_status, terminal_safe
 from sealtrail._client import AuditClient
 from sealtrail._convert import MAX_BATCH, _exact, enum_names, enum_value
 from sealtrail._errors import SealtrailError
@@ -338,7 +338,8 @@ def _not_another_format(ctx: click.Context, first_line: bytes) -> None:
 
 def _refuse(tally: _Tally, number: int, why: str) -> None:
     with tally.lock:
-        click.echo(f"line {number}: {why}", err=True)
+        # `why` quotes the line (a parser's words) or is the server's.
+        click.echo(f"line {number}: {terminal_safe(why)}", err=True)
         tally.refused += 1
 
 

@@ -372,7 +372,10 @@ def verify_log(ctx: click.Context, check_views: bool) -> None:
             )
         return
     failure = result.failure
-    click.echo(f"FAILED at seq {failure.seq}: {failure.reason}: {failure.message}", err=True)
+    click.echo(
+        terminal_safe(f"FAILED at seq {failure.seq}: {failure.reason}: {failure.message}"),
+        err=True,
+    )
     sys.exit(1)
 
 
@@ -403,7 +406,10 @@ def checkpoint(ctx: click.Context, fresh: bool, saved: Path | None, keys: tuple[
         if keys:
             raise click.UsageError("--key goes with --check", ctx)
         with _client(ctx) as client:
-            click.echo(client.get_checkpoint(fresh=fresh).note, nl=False)
+            note = client.get_checkpoint(fresh=fresh).note
+            # Line by line: a note's own lines stay lines (and a signed one as
+            # it was signed), what else the server sent is escaped.
+            click.echo("\n".join(map(terminal_safe, note.split("\n"))), nl=False)
         return
     if not keys:
         # The server's own keys would prove nothing: a forger serves theirs.

@@ -92,12 +92,12 @@ def retention(ctx: click.Context) -> None:
         if which == "category":
             name = f"category {enum_label(event_pb2.Category, rule.category)}"
         else:
-            name = f"actions {rule.action_prefix}"
+            name = f"actions {terminal_safe(rule.action_prefix)}"
         click.echo(f"{name}: {_days(rule.days)}")
-    click.echo(f"etag: {policy.etag}")
+    click.echo(f"etag: {terminal_safe(policy.etag)}")
     click.echo(f"limits: {_limits_text(answer.limits)}")
     click.echo(f"legal hold: {'on (' + terminal_safe(hold.reason) + ')' if hold.on else 'off'}")
-    click.echo(f"legal hold etag: {hold.etag}")
+    click.echo(f"legal hold etag: {terminal_safe(hold.etag)}")
 
 
 def _limits_text(limits: retention_pb2.RetentionLimits) -> str:
@@ -221,7 +221,7 @@ def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse, *, err:
     for rule in preview.rules:
         horizon = rule.received_before.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         click.echo(
-            f"  {rule.rule}: {events(rule.events, rule.at_least)}"
+            f"  {terminal_safe(rule.rule)}: {events(rule.events, rule.at_least)}"
             f" ({counted(rule.days, 'day')}: received before {horizon})",
             err=err,
         )

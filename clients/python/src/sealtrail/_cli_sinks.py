@@ -22,6 +22,7 @@ from sealtrail._cli import (
     _tail_filter_options,
     _Time,
     print_table,
+    terminal_safe,
     unchanged_since_read,
 )
 from sealtrail._convert import (
@@ -233,7 +234,7 @@ def create(
     with _client(ctx) as client, _secret_not_lost(made):
         made_sink = client.create_sink(sink, from_beginning=from_beginning).sink
     _show_secret(made)
-    click.echo(made_sink.id)
+    click.echo(terminal_safe(made_sink.id))
 
 
 @sinks.command("update")
@@ -407,4 +408,4 @@ def replay(
             )
         except ValueError as error:
             raise click.UsageError(str(error)) from None
-    click.echo(f"replay {answer.replay_id} requested")
+    click.echo(f"replay {terminal_safe(answer.replay_id)} requested")
