@@ -29,6 +29,7 @@ import click
 import psycopg
 from opentelemetry.sdk.trace import TracerProvider
 
+from sealtrail._terminal import terminal_safe
 from sealtrail.v1 import event_pb2
 
 from . import __version__
@@ -790,7 +791,10 @@ def token_list(tenant: str, data_dir: Path | None, database_url: str | None) -> 
         click.echo(
             f"{info.token_id}  {info.role:<8}  {_token_state(info, now):<24}"
             f"  {_when(info.expires_at, 'expires', 'never expires'):<24}"
-            f"  {_when(info.last_used_at, 'last used', 'never used'):<26}  {info.name}"
+            f"  {_when(info.last_used_at, 'last used', 'never used'):<26}"
+            # A tenant's admin named it, perhaps before names were checked
+            # for hidden and bidi characters (helper-263).
+            f"  {terminal_safe(info.name)}"
         )
 
 
@@ -980,9 +984,9 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
                 cell.rjust(width) if at in (1, 2) else cell.ljust(width)
                 for at, (cell, width) in enumerate(zip(line, widths, strict=True))
             ]
-            click.echo("  ".join(padded).rstrip())
+            click.echo(terminal_safe("  ".join(padded).rstrip()))
     for problem in unreadable:
-        click.echo(f"cannot read what the key signed: {problem}", err=True)
+        click.echo(f"cannot read what the key signed: {terminal_safe(problem)}", err=True)
     if unreadable:
         raise SystemExit(1)
 

@@ -27,6 +27,7 @@ from sealtrail import build_sink
 from sealtrail._cli import _filter, _tail_filter_options
 from sealtrail._cli_sinks import _destination_options, _destination_settings, _show_secret
 from sealtrail._convert import SINK_SETTINGS, PayloadFormat, SinkKind
+from sealtrail._terminal import terminal_safe
 from sealtrail._words import counted
 
 from .api.audited import FilterDetails
@@ -196,11 +197,14 @@ async def _check_egress(settings: Settings, sink_message: Any) -> None:
 
 def _report(name: str, done: Reconciled) -> None:
     click.echo(
-        f"{name}: made in {counted(len(done.created), 'tenant')}, changed in {len(done.updated)},"
-        f" removed from {len(done.deleted)}"
+        f"{terminal_safe(name)}: made in {counted(len(done.created), 'tenant')},"
+        f" changed in {len(done.updated)}, removed from {len(done.deleted)}"
     )
     for tenant_id, why in done.failed:
-        click.echo(f"  {tenant_id}: not yet ({why}); a server's pass will finish it", err=True)
+        click.echo(
+            terminal_safe(f"  {tenant_id}: not yet ({why}); a server's pass will finish it"),
+            err=True,
+        )
 
 
 def _sink_message(
@@ -371,9 +375,11 @@ def sink_list(output: str, data_dir: Path | None, database_url: str | None) -> N
         totals = _totals(instances)
         state = "deleting" if deployment.deleting else "paused" if definition.paused else "on"
         click.echo(
-            f"{deployment.id}  {definition.name}  {definition.kind}  {state}"
-            f"  {shown_url(url) if url else '-'}  tenants {len(instances)}"
-            f"  lag {totals['lag_events']}  dead letters {totals['dead_letters']}"
+            terminal_safe(
+                f"{deployment.id}  {definition.name}  {definition.kind}  {state}"
+                f"  {shown_url(url) if url else '-'}  tenants {len(instances)}"
+                f"  lag {totals['lag_events']}  dead letters {totals['dead_letters']}"
+            )
         )
 
 

@@ -15,6 +15,7 @@ import click
 import psycopg
 from google.protobuf import json_format
 
+from sealtrail._terminal import terminal_safe
 from sealtrail._words import counted
 from sealtrail.tlog import Verifier
 from sealtrail.v1 import event_pb2
@@ -143,7 +144,7 @@ def _tenant_cells(row: _TenantRow) -> list[str]:
         ceiling = (
             "none" if row.retention_max_days is None else counted(row.retention_max_days, "day")
         )
-    tenant_id = row.tenant if row.tenant.isprintable() else repr(row.tenant)
+    tenant_id = terminal_safe(row.tenant)
     return [
         tenant_id,
         str(row.events),
@@ -217,7 +218,7 @@ def tenant_erase(
     receipt = asyncio.run(run())
     events = counted(receipt.final_tree_size, "event")
     if receipt.kept:  # by another operator or a token, maybe at the same moment
-        by = receipt.erased_by if receipt.erased_by.isprintable() else repr(receipt.erased_by)
+        by = terminal_safe(receipt.erased_by)
         click.echo(
             f"tenant {tenant_id!r} was erased already, at {_utc(receipt.erased_at)} by {by}"
             f" ({events}); this command erased nothing. Its receipt:",
@@ -486,7 +487,7 @@ def tenant_erasures(output: str, data_dir: Path | None, database_url: str | None
         click.echo(json.dumps(listed, indent=2))
         return
     for row in listed:
-        by = row["erased_by"] if row["erased_by"].isprintable() else repr(row["erased_by"])
+        by = terminal_safe(row["erased_by"])
         status = {
             "signed": "signed",
             "unsigned": "unsigned (kept before receipts were signed: nothing proves it)",

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 from click.testing import CliRunner
 from google.rpc import error_details_pb2
 
 from sealtrail import _cli as client_cli
 from sealtrail.v1 import integrity_pb2, retention_pb2, settings_pb2
+from sealtrail_server import cli as server_cli
 from tests.conftest import ServerThread
 from tests.rpc_status import status_of, status_trailers
 from tests.scripted_service import scripted
@@ -49,6 +51,26 @@ def test_an_imports_refused_lines_show_the_files_text_escaped(
     assert "line 1: " in done.stderr and "line 2: " in done.stderr, done.stderr
     assert _raw(done.output) == [], done.output
     assert "x\\x1b[31mRED\\x1b]8;;https://evil.example\\x07link" in done.stderr, done.stderr
+
+
+def test_the_operators_token_list_shows_a_stored_name_escaped(
+    migrated_database_url: str, server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A name stored before names were checked for invisible and bidi
+    characters (helper-263) is still the token's: `sealtrail tokens` showed
+    it escaped, `sealtrail-server token list` as it was, reversing the rest
+    of the operator's line (helper-334)."""
+    server.token(tenant, "reader")
+    sql.execute(
+        "UPDATE api_tokens SET name = %s WHERE tenant_id = %s", ["ci\u202egnp.exe\u200b", tenant]
+    )
+    listed = CliRunner().invoke(
+        server_cli.main,
+        ["token", "list", "--tenant", tenant, "--database-url", migrated_database_url],
+    )
+    assert listed.exit_code == 0, listed.output
+    assert _raw(listed.output) == [] and "\u200b" not in listed.output, listed.output
+    assert "ci\\u202egnp.exe\\u200b" in listed.output, listed.output
 
 
 def _answering(**answers: Any) -> dict[str, grpc.RpcMethodHandler]:
