@@ -374,6 +374,58 @@ def test_what_was_typed_in_the_admin_forms_goes_with_signing_out(
     assert browser.execute_script(_TYPED) == []
 
 
+# The next answer to `method` `path` held in the page until `window.fetch.held()`:
+# the call is made and answered, and its answer reaches the page only then.
+_HOLD_NEXT_ANSWER = """
+const [method, path] = arguments;
+const fetched = window.fetch;
+window.fetch = async (url, init) => {
+  const answer = await fetched(url, init);
+  if (window.fetch.held === undefined && String(url).startsWith(path)
+      && (init?.method || "GET") === method) {
+    await new Promise((resolve) => { window.fetch.held = resolve; });
+  }
+  return answer;
+};
+"""
+
+
+def test_an_answer_to_a_session_signed_out_is_not_shown_to_the_next(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    admin_token: str,
+) -> None:
+    """A token created as its admin signed out: its answer, arriving once the
+    tab's next session had begun (another tenant's admin), showed that
+    session the new token's secret and listed the token among its own."""
+    section = open_view(browser, console_url, admin_token, "Tokens")
+    browser.execute_script(_HOLD_NEXT_ANSWER, "POST", "/api/tokens")
+    form = section.find_element(By.ID, "token-create")
+    Select(form.find_element(By.NAME, "role")).select_by_value("admin")
+    form.find_element(By.NAME, "name").send_keys("made as I left")
+    submit = form.find_element(By.CSS_SELECTOR, "button[type=submit]")
+    submit.click()
+    wait(browser).until(lambda b: b.execute_script("return window.fetch.held !== undefined"))
+    browser.find_element(By.ID, "signout").click()
+
+    other = f"t-{secrets.token_hex(6)}"
+    with AuditClient(console_server.target, token=console_server.token(other)) as next_admin:
+        next_admin.create_token("reader", name="the next tenant's")
+    field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    field.send_keys(console_server.token(other), Keys.ENTER)
+    wait(browser).until(lambda b: row_of(section, "the next tenant's"))  # its own Tokens view
+    browser.execute_script("window.fetch.held()")
+    wait(browser).until(lambda b: submit.is_enabled())  # the creation's answer handled
+
+    assert not section.find_element(By.ID, "token-secret").is_displayed()
+    assert section.find_element(By.ID, "token-secret-value").get_attribute("value") == ""
+    names = [row.find_element(By.TAG_NAME, "td").text for row in
+             section.find_elements(By.CSS_SELECTOR, "#tokens-table tbody tr")]  # fmt: skip
+    assert "made as I left" not in names and "the next tenant's" in names
+    assert "made as I left" not in section.text
+
+
 def test_a_sink_is_deleted_only_once_its_name_is_typed(
     browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
 ) -> None:

@@ -109,6 +109,7 @@ function say(section, text) {
 // revoked, by this page perhaps) signs out. The fields it names are marked in
 // `form` and said by their labels, so that what to put right is plain.
 function failed(section, error, what, form = null) {
+  if (error.signedOut) return;  // the next session's page is not this one's to mark
   if (error.status === 401) { signOut(error); return; }
   $(".done", section).textContent = "";
   const named = form ? markFields(form, error.fields || []) : [];
@@ -698,7 +699,7 @@ async function saveSink(event) {
     // server's failure: the sink may exist, or have changed, signing with this
     // secret, which no one else has. Shown, saying so, as `sealtrail sinks
     // create` does.
-    if (secret && (error.status === undefined || error.status >= 500)) {
+    if (secret && !error.signedOut && (error.status === undefined || error.status >= 500)) {
       showSecret($("#sink-secret"), secret, name, { unsure: true });
       await loadSinks();
     }
@@ -721,7 +722,7 @@ async function pauseSink(sink) {
     say(section, `Sink ${sink.name} ${paused ? "paused" : "resumed"} (recorded as sink.updated).`);
   } catch (error) {
     failed(section, error, `The sink ${sink.name}`);
-    if (error.status === 401) return;
+    if (error.status === 401 || error.signedOut) return;
   }
   await loadSinks();
 }
@@ -742,7 +743,7 @@ async function deleteSink(sink) {
     say(section, `Sink ${sink.name} deleted (recorded as sink.deleted).`);
   } catch (error) {
     failed(section, error, `The sink ${sink.name}`);
-    if (error.status === 401) return;
+    if (error.status === 401 || error.signedOut) return;
   }
   await loadSinks();
 }
@@ -1091,7 +1092,7 @@ async function disableRule(rule) {
     say(section, `Rule ${rule.name} ${disabled ? "disabled" : "enabled"} (recorded as alert_rule.updated).`);
   } catch (error) {
     failed(section, error, `The rule ${rule.name}`);
-    if (error.status === 401) return;
+    if (error.status === 401 || error.signedOut) return;
   }
   await loadAlerts();
 }
@@ -1111,7 +1112,7 @@ async function deleteRule(rule) {
     say(section, `Rule ${rule.name} deleted (recorded as alert_rule.deleted).`);
   } catch (error) {
     failed(section, error, `The rule ${rule.name}`);
-    if (error.status === 401) return;
+    if (error.status === 401 || error.signedOut) return;
   }
   await loadAlerts();
 }

@@ -39,17 +39,36 @@ const state = {
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
+// This tab's session: signing out aborts what it asked and was not answered
+// yet. Handled when it came, an answer to the session signed out was shown to
+// the next, perhaps another tenant's admin: a token created as its admin left
+// showed its secret there, and a view read then showed the first tenant's
+// tokens, sinks or policy. Such an answer is an error (`signedOut`), which
+// the page shows nowhere.
+let session = new AbortController();
+
+function endSession() {
+  const ended = new Error("signed out");
+  ended.signedOut = true;
+  session.abort(ended);
+  session = new AbortController();
+}
+
 // A request to the console's API with this tab's token; a change (`method`
 // other than GET) sends `body` as JSON, the only way the API takes one. An
 // error carries the HTTP status, and the API's code, reason and the fields it
-// names (INVALID_ARGUMENT's) when it gave them.
+// names (INVALID_ARGUMENT's) when it gave them. One without a `signal` of its
+// own (those aborted otherwise) ends with the session.
 async function api(path, params, { signal, method = "GET", body } = {}) {
   const url = params ? `${path}?${params}` : path;
   const headers = { Authorization: `Bearer ${token()}` };
   if (method !== "GET") headers["Content-Type"] = "application/json";
+  const asked = session.signal;
   const response = await fetch(url, {
-    method, headers, signal, body: method === "GET" ? undefined : JSON.stringify(body ?? {}),
+    method, headers, signal: signal ?? asked,
+    body: method === "GET" ? undefined : JSON.stringify(body ?? {}),
   });
+  if (asked.aborted) throw asked.reason;  // answered as the session ended
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
     let answer = {};
@@ -99,6 +118,7 @@ async function signIn(event) {
 // saying why on the sign-in form: signed out with no word, the form came back
 // as if Sign out had been pressed, and nothing said the token was at fault.
 function signOut(refused) {
+  endSession();
   sessionStorage.removeItem(TOKEN_KEY);
   sessionStorage.removeItem(ROLE_KEY);
   stopLive();
@@ -857,7 +877,7 @@ async function exportAs(format) {
   } catch (error) {
     file?.abort(error);  // a download begun fails: never a file that looks complete
     status.textContent = "";
-    $("#error").textContent = `Export failed: ${error.message}`;
+    if (!error.signedOut) $("#error").textContent = `Export failed: ${error.message}`;
   }
 }
 
