@@ -166,6 +166,40 @@ def test_the_events_shown_go_with_signing_out(
     assert browser.find_elements(By.CSS_SELECTOR, "#events tbody tr") == []
 
 
+def test_the_search_goes_with_signing_out(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """The search stayed in the page's URL and form after signing out: the
+    tab's next session, another tenant's, ran it at its sign-in, and its own
+    log kept the first tenant's search terms (`audit_log.queried`)."""
+    sign_in(browser, console_url + "?actor=ann%40example.com", console_server.token(tenant))
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    browser.find_element(By.ID, "signout").click()
+    field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    other = f"{tenant}-next"
+    field.send_keys(console_server.token(other, "reader"), Keys.ENTER)
+
+    def searches() -> list[Any]:
+        return [
+            record["details"]["filter"]
+            for (record,) in sql.execute(
+                "SELECT record::jsonb FROM events WHERE tenant_id = %s"
+                " AND action = 'audit_log.queried'",
+                [other],
+            )
+        ]
+
+    wait(browser).until(lambda b: searches())  # the next session's first page
+    assert "ann@example.com" not in str(searches())
+    assert "ann%40example.com" not in browser.current_url
+    assert browser.find_element(By.NAME, "actor").get_attribute("value") == ""
+
+
 @pytest.mark.parametrize(
     ("forged", "shown", "named"),
     [

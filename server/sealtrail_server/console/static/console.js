@@ -125,6 +125,11 @@ function signOut(refused) {
   forgetEvents();  // the rows shown (an event open among them) go with the session, as
   $("#error").textContent = "";  // the admin views' do: the next may be another tenant's
   unmarkFilter();
+  // The search too, from the URL and the form: kept, the next session (another
+  // tenant's perhaps) ran it at its sign-in, its log keeping this one's terms.
+  history.replaceState(null, "", location.pathname + location.hash);
+  $("#filters").reset();
+  urlToForm(new URLSearchParams());
   $("#status").textContent = "";
   clearAdmin();  // a token's secret shown once goes with the session
   state.started = false;
