@@ -364,3 +364,34 @@ def test_a_record_the_check_refuses_meanwhile_is_told_to_retry_not_that_it_is_in
                 assert client.record(action="doc.edit", actor_id="u").event.seq == 1
     finally:
         server.close()
+
+
+def test_a_move_the_database_refuses_leaves_no_value_in_the_log(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The warning quoted PostgreSQL's error whole, whose `DETAIL: Failing
+    row contains (...)` is a moved event's whole row: its actor, addresses and
+    record, in the server's log, where erasure never reaches. It names what
+    refused the move, by its primary message and SQLSTATE."""
+    secret = f"secret-actor-{uuid.uuid4()}"
+    august = datetime(_YEAR, 8, 1, tzinfo=UTC)
+    with psycopg.connect(url, autocommit=True) as sql:
+        row = sql.execute(
+            "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+            " outcome, actor_id, leaf_hash, record)"
+            " VALUES ('t-months', 1, %s, %s, %s, 'doc.edit', 1, 'success', %s, '\\x00', '{}')"
+            " RETURNING tableoid::regclass::text",
+            [uuid.uuid4(), august, august, secret],
+        ).fetchone()
+        assert row == ("events_default",)
+        # Each month created from now on inherits it: the move into August is refused.
+        sql.execute(
+            f"ALTER TABLE events ADD CONSTRAINT refuse_the_move CHECK (actor_id <> '{secret}')"
+            " NOT VALID"
+        )
+        with caplog.at_level(logging.WARNING, logger=partitions.__name__):
+            _create_ahead(url, datetime(_YEAR, 6, 15, tzinfo=UTC))
+        said = [r.getMessage() for r in caplog.records if "not created over" in r.getMessage()]
+        assert said and [table for table, _ in _rows_of(sql, august)] == ["events_default"]
+    assert not [line for line in said if secret in line or "Failing row" in line], said
+    assert all("refuse_the_move" in line and "23514" in line for line in said), said

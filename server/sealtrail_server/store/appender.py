@@ -101,6 +101,7 @@ from .changes import (
     when_change_ends,
 )
 from .database import SYSTEM_ROLE, Connection, Database
+from .db_errors import named
 from .idempotency import key_probe, repeated_key_outcome, stored_under
 from .kept import KEEP_IDLE_SECONDS, Checkout, KeptConnection
 from .partitions import OUTSIDE_MONTHS
@@ -898,7 +899,7 @@ class _Lane:
             [outcomes], _, _ = await self._write_from(heads, conn, [submission])
         except psycopg.Error as error:
             # The change rolls back with it: nothing recorded, nothing applied.
-            log.error("appender: the database refused a change's record: %s", _named(error))
+            log.error("appender: the database refused a change's record: %s", named(error))
             raise Unavailable(
                 "the database refused the change's record", retry_after=1.0
             ) from error
@@ -1128,7 +1129,7 @@ class _Lane:
                 await self._commit([submission])
             return
         [submission] = batch
-        log.error("appender: the database refused an append: %s", _named(error))
+        log.error("appender: the database refused an append: %s", named(error))
         if not isinstance(error, _REFUSALS):
             _fail(batch, Unavailable("the database refused the append", retry_after=1.0))
         elif len(submission.events) > 1:
@@ -1215,10 +1216,10 @@ class _Lane:
             if _refusal(error) is None:
                 return error
             refusal = _refusal(error)
-            log.error("appender: the database refused %s: %s", event.path, _named(refusal))
+            log.error("appender: the database refused %s: %s", event.path, named(refusal))
             return _refused(event, refusal)
         except _REFUSALS as error:
-            log.error("appender: the database refused %s: %s", event.path, _named(error))
+            log.error("appender: the database refused %s: %s", event.path, named(error))
             return _refused(event, error)
         except psycopg.Error:
             return Unavailable("the database refused the append", retry_after=1.0)
@@ -1837,21 +1838,6 @@ def _refusal(error: SealtrailError) -> psycopg.Error | None:
     """The database's refusal behind `error`, if that is what it is."""
     cause = error.__cause__
     return cause if isinstance(cause, _REFUSALS) else None
-
-
-def _named(error: psycopg.Error | None) -> str:
-    """What the database said of a write it refused, for the log: its primary
-    message and SQLSTATE (`new row for relation "events_2026_05" violates check
-    constraint "..."`), never its DETAIL or CONTEXT, which quote the values
-    refused (`Failing row contains (...)`: the event's whole row and record,
-    for the log to keep where erasure never reaches; a COPY's line). An error
-    of the client's own (the connection lost) is told as it is: it has none."""
-    if error is None:
-        return "no reason given"
-    primary = error.diag.message_primary
-    if primary is None:
-        return str(error)
-    return f"{primary} (SQLSTATE {error.sqlstate})"
 
 
 def _refused(event: ValidEvent, refusal: psycopg.Error | None) -> SealtrailError:

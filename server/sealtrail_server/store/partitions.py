@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 
 from ..domain.retention import KEPT_FOR_GOOD
+from .db_errors import named
 
 PARTITION_MONTHS_AHEAD: Final = 3
 # The events no policy removes, as a LIKE pattern.
@@ -218,7 +219,7 @@ async def _occupied_months(
         log.warning(
             "partitions: cannot count what events_default holds of the months to create"
             " (%s); they are created as before",
-            error,
+            named(error),
         )
         return None
     held = {month.astimezone(UTC): _Held(rows, others) for month, rows, others in counted}
@@ -300,7 +301,7 @@ async def _create_over_its_rows(
             "partitions: %s not created over the rows events_default took of it (%s); they"
             " stay there, and the next pass tries again",
             name,
-            error,
+            named(error),
         )
         return False
     log.log(
