@@ -83,6 +83,7 @@ from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.retention.purger import PURGE_JOB, Purger
 from sealtrail_server.store.events import query_statement
 from sealtrail_server.store.retention import purge_batch, purged_between
+from sealtrail_server.telemetry.logs import log_handler
 from tests.clock import Clock
 from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own
 from tests.integration.test_database_roles import TENANT_TABLES
@@ -2402,3 +2403,39 @@ def test_an_id_names_the_time_its_event_was_received_by_the_servers_clock(
     assert window[0] <= stored.received_at.ToDatetime(UTC) < window[1]
     assert window[0] > datetime.now(UTC) + timedelta(days=2)
     assert admin.get_event(stored.id) == stored
+
+
+def test_a_move_of_records_kept_for_good_the_database_refuses_leaves_no_value_in_the_log(
+    migrated_database_url: str, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pass logs a step that failed with its traceback, whose last line
+    was the database's error whole: its `DETAIL: Failing row contains (...)`
+    the moved record's row (its actor, its details) in the server's log,
+    where erasure never reaches, in either format. The traceback stays, its
+    error named by its primary message and SQLSTATE."""
+    own_clock = Clock()
+    with database_of_its_own(migrated_database_url, "refused_retire") as url:
+        server = ServerThread(url, clock=own_clock, checkpoint_interval=0)
+        try:
+            with (
+                AuditClient(server.target, token=server.token(tenant)) as admin,
+                psycopg.connect(url, autocommit=True) as sql,
+            ):
+                record(admin, "doc.edit")
+                admin.set_retention_policy("30d")
+                [kept] = admin.query(build_filter(actions="retention.*"))
+                sql.execute(
+                    "ALTER TABLE events ADD CONSTRAINT refuse_the_move"
+                    " CHECK (action <> 'retention.policy_updated') NOT VALID"
+                )
+                own_clock.advance(70)
+                with caplog.at_level(logging.ERROR):
+                    purge(server)
+        finally:
+            server.close()
+    [failed] = [r for r in caplog.records if "dropping emptied months failed" in r.getMessage()]
+    for log_format in ("text", "json"):
+        written = log_handler(log_format).format(failed)
+        assert "Traceback" in written and "CheckViolation" in written, written
+        assert "refuse_the_move" in written and "23514" in written, written
+        assert "Failing row" not in written and kept.actor.id not in written, written

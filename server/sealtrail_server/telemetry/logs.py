@@ -1,7 +1,12 @@
 """The server's log lines: plain text by default, or JSON lines
 (SEALTRAIL_LOG_FORMAT=json). Inside a call, every line carries the call's
 request id and the trace and span it was logged in, so a line leads to the
-trace and to the call's audit events."""
+trace and to the call's audit events.
+
+A traceback says a database error as `store.db_errors.named` does, by its
+primary message and SQLSTATE: PostgreSQL's error whole, its last line,
+quotes the values it refused (`DETAIL: Failing row contains (...)`, a row
+whole), which the server's log must not keep."""
 
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TextIO
 
+import psycopg
 from opentelemetry import trace
 
+from ..store.db_errors import named
 from .context import current_request_id
 
 LogFormat = Literal["text", "json"]
@@ -28,6 +35,36 @@ _JSON_UNESCAPED: Final = {c: f"\\u{c:04x}" for c in (*range(0x7F, 0xA0), 0x2028,
 
 def _escaped(found: re.Match[str]) -> str:
     return found[0].encode("unicode_escape").decode()
+
+
+def _without_values(text: str, error: BaseException | None) -> str:
+    """`text`, a traceback of `error`, with each database error in its chain
+    (causes, contexts, a group's members) said by `named`, not whole."""
+    seen: set[int] = set()
+    left = [error] if error is not None else []
+    while left:
+        each = left.pop()
+        if id(each) in seen:
+            continue
+        seen.add(id(each))
+        if isinstance(each, psycopg.Error) and (whole := str(each)) != (said := named(each)):
+            text = text.replace(whole, said)
+        left.extend(e for e in (each.__cause__, each.__context__) if e is not None)
+        if isinstance(each, BaseExceptionGroup):
+            left.extend(each.exceptions)
+    return text
+
+
+class _DatabaseErrorsNamed(logging.Formatter):
+    """A formatter whose tracebacks say database errors by `named`."""
+
+    def formatException(self, ei: Any) -> str:
+        return _without_values(super().formatException(ei), ei[1])
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info:
+            record.exc_text = None  # another handler's, whole: formatted again
+        return super().format(record)
 
 
 class CorrelationFilter(logging.Filter):
@@ -45,7 +82,7 @@ class CorrelationFilter(logging.Filter):
         return True
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_DatabaseErrorsNamed):
     """TEXT_FORMAT, then ` request_id=... trace_id=...` for what is known."""
 
     def __init__(self) -> None:
@@ -71,7 +108,7 @@ class TextFormatter(logging.Formatter):
         return f"{first} {extra}{newline}{rest}"
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_DatabaseErrorsNamed):
     """One JSON object per line: time (RFC 3339, UTC), level, logger, message,
     request_id / trace_id / span_id when known, exception when there is one."""
 
