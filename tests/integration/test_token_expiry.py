@@ -9,7 +9,9 @@ once per interval and process, never on the calls' path."""
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -306,6 +308,46 @@ def test_the_write_of_last_uses_passes_over_a_token_another_transaction_holds(
         holder.rollback()
     assert _row_version(sql, held.token.token_id)[1] is None
     assert _row_version(sql, free.token.token_id)[1] is not None
+
+
+def test_a_write_of_last_uses_the_database_refuses_leaves_no_token_in_the_log(
+    timed: ServerThread,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The warning quoted the database's error whole, its `DETAIL: Failing
+    row contains (...)` the token's whole row (the service's role reads past
+    row security): its name, its secret's digest, in the server's log. It
+    names what refused the write, by its primary message and SQLSTATE."""
+    name = f"secret-name-{uuid.uuid4()}"
+    with AuditClient(timed.target, token=timed.token(tenant)) as admin:
+        created = admin.create_token("recorder", name=name)
+    with AuditClient(timed.target, token=created.secret) as recorder:
+        recorder.record(action="invoice.pay", actor_id="u")
+    constraint = f"refuse_{tenant.replace('-', '_')}"
+    sql.execute(
+        f"ALTER TABLE api_tokens ADD CONSTRAINT {constraint}"
+        f" CHECK (last_used_at IS NULL OR tenant_id <> '{tenant}') NOT VALID"
+    )
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(psycopg.errors.CheckViolation):
+            timed.run(timed.service.token_uses.flush())
+    finally:
+        sql.execute(f"ALTER TABLE api_tokens DROP CONSTRAINT {constraint}")
+        timed.run(timed.service.token_uses.flush())  # written now, for no other test to meet
+    said = [r.getMessage() for r in caplog.records if "went unwritten" in r.getMessage()]
+    assert said
+    digests = [
+        bytes(digest).hex()[:16]
+        for (digest,) in sql.execute(
+            "SELECT secret_sha256 FROM api_tokens WHERE tenant_id = %s", [tenant]
+        ).fetchall()
+    ]
+    for line in said:
+        assert not [d for d in digests if d in line] and "Failing row" not in line, line
+        assert name not in line, line
+        assert constraint in line and "23514" in line, line
 
 
 def test_last_use_is_written_when_a_server_stops_and_outlives_it(

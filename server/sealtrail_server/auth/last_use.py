@@ -25,6 +25,7 @@ from typing import Final
 
 from ..domain.access import Principal
 from ..stopping import end_tasks
+from ..store.db_errors import named
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,9 @@ class LastUses:
             for key, used_at in taken.items():
                 self._pending.setdefault(key, used_at)
             if isinstance(error, Exception):
-                log.warning("the last use of %d token(s) went unwritten: %s", len(taken), error)
+                log.warning(
+                    "the last use of %d token(s) went unwritten: %s", len(taken), named(error)
+                )
             raise
 
     async def _run(self) -> None:
