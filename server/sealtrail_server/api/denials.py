@@ -29,6 +29,7 @@ from sealtrail.v1 import event_pb2
 from ..domain.access import Principal
 from ..store.appended import Appended
 from ..store.appender import Appender
+from ..store.db_errors import named
 from .audited import record_access
 from .once_a_window import OnceAWindow
 
@@ -92,7 +93,9 @@ class Denials:
                 )
             except Exception as error:
                 token = principal.token_id
-                log.warning("the refusal of %s to token %s went unrecorded: %s", rpc, token, error)
+                log.warning(
+                    "the refusal of %s to token %s went unrecorded: %s", rpc, token, named(error)
+                )
                 raise
 
         # Each reason once: a refusal for the role must not hide, for the rest

@@ -38,6 +38,7 @@ from ..store.changes import (
 )
 from ..store.checkpoints import StoredCheckpoint
 from ..store.database import is_unavailable
+from ..store.db_errors import named
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class Eraser:
             if not is_unavailable(error, None):  # a read-only database too (helper-202)
                 raise
             # Its text may name the database's host, port and owner role (helper-119).
-            log.warning("erasure: %s failed: %s", tenant_id, error)
+            log.warning("erasure: %s failed: %s", tenant_id, named(error))
             raise Unavailable(
                 f"the erasure failed, retry it; {SEE_THE_LOG}", retry_after=1.0
             ) from error

@@ -43,6 +43,7 @@ from ..domain.purge_summaries import SummarySeal
 from ..measures import no_meter
 from ..stopping import end_tasks
 from ..store.changes import ERASURE_SUBJECT, share_subjects
+from ..store.db_errors import named
 from ..store.deployment_jobs import note_ended, seconds_since_ended
 from ..store.partitions import create_ahead, retire_past_months
 from ..store.retention import (
@@ -206,7 +207,9 @@ class Purger:
                     again = BUSY_LOOK_AGAIN
             except (psycopg.Error, OSError, SealtrailError) as error:
                 self._faults.add(1)
-                log.warning("retention: %s failed (%s); retrying within the hour", what, error)
+                log.warning(
+                    "retention: %s failed (%s); retrying within the hour", what, named(error)
+                )
             except Exception:  # the job must outlive any one pass
                 self._faults.add(1)
                 log.exception("retention: %s failed; retrying within the hour", what)
@@ -365,7 +368,7 @@ class Purger:
             log.warning(  # the connection was lost; the pass has ended all the same
                 "retention: the pass ended, but recording what it could not failed (%s);"
                 " the upkeep tries again within the hour",
-                error,
+                named(error),
                 exc_info=not isinstance(error, psycopg.OperationalError),
             )
         return [*done, *(retried[0] if retried else [])]

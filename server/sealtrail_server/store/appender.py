@@ -1402,7 +1402,7 @@ class _Lane:
                 )
                 row = await cursor.fetchone()
         except (SealtrailError, psycopg.Error) as error:
-            log.warning("appender: whether a lost write committed cannot be told: %s", error)
+            log.warning("appender: whether a lost write committed cannot be told: %s", named(error))
             return None
         found = 0 if row is None else int(row[0])
         if found == len(tenants):

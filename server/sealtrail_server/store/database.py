@@ -47,6 +47,7 @@ from sealtrail._words import detailed
 
 from ..domain.errors import SEE_THE_LOG, Unavailable
 from ..fair_share import FairShare
+from .db_errors import named
 from .eager import EagerConnection
 from .traced import traced_cursor_class
 
@@ -385,10 +386,10 @@ class Database:
             if not is_unavailable(error, conn):
                 raise
             if _cut_short(error):
-                log.warning(_CUT_SHORT_LOGGED, "a connection of its own", error)
+                log.warning(_CUT_SHORT_LOGGED, "a connection of its own", named(error))
                 told = _CUT_SHORT_TOLD
             else:
-                log.warning("database: a connection of its own failed: %s", error)
+                log.warning("database: a connection of its own failed: %s", named(error))
                 told = f"the database is unavailable; {SEE_THE_LOG}"
             raise Unavailable(told, retry_after=RETRY_AFTER_SECONDS) from error
 
@@ -477,12 +478,12 @@ class Database:
                     " another session holds (a table being rewritten or altered, say); retry"
                 )
             elif _cut_short(error):
-                log.warning(_CUT_SHORT_LOGGED, "a call", error)
+                log.warning(_CUT_SHORT_LOGGED, "a call", named(error))
                 told = _CUT_SHORT_TOLD
             else:
                 # Its text may name the database's host, port, role or processes:
                 # the server's log keeps it, under the call's request id (helper-119).
-                log.warning("database: a call's connection failed: %s", error)
+                log.warning("database: a call's connection failed: %s", named(error))
                 told = f"the database is unavailable; {SEE_THE_LOG}"
             raise Unavailable(told, retry_after=RETRY_AFTER_SECONDS) from error
 

@@ -34,6 +34,7 @@ from ..measures import no_meter
 from ..stopping import end_tasks
 from ..store.appender import NOTIFY_CHANNEL
 from ..store.database import Database
+from ..store.db_errors import named
 from ..store.events import SEARCHED_VECTORS, StoredEvent, page_rows
 from ..store.tree import tree_size
 from ..turns import Turns
@@ -398,7 +399,7 @@ class StreamHub:
                     async for notify in conn.notifies():
                         self._notified(notify.payload)
             except Exception as error:
-                log.warning("stream hub: LISTEN connection lost (%s); reconnecting", error)
+                log.warning("stream hub: LISTEN connection lost (%s); reconnecting", named(error))
                 await asyncio.sleep(_RECONNECT_SECONDS)
 
     async def _resync(self, tenant_id: str) -> None:
@@ -406,7 +407,9 @@ class StreamHub:
             async with self._db.connection(tenant_id) as conn:
                 size = await tree_size(conn, tenant_id)
         except Exception as error:  # after an outage, a pooled connection may have died with it
-            log.warning("stream hub: could not read the log size of %r: %s", tenant_id, error)
+            log.warning(
+                "stream hub: could not read the log size of %r: %s", tenant_id, named(error)
+            )
             self._lagging(tenant_id)
             return
         self._notified(f"{tenant_id}:{size}")
@@ -487,7 +490,7 @@ class StreamHub:
                     subscription.offer(delivery)
                 tenant.fetched = upto
         except Exception as error:  # subscribers fall back to the table at their heartbeat
-            log.warning("stream hub: fetch for %r failed: %s", tenant_id, error)
+            log.warning("stream hub: fetch for %r failed: %s", tenant_id, named(error))
             with contextlib.suppress(Exception):
                 for subscription in tenant.subscribers:
                     subscription.fall_behind()
