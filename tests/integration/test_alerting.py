@@ -44,6 +44,7 @@ from sealtrail_server.store import alerts as alert_store
 from sealtrail_server.store import migrations
 from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.events import PAGE_BYTES, query_events, query_statement
+from sealtrail_server.telemetry.logs import log_handler
 from tests.clock import Clock
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, Reply, endpoint
@@ -2394,3 +2395,43 @@ def test_a_threshold_whose_events_were_purged_decides_as_the_window_that_counted
         before=before, after=after, afresh=afresh,
     )  # fmt: skip
     assert fired == ([] if fires_at is None else [seqs[fires_at]])
+
+
+def test_a_sighting_the_database_refuses_leaves_no_actor_or_address_in_the_log(
+    client: AuditClient,
+    rules: Any,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The evaluator's step failed with the database's error, logged with its
+    traceback, whose last line was the error whole: `DETAIL: Failing row
+    contains (...)`, the row being learned, the event's actor and address with
+    it (the evaluator's role reads past row security), in the server's log,
+    where erasure never reaches. It ends with the primary message and
+    SQLSTATE, in either format."""
+    rules(build_alert_rule("new address", "new_ip", filter=build_filter(actions="user.login")))
+    actor, address = f"secret-actor-{uuid.uuid4()}", "198.51.100.77"
+    constraint = f"refuse_{tenant.replace('-', '_')}"
+    sql.execute(
+        f"ALTER TABLE alert_known_ips ADD CONSTRAINT {constraint}"
+        f" CHECK (tenant_id <> '{tenant}') NOT VALID"
+    )
+    try:
+        with caplog.at_level(logging.ERROR):
+            client.record(action="user.login", actor_id=actor, ip=address)
+            deadline = time.monotonic() + 20
+            while not (
+                failed := [
+                    r for r in caplog.records if r.exc_info and constraint in str(r.exc_info[1])
+                ]
+            ):
+                assert time.monotonic() < deadline, "the evaluator's step did not fail"
+                time.sleep(0.1)
+    finally:
+        sql.execute(f"ALTER TABLE alert_known_ips DROP CONSTRAINT {constraint}")
+    for log_format in ("text", "json"):
+        written = log_handler(log_format).format(failed[0])
+        assert "Traceback" in written and constraint in written and "23514" in written, written
+        assert actor not in written and address not in written, written
+        assert "Failing row" not in written, written
