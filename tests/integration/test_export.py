@@ -88,6 +88,40 @@ def test_csv_export_parses_back_with_neutralised_cells(client: AuditClient, tmp_
         ]
 
 
+# Led by whitespace a trimming import drops (a space, a no-break or
+# ideographic space, an em space, a tab after a space) or by a byte order
+# mark: with "trim spaces" (LibreOffice, Google Sheets), the rest is read as
+# a formula. A cell whose whitespace leads to no formula start stays as it is.
+LED_BY_WHITESPACE = [
+    " =1+1", "  +1", "\u00a0-1", "\u3000@SUM(A1)", "\u2003=1", " \t=1", "\ufeff=1",
+    "\u200b=1", "\u202f\uff1d1", "\x0b-2", "\x85=3",
+]  # fmt: skip
+UNTOUCHED = [" plain", "\u00a0100", "\u3000text", " 'quoted", ""]
+
+
+def test_csv_export_neutralises_a_formula_led_by_whitespace_or_a_byte_order_mark(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """A cell such as " =HYPERLINK(...)" was written as it is: a spreadsheet
+    that trims spaces on import (LibreOffice's "Trim spaces", Google Sheets)
+    read a formula. Each gets its `'`, and taking one leading `'` off gives
+    back exactly what was recorded."""
+    payloads = [*LED_BY_WHITESPACE, *UNTOUCHED]
+    results = client.record_batch(
+        [
+            build_event(action="report.cell", actor_id="u", description=payload, details={"n": i})
+            for i, payload in enumerate(payloads)
+        ]
+    )
+    assert all(result.error is None for result in results)
+    client.export(tmp_path / "out.csv", format="csv", filter=build_filter(actions="report.cell"))
+    content = (tmp_path / "out.csv").read_bytes().decode()
+    rows = list(csv.DictReader(io.StringIO(content, newline="")))
+    cells = [row["description"] for row in rows]
+    assert cells == ["'" + p for p in LED_BY_WHITESPACE] + UNTOUCHED
+    assert [c[1:] if c.startswith("'") else c for c in cells] == payloads
+
+
 def test_ndjson_export_is_the_records_as_hashed_with_a_signed_manifest(
     client: AuditClient, tenant: str, tmp_path: Path, sql: psycopg.Connection[Any]
 ) -> None:

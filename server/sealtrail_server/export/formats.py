@@ -3,7 +3,8 @@
 - NDJSON: each canonical record exactly as hashed, one per line.
 - CSV: RFC 4180 with a header row, one flat column per field, nested values
   as JSON, and every cell neutralised against formula injection (OWASP: a
-  cell starting with = + - @ tab CR or LF, or a full-width = + - @, gets a
+  cell starting with = + - @ tab CR or LF, or a full-width = + - @, or with
+  one of those signs after leading whitespace or a byte order mark, gets a
   leading ').
 - JSON: one array of events in the API's JSON mapping (camelCase, as the CLI
   prints them).
@@ -55,11 +56,21 @@ CSV_COLUMNS: Final = (
 # signs some locales' spreadsheets read as their ASCII ones.
 _FULL_WIDTH: Final = ("\uff1d", "\uff0b", "\uff0d", "\uff20")  # = + - @
 _FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r", "\n", "'", *_FULL_WIDTH)
+_SIGNS: Final = ("=", "+", "-", "@", *_FULL_WIDTH)
+# What an import that trims spaces (LibreOffice's "Trim spaces", Google
+# Sheets) may take off before a sign: any Unicode whitespace (str.isspace: a
+# space, a no-break, em or ideographic space, a vertical tab, ...), a byte
+# order mark and a zero-width space. Each leading, a cell such as " =1+1" was
+# read as a formula once trimmed (helper-344).
+_TRIMMED: Final = "".join(chr(c) for c in range(0x3001) if chr(c).isspace()) + "\ufeff\u200b"
 
 
 def neutralise(cell: str) -> str:
-    """A cell spreadsheets will not evaluate as a formula (OWASP CSV injection)."""
-    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+    """A cell spreadsheets will not evaluate as a formula (OWASP CSV injection),
+    even once its leading whitespace is trimmed."""
+    if cell.startswith(_FORMULA_STARTS) or cell.lstrip(_TRIMMED).startswith(_SIGNS):
+        return "'" + cell
+    return cell
 
 
 class Encoder(ABC):
