@@ -31,7 +31,7 @@ import sealtrail
 import sealtrail_server
 from sealtrail import AuditClient, build_filter
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
-from tests.conftest import REDACTION_SECRET
+from tests.conftest import REDACTION_SECRET, ServerThread
 from tests.http_endpoint import Reply, endpoint
 from tests.processes import READY_PREFIX, ServerProcess, stop
 
@@ -2009,6 +2009,112 @@ def test_a_saved_checkpoint_is_checked_from_stdin(cli_env: dict[str, str], tmp_p
     empty = run("sealtrail", "checkpoint", "--check", "-", "--key", key,
                 env=cli_env, stdin="", check=False)  # fmt: skip
     assert empty.returncode == 1 and empty.stderr.startswith("FAILED: "), empty.stderr
+
+
+def test_export_of_a_seq_range_from_the_command_line(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`sealtrail export` had no way to bound an export by seq, which the API
+    has (first_seq, last_seq) and `sealtrail bundle` has (--seq): --seq
+    FIRST-LAST exports the events of that range, both included, in any
+    format, its manifest naming the range, with or without a filter."""
+    with AuditClient(cli_env["SEALTRAIL_SERVER"], token=cli_env["SEALTRAIL_TOKEN"]) as client:
+        results = client.record_batch(
+            [
+                sealtrail.build_event(action=f"file.{('read', 'write')[n % 2]}", actor_id="ops")
+                for n in range(30)
+            ]
+        )
+        assert all(result.error is None for result in results)
+    out = tmp_path / "range.csv"
+    exported = run("sealtrail", "export", "--format", "csv", "--seq", "10-20", "-o", str(out),
+                   env=cli_env)  # fmt: skip
+    assert exported.stdout.startswith("exported 11 events"), exported.stdout
+    assert "of seq 10..20" in exported.stdout, exported.stdout
+    rows = [row.split(",") for row in out.read_text().splitlines()[1:]]
+    assert [int(row[0]) for row in rows] == list(range(10, 21))
+    kept = json.loads((tmp_path / "range.csv.manifest.json").read_text())
+    assert (kept["range_first_seq"], kept["range_last_seq"]) == (10, 20)
+    assert (kept["first_seq"], kept["last_seq"], kept["row_count"]) == (10, 20, 11)
+    # With a filter: the matching events of the range (the API's first_seq, last_seq).
+    reads = tmp_path / "reads.ndjson"
+    run("sealtrail", "export", "--format", "ndjson", "--seq", "10..20", "--action", "file.read",
+        "-o", str(reads), env=cli_env)  # fmt: skip
+    records = [json.loads(line) for line in reads.read_text().splitlines()]
+    assert [r["seq"] for r in records] == [int(row[0]) for row in rows if row[4] == "file.read"]
+    assert len(records) in (5, 6)
+    # As a bundle, as `sealtrail bundle --seq` writes it: the range proven complete.
+    bundled = tmp_path / "bundle"
+    proven = run("sealtrail", "export", "--format", "bundle", "--seq", "5-8", "-o", str(bundled),
+                 env=cli_env)  # fmt: skip
+    assert "the range seq 5..8 is complete" in proven.stdout, proven.stdout
+    # Refused before any call as `bundle --seq` refuses it; beyond the log, by the server.
+    backwards = run("sealtrail", "export", "--seq", "20-10", "-o", str(out), env=cli_env,
+                    check=False)  # fmt: skip
+    assert backwards.returncode == 2 and "the first seq 20 is after the last 10" in backwards.stderr
+    beyond = run("sealtrail", "export", "--seq", "5-500", "-o", str(tmp_path / "x.csv"),
+                 env=cli_env, check=False)  # fmt: skip
+    assert beyond.returncode == 1 and "BEYOND_LOG_SIZE" in beyond.stderr, beyond.stderr
+    assert "Traceback" not in beyond.stderr and not (tmp_path / "x.csv").exists()
+
+
+def test_an_export_the_server_cuts_as_it_stops_says_what_the_command_can_do(
+    migrated_database_url: str, tenant: str, tmp_path: Path
+) -> None:
+    """A stopping server ends an export still running, saying how to export
+    the rest: first_seq one past the last seq received. `sealtrail export`
+    passed that on, though it keeps nothing of a cut export (no partial file)
+    and had no option of that name: it says what is left and what to do."""
+    server = ServerThread(migrated_database_url)
+    try:
+        token = server.token(tenant)
+        with AuditClient(server.target, token=token) as client:
+            blob = "x" * 60_000  # 12 MB in all: more than the windows and buffers hold
+            for start in range(0, 200, 50):
+                results = client.record_batch(
+                    [
+                        sealtrail.build_event(action="bulk.item", actor_id="u", details={"b": blob})
+                        for _ in range(start, start + 50)
+                    ]
+                )
+                assert all(result.error is None for result in results)
+        out = tmp_path / "audit.ndjson"
+        exporting = subprocess.Popen(
+            [str(BIN / "sealtrail"), "export", "--format", "ndjson", "-o", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": token},
+        )
+        try:
+            exports = server.service._servicer.exports_open  # type: ignore[union-attr]
+            deadline = time.monotonic() + 60
+            # Under way: its first chunks written to the hidden file it fills.
+            while not any(p.stat().st_size for p in tmp_path.glob(".audit.ndjson.*")):
+                assert time.monotonic() < deadline and exporting.poll() is None
+                time.sleep(0.005)
+            exporting.send_signal(signal.SIGSTOP)  # it reads no more: the export waits
+            assert exports.count() == 1
+
+            async def cut() -> None:  # as a stop does, as its grace is about to run out
+                exports.cut_for_stop()
+
+            server.run(cut())
+            exporting.send_signal(signal.SIGCONT)
+            stdout, stderr = exporting.communicate(timeout=60)
+        finally:
+            exporting.kill()
+    finally:
+        server.close()
+    assert exporting.returncode == 1, (stdout, stderr)
+    assert "UNAVAILABLE (SERVER_STOPPING)" in stderr, stderr
+    assert f"no partial file was left at {out}" in stderr, stderr
+    assert "export again" in stderr, stderr
+    # Not the API's words for a client that kept what it received.
+    assert "first_seq" not in stderr and "last_seq" not in stderr, stderr
+    assert "retry after: 1 s" in stderr, stderr
+    assert "Traceback" not in stderr and not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_an_export_leaves_its_manifest_and_checkpoint_for_an_auditor_to_check_later(

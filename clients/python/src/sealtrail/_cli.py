@@ -36,6 +36,7 @@ from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedCol
 from rich.table import Table
 from rich.text import Text
 
+from sealtrail._cli_ranges import SeqRangeParam
 from sealtrail._client import AuditClient
 from sealtrail._convert import (
     EventFields,
@@ -954,12 +955,20 @@ def _count(number: int, noun: str) -> str:
     " manifest and signed checkpoint beside it as FILE.manifest.json (for a bundle, a new"
     " or empty directory).",
 )
+@click.option(
+    "--seq",
+    "seqs",
+    type=SeqRangeParam(),
+    help="Only the (matching) events of this seq range, FIRST-LAST, both included; the"
+    " manifest names it. A bundle of a range proves it complete (no filter with it).",
+)
 @click.pass_context
 def export(
     ctx: click.Context,
     /,
     export_format: ExportFormat | Literal["bundle"],
     out: Path,
+    seqs: tuple[int, int] | None,
     **criteria: Any,
 ) -> None:
     """Export matching events to a file, checked against the server's manifest."""
@@ -967,7 +976,7 @@ def export(
         # Checked here as `bundle`'s own option checks it, which ctx.invoke skips.
         if out.exists() and not out.is_dir():
             raise click.BadParameter(f"{out} is not a directory", param_hint="'-o' / '--out'")
-        ctx.invoke(bundle, out=out, **criteria)
+        ctx.invoke(bundle, out=out, seqs=seqs, **criteria)
         return
     if out.is_dir():
         raise click.BadParameter(f"{out} is a directory", param_hint="'-o' / '--out'")
@@ -989,6 +998,7 @@ def export(
         def update(rows: int, size: int) -> None:
             progress.update(task, completed=size, rows=rows)
 
+        first, last = seqs or (0, 0)
         try:
             manifest = client.export(
                 out,
@@ -996,7 +1006,14 @@ def export(
                 filter=_filter(criteria),
                 progress=update,
                 manifest_file=True,  # what lets the file's receiver check it later
+                first_seq=first,
+                last_seq=last,
             )
+        except SealtrailError as error:
+            if error.reason == "SERVER_STOPPING":
+                progress.stop()
+                _cut_by_a_stop(error, out)
+            raise
         except ExportError as error:
             raise click.ClickException(str(error)) from None
         except OSError as error:  # the file cannot be written: a reason, not a traceback
@@ -1007,11 +1024,28 @@ def export(
             progress.stop()
             click.echo(f"export interrupted: no partial file was left at {out}", err=True)
             ctx.exit(interrupted_status(interrupt))
+    held = (
+        f" of seq {manifest.range_first_seq}..{manifest.range_last_seq}"
+        if manifest.range_last_seq
+        else ""
+    )
     click.echo(
         f"exported {_count(manifest.row_count, 'event')} ({_count(manifest.byte_count, 'byte')},"
-        f" sha256 {manifest.sha256.hex()}) of a log of {manifest.tree_size:,} to {out},"
+        f" sha256 {manifest.sha256.hex()}){held} of a log of {manifest.tree_size:,} to {out},"
         f" its manifest and signed checkpoint to {manifest_path(out)}"
     )
+
+
+def _cut_by_a_stop(error: SealtrailError, out: Path) -> None:
+    """`error`, an export cut short by a stopping server, in words of this
+    command: the server's say how to export the rest (`first_seq` one past the
+    last seq received, `last_seq` in its metadata), for a client that kept
+    what it received, where the command keeps nothing of a cut export."""
+    error.message = (
+        "the server is stopping and cut the export short: no partial file was left at"
+        f" {out}; export again, at another server or here once it is back"
+    )
+    error.metadata.pop("last_seq", None)
 
 
 @main.command()
