@@ -2117,6 +2117,49 @@ def test_an_export_the_server_cuts_as_it_stops_says_what_the_command_can_do(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_a_csv_export_warns_of_cells_longer_than_a_spreadsheet_keeps(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Excel keeps at most 32,767 characters of a cell and cuts the rest
+    without a word as it opens a CSV; a record may be 64 KiB. The export
+    writes such a cell whole, and says which cells are so, on stderr."""
+    import hashlib
+
+    with AuditClient(cli_env["SEALTRAIL_SERVER"], token=cli_env["SEALTRAIL_TOKEN"]) as client:
+        events = [
+            sealtrail.build_event(action="doc.long", actor_id="u", details={"b": "x" * size})
+            for size in (100, 40_000, 32_700, 20_000)
+        ]
+        # 32,009 characters, 1,000 of them outside the Basic Multilingual Plane:
+        # 33,009 as Excel counts them (UTF-16 code units, an emoji 2).
+        events[3] = sealtrail.build_event(
+            action="doc.long", actor_id="u", details={"b": "\U0001f600" * 1_000 + "x" * 31_000}
+        )
+        seqs = []
+        for result in client.record_batch(events):
+            assert result.event is not None, result.error
+            seqs.append(result.event.seq)
+    out = tmp_path / "long.csv"
+    exported = run("sealtrail", "export", "--format", "csv", "--action", "doc.long", "-o",
+                   str(out), env=cli_env)  # fmt: skip
+    assert exported.stdout.startswith("exported 4 events"), exported.stdout
+    said = exported.stderr
+    assert said.startswith("warning: 2 cells are longer than 32,767 characters"), said
+    assert f"seq {seqs[1]} (details)" in said and f"seq {seqs[3]} (details)" in said, said
+    assert f"seq {seqs[2]} " not in said and "Excel" in said, said
+    # The file holds them whole: its bytes are the manifest's.
+    kept = json.loads((tmp_path / "long.csv.manifest.json").read_text())
+    assert kept["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert "x" * 40_000 in out.read_text()
+    # None so long, nothing said; nor of an NDJSON export, which no spreadsheet opens.
+    short = run("sealtrail", "export", "--format", "csv", "--seq", f"{seqs[0]}-{seqs[0]}",
+                "-o", str(tmp_path / "short.csv"), env=cli_env)  # fmt: skip
+    assert short.stderr == ""
+    ndjson = run("sealtrail", "export", "--format", "ndjson", "--action", "doc.long",
+                 "-o", str(tmp_path / "long.ndjson"), env=cli_env)  # fmt: skip
+    assert ndjson.stderr == ""
+
+
 def test_an_export_leaves_its_manifest_and_checkpoint_for_an_auditor_to_check_later(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -50,7 +50,13 @@ from sealtrail._convert import (
     token_fits_a_header,
 )
 from sealtrail._errors import AbortedError, SealtrailError
-from sealtrail._export import ExportError, ExportFormat, manifest_path
+from sealtrail._export import (
+    EXCEL_CELL_LIMIT,
+    ExportError,
+    ExportFormat,
+    cells_past_excel,
+    manifest_path,
+)
 from sealtrail._terminal import terminal_safe as terminal_safe  # theirs too (_cli_*)
 from sealtrail._words import counted, detailed
 from sealtrail.v1 import audit_service_pb2, event_pb2
@@ -1033,6 +1039,37 @@ def export(
         f"exported {_count(manifest.row_count, 'event')} ({_count(manifest.byte_count, 'byte')},"
         f" sha256 {manifest.sha256.hex()}){held} of a log of {manifest.tree_size:,} to {out},"
         f" its manifest and signed checkpoint to {manifest_path(out)}"
+    )
+    if export_format == "csv":
+        _warn_of_cells_past_excel(out)
+
+
+# The cells past Excel's limit a warning names; of more, it says how many more.
+_LONG_CELLS_NAMED = 5
+
+
+def _warn_of_cells_past_excel(out: Path) -> None:
+    """Warns, on stderr, of the cells of the CSV at `out` longer than Excel
+    keeps: opening the file, it cut them short without a word, and an
+    auditor read a shortened details cell as the record (helper-344). The
+    file is as exported (its manifest's bytes): the warning only names them."""
+    try:
+        long_cells = cells_past_excel(out)
+    except (OSError, UnicodeDecodeError):  # exported and checked: a warning is not worth a failure
+        return
+    if not long_cells:
+        return
+    named = ", ".join(f"seq {seq} ({column})" for seq, column in long_cells[:_LONG_CELLS_NAMED])
+    more = len(long_cells) - _LONG_CELLS_NAMED
+    if more > 0:
+        named += f" and {more:,} more"
+    one = len(long_cells) == 1
+    click.echo(
+        f"warning: {_count(len(long_cells), 'cell')} {'is' if one else 'are'} longer than"
+        f" {EXCEL_CELL_LIMIT:,} characters, the most Excel keeps of a cell: opening {out},"
+        f" Excel cuts {'it' if one else 'them'} short without a word: {named}."
+        f" The file holds {'it' if one else 'them'} whole.",
+        err=True,
     )
 
 

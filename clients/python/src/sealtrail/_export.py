@@ -5,6 +5,7 @@ interrupted export never leaves a truncated file that looks complete."""
 from __future__ import annotations
 
 import base64
+import csv
 import errno
 import hashlib
 import json
@@ -143,6 +144,36 @@ def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str
         kept["range_first_seq"] = manifest.range_first_seq
         kept["range_last_seq"] = manifest.range_last_seq
     return json.dumps(kept, indent=2, ensure_ascii=False) + "\n"
+
+
+# The most characters of a cell Excel keeps, counted as it counts them (UTF-16
+# code units: a character outside the Basic Multilingual Plane, an emoji, is 2);
+# it cuts a longer one short as it opens a CSV, without a word. A record may
+# be 64 KiB, its details or changes cell about as long.
+EXCEL_CELL_LIMIT = 32_767
+
+
+def cells_past_excel(path: Path) -> list[tuple[str, str]]:
+    """The (seq, column) of each cell of the CSV export at `path` longer than
+    Excel keeps (EXCEL_CELL_LIMIT), in the file's order: what a spreadsheet
+    user opening it sees cut short, though the file holds it whole."""
+    found: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8", newline="") as file:
+        reader = csv.reader(file)
+        try:
+            columns = next(reader, [])
+            for row in reader:
+                for column, cell in zip(columns, row, strict=False):
+                    # At least half as many characters as code units: most cells end here.
+                    if len(cell) > EXCEL_CELL_LIMIT // 2 and _utf16_length(cell) > EXCEL_CELL_LIMIT:
+                        found.append((row[0], column))
+        except csv.Error:  # not the export's CSV (the file changed since): what was found
+            pass
+    return found
+
+
+def _utf16_length(text: str) -> int:
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 def _refuse_unless_a_file(path: Path) -> None:
