@@ -1176,3 +1176,38 @@ def test_a_token_that_expires_signs_out_saying_why(
     sign_in(browser, console_url, console_server.token(tenant, "reader"))
     wait_for_rows(browser, lambda r: len(r) >= 3)
     assert browser.find_element(By.ID, "signin-error").get_attribute("textContent") == ""
+
+
+UNREACHABLE = "could not reach the console's server"
+
+
+def test_a_server_that_cannot_be_reached_is_said_in_the_consoles_words(
+    browser: webdriver.Chrome, migrated_database_url: str, tenant: str
+) -> None:
+    """With the console's server stopped (or the network gone), Apply said
+    "Failed to fetch", an export "Export failed: Failed to fetch", an admin
+    view the same: the browser's words, which said neither what happened nor
+    what to do. The page now says it could not reach the console's server,
+    that it may be stopped or the network down, and to try again."""
+    server = ServerThread(migrated_database_url, console_listen="127.0.0.1:0")
+    try:
+        with AuditClient(server.target, token=server.token(tenant, "recorder")) as c:
+            c.record(action="door.open", actor_id="u-kim")
+        url = f"http://127.0.0.1:{server.service.console_port}/?actions=door.open"
+        sign_in(browser, url, server.token(tenant, "admin"))
+        wait_for_rows(browser, lambda r: len(r) == 1)
+    finally:
+        server.close()
+    error = browser.find_element(By.ID, "error")
+    apply_filter(browser, "door.*")
+    wait(browser).until(lambda b: error.text)
+    assert UNREACHABLE in error.text and "try again" in error.text, error.text
+    assert "fetch" not in error.text.lower(), error.text
+    browser.find_element(By.ID, "export-csv").click()
+    wait(browser).until(lambda b: error.text.startswith("Export failed"))
+    assert UNREACHABLE in error.text and "fetch" not in error.text.lower(), error.text
+    browser.find_element(By.LINK_TEXT, "Tokens").click()
+    section = wait(browser).until(seen.visibility_of_element_located((By.ID, "admin-tokens")))
+    said = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: said.text)
+    assert UNREACHABLE in said.text and "fetch" not in said.text.lower(), said.text

@@ -64,10 +64,17 @@ async function api(path, params, { signal, method = "GET", body } = {}) {
   const headers = { Authorization: `Bearer ${token()}` };
   if (method !== "GET") headers["Content-Type"] = "application/json";
   const asked = session.signal;
-  const response = await fetch(url, {
-    method, headers, signal: signal ?? asked,
-    body: method === "GET" ? undefined : JSON.stringify(body ?? {}),
-  });
+  let response;
+  try {
+    response = await fetch(url, {
+      method, headers, signal: signal ?? asked,
+      body: method === "GET" ? undefined : JSON.stringify(body ?? {}),
+    });
+  } catch (error) {
+    if (asked.aborted) throw asked.reason;  // the session ended: shown nowhere
+    if (error.name === "AbortError") throw error;
+    throw unreached(method === "GET" ? "" : "whether the change was made is not known: look, then");
+  }
   if (asked.aborted) throw asked.reason;  // answered as the session ended
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
@@ -84,6 +91,18 @@ async function api(path, params, { signal, method = "GET", body } = {}) {
     throw error;
   }
   return response;
+}
+
+// No answer of the console's server (it stopped, the network went, a proxy
+// cut the connection): in the console's words, with what to do. The
+// browser's own ("Failed to fetch", "network error") said neither. `then`:
+// what to do before trying again (a change's, which may have been made).
+function unreached(then = "", lost = false) {
+  const what = lost ? "the connection to the console's server was lost"
+    : "could not reach the console's server";
+  const error = new Error(`${what} (it may be stopped, or the network down): ${then ? `${then} ` : ""}try again`);
+  error.unreachable = true;
+  return error;
 }
 
 // A Retry-After's whole seconds in words ("2 seconds", "59 minutes"); "" for none.
@@ -707,7 +726,14 @@ async function* batches(response) {
   let pending = "";
   try {
     for (;;) {
-      const { value, done } = await reader.read();
+      let read;
+      try {
+        read = await reader.read();
+      } catch (error) {
+        if (error.name === "AbortError") throw error;
+        throw unreached("", true);  // cut while it came: the browser said "network error"
+      }
+      const { value, done } = read;
       if (done) break;
       pending += value;
       const complete = pending.split("\n");
