@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from selenium import webdriver
@@ -237,3 +238,94 @@ def test_a_long_unbroken_value_wraps_in_its_cell_whole(
     )
     assert wide <= shown, (wide, shown)
     assert cells[-1].text == "203.0.113.7" and cells[-1].is_displayed()
+
+
+# The left edge on screen of the first occurrence of arguments[1] in the text
+# of arguments[0] (null if it has none): where the reader's eye finds it.
+_LEFT_OF = """
+const [root, piece] = arguments;
+const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+const nodes = [];
+let text = "";
+while (walker.nextNode()) {
+  nodes.push([walker.currentNode, text.length]);
+  text += walker.currentNode.data;
+}
+const at = text.indexOf(piece);
+if (at < 0) return null;
+const point = (offset, end) => {
+  for (const [node, start] of nodes) {
+    if (end ? offset <= start + node.data.length : offset < start + node.data.length) {
+      return [node, offset - start];
+    }
+  }
+};
+const range = document.createRange();
+range.setStart(...point(at, false));
+range.setEnd(...point(at + piece.length, true));
+return range.getBoundingClientRect().left;
+"""
+
+
+def left_of(browser: webdriver.Chrome, root: Any, piece: str) -> float:
+    found = browser.execute_script(_LEFT_OF, root, piece)
+    assert found is not None, piece
+    return float(found)
+
+
+def test_right_to_left_values_cannot_reorder_the_words_around_them(
+    browser: webdriver.Chrome, console_server: ServerThread, console_url: str, tenant: str
+) -> None:
+    """A resource's cell is "type: name", an event's JSON "key": value, a
+    rule's sinks "a, b": two right-to-left values with only punctuation
+    between them (or one and a number) were one right-to-left run, shown
+    backwards in the left-to-right page: "חשבון: שלום" read as the name
+    first, then the type; a details key "שם": 42 as 42 before its key; a
+    rule's first sink after its second. Each value is now isolated (<bdi>),
+    the words between them kept in the page's order."""
+    admin_token = console_server.token(tenant, "admin")
+    with AuditClient(console_server.target, token=admin_token) as admin:
+        admin.record(
+            build_event(
+                action="doc.rtl",
+                actor_id="u-1",
+                resource_type="חשבון",
+                resource_id="r-1",
+                resource_name="שלום",
+                details={"שם": 42, "מפתח": "ערך"},
+            )
+        )
+        sinks = [
+            admin.create_sink(
+                build_sink(
+                    name,
+                    "webhook",
+                    url="http://127.0.0.1:9/hook",
+                    secrets=["whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()],
+                    paused=True,
+                )
+            ).sink.id
+            for name in ("אלף", "בית")
+        ]
+        admin.create_alert_rule(
+            build_alert_rule("rtl", "match", filter=build_filter(actions="doc.*"), sink_ids=sinks)
+        )
+    sign_in(browser, console_url + "?actions=doc.rtl", admin_token)
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    row = browser.find_element(By.CSS_SELECTOR, "#events tbody tr.event")
+    resource = row.find_elements(By.TAG_NAME, "td")[3]
+    assert resource.get_attribute("textContent") == "חשבון: שלום"  # the same text
+    assert left_of(browser, resource, "חשבון") < left_of(browser, resource, "שלום")
+    row.click()
+    pre = wait(browser).until(
+        seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail pre"))
+    )
+    assert json.loads(pre.get_attribute("textContent") or "")["details"]["שם"] == 42
+    assert left_of(browser, pre, "שם") < left_of(browser, pre, "42")
+    assert left_of(browser, pre, "מפתח") < left_of(browser, pre, "ערך")
+    browser.find_element(By.LINK_TEXT, "Alert rules").click()
+    section = wait(browser).until(seen.visibility_of_element_located((By.ID, "admin-alerts")))
+    wait(browser).until(lambda b: "בית" in section.text)
+    listed = section.find_element(By.XPATH, ".//td[contains(., 'בית')]")
+    assert listed.get_attribute("textContent") == "אלף, בית"
+    assert left_of(browser, listed, "אלף") < left_of(browser, listed, "בית")

@@ -264,12 +264,38 @@ export function visibleJson(value) {
     (half) => `\\u${half.charCodeAt(0).toString(16).padStart(4, "0")}`).join(""));
 }
 
+// `value` as `visibleJson` writes it, as the nodes to show: each string (a key
+// or a value) isolated, the JSON around it kept in the page's order. Shown as
+// one text, a right-to-left key and its value were one run, shown backwards
+// ("ערך": "מפתח"), and a number went before its right-to-left key. Its text is
+// the JSON's, copied as it is.
+export function isolatedJson(value) {
+  const written = visibleJson(value);
+  const nodes = [];
+  let at = 0;
+  for (const string of written.matchAll(/"((?:[^"\\]|\\.)*)"/g)) {
+    const inner = document.createElement("bdi");
+    inner.textContent = string[1];  // escaped by `visibleJson` already
+    nodes.push(`${written.slice(at, string.index)}"`, inner, "\"");
+    at = string.index + string[0].length;
+  }
+  nodes.push(written.slice(at));
+  return nodes;
+}
+
 // A name within words, shown as `visibleName` and isolated from them: a
-// right-to-left name cannot move the words around it.
-function isolated(name) {
+// right-to-left name cannot move the words around it (a cell's "type: name",
+// a list of names: two right-to-left ones with only punctuation between them
+// were one run, shown backwards in the left-to-right page).
+export function isolated(name) {
   const made = document.createElement("bdi");
   made.textContent = visibleName(name);
   return made;
+}
+
+// `names`, each `isolated`, between the words `between`: the nodes to show.
+export function isolatedList(names, between = ", ") {
+  return names.flatMap((name, at) => (at ? [between, isolated(name)] : [isolated(name)]));
 }
 
 // Asks before a change that cannot be taken back; with `typed`, the OK stays
@@ -915,7 +941,8 @@ function ruleRow(rule) {
   cell(row, condition(rule));
   const severity = rule.severity === "SEVERITY_UNSPECIFIED" ? "warning" : label(rule.severity);
   cell(row, severity, `severity-${severity}`);
-  cell(row, (rule.sink_ids || []).map((id) => (names.has(id) ? visibleName(names.get(id)) : `${id} (deleted)`)).join(", ") || "none");
+  const sinks = (rule.sink_ids || []).map((id) => (names.has(id) ? names.get(id) : `${id} (deleted)`));
+  cell(row, sinks.length ? "" : "none").append(...isolatedList(sinks));  // each isolated, in order
   const fired = Number(rule.fired || 0);
   const last = rule.last_fired_time ? `, last ${when(rule.last_fired_time)}` : "";
   cell(row, fired ? `${count(fired, "time")}${last}` : "never");

@@ -4,7 +4,8 @@
 // admin token also gets the admin views (admin.js), one per URL fragment.
 
 import {
-  clearAdmin, count, hideSecretsOutside, setUpAdmin, showAdminView, visibleJson, visibleName, when,
+  clearAdmin, count, hideSecretsOutside, isolatedJson, isolatedList, setUpAdmin, showAdminView,
+  visibleName, when,
 } from "./admin.js";
 import { fromBase64 as bytes, hexOf as hex } from "./base64.js";
 import { addToChart, clearChart, emptyChart, loadChart, setUpChart } from "./chart.js";
@@ -280,7 +281,10 @@ function eventRow(event, { fresh = false } = {}) {
   cell(row, event.action);
   cell(row, event.actor?.email || event.actor?.id);
   const resource = event.resource || {};
-  cell(row, [resource.type, resource.name || resource.id].filter(Boolean).join(": "));
+  // Type and name, each isolated: "חשבון: שלום" was one right-to-left run, the name
+  // shown first, and a name of digits went before its type.
+  cell(row, "").replaceChildren(...isolatedList([resource.type, resource.name || resource.id]
+    .filter(Boolean), ": "));
   const outcome = label(event.outcome);
   cell(row, outcome, `outcome-${outcome}`);
   const severity = label(event.severity);
@@ -552,9 +556,9 @@ function changes(event) {
     const row = body.insertRow();
     cell(row, change.field);
     const before = cell(row, "", "before");
-    before.textContent = "before" in change ? visibleJson(change.before) : "—";
+    before.replaceChildren(...("before" in change ? isolatedJson(change.before) : ["—"]));
     const after = cell(row, "", "after");
-    after.textContent = "after" in change ? visibleJson(change.after) : "—";
+    after.replaceChildren(...("after" in change ? isolatedJson(change.after) : ["—"]));
   }
   wrapper.append(table);
   return wrapper;
@@ -562,7 +566,7 @@ function changes(event) {
 
 function json(event) {
   const pre = document.createElement("pre");
-  pre.textContent = visibleJson(event);
+  pre.replaceChildren(...isolatedJson(event));  // each string isolated: see `isolatedJson`
   pre.setAttribute("aria-label", "The event as JSON");
   pre.tabIndex = 0;  // it scrolls: a keyboard must reach it to read what is below
   return pre;
