@@ -20,8 +20,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from sealtrail import AuditClient, build_event
+from sealtrail import AuditClient, build_event, build_filter
 from sealtrail.v1 import event_pb2
+from tests.clock import Clock
 from tests.conftest import ServerThread
 
 WAIT = 15
@@ -1211,3 +1212,43 @@ def test_a_server_that_cannot_be_reached_is_said_in_the_consoles_words(
     said = section.find_element(By.CSS_SELECTOR, ".error")
     wait(browser).until(lambda b: said.text)
     assert UNREACHABLE in said.text and "fetch" not in said.text.lower(), said.text
+
+
+def test_live_after_events_retention_removed_follows_on(
+    browser: webdriver.Chrome, migrated_database_url: str, tenant: str
+) -> None:
+    """Live starts after the newest event shown. Where retention had removed
+    the event after it (logins kept for good, the rest for 10 days, and no
+    login since), the stream was refused: "Live updates stopped: the events
+    after seq 1 were removed by retention; ... (resume with after_seq 3)",
+    words for a program, and Live could not be turned on for that search
+    at all. The console now asks the stream to announce what retention
+    removed (ADR 0038) and passes over it: Live follows on, and the next
+    login arrives."""
+    clock = Clock()
+    server = ServerThread(migrated_database_url, console_listen="127.0.0.1:0", clock=clock)
+    try:
+        with AuditClient(server.target, token=server.token(tenant, "admin")) as admin:
+            login = build_event(action="user.login", actor_id="u-1", category="authentication")
+            admin.record(login)
+            for _ in range(2):
+                admin.record(action="doc.edit", actor_id="u-1")
+            admin.set_retention_policy(10, categories={"authentication": "forever"})
+            clock.advance(11)
+            assert server.service.purger is not None
+            server.run(server.service.purger.run_once())
+            assert not list(admin.query(build_filter(actions="doc.edit")))
+            url = f"http://127.0.0.1:{server.service.console_port}/?range=all&actions=user.login"
+            sign_in(browser, url, server.token(tenant, "reader"))
+            wait_for_rows(browser, lambda r: len(r) == 1)
+            browser.find_element(By.ID, "live").click()
+            time.sleep(1)  # the stream is open once the first heartbeat arrives
+            assert browser.find_element(By.ID, "error").text == ""
+            assert browser.find_element(By.ID, "live").is_selected()
+            admin.record(
+                build_event(action="user.login", actor_id="u-2", category="authentication")
+            )
+            wait_for_rows(browser, lambda r: len(r) == 2 and "u-2" in r[0])
+            assert browser.find_element(By.ID, "error").text == ""
+    finally:
+        server.close()

@@ -452,8 +452,14 @@ class Console:
         )
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
+        # Removals announced (ADR 0038), not refused: Live starts after the
+        # newest event of its search, and where retention had removed the one
+        # after it (the rest of the log kept less long), the resume check
+        # refused the stream with PURGED, and Live could not follow that search
+        # at all. An announcement is written as an empty line, as a heartbeat:
+        # what was removed was never on the page.
         stream_request = pb.StreamEventsRequest(
-            filter=event_filter(request.query), max_events_per_message=100
+            filter=event_filter(request.query), max_events_per_message=100, announce_purged=True
         )
         after = request.query.get("after_seq", "")
         if after:
