@@ -201,6 +201,45 @@ def test_the_search_goes_with_signing_out(
     assert browser.find_element(By.NAME, "actor").get_attribute("value") == ""
 
 
+def test_back_after_the_next_sign_in_runs_no_search_of_the_session_before(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """The tab's history outlives a session: after the next sign-in (another
+    tenant's), Back went to the searches the session before had applied, ran
+    them, and had them recorded in the next tenant's log. An entry another
+    session made is not run: its address becomes this session's search."""
+    sign_in(browser, console_url, console_server.token(tenant))
+    wait_for_rows(browser, lambda r: len(r) > 1)
+    apply_filter(browser, "user.login")
+    wait_for_rows(browser, lambda r: len(r) == 1 and "user.login" in r[0])
+    apply_filter(browser, "member.invite")
+    wait_for_rows(browser, lambda r: len(r) == 1 and "member.invite" in r[0])
+    browser.find_element(By.ID, "signout").click()
+    field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    other = f"{tenant}-after"
+    field.send_keys(console_server.token(other, "reader"), Keys.ENTER)
+
+    def searches() -> str:
+        return str(
+            sql.execute(
+                "SELECT array_agg(record::jsonb -> 'details' -> 'filter') FROM events"
+                " WHERE tenant_id = %s AND action = 'audit_log.queried'",
+                [other],
+            ).fetchone()
+        )
+
+    wait(browser).until(lambda b: "{" in searches())  # the next session's first page
+    browser.back()  # to the first session's user.login
+    wait(browser).until(lambda b: "user.login" not in b.current_url)
+    assert browser.find_element(By.NAME, "actions").get_attribute("value") == ""
+    assert "user.login" not in searches()
+
+
 @pytest.mark.parametrize(
     ("forged", "shown", "named"),
     [

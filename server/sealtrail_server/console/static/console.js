@@ -15,6 +15,8 @@ const TOKEN_KEY = "sealtrail.token";
 // The token's role, as the sign-in said: only what the page shows depends on
 // it (the API decides what each call may do, whatever the page believes).
 const ROLE_KEY = "sealtrail.role";
+// This sign-in's mark, which the tab's history entries it makes carry (`ownEntry`).
+const SESSION_KEY = "sealtrail.session";
 // URL fragment -> the admin view's section.
 const ADMIN_VIEWS = { tokens: "admin-tokens", sinks: "admin-sinks", alerts: "admin-alerts",
   retention: "admin-retention" };
@@ -39,6 +41,24 @@ const state = {
 };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+// The tab's history outlives a session: Back after the next sign-in, perhaps
+// another tenant's, went to the searches of the session before, ran them and
+// had them recorded in the next tenant's log. Each entry a session makes (its
+// searches, the one it signed in on, the views it opens) carries its mark; an
+// entry without it is not its own (`searchChanged`).
+function sessionMark() { return sessionStorage.getItem(SESSION_KEY); }
+let ownSearch = location.search;  // the search of the last entry of this session's
+
+function newSession() {
+  sessionStorage.setItem(SESSION_KEY, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
+  ownEntry();
+}
+
+function ownEntry(address = location.href) {
+  history.replaceState({ session: sessionMark() }, "", address);
+  ownSearch = location.search;
+}
 
 // This tab's session: signing out aborts what it asked and was not answered
 // yet. Handled when it came, an answer to the session signed out was shown to
@@ -131,6 +151,7 @@ async function signIn(event) {
     return;
   }
   $("#token").value = "";
+  newSession();  // the search it signed in on (a shared link's) is its own
   showSignedIn();
 }
 
@@ -141,6 +162,7 @@ function signOut(refused) {
   endSession();
   sessionStorage.removeItem(TOKEN_KEY);
   sessionStorage.removeItem(ROLE_KEY);
+  sessionStorage.removeItem(SESSION_KEY);
   stopLive();
   forgetEvents();  // the rows shown (an event open among them) go with the session, as
   $("#error").textContent = "";  // the admin views' do: the next may be another tenant's
@@ -472,14 +494,24 @@ function narrowTo(from, to) {
 // it is the address already (Apply pressed again).
 function goTo(url) {
   const address = `${location.pathname}${String(url) ? `?${url}` : ""}`;
-  if (address === `${location.pathname}${location.search}`) history.replaceState(null, "", address);
-  else history.pushState(null, "", address);
+  const entry = { session: sessionMark() };
+  if (address === `${location.pathname}${location.search}`) history.replaceState(entry, "", address);
+  else history.pushState(entry, "", address);
+  ownSearch = location.search;
 }
 
 // Back or Forward to another search: its filter in the form (a field it does
 // not set emptied) and its rows, Live left as it was.
+// An entry of another session (the one before this sign-in) is not run: its
+// address becomes this session's search, and Back goes on past it.
 function searchChanged() {
-  if (!token() || !state.started || location.search === state.search) return;
+  if (!token()) return;
+  if (history.state?.session !== sessionMark()) {
+    ownEntry(`${location.pathname}${ownSearch}${location.hash}`);  // a view's link: the same
+    return;
+  }
+  ownSearch = location.search;
+  if (!state.started || location.search === state.search) return;
   const live = $("#live").checked;
   $("#filters").reset();
   $("#live").checked = live;
@@ -997,10 +1029,12 @@ function init() {
   new IntersectionObserver((entries) => {
     if (entries.some((entry) => entry.isIntersecting) && state.nextToken) loadPage();
   }).observe($("#more"));
-  window.addEventListener("hashchange", route);
+  // A view opened by its link is an entry of its own: this session's.
+  window.addEventListener("hashchange", () => { if (!history.state) ownEntry(); route(); });
   window.addEventListener("popstate", searchChanged);
   setUpAdmin({ api, signOut, filterFields, fillFilter, filterRow: $("#filters .row") });
   setUpChart({ api, narrow: narrowTo, report: chartRefused });
+  if (token() && !sessionMark()) newSession();  // signed in by an earlier version of the page
   if (token()) showSignedIn(); else { $("#signin").hidden = false; $("#token").focus(); }
 }
 
