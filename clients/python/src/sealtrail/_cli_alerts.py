@@ -205,14 +205,22 @@ def create(
         click.echo(terminal_safe(client.create_alert_rule(rule).rule.id))
 
 
-# The condition settings update may change, by kind (the filter: any kind).
-_CONDITION_SETTINGS = {
-    "match": frozenset(),
-    "threshold": frozenset({"count", "window_seconds", "group_by", "exact_actor_ids"}),
-    "new_ip": frozenset(),
-    "new_country": frozenset(),
-    "off_hours": frozenset({"time_zone", "hours", "working_days"}),
+# The condition settings update may change: their option, and the kind of
+# rule they apply to (the filter: any kind). In the options' order.
+_CONDITION_SETTINGS: Final = {
+    "count": ("--count", "threshold"),
+    "window_seconds": ("--window", "threshold"),
+    "group_by": ("--group-by", "threshold"),
+    "exact_actor_ids": ("--exact-actor-ids", "threshold"),
+    "time_zone": ("--time-zone", "off_hours"),
+    "hours": ("--hours", "off_hours"),
+    "working_days": ("--days", "off_hours"),
 }
+
+
+def _a(kind: str) -> str:
+    """`an off_hours`, `a threshold`."""
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
 @alerts.command("update")
@@ -293,11 +301,17 @@ def update(
             current = _read_rule(client, rule_id)
             kind = current.WhichOneof("condition")
             assert kind is not None  # every rule has one
-            unknown = set(settings) - _CONDITION_SETTINGS[kind]
-            if unknown:
-                raise click.BadParameter(
-                    f"a {kind} rule takes no {', '.join(sorted(unknown))}", ctx
-                )
+            for setting in settings:  # named as typed, as create names them
+                option, applies_to = _CONDITION_SETTINGS[setting]
+                if applies_to != kind:
+                    if setting == "exact_actor_ids" and not settings[setting]:
+                        option = "--fold-actor-ids"
+                    raise click.BadParameter(
+                        f"only with {_a(applies_to)} rule ({terminal_safe(rule_id)} is {_a(kind)}"
+                        " rule)",
+                        ctx,
+                        param_hint=option,
+                    )
             # As for sinks: changed only if it is still the rule just read (or
             # the one the given etag was read with): a change made meanwhile
             # is not overwritten with what this read held.
