@@ -15,6 +15,7 @@ from sealtrail._cli import (
     _client,
     _filter,
     _tail_filter_options,
+    given_words,
     print_table,
     terminal_safe,
     unchanged_since_read,
@@ -86,10 +87,23 @@ def show(ctx: click.Context, rule_id: str) -> None:
     click.echo(json.dumps(shown, indent=2))
 
 
-def _hours(value: str) -> tuple[int, int]:
+def _hours(ctx: click.Context, value: str) -> tuple[int, int]:
+    """--hours START-END, the working hours within a day (END 24: to midnight),
+    refused in the option's terms: the server's said `must be after
+    start_hour`, its field's name, and has no window across midnight."""
     start, sep, end = value.partition("-")
+    option = given_words("--hours", value)
     if not sep or not start.isdigit() or not end.isdigit():
-        raise click.BadParameter(f"{value!r} is not START-END, e.g. 9-18")
+        raise click.BadParameter("not START-END, e.g. 9-18", ctx, param_hint=option)
+    if not 0 <= int(start) <= 23:
+        raise click.BadParameter("the start must be 0 to 23", ctx, param_hint=option)
+    if not int(start) < int(end) <= 24:
+        raise click.BadParameter(
+            "the end must be after the start, at most 24 (working hours are within a day:"
+            " none that run across midnight)",
+            ctx,
+            param_hint=option,
+        )
     return int(start), int(end)
 
 
@@ -185,7 +199,7 @@ def create(
         given = ctx.get_parameter_source(parameter) is not ParameterSource.DEFAULT
         if given and kind != applies_to:
             raise click.BadParameter(f"only with --kind {applies_to}", ctx, param_hint=option)
-    start, end = _hours(hours_text) if kind == "off_hours" else (0, 0)
+    start, end = _hours(ctx, hours_text) if kind == "off_hours" else (0, 0)
     rule = build_alert_rule(
         name,
         cast(AlertKind, kind),
@@ -291,7 +305,7 @@ def update(
             "group_by": group_by,
             "exact_actor_ids": exact_actor_ids,
             "time_zone": time_zone,
-            "hours": None if hours_text is None else _hours(hours_text),
+            "hours": None if hours_text is None else _hours(ctx, hours_text),
             "working_days": None if days_text is None else _days(days_text),
         }.items()
         if value is not None
