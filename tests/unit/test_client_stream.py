@@ -288,17 +288,40 @@ async def _scripted(
 def test_a_stream_asked_to_start_after_a_seq_and_at_a_time_is_refused() -> None:
     """It started after the seq and ignored `since` without a word; the
     command line refuses the two (helper-197's suspicion). No server: the
-    refusal comes before any call."""
+    refusal comes at the call, not at the first event read (a generator's
+    check ran then: a stream made at start-up and read later failed far
+    from its mistake, or never if never read)."""
     since = datetime(2026, 1, 1, tzinfo=UTC)
     with (
         AuditClient("127.0.0.1:9", token="t", max_attempts=1) as client,
         pytest.raises(ValueError, match="after_seq or since, not both"),
     ):
-        next(client.stream(after_seq=5, since=since))
+        client.stream(after_seq=5, since=since)
 
 
 async def test_an_async_stream_asked_to_start_after_a_seq_and_at_a_time_is_refused() -> None:
     since = datetime(2026, 1, 1, tzinfo=UTC)
     async with AsyncAuditClient("127.0.0.1:9", token="t", max_attempts=1) as client:
         with pytest.raises(ValueError, match="after_seq or since, not both"):
-            await anext(client.stream(after_seq=5, since=since))
+            client.stream(after_seq=5, since=since)
+
+
+def test_a_pager_or_an_export_with_an_order_or_format_it_has_none_of_is_refused_at_the_call() -> (
+    None
+):
+    """query(order="oldest-first") and export_stream(format="xml") were
+    refused at their first item, as generators' checks run: a pager made in
+    one place and read in another failed there. No server: refused first."""
+    with AuditClient("127.0.0.1:9", token="t", max_attempts=1) as client:
+        with pytest.raises(ValueError, match="order: expected 'newest' or 'oldest'"):
+            client.query(order="oldest-first")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="format: expected 'csv', 'ndjson' or 'json'"):
+            client.export_stream(format="xml")  # type: ignore[arg-type]
+
+
+async def test_an_async_pager_or_export_with_an_order_or_format_it_has_none_of_is_refused() -> None:
+    async with AsyncAuditClient("127.0.0.1:9", token="t", max_attempts=1) as client:
+        with pytest.raises(ValueError, match="order: expected 'newest' or 'oldest'"):
+            client.query(order="oldest-first")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="format: expected 'csv', 'ndjson' or 'json'"):
+            client.export_stream(format="xml")  # type: ignore[arg-type]

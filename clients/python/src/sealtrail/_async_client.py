@@ -490,7 +490,7 @@ class AsyncAuditClient:
         request = audit_service_pb2.GetEventRequest(id=id)
         return (await self._call(self._stub.GetEvent, request)).event
 
-    async def query(
+    def query(
         self,
         filter: event_pb2.EventFilter | None = None,
         *,
@@ -499,6 +499,17 @@ class AsyncAuditClient:
         limit: int | None = None,
     ) -> AsyncIterator[event_pb2.Event]:
         """Yields every matching event, page after page, stopping after `limit` if given."""
+        query_request(filter, order, page_size, "")  # its order checked at the call
+        return self._query(filter, order, page_size, limit)
+
+    async def _query(
+        self,
+        filter: event_pb2.EventFilter | None,
+        order: Order,
+        page_size: int,
+        limit: int | None,
+    ) -> AsyncIterator[event_pb2.Event]:
+        """query's events: a generator's checks ran at its first event, not at the call."""
         if limit is not None:
             page_size = min(page_size, limit)
         remaining, token = limit, ""
@@ -982,27 +993,18 @@ class AsyncAuditClient:
         nor refused for the tenant's export rate (EXPORT_RATE_LIMITED, its
         `retry_after` the window's rest): see EXPORT_NOT_RETRIED. Any task
         may close it (see _Closable)."""
-        return _Closable(
-            lambda stop: self._export_messages(
-                stop, filter, format=format, first_seq=first_seq, last_seq=last_seq
-            )
+        # Built here, its format checked at the call, not at the first message.
+        request = audit_service_pb2.ExportRequest(
+            filter=filter, format=export_format(format), first_seq=first_seq, last_seq=last_seq
         )
+        return _Closable(lambda stop: self._export_messages(stop, request))
 
     async def _export_messages(
-        self,
-        stop: _Stop,
-        filter: event_pb2.EventFilter | None,
-        *,
-        format: ExportFormat,
-        first_seq: int,
-        last_seq: int,
+        self, stop: _Stop, request: audit_service_pb2.ExportRequest
     ) -> AsyncGenerator[audit_service_pb2.ExportResponse, None]:
         """export_stream's messages, until `stop` says another task closed it."""
         if self._closed:
             raise ClientClosedError
-        request = audit_service_pb2.ExportRequest(
-            filter=filter, format=export_format(format), first_seq=first_seq, last_seq=last_seq
-        )
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         attempt, retrying = 1, None
         while not stop.stopped:
@@ -1101,6 +1103,9 @@ class AsyncAuditClient:
         ends it. Its call ends as the generator does: `await stream.aclose()`
         (or `contextlib.aclosing`) ends it at once, from any task: a reader
         waiting inside it in another task sees its loop end."""
+        # Checked here, not in the generator: its checks ran at its first event.
+        if after_seq is not None and since is not None:  # `since` went unheeded
+            raise ValueError("a stream starts after_seq or since, not both")
         return _Closable(
             lambda stop: self._stream_events(
                 stop,
@@ -1123,8 +1128,6 @@ class AsyncAuditClient:
         on_purged: Callable[[audit_service_pb2.PurgedRange], None] | None,
     ) -> AsyncGenerator[event_pb2.Event, None]:
         """stream's events, until `stop` says another task closed it."""
-        if after_seq is not None and since is not None:  # `since` went unheeded
-            raise ValueError("a stream starts after_seq or since, not both")
         if self._closed:
             raise ClientClosedError
         cursor, attempt, retrying, connected = after_seq, 1, None, False

@@ -405,6 +405,17 @@ class AuditClient:
         limit: int | None = None,
     ) -> Iterator[event_pb2.Event]:
         """Yields every matching event, page after page, stopping after `limit` if given."""
+        query_request(filter, order, page_size, "")  # its order checked at the call
+        return self._query(filter, order, page_size, limit)
+
+    def _query(
+        self,
+        filter: event_pb2.EventFilter | None,
+        order: Order,
+        page_size: int,
+        limit: int | None,
+    ) -> Iterator[event_pb2.Event]:
+        """query's events: a generator's checks ran at its first event, not at the call."""
         if limit is not None:
             page_size = min(page_size, limit)
         remaining, token = limit, ""
@@ -879,27 +890,18 @@ class AuditClient:
         nor refused for the tenant's export rate (EXPORT_RATE_LIMITED, its
         `retry_after` the window's rest): see EXPORT_NOT_RETRIED. Any thread
         may close it (see _Closable)."""
-        return _Closable(
-            lambda stop: self._export_messages(
-                stop, filter, format=format, first_seq=first_seq, last_seq=last_seq
-            )
+        # Built here, its format checked at the call, not at the first message.
+        request = audit_service_pb2.ExportRequest(
+            filter=filter, format=export_format(format), first_seq=first_seq, last_seq=last_seq
         )
+        return _Closable(lambda stop: self._export_messages(stop, request))
 
     def _export_messages(
-        self,
-        stop: _Stop,
-        filter: event_pb2.EventFilter | None,
-        *,
-        format: ExportFormat,
-        first_seq: int,
-        last_seq: int,
+        self, stop: _Stop, request: audit_service_pb2.ExportRequest
     ) -> Generator[audit_service_pb2.ExportResponse, None, None]:
         """export_stream's messages, until `stop` says another thread closed it."""
         if self._closed:
             raise ClientClosedError
-        request = audit_service_pb2.ExportRequest(
-            filter=filter, format=export_format(format), first_seq=first_seq, last_seq=last_seq
-        )
         metadata, sent_id = stream_metadata(self._metadata, owns_channel=self._owns_channel)
         attempt, retrying = 1, None
         while not stop.stopped:
@@ -983,6 +985,9 @@ class AuditClient:
         `for` loop left, nothing else holding the generator) ends it at once,
         from any thread: a reader waiting inside it in another thread sees its
         loop end."""
+        # Checked here, not in the generator: its checks ran at its first event.
+        if after_seq is not None and since is not None:  # `since` went unheeded
+            raise ValueError("a stream starts after_seq or since, not both")
         return _Closable(
             lambda stop: self._stream_events(
                 stop,
@@ -1005,8 +1010,6 @@ class AuditClient:
         on_purged: Callable[[audit_service_pb2.PurgedRange], None] | None,
     ) -> Generator[event_pb2.Event, None, None]:
         """stream's events, until `stop` says another thread closed it."""
-        if after_seq is not None and since is not None:  # `since` went unheeded
-            raise ValueError("a stream starts after_seq or since, not both")
         if self._closed:
             raise ClientClosedError
         cursor, attempt, retrying, connected = after_seq, 1, None, False
