@@ -118,3 +118,27 @@ def test_refused_hours_are_said_in_the_terms_of_the_option(
     assert refused.exit_code == 2, refused.output
     assert "Invalid value for --hours 20-4: the end must be after the start" in refused.output
     assert sealtrail("alerts", "update", rule_id, "--hours", "7-20").exit_code == 0
+
+
+def test_no_working_days_is_refused_not_made_monday_to_friday(
+    sealtrail: Callable[..., Result],
+) -> None:
+    """`--days ""` (or `,`) sent no working days, which the API takes for
+    the default: the rule was created, or updated, watching Monday to
+    Friday, nothing said. `--days x` named no option."""
+    night = ["--kind", "off_hours", "--time-zone", "UTC", "--action", "doc.*"]
+    for typed in ("", ","):
+        refused = sealtrail("alerts", "create", "night", *night, "--days", typed)
+        assert refused.exit_code == 2, refused.output
+        assert "--days: at least one working day is required" in refused.output, refused.output
+    made = sealtrail("alerts", "create", "night", *night, "--days", "6,7")
+    assert made.exit_code == 0, made.output
+    rule_id = made.output.strip()
+    refused = sealtrail("alerts", "update", rule_id, "--days", "")
+    assert refused.exit_code == 2, refused.output
+    assert "--days: at least one working day is required" in refused.output, refused.output
+    named = sealtrail("alerts", "update", rule_id, "--days", "sat")
+    assert named.exit_code == 2, named.output
+    assert "Invalid value for --days: 'sat' is not ISO weekdays" in named.output, named.output
+    shown = sealtrail("alerts", "show", rule_id)
+    assert '"workingDays": [\n' in shown.output and "6,\n" in shown.output, shown.output

@@ -120,11 +120,22 @@ _EXACT_ACTOR_IDS = click.option(
 )
 
 
-def _days(value: str) -> list[int]:
+def _days(ctx: click.Context, value: str) -> list[int]:
+    """--days: none is refused, not sent: the API takes no working days for
+    the default, Monday to Friday."""
     try:
-        return [int(day) for day in value.split(",") if day]
+        days = [int(day) for day in value.split(",") if day]
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not ISO weekdays such as 1,2,3,4,5") from None
+        raise click.BadParameter(
+            f"{value!r} is not ISO weekdays such as 1,2,3,4,5", ctx, param_hint="--days"
+        ) from None
+    if not days:
+        raise click.BadParameter(
+            "at least one working day is required, 1 (Monday) to 7 (Sunday)",
+            ctx,
+            param_hint="--days",
+        )
+    return days
 
 
 # The options of create that set a setting of one kind of rule (build_alert_rule
@@ -211,7 +222,7 @@ def create(
         time_zone=time_zone,
         start_hour=start,
         end_hour=end,
-        working_days=_days(days_text) if kind == "off_hours" else [],
+        working_days=_days(ctx, days_text) if kind == "off_hours" else [],
         severity=alert_severity,
         sink_ids=sink_ids,
     )
@@ -306,7 +317,7 @@ def update(
             "exact_actor_ids": exact_actor_ids,
             "time_zone": time_zone,
             "hours": None if hours_text is None else _hours(ctx, hours_text),
-            "working_days": None if days_text is None else _days(days_text),
+            "working_days": None if days_text is None else _days(ctx, days_text),
         }.items()
         if value is not None
     }
