@@ -325,3 +325,19 @@ async def test_an_async_pager_or_export_with_an_order_or_format_it_has_none_of_i
             client.query(order="oldest-first")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="format: expected 'csv', 'ndjson' or 'json'"):
             client.export_stream(format="xml")  # type: ignore[arg-type]
+
+
+def test_a_query_with_a_negative_limit_is_refused_not_answered_empty() -> None:
+    """query(limit=-1), perhaps meant as "no limit", yielded nothing at all,
+    as if nothing matched, without a call. No server: refused at the call."""
+    with AuditClient("127.0.0.1:9", token="t", max_attempts=1) as client:
+        with pytest.raises(ValueError, match=r"limit: must be 0 or more \(None: every match"):
+            client.query(limit=-1)
+        assert list(client.query(limit=0)) == []  # no call: nothing asked for
+
+
+async def test_an_async_query_with_a_negative_limit_is_refused() -> None:
+    async with AsyncAuditClient("127.0.0.1:9", token="t", max_attempts=1) as client:
+        with pytest.raises(ValueError, match=r"limit: must be 0 or more \(None: every match"):
+            client.query(limit=-1)
+        assert [event async for event in client.query(limit=0)] == []

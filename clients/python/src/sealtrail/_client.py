@@ -406,6 +406,8 @@ class AuditClient:
     ) -> Iterator[event_pb2.Event]:
         """Yields every matching event, page after page, stopping after `limit` if given."""
         query_request(filter, order, page_size, "")  # its order checked at the call
+        if limit is not None and limit < 0:  # it yielded nothing, as if nothing matched
+            raise ValueError(f"limit: must be 0 or more (None: every match), not {limit}")
         return self._query(filter, order, page_size, limit)
 
     def _query(
