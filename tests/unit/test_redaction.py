@@ -1456,6 +1456,35 @@ def test_a_bearer_credential_encoded_as_forms_and_urls_write_it_is_hidden_whole(
 @pytest.mark.parametrize(
     ("text", "redacted"),
     [
+        # A Basic credential percent-encoded as a URL's query or a form writes
+        # it, its `+`, `/` and `=` as `%2B`, `%2F`, `%3D`: it was cut at its
+        # first `%2B` or `%2F`, the rest stored (helper-346).
+        ("proxy=Basic%20Y2ktZGVwbG95OnMzY3I%2BdD9wd35%2B&x=1", "proxy=Basic%20#&x=1"),
+        (
+            "h=X-Proxy%3A%20Basic%20ZGVwbG95OnA%2Fc3M%2BPncwcmQ%3D&x=1",
+            "h=X-Proxy%3A%20Basic%20#&x=1",
+        ),
+        ("q=%22Basic%20b3BzOn5%2Bfj9wdz4%2BeA%3D%3D%22", "q=%22Basic%20#%22"),
+        # After a form's `+` for a space; the `+` after it is the form's too.
+        (
+            "sent X-Proxy%3A+Basic+ZGVwbG95OnA%2Fc3M%2BPncwcmQ%3D+from+ci",
+            "sent X-Proxy%3A+Basic+#+from+ci",
+        ),
+        ("sent X-Proxy%3A+Basic+dXNlcjpodW50ZXIy+from+ci", "sent X-Proxy%3A+Basic+#+from+ci"),
+        # A raw `+` after `%20` is base64's, as after a raw space.
+        ("proxy=Basic%20Y2ktZGVwbG95OnMzY3I+dD9wd35+&x=1", "proxy=Basic%20#&x=1"),
+    ],
+)
+def test_a_basic_credential_encoded_as_forms_and_urls_write_it_is_hidden_whole(
+    text: str, redacted: str
+) -> None:
+    body = REDACTOR.redact(_event(details={"note": text})).body
+    assert body["details"]["note"] == redacted.replace("#", "[REDACTED:basic_auth]")
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
         # Firebase's legacy server key (`key=AAAA…:APA91b…`): its `:` encoded
         # cut it there, and the key's larger part was stored (helper-335).
         (

@@ -51,6 +51,18 @@ def basic_credentials(value: str) -> bool:
     return bool(colon and user and password) and decoded.isprintable()
 
 
+# Base64's own characters as a URL's query or a form encodes them.
+_BASE64_ENCODED: Final = re.compile(r"%(?:2[BbFf]|3[Dd])")
+
+
+def encoded_basic_credentials(value: str) -> bool:
+    """`basic_credentials` of a credential whose `+`, `/` and `=` may be
+    percent-encoded (`%2B`, `%2F`, `%3D`), as a URL's query or a form has it."""
+    if "%" in value:
+        value = _BASE64_ENCODED.sub(lambda m: chr(int(m.group()[1:], 16)), value)
+    return basic_credentials(value)
+
+
 _PERCENT_ENCODED: Final = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
@@ -289,12 +301,22 @@ KNOWN_SHAPES: Final = (
         bearer_credential,
         anchor=either_case("bearer"),
     ),
-    value_pattern(
+    # After a space, `%20` or a form's `+` for one; base64's `+`, `/` and `=`
+    # as they are or percent-encoded (`%2B`, `%2F`, `%3D`), as a URL's query or
+    # a form writes them: the rule read the raw ones alone, and cut the
+    # credential at its first `%2B` or `%2F`. A raw `+` may be base64's: where
+    # the credential read with it is none, it is read again without
+    # (`shorter`): `Basic+dXNlcjpodW50ZXIy+from+ci`, a form's spaces.
+    ValuePattern(
         "basic_auth",
-        rf"(?i){starts_after('b')}basic{_SPACE}++((?:[A-Za-z0-9+/]|{_ESCAPED_SLASH}){{8,}}={{0,2}})",
+        re.compile(
+            rf"(?i){starts_after('b')}basic(?:{_SPACE}++|\+)"
+            rf"((?:[a-z0-9+/]|%2[bf]|{_ESCAPED_SLASH}){{8,}}+(?:=|%3d){{0,2}})"
+        ),
         1,
-        basic_credentials,
+        encoded_basic_credentials,
         anchor=either_case("basic"),
+        shorter=re.compile(rf"(?i)(?:[a-z0-9/]|%2[bf]|{_ESCAPED_SLASH}){{8,}}+(?:=|%3d){{0,2}}"),
     ),
     # A signed URL's signature: S3's and Cloud Storage's (`X-Amz-Signature=`,
     # `X-Goog-Signature=`), and an Azure SAS's `sig=` in a query with an
