@@ -8,15 +8,17 @@ import hashlib
 import hmac
 import json
 import math
+import random
 import re
 import time
+from string import ascii_letters, digits
 from typing import Any
 
 import pytest
 
 from sealtrail_server.domain.payment_cards import PAYMENT_CARD
 from sealtrail_server.domain.redaction import HMAC_PREFIX, Redactor, hmac_token
-from sealtrail_server.domain.secret_shapes import either_case
+from sealtrail_server.domain.secret_shapes import either_case, random_value
 from sealtrail_server.domain.text_patterns import ValuePattern
 
 REDACTOR = Redactor()
@@ -458,6 +460,11 @@ BEARER_PROSE = [
     "q=what+is+bearer+authentication&page=2; q=bearer+tokens+vs+api+keys",
 ]
 ORDINARY += BEARER_PROSE
+# Prose a form writes, a path as PHP's json_encode writes it: not random (helper-346).
+ORDINARY += [
+    "q=bearer+token+rotation+2024",
+    '{"file":"app\\/Http\\/Controllers\\/AuthController.php"}',
+]
 
 
 def _event(**fields: Any) -> dict[str, Any]:
@@ -516,6 +523,143 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
     for body in _places(text):
         redaction = REDACTOR.redact(body)
         assert redaction.hits == [] and redaction.body is body
+
+
+# Values an audit log is full of, none a secret (helper-346): paths, routes,
+# user agents, ARNs, Kubernetes resources, SQL, commits, UUIDs, issue keys,
+# object keys, subjects, dates, versions, class names, a form's prose. The
+# random-value rule took 46 of 102 for secrets (a path has capitals, small
+# letters and symbols, and entropy enough).
+AUDIT_LOG_VALUES = [
+    "app/Http/Controllers/AuthController.php",
+    "app/Http/Middleware/VerifyCsrfToken.php",
+    "src/main/java/com/acme/billing/InvoiceService.java",
+    "resources/views/auth/passwords/reset.blade.php",
+    "/var/log/nginx/access.log.2024-01-15.gz",
+    "/etc/kubernetes/manifests/kube-apiserver.yaml",
+    "C:/Users/Administrator/AppData/Local/Temp/setup.exe",
+    "node_modules/@babel/core/lib/transformation/index.js",
+    "spec/requests/api/v2/OrdersController_spec.rb",
+    "tests/Feature/Auth/PasswordResetTest.php",
+    "frontend/src/components/UserProfileCard.tsx",
+    "/home/deploy/releases/20240115T103000Z/public",
+    "/api/v2/organizations/8472/members/19283/roles",
+    "/admin/users/42/impersonate?returnTo=/dashboard",
+    "https://github.com/acme/platform/pull/4821/files",
+    "https://console.aws.amazon.com/iam/home#/roles/DeployRole",
+    "GET /api/v1/Invoices/INV-2024-000123/PdfExport",
+    "/oauth/authorize?client_id=web-console&response_type=code",
+    "https://acme.atlassian.net/browse/PLAT-4821",
+    "/graphql?operationName=GetUserPermissions",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36",
+    "python-requests/2.31.0",
+    "aws-cli/2.15.10 Python/3.11.6 Linux/6.2.0-1017-aws exe/x86_64.ubuntu.22",
+    "Go-http-client/2.0",
+    "kube-probe/1.29",
+    "Terraform/1.6.6 (+https://www.terraform.io) terraform-provider-aws/5.31.0",
+    "okhttp/4.12.0",
+    "arn:aws:iam::123456789012:role/OrganizationAccountAccessRole",
+    "arn:aws:s3:::acme-prod-audit-logs/AWSLogs/123456789012/CloudTrail",
+    "arn:aws:lambda:eu-west-1:123456789012:function:ProcessPaymentWebhook",
+    "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "arn:aws:sts::123456789012:assumed-role/AdminRole/alice@example.com",
+    "arn:aws:ecs:eu-central-1:123456789012:service/prod-cluster/billing-api",
+    "deployment/billing-api-v2",
+    "pod/api-server-7d9f8b6c5d-x2k9p",
+    "billing-worker-5c8d7b9f4-h7tqz",
+    "kube-system/coredns-5d78c9869d-8xk2m",
+    "replicaset/frontend-6b9fd7c8d4",
+    "cronjob/nightly-backup-28421760",
+    "statefulset/postgres-primary-0",
+    "ingress-nginx-controller-7c9b8f6d5-abcde",
+    "configmap/app-config-9h2k7m8t5c",
+    "ServiceAccount/github-actions-deployer",
+    "SELECT id, email FROM users WHERE org_id = 42 LIMIT 100",
+    "UPDATE accounts SET plan = 'Enterprise' WHERE id = 9182",
+    "DELETE FROM sessions WHERE expires_at < now()",
+    "ALTER TABLE invoices ADD COLUMN paidAt TIMESTAMPTZ",
+    "INSERT INTO audit_events (tenant_id, seq) VALUES ($1, $2)",
+    "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+    "4bf92f3577b34da6a3ce929d0e0e4736",
+    "refs/heads/feature/PLAT-4821-rotate-Keys",
+    "refs/tags/v2.14.0-rc.1",
+    "origin/release/2024.01",
+    "7f3c2a1e",
+    "550e8400-e29b-41d4-a716-446655440000",
+    "F47AC10B-58CC-4372-A567-0E02B2C3D479",
+    "urn:uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+    "01HN3Y7Z4XK8M9PQRSTVWXYZAB",
+    "cus_NffrFeUfNV2Hib",
+    "i-0a1b2c3d4e5f67890",
+    "sg-0123456789abcdef0",
+    "vpc-0e9f8d7c6b5a43210",
+    "PLAT-4821",
+    "SEC-2024-0042",
+    "INC0012345",
+    "CHG0034567",
+    "uploads/2024/01/15/Quarterly-Report-Q4-2023.pdf",
+    "exports/tenant-8472/AuditExport_2024-01-15T10-30-00Z.csv.gz",
+    "backups/postgres/prod-db-01/base_20240115_0300.tar.zst",
+    "avatars/users/19283/profile_512x512.webp",
+    "logs/AWSLogs/123456789012/elasticloadbalancing/eu-west-1/2024/01/15",
+    "Re: [ACME-4821] Password reset requested for your account",
+    "Your invoice INV-2024-000123 is ready",
+    "Welcome to Acme Cloud, Alice!",
+    "Action required: verify your email address",
+    "2FA enabled on your account",
+    "2024-01-15T10:30:00.000Z",
+    "2024-01-15T10:30:00+05:30",
+    "Mon, 15 Jan 2024 10:30:00 GMT",
+    "v2.14.0-rc.1+build.20240115",
+    "1.29.0-eks-5e0fdde",
+    "20240115.103000.1234",
+    "com.acme.auth.TokenRefreshService",
+    "App\\Http\\Controllers\\Auth\\LoginController",
+    "Illuminate.Auth.Events.Login",
+    "org.springframework.security.web.FilterChainProxy",
+    "System.UnauthorizedAccessException",
+    "AuthenticationService#refreshAccessToken",
+    "IAMRoleCredentialsProviderV2",
+    "bearer+token+rotation+2024",
+    "how+to+rotate+API+keys+in+2024",
+    "Quarterly+Business+Review+Q4",
+    "rotate-api-keys-before-2024-deadline",
+    "Senior_Backend_Engineer_2024",
+    "Dashboard-Widget-Layout-v3",
+    "ip-10-0-12-34.eu-west-1.compute.internal",
+    "prod-db-01.cluster-c9akciq32.eu-west-1.rds.amazonaws.com",
+    "acme-Prod-ALB-1234567890.eu-west-1.elb.amazonaws.com",
+]
+
+
+@pytest.mark.parametrize("value", AUDIT_LOG_VALUES)
+def test_values_an_audit_log_is_full_of_are_no_random_secret(value: str) -> None:
+    forms = (
+        json.dumps({"value": value}),
+        json.dumps({"value": value}).replace("/", "\\/"),  # PHP's json_encode
+        f"value={value}",
+        f"value: {value}",
+        f"?q={value}&page=2",
+    )
+    for text in forms:
+        redaction = REDACTOR.redact(_event(description=text))
+        assert redaction.hits == [], (text, redaction.body["description"])
+
+
+def test_random_tokens_are_still_taken_for_secrets() -> None:
+    """What the random-value rule keeps (values made of words, of one case)
+    costs it few random tokens: base62, base64 and base64url drawn at random
+    (seeded), of 20 and 32 characters."""
+    draw = random.Random(346)
+    for alphabet in (
+        ascii_letters + digits,
+        ascii_letters + digits + "+/",
+        ascii_letters + digits + "-_",
+    ):
+        for size, share in ((20, 0.95), (32, 0.99)):
+            tokens = ["".join(draw.choice(alphabet) for _ in range(size)) for _ in range(500)]
+            found = sum(random_value(token) for token in tokens)
+            assert found >= share * len(tokens), (alphabet, size, found)
 
 
 def test_the_surrounding_text_is_kept() -> None:

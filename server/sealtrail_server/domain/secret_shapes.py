@@ -17,15 +17,13 @@ from .text_patterns import QUOTE, ValuePattern, starts_after, value_pattern
 
 
 def _high_entropy(value: str) -> bool:
-    """Random-looking: three character classes (so hex digests and UUIDs are
-    not) and at least 3.5 bits of Shannon entropy per character."""
-    classes = (
-        any(c.islower() for c in value)
-        + any(c.isupper() for c in value)
-        + any(c.isdigit() for c in value)
-        + any(not c.isalnum() for c in value)
-    )
-    if classes < 3:
+    """Random-looking: capitals and small letters, and digits or symbols (so
+    hex digests, UUIDs, and names of one case with a random suffix, such as
+    Kubernetes' `api-7d9f8b6c5d-x2k9p`, are not), and at least 3.5 bits of
+    Shannon entropy per character."""
+    if not (any(c.islower() for c in value) and any(c.isupper() for c in value)):
+        return False
+    if all(c.isalpha() for c in value):
         return False
     counts = Counter(value).values()
     size = len(value)
@@ -34,9 +32,26 @@ def _high_entropy(value: str) -> bool:
 
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
+# A value's words, as keys are split into theirs: a run of capitals, a word
+# with a capital or none, a run of digits (`app/Http/AuthController.php`:
+# app, Http, Auth, Controller, php). Random characters make short ones: of
+# base62's, 1.9 on average, 3 or more for one token of 100 of 20 characters
+# and fewer of longer ones; a path, a class's name, prose, 4 to 8.
+_WORD: Final = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+_WORD_LENGTH: Final = 3
+
+
+def _made_of_words(value: str) -> bool:
+    """Whether the words of `value` are 3 characters long or more on average."""
+    words = _WORD.findall(value)
+    return sum(map(len, words)) >= _WORD_LENGTH * len(words)
+
 
 def random_value(value: str) -> bool:
-    return _UUID.fullmatch(value) is None and _high_entropy(value)
+    """Random-looking (`_high_entropy`), and neither a UUID nor made of words:
+    a path (`app/Http/Controllers/AuthController.php`), a class's name, a
+    form's prose (`bearer+token+rotation+2024`) has all that entropy asks."""
+    return _UUID.fullmatch(value) is None and _high_entropy(value) and not _made_of_words(value)
 
 
 def basic_credentials(value: str) -> bool:
