@@ -1367,6 +1367,39 @@ def test_a_stream_that_asks_is_told_of_what_retention_removed_between_kept_event
     assert told == [(seqs[0], seqs[2] - 1, 1), (seqs[2], seqs[5] - 1, 2)]
 
 
+def test_a_stream_from_a_time_is_told_of_what_retention_removed_since_then(
+    aged: ServerThread, admin: AuditClient, clock: Clock
+) -> None:
+    """An auditor tailing from 09:00 who asks to be told of removals learns
+    that events received after 09:00 were removed before the first one kept
+    since. Tombstones keep no time, so the range runs from the last event kept
+    from before that time, where GetReceivedRange starts the period too; the
+    stream starts there (its first heartbeat), and sends the same events."""
+    before = record(admin, "user.login", "authentication")
+    clock.advance(seconds=60)
+    since = clock()
+    record(admin, "doc.edit")
+    record(admin, "doc.edit")
+    kept = record(admin, "user.login", "authentication")
+    admin.set_retention_policy(10, categories={"authentication": "forever"})
+    clock.advance(11)
+    purge(aged)
+    ranges: list[Any] = []
+    beats: list[int] = []
+    stream = admin.stream(since=since, on_purged=ranges.append, on_heartbeat=beats.append)
+    assert next(stream).seq == kept
+    stream.close()
+    assert [(r.after_seq, r.through_seq, r.count) for r in ranges] == [(before, kept - 1, 2)]
+    assert beats == [before]  # a reconnect from it is told of the range again
+    assert admin.get_received_range(since=since).first_seq == before + 1
+    # Not asked, nothing changes: the first event kept since, and its cursor.
+    beats.clear()
+    quiet = admin.stream(since=since, on_heartbeat=beats.append)
+    assert next(quiet).seq == kept
+    quiet.close()
+    assert beats == [kept - 1]
+
+
 def test_sealtrail_tail_says_on_stderr_what_retention_removed(
     aged: ServerThread, admin: AuditClient, clock: Clock, tenant: str
 ) -> None:

@@ -37,7 +37,12 @@ from ..domain.text_search import TextQuery, parse_query
 from ..store.appender import Appender
 from ..store.changes import refuse_if_erased_now, tenant_erased
 from ..store.database import Connection, Database
-from ..store.events import StoredEvent, first_seq_received_since, stream_events
+from ..store.events import (
+    StoredEvent,
+    first_seq_received_since,
+    received_range,
+    stream_events,
+)
 from ..store.retention import first_kept_after, purged_between
 from ..store.tree import tree_size
 from ..stream.hub import (
@@ -269,6 +274,14 @@ class StreamRpcs:
             return size  # live only
         if start == "since":
             since = checked_bound(request.since.seconds, request.since.nanos, field="since")
+            if request.announce_purged:
+                # Tombstones keep no time: the events removed just before the
+                # first kept one received since may have been received since,
+                # so the stream starts after the last event kept from before,
+                # as GetReceivedRange's period does, and announces them. The
+                # seqs between are all removed: it sends the same events.
+                found = await received_range(self._db, tenant_id=tenant_id, since=since, until=None)
+                return found.first - 1
             return await first_seq_received_since(self._db, tenant_id=tenant_id, since=since) - 1
         if request.after_seq < 0:
             raise InvalidArgument.field("after_seq", "must not be negative")

@@ -641,9 +641,12 @@ class StreamEventsRequest(_message.Message):
     next event was removed is then announced too, not refused. Once caught up
     with the log, such a stream gets a heartbeat at once: resuming from its
     cursor repeats no range (from an earlier cursor, a range may come again).
-    From `since`, removals before the first kept event received since are not
-    announced: a removed event's time went with it. Set it only where the
-    `purged` payload is handled: servers before it ignore it.
+    From `since`, a removed event's time went with it: the stream starts
+    where GetReceivedRange starts the period, after the last event kept of
+    those received before `since`, and announces the removals between it and
+    the first kept event received since (which may hold some received just
+    before). Set it only where the `purged` payload is handled: servers
+    before it ignore it.
     """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
