@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -2186,3 +2187,75 @@ def test_an_export_leaves_its_manifest_and_checkpoint_for_an_auditor_to_check_la
     assert checked.stdout.startswith(
         f"CONSISTENT: the saved log of {manifest['tree_size']} events is a prefix of today's"
     )
+
+
+def test_checking_an_exports_manifest_checks_the_file_beside_it(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`checkpoint --check FILE.manifest.json` holds FILE to the manifest's
+    byte count, SHA-256 and rows: a byte altered, a file cut short or another
+    export's manifest passed as CONSISTENT, exit 0, its checkpoint good."""
+    run("sealtrail", "record", "--action", "file.read", "--actor-id", "ops",
+        "--description", 'two\r\nlines, "quoted"', env=cli_env)  # fmt: skip
+    run("sealtrail", "record", "--action", "file.write", "--actor-id", "ops", env=cli_env)
+    out, other = tmp_path / "audit.csv", tmp_path / "other.csv"
+    run("sealtrail", "export", "--format", "csv", "--action", "file.*", "-o", str(out), env=cli_env)
+    run("sealtrail", "export", "--format", "csv", "--action", "file.read", "-o", str(other),
+        env=cli_env)  # fmt: skip
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+    kept = tmp_path / "audit.csv.manifest.json"
+    exported = out.read_bytes()
+    manifest = json.loads(kept.read_text())
+
+    def check() -> Any:
+        return run("sealtrail", "checkpoint", "--check", str(kept), "--key", key,
+                   env=cli_env, check=False)  # fmt: skip
+
+    intact = check()
+    assert intact.returncode == 0, intact.stderr
+    assert intact.stdout.splitlines()[1] == (
+        f"MATCHES: {out} is the export its manifest describes: 2 rows,"
+        f" {len(exported):,} bytes, sha256 {manifest['sha256']}"
+    )
+    altered = bytearray(exported)
+    altered[-5] ^= 1  # a hex digit of the last row's leaf hash, or near it
+    out.write_bytes(altered)
+    one_byte = check()
+    assert (one_byte.returncode, one_byte.stdout) == (1, ""), one_byte.stdout
+    assert one_byte.stderr == (
+        f"FAILED: {out} is not the export audit.csv.manifest.json describes: sha256"
+        f" {hashlib.sha256(altered).hexdigest()} where it says {manifest['sha256']}\n"
+    )
+    out.write_bytes(exported[: exported.rindex(b"\r\n", 0, -2) + 2])  # its last row gone
+    cut = check()
+    assert cut.returncode == 1 and cut.stderr.startswith(
+        f"FAILED: {out} is not the export audit.csv.manifest.json describes:"
+        f" {len(out.read_bytes()):,} bytes where it says {len(exported):,} bytes; sha256 "
+    ), cut.stderr
+    assert cut.stderr.endswith("; 1 row where it says 2 rows\n"), cut.stderr
+    out.write_bytes(exported)
+    shutil.copy(tmp_path / "other.csv.manifest.json", kept)
+    swapped = check()
+    assert swapped.returncode == 1 and swapped.stderr.startswith(
+        f"FAILED: {out} is not the export audit.csv.manifest.json (a manifest of other.csv)"
+        " describes: "
+    ), swapped.stderr
+    # Padded past what was read of it, or its format taken out: still a
+    # manifest, its file checked (they passed as a checkpoint alone).
+    out.write_bytes(altered)
+    kept.write_text(" " * (1 << 20) + json.dumps(manifest))
+    padded = check()
+    assert padded.returncode == 1 and "is not the export" in padded.stderr, padded.stdout
+    kept.write_text(json.dumps({**manifest, "format": None}))
+    unformatted = check()
+    assert (unformatted.returncode, unformatted.stderr) == (1, (
+        f"FAILED: {kept} is JSON but no export manifest (its format is not"
+        " 'sealtrail-export-manifest')\n"
+    )), unformatted.stdout  # fmt: skip
+    kept.write_text(json.dumps(manifest))
+    out.unlink()
+    gone = check()
+    assert gone.returncode == 1 and gone.stderr == (
+        f"FAILED: {out}, the export audit.csv.manifest.json describes, cannot be read:"
+        " No such file or directory\n"
+    ), gone.stderr

@@ -18,6 +18,7 @@ from sealtrail._checkpoint_check import (
     CheckpointCheck,
     CheckpointError,
     OtherLogError,
+    SavedCheckpoint,
     saved_checkpoint_text,
 )
 from sealtrail._cli import (
@@ -43,6 +44,7 @@ from sealtrail._cli_ranges import (
 from sealtrail._client import AuditClient
 from sealtrail._errors import InvalidArgumentError
 from sealtrail._export import ExportError
+from sealtrail._export_check import ExportCheck, check_export, export_manifest
 from sealtrail._words import counted, detailed, noun
 
 
@@ -388,7 +390,9 @@ def verify_log(ctx: click.Context, check_views: bool) -> None:
     type=click.Path(exists=True, allow_dash=True, path_type=Path),
     help="Check a checkpoint saved earlier (this command's output, a bundle's directory, or"
     " an export's FILE.manifest.json; - reads the output or manifest from stdin): the log"
-    " it signs must be a prefix of today's. Exits 1 if the log was rewritten since.",
+    " it signs must be a prefix of today's. Of FILE.manifest.json, FILE beside it must be"
+    " the export it describes too: its bytes, SHA-256 and rows. Exits 1 if the log was"
+    " rewritten since, or FILE differs.",
 )
 @click.option(
     "--key",
@@ -414,9 +418,17 @@ def checkpoint(ctx: click.Context, fresh: bool, saved: Path | None, keys: tuple[
     if not keys:
         # The server's own keys would prove nothing: a forger serves theirs.
         raise click.UsageError("--check needs --key, the log's published verifier key", ctx)
+    exported: ExportCheck | None = None
     try:
+        text = saved_checkpoint_text(saved)
+        manifest = export_manifest(saved)
+        if manifest is not None:
+            # Offline first, its checkpoint's signature then its file: a file
+            # altered or cut short since its export passed, its checkpoint good.
+            SavedCheckpoint.open(text, keys)
+            exported = check_export(saved, manifest)
         with _client(ctx) as client:
-            result = client.check_checkpoint(saved_checkpoint_text(saved), key=keys, fresh=fresh)
+            result = client.check_checkpoint(text, key=keys, fresh=fresh)
     except OtherLogError as error:  # which quotes the saved text, a forger's perhaps
         click.echo(f"refused: {terminal_safe(str(error))}", err=True)
         ctx.exit(2)
@@ -424,6 +436,12 @@ def checkpoint(ctx: click.Context, fresh: bool, saved: Path | None, keys: tuple[
         click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
         sys.exit(1)
     _report_checked(result)
+    if exported is not None:
+        rows = "" if exported.rows is None else f"{_count(exported.rows, 'row')}, "
+        click.echo(
+            f"MATCHES: {terminal_safe(str(exported.path))} is the export its manifest"
+            f" describes: {rows}{_count(exported.byte_count, 'byte')}, sha256 {exported.sha256}"
+        )
 
 
 def _report_checked(result: CheckpointCheck) -> None:

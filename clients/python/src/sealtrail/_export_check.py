@@ -1,0 +1,154 @@
+"""Checking an exported file against the manifest kept beside it
+(FILE.manifest.json): its byte count, SHA-256 and rows, read in chunks
+(constant memory at any size). What `sealtrail checkpoint --check
+FILE.manifest.json` does before it checks the manifest's checkpoint against
+the log: without it, a file altered or cut short since its export passed, its
+manifest's checkpoint good (docs/integrity.md, "Checking an export")."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sealtrail._checkpoint_check import CheckpointError
+from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX
+from sealtrail._words import counted
+
+_CHUNK = 1 << 20
+
+
+class ExportMismatchError(CheckpointError):
+    """The exported file is not what its manifest describes (altered, cut
+    short, another export's), or cannot be read."""
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """An exported file found as its manifest describes it: `rows` counted
+    in it (None for a format not known here), `byte_count` and `sha256`
+    (hex) read from it."""
+
+    path: Path
+    rows: int | None
+    byte_count: int
+    sha256: str
+
+
+def export_manifest(path: Path) -> dict[str, Any] | None:
+    """The export manifest at `path` (a file of `sealtrail export`'s
+    FILE.manifest.json format), or None: a checkpoint's text, a bundle's
+    directory, stdin. Any JSON there is read as one, whole, as its checkpoint
+    was (`saved_checkpoint_text`): one padded past what was read, or its
+    format taken out, passed as a checkpoint alone, its file unchecked."""
+    if str(path) == "-" or path.is_dir():
+        return None
+    try:
+        text = path.read_bytes().decode("utf-8")
+        if not text.lstrip().startswith("{"):
+            return None
+        kept = json.loads(text)
+    except (OSError, ValueError, RecursionError):
+        return None  # as its checkpoint could not be read from it, which said why
+    if not isinstance(kept, dict) or kept.get("format") != MANIFEST_FORMAT:
+        raise ExportMismatchError(
+            f"{path} is JSON but no export manifest (its format is not {MANIFEST_FORMAT!r})"
+        )
+    return kept
+
+
+def exported_file(manifest_path: Path, manifest: dict[str, Any]) -> Path:
+    """The file a manifest describes: FILE for FILE.manifest.json (the two
+    renamed together keep the pair), else the file it names, beside it."""
+    name = manifest_path.name
+    if name.endswith(MANIFEST_SUFFIX) and len(name) > len(MANIFEST_SUFFIX):
+        return manifest_path.with_name(name[: -len(MANIFEST_SUFFIX)])
+    named = manifest.get("file")
+    if not isinstance(named, str) or not Path(named).name:
+        raise ExportMismatchError(
+            f"{manifest_path} names no file: name it FILE{MANIFEST_SUFFIX}, beside FILE"
+        )
+    return manifest_path.with_name(Path(named).name)
+
+
+class _RowCounter:
+    """The rows of an export as the server writes them, counted chunk by
+    chunk: CSV records end at a line break outside quotes (a cell may hold
+    one), after a header; NDJSON's each end a line; JSON's array puts each
+    event on a line of its own between `[` and `]`."""
+
+    def __init__(self, media_type: object) -> None:
+        kind = str(media_type).split(";", 1)[0].strip().lower()
+        self.kind = kind if kind in ("text/csv", "application/x-ndjson", "application/json") else ""
+        self._breaks = 0
+        self._quoted = False
+
+    def update(self, chunk: bytes) -> None:
+        if self.kind != "text/csv":
+            self._breaks += chunk.count(b"\n")
+            return
+        # Between quotes, in and out of a quoted cell by turns ("" inside one
+        # goes out and back in, between no break).
+        parts = chunk.split(b'"')
+        self._breaks += b"".join(parts[1 if self._quoted else 0 :: 2]).count(b"\n")
+        self._quoted ^= len(parts) % 2 == 0
+
+    def rows(self) -> int | None:
+        if self.kind == "text/csv":
+            return max(self._breaks - 1, 0)  # the header's line
+        if self.kind == "application/json":
+            return max(self._breaks - 2, 0)  # "[" ... "\n]\n"; none: "[]\n"
+        if self.kind == "application/x-ndjson":
+            return self._breaks
+        return None
+
+
+def check_export(manifest_path: Path, manifest: dict[str, Any]) -> ExportCheck:
+    """The file `manifest` (read from `manifest_path`) describes, read
+    whole, held to the manifest's byte count, SHA-256 and row count;
+    ExportMismatchError naming each that differs."""
+    path = exported_file(manifest_path, manifest)
+    digest = hashlib.sha256()
+    size = 0
+    counter = _RowCounter(manifest.get("media_type"))
+    try:
+        with path.open("rb") as file:
+            while chunk := file.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                counter.update(chunk)
+    except OSError as error:
+        raise ExportMismatchError(
+            f"{path}, the export {manifest_path.name} describes, cannot be read:"
+            f" {error.strerror or error}"
+        ) from None
+    found = ExportCheck(path, counter.rows(), size, digest.hexdigest())
+    differences = []
+    if found.byte_count != manifest.get("byte_count"):
+        differences.append(
+            f"{counted(found.byte_count, 'byte', grouped=True)} where it says"
+            f" {_shown(manifest.get('byte_count'), 'byte')}"
+        )
+    if found.sha256 != manifest.get("sha256"):
+        differences.append(f"sha256 {found.sha256} where it says {manifest.get('sha256')}")
+    if found.rows is not None and found.rows != manifest.get("row_count"):
+        differences.append(
+            f"{counted(found.rows, 'row', grouped=True)} where it says"
+            f" {_shown(manifest.get('row_count'), 'row')}"
+        )
+    if differences:
+        named = manifest.get("file")
+        whose = f" (a manifest of {named})" if isinstance(named, str) and named != path.name else ""
+        raise ExportMismatchError(
+            f"{path} is not the export {manifest_path.name}{whose} describes: "
+            + "; ".join(differences)
+        )
+    return found
+
+
+def _shown(value: object, noun: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return counted(value, noun, grouped=True)
+    return f"{value!r} {noun}s" if value is not None else f"no {noun} count"

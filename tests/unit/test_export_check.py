@@ -1,0 +1,53 @@
+"""Counting an export's rows as `checkpoint --check FILE.manifest.json` does,
+chunk by chunk, on what the server's encoders write."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from sealtrail._export_check import _RowCounter
+from sealtrail_server.export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
+
+
+def _record(seq: int, description: str) -> str:
+    return json.dumps(
+        {
+            "seq": seq,
+            "id": f"id-{seq}",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "received_at": "2026-01-01T00:00:00Z",
+            "action": "file.read",
+            "severity": "info",
+            "outcome": "success",
+            "description": description,
+            "actor": {"type": "user", "id": "ops"},
+            "details": {"note": 'a "quoted"\nline'},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "new_encoder",
+    [CsvEncoder, NdjsonEncoder, lambda: JsonEncoder(lambda record, _: json.loads(record))],
+    ids=["csv", "ndjson", "json"],
+)
+@pytest.mark.parametrize("rows", [0, 1, 3])
+@pytest.mark.parametrize("chunk", [1, 2, 7, 1 << 20])
+def test_rows_are_counted_across_chunks_and_line_breaks_in_cells(
+    new_encoder: Callable[[], Encoder], rows: int, chunk: int
+) -> None:
+    """A CSV cell may hold line breaks and quotes (a description of two
+    lines): a break inside quotes ends no row, however the chunks cut them."""
+    encoder = new_encoder()
+    descriptions = ['two\r\nlines, "quoted"', "\n", '"', "plain"]
+    content = encoder.start()
+    for seq in range(1, rows + 1):
+        content += encoder.row(_record(seq, descriptions[seq % 4]), bytes(32))
+    content += encoder.end()
+    counter = _RowCounter(encoder.media_type)
+    for start in range(0, len(content), chunk):
+        counter.update(content[start : start + chunk])
+    assert counter.rows() == rows
