@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -2259,3 +2260,42 @@ def test_checking_an_exports_manifest_checks_the_file_beside_it(
         f"FAILED: {out}, the export audit.csv.manifest.json describes, cannot be read:"
         " No such file or directory\n"
     ), gone.stderr
+
+
+def test_checking_an_exports_manifest_holds_its_sizes_to_its_signed_checkpoint(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The manifest's tree_size, root_hash and seqs are its own words beside
+    the checkpoint that signs them: edited to say the export covers less or
+    other than that checkpoint's log, it passed, the file matching it."""
+    for action in ("file.read", "file.write"):
+        run("sealtrail", "record", "--action", action, "--actor-id", "ops", env=cli_env)
+    out = tmp_path / "audit.csv"
+    run("sealtrail", "export", "--format", "csv", "-o", str(out), env=cli_env)
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+    kept = tmp_path / "audit.csv.manifest.json"
+    manifest = json.loads(kept.read_text())
+    size = manifest["tree_size"]
+
+    def check(**edits: object) -> Any:
+        kept.write_text(json.dumps({**manifest, **edits}))
+        return run("sealtrail", "checkpoint", "--check", str(kept), "--key", key,
+                   env=cli_env, check=False)  # fmt: skip
+
+    assert check().returncode == 0
+    smaller = check(tree_size=size - 1)
+    assert (smaller.returncode, smaller.stdout) == (1, ""), smaller.stdout
+    assert smaller.stderr == (
+        f"FAILED: audit.csv.manifest.json does not say what its signed checkpoint does:"
+        f" tree_size {size - 1} where the checkpoint signs {size}\n"
+    )
+    other_root = base64.b64encode(bytes(32)).decode()
+    rooted = check(root_hash=other_root)
+    assert rooted.returncode == 1 and rooted.stderr.endswith(
+        f": root_hash {other_root} where the checkpoint signs {manifest['root_hash']}\n"
+    ), rooted.stderr
+    beyond = check(last_seq=size + 1, range_first_seq=1, range_last_seq=size + 5)
+    assert beyond.returncode == 1 and beyond.stderr.endswith(
+        f": last_seq {size + 1} beyond the checkpoint's {size} events;"
+        f" range_last_seq {size + 5} beyond the checkpoint's {size} events\n"
+    ), beyond.stderr

@@ -425,8 +425,8 @@ def checkpoint(ctx: click.Context, fresh: bool, saved: Path | None, keys: tuple[
         if manifest is not None:
             # Offline first, its checkpoint's signature then its file: a file
             # altered or cut short since its export passed, its checkpoint good.
-            SavedCheckpoint.open(text, keys)
-            exported = check_export(saved, manifest)
+            opened = SavedCheckpoint.open(text, keys)
+            exported = check_export(saved, manifest, opened.checkpoint)
         with _client(ctx) as client:
             result = client.check_checkpoint(text, key=keys, fresh=fresh)
     except OtherLogError as error:  # which quotes the saved text, a forger's perhaps

@@ -7,6 +7,7 @@ manifest's checkpoint good (docs/integrity.md, "Checking an export")."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 from sealtrail._checkpoint_check import CheckpointError
 from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX
 from sealtrail._words import counted
+from sealtrail.tlog import Checkpoint
 
 _CHUNK = 1 << 20
 
@@ -105,10 +107,41 @@ class _RowCounter:
         return None
 
 
-def check_export(manifest_path: Path, manifest: dict[str, Any]) -> ExportCheck:
-    """The file `manifest` (read from `manifest_path`) describes, read
-    whole, held to the manifest's byte count, SHA-256 and row count;
-    ExportMismatchError naming each that differs."""
+def _unsigned_claims(manifest: dict[str, Any], checkpoint: Checkpoint) -> list[str]:
+    """What the manifest says of the log that its checkpoint does not sign:
+    another size or root, seqs beyond its size."""
+    differences = []
+    size = checkpoint.tree_size
+    said = manifest.get("tree_size")
+    if said != size:
+        differences.append(f"tree_size {said} where the checkpoint signs {size}")
+    signed = base64.b64encode(checkpoint.root_hash).decode()
+    said = manifest.get("root_hash")
+    if said != signed:
+        differences.append(f"root_hash {said} where the checkpoint signs {signed}")
+    for field in ("first_seq", "last_seq", "range_first_seq", "range_last_seq"):
+        seq = manifest.get(field, 0)
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            differences.append(f"{field} {seq!r}, not a seq")
+        elif seq > size:
+            differences.append(f"{field} {seq} beyond the checkpoint's {counted(size, 'event')}")
+    return differences
+
+
+def check_export(
+    manifest_path: Path, manifest: dict[str, Any], checkpoint: Checkpoint
+) -> ExportCheck:
+    """The file `manifest` (read from `manifest_path`, `checkpoint` its
+    checkpoint, its signature checked) describes, read whole, held to the
+    manifest's byte count, SHA-256 and row count; ExportMismatchError naming
+    each that differs, or what the manifest says of the log that the
+    checkpoint does not sign (unsigned, its words are a forger's as well)."""
+    claims = _unsigned_claims(manifest, checkpoint)
+    if claims:
+        raise ExportMismatchError(
+            f"{manifest_path.name} does not say what its signed checkpoint does: "
+            + "; ".join(claims)
+        )
     path = exported_file(manifest_path, manifest)
     digest = hashlib.sha256()
     size = 0
