@@ -2299,3 +2299,53 @@ def test_checking_an_exports_manifest_holds_its_sizes_to_its_signed_checkpoint(
         f": last_seq {size + 1} beyond the checkpoint's {size} events;"
         f" range_last_seq {size + 5} beyond the checkpoint's {size} events\n"
     ), beyond.stderr
+
+
+def test_an_export_is_checked_with_a_later_checkpoint_against_one_log_today(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An auditor holding an export and a checkpoint saved later gives both:
+    each is checked against one checkpoint of today's log, so the export's
+    log is shown a prefix of the later one. A second --check was dropped,
+    click keeping the last: a rewritten first one passed unseen."""
+    from sealtrail.tlog import Checkpoint, Signer, format_checkpoint, sign_note
+    from tests.conftest import SIGNING_KEY
+
+    run("sealtrail", "record", "--action", "file.read", "--actor-id", "ops", env=cli_env)
+    out = tmp_path / "audit.csv"
+    run("sealtrail", "export", "--format", "csv", "-o", str(out), env=cli_env)
+    run("sealtrail", "record", "--action", "file.write", "--actor-id", "ops", env=cli_env)
+    later = tmp_path / "later.txt"
+    later.write_text(run("sealtrail", "checkpoint", "--fresh", env=cli_env).stdout)
+    run("sealtrail", "record", "--action", "file.delete", "--actor-id", "ops", env=cli_env)
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+    kept = tmp_path / "audit.csv.manifest.json"
+    exported, held = json.loads(kept.read_text())["tree_size"], int(later.read_text().split()[1])
+
+    both = run("sealtrail", "checkpoint", "--check", str(kept), "--check", str(later),
+               "--key", key, "--fresh", env=cli_env)  # fmt: skip
+    lines = both.stdout.splitlines()
+    today = re.fullmatch(
+        rf"CONSISTENT: the saved log of {exported} events of {re.escape(str(kept))} is a"
+        r" prefix of today's (\d+) \(sealtrail\.test/log/t-\w+\); signed by sealtrail\.test/log",
+        lines[0],
+    )
+    assert today is not None, both.stdout
+    assert lines[1].startswith(
+        f"CONSISTENT: the saved log of {held} events of {later} is a prefix of today's {today[1]} ("
+    ), both.stdout
+    assert lines[2].startswith(f"MATCHES: {out} is the export its manifest describes: ")
+
+    # A checkpoint of the log that is not, signed with the log's key, given first.
+    origin = later.read_text().splitlines()[0]
+    forked = tmp_path / "forked.txt"
+    forked.write_text(
+        sign_note(format_checkpoint(Checkpoint(origin, held, bytes(32))), Signer.parse(SIGNING_KEY))
+    )
+    one_rewritten = run("sealtrail", "checkpoint", "--check", str(forked), "--check", str(kept),
+                        "--key", key, env=cli_env, check=False)  # fmt: skip
+    assert one_rewritten.returncode == 1, one_rewritten.stdout
+    assert one_rewritten.stderr.startswith(
+        f"FAILED: the log was rewritten since the saved checkpoint {forked}: its {held}"
+        " events are not a prefix of today's "
+    ), one_rewritten.stderr

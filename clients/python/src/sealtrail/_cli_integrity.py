@@ -5,9 +5,10 @@ whose helpers it shares."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -46,6 +47,8 @@ from sealtrail._errors import InvalidArgumentError
 from sealtrail._export import ExportError
 from sealtrail._export_check import ExportCheck, check_export, export_manifest
 from sealtrail._words import counted, detailed, noun
+
+_T = TypeVar("_T")
 
 
 @click.command()
@@ -387,12 +390,15 @@ def verify_log(ctx: click.Context, check_views: bool) -> None:
     "--check",
     "saved",
     metavar="SAVED",
+    multiple=True,
     type=click.Path(exists=True, allow_dash=True, path_type=Path),
     help="Check a checkpoint saved earlier (this command's output, a bundle's directory, or"
     " an export's FILE.manifest.json; - reads the output or manifest from stdin): the log"
     " it signs must be a prefix of today's. Of FILE.manifest.json, FILE beside it must be"
-    " the export it describes too: its bytes, SHA-256 and rows. Exits 1 if the log was"
-    " rewritten since, or FILE differs.",
+    " the export it describes too: its bytes, SHA-256 and rows. Repeat it (an export and a"
+    " checkpoint saved later) to check each against one checkpoint of today's log, which"
+    " shows their logs prefixes of each other. Exits 1 if the log was rewritten since, or"
+    " FILE differs.",
 )
 @click.option(
     "--key",
@@ -403,10 +409,12 @@ def verify_log(ctx: click.Context, check_views: bool) -> None:
     " Repeat it for a log whose key was rotated since the checkpoint was saved.",
 )
 @click.pass_context
-def checkpoint(ctx: click.Context, fresh: bool, saved: Path | None, keys: tuple[str, ...]) -> None:
+def checkpoint(
+    ctx: click.Context, fresh: bool, saved: tuple[Path, ...], keys: tuple[str, ...]
+) -> None:
     """Print the log's latest signed checkpoint, or check one saved earlier
     against it (--check SAVED --key VKEY)."""
-    if saved is None:
+    if not saved:
         if keys:
             raise click.UsageError("--key goes with --check", ctx)
         with _client(ctx) as client:
@@ -418,46 +426,91 @@ def checkpoint(ctx: click.Context, fresh: bool, saved: Path | None, keys: tuple[
     if not keys:
         # The server's own keys would prove nothing: a forger serves theirs.
         raise click.UsageError("--check needs --key, the log's published verifier key", ctx)
-    exported: ExportCheck | None = None
+    named = len(saved) > 1
+    checks: list[tuple[Path, SavedCheckpoint]] = []
+    exported: list[ExportCheck] = []
     try:
-        text = saved_checkpoint_text(saved)
-        manifest = export_manifest(saved)
-        if manifest is not None:
-            # Offline first, its checkpoint's signature then its file: a file
-            # altered or cut short since its export passed, its checkpoint good.
-            opened = SavedCheckpoint.open(text, keys)
-            exported = check_export(saved, manifest, opened.checkpoint)
+        # Offline first: each checkpoint's signature, and a manifest's file (a
+        # file altered or cut short since its export passed, its checkpoint good).
+        for path in saved:
+            opened = _opened(path, keys, named=named)
+            manifest = export_manifest(path)
+            if manifest is not None:
+                exported.append(_of(path, named, check_export, path, manifest, opened.checkpoint))
+            checks.append((path, opened))
+        # Then each against one checkpoint of the log today, so that their logs
+        # are shown prefixes of one log, and so of each other.
         with _client(ctx) as client:
-            result = client.check_checkpoint(text, key=keys, fresh=fresh)
+            note = client.get_checkpoint(fresh=fresh).note
+            results = []
+            for path, check in checks:
+                latest, signers = _of(path, named, check.latest, note)
+                proof: Sequence[bytes] = ()
+                if check.needs_proof(latest):
+                    proof = client.get_consistency_proof(
+                        old_size=check.checkpoint.tree_size, new_size=latest.tree_size
+                    ).proof
+                results.append((path, check.verdict(latest, signers, proof)))
     except OtherLogError as error:  # which quotes the saved text, a forger's perhaps
         click.echo(f"refused: {terminal_safe(str(error))}", err=True)
         ctx.exit(2)
     except CheckpointError as error:
         click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
         sys.exit(1)
-    _report_checked(result)
-    if exported is not None:
-        rows = "" if exported.rows is None else f"{_count(exported.rows, 'row')}, "
-        click.echo(
-            f"MATCHES: {terminal_safe(str(exported.path))} is the export its manifest"
-            f" describes: {rows}{_count(exported.byte_count, 'byte')}, sha256 {exported.sha256}"
-        )
-
-
-def _report_checked(result: CheckpointCheck) -> None:
-    """The verdict on a saved checkpoint, one line; its origin is the saved
-    text's, escaped."""
-    origin = terminal_safe(result.origin)
-    if not result.consistent:
-        failed = (
-            "FAILED: the log was rewritten since the saved checkpoint: its"
-            f" {_count(result.saved_size, 'event')} are not a prefix of today's"
-            f" {result.latest_size:,} ({origin})"
-        )
-        click.echo(detailed(failed, terminal_safe(result.reason or "")), err=True)
+    rewritten = [(path, result) for path, result in results if not result.consistent]
+    for path, result in rewritten:
+        _report_rewritten(result, _shown(path) if named else None)
+    if rewritten:
         sys.exit(1)
+    for path, result in results:
+        _report_checked(result, _shown(path) if named else None)
+    for found in exported:
+        rows = "" if found.rows is None else f"{_count(found.rows, 'row')}, "
+        click.echo(
+            f"MATCHES: {terminal_safe(str(found.path))} is the export its manifest"
+            f" describes: {rows}{_count(found.byte_count, 'byte')}, sha256 {found.sha256}"
+        )
+
+
+def _shown(path: Path) -> str:
+    return "stdin" if str(path) == "-" else str(path)
+
+
+def _opened(path: Path, keys: tuple[str, ...], *, named: bool) -> SavedCheckpoint:
+    """The checkpoint saved at `path`, its signature checked."""
+    return _of(path, named, lambda: SavedCheckpoint.open(saved_checkpoint_text(path), keys))
+
+
+def _of(path: Path, named: bool, call: Callable[..., _T], *args: Any) -> _T:
+    """`call(*args)`; a CheckpointError it raises names `path` when several
+    were given (of the same class: another log's is still refused)."""
+    try:
+        return call(*args)
+    except CheckpointError as error:
+        if not named:
+            raise
+        raise type(error)(f"{_shown(path)}: {error}") from None
+
+
+def _report_rewritten(result: CheckpointCheck, name: str | None) -> None:
+    """A saved checkpoint's log that today's does not extend, one line on
+    stderr; its origin is the saved text's, escaped."""
+    saved = f" {terminal_safe(name)}" if name is not None else ""
+    failed = (
+        f"FAILED: the log was rewritten since the saved checkpoint{saved}: its"
+        f" {_count(result.saved_size, 'event')} are not a prefix of today's"
+        f" {result.latest_size:,} ({terminal_safe(result.origin)})"
+    )
+    click.echo(detailed(failed, terminal_safe(result.reason or "")), err=True)
+
+
+def _report_checked(result: CheckpointCheck, name: str | None) -> None:
+    """The verdict on a saved checkpoint whose log today's extends, one
+    line; its origin is the saved text's, escaped."""
+    origin = terminal_safe(result.origin)
+    of = f" of {terminal_safe(name)}" if name is not None else ""
     names = ", ".join(sorted({text.split("+", 1)[0] for text in result.signed_by}))
     click.echo(
-        f"CONSISTENT: the saved log of {_count(result.saved_size, 'event')} is a prefix of"
+        f"CONSISTENT: the saved log of {_count(result.saved_size, 'event')}{of} is a prefix of"
         f" today's {result.latest_size:,} ({origin}); signed by {terminal_safe(names)}"
     )
