@@ -421,3 +421,40 @@ def test_a_replay_window_no_time_can_hold_names_its_field(
         sink_id=sink.sink.id, window=forwarding_pb2.TimeWindow(start_time=start, end_time=end)
     )
     assert violations(call("ReplaySink", request)) == [f"window.{field}_time"]
+
+
+def test_numbers_the_search_index_cannot_hold_are_refused_naming_details(
+    call: Any, server: ServerThread, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """The events table indexes details' numbers as PostgreSQL writes them out
+    in full: 1e-300 is a word of 302 characters. 5,000 such numbers, a 64 KB
+    record within every limit, made the database refuse the insert (`string is
+    too long for tsvector`): the batch commit was undone and written again one
+    by one, an error logged, and the caller told only `event: was refused by
+    the database as invalid`. A number repeated is one word: kept."""
+    tiny = valid_event()
+    for i in range(5000):
+        tiny.details.fields["n"].list_value.values.add().number_value = (1 + i) * 1e-300
+    error = call("Record", pb.RecordRequest(event=tiny))
+    assert violations(error) == ["event.details"]
+    assert "as strings" in error.details()
+    with grpc.insecure_channel(server.target) as channel:
+        answer = audit_service_pb2_grpc.AuditLogServiceStub(channel).RecordBatch(
+            pb.RecordBatchRequest(events=[valid_event(), tiny]),
+            metadata=(("authorization", f"Bearer {server.token(tenant)}"),),
+            timeout=30,
+        )
+    kept, refused = answer.results
+    assert kept.event.seq == 1
+    assert [v.field for v in refused.error.field_violations] == ["events[1].details"]
+    assert _rows(sql, tenant) == 1
+    repeated = valid_event()
+    for _ in range(5000):
+        repeated.details.fields["n"].list_value.values.add().number_value = 1e-300
+    with grpc.insecure_channel(server.target) as channel:
+        stored = audit_service_pb2_grpc.AuditLogServiceStub(channel).Record(
+            pb.RecordRequest(event=repeated),
+            metadata=(("authorization", f"Bearer {server.token(tenant)}"),),
+            timeout=30,
+        )
+    assert stored.event.seq == 2

@@ -37,6 +37,8 @@ from ..domain.event import (
     ChangeDraft,
     EventDraft,
     ValidEvent,
+    indexed_number_text,
+    written_with_exponent,
 )
 from ..domain.filters import EventFilter, FilterDraft, validate_filter
 from ..domain.json_path import JsonPath, path_text
@@ -53,12 +55,15 @@ class _JsonReader:
     """Reads protobuf Struct/Value trees into Python JSON values, noting
     whether they canonicalise through the fast path and the first bad value."""
 
-    __slots__ = ("error", "plain", "verbatim")
+    __slots__ = ("error", "exponent_numbers", "plain", "verbatim")
 
     def __init__(self) -> None:
         self.plain = True
         self.verbatim = True
         self.error: FieldViolation | None = None
+        # The distinct numbers JSON writes with an exponent, where they are
+        # counted (details, which are indexed for search): None elsewhere.
+        self.exponent_numbers: set[float] | None = None
 
     def _fail(self, path: JsonPath, description: str) -> None:
         if self.error is None:
@@ -94,6 +99,8 @@ class _JsonReader:
                 self.verbatim = False  # -0 is stored as 0
             if as_int is None:
                 self.plain = False
+                if self.exponent_numbers is not None and written_with_exponent(number):
+                    self.exponent_numbers.add(number)
                 return number
             return as_int
         if kind == "bool_value":
@@ -147,7 +154,11 @@ def event_draft(event: event_pb2.Event, path: str) -> EventDraft:
         )
         for i, change in enumerate(event.changes)
     ]
-    details = reader.struct(event.details, f"{path}.details") if event.HasField("details") else None
+    details, number_text = None, 0
+    if event.HasField("details"):
+        reader.exponent_numbers = set()
+        details = reader.struct(event.details, f"{path}.details")
+        number_text = indexed_number_text(reader.exponent_numbers)
     return EventDraft(
         action=event.action,
         occurred_at=_time(event, "occurred_at"),
@@ -171,6 +182,7 @@ def event_draft(event: event_pb2.Event, path: str) -> EventDraft:
         trace_id=context.trace_id,
         span_id=context.span_id,
         idempotency_key=event.idempotency_key,
+        details_number_text=number_text,
         plain=reader.plain,
         verbatim=reader.verbatim,
         json_error=reader.error,

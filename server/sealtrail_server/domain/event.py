@@ -13,8 +13,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Final
 
 from .canonical import canonical_json, plain_value
@@ -58,6 +60,15 @@ MAX_IP = 64  # the longest IPv6 text with a zone id that is still sensible
 MAX_IDEMPOTENCY_KEY = 128
 MAX_CHANGES = 256
 MAX_JSON_DEPTH = 32
+# The events table indexes details' string and number values for search
+# (`search_doc`), numbers as PostgreSQL writes them: in full, 1e-300 as 302
+# characters. Its index holds 1 MiB of words at most: past it the database
+# refused the insert (`string is too long for tsvector`), 5,000 such numbers
+# in a 64 KiB record sufficing. The distinct numbers of details that JSON
+# writes with an exponent (the only ones longer written out) may take this
+# many characters in all; with what the rest of a record can add, the index
+# stays well within its limit.
+MAX_INDEXED_NUMBER_TEXT = 512 * 1024
 MAX_FUTURE_SKEW_SECONDS = 300
 
 ACTION_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
@@ -171,6 +182,9 @@ class EventDraft:
     trace_id: str = ""
     span_id: str = ""
     idempotency_key: str = ""
+    # Characters the distinct numbers of details that JSON writes with an
+    # exponent take written out in full (`indexed_number_text`).
+    details_number_text: int = 0
     plain: bool = True
     # JSON values are stored exactly as sent: no -0, no NullValue number the
     # enum does not name, nothing redacted (the API may copy the request).
@@ -422,6 +436,12 @@ def validate_event(
         check.violations.append(draft.json_error)
     if draft.details:
         body["details"] = draft.details
+    if draft.details_number_text > MAX_INDEXED_NUMBER_TEXT:
+        check.fail(
+            "details",
+            f"numbers written out in full for search take {draft.details_number_text}"
+            f" characters (limit {MAX_INDEXED_NUMBER_TEXT}); send them as strings",
+        )
 
     context = _context(check, draft)
     if context:
@@ -460,6 +480,26 @@ def validate_event(
         ip=context_address(context["ip"]) if "ip" in context else None,
         search_names=search_names(body),
     )
+
+
+def written_with_exponent(number: float) -> bool:
+    """Whether JSON (RFC 8785, as records are written) writes a non-zero
+    finite number with an exponent: below 1e-6 or from 1e21 on in magnitude.
+    Only those are longer written out in full than in the record."""
+    return not 1e-6 <= abs(number) < 1e21
+
+
+def indexed_number_text(numbers: Iterable[float]) -> int:
+    """The characters `numbers` take as PostgreSQL writes a JSON number out
+    (numeric's text: every digit, no exponent), as the search index of
+    details holds them: 1e-300 is `0.` and 300 digits, -1.5e+21 is `-` and
+    22 digits."""
+    total = 0
+    for number in numbers:
+        sign, digits, exponent = Decimal(repr(number)).normalize().as_tuple()
+        assert isinstance(exponent, int)  # finite
+        total += sign + max(1, len(digits) + exponent) + (1 - exponent if exponent < 0 else 0)
+    return total
 
 
 def _occurred_at(check: _Checker, value: tuple[int, int] | None, now: datetime) -> str:
