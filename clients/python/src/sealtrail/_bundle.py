@@ -32,6 +32,7 @@ from sealtrail._bundle_format import (
     VERSION,
     BundleError,
     BundleSummary,
+    RangeBeyondLogError,
     bundle_time,
 )
 from sealtrail._errors import NotFoundError, SealtrailError
@@ -449,7 +450,11 @@ def _range(source: _Source, out: Path, seq_range: SeqRange, workers: int) -> _Wr
         exported = source.export(out / RECORDS, format="ndjson", first_seq=first, last_seq=last)
     except SealtrailError as error:
         if error.reason == "BEYOND_LOG_SIZE":
-            raise BundleError(f"seqs {first}..{last}: {error.message}") from None
+            size = error.metadata.get("tree_size", "")
+            raise RangeBeyondLogError(
+                f"seqs {first}..{last}: {error.message}",
+                tree_size=int(size) if size.isdigit() else None,
+            ) from None
         if not {(error.code, None), (error.code, error.reason)} & _PROVE_INSTEAD:
             raise
     else:

@@ -51,6 +51,16 @@ class BundleError(Exception):
     """A bundle failed verification; the message names the record and the reason."""
 
 
+class RangeBeyondLogError(BundleError):
+    """A range bundle's range ends past the log's last event: the log's size
+    is `tree_size`, for a caller to say it in its own terms (the command
+    line's --seq)."""
+
+    def __init__(self, message: str, *, tree_size: int | None) -> None:
+        super().__init__(message)
+        self.tree_size = tree_size
+
+
 def bundle_time(when: datetime) -> str:
     """A time as bundle.json and the command line show it: RFC 3339, UTC."""
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")

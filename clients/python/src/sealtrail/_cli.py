@@ -36,7 +36,7 @@ from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedCol
 from rich.table import Table
 from rich.text import Text
 
-from sealtrail._cli_ranges import SeqRangeParam
+from sealtrail._cli_ranges import SeqRangeParam, beyond_the_log
 from sealtrail._client import AuditClient
 from sealtrail._convert import (
     EventFields,
@@ -1019,6 +1019,11 @@ def export(
             if error.reason == "SERVER_STOPPING":
                 progress.stop()
                 _cut_by_a_stop(error, out)
+            size = error.metadata.get("tree_size", "")
+            if error.reason == "BEYOND_LOG_SIZE" and seqs is not None and size.isdigit():
+                # In the option's terms, not the API's last_seq (helper-350).
+                error.message = beyond_the_log(ctx, seqs, int(size))
+                del error.metadata["tree_size"]
             raise
         except ExportError as error:
             raise click.ClickException(str(error)) from None

@@ -14,7 +14,7 @@ import click
 
 from sealtrail._bundle import SeqRange, received_range, write_bundle
 from sealtrail._bundle_check import verify_bundle
-from sealtrail._bundle_format import BundleError, BundleSummary
+from sealtrail._bundle_format import BundleError, BundleSummary, RangeBeyondLogError
 from sealtrail._checkpoint_check import (
     CheckpointCheck,
     CheckpointError,
@@ -36,6 +36,7 @@ from sealtrail._cli_ranges import (
     PERIOD_UNPROVEN,
     PeriodParam,
     SeqRangeParam,
+    beyond_the_log,
     held_seqs,
     moment,
     range_line,
@@ -107,6 +108,10 @@ def bundle(
                 else _received(ctx, client, period, whole=received is not None)
             )
             summary = write_bundle(client, out, event_filter=_filter(criteria), seq_range=seq_range)
+        except RangeBeyondLogError as error:
+            if seqs is None or error.tree_size is None:  # a period's range, which the log held
+                raise click.ClickException(terminal_safe(str(error))) from None
+            raise click.ClickException(beyond_the_log(ctx, seqs, error.tree_size)) from None
         except (BundleError, ExportError) as error:
             raise click.ClickException(terminal_safe(str(error))) from None
         except OSError as error:

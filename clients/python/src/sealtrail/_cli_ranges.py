@@ -28,6 +28,9 @@ class SeqRangeParam(click.ParamType[tuple[int, int]]):
     ) -> tuple[int, int]:
         if isinstance(value, tuple):
             return value
+        from sealtrail._cli import remember_typed  # which imports this module
+
+        remember_typed(ctx, param, value)  # a range beyond the log is said as typed
         match = _SEQS.fullmatch(value.strip())
         if match is None:
             self.fail(f"{value!r} is not FIRST-LAST, two seqs such as 1200-3400", param, ctx)
@@ -80,6 +83,16 @@ def period(
 
 def moment(when: datetime) -> str:
     return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def beyond_the_log(ctx: click.Context, seqs: tuple[int, int], tree_size: int) -> str:
+    """A --seq range past the log's end in the option's terms, as typed:
+    `--seq 5-500: the log holds 35 events`, not the API's `last_seq 500 is
+    beyond the log's size 35`, which names no option of the command."""
+    from sealtrail._cli import given_words, typed  # which imports this module
+
+    value = typed(ctx, "seqs") or f"{seqs[0]}-{seqs[1]}"
+    return f"{given_words('--seq', value)}: the log holds {counted(tree_size, 'event')}"
 
 
 def held_seqs(summary: BundleSummary) -> str:
