@@ -231,6 +231,37 @@ def test_a_pass_that_fails_on_one_tenant_goes_on_with_the_others(
     assert _instances(own_database, "soc-failing") == set(tenants)
 
 
+def test_a_tenant_the_database_refused_is_said_by_the_errors_primary_message(
+    server: ServerThread,
+    operator: Callable[..., Result],
+    own_database: str,
+    tmp_path: Path,
+) -> None:
+    """The database refuses one tenant's instance (here a check constraint of
+    the deployment's own): the operator's `not yet (...)` and the log's line
+    said the error as psycopg renders it, with no SQLSTATE, where every other
+    log line and answer says a database error by its primary message and
+    SQLSTATE (store/db_errors.named), and would have quoted any DETAIL
+    (`Failing row contains (...)`, which row-level security keeps out of
+    this one's)."""
+    refused, reached = _tenants_with_logs(server, 2)
+    with psycopg.connect(own_database, autocommit=True) as conn:
+        conn.execute(
+            f"ALTER TABLE sinks ADD CONSTRAINT not_this_tenant CHECK (tenant_id <> '{refused}')"
+            " NOT VALID"
+        )
+    made = _create(operator, "soc-refused", tmp_path)
+    assert made.exit_code == 0, made.output
+    assert "soc-refused: made in 1 tenant," in made.stdout
+    named = 'CheckViolation: new row for relation "sinks" violates check constraint'
+    named += ' "not_this_tenant" (SQLSTATE 23514)'
+    assert f"{refused}: not yet ({named}); a server's pass" in made.stderr, made.stderr
+    # The command's log, on its stderr, says it alike.
+    assert f"tenant {refused} left for a later pass: {named}\n" in made.stderr, made.stderr
+    assert "Failing row" not in made.stderr and "DETAIL" not in made.stderr
+    assert _instances(own_database, "soc-refused") == {reached}
+
+
 def test_a_tenant_a_from_now_create_failed_on_starts_where_its_log_stood_at_creation(
     server: ServerThread,
     operator: Callable[..., Result],

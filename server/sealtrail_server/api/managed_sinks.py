@@ -30,6 +30,7 @@ from ..store import sinks as store
 from ..store.appender import Appender
 from ..store.changes import Changes
 from ..store.database import Connection
+from ..store.db_errors import named
 from ..store.deployment_sinks import DeploymentSink
 from ..store.events import first_seq_received_since_on
 from ..store.tree import tree_size
@@ -151,7 +152,7 @@ class ManagedSinks:
             why = str(error)
         except Exception as error:  # the database, or a bug: this tenant's step only
             log.exception("deployment sink %s: tenant %s failed", deployment.id, tenant_id)
-            why = detailed(type(error).__name__, error)
+            why = detailed(type(error).__name__, named(error))  # never a DETAIL's values
         else:
             return
         done.failed.append((tenant_id, why))
