@@ -25,12 +25,14 @@ import psycopg
 import pytest
 
 from sealtrail import (
+    EXCEL_CELL_LIMIT,
     AuditClient,
     InvalidArgumentError,
     ResourceExhaustedError,
     RpcFailedError,
     build_event,
     build_filter,
+    cells_past_excel,
     verify_bundle,
     write_bundle,
 )
@@ -120,6 +122,30 @@ def test_csv_export_neutralises_a_formula_led_by_whitespace_or_a_byte_order_mark
     cells = [row["description"] for row in rows]
     assert cells == ["'" + p for p in LED_BY_WHITESPACE] + UNTOUCHED
     assert [c[1:] if c.startswith("'") else c for c in cells] == payloads
+
+
+def test_a_csv_export_from_python_can_be_checked_for_cells_past_excel(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """Only `sealtrail export` warned of a cell longer than Excel keeps, by a
+    private function: a program exporting CSV with `export()` had no word of
+    the details cell Excel would cut as an auditor opened the file. The
+    package's cells_past_excel says which, reading the file as written."""
+    results = client.record_batch(
+        [
+            build_event(action="report.long", actor_id="u", details={"b": "x" * size})
+            for size in (100, EXCEL_CELL_LIMIT + 10)
+        ]
+    )
+    seqs = [result.event.seq for result in results if result.event is not None]
+    out = tmp_path / "long.csv"
+    manifest = client.export(out, format="csv", filter=build_filter(actions="report.long"))
+    assert cells_past_excel(out) == [(str(seqs[1]), "details")]
+    assert cells_past_excel(str(out)) == [(str(seqs[1]), "details")]  # a path as text too
+    assert manifest.sha256 == hashlib.sha256(out.read_bytes()).digest()  # the file as exported
+    short = tmp_path / "short.csv"
+    client.export(short, format="csv", first_seq=seqs[0], last_seq=seqs[0])
+    assert cells_past_excel(short) == []
 
 
 def test_ndjson_export_is_the_records_as_hashed_with_a_signed_manifest(

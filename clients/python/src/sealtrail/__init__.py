@@ -50,9 +50,10 @@ from sealtrail._errors import (
     UnavailableError,
     from_rpc_error,
 )
-from sealtrail._export import ExportError, ExportFormat
+from sealtrail._export import EXCEL_CELL_LIMIT, ExportError, ExportFormat, cells_past_excel
 
 __all__ = [
+    "EXCEL_CELL_LIMIT",
     "AbortedError",
     "AlreadyExistsError",
     "AsyncAuditClient",
@@ -94,6 +95,7 @@ __all__ = [
     "build_event",
     "build_filter",
     "build_sink",
+    "cells_past_excel",
     "current_request_id",
     "from_rpc_error",
     "message_to_dict",

@@ -1062,7 +1062,10 @@ class AsyncAuditClient:
         manifest an earlier export kept there, if any, is removed as the new
         file takes its name (it described the content replaced). With
         `first_seq` and `last_seq`, only the events of that seq range (both
-        included); the manifest's range_first_seq and range_last_seq repeat it."""
+        included); the manifest's range_first_seq and range_last_seq repeat it.
+        A CSV's cells longer than Excel keeps, which it cuts short without a
+        word as it opens the file: `sealtrail.cells_past_excel(path)` (in a
+        thread: it reads the file)."""
         # Each step waited for to its end, cancelled or not (see _in_thread).
         target = await _in_thread(
             functools.partial(ExportFile, Path(path), manifest_beside=manifest_file),

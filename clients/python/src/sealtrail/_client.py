@@ -949,7 +949,9 @@ class AuditClient:
         manifest an earlier export kept there, if any, is removed as the new
         file takes its name (it described the content replaced). With
         `first_seq` and `last_seq`, only the events of that seq range (both
-        included); the manifest's range_first_seq and range_last_seq repeat it."""
+        included); the manifest's range_first_seq and range_last_seq repeat it.
+        A CSV's cells longer than Excel keeps, which it cuts short without a
+        word as it opens the file: `sealtrail.cells_past_excel(path)`."""
         with (
             ExportFile(Path(path), manifest_beside=manifest_file) as target,
             contextlib.closing(  # its call ended with it, whatever stops it

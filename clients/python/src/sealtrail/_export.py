@@ -153,10 +153,13 @@ def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str
 EXCEL_CELL_LIMIT = 32_767
 
 
-def cells_past_excel(path: Path) -> list[tuple[str, str]]:
+def cells_past_excel(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """The (seq, column) of each cell of the CSV export at `path` longer than
-    Excel keeps (EXCEL_CELL_LIMIT), in the file's order: what a spreadsheet
-    user opening it sees cut short, though the file holds it whole."""
+    Excel keeps (EXCEL_CELL_LIMIT), in the file's order, both as the file
+    writes them (`[("12", "details")]`): what a spreadsheet user opening it
+    sees cut short, though the file holds it whole. It reads the file, as
+    written: an export is not slowed unless its caller asks. OSError if it
+    cannot be read, UnicodeDecodeError if it is not UTF-8 (not the export)."""
     found: list[tuple[str, str]] = []
     with open(path, encoding="utf-8", newline="") as file:
         reader = csv.reader(file)
