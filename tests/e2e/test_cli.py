@@ -1024,8 +1024,8 @@ def test_a_range_bundle_from_the_command_line_proves_the_range_complete(
         (["--seq", "8-3"], 2, "the first seq 8 is after the last 3"),
         (["--seq", "3"], 2, "is not FIRST-LAST"),
         # Beyond the log: the option as typed, not the API's last_seq (helper-350).
-        (["--seq", "3-500"], 1, "Error: --seq 3-500: the log holds "),
-        (["--seq", "3..500"], 1, "Error: --seq 3..500: the log holds "),
+        (["--seq", "3-500"], 1, "Error: --seq 3-500: the log ends at seq "),
+        (["--seq", "3..500"], 1, "Error: --seq 3..500: the log ends at seq "),
         (["--seq", "3-5", "--action", "doc.edit"], 2, "takes no filter"),
         (["--seq", "3-5", "--received", "2026-11"], 2, "each choose the range"),
         (["--received", "2026-13"], 2, "is not a UTC year, month or day"),
@@ -2061,12 +2061,12 @@ def test_export_of_a_seq_range_from_the_command_line(
     assert beyond.returncode == 1 and "BEYOND_LOG_SIZE" in beyond.stderr, beyond.stderr
     assert "Traceback" not in beyond.stderr and not (tmp_path / "x.csv").exists()
     # The option as typed, not the API's `last_seq 500 is beyond the log's size` (helper-350).
-    assert re.search(r": --seq 5-500: the log holds \d+ events\n", beyond.stderr), beyond.stderr
+    assert re.search(r": --seq 5-500: the log ends at seq \d+\n", beyond.stderr), beyond.stderr
     assert "last_seq" not in beyond.stderr and "tree_size" not in beyond.stderr
     as_bundle = run("sealtrail", "export", "--format", "bundle", "--seq", "5..500",
                     "-o", str(tmp_path / "xb"), env=cli_env, check=False)  # fmt: skip
     assert as_bundle.returncode == 1, as_bundle.stderr
-    assert re.search(r"^Error: --seq 5\.\.500: the log holds \d+ events$", as_bundle.stderr, re.M)
+    assert re.search(r"^Error: --seq 5\.\.500: the log ends at seq \d+$", as_bundle.stderr, re.M)
     assert not (tmp_path / "xb").exists()
 
 

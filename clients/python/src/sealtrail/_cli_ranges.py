@@ -87,12 +87,13 @@ def moment(when: datetime) -> str:
 
 def beyond_the_log(ctx: click.Context, seqs: tuple[int, int], tree_size: int) -> str:
     """A --seq range past the log's end in the option's terms, as typed:
-    `--seq 5-500: the log holds 35 events`, not the API's `last_seq 500 is
+    `--seq 5-500: the log ends at seq 35`, not the API's `last_seq 500 is
     beyond the log's size 35`, which names no option of the command."""
     from sealtrail._cli import given_words, typed  # which imports this module
 
     value = typed(ctx, "seqs") or f"{seqs[0]}-{seqs[1]}"
-    return f"{given_words('--seq', value)}: the log holds {counted(tree_size, 'event')}"
+    # Its size, which counts the events retention removed: its last seq, not what it holds.
+    return f"{given_words('--seq', value)}: the log ends at seq {tree_size}"
 
 
 def held_seqs(summary: BundleSummary) -> str:
