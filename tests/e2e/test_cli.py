@@ -2311,6 +2311,78 @@ def test_checking_an_exports_manifest_holds_its_sizes_to_its_signed_checkpoint(
     ), beyond.stderr
 
 
+def test_an_exports_file_and_manifest_rewritten_together_are_refused(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The manifest's sha256, counts and seqs were its own word, unsigned:
+    whoever held the pair altered the file and wrote the manifest to match it
+    (a byte changed and its sha256, a row cut and its counts), and `checkpoint
+    --check` said MATCHES. They are signed now, in the manifest's statement,
+    by the log's key; one without a statement (an older server's) is refused."""
+    from sealtrail.tlog import generate_signer_key, sign_note
+
+    for action in ("file.read", "file.write"):
+        run("sealtrail", "record", "--action", action, "--actor-id", "ops", env=cli_env)
+    out, other = tmp_path / "audit.csv", tmp_path / "other.csv"
+    run("sealtrail", "export", "--format", "csv", "--action", "file.*", "-o", str(out), env=cli_env)
+    run("sealtrail", "export", "--format", "csv", "--action", "file.read", "-o", str(other),
+        env=cli_env)  # fmt: skip
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+    kept = tmp_path / "audit.csv.manifest.json"
+    exported, manifest = out.read_bytes(), json.loads(kept.read_text())
+    statement = manifest["statement"]
+    assert statement.startswith("sealtrail export statement v1\n"), statement
+
+    def check(content: bytes, **edits: object) -> Any:
+        out.write_bytes(content)
+        kept.write_text(json.dumps({k: v for k, v in {**manifest, **edits}.items() if v != ...}))
+        return run("sealtrail", "checkpoint", "--check", str(kept), "--key", key,
+                   env=cli_env, check=False)  # fmt: skip
+
+    assert check(exported).returncode == 0
+    altered = bytearray(exported)
+    altered[-5] ^= 1
+    forged = hashlib.sha256(altered).hexdigest()
+    one_byte = check(altered, sha256=forged)
+    assert (one_byte.returncode, one_byte.stdout) == (1, ""), one_byte.stdout
+    assert one_byte.stderr == (
+        "FAILED: audit.csv.manifest.json does not say what its signed statement does:"
+        f" sha256 {forged} where the statement signs {manifest['sha256']}\n"
+    )
+    cut = exported[: exported.rindex(b"\r\n", 0, -2) + 2]  # its last row gone
+    shorter = check(cut, sha256=hashlib.sha256(cut).hexdigest(), byte_count=len(cut),
+                    row_count=1, last_seq=manifest["first_seq"])  # fmt: skip
+    assert shorter.returncode == 1 and shorter.stderr.startswith(
+        "FAILED: audit.csv.manifest.json does not say what its signed statement does:"
+        f" sha256 {hashlib.sha256(cut).hexdigest()} where the statement signs"
+        f" {manifest['sha256']}; byte_count {len(cut)} where the statement signs"
+        f" {len(exported)}; row_count 1 where the statement signs 2; last_seq"
+    ), shorter.stderr
+    # A manifest with no statement: an older server's, or one taken out.
+    unsigned = check(altered, sha256=forged, statement=...)
+    assert (unsigned.returncode, unsigned.stderr) == (1, (
+        "FAILED: audit.csv.manifest.json holds no signed statement of its export (a manifest"
+        " from a server that signed none, or one taken out): its sha256, counts and seqs are"
+        " its own word; export again from an up-to-date server\n"
+    )), unsigned.stderr  # fmt: skip
+    # Another export's statement, another key's, or a checkpoint in its place.
+    others = json.loads((tmp_path / "other.csv.manifest.json").read_text())["statement"]
+    swapped = check(exported, statement=others)
+    assert swapped.returncode == 1 and swapped.stderr.startswith(
+        "FAILED: audit.csv.manifest.json does not say what its signed statement does: "
+    ), swapped.stderr
+    assert "export_event_id" in swapped.stderr and "sha256" in swapped.stderr
+    text = statement.split("\n\n")[0] + "\n"
+    stranger = check(exported, statement=sign_note(text, generate_signer_key("sealtrail.test/log")))
+    assert (stranger.returncode, stranger.stderr) == (
+        1, "FAILED: the export's statement: no signature by a known key verifies this note\n"
+    ), stranger.stderr  # fmt: skip
+    as_checkpoint = check(exported, statement=manifest["checkpoint"])
+    assert as_checkpoint.returncode == 1 and as_checkpoint.stderr.startswith(
+        "FAILED: the export's statement: not an export statement"
+    ), as_checkpoint.stderr
+
+
 def test_an_export_is_checked_with_a_later_checkpoint_against_one_log_today(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

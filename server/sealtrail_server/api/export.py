@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import json_format
 
 from sealtrail._words import counted
+from sealtrail.tlog import ExportStatement, sign_note
 from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.access import Principal
@@ -374,23 +375,45 @@ class ExportRpcs:
             digest.update(buffer)
             sent += len(buffer)
             yield pb.ExportResponse(chunk=bytes(buffer), rows_so_far=rows)
-        yield pb.ExportResponse(
-            manifest=pb.ExportManifest(
-                row_count=rows,
-                byte_count=sent,
-                sha256=digest.digest(),
-                tree_size=size,
-                first_seq=first,
-                last_seq=last,
-                root_hash=checkpoint.root_hash,
-                checkpoint=checkpoint.note,
-                export_event_id=export_event_id,
-                media_type=encoder.media_type,
-                range_first_seq=0 if seqs is None else seqs[0],
-                range_last_seq=0 if seqs is None else seqs[1],
-            ),
-            rows_so_far=rows,
+        manifest = pb.ExportManifest(
+            row_count=rows,
+            byte_count=sent,
+            sha256=digest.digest(),
+            tree_size=size,
+            first_seq=first,
+            last_seq=last,
+            root_hash=checkpoint.root_hash,
+            checkpoint=checkpoint.note,
+            export_event_id=export_event_id,
+            media_type=encoder.media_type,
+            range_first_seq=0 if seqs is None else seqs[0],
+            range_last_seq=0 if seqs is None else seqs[1],
         )
+        manifest.statement = self._export_statement(manifest)
+        yield pb.ExportResponse(manifest=manifest, rows_so_far=rows)
+
+    def _export_statement(self, manifest: pb.ExportManifest) -> str:
+        """The manifest's statement, signed by the key that signs the
+        checkpoints (ADR 0129): its checkpoint signs the log only, and its
+        digest and counts, unsigned, were rewritten with the content into a
+        pair that checked. Of the checkpoint's origin, size and root (that
+        checkpoint was issued, and checked against what the key signed of the
+        log, just before the content was read: ADR 0083)."""
+        statement = ExportStatement(
+            origin=manifest.checkpoint.split("\n", 1)[0],
+            export_event_id=manifest.export_event_id,
+            media_type=manifest.media_type,
+            tree_size=manifest.tree_size,
+            root_hash=manifest.root_hash,
+            sha256=manifest.sha256,
+            byte_count=manifest.byte_count,
+            row_count=manifest.row_count,
+            first_seq=manifest.first_seq,
+            last_seq=manifest.last_seq,
+            range_first_seq=manifest.range_first_seq,
+            range_last_seq=manifest.range_last_seq,
+        )
+        return sign_note(statement.text(), self._checkpointer.signer)
 
     async def _range_within_the_log(self, tenant_id: str, last_seq: int) -> None:
         """Refuse a range that ends beyond the log as it is before the export

@@ -441,7 +441,17 @@ def checkpoint(
             opened = _opened(path, keys, named=named)
             manifest = export_manifest(path)
             if manifest is not None:
-                exported.append(_of(path, named, check_export, path, manifest, opened.checkpoint))
+                exported.append(
+                    _of(
+                        path,
+                        named,
+                        check_export,
+                        path,
+                        manifest,
+                        opened.checkpoint,
+                        opened.verifiers,
+                    )
+                )
             checks.append((path, opened))
         # Then each against one checkpoint of the log today, so that their logs
         # are shown prefixes of one log, and so of each other.

@@ -122,7 +122,8 @@ def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str
     """The server's manifest of the export at `path`, as kept beside it: its
     digest, counts and the log's signed checkpoint, which `sealtrail
     checkpoint --check` reads (hashes as `sha256sum` and the checkpoint show
-    them: hex, base64), and for an export of a seq range, that range."""
+    them: hex, base64), for an export of a seq range, that range, and the
+    statement that signs them all (ADR 0129)."""
     kept: dict[str, object] = {
         "format": MANIFEST_FORMAT,
         "version": 1,
@@ -143,6 +144,10 @@ def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str
         # passed for every (matching) event up to tree_size.
         kept["range_first_seq"] = manifest.range_first_seq
         kept["range_last_seq"] = manifest.range_last_seq
+    if manifest.statement:
+        # What the key signs of the above (ADR 0129): unsigned, they were
+        # rewritten with the file into a pair that checked.
+        kept["statement"] = manifest.statement
     return json.dumps(kept, indent=2, ensure_ascii=False) + "\n"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from sealtrail._checkpoint_check import CheckpointError
 from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX
 from sealtrail._words import counted
-from sealtrail.tlog import Checkpoint
+from sealtrail.tlog import Checkpoint, ExportStatement, NoteError, Verifier, open_note
 
 _CHUNK = 1 << 20
 
@@ -128,18 +128,59 @@ def _unsigned_claims(manifest: dict[str, Any], checkpoint: Checkpoint) -> list[s
     return differences
 
 
+def _signed_statement(
+    manifest_path: Path,
+    manifest: dict[str, Any],
+    checkpoint: Checkpoint,
+    verifiers: list[Verifier],
+) -> ExportStatement:
+    """The manifest's statement (ADR 0129), signed by one of `verifiers`, of
+    `checkpoint`'s log; ExportMismatchError if there is none (an older
+    server's manifest), or if no such key signed it."""
+    note = manifest.get("statement")
+    if not isinstance(note, str) or not note:
+        raise ExportMismatchError(
+            f"{manifest_path.name} holds no signed statement of its export (a manifest from a"
+            " server that signed none, or one taken out): its sha256, counts and seqs are its"
+            " own word; export again from an up-to-date server"
+        )
+    try:
+        text, _ = open_note(note, verifiers)
+        statement = ExportStatement.parse(text)
+    except NoteError as error:
+        raise ExportMismatchError(f"the export's statement: {error}") from None
+    if statement.origin != checkpoint.origin:
+        raise ExportMismatchError(
+            f"the export's statement is of the log {statement.origin}, and its checkpoint of"
+            f" {checkpoint.origin}"
+        )
+    return statement
+
+
 def check_export(
-    manifest_path: Path, manifest: dict[str, Any], checkpoint: Checkpoint
+    manifest_path: Path,
+    manifest: dict[str, Any],
+    checkpoint: Checkpoint,
+    verifiers: list[Verifier],
 ) -> ExportCheck:
     """The file `manifest` (read from `manifest_path`, `checkpoint` its
     checkpoint, its signature checked) describes, read whole, held to the
     manifest's byte count, SHA-256 and row count; ExportMismatchError naming
     each that differs, or what the manifest says of the log that the
-    checkpoint does not sign (unsigned, its words are a forger's as well)."""
+    checkpoint does not sign, or of the export that its statement, signed by
+    one of `verifiers`, does not (unsigned, its words are a forger's as
+    well: whoever holds the file rewrites both)."""
     claims = _unsigned_claims(manifest, checkpoint)
     if claims:
         raise ExportMismatchError(
             f"{manifest_path.name} does not say what its signed checkpoint does: "
+            + "; ".join(claims)
+        )
+    statement = _signed_statement(manifest_path, manifest, checkpoint, verifiers)
+    claims = statement.differences(manifest)
+    if claims:
+        raise ExportMismatchError(
+            f"{manifest_path.name} does not say what its signed statement does: "
             + "; ".join(claims)
         )
     path = exported_file(manifest_path, manifest)

@@ -4,6 +4,7 @@ verification, C2SP signed notes (Ed25519) and C2SP tlog checkpoints."""
 
 from sealtrail.tlog._checkpoint import Checkpoint, format_checkpoint, parse_checkpoint
 from sealtrail.tlog._erasure import ERASURE_RECEIPT_HEADER, ErasureStatement, receipt_time
+from sealtrail.tlog._export_statement import EXPORT_STATEMENT_HEADER, ExportStatement
 from sealtrail.tlog._merkle import (
     EMPTY_ROOT,
     LeafTree,
@@ -38,11 +39,13 @@ from sealtrail.tlog._removals import (
 __all__ = [
     "EMPTY_ROOT",
     "ERASURE_RECEIPT_HEADER",
+    "EXPORT_STATEMENT_HEADER",
     "RETENTION_ACTION",
     "RETENTION_ACTOR",
     "STATEMENT_HEADER",
     "Checkpoint",
     "ErasureStatement",
+    "ExportStatement",
     "LeafTree",
     "NoteError",
     "ProofError",

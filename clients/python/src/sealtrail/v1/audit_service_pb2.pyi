@@ -878,6 +878,7 @@ class ExportManifest(_message.Message):
     MEDIA_TYPE_FIELD_NUMBER: _builtins.int
     RANGE_FIRST_SEQ_FIELD_NUMBER: _builtins.int
     RANGE_LAST_SEQ_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
     row_count: _builtins.int
     """Number of events exported."""
     byte_count: _builtins.int
@@ -909,6 +910,15 @@ class ExportManifest(_message.Message):
     """The last seq of the range the request asked for (its last_seq); 0 when
     it asked for none.
     """
+    statement: _builtins.str
+    """What this manifest says of the export (its content's sha256, byte and
+    row counts, seqs, media type, export event id, and the log's size and
+    root it was taken from), as a C2SP signed note by the key that signs the
+    checkpoints, its first line `sealtrail export statement v1` (ADR 0129).
+    The checkpoint signs only the log: without this, whoever held the
+    content could rewrite it and its manifest into a pair that checked.
+    Empty from a server that signs none (older than this field).
+    """
     def __init__(
         self,
         *,
@@ -924,10 +934,11 @@ class ExportManifest(_message.Message):
         media_type: _builtins.str = ...,
         range_first_seq: _builtins.int = ...,
         range_last_seq: _builtins.int = ...,
+        statement: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "checkpoint", b"checkpoint", "export_event_id", b"export_event_id", "first_seq", b"first_seq", "last_seq", b"last_seq", "media_type", b"media_type", "range_first_seq", b"range_first_seq", "range_last_seq", b"range_last_seq", "root_hash", b"root_hash", "row_count", b"row_count", "sha256", b"sha256", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "checkpoint", b"checkpoint", "export_event_id", b"export_event_id", "first_seq", b"first_seq", "last_seq", b"last_seq", "media_type", b"media_type", "range_first_seq", b"range_first_seq", "range_last_seq", b"range_last_seq", "root_hash", b"root_hash", "row_count", b"row_count", "sha256", b"sha256", "statement", b"statement", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
