@@ -252,6 +252,15 @@ class Settings:
                 raise SystemExit(
                     f"SEALTRAIL_{spec.name.upper()}: not UTF-8 text (a byte of another encoding)"
                 )
+        if not settings.database_url and not _utf_8(str(settings.data_dir)):
+            # The embedded PostgreSQL's directory, which its commands print
+            # and its socket's URL holds: initdb's output quoting it ended
+            # `serve` in a UnicodeDecodeError's traceback. A path like any
+            # other to Python's files, so refused only where it is that.
+            raise SystemExit(
+                "SEALTRAIL_DATA_DIR: not UTF-8 text (a byte of another encoding), which the"
+                " embedded PostgreSQL's directory must be (or set SEALTRAIL_DATABASE_URL)"
+            )
         for name in _AT_LEAST_ONE:
             if getattr(settings, name) < 1:
                 raise SystemExit(f"SEALTRAIL_{name.upper()} must be at least 1")

@@ -156,6 +156,37 @@ def test_a_setting_with_a_byte_that_is_not_utf_8_is_named_not_traced(
     assert said.strip().splitlines()[-1] == f"{named}: not UTF-8 text (a byte of another encoding)"
 
 
+@pytest.mark.parametrize("given", ["SEALTRAIL_DATA_DIR", "--data-dir"])
+def test_a_data_dir_with_a_byte_that_is_not_utf_8_is_named_not_traced(
+    tmp_path: Path, given: str
+) -> None:
+    """The embedded PostgreSQL's directory (a data dir named in a Latin-1
+    shell, `données`) with a byte that is not UTF-8: `serve` ended in a
+    UnicodeDecodeError's traceback from reading initdb's output, which quotes
+    the path, and left a half-made cluster behind. A path setting, it passed
+    the check of the text settings."""
+    data_dir = os.fsencode(tmp_path) + b"/donn\xe9es"
+    env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    env = {k: v for k, v in env.items() if not k.startswith(b"SEALTRAIL_")}
+    env[b"SEALTRAIL_LISTEN"] = b"127.0.0.1:0"
+    arguments = [os.fsencode(argument) for argument in ["-m", "sealtrail_server", "serve"]]
+    if given.startswith("--"):
+        arguments += [given.encode(), data_dir]
+    else:
+        env[given.encode()] = data_dir
+    ran = subprocess.run(
+        [sys.executable.encode(), *arguments], env=env, capture_output=True, timeout=60
+    )
+    said = ran.stderr.decode("utf-8", "replace")
+    assert ran.returncode == 1, said
+    assert "Traceback" not in said, said
+    assert said.strip().splitlines()[-1] == (
+        "SEALTRAIL_DATA_DIR: not UTF-8 text (a byte of another encoding), which the embedded"
+        " PostgreSQL's directory must be (or set SEALTRAIL_DATABASE_URL)"
+    ), said
+    assert not os.path.exists(data_dir), "nothing made there (initdb left postgres.initdb)"
+
+
 _TOKEN_COMMANDS = [
     ["token", "create", "--tenant", "acme", "--role", "admin"],
     ["token", "list", "--tenant", "acme"],
