@@ -1600,6 +1600,31 @@ def test_a_bearer_credential_encoded_as_forms_and_urls_write_it_is_hidden_whole(
 @pytest.mark.parametrize(
     ("text", "redacted"),
     [
+        # After a raw space, a token percent-encoded into its header (as
+        # `encodeURIComponent(token)` writes it): cut at its first `%2F` or
+        # `%2B`, the rest stored; one whose first part before it was shorter
+        # than 8 characters was stored whole. A Basic credential so written,
+        # or a Token one in an Authorization header, was hidden whole.
+        ("Authorization: Bearer kR7Zp2vQ9%2FwX4t%2BLmN%3D%3D", "Authorization: Bearer #"),
+        (
+            "curl -H 'X-Upstream: Bearer AbCd%2F1234EfGhIjKl'",
+            "curl -H 'X-Upstream: Bearer #'",
+        ),
+        ("sent Bearer kR7Zp2vQ9%2BwX4t from ci", "sent Bearer # from ci"),
+        # An encoded space or comma still ends it, as a raw one does.
+        ("Bearer kR7Zp2vQ9%2FwX4t%2C%20realm", "Bearer #%2C%20realm"),
+    ],
+)
+def test_a_bearer_credential_percent_encoded_after_a_raw_space_is_hidden_whole(
+    text: str, redacted: str
+) -> None:
+    body = REDACTOR.redact(_event(details={"note": text})).body
+    assert body["details"]["note"] == redacted.replace("#", "[REDACTED:bearer]")
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
         # A Basic credential percent-encoded as a URL's query or a form writes
         # it, its `+`, `/` and `=` as `%2B`, `%2F`, `%3D`: it was cut at its
         # first `%2B` or `%2F`, the rest stored (helper-346).

@@ -309,9 +309,14 @@ KNOWN_SHAPES: Final = (
         bearer_credential,
         anchor=either_case("bearer"),
     ),
+    # After a raw space (or `%20`), base64's `+`, `/` and `=` as they are or
+    # percent-encoded, as `basic_auth` reads them: a token URL-encoded into
+    # its header (`encodeURIComponent(token)`) was cut at its first `%2F` or
+    # `%2B`, the rest stored, or stored whole when its first part was short.
     value_pattern(
         "bearer",
-        rf"(?i){starts_after('b')}bearer{_SPACE}++((?:[A-Za-z0-9._~+/-]|{_ESCAPED_SLASH}){{8,}}=*)",
+        rf"(?i){starts_after('b')}bearer{_SPACE}++"
+        rf"((?:[a-z0-9._~+/-]|%2[bf]|{_ESCAPED_SLASH}){{8,}}+(?:=|%3d)*+)",
         1,
         bearer_credential,
         anchor=either_case("bearer"),
