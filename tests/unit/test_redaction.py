@@ -48,6 +48,10 @@ SECRETS: list[tuple[str, str, str]] = [
     ("bearer", "mF_9.B5f-4.1JqM", "q=%22Bearer+{}%22&page=2"),
     # Letters alone, of both cases: a credential still (helper-335).
     ("bearer", "kRzQpvXwLtYmNbHsJd", "curl -H 'Authorization: Bearer {}'"),
+    # After "Authorization: Bearer" a credential whatever its letters: only the
+    # prose rule's check kept one of lower-case letters alone (d2a57638).
+    ("bearer", "qzkwmfhtrvplbxnd", "Authorization: Bearer {}"),
+    ("bearer", "qzkwmfhtrvplbxnd", '{{"authorization": "bearer {}"}}'),
     ("basic_auth", "YWxhZGRpbjpvcGVuc2VzYW1l", "Authorization: Basic {}"),
     ("basic_auth", "dXNlcjpodW50ZXIy", "curl -H 'Authorization: basic {}'"),
     ("aws_access_key", "AKIAIOSFODNN7EXAMPLE", "rotated key {} for ci"),

@@ -309,6 +309,18 @@ KNOWN_SHAPES: Final = (
         bearer_credential,
         anchor=either_case("bearer"),
     ),
+    # In an Authorization header (`Authorization: Bearer …`, `"authorization":
+    # "bearer …"`) a credential whatever its letters: `bearer_credential`, which
+    # tells prose's "the bearer instrument" from a token, kept one of lower-case
+    # letters alone there too.
+    value_pattern(
+        "bearer",
+        rf"(?i){starts_after('a')}authorization{QUOTE}?\s*[=:]\s*{QUOTE}?bearer\s++"
+        rf"({_CREDENTIAL}{{8,}}+)",
+        1,
+        anchor=either_case("authorization"),
+        in_identifiers=False,
+    ),
     # After a raw space (or `%20`), base64's `+`, `/` and `=` as they are or
     # percent-encoded, as `basic_auth` reads them: a token URL-encoded into
     # its header (`encodeURIComponent(token)`) was cut at its first `%2F` or
