@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from sealtrail.tlog._checkpoint import parse_size_and_root
-from sealtrail.tlog._note import NoteError, refuse_controls
+from sealtrail.tlog._note import NoteError, statement_lines
 
 ERASURE_RECEIPT_HEADER: Final = "sealtrail erasure receipt v1"
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -71,15 +71,8 @@ class ErasureStatement:
     def parse(cls, text: str) -> ErasureStatement:
         """The receipt in a note's text (as `open_note` returns it); NoteError
         if it is none (a checkpoint's, or another statement's)."""
-        refuse_controls(text, "the erasure receipt")
-        lines = text.split("\n")
-        if not lines or lines[0] != ERASURE_RECEIPT_HEADER:
-            raise NoteError(
-                f"not an erasure receipt: its text does not begin with {ERASURE_RECEIPT_HEADER!r}"
-            )
-        if len(lines) != 9 or lines[-1] != "":
-            raise NoteError("an erasure receipt has 8 lines")
-        origin, tenant_id, size, root, erased_by, when, removed = lines[1:8]
+        lines = statement_lines(text, ERASURE_RECEIPT_HEADER, 7, what="erasure receipt")
+        origin, tenant_id, size, root, erased_by, when, removed = lines
         if not origin or not tenant_id or not erased_by:
             raise NoteError("an erasure receipt names a log, a tenant and who erased it")
         final_size, root_hash = parse_size_and_root(size, root, of="the receipt's final")

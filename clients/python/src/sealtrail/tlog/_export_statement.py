@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sealtrail.tlog._checkpoint import parse_size_and_root
-from sealtrail.tlog._note import NoteError, refuse_controls
+from sealtrail.tlog._note import NoteError, statement_lines
 
 EXPORT_STATEMENT_HEADER: Final = "sealtrail export statement v1"
 _NUMBER = re.compile(r"0|[1-9][0-9]{0,19}")
@@ -84,15 +84,8 @@ class ExportStatement:
     def parse(cls, text: str) -> ExportStatement:
         """The statement in a note's text (as `open_note` returns it);
         NoteError if it is none (a checkpoint's, or another statement's)."""
-        refuse_controls(text, "the export statement")
-        lines = text.split("\n")
-        if not lines or lines[0] != EXPORT_STATEMENT_HEADER:
-            raise NoteError(
-                f"not an export statement: its text does not begin with {EXPORT_STATEMENT_HEADER!r}"
-            )
-        if len(lines) != 14 or lines[-1] != "":
-            raise NoteError("an export statement has 13 lines")
-        origin, event_id, media_type, size, root, digest, *counts = lines[1:13]
+        lines = statement_lines(text, EXPORT_STATEMENT_HEADER, 12, what="export statement")
+        origin, event_id, media_type, size, root, digest, *counts = lines
         if not origin or not event_id or not media_type:
             raise NoteError("an export statement names a log, an export event and a media type")
         tree_size, root_hash = parse_size_and_root(size, root, of="the statement's tree")

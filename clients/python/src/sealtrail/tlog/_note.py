@@ -42,6 +42,19 @@ def refuse_controls(text: str, what: str) -> None:
         raise NoteError(f"{what} holds the control character U+{ord(found.group()):04X}")
 
 
+def statement_lines(text: str, header: str, count: int, *, what: str) -> list[str]:
+    """The `count` lines after `header` of a statement's note text (as
+    `open_note` returns it; `what`: "erasure receipt", "export statement");
+    NoteError if it holds a control character or is no such statement."""
+    refuse_controls(text, f"the {what}")
+    lines = text.split("\n")
+    if lines[0] != header:
+        raise NoteError(f"not an {what}: its text does not begin with {header!r}")
+    if len(lines) != count + 2 or lines[-1] != "":
+        raise NoteError(f"an {what} has {count + 1} lines")
+    return lines[1 : count + 1]
+
+
 def _key_id(name: str, public_key: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + _ED25519 + public_key).digest()[:4]
 
