@@ -102,7 +102,7 @@ def test_the_client_readmes_samples_run_as_written(
 ) -> None:
     client, _ = audit
     doc = "clients/python/README.md"
-    record, read, count, check, correlate, errors = samples(doc)
+    record, read, count, check, excel, correlate, errors = samples(doc)
 
     # Recording: the stored event's id and seq, and that this call recorded it.
     assert re.fullmatch(r"[0-9a-f-]{36} \d+ False\n", run(doc, record))
@@ -133,6 +133,14 @@ def test_the_client_readmes_samples_run_as_written(
     with pytest.raises(SystemExit, match=r"^cannot check it: "):
         run(doc, check)
     run.names["verifier_key"] = VERIFIER_KEY
+
+    # An exported CSV's cells longer than Excel keeps, each named by its seq.
+    long = client.record(
+        build_event(action="document.share", actor_id="u", details={"blob": "x" * 40_000})
+    ).event
+    assert run(doc, excel) == (
+        f"seq {long.seq}: its details is longer than Excel keeps; read it from NDJSON\n"
+    )
 
     # The caller's request id reaches the event.
     incoming = str(uuid.uuid4())
@@ -244,7 +252,7 @@ def test_every_sample_of_the_docs_is_run_here() -> None:
     """A sample added to a doc is added to a test above, or this fails."""
     run_here = {
         "README.md": 1,
-        "clients/python/README.md": 6,
+        "clients/python/README.md": 7,
         "docs/correlation.md": 2,
         "docs/retention.md": 2,
         "docs/forwarding.md": 1,
