@@ -439,8 +439,8 @@ def validate_event(
     if draft.details_number_text > MAX_INDEXED_NUMBER_TEXT:
         check.fail(
             "details",
-            f"numbers written out in full for search take {draft.details_number_text}"
-            f" characters (limit {MAX_INDEXED_NUMBER_TEXT}); send them as strings",
+            f"numbers take {draft.details_number_text} characters in full for search"
+            f" (at most {MAX_INDEXED_NUMBER_TEXT}): send as strings",
         )
 
     context = _context(check, draft)
