@@ -122,6 +122,26 @@ def test_a_password_with_an_unescaped_at_sign_is_not_echoed(variable: str) -> No
     assert f"{variable}: an '@' in its user or password must be written %40" in started.output
 
 
+def _given_bytes(
+    command: list[str], given: str, value: bytes, **settings: bytes
+) -> tuple[int, str]:
+    """`python -m sealtrail_server COMMAND` given `value` (bytes, not UTF-8
+    perhaps) as the flag or variable `given`, no SEALTRAIL_* variable of the
+    environment but `settings`: its exit status and what it wrote to stderr."""
+    env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+    env = {k: v for k, v in env.items() if not k.startswith(b"SEALTRAIL_")}
+    env.update({name.encode(): setting for name, setting in settings.items()})
+    arguments = [os.fsencode(argument) for argument in ["-m", "sealtrail_server", *command]]
+    if given.startswith("--"):
+        arguments += [given.encode(), value]
+    else:
+        env[given.encode()] = value
+    ran = subprocess.run(
+        [sys.executable.encode(), *arguments], env=env, capture_output=True, timeout=60
+    )
+    return ran.returncode, ran.stderr.decode("utf-8", "replace")
+
+
 @pytest.mark.parametrize(
     ("command", "given", "named"),
     [
@@ -139,19 +159,10 @@ def test_a_setting_with_a_byte_that_is_not_utf_8_is_named_not_traced(
     ended `serve` and the operator's commands in a UnicodeEncodeError's
     traceback (`surrogates not allowed`) from the URL's parsing."""
     url = b"postgresql://alice:p\xe4ss@127.0.0.1:1/sealtrail"
-    env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
-    env = {k: v for k, v in env.items() if not k.startswith(b"SEALTRAIL_")}
-    env[b"SEALTRAIL_DATABASE_URL"] = b"postgresql://alice@127.0.0.1:1/sealtrail"
-    arguments = [os.fsencode(argument) for argument in ["-m", "sealtrail_server", *command]]
-    if given.startswith("--"):
-        arguments += [given.encode(), url]
-    else:
-        env[given.encode()] = url
-    ran = subprocess.run(
-        [sys.executable.encode(), *arguments], env=env, capture_output=True, timeout=60
+    status, said = _given_bytes(
+        command, given, url, SEALTRAIL_DATABASE_URL=b"postgresql://alice@127.0.0.1:1/sealtrail"
     )
-    said = ran.stderr.decode("utf-8", "replace")
-    assert ran.returncode == 1, said
+    assert status == 1, said
     assert "Traceback" not in said, said
     assert said.strip().splitlines()[-1] == f"{named}: not UTF-8 text (a byte of another encoding)"
 
@@ -166,19 +177,8 @@ def test_a_data_dir_with_a_byte_that_is_not_utf_8_is_named_not_traced(
     the path, and left a half-made cluster behind. A path setting, it passed
     the check of the text settings."""
     data_dir = os.fsencode(tmp_path) + b"/donn\xe9es"
-    env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
-    env = {k: v for k, v in env.items() if not k.startswith(b"SEALTRAIL_")}
-    env[b"SEALTRAIL_LISTEN"] = b"127.0.0.1:0"
-    arguments = [os.fsencode(argument) for argument in ["-m", "sealtrail_server", "serve"]]
-    if given.startswith("--"):
-        arguments += [given.encode(), data_dir]
-    else:
-        env[given.encode()] = data_dir
-    ran = subprocess.run(
-        [sys.executable.encode(), *arguments], env=env, capture_output=True, timeout=60
-    )
-    said = ran.stderr.decode("utf-8", "replace")
-    assert ran.returncode == 1, said
+    status, said = _given_bytes(["serve"], given, data_dir, SEALTRAIL_LISTEN=b"127.0.0.1:0")
+    assert status == 1, said
     assert "Traceback" not in said, said
     assert said.strip().splitlines()[-1] == (
         "SEALTRAIL_DATA_DIR: not UTF-8 text (a byte of another encoding), which the embedded"
