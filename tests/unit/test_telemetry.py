@@ -11,8 +11,11 @@ import logging
 import os
 import re
 import threading
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -315,6 +318,41 @@ def test_a_json_line_holds_no_raw_terminal_control(
     line = streams["json"].getvalue().splitlines()[-1]
     assert not any("\x7f" <= c <= "\x9f" for c in line), repr(line)
     assert json.loads(line)["message"].endswith(controls)
+
+
+def test_a_group_of_database_errors_is_logged_without_their_values(
+    logged: tuple[logging.Logger, dict[str, io.StringIO]], sql: psycopg.Connection[Any]
+) -> None:
+    """A traceback says each database error by its primary message and
+    SQLSTATE, but a group's members are written with each line indented
+    (`    | DETAIL:  Key (...)=(...)`), and their text, whole across lines,
+    was not found there: the DETAIL of every member, the values the database
+    refused, stayed in the log of an ExceptionGroup (a TaskGroup's, a
+    pool's), nested or chained as it may be."""
+    logger, streams = logged
+    secret = f"secret-{uuid.uuid4()}"
+    sql.execute("CREATE TEMP TABLE refusing (k text PRIMARY KEY)")
+    sql.execute("INSERT INTO refusing VALUES (%s)", [secret])
+    refused: list[psycopg.Error] = []
+    for _ in range(3):
+        with pytest.raises(psycopg.errors.UniqueViolation) as raised:
+            sql.execute("INSERT INTO refusing VALUES (%s)", [secret])
+        refused.append(raised.value)
+    try:
+        try:
+            raise refused[2]
+        except psycopg.Error as error:
+            inner = ExceptionGroup("retried", [error])
+        raise ExceptionGroup("both failed", [refused[0], inner]) from refused[1]
+    except ExceptionGroup:
+        logger.exception("failed")
+    text = streams["text"].getvalue()
+    written = [text, json.loads(streams["json"].getvalue().splitlines()[-1])["exception"]]
+    for each in written:
+        assert secret not in each and "DETAIL" not in each, each
+        said = 'duplicate key value violates unique constraint "refusing_pkey" (SQLSTATE 23505)'
+        assert each.count(said) == 3, each
+        assert "|" in each  # as a group's traceback is drawn
 
 
 def test_the_log_format_setting_takes_text_or_json() -> None:

@@ -48,11 +48,28 @@ def _without_values(text: str, error: BaseException | None) -> str:
             continue
         seen.add(id(each))
         if isinstance(each, psycopg.Error) and (whole := str(each)) != (said := named(each)):
-            text = text.replace(whole, said)
+            text = _said_instead(text, whole, said)
         left.extend(e for e in (each.__cause__, each.__context__) if e is not None)
         if isinstance(each, BaseExceptionGroup):
             left.extend(each.exceptions)
     return text
+
+
+def _said_instead(text: str, whole: str, said: str) -> str:
+    """`text` with `whole` said as `said`, wherever it starts on a line and
+    however its lines are drawn: a group's traceback writes its members'
+    lines each after a margin (`    | DETAIL:  Key (...)=(...)`)."""
+    first, *rest = whole.split("\n")
+    if not rest:
+        return text.replace(whole, said)
+    # The margin before each of its lines is the first's, the text before it aside.
+    written = re.compile(
+        r"^(?P<margin>[ |]*)(?P<before>[^\n]*?)"
+        + re.escape(first)
+        + "".join(r"\n(?P=margin)" + re.escape(line) for line in rest),
+        re.MULTILINE,
+    )
+    return written.sub(lambda found: found["margin"] + found["before"] + said, text)
 
 
 class _DatabaseErrorsNamed(logging.Formatter):
