@@ -38,6 +38,7 @@ from ..store.appended import Appended
 from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased_now
 from ..store.database import Database
+from ..store.db_errors import named
 from ..store.events import (
     Order,
     ShownEvent,
@@ -449,7 +450,8 @@ async def _together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B
             two = group.create_task(second)
     except BaseExceptionGroup as failed:
         for other in failed.exceptions[1:]:
-            log.warning("also failed while answering: %r", other)
+            # `named`: a database error whole quotes the values it refused (DETAIL).
+            log.warning("also failed while answering: %s: %s", type(other).__name__, named(other))
         raise failed.exceptions[0] from None
     return one.result(), two.result()
 
