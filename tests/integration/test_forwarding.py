@@ -1327,6 +1327,43 @@ def test_datadog_shows_each_event_and_alert_at_its_severity(
         client.delete_alert_rule(rule.id)
 
 
+@pytest.mark.parametrize("form", ["sealtrail_json", "ocsf"])
+def test_datadog_dates_each_entry_when_its_event_occurred(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint, form: str
+) -> None:
+    """An event recorded late (or sent late: a backlog after an outage) is
+    dated in Datadog when it occurred: `timestamp`, in epoch milliseconds, is
+    one of the attributes Datadog dates a log by. It was dated when Datadog
+    took it, its time only inside the message. One older than Datadog's
+    18-hour window, which Datadog would drop at intake, goes without it: it is
+    dated on arrival rather than lost."""
+    sinks(
+        build_sink(
+            "datadog",
+            "datadog_logs",
+            url=receiver.url,
+            api_key="dd-key-abcdef",
+            format=form,
+            filter=SHARED,
+        )
+    )
+    now = datetime.now(UTC)
+    times = [now - timedelta(hours=3, microseconds=1500), now - timedelta(days=2), now]
+    seqs = [
+        client.record(action="document.share", actor_id="u", occurred_at=at).event.seq
+        for at in times
+    ]
+    received = receiver.wait_for(lambda r: sum(len(json.loads(x.body)) for x in r) >= 3)
+    entries = [entry for request in received for entry in json.loads(request.body)]
+    dated = {}
+    for entry in entries:
+        parsed = json.loads(entry["message"])
+        seq = parsed["ocsf"]["metadata"]["sequence"] if form == "ocsf" else parsed["seq"]
+        dated[seq] = entry.get("timestamp")
+    millis = [(at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1) for at in times]
+    assert dated == {seqs[0]: millis[0], seqs[1]: None, seqs[2]: millis[2]}
+
+
 def test_elasticsearch_bulk_creates_by_event_id_and_handles_item_errors(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:

@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Final, Literal
 from urllib.parse import quote, quote_plus, urlsplit
@@ -81,6 +81,13 @@ READ_PER_BYTE: Final[dict[Kind, int]] = {
     "elasticsearch": 1,
     "chat": 8,
 }
+# Datadog takes a log dated up to 18 hours in the past and drops an older one
+# at intake ("Log events can be submitted up to 18 hours in the past"): an
+# entry is dated by its event's time within 17, an hour's allowance for
+# clocks that disagree and a request that waits.
+DATADOG_DATED_WITHIN: Final = timedelta(hours=17)
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND: Final = timedelta(milliseconds=1)
 _RETRIED_4XX: Final = frozenset({408, 429})
 # Refusals of the sink's requests rather than of their events: its credentials
 # (401, 403, 407) or its URL (404, 405, 410). Every request meets them, so
@@ -206,7 +213,7 @@ def requests(
     most_events = min(kind_events, max_events or kind_events)
     most_bytes = min(kind_bytes, max_bytes or kind_bytes)
     parsed = [json.loads(event.record) for event in events]
-    piece = _PIECES[sender.kind](sender)
+    piece = _PIECES[sender.kind](sender, now)
     pieces = [
         piece(data, _item(event, data, sender.format))
         for event, data in zip(events, parsed, strict=True)
@@ -271,12 +278,13 @@ def _secrets_of(sender: Sender) -> tuple[str, ...]:
     return tuple(found)
 
 
-# Each kind's piece of a body for one event: given the sender, a function of
-# the event (parsed) and its item, with what every event shares made once.
+# Each kind's piece of a body for one event: given the sender and when the
+# request is made, a function of the event (parsed) and its item, with what
+# every event shares made once.
 Piece = Callable[[dict[str, Any], str], str]
 
 
-def _webhook_piece(sender: Sender) -> Piece:
+def _webhook_piece(sender: Sender, now: datetime) -> Piece:
     return lambda data, item: item
 
 
@@ -330,7 +338,7 @@ def _hmac(key: bytes, message: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
-def _splunk_piece(sender: Sender) -> Piece:
+def _splunk_piece(sender: Sender, now: datetime) -> Piece:
     settings = sender.destination
     default_type = "ocsf" if sender.format == "ocsf" else "sealtrail:audit"
     envelope: dict[str, Any] = {
@@ -359,8 +367,9 @@ def _splunk_hec(sender: Sender, batch: _Batch) -> Outgoing:
     return _outgoing(sender, url, headers, "\n".join(batch.pieces), batch)
 
 
-def _datadog_piece(sender: Sender) -> Piece:
+def _datadog_piece(sender: Sender, now: datetime) -> Piece:
     settings = sender.destination
+    oldest = now - DATADOG_DATED_WITHIN
     common: dict[str, Any] = {
         "ddsource": "sealtrail",
         "hostname": "sealtrail",
@@ -382,6 +391,16 @@ def _datadog_piece(sender: Sender) -> Piece:
         if ocsf:
             item = f'{{"message":{json.dumps(ocsf_message(data))},"ocsf":{item}}}'
         entry = {**common, "status": data["severity"], "message": item}
+        # When the event occurred, as the first of the attributes Datadog
+        # dates a log by (`timestamp`) in a form it reads (epoch
+        # milliseconds): without it Datadog dated each entry when it took it,
+        # a backlog (an outage, a paused sink, a replay) at the time it came.
+        # Not for an event older than Datadog's window, which Datadog drops
+        # at intake (answering 202 all the same): dated on arrival, it is
+        # kept, its `occurred_at` in its attributes.
+        occurred = datetime.fromisoformat(data["occurred_at"])
+        if occurred >= oldest:
+            entry["timestamp"] = (occurred - _EPOCH) // _MILLISECOND
         return json.dumps(entry, separators=(",", ":"))
 
     return piece
@@ -394,7 +413,7 @@ def _datadog_logs(sender: Sender, batch: _Batch) -> Outgoing:
     return _outgoing(sender, url, headers, "[" + ",".join(batch.pieces) + "]", batch)
 
 
-def _elasticsearch_piece(sender: Sender) -> Piece:
+def _elasticsearch_piece(sender: Sender, now: datetime) -> Piece:
     index = sender.destination["index"]
 
     def piece(data: dict[str, Any], item: str) -> str:
@@ -425,7 +444,7 @@ def _elasticsearch(sender: Sender, batch: _Batch) -> Outgoing:
     return _outgoing(sender, url, headers, "\n".join(batch.pieces) + "\n", batch)
 
 
-def _chat_piece(sender: Sender) -> Piece:
+def _chat_piece(sender: Sender, now: datetime) -> Piece:
     # The line as JSON string content: its quotes dropped, what is between
     # them joined into one string with `\n` between lines.
     return lambda data, item: json.dumps(chat_line(data), ensure_ascii=False)[1:-1]
@@ -452,7 +471,7 @@ _BUILDERS: Final = {
     "elasticsearch": _elasticsearch,
     "chat": _chat,
 }
-_PIECES: Final[dict[Kind, Callable[[Sender], Piece]]] = {
+_PIECES: Final[dict[Kind, Callable[[Sender, datetime], Piece]]] = {
     "webhook": _webhook_piece,
     "splunk_hec": _splunk_piece,
     "datadog_logs": _datadog_piece,
