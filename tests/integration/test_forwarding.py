@@ -1711,6 +1711,31 @@ def test_a_sink_changed_while_a_batch_is_sent_gets_the_range_by_its_new_filter(
     assert widened.is_set() and shared in delivered_seqs(received)
 
 
+def test_a_widened_filter_takes_the_events_after_the_cursor_its_change_answers_with(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A filter widened as events are recorded and delivered: of the events
+    recorded before the change that only the new filter takes, exactly those
+    after the cursor UpdateSink answers with are sent (the sink had not
+    reached them), none before it (it had passed over them)."""
+    sink = sinks(build_sink("docs", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=build_filter(actions="document.*")))  # fmt: skip
+    invited: list[int] = []
+    for step in range(20):
+        invited += record(client, 3, action="member.invite")
+        record(client, 1)
+        if step == 10:
+            wider = build_filter(actions=["document.*", "member.*"])
+            cut = client.update_sink(
+                forwarding_pb2.Sink(id=sink.id, filter=wider), fields=["filter"]
+            ).sink.state.cursor_seq
+    done = wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
+    assert done.state.cursor_seq == done.state.head_seq
+    received = receiver.wait_for(lambda r: invited[-1] in delivered_seqs(r))
+    sent = {seq for seq in delivered_seqs(received) if seq in invited}
+    assert sent == {seq for seq in invited if seq > cut}
+
+
 def _sent_seqs(kind: str, body: bytes) -> list[int]:
     """The seqs of the events a Datadog or Splunk request carried."""
     if kind == "datadog_logs":
