@@ -2015,6 +2015,41 @@ def test_a_saved_checkpoint_is_checked_from_stdin(cli_env: dict[str, str], tmp_p
     assert empty.returncode == 1 and empty.stderr.startswith("FAILED: "), empty.stderr
 
 
+def test_an_export_given_for_a_checkpoint_is_refused_naming_its_manifest(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """An export piped to `checkpoint --check -` (or its file given for its
+    manifest) was read as a checkpoint: `saved checkpoint: the note holds
+    the control character U+000D` of a CSV, `a signed note is text, ...` of
+    JSON, `stdin is JSON without a 'checkpoint'` of NDJSON. Nothing in it is
+    signed (its manifest's statement signs its digest): refused, naming it
+    an export and what to check instead."""
+    run("sealtrail", "record", "--action", "file.read", "--actor-id", "ops", env=cli_env)
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+    for format, shown in (("csv", "CSV"), ("ndjson", "NDJSON"), ("json", "JSON")):
+        out = tmp_path / f"audit.{format}"
+        run("sealtrail", "export", "--format", format, "-o", str(out), env=cli_env)
+        piped = run("sealtrail", "checkpoint", "--check", "-", "--key", key,
+                    env=cli_env, stdin=out.read_text(), check=False)  # fmt: skip
+        assert (piped.returncode, piped.stdout, piped.stderr) == (1, "", (
+            f"FAILED: stdin holds an export ({shown}), not a checkpoint: nothing in it is"
+            " signed; an export is checked by its manifest, which signs its digest: save it"
+            " as FILE beside its FILE.manifest.json and check that\n"
+        )), piped.stderr  # fmt: skip
+        given = run("sealtrail", "checkpoint", "--check", str(out), "--key", key,
+                    env=cli_env, check=False)  # fmt: skip
+        assert (given.returncode, given.stdout, given.stderr) == (1, "", (
+            f"FAILED: {out} holds an export ({shown}), not a checkpoint: check its manifest,"
+            f" {out}.manifest.json\n"
+        )), given.stderr  # fmt: skip
+    # An export of one event, NDJSON: one line of JSON, whole (no manifest's).
+    one = tmp_path / "one.ndjson"
+    run("sealtrail", "export", "--format", "ndjson", "--seq", "1-1", "-o", str(one), env=cli_env)
+    single = run("sealtrail", "checkpoint", "--check", "-", "--key", key,
+                 env=cli_env, stdin=one.read_text(), check=False)  # fmt: skip
+    assert single.stderr.startswith("FAILED: stdin holds an export (NDJSON), not a checkpoint")
+
+
 def test_export_of_a_seq_range_from_the_command_line(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sealtrail._export import MANIFEST_SUFFIX
 from sealtrail._words import counted
 from sealtrail.tlog import (
     Checkpoint,
@@ -155,6 +156,16 @@ def saved_checkpoint_text(path: Path) -> str:
             text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise CheckpointError(f"cannot read the saved checkpoint: {error}") from None
+    kind = _export_kind(text)
+    if kind is not None:
+        raise CheckpointError(
+            f"stdin holds an export ({kind}), not a checkpoint: nothing in it is signed; an"
+            " export is checked by its manifest, which signs its digest: save it as FILE"
+            " beside its FILE.manifest.json and check that"
+            if str(path) == "-"
+            else f"{path} holds an export ({kind}), not a checkpoint: check its manifest,"
+            f" {path}{MANIFEST_SUFFIX}"
+        )
     if not text.lstrip().startswith("{"):
         return text
     try:
@@ -167,3 +178,25 @@ def saved_checkpoint_text(path: Path) -> str:
             f"{where} is JSON without a {_MANIFEST_FIELD!r} of an export manifest"
         )
     return note
+
+
+def _export_kind(text: str) -> str | None:
+    """The format of the export `text` is ("CSV", "NDJSON", "JSON"), by its
+    first line as the server writes it, or None: no checkpoint's first line
+    (an origin) or manifest's (`{`) is one. A CSV's is its header (`seq,id,`
+    first), a JSON array's `[` (`[]` of none), an NDJSON's an event (an
+    object with its seq and id)."""
+    end = text.find("\n")  # not split: the rest of an export of gigabytes copied
+    first = (text if end < 0 else text[:end]).rstrip("\r")
+    if first.startswith("seq,id,"):
+        return "CSV"
+    if first in ("[", "[]"):
+        return "JSON"
+    if first.startswith("{"):
+        try:
+            event = json.loads(first)
+        except (ValueError, RecursionError):
+            return None
+        if isinstance(event, dict) and "seq" in event and "id" in event:
+            return "NDJSON"
+    return None
