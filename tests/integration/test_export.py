@@ -38,7 +38,7 @@ from sealtrail import (
 )
 from sealtrail._errors import from_rpc_error
 from sealtrail._export import ExportFile
-from sealtrail.tlog import Signer, open_note, parse_checkpoint
+from sealtrail.tlog import Signer, generate_signer_key, open_note, parse_checkpoint
 from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc
 from tests.conftest import SIGNING_KEY, ServerThread
@@ -146,6 +146,52 @@ def test_a_csv_export_from_python_can_be_checked_for_cells_past_excel(
     short = tmp_path / "short.csv"
     client.export(short, format="csv", first_seq=seqs[0], last_seq=seqs[0])
     assert cells_past_excel(short) == []
+
+
+def test_an_export_and_its_manifest_are_checked_from_python(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """`sealtrail checkpoint --check FILE.manifest.json` holds FILE to its
+    manifest and the manifest to its signed checkpoint and statement; from
+    Python there was `check_checkpoint`, of a checkpoint alone: an auditor's
+    script had the file's digest to compute and the statement to open by
+    hand, or the command to run. `sealtrail.check_export` does what the
+    command does (the command calls it), offline; the manifest's checkpoint
+    then goes to `check_checkpoint`."""
+    from sealtrail import CheckpointError, ExportCheck, ExportMismatchError, check_export
+
+    seed(client)
+    out = tmp_path / "audit.csv"
+    sent = client.export(out, format="csv", manifest_file=True, first_seq=2, last_seq=4)
+    kept = tmp_path / "audit.csv.manifest.json"
+    key = Signer.parse(SIGNING_KEY).verifier.text()
+
+    found = check_export(kept, key=key)
+    assert isinstance(found, ExportCheck)
+    assert (found.path, found.rows, found.byte_count, found.sha256) == (
+        out, 3, sent.byte_count, sent.sha256.hex()
+    )  # fmt: skip
+    signed = found.statement
+    assert (signed.first_seq, signed.last_seq, signed.range_first_seq, signed.range_last_seq) == (
+        2, 4, 2, 4
+    )  # fmt: skip
+    assert signed.export_event_id == sent.export_event_id
+    assert found.checkpoint == sent.checkpoint
+    assert client.check_checkpoint(found.checkpoint, key=key).consistent
+    assert check_export(str(kept), key=[key]) == found  # a path as text, keys as a list
+
+    exported = out.read_bytes()
+    out.write_bytes(exported[:-3] + bytes([exported[-3] ^ 1]) + exported[-2:])
+    with pytest.raises(ExportMismatchError, match=r"audit\.csv is not the export .* sha256 "):
+        check_export(kept, key=key)
+    out.write_bytes(exported)
+    stranger = generate_signer_key("sealtrail.test/log").verifier.text()
+    with pytest.raises(CheckpointError, match=r"^saved checkpoint: no signature by a known key"):
+        check_export(kept, key=stranger)
+    saved = tmp_path / "saved.txt"
+    saved.write_text(sent.checkpoint)  # a checkpoint, no manifest: nothing of a file to check
+    with pytest.raises(ExportMismatchError, match=r"saved\.txt is no export's manifest"):
+        check_export(saved, key=key)
 
 
 def test_ndjson_export_is_the_records_as_hashed_with_a_signed_manifest(

@@ -51,6 +51,7 @@ from sealtrail._errors import (
     from_rpc_error,
 )
 from sealtrail._export import EXCEL_CELL_LIMIT, ExportError, ExportFormat, cells_past_excel
+from sealtrail._export_check import ExportCheck, ExportMismatchError, check_export
 
 __all__ = [
     "EXCEL_CELL_LIMIT",
@@ -71,8 +72,10 @@ __all__ = [
     "EventCounts",
     "EventFields",
     "EventLoopError",
+    "ExportCheck",
     "ExportError",
     "ExportFormat",
+    "ExportMismatchError",
     "GroupBy",
     "InvalidArgumentError",
     "NotFoundError",
@@ -96,6 +99,7 @@ __all__ = [
     "build_filter",
     "build_sink",
     "cells_past_excel",
+    "check_export",
     "current_request_id",
     "from_rpc_error",
     "message_to_dict",

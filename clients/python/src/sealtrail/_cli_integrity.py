@@ -436,23 +436,15 @@ def checkpoint(
     exported: list[ExportCheck] = []
     try:
         # Offline first: each checkpoint's signature, and a manifest's file (a
-        # file altered or cut short since its export passed, its checkpoint good).
+        # file altered or cut short since its export passed, its checkpoint good),
+        # by sealtrail.check_export, as a script checks one.
         for path in saved:
-            opened = _opened(path, keys, named=named)
-            manifest = export_manifest(path)
-            if manifest is not None:
-                exported.append(
-                    _of(
-                        path,
-                        named,
-                        check_export,
-                        path,
-                        manifest,
-                        opened.checkpoint,
-                        opened.verifiers,
-                    )
-                )
-            checks.append((path, opened))
+            text = _of(path, named, saved_checkpoint_text, path)
+            if _of(path, named, export_manifest, path) is not None:
+                found = _of(path, named, check_export, path, key=keys)
+                exported.append(found)
+                text = found.checkpoint
+            checks.append((path, _of(path, named, SavedCheckpoint.open, text, keys)))
         # Then each against one checkpoint of the log today, so that their logs
         # are shown prefixes of one log, and so of each other.
         with _client(ctx) as client:
@@ -491,16 +483,11 @@ def _shown(path: Path) -> str:
     return "stdin" if str(path) == "-" else str(path)
 
 
-def _opened(path: Path, keys: tuple[str, ...], *, named: bool) -> SavedCheckpoint:
-    """The checkpoint saved at `path`, its signature checked."""
-    return _of(path, named, lambda: SavedCheckpoint.open(saved_checkpoint_text(path), keys))
-
-
-def _of(path: Path, named: bool, call: Callable[..., _T], *args: Any) -> _T:
-    """`call(*args)`; a CheckpointError it raises names `path` when several
-    were given (of the same class: another log's is still refused)."""
+def _of(path: Path, named: bool, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """`call(*args, **kwargs)`; a CheckpointError it raises names `path` when
+    several were given (of the same class: another log's is still refused)."""
     try:
-        return call(*args)
+        return call(*args, **kwargs)
     except CheckpointError as error:
         if not named:
             raise

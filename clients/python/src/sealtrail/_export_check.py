@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sealtrail._checkpoint_check import CheckpointError
+from sealtrail._checkpoint_check import CheckpointError, SavedCheckpoint, saved_checkpoint_text
 from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX
 from sealtrail._words import counted
 from sealtrail.tlog import Checkpoint, ExportStatement, NoteError, Verifier, open_note
@@ -29,14 +31,43 @@ class ExportMismatchError(CheckpointError):
 
 @dataclass(frozen=True)
 class ExportCheck:
-    """An exported file found as its manifest describes it: `rows` counted
-    in it (None for a format not known here), `byte_count` and `sha256`
-    (hex) read from it."""
+    """An exported file found as its manifest describes it: `path`, the
+    file; `rows` counted in it (None for a format not known here),
+    `byte_count` and `sha256` (hex) read from it; `statement`, what the
+    log's key signs of the export (its seqs, a range's, its export event);
+    `checkpoint`, the manifest's signed checkpoint (its text), for
+    `check_checkpoint` to hold the log today to."""
 
     path: Path
     rows: int | None
     byte_count: int
     sha256: str
+    statement: ExportStatement
+    checkpoint: str
+
+
+def check_export(manifest: str | os.PathLike[str], *, key: str | Sequence[str]) -> ExportCheck:
+    """The export an export's manifest describes (`manifest`, the path of
+    FILE.manifest.json, as `export(..., manifest_file=True)` and `sealtrail
+    export` keep it), held to it, offline, as `sealtrail checkpoint --check
+    FILE.manifest.json` does before it asks the server: the manifest's
+    checkpoint signed by `key` (verifier key text, or several for a log whose
+    key was rotated), its words that checkpoint's, its statement signed by
+    `key` and its words the statement's, FILE's bytes, SHA-256 and rows the
+    manifest's. ExportMismatchError naming what differs (or a manifest that
+    is none), CheckpointError for a checkpoint no key signed (both
+    CheckpointErrors). Whether the log since extends the export's:
+    `client.check_checkpoint(found.checkpoint, key=key)`."""
+    path = Path(manifest)
+    note = saved_checkpoint_text(path)
+    kept = export_manifest(path)
+    if kept is None:
+        raise ExportMismatchError(
+            f"{path} is no export's manifest (a checkpoint's text, a bundle's directory):"
+            f" give FILE{MANIFEST_SUFFIX}, beside FILE"
+        )
+    saved = SavedCheckpoint.open(note, key)
+    return _checked_file(path, kept, saved.checkpoint, saved.verifiers, note)
 
 
 def export_manifest(path: Path) -> dict[str, Any] | None:
@@ -157,11 +188,12 @@ def _signed_statement(
     return statement
 
 
-def check_export(
+def _checked_file(
     manifest_path: Path,
     manifest: dict[str, Any],
     checkpoint: Checkpoint,
     verifiers: list[Verifier],
+    note: str,
 ) -> ExportCheck:
     """The file `manifest` (read from `manifest_path`, `checkpoint` its
     checkpoint, its signature checked) describes, read whole, held to the
@@ -198,7 +230,7 @@ def check_export(
             f"{path}, the export {manifest_path.name} describes, cannot be read:"
             f" {error.strerror or error}"
         ) from None
-    found = ExportCheck(path, counter.rows(), size, digest.hexdigest())
+    found = ExportCheck(path, counter.rows(), size, digest.hexdigest(), statement, note)
     differences = []
     if found.byte_count != manifest.get("byte_count"):
         differences.append(
