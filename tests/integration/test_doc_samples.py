@@ -102,7 +102,7 @@ def test_the_client_readmes_samples_run_as_written(
 ) -> None:
     client, _ = audit
     doc = "clients/python/README.md"
-    record, read, count, check, excel, correlate, errors = samples(doc)
+    record, read, count, check, export_check, excel, correlate, errors = samples(doc)
 
     # Recording: the stored event's id and seq, and that this call recorded it.
     assert re.fullmatch(r"[0-9a-f-]{36} \d+ False\n", run(doc, record))
@@ -133,6 +133,18 @@ def test_the_client_readmes_samples_run_as_written(
     with pytest.raises(SystemExit, match=r"^cannot check it: "):
         run(doc, check)
     run.names["verifier_key"] = VERIFIER_KEY
+
+    # An export and its manifest, checked offline, then the log since held to it.
+    client.export(tmp_path / "audit.csv", format="csv", manifest_file=True)
+    checked = re.fullmatch(
+        r"(\S+): (\d+) rows, sha256 ([0-9a-f]{64}); consistent: True\n", run(doc, export_check)
+    )
+    assert checked is not None and checked[1].endswith("audit.csv") and int(checked[2]) > 0
+    # ... and a byte altered in the file fails it, in the sample's words.
+    exported = (tmp_path / "audit.csv").read_bytes()
+    (tmp_path / "audit.csv").write_bytes(exported[:-2] + b"X" + exported[-1:])
+    with pytest.raises(SystemExit, match=r"^FAILED: "):
+        run(doc, export_check)
 
     # An exported CSV's cells longer than Excel keeps, each named by its seq.
     long = client.record(
@@ -252,7 +264,7 @@ def test_every_sample_of_the_docs_is_run_here() -> None:
     """A sample added to a doc is added to a test above, or this fails."""
     run_here = {
         "README.md": 1,
-        "clients/python/README.md": 7,
+        "clients/python/README.md": 8,
         "docs/correlation.md": 2,
         "docs/retention.md": 2,
         "docs/forwarding.md": 1,
