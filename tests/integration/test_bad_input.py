@@ -39,13 +39,17 @@ def call(server: ServerThread, tenant: str) -> Any:
     channel.close()
 
 
-def violations(error: grpc.RpcError) -> list[str]:
+def _bad_request(error: grpc.RpcError) -> list[tuple[str, str]]:
+    """The field violations of an INVALID_ARGUMENT answer's BadRequest."""
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
     [details] = [v for k, v in error.trailing_metadata() if k == "grpc-status-details-bin"]
-    status = status_pb2.Status.FromString(details)
     bad = error_details_pb2.BadRequest()
-    assert any(detail.Unpack(bad) for detail in status.details)
-    return [v.field for v in bad.field_violations]
+    assert any(detail.Unpack(bad) for detail in status_pb2.Status.FromString(details).details)
+    return [(v.field, v.description) for v in bad.field_violations]
+
+
+def violations(error: grpc.RpcError) -> list[str]:
+    return [field for field, _ in _bad_request(error)]
 
 
 def valid_event(**changes: Any) -> event_pb2.Event:
@@ -277,6 +281,43 @@ def test_every_violation_of_one_event_is_reported(call: Any) -> None:
         "event.action",
         "event.actor.id",
         "event.context.ip",
+    ]
+
+
+def test_a_field_wrong_in_two_ways_is_named_once_for_its_first_fault(
+    call: Any, server: ServerThread, tenant: str
+) -> None:
+    """A text too long or holding a NUL was checked again for its form, and the
+    field named twice (`event.action: is 5000 characters long; ...;
+    event.action: must be dotted lowercase ...`), in a batch's entry errors
+    too. Each field is named once, for what is wrong with it first."""
+    event = valid_event(action="A" * 5000, actor__email="x\x00y", context__ip="1.2.3.4\x00")
+    expected = [
+        ("event.action", "is 5000 characters long; the limit is 128"),
+        ("event.actor.email", "must not contain NUL characters"),
+        ("event.context.ip", "must not contain NUL characters"),
+    ]
+    error = call("Record", pb.RecordRequest(event=event))
+    assert _bad_request(error) == expected
+    assert error.details().count("event.action") == 1
+    with grpc.insecure_channel(server.target) as channel:
+        answer = audit_service_pb2_grpc.AuditLogServiceStub(channel).RecordBatch(
+            pb.RecordBatchRequest(events=[valid_event(), event]),
+            metadata=(("authorization", f"Bearer {server.token(tenant)}"),),
+            timeout=30,
+        )
+    _, refused = answer.results
+    assert [(v.field, v.description) for v in refused.error.field_violations] == [
+        (field.replace("event.", "events[1].", 1), text) for field, text in expected
+    ]
+
+
+def test_an_elasticsearch_index_too_long_is_named_once_for_its_length(call: Any) -> None:
+    """Said to be no valid index name (lowercase, ...) and at most 256 characters."""
+    sink = build_sink("elastic", "elasticsearch", url="https://127.0.0.1:9/", index="a" * 300)
+    error = call("CreateSink", forwarding_pb2.CreateSinkRequest(sink=sink))
+    assert _bad_request(error) == [
+        ("sink.elasticsearch.index", "must be at most 255 bytes in UTF-8")
     ]
 
 

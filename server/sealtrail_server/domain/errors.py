@@ -84,6 +84,10 @@ class InvalidArgument(SealtrailError):
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, violations: list[FieldViolation], *, reason: str | None = None) -> None:
+        # Each field named once, for the first fault found in it: a check of
+        # its form after one of its length or characters failed says less.
+        first = {v.field: v for v in reversed(violations)}
+        violations = [v for v in violations if first[v.field] is v]
         kept = [
             FieldViolation(
                 _cut(v.field, MAX_FIELD_BYTES), _cut(v.description, MAX_DESCRIPTION_BYTES)

@@ -354,11 +354,12 @@ def _index_error(index: str) -> str | None:
     character in it is said as in every setting)."""
     if CONTROL_CHARACTERS.search(index):
         return None
-    if not _INDEX.match(index) or index in (".", ".."):
-        return 'must be a valid index name (lowercase, no spaces or /\\*?"<>|,#:)'
     if len(index.encode()) > MAX_INDEX_BYTES:
         # Elasticsearch counts bytes: the regex's 255 characters passed 400.
+        # Before the form: one too long was said to be no valid name.
         return f"must be at most {MAX_INDEX_BYTES} bytes in UTF-8"
+    if not _INDEX.match(index) or index in (".", ".."):
+        return 'must be a valid index name (lowercase, no spaces or /\\*?"<>|,#:)'
     return None
 
 
