@@ -87,3 +87,41 @@ def test_exact_actor_ids_are_set_kept_and_cleared_from_the_command_line(
     assert "--exact-actor-ids / --fold-actor-ids" in helped, helped
     code, helped = cli("create", "--help")
     assert "--exact-actor-ids / --fold-actor-ids" in helped, helped
+
+
+def test_fold_actor_ids_with_another_grouping_is_refused_naming_both_options(
+    server: ServerThread, client: AuditClient, tenant: str
+) -> None:
+    """Folding applies only to a threshold grouped by actor, as exact ids do:
+    `--fold-actor-ids` with `--group-by ip` or no grouping was taken and did
+    nothing (the flag said ids are compared as they read; none are compared)."""
+    cli = alerts_cli(server, tenant)
+    threshold = ["--kind", "threshold", "--action", "a.b", "--count", "5", "--window", "60"]
+    for grouping, said in ((["--group-by", "ip"], "--group-by ip"), ([], "no --group-by")):
+        code, output = cli("create", "x", *threshold, *grouping, "--fold-actor-ids")
+        assert code == 2, output
+        assert "--fold-actor-ids" in output and said in output, output
+        assert "--group-by actor" in output, output
+    assert client.list_alert_rules() == []
+
+    code, output = cli("create", "by actor", *threshold, "--group-by", "actor")
+    assert code == 0, output
+    by_actor = output.strip()
+    code, output = cli("create", "by ip", *threshold, "--group-by", "ip")
+    assert code == 0, output
+    by_ip = output.strip()
+    for rule_id, options, said in (
+        (by_actor, ["--group-by", "ip", "--fold-actor-ids"], "--group-by ip"),
+        (by_actor, ["--group-by", "none", "--fold-actor-ids"], "--group-by none"),
+        (by_ip, ["--fold-actor-ids"], "grouped by ip"),
+    ):
+        before = _rule(client, rule_id)
+        code, output = cli("update", rule_id, *options)
+        assert code == 2, output
+        assert "--fold-actor-ids" in output and said in output, output
+        assert "--group-by actor" in output, output
+        assert _rule(client, rule_id) == before
+    # With the grouping it applies to, taken.
+    code, output = cli("update", by_ip, "--group-by", "actor", "--fold-actor-ids")
+    assert code == 0, output
+    assert _rule(client, by_ip).threshold.group_by == alerting_pb2.ALERT_GROUP_BY_ACTOR

@@ -115,8 +115,8 @@ _EXACT_ACTOR_IDS = click.option(
     help="threshold by actor: compare actor ids exactly as recorded, or (the default) as they"
     " read, case folded and full-width forms and invisible characters made plain, so that"
     " Admin, ADMIN and admin are one actor. Exact where the case of an id matters (some base64"
-    " ids). Only with --group-by actor; update keeps it unless given, and drops it with"
-    " --group-by ip or none.",
+    " ids). Either only with --group-by actor; update keeps it unless given, and drops"
+    " exact ids with --group-by ip or none.",
 )
 
 
@@ -200,11 +200,14 @@ def create(
     if exact_actor_ids is not None and kind != "threshold":
         raise click.BadParameter("only with --kind threshold --group-by actor", ctx,
                                  param_hint="--exact-actor-ids/--fold-actor-ids")  # fmt: skip
-    if exact_actor_ids and group_by != "actor":
+    if exact_actor_ids is not None and group_by != "actor":
+        # Folded or exact, ids are compared only to group by actor: either
+        # flag with another grouping did nothing.
         raise click.BadParameter(
-            "only with a threshold grouped by actor (--group-by actor)",
+            "only with a threshold grouped by actor (--group-by actor), not with"
+            + (f" --group-by {group_by}" if group_by else " no --group-by"),
             ctx,
-            param_hint="--exact-actor-ids",
+            param_hint="--exact-actor-ids" if exact_actor_ids else "--fold-actor-ids",
         )
     for parameter, option, applies_to in _KIND_SETTINGS:
         given = ctx.get_parameter_source(parameter) is not ParameterSource.DEFAULT
@@ -361,17 +364,28 @@ def _actor_ids_apply(
     ctx: click.Context, condition: alerting_pb2.ThresholdCondition, settings: dict[str, Any]
 ) -> None:
     """Exact actor ids apply only to a threshold grouped by actor (the API
-    refuses them otherwise): asked for with another grouping, refused;
-    kept from the rule as read when the grouping changes to another, dropped."""
-    if condition.group_by == alerting_pb2.ALERT_GROUP_BY_ACTOR or not condition.exact_actor_ids:
-        return
-    if settings.get("exact_actor_ids"):
+    refuses them otherwise), and folded ones likewise (with another grouping
+    no ids are compared): either asked for with another grouping, refused;
+    exact ids kept from the rule as read when the grouping changes to
+    another, dropped."""
+    grouped_by_actor = condition.group_by == alerting_pb2.ALERT_GROUP_BY_ACTOR
+    given = settings.get("exact_actor_ids")
+    if given is not None and not grouped_by_actor:
         by = enum_label(alerting_pb2.AlertGroupBy, condition.group_by) or "none"
-        raise click.BadParameter(
-            f"only with a threshold grouped by actor (the rule would be grouped by {by})",
-            ctx,
-            param_hint="--exact-actor-ids",
+        grouping = (
+            f"not with --group-by {by}"
+            if "group_by" in settings
+            else f"the rule is grouped by {by}"
+            if by != "none"
+            else "the rule is not grouped"
         )
+        raise click.BadParameter(
+            f"only with a threshold grouped by actor (--group-by actor); {grouping}",
+            ctx,
+            param_hint="--exact-actor-ids" if given else "--fold-actor-ids",
+        )
+    if grouped_by_actor or not condition.exact_actor_ids:
+        return
     condition.exact_actor_ids = False
     click.echo("exact actor ids dropped: they apply only to a rule grouped by actor", err=True)
 
