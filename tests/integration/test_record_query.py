@@ -15,7 +15,10 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from google.protobuf import json_format
+from google.protobuf import descriptor_pool, json_format
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from sealtrail import (
     AlreadyExistsError,
@@ -196,6 +199,67 @@ def test_output_only_fields_of_the_request_are_ignored(client: AuditClient, tena
     stored = client.record(sent).event
     assert (stored.seq, stored.tenant_id) == (1, tenant)
     assert stored.id != sent.id and stored.leaf_hash != sent.leaf_hash
+
+
+def _varint(number: int) -> bytes:
+    encoded = bytearray()
+    while True:
+        byte, number = number & 0x7F, number >> 7
+        encoded.append(byte | (0x80 if number else 0))
+        if not number:
+            return bytes(encoded)
+
+
+# Fields a newer client may send that this server's proto has no number for: a
+# number (field 20000) and a text (field 20001), appended to a message's bytes.
+UNKNOWN_FIELDS = _varint(20000 << 3) + _varint(7) + _varint(20001 << 3 | 2) + _varint(5) + b"newer"
+
+
+def test_fields_the_server_does_not_know_are_dropped_and_the_event_recorded(
+    client: AuditClient, server: ServerThread, tenant: str
+) -> None:
+    """What docs/api.md (Compatibility) promises a newer client: fields this
+    server does not know, in the request, the event or a message in it, are
+    not refused but dropped; the event is recorded of the fields it knows,
+    and is the same event as one sent without them (a retry by an older
+    client is a repeat, not ALREADY_EXISTS)."""
+    plain = full_event()
+    newer = event_pb2.Event.FromString(plain.SerializeToString() + UNKNOWN_FIELDS)
+    newer.context.CopyFrom(
+        event_pb2.RequestContext.FromString(plain.context.SerializeToString() + UNKNOWN_FIELDS)
+    )
+    assert newer.SerializeToString().count(UNKNOWN_FIELDS) == 2  # sent, as a newer client would
+    first = client.record(newer)
+    assert not first.deduplicated
+    again = client.record(plain)
+    assert again.deduplicated and again.event == first.event
+    [batched] = client.record_batch([newer])
+    assert batched.deduplicated and batched.event == first.event
+    stored = client.get_event(first.event.id)
+    assert stored == first.event and b"newer" not in stored.SerializeToString()
+    assert (stored.action, stored.context.ip) == (plain.action, plain.context.ip)
+
+    request = audit_service_pb2.RecordRequest.FromString(
+        audit_service_pb2.RecordRequest(event=full_event()).SerializeToString() + UNKNOWN_FIELDS
+    )
+    with grpc.insecure_channel(server.target) as channel:
+        answer = audit_service_pb2_grpc.AuditLogServiceStub(channel).Record(
+            request, metadata=(("authorization", f"Bearer {server.token(tenant)}"),), timeout=30
+        )
+    assert answer.event.action == "api_key.create" and answer.event.id != first.event.id
+
+
+def test_reflection_describes_the_fields_this_server_knows(server: ServerThread) -> None:
+    """How a newer client learns whether a server takes a field (docs/api.md,
+    Compatibility): the server's reflection gives the messages it was built
+    with, field by field."""
+    with grpc.insecure_channel(server.target) as channel:
+        described = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+        event = described.FindMessageTypeByName("sealtrail.v1.Event")
+        assert {(f.name, f.number) for f in event.fields} == {
+            (f.name, f.number) for f in event_pb2.Event.DESCRIPTOR.fields
+        }
+        assert "context" in event.fields_by_name and 20000 not in event.fields_by_number
 
 
 def test_repeated_idempotency_key_returns_the_original(client: AuditClient) -> None:
