@@ -231,3 +231,37 @@ async def test_a_call_on_a_closed_async_client_opens_no_channel(refusing: str, u
     with pytest.raises(ClientClosedError):
         await _in_flight(client, use)
     assert client._channel is None
+
+
+# The calls that hand back an iterator, each made on a closed client.
+_ITERATORS = {
+    "stream": lambda client: client.stream(),
+    "stream(after_seq=)": lambda client: client.stream(after_seq=3),
+    "export_stream": lambda client: client.export_stream(),
+    "query": lambda client: client.query(),
+    "list_purged_leaves": lambda client: client.list_purged_leaves(),
+}
+
+
+@pytest.mark.parametrize("call", list(_ITERATORS))
+def test_a_closed_clients_iterators_are_refused_at_the_call(refusing: str, call: str) -> None:
+    """Every other call on a closed client raised ClientClosedError as it was
+    made; stream(), export_stream(), query() and list_purged_leaves() handed
+    back an iterator that raised it only as its first item was asked for: a
+    caller that made one up front, to read later or elsewhere, learned of the
+    close far from where it was made. Both clients refuse them at the call
+    now, as the others, in the same words."""
+    make = _ITERATORS[call]
+    client = AuditClient(refusing, token="t")
+    client.close()
+    with pytest.raises(ClientClosedError, match=r"^the client is closed$"):
+        make(client)
+
+    async def closed_async() -> None:
+        client = AsyncAuditClient(refusing, token="t")
+        await client.close()
+        with pytest.raises(ClientClosedError, match=r"^the client is closed$"):
+            make(client)
+        assert client._channel is None  # none made for it
+
+    asyncio.run(closed_async())

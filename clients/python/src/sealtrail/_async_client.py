@@ -500,6 +500,8 @@ class AsyncAuditClient:
     ) -> AsyncIterator[event_pb2.Event]:
         """Yields every matching event, page after page, stopping after `limit` if given."""
         query_request(filter, order, page_size, "")  # its order checked at the call
+        if self._closed:  # at the call, as every other call's: not at its first event
+            raise ClientClosedError
         if limit is not None and limit < 0:  # it yielded nothing, as if nothing matched
             raise ValueError(f"limit: must be 0 or more (None: every match), not {limit}")
         return self._query(filter, order, page_size, limit)
@@ -630,12 +632,20 @@ class AsyncAuditClient:
         request = integrity_pb2.GetVerifierKeysRequest()
         return list((await self._call(self._stub.GetVerifierKeys, request)).keys)
 
-    async def list_purged_leaves(
+    def list_purged_leaves(
         self, *, tree_size: int = 0, after_seq: int = 0
     ) -> AsyncIterator[integrity_pb2.PurgedLeaf]:
         """Yields the leaf hash of every event retention removed, in seq order,
         after seq `after_seq` and up to `tree_size` (0: the log as it is now),
         page after page."""
+        if self._closed:  # at the call, as every other call's: not at its first leaf
+            raise ClientClosedError
+        return self._purged_leaves(tree_size, after_seq)
+
+    async def _purged_leaves(
+        self, tree_size: int, after_seq: int
+    ) -> AsyncIterator[integrity_pb2.PurgedLeaf]:
+        """list_purged_leaves's leaves: a generator's checks ran at its first leaf."""
         token = ""
         while True:
             request = integrity_pb2.ListPurgedLeavesRequest(
@@ -996,6 +1006,8 @@ class AsyncAuditClient:
         `retry_after` the window's rest): see EXPORT_NOT_RETRIED. Any task
         may close it (see _Closable)."""
         # Built here, its format checked at the call, not at the first message.
+        if self._closed:  # so is the client: refused as every other call is
+            raise ClientClosedError
         request = audit_service_pb2.ExportRequest(
             filter=filter, format=export_format(format), first_seq=first_seq, last_seq=last_seq
         )
@@ -1111,6 +1123,8 @@ class AsyncAuditClient:
         # Checked here, not in the generator: its checks ran at its first event.
         if after_seq is not None and since is not None:  # `since` went unheeded
             raise ValueError("a stream starts after_seq or since, not both")
+        if self._closed:  # refused as every other call is, not at the first event
+            raise ClientClosedError
         return _Closable(
             lambda stop: self._stream_events(
                 stop,
