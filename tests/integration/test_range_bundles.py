@@ -34,6 +34,7 @@ from sealtrail._bundle import SeqRange, received_range, write_bundle
 from sealtrail._bundle_check import verify_bundle
 from sealtrail._bundle_format import BundleError
 from sealtrail._cli import main as cli
+from sealtrail._errors import from_rpc_error
 from sealtrail.tlog import Signer, leaf_hash
 from sealtrail.v1 import audit_service_pb2
 from sealtrail_server.api import received_range as received_range_api
@@ -141,10 +142,24 @@ def test_the_manifest_kept_beside_a_range_export_names_its_range(
 def test_a_bad_seq_range_is_refused_naming_the_field(
     logged: AuditClient, tmp_path: Path, first: int, last: int, field: str, says: str
 ) -> None:
-    with pytest.raises(InvalidArgumentError) as refused:
-        logged.export(tmp_path / "x.ndjson", first_seq=first, last_seq=last)
-    [(named, description)] = refused.value.field_violations
+    """The server refuses it (INVALID_ARGUMENT on the field); the client now
+    first, at the call, naming the same field (a ValueError, as its other
+    checks of an argument)."""
+    raw = logged._stub.Export(
+        audit_service_pb2.ExportRequest(
+            format=audit_service_pb2.EXPORT_FORMAT_NDJSON, first_seq=first, last_seq=last
+        ),
+        metadata=logged._metadata,
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        next(raw)
+    error = from_rpc_error(refused.value)
+    assert isinstance(error, InvalidArgumentError)
+    [(named, description)] = error.field_violations
     assert named == field and says in description
+    with pytest.raises(ValueError, match=f"^{field}: must ") as refused_here:
+        logged.export(tmp_path / "x.ndjson", first_seq=first, last_seq=last)
+    assert not isinstance(refused_here.value, InvalidArgumentError)
     assert not (tmp_path / "x.ndjson").exists()
 
 
@@ -830,5 +845,6 @@ async def test_the_async_client_exports_a_range_and_finds_a_periods(
         assert (found.first_seq, found.last_seq) == (1, 6)
         manifest = await client.export(tmp_path / "r.ndjson", first_seq=2, last_seq=4)
         assert (manifest.range_first_seq, manifest.range_last_seq, manifest.row_count) == (2, 4, 3)
-        with pytest.raises(InvalidArgumentError):
+        with pytest.raises(ValueError, match=r"^first_seq: must not be greater than last_seq"):
             await client.export(tmp_path / "x.ndjson", first_seq=4, last_seq=2)
+        assert not (tmp_path / "x.ndjson").exists()

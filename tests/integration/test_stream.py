@@ -495,8 +495,12 @@ def test_a_stream_ends_when_its_tenant_is_erased(migrated_database_url: str, ten
 def test_bad_start_positions_are_refused(client_for: Any, tenant: str) -> None:
     client = client_for(tenant)
     client.record(action="one.event", actor_id="u")
-    with pytest.raises(InvalidArgumentError):
-        next(client.stream(after_seq=-1))
+    with pytest.raises(ValueError, match=r"^after_seq: must be 0 or more"):  # at the call
+        client.stream(after_seq=-1)
+    raw = client._stub.StreamEvents(pb.StreamEventsRequest(after_seq=-1), metadata=client._metadata)
+    with pytest.raises(grpc.RpcError) as refused:  # and the server's own refusal
+        next(raw)
+    assert isinstance(from_rpc_error(refused.value), InvalidArgumentError)
     with pytest.raises(RpcFailedError) as beyond:  # FAILED_PRECONDITION
         next(client.stream(after_seq=5))
     assert beyond.value.reason == "BEYOND_LOG_SIZE"

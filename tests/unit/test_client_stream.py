@@ -3,6 +3,7 @@ against grpcio-testing's fake channel (the test plays the server)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import threading
@@ -341,3 +342,81 @@ async def test_an_async_query_with_a_negative_limit_is_refused() -> None:
         with pytest.raises(ValueError, match=r"limit: must be 0 or more \(None: every match"):
             client.query(limit=-1)
         assert [event async for event in client.query(limit=0)] == []
+
+
+# Arguments the server refuses, INVALID_ARGUMENT on the field named, each as
+# the call that takes them, and the start of the client's own refusal.
+_REFUSED_SEQS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "stream(after_seq=-1)": (
+        lambda client: client.stream(after_seq=-1),
+        r"^after_seq: must be 0 or more",
+    ),
+    "query(page_size=-5)": (
+        lambda client: client.query(page_size=-5),
+        r"^page_size: must be 0 or more",
+    ),
+    "query_page(page_size=-5)": (
+        lambda client: client.query_page(page_size=-5),
+        r"^page_size: must be 0 or more",
+    ),
+    "export_stream(first_seq=5, last_seq=2)": (
+        lambda client: client.export_stream(first_seq=5, last_seq=2),
+        r"^first_seq: must not be greater than last_seq \(2\), not 5$",
+    ),
+    "export_stream(first_seq=5)": (
+        lambda client: client.export_stream(first_seq=5),
+        r"^last_seq: must be given with first_seq",
+    ),
+    "export_stream(last_seq=5)": (
+        lambda client: client.export_stream(last_seq=5),
+        r"^first_seq: must be 1 or more with last_seq, not 0$",
+    ),
+    "export_stream(first_seq=-1, last_seq=5)": (
+        lambda client: client.export_stream(first_seq=-1, last_seq=5),
+        r"^first_seq: must be 1 or more with last_seq, not -1$",
+    ),
+    "export_stream(first_seq=5, last_seq=-3)": (
+        lambda client: client.export_stream(first_seq=5, last_seq=-3),
+        r"^last_seq: must be 0 or more",
+    ),
+    "list_purged_leaves(tree_size=-1)": (
+        lambda client: client.list_purged_leaves(tree_size=-1),
+        r"^tree_size: must be 0 or more",
+    ),
+    "list_purged_leaves(after_seq=-1)": (
+        lambda client: client.list_purged_leaves(after_seq=-1),
+        r"^after_seq: must be 0 or more",
+    ),
+}
+
+
+@pytest.mark.parametrize("call", list(_REFUSED_SEQS))
+async def test_a_seq_or_page_size_the_server_refuses_is_refused_at_the_call(call: str) -> None:
+    """stream(after_seq=-1), query(page_size=-5), export_stream with its
+    first seq after its last and list_purged_leaves(tree_size=-1) were sent
+    as they were: the server refused them (a stream's at its first event),
+    where the clients refuse their other bad arguments themselves, at the
+    call, naming them. Both clients refuse these so too, each as the server
+    would (the same field named), with a ValueError. No server: refused first."""
+    make, says = _REFUSED_SEQS[call]
+    with (
+        AuditClient("127.0.0.1:9", token="t", max_attempts=1) as client,
+        pytest.raises(ValueError, match=says),
+    ):
+        make(client)
+    async with AsyncAuditClient("127.0.0.1:9", token="t", max_attempts=1) as aclient:
+        with pytest.raises(ValueError, match=says):
+            refused = make(aclient)
+            if asyncio.iscoroutine(refused):  # query_page: refused as it is awaited
+                await refused
+
+
+def test_seqs_and_page_sizes_the_server_takes_are_not_refused() -> None:
+    """0 is the server's default (a page's size, the whole log, the log now),
+    and a range of one seq is a range: none of them refused."""
+    with AuditClient("127.0.0.1:9", token="t", max_attempts=1) as client:
+        client.stream(after_seq=0).close()
+        client.query(page_size=0)
+        client.export_stream(first_seq=3, last_seq=3).close()
+        client.export_stream().close()
+        client.list_purged_leaves(tree_size=0, after_seq=0)

@@ -46,11 +46,13 @@ from sealtrail._convert import (
     RecordResult,
     RedactionMode,
     TokenRole,
+    at_least_zero,
     authorization_metadata,
     batch_request,
     batch_results,
     build_event_of_checked_fields,
     channel_options,
+    checked_seq_range,
     count_request,
     create_token_request,
     entries_to_resend,
@@ -638,6 +640,8 @@ class AsyncAuditClient:
         """Yields the leaf hash of every event retention removed, in seq order,
         after seq `after_seq` and up to `tree_size` (0: the log as it is now),
         page after page."""
+        at_least_zero(tree_size, "tree_size", "the log as it is now")
+        at_least_zero(after_seq, "after_seq", "from the first seq")
         if self._closed:  # at the call, as every other call's: not at its first leaf
             raise ClientClosedError
         return self._purged_leaves(tree_size, after_seq)
@@ -1005,7 +1009,8 @@ class AsyncAuditClient:
         nor refused for the tenant's export rate (EXPORT_RATE_LIMITED, its
         `retry_after` the window's rest): see EXPORT_NOT_RETRIED. Any task
         may close it (see _Closable)."""
-        # Built here, its format checked at the call, not at the first message.
+        # Built here, its format and range checked at the call, not at the first message.
+        checked_seq_range(first_seq, last_seq)
         if self._closed:  # so is the client: refused as every other call is
             raise ClientClosedError
         request = audit_service_pb2.ExportRequest(
@@ -1123,6 +1128,8 @@ class AsyncAuditClient:
         # Checked here, not in the generator: its checks ran at its first event.
         if after_seq is not None and since is not None:  # `since` went unheeded
             raise ValueError("a stream starts after_seq or since, not both")
+        if after_seq is not None:
+            at_least_zero(after_seq, "after_seq", "from the first event")
         if self._closed:  # refused as every other call is, not at the first event
             raise ClientClosedError
         return _Closable(

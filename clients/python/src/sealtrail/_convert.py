@@ -682,11 +682,37 @@ def own_change(
     return audit_service_pb2.QueryRequest(filter=changes, page_size=1)
 
 
+def at_least_zero(value: int, field: str, zero: str = "") -> int:
+    """`value`, which the server refuses below 0 (INVALID_ARGUMENT on
+    `field`): refused here first, naming it; `zero` says what 0 means."""
+    if value < 0:
+        meaning = f" (0: {zero})" if zero else ""
+        raise ValueError(f"{field}: must be 0 or more{meaning}, not {value}")
+    return value
+
+
+def checked_seq_range(first_seq: int, last_seq: int) -> None:
+    """An export's seq range, refused as the server refuses it, the same
+    field named (both 0: the whole log)."""
+    at_least_zero(last_seq, "last_seq", "the whole log, with first_seq 0")
+    if not last_seq:
+        if first_seq:
+            raise ValueError("last_seq: must be given with first_seq (both 0: the whole log)")
+        return
+    if first_seq < 1:
+        raise ValueError(f"first_seq: must be 1 or more with last_seq, not {first_seq}")
+    if first_seq > last_seq:
+        raise ValueError(
+            f"first_seq: must not be greater than last_seq ({last_seq}), not {first_seq}"
+        )
+
+
 def query_request(
     filter: event_pb2.EventFilter | None, order: Order, page_size: int, page_token: str
 ) -> audit_service_pb2.QueryRequest:
     if order not in _ORDERS:
         raise ValueError(f"order: expected 'newest' or 'oldest', got {order!r}")
+    at_least_zero(page_size, "page_size", "the server's default")
     return audit_service_pb2.QueryRequest(
         filter=filter, order=_ORDERS[order], page_size=page_size, page_token=page_token
     )
