@@ -417,6 +417,50 @@ def test_sealtrail_tail_and_export_interrupted_exit_at_once_saying_so(
     assert list(work.iterdir()) == []
 
 
+def _tailing(env: dict[str, str], *options: str) -> subprocess.Popen[str]:
+    """`sealtrail tail` with `options`, in a process of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _CLI, "tail", *options],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _printed_seq(tail: subprocess.Popen[str]) -> int:
+    """The seq of the next event `tail` prints (waited for: it streams)."""
+    assert tail.stdout is not None
+    line = tail.stdout.readline()
+    assert line, tail.communicate()
+    return int(json.loads(line)["seq"])
+
+
+def test_sealtrail_tail_interrupted_says_where_it_stopped_and_how_to_resume(
+    server: ServerThread, tenant: str
+) -> None:
+    """Ctrl-C in `sealtrail tail` exited 130 without a word: whoever ran it
+    could not tell where it had stopped, and resumed either with a gap (from
+    now) or with duplicates (from the start). It says the last seq it
+    printed, and the option that resumes after it, in a line on stderr;
+    resumed so, the next event is the first printed, none twice."""
+    token = server.token(tenant)
+    env = {**os.environ, "SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": token}
+    with AuditClient(server.target, token=token) as client:
+        client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(3)])
+        tail = _tailing(env, "--action", "doc.edit", "--from-seq", "0")
+        first = [_printed_seq(tail) for _ in range(3)]
+        code, err, took = _interrupted(tail)
+        last = first[-1]
+        assert (code, took < 5) == (130, True), err
+        assert err == f"stopped by SIGINT after seq {last}; resume with --from-seq {last}\n"
+
+        client.record_batch([build_event(action="doc.edit", actor_id="u") for _ in range(2)])
+        resumed = _tailing(env, "--action", "doc.edit", "--from-seq", str(last))
+        again = [_printed_seq(resumed) for _ in range(2)]
+        code, err, _ = _interrupted(resumed)
+    assert len(set(first + again)) == 5 and again[0] > last, (first, again)
+    assert (code, err) == (130, f"stopped by SIGINT after seq {again[-1]};"
+                           f" resume with --from-seq {again[-1]}\n")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "command",
     [["bundle"], ["export", "--format", "bundle"]],

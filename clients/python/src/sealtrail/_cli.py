@@ -1103,9 +1103,17 @@ def tail(
     """Print matching events as JSON lines as they are recorded, until interrupted.
 
     Without --from-seq or --since it starts with the next event. Events
-    retention removed on the way are counted on stderr, where they were."""
+    retention removed on the way are counted on stderr, where they were.
+    Interrupted, it says on stderr the last seq it printed and the
+    --from-seq that resumes after it."""
     if from_seq is not None and start_time is not None:
         raise click.UsageError("give --from-seq or --since, not both")
+    printed: int | None = None  # the seq of the last event printed
+    reached = from_seq  # before any: where the stream is (its start, a heartbeat's cursor)
+
+    def idle(cursor: int) -> None:
+        nonlocal reached
+        reached = cursor
 
     def removed(purged: audit_service_pb2.PurgedRange) -> None:
         click.echo(
@@ -1116,13 +1124,39 @@ def tail(
 
     with _client(ctx) as client:
         events = client.stream(
-            _filter(criteria), after_seq=from_seq, since=start_time, on_purged=removed
+            _filter(criteria),
+            after_seq=from_seq,
+            since=start_time,
+            on_heartbeat=idle,
+            on_purged=removed,
         )
         try:
             for event in events:
                 click.echo(event_json(event))
+                printed = event.seq
         except KeyboardInterrupt as interrupt:
-            ctx.exit(interrupted_status(interrupt))  # as a shell reports a command a signal ended
+            # Where it stopped, and how to go on from there, neither missing
+            # an event nor printing one twice; the status as a shell reports
+            # a command a signal ended.
+            if not isinstance(interrupt, Stopped) and sys.stderr.isatty():
+                click.echo(err=True)  # past the terminal's ^C
+            name = str(interrupt) if isinstance(interrupt, Stopped) else "SIGINT"
+            click.echo(f"stopped by {name}{_tail_resume(printed, reached, start_time)}", err=True)
+            ctx.exit(interrupted_status(interrupt))
+
+
+def _tail_resume(printed: int | None, reached: int | None, since: datetime | None) -> str:
+    """Where an interrupted tail stopped and how to resume it, as its line says:
+    after the last seq it printed; before any, after where its stream was
+    (where it started, or an idle stream's cursor), or from the same --since."""
+    instead = " (in place of --since)" if since is not None else ""
+    if printed is not None:
+        return f" after seq {printed}; resume with --from-seq {printed}{instead}"
+    if reached is not None:
+        return f" before any event, after seq {reached}; resume with --from-seq {reached}{instead}"
+    if since is not None:
+        return " before any event; resume with the same --since"
+    return " before any event"
 
 
 # Registered last: the commands of these modules use this module's helpers.
