@@ -63,6 +63,7 @@ from .integrity.keys import KEY_FILE_NAME as SIGNING_KEY_FILE_NAME
 from .integrity.keys import configured_signer, refuse_an_unchosen_key
 from .integrity.signed_sizes import open_signed_sizes
 from .measures import meter_of
+from .redaction_setup import KEY_FILE_NAME as REDACTION_KEY_FILE_NAME
 from .redaction_setup import (
     data_dir_redaction_key,
     load_redaction_secret,
@@ -72,11 +73,12 @@ from .redaction_setup import (
 from .retention.erasure import Eraser
 from .retention.purge_record import purge_recorder
 from .retention.purger import Purger
+from .sealing_setup import KEY_FILE_NAME as SECRETS_KEY_FILE_NAME
 from .sealing_setup import load_secrets_key, refuse_a_new_key
 from .stopping import end_tasks
 from .store.appender import Appender
 from .store.changes import Changes, refuse_if_erased_now
-from .store.database import DEFAULT_CONNECT_TIMEOUT, Database, check_login
+from .store.database import DEFAULT_CONNECT_TIMEOUT, Database, check_login, check_reachable
 from .store.deployment_sinks import reseal_definitions
 from .store.migrations import migrate_database
 from .store.pool_metrics import measure_pool
@@ -194,6 +196,30 @@ def abandon_stop() -> NoReturn:
     os._exit(1)
 
 
+def _read_keys_there(settings: Settings) -> None:
+    """Reads each key configured, or kept in the data dir, generating none:
+    a key file missing, unreadable or not a key stops the start before the
+    database is reached, as the rest of what the process holds of its own."""
+    keys: tuple[tuple[str | None, Path | None, str, Callable[[Settings], object]], ...] = (
+        (settings.secrets_key, settings.secrets_key_file, SECRETS_KEY_FILE_NAME, load_secrets_key),
+        (
+            settings.signing_key,
+            settings.signing_key_file,
+            SIGNING_KEY_FILE_NAME,
+            configured_signer,
+        ),
+        (
+            settings.redaction_key,
+            settings.redaction_key_file,
+            REDACTION_KEY_FILE_NAME,
+            load_redaction_secret,
+        ),
+    )
+    for text, file, name, load in keys:
+        if text or file is not None or (settings.data_dir / name).exists():
+            load(settings)
+
+
 class _ConnectionRefusals(logging.Filter):
     """Keeps the pool's warnings of connections the database refused off the
     log while it opens, the last one kept to say why it did not."""
@@ -268,7 +294,7 @@ class Service:
     async def _start(self) -> int:
         settings = self.settings
         # What this process holds of its own (rules, certificates, keys), read
-        # before the database is touched: a start refused for one of them
+        # before the database is changed: a start refused for one of them
         # leaves the database as it was.
         egress = EgressPolicy.of(settings)
         try:
@@ -278,18 +304,27 @@ class Service:
         except (OSError, ssl.SSLError) as error:
             raise SystemExit(f"SEALTRAIL_FORWARD_CA_FILE: {error}") from None
         credentials = server_credentials(settings)
+        redactor = load_redactor(settings)
+        _read_keys_there(settings)
+        # Then the database, reached and logged in to (which changes nothing
+        # in it) before a key is generated: a first start that could not use
+        # it (a closed port, a login refused, a login without the roles) left
+        # keys of no deployment in the data dir, which the next start, on the
+        # right database, took for its own.
+        await check_login(self._database_url)
+        if self._owner_database_url != self._database_url:
+            await check_reachable(self._owner_database_url)
         # Then the keys, any of which may be generated here.
         secret_box, data_dir_secrets_key = load_secrets_key(settings)
         signer = configured_signer(settings)
         # Where it notes what it signs: a directory of this process's too, its
         # refusal once migrated had changed the database (helper-296).
         signed_sizes = open_signed_sizes(settings, signer.verifier)
-        redactor, redaction_secret = load_redactor(settings), load_redaction_secret(settings)
+        redaction_secret = load_redaction_secret(settings)
         # Then what the database must agree with, checked before migrating:
         # a new release's process refused for its login or keys after it had
         # migrated left every process of the running release refused its
         # restart ("migrated by a newer release") (helper-203).
-        await check_login(self._database_url)
         keys = (signer, secret_box, data_dir_secrets_key, redaction_secret)
         await self._refuse_keys_of_another(*keys, change=False)
         await migrate_database(  # which says each migration as it applies it

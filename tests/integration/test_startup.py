@@ -34,6 +34,7 @@ from sealtrail_server.store import urls
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.tokens import create_token
 from tests.conftest import ServerThread, database_of_its_own, database_with_no_schema
+from tests.processes import ServerProcess
 from tests.service_login import service_login_url
 
 
@@ -370,14 +371,17 @@ def test_a_data_dir_that_is_not_a_directory_is_named_not_traced(tmp_path: Path) 
         assert "Traceback" not in started.output
 
 
-def test_a_data_dir_a_key_cannot_be_written_in_is_named_not_traced(tmp_path: Path) -> None:
+def test_a_data_dir_a_key_cannot_be_written_in_is_named_not_traced(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
     """With a database URL, the data dir holds only the keys a first start
     generates: one that could not be made (a file in the way; a read-only
     file system, as a container's) stopped the start with a traceback
-    (helper-296). Keys are read before the database is touched."""
+    (helper-296). Keys are made once the database is reached, before it is
+    changed."""
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    url = {"SEALTRAIL_DATABASE_URL": "postgresql://127.0.0.1:1/sealtrail"}
+    url = {"SEALTRAIL_DATABASE_URL": service_login_url(migrated_database_url)}
     no_keys: dict[str, str | None] = {
         f"SEALTRAIL_{name}_KEY": None for name in ("SECRETS", "SIGNING", "REDACTION")
     }
@@ -792,3 +796,70 @@ def _pooler_without_options(url: str) -> Iterator[tuple[str, list[bytes]]]:
         yield make_conninfo(url, host="127.0.0.1", port=listener.getsockname()[1]), refused
     finally:
         listener.close()
+
+
+def test_a_start_that_cannot_use_its_database_generates_no_key(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """A first start with no key configured generated its signing, redaction
+    and secrets keys in the data dir, then found it could not reach the
+    database (a closed port, a login refused, a login without the roles):
+    keys of no deployment were left behind, which the next start, on the
+    right database, took for its own. The database is reached first; a start
+    that then works generates them (real processes, as an operator runs them)."""
+    stranger = f"sealtrail_stranger_{os.getpid()}"
+    with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+        admin.execute(SQL("CREATE ROLE {} LOGIN PASSWORD 'x'").format(Identifier(stranger)))
+    service = service_login_url(migrated_database_url)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(_drop_role, migrated_database_url, stranger)
+        data_dir = tmp_path / "data"
+        no_keys = {f"SEALTRAIL_{name}_KEY": "" for name in ("SIGNING", "REDACTION", "SECRETS")}
+        env = {**os.environ, **no_keys, "SEALTRAIL_DATA_DIR": str(data_dir)}
+        env.pop("SEALTRAIL_SIGNED_CHECKPOINTS_DIR")  # the data dir's, as in service
+        # The test cluster trusts every login: a user it does not know is
+        # refused at login, as a wrong password is.
+        unknown = f"sealtrail_unknown_{os.getpid()}"
+        unusable = [  # the service's URL, the owner's, what the start says
+            ("postgresql://sealtrail@127.0.0.1:1/sealtrail", "", "connection failed"),
+            (make_conninfo(service, user=unknown), "", f'role "{unknown}" does not exist'),
+            (make_conninfo(service, user=stranger, password="x"), "", "cannot work as"),
+            (
+                service,
+                make_conninfo(migrated_database_url, user=unknown),
+                f'role "{unknown}" does not exist',
+            ),
+        ]
+        for url, owner_url, said in unusable:
+            started = subprocess.run(
+                [sys.executable, "-m", "sealtrail_server", "serve", "--listen", "127.0.0.1:0"],
+                env={
+                    **env,
+                    "SEALTRAIL_DATABASE_URL": url,
+                    "SEALTRAIL_OWNER_DATABASE_URL": owner_url,
+                },
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert started.returncode == 1, started.stderr
+            assert said in started.stderr and "Traceback" not in started.stderr, started.stderr
+            assert "generated" not in started.stderr, started.stderr
+            left = sorted(p.name for p in data_dir.iterdir()) if data_dir.exists() else []
+            assert left == [], (url, left)
+        owner = cleanup.enter_context(database_with_no_schema(migrated_database_url, "firstkeys"))
+        served = ServerProcess(
+            owner,
+            env={**no_keys, "SEALTRAIL_DATA_DIR": str(data_dir)},
+        )
+        try:
+            assert served.proc.poll() is None
+        finally:
+            assert served.terminate() == 0, "".join(served.stderr)
+        kept = {p.name for p in data_dir.iterdir()}
+        assert {"signing-key", "redaction-key", "secrets-key"} <= kept, kept
+
+
+def _drop_role(url: str, role: str) -> None:
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(SQL("DROP ROLE IF EXISTS {}").format(Identifier(role)))

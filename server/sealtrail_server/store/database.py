@@ -629,6 +629,13 @@ async def check_login(url: str) -> None:
         await _assume_roles(conn, missing_ok=True)
 
 
+async def check_reachable(url: str) -> None:
+    """Logs in once as `url`'s user (the owner's, which assumes no role),
+    raising what the database answers if it refuses."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True):
+        pass
+
+
 async def _check_roles(url: str, *, timeout: float) -> None:
     """Fail clearly, before the pool retries in vain, when the URL's user
     cannot assume both roles."""
