@@ -24,17 +24,18 @@ def load_key_text(
     generate: Callable[[], str] | None,
     what: str,
 ) -> tuple[str, str]:
-    """The key's text and where it came from (for error messages): `text`
-    (named `setting`), else `file`, which must exist, else `default`, written
-    with `generate()` if it does not exist yet (with None, it must exist)."""
+    """The key's text and where it came from, for `not_a_key`: `text`
+    (`setting`), else `file`, which must exist (`SETTING_FILE=file`), else
+    `default` (its path), written with `generate()` if it does not exist yet
+    (with None, it must exist)."""
     if text:
         return text, setting
     path = file or default
+    source = f"{setting}_FILE={file}" if file is not None else str(default)
     if file is not None and not file.exists():
-        raise SystemExit(f"{setting}_FILE: the {what} file {file} does not exist")
-    named = f"{setting}_FILE" if file is not None else "the data dir"
+        raise SystemExit(f"{source}: no such file; {_configured_fix(setting, what)}")
     if path.exists():
-        return _read(path, what=what, named=named), str(path)
+        return _read(path, source, setting=setting, what=what), source
     if generate is None:
         raise SystemExit(
             f"no {what} at {path}: a server creates it at its first start there;"
@@ -54,17 +55,50 @@ def load_key_text(
         ) from None
     if not created:
         # A server starting beside this one wrote it first: its key is the one.
-        return _read(path, what=what, named=named), str(path)
+        return _read(path, source, setting=setting, what=what), source
     log.warning("generated a new %s in %s", what, path)
-    return generated, str(path)
+    return generated, source
 
 
-def _read(path: Path, *, what: str, named: str) -> str:
+def not_a_key(source: str, detail: str, *, setting: str, what: str) -> SystemExit:
+    """Why a start stops on a key's text (`source` as `load_key_text` gives
+    it) that is not a key: the setting that gave it, its file, `detail` (what
+    a key is), and what to do, alike for every key (helper-362)."""
+    if source == setting:
+        fix = f"set it to the deployment's {what} (or {setting}_FILE to a file holding it)"
+        return SystemExit(f"{setting}: not a {what} ({detail}); {fix}")
+    if source.startswith(f"{setting}_FILE="):
+        return SystemExit(f"{source}: not a {what} ({detail}); {_configured_fix(setting, what)}")
+    return SystemExit(
+        f"{_in_data_dir(source, setting, what)}: not a {what} ({detail}); restore it from a"
+        f" backup, or set {setting} (or _FILE) to the deployment's {what}"
+    )
+
+
+def _configured_fix(setting: str, what: str) -> str:
+    return (
+        f"set {setting}_FILE to a file the server's user can read, holding the deployment's"
+        f" {what} (or {setting} to its text)"
+    )
+
+
+def _in_data_dir(path: str, setting: str, what: str) -> str:
+    return f"{path} (the data dir's {what}, none set in {setting} or {setting}_FILE)"
+
+
+def _read(path: Path, source: str, *, setting: str, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         why = error.strerror if isinstance(error, OSError) else "not text"
-        raise SystemExit(f"cannot read the {what} {path} ({named}): {why}") from None
+    if source != str(path):  # named by SETTING_FILE
+        raise SystemExit(
+            f"{source}: cannot read the {what}: {why}; {_configured_fix(setting, what)}"
+        )
+    raise SystemExit(
+        f"{_in_data_dir(source, setting, what)}: cannot read the {what}: {why}; make it a file"
+        f" the server's user can read, or set {setting} (or _FILE) to the deployment's {what}"
+    )
 
 
 def _create(path: Path, text: str) -> bool:

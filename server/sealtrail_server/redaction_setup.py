@@ -18,7 +18,7 @@ import re2
 from .config import Settings
 from .domain.redaction import Redactor, names_nothing
 from .domain.text_patterns import TextPattern, ValuePattern
-from .key_files import load_key_text
+from .key_files import load_key_text, not_a_key
 from .python_regex_on_re2 import translate
 from .store.migrations import has_column
 
@@ -277,5 +277,10 @@ def _parse(text: str, source: str) -> bytes:
     except ValueError:
         secret = b""
     if len(secret) != _KEY_BYTES:
-        raise SystemExit(f"{source}: the redaction key must be {_KEY_BYTES * 2} hex digits")
+        raise not_a_key(
+            source,
+            f"{_KEY_BYTES * 2} hex digits",
+            setting="SEALTRAIL_REDACTION_KEY",
+            what="redaction key",
+        )
     return secret

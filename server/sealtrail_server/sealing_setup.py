@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from .config import Settings
 from .domain.sealing import KEY_BYTES, SecretBox
-from .key_files import load_key_text
+from .key_files import load_key_text, not_a_key
 
 KEY_FILE_NAME = "secrets-key"
 
@@ -46,9 +46,12 @@ def load_secrets_key(settings: Settings) -> tuple[SecretBox, Path | None]:
         except ValueError:
             key = b""
         if len(key) != KEY_BYTES:
-            raise SystemExit(
-                f"{source}: each secrets key must be {KEY_BYTES * 2} hex digits"
-                " (comma-separated while rotating, the new one first)"
+            raise not_a_key(
+                source,
+                f"{KEY_BYTES * 2} hex digits, or several comma-separated while rotating,"
+                " the new one first",
+                setting="SEALTRAIL_SECRETS_KEY",
+                what="secrets key",
             )
         keys.append(key)
     from_data_dir = not settings.secrets_key and settings.secrets_key_file is None

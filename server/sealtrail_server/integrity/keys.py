@@ -13,7 +13,7 @@ import psycopg
 
 from sealtrail.tlog import NoteError, Signer, Verifier, generate_signer_key
 
-from ..key_files import load_key_text
+from ..key_files import load_key_text, not_a_key
 from ..store.checkpoints import register_key
 from ..store.migrations import has_table
 
@@ -63,7 +63,9 @@ def _parse(text: str, source: str) -> Signer:
     try:
         return Signer.parse(text)
     except NoteError as error:
-        raise SystemExit(f"{source}: {error}") from None
+        raise not_a_key(
+            source, str(error), setting="SEALTRAIL_SIGNING_KEY", what="checkpoint signing key"
+        ) from None
 
 
 async def refuse_an_unchosen_key(
