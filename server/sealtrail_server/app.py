@@ -645,8 +645,9 @@ class Service:
 
     async def _watch_database(self, db: Database) -> None:
         """Health follows the database: NOT_SERVING while it does not answer,
-        or takes no writes (calls then fail at once with UNAVAILABLE and
-        RetryInfo), SERVING again once it does; the pool reconnects by itself.
+        takes no writes, or its login may not work as the service's roles
+        (calls then fail at once with UNAVAILABLE and RetryInfo), SERVING
+        again once it does; the pool reconnects by itself.
         Down after two failed probes in a row (ProbeVerdicts), up after one."""
         interval = self.settings.database_probe_interval
         verdicts = ProbeVerdicts()
@@ -661,7 +662,10 @@ class Service:
                     db.reachable = True
                     await db.drop_broken()
                 else:
-                    log.error("the database does not answer, or takes no writes: NOT_SERVING")
+                    log.error(
+                        "the database does not answer, takes no writes, or refuses the"
+                        " service's roles: NOT_SERVING"
+                    )
                     db.reachable = False
                 await self._set_health(serving=reachable)
             except Exception:  # the watch must outlive whatever one round meets

@@ -142,7 +142,16 @@ _DATABASE_STATES: Final = (
 # after a failover, a provider's guard, default_transaction_read_only; each
 # makes a new transaction read-only) can serve none: it is no more reachable,
 # for the service, than one that does not answer.
-_TAKES_WRITES: Final = "SELECT current_setting('transaction_read_only') = 'off'"
+# Asked as each of the service's roles, which calls work as: a login that may
+# no longer assume one (revoked by a DBA, lost in a restore) fails every
+# tenant's call, and health said SERVING all the same (helper-362). Set for
+# the statement's own transaction only (autocommit): the connection's scope,
+# which `_Scopes` keeps track of, is as it was after it, whatever it answers.
+_TAKES_WRITES: Final = (
+    f"SELECT set_config('role', '{SYSTEM_ROLE}', true) IS NOT NULL"
+    f" AND set_config('role', '{SERVICE_ROLE}', true) IS NOT NULL"
+    " AND current_setting('transaction_read_only') = 'off'"
+)
 
 # Every statement of the service reads by an index. A month's partition of
 # events is empty when created, and PostgreSQL gives a partition no 10-page
@@ -395,7 +404,8 @@ class Database:
 
     async def probe(self, *, timeout: float) -> bool:
         """Whether the database answers a query within `timeout` seconds, and
-        takes writes (`_TAKES_WRITES`): on a pooled connection, if one is free
+        takes writes as the service's roles (`_TAKES_WRITES`): on a pooled
+        connection, if one is free
         within half of that; else (all busy with load, which is no outage, or
         the one found broken) on a connection of its own, whose refusal for
         want of a free slot is an answer too. A connection of its own each
@@ -414,6 +424,16 @@ class Database:
         except psycopg.OperationalError as error:
             # A refusal at connection has no SQLSTATE (53300): its words tell.
             return any(words in str(error) for words in _NO_FREE_SLOT)
+        except psycopg.errors.InsufficientPrivilege as error:
+            if self.reachable:  # said once, as it goes
+                log.error(
+                    "database: its login cannot work as the service's roles (%s): every call"
+                    " fails until %s and %s are granted to it again (docs/database.md)",
+                    error.diag.message_primary,
+                    SERVICE_ROLE,
+                    SYSTEM_ROLE,
+                )
+            return False
         except (psycopg.Error, TimeoutError, OSError):
             return False
         if not writable and self.reachable:  # said once, as it goes
@@ -426,6 +446,8 @@ class Database:
         try:
             async with self._pooled(timeout=wait) as conn:
                 return await _takes_writes(conn)
+        except psycopg.errors.InsufficientPrivilege:
+            raise  # an answer: a connection of its own would be refused alike
         except psycopg.Error:
             return None
 
@@ -437,11 +459,12 @@ class Database:
                 await self.pool.check()
 
     def refuse_if_unreachable(self) -> None:
-        """Unavailable at once while probe() finds the database down (or read-only)."""
+        """Unavailable at once while probe() finds the database down (or
+        read-only, or refusing the service's roles)."""
         if not self.reachable:
             raise Unavailable(
-                "the database is unreachable or takes no writes; the server serves"
-                " again by itself once it does",
+                "the database is unreachable, takes no writes, or refuses the service's"
+                " roles; the server serves again by itself once it does",
                 retry_after=RETRY_AFTER_SECONDS,
             )
 
