@@ -466,6 +466,50 @@ def _stop(signum: int, frame: object) -> None:
     raise Stopped(signum)
 
 
+class _LinesWrittenWhole:
+    """Inside it, a signal that would interrupt the command (Ctrl-C, or one
+    `_stop_as_ctrl_c_does` takes) while `writing()` is held until the block
+    ends: an interrupted tail's "after seq N" is the last line it wrote and
+    counted, never one before it (a Ctrl-C landing between a line's write and
+    its count named the seq before the line just printed: resumed, it
+    printed that line twice). A second signal meanwhile (a write blocked on a
+    full pipe whose reader has stopped reading) raises at once."""
+
+    def __init__(self) -> None:
+        self._writing = False
+        self._held: KeyboardInterrupt | None = None
+        self._handlers: dict[int, Any] = {}
+
+    def __enter__(self) -> _LinesWrittenWhole:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+                handler = None if signum is None else signal.getsignal(signum)
+                if signum is not None and handler in (signal.default_int_handler, _stop):
+                    self._handlers[signum] = handler
+                    signal.signal(signum, self._take)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+
+    def _take(self, signum: int, frame: object) -> None:
+        interrupt = KeyboardInterrupt() if signum == signal.SIGINT else Stopped(signum)
+        if not self._writing or self._held is not None:
+            raise interrupt
+        self._held = interrupt
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if (held := self._held) is not None:
+            raise held
+
+
 def _stop_as_ctrl_c_does(ctx: click.Context) -> None:
     """SIGTERM (`timeout`, `kill`, a CI job or service stopped) and SIGHUP (the
     terminal closed) raise Stopped in this command, until it ends. Their
@@ -1122,7 +1166,7 @@ def tail(
             err=True,
         )
 
-    with _client(ctx) as client:
+    with _client(ctx) as client, _LinesWrittenWhole() as lines:
         events = client.stream(
             _filter(criteria),
             after_seq=from_seq,
@@ -1132,8 +1176,9 @@ def tail(
         )
         try:
             for event in events:
-                click.echo(event_json(event))
-                printed = event.seq
+                with lines.writing():
+                    click.echo(event_json(event))
+                    printed = event.seq
         except KeyboardInterrupt as interrupt:
             # Where it stopped, and how to go on from there, neither missing
             # an event nor printing one twice; the status as a shell reports
