@@ -464,6 +464,28 @@ def test_a_replay_window_no_time_can_hold_names_its_field(
     assert violations(call("ReplaySink", request)) == [f"window.{field}_time"]
 
 
+@pytest.mark.parametrize(
+    ("first", "last", "field"),
+    [(0, 5, "first_seq"), (-4, 5, "first_seq"), (5, 2, "last_seq")],
+)
+def test_a_replay_seq_range_no_log_has_names_its_field(
+    call: Any, client_for: Any, tenant: str, first: int, last: int, field: str
+) -> None:
+    """Refused by the server, whatever the log holds; both clients refuse it
+    first, at the call (tests/unit/test_client_stream.py)."""
+    client = client_for(tenant)
+    client.record(action="one.event", actor_id="u")
+    sink = client.create_sink(
+        build_sink("replayed", "webhook", url="http://127.0.0.1:9/h", secrets=[WEBHOOK_SECRET])
+    )
+    request = forwarding_pb2.ReplaySinkRequest(
+        sink_id=sink.sink.id, seq_range=forwarding_pb2.SeqRange(first_seq=first, last_seq=last)
+    )
+    assert violations(call("ReplaySink", request)) == [f"seq_range.{field}"]
+    with pytest.raises(ValueError, match=r"^seq_range\[[01]\]: must "):
+        client.replay_sink(sink.sink.id, seq_range=(first, last))
+
+
 def test_numbers_the_search_index_cannot_hold_are_refused_naming_details(
     call: Any, server: ServerThread, sql: psycopg.Connection[Any], tenant: str
 ) -> None:

@@ -12,6 +12,7 @@ import hashlib
 import re
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -25,7 +26,9 @@ from sealtrail import (
     RpcFailedError,
     build_event,
 )
+from sealtrail._errors import from_rpc_error
 from sealtrail.tlog import NoteError, Signer, open_note
+from sealtrail.v1 import integrity_pb2
 from tests.conftest import SIGNING_KEY
 
 VERIFIER = Signer.parse(SIGNING_KEY).verifier
@@ -224,14 +227,15 @@ def test_proofs_at_every_edge_size_verify_independently(
             assert _verify_inclusion(
                 index, size, answer.leaf_hash, list(answer.proof), roots[size]
             ), (index, size)
-        # The leaf index equal to the size (seq size + 1) is not in it.
-        with pytest.raises(InvalidArgumentError):
+        # The leaf index equal to the size (seq size + 1) is not in it: refused
+        # at the call (the server's refusal: test_sizes_no_log_has_are_refused...).
+        with pytest.raises(ValueError, match=r"^tree_size: must be at least the event's seq"):
             client.get_inclusion_proof(seq=size + 1, tree_size=size)
 
     for old in SIZES:
         for new in SIZES:
-            if new < old:
-                with pytest.raises(InvalidArgumentError):
+            if new < old:  # refused at the call, as the server refuses it
+                with pytest.raises(ValueError, match=r"^new_size: must not be smaller"):
                     client.get_consistency_proof(old_size=old, new_size=new)
                 continue
             answer = client.get_consistency_proof(old_size=old, new_size=new)
@@ -247,7 +251,8 @@ def test_requests_at_the_edges_of_the_log(client: AuditClient, tenant: str) -> N
     _record(client, 10)
     signed = client.get_checkpoint(fresh=True)
     assert signed.tree_size == 10
-    with pytest.raises(InvalidArgumentError):  # from the empty tree: not asked that way
+    # From the empty tree: not asked that way (refused at the call, as the server does).
+    with pytest.raises(ValueError, match=r"^old_size: must be 1 or more, not 0$"):
         client.get_consistency_proof(old_size=0, new_size=5)
     same = client.get_consistency_proof(old_size=7, new_size=7)
     assert list(same.proof) == [] and same.old_root == same.new_root
@@ -267,6 +272,55 @@ def test_requests_at_the_edges_of_the_log(client: AuditClient, tenant: str) -> N
     assert beyond.value.reason == "BEYOND_LOG_SIZE"
     with pytest.raises(NotFoundError):
         client.get_checkpoint(tree_size=size + 1)
+
+
+# Requests no log can answer, as sent by another client: the server refuses
+# each, INVALID_ARGUMENT on the field named, whatever the log holds. Both
+# clients refuse them first, at the call (tests/unit/test_client_stream.py).
+_NO_LOG_HAS: list[tuple[str, Any, str]] = [
+    ("GetCheckpoint", integrity_pb2.GetCheckpointRequest(tree_size=-1), "tree_size"),
+    ("GetInclusionProof", integrity_pb2.GetInclusionProofRequest(seq=-3), "seq"),
+    ("GetInclusionProof", integrity_pb2.GetInclusionProofRequest(seq=2**53), "seq"),
+    ("GetInclusionProof", integrity_pb2.GetInclusionProofRequest(seq=2**63 - 1), "seq"),
+    (
+        "GetInclusionProof",
+        integrity_pb2.GetInclusionProofRequest(seq=1, tree_size=-1),
+        "tree_size",
+    ),
+    (
+        "GetInclusionProof",
+        integrity_pb2.GetInclusionProofRequest(seq=10, tree_size=5),
+        "tree_size",
+    ),
+    ("GetConsistencyProof", integrity_pb2.GetConsistencyProofRequest(old_size=0), "old_size"),
+    (
+        "GetConsistencyProof",
+        integrity_pb2.GetConsistencyProofRequest(old_size=-2, new_size=5),
+        "old_size",
+    ),
+    (
+        "GetConsistencyProof",
+        integrity_pb2.GetConsistencyProofRequest(old_size=3, new_size=-1),
+        "new_size",
+    ),
+    (
+        "GetConsistencyProof",
+        integrity_pb2.GetConsistencyProofRequest(old_size=7, new_size=5),
+        "new_size",
+    ),
+]
+
+
+@pytest.mark.parametrize(("rpc", "request_message", "field"), _NO_LOG_HAS)
+def test_sizes_no_log_has_are_refused_by_the_server_naming_the_field(
+    client: AuditClient, rpc: str, request_message: Any, field: str
+) -> None:
+    _record(client, 10)
+    with pytest.raises(grpc.RpcError) as refused:
+        getattr(client._stub, rpc)(request_message, metadata=client._metadata, timeout=30)
+    error = from_rpc_error(refused.value)
+    assert isinstance(error, InvalidArgumentError), error
+    assert [named for named, _ in error.field_violations] == [field]
 
 
 def test_a_checkpoint_carrying_a_bad_signature_by_a_trusted_key_is_refused(

@@ -501,6 +501,16 @@ def test_bad_start_positions_are_refused(client_for: Any, tenant: str) -> None:
     with pytest.raises(grpc.RpcError) as refused:  # and the server's own refusal
         next(raw)
     assert isinstance(from_rpc_error(refused.value), InvalidArgumentError)
+    with pytest.raises(ValueError, match=r"^after_seq: must be at most 9007199254740991 "):
+        client.stream(after_seq=2**53)  # past the largest seq: at the call too
+    past = client._stub.StreamEvents(
+        pb.StreamEventsRequest(after_seq=2**53), metadata=client._metadata
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        next(past)
+    beyond_any_log = from_rpc_error(refused.value)
+    assert isinstance(beyond_any_log, InvalidArgumentError)
+    assert [field for field, _ in beyond_any_log.field_violations] == ["after_seq"]
     with pytest.raises(RpcFailedError) as beyond:  # FAILED_PRECONDITION
         next(client.stream(after_seq=5))
     assert beyond.value.reason == "BEYOND_LOG_SIZE"

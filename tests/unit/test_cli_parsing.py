@@ -1352,3 +1352,12 @@ def test_unused_for_says_how_coarse_last_use_is_as_the_server_is_set(command: li
     assert "once a minute" not in text
     assert "SEALTRAIL_TOKEN_LAST_USE_INTERVAL" in text
     assert f"({Settings().token_last_use_interval:g} s unless set" in text
+
+
+def test_tail_refuses_a_start_past_the_largest_seq_as_a_usage_error() -> None:
+    """The client refuses a stream's start past the largest seq at the call
+    (a ValueError, which tail did not catch: a traceback); the option's range
+    says so first, naming it, before any connection."""
+    result = invoke("tail", "--from-seq", str(2**53))
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "--from-seq" in result.output and "9007199254740991" in result.output

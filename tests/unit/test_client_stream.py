@@ -387,6 +387,64 @@ _REFUSED_SEQS: dict[str, tuple[Callable[[Any], Any], str]] = {
         lambda client: client.list_purged_leaves(after_seq=-1),
         r"^after_seq: must be 0 or more",
     ),
+    "stream(after_seq=2**53)": (
+        lambda client: client.stream(after_seq=2**53),
+        r"^after_seq: must be at most 9007199254740991 \(the largest seq\), not 9007199254740992$",
+    ),
+    "count_events(limit=-5)": (
+        lambda client: client.count_events(limit=-5),
+        r"^limit: must be 0 or more \(0: 50 groups\), not -5$",
+    ),
+    "get_checkpoint(tree_size=-1)": (
+        lambda client: client.get_checkpoint(tree_size=-1),
+        r"^tree_size: must be 0 or more \(0: the latest checkpoint\), not -1$",
+    ),
+    "get_inclusion_proof(seq=-3)": (
+        lambda client: client.get_inclusion_proof(seq=-3),
+        r"^seq: must be 1 to 9007199254740991, not -3$",
+    ),
+    "get_inclusion_proof(seq=2**53)": (
+        lambda client: client.get_inclusion_proof(seq=2**53),
+        r"^seq: must be 1 to 9007199254740991, not 9007199254740992$",
+    ),
+    "get_inclusion_proof(seq=1, tree_size=-1)": (
+        lambda client: client.get_inclusion_proof(seq=1, tree_size=-1),
+        r"^tree_size: must be 0 or more \(0: the latest checkpoint\), not -1$",
+    ),
+    "get_inclusion_proof(event_id=..., tree_size=-1)": (
+        lambda client: client.get_inclusion_proof(
+            event_id="0190f1c2-0000-7000-8000-000000000001", tree_size=-1
+        ),
+        r"^tree_size: must be 0 or more",
+    ),
+    "get_inclusion_proof(seq=10, tree_size=5)": (
+        lambda client: client.get_inclusion_proof(seq=10, tree_size=5),
+        r"^tree_size: must be at least the event's seq \(10\), not 5$",
+    ),
+    "get_consistency_proof(old_size=0)": (
+        lambda client: client.get_consistency_proof(old_size=0),
+        r"^old_size: must be 1 or more, not 0$",
+    ),
+    "get_consistency_proof(old_size=-2, new_size=5)": (
+        lambda client: client.get_consistency_proof(old_size=-2, new_size=5),
+        r"^old_size: must be 1 or more, not -2$",
+    ),
+    "get_consistency_proof(old_size=3, new_size=-1)": (
+        lambda client: client.get_consistency_proof(old_size=3, new_size=-1),
+        r"^new_size: must be 0 or more \(0: the latest checkpoint\), not -1$",
+    ),
+    "get_consistency_proof(old_size=7, new_size=5)": (
+        lambda client: client.get_consistency_proof(old_size=7, new_size=5),
+        r"^new_size: must not be smaller than old_size \(7\), not 5$",
+    ),
+    "replay_sink(seq_range=(0, 5))": (
+        lambda client: client.replay_sink("s", seq_range=(0, 5)),
+        r"^seq_range\[0\]: must be 1 or more, not 0$",
+    ),
+    "replay_sink(seq_range=(5, 2))": (
+        lambda client: client.replay_sink("s", seq_range=(5, 2)),
+        r"^seq_range\[1\]: must be at least seq_range\[0\] \(5\), not 2$",
+    ),
 }
 
 
@@ -420,3 +478,39 @@ def test_seqs_and_page_sizes_the_server_takes_are_not_refused() -> None:
         client.export_stream(first_seq=3, last_seq=3).close()
         client.export_stream().close()
         client.list_purged_leaves(tree_size=0, after_seq=0)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda client: client.count_events(limit=0),
+        lambda client: client.count_events(limit=5000),  # lowered to 1,000 by the server
+        lambda client: client.get_checkpoint(tree_size=0),
+        lambda client: client.get_checkpoint(tree_size=2**60),  # none signed: NOT_FOUND
+        lambda client: client.get_inclusion_proof(seq=9007199254740991),
+        lambda client: client.get_inclusion_proof(seq=5, tree_size=5),
+        lambda client: client.get_inclusion_proof(seq=5, tree_size=0),
+        lambda client: client.get_consistency_proof(old_size=7, new_size=7),
+        lambda client: client.get_consistency_proof(old_size=7),  # to the latest
+        lambda client: client.replay_sink("s", seq_range=(3, 3)),
+        lambda client: client.stream(after_seq=9007199254740991),
+    ],
+)
+async def test_sizes_and_seqs_the_server_takes_are_sent(call: Callable[[Any], Any]) -> None:
+    """What the server takes (0 for the latest or the default, a size equal
+    to the seq, old_size equal to new_size, a range of one seq, the largest
+    seq) is not refused: sent, it fails only for want of a server."""
+    with AuditClient("127.0.0.1:9", token="t", max_attempts=1) as client:
+        try:
+            answer = call(client)
+        except UnavailableError:
+            pass
+        else:
+            answer.close()  # a stream: not read
+    async with AsyncAuditClient("127.0.0.1:9", token="t", max_attempts=1) as aclient:
+        answer = call(aclient)
+        if asyncio.iscoroutine(answer):
+            with pytest.raises(UnavailableError):
+                await answer
+        else:
+            await answer.aclose()

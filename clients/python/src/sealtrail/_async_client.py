@@ -53,6 +53,8 @@ from sealtrail._convert import (
     build_event_of_checked_fields,
     channel_options,
     checked_seq_range,
+    checkpoint_request,
+    consistency_request,
     count_request,
     create_token_request,
     entries_to_resend,
@@ -69,6 +71,7 @@ from sealtrail._convert import (
     resend_request,
     retention_policy,
     stream_request,
+    stream_start,
     update_mask,
 )
 from sealtrail._correlation import aio_correlation_interceptors, current_request_id, request_id
@@ -578,7 +581,7 @@ class AsyncAuditClient:
     ) -> integrity_pb2.SignedCheckpoint:
         """The latest signed checkpoint, one signed now if `fresh` and the log has
         grown, or the one at `tree_size`."""
-        request = integrity_pb2.GetCheckpointRequest(tree_size=tree_size, fresh=fresh)
+        request = checkpoint_request(tree_size, fresh)
         return (await self._call(self._stub.GetCheckpoint, request)).checkpoint
 
     async def get_inclusion_proof(
@@ -597,7 +600,7 @@ class AsyncAuditClient:
         self, *, old_size: int, new_size: int = 0
     ) -> integrity_pb2.GetConsistencyProofResponse:
         """A proof that the log at `old_size` is a prefix of the log at `new_size`."""
-        request = integrity_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size)
+        request = consistency_request(old_size, new_size)
         return await self._call(self._stub.GetConsistencyProof, request)
 
     async def check_checkpoint(
@@ -1129,7 +1132,7 @@ class AsyncAuditClient:
         if after_seq is not None and since is not None:  # `since` went unheeded
             raise ValueError("a stream starts after_seq or since, not both")
         if after_seq is not None:
-            at_least_zero(after_seq, "after_seq", "from the first event")
+            stream_start(after_seq)
         if self._closed:  # refused as every other call is, not at the first event
             raise ClientClosedError
         return _Closable(

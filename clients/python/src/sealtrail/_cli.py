@@ -39,6 +39,7 @@ from rich.text import Text
 from sealtrail._cli_ranges import SeqRangeParam, beyond_the_log
 from sealtrail._client import AuditClient
 from sealtrail._convert import (
+    MAX_SEQ,
     EventFields,
     NanosecondTime,
     Order,
@@ -1136,7 +1137,9 @@ def _cut_by_a_stop(error: SealtrailError, out: Path) -> None:
 
 @main.command()
 @_tail_filter_options
-@click.option("--from-seq", type=click.IntRange(min=0), help="Start after this seq (0: all).")
+@click.option(
+    "--from-seq", type=click.IntRange(min=0, max=MAX_SEQ), help="Start after this seq (0: all)."
+)
 @click.option(
     "--since", "start_time", type=_Time(), help="Start with events received since this time."
 )

@@ -43,6 +43,8 @@ from sealtrail._convert import (
     build_event_of_checked_fields,
     channel_options,
     checked_seq_range,
+    checkpoint_request,
+    consistency_request,
     count_request,
     create_token_request,
     entries_to_resend,
@@ -59,6 +61,7 @@ from sealtrail._convert import (
     resend_request,
     retention_policy,
     stream_request,
+    stream_start,
     update_mask,
 )
 from sealtrail._correlation import CorrelationInterceptor, current_request_id, request_id
@@ -483,7 +486,7 @@ class AuditClient:
     ) -> integrity_pb2.SignedCheckpoint:
         """The latest signed checkpoint, one signed now if `fresh` and the log has
         grown, or the one at `tree_size`."""
-        request = integrity_pb2.GetCheckpointRequest(tree_size=tree_size, fresh=fresh)
+        request = checkpoint_request(tree_size, fresh)
         return self._call(self._stub.GetCheckpoint, request).checkpoint
 
     def get_inclusion_proof(
@@ -502,7 +505,7 @@ class AuditClient:
         self, *, old_size: int, new_size: int = 0
     ) -> integrity_pb2.GetConsistencyProofResponse:
         """A proof that the log at `old_size` is a prefix of the log at `new_size`."""
-        request = integrity_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size)
+        request = consistency_request(old_size, new_size)
         return self._call(self._stub.GetConsistencyProof, request)
 
     def check_checkpoint(
@@ -1008,7 +1011,7 @@ class AuditClient:
         if after_seq is not None and since is not None:  # `since` went unheeded
             raise ValueError("a stream starts after_seq or since, not both")
         if after_seq is not None:
-            at_least_zero(after_seq, "after_seq", "from the first event")
+            stream_start(after_seq)
         if self._closed:  # refused as every other call is, not at the first event
             raise ClientClosedError
         return _Closable(

@@ -682,6 +682,13 @@ def own_change(
     return audit_service_pb2.QueryRequest(filter=changes, page_size=1)
 
 
+# The largest seq a log can reach, as the server's MAX_SEQ (domain/event.py):
+# the largest integer a JSON reader holds exactly. A seq past it the server
+# refuses (INVALID_ARGUMENT) where it takes a seq alone (a stream's start, an
+# event's proof).
+MAX_SEQ: Final = 2**53 - 1
+
+
 def at_least_zero(value: int, field: str, zero: str = "") -> int:
     """`value`, which the server refuses below 0 (INVALID_ARGUMENT on
     `field`): refused here first, naming it; `zero` says what 0 means."""
@@ -689,6 +696,35 @@ def at_least_zero(value: int, field: str, zero: str = "") -> int:
         meaning = f" (0: {zero})" if zero else ""
         raise ValueError(f"{field}: must be 0 or more{meaning}, not {value}")
     return value
+
+
+def stream_start(after_seq: int) -> int:
+    """A stream's `after_seq`, refused as the server refuses it: 0 to MAX_SEQ."""
+    at_least_zero(after_seq, "after_seq", "from the first event")
+    if after_seq > MAX_SEQ:
+        raise ValueError(f"after_seq: must be at most {MAX_SEQ} (the largest seq), not {after_seq}")
+    return after_seq
+
+
+def checkpoint_request(tree_size: int, fresh: bool) -> integrity_pb2.GetCheckpointRequest:
+    at_least_zero(tree_size, "tree_size", "the latest checkpoint")
+    return integrity_pb2.GetCheckpointRequest(tree_size=tree_size, fresh=fresh)
+
+
+def consistency_request(old_size: int, new_size: int) -> integrity_pb2.GetConsistencyProofRequest:
+    """A GetConsistencyProof request, its sizes refused as the server refuses
+    them, in its order: old_size 1 or more, new_size 0 (the latest
+    checkpoint) or not smaller than it."""
+    if old_size < 0:
+        raise ValueError(f"old_size: must be 1 or more, not {old_size}")
+    at_least_zero(new_size, "new_size", "the latest checkpoint")
+    if old_size < 1:
+        raise ValueError(f"old_size: must be 1 or more, not {old_size}")
+    if new_size and new_size < old_size:
+        raise ValueError(
+            f"new_size: must not be smaller than old_size ({old_size}), not {new_size}"
+        )
+    return integrity_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size)
 
 
 def checked_seq_range(first_seq: int, last_seq: int) -> None:
@@ -773,6 +809,7 @@ def count_request(
         if group_by
         else audit_service_pb2.COUNT_GROUP_BY_UNSPECIFIED
     )
+    at_least_zero(limit, "limit", "50 groups")
     return audit_service_pb2.CountEventsRequest(
         filter=filter, group_by=grouping, limit=limit, time_zone=time_zone
     )
@@ -846,6 +883,12 @@ def inclusion_request(
     """A GetInclusionProof request for an event given by id or by seq."""
     if bool(event_id) == bool(seq):
         raise ValueError("give exactly one of event_id and seq")
+    # Refused as the server refuses them, in its order: the seq, then the size.
+    if seq and not 1 <= seq <= MAX_SEQ:
+        raise ValueError(f"seq: must be 1 to {MAX_SEQ}, not {seq}")
+    at_least_zero(tree_size, "tree_size", "the latest checkpoint")
+    if seq and tree_size and tree_size < seq:
+        raise ValueError(f"tree_size: must be at least the event's seq ({seq}), not {tree_size}")
     request = integrity_pb2.GetInclusionProofRequest(
         tree_size=tree_size, include_purged=include_purged
     )
@@ -1040,7 +1083,12 @@ def replay_request(
         raise ValueError("give exactly one of seq_range, window and dead_letter_id")
     request = forwarding_pb2.ReplaySinkRequest(sink_id=sink_id)
     if seq_range is not None:
-        request.seq_range.first_seq, request.seq_range.last_seq = seq_range
+        first, last = seq_range  # both included, refused as the server refuses them
+        if first < 1:
+            raise ValueError(f"seq_range[0]: must be 1 or more, not {first}")
+        if last < first:
+            raise ValueError(f"seq_range[1]: must be at least seq_range[0] ({first}), not {last}")
+        request.seq_range.first_seq, request.seq_range.last_seq = first, last
     elif window is not None:
         request.window.start_time.CopyFrom(timestamp(window[0], field="window start"))
         request.window.end_time.CopyFrom(timestamp(window[1], field="window end"))
