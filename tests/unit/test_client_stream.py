@@ -494,12 +494,17 @@ def test_seqs_and_page_sizes_the_server_takes_are_not_refused() -> None:
         lambda client: client.get_consistency_proof(old_size=7),  # to the latest
         lambda client: client.replay_sink("s", seq_range=(3, 3)),
         lambda client: client.stream(after_seq=9007199254740991),
+        # Past what the field carries (int32): the server lowers any size past
+        # its maximum, and so is sent the largest the field carries.
+        lambda client: client.count_events(limit=2**31),
+        lambda client: client.query_page(page_size=2**31),
     ],
 )
 async def test_sizes_and_seqs_the_server_takes_are_sent(call: Callable[[Any], Any]) -> None:
     """What the server takes (0 for the latest or the default, a size equal
     to the seq, old_size equal to new_size, a range of one seq, the largest
-    seq) is not refused: sent, it fails only for want of a server."""
+    seq, a page size past the largest the server gives) is not refused:
+    sent, it fails only for want of a server."""
     with AuditClient("127.0.0.1:9", token="t", max_attempts=1) as client:
         try:
             answer = call(client)
@@ -514,3 +519,16 @@ async def test_sizes_and_seqs_the_server_takes_are_sent(call: Callable[[Any], An
                 await answer
         else:
             await answer.aclose()
+
+
+def test_a_page_size_past_what_its_field_carries_is_sent_as_the_largest_it_carries() -> None:
+    """page_size and a count's limit are int32s, which the server lowers to
+    its maximum past it: protobuf refused 2**31 with "Value out of range",
+    naming nothing."""
+    from sealtrail._convert import count_request, query_request
+
+    assert query_request(None, "newest", 2**31, "").page_size == 2**31 - 1
+    assert query_request(None, "newest", 10**30, "").page_size == 2**31 - 1
+    assert query_request(None, "newest", 2**31 - 1, "").page_size == 2**31 - 1
+    assert count_request(None, "", 2**40).limit == 2**31 - 1
+    assert count_request(None, "", 1000).limit == 1000

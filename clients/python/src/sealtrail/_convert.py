@@ -687,6 +687,10 @@ def own_change(
 # refuses (INVALID_ARGUMENT) where it takes a seq alone (a stream's start, an
 # event's proof).
 MAX_SEQ: Final = 2**53 - 1
+# The largest a page size or a count's limit carries (int32). The server lowers
+# any past its own maximum (AIP-158), so one past this is sent as this: given
+# to protobuf, it raised a bare "Value out of range", naming nothing.
+_INT32_MAX: Final = 2**31 - 1
 
 
 def at_least_zero(value: int, field: str, zero: str = "") -> int:
@@ -750,7 +754,10 @@ def query_request(
         raise ValueError(f"order: expected 'newest' or 'oldest', got {order!r}")
     at_least_zero(page_size, "page_size", "the server's default")
     return audit_service_pb2.QueryRequest(
-        filter=filter, order=_ORDERS[order], page_size=page_size, page_token=page_token
+        filter=filter,
+        order=_ORDERS[order],
+        page_size=min(page_size, _INT32_MAX),
+        page_token=page_token,
     )
 
 
@@ -811,7 +818,7 @@ def count_request(
     )
     at_least_zero(limit, "limit", "50 groups")
     return audit_service_pb2.CountEventsRequest(
-        filter=filter, group_by=grouping, limit=limit, time_zone=time_zone
+        filter=filter, group_by=grouping, limit=min(limit, _INT32_MAX), time_zone=time_zone
     )
 
 
