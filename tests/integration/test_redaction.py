@@ -128,6 +128,33 @@ def test_secrets_under_names_the_rules_read_otherwise_are_not_stored(
         assert _found_in_database(sql, tenant, secret) == 0, secret
 
 
+def test_a_charges_id_in_text_is_stored_and_found_a_key_beside_it_is_not(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """`charge: ch_3NqX…` was stored as `charge: [REDACTED:high_entropy_assignment]`:
+    the audit trail lost which charge a refund touched."""
+    charge, key = "ch_3NqXkL2eZvKYlo2C1x9aBcDe", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+    text = f"Refunded charge: {charge} with stripe_key={key}"
+    event = client.record(
+        build_event(
+            action="charge.refunded",
+            actor_id="u",
+            resource_type="charge",
+            resource_id=charge,
+            description=text,
+            details={"note": f'{{"charge": "{charge}", "session": "{charge}"}}'},
+        )
+    ).event
+    stored = f"Refunded charge: {charge} with stripe_key=[REDACTED:stripe_key]"
+    assert event.description == stored
+    # Under a name of a secret, an identifier's shape keeps nothing.
+    note = f'{{"charge": "{charge}", "session": "[REDACTED:high_entropy_assignment]"}}'
+    assert json_format.MessageToDict(event.details) == {"note": note}
+    (found,) = client.query(build_filter(actions="charge.refunded", resource_id=charge))
+    assert found == event
+    assert _found_in_database(sql, tenant, key) == 0
+
+
 def test_denied_fields_and_api_key_actors(client: AuditClient) -> None:
     event = client.record(
         build_event(

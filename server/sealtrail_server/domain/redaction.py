@@ -930,6 +930,8 @@ class _Run:
             secret, end = shorter.group(), shorter.end()
         if pattern.kept_at is not None and pattern.kept_at(match.string, start):
             return match.group(0)
+        if pattern.kept_match is not None and pattern.kept_match(match):
+            return match.group(0)
         self.hits.append((path, pattern.name))
         hashed = secret if pattern.hmac_input is None else pattern.hmac_input(secret)
         replacement = self.replacement(hashed, pattern.name)

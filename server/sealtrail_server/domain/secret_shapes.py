@@ -438,17 +438,197 @@ KNOWN_SHAPES: Final = (
     ),
 )
 
+# Identifiers the random-value rule keeps: an object's id of a documented
+# prefix, `_` and 8 to 40 letters and digits of both cases, as Stripe makes
+# them (`ch_3NqX…` a charge, `cus_` a customer, `pi_` a PaymentIntent, `evt_`
+# an event; https://docs.stripe.com/api) and Clerk and WorkOS (`user_`,
+# `org_`). A set, not a shape: a provider's API keys of one word and `_`
+# (Groq's `gsk_`, Replicate's `r8_`, Notion's `ntn_`, PostHog's `phx_`, ...)
+# are new each year, and only this rule finds them. Left out: a prefix a
+# provider's secrets start with too (Stripe's refunds are `re_`, as Resend's
+# API keys; `tok_`, `sess_`, `key_` name secrets elsewhere), and Stripe's
+# ids that hold one (`pi_…_secret_…`, a client secret: no `_` after the
+# prefix is an identifier's).
+IDENTIFIER_PREFIXES: Final = frozenset(
+    {
+        # Stripe
+        "acct",
+        "ba",
+        "card",
+        "ch",
+        "cn",
+        "cus",
+        "dp",
+        "du",
+        "evt",
+        "ii",
+        "il",
+        "in",
+        "pi",
+        "pm",
+        "po",
+        "price",
+        "prod",
+        "py",
+        "pyr",
+        "req",
+        "seti",
+        "si",
+        "src",
+        "sub",
+        "tr",
+        "txn",
+        # Clerk, WorkOS
+        "user",
+        "org",
+    }
+)
+# Secrets' prefixes no identifier's may start as (a test holds the two
+# apart): the known shapes', and those of keys only the random-value rule
+# finds.
+KNOWN_SECRET_PREFIXES: Final = frozenset(
+    {
+        "sk_",
+        "rk_",
+        "pk_",
+        "ek_",
+        "whsec_",
+        "ghp_",
+        "gho_",
+        "ghu_",
+        "ghs_",
+        "ghr_",
+        "github_pat_",
+        "xoxb-",
+        "xoxp-",
+        "xapp-",
+        "npm_",
+        "hf_",
+        "shpat_",
+        "shpss_",
+        "stk_",
+        "glpat-",
+        "dop_v1_",
+        "gsk_",
+        "r8_",
+        "re_",
+        "ntn_",
+        "secret_",
+        "phx_",
+        "sntrys_",
+        "rnd_",
+        "figd_",
+        "glsa_",
+        "rubygems_",
+        "lin_api_",
+        "dckr_pat_",
+        "key_",
+        "tok_",
+        "token_",
+        "sess_",
+    }
+)
+
+
+_IDENTIFIER: Final = re.compile(
+    rf"(?:{'|'.join(sorted(IDENTIFIER_PREFIXES))})_[A-Za-z0-9]{{8,40}}\.*"
+)
+# Names of a secret, under which an identifier is taken for one: besides the
+# names `secret_assignment` reads (and replaces first), names no key of which
+# is denied (`session`, `sig`, `signing_seed`, `client_key`) or which text is
+# not searched for (`api_keys`): one of the name's words, or, in a name
+# without word breaks, its end or a word inside it (`clientkey`).
+_SECRET_WORDS: Final = frozenset(
+    {
+        "key",
+        "keys",
+        "secret",
+        "secrets",
+        "token",
+        "tokens",
+        "pass",
+        "passwd",
+        "password",
+        "passphrase",
+        "passcode",
+        "pw",
+        "pwd",
+        "auth",
+        "authorization",
+        "cred",
+        "creds",
+        "credential",
+        "credentials",
+        "sig",
+        "signature",
+        "session",
+        "sess",
+        "sid",
+        "cookie",
+        "cookies",
+        "salt",
+        "nonce",
+        "seed",
+        "hmac",
+        "private",
+        "priv",
+        "otp",
+        "totp",
+        "pin",
+        "code",
+        "jwt",
+        "bearer",
+        "hash",
+        "cert",
+        "cvv",
+        "cvc",
+        "mnemonic",
+    }
+)
+_SECRET_INSIDE: Final = re.compile(
+    r"secret|token|passw|passc|passph|apikey|credential|signature|cookie|session"
+    r"|(?:key|keys|auth|pass|pw|pwd|sig|seed)\Z"
+)
+
+
+def _names_a_secret(name: str) -> bool:
+    """Whether a name in text (`charge_id`, `stripeCustomer`, `signing_seed`)
+    is a secret's (`_SECRET_WORDS`)."""
+    if any(word.lower() in _SECRET_WORDS for word in _WORD.findall(name)):
+        return True
+    return _SECRET_INSIDE.search(re.sub(r"[^a-z0-9]", "", name.lower())) is not None
+
+
+def _an_identifier(match: re.Match[str]) -> bool:
+    """Whether a random value assigned in text (the rule's match: its name,
+    then the value) is an identifier of a kept prefix (`IDENTIFIER_PREFIXES`;
+    a sentence's dots may follow it) under a name that is no secret's
+    (`charge: ch_3NqX…`, `{"customer": "cus_…"}`; not `session=user_…`).
+
+    What a caller logging a secret by mistake gets through: a secret that
+    starts as an id of a kept prefix does (`user_` and 8 to 40 letters and
+    digits, a provider's key of that prefix), assigned to a name that is no
+    secret's. No known secret's prefix is kept (a test holds them apart),
+    and a value with more in it than the id (`pi_…_secret_…`, `ch_….x9K…`,
+    `==` at its end) is no identifier."""
+    return _IDENTIFIER.fullmatch(match.group(2)) is not None and not _names_a_secret(match.group(1))
+
+
 # A name starts where a run of name characters does (the look-behind):
 # tried from each boundary inside a run, the run was scanned again each
 # time. Or after an encoded character, with its `=` encoded too, as a URL
-# inside a URL's query has it (`next=%2Fcb%3Fstate%3D…%26…`).
-HIGH_ENTROPY_ASSIGNMENT: Final = value_pattern(
+# inside a URL's query has it (`next=%2Fcb%3Fstate%3D…%26…`). The name is a
+# group of its own: an identifier under it is kept (`_an_identifier`).
+HIGH_ENTROPY_ASSIGNMENT: Final = ValuePattern(
     "high_entropy_assignment",
-    rf"{starts_after('A-Za-z_-', '[A-Za-z0-9_.-]')}[A-Za-z_-][A-Za-z0-9_.-]*+"
-    rf"{QUOTE}?\s*(?:=>?|:|%3[Dd])\s*{QUOTE}?"
-    rf"([A-Za-z0-9+_~-](?:[A-Za-z0-9+/_.~-]|{_ESCAPED_SLASH}){{19,}}={{0,2}})",
-    1,
+    re.compile(
+        rf"{starts_after('A-Za-z_-', '[A-Za-z0-9_.-]')}([A-Za-z_-][A-Za-z0-9_.-]*+)"
+        rf"{QUOTE}?\s*(?:=>?|:|%3[Dd])\s*{QUOTE}?"
+        rf"([A-Za-z0-9+_~-](?:[A-Za-z0-9+/_.~-]|{_ESCAPED_SLASH}){{19,}}={{0,2}})"
+    ),
+    2,
     random_value,
     anchor="=|:|%3[Dd]",
     in_identifiers=False,
+    kept_match=_an_identifier,
 )

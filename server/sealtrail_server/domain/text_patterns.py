@@ -70,7 +70,9 @@ class ValuePattern:
     text HMAC mode hashes of a secret: one written in several ways (a card grouped or not) must
     get one HMAC, to join and to be found. `kept_at`, when set, tells whether a secret the check
     accepted, found at a position of a text, is part of a larger value the rule keeps (a card's
-    digits inside an IBAN)."""
+    digits inside an IBAN). `kept_match`, when set, tells from the rule's whole match whether a
+    secret the check accepted is none by what the match says beside it (a random-looking
+    identifier of a kept prefix, under a name that is no secret's)."""
 
     name: str
     regex: TextPattern
@@ -82,6 +84,7 @@ class ValuePattern:
     overlapping: bool = False
     hmac_input: Any = None  # Callable[[str], str]
     kept_at: Any = None  # Callable[[str, int], bool]
+    kept_match: Any = None  # Callable[[re.Match[str]], bool]
 
 
 def value_pattern(
