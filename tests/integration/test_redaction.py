@@ -155,6 +155,26 @@ def test_a_charges_id_in_text_is_stored_and_found_a_key_beside_it_is_not(
     assert _found_in_database(sql, tenant, key) == 0
 
 
+def test_a_secrets_arn_is_stored_as_sent(client: AuditClient) -> None:
+    """`…:secret:prod/db-AbCdEf` was stored as `…:secret:[REDACTED:secret_assignment]`:
+    the record of who read a secret lost which one."""
+    arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf"
+    event = client.record(
+        build_event(
+            action="secret.read",
+            actor_id="u",
+            resource_type="secret",
+            resource_name=arn,
+            details={"secretId": arn},
+        )
+    ).event
+    assert (event.resource.name, json_format.MessageToDict(event.details)) == (
+        arn,
+        {"secretId": arn},
+    )
+    assert list(client.query(build_filter(actions="secret.read"))) == [event]
+
+
 def test_denied_fields_and_api_key_actors(client: AuditClient) -> None:
     event = client.record(
         build_event(

@@ -568,6 +568,10 @@ AUDIT_LOG_VALUES = [
     "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
     "arn:aws:sts::123456789012:assumed-role/AdminRole/alice@example.com",
     "arn:aws:ecs:eu-central-1:123456789012:service/prod-cluster/billing-api",
+    # A Secrets Manager secret's ARN names the secret (`:secret:` is its
+    # resource type, not an assignment): the record of who read which secret.
+    "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf",
+    "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:payments/StripeApiKey-Xy12Ab",
     "deployment/billing-api-v2",
     "pod/api-server-7d9f8b6c5d-x2k9p",
     "billing-worker-5c8d7b9f4-h7tqz",
@@ -648,6 +652,23 @@ def test_values_an_audit_log_is_full_of_are_no_random_secret(value: str) -> None
     for text in forms:
         redaction = REDACTOR.redact(_event(description=text))
         assert redaction.hits == [], (text, redaction.body["description"])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "read arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf password={}",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf, secret: {}",
+        # Not a secret's ARN: no account, another service, a name before.
+        "arn:aws:secretsmanager:eu-west-1::secret:{}",
+        "arn:aws:ssm:eu-west-1:123456789012:secret:{}",
+        "host:123456789012:secret:{}",
+    ],
+)
+def test_a_secret_beside_or_shaped_as_a_secrets_arn_is_replaced(text: str) -> None:
+    redaction = REDACTOR.redact(_event(description=text.format("hunter2xyz")))
+    assert "hunter2xyz" not in redaction.body["description"]
+    assert [rule for _, rule in redaction.hits] == ["secret_assignment"]
 
 
 def test_random_tokens_are_still_taken_for_secrets() -> None:

@@ -254,7 +254,7 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
     # JSON percent-encoded, as a query or a form carries a body
     # (`q=%7B%22password%22%3A%22…%22%7D`): the name's quotes, `:`, the value's quote.
     encoded_json = r"%2[27](?:%20)*+%3a(?:%20)*+%2[27]"
-    return value_pattern(
+    pattern = value_pattern(
         ASSIGNMENT_RULE,
         rf"(?i)(?:(?:{_names(names & _PROSE_NAMES)}){number}"
         rf"(?:{quoted}?\s*+(?:=(?!>)|:)|{arrow}|{encoded}|{encoded_json})"
@@ -279,6 +279,23 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
         anchor="=|:|--|%3[DdAa]",
         in_identifiers=False,
     )
+    return replace(pattern, kept_at=_in_a_secrets_arn)
+
+
+# A Secrets Manager secret's ARN, to the `secret:` before the secret's name
+# (`arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf`): a
+# resource type, not a name assigned a value. Looked for within the 128
+# characters before a value, at their end.
+_SECRETS_ARN: Final = re.compile(r"arn:aws(?:-[a-z]+)*:secretsmanager:[a-z0-9-]*:\d{12}:secret:\Z")
+_SECRETS_ARN_REACH: Final = 128
+
+
+def _in_a_secrets_arn(text: str, start: int) -> bool:
+    """Whether the value at `start` is the name of a secret in its ARN: the
+    record of who read or changed which secret (CloudTrail's `secretId`)
+    lost the secret's name. Only this shape: `secret: …` elsewhere is a
+    secret still."""
+    return _SECRETS_ARN.search(text, max(0, start - _SECRETS_ARN_REACH), start) is not None
 
 
 # An element's text: a CDATA section's (which may hold `<` and `>`: to its
