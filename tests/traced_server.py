@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -14,12 +15,14 @@ from tests.conftest import ServerThread
 
 
 @contextlib.contextmanager
-def traced_server_of(url: str, exporter: InMemorySpanExporter) -> Iterator[ServerThread]:
-    """A server on the database at `url` exporting its spans into `exporter`;
-    closed, its provider shut down, after."""
+def traced_server_of(
+    url: str, exporter: InMemorySpanExporter, **settings: Any
+) -> Iterator[ServerThread]:
+    """A server on the database at `url` (with `settings`) exporting its spans
+    into `exporter`; closed, its provider shut down, after."""
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    running = ServerThread(url, tracer_provider=provider)
+    running = ServerThread(url, tracer_provider=provider, **settings)
     try:
         yield running
     finally:

@@ -580,6 +580,7 @@ class Service:
                 key=console_key,
                 trusted_proxies=trusted_proxies,
                 allowed_hosts=parse_allowed_hosts(settings.console_allowed_hosts),
+                tracer=self._tracer,
             )
             try:
                 self.console_port = await self.console.start()

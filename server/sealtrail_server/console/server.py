@@ -17,6 +17,16 @@ travels in `Authorization: Bearer` on each request; nothing is kept here.
                                 chunks ({"chunk": base64}), then {"manifest": ...}
     GET  /api/proof             GetInclusionProof ?seq=, with the checkpoint
 
+Each API request is a traced operation: a SERVER span of the console's
+(`GET /api/events`, when tracing is on), child of the browser's W3C trace
+context if its request carries one (`traceparent`), and the parent of the
+gRPC calls it makes, whose metadata carries it on as any client's does: a
+console search is one trace with the service's spans for it. The answer names
+its trace (`X-Trace-Id`), errors and streams included, for the page to show
+in its errors and support to find it. With tracing off, the browser's trace
+context is still passed on (the service records it with the call, as a
+client's), and named back; none is made up.
+
 An admin's (ADR 0069): the page shows them to an admin token only, which the
 sign-in's answer names (the API tells its console the token's role); another
 role's calls are refused by the API itself.
@@ -86,6 +96,10 @@ from aiohttp import ClientConnectionResetError, HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context as TraceContext
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from sealtrail import ErasureReceiptError, UnsignedReceiptError, verify_erasure_receipt
 from sealtrail.v1 import (
@@ -111,6 +125,7 @@ from ..api.retention import limits_of, policy_of, shortenings
 from ..domain.canonical import plain_numbers
 from ..domain.event import MAX_USER_AGENT, parse_request_id
 from ..domain.networks import IpNetwork, within
+from ..telemetry.interceptor import _extract as extract_trace_context
 from .hosts import Host, is_allowed, listen_name, parse_host
 from .parameters import (
     BadParameter,
@@ -194,11 +209,13 @@ class Console:
         key: str = "",
         trusted_proxies: tuple[IpNetwork, ...] = (),
         allowed_hosts: tuple[Host, ...] = (),
+        tracer: Tracer | None = None,
     ) -> None:
         """`key`: what the server trusts the browser's address and user agent
         from (api/callers.py); "" passes none on. `trusted_proxies`: peers
         believed about the browser they forward for (X-Forwarded-For).
-        `allowed_hosts`: the names it answers under besides its own (hosts.py)."""
+        `allowed_hosts`: the names it answers under besides its own (hosts.py).
+        `tracer`: the service's (None: tracing is off)."""
         # As the clients do: a page of 100 large events outgrows gRPC's default 4 MiB.
         self._channel = grpc.aio.insecure_channel(
             grpc_target, options=[("grpc.max_receive_message_length", 96 * 1024 * 1024)]
@@ -207,6 +224,7 @@ class Console:
         self._key = key
         self._trusted_proxies = trusted_proxies
         self._allowed_hosts = allowed_hosts
+        self._tracer = tracer
         self._refusals_logged = 0
         host, _, port = listen.rpartition(":")
         self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
@@ -221,8 +239,12 @@ class Console:
 
     async def start(self) -> int:
         # The host first: a request for another name reaches nothing, a 404 included.
-        app = web.Application(middlewares=[self._own_host, _errors], client_max_size=MAX_BODY)
+        # Traced outside the errors' middleware: its span sees the status answered.
+        app = web.Application(
+            middlewares=[self._own_host, self._traced, _errors], client_max_size=MAX_BODY
+        )
         app.on_response_prepare.append(_secure)
+        app.on_response_prepare.append(_trace_named)
         # No HEAD on the API: one ran the call (recorded, an export's quota spent).
         app.add_routes(
             [
@@ -326,6 +348,59 @@ class Console:
         response: web.StreamResponse = await handler(request)
         return response
 
+    @web.middleware
+    async def _traced(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Carries out an API request as a traced operation (the module's
+        docstring): its span current while the handler runs, the trace
+        context its gRPC calls carry kept for `_metadata`, its trace id for
+        the answer's X-Trace-Id (`_trace_named`)."""
+        if not request.path.startswith("/api/"):
+            return cast(web.StreamResponse, await handler(request))
+        parent = _browsers_trace(request)
+        browsers = trace.get_current_span(parent).get_span_context()
+        if self._tracer is None:
+            if browsers.is_valid:
+                request[_CARRIED] = parent
+                request[_TRACE_ID] = trace.format_trace_id(browsers.trace_id)
+            return cast(web.StreamResponse, await handler(request))
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else ""
+        span = self._tracer.start_span(
+            f"{request.method} {route}".strip(),
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": request.method, "http.route": route},
+        )
+        own = span.get_span_context()
+        current = trace.set_span_in_context(span, parent)
+        # An unsampled trace of the console's own is no trace anyone can find:
+        # not named, nor given to the service, whose records would carry its id.
+        if own.is_valid and (own.trace_flags.sampled or browsers.is_valid):
+            request[_CARRIED] = current
+            request[_TRACE_ID] = trace.format_trace_id(own.trace_id)
+        token = otel_context.attach(current)
+        status = 500
+        try:
+            response = cast(web.StreamResponse, await handler(request))
+            status = response.status
+            return response
+        except web.HTTPException as error:
+            status = error.status
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the browser went, or a stop: no answer of the console's
+            raise
+        except Exception as error:
+            span.record_exception(error)
+            raise
+        finally:
+            if status != 499:
+                span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_status(Status(StatusCode.ERROR))
+            span.end()
+            otel_context.detach(token)
+
     def _own(self, request: web.Request, sent: str) -> bool:
         """Whether `sent`, a Host header, names this console."""
         try:
@@ -363,6 +438,11 @@ class Console:
             kept.append(("x-request-id", request_id))
         if self._key:
             kept.extend(self._browser(request))
+        carried = request.get(_CARRIED)
+        if carried is not None:  # the request's trace, for the call's spans to join
+            context: dict[str, str] = {}
+            propagate.inject(context, context=carried)
+            kept.extend(context.items())
         return tuple(kept)
 
     def _browser(self, request: web.Request) -> list[tuple[str, str]]:
@@ -1207,6 +1287,36 @@ _SECURE_HEADERS: Final = {
 
 async def _secure(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.update(_SECURE_HEADERS)
+
+
+# What an API request's trace is kept under in its request (Console._traced):
+# the context its gRPC calls carry, and the trace id its answer names.
+_CARRIED: Final = web.RequestKey("sealtrail.trace_context", TraceContext)
+_TRACE_ID: Final = web.RequestKey("sealtrail.trace_id", str)
+TRACE_ID_HEADER: Final = "X-Trace-Id"
+
+
+async def _trace_named(request: web.Request, response: web.StreamResponse) -> None:
+    """The answer's X-Trace-Id: the trace of its request, errors included
+    (an HTTPException, answered by aiohttp, comes here too), and a stream's
+    with its first line."""
+    trace_id = request.get(_TRACE_ID)
+    if trace_id:
+        response.headers[TRACE_ID_HEADER] = trace_id
+
+
+def _browsers_trace(request: web.Request) -> TraceContext:
+    """The W3C trace context the browser sent (`traceparent`, `tracestate`),
+    read by the propagators the service's interceptor reads a call's with
+    (baggage aside): an invalid one, or a traceparent sent twice, is none."""
+    carrier: dict[str, str] = {}
+    for field in sorted(frozenset(propagate.get_global_textmap().fields) - {"baggage"}):
+        sent = request.headers.getall(field, [])
+        if sent:
+            carrier[field] = ",".join(sent)
+    if "," in carrier.get("traceparent", ""):  # two parents are none
+        del carrier["traceparent"]
+    return extract_trace_context(carrier) if carrier else otel_context.Context()
 
 
 @web.middleware

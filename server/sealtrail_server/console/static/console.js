@@ -104,7 +104,7 @@ async function api(path, params, { signal, method = "GET", body } = {}) {
     // When to ask again, where the answer says (a 429, a 503): else no one knew
     // whether to wait a second or an export window's hour.
     const again = whenAgain(response.headers.get("Retry-After"));
-    const error = new Error(again ? `${message} (try again in ${again})` : message);
+    const error = new Error(traced(again ? `${message} (try again in ${again})` : message, response));
     error.status = response.status;
     error.code = answer.code || "";
     error.reason = answer.reason || "";
@@ -112,6 +112,13 @@ async function api(path, params, { signal, method = "GET", body } = {}) {
     throw error;
   }
   return response;
+}
+
+// `message` with the trace its answer names (X-Trace-Id), for whoever is asked
+// about it to find the server's spans and log lines of the request.
+function traced(message, response) {
+  const trace = response.headers.get("X-Trace-Id");
+  return trace ? `${message} (trace ${trace})` : message;
 }
 
 // No answer of the console's server (it stopped, the network went, a proxy
@@ -807,7 +814,7 @@ async function startLive() {
         addEvents(events, { atTop: true });  // oldest first, as sent
         addToChart(events);  // the chart follows the table
       }
-      if (cut >= 0) throw new Error(parsed[cut].error);
+      if (cut >= 0) throw new Error(traced(parsed[cut].error, response));
     }
   } catch (error) {
     if (error.name === "AbortError" || state.live !== controller) return;
@@ -920,7 +927,9 @@ async function exportAs(format) {
     const hash = sha256Pieces.create();
     let received = 0;
     for await (const line of lines(response)) {
-      if (line.error) throw new Error(`${line.error} (cut short after ${count(received, "byte")})`);
+      if (line.error) {
+        throw new Error(traced(`${line.error} (cut short after ${count(received, "byte")})`, response));
+      }
       file ??= await exportFile(`sealtrail-export.${format}`, EXPORT_TYPES[format]);
       if (line.manifest) {
         const { manifest } = line;
