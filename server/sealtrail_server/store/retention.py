@@ -168,28 +168,31 @@ async def purged_between(
     range: the i-th count is of those just before sent[i], the last of those
     after the last sent one. An event sent and removed since (read before its
     purge) goes out, so it is not counted. From the tombstones (a leaf's index
-    is its seq - 1), each placed by a binary search of `sent`
-    (width_bucket); the sent ones are taken off as found by the index, not by
-    comparing every tombstone with every sent seq."""
+    is its seq - 1): first whether the range has any, by the index, which it
+    mostly has not (retention removes the oldest events, a stream mostly reads
+    the newest); then each one placed by a binary search of `sent`
+    (width_bucket), and told from a sent one by the seq the search lands on.
+    A stream announcing removals (a console's Live always does) counts them
+    every 1,000 events it reads from the table: where nothing was removed, the
+    list of those events was sent twice and looked up each time for nothing
+    (3 to 4.5 ms a count; the look at the index, 0.3 ms)."""
     cursor = await conn.execute(
-        "SELECT gap, sum(n) FROM ("
-        "  SELECT width_bucket(idx + 1, %(sent)s::bigint[]) AS gap, count(*) AS n"
-        "  FROM tree_nodes WHERE tenant_id = %(t)s AND level = 0"
-        "  AND idx >= %(after)s AND idx < %(through)s GROUP BY 1"
-        "  UNION ALL"
-        "  SELECT width_bucket(idx + 1, %(sent)s::bigint[]), -count(*)"
-        "  FROM tree_nodes WHERE tenant_id = %(t)s AND level = 0"
-        "  AND idx = ANY(%(sent_idx)s::bigint[]) GROUP BY 1"
-        ") AS counted GROUP BY gap HAVING sum(n) > 0",
-        {
-            "t": tenant_id,
-            "after": after_seq,
-            "through": through_seq,
-            "sent": sent,
-            "sent_idx": [seq - 1 for seq in sent],
-        },
+        "SELECT EXISTS (SELECT FROM tree_nodes WHERE tenant_id = %s AND level = 0"
+        " AND idx >= %s AND idx < %s)",
+        [tenant_id, after_seq, through_seq],
     )
+    row = await cursor.fetchone()
     counts = [0] * (len(sent) + 1)
+    if row is None or not row[0]:
+        return counts
+    cursor = await conn.execute(
+        "SELECT gap, count(*) FROM ("
+        "  SELECT width_bucket(idx + 1, %(sent)s::bigint[]) AS gap, idx"
+        "  FROM tree_nodes WHERE tenant_id = %(t)s AND level = 0"
+        "  AND idx >= %(after)s AND idx < %(through)s"
+        ") AS removed WHERE gap = 0 OR (%(sent)s::bigint[])[gap] <> idx + 1 GROUP BY gap",
+        {"t": tenant_id, "after": after_seq, "through": through_seq, "sent": sent},
+    )
     for gap, count in await cursor.fetchall():
         counts[gap] = int(count)
     return counts
