@@ -31,6 +31,9 @@ SAMPLES: dict[str, Any] = {
     "text": "invoice",
     "recorded_by": "0190f1c2-5b7e-7d3a-9c41-2f6e8a1b3c5d",
     "ip": "203.0.113.0/24",
+    "excluded_actions": ("audit_log.queried",),
+    "excluded_prefixes": ("audit_log.",),
+    "excluded_suffixes": (".read",),
 }
 
 

@@ -47,6 +47,20 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
         (EventFilter(occurred_after=FEB), EventFilter(occurred_after=JAN)),
         (EventFilter(occurred_before=JAN), EventFilter(occurred_before=FEB)),
         (EventFilter(actor="u-1", text="invoice"), EventFilter(actor="u-1")),
+        # Fewer actions left out: an exclusion dropped, or one within one before.
+        (EventFilter(excluded_prefixes=("audit_log.",)), EventFilter()),
+        (
+            EventFilter(excluded_prefixes=("audit_log.",)),
+            EventFilter(excluded_actions=("audit_log.queried",)),
+        ),
+        (
+            EventFilter(excluded_prefixes=("audit_log.",)),
+            EventFilter(excluded_prefixes=("audit_log.export.",)),
+        ),
+        (
+            EventFilter(excluded_suffixes=(".read",)),
+            EventFilter(excluded_suffixes=(".key.read",), excluded_actions=("doc.read",)),
+        ),
     ],
 )
 def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
@@ -72,6 +86,14 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
         (EventFilter(occurred_after=JAN), EventFilter(occurred_after=FEB)),
         (EventFilter(), EventFilter(occurred_before=FEB)),
         (EventFilter(), EventFilter(recorded_by="0190a2b4-0000-7000-8000-000000000000")),
+        # More actions left out, or others: an exclusion within one proves nothing wider.
+        (EventFilter(), EventFilter(excluded_actions=("audit_log.queried",))),
+        (
+            EventFilter(excluded_actions=("audit_log.queried",)),
+            EventFilter(excluded_prefixes=("audit_log.",)),
+        ),
+        (EventFilter(excluded_suffixes=(".key.read",)), EventFilter(excluded_suffixes=(".read",))),
+        (EventFilter(excluded_prefixes=("doc.",)), EventFilter(excluded_suffixes=(".read",))),
     ],
 )
 def test_a_filter_that_may_let_through_less_narrows(

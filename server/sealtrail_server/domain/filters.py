@@ -68,6 +68,7 @@ class FilterDraft:
     text: str = ""
     recorded_by: str = ""
     ip: str = ""
+    exclude_actions: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,18 @@ class EventFilter:
     text: str | None = None
     recorded_by: str | None = None  # a token id, lowercase hyphenated
     ip: str | None = None  # a network in CIDR notation, host bits clear (`ip_network`)
+    # Actions left out (`exclude_actions`), in the three forms of `actions`.
+    excluded_actions: tuple[str, ...] = ()
+    excluded_prefixes: tuple[str, ...] = ()
+    excluded_suffixes: tuple[str, ...] = ()
+
+    def excludes(self, action: str) -> bool:
+        """Whether `exclude_actions` leaves out events of `action`."""
+        return (
+            action in self.excluded_actions
+            or action.startswith(self.excluded_prefixes)
+            or action.endswith(self.excluded_suffixes)
+        )
 
     def ip_range(self) -> tuple[str, str] | None:
         """The first and last address of the `ip` network: the filter's SQL
@@ -153,28 +166,13 @@ def validate_filter(
         ("actions", draft.actions),
         ("categories", draft.categories),
         ("outcomes", draft.outcomes),
+        ("exclude_actions", draft.exclude_actions),
     ):
         if len(values) > MAX_FILTER_VALUES:
             fail(name, f"has {len(values)} values; the limit is {MAX_FILTER_VALUES}")
 
-    actions, prefixes, suffixes = [], [], []
-    for index, action in enumerate(draft.actions):
-        if len(action) > MAX_ACTION:  # an action, or the prefix of one and `*`
-            fail(
-                f"actions[{index}]",
-                f"is {len(action)} characters long; an action is at most {MAX_ACTION}",
-            )
-        elif ACTION_PATTERN.fullmatch(action):
-            actions.append(action)
-        elif _ACTION_PREFIX.fullmatch(action):
-            prefixes.append(action[:-1])
-        elif _ACTION_SUFFIX.fullmatch(action):
-            suffixes.append(action[1:])
-        else:
-            fail(
-                f"actions[{index}]",
-                "must be an action like `api_key.create`, `api_key.*` or `*.delete`",
-            )
+    actions, prefixes, suffixes = _action_forms(draft.actions, "actions", fail)
+    excluded = _action_forms(draft.exclude_actions, "exclude_actions", fail)
 
     categories = _enum_names(draft.categories, CATEGORIES, "categories", fail)
     outcomes = _enum_names(draft.outcomes, OUTCOMES, "outcomes", fail)
@@ -219,9 +217,9 @@ def validate_filter(
     return EventFilter(
         occurred_after=after,
         occurred_before=before,
-        actions=tuple(sorted(set(actions))),
-        action_prefixes=tuple(sorted(set(prefixes))),
-        action_suffixes=tuple(sorted(set(suffixes))),
+        actions=actions,
+        action_prefixes=prefixes,
+        action_suffixes=suffixes,
         categories=categories,
         min_severity=draft.min_severity,
         outcomes=outcomes,
@@ -233,7 +231,37 @@ def validate_filter(
         text=draft.text.strip() or None,
         recorded_by=recorded_by,
         ip=ip,
+        excluded_actions=excluded[0],
+        excluded_prefixes=excluded[1],
+        excluded_suffixes=excluded[2],
     )
+
+
+def _action_forms(
+    values: list[str], name: str, fail: _Fail
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The exact actions, prefixes (each ending with ".", from "api_key.*") and
+    suffixes (each starting with ".", from "*.delete") of `values`, each
+    sorted once; a value of no such form fails, named `name[index]`."""
+    actions, prefixes, suffixes = [], [], []
+    for index, action in enumerate(values):
+        if len(action) > MAX_ACTION:  # an action, or the prefix of one and `*`
+            fail(
+                f"{name}[{index}]",
+                f"is {len(action)} characters long; an action is at most {MAX_ACTION}",
+            )
+        elif ACTION_PATTERN.fullmatch(action):
+            actions.append(action)
+        elif _ACTION_PREFIX.fullmatch(action):
+            prefixes.append(action[:-1])
+        elif _ACTION_SUFFIX.fullmatch(action):
+            suffixes.append(action[1:])
+        else:
+            fail(
+                f"{name}[{index}]",
+                "must be an action like `api_key.create`, `api_key.*` or `*.delete`",
+            )
+    return tuple(sorted(set(actions))), tuple(sorted(set(prefixes))), tuple(sorted(set(suffixes)))
 
 
 # The Unicode categories of the characters PostgreSQL's text-search parser makes
@@ -341,6 +369,8 @@ class RecordMatcher:
             or action.startswith(self._prefixes)
             or action.endswith(self._suffixes)
         ):
+            return False
+        if f.excludes(action):
             return False
         if self._categories and record.get("category") not in self._categories:
             return False

@@ -35,14 +35,15 @@ _GROUP_COARSE: Final = "none"
 def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     """Whether `after` may match an event `before` matched no longer: True
     unless every criterion of `after` is one of `before`'s or wider (a
-    criterion dropped, more actions, categories or outcomes, a lower
-    min_severity, a wider time range or network). A filter is a conjunction,
+    criterion dropped, more actions, categories or outcomes, fewer actions left
+    out, a lower min_severity, a wider time range or network). A filter is a conjunction,
     so that proves every event `before` matches matches `after` too."""
     return not all(
         (
             _time_widens(after.occurred_after, before.occurred_after, later_is_wider=False),
             _time_widens(after.occurred_before, before.occurred_before, later_is_wider=True),
             _actions_widen(before, after),
+            _exclusions_widen(before, after),
             _set_widens(before.categories, after.categories),
             after.min_severity <= before.min_severity,
             _set_widens(before.outcomes, after.outcomes),
@@ -103,6 +104,15 @@ def _actions_widen(before: EventFilter, after: EventFilter) -> bool:
         )
         and all(prefix.startswith(after.action_prefixes) for prefix in before.action_prefixes)
         and all(suffix.endswith(after.action_suffixes) for suffix in before.action_suffixes)
+    )
+
+
+def _exclusions_widen(before: EventFilter, after: EventFilter) -> bool:
+    """Every action `after` leaves out (`exclude_actions`), `before` left out."""
+    return (
+        all(before.excludes(action) for action in after.excluded_actions)
+        and all(prefix.startswith(before.excluded_prefixes) for prefix in after.excluded_prefixes)
+        and all(suffix.endswith(before.excluded_suffixes) for suffix in after.excluded_suffixes)
     )
 
 

@@ -614,6 +614,19 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
             alternatives.append(sql.SQL("right(action, %s::int) = %s"))
             params += [len(suffix), suffix]
         conditions.append(sql.SQL("({})").format(sql.SQL(" OR ").join(alternatives)))
+    if f.excluded_actions or f.excluded_prefixes or f.excluded_suffixes:
+        excluded: list[sql.Composable] = []
+        if f.excluded_actions:
+            excluded.append(sql.SQL("action = ANY(%s)"))
+            params.append(list(f.excluded_actions))
+        for prefix in f.excluded_prefixes:
+            condition, bounds = action_prefix_range(prefix)
+            excluded.append(condition)
+            params += bounds
+        for suffix in f.excluded_suffixes:
+            excluded.append(sql.SQL("right(action, %s::int) = %s"))
+            params += [len(suffix), suffix]
+        conditions.append(sql.SQL("NOT ({})").format(sql.SQL(" OR ").join(excluded)))
     if f.categories:
         add("category = ANY(%s)", list(f.categories))
     if f.min_severity:

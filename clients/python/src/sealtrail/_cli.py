@@ -820,6 +820,12 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             multiple=True,
             help="Exact action, prefix.* or *.verb (repeatable).",
         ),
+        click.option(
+            "--exclude-action",
+            "exclude_actions",
+            multiple=True,
+            help="Action left out, same forms (repeatable): audit_log.* hides the log's reads.",
+        ),
         click.option("--actor", help="Actor id (exact) or email (any case)."),
         click.option("--resource-type"),
         click.option("--resource-id"),

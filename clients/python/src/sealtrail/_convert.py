@@ -849,13 +849,17 @@ def build_filter(
     text: str = "",
     recorded_by: str = "",
     ip: str = "",
+    exclude_actions: str | Iterable[str] = (),
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
     is inclusive, `until` exclusive; `text` is a full-text search; `recorded_by` the id of
-    the API token that recorded the events; `ip` an address or a network in CIDR notation."""
+    the API token that recorded the events; `ip` an address or a network in CIDR notation;
+    `exclude_actions` (in the forms of `actions`) leaves out the events of those actions,
+    `audit_log.*` the log's own records of reads, whatever else matches."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
+        exclude_actions=_many(exclude_actions),
         categories=[
             enum_value(event_pb2.Category, c, field="categories") for c in _many(categories)
         ],

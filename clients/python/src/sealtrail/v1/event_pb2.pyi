@@ -486,6 +486,7 @@ class EventFilter(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     RECORDED_BY_FIELD_NUMBER: _builtins.int
     IP_FIELD_NUMBER: _builtins.int
+    EXCLUDE_ACTIONS_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -547,6 +548,15 @@ class EventFilter(_message.Message):
     def outcomes(self) -> _containers.RepeatedScalarFieldContainer[Global___Outcome.ValueType]:
         """Outcomes to match."""
 
+    @_builtins.property
+    def exclude_actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Actions to leave out, in the forms `actions` takes: exact
+        (`audit_log.queried`), a prefix ending in `.*` (`audit_log.*`: the
+        log's own records of reads) or a suffix starting with `*.` (`*.read`).
+        An event whose action matches one is not matched, whatever the other
+        fields say. A server older than this field ignores it.
+        """
+
     def __init__(
         self,
         *,
@@ -564,10 +574,11 @@ class EventFilter(_message.Message):
         text: _builtins.str = ...,
         recorded_by: _builtins.str = ...,
         ip: _builtins.str = ...,
+        exclude_actions: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "categories", b"categories", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "categories", b"categories", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
