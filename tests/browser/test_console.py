@@ -1285,3 +1285,25 @@ def test_live_after_events_retention_removed_follows_on(
             assert browser.find_element(By.ID, "error").text == ""
     finally:
         server.close()
+
+
+def test_actions_left_out_are_left_out_of_the_rows_and_kept_in_the_url(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """The page's own searches are recorded (audit_log.queried) and came first
+    in the rows; "Leave out" `audit_log.*` shows the activity alone."""
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) >= 3)
+    form = browser.find_element(By.ID, "filters")
+    form.find_element(By.NAME, "exclude_actions").send_keys("audit_log.*, api_key.*")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    shown = wait_for_rows(browser, lambda r: not any("api_key.create" in row for row in r))
+    assert shown and not any("audit_log." in row for row in shown)
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert query["exclude_actions"] == ["audit_log.*, api_key.*"]
+    browser.get(browser.current_url)
+    assert wait_for_rows(browser, lambda r: len(r) == len(shown)) == shown

@@ -769,3 +769,21 @@ def test_a_count_the_browser_left_ends_and_lets_the_next_one_run(
         ).fetchall():
             assert time.monotonic() - started < 10
             time.sleep(0.05)
+
+
+def test_actions_left_out_are_left_out_of_the_search_and_the_count(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`exclude_actions=audit_log.*` shows the activity without the log's own
+    records of the searches that looked at it (helper-366)."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(action="doc.read", actor_id="ann")
+        client.record(action="doc.share", actor_id="ann")
+    reader = console_server.token(tenant, "reader")
+    assert get(api + "events", reader)[0] == 200  # recorded: audit_log.queried
+    query = urllib.parse.urlencode({"exclude_actions": "audit_log.*, *.read"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 200, body
+    assert [event["action"] for event in body["events"]] == ["doc.share"]
+    status, body = get(api + "events?" + urllib.parse.urlencode({"exclude_actions": "Doc"}), reader)
+    assert status == 400 and "exclude_actions" in json.dumps(body), body

@@ -31,7 +31,7 @@ _RFC3339: Final = re.compile(
 )
 
 # Query-string parameters -> EventFilter fields (repeated ones comma-separated).
-_REPEATED: Final = ("actions", "categories", "outcomes")
+_REPEATED: Final = ("actions", "exclude_actions", "categories", "outcomes")
 
 _SINGLE: Final = (
     "actor",
