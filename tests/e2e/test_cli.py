@@ -2366,7 +2366,7 @@ def test_an_exports_file_and_manifest_rewritten_together_are_refused(
     kept = tmp_path / "audit.csv.manifest.json"
     exported, manifest = out.read_bytes(), json.loads(kept.read_text())
     statement = manifest["statement"]
-    assert statement.startswith("sealtrail export statement v1\n"), statement
+    assert statement.startswith("sealtrail export statement v2\n"), statement
 
     def check(content: bytes, **edits: object) -> Any:
         out.write_bytes(content)

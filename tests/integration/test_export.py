@@ -194,6 +194,56 @@ def test_an_export_and_its_manifest_are_checked_from_python(
         check_export(saved, key=key)
 
 
+def test_a_filtered_export_is_told_from_a_whole_range_offline(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """The statement signed the seqs, range and counts, not the filter: one
+    actor's events of seqs 2..5 checked as the range 2..5 did, offline, and an
+    auditor handed it could not tell it from the whole range. It signs the
+    filter now (ADR 0130): `check_export` says which, and a manifest whose
+    filter is edited is refused. A statement v1 (an older server's) still
+    checks, its filter unknown."""
+    from dataclasses import replace
+
+    from sealtrail import ExportMismatchError, check_export
+    from sealtrail.tlog import sign_note
+
+    seed(client)
+    key = Signer.parse(SIGNING_KEY).verifier.text()
+    whole, some = tmp_path / "whole.csv", tmp_path / "some.csv"
+    client.export(whole, format="csv", manifest_file=True, first_seq=2, last_seq=5)
+    client.export(some, format="csv", manifest_file=True, first_seq=2, last_seq=5,
+                  filter=build_filter(actor="user_2"))  # fmt: skip
+    found_whole = check_export(tmp_path / "whole.csv.manifest.json", key=key)
+    found_some = check_export(tmp_path / "some.csv.manifest.json", key=key)
+    assert (found_whole.rows, found_whole.filtered, found_whole.filter) == (4, False, "{}")
+    filtered = (found_some.rows, found_some.filtered, found_some.filter)
+    assert filtered == (1, True, '{"actor":"user_2"}')
+    for found in (found_whole, found_some):
+        signed = found.statement
+        assert (signed.range_first_seq, signed.range_last_seq) == (2, 5)
+
+    kept = tmp_path / "some.csv.manifest.json"
+    manifest = json.loads(kept.read_text())
+    assert manifest["filter"] == '{"actor":"user_2"}'
+    unfiltered = {**manifest, "filter": "{}"}
+    for forged in (unfiltered, {k: v for k, v in manifest.items() if k != "filter"}):
+        kept.write_text(json.dumps(forged))
+        with pytest.raises(ExportMismatchError, match=r"filter .* where the statement signs a"):
+            check_export(kept, key=key)
+
+    # A statement v1, of the same export: it signs no filter, nor may the manifest claim one.
+    old = replace(found_some.statement, filter_sha256=None)
+    v1 = {k: v for k, v in manifest.items() if k != "filter"}
+    v1["statement"] = sign_note(old.text(), Signer.parse(SIGNING_KEY))
+    kept.write_text(json.dumps(v1))
+    found_v1 = check_export(kept, key=key)
+    assert (found_v1.rows, found_v1.filtered, found_v1.filter) == (1, None, None)
+    kept.write_text(json.dumps({**v1, "filter": "{}"}))
+    with pytest.raises(ExportMismatchError, match=r"filter '\{\}' where the statement signs none"):
+        check_export(kept, key=key)
+
+
 def test_ndjson_export_is_the_records_as_hashed_with_a_signed_manifest(
     client: AuditClient, tenant: str, tmp_path: Path, sql: psycopg.Connection[Any]
 ) -> None:

@@ -58,3 +58,40 @@ def test_a_manifest_is_held_to_each_field_the_statement_signs() -> None:
     assert whole.differences({**whole.manifest_fields(), "range_last_seq": 4}) == [
         "range_last_seq 4 where the statement signs none"
     ]
+
+
+def test_a_statement_signs_the_filter_of_its_export() -> None:
+    """A statement v1 signed the seqs, range and counts, not the filter: a
+    filtered export of a range (one actor's events of seqs 2..5) read, offline,
+    as the whole range. v2 signs the SHA-256 of the filter's text (RFC 8785
+    JSON, `{}` for none), which the manifest keeps as `filter` (ADR 0130)."""
+    text = '{"actor":"alice"}'
+    filtered = replace(STATEMENT, filter_sha256=hashlib.sha256(text.encode()).digest())
+    assert filtered.text().startswith("sealtrail export statement v2\n")
+    assert filtered.text().endswith(f"\n5\n{hashlib.sha256(text.encode()).hexdigest()}\n")
+    assert ExportStatement.parse(filtered.text()) == filtered
+    assert filtered.filtered is True
+    whole = replace(STATEMENT, filter_sha256=hashlib.sha256(b"{}").digest())
+    assert whole.filtered is False
+    kept = {**filtered.manifest_fields(), "filter": text}
+    assert filtered.differences(kept) == []
+    assert filtered.differences({**kept, "filter": "{}"}) == [
+        f"filter '{{}}' where the statement signs a filter of sha256 {filtered.filter_hex}"
+    ]
+    assert filtered.differences(filtered.manifest_fields()) == [
+        f"filter None where the statement signs a filter of sha256 {filtered.filter_hex}"
+    ]
+    # v1 signs none: it parses, says nothing of a filter, and a manifest's is refused.
+    assert STATEMENT.text().startswith("sealtrail export statement v1\n")
+    assert ExportStatement.parse(STATEMENT.text()) == STATEMENT
+    assert STATEMENT.filter_sha256 is None and STATEMENT.filtered is None
+    assert STATEMENT.differences({**STATEMENT.manifest_fields(), "filter": "{}"}) == [
+        "filter '{}' where the statement signs none"
+    ]
+    # A line too many or too few for its version, a digest not one.
+    with pytest.raises(NoteError, match="has 14 lines"):
+        ExportStatement.parse(STATEMENT.text().replace(" v1\n", " v2\n"))
+    with pytest.raises(NoteError, match="has 13 lines"):
+        ExportStatement.parse(filtered.text().replace(" v2\n", " v1\n"))
+    with pytest.raises(NoteError, match="filter_sha256"):
+        ExportStatement.parse(filtered.text()[:-2] + "G\n")

@@ -22,7 +22,7 @@ from sealtrail.tlog import ExportStatement, sign_note
 from sealtrail.v1 import audit_service_pb2 as pb
 
 from ..domain.access import Principal
-from ..domain.canonical import plain_numbers
+from ..domain.canonical import canonical_json, plain_numbers
 from ..domain.errors import (
     Aborted,
     FailedPrecondition,
@@ -388,6 +388,9 @@ class ExportRpcs:
             media_type=encoder.media_type,
             range_first_seq=0 if seqs is None else seqs[0],
             range_last_seq=0 if seqs is None else seqs[1],
+            # What it selected by, as its event records it (ADR 0130): signed,
+            # a filtered export of a range no longer passes for the whole range.
+            filter_json=canonical_json(recorded_filter, plain=False).decode(),
         )
         manifest.statement = self._export_statement(manifest)
         yield pb.ExportResponse(manifest=manifest, rows_so_far=rows)
@@ -396,9 +399,11 @@ class ExportRpcs:
         """The manifest's statement, signed by the key that signs the
         checkpoints (ADR 0129): its checkpoint signs the log only, and its
         digest and counts, unsigned, were rewritten with the content into a
-        pair that checked. Of the checkpoint's origin, size and root (that
-        checkpoint was issued, and checked against what the key signed of the
-        log, just before the content was read: ADR 0083)."""
+        pair that checked; and its filter, without which a filtered export of
+        a range passed for the whole range (ADR 0130, statement v2). Of the
+        checkpoint's origin, size and root (that checkpoint was issued, and
+        checked against what the key signed of the log, just before the
+        content was read: ADR 0083)."""
         statement = ExportStatement(
             origin=manifest.checkpoint.split("\n", 1)[0],
             export_event_id=manifest.export_event_id,
@@ -412,6 +417,7 @@ class ExportRpcs:
             last_seq=manifest.last_seq,
             range_first_seq=manifest.range_first_seq,
             range_last_seq=manifest.range_last_seq,
+            filter_sha256=hashlib.sha256(manifest.filter_json.encode()).digest(),
         )
         return sign_note(statement.text(), self._checkpointer.signer)
 

@@ -144,6 +144,10 @@ def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str
         # passed for every (matching) event up to tree_size.
         kept["range_first_seq"] = manifest.range_first_seq
         kept["range_last_seq"] = manifest.range_last_seq
+    if manifest.filter_json:
+        # What it selected by (`{}`: every event), which the statement signs
+        # from v2 on (ADR 0130): the exact text, as its digest is signed.
+        kept["filter"] = manifest.filter_json
     if manifest.statement:
         # What the key signs of the above (ADR 0129): unsigned, they were
         # rewritten with the file into a pair that checked.

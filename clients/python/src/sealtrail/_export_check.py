@@ -34,9 +34,12 @@ class ExportCheck:
     """An exported file found as its manifest describes it: `path`, the
     file; `rows` counted in it (None for a format not known here),
     `byte_count` and `sha256` (hex) read from it; `statement`, what the
-    log's key signs of the export (its seqs, a range's, its export event);
-    `checkpoint`, the manifest's signed checkpoint (its text), for
-    `check_checkpoint` to hold the log today to."""
+    log's key signs of the export (its seqs, a range's, its export event,
+    its filter's digest); `checkpoint`, the manifest's signed checkpoint (its
+    text), for `check_checkpoint` to hold the log today to; `filter`, what
+    the export selected its events by, as signed (ADR 0130): its JSON text,
+    `{}` for every event (of its range, if any), None from a statement v1
+    (an older server's), which signs no filter."""
 
     path: Path
     rows: int | None
@@ -44,6 +47,15 @@ class ExportCheck:
     sha256: str
     statement: ExportStatement
     checkpoint: str
+    filter: str | None = None
+
+    @property
+    def filtered(self) -> bool | None:
+        """Whether the export holds only the events matching a filter (True),
+        or every event of its range, or of the log up to its tree size
+        (False; those retention removed aside); None if not known, its
+        statement (v1) signing no filter."""
+        return self.statement.filtered
 
 
 def check_export(manifest: str | os.PathLike[str], *, key: str | Sequence[str]) -> ExportCheck:
@@ -230,7 +242,11 @@ def _checked_file(
             f"{path}, the export {manifest_path.name} describes, cannot be read:"
             f" {error.strerror or error}"
         ) from None
-    found = ExportCheck(path, counter.rows(), size, digest.hexdigest(), statement, note)
+    # Signed (`differences` held it to the statement's digest), or none.
+    signed_filter = manifest.get("filter") if statement.filter_sha256 is not None else None
+    found = ExportCheck(
+        path, counter.rows(), size, digest.hexdigest(), statement, note, signed_filter
+    )
     differences = []
     if found.byte_count != manifest.get("byte_count"):
         differences.append(

@@ -4,7 +4,11 @@ verification, C2SP signed notes (Ed25519) and C2SP tlog checkpoints."""
 
 from sealtrail.tlog._checkpoint import Checkpoint, format_checkpoint, parse_checkpoint
 from sealtrail.tlog._erasure import ERASURE_RECEIPT_HEADER, ErasureStatement, receipt_time
-from sealtrail.tlog._export_statement import EXPORT_STATEMENT_HEADER, ExportStatement
+from sealtrail.tlog._export_statement import (
+    EXPORT_STATEMENT_HEADER,
+    EXPORT_STATEMENT_HEADER_V1,
+    ExportStatement,
+)
 from sealtrail.tlog._merkle import (
     EMPTY_ROOT,
     LeafTree,
@@ -40,6 +44,7 @@ __all__ = [
     "EMPTY_ROOT",
     "ERASURE_RECEIPT_HEADER",
     "EXPORT_STATEMENT_HEADER",
+    "EXPORT_STATEMENT_HEADER_V1",
     "RETENTION_ACTION",
     "RETENTION_ACTOR",
     "STATEMENT_HEADER",

@@ -15,6 +15,15 @@ log's checkpoints, as a C2SP signed note of its own kind (ADR 0129).
     <first seq of the range asked for, 0 if none>
     <last seq of the range asked for, 0 if none>
 
+and, from v2 on (ADR 0130), first line `sealtrail export statement v2`:
+
+    <SHA-256, hex, of the export's filter: its JSON (RFC 8785), as the
+     export's `audit_log.exported` event records it; `{}` for none>
+
+v1 signed no filter: a filtered export of a range (one actor's events of
+seqs 2..5) read, offline, as the whole range. A v1 statement still parses,
+its `filtered` None (not known); a server signs v2 only.
+
 The manifest's checkpoint signs the log's size and root, and nothing of the
 file: its digest and counts were the manifest's own word, and whoever held
 the file rewrote both the file and its manifest into a pair that checked.
@@ -26,6 +35,7 @@ origin, with a slash) and from an erasure receipt or a retention statement
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -33,7 +43,11 @@ from typing import Any, Final
 from sealtrail.tlog._checkpoint import parse_size_and_root
 from sealtrail.tlog._note import NoteError, statement_lines
 
-EXPORT_STATEMENT_HEADER: Final = "sealtrail export statement v1"
+EXPORT_STATEMENT_HEADER: Final = "sealtrail export statement v2"
+# A statement of a server before ADR 0130: it signs no filter.
+EXPORT_STATEMENT_HEADER_V1: Final = "sealtrail export statement v1"
+# The filter of an export of every event (of its range, if any): `{}`.
+UNFILTERED_SHA256: Final = hashlib.sha256(b"{}").digest()
 _NUMBER = re.compile(r"0|[1-9][0-9]{0,19}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COUNTS: Final = (
@@ -44,6 +58,12 @@ _COUNTS: Final = (
     "range_first_seq",
     "range_last_seq",
 )
+
+
+def _sha256(text: str) -> bytes:
+    """The SHA-256 of `text`'s UTF-8 bytes (a lone surrogate, read from JSON,
+    kept as such: no filter's digest)."""
+    return hashlib.sha256(text.encode(errors="surrogatepass")).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +83,31 @@ class ExportStatement:
     last_seq: int
     range_first_seq: int
     range_last_seq: int
+    # The SHA-256 of the filter's text, the manifest's `filter`
+    # (UNFILTERED_SHA256: none); None: a statement v1, which signs none.
+    filter_sha256: bytes | None = None
+
+    @property
+    def filtered(self) -> bool | None:
+        """Whether the export was of the events matching a filter, not of
+        every event (of its range, if any); None if not known: a statement v1
+        signs no filter."""
+        if self.filter_sha256 is None:
+            return None
+        return self.filter_sha256 != UNFILTERED_SHA256
+
+    @property
+    def filter_hex(self) -> str | None:
+        """`filter_sha256` in hex, as the note writes it."""
+        return None if self.filter_sha256 is None else self.filter_sha256.hex()
 
     def text(self) -> str:
-        """The note's text, to be signed."""
+        """The note's text, to be signed: v2, or v1 without a filter's digest."""
+        v2 = self.filter_sha256 is not None
         return "".join(
             f"{line}\n"
             for line in (
-                EXPORT_STATEMENT_HEADER,
+                EXPORT_STATEMENT_HEADER if v2 else EXPORT_STATEMENT_HEADER_V1,
                 self.origin,
                 self.export_event_id,
                 self.media_type,
@@ -77,6 +115,7 @@ class ExportStatement:
                 base64.b64encode(self.root_hash).decode(),
                 self.sha256.hex(),
                 *(str(getattr(self, name)) for name in _COUNTS),
+                *([self.filter_hex] if v2 else []),
             )
         )
 
@@ -84,7 +123,15 @@ class ExportStatement:
     def parse(cls, text: str) -> ExportStatement:
         """The statement in a note's text (as `open_note` returns it);
         NoteError if it is none (a checkpoint's, or another statement's)."""
-        lines = statement_lines(text, EXPORT_STATEMENT_HEADER, 12, what="export statement")
+        v1 = text.startswith(EXPORT_STATEMENT_HEADER_V1 + "\n")
+        header = EXPORT_STATEMENT_HEADER_V1 if v1 else EXPORT_STATEMENT_HEADER
+        lines = statement_lines(text, header, 12 if v1 else 13, what="export statement")
+        filter_sha256 = None
+        if not v1:
+            filter_hex = lines.pop()
+            if not _SHA256.fullmatch(filter_hex):
+                raise NoteError("the statement's filter_sha256 is not 64 lowercase hex digits")
+            filter_sha256 = bytes.fromhex(filter_hex)
         origin, event_id, media_type, size, root, digest, *counts = lines
         if not origin or not event_id or not media_type:
             raise NoteError("an export statement names a log, an export event and a media type")
@@ -94,9 +141,18 @@ class ExportStatement:
         for name, count in zip(_COUNTS, counts, strict=True):
             if not _NUMBER.fullmatch(count):
                 raise NoteError(f"the statement's {name} {count!r} is not a decimal number")
-        numbers = [int(count) for count in counts]
+        numbers = {name: int(count) for name, count in zip(_COUNTS, counts, strict=True)}
         sha256 = bytes.fromhex(digest)
-        return cls(origin, event_id, media_type, tree_size, root_hash, sha256, *numbers)
+        return cls(
+            origin,
+            event_id,
+            media_type,
+            tree_size,
+            root_hash,
+            sha256,
+            filter_sha256=filter_sha256,
+            **numbers,
+        )
 
     def manifest_fields(self) -> dict[str, object]:
         """The fields a manifest (FILE.manifest.json) keeps of what this
@@ -127,4 +183,14 @@ class ExportStatement:
         for name in ("range_first_seq", "range_last_seq"):
             if name not in signed and manifest.get(name, 0) != 0:
                 differ.append(f"{name} {manifest.get(name)} where the statement signs none")
+        # The filter's text, which the statement signs by its digest; of a
+        # statement v1 none (the manifest's would be its holder's word).
+        said = manifest.get("filter")
+        if self.filter_sha256 is None:
+            if "filter" in manifest:
+                differ.append(f"filter {said!r} where the statement signs none")
+        elif not isinstance(said, str) or _sha256(said) != self.filter_sha256:
+            differ.append(
+                f"filter {said!r} where the statement signs a filter of sha256 {self.filter_hex}"
+            )
         return differ

@@ -879,6 +879,7 @@ class ExportManifest(_message.Message):
     RANGE_FIRST_SEQ_FIELD_NUMBER: _builtins.int
     RANGE_LAST_SEQ_FIELD_NUMBER: _builtins.int
     STATEMENT_FIELD_NUMBER: _builtins.int
+    FILTER_JSON_FIELD_NUMBER: _builtins.int
     row_count: _builtins.int
     """Number of events exported."""
     byte_count: _builtins.int
@@ -918,6 +919,17 @@ class ExportManifest(_message.Message):
     The checkpoint signs only the log: without this, whoever held the
     content could rewrite it and its manifest into a pair that checked.
     Empty from a server that signs none (older than this field).
+    From `sealtrail export statement v2` on, it signs filter_json too (its
+    SHA-256): an auditor tells, offline, a filtered export from one of every
+    event (of its range, if any) (ADR 0130).
+    """
+    filter_json: _builtins.str
+    """The filter the export selected its events by, as its
+    `audit_log.exported` event records it (the API's JSON of the request's
+    EventFilter, redacted as the tenant's events are), in RFC 8785 canonical
+    JSON: `{}` for an export of every event (of its range, if any). The
+    statement signs its SHA-256 (of its UTF-8 bytes, exactly as sent). Empty
+    from a server older than this field, whose statement signs no filter.
     """
     def __init__(
         self,
@@ -935,10 +947,11 @@ class ExportManifest(_message.Message):
         range_first_seq: _builtins.int = ...,
         range_last_seq: _builtins.int = ...,
         statement: _builtins.str = ...,
+        filter_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "checkpoint", b"checkpoint", "export_event_id", b"export_event_id", "first_seq", b"first_seq", "last_seq", b"last_seq", "media_type", b"media_type", "range_first_seq", b"range_first_seq", "range_last_seq", b"range_last_seq", "root_hash", b"root_hash", "row_count", b"row_count", "sha256", b"sha256", "statement", b"statement", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "checkpoint", b"checkpoint", "export_event_id", b"export_event_id", "filter_json", b"filter_json", "first_seq", b"first_seq", "last_seq", b"last_seq", "media_type", b"media_type", "range_first_seq", b"range_first_seq", "range_last_seq", b"range_last_seq", "root_hash", b"root_hash", "row_count", b"row_count", "sha256", b"sha256", "statement", b"statement", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
