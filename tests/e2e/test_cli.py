@@ -2261,7 +2261,8 @@ def test_checking_an_exports_manifest_checks_the_file_beside_it(
     assert intact.returncode == 0, intact.stderr
     assert intact.stdout.splitlines()[1] == (
         f"MATCHES: {out} is the export its manifest describes: 2 rows,"
-        f" {len(exported):,} bytes, sha256 {manifest['sha256']}"
+        f" {len(exported):,} bytes, sha256 {manifest['sha256']}; signed: the whole log of"
+        f' {manifest["tree_size"]} events, filtered by {{"actions":["file.*"]}}'
     )
     altered = bytearray(exported)
     altered[-5] ^= 1  # a hex digit of the last row's leaf hash, or near it
@@ -2416,6 +2417,65 @@ def test_an_exports_file_and_manifest_rewritten_together_are_refused(
     assert as_checkpoint.returncode == 1 and as_checkpoint.stderr.startswith(
         "FAILED: the export's statement: not an export statement"
     ), as_checkpoint.stderr
+
+
+def test_checking_an_export_says_the_signed_range_and_filter(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """MATCHES said the file was the export its manifest described, and no
+    more: a filtered export of seqs 2..5 (one actor's) read as the whole
+    range, and a genuinely signed pair of another range than the one asked
+    for looked the same, unless the auditor read the manifest's JSON. It says
+    the signed seqs and the filter now (ADR 0130); of a statement v1 (an older
+    server's), that its filter is not known."""
+    from dataclasses import replace
+
+    from sealtrail.tlog import ExportStatement, Signer, sign_note
+    from tests.conftest import SIGNING_KEY
+
+    for actor in ("ops", "alice", "ops", "alice", "ops"):
+        run("sealtrail", "record", "--action", "file.read", "--actor-id", actor, env=cli_env)
+    whole, some, log = tmp_path / "whole.csv", tmp_path / "some.csv", tmp_path / "log.csv"
+    run("sealtrail", "export", "--format", "csv", "--seq", "2-5", "-o", str(whole), env=cli_env)
+    run("sealtrail", "export", "--format", "csv", "--seq", "2-5", "--actor", "alice",
+        "-o", str(some), env=cli_env)  # fmt: skip
+    run("sealtrail", "export", "--format", "csv", "-o", str(log), env=cli_env)
+    key = run("sealtrail-server", "key", "show").stdout.strip()
+
+    def matches(out: Path) -> str:
+        checked = run("sealtrail", "checkpoint", "--check", f"{out}.manifest.json",
+                      "--key", key, env=cli_env, check=False)  # fmt: skip
+        assert checked.returncode == 0, checked.stderr
+        line: str = checked.stdout.splitlines()[1]
+        assert line.startswith(f"MATCHES: {out} is the export its manifest describes: "), line
+        return line.split("; ", 1)[1]
+
+    assert matches(whole) == "signed: seqs 2..5, unfiltered"
+    assert matches(some) == 'signed: seqs 2..5, filtered by {"actor":"alice"}'
+    size = json.loads((tmp_path / "log.csv.manifest.json").read_text())["tree_size"]
+    assert matches(log) == f"signed: the whole log of {size} events, unfiltered"
+
+    # The filter edited: its digest is signed.
+    kept = tmp_path / "some.csv.manifest.json"
+    manifest = json.loads(kept.read_text())
+    kept.write_text(json.dumps({**manifest, "filter": "{}"}))
+    edited = run("sealtrail", "checkpoint", "--check", str(kept), "--key", key,
+                 env=cli_env, check=False)  # fmt: skip
+    assert (edited.returncode, edited.stdout) == (1, ""), edited.stdout
+    assert edited.stderr == (
+        "FAILED: some.csv.manifest.json does not say what its signed statement does: filter"
+        " '{}' where the statement signs a filter of sha256"
+        f" {hashlib.sha256(manifest['filter'].encode()).hexdigest()}\n"
+    ), edited.stderr
+    # A statement v1, as a server before ADR 0130 signed it: it checks, its filter unknown.
+    text, _ = manifest["statement"].split("\n\n", 1)
+    old = replace(ExportStatement.parse(text + "\n"), filter_sha256=None)
+    v1 = {k: v for k, v in manifest.items() if k != "filter"}
+    v1["statement"] = sign_note(old.text(), Signer.parse(SIGNING_KEY))
+    kept.write_text(json.dumps(v1))
+    assert matches(some) == (
+        "signed: seqs 2..5, filter not signed (a statement v1: filtered or not, not known)"
+    )
 
 
 def test_an_export_is_checked_with_a_later_checkpoint_against_one_log_today(

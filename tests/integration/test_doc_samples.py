@@ -137,9 +137,12 @@ def test_the_client_readmes_samples_run_as_written(
     # An export and its manifest, checked offline, then the log since held to it.
     client.export(tmp_path / "audit.csv", format="csv", manifest_file=True)
     checked = re.fullmatch(
-        r"(\S+): (\d+) rows, sha256 ([0-9a-f]{64}); consistent: True\n", run(doc, export_check)
+        r"(\S+): (\d+) rows, sha256 ([0-9a-f]{64}), the whole log of ([\d,]+) events,"
+        r" unfiltered; consistent: True\n",
+        run(doc, export_check),
     )
     assert checked is not None and checked[1].endswith("audit.csv") and int(checked[2]) > 0
+    assert int(checked[4].replace(",", "")) == int(checked[2])  # every event, unfiltered
     # ... and a byte altered in the file fails it, in the sample's words.
     exported = (tmp_path / "audit.csv").read_bytes()
     (tmp_path / "audit.csv").write_bytes(exported[:-2] + b"X" + exported[-1:])

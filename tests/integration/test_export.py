@@ -222,6 +222,8 @@ def test_a_filtered_export_is_told_from_a_whole_range_offline(
     for found in (found_whole, found_some):
         signed = found.statement
         assert (signed.range_first_seq, signed.range_last_seq) == (2, 5)
+    assert found_whole.selected == "seqs 2..5, unfiltered"
+    assert found_some.selected == 'seqs 2..5, filtered by {"actor":"user_2"}'
 
     kept = tmp_path / "some.csv.manifest.json"
     manifest = json.loads(kept.read_text())
@@ -239,6 +241,9 @@ def test_a_filtered_export_is_told_from_a_whole_range_offline(
     kept.write_text(json.dumps(v1))
     found_v1 = check_export(kept, key=key)
     assert (found_v1.rows, found_v1.filtered, found_v1.filter) == (1, None, None)
+    assert found_v1.selected == (
+        "seqs 2..5, filter not signed (a statement v1: filtered or not, not known)"
+    )
     kept.write_text(json.dumps({**v1, "filter": "{}"}))
     with pytest.raises(ExportMismatchError, match=r"filter '\{\}' where the statement signs none"):
         check_export(kept, key=key)

@@ -475,7 +475,8 @@ def checkpoint(
         rows = "" if found.rows is None else f"{_count(found.rows, 'row')}, "
         click.echo(
             f"MATCHES: {terminal_safe(str(found.path))} is the export its manifest"
-            f" describes: {rows}{_count(found.byte_count, 'byte')}, sha256 {found.sha256}"
+            f" describes: {rows}{_count(found.byte_count, 'byte')}, sha256 {found.sha256};"
+            f" signed: {terminal_safe(found.selected)}"
         )
 
 

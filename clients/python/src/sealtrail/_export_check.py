@@ -57,6 +57,24 @@ class ExportCheck:
         statement (v1) signing no filter."""
         return self.statement.filtered
 
+    @property
+    def selected(self) -> str:
+        """What the key signs the export selected, in words: its seqs (`seqs
+        2..5`, or `the whole log of 57 events`) and its filter (`unfiltered`,
+        `filtered by {"actor":"alice"}`, or, of a statement v1, not known), as
+        `sealtrail checkpoint --check` ends its MATCHES line. An export handed
+        over is of what it says here, not of what was asked for."""
+        signed = self.statement
+        if signed.range_last_seq:
+            seqs = f"seqs {signed.range_first_seq}..{signed.range_last_seq}"
+        else:
+            seqs = f"the whole log of {counted(signed.tree_size, 'event', grouped=True)}"
+        if self.filter is None:
+            return f"{seqs}, filter not signed (a statement v1: filtered or not, not known)"
+        if not self.filtered:
+            return f"{seqs}, unfiltered"
+        return f"{seqs}, filtered by {self.filter}"
+
 
 def check_export(manifest: str | os.PathLike[str], *, key: str | Sequence[str]) -> ExportCheck:
     """The export an export's manifest describes (`manifest`, the path of
