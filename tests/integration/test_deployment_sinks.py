@@ -301,6 +301,9 @@ def test_an_update_changes_every_instance_and_each_tenants_log_says_so(
         assert updated.severity == event_pb2.SEVERITY_WARNING  # its filter narrowed
         assert list(updated.details["weakens"]) == ["filter_narrowed"]
         assert updated.actor.type == event_pb2.ACTOR_TYPE_SYSTEM
+        # Where the new filter starts: the instance's cursor at the change, plus one.
+        [created] = admin.query(build_filter(actions="sink.created"))
+        assert created.details["from_seq"] <= updated.details["from_seq"] <= updated.seq
 
 
 def test_an_interrupted_update_is_finished_by_a_pass_and_no_instance_stays_ahead(

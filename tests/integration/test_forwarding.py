@@ -2241,6 +2241,41 @@ def test_a_credential_in_a_webhook_url_is_never_recorded(
     assert token not in stored[0] and token[::-1] not in stored[0] and path_key not in stored[0]
 
 
+def test_a_sink_change_records_the_seq_its_new_settings_apply_from(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """A `sink.updated` event records `from_seq`, where the changed settings
+    start: the cursor the change answers with, plus one, read in the change's
+    transaction, behind the log's head where the sink is (`sink.created`
+    records where a sink starts; a change's start was in no record, so the log
+    could not tell later which events a filter change covered). A rename
+    changes nothing sent and records none."""
+    sink = sinks(build_sink("cut", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED))  # fmt: skip
+    record(client, 3)
+    wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
+    wider = build_filter(actions=["document.*", "member.*"])
+    answers = [client.update_sink(forwarding_pb2.Sink(id=sink.id, filter=wider), fields=["filter"])]
+    answers.append(
+        client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=True), fields=["paused"])
+    )
+    behind = record(client, 3, action="member.invite")  # the paused sink's cursor waits
+    answers.append(
+        client.update_sink(forwarding_pb2.Sink(id=sink.id, filter=SHARED), fields=["filter"])
+    )
+    renamed = client.update_sink(forwarding_pb2.Sink(id=sink.id, name="cut 2"), fields=["name"])
+    updated = list(client.query(build_filter(actions="sink.updated"), order="oldest"))
+    assert [e.id for e in updated] == [
+        *(a.event_id for a in answers),
+        renamed.event_id,
+    ]
+    for answer, event in zip(answers, updated, strict=False):
+        assert event.details["from_seq"] == answer.sink.state.cursor_seq + 1, event.details
+    narrowed = updated[2]
+    assert narrowed.details["from_seq"] <= behind[0] < narrowed.seq  # the cursor, not the head
+    assert "from_seq" not in updated[3].details
+
+
 def test_a_sink_change_on_a_stale_etag_is_aborted_and_changes_nothing(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
 ) -> None:

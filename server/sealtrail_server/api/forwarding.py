@@ -32,6 +32,7 @@ from ..domain.sinks import (
     Format,
     Kind,
     SinkDefinition,
+    changes_delivery,
     check_sink,
     keep_secrets,
     redacted_destination,
@@ -427,6 +428,12 @@ class ForwardingRpcs:
                     now_filter=filter_from_json(definition.filter),
                     now=self._clock(),
                 )
+            # Read once the change holds the sink's row: no batch moves the
+            # cursor past the change (store.advance), which applies after it.
+            after = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
+            details = change.details
+            if changes_delivery(before.definition, definition):
+                details = {**details, "from_seq": after.state.cursor_seq + 1}
             # Recorded last, in the change's transaction (ADR 0075).
             event_id = (
                 await record_access(
@@ -439,11 +446,10 @@ class ForwardingRpcs:
                     resource_type="sink",
                     resource_id=sink_id,
                     description=change.description,
-                    details=change.details,
+                    details=details,
                     changes=change.changes,
                 )
             ).event_id
-            after = await self._stored_sink(conn, tenant_id, sink_id, "sink.id")
             head = await tree_size(conn, tenant_id)
         self._forwarder.sink_changed(tenant_id)
         return pb.UpdateSinkResponse(sink=_sink_message(after, head), event_id=event_id)

@@ -24,7 +24,7 @@ from sealtrail.v1 import event_pb2
 
 from ..domain.errors import SealtrailError
 from ..domain.sealing import SecretBox
-from ..domain.sinks import SinkDefinition
+from ..domain.sinks import SinkDefinition, changes_delivery
 from ..store import deployment_sinks as definitions
 from ..store import sinks as store
 from ..store.appender import Appender
@@ -253,11 +253,18 @@ class ManagedSinks:
                 return False
             after: SinkDefinition = deployment.definition
             change = None
+            details: dict[str, Any] = {}
             if after != before.definition:
                 change = await self._records.change(tenant_id, before.definition, after)
+                details = change.details
                 await store.update_sink(
                     conn, tenant_id, sink_id, after, box=self._box, now=self._clock()
                 )
+                if changes_delivery(before.definition, after):
+                    # Read once the change holds the row: no batch moves the
+                    # cursor past it (store.advance).
+                    cursor = await store.read_sink_cursor(conn, tenant_id, sink_id)
+                    details = {**details, "from_seq": cursor + 1}
             await store.update_sink_revision(conn, tenant_id, sink_id, deployment.revision)
             if change is not None:  # recorded last, in the change's transaction (ADR 0075)
                 await self._record(
@@ -267,7 +274,7 @@ class ManagedSinks:
                     action="sink.updated",
                     description=f"{change.description} by the deployment's operator",
                     severity=change.severity,
-                    details=change.details,
+                    details=details,
                     changes=change.changes,
                 )
         self._changed(tenant_id)

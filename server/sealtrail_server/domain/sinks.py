@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, Literal
 from urllib.parse import unquote, unquote_plus, urlsplit
@@ -68,6 +68,14 @@ class SinkDefinition:
     filter: dict[str, Any]  # the EventFilter message as JSON (its API form)
     destination: dict[str, Any]
     paused: bool
+
+
+def changes_delivery(before: SinkDefinition, after: SinkDefinition) -> bool:
+    """Whether changing `before` into `after` changes what is sent, where or
+    how (its filter, format, destination, secrets or pause): all but a rename.
+    Such a change applies from the sink's cursor at the change, which its
+    `sink.updated` event records (`from_seq`)."""
+    return replace(before, name=after.name) != after
 
 
 def webhook_key(secret: str) -> bytes:

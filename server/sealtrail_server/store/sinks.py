@@ -311,6 +311,17 @@ async def read_sink(
     return None if row is None else _sink(row, box)
 
 
+async def read_sink_cursor(conn: Connection, tenant_id: str, sink_id: str) -> int:
+    """A sink's cursor, the last seq its live delivery is done with (the
+    sink exists)."""
+    cursor = await conn.execute(
+        "SELECT cursor_seq FROM sinks WHERE tenant_id = %s AND id = %s", [tenant_id, sink_id]
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 async def read_sink_filter(conn: Connection, tenant_id: str, sink_id: str) -> dict[str, Any] | None:
     """A sink's filter (its API form), None if there is no such sink: as
     committed by a change in flight, which it waits for (FOR SHARE, so that
