@@ -267,7 +267,11 @@ def update(
     settings of the current destination; the others, secrets included, stay.
     To rotate a webhook's secret, give the current one and the new one
     (--secret OLD --generate-secret), then, once receivers verify with the
-    new one, the new one alone."""
+    new one, the new one alone.
+
+    Prints the seq after which a new filter, format or destination applies
+    (the sink's cursor at the change); `replay --seq` sends the events up to
+    it under the new settings."""
     settings, made = _destination_settings(options, secrets_, generate_secret)
     criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
     sink = forwarding_pb2.Sink(id=sink_id, etag=etag)
@@ -306,9 +310,33 @@ def update(
             raise click.UsageError("nothing to change: give a name, format, filter or setting", ctx)
         read_with = "sealtrail sinks show" if etag else None
         with unchanged_since_read(sink_id, read_with=read_with), _secret_not_lost(made):
-            client.update_sink(sink, fields=fields)
+            answer = client.update_sink(sink, fields=fields)
     _show_secret(made)
+    if not answer.event_id:  # the sink had these settings: nothing changed, nothing recorded
+        click.echo(f"{sink_id} unchanged: it has these settings already")
+        return
     click.echo(f"{sink_id} updated")
+    changed = [word for field, word in _SENT_BY.items() if field in fields]
+    if settings:  # secrets included
+        changed.append("destination")
+    if changed:
+        click.echo(_takes_effect(sink_id, " and ".join(changed), answer.sink.state.cursor_seq))
+
+
+# The settings of what is sent, where or how, as `_takes_effect` names them (a
+# rename changes none of it).
+_SENT_BY = {"filter": "filter", "format": "format"}
+
+
+def _takes_effect(sink_id: str, changed: str, cursor: int) -> str:
+    """Where a change takes effect: after the sink's cursor at the change (its
+    `sink.updated` record's `from_seq` is the seq after it); the events up to
+    it went by the old settings, or not at all, unless replayed."""
+    line = f"events after seq {cursor} are sent under the new {changed}"
+    if cursor == 0:
+        return line
+    replay = f"sealtrail sinks replay {sink_id} --seq FIRST-{cursor}"
+    return f"{line}; `{replay}` sends earlier ones under {'them' if ' and ' in changed else 'it'}"
 
 
 def _set_paused(ctx: click.Context, sink_id: str, paused: bool) -> None:
