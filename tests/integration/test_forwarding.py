@@ -1736,6 +1736,42 @@ def test_a_widened_filter_takes_the_events_after_the_cursor_its_change_answers_w
     assert sent == {seq for seq in invited if seq > cut}
 
 
+def test_a_replay_after_a_widened_filter_sends_what_it_skipped_once_and_the_rest_live(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], receiver: Endpoint
+) -> None:
+    """Widened while behind, a sink is replayed from the log's first seq to its
+    end, past its cursor: each event the old filter skipped is sent once, by
+    the replay up to the cursor the change answered with and live after it;
+    the events the old filter sent before the cursor are sent again by the
+    replay (a replay sends whatever its range holds that the filter takes),
+    with their ids."""
+    sink = sinks(build_sink("widened", "webhook", url=receiver.url, secrets=[new_secret()],
+                            filter=SHARED))  # fmt: skip
+    shared = record(client, 2)
+    invited = record(client, 3, action="member.invite")
+    wait_for_state(client, sink.id, lambda s: s.state.lag_events == 0)
+    client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=True), fields=["paused"])
+    shared += record(client, 2)
+    invited += record(client, 3, action="member.invite")
+    wider = build_filter(actions=["document.*", "member.*"])
+    cut = client.update_sink(
+        forwarding_pb2.Sink(id=sink.id, filter=wider), fields=["filter"]
+    ).sink.state.cursor_seq
+    assert shared[1] < cut < shared[2]  # paused: behind the events recorded since
+    client.replay_sink(sink.id, seq_range=(1, client.get_sink(sink.id).state.head_seq))
+    unpause(client, sink)
+    wait_for_state(
+        client, sink.id, lambda s: s.state.lag_events == 0 and s.state.pending_replays == 0
+    )
+    sent = delivered_seqs(receiver.requests())
+    assert sorted(seq for seq in sent if seq in invited) == invited  # each once
+    assert sorted(seq for seq in sent if seq in shared) == sorted(
+        [*shared[:2], *shared[:2], *shared[2:]]
+    )
+    ids = [e["id"] for e in webhook_events(receiver.requests()) if e["seq"] == shared[0]]
+    assert len(ids) == 2 and ids[0] == ids[1]
+
+
 def _sent_seqs(kind: str, body: bytes) -> list[int]:
     """The seqs of the events a Datadog or Splunk request carried."""
     if kind == "datadog_logs":
