@@ -572,6 +572,9 @@ AUDIT_LOG_VALUES = [
     # resource type, not an assignment): the record of who read which secret.
     "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf",
     "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:payments/StripeApiKey-Xy12Ab",
+    # As ECS's `valueFrom` names a secret's JSON key: `:json-key:version-stage:version-id`.
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf:password::",
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf::AWSPREVIOUS:",
     "deployment/billing-api-v2",
     "pod/api-server-7d9f8b6c5d-x2k9p",
     "billing-worker-5c8d7b9f4-h7tqz",
@@ -663,6 +666,15 @@ def test_values_an_audit_log_is_full_of_are_no_random_secret(value: str) -> None
         "arn:aws:secretsmanager:eu-west-1::secret:{}",
         "arn:aws:ssm:eu-west-1:123456789012:secret:{}",
         "host:123456789012:secret:{}",
+        # Text run on past the secret's name, where no name goes on (`|`,
+        # `)`, `?`, `:`, `=`): a value assigned there is no name's part.
+        "secretId=arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf"
+        "|db_password={}|user=bob",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf)password:{}",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf?password={}",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf/password={}",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:=>{}",
+        "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db-AbCdEf:password:{}",
     ],
 )
 def test_a_secret_beside_or_shaped_as_a_secrets_arn_is_replaced(text: str) -> None:

@@ -279,7 +279,7 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
         anchor="=|:|--|%3[DdAa]",
         in_identifiers=False,
     )
-    return replace(pattern, kept_at=_in_a_secrets_arn)
+    return replace(pattern, kept_match=_in_a_secrets_arn)
 
 
 # A Secrets Manager secret's ARN, to the `secret:` before the secret's name
@@ -288,14 +288,29 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
 # characters before a value, at their end.
 _SECRETS_ARN: Final = re.compile(r"arn:aws(?:-[a-z]+)*:secretsmanager:[a-z0-9-]*:\d{12}:secret:\Z")
 _SECRETS_ARN_REACH: Final = 128
+# The name itself: letters, digits and `/_+.@-`, as Secrets Manager takes
+# them (`/` escaped as PHP's JSON writes it, `\\/`), a sentence's
+# punctuation after it; and, as ECS's `valueFrom` writes it, the JSON key,
+# version stage and version id after it (`prod/db-AbCdEf:password::`). The
+# value the rule reads runs on to a space, a quote, `&`, `,` or `;`: kept
+# whole, it kept what was written after the name too
+# (`…:secret:prod/db-AbCdEf|db_password=…`). `=`, which a name may hold,
+# reads as an assignment: such a value is replaced.
+_SECRETS_NAME: Final = re.compile(
+    r"(?:[A-Za-z0-9/_+.@-]|\\/)+(?::[A-Za-z0-9_.-]*:[A-Za-z0-9_.-]*:[A-Za-z0-9-]*)?[.!?:)]*"
+)
 
 
-def _in_a_secrets_arn(text: str, start: int) -> bool:
-    """Whether the value at `start` is the name of a secret in its ARN: the
-    record of who read or changed which secret (CloudTrail's `secretId`)
-    lost the secret's name. Only this shape: `secret: …` elsewhere is a
-    secret still."""
-    return _SECRETS_ARN.search(text, max(0, start - _SECRETS_ARN_REACH), start) is not None
+def _in_a_secrets_arn(match: re.Match[str]) -> bool:
+    """Whether the value the rule matched is the name of a secret in its
+    ARN: the record of who read or changed which secret (CloudTrail's
+    `secretId`) lost the secret's name. Only this shape: `secret: …`
+    elsewhere is a secret still, and so is a value with more than a name."""
+    text, start = match.string, match.start(1)
+    return (
+        _SECRETS_ARN.search(text, max(0, start - _SECRETS_ARN_REACH), start) is not None
+        and _SECRETS_NAME.fullmatch(match.group(1)) is not None
+    )
 
 
 # An element's text: a CDATA section's (which may hold `<` and `>`: to its
