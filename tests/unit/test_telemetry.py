@@ -355,6 +355,36 @@ def test_a_group_of_database_errors_is_logged_without_their_values(
         assert "|" in each  # as a group's traceback is drawn
 
 
+@pytest.mark.parametrize("between", ["\r", "\x0c", "\x1e", "\x85", "\u2028"])
+def test_a_group_member_whose_values_break_lines_is_logged_without_them(
+    logged: tuple[logging.Logger, dict[str, io.StringIO]],
+    sql: psycopg.Connection[Any],
+    between: str,
+) -> None:
+    """A group's traceback draws its margin after every line break
+    `str.splitlines` knows (a carriage return, a form feed, U+2028...), not
+    only after `\\n`: a refused value holding one (a caller's text) put a
+    margin inside the member's DETAIL, which was then not found, and written
+    whole."""
+    logger, streams = logged
+    secret = f"secret-{uuid.uuid4()}"
+    value = f"first line{between}{secret}"
+    sql.execute("CREATE TEMP TABLE refusing (k text PRIMARY KEY)")
+    sql.execute("INSERT INTO refusing VALUES (%s)", [value])
+    with pytest.raises(psycopg.errors.UniqueViolation) as raised:
+        sql.execute("INSERT INTO refusing VALUES (%s)", [value])
+    try:
+        raise ExceptionGroup("failed", [raised.value])
+    except ExceptionGroup:
+        logger.exception("failed")
+    text = streams["text"].getvalue()
+    written = [text, json.loads(streams["json"].getvalue().splitlines()[-1])["exception"]]
+    for each in written:
+        assert secret not in each and "DETAIL" not in each, each
+        said = 'duplicate key value violates unique constraint "refusing_pkey" (SQLSTATE 23505)'
+        assert each.count(said) == 1, each
+
+
 def test_the_log_format_setting_takes_text_or_json() -> None:
     assert Settings.load({}).log_format == "text"
     assert Settings.load({"SEALTRAIL_LOG_FORMAT": "json"}).log_format == "json"

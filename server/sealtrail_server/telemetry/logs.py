@@ -58,15 +58,17 @@ def _without_values(text: str, error: BaseException | None) -> str:
 def _said_instead(text: str, whole: str, said: str) -> str:
     """`text` with `whole` said as `said`, wherever it starts on a line and
     however its lines are drawn: a group's traceback writes its members'
-    lines each after a margin (`    | DETAIL:  Key (...)=(...)`)."""
-    first, *rest = whole.split("\n")
+    lines each after a margin (`    | DETAIL:  Key (...)=(...)`), after each
+    line break `str.splitlines` knows (textwrap.indent's): a `\\r`, a form
+    feed or a U+2028 in a refused value, a caller's, too."""
+    first, *rest = whole.splitlines(keepends=True)
     if not rest:
         return text.replace(whole, said)
     # The margin before each of its lines is the first's, the text before it aside.
     written = re.compile(
         r"^(?P<margin>[ |]*)(?P<before>[^\n]*?)"
         + re.escape(first)
-        + "".join(r"\n(?P=margin)" + re.escape(line) for line in rest),
+        + "".join(r"(?P=margin)" + re.escape(line) for line in rest),
         re.MULTILINE,
     )
     return written.sub(lambda found: found["margin"] + found["before"] + said, text)
