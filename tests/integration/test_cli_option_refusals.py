@@ -5,6 +5,7 @@ process against a test's server and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -142,3 +143,36 @@ def test_no_working_days_is_refused_not_made_monday_to_friday(
     assert "Invalid value for --days: 'sat' is not ISO weekdays" in named.output, named.output
     shown = sealtrail("alerts", "show", rule_id)
     assert '"workingDays": [\n' in shown.output and "6,\n" in shown.output, shown.output
+
+
+def test_a_refused_replay_names_its_options_not_the_clients_parameters(
+    sealtrail: Callable[..., Result], tmp_path: Path
+) -> None:
+    """`sinks replay --seq 0-5` said `seq_range[0]: must be 1 or more`, the
+    client's parameter; `--seq 1-9223372036854775808` protobuf's bare "Value
+    out of range"; no range at all "give exactly one of seq_range, window and
+    dead_letter_id". Refused as --seq (and export's), before any call."""
+    sink = sealtrail(
+        "sinks", "create", "siem", "--kind", "webhook", "--url", "https://x.example/",
+        "--secret", "whsec_" + "a" * 32,
+    )  # fmt: skip
+    assert sink.exit_code == 0, sink.output
+    sink_id = sink.output.strip()
+    for typed, said in (
+        ("0-5", "Invalid value for '--seq': the first seq is 1 or more"),
+        ("5-3", "Invalid value for '--seq': the first seq 5 is after the last 3"),
+        (f"1-{2**63}", f"Invalid value for '--seq': the last seq {2**63} is past the largest"),
+        (f"{2**63}-{10**25}", f"Invalid value for '--seq': the last seq {10**25} is past"),
+    ):
+        refused = sealtrail("sinks", "replay", sink_id, "--seq", typed)
+        assert refused.exit_code == 2 and said in refused.output, refused.output
+        assert "seq_range" not in refused.output and "out of range" not in refused.output
+    for given in ([], ["--seq", "1-2", "--dead-letter", "x"], ["--seq", "1-2", "--since", "1h"]):
+        refused = sealtrail("sinks", "replay", sink_id, *given)
+        assert refused.exit_code == 2, refused.output
+        assert "give exactly one of --seq, --since and --dead-letter" in refused.output
+        assert "seq_range" not in refused.output and "dead_letter_id" not in refused.output
+    for command in ("export", "bundle"):
+        past = sealtrail(command, "-o", str(tmp_path / command), "--seq", f"1-{2**63}")
+        assert past.exit_code == 2, (past.output, past.exception)
+        assert f"Invalid value for '--seq': the last seq {2**63} is past" in past.output

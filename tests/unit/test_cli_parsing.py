@@ -1256,7 +1256,16 @@ def test_a_seq_range_is_first_and_last_included(given: str, expected: tuple[int,
 
 @pytest.mark.parametrize(
     ("given", "says"),
-    [("8-3", "after the last"), ("0-3", "1 or more"), ("3", "not FIRST-LAST"), ("-3-4", "not")],
+    [
+        ("8-3", "after the last"),
+        ("0-3", "1 or more"),
+        ("3", "not FIRST-LAST"),
+        ("-3-4", "not"),
+        # Past the largest seq a log reaches: no request carries 2**63 (a bare
+        # "Value out of range", or a traceback), and no log holds 2**53.
+        (f"1-{2**53}", r"the last seq 9007199254740992 is past the largest \(9007199254740991\)"),
+        (f"{2**63}-{2**64}", f"the last seq {2**64} is past the largest"),
+    ],
 )
 def test_a_seq_range_out_of_order_or_malformed_is_refused(given: str, says: str) -> None:
     with pytest.raises(click.BadParameter, match=says):

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from sealtrail._bundle_format import BundleSummary
+from sealtrail._convert import MAX_SEQ
 from sealtrail._words import counted, noun
 
 _SEQS = re.compile(r"(\d+)(?:-|\.\.)(\d+)")
@@ -39,6 +40,11 @@ class SeqRangeParam(click.ParamType[tuple[int, int]]):
             self.fail("the first seq is 1 or more", param, ctx)
         if first > last:
             self.fail(f"the first seq {first} is after the last {last}", param, ctx)
+        if last > MAX_SEQ:
+            # No log reaches it; past 2**63 no request carries it either, and
+            # `sinks replay` said protobuf's bare "Value out of range", `export`
+            # and `bundle` a traceback.
+            self.fail(f"the last seq {last} is past the largest ({MAX_SEQ})", param, ctx)
         return first, last
 
 

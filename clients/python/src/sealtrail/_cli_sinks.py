@@ -25,6 +25,7 @@ from sealtrail._cli import (
     terminal_safe,
     unchanged_since_read,
 )
+from sealtrail._cli_ranges import SeqRangeParam
 from sealtrail._convert import (
     SINK_SETTINGS,
     PayloadFormat,
@@ -398,16 +399,11 @@ def dead_letters(ctx: click.Context, sink_id: str) -> None:
     print_table(table)
 
 
-def _seq_range(value: str) -> tuple[int, int]:
-    first, sep, last = value.partition("-")
-    if not sep or not first.isdigit() or not last.isdigit():
-        raise click.BadParameter(f"{value!r} is not FIRST-LAST, e.g. 100-250")
-    return int(first), int(last)
-
-
 @sinks.command("replay")
 @click.argument("sink_id")
-@click.option("--seq", "seq_text", metavar="FIRST-LAST", help="A seq range, both ends included.")
+@click.option(
+    "--seq", "seq_range", type=SeqRangeParam(), help="A seq range, FIRST-LAST, both ends included."
+)
 @click.option(
     "--since", "start", type=_Time(), help="Events that occurred since this time (e.g. 1h) ..."
 )
@@ -417,7 +413,7 @@ def _seq_range(value: str) -> tuple[int, int]:
 def replay(
     ctx: click.Context,
     sink_id: str,
-    seq_text: str | None,
+    seq_range: tuple[int, int] | None,
     start: datetime | None,
     end: datetime | None,
     dead_letter: str,
@@ -428,12 +424,12 @@ def replay(
     if start is not None and end is None:
         end = datetime.now(UTC)
     window = (start, end) if start is not None and end is not None else None
-    seq_range = _seq_range(seq_text) if seq_text else None
+    # Said here in the options' terms: the client's refusal names its own
+    # parameters (seq_range, window, dead_letter_id), which no option is called.
+    if (seq_range is not None) + (window is not None) + bool(dead_letter) != 1:
+        raise click.UsageError("give exactly one of --seq, --since and --dead-letter", ctx)
     with _client(ctx) as client:
-        try:
-            answer = client.replay_sink(
-                sink_id, seq_range=seq_range, window=window, dead_letter_id=dead_letter
-            )
-        except ValueError as error:
-            raise click.UsageError(str(error)) from None
+        answer = client.replay_sink(
+            sink_id, seq_range=seq_range, window=window, dead_letter_id=dead_letter
+        )
     click.echo(f"replay {terminal_safe(answer.replay_id)} requested")
