@@ -176,3 +176,29 @@ def test_a_refused_replay_names_its_options_not_the_clients_parameters(
         past = sealtrail(command, "-o", str(tmp_path / command), "--seq", f"1-{2**63}")
         assert past.exit_code == 2, (past.output, past.exception)
         assert f"Invalid value for '--seq': the last seq {2**63} is past" in past.output
+
+
+def test_a_rule_setting_past_what_its_field_carries_is_refused_as_its_option(
+    sealtrail: Callable[..., Result],
+) -> None:
+    """`alerts create --count -1`, `--window 4294967296` or `--days` of a
+    number past 2**63 ended in a traceback of protobuf's "Value out of
+    range", as did `alerts update --count -1`: refused as the option now."""
+    threshold = ["--kind", "threshold", "--action", "doc.*"]
+    for given, said in (
+        (["--count", "-1", "--window", "60"], "Invalid value for --count: must be 2 to 100000"),
+        (["--count", "5", "--window", str(2**32)], "Invalid value for --window: must be 1 to"),
+    ):
+        refused = sealtrail("alerts", "create", "r", *threshold, *given)
+        assert refused.exit_code == 2 and said in refused.output, refused.output
+    days = sealtrail(
+        "alerts", "create", "night", "--kind", "off_hours", "--time-zone", "UTC",
+        "--days", f"1,{2**63}", "--action", "doc.*",
+    )  # fmt: skip
+    assert days.exit_code == 2, (days.output, days.exception)
+    assert "Invalid value for --days: days are 1 (Monday) to 7 (Sunday)" in days.output
+    made = sealtrail("alerts", "create", "r", *threshold, "--count", "5", "--window", "60")
+    assert made.exit_code == 0, made.output
+    refused = sealtrail("alerts", "update", made.output.strip(), "--count", "-1")
+    assert refused.exit_code == 2, (refused.output, refused.exception)
+    assert "Invalid value for --count: must be 2 to 100000, not -1" in refused.output

@@ -76,3 +76,28 @@ def test_a_setting_of_another_kind_given_as_its_default_is_taken() -> None:
         time_zone="", start_hour=0, end_hour=0, working_days=(),
     )  # fmt: skip
     assert rule == build_alert_rule("logins", "match")
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting", "refusal"),
+    [
+        ("threshold", {"count": -1}, r"^count: must be 2 to 100000, not -1$"),
+        ("threshold", {"count": 2**32}, r"^count: must be 2 to 100000, not 4294967296$"),
+        ("threshold", {"window_seconds": -3}, r"^window_seconds: must be 1 to 604800 \(7 days\)"),
+        ("threshold", {"window_seconds": 2**63}, r"^window_seconds: must be 1 to 604800 "),
+        ("off_hours", {"start_hour": -1}, r"^start_hour: must be 0 to 23, not -1$"),
+        ("off_hours", {"end_hour": 2**40}, r"^end_hour: must be after start_hour, at most 24, "),
+        ("off_hours", {"working_days": [1, 2**63]}, r"^working_days\[1\]: days are 1 \(Monday\)"),
+        ("off_hours", {"working_days": [-2]}, r"^working_days\[0\]: days are 1 \(Monday\) to 7"),
+    ],
+)
+def test_a_rule_setting_past_what_its_field_carries_is_refused_naming_it(
+    kind: str, setting: dict[str, object], refusal: str
+) -> None:
+    """A threshold's count or window, an off-hours rule's hours or days are
+    uint32s: a negative one, or one past 2**32 - 1, which the server refuses
+    as it refuses any outside its range, raised protobuf's bare "Value out of
+    range", naming nothing (and `sealtrail alerts create --count -1` ended in
+    a traceback). Refused as the server refuses it, naming the argument."""
+    with pytest.raises(ValueError, match=refusal):
+        build_alert_rule("r", kind, **setting)  # type: ignore[arg-type]

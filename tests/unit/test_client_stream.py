@@ -437,6 +437,41 @@ _REFUSED_SEQS: dict[str, tuple[Callable[[Any], Any], str]] = {
         lambda client: client.get_consistency_proof(old_size=7, new_size=5),
         r"^new_size: must not be smaller than old_size \(7\), not 5$",
     ),
+    # Past what an int64 carries, where the server refuses any (no log is so
+    # large): protobuf raised a bare "Value out of range", naming nothing.
+    "get_checkpoint(tree_size=2**63)": (
+        lambda client: client.get_checkpoint(tree_size=2**63),
+        rf"^tree_size: must be at most {2**63 - 1} \(the largest the request carries\),"
+        rf" not {2**63}$",
+    ),
+    "get_inclusion_proof(seq=5, tree_size=2**63)": (
+        lambda client: client.get_inclusion_proof(seq=5, tree_size=2**63),
+        r"^tree_size: must be at most 9223372036854775807 ",
+    ),
+    "get_consistency_proof(old_size=2**63)": (
+        lambda client: client.get_consistency_proof(old_size=2**63),
+        r"^old_size: must be at most 9223372036854775807 ",
+    ),
+    "get_consistency_proof(old_size=3, new_size=2**64)": (
+        lambda client: client.get_consistency_proof(old_size=3, new_size=2**64),
+        rf"^new_size: must be at most 9223372036854775807 .*, not {2**64}$",
+    ),
+    "list_purged_leaves(tree_size=2**63)": (
+        lambda client: client.list_purged_leaves(tree_size=2**63),
+        r"^tree_size: must be at most 9223372036854775807 ",
+    ),
+    "export_stream(first_seq=1, last_seq=2**63)": (
+        lambda client: client.export_stream(first_seq=1, last_seq=2**63),
+        r"^last_seq: must be at most 9223372036854775807 ",
+    ),
+    "export_stream(first_seq=2**63, last_seq=2**64)": (
+        lambda client: client.export_stream(first_seq=2**63, last_seq=2**64),
+        r"^last_seq: must be at most 9223372036854775807 ",
+    ),
+    "replay_sink(seq_range=(2**63, 2**63))": (
+        lambda client: client.replay_sink("s", seq_range=(2**63, 2**63)),
+        r"^seq_range\[0\]: must be at most 9223372036854775807 ",
+    ),
     "replay_sink(seq_range=(0, 5))": (
         lambda client: client.replay_sink("s", seq_range=(0, 5)),
         r"^seq_range\[0\]: must be 1 or more, not 0$",
@@ -532,3 +567,25 @@ def test_a_page_size_past_what_its_field_carries_is_sent_as_the_largest_it_carri
     assert query_request(None, "newest", 2**31 - 1, "").page_size == 2**31 - 1
     assert count_request(None, "", 2**40).limit == 2**31 - 1
     assert count_request(None, "", 1000).limit == 1000
+
+
+@pytest.mark.parametrize("after_seq", [2**63, 10**30])
+async def test_purged_leaves_after_a_seq_past_what_its_field_carries_are_asked_for(
+    after_seq: int,
+) -> None:
+    """The server answers no leaf after any seq past the log, 2**63 - 1 too:
+    one past what the field carries (int64) is sent as that, not refused by
+    protobuf with a bare "Value out of range" as the leaves are first read;
+    so is a replay's last seq, which the server lowers to the sink's cursor."""
+    from sealtrail._convert import replay_request
+
+    with (
+        AuditClient("127.0.0.1:9", token="t", max_attempts=1) as client,
+        pytest.raises(UnavailableError),
+    ):
+        list(client.list_purged_leaves(after_seq=after_seq))
+    async with AsyncAuditClient("127.0.0.1:9", token="t", max_attempts=1) as aclient:
+        with pytest.raises(UnavailableError):
+            [leaf async for leaf in aclient.list_purged_leaves(after_seq=after_seq)]
+    replay = replay_request("s", seq_range=(3, after_seq))
+    assert (replay.seq_range.first_seq, replay.seq_range.last_seq) == (3, 2**63 - 1)

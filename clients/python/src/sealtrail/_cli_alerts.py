@@ -4,6 +4,9 @@ _cli.py, whose helpers it shares."""
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final, cast
 
 import click
@@ -20,7 +23,14 @@ from sealtrail._cli import (
     terminal_safe,
     unchanged_since_read,
 )
-from sealtrail._convert import AlertKind, build_alert_rule, enum_label, enum_names, enum_value
+from sealtrail._convert import (
+    AlertKind,
+    build_alert_rule,
+    carried_by_rule,
+    enum_label,
+    enum_names,
+    enum_value,
+)
 from sealtrail.v1 import alerting_pb2, event_pb2
 
 
@@ -138,6 +148,31 @@ def _days(ctx: click.Context, value: str) -> list[int]:
     return days
 
 
+# The option of each rule setting the client refuses by name (`carried_by_rule`).
+_OPTION_OF_SETTING: Final = {
+    "count": "--count",
+    "window_seconds": "--window",
+    "start_hour": "--hours",
+    "end_hour": "--hours",
+    "working_days": "--days",
+}
+
+
+@contextmanager
+def _settings_named(ctx: click.Context) -> Iterator[None]:
+    """A rule setting the client refuses (one its field cannot carry: a
+    negative count, a window past 2**32 - 1) refused as the option that gave
+    it: protobuf's bare "Value out of range" ended the command in a traceback."""
+    try:
+        yield
+    except ValueError as error:
+        field, said, rest = str(error).partition(": ")
+        option = _OPTION_OF_SETTING.get(re.sub(r"\[\d+\]$", "", field))
+        if not said or option is None:
+            raise
+        raise click.BadParameter(rest, ctx, param_hint=option) from None
+
+
 # The options of create that set a setting of one kind of rule (build_alert_rule
 # refuses another kind's; --hours and --days have defaults of their own).
 _KIND_SETTINGS: Final = (
@@ -214,21 +249,22 @@ def create(
         if given and kind != applies_to:
             raise click.BadParameter(f"only with --kind {applies_to}", ctx, param_hint=option)
     start, end = _hours(ctx, hours_text) if kind == "off_hours" else (0, 0)
-    rule = build_alert_rule(
-        name,
-        cast(AlertKind, kind),
-        filter=_filter(criteria),
-        count=threshold_count,
-        window_seconds=window_seconds,
-        group_by=cast(Any, group_by or ""),
-        exact_actor_ids=bool(exact_actor_ids),
-        time_zone=time_zone,
-        start_hour=start,
-        end_hour=end,
-        working_days=_days(ctx, days_text) if kind == "off_hours" else [],
-        severity=alert_severity,
-        sink_ids=sink_ids,
-    )
+    with _settings_named(ctx):
+        rule = build_alert_rule(
+            name,
+            cast(AlertKind, kind),
+            filter=_filter(criteria),
+            count=threshold_count,
+            window_seconds=window_seconds,
+            group_by=cast(Any, group_by or ""),
+            exact_actor_ids=bool(exact_actor_ids),
+            time_zone=time_zone,
+            start_hour=start,
+            end_hour=end,
+            working_days=_days(ctx, days_text) if kind == "off_hours" else [],
+            severity=alert_severity,
+            sink_ids=sink_ids,
+        )
     with _client(ctx) as client:
         click.echo(terminal_safe(client.create_alert_rule(rule).rule.id))
 
@@ -343,6 +379,13 @@ def update(
             # As for sinks: changed only if it is still the rule just read (or
             # the one the given etag was read with): a change made meanwhile
             # is not overwritten with what this read held.
+            with _settings_named(ctx):
+                carried_by_rule(
+                    kind,
+                    count=settings.get("count", 0),
+                    window_seconds=settings.get("window_seconds", 0),
+                    days=settings.get("working_days", ()),
+                )
             rule.etag = etag or current.etag
             condition = getattr(rule, kind)
             condition.CopyFrom(getattr(current, kind))

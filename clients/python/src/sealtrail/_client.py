@@ -21,6 +21,7 @@ from sealtrail._checkpoint_check import CheckpointCheck, SavedCheckpoint
 from sealtrail._convert import (
     HOLD_PLACED,
     HOLD_RELEASED,
+    INT64_MAX,
     POLICY_UPDATED,
     RULE_UPDATED,
     SETTINGS_UPDATED,
@@ -41,6 +42,7 @@ from sealtrail._convert import (
     batch_request,
     batch_results,
     build_event_of_checked_fields,
+    carried,
     channel_options,
     checked_seq_range,
     checkpoint_request,
@@ -549,7 +551,11 @@ class AuditClient:
         after seq `after_seq` and up to `tree_size` (0: the log as it is now),
         page after page."""
         at_least_zero(tree_size, "tree_size", "the log as it is now")
+        carried(tree_size, "tree_size")
         at_least_zero(after_seq, "after_seq", "from the first seq")
+        # None after any seq past the log: past what the field carries, the
+        # largest it carries is sent (protobuf refused it, naming nothing).
+        after_seq = min(after_seq, INT64_MAX)
         if self._closed:  # at the call, as every other call's: not at its first leaf
             raise ClientClosedError
         return self._purged_leaves(tree_size, after_seq)

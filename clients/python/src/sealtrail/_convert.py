@@ -691,6 +691,20 @@ MAX_SEQ: Final = 2**53 - 1
 # any past its own maximum (AIP-158), so one past this is sent as this: given
 # to protobuf, it raised a bare "Value out of range", naming nothing.
 _INT32_MAX: Final = 2**31 - 1
+# The largest a seq's or a tree size's field carries (int64): one past it
+# protobuf refused with a bare "Value out of range", naming nothing.
+INT64_MAX: Final = 2**63 - 1
+
+
+def carried(value: int, field: str) -> int:
+    """`value`, a size or seq of a request, which no log reaches past what
+    its field carries (int64), where the server refuses one beyond the log
+    (NOT_FOUND, BEYOND_LOG_SIZE): refused here, naming `field`."""
+    if value > INT64_MAX:
+        raise ValueError(
+            f"{field}: must be at most {INT64_MAX} (the largest the request carries), not {value}"
+        )
+    return value
 
 
 def at_least_zero(value: int, field: str, zero: str = "") -> int:
@@ -712,6 +726,7 @@ def stream_start(after_seq: int) -> int:
 
 def checkpoint_request(tree_size: int, fresh: bool) -> integrity_pb2.GetCheckpointRequest:
     at_least_zero(tree_size, "tree_size", "the latest checkpoint")
+    carried(tree_size, "tree_size")
     return integrity_pb2.GetCheckpointRequest(tree_size=tree_size, fresh=fresh)
 
 
@@ -724,6 +739,8 @@ def consistency_request(old_size: int, new_size: int) -> integrity_pb2.GetConsis
     at_least_zero(new_size, "new_size", "the latest checkpoint")
     if old_size < 1:
         raise ValueError(f"old_size: must be 1 or more, not {old_size}")
+    carried(old_size, "old_size")
+    carried(new_size, "new_size")
     if new_size and new_size < old_size:
         raise ValueError(
             f"new_size: must not be smaller than old_size ({old_size}), not {new_size}"
@@ -735,6 +752,7 @@ def checked_seq_range(first_seq: int, last_seq: int) -> None:
     """An export's seq range, refused as the server refuses it, the same
     field named (both 0: the whole log)."""
     at_least_zero(last_seq, "last_seq", "the whole log, with first_seq 0")
+    carried(last_seq, "last_seq")  # and first_seq, not past it
     if not last_seq:
         if first_seq:
             raise ValueError("last_seq: must be given with first_seq (both 0: the whole log)")
@@ -898,6 +916,7 @@ def inclusion_request(
     if seq and not 1 <= seq <= MAX_SEQ:
         raise ValueError(f"seq: must be 1 to {MAX_SEQ}, not {seq}")
     at_least_zero(tree_size, "tree_size", "the latest checkpoint")
+    carried(tree_size, "tree_size")
     if seq and tree_size and tree_size < seq:
         raise ValueError(f"tree_size: must be at least the event's seq ({seq}), not {tree_size}")
     request = integrity_pb2.GetInclusionProofRequest(
@@ -1099,7 +1118,10 @@ def replay_request(
             raise ValueError(f"seq_range[0]: must be 1 or more, not {first}")
         if last < first:
             raise ValueError(f"seq_range[1]: must be at least seq_range[0] ({first}), not {last}")
-        request.seq_range.first_seq, request.seq_range.last_seq = first, last
+        carried(first, "seq_range[0]")  # past the log's end: the server refuses it
+        # The server lowers the last to the sink's cursor: past the field's
+        # largest, that is sent.
+        request.seq_range.first_seq, request.seq_range.last_seq = first, min(last, INT64_MAX)
     elif window is not None:
         request.window.start_time.CopyFrom(timestamp(window[0], field="window start"))
         request.window.end_time.CopyFrom(timestamp(window[1], field="window end"))
@@ -1109,6 +1131,43 @@ def replay_request(
 
 
 AlertKind = Literal["match", "threshold", "new_ip", "new_country", "off_hours"]
+# The largest a rule's count, window, hours and days carry (uint32).
+_UINT32_MAX: Final = 2**32 - 1
+
+
+def carried_by_rule(
+    kind: str,
+    *,
+    count: int = 0,
+    window_seconds: int = 0,
+    start_hour: int = 0,
+    end_hour: int = 0,
+    days: Iterable[int] = (),
+) -> None:
+    """A rule's setting of its kind that its field cannot carry (a negative
+    one, or past 2**32 - 1), refused as the server refuses any outside its
+    range, naming it: protobuf raised a bare "Value out of range", naming
+    nothing. One of another kind is refused as such (build_alert_rule)."""
+    settings: list[tuple[str, int, str]] = []
+    if kind == "threshold":
+        settings += [
+            ("count", count, "must be 2 to 100000"),
+            ("window_seconds", window_seconds, "must be 1 to 604800 (7 days)"),
+        ]
+    elif kind == "off_hours":
+        settings += [
+            ("start_hour", start_hour, "must be 0 to 23"),
+            ("end_hour", end_hour, "must be after start_hour, at most 24"),
+        ]
+        settings += [
+            (f"working_days[{n}]", day, "days are 1 (Monday) to 7 (Sunday)")
+            for n, day in enumerate(days)
+        ]
+    for field, value, rule in settings:
+        if isinstance(value, int) and not 0 <= value <= _UINT32_MAX:
+            raise ValueError(f"{field}: {rule}, not {value}")
+
+
 _KINDS: Final = frozenset(get_args(AlertKind))
 _GROUP_BY: dict[str, alerting_pb2.AlertGroupBy.ValueType] = {
     "": alerting_pb2.ALERT_GROUP_BY_UNSPECIFIED,
@@ -1145,6 +1204,14 @@ def build_alert_rule(
     refused, naming it: its message has no field for it, and the rule was
     created without it (the server cannot tell it was given)."""
     days = list(working_days)
+    carried_by_rule(
+        kind,
+        count=count,
+        window_seconds=window_seconds,
+        start_hour=start_hour,
+        end_hour=end_hour,
+        days=days,
+    )
     for setting, value, default, applies_to in (
         ("count", count, 0, "threshold"),
         ("window_seconds", window_seconds, 0, "threshold"),
