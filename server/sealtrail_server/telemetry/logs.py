@@ -64,9 +64,11 @@ def _said_instead(text: str, whole: str, said: str) -> str:
     first, *rest = whole.splitlines(keepends=True)
     if not rest:
         return text.replace(whole, said)
-    # The margin before each of its lines is the first's, the text before it aside.
+    # The margin before each of its lines is the first's, the text before it
+    # aside. Taken whole (`*+`, never given back): tried at each length, a line
+    # of many spaces took seconds (quadratic), and a log line blocks its loop.
     written = re.compile(
-        r"^(?P<margin>[ |]*)(?P<before>[^\n]*?)"
+        r"^(?P<margin>[ |]*+)(?P<before>[^\n]*?)"
         + re.escape(first)
         + "".join(r"(?P=margin)" + re.escape(line) for line in rest),
         re.MULTILINE,
