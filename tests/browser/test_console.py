@@ -1309,3 +1309,23 @@ def test_actions_left_out_are_left_out_of_the_rows_and_kept_in_the_url(
     assert query["exclude_actions"] == ["audit_log.*, api_key.*"]
     browser.get(browser.current_url)
     assert wait_for_rows(browser, lambda r: len(r) == len(shown)) == shown
+
+
+def test_a_country_searched_is_searched_and_kept_in_the_url(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The Country field: the sign-ins from one country, in any case (helper-369)."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(action="user.login", actor_id="u-fr", country="FR")
+        client.record(action="user.login", actor_id="u-kp", country="KP")
+        client.record(action="user.login", actor_id="u-none")
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: any("u-none" in row for row in r))
+    form = browser.find_element(By.ID, "filters")
+    form.find_element(By.NAME, "country").send_keys("kp")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    shown = wait_for_rows(browser, lambda r: bool(r) and not any("u-none" in row for row in r))
+    assert len(shown) == 1 and "u-kp" in shown[0]
+    assert parse_qs(urlsplit(browser.current_url).query)["country"] == ["kp"]
+    browser.get(browser.current_url)
+    assert wait_for_rows(browser, lambda r: len(r) == 1) == shown

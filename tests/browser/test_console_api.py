@@ -787,3 +787,19 @@ def test_actions_left_out_are_left_out_of_the_search_and_the_count(
     assert [event["action"] for event in body["events"]] == ["doc.share"]
     status, body = get(api + "events?" + urllib.parse.urlencode({"exclude_actions": "Doc"}), reader)
     assert status == 400 and "exclude_actions" in json.dumps(body), body
+
+
+def test_one_country_is_searched_and_a_country_that_is_no_code_refused(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`country=kp`: the events from KP, as the API's filter finds them (helper-369)."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(action="user.login", actor_id="ann", country="FR")
+        client.record(action="user.login", actor_id="bob", country="KP")
+        client.record(action="user.login", actor_id="cy")
+    reader = console_server.token(tenant, "reader")
+    status, body = get(api + "events?" + urllib.parse.urlencode({"country": "kp"}), reader)
+    assert status == 200, body
+    assert [event["actor"]["id"] for event in body["events"]] == ["bob"]
+    status, body = get(api + "events?" + urllib.parse.urlencode({"country": "KPX"}), reader)
+    assert status == 400 and "country" in json.dumps(body), body

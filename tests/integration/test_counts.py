@@ -343,8 +343,8 @@ def test_a_bad_request_is_refused_naming_its_field(
 
 
 def test_the_client_refuses_an_unknown_grouping(recorded: AuditClient) -> None:
-    with pytest.raises(ValueError, match="group_by: unknown value 'country'"):
-        recorded.count_events(group_by="country")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="group_by: unknown value 'planet'"):
+        recorded.count_events(group_by="planet")  # type: ignore[arg-type]
     # At the call, as the server refuses it (test_a_bad_request_is_refused_naming_its_field).
     with pytest.raises(ValueError, match=r"^limit: must be 0 or more \(0: 50 groups\), not -5$"):
         recorded.count_events(limit=-5)
@@ -399,8 +399,8 @@ def test_sealtrail_stats_prints_the_counts_and_the_total(
     assert "4 groups: showing the first 2; raise --limit" in shortened.stderr
     assert "session" in shortened.stdout and "api_key" not in shortened.stdout
 
-    refused = CliRunner().invoke(cli.main, ["stats", "--by", "country"], env=env)
-    assert refused.exit_code == 2 and "'country' is not one of" in refused.output
+    refused = CliRunner().invoke(cli.main, ["stats", "--by", "planet"], env=env)
+    assert refused.exit_code == 2 and "'planet' is not one of" in refused.output
 
 
 def test_a_count_past_its_time_says_to_narrow_the_time_range(

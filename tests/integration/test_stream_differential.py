@@ -53,6 +53,8 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
         fields["trace_id"] = rng.choice(_TRACE_IDS).upper()
     if rng.random() < 0.7:
         fields["ip"] = rng.choice(_IPS)
+    if rng.random() < 0.6:
+        fields["country"] = rng.choice(("KP", "kp", "FR", "de"))  # stored upper case
     return build_event(**fields)
 
 
@@ -73,12 +75,14 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "trace_id": build_filter(trace_id=_TRACE_IDS[1]),
         "ip_v4": build_filter(ip="10.0.0.0/8"),
         "ip_v6": build_filter(ip="2001:db8::/48"),
+        "country": build_filter(country="kp"),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(
             since=_BASE + timedelta(minutes=30), until=_BASE + timedelta(minutes=75)
         ),
         "text": build_filter(text="payroll"),
         "mixed": build_filter(actions="doc.*", min_severity="warning", ip="10.0.0.0/8"),
+        "mixed_country": build_filter(actions="doc.*", outcomes="failure", country="DE"),
     }
 
 

@@ -346,6 +346,28 @@ def test_only_a_filter_that_sets_nothing_matches_every_record_unasked() -> None:
         assert not RecordMatcher(narrowed).matches_all, field.name
 
 
+@pytest.mark.parametrize(("given", "kept"), [("KP", "KP"), ("kp", "KP"), ("fR", "FR"), ("", None)])
+def test_a_country_is_kept_upper_case_as_records_store_it(given: str, kept: str | None) -> None:
+    assert validate_filter(FilterDraft(country=given)).country == kept
+
+
+@pytest.mark.parametrize("given", ["KPX", "K", "K1", " KP", "KP\n", "ÉS", "\uff2b\uff30"])
+def test_a_country_that_is_no_two_letter_code_is_refused_naming_it(given: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_filter(FilterDraft(country=given))
+    assert [v.field for v in caught.value.violations] == ["filter.country"]
+
+
+def test_the_matcher_finds_a_records_country_and_no_record_without_one() -> None:
+    matcher = RecordMatcher(validate_filter(FilterDraft(country="kp")))
+    record = {"action": "user.login", "occurred_at": "2026-01-01T00:00:00.000000Z"}
+    record |= {"severity": "info", "outcome": "success", "actor": {"id": "u1", "type": "user"}}
+    assert matcher.matches(record | {"context": {"country": "KP"}})
+    assert not matcher.matches(record | {"context": {"country": "FR"}})
+    assert not matcher.matches(record | {"context": {"ip": "10.0.0.1"}})
+    assert not matcher.matches(record)
+
+
 def test_an_action_longer_than_any_recorded_is_refused_naming_it() -> None:
     """Unbounded, a long filter made the query's own access record too large:
     refused naming `audit_log.queried`, a field the caller never sent

@@ -34,6 +34,7 @@ SAMPLES: dict[str, Any] = {
     "excluded_actions": ("audit_log.queried",),
     "excluded_prefixes": ("audit_log.",),
     "excluded_suffixes": (".read",),
+    "country": "KP",
 }
 
 

@@ -43,6 +43,8 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
         (EventFilter(categories=("security",)), EventFilter(categories=("security", "billing"))),
         (EventFilter(min_severity=3), EventFilter(min_severity=2)),
         (EventFilter(outcomes=("failure",)), EventFilter()),
+        (EventFilter(country="KP"), EventFilter()),
+        (EventFilter(country="KP", actor="u-1"), EventFilter(country="KP")),
         (EventFilter(ip="203.0.113.0/24"), EventFilter(ip="203.0.0.0/16")),
         (EventFilter(occurred_after=FEB), EventFilter(occurred_after=JAN)),
         (EventFilter(occurred_before=JAN), EventFilter(occurred_before=FEB)),
@@ -81,6 +83,8 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
         (EventFilter(), EventFilter(categories=("security",))),
         (EventFilter(min_severity=2), EventFilter(min_severity=3)),
         (EventFilter(actor="u-1"), EventFilter(actor="u-2")),  # another: nothing proves it wider
+        (EventFilter(), EventFilter(country="KP")),
+        (EventFilter(country="KP"), EventFilter(country="IR")),
         (EventFilter(ip="203.0.0.0/16"), EventFilter(ip="203.0.113.0/24")),
         (EventFilter(ip="203.0.113.0/24"), EventFilter(ip="2001:db8::/32")),
         (EventFilter(occurred_after=JAN), EventFilter(occurred_after=FEB)),

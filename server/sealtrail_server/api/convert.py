@@ -206,6 +206,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         recorded_by=event_filter.recorded_by,
         ip=event_filter.ip,
         exclude_actions=list(event_filter.exclude_actions),
+        country=event_filter.country,
     )
 
 

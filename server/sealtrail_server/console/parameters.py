@@ -42,6 +42,7 @@ _SINGLE: Final = (
     "text",
     "recorded_by",
     "ip",
+    "country",
 )
 
 _ENUMS: Final = {

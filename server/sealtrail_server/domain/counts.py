@@ -30,6 +30,7 @@ GroupBy = Literal[
     "hour",
     "recorded_by",
     "ip",
+    "country",
 ]
 
 

@@ -118,7 +118,7 @@ READ_RECORD_ACTIONS: Final = frozenset(
 RESERVED_KEY_PREFIXES: Final = ("retention.", "alert:")
 _HEX32: Final = re.compile(r"[0-9a-f]{32}")
 _HEX16: Final = re.compile(r"[0-9a-f]{16}")
-_COUNTRY: Final = re.compile(r"[A-Za-z]{2}")
+COUNTRY_PATTERN: Final = re.compile(r"[A-Za-z]{2}")  # ISO 3166-1 alpha-2, any case
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
@@ -584,7 +584,7 @@ def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
         except ValueError:
             check.fail("context.ip", "must be an IPv4 or IPv6 address")
     if draft.country:
-        if _COUNTRY.fullmatch(draft.country):
+        if COUNTRY_PATTERN.fullmatch(draft.country):
             context["country"] = draft.country.upper()
         else:
             check.fail("context.country", "must be an ISO 3166-1 alpha-2 code: two letters")

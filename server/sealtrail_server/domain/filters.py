@@ -21,6 +21,7 @@ from .errors import FieldViolation, InvalidArgument
 from .event import (
     ACTION_PATTERN,
     CATEGORIES,
+    COUNTRY_PATTERN,
     MAX_ACTION,
     MAX_EMAIL,
     MAX_ID,
@@ -69,6 +70,7 @@ class FilterDraft:
     recorded_by: str = ""
     ip: str = ""
     exclude_actions: list[str] = field(default_factory=list)
+    country: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,7 @@ class EventFilter:
     excluded_actions: tuple[str, ...] = ()
     excluded_prefixes: tuple[str, ...] = ()
     excluded_suffixes: tuple[str, ...] = ()
+    country: str | None = None  # `context.country`: two letters, upper case
 
     def excludes(self, action: str) -> bool:
         """Whether `exclude_actions` leaves out events of `action`."""
@@ -192,6 +195,12 @@ def validate_filter(
         ip = ip_network(draft.ip)
         if ip is None:
             fail("ip", "must be an IP address or a network in CIDR notation (203.0.113.0/24)")
+    country = None
+    if draft.country:
+        if COUNTRY_PATTERN.fullmatch(draft.country):
+            country = draft.country.upper()
+        else:
+            fail("country", "must be an ISO 3166-1 alpha-2 code: two letters")
     recorded_by = None
     if draft.recorded_by:
         recorded_by = parse_uuid(draft.recorded_by)
@@ -234,6 +243,7 @@ def validate_filter(
         excluded_actions=excluded[0],
         excluded_prefixes=excluded[1],
         excluded_suffixes=excluded[2],
+        country=country,
     )
 
 
@@ -391,6 +401,8 @@ class RecordMatcher:
         if f.recorded_by is not None and (
             record.get("recorded_by", {}).get("token_id") != f.recorded_by
         ):
+            return False
+        if f.country is not None and context.get("country") != f.country:
             return False
         if self._network is not None:
             address = network_address(context.get("ip", ""))

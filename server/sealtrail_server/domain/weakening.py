@@ -58,6 +58,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
                     "trace_id",
                     "text",
                     "recorded_by",
+                    "country",
                 )
             ),
         )

@@ -18,7 +18,7 @@ from ..domain.counts import Counts, GroupBy, group_key
 from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.filters import EventFilter
 from .database import Database
-from .events import filter_conditions
+from .events import RECORD_COUNTRY, filter_conditions
 
 # What each grouping groups on. Columns that may be NULL are grouped with ""
 # (no category, no resource type), the key the answer gives them. Buckets are
@@ -35,6 +35,7 @@ _KEYS: Final[dict[GroupBy, sql.Composable]] = {
     "hour": sql.SQL("date_trunc('hour', occurred_at, 'UTC')"),
     "recorded_by": sql.SQL("coalesce(recorded_by::text, '')"),
     "ip": sql.SQL("coalesce(host(ip), '')"),
+    "country": sql.SQL(f"coalesce({RECORD_COUNTRY}, '')"),
 }
 # Days and hours of a time zone ({zone}, a literal: a name is_time_zone took).
 # A day is grouped on as the local date: not date_trunc('day', occurred_at,

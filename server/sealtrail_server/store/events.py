@@ -648,6 +648,11 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         add("recorded_by = %s", f.recorded_by)
     if (ip_range := f.ip_range()) is not None:
         add("ip >= %s::inet AND ip <= %s::inet", *ip_range)
+    if f.country is not None:
+        # No column, no index: read off the record (json, not jsonb: one key
+        # extracted, not the whole record converted); other conditions and a
+        # time range choose the rows.
+        add(f"{RECORD_COUNTRY} = %s", f.country)
     if f.text is not None:
         if f.searches_read_filters():
             add(f"{_SEARCHED} @@ websearch_to_tsquery('simple', %s)", f.text)
@@ -676,6 +681,10 @@ SEARCHED_VECTORS: Final = (
     f"{_SEARCHED}::text, CASE WHEN action = ANY(%s) THEN to_tsvector('simple', concat_ws(' ',"
     " record::jsonb ->> 'description', search_names))::text END"
 )
+
+
+# An event's `context.country` in SQL, NULL for none (store/counts.py groups on it).
+RECORD_COUNTRY: Final = "((record::json -> 'context') ->> 'country')"
 
 
 def action_prefix_range(prefix: str) -> tuple[sql.Composable, list[str]]:

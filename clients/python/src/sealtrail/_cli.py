@@ -847,6 +847,11 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             metavar="ADDRESS|CIDR",
             help="Client IP address, or a network: 203.0.113.0/24, 2001:db8::/32.",
         ),
+        click.option(
+            "--country",
+            metavar="CODE",
+            help="Client country (context.country): ISO 3166-1 alpha-2 code, e.g. KP.",
+        ),
     ]
     if time_range:
         options += [

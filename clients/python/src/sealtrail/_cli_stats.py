@@ -47,7 +47,8 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     type=click.Choice(list(_GROUPINGS), case_sensitive=False),
     help="Count per action, actor (id), category, outcome, severity, resource type,"
     " day or hour of occurred_at (UTC's, or --time-zone's), the API token that recorded the events"
-    " (recorded-by), or the client's IP address (ip); without it, the total alone.",
+    " (recorded-by), the client's IP address (ip) or country (country); without it, the total"
+    " alone.",
 )
 @click.option(
     "--limit",

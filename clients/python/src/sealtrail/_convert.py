@@ -791,6 +791,7 @@ GroupBy = Literal[
     "hour",
     "recorded_by",
     "ip",
+    "country",
 ]
 
 
@@ -868,13 +869,15 @@ def build_filter(
     recorded_by: str = "",
     ip: str = "",
     exclude_actions: str | Iterable[str] = (),
+    country: str = "",
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
     is inclusive, `until` exclusive; `text` is a full-text search; `recorded_by` the id of
     the API token that recorded the events; `ip` an address or a network in CIDR notation;
     `exclude_actions` (in the forms of `actions`) leaves out the events of those actions,
-    `audit_log.*` the log's own records of reads, whatever else matches."""
+    `audit_log.*` the log's own records of reads, whatever else matches; `country` the
+    client's country (`context.country`), an ISO 3166-1 alpha-2 code in any case (`KP`)."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -890,6 +893,7 @@ def build_filter(
         text=text,
         recorded_by=recorded_by,
         ip=ip,
+        country=country,
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

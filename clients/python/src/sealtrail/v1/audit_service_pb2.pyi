@@ -85,6 +85,10 @@ class _CountGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountGro
     """By `context.ip` (an IPv4 address mapped into IPv6 as IPv4): which
     addresses the events came from. Events without one under "".
     """
+    COUNT_GROUP_BY_COUNTRY: _CountGroupBy.ValueType  # 11
+    """By `context.country` (an ISO 3166-1 alpha-2 code, `FR`): which countries
+    the events came from. Events without one under "".
+    """
 
 class CountGroupBy(_CountGroupBy, metaclass=_CountGroupByEnumTypeWrapper):
     """What CountEvents groups matching events by."""
@@ -121,6 +125,10 @@ own records, and events recorded before it stamped recorders, under "".
 COUNT_GROUP_BY_IP: CountGroupBy.ValueType  # 10
 """By `context.ip` (an IPv4 address mapped into IPv6 as IPv4): which
 addresses the events came from. Events without one under "".
+"""
+COUNT_GROUP_BY_COUNTRY: CountGroupBy.ValueType  # 11
+"""By `context.country` (an ISO 3166-1 alpha-2 code, `FR`): which countries
+the events came from. Events without one under "".
 """
 Global___CountGroupBy: _TypeAlias = CountGroupBy  # noqa: Y015
 

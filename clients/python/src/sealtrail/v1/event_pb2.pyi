@@ -487,6 +487,7 @@ class EventFilter(_message.Message):
     RECORDED_BY_FIELD_NUMBER: _builtins.int
     IP_FIELD_NUMBER: _builtins.int
     EXCLUDE_ACTIONS_FIELD_NUMBER: _builtins.int
+    COUNTRY_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -523,6 +524,12 @@ class EventFilter(_message.Message):
     """Matches events whose `context.ip` is this address (`203.0.113.9`) or lies
     in this network in CIDR notation (`203.0.113.0/24`, `2001:db8::/32`;
     host bits are ignored). An IPv4 address mapped into IPv6 matches as IPv4.
+    """
+    country: _builtins.str
+    """Country of the client (`context.country`): an ISO 3166-1 alpha-2 code,
+    two letters in any case (`kp` finds `KP`), as events record it. Matches
+    the events recorded with that country; those without one, never. A
+    server older than this field ignores it.
     """
     @_builtins.property
     def occurred_after(self) -> _timestamp_pb2.Timestamp:
@@ -575,10 +582,11 @@ class EventFilter(_message.Message):
         recorded_by: _builtins.str = ...,
         ip: _builtins.str = ...,
         exclude_actions: _abc.Iterable[_builtins.str] | None = ...,
+        country: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "categories", b"categories", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "categories", b"categories", "country", b"country", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
