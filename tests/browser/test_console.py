@@ -1329,3 +1329,24 @@ def test_a_country_searched_is_searched_and_kept_in_the_url(
     assert parse_qs(urlsplit(browser.current_url).query)["country"] == ["kp"]
     browser.get(browser.current_url)
     assert wait_for_rows(browser, lambda r: len(r) == 1) == shown
+
+
+def test_an_actor_email_domain_shows_its_people_and_is_kept_in_the_url(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """The field "Actor email domain", `EXAMPLE.com`: Ann (ann@example.com),
+    not the others, and the URL keeps it (helper-371)."""
+    recorded.record(action="doc.read", actor_id="u-eve", actor_email="eve@evilexample.com")
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) >= 4)
+    form = browser.find_element(By.ID, "filters")
+    form.find_element(By.NAME, "actor_email_domain").send_keys("EXAMPLE.com")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    shown = wait_for_rows(browser, lambda r: len(r) == 1)
+    assert "ann@example.com" in shown[0]
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert query["actor_email_domain"] == ["EXAMPLE.com"]

@@ -803,3 +803,21 @@ def test_one_country_is_searched_and_a_country_that_is_no_code_refused(
     assert [event["actor"]["id"] for event in body["events"]] == ["bob"]
     status, body = get(api + "events?" + urllib.parse.urlencode({"country": "KPX"}), reader)
     assert status == 400 and "country" in json.dumps(body), body
+
+
+def test_an_actor_email_domain_finds_anyone_at_it_and_no_look_alike(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`actor_email_domain=contractor.example`: a vendor's people, in any
+    case, not `evilcontractor.example` (helper-371)."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for email in ("Bob@Contractor.Example", "eve@evilcontractor.example"):
+            client.record(action="doc.read", actor_id=email.split("@")[0], actor_email=email)
+    reader = console_server.token(tenant, "reader")
+    query = urllib.parse.urlencode({"actor_email_domain": "CONTRACTOR.example"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 200, body
+    assert [event["actor"]["id"] for event in body["events"]] == ["Bob"]
+    query = urllib.parse.urlencode({"actor_email_domain": "bob@contractor.example"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 400 and "actor_email_domain" in json.dumps(body), body

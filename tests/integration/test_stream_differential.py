@@ -29,6 +29,13 @@ _REQUEST_IDS = ("0f8fad5b-d9cb-469f-a165-70867728950e", "7c9e6679-7425-40de-944b
 _TRACE_IDS = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b700f067aa0ba902b7")
 _IPS = ("10.1.2.3", "10.9.0.1", "192.0.2.7", "2001:db8::5", "::ffff:10.1.9.9", "2001:db8:1::1")
 _WORDS = ("invoice", "password", "rotation", "export", "payroll")
+_EMAILS = (
+    "Alice@Example.com",
+    "bob@example.com",
+    "carol@Contractor.Example",
+    "dan@eu.contractor.example",
+    "eve@evilcontractor.example",
+)
 
 
 def _varied(rng: random.Random, n: int) -> event_pb2.Event:
@@ -43,7 +50,7 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
     if rng.random() < 0.8:
         fields["category"] = rng.choice(_CATEGORIES)
     if rng.random() < 0.5:
-        fields["actor_email"] = rng.choice(("Alice@Example.com", "bob@example.com"))
+        fields["actor_email"] = rng.choice(_EMAILS)
     if rng.random() < 0.7:
         fields["resource_type"] = rng.choice(("document", "api_key"))
         fields["resource_id"] = rng.choice(("d1", "d2", "k1"))
@@ -70,6 +77,8 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "outcomes": build_filter(outcomes=["failure", "denied"]),
         "actor_id": build_filter(actor="Alice"),
         "actor_email": build_filter(actor="alice@EXAMPLE.com"),
+        "email_domain": build_filter(actor_email_domain="CONTRACTOR.example"),
+        "email_subdomains": build_filter(actor_email_domain="*.contractor.example"),
         "resource": build_filter(resource_type="document", resource_id="d2"),
         "request_id": build_filter(request_id=_REQUEST_IDS[0]),
         "trace_id": build_filter(trace_id=_TRACE_IDS[1]),

@@ -35,6 +35,7 @@ SAMPLES: dict[str, Any] = {
     "excluded_prefixes": ("audit_log.",),
     "excluded_suffixes": (".read",),
     "country": "KP",
+    "actor_email_domain": "contractor.example",
 }
 
 

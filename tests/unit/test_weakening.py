@@ -63,6 +63,20 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
             EventFilter(excluded_suffixes=(".read",)),
             EventFilter(excluded_suffixes=(".key.read",), excluded_actions=("doc.read",)),
         ),
+        # An email domain dropped, in another case, or widened to its subdomains.
+        (EventFilter(actor_email_domain="contractor.example"), EventFilter()),
+        (
+            EventFilter(actor_email_domain="Contractor.Example"),
+            EventFilter(actor_email_domain="contractor.example"),
+        ),
+        (
+            EventFilter(actor_email_domain="contractor.example"),
+            EventFilter(actor_email_domain="*.contractor.example"),
+        ),
+        (
+            EventFilter(actor_email_domain="*.eu.contractor.example"),
+            EventFilter(actor_email_domain="*.Contractor.example"),
+        ),
     ],
 )
 def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
@@ -98,6 +112,20 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
         ),
         (EventFilter(excluded_suffixes=(".key.read",)), EventFilter(excluded_suffixes=(".read",))),
         (EventFilter(excluded_prefixes=("doc.",)), EventFilter(excluded_suffixes=(".read",))),
+        # An email domain asked, another, or subdomains no longer: a look-alike is no subdomain.
+        (EventFilter(), EventFilter(actor_email_domain="contractor.example")),
+        (
+            EventFilter(actor_email_domain="*.contractor.example"),
+            EventFilter(actor_email_domain="contractor.example"),
+        ),
+        (
+            EventFilter(actor_email_domain="evilcontractor.example"),
+            EventFilter(actor_email_domain="*.contractor.example"),
+        ),
+        (
+            EventFilter(actor_email_domain="contractor.example"),
+            EventFilter(actor_email_domain="*.eu.contractor.example"),
+        ),
     ],
 )
 def test_a_filter_that_may_let_through_less_narrows(

@@ -35,6 +35,7 @@ _REPEATED: Final = ("actions", "exclude_actions", "categories", "outcomes")
 
 _SINGLE: Final = (
     "actor",
+    "actor_email_domain",
     "resource_type",
     "resource_id",
     "request_id",

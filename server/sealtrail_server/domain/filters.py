@@ -71,6 +71,7 @@ class FilterDraft:
     ip: str = ""
     exclude_actions: list[str] = field(default_factory=list)
     country: str = ""
+    actor_email_domain: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,29 @@ class EventFilter:
     excluded_prefixes: tuple[str, ...] = ()
     excluded_suffixes: tuple[str, ...] = ()
     country: str | None = None  # `context.country`: two letters, upper case
+    # `actor_email_domain` as given but for a leading "@": `contractor.example`,
+    # or `*.contractor.example` for the domain and its subdomains.
+    actor_email_domain: str | None = None
+
+    def email_domain_suffixes(self) -> tuple[str, ...]:
+        """The ends of an `events.actor_email` value at `actor_email_domain`:
+        "@" and, for `*.`, "." before the domain, lowered as the column is
+        written (`email_key`) and as given, for an event appended before it
+        was lowered (ADR 0067), as `actor_emails`. The domain has no "@", so
+        what precedes such an end holds the email's last "@"."""
+        if self.actor_email_domain is None:
+            return ()
+        given = self.actor_email_domain
+        subdomains = given.startswith("*.")
+        domain = given[2:] if subdomains else given
+        ends = ("@", ".") if subdomains else ("@",)
+        forms = dict.fromkeys((email_key(domain), domain))
+        return tuple(end + form for form in forms for end in ends)
+
+    def email_at_domain(self, email: str | None) -> bool:
+        """Whether the email `email` is at `actor_email_domain`, in any case:
+        the SQL's comparison, with the email lowered as the column holds it."""
+        return email is not None and email_key(email).endswith(self.email_domain_suffixes())
 
     def excludes(self, action: str) -> bool:
         """Whether `exclude_actions` leaves out events of `action`."""
@@ -190,6 +214,14 @@ def validate_filter(
     trace_id = draft.trace_id.lower() or None
     if trace_id is not None and not _TRACE_ID.fullmatch(trace_id):
         fail("trace_id", "must be 32 hex digits")
+    actor_email_domain = None
+    if draft.actor_email_domain:
+        actor_email_domain = _email_domain(draft.actor_email_domain)
+        if actor_email_domain is None:
+            fail(
+                "actor_email_domain",
+                "must be a domain, `example.com` or `*.example.com` (and subdomains), no address",
+            )
     ip = None
     if draft.ip:
         ip = ip_network(draft.ip)
@@ -244,7 +276,32 @@ def validate_filter(
         excluded_prefixes=excluded[1],
         excluded_suffixes=excluded[2],
         country=country,
+        actor_email_domain=actor_email_domain,
     )
+
+
+# Longest domain name (RFC 1035, in ASCII; a Unicode one is shorter).
+_MAX_DOMAIN: Final = 253
+
+
+def _email_domain(value: str) -> str | None:
+    """`actor_email_domain` as EventFilter keeps it: as given but for one
+    leading "@" (`@contractor.example`), if it is a domain, optionally after
+    `*.`: dot-separated labels, none empty, of letters (any script: an
+    internationalized domain as sent), marks, digits, `-` and `_`. None for
+    anything else: an address, spaces, a trailing dot, `[192.0.2.1]`."""
+    domain = value.removeprefix("@")
+    labels = domain.removeprefix("*.").split(".")
+    if len(domain) > _MAX_DOMAIN + 2 or not all(labels):
+        return None
+    for label in labels:
+        for char in label:
+            if char.isascii():
+                if not (char.isalnum() or char in "-_"):
+                    return None
+            elif unicodedata.category(char)[0] not in "LMN":
+                return None
+    return domain
 
 
 def _action_forms(
@@ -389,6 +446,8 @@ class RecordMatcher:
         if self._outcomes and record["outcome"] not in self._outcomes:
             return False
         if f.actor is not None and not self._actor_matches(record["actor"]):
+            return False
+        if f.actor_email_domain is not None and not f.email_at_domain(record["actor"].get("email")):
             return False
         resource = record.get("resource", {})
         if f.resource_type is not None and resource.get("type") != f.resource_type:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .alerts import NEW_ORIGIN_KINDS, Condition
-from .event import CATEGORIES, SEVERITIES
+from .event import CATEGORIES, SEVERITIES, email_key
 from .filters import EventFilter
 from .retention import RetentionLimits, RetentionPolicy
 from .sinks import DATADOG_DEFAULT_URL, SinkDefinition
@@ -48,6 +48,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             after.min_severity <= before.min_severity,
             _set_widens(before.outcomes, after.outcomes),
             _ip_widens(before.ip, after.ip),
+            _domain_widens(before, after),
             *(
                 _same_or_dropped(getattr(before, name), getattr(after, name))
                 for name in (
@@ -88,6 +89,19 @@ def _ip_widens(before: str | None, after: str | None) -> bool:
         return False
     inner, outer = ipaddress.ip_network(before), ipaddress.ip_network(after)
     return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
+
+
+def _domain_widens(before: EventFilter, after: EventFilter) -> bool:
+    """Every actor email domain `before` lets through, `after` does: none
+    asked, the same in any case, or `*.` a domain `before`'s is or is under."""
+    if after.actor_email_domain is None:
+        return True
+    if before.actor_email_domain is None:
+        return False
+    inner, outer = email_key(before.actor_email_domain), email_key(after.actor_email_domain)
+    return inner == outer or (
+        outer.startswith("*.") and ("." + inner.removeprefix("*.")).endswith(outer[1:])
+    )
 
 
 def _actions_widen(before: EventFilter, after: EventFilter) -> bool:

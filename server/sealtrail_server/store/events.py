@@ -636,6 +636,14 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
     if f.actor is not None:
         # The id exactly; the email lowered, or as given (`actor_emails`).
         add("(actor_id = %s OR actor_email = ANY(%s))", f.actor, list(f.actor_emails()))
+    if f.actor_email_domain is not None:
+        # The email's end, "@domain" (or ".domain": a subdomain). No index
+        # serves it: the other conditions choose the rows. length(), not a
+        # length counted here: it counts as right() does in any encoding.
+        ends = f.email_domain_suffixes()
+        at_end = sql.SQL("right(actor_email, length(%s::text)) = %s")
+        conditions.append(sql.SQL("({})").format(sql.SQL(" OR ").join([at_end] * len(ends))))
+        params += [value for end in ends for value in (end, end)]
     if f.resource_type is not None:
         add("resource_type = %s", f.resource_type)
     if f.resource_id is not None:

@@ -827,6 +827,12 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             help="Action left out, same forms (repeatable): audit_log.* hides the log's reads.",
         ),
         click.option("--actor", help="Actor id (exact) or email (any case)."),
+        click.option(
+            "--actor-domain",
+            "actor_email_domain",
+            metavar="DOMAIN",
+            help="Actor email domain, any case: example.com; *.example.com with subdomains.",
+        ),
         click.option("--resource-type"),
         click.option("--resource-id"),
         click.option("--category", "categories", multiple=True, type=_choice(event_pb2.Category)),

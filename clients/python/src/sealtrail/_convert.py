@@ -870,6 +870,7 @@ def build_filter(
     ip: str = "",
     exclude_actions: str | Iterable[str] = (),
     country: str = "",
+    actor_email_domain: str = "",
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -877,7 +878,9 @@ def build_filter(
     the API token that recorded the events; `ip` an address or a network in CIDR notation;
     `exclude_actions` (in the forms of `actions`) leaves out the events of those actions,
     `audit_log.*` the log's own records of reads, whatever else matches; `country` the
-    client's country (`context.country`), an ISO 3166-1 alpha-2 code in any case (`KP`)."""
+    client's country (`context.country`), an ISO 3166-1 alpha-2 code in any case (`KP`);
+    `actor_email_domain` the domain of the actor's email in any case (`contractor.example`,
+    or `*.contractor.example` for it and its subdomains)."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -894,6 +897,7 @@ def build_filter(
         recorded_by=recorded_by,
         ip=ip,
         country=country,
+        actor_email_domain=actor_email_domain,
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

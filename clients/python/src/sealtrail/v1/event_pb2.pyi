@@ -488,6 +488,7 @@ class EventFilter(_message.Message):
     IP_FIELD_NUMBER: _builtins.int
     EXCLUDE_ACTIONS_FIELD_NUMBER: _builtins.int
     COUNTRY_FIELD_NUMBER: _builtins.int
+    ACTOR_EMAIL_DOMAIN_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -530,6 +531,19 @@ class EventFilter(_message.Message):
     two letters in any case (`kp` finds `KP`), as events record it. Matches
     the events recorded with that country; those without one, never. A
     server older than this field ignores it.
+    """
+    actor_email_domain: _builtins.str
+    """Matches events whose actor email is at this domain (the part after its
+    last `@`), in any case (lowered as `actor` lowers emails):
+    `contractor.example` matches `bob@Contractor.Example`, not
+    `bob@evilcontractor.example` nor `bob@eu.contractor.example`;
+    `*.contractor.example` matches the domain and every subdomain of it. A
+    leading `@` is ignored. Compared as the email was recorded: an
+    internationalized domain is found in the form it was sent in (Unicode
+    `bücher.example` or ASCII `xn--bcher-kva.example`, not one for the
+    other). A value that is no domain (an address, an empty label, spaces,
+    a character no domain name has) is refused. A server older than this
+    field ignores it.
     """
     @_builtins.property
     def occurred_after(self) -> _timestamp_pb2.Timestamp:
@@ -583,10 +597,11 @@ class EventFilter(_message.Message):
         ip: _builtins.str = ...,
         exclude_actions: _abc.Iterable[_builtins.str] | None = ...,
         country: _builtins.str = ...,
+        actor_email_domain: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "categories", b"categories", "country", b"country", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "categories", b"categories", "country", b"country", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
