@@ -167,6 +167,7 @@ def _option_of(field: str) -> str:
         "categories": "category",
         "outcomes": "outcome",
         "min_severity": "severity",
+        "severities": "exact_severity",
         "text": "search",
     }.get(last, last)
     return "--" + named.replace("_", "-")

@@ -1350,3 +1350,25 @@ def test_an_actor_email_domain_shows_its_people_and_is_kept_in_the_url(
     assert "ann@example.com" in shown[0]
     query = parse_qs(urlsplit(browser.current_url).query)
     assert query["actor_email_domain"] == ["EXAMPLE.com"]
+
+
+def test_an_exact_severity_is_picked_and_kept_in_the_url(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """ "Severity exactly" shows that level alone, where "Severity at least"
+    showed it and every level above (helper-370)."""
+    recorded.record(action="doc.warned", actor_id="u-ann", severity="warning")
+    recorded.record(action="doc.failed", actor_id="u-ann", severity="critical")
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: any("doc.failed" in row for row in r))
+    form = browser.find_element(By.ID, "filters")
+    Select(form.find_element(By.NAME, "severities")).select_by_visible_text("warning")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    shown = wait_for_rows(browser, lambda r: len(r) == 1 and "doc.warned" in r[0])
+    assert parse_qs(urlsplit(browser.current_url).query)["severities"] == ["warning"]
+    browser.get(browser.current_url)
+    assert wait_for_rows(browser, lambda r: len(r) == 1) == shown

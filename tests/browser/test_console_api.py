@@ -821,3 +821,21 @@ def test_an_actor_email_domain_finds_anyone_at_it_and_no_look_alike(
     query = urllib.parse.urlencode({"actor_email_domain": "bob@contractor.example"})
     status, body = get(api + f"events?{query}", reader)
     assert status == 400 and "actor_email_domain" in json.dumps(body), body
+
+
+def test_exact_severities_are_searched_and_counted(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`severities=info,critical` asks what `min_severity` could not: those
+    levels, none between (helper-370); an unknown one is a 400 naming it."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for level in ("info", "warning", "error", "critical"):
+            client.record(action=f"doc.{level}", actor_id="ann", severity=level)
+    reader = console_server.token(tenant, "reader")
+    query = urllib.parse.urlencode({"actions": "doc.*", "severities": "info, critical"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 200, body
+    assert [event["action"] for event in body["events"]] == ["doc.critical", "doc.info"]
+    query = urllib.parse.urlencode({"severities": "warning,notice"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 400 and "severities" in json.dumps(body), body

@@ -599,6 +599,11 @@ def test_the_operator_is_told_which_option_is_wrong(
         "--secret", f"@{secret_file}",
     )  # fmt: skip
     assert internal.exit_code == 2 and "--url" in internal.output
+    no_level = operator(
+        "sink", "create", "soc-bad", "--kind", "webhook", "--url", receiver.url,
+        "--secret", f"@{secret_file}", "--severity", "error", "--exact-severity", "info",
+    )  # fmt: skip
+    assert no_level.exit_code == 2 and "--exact-severity" in no_level.output
     _create(operator, "soc-twice", receiver.url, secret_file)
     again = operator(
         "sink", "create", "soc-twice", "--kind", "webhook", "--url", receiver.url,

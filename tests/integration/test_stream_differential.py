@@ -74,6 +74,8 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "suffix": build_filter(actions="*.delete"),
         "categories": build_filter(categories=["member", "security"]),
         "min_severity": build_filter(min_severity="error"),
+        "severities": build_filter(severities=["info", "critical"]),
+        "severities_min": build_filter(severities=["info", "error"], min_severity="warning"),
         "outcomes": build_filter(outcomes=["failure", "denied"]),
         "actor_id": build_filter(actor="Alice"),
         "actor_email": build_filter(actor="alice@EXAMPLE.com"),

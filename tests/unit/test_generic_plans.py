@@ -36,6 +36,7 @@ SAMPLES: dict[str, Any] = {
     "excluded_suffixes": (".read",),
     "country": "KP",
     "actor_email_domain": "contractor.example",
+    "severities": (2, 4),
 }
 
 

@@ -77,6 +77,12 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
             EventFilter(actor_email_domain="*.eu.contractor.example"),
             EventFilter(actor_email_domain="*.Contractor.example"),
         ),
+        # Every severity level let through before, min_severity and severities together.
+        (EventFilter(severities=(2,)), EventFilter(severities=(2, 4))),
+        (EventFilter(severities=(2,)), EventFilter()),
+        (EventFilter(min_severity=2), EventFilter(severities=(2, 3, 4))),
+        (EventFilter(severities=(3, 4)), EventFilter(min_severity=3)),
+        (EventFilter(severities=(1, 3), min_severity=2), EventFilter(severities=(3,))),
     ],
 )
 def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
@@ -126,6 +132,11 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
             EventFilter(actor_email_domain="contractor.example"),
             EventFilter(actor_email_domain="*.eu.contractor.example"),
         ),
+        # Fewer severity levels let through.
+        (EventFilter(), EventFilter(severities=(1, 2, 3))),
+        (EventFilter(severities=(2, 4)), EventFilter(severities=(2,))),
+        (EventFilter(min_severity=2), EventFilter(severities=(2, 4))),
+        (EventFilter(severities=(1, 4)), EventFilter(severities=(1, 4), min_severity=2)),
     ],
 )
 def test_a_filter_that_may_let_through_less_narrows(

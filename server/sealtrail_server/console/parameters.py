@@ -31,7 +31,7 @@ _RFC3339: Final = re.compile(
 )
 
 # Query-string parameters -> EventFilter fields (repeated ones comma-separated).
-_REPEATED: Final = ("actions", "exclude_actions", "categories", "outcomes")
+_REPEATED: Final = ("actions", "exclude_actions", "categories", "outcomes", "severities")
 
 _SINGLE: Final = (
     "actor",
@@ -50,6 +50,7 @@ _ENUMS: Final = {
     "categories": event_pb2.Category,
     "outcomes": event_pb2.Outcome,
     "min_severity": event_pb2.Severity,
+    "severities": event_pb2.Severity,
 }
 
 _ROLES: Final = {
@@ -128,6 +129,7 @@ def _enum(enum: Any, name: str, value: str) -> int:
         "categories": "CATEGORY_",
         "outcomes": "OUTCOME_",
         "min_severity": "SEVERITY_",
+        "severities": "SEVERITY_",
     }[name]
     try:
         return int(enum.Value(prefix + value.upper()))

@@ -72,6 +72,7 @@ class FilterDraft:
     exclude_actions: list[str] = field(default_factory=list)
     country: str = ""
     actor_email_domain: str = ""
+    severities: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,9 @@ class EventFilter:
         """Whether the email `email` is at `actor_email_domain`, in any case:
         the SQL's comparison, with the email lowered as the column holds it."""
         return email is not None and email_key(email).endswith(self.email_domain_suffixes())
+
+    # Exact severities (`severities`), their ranks (1 info .. 4 critical), sorted.
+    severities: tuple[int, ...] = ()
 
     def excludes(self, action: str) -> bool:
         """Whether `exclude_actions` leaves out events of `action`."""
@@ -194,6 +198,7 @@ def validate_filter(
         ("categories", draft.categories),
         ("outcomes", draft.outcomes),
         ("exclude_actions", draft.exclude_actions),
+        ("severities", draft.severities),
     ):
         if len(values) > MAX_FILTER_VALUES:
             fail(name, f"has {len(values)} values; the limit is {MAX_FILTER_VALUES}")
@@ -205,6 +210,7 @@ def validate_filter(
     outcomes = _enum_names(draft.outcomes, OUTCOMES, "outcomes", fail)
     if draft.min_severity and draft.min_severity not in SEVERITIES:
         fail("min_severity", f"unknown enum value {draft.min_severity}")
+    severities = _severities(draft, fail)
 
     request_id = None
     if draft.request_id:
@@ -277,6 +283,7 @@ def validate_filter(
         excluded_suffixes=excluded[2],
         country=country,
         actor_email_domain=actor_email_domain,
+        severities=severities,
     )
 
 
@@ -302,6 +309,25 @@ def _email_domain(value: str) -> str | None:
             elif unicodedata.category(char)[0] not in "LMN":
                 return None
     return domain
+
+
+def _severities(draft: FilterDraft, fail: _Fail) -> tuple[int, ...]:
+    """The exact severities of `draft`, sorted once; 0 (unspecified) or an
+    unknown value fails, named `severities[index]`, and so do severities of
+    which none is `min_severity` or above (both must hold: nothing would)."""
+    ranks = []
+    for index, value in enumerate(draft.severities):
+        if value not in SEVERITIES:
+            fail(f"severities[{index}]", f"unknown enum value {value}")
+        else:
+            ranks.append(value)
+    if ranks and draft.min_severity in SEVERITIES and max(ranks) < draft.min_severity:
+        fail(
+            "severities",
+            f"are all below min_severity {SEVERITIES[draft.min_severity]}: both must hold,"
+            " and no event would match",
+        )
+    return tuple(sorted(set(ranks)))
 
 
 def _action_forms(
@@ -418,6 +444,7 @@ class RecordMatcher:
         self._suffixes = f.action_suffixes
         self._categories = frozenset(f.categories)
         self._min_severity = f.min_severity
+        self._severities = frozenset(f.severities)
         self._outcomes = frozenset(f.outcomes)
         self._network = None if f.ip is None else ipaddress.ip_network(f.ip)
         self._actor_email = None if f.actor is None else email_key(f.actor)
@@ -442,6 +469,8 @@ class RecordMatcher:
         if self._categories and record.get("category") not in self._categories:
             return False
         if self._min_severity and SEVERITY_RANKS[record["severity"]] < self._min_severity:
+            return False
+        if self._severities and SEVERITY_RANKS[record["severity"]] not in self._severities:
             return False
         if self._outcomes and record["outcome"] not in self._outcomes:
             return False

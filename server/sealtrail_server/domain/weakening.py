@@ -36,7 +36,8 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     """Whether `after` may match an event `before` matched no longer: True
     unless every criterion of `after` is one of `before`'s or wider (a
     criterion dropped, more actions, categories or outcomes, fewer actions left
-    out, a lower min_severity, a wider time range or network). A filter is a conjunction,
+    out, more severity levels (of min_severity and severities together), a wider
+    time range or network). A filter is a conjunction,
     so that proves every event `before` matches matches `after` too."""
     return not all(
         (
@@ -45,7 +46,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             _actions_widen(before, after),
             _exclusions_widen(before, after),
             _set_widens(before.categories, after.categories),
-            after.min_severity <= before.min_severity,
+            _levels(after) >= _levels(before),
             _set_widens(before.outcomes, after.outcomes),
             _ip_widens(before.ip, after.ip),
             _domain_widens(before, after),
@@ -63,6 +64,16 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
                 )
             ),
         )
+    )
+
+
+def _levels(f: EventFilter) -> frozenset[int]:
+    """The severity levels `f` lets through: `min_severity` and above, of
+    `severities` if it names some (both must hold)."""
+    return frozenset(
+        rank
+        for rank in SEVERITIES
+        if rank >= f.min_severity and (not f.severities or rank in f.severities)
     )
 
 

@@ -631,6 +631,8 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         add("category = ANY(%s)", list(f.categories))
     if f.min_severity:
         add("severity >= %s", f.min_severity)
+    if f.severities:
+        add("severity = ANY(%s::smallint[])", list(f.severities))
     if f.outcomes:
         add("outcome = ANY(%s)", list(f.outcomes))
     if f.actor is not None:

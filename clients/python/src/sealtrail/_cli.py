@@ -839,6 +839,13 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
         click.option(
             "--severity", "min_severity", type=_choice(event_pb2.Severity), help="Minimum."
         ),
+        click.option(
+            "--exact-severity",
+            "severities",
+            multiple=True,
+            type=_choice(event_pb2.Severity),
+            help="Exact level (repeatable): warning alone, or info and critical.",
+        ),
         click.option("--outcome", "outcomes", multiple=True, type=_choice(event_pb2.Outcome)),
         click.option("--request-id"),
         click.option("--trace-id"),

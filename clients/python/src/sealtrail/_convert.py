@@ -871,6 +871,7 @@ def build_filter(
     exclude_actions: str | Iterable[str] = (),
     country: str = "",
     actor_email_domain: str = "",
+    severities: str | Iterable[str] = (),
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -880,7 +881,8 @@ def build_filter(
     `audit_log.*` the log's own records of reads, whatever else matches; `country` the
     client's country (`context.country`), an ISO 3166-1 alpha-2 code in any case (`KP`);
     `actor_email_domain` the domain of the actor's email in any case (`contractor.example`,
-    or `*.contractor.example` for it and its subdomains)."""
+    or `*.contractor.example` for it and its subdomains); `severities` matches those levels
+    exactly (`["info", "critical"]`), and with `min_severity` both must hold."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -888,6 +890,9 @@ def build_filter(
             enum_value(event_pb2.Category, c, field="categories") for c in _many(categories)
         ],
         outcomes=[enum_value(event_pb2.Outcome, o, field="outcomes") for o in _many(outcomes)],
+        severities=[
+            enum_value(event_pb2.Severity, s, field="severities") for s in _many(severities)
+        ],
         actor=actor,
         resource_type=resource_type,
         resource_id=resource_id,

@@ -27,7 +27,7 @@ const MAX_ROWS = 1000;
 // The longest a page of events is waited for (docs/console.md): past it, the
 // page says the server did not answer, and Apply or Load more asks again.
 const PAGE_SECONDS = 60;
-const FILTER_FIELDS = ["actions", "exclude_actions", "categories", "min_severity", "outcomes", "actor", "actor_email_domain", "resource_type",
+const FILTER_FIELDS = ["actions", "exclude_actions", "categories", "min_severity", "severities", "outcomes", "actor", "actor_email_domain", "resource_type",
   "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country"];
 
 const $ = (selector) => document.querySelector(selector);

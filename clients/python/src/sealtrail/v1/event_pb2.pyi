@@ -489,6 +489,7 @@ class EventFilter(_message.Message):
     EXCLUDE_ACTIONS_FIELD_NUMBER: _builtins.int
     COUNTRY_FIELD_NUMBER: _builtins.int
     ACTOR_EMAIL_DOMAIN_FIELD_NUMBER: _builtins.int
+    SEVERITIES_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -578,6 +579,16 @@ class EventFilter(_message.Message):
         fields say. A server older than this field ignores it.
         """
 
+    @_builtins.property
+    def severities(self) -> _containers.RepeatedScalarFieldContainer[Global___Severity.ValueType]:
+        """Severities to match, exactly: `[SEVERITY_WARNING]` is warnings alone,
+        `[SEVERITY_INFO, SEVERITY_CRITICAL]` both and neither between. With
+        `min_severity` both must hold; a pair no level passes (every severity
+        given below `min_severity`) is refused, as is SEVERITY_UNSPECIFIED or an
+        unknown value. Empty matches every severity. A server older than this
+        field ignores it.
+        """
+
     def __init__(
         self,
         *,
@@ -598,10 +609,11 @@ class EventFilter(_message.Message):
         exclude_actions: _abc.Iterable[_builtins.str] | None = ...,
         country: _builtins.str = ...,
         actor_email_domain: _builtins.str = ...,
+        severities: _abc.Iterable[Global___Severity.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "categories", b"categories", "country", b"country", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "categories", b"categories", "country", b"country", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "severities", b"severities", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
