@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -63,6 +65,28 @@ def test_fingerprint_is_stable_and_binds_tenant_filter_and_order() -> None:
     }
     assert len(others) == 5
     assert FINGERPRINT not in others
+
+
+def test_a_field_added_to_the_filter_keeps_the_fingerprints_of_filters_without_it() -> None:
+    """A filter field added later changed every filter's fingerprint (the
+    dataclass's repr grew a field), so each page token issued before the
+    upgrade, a poller's kept cursor too, was refused as another query's.
+    These are the fingerprints of before `severities` (helper-370)."""
+    assert EventFilter().fingerprint(tenant_id="acme", order="asc") == (
+        "1bfb5041ff79818cd59581848e752d71"
+    )
+    older = EventFilter(
+        actions=("doc.edit",),
+        min_severity=3,
+        occurred_after=datetime(2026, 1, 1, tzinfo=UTC),
+        excluded_prefixes=("audit_log.",),
+    )
+    assert older.fingerprint(tenant_id="acme", order="desc") == "dfad848e58450f49c43e376b642f3073"
+    # Set, a later field still binds the token to the filter.
+    assert replace(older, severities=(4,)).fingerprint(tenant_id="acme", order="desc") not in {
+        older.fingerprint(tenant_id="acme", order="desc"),
+        replace(older, severities=(3,)).fingerprint(tenant_id="acme", order="desc"),
+    }
 
 
 @pytest.mark.parametrize(

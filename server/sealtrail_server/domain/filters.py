@@ -8,6 +8,7 @@ tenant or caller is rejected instead of silently paging something else.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import re
@@ -169,9 +170,32 @@ class EventFilter:
         return tuple(dict.fromkeys((self.actor, email_key(self.actor))))
 
     def fingerprint(self, *, tenant_id: str, order: str) -> str:
-        """Identifies tenant, filter and order, to bind page tokens to them."""
-        material = f"{tenant_id}\x00{order}\x00{self!r}".encode()
+        """Identifies tenant, filter and order, to bind page tokens to them.
+        The filter as its repr was before `severities`: a field of that time
+        always, a later one only when set, so adding a field keeps every
+        other filter's fingerprint, and the page tokens in flight (a poller's
+        kept cursor) through the upgrade."""
+        later = (
+            name
+            for name, default in _FIELD_DEFAULTS.items()
+            if name not in _FINGERPRINTED_ALWAYS and getattr(self, name) != default
+        )
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in (*_FINGERPRINTED_ALWAYS, *later)
+        )
+        material = f"{tenant_id}\x00{order}\x00EventFilter({shown})".encode()
         return hashlib.sha256(material).hexdigest()[:32]
+
+
+# The fields of EventFilter before `severities`: a fingerprint names each of
+# them, in this order, and a field added since only when set (`fingerprint`).
+_FINGERPRINTED_ALWAYS: Final = (
+    "occurred_after", "occurred_before", "actions", "action_prefixes", "action_suffixes",
+    "categories", "min_severity", "outcomes", "actor", "resource_type", "resource_id",
+    "request_id", "trace_id", "text", "recorded_by", "ip", "excluded_actions",
+    "excluded_prefixes", "excluded_suffixes",
+)  # fmt: skip
+_FIELD_DEFAULTS: Final = {member.name: member.default for member in dataclasses.fields(EventFilter)}
 
 
 def validate_filter(
