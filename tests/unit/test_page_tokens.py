@@ -71,22 +71,26 @@ def test_a_field_added_to_the_filter_keeps_the_fingerprints_of_filters_without_i
     """A filter field added later changed every filter's fingerprint (the
     dataclass's repr grew a field), so each page token issued before the
     upgrade, a poller's kept cursor too, was refused as another query's.
-    These are the fingerprints of before `severities` (helper-370)."""
+    These are the fingerprints e8864d0d's server gave, the last deployed
+    before exclude_actions, country, actor_email_domain and severities (helper-370)."""
     assert EventFilter().fingerprint(tenant_id="acme", order="asc") == (
-        "1bfb5041ff79818cd59581848e752d71"
+        "6490c10430d53b2f1a219ceafead2c07"
     )
     older = EventFilter(
-        actions=("doc.edit",),
-        min_severity=3,
-        occurred_after=datetime(2026, 1, 1, tzinfo=UTC),
-        excluded_prefixes=("audit_log.",),
+        actions=("doc.edit",), min_severity=3, occurred_after=datetime(2026, 1, 1, tzinfo=UTC)
     )
-    assert older.fingerprint(tenant_id="acme", order="desc") == "dfad848e58450f49c43e376b642f3073"
+    assert older.fingerprint(tenant_id="acme", order="desc") == "b143d0f504e8a575c5b58ed2a17516cf"
     # Set, a later field still binds the token to the filter.
-    assert replace(older, severities=(4,)).fingerprint(tenant_id="acme", order="desc") not in {
-        older.fingerprint(tenant_id="acme", order="desc"),
-        replace(older, severities=(3,)).fingerprint(tenant_id="acme", order="desc"),
-    }
+    desc = {"tenant_id": "acme", "order": "desc"}
+    later = [
+        replace(older, severities=(4,)),
+        replace(older, severities=(3,)),
+        replace(older, excluded_prefixes=("audit_log.",)),
+        replace(older, country="KP"),
+        replace(older, actor_email_domain="contractor.example"),
+    ]
+    fingerprints = [each.fingerprint(**desc) for each in [older, *later]]
+    assert len(set(fingerprints)) == len(fingerprints)
 
 
 @pytest.mark.parametrize(

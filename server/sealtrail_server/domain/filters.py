@@ -171,10 +171,10 @@ class EventFilter:
 
     def fingerprint(self, *, tenant_id: str, order: str) -> str:
         """Identifies tenant, filter and order, to bind page tokens to them.
-        The filter as its repr was before `severities`: a field of that time
-        always, a later one only when set, so adding a field keeps every
-        other filter's fingerprint, and the page tokens in flight (a poller's
-        kept cursor) through the upgrade."""
+        The filter as its repr was up to `ip` (the last fields a deployed
+        server had): a field of that time always, a later one only when
+        set, so adding a field keeps every other filter's fingerprint, and
+        the page tokens in flight (a poller's kept cursor) through the upgrade."""
         later = (
             name
             for name, default in _FIELD_DEFAULTS.items()
@@ -187,13 +187,14 @@ class EventFilter:
         return hashlib.sha256(material).hexdigest()[:32]
 
 
-# The fields of EventFilter before `severities`: a fingerprint names each of
-# them, in this order, and a field added since only when set (`fingerprint`).
+# The fields of EventFilter up to `ip`, as the last server deployed (e8864d0d)
+# had them: a fingerprint names each of them, in this order, and a field added
+# since (exclude_actions, country, actor_email_domain, severities...) only when
+# set (`fingerprint`).
 _FINGERPRINTED_ALWAYS: Final = (
     "occurred_after", "occurred_before", "actions", "action_prefixes", "action_suffixes",
     "categories", "min_severity", "outcomes", "actor", "resource_type", "resource_id",
-    "request_id", "trace_id", "text", "recorded_by", "ip", "excluded_actions",
-    "excluded_prefixes", "excluded_suffixes",
+    "request_id", "trace_id", "text", "recorded_by", "ip",
 )  # fmt: skip
 _FIELD_DEFAULTS: Final = {member.name: member.default for member in dataclasses.fields(EventFilter)}
 
