@@ -2469,8 +2469,8 @@ def test_checking_an_export_says_the_signed_range_and_filter(
     ), edited.stderr
     # A statement v1, as a server before ADR 0130 signed it: it checks, its filter unknown.
     text, _ = manifest["statement"].split("\n\n", 1)
-    old = replace(ExportStatement.parse(text + "\n"), filter_sha256=None)
-    v1 = {k: v for k, v in manifest.items() if k != "filter"}
+    old = replace(ExportStatement.parse(text + "\n"), filter_sha256=None, removed_count=None)
+    v1 = {k: v for k, v in manifest.items() if k not in ("filter", "removed_count")}
     v1["statement"] = sign_note(old.text(), Signer.parse(SIGNING_KEY))
     kept.write_text(json.dumps(v1))
     assert matches(some) == (

@@ -2072,6 +2072,122 @@ def _removed_of(tenant: str, passes: list[list[Any]]) -> list[int]:
     return [sum(p.count for p in purged if p.tenant_id == tenant) for purged in passes]
 
 
+def test_an_export_signs_how_many_seqs_of_its_range_retention_removed(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    tenant: str,
+    tmp_path: Path,
+    migrated_database_url: str,
+) -> None:
+    """An unfiltered export of seqs a..d with c purged read "unfiltered", 3 rows
+    of a range of 4, exactly as one missing a row for any other reason would:
+    the auditor could not tell, offline, a purge from a row taken out. The
+    statement signs how many seqs of its range retention had removed as the
+    export read them; `check_export` says it, and holds rows + removed to the
+    range's size for an unfiltered export."""
+    from sealtrail import ExportMismatchError, check_export
+
+    a, b = record(admin, "doc.edit"), record(admin, "doc.edit")
+    c, d = record(admin, "rag.index.rebuild"), record(admin, "doc.edit")
+    assert [a, b, c, d] == list(range(a, a + 4))
+    admin.set_retention_policy("forever", action_prefixes={"rag.index.*": 20})
+    clock.advance(21)
+    [result] = [r for r in purge(aged) if r.tenant_id == tenant]
+    assert result.count == 1
+    key = admin.get_verifier_keys()[0].text
+
+    admin.export(tmp_path / "range.csv", format="csv", manifest_file=True, first_seq=a, last_seq=d)
+    kept = tmp_path / "range.csv.manifest.json"
+    found = check_export(kept, key=key)
+    assert (found.rows, found.removed, found.statement.removed_count) == (3, 1, 1)
+    assert found.selected == f"seqs {a}..{d}, unfiltered, 1 removed by retention"
+    manifest = json.loads(kept.read_text())
+    assert manifest["removed_count"] == 1
+    for edited in ({**manifest, "removed_count": 0},
+                   {k: v for k, v in manifest.items() if k != "removed_count"}):  # fmt: skip
+        kept.write_text(json.dumps(edited))
+        signs = r"removed_count \S+ where the statement signs 1"
+        with pytest.raises(ExportMismatchError, match=signs):
+            check_export(kept, key=key)
+
+    # Filtered, the same range: the count is of the range's seqs, whatever matched.
+    admin.export(tmp_path / "some.csv", format="csv", manifest_file=True, first_seq=a,
+                 last_seq=d, filter=build_filter(actions="doc.edit"))  # fmt: skip
+    some = check_export(tmp_path / "some.csv.manifest.json", key=key)
+    assert (some.rows, some.removed) == (3, 1)
+    assert some.selected == (
+        f'seqs {a}..{d}, filtered by {{"actions":["doc.edit"]}}, 1 removed by retention'
+    )
+
+    # A range retention did not touch says nothing of it, and signs 0.
+    admin.export(tmp_path / "kept.csv", format="csv", manifest_file=True, first_seq=a, last_seq=b)
+    whole = check_export(tmp_path / "kept.csv.manifest.json", key=key)
+    assert (whole.rows, whole.removed, whole.selected) == (2, 0, f"seqs {a}..{b}, unfiltered")
+    assert json.loads((tmp_path / "kept.csv.manifest.json").read_text())["removed_count"] == 0
+
+    # The whole log, no range: the seqs up to its tree size retention removed.
+    admin.export(tmp_path / "all.csv", format="csv", manifest_file=True)
+    everything = check_export(tmp_path / "all.csv.manifest.json", key=key)
+    size = everything.statement.tree_size
+    assert (everything.rows, everything.removed) == (size - 1, 1)
+    assert everything.selected.endswith(", unfiltered, 1 removed by retention")
+
+    # A row gone otherwise than by retention (a superuser's DELETE): the server
+    # signs what it read, and the check says the numbers do not add up.
+    with psycopg.connect(migrated_database_url, autocommit=True) as tamper:
+        tamper.execute("SET session_replication_role = replica")
+        tamper.execute("DELETE FROM events WHERE tenant_id = %s AND seq = %s", [tenant, b])
+    admin.export(tmp_path / "cut.csv", format="csv", manifest_file=True, first_seq=a, last_seq=d)
+    with pytest.raises(ExportMismatchError) as refused:
+        check_export(tmp_path / "cut.csv.manifest.json", key=key)
+    assert str(refused.value) == (
+        f"cut.csv.manifest.json: its statement signs an unfiltered export of seqs {a}..{d}"
+        " (4 seqs) of 2 rows and 1 removed by retention: 1 seq neither exported nor removed"
+        " by retention"
+    )
+
+
+def test_an_export_counts_what_a_pass_running_meanwhile_removed_once(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """An export reads its rows a page at a time, each page afresh: a pass
+    that runs between two pages removes rows read already and rows not yet.
+    The removed are counted page by page, each in the statement that reads
+    the page's rows: a seq is counted once, as a row or as removed, never
+    both nor neither (rows + removed is the range's size)."""
+    from sealtrail import check_export
+
+    seqs = [record(admin, "rag.index.rebuild" if n in (1, 4) else "doc.edit") for n in range(6)]
+    admin.set_retention_policy("forever", action_prefixes={"rag.index.*": 20})
+    clock.advance(21)
+    real, passes = export_api.stream_events, []
+    assert aged.service.purger is not None
+    purger = aged.service.purger
+
+    async def purged_after_the_first_page(conn: Any) -> None:
+        passes.append(await purger.run_once())
+
+    def paged(*args: Any, **kwargs: Any) -> Any:
+        kwargs.update(fetch_rows=2, page_bytes=None, after_first_page=purged_after_the_first_page)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(export_api, "stream_events", paged)  # the server runs here
+    admin.export(tmp_path / "range.ndjson", format="ndjson", manifest_file=True,
+                 first_seq=seqs[0], last_seq=seqs[-1])  # fmt: skip
+    assert _removed_of(tenant, passes) == [2]  # seqs[1], read already, and seqs[4], not yet
+    key = admin.get_verifier_keys()[0].text
+    found = check_export(tmp_path / "range.ndjson.manifest.json", key=key)
+    assert (found.rows, found.removed) == (5, 1)
+    exported = (tmp_path / "range.ndjson").read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in exported] == [s for s in seqs if s != seqs[4]]
+
+
 def test_a_complete_bundle_written_while_a_retention_pass_runs_still_verifies(
     aged: ServerThread,
     admin: AuditClient,

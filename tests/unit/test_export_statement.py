@@ -66,12 +66,14 @@ def test_a_statement_signs_the_filter_of_its_export() -> None:
     as the whole range. v2 signs the SHA-256 of the filter's text (RFC 8785
     JSON, `{}` for none), which the manifest keeps as `filter` (ADR 0130)."""
     text = '{"actor":"alice"}'
-    filtered = replace(STATEMENT, filter_sha256=hashlib.sha256(text.encode()).digest())
+    filtered = replace(
+        STATEMENT, filter_sha256=hashlib.sha256(text.encode()).digest(), removed_count=0
+    )
     assert filtered.text().startswith("sealtrail export statement v2\n")
-    assert filtered.text().endswith(f"\n5\n{hashlib.sha256(text.encode()).hexdigest()}\n")
+    assert filtered.text().endswith(f"\n5\n{hashlib.sha256(text.encode()).hexdigest()}\n0\n")
     assert ExportStatement.parse(filtered.text()) == filtered
     assert filtered.filtered is True
-    whole = replace(STATEMENT, filter_sha256=hashlib.sha256(b"{}").digest())
+    whole = replace(STATEMENT, filter_sha256=hashlib.sha256(b"{}").digest(), removed_count=0)
     assert whole.filtered is False
     kept = {**filtered.manifest_fields(), "filter": text}
     assert filtered.differences(kept) == []
@@ -89,9 +91,39 @@ def test_a_statement_signs_the_filter_of_its_export() -> None:
         "filter '{}' where the statement signs none"
     ]
     # A line too many or too few for its version, a digest not one.
-    with pytest.raises(NoteError, match="has 14 lines"):
+    with pytest.raises(NoteError, match="has 15 lines"):
         ExportStatement.parse(STATEMENT.text().replace(" v1\n", " v2\n"))
     with pytest.raises(NoteError, match="has 13 lines"):
         ExportStatement.parse(filtered.text().replace(" v2\n", " v1\n"))
     with pytest.raises(NoteError, match="filter_sha256"):
-        ExportStatement.parse(filtered.text()[:-2] + "G\n")
+        ExportStatement.parse(filtered.text()[:-4] + "G\n0\n")
+
+
+def test_a_statement_signs_how_many_seqs_of_its_range_retention_removed() -> None:
+    """An unfiltered export of a range with a purged seq read as one missing a
+    row for any other reason: v2 signs, last, how many seqs of the range (of
+    the log up to its size, without one) retention had removed as the export
+    read them, which the manifest keeps as `removed_count` (ADR 0130)."""
+    purged = replace(STATEMENT, filter_sha256=hashlib.sha256(b"{}").digest(), removed_count=3)
+    assert purged.text().endswith(f"\n{hashlib.sha256(b'{}').hexdigest()}\n3\n")
+    assert ExportStatement.parse(purged.text()) == purged
+    kept = {**purged.manifest_fields(), "filter": "{}"}
+    assert kept["removed_count"] == 3
+    assert purged.differences(kept) == []
+    assert purged.differences({**kept, "removed_count": 0}) == [
+        "removed_count 0 where the statement signs 3"
+    ]
+    assert purged.differences({**kept, "removed_count": 3.0}) == [
+        "removed_count 3.0 where the statement signs 3"
+    ]
+    # v1 signs none: not known, and a manifest's is refused (its holder's word).
+    assert STATEMENT.removed_count is None
+    assert "removed_count" not in STATEMENT.manifest_fields()
+    assert STATEMENT.differences({**STATEMENT.manifest_fields(), "removed_count": 0}) == [
+        "removed_count 0 where the statement signs none"
+    ]
+    # A v2 statement signs both, or it is no statement.
+    with pytest.raises(ValueError, match="removed_count"):
+        replace(purged, removed_count=None).text()
+    with pytest.raises(NoteError, match="removed_count '-1' is not a decimal number"):
+        ExportStatement.parse(purged.text()[:-2] + "-1\n")

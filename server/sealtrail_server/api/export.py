@@ -36,7 +36,7 @@ from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased_now, tenant_erased, waiting_at_most
 from ..store.database import READ_LOCK_TIMEOUT, Connection, Database
-from ..store.events import recent_exports, stream_events
+from ..store.events import RemovedSeqs, recent_exports, stream_events
 from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
 from .convert import UNREADABLE, event_from_record, request_filter, unreadable_record
@@ -346,12 +346,17 @@ class ExportRpcs:
         buffer = bytearray(encoder.start())
         after, upto = (0, size) if seqs is None else (seqs[0] - 1, seqs[1])
         watch.upto = upto
+        # The seqs of (after, upto] retention had removed, each page's counted
+        # in the statement that reads its rows (ADR 0130): of an unfiltered
+        # export, rows + removed is its range's size, a pass running or not.
+        removed = RemovedSeqs()
         events = stream_events(
             self._db,
             tenant_id=tenant_id,
             event_filter=event_filter,
             after_seq=after,
             upto_seq=upto,
+            removed=removed,
         )
         async with aclosing(events):  # a cancelled export gives its connection back now
             async for event in events:
@@ -391,6 +396,9 @@ class ExportRpcs:
             # What it selected by, as its event records it (ADR 0130): signed,
             # a filtered export of a range no longer passes for the whole range.
             filter_json=canonical_json(recorded_filter, plain=False).decode(),
+            # What retention had removed of them, signed: a purged seq of an
+            # unfiltered range read as a row missing for any other reason.
+            removed_count=removed.count,
         )
         manifest.statement = self._export_statement(manifest)
         yield pb.ExportResponse(manifest=manifest, rows_so_far=rows)
@@ -400,7 +408,8 @@ class ExportRpcs:
         checkpoints (ADR 0129): its checkpoint signs the log only, and its
         digest and counts, unsigned, were rewritten with the content into a
         pair that checked; and its filter, without which a filtered export of
-        a range passed for the whole range (ADR 0130, statement v2). Of the
+        a range passed for the whole range, and what retention had removed of
+        its seqs (ADR 0130, statement v2). Of the
         checkpoint's origin, size and root (that checkpoint was issued, and
         checked against what the key signed of the log, just before the
         content was read: ADR 0083)."""
@@ -418,6 +427,7 @@ class ExportRpcs:
             range_first_seq=manifest.range_first_seq,
             range_last_seq=manifest.range_last_seq,
             filter_sha256=hashlib.sha256(manifest.filter_json.encode()).digest(),
+            removed_count=manifest.removed_count,
         )
         return sign_note(statement.text(), self._checkpointer.signer)
 

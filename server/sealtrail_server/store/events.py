@@ -380,6 +380,31 @@ def query_statement(
     return query, [*params, limit]
 
 
+@dataclass(slots=True)
+class RemovedSeqs:
+    """How many seqs of what `stream_events` read through retention had
+    removed (their tombstones, tree_nodes level 0), counted page by page."""
+
+    count: int = 0
+
+
+# A page of `stream_events` and the tombstones of the seqs it covers, read in
+# one statement, so in one snapshot: (position, its last row's seq] for a full
+# page, (position, upto_seq] for the last. A purge deletes an event and writes
+# its tombstone in one statement (store/retention.py): each seq of the pages
+# is read once, as a row, as a tombstone, or as neither, never as both, however
+# a pass runs between two pages. The tombstones' row comes last (its seq null).
+_PAGE_AND_REMOVED: Final = (
+    "WITH page AS (SELECT seq, record, leaf_hash FROM events WHERE {conditions}"
+    " ORDER BY seq LIMIT %s)"
+    " SELECT seq, record, leaf_hash, NULL::bigint FROM page"
+    " UNION ALL SELECT NULL, NULL, NULL, (SELECT count(*) FROM tree_nodes"
+    "  WHERE tenant_id = %s AND level = 0 AND idx >= %s AND idx < (SELECT CASE"
+    "   WHEN count(*) = %s THEN max(seq) ELSE %s END FROM page))"
+    " ORDER BY seq NULLS LAST"
+)
+
+
 async def stream_events(
     db: Database,
     *,
@@ -390,6 +415,7 @@ async def stream_events(
     fetch_rows: int = 2000,
     page_bytes: int | None = PAGE_BYTES,
     after_first_page: Callable[[Connection], Awaitable[None]] | None = None,
+    removed: RemovedSeqs | None = None,
 ) -> AsyncGenerator[StoredEvent, None]:
     """Matching events with after_seq < seq <= upto_seq, oldest first, in
     keyset pages of at most `fetch_rows`, sized to hold about `page_bytes` of
@@ -404,23 +430,39 @@ async def stream_events(
     for bulk reads (`Database.bulk_connection`), so many at once cannot
     either. `after_first_page` runs on the first page's connection once it is
     read, before any event is yielded (and may raise): whatever it then finds
-    committed was committed before that read too, or during it."""
+    committed was committed before that read too, or during it.
+
+    `removed`, if given, counts the seqs of (after_seq, upto_seq] retention had
+    removed, each page's read with its rows (`_PAGE_AND_REMOVED`): with the
+    rows yielded and those the filter left out, every seq of the span once,
+    a pass running meanwhile or not."""
     conditions, params = filter_conditions(tenant_id, event_filter)
     conditions += [sql.SQL("seq > %s"), sql.SQL("seq <= %s")]
-    query = sql.SQL(
-        "SELECT seq, record, leaf_hash FROM events WHERE {conditions} ORDER BY seq LIMIT %s"
-    ).format(conditions=sql.SQL(" AND ").join(conditions))
+    joined = sql.SQL(" AND ").join(conditions)
+    if removed is None:
+        query = sql.SQL(
+            "SELECT seq, record, leaf_hash FROM events WHERE {conditions} ORDER BY seq LIMIT %s"
+        ).format(conditions=joined)
+    else:
+        query = sql.SQL(_PAGE_AND_REMOVED).format(conditions=joined)
     position = after_seq
     limit = fetch_rows
     if page_bytes is not None:
         limit = page_rows(fetch_rows, page_bytes, rows=1, size=MAX_RECORD_BYTES)
     while True:
+        args = [*params, position, upto_seq, limit]
+        if removed is not None:
+            args += [tenant_id, position, limit, upto_seq]
         async with db.bulk_connection(tenant_id) as conn:
-            cursor = await conn.execute(query, [*params, position, upto_seq, limit])
+            cursor = await conn.execute(query, args)
             rows = await cursor.fetchall()
             if after_first_page is not None:
                 await after_first_page(conn)
                 after_first_page = None
+        if removed is not None:
+            *pages, (*_, tombstones) = rows
+            rows = [row[:3] for row in pages]
+            removed.count += tombstones
         for row in rows:
             yield _stored(row)
         if len(rows) < limit:

@@ -148,6 +148,10 @@ def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str
         # What it selected by (`{}`: every event), which the statement signs
         # from v2 on (ADR 0130): the exact text, as its digest is signed.
         kept["filter"] = manifest.filter_json
+        # And how many seqs of its range (of the log, without one) retention
+        # had removed (0 included), which v2 signs too: of an unfiltered
+        # export, row_count + removed_count is the range's size.
+        kept["removed_count"] = manifest.removed_count
     if manifest.statement:
         # What the key signs of the above (ADR 0129): unsigned, they were
         # rewritten with the file into a pair that checked.

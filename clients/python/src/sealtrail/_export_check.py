@@ -39,7 +39,9 @@ class ExportCheck:
     text), for `check_checkpoint` to hold the log today to; `filter`, what
     the export selected its events by, as signed (ADR 0130): its JSON text,
     `{}` for every event (of its range, if any), None from a statement v1
-    (an older server's), which signs no filter."""
+    (an older server's), which signs no filter; `removed`, how many seqs of
+    its range (of the log up to its tree size, without one) retention had
+    removed as the export read them, as signed (None from a statement v1)."""
 
     path: Path
     rows: int | None
@@ -58,11 +60,19 @@ class ExportCheck:
         return self.statement.filtered
 
     @property
+    def removed(self) -> int | None:
+        """How many seqs of the export's range (of the log up to its tree
+        size, without one) retention had removed when the export read them,
+        as its statement signs it; None if not known (a statement v1)."""
+        return self.statement.removed_count
+
+    @property
     def selected(self) -> str:
         """What the key signs the export selected, in words: its seqs (`seqs
         2..5`, or `the whole log of 57 events`) and its filter (`unfiltered`,
-        `filtered by {"actor":"alice"}`, or, of a statement v1, not known), as
-        `sealtrail checkpoint --check` ends its MATCHES line. An export handed
+        `filtered by {"actor":"alice"}`, or, of a statement v1, not known),
+        then how many of its seqs retention had removed, if any (`1 removed by
+        retention`), as `sealtrail checkpoint --check` ends its MATCHES line. An export handed
         over is of what it says here, not of what was asked for."""
         signed = self.statement
         if signed.range_last_seq:
@@ -71,9 +81,10 @@ class ExportCheck:
             seqs = f"the whole log of {counted(signed.tree_size, 'event', grouped=True)}"
         if self.filter is None:
             return f"{seqs}, filter not signed (a statement v1: filtered or not, not known)"
+        removed = f", {self.removed:,} removed by retention" if self.removed else ""
         if not self.filtered:
-            return f"{seqs}, unfiltered"
-        return f"{seqs}, filtered by {self.filter}"
+            return f"{seqs}, unfiltered{removed}"
+        return f"{seqs}, filtered by {self.filter}{removed}"
 
 
 def check_export(manifest: str | os.PathLike[str], *, key: str | Sequence[str]) -> ExportCheck:
@@ -218,6 +229,36 @@ def _signed_statement(
     return statement
 
 
+def _check_unfiltered_whole(manifest_path: Path, statement: ExportStatement) -> None:
+    """ExportMismatchError if an unfiltered export's statement signs fewer (or
+    more) rows and seqs removed by retention than its range holds seqs (the
+    log up to its tree size, without one): a row was missing from the log as
+    it was read otherwise than by retention, which the server read and
+    signed as it found it. Of a filtered export, or a statement v1, nothing
+    to hold it to."""
+    if statement.filtered is not False or statement.removed_count is None:
+        return
+    if statement.range_last_seq:
+        seqs = f"seqs {statement.range_first_seq}..{statement.range_last_seq}"
+        size = statement.range_last_seq - statement.range_first_seq + 1
+    else:
+        seqs, size = "the whole log", statement.tree_size
+    rows, removed = statement.row_count, statement.removed_count
+    if rows + removed == size:
+        return
+    gap = size - rows - removed
+    raise ExportMismatchError(
+        f"{manifest_path.name}: its statement signs an unfiltered export of {seqs}"
+        f" ({counted(size, 'seq', grouped=True)}) of {counted(rows, 'row', grouped=True)}"
+        f" and {removed:,} removed by retention: "
+        + (
+            f"{counted(gap, 'seq', grouped=True)} neither exported nor removed by retention"
+            if gap > 0
+            else f"{counted(-gap, 'seq', grouped=True)} too many"
+        )
+    )
+
+
 def _checked_file(
     manifest_path: Path,
     manifest: dict[str, Any],
@@ -245,6 +286,7 @@ def _checked_file(
             f"{manifest_path.name} does not say what its signed statement does: "
             + "; ".join(claims)
         )
+    _check_unfiltered_whole(manifest_path, statement)
     path = exported_file(manifest_path, manifest)
     digest = hashlib.sha256()
     size = 0

@@ -19,10 +19,14 @@ and, from v2 on (ADR 0130), first line `sealtrail export statement v2`:
 
     <SHA-256, hex, of the export's filter: its JSON (RFC 8785), as the
      export's `audit_log.exported` event records it; `{}` for none>
+    <how many seqs of the range (of the log up to its tree size, without
+     one) retention had removed when the export read them, decimal>
 
 v1 signed no filter: a filtered export of a range (one actor's events of
-seqs 2..5) read, offline, as the whole range. A v1 statement still parses,
-its `filtered` None (not known); a server signs v2 only.
+seqs 2..5) read, offline, as the whole range; nor what retention had
+removed: an unfiltered range with a purged seq read as one missing a row
+for any other reason. A v1 statement still parses, its `filtered` and
+`removed_count` None (not known); a server signs v2 only.
 
 The manifest's checkpoint signs the log's size and root, and nothing of the
 file: its digest and counts were the manifest's own word, and whoever held
@@ -86,6 +90,9 @@ class ExportStatement:
     # The SHA-256 of the filter's text, the manifest's `filter`
     # (UNFILTERED_SHA256: none); None: a statement v1, which signs none.
     filter_sha256: bytes | None = None
+    # How many seqs of the range (of the log up to tree_size, without one)
+    # retention had removed as the export read them; None: a statement v1.
+    removed_count: int | None = None
 
     @property
     def filtered(self) -> bool | None:
@@ -102,8 +109,13 @@ class ExportStatement:
         return None if self.filter_sha256 is None else self.filter_sha256.hex()
 
     def text(self) -> str:
-        """The note's text, to be signed: v2, or v1 without a filter's digest."""
+        """The note's text, to be signed: v2, or v1 without a filter's digest
+        and a removed count (ValueError: one of them without the other)."""
         v2 = self.filter_sha256 is not None
+        if v2 != (self.removed_count is not None):
+            raise ValueError(
+                "a statement v2 signs both filter_sha256 and removed_count, v1 neither"
+            )
         return "".join(
             f"{line}\n"
             for line in (
@@ -115,7 +127,7 @@ class ExportStatement:
                 base64.b64encode(self.root_hash).decode(),
                 self.sha256.hex(),
                 *(str(getattr(self, name)) for name in _COUNTS),
-                *([self.filter_hex] if v2 else []),
+                *([self.filter_hex, str(self.removed_count)] if v2 else []),
             )
         )
 
@@ -125,9 +137,15 @@ class ExportStatement:
         NoteError if it is none (a checkpoint's, or another statement's)."""
         v1 = text.startswith(EXPORT_STATEMENT_HEADER_V1 + "\n")
         header = EXPORT_STATEMENT_HEADER_V1 if v1 else EXPORT_STATEMENT_HEADER
-        lines = statement_lines(text, header, 12 if v1 else 13, what="export statement")
-        filter_sha256 = None
+        lines = statement_lines(text, header, 12 if v1 else 14, what="export statement")
+        filter_sha256 = removed_count = None
         if not v1:
+            removed = lines.pop()
+            if not _NUMBER.fullmatch(removed):
+                raise NoteError(
+                    f"the statement's removed_count {removed!r} is not a decimal number"
+                )
+            removed_count = int(removed)
             filter_hex = lines.pop()
             if not _SHA256.fullmatch(filter_hex):
                 raise NoteError("the statement's filter_sha256 is not 64 lowercase hex digits")
@@ -151,13 +169,14 @@ class ExportStatement:
             root_hash,
             sha256,
             filter_sha256=filter_sha256,
+            removed_count=removed_count,
             **numbers,
         )
 
     def manifest_fields(self) -> dict[str, object]:
         """The fields a manifest (FILE.manifest.json) keeps of what this
         signs, as it keeps them (hashes as hex and base64, a range's only for
-        an export of a seq range)."""
+        an export of a seq range, a removed count only from v2)."""
         fields: dict[str, object] = {
             "export_event_id": self.export_event_id,
             "media_type": self.media_type,
@@ -168,6 +187,8 @@ class ExportStatement:
         }
         if not self.range_last_seq:
             del fields["range_first_seq"], fields["range_last_seq"]
+        if self.removed_count is not None:
+            fields["removed_count"] = self.removed_count
         return fields
 
     def differences(self, manifest: dict[str, Any]) -> list[str]:
@@ -183,6 +204,10 @@ class ExportStatement:
         for name in ("range_first_seq", "range_last_seq"):
             if name not in signed and manifest.get(name, 0) != 0:
                 differ.append(f"{name} {manifest.get(name)} where the statement signs none")
+        # Of a statement v1, none: the manifest's would be its holder's word.
+        if "removed_count" not in signed and "removed_count" in manifest:
+            said = manifest["removed_count"]
+            differ.append(f"removed_count {said} where the statement signs none")
         # The filter's text, which the statement signs by its digest; of a
         # statement v1 none (the manifest's would be its holder's word).
         said = manifest.get("filter")

@@ -888,6 +888,7 @@ class ExportManifest(_message.Message):
     RANGE_LAST_SEQ_FIELD_NUMBER: _builtins.int
     STATEMENT_FIELD_NUMBER: _builtins.int
     FILTER_JSON_FIELD_NUMBER: _builtins.int
+    REMOVED_COUNT_FIELD_NUMBER: _builtins.int
     row_count: _builtins.int
     """Number of events exported."""
     byte_count: _builtins.int
@@ -939,6 +940,14 @@ class ExportManifest(_message.Message):
     statement signs its SHA-256 (of its UTF-8 bytes, exactly as sent). Empty
     from a server older than this field, whose statement signs no filter.
     """
+    removed_count: _builtins.int
+    """How many seqs of the export's range (without one: of the log's, up to
+    tree_size) retention had removed when the export read its rows (their
+    leaves listed by ListPurgedLeaves), each counted in the snapshot its
+    page of rows was read in: of an unfiltered export, row_count +
+    removed_count is the range's size. The statement v2 signs it (ADR 0130).
+    0 from a server older than this field, whose statement signs none.
+    """
     def __init__(
         self,
         *,
@@ -956,10 +965,11 @@ class ExportManifest(_message.Message):
         range_last_seq: _builtins.int = ...,
         statement: _builtins.str = ...,
         filter_json: _builtins.str = ...,
+        removed_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "checkpoint", b"checkpoint", "export_event_id", b"export_event_id", "filter_json", b"filter_json", "first_seq", b"first_seq", "last_seq", b"last_seq", "media_type", b"media_type", "range_first_seq", b"range_first_seq", "range_last_seq", b"range_last_seq", "root_hash", b"root_hash", "row_count", b"row_count", "sha256", b"sha256", "statement", b"statement", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["byte_count", b"byte_count", "checkpoint", b"checkpoint", "export_event_id", b"export_event_id", "filter_json", b"filter_json", "first_seq", b"first_seq", "last_seq", b"last_seq", "media_type", b"media_type", "range_first_seq", b"range_first_seq", "range_last_seq", b"range_last_seq", "removed_count", b"removed_count", "root_hash", b"root_hash", "row_count", b"row_count", "sha256", b"sha256", "statement", b"statement", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
