@@ -164,6 +164,8 @@ def _option_of(field: str) -> str:
         "secrets": "secret",
         "destination": "kind",
         "actions": "action",
+        "exclude_actions": "exclude_action",
+        "actor_email_domain": "actor_domain",
         "categories": "category",
         "outcomes": "outcome",
         "min_severity": "severity",

@@ -604,6 +604,16 @@ def test_the_operator_is_told_which_option_is_wrong(
         "--secret", f"@{secret_file}", "--severity", "error", "--exact-severity", "info",
     )  # fmt: skip
     assert no_level.exit_code == 2 and "--exact-severity" in no_level.output
+    # Options named apart from their field: --exclude-action (exclude_actions),
+    # --actor-domain (actor_email_domain); the error named options none has.
+    for option, value in (("--exclude-action", "doc edit"), ("--actor-domain", "a@b.example")):
+        refused = operator(
+            "sink", "create", "soc-bad", "--kind", "webhook", "--url", receiver.url,
+            "--secret", f"@{secret_file}", option, value,
+        )  # fmt: skip
+        assert refused.exit_code == 2 and f"{option} (sink.filter." in refused.output, (
+            refused.output
+        )
     _create(operator, "soc-twice", receiver.url, secret_file)
     again = operator(
         "sink", "create", "soc-twice", "--kind", "webhook", "--url", receiver.url,
