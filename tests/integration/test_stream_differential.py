@@ -94,6 +94,13 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "text": build_filter(text="payroll"),
         "mixed": build_filter(actions="doc.*", min_severity="warning", ip="10.0.0.0/8"),
         "mixed_country": build_filter(actions="doc.*", outcomes="failure", country="DE"),
+        "exclude": build_filter(exclude_actions=["api_key.*", "*.delete", "member.invite"]),
+        "exclude_within": build_filter(
+            actions=["doc.*", "api_key.*"], exclude_actions="doc.edit", severities="warning"
+        ),
+        "exclude_mixed": build_filter(
+            exclude_actions="*.delete", actor_email_domain="*.contractor.example", country="kp"
+        ),
     }
 
 
