@@ -1185,3 +1185,27 @@ def test_a_token_in_use_whose_use_is_not_written_yet_is_not_said_unused(
     assert "not since created" not in shown
     assert "none recorded yet" in shown
     assert "written behind the calls, up to a minute or so late" in said
+
+
+def test_a_rule_whose_filter_only_leaves_events_out_is_refused_naming_its_input(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """A rule watching every event but the log's reads was created, and fired
+    on nearly every event (helper-375): the page says why by the input's label."""
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    form = section.find_element(By.ID, "rule-form")
+    form.find_element(By.NAME, "name").send_keys("everything")
+    watched = form.find_element(By.CSS_SELECTOR, "fieldset[name=filter]")
+    watched.find_element(By.NAME, "exclude_actions").send_keys("audit_log.*")
+    form.find_element(By.XPATH, ".//button[.='Create rule']").click()
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: "Leave out" in error.text)
+    assert "which events the rule watches" in error.text, error.text
+    left_out = watched.find_element(By.NAME, "exclude_actions")
+    assert left_out.get_attribute("aria-invalid") == "true"
+    assert admin.list_alert_rules() == []
+    watched.find_element(By.NAME, "actions").send_keys("api_key.*")
+    form.find_element(By.XPATH, ".//button[.='Create rule']").click()
+    wait(browser).until(lambda b: "alert_rule.created" in section.text)
+    [rule] = admin.list_alert_rules()
+    assert list(rule.match.filter.exclude_actions) == ["audit_log.*"]

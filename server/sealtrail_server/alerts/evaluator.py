@@ -113,8 +113,10 @@ def _fitted(name: str) -> str:
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "\u2026"
 
 
-def condition_of(stored: dict[str, Any], *, path: str = "rule") -> Condition:
-    """A stored condition, validated again (as the API validated it)."""
+def condition_of(stored: dict[str, Any], *, path: str = "rule", given: bool = False) -> Condition:
+    """A stored condition, validated again (as the API validated it); `given`:
+    one a request gives, checked whole (a filter that names which events the
+    rule watches, which the rules stored before need not)."""
     return validate_condition(
         stored["kind"],
         filter_from_json(stored.get("filter", {})),
@@ -127,6 +129,7 @@ def condition_of(stored: dict[str, Any], *, path: str = "rule") -> Condition:
         start_hour=stored.get("start_hour", 0),
         end_hour=stored.get("end_hour", 0),
         working_days=tuple(stored.get("working_days", ())),
+        stored=not given,
     )
 
 

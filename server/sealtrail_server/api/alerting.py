@@ -55,8 +55,10 @@ _GROUP_BY_NUMBERS: Final = {name: number for number, name in _GROUP_BY.items()}
 _SEVERITY_NUMBERS: Final = {name: number for number, name in SEVERITIES.items()}
 
 
-def _condition(rule: pb.AlertRule) -> dict[str, Any]:
-    """The rule's condition as stored: its kind, filter and settings, validated."""
+def _condition(rule: pb.AlertRule, kept: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The rule's condition as stored: its kind, filter and settings, validated.
+    `kept`: the rule's stored condition, not refused again when given back
+    unchanged (a filter stored before such filters were refused)."""
     kind = rule.WhichOneof("condition")
     if kind is None:
         raise InvalidArgument.field("rule.condition", "one condition is required")
@@ -84,8 +86,10 @@ def _condition(rule: pb.AlertRule) -> dict[str, Any]:
             "end_hour": message.end_hour,
             "working_days": sorted(set(message.working_days)) or [1, 2, 3, 4, 5],
         }
-    condition_of(stored | settings)  # stored as the request gave it, once it is valid
-    return stored | settings
+    condition = stored | settings
+    # Stored as the request gave it, once it is valid.
+    condition_of(condition, given=condition != kept)
+    return condition
 
 
 def _rule_message(stored: store.StoredRule) -> pb.AlertRule:
@@ -218,11 +222,13 @@ class AlertingRpcs:
         rpc: str,
         paths: frozenset[str] | None = None,
         kept_name: str | None = None,
+        kept_condition: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """The definition `rule` gives, as StoredRule fields, each checked
         (INVALID_ARGUMENT naming it): all of it, or only what an update mask
         names (the rest, unread, stays as stored, even a sink deleted since).
-        `kept_name`: the rule's stored name, not refused again (`name_problem`)."""
+        `kept_name`: the rule's stored name, not refused again (`name_problem`);
+        `kept_condition`, its stored condition, likewise (`_condition`)."""
         values: dict[str, Any] = {}
         if paths is None or "name" in paths:
             if problem := name_problem(
@@ -240,7 +246,7 @@ class AlertingRpcs:
                 )
             values["name"] = rule.name
         if paths is None or replaces_oneof(paths, rule, "condition", path="rule"):
-            values["condition"] = _condition(rule)
+            values["condition"] = _condition(rule, kept_condition)
         if paths is None or "severity" in paths:
             severity = SEVERITIES.get(rule.severity or event_pb2.SEVERITY_WARNING)
             if severity is None:
@@ -337,6 +343,7 @@ class AlertingRpcs:
                     rpc="UpdateAlertRule",
                     paths=paths,
                     kept_name=before.name,
+                    kept_condition=before.condition,
                 ),
             )
             if after == before:

@@ -19,8 +19,8 @@ from .errors import FieldViolation, InvalidArgument
 
 # Re-exported: reserved in domain/event.py; never evaluated itself (no alert on an alert).
 from .event import ALERT_ACTION as ALERT_ACTION
-from .event import MAX_FUTURE_SKEW_SECONDS, network_address
-from .filters import EventFilter
+from .event import MAX_FUTURE_SKEW_SECONDS, OUTCOMES, network_address
+from .filters import SEVERITY_RANKS, EventFilter
 from .zones import is_time_zone, not_a_time_zone
 
 MAX_RULES_PER_TENANT: Final = 100
@@ -64,7 +64,11 @@ def validate_condition(
     start_hour: int = 0,
     end_hour: int = 0,
     working_days: tuple[int, ...] = (),
+    stored: bool = False,
 ) -> Condition:
+    """A condition checked, raising InvalidArgument naming each bad field.
+    `stored`: one taken and stored before (`watches_no_events` refused only
+    as given: a rule stored before it was keeps firing)."""
     violations: list[FieldViolation] = []
 
     def fail(name: str, description: str) -> None:
@@ -76,6 +80,9 @@ def validate_condition(
         fail("filter.text", "full-text search cannot be used in alert rules")
     if kind not in NEW_ORIGIN_KINDS and event_filter == EventFilter():
         fail("filter", "at least one criterion is required (a rule on every event is noise)")
+    elif kind not in NEW_ORIGIN_KINDS and not stored:
+        for name, description in watches_no_events(event_filter):
+            fail(f"filter.{name}", description)
     if kind == "threshold":
         if not 2 <= count <= MAX_THRESHOLD_COUNT:
             fail("count", f"must be 2 to {MAX_THRESHOLD_COUNT:,}")
@@ -107,6 +114,49 @@ def validate_condition(
         end_hour=end_hour,
         working_days=tuple(sorted(set(working_days))) or (1, 2, 3, 4, 5),
     )
+
+
+_NAME_THE_EVENTS: Final = (
+    "; name which events the rule watches (actions, categories, outcomes, actor, resource,"
+    " ip, country...): a rule on nearly every event is noise, and better a sink"
+)
+
+
+def watches_no_events(event_filter: EventFilter) -> list[tuple[str, str]]:
+    """The criteria of a filter that say nothing of which events it takes,
+    and why, if it has no other: levels or outcomes that take every event,
+    actions only left out (every other action taken), bounds of when alone.
+    Empty if any criterion narrows which events it takes (or it has none:
+    the empty filter is refused as such)."""
+    f = event_filter
+    levels = {rank for rank in SEVERITY_RANKS.values() if rank >= f.min_severity}
+    if f.severities:
+        levels &= set(f.severities)
+    narrows = (
+        f.actions or f.action_prefixes or f.action_suffixes or f.categories
+        or (f.outcomes and set(f.outcomes) != set(OUTCOMES.values()))
+        or levels != set(SEVERITY_RANKS.values())
+        or any(value is not None for value in (
+            f.actor, f.resource_type, f.resource_id, f.request_id, f.trace_id, f.text,
+            f.recorded_by, f.ip, f.country, f.actor_email_domain,
+        ))
+    )  # fmt: skip
+    if narrows:
+        return []
+    said = []
+    if f.min_severity:
+        said.append(("min_severity", "info takes every event (each is info or above)"))
+    if f.severities:
+        said.append(("severities", "take every level, so every event"))
+    if f.outcomes:
+        said.append(("outcomes", "take every outcome, so every event"))
+    if f.excluded_actions or f.excluded_prefixes or f.excluded_suffixes:
+        said.append(("exclude_actions", "leaves actions out but takes every other event"))
+    if f.occurred_after is not None:
+        said.append(("occurred_after", "bounds when, not which events, it takes"))
+    if f.occurred_before is not None:
+        said.append(("occurred_before", "bounds when, not which events, it takes"))
+    return [(name, description + _NAME_THE_EVENTS) for name, description in said]
 
 
 def origin_of(kind: ConditionKind, record: dict[str, Any]) -> str | None:
