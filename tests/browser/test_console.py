@@ -4,6 +4,7 @@ check an inclusion proof, and fit a 360 px screen."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -454,6 +455,38 @@ def test_an_export_is_written_to_disk_as_it_arrives(
     lines = saved.read_bytes().decode().splitlines()
     assert len(lines) == 1 + 300 and all("doc.read" in line for line in lines[1:])
     assert len(saved.read_bytes()) == size
+
+
+def test_an_export_as_json_is_written_to_disk_as_it_arrives(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    downloads: Path,
+) -> None:
+    """The page offered CSV and NDJSON, not the JSON `sealtrail export --format
+    json` writes (helper-375): a download of its own, streamed as the others,
+    on disk before its manifest comes, never whole in the tab's memory."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record_batch([build_event(action="doc.read", actor_id=f"u{n}") for n in range(300)])
+    sign_in(browser, console_url + "?actions=doc.read", console_server.token(tenant, "exporter"))
+    wait_for_rows(browser, lambda r: len(r) == 100)
+    held_export(browser)
+    browser.find_element(By.ID, "export-json").click()
+    wait(browser).until(lambda b: b.execute_script("return window.exportBytes") is not None)
+    size = browser.execute_script("return window.exportBytes")
+    wait(browser).until(lambda b: on_disk(downloads) == size)
+    assert "Exporting" in browser.find_element(By.ID, "status").text
+    saved = downloads / "sealtrail-export.json"
+    assert not saved.exists()
+    browser.execute_script("window.releaseExport = true")
+    wait(browser).until(lambda b: "Exported" in b.find_element(By.ID, "status").text)
+    said = browser.find_element(By.ID, "status").text
+    assert said.startswith("Exported 300 events, ") and "(JSON)" in said, said
+    wait(browser).until(lambda b: saved.exists())
+    events = json.loads(saved.read_bytes())
+    assert len(saved.read_bytes()) == size
+    assert [event["action"] for event in events] == ["doc.read"] * 300
 
 
 def test_an_export_that_does_not_match_its_manifest_is_no_download(

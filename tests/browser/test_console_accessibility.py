@@ -217,7 +217,7 @@ def test_an_event_row_is_a_row_of_cells_its_opener_a_button(
     # The keyboard: Tab from the form's last control reaches the activity chart's
     # bars (one stop for them all), then the opener, not the row.
     wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
-    browser.find_element(By.ID, "export-ndjson").send_keys(Keys.TAB)
+    browser.find_element(By.ID, "export-json").send_keys(Keys.TAB)
     assert browser.execute_script("return document.activeElement.closest('#activity') !== null")
     browser.switch_to.active_element.send_keys(Keys.TAB)
     focused = browser.switch_to.active_element

@@ -13,7 +13,7 @@ travels in `Authorization: Bearer` on each request; nothing is kept here.
     GET  /api/counts            CountEvents: the same filter, per ?group_by=hour|day, in
                                 ?time_zone= (an IANA zone; UTC's without): the page's chart
     GET  /api/stream            StreamEvents from ?after_seq=, as NDJSON lines
-    GET  /api/export            Export ?format=csv|ndjson, as NDJSON lines: the file's
+    GET  /api/export            Export ?format=csv|ndjson|json, as NDJSON lines: the file's
                                 chunks ({"chunk": base64}), then {"manifest": ...}
     GET  /api/proof             GetInclusionProof ?seq=, with the checkpoint
 
@@ -184,7 +184,12 @@ _BUSY: Final = (
 # the API's largest `limit`.
 _TIME_BUCKETS: Final = {"hour": pb.COUNT_GROUP_BY_HOUR, "day": pb.COUNT_GROUP_BY_DAY}
 MAX_BUCKETS: Final = 1000
-_EXPORT_FORMATS: Final = {"csv": pb.EXPORT_FORMAT_CSV, "ndjson": pb.EXPORT_FORMAT_NDJSON}
+# The API's formats, each relayed a chunk at a time as it comes (JSON's array too).
+_EXPORT_FORMATS: Final = {
+    "csv": pb.EXPORT_FORMAT_CSV,
+    "ndjson": pb.EXPORT_FORMAT_NDJSON,
+    "json": pb.EXPORT_FORMAT_JSON,
+}
 
 
 def _json(message: Any, *, defaults: bool = False) -> dict[str, Any]:
@@ -584,7 +589,7 @@ class Console:
     async def _export(self, request: web.Request) -> web.StreamResponse:
         chosen = _EXPORT_FORMATS.get(request.query.get("format", "csv"))
         if chosen is None:
-            raise BadParameter("format: csv or ndjson")
+            raise BadParameter("format: csv, ndjson or json")
         call = self._stub.Export(
             pb.ExportRequest(filter=event_filter(request.query), format=chosen),
             metadata=self._metadata(request),

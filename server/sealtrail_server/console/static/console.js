@@ -840,7 +840,7 @@ function liveToggled(event) {
 
 // --- export -------------------------------------------------------------------
 
-const EXPORT_TYPES = { csv: "text/csv", ndjson: "application/x-ndjson" };
+const EXPORT_TYPES = { csv: "text/csv", ndjson: "application/x-ndjson", json: "application/json" };
 let exportWorker = null;  // the promise of export-worker.js running, or of null
 
 // The worker that serves exports as downloads (export-worker.js, ADR 0090),
@@ -1035,6 +1035,7 @@ function init() {
   $("#more").addEventListener("click", loadPage);
   $("#export-csv").addEventListener("click", () => exportAs("csv"));
   $("#export-ndjson").addEventListener("click", () => exportAs("ndjson"));
+  $("#export-json").addEventListener("click", () => exportAs("json"));
   new IntersectionObserver((entries) => {
     if (entries.some((entry) => entry.isIntersecting) && state.nextToken) loadPage();
   }).observe($("#more"));
