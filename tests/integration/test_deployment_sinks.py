@@ -635,3 +635,43 @@ def test_a_sink_name_with_a_nul_is_no_sink_not_a_traceback(
         refused = operator(*args)
         assert refused.exit_code == 1, (args, refused.output)
         assert "no deployment sink 'soc\\x00'" in refused.output, refused.output
+
+
+def test_a_pagerduty_deployment_sink_pages_each_tenant_its_key_hidden_from_them(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    tmp_path: Path,
+) -> None:
+    """The operator's pager (ADR 0131): one routing key for every tenant, each
+    tenant's events paged under a dedup_key of its own, the key shown to none."""
+    receiver.responder = lambda received, index: Reply(202, b'{"status":"success"}')
+    routing_key = uuid.uuid4().hex  # 32 characters, as an integration key's
+    key_file = tmp_path / "pd-key.txt"
+    key_file.write_text(routing_key + "\n")
+    tenant_id = _tenant()
+    admin = admin_of(tenant_id)
+    admin.record(build_event(action="doc.edit", actor_id="u-1"))
+    made = operator(
+        "sink", "create", "soc-pager", "--kind", "pagerduty", "--url", receiver.url,
+        "--routing-key", f"@{key_file}", "--action", "pager.test",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert routing_key not in made.output
+    paged = admin.record(build_event(action="pager.test", actor_id="u-1")).event
+
+    def of_tenant(received: list[Received]) -> list[dict[str, Any]]:
+        pages = [json.loads(request.body) for request in received]
+        return [page for page in pages if page["payload"]["group"] == tenant_id]
+
+    [page] = of_tenant(receiver.wait_for(lambda r: bool(of_tenant(r))))
+    assert receiver.requests()[0].path == "/v2/enqueue"
+    assert page["routing_key"] == routing_key
+    assert page["dedup_key"] == f"sealtrail:{tenant_id}:{paged.id}"
+    [sink] = _managed(admin)
+    assert sink.WhichOneof("destination") == "pagerduty"
+    assert sink.pagerduty.routing_key == "" and sink.pagerduty.routing_key_hint == ""
+    [created] = admin.query(build_filter(actions="sink.created"))
+    assert routing_key not in str(created) and routing_key[-4:] not in str(created)
+    listed = operator("sink", "list")
+    assert listed.exit_code == 0 and routing_key not in listed.output

@@ -26,7 +26,7 @@ from ..domain.filters import MAX_PAGE_SIZE, page_size, validate_filter
 from ..domain.page_tokens import PageTokens
 from ..domain.sealing import SecretBox
 from ..domain.sinks import (
-    DATADOG_DEFAULT_URL,
+    DEFAULT_URLS,
     MAX_SINKS_PER_TENANT,
     SECRET_FIELDS,
     Format,
@@ -72,7 +72,13 @@ def _destination(sink: pb.Sink) -> tuple[Kind | None, dict[str, Any]]:
     if field is None:
         return None, {}
     settings = json_format.MessageToDict(getattr(sink, field), preserving_proto_field_name=True)
-    for output_only in ("secret_hints", "token_hint", "api_key_hint", "url_hint"):
+    for output_only in (
+        "secret_hints",
+        "token_hint",
+        "api_key_hint",
+        "url_hint",
+        "routing_key_hint",
+    ):
         settings.pop(output_only, None)
     return field, settings  # each kind is named as its oneof field
 
@@ -121,7 +127,7 @@ def _operators_destination(shown: dict[str, Any]) -> dict[str, Any]:
     and its URL shows only what cannot hold a credential (as the tenant's
     log records every sink URL); a chat URL's `url_hint` is that already."""
     shown = dict(shown)
-    for hints in ("token_hint", "api_key_hint"):
+    for hints in ("token_hint", "api_key_hint", "routing_key_hint"):
         if hints in shown:
             shown[hints] = ""
     if "secret_hints" in shown:
@@ -178,7 +184,7 @@ async def check_egress(
     kind, destination = _destination(sink)
     if kind is None:
         return
-    url = destination.get("url") or (DATADOG_DEFAULT_URL if kind == "datadog_logs" else "")
+    url = destination.get("url") or DEFAULT_URLS.get(kind, "")
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port

@@ -48,30 +48,41 @@ _MENTION: Final = re.compile(r"(?<!\w)@(?=\w)")
 _SLACK_ESCAPES: Final = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
-def shown(value: Any, limit: int = MAX_VALUE) -> str:
+def shown(value: Any, limit: int = MAX_VALUE, *, markup: bool = True) -> str:
     """A caller's `value` as a line may carry it: on one line, at most `limit`
-    characters before escaping, and unable to mention or link."""
+    characters before escaping, and unable to mention or link. `markup`:
+    escaped as Slack asks; without, as plain text (PagerDuty's summary, which
+    shows `&amp;` as it is)."""
     text = _CONTROL.sub(" ", str(value)).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
-    return _MENTION.sub("@\u200b", text.translate(_SLACK_ESCAPES))
+    if markup:
+        text = text.translate(_SLACK_ESCAPES)
+    return _MENTION.sub("@\u200b", text)
 
 
-def line(record: dict[str, Any]) -> str:
-    """The line that tells of the event whose stored record is `record`."""
-    severity = shown(record.get("severity", "info"))
-    where = f"tenant {shown(record.get('tenant_id', ''))}, seq {record.get('seq')}"
+def line(record: dict[str, Any], *, markup: bool = True) -> str:
+    """The line that tells of the event whose stored record is `record`;
+    without `markup`, plain text, and an alert without its mark (a page's
+    summary, ADR 0131: every page is an alert)."""
+
+    def show(value: Any, limit: int = MAX_VALUE) -> str:
+        return shown(value, limit, markup=markup)
+
+    severity = show(record.get("severity", "info"))
+    where = f"tenant {show(record.get('tenant_id', ''))}, seq {record.get('seq')}"
     if record.get("action") == ALERT_ACTION:
-        description = shown(record.get("description", "Alert"), MAX_DESCRIPTION)
+        description = show(record.get("description", "Alert"), MAX_DESCRIPTION)
         trigger = (record.get("details") or {}).get("trigger_seq")
         fired_on = f", fired on seq {trigger}" if isinstance(trigger, int) else ""
-        return f"{ALERT_MARK} [{severity}] {description} ({where}{fired_on})"
+        mark = f"{ALERT_MARK} " if markup else ""
+        return f"{mark}[{severity}] {description} ({where}{fired_on})"
     actor = record.get("actor") or {}
-    said = f"[{severity}] {shown(record.get('action', ''))} by {shown(actor.get('id', ''))}"
+    said = f"[{severity}] {show(record.get('action', ''))} by {show(actor.get('id', ''))}"
     resource = record.get("resource") or {}
     if resource.get("type") or resource.get("id"):
-        named = "/".join(shown(resource[key]) for key in ("type", "id") if resource.get(key))
+        named = "/".join(show(resource[key]) for key in ("type", "id") if resource.get(key))
         said += f" on {named}"
-    outcome = shown(record.get("outcome", "success"))
-    occurred = shown(record.get("occurred_at", ""))
+    outcome = show(record.get("outcome", "success"))
+    occurred = show(record.get("occurred_at", ""))
     return f"{said} ({outcome}) at {occurred} ({where})"

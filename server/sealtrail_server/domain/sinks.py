@@ -23,7 +23,7 @@ from .etags import etag_of, instant
 from .event import CONTROL_CHARACTERS
 from .names import name_problem
 
-Kind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat"]
+Kind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat", "pagerduty"]
 Format = Literal["sealtrail_json", "ocsf"]
 KINDS: Final[tuple[Kind, ...]] = (
     "webhook",
@@ -31,6 +31,7 @@ KINDS: Final[tuple[Kind, ...]] = (
     "datadog_logs",
     "elasticsearch",
     "chat",
+    "pagerduty",
 )
 
 MAX_SINKS_PER_TENANT: Final = 50
@@ -41,6 +42,14 @@ MAX_INDEX_BYTES: Final = 255  # Elasticsearch's longest index name
 MAX_WEBHOOK_SECRETS: Final = 2  # the current one and, while rotating, the next
 WEBHOOK_SECRET_PREFIX: Final = "whsec_"
 DATADOG_DEFAULT_URL: Final = "https://http-intake.logs.datadoghq.com"
+PAGERDUTY_DEFAULT_URL: Final = "https://events.pagerduty.com"
+# The URL a kind sends to when its `url` is left empty.
+DEFAULT_URLS: Final[dict[str, str]] = {
+    "datadog_logs": DATADOG_DEFAULT_URL,
+    "pagerduty": PAGERDUTY_DEFAULT_URL,
+}
+# PagerDuty's integration keys: 32 characters.
+PAGERDUTY_KEY_LENGTH: Final = 32
 
 # Each kind's secret fields: stored, used, never shown.
 SECRET_FIELDS: Final[dict[Kind, tuple[str, ...]]] = {
@@ -51,6 +60,9 @@ SECRET_FIELDS: Final[dict[Kind, tuple[str, ...]]] = {
     # A chat webhook's URL is its credential: whoever holds it posts to the
     # channel (ADR 0062).
     "chat": ("url",),
+    # An Events API integration key: whoever holds it opens alerts on the
+    # service, paging its on-call (ADR 0131).
+    "pagerduty": ("routing_key",),
 }
 # Elasticsearch index names: lowercase, no spaces or \/*?"<>|,#:, not starting
 # with -_+, not . or .., at most 255 bytes (MAX_INDEX_BYTES, checked apart).
@@ -275,9 +287,7 @@ def validate_sink(
         fail("destination", "one destination is required")
         return violations
     prefix = f"{kind}."
-    url = destination.get("url", "")
-    if kind == "datadog_logs" and not url:
-        url = DATADOG_DEFAULT_URL
+    url = destination.get("url", "") or DEFAULT_URLS.get(kind, "")
     url_error = _url_error(url)
     if url_error is None and kind not in ("webhook", "chat") and urlsplit(url).query:
         # The API's path is added to the URL: after a query, it was sent as
@@ -305,6 +315,14 @@ def validate_sink(
         api_key = destination.get("api_key", "")
         if api_key and not _PLAIN_TEXT.match(api_key):
             fail(prefix + "api_key", "must be visible ASCII (base64 of id:secret)")
+    elif kind == "pagerduty":
+        routing_key = destination.get("routing_key", "")
+        what = "the integration key of an Events API v2 integration"
+        if error := _credential_error(routing_key, what):
+            fail(prefix + "routing_key", error)
+        elif len(routing_key) != PAGERDUTY_KEY_LENGTH:
+            # PagerDuty refuses any other with a 400, as it would each event.
+            fail(prefix + "routing_key", f"must be {what}: {PAGERDUTY_KEY_LENGTH} characters")
     for field_name in ("index", "source", "sourcetype", "service", "tags"):
         value = destination.get(field_name, "")
         if len(value) > 256:

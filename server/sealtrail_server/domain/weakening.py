@@ -24,7 +24,7 @@ from .alerts import NEW_ORIGIN_KINDS, Condition
 from .event import CATEGORIES, SEVERITIES, email_key
 from .filters import EventFilter
 from .retention import RetentionLimits, RetentionPolicy
-from .sinks import DATADOG_DEFAULT_URL, SinkDefinition
+from .sinks import DEFAULT_URLS, SinkDefinition
 
 _SEVERITY_RANKS: Final = {name: rank for rank, name in SEVERITIES.items()}
 # A threshold's groups, finest last: counted per group, a finer one fires
@@ -175,7 +175,7 @@ def sink_weakenings(
 
 def _where(sink: SinkDefinition) -> tuple[str, str, str]:
     destination = sink.destination
-    default = DATADOG_DEFAULT_URL if sink.kind == "datadog_logs" else ""
+    default = DEFAULT_URLS.get(sink.kind, "")
     return sink.kind, destination.get("url") or default, destination.get("index") or ""
 
 

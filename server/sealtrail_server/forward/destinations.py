@@ -4,11 +4,12 @@
 sink's kind, within that kind's limits; `verdict()` reads one answer:
 delivered, retry later (timeouts, 408, 429, 5xx, redirects, and a refusal of
 the sink's credentials, URL or settings: 401, 403, 404, 405, 407, 410, a HEC's
-400 naming its index; a 403 of one event only until an event after it is
-taken, `forbidden_alone`), split (any other 4xx, a 403, or a bulk answer too
-long to keep, for a request of several events: they go again in smaller
-ones, to find those refused) or park in the dead-letter list (any other 4xx
-of a lone event, and per item for Elasticsearch's bulk API)."""
+400 naming its index, a PagerDuty 400 naming its routing key; a 403 of one
+event only until an event after it is taken, `forbidden_alone`), split (any
+other 4xx, a 403, or a bulk answer too long to keep, for a request of several
+events: they go again in smaller ones, to find those refused) or park in the
+dead-letter list (any other 4xx of a lone event, and per item for
+Elasticsearch's bulk API)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from ..domain.ocsf import message as ocsf_message
 from ..domain.ocsf import to_ocsf
 from ..domain.sinks import (
     DATADOG_DEFAULT_URL,
+    PAGERDUTY_DEFAULT_URL,
     SECRET_FIELDS,
     Format,
     Kind,
@@ -55,6 +57,7 @@ ANSWER_BYTES: Final[dict[Kind, int]] = {
     "datadog_logs": 64 * 1024,
     "elasticsearch": 4 * 1024 * 1024,
     "chat": 64 * 1024,
+    "pagerduty": 64 * 1024,
 }
 _CHAT_FRAMING: Final = len('{"text":""}')
 # Per request: (events, bytes of body, the kind's framing included). Datadog's
@@ -70,6 +73,10 @@ LIMITS: Final[dict[Kind, tuple[int, int]]] = {
     # body, escapes included, are at least its characters, and each line
     # break is counted once (ADR 0062).
     "chat": (100, MAX_TEXT + _CHAT_FRAMING),
+    # An alert per event (ADR 0131), within the Events API's 512 KB; a record
+    # is at most 64 KiB, its details escaped at most six times as long only
+    # for control characters, which the record holds escaped already.
+    "pagerduty": (1, 512 * 1000),
 }
 # Bytes of stored records read for each byte a request may carry: 1 where the
 # records are sent; a chat line says of its event a few times less than the
@@ -80,6 +87,7 @@ READ_PER_BYTE: Final[dict[Kind, int]] = {
     "datadog_logs": 1,
     "elasticsearch": 1,
     "chat": 8,
+    "pagerduty": 1,
 }
 # Datadog takes a log dated up to 18 hours in the past and drops an older one
 # at intake ("Log events can be submitted up to 18 hours in the past"): an
@@ -302,9 +310,13 @@ def _framing(sender: Sender, last_seq: int, now: datetime) -> int:
     """The bytes of a request's body around its pieces, at most."""
     if sender.kind == "webhook":
         return len(_webhook_body(sender, last_seq, last_seq, now, ""))  # ASCII: json.dumps
-    return {"splunk_hec": 0, "datadog_logs": 2, "elasticsearch": 1, "chat": _CHAT_FRAMING}[
-        sender.kind
-    ]
+    return {
+        "splunk_hec": 0,
+        "datadog_logs": 2,
+        "elasticsearch": 1,
+        "chat": _CHAT_FRAMING,
+        "pagerduty": 0,  # its piece is the whole body
+    }[sender.kind]
 
 
 def _webhook(sender: Sender, batch: _Batch) -> Outgoing:
@@ -459,6 +471,54 @@ def _chat(sender: Sender, batch: _Batch) -> Outgoing:
     return _outgoing(sender, sender.destination["url"], headers, body, batch)
 
 
+# PagerDuty's longest summary, in characters.
+PAGERDUTY_SUMMARY: Final = 1024
+
+
+def _pagerduty_piece(sender: Sender, now: datetime) -> Piece:
+    """The whole body of one event's request: a `trigger` whose `dedup_key`
+    is the event's (ADR 0131): a request sent again, after a timeout, a 429
+    or a 5xx, or by a replay, adds to the alert it opened, never a second
+    page. The routing key is in the body, as the Events API takes it."""
+    settings = sender.destination
+    common = {
+        "routing_key": settings["routing_key"],
+        "event_action": "trigger",
+    }
+    source = settings.get("source") or "sealtrail"
+
+    def piece(data: dict[str, Any], item: str) -> str:
+        summary = chat_line(data, markup=False)
+        if len(summary) > PAGERDUTY_SUMMARY:
+            summary = summary[: PAGERDUTY_SUMMARY - 1] + "…"
+        head = {
+            **common,
+            "dedup_key": f"sealtrail:{data['tenant_id']}:{data['id']}",
+            "payload": {
+                "summary": summary,
+                "source": source,
+                "severity": data["severity"],  # info, warning, error or critical: PagerDuty's
+                "timestamp": data["occurred_at"],
+                "group": data["tenant_id"],
+                "class": data["action"],
+            },
+        }
+        # The event as the sink's format writes it, as custom_details:
+        # written around the item's text, which must not be parsed and
+        # re-serialised.
+        text = json.dumps(head, separators=(",", ":"), ensure_ascii=False)
+        return f'{text[:-2]},"custom_details":{item}}}}}'
+
+    return piece
+
+
+def _pagerduty(sender: Sender, batch: _Batch) -> Outgoing:
+    """One event's alert, POSTed to `<url>/v2/enqueue`."""
+    url = (sender.destination.get("url") or PAGERDUTY_DEFAULT_URL).rstrip("/") + "/v2/enqueue"
+    headers = [("Content-Type", "application/json")]
+    return _outgoing(sender, url, headers, batch.pieces[0], batch)
+
+
 # Any number of digits: ten or more (a very long wait, or the Unix time to
 # come back at, as some destinations write it) asked for the longest wait, not
 # none (the forwarder waits five minutes at most).
@@ -470,6 +530,7 @@ _BUILDERS: Final = {
     "datadog_logs": _datadog_logs,
     "elasticsearch": _elasticsearch,
     "chat": _chat,
+    "pagerduty": _pagerduty,
 }
 _PIECES: Final[dict[Kind, Callable[[Sender, datetime], Piece]]] = {
     "webhook": _webhook_piece,
@@ -477,6 +538,7 @@ _PIECES: Final[dict[Kind, Callable[[Sender, datetime], Piece]]] = {
     "datadog_logs": _datadog_piece,
     "elasticsearch": _elasticsearch_piece,
     "chat": _chat_piece,
+    "pagerduty": _pagerduty_piece,
 }
 
 
@@ -576,6 +638,24 @@ def explained(error: str, why: str) -> str:
     return error[: MAX_ERROR_TEXT - len(why)] + why
 
 
+def _refuses_routing_key(kind: Kind, status: int, body: bytes) -> bool:
+    """Whether a PagerDuty 400 refuses the sink's routing key rather than its
+    event (`"errors": ["... 'routing_key' ..."]`, "Invalid routing key"):
+    every event would be refused as that one was, so it is not parked."""
+    if kind != "pagerduty" or status != 400:
+        return False
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    said = answer if isinstance(answer, dict) else {}
+    texts = [said.get("message"), *(said.get("errors") or [])]
+    return any(
+        isinstance(text, str) and re.search(r"routing[_ ]key", text, re.IGNORECASE)
+        for text in texts
+    )
+
+
 def _hec_code(kind: Kind, status: int, body: bytes) -> int | None:
     """The `code` of a HEC's 400 answer, if it is one that refuses the sink's
     settings."""
@@ -656,6 +736,10 @@ def verdict(
     if status in _RETRIED_4XX or status >= 500:
         return Verdict("retry", status, error, _retry_after(headers, now or datetime.now(UTC)))
     hec_code = _hec_code(kind, status, body)
+    if _refuses_routing_key(kind, status, body):
+        why = f"; a refusal of the sink's routing key, not of its event{_WAITS}"
+        wait = _retry_after(headers, now or datetime.now(UTC))
+        return Verdict("retry", status, explained(error, why), wait, needs_fixing=True)
     if status in _REFUSED_REQUEST or hec_code is not None:
         if status == FORBIDDEN and len(sent.seqs) > 1 and not _names_its_token(kind, body):
             # A web application firewall's 403 may be of the body's size (AWS

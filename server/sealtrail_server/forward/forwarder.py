@@ -52,6 +52,7 @@ from ..store.tree import tree_size
 from .destinations import (
     ANSWER_BYTES,
     FORBIDDEN,
+    LIMITS,
     READ_PER_BYTE,
     Outgoing,
     PendingEvent,
@@ -457,9 +458,10 @@ class Forwarder:
                 sender, pending, now=_now(), max_events=limit, max_bytes=max_bytes
             )
             answer = await self._exchange(sender, first)
-        # Alone because it was all there was to send, not because a search
-        # halved the requests down to it.
-        alone_by_choice = len(events) == 1 and exhausted
+        # Alone because it was all there was to send, or because the kind
+        # sends each event alone (PagerDuty's, an alert per event: ADR 0131),
+        # not because a search halved the requests down to it.
+        alone_by_choice = len(events) == 1 and (exhausted or LIMITS[sender.kind][0] == 1)
         if isinstance(answer, Answer) and forbidden_alone(
             sender.kind, first, answer.status, answer.body
         ):

@@ -80,9 +80,10 @@ def show(ctx: click.Context, sink_id: str) -> None:
 
 
 _SETTING_NAMES = frozenset(
-    {"url", "token", "api_key", "index", "source", "sourcetype", "service", "tags"}
+    {"url", "token", "api_key", "index", "source", "sourcetype", "service", "tags", "routing_key"}
 )
-_HINTS = ("secret_hints", "token_hint", "api_key_hint", "url_hint")  # output only
+# Output only.
+_HINTS = ("secret_hints", "token_hint", "api_key_hint", "url_hint", "routing_key_hint")
 
 
 def read_credential(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -116,7 +117,8 @@ def _destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--url",
             callback=read_credential,
-            help="The destination (Datadog: the site's intake, by default US1; chat: the incoming"
+            help="The destination (Datadog: the site's intake, by default US1; PagerDuty: the"
+            " Events API, by default https://events.pagerduty.com; chat: the incoming"
             " webhook's URL, itself a credential)." + _FROM_FILE,
         ),
         click.option(
@@ -135,8 +137,13 @@ def _destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
             callback=read_credential,
             help="Datadog API key, or Elasticsearch API key." + _FROM_FILE,
         ),
+        click.option(
+            "--routing-key",
+            callback=read_credential,
+            help="PagerDuty: the integration key of an Events API v2 integration." + _FROM_FILE,
+        ),
         click.option("--index", help="Splunk or Elasticsearch index."),
-        click.option("--source", help="Splunk source."),
+        click.option("--source", help="Splunk source, or PagerDuty's payload.source."),
         click.option("--sourcetype", help="Splunk sourcetype."),
         click.option("--service", help="Datadog service."),
         click.option("--tags", help="Datadog ddtags, e.g. env:prod,team:security."),

@@ -1040,7 +1040,7 @@ def received_range_request(
     return request
 
 
-SinkKind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat"]
+SinkKind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat", "pagerduty"]
 PayloadFormat = Literal["sealtrail_json", "ocsf"]
 _PAYLOAD_FORMATS: dict[str, forwarding_pb2.PayloadFormat.ValueType] = {
     "sealtrail_json": forwarding_pb2.PAYLOAD_FORMAT_SEALTRAIL_JSON,
@@ -1064,6 +1064,7 @@ SINK_SETTINGS: Mapping[str, frozenset[str]] = {
     "datadog_logs": frozenset({"url", "api_key", "service", "tags"}),
     "elasticsearch": frozenset({"url", "index", "api_key"}),
     "chat": frozenset({"url"}),  # Slack's incoming webhook, and those that take its messages
+    "pagerduty": frozenset({"url", "routing_key", "source"}),  # Events API v2
 }
 
 

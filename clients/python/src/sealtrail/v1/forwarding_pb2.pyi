@@ -263,6 +263,53 @@ class ChatDestination(_message.Message):
 Global___ChatDestination: _TypeAlias = ChatDestination  # noqa: Y015
 
 @_typing.final
+class PagerDutyDestination(_message.Message):
+    """PagerDuty's Events API v2: each event a `trigger` POSTed alone to
+    `<url>/v2/enqueue` (at most 512 KB), which opens an alert on the service
+    whose integration the routing key is. Its `dedup_key` is
+    `sealtrail:<tenant id>:<event id>`: a request sent again (after a timeout,
+    a 429 or a 5xx, or by a replay) adds to the alert it opened rather than
+    page a second time. Its summary is the event's line (an alert's rule and
+    what fired it), its severity the event's, its custom_details the event as
+    the sink's format writes it (ADR 0131).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    ROUTING_KEY_FIELD_NUMBER: _builtins.int
+    ROUTING_KEY_HINT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The Events API's base URL, without a query; empty:
+    `https://events.pagerduty.com` (the EU service region's is
+    `https://events.eu.pagerduty.com`).
+    """
+    routing_key: _builtins.str
+    """The integration key of an Events API v2 integration (its routing key), 32
+    characters. Write only (see WebhookDestination.secrets).
+    """
+    routing_key_hint: _builtins.str
+    """The last four characters of the routing key. Output only."""
+    source: _builtins.str
+    """Each alert's `payload.source`, the system it is of; empty: `sealtrail`."""
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        routing_key: _builtins.str = ...,
+        routing_key_hint: _builtins.str = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["routing_key", b"routing_key", "routing_key_hint", b"routing_key_hint", "source", b"source", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PagerDutyDestination: _TypeAlias = PagerDutyDestination  # noqa: Y015
+
+@_typing.final
 class SinkState(_message.Message):
     """Where a sink stands in its tenant's log. Output only."""
 
@@ -354,6 +401,7 @@ class Sink(_message.Message):
     DATADOG_LOGS_FIELD_NUMBER: _builtins.int
     ELASTICSEARCH_FIELD_NUMBER: _builtins.int
     CHAT_FIELD_NUMBER: _builtins.int
+    PAGERDUTY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -415,6 +463,12 @@ class Sink(_message.Message):
         """
 
     @_builtins.property
+    def pagerduty(self) -> Global___PagerDutyDestination:
+        """PagerDuty's Events API v2: an alert per event (a sink for alerts,
+        `security.alert`, pages its on-call).
+        """
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the sink was created. Output only."""
 
@@ -439,17 +493,18 @@ class Sink(_message.Message):
         datadog_logs: Global___DatadogLogsDestination | None = ...,
         elasticsearch: Global___ElasticsearchDestination | None = ...,
         chat: Global___ChatDestination | None = ...,
+        pagerduty: Global___PagerDutyDestination | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         state: Global___SinkState | None = ...,
         etag: _builtins.str = ...,
         managed: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "filter", b"filter", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "filter", b"filter", "pagerduty", b"pagerduty", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "etag", b"etag", "filter", b"filter", "format", b"format", "id", b"id", "managed", b"managed", "name", b"name", "paused", b"paused", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "etag", b"etag", "filter", b"filter", "format", b"format", "id", b"id", "managed", b"managed", "name", b"name", "pagerduty", b"pagerduty", "paused", b"paused", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_destination: _TypeAlias = _typing.Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat"]  # noqa: Y015
+    _WhichOneofReturnType_destination: _TypeAlias = _typing.Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat", "pagerduty"]  # noqa: Y015
     _WhichOneofArgType_destination: _TypeAlias = _typing.Literal["destination", b"destination"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_destination) -> _WhichOneofReturnType_destination | None: ...
 
@@ -682,7 +737,7 @@ class UpdateSinkRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: `name`, `filter`, `format`, `paused`, and the
         destination by its kind (`webhook`, `splunk_hec`, `datadog_logs`,
-        `elasticsearch` or `chat`, which must be the one `sink` sets; the whole
+        `elasticsearch`, `chat` or `pagerduty`, which must be the one `sink` sets; the whole
         destination is replaced). A change that leaves the destination out keeps it as it
         is, secrets included. Empty (or `*`): every field, as `sink` gives it.
         """
