@@ -799,6 +799,29 @@ def test_a_splunk_sink_is_added_its_token_sent_once_and_shown_by_its_hint(
     assert sink.splunk_hec.token_hint == token[-4:]
 
 
+def test_a_pagerduty_sink_is_added_its_routing_key_sent_once_and_shown_by_its_hint(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    form = section.find_element(By.ID, "sink-create")
+    Select(form.find_element(By.NAME, "kind")).select_by_value("pagerduty")
+    assert not form.find_element(By.NAME, "token").is_displayed()
+    form.find_element(By.NAME, "name").send_keys("on-call")
+    routing_key = secrets.token_hex(16)
+    form.find_element(By.NAME, "routing_key").send_keys(routing_key)
+    form.find_element(By.NAME, "source").send_keys("audit.example.com")
+    # No URL: PagerDuty's own.
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    row = wait(browser).until(lambda b: row_of(section, "on-call"))
+    assert "PagerDuty" in row.text and f"routing key …{routing_key[-4:]}" in row.text
+    assert "https://events.pagerduty.com (default)" in row.text
+    assert routing_key not in browser.page_source
+    assert form.find_element(By.NAME, "routing_key").get_attribute("value") == ""
+    [sink] = admin.list_sinks()
+    assert (sink.pagerduty.url, sink.pagerduty.source) == ("", "audit.example.com")
+    assert sink.pagerduty.routing_key_hint == routing_key[-4:]
+
+
 def test_the_retention_policy_is_changed_after_saying_what_it_shortens(
     browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
 ) -> None:

@@ -721,7 +721,7 @@ class Console:
         if kind is None:
             raise BadParameter(
                 "sink.destination: one destination is required (webhook, chat, splunk_hec,"
-                " datadog_logs or elasticsearch)"
+                " datadog_logs, elasticsearch or pagerduty)"
             )
         answer = await self._stub.UpdateSink(
             forwarding_pb2.UpdateSinkRequest(

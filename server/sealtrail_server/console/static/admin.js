@@ -120,7 +120,7 @@ function failed(section, error, what, form = null) {
 }
 
 // Kinds of conditions and destinations, as the API's field paths name them.
-const KIND_PATH = /^(match|threshold|new_ip|new_country|off_hours|webhook|splunk_hec|datadog_logs|elasticsearch|chat)\./;
+const KIND_PATH = /^(match|threshold|new_ip|new_country|off_hours|webhook|splunk_hec|datadog_logs|elasticsearch|chat|pagerduty)\./;
 
 // The input (or group of inputs) of `form` that holds a field the API names:
 // rule.threshold.count, rule.match.filter.actions[0], policy.rules[1].days,
@@ -476,7 +476,7 @@ async function revokeToken(token) {
 // --- sinks ----------------------------------------------------------------------
 
 const SINK_KINDS = { webhook: "webhook", splunk_hec: "Splunk HEC", datadog_logs: "Datadog Logs",
-  elasticsearch: "Elasticsearch", chat: "chat" };
+  elasticsearch: "Elasticsearch", chat: "chat", pagerduty: "PagerDuty" };
 
 async function readSinks() {
   read.sinks = (await (await api("/api/sinks")).json()).sinks;
@@ -529,11 +529,13 @@ function sinkRow(sink) {
 // them: it never gives a secret back).
 function whereTo(kind, destination) {
   const url = destination.url || destination.url_hint
-    || (kind === "datadog_logs" ? "https://http-intake.logs.datadoghq.com (default)" : "");
+    || (kind === "datadog_logs" ? "https://http-intake.logs.datadoghq.com (default)" : "")
+    || (kind === "pagerduty" ? "https://events.pagerduty.com (default)" : "");
   const parts = [[url]];
   if (destination.index) parts.push([`index ${destination.index}`]);
   if (destination.token_hint) parts.push([`token …${destination.token_hint}`]);
   if (destination.api_key_hint) parts.push([`API key …${destination.api_key_hint}`]);
+  if (destination.routing_key_hint) parts.push([`routing key …${destination.routing_key_hint}`]);
   if (destination.secret_hints?.length) {
     parts.push([`signing secret …${destination.secret_hints.join(", …")}`]);
   }
@@ -569,8 +571,9 @@ function delivery(sink) {
 // The credential of each kind, write only: the API answers its hint (its last
 // four characters, a chat URL with its secret parts elided), never the value.
 const CREDENTIALS = { chat: ["url", "url_hint"], splunk_hec: ["token", "token_hint"],
-  datadog_logs: ["api_key", "api_key_hint"], elasticsearch: ["api_key", "api_key_hint"] };
-const PLACEHOLDERS = { url: "the receiving end's https URL", token: "", api_key: "" };
+  datadog_logs: ["api_key", "api_key_hint"], elasticsearch: ["api_key", "api_key_hint"],
+  pagerduty: ["routing_key", "routing_key_hint"] };
+const PLACEHOLDERS = { url: "the receiving end's https URL", token: "", api_key: "", routing_key: "" };
 
 // The sink form adds a sink, or edits one (`dataset.id`): its filter is the
 // event search's own fields, copied (the time range left out: a sink sends what
@@ -600,9 +603,9 @@ function showSinkKind(form) {
     for (const input of element.querySelectorAll("input, select")) input.disabled = !shown;
   }
   // Empty: the account's default site; in an edit, a credential left as it is.
-  form.elements.url.required = kind !== "datadog_logs" && !(editing && kind === "chat");
+  form.elements.url.required = !["datadog_logs", "pagerduty"].includes(kind) && !(editing && kind === "chat");
   form.elements.index.required = kind === "elasticsearch";
-  for (const name of ["token", "api_key"]) form.elements[name].required = !editing;
+  for (const name of ["token", "api_key", "routing_key"]) form.elements[name].required = !editing;
 }
 
 // The form back to adding a sink, empty.
@@ -667,6 +670,7 @@ function webhookSecret() {
 const DESTINATION_FIELDS = {
   webhook: ["url"], chat: ["url"], splunk_hec: ["url", "token", "index", "source", "sourcetype"],
   datadog_logs: ["url", "api_key", "service", "tags"], elasticsearch: ["url", "index", "api_key"],
+  pagerduty: ["url", "routing_key", "source"],
 };
 
 // A credential typed here (a token, an API key) is sent once, in the request
@@ -685,7 +689,7 @@ function destinationOf(kind, fields) {
 // URL moved, or they can no longer be opened): the input that holds them.
 const CREDENTIAL_PATHS = { webhook: "sink.webhook.secrets", chat: "sink.chat.url",
   splunk_hec: "sink.splunk_hec.token", datadog_logs: "sink.datadog_logs.api_key",
-  elasticsearch: "sink.elasticsearch.api_key" };
+  elasticsearch: "sink.elasticsearch.api_key", pagerduty: "sink.pagerduty.routing_key" };
 
 async function saveSink(event) {
   event.preventDefault();
