@@ -31,7 +31,7 @@ from sealtrail import (
     build_sink,
 )
 from sealtrail import _cli as client_cli
-from sealtrail.v1 import forwarding_pb2
+from sealtrail.v1 import event_pb2, forwarding_pb2
 from tests.conftest import ServerThread
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
 
@@ -354,3 +354,27 @@ def test_the_cli_makes_a_pagerduty_sink_its_key_read_from_a_file(
         assert shown.exit_code == 0 and routing_key not in shown.output
     finally:
         client.delete_sink(sink_id)
+
+
+def test_another_routing_key_is_recorded_as_a_move_of_the_pager(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],
+    pagerduty: Endpoint,
+    routing_key: str,
+) -> None:
+    """The routing key names the service paged: a new one sends the on-call's
+    pages elsewhere, so its change is a WARNING naming `destination_moved`,
+    as a moved URL is; a change of its source is not."""
+    sink = sinks(pagerduty_sink(pagerduty, routing_key, paused=True))
+    other = secrets.token_hex(16)
+    client.update_sink(pagerduty_sink(pagerduty, other, paused=True, sink_id=sink.id))
+    client.update_sink(
+        pagerduty_sink(pagerduty, "", paused=True, sink_id=sink.id, source="elsewhere")
+    )
+    updates = client.query(build_filter(actions="sink.updated"))
+    moved, relabelled = sorted(updates, key=lambda event: event.seq)
+    assert moved.severity == event_pb2.SEVERITY_WARNING
+    assert list(json_format.MessageToDict(moved.details)["weakens"]) == ["destination_moved"]
+    assert other not in str(moved) and routing_key not in str(moved)
+    assert relabelled.severity != event_pb2.SEVERITY_WARNING
+    assert "weakens" not in json_format.MessageToDict(relabelled.details)

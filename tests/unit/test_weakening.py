@@ -225,6 +225,22 @@ def test_a_sink_relabelled_out_of_saved_searches_weakens_naming_the_field() -> N
     assert weakenings(hec, dd) == ["destination_moved"]
 
 
+def test_a_pager_given_another_routing_key_is_moved_to_another_service() -> None:
+    """A PagerDuty sink's routing key names the service paged (ADR 0131):
+    another one sends the on-call's pages elsewhere, as a moved URL would, so
+    the change is a warning; a URL written out as its default moves nothing."""
+    wide = EventFilter()
+    pager = _sink(kind="pagerduty", destination={"routing_key": "a" * 32})
+
+    def weakenings(after: dict[str, Any]) -> list[str]:
+        moved = _sink(kind="pagerduty", destination=after)
+        return sink_weakenings(pager, moved, before_filter=wide, after_filter=wide)
+
+    assert weakenings({"routing_key": "b" * 32}) == ["destination_moved"]
+    assert weakenings({"routing_key": "a" * 32, "url": "https://events.pagerduty.com"}) == []
+    assert weakenings({"routing_key": "a" * 32, "source": "elsewhere"}) == []
+
+
 def _rule(condition: Condition, **changes: Any) -> RuleSettings:
     rule = RuleSettings(condition=condition, severity="error", sink_ids=("s1",), disabled=False)
     return replace(rule, **changes)

@@ -173,10 +173,16 @@ def sink_weakenings(
     return reasons
 
 
-def _where(sink: SinkDefinition) -> tuple[str, str, str]:
+def _where(sink: SinkDefinition) -> tuple[str, str, str, str]:
+    """Where `sink`'s events go: its kind, URL (as sent, a default when
+    empty), index, and the service a PagerDuty routing key pages (ADR 0131):
+    another key sends the on-call's pages elsewhere, as another URL would,
+    where another token or API key reaches the same destination."""
     destination = sink.destination
     default = DEFAULT_URLS.get(sink.kind, "")
-    return sink.kind, destination.get("url") or default, destination.get("index") or ""
+    service = destination.get("routing_key") or "" if sink.kind == "pagerduty" else ""
+    url = destination.get("url") or default
+    return sink.kind, url, destination.get("index") or "", service
 
 
 def _labels(sink: SinkDefinition) -> dict[str, str]:
