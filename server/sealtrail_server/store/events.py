@@ -644,31 +644,13 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         # array, even of one, makes PostgreSQL read every match and sort).
         add("action = %s", f.actions[0])
     elif f.actions or f.action_prefixes or f.action_suffixes:
-        alternatives: list[sql.Composable] = [sql.SQL("action = ANY(%s)")] if f.actions else []
-        if f.actions:
-            params.append(list(f.actions))
-        for prefix in f.action_prefixes:
-            condition, bounds = action_prefix_range(prefix)
-            alternatives.append(condition)
-            params += bounds
-        for suffix in f.action_suffixes:
-            # No index serves a suffix: the other conditions choose the rows.
-            alternatives.append(sql.SQL("right(action, %s::int) = %s"))
-            params += [len(suffix), suffix]
-        conditions.append(sql.SQL("({})").format(sql.SQL(" OR ").join(alternatives)))
+        matched = _any_action_of(f.actions, f.action_prefixes, f.action_suffixes, params)
+        conditions.append(sql.SQL("({})").format(matched))
     if f.excluded_actions or f.excluded_prefixes or f.excluded_suffixes:
-        excluded: list[sql.Composable] = []
-        if f.excluded_actions:
-            excluded.append(sql.SQL("action = ANY(%s)"))
-            params.append(list(f.excluded_actions))
-        for prefix in f.excluded_prefixes:
-            condition, bounds = action_prefix_range(prefix)
-            excluded.append(condition)
-            params += bounds
-        for suffix in f.excluded_suffixes:
-            excluded.append(sql.SQL("right(action, %s::int) = %s"))
-            params += [len(suffix), suffix]
-        conditions.append(sql.SQL("NOT ({})").format(sql.SQL(" OR ").join(excluded)))
+        left_out = _any_action_of(
+            f.excluded_actions, f.excluded_prefixes, f.excluded_suffixes, params
+        )
+        conditions.append(sql.SQL("NOT ({})").format(left_out))
     if f.categories:
         add("category = ANY(%s)", list(f.categories))
     if f.min_severity:
@@ -737,6 +719,30 @@ SEARCHED_VECTORS: Final = (
 
 # An event's `context.country` in SQL, NULL for none (store/counts.py groups on it).
 RECORD_COUNTRY: Final = "((record::json -> 'context') ->> 'country')"
+
+
+def _any_action_of(
+    actions: tuple[str, ...],
+    prefixes: tuple[str, ...],
+    suffixes: tuple[str, ...],
+    params: list[Any],
+) -> sql.Composable:
+    """An OR of conditions: `action` is one of `actions`, starts with one of
+    `prefixes` or ends with one of `suffixes` (a filter's three forms of an
+    action), their parameters appended to `params`."""
+    alternatives: list[sql.Composable] = []
+    if actions:
+        alternatives.append(sql.SQL("action = ANY(%s)"))
+        params.append(list(actions))
+    for prefix in prefixes:
+        condition, bounds = action_prefix_range(prefix)
+        alternatives.append(condition)
+        params += bounds
+    for suffix in suffixes:
+        # No index serves a suffix: the other conditions choose the rows.
+        alternatives.append(sql.SQL("right(action, %s::int) = %s"))
+        params += [len(suffix), suffix]
+    return sql.SQL(" OR ").join(alternatives)
 
 
 def action_prefix_range(prefix: str) -> tuple[sql.Composable, list[str]]:
