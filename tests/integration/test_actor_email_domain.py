@@ -7,7 +7,6 @@ count, an export, a stream, a sink, an alert rule and the CLI (helper-371)."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from sealtrail import (
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
+from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_excluded_actions import SECRET
 
 # Actor id -> email: the domain's people in any case, a subdomain's, and
@@ -162,14 +162,7 @@ def test_an_alert_rule_on_a_domain_fires_for_it_alone(client: AuditClient) -> No
     rule = client.create_alert_rule(build_alert_rule("vendor", "match", filter=vendor))
     client.record(action="doc.read", actor_id="eve", actor_email="eve@evilcontractor.example")
     fires = client.record(action="doc.read", actor_id="bob", actor_email="Bob@Contractor.Example")
-    deadline = time.monotonic() + 20
-    while not list(client.query(build_filter(actions="security.alert"))):
-        assert time.monotonic() < deadline, "no alert"
-        time.sleep(0.05)
-    time.sleep(0.5)  # an alert on the look-alike would have come by now too
-    alerts = list(client.query(build_filter(actions="security.alert")))
-    assert len(alerts) == 1 and alerts[0].resource.id == rule.rule.id
-    assert json_format.MessageToDict(alerts[0].details)["trigger_event_id"] == fires.event.id
+    the_only_alert(client, rule.rule.id, fires.event)
 
 
 def test_the_cli_finds_them_and_counts_them(

@@ -86,6 +86,17 @@ def wait_for_alerts(client: AuditClient, count: int, timeout: float = 20) -> lis
         time.sleep(0.1)
 
 
+def the_only_alert(client: AuditClient, rule_id: str, trigger: event_pb2.Event) -> None:
+    """Waits for an alert, then half a second more (one on an event the rule
+    must not match would have come by then): the one there is is `rule_id`'s,
+    on `trigger`."""
+    wait_for_alerts(client, 1)
+    time.sleep(0.5)
+    (alert,) = alerts(client)
+    assert alert.resource.id == rule_id
+    assert json_format.MessageToDict(alert.details)["trigger_event_id"] == trigger.id
+
+
 def settle(client: AuditClient) -> None:
     """Waits until the evaluator has looked at everything recorded so far: a
     match rule on a marker event fires last."""
