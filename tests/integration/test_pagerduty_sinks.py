@@ -34,6 +34,7 @@ from sealtrail import _cli as client_cli
 from sealtrail.v1 import event_pb2, forwarding_pb2
 from tests.conftest import ServerThread
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
+from tests.integration.test_forwarding import wait_for_state
 
 ACCEPTED = Reply(202, b'{"status":"success","message":"Event processed","dedup_key":"x"}')
 INVALID = Reply(
@@ -91,18 +92,6 @@ def pages(received: list[Received]) -> list[dict[str, Any]]:
 
 def paged_seqs(received: list[Received]) -> list[int]:
     return [page["payload"]["custom_details"]["seq"] for page in pages(received)]
-
-
-def wait_for_state(
-    client: AuditClient, sink_id: str, done: Callable[[forwarding_pb2.Sink], bool]
-) -> forwarding_pb2.Sink:
-    deadline = time.monotonic() + 30
-    while True:
-        sink = client.get_sink(sink_id)
-        if done(sink):
-            return sink
-        assert time.monotonic() < deadline, f"sink state never reached: {sink.state}"
-        time.sleep(0.05)
 
 
 def test_an_alert_rule_firing_pages_once_with_the_alerts_fields(
