@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from google.protobuf import json_format
 
 from sealtrail import (
     AuditClient,
@@ -27,6 +26,7 @@ from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_excluded_actions import SECRET
+from tests.integration.test_weakening_warnings import refiltered
 
 # Actor id -> email: the domain's people in any case, a subdomain's, and
 # those a sloppy match (a substring, a prefix, the local part) would take.
@@ -145,10 +145,7 @@ def test_a_sink_filter_on_a_domain_narrows_and_widened_does_not(client: AuditCli
     assert client.get_sink(created.sink.id).filter.actor_email_domain == "*.contractor.example"
 
     def update(domain: str) -> tuple[int, list[str]]:
-        sink = client.get_sink(created.sink.id)
-        sink.filter.CopyFrom(build_filter(actor_email_domain=domain))
-        event = client.get_event(client.update_sink(sink, fields=["filter"]).event_id)
-        return event.severity, list(json_format.MessageToDict(event.details).get("weakens", []))
+        return refiltered(client, created.sink.id, build_filter(actor_email_domain=domain))
 
     assert update("contractor.example") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
     assert update("CONTRACTOR.example") == (event_pb2.SEVERITY_INFO, [])

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from google.protobuf import json_format
 
 from sealtrail import (
     AuditClient,
@@ -25,6 +24,7 @@ from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.integration.test_alerting import the_only_alert
+from tests.integration.test_weakening_warnings import refiltered
 
 SECRET = "whsec_" + base64.b64encode(bytes(32)).decode()
 # (actor, country sent): stored upper case; "" sends none.
@@ -104,10 +104,7 @@ def test_a_sink_that_forwards_one_country_more_or_another_is_narrowed(
     assert client.get_sink(created.sink.id).filter.country == "kp"  # kept as sent
 
     def update(country: str) -> tuple[int, list[str]]:
-        sink = client.get_sink(created.sink.id)
-        sink.filter.CopyFrom(build_filter(country=country))
-        event = client.get_event(client.update_sink(sink, fields=["filter"]).event_id)
-        return event.severity, list(json_format.MessageToDict(event.details).get("weakens", []))
+        return refiltered(client, created.sink.id, build_filter(country=country))
 
     assert update("KP") == (event_pb2.SEVERITY_INFO, [])  # the same country
     assert update("IR") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from google.protobuf import json_format
 
 from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter, build_sink
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.integration.test_alerting import the_only_alert
+from tests.integration.test_weakening_warnings import refiltered
 
 SECRET = "whsec_" + base64.b64encode(bytes(32)).decode()
 ACTIONS = ["api_key.create", "api_key.read", "member.invite", "member.remove", "doc.read"]
@@ -113,10 +113,7 @@ def test_a_sink_filter_that_leaves_out_more_is_narrowed_and_a_warning(client: Au
     assert list(stored.filter.exclude_actions) == ["audit_log.*"]
 
     def update(excluded: list[str]) -> tuple[int, list[str]]:
-        sink = client.get_sink(created.sink.id)
-        sink.filter.CopyFrom(build_filter(exclude_actions=excluded))
-        event = client.get_event(client.update_sink(sink, fields=["filter"]).event_id)
-        return event.severity, list(json_format.MessageToDict(event.details).get("weakens", []))
+        return refiltered(client, created.sink.id, build_filter(exclude_actions=excluded))
 
     assert update(["audit_log.*", "*.read"]) == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
     assert update(["audit_log.queried"]) == (event_pb2.SEVERITY_INFO, [])  # leaves out less

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from google.protobuf import json_format
 
 from sealtrail import (
     AuditClient,
@@ -26,6 +25,7 @@ from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.integration.test_alerting import the_only_alert
+from tests.integration.test_weakening_warnings import refiltered
 
 SECRET = "whsec_" + "A" * 43 + "="
 LEVELS = ["info", "warning", "error", "critical"]
@@ -131,10 +131,7 @@ def test_a_sink_filter_that_lets_fewer_levels_through_is_narrowed(client: AuditC
     )
 
     def update(**criteria: object) -> tuple[int, list[str]]:
-        sink = client.get_sink(created.sink.id)
-        sink.filter.CopyFrom(build_filter(**criteria))  # type: ignore[arg-type]
-        event = client.get_event(client.update_sink(sink, fields=["filter"]).event_id)
-        return event.severity, list(json_format.MessageToDict(event.details).get("weakens", []))
+        return refiltered(client, created.sink.id, build_filter(**criteria))  # type: ignore[arg-type]
 
     narrowed = (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
     kept = (event_pb2.SEVERITY_INFO, [])

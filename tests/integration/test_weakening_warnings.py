@@ -57,6 +57,17 @@ def _weakens(event: event_pb2.Event) -> list[str]:
     return list(json_format.MessageToDict(event.details).get("weakens", []))
 
 
+def refiltered(
+    client: AuditClient, sink_id: str, event_filter: event_pb2.EventFilter
+) -> tuple[int, list[str]]:
+    """Gives sink `sink_id` the filter `event_filter`: the severity of the
+    change's record, and what it says the change weakens."""
+    sink = client.get_sink(sink_id)
+    sink.filter.CopyFrom(event_filter)
+    event = client.get_event(client.update_sink(sink, fields=["filter"]).event_id)
+    return event.severity, _weakens(event)
+
+
 def _severities(client: AuditClient, changed: Callable[[], str]) -> tuple[int, list[str]]:
     """The severity of the record of `changed` (which answers its event id), and its reasons."""
     event = _recorded(client, changed())
