@@ -87,16 +87,35 @@ IDLE_IN_COUNT_SECONDS = 30.0
 
 
 @dataclass(slots=True)
+class _SpikeWindow:
+    """A spike rule's window as last counted (ADR 0132): its start, its
+    matching events up to the last one evaluated (counted in SQL at the first,
+    one more at each after), the baseline's average (None: no history) and
+    over how many windows, and whether it fired. A cache: a process that
+    takes the rule up counts again."""
+
+    start: datetime
+    count: int
+    average: float | None
+    windows: int
+    fired: bool = False
+
+
+@dataclass(slots=True)
 class _Rule:
     stored: store.StoredRule
     condition: Condition
     matcher: RecordMatcher
     window: ThresholdWindow | None
     primed: bool = False  # its window holds the events evaluated before it was taken up
+    spike: _SpikeWindow | None = None  # a spike rule's window as last counted
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # spike windows are aligned to it
 
 
 def _is_threshold(rule: store.StoredRule) -> bool:
@@ -129,6 +148,9 @@ def condition_of(stored: dict[str, Any], *, path: str = "rule", given: bool = Fa
         start_hour=stored.get("start_hour", 0),
         end_hour=stored.get("end_hour", 0),
         working_days=tuple(stored.get("working_days", ())),
+        baseline_windows=stored.get("baseline_windows", 0),
+        factor=stored.get("factor", 0.0),
+        min_count=stored.get("min_count", 0),
         stored=not given,
     )
 
@@ -507,6 +529,12 @@ class Evaluator:
                     grouped += f" ({len(forms)} forms)"
             # At least: a group keeps only its newest `count` times (docs/alerting.md).
             reason = f"at least {counted} events within {condition.window_seconds} s{grouped}"
+        elif condition.kind == "spike":
+            spiked = await self._spike(tenant_id, rule, event.seq, occurred)
+            if spiked is None:
+                return
+            reason, counts = spiked
+            details |= counts
         elif condition.kind in NEW_ORIGIN_KINDS:
             origin = origin_of(condition.kind, record)
             if origin is None:
@@ -535,6 +563,64 @@ class Evaluator:
         else:
             raise AssertionError(f"no such kind: {condition.kind}")
         await self._fire(tenant_id, rule, event, record, reason, details)
+
+    async def _spike(
+        self, tenant_id: str, rule: _Rule, seq: int, occurred: datetime
+    ) -> tuple[str, dict[str, Any]] | None:
+        """Whether a spike rule fires at its matching event `seq`: why, and
+        the counts its alert records; None if not (ADR 0132). The window that
+        holds the event is counted in SQL once, at its first matching event
+        this process evaluates, and one more at each after: a burst of a
+        thousand events runs one count, not a thousand. An event of a window
+        before the one last counted (arrived late) is counted by the windows
+        to come, in their baselines, and fires nothing."""
+        condition = rule.condition
+        length = timedelta(seconds=condition.window_seconds)
+        start = _EPOCH + (occurred - _EPOCH) // length * length
+        window = rule.spike
+        if window is not None and start < window.start:
+            return None
+        if window is not None and start == window.start:
+            window.count += 1
+        else:
+            baseline_from = start - condition.baseline_windows * length
+            counts = await store.spike_counts(
+                self._db, tenant_id=tenant_id, event_filter=condition.filter, upto_seq=seq,
+                baseline_from=baseline_from, window_from=start, window_to=start + length,
+            )  # fmt: skip
+            average, windows = None, 0
+            if counts.history_from is not None:
+                # The windows since the tenant's first event among them, at most baseline_windows.
+                # (The whole windows from the one it occurred in.)
+                windows = -((counts.history_from - start) // length)
+                windows = max(1, min(condition.baseline_windows, windows))
+                average = counts.baseline / windows
+            window = rule.spike = _SpikeWindow(start, counts.current, average, windows)
+        if window.fired or window.average is None:
+            return None
+        line = max(float(condition.min_count), condition.factor * window.average)
+        if window.count < line:
+            return None
+        window.fired = True  # once a window, whatever comes of the alert
+        if await store.spike_fired(
+            self._db, tenant_id=tenant_id, rule=rule.stored, window_from=start
+        ):
+            return None  # fired there before this process took the rule up
+        window_text = store.instant_text(start)
+        reason = (
+            f"{window.count} events in {condition.window_seconds} s from {window_text},"
+            f" {condition.factor:g}x or more the average {window.average:.1f}"
+            f" of the {window.windows} windows before"
+        )
+        return reason, {
+            "count": window.count,
+            "baseline_average": round(window.average, 3),
+            "factor": condition.factor,
+            "min_count": condition.min_count,
+            "window_seconds": condition.window_seconds,
+            "window_start": store.instant_text(start),
+            "baseline_windows": window.windows,
+        }
 
     async def _fire(
         self,

@@ -79,6 +79,13 @@ def _condition(rule: pb.AlertRule, kept: dict[str, Any] | None = None) -> dict[s
         }
         if message.exact_actor_ids:  # absent by default: the rules stored before fold too
             settings["exact_actor_ids"] = True
+    elif kind == "spike":
+        settings = {
+            "window_seconds": message.window_seconds,
+            "baseline_windows": message.baseline_windows,
+            "factor": message.factor,
+            "min_count": message.min_count,
+        }
     elif kind == "off_hours":
         settings = {
             "time_zone": message.time_zone or "UTC",

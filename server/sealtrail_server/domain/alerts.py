@@ -27,8 +27,16 @@ MAX_RULES_PER_TENANT: Final = 100
 MAX_RULE_NAME: Final = 128
 MAX_THRESHOLD_COUNT: Final = 100_000
 MAX_WINDOW_SECONDS: Final = 7 * 24 * 3600
+# A spike rule's bounds (ADR 0132): its window, the windows its baseline
+# averages and how far back they reach, its factor and its fewest events.
+MIN_SPIKE_WINDOW: Final = 60
+MAX_SPIKE_WINDOW: Final = 24 * 3600
+MAX_BASELINE_WINDOWS: Final = 1000
+MAX_BASELINE_SECONDS: Final = 35 * 24 * 3600
+MAX_SPIKE_FACTOR: Final = 1000.0
+MAX_SPIKE_MIN_COUNT: Final = 100_000
 
-ConditionKind = Literal["match", "threshold", "new_ip", "new_country", "off_hours"]
+ConditionKind = Literal["match", "threshold", "spike", "new_ip", "new_country", "off_hours"]
 # The kinds that learn where each actor is seen from, and alert on somewhere new.
 NEW_ORIGIN_KINDS: Final = ("new_ip", "new_country")
 GroupBy = Literal["none", "actor", "ip"]
@@ -49,6 +57,9 @@ class Condition:
     start_hour: int = 0
     end_hour: int = 24
     working_days: tuple[int, ...] = (1, 2, 3, 4, 5)
+    baseline_windows: int = 0
+    factor: float = 0.0
+    min_count: int = 0
 
 
 def validate_condition(
@@ -64,6 +75,9 @@ def validate_condition(
     start_hour: int = 0,
     end_hour: int = 0,
     working_days: tuple[int, ...] = (),
+    baseline_windows: int = 0,
+    factor: float = 0.0,
+    min_count: int = 0,
     stored: bool = False,
 ) -> Condition:
     """A condition checked, raising InvalidArgument naming each bad field.
@@ -74,7 +88,7 @@ def validate_condition(
     def fail(name: str, description: str) -> None:
         violations.append(FieldViolation(f"{path}.{kind}.{name}", description))
 
-    if kind not in ("match", "threshold", *NEW_ORIGIN_KINDS, "off_hours"):
+    if kind not in ("match", "threshold", "spike", *NEW_ORIGIN_KINDS, "off_hours"):
         raise InvalidArgument.field(path, "one condition is required")
     if event_filter.text is not None:
         fail("filter.text", "full-text search cannot be used in alert rules")
@@ -90,6 +104,20 @@ def validate_condition(
             fail("window_seconds", f"must be 1 to {MAX_WINDOW_SECONDS:,} (7 days)")
         if exact_actor_ids and group_by != "actor":
             fail("exact_actor_ids", "applies only to a rule grouped by actor")
+    if kind == "spike":
+        if not MIN_SPIKE_WINDOW <= window_seconds <= MAX_SPIKE_WINDOW:
+            fail("window_seconds", f"must be {MIN_SPIKE_WINDOW} to {MAX_SPIKE_WINDOW:,} (a day)")
+        if not 1 <= baseline_windows <= MAX_BASELINE_WINDOWS:
+            fail("baseline_windows", f"must be 1 to {MAX_BASELINE_WINDOWS:,}")
+        elif window_seconds >= MIN_SPIKE_WINDOW and (
+            baseline_windows * window_seconds > MAX_BASELINE_SECONDS
+        ):
+            fail("baseline_windows", "with window_seconds, must reach at most 35 days back")
+        # `not <=` refuses NaN too.
+        if not (1.0 < factor <= MAX_SPIKE_FACTOR):
+            fail("factor", f"must be more than 1 and at most {MAX_SPIKE_FACTOR:,.0f}")
+        if not 1 <= min_count <= MAX_SPIKE_MIN_COUNT:
+            fail("min_count", f"must be 1 to {MAX_SPIKE_MIN_COUNT:,}")
     zone = time_zone or "UTC"
     if kind == "off_hours":
         if not is_time_zone(zone):
@@ -113,6 +141,9 @@ def validate_condition(
         start_hour=start_hour,
         end_hour=end_hour,
         working_days=tuple(sorted(set(working_days))) or (1, 2, 3, 4, 5),
+        baseline_windows=baseline_windows,
+        factor=factor,
+        min_count=min_count,
     )
 
 

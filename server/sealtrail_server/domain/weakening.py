@@ -242,8 +242,10 @@ def rule_weakenings(before: RuleSettings, after: RuleSettings) -> list[str]:
 def condition_narrows(before: Condition, after: Condition) -> bool:
     """Whether the rule may fire where it fired before no longer: another kind
     of condition, a narrower filter, or a threshold's count raised, window
-    shortened or groups made finer, or working hours that grow (earlier
-    start, later end, more working days, another time zone)."""
+    shortened or groups made finer, a spike's factor or fewest events raised
+    or its window or baseline changed (another average, which may be higher),
+    or working hours that grow (earlier start, later end, more working days,
+    another time zone)."""
     if before.kind != after.kind or filter_narrows(before.filter, after.filter):
         return True
     if before.kind == "threshold":
@@ -252,6 +254,13 @@ def condition_narrows(before: Condition, after: Condition) -> bool:
             or after.window_seconds < before.window_seconds
             or (after.group_by != before.group_by and after.group_by != _GROUP_COARSE)
             or (after.exact_actor_ids and not before.exact_actor_ids)  # groups made finer
+        )
+    if before.kind == "spike":
+        return (
+            after.factor > before.factor
+            or after.min_count > before.min_count
+            or after.window_seconds != before.window_seconds
+            or after.baseline_windows != before.baseline_windows
         )
     if before.kind == "off_hours":
         return (

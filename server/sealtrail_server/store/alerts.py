@@ -19,15 +19,16 @@ from __future__ import annotations
 import json
 import sys
 from array import array
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import psycopg
 from psycopg import sql
 
 from ..domain.alerts import KeptGroup, KeptWindow, WindowChanges
-from ..domain.event import ALERT_ACTION
+from ..domain.event import ALERT_ACTION, MAX_FUTURE_SKEW_SECONDS
+from ..domain.filters import EventFilter
 from .arrays import ByteaArray, Int8Array, TextArray
 from .changes import (
     erasure_lock_key,
@@ -36,8 +37,10 @@ from .changes import (
     try_share_condition,
 )
 from .database import SYSTEM_ROLE, Database
+from .events import filter_conditions
 
 Connection = psycopg.AsyncConnection[Any]
+_SKEW: Final = timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +210,90 @@ async def alert_triggers(
         keys = [str(key) for (key,) in await cursor.fetchall() if key]
         triggers = {int(key.removeprefix(prefix)) for key in keys if key.startswith(prefix)}
         return {seq for seq in triggers if seq > after_seq}
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeCounts:
+    """A spike rule's counts at one event (ADR 0132): its window's matching
+    events, those of the baseline's windows before it, and the oldest time
+    of any event of the tenant's there (None: none, no history yet)."""
+
+    current: int
+    baseline: int
+    history_from: datetime | None
+
+
+# A count runs at most this long (it reads up to 35 days of matching events):
+# past it the step fails and runs again, as when the database is away.
+SPIKE_COUNT_SECONDS: Final = 60.0
+
+
+async def spike_counts(
+    db: Database,
+    *,
+    tenant_id: str,
+    event_filter: EventFilter,
+    upto_seq: int,
+    baseline_from: datetime,
+    window_from: datetime,
+    window_to: datetime,
+) -> SpikeCounts:
+    """The matching events (no alert among them) up to `upto_seq` that
+    occurred in the window [window_from, window_to) and in the baseline's
+    windows [baseline_from, window_from): one statement, tenant first, bound
+    by occurred_at (and so by receipt, the months before not read) as Query
+    bounds a time range (the (tenant, occurred_at) index, or the filter's
+    own). And the oldest time any event of the tenant's occurred within the
+    baseline's windows: one step down the (tenant, occurred_at) index."""
+    bounded = replace(
+        event_filter,
+        occurred_after=max(baseline_from, event_filter.occurred_after or baseline_from),
+        occurred_before=min(window_to, event_filter.occurred_before or window_to),
+    )
+    conditions, params = filter_conditions(tenant_id, bounded)
+    counted = sql.SQL(
+        "SELECT count(*) FILTER (WHERE occurred_at >= %s), count(*) FILTER (WHERE occurred_at < %s)"
+        " FROM events WHERE {} AND seq <= %s AND action <> %s"
+    ).format(sql.SQL(" AND ").join(conditions))
+    async with db.connection(tenant_id, statement_timeout=SPIKE_COUNT_SECONDS) as conn:
+        cursor = await conn.execute(
+            counted, [window_from, window_from, *params, upto_seq, ALERT_ACTION]
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        current, baseline = int(row[0]), int(row[1])
+        cursor = await conn.execute(
+            "SELECT min(occurred_at) FROM events WHERE tenant_id = %s"
+            " AND occurred_at >= %s AND occurred_at < %s AND received_at >= %s",
+            [tenant_id, baseline_from, window_from, baseline_from - _SKEW],
+        )
+        first = await cursor.fetchone()
+    return SpikeCounts(current, baseline, None if first is None else first[0])
+
+
+async def spike_fired(
+    db: Database, *, tenant_id: str, rule: StoredRule, window_from: datetime
+) -> bool:
+    """Whether the rule (as enabled or changed last: past its start) recorded
+    an alert for the window starting at `window_from` already: a process that
+    took the tenant up (a restart, a lease moved) knows no window's firing.
+    Read by resource (the rule), an alert being received after its window
+    opened (less the allowed clock skew)."""
+    async with db.connection(tenant_id) as conn:
+        cursor = await conn.execute(
+            "SELECT 1 FROM events WHERE tenant_id = %s AND resource_type = 'alert_rule'"
+            " AND resource_id = %s AND action = %s AND seq > %s AND received_at >= %s"
+            " AND (record::json -> 'details' ->> 'window_start') = %s LIMIT 1",
+            [tenant_id, rule.id, ALERT_ACTION, rule.start_seq, window_from - _SKEW,
+             instant_text(window_from)],
+        )  # fmt: skip
+        return await cursor.fetchone() is not None
+
+
+def instant_text(moment: datetime) -> str:
+    """A window's start as a spike's alert records it (`window_start`): UTC,
+    to the second, with a Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- the evaluator's side (system connections) ----------------------------------

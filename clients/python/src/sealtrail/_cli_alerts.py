@@ -42,6 +42,12 @@ def _describe(rule: alerting_pb2.AlertRule) -> str:
         if rule.threshold.exact_actor_ids:
             grouped += " (ids compared exactly)"
         return f"threshold: {rule.threshold.count} in {rule.threshold.window_seconds} s{grouped}"
+    if kind == "spike":
+        spike = rule.spike
+        return (
+            f"spike: {spike.factor:g}x the average of {spike.baseline_windows} windows of"
+            f" {spike.window_seconds} s, at least {spike.min_count}"
+        )
     if kind == "off_hours":
         hours = rule.off_hours
         days = ",".join(map(str, hours.working_days))
@@ -152,6 +158,8 @@ def _days(ctx: click.Context, value: str) -> list[int]:
 _OPTION_OF_SETTING: Final = {
     "count": "--count",
     "window_seconds": "--window",
+    "baseline_windows": "--baseline-windows",
+    "min_count": "--min-count",
     "start_hour": "--hours",
     "end_hour": "--hours",
     "working_days": "--days",
@@ -177,8 +185,11 @@ def _settings_named(ctx: click.Context) -> Iterator[None]:
 # refuses another kind's; --hours and --days have defaults of their own).
 _KIND_SETTINGS: Final = (
     ("threshold_count", "--count", "threshold"),
-    ("window_seconds", "--window", "threshold"),
+    ("window_seconds", "--window", "threshold or spike"),
     ("group_by", "--group-by", "threshold"),
+    ("baseline_windows", "--baseline-windows", "spike"),
+    ("factor", "--factor", "spike"),
+    ("min_count", "--min-count", "spike"),
     ("time_zone", "--time-zone", "off_hours"),
     ("hours_text", "--hours", "off_hours"),
     ("days_text", "--days", "off_hours"),
@@ -189,15 +200,30 @@ _KIND_SETTINGS: Final = (
 @click.argument("name")
 @click.option(
     "--kind",
-    type=click.Choice(["match", "threshold", "new_ip", "new_country", "off_hours"]),
+    type=click.Choice(["match", "threshold", "spike", "new_ip", "new_country", "off_hours"]),
     required=True,
 )
 @click.option(
     "--count", "threshold_count", type=int, default=0, help="threshold: events that fire."
 )
-@click.option("--window", "window_seconds", type=int, default=0, help="threshold: seconds.")
+@click.option("--window", "window_seconds", type=int, default=0, help="threshold, spike: seconds.")
 @click.option("--group-by", type=click.Choice(["actor", "ip"]), help="threshold: count per ...")
 @_EXACT_ACTOR_IDS
+@click.option(
+    "--baseline-windows",
+    type=int,
+    default=0,
+    help="spike: the windows before the current one whose average is the usual number.",
+)
+@click.option(
+    "--factor", type=float, default=0.0, help="spike: how many times the average fires (e.g. 5)."
+)
+@click.option(
+    "--min-count",
+    type=int,
+    default=0,
+    help="spike: the fewest events that fire, whatever the average.",
+)
 @click.option("--time-zone", default="", help="off_hours: IANA zone, e.g. Europe/Paris.")
 @click.option(
     "--hours", "hours_text", default="9-18", show_default=True, help="off_hours: START-END."
@@ -224,6 +250,9 @@ def create(
     window_seconds: int,
     group_by: str | None,
     exact_actor_ids: bool | None,
+    baseline_windows: int,
+    factor: float,
+    min_count: int,
     time_zone: str,
     hours_text: str,
     days_text: str,
@@ -246,8 +275,9 @@ def create(
         )
     for parameter, option, applies_to in _KIND_SETTINGS:
         given = ctx.get_parameter_source(parameter) is not ParameterSource.DEFAULT
-        if given and kind != applies_to:
-            raise click.BadParameter(f"only with --kind {applies_to}", ctx, param_hint=option)
+        if given and kind not in applies_to.split(" or "):
+            kinds = " or ".join(f"--kind {each}" for each in applies_to.split(" or "))
+            raise click.BadParameter(f"only with {kinds}", ctx, param_hint=option)
     start, end = _hours(ctx, hours_text) if kind == "off_hours" else (0, 0)
     with _settings_named(ctx):
         rule = build_alert_rule(
@@ -258,6 +288,9 @@ def create(
             window_seconds=window_seconds,
             group_by=cast(Any, group_by or ""),
             exact_actor_ids=bool(exact_actor_ids),
+            baseline_windows=baseline_windows,
+            factor=factor,
+            min_count=min_count,
             time_zone=time_zone,
             start_hour=start,
             end_hour=end,
@@ -273,9 +306,12 @@ def create(
 # rule they apply to (the filter: any kind). In the options' order.
 _CONDITION_SETTINGS: Final = {
     "count": ("--count", "threshold"),
-    "window_seconds": ("--window", "threshold"),
+    "window_seconds": ("--window", "threshold or spike"),
     "group_by": ("--group-by", "threshold"),
     "exact_actor_ids": ("--exact-actor-ids", "threshold"),
+    "baseline_windows": ("--baseline-windows", "spike"),
+    "factor": ("--factor", "spike"),
+    "min_count": ("--min-count", "spike"),
     "time_zone": ("--time-zone", "off_hours"),
     "hours": ("--hours", "off_hours"),
     "working_days": ("--days", "off_hours"),
@@ -291,9 +327,12 @@ def _a(kind: str) -> str:
 @click.argument("rule_id")
 @click.option("--name", help="A new name.")
 @click.option("--count", "threshold_count", type=int, help="threshold: events that fire.")
-@click.option("--window", "window_seconds", type=int, help="threshold: seconds.")
+@click.option("--window", "window_seconds", type=int, help="threshold, spike: seconds.")
 @click.option("--group-by", type=click.Choice(["none", "actor", "ip"]), help="threshold: per ...")
 @_EXACT_ACTOR_IDS
+@click.option("--baseline-windows", type=int, help="spike: windows the average is over.")
+@click.option("--factor", type=float, help="spike: times the average that fire.")
+@click.option("--min-count", type=int, help="spike: the fewest events that fire.")
 @click.option("--time-zone", help="off_hours: IANA zone, e.g. Europe/Paris.")
 @click.option("--hours", "hours_text", help="off_hours: START-END.")
 @click.option("--days", "days_text", help="off_hours: ISO working weekdays.")
@@ -321,6 +360,9 @@ def update(
     window_seconds: int | None,
     group_by: str | None,
     exact_actor_ids: bool | None,
+    baseline_windows: int | None,
+    factor: float | None,
+    min_count: int | None,
     time_zone: str | None,
     hours_text: str | None,
     days_text: str | None,
@@ -354,6 +396,9 @@ def update(
             "window_seconds": window_seconds,
             "group_by": group_by,
             "exact_actor_ids": exact_actor_ids,
+            "baseline_windows": baseline_windows,
+            "factor": factor,
+            "min_count": min_count,
             "time_zone": time_zone,
             "hours": None if hours_text is None else _hours(ctx, hours_text),
             "working_days": None if days_text is None else _days(ctx, days_text),
@@ -367,7 +412,7 @@ def update(
             assert kind is not None  # every rule has one
             for setting in settings:  # named as typed, as create names them
                 option, applies_to = _CONDITION_SETTINGS[setting]
-                if applies_to != kind:
+                if kind not in applies_to.split(" or "):
                     if setting == "exact_actor_ids" and not settings[setting]:
                         option = "--fold-actor-ids"
                     raise click.BadParameter(
@@ -385,6 +430,8 @@ def update(
                     count=settings.get("count", 0),
                     window_seconds=settings.get("window_seconds", 0),
                     days=settings.get("working_days", ()),
+                    baseline_windows=settings.get("baseline_windows", 0),
+                    min_count=settings.get("min_count", 0),
                 )
             rule.etag = etag or current.etag
             condition = getattr(rule, kind)

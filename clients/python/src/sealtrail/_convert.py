@@ -1144,7 +1144,7 @@ def replay_request(
     return request
 
 
-AlertKind = Literal["match", "threshold", "new_ip", "new_country", "off_hours"]
+AlertKind = Literal["match", "threshold", "spike", "new_ip", "new_country", "off_hours"]
 # The largest a rule's count, window, hours and days carry (uint32).
 _UINT32_MAX: Final = 2**32 - 1
 
@@ -1157,6 +1157,8 @@ def carried_by_rule(
     start_hour: int = 0,
     end_hour: int = 0,
     days: Iterable[int] = (),
+    baseline_windows: int = 0,
+    min_count: int = 0,
 ) -> None:
     """A rule's setting of its kind that its field cannot carry (a negative
     one, or past 2**32 - 1), refused as the server refuses any outside its
@@ -1167,6 +1169,12 @@ def carried_by_rule(
         settings += [
             ("count", count, "must be 2 to 100000"),
             ("window_seconds", window_seconds, "must be 1 to 604800 (7 days)"),
+        ]
+    elif kind == "spike":
+        settings += [
+            ("window_seconds", window_seconds, "must be 60 to 86,400 (a day)"),
+            ("baseline_windows", baseline_windows, "must be 1 to 1,000"),
+            ("min_count", min_count, "must be 1 to 100,000"),
         ]
     elif kind == "off_hours":
         settings += [
@@ -1200,6 +1208,9 @@ def build_alert_rule(
     window_seconds: int = 0,
     group_by: Literal["", "actor", "ip"] = "",
     exact_actor_ids: bool = False,
+    baseline_windows: int = 0,
+    factor: float = 0.0,
+    min_count: int = 0,
     time_zone: str = "",
     start_hour: int = 0,
     end_hour: int = 0,
@@ -1210,7 +1221,9 @@ def build_alert_rule(
 ) -> alerting_pb2.AlertRule:
     """An AlertRule message, e.g. `build_alert_rule("failed logins", "threshold",
     filter=build_filter(actions="user.login", outcomes="failure"), count=5,
-    window_seconds=300, group_by="ip")`. `exact_actor_ids`: grouped by
+    window_seconds=300, group_by="ip")`, or a spike: `build_alert_rule("login spike",
+    "spike", filter=..., window_seconds=600, baseline_windows=24, factor=5,
+    min_count=20)`. `exact_actor_ids`: grouped by
     actor, ids compared as recorded, not folded (case, full-width forms,
     invisible characters). `sink_ids`: the sinks its alerts go to
     (one given as a string is that one). A setting of another kind of rule
@@ -1225,18 +1238,23 @@ def build_alert_rule(
         start_hour=start_hour,
         end_hour=end_hour,
         days=days,
+        baseline_windows=baseline_windows,
+        min_count=min_count,
     )
     for setting, value, default, applies_to in (
         ("count", count, 0, "threshold"),
-        ("window_seconds", window_seconds, 0, "threshold"),
+        ("window_seconds", window_seconds, 0, "threshold or spike"),
         ("group_by", group_by, "", "threshold"),
         ("exact_actor_ids", exact_actor_ids, False, "threshold"),
+        ("baseline_windows", baseline_windows, 0, "spike"),
+        ("factor", factor, 0.0, "spike"),
+        ("min_count", min_count, 0, "spike"),
         ("time_zone", time_zone, "", "off_hours"),
         ("start_hour", start_hour, 0, "off_hours"),
         ("end_hour", end_hour, 0, "off_hours"),
         ("working_days", days, [], "off_hours"),
     ):
-        if kind != applies_to and value != default and kind in _KINDS:
+        if kind not in applies_to.split(" or ") and value != default and kind in _KINDS:
             raise ValueError(f"{setting}: applies only to a {applies_to} rule, not {kind}")
     rule = alerting_pb2.AlertRule(
         name=name,
@@ -1254,6 +1272,12 @@ def build_alert_rule(
         rule.threshold.window_seconds = window_seconds
         rule.threshold.group_by = _GROUP_BY[group_by]
         rule.threshold.exact_actor_ids = exact_actor_ids
+    elif kind == "spike":
+        rule.spike.filter.CopyFrom(filter or event_pb2.EventFilter())
+        rule.spike.window_seconds = window_seconds
+        rule.spike.baseline_windows = baseline_windows
+        rule.spike.factor = factor
+        rule.spike.min_count = min_count
     elif kind == "new_ip":
         rule.new_ip.filter.CopyFrom(filter or event_pb2.EventFilter())
     elif kind == "new_country":
@@ -1266,6 +1290,6 @@ def build_alert_rule(
         rule.off_hours.working_days.extend(days)
     else:
         raise ValueError(
-            f"kind: {kind!r} is not one of match, threshold, new_ip, new_country, off_hours"
+            f"kind: {kind!r} is not one of match, threshold, spike, new_ip, new_country, off_hours"
         )
     return rule

@@ -73,6 +73,64 @@ class MatchCondition(_message.Message):
 Global___MatchCondition: _TypeAlias = MatchCondition  # noqa: Y015
 
 @_typing.final
+class SpikeCondition(_message.Message):
+    """Fires when the matching events of a window are at least `factor` times the
+    tenant's usual number for a window of that length (their average over the
+    `baseline_windows` windows before it) and at least `min_count`: "failed
+    logins in 10 minutes more than 5 times the average of the last 24 ten-minute
+    windows, and at least 20". Windows are aligned to the Unix epoch (by
+    occurred_at): 10-minute windows start at :00, :10, :20... A rule fires at
+    most once a window; a spike that goes on fires again in the next window.
+    Before a tenant has any event in the baseline's windows, the rule does not
+    fire; with fewer than `baseline_windows` windows of history, the average is
+    over the windows since its first event there (docs/alerting.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    BASELINE_WINDOWS_FIELD_NUMBER: _builtins.int
+    FACTOR_FIELD_NUMBER: _builtins.int
+    MIN_COUNT_FIELD_NUMBER: _builtins.int
+    window_seconds: _builtins.int
+    """The length of a window, 60 seconds to 86,400 (a day)."""
+    baseline_windows: _builtins.int
+    """The windows before the current one that the usual number is averaged
+    over, 1 to 1,000; with window_seconds, at most 35 days back.
+    """
+    factor: _builtins.float
+    """How many times the average the window's count must be, more than 1 and
+    at most 1,000 (such as 5 or 2.5).
+    """
+    min_count: _builtins.int
+    """The fewest events that fire the rule, whatever the average: 1 to
+    100,000 (so that 0 to 3 events at night pages no one).
+    """
+    @_builtins.property
+    def filter(self) -> _event_pb2.EventFilter:
+        """The events counted; at least one criterion that says which events it
+        watches is required.
+        """
+
+    def __init__(
+        self,
+        *,
+        filter: _event_pb2.EventFilter | None = ...,
+        window_seconds: _builtins.int = ...,
+        baseline_windows: _builtins.int = ...,
+        factor: _builtins.float = ...,
+        min_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_windows", b"baseline_windows", "factor", b"factor", "filter", b"filter", "min_count", b"min_count", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpikeCondition: _TypeAlias = SpikeCondition  # noqa: Y015
+
+@_typing.final
 class ThresholdCondition(_message.Message):
     """Fires when `count` matching events occurred within `window_seconds` of
     each other (by occurred_at) in one group: failed-login spikes, bulk
@@ -245,6 +303,7 @@ class AlertRule(_message.Message):
     NEW_IP_FIELD_NUMBER: _builtins.int
     OFF_HOURS_FIELD_NUMBER: _builtins.int
     NEW_COUNTRY_FIELD_NUMBER: _builtins.int
+    SPIKE_FIELD_NUMBER: _builtins.int
     SEVERITY_FIELD_NUMBER: _builtins.int
     SINK_IDS_FIELD_NUMBER: _builtins.int
     DISABLED_FIELD_NUMBER: _builtins.int
@@ -295,6 +354,10 @@ class AlertRule(_message.Message):
         """An actor seen from a new country."""
 
     @_builtins.property
+    def spike(self) -> Global___SpikeCondition:
+        """A window's matching events well above the tenant's usual number."""
+
+    @_builtins.property
     def sink_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Sinks the alert events are delivered to, whatever their filters."""
 
@@ -322,6 +385,7 @@ class AlertRule(_message.Message):
         new_ip: Global___NewIpCondition | None = ...,
         off_hours: Global___OffHoursCondition | None = ...,
         new_country: Global___NewCountryCondition | None = ...,
+        spike: Global___SpikeCondition | None = ...,
         severity: _event_pb2.Severity.ValueType = ...,
         sink_ids: _abc.Iterable[_builtins.str] | None = ...,
         disabled: _builtins.bool = ...,
@@ -331,11 +395,11 @@ class AlertRule(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "last_fired_time", b"last_fired_time", "match", b"match", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "last_fired_time", b"last_fired_time", "match", b"match", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "spike", b"spike", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "disabled", b"disabled", "etag", b"etag", "fired", b"fired", "id", b"id", "last_fired_time", b"last_fired_time", "match", b"match", "name", b"name", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "severity", b"severity", "sink_ids", b"sink_ids", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "disabled", b"disabled", "etag", b"etag", "fired", b"fired", "id", b"id", "last_fired_time", b"last_fired_time", "match", b"match", "name", b"name", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "severity", b"severity", "sink_ids", b"sink_ids", "spike", b"spike", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["match", "threshold", "new_ip", "off_hours", "new_country"]  # noqa: Y015
+    _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["match", "threshold", "new_ip", "off_hours", "new_country", "spike"]  # noqa: Y015
     _WhichOneofArgType_condition: _TypeAlias = _typing.Literal["condition", b"condition"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_condition) -> _WhichOneofReturnType_condition | None: ...
 
@@ -503,7 +567,7 @@ class UpdateAlertRuleRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: `name`, `severity`, `sink_ids`, `disabled`, and
-        the condition by its kind (`match`, `threshold`, `new_ip`,
+        the condition by its kind (`match`, `threshold`, `spike`, `new_ip`,
         `new_country` or `off_hours`, which must be the one `rule` sets; the
         whole condition is replaced). Empty (or `*`): every field, as `rule` gives it.
         """
