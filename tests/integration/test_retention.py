@@ -85,7 +85,7 @@ from sealtrail_server.store.events import query_statement
 from sealtrail_server.store.retention import purge_batch, purged_between
 from sealtrail_server.telemetry.logs import log_handler
 from tests.clock import Clock
-from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own
+from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own, token_id_of
 from tests.integration.test_database_roles import TENANT_TABLES
 from tests.integration.test_integrity import _CountingProofs
 from tests.processes import stop
@@ -1532,6 +1532,53 @@ def test_a_legal_hold_stops_the_purge(aged: ServerThread, admin: AuditClient, cl
     assert {"retention.legal_hold_placed", "retention.legal_hold_released"} <= set(actions)
     purge(aged)
     assert (seq, "doc.edit") not in recorded(admin)
+
+
+def test_an_event_received_exactly_at_its_cutoff_is_kept_until_past_it(
+    aged: ServerThread, admin: AuditClient, clock: Clock
+) -> None:
+    """A rule of N days removes what was received before the pass's time less
+    N days, not at it: the cutoff is exclusive (docs/retention.md)."""
+    seq = record(admin, "doc.edit")
+    admin.set_retention_policy(30)
+    clock.advance(30)  # the event is now exactly 30 days old
+    purge(aged)
+    assert (seq, "doc.edit") in recorded(admin)
+    clock.advance(seconds=0.000001)
+    purge(aged)
+    assert (seq, "doc.edit") not in recorded(admin)
+
+
+def test_a_hold_placed_again_or_released_when_off_changes_and_records_nothing(
+    aged: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Placing the hold that is on, or releasing none, answers the hold with
+    no event id and records nothing (a retry finds its change so); a new
+    reason is a placement of its own, recorded with the caller's token."""
+    holds = ["retention.legal_hold_placed", "retention.legal_hold_released"]
+    tokens = [aged.token(tenant), aged.token(tenant)]  # two admins
+    first, second = (token_id_of(sql, token) for token in tokens)
+    with (
+        AuditClient(aged.target, token=tokens[0]) as admin,
+        AuditClient(aged.target, token=tokens[1]) as other,
+    ):
+        assert admin.set_legal_hold(True, reason="Case 1").event_id
+        again = admin.set_legal_hold(True, reason="Case 1")
+        assert again.legal_hold.on and again.legal_hold.reason == "Case 1"
+        assert not again.event_id
+        assert other.set_legal_hold(True, reason="Case 2").event_id
+        assert admin.set_legal_hold(False).event_id
+        none = admin.set_legal_hold(False)
+        assert not none.legal_hold.on and not none.event_id
+        changes = [
+            (e.action, e.actor.id, json.dumps(dict(e.details), sort_keys=True))
+            for e in admin.query(build_filter(actions=holds), order="oldest")
+        ]
+    assert changes == [
+        (holds[0], first, '{"reason": "Case 1"}'),
+        (holds[0], second, '{"reason": "Case 2"}'),
+        (holds[1], first, '{"previous_reason": "Case 2"}'),
+    ]
 
 
 def test_a_tenant_whose_purge_fails_stops_no_other_tenants_purge(
