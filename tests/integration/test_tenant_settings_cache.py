@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import traceback
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+from psycopg import sql
 
 from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.store.database import Database
@@ -237,3 +241,57 @@ def test_each_call_sharing_a_failed_read_gets_an_exception_of_its_own(
     assert one.retry_after == another.retry_after > 0
     shared = [frame.name for frame in traceback.extract_tb(one.__cause__.__traceback__)]
     assert not {"call_of_one_caller", "call_of_another"} & set(shared), shared
+
+
+class RefusingWithDetail:
+    """The database, whose connections first run a statement PostgreSQL
+    refuses with `detail` in its DETAIL, as a refused row is quoted there."""
+
+    def __init__(self, db: Database, detail: str) -> None:
+        self._db = db
+        self._refusing = sql.SQL(
+            "DO $$ BEGIN RAISE EXCEPTION 'refused' USING DETAIL = {}; END $$"
+        ).format(sql.Literal(detail))
+
+    @asynccontextmanager
+    async def connection(self, tenant_id: str) -> AsyncIterator[Any]:
+        async with self._db.connection(tenant_id) as conn:
+            await conn.execute(self._refusing)
+            yield conn
+
+
+def test_a_failed_read_is_said_on_its_span_by_class_not_text(
+    tenant: str, migrated_database_url: str
+) -> None:
+    """The read's span recorded an error escaping it as OpenTelemetry does
+    by default: an `exception` event and a status with its text whole, the
+    database's DETAIL with it, in a tracing backend out of erasure's reach.
+    It says it by SQLSTATE and class, as a statement's span does."""
+    secret = f"secret-{uuid.uuid4()}"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer(__name__)
+
+    async def scenario() -> BaseException | None:
+        db = await Database.open(service_login_url(migrated_database_url), min_size=1, max_size=2)
+        try:
+            cache = SettingsCache(RefusingWithDetail(db, secret), ttl=10, tracer=tracer)  # type: ignore[arg-type]
+            try:
+                await asyncio.wait_for(cache.get(tenant), 30)
+            except Exception as error:
+                return error
+            return None
+        finally:
+            await db.close()
+
+    raised = asyncio.run(scenario())
+    provider.shutdown()
+    assert isinstance(raised, psycopg.errors.RaiseException), raised
+    assert secret in str(raised)  # the database did say it
+    [read] = [s for s in exporter.get_finished_spans() if s.name == "sealtrail.settings.read"]
+    assert read.status.status_code is StatusCode.ERROR
+    assert read.status.description == "RaiseException"
+    assert read.attributes is not None and read.attributes["error.type"] == "P0001"
+    said = repr([read.status, dict(read.attributes), [(e.name, e.attributes) for e in read.events]])
+    assert secret not in said and "DETAIL" not in said, said

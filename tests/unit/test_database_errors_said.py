@@ -13,7 +13,10 @@ a tuple or constant holding one): the error itself as an argument,
 `str()`/`repr()` of it, in an f-string; or what was made to hold it or its
 text first, later in the function (`last = error`, `for other in
 group.exceptions`, `failures.append(error)`), or anywhere in the module for
-an attribute of `self` (`self.last_error = str(error)`)
+an attribute of `self` (`self.last_error = str(error)`); or a span that
+records an error escaping it whole, OpenTelemetry's default
+(`start_as_current_span`, `use_span`, a `start_span` used by `with`, without
+`record_exception=False, set_status_on_exception=False`)
 (CONTRIBUTING.md, "Database errors")."""
 
 from __future__ import annotations
@@ -302,11 +305,59 @@ def _whole_database_errors(source: str) -> set[int]:
             return found
 
 
+# Each records an error escaping its `with` block on the span, whole (an
+# `exception` event with its message and traceback, and a status described
+# `f"{type}: {error}"`), unless told not to; `start_span`'s span only when
+# used as a context manager itself.
+_RECORDING_ON_EXIT = frozenset({"start_as_current_span", "use_span"})
+_RECORDING_FLAGS = ("record_exception", "set_status_on_exception")
+
+
+def _records_what_escapes(node: ast.Call) -> bool:
+    """Whether the span `node` starts or makes current records an error
+    escaping it whole: `record_exception` or `set_status_on_exception` left
+    at its default (True) or not passed as a literal False."""
+    off = {
+        k.arg for k in node.keywords if isinstance(k.value, ast.Constant) and k.value.value is False
+    }
+    return not off.issuperset(_RECORDING_FLAGS)
+
+
+def _spans_recording_escapes(tree: ast.Module) -> set[int]:
+    """The lines of span contexts that record an error escaping them whole:
+    a database error raised inside says its DETAIL on the span, as if
+    `span.record_exception(error)` had been written."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _records_what_escapes(node):
+            called = node.func
+            name = (
+                called.attr
+                if isinstance(called, ast.Attribute)
+                else called.id
+                if isinstance(called, ast.Name)
+                else ""
+            )
+            if name in _RECORDING_ON_EXIT:
+                found.add(node.lineno)
+        elif isinstance(node, ast.With | ast.AsyncWith):
+            for item in node.items:
+                started = item.context_expr
+                if (
+                    isinstance(started, ast.Call)
+                    and isinstance(started.func, ast.Attribute)
+                    and started.func.attr == "start_span"
+                    and _records_what_escapes(started)
+                ):
+                    found.add(started.lineno)
+    return found
+
+
 def bare_database_errors_logged(source: str) -> Iterator[int]:
     """The line of each logging or span call in `source` that says a
     database error it caught whole: the error itself, or what holds it or
     its text (a name or an attribute of `self` assigned from it)."""
-    yield from sorted(_whole_database_errors(source))
+    yield from sorted(_whole_database_errors(source) | _spans_recording_escapes(ast.parse(source)))
 
 
 def _handlers_walked(source: str) -> int:
@@ -378,6 +429,33 @@ async def together():
     assert list(bare_database_errors_logged(source)) == [8, 12, 14, 16, 32, 34, 36, 39, 48, 50]
 
 
+def test_the_sweep_finds_a_span_recording_what_escapes_it() -> None:
+    """A span that records an error escaping it (OpenTelemetry's default)
+    says a database error raised inside whole, though no line names it:
+    `start_as_current_span`, `use_span`, a `start_span` used by `with`,
+    unless both `record_exception` and `set_status_on_exception` are False."""
+    source = """
+with tracer.start_as_current_span("commit") as span:                       # 2
+    pass
+with tracer.start_as_current_span("commit", record_exception=False):       # 4
+    pass
+with tracer.start_as_current_span(
+    "commit", record_exception=False, set_status_on_exception=False
+):
+    pass
+with trace.use_span(span, end_on_exit=True):                               # 10
+    pass
+with use_span(span, record_exception=False, set_status_on_exception=False):
+    pass
+with tracer.start_span("read"):                                            # 14
+    pass
+span = tracer.start_span("read")
+with tracer.start_span("read", record_exception=False, set_status_on_exception=False):
+    pass
+"""
+    assert list(bare_database_errors_logged(source)) == [2, 4, 10, 14]
+
+
 def test_no_log_line_of_the_server_says_a_database_error_whole() -> None:
     walked, found = 0, []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -389,7 +467,10 @@ def test_no_log_line_of_the_server_says_a_database_error_whole() -> None:
             f"{path.relative_to(PACKAGE)}:{line}" for line in bare_database_errors_logged(source)
         ]
     assert walked > 30, walked  # the walk found the handlers (46 when written)
-    assert not found, "say them by store.db_errors.named(error):\n" + "\n".join(found)
+    assert not found, (
+        "say them by store.db_errors.named(error), or a span's failure by its class "
+        "(store/traced.py, span_failed):\n" + "\n".join(found)
+    )
 
 
 async def test_a_second_failure_of_a_query_is_logged_without_its_values(

@@ -20,6 +20,7 @@ from psycopg.rows import class_row
 
 from ..domain.errors import unexpected_failure
 from .database import Database
+from .traced import failures_by_class
 
 REDACTION_MODES: Final = ("replace", "hmac")
 
@@ -135,7 +136,14 @@ class SettingsCache:
     async def _read(self, tenant_id: str, span: Span | None) -> TenantSettings:
         if span is None:
             return await self._read_settings(tenant_id)
-        with trace.use_span(span, end_on_exit=True):
+        # A failure said by its class, never its text (a database error's
+        # quotes what it refused: CONTRIBUTING.md, "Database errors").
+        with (
+            trace.use_span(
+                span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+            ),
+            failures_by_class(span),
+        ):
             return await self._read_settings(tenant_id)
 
     async def _read_settings(self, tenant_id: str) -> TenantSettings:

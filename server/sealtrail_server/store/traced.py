@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import psycopg
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from psycopg import sql
 
 _OPERATION: Final = re.compile(r"\s*(\w+)")
@@ -80,26 +80,38 @@ def _text(query: Any, conn: psycopg.AsyncConnection[Any]) -> str:
 
 
 @contextmanager
+def failures_by_class(span: Span) -> Iterator[None]:
+    """An error escaping the block told on `span` by its SQLSTATE and class,
+    never its text (see the module's docstring): for a span started with
+    `record_exception=False, set_status_on_exception=False`, which would
+    otherwise record it whole."""
+    try:
+        yield
+    except Exception as error:  # as the SDK would, cancellations aside
+        sqlstate = error.sqlstate if isinstance(error, psycopg.Error) else None
+        if sqlstate:
+            span.set_attribute("db.response.status_code", sqlstate)
+        span.set_attribute("error.type", sqlstate or type(error).__qualname__)
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        raise
+
+
+@contextmanager
 def _statement_span(tracer: Tracer, text: str) -> Iterator[None]:
     """A CLIENT span for the statement `text`, current while it runs; its
     failure told by SQLSTATE and class (see the module's docstring)."""
     name, attributes = describe(text)
-    with tracer.start_as_current_span(
-        name,
-        kind=SpanKind.CLIENT,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            yield
-        except Exception as error:  # as the SDK would, cancellations aside
-            sqlstate = error.sqlstate if isinstance(error, psycopg.Error) else None
-            if sqlstate:
-                span.set_attribute("db.response.status_code", sqlstate)
-            span.set_attribute("error.type", sqlstate or type(error).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-            raise
+    with (
+        tracer.start_as_current_span(
+            name,
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span,
+        failures_by_class(span),
+    ):
+        yield
 
 
 def traced_cursor_class(tracer: Tracer) -> type[psycopg.AsyncCursor[Any]]:
