@@ -62,6 +62,7 @@ from .integrity.checkpointer import Checkpointer
 from .integrity.keys import KEY_FILE_NAME as SIGNING_KEY_FILE_NAME
 from .integrity.keys import configured_signer, refuse_an_unchosen_key
 from .integrity.signed_sizes import open_signed_sizes
+from .key_files import GeneratedKeys
 from .measures import meter_of
 from .redaction_setup import KEY_FILE_NAME as REDACTION_KEY_FILE_NAME
 from .redaction_setup import (
@@ -314,30 +315,41 @@ class Service:
         await check_login(self._database_url)
         if self._owner_database_url != self._database_url:
             await check_reachable(self._owner_database_url)
-        # Then the keys, any of which may be generated here.
-        secret_box, data_dir_secrets_key = load_secrets_key(settings)
-        signer = configured_signer(settings)
-        # Where it notes what it signs: a directory of this process's too, its
-        # refusal once migrated had changed the database (helper-296).
-        signed_sizes = open_signed_sizes(settings, signer.verifier)
-        redaction_secret = load_redaction_secret(settings)
+        # Then the keys, any of which may be generated here: removed again if
+        # the start fails before the database takes them as the deployment's
+        # (a migration refused, the pool's roles missing), or they were keys
+        # of no deployment, which the next start took for its own.
+        generated = GeneratedKeys()
+        with generated.removed_on_failure():
+            secret_box, data_dir_secrets_key = load_secrets_key(settings)
+            signer = configured_signer(settings)
+            # Where it notes what it signs: a directory of this process's too,
+            # its refusal once migrated had changed the database (helper-296).
+            signed_sizes = open_signed_sizes(settings, signer.verifier)
+            redaction_secret = load_redaction_secret(settings)
         # Then what the database must agree with, checked before migrating:
         # a new release's process refused for its login or keys after it had
         # migrated left every process of the running release refused its
-        # restart ("migrated by a newer release") (helper-203).
+        # restart ("migrated by a newer release") (helper-203). A key refused
+        # here is kept: the refusal names its file, a new key to choose
+        # deliberately if the deployment's is lost.
         keys = (signer, secret_box, data_dir_secrets_key, redaction_secret)
         await self._refuse_keys_of_another(*keys, change=False)
-        await migrate_database(  # which says each migration as it applies it
-            self._owner_database_url,
-            lock_attempts=settings.migration_lock_attempts,
-            out_of_order=settings.migrations_out_of_order,
-        )
+        with generated.removed_on_failure():
+            await migrate_database(  # which says each migration as it applies it
+                self._owner_database_url,
+                lock_attempts=settings.migration_lock_attempts,
+                out_of_order=settings.migrations_out_of_order,
+            )
+            # The pool (whose login must assume the roles the migrations
+            # made) before the keys are registered: from then on the database
+            # names them, and they are kept whatever fails later.
+            self._db = db = await self._open_pool()
         resealed, unopenable = await self._refuse_keys_of_another(*keys, change=True)
         if resealed:
             log.info("sealed the secrets of %d sinks under the current secrets key", resealed)
         for problem in unopenable:
             log.error("sink %s; it delivers nothing until its secrets are set again", problem)
-        self._db = db = await self._open_pool()
         measure_pool(db, self._meter)
         self._appender = Appender(
             db,
