@@ -580,8 +580,11 @@ class ForwardingRpcs:
         ) as conn:
             stored = await self._stored_sink(conn, tenant_id, sink_id, "sink_id")
             await self._refuse_if_managed(stored, "ReplaySink")
+            cursor = stored.state.cursor_seq
+            head = await tree_size(conn, tenant_id)
+            kept = await store.first_kept_seq(conn, tenant_id, head)
             replay = await _replay_selection(
-                conn, request, tenant_id, sink_id, stored.state.cursor_seq
+                conn, request, tenant_id, sink_id, _Log(cursor=cursor, head=head, first_kept=kept)
             )
             details: dict[str, Any] = {
                 "sink_id": sink_id,
@@ -627,7 +630,14 @@ class ForwardingRpcs:
                 )
             ).event_id
         self._forwarder.sink_changed(tenant_id)
-        return pb.ReplaySinkResponse(replay_id=replay_id, event_id=event_id)
+        return pb.ReplaySinkResponse(
+            replay_id=replay_id,
+            event_id=event_id,
+            seq_range=pb.SeqRange(first_seq=replay.first_seq, last_seq=replay.last_seq),
+            first_kept_seq=kept,
+            cursor_seq=cursor,
+            head_seq=head,
+        )
 
 
 def _sink_id(text: str, field: str) -> str:
@@ -651,13 +661,24 @@ class _Replay:
     bypass_filter: bool = False  # a dead letter parked from a delivery that bypassed it
 
 
+@dataclass(frozen=True, slots=True)
+class _Log:
+    """Where the sink and its tenant's log stand when a replay is asked for."""
+
+    cursor: int  # the sink's cursor
+    head: int  # the log's last seq
+    first_kept: int  # the first seq retention kept (head + 1: none)
+
+
 async def _replay_selection(
-    conn: Connection, request: pb.ReplaySinkRequest, tenant_id: str, sink_id: str, cursor: int
+    conn: Connection, request: pb.ReplaySinkRequest, tenant_id: str, sink_id: str, log: _Log
 ) -> _Replay:
     """What `request` selects of the sink's events. A seq range or window
-    stops at the sink's `cursor`: the events after it are still the live
+    stops at the sink's cursor: the events after it are still the live
     cursor's to deliver, and replayed as well they went out twice, out of
-    order (helper-148)."""
+    order (helper-148). A seq range starts at the first event retention
+    kept: the response says the range taken (ReplaySinkResponse.seq_range)."""
+    cursor, head = log.cursor, log.head
     selection = request.WhichOneof("selection")
     if selection == "seq_range":
         first, last = request.seq_range.first_seq, request.seq_range.last_seq
@@ -665,7 +686,6 @@ async def _replay_selection(
             raise InvalidArgument.field("seq_range.first_seq", "must be at least 1")
         if last < first:
             raise InvalidArgument.field("seq_range.last_seq", "must be at least first_seq")
-        head = await tree_size(conn, tenant_id)
         if first > head:
             # Before anything is recorded: past the log's end, no event is
             # there to replay (and the replay's row would break its CHECK).
@@ -678,7 +698,18 @@ async def _replay_selection(
                 f"must be at most {cursor}, the sink's cursor: it has yet to deliver the events"
                 " after it",
             )
-        return _Replay(first, min(last, cursor))
+        if last < log.first_kept:
+            # Nothing of it is left to send (and the row would break its CHECK).
+            raise InvalidArgument.field(
+                "seq_range.last_seq",
+                f"must be at least {log.first_kept}, the first seq retention kept",
+            )
+        if log.first_kept > cursor:
+            raise InvalidArgument.field(
+                "seq_range",
+                f"retention kept no event up to seq {cursor}, the sink's cursor: none to replay",
+            )
+        return _Replay(max(first, log.first_kept), min(last, cursor))
     if selection == "window":
         window = request.window
         if not window.HasField("start_time") or not window.HasField("end_time"):

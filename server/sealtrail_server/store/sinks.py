@@ -519,6 +519,15 @@ async def seq_range_of_window(
     return int(row[0]), int(row[1])
 
 
+async def first_kept_seq(conn: Connection, tenant_id: str, head: int) -> int:
+    """The first seq of the tenant's log that retention has kept (`head` + 1,
+    one past the log's end, if it kept none): one look at the events'
+    (tenant_id, seq) index."""
+    cursor = await conn.execute("SELECT min(seq) FROM events WHERE tenant_id = %s", [tenant_id])
+    row = await cursor.fetchone()
+    return head + 1 if row is None or row[0] is None else int(row[0])
+
+
 # --- the forwarder's side (system connections) --------------------------------
 
 

@@ -1004,19 +1004,47 @@ class ReplaySinkResponse(_message.Message):
 
     REPLAY_ID_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
+    SEQ_RANGE_FIELD_NUMBER: _builtins.int
+    FIRST_KEPT_SEQ_FIELD_NUMBER: _builtins.int
+    CURSOR_SEQ_FIELD_NUMBER: _builtins.int
+    HEAD_SEQ_FIELD_NUMBER: _builtins.int
     replay_id: _builtins.str
     """The replay's id."""
     event_id: _builtins.str
     """The id of the `sink.replay_requested` event that recorded the request."""
+    first_kept_seq: _builtins.int
+    """The first seq of the tenant's log that retention had kept when asked
+    (head_seq + 1 if it had kept none): the events before it are gone.
+    """
+    cursor_seq: _builtins.int
+    """The sink's cursor when asked: a range or window stops at it, the events
+    after it being the sink's to deliver anyway.
+    """
+    head_seq: _builtins.int
+    """The log's last seq when asked (before the request's own record)."""
+    @_builtins.property
+    def seq_range(self) -> Global___SeqRange:
+        """The seq range the replay sends again, both ends included, which may be
+        less than was asked for: a seq_range starts at first_kept_seq if it asked
+        for events retention removed, and stops at cursor_seq (so at the log's
+        end too); a window's is the range of its events, stopped at cursor_seq
+        (last_seq is first_seq - 1 when it holds none); a dead letter's is its
+        events'.
+        """
+
     def __init__(
         self,
         *,
         replay_id: _builtins.str = ...,
         event_id: _builtins.str = ...,
+        seq_range: Global___SeqRange | None = ...,
+        first_kept_seq: _builtins.int = ...,
+        cursor_seq: _builtins.int = ...,
+        head_seq: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["seq_range", b"seq_range"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "replay_id", b"replay_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor_seq", b"cursor_seq", "event_id", b"event_id", "first_kept_seq", b"first_kept_seq", "head_seq", b"head_seq", "replay_id", b"replay_id", "seq_range", b"seq_range"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
