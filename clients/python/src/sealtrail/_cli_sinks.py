@@ -34,7 +34,8 @@ from sealtrail._convert import (
     payload_format_value,
 )
 from sealtrail._errors import SealtrailError
-from sealtrail.v1 import forwarding_pb2
+from sealtrail._words import counted
+from sealtrail.v1 import event_pb2, forwarding_pb2
 
 
 def _row(sink: forwarding_pb2.Sink) -> list[str]:
@@ -242,6 +243,15 @@ def create(
     with _client(ctx) as client, _secret_not_lost(made):
         made_sink = client.create_sink(sink, from_beginning=from_beginning).sink
     _show_secret(made)
+    # On stderr: stdout is the id alone, for `SINK=$(sealtrail sinks create ...)`.
+    cursor = made_sink.state.cursor_seq
+    click.echo(
+        f"delivers the events after seq {cursor}: the whole log"
+        if cursor == 0
+        else f"delivers the events after seq {cursor} (the first, seq {cursor + 1},"
+        " records its creation)",
+        err=True,
+    )
     click.echo(terminal_safe(made_sink.id))
 
 
@@ -348,9 +358,40 @@ def _takes_effect(sink_id: str, changed: str, cursor: int) -> str:
 
 
 def _set_paused(ctx: click.Context, sink_id: str, paused: bool) -> None:
+    """Pauses or resumes the sink and says where it stands, from the answer's
+    state: read once the change held the sink's row, so a paused sink's
+    cursor stays where it is said to be. What waits is the log's events past
+    the cursor (head_seq - cursor_seq, no count of the filter's matches),
+    those the filter takes to be sent."""
     with _client(ctx) as client:
-        client.update_sink(forwarding_pb2.Sink(id=sink_id, paused=paused), fields=["paused"])
-    click.echo(f"{sink_id} {'paused' if paused else 'resumed'}")
+        answer = client.update_sink(
+            forwarding_pb2.Sink(id=sink_id, paused=paused), fields=["paused"]
+        )
+    state = answer.sink.state
+    cursor, head = state.cursor_seq, state.head_seq
+    waiting = max(0, head - cursor)
+    if not answer.event_id:  # nothing changed, nothing recorded
+        click.echo(f"{sink_id} was {'paused' if paused else 'delivering'} already")
+    else:
+        click.echo(f"{sink_id} {'paused' if paused else 'resumed'}")
+    replays = (
+        f"; {counted(state.pending_replays, 'replay')} pending too" if state.pending_replays else ""
+    )
+    if paused and waiting:
+        click.echo(
+            f"delivered up to seq {cursor}; waiting after it: {counted(waiting, 'event')}"
+            f" (to seq {head}), those its filter takes sent on `sealtrail sinks resume"
+            f" {sink_id}`{replays}"
+        )
+    elif paused:
+        click.echo(f"delivered up to seq {cursor}, the log's last{replays}")
+    elif waiting:
+        click.echo(
+            f"delivering from seq {cursor + 1}; waiting: {counted(waiting, 'event')}"
+            f" (to seq {head}), those its filter takes to be sent{replays}"
+        )
+    else:
+        click.echo(f"nothing waits: delivered up to seq {cursor}, the log's last{replays}")
 
 
 @sinks.command("pause")
@@ -379,10 +420,35 @@ def resume(ctx: click.Context, sink_id: str) -> None:
 )
 @click.pass_context
 def delete(ctx: click.Context, sink_id: str, etag: str) -> None:
-    """Stop and delete a sink, with its dead letters."""
-    with _client(ctx) as client, unchanged_since_read(sink_id, read_with="sealtrail sinks show"):
-        client.delete_sink(sink_id, etag=etag)
-    click.echo(f"{sink_id} deleted")
+    """Stop and delete a sink, with its dead letters; says what it never
+    delivered, as its `sink.deleted` record keeps it."""
+    with _client(ctx) as client:
+        with unchanged_since_read(sink_id, read_with="sealtrail sinks show"):
+            answer = client.delete_sink(sink_id, etag=etag)
+        click.echo(f"{sink_id} deleted")
+        try:
+            record = client.get_event(answer.event_id)
+        except SealtrailError as error:  # deleted all the same
+            click.echo(f"(its last state is unread: {error.code.name})", err=True)
+            return
+    click.echo(_undelivered(record))
+
+
+def _undelivered(record: event_pb2.Event) -> str:
+    """What a deleted sink never delivered, from its `sink.deleted` record:
+    the log's events after its cursor, before the record, and its dead
+    letters."""
+    details = json_format.MessageToDict(record.details)
+    cursor = int(details.get("cursor_seq", 0))
+    letters = int(details.get("dead_letters", 0))
+    after = max(0, record.seq - 1 - cursor)
+    if not after and not letters:
+        return f"it had delivered every event, up to seq {cursor}"
+    between = f" (to seq {record.seq - 1})" if after else ""
+    return (
+        f"it had delivered up to seq {cursor}; the {counted(after, 'event')} after it{between}"
+        f" and {counted(letters, 'dead letter')} go undelivered"
+    )
 
 
 @sinks.command("dead-letters")
@@ -439,4 +505,50 @@ def replay(
         answer = client.replay_sink(
             sink_id, seq_range=seq_range, window=window, dead_letter_id=dead_letter
         )
-    click.echo(f"replay {terminal_safe(answer.replay_id)} requested")
+    for line in _replayed(answer, seq_range, by_window=window is not None):
+        click.echo(line)
+
+
+def _replayed(
+    answer: forwarding_pb2.ReplaySinkResponse,
+    asked: tuple[int, int] | None,
+    *,
+    by_window: bool,
+) -> list[str]:
+    """What a replay sends, and why it is less than `asked` (a --seq range):
+    the events retention removed, those after the sink's cursor (its own to
+    deliver), those past the log's end. A server of an earlier release says
+    no range (`seq_range` unset): only the request's id then."""
+    said = f"replay {terminal_safe(answer.replay_id)} requested"
+    if not answer.HasField("seq_range"):
+        return [said]
+    first, last = answer.seq_range.first_seq, answer.seq_range.last_seq
+    cursor, head = answer.cursor_seq, answer.head_seq
+    if by_window:
+        if last < first:
+            return [f"{said}: no event occurred in the window"]
+        line = f"{said}: seq {first}-{last}, the window's events"
+        if last == cursor < head:
+            line += f" up to the sink's cursor (seq {cursor}); it sends later ones anyway"
+        return [line]
+    if asked is None or asked == (first, last):
+        return [f"{said}: seq {first}-{last}"]
+    asked_first, asked_last = asked
+    lines = [f"{said}: seq {first}-{last}, not {asked_first}-{asked_last} as asked"]
+    if asked_first < first:
+        lines.append(
+            f"  {_seqs(asked_first, first - 1)}: removed by retention"
+            f" (the first event it kept is seq {answer.first_kept_seq})"
+        )
+    if asked_last > last and cursor < head:
+        lines.append(
+            f"  {_seqs(last + 1, min(asked_last, head))}: after the sink's cursor"
+            f" (seq {cursor}), which sends them anyway"
+        )
+    if asked_last > head:
+        lines.append(f"  {_seqs(head + 1, asked_last)}: past the log's end (seq {head})")
+    return lines
+
+
+def _seqs(first: int, last: int) -> str:
+    return f"seq {first}" if first == last else f"seq {first}-{last}"

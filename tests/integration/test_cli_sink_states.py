@@ -1,0 +1,198 @@
+"""`sealtrail sinks` says where a sink stands after each command: the range a
+replay actually took and why it is not the one asked for, the seq a pause
+stopped at, what a resume has to send, where a new sink starts and what a
+deleted one never delivered; and each failure exits as the README says (2:
+NOT_FOUND, PERMISSION_DENIED; 1: UNAVAILABLE). Run in process against a real
+server and PostgreSQL."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sealtrail import AuditClient, build_event, build_filter, build_sink
+from sealtrail import _cli as client_cli
+from sealtrail.v1 import forwarding_pb2
+from tests.clock import Clock
+from tests.conftest import ServerThread
+from tests.http_endpoint import endpoint
+from tests.integration.test_retention import aged_server, purge
+
+SECRET = "whsec_" + "A" * 43 + "="
+
+
+def _cli(server: ServerThread, tenant: str, role: str = "admin") -> Callable[..., Result]:
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, role)}
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(client_cli.main, ["sinks", *args], env=env)
+
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="module")
+def aged(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
+    with aged_server(migrated_database_url, clock, batch_events=1000) as server:
+        yield server
+
+
+def test_replay_says_the_range_it_took_and_why_it_is_not_the_one_asked_for(
+    aged: ServerThread, clock: Clock, tenant: str
+) -> None:
+    """`replay --seq` cut the range at the sink's cursor, and sent nothing of
+    what retention had removed, while saying only "replay ... requested"."""
+    sinks = _cli(aged, tenant)
+    with AuditClient(aged.target, token=aged.token(tenant)) as client, endpoint() as receiver:
+        for n in range(4):
+            client.record(build_event(action="user.login", actor_id=f"old-{n}"))
+        clock.advance(11)
+        kept = client.record(build_event(action="user.login", actor_id="new")).event.seq
+        client.set_retention_policy(10)
+        purge(aged)
+        assert kept == 5
+        # Paused: the cursor stays where the sink was made as events come.
+        made = build_sink("siem", "webhook", url=receiver.url, secrets=[SECRET], paused=True)
+        sink = client.create_sink(made).sink
+        for n in range(2):
+            client.record(build_event(action="user.login", actor_id=f"later-{n}"))
+        state = client.get_sink(sink.id).state
+        cursor, head = state.cursor_seq, state.head_seq
+        assert kept < cursor < head
+
+        asked_last = head + 10
+        cut = sinks("replay", sink.id, "--seq", f"1-{asked_last}")
+        assert cut.exit_code == 0, cut.output
+        first_line, *why = cut.output.splitlines()
+        assert first_line.startswith("replay ")
+        assert first_line.endswith(f" requested: seq 5-{cursor}, not 1-{asked_last} as asked")
+        assert why == [
+            "  seq 1-4: removed by retention (the first event it kept is seq 5)",
+            f"  seq {cursor + 1}-{head}: after the sink's cursor (seq {cursor}),"
+            " which sends them anyway",
+            f"  seq {head + 1}-{asked_last}: past the log's end (seq {head})",
+        ]
+        [recorded] = client.query(build_filter(actions="sink.replay_requested"))
+        assert (recorded.details["first_seq"], recorded.details["last_seq"]) == (5, cursor)
+
+        whole = sinks("replay", sink.id, "--seq", f"5-{cursor}")
+        assert whole.exit_code == 0, whole.output
+        assert whole.output.endswith(f" requested: seq 5-{cursor}\n"), whole.output
+
+        # Nothing of it kept: refused, not a replay of nothing.
+        removed = sinks("replay", sink.id, "--seq", "2-4")
+        assert removed.exit_code == 2, removed.output
+        assert "INVALID_ARGUMENT" in removed.output
+        assert "--seq: must be at least 5, the first seq retention kept" in removed.output
+        client.delete_sink(sink.id)
+
+
+def test_pause_and_resume_say_where_the_sink_stands(
+    server: ServerThread, client: AuditClient, tenant: str
+) -> None:
+    sinks = _cli(server, tenant)
+    with endpoint() as receiver:
+        made = build_sink("siem", "webhook", url=receiver.url, secrets=[SECRET],
+                          filter=build_filter(actions="document.*"))  # fmt: skip
+        sink = client.create_sink(made).sink
+        for n in range(3):
+            client.record(build_event(action="member.invite", actor_id=f"u-{n}"))
+
+        paused = sinks("pause", sink.id)
+        assert paused.exit_code == 0, paused.output
+        # Paused, no batch moves the cursor any more: the one said is where it stays.
+        state = client.get_sink(sink.id).state
+        cursor = state.cursor_seq
+        assert paused.output.splitlines()[0] == f"{sink.id} paused"
+        waiting = state.head_seq - cursor  # the pause's own record among them
+        events = f"{waiting} event" + ("s" if waiting != 1 else "")
+        assert paused.output.splitlines()[1] == (
+            f"delivered up to seq {cursor}; waiting after it: {events}"
+            f" (to seq {state.head_seq}), those its filter takes sent on"
+            f" `sealtrail sinks resume {sink.id}`"
+        )
+        again = sinks("pause", sink.id)
+        assert again.output.splitlines()[0] == f"{sink.id} was paused already", again.output
+
+        for n in range(2):
+            client.record(build_event(action="member.invite", actor_id=f"v-{n}"))
+        head = client.get_sink(sink.id).state.head_seq + 1  # the resume's record
+        resumed = sinks("resume", sink.id)
+        assert resumed.exit_code == 0, resumed.output
+        assert resumed.output == (
+            f"{sink.id} resumed\n"
+            f"delivering from seq {cursor + 1}; waiting: {head - cursor} events"
+            f" (to seq {head}), those its filter takes to be sent\n"
+        )
+        client.delete_sink(sink.id)
+
+
+def test_create_says_where_the_sink_starts_and_delete_what_it_never_delivered(
+    server: ServerThread, client: AuditClient, tenant: str
+) -> None:
+    sinks = _cli(server, tenant)
+    for n in range(3):
+        head = client.record(build_event(action="member.invite", actor_id=f"u-{n}")).event.seq
+    with endpoint() as receiver:
+        created = sinks("create", "siem", "--kind", "webhook", "--url", receiver.url,
+                        "--secret", SECRET, "--action", "document.*")  # fmt: skip
+        assert created.exit_code == 0, created.output
+        sink_id = created.stdout.strip()  # the id alone, for `$(...)`
+        assert created.stderr == (
+            f"delivers the events after seq {head} (the first, seq {head + 1},"
+            " records its creation)\n"
+        )
+        whole = sinks("create", "all", "--kind", "webhook", "--url", receiver.url,
+                      "--secret", SECRET, "--from-beginning")  # fmt: skip
+        assert whole.exit_code == 0, whole.output
+        assert whole.stderr == "delivers the events after seq 0: the whole log\n"
+        client.delete_sink(whole.stdout.strip())
+
+        pause = client.update_sink(forwarding_pb2.Sink(id=sink_id, paused=True), fields=["paused"])
+        cursor = pause.sink.state.cursor_seq
+        for n in range(2):
+            client.record(build_event(action="document.share", actor_id=f"d-{n}"))
+        deleted = sinks("delete", sink_id)
+        assert deleted.exit_code == 0, deleted.output
+        deletions = client.query(build_filter(actions="sink.deleted"))
+        [record] = [event for event in deletions if event.resource.id == sink_id]
+        assert deleted.output == (
+            f"{sink_id} deleted\n"
+            f"it had delivered up to seq {cursor}; the {record.seq - 1 - cursor} events after"
+            f" it (to seq {record.seq - 1}) and 0 dead letters go undelivered\n"
+        )
+
+
+@pytest.mark.parametrize(
+    "command", [("pause",), ("resume",), ("delete",), ("replay", "--seq", "1-1"), ("show",)]
+)
+def test_a_failure_exits_as_documented(
+    server: ServerThread, tenant: str, command: tuple[str, ...]
+) -> None:
+    """2 for a sink that does not exist and for a role that may not; 1 for a
+    server that does not answer."""
+    name, *options = command
+    missing = _cli(server, tenant)(name, str(uuid.uuid4()), *options)
+    assert missing.exit_code == 2, missing.output
+    assert "error: NOT_FOUND" in missing.output
+    if name != "show":
+        refused = _cli(server, tenant, "reader")(name, str(uuid.uuid4()), *options)
+        assert refused.exit_code == 2, refused.output
+        assert "error: PERMISSION_DENIED" in refused.output
+    with contextlib.closing(socket.socket()) as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    env = {"SEALTRAIL_SERVER": f"127.0.0.1:{port}", "SEALTRAIL_TOKEN": "st_unused"}
+    gone = CliRunner().invoke(client_cli.main, ["sinks", name, str(uuid.uuid4()), *options],
+                              env=env)  # fmt: skip
+    assert gone.exit_code == 1, gone.output
+    assert "error: UNAVAILABLE" in gone.output
