@@ -1232,3 +1232,82 @@ def test_a_rule_whose_filter_only_leaves_events_out_is_refused_naming_its_input(
     wait(browser).until(lambda b: "alert_rule.created" in section.text)
     [rule] = admin.list_alert_rules()
     assert list(rule.match.filter.exclude_actions) == ["audit_log.*"]
+
+
+def test_a_spike_rule_is_described_edited_as_a_spike_and_created_from_the_form(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """The page knew no spike rule (ADR 0132): its row said "unknown
+    condition", and its Edit opened it as a match rule with an empty filter,
+    none of its settings shown. It is described, edited and created as a
+    spike, the server's bounds shown at the field they concern."""
+    made = admin.create_alert_rule(
+        build_alert_rule(
+            "login spike", "spike", filter=build_filter(actions="user.login", outcomes="failure"),
+            window_seconds=600, baseline_windows=24, factor=5.0, min_count=20,
+        )
+    ).rule  # fmt: skip
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    row = wait(browser).until(lambda b: row_of(section, "login spike"))
+    assert "5x the average of the 24 windows of 10 min before, at least 20" in row.text
+    assert "user.login" in row.text
+
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    form = section.find_element(By.ID, "rule-form")
+    assert (
+        Select(form.find_element(By.NAME, "kind")).first_selected_option.get_attribute("value")
+        == "spike"
+    )
+    shown = {
+        name: form.find_element(By.NAME, name).get_attribute("value")
+        for name in ("spike_window", "baseline_windows", "factor", "min_count")
+    }
+    assert shown == {"spike_window": "600", "baseline_windows": "24", "factor": "5",
+                     "min_count": "20"}  # fmt: skip
+    assert form.find_element(By.NAME, "factor").is_displayed()
+    assert not form.find_element(By.NAME, "count").is_displayed()  # a threshold's
+    assert form.find_element(By.NAME, "actions").get_attribute("value") == "user.login"
+
+    def typed(name: str, value: str) -> None:
+        field = form.find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(value)
+
+    # A day's windows, 36 of them: 36 days back, past the 35 the server takes
+    # (no bound of one input alone); refused naming the baseline's field.
+    typed("spike_window", "86400")
+    typed("baseline_windows", "36")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: "Baseline windows" in error.text and "35 days" in error.text)
+    baseline = form.find_element(By.NAME, "baseline_windows")
+    assert baseline.get_attribute("aria-invalid") == "true"
+    assert form.find_element(By.NAME, "spike_window").get_attribute("aria-invalid") is None
+    [rule] = admin.list_alert_rules()
+    assert (rule.WhichOneof("condition"), rule.spike.window_seconds) == ("spike", 600)  # unchanged
+    typed("spike_window", "300")
+    typed("baseline_windows", "12")
+    typed("factor", "2.5")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "alert_rule.updated" in section.text)
+    [rule] = admin.list_alert_rules()
+    assert rule.id == made.id and rule.WhichOneof("condition") == "spike"
+    assert (rule.spike.window_seconds, rule.spike.baseline_windows) == (300, 12)
+    assert (rule.spike.factor, rule.spike.min_count) == (2.5, 20)
+    assert list(rule.spike.filter.actions) == ["user.login"]
+    assert list(rule.spike.filter.outcomes) == [event_pb2.OUTCOME_FAILURE]
+    row = wait(browser).until(lambda b: row_of(section, "login spike"))
+    assert "2.5x the average of the 12 windows of 5 min before, at least 20" in row.text
+
+    # A new one from the form, its settings the form's defaults but one.
+    form.find_element(By.NAME, "name").send_keys("deletions")
+    Select(form.find_element(By.NAME, "kind")).select_by_value("spike")
+    typed("min_count", "50")
+    form.find_element(By.NAME, "actions").send_keys("document.delete")
+    form.find_element(By.XPATH, ".//button[.='Create rule']").click()
+    wait(browser).until(lambda b: "alert_rule.created" in section.text)
+    [new] = [r for r in admin.list_alert_rules() if r.name == "deletions"]
+    assert new.WhichOneof("condition") == "spike"
+    assert (new.spike.window_seconds, new.spike.baseline_windows) == (600, 24)
+    assert (new.spike.factor, new.spike.min_count) == (5.0, 50)
+    assert list(new.spike.filter.actions) == ["document.delete"]

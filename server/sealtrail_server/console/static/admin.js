@@ -120,7 +120,7 @@ function failed(section, error, what, form = null) {
 }
 
 // Kinds of conditions and destinations, as the API's field paths name them.
-const KIND_PATH = /^(match|threshold|new_ip|new_country|off_hours|webhook|splunk_hec|datadog_logs|elasticsearch|chat|pagerduty)\./;
+const KIND_PATH = /^(match|threshold|spike|new_ip|new_country|off_hours|webhook|splunk_hec|datadog_logs|elasticsearch|chat|pagerduty)\./;
 
 // The input (or group of inputs) of `form` that holds a field the API names:
 // rule.threshold.count, rule.match.filter.actions[0], policy.rules[1].days,
@@ -926,6 +926,11 @@ function condition(rule) {
     const ids = exact ? " (ids compared exactly)" : "";
     return `${count} within ${duration(window)}${GROUPS[group] || ""}${ids}: ${filterWords(filter)}`;
   }
+  if (rule.spike) {
+    const { window_seconds: window, baseline_windows: windows, factor, min_count: least, filter } = rule.spike;
+    return `${Number(factor).toLocaleString()}x the average of the ${count(windows, "window")} of`
+      + ` ${duration(window)} before, at least ${Number(least).toLocaleString()}: ${filterWords(filter)}`;
+  }
   if (rule.new_ip) return `an actor from a new IP address: ${filterWords(rule.new_ip.filter)}`;
   if (rule.new_country) return `an actor from a new country: ${filterWords(rule.new_country.filter)}`;
   if (rule.off_hours) {
@@ -961,7 +966,7 @@ function ruleRow(rule) {
   return row;
 }
 
-const RULE_KINDS = ["match", "threshold", "new_ip", "new_country", "off_hours"];
+const RULE_KINDS = ["match", "threshold", "spike", "new_ip", "new_country", "off_hours"];
 const WORKING_DAYS = [1, 2, 3, 4, 5];
 
 // The rule form's filter is the event search's own fields, copied (the time
@@ -1040,6 +1045,11 @@ function editRule(rule) {
     fields.window_seconds.value = condition.window_seconds;
     fields.group_by.value = condition.group_by === "ALERT_GROUP_BY_UNSPECIFIED" ? "" : condition.group_by;
     fields.exact_actor_ids.checked = Boolean(condition.exact_actor_ids);  // kept unless unticked
+  } else if (kind === "spike") {
+    fields.spike_window.value = condition.window_seconds;
+    fields.baseline_windows.value = condition.baseline_windows;
+    fields.factor.value = condition.factor;
+    fields.min_count.value = condition.min_count;
   } else if (kind === "off_hours") {
     fields.time_zone.value = condition.time_zone;
     fields.start_hour.value = condition.start_hour;
@@ -1068,6 +1078,12 @@ function conditionOf(kind, form) {
     // Per actor only (hidden and disabled otherwise): the API refuses it with another grouping.
     if (!fields.exact_actor_ids.disabled && fields.exact_actor_ids.checked) condition.exact_actor_ids = true;
     return condition;
+  }
+  if (kind === "spike") {
+    return {
+      window_seconds: Number(fields.spike_window.value), baseline_windows: Number(fields.baseline_windows.value),
+      factor: Number(fields.factor.value), min_count: Number(fields.min_count.value),
+    };
   }
   if (kind === "off_hours") {
     return {
