@@ -12,15 +12,27 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from sealtrail import AuditClient, InvalidArgumentError, build_alert_rule, build_filter
 from sealtrail.v1 import alerting_pb2
+from sealtrail_server.alerts.evaluator import Evaluator
 from tests.alerts_cli import alerts_cli
-from tests.conftest import ServerThread
-from tests.integration.test_alerting import alerts, fired_by, marked, rules, settle
+from tests.conftest import ServerThread, database_of_its_own
+from tests.integration.test_alerting import (
+    _appender_of,
+    _wait_until_evaluated,
+    alerts,
+    fired_by,
+    marked,
+    own_sql,
+    rules,
+    settle,
+    unevaluated,
+)
 
-__all__ = ["marked", "rules"]  # fixtures
+__all__ = ["marked", "own_sql", "rules", "unevaluated"]  # fixtures
 
 WINDOW = 600
 BASELINE = 6
@@ -165,3 +177,97 @@ def test_the_cli_creates_and_lists_a_spike_rule_and_names_a_bad_option(
     assert code == 0, said
     code, said = cli()
     assert "spike: 2.5x the average of 24 windows of 600 s, at least 20" in said, said
+
+
+def _spike_then_more(client: AuditClient, rule_id: str, url: str, tenant: str) -> None:
+    """The baseline (2 a window) and a spike of 15 in SPIKE's window, which
+    fires once, evaluated to the end."""
+    for window in range(-BASELINE, 0):
+        logins(client, window, 2)
+    logins(client, 0, 15)
+    _wait_until_evaluated(url, tenant)
+    [fired] = fired_by(client, rule_id)
+    assert fired["window_start"] == SPIKE.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _fired_again_only_in_the_next_window(
+    client: AuditClient, rule_id: str, url: str, tenant: str
+) -> None:
+    """More of the spike in its window, evaluated by a process that took the
+    rule up since: no second alert there; then a spike in the next window
+    fires (its baseline 2 x 5 + 25 = 35 in 6 windows: a line of 29.2, the 30th)."""
+    logins(client, 0, 10)
+    _wait_until_evaluated(url, tenant)
+    assert [fired["window_start"] for fired in fired_by(client, rule_id)] == [
+        SPIKE.strftime("%Y-%m-%dT%H:%M:%SZ")
+    ]
+    logins(client, 1, 30)
+    _wait_until_evaluated(url, tenant)
+    later = (SPIKE + timedelta(seconds=WINDOW)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [(fired["window_start"], fired["count"]) for fired in fired_by(client, rule_id)] == [
+        (SPIKE.strftime("%Y-%m-%dT%H:%M:%SZ"), 10),
+        (later, 30),
+    ]
+
+
+def test_a_spike_fired_before_a_restart_does_not_fire_again_in_its_window_after_it(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """A server fires a spike and stops; the next server, on the same
+    database, evaluates more of the same window's events (its count taken
+    again in SQL, over the line): the rule's alerts say that window fired,
+    and it stays quiet there; the next window's spike fires."""
+    with database_of_its_own(migrated_database_url, "spike_restart") as url:
+        first = ServerThread(url)
+        try:
+            with AuditClient(first.target, token=first.token(tenant)) as client:
+                rule = client.create_alert_rule(spike_rule()).rule
+                _spike_then_more(client, rule.id, url, tenant)
+        finally:
+            first.close()
+        second = ServerThread(url)
+        try:
+            with AuditClient(second.target, token=second.token(tenant)) as client:
+                _fired_again_only_in_the_next_window(client, rule.id, url, tenant)
+        finally:
+            second.close()
+
+
+def test_a_spike_fired_before_its_lease_moved_does_not_fire_again_in_its_window(
+    unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """As across a restart, across a lease that moves to another process of
+    the same database while the first still runs (its lease lapsed: a
+    partition, a stall)."""
+    server = unevaluated
+    with (
+        AuditClient(server.target, token=server.token(tenant)) as client,
+        _appender_of(server) as appender,
+    ):
+        here, elsewhere = Evaluator(server.database, appender), Evaluator(server.database, appender)
+        try:
+            rule = client.create_alert_rule(spike_rule()).rule
+            assert tenant in server.run(here._claim())
+            for window in range(-BASELINE, 0):
+                logins(client, window, 2)
+            logins(client, 0, 15)
+            while server.run(here._step(tenant)) == 0.0:
+                pass  # to the end of the log
+            assert len(fired_by(client, rule.id)) == 1
+            own_sql.execute(
+                "UPDATE alert_cursors SET lease_until = now() - interval '1 second'"
+                " WHERE tenant_id = %s",
+                [tenant],
+            )
+            assert tenant in server.run(elsewhere._claim())
+            logins(client, 0, 10)
+            while server.run(elsewhere._step(tenant)) == 0.0:
+                pass
+            assert len(fired_by(client, rule.id)) == 1  # that window fired already
+            logins(client, 1, 30)
+            while server.run(elsewhere._step(tenant)) == 0.0:
+                pass
+            assert [fired["count"] for fired in fired_by(client, rule.id)] == [10, 30]
+        finally:
+            server.run(here._release())
+            server.run(elsewhere._release())
