@@ -1350,6 +1350,26 @@ def test_a_country_searched_is_searched_and_kept_in_the_url(
     assert wait_for_rows(browser, lambda r: len(r) == 1) == shown
 
 
+def test_a_user_agent_searched_is_searched_and_kept_in_the_url(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The "User agent" field: the calls of one client, in any case (helper-378)."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(action="user.login", actor_id="u-curl", user_agent="curl/8.5.0")
+        client.record(action="user.login", actor_id="u-tf", user_agent="Terraform/1.7.4")
+        client.record(action="user.login", actor_id="u-none")
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: any("u-none" in row for row in r))
+    form = browser.find_element(By.ID, "filters")
+    form.find_element(By.NAME, "user_agent").send_keys("TERRAFORM")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    shown = wait_for_rows(browser, lambda r: bool(r) and not any("u-none" in row for row in r))
+    assert len(shown) == 1 and "u-tf" in shown[0]
+    assert parse_qs(urlsplit(browser.current_url).query)["user_agent"] == ["TERRAFORM"]
+    browser.get(browser.current_url)
+    assert wait_for_rows(browser, lambda r: len(r) == 1) == shown
+
+
 def test_an_actor_email_domain_shows_its_people_and_is_kept_in_the_url(
     browser: webdriver.Chrome,
     console_url: str,

@@ -863,3 +863,22 @@ def test_exact_severities_are_searched_and_counted(
     query = urllib.parse.urlencode({"severities": "warning,notice"})
     status, body = get(api + f"events?{query}", reader)
     assert status == 400 and "severities" in json.dumps(body), body
+
+
+def test_a_user_agent_text_finds_its_clients_and_a_control_character_is_refused(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`user_agent=CURL`: the events of curl, in any case, `%` no wildcard (helper-378)."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(action="user.login", actor_id="ann", user_agent="curl/8.5.0")
+        client.record(action="user.login", actor_id="bob", user_agent="Mozilla/5.0")
+        client.record(action="user.login", actor_id="cy", user_agent="50%_off")
+        client.record(action="user.login", actor_id="dee")
+    reader = console_server.token(tenant, "reader")
+    for text, found in (("CURL", ["ann"]), ("0%_", ["cy"]), ("%", ["cy"])):
+        query = urllib.parse.urlencode({"user_agent": text, "actions": "user.login"})
+        status, body = get(api + f"events?{query}", reader)
+        assert status == 200, body
+        assert [event["actor"]["id"] for event in body["events"]] == found, text
+    status, body = get(api + "events?" + urllib.parse.urlencode({"user_agent": "curl\n"}), reader)
+    assert status == 400 and "user_agent" in json.dumps(body), body

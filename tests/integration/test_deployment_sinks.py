@@ -605,8 +605,13 @@ def test_the_operator_is_told_which_option_is_wrong(
     )  # fmt: skip
     assert no_level.exit_code == 2 and "--exact-severity" in no_level.output
     # Options named apart from their field: --exclude-action (exclude_actions),
-    # --actor-domain (actor_email_domain); the error named options none has.
-    for option, value in (("--exclude-action", "doc edit"), ("--actor-domain", "a@b.example")):
+    # --actor-domain (actor_email_domain); the error named options none has. And
+    # --user-agent, its field's name.
+    for option, value in (
+        ("--exclude-action", "doc edit"),
+        ("--actor-domain", "a@b.example"),
+        ("--user-agent", "curl\tx"),
+    ):
         refused = operator(
             "sink", "create", "soc-bad", "--kind", "webhook", "--url", receiver.url,
             "--secret", f"@{secret_file}", option, value,

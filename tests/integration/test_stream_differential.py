@@ -36,6 +36,16 @@ _EMAILS = (
     "dan@eu.contractor.example",
     "eve@evilcontractor.example",
 )
+# Clients: `curl` in several cases, LIKE's metacharacters (`%`, `_`, `\`) as text.
+_AGENTS = (
+    "curl/8.5.0",
+    "CURL/7.88",
+    "libcurl-agent/1.0",
+    "python-requests/2.31.0",
+    "Terraform/1.7.4 terraform-provider-acme/2.0",
+    "Mozilla/5.0 (X11; Linux x86_64) 50%_off",
+    "tool\\50x_off",
+)
 
 
 def _varied(rng: random.Random, n: int) -> event_pb2.Event:
@@ -62,6 +72,8 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
         fields["ip"] = rng.choice(_IPS)
     if rng.random() < 0.6:
         fields["country"] = rng.choice(("KP", "kp", "FR", "de"))  # stored upper case
+    if rng.random() < 0.7:
+        fields["user_agent"] = rng.choice(_AGENTS)
     return build_event(**fields)
 
 
@@ -87,6 +99,9 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "ip_v4": build_filter(ip="10.0.0.0/8"),
         "ip_v6": build_filter(ip="2001:db8::/48"),
         "country": build_filter(country="kp"),
+        "user_agent": build_filter(user_agent="Curl"),
+        "user_agent_literal": build_filter(user_agent="0%_"),
+        "user_agent_backslash": build_filter(user_agent="l\\5"),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(
             since=_BASE + timedelta(minutes=30), until=_BASE + timedelta(minutes=75)
@@ -100,6 +115,9 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         ),
         "exclude_mixed": build_filter(
             exclude_actions="*.delete", actor_email_domain="*.contractor.example", country="kp"
+        ),
+        "user_agent_mixed": build_filter(
+            actions="doc.*", user_agent="TERRAFORM", exclude_actions="doc.edit", country="fr"
         ),
     }
 

@@ -7,7 +7,7 @@ import base64
 import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -366,6 +366,66 @@ def test_the_matcher_finds_a_records_country_and_no_record_without_one() -> None
     assert not matcher.matches(record | {"context": {"country": "FR"}})
     assert not matcher.matches(record | {"context": {"ip": "10.0.0.1"}})
     assert not matcher.matches(record)
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("curl", "curl"), ("Terraform", "terraform"), ("PYTHON-requests", "python-requests"),
+     ("ÄPP 50%_\\", "Äpp 50%_\\"), (" x ", " x "), ("a" * 256, "a" * 256), ("", None)],
+)  # fmt: skip
+def test_a_user_agent_is_kept_with_a_to_z_lowered(given: str, kept: str | None) -> None:
+    assert validate_filter(FilterDraft(user_agent=given)).user_agent == kept
+
+
+@pytest.mark.parametrize("given", ["a" * 257, "curl\n", "\tcurl", "x\x00", "x\x7f", "x\x85"])
+def test_a_user_agent_too_long_or_with_control_characters_is_refused_naming_it(
+    given: str,
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_filter(FilterDraft(user_agent=given))
+    assert [v.field for v in caught.value.violations] == ["filter.user_agent"]
+
+
+_LOGIN: Final = {
+    "action": "user.login",
+    "occurred_at": "2026-01-01T00:00:00.000000Z",
+    "severity": "info",
+    "outcome": "success",
+    "actor": {"id": "u1", "type": "user"},
+}
+
+
+def _agent_found(text: str, agent: str | None) -> bool:
+    """Whether the matcher of a filter on user agent `text` takes a login of `agent`."""
+    matcher = RecordMatcher(validate_filter(FilterDraft(user_agent=text)))
+    return matcher.matches(_LOGIN if agent is None else _LOGIN | {"context": {"user_agent": agent}})
+
+
+@pytest.mark.parametrize(
+    ("agent", "found"),
+    [
+        ("curl/8.5.0", True),
+        ("CURL/8.5.0", True),
+        ("libcurl-agent/1.0", True),
+        ("Mozilla/5.0 (X11; Linux x86_64)", False),
+        ("cur l", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_the_matcher_finds_a_user_agent_containing_the_text_in_any_case(
+    agent: str | None, found: bool
+) -> None:
+    assert _agent_found("Curl", agent) is found
+
+
+def test_a_user_agents_metacharacters_and_other_letters_are_themselves() -> None:
+    """`%`, `_` and `\\` are no wildcards or escapes; letters other than A-Z
+    keep their case, as the SQL's lower() under the C collation leaves them."""
+    assert _agent_found("50%", "tool 50%") and not _agent_found("50%", "tool 500")
+    assert _agent_found("a_b", "A_B/1") and not _agent_found("a_b", "axb/1")
+    assert _agent_found("c:\\x", "C:\\X") and not _agent_found("c:\\x", "c:x")
+    assert _agent_found("Äpp", "ÄPP") and not _agent_found("Äpp", "äPP")
 
 
 def test_an_action_longer_than_any_recorded_is_refused_naming_it() -> None:

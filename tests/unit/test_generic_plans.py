@@ -37,6 +37,7 @@ SAMPLES: dict[str, Any] = {
     "country": "KP",
     "actor_email_domain": "contractor.example",
     "severities": (2, 4),
+    "user_agent": "curl",
 }
 
 

@@ -88,6 +88,8 @@ def test_a_field_added_to_the_filter_keeps_the_fingerprints_of_filters_without_i
         replace(older, excluded_prefixes=("audit_log.",)),
         replace(older, country="KP"),
         replace(older, actor_email_domain="contractor.example"),
+        replace(older, user_agent="curl"),
+        replace(older, user_agent="python-requests"),
     ]
     fingerprints = [each.fingerprint(**desc) for each in [older, *later]]
     assert len(set(fingerprints)) == len(fingerprints)

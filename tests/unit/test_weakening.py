@@ -77,6 +77,10 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
             EventFilter(actor_email_domain="*.eu.contractor.example"),
             EventFilter(actor_email_domain="*.Contractor.example"),
         ),
+        # A user agent's text dropped, or a part of it (any agent holding the whole holds it).
+        (EventFilter(user_agent="curl"), EventFilter()),
+        (EventFilter(user_agent="python-requests"), EventFilter(user_agent="python")),
+        (EventFilter(user_agent="curl/8"), EventFilter(user_agent="curl/8")),
         # Every severity level let through before, min_severity and severities together.
         (EventFilter(severities=(2,)), EventFilter(severities=(2, 4))),
         (EventFilter(severities=(2,)), EventFilter()),
@@ -132,6 +136,10 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
             EventFilter(actor_email_domain="contractor.example"),
             EventFilter(actor_email_domain="*.eu.contractor.example"),
         ),
+        # A user agent asked, another, or more of it.
+        (EventFilter(), EventFilter(user_agent="curl")),
+        (EventFilter(user_agent="curl"), EventFilter(user_agent="terraform")),
+        (EventFilter(user_agent="python"), EventFilter(user_agent="python-requests")),
         # Fewer severity levels let through.
         (EventFilter(), EventFilter(severities=(1, 2, 3))),
         (EventFilter(severities=(2, 4)), EventFilter(severities=(2,))),

@@ -208,6 +208,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         exclude_actions=list(event_filter.exclude_actions),
         country=event_filter.country,
         actor_email_domain=event_filter.actor_email_domain,
+        user_agent=event_filter.user_agent,
         severities=list(event_filter.severities),
     )
 

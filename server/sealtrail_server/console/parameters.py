@@ -44,6 +44,7 @@ _SINGLE: Final = (
     "recorded_by",
     "ip",
     "country",
+    "user_agent",
 )
 
 _ENUMS: Final = {

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import ipaddress
 import re
+import string
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .errors import FieldViolation, InvalidArgument
 from .event import (
     ACTION_PATTERN,
     CATEGORIES,
+    CONTROL_CHARACTERS,
     COUNTRY_PATTERN,
     MAX_ACTION,
     MAX_EMAIL,
@@ -43,6 +45,7 @@ DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 1000
 MAX_FILTER_VALUES: Final = 100
 MAX_TEXT: Final = 256
+MAX_USER_AGENT_FILTER: Final = 256
 _ACTION_PREFIX: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*\.\*")
 # `*.delete`: every action whose last parts are these, whatever it acts on.
 _ACTION_SUFFIX: Final = re.compile(r"\*(?:\.[a-z][a-z0-9_]*)+")
@@ -74,6 +77,7 @@ class FilterDraft:
     country: str = ""
     actor_email_domain: str = ""
     severities: list[int] = field(default_factory=list)
+    user_agent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,15 @@ class EventFilter:
 
     # Exact severities (`severities`), their ranks (1 info .. 4 critical), sorted.
     severities: tuple[int, ...] = ()
+    # Text `context.user_agent` contains, its letters A-Z lowered (`agent_key`).
+    user_agent: str | None = None
+
+    def agent_matches(self, agent: str | None) -> bool:
+        """Whether a record's `context.user_agent` contains `user_agent`,
+        A-Z in either case: the SQL's comparison (store/events.py)."""
+        return self.user_agent is None or (
+            agent is not None and self.user_agent in agent_key(agent)
+        )
 
     def excludes(self, action: str) -> bool:
         """Whether `exclude_actions` leaves out events of `action`."""
@@ -264,6 +277,16 @@ def validate_filter(
             country = draft.country.upper()
         else:
             fail("country", "must be an ISO 3166-1 alpha-2 code: two letters")
+    user_agent = None
+    if len(draft.user_agent) > MAX_USER_AGENT_FILTER:
+        fail(
+            "user_agent",
+            f"is {len(draft.user_agent)} characters long; the limit is {MAX_USER_AGENT_FILTER}",
+        )
+    elif CONTROL_CHARACTERS.search(draft.user_agent):
+        fail("user_agent", "must not contain control characters")
+    elif draft.user_agent:
+        user_agent = agent_key(draft.user_agent)
     recorded_by = None
     if draft.recorded_by:
         recorded_by = parse_uuid(draft.recorded_by)
@@ -309,7 +332,23 @@ def validate_filter(
         country=country,
         actor_email_domain=actor_email_domain,
         severities=severities,
+        user_agent=user_agent,
     )
+
+
+# The letters A-Z to their lower case, and nothing else: what PostgreSQL's
+# lower() does under the C collation (store/events.py), whatever the locale.
+_ASCII_LOWERED: Final = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def agent_key(text: str) -> str:
+    """A user agent as the `user_agent` filter compares it: the letters A to
+    Z lowered, every other character as it is, as the SQL's lower() under
+    the C collation does (store/events.py) whatever the database's locale.
+    Not str.lower, which lowers every script: the live streams' matcher must
+    agree with the SQL, and a locale's lower() differs from server to server
+    (`I` to a dotless i under Turkish); a user agent is ASCII by HTTP's grammar."""
+    return text.translate(_ASCII_LOWERED)
 
 
 # Longest domain name (RFC 1035, in ASCII; a Unicode one is shorter).
@@ -516,6 +555,8 @@ class RecordMatcher:
         ):
             return False
         if f.country is not None and context.get("country") != f.country:
+            return False
+        if not f.agent_matches(context.get("user_agent")):
             return False
         if self._network is not None:
             address = network_address(context.get("ip", ""))

@@ -37,7 +37,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     unless every criterion of `after` is one of `before`'s or wider (a
     criterion dropped, more actions, categories or outcomes, fewer actions left
     out, more severity levels (of min_severity and severities together), a wider
-    time range or network). A filter is a conjunction,
+    time range or network, a part of the user agent's text). A filter is a conjunction,
     so that proves every event `before` matches matches `after` too."""
     return not all(
         (
@@ -50,6 +50,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             _set_widens(before.outcomes, after.outcomes),
             _ip_widens(before.ip, after.ip),
             _domain_widens(before, after),
+            _agent_widens(before.user_agent, after.user_agent),
             *(
                 _same_or_dropped(getattr(before, name), getattr(after, name))
                 for name in (
@@ -113,6 +114,13 @@ def _domain_widens(before: EventFilter, after: EventFilter) -> bool:
     return inner == outer or (
         outer.startswith("*.") and ("." + inner.removeprefix("*.")).endswith(outer[1:])
     )
+
+
+def _agent_widens(before: str | None, after: str | None) -> bool:
+    """Every user agent `before` lets through, `after` does: none asked, or
+    a part of `before`'s text (an agent containing `python-requests`
+    contains `python`). Both as EventFilter keeps them, A-Z lowered."""
+    return after is None or (before is not None and after in before)
 
 
 def _actions_widen(before: EventFilter, after: EventFilter) -> bool:

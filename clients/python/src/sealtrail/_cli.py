@@ -865,6 +865,11 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             metavar="CODE",
             help="Client country (context.country): ISO 3166-1 alpha-2 code, e.g. KP.",
         ),
+        click.option(
+            "--user-agent",
+            metavar="TEXT",
+            help="Text the client's user agent contains, A-Z in any case: curl, Terraform.",
+        ),
     ]
     if time_range:
         options += [

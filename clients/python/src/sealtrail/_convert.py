@@ -872,6 +872,7 @@ def build_filter(
     country: str = "",
     actor_email_domain: str = "",
     severities: str | Iterable[str] = (),
+    user_agent: str = "",
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -882,7 +883,9 @@ def build_filter(
     client's country (`context.country`), an ISO 3166-1 alpha-2 code in any case (`KP`);
     `actor_email_domain` the domain of the actor's email in any case (`contractor.example`,
     or `*.contractor.example` for it and its subdomains); `severities` matches those levels
-    exactly (`["info", "critical"]`), and with `min_severity` both must hold."""
+    exactly (`["info", "critical"]`), and with `min_severity` both must hold; `user_agent`
+    is text the client's user agent (`context.user_agent`) contains, A-Z in either case
+    (`curl`, `python-requests`), every other character (`%`, `_` too) exactly."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -903,6 +906,7 @@ def build_filter(
         ip=ip,
         country=country,
         actor_email_domain=actor_email_domain,
+        user_agent=user_agent,
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

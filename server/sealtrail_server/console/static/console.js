@@ -28,7 +28,7 @@ const MAX_ROWS = 1000;
 // page says the server did not answer, and Apply or Load more asks again.
 const PAGE_SECONDS = 60;
 const FILTER_FIELDS = ["actions", "exclude_actions", "categories", "min_severity", "severities", "outcomes", "actor", "actor_email_domain", "resource_type",
-  "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country"];
+  "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country", "user_agent"];
 
 const $ = (selector) => document.querySelector(selector);
 // `generation` counts the filters applied: a page asked for under an earlier

@@ -490,6 +490,7 @@ class EventFilter(_message.Message):
     COUNTRY_FIELD_NUMBER: _builtins.int
     ACTOR_EMAIL_DOMAIN_FIELD_NUMBER: _builtins.int
     SEVERITIES_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -544,6 +545,15 @@ class EventFilter(_message.Message):
     `bücher.example` or ASCII `xn--bcher-kva.example`, not one for the
     other). A value that is no domain (an address, an empty label, spaces,
     a character no domain name has) is refused. A server older than this
+    field ignores it.
+    """
+    user_agent: _builtins.str
+    """Matches events whose client user agent (`context.user_agent`) contains
+    this text, the letters A to Z in either case (`curl` finds
+    `curl/8.5.0` and `Curl`, `python-requests` finds
+    `python-requests/2.31.0`); every other character, `%`, `_` and `\\`
+    too, exactly as recorded. Events without a user agent never match. 1 to
+    256 characters, none a control character. A server older than this
     field ignores it.
     """
     @_builtins.property
@@ -610,10 +620,11 @@ class EventFilter(_message.Message):
         country: _builtins.str = ...,
         actor_email_domain: _builtins.str = ...,
         severities: _abc.Iterable[Global___Severity.ValueType] | None = ...,
+        user_agent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "categories", b"categories", "country", b"country", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "severities", b"severities", "text", b"text", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "categories", b"categories", "country", b"country", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
