@@ -127,3 +127,22 @@ def test_a_statement_signs_how_many_seqs_of_its_range_retention_removed() -> Non
         replace(purged, removed_count=None).text()
     with pytest.raises(NoteError, match="removed_count '-1' is not a decimal number"):
         ExportStatement.parse(purged.text()[:-2] + "-1\n")
+
+
+@pytest.mark.parametrize("version", ["3", "10", "1000"])
+def test_a_statement_of_a_version_beyond_this_clients_says_to_upgrade_it(version: str) -> None:
+    """A statement v3 was `not an export statement: its text does not begin
+    with 'sealtrail export statement v2'`, as one forged or of another kind:
+    it is one a newer Sealtrail signed, which this client cannot read."""
+    v2 = replace(STATEMENT, filter_sha256=hashlib.sha256(b"{}").digest(), removed_count=0).text()
+    newer = v2.replace(" v2\n", f" v{version}\n", 1) + "a line it adds\n"
+    with pytest.raises(
+        NoteError,
+        match=rf"^the export's statement is a v{version}, made by a newer Sealtrail: upgrade the"
+        r" client$",
+    ):
+        ExportStatement.parse(newer)
+    # No version, or none of a number, is no statement (nor is v0).
+    for header in ("v0", "v02", "vx", "v", "v3 ", "v٣"):
+        with pytest.raises(NoteError, match=r"^not an export statement"):
+            ExportStatement.parse(v2.replace(" v2\n", f" {header}\n", 1))

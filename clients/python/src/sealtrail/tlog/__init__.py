@@ -8,6 +8,7 @@ from sealtrail.tlog._export_statement import (
     EXPORT_STATEMENT_HEADER,
     EXPORT_STATEMENT_HEADER_V1,
     ExportStatement,
+    NewerStatementError,
 )
 from sealtrail.tlog._merkle import (
     EMPTY_ROOT,
@@ -52,6 +53,7 @@ __all__ = [
     "ErasureStatement",
     "ExportStatement",
     "LeafTree",
+    "NewerStatementError",
     "NoteError",
     "ProofError",
     "PurgeStatement",
