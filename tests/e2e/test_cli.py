@@ -1995,7 +1995,8 @@ def test_a_saved_checkpoint_is_checked_against_the_log_today_from_the_command_li
 def test_a_saved_checkpoint_is_checked_from_stdin(cli_env: dict[str, str], tmp_path: Path) -> None:
     """`checkpoint --check -` reads the saved checkpoint from stdin, as the
     CLI's other file arguments take `-`: piped from where the auditor keeps
-    it (a vault, another host), a checkpoint's text or an export's manifest."""
+    it (a vault, another host), a checkpoint's text; an export's manifest is
+    refused (its file cannot be found from stdin)."""
     run("sealtrail", "record", "--action", "file.read", "--actor-id", "ops", env=cli_env)
     saved = run("sealtrail", "checkpoint", "--fresh", env=cli_env).stdout
     out = tmp_path / "audit.csv"
@@ -2006,10 +2007,20 @@ def test_a_saved_checkpoint_is_checked_from_stdin(cli_env: dict[str, str], tmp_p
     checked = run("sealtrail", "checkpoint", "--check", "-", "--key", key, "--fresh",
                   env=cli_env, stdin=saved)  # fmt: skip
     assert checked.stdout.startswith("CONSISTENT: the saved log of "), checked.stderr
+    # A manifest's file cannot be found from stdin: it was CONSISTENT, its
+    # checkpoint alone checked, as if of the export. Refused, saying what to give.
     manifest = (tmp_path / "audit.csv.manifest.json").read_text()
     of_manifest = run("sealtrail", "checkpoint", "--check", "-", "--key", key,
-                      env=cli_env, stdin=manifest)  # fmt: skip
-    assert of_manifest.stdout.startswith("CONSISTENT: the saved log of ")
+                      env=cli_env, stdin=manifest, check=False)  # fmt: skip
+    assert (of_manifest.returncode, of_manifest.stdout) == (1, ""), of_manifest.stdout
+    assert of_manifest.stderr.startswith(
+        "FAILED: stdin holds an export's manifest, and its file (audit.csv) cannot be found"
+        " from stdin to be checked: give FILE.manifest.json by its name, beside FILE"
+    ), of_manifest.stderr
+    named = run("sealtrail", "checkpoint", "--check", str(tmp_path / "audit.csv.manifest.json"),
+                "--key", key, env=cli_env)  # fmt: skip
+    assert named.stdout.startswith("CONSISTENT: the saved log of ")
+    assert "MATCHES: " in named.stdout
     empty = run("sealtrail", "checkpoint", "--check", "-", "--key", key,
                 env=cli_env, stdin="", check=False)  # fmt: skip
     assert empty.returncode == 1 and empty.stderr.startswith("FAILED: "), empty.stderr

@@ -3,11 +3,16 @@ chunk by chunk, on what the server's encoders write."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from sealtrail import CheckpointError, check_export
+from sealtrail._checkpoint_check import saved_checkpoint_text
+from sealtrail._export import MANIFEST_FORMAT
 from sealtrail._export_check import _RowCounter
 from sealtrail_server.export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 
@@ -51,3 +56,22 @@ def test_rows_are_counted_across_chunks_and_line_breaks_in_cells(
     for start in range(0, len(content), chunk):
         counter.update(content[start : start + chunk])
     assert counter.rows() == rows
+
+
+@pytest.mark.parametrize("read_by", [saved_checkpoint_text, check_export])
+def test_a_manifest_read_from_stdin_is_refused_saying_to_name_it(
+    monkeypatch: pytest.MonkeyPatch, read_by: Callable[..., object]
+) -> None:
+    """A manifest piped to `checkpoint --check -` had its checkpoint checked
+    and its file not (none can be found from stdin), and the command said
+    CONSISTENT, as of the whole export; `check_export("-")` said stdin was no
+    export's manifest. Refused, saying why and what to give instead."""
+    manifest = {"format": MANIFEST_FORMAT, "file": "audit.csv", "checkpoint": "log\n1\n"}
+    stdin = io.TextIOWrapper(io.BytesIO(json.dumps(manifest).encode()), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", stdin)
+    with pytest.raises(
+        CheckpointError,
+        match=r"^stdin holds an export's manifest, and its file \(audit\.csv\) cannot be found"
+        r" from stdin to be checked: give FILE\.manifest\.json by its name, beside FILE",
+    ):
+        read_by(Path("-"), **({"key": "k"} if read_by is check_export else {}))

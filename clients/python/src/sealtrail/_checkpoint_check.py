@@ -145,8 +145,10 @@ class SavedCheckpoint:
 def saved_checkpoint_text(path: Path) -> str:
     """The signed checkpoint saved at `path`: a file of `sealtrail checkpoint`
     output, a bundle's directory (its checkpoint.txt), or an export's
-    manifest (FILE.manifest.json, its "checkpoint"); `-`: either file's
-    text, read from stdin."""
+    manifest (FILE.manifest.json, its "checkpoint"); `-`: a checkpoint's
+    text, read from stdin. A manifest read from stdin is refused: its file,
+    beside it, cannot be found from there, and its checkpoint alone checked
+    would have read as the export checked."""
     try:
         if str(path) == "-":
             text = sys.stdin.buffer.read().decode("utf-8")
@@ -169,15 +171,31 @@ def saved_checkpoint_text(path: Path) -> str:
     if not text.lstrip().startswith("{"):
         return text
     try:
-        note = json.loads(text).get(_MANIFEST_FIELD)
+        kept = json.loads(text)
+        note = kept.get(_MANIFEST_FIELD)
     except (ValueError, AttributeError, RecursionError):
         note = None
+    if str(path) == "-" and note is not None:
+        raise CheckpointError(_manifest_from_stdin(kept))
     if not isinstance(note, str) or not note:
         where = "stdin" if str(path) == "-" else path
         raise CheckpointError(
             f"{where} is JSON without a {_MANIFEST_FIELD!r} of an export manifest"
         )
     return note
+
+
+def _manifest_from_stdin(kept: dict[str, object]) -> str:
+    """Why an export's manifest read from stdin is refused: its checkpoint
+    alone was checked, its file not (none is found from stdin), and the
+    verdict read as of the whole export."""
+    named = kept.get("file")
+    file = f"its file ({named})" if isinstance(named, str) and named else "its file"
+    return (
+        f"stdin holds an export's manifest, and {file} cannot be found from stdin to be"
+        f" checked: give FILE{MANIFEST_SUFFIX} by its name, beside FILE (or, for its"
+        f" checkpoint alone, pipe its {_MANIFEST_FIELD!r}: jq -r .{_MANIFEST_FIELD})"
+    )
 
 
 def _export_kind(text: str) -> str | None:

@@ -398,9 +398,10 @@ def verify_log(ctx: click.Context, check_views: bool) -> None:
     multiple=True,
     type=click.Path(exists=True, allow_dash=True, path_type=Path),
     help="Check a checkpoint saved earlier (this command's output, a bundle's directory, or"
-    " an export's FILE.manifest.json; - reads the output or manifest from stdin): the log"
-    " it signs must be a prefix of today's. Of FILE.manifest.json, FILE beside it must be"
-    " the export it describes too: its bytes, SHA-256 and rows. Repeat it (an export and a"
+    " an export's FILE.manifest.json; - reads the output from stdin, not a manifest, whose"
+    " FILE cannot be found from there): the log it signs must be a prefix of today's. Of"
+    " FILE.manifest.json, FILE beside it must be the export it describes too: its bytes,"
+    " SHA-256 and rows. Repeat it (an export and a"
     " checkpoint saved later) to check each against one checkpoint of today's log, which"
     " shows their logs prefixes of each other. Exits 1 if the log was rewritten since, or"
     " FILE differs.",
