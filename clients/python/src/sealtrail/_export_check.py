@@ -14,12 +14,19 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sealtrail._checkpoint_check import CheckpointError, SavedCheckpoint, saved_checkpoint_text
 from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX
 from sealtrail._words import counted
-from sealtrail.tlog import Checkpoint, ExportStatement, NoteError, Verifier, open_note
+from sealtrail.tlog import (
+    Checkpoint,
+    ExportStatement,
+    NewerStatementError,
+    NoteError,
+    Verifier,
+    open_note,
+)
 
 _CHUNK = 1 << 20
 
@@ -123,7 +130,12 @@ def export_manifest(path: Path) -> dict[str, Any] | None:
         text = path.read_bytes().decode("utf-8")
         if not text.lstrip().startswith("{"):
             return None
-        kept = json.loads(text)
+        kept = json.loads(text, object_pairs_hook=_once_each)
+    except _NamedTwiceError as twice:
+        raise ExportMismatchError(
+            f"{path} names {twice.name!r} twice: JSON readers keep one or the other,"
+            " and no server writes it so"
+        ) from None
     except (OSError, ValueError, RecursionError):
         return None  # as its checkpoint could not be read from it, which said why
     if not isinstance(kept, dict) or kept.get("format") != MANIFEST_FORMAT:
@@ -131,6 +143,27 @@ def export_manifest(path: Path) -> dict[str, Any] | None:
             f"{path} is JSON but no export manifest (its format is not {MANIFEST_FORMAT!r})"
         )
     return kept
+
+
+class _NamedTwiceError(Exception):
+    """A JSON object naming a member twice (`name`), refused as it is read."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members, each name once: a manifest naming `filter`
+    twice, `{}` first and the signed filter last, was read by its last (as
+    Python and jq read it) and passed, and whoever read the first (an eye, a
+    reader keeping it) saw it unfiltered."""
+    members: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in members:
+            raise _NamedTwiceError(name)
+        members[name] = value
+    return members
 
 
 def exported_file(manifest_path: Path, manifest: dict[str, Any]) -> Path:
@@ -219,6 +252,8 @@ def _signed_statement(
     try:
         text, _ = open_note(note, verifiers)
         statement = ExportStatement.parse(text)
+    except NewerStatementError as error:  # signed by the log's key: a newer server's
+        raise ExportMismatchError(str(error)) from None
     except NoteError as error:
         raise ExportMismatchError(f"the export's statement: {error}") from None
     if statement.origin != checkpoint.origin:
@@ -229,14 +264,22 @@ def _signed_statement(
     return statement
 
 
-def _check_unfiltered_whole(manifest_path: Path, statement: ExportStatement) -> None:
-    """ExportMismatchError if an unfiltered export's statement signs fewer (or
-    more) rows and seqs removed by retention than its range holds seqs (the
-    log up to its tree size, without one): a row was missing from the log as
-    it was read otherwise than by retention, which the server read and
-    signed as it found it. Of a filtered export, or a statement v1, nothing
-    to hold it to."""
-    if statement.filtered is not False or statement.removed_count is None:
+def _check_counts(manifest_path: Path, statement: ExportStatement) -> None:
+    """ExportMismatchError if what the statement signs of the export's seqs
+    and rows no export reads: seqs exported outside its range, more rows than
+    seqs between the first and the last exported, rows of no seq; of an
+    unfiltered export, rows and seqs removed by retention other than its
+    range's size (the log up to its tree size, without one): a row missing
+    from the log otherwise than by retention, which the server read and
+    signed as it found it; of a filtered one, more than its size (a filter
+    selects some of the range). A statement v1 signs no removed count: its
+    seqs alone are held."""
+    impossible = _impossible_seqs(statement)
+    if impossible is not None:
+        raise ExportMismatchError(
+            f"{manifest_path.name}: its statement signs {impossible}, which no export reads"
+        )
+    if statement.removed_count is None:
         return
     if statement.range_last_seq:
         seqs = f"seqs {statement.range_first_seq}..{statement.range_last_seq}"
@@ -244,11 +287,12 @@ def _check_unfiltered_whole(manifest_path: Path, statement: ExportStatement) -> 
     else:
         seqs, size = "the whole log", statement.tree_size
     rows, removed = statement.row_count, statement.removed_count
-    if rows + removed == size:
-        return
     gap = size - rows - removed
+    if gap == 0 or (gap > 0 and statement.filtered):
+        return
     raise ExportMismatchError(
-        f"{manifest_path.name}: its statement signs an unfiltered export of {seqs}"
+        f"{manifest_path.name}: its statement signs"
+        f" {'a filtered' if statement.filtered else 'an unfiltered'} export of {seqs}"
         f" ({counted(size, 'seq', grouped=True)}) of {counted(rows, 'row', grouped=True)}"
         f" and {removed:,} removed by retention: "
         + (
@@ -257,6 +301,30 @@ def _check_unfiltered_whole(manifest_path: Path, statement: ExportStatement) -> 
             else f"{counted(-gap, 'seq', grouped=True)} too many"
         )
     )
+
+
+def _impossible_seqs(statement: ExportStatement) -> str | None:
+    """What the statement signs of its first and last seqs exported, its
+    rows and its range, in words, if no export could read it so; else None."""
+    first, last, rows = statement.first_seq, statement.last_seq, statement.row_count
+    range_first, range_last = statement.range_first_seq, statement.range_last_seq
+    if range_last and not 0 < range_first <= range_last:
+        return f"the range {range_first}..{range_last}, of no seq"
+    if (first == 0) != (last == 0) or first > last:
+        return f"seqs {first}..{last} exported"
+    if range_last and first and not range_first <= first <= last <= range_last:
+        return f"seqs {first}..{last} exported of the range {range_first}..{range_last}"
+    if not first:
+        return f"{counted(rows, 'row', grouped=True)} of no seq" if rows else None
+    if not rows:
+        return f"no row, of seqs {first}..{last}"
+    span = last - first + 1
+    if rows > span:
+        return (
+            f"{counted(rows, 'row', grouped=True)} of seqs {first}..{last}"
+            f" ({counted(span, 'seq', grouped=True)})"
+        )
+    return None
 
 
 def _checked_file(
@@ -286,17 +354,19 @@ def _checked_file(
             f"{manifest_path.name} does not say what its signed statement does: "
             + "; ".join(claims)
         )
-    _check_unfiltered_whole(manifest_path, statement)
+    _check_counts(manifest_path, statement)
     path = exported_file(manifest_path, manifest)
     digest = hashlib.sha256()
     size = 0
     counter = _RowCounter(manifest.get("media_type"))
+    saved_again = _SavedAgain(counter.kind)
     try:
         with path.open("rb") as file:
             while chunk := file.read(_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
                 counter.update(chunk)
+                saved_again.update(chunk)
     except OSError as error:
         raise ExportMismatchError(
             f"{path}, the export {manifest_path.name} describes, cannot be read:"
@@ -325,9 +395,44 @@ def _checked_file(
         whose = f" (a manifest of {named})" if isinstance(named, str) and named != path.name else ""
         raise ExportMismatchError(
             f"{path} is not the export {manifest_path.name}{whose} describes: "
-            + "; ".join(differences)
+            + "; ".join(differences + saved_again.signs())
         )
     return found
+
+
+class _SavedAgain:
+    """Signs of an export opened and saved again by a spreadsheet or an
+    editor, which keeps every row and changes the bytes the key signed: a
+    byte order mark first (no export writes one), or line ends other than the
+    format's (a CSV's are CRLF, its header's too; NDJSON and JSON end lines in
+    LF and escape a CR in a string, so hold none)."""
+
+    _BOM = b"\xef\xbb\xbf"
+    _NAMES: Final = {"text/csv": "a CSV", "application/x-ndjson": "an NDJSON"}
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._head = b""
+        self._cr = False
+
+    def update(self, chunk: bytes) -> None:
+        if len(self._head) < _CHUNK and b"\n" not in self._head:
+            self._head += chunk[:_CHUNK]
+        self._cr = self._cr or b"\r" in chunk
+
+    def signs(self) -> list[str]:
+        found = []
+        if self._head.startswith(self._BOM):
+            found.append("it begins with a byte order mark, which no export does")
+        header, newline, _ = self._head.partition(b"\n")
+        if self.kind == "text/csv" and newline and not header.endswith(b"\r"):
+            found.append("its lines end in LF, a CSV export's in CRLF")
+        elif self.kind in ("application/x-ndjson", "application/json") and self._cr:
+            of = self._NAMES.get(self.kind, "a JSON")
+            found.append(f"its lines end in CRLF, {of} export's in LF")
+        if found:
+            found[-1] += " (saved again by a spreadsheet or an editor?)"
+        return found
 
 
 def _shown(value: object, noun: str) -> str:

@@ -1,0 +1,230 @@
+"""Checking an export offline (`sealtrail.check_export`, what `sealtrail
+checkpoint --check FILE.manifest.json` does before it asks the server), as an
+auditor holding only the files would try to make it pass: what the statement
+signs held to what is possible, a statement of a newer Sealtrail, and the
+file or its manifest edited."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealtrail import AuditClient, ExportMismatchError, build_filter, check_export
+from sealtrail._export_check import _RowCounter
+from sealtrail.tlog import ExportStatement, Signer, generate_signer_key, sign_note
+from tests.conftest import SIGNING_KEY
+from tests.integration.test_export import seed
+
+KEY = Signer.parse(SIGNING_KEY).verifier.text()
+
+
+def _resigned(kept: Path, statement: ExportStatement | str) -> None:
+    """The manifest at `kept` given `statement` (or a statement's text),
+    signed by the log's key, and every field it signs: what only the key's
+    holder could write."""
+    manifest = json.loads(kept.read_text(encoding="utf-8"))
+    if isinstance(statement, ExportStatement):
+        manifest.update(statement.manifest_fields())
+        statement = statement.text()
+    manifest["statement"] = sign_note(statement, Signer.parse(SIGNING_KEY))
+    kept.write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def _export(client: AuditClient, out: Path, **kwargs: Any) -> Path:
+    seed(client)
+    client.export(out, manifest_file=True, **kwargs)
+    return out.with_name(out.name + ".manifest.json")
+
+
+def test_a_filtered_export_signing_more_rows_than_its_range_holds_fails_naming_them(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """Only an unfiltered export was held to its range (rows and seqs removed
+    by retention, the range's size): a filtered one's statement could sign 3
+    rows and 2 removed of seqs 2..5, 5 of 4 seqs, and pass. A filter selects
+    some of the range: rows and removed are at most its size."""
+    kept = _export(client, tmp_path / "some.csv", format="csv", first_seq=2, last_seq=5,
+                   filter=build_filter(actor="user_2"))  # fmt: skip
+    signed = check_export(kept, key=KEY).statement
+    assert signed.filtered and (signed.row_count, signed.removed_count) == (1, 0)
+
+    _resigned(kept, replace(signed, row_count=3, first_seq=2, last_seq=5, removed_count=2))
+    with pytest.raises(
+        ExportMismatchError,
+        match=r"^some\.csv\.manifest\.json: its statement signs a filtered export of seqs 2\.\.5"
+        r" \(4 seqs\) of 3 rows and 2 removed by retention: 1 seq too many$",
+    ):
+        check_export(kept, key=KEY)
+    # As many as the range holds is possible (each of its events matched): the
+    # numbers pass, and the file, of one row, is then what differs.
+    _resigned(kept, replace(signed, row_count=2, first_seq=2, last_seq=5, removed_count=2))
+    with pytest.raises(ExportMismatchError, match=r"1 row where it says 2 rows$"):
+        check_export(kept, key=KEY)
+
+
+def test_a_filtered_export_of_the_whole_log_is_held_to_the_log_s_size(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    kept = _export(client, tmp_path / "some.ndjson", format="ndjson",
+                   filter=build_filter(actor="user_2"))  # fmt: skip
+    signed = check_export(kept, key=KEY).statement
+    _resigned(kept, replace(signed, removed_count=signed.tree_size))
+    with pytest.raises(
+        ExportMismatchError,
+        match=rf"filtered export of the whole log \({signed.tree_size} seqs\) of 1 row and"
+        rf" {signed.tree_size} removed by retention: 1 seq too many$",
+    ):
+        check_export(kept, key=KEY)
+
+
+def test_a_statement_signing_seqs_its_rows_cannot_have_fails_naming_them(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """Rows outside the range asked for, more rows than seqs between the
+    first and last exported, or seqs of no row: no export reads so, and its
+    MATCHES line would have said it of the file."""
+    kept = _export(client, tmp_path / "some.csv", format="csv", first_seq=2, last_seq=5)
+    signed = check_export(kept, key=KEY).statement
+    assert (signed.first_seq, signed.last_seq, signed.row_count) == (2, 5, 4)
+    for impossible, said in (
+        (replace(signed, first_seq=1), "seqs 1..5 exported of the range 2..5"),
+        (replace(signed, last_seq=6), "seqs 2..6 exported of the range 2..5"),
+        (replace(signed, first_seq=3), "4 rows of seqs 3..5 (3 seqs)"),
+        (replace(signed, last_seq=1), "seqs 2..1 exported"),
+        (replace(signed, first_seq=0, last_seq=0), "4 rows of no seq"),
+        (replace(signed, row_count=0), "no row, of seqs 2..5"),
+    ):
+        _resigned(kept, impossible)
+        with pytest.raises(ExportMismatchError, match=f"its statement signs {re.escape(said)}, "):
+            check_export(kept, key=KEY)
+
+
+@pytest.mark.parametrize("version", [3, 12])
+def test_a_statement_of_a_newer_version_says_to_upgrade_the_client(
+    client: AuditClient, tmp_path: Path, version: int
+) -> None:
+    """A statement v3 (of a Sealtrail newer than this client) read as none:
+    `not an export statement: its text does not begin with 'sealtrail export
+    statement v2'`, as if forged; it is one this client cannot read."""
+    kept = _export(client, tmp_path / "audit.csv", format="csv")
+    text = check_export(kept, key=KEY).statement.text()
+    newer = text.replace(" v2\n", f" v{version}\n", 1) + "a line v3 adds\n"
+    _resigned(kept, newer)
+    with pytest.raises(
+        ExportMismatchError,
+        match=rf"^the export's statement is a v{version}, made by a newer Sealtrail: upgrade"
+        r" the client$",
+    ):
+        check_export(kept, key=KEY)
+    # Signed by another key, it is no statement of this log, newer or not.
+    manifest = json.loads(kept.read_text(encoding="utf-8"))
+    manifest["statement"] = sign_note(newer, generate_signer_key("sealtrail.test/log"))
+    kept.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ExportMismatchError, match="no signature by a known key"):
+        check_export(kept, key=KEY)
+
+
+def _drop_middle_row(content: bytes) -> bytes:
+    lines = content.split(b"\r\n")
+    return b"\r\n".join(lines[:3] + lines[4:])
+
+
+def _duplicate_a_row(content: bytes) -> bytes:
+    lines = content.split(b"\r\n")
+    return b"\r\n".join(lines[:3] + lines[2:])
+
+
+def _swap_two_rows(content: bytes) -> bytes:
+    lines = content.split(b"\r\n")
+    return b"\r\n".join([lines[0], lines[2], lines[1], *lines[3:]])
+
+
+# A spreadsheet's or an editor's round trip is said as such: the rows may
+# all be there, and the file is still not the one the key signed.
+SAVED_AGAIN = r" \(saved again by a spreadsheet or an editor\?\)"
+TAMPERINGS: dict[str, tuple[str, Callable[[bytes], bytes], str]] = {
+    "row dropped": ("csv", _drop_middle_row, r"rows$"),
+    "row duplicated": ("csv", _duplicate_a_row, r"rows$"),
+    "rows reordered": ("csv", _swap_two_rows, r"sha256 \w+ where it says \w+$"),
+    "byte order mark": (
+        "csv",
+        lambda content: b"\xef\xbb\xbf" + content,
+        r"; it begins with a byte order mark, which no export does" + SAVED_AGAIN + "$",
+    ),
+    "LF line ends": (
+        "csv",
+        lambda content: content.replace(b"\r\n", b"\n"),
+        r"; its lines end in LF, a CSV export's in CRLF" + SAVED_AGAIN + "$",
+    ),
+    "field added": (
+        "json",
+        lambda content: content.replace(b"[\n{", b'[\n{"x": 1, ', 1),
+        r"sha256 \w+ where it says \w+$",
+    ),
+    "CRLF line ends": (
+        "ndjson",
+        lambda content: content.replace(b"\n", b"\r\n"),
+        r"; its lines end in CRLF, an NDJSON export's in LF" + SAVED_AGAIN + "$",
+    ),
+}
+
+
+@pytest.mark.parametrize("tampering", TAMPERINGS)
+@pytest.mark.parametrize("manifest_too", [False, True], ids=["file", "file and manifest"])
+def test_an_export_edited_fails_however_its_manifest_is_made_to_match(
+    client: AuditClient, tmp_path: Path, tampering: str, manifest_too: bool
+) -> None:
+    """What an auditor holding the files could try: every edit of the file
+    (a spreadsheet's round trip too: a byte order mark, other line ends)
+    fails, its manifest rewritten to its new digest and counts or not: the
+    statement signs the bytes sent, not their meaning."""
+    format, edit, said = TAMPERINGS[tampering]
+    out = tmp_path / f"audit.{format}"
+    kept = _export(client, out, format=format)
+    content = out.read_bytes()
+    edited = edit(content)
+    assert edited != content
+    out.write_bytes(edited)
+    if manifest_too:
+        manifest = json.loads(kept.read_text(encoding="utf-8"))
+        found = _forged_counts(out, manifest)
+        kept.write_text(json.dumps({**manifest, **found}), encoding="utf-8")
+        what = r"does not say what its signed statement does: sha256 "
+    else:
+        what = r"audit\.\w+ is not the export audit\.\w+\.manifest\.json describes: .*" + said
+    with pytest.raises(ExportMismatchError, match=what):
+        check_export(kept, key=KEY)
+
+
+def _forged_counts(out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a forger writes in the manifest of an edited file: its bytes,
+    digest and rows, as the check counts them."""
+    content = out.read_bytes()
+    counter = _RowCounter(manifest["media_type"])
+    counter.update(content)
+    return {
+        "byte_count": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
+        "row_count": counter.rows(),
+    }
+
+
+def test_a_manifest_naming_a_field_twice_is_refused(client: AuditClient, tmp_path: Path) -> None:
+    """JSON read last name first (Python, jq) took a manifest with `filter`
+    twice, `{}` first and the signed filter last: it passed, and whoever read
+    it with their eyes, or a reader that keeps the first, saw an unfiltered
+    export. A name twice is refused, whichever value is signed."""
+    kept = _export(client, tmp_path / "some.csv", format="csv", first_seq=2, last_seq=5,
+                   filter=build_filter(actor="user_2"))  # fmt: skip
+    check_export(kept, key=KEY)
+    text = kept.read_text(encoding="utf-8")
+    kept.write_text('{"filter": "{}", ' + text.lstrip()[1:], encoding="utf-8")
+    with pytest.raises(ExportMismatchError, match=r"names 'filter' twice"):
+        check_export(kept, key=KEY)
