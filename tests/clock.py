@@ -8,10 +8,18 @@ from datetime import UTC, datetime, timedelta
 
 
 class Clock:
-    """A clock the test moves forward (or back); it starts at the real time."""
+    """A clock the test moves forward (or back); it starts at the real time.
+
+    `advance` moves the whole world the server lives in, its database's
+    clock with it: what the database reads (`clock_timestamp()`, real) is
+    seen shifted as far (`database_time`, what the purge job compares its
+    clock with). `run_ahead` moves this process's clock alone, as a host
+    whose clock is wrong would (docs/retention.md)."""
 
     def __init__(self) -> None:
         self._now = datetime.now(UTC)
+        # How far the world (the database's clock with it) was moved.
+        self._world_moved = timedelta()
         self._lock = threading.Lock()
 
     def __call__(self) -> datetime:
@@ -21,3 +29,17 @@ class Clock:
     def advance(self, days: float = 0, *, seconds: float = 0) -> None:
         with self._lock:
             self._now += timedelta(days=days, seconds=seconds)
+            self._world_moved += timedelta(days=days, seconds=seconds)
+
+    def run_ahead(self, days: float = 0, *, seconds: float = 0) -> None:
+        """This process's clock moved (back, if negative), the database's not."""
+        with self._lock:
+            self._now += timedelta(days=days, seconds=seconds)
+
+    def database_time(self, read: datetime) -> datetime:
+        """What the database's clock says, on this clock's terms, given what it
+        read (its real clock, which moves on in real time as this one does
+        not: a pass sees its process's clock behind by as long as the test
+        ran, on the safe side)."""
+        with self._lock:
+            return read + self._world_moved

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -47,6 +47,7 @@ from sealtrail_server.store import alerts as alert_store
 from sealtrail_server.store.appended import Appended
 from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.changes import ERASURE_SUBJECT, RETENTION_SUBJECT
+from tests.clock import Clock
 from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own
 from tests.http_endpoint import Received, Reply, endpoint
 from tests.lock_waits import SUBJECT_LOCK, count_now, until, until_blocked, until_waiting
@@ -185,13 +186,14 @@ def test_a_purge_waits_for_an_erasure_of_the_tenant(
         admin.record(action="doc.edit", actor_id="u")
     admin.set_retention_policy(10)
     assert server.service.purger is not None
-    eleven_days_on = datetime.now(UTC) + timedelta(days=11)
+    eleven_days_on = Clock()
+    eleven_days_on.advance(11)  # the database's clock with it: a clock ahead purges nothing
     purger = Purger(
         migrated_database_url,
         record=server.service.purger.record,
         seal=SEAL,
         batch_events=2,
-        clock=lambda: eleven_days_on,
+        clock=eleven_days_on,
     )
     count = "SELECT count(*) FROM events WHERE tenant_id = %s"
     [(stored,)] = sql.execute(count, [tenant]).fetchall()
@@ -228,7 +230,8 @@ def test_a_purge_whose_tenant_is_erased_before_its_record_is_no_integrity_failur
     admin.set_retention_policy(10)
     assert server.service.purger is not None
     real = server.service.purger.record
-    eleven_days_on = datetime.now(UTC) + timedelta(days=11)
+    eleven_days_on = Clock()
+    eleven_days_on.advance(11)  # the database's clock with it: a clock ahead purges nothing
 
     async def erased_first(purged: Any) -> None:
         if purged.tenant_id == tenant:
@@ -240,7 +243,7 @@ def test_a_purge_whose_tenant_is_erased_before_its_record_is_no_integrity_failur
         record=erased_first,
         seal=SEAL,
         batch_events=2,
-        clock=lambda: eleven_days_on,
+        clock=eleven_days_on,
     )
     with caplog.at_level(logging.INFO):
         passed = asyncio.run_coroutine_threadsafe(purger.run_once(), server.loop).result(30)

@@ -460,6 +460,28 @@ def test_forwarding_alerts_checkpoints_and_retention_are_measured(
         client.close()
 
 
+def test_a_clock_ahead_of_the_databases_is_measured(
+    alone: tuple[ServerThread, Clock], metrics: Metrics
+) -> None:
+    """Passes by a clock ahead of the database's remove nothing
+    (docs/retention.md): how far it is ahead is served, to alert on."""
+    server, clock = alone
+    purger = server.service.purger
+    assert purger is not None
+    ahead = "sealtrail_retention_clock_ahead_seconds"
+    assert total(scrape(metrics), ahead) == 0  # absent before a pass
+    server.run(purger.run_once())
+    samples = scrape(metrics)
+    assert value(samples, ahead) <= 0  # the test's clock stands still: behind
+    passed = value(samples, "sealtrail_retention_last_pass_time_seconds")
+    clock.run_ahead(2)
+    server.run(purger.run_once())
+    samples = scrape(metrics)
+    assert 86400 < value(samples, ahead) <= 2 * 86400
+    # The pass did not end: another process, its clock right, may run it.
+    assert value(samples, "sealtrail_retention_last_pass_time_seconds") == passed
+
+
 class _Recording(MeterProvider):
     """A provider whose meters note every instrument made (name -> kind,
     unit), whether or not it has measured anything yet."""

@@ -651,6 +651,55 @@ def test_a_marked_rule_after_a_long_hold_is_read_a_window_of_events_a_batch(
     assert len(batches) == 1
 
 
+def _clock_warnings(caplog: pytest.LogCaptureFixture) -> list[tuple[datetime, datetime]]:
+    """The times (this process's, the database's) each warning of a clock
+    ahead named."""
+    named = r"this process's clock \((\S+)\) is .+ ahead of the database's \((\S+)\)"
+    found = [
+        re.search(named, r.getMessage()) for r in caplog.records if r.levelno == logging.WARNING
+    ]
+    return [(datetime.fromisoformat(m[1]), datetime.fromisoformat(m[2])) for m in found if m]
+
+
+def test_a_process_clock_ahead_of_the_databases_purges_nothing_until_it_is_back(
+    aged: ServerThread, admin: AuditClient, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host whose clock runs days ahead (a VM resumed with a bad clock, a
+    wrong NTP server) would remove events that much before their time, for
+    good: a pass first compares its clock with the database's, and purges
+    nothing while it is ahead by more than the tolerance, warning once; within
+    the tolerance it purges as before."""
+    admin.set_retention_policy(30)
+    expired = record(admin, "doc.edit")
+    clock.advance(20)  # the world, the database's clock with it: nothing due
+    ahead = 15 * 86400.0
+    clock.run_ahead(seconds=ahead)  # this process's clock alone: due by it
+    try:
+        with caplog.at_level(logging.INFO, logger=purger_module.__name__):
+            purge(aged)
+            purge(aged)  # still ahead: no word more
+        assert expired in {seq for seq, _ in recorded(admin)}
+        [(process, database)] = _clock_warnings(caplog)
+        assert timedelta(days=14) < process - database <= timedelta(days=15)
+
+        clock.advance(11)  # 31 days by the database's clock too
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger=purger_module.__name__):
+            purge(aged)
+        assert expired in {seq for seq, _ in recorded(admin)}  # still ahead: kept
+        assert not _clock_warnings(caplog)
+
+        clock.run_ahead(seconds=120 - ahead)  # back, within the tolerance
+        ahead = 120
+        with caplog.at_level(logging.INFO, logger=purger_module.__name__):
+            purge(aged)
+        assert expired not in {seq for seq, _ in recorded(admin)}
+        assert "back within" in caplog.text
+        assert admin.verify_log().ok
+    finally:
+        clock.run_ahead(seconds=-ahead)
+
+
 def test_a_span_after_a_full_batch_reads_from_its_first_seq(
     aged: ServerThread, admin: AuditClient, clock: Clock, migrated_database_url: str
 ) -> None:

@@ -20,7 +20,13 @@ is kept beside the batches, in their transactions (`retention_pending_purges`,
 one row a tenant): the upkeep, and each pass first and again before it ends,
 records what a crashed or refused record left, under the same idempotency
 key, so every removal is recorded exactly once; a tenant whose summary still
-cannot be recorded is not purged further until it is."""
+cannot be recorded is not purged further until it is.
+
+A pass purges by this process's clock, and a removal is for good: it first
+reads the database's clock, and while this process's runs ahead of it by
+more than CLOCK_AHEAD_TOLERANCE (a VM resumed with a stale offset, a wrong
+NTP server) it removes nothing, says so once, and leaves the pass to the next
+look (or another process): docs/retention.md, "A clock ahead"."""
 
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar, runtime_checkable
 
 import psycopg
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -44,7 +50,7 @@ from ..measures import no_meter
 from ..stopping import end_tasks
 from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.db_errors import named
-from ..store.deployment_jobs import note_ended, seconds_since_ended
+from ..store.deployment_jobs import database_time, note_ended, seconds_since_ended
 from ..store.partitions import create_ahead, retire_past_months
 from ..store.retention import (
     PendingPurge,
@@ -94,6 +100,10 @@ LOOK_AGAIN_AT_LEAST: Final = 60.0
 # (an NTP step, a failover to a standby) for that pass still to count as just
 # ended; further back, a pass is due.
 CLOCK_STEPPED_BACK: Final = 3600.0
+# How far this process's clock may be ahead of the database's for a pass to
+# purge: far more than hosts kept by NTP drift apart, far less than the day a
+# retention limit counts in. Further ahead, a pass removes nothing.
+CLOCK_AHEAD_TOLERANCE: Final = timedelta(minutes=5)
 # Its name in `deployment_jobs`.
 PURGE_JOB: Final = "retention purge"
 # The job's session ends itself when its process stops answering (paused,
@@ -107,6 +117,21 @@ _IDLE_SESSION: Final = "10min"  # PostgreSQL 14 and later
 
 # Records a tenant's purge in its log (api/audited.record_event, wired in app.py).
 RecordPurge = Callable[[TenantPurge], Awaitable[None]]
+
+
+@runtime_checkable
+class FramedClock(Protocol):
+    """A clock other than the host's (a test's, which moves when told): it
+    says what a time the database's clock read is on its own terms, for a
+    pass to compare the two. The host's clock takes the database's as read."""
+
+    def __call__(self) -> datetime: ...
+
+    def database_time(self, read: datetime) -> datetime: ...
+
+
+def _as_read(read: datetime) -> datetime:
+    return read
 
 
 class Purger:
@@ -138,6 +163,12 @@ class Purger:
         self._scan_window = scan_window or batch_events * SCAN_WINDOW_BATCHES
         self._min_days = min_days
         self._clock = clock
+        self._database_time = clock.database_time if isinstance(clock, FramedClock) else _as_read
+        # How far this process's clock was ahead of the database's at its last
+        # pass's look at both (negative: behind), for the gauge; and, while
+        # passes remove nothing for it, how far it was when last said.
+        self._ahead: timedelta | None = None
+        self._ahead_said: timedelta | None = None
         self._task: asyncio.Task[None] | None = None
         # Summaries that will never be recorded as they stand (not this
         # service's, unreadable, refused), said at ERROR already: an upkeep
@@ -166,10 +197,22 @@ class Purger:
             unit="s",
             description="When the deployment's last retention pass ended (Unix time).",
         )
+        meter.create_observable_gauge(
+            "sealtrail.retention.clock.ahead",
+            callbacks=[self._observe_ahead],
+            unit="s",
+            description="How far this process's clock was ahead of the database's at its"
+            " last retention pass (negative: behind); past"
+            f" {CLOCK_AHEAD_TOLERANCE.total_seconds():.0f}, passes remove nothing.",
+        )
 
     def _observe_pass_ended(self, _options: CallbackOptions) -> list[Observation]:
         ended = self._pass_ended_at
         return [] if ended is None else [Observation(ended)]
+
+    def _observe_ahead(self, _options: CallbackOptions) -> list[Observation]:
+        ahead = self._ahead
+        return [] if ahead is None else [Observation(ahead.total_seconds())]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sealtrail-purger")
@@ -257,6 +300,8 @@ class Purger:
                 await self._keep_up(conn)
                 return max(0.0, until_due - (clock() - started)), False
             await self._pass(conn)
+        if self._ahead_said is not None:  # a pass that removed nothing: soon again
+            return self._look_again_within(BUSY_LOOK_AGAIN), False
         return self._interval, False
 
     def _look_again_within(self, longest: float) -> float:
@@ -266,7 +311,9 @@ class Purger:
 
     async def run_once(self) -> list[TenantPurge]:
         """One pass over every tenant whose policy removes anything, due or
-        not; nothing if another process holds the job's lock."""
+        not; nothing if another process holds the job's lock, and no removal
+        if this process's clock is ahead of the database's (the upkeep's
+        records of earlier passes' purges only)."""
         async with self._job() as conn:
             return [] if conn is None else await self._pass(conn)
 
@@ -324,8 +371,11 @@ class Purger:
 
     async def _pass(self, conn: psycopg.AsyncConnection[Any]) -> list[TenantPurge]:
         """A pass, holding the job's lock on `conn`; its end noted for every
-        process of the deployment."""
+        process of the deployment; or, if this process's clock is ahead of the
+        database's, the upkeep alone, its end not noted."""
         now = self._clock()
+        if await self._clock_ahead(conn, now):
+            return (await self._keep_up(conn))[0]
         done, unrecorded = await self._keep_up(conn, in_pass=True)
         for tenant_id in await tenants_with_expiry(conn):
             # Apart: a fault in either leaves the other to do.
@@ -372,6 +422,38 @@ class Purger:
                 exc_info=not isinstance(error, psycopg.OperationalError),
             )
         return [*done, *(retried[0] if retried else [])]
+
+    async def _clock_ahead(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> bool:
+        """Whether this process's clock (`now`) is ahead of the database's by
+        more than CLOCK_AHEAD_TOLERANCE: a pass by it would remove events
+        that much before their time. Said when it starts, when how far moves
+        by more than the tolerance, and when it ends; not at every pass."""
+        database = self._database_time(await database_time(conn))
+        self._ahead = ahead = now - database
+        said = self._ahead_said
+        if ahead <= CLOCK_AHEAD_TOLERANCE:
+            if said is not None:
+                log.info(
+                    "retention: this process's clock (%s) is back within %s of the database's"
+                    " (%s): passes purge again",
+                    now.isoformat(),
+                    CLOCK_AHEAD_TOLERANCE,
+                    database.isoformat(),
+                )
+                self._ahead_said = None
+            return False
+        if said is None or abs(ahead - said) > CLOCK_AHEAD_TOLERANCE:
+            log.warning(
+                "retention: this process's clock (%s) is %s ahead of the database's (%s),"
+                " more than the %s tolerated: its passes purge nothing, which would remove"
+                " events that much early, until it is put right (docs/retention.md)",
+                now.isoformat(),
+                ahead,
+                database.isoformat(),
+                CLOCK_AHEAD_TOLERANCE,
+            )
+            self._ahead_said = ahead
+        return True
 
     async def _contained(
         self, conn: psycopg.AsyncConnection[Any], what: str, step: Awaitable[_T]

@@ -6,6 +6,7 @@ lock, reads and writes it."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -24,6 +25,16 @@ async def seconds_since_ended(conn: psycopg.AsyncConnection[Any], job: str) -> f
     )
     row = await cursor.fetchone()
     return None if row is None or row[0] is None else float(row[0])
+
+
+async def database_time(conn: psycopg.AsyncConnection[Any]) -> datetime:
+    """What the database's clock reads now (`clock_timestamp()`, whatever the
+    transaction), read as seconds: a session's DateStyle other than ISO
+    writes a time psycopg cannot read."""
+    cursor = await conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+    row = await cursor.fetchone()
+    assert row is not None
+    return datetime.fromtimestamp(row[0], UTC)
 
 
 async def note_ended(conn: psycopg.AsyncConnection[Any], job: str) -> None:
