@@ -48,7 +48,7 @@ from .cli import (
 from .config import Settings
 from .domain.errors import InvalidArgument
 from .domain.sealing import SecretBox
-from .domain.sinks import SECRET_FIELDS, SinkDefinition, described, shown_url
+from .domain.sinks import SECRET_FIELDS, SinkDefinition, described, destination_url, shown_url
 from .forward.egress import EgressPolicy
 from .redaction_setup import existing_redaction_secret, load_redactor
 from .sealing_setup import KEY_FILE_NAME, load_secret_box
@@ -171,6 +171,14 @@ def _option_of(field: str) -> str:
         "min_severity": "severity",
         "severities": "exact_severity",
         "text": "search",
+        # An email sink's settings (ADR 0133).
+        "host": "smtp_host",
+        "port": "smtp_port",
+        "security": "smtp_security",
+        "username": "smtp_username",
+        "password": "smtp_password",
+        "from_address": "mail_from",
+        "to_addresses": "mail_to",
     }.get(last, last)
     return "--" + named.replace("_", "-")
 
@@ -374,7 +382,7 @@ def sink_list(output: str, data_dir: Path | None, database_url: str | None) -> N
         return
     for deployment, instances in rows:
         definition = deployment.definition
-        url = definition.destination.get("url", "")
+        url = destination_url(definition.kind, definition.destination)
         totals = _totals(instances)
         state = "deleting" if deployment.deleting else "paused" if definition.paused else "on"
         click.echo(
@@ -470,7 +478,9 @@ def sink_update(
             if current.deleting:
                 raise click.ClickException(f"deployment sink {name_or_id!r} is being deleted")
             message, definition = _updated(current, new_name, payload, paused, given, criteria)
-            if definition.destination.get("url") != current.definition.destination.get("url"):
+            if destination_url(definition.kind, definition.destination) != destination_url(
+                current.definition.kind, current.definition.destination
+            ):
                 await _check_egress(config, message)
             if definition != current.definition:
                 if await definitions.name_taken(conn, definition.name, other_than=current.id):
@@ -517,7 +527,7 @@ def _updated(
             f" ({'; '.join(f'{n}: {w}' for n, w in current.unopened)}): give them again"
         )
     destination = {**old.destination, **given}
-    moved = destination.get("url") != old.destination.get("url")
+    moved = destination_url(old.kind, destination) != destination_url(old.kind, old.destination)
     kept = [f for f in SECRET_FIELDS[old.kind] if f != "url" and old.destination.get(f)]
     if moved and any(not given.get(f) for f in kept):
         raise click.BadParameter(

@@ -64,6 +64,7 @@ def test_the_worst_lag_of_each_kind_and_the_sinks_behind(
         (("sealtrail.sink.kind", "elasticsearch"),): 0,
         (("sealtrail.sink.kind", "chat"),): 0,
         (("sealtrail.sink.kind", "pagerduty"),): 0,
+        (("sealtrail.sink.kind", "email"),): 0,
     }
     sinks = points(reader, "sealtrail.forward.sinks")
     webhook = ("sealtrail.sink.kind", "webhook")

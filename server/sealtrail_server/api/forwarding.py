@@ -19,6 +19,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import forwarding_pb2 as pb
 
 from ..alerts.routing import reroute_alerts
+from ..domain.email_sinks import port_of
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ..domain.etags import require_etag
 from ..domain.event import checked_bound, parse_uuid
@@ -34,6 +35,7 @@ from ..domain.sinks import (
     SinkDefinition,
     changes_delivery,
     check_sink,
+    destination_url,
     keep_secrets,
     redacted_destination,
     shown_url,
@@ -78,6 +80,7 @@ def _destination(sink: pb.Sink) -> tuple[Kind | None, dict[str, Any]]:
         "api_key_hint",
         "url_hint",
         "routing_key_hint",
+        "password_hint",
     ):
         settings.pop(output_only, None)
     return field, settings  # each kind is named as its oneof field
@@ -127,7 +130,7 @@ def _operators_destination(shown: dict[str, Any]) -> dict[str, Any]:
     and its URL shows only what cannot hold a credential (as the tenant's
     log records every sink URL); a chat URL's `url_hint` is that already."""
     shown = dict(shown)
-    for hints in ("token_hint", "api_key_hint", "routing_key_hint"):
+    for hints in ("token_hint", "api_key_hint", "routing_key_hint", "password_hint"):
         if hints in shown:
             shown[hints] = ""
     if "secret_hints" in shown:
@@ -183,6 +186,15 @@ async def check_egress(
     one is left to the definition's checks, which name it."""
     kind, destination = _destination(sink)
     if kind is None:
+        return
+    if kind == "email":
+        try:
+            await egress.resolve(destination.get("host", ""), port_of(destination),
+                                 tenant_id=tenant_id)  # fmt: skip
+        except Unresolvable:
+            pass
+        except EgressDenied as error:
+            raise InvalidArgument.field(f"{path}.email.host", str(error)) from None
         return
     url = destination.get("url") or DEFAULT_URLS.get(kind, "")
     try:
@@ -474,7 +486,9 @@ class ForwardingRpcs:
         definition = await self._definition(
             sink, path="sink", current=before.definition, check_egress=False
         )
-        moved = definition.destination.get("url") != before.definition.destination.get("url")
+        moved = destination_url(definition.kind, definition.destination) != destination_url(
+            before.definition.kind, before.definition.destination
+        )
         kept = [f for f in SECRET_FIELDS[definition.kind] if definition.destination.get(f)]
         if kind == before.definition.kind and moved and any(not given.get(f) for f in kept):
             # A credential goes only where it was given for: whoever moves a

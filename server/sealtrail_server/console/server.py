@@ -721,7 +721,7 @@ class Console:
         if kind is None:
             raise BadParameter(
                 "sink.destination: one destination is required (webhook, chat, splunk_hec,"
-                " datadog_logs, elasticsearch or pagerduty)"
+                " datadog_logs, elasticsearch, pagerduty or email)"
             )
         answer = await self._stub.UpdateSink(
             forwarding_pb2.UpdateSinkRequest(

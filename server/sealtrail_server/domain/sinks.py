@@ -18,12 +18,15 @@ from datetime import datetime
 from typing import Any, Final, Literal
 from urllib.parse import unquote, unquote_plus, urlsplit
 
+from .email_sinks import smtp_url, validate_email
 from .errors import FieldViolation, InvalidArgument
 from .etags import etag_of, instant
 from .event import CONTROL_CHARACTERS
 from .names import name_problem
 
-Kind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat", "pagerduty"]
+Kind = Literal[
+    "webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat", "pagerduty", "email"
+]
 Format = Literal["sealtrail_json", "ocsf"]
 KINDS: Final[tuple[Kind, ...]] = (
     "webhook",
@@ -32,6 +35,7 @@ KINDS: Final[tuple[Kind, ...]] = (
     "elasticsearch",
     "chat",
     "pagerduty",
+    "email",
 )
 
 MAX_SINKS_PER_TENANT: Final = 50
@@ -63,6 +67,9 @@ SECRET_FIELDS: Final[dict[Kind, tuple[str, ...]]] = {
     # An Events API integration key: whoever holds it opens alerts on the
     # service, paging its on-call (ADR 0131).
     "pagerduty": ("routing_key",),
+    # An SMTP login's password: whoever holds it sends mail as the account
+    # (ADR 0133).
+    "email": ("password",),
 }
 # Elasticsearch index names: lowercase, no spaces or \/*?"<>|,#:, not starting
 # with -_+, not . or .., at most 255 bytes (MAX_INDEX_BYTES, checked apart).
@@ -93,6 +100,15 @@ def changes_delivery(before: SinkDefinition, after: SinkDefinition) -> bool:
 def webhook_key(secret: str) -> bytes:
     """The HMAC key of a `whsec_` secret (validated beforehand)."""
     return base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+
+
+def destination_url(kind: str, destination: dict[str, Any]) -> str:
+    """Where a sink sends, as given: its `url` (empty for a kind's default),
+    an email sink's `smtp://host:port` (ADR 0133). A move of it is a move of
+    the sink (its secrets asked again, a weakening)."""
+    if kind == "email":
+        return smtp_url(destination)
+    return str(destination.get("url", ""))
 
 
 def hint(secret: str) -> str:
@@ -287,6 +303,9 @@ def validate_sink(
         fail("destination", "one destination is required")
         return violations
     prefix = f"{kind}."
+    if kind == "email":
+        validate_email(destination, lambda field, said: fail(prefix + field, said))
+        return violations
     url = destination.get("url", "") or DEFAULT_URLS.get(kind, "")
     url_error = _url_error(url)
     if url_error is None and kind not in ("webhook", "chat") and urlsplit(url).query:

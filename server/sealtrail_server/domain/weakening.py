@@ -24,7 +24,7 @@ from .alerts import NEW_ORIGIN_KINDS, Condition
 from .event import CATEGORIES, SEVERITIES, email_key
 from .filters import EventFilter
 from .retention import RetentionLimits, RetentionPolicy
-from .sinks import DEFAULT_URLS, SinkDefinition
+from .sinks import DEFAULT_URLS, SinkDefinition, destination_url
 
 _SEVERITY_RANKS: Final = {name: rank for rank, name in SEVERITIES.items()}
 # A threshold's groups, finest last: counted per group, a finer one fires
@@ -185,11 +185,14 @@ def _where(sink: SinkDefinition) -> tuple[str, str, str, str]:
     """Where `sink`'s events go: its kind, URL (as sent, a default when
     empty), index, and the service a PagerDuty routing key pages (ADR 0131):
     another key sends the on-call's pages elsewhere, as another URL would,
-    where another token or API key reaches the same destination."""
+    where another token or API key reaches the same destination; an email
+    sink's recipients, likewise (ADR 0133)."""
     destination = sink.destination
     default = DEFAULT_URLS.get(sink.kind, "")
     service = destination.get("routing_key") or "" if sink.kind == "pagerduty" else ""
-    url = destination.get("url") or default
+    if sink.kind == "email":  # whose inboxes (ADR 0133)
+        service = ",".join(sorted(a.lower() for a in destination.get("to_addresses") or []))
+    url = destination_url(sink.kind, destination) or default
     return sink.kind, url, destination.get("index") or "", service
 
 

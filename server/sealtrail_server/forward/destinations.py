@@ -30,6 +30,7 @@ from sealtrail._words import counted, detailed
 
 from ..domain.chat_text import MAX_TEXT
 from ..domain.chat_text import line as chat_line
+from ..domain.email_sinks import smtp_url
 from ..domain.ocsf import message as ocsf_message
 from ..domain.ocsf import to_ocsf
 from ..domain.sinks import (
@@ -42,6 +43,7 @@ from ..domain.sinks import (
     url_secrets,
     webhook_key,
 )
+from .mail import message as mail_message
 
 # Also `error` and `status`: filter_path applies to an error answer (a 400 or
 # 401 of the whole request) too, which would otherwise arrive as `{}`.
@@ -58,6 +60,7 @@ ANSWER_BYTES: Final[dict[Kind, int]] = {
     "elasticsearch": 4 * 1024 * 1024,
     "chat": 64 * 1024,
     "pagerduty": 64 * 1024,
+    "email": 1024,  # an SMTP reply's first line (forward/mail.py)
 }
 _CHAT_FRAMING: Final = len('{"text":""}')
 # Per request: (events, bytes of body, the kind's framing included). Datadog's
@@ -77,6 +80,9 @@ LIMITS: Final[dict[Kind, tuple[int, int]]] = {
     # is at most 64 KiB, its details escaped at most six times as long only
     # for control characters, which the record holds escaped already.
     "pagerduty": (1, 512 * 1000),
+    # A message per event (ADR 0133): a record of at most 64 KiB, indented
+    # and quoted-printable, stays well within a server's usual 10 MB.
+    "email": (1, 1_000_000),
 }
 # Bytes of stored records read for each byte a request may carry: 1 where the
 # records are sent; a chat line says of its event a few times less than the
@@ -88,6 +94,7 @@ READ_PER_BYTE: Final[dict[Kind, int]] = {
     "elasticsearch": 1,
     "chat": 8,
     "pagerduty": 1,
+    "email": 1,
 }
 # Datadog takes a log dated up to 18 hours in the past and drops an older one
 # at intake ("Log events can be submitted up to 18 hours in the past"): an
@@ -151,6 +158,8 @@ class Outgoing:
     # The sink's own secrets (its token, key, signing secrets): cut, as the
     # URL's are, from what its answers are kept as.
     secrets: tuple[str, ...] = ()
+    # An email sink's SMTP username, which a refused login names.
+    login: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +281,7 @@ def _outgoing(
         seqs=tuple(event.seq for event in batch.events),
         event_ids=tuple(data["id"] for data in batch.parsed),
         secrets=_secrets_of(sender),
+        login=str(sender.destination.get("username", "")) if sender.kind == "email" else "",
     )
 
 
@@ -316,6 +326,7 @@ def _framing(sender: Sender, last_seq: int, now: datetime) -> int:
         "elasticsearch": 1,
         "chat": _CHAT_FRAMING,
         "pagerduty": 0,  # its piece is the whole body
+        "email": 0,  # its piece is the whole message
     }[sender.kind]
 
 
@@ -519,6 +530,17 @@ def _pagerduty(sender: Sender, batch: _Batch) -> Outgoing:
     return _outgoing(sender, url, headers, batch.pieces[0], batch)
 
 
+def _email_piece(sender: Sender, now: datetime) -> Piece:
+    """One event's whole message (forward/mail.py), as text."""
+    return lambda data, item: mail_message(sender.destination, data, item).decode("ascii")
+
+
+def _email(sender: Sender, batch: _Batch) -> Outgoing:
+    """One event's message, to the sink's SMTP server (`smtp://host:port`)."""
+    url = smtp_url(sender.destination)
+    return _outgoing(sender, url, [], batch.pieces[0], batch)
+
+
 # Any number of digits: ten or more (a very long wait, or the Unix time to
 # come back at, as some destinations write it) asked for the longest wait, not
 # none (the forwarder waits five minutes at most).
@@ -531,6 +553,7 @@ _BUILDERS: Final = {
     "elasticsearch": _elasticsearch,
     "chat": _chat,
     "pagerduty": _pagerduty,
+    "email": _email,
 }
 _PIECES: Final[dict[Kind, Callable[[Sender, datetime], Piece]]] = {
     "webhook": _webhook_piece,
@@ -539,6 +562,7 @@ _PIECES: Final[dict[Kind, Callable[[Sender, datetime], Piece]]] = {
     "elasticsearch": _elasticsearch_piece,
     "chat": _chat_piece,
     "pagerduty": _pagerduty_piece,
+    "email": _email_piece,
 }
 
 
@@ -713,6 +737,8 @@ def verdict(
     now: datetime | None = None,
 ) -> Verdict:
     """What an answer, received at `now`, means for the events of `sent`."""
+    if kind == "email":
+        return _smtp_verdict(sent, status, body, headers)
     host = host_of(sent.url)
     if 300 <= status < 400:
         # Shown as the sink's URL is: a redirect leads to the same webhook,
@@ -773,6 +799,34 @@ def verdict(
     if kind == "elasticsearch":
         return _bulk_verdict(sent, body, host)
     return Verdict("delivered", status)
+
+
+# SMTP replies refusing the sink's login: authentication required (530),
+# a stronger mechanism (534), credentials invalid (535), encryption required
+# (538): every message would be refused alike.
+_SMTP_LOGIN_REFUSED: Final = frozenset({530, 534, 535, 538})
+
+
+def _smtp_verdict(sent: Outgoing, code: int, body: bytes, headers: dict[str, str]) -> Verdict:
+    """What an SMTP server's reply (forward/mail.py) means for a message's
+    event (ADR 0133): 2xx taken; 4xx retried with backoff; a refusal of the
+    login, of the sender or of the connection held until the sink is put
+    right, naming what to fix; any other 5xx (a recipient unknown, the
+    message refused) parks the event."""
+    phase = headers.get("smtp-phase", "data")
+    error = f"SMTP {code} from {host_of(sent.url)}: {_kept(sent, body)}"
+    if 200 <= code < 300:
+        return Verdict("delivered", code)
+    if 400 <= code < 500 or code < 200:
+        return Verdict("retry", code, error)
+    if phase == "auth" or code in _SMTP_LOGIN_REFUSED:
+        why = f"; a refusal of the sink's login (username {printable(sent.login[:64])!r}){_WAITS}"
+        return Verdict("retry", code, explained(error, why), needs_fixing=True)
+    if phase in ("connect", "mail"):
+        what = "sender (from_address)" if phase == "mail" else "connection"
+        why = f"; a refusal of the sink's {what}, not of its event{_WAITS}"
+        return Verdict("retry", code, explained(error, why), needs_fixing=True)
+    return Verdict("park", code, error)
 
 
 def _bulk_verdict(sent: Outgoing, body: bytes, host: str) -> Verdict:

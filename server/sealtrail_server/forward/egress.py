@@ -358,9 +358,11 @@ class OutboundClient:
         verified. `max_connections`: shared by every request."""
         self.policy = policy
         self._timeout = timeout
+        self.timeout = timeout  # each step's, an email sink's too (forward/mail.py)
         trust = ssl.create_default_context()
         if ca_file is not None:
             trust.load_verify_locations(cafile=ca_file)
+        self.trust = trust  # what TLS is verified by, an email sink's too
         self.max_connections = max_connections
         # Exchanges under way, abandoned ones among them (`post`).
         self._exchanges: set[asyncio.Future[Answer]] = set()

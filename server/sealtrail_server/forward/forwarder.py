@@ -49,6 +49,7 @@ from ..store.database import Connection, Database
 from ..store.events import StoredEvent, stream_events
 from ..store.sinks import Parking
 from ..store.tree import tree_size
+from . import mail
 from .destinations import (
     ANSWER_BYTES,
     FORBIDDEN,
@@ -664,6 +665,17 @@ class Forwarder:
         """The destination's answer to `outgoing`, or why there is none."""
         started = time.perf_counter()
         try:
+            if sender.kind == "email":  # SMTP, not HTTP (ADR 0133)
+                answer = await mail.send(
+                    self._client.policy,
+                    self._client.trust,
+                    sender.destination,
+                    outgoing.body,
+                    timeout=self._client.timeout,
+                    tenant_id=sender.tenant_id,
+                )
+                self._measures.request(sender.kind, started, {"smtp.status_code": answer.status})
+                return answer
             answer = await self._client.post(
                 outgoing.url,
                 headers=outgoing.headers,

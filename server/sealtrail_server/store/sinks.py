@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from ..domain.sealing import SealError, SecretBox, is_sealed
-from ..domain.sinks import Kind, SinkDefinition, with_secrets
+from ..domain.sinks import Kind, SinkDefinition, destination_url, with_secrets
 from .changes import erasure_lock_key, erasure_lock_key_of, try_share_condition
 from .migrations import has_table
 
@@ -125,7 +125,7 @@ def secret_place(owner: str, kind: str, destination: dict[str, Any], field: str)
     sent to another URL than the one it was given for, it does not open. A
     secret URL (a chat webhook's) is bound to the rest alone: as stored it is
     sealed, so it cannot name itself."""
-    url = "" if field == "url" else destination.get("url", "")
+    url = "" if field == "url" else destination_url(kind, destination)
     return f"{owner}/{kind}/{field} {url}"
 
 

@@ -81,10 +81,21 @@ def show(ctx: click.Context, sink_id: str) -> None:
 
 
 _SETTING_NAMES = frozenset(
-    {"url", "token", "api_key", "index", "source", "sourcetype", "service", "tags", "routing_key"}
+    {
+        *("url", "token", "api_key", "index", "source", "sourcetype", "service", "tags"),
+        *("routing_key", "host", "port", "security", "username", "password"),
+        *("from_address", "to_addresses"),
+    }
 )
 # Output only.
-_HINTS = ("secret_hints", "token_hint", "api_key_hint", "url_hint", "routing_key_hint")
+_HINTS = (
+    "secret_hints",
+    "token_hint",
+    "api_key_hint",
+    "url_hint",
+    "routing_key_hint",
+    "password_hint",
+)
 
 
 def read_credential(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -148,6 +159,35 @@ def _destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--sourcetype", help="Splunk sourcetype."),
         click.option("--service", help="Datadog service."),
         click.option("--tags", help="Datadog ddtags, e.g. env:prod,team:security."),
+        click.option("--smtp-host", "host", help="Email: the SMTP server's host name."),
+        click.option(
+            "--smtp-port",
+            "port",
+            type=click.IntRange(0, 65535),
+            help="Email: the SMTP server's port (default: 587, 465 for implicit_tls).",
+        ),
+        click.option(
+            "--smtp-security",
+            "security",
+            type=click.Choice(["starttls", "implicit_tls", "none"]),
+            help="Email: starttls (the default), implicit_tls, or none (localhost only).",
+        ),
+        click.option("--smtp-username", "username", help="Email: the SMTP login's username."),
+        click.option(
+            "--smtp-password",
+            "password",
+            callback=read_credential,
+            help="Email: the SMTP login's password." + _FROM_FILE,
+        ),
+        click.option(
+            "--mail-from", "from_address", help="Email: the sender, e.g. alerts@example.com."
+        ),
+        click.option(
+            "--mail-to",
+            "to_addresses",
+            multiple=True,
+            help="Email: a recipient (1 to 20; on update, the whole list).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -160,6 +200,8 @@ def _destination_settings(
     """The destination settings given, a generated webhook secret included,
     and that secret, for `_show_secret` once the server has taken it."""
     settings = {key: value for key, value in options.items() if key in _SETTING_NAMES and value}
+    if "to_addresses" in settings:
+        settings["to_addresses"] = list(settings["to_addresses"])
     chosen = list(secrets_)
     made = None
     if generate_secret:

@@ -1044,7 +1044,9 @@ def received_range_request(
     return request
 
 
-SinkKind = Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat", "pagerduty"]
+SinkKind = Literal[
+    "webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat", "pagerduty", "email"
+]
 PayloadFormat = Literal["sealtrail_json", "ocsf"]
 _PAYLOAD_FORMATS: dict[str, forwarding_pb2.PayloadFormat.ValueType] = {
     "sealtrail_json": forwarding_pb2.PAYLOAD_FORMAT_SEALTRAIL_JSON,
@@ -1069,6 +1071,10 @@ SINK_SETTINGS: Mapping[str, frozenset[str]] = {
     "elasticsearch": frozenset({"url", "index", "api_key"}),
     "chat": frozenset({"url"}),  # Slack's incoming webhook, and those that take its messages
     "pagerduty": frozenset({"url", "routing_key", "source"}),  # Events API v2
+    # SMTP: a message per event (ADR 0133)
+    "email": frozenset(
+        {"host", "port", "security", "username", "password", "from_address", "to_addresses"}
+    ),
 }
 
 
@@ -1081,12 +1087,12 @@ def build_sink(
     format: PayloadFormat = "sealtrail_json",
     paused: bool = False,
     sink_id: str = "",
-    **settings: str | list[str],
+    **settings: str | list[str] | int,
 ) -> forwarding_pb2.Sink:
     """A Sink message: `build_sink("siem", "webhook", url=..., secrets=["whsec_..."])`.
     Each kind takes the settings of SINK_SETTINGS; others are a ValueError, as
-    is a value not a string (a list of them for `secrets`, or one string as
-    the only secret)."""
+    is a value not a string (a list of them for `secrets` and `to_addresses`,
+    or one string as the only one; an int, or its digits, for `port`)."""
     if kind not in SINK_SETTINGS:
         raise ValueError(f"kind: {kind!r} is not one of {', '.join(SINK_SETTINGS)}")
     unknown = set(settings) - SINK_SETTINGS[kind]
@@ -1106,7 +1112,13 @@ def _set_setting(destination: Message, key: str, value: object) -> None:
     """Sets a destination's setting `key`: a ValueError naming it for a value
     that is not a string (its strings, for a list such as `secrets`), not
     protobuf's ParseError (no ValueError) naming the message's field."""
-    if not isinstance(getattr(destination, key), str):  # repeated: secrets
+    if isinstance(getattr(destination, key), int):  # an email sink's port
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+            raise ValueError(f"{key}: a port, 0 to 65535, not {value!r}")
+        setattr(destination, key, value)
+    elif not isinstance(getattr(destination, key), str):  # repeated: secrets, to_addresses
         values = [value] if isinstance(value, str) else value
         if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
             raise ValueError(f"{key}: a list of strings, not {value!r}")

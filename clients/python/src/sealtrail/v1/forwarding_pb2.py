@@ -27,15 +27,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sealtrail.v1 import event_pb2 as sealtrail_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsealtrail/v1/forwarding.proto\x12\x0csealtrail.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\"H\n\x12WebhookDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07secrets\x18\x02 \x03(\t\x12\x14\n\x0csecret_hints\x18\x03 \x03(\t\"y\n\x14SplunkHecDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x12\n\ntoken_hint\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x12\n\nsourcetype\x18\x06 \x01(\t\"k\n\x16\x44\x61tadogLogsDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x14\n\x0c\x61pi_key_hint\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x01(\t\"]\n\x18\x45lasticsearchDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x14\n\x0c\x61pi_key_hint\x18\x04 \x01(\t\"0\n\x0f\x43hatDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x10\n\x08url_hint\x18\x02 \x01(\t\"b\n\x14PagerDutyDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x13\n\x0brouting_key\x18\x02 \x01(\t\x12\x18\n\x10routing_key_hint\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xe4\x02\n\tSinkState\x12\x12\n\ncursor_seq\x18\x01 \x01(\x03\x12\x10\n\x08head_seq\x18\x02 \x01(\x03\x12\x12\n\nlag_events\x18\x03 \x01(\x03\x12\x18\n\x10\x64\x65livered_events\x18\x04 \x01(\x03\x12\x36\n\x12last_delivery_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x33\n\x0flast_error_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x08 \x01(\x05\x12\x35\n\x11next_attempt_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\n \x01(\x03\x12\x17\n\x0fpending_replays\x18\x0b \x01(\x03\"\x96\x05\n\x04Sink\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12+\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1b.sealtrail.v1.PayloadFormat\x12\x0e\n\x06paused\x18\x05 \x01(\x08\x12\x33\n\x07webhook\x18\x06 \x01(\x0b\x32 .sealtrail.v1.WebhookDestinationH\x00\x12\x38\n\nsplunk_hec\x18\x07 \x01(\x0b\x32\".sealtrail.v1.SplunkHecDestinationH\x00\x12<\n\x0c\x64\x61tadog_logs\x18\x08 \x01(\x0b\x32$.sealtrail.v1.DatadogLogsDestinationH\x00\x12?\n\relasticsearch\x18\t \x01(\x0b\x32&.sealtrail.v1.ElasticsearchDestinationH\x00\x12-\n\x04\x63hat\x18\x0e \x01(\x0b\x32\x1d.sealtrail.v1.ChatDestinationH\x00\x12\x37\n\tpagerduty\x18\x10 \x01(\x0b\x32\".sealtrail.v1.PagerDutyDestinationH\x00\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05state\x18\x0c \x01(\x0b\x32\x17.sealtrail.v1.SinkState\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12\x0f\n\x07managed\x18\x0f \x01(\x08\x42\r\n\x0b\x64\x65stination\"\xb8\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07sink_id\x18\x02 \x01(\t\x12\x11\n\tfirst_seq\x18\x03 \x01(\x03\x12\x10\n\x08last_seq\x18\x04 \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\x05 \x01(\x05\x12\x13\n\x0bhttp_status\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x11\x43reateSinkRequest\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x16\n\x0e\x66rom_beginning\x18\x02 \x01(\x08\"H\n\x12\x43reateSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x1c\n\x0eGetSinkRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x0fGetSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\"\x12\n\x10ListSinksRequest\"6\n\x11ListSinksResponse\x12!\n\x05sinks\x18\x01 \x03(\x0b\x32\x12.sealtrail.v1.Sink\"f\n\x11UpdateSinkRequest\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"H\n\x12UpdateSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"-\n\x11\x44\x65leteSinkRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"&\n\x12\x44\x65leteSinkResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"P\n\x16ListDeadLettersRequest\x12\x0f\n\x07sink_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x17ListDeadLettersResponse\x12.\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x18.sealtrail.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x08SeqRange\x12\x11\n\tfirst_seq\x18\x01 \x01(\x03\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\"j\n\nTimeWindow\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\x11ReplaySinkRequest\x12\x0f\n\x07sink_id\x18\x01 \x01(\t\x12+\n\tseq_range\x18\x02 \x01(\x0b\x32\x16.sealtrail.v1.SeqRangeH\x00\x12*\n\x06window\x18\x03 \x01(\x0b\x32\x18.sealtrail.v1.TimeWindowH\x00\x12\x18\n\x0e\x64\x65\x61\x64_letter_id\x18\x04 \x01(\tH\x00\x42\x0b\n\tselection\"\xa2\x01\n\x12ReplaySinkResponse\x12\x11\n\treplay_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12)\n\tseq_range\x18\x03 \x01(\x0b\x32\x16.sealtrail.v1.SeqRange\x12\x16\n\x0e\x66irst_kept_seq\x18\x04 \x01(\x03\x12\x12\n\ncursor_seq\x18\x05 \x01(\x03\x12\x10\n\x08head_seq\x18\x06 \x01(\x03*k\n\rPayloadFormat\x12\x1e\n\x1aPAYLOAD_FORMAT_UNSPECIFIED\x10\x00\x12!\n\x1dPAYLOAD_FORMAT_SEALTRAIL_JSON\x10\x01\x12\x17\n\x13PAYLOAD_FORMAT_OCSF\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsealtrail/v1/forwarding.proto\x12\x0csealtrail.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\"H\n\x12WebhookDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07secrets\x18\x02 \x03(\t\x12\x14\n\x0csecret_hints\x18\x03 \x03(\t\"y\n\x14SplunkHecDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x12\n\ntoken_hint\x18\x03 \x01(\t\x12\r\n\x05index\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x12\n\nsourcetype\x18\x06 \x01(\t\"k\n\x16\x44\x61tadogLogsDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12\x14\n\x0c\x61pi_key_hint\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x01(\t\"]\n\x18\x45lasticsearchDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\x12\x14\n\x0c\x61pi_key_hint\x18\x04 \x01(\t\"0\n\x0f\x43hatDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x10\n\x08url_hint\x18\x02 \x01(\t\"b\n\x14PagerDutyDestination\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x13\n\x0brouting_key\x18\x02 \x01(\t\x12\x18\n\x10routing_key_hint\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\"\xa7\x01\n\x10\x45mailDestination\x12\x0c\n\x04host\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\x05\x12\x10\n\x08security\x18\x03 \x01(\t\x12\x10\n\x08username\x18\x04 \x01(\t\x12\x10\n\x08password\x18\x05 \x01(\t\x12\x15\n\rpassword_hint\x18\x06 \x01(\t\x12\x14\n\x0c\x66rom_address\x18\x07 \x01(\t\x12\x14\n\x0cto_addresses\x18\x08 \x03(\t\"\xe4\x02\n\tSinkState\x12\x12\n\ncursor_seq\x18\x01 \x01(\x03\x12\x10\n\x08head_seq\x18\x02 \x01(\x03\x12\x12\n\nlag_events\x18\x03 \x01(\x03\x12\x18\n\x10\x64\x65livered_events\x18\x04 \x01(\x03\x12\x36\n\x12last_delivery_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x06 \x01(\t\x12\x33\n\x0flast_error_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14\x63onsecutive_failures\x18\x08 \x01(\x05\x12\x35\n\x11next_attempt_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\n \x01(\x03\x12\x17\n\x0fpending_replays\x18\x0b \x01(\x03\"\xc7\x05\n\x04Sink\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x06\x66ilter\x18\x03 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12+\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x1b.sealtrail.v1.PayloadFormat\x12\x0e\n\x06paused\x18\x05 \x01(\x08\x12\x33\n\x07webhook\x18\x06 \x01(\x0b\x32 .sealtrail.v1.WebhookDestinationH\x00\x12\x38\n\nsplunk_hec\x18\x07 \x01(\x0b\x32\".sealtrail.v1.SplunkHecDestinationH\x00\x12<\n\x0c\x64\x61tadog_logs\x18\x08 \x01(\x0b\x32$.sealtrail.v1.DatadogLogsDestinationH\x00\x12?\n\relasticsearch\x18\t \x01(\x0b\x32&.sealtrail.v1.ElasticsearchDestinationH\x00\x12-\n\x04\x63hat\x18\x0e \x01(\x0b\x32\x1d.sealtrail.v1.ChatDestinationH\x00\x12\x37\n\tpagerduty\x18\x10 \x01(\x0b\x32\".sealtrail.v1.PagerDutyDestinationH\x00\x12/\n\x05\x65mail\x18\x11 \x01(\x0b\x32\x1e.sealtrail.v1.EmailDestinationH\x00\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x05state\x18\x0c \x01(\x0b\x32\x17.sealtrail.v1.SinkState\x12\x0c\n\x04\x65tag\x18\r \x01(\t\x12\x0f\n\x07managed\x18\x0f \x01(\x08\x42\r\n\x0b\x64\x65stination\"\xb8\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07sink_id\x18\x02 \x01(\t\x12\x11\n\tfirst_seq\x18\x03 \x01(\x03\x12\x10\n\x08last_seq\x18\x04 \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\x05 \x01(\x05\x12\x13\n\x0bhttp_status\x18\x06 \x01(\x05\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x11\x43reateSinkRequest\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x16\n\x0e\x66rom_beginning\x18\x02 \x01(\x08\"H\n\x12\x43reateSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x1c\n\x0eGetSinkRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x0fGetSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\"\x12\n\x10ListSinksRequest\"6\n\x11ListSinksResponse\x12!\n\x05sinks\x18\x01 \x03(\x0b\x32\x12.sealtrail.v1.Sink\"f\n\x11UpdateSinkRequest\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"H\n\x12UpdateSinkResponse\x12 \n\x04sink\x18\x01 \x01(\x0b\x32\x12.sealtrail.v1.Sink\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"-\n\x11\x44\x65leteSinkRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"&\n\x12\x44\x65leteSinkResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"P\n\x16ListDeadLettersRequest\x12\x0f\n\x07sink_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x17ListDeadLettersResponse\x12.\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x18.sealtrail.v1.DeadLetter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x08SeqRange\x12\x11\n\tfirst_seq\x18\x01 \x01(\x03\x12\x10\n\x08last_seq\x18\x02 \x01(\x03\"j\n\nTimeWindow\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\x11ReplaySinkRequest\x12\x0f\n\x07sink_id\x18\x01 \x01(\t\x12+\n\tseq_range\x18\x02 \x01(\x0b\x32\x16.sealtrail.v1.SeqRangeH\x00\x12*\n\x06window\x18\x03 \x01(\x0b\x32\x18.sealtrail.v1.TimeWindowH\x00\x12\x18\n\x0e\x64\x65\x61\x64_letter_id\x18\x04 \x01(\tH\x00\x42\x0b\n\tselection\"\xa2\x01\n\x12ReplaySinkResponse\x12\x11\n\treplay_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12)\n\tseq_range\x18\x03 \x01(\x0b\x32\x16.sealtrail.v1.SeqRange\x12\x16\n\x0e\x66irst_kept_seq\x18\x04 \x01(\x03\x12\x12\n\ncursor_seq\x18\x05 \x01(\x03\x12\x10\n\x08head_seq\x18\x06 \x01(\x03*k\n\rPayloadFormat\x12\x1e\n\x1aPAYLOAD_FORMAT_UNSPECIFIED\x10\x00\x12!\n\x1dPAYLOAD_FORMAT_SEALTRAIL_JSON\x10\x01\x12\x17\n\x13PAYLOAD_FORMAT_OCSF\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sealtrail.v1.forwarding_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYLOADFORMAT']._serialized_start=3150
-  _globals['_PAYLOADFORMAT']._serialized_end=3257
+  _globals['_PAYLOADFORMAT']._serialized_start=3369
+  _globals['_PAYLOADFORMAT']._serialized_end=3476
   _globals['_WEBHOOKDESTINATION']._serialized_start=140
   _globals['_WEBHOOKDESTINATION']._serialized_end=212
   _globals['_SPLUNKHECDESTINATION']._serialized_start=214
@@ -48,42 +48,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATDESTINATION']._serialized_end=589
   _globals['_PAGERDUTYDESTINATION']._serialized_start=591
   _globals['_PAGERDUTYDESTINATION']._serialized_end=689
-  _globals['_SINKSTATE']._serialized_start=692
-  _globals['_SINKSTATE']._serialized_end=1048
-  _globals['_SINK']._serialized_start=1051
-  _globals['_SINK']._serialized_end=1713
-  _globals['_DEADLETTER']._serialized_start=1716
-  _globals['_DEADLETTER']._serialized_end=1900
-  _globals['_CREATESINKREQUEST']._serialized_start=1902
-  _globals['_CREATESINKREQUEST']._serialized_end=1979
-  _globals['_CREATESINKRESPONSE']._serialized_start=1981
-  _globals['_CREATESINKRESPONSE']._serialized_end=2053
-  _globals['_GETSINKREQUEST']._serialized_start=2055
-  _globals['_GETSINKREQUEST']._serialized_end=2083
-  _globals['_GETSINKRESPONSE']._serialized_start=2085
-  _globals['_GETSINKRESPONSE']._serialized_end=2136
-  _globals['_LISTSINKSREQUEST']._serialized_start=2138
-  _globals['_LISTSINKSREQUEST']._serialized_end=2156
-  _globals['_LISTSINKSRESPONSE']._serialized_start=2158
-  _globals['_LISTSINKSRESPONSE']._serialized_end=2212
-  _globals['_UPDATESINKREQUEST']._serialized_start=2214
-  _globals['_UPDATESINKREQUEST']._serialized_end=2316
-  _globals['_UPDATESINKRESPONSE']._serialized_start=2318
-  _globals['_UPDATESINKRESPONSE']._serialized_end=2390
-  _globals['_DELETESINKREQUEST']._serialized_start=2392
-  _globals['_DELETESINKREQUEST']._serialized_end=2437
-  _globals['_DELETESINKRESPONSE']._serialized_start=2439
-  _globals['_DELETESINKRESPONSE']._serialized_end=2477
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2479
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2559
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2561
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2659
-  _globals['_SEQRANGE']._serialized_start=2661
-  _globals['_SEQRANGE']._serialized_end=2708
-  _globals['_TIMEWINDOW']._serialized_start=2710
-  _globals['_TIMEWINDOW']._serialized_end=2816
-  _globals['_REPLAYSINKREQUEST']._serialized_start=2819
-  _globals['_REPLAYSINKREQUEST']._serialized_end=2983
-  _globals['_REPLAYSINKRESPONSE']._serialized_start=2986
-  _globals['_REPLAYSINKRESPONSE']._serialized_end=3148
+  _globals['_EMAILDESTINATION']._serialized_start=692
+  _globals['_EMAILDESTINATION']._serialized_end=859
+  _globals['_SINKSTATE']._serialized_start=862
+  _globals['_SINKSTATE']._serialized_end=1218
+  _globals['_SINK']._serialized_start=1221
+  _globals['_SINK']._serialized_end=1932
+  _globals['_DEADLETTER']._serialized_start=1935
+  _globals['_DEADLETTER']._serialized_end=2119
+  _globals['_CREATESINKREQUEST']._serialized_start=2121
+  _globals['_CREATESINKREQUEST']._serialized_end=2198
+  _globals['_CREATESINKRESPONSE']._serialized_start=2200
+  _globals['_CREATESINKRESPONSE']._serialized_end=2272
+  _globals['_GETSINKREQUEST']._serialized_start=2274
+  _globals['_GETSINKREQUEST']._serialized_end=2302
+  _globals['_GETSINKRESPONSE']._serialized_start=2304
+  _globals['_GETSINKRESPONSE']._serialized_end=2355
+  _globals['_LISTSINKSREQUEST']._serialized_start=2357
+  _globals['_LISTSINKSREQUEST']._serialized_end=2375
+  _globals['_LISTSINKSRESPONSE']._serialized_start=2377
+  _globals['_LISTSINKSRESPONSE']._serialized_end=2431
+  _globals['_UPDATESINKREQUEST']._serialized_start=2433
+  _globals['_UPDATESINKREQUEST']._serialized_end=2535
+  _globals['_UPDATESINKRESPONSE']._serialized_start=2537
+  _globals['_UPDATESINKRESPONSE']._serialized_end=2609
+  _globals['_DELETESINKREQUEST']._serialized_start=2611
+  _globals['_DELETESINKREQUEST']._serialized_end=2656
+  _globals['_DELETESINKRESPONSE']._serialized_start=2658
+  _globals['_DELETESINKRESPONSE']._serialized_end=2696
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2698
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2778
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2780
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2878
+  _globals['_SEQRANGE']._serialized_start=2880
+  _globals['_SEQRANGE']._serialized_end=2927
+  _globals['_TIMEWINDOW']._serialized_start=2929
+  _globals['_TIMEWINDOW']._serialized_end=3035
+  _globals['_REPLAYSINKREQUEST']._serialized_start=3038
+  _globals['_REPLAYSINKREQUEST']._serialized_end=3202
+  _globals['_REPLAYSINKRESPONSE']._serialized_start=3205
+  _globals['_REPLAYSINKRESPONSE']._serialized_end=3367
 # @@protoc_insertion_point(module_scope)

@@ -310,6 +310,85 @@ class PagerDutyDestination(_message.Message):
 Global___PagerDutyDestination: _TypeAlias = PagerDutyDestination  # noqa: Y015
 
 @_typing.final
+class EmailDestination(_message.Message):
+    """Email over SMTP: each event a message of its own to `to`, its Subject the
+    event's line (severity, action, actor, resource; an alert's rule and what
+    fired it), its body the event's fields as text and then the event as the
+    sink's format writes it (JSON), its Message-ID
+    `<sealtrail.<event id>.<tenant id>@sealtrail>`: a message sent again (after
+    a 4xx, a lost connection or a replay) is the same message, which mail
+    clients show once. An SMTP 4xx, a timeout or a refused connection is
+    retried with backoff; a 5xx refusing the message (a recipient unknown, the
+    message refused) parks the event; a refusal of the login (535, 534, 530)
+    holds the sink until its username or password is put right (ADR 0133).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    SECURITY_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    PASSWORD_FIELD_NUMBER: _builtins.int
+    PASSWORD_HINT_FIELD_NUMBER: _builtins.int
+    FROM_ADDRESS_FIELD_NUMBER: _builtins.int
+    TO_ADDRESSES_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    """The SMTP server's host name or IP address, 1 to 253 characters. Its
+    addresses must be ones the deployment's egress policy allows, as a URL's.
+    """
+    port: _builtins.int
+    """The SMTP server's port, 1 to 65535; 0: 587 (STARTTLS), 465 (implicit
+    TLS) or 25 (none), by `security`.
+    """
+    security: _builtins.str
+    """How the connection is secured: `starttls` (the default when empty: plain
+    SMTP upgraded by STARTTLS, refused if the server does not offer it),
+    `implicit_tls` (TLS from the first byte, SMTPS) or `none` (plain text:
+    only to a host on the loopback, `localhost`, 127.0.0.0/8 or ::1, a relay
+    on the same machine). TLS certificates are always verified.
+    """
+    username: _builtins.str
+    """The login's username, at most 256 visible ASCII characters; empty: no
+    login (a relay that takes mail from its network).
+    """
+    password: _builtins.str
+    """The login's password, at most 256 characters, no line breaks; required
+    with a username. Write only (see WebhookDestination.secrets).
+    """
+    password_hint: _builtins.str
+    """The last four characters of the password. Output only."""
+    from_address: _builtins.str
+    """The sender, an address such as `Sealtrail <alerts@example.com>`, at most
+    320 characters, no line breaks. Also the envelope's MAIL FROM.
+    """
+    @_builtins.property
+    def to_addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The recipients, 1 to 20 addresses (each at most 320 characters, no line
+        breaks, no two the same), all in the To header.
+        """
+
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+        security: _builtins.str = ...,
+        username: _builtins.str = ...,
+        password: _builtins.str = ...,
+        password_hint: _builtins.str = ...,
+        from_address: _builtins.str = ...,
+        to_addresses: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_address", b"from_address", "host", b"host", "password", b"password", "password_hint", b"password_hint", "port", b"port", "security", b"security", "to_addresses", b"to_addresses", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmailDestination: _TypeAlias = EmailDestination  # noqa: Y015
+
+@_typing.final
 class SinkState(_message.Message):
     """Where a sink stands in its tenant's log. Output only."""
 
@@ -402,6 +481,7 @@ class Sink(_message.Message):
     ELASTICSEARCH_FIELD_NUMBER: _builtins.int
     CHAT_FIELD_NUMBER: _builtins.int
     PAGERDUTY_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
@@ -469,6 +549,12 @@ class Sink(_message.Message):
         """
 
     @_builtins.property
+    def email(self) -> Global___EmailDestination:
+        """Email over SMTP: a message per event (a sink for alerts,
+        `security.alert`, mails its on-call).
+        """
+
+    @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the sink was created. Output only."""
 
@@ -494,17 +580,18 @@ class Sink(_message.Message):
         elasticsearch: Global___ElasticsearchDestination | None = ...,
         chat: Global___ChatDestination | None = ...,
         pagerduty: Global___PagerDutyDestination | None = ...,
+        email: Global___EmailDestination | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         state: Global___SinkState | None = ...,
         etag: _builtins.str = ...,
         managed: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "filter", b"filter", "pagerduty", b"pagerduty", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "email", b"email", "filter", b"filter", "pagerduty", b"pagerduty", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "etag", b"etag", "filter", b"filter", "format", b"format", "id", b"id", "managed", b"managed", "name", b"name", "pagerduty", b"pagerduty", "paused", b"paused", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "create_time", b"create_time", "datadog_logs", b"datadog_logs", "destination", b"destination", "elasticsearch", b"elasticsearch", "email", b"email", "etag", b"etag", "filter", b"filter", "format", b"format", "id", b"id", "managed", b"managed", "name", b"name", "pagerduty", b"pagerduty", "paused", b"paused", "splunk_hec", b"splunk_hec", "state", b"state", "update_time", b"update_time", "webhook", b"webhook"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_destination: _TypeAlias = _typing.Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat", "pagerduty"]  # noqa: Y015
+    _WhichOneofReturnType_destination: _TypeAlias = _typing.Literal["webhook", "splunk_hec", "datadog_logs", "elasticsearch", "chat", "pagerduty", "email"]  # noqa: Y015
     _WhichOneofArgType_destination: _TypeAlias = _typing.Literal["destination", b"destination"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_destination) -> _WhichOneofReturnType_destination | None: ...
 
@@ -737,8 +824,8 @@ class UpdateSinkRequest(_message.Message):
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: `name`, `filter`, `format`, `paused`, and the
         destination by its kind (`webhook`, `splunk_hec`, `datadog_logs`,
-        `elasticsearch`, `chat` or `pagerduty`, which must be the one `sink` sets; the whole
-        destination is replaced). A change that leaves the destination out keeps it as it
+        `elasticsearch`, `chat`, `pagerduty` or `email`, which must be the one `sink` sets;
+        the whole destination is replaced). A change that leaves the destination out keeps it as it
         is, secrets included. Empty (or `*`): every field, as `sink` gives it.
         """
 

@@ -1,0 +1,160 @@
+"""Email sinks' settings (ADR 0133): an SMTP server, how it is reached, a
+login, a sender and up to 20 recipients. Pure validation and the address a
+sink sends to; the messages and their sending live in forward/mail.py.
+
+Every setting is refused with a line break in it: each is written into a
+command or a header of the mail, where a CR or LF would start one of the
+tenant admin's choosing (header injection)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.utils import getaddresses
+from typing import Any, Final, Literal
+
+Security = Literal["starttls", "implicit_tls", "none"]
+SECURITIES: Final[tuple[Security, ...]] = ("starttls", "implicit_tls", "none")
+# The port of each, when the sink's is 0: submission, submissions (RFC 8314), smtp.
+DEFAULT_PORTS: Final[dict[str, int]] = {"starttls": 587, "implicit_tls": 465, "none": 25}
+MAX_RECIPIENTS: Final = 20
+MAX_ADDRESS: Final = 320  # RFC 3696's longest address, with room for a short display name
+MAX_LOGIN: Final = 256
+MAX_HOST: Final = 253
+_LINE_BREAKS: Final = ("\r", "\n")
+
+
+def security_of(destination: dict[str, Any]) -> str:
+    """The sink's `security`, `starttls` when empty."""
+    return str(destination.get("security") or "starttls")
+
+
+def port_of(destination: dict[str, Any]) -> int:
+    """The port connected to: the sink's, or its security's default."""
+    port = destination.get("port") or 0
+    return int(port) or DEFAULT_PORTS.get(security_of(destination), 587)
+
+
+def smtp_url(destination: dict[str, Any]) -> str:
+    """Where an email sink sends, as a URL for errors, logs and what binds its
+    sealed password (`smtps://` for implicit TLS): `smtp://host:port`."""
+    scheme = "smtps" if security_of(destination) == "implicit_tls" else "smtp"
+    host = str(destination.get("host", ""))
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port_of(destination)}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine: `localhost`, 127.0.0.0/8 or ::1."""
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def address_spec(value: str) -> str | None:
+    """The `local@domain` of one address as a header writes it (`Name
+    <local@domain>` or bare), or None if `value` is not exactly one such."""
+    try:
+        found = getaddresses([value], strict=True)
+    except TypeError:  # a Python without `strict` (before 3.11.10)
+        found = getaddresses([value])
+    if len(found) != 1:
+        return None
+    name, spec = found[0]
+    if not spec or "@" not in spec or not spec.isascii():
+        return None
+    try:
+        parsed = Address(display_name=name, addr_spec=spec)
+    except (HeaderParseError, ValueError, IndexError):
+        return None
+    if not parsed.username or not parsed.domain or "." not in parsed.domain:
+        return None
+    return parsed.addr_spec
+
+
+def validate_email(destination: dict[str, Any], fail: Callable[[str, str], None]) -> None:
+    """Each violation of an email destination, by `fail(field, description)`
+    (the field under `email.`)."""
+    broken = set()  # said once: a line break, nothing else of the field
+    for name in ("host", "security", "username", "password", "from_address"):
+        value = destination.get(name, "")
+        if isinstance(value, str) and any(c in value for c in _LINE_BREAKS):
+            fail(name, "must not hold a line break (CR or LF)")
+            broken.add(name)
+    host = str(destination.get("host", ""))
+    security = security_of(destination)
+    if not host:
+        fail("host", "is required: the SMTP server's host name or address")
+    elif "host" not in broken and (host_error := _host_error(host)):
+        fail("host", host_error)
+    if "security" in broken:
+        pass
+    elif security not in SECURITIES:
+        fail("security", "must be starttls, implicit_tls or none")
+    elif security == "none" and host and not is_loopback(host):
+        fail("security", "none (plain text) only to localhost, 127.0.0.0/8 or ::1")
+    port = destination.get("port") or 0
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        fail("port", "must be 1 to 65535, or 0 for the security's default")
+    username = str(destination.get("username", ""))
+    password = str(destination.get("password", ""))
+    if "username" not in broken and (len(username) > MAX_LOGIN or not _visible(username)):
+        fail("username", f"must be at most {MAX_LOGIN} visible ASCII characters")
+    if "password" in broken:
+        pass
+    elif len(password) > MAX_LOGIN:
+        fail("password", f"must be at most {MAX_LOGIN} characters")
+    elif username and not password:
+        fail("password", "is required with a username")
+    elif password and not username:
+        fail("username", "is required with a password")
+    sender = str(destination.get("from_address", ""))
+    if not sender:
+        fail("from_address", "is required: the sender, such as alerts@example.com")
+    elif "from_address" not in broken and (
+        len(sender) > MAX_ADDRESS or address_spec(sender) is None
+    ):
+        fail("from_address", f"must be one email address of at most {MAX_ADDRESS} characters")
+    recipients = destination.get("to_addresses") or []
+    if not 1 <= len(recipients) <= MAX_RECIPIENTS:
+        fail("to_addresses", f"must be 1 to {MAX_RECIPIENTS} addresses")
+    seen: set[str] = set()
+    for index, recipient in enumerate(recipients[:MAX_RECIPIENTS]):
+        field = f"to_addresses[{index}]"
+        if any(c in recipient for c in _LINE_BREAKS):
+            fail(field, "must not hold a line break (CR or LF)")
+            continue
+        spec = address_spec(recipient) if len(recipient) <= MAX_ADDRESS else None
+        if spec is None:
+            fail(field, f"must be one email address of at most {MAX_ADDRESS} characters")
+        elif spec.lower() in seen:
+            fail(field, "is given twice")
+        else:
+            seen.add(spec.lower())
+
+
+def _visible(text: str) -> bool:
+    return all("\x21" <= c <= "\x7e" for c in text)
+
+
+def _host_error(host: str) -> str | None:
+    if len(host.rstrip(".")) > MAX_HOST or not _visible(host):
+        return f"must be a host name or IP address of at most {MAX_HOST} characters"
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")  # each label 1 to 63 characters
+    except UnicodeError:
+        return "must name a host whose labels are 1 to 63 characters"
+    if any(c in host for c in "/:@?#[]"):
+        return "must be a host name alone (its port is `port`)"
+    return None

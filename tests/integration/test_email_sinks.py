@@ -1,0 +1,350 @@
+"""Email sinks (docs/forwarding.md, ADR 0133) against a real SMTP server on
+127.0.0.1 (aiosmtpd): an alert mailed with its line as the Subject, from and
+to the sink's addresses, under a Message-ID of its event; a 5xx refusing the
+message parked, a 4xx retried until taken (the same message), a refused
+login held naming the username, STARTTLS verified against a CA of the
+test's own, and the password (a sealed secret) never shown or logged."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from google.protobuf import json_format
+
+from sealtrail import (
+    AuditClient,
+    InvalidArgumentError,
+    RpcFailedError,
+    build_alert_rule,
+    build_filter,
+    build_sink,
+)
+from sealtrail import _cli as client_cli
+from sealtrail.v1 import event_pb2, forwarding_pb2
+from sealtrail_server.forward import mail
+from sealtrail_server.forward.egress import EgressPolicy
+from tests.conftest import ServerThread
+from tests.integration.test_forwarding import (
+    sinks,  # noqa: F401 (a fixture)
+    wait_for_state,
+)
+from tests.pki import Authority
+from tests.smtp_server import Mailbox, smtp_server
+
+ON_CALL = ["oncall@example.com", "Security Team <security@example.org>"]
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    with smtp_server() as running:
+        yield running
+
+
+def email_sink(
+    mailbox: Mailbox, actions: str = "document.*", **options: Any
+) -> forwarding_pb2.Sink:
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": mailbox.port,
+        "security": "none",
+        "from_address": "Sealtrail <alerts@example.com>",
+        "to_addresses": ON_CALL,
+        **options,
+    }
+    return build_sink("on-call mail", "email", filter=build_filter(actions=actions), **settings)
+
+
+def mailed_seqs(taken: list[Any]) -> list[int]:
+    return [int(one.message["X-Sealtrail-Seq"]) for one in taken]
+
+
+def test_an_alert_is_mailed_with_its_line_as_subject_from_and_to_the_sinks_addresses(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+    tenant: str,
+) -> None:
+    sink = sinks(email_sink(mailbox, actions="security.alert"))
+    rule = client.create_alert_rule(
+        build_alert_rule(
+            "role change",
+            "match",
+            filter=build_filter(actions="member.role_changed"),
+            severity="critical",
+            sink_ids=[sink.id],
+        )
+    ).rule
+    try:
+        trigger = client.record(
+            action="member.role_changed", actor_id="admin", resource_id="bob"
+        ).event.seq
+        client.record(action="document.share", actor_id="u")  # no alert, no mail
+        [taken] = mailbox.wait_for(lambda t: len(t) >= 1)
+        [alert] = client.query(build_filter(actions="security.alert"))
+        wait_for_state(client, sink.id, lambda s: s.state.delivered_events == 1)
+    finally:
+        client.delete_alert_rule(rule.id)
+    message = taken.message
+    assert message["Subject"] == (
+        f"[critical] Alert 'role change': member.role_changed by admin"
+        f" (tenant {tenant}, seq {alert.seq}, fired on seq {trigger})"
+    )
+    assert message["From"] == "Sealtrail <alerts@example.com>"
+    assert message["To"] == "oncall@example.com, Security Team <security@example.org>"
+    assert taken.mail_from == "alerts@example.com"
+    assert taken.rcpt_tos == ["oncall@example.com", "security@example.org"]
+    assert message["Message-ID"].startswith(f"<{alert.id}.")
+    assert message["X-Sealtrail-Event-Id"] == alert.id
+    body = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert "Severity: critical" in body and "Action: security.alert" in body
+    # The alert as the log holds it, with its leaf hash: what a responder checks.
+    forwarded = json.loads(body.split("forwards it:\n\n", 1)[1])
+    assert forwarded["id"] == alert.id and len(forwarded["leaf_hash"]) == 64
+    assert forwarded["details"]["trigger_seq"] == trigger
+    assert len(mailbox.taken) == 1
+
+
+def test_a_5xx_refusing_the_message_parks_it_and_the_next_is_mailed(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+) -> None:
+    mailbox.responder = lambda data, index: (
+        "554 5.7.1 message content rejected" if b"poisoned" in data else None
+    )
+    sink = sinks(email_sink(mailbox))
+    poisoned = client.record(action="document.share", actor_id="poisoned").event.seq
+    after = client.record(action="document.share", actor_id="fine").event.seq
+    mailbox.wait_for(lambda t: after in mailed_seqs(t))
+    state = wait_for_state(
+        client, sink.id, lambda s: s.state.dead_letters == 1 and s.state.cursor_seq >= after
+    ).state
+    assert state.consecutive_failures == 0
+    [letter] = client.list_dead_letters(sink.id)
+    assert (letter.first_seq, letter.last_seq, letter.http_status) == (poisoned, poisoned, 554)
+    assert letter.error.startswith("SMTP 554 from 127.0.0.1:") and "5.7.1" in letter.error
+    assert mailbox.answered == 2  # not sent again
+
+
+def test_every_recipient_refused_parks_the_event(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+) -> None:
+    mailbox.unknown = {"nobody@example.com"}
+    sink = sinks(email_sink(mailbox, to_addresses=["nobody@example.com"]))
+    seq = client.record(action="document.share", actor_id="u").event.seq
+    state = wait_for_state(client, sink.id, lambda s: s.state.dead_letters == 1).state
+    assert state.cursor_seq >= seq
+    [letter] = client.list_dead_letters(sink.id)
+    assert letter.http_status == 550 and "no such user" in letter.error
+
+
+def test_a_4xx_is_retried_and_the_same_message_then_taken(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+) -> None:
+    sent: list[bytes] = []
+
+    def later_twice(data: bytes, index: int) -> str | None:
+        sent.append(data)
+        return "451 4.3.0 try again later" if index < 2 else None
+
+    mailbox.responder = later_twice
+    sink = sinks(email_sink(mailbox))
+    seq = client.record(action="document.share", actor_id="u").event.seq
+    [taken] = mailbox.wait_for(lambda t: len(t) >= 1)
+    assert mailed_seqs([taken]) == [seq]
+    state = wait_for_state(client, sink.id, lambda s: s.state.cursor_seq >= seq).state
+    assert state.dead_letters == 0 and state.delivered_events == 1
+    # The same message each time: a retry is recognisable by its Message-ID.
+    assert len(sent) == 3 and len(set(sent)) == 1
+
+
+def test_a_refused_login_holds_the_sink_naming_its_username_then_a_good_one_delivers(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with smtp_server(logins={"sealtrail": "right horse battery"}) as mailbox:
+        sink = sinks(email_sink(mailbox, username="sealtrail", password="wrong horse battery"))
+        seq = client.record(action="document.share", actor_id="u").event.seq
+        state = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures >= 2).state
+        assert state.dead_letters == 0 and state.cursor_seq < seq
+        assert state.last_error.startswith("SMTP 535 from 127.0.0.1:")
+        assert "refusal of the sink's login (username 'sealtrail')" in state.last_error
+        assert ("sealtrail", False) in mailbox.logins
+        fixed = email_sink(mailbox, username="sealtrail", password="right horse battery")
+        fixed.id = sink.id
+        client.update_sink(fixed, fields=["email"])
+        [taken] = mailbox.wait_for(lambda t: len(t) >= 1)
+        assert taken.login == "sealtrail" and mailed_seqs([taken]) == [seq]
+    for secret in ("wrong horse battery", "right horse battery"):
+        assert not [r for r in caplog.records if secret in r.getMessage()]
+
+
+def test_the_password_is_never_shown(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    password = "p4ss-w0rd-never-shown"
+    with smtp_server(logins={"sealtrail": password}) as mailbox:
+        created = sinks(email_sink(mailbox, username="sealtrail", password=password))
+        for shown in (created, client.get_sink(created.id), *client.list_sinks()):
+            assert shown.WhichOneof("destination") == "email"
+            assert shown.email.password == "" and shown.email.password_hint == password[-4:]
+            assert password not in str(shown)
+        [(stored,)] = sql.execute(
+            "SELECT destination::text FROM sinks WHERE tenant_id = %s AND id = %s",
+            [tenant, created.id],
+        ).fetchall()
+        assert password not in stored
+        [change] = client.query(build_filter(actions="sink.created"))
+        recorded = json.dumps(json_format.MessageToDict(change.details))
+        assert password not in recorded and password[-4:] not in recorded
+        assert "password_fingerprint" in recorded
+        seq = client.record(action="document.share", actor_id="u").event.seq
+        [taken] = mailbox.wait_for(lambda t: len(t) >= 1)
+        assert taken.login == "sealtrail" and mailed_seqs([taken]) == [seq]
+    assert not [r for r in caplog.records if password in r.getMessage()]
+
+
+def test_another_host_asks_for_the_password_and_other_recipients_are_a_move(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+) -> None:
+    """The password goes only to the server it was given for; the recipients
+    say whose inboxes the events reach, so changing them is recorded as a
+    move of the sink's destination (a WARNING), as a moved URL is."""
+    sink = sinks(email_sink(mailbox, username="u", password="pw-for-this-host", paused=True))
+    elsewhere = email_sink(mailbox, port=mailbox.port + 1, username="u", paused=True)
+    elsewhere.id = sink.id
+    with pytest.raises(RpcFailedError) as refused:
+        client.update_sink(elsewhere, fields=["email"])
+    assert refused.value.reason == "SINK_SECRETS_REQUIRED"
+    others = email_sink(mailbox, to_addresses=["someone@example.net"], username="u", paused=True)
+    others.id = sink.id
+    client.update_sink(others, fields=["email"])
+    [moved] = client.query(build_filter(actions="sink.updated"))
+    assert moved.severity == event_pb2.SEVERITY_WARNING
+    assert list(json_format.MessageToDict(moved.details)["weakens"]) == ["destination_moved"]
+    assert "pw-for-this-host" not in str(moved)
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"from_address": "alerts@example.com\r\nBcc: x@evil.example"}, "from_address"),
+        ({"to_addresses": ["a@example.com\nBcc: x@evil.example"]}, "to_addresses[0]"),
+        ({"to_addresses": ["not an address"]}, "to_addresses[0]"),
+        ({"to_addresses": []}, "to_addresses"),
+        ({"to_addresses": [f"u{n}@example.com" for n in range(21)]}, "to_addresses"),
+        ({"to_addresses": ["a@example.com", "A@example.com"]}, "to_addresses[1]"),
+        ({"host": "mail.example.com"}, "security"),  # plain text off the loopback
+        ({"host": ""}, "host"),
+        ({"security": "ssl"}, "security"),
+        ({"username": "sealtrail"}, "password"),
+        ({"username": "seal\rtrail", "password": "x"}, "username"),
+        ({"from_address": ""}, "from_address"),
+        ({"from_address": "a@example.com, b@example.com"}, "from_address"),
+    ],
+)
+def test_a_setting_that_cannot_be_mailed_with_is_refused_naming_it(
+    client: AuditClient, mailbox: Mailbox, settings: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.create_sink(email_sink(mailbox, **settings))
+    assert f"sink.email.{field}" in str(refused.value), str(refused.value)
+
+
+def test_the_cli_makes_an_email_sink_its_password_read_from_a_file(
+    server: ServerThread, client: AuditClient, tenant: str, mailbox: Mailbox, tmp_path: Path
+) -> None:
+    password_file = tmp_path / "smtp-password"
+    password_file.write_text("s3cret-from-a-file\n")
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "admin")}
+    done = CliRunner().invoke(
+        client_cli.main,
+        ["sinks", "create", "mail", "--kind", "email", "--smtp-host", "127.0.0.1",
+         "--smtp-port", str(mailbox.port), "--smtp-security", "none",
+         "--smtp-username", "sealtrail", "--smtp-password", f"@{password_file}",
+         "--mail-from", "alerts@example.com", "--mail-to", "a@example.com",
+         "--mail-to", "b@example.com", "--action", "security.alert"],
+        env=env,
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    sink_id = done.output.strip()
+    try:
+        sink = client.get_sink(sink_id)
+        assert sink.email.host == "127.0.0.1" and sink.email.port == mailbox.port
+        assert list(sink.email.to_addresses) == ["a@example.com", "b@example.com"]
+        assert sink.email.password_hint == "file"
+        shown = CliRunner().invoke(client_cli.main, ["sinks", "show", sink_id], env=env)
+        assert shown.exit_code == 0 and "s3cret-from-a-file" not in shown.output
+    finally:
+        client.delete_sink(sink_id)
+
+
+# STARTTLS, straight through the sending (forward/mail.py): the tests' server
+# trusts no CA of the test's own, and any server of the session may hold a
+# sink's lease.
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("smtp-pki")
+    ca = Authority("sealtrail SMTP test CA")
+    issued = ca.issue("smtp test server", server=True)
+    paths = {"ca": folder / "ca.pem", "crt": folder / "s.crt", "key": folder / "s.key"}
+    paths["ca"].write_bytes(ca.pem)
+    paths["crt"].write_bytes(issued.cert)
+    paths["key"].write_bytes(issued.key)
+    return paths
+
+
+def _send(mailbox: Mailbox, trust: ssl.SSLContext, **settings: Any) -> Any:
+    destination = {
+        "host": "127.0.0.1",
+        "port": mailbox.port,
+        "from_address": "alerts@example.com",
+        "to_addresses": ["oncall@example.com"],
+        **settings,
+    }
+    policy = EgressPolicy.parse(allow_http=False, allowed="127.0.0.0/8", denied="")
+    body = b"Subject: hello\r\n\r\nbody\r\n"
+    return asyncio.run(mail.send(policy, trust, destination, body, timeout=5.0, tenant_id=None))
+
+
+def test_starttls_is_verified_and_the_login_goes_over_it(pki: dict[str, Path]) -> None:
+    trusting = ssl.create_default_context(cafile=str(pki["ca"]))
+    tls = (str(pki["crt"]), str(pki["key"]))
+    with smtp_server(logins={"sealtrail": "pw-over-tls"}, tls=tls) as mailbox:
+        answer = _send(mailbox, trusting, username="sealtrail", password="pw-over-tls")
+        assert answer.status == 250
+        [taken] = mailbox.wait_for(lambda t: len(t) >= 1)
+        assert taken.login == "sealtrail" and taken.rcpt_tos == ["oncall@example.com"]
+        # A certificate of a CA the server does not trust: no mail, no login.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            _send(mailbox, ssl.create_default_context(), username="sealtrail", password="x")
+        assert mailbox.logins == [("sealtrail", True)]
+
+
+def test_starttls_asked_of_a_server_without_it_is_refused_not_sent_in_the_clear(
+    mailbox: Mailbox,
+) -> None:
+    with pytest.raises(mail.MailSettingsRefused, match="no STARTTLS"):
+        _send(mailbox, ssl.create_default_context(), security="starttls")
+    assert mailbox.answered == 0
