@@ -658,9 +658,9 @@ class Service:
 
     async def _watch_database(self, db: Database) -> None:
         """Health follows the database: NOT_SERVING while it does not answer,
-        takes no writes, or its login may not work as the service's roles
-        (calls then fail at once with UNAVAILABLE and RetryInfo), SERVING
-        again once it does; the pool reconnects by itself.
+        takes no writes, its login may not work as the service's roles, or
+        they lack a grant the migrations make them (calls then fail at once
+        with UNAVAILABLE and RetryInfo), SERVING again once it does; the pool reconnects by itself.
         Down after two failed probes in a row (ProbeVerdicts), up after one."""
         interval = self.settings.database_probe_interval
         verdicts = ProbeVerdicts()

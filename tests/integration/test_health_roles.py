@@ -1,9 +1,12 @@
 """Health asks what calls need: a server whose login may no longer work as
-the service's roles serves no call, and says so (NOT_SERVING), on a cluster
-of the test's own (roles are the cluster's)."""
+the service's roles, on a cluster of the test's own (roles are the
+cluster's), or whose roles lack a grant the migrations made them, on a
+database of the test's own (grants are the database's), serves no call, and
+says so (NOT_SERVING)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -12,7 +15,7 @@ import pytest
 from psycopg import sql
 
 from sealtrail import AuditClient, SealtrailError, UnavailableError
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, database_of_its_own
 from tests.integration.test_database_outage import (
     NOT_SERVING,
     SERVING,
@@ -79,3 +82,65 @@ def grant(cluster: Cluster, role: str, *, given: bool) -> None:
         owner.execute(
             sql.SQL(statement).format(sql.Identifier(role), sql.Identifier(SERVICE_LOGIN))
         )
+
+
+@pytest.mark.parametrize(
+    ("role", "revoked", "said"),
+    [
+        ("sealtrail_system", "INSERT ON events", "sealtrail_system lacks INSERT on events"),
+        (
+            "sealtrail_service",
+            "UPDATE (revoked_at) ON api_tokens",
+            "sealtrail_service lacks UPDATE on api_tokens (revoked_at)",
+        ),
+        ("sealtrail_service", "SELECT ON events", "sealtrail_service lacks SELECT on events"),
+    ],
+)
+def test_health_is_not_serving_while_a_role_lacks_a_grant_the_migrations_made(
+    database_url: str, caplog: pytest.LogCaptureFixture, role: str, revoked: str, said: str
+) -> None:
+    """With a table's grant revoked from one of the service's roles (`REVOKE
+    INSERT ON events FROM sealtrail_system`: every Record fails), health said
+    SERVING: the probe asked only whether the login could work as the roles.
+    It now checks each grant the migrations make them (role_grants.py): the
+    log names the role and the grant, once; calls are answered UNAVAILABLE
+    with a retry delay, in words that do not name it; and the server serves
+    again by itself once the grant is back."""
+    caplog.set_level(logging.WARNING, logger="sealtrail_server.store.database")
+    with (
+        database_of_its_own(database_url, "sealtrail_grants") as url,
+        ServerThread(url, database_probe_interval=0.2, checkpoint_interval=0) as server,
+    ):
+        token = server.token(f"t-{uuid.uuid4().hex[:8]}")
+        with AuditClient(server.target, token=token, max_attempts=1) as client:
+            client.record(action="file.read", actor_id="ops")
+        assert health(server.target) == SERVING
+
+        privilege(url, f"REVOKE {revoked} FROM {{}}", role)
+        try:
+            wait_for_health(server.target, NOT_SERVING, timeout=10)
+            # Two probes in a row found it missing (ProbeVerdicts): said once.
+            lines = [r.getMessage() for r in caplog.records if said in r.getMessage()]
+            assert len(lines) == 1, lines
+            assert lines[0].startswith("database: ") and "docs/database.md" in lines[0]
+            with (
+                AuditClient(server.target, token=token, max_attempts=1) as client,
+                pytest.raises(UnavailableError) as refused,
+            ):
+                client.record(action="file.read", actor_id="ops")
+            assert refused.value.retry_after is not None
+            answered = str(refused.value)
+            assert role not in answered and revoked.split(" ON ")[-1] not in answered
+        finally:
+            privilege(url, f"GRANT {revoked} TO {{}}", role)
+        wait_for_health(server.target, SERVING, timeout=10)
+        assert any("hold every grant they need again" in r.getMessage() for r in caplog.records)
+        with AuditClient(server.target, token=token) as client:
+            client.record(action="file.write", actor_id="ops")
+
+
+def privilege(url: str, statement: str, role: str) -> None:
+    """`statement` (a GRANT or REVOKE of the tests' own words, `{}` the role)
+    run as the tables' owner would."""
+    with psycopg.connect(url, autocommit=True) as owner:
+        owner.execute(sql.SQL(statement).format(sql.Identifier(role)))  # type: ignore[arg-type]

@@ -49,6 +49,9 @@ from ..domain.errors import SEE_THE_LOG, Unavailable
 from ..fair_share import FairShare
 from .db_errors import named
 from .eager import EagerConnection
+from .role_grants import SERVICE_ROLE as SERVICE_ROLE
+from .role_grants import SYSTEM_ROLE as SYSTEM_ROLE
+from .role_grants import Grant, grants
 from .traced import traced_cursor_class
 
 # How long a caller waits for a connection before being told to retry.
@@ -57,8 +60,6 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1.0
 
-SERVICE_ROLE: Final = "sealtrail_service"
-SYSTEM_ROLE: Final = "sealtrail_system"
 # plan_cache_mode: plans made for each run's values, or one generic plan.
 _PLANS_FOR_VALUES: Final = "auto"
 _GENERIC_PLANS: Final = "force_generic_plan"
@@ -147,11 +148,42 @@ _DATABASE_STATES: Final = (
 # tenant's call, and health said SERVING all the same (helper-362). Set for
 # the statement's own transaction only (autocommit): the connection's scope,
 # which `_Scopes` keeps track of, is as it was after it, whatever it answers.
-_TAKES_WRITES: Final = (
-    f"SELECT set_config('role', '{SYSTEM_ROLE}', true) IS NOT NULL"
-    f" AND set_config('role', '{SERVICE_ROLE}', true) IS NOT NULL"
-    " AND current_setting('transaction_read_only') = 'off'"
+# And whether each role holds every privilege the migrations grant it
+# (role_grants.py): a grant revoked from a role (`REVOKE INSERT ON events FROM
+# sealtrail_system`) failed every call that needed it, Record's every one
+# there, while health said SERVING (helper-386). Checked against the roles
+# by name (has_table_privilege, has_column_privilege): catalog lookups, no
+# row read. The answer's second column lists the positions in `_GRANTS` of
+# those missing (a relation dropped counts as missing: to_regclass is NULL).
+# Composed once, its literals rendered: adapting the lists as parameters at
+# each probe cost the server's loop several times what the statement costs
+# the database.
+_GRANTS: Final[tuple[Grant, ...]] = tuple(grants())
+_PROBE: Final[bytes] = (
+    sql.SQL(
+        "SELECT set_config('role', {system}, true) IS NOT NULL"
+        " AND set_config('role', {service}, true) IS NOT NULL"
+        " AND current_setting('transaction_read_only') = 'off',"
+        " ARRAY(SELECT g.n FROM unnest({roles}::name[], {relations}::text[],"
+        " {columns}::text[], {privileges}::text[]) WITH ORDINALITY"
+        " AS g(role, relation, col, privilege, n)"
+        " WHERE (CASE WHEN g.col IS NULL"
+        " THEN has_table_privilege(g.role, to_regclass(g.relation), g.privilege)"
+        " ELSE has_column_privilege(g.role, to_regclass(g.relation), g.col, g.privilege)"
+        " END) IS NOT TRUE)"
+    )
+    .format(
+        system=sql.Literal(SYSTEM_ROLE),
+        service=sql.Literal(SERVICE_ROLE),
+        roles=sql.Literal([g.role for g in _GRANTS]),
+        relations=sql.Literal([g.relation for g in _GRANTS]),
+        columns=sql.Literal([g.column for g in _GRANTS]),
+        privileges=sql.Literal([g.privilege for g in _GRANTS]),
+    )
+    .as_bytes(None)
 )
+# Whether the database takes writes, and the grants missing.
+_Answer = tuple[bool, tuple[Grant, ...]]
 
 # Every statement of the service reads by an index. A month's partition of
 # events is empty when created, and PostgreSQL gives a partition no 10-page
@@ -213,6 +245,9 @@ class Database:
         # False while probe() finds the database down: calls then fail at once
         # with UNAVAILABLE instead of each waiting out the pool's timeout.
         self.reachable = True
+        # The grants the last probe found the service's roles lacking, as
+        # last logged (`_say_missing_grants`).
+        self._missing_grants: tuple[Grant, ...] = ()
         # Checkouts refused for want of a connection in time, or of room to
         # wait for one (a call cancelled while it waited is not counted).
         self.checkout_timeouts = 0
@@ -403,9 +438,10 @@ class Database:
             raise Unavailable(told, retry_after=RETRY_AFTER_SECONDS) from error
 
     async def probe(self, *, timeout: float) -> bool:
-        """Whether the database answers a query within `timeout` seconds, and
-        takes writes as the service's roles (`_TAKES_WRITES`): on a pooled
-        connection, if one is free
+        """Whether the database answers a query within `timeout` seconds,
+        takes writes as the service's roles, and each role holds every
+        privilege the migrations grant it (`_PROBE`): on a pooled connection,
+        if one is free
         within half of that; else (all busy with load, which is no outage, or
         the one found broken) on a connection of its own, whose refusal for
         want of a free slot is an answer too. A connection of its own each
@@ -414,13 +450,13 @@ class Database:
         connections worked, refused every call (helper-140)."""
         try:
             async with asyncio.timeout(timeout):
-                writable = await self._pooled_connection_answers(wait=timeout / 2)
-                if writable is None:
+                answer = await self._pooled_connection_answers(wait=timeout / 2)
+                if answer is None:
                     conn = await psycopg.AsyncConnection.connect(
                         self._url, autocommit=True, connect_timeout=max(1, int(timeout))
                     )
                     async with conn:
-                        writable = await _takes_writes(conn)
+                        answer = await _probe(conn)
         except psycopg.OperationalError as error:
             # A refusal at connection has no SQLSTATE (53300): its words tell.
             return any(words in str(error) for words in _NO_FREE_SLOT)
@@ -436,16 +472,37 @@ class Database:
             return False
         except (psycopg.Error, TimeoutError, OSError):
             return False
+        writable, missing = answer
+        self._say_missing_grants(missing)
         if not writable and self.reachable:  # said once, as it goes
             log.error("database: it answers, but takes no writes (read-only)")
-        return writable
+        return writable and not missing
 
-    async def _pooled_connection_answers(self, *, wait: float) -> bool | None:
-        """Whether the database takes writes, asked on a pooled connection;
-        None if none was free in time (PoolTimeout) or the one found was broken."""
+    def _say_missing_grants(self, missing: tuple[Grant, ...]) -> None:
+        """Logs the grants the service's roles lack, once for each change of
+        them, and once when they hold them all again."""
+        if missing == self._missing_grants:
+            return
+        if missing:
+            lacks = "; ".join(
+                f"{role} lacks " + ", ".join(str(g) for g in missing if g.role == role)
+                for role in dict.fromkeys(g.role for g in missing)
+            )
+            log.error(
+                "database: %s: every call that needs it fails until it is granted again,"
+                " as the migrations grant it (docs/database.md)",
+                lacks,
+            )
+        else:
+            log.warning("database: the service's roles hold every grant they need again")
+        self._missing_grants = missing
+
+    async def _pooled_connection_answers(self, *, wait: float) -> _Answer | None:
+        """The probe's answer (`_probe`), asked on a pooled connection; None
+        if none was free in time (PoolTimeout) or the one found was broken."""
         try:
             async with self._pooled(timeout=wait) as conn:
-                return await _takes_writes(conn)
+                return await _probe(conn)
         except psycopg.errors.InsufficientPrivilege:
             raise  # an answer: a connection of its own would be refused alike
         except psycopg.Error:
@@ -460,7 +517,8 @@ class Database:
 
     def refuse_if_unreachable(self) -> None:
         """Unavailable at once while probe() finds the database down (or
-        read-only, or refusing the service's roles)."""
+        read-only, or refusing the service's roles, or a grant of theirs); in
+        words that name no grant (the log does)."""
         if not self.reachable:
             raise Unavailable(
                 "the database is unreachable, takes no writes, or refuses the service's"
@@ -634,10 +692,14 @@ class _Scopes:
         await self.enter(conn, _NO_TENANT)
 
 
-async def _takes_writes(conn: psycopg.AsyncConnection[Any]) -> bool:
-    cursor = await conn.execute(_TAKES_WRITES)
+async def _probe(conn: psycopg.AsyncConnection[Any]) -> _Answer:
+    """Whether the database takes writes as the service's roles, and the
+    grants of role_grants.py that a role lacks (`_PROBE`)."""
+    cursor = await conn.execute(_PROBE)
     row = await cursor.fetchone()
-    return bool(row and row[0])
+    if row is None:
+        return False, ()
+    return bool(row[0]), tuple(_GRANTS[n - 1] for n in row[1])
 
 
 async def check_login(url: str) -> None:
