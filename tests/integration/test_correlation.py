@@ -561,3 +561,58 @@ def test_an_event_the_database_refuses_leaves_no_value_in_the_servers_log(
     said = "\n".join(r.getMessage() for r in caplog.records if "database refused" in r.getMessage())
     assert secret not in said and "Failing row" not in said
     assert "23514" in said and constraint in said, said
+
+
+def test_a_call_failed_by_a_database_error_leaves_no_value_in_any_span(
+    traced_client: AuditClient, exporter: InMemorySpanExporter, sql: Any, tenant: str
+) -> None:
+    """A call that fails on a database error its code does not expect (here
+    CreateAlertRule, refused by a trigger the test adds to alert_rules, as a
+    CHECK refuses a row): the guard answers it INTERNAL, and the call's
+    SERVER span records its status code, never the error whole
+    (telemetry/interceptor.py records on the span an error that escapes the
+    call: the guard must have turned it into an abort first). PostgreSQL's
+    DETAIL quotes the refused row (`Failing row contains (...)`; on a table
+    under row-level security, as alert_rules is, PostgreSQL itself leaves it
+    out, so the trigger says it): the rule's name, a marker here, must be in
+    no span exported."""
+    marker = f"refused-marker-{uuid.uuid4()}"
+    refusal = f"refuse_{tenant.replace('-', '_')}"
+    sql.execute(
+        f"CREATE FUNCTION {refusal}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        f" IF NEW.tenant_id = '{tenant}' THEN RAISE EXCEPTION 'new row violates check'"
+        " USING ERRCODE = 'check_violation', DETAIL = 'Failing row contains (' || NEW.name"
+        " || ').'; END IF; RETURN NEW; END $$"
+    )
+    sql.execute(
+        f"CREATE TRIGGER {refusal} BEFORE INSERT ON alert_rules"
+        f" FOR EACH ROW EXECUTE FUNCTION {refusal}()"
+    )
+    try:
+        with (
+            sealtrail.request_id() as request_id,
+            pytest.raises(sealtrail.SealtrailError) as failed,
+        ):
+            rule = sealtrail.build_alert_rule(marker, "match", filter=build_filter(actions=["x.y"]))
+            traced_client.create_alert_rule(rule)
+    finally:
+        sql.execute(f"DROP TRIGGER {refusal} ON alert_rules")
+        sql.execute(f"DROP FUNCTION {refusal}()")
+    assert failed.value.code is grpc.StatusCode.INTERNAL
+    assert marker not in str(failed.value)
+    call = server_span(exporter, request_id)
+    assert call.status.status_code is StatusCode.ERROR
+    # The statement's own span, a CLIENT one of the call's trace, says the
+    # error by its SQLSTATE.
+    wait_for(
+        exporter,
+        lambda s: (
+            s.kind is SpanKind.CLIENT
+            and s.context.trace_id == call.context.trace_id
+            and (s.attributes or {}).get("db.response.status_code") == "23514"
+        ),
+    )
+    spans = exporter.get_finished_spans()
+    assert [s.name for s in spans if marker in _everything_exported(s)] == []
+    in_the_call = [s for s in spans if s.context.trace_id == call.context.trace_id]
+    assert [s.name for s in in_the_call if "Failing row" in _everything_exported(s)] == []
