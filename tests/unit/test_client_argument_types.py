@@ -134,6 +134,8 @@ CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("query", (_FILTER,), {}, "filter"),
     ("query_page", (), {"page_size": "10"}, "page_size"),
     ("count_events", (), {"limit": "5"}, "limit"),
+    ("activity_report", (_FILTER,), {}, "filter"),
+    ("activity_report", (), {"top": "10"}, "top"),
     ("get_checkpoint", (), {"tree_size": "9"}, "tree_size"),
     ("get_inclusion_proof", (), {"seq": "3"}, "seq"),
     ("get_consistency_proof", (), {"old_size": 1.5}, "old_size"),

@@ -52,10 +52,12 @@ from sealtrail._errors import (
 )
 from sealtrail._export import EXCEL_CELL_LIMIT, ExportError, ExportFormat, cells_past_excel
 from sealtrail._export_check import ExportCheck, ExportMismatchError, check_export
+from sealtrail._report import ActivityReport, ReportedCheckpoint, ReportedEvent, TopGroups
 
 __all__ = [
     "EXCEL_CELL_LIMIT",
     "AbortedError",
+    "ActivityReport",
     "AlreadyExistsError",
     "AsyncAuditClient",
     "AuditClient",
@@ -86,10 +88,13 @@ __all__ = [
     "ReceiptMismatchError",
     "ReceiptSignatureError",
     "RecordResult",
+    "ReportedCheckpoint",
+    "ReportedEvent",
     "ResourceExhaustedError",
     "RpcFailedError",
     "SealtrailError",
     "SeqRange",
+    "TopGroups",
     "UnauthenticatedError",
     "UnavailableError",
     "UnsignedReceiptError",

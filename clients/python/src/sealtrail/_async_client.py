@@ -81,6 +81,7 @@ from sealtrail._erasure_check import ErasureReceiptCheck, verify_erasure_receipt
 from sealtrail._errors import (
     ClientClosedError,
     EventLoopError,
+    NotFoundError,
     SealtrailError,
     UnauthenticatedError,
     closed_during_call,
@@ -90,6 +91,7 @@ from sealtrail._errors import (
 )
 from sealtrail._export import ExportFile, ExportFormat, export_format
 from sealtrail._paged import Item, PagedReq, PageResp
+from sealtrail._report import ActivityReport, ReportPlan
 from sealtrail._retry import (
     COUNT_TIMEOUT,
     ENTRY_RETRYABLE,
@@ -577,6 +579,65 @@ class AsyncAuditClient:
             self._stub.CountEvents, request, timeout=timeout, retry_on=PREVIEW_RETRYABLE
         )
         return event_counts(response)
+
+    async def activity_report(
+        self,
+        filter: event_pb2.EventFilter | None = None,
+        *,
+        top: int = 10,
+        timeout: float = COUNT_TIMEOUT,
+    ) -> ActivityReport:
+        """A summary of the activity of the events that match `filter` (every
+        event if None): totals, counts by category, outcome and severity, the
+        `top` (1 to 1,000) actors, actions and resource types, the security
+        alerts fired (`security.alert` events) and the first and last event,
+        as an ActivityReport (its `to_dict()` JSON's, `to_markdown()` a
+        ticket's). Read against a signed checkpoint, signed now if the log
+        has grown: the period ends at its time, or at the filter's
+        `occurred_before` if earlier, so the report's own reads (recorded as
+        queries are) are never counted in it. At most 11 RPCs, whatever the
+        size of the log (docs/reports.md); each count waits up to `timeout`
+        seconds, as `count_events` does. One call for the client's
+        total_timeout."""
+        plan = ReportPlan(filter, top=top)
+        ends = None if self._total_timeout is None else self._clock() + self._total_timeout
+        try:
+            signed = (
+                await self._call(self._stub.GetCheckpoint, plan.checkpoint_request(), until=ends)
+            ).checkpoint
+        except NotFoundError:  # asked fresh: the log is empty
+            return plan.report()
+        if not plan.read_against(signed):
+            return plan.report()
+        counts = {
+            name: await self._call(
+                self._stub.CountEvents,
+                request,
+                timeout=timeout,
+                retry_on=PREVIEW_RETRYABLE,
+                until=ends,
+            )
+            for name, request in plan.count_requests().items()
+        }
+        if not counts["category"].total:
+            return plan.report(counts)
+        alerts, alerts_total = None, None
+        if (alerts_request := plan.alerts_request()) is not None:
+            alerts = await self._call(self._stub.Query, alerts_request, until=ends)
+            if alerts.next_page_token:
+                alerts_total = (
+                    await self._call(
+                        self._stub.CountEvents,
+                        plan.alerts_count_request(),
+                        timeout=timeout,
+                        retry_on=PREVIEW_RETRYABLE,
+                        until=ends,
+                    )
+                ).total
+        pages = tuple(
+            [await self._call(self._stub.Query, end, until=ends) for end in plan.end_requests()]
+        )
+        return plan.report(counts, alerts=alerts, alerts_total=alerts_total, ends=pages)
 
     async def get_checkpoint(
         self, *, tree_size: int = 0, fresh: bool = False

@@ -1241,6 +1241,7 @@ from sealtrail._cli_admin import get_event, hash_secret, settings, tokens  # noq
 from sealtrail._cli_alerts import alerts  # noqa: E402
 from sealtrail._cli_import import import_events  # noqa: E402
 from sealtrail._cli_integrity import bundle, checkpoint, verify, verify_log  # noqa: E402
+from sealtrail._cli_report import report  # noqa: E402
 from sealtrail._cli_retention import (  # noqa: E402
     erase_tenant,
     legal_hold,
@@ -1260,6 +1261,7 @@ main.add_command(legal_hold)
 main.add_command(erase_tenant)
 main.add_command(verify_erasure)
 main.add_command(stats)
+main.add_command(report)
 main.add_command(import_events)
 main.add_command(sinks)
 main.add_command(alerts)

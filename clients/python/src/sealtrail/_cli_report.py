@@ -1,0 +1,140 @@
+"""`sealtrail report`: a summary of a tenant's activity over a period
+(totals, counts by category, outcome and severity, the top actors, actions
+and resource types, the security alerts fired, the first and last event),
+read against a signed checkpoint, printed for a terminal, in Markdown or as
+JSON (docs/reports.md). Registered on the main command by _cli.py, whose
+helpers it shares."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import click
+
+from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table, terminal_safe
+from sealtrail._cli_stats import _MAX_WAIT, _finite
+from sealtrail._convert import EventCount
+from sealtrail._report import (
+    INCONSISTENT,
+    MAX_TOP,
+    ActivityReport,
+    event_line,
+    share,
+    table_time,
+)
+from sealtrail._retry import COUNT_TIMEOUT
+from sealtrail._words import counted
+
+# The exit status of a report that lists security alerts, with --fail-on-alerts.
+ALERTS_STATUS: Final = 3
+
+
+@click.command()
+@_filter_options
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["text", "markdown", "json"]),
+    default="text",
+    show_default=True,
+    help="text: tables for a terminal; markdown: to paste in a ticket or a mail; json: one"
+    " object, its keys as docs/reports.md lists them.",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(min=1, max=MAX_TOP),
+    default=10,
+    show_default=True,
+    help="Actors, actions and resource types to list, the largest first.",
+)
+@click.option(
+    "--fail-on-alerts",
+    is_flag=True,
+    help=f"Exit with {ALERTS_STATUS} once the report is printed if security alerts fired in"
+    " the period (a scheduled CI job then fails, and someone looks).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=_MAX_WAIT),
+    callback=_finite,
+    default=COUNT_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for each count, as `stats --timeout`.",
+)
+@click.pass_context
+def report(
+    ctx: click.Context,
+    /,
+    output: str,
+    top: int,
+    fail_on_alerts: bool,
+    timeout: float,
+    **criteria: Any,
+) -> None:
+    """Summarize the activity of matching events over a period: `sealtrail
+    report --since 7d`. Totals; counts by category, outcome (failures called
+    out) and severity; the top actors, actions and resource types; the
+    security alerts fired; the first and last event; and the signed
+    checkpoint (tree size and root) of the log it read. The period ends at
+    that checkpoint's time, or at --until if earlier. At most 11 calls,
+    whatever the size of the log."""
+    with _client(ctx) as client:
+        found = client.activity_report(_filter(criteria), top=top, timeout=timeout)
+    if output == "json":
+        click.echo(json.dumps(found.to_dict()))
+    elif output == "markdown":
+        click.echo(found.to_markdown(), nl=False)
+    else:
+        _print_text(found)
+    if not found.consistent:
+        click.echo(f"warning: {INCONSISTENT}", err=True)
+    if fail_on_alerts and found.alerts_total:
+        ctx.exit(ALERTS_STATUS)
+
+
+def _print_text(found: ActivityReport) -> None:
+    click.echo("Sealtrail activity report")
+    click.echo(f"period: {found.period()}")
+    click.echo(terminal_safe(f"log: {found.log_state()}"))
+    click.echo(f"total: {counted(found.total, 'event', grouped=True)}")
+    if found.total:
+        click.echo(
+            f"failures: {found.failures:,} ({share(found.failures, found.total)}),"
+            f" denied: {found.denied:,} ({share(found.denied, found.total)})"
+        )
+    for title, groups in found.breakdowns():
+        print_table(_table(title, title.lower(), groups, found.total))
+    for title, header, top in found.tops():
+        heading = f"Top {len(top.groups)} {title} of {top.distinct:,}"
+        print_table(_table(heading, header, top.groups, found.total))
+    click.echo(f"security alerts: {found.alerts_total:,}")
+    if found.alerts:
+        alerts = PlainTable(
+            title=None
+            if len(found.alerts) == found.alerts_total
+            else f"the latest {len(found.alerts)}"
+        )
+        for header in ("time (UTC)", "seq", "severity", "alert"):
+            alerts.add_column(header, overflow="fold")
+        for alert in found.alerts:
+            alerts.add_row(
+                table_time(alert.occurred_at),
+                str(alert.seq),
+                alert.severity,
+                alert.description or alert.action,
+            )
+        print_table(alerts)
+    for name, event in (("first", found.first_event), ("last", found.last_event)):
+        if event is not None:
+            click.echo(terminal_safe(f"{name} event: {event_line(event)}"))
+
+
+def _table(title: str, header: str, groups: tuple[EventCount, ...], total: int) -> PlainTable:
+    table = PlainTable(title=title, title_justify="left")
+    table.add_column(header, overflow="fold")
+    table.add_column("events", justify="right")
+    table.add_column("share", justify="right")
+    for group in groups:
+        table.add_row(group.key or "(none)", f"{group.count:,}", share(group.count, total))
+    return table

@@ -1,0 +1,362 @@
+"""Activity reports (`AuditClient.activity_report`, `sealtrail report`)
+against a real server and PostgreSQL: a tenant of known events, two of them
+firing an alert rule, reported with exact counts and tops, read against a
+signed checkpoint whose size and root are the log's, never counting the
+report's own reads; in text, Markdown and JSON, from the sync and the async
+client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from sealtrail import (
+    ActivityReport,
+    AsyncAuditClient,
+    AuditClient,
+    EventCount,
+    build_alert_rule,
+    build_event,
+    build_filter,
+)
+from sealtrail import _cli as cli
+from sealtrail._report import ALERTS_LISTED
+from sealtrail.v1 import event_pb2
+from tests.conftest import ServerThread
+from tests.integration.test_alerting import wait_for_alerts
+
+# Four days ago, at 00:00 UTC: the events below occurred in the day after it.
+DAY0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=4)
+# Left out of the exact reports: the test's own reads and its rule's creation.
+NOT_RECORDED_HERE = ("audit_log.*", "alert_rule.*")
+# (action, actor, category, outcome, severity, resource "type/id", how many)
+EVENTS: list[tuple[str, str, str, str, str, str, int]] = [
+    ("user.login", "alice", "authentication", "failure", "warning", "session/s1", 5),
+    ("user.login", "bob", "authentication", "failure", "warning", "session/s2", 3),
+    *[
+        ("user.login", f"a{n:02}", "authentication", "success", "info", "session/s3", 1)
+        for n in range(1, 12)
+    ],
+    ("document.share", "carol", "data_access", "success", "info", "document/d1", 2),
+    ("api_key.create", "carol", "security", "success", "critical", "api_key/k1", 2),
+    ("member.invite", "dave", "", "denied", "error", "", 1),
+]
+RECORDED = sum(event[-1] for event in EVENTS)  # 24, and the 2 alerts api_key.create fires
+ALERTER = "sealtrail-server:alerts"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    token: str
+    rule_id: str
+    first_seq: int
+
+
+@pytest.fixture(scope="module")
+def known(server: ServerThread) -> Iterator[Tenant]:
+    """A tenant of EVENTS and the two alerts of its rule on api_key.create."""
+    name = f"t-report-{datetime.now(UTC).timestamp():.0f}-{id(server)}"
+    token = server.token(name)
+    with AuditClient(server.target, token=token) as client:
+        rule = client.create_alert_rule(
+            build_alert_rule(
+                "new API key",
+                "match",
+                filter=build_filter(actions="api_key.create"),
+                severity="error",
+            )
+        ).rule
+        events = []
+        for action, actor, category, outcome, severity, resource, times in EVENTS:
+            fields: dict[str, Any] = {"category": category} if category else {}
+            if resource:
+                fields["resource_type"], fields["resource_id"] = resource.split("/")
+            events += [
+                build_event(
+                    action=action,
+                    actor_id=actor,
+                    outcome=outcome,
+                    severity=severity,
+                    occurred_at=DAY0 + timedelta(hours=1, minutes=len(events) + n),
+                    **fields,
+                )
+                for n in range(times)
+            ]
+        results = client.record_batch(events)
+        assert all(result.error is None for result in results)
+        wait_for_alerts(client, 2)
+        yield Tenant(
+            name, token, rule.id, min(result.event.seq for result in results if result.event)
+        )
+
+
+def _exact() -> event_pb2.EventFilter:
+    return build_filter(since=DAY0, exclude_actions=NOT_RECORDED_HERE)
+
+
+def _counts(*pairs: tuple[str, int]) -> tuple[EventCount, ...]:
+    return tuple(EventCount(key, count) for key, count in pairs)
+
+
+def test_a_report_counts_the_periods_events_exactly_and_names_its_tops(
+    server: ServerThread, known: Tenant
+) -> None:
+    with AuditClient(server.target, token=known.token) as client:
+        report = client.activity_report(_exact())
+    assert report.total == RECORDED + 2
+    assert (report.failures, report.denied) == (8, 1)
+    assert report.by_category == _counts(
+        ("authentication", 19), ("security", 4), ("data_access", 2), ("", 1)
+    )
+    assert report.by_outcome == _counts(("success", 17), ("failure", 8), ("denied", 1))
+    assert report.by_severity == _counts(
+        ("info", 13), ("warning", 8), ("error", 3), ("critical", 2)
+    )
+    ones = [(f"a{n:02}", 1) for n in range(1, 7)]
+    assert report.top_actors.groups == _counts(
+        ("alice", 5), ("carol", 4), ("bob", 3), (ALERTER, 2), *ones
+    )
+    assert report.top_actors.distinct == 16
+    assert report.top_actions.groups == _counts(
+        ("user.login", 19),
+        ("api_key.create", 2),
+        ("document.share", 2),
+        ("security.alert", 2),
+        ("member.invite", 1),
+    )
+    assert report.top_actions.distinct == 5
+    assert report.top_resource_types.groups == _counts(
+        ("session", 19), ("alert_rule", 2), ("api_key", 2), ("document", 2), ("", 1)
+    )
+    assert report.alerts_total == 2 and len(report.alerts) == 2
+    assert [alert.resource for alert in report.alerts] == [f"alert_rule/{known.rule_id}"] * 2
+    assert [alert.severity for alert in report.alerts] == ["error", "error"]
+    assert report.alerts[0].seq < report.alerts[1].seq  # oldest first
+    assert report.first_event is not None and report.last_event is not None
+    assert (report.first_event.seq, report.first_event.actor) == (known.first_seq, "alice")
+    assert report.last_event.seq == report.alerts[1].seq
+    assert report.since == DAY0 and report.consistent
+
+
+def test_a_report_reads_the_log_its_checkpoint_signs_and_never_counts_its_own_reads(
+    server: ServerThread, known: Tenant
+) -> None:
+    """Everything the tenant holds (its reads too): the total is the log's
+    size at the checkpoint, whose root the server signed at that size; a
+    second report counts the first's reads, never its own."""
+    with AuditClient(server.target, token=known.token) as client:
+        first = client.activity_report()
+        second = client.activity_report()
+        assert first.checkpoint is not None and second.checkpoint is not None
+        for report in (first, second):
+            assert report.checkpoint is not None
+            assert report.total == report.checkpoint.tree_size
+            for groups in (report.by_category, report.by_outcome, report.by_severity):
+                assert sum(group.count for group in groups) == report.total
+            assert report.until == report.checkpoint.issued_at and report.consistent
+            signed = client.get_checkpoint(tree_size=report.checkpoint.tree_size)
+            assert signed.root_hash.hex() == report.checkpoint.root_hash
+            assert signed.note == report.checkpoint.note
+        reads = second.total - first.total
+        # The first's 6 counts and 3 queries (alerts, first and last event).
+        assert reads == 9
+        by_action = {group.key: group.count for group in second.top_actions.groups}
+        first_actions = {group.key: group.count for group in first.top_actions.groups}
+        assert by_action["audit_log.queried"] - first_actions["audit_log.queried"] == 9
+
+
+def test_a_period_with_no_event_reports_nothing_and_reads_no_event(
+    server: ServerThread, known: Tenant
+) -> None:
+    before = build_filter(since=DAY0 - timedelta(days=2), until=DAY0)
+    with AuditClient(server.target, token=known.token) as client:
+        report = client.activity_report(before)
+    assert report.total == 0 and report.by_category == () and report.top_actors.groups == ()
+    assert report.alerts == () and report.alerts_total == 0
+    assert report.first_event is None and report.last_event is None
+    assert report.until == DAY0 and report.consistent
+
+
+def test_a_filter_whose_actions_exclude_alerts_lists_none(
+    server: ServerThread, known: Tenant
+) -> None:
+    logins = build_filter(since=DAY0, actions="user.*")
+    with AuditClient(server.target, token=known.token) as client:
+        report = client.activity_report(logins, top=2)
+    assert report.total == 19 and report.alerts_total == 0
+    assert report.top_actors.groups == _counts(("alice", 5), ("bob", 3))
+    assert report.top_actors.distinct == 13
+
+
+def test_more_alerts_than_listed_are_counted(server: ServerThread, tenant: str) -> None:
+    with AuditClient(server.target, token=server.token(tenant)) as client:
+        client.create_alert_rule(
+            build_alert_rule("every login", "match", filter=build_filter(actions="user.login"))
+        )
+        fired = ALERTS_LISTED + 3
+        results = client.record_batch(
+            [build_event(action="user.login", actor_id=f"u{n}") for n in range(fired)]
+        )
+        assert all(result.error is None for result in results)
+        wait_for_alerts(client, fired)
+        report = client.activity_report(build_filter(actions="security.alert"))
+    assert report.alerts_total == fired == report.total
+    assert len(report.alerts) == ALERTS_LISTED
+    assert report.last_event is not None and report.alerts[-1].seq == report.last_event.seq
+
+
+def test_an_empty_log_reports_no_checkpoint_and_nothing(server: ServerThread, tenant: str) -> None:
+    with AuditClient(server.target, token=server.token(tenant, "reader")) as client:
+        report = client.activity_report()
+    assert report.checkpoint is None and report.until is None
+    assert report.total == 0 and report.consistent and report.alerts_total == 0
+    assert "Log: empty (no checkpoint)" in report.to_markdown()
+    assert report.to_dict()["checkpoint"] is None
+
+
+def test_the_async_client_reports_what_the_sync_one_does(
+    server: ServerThread, known: Tenant
+) -> None:
+    ended = build_filter(since=DAY0, until=DAY0 + timedelta(days=1))
+
+    async def read() -> ActivityReport:
+        async with AsyncAuditClient(server.target, token=known.token) as client:
+            return await client.activity_report(ended)
+
+    asynchronous = asyncio.run(read())
+    with AuditClient(server.target, token=known.token) as client:
+        synchronous = client.activity_report(ended)
+    assert _but_the_checkpoint(asynchronous.to_dict()) == _but_the_checkpoint(synchronous.to_dict())
+    assert asynchronous.total == RECORDED
+
+
+def _but_the_checkpoint(report: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in report.items() if key != "checkpoint"}
+
+
+def test_a_bad_top_is_refused_before_any_call(server: ServerThread, known: Tenant) -> None:
+    with (
+        AuditClient(server.target, token=known.token) as client,
+        pytest.raises(ValueError, match="top: must be 1 to 1000, not 0"),
+    ):
+        client.activity_report(top=0)
+
+
+def _env(server: ServerThread, known: Tenant) -> dict[str, str]:
+    return {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": known.token}
+
+
+def _exact_options() -> list[str]:
+    since = ["--since", DAY0.strftime("%Y-%m-%dT%H:%M:%SZ")]
+    return [
+        *since,
+        *(word for action in NOT_RECORDED_HERE for word in ("--exclude-action", action)),
+    ]
+
+
+def test_sealtrail_report_prints_json_of_stable_keys(server: ServerThread, known: Tenant) -> None:
+    shown = CliRunner().invoke(
+        cli.main, ["report", "--format", "json", *_exact_options()], env=_env(server, known)
+    )
+    assert shown.exit_code == 0, shown.output
+    report = json.loads(shown.stdout)
+    assert list(report) == [
+        "format",
+        "period",
+        "checkpoint",
+        "consistent",
+        "total",
+        "failures",
+        "denied",
+        "by_category",
+        "by_outcome",
+        "by_severity",
+        "top_actors",
+        "top_actions",
+        "top_resource_types",
+        "alerts",
+        "first_event",
+        "last_event",
+    ]
+    assert report["format"] == "sealtrail.activity-report/1"
+    assert report["total"] == RECORDED + 2 and report["failures"] == 8
+    assert report["period"]["since"] == DAY0.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert report["period"]["until"] == report["checkpoint"]["issued_at"]
+    assert list(report["checkpoint"]) == ["origin", "tree_size", "root_hash", "issued_at", "note"]
+    assert report["top_actors"]["distinct"] == 16
+    assert report["top_actors"]["groups"][0] == {"key": "alice", "count": 5}
+    assert report["alerts"]["total"] == 2
+    assert [alert["action"] for alert in report["alerts"]["listed"]] == ["security.alert"] * 2
+    assert report["first_event"]["actor"] == "alice"
+
+
+def test_sealtrail_report_prints_text_with_failures_called_out(
+    server: ServerThread, known: Tenant
+) -> None:
+    shown = CliRunner().invoke(cli.main, ["report", *_exact_options()], env=_env(server, known))
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert lines[0] == "Sealtrail activity report"
+    assert lines[1].startswith(f"period: {DAY0:%Y-%m-%d %H:%M:%S} to ")
+    assert lines[2].startswith("log: ") and ", root " in lines[2]
+    assert lines[3:5] == ["total: 26 events", "failures: 8 (30.8%), denied: 1 (3.8%)"]
+    rows = [line.split() for line in lines]
+    assert ["│", "authentication", "│", "19", "│", "73.1%", "│"] in rows
+    assert ["│", "alice", "│", "5", "│", "19.2%", "│"] in rows
+    assert "Top 10 actors of 16" in shown.stdout
+    assert "security alerts: 2" in lines
+    assert [line for line in lines if line.startswith("first event: ")] == [
+        f"first event: {DAY0 + timedelta(hours=1):%Y-%m-%d %H:%M:%S} UTC, seq {known.first_seq},"
+        " user.login by alice on session/s1 (failure)"
+    ]
+
+
+def test_sealtrail_report_prints_markdown_to_paste(server: ServerThread, known: Tenant) -> None:
+    shown = CliRunner().invoke(
+        cli.main, ["report", "--format", "markdown", *_exact_options()], env=_env(server, known)
+    )
+    assert shown.exit_code == 0, shown.output
+    text = shown.stdout
+    assert text.startswith("# Sealtrail activity report\n\nPeriod: ")
+    assert "**Total: 26 events**\n\n**Failures: 8** (30.8%), denied: 1 (3.8%)\n" in text
+    assert "## Category\n\n| category | events | share |\n|---|--:|--:|\n" in text
+    assert "| data\\_access | 2 | 7.7% |" in text
+    assert "| (none) | 1 | 3.8% |" in text
+    assert "## Top 5 actions of 5\n\n| action | events | share |\n" in text
+    assert "## Security alerts: 2\n\n| time (UTC) | seq | severity | alert |" in text
+    assert "Alert 'new API key'" in text
+
+
+def test_fail_on_alerts_exits_3_after_printing_only_when_alerts_fired(
+    server: ServerThread, known: Tenant
+) -> None:
+    env = _env(server, known)
+    alerted = CliRunner().invoke(
+        cli.main, ["report", "--fail-on-alerts", "--format", "json", *_exact_options()], env=env
+    )
+    assert alerted.exit_code == 3, alerted.output
+    assert json.loads(alerted.stdout)["alerts"]["total"] == 2
+    quiet = CliRunner().invoke(
+        cli.main, ["report", "--fail-on-alerts", "--action", "user.*", "--since", "30d"], env=env
+    )
+    assert quiet.exit_code == 0, quiet.output
+    assert "security alerts: 0" in quiet.stdout.splitlines()
+
+
+def test_sealtrail_report_refuses_bad_input_naming_the_option(
+    server: ServerThread, known: Tenant
+) -> None:
+    env = _env(server, known)
+    top = CliRunner().invoke(cli.main, ["report", "--top", "0"], env=env)
+    assert top.exit_code == 2 and "--top" in top.output
+    ip = CliRunner().invoke(cli.main, ["report", "--ip", "not-an-address"], env=env)
+    assert ip.exit_code == 2, ip.output
+    assert "INVALID_ARGUMENT" in ip.stderr and "--ip" in ip.stderr
