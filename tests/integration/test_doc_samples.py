@@ -263,6 +263,23 @@ def test_the_record_format_sample_hashes_an_exported_record_to_its_leaf(
         run(doc, sample)
 
 
+def test_the_reports_sample_prints_the_weeks_totals_and_top_actors(
+    run: Runner, audit: tuple[AuditClient, str]
+) -> None:
+    client, _ = audit
+    doc = "docs/reports.md"
+    (sample,) = samples(doc)
+    client.record_batch(
+        [
+            build_event(action="user.login", actor_id="alice", outcome="failure"),
+            build_event(action="user.login", actor_id="alice", outcome="failure"),
+            build_event(action="user.login", actor_id="bob"),
+        ]
+    )
+    assert run(doc, sample) == "3 events, 2 failures, 0 alerts\nalice 2\nbob 1\n"
+    assert run.scope["report"].checkpoint.tree_size == 3
+
+
 def test_every_sample_of_the_docs_is_run_here() -> None:
     """A sample added to a doc is added to a test above, or this fails."""
     run_here = {
@@ -272,6 +289,7 @@ def test_every_sample_of_the_docs_is_run_here() -> None:
         "docs/retention.md": 2,
         "docs/forwarding.md": 1,
         "docs/record-format.md": 1,
+        "docs/reports.md": 1,
     }
     docs = [ROOT / "README.md", ROOT / "clients/python/README.md", *(ROOT / "docs").rglob("*.md")]
     names = [str(path.relative_to(ROOT)) for path in docs]
