@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from sealtrail import AuditClient, InvalidArgumentError, build_alert_rule, build_filter
+from sealtrail import AuditClient, InvalidArgumentError, build_alert_rule, build_filter, build_sink
 from sealtrail.v1 import alerting_pb2
 from sealtrail_server.alerts.evaluator import Evaluator
 from tests.alerts_cli import alerts_cli
@@ -31,6 +31,7 @@ from tests.integration.test_alerting import (
     settle,
     unevaluated,
 )
+from tests.refused_inserts import updates_refused
 
 __all__ = ["marked", "own_sql", "rules", "unevaluated"]  # fixtures
 
@@ -41,6 +42,7 @@ FAILED = build_filter(actions="user.login", outcomes="failure")
 # a day ago: its baseline's windows are the hour before it.
 NOW = datetime.now(UTC)
 SPIKE = datetime.fromtimestamp((NOW.timestamp() - 86400) // WINDOW * WINDOW, UTC)
+SPIKE_TEXT = SPIKE.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def spike_rule(**settings: Any) -> alerting_pb2.AlertRule:
@@ -271,3 +273,130 @@ def test_a_spike_fired_before_its_lease_moved_does_not_fire_again_in_its_window(
         finally:
             server.run(here._release())
             server.run(elsewhere._release())
+
+
+def _to_the_end(server: ServerThread, evaluator: Evaluator, tenant: str) -> None:
+    """Steps `evaluator` (its lease claimed) through the tenant's log, to its end."""
+    while server.run(evaluator._step(tenant)) == 0.0:
+        pass
+
+
+def test_a_spike_alert_recorded_by_a_step_that_failed_before_counting_it_is_counted_and_queued(
+    unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """A step records a spike's alert, then fails before the rule counts it
+    and queues it for the rule's sinks (the database refuses the count). Run
+    again from the same cursor, the step found that alert and took the
+    window as fired: the alert was never counted nor sent. The alert found
+    was set off by this same event: it is counted and queued, once."""
+    server = unevaluated
+    with (
+        AuditClient(server.target, token=server.token(tenant)) as client,
+        _appender_of(server) as appender,
+    ):
+        siem = client.create_sink(
+            # Its filter does not take alerts: the rule queues each for it.
+            build_sink("siem", "webhook", url="http://127.0.0.1:9/", filter=FAILED,
+                       secrets=["whsec_" + "A" * 44])
+        ).sink  # fmt: skip
+        rule = client.create_alert_rule(spike_rule(sink_ids=[siem.id])).rule
+        evaluator = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            for window in range(-BASELINE, 0):
+                logins(client, window, 2)
+            logins(client, 0, 10)
+            with (
+                updates_refused(own_sql, "alert_rules", tenant, where="NEW.fired > OLD.fired"),
+                pytest.raises(psycopg.Error, match="refused by the test"),
+            ):
+                server.run(evaluator._step(tenant))
+            [recorded] = fired_by(client, rule.id)  # recorded, yet neither counted nor queued
+            assert [r.fired for r in client.list_alert_rules()] == [0]
+            _to_the_end(server, evaluator, tenant)
+        finally:
+            server.run(evaluator._release())
+        [fired] = fired_by(client, rule.id)
+        assert fired == recorded and fired["count"] == 10
+        assert [r.fired for r in client.list_alert_rules()] == [1]
+        [alert] = [event.seq for event in alerts(client) if event.resource.id == rule.id]
+        queued = "SELECT first_seq FROM sink_replays WHERE tenant_id = %s"
+        assert own_sql.execute(queued, [tenant]).fetchall() == [(alert,)]  # for its sink, once
+
+
+def test_a_rule_enabled_again_fires_no_second_alert_in_a_window_and_counts_from_its_start(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    """One alert a window a rule, whatever it went through: disabled and
+    enabled again within a window that fired, it stays quiet there. And its
+    window counts the events it watched, those recorded since it was enabled
+    again, not those recorded while it was off (the baseline, history, counts
+    every event)."""
+    rule = rules(spike_rule())
+    for window in range(-BASELINE, 0):
+        logins(client, window, 2)  # an average of 2: a line of 10
+    logins(client, 0, 10)
+    settle(client)
+    assert [fired["count"] for fired in fired_by(client, rule.id)] == [10]
+
+    def off_and_on(while_off: int) -> None:
+        client.update_alert_rule(alerting_pb2.AlertRule(id=rule.id, disabled=True),
+                                 fields=["disabled"])  # fmt: skip
+        logins(client, 1, while_off)
+        settle(client)
+        client.update_alert_rule(alerting_pb2.AlertRule(id=rule.id, disabled=False),
+                                 fields=["disabled"])  # fmt: skip
+
+    off_and_on(0)
+    logins(client, 0, 12)  # 22 in the window, 12 since the rule was enabled again
+    settle(client)
+    assert [fired["window_start"] for fired in fired_by(client, rule.id)] == [SPIKE_TEXT]
+    # The next window: its baseline 2 x 5 + 22 = 32, a line of 26.7. Its 20
+    # events recorded while the rule was off are not counted: 26 recorded
+    # since it was enabled again are not yet the line; the 27th fires.
+    off_and_on(20)
+    logins(client, 1, 26)
+    settle(client)
+    assert len(fired_by(client, rule.id)) == 1
+    logins(client, 1, 1)
+    settle(client)
+    [_, later] = fired_by(client, rule.id)
+    assert later["count"] == 27 and later["baseline_average"] == round(32 / 6, 3)
+
+
+def test_a_backdated_import_into_a_window_before_the_newest_judged_fires_nothing_after_a_restart(
+    unevaluated: ServerThread, tenant: str
+) -> None:
+    """Only the newest window judged fires (ADR 0132). A process that takes
+    the rule up (a restart, a lease moved) knew no window judged before, and
+    an import of history backdated into an older window fired there. It
+    fires nothing; the newest window's spike still does."""
+    server = unevaluated
+    with (
+        AuditClient(server.target, token=server.token(tenant)) as client,
+        _appender_of(server) as appender,
+    ):
+        rule = client.create_alert_rule(spike_rule()).rule
+        before, after = Evaluator(server.database, appender), Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(before._claim())
+            for window in range(-BASELINE, 0):
+                logins(client, window, 2)
+            logins(client, 1, 2)  # the newest window judged: the one after SPIKE's
+            _to_the_end(server, before, tenant)
+            server.run(before._release())  # a restart
+            assert tenant in server.run(after._claim())
+            logins(client, 0, 15)  # an import, backdated into SPIKE's window
+            _to_the_end(server, after, tenant)
+            assert fired_by(client, rule.id) == []
+            # The newest window: its baseline 2 x 5 + 15 = 25, a line of 20.8.
+            logins(client, 1, 19)
+            _to_the_end(server, after, tenant)
+            [fired] = fired_by(client, rule.id)
+        finally:
+            server.run(before._release())
+            server.run(after._release())
+        assert fired["count"] == 21
+        assert fired["window_start"] == (SPIKE + timedelta(seconds=WINDOW)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )

@@ -571,9 +571,14 @@ class Evaluator:
         the counts its alert records; None if not (ADR 0132). The window that
         holds the event is counted in SQL once, at its first matching event
         this process evaluates, and one more at each after: a burst of a
-        thousand events runs one count, not a thousand. An event of a window
-        before the one last counted (arrived late) is counted by the windows
-        to come, in their baselines, and fires nothing."""
+        thousand events runs one count, not a thousand. The window counts the
+        events the rule watched (since its start), the baseline all. An event
+        of a window before the newest the rule judged (arrived late, an import
+        of history) is counted by the windows to come, in their baselines, and
+        fires nothing: the window last counted says so here, and after the
+        rule was taken up, a matching event evaluated before that occurred
+        later. A window fires once, whatever the rule went through (changed,
+        disabled and enabled again)."""
         condition = rule.condition
         length = timedelta(seconds=condition.window_seconds)
         start = _EPOCH + (occurred - _EPOCH) // length * length
@@ -585,8 +590,9 @@ class Evaluator:
         else:
             baseline_from = start - condition.baseline_windows * length
             counts = await store.spike_counts(
-                self._db, tenant_id=tenant_id, event_filter=condition.filter, upto_seq=seq,
-                baseline_from=baseline_from, window_from=start, window_to=start + length,
+                self._db, tenant_id=tenant_id, event_filter=condition.filter,
+                start_seq=rule.stored.start_seq, upto_seq=seq, baseline_from=baseline_from,
+                window_from=start, window_to=start + length,
             )  # fmt: skip
             average, windows = None, 0
             if counts.history_from is not None:
@@ -602,10 +608,23 @@ class Evaluator:
         if window.count < line:
             return None
         window.fired = True  # once a window, whatever comes of the alert
-        if await store.spike_fired(
-            self._db, tenant_id=tenant_id, rule=rule.stored, window_from=start
-        ):
-            return None  # fired there before this process took the rule up
+        # What a process that took the rule up (a restart, a lease moved, a
+        # step run again after it failed) does not know: whether the window
+        # fired, and which windows the rule judged.
+        trigger = await store.spike_fired(
+            self._db, tenant_id=tenant_id, rule=rule.stored, window_from=start,
+            window_seconds=condition.window_seconds,
+        )  # fmt: skip
+        if trigger is not None and trigger != seq:
+            return None  # fired there already, once a window a rule
+        # Set off by this very event (trigger == seq), the alert was recorded
+        # by a run of this step that failed after: `_fire` finds it, and counts
+        # and queues it if that run did not, once.
+        if trigger is None and await store.spike_judged_later(
+            self._db, tenant_id=tenant_id, event_filter=condition.filter,
+            start_seq=rule.stored.start_seq, before_seq=seq, after=start + length,
+        ):  # fmt: skip
+            return None  # only the newest window judged fires (a late event's)
         window_text = store.instant_text(start)
         reason = (
             f"{window.count} events in {condition.window_seconds} s from {window_text},"

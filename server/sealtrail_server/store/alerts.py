@@ -233,18 +233,22 @@ async def spike_counts(
     *,
     tenant_id: str,
     event_filter: EventFilter,
+    start_seq: int,
     upto_seq: int,
     baseline_from: datetime,
     window_from: datetime,
     window_to: datetime,
 ) -> SpikeCounts:
     """The matching events (no alert among them) up to `upto_seq` that
-    occurred in the window [window_from, window_to) and in the baseline's
-    windows [baseline_from, window_from): one statement, tenant first, bound
-    by occurred_at (and so by receipt, the months before not read) as Query
-    bounds a time range (the (tenant, occurred_at) index, or the filter's
-    own). And the oldest time any event of the tenant's occurred within the
-    baseline's windows: one step down the (tenant, occurred_at) index."""
+    occurred in the window [window_from, window_to), of those only the ones
+    the rule watched (after `start_seq`, its start: created or enabled again,
+    none recorded while it was off), and in the baseline's windows
+    [baseline_from, window_from), whenever recorded (the tenant's history):
+    one statement, tenant first, bound by occurred_at (and so by receipt, the
+    months before not read) as Query bounds a time range (the (tenant,
+    occurred_at) index, or the filter's own). And the oldest time any event
+    of the tenant's occurred within the baseline's windows: one step down the
+    (tenant, occurred_at) index."""
     bounded = replace(
         event_filter,
         occurred_after=max(baseline_from, event_filter.occurred_after or baseline_from),
@@ -252,12 +256,13 @@ async def spike_counts(
     )
     conditions, params = filter_conditions(tenant_id, bounded)
     counted = sql.SQL(
-        "SELECT count(*) FILTER (WHERE occurred_at >= %s), count(*) FILTER (WHERE occurred_at < %s)"
+        "SELECT count(*) FILTER (WHERE occurred_at >= %s AND seq > %s),"
+        " count(*) FILTER (WHERE occurred_at < %s)"
         " FROM events WHERE {} AND seq <= %s AND action <> %s"
     ).format(sql.SQL(" AND ").join(conditions))
     async with db.connection(tenant_id, statement_timeout=SPIKE_COUNT_SECONDS) as conn:
         cursor = await conn.execute(
-            counted, [window_from, window_from, *params, upto_seq, ALERT_ACTION]
+            counted, [window_from, start_seq, window_from, *params, upto_seq, ALERT_ACTION]
         )
         row = await cursor.fetchone()
         assert row is not None
@@ -272,22 +277,61 @@ async def spike_counts(
 
 
 async def spike_fired(
-    db: Database, *, tenant_id: str, rule: StoredRule, window_from: datetime
-) -> bool:
-    """Whether the rule (as enabled or changed last: past its start) recorded
-    an alert for the window starting at `window_from` already: a process that
-    took the tenant up (a restart, a lease moved) knows no window's firing.
-    Read by resource (the rule), an alert being received after its window
-    opened (less the allowed clock skew)."""
+    db: Database, *, tenant_id: str, rule: StoredRule, window_from: datetime, window_seconds: int
+) -> int | None:
+    """The seq of the event that set off the rule's alert for the window of
+    `window_seconds` starting at `window_from`, if one was recorded (None if
+    not): a process that took the tenant up (a restart, a lease moved, a step
+    run again after a failure) knows no window's firing. Any of the rule's
+    alerts, whatever it went through since (changed, disabled and enabled
+    again): one alert a window a rule. Read by resource (the rule), an alert
+    being received after its window opened (less the allowed clock skew);
+    its trigger from its idempotency key (`alert_key`)."""
     async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
-            "SELECT 1 FROM events WHERE tenant_id = %s AND resource_type = 'alert_rule'"
-            " AND resource_id = %s AND action = %s AND seq > %s AND received_at >= %s"
-            " AND (record::json -> 'details' ->> 'window_start') = %s LIMIT 1",
-            [tenant_id, rule.id, ALERT_ACTION, rule.start_seq, window_from - _SKEW,
-             instant_text(window_from)],
+            "SELECT idempotency_key FROM events WHERE tenant_id = %s"
+            " AND resource_type = 'alert_rule' AND resource_id = %s AND action = %s"
+            " AND received_at >= %s AND (record::jsonb -> 'details' ->> 'window_start') = %s"
+            " AND (record::jsonb -> 'details' -> 'window_seconds') = to_jsonb(%s::bigint)"
+            " ORDER BY seq LIMIT 1",
+            [tenant_id, rule.id, ALERT_ACTION, window_from - _SKEW, instant_text(window_from),
+             window_seconds],
         )  # fmt: skip
-        return await cursor.fetchone() is not None
+        row = await cursor.fetchone()
+    prefix = alert_key(rule.id, 0).removesuffix("0")
+    if row is None:
+        return None
+    key = str(row[0] or "")
+    trigger = key.removeprefix(prefix)
+    # An alert whose key is not the rule's (none is): fired, by no event here.
+    return int(trigger) if key.startswith(prefix) and trigger.isdigit() else 0
+
+
+async def spike_judged_later(
+    db: Database,
+    *,
+    tenant_id: str,
+    event_filter: EventFilter,
+    start_seq: int,
+    before_seq: int,
+    after: datetime,
+) -> bool:
+    """Whether the rule judged a later window than the one ending at `after`
+    before the event at `before_seq`: one of its matching events (no alert)
+    the rule watched (after its start, `start_seq`) that occurred at or after
+    `after`. Only the newest window judged fires (ADR 0132): a process that
+    took the rule up knows no window it judged. Bound by occurred_at from
+    `after` on, as spike_counts is: the live events of the last minutes, and
+    the first found ends it."""
+    bounded = replace(event_filter, occurred_after=max(after, event_filter.occurred_after or after))
+    conditions, params = filter_conditions(tenant_id, bounded)
+    later = sql.SQL(
+        "SELECT EXISTS (SELECT FROM events WHERE {} AND seq > %s AND seq < %s AND action <> %s)"
+    ).format(sql.SQL(" AND ").join(conditions))
+    async with db.connection(tenant_id, statement_timeout=SPIKE_COUNT_SECONDS) as conn:
+        cursor = await conn.execute(later, [*params, start_seq, before_seq, ALERT_ACTION])
+        row = await cursor.fetchone()
+    return bool(row is not None and row[0])
 
 
 def instant_text(moment: datetime) -> str:
