@@ -1311,3 +1311,100 @@ def test_a_spike_rule_is_described_edited_as_a_spike_and_created_from_the_form(
     assert (new.spike.window_seconds, new.spike.baseline_windows) == (600, 24)
     assert (new.spike.factor, new.spike.min_count) == (5.0, 50)
     assert list(new.spike.filter.actions) == ["document.delete"]
+
+
+def test_an_email_sink_is_described_edited_and_added_its_password_shown_by_its_hint(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """The page knew no email sink (ADR 0133): its row said "unknown", with no
+    destination, and offered no Edit; the form had no email kind. It is
+    described (server, security, login, sender, recipients), edited (the
+    password asked again when the server moves, as the API asks) and added,
+    the server's refusals marked at their field."""
+    password = "pw-" + secrets.token_hex(8)
+    sink_id = admin.create_sink(
+        build_sink(
+            "on-call mail", "email", host="127.0.0.1", port=2525, security="none",
+            username="sealtrail", password=password, from_address="Sealtrail <alerts@example.com>",
+            to_addresses=["oncall@example.com", "Security Team <security@example.org>"],
+            filter=build_filter(actions="security.alert"), paused=True,
+        )
+    ).sink.id  # fmt: skip
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    row = wait(browser).until(lambda b: row_of(section, "on-call mail"))
+    for said in ("email", "smtp://127.0.0.1:2525 (plain text, loopback)",
+                 "from Sealtrail <alerts@example.com>",
+                 "to oncall@example.com, Security Team <security@example.org>",
+                 f"login sealtrail, password …{password[-4:]}"):  # fmt: skip
+        assert said in row.text, row.text
+    assert password not in browser.page_source
+
+    form = open_sink(section, "on-call mail")
+    shown = {
+        name: form.find_element(By.NAME, name).get_attribute("value")
+        for name in ("host", "port", "security", "username", "password", "from_address",
+                     "to_addresses")
+    }  # fmt: skip
+    assert shown == {
+        "host": "127.0.0.1", "port": "2525", "security": "none", "username": "sealtrail",
+        "password": "", "from_address": "Sealtrail <alerts@example.com>",
+        "to_addresses": "oncall@example.com\nSecurity Team <security@example.org>",
+    }  # fmt: skip
+    assert form.find_element(By.NAME, "password").get_attribute("placeholder") == (
+        f"unchanged (…{password[-4:]})"
+    )
+    assert not form.find_element(By.NAME, "url").is_displayed()
+
+    def typed(name: str, value: str) -> None:
+        field = form.find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(value)
+
+    # Another port: the API sends the password only where it was given for,
+    # and asks for it again; the page says so at the password.
+    typed("port", "2526")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: "give its secrets again" in error.text)
+    assert error.text.startswith("Password")
+    assert form.find_element(By.NAME, "password").get_attribute("aria-invalid") == "true"
+    assert admin.get_sink(sink_id).email.port == 2525
+
+    # A recipient given twice: said at the recipients, by its line.
+    again = "pw-" + secrets.token_hex(8)
+    typed("password", again)
+    typed("to_addresses", "oncall@example.com\nteam@example.org\nONCALL@example.com\n")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "line 3: is given twice" in error.text)
+    assert error.text.startswith("Recipients")
+    recipients = form.find_element(By.NAME, "to_addresses")
+    assert recipients.get_attribute("aria-invalid") == "true"
+    assert form.find_element(By.NAME, "password").get_attribute("aria-invalid") is None
+    typed("password", again)
+    typed("to_addresses", "oncall@example.com\n\n Team <team@example.org> \n")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "sink.updated" in section.text)
+    now = admin.get_sink(sink_id)
+    assert (now.email.port, now.email.password_hint) == (2526, again[-4:])
+    assert list(now.email.to_addresses) == ["oncall@example.com", "Team <team@example.org>"]
+    assert now.paused and list(now.filter.actions) == ["security.alert"]
+    assert again not in browser.page_source
+
+    # A new one from the form: no login, the security's default port.
+    Select(form.find_element(By.NAME, "kind")).select_by_value("email")
+    assert not form.find_element(By.NAME, "url").is_displayed()
+    assert form.find_element(By.NAME, "host").is_displayed()
+    typed("name", "relay mail")
+    typed("host", "localhost")
+    Select(form.find_element(By.NAME, "security")).select_by_value("none")
+    typed("from_address", "alerts@example.com")
+    typed("to_addresses", "audit@example.com")
+    form.find_element(By.NAME, "actions").send_keys("security.alert")
+    form.find_element(By.XPATH, ".//button[.='Add sink']").click()
+    wait(browser).until(lambda b: "sink.created" in section.text)
+    [new] = [s for s in admin.list_sinks() if s.name == "relay mail"]
+    assert (new.email.host, new.email.port, new.email.security) == ("localhost", 0, "none")
+    assert (new.email.username, list(new.email.to_addresses)) == ("", ["audit@example.com"])
+    row = wait(browser).until(lambda b: row_of(section, "relay mail"))
+    assert "smtp://localhost:25 (plain text, loopback)" in row.text
+    assert "login" not in row.text

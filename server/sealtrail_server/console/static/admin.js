@@ -120,7 +120,7 @@ function failed(section, error, what, form = null) {
 }
 
 // Kinds of conditions and destinations, as the API's field paths name them.
-const KIND_PATH = /^(match|threshold|spike|new_ip|new_country|off_hours|webhook|splunk_hec|datadog_logs|elasticsearch|chat|pagerduty)\./;
+const KIND_PATH = /^(match|threshold|spike|new_ip|new_country|off_hours|webhook|splunk_hec|datadog_logs|elasticsearch|chat|pagerduty|email)\./;
 
 // The input (or group of inputs) of `form` that holds a field the API names:
 // rule.threshold.count, rule.match.filter.actions[0], policy.rules[1].days,
@@ -161,7 +161,10 @@ function markFields(form, fields) {
       element.setAttribute("aria-invalid", "true");
       first ??= element;
     }
-    said.push(`${element ? fieldName(element) : field}: ${description}`);
+    // A list typed one a line (an email sink's recipients): its item by its line.
+    const item = element?.tagName === "TEXTAREA" && /\[(\d+)\]$/.exec(field);
+    const where = item ? `, line ${Number(item[1]) + 1}` : "";
+    said.push(`${element ? fieldName(element) + where : field}: ${description}`);
   }
   if (first && first.tagName !== "FIELDSET" && first.tagName !== "DIV") first.focus();
   return said;
@@ -183,7 +186,7 @@ function showKind(form) {
       && (groupBy === undefined || form.elements.group_by.value === groupBy);
     element.hidden = !shown;
     if (element.tagName === "FIELDSET") element.disabled = !shown;
-    for (const input of element.querySelectorAll("input, select")) input.disabled = !shown;
+    for (const input of element.querySelectorAll("input, select, textarea")) input.disabled = !shown;
   }
 }
 
@@ -476,7 +479,7 @@ async function revokeToken(token) {
 // --- sinks ----------------------------------------------------------------------
 
 const SINK_KINDS = { webhook: "webhook", splunk_hec: "Splunk HEC", datadog_logs: "Datadog Logs",
-  elasticsearch: "Elasticsearch", chat: "chat", pagerduty: "PagerDuty" };
+  elasticsearch: "Elasticsearch", chat: "chat", pagerduty: "PagerDuty", email: "email" };
 
 async function readSinks() {
   read.sinks = (await (await api("/api/sinks")).json()).sinks;
@@ -528,6 +531,7 @@ function sinkRow(sink) {
 // Where a sink sends, its credentials by their hints only (as the API answers
 // them: it never gives a secret back).
 function whereTo(kind, destination) {
+  if (kind === "email") return mailedTo(destination);
   const url = destination.url || destination.url_hint
     || (kind === "datadog_logs" ? "https://http-intake.logs.datadoghq.com (default)" : "")
     || (kind === "pagerduty" ? "https://events.pagerduty.com (default)" : "");
@@ -539,6 +543,27 @@ function whereTo(kind, destination) {
   if (destination.secret_hints?.length) {
     parts.push([`signing secret …${destination.secret_hints.join(", …")}`]);
   }
+  return parts;
+}
+
+// An email sink's SMTP server (as the API names it, `smtp://host:port`, the
+// port its security's default when none is set), how it is secured, its login
+// (the password by its hint), its sender and recipients.
+const SMTP_SECURITY = { starttls: ["smtp", 587, "STARTTLS"], implicit_tls: ["smtps", 465, "implicit TLS"],
+  none: ["smtp", 25, "plain text, loopback"] };
+
+function mailedTo(destination) {
+  const [scheme, port, secured] = SMTP_SECURITY[destination.security || "starttls"]
+    || [destination.security, 0, destination.security];
+  const host = (destination.host || "").includes(":") ? `[${destination.host}]` : destination.host;
+  const parts = [[`${scheme}://${host}:${Number(destination.port) || port} (${secured})`]];
+  if (destination.username) {
+    const hint = destination.password_hint ? `, password …${destination.password_hint}` : "";
+    parts.push([`login ${destination.username}${hint}`]);
+  }
+  // Display names are the admin's words: their bidi and invisible characters escaped.
+  parts.push([`from ${visibleName(destination.from_address)}`]);
+  parts.push([`to ${(destination.to_addresses || []).map(visibleName).join(", ")}`]);
   return parts;
 }
 
@@ -572,8 +597,9 @@ function delivery(sink) {
 // four characters, a chat URL with its secret parts elided), never the value.
 const CREDENTIALS = { chat: ["url", "url_hint"], splunk_hec: ["token", "token_hint"],
   datadog_logs: ["api_key", "api_key_hint"], elasticsearch: ["api_key", "api_key_hint"],
-  pagerduty: ["routing_key", "routing_key_hint"] };
-const PLACEHOLDERS = { url: "the receiving end's https URL", token: "", api_key: "", routing_key: "" };
+  pagerduty: ["routing_key", "routing_key_hint"], email: ["password", "password_hint"] };
+const PLACEHOLDERS = { url: "the receiving end's https URL", token: "", api_key: "", routing_key: "",
+  password: "" };
 
 // The sink form adds a sink, or edits one (`dataset.id`): its filter is the
 // event search's own fields, copied (the time range left out: a sink sends what
@@ -600,7 +626,7 @@ function showSinkKind(form) {
     const shown = ofKind && editing === element.classList.contains("edit-only")
       && (!element.classList.contains("typed-secret") || form.elements.secret.value === "typed");
     element.hidden = !shown;
-    for (const input of element.querySelectorAll("input, select")) input.disabled = !shown;
+    for (const input of element.querySelectorAll("input, select, textarea")) input.disabled = !shown;
   }
   // Empty: the account's default site; in an edit, a credential left as it is.
   form.elements.url.required = !["datadog_logs", "pagerduty"].includes(kind) && !(editing && kind === "chat");
@@ -638,9 +664,13 @@ function editSink(sink) {
   fields.name.value = sink.name;
   const [credential, hint] = CREDENTIALS[kind] || [];
   for (const name of DESTINATION_FIELDS[kind]) {
-    if (name !== credential) fields[name].value = text(destination[name]);
+    if (name !== credential) fields[name].value = shownValue(name, destination[name]);
   }
-  if (credential) fields[credential].placeholder = `unchanged (${kind === "chat" ? "" : "…"}${destination[hint]})`;
+  // An email sink's password only with a login, its hint only past eight characters.
+  if (credential && (kind !== "email" || destination.username)) {
+    fields[credential].placeholder = destination[hint]
+      ? `unchanged (${kind === "chat" ? "" : "…"}${destination[hint]})` : "unchanged";
+  }
   const hints = destination.secret_hints || [];
   fields.secret.options[0].text = `keep the current one${hints.length > 1 ? "s" : ""}`
     + (hints.length ? ` (…${hints.join(", …")})` : "");
@@ -671,7 +701,18 @@ const DESTINATION_FIELDS = {
   webhook: ["url"], chat: ["url"], splunk_hec: ["url", "token", "index", "source", "sourcetype"],
   datadog_logs: ["url", "api_key", "service", "tags"], elasticsearch: ["url", "index", "api_key"],
   pagerduty: ["url", "routing_key", "source"],
+  email: ["host", "port", "security", "username", "password", "from_address", "to_addresses"],
 };
+
+// A destination's field as its input shows it: a list one a line (an email
+// sink's recipients), a port of 0 (its security's default) and a security
+// left empty (STARTTLS) as the form chooses them.
+function shownValue(name, value) {
+  if (Array.isArray(value)) return value.join("\n");
+  if (name === "port" && !Number(value)) return "";
+  if (name === "security") return value || "starttls";
+  return text(value);
+}
 
 // A credential typed here (a token, an API key) is sent once, in the request
 // that creates or edits the sink; the form is cleared, and the API answers its
@@ -680,7 +721,12 @@ function destinationOf(kind, fields) {
   const destination = {};
   for (const name of DESTINATION_FIELDS[kind]) {
     const value = fields[name].value.trim();
-    if (value) destination[name] = value;
+    if (!value) continue;
+    if (fields[name].tagName === "TEXTAREA") {  // one a line, blank lines skipped
+      destination[name] = value.split("\n").map((line) => line.trim()).filter(Boolean);
+    } else {
+      destination[name] = fields[name].type === "number" ? Number(value) : value;
+    }
   }
   return destination;
 }
@@ -689,7 +735,8 @@ function destinationOf(kind, fields) {
 // URL moved, or they can no longer be opened): the input that holds them.
 const CREDENTIAL_PATHS = { webhook: "sink.webhook.secrets", chat: "sink.chat.url",
   splunk_hec: "sink.splunk_hec.token", datadog_logs: "sink.datadog_logs.api_key",
-  elasticsearch: "sink.elasticsearch.api_key", pagerduty: "sink.pagerduty.routing_key" };
+  elasticsearch: "sink.elasticsearch.api_key", pagerduty: "sink.pagerduty.routing_key",
+  email: "sink.email.password" };
 
 async function saveSink(event) {
   event.preventDefault();
