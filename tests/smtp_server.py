@@ -5,6 +5,7 @@ both."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 import threading
@@ -46,6 +47,8 @@ class Mailbox:
     responder: Responder = lambda data, index: None
     # Addresses RCPT refuses with 550 (no such user).
     unknown: set[str] = field(default_factory=set)
+    # Seconds each RCPT is answered after: a server slow at every step.
+    rcpt_delay: float = 0.0
     taken: list[Mail] = field(default_factory=list)
     answered: int = 0  # DATA commands answered, refused ones too
     logins: list[tuple[str, bool]] = field(default_factory=list)  # (username, accepted)
@@ -70,6 +73,8 @@ class _Handler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
+        if self.mailbox.rcpt_delay:
+            await asyncio.sleep(self.mailbox.rcpt_delay)
         if address.lower() in self.mailbox.unknown:
             return "550 5.1.1 <" + address + ">: no such user here"
         envelope.rcpt_tos.append(address)

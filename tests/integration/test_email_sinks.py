@@ -315,7 +315,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def _send(mailbox: Mailbox, trust: ssl.SSLContext, **settings: Any) -> Any:
+def _send(mailbox: Mailbox, trust: ssl.SSLContext, *, timeout: float = 5.0, **settings: Any) -> Any:
     destination = {
         "host": "127.0.0.1",
         "port": mailbox.port,
@@ -325,7 +325,7 @@ def _send(mailbox: Mailbox, trust: ssl.SSLContext, **settings: Any) -> Any:
     }
     policy = EgressPolicy.parse(allow_http=False, allowed="127.0.0.0/8", denied="")
     body = b"Subject: hello\r\n\r\nbody\r\n"
-    return asyncio.run(mail.send(policy, trust, destination, body, timeout=5.0, tenant_id=None))
+    return asyncio.run(mail.send(policy, trust, destination, body, timeout=timeout, tenant_id=None))
 
 
 def test_starttls_is_verified_and_the_login_goes_over_it(pki: dict[str, Path]) -> None:
@@ -348,3 +348,18 @@ def test_starttls_asked_of_a_server_without_it_is_refused_not_sent_in_the_clear(
     with pytest.raises(mail.MailSettingsRefused, match="no STARTTLS"):
         _send(mailbox, ssl.create_default_context(), security="starttls")
     assert mailbox.answered == 0
+
+
+def test_a_server_slow_at_every_step_is_given_up_on_within_the_exchanges_deadline(
+    mailbox: Mailbox,
+) -> None:
+    """Each SMTP step has its timeout; a server answering each just within
+    it held the sink for them all (20 recipients: 20 RCPTs), past its lease,
+    another process then sending the same events. The whole exchange has the
+    deadline an HTTP sink's has (four timeouts), and no message is sent."""
+    mailbox.rcpt_delay = 0.6
+    recipients = [f"u{n}@example.com" for n in range(20)]  # 12 s of RCPTs
+    with pytest.raises(TimeoutError, match="within 4 s"):
+        _send(mailbox, ssl.create_default_context(), security="none", timeout=1.0,
+              to_addresses=recipients)  # fmt: skip
+    assert mailbox.answered == 0 and not mailbox.taken

@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_ANSWER_BYTES: Final = 64 * 1024  # what is kept of an answer: enough for any error
-# A whole exchange's deadline, in step timeouts: connect, send, wait, read.
-_DEADLINE_TIMEOUTS: Final = 4
+# A whole exchange's deadline, in step timeouts: connect, send, wait, read (an
+# email sink's SMTP exchange, of many more steps, has it too: forward/mail.py).
+DEADLINE_TIMEOUTS: Final = 4
 
 
 # The well-known NAT64 prefix (RFC 6052): the IPv4 address is the last 32 bits.
@@ -419,13 +420,13 @@ class OutboundClient:
         exchange.add_done_callback(self._exchanges.discard)
         exchange.add_done_callback(_retrieved)
         try:
-            async with asyncio.timeout(_DEADLINE_TIMEOUTS * self._timeout):
+            async with asyncio.timeout(DEADLINE_TIMEOUTS * self._timeout):
                 return await asyncio.shield(exchange)
         except TimeoutError:
             if reading.complete_without_body:  # its status in: its body is not waited for
                 return reading.answer()
             raise httpcore.ReadTimeout(
-                f"no complete answer within {_DEADLINE_TIMEOUTS * self._timeout:g} s"
+                f"no complete answer within {DEADLINE_TIMEOUTS * self._timeout:g} s"
             ) from None
         finally:
             exchange.cancel()  # done, or abandoned: this once

@@ -27,7 +27,7 @@ import aiosmtplib
 from ..domain.chat_text import line as chat_line
 from ..domain.chat_text import shown
 from ..domain.email_sinks import address_spec, is_loopback, port_of, security_of
-from .egress import Answer, EgressDenied, EgressPolicy
+from .egress import DEADLINE_TIMEOUTS, Answer, EgressDenied, EgressPolicy
 
 # An SMTP reply's characters kept (its first line): its code and enhanced
 # status code, and the server's words up to here.
@@ -131,6 +131,9 @@ async def _connected(
             sock.close()
             failure = error if isinstance(error, OSError) else OSError("connect timed out")
             continue
+        except BaseException:  # cancelled: the exchange's deadline, a stop
+            sock.close()
+            raise
         return sock
     raise failure or OSError("no address to connect to")
 
@@ -148,7 +151,34 @@ async def send(
     (250 once taken). OSError (aiosmtplib's disconnects and timeouts among
     them) when the server could not be reached or went away; EgressDenied
     for an address the policy refuses; MailSettingsRefused for a server
-    without what the sink asks of it."""
+    without what the sink asks of it.
+
+    Each step (connecting, each command, the message) has `timeout`; the
+    whole exchange has an HTTP request's deadline, `DEADLINE_TIMEOUTS` of
+    them: a server that answers every step just in time (an EHLO, a login, a
+    RCPT per recipient, up to 20) held the sink for minutes, past its lease,
+    another process then sending its events again (TimeoutError)."""
+    deadline = DEADLINE_TIMEOUTS * timeout
+    try:
+        async with asyncio.timeout(deadline):
+            return await _exchange(
+                policy, trust, destination, body, timeout=timeout, tenant_id=tenant_id
+            )
+    except TimeoutError as error:
+        if str(error):  # a step's own, said by its step
+            raise
+        raise TimeoutError(f"the SMTP exchange did not end within {deadline:g} s") from None
+
+
+async def _exchange(
+    policy: EgressPolicy,
+    trust: ssl.SSLContext,
+    destination: dict[str, Any],
+    body: bytes,
+    *,
+    timeout: float,
+    tenant_id: str | None,
+) -> Answer:
     host = destination["host"]
     port = port_of(destination)
     security = security_of(destination)
@@ -225,7 +255,10 @@ async def send(
     except aiosmtplib.SMTPException as error:  # a reply it could not read, say
         raise ConnectionError(f"SMTP: {str(error)[:_KEPT]}") from None
     finally:
-        if client.is_connected:
+        task = asyncio.current_task()
+        if client.is_connected and task is not None and task.cancelling():
+            client.close()  # past the deadline (or stopping): no QUIT waited for
+        elif client.is_connected:
             try:
                 await asyncio.wait_for(client.quit(), timeout)
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
