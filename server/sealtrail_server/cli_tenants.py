@@ -17,7 +17,7 @@ from google.protobuf import json_format
 
 from sealtrail._terminal import terminal_safe
 from sealtrail._words import counted
-from sealtrail.tlog import Verifier
+from sealtrail.tlog import NewerStatementError, Verifier, newer_sealtrails
 from sealtrail.v1 import event_pb2
 
 from .api.audited import weakening_severity
@@ -443,14 +443,16 @@ def tenant_erasures(output: str, data_dir: Path | None, database_url: str | None
     """List the receipts of erased tenants, oldest first: the tenant, when, by
     whom (a token id, or the operator), the final size and root (base64), and
     whether the receipt's signature states it (`signed`), does not (`SIGNATURE
-    DOES NOT MATCH`, edited behind the service's back), or is missing
-    (`unsigned`: kept before receipts were signed, which nothing proves).
+    DOES NOT MATCH`, edited behind the service's back), is missing
+    (`unsigned`: kept before receipts were signed, which nothing proves), or
+    is of a version a newer Sealtrail signed (`not read: ...`, to be listed
+    by an upgraded server).
     Checked with the keys the database knows, which a superuser can add: an
     auditor checks a receipt with the keys they pinned (`sealtrail
     verify-erasure`). --format json: one array of objects with `tenant`,
     `erased_at` (UTC), `erased_by`, `final_tree_size`, `final_root_hash`
-    (base64), `removed_rows` (by table), `signature` (`signed`, `mismatch` or
-    `unsigned`) and `signature_problem` (null when signed)."""
+    (base64), `removed_rows` (by table), `signature` (`signed`, `mismatch`,
+    `unsigned` or `newer`) and `signature_problem` (null when signed)."""
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(settings)
 
@@ -470,7 +472,13 @@ def tenant_erasures(output: str, data_dir: Path | None, database_url: str | None
         receipt = Receipt(
             tenant_id, erased_by, erased_at, size, bytes(root), None, dict(removed), signed or ""
         )
-        problem = check_receipt(receipt, keys)
+        try:
+            problem = check_receipt(receipt, keys)
+            signature = "signed" if problem is None else "mismatch" if signed else "unsigned"
+            said = None if problem is None else f"the receipt {problem}"
+        except NewerStatementError as newer:  # a newer Sealtrail's, not one edited
+            signature = "newer"
+            said = newer_sealtrails("the receipt", newer.version, upgrade="this server")
         listed.append(
             {
                 "tenant": tenant_id,
@@ -479,8 +487,8 @@ def tenant_erasures(output: str, data_dir: Path | None, database_url: str | None
                 "final_tree_size": size,
                 "final_root_hash": base64.b64encode(bytes(root)).decode(),
                 "removed_rows": dict(removed),
-                "signature": "signed" if problem is None else "mismatch" if signed else "unsigned",
-                "signature_problem": None if problem is None else f"the receipt {problem}",
+                "signature": signature,
+                "signature_problem": said,
             }
         )
     if output == "json":
@@ -491,6 +499,7 @@ def tenant_erasures(output: str, data_dir: Path | None, database_url: str | None
         status = {
             "signed": "signed",
             "unsigned": "unsigned (kept before receipts were signed: nothing proves it)",
+            "newer": f"not read: {row['signature_problem']}",
         }.get(row["signature"], f"SIGNATURE DOES NOT MATCH: {row['signature_problem']}")
         click.echo(
             f"{row['tenant']}  {row['erased_at']}  {by}  size {row['final_tree_size']}"

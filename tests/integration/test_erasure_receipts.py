@@ -23,6 +23,7 @@ from sealtrail import (
     AsyncAuditClient,
     AuditClient,
     ErasureReceiptError,
+    NewerReceiptError,
     ReceiptKeyError,
     ReceiptMismatchError,
     ReceiptSignatureError,
@@ -37,6 +38,7 @@ from sealtrail.tlog import (
     generate_signer_key,
     open_note,
     parse_checkpoint,
+    sign_note,
 )
 from sealtrail.v1 import retention_pb2
 from tests.conftest import SIGNING_KEY, ServerThread, run_operator, token_id_of
@@ -293,6 +295,56 @@ def test_a_checkpoint_signature_presented_as_a_receipts_is_refused(
     with pytest.raises(ReceiptSignatureError, match="does not verify"):
         verify_erasure_receipt(as_receipt, key=KEY)
     assert issubclass(ReceiptSignatureError, ErasureReceiptError)
+
+
+@pytest.mark.parametrize("version", [2, 10])
+def test_a_receipt_of_a_newer_sealtrail_says_to_upgrade_offline_and_on_the_server(
+    server: ServerThread,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+    version: int,
+) -> None:
+    """A receipt v2 (a newer Sealtrail's, signed by the log's key) was
+    `not an erasure receipt`, a ReceiptSignatureError as of one forged, and
+    the server said the receipt it kept was changed behind its back."""
+    receipt = erased(server, tenant)
+    text, _ = open_note(receipt.signed_receipt, [VERIFIER])
+    newer_text = text.replace(" v1\n", f" v{version}\n", 1) + "a line v2 adds\n"
+    newer = retention_pb2.ErasureReceipt()
+    newer.CopyFrom(receipt)
+    newer.signed_receipt = sign_note(newer_text, Signer.parse(SIGNING_KEY))
+    said = f"the erasure receipt is a v{version}, made by a newer Sealtrail: upgrade the client"
+    with pytest.raises(NewerReceiptError, match=f"^{said}$"):
+        verify_erasure_receipt(newer, key=KEY)
+    refused = CliRunner().invoke(
+        cli, ["verify-erasure", "-", "--key", KEY], input=json_format.MessageToJson(newer)
+    )
+    assert refused.exit_code == 1 and refused.stderr == f"FAILED: {said}\n"
+    # Signed by another key, it is no receipt of this deployment's, newer or not.
+    newer.signed_receipt = sign_note(newer_text, generate_signer_key("sealtrail.test/log"))
+    with pytest.raises(ReceiptKeyError):
+        verify_erasure_receipt(newer, key=KEY)
+    assert not issubclass(NewerReceiptError, ReceiptSignatureError)
+
+    # Kept by a newer server: this one answers it for what it is, not edited.
+    sql.execute(
+        "UPDATE tenant_erasures SET signed_receipt = %s WHERE tenant_id = %s",
+        [sign_note(newer_text, Signer.parse(SIGNING_KEY)), tenant],
+    )
+    again = run_operator(migrated_database_url, "tenant", "erase", tenant, "--confirm", tenant)
+    assert again.exit_code == 1, again.output
+    assert (
+        f"the tenant's erasure receipt is a v{version}, made by a newer Sealtrail: upgrade this"
+        " server" in again.output
+    )
+    assert "behind the service's back" not in again.output
+    listed = run_operator(migrated_database_url, "tenant", "erasures", "--format", "json")
+    (row,) = [row for row in json.loads(listed.stdout) if row["tenant"] == tenant]
+    assert row["signature"] == "newer"
+    assert row["signature_problem"] == (
+        f"the receipt is a v{version}, made by a newer Sealtrail: upgrade this server"
+    )
 
 
 def test_sealtrail_verify_erasure_checks_a_saved_receipt(

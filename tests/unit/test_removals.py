@@ -161,3 +161,42 @@ def test_a_record_json_cannot_read_is_passed_over() -> None:
     ledger = RemovalLedger(ORIGIN, [KEY.verifier])
     ledger.note_record(b'{"action":"retention.purged","x":' + b"[" * 5000 + b"]" * 5000 + b"}")
     assert ledger.unaccounted([]) is None
+
+
+@pytest.mark.parametrize("version", [2, 17])
+def test_a_statement_of_a_newer_sealtrail_says_to_upgrade_and_is_told_apart(version: int) -> None:
+    """A retention statement v2 read as `not a retention statement`, and the
+    ledger said its record bore none signed by a trusted key (forged, or by
+    hand) and its removals were hidden: one a newer Sealtrail signed, which
+    this client cannot read."""
+    newer = PurgeStatement(ORIGIN, "p-9", removed(5)).text().replace(" v1\n", f" v{version}\n", 1)
+    with pytest.raises(
+        NoteError,
+        match=rf"^the retention statement is a v{version}, made by a newer Sealtrail: upgrade"
+        r" the client$",
+    ):
+        PurgeStatement.parse(newer + "a line it adds\n")
+    record = purge_record((5,), purge_id="p-9")
+    record["details"]["statement"] = sign_note(newer, KEY)
+    why = ledger_of([purge_record((2,)), record], (2, 5)).unaccounted([])
+    assert why == (
+        f"1 retention record bears a statement not read here (the retention statement is a"
+        f" v{version}, made by a newer Sealtrail: upgrade the client): the leaves of removed"
+        " events are not accounted for"
+    )
+    # A server checking its own log says to upgrade itself.
+    on_server = RemovalLedger(ORIGIN, [KEY.verifier], upgrade="the server")
+    on_server.note_record(record)
+    on_server.removed(5, leaf(5))
+    assert str(on_server.unaccounted([])).endswith(
+        "upgrade the server): the leaves of removed events are not accounted for"
+    )
+    # Signed by another key, it is no statement of this log's, newer or not.
+    record["details"]["statement"] = sign_note(newer, generate_signer_key("sealtrail.local/log"))
+    assert "bears no statement signed by a trusted key" in str(
+        ledger_of([purge_record((2,)), record], (2, 5)).unaccounted([])
+    )
+    # No version, or none of a number, is no statement.
+    for header in ("v0", "v01", "vx", "v", "v2 "):
+        with pytest.raises(NoteError, match=r"^not a retention statement$"):
+            PurgeStatement.parse(newer.replace(f" v{version}\n", f" {header}\n", 1))

@@ -17,7 +17,15 @@ import psycopg
 from psycopg import sql
 
 from sealtrail._words import counted
-from sealtrail.tlog import ErasureStatement, NoteError, Verifier, open_note, sign_note
+from sealtrail.tlog import (
+    ErasureStatement,
+    NewerStatementError,
+    NoteError,
+    Verifier,
+    newer_sealtrails,
+    open_note,
+    sign_note,
+)
 
 from ..domain.errors import (
     SEE_THE_LOG,
@@ -293,8 +301,10 @@ class Eraser:
     async def _checked(self, kept: Receipt) -> Receipt:
         """`kept`, as `tenant_erasures` holds it, once its signature is found
         to state its fields; IntegrityFailure if it does not (a row edited
-        behind the service's back). One kept before receipts were signed has
-        no signature: answered as it is, with a warning, as nothing proves it."""
+        behind the service's back), FailedPrecondition if a newer Sealtrail
+        signed it (a version this release cannot read). One kept before
+        receipts were signed has no signature: answered as it is, with a
+        warning, as nothing proves it."""
         if not kept.signed_receipt:
             log.warning(
                 "the receipt of tenant %s is not signed (kept before receipts were signed,"
@@ -302,7 +312,14 @@ class Eraser:
                 kept.tenant_id,
             )
             return kept
-        problem = check_receipt(kept, await self._checkpointer.verifiers())
+        try:
+            problem = check_receipt(kept, await self._checkpointer.verifiers())
+        except NewerStatementError as newer:
+            raise FailedPrecondition(
+                newer_sealtrails(
+                    "the tenant's erasure receipt", newer.version, upgrade="this server"
+                )
+            ) from None
         if problem is not None:
             raise IntegrityFailure(
                 f"the receipt kept of tenant {kept.tenant_id!r} {problem}: it was changed"
@@ -332,12 +349,15 @@ def check_receipt(receipt: Receipt, verifiers: list[Verifier]) -> str | None:
     """What is wrong with a kept receipt's signature, or None when a known
     key signed a receipt stating its fields: "is not signed", "bears no
     signature by a known key: ...", or "does not match its signature in
-    FIELDS"."""
+    FIELDS"; NewerStatementError if a known key signed a receipt of a
+    version beyond this release's (a newer Sealtrail's)."""
     if not receipt.signed_receipt:
         return "is not signed"
     try:
         text, _ = open_note(receipt.signed_receipt, verifiers)
         signed = ErasureStatement.parse(text)
+    except NewerStatementError:
+        raise
     except NoteError as error:
         return f"bears no signed receipt by a known key: {error}"
     differ = receipt.statement(signed.origin).differences(signed)

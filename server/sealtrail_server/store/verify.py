@@ -124,7 +124,7 @@ async def verify_log(
         # this waits for or holds off; else a snapshot from before the move,
         # reading after it, would find neither the month nor the moved rows.
         await conn.execute("LOCK TABLE ONLY events IN ACCESS SHARE MODE")
-        ledger = RemovalLedger(origin, verifiers)
+        ledger = RemovalLedger(origin, verifiers, upgrade="the server")
         return await _verify(
             conn,
             cursor,

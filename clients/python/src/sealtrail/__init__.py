@@ -29,6 +29,7 @@ from sealtrail._correlation import (
 from sealtrail._erasure_check import (
     ErasureReceiptCheck,
     ErasureReceiptError,
+    NewerReceiptError,
     ReceiptKeyError,
     ReceiptMismatchError,
     ReceiptSignatureError,
@@ -80,6 +81,7 @@ __all__ = [
     "ExportMismatchError",
     "GroupBy",
     "InvalidArgumentError",
+    "NewerReceiptError",
     "NotFoundError",
     "Order",
     "OtherLogError",

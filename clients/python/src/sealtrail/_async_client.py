@@ -938,7 +938,8 @@ class AsyncAuditClient:
         proves (who erased which log, when, at which size and root). Asks the
         server nothing. Raises an ErasureReceiptError: UnsignedReceiptError for
         a receipt kept before receipts were signed (or written by hand),
-        ReceiptKeyError, ReceiptSignatureError or ReceiptMismatchError
+        ReceiptKeyError, ReceiptSignatureError, ReceiptMismatchError, or
+        NewerReceiptError for one a newer Sealtrail signed
         (`sealtrail.verify_erasure_receipt`, docs/integrity.md)."""
         return verify_erasure_receipt(receipt, key=key)
 

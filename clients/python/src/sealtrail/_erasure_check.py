@@ -23,6 +23,7 @@ from google.protobuf import json_format
 
 from sealtrail.tlog import (
     ErasureStatement,
+    NewerStatementError,
     NoteError,
     Verifier,
     open_note,
@@ -50,6 +51,12 @@ class ReceiptSignatureError(ErasureReceiptError):
     """The receipt's signature, by a given key's name and id, does not verify
     (its text was changed), or it signs something else than an erasure
     receipt (a checkpoint's note presented as the receipt's)."""
+
+
+class NewerReceiptError(ErasureReceiptError):
+    """The receipt is signed by a given key in a version beyond this
+    client's: a newer Sealtrail's, which a newer client reads. Neither
+    forged nor verified: nothing it says is proven here."""
 
 
 class ReceiptMismatchError(ErasureReceiptError):
@@ -151,6 +158,8 @@ def verify_erasure_receipt(
     commands print it. Returns what the signature proves; raises
     UnsignedReceiptError (a receipt kept before receipts were signed, or a
     superuser's), ReceiptKeyError (signed by no given key),
+    NewerReceiptError (signed by a given key in a version beyond this
+    client's: a newer Sealtrail's, to be checked by a newer client),
     ReceiptSignatureError (a signature that does not verify, or of something
     else than a receipt: a checkpoint's), ReceiptMismatchError (a field that
     differs from what is signed), each an ErasureReceiptError."""
@@ -166,6 +175,8 @@ def verify_erasure_receipt(
     text, signers = _opened(message.signed_receipt, verifiers, "the signed receipt")
     try:
         signed = ErasureStatement.parse(text)
+    except NewerStatementError as error:  # signed by a given key: a newer server's
+        raise NewerReceiptError(str(error)) from None
     except NoteError as error:
         raise ReceiptSignatureError(f"the signed receipt: {error}") from None
     stated = ErasureStatement(

@@ -8,7 +8,6 @@ from sealtrail.tlog._export_statement import (
     EXPORT_STATEMENT_HEADER,
     EXPORT_STATEMENT_HEADER_V1,
     ExportStatement,
-    NewerStatementError,
 )
 from sealtrail.tlog._merkle import (
     EMPTY_ROOT,
@@ -24,10 +23,12 @@ from sealtrail.tlog._merkle import (
     verify_inclusion,
 )
 from sealtrail.tlog._note import (
+    NewerStatementError,
     NoteError,
     Signer,
     Verifier,
     generate_signer_key,
+    newer_sealtrails,
     open_note,
     sign_note,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "format_checkpoint",
     "generate_signer_key",
     "leaf_hash",
+    "newer_sealtrails",
     "node_hash",
     "open_note",
     "parse_checkpoint",

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from sealtrail.tlog._checkpoint import parse_size_and_root
-from sealtrail.tlog._note import NoteError, statement_lines
+from sealtrail.tlog._note import NoteError, refuse_newer, statement_lines
 
 ERASURE_RECEIPT_HEADER: Final = "sealtrail erasure receipt v1"
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -70,7 +70,9 @@ class ErasureStatement:
     @classmethod
     def parse(cls, text: str) -> ErasureStatement:
         """The receipt in a note's text (as `open_note` returns it); NoteError
-        if it is none (a checkpoint's, or another statement's)."""
+        if it is none (a checkpoint's, or another statement's),
+        NewerStatementError if it is of a version beyond this client's."""
+        refuse_newer(text, ERASURE_RECEIPT_HEADER, what="the erasure receipt")
         lines = statement_lines(text, ERASURE_RECEIPT_HEADER, 7, what="erasure receipt")
         origin, tenant_id, size, root, erased_by, when, removed = lines
         if not origin or not tenant_id or not erased_by:

@@ -48,15 +48,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sealtrail.tlog._checkpoint import parse_size_and_root
-from sealtrail.tlog._note import NoteError, statement_lines
+from sealtrail.tlog._note import NoteError, refuse_newer, statement_lines
 
 EXPORT_STATEMENT_HEADER: Final = "sealtrail export statement v2"
 # A statement of a server before ADR 0130: it signs no filter.
 EXPORT_STATEMENT_HEADER_V1: Final = "sealtrail export statement v1"
-# The newest version this client reads; the header of any (a version is a
-# decimal number, no leading zero, as the header writes it).
-EXPORT_STATEMENT_VERSION: Final = 2
-_VERSIONED = re.compile(r"sealtrail export statement v([1-9][0-9]{0,8})\n")
 # The filter of an export of every event (of its range, if any): `{}`.
 UNFILTERED_SHA256: Final = hashlib.sha256(b"{}").digest()
 _NUMBER = re.compile(r"0|[1-9][0-9]{0,19}")
@@ -75,11 +71,6 @@ def _sha256(text: str) -> bytes:
     """The SHA-256 of `text`'s UTF-8 bytes (a lone surrogate, read from JSON,
     kept as such: no filter's digest)."""
     return hashlib.sha256(text.encode(errors="surrogatepass")).digest()
-
-
-class NewerStatementError(NoteError):
-    """An export statement of a version beyond this client's: signed by a
-    newer Sealtrail, and to be read by a newer client."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +139,7 @@ class ExportStatement:
         """The statement in a note's text (as `open_note` returns it);
         NoteError if it is none (a checkpoint's, or another statement's),
         NewerStatementError if it is of a version beyond this client's."""
-        versioned = _VERSIONED.match(text)
-        if versioned is not None and int(versioned[1]) > EXPORT_STATEMENT_VERSION:
-            raise NewerStatementError(
-                f"the export's statement is a v{versioned[1]}, made by a newer Sealtrail:"
-                " upgrade the client"
-            )
+        refuse_newer(text, EXPORT_STATEMENT_HEADER, what="the export's statement")
         v1 = text.startswith(EXPORT_STATEMENT_HEADER_V1 + "\n")
         header = EXPORT_STATEMENT_HEADER_V1 if v1 else EXPORT_STATEMENT_HEADER
         lines = statement_lines(text, header, 12 if v1 else 14, what="export statement")

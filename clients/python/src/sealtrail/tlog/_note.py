@@ -29,6 +29,35 @@ class NoteError(ValueError):
     """A note, key or signature is malformed or does not verify."""
 
 
+class NewerStatementError(NoteError):
+    """A signed statement (an export's, an erasure receipt, a retention
+    statement) of a version beyond this client's: signed by a newer
+    Sealtrail, to be read by a newer client; not one forged, nor garbage.
+    `what` and `version` as `newer_sealtrails` says them."""
+
+    def __init__(self, what: str, version: int) -> None:
+        super().__init__(newer_sealtrails(what, version))
+        self.what = what
+        self.version = version
+
+
+def newer_sealtrails(what: str, version: int, *, upgrade: str = "the client") -> str:
+    """The one wording of a document of a version beyond what this release
+    reads (`what`: "the export's statement", "the bundle"): `... is a v3,
+    made by a newer Sealtrail: upgrade the client` (`upgrade`: who is to be)."""
+    return f"{what} is a v{version}, made by a newer Sealtrail: upgrade {upgrade}"
+
+
+def refuse_newer(text: str, header: str, *, what: str) -> None:
+    """NewerStatementError if `text` begins with the line `header` (`sealtrail
+    erasure receipt v1`, of the newest version this client reads) of a later
+    version, a decimal number without a leading zero as headers write it."""
+    stem, _, newest = header.rpartition(" v")
+    found = re.match(re.escape(stem) + r" v([1-9][0-9]{0,8})\n", text)
+    if found is not None and int(found[1]) > int(newest):
+        raise NewerStatementError(what, int(found[1]))
+
+
 # C0 controls but the newline, DEL, and C1 controls (U+009B starts an escape
 # sequence to some terminals): C2SP's signed notes hold none. What a note says
 # reaches a terminal, and a forger's text must not move its cursor or colour it.

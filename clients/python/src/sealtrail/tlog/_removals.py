@@ -36,7 +36,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sealtrail._words import counted, noun
-from sealtrail.tlog._note import NoteError, Verifier, open_note
+from sealtrail.tlog._note import (
+    NewerStatementError,
+    NoteError,
+    Verifier,
+    newer_sealtrails,
+    open_note,
+    refuse_newer,
+)
 
 RETENTION_ACTION: Final = "retention.purged"
 RETENTION_ACTOR: Final = {"type": "system", "id": "sealtrail-server:retention"}
@@ -97,7 +104,10 @@ class PurgeStatement:
 
     @classmethod
     def parse(cls, text: str) -> PurgeStatement:
-        """The statement in a note's text (as `open_note` returns it)."""
+        """The statement in a note's text (as `open_note` returns it);
+        NoteError if it is none, NewerStatementError if it is of a version
+        beyond this client's."""
+        refuse_newer(text, STATEMENT_HEADER, what="the retention statement")
         lines = text.split("\n")
         if len(lines) != 6 or lines[0] != STATEMENT_HEADER or lines[-1] != "":
             raise NoteError("not a retention statement")
@@ -116,9 +126,14 @@ class RemovalLedger:
     records' statements name. Give it every record (`note_record`, in any
     order) and every removed leaf (`removed`), then ask `unaccounted`."""
 
-    def __init__(self, origin: str, verifiers: list[Verifier]) -> None:
+    def __init__(
+        self, origin: str, verifiers: list[Verifier], *, upgrade: str = "the client"
+    ) -> None:
+        """`upgrade`: who is to be upgraded to read a statement of a newer
+        Sealtrail ("the server", checking its own log)."""
         self._origin = origin
         self._verifiers = verifiers
+        self._upgrade = upgrade
         self.leaves = RemovedLeaves()  # what the log no longer holds
         self.stated = RemovedLeaves()  # what retention's statements account for
         self.purge_ids: set[str] = set()
@@ -126,6 +141,11 @@ class RemovalLedger:
         # removals they claim: they account for nothing.
         self.unproven = 0
         self._unproven_claimed = 0
+        # Retention's records whose statement a trusted key signed in a
+        # version beyond this release's (a newer Sealtrail's), and the
+        # newest: what they account for is not known here.
+        self.newer = 0
+        self._newest = 0
 
     def removed(self, seq: int, leaf: bytes) -> None:
         self.leaves.add(seq, leaf)
@@ -149,7 +169,10 @@ class RemovalLedger:
             return
         details = record.get("details")
         details = details if isinstance(details, dict) else {}
+        newer = self.newer
         statement = self._statement(details.get("statement"), record.get("idempotency_key"))
+        if statement is None and self.newer > newer:
+            return  # signed, of a newer Sealtrail: neither proven nor forged
         if statement is None or statement.purge_id in self.purge_ids:
             claimed = details.get("purged")
             self.unproven += 1
@@ -166,6 +189,10 @@ class RemovalLedger:
         try:
             text, _ = open_note(note, self._verifiers)
             statement = PurgeStatement.parse(text)
+        except NewerStatementError as newer:
+            self.newer += 1
+            self._newest = max(self._newest, newer.version)
+            return None
         except NoteError:
             return None
         # Of this log's tenant, whatever the origin's prefix then (an operator
@@ -186,6 +213,15 @@ class RemovalLedger:
             with_pending.merge(summary)
         if leaves in (stated, with_pending):
             return None
+        if self.newer:
+            # Not counted among the unproven: signed, and of a release that
+            # reads them. What they removed is not known here.
+            newer = newer_sealtrails("the retention statement", self._newest, upgrade=self._upgrade)
+            return (
+                f"{counted(self.newer, 'retention record')}"
+                f" {noun(self.newer, 'bears', 'bear')} a statement not read here ({newer}):"
+                " the leaves of removed events are not accounted for"
+            )
         unproven = (
             f"; {counted(self.unproven, 'retention record')}"
             f" {noun(self.unproven, 'bears', 'bear')} no statement signed by a trusted key"
