@@ -2308,7 +2308,7 @@ def test_checking_an_exports_manifest_checks_the_file_beside_it(
     unformatted = check()
     assert (unformatted.returncode, unformatted.stderr) == (1, (
         f"FAILED: {kept} is JSON but no export manifest (its format is not"
-        " 'sealtrail-export-manifest')\n"
+        " 'sealtrail-export-manifest' of version 1)\n"
     )), unformatted.stdout  # fmt: skip
     kept.write_text(json.dumps(manifest))
     out.unlink()

@@ -131,6 +131,35 @@ def test_a_statement_of_a_newer_version_says_to_upgrade_the_client(
         check_export(kept, key=KEY)
 
 
+@pytest.mark.parametrize("version", [2, 9])
+def test_a_manifest_of_a_newer_version_says_to_upgrade_the_client(
+    client: AuditClient, tmp_path: Path, version: int
+) -> None:
+    """A manifest's `version` was never read: one of a newer Sealtrail
+    (version 2) was checked as a version 1, whatever it had come to mean.
+    It says to upgrade the client; a version none writes is no manifest."""
+    kept = _export(client, tmp_path / "audit.csv", format="csv")
+    manifest = json.loads(kept.read_text(encoding="utf-8"))
+    assert manifest["version"] == 1
+    kept.write_text(json.dumps({**manifest, "version": version}), encoding="utf-8")
+    with pytest.raises(
+        ExportMismatchError,
+        match=rf"^audit\.csv\.manifest\.json is a v{version}, made by a newer Sealtrail: upgrade"
+        r" the client$",
+    ):
+        check_export(kept, key=KEY)
+    for bad in (0, -2, "2", True, 1.0, None):
+        kept.write_text(json.dumps({**manifest, "version": bad}), encoding="utf-8")
+        with pytest.raises(
+            ExportMismatchError,
+            match=r"is JSON but no export manifest \(its format is not"
+            r" 'sealtrail-export-manifest' of version 1\)$",
+        ):
+            check_export(kept, key=KEY)
+    kept.write_text(json.dumps(manifest), encoding="utf-8")
+    assert check_export(kept, key=KEY).rows == manifest["row_count"]
+
+
 def _drop_middle_row(content: bytes) -> bytes:
     lines = content.split(b"\r\n")
     return b"\r\n".join(lines[:3] + lines[4:])

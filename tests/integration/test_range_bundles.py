@@ -35,7 +35,7 @@ from sealtrail._bundle_check import verify_bundle
 from sealtrail._bundle_format import BundleError
 from sealtrail._cli import main as cli
 from sealtrail._errors import from_rpc_error
-from sealtrail.tlog import Signer, leaf_hash
+from sealtrail.tlog import Signer, Verifier, leaf_hash, open_note, sign_note
 from sealtrail.v1 import audit_service_pb2
 from sealtrail_server.api import received_range as received_range_api
 from sealtrail_server.domain.access import Role
@@ -295,6 +295,50 @@ def test_a_range_bundle_cannot_pass_for_a_whole_log_or_a_partial_one(
         manifest_path.write_text(json.dumps(manifest))
         with pytest.raises(BundleError, match="'range'"):
             verify_bundle(tmp_path / "b", key=VERIFIER)
+
+
+@pytest.mark.parametrize("version", [4, 12])
+def test_a_bundle_of_a_newer_sealtrail_says_to_upgrade_the_client(
+    logged: AuditClient, tmp_path: Path, version: int
+) -> None:
+    """A bundle.json of version 4 (a newer Sealtrail's) read `not a
+    sealtrail-bundle of version 1 or 2 or 3`, as one malformed; and one of
+    version `true` or `3.0` passed as a 1 or a 3, versions no writer gives."""
+    write_bundle(logged, tmp_path / "b", seq_range=SeqRange(10, 12))
+    manifest_path = tmp_path / "b" / "bundle.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "version": version}))
+    with pytest.raises(
+        BundleError,
+        match=rf"^bundle\.json: the bundle is a v{version}, made by a newer Sealtrail: upgrade the"
+        r" client$",
+    ):
+        verify_bundle(tmp_path / "b", key=VERIFIER)
+    for bad in ({"version": 0}, {"version": "4"}, {"version": True}, {"version": 3.0},
+                {"format": "another-bundle"}):  # fmt: skip
+        manifest_path.write_text(json.dumps({**manifest, **bad}))
+        with pytest.raises(BundleError, match=r"^bundle\.json: not a sealtrail-bundle of version"):
+            verify_bundle(tmp_path / "b", key=VERIFIER)
+
+
+def test_a_checkpoint_with_extension_lines_is_read_as_its_log_size_and_root(
+    logged: AuditClient, tmp_path: Path
+) -> None:
+    """C2SP's checkpoint may carry extension lines after its root, which a
+    reader that does not know them passes over: a newer Sealtrail's
+    checkpoint so extended, signed by the log's key, checks as its log,
+    size and root; the same lines added without the key's signature fail."""
+    write_bundle(logged, tmp_path / "b", seq_range=SeqRange(10, 12))
+    saved = tmp_path / "b" / "checkpoint.txt"
+    text, _ = open_note(saved.read_text(), [Verifier.parse(VERIFIER)])
+    extended = sign_note(text + "sealtrail extension 1\n", Signer.parse(SIGNING_KEY))
+    saved.write_text(extended)
+    assert verify_bundle(tmp_path / "b", key=VERIFIER).seq_range == (10, 12)
+    assert logged.check_checkpoint(extended, key=VERIFIER).consistent
+    unsigned = extended.replace(text, text + "sealtrail extension 2\n", 1)
+    saved.write_text(unsigned)
+    with pytest.raises(BundleError, match="does not verify"):
+        verify_bundle(tmp_path / "b", key=VERIFIER)
 
 
 def test_a_range_across_events_retention_removed_verifies_with_their_kept_leaves(

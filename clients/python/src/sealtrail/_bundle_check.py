@@ -34,6 +34,7 @@ from sealtrail.tlog import (
     TreeBuilder,
     Verifier,
     leaf_hash,
+    newer_sealtrails,
     open_note,
     parse_checkpoint,
     verify_inclusion,
@@ -265,7 +266,11 @@ def _manifest(path: Path) -> dict[str, Any]:
         raise BundleError(f"{MANIFEST}: {error}") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{MANIFEST}: not a JSON object")
-    if manifest.get("format") != FORMAT or manifest.get("version") not in VERSIONS:
+    version = manifest.get("version")
+    if manifest.get("format") == FORMAT and type(version) is int and version > max(VERSIONS):
+        raise BundleError(f"{MANIFEST}: {newer_sealtrails('the bundle', version)}")
+    # `true` and `3.0` equal a 1 and a 3, and no writer gives either.
+    if manifest.get("format") != FORMAT or type(version) is not int or version not in VERSIONS:
         raise BundleError(
             f"{MANIFEST}: not a {FORMAT} of version {' or '.join(map(str, VERSIONS))}"
         )

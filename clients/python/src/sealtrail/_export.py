@@ -98,6 +98,9 @@ def _discard(fd: int, path: Path) -> None:
 
 
 MANIFEST_FORMAT = "sealtrail-export-manifest"
+# The manifest's `version`, the newest `check_export` reads: a newer
+# Sealtrail's manifest keeps its format's name and says a later version.
+MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
 
 
@@ -126,7 +129,7 @@ def manifest_json(path: Path, manifest: audit_service_pb2.ExportManifest) -> str
     statement that signs them all (ADR 0129)."""
     kept: dict[str, object] = {
         "format": MANIFEST_FORMAT,
-        "version": 1,
+        "version": MANIFEST_VERSION,
         "file": path.name,
         "media_type": manifest.media_type,
         "row_count": manifest.row_count,

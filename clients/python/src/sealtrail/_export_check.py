@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sealtrail._checkpoint_check import CheckpointError, SavedCheckpoint, saved_checkpoint_text
-from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX
+from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX, MANIFEST_VERSION
 from sealtrail._words import counted
 from sealtrail.tlog import (
     Checkpoint,
@@ -25,6 +25,7 @@ from sealtrail.tlog import (
     NewerStatementError,
     NoteError,
     Verifier,
+    newer_sealtrails,
     open_note,
 )
 
@@ -123,7 +124,10 @@ def export_manifest(path: Path) -> dict[str, Any] | None:
     FILE.manifest.json format), or None: a checkpoint's text, a bundle's
     directory, stdin. Any JSON there is read as one, whole, as its checkpoint
     was (`saved_checkpoint_text`): one padded past what was read, or its
-    format taken out, passed as a checkpoint alone, its file unchecked."""
+    format taken out, passed as a checkpoint alone, its file unchecked. One
+    of a version beyond MANIFEST_VERSION is a newer Sealtrail's:
+    ExportMismatchError saying to upgrade the client, which before read it
+    as a version 1 whatever it had come to mean."""
     if str(path) == "-" or path.is_dir():
         return None
     try:
@@ -138,11 +142,16 @@ def export_manifest(path: Path) -> dict[str, Any] | None:
         ) from None
     except (OSError, ValueError, RecursionError):
         return None  # as its checkpoint could not be read from it, which said why
-    if not isinstance(kept, dict) or kept.get("format") != MANIFEST_FORMAT:
-        raise ExportMismatchError(
-            f"{path} is JSON but no export manifest (its format is not {MANIFEST_FORMAT!r})"
-        )
-    return kept
+    if isinstance(kept, dict) and kept.get("format") == MANIFEST_FORMAT:
+        version = kept.get("version")
+        if type(version) is int and version == MANIFEST_VERSION:
+            return kept
+        if type(version) is int and version > MANIFEST_VERSION:
+            raise ExportMismatchError(newer_sealtrails(path.name, version))
+    raise ExportMismatchError(
+        f"{path} is JSON but no export manifest (its format is not {MANIFEST_FORMAT!r} of"
+        f" version {MANIFEST_VERSION})"
+    )
 
 
 class _NamedTwiceError(Exception):
