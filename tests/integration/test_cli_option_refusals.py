@@ -157,7 +157,7 @@ def test_a_refused_replay_names_its_options_not_the_clients_parameters(
         "--secret", "whsec_" + "a" * 32,
     )  # fmt: skip
     assert sink.exit_code == 0, sink.output
-    sink_id = sink.output.strip()
+    sink_id = sink.stdout.strip()  # stderr says where the sink starts
     for typed, said in (
         ("0-5", "Invalid value for '--seq': the first seq is 1 or more"),
         ("5-3", "Invalid value for '--seq': the first seq 5 is after the last 3"),

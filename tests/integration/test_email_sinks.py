@@ -286,7 +286,7 @@ def test_the_cli_makes_an_email_sink_its_password_read_from_a_file(
         env=env,
     )  # fmt: skip
     assert done.exit_code == 0, done.output
-    sink_id = done.output.strip()
+    sink_id = done.stdout.strip()  # stderr says where the sink starts
     try:
         sink = client.get_sink(sink_id)
         assert sink.email.host == "127.0.0.1" and sink.email.port == mailbox.port

@@ -333,7 +333,7 @@ def test_the_cli_makes_a_pagerduty_sink_its_key_read_from_a_file(
         env=env,
     )  # fmt: skip
     assert done.exit_code == 0, done.output
-    sink_id = done.output.strip()
+    sink_id = done.stdout.strip()  # stderr says where the sink starts
     try:
         sink = client.get_sink(sink_id)
         assert sink.pagerduty.url == pagerduty.url
