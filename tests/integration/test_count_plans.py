@@ -23,10 +23,10 @@ EVENTS = 3000
 SPACING = timedelta(hours=1.5)
 _INSERT = (
     "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
-    " outcome, actor_id, leaf_hash, record)"
+    " outcome, actor_id, resource_type, resource_id, leaf_hash, record)"
     " SELECT t, g, gen_random_uuid(), now() - g * %s, now() - g * %s,"
     " 'user.' || (ARRAY['login', 'logout', 'invite'])[1 + g %% 3], 1 + g %% 4, 'success',"
-    " 'u' || g %% 20, '\\x00', '{}'"
+    " 'u' || g %% 20, 'repo' || g %% 30, 'r' || g %% 7, '\\x00', '{}'"
     " FROM unnest(ARRAY['t1', 't2']) AS t, generate_series(1::bigint, %s::bigint) AS g"
 )
 
@@ -84,6 +84,7 @@ def _months_from(start: datetime) -> set[str]:
         ("action", ""),
         ("actor", ""),
         ("severity", ""),
+        ("resource", ""),
         ("day", ""),
         ("hour", ""),
         ("day", "Asia/Kathmandu"),  # the days and hours of a zone (ADR 0103)
@@ -148,3 +149,35 @@ def test_a_count_by_a_zones_hours_is_grouped_by_the_database_too(
     assert {key[13:] for key, _, _, _ in rows} == {":00:00+05:30"}
     plan = _plan(as_service, statement, params)
     assert plan["Actual Rows"] == 5
+
+
+def _indexes(node: dict[str, Any]) -> set[str]:
+    """The indexes the plan read, each named by its partition's index's suffix."""
+    found = set()
+    if node.get("Index Name") and node.get("Actual Loops", 1):
+        found.add(node["Index Name"].split("_tenant_id_", 1)[-1])
+    for child in node.get("Plans", ()):
+        found |= _indexes(child)
+    return found
+
+
+def test_a_count_per_resource_of_one_type_reads_the_resource_index(
+    as_service: psycopg.Connection[Any],
+) -> None:
+    """Counted per resource, a type's events come off events_resource (tenant,
+    type, id, seq), a time range's off events_occurred_at: the grouping
+    changes what is counted per row, not which rows are read."""
+    since = datetime.now(UTC) - timedelta(days=20)
+    of_type, params = count_statement(
+        "t1", EventFilter(resource_type="repo3"), group_by="resource", limit=5
+    )
+    rows = as_service.execute(of_type, params).fetchall()
+    assert rows[0][2] == EVENTS // 30 and rows[0][3] == 7  # 30 types, 7 ids
+    assert {key for key, *_ in rows} <= {f'["repo3","r{n}"]' for n in range(7)}
+    plan = _plan(as_service, of_type, params)
+    assert "resource_type_resource_id_seq_idx" in _indexes(plan)
+    assert plan["Actual Rows"] == 5
+    recent, params = count_statement(
+        "t1", EventFilter(occurred_after=since), group_by="resource", limit=5
+    )
+    assert "occurred_at_idx" in _indexes(_plan(as_service, recent, params))

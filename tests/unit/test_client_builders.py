@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from sealtrail import build_alert_rule, build_event, build_sink
+from sealtrail import build_alert_rule, build_event, build_sink, resource_key, resource_of_key
 
 
 @pytest.mark.parametrize(
@@ -101,3 +101,30 @@ def test_a_rule_setting_past_what_its_field_carries_is_refused_naming_it(
     a traceback). Refused as the server refuses it, naming the argument."""
     with pytest.raises(ValueError, match=refusal):
         build_alert_rule("r", kind, **setting)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kind", "id", "key"),
+    [
+        ("repository", "acme/web", '["repository","acme/web"]'),
+        ("a,b", 'c"d\\', '["a,b","c\\"d\\\\"]'),
+        ("line", "\n\t\x01\x7f", '["line","\\n\\t\\u0001\x7f"]'),
+        ("customer", "josé ☃", '["customer","josé ☃"]'),
+        ("session", "", '["session",""]'),
+        ("", "orphan", '["","orphan"]'),
+        ("", "", ""),
+    ],
+)
+def test_a_resource_key_is_its_pair_as_canonical_json_and_reads_back(
+    kind: str, id: str, key: str
+) -> None:
+    assert resource_key(kind, id) == key
+    assert resource_of_key(key) == (kind, id)
+
+
+@pytest.mark.parametrize(
+    "key", ["repository", '["repository"]', '["a","b","c"]', '["a",1]', '{"a":"b"}', "[", "null"]
+)
+def test_a_key_that_is_no_resource_pair_is_refused(key: str) -> None:
+    with pytest.raises(ValueError, match=r"^not a key of a count by resource: "):
+        resource_of_key(key)

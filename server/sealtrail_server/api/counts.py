@@ -44,6 +44,7 @@ _GROUPINGS: Final[dict[int, GroupBy | None]] = {
     pb.COUNT_GROUP_BY_RECORDED_BY: "recorded_by",
     pb.COUNT_GROUP_BY_IP: "ip",
     pb.COUNT_GROUP_BY_COUNTRY: "country",
+    pb.COUNT_GROUP_BY_RESOURCE: "resource",
 }
 
 

@@ -3,7 +3,10 @@ an answer holds, and how each group's key is written.
 
 Every key is a string, whatever the grouping, so that an answer is one table
 of (key, count) for any of them: an action, an actor id, an enum value as the
-canonical record writes it (`failure`), a resource type, or a time bucket's
+canonical record writes it (`failure`), a resource type, a resource (its type
+and id as a canonical JSON array, `["repository","acme/web"]`: a pair any of
+whose characters a separator could take for its own, written by the database
+that grouped it, store/counts.py), or a time bucket's
 start in RFC 3339, UTC, to the second (`2026-12-05T14:00:00Z`), which sorts as
 text as it does in time (ADR 0063). Counted in a time zone, a bucket is a day
 or an hour of its clocks, and its key carries the zone's offset at its start
@@ -31,6 +34,7 @@ GroupBy = Literal[
     "recorded_by",
     "ip",
     "country",
+    "resource",
 ]
 
 

@@ -19,6 +19,8 @@ from sealtrail._convert import (
     build_filter,
     build_sink,
     message_to_dict,
+    resource_key,
+    resource_of_key,
 )
 from sealtrail._correlation import (
     CorrelationInterceptor,
@@ -112,6 +114,8 @@ __all__ = [
     "message_to_dict",
     "received_range",
     "request_id",
+    "resource_key",
+    "resource_of_key",
     "verify_bundle",
     "verify_erasure_receipt",
     "write_bundle",

@@ -13,7 +13,7 @@ from typing import Any, Final, cast
 import click
 
 from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table
-from sealtrail._convert import EventCounts, GroupBy, enum_names
+from sealtrail._convert import EventCounts, GroupBy, enum_names, resource_of_key
 from sealtrail._retry import COUNT_TIMEOUT
 from sealtrail._words import counted
 from sealtrail.v1 import audit_service_pb2
@@ -47,8 +47,8 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     type=click.Choice(list(_GROUPINGS), case_sensitive=False),
     help="Count per action, actor (id), category, outcome, severity, resource type,"
     " day or hour of occurred_at (UTC's, or --time-zone's), the API token that recorded the events"
-    " (recorded-by), the client's IP address (ip) or country (country); without it, the total"
-    " alone.",
+    " (recorded-by), the client's IP address (ip) or country (country), or resource (its type"
+    " and id: which resources were touched most); without it, the total alone.",
 )
 @click.option(
     "--limit",
@@ -117,7 +117,11 @@ def _table(counts: EventCounts, grouping: str, time_zone: str) -> PlainTable:
     if grouping in _BUCKET_SHOWN:
         header = f"{header} ({time_zone or 'UTC'})"
     table = PlainTable()
-    table.add_column(header, overflow="fold")
+    # A resource in two columns, its type and its id, as the key's JSON array
+    # holds them (one of them "" where the events have none).
+    headers = ["resource type", "resource id"] if grouping == "resource" else [header]
+    for shown_header in headers:
+        table.add_column(shown_header, overflow="fold")
     table.add_column("events", justify="right")
     table.add_column("share", justify="right")
     for group in counts.groups:
@@ -125,6 +129,9 @@ def _table(counts: EventCounts, grouping: str, time_zone: str) -> PlainTable:
         if grouping in _BUCKET_SHOWN:
             shown = key[: _BUCKET_SHOWN[grouping]].replace("T", " ")
             key = f"{shown} {key[19:]}" if time_zone and grouping == "hour" else shown
+        cells = [key]
+        if grouping == "resource":
+            cells = ["(none)", ""] if not group.key else list(resource_of_key(group.key))
         share = f"{100 * group.count / counts.total:.1f}%" if counts.total else ""
-        table.add_row(key, str(group.count), share)
+        table.add_row(*cells, str(group.count), share)
     return table

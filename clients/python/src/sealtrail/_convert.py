@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -792,18 +793,47 @@ GroupBy = Literal[
     "recorded_by",
     "ip",
     "country",
+    "resource",
 ]
 
 
 @dataclass(frozen=True)
 class EventCount:
     """How many matching events share one value of the grouping: an action, an
-    actor id, a lowercase enum name (`failure`), a resource type, or a time
-    bucket's start in RFC 3339, UTC (`2026-12-05T00:00:00Z`); "" for events
-    that have none (no category, no resource type)."""
+    actor id, a lowercase enum name (`failure`), a resource type, a resource's
+    type and id as a JSON array (`["repository","acme/web"]`: `resource_of_key`
+    reads it, `resource_key` writes it), or a time bucket's start in RFC 3339,
+    UTC (`2026-12-05T00:00:00Z`); "" for events that have none (no category,
+    no resource type, neither a resource type nor id)."""
 
     key: str
     count: int
+
+
+def resource_key(resource_type: str, resource_id: str) -> str:
+    """The key CountEvents by resource gives the events of this resource type
+    and id: the pair as a JSON array of two strings, canonical as RFC 8785
+    writes it (no space, only `"`, `\\` and control characters escaped), so
+    that equal pairs have equal keys (`["repository","acme/web"]`); "" for
+    events with neither."""
+    if not resource_type and not resource_id:
+        return ""
+    return json.dumps([resource_type, resource_id], ensure_ascii=False, separators=(",", ":"))
+
+
+def resource_of_key(key: str) -> tuple[str, str]:
+    """The resource type and id of a key of CountEvents by resource ("" for a
+    part the events lack; ("", "") for the key "" of events with neither);
+    ValueError for a key that is no such pair."""
+    if not key:
+        return "", ""
+    try:
+        pair = json.loads(key)
+    except ValueError:
+        pair = None
+    if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+        raise ValueError(f"not a key of a count by resource: {key[:100]!r}")
+    return pair[0], pair[1]
 
 
 @dataclass(frozen=True)

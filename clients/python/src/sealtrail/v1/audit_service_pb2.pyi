@@ -89,6 +89,14 @@ class _CountGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountGro
     """By `context.country` (an ISO 3166-1 alpha-2 code, `FR`): which countries
     the events came from. Events without one under "".
     """
+    COUNT_GROUP_BY_RESOURCE: _CountGroupBy.ValueType  # 12
+    """By resource: the pair (`resource.type`, `resource.id`), which resources
+    the events touched. The key is the pair as a JSON array of two strings,
+    canonical as RFC 8785 writes it (`["repository","acme/web"]`, no space; a
+    part the event lacks is ""), so that any character of either part,
+    `/`, `,` or `"` included, keeps the pair apart. Events with neither
+    under "".
+    """
 
 class CountGroupBy(_CountGroupBy, metaclass=_CountGroupByEnumTypeWrapper):
     """What CountEvents groups matching events by."""
@@ -129,6 +137,14 @@ addresses the events came from. Events without one under "".
 COUNT_GROUP_BY_COUNTRY: CountGroupBy.ValueType  # 11
 """By `context.country` (an ISO 3166-1 alpha-2 code, `FR`): which countries
 the events came from. Events without one under "".
+"""
+COUNT_GROUP_BY_RESOURCE: CountGroupBy.ValueType  # 12
+"""By resource: the pair (`resource.type`, `resource.id`), which resources
+the events touched. The key is the pair as a JSON array of two strings,
+canonical as RFC 8785 writes it (`["repository","acme/web"]`, no space; a
+part the event lacks is ""), so that any character of either part,
+`/`, `,` or `"` included, keeps the pair apart. Events with neither
+under "".
 """
 Global___CountGroupBy: _TypeAlias = CountGroupBy  # noqa: Y015
 
@@ -546,8 +562,9 @@ class EventCount(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The value the events share: an action, an actor id, an enum value's name
-    in lower case, a resource type, or a time bucket's start (RFC 3339, UTC;
-    with the request's time_zone, its offset).
+    in lower case, a resource type, a resource's type and id as a JSON array
+    (RESOURCE), or a time bucket's start (RFC 3339, UTC; with the request's
+    time_zone, its offset).
     "" for events that have none (no category, no resource type).
     """
     count: _builtins.int
