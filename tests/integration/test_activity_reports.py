@@ -136,6 +136,17 @@ def test_a_report_counts_the_periods_events_exactly_and_names_its_tops(
     assert report.top_resource_types.groups == _counts(
         ("session", 19), ("alert_rule", 2), ("api_key", 2), ("document", 2), ("", 1)
     )
+    # Single resources, beside their types: keyed by type and id (resource_of_key).
+    assert report.top_resources.groups == _counts(
+        ('["session","s3"]', 11),
+        ('["session","s1"]', 5),
+        ('["session","s2"]', 3),
+        (f'["alert_rule","{known.rule_id}"]', 2),
+        ('["api_key","k1"]', 2),
+        ('["document","d1"]', 2),
+        ("", 1),
+    )
+    assert report.top_resources.distinct == 7
     assert report.alerts_total == 2 and len(report.alerts) == 2
     assert [alert.resource for alert in report.alerts] == [f"alert_rule/{known.rule_id}"] * 2
     assert [alert.severity for alert in report.alerts] == ["error", "error"]
@@ -166,11 +177,11 @@ def test_a_report_reads_the_log_its_checkpoint_signs_and_never_counts_its_own_re
             assert signed.root_hash.hex() == report.checkpoint.root_hash
             assert signed.note == report.checkpoint.note
         reads = second.total - first.total
-        # The first's 6 counts and 3 queries (alerts, first and last event).
-        assert reads == 9
+        # The first's 7 counts and 3 queries (alerts, first and last event).
+        assert reads == 10
         by_action = {group.key: group.count for group in second.top_actions.groups}
         first_actions = {group.key: group.count for group in first.top_actions.groups}
-        assert by_action["audit_log.queried"] - first_actions["audit_log.queried"] == 9
+        assert by_action["audit_log.queried"] - first_actions["audit_log.queried"] == 10
 
 
 def test_a_period_with_no_event_reports_nothing_and_reads_no_event(
@@ -282,6 +293,7 @@ def test_sealtrail_report_prints_json_of_stable_keys(server: ServerThread, known
         "top_actors",
         "top_actions",
         "top_resource_types",
+        "top_resources",
         "alerts",
         "first_event",
         "last_event",
@@ -293,6 +305,14 @@ def test_sealtrail_report_prints_json_of_stable_keys(server: ServerThread, known
     assert list(report["checkpoint"]) == ["origin", "tree_size", "root_hash", "issued_at", "note"]
     assert report["top_actors"]["distinct"] == 16
     assert report["top_actors"]["groups"][0] == {"key": "alice", "count": 5}
+    assert report["top_resources"]["distinct"] == 7
+    assert report["top_resources"]["groups"][0] == {
+        "key": '["session","s3"]',
+        "type": "session",
+        "id": "s3",
+        "count": 11,
+    }
+    assert report["top_resources"]["groups"][-1] == {"key": "", "type": "", "id": "", "count": 1}
     assert report["alerts"]["total"] == 2
     assert [alert["action"] for alert in report["alerts"]["listed"]] == ["security.alert"] * 2
     assert report["first_event"]["actor"] == "alice"
@@ -311,6 +331,8 @@ def test_sealtrail_report_prints_text_with_failures_called_out(
     rows = [line.split() for line in lines]
     assert ["│", "authentication", "│", "19", "│", "73.1%", "│"] in rows
     assert ["│", "alice", "│", "5", "│", "19.2%", "│"] in rows
+    assert "Top 7 resources of 7" in shown.stdout
+    assert ["│", "session", "│", "s3", "│", "11", "│", "42.3%", "│"] in rows
     assert "Top 10 actors of 16" in shown.stdout
     assert "security alerts: 2" in lines
     assert [line for line in lines if line.startswith("first event: ")] == [
@@ -331,6 +353,11 @@ def test_sealtrail_report_prints_markdown_to_paste(server: ServerThread, known: 
     assert "| data\\_access | 2 | 7.7% |" in text
     assert "| (none) | 1 | 3.8% |" in text
     assert "## Top 5 actions of 5\n\n| action | events | share |\n" in text
+    assert (
+        "## Top 7 resources of 7\n\n| resource type | resource id | events | share |\n"
+        "|---|---|--:|--:|\n| session | s3 | 11 | 42.3% |\n"
+    ) in text
+    assert "| api\\_key | k1 | 2 | 7.7% |" in text
     assert "## Security alerts: 2\n\n| time (UTC) | seq | severity | alert |" in text
     assert "Alert 'new API key'" in text
 

@@ -590,13 +590,13 @@ class AsyncAuditClient:
     ) -> ActivityReport:
         """A summary of the activity of the events that match `filter` (every
         event if None): totals, counts by category, outcome and severity, the
-        `top` (1 to 1,000) actors, actions and resource types, the security
+        `top` (1 to 1,000) actors, actions, resource types and resources, the security
         alerts fired (`security.alert` events) and the first and last event,
         as an ActivityReport (its `to_dict()` JSON's, `to_markdown()` a
         ticket's). Read against a signed checkpoint, signed now if the log
         has grown: the period ends at its time, or at the filter's
         `occurred_before` if earlier, so the report's own reads (recorded as
-        queries are) are never counted in it. At most 11 RPCs, whatever the
+        queries are) are never counted in it. At most 12 RPCs, whatever the
         size of the log (docs/reports.md); each count waits up to `timeout`
         seconds, as `count_events` does. One call for the client's
         total_timeout."""

@@ -1,6 +1,6 @@
 """`sealtrail report`: a summary of a tenant's activity over a period
-(totals, counts by category, outcome and severity, the top actors, actions
-and resource types, the security alerts fired, the first and last event),
+(totals, counts by category, outcome and severity, the top actors, actions,
+resource types and resources, the security alerts fired, the first and last event),
 read against a signed checkpoint, printed for a terminal, in Markdown or as
 JSON (docs/reports.md). Registered on the main command by _cli.py, whose
 helpers it shares."""
@@ -19,6 +19,8 @@ from sealtrail._report import (
     INCONSISTENT,
     MAX_TOP,
     ActivityReport,
+    cells,
+    columns,
     event_line,
     share,
     table_time,
@@ -46,7 +48,7 @@ ALERTS_STATUS: Final = 3
     type=click.IntRange(min=1, max=MAX_TOP),
     default=10,
     show_default=True,
-    help="Actors, actions and resource types to list, the largest first.",
+    help="Actors, actions, resource types and resources to list, the largest first.",
 )
 @click.option(
     "--fail-on-alerts",
@@ -74,10 +76,10 @@ def report(
 ) -> None:
     """Summarize the activity of matching events over a period: `sealtrail
     report --since 7d`. Totals; counts by category, outcome (failures called
-    out) and severity; the top actors, actions and resource types; the
-    security alerts fired; the first and last event; and the signed
-    checkpoint (tree size and root) of the log it read. The period ends at
-    that checkpoint's time, or at --until if earlier. At most 11 calls,
+    out) and severity; the top actors, actions, resource types and resources
+    (type and id); the security alerts fired; the first and last event; and
+    the signed checkpoint (tree size and root) of the log it read. The period
+    ends at that checkpoint's time, or at --until if earlier. At most 12 calls,
     whatever the size of the log."""
     with _client(ctx) as client:
         found = client.activity_report(_filter(criteria), top=top, timeout=timeout)
@@ -132,9 +134,10 @@ def _print_text(found: ActivityReport) -> None:
 
 def _table(title: str, header: str, groups: tuple[EventCount, ...], total: int) -> PlainTable:
     table = PlainTable(title=title, title_justify="left")
-    table.add_column(header, overflow="fold")
+    for column in columns(header):
+        table.add_column(column, overflow="fold")
     table.add_column("events", justify="right")
     table.add_column("share", justify="right")
     for group in groups:
-        table.add_row(group.key or "(none)", f"{group.count:,}", share(group.count, total))
+        table.add_row(*cells(header, group.key), f"{group.count:,}", share(group.count, total))
     return table

@@ -6,8 +6,9 @@ from a fixed number of RPCs whatever the size of the log (docs/reports.md).
 `AsyncAuditClient.activity_report` send them, each its own way:
 
     GetCheckpoint(fresh)            the state of the log the report describes
-    CountEvents x 6                 by category, outcome, severity; top actors,
-                                    actions, resource types (each with the total)
+    CountEvents x 7                 by category, outcome, severity; top actors,
+                                    actions, resource types, resources (each
+                                    with the total)
     Query (1 page)                  the security alerts, the latest ALERTS_LISTED
     CountEvents (only if more)      how many alerts there were in all
     Query x 2 (1 event each)        the first and the last event
@@ -26,7 +27,7 @@ from typing import Any, Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from sealtrail._convert import EventCount, enum_label
+from sealtrail._convert import EventCount, enum_label, resource_of_key
 from sealtrail._words import counted
 from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2
 
@@ -46,6 +47,7 @@ _COUNTS: Final = {
     "actor": ("actor", True),
     "action": ("action", True),
     "resource_type": ("resource_type", True),
+    "resource": ("resource", True),
 }
 # Groups of a grouping that is not a top list: every value an enum has, and none.
 _ALL_GROUPS: Final = 50
@@ -133,6 +135,15 @@ class TopGroups:
     def to_dict(self) -> dict[str, Any]:
         return {"distinct": self.distinct, "groups": _groups(self.groups)}
 
+    def resources_dict(self) -> dict[str, Any]:
+        """The JSON of a top list of resources: each group's key as CountEvents
+        gives it, and the resource's `type` and `id` read from it."""
+        groups = []
+        for group in self.groups:
+            kind, id = resource_of_key(group.key)
+            groups.append({"key": group.key, "type": kind, "id": id, "count": group.count})
+        return {"distinct": self.distinct, "groups": groups}
+
 
 @dataclass(frozen=True)
 class ActivityReport:
@@ -143,7 +154,8 @@ class ActivityReport:
 
     `total` events; `by_category`, `by_outcome`, `by_severity` every group
     (key "" for events with none); `failures` and `denied`, the events of
-    those outcomes; `top_actors`, `top_actions`, `top_resource_types` the
+    those outcomes; `top_actors`, `top_actions`, `top_resource_types`,
+    `top_resources` (keys of a resource's type and id: `resource_of_key`) the
     largest groups; `alerts` the latest `security.alert` events of the
     period (at most ALERTS_LISTED, oldest first) of `alerts_total`;
     `first_event` and `last_event` the first and last recorded (by seq).
@@ -163,6 +175,7 @@ class ActivityReport:
     top_actors: TopGroups
     top_actions: TopGroups
     top_resource_types: TopGroups
+    top_resources: TopGroups
     alerts: tuple[ReportedEvent, ...]
     alerts_total: int
     first_event: ReportedEvent | None
@@ -188,6 +201,7 @@ class ActivityReport:
             "top_actors": self.top_actors.to_dict(),
             "top_actions": self.top_actions.to_dict(),
             "top_resource_types": self.top_resource_types.to_dict(),
+            "top_resources": self.top_resources.resources_dict(),
             "alerts": {
                 "total": self.alerts_total,
                 "listed": [alert.to_dict() for alert in self.alerts],
@@ -260,6 +274,7 @@ class ActivityReport:
             ("actors", "actor", self.top_actors),
             ("actions", "action", self.top_actions),
             ("resource types", "resource type", self.top_resource_types),
+            ("resources", "resource", self.top_resources),
         )
 
 
@@ -398,6 +413,7 @@ class ReportPlan:
             top_actors=_top(by["actor"]),
             top_actions=_top(by["action"]),
             top_resource_types=_top(by["resource_type"]),
+            top_resources=_top(by["resource"]),
             alerts=listed,
             alerts_total=len(listed) if alerts_total is None else alerts_total,
             first_event=first,
@@ -465,12 +481,26 @@ def _markdown(text: str) -> str:
     return _MARKDOWN.sub(r"\\\1", " ".join(text.split()))
 
 
+def columns(header: str) -> tuple[str, ...]:
+    """The columns a table of groups names its key by: a resource's two, its
+    type and its id; any other grouping's one, `header`."""
+    return ("resource type", "resource id") if header == "resource" else (header,)
+
+
+def cells(header: str, key: str) -> tuple[str, ...]:
+    """A group's key in the `columns(header)` of its table; `(none)` for
+    events that have none."""
+    if header == "resource":
+        return ("(none)", "") if not key else resource_of_key(key)
+    return (key or "(none)",)
+
+
 def _markdown_table(header: str, groups: tuple[EventCount, ...], total: int) -> list[str]:
     if not groups:
         return ["None."]
-    rows = [f"| {header} | events | share |", "|---|--:|--:|"]
-    rows += [
-        f"| {_markdown(group.key) or '(none)'} | {group.count:,} | {share(group.count, total)} |"
-        for group in groups
-    ]
+    named = columns(header)
+    rows = [f"| {' | '.join(named)} | events | share |", f"|{'---|' * len(named)}--:|--:|"]
+    for group in groups:
+        shown = " | ".join(_markdown(cell) for cell in cells(header, group.key))
+        rows.append(f"| {shown} | {group.count:,} | {share(group.count, total)} |")
     return rows
