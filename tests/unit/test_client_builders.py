@@ -49,7 +49,9 @@ def test_a_field_no_event_has_is_a_type_error_naming_it() -> None:
     [
         ("match", {"exact_actor_ids": True}, "threshold"),
         ("match", {"count": 5}, "threshold"),
-        ("new_ip", {"window_seconds": 60}, "threshold"),
+        ("new_ip", {"window_seconds": 60}, "threshold or spike"),
+        ("match", {"factor": 2.5}, "spike"),
+        ("threshold", {"min_count": 5}, "spike"),
         ("new_country", {"group_by": "actor"}, "threshold"),
         ("off_hours", {"count": 5}, "threshold"),
         ("threshold", {"time_zone": "Europe/Paris"}, "off_hours"),
