@@ -19,6 +19,7 @@ from sealtrail import AuditClient, InvalidArgumentError, build_alert_rule, build
 from sealtrail.v1 import alerting_pb2
 from sealtrail_server.alerts.evaluator import Evaluator
 from tests.alerts_cli import alerts_cli
+from tests.clock import Clock
 from tests.conftest import ServerThread, database_of_its_own
 from tests.integration.test_alerting import (
     _appender_of,
@@ -400,3 +401,83 @@ def test_a_backdated_import_into_a_window_before_the_newest_judged_fires_nothing
         assert fired["window_start"] == (SPIKE + timedelta(seconds=WINDOW)).strftime(
             "%Y-%m-%dT%H:%M:%SZ"
         )
+
+
+def test_a_baseline_reaching_into_what_retention_removed_averages_only_what_it_kept(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """A month of failed logins, 3 a day, of which retention keeps 10 days
+    (a rule for `user.*`; the tenant's other events, its policy's record
+    among them, kept for ever): a day of 14 is under 5x the 3 a day there
+    were, and does not fire. Averaged over the 25 days the tenant's history
+    spans, the 30 kept would be 1.2 a day, and 10 would fire (a false spike
+    every time retention removed the baseline's older windows). Each event
+    occurs and is received by the server's clock, which the test moves."""
+    clock = Clock()
+    with (
+        database_of_its_own(migrated_database_url, "spike_retention") as url,
+        ServerThread(url, clock=clock, retention_interval=0) as server,
+        AuditClient(server.target, token=server.token(tenant)) as client,
+    ):
+        client.set_retention_policy("forever", action_prefixes={"user.*": 10})
+        client.create_alert_rule(
+            build_alert_rule("marker", "match", filter=build_filter(actions="test.marker"))
+        )
+        rule = client.create_alert_rule(spike_rule(window_seconds=86400, baseline_windows=30)).rule
+        for day in range(25):
+            for n in range(3):
+                client.record(
+                    action="user.login", actor_id=f"u{day}-{n}", outcome="failure",
+                    occurred_at=clock(),
+                )  # fmt: skip
+            clock.advance(1)
+        assert server.service.purger is not None
+        [purged] = [
+            p for p in server.run(server.service.purger.run_once()) if p.tenant_id == tenant
+        ]
+        assert purged.count >= 40  # the logins of 15 days or so
+        for n in range(14):
+            client.record(
+                action="user.login", actor_id=f"spike-{n}", outcome="failure", occurred_at=clock()
+            )
+        settle(client)
+        assert fired_by(client, rule.id) == []
+        for n in range(20):
+            client.record(
+                action="user.login", actor_id=f"more-{n}", outcome="failure", occurred_at=clock()
+            )
+        settle(client)
+        [fired] = fired_by(client, rule.id)
+        assert fired["baseline_windows"] <= 11
+        assert fired["baseline_average"] >= 2.5
+
+
+def test_a_spike_on_a_user_agent_counts_in_sql_what_the_live_matcher_takes(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    """A rule whose filter names a user agent: the window's first matching
+    event is counted in SQL, each later one by the evaluator's matcher; both
+    take `curl` in any case of A-Z and nothing else (another client's logins
+    in the same windows, a `curl` in no user agent). The alert's count is
+    exactly the matching events, and it fires at the 10th, not before."""
+    rule = rules(spike_rule(filter=build_filter(actions="user.login", user_agent="Curl")))
+
+    def calls(window: int, agents: list[str]) -> None:
+        start = SPIKE + timedelta(seconds=window * WINDOW)
+        for n, agent in enumerate(agents):
+            client.record(
+                action="user.login", actor_id=f"a{n}", outcome="failure", user_agent=agent,
+                occurred_at=start + timedelta(seconds=n),
+            )  # fmt: skip
+
+    for window in range(-BASELINE, 0):
+        calls(window, ["curl/8.4.0", "python-requests/2.31", "CURL/7.1", "Mozilla/5.0"])
+    # An average of 2: the line is 10. A first event the rule does not take,
+    # then 9 it takes among as many it does not.
+    calls(0, ["python-requests/2.31", *["cUrL/8.4.0", "Go-http-client/1.1"] * 9])
+    settle(client)
+    assert fired_by(client, rule.id) == []
+    calls(0, ["Wget/1.21", "libcurl-agent/1.0"])
+    settle(client)
+    [fired] = fired_by(client, rule.id)
+    assert fired["count"] == 10 and fired["baseline_average"] == 2.0

@@ -116,6 +116,7 @@ def _now() -> datetime:
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # spike windows are aligned to it
+_SKEW: Final = timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
 
 
 def _is_threshold(rule: store.StoredRule) -> bool:
@@ -589,6 +590,15 @@ class Evaluator:
             window.count += 1
         else:
             baseline_from = start - condition.baseline_windows * length
+            kept = await store.kept_since(self._db, tenant_id=tenant_id, upto_seq=seq)
+            if kept is not None and kept + _SKEW > baseline_from:
+                # Retention removed events received before `kept`: those of
+                # the windows before it (an event occurs at most the allowed
+                # skew after its receipt) may be gone, and counted as none they
+                # lowered the average, a false spike each time a purge removed
+                # a window (ADR 0132). The baseline starts at the first window
+                # wholly after; none left, the rule has no history yet.
+                baseline_from = min(start, _EPOCH - (_EPOCH - kept - _SKEW) // length * length)
             counts = await store.spike_counts(
                 self._db, tenant_id=tenant_id, event_filter=condition.filter,
                 start_seq=rule.stored.start_seq, upto_seq=seq, baseline_from=baseline_from,

@@ -276,6 +276,30 @@ async def spike_counts(
     return SpikeCounts(current, baseline, None if first is None else first[0])
 
 
+async def kept_since(db: Database, *, tenant_id: str, upto_seq: int) -> datetime | None:
+    """When retention last removed an event of the tenant's (up to `upto_seq`,
+    the event evaluated): the receipt of the first event it kept after the
+    last one it removed, before which any event may be gone (a rule of its
+    policy removes only some: `user.*` after 10 days, the rest kept); None
+    if it removed none. From the tombstones (level 0 of tree_nodes, a leaf's
+    index its seq - 1): one step down their index, one down the events'."""
+    async with db.connection(tenant_id) as conn:
+        cursor = await conn.execute(
+            "SELECT max(idx) + 1 FROM tree_nodes WHERE tenant_id = %s AND level = 0 AND idx < %s",
+            [tenant_id, upto_seq],
+        )
+        row = await cursor.fetchone()
+        if row is None or row[0] is None:
+            return None
+        cursor = await conn.execute(
+            "SELECT received_at FROM events WHERE tenant_id = %s AND seq > %s ORDER BY seq LIMIT 1",
+            [tenant_id, int(row[0])],
+        )
+        kept = await cursor.fetchone()
+    # None kept after it (a purge past the event evaluated): nothing before now.
+    return datetime.now(UTC) if kept is None else kept[0]
+
+
 async def spike_fired(
     db: Database, *, tenant_id: str, rule: StoredRule, window_from: datetime, window_seconds: int
 ) -> int | None:
