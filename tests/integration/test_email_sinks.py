@@ -11,6 +11,7 @@ import asyncio
 import json
 import ssl
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from tests.integration.test_forwarding import (
     sinks,  # noqa: F401 (a fixture)
     wait_for_state,
 )
+from tests.integration.test_spike_alerts import BASELINE, SPIKE, WINDOW, spike_rule
 from tests.pki import Authority
 from tests.smtp_server import Mailbox, smtp_server
 
@@ -363,3 +365,47 @@ def test_a_server_slow_at_every_step_is_given_up_on_within_the_exchanges_deadlin
         _send(mailbox, ssl.create_default_context(), security="none", timeout=1.0,
               to_addresses=recipients)  # fmt: skip
     assert mailbox.answered == 0 and not mailbox.taken
+
+
+def test_a_spike_on_a_user_agent_is_mailed_saying_its_count_and_baseline(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+    tenant: str,
+) -> None:
+    """A spike rule (ADR 0132) whose filter names a user agent, routed to an
+    email sink: one message, its Subject the rule's name with the count, the
+    factor and the baseline's average in words, its body the same in the
+    alert's details; the calls of another client in the window mail nothing."""
+    sink = sinks(email_sink(mailbox, actions="security.alert"))
+    rule = client.create_alert_rule(
+        spike_rule(filter=build_filter(actions="user.login", user_agent="curl"), sink_ids=[sink.id])
+    ).rule
+    try:
+        for window in range(-BASELINE, 1):
+            start = SPIKE + timedelta(seconds=window * WINDOW)
+            for n in range(2 if window else 10):
+                for agent in ("curl/8.4.0", "Mozilla/5.0"):
+                    client.record(
+                        action="user.login", actor_id=f"u{n}", outcome="failure",
+                        user_agent=agent, occurred_at=start + timedelta(seconds=n),
+                    )  # fmt: skip
+        [taken] = mailbox.wait_for(lambda t: len(t) >= 1)
+        [alert] = client.query(build_filter(actions="security.alert"))
+        wait_for_state(client, sink.id, lambda s: s.state.delivered_events == 1)
+    finally:
+        client.delete_alert_rule(rule.id)
+    subject = str(taken.message["Subject"])
+    window_start = SPIKE.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert subject.startswith(
+        f"[warning] Alert 'login spike': 10 events in 600 s from {window_start},"
+        " 5x or more the average 2.0 of the 6 windows before"
+    ), subject
+    trigger = int(json.loads(json_format.MessageToJson(alert.details))["trigger_seq"])
+    assert subject.endswith(f"(tenant {tenant}, seq {alert.seq}, fired on seq {trigger})")
+    body = taken.message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    [details] = [line for line in body.splitlines() if line.startswith("Details: ")]
+    said = json.loads(details.removeprefix("Details: "))
+    assert (said["count"], said["baseline_average"], said["factor"]) == (10, 2.0, 5.0)
+    assert said["condition"] == "spike" and said["window_start"] == window_start
+    assert len(mailbox.taken) == 1
