@@ -11,7 +11,7 @@ import asyncio
 import json
 import ssl
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from sealtrail_server.forward import mail
 from sealtrail_server.forward.egress import EgressPolicy
 from tests.conftest import ServerThread
 from tests.integration.test_forwarding import (
+    record,
     sinks,  # noqa: F401 (a fixture)
     wait_for_state,
 )
@@ -409,3 +410,35 @@ def test_a_spike_on_a_user_agent_is_mailed_saying_its_count_and_baseline(
     assert (said["count"], said["baseline_average"], said["factor"]) == (10, 2.0, 5.0)
     assert said["condition"] == "spike" and said["window_start"] == window_start
     assert len(mailbox.taken) == 1
+
+
+def test_a_replay_that_would_mail_more_than_a_thousand_messages_is_refused(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+) -> None:
+    """An email sink mails each event: a replay of a range or window whose
+    events its filter takes number more than 1,000 (a mail storm into a shared
+    mailbox) is refused naming the selection, and nothing is mailed; one
+    whose range is as long but whose events the filter mostly leaves out, or
+    a short one, is taken and mailed."""
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    record(client, 1001, "document.share")
+    logins = record(client, 1000, "user.login")
+    shares = record(client, 2, "document.share")
+    sink = sinks(email_sink(mailbox))  # its cursor: the log's head
+    head = sink.state.cursor_seq
+    for selection, field in [
+        ({"seq_range": (1, head)}, "seq_range"),
+        ({"window": (start, datetime.now(UTC) + timedelta(minutes=1))}, "window"),
+    ]:
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.replay_sink(sink.id, **selection)
+        assert list(dict(refused.value.field_violations)) == [field]
+        assert "at most 1,000" in str(refused.value), refused.value
+    assert client.list_dead_letters(sink.id) == [] and mailbox.taken == []
+    taken = client.replay_sink(sink.id, seq_range=(logins[0], shares[-1]))
+    assert (taken.seq_range.first_seq, taken.seq_range.last_seq) == (logins[0], shares[-1])
+    mailed = mailbox.wait_for(lambda t: len(t) >= 2)
+    wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
+    assert sorted(mailed_seqs(mailed)) == shares

@@ -19,7 +19,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import forwarding_pb2 as pb
 
 from ..alerts.routing import reroute_alerts
-from ..domain.email_sinks import port_of
+from ..domain.email_sinks import MAX_REPLAY_MESSAGES, port_of
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ..domain.etags import require_etag
 from ..domain.event import checked_bound, parse_uuid
@@ -600,6 +600,8 @@ class ForwardingRpcs:
             replay = await _replay_selection(
                 conn, request, tenant_id, sink_id, _Log(cursor=cursor, head=head, first_kept=kept)
             )
+            if stored.definition.kind == "email":
+                await _refuse_a_mail_storm(conn, request, tenant_id, stored.definition, replay)
             details: dict[str, Any] = {
                 "sink_id": sink_id,
                 "first_seq": replay.first_seq,
@@ -651,6 +653,42 @@ class ForwardingRpcs:
             first_kept_seq=kept,
             cursor_seq=cursor,
             head_seq=head,
+        )
+
+
+async def _refuse_a_mail_storm(
+    conn: Connection,
+    request: pb.ReplaySinkRequest,
+    tenant_id: str,
+    definition: SinkDefinition,
+    replay: _Replay,
+) -> None:
+    """An email sink mails each event (ADR 0133): a replay whose events its
+    filter takes number more than MAX_REPLAY_MESSAGES is refused, naming the
+    selection, before a message goes (a range of weeks, a window of a busy
+    month: thousands of messages in a shared mailbox, or a relay's rate limit
+    met). A dead letter's replay is one event."""
+    if replay.dead_letter_id is not None:
+        return
+    base = filter_from_json(definition.filter)
+    after, before = base.occurred_after, base.occurred_before
+    if replay.occurred_after is not None:
+        after = replay.occurred_after if after is None else max(after, replay.occurred_after)
+    if replay.occurred_before is not None:
+        before = replay.occurred_before if before is None else min(before, replay.occurred_before)
+    taken = await store.count_taken(
+        conn,
+        tenant_id,
+        replace(base, occurred_after=after, occurred_before=before),
+        first_seq=replay.first_seq,
+        last_seq=replay.last_seq,
+        at_most=MAX_REPLAY_MESSAGES + 1,
+    )
+    if taken > MAX_REPLAY_MESSAGES:
+        raise InvalidArgument.field(
+            request.WhichOneof("selection") or "selection",
+            f"an email sink mails each event: at most {MAX_REPLAY_MESSAGES:,} a replay,"
+            " and this selects more",
         )
 
 

@@ -20,6 +20,9 @@ SECURITIES: Final[tuple[Security, ...]] = ("starttls", "implicit_tls", "none")
 # The port of each, when the sink's is 0: submission, submissions (RFC 8314), smtp.
 DEFAULT_PORTS: Final[dict[str, int]] = {"starttls": 587, "implicit_tls": 465, "none": 25}
 MAX_RECIPIENTS: Final = 20
+# The most messages one ReplaySink may send an email sink (the events of its
+# range or window the sink's filter takes): each event is a message.
+MAX_REPLAY_MESSAGES: Final = 1000
 MAX_ADDRESS: Final = 320  # RFC 3696's longest address, with room for a short display name
 MAX_LOGIN: Final = 256
 MAX_HOST: Final = 253

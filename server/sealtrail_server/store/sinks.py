@@ -27,9 +27,11 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from ..domain.filters import EventFilter
 from ..domain.sealing import SealError, SecretBox, is_sealed
 from ..domain.sinks import Kind, SinkDefinition, destination_url, with_secrets
 from .changes import erasure_lock_key, erasure_lock_key_of, try_share_condition
+from .events import filter_conditions
 from .migrations import has_table
 
 Connection = psycopg.AsyncConnection[Any]
@@ -517,6 +519,30 @@ async def seq_range_of_window(
     if row is None or row[0] is None:
         return 1, 0
     return int(row[0]), int(row[1])
+
+
+async def count_taken(
+    conn: Connection,
+    tenant_id: str,
+    event_filter: EventFilter,
+    *,
+    first_seq: int,
+    last_seq: int,
+    at_most: int,
+) -> int:
+    """How many events of seqs first_seq to last_seq `event_filter` takes (a
+    replay's, its window in it), counted up to `at_most` (no further: a
+    replay of a year stops reading at it)."""
+    conditions, params = filter_conditions(tenant_id, event_filter)
+    cursor = await conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM (SELECT FROM events WHERE {} AND seq >= %s AND seq <= %s"
+            " LIMIT %s) AS taken"
+        ).format(sql.SQL(" AND ").join(conditions)),
+        [*params, first_seq, last_seq, at_most],
+    )
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
 
 
 async def first_kept_seq(conn: Connection, tenant_id: str, head: int) -> int:
