@@ -257,3 +257,26 @@ def test_a_manifest_naming_a_field_twice_is_refused(client: AuditClient, tmp_pat
     kept.write_text('{"filter": "{}", ' + text.lstrip()[1:], encoding="utf-8")
     with pytest.raises(ExportMismatchError, match=r"names 'filter' twice"):
         check_export(kept, key=KEY)
+
+
+def test_an_export_filtered_by_a_user_agent_is_checked_offline_and_its_filter_held(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """The user agent an export was filtered by (EventFilter.user_agent) is in
+    its signed filter: check_export says it as the export asked for it, and a
+    manifest saying another client, or none, is refused (its filter's digest
+    no longer the signed one)."""
+    kept = _export(client, tmp_path / "curl.ndjson", format="ndjson",
+                   filter=build_filter(actions="user.*", user_agent="Curl"))  # fmt: skip
+    checked = check_export(kept, key=KEY)
+    assert checked.filtered and checked.filter is not None
+    assert json.loads(checked.filter)["userAgent"] == "Curl"
+    assert '"userAgent":"Curl"' in checked.selected
+    manifest = json.loads(kept.read_text(encoding="utf-8"))
+    for told in (
+        checked.filter.replace('"Curl"', '"Wget"'),
+        json.dumps({k: v for k, v in json.loads(checked.filter).items() if k != "userAgent"}),
+    ):
+        kept.write_text(json.dumps(manifest | {"filter": told}), encoding="utf-8")
+        with pytest.raises(ExportMismatchError, match="filter"):
+            check_export(kept, key=KEY)
