@@ -35,6 +35,7 @@ from sealtrail.tlog import Verifier
 
 from ..config import Settings
 from ..domain.access import valid_tenant_id
+from ..key_files import make_directories
 
 # The file's one line: "<size> <base64 root>\n".
 _MAX_FILE_BYTES = 256
@@ -65,7 +66,7 @@ class SignedSizes:
         naming it if it cannot be."""
         signed = cls(directory, key)
         try:
-            signed._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_directories(signed._dir, mode=0o700)
             probe = signed._dir / ".writable"
             probe.write_bytes(b"")
             probe.unlink()
