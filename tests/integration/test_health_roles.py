@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from typing import LiteralString
 
 import psycopg
 import pytest
@@ -35,13 +36,16 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.mark.parametrize("role", ["sealtrail_service", "sealtrail_system"])
 def test_health_is_not_serving_while_the_login_cannot_work_as_a_role_calls_need(
-    cluster: Cluster, role: str
+    cluster: Cluster, role: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The probe asked whether the database took writes, on a connection as
     it was: with the service's role revoked from its login (a DBA's cleanup,
     a restore into a cluster without the grants), every tenant's call failed
     while health said SERVING, and a load balancer kept sending them. The
-    probe now works as each role for the moment of its question."""
+    probe now works as each role for the moment of its question, and the log
+    says so once (it said so at each of the two failed probes in a row that
+    take the database for down)."""
+    caplog.set_level(logging.WARNING, logger="sealtrail_server.store.database")
     server = ServerThread(cluster.url, database_probe_interval=0.2, checkpoint_interval=0)
     try:
         tenants = [f"t-{uuid.uuid4().hex[:8]}" for _ in range(2)]
@@ -65,6 +69,7 @@ def test_health_is_not_serving_while_the_login_cannot_work_as_a_role_calls_need(
             ):
                 client.record(action="file.read", actor_id="ops")
             assert refused.value.retry_after is not None
+            assert said_of(caplog, "cannot work as the service's roles") == 1
         finally:
             grant(cluster, role, given=True)
         wait_for_health(server.target, SERVING, timeout=10)
@@ -120,9 +125,9 @@ def test_health_is_not_serving_while_a_role_lacks_a_grant_the_migrations_made(
         try:
             wait_for_health(server.target, NOT_SERVING, timeout=10)
             # Two probes in a row found it missing (ProbeVerdicts): said once.
-            lines = [r.getMessage() for r in caplog.records if said in r.getMessage()]
-            assert len(lines) == 1, lines
-            assert lines[0].startswith("database: ") and "docs/database.md" in lines[0]
+            assert said_of(caplog, said) == 1
+            line = next(r.getMessage() for r in caplog.records if said in r.getMessage())
+            assert line.startswith("database: ") and "docs/database.md" in line
             with (
                 AuditClient(server.target, token=token, max_attempts=1) as client,
                 pytest.raises(UnavailableError) as refused,
@@ -144,3 +149,48 @@ def privilege(url: str, statement: str, role: str) -> None:
     run as the tables' owner would."""
     with psycopg.connect(url, autocommit=True) as owner:
         owner.execute(sql.SQL(statement).format(sql.Identifier(role)))  # type: ignore[arg-type]
+
+
+def said_of(caplog: pytest.LogCaptureFixture, words: str) -> int:
+    """How many of the server's log lines say `words` (once the server has
+    found what they say two probes in a row: none may say it again)."""
+    return sum(words in r.getMessage() for r in caplog.records)
+
+
+def test_a_listed_column_dropped_is_named_in_the_log(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A column role_grants.py lists, dropped (`ALTER TABLE api_tokens DROP
+    COLUMN last_used_at`), failed the probe's statement: health went down,
+    rightly (every authenticated call writes it), but the log said nothing of
+    what was missing. The probe, its statement failed, asks the catalog which
+    listed table or column no longer exists, and the log names it, once; the
+    column back with its grant, the server serves again by itself."""
+    caplog.set_level(logging.WARNING, logger="sealtrail_server.store.database")
+    with (
+        database_of_its_own(database_url, "sealtrail_dropped") as url,
+        ServerThread(url, database_probe_interval=0.2, checkpoint_interval=0) as server,
+    ):
+        token = server.token(f"t-{uuid.uuid4().hex[:8]}")
+        assert health(server.target) == SERVING
+
+        owner(url, "ALTER TABLE api_tokens DROP COLUMN last_used_at")
+        wait_for_health(server.target, NOT_SERVING, timeout=10)
+        gone = "api_tokens (last_used_at)"
+        assert said_of(caplog, gone) == 1, [r.getMessage() for r in caplog.records]
+        line = next(r.getMessage() for r in caplog.records if gone in r.getMessage())
+        assert line.startswith("database: ") and "no longer exists" in line, line
+        assert "docs/database.md" in line, line
+
+        owner(url, "ALTER TABLE api_tokens ADD COLUMN last_used_at timestamptz")
+        privilege(url, "GRANT UPDATE (last_used_at) ON api_tokens TO {}", "sealtrail_system")
+        wait_for_health(server.target, SERVING, timeout=10)
+        assert said_of(caplog, gone) == 1
+        with AuditClient(server.target, token=token) as client:
+            client.record(action="file.write", actor_id="ops")
+
+
+def owner(url: str, statement: LiteralString) -> None:
+    """`statement` run as the tables' owner would."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)

@@ -185,6 +185,40 @@ _PROBE: Final[bytes] = (
 # Whether the database takes writes, and the grants missing.
 _Answer = tuple[bool, tuple[Grant, ...]]
 
+# The tables and columns `_GRANTS` names, once each (`None`: the table).
+_LISTED: Final[tuple[tuple[str, str | None], ...]] = tuple(
+    dict.fromkeys((g.relation, g.column) for g in _GRANTS)
+)
+# Which of them no longer exist: positions in `_LISTED`. A column dropped by
+# hand fails `_PROBE` whole (has_column_privilege raises where a missing
+# table is NULL), and the log said nothing of what was missing. Asked only
+# once the probe's statement has failed, a catalog lookup, no row read.
+_VANISHED: Final[bytes] = (
+    sql.SQL(
+        "SELECT g.n FROM unnest({relations}::text[], {columns}::text[]) WITH ORDINALITY"
+        " AS g(relation, col, n)"
+        " WHERE to_regclass(g.relation) IS NULL OR (g.col IS NOT NULL AND NOT EXISTS"
+        " (SELECT FROM pg_attribute a WHERE a.attrelid = to_regclass(g.relation)"
+        " AND a.attname = g.col AND a.attnum > 0 AND NOT a.attisdropped))"
+        " ORDER BY g.n"
+    )
+    .format(
+        relations=sql.Literal([relation for relation, _ in _LISTED]),
+        columns=sql.Literal([column for _, column in _LISTED]),
+    )
+    .as_bytes(None)
+)
+
+
+class _ProbeFailed(Exception):
+    """The probe's statement failed as the database answered it (not for
+    want of the database): what to log of it, `said`."""
+
+    def __init__(self, said: str) -> None:
+        super().__init__(said)
+        self.said = said
+
+
 # Every statement of the service reads by an index. A month's partition of
 # events is empty when created, and PostgreSQL gives a partition no 10-page
 # floor: a plan cached while it looked empty sorted a sequential scan of it on
@@ -248,6 +282,10 @@ class Database:
         # The grants the last probe found the service's roles lacking, as
         # last logged (`_say_missing_grants`).
         self._missing_grants: tuple[Grant, ...] = ()
+        # What the probe found wrong and logged, until one answers otherwise:
+        # said once as it goes, not at each of the failed probes in a row
+        # that take the database for down (ProbeVerdicts), nor after.
+        self._said_of_probe: str | None = None
         # Checkouts refused for want of a connection in time, or of room to
         # wait for one (a call cancelled while it waited is not counted).
         self.checkout_timeouts = 0
@@ -461,22 +499,30 @@ class Database:
             # A refusal at connection has no SQLSTATE (53300): its words tell.
             return any(words in str(error) for words in _NO_FREE_SLOT)
         except psycopg.errors.InsufficientPrivilege as error:
-            if self.reachable:  # said once, as it goes
-                log.error(
-                    "database: its login cannot work as the service's roles (%s): every call"
-                    " fails until %s and %s are granted to it again (docs/database.md)",
-                    error.diag.message_primary,
-                    SERVICE_ROLE,
-                    SYSTEM_ROLE,
-                )
+            self._say_of_probe(
+                "database: its login cannot work as the service's roles"
+                f" ({error.diag.message_primary}): every call fails until {SERVICE_ROLE}"
+                f" and {SYSTEM_ROLE} are granted to it again (docs/database.md)"
+            )
+            return False
+        except _ProbeFailed as failed:
+            self._say_of_probe(failed.said)
             return False
         except (psycopg.Error, TimeoutError, OSError):
             return False
         writable, missing = answer
         self._say_missing_grants(missing)
-        if not writable and self.reachable:  # said once, as it goes
-            log.error("database: it answers, but takes no writes (read-only)")
+        self._say_of_probe(
+            None if writable else "database: it answers, but takes no writes (read-only)"
+        )
         return writable and not missing
+
+    def _say_of_probe(self, said: str | None) -> None:
+        """Logs `said` (what the probe found wrong; None: nothing, as far as
+        it asked) if it is not what was said last."""
+        if said is not None and said != self._said_of_probe:
+            log.error("%s", said)
+        self._said_of_probe = said
 
     def _say_missing_grants(self, missing: tuple[Grant, ...]) -> None:
         """Logs the grants the service's roles lack, once for each change of
@@ -694,12 +740,47 @@ class _Scopes:
 
 async def _probe(conn: psycopg.AsyncConnection[Any]) -> _Answer:
     """Whether the database takes writes as the service's roles, and the
-    grants of role_grants.py that a role lacks (`_PROBE`)."""
-    cursor = await conn.execute(_PROBE)
+    grants of role_grants.py that a role lacks (`_PROBE`). _ProbeFailed if
+    the statement fails as the database answers it (the roles refused
+    aside), naming the listed tables and columns that no longer exist."""
+    try:
+        cursor = await conn.execute(_PROBE)
+    except psycopg.errors.InsufficientPrivilege:
+        raise
+    except psycopg.Error as error:
+        if is_unavailable(error, conn):
+            raise
+        raise _ProbeFailed(await _said_of_failure(conn, error)) from None
     row = await cursor.fetchone()
     if row is None:
         return False, ()
     return bool(row[0]), tuple(_GRANTS[n - 1] for n in row[1])
+
+
+async def _said_of_failure(conn: psycopg.AsyncConnection[Any], error: psycopg.Error) -> str:
+    """What to log of the probe's statement failed with `error`: the tables
+    and columns of role_grants.py that no longer exist (`_VANISHED`), else
+    the error, named."""
+    failed = f"the health probe's statement failed: {named(error)}"
+    try:
+        cursor = await conn.execute(_VANISHED)
+        vanished = [_LISTED[n - 1] for (n,) in await cursor.fetchall()]
+    except psycopg.Error as checking:
+        return f"database: {failed}; which table or column it lacks is unknown: {named(checking)}"
+    if not vanished:
+        return f"database: {failed}; every table and column it checks exists (docs/database.md)"
+    names = ", ".join(
+        relation if column is None else f"{relation} ({column})" for relation, column in vanished
+    )
+    exists, it, is_ = (
+        ("exist", "them", "they are") if len(vanished) > 1 else ("exists", "it", "it is")
+    )
+    return (
+        f"database: {names}, which the migrations made and grant the service's roles, no"
+        f" longer {exists}: every call that needs {it} fails, as the health probe's"
+        f" statement does ({named(error)}), until {is_} restored as the migrations made"
+        f" {it}, grants and all (docs/database.md)"
+    )
 
 
 async def check_login(url: str) -> None:
