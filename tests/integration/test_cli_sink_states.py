@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from click.testing import CliRunner, Result
 
-from sealtrail import AuditClient, build_event, build_filter, build_sink
+from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter, build_sink
 from sealtrail import _cli as client_cli
 from sealtrail.v1 import forwarding_pb2
 from tests.clock import Clock
@@ -93,6 +93,105 @@ def test_replay_says_the_range_it_took_and_why_it_is_not_the_one_asked_for(
         assert removed.exit_code == 2, removed.output
         assert "INVALID_ARGUMENT" in removed.output
         assert "--seq: must be at least 5, the first seq retention kept" in removed.output
+        client.delete_sink(sink.id)
+
+
+def test_a_range_retention_emptied_up_to_past_the_cursor_is_refused_naming_seq_range(
+    aged: ServerThread, clock: Clock, tenant: str
+) -> None:
+    """Retention removed the events up to beyond the sink's cursor: the range
+    taken, from the first kept seq to the cursor, ran backwards, and its row
+    broke sink_replays' CHECK (last_seq >= first_seq - 1): INTERNAL."""
+    with AuditClient(aged.target, token=aged.token(tenant)) as client, endpoint() as receiver:
+        for n in range(2):
+            client.record(build_event(action="user.login", actor_id=f"old-{n}"))
+        made = build_sink("siem", "webhook", url=receiver.url, secrets=[SECRET], paused=True)
+        sink = client.create_sink(made).sink
+        for n in range(2):
+            client.record(build_event(action="user.login", actor_id=f"later-{n}"))
+        clock.advance(11)
+        kept = client.record(build_event(action="user.login", actor_id="new")).event.seq
+        client.set_retention_policy(10)
+        purge(aged)
+        cursor = client.get_sink(sink.id).state.cursor_seq
+        assert kept > cursor + 1  # an empty range (first = last + 1) is no break of the CHECK
+
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.replay_sink(sink.id, seq_range=(1, kept))
+        assert refused.value.field_violations == [
+            ("seq_range", f"retention kept no event up to seq {cursor}, the sink's cursor:"
+                          " none to replay"),
+        ]  # fmt: skip
+        assert not list(client.query(build_filter(actions="sink.replay_requested")))
+        client.delete_sink(sink.id)
+
+
+def test_replay_says_how_many_events_of_its_range_a_rule_removed(
+    aged: ServerThread, clock: Clock, tenant: str
+) -> None:
+    """A rule for some actions removed events in the middle of the range: the
+    replay said it sent seq 1-N, those gone with it."""
+    sinks = _cli(aged, tenant)
+    with AuditClient(aged.target, token=aged.token(tenant)) as client, endpoint() as receiver:
+        seqs = [
+            client.record(build_event(action=action, actor_id=f"u-{n}")).event.seq
+            for n, action in enumerate(["user.login", "debug.trace", "debug.trace", "user.login"])
+        ]
+        clock.advance(11)
+        client.set_retention_policy(action_prefixes={"debug.*": 10})
+        purge(aged)
+        made = build_sink("siem", "webhook", url=receiver.url, secrets=[SECRET], paused=True)
+        sink = client.create_sink(made).sink
+
+        said = sinks("replay", sink.id, "--seq", f"{seqs[0]}-{seqs[-1]}")
+        assert said.exit_code == 0, said.output
+        assert said.output.splitlines()[1:] == [
+            "  2 of its 4 events removed by retention: not sent",
+            f"  the sink is paused: sent once resumed (`sealtrail sinks resume {sink.id}`)",
+        ]
+        [recorded] = client.query(build_filter(actions="sink.replay_requested"))
+        assert recorded.details["removed_events"] == 2
+        assert recorded.description.endswith("(2 of them removed by retention)")
+        client.delete_sink(sink.id)
+
+
+def test_replay_since_says_the_cursor_cut_the_window_only_where_it_did(
+    aged: ServerThread, clock: Clock, tenant: str
+) -> None:
+    """The window's last event at the sink's cursor was said to be cut by it
+    (the answer's range ended at the cursor either way)."""
+    sinks = _cli(aged, tenant)
+    with AuditClient(aged.target, token=aged.token(tenant)) as client, endpoint() as receiver:
+        start = clock()
+        # Each at the server's clock: the client's own is the real time.
+        seqs = [client.record(build_event(action="user.login", actor_id=f"u-{n}",
+                                          occurred_at=clock())).event.seq
+                for n in range(2)]  # fmt: skip
+        clock.advance(seconds=60)
+        between = clock()
+        made = build_sink("siem", "webhook", url=receiver.url, secrets=[SECRET], paused=True)
+        sink = client.create_sink(made).sink
+        cursor = client.get_sink(sink.id).state.cursor_seq
+        later = client.record(
+            build_event(action="user.login", actor_id="later", occurred_at=clock())
+        ).event.seq
+        clock.advance(seconds=60)
+        assert cursor == seqs[-1] < later
+
+        own = sinks("replay", sink.id, "--since", start.isoformat(), "--until", between.isoformat())
+        assert own.exit_code == 0, own.output
+        assert own.output.splitlines()[0].endswith(
+            f" requested: seq {seqs[0]}-{cursor}, the window's events"
+        ), own.output
+
+        cut = sinks("replay", sink.id, "--since", start.isoformat(), "--until", clock().isoformat())
+        assert cut.exit_code == 0, cut.output
+        assert cut.output.splitlines()[:2] == [
+            cut.output.splitlines()[0].split(":")[0]
+            + f": seq {seqs[0]}-{cursor}, the window's events up to the sink's cursor",
+            f"  the window's events in seq {cursor + 1}-{later}: after the sink's cursor"
+            f" (seq {cursor}), which sends them anyway",
+        ]
         client.delete_sink(sink.id)
 
 
