@@ -48,7 +48,7 @@ from ..store import sinks as store
 from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased
 from ..store.database import Connection, Database
-from ..store.tree import tree_size
+from ..store.tree import removed_in, tree_size
 from .audited import FilterDetails, record_access, weakening_severity
 from .convert import filter_draft, filter_from_json
 from .denials import Denials
@@ -602,11 +602,23 @@ class ForwardingRpcs:
             )
             if stored.definition.kind == "email":
                 await _refuse_a_mail_storm(conn, request, tenant_id, stored.definition, replay)
+            # The events a rule removed within a range (before first_kept, a
+            # range starts after them): not sent. A window's range holds
+            # events outside it too, so its tombstones are not the window's.
+            removed = (
+                0
+                if replay.occurred_after is not None or replay.last_seq < replay.first_seq
+                else await removed_in(
+                    conn, tenant_id, first_seq=replay.first_seq, last_seq=replay.last_seq
+                )
+            )
             details: dict[str, Any] = {
                 "sink_id": sink_id,
                 "first_seq": replay.first_seq,
                 "last_seq": replay.last_seq,
             }
+            if replay.occurred_after is None:
+                details["removed_events"] = removed
             if replay.occurred_after is not None and replay.occurred_before is not None:
                 details["window"] = [
                     replay.occurred_after.isoformat(),
@@ -641,6 +653,7 @@ class ForwardingRpcs:
                     resource_id=sink_id,
                     description=(
                         f"Replay of seq {replay.first_seq}-{replay.last_seq} to sink {name!r}"
+                        + (f" ({removed} of them removed by retention)" if removed else "")
                     ),
                     details=details,
                 )
@@ -653,6 +666,7 @@ class ForwardingRpcs:
             first_kept_seq=kept,
             cursor_seq=cursor,
             head_seq=head,
+            window_last_seq=replay.window_last,
         )
 
 
@@ -711,6 +725,7 @@ class _Replay:
     occurred_before: datetime | None = None
     dead_letter_id: str | None = None
     bypass_filter: bool = False  # a dead letter parked from a delivery that bypassed it
+    window_last: int = 0  # a window's last event's seq, before the cursor cut it (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -778,7 +793,13 @@ async def _replay_selection(
                 "window",
                 f"its events are after seq {cursor}, the sink's cursor: it has yet to deliver them",
             )
-        return _Replay(first, min(last, cursor), occurred_after=after, occurred_before=before)
+        return _Replay(
+            first,
+            min(last, cursor),
+            occurred_after=after,
+            occurred_before=before,
+            window_last=last if first <= last else 0,
+        )
     if selection == "dead_letter_id":
         letter_id = parse_uuid(request.dead_letter_id)
         if letter_id is None:

@@ -251,6 +251,21 @@ async def read_consistency(
     return Consistency(proof, old_root, new_root)
 
 
+async def removed_in(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, first_seq: int, last_seq: int
+) -> int:
+    """How many events of [first_seq, last_seq] retention removed: their
+    tombstones (tree_nodes level 0, index seq - 1) counted on the primary
+    key's index, bounded by the range."""
+    cursor = await conn.execute(
+        "SELECT count(*) FROM tree_nodes WHERE tenant_id = %s AND level = 0"
+        " AND idx >= %s AND idx < %s",
+        [tenant_id, first_seq - 1, last_seq],
+    )
+    row = await cursor.fetchone()
+    return 0 if row is None else int(row[0])
+
+
 async def purged_leaves(
     conn: psycopg.AsyncConnection[Any], tenant_id: str, *, after_seq: int, upto_seq: int, limit: int
 ) -> list[tuple[int, bytes]]:

@@ -1058,7 +1058,15 @@ class ReplaySinkRequest(_message.Message):
     @_builtins.property
     def seq_range(self) -> Global___SeqRange:
         """Events with a seq in this range. The dead letters whose events all
-        lie in the range it delivered are removed.
+        lie in the range it delivered are removed. The range starts at the
+        first event retention kept (the response's first_kept_seq) and stops
+        at the sink's cursor; the response's seq_range says the range taken.
+        One retention wholly removed is INVALID_ARGUMENT naming
+        seq_range.last_seq (it ends before the first kept event) or seq_range
+        (retention kept nothing up to the sink's cursor); one starting past
+        the log's last seq or the sink's cursor names seq_range.first_seq.
+        Events a retention rule removed within it are not sent: the
+        `sink.replay_requested` record counts them (`removed_events`).
         """
 
     @_builtins.property
@@ -1095,6 +1103,7 @@ class ReplaySinkResponse(_message.Message):
     FIRST_KEPT_SEQ_FIELD_NUMBER: _builtins.int
     CURSOR_SEQ_FIELD_NUMBER: _builtins.int
     HEAD_SEQ_FIELD_NUMBER: _builtins.int
+    WINDOW_LAST_SEQ_FIELD_NUMBER: _builtins.int
     replay_id: _builtins.str
     """The replay's id."""
     event_id: _builtins.str
@@ -1109,6 +1118,12 @@ class ReplaySinkResponse(_message.Message):
     """
     head_seq: _builtins.int
     """The log's last seq when asked (before the request's own record)."""
+    window_last_seq: _builtins.int
+    """For a window: the seq of the last event that occurred in it when asked,
+    whether or not the cursor cut it (seq_range.last_seq < window_last_seq:
+    the window's events after cursor_seq are the sink's to deliver anyway); 0
+    when none did. 0 for a seq range and a dead letter.
+    """
     @_builtins.property
     def seq_range(self) -> Global___SeqRange:
         """The seq range the replay sends again, both ends included, which may be
@@ -1128,10 +1143,11 @@ class ReplaySinkResponse(_message.Message):
         first_kept_seq: _builtins.int = ...,
         cursor_seq: _builtins.int = ...,
         head_seq: _builtins.int = ...,
+        window_last_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["seq_range", b"seq_range"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor_seq", b"cursor_seq", "event_id", b"event_id", "first_kept_seq", b"first_kept_seq", "head_seq", b"head_seq", "replay_id", b"replay_id", "seq_range", b"seq_range"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor_seq", b"cursor_seq", "event_id", b"event_id", "first_kept_seq", b"first_kept_seq", "head_seq", b"head_seq", "replay_id", b"replay_id", "seq_range", b"seq_range", "window_last_seq", b"window_last_seq"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
