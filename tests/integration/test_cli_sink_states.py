@@ -80,13 +80,14 @@ def test_replay_says_the_range_it_took_and_why_it_is_not_the_one_asked_for(
             f"  seq {cursor + 1}-{head}: after the sink's cursor (seq {cursor}),"
             " which sends them anyway",
             f"  seq {head + 1}-{asked_last}: past the log's end (seq {head})",
+            f"  the sink is paused: sent once resumed (`sealtrail sinks resume {sink.id}`)",
         ]
         [recorded] = client.query(build_filter(actions="sink.replay_requested"))
         assert (recorded.details["first_seq"], recorded.details["last_seq"]) == (5, cursor)
 
         whole = sinks("replay", sink.id, "--seq", f"5-{cursor}")
         assert whole.exit_code == 0, whole.output
-        assert whole.output.endswith(f" requested: seq 5-{cursor}\n"), whole.output
+        assert whole.output.splitlines()[0].endswith(f" requested: seq 5-{cursor}")
 
         # Nothing of it kept: refused, not a replay of nothing.
         removed = sinks("replay", sink.id, "--seq", "2-4")
@@ -152,6 +153,13 @@ def test_replay_says_how_many_events_of_its_range_a_rule_removed(
         [recorded] = client.query(build_filter(actions="sink.replay_requested"))
         assert recorded.details["removed_events"] == 2
         assert recorded.description.endswith("(2 of them removed by retention)")
+
+        # Asked again (an answer lost, say): its events go out twice, and it says so.
+        again = sinks("replay", sink.id, "--seq", f"{seqs[0]}-{seqs[-1]}")
+        assert again.exit_code == 0, again.output
+        assert again.output.splitlines()[2] == (
+            "  the sink has 2 replays pending: each sends its events"
+        )
         client.delete_sink(sink.id)
 
 

@@ -547,8 +547,44 @@ def replay(
         answer = client.replay_sink(
             sink_id, seq_range=seq_range, window=window, dead_letter_id=dead_letter
         )
-    for line in _replayed(answer, seq_range, by_window=window is not None):
+        for line in _replayed(answer, seq_range, by_window=window is not None):
+            click.echo(line)
+        try:
+            record = client.get_event(answer.event_id) if answer.event_id else None
+            stored = client.get_sink(sink_id)
+        except SealtrailError as error:  # requested all the same
+            click.echo(f"(what it leaves out is unread: {error.code.name})", err=True)
+            return
+    for line in _left_out(answer, record, stored, by_window=window is not None):
         click.echo(line)
+
+
+def _left_out(
+    answer: forwarding_pb2.ReplaySinkResponse,
+    record: event_pb2.Event | None,
+    sink: forwarding_pb2.Sink,
+    *,
+    by_window: bool,
+) -> list[str]:
+    """What else a replay's sending depends on: the events of its range a
+    retention rule removed (its `sink.replay_requested` record counts them;
+    not a window's, whose range holds events outside it), the replays
+    pending beside it (asked again, its events go out again) and a pause."""
+    lines = []
+    if record is not None and not by_window:
+        removed = int(json_format.MessageToDict(record.details).get("removed_events", 0))
+        if removed:
+            size = answer.seq_range.last_seq - answer.seq_range.first_seq + 1
+            lines.append(
+                f"  {removed} of its {counted(size, 'event')} removed by retention: not sent"
+            )
+    if (pending := sink.state.pending_replays) > 1:
+        lines.append(f"  the sink has {pending} replays pending: each sends its events")
+    if sink.paused:
+        lines.append(
+            f"  the sink is paused: sent once resumed (`sealtrail sinks resume {sink.id}`)"
+        )
+    return lines
 
 
 def _replayed(
@@ -569,10 +605,16 @@ def _replayed(
     if by_window:
         if last < first:
             return [f"{said}: no event occurred in the window"]
-        line = f"{said}: seq {first}-{last}, the window's events"
-        if last == cursor < head:
-            line += f" up to the sink's cursor (seq {cursor}); it sends later ones anyway"
-        return [line]
+        # Cut by the cursor only if the window's own last event lies past it:
+        # the range taken ends at the cursor also where that event is at it.
+        window_last = answer.window_last_seq
+        if window_last <= last:
+            return [f"{said}: seq {first}-{last}, the window's events"]
+        return [
+            f"{said}: seq {first}-{last}, the window's events up to the sink's cursor",
+            f"  the window's events in {_seqs(last + 1, window_last)}: after the sink's cursor"
+            f" (seq {cursor}), which sends them anyway",
+        ]
     if asked is None or asked == (first, last):
         return [f"{said}: seq {first}-{last}"]
     asked_first, asked_last = asked
