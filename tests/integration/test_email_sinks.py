@@ -12,6 +12,8 @@ import json
 import ssl
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from email.policy import default
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +275,92 @@ def test_a_setting_that_cannot_be_mailed_with_is_refused_naming_it(
     assert f"sink.email.{field}" in str(refused.value), str(refused.value)
 
 
+def _header_block(taken: Any) -> bytes:
+    return bytes(taken.data).replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+
+
+def test_an_international_domain_is_kept_as_typed_and_mailed_by_its_a_label(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+) -> None:
+    """A domain in Unicode (IDNA) reaches any SMTP server in its ASCII form
+    (`xn--...`, the A-label): in MAIL FROM, RCPT TO, From and To. The sink
+    keeps the addresses as the admin typed them."""
+    sender = "Bücher Alerts <alerts@bücher.example>"
+    recipients = ["ops@bücher.example", "Ops Japan <ops@例え.テスト>"]
+    sink = sinks(email_sink(mailbox, from_address=sender, to_addresses=recipients))
+    assert sink.email.from_address == sender
+    assert list(client.get_sink(sink.id).email.to_addresses) == recipients
+    seq = client.record(action="document.share", actor_id="u").event.seq
+    [taken] = mailbox.wait_for(lambda t: len(t) >= 1)
+    assert mailed_seqs([taken]) == [seq]
+    assert taken.mail_from == "alerts@xn--bcher-kva.example"
+    assert taken.rcpt_tos == ["ops@xn--bcher-kva.example", "ops@xn--r8jz45g.xn--zckzah"]
+    assert _header_block(taken).isascii()
+    message = taken.message
+    [From] = message["From"].addresses
+    assert (From.display_name, From.addr_spec) == ("Bücher Alerts", "alerts@xn--bcher-kva.example")
+    assert [(to.display_name, to.addr_spec) for to in message["To"].addresses] == [
+        ("", "ops@xn--bcher-kva.example"),
+        ("Ops Japan", "ops@xn--r8jz45g.xn--zckzah"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("settings", "field", "said"),
+    [
+        ({"to_addresses": ["jörg@example.com"]}, "to_addresses[0]", "SMTPUTF8"),
+        ({"from_address": "Jörg <jörg@example.com>"}, "from_address", "SMTPUTF8"),
+        ({"to_addresses": ["ops@\u2603.example"]}, "to_addresses[0]", "IDNA"),
+        (
+            {"to_addresses": ["ops@bücher.example", "OPS@xn--bcher-kva.example"]},
+            "to_addresses[1]",
+            "is given twice",
+        ),
+    ],
+)
+def test_an_address_that_cannot_be_mailed_in_ascii_is_refused_saying_why(
+    client: AuditClient, mailbox: Mailbox, settings: dict[str, Any], field: str, said: str
+) -> None:
+    """A local part in Unicode needs SMTPUTF8 (RFC 6531), which Sealtrail
+    does not send: refused at creation saying so, not as "not an address"."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.create_sink(email_sink(mailbox, **settings))
+    [(named, description)] = refused.value.field_violations
+    assert named == f"sink.email.{field}", str(refused.value)
+    assert said in description
+    if said == "SMTPUTF8":
+        assert description == "a non-ASCII local part needs SMTPUTF8, which Sealtrail does not send"
+
+
+def test_the_subject_is_plain_text_without_the_chat_sinks_mention_guard(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+    tenant: str,
+) -> None:
+    """Mail has no mentions: the zero-width space a chat line puts after an
+    `@` (so Slack pages no one) is not in the Subject, which stays ASCII
+    (no RFC 2047 encoding) and is what people search for."""
+    sinks(email_sink(mailbox))
+    seq = client.record(
+        action="document.share",
+        actor_id="admin@example.com",
+        resource_type="team",
+        resource_id="@oncall",
+    ).event.seq
+    [taken] = mailbox.wait_for(lambda t: len(t) >= 1)
+    subject = taken.message["Subject"]
+    assert subject.startswith("[info] document.share by admin@example.com on team/@oncall ")
+    assert subject.endswith(f"(tenant {tenant}, seq {seq})")
+    assert subject.isascii() and "\u200b" not in subject
+    [raw] = [h for h in _header_block(taken).split(b"\n") if h.startswith(b"Subject:")]
+    assert b"=?" not in raw and raw.isascii()
+    body = taken.message.get_body(("plain",)).get_content()
+    assert "Resource: @oncall" in body and "\u200b" not in body
+
+
 def test_the_cli_makes_an_email_sink_its_password_read_from_a_file(
     server: ServerThread, client: AuditClient, tenant: str, mailbox: Mailbox, tmp_path: Path
 ) -> None:
@@ -366,6 +454,33 @@ def test_a_server_slow_at_every_step_is_given_up_on_within_the_exchanges_deadlin
         _send(mailbox, ssl.create_default_context(), security="none", timeout=1.0,
               to_addresses=recipients)  # fmt: skip
     assert mailbox.answered == 0 and not mailbox.taken
+
+
+def test_a_long_subject_is_one_line_without_controls_folded_within_limits() -> None:
+    """The Subject of an event whose values carry controls, a direction
+    override and a broadcast: one logical line, folded at spaces within 78
+    characters a line, ASCII as the event's values are."""
+    data = {
+        "id": "01938c4e-0000-7000-8000-000000000001",
+        "tenant_id": "acme",
+        "seq": 7,
+        "occurred_at": "2026-01-02T03:04:05.000000Z",
+        "severity": "info",
+        "action": "document.share",
+        "outcome": "success",
+        "actor": {"id": "admin@example.com\u202e\tx"},
+        "resource": {"type": "document", "id": "word " * 20 + "@all"},
+    }
+    destination = {"from_address": "alerts@example.com", "to_addresses": ["a@example.com"]}
+    written = mail.message(destination, data, json.dumps(data))
+    head = written.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert max(len(line) for line in head) <= 78
+    start = next(n for n, line in enumerate(head) if line.startswith(b"Subject:"))
+    assert head[start + 1].startswith(b" ")  # folded: it went on
+    subject = message_from_bytes(written, policy=default)["Subject"]
+    assert subject.isascii() and "\t" not in subject and "\n" not in subject
+    assert subject.startswith("[info] document.share by admin@example.com x on document/word ")
+    assert " @all (success) at 2026-01-02T03:04:05.000000Z (tenant acme, seq 7)" in subject
 
 
 def test_a_spike_on_a_user_agent_is_mailed_saying_its_count_and_baseline(

@@ -48,26 +48,31 @@ _MENTION: Final = re.compile(r"(?<!\w)@(?=\w)")
 _SLACK_ESCAPES: Final = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
 
-def shown(value: Any, limit: int = MAX_VALUE, *, markup: bool = True) -> str:
+def shown(
+    value: Any, limit: int = MAX_VALUE, *, markup: bool = True, guard_mentions: bool = True
+) -> str:
     """A caller's `value` as a line may carry it: on one line, at most `limit`
     characters before escaping, and unable to mention or link. `markup`:
     escaped as Slack asks; without, as plain text (PagerDuty's summary, which
-    shows `&amp;` as it is)."""
+    shows `&amp;` as it is). Without `guard_mentions`, an `@` is left as it is
+    (mail, which has no mentions: the zero-width space only hid the text
+    from a search)."""
     text = _CONTROL.sub(" ", str(value)).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     if markup:
         text = text.translate(_SLACK_ESCAPES)
-    return _MENTION.sub("@\u200b", text)
+    return _MENTION.sub("@\u200b", text) if guard_mentions else text
 
 
-def line(record: dict[str, Any], *, markup: bool = True) -> str:
+def line(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = True) -> str:
     """The line that tells of the event whose stored record is `record`;
     without `markup`, plain text, and an alert without its mark (a page's
-    summary, ADR 0131: every page is an alert)."""
+    summary, ADR 0131: every page is an alert); without `guard_mentions`, its
+    `@`s as they are (a mail's Subject)."""
 
     def show(value: Any, limit: int = MAX_VALUE) -> str:
-        return shown(value, limit, markup=markup)
+        return shown(value, limit, markup=markup, guard_mentions=guard_mentions)
 
     severity = show(record.get("severity", "info"))
     where = f"tenant {show(record.get('tenant_id', ''))}, seq {record.get('seq')}"

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.utils import getaddresses
 from typing import Any, Final, Literal
+
+import idna
 
 Security = Literal["starttls", "implicit_tls", "none"]
 SECURITIES: Final[tuple[Security, ...]] = ("starttls", "implicit_tls", "none")
@@ -27,6 +30,11 @@ MAX_ADDRESS: Final = 320  # RFC 3696's longest address, with room for a short di
 MAX_LOGIN: Final = 256
 MAX_HOST: Final = 253
 _LINE_BREAKS: Final = ("\r", "\n")
+_NOT_AN_ADDRESS: Final = f"must be one email address of at most {MAX_ADDRESS} characters"
+# A local part in Unicode is mailed only by SMTPUTF8 (RFC 6531), which a
+# server may not offer and Sealtrail does not send: refused as it is typed.
+NEEDS_SMTPUTF8: Final = "a non-ASCII local part needs SMTPUTF8, which Sealtrail does not send"
+_NOT_IDNA: Final = "has a domain that IDNA 2008 cannot write in ASCII (its xn-- form)"
 
 
 def security_of(destination: dict[str, Any]) -> str:
@@ -60,25 +68,55 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def address_spec(value: str) -> str | None:
-    """The `local@domain` of one address as a header writes it (`Name
-    <local@domain>` or bare), or None if `value` is not exactly one such."""
+@dataclass(frozen=True)
+class MailAddress:
+    """One address as a sink mails it: its display name (any text: a header
+    writes it encoded where it is not ASCII) and its `local@domain` in ASCII,
+    an international domain by its A-label (`xn--...`, IDNA 2008), which any
+    SMTP server takes in commands and headers alike."""
+
+    display_name: str
+    spec: str
+
+
+def mail_address(value: str) -> MailAddress:
+    """`value`, one address as a header writes it (`Name <local@domain>` or
+    bare) and as the sink keeps it, made what is mailed; ValueError saying
+    why it cannot be (its text a field violation's description)."""
+    if len(value) > MAX_ADDRESS:
+        raise ValueError(_NOT_AN_ADDRESS)
     try:
         found = getaddresses([value], strict=True)
     except TypeError:  # a Python without `strict` (before 3.11.10)
         found = getaddresses([value])
     if len(found) != 1:
-        return None
+        raise ValueError(_NOT_AN_ADDRESS)
     name, spec = found[0]
-    if not spec or "@" not in spec or not spec.isascii():
-        return None
+    local, at, domain = spec.rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError(_NOT_AN_ADDRESS)
+    if not local.isascii():
+        raise ValueError(NEEDS_SMTPUTF8)
+    if not domain.isascii():
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except UnicodeError:  # idna.IDNAError among them
+            raise ValueError(_NOT_IDNA) from None
     try:
-        parsed = Address(display_name=name, addr_spec=spec)
+        parsed = Address(display_name=name, addr_spec=f"{local}@{domain}")
     except (HeaderParseError, ValueError, IndexError):
-        return None
+        raise ValueError(_NOT_AN_ADDRESS) from None
     if not parsed.username or not parsed.domain or "." not in parsed.domain:
-        return None
-    return parsed.addr_spec
+        raise ValueError(_NOT_AN_ADDRESS)
+    return MailAddress(display_name=name, spec=parsed.addr_spec)
+
+
+def _address_error(value: str) -> tuple[str | None, str]:
+    """The `local@domain` mailed to, lowered (who it reaches), or None and why not."""
+    try:
+        return mail_address(value).spec.lower(), ""
+    except ValueError as error:
+        return None, str(error)
 
 
 def validate_email(destination: dict[str, Any], fail: Callable[[str, str], None]) -> None:
@@ -120,10 +158,8 @@ def validate_email(destination: dict[str, Any], fail: Callable[[str, str], None]
     sender = str(destination.get("from_address", ""))
     if not sender:
         fail("from_address", "is required: the sender, such as alerts@example.com")
-    elif "from_address" not in broken and (
-        len(sender) > MAX_ADDRESS or address_spec(sender) is None
-    ):
-        fail("from_address", f"must be one email address of at most {MAX_ADDRESS} characters")
+    elif "from_address" not in broken and (refused := _address_error(sender)[1]):
+        fail("from_address", refused)
     recipients = destination.get("to_addresses") or []
     if not 1 <= len(recipients) <= MAX_RECIPIENTS:
         fail("to_addresses", f"must be 1 to {MAX_RECIPIENTS} addresses")
@@ -133,13 +169,13 @@ def validate_email(destination: dict[str, Any], fail: Callable[[str, str], None]
         if any(c in recipient for c in _LINE_BREAKS):
             fail(field, "must not hold a line break (CR or LF)")
             continue
-        spec = address_spec(recipient) if len(recipient) <= MAX_ADDRESS else None
+        spec, refused = _address_error(recipient)
         if spec is None:
-            fail(field, f"must be one email address of at most {MAX_ADDRESS} characters")
-        elif spec.lower() in seen:
+            fail(field, refused)
+        elif spec in seen:  # by its A-label too: `ops@bücher.example`, `ops@xn--bcher-kva.example`
             fail(field, "is given twice")
         else:
-            seen.add(spec.lower())
+            seen.add(spec)
 
 
 def _visible(text: str) -> bool:

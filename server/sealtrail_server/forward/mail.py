@@ -19,14 +19,14 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, getaddresses
+from email.utils import format_datetime
 from typing import Any, Final
 
 import aiosmtplib
 
 from ..domain.chat_text import line as chat_line
 from ..domain.chat_text import shown
-from ..domain.email_sinks import address_spec, is_loopback, port_of, security_of
+from ..domain.email_sinks import is_loopback, mail_address, port_of, security_of
 from .egress import DEADLINE_TIMEOUTS, Answer, EgressDenied, EgressPolicy
 
 # An SMTP reply's characters kept (its first line): its code and enhanced
@@ -69,7 +69,10 @@ def message(destination: dict[str, Any], data: dict[str, Any], item: str) -> byt
     """An event's message: its Subject the event's line, its text body the
     event's fields and then `item` (the event as the sink's format writes it)."""
     mail = EmailMessage(policy=SMTP)
-    mail["Subject"] = chat_line(data, markup=False)
+    # The chat line without its mention guard: mail has no mentions, and a
+    # zero-width space after an `@` made an ASCII Subject RFC 2047's, and
+    # unsearchable. One line still, controls made spaces; the policy folds it.
+    mail["Subject"] = chat_line(data, markup=False, guard_mentions=False)
     mail["From"] = _header_address(destination["from_address"])
     mail["To"] = [_header_address(to) for to in destination["to_addresses"]]
     mail["Date"] = format_datetime(datetime.fromisoformat(data["occurred_at"]))
@@ -83,12 +86,11 @@ def message(destination: dict[str, Any], data: dict[str, Any], item: str) -> byt
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
         if value not in (None, ""):
-            lines.append(f"{label}: {shown(value, 1000, markup=False)}")
+            lines.append(f"{label}: {shown(value, 1000, markup=False, guard_mentions=False)}")
     details = data.get("details")
     if details:
-        lines.append(
-            f"Details: {shown(json.dumps(details, ensure_ascii=False), 2000, markup=False)}"
-        )
+        said = json.dumps(details, ensure_ascii=False)
+        lines.append(f"Details: {shown(said, 2000, markup=False, guard_mentions=False)}")
     pretty = json.dumps(json.loads(item), indent=2, ensure_ascii=False)
     text = "\n".join(lines) + "\n\nThe event as Sealtrail forwards it:\n\n" + pretty + "\n"
     mail.set_content(text, cte="quoted-printable")
@@ -96,8 +98,8 @@ def message(destination: dict[str, Any], data: dict[str, Any], item: str) -> byt
 
 
 def _header_address(value: str) -> Address:
-    [(name, spec)] = getaddresses([value])
-    return Address(display_name=name, addr_spec=spec)
+    mailed = mail_address(value)  # an international domain by its A-label
+    return Address(display_name=mailed.display_name, addr_spec=mailed.spec)
 
 
 def _said(code: int, text: str, secrets: tuple[str, ...]) -> bytes:
@@ -186,6 +188,9 @@ async def _exchange(
         raise MailSettingsRefused("plain SMTP only to the loopback")
     password = destination.get("password") or ""
     secrets = (password,) if password else ()
+    # In ASCII, an international domain by its A-label (validated: no SMTPUTF8 needed).
+    sender = mail_address(destination["from_address"]).spec
+    recipients = [mail_address(to).spec for to in destination["to_addresses"]]
     sock = await _connected(policy, host, port, timeout, tenant_id)
     client = aiosmtplib.SMTP(
         hostname=host,
@@ -230,8 +235,6 @@ async def _exchange(
                 await login(destination["username"], password)
             except aiosmtplib.SMTPResponseException as error:  # 535 and the like
                 return _answer(error.code, error.message, "auth", secrets)
-        sender = address_spec(destination["from_address"]) or ""
-        recipients = [address_spec(to) or "" for to in destination["to_addresses"]]
         try:
             await client.sendmail(sender, recipients, body)
         except aiosmtplib.SMTPSenderRefused as error:
