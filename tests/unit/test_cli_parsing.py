@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -1173,6 +1174,25 @@ def test_an_error_says_its_reason_details_and_request_id(monkeypatch: pytest.Mon
         "  resume_after_seq: 40",
         "  request id: 5f0c6a52-5a3e-4d6b-9f7e-2b8f3c1d9e21",
     ]
+
+
+def test_a_server_that_is_not_there_is_said_with_what_to_do(tmp_path: Path) -> None:
+    """A new user whose server is not running, or listens elsewhere, read
+    "UNAVAILABLE: failed to connect to all addresses; ... Connection refused"
+    and no more: nothing said to start it or where the CLI had looked. A real
+    port nothing listens on (bound, never listening) refuses the connection."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        server = f"127.0.0.1:{closed.getsockname()[1]}"
+        env = {"SEALTRAIL_SERVER": server, "SEALTRAIL_TOKEN": "s3cret"}
+        result = CliRunner().invoke(cli.main, ["query", "--since", "1h"], env=env)
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("error: UNAVAILABLE: failed to connect"), lines
+    assert (
+        f"  no server answers at {server}: start one (make run), or name the address it"
+        " listens on with --server (SEALTRAIL_SERVER)"
+    ) in lines
 
 
 @pytest.mark.parametrize(

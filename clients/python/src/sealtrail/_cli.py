@@ -552,6 +552,16 @@ def _cannot_write(out: Path, error: OSError) -> str:
     return f"cannot write {os.fsdecode(named)}: {error.strerror or error}"
 
 
+def _refused_connection(exc: SealtrailError) -> bool:
+    """Whether `exc` is gRPC's own UNAVAILABLE for a connection refused: no
+    server listens at the address (a server's UNAVAILABLE names its reason)."""
+    return (
+        exc.code == grpc.StatusCode.UNAVAILABLE
+        and not exc.reason
+        and "connection refused" in exc.message.lower()
+    )
+
+
 @contextmanager
 def _client(ctx: click.Context) -> Iterator[AuditClient]:
     settings: _Settings = ctx.obj
@@ -596,6 +606,11 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
         said += [f"  {key}: {value}" for key, value in sorted(exc.metadata.items())]
         if exc.retry_after is not None:  # when the server asks to be tried again
             said.append(f"  retry after: {_seconds(exc.retry_after)} s")
+        if _refused_connection(exc):  # gRPC's words alone say nothing to do
+            said.append(
+                f"  no server answers at {settings.server}: start one (make run), or name the"
+                " address it listens on with --server (SEALTRAIL_SERVER)"
+            )
         if exc.request_id:  # what the server's logs and spans know the call by
             said.append(f"  request id: {exc.request_id}")
         for line in said:
