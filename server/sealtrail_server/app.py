@@ -181,6 +181,32 @@ def address_in_use(address: str) -> bool:
     return bool(found)
 
 
+def _listen_refused(address: str) -> str:
+    return (
+        f"cannot listen on {address}: in use or invalid (set SEALTRAIL_LISTEN,"
+        " or serve --listen, to another HOST:PORT)"
+    )
+
+
+def _console_refused(address: str, why: object) -> str:
+    return (
+        f"cannot serve the console on {address}: {why} (set SEALTRAIL_CONSOLE_LISTEN, or"
+        " serve --console, to another HOST:PORT; set empty, `make run` serves no console)"
+    )
+
+
+def refuse_ports_in_use(settings: Settings) -> None:
+    """SystemExit, naming the setting, for a port of `settings` (gRPC's, the
+    console's) another process listens on, before anything is started or
+    changed: found only as they were bound, a second `make run` had made an
+    embedded PostgreSQL, migrated it and generated keys first (helper-395). A
+    port taken after this is still refused as it is bound."""
+    if address_in_use(settings.listen):
+        raise SystemExit(_listen_refused(settings.listen))
+    if settings.console_listen and address_in_use(settings.console_listen):
+        raise SystemExit(_console_refused(settings.console_listen, "in use"))
+
+
 def _hung_up_again() -> None:
     log.debug("shutting down: SIGHUP again (a lost terminal sends it twice); the stop goes on")
 
@@ -294,6 +320,7 @@ class Service:
 
     async def _start(self) -> int:
         settings = self.settings
+        refuse_ports_in_use(settings)
         # What this process holds of its own (rules, certificates, keys), read
         # before the database is changed: a start refused for one of them
         # leaves the database as it was.
@@ -579,10 +606,7 @@ class Service:
             else:
                 self.port = server.add_secure_port(settings.listen, credentials)
         except RuntimeError:
-            raise SystemExit(
-                f"cannot listen on {settings.listen}: in use or invalid (set SEALTRAIL_LISTEN,"
-                " or serve --listen, to another HOST:PORT)"
-            ) from None
+            raise SystemExit(_listen_refused(settings.listen)) from None
         await server.start()
         self._server = server
         if settings.console_listen:
@@ -597,11 +621,7 @@ class Service:
             try:
                 self.console_port = await self.console.start()
             except OSError as error:
-                raise SystemExit(
-                    f"cannot serve the console on {settings.console_listen}: {error} (set"
-                    " SEALTRAIL_CONSOLE_LISTEN, or serve --console, to another HOST:PORT;"
-                    " set empty, `make run` serves no console)"
-                ) from None
+                raise SystemExit(_console_refused(settings.console_listen, error)) from None
         await self._set_health(serving=True)
         self._watchdog = asyncio.create_task(self._watch_database(db), name="sealtrail-db-watch")
         return self.port

@@ -36,7 +36,7 @@ from . import __version__
 from .alerts.evaluator import ACTOR_ID as ALERTS_ACTOR
 from .api.audited import record_event, weakening_severity
 from .api.convert import server_view
-from .app import Service, abandon_stop
+from .app import Service, abandon_stop, refuse_ports_in_use
 from .auth.tokens import rfc3339
 from .config import Settings
 from .domain.access import Role, expiry_problem, token_name_problem, valid_tenant_id
@@ -252,6 +252,8 @@ def serve(
         database_url=database_url,
         store_tree_nodes=False if bench_no_tree_nodes else None,
     )
+    # Before an embedded PostgreSQL is made or started for a server that cannot serve.
+    refuse_ports_in_use(settings)
     try:
         tracer_provider = tracer_provider_from_env(os.environ, version=__version__)
     except TracingConfigError as error:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import stat
 import struct
@@ -96,6 +97,52 @@ def test_a_console_port_in_use_is_refused_naming_what_to_change(
     said = str(refused.value)
     assert "in use" in said and "SEALTRAIL_CONSOLE_LISTEN" in said, said
     assert "empty" in said, said  # `make run` serves one unless told not to
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("listen", "cannot listen on {}: in use"),
+        ("console_listen", "cannot serve the console on {}"),
+    ],
+)
+def test_a_port_in_use_is_refused_before_the_database_is_changed(
+    server: ServerThread, sql: psycopg.Connection[Any], setting: str, said: str
+) -> None:
+    """A port another process listens on was found only once every migration
+    had been applied (and keys generated): the README says such a start stops
+    before it starts (helper-395)."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        ports = {"listen": "127.0.0.1:0", "console_listen": None} | {setting: address}
+        with database_with_no_schema(sql.info.dsn, "port_taken") as fresh:
+            settings = replace(server.settings, **ports)
+            _refused_before_any_change(settings, fresh, said=re.escape(said.format(address)))
+
+
+def test_make_run_beside_another_refuses_its_port_before_making_a_database(
+    tmp_path: Path,
+) -> None:
+    """A second `make run` (another data dir, the same port) started an
+    embedded PostgreSQL, made and migrated a whole database in its data dir
+    and generated its keys, then said the port was in use (helper-395)."""
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEALTRAIL_")}
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        env |= {"SEALTRAIL_DATA_DIR": str(data_dir), "SEALTRAIL_LISTEN": address}
+        ran = subprocess.run(
+            [sys.executable, "-m", "sealtrail_server", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert ran.returncode == 1, ran.stderr
+    assert f"cannot listen on {address}: in use" in ran.stderr
+    assert "SEALTRAIL_LISTEN" in ran.stderr
+    assert not data_dir.exists() or list(data_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize(
