@@ -22,6 +22,7 @@ from sealtrail import (
     AsyncAuditClient,
     AuditClient,
     EventCount,
+    InvalidArgumentError,
     build_alert_rule,
     build_event,
     build_filter,
@@ -194,6 +195,39 @@ def test_a_period_with_no_event_reports_nothing_and_reads_no_event(
     assert report.alerts == () and report.alerts_total == 0
     assert report.first_event is None and report.last_event is None
     assert report.until == DAY0 and report.consistent
+
+
+def test_a_period_that_ends_before_it_starts_is_refused_as_query_refuses_it(
+    server: ServerThread, known: Tenant
+) -> None:
+    """`sealtrail report --since 1d --until 2d` printed an empty report and
+    exited 0, where `query`, `stats` and `export` given those options are
+    refused, naming them (helper-395); a period that starts after the log's
+    checkpoint is still an empty one."""
+    backwards = build_filter(since=DAY0 + timedelta(days=1), until=DAY0)
+    for client_class in (AuditClient, AsyncAuditClient):
+        with pytest.raises(InvalidArgumentError) as refused:
+            if client_class is AuditClient:
+                with AuditClient(server.target, token=known.token) as client:
+                    client.activity_report(backwards)
+            else:
+                asyncio.run(_async_report(server, known.token, backwards))
+        assert ("filter.occurred_before", "must be later than occurred_after") in (
+            refused.value.field_violations
+        )
+    shown = CliRunner().invoke(
+        cli.main, ["report", "--since", "1d", "--until", "2d"], env=_env(server, known)
+    )
+    assert shown.exit_code == 2, shown.output
+    assert "--until: must be later than --since" in shown.stderr
+    assert shown.stdout == ""
+
+
+async def _async_report(
+    server: ServerThread, token: str, period: event_pb2.EventFilter
+) -> ActivityReport:
+    async with AsyncAuditClient(server.target, token=token) as client:
+        return await client.activity_report(period)
 
 
 def test_a_filter_whose_actions_exclude_alerts_lists_none(

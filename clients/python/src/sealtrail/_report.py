@@ -308,11 +308,19 @@ class ReportPlan:
     def read_against(self, checkpoint: integrity_pb2.SignedCheckpoint | None) -> bool:
         """Ends the period at `checkpoint`'s time (None: the log is empty);
         whether there is anything to read, then: a log with events, and a
-        period that does not start at or after its end."""
+        period that does not start at or after its end. A filter that ends
+        before it starts of itself is sent: the server refuses it, naming
+        `occurred_before`, as it refuses it to Query (helper-395)."""
         self._checkpoint = checkpoint
         if checkpoint is None:
             return False
         ends = self._filter.occurred_before
+        if (
+            self._filter.HasField("occurred_after")
+            and self._filter.HasField("occurred_before")
+            and _key(self._filter.occurred_after) >= _key(ends)
+        ):
+            return True
         signed = checkpoint.issued_at
         if not self._filter.HasField("occurred_before") or _key(signed) < _key(ends):
             self._filter.occurred_before.CopyFrom(signed)
