@@ -681,13 +681,20 @@ class Service:
         takes no writes, its login may not work as the service's roles, or
         they lack a grant the migrations make them (calls then fail at once
         with UNAVAILABLE and RetryInfo), SERVING again once it does; the pool reconnects by itself.
-        Down after two failed probes in a row (ProbeVerdicts), up after one."""
+        Down after two failed probes in a row (ProbeVerdicts), up after one.
+        A call the database refused for the service's privileges has the
+        probe look at once (`Database.look_now`), and, if it finds the
+        refusal too, look again at once: the second of the two in a row was
+        otherwise a tick away."""
         interval = self.settings.database_probe_interval
         verdicts = ProbeVerdicts()
         while True:
-            await asyncio.sleep(interval)
+            asked = await db.next_look(interval)
             try:
-                reachable = verdicts.after(await db.probe(timeout=max(interval, 1.0)))
+                answered = await db.probe(timeout=max(interval, 1.0))
+                reachable = verdicts.after(answered)
+                if asked and not answered and reachable:
+                    db.look_now()
                 if reachable == db.reachable:
                     continue
                 if reachable:

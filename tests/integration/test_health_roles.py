@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from sealtrail import AuditClient, SealtrailError, UnavailableError
+from sealtrail import AuditClient, UnavailableError
 from tests.conftest import ServerThread, database_of_its_own
 from tests.integration.test_database_outage import (
     NOT_SERVING,
@@ -56,12 +56,16 @@ def test_health_is_not_serving_while_the_login_cannot_work_as_a_role_calls_need(
 
         grant(cluster, role, given=False)
         try:
-            # A tenant the pool's connections have not worked for yet.
+            # A tenant the pool's connections have not worked for yet: the
+            # database refuses the role, and the call is answered as health's
+            # NOT_SERVING answers it (it was INTERNAL: helper-397).
             with (
                 AuditClient(server.target, token=tokens[1], max_attempts=1) as client,
-                pytest.raises(SealtrailError),
+                pytest.raises(UnavailableError) as refused,
             ):
                 client.record(action="file.read", actor_id="ops")
+            assert refused.value.reason == "DATABASE_UNAVAILABLE"
+            assert refused.value.retry_after is not None
             wait_for_health(server.target, NOT_SERVING, timeout=10)
             with (
                 AuditClient(server.target, token=tokens[1], max_attempts=1) as client,

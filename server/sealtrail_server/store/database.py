@@ -47,7 +47,7 @@ from sealtrail._words import detailed
 
 from ..domain.errors import SEE_THE_LOG, Unavailable
 from ..fair_share import FairShare
-from .db_errors import named
+from .db_errors import named, refuses_the_deployment
 from .eager import EagerConnection
 from .role_grants import SERVICE_ROLE as SERVICE_ROLE
 from .role_grants import SYSTEM_ROLE as SYSTEM_ROLE
@@ -59,6 +59,10 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1.0
+# The reason (ErrorInfo) a call is refused with while the database does not
+# serve the server (`not_served`): down, read-only, or refusing the service's
+# roles something the migrations grant them.
+DATABASE_UNAVAILABLE: Final = "DATABASE_UNAVAILABLE"
 
 # plan_cache_mode: plans made for each run's values, or one generic plan.
 _PLANS_FOR_VALUES: Final = "auto"
@@ -286,6 +290,13 @@ class Database:
         # said once as it goes, not at each of the failed probes in a row
         # that take the database for down (ProbeVerdicts), nor after.
         self._said_of_probe: str | None = None
+        # The last refusal of the service's privileges a call met and logged
+        # (its role, and the database's words, named), until a probe finds
+        # everything granted again after it had found something wrong.
+        self._refusal_said: tuple[str, str] | None = None
+        self._probe_failed = False
+        # Set by a refusal not said before: the probe looks now (`next_look`).
+        self._look_now = asyncio.Event()
         # Checkouts refused for want of a connection in time, or of room to
         # wait for one (a call cancelled while it waited is not counted).
         self.checkout_timeouts = 0
@@ -465,6 +476,8 @@ class Database:
                 await conn.execute(_SET_SCOPE, scope)
                 yield conn
         except psycopg.Error as error:
+            if refuses_the_deployment(error):
+                raise self._refused(SYSTEM_ROLE, error) from error
             if not is_unavailable(error, conn):
                 raise
             if _cut_short(error):
@@ -476,6 +489,30 @@ class Database:
             raise Unavailable(told, retry_after=RETRY_AFTER_SECONDS) from error
 
     async def probe(self, *, timeout: float) -> bool:
+        """`_probe_once`; the refusal a call last met (`_refused`) is
+        forgotten once a probe finds everything well after one that did not:
+        the same refusal met again is said again."""
+        answered = await self._probe_once(timeout=timeout)
+        if answered and self._probe_failed:
+            self._refusal_said = None
+        self._probe_failed = not answered
+        return answered
+
+    def look_now(self) -> None:
+        """Has the probe look at once, not at its next tick (`next_look`)."""
+        self._look_now.set()
+
+    async def next_look(self, interval: float) -> bool:
+        """Once the probe's next look is due: after `interval` seconds, or
+        sooner if `look_now` was called meanwhile (or before). Whether it was."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await self._look_now.wait()
+        asked = self._look_now.is_set()
+        self._look_now.clear()
+        return asked
+
+    async def _probe_once(self, *, timeout: float) -> bool:
         """Whether the database answers a query within `timeout` seconds,
         takes writes as the service's roles, and each role holds every
         privilege the migrations grant it (`_PROBE`): on a pooled connection,
@@ -562,15 +599,30 @@ class Database:
                 await self.pool.check()
 
     def refuse_if_unreachable(self) -> None:
-        """Unavailable at once while probe() finds the database down (or
-        read-only, or refusing the service's roles, or a grant of theirs); in
-        words that name no grant (the log does)."""
+        """`not_served()` at once while probe() finds the database down (or
+        read-only, or refusing the service's roles, or a grant of theirs)."""
         if not self.reachable:
-            raise Unavailable(
-                "the database is unreachable, takes no writes, or refuses the service's"
-                " roles; the server serves again by itself once it does",
-                retry_after=RETRY_AFTER_SECONDS,
+            raise not_served()
+
+    def _refused(self, role: str, error: psycopg.Error) -> Unavailable:
+        """What a call is answered that the database refused for the
+        privileges of `role` (the scope it worked as), or a table or column
+        the migrations made them (`refuses_the_deployment`): what health's
+        NOT_SERVING answers, which the probe is asked to find now. Logged
+        once for each change of what is refused: the role, and the
+        database's words, named (they name the table or column, or the
+        role it would not let the login work as)."""
+        said = (role, named(error))
+        if said != self._refusal_said:
+            self._refusal_said = said
+            log.error(
+                "database: %s was refused: %s: calls that need it are answered UNAVAILABLE"
+                " until it is granted again, or restored, as the migrations made it; the"
+                " health probe looks now (docs/database.md)",
+                *said,
             )
+            self.look_now()
+        return not_served()
 
     def pool_has_waiters(self) -> bool:
         """Whether a caller waits for a connection of the pool now."""
@@ -587,6 +639,8 @@ class Database:
                 await self._scopes.enter(conn, scope)
                 yield conn
         except psycopg.Error as error:
+            if refuses_the_deployment(error):
+                raise self._refused(scope[0], error) from error
             if not is_unavailable(error, conn):
                 raise
             # PoolTimeout is an OperationalError too: no connection in time.
@@ -653,6 +707,18 @@ class Database:
             if not returning.done():
                 returning.add_done_callback(_log_failed_return)
             raise
+
+
+def not_served() -> Unavailable:
+    """What a call is answered while the database does not serve the server
+    (health NOT_SERVING): in words that name no grant, table or role (the
+    log does), with a retry delay."""
+    return Unavailable(
+        "the database is unreachable, takes no writes, or refuses the service's"
+        " roles; the server serves again by itself once it does",
+        retry_after=RETRY_AFTER_SECONDS,
+        reason=DATABASE_UNAVAILABLE,
+    )
 
 
 def _log_failed_return(returning: asyncio.Future[None]) -> None:

@@ -12,6 +12,8 @@ and the SQLSTATE."""
 
 from __future__ import annotations
 
+from typing import Final
+
 import psycopg
 
 
@@ -29,3 +31,27 @@ def named(error: BaseException | None) -> str:
     if primary is None:
         return str(error)
     return f"{primary} (SQLSTATE {error.sqlstate})" if error.sqlstate else primary
+
+
+# What the database answers a statement of the service's when the deployment
+# is not as the migrations made it, which an operator mends with no release of
+# the server, and the health probe checks (store/database.py, `_PROBE`): a
+# privilege of the service's roles revoked, or either role from its login
+# (42501, insufficient_privilege; a row-level security policy dropped says
+# so too), a table or column the migrations made and grant them dropped
+# (42P01, 42703). Answered INTERNAL, as a bug, clients did not retry, until
+# the probe took the database for down (helper-397). Not an undefined
+# function or any other error of a statement's text (42883, 42601): those the
+# probe does not check, and a server whose statements name what its schema
+# never had is a bug, INTERNAL as ever.
+_DEPLOYMENT_REFUSALS: Final = (
+    psycopg.errors.InsufficientPrivilege,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+)
+
+
+def refuses_the_deployment(error: BaseException) -> bool:
+    """Whether `error` is the database refusing the service's roles what the
+    migrations grant them (`_DEPLOYMENT_REFUSALS`)."""
+    return isinstance(error, _DEPLOYMENT_REFUSALS)
