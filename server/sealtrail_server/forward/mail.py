@@ -259,12 +259,14 @@ async def _exchange(
         raise ConnectionError(f"SMTP: {str(error)[:_KEPT]}") from None
     finally:
         task = asyncio.current_task()
-        if client.is_connected and task is not None and task.cancelling():
-            client.close()  # past the deadline (or stopping): no QUIT waited for
-        elif client.is_connected:
-            try:
+        connected = client.is_connected
+        try:
+            # Past the deadline (or stopping), no QUIT is waited for.
+            if connected and not (task is not None and task.cancelling()):
                 await asyncio.wait_for(client.quit(), timeout)
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                client.close()
-        else:
-            sock.close()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            pass
+        finally:
+            client.close()  # whatever ended the QUIT: the deadline's cancelling it too
+            if not connected:
+                sock.close()
