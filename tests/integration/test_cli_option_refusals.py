@@ -202,3 +202,32 @@ def test_a_rule_setting_past_what_its_field_carries_is_refused_as_its_option(
     refused = sealtrail("alerts", "update", made.output.strip(), "--count", "-1")
     assert refused.exit_code == 2, (refused.output, refused.exception)
     assert "Invalid value for --count: must be 2 to 100000, not -1" in refused.output
+
+
+def test_a_token_the_server_does_not_take_is_said_with_what_to_do(
+    server: ServerThread, tenant: str
+) -> None:
+    """A made-up token (from SEALTRAIL_TOKEN) and a real one mistyped (given
+    with --token) were refused in the server's words alone, `authorization
+    must be Bearer stk_...` and `unknown or revoked token`: nothing said of
+    where the CLI took the token from, nor how one is made."""
+    real = server.token(tenant, "reader")
+    mistyped = real[:-1] + ("A" if real[-1] != "A" else "B")
+    for given, env, source in (
+        ([], {"SEALTRAIL_TOKEN": "s3cret"}, "--token (from SEALTRAIL_TOKEN)"),
+        (["--token", mistyped], {}, "--token"),
+    ):
+        refused = CliRunner().invoke(
+            cli.main,
+            [*given, "query", "--since", "1h"],
+            env={"SEALTRAIL_SERVER": server.target, **env},
+        )
+        assert refused.exit_code == 2, refused.output
+        lines = refused.stderr.splitlines()
+        assert lines[0].startswith("error: UNAUTHENTICATED: "), lines
+        assert (
+            f"  {source} is no token this server takes: copy it whole, or have an admin"
+            " make one (`sealtrail-server token create --tenant TENANT --role ROLE`, or"
+            " `sealtrail tokens create --role ROLE` with an admin token of the tenant)"
+        ) in lines, lines
+        assert refused.stdout == ""

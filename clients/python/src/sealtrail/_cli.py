@@ -552,14 +552,30 @@ def _cannot_write(out: Path, error: OSError) -> str:
     return f"cannot write {os.fsdecode(named)}: {error.strerror or error}"
 
 
-def _refused_connection(exc: SealtrailError) -> bool:
-    """Whether `exc` is gRPC's own UNAVAILABLE for a connection refused: no
-    server listens at the address (a server's UNAVAILABLE names its reason)."""
-    return (
+def _what_to_do(ctx: click.Context, exc: SealtrailError) -> str | None:
+    """What to do about a failure whose words alone say nothing of it, said
+    in the options' terms: gRPC's own UNAVAILABLE for a connection refused
+    (no server listens at the address; a server's UNAVAILABLE names its
+    reason), and a token the server does not take (reason UNAUTHENTICATED:
+    made up, mistyped, cut short, revoked; an expired one says its own)."""
+    settings: _Settings = ctx.obj
+    if (
         exc.code == grpc.StatusCode.UNAVAILABLE
         and not exc.reason
         and "connection refused" in exc.message.lower()
-    )
+    ):
+        return (
+            f"no server answers at {settings.server}: start one (make run), or name the"
+            " address it listens on with --server (SEALTRAIL_SERVER)"
+        )
+    if exc.code == grpc.StatusCode.UNAUTHENTICATED and exc.reason == "UNAUTHENTICATED":
+        token = _named(ctx.find_root(), "token")
+        return (
+            f"{token} is no token this server takes: copy it whole, or have an"
+            " admin make one (`sealtrail-server token create --tenant TENANT --role ROLE`, or"
+            " `sealtrail tokens create --role ROLE` with an admin token of the tenant)"
+        )
+    return None
 
 
 @contextmanager
@@ -606,11 +622,8 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
         said += [f"  {key}: {value}" for key, value in sorted(exc.metadata.items())]
         if exc.retry_after is not None:  # when the server asks to be tried again
             said.append(f"  retry after: {_seconds(exc.retry_after)} s")
-        if _refused_connection(exc):  # gRPC's words alone say nothing to do
-            said.append(
-                f"  no server answers at {settings.server}: start one (make run), or name the"
-                " address it listens on with --server (SEALTRAIL_SERVER)"
-            )
+        if to_do := _what_to_do(ctx, exc):  # where the words alone say nothing to do
+            said.append(f"  {to_do}")
         if exc.request_id:  # what the server's logs and spans know the call by
             said.append(f"  request id: {exc.request_id}")
         for line in said:
