@@ -197,30 +197,34 @@ def test_a_period_with_no_event_reports_nothing_and_reads_no_event(
     assert report.until == DAY0 and report.consistent
 
 
+@pytest.mark.parametrize("log", ["with events", "empty"])
 def test_a_period_that_ends_before_it_starts_is_refused_as_query_refuses_it(
-    server: ServerThread, known: Tenant
+    server: ServerThread, known: Tenant, tenant: str, log: str
 ) -> None:
     """`sealtrail report --since 1d --until 2d` printed an empty report and
     exited 0, where `query`, `stats` and `export` given those options are
-    refused, naming them (helper-395); a period that starts after the log's
-    checkpoint is still an empty one."""
+    refused, naming them (helper-395); on an empty log it still did, as it
+    read nothing once it found no checkpoint. A period that starts after the
+    log's checkpoint is still an empty one."""
+    token = known.token if log == "with events" else server.token(tenant, "reader")
     backwards = build_filter(since=DAY0 + timedelta(days=1), until=DAY0)
     for client_class in (AuditClient, AsyncAuditClient):
         with pytest.raises(InvalidArgumentError) as refused:
             if client_class is AuditClient:
-                with AuditClient(server.target, token=known.token) as client:
+                with AuditClient(server.target, token=token) as client:
                     client.activity_report(backwards)
             else:
-                asyncio.run(_async_report(server, known.token, backwards))
+                asyncio.run(_async_report(server, token, backwards))
         assert ("filter.occurred_before", "must be later than occurred_after") in (
             refused.value.field_violations
         )
-    shown = CliRunner().invoke(
-        cli.main, ["report", "--since", "1d", "--until", "2d"], env=_env(server, known)
-    )
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": token}
+    shown = CliRunner().invoke(cli.main, ["report", "--since", "1d", "--until", "2d"], env=env)
     assert shown.exit_code == 2, shown.output
     assert "--until: must be later than --since" in shown.stderr
     assert shown.stdout == ""
+    with AuditClient(server.target, token=token) as client:  # empty throughout, if it was
+        assert (client.activity_report().checkpoint is None) == (log == "empty")
 
 
 async def _async_report(
@@ -394,6 +398,41 @@ def test_sealtrail_report_prints_markdown_to_paste(server: ServerThread, known: 
     assert "| api\\_key | k1 | 2 | 7.7% |" in text
     assert "## Security alerts: 2\n\n| time (UTC) | seq | severity | alert |" in text
     assert "Alert 'new API key'" in text
+
+
+def test_a_period_with_no_event_says_so_once_not_in_empty_tables(
+    server: ServerThread, known: Tenant, tenant: str
+) -> None:
+    """A report of a period with no event printed a table of nothing for each
+    count, "Top 0 actors of 0" and the like (in Markdown, a heading and
+    "None." each): now it says "no events in the period", once. Its JSON
+    keeps every key, as ever."""
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    before = ["--since", f"{DAY0 - timedelta(days=2):{stamp}}", "--until", f"{DAY0:{stamp}}"]
+    empty_log = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    for env, period, log in (
+        (_env(server, known), before, "log: "),
+        (empty_log, [], "log: empty (no checkpoint)"),
+    ):
+        text = CliRunner().invoke(cli.main, ["report", *period], env=env)
+        assert text.exit_code == 0, text.output
+        lines = text.stdout.splitlines()
+        assert lines[0] == "Sealtrail activity report" and lines[1].startswith("period: ")
+        assert lines[2].startswith(log), lines
+        assert lines[3:] == ["no events in the period"]
+        markdown = CliRunner().invoke(
+            cli.main, ["report", "--format", "markdown", *period], env=env
+        )
+        assert markdown.exit_code == 0, markdown.output
+        said = markdown.stdout
+        assert said.startswith("# Sealtrail activity report\n\nPeriod: "), said
+        assert said.endswith("\n\nNo events in the period.\n"), said
+        assert said.count("events in the period") == 1 and "##" not in said, said
+        shown = CliRunner().invoke(cli.main, ["report", "--format", "json", *period], env=env)
+        report = json.loads(shown.stdout)
+        assert report["total"] == 0 and report["by_category"] == []
+        assert report["top_actors"] == {"distinct": 0, "groups": []}
+        assert report["alerts"] == {"total": 0, "listed": []}
 
 
 def test_fail_on_alerts_exits_3_after_printing_only_when_alerts_fired(

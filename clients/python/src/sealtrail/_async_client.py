@@ -607,7 +607,7 @@ class AsyncAuditClient:
                 await self._call(self._stub.GetCheckpoint, plan.checkpoint_request(), until=ends)
             ).checkpoint
         except NotFoundError:  # asked fresh: the log is empty
-            return plan.report()
+            signed = None
         if not plan.read_against(signed):
             return plan.report()
         counts = {

@@ -18,6 +18,7 @@ from sealtrail._convert import EventCount
 from sealtrail._report import (
     INCONSISTENT,
     MAX_TOP,
+    NO_EVENTS,
     ActivityReport,
     cells,
     columns,
@@ -99,12 +100,14 @@ def _print_text(found: ActivityReport) -> None:
     click.echo("Sealtrail activity report")
     click.echo(f"period: {found.period()}")
     click.echo(terminal_safe(f"log: {found.log_state()}"))
+    if not found.total:  # not a table of nothing for each count
+        click.echo(NO_EVENTS)
+        return
     click.echo(f"total: {counted(found.total, 'event', grouped=True)}")
-    if found.total:
-        click.echo(
-            f"failures: {found.failures:,} ({share(found.failures, found.total)}),"
-            f" denied: {found.denied:,} ({share(found.denied, found.total)})"
-        )
+    click.echo(
+        f"failures: {found.failures:,} ({share(found.failures, found.total)}),"
+        f" denied: {found.denied:,} ({share(found.denied, found.total)})"
+    )
     for title, groups in found.breakdowns():
         print_table(_table(title, title.lower(), groups, found.total))
     for title, header, top in found.tops():

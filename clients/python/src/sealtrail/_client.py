@@ -512,7 +512,7 @@ class AuditClient:
                 self._stub.GetCheckpoint, plan.checkpoint_request(), until=ends
             ).checkpoint
         except NotFoundError:  # asked fresh: the log is empty
-            return plan.report()
+            signed = None
         if not plan.read_against(signed):
             return plan.report()
         counts = {

@@ -216,13 +216,14 @@ class ActivityReport:
         lines += [f"Log: {_markdown(self.log_state())}", ""]
         if not self.consistent:
             lines += [f"**Warning:** {_markdown(INCONSISTENT)}", ""]
-        lines.append(f"**Total: {counted(self.total, 'event', grouped=True)}**")
-        if self.total:
-            lines += [
-                "",
-                f"**Failures: {self.failures:,}** ({share(self.failures, self.total)}),"
-                f" denied: {self.denied:,} ({share(self.denied, self.total)})",
-            ]
+        if not self.total:  # not a table of nothing for each count
+            return "\n".join([*lines, f"{NO_EVENTS.capitalize()}.", ""])
+        lines += [
+            f"**Total: {counted(self.total, 'event', grouped=True)}**",
+            "",
+            f"**Failures: {self.failures:,}** ({share(self.failures, self.total)}),"
+            f" denied: {self.denied:,} ({share(self.denied, self.total)})",
+        ]
         for title, groups in self.breakdowns():
             lines += ["", f"## {title}", "", *_markdown_table(title.lower(), groups, self.total)]
         for title, header, top in self.tops():
@@ -278,6 +279,8 @@ class ActivityReport:
         )
 
 
+# What a report of no event says, in text and Markdown, in place of its counts.
+NO_EVENTS: Final = "no events in the period"
 # What a report says when its counts differ (ActivityReport.consistent).
 INCONSISTENT: Final = (
     "events were recorded into the period while the report read it, so its counts differ"
@@ -309,11 +312,10 @@ class ReportPlan:
         """Ends the period at `checkpoint`'s time (None: the log is empty);
         whether there is anything to read, then: a log with events, and a
         period that does not start at or after its end. A filter that ends
-        before it starts of itself is sent: the server refuses it, naming
-        `occurred_before`, as it refuses it to Query (helper-395)."""
+        before it starts of itself is sent, whatever the log holds (an empty
+        log too): the server refuses it, naming `occurred_before`, as it
+        refuses it to Query (helper-395)."""
         self._checkpoint = checkpoint
-        if checkpoint is None:
-            return False
         ends = self._filter.occurred_before
         if (
             self._filter.HasField("occurred_after")
@@ -321,6 +323,8 @@ class ReportPlan:
             and _key(self._filter.occurred_after) >= _key(ends)
         ):
             return True
+        if checkpoint is None:
+            return False
         signed = checkpoint.issued_at
         if not self._filter.HasField("occurred_before") or _key(signed) < _key(ends):
             self._filter.occurred_before.CopyFrom(signed)
