@@ -11,6 +11,7 @@ import contextlib
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import pytest
 from click.testing import CliRunner, Result
@@ -200,6 +201,44 @@ def test_replay_since_says_the_cursor_cut_the_window_only_where_it_did(
             f"  the window's events in seq {cursor + 1}-{later}: after the sink's cursor"
             f" (seq {cursor}), which sends them anyway",
         ]
+        client.delete_sink(sink.id)
+
+
+def test_replay_of_one_event_says_it_as_one(
+    server: ServerThread, client: AuditClient, tenant: str
+) -> None:
+    """A range of one seq was said `seq 7-7`, and the one event after the
+    sink's cursor one "which sends them anyway"; a window's, "the window's
+    events in seq 8". The creation's record is the one event after the cursor."""
+    sinks = _cli(server, tenant)
+    with endpoint() as receiver:
+        since = datetime.now(UTC)
+        seq = client.record(build_event(action="user.login", actor_id="u")).event.seq
+        made = build_sink("siem", "webhook", url=receiver.url, secrets=[SECRET], paused=True)
+        sink = client.create_sink(made).sink
+        until = datetime.now(UTC)  # after the creation's record, before the replays'
+        assert client.get_sink(sink.id).state.cursor_seq == seq
+
+        window = sinks(
+            "replay", sink.id, "--since", since.isoformat(), "--until", until.isoformat()
+        )
+        assert window.exit_code == 0, window.output
+        said = window.output.splitlines()[0].split(":")[0]
+        assert window.output.splitlines()[:2] == [
+            f"{said}: seq {seq}, the window's event up to the sink's cursor",
+            f"  the window's event in seq {seq + 1}: after the sink's cursor (seq {seq}),"
+            " which sends it anyway",
+        ]
+
+        one = sinks("replay", sink.id, "--seq", f"{seq}-{seq + 1}")
+        assert one.exit_code == 0, one.output
+        first, why = one.output.splitlines()[:2]
+        assert first.endswith(f" requested: seq {seq}, not {seq}-{seq + 1} as asked"), first
+        assert why == (
+            f"  seq {seq + 1}: after the sink's cursor (seq {seq}), which sends it anyway"
+        )
+        exact = sinks("replay", sink.id, "--seq", f"{seq}-{seq}")
+        assert exact.output.splitlines()[0].endswith(f" requested: seq {seq}"), exact.output
         client.delete_sink(sink.id)
 
 

@@ -34,7 +34,7 @@ from sealtrail._convert import (
     payload_format_value,
 )
 from sealtrail._errors import SealtrailError
-from sealtrail._words import counted
+from sealtrail._words import counted, noun
 from sealtrail.v1 import event_pb2, forwarding_pb2
 
 
@@ -608,27 +608,25 @@ def _replayed(
         # Cut by the cursor only if the window's own last event lies past it:
         # the range taken ends at the cursor also where that event is at it.
         window_last = answer.window_last_seq
+        events = f"the window's {noun(last - first + 1, 'event')}"
         if window_last <= last:
-            return [f"{said}: seq {first}-{last}, the window's events"]
+            return [f"{said}: {_seqs(first, last)}, {events}"]
         return [
-            f"{said}: seq {first}-{last}, the window's events up to the sink's cursor",
-            f"  the window's events in {_seqs(last + 1, window_last)}: after the sink's cursor"
-            f" (seq {cursor}), which sends them anyway",
+            f"{said}: {_seqs(first, last)}, {events} up to the sink's cursor",
+            f"  the window's {noun(window_last - last, 'event')} in"
+            f" {_after_the_cursor(last + 1, window_last, cursor)}",
         ]
     if asked is None or asked == (first, last):
-        return [f"{said}: seq {first}-{last}"]
+        return [f"{said}: {_seqs(first, last)}"]
     asked_first, asked_last = asked
-    lines = [f"{said}: seq {first}-{last}, not {asked_first}-{asked_last} as asked"]
+    lines = [f"{said}: {_seqs(first, last)}, not {asked_first}-{asked_last} as asked"]
     if asked_first < first:
         lines.append(
             f"  {_seqs(asked_first, first - 1)}: removed by retention"
             f" (the first event it kept is seq {answer.first_kept_seq})"
         )
     if asked_last > last and cursor < head:
-        lines.append(
-            f"  {_seqs(last + 1, min(asked_last, head))}: after the sink's cursor"
-            f" (seq {cursor}), which sends them anyway"
-        )
+        lines.append(f"  {_after_the_cursor(last + 1, min(asked_last, head), cursor)}")
     if asked_last > head:
         lines.append(f"  {_seqs(head + 1, asked_last)}: past the log's end (seq {head})")
     return lines
@@ -636,3 +634,12 @@ def _replayed(
 
 def _seqs(first: int, last: int) -> str:
     return f"seq {first}" if first == last else f"seq {first}-{last}"
+
+
+def _after_the_cursor(first: int, last: int, cursor: int) -> str:
+    """Seq `first` to `last`, past the sink's `cursor`, which the sink sends
+    whatever the replay: `seq 8: ... sends it anyway` of one event."""
+    return (
+        f"{_seqs(first, last)}: after the sink's cursor (seq {cursor}),"
+        f" which sends {noun(last - first + 1, 'it', 'them')} anyway"
+    )
