@@ -48,6 +48,15 @@ _AGENTS = (
 )
 
 
+# (kind, id) of the credentials the actors use: ids equal but for case differ.
+_CREDENTIALS = (
+    ("api_key", "key_8f3a"),
+    ("api_key", "KEY_8F3A"),
+    ("oauth_token", "oat_1"),
+    ("session", "key_8f3a_2"),
+)
+
+
 def _varied(rng: random.Random, n: int) -> event_pb2.Event:
     fields: dict[str, Any] = {
         "action": rng.choice(_ACTIONS),
@@ -74,6 +83,9 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
         fields["country"] = rng.choice(("KP", "kp", "FR", "de"))  # stored upper case
     if rng.random() < 0.7:
         fields["user_agent"] = rng.choice(_AGENTS)
+    if rng.random() < 0.6:
+        kind, credential_id = rng.choice(_CREDENTIALS)
+        fields |= {"credential_kind": kind, "credential_id": credential_id}
     return build_event(**fields)
 
 
@@ -102,6 +114,8 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "user_agent": build_filter(user_agent="Curl"),
         "user_agent_literal": build_filter(user_agent="0%_"),
         "user_agent_backslash": build_filter(user_agent="l\\5"),
+        "credential_id": build_filter(credential_id="key_8f3a"),
+        "credential_mixed": build_filter(actions="doc.*", credential_id="KEY_8F3A", country="fr"),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(
             since=_BASE + timedelta(minutes=30), until=_BASE + timedelta(minutes=75)

@@ -38,6 +38,7 @@ SAMPLES: dict[str, Any] = {
     "actor_email_domain": "contractor.example",
     "severities": (2, 4),
     "user_agent": "curl",
+    "credential_id": "key_8f3a",
 }
 
 

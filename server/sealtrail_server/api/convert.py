@@ -170,6 +170,9 @@ def event_draft(event: event_pb2.Event, path: str) -> EventDraft:
         actor_id=actor.id,
         actor_email=actor.email,
         actor_display_name=actor.display_name,
+        credential_kind=actor.credential.kind,
+        credential_id=actor.credential.id,
+        credential_hint=actor.credential.hint,
         resource_type=resource.type,
         resource_id=resource.id,
         resource_name=resource.name,
@@ -209,6 +212,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         country=event_filter.country,
         actor_email_domain=event_filter.actor_email_domain,
         user_agent=event_filter.user_agent,
+        credential_id=event_filter.credential_id,
         severities=list(event_filter.severities),
     )
 
@@ -447,6 +451,8 @@ def caller_view(valid: ValidEvent, *, sent: event_pb2.Event | None = None) -> ev
     event.severity = _SEVERITY_NUMBERS[body["severity"]]
     event.outcome = _OUTCOME_NUMBERS[valid.outcome]
     event.actor.type = _ACTOR_TYPE_NUMBERS[body["actor"]["type"]]
+    if "credential" not in body["actor"]:  # stored only when not empty
+        event.actor.ClearField("credential")
     context = body.get("context")
     if context is not None:
         event.context.ip = context.get("ip", "")
@@ -555,6 +561,13 @@ def _caller_fields(data: dict[str, Any]) -> dict[str, Any]:
             "display_name": actor.get("display_name", ""),
         },
     }
+    if "credential" in actor:
+        credential = actor["credential"]
+        fields["actor"]["credential"] = {
+            "kind": credential["kind"],
+            "id": credential["id"],
+            "hint": credential.get("hint", ""),
+        }
     if "resource" in data:
         resource = data["resource"]
         fields["resource"] = {

@@ -27,7 +27,7 @@ from ..domain.filters import (
 )
 from ..domain.page_tokens import PageTokens
 from ..domain.purge_summaries import SummarySeal
-from ..domain.redaction import Redactor
+from ..domain.redaction import Redactor, refuse_secret_credential
 from ..domain.sealing import SecretBox
 from ..fair_share import FairShare
 from ..forward.egress import EgressPolicy
@@ -213,6 +213,7 @@ class AuditLogServicer(
         draft = correlate(event_draft(request.event, "event"), current_correlation())
         recorder = Recorder(principal.token_id, principal.name)
         valid_event = validate_event(draft, now=self._clock(), recorder=recorder)
+        refuse_secret_credential(valid_event, self._redactor)
         [valid] = await self._redact(tenant_id, [valid_event])
         view = caller_view(valid, sent=request.event)
         [outcome] = await self._appender.append(tenant_id, [valid], [view.SerializeToString()])
@@ -249,7 +250,9 @@ class AuditLogServicer(
             path = f"events[{index}]"
             try:
                 draft = correlate(event_draft(entry, path), correlation)
-                valid.append(validate_event(draft, now=now, path=path, recorder=recorder))
+                event = validate_event(draft, now=now, path=path, recorder=recorder)
+                refuse_secret_credential(event, self._redactor)
+                valid.append(event)
                 positions.append(index)
             except InvalidArgument as error:
                 results[index] = _entry_result(error)

@@ -45,6 +45,7 @@ _SINGLE: Final = (
     "ip",
     "country",
     "user_agent",
+    "credential_id",
 )
 
 _ENUMS: Final = {

@@ -56,6 +56,10 @@ CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_EMAIL = 320
 MAX_DESCRIPTION = 4096
 MAX_USER_AGENT = 1024
+# `actor.credential`: its kind's length, and the secret's last characters shown.
+MAX_CREDENTIAL_KIND = 64
+MAX_CREDENTIAL_HINT = 8
+CREDENTIAL_KIND_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]*")
 MAX_IP = 64  # the longest IPv6 text with a zone id that is still sensible
 MAX_IDEMPOTENCY_KEY = 128
 MAX_CHANGES = 256
@@ -170,6 +174,10 @@ class EventDraft:
     actor_id: str = ""
     actor_email: str = ""
     actor_display_name: str = ""
+    # `actor.credential`: its kind, id and hint, all empty when it is not set.
+    credential_kind: str = ""
+    credential_id: str = ""
+    credential_hint: str = ""
     resource_type: str = ""
     resource_id: str = ""
     resource_name: str = ""
@@ -416,6 +424,9 @@ def validate_event(
     display_name = check.text("actor.display_name", draft.actor_display_name, MAX_NAME)
     if display_name is not None:
         actor["display_name"] = display_name
+    credential = _credential(check, draft)
+    if credential:
+        actor["credential"] = credential
     body["actor"] = actor
 
     resource: dict[str, str] = {}
@@ -570,6 +581,28 @@ def context_address(text: str) -> str | None:
     """`network_address` as the text the `events.ip` column is written from."""
     address = network_address(text)
     return None if address is None else str(address)
+
+
+def _credential(check: _Checker, draft: EventDraft) -> dict[str, str]:
+    """The record's `actor.credential` (empty when none was sent): its kind
+    and id required, its hint at most MAX_CREDENTIAL_HINT characters. Whether
+    the id or hint is a secret is the redactor's to say (`refuse_secret_credential`)."""
+    if not (draft.credential_kind or draft.credential_id or draft.credential_hint):
+        return {}
+    credential: dict[str, str] = {}
+    kind = check.text("actor.credential.kind", draft.credential_kind, MAX_CREDENTIAL_KIND,
+                      required=True)  # fmt: skip
+    if kind is not None:
+        if not CREDENTIAL_KIND_PATTERN.fullmatch(kind):
+            check.fail("actor.credential.kind", "must be lower_snake_case, e.g. api_key")
+        credential["kind"] = kind
+    credential_id = check.text("actor.credential.id", draft.credential_id, MAX_ID, required=True)
+    if credential_id is not None:
+        credential["id"] = credential_id
+    hint = check.text("actor.credential.hint", draft.credential_hint, MAX_CREDENTIAL_HINT)
+    if hint is not None:
+        credential["hint"] = hint
+    return credential
 
 
 def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:

@@ -78,6 +78,7 @@ class FilterDraft:
     actor_email_domain: str = ""
     severities: list[int] = field(default_factory=list)
     user_agent: str = ""
+    credential_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,8 @@ class EventFilter:
     severities: tuple[int, ...] = ()
     # Text `context.user_agent` contains, its letters A-Z lowered (`agent_key`).
     user_agent: str | None = None
+    # `actor.credential.id`, exactly as recorded.
+    credential_id: str | None = None
 
     def agent_matches(self, agent: str | None) -> bool:
         """Whether a record's `context.user_agent` contains `user_agent`,
@@ -287,6 +290,16 @@ def validate_filter(
         fail("user_agent", "must not contain control characters")
     elif draft.user_agent:
         user_agent = agent_key(draft.user_agent)
+    credential_id = None
+    if len(draft.credential_id) > MAX_ID:
+        fail(
+            "credential_id",
+            f"is {len(draft.credential_id)} characters long; the limit is {MAX_ID}",
+        )
+    elif "\x00" in draft.credential_id:
+        fail("credential_id", "must not contain NUL characters")
+    elif draft.credential_id:
+        credential_id = draft.credential_id
     recorded_by = None
     if draft.recorded_by:
         recorded_by = parse_uuid(draft.recorded_by)
@@ -333,6 +346,7 @@ def validate_filter(
         actor_email_domain=actor_email_domain,
         severities=severities,
         user_agent=user_agent,
+        credential_id=credential_id,
     )
 
 
@@ -557,6 +571,10 @@ class RecordMatcher:
         if f.country is not None and context.get("country") != f.country:
             return False
         if not f.agent_matches(context.get("user_agent")):
+            return False
+        if f.credential_id is not None and (
+            record["actor"].get("credential", {}).get("id") != f.credential_id
+        ):
             return False
         if self._network is not None:
             address = network_address(context.get("ip", ""))

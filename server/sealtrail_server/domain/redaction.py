@@ -36,6 +36,7 @@ from itertools import pairwise
 from typing import Any, Final, NamedTuple
 
 from .canonical import canonical_json
+from .errors import FieldViolation, InvalidArgument
 from .event import MAX_ID, ValidEvent, search_names
 from .json_path import JsonPath, path_text
 from .payment_cards import PAYMENT_CARD
@@ -613,6 +614,15 @@ class Redactor:
     def _clean_id(self, value: Any) -> bool:
         return not isinstance(value, str) or not self._any_in_id.may_match(value)
 
+    def secret_in(self, text: str) -> str | None:
+        """The rule that finds a secret in `text`, as in an id (a pattern
+        of `in_identifiers`: tokens, keys, URL passwords), or None."""
+        if not self._any_in_id.may_match(text):
+            return None
+        run = _Run(self, None)
+        run.text(text, "", self._id_patterns)
+        return run.hits[0][1] if run.hits else None
+
     def with_rules(
         self, *, field_names: Iterable[str] = (), patterns: Iterable[ValuePattern] = ()
     ) -> Redactor:
@@ -850,6 +860,38 @@ def redact_event(event: ValidEvent, redactor: Redactor, *, hmac_key: bytes | Non
         resource_id=_at(body, ("resource", "id")),
         search_names=search_names(body),
     )
+
+
+# `actor.credential`'s parts in which a secret is refused, not redacted.
+_CREDENTIAL_PARTS: Final = ("id", "hint")
+_DEFAULT_REDACTOR: list[Redactor] = []
+
+
+def refuse_secret_credential(event: ValidEvent, redactor: Redactor | None) -> None:
+    """INVALID_ARGUMENT naming `<path>.actor.credential.id` (or `.hint`) when
+    the redactor (the default rules when redaction is off) finds a secret in
+    it: a caller naming the credential its actor used must learn that it
+    sent the secret itself, not have it stored as `[REDACTED:...]`."""
+    credential = event.body["actor"].get("credential")
+    if credential is None:
+        return
+    if redactor is None:
+        if not _DEFAULT_REDACTOR:
+            _DEFAULT_REDACTOR.append(Redactor())
+        redactor = _DEFAULT_REDACTOR[0]
+    violations = []
+    for part in _CREDENTIAL_PARTS:
+        value = credential.get(part)
+        rule = None if value is None else redactor.secret_in(value)
+        if rule is not None:
+            violations.append(
+                FieldViolation(
+                    f"{event.path}.actor.credential.{part}",
+                    f"holds a secret ({rule}): send the credential's id, never its secret",
+                )
+            )
+    if violations:
+        raise InvalidArgument(violations)
 
 
 def _set(body: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

@@ -62,6 +62,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
                     "text",
                     "recorded_by",
                     "country",
+                    "credential_id",
                 )
             ),
         )

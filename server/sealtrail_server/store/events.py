@@ -693,6 +693,10 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         # lowers A-Z alone whatever the database's locale (translate() of the
         # 26 letters took 2.6 times as long). No index: bounded as `country` is.
         add(f'strpos(lower({RECORD_USER_AGENT} COLLATE "C"), %s) > 0', f.user_agent)
+    if f.credential_id is not None:
+        # Exactly as recorded, read off the record as `country` is: no column,
+        # no index (no migration); bounded by the time range and the timeout.
+        add(f"{RECORD_CREDENTIAL_ID} = %s", f.credential_id)
     if f.text is not None:
         if f.searches_read_filters():
             add(f"{_SEARCHED} @@ websearch_to_tsquery('simple', %s)", f.text)
@@ -727,6 +731,8 @@ SEARCHED_VECTORS: Final = (
 RECORD_COUNTRY: Final = "((record::json -> 'context') ->> 'country')"
 # An event's `context.user_agent` in SQL, NULL for none.
 RECORD_USER_AGENT: Final = "((record::json -> 'context') ->> 'user_agent')"
+# An event's `actor.credential.id` in SQL, NULL for none.
+RECORD_CREDENTIAL_ID: Final = "(((record::json -> 'actor') -> 'credential') ->> 'id')"
 
 
 def _any_action_of(

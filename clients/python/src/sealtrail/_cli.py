@@ -752,6 +752,18 @@ def _traced_by_the_environment() -> Iterator[None]:
 @click.option("--actor-email")
 @click.option("--actor-display-name", help="Their name as shown, e.g. Alice Martin.")
 @click.option("--actor-type", type=_choice(event_pb2.ActorType))
+@click.option(
+    "--credential-kind",
+    help="Kind of credential the actor used, lower_snake_case: api_key, oauth_token, session.",
+)
+@click.option(
+    "--credential-id",
+    help="That credential's own id in your service (never the secret): key_8f3a2c.",
+)
+@click.option(
+    "--credential-hint",
+    help="The last characters of its secret, at most 8, as shown: a1b2.",
+)
 @click.option("--resource-type")
 @click.option("--resource-id")
 @click.option("--resource-name", help="The resource's name as shown.")
@@ -897,6 +909,11 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             "--user-agent",
             metavar="TEXT",
             help="Text the client's user agent contains, A-Z in any case: curl, Terraform.",
+        ),
+        click.option(
+            "--credential-id",
+            metavar="ID",
+            help="Id of the credential the actor used (actor.credential.id), exactly.",
         ),
     ]
     if time_range:

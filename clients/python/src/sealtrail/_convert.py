@@ -238,6 +238,12 @@ class EventFields(TypedDict, total=False):
     actor_email: str
     actor_type: str
     actor_display_name: str
+    # The credential the actor used (`actor.credential`): its kind (`api_key`),
+    # its own non-secret id (`key_8f3a2c`) and the last characters of its
+    # secret, at most 8 (`a1b2`). Never the secret: it is refused.
+    credential_kind: str
+    credential_id: str
+    credential_hint: str
     resource_type: str
     resource_id: str
     resource_name: str
@@ -437,6 +443,10 @@ def build_event(**fields: Unpack[EventFields]) -> event_pb2.Event:
         ),
         changes=[_change(c) for c in f.get("changes", ())],
     )
+    if "credential_kind" in f or "credential_id" in f or "credential_hint" in f:
+        event.actor.credential.kind = f.get("credential_kind", "")
+        event.actor.credential.id = f.get("credential_id", "")
+        event.actor.credential.hint = f.get("credential_hint", "")
     if "actor_type" in f:
         event.actor.type = enum_value(event_pb2.ActorType, f["actor_type"], field="actor_type")
     if "category" in f:
@@ -903,6 +913,7 @@ def build_filter(
     actor_email_domain: str = "",
     severities: str | Iterable[str] = (),
     user_agent: str = "",
+    credential_id: str = "",
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -915,7 +926,9 @@ def build_filter(
     or `*.contractor.example` for it and its subdomains); `severities` matches those levels
     exactly (`["info", "critical"]`), and with `min_severity` both must hold; `user_agent`
     is text the client's user agent (`context.user_agent`) contains, A-Z in either case
-    (`curl`, `python-requests`), every other character (`%`, `_` too) exactly."""
+    (`curl`, `python-requests`), every other character (`%`, `_` too) exactly;
+    `credential_id` the id of the credential the actor used (`actor.credential.id`),
+    exactly: every event done with one API key or token."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -937,6 +950,7 @@ def build_filter(
         country=country,
         actor_email_domain=actor_email_domain,
         user_agent=user_agent,
+        credential_id=credential_id,
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

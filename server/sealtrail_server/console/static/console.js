@@ -28,7 +28,8 @@ const MAX_ROWS = 1000;
 // page says the server did not answer, and Apply or Load more asks again.
 const PAGE_SECONDS = 60;
 const FILTER_FIELDS = ["actions", "exclude_actions", "categories", "min_severity", "severities", "outcomes", "actor", "actor_email_domain", "resource_type",
-  "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country", "user_agent"];
+  "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country", "user_agent",
+  "credential_id"];
 
 const $ = (selector) => document.querySelector(selector);
 // `generation` counts the filters applied: a page asked for under an earlier
@@ -570,7 +571,17 @@ function fields(event) {
   add("action", event.action);
   add("category", label(event.category));
   add("description", event.description);
-  for (const [key, value] of Object.entries(event.actor || {})) add(`actor ${key}`, key === "type" ? label(value) : value);
+  for (const [key, value] of Object.entries(event.actor || {})) {
+    if (key !== "credential") add(`actor ${key}`, key === "type" ? label(value) : value);
+  }
+  // Which of the actor's keys or tokens: its kind, its id, the secret's last
+  // characters as products show them ("...a1b2").
+  const credential = event.actor?.credential;
+  if (credential) {
+    add("credential kind", credential.kind);
+    add("credential id", credential.id);
+    if (credential.hint) add("credential hint", `...${credential.hint}`);
+  }
   for (const [key, value] of Object.entries(event.resource || {})) add(`resource ${key}`, value);
   for (const [key, value] of Object.entries(event.context || {})) add(key.replace(/_/g, " "), value);
   if (event.leaf_hash) add("leaf hash", hex(event.leaf_hash));
@@ -702,6 +713,9 @@ function differences(event, record) {
     details: stable(event.details || {}) === stable(record.details || {}),
   };
   for (const key of ["id", "email", "display_name"]) fields[`actor.${key}`] = same(event.actor?.[key], record.actor?.[key]);
+  for (const key of ["kind", "id", "hint"]) {
+    fields[`actor.credential.${key}`] = same(event.actor?.credential?.[key], record.actor?.credential?.[key]);
+  }
   for (const key of ["type", "id", "name"]) fields[`resource.${key}`] = same(event.resource?.[key], record.resource?.[key]);
   for (const key of ["ip", "user_agent", "country", "request_id", "trace_id", "span_id"]) {
     fields[`context.${key}`] = same(event.context?.[key], record.context?.[key]);

@@ -173,6 +173,7 @@ class Actor(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
     type: Global___ActorType.ValueType
     """The kind of principal."""
     id: _builtins.str
@@ -181,6 +182,13 @@ class Actor(_message.Message):
     """Email address of a human actor, if known."""
     display_name: _builtins.str
     """Human-readable name at the time of the action."""
+    @_builtins.property
+    def credential(self) -> Global___ActorCredential:
+        """The credential the actor acted with (which of their API keys, tokens or
+        sessions), so that "what did this key do?" has an answer after a leak:
+        EventFilter.credential_id finds its events. Optional; never the secret.
+        """
+
     def __init__(
         self,
         *,
@@ -188,14 +196,58 @@ class Actor(_message.Message):
         id: _builtins.str = ...,
         email: _builtins.str = ...,
         display_name: _builtins.str = ...,
+        credential: Global___ActorCredential | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "email", b"email", "id", b"id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "display_name", b"display_name", "email", b"email", "id", b"id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Actor: _TypeAlias = Actor  # noqa: Y015
+
+@_typing.final
+class ActorCredential(_message.Message):
+    """Which credential an actor used: its kind, its own non-secret id in the
+    recording service, and the last characters of its secret as products show
+    them. A value the redactor recognises as a secret in `id` or `hint` is
+    refused (INVALID_ARGUMENT naming the field), not stored redacted.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    HINT_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """What kind of credential: `api_key`, `oauth_token`, `session`, `ssh_key`,
+    `personal_access_token`, or another name of 1 to 64 characters in
+    lower_snake_case (a lowercase letter, then lowercase letters, digits
+    and `_`). Required when `credential` is set.
+    """
+    id: _builtins.str
+    """The credential's own non-secret id in the recording service, e.g.
+    `key_8f3a2c`: what its settings page or API lists it by. 1 to 256
+    characters, no NUL. Required when `credential` is set.
+    """
+    hint: _builtins.str
+    """The last characters of the secret, at most 8, as products show
+    `...a1b2`; longer is refused. Optional.
+    """
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        id: _builtins.str = ...,
+        hint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hint", b"hint", "id", b"id", "kind", b"kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActorCredential: _TypeAlias = ActorCredential  # noqa: Y015
 
 @_typing.final
 class Resource(_message.Message):
@@ -491,6 +543,7 @@ class EventFilter(_message.Message):
     ACTOR_EMAIL_DOMAIN_FIELD_NUMBER: _builtins.int
     SEVERITIES_FIELD_NUMBER: _builtins.int
     USER_AGENT_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -555,6 +608,12 @@ class EventFilter(_message.Message):
     too, exactly as recorded. Events without a user agent never match. 1 to
     256 characters, none a control character. A server older than this
     field ignores it.
+    """
+    credential_id: _builtins.str
+    """Matches events whose actor's credential id (`actor.credential.id`)
+    equals this text exactly, case and all: every event done with one API
+    key, token or session. Events without a credential never match. 1 to 256
+    characters, no NUL. A server older than this field ignores it.
     """
     @_builtins.property
     def occurred_after(self) -> _timestamp_pb2.Timestamp:
@@ -621,10 +680,11 @@ class EventFilter(_message.Message):
         actor_email_domain: _builtins.str = ...,
         severities: _abc.Iterable[Global___Severity.ValueType] | None = ...,
         user_agent: _builtins.str = ...,
+        credential_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "categories", b"categories", "country", b"country", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "categories", b"categories", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,285 @@
+"""`Actor.credential` and `EventFilter.credential_id`: which of an actor's API
+keys, tokens or sessions did it, and, after one leaks, everything done with it:
+recorded and returned, found by its id exactly in a query, a count, an export
+checked offline, a sink, an alert rule and the CLI; a secret sent as its id or
+hint refused, never stored redacted (helper-398)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sealtrail import (
+    AuditClient,
+    ExportMismatchError,
+    InvalidArgumentError,
+    build_alert_rule,
+    build_event,
+    build_filter,
+    build_sink,
+    check_export,
+)
+from sealtrail import _cli as cli
+from sealtrail.v1 import event_pb2
+from tests.conftest import ServerThread
+from tests.integration.test_alerting import the_only_alert
+from tests.integration.test_export_check import KEY
+from tests.integration.test_user_agent_filter import SECRET
+from tests.integration.test_weakening_warnings import refiltered
+
+# A GitHub token's shape (a known secret the redactor finds in ids), made up.
+GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5" * 4
+# (actor, credential kind, credential id, hint): "" sends no credential.
+CALLS = [
+    ("ann", "api_key", "key_8f3a", "a1b2"),
+    ("ann", "api_key", "key_77c0", "9f9f"),
+    ("ann", "session", "sess_1", ""),
+    ("bob", "personal_access_token", "key_8f3a", "zz"),
+    ("bob", "api_key", "KEY_8F3A", "a1b2"),
+    ("cy", "", "", ""),
+    ("dee", "api_key", "key_8f3a_old", "0000"),
+]
+
+
+def _event(actor: str, kind: str, credential_id: str, hint: str) -> event_pb2.Event:
+    if not kind:
+        return build_event(action="repo.delete", actor_id=actor)
+    return build_event(
+        action="repo.delete",
+        actor_id=actor,
+        actor_type="api_key",
+        credential_kind=kind,
+        credential_id=credential_id,
+        credential_hint=hint,
+    )
+
+
+@pytest.fixture
+def recorded(client: AuditClient) -> AuditClient:
+    client.record_batch([_event(*call) for call in CALLS])
+    return client
+
+
+def _found(client: AuditClient, event_filter: event_pb2.EventFilter) -> list[tuple[str, str]]:
+    return [
+        (e.actor.id, e.actor.credential.kind) for e in client.query(event_filter, order="oldest")
+    ]
+
+
+def test_the_credential_is_recorded_and_returned_as_sent(client: AuditClient) -> None:
+    sent = client.record(
+        action="repo.delete",
+        actor_id="u_1",
+        credential_kind="api_key",
+        credential_id="key_8f3a2c",
+        credential_hint="a1b2",
+    )
+    expected = event_pb2.ActorCredential(kind="api_key", id="key_8f3a2c", hint="a1b2")
+    assert sent.event.actor.credential == expected
+    assert client.get_event(sent.event.id).actor.credential == expected
+    none = client.record(action="repo.delete", actor_id="u_1")
+    assert not none.event.actor.HasField("credential")
+    assert not client.get_event(none.event.id).actor.HasField("credential")
+    # An empty credential is none: nothing stored, nothing answered.
+    empty = build_event(action="repo.delete", actor_id="u_1")
+    empty.actor.credential.SetInParent()
+    assert not client.record(empty).event.actor.HasField("credential")
+
+
+@pytest.mark.parametrize(
+    ("credential_id", "found"),
+    [
+        ("key_8f3a", [("ann", "api_key"), ("bob", "personal_access_token")]),
+        ("KEY_8F3A", [("bob", "api_key")]),  # exactly: case and all
+        ("key_8f3", []),  # no prefix
+        ("sess_1", [("ann", "session")]),
+        ("key_8f3a%", []),  # no wildcard
+    ],
+)
+def test_events_of_one_credential_are_found_by_its_id_exactly(
+    recorded: AuditClient, credential_id: str, found: list[tuple[str, str]]
+) -> None:
+    event_filter = build_filter(actions="repo.delete", credential_id=credential_id)
+    assert _found(recorded, event_filter) == found
+
+
+def test_counts_of_one_credential(recorded: AuditClient) -> None:
+    counts = recorded.count_events(
+        build_filter(actions="repo.delete", credential_id="key_8f3a"), group_by="actor"
+    )
+    assert counts.total == 2
+    assert {g.key for g in counts.groups} == {"ann", "bob"}
+
+
+def test_a_secret_as_the_credential_id_is_refused_naming_it(client: AuditClient) -> None:
+    for credential_id in (GITHUB_TOKEN, f"key={GITHUB_TOKEN}"):
+        with pytest.raises(InvalidArgumentError) as caught:
+            client.record(
+                action="repo.delete",
+                actor_id="u_1",
+                credential_kind="personal_access_token",
+                credential_id=credential_id,
+            )
+        fields = [field for field, _ in caught.value.field_violations]
+        assert fields == ["event.actor.credential.id"]
+        assert "github_token" in caught.value.field_violations[0][1]
+    # In a batch, that entry alone is refused; nothing of it was stored.
+    results = client.record_batch(
+        [
+            _event("ann", "api_key", "key_ok", "a1b2"),
+            _event("bob", "personal_access_token", GITHUB_TOKEN, ""),
+        ]
+    )
+    assert results[0].event is not None and results[1].event is None
+    assert isinstance(results[1].error, InvalidArgumentError)
+    assert [f for f, _ in results[1].error.field_violations] == ["events[1].actor.credential.id"]
+    assert _found(client, build_filter(actions="repo.delete")) == [("ann", "api_key")]
+
+
+def test_a_whole_secret_as_the_hint_is_refused_naming_it(client: AuditClient) -> None:
+    """A hint is the secret's last characters, at most 8: the secret whole is refused."""
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.record(
+            action="repo.delete",
+            actor_id="u_1",
+            credential_kind="api_key",
+            credential_id="key_1",
+            credential_hint=GITHUB_TOKEN,
+        )
+    assert [field for field, _ in caught.value.field_violations] == ["event.actor.credential.hint"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "credential_id", "hint", "field", "words"),
+    [
+        ("api_key", "key_1", "123456789", "hint", "is 9 characters long; the limit is 8"),
+        ("api_key", "", "a1b2", "id", "is required"),
+        ("", "key_1", "a1b2", "kind", "is required"),
+        ("API-Key", "key_1", "", "kind", "lower_snake_case"),
+        ("k" * 65, "key_1", "", "kind", "the limit is 64"),
+        ("api_key", "k" * 257, "", "id", "the limit is 256"),
+    ],
+)
+def test_a_bad_credential_is_refused_naming_the_field(
+    client: AuditClient, kind: str, credential_id: str, hint: str, field: str, words: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.record(
+            action="repo.delete",
+            actor_id="u_1",
+            credential_kind=kind,
+            credential_id=credential_id,
+            credential_hint=hint,
+        )
+    [(named, description)] = caught.value.field_violations
+    assert named == f"event.actor.credential.{field}" and words in description
+
+
+def test_a_credential_id_filter_too_long_is_refused_naming_it(client: AuditClient) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        list(client.query(build_filter(credential_id="k" * 257)))
+    assert [field for field, _ in caught.value.field_violations] == ["filter.credential_id"]
+    assert list(client.query(build_filter(credential_id="k" * 256))) == []
+
+
+def test_an_export_of_one_credential_checks_offline_and_its_credential_is_sealed(
+    recorded: AuditClient, tmp_path: Path
+) -> None:
+    """After a leak: every event of the key, exported signed, its filter held;
+    the credential is in each record's leaf hash, so an export whose row says
+    another key fails the offline check."""
+    out = tmp_path / "leak.ndjson"
+    recorded.export(
+        out,
+        format="ndjson",
+        manifest_file=True,
+        filter=build_filter(actions="repo.delete", credential_id="key_8f3a"),
+    )
+    kept = out.with_name(out.name + ".manifest.json")
+    checked = check_export(kept, key=KEY)
+    assert checked.filtered and checked.filter is not None
+    assert json.loads(checked.filter)["credentialId"] == "key_8f3a"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["actor"]["credential"]["id"] for row in rows] == ["key_8f3a", "key_8f3a"]
+    assert rows[0]["actor"]["credential"] == {"kind": "api_key", "id": "key_8f3a", "hint": "a1b2"}
+    out.write_text(out.read_text().replace('"hint":"a1b2"', '"hint":"ffff"'))
+    with pytest.raises(ExportMismatchError):
+        check_export(kept, key=KEY)
+
+
+def test_a_live_stream_follows_one_credential(recorded: AuditClient) -> None:
+    tree_size = recorded.get_checkpoint(fresh=True).tree_size
+    live = recorded.stream(build_filter(credential_id="key_77c0"), after_seq=tree_size)
+    recorded.record(_event("ann", "api_key", "key_8f3a", ""))
+    recorded.record(_event("ann", "", "", ""))
+    recorded.record(_event("eve", "oauth_token", "key_77c0", ""))
+    first = next(live)
+    live.close()  # type: ignore[attr-defined]
+    assert (first.actor.id, first.actor.credential.kind) == ("eve", "oauth_token")
+
+
+def test_a_sink_given_another_credential_is_narrowed(client: AuditClient) -> None:
+    created = client.create_sink(
+        build_sink(
+            "siem",
+            "webhook",
+            url="http://127.0.0.1:9/hook",
+            paused=True,
+            secrets=[SECRET],
+            filter=build_filter(credential_id="key_8f3a"),
+        )
+    )
+    assert client.get_sink(created.sink.id).filter.credential_id == "key_8f3a"
+
+    def update(text: str) -> tuple[int, list[str]]:
+        return refiltered(client, created.sink.id, build_filter(credential_id=text))
+
+    assert update("KEY_8F3A") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
+    assert update("") == (event_pb2.SEVERITY_INFO, [])
+    assert update("key_8f3a") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
+    assert update("key_77c0") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
+
+
+def test_an_alert_rule_on_one_credential_fires_on_it_alone(client: AuditClient) -> None:
+    rule = client.create_alert_rule(
+        build_alert_rule("leaked", "match", filter=build_filter(credential_id="key_8f3a"))
+    )
+    client.record(_event("u1", "api_key", "key_77c0", ""))
+    client.record(_event("u1", "", "", ""))
+    fires = client.record(_event("u1", "api_key", "key_8f3a", "a1b2"))
+    the_only_alert(client, rule.rule.id, fires.event)
+
+
+def test_the_cli_records_a_credential_and_finds_its_events(
+    server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
+) -> None:
+    client = client_for(tenant)
+    client.record_batch([_event(*call) for call in CALLS])
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    recorded = CliRunner().invoke(
+        cli.main,
+        ["record", "--action", "repo.delete", "--actor-id", "eve", "--credential-kind",
+         "api_key", "--credential-id", "key_8f3a", "--credential-hint", "a1b2"],
+        env=env,
+    )  # fmt: skip
+    assert recorded.exit_code == 0, recorded.output
+    assert json.loads(recorded.output)["actor"]["credential"]["id"] == "key_8f3a"
+    found = CliRunner().invoke(
+        cli.main,
+        ["query", "--format", "jsonl", "--action", "repo.delete", "--credential-id", "key_8f3a"],
+        env=env,
+    )
+    assert found.exit_code == 0, found.output
+    actors = [json.loads(line)["actor"]["id"] for line in found.output.splitlines()]
+    assert sorted(actors) == ["ann", "bob", "eve"]
+    refused = CliRunner().invoke(
+        cli.main,
+        ["record", "--action", "repo.delete", "--actor-id", "eve", "--credential-kind",
+         "api_key", "--credential-id", GITHUB_TOKEN],
+        env=env,
+    )  # fmt: skip
+    assert refused.exit_code != 0 and "--credential-id" in refused.output, refused.output
