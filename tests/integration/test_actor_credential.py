@@ -6,6 +6,7 @@ hint refused, never stored redacted (helper-398)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +86,10 @@ def test_the_credential_is_recorded_and_returned_as_sent(client: AuditClient) ->
     assert not none.event.actor.HasField("credential")
     assert not client.get_event(none.event.id).actor.HasField("credential")
     # An empty credential is none: nothing stored, nothing answered.
+    # In the canonical record the leaf hash is of: tamper-evident.
+    proof = client.get_inclusion_proof(event_id=sent.event.id)
+    assert b'"credential":{"hint":"a1b2","id":"key_8f3a2c","kind":"api_key"}' in proof.record
+    assert hashlib.sha256(b"\x00" + proof.record).digest() == sent.event.leaf_hash
     empty = build_event(action="repo.delete", actor_id="u_1")
     empty.actor.credential.SetInParent()
     assert not client.record(empty).event.actor.HasField("credential")
