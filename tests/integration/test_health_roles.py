@@ -198,3 +198,102 @@ def owner(url: str, statement: LiteralString) -> None:
     """`statement` run as the tables' owner would."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(statement)
+
+
+@pytest.mark.parametrize(
+    ("removed", "restored", "said"),
+    [
+        (
+            "ALTER TABLE events DISABLE ROW LEVEL SECURITY",
+            "ALTER TABLE events ENABLE ROW LEVEL SECURITY",
+            "row-level security is disabled on events",
+        ),
+        (
+            "DROP POLICY tenant_isolation ON api_tokens",
+            "SELECT sealtrail_isolate_by_tenant('api_tokens')",
+            "policy tenant_isolation on api_tokens no longer exists",
+        ),
+    ],
+)
+def test_health_is_not_serving_while_a_table_lacks_the_row_security_the_migrations_made(
+    database_url: str,
+    caplog: pytest.LogCaptureFixture,
+    removed: LiteralString,
+    restored: LiteralString,
+    said: str,
+) -> None:
+    """Row-level security disabled on a tenant's table (`ALTER TABLE events
+    DISABLE ROW LEVEL SECURITY`) showed every tenant every tenant's rows, and
+    its policy dropped refused every row to the service, while health said
+    SERVING: the probe asked nothing of it. It now checks that each table the
+    migrations put under row-level security still has it, and each policy
+    they create still exists (row_security.py): NOT_SERVING (no call is
+    served, so none shows another tenant's rows), the log naming the table
+    or policy once, and serving again by itself once it is restored."""
+    caplog.set_level(logging.WARNING)
+    with (
+        database_of_its_own(database_url, "sealtrail_rls") as url,
+        ServerThread(url, database_probe_interval=0.2, checkpoint_interval=0) as server,
+    ):
+        tenants = [f"t-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+        tokens = [server.token(tenant) for tenant in tenants]
+        with AuditClient(server.target, token=tokens[0], max_attempts=1) as client:
+            client.record(action="file.read", actor_id="ops")
+        assert health(server.target) == SERVING
+
+        owner(url, removed)
+        try:
+            wait_for_health(server.target, NOT_SERVING, timeout=10)
+            assert said_of(caplog, said) == 1, [r.getMessage() for r in caplog.records]
+            line = next(r.getMessage() for r in caplog.records if said in r.getMessage())
+            assert line.startswith("database: ") and "docs/database.md" in line, line
+            # The watch's own line says which condition holds.
+            assert said_of(caplog, "row-level security the migrations made: NOT_SERVING") == 1
+            with (
+                AuditClient(server.target, token=tokens[1], max_attempts=1) as client,
+                pytest.raises(UnavailableError) as refused,
+            ):
+                list(client.query())
+            assert refused.value.reason == "DATABASE_UNAVAILABLE"
+        finally:
+            owner(url, restored)
+        wait_for_health(server.target, SERVING, timeout=10)
+        assert said_of(caplog, said) == 1
+        assert said_of(caplog, "row-level security as the migrations made it again") == 1
+        with AuditClient(server.target, token=tokens[1]) as client:
+            client.record(action="file.write", actor_id="ops")
+            # Its own rows only, as before: tenant 0's file.read is not among them.
+            actions = {e.action for e in client.query()}
+            assert "file.write" in actions and "file.read" not in actions, actions
+
+
+def test_a_listed_table_dropped_is_said_to_no_longer_exist(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A table role_grants.py lists, gone (dropped, or renamed aside as here),
+    was logged as `lacks SELECT on tenant_erasures`, as if a grant had been
+    revoked. It is said as a dropped column is: no longer exists. The
+    watch's NOT_SERVING line says so too."""
+    caplog.set_level(logging.WARNING)
+    with (
+        database_of_its_own(database_url, "sealtrail_gone") as url,
+        ServerThread(url, database_probe_interval=0.2, checkpoint_interval=0) as server,
+    ):
+        token = server.token(f"t-{uuid.uuid4().hex[:8]}")
+        assert health(server.target) == SERVING
+
+        owner(url, "ALTER TABLE tenant_erasures RENAME TO tenant_erasures_aside")
+        try:
+            wait_for_health(server.target, NOT_SERVING, timeout=10)
+            lines = [r.getMessage() for r in caplog.records]
+            gone = [line for line in lines if "tenant_erasures, which the migrations" in line]
+            assert len(gone) == 1, lines
+            assert "no longer exists" in gone[0] and "docs/database.md" in gone[0], gone
+            assert not any("lacks SELECT on tenant_erasures" in line for line in lines), lines
+            assert not any("security is disabled on tenant_erasures" in line for line in lines)
+            assert said_of(caplog, "no longer exists: NOT_SERVING") == 1, lines
+        finally:
+            owner(url, "ALTER TABLE tenant_erasures_aside RENAME TO tenant_erasures")
+        wait_for_health(server.target, SERVING, timeout=10)
+        with AuditClient(server.target, token=token) as client:
+            client.record(action="file.write", actor_id="ops")
