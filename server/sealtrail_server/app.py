@@ -678,8 +678,9 @@ class Service:
 
     async def _watch_database(self, db: Database) -> None:
         """Health follows the database: NOT_SERVING while it does not answer,
-        takes no writes, its login may not work as the service's roles, or
-        they lack a grant the migrations make them (calls then fail at once
+        takes no writes, its login may not work as the service's roles,
+        they lack a grant the migrations make them, or a table lacks the
+        row-level security they give it (calls then fail at once
         with UNAVAILABLE and RetryInfo), SERVING again once it does; the pool reconnects by itself.
         Down after two failed probes in a row (ProbeVerdicts), up after one.
         A call the database refused for the service's privileges has the
@@ -702,10 +703,8 @@ class Service:
                     db.reachable = True
                     await db.drop_broken()
                 else:
-                    log.error(
-                        "the database does not answer, takes no writes, or refuses the"
-                        " service's roles: NOT_SERVING"
-                    )
+                    # What the last of the failed probes found (each condition).
+                    log.error("the database is not served: %s: NOT_SERVING", db.probe_found)
                     db.reachable = False
                 await self._set_health(serving=reachable)
             except Exception:  # the watch must outlive whatever one round meets

@@ -36,6 +36,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
@@ -52,6 +53,7 @@ from .eager import EagerConnection
 from .role_grants import SERVICE_ROLE as SERVICE_ROLE
 from .role_grants import SYSTEM_ROLE as SYSTEM_ROLE
 from .role_grants import Grant, grants
+from .row_security import Safeguard, safeguards
 from .traced import traced_cursor_class
 
 # How long a caller waits for a connection before being told to retry.
@@ -159,10 +161,18 @@ _DATABASE_STATES: Final = (
 # by name (has_table_privilege, has_column_privilege): catalog lookups, no
 # row read. The answer's second column lists the positions in `_GRANTS` of
 # those missing (a relation dropped counts as missing: to_regclass is NULL).
+# And whether each table the migrations put under row-level security still
+# has it (and forced, where they force it), and each policy they create still
+# exists (row_security.py): disabled on a tenant's table by hand, every
+# tenant saw every tenant's rows of it; its policy dropped, the service saw
+# none and wrote none, while health said SERVING (helper-399). Read from
+# pg_class and pg_policy, which every role may read. The third column lists
+# the positions in `_SAFEGUARDS` of those missing.
 # Composed once, its literals rendered: adapting the lists as parameters at
 # each probe cost the server's loop several times what the statement costs
 # the database.
 _GRANTS: Final[tuple[Grant, ...]] = tuple(grants())
+_SAFEGUARDS: Final[tuple[Safeguard, ...]] = tuple(safeguards())
 _PROBE: Final[bytes] = (
     sql.SQL(
         "SELECT set_config('role', {system}, true) IS NOT NULL"
@@ -174,7 +184,14 @@ _PROBE: Final[bytes] = (
         " WHERE (CASE WHEN g.col IS NULL"
         " THEN has_table_privilege(g.role, to_regclass(g.relation), g.privilege)"
         " ELSE has_column_privilege(g.role, to_regclass(g.relation), g.col, g.privilege)"
-        " END) IS NOT TRUE)"
+        " END) IS NOT TRUE),"
+        " ARRAY(SELECT s.n FROM unnest({secured}::text[], {policies}::text[], {forced}::bool[])"
+        " WITH ORDINALITY AS s(relation, policy, forced, n)"
+        " WHERE CASE WHEN s.policy IS NULL"
+        " THEN NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = to_regclass(s.relation)"
+        " AND c.relrowsecurity AND (c.relforcerowsecurity OR NOT s.forced))"
+        " ELSE NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = to_regclass(s.relation)"
+        " AND p.polname = s.policy) END)"
     )
     .format(
         system=sql.Literal(SYSTEM_ROLE),
@@ -183,20 +200,42 @@ _PROBE: Final[bytes] = (
         relations=sql.Literal([g.relation for g in _GRANTS]),
         columns=sql.Literal([g.column for g in _GRANTS]),
         privileges=sql.Literal([g.privilege for g in _GRANTS]),
+        secured=sql.Literal([s.relation for s in _SAFEGUARDS]),
+        policies=sql.Literal([s.policy for s in _SAFEGUARDS]),
+        forced=sql.Literal([s.forced for s in _SAFEGUARDS]),
     )
     .as_bytes(None)
 )
-# Whether the database takes writes, and the grants missing.
-_Answer = tuple[bool, tuple[Grant, ...]]
 
-# The tables and columns `_GRANTS` names, once each (`None`: the table).
+
+@dataclass(frozen=True)
+class _Answer:
+    """What the probe found: whether the database takes writes, the grants
+    the roles lack and the row security the tables lack, each on a table that
+    still exists, and the listed tables that no longer do (`vanished`)."""
+
+    writable: bool
+    missing: tuple[Grant, ...] = ()
+    unsecured: tuple[Safeguard, ...] = ()
+    vanished: tuple[str, ...] = ()
+
+    @property
+    def sound(self) -> bool:
+        return self.writable and not (self.missing or self.unsecured or self.vanished)
+
+
+# The tables and columns `_GRANTS` and `_SAFEGUARDS` name, once each
+# (`None`: the table).
 _LISTED: Final[tuple[tuple[str, str | None], ...]] = tuple(
-    dict.fromkeys((g.relation, g.column) for g in _GRANTS)
+    dict.fromkeys(
+        [(g.relation, g.column) for g in _GRANTS] + [(s.relation, None) for s in _SAFEGUARDS]
+    )
 )
 # Which of them no longer exist: positions in `_LISTED`. A column dropped by
 # hand fails `_PROBE` whole (has_column_privilege raises where a missing
-# table is NULL), and the log said nothing of what was missing. Asked only
-# once the probe's statement has failed, a catalog lookup, no row read.
+# table is NULL), and the log said nothing of what was missing; a table
+# dropped was said to lack its grants. Asked only once the probe's statement
+# has failed, or found something missing: a catalog lookup, no row read.
 _VANISHED: Final[bytes] = (
     sql.SQL(
         "SELECT g.n FROM unnest({relations}::text[], {columns}::text[]) WITH ORDINALITY"
@@ -216,11 +255,24 @@ _VANISHED: Final[bytes] = (
 
 class _ProbeFailed(Exception):
     """The probe's statement failed as the database answered it (not for
-    want of the database): what to log of it, `said`."""
+    want of the database): what to log of it, `said`, and the condition that
+    holds, in the words of `Database.probe_found`."""
 
-    def __init__(self, said: str) -> None:
+    def __init__(self, said: str, found: str) -> None:
         super().__init__(said)
         self.said = said
+        self.found = found
+
+
+# What the probe finds (`Database.probe_found`), as the watch's NOT_SERVING
+# line says it.
+_FOUND_SILENT: Final = "it does not answer"
+_FOUND_READ_ONLY: Final = "it takes no writes (read-only)"
+_FOUND_LOGIN_REFUSED: Final = "its login may not assume the service's roles"
+_FOUND_GRANTS_MISSING: Final = "the service's roles lack grants the migrations make them"
+_FOUND_UNSECURED: Final = "a table lacks row-level security the migrations made"
+_FOUND_VANISHED: Final = "a table or column the migrations made no longer exists"
+_FOUND_STATEMENT_FAILED: Final = "the health probe's statement fails"
 
 
 # Every statement of the service reads by an index. A month's partition of
@@ -286,10 +338,16 @@ class Database:
         # The grants the last probe found the service's roles lacking, as
         # last logged (`_say_missing_grants`).
         self._missing_grants: tuple[Grant, ...] = ()
+        # The row security it found the tables lacking (`_say_unsecured`).
+        self._unsecured: tuple[Safeguard, ...] = ()
         # What the probe found wrong and logged, until one answers otherwise:
         # said once as it goes, not at each of the failed probes in a row
         # that take the database for down (ProbeVerdicts), nor after.
-        self._said_of_probe: str | None = None
+        self._said_of_probe: tuple[str, ...] = ()
+        # What the last probe found wrong, each condition that holds, for the
+        # watch's NOT_SERVING line ("the database takes no writes"); empty
+        # while it found nothing wrong.
+        self.probe_found = ""
         # The last refusal of the service's privileges a call met and logged
         # (its role, and the database's words, named), until a probe finds
         # everything granted again after it had found something wrong.
@@ -514,8 +572,10 @@ class Database:
 
     async def _probe_once(self, *, timeout: float) -> bool:
         """Whether the database answers a query within `timeout` seconds,
-        takes writes as the service's roles, and each role holds every
-        privilege the migrations grant it (`_PROBE`): on a pooled connection,
+        takes writes as the service's roles, each role holds every
+        privilege the migrations grant it, and each table the row-level
+        security they give it (`_PROBE`); what it finds wrong is logged once
+        as it goes, and kept in `probe_found`: on a pooled connection,
         if one is free
         within half of that; else (all busy with load, which is no outage, or
         the one found broken) on a connection of its own, whose refusal for
@@ -523,6 +583,7 @@ class Database:
         time, alone, was refused at max_connections or took longer than
         `timeout` to a distant database, and the server, whose pooled
         connections worked, refused every call (helper-140)."""
+        self.probe_found = _FOUND_SILENT
         try:
             async with asyncio.timeout(timeout):
                 answer = await self._pooled_connection_answers(wait=timeout / 2)
@@ -534,8 +595,12 @@ class Database:
                         answer = await _probe(conn)
         except psycopg.OperationalError as error:
             # A refusal at connection has no SQLSTATE (53300): its words tell.
-            return any(words in str(error) for words in _NO_FREE_SLOT)
+            answered = any(words in str(error) for words in _NO_FREE_SLOT)
+            if answered:
+                self.probe_found = ""
+            return answered
         except psycopg.errors.InsufficientPrivilege as error:
+            self.probe_found = _FOUND_LOGIN_REFUSED
             self._say_of_probe(
                 "database: its login cannot work as the service's roles"
                 f" ({error.diag.message_primary}): every call fails until {SERVICE_ROLE}"
@@ -543,23 +608,54 @@ class Database:
             )
             return False
         except _ProbeFailed as failed:
+            self.probe_found = failed.found
             self._say_of_probe(failed.said)
             return False
         except (psycopg.Error, TimeoutError, OSError):
             return False
-        writable, missing = answer
-        self._say_missing_grants(missing)
-        self._say_of_probe(
-            None if writable else "database: it answers, but takes no writes (read-only)"
-        )
-        return writable and not missing
+        self._say_missing_grants(answer.missing)
+        self._say_unsecured(answer.unsecured)
+        said = []
+        found = []
+        if not answer.writable:
+            said.append("database: it answers, but takes no writes (read-only)")
+            found.append(_FOUND_READ_ONLY)
+        if answer.missing:
+            found.append(_FOUND_GRANTS_MISSING)
+        if answer.unsecured:
+            found.append(_FOUND_UNSECURED)
+        if answer.vanished:
+            said.append(_vanished_said(answer.vanished))
+            found.append(_FOUND_VANISHED)
+        self._say_of_probe(*said)
+        self.probe_found = "; ".join(found)
+        return answer.sound
 
-    def _say_of_probe(self, said: str | None) -> None:
-        """Logs `said` (what the probe found wrong; None: nothing, as far as
-        it asked) if it is not what was said last."""
-        if said is not None and said != self._said_of_probe:
-            log.error("%s", said)
+    def _say_of_probe(self, *said: str) -> None:
+        """Logs each of `said` (what the probe found wrong; none: nothing, as
+        far as it asked) that was not said last time."""
+        for line in said:
+            if line not in self._said_of_probe:
+                log.error("%s", line)
         self._said_of_probe = said
+
+    def _say_unsecured(self, unsecured: tuple[Safeguard, ...]) -> None:
+        """Logs the row security the tables lack, once for each change of
+        it, and once when they have it all again."""
+        if unsecured == self._unsecured:
+            return
+        if unsecured:
+            log.error(
+                "database: %s: tenants' rows are not kept apart as the migrations made"
+                " them (every call is refused until it is restored as they made it;"
+                " docs/database.md)",
+                "; ".join(str(s) for s in unsecured),
+            )
+        else:
+            log.warning(
+                "database: every table has its row-level security as the migrations made it again"
+            )
+        self._unsecured = unsecured
 
     def _say_missing_grants(self, missing: tuple[Grant, ...]) -> None:
         """Logs the grants the service's roles lack, once for each change of
@@ -600,7 +696,8 @@ class Database:
 
     def refuse_if_unreachable(self) -> None:
         """`not_served()` at once while probe() finds the database down (or
-        read-only, or refusing the service's roles, or a grant of theirs)."""
+        read-only, or refusing the service's roles, or a grant of theirs, or
+        lacking a table's row-level security)."""
         if not self.reachable:
             raise not_served()
 
@@ -816,36 +913,74 @@ async def _probe(conn: psycopg.AsyncConnection[Any]) -> _Answer:
     except psycopg.Error as error:
         if is_unavailable(error, conn):
             raise
-        raise _ProbeFailed(await _said_of_failure(conn, error)) from None
+        raise await _failure(conn, error) from None
     row = await cursor.fetchone()
     if row is None:
-        return False, ()
-    return bool(row[0]), tuple(_GRANTS[n - 1] for n in row[1])
+        return _Answer(writable=False)
+    missing = tuple(_GRANTS[n - 1] for n in row[1])
+    unsecured = tuple(_SAFEGUARDS[n - 1] for n in row[2])
+    if not (missing or unsecured):
+        return _Answer(writable=bool(row[0]))
+    # A table gone lacks its grants and row security too: said as gone.
+    try:
+        vanished = await _vanished(conn)
+    except psycopg.Error as error:
+        if is_unavailable(error, conn):
+            raise
+        vanished = ()
+    return _Answer(
+        writable=bool(row[0]),
+        missing=tuple(g for g in missing if g.relation not in vanished),
+        unsecured=tuple(s for s in unsecured if s.relation not in vanished),
+        vanished=vanished,
+    )
 
 
-async def _said_of_failure(conn: psycopg.AsyncConnection[Any], error: psycopg.Error) -> str:
+async def _vanished(conn: psycopg.AsyncConnection[Any]) -> tuple[str, ...]:
+    """The tables and columns of role_grants.py and row_security.py that no
+    longer exist (`_VANISHED`): `table`, or `table (column)` of a table that
+    does; psycopg.Error if the lookup fails."""
+    cursor = await conn.execute(_VANISHED)
+    vanished = [_LISTED[n - 1] for (n,) in await cursor.fetchall()]
+    gone = {relation for relation, column in vanished if column is None}
+    return tuple(
+        relation if column is None else f"{relation} ({column})"
+        for relation, column in vanished
+        if column is None or relation not in gone
+    )
+
+
+async def _failure(conn: psycopg.AsyncConnection[Any], error: psycopg.Error) -> _ProbeFailed:
     """What to log of the probe's statement failed with `error`: the tables
-    and columns of role_grants.py that no longer exist (`_VANISHED`), else
-    the error, named."""
+    and columns it checks that no longer exist (`_vanished`), else the
+    error, named."""
     failed = f"the health probe's statement failed: {named(error)}"
     try:
-        cursor = await conn.execute(_VANISHED)
-        vanished = [_LISTED[n - 1] for (n,) in await cursor.fetchall()]
+        vanished = await _vanished(conn)
     except psycopg.Error as checking:
-        return f"database: {failed}; which table or column it lacks is unknown: {named(checking)}"
+        return _ProbeFailed(
+            f"database: {failed}; which table or column it lacks is unknown: {named(checking)}",
+            _FOUND_STATEMENT_FAILED,
+        )
     if not vanished:
-        return f"database: {failed}; every table and column it checks exists (docs/database.md)"
-    names = ", ".join(
-        relation if column is None else f"{relation} ({column})" for relation, column in vanished
-    )
+        return _ProbeFailed(
+            f"database: {failed}; every table and column it checks exists (docs/database.md)",
+            _FOUND_STATEMENT_FAILED,
+        )
+    return _ProbeFailed(_vanished_said(vanished, failed=named(error)), _FOUND_VANISHED)
+
+
+def _vanished_said(vanished: tuple[str, ...], *, failed: str | None = None) -> str:
+    """What the log says of the listed tables and columns that no longer
+    exist (`_vanished`); `failed`: the probe's statement failed so, named."""
     exists, it, is_ = (
         ("exist", "them", "they are") if len(vanished) > 1 else ("exists", "it", "it is")
     )
+    as_the_probe = "" if failed is None else f", as the health probe's statement does ({failed})"
     return (
-        f"database: {names}, which the migrations made and grant the service's roles, no"
-        f" longer {exists}: every call that needs {it} fails, as the health probe's"
-        f" statement does ({named(error)}), until {is_} restored as the migrations made"
-        f" {it}, grants and all (docs/database.md)"
+        f"database: {', '.join(vanished)}, which the migrations made and grant the service's"
+        f" roles, no longer {exists}: every call that needs {it} fails{as_the_probe}, until"
+        f" {is_} restored as the migrations made {it}, grants and all (docs/database.md)"
     )
 
 
