@@ -40,7 +40,7 @@ from .app import Service, abandon_stop, refuse_ports_in_use
 from .auth.tokens import rfc3339
 from .config import Settings
 from .domain.access import Role, expiry_problem, token_name_problem, valid_tenant_id
-from .domain.errors import SealtrailError
+from .domain.errors import SealtrailError, Unavailable
 from .domain.event import MAX_ID, ChangeDraft, parse_uuid
 from .domain.redaction import tenant_key
 from .embedded import embedded_database_exists, start_embedded_postgres
@@ -277,6 +277,15 @@ def serve(
     except psycopg.Error as error:
         owner_url = bool(settings.owner_database_url)
         raise click.ClickException(_database_problem(error, owner_url=owner_url)) from None
+    except Unavailable as error:
+        # A refusal of the service's privileges is answered UNAVAILABLE in a
+        # call (store/database.py `_refused`); at the start, what it was says
+        # what to do (lost grants after a restore), where it escaped whole.
+        cause = error.__cause__
+        if isinstance(cause, psycopg.Error):
+            owner_url = bool(settings.owner_database_url)
+            raise click.ClickException(_database_problem(cause, owner_url=owner_url)) from None
+        raise click.ClickException(str(error)) from None
     finally:
         atexit.unregister(shut_down_telemetry)
         shut_down_telemetry()
