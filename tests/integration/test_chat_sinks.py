@@ -27,13 +27,13 @@ from sealtrail import (
     AuditClient,
     InvalidArgumentError,
     NotFoundError,
-    build_alert_rule,
     build_event,
     build_filter,
     build_sink,
 )
 from sealtrail.v1 import forwarding_pb2
 from sealtrail_server.domain.event import format_timestamp
+from tests.alerted_sinks import a_role_change_alerted
 from tests.conftest import ServerThread
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
 
@@ -412,19 +412,7 @@ def test_an_alert_rule_routed_to_a_chat_sink_posts_the_alert(
 ) -> None:
     # The three steps of docs/alerting.md: a chat sink for alerts only, a rule to it.
     sink = sinks(chat_sink(channel, name="alerts", filter=build_filter(actions="security.alert")))
-    rule = client.create_alert_rule(
-        build_alert_rule(
-            "role change <!channel>",
-            "match",
-            filter=build_filter(actions="member.role_changed"),
-            severity="critical",
-            sink_ids=[sink.id],
-        )
-    ).rule
-    try:
-        trigger = client.record(
-            action="member.role_changed", actor_id="admin", resource_id="bob"
-        ).event.seq
+    with a_role_change_alerted(client, sink.id, rule_name="role change <!channel>") as trigger:
         received = channel.wait_for(lambda r: any(ALERT_MARK in line for line in lines(r)))
         [alert] = [line for line in lines(received) if ALERT_MARK in line]
         [recorded] = client.query(build_filter(actions="security.alert"))
@@ -433,5 +421,3 @@ def test_an_alert_rule_routed_to_a_chat_sink_posts_the_alert(
             f" member.role_changed by admin (tenant {tenant}, seq {recorded.seq},"
             f" fired on seq {trigger})"
         )
-    finally:
-        client.delete_alert_rule(rule.id)

@@ -26,7 +26,6 @@ from sealtrail import (
     AuditClient,
     InvalidArgumentError,
     RpcFailedError,
-    build_alert_rule,
     build_filter,
     build_sink,
 )
@@ -34,6 +33,7 @@ from sealtrail import _cli as client_cli
 from sealtrail.v1 import event_pb2, forwarding_pb2
 from sealtrail_server.forward import mail
 from sealtrail_server.forward.egress import EgressPolicy
+from tests.alerted_sinks import a_role_change_alerted
 from tests.conftest import ServerThread
 from tests.integration.test_forwarding import (
     record,
@@ -78,25 +78,10 @@ def test_an_alert_is_mailed_with_its_line_as_subject_from_and_to_the_sinks_addre
     tenant: str,
 ) -> None:
     sink = sinks(email_sink(mailbox, actions="security.alert"))
-    rule = client.create_alert_rule(
-        build_alert_rule(
-            "role change",
-            "match",
-            filter=build_filter(actions="member.role_changed"),
-            severity="critical",
-            sink_ids=[sink.id],
-        )
-    ).rule
-    try:
-        trigger = client.record(
-            action="member.role_changed", actor_id="admin", resource_id="bob"
-        ).event.seq
-        client.record(action="document.share", actor_id="u")  # no alert, no mail
-        [taken] = mailbox.wait_for(lambda t: len(t) >= 1)
+    with a_role_change_alerted(client, sink.id, rule_name="role change") as trigger:
+        [taken] = mailbox.wait_for(lambda t: len(t) >= 1)  # the alert's alone
         [alert] = client.query(build_filter(actions="security.alert"))
         wait_for_state(client, sink.id, lambda s: s.state.delivered_events == 1)
-    finally:
-        client.delete_alert_rule(rule.id)
     message = taken.message
     assert message["Subject"] == (
         f"[critical] Alert 'role change': member.role_changed by admin"

@@ -26,12 +26,12 @@ from sealtrail import (
     AuditClient,
     InvalidArgumentError,
     NotFoundError,
-    build_alert_rule,
     build_filter,
     build_sink,
 )
 from sealtrail import _cli as client_cli
 from sealtrail.v1 import event_pb2, forwarding_pb2
+from tests.alerted_sinks import a_role_change_alerted
 from tests.conftest import ServerThread
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
 from tests.integration.test_forwarding import wait_for_state
@@ -103,25 +103,10 @@ def test_an_alert_rule_firing_pages_once_with_the_alerts_fields(
 ) -> None:
     # docs/alerting.md's steps: a PagerDuty sink for alerts only, a rule to it.
     sink = sinks(pagerduty_sink(pagerduty, routing_key, actions="security.alert"))
-    rule = client.create_alert_rule(
-        build_alert_rule(
-            "role change <admin> & co",
-            "match",
-            filter=build_filter(actions="member.role_changed"),
-            severity="critical",
-            sink_ids=[sink.id],
-        )
-    ).rule
-    try:
-        trigger = client.record(
-            action="member.role_changed", actor_id="admin", resource_id="bob"
-        ).event.seq
-        client.record(action="document.share", actor_id="u")  # no alert, no page
-        [received] = pagerduty.wait_for(lambda r: len(r) >= 1)
+    with a_role_change_alerted(client, sink.id, rule_name="role change <admin> & co") as trigger:
+        [received] = pagerduty.wait_for(lambda r: len(r) >= 1)  # the alert's alone
         [alert] = client.query(build_filter(actions="security.alert"))
         wait_for_state(client, sink.id, lambda s: s.state.delivered_events == 1)
-    finally:
-        client.delete_alert_rule(rule.id)
     assert received.path == "/v2/enqueue"
     assert received.headers["content-type"] == "application/json"
     page = json.loads(received.body)
