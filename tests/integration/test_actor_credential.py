@@ -25,10 +25,12 @@ from sealtrail import (
     check_export,
 )
 from sealtrail import _cli as cli
-from sealtrail.v1 import event_pb2
+from sealtrail.v1 import event_pb2, forwarding_pb2
 from tests.conftest import ServerThread
+from tests.http_endpoint import endpoint
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_export_check import KEY
+from tests.integration.test_forwarding import sinks  # noqa: F401 (a fixture)
 from tests.integration.test_user_agent_filter import SECRET
 from tests.integration.test_weakening_warnings import refiltered
 
@@ -247,6 +249,43 @@ def test_a_sink_given_another_credential_is_narrowed(client: AuditClient) -> Non
     assert update("") == (event_pb2.SEVERITY_INFO, [])
     assert update("key_8f3a") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
     assert update("key_77c0") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
+
+
+def test_sinks_deliver_the_credential_in_either_format(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+) -> None:
+    """Sealtrail JSON carries the record as hashed, credential and all; OCSF
+    maps its id to `actor.user.credential_uid` (a session's to
+    `actor.session.uid` too), its kind and hint under `unmapped`."""
+    watched = build_filter(credential_id="key_8f3a")
+    with endpoint() as receiver:
+        sinks(build_sink("splunk", "splunk_hec", url=receiver.url, token="hec-token-1234",
+                         filter=watched))  # fmt: skip
+        sinks(build_sink("datadog", "datadog_logs", url=receiver.url, api_key="dd-key-abcdef",
+                         format="ocsf", filter=watched))  # fmt: skip
+        client.record_batch([_event(*call) for call in CALLS])
+        received = receiver.wait_for(lambda r: len(r) >= 2)
+    [splunk] = [r for r in received if r.path == "/services/collector/event"]
+    [datadog] = [r for r in received if r.path == "/api/v2/logs"]
+    hec = [json.loads(line)["event"] for line in splunk.body.decode().splitlines()]
+    assert [(e["actor"]["id"], e["actor"]["credential"]) for e in hec] == [
+        ("ann", {"kind": "api_key", "id": "key_8f3a", "hint": "a1b2"}),
+        ("bob", {"kind": "personal_access_token", "id": "key_8f3a", "hint": "zz"}),
+    ]
+    ocsf = [json.loads(entry["message"])["ocsf"] for entry in json.loads(datadog.body)]
+    assert [
+        (
+            e["actor"]["user"]["uid"],
+            e["actor"]["user"]["credential_uid"],
+            e["unmapped"]["credential"],
+        )
+        for e in ocsf
+    ] == [
+        ("ann", "key_8f3a", {"kind": "api_key", "hint": "a1b2"}),
+        ("bob", "key_8f3a", {"kind": "personal_access_token", "hint": "zz"}),
+    ]
+    assert all("session" not in e["actor"] for e in ocsf)
 
 
 def test_an_alert_rule_on_one_credential_fires_on_it_alone(client: AuditClient) -> None:

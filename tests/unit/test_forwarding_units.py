@@ -151,6 +151,39 @@ def test_ocsf_times_are_the_millisecond_of_the_event(written: str, millis: int) 
     assert event["time"] == millis and event["metadata"]["logged_time"] == millis
 
 
+def test_ocsf_maps_the_credential_to_credential_uid_and_keeps_its_kind_and_hint() -> None:
+    """OCSF's User object has `credential_uid` ("the unique identifier of the
+    user's credential, e.g. AWS Access Key ID"): a SIEM finds a leaked key's
+    events there; its kind and hint, which OCSF has no place for, are unmapped."""
+    credential = {"kind": "api_key", "id": "key_8f3a2c", "hint": "a1b2"}
+    data = record(
+        category="data_access",
+        action="document.download",
+        actor={"id": "u-1", "type": "user", "credential": credential},
+    )
+    event = to_ocsf(data, b"\1" * 32)
+    assert event["actor"]["user"] == {
+        "uid": "u-1", "type_id": 1, "type": "User", "credential_uid": "key_8f3a2c"
+    }  # fmt: skip
+    assert "session" not in event["actor"]
+    assert event["unmapped"]["credential"] == {"kind": "api_key", "hint": "a1b2"}
+    # A session's id is also the actor's session.uid; no hint, none unmapped.
+    session = {"kind": "session", "id": "sess_42"}
+    data = record(actor={"id": "u-1", "type": "user", "credential": session})
+    event = to_ocsf(data, b"")
+    assert event["actor"]["user"]["credential_uid"] == "sess_42"
+    assert event["actor"]["session"] == {"uid": "sess_42"}
+    assert event["user"]["credential_uid"] == "sess_42"  # Authentication: who signed in
+    assert event["unmapped"]["credential"] == {"kind": "session"}
+    # An event without a credential has none of them.
+    plain = to_ocsf(record(), b"")
+    assert "credential_uid" not in plain["actor"]["user"] and "credential" not in plain["unmapped"]
+    # A finding keeps its actor whole under unmapped, credential and all.
+    alert = to_ocsf(alert_record(actor={"id": "sealtrail", "type": "system",
+                                        "credential": credential}), b"")  # fmt: skip
+    assert alert["unmapped"]["actor"]["credential"] == credential
+
+
 def test_ocsf_account_change_names_the_user_acted_on() -> None:
     data = record(
         category="member",

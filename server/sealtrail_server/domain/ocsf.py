@@ -15,6 +15,9 @@ Detection Finding (2004), activity Create, with the alert as finding_info
 (uid, title: required in 1.3), the rule as its analytic and the event that set
 it off as a related event.
 
+The actor's credential (`actor.credential`) is `actor.user.credential_uid`
+(a session's also `actor.session.uid`); its kind and hint are unmapped.
+
 What OCSF has no place for (details, changes, trace ids, the leaf hash) is
 kept under `unmapped`, so nothing of the event is lost on the way."""
 
@@ -142,7 +145,19 @@ def _user(actor: dict[str, Any]) -> dict[str, Any]:
         user["email_addr"] = actor["email"]
     if "display_name" in actor:
         user["name"] = actor["display_name"]
+    if "credential" in actor:
+        # OCSF 1.3 User: "the unique identifier of the user's credential,
+        # e.g. AWS Access Key ID". Never a secret (refused when recorded).
+        user["credential_uid"] = actor["credential"]["id"]
     return user
+
+
+def _credential_unmapped(actor: dict[str, Any]) -> dict[str, Any] | None:
+    """What of `actor.credential` OCSF has no field for: its kind, its hint."""
+    if "credential" not in actor:
+        return None
+    credential = actor["credential"]
+    return {key: credential[key] for key in ("kind", "hint") if key in credential}
 
 
 def _resource(resource: dict[str, Any]) -> dict[str, Any]:
@@ -237,6 +252,9 @@ def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
             unmapped["user_agent"] = context["user_agent"]
     else:
         _activity_fields(event, record, class_uid, actor, endpoint)
+        credential = _credential_unmapped(record["actor"])
+        if credential is not None:
+            unmapped["credential"] = credential
     for key in ("category", "details", "changes", "idempotency_key", "recorded_by"):
         if key in record:
             unmapped[key] = record[key]
@@ -257,6 +275,10 @@ def _activity_fields(
     """What an activity (not a finding) says of who did what, from where, to what."""
     context = record.get("context", {})
     event["actor"] = {"user": actor}
+    credential = record["actor"].get("credential")
+    if credential is not None and credential["kind"] == "session":
+        # A session's id is the OCSF Session object's `uid` too.
+        event["actor"]["session"] = {"uid": credential["id"]}
     if record["outcome"] == "denied":
         event["status_detail"] = "denied"
     if endpoint is not None:
