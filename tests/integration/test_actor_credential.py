@@ -147,6 +147,24 @@ def test_a_secret_as_the_credential_id_is_refused_naming_it(client: AuditClient)
     assert _found(client, build_filter(actions="repo.delete")) == [("ann", "api_key")]
 
 
+def test_with_redaction_off_a_secret_credential_is_still_refused(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """`SEALTRAIL_REDACTION=false` stores free text as sent; a credential
+    id holding a secret is refused all the same, by the default rules."""
+    bare = ServerThread(migrated_database_url, redaction=False)
+    try:
+        with AuditClient(bare.target, token=bare.token(tenant)) as client:
+            with pytest.raises(InvalidArgumentError) as caught:
+                client.record(_event("ann", "api_key", GITHUB_TOKEN, ""))
+            [(named, description)] = caught.value.field_violations
+            assert named == "event.actor.credential.id" and "github_token" in description
+            kept = client.record(_event("ann", "api_key", "key_1", "a1b2")).event
+            assert kept.actor.credential.id == "key_1"
+    finally:
+        bare.close()
+
+
 def test_a_whole_secret_as_the_hint_is_refused_naming_it(client: AuditClient) -> None:
     """A hint is the secret's last characters, at most 8: the secret whole is refused."""
     with pytest.raises(InvalidArgumentError) as caught:
@@ -158,6 +176,46 @@ def test_a_whole_secret_as_the_hint_is_refused_naming_it(client: AuditClient) ->
             credential_hint=GITHUB_TOKEN,
         )
     assert [field for field, _ in caught.value.field_violations] == ["event.actor.credential.hint"]
+
+
+@pytest.mark.parametrize(
+    ("actor_type", "actor_id", "credential_id", "hint"),
+    [
+        # A 6-digit PIN sent as both: the hint is then the secret whole.
+        ("user", "u_1", "482913", "482913"),
+        # An api_key actor's id is the key, stored masked to its last 4
+        # characters: a hint equal to it stored the whole key beside the mask.
+        ("api_key", "pk_9f8e7", "key_1", "pk_9f8e7"),
+        ("user", "svc-ci", "key_1", "svc-ci"),
+    ],
+)
+def test_a_hint_that_is_a_whole_value_is_refused_naming_it(
+    client: AuditClient, actor_type: str, actor_id: str, credential_id: str, hint: str
+) -> None:
+    """A hint is the LAST characters of a longer secret: one equal to the
+    credential's id or the actor's id is a whole value, not a hint of one."""
+    with pytest.raises(InvalidArgumentError) as caught:
+        client.record(
+            action="repo.delete",
+            actor_id=actor_id,
+            actor_type=actor_type,
+            credential_kind="api_key",
+            credential_id=credential_id,
+            credential_hint=hint,
+        )
+    [(named, description)] = caught.value.field_violations
+    assert named == "event.actor.credential.hint" and "whole" in description, description
+    assert _found(client, build_filter(actions="repo.delete")) == []
+    # Its last characters are a hint: taken.
+    kept = client.record(
+        action="repo.delete",
+        actor_id=actor_id,
+        actor_type=actor_type,
+        credential_kind="api_key",
+        credential_id=credential_id,
+        credential_hint=hint[-4:],
+    )
+    assert kept.event.actor.credential.hint == hint[-4:]
 
 
 @pytest.mark.parametrize(

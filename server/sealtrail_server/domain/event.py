@@ -585,7 +585,8 @@ def context_address(text: str) -> str | None:
 
 def _credential(check: _Checker, draft: EventDraft) -> dict[str, str]:
     """The record's `actor.credential` (empty when none was sent): its kind
-    and id required, its hint at most MAX_CREDENTIAL_HINT characters. Whether
+    and id required, its hint at most MAX_CREDENTIAL_HINT characters and never
+    equal to the credential's or the actor's id. Whether
     the id or hint is a secret is the redactor's to say (`refuse_secret_credential`)."""
     if not (draft.credential_kind or draft.credential_id or draft.credential_hint):
         return {}
@@ -601,6 +602,16 @@ def _credential(check: _Checker, draft: EventDraft) -> dict[str, str]:
         credential["id"] = credential_id
     hint = check.text("actor.credential.hint", draft.credential_hint, MAX_CREDENTIAL_HINT)
     if hint is not None:
+        # The LAST characters of a longer secret: one equal to the id or the
+        # actor's id is a whole value (a PIN sent as both; an api_key actor's
+        # id, the key, which the redactor masks to its last 4 characters).
+        for name, value in (("credential.id", draft.credential_id), ("actor.id", draft.actor_id)):
+            if hint == value:
+                check.fail(
+                    "actor.credential.hint",
+                    f"equals {name}: send the secret's last few characters, not a whole value",
+                )
+                break
         credential["hint"] = hint
     return credential
 
