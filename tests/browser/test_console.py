@@ -1330,42 +1330,40 @@ def test_actions_left_out_are_left_out_of_the_rows_and_kept_in_the_url(
     assert wait_for_rows(browser, lambda r: len(r) == len(shown)) == shown
 
 
-def test_a_country_searched_is_searched_and_kept_in_the_url(
-    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+@pytest.mark.parametrize(
+    ("field", "recorded", "typed", "found"),
+    [
+        # The Country field: the sign-ins from one country, in any case (helper-369).
+        ("country", {"u-fr": "FR", "u-kp": "KP"}, "kp", "u-kp"),
+        # The "User agent" field: the calls of one client, in any case (helper-378).
+        ("user_agent", {"u-curl": "curl/8.5.0", "u-tf": "Terraform/1.7.4"}, "TERRAFORM", "u-tf"),
+    ],
+)
+def test_a_field_searched_is_searched_and_kept_in_the_url(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    field: str,
+    recorded: dict[str, str],
+    typed: str,
+    found: str,
 ) -> None:
-    """The Country field: the sign-ins from one country, in any case (helper-369)."""
+    """A search field given a value typed in another case: the one event of
+    it found, beside events without the field (`u-none`), kept in the URL
+    and found again from it."""
     with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
-        client.record(action="user.login", actor_id="u-fr", country="FR")
-        client.record(action="user.login", actor_id="u-kp", country="KP")
+        for actor, value in recorded.items():
+            client.record(action="user.login", actor_id=actor, **{field: value})
         client.record(action="user.login", actor_id="u-none")
     sign_in(browser, console_url, console_server.token(tenant, "reader"))
     wait_for_rows(browser, lambda r: any("u-none" in row for row in r))
     form = browser.find_element(By.ID, "filters")
-    form.find_element(By.NAME, "country").send_keys("kp")
+    form.find_element(By.NAME, field).send_keys(typed)
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     shown = wait_for_rows(browser, lambda r: bool(r) and not any("u-none" in row for row in r))
-    assert len(shown) == 1 and "u-kp" in shown[0]
-    assert parse_qs(urlsplit(browser.current_url).query)["country"] == ["kp"]
-    browser.get(browser.current_url)
-    assert wait_for_rows(browser, lambda r: len(r) == 1) == shown
-
-
-def test_a_user_agent_searched_is_searched_and_kept_in_the_url(
-    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
-) -> None:
-    """The "User agent" field: the calls of one client, in any case (helper-378)."""
-    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
-        client.record(action="user.login", actor_id="u-curl", user_agent="curl/8.5.0")
-        client.record(action="user.login", actor_id="u-tf", user_agent="Terraform/1.7.4")
-        client.record(action="user.login", actor_id="u-none")
-    sign_in(browser, console_url, console_server.token(tenant, "reader"))
-    wait_for_rows(browser, lambda r: any("u-none" in row for row in r))
-    form = browser.find_element(By.ID, "filters")
-    form.find_element(By.NAME, "user_agent").send_keys("TERRAFORM")
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    shown = wait_for_rows(browser, lambda r: bool(r) and not any("u-none" in row for row in r))
-    assert len(shown) == 1 and "u-tf" in shown[0]
-    assert parse_qs(urlsplit(browser.current_url).query)["user_agent"] == ["TERRAFORM"]
+    assert len(shown) == 1 and found in shown[0]
+    assert parse_qs(urlsplit(browser.current_url).query)[field] == [typed]
     browser.get(browser.current_url)
     assert wait_for_rows(browser, lambda r: len(r) == 1) == shown
 
