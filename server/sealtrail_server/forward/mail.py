@@ -260,6 +260,7 @@ async def _exchange(
     finally:
         task = asyncio.current_task()
         connected = client.is_connected
+        transport = client.transport
         try:
             # Past the deadline (or stopping), no QUIT is waited for.
             if connected and not (task is not None and task.cancelling()):
@@ -267,6 +268,13 @@ async def _exchange(
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
             pass
         finally:
-            client.close()  # whatever ended the QUIT: the deadline's cancelling it too
+            # The session ended at QUIT's reply (or whatever ended it first):
+            # the connection is dropped, not closed gracefully. Over TLS a
+            # graceful close waits for the server's close_notify, up to 30 s,
+            # its socket open until then, and open for good on a loop that
+            # ends first (an unclosed transport).
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+            client.close()
             if not connected:
                 sock.close()
