@@ -31,8 +31,7 @@ from tests.http_endpoint import endpoint
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_export_check import KEY
 from tests.integration.test_forwarding import sinks  # noqa: F401 (a fixture)
-from tests.integration.test_user_agent_filter import SECRET
-from tests.integration.test_weakening_warnings import refiltered
+from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
 # A GitHub token's shape (a known secret the redactor finds in ids), made up.
 GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5" * 4
@@ -288,16 +287,7 @@ def test_a_live_stream_follows_one_credential(recorded: AuditClient) -> None:
 
 
 def test_a_sink_given_another_credential_is_narrowed(client: AuditClient) -> None:
-    created = client.create_sink(
-        build_sink(
-            "siem",
-            "webhook",
-            url="http://127.0.0.1:9/hook",
-            paused=True,
-            secrets=[SECRET],
-            filter=build_filter(credential_id="key_8f3a"),
-        )
-    )
+    created = client.create_sink(paused_webhook(build_filter(credential_id="key_8f3a")))
     assert client.get_sink(created.sink.id).filter.credential_id == "key_8f3a"
 
     def update(text: str) -> tuple[int, list[str]]:

@@ -19,14 +19,12 @@ from sealtrail import (
     build_alert_rule,
     build_event,
     build_filter,
-    build_sink,
 )
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.integration.test_alerting import the_only_alert
-from tests.integration.test_excluded_actions import SECRET
-from tests.integration.test_weakening_warnings import refiltered
+from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
 # Actor id -> email: the domain's people in any case, a subdomain's, and
 # those a sloppy match (a substring, a prefix, the local part) would take.
@@ -133,14 +131,7 @@ def test_a_stream_from_the_table_and_live_finds_the_same(recorded: AuditClient) 
 
 def test_a_sink_filter_on_a_domain_narrows_and_widened_does_not(client: AuditClient) -> None:
     created = client.create_sink(
-        build_sink(
-            "vendor",
-            "webhook",
-            url="http://127.0.0.1:9/hook",
-            paused=True,
-            secrets=[SECRET],
-            filter=build_filter(actor_email_domain="*.contractor.example"),
-        )
+        paused_webhook(build_filter(actor_email_domain="*.contractor.example"), name="vendor")
     )
     assert client.get_sink(created.sink.id).filter.actor_email_domain == "*.contractor.example"
 

@@ -4,7 +4,6 @@ sink, an alert rule and the CLI (helper-369)."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,15 +17,13 @@ from sealtrail import (
     build_alert_rule,
     build_event,
     build_filter,
-    build_sink,
 )
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.integration.test_alerting import the_only_alert
-from tests.integration.test_weakening_warnings import refiltered
+from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
-SECRET = "whsec_" + base64.b64encode(bytes(32)).decode()
 # (actor, country sent): stored upper case; "" sends none.
 SIGN_INS = [("ann", "FR"), ("bob", "kp"), ("cy", "Kp"), ("dee", ""), ("eve", "fr"), ("fay", "DE")]
 
@@ -91,16 +88,7 @@ def test_a_live_stream_follows_one_country(recorded: AuditClient) -> None:
 def test_a_sink_that_forwards_one_country_more_or_another_is_narrowed(
     client: AuditClient,
 ) -> None:
-    created = client.create_sink(
-        build_sink(
-            "siem",
-            "webhook",
-            url="http://127.0.0.1:9/hook",
-            paused=True,
-            secrets=[SECRET],
-            filter=build_filter(country="kp"),
-        )
-    )
+    created = client.create_sink(paused_webhook(build_filter(country="kp")))
     assert client.get_sink(created.sink.id).filter.country == "kp"  # kept as sent
 
     def update(country: str) -> tuple[int, list[str]]:

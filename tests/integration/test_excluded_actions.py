@@ -6,7 +6,6 @@ shows the activity alone (helper-366)."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -14,14 +13,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter, build_sink
+from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.integration.test_alerting import the_only_alert
-from tests.integration.test_weakening_warnings import refiltered
+from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
-SECRET = "whsec_" + base64.b64encode(bytes(32)).decode()
 ACTIONS = ["api_key.create", "api_key.read", "member.invite", "member.remove", "doc.read"]
 
 
@@ -99,16 +97,7 @@ def test_an_action_left_out_that_is_no_action_is_refused_naming_it(client: Audit
 def test_a_sink_filter_that_leaves_out_more_is_narrowed_and_a_warning(client: AuditClient) -> None:
     """A sink made to leave out what it forwarded is a change that weakens the
     audit trail (docs/api.md): recorded as a warning, as a narrower filter is."""
-    created = client.create_sink(
-        build_sink(
-            "siem",
-            "webhook",
-            url="http://127.0.0.1:9/hook",
-            paused=True,
-            secrets=[SECRET],
-            filter=build_filter(exclude_actions="audit_log.*"),
-        )
-    )
+    created = client.create_sink(paused_webhook(build_filter(exclude_actions="audit_log.*")))
     stored = client.get_sink(created.sink.id)
     assert list(stored.filter.exclude_actions) == ["audit_log.*"]
 

@@ -19,15 +19,13 @@ from sealtrail import (
     build_alert_rule,
     build_event,
     build_filter,
-    build_sink,
 )
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.integration.test_alerting import the_only_alert
-from tests.integration.test_weakening_warnings import refiltered
+from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
-SECRET = "whsec_" + "A" * 43 + "="
 LEVELS = ["info", "warning", "error", "critical"]
 
 
@@ -119,16 +117,7 @@ def test_build_filter_refuses_a_level_that_is_none() -> None:
 def test_a_sink_filter_that_lets_fewer_levels_through_is_narrowed(client: AuditClient) -> None:
     """Forwarding fewer levels weakens the audit trail: a warning, as any
     narrower filter; the same levels written the other way are no change."""
-    created = client.create_sink(
-        build_sink(
-            "siem",
-            "webhook",
-            url="http://127.0.0.1:9/hook",
-            paused=True,
-            secrets=[SECRET],
-            filter=build_filter(min_severity="warning"),
-        )
-    )
+    created = client.create_sink(paused_webhook(build_filter(min_severity="warning")))
 
     def update(**criteria: object) -> tuple[int, list[str]]:
         return refiltered(client, created.sink.id, build_filter(**criteria))  # type: ignore[arg-type]

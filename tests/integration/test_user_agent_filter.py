@@ -5,7 +5,6 @@ signed filter too), a sink, an alert rule and the CLI (helper-378)."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,15 +18,13 @@ from sealtrail import (
     build_alert_rule,
     build_event,
     build_filter,
-    build_sink,
 )
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.integration.test_alerting import the_only_alert
-from tests.integration.test_weakening_warnings import refiltered
+from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
-SECRET = "whsec_" + base64.b64encode(bytes(32)).decode()
 # (actor, user agent sent): "" sends none.
 CALLS = [
     ("ann", "curl/8.5.0"),
@@ -121,16 +118,7 @@ def test_a_live_stream_follows_one_client(recorded: AuditClient) -> None:
 
 
 def test_a_sink_given_a_client_or_more_of_its_text_is_narrowed(client: AuditClient) -> None:
-    created = client.create_sink(
-        build_sink(
-            "siem",
-            "webhook",
-            url="http://127.0.0.1:9/hook",
-            paused=True,
-            secrets=[SECRET],
-            filter=build_filter(user_agent="Python-Requests"),
-        )
-    )
+    created = client.create_sink(paused_webhook(build_filter(user_agent="Python-Requests")))
     assert client.get_sink(created.sink.id).filter.user_agent == "Python-Requests"  # as sent
 
     def update(text: str) -> tuple[int, list[str]]:

@@ -57,6 +57,18 @@ def _weakens(event: event_pb2.Event) -> list[str]:
     return list(json_format.MessageToDict(event.details).get("weakens", []))
 
 
+def paused_webhook(
+    event_filter: event_pb2.EventFilter, *, name: str = "siem"
+) -> forwarding_pb2.Sink:
+    """A paused webhook sink (it never sends) with `event_filter`: for a test
+    of what a change of its filter is recorded as (`refiltered`)."""
+    secret = "whsec_" + base64.b64encode(bytes(32)).decode()
+    return build_sink(
+        name, "webhook", url="http://127.0.0.1:9/hook", paused=True, secrets=[secret],
+        filter=event_filter,
+    )  # fmt: skip
+
+
 def refiltered(
     client: AuditClient, sink_id: str, event_filter: event_pb2.EventFilter
 ) -> tuple[int, list[str]]:
