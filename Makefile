@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 GEN_DIR := clients/python/src
 PROTOS := $(shell find proto -name '*.proto' | sort)
 # pytest processes of `make test`, each with a PostgreSQL of its own (most tests
-# wait on servers, databases and timeouts; two halve the run on two cores).
-TEST_PROCESSES ?= 2
+# wait on servers, databases and timeouts, so three keep two cores busier: 1,251 s
+# of pytest against two processes' 1,509 s on the same quiet machine, 5,780 tests).
+TEST_PROCESSES ?= 3
 
 .PHONY: run test proto proto-check proto-breaking lint typecheck bench soak clean
 
