@@ -808,11 +808,12 @@ class Database:
 
 def not_served() -> Unavailable:
     """What a call is answered while the database does not serve the server
-    (health NOT_SERVING): in words that name no grant, table or role (the
-    log does), with a retry delay."""
+    (health NOT_SERVING): in words that name no cause (unreachable, read-only,
+    a grant or row-level security lost: the log names it, for the operator),
+    with a retry delay."""
     return Unavailable(
-        "the database is unreachable, takes no writes, or refuses the service's"
-        " roles; the server serves again by itself once it does",
+        "the database cannot serve calls now (the server's log says why);"
+        " they are served again once it can",
         retry_after=RETRY_AFTER_SECONDS,
         reason=DATABASE_UNAVAILABLE,
     )
