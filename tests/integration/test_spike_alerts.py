@@ -481,3 +481,41 @@ def test_a_spike_on_a_user_agent_counts_in_sql_what_the_live_matcher_takes(
     settle(client)
     [fired] = fired_by(client, rule.id)
     assert fired["count"] == 10 and fired["baseline_average"] == 2.0
+
+
+def test_a_spike_whose_alert_retention_purged_does_not_fire_again_in_its_window_after_a_restart(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """The window fired; retention then purged its alert (`security.*` kept a
+    day, the logins for ever), and the server restarted. A next server finds
+    no alert for the window (the lookup that says it fired), counts the
+    window again at a login backdated into it, and is over the line: it must
+    not fire a second time there. It does not: the purged alert's tombstone
+    is purged time, and a baseline is never counted across purged time (ADR
+    0132), so that window has no history left and fires nothing. The rule's
+    `fired` stays 1."""
+    clock = Clock()
+    with database_of_its_own(migrated_database_url, "spike_alert_purged") as url:
+        with (
+            ServerThread(url, clock=clock) as first,
+            AuditClient(first.target, token=first.token(tenant)) as client,
+        ):
+            client.set_retention_policy("forever", action_prefixes={"security.*": 1})
+            rule = client.create_alert_rule(spike_rule()).rule
+            _spike_then_more(client, rule.id, url, tenant)
+            clock.advance(2)
+            assert first.service.purger is not None
+            [purged] = [
+                p for p in first.run(first.service.purger.run_once()) if p.tenant_id == tenant
+            ]
+            assert purged.count == 1  # the alert, and only it
+            assert fired_by(client, rule.id) == []
+        with (
+            ServerThread(url, clock=clock) as second,
+            AuditClient(second.target, token=second.token(tenant)) as client,
+        ):
+            logins(client, 0, 10)  # the window over its line again, counted anew
+            _wait_until_evaluated(url, tenant)
+            assert fired_by(client, rule.id) == []
+            [listed] = [r for r in client.list_alert_rules() if r.id == rule.id]
+            assert listed.fired == 1
