@@ -8,6 +8,7 @@ server and PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +35,16 @@ def _cli(server: ServerThread, tenant: str, role: str = "admin") -> Callable[...
         return CliRunner().invoke(client_cli.main, ["sinks", *args], env=env)
 
     return invoke
+
+
+def _replays_described(server: ServerThread, tenant: str) -> list[str]:
+    """The descriptions of the tenant's `sink.replay_requested` records, oldest
+    first, as `sealtrail query --format jsonl` prints them."""
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    args = ["query", "--action", "sink.replay_requested", "--order", "oldest", "--format", "jsonl"]
+    said = CliRunner().invoke(client_cli.main, args, env=env)
+    assert said.exit_code == 0, said.output
+    return [json.loads(line)["description"] for line in said.output.splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +96,7 @@ def test_replay_says_the_range_it_took_and_why_it_is_not_the_one_asked_for(
         ]
         [recorded] = client.query(build_filter(actions="sink.replay_requested"))
         assert (recorded.details["first_seq"], recorded.details["last_seq"]) == (5, cursor)
+        assert _replays_described(aged, tenant) == [f"Replay of seq 5-{cursor} to sink 'siem'"]
 
         whole = sinks("replay", sink.id, "--seq", f"5-{cursor}")
         assert whole.exit_code == 0, whole.output
@@ -239,6 +251,16 @@ def test_replay_of_one_event_says_it_as_one(
         )
         exact = sinks("replay", sink.id, "--seq", f"{seq}-{seq}")
         assert exact.output.splitlines()[0].endswith(f" requested: seq {seq}"), exact.output
+        # A window that holds no event: its range empty, one seq before its first.
+        empty = sinks(
+            "replay", sink.id, "--since", "2001-01-01T00:00:00Z", "--until", "2001-01-02T00:00:00Z"
+        )
+        assert empty.output.splitlines()[0].endswith(": no event occurred in the window")
+        # Each replay's record says its range as the command did: seq 7, not seq 7-7.
+        assert _replays_described(server, tenant) == [
+            *[f"Replay of seq {seq} to sink 'siem'"] * 3,
+            "Replay of no event to sink 'siem'",
+        ]
         client.delete_sink(sink.id)
 
 

@@ -652,7 +652,7 @@ class ForwardingRpcs:
                     resource_type="sink",
                     resource_id=sink_id,
                     description=(
-                        f"Replay of seq {replay.first_seq}-{replay.last_seq} to sink {name!r}"
+                        f"Replay of {_seqs(replay.first_seq, replay.last_seq)} to sink {name!r}"
                         + (f" ({removed} of them removed by retention)" if removed else "")
                     ),
                     details=details,
@@ -668,6 +668,15 @@ class ForwardingRpcs:
             head_seq=head,
             window_last_seq=replay.window_last,
         )
+
+
+def _seqs(first: int, last: int) -> str:
+    """A replay's range as its record's description says it: `seq 5` for
+    one event (not `seq 5-5`), `seq 5-9` for more, `no event` for a window
+    that holds none (its range empty, `last_seq` one before `first_seq`)."""
+    if last < first:
+        return "no event"
+    return f"seq {first}" if first == last else f"seq {first}-{last}"
 
 
 async def _refuse_a_mail_storm(
