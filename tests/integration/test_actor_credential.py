@@ -30,7 +30,6 @@ from tests.conftest import ServerThread
 from tests.http_endpoint import endpoint
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_export_check import KEY
-from tests.integration.test_forwarding import sinks  # noqa: F401 (a fixture)
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
 # A GitHub token's shape (a known secret the redactor finds in ids), made up.
@@ -301,7 +300,7 @@ def test_a_sink_given_another_credential_is_narrowed(client: AuditClient) -> Non
 
 def test_sinks_deliver_the_credential_in_either_format(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
 ) -> None:
     """Sealtrail JSON carries the record as hashed, credential and all; OCSF
     maps its id to `actor.user.credential_uid` (a session's to

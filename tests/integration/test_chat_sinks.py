@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import re
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +24,6 @@ from sealtrail import (
     AsyncAuditClient,
     AuditClient,
     InvalidArgumentError,
-    NotFoundError,
     build_event,
     build_filter,
     build_sink,
@@ -36,6 +33,7 @@ from sealtrail_server.domain.event import format_timestamp
 from tests.alerted_sinks import a_role_change_alerted
 from tests.conftest import ServerThread
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
+from tests.sink_states import a_poisoned_event_parked, wait_for_state
 
 CHAT_TEXT_LIMIT = 4000  # Slack's advice for a message's text
 ALERT_MARK = "\N{POLICE CARS REVOLVING LIGHT}"
@@ -47,22 +45,6 @@ def channel() -> Iterator[Endpoint]:
     with endpoint() as running:
         running.responder = lambda received, index: Reply(body=b"ok")
         yield running
-
-
-@pytest.fixture
-def sinks(client: AuditClient) -> Iterator[Callable[..., forwarding_pb2.Sink]]:
-    """Creates sinks in the test's tenant; deletes them afterwards."""
-    created: list[str] = []
-
-    def create(sink: forwarding_pb2.Sink) -> forwarding_pb2.Sink:
-        made = client.create_sink(sink).sink
-        created.append(made.id)
-        return made
-
-    yield create
-    for sink_id in created:
-        with contextlib.suppress(NotFoundError):
-            client.delete_sink(sink_id)
 
 
 def slack_url(channel: Endpoint) -> tuple[str, str]:
@@ -309,18 +291,6 @@ def test_plain_http_and_internal_chat_urls_are_refused_by_default(
         strict.close()
 
 
-def wait_for_state(
-    client: AuditClient, sink_id: str, done: Callable[[forwarding_pb2.Sink], bool]
-) -> forwarding_pb2.Sink:
-    deadline = time.monotonic() + 30
-    while True:
-        sink = client.get_sink(sink_id)
-        if done(sink):
-            return sink
-        assert time.monotonic() < deadline, f"sink state never reached: {sink.state}"
-        time.sleep(0.05)
-
-
 def test_a_rate_limited_or_failing_channel_is_retried_until_it_takes_the_message(
     client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], channel: Endpoint
 ) -> None:
@@ -397,14 +367,14 @@ def test_a_message_the_channel_refuses_is_parked_as_a_dead_letter(
 
     channel.responder = refuse_the_poisoned
     sink = sinks(chat_sink(channel))
-    poisoned = client.record(action="document.share", actor_id="poisoned").event.seq
-    after = client.record(action="document.share", actor_id="fine").event.seq
-    channel.wait_for(lambda r: after in [seq_of(line) for line in lines(r)])
-    wait_for_state(
-        client, sink.id, lambda s: s.state.dead_letters == 1 and s.state.cursor_seq >= after
+    a_poisoned_event_parked(
+        client,
+        sink.id,
+        delivered=lambda after: channel.wait_for(
+            lambda r: after in [seq_of(line) for line in lines(r)]
+        ),
+        status=400,
     )
-    [letter] = client.list_dead_letters(sink.id)
-    assert (letter.first_seq, letter.last_seq, letter.http_status) == (poisoned, poisoned, 400)
 
 
 def test_an_alert_rule_routed_to_a_chat_sink_posts_the_alert(

@@ -35,13 +35,10 @@ from sealtrail_server.forward import mail
 from sealtrail_server.forward.egress import EgressPolicy
 from tests.alerted_sinks import a_role_change_alerted
 from tests.conftest import ServerThread
-from tests.integration.test_forwarding import (
-    record,
-    sinks,  # noqa: F401 (a fixture)
-    wait_for_state,
-)
+from tests.integration.test_forwarding import record
 from tests.integration.test_spike_alerts import BASELINE, SPIKE, WINDOW, spike_rule
 from tests.pki import Authority
+from tests.sink_states import a_poisoned_event_parked, wait_for_state
 from tests.smtp_server import Mailbox, smtp_server
 
 ON_CALL = ["oncall@example.com", "Security Team <security@example.org>"]
@@ -73,7 +70,7 @@ def mailed_seqs(taken: list[Any]) -> list[int]:
 
 def test_an_alert_is_mailed_with_its_line_as_subject_from_and_to_the_sinks_addresses(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
     tenant: str,
 ) -> None:
@@ -104,29 +101,28 @@ def test_an_alert_is_mailed_with_its_line_as_subject_from_and_to_the_sinks_addre
 
 def test_a_5xx_refusing_the_message_parks_it_and_the_next_is_mailed(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
 ) -> None:
     mailbox.responder = lambda data, index: (
         "554 5.7.1 message content rejected" if b"poisoned" in data else None
     )
     sink = sinks(email_sink(mailbox))
-    poisoned = client.record(action="document.share", actor_id="poisoned").event.seq
-    after = client.record(action="document.share", actor_id="fine").event.seq
-    mailbox.wait_for(lambda t: after in mailed_seqs(t))
-    state = wait_for_state(
-        client, sink.id, lambda s: s.state.dead_letters == 1 and s.state.cursor_seq >= after
-    ).state
-    assert state.consecutive_failures == 0
-    [letter] = client.list_dead_letters(sink.id)
-    assert (letter.first_seq, letter.last_seq, letter.http_status) == (poisoned, poisoned, 554)
-    assert letter.error.startswith("SMTP 554 from 127.0.0.1:") and "5.7.1" in letter.error
+    parked = a_poisoned_event_parked(
+        client,
+        sink.id,
+        delivered=lambda after: mailbox.wait_for(lambda t: after in mailed_seqs(t)),
+        status=554,
+    )
+    assert parked.state.consecutive_failures == 0
+    error = parked.letter.error
+    assert error.startswith("SMTP 554 from 127.0.0.1:") and "5.7.1" in error
     assert mailbox.answered == 2  # not sent again
 
 
 def test_every_recipient_refused_parks_the_event(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
 ) -> None:
     mailbox.unknown = {"nobody@example.com"}
@@ -140,7 +136,7 @@ def test_every_recipient_refused_parks_the_event(
 
 def test_a_4xx_is_retried_and_the_same_message_then_taken(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
 ) -> None:
     sent: list[bytes] = []
@@ -162,7 +158,7 @@ def test_a_4xx_is_retried_and_the_same_message_then_taken(
 
 def test_a_refused_login_holds_the_sink_naming_its_username_then_a_good_one_delivers(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with smtp_server(logins={"sealtrail": "right horse battery"}) as mailbox:
@@ -184,7 +180,7 @@ def test_a_refused_login_holds_the_sink_naming_its_username_then_a_good_one_deli
 
 def test_the_password_is_never_shown(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     sql: psycopg.Connection[Any],
     tenant: str,
     caplog: pytest.LogCaptureFixture,
@@ -213,7 +209,7 @@ def test_the_password_is_never_shown(
 
 def test_another_host_asks_for_the_password_and_other_recipients_are_a_move(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
 ) -> None:
     """The password goes only to the server it was given for; the recipients
@@ -266,7 +262,7 @@ def _header_block(taken: Any) -> bytes:
 
 def test_an_international_domain_is_kept_as_typed_and_mailed_by_its_a_label(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
 ) -> None:
     """A domain in Unicode (IDNA) reaches any SMTP server in its ASCII form
@@ -321,7 +317,7 @@ def test_an_address_that_cannot_be_mailed_in_ascii_is_refused_saying_why(
 
 def test_the_subject_is_plain_text_without_the_chat_sinks_mention_guard(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
     tenant: str,
 ) -> None:
@@ -470,7 +466,7 @@ def test_a_long_subject_is_one_line_without_controls_folded_within_limits() -> N
 
 def test_a_spike_on_a_user_agent_is_mailed_saying_its_count_and_baseline(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
     tenant: str,
 ) -> None:
@@ -514,7 +510,7 @@ def test_a_spike_on_a_user_agent_is_mailed_saying_its_count_and_baseline(
 
 def test_a_replay_that_would_mail_more_than_a_thousand_messages_is_refused(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
 ) -> None:
     """An email sink mails each event: a replay of a range or window whose

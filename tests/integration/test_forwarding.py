@@ -56,6 +56,7 @@ from tests.conftest import ServerThread, database_of_its_own, errors_logged
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
 from tests.lock_waits import until_blocked
 from tests.pki import Authority
+from tests.sink_states import wait_for_state
 
 # What the tests record; a sink without a filter also gets `sink.*` events.
 SHARED = build_filter(actions="document.*")
@@ -69,23 +70,6 @@ def new_secret() -> str:
 def receiver() -> Iterator[Endpoint]:
     with endpoint() as running:
         yield running
-
-
-@pytest.fixture
-def sinks(client: AuditClient) -> Iterator[Callable[..., forwarding_pb2.Sink]]:
-    """Creates sinks in the test's tenant; deletes them afterwards, so no
-    forwarder keeps retrying an endpoint that is gone."""
-    created: list[str] = []
-
-    def create(sink: forwarding_pb2.Sink, *, from_beginning: bool = False) -> forwarding_pb2.Sink:
-        made = client.create_sink(sink, from_beginning=from_beginning).sink
-        created.append(made.id)
-        return made
-
-    yield create
-    for sink_id in created:
-        with contextlib.suppress(NotFoundError):
-            client.delete_sink(sink_id)
 
 
 def record(client: AuditClient, count: int, action: str = "document.share") -> list[int]:
@@ -137,18 +121,6 @@ def paused_webhook(
 def unpause(client: AuditClient, sink: forwarding_pb2.Sink) -> None:
     """Starts delivering a sink created paused, once the test's events are in."""
     client.update_sink(forwarding_pb2.Sink(id=sink.id, paused=False), fields=["paused"])
-
-
-def wait_for_state(
-    client: AuditClient, sink_id: str, done: Callable[[forwarding_pb2.Sink], bool]
-) -> forwarding_pb2.Sink:
-    deadline = time.monotonic() + 30
-    while True:
-        sink = client.get_sink(sink_id)
-        if done(sink):
-            return sink
-        assert time.monotonic() < deadline, f"sink state never reached: {sink.state}"
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager

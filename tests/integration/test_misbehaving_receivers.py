@@ -19,11 +19,8 @@ from tests.integration.test_forwarding import (
     SHARED,
     delivered_seqs,
     new_secret,
-    sinks,
-    wait_for_state,
 )
-
-__all__ = ["sinks"]  # the fixture, used by name
+from tests.sink_states import wait_for_state
 
 
 def _request(conn: socket.socket) -> tuple[bytes, bytes] | None:

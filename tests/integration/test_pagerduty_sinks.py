@@ -8,7 +8,6 @@ the routing key (a credential) never shown."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
 import threading
@@ -25,7 +24,6 @@ from google.protobuf import json_format
 from sealtrail import (
     AuditClient,
     InvalidArgumentError,
-    NotFoundError,
     build_filter,
     build_sink,
 )
@@ -34,7 +32,7 @@ from sealtrail.v1 import event_pb2, forwarding_pb2
 from tests.alerted_sinks import a_role_change_alerted
 from tests.conftest import ServerThread
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
-from tests.integration.test_forwarding import wait_for_state
+from tests.sink_states import a_poisoned_event_parked, wait_for_state
 
 ACCEPTED = Reply(202, b'{"status":"success","message":"Event processed","dedup_key":"x"}')
 INVALID = Reply(
@@ -55,22 +53,6 @@ def pagerduty() -> Iterator[Endpoint]:
 @pytest.fixture
 def routing_key() -> str:
     return secrets.token_hex(16)  # 32 characters, as an integration key's
-
-
-@pytest.fixture
-def sinks(client: AuditClient) -> Iterator[Callable[..., forwarding_pb2.Sink]]:
-    """Creates sinks in the test's tenant; deletes them afterwards."""
-    created: list[str] = []
-
-    def create(sink: forwarding_pb2.Sink) -> forwarding_pb2.Sink:
-        made = client.create_sink(sink).sink
-        created.append(made.id)
-        return made
-
-    yield create
-    for sink_id in created:
-        with contextlib.suppress(NotFoundError):
-            client.delete_sink(sink_id)
 
 
 def pagerduty_sink(
@@ -187,17 +169,16 @@ def test_an_event_pagerduty_calls_invalid_is_parked_and_not_sent_again(
 
     pagerduty.responder = refuse_the_poisoned
     sink = sinks(pagerduty_sink(pagerduty, routing_key))
-    poisoned = client.record(action="document.share", actor_id="poisoned").event.seq
-    after = client.record(action="document.share", actor_id="fine").event.seq
-    pagerduty.wait_for(lambda r: after in paged_seqs(r))
-    state = wait_for_state(
-        client, sink.id, lambda s: s.state.dead_letters == 1 and s.state.cursor_seq >= after
-    ).state
-    assert state.consecutive_failures == 0
-    [letter] = client.list_dead_letters(sink.id)
-    assert (letter.first_seq, letter.last_seq, letter.http_status) == (poisoned, poisoned, 400)
-    assert "payload.summary" in letter.error and routing_key not in letter.error
-    assert paged_seqs(pagerduty.requests()) == [poisoned, after]  # not sent again
+    parked = a_poisoned_event_parked(
+        client,
+        sink.id,
+        delivered=lambda after: pagerduty.wait_for(lambda r: after in paged_seqs(r)),
+        status=400,
+    )
+    assert parked.state.consecutive_failures == 0
+    assert "payload.summary" in parked.letter.error and routing_key not in parked.letter.error
+    # not sent again
+    assert paged_seqs(pagerduty.requests()) == [parked.poisoned, parked.after]
 
 
 def test_a_refused_routing_key_holds_the_events_instead_of_parking_them(
