@@ -36,6 +36,7 @@ from click.testing import CliRunner, Result
 from hypothesis import settings
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
@@ -319,6 +320,24 @@ class ServerThread:
 @pytest.fixture(scope="session")
 def server(migrated_database_url: str) -> Iterator[ServerThread]:
     with ServerThread(migrated_database_url) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def exporter() -> InMemorySpanExporter:
+    """Where `traced_server` exports its spans, for a module's tests."""
+    return InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module")
+def traced_server(
+    migrated_database_url: str, exporter: InMemorySpanExporter
+) -> Iterator[ServerThread]:
+    """A server exporting its spans into `exporter`, for a module's tests."""
+    # Here, not at the top: tests.traced_server imports this module's ServerThread.
+    from .traced_server import traced_server_of
+
+    with traced_server_of(migrated_database_url, exporter) as running:
         yield running
 
 

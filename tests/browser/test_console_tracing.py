@@ -27,11 +27,6 @@ QUERY = "sealtrail.v1.AuditLogService/Query"
 
 
 @pytest.fixture(scope="module")
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module")
 def traced(migrated_database_url: str, exporter: InMemorySpanExporter) -> Iterator[ServerThread]:
     with traced_server_of(
         migrated_database_url,

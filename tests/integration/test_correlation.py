@@ -31,23 +31,9 @@ from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.event_ids import event_id_minter
 from tests.conftest import ServerThread
-from tests.traced_server import traced_server_of
 
 RECORD_SPAN = "sealtrail.v1.AuditLogService/Record"
 REQUEST_ID = "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"
-
-
-@pytest.fixture(scope="module")
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module")
-def traced_server(
-    migrated_database_url: str, exporter: InMemorySpanExporter
-) -> Iterator[ServerThread]:
-    with traced_server_of(migrated_database_url, exporter) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -18,22 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bench import scale
 from sealtrail import AuditClient, build_filter
 from tests.conftest import ServerThread
-from tests.traced_server import traced_server_of
 
 QUERY_SPAN = "sealtrail.v1.AuditLogService/Query"
-
-
-@pytest.fixture(scope="module")
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture(scope="module")
-def traced_server(
-    migrated_database_url: str, exporter: InMemorySpanExporter
-) -> Iterator[ServerThread]:
-    with traced_server_of(migrated_database_url, exporter) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
