@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from sealtrail import AsyncAuditClient, AuditClient, ResourceExhaustedError, UnavailableError
 from sealtrail.v1 import audit_service_pb2
+from tests.fake_channel import retrying_client
 from tests.rpc_status import retry_info, status_of, status_trailers
 from tests.scripted_service import scripted
 
@@ -52,25 +53,8 @@ def _manifest() -> audit_service_pb2.ExportResponse:
 
 
 @pytest.fixture
-def channel() -> grpc_testing.Channel:
-    return grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
 def client(channel: grpc_testing.Channel, sleeps: list[float]) -> Iterator[AuditClient]:
-    with AuditClient(
-        "unused",
-        token="s3cret",
-        max_attempts=3,
-        channel=channel,
-        sleep=sleeps.append,
-        rng=random.Random(0),
-    ) as client:
+    with retrying_client(channel, sleeps) as client:
         yield client
 
 

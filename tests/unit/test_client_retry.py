@@ -39,6 +39,7 @@ from sealtrail.v1 import (
     retention_pb2,
     settings_pb2,
 )
+from tests.fake_channel import retrying_client
 from tests.rpc_status import retry_info, status_of, status_trailers
 from tests.scripted_service import scripted
 
@@ -49,25 +50,8 @@ REQUEST_ID: Final = "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"
 
 
 @pytest.fixture
-def channel() -> grpc_testing.Channel:
-    return grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
-
-
-@pytest.fixture
-def sleeps() -> list[float]:
-    return []
-
-
-@pytest.fixture
 def client(channel: grpc_testing.Channel, sleeps: list[float]) -> Iterator[AuditClient]:
-    with AuditClient(
-        "unused",
-        token="s3cret",
-        max_attempts=3,
-        channel=channel,
-        sleep=sleeps.append,
-        rng=random.Random(0),
-    ) as client:
+    with retrying_client(channel, sleeps) as client:
         yield client
 
 

@@ -28,11 +28,6 @@ REMOVED = audit_service_pb2.PurgedRange(after_seq=9, through_seq=12, count=2)
 
 
 @pytest.fixture
-def channel() -> grpc_testing.Channel:
-    return grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
-
-
-@pytest.fixture
 def client(channel: grpc_testing.Channel) -> Iterator[AuditClient]:
     with AuditClient(
         "unused", token="s3cret", channel=channel, sleep=lambda _: None, rng=random.Random(0)
