@@ -32,7 +32,7 @@ from sealtrail import (
 from sealtrail import _cli as client_cli
 from sealtrail.v1 import event_pb2, forwarding_pb2
 from sealtrail_server.forward import mail
-from sealtrail_server.forward.egress import EgressPolicy
+from sealtrail_server.forward.egress import EgressDenied, EgressPolicy
 from tests.alerted_sinks import a_role_change_alerted
 from tests.conftest import ServerThread
 from tests.integration.test_forwarding import record
@@ -42,6 +42,9 @@ from tests.sink_states import a_poisoned_event_parked, wait_for_state
 from tests.smtp_server import Mailbox, smtp_server
 
 ON_CALL = ["oncall@example.com", "Security Team <security@example.org>"]
+# `localhost` in full-width letters: a host name in Unicode whose A-label (UTS
+# 46 maps each letter to its ASCII one) resolves here, to 127.0.0.1.
+FULL_WIDTH_LOCALHOST = "".join(chr(0xFF41 + ord(c) - ord("a")) for c in "localhost")
 
 
 @pytest.fixture
@@ -288,6 +291,56 @@ def test_an_international_domain_is_kept_as_typed_and_mailed_by_its_a_label(
     ]
 
 
+def test_an_international_host_is_kept_as_typed_and_connected_to_by_its_a_label(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+) -> None:
+    """A host name in Unicode is kept and shown as typed, and looked up,
+    checked by the egress policy and connected to by its A-label (IDNA 2008,
+    UTS 46, as an address's domain): `localhost` in full-width letters is
+    `localhost`, so plain text is allowed to it and the mail goes."""
+    typed = FULL_WIDTH_LOCALHOST
+    sink = sinks(email_sink(mailbox, host=typed))
+    assert sink.email.host == typed and client.get_sink(sink.id).email.host == typed
+    seq = client.record(action="document.share", actor_id="u").event.seq
+    [taken] = mailbox.wait_for(lambda t: len(t) >= 1)
+    assert mailed_seqs([taken]) == [seq]
+
+
+def test_an_international_host_is_looked_up_by_its_idna_2008_a_label(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+) -> None:
+    """`straße` is `xn--strae-oqa` by IDNA 2008, not IDNA 2003's `strasse`
+    (Python's `idna` codec, which the resolver used for a name in Unicode):
+    the lookup the sink's error names is the A-label's."""
+    sink = sinks(build_sink(
+        "mail", "email", host="mail.straße.invalid", from_address="alerts@example.com",
+        to_addresses=["oncall@example.com"], filter=build_filter(actions="document.*"),
+    ))  # fmt: skip
+    assert sink.email.host == "mail.straße.invalid"
+    client.record(action="document.share", actor_id="u")
+    state = wait_for_state(client, sink.id, lambda s: s.state.consecutive_failures >= 1).state
+    assert "mail.xn--strae-oqa.invalid" in state.last_error, state.last_error
+    assert "strasse" not in state.last_error
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["mail.\u2603.example", "mail." + "\u00fc" * 60 + ".example", "mail.a\u200db.example"],
+    ids=["a-snowman", "a-label-over-63", "a-joiner-out-of-context"],
+)
+def test_a_host_idna_2008_cannot_write_in_ascii_is_refused_saying_so(
+    client: AuditClient, mailbox: Mailbox, host: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.create_sink(email_sink(mailbox, host=host, security="starttls"))
+    [(named, description)] = refused.value.field_violations
+    assert named == "sink.email.host", str(refused.value)
+    assert description == "must be a host name IDNA 2008 can write in ASCII (its xn-- form)"
+
+
 @pytest.mark.parametrize(
     ("settings", "field", "said"),
     [
@@ -387,7 +440,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def _send(mailbox: Mailbox, trust: ssl.SSLContext, *, timeout: float = 5.0, **settings: Any) -> Any:
+def _send(
+    mailbox: Mailbox,
+    trust: ssl.SSLContext,
+    *,
+    timeout: float = 5.0,
+    allowed: str = "127.0.0.0/8",
+    **settings: Any,
+) -> Any:
     destination = {
         "host": "127.0.0.1",
         "port": mailbox.port,
@@ -395,7 +455,7 @@ def _send(mailbox: Mailbox, trust: ssl.SSLContext, *, timeout: float = 5.0, **se
         "to_addresses": ["oncall@example.com"],
         **settings,
     }
-    policy = EgressPolicy.parse(allow_http=False, allowed="127.0.0.0/8", denied="")
+    policy = EgressPolicy.parse(allow_http=False, allowed=allowed, denied="")
     body = b"Subject: hello\r\n\r\nbody\r\n"
     return asyncio.run(mail.send(policy, trust, destination, body, timeout=timeout, tenant_id=None))
 
@@ -412,6 +472,22 @@ def test_starttls_is_verified_and_the_login_goes_over_it(pki: dict[str, Path]) -
         with pytest.raises(ssl.SSLCertVerificationError):
             _send(mailbox, ssl.create_default_context(), username="sealtrail", password="x")
         assert mailbox.logins == [("sealtrail", True)]
+
+
+def test_starttls_to_an_international_host_checks_the_certificate_by_its_a_label(
+    pki: dict[str, Path],
+) -> None:
+    """The certificate names `localhost` (and 127.0.0.1): the host typed in
+    full-width letters is verified as its A-label, `localhost`, whose
+    addresses the egress policy judges."""
+    trusting = ssl.create_default_context(cafile=str(pki["ca"]))
+    with smtp_server(tls=(str(pki["crt"]), str(pki["key"]))) as mailbox:
+        assert _send(mailbox, trusting, host=FULL_WIDTH_LOCALHOST).status == 250
+        assert len(mailbox.wait_for(lambda t: len(t) >= 1)) == 1
+        # The egress policy judges the addresses of the A-label: the loopback's.
+        with pytest.raises(EgressDenied, match="resolves to an internal or denied address"):
+            _send(mailbox, trusting, host=FULL_WIDTH_LOCALHOST, allowed="")
+        assert mailbox.answered == 1
 
 
 def test_starttls_asked_of_a_server_without_it_is_refused_not_sent_in_the_clear(

@@ -19,7 +19,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import forwarding_pb2 as pb
 
 from ..alerts.routing import reroute_alerts
-from ..domain.email_sinks import MAX_REPLAY_MESSAGES, port_of
+from ..domain.email_sinks import MAX_REPLAY_MESSAGES, host_of, port_of
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ..domain.etags import require_etag
 from ..domain.event import checked_bound, parse_uuid
@@ -189,8 +189,11 @@ async def check_egress(
         return
     if kind == "email":
         try:
-            await egress.resolve(destination.get("host", ""), port_of(destination),
-                                 tenant_id=tenant_id)  # fmt: skip
+            smtp_host = host_of(destination)  # by its A-label, as it is connected to
+        except UnicodeError:
+            return  # refused by the definition's checks, naming it
+        try:
+            await egress.resolve(smtp_host, port_of(destination), tenant_id=tenant_id)
         except Unresolvable:
             pass
         except EgressDenied as error:

@@ -35,6 +35,7 @@ _NOT_AN_ADDRESS: Final = f"must be one email address of at most {MAX_ADDRESS} ch
 # server may not offer and Sealtrail does not send: refused as it is typed.
 NEEDS_SMTPUTF8: Final = "a non-ASCII local part needs SMTPUTF8, which Sealtrail does not send"
 _NOT_IDNA: Final = "has a domain that IDNA 2008 cannot write in ASCII (its xn-- form)"
+_HOST_NOT_IDNA: Final = "must be a host name IDNA 2008 can write in ASCII (its xn-- form)"
 
 
 def security_of(destination: dict[str, Any]) -> str:
@@ -48,6 +49,24 @@ def port_of(destination: dict[str, Any]) -> int:
     return int(port) or DEFAULT_PORTS.get(security_of(destination), 587)
 
 
+def a_label(name: str) -> str:
+    """`name`, a domain or a host name, in ASCII: as it is if it is, else
+    by its A-labels (`xn--...`), IDNA 2008 with UTS 46's mapping (a
+    full-width letter or dot is its ASCII one). UnicodeError (idna.IDNAError
+    among them) where IDNA 2008 cannot write it."""
+    if name.isascii():
+        return name
+    return idna.encode(name, uts46=True).decode("ascii")
+
+
+def host_of(destination: dict[str, Any]) -> str:
+    """The host an email sink looks up, has the egress policy check, connects
+    to and verifies the certificate of: its `host` by its A-label where it is
+    in Unicode (shown, and bound to its sealed password, as typed).
+    UnicodeError for a host that validation refuses."""
+    return a_label(str(destination.get("host", "")))
+
+
 def smtp_url(destination: dict[str, Any]) -> str:
     """Where an email sink sends, as a URL for errors, logs and what binds its
     sealed password (`smtps://` for implicit TLS): `smtp://host:port`."""
@@ -59,7 +78,13 @@ def smtp_url(destination: dict[str, Any]) -> str:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether `host` names this machine: `localhost`, 127.0.0.0/8 or ::1."""
+    """Whether `host` names this machine: `localhost`, 127.0.0.0/8 or ::1
+    (a host name in Unicode by its A-label: `localhost` in full-width letters
+    is one)."""
+    try:
+        host = a_label(host)
+    except UnicodeError:
+        return False
     if host.rstrip(".").lower() == "localhost":
         return True
     try:
@@ -97,11 +122,10 @@ def mail_address(value: str) -> MailAddress:
         raise ValueError(_NOT_AN_ADDRESS)
     if not local.isascii():
         raise ValueError(NEEDS_SMTPUTF8)
-    if not domain.isascii():
-        try:
-            domain = idna.encode(domain, uts46=True).decode("ascii")
-        except UnicodeError:  # idna.IDNAError among them
-            raise ValueError(_NOT_IDNA) from None
+    try:
+        domain = a_label(domain)
+    except UnicodeError:  # idna.IDNAError among them
+        raise ValueError(_NOT_IDNA) from None
     try:
         parsed = Address(display_name=name, addr_spec=f"{local}@{domain}")
     except (HeaderParseError, ValueError, IndexError):
@@ -183,6 +207,13 @@ def _visible(text: str) -> bool:
 
 
 def _host_error(host: str) -> str | None:
+    """Why `host` cannot be connected to (None: it can), as typed: one in
+    Unicode by its A-label, which is what is connected to."""
+    if len(host.rstrip(".")) <= MAX_HOST and not host.isascii():
+        try:
+            host = a_label(host)
+        except UnicodeError:
+            return _HOST_NOT_IDNA
     if len(host.rstrip(".")) > MAX_HOST or not _visible(host):
         return f"must be a host name or IP address of at most {MAX_HOST} characters"
     try:

@@ -26,7 +26,7 @@ import aiosmtplib
 
 from ..domain.chat_text import line as chat_line
 from ..domain.chat_text import shown
-from ..domain.email_sinks import is_loopback, mail_address, port_of, security_of
+from ..domain.email_sinks import host_of, is_loopback, mail_address, port_of, security_of
 from .egress import DEADLINE_TIMEOUTS, Answer, EgressDenied, EgressPolicy
 
 # An SMTP reply's characters kept (its first line): its code and enhanced
@@ -181,7 +181,9 @@ async def _exchange(
     timeout: float,
     tenant_id: str | None,
 ) -> Answer:
-    host = destination["host"]
+    # Looked up, checked, connected to and its certificate verified by its
+    # A-label (validated: IDNA 2008 writes it), as the addresses' domains are.
+    host = host_of(destination)
     port = port_of(destination)
     security = security_of(destination)
     if security == "none" and not is_loopback(host):  # validated, and checked again
