@@ -614,3 +614,27 @@ def test_a_replay_that_would_mail_more_than_a_thousand_messages_is_refused(
     mailed = mailbox.wait_for(lambda t: len(t) >= 2)
     wait_for_state(client, sink.id, lambda s: s.state.pending_replays == 0)
     assert sorted(mailed_seqs(mailed)) == shares
+
+
+def test_an_email_sink_from_the_beginning_of_more_than_a_thousand_events_is_refused(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+) -> None:
+    """Created `from_beginning`, an email sink mails each event of the log
+    its filter takes: more than 1,000 is refused as a replay of as many is,
+    naming `from_beginning`, saying how many and what to do instead; one
+    whose filter takes fewer of the log is created and mails them."""
+    record(client, 1001, "document.share")
+    shares = record(client, 2, "document.export")
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.create_sink(email_sink(mailbox), from_beginning=True)
+    [(field, description)] = refused.value.field_violations
+    assert field == "from_beginning"
+    assert description == (
+        "would mail 1,003 events, at most 1,000: create without it, then replay a narrower range"
+    )
+    assert client.list_sinks() == [] and mailbox.taken == []
+    sinks(email_sink(mailbox, actions="document.export"), from_beginning=True)
+    mailed = mailbox.wait_for(lambda t: len(t) >= 2)
+    assert sorted(mailed_seqs(mailed)) == shares

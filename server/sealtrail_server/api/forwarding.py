@@ -230,6 +230,9 @@ def refuse_if_managed(stored: store.StoredSink) -> None:
 _SETTINGS: Final = ("name", "filter", "format", "paused")
 # A dead letter's instant in a page token: whole microseconds since the epoch.
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# The most events an email sink created from_beginning has counted, to say how
+# many more than MAX_REPLAY_MESSAGES it would mail ("over" this, past it).
+_COUNTED_AT_MOST: Final = 100 * MAX_REPLAY_MESSAGES
 _MICROSECOND: Final = timedelta(microseconds=1)
 _UPDATABLE: Final = (
     *_SETTINGS,
@@ -350,6 +353,8 @@ class ForwardingRpcs:
                     reason="TOO_MANY_SINKS",
                 )
             head = await tree_size(conn, tenant_id)
+            if request.from_beginning and definition.kind == "email":
+                await _refuse_a_mail_storm_from_the_beginning(conn, tenant_id, definition, head)
             sink_id = str(uuid.uuid4())
             cursor = 0 if request.from_beginning else head
             shown = await self._recorded_sink(tenant_id, definition)
@@ -696,26 +701,62 @@ async def _refuse_a_mail_storm(
     met). A dead letter's replay is one event."""
     if replay.dead_letter_id is not None:
         return
-    base = filter_from_json(definition.filter)
-    after, before = base.occurred_after, base.occurred_before
-    if replay.occurred_after is not None:
-        after = replay.occurred_after if after is None else max(after, replay.occurred_after)
-    if replay.occurred_before is not None:
-        before = replay.occurred_before if before is None else min(before, replay.occurred_before)
-    taken = await store.count_taken(
-        conn,
-        tenant_id,
-        replace(base, occurred_after=after, occurred_before=before),
-        first_seq=replay.first_seq,
-        last_seq=replay.last_seq,
-        at_most=MAX_REPLAY_MESSAGES + 1,
-    )
+    taken = await _messages(conn, tenant_id, definition, replay, at_most=MAX_REPLAY_MESSAGES + 1)
     if taken > MAX_REPLAY_MESSAGES:
         raise InvalidArgument.field(
             request.WhichOneof("selection") or "selection",
             f"an email sink mails each event: at most {MAX_REPLAY_MESSAGES:,} a replay,"
             " and this selects more",
         )
+
+
+async def _refuse_a_mail_storm_from_the_beginning(
+    conn: Connection, tenant_id: str, definition: SinkDefinition, head: int
+) -> None:
+    """An email sink created `from_beginning` mails each event of the log its
+    filter takes, as a replay of the whole log would: more than
+    MAX_REPLAY_MESSAGES is refused as that replay is (the same count), naming
+    `from_beginning`, saying how many (counted up to _COUNTED_AT_MOST, no
+    further: a log of millions is not read for a number) and what to do."""
+    taken = await _messages(
+        conn, tenant_id, definition, _Replay(1, head), at_most=_COUNTED_AT_MOST + 1
+    )
+    if taken > MAX_REPLAY_MESSAGES:
+        many = f"over {_COUNTED_AT_MOST:,}" if taken > _COUNTED_AT_MOST else f"{taken:,}"
+        raise InvalidArgument.field(
+            "from_beginning",
+            f"would mail {many} events, at most {MAX_REPLAY_MESSAGES:,}: create without it,"
+            " then replay a narrower range",
+        )
+
+
+async def _messages(
+    conn: Connection,
+    tenant_id: str,
+    definition: SinkDefinition,
+    selection: _Replay,
+    *,
+    at_most: int,
+) -> int:
+    """How many messages an email sink mails for `selection` of the log (the
+    events of its seqs, and of its window, its filter takes), counted up to
+    `at_most`: the count a replay's cap and `from_beginning`'s refuse by."""
+    base = filter_from_json(definition.filter)
+    after, before = base.occurred_after, base.occurred_before
+    if selection.occurred_after is not None:
+        after = selection.occurred_after if after is None else max(after, selection.occurred_after)
+    if selection.occurred_before is not None:
+        before = (
+            selection.occurred_before if before is None else min(before, selection.occurred_before)
+        )
+    return await store.count_taken(
+        conn,
+        tenant_id,
+        replace(base, occurred_after=after, occurred_before=before),
+        first_seq=selection.first_seq,
+        last_seq=selection.last_seq,
+        at_most=at_most,
+    )
 
 
 def _sink_id(text: str, field: str) -> str:
