@@ -49,6 +49,10 @@ class Mailbox:
     unknown: set[str] = field(default_factory=set)
     # Seconds each RCPT is answered after: a server slow at every step.
     rcpt_delay: float = 0.0
+    # The first `lost_replies` messages are taken and their connection then
+    # dropped before the 250 goes: a reply lost, which the sender cannot
+    # tell from a message lost, so it sends the message again.
+    lost_replies: int = 0
     taken: list[Mail] = field(default_factory=list)
     answered: int = 0  # DATA commands answered, refused ones too
     logins: list[tuple[str, bool]] = field(default_factory=list)  # (username, accepted)
@@ -94,6 +98,8 @@ class _Handler:
             mailbox.taken.append(
                 Mail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content, login)
             )
+        if index < mailbox.lost_replies and isinstance(server.transport, asyncio.Transport):
+            server.transport.abort()  # the reply below is written to no one
         return "250 OK taken"
 
 

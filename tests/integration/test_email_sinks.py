@@ -159,6 +159,29 @@ def test_a_4xx_is_retried_and_the_same_message_then_taken(
     assert len(sent) == 3 and len(set(sent)) == 1
 
 
+def test_a_reply_lost_after_data_is_sent_again_under_the_same_message_id(
+    client: AuditClient,
+    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    mailbox: Mailbox,
+) -> None:
+    """A connection lost after the message went but before the server's
+    reply: the sender cannot tell a message taken from one lost, so it sends
+    it again (at least once). The repeat is the same message, under the same
+    Message-ID, which mail readers and most servers show or keep once."""
+    mailbox.lost_replies = 1
+    sink = sinks(email_sink(mailbox))
+    seq = client.record(action="document.share", actor_id="u").event.seq
+    first, again = mailbox.wait_for(lambda t: len(t) >= 2)
+    state = wait_for_state(client, sink.id, lambda s: s.state.cursor_seq >= seq).state
+    assert state.dead_letters == 0 and state.delivered_events == 1
+    assert mailed_seqs([first, again]) == [seq, seq]
+    [event] = client.query(build_filter(actions="document.share"))
+    assert first.message["Message-ID"] == again.message["Message-ID"]
+    assert first.message["Message-ID"].startswith(f"<{event.id}.")
+    assert first.data == again.data
+    assert mailbox.answered == 2
+
+
 def test_a_refused_login_holds_the_sink_naming_its_username_then_a_good_one_delivers(
     client: AuditClient,
     sinks: Callable[..., forwarding_pb2.Sink],
