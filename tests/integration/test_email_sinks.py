@@ -161,7 +161,7 @@ def test_a_4xx_is_retried_and_the_same_message_then_taken(
 
 def test_a_reply_lost_after_data_is_sent_again_under_the_same_message_id(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
 ) -> None:
     """A connection lost after the message went but before the server's
@@ -316,7 +316,7 @@ def test_an_international_domain_is_kept_as_typed_and_mailed_by_its_a_label(
 
 def test_an_international_host_is_kept_as_typed_and_connected_to_by_its_a_label(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
 ) -> None:
     """A host name in Unicode is kept and shown as typed, and looked up,
@@ -333,7 +333,7 @@ def test_an_international_host_is_kept_as_typed_and_connected_to_by_its_a_label(
 
 def test_an_international_host_is_looked_up_by_its_idna_2008_a_label(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
 ) -> None:
     """`straße` is `xn--strae-oqa` by IDNA 2008, not IDNA 2003's `strasse`
     (Python's `idna` codec, which the resolver used for a name in Unicode):
@@ -641,7 +641,7 @@ def test_a_replay_that_would_mail_more_than_a_thousand_messages_is_refused(
 
 def test_an_email_sink_from_the_beginning_of_more_than_a_thousand_events_is_refused(
     client: AuditClient,
-    sinks: Callable[..., forwarding_pb2.Sink],  # noqa: F811
+    sinks: Callable[..., forwarding_pb2.Sink],
     mailbox: Mailbox,
 ) -> None:
     """Created `from_beginning`, an email sink mails each event of the log
