@@ -59,6 +59,7 @@ from ..domain.event import (
 from ..domain.filters import EventFilter, RecordMatcher
 from ..leased_work import LeasedWork, WaitingForRoom, new_owner
 from ..measures import no_meter
+from ..newer_objects import NEWER, condition_not_understood
 from ..store import alerts as store
 from ..store.appended import Appended
 from ..store.appender import Appender
@@ -209,6 +210,9 @@ class Evaluator:
         self._rules: dict[str, dict[str, _Rule]] = {}  # tenant -> rule id -> rule
         # tenant -> the cursor its rules' windows stand at (every event up to it counted)
         self._windows_at: dict[str, int] = {}
+        # Rules a newer release made (newer_objects.py), as defined when this
+        # process met them: their tenants are not claimed again until changed.
+        self._left: dict[str, datetime] = {}
         self._work: LeasedWork[str] = LeasedWork(
             "alerts",
             claim=self._claim,
@@ -240,6 +244,7 @@ class Evaluator:
                 owner=self.owner,
                 lease_seconds=self._lease_seconds,
                 limit=self._max_tenants,
+                leave=list(self._left.items()),
             )
             waiting = await store.count_unleased(conn) if len(held) >= self._max_tenants else 0
         self._waiting.saw(len(held), waiting, what="tenant")
@@ -267,6 +272,18 @@ class Evaluator:
             # recorded while that call ran may be passed over.)
             head = await tree_size(conn, tenant_id)
             stored_rules = await store.enabled_rules(conn, tenant_id)
+            newer = [
+                (rule, what)
+                for rule in stored_rules
+                if (what := condition_not_understood(rule.condition)) is not None
+            ]
+            if newer:
+                # The tenant's one cursor: evaluating the rest would move it
+                # past events the newer rule never saw. All left to the newer
+                # release's processes.
+                await store.release_lease(conn, tenant_id, owner=self.owner)
+                self._leave(tenant_id, newer)
+                return None
             # No enabled rule watches the events up to the earliest start of
             # them all. The cursor stands still while a tenant has no enabled
             # rule (it is claimed only while it has one): a rule created or
@@ -354,6 +371,21 @@ class Evaluator:
                 self._rules.pop(tenant_id, None)
                 self._windows_at.pop(tenant_id, None)
         return 0.0 if moved else None
+
+    def _leave(self, tenant_id: str, newer: list[tuple[store.StoredRule, str]]) -> None:
+        """Notes the rules of `tenant_id` a newer release made (not claimed
+        again while they stand as they are), each said once."""
+        self._behind.pop(tenant_id, None)
+        self._rules.pop(tenant_id, None)
+        self._windows_at.pop(tenant_id, None)
+        for rule, what in newer:
+            if self._left.get(rule.id) != rule.updated_at:
+                log.warning(
+                    "alerts: tenant %s rule %s was %s release (%s not known to this one);"
+                    " the tenant's rules are left to a process that knows it",
+                    tenant_id, rule.id, NEWER, what,
+                )  # fmt: skip
+            self._left[rule.id] = rule.updated_at
 
     async def _evaluate(
         self, tenant_id: str, rules: list[_Rule], event: StoredEvent, watched_after: int

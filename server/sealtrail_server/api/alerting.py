@@ -26,6 +26,7 @@ from ..domain.filters import validate_filter
 from ..domain.names import name_problem
 from ..domain.weakening import RuleSettings, rule_weakenings
 from ..forward.forwarder import Forwarder
+from ..newer_objects import condition_not_understood
 from ..store import alerts as store
 from ..store import sinks as sink_store
 from ..store.appender import Appender
@@ -108,7 +109,20 @@ def _rule_message(stored: store.StoredRule) -> pb.AlertRule:
         disabled=stored.disabled,
         fired=stored.fired,
     )
-    condition = dict(stored.condition)
+    # A newer release's rule (newer_objects.py): its condition is left unset,
+    # which no rule of this release is, as the sign of it.
+    if condition_not_understood(stored.condition) is None:
+        _set_condition(message, stored.condition)
+    message.create_time.FromDatetime(stored.created_at)
+    message.update_time.FromDatetime(stored.updated_at)
+    if stored.last_fired_at is not None:
+        message.last_fired_time.FromDatetime(stored.last_fired_at)
+    message.etag = _etag(stored)
+    return message
+
+
+def _set_condition(message: pb.AlertRule, stored: dict[str, Any]) -> None:
+    condition = dict(stored)
     kind = condition.pop("kind")
     target = getattr(message, kind)
     target.SetInParent()  # else a new-IP rule on every event (an empty filter) showed none
@@ -120,12 +134,6 @@ def _rule_message(stored: store.StoredRule) -> pb.AlertRule:
             getattr(target, name).extend(value)
         else:
             setattr(target, name, value)
-    message.create_time.FromDatetime(stored.created_at)
-    message.update_time.FromDatetime(stored.updated_at)
-    if stored.last_fired_at is not None:
-        message.last_fired_time.FromDatetime(stored.last_fired_at)
-    message.etag = _etag(stored)
-    return message
 
 
 def _etag(rule: store.StoredRule) -> str:

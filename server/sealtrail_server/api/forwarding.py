@@ -28,6 +28,7 @@ from ..domain.page_tokens import PageTokens
 from ..domain.sealing import SecretBox
 from ..domain.sinks import (
     DEFAULT_URLS,
+    KINDS,
     MAX_SINKS_PER_TENANT,
     SECRET_FIELDS,
     Format,
@@ -44,6 +45,7 @@ from ..domain.sinks import (
 )
 from ..forward.egress import EgressDenied, EgressPolicy, Unresolvable
 from ..forward.forwarder import Forwarder
+from ..newer_objects import NEWER, sign, sink_not_understood
 from ..store import sinks as store
 from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased
@@ -95,11 +97,16 @@ def _sink_message(stored: store.StoredSink, head: int) -> pb.Sink:
         paused=definition.paused,
         managed=stored.managed,
     )
-    json_format.ParseDict(definition.filter, message.filter)
-    shown = redacted_destination(definition.kind, definition.destination)
-    if stored.managed:
-        shown = _operators_destination(shown)
-    json_format.ParseDict(shown, getattr(message, definition.kind))
+    newer = sink_not_understood(definition.kind, definition.filter)
+    # What this release knows of a newer one's sink, and, in its state, a sign
+    # of what it does not (newer_objects.py).
+    json_format.ParseDict(definition.filter, message.filter, ignore_unknown_fields=True)
+    shown: dict[str, Any] = {}
+    if definition.kind in KINDS:
+        shown = redacted_destination(definition.kind, definition.destination)
+        if stored.managed:
+            shown = _operators_destination(shown)
+        json_format.ParseDict(shown, getattr(message, definition.kind))
     message.create_time.FromDatetime(stored.created_at)
     message.update_time.FromDatetime(stored.updated_at)
     # A managed sink's etag is of what its tenant sees (no change of it is
@@ -110,7 +117,7 @@ def _sink_message(stored: store.StoredSink, head: int) -> pb.Sink:
     message.state.head_seq = head
     message.state.lag_events = max(0, head - state.cursor_seq)
     message.state.delivered_events = state.delivered_events
-    message.state.last_error = state.last_error
+    message.state.last_error = state.last_error if newer is None else sign(newer)
     message.state.consecutive_failures = state.consecutive_failures
     message.state.dead_letters = state.dead_letters
     message.state.pending_replays = state.pending_replays
@@ -309,6 +316,13 @@ class ForwardingRpcs:
         if stored.managed and self._denials is not None:
             await self._denials.refused(current_principal(), rpc=rpc, reason="operator")
         refuse_if_managed(stored)
+        if sink_not_understood(stored.definition.kind, stored.definition.filter) is not None:
+            # A newer release's sink (newer_objects.py): changed by this one,
+            # it would be rewritten, or recorded, by what this one knows of it.
+            raise FailedPrecondition(
+                f"sink {stored.id} was {NEWER} release: change it through one",
+                reason="SINK_FROM_A_NEWER_RELEASE",
+            )
 
     async def _definition(
         self,

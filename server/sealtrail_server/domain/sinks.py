@@ -119,7 +119,11 @@ def hint(secret: str) -> str:
 def redacted_destination(kind: Kind, destination: dict[str, Any]) -> dict[str, Any]:
     """The destination without its secrets, each replaced by `<field>_hint(s)`:
     a secret URL (a chat webhook's) as `shown_url` shows it, which tells a
-    reader which service and channel without the part that lets one post."""
+    reader which service and channel without the part that lets one post.
+    Nothing of a kind this release does not know (a newer release's): which
+    of its fields are secrets is unknown."""
+    if kind not in SECRET_FIELDS:
+        return {}
     shown = dict(destination)
     for name in SECRET_FIELDS[kind]:
         value = shown.pop(name, None)

@@ -44,6 +44,7 @@ from ..domain.filters import EventFilter
 from ..domain.sealing import SecretBox
 from ..fair_share import FairShare
 from ..leased_work import LeasedWork, WaitingForRoom, new_owner
+from ..newer_objects import NEWER, sink_not_understood
 from ..store import sinks as store
 from ..store.database import Connection, Database
 from ..store.events import StoredEvent, stream_events
@@ -187,6 +188,9 @@ class Forwarder:
         self._lease_seconds = lease_seconds
         self._backoff_base = backoff_base
         self._max_sinks = max_sinks
+        # Sinks left to a newer release's processes (newer_objects.py), as
+        # defined when this one met them: not claimed again until changed.
+        self._left: dict[store.Lease, datetime] = {}
         self.owner = new_owner()
         self._chance = random.Random()
         self._work: LeasedWork[store.Lease] = LeasedWork(
@@ -235,6 +239,7 @@ class Forwarder:
                 owner=self.owner,
                 lease_seconds=self._lease_seconds,
                 limit=self._max_sinks,
+                leave=list(self._left.items()),
             )
             waiting = await store.count_unleased(conn) if len(leases) >= self._max_sinks else 0
         self._waiting.saw(len(leases), waiting, what="sink")
@@ -263,6 +268,10 @@ class Forwarder:
             replay = await store.oldest_replay(conn, lease) if sink else None
         if sink is None:
             self._measures.forget(lease.sink_id)
+            return None
+        newer = sink_not_understood(sink.definition.kind, sink.definition.filter)
+        if newer is not None:
+            await self._leave(lease, sink.updated_at, newer)
             return None
         due = sink.state.next_attempt_at
         async with self._db.connection(lease.tenant_id) as conn:
@@ -419,6 +428,21 @@ class Forwarder:
                 conn, lease, owner=self.owner, defined_at=defined_at
             )
         return 0.0 if changed else None
+
+    async def _leave(self, lease: store.Lease, defined_at: datetime, newer: str) -> None:
+        """Leaves a sink a newer release made to a process of it: nothing sent,
+        parked or recorded of it, its lease given up and not taken again here
+        until its definition changes; said once."""
+        if self._left.get(lease) != defined_at:
+            log.warning(
+                "forwarder: tenant %s sink %s was %s release (%s not known to this one);"
+                " left to a process that knows it",
+                lease.tenant_id, lease.sink_id, NEWER, newer,
+            )  # fmt: skip
+        self._left[lease] = defined_at
+        self._measures.forget(lease.sink_id)
+        async with self._db.system_connection() as conn:
+            await store.release_lease(conn, lease, owner=self.owner)
 
     async def _send_range(
         self,

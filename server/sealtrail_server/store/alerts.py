@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sys
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -542,14 +543,22 @@ _RENEW_LEASES: Final = (
 
 
 async def claim_tenants(
-    conn: Connection, *, owner: str, lease_seconds: float, limit: int
+    conn: Connection,
+    *,
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    leave: Sequence[tuple[str, datetime]] = (),
 ) -> list[str]:
     """Renews this owner's leases of tenants with enabled rules, then leases
     the cursors of such tenants nobody holds, up to `limit` in all: at the
     limit, a tenant evaluated here stays, and the others wait for a process
     with room (as `store/sinks.claim_sinks`). Free cursors are taken without
     waiting (SKIP LOCKED), as other processes claim them too. Lease times are
-    the database's (see claim_sinks)."""
+    the database's (see claim_sinks). `leave`: rules (id, as defined at a
+    time) this owner leaves to another process (a newer release's,
+    newer_objects.py): a tenant with one of them enabled, as it was, is not
+    taken."""
     params = {"owner": owner, "lease": lease_seconds, "limit": limit}
     renewed = await conn.execute(_RENEW_LEASES, params)
     held = [tenant_id for (tenant_id,) in await renewed.fetchall()]
@@ -561,9 +570,18 @@ async def claim_tenants(
         " WHERE tenant_id IN (SELECT c.tenant_id FROM alert_cursors AS c"
         "   WHERE (c.lease_until IS NULL OR c.lease_until < now())"
         f"   AND c.lease_owner IS DISTINCT FROM %(owner)s AND {_HAS_RULES}"
+        "   AND NOT EXISTS (SELECT 1 FROM alert_rules AS r,"
+        "     unnest(%(left_ids)s::uuid[], %(left_at)s::timestamptz[]) AS l (id, at)"
+        "     WHERE r.tenant_id = c.tenant_id AND NOT r.disabled AND r.id = l.id"
+        "     AND r.updated_at = l.at)"
         "   ORDER BY c.tenant_id LIMIT %(free)s FOR UPDATE OF c SKIP LOCKED)"
         " RETURNING tenant_id",
-        {**params, "free": limit - len(held)},
+        {
+            **params,
+            "free": limit - len(held),
+            "left_ids": [rule_id for rule_id, _ in leave],
+            "left_at": [at for _, at in leave],
+        },
     )
     return held + [tenant_id for (tenant_id,) in await taken.fetchall()]
 
@@ -577,6 +595,15 @@ async def count_unleased(conn: Connection) -> int:
     )
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+async def release_lease(conn: Connection, tenant_id: str, *, owner: str) -> None:
+    """Gives this owner's lease of one tenant up (left to another process)."""
+    await conn.execute(
+        "UPDATE alert_cursors SET lease_owner = NULL, lease_until = NULL"
+        " WHERE tenant_id = %s AND lease_owner = %s",
+        [tenant_id, owner],
+    )
 
 
 async def release_leases(conn: Connection, *, owner: str) -> None:
