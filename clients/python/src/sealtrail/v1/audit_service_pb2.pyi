@@ -97,6 +97,12 @@ class _CountGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountGro
     `/`, `,` or `"` included, keeps the pair apart. Events with neither
     under "".
     """
+    COUNT_GROUP_BY_ACTOR_TYPE: _CountGroupBy.ValueType  # 13
+    """By `actor.type`: what people, API keys, services and the system each
+    did. Keyed by the type's name in lower case, as the record writes it
+    (`user`, `api_key`, `service`, `system`); an event recorded without a
+    type is stored as `user` and counted so.
+    """
 
 class CountGroupBy(_CountGroupBy, metaclass=_CountGroupByEnumTypeWrapper):
     """What CountEvents groups matching events by."""
@@ -145,6 +151,12 @@ canonical as RFC 8785 writes it (`["repository","acme/web"]`, no space; a
 part the event lacks is ""), so that any character of either part,
 `/`, `,` or `"` included, keeps the pair apart. Events with neither
 under "".
+"""
+COUNT_GROUP_BY_ACTOR_TYPE: CountGroupBy.ValueType  # 13
+"""By `actor.type`: what people, API keys, services and the system each
+did. Keyed by the type's name in lower case, as the record writes it
+(`user`, `api_key`, `service`, `system`); an event recorded without a
+type is stored as `user` and counted so.
 """
 Global___CountGroupBy: _TypeAlias = CountGroupBy  # noqa: Y015
 

@@ -544,6 +544,7 @@ class EventFilter(_message.Message):
     SEVERITIES_FIELD_NUMBER: _builtins.int
     USER_AGENT_FIELD_NUMBER: _builtins.int
     CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_TYPES_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -658,6 +659,17 @@ class EventFilter(_message.Message):
         field ignores it.
         """
 
+    @_builtins.property
+    def actor_types(self) -> _containers.RepeatedScalarFieldContainer[Global___ActorType.ValueType]:
+        """Actor types to match, any of them (`actor.type`): `[ACTOR_TYPE_API_KEY]`
+        is what API keys did, `[ACTOR_TYPE_SERVICE, ACTOR_TYPE_SYSTEM]` what no
+        person did. An event recorded without a type was stored as
+        ACTOR_TYPE_USER and matches USER; ACTOR_TYPE_UNSPECIFIED or an unknown
+        value here is refused, naming it. Duplicates are harmless; at most 100
+        values. Empty matches every actor type. A server older than this field
+        ignores it.
+        """
+
     def __init__(
         self,
         *,
@@ -681,10 +693,11 @@ class EventFilter(_message.Message):
         severities: _abc.Iterable[Global___Severity.ValueType] | None = ...,
         user_agent: _builtins.str = ...,
         credential_id: _builtins.str = ...,
+        actor_types: _abc.Iterable[Global___ActorType.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "categories", b"categories", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_types", b"actor_types", "categories", b"categories", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
