@@ -170,6 +170,7 @@ def _option_of(field: str) -> str:
         "outcomes": "outcome",
         "min_severity": "severity",
         "severities": "exact_severity",
+        "actor_types": "actor_type",
         "text": "search",
         # An email sink's settings (ADR 0133).
         "host": "smtp_host",

@@ -1389,23 +1389,36 @@ def test_an_actor_email_domain_shows_its_people_and_is_kept_in_the_url(
     assert query["actor_email_domain"] == ["EXAMPLE.com"]
 
 
-def test_an_exact_severity_is_picked_and_kept_in_the_url(
+@pytest.mark.parametrize(
+    ("field", "recorded_as", "picked"),
+    [
+        ("severities", {"doc.warned": {"severity": "warning"},
+                        "doc.failed": {"severity": "critical"}}, "warning"),
+        ("actor_types", {"doc.warned": {"actor_type": "service"},
+                         "doc.failed": {"actor_type": "api_key"}}, "service"),
+    ],
+)  # fmt: skip
+def test_a_level_or_actor_type_is_picked_and_kept_in_the_url(
     browser: webdriver.Chrome,
     console_url: str,
     console_server: ServerThread,
     tenant: str,
     recorded: AuditClient,
+    field: str,
+    recorded_as: dict[str, dict[str, str]],
+    picked: str,
 ) -> None:
     """ "Severity exactly" shows that level alone, where "Severity at least"
-    showed it and every level above (helper-370)."""
-    recorded.record(action="doc.warned", actor_id="u-ann", severity="warning")
-    recorded.record(action="doc.failed", actor_id="u-ann", severity="critical")
+    showed it and every level above (helper-370); "Actor type" the events of
+    that kind of actor alone: a service's, not an API key's (helper-409)."""
+    for action, fields in recorded_as.items():
+        recorded.record(action=action, actor_id="u-ann", **fields)
     sign_in(browser, console_url, console_server.token(tenant, "reader"))
     wait_for_rows(browser, lambda r: any("doc.failed" in row for row in r))
     form = browser.find_element(By.ID, "filters")
-    Select(form.find_element(By.NAME, "severities")).select_by_visible_text("warning")
+    Select(form.find_element(By.NAME, field)).select_by_visible_text(picked)
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     shown = wait_for_rows(browser, lambda r: len(r) == 1 and "doc.warned" in r[0])
-    assert parse_qs(urlsplit(browser.current_url).query)["severities"] == ["warning"]
+    assert parse_qs(urlsplit(browser.current_url).query)[field] == [picked]
     browser.get(browser.current_url)
     assert wait_for_rows(browser, lambda r: len(r) == 1) == shown

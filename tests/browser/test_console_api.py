@@ -882,3 +882,22 @@ def test_a_user_agent_text_finds_its_clients_and_a_control_character_is_refused(
         assert [event["actor"]["id"] for event in body["events"]] == found, text
     status, body = get(api + "events?" + urllib.parse.urlencode({"user_agent": "curl\n"}), reader)
     assert status == 400 and "user_agent" in json.dumps(body), body
+
+
+def test_actor_types_find_their_actors_and_an_unknown_one_is_refused(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`actor_types=service,system`: what no person did (helper-409); a type
+    that is none, or UNSPECIFIED, is a 400 naming it."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for kind in ("user", "api_key", "service", "system"):
+            client.record(action=f"doc.{kind}", actor_id="a1", actor_type=kind)
+    reader = console_server.token(tenant, "reader")
+    query = urllib.parse.urlencode({"actions": "doc.*", "actor_types": "service, SYSTEM"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 200, body
+    assert [event["action"] for event in body["events"]] == ["doc.system", "doc.service"]
+    for bad in ("robot", "unspecified"):
+        query = urllib.parse.urlencode({"actor_types": bad})
+        status, body = get(api + f"events?{query}", reader)
+        assert status == 400 and "actor_types" in json.dumps(body), body

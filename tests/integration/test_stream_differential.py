@@ -66,6 +66,8 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
         "severity": rng.choice(_SEVERITIES),
         "outcome": rng.choice(_OUTCOMES),
     }
+    if rng.random() < 0.8:  # else unset, stored as user: matched as the SQL does
+        fields["actor_type"] = rng.choice(("user", "api_key", "service", "system"))
     if rng.random() < 0.8:
         fields["category"] = rng.choice(_CATEGORIES)
     if rng.random() < 0.5:
@@ -116,6 +118,11 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "user_agent_backslash": build_filter(user_agent="l\\5"),
         "credential_id": build_filter(credential_id="key_8f3a"),
         "credential_mixed": build_filter(actions="doc.*", credential_id="KEY_8F3A", country="fr"),
+        "actor_types": build_filter(actor_types=["api_key", "service"]),
+        "actor_type_user": build_filter(actor_types="user"),
+        "actor_types_mixed": build_filter(
+            actions="doc.*", actor_types=["system", "api_key", "system"], min_severity="warning"
+        ),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(
             since=_BASE + timedelta(minutes=30), until=_BASE + timedelta(minutes=75)

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from sealtrail import build_alert_rule, build_event, build_sink, resource_key, resource_of_key
+from sealtrail import (
+    build_alert_rule,
+    build_event,
+    build_filter,
+    build_sink,
+    resource_key,
+    resource_of_key,
+)
+from sealtrail._convert import count_request
+from sealtrail.v1 import audit_service_pb2, event_pb2
 
 
 @pytest.mark.parametrize(
@@ -130,3 +139,13 @@ def test_a_resource_key_is_its_pair_as_canonical_json_and_reads_back(
 def test_a_key_that_is_no_resource_pair_is_refused(key: str) -> None:
     with pytest.raises(ValueError, match=r"^not a key of a count by resource: "):
         resource_of_key(key)
+
+
+def test_actor_types_are_built_by_name_in_any_case_and_a_count_by_them_too() -> None:
+    built = build_filter(actor_types=["api_key", "SERVICE"])
+    assert list(built.actor_types) == [event_pb2.ACTOR_TYPE_API_KEY, event_pb2.ACTOR_TYPE_SERVICE]
+    assert list(build_filter(actor_types="system").actor_types) == [event_pb2.ACTOR_TYPE_SYSTEM]
+    with pytest.raises(ValueError, match="actor_types: unknown value 'robot'"):
+        build_filter(actor_types=["user", "robot"])
+    grouped = count_request(None, "actor_type", 10).group_by
+    assert grouped == audit_service_pb2.COUNT_GROUP_BY_ACTOR_TYPE

@@ -428,6 +428,51 @@ def test_a_user_agents_metacharacters_and_other_letters_are_themselves() -> None
     assert _agent_found("Äpp", "ÄPP") and not _agent_found("Äpp", "äPP")
 
 
+def test_actor_types_are_kept_as_their_record_names_sorted_once() -> None:
+    """ActorType values as the record writes them (`api_key`), duplicates
+    dropped, sorted: equal filters, equal fingerprints."""
+    assert validate_filter(FilterDraft(actor_types=[3, 2, 3])).actor_types == (
+        "api_key",
+        "service",
+    )
+    assert validate_filter(FilterDraft(actor_types=[1, 2, 3, 4])).actor_types == (
+        "api_key",
+        "service",
+        "system",
+        "user",
+    )
+    assert validate_filter(FilterDraft()).actor_types == ()
+
+
+def test_an_unspecified_or_unknown_actor_type_is_refused_naming_it() -> None:
+    """UNSPECIFIED names no type an event is stored with (one recorded without
+    a type is stored as `user`): refused, as an unknown value is."""
+    violations = violations_of(FilterDraft(actor_types=[2, 0, 9]))
+    assert [v.field for v in violations] == ["filter.actor_types[1]", "filter.actor_types[2]"]
+    assert "ACTOR_TYPE_USER" in violations[0].description
+    assert "unknown enum value 9" in violations[1].description
+    assert fields_of(FilterDraft(actor_types=[2] * 101)) == ["filter.actor_types"]
+
+
+@pytest.mark.parametrize(
+    ("types", "found"),
+    [
+        ((2,), ["api_key"]),
+        ((3, 4), ["service", "system"]),
+        ((1,), ["user"]),
+        ((1, 2, 3, 4), ["user", "api_key", "service", "system"]),
+        ((), ["user", "api_key", "service", "system"]),
+    ],
+)
+def test_the_matcher_takes_the_actor_types_asked(types: tuple[int, ...], found: list[str]) -> None:
+    matcher = RecordMatcher(validate_filter(FilterDraft(actor_types=list(types))))
+    records = [_LOGIN | {"actor": {"id": "a", "type": kind}} for kind in _ACTOR_TYPE_NAMES]
+    assert [r["actor"]["type"] for r in records if matcher.matches(r)] == found
+
+
+_ACTOR_TYPE_NAMES: Final = ("user", "api_key", "service", "system")
+
+
 def test_an_action_longer_than_any_recorded_is_refused_naming_it() -> None:
     """Unbounded, a long filter made the query's own access record too large:
     refused naming `audit_log.queried`, a field the caller never sent

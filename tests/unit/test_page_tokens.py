@@ -90,6 +90,8 @@ def test_a_field_added_to_the_filter_keeps_the_fingerprints_of_filters_without_i
         replace(older, actor_email_domain="contractor.example"),
         replace(older, user_agent="curl"),
         replace(older, user_agent="python-requests"),
+        replace(older, actor_types=("api_key",)),
+        replace(older, actor_types=("api_key", "service")),
     ]
     fingerprints = [each.fingerprint(**desc) for each in [older, *later]]
     assert len(set(fingerprints)) == len(fingerprints)

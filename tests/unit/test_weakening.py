@@ -81,6 +81,9 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
         (EventFilter(user_agent="curl"), EventFilter()),
         (EventFilter(user_agent="python-requests"), EventFilter(user_agent="python")),
         (EventFilter(user_agent="curl/8"), EventFilter(user_agent="curl/8")),
+        # Actor types dropped, or more of them.
+        (EventFilter(actor_types=("api_key",)), EventFilter()),
+        (EventFilter(actor_types=("api_key",)), EventFilter(actor_types=("api_key", "service"))),
         # Every severity level let through before, min_severity and severities together.
         (EventFilter(severities=(2,)), EventFilter(severities=(2, 4))),
         (EventFilter(severities=(2,)), EventFilter()),
@@ -140,6 +143,10 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
         (EventFilter(), EventFilter(user_agent="curl")),
         (EventFilter(user_agent="curl"), EventFilter(user_agent="terraform")),
         (EventFilter(user_agent="python"), EventFilter(user_agent="python-requests")),
+        # Actor types asked, fewer, or others.
+        (EventFilter(), EventFilter(actor_types=("user",))),
+        (EventFilter(actor_types=("api_key", "service")), EventFilter(actor_types=("service",))),
+        (EventFilter(actor_types=("api_key",)), EventFilter(actor_types=("system",))),
         # Fewer severity levels let through.
         (EventFilter(), EventFilter(severities=(1, 2, 3))),
         (EventFilter(severities=(2, 4)), EventFilter(severities=(2,))),

@@ -214,6 +214,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         user_agent=event_filter.user_agent,
         credential_id=event_filter.credential_id,
         severities=list(event_filter.severities),
+        actor_types=list(event_filter.actor_types),
     )
 
 

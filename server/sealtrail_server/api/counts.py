@@ -45,6 +45,7 @@ _GROUPINGS: Final[dict[int, GroupBy | None]] = {
     pb.COUNT_GROUP_BY_IP: "ip",
     pb.COUNT_GROUP_BY_COUNTRY: "country",
     pb.COUNT_GROUP_BY_RESOURCE: "resource",
+    pb.COUNT_GROUP_BY_ACTOR_TYPE: "actor_type",
 }
 
 

@@ -31,7 +31,14 @@ _RFC3339: Final = re.compile(
 )
 
 # Query-string parameters -> EventFilter fields (repeated ones comma-separated).
-_REPEATED: Final = ("actions", "exclude_actions", "categories", "outcomes", "severities")
+_REPEATED: Final = (
+    "actions",
+    "exclude_actions",
+    "categories",
+    "outcomes",
+    "severities",
+    "actor_types",
+)
 
 _SINGLE: Final = (
     "actor",
@@ -53,6 +60,7 @@ _ENUMS: Final = {
     "outcomes": event_pb2.Outcome,
     "min_severity": event_pb2.Severity,
     "severities": event_pb2.Severity,
+    "actor_types": event_pb2.ActorType,
 }
 
 _ROLES: Final = {
@@ -132,6 +140,7 @@ def _enum(enum: Any, name: str, value: str) -> int:
         "outcomes": "OUTCOME_",
         "min_severity": "SEVERITY_",
         "severities": "SEVERITY_",
+        "actor_types": "ACTOR_TYPE_",
     }[name]
     try:
         return int(enum.Value(prefix + value.upper()))

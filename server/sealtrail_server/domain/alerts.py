@@ -16,10 +16,10 @@ from typing import Any, Final, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import FieldViolation, InvalidArgument
+from .event import ACTOR_TYPES, MAX_FUTURE_SKEW_SECONDS, OUTCOMES, network_address
 
 # Re-exported: reserved in domain/event.py; never evaluated itself (no alert on an alert).
 from .event import ALERT_ACTION as ALERT_ACTION
-from .event import MAX_FUTURE_SKEW_SECONDS, OUTCOMES, network_address
 from .filters import SEVERITY_RANKS, EventFilter
 from .zones import is_time_zone, not_a_time_zone
 
@@ -166,6 +166,7 @@ def watches_no_events(event_filter: EventFilter) -> list[tuple[str, str]]:
     narrows = (
         f.actions or f.action_prefixes or f.action_suffixes or f.categories
         or (f.outcomes and set(f.outcomes) != set(OUTCOMES.values()))
+        or (f.actor_types and set(f.actor_types) != set(ACTOR_TYPES.values()))
         or levels != set(SEVERITY_RANKS.values())
         or any(value is not None for value in (
             f.actor, f.resource_type, f.resource_id, f.request_id, f.trace_id, f.text,
@@ -182,6 +183,8 @@ def watches_no_events(event_filter: EventFilter) -> list[tuple[str, str]]:
         said.append(("severities", "take every level, so every event"))
     if f.outcomes:
         said.append(("outcomes", "take every outcome, so every event"))
+    if f.actor_types:
+        said.append(("actor_types", "take every actor type, so every event"))
     if f.excluded_actions or f.excluded_prefixes or f.excluded_suffixes:
         said.append(("exclude_actions", "leaves actions out but takes every other event"))
     if f.occurred_after is not None:

@@ -35,6 +35,7 @@ GroupBy = Literal[
     "ip",
     "country",
     "resource",
+    "actor_type",
 ]
 
 

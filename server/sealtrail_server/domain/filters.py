@@ -22,6 +22,7 @@ from typing import Any, Final
 from .errors import FieldViolation, InvalidArgument
 from .event import (
     ACTION_PATTERN,
+    ACTOR_TYPES,
     CATEGORIES,
     CONTROL_CHARACTERS,
     COUNTRY_PATTERN,
@@ -79,6 +80,7 @@ class FilterDraft:
     severities: list[int] = field(default_factory=list)
     user_agent: str = ""
     credential_id: str = ""
+    actor_types: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,8 @@ class EventFilter:
     user_agent: str | None = None
     # `actor.credential.id`, exactly as recorded.
     credential_id: str | None = None
+    # `actor.type`s, as the record writes them (`api_key`), sorted, once each.
+    actor_types: tuple[str, ...] = ()
 
     def agent_matches(self, agent: str | None) -> bool:
         """Whether a record's `context.user_agent` contains `user_agent`,
@@ -240,6 +244,7 @@ def validate_filter(
         ("outcomes", draft.outcomes),
         ("exclude_actions", draft.exclude_actions),
         ("severities", draft.severities),
+        ("actor_types", draft.actor_types),
     ):
         if len(values) > MAX_FILTER_VALUES:
             fail(name, f"has {len(values)} values; the limit is {MAX_FILTER_VALUES}")
@@ -252,6 +257,7 @@ def validate_filter(
     if draft.min_severity and draft.min_severity not in SEVERITIES:
         fail("min_severity", f"unknown enum value {draft.min_severity}")
     severities = _severities(draft, fail)
+    actor_types = _actor_types(draft.actor_types, fail)
 
     request_id = None
     if draft.request_id:
@@ -347,6 +353,7 @@ def validate_filter(
         severities=severities,
         user_agent=user_agent,
         credential_id=credential_id,
+        actor_types=actor_types,
     )
 
 
@@ -406,6 +413,25 @@ def _severities(draft: FilterDraft, fail: _Fail) -> tuple[int, ...]:
             " and no event would match",
         )
     return tuple(sorted(set(ranks)))
+
+
+def _actor_types(values: list[int], fail: _Fail) -> tuple[str, ...]:
+    """The names of the ActorType values (`api_key`), as records hold them,
+    sorted once. UNSPECIFIED names no type an event is stored with (one
+    recorded without a type is stored as `user`): it fails, named
+    `actor_types[index]`, as an unknown value does."""
+    found = []
+    for index, value in enumerate(values):
+        if value == 0:
+            fail(
+                f"actor_types[{index}]",
+                "ACTOR_TYPE_UNSPECIFIED is no type: events sent without one are ACTOR_TYPE_USER",
+            )
+        elif value not in ACTOR_TYPES:
+            fail(f"actor_types[{index}]", f"unknown enum value {value}")
+        else:
+            found.append(ACTOR_TYPES[value])
+    return tuple(sorted(set(found)))
 
 
 def _action_forms(
@@ -524,6 +550,7 @@ class RecordMatcher:
         self._min_severity = f.min_severity
         self._severities = frozenset(f.severities)
         self._outcomes = frozenset(f.outcomes)
+        self._actor_types = frozenset(f.actor_types)
         self._network = None if f.ip is None else ipaddress.ip_network(f.ip)
         self._actor_email = None if f.actor is None else email_key(f.actor)
         self._filter = f
@@ -551,6 +578,8 @@ class RecordMatcher:
         if self._severities and SEVERITY_RANKS[record["severity"]] not in self._severities:
             return False
         if self._outcomes and record["outcome"] not in self._outcomes:
+            return False
+        if self._actor_types and record["actor"].get("type") not in self._actor_types:
             return False
         if f.actor is not None and not self._actor_matches(record["actor"]):
             return False

@@ -37,8 +37,8 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     unless every criterion of `after` is one of `before`'s or wider (a
     criterion dropped, more actions, categories or outcomes, fewer actions left
     out, more severity levels (of min_severity and severities together), a wider
-    time range or network, a part of the user agent's text). A filter is a conjunction,
-    so that proves every event `before` matches matches `after` too."""
+    time range or network, a part of the user agent's text, more actor types).
+    A filter is a conjunction, so that proves every event `before` matches matches `after` too."""
     return not all(
         (
             _time_widens(after.occurred_after, before.occurred_after, later_is_wider=False),
@@ -48,6 +48,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             _set_widens(before.categories, after.categories),
             _levels(after) >= _levels(before),
             _set_widens(before.outcomes, after.outcomes),
+            _set_widens(before.actor_types, after.actor_types),
             _ip_widens(before.ip, after.ip),
             _domain_widens(before, after),
             _agent_widens(before.user_agent, after.user_agent),

@@ -18,7 +18,7 @@ from ..domain.counts import Counts, GroupBy, group_key
 from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.filters import EventFilter
 from .database import Database
-from .events import RECORD_COUNTRY, filter_conditions
+from .events import RECORD_ACTOR_TYPE, RECORD_COUNTRY, filter_conditions
 
 # What each grouping groups on. Columns that may be NULL are grouped with ""
 # (no category, no resource type), the key the answer gives them. Buckets are
@@ -36,6 +36,8 @@ _KEYS: Final[dict[GroupBy, sql.Composable]] = {
     "recorded_by": sql.SQL("coalesce(recorded_by::text, '')"),
     "ip": sql.SQL("coalesce(host(ip), '')"),
     "country": sql.SQL(f"coalesce({RECORD_COUNTRY}, '')"),
+    # The record's name of the type (`api_key`): every record has one.
+    "actor_type": sql.SQL(f"coalesce({RECORD_ACTOR_TYPE}, '')"),
 }
 # Days and hours of a time zone ({zone}, a literal: a name is_time_zone took).
 # A day is grouped on as the local date: not date_trunc('day', occurred_at,

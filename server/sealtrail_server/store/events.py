@@ -697,6 +697,12 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         # Exactly as recorded, read off the record as `country` is: no column,
         # no index (no migration); bounded by the time range and the timeout.
         add(f"{RECORD_CREDENTIAL_ID} = %s", f.credential_id)
+    if f.actor_types:
+        # `actor.type` as the record writes it (`api_key`; one recorded without
+        # a type is `user`), read off the record as `country` is: no column, no
+        # index (no migration); other conditions and a time range choose the
+        # rows, the timeout bounds the rest.
+        add(f"{RECORD_ACTOR_TYPE} = ANY(%s::text[])", list(f.actor_types))
     if f.text is not None:
         if f.searches_read_filters():
             add(f"{_SEARCHED} @@ websearch_to_tsquery('simple', %s)", f.text)
@@ -733,6 +739,8 @@ RECORD_COUNTRY: Final = "((record::json -> 'context') ->> 'country')"
 RECORD_USER_AGENT: Final = "((record::json -> 'context') ->> 'user_agent')"
 # An event's `actor.credential.id` in SQL, NULL for none.
 RECORD_CREDENTIAL_ID: Final = "(((record::json -> 'actor') -> 'credential') ->> 'id')"
+# An event's `actor.type` in SQL (`user`, `api_key`, `service`, `system`).
+RECORD_ACTOR_TYPE: Final = "((record::json -> 'actor') ->> 'type')"
 
 
 def _any_action_of(

@@ -887,6 +887,13 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             help="Exact level (repeatable): warning alone, or info and critical.",
         ),
         click.option("--outcome", "outcomes", multiple=True, type=_choice(event_pb2.Outcome)),
+        click.option(
+            "--actor-type",
+            "actor_types",
+            multiple=True,
+            type=_choice(event_pb2.ActorType),
+            help="Actor type (repeatable): api_key for what keys, not people, did.",
+        ),
         click.option("--request-id"),
         click.option("--trace-id"),
         click.option("--search", "text", help="Full-text search over description and details."),

@@ -47,8 +47,9 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     type=click.Choice(list(_GROUPINGS), case_sensitive=False),
     help="Count per action, actor (id), category, outcome, severity, resource type,"
     " day or hour of occurred_at (UTC's, or --time-zone's), the API token that recorded the events"
-    " (recorded-by), the client's IP address (ip) or country (country), or resource (its type"
-    " and id: which resources were touched most); without it, the total alone.",
+    " (recorded-by), the client's IP address (ip) or country (country), resource (its type"
+    " and id: which resources were touched most), or actor type (actor-type: user, api_key,"
+    " service, system); without it, the total alone.",
 )
 @click.option(
     "--limit",

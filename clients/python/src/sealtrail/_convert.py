@@ -804,6 +804,7 @@ GroupBy = Literal[
     "ip",
     "country",
     "resource",
+    "actor_type",
 ]
 
 
@@ -914,6 +915,7 @@ def build_filter(
     severities: str | Iterable[str] = (),
     user_agent: str = "",
     credential_id: str = "",
+    actor_types: str | Iterable[str] = (),
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -928,7 +930,9 @@ def build_filter(
     is text the client's user agent (`context.user_agent`) contains, A-Z in either case
     (`curl`, `python-requests`), every other character (`%`, `_` too) exactly;
     `credential_id` the id of the credential the actor used (`actor.credential.id`),
-    exactly: every event done with one API key or token."""
+    exactly: every event done with one API key or token; `actor_types` matches
+    the actors of those types (`["api_key"]`: what API keys, not people, did;
+    `user`, `service`, `system`), an event recorded without a type as `user`."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -938,6 +942,9 @@ def build_filter(
         outcomes=[enum_value(event_pb2.Outcome, o, field="outcomes") for o in _many(outcomes)],
         severities=[
             enum_value(event_pb2.Severity, s, field="severities") for s in _many(severities)
+        ],
+        actor_types=[
+            enum_value(event_pb2.ActorType, t, field="actor_types") for t in _many(actor_types)
         ],
         actor=actor,
         resource_type=resource_type,

@@ -29,7 +29,7 @@ const MAX_ROWS = 1000;
 const PAGE_SECONDS = 60;
 const FILTER_FIELDS = ["actions", "exclude_actions", "categories", "min_severity", "severities", "outcomes", "actor", "actor_email_domain", "resource_type",
   "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country", "user_agent",
-  "credential_id"];
+  "credential_id", "actor_types"];
 
 const $ = (selector) => document.querySelector(selector);
 // `generation` counts the filters applied: a page asked for under an earlier
