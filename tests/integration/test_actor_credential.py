@@ -6,9 +6,12 @@ hint refused, never stored redacted (helper-398)."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -29,7 +32,7 @@ from sealtrail.v1 import event_pb2, forwarding_pb2
 from tests.conftest import ServerThread
 from tests.http_endpoint import endpoint
 from tests.integration.test_alerting import the_only_alert
-from tests.integration.test_export_check import KEY
+from tests.integration.test_export_check import KEY, _resigned
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
 # A GitHub token's shape (a known secret the redactor finds in ids), made up.
@@ -272,6 +275,70 @@ def test_an_export_of_one_credential_checks_offline_and_its_credential_is_sealed
     out.write_text(out.read_text().replace('"hint":"a1b2"', '"hint":"ffff"'))
     with pytest.raises(ExportMismatchError):
         check_export(kept, key=KEY)
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    with path.open(newline="", encoding="utf-8") as exported:
+        return list(csv.reader(exported))
+
+
+def test_a_csv_export_shows_the_credential_in_its_last_three_columns(
+    recorded: AuditClient, tmp_path: Path
+) -> None:
+    """An auditor working from the CSV answers "what did key X do" as the JSON
+    export does: kind, id and hint, after the columns that were there before
+    (their positions kept), empty for an event with none, and neutralised
+    against formulas as every cell is."""
+    recorded.record(_event("eve", "api_key", "@key_eve", "-9z"))
+    out = tmp_path / "leak.csv"
+    recorded.export(out, format="csv", filter=build_filter(actions="repo.delete"))
+    [header, *rows] = _csv_rows(out)
+    last = header.index("recorded_by_token_name") + 1
+    assert header[last:] == ["credential_kind", "credential_id", "credential_hint"]
+    shown = {(row[header.index("actor_id")], tuple(row[last:])) for row in rows}
+    assert shown == {
+        ("ann", ("api_key", "key_8f3a", "a1b2")),
+        ("ann", ("api_key", "key_77c0", "9f9f")),
+        ("ann", ("session", "sess_1", "")),
+        ("bob", ("personal_access_token", "key_8f3a", "zz")),
+        ("bob", ("api_key", "KEY_8F3A", "a1b2")),
+        ("cy", ("", "", "")),
+        ("dee", ("api_key", "key_8f3a_old", "0000")),
+        ("eve", ("api_key", "'@key_eve", "'-9z")),
+    }
+    # A filter on the key gives its rows alone, in the CSV too.
+    one = tmp_path / "one.csv"
+    recorded.export(one, format="csv", filter=build_filter(credential_id="key_8f3a"))
+    assert sorted(row[last + 1] for row in _csv_rows(one)[1:]) == ["key_8f3a", "key_8f3a"]
+
+
+def test_a_csv_export_made_before_the_credential_columns_still_checks_offline(
+    recorded: AuditClient, tmp_path: Path
+) -> None:
+    """The offline check holds a CSV to its signed digest and row count, not to
+    a list of columns: an export written before the credential columns (its
+    header and rows three cells shorter, as that server signed them) checks,
+    and so does one written now."""
+    out = tmp_path / "audit.csv"
+    recorded.export(out, format="csv", manifest_file=True)
+    kept = out.with_name(out.name + ".manifest.json")
+    now = check_export(kept, key=KEY)
+    assert now.rows is not None and now.rows >= len(CALLS)
+    [header, *rows] = _csv_rows(out)
+    assert header[-3:] == ["credential_kind", "credential_id", "credential_hint"]
+    before = io.StringIO()
+    writer = csv.writer(before, lineterminator="\r\n")
+    for row in (header, *rows):
+        writer.writerow(row[: header.index("recorded_by_token_name") + 1])
+    content = before.getvalue().encode()
+    out.write_bytes(content)
+    signed = replace(
+        now.statement, sha256=hashlib.sha256(content).digest(), byte_count=len(content)
+    )
+    _resigned(kept, signed)
+    older = check_export(kept, key=KEY)
+    assert older.rows == now.rows and older.sha256 != now.sha256
+    assert _csv_rows(out)[0][-1] == "recorded_by_token_name"
 
 
 def test_a_live_stream_follows_one_credential(recorded: AuditClient) -> None:

@@ -667,8 +667,16 @@ def test_csv_export_adds_its_later_columns_after_the_first_ones(
     with (tmp_path / "out.csv").open(newline="") as exported:
         [header, row] = list(csv.reader(exported))
     first = header.index("leaf_hash") + 1
-    assert header[first:] == ["country", "recorded_by_token_id", "recorded_by_token_name"]
+    assert header[first:] == [
+        "country",
+        "recorded_by_token_id",
+        "recorded_by_token_name",
+        "credential_kind",
+        "credential_id",
+        "credential_hint",
+    ]
     assert row[first] == "NZ" and row[first + 1] and row[first + 2] == ""  # an unnamed token
+    assert row[first + 3 :] == ["", "", ""]  # no credential
     assert row[header.index("ip")] == "192.0.2.4"
 
 

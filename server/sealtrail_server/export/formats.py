@@ -49,6 +49,10 @@ CSV_COLUMNS: Final = (
     "country",
     "recorded_by_token_id",
     "recorded_by_token_name",
+    # `actor.credential`: which of the actor's keys or tokens acted.
+    "credential_kind",
+    "credential_id",
+    "credential_hint",
 )
 # A cell starting with `'` is prefixed too, so that taking one leading `'` off
 # every cell that has one gives back exactly what was recorded.
@@ -118,6 +122,7 @@ class CsvEncoder(Encoder):
         resource = data.get("resource", {})
         context = data.get("context", {})
         recorder = data.get("recorded_by", {})
+        credential = actor.get("credential", {})
         values: list[Any] = [
             data["seq"],
             data["id"],
@@ -147,6 +152,9 @@ class CsvEncoder(Encoder):
             context.get("country", ""),
             recorder.get("token_id", ""),
             recorder.get("token_name", ""),
+            credential.get("kind", ""),
+            credential.get("id", ""),
+            credential.get("hint", ""),
         ]
         return self._line([neutralise(str(value)) for value in values])
 
