@@ -228,6 +228,8 @@ def test_a_hint_that_is_a_whole_value_is_refused_naming_it(
         ("API-Key", "key_1", "", "kind", "lower_snake_case"),
         ("k" * 65, "key_1", "", "kind", "the limit is 64"),
         ("api_key", "k" * 257, "", "id", "the limit is 256"),
+        ("api_key", "key\x001", "", "id", "NUL"),
+        ("api_key", "key_1", "a1\x00b2", "hint", "NUL"),
     ],
 )
 def test_a_bad_credential_is_refused_naming_the_field(

@@ -210,8 +210,12 @@ Global___Actor: _TypeAlias = Actor  # noqa: Y015
 class ActorCredential(_message.Message):
     """Which credential an actor used: its kind, its own non-secret id in the
     recording service, and the last characters of its secret as products show
-    them. A value the redactor recognises as a secret in `id` or `hint` is
-    refused (INVALID_ARGUMENT naming the field), not stored redacted.
+    them. One with every field empty is none (nothing is stored). Each refusal
+    said below is INVALID_ARGUMENT naming the field
+    (`event.actor.credential.hint`; `events[i].actor.credential.hint` in a
+    batch, that entry alone refused). A secret the redactor finds in `id` or
+    `hint` (by the tenant's rules, or the default ones when redaction is off)
+    is refused so, never stored redacted.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -223,16 +227,23 @@ class ActorCredential(_message.Message):
     """What kind of credential: `api_key`, `oauth_token`, `session`, `ssh_key`,
     `personal_access_token`, or another name of 1 to 64 characters in
     lower_snake_case (a lowercase letter, then lowercase letters, digits
-    and `_`). Required when `credential` is set.
+    and `_`). Refused: empty when `id` or `hint` is set (it is required),
+    longer than 64 characters, or not lower_snake_case.
     """
     id: _builtins.str
     """The credential's own non-secret id in the recording service, e.g.
-    `key_8f3a2c`: what its settings page or API lists it by. 1 to 256
-    characters, no NUL. Required when `credential` is set.
+    `key_8f3a2c`: what its settings page or API lists it by, stored as sent.
+    Refused: empty when `kind` or `hint` is set (it is required), longer
+    than 256 characters, holding a NUL, or holding a secret the redactor
+    finds (`ghp_...`, `key=<token>`): send the credential's id, never the
+    secret.
     """
     hint: _builtins.str
-    """The last characters of the secret, at most 8, as products show
-    `...a1b2`; longer is refused. Optional.
+    """The last characters of the secret, as products show `...a1b2`.
+    Optional. Refused: longer than 8 characters, holding a NUL, equal to
+    `id` or to the actor's `id` (a whole value, not the last characters of
+    a longer secret: a PIN sent as both, an `api_key` actor's key), or
+    holding a secret the redactor finds.
     """
     def __init__(
         self,
