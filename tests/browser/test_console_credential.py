@@ -84,6 +84,42 @@ def test_the_credential_id_field_filters_and_the_detail_shows_the_credential(
     }
 
 
+def _actor_cells(browser: webdriver.Chrome) -> list[tuple[str, str]]:
+    """Each listed event's actor cell: its whole text, and its credential's line."""
+    cells = []
+    for row in browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event"):
+        actor = row.find_elements(By.TAG_NAME, "td")[2]
+        lines = actor.find_elements(By.CSS_SELECTOR, ".credential")
+        line = (lines[0].get_attribute("textContent") or "") if lines else ""
+        cells.append((actor.get_attribute("textContent") or "", line))
+    return cells
+
+
+def test_the_event_list_shows_each_events_credential_under_its_actor(
+    browser: webdriver.Chrome, console_server: ServerThread, console_url: str, tenant: str
+) -> None:
+    """Which key acted, seen in the list without opening each event: kind, id
+    and `...hint` under the actor; nothing for an event without one."""
+    admin_token = console_server.token(tenant, "admin")
+    with AuditClient(console_server.target, token=admin_token) as admin:
+        admin.record(build_event(action="repo.read", actor_id="u_ann", credential_kind="api_key",
+                                 credential_id="key_8f3a2c", credential_hint="a1b2"))  # fmt: skip
+        admin.record(build_event(action="repo.list", actor_id="u_bob", credential_kind="session",
+                                 credential_id="sess_9"))  # fmt: skip
+        admin.record(build_event(action="repo.view", actor_id="u_cy"))
+    sign_in(browser, console_url + "?actions=repo.*", admin_token)
+    wait_for_rows(browser, lambda r: len(r) == 3)
+    assert _actor_cells(browser) == [
+        ("u_cy", ""),
+        ("u_bobsession sess_9", "session sess_9"),
+        ("u_annapi_key key_8f3a2c ...a1b2", "api_key key_8f3a2c ...a1b2"),
+    ]
+    # On a line of its own, under the actor.
+    row = browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event")[2]
+    line = row.find_element(By.CSS_SELECTOR, ".credential")
+    assert line.value_of_css_property("display") == "block"
+
+
 def test_a_credentials_markup_and_bidi_characters_are_shown_inert(
     browser: webdriver.Chrome, console_server: ServerThread, console_url: str, tenant: str
 ) -> None:
@@ -109,6 +145,8 @@ def test_a_credentials_markup_and_bidi_characters_are_shown_inert(
     assert fields["credential hint"] == "...<i>\\u202e9z", ascii(fields)
     for text in fields.values():
         assert not HIDDEN.search(text), ascii(text)
+    [(_, line)] = _actor_cells(browser)  # in the list too
+    assert line == f"api_key key_{MARKUP}\\u202ecba ...<i>\\u202e9z", ascii(line)
     pre = browser.find_element(By.CSS_SELECTOR, "#events tr.detail pre")
     shown = pre.get_attribute("textContent") or ""
     assert not HIDDEN.search(shown.replace("\n", "")), ascii(shown)

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -443,3 +444,34 @@ def test_the_cli_records_a_credential_and_finds_its_events(
         env=env,
     )  # fmt: skip
     assert refused.exit_code != 0 and "--credential-id" in refused.output, refused.output
+
+
+def test_the_cli_query_table_shows_each_events_credential_beside_its_actor(
+    recorded: AuditClient, server: ServerThread, tenant: str
+) -> None:
+    """`sealtrail query`'s table, what a person reads, says which key acted
+    (kind, id, `...hint`) as JSON lines and `get` do; empty for an event
+    recorded without one; its characters escaped as every cell's are."""
+    recorded.record(_event("eve", "api_key", "key_\x1b[2Jx", ""))
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    shown = CliRunner().invoke(
+        cli.main, ["query", "--action", "repo.delete", "--order", "oldest"], env=env
+    )
+    assert shown.exit_code == 0, shown.output
+    # The header's cells between ┃, the rows' between │.
+    bars = re.compile("[│┃]")
+    lines = [bars.split(line) for line in shown.output.splitlines() if bars.search(line)]
+    header = [cell.strip() for cell in lines[0]]
+    actor, credential = header.index("actor"), header.index("credential")
+    assert credential == actor + 1
+    rows = [(cells[actor].strip(), cells[credential].strip()) for cells in lines[1:]]
+    assert rows == [
+        ("ann", "api_key key_8f3a ...a1b2"),
+        ("ann", "api_key key_77c0 ...9f9f"),
+        ("ann", "session sess_1"),
+        ("bob", "personal_access_token key_8f3a ...zz"),
+        ("bob", "api_key KEY_8F3A ...a1b2"),
+        ("cy", ""),
+        ("dee", "api_key key_8f3a_old ...0000"),
+        ("eve", "api_key key_\\x1b[2Jx"),
+    ]

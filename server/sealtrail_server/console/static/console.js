@@ -309,7 +309,18 @@ function eventRow(event, { fresh = false } = {}) {
   time.title = `${event.occurred_at} (UTC)`;
   time.append(opener);
   cell(row, event.action);
-  cell(row, event.actor?.email || event.actor?.id);
+  const actor = cell(row, event.actor?.email || event.actor?.id);
+  // Which of the actor's keys or tokens acted, on a line under it, as the
+  // detail says it: kind, id, the secret's last characters `...hint`; each
+  // isolated and its hidden characters escaped.
+  const credential = event.actor?.credential;
+  if (credential) {
+    const line = document.createElement("span");
+    line.className = "credential";
+    line.replaceChildren(...isolatedList([credential.kind, credential.id,
+      credential.hint && `...${credential.hint}`].filter(Boolean), " "));
+    actor.append(line);
+  }
   const resource = event.resource || {};
   // Type and name, each isolated: "חשבון: שלום" was one right-to-left run, the name
   // shown first, and a name of digits went before its type.
