@@ -18,16 +18,33 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 
 from sealtrail import AuditClient, RpcFailedError, build_alert_rule, build_filter, build_sink
+from sealtrail.v1 import alerting_pb2
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, endpoint
-from tests.integration.test_forwarding import delivered_seqs, new_secret, record
+from tests.integration.test_forwarding import (
+    _park_directly,
+    delivered_seqs,
+    new_secret,
+    record,
+)
 from tests.polls import until_true
 
 NEWER = "made by a newer Sealtrail"
+
+
+def _refused(call: Callable[[], object], what: str, object_id: str) -> None:
+    """`call` refused FAILED_PRECONDITION as a change of a newer release's
+    `what` ("SINK", "ALERT_RULE"), naming the object."""
+    with pytest.raises(RpcFailedError) as refused:
+        call()
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.reason == f"{what}_FROM_A_NEWER_RELEASE"
+    assert object_id in str(refused.value) and NEWER in str(refused.value)
 
 
 @pytest.fixture(scope="module")
@@ -207,9 +224,15 @@ def test_sinks_a_newer_release_made_are_left_to_it_and_the_others_delivered(
     assert got.id == pigeon and NEWER in got.state.last_error
     # Changes are refused, naming it: this release would rewrite or record it half-known.
     for sink_id in (pigeon, filtered.id):
-        with pytest.raises(RpcFailedError, match=f"sink {sink_id} was {NEWER}"):
-            client.delete_sink(sink_id)
+        shown = listed[sink_id]
+        shown.name = "renamed"
+        _refused(lambda: client.update_sink(shown, fields=["name"]), "SINK", sink_id)  # noqa: B023
+        _refused(lambda: client.replay_sink(sink_id, seq_range=(1, 1)), "SINK", sink_id)  # noqa: B023
+        _refused(lambda: client.delete_sink(sink_id), "SINK", sink_id)  # noqa: B023
         assert _sink_row(owner_sql, sink_id) == before[sink_id]
+        # Its dead letters (parked by a newer process) are listed as any sink's.
+        parked = _park_directly(owner_sql, tenant, sink_id, 3)
+        assert [letter.id for letter in client.list_dead_letters(sink_id)] == parked
     client.delete_sink(known.id)
 
 
@@ -301,3 +324,168 @@ def test_alert_rules_a_newer_release_made_leave_their_tenant_to_it(
         assert listed[rules[tenant].id].WhichOneof("condition") == "match"
         assert listed[rule_id].name == "newer rule"
         assert listed[rule_id].WhichOneof("condition") is None
+
+
+def _rule_row(sql: psycopg.Connection[Any], rule_id: str) -> tuple[Any, ...]:
+    row = sql.execute(
+        "SELECT name, condition, severity, sink_ids, disabled, start_seq, updated_at, fired"
+        " FROM alert_rules WHERE id = %s",
+        [rule_id],
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def test_changes_of_alert_rules_a_newer_release_made_are_refused(
+    older: ServerThread,
+    older_client: Callable[[str], AuditClient],
+    owner_sql: psycopg.Connection[Any],
+) -> None:
+    tenant = _new_tenant()
+    client = older_client(tenant)
+    known = client.create_alert_rule(
+        build_alert_rule("known", "match", filter=build_filter(actions="document.*"))
+    ).rule
+    match = {"kind": "match", "filter": {"actions": ["document.*"]}}
+    newer = [
+        _copied_rule(owner_sql, tenant, known.id, condition)
+        for condition in (
+            {**match, "kind": "quorum"},
+            {**match, "filter": {"actions": ["document.*"], "futureField": "x"}},
+            {**match, "quorum_of": 3},
+        )
+    ]
+    record(client, 1)
+    listed = {rule.id: rule for rule in client.list_alert_rules()}
+    for rule_id in newer:
+        before = _rule_row(owner_sql, rule_id)
+        shown = listed[rule_id]
+        renamed = alerting_pb2.AlertRule(id=rule_id, name="renamed", etag=shown.etag)
+        _refused(
+            lambda: client.update_alert_rule(renamed, fields=["name"]),  # noqa: B023
+            "ALERT_RULE",
+            rule_id,
+        )
+        disabled = alerting_pb2.AlertRule(id=rule_id, disabled=True, etag=shown.etag)
+        _refused(
+            lambda: client.update_alert_rule(disabled, fields=["disabled"]),  # noqa: B023
+            "ALERT_RULE",
+            rule_id,
+        )
+        replaced = alerting_pb2.AlertRule()
+        replaced.CopyFrom(known)
+        replaced.id, replaced.etag = rule_id, shown.etag
+        _refused(lambda: client.update_alert_rule(replaced), "ALERT_RULE", rule_id)  # noqa: B023
+        _refused(
+            lambda: client.delete_alert_rule(rule_id, etag=shown.etag),  # noqa: B023
+            "ALERT_RULE",
+            rule_id,
+        )
+        _refused(lambda: client.delete_alert_rule(rule_id), "ALERT_RULE", rule_id)  # noqa: B023
+        assert _rule_row(owner_sql, rule_id) == before
+    # The tenant's known rule changes as before.
+    client.update_alert_rule(
+        alerting_pb2.AlertRule(id=known.id, name="still known"), fields=["name"]
+    )
+    client.delete_alert_rule(known.id)
+
+
+def _newer_filter_copy(sql: psycopg.Connection[Any], tenant: str, sink_id: str) -> str:
+    """A copy of a sink whose filter has a key a newer release added, not paused."""
+    copy = _copied_sink(sql, tenant, sink_id, kind="webhook", destination="{}")
+    sql.execute(
+        'UPDATE sinks SET filter = filter || \'{"futureField": "x"}\', destination ='
+        " (SELECT destination FROM sinks WHERE id = %s) WHERE id = %s",
+        [sink_id, copy],
+    )
+    return copy
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_what_an_older_process_left_is_forgotten_once_deleted_or_changed(
+    older: ServerThread,
+    older_client: Callable[[str], AuditClient],
+    owner_sql: psycopg.Connection[Any],
+) -> None:
+    forwarder, evaluator = older.service.forwarder, older.service.evaluator
+    tenant = _new_tenant()
+    client = older_client(tenant)
+    with endpoint() as receiver:
+        known = client.create_sink(
+            build_sink("known", "webhook", url=receiver.url, secrets=[new_secret()])
+        ).sink
+        rule = client.create_alert_rule(
+            build_alert_rule("known", "match", filter=build_filter(actions="document.*"))
+        ).rule
+        sinks_before, rules_before = len(forwarder._left), len(evaluator._left)
+        sinks = [_newer_filter_copy(owner_sql, tenant, known.id) for _ in range(5)]
+        rules = [_copied_rule(owner_sql, tenant, rule.id, {"kind": "quorum"}) for _ in range(5)]
+        forwarder.sinks_changed()
+        evaluator.rules_changed()
+        _until(lambda: len(forwarder._left) == sinks_before + 5, "the sinks were not left")
+        _until(lambda: len(evaluator._left) == rules_before + 5, "the rules were not left")
+        # One of each changed by a newer process: met again, as its new self, not twice.
+        owner_sql.execute("UPDATE sinks SET updated_at = now() WHERE id = %s", [sinks[0]])
+        owner_sql.execute("UPDATE alert_rules SET updated_at = now() WHERE id = %s", [rules[0]])
+        forwarder.sinks_changed()
+        evaluator.rules_changed()
+        changed = owner_sql.execute(
+            "SELECT updated_at FROM sinks WHERE id = %s", [sinks[0]]
+        ).fetchone()
+        assert changed is not None
+        _until(lambda: changed[0] in forwarder._left.values(), "the changed sink was not met again")
+        assert len(forwarder._left) == sinks_before + 5
+        # All deleted by a newer process: forgotten.
+        owner_sql.execute("DELETE FROM sinks WHERE id = ANY(%s::uuid[])", [sinks])
+        owner_sql.execute("DELETE FROM alert_rules WHERE id = ANY(%s::uuid[])", [rules])
+        forwarder.sinks_changed()
+        evaluator.rules_changed()
+        _until(lambda: len(forwarder._left) == sinks_before, "deleted sinks are remembered")
+        _until(lambda: len(evaluator._left) == rules_before, "deleted rules are remembered")
+        client.delete_sink(known.id)
+        client.delete_alert_rule(rule.id)
+
+
+def test_sinks_left_to_a_newer_release_do_not_wait_for_room(
+    migrated_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At its limit of sinks, a process counts those no process holds, to say
+    they wait for one with room: never those it leaves to a newer release."""
+    caplog.set_level(logging.INFO, logger="sealtrail_server")
+    tenant = _new_tenant()
+    with (
+        database_of_its_own(migrated_database_url, "rolling-room") as url,
+        ServerThread(url, forward_max_sinks=1) as server,
+        psycopg.connect(url, autocommit=True) as sql,
+        AuditClient(server.target, token=server.token(tenant)) as client,
+        endpoint() as receiver,
+    ):
+        known = client.create_sink(
+            build_sink(
+                "known",
+                "webhook",
+                url=receiver.url,
+                secrets=[new_secret()],
+                filter=build_filter(actions="document.*"),
+                paused=True,
+            )
+        ).sink
+        newer = _newer_filter_copy(sql, tenant, known.id)
+        server.service.forwarder.sinks_changed()
+        _said_once(caplog, newer)
+        known.paused = False
+        client.update_sink(known, fields=["paused"])
+        seqs = record(client, 2)
+        receiver.wait_for(lambda got: delivered_seqs(got) == seqs)
+        server.service.forwarder.sinks_changed()
+        more = record(client, 1)
+        receiver.wait_for(lambda got: delivered_seqs(got) == seqs + more)
+        assert server.service.forwarder._waiting.count == 0
+    waiting = [r.getMessage() for r in caplog.records if "process with room" in r.getMessage()]
+    assert waiting == []

@@ -238,16 +238,23 @@ class Evaluator:
         self._work.wake(tenant_id)
 
     async def _claim(self) -> list[str]:
+        leave = list(self._left.items())
         async with self._db.system_connection() as conn:
             held = await store.claim_tenants(
                 conn,
                 owner=self.owner,
                 lease_seconds=self._lease_seconds,
                 limit=self._max_tenants,
-                leave=list(self._left.items()),
+                leave=leave,
             )
-            waiting = await store.count_unleased(conn) if len(held) >= self._max_tenants else 0
+            full = len(held) >= self._max_tenants
+            waiting = await store.count_unleased(conn, leave=leave) if full else 0
+            standing = set(await store.still_left(conn, leave))
         self._waiting.saw(len(held), waiting, what="tenant")
+        # A rule left, deleted or changed since, is forgotten (met again if changed).
+        for rule_id, at in leave:
+            if (rule_id, at) not in standing and self._left.get(rule_id) == at:
+                del self._left[rule_id]
         for tenant_id in set(self._rules) - set(held):
             del self._rules[tenant_id]  # another process's now: its windows go with it
             self._windows_at.pop(tenant_id, None)
@@ -813,6 +820,8 @@ class Evaluator:
         queued for a sink (its sinks as the rule had them)."""
         if rule.disabled or change.seq <= rule.start_seq:
             return False
+        if condition_not_understood(rule.condition) is not None:
+            return False  # a newer release's (newer_objects.py): its process judges it
         try:
             condition = condition_of(rule.condition)
         except SealtrailError:

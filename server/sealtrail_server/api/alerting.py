@@ -26,7 +26,7 @@ from ..domain.filters import validate_filter
 from ..domain.names import name_problem
 from ..domain.weakening import RuleSettings, rule_weakenings
 from ..forward.forwarder import Forwarder
-from ..newer_objects import condition_not_understood
+from ..newer_objects import NEWER, condition_not_understood
 from ..store import alerts as store
 from ..store import sinks as sink_store
 from ..store.appender import Appender
@@ -190,6 +190,17 @@ async def _stored_rule(conn: Connection, tenant_id: str, rule_id: str) -> store.
     return found
 
 
+def _refuse_if_newer(rule: store.StoredRule) -> None:
+    """FAILED_PRECONDITION for a change of a rule a newer release made
+    (newer_objects.py): changed by this one, its row would be rewritten, and
+    its change recorded, by what this one knows of it (docs/operations.md)."""
+    if condition_not_understood(rule.condition) is not None:
+        raise FailedPrecondition(
+            f"alert rule {rule.id}: {NEWER} release; use a newer one",
+            reason="ALERT_RULE_FROM_A_NEWER_RELEASE",
+        )
+
+
 class AlertingRpcs:
     _db: Database
     _changes: Changes
@@ -348,6 +359,7 @@ class AlertingRpcs:
             tenant_id, f"alert_rule/{rule_id}", caller=principal.token_id
         ) as conn:
             before = await _stored_rule(conn, tenant_id, rule_id)
+            _refuse_if_newer(before)
             require_etag(request.rule.etag, _etag(before), what=f"alert rule {rule_id}")
             after = replace(
                 before,
@@ -432,6 +444,7 @@ class AlertingRpcs:
             tenant_id, f"alert_rule/{rule_id}", caller=principal.token_id
         ) as conn:
             found = await _stored_rule(conn, tenant_id, rule_id)
+            _refuse_if_newer(found)
             require_etag(request.etag, _etag(found), what=f"alert rule {rule_id}")
             shown = await self._recorded_rule(tenant_id, found)
             queued = await delete_rule_routing_its_alerts(

@@ -320,7 +320,7 @@ class ForwardingRpcs:
             # A newer release's sink (newer_objects.py): changed by this one,
             # it would be rewritten, or recorded, by what this one knows of it.
             raise FailedPrecondition(
-                f"sink {stored.id} was {NEWER} release: change it through one",
+                f"sink {stored.id}: {NEWER} release; use a newer one",
                 reason="SINK_FROM_A_NEWER_RELEASE",
             )
 

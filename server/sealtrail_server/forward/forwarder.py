@@ -233,16 +233,23 @@ class Forwarder:
         self._work.wake(tenant_id)
 
     async def _claim(self) -> list[store.Lease]:
+        leave = list(self._left.items())
         async with self._db.system_connection() as conn:
             leases = await store.claim_sinks(
                 conn,
                 owner=self.owner,
                 lease_seconds=self._lease_seconds,
                 limit=self._max_sinks,
-                leave=list(self._left.items()),
+                leave=leave,
             )
-            waiting = await store.count_unleased(conn) if len(leases) >= self._max_sinks else 0
+            full = len(leases) >= self._max_sinks
+            waiting = await store.count_unleased(conn, leave=leave) if full else 0
+            standing = set(await store.still_left(conn, leave))
         self._waiting.saw(len(leases), waiting, what="sink")
+        # A sink left, deleted or changed since, is forgotten (met again if changed).
+        for lease, at in leave:
+            if (lease, at) not in standing and self._left.get(lease) == at:
+                del self._left[lease]
         held = {lease.sink_id for lease in leases}
         self._memory.keep_only(held)
         for sink_id in [sink_id for sink_id in self._record_sizes if sink_id not in held]:

@@ -570,31 +570,55 @@ async def claim_tenants(
         " WHERE tenant_id IN (SELECT c.tenant_id FROM alert_cursors AS c"
         "   WHERE (c.lease_until IS NULL OR c.lease_until < now())"
         f"   AND c.lease_owner IS DISTINCT FROM %(owner)s AND {_HAS_RULES}"
-        "   AND NOT EXISTS (SELECT 1 FROM alert_rules AS r,"
-        "     unnest(%(left_ids)s::uuid[], %(left_at)s::timestamptz[]) AS l (id, at)"
-        "     WHERE r.tenant_id = c.tenant_id AND NOT r.disabled AND r.id = l.id"
-        "     AND r.updated_at = l.at)"
+        f"   AND NOT EXISTS ({_LEFT_AS_DEFINED} AND NOT r.disabled)"
         "   ORDER BY c.tenant_id LIMIT %(free)s FOR UPDATE OF c SKIP LOCKED)"
         " RETURNING tenant_id",
-        {
-            **params,
-            "free": limit - len(held),
-            "left_ids": [rule_id for rule_id, _ in leave],
-            "left_at": [at for _, at in leave],
-        },
+        {**params, "free": limit - len(held), **_left_values(leave)},
     )
     return held + [tenant_id for (tenant_id,) in await taken.fetchall()]
 
 
-async def count_unleased(conn: Connection) -> int:
+# Of the rules an owner leaves to another process (`claim_tenants`), those of
+# tenant `c` standing as they were defined when it left them (`_left_values`).
+_LEFT_AS_DEFINED: Final = (
+    "SELECT 1 FROM alert_rules AS r,"
+    " unnest(%(left_ids)s::uuid[], %(left_at)s::timestamptz[]) AS l (id, at)"
+    " WHERE r.tenant_id = c.tenant_id AND r.id = l.id AND r.updated_at = l.at"
+)
+
+
+def _left_values(leave: Sequence[tuple[str, datetime]]) -> dict[str, list[Any]]:
+    return {"left_ids": [rule_id for rule_id, _ in leave], "left_at": [at for _, at in leave]}
+
+
+async def count_unleased(conn: Connection, *, leave: Sequence[tuple[str, datetime]] = ()) -> int:
     """Tenants with enabled rules that no process evaluates (a lease never
-    taken, or expired)."""
+    taken, or expired), but those `leave` keeps from being taken
+    (`claim_tenants`): no process of this release waits for room to take them."""
     cursor = await conn.execute(
         "SELECT count(*) FROM alert_cursors AS c"
         f" WHERE (c.lease_until IS NULL OR c.lease_until < now()) AND {_HAS_RULES}"
+        f" AND NOT EXISTS ({_LEFT_AS_DEFINED} AND NOT r.disabled)",
+        _left_values(leave),
     )
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+async def still_left(
+    conn: Connection, leave: Sequence[tuple[str, datetime]]
+) -> list[tuple[str, datetime]]:
+    """Those of `leave` (`claim_tenants`) still standing as defined then: a
+    rule deleted or changed since is no longer to be left as it was."""
+    if not leave:
+        return []
+    cursor = await conn.execute(
+        "SELECT r.id::text, r.updated_at FROM alert_rules AS r,"
+        " unnest(%(left_ids)s::uuid[], %(left_at)s::timestamptz[]) AS l (id, at)"
+        " WHERE r.id = l.id AND r.updated_at = l.at",
+        _left_values(leave),
+    )
+    return [(rule_id, at) for rule_id, at in await cursor.fetchall()]
 
 
 async def release_lease(conn: Connection, tenant_id: str, *, owner: str) -> None:

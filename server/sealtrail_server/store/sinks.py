@@ -615,30 +615,56 @@ async def claim_sinks(
         " WHERE (tenant_id, id) IN (SELECT tenant_id, id FROM sinks"
         "   WHERE NOT paused AND (lease_until IS NULL OR lease_until < now())"
         "   AND lease_owner IS DISTINCT FROM %(owner)s"
-        "   AND NOT EXISTS (SELECT 1 FROM unnest(%(left_tenants)s::text[],"
-        "     %(left_ids)s::uuid[], %(left_at)s::timestamptz[]) AS l (tenant_id, id, at)"
-        "     WHERE l.tenant_id = sinks.tenant_id AND l.id = sinks.id AND l.at = sinks.updated_at)"
+        f"   AND NOT EXISTS ({_LEFT_AS_DEFINED})"
         "   ORDER BY tenant_id, id LIMIT %(free)s FOR UPDATE SKIP LOCKED)"
         " RETURNING tenant_id, id::text",
-        {
-            **params,
-            "free": limit - len(held),
-            "left_tenants": [lease.tenant_id for lease, _ in leave],
-            "left_ids": [lease.sink_id for lease, _ in leave],
-            "left_at": [at for _, at in leave],
-        },
+        {**params, "free": limit - len(held), **_left_values(leave)},
     )
     return held + [Lease(tenant_id, sink_id) for tenant_id, sink_id in await taken.fetchall()]
 
 
-async def count_unleased(conn: Connection) -> int:
-    """Sinks to deliver that no process holds (a lease never taken, or expired)."""
+# Of the sinks an owner leaves to another process (`claim_sinks`), those
+# standing as they were defined when it left them (`_left_values`).
+_LEFT_AS_DEFINED: Final = (
+    "SELECT 1 FROM unnest(%(left_tenants)s::text[], %(left_ids)s::uuid[],"
+    " %(left_at)s::timestamptz[]) AS l (tenant_id, id, at)"
+    " WHERE l.tenant_id = sinks.tenant_id AND l.id = sinks.id AND l.at = sinks.updated_at"
+)
+
+
+def _left_values(leave: Sequence[tuple[Lease, datetime]]) -> dict[str, list[Any]]:
+    return {
+        "left_tenants": [lease.tenant_id for lease, _ in leave],
+        "left_ids": [lease.sink_id for lease, _ in leave],
+        "left_at": [at for _, at in leave],
+    }
+
+
+async def count_unleased(conn: Connection, *, leave: Sequence[tuple[Lease, datetime]] = ()) -> int:
+    """Sinks to deliver that no process holds (a lease never taken, or
+    expired), but those `leave` names as they stand (`claim_sinks`): no
+    process of this release waits for room to take them."""
     cursor = await conn.execute(
         "SELECT count(*) FROM sinks WHERE NOT paused"
-        " AND (lease_until IS NULL OR lease_until < now())"
+        f" AND (lease_until IS NULL OR lease_until < now()) AND NOT EXISTS ({_LEFT_AS_DEFINED})",
+        _left_values(leave),
     )
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+async def still_left(
+    conn: Connection, leave: Sequence[tuple[Lease, datetime]]
+) -> list[tuple[Lease, datetime]]:
+    """Those of `leave` (`claim_sinks`) still standing as defined then: a
+    sink deleted or changed since is no longer to be left as it was."""
+    if not leave:
+        return []
+    cursor = await conn.execute(
+        f"SELECT tenant_id, id::text, updated_at FROM sinks WHERE EXISTS ({_LEFT_AS_DEFINED})",
+        _left_values(leave),
+    )
+    return [(Lease(tenant_id, sink_id), at) for tenant_id, sink_id, at in await cursor.fetchall()]
 
 
 async def release_lease(conn: Connection, lease: Lease, *, owner: str) -> None:
