@@ -11,6 +11,7 @@ migration would relax it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -24,6 +25,8 @@ import pytest
 
 from sealtrail import AuditClient, RpcFailedError, build_alert_rule, build_filter, build_sink
 from sealtrail.v1 import alerting_pb2
+from sealtrail_server.sealing_setup import load_secret_box
+from sealtrail_server.store.sinks import reseal_secrets
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Endpoint, endpoint
 from tests.integration.test_forwarding import (
@@ -489,3 +492,33 @@ def test_sinks_left_to_a_newer_release_do_not_wait_for_room(
         assert server.service.forwarder._waiting.count == 0
     waiting = [r.getMessage() for r in caplog.records if "process with room" in r.getMessage()]
     assert waiting == []
+
+
+def test_resealing_leaves_a_newer_release_s_sink_sealed_as_it_is(
+    older: ServerThread,
+    older_client: Callable[[str], AuditClient],
+    owner_sql: psycopg.Connection[Any],
+    newer_database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Resealing at start (a process restarted, new secrets key) knows which
+    fields of a sink are secrets by its kind: one it does not know is left
+    sealed as it is, and said, never a KeyError that stops the start."""
+    caplog.set_level(logging.INFO, logger="sealtrail_server")
+    tenant = _new_tenant()
+    client = older_client(tenant)
+    known = client.create_sink(
+        build_sink("known", "webhook", url="http://127.0.0.1:9/", secrets=[new_secret()],
+                   paused=True)
+    ).sink  # fmt: skip
+    pigeon = _copied_sink(
+        owner_sql, tenant, known.id, kind="carrier_pigeon", destination='{"ring": "sealed:x"}'
+    )
+    before = _sink_row(owner_sql, pigeon)
+    box = load_secret_box(older.settings)
+    _, _, unopenable = asyncio.run(reseal_secrets(newer_database, box))
+    assert _sink_row(owner_sql, pigeon) == before
+    assert not any(pigeon in problem for problem in unopenable)
+    said = _said_once(caplog, pigeon, timeout=0)
+    assert NEWER in said and "carrier_pigeon" in said and "left sealed" in said, said
+    client.delete_sink(known.id)
