@@ -11,7 +11,9 @@ travels in `Authorization: Bearer` on each request; nothing is kept here.
     GET  /api/signin            checks a token (GetVerifierKeys: any reading role)
     GET  /api/events            Query: filter in the query string, ?page_token=
     GET  /api/counts            CountEvents: the same filter, per ?group_by=hour|day, in
-                                ?time_zone= (an IANA zone; UTC's without): the page's chart
+                                ?time_zone= (an IANA zone; UTC's without): the page's chart;
+                                or per action|actor|resource_type|country|outcome|severity|
+                                category, the largest ?limit= groups: its Breakdown panel
     GET  /api/stream            StreamEvents from ?after_seq=, as NDJSON lines
     GET  /api/export            Export ?format=csv|ndjson|json, as NDJSON lines: the file's
                                 chunks ({"chunk": base64}), then {"manifest": ...}
@@ -85,6 +87,7 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
@@ -180,9 +183,21 @@ _BUSY: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
     b"Connection: close\r\n\r\n"
 )
-# The chart's buckets (/api/counts), and the most of them one answer holds:
-# the API's largest `limit`.
-_TIME_BUCKETS: Final = {"hour": pb.COUNT_GROUP_BY_HOUR, "day": pb.COUNT_GROUP_BY_DAY}
+# What /api/counts groups by: the chart's buckets, and the values the
+# Breakdown panel and the action field's suggestions list (CountEvents').
+_GROUPINGS: Final = {
+    "hour": pb.COUNT_GROUP_BY_HOUR,
+    "day": pb.COUNT_GROUP_BY_DAY,
+    "action": pb.COUNT_GROUP_BY_ACTION,
+    "actor": pb.COUNT_GROUP_BY_ACTOR,
+    "resource_type": pb.COUNT_GROUP_BY_RESOURCE_TYPE,
+    "country": pb.COUNT_GROUP_BY_COUNTRY,
+    "outcome": pb.COUNT_GROUP_BY_OUTCOME,
+    "severity": pb.COUNT_GROUP_BY_SEVERITY,
+    "category": pb.COUNT_GROUP_BY_CATEGORY,
+}
+# The groups one answer holds without a `limit`: the API's largest (the chart's
+# 1,000 days); a `limit` is passed on as given, the API lowering a larger one.
 MAX_BUCKETS: Final = 1000
 # The API's formats, each relayed a chunk at a time as it comes (JSON's array too).
 _EXPORT_FORMATS: Final = {
@@ -499,20 +514,25 @@ class Console:
 
     async def _counts(self, request: web.Request) -> web.Response:
         """How many events the search's filter matches per hour or day of
-        `time_zone` (CountEvents, ADR 0108): the filter read as the search
-        reads it, so each bar counts what the search shows for its period.
-        Recorded by the API as a count (`audit_log.queried`), as a Query is."""
-        for name in ("group_by", "time_zone"):
+        `time_zone` (CountEvents, ADR 0108), or per value of one of the
+        event's fields (`group_by=action`, ... : the Breakdown panel's), the
+        largest `limit` groups: the filter read as the search reads it, so
+        each group counts what the search shows for it. Recorded by the API
+        as a count (`audit_log.queried`), as a Query is."""
+        for name in ("group_by", "time_zone", "limit"):
             if len(request.query.getall(name, ())) > 1:
                 raise BadParameter(f"{name}: given more than once")
-        grouping = _TIME_BUCKETS.get(request.query.get("group_by", ""))
+        grouping = _GROUPINGS.get(request.query.get("group_by", ""))
         if grouping is None:
-            raise BadParameter("group_by: hour or day")
+            raise BadParameter(f"group_by: one of {', '.join(_GROUPINGS)}")
+        limit = MAX_BUCKETS
+        if "limit" in request.query:
+            limit = _limit(request.query["limit"])
         call = self._stub.CountEvents(
             pb.CountEventsRequest(
                 filter=event_filter(request.query),
                 group_by=grouping,
-                limit=MAX_BUCKETS,
+                limit=limit,
                 time_zone=request.query.get("time_zone", ""),
             ),
             metadata=self._metadata(request),
@@ -1013,6 +1033,15 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadParameter("body: a JSON object")
     return body
+
+
+def _limit(text: str) -> int:
+    """The groups a count's answer holds, as given: the API refuses a negative
+    one (naming `limit`) and lowers one past its largest; BadParameter for
+    what is no whole number a request can carry."""
+    if re.fullmatch(r"-?[0-9]{1,10}", text) is None or not -(2**31) <= int(text) < 2**31:
+        raise BadParameter("limit: a whole number (at most 1000 groups are answered)")
+    return int(text)
 
 
 _STOPPING: Final = "the server is stopping: try again (a stream resumes after its last seq)"
