@@ -194,7 +194,7 @@ def test_a_zone_the_database_does_not_know_is_counted_in_utc(
     chart = wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
     assert "per day, UTC:" in chart.find_element(By.TAG_NAME, "figcaption").text
     assert browser.find_element(By.ID, "error").text == ""
-    asked, again = requested(browser, "/api/counts")
+    asked, again = [url for url in requested(browser, "/api/counts") if "group_by=day" in url]
     assert "time_zone=Asia%2F" in asked and "time_zone" not in again
     days = chart_table(browser)
     assert len(days) == 8 and days[-1][1] == 1, days
@@ -225,19 +225,22 @@ def test_live_events_are_added_to_the_chart_without_counting_again(
         # Live from the start: its events come while the count is on its way.
         browser.execute_script("document.querySelector('#live').checked = true")
         field.send_keys(console_server.token(tenant, "reader"), Keys.ENTER)
-        # The door's event, then Live's: the search's record and the count's.
-        wait_for_rows(browser, lambda r: len(r) == 3)
+        # The door's event, then Live's: the search's record, the chart's count's
+        # and the Breakdown panel's count's.
+        wait_for_rows(browser, lambda r: len(r) == 4)
         wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
-        wait(browser).until(lambda b: chart_total(b) == 3)
+        wait(browser).until(lambda b: chart_total(b) == 4)
         for actor in ("u-lee", "u-max"):
             c.record(action="door.open", actor_id=actor)
-        wait_for_rows(browser, lambda r: len(r) == 5)
-        wait(browser).until(lambda b: chart_total(b) == 5)
-        assert sum(n for _, n in chart_table(browser)) == 5, chart_table(browser)
+        wait_for_rows(browser, lambda r: len(r) == 6)
+        wait(browser).until(lambda b: chart_total(b) == 6)
+        assert sum(n for _, n in chart_table(browser)) == 6, chart_table(browser)
         assert [label.rsplit(": ", 1)[1] for label in bar_labels(browser)] == [
             f"{n} event{'s' * (n != 1)}" for _, n in chart_table(browser)
         ]
-        assert len(requested(browser, "/api/counts")) == 1  # none asked per event
+        # One count of the chart's and one of the panel's: none asked per event.
+        counts = requested(browser, "/api/counts")
+        assert len(counts) == 2 and "group_by=action" in counts[1], counts
 
 
 def test_a_live_event_dated_before_the_first_bar_gets_its_own(

@@ -8,6 +8,7 @@ import {
   visibleName, when,
 } from "./admin.js";
 import { fromBase64 as bytes, hexOf as hex } from "./base64.js";
+import { clearBreakdown, loadBreakdown, setUpBreakdown } from "./breakdown.js";
 import { addToChart, clearChart, emptyChart, loadChart, setUpChart } from "./chart.js";
 import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
 
@@ -182,6 +183,7 @@ function signOut(refused) {
   urlToForm(new URLSearchParams());
   $("#status").textContent = "";
   clearAdmin();  // a token's secret shown once goes with the session
+  forgetSuggestions();  // the tenant's actions too: the next may be another's
   state.started = false;
   for (const view of document.querySelectorAll("section.view")) view.hidden = true;
   $("#views").hidden = true;
@@ -326,6 +328,14 @@ function eventRow(event, { fresh = false } = {}) {
   // shown first, and a name of digits went before its type.
   cell(row, "").replaceChildren(...isolatedList([resource.type, resource.name || resource.id]
     .filter(Boolean), ": "));
+  // Text only, on one line cut by CSS where long, the whole of it in the title:
+  // a description is what whoever recorded the event wrote.
+  const description = visibleName(text(event.description));
+  const said = cell(row, "", "description");
+  said.title = description;
+  const line = document.createElement("span");
+  line.textContent = description;
+  said.append(line);
   const outcome = label(event.outcome);
   cell(row, outcome, `outcome-${outcome}`);
   const severity = label(event.severity);
@@ -471,6 +481,7 @@ function forgetEvents() {
   $("#more").hidden = true;
   $("#capped").hidden = true;
   clearChart();
+  clearBreakdown();
 }
 
 function reload() {
@@ -486,12 +497,25 @@ function reload() {
     // The chart once the page is shown, and only of a filter that matched: a
     // refused filter is said once, by the search, and a count is recorded as
     // a Query is (counted beside it, each would have been in the other's log).
-    if (loaded && state.shown.size) loadChart(state.filter);
-    else if (loaded) emptyChart(state.filter);  // Live's events drawn as they come
+    // The Breakdown panel's after it: a tenant runs one count at a time (`inTurn`).
+    if (loaded && state.shown.size) {
+      inTurn(() => (generation === state.generation ? loadChart(state.filter) : null));
+      loadBreakdown(state.filter);
+    } else if (loaded) emptyChart(state.filter);  // Live's events drawn as they come
     if (!$("#live").checked) return;
     // Live starts after the page's newest event: with no page it would not know where.
     if (loaded) startLive(); else $("#live").checked = false;
   });
+}
+
+// The page's counts, one after another: a tenant runs one count at a time, and
+// the chart's, the Breakdown panel's and the action suggestions' made together
+// were refused (429) but the first. `task` runs once those before it settled.
+let counted = Promise.resolve();
+function inTurn(task) {
+  const run = counted.then(task, task);
+  counted = run.catch(() => {});
+  return run;
 }
 
 // A bar of the chart pressed: the search narrowed to its period, a custom range.
@@ -500,6 +524,20 @@ function narrowTo(from, to) {
   url.set("range", "custom");
   url.set("from", new Date(from).toISOString());
   url.set("to", new Date(to).toISOString());
+  showSearch(url);
+}
+
+// A value of the Breakdown panel pressed: the search narrowed to it, its filter
+// field set to it as if typed there (the events it counted all match the field's
+// value before, so the value alone is the narrower filter).
+function narrowBy(field, value) {
+  const url = new URLSearchParams(location.search);
+  url.set(field, value);
+  showSearch(url);
+}
+
+// Makes `url` the search, its fields in the form, and shows it; Live as it was.
+function showSearch(url) {
   goTo(url);
   const live = $("#live").checked;  // in the form, but no filter: Live goes on as it was
   $("#filters").reset();
@@ -546,6 +584,46 @@ function chartRefused(error) {
   $("#error").textContent = `The activity chart could not be counted: ${said}.`;
 }
 
+// --- the action field's suggestions ----------------------------------------------
+
+// The range the suggestions were counted for (its URL parameters), "" for none.
+let suggestedFor = "";
+const SUGGESTED = 100;
+
+// Fills the action field's list with the tenant's actions in the range shown,
+// the most frequent first: one count (recorded as a search is) when the field is
+// first used under a range, not one per search applied.
+async function suggestActions() {
+  const url = new URLSearchParams(location.search);
+  const range = ["range", "from", "to"].map((name) => url.get(name) || "").join(" ");
+  if (!state.started || suggestedFor === range) return;
+  suggestedFor = range;
+  const params = new URLSearchParams();
+  for (const name of ["occurred_after", "occurred_before"]) {
+    if (state.filter.get(name)) params.set(name, state.filter.get(name));
+  }
+  params.set("group_by", "action");
+  params.set("limit", String(SUGGESTED));
+  try {
+    const answer = await inTurn(async () => (await api("/api/counts", params)).json());
+    if (suggestedFor !== range) return;  // signed out, or another range meanwhile
+    $("#action-suggestions").replaceChildren(...answer.groups.filter(({ key }) => key).map(({ key, count: n }) => {
+      const option = document.createElement("option");
+      option.value = key;  // an action as the search takes it; text only
+      option.label = count(n, "event");
+      return option;
+    }));
+  } catch (error) {
+    if (suggestedFor === range) suggestedFor = "";  // asked again at the next use
+    if (error.status === 401) signOut(error);
+  }
+}
+
+function forgetSuggestions() {
+  suggestedFor = "";
+  $("#action-suggestions").replaceChildren();
+}
+
 // --- a row's detail -------------------------------------------------------------
 
 function toggleDetail(row, opener, event) {
@@ -559,7 +637,7 @@ function toggleDetail(row, opener, event) {
   const detail = document.createElement("tr");
   detail.className = "detail";
   const td = detail.insertCell();
-  td.colSpan = 7;
+  td.colSpan = 8;
   td.append(fields(event), changes(event), proofButton(event), json(event));
   row.after(detail);
 }
@@ -1069,6 +1147,8 @@ function init() {
   window.addEventListener("popstate", searchChanged);
   setUpAdmin({ api, signOut, filterFields, fillFilter, filterRow: $("#filters .row") });
   setUpChart({ api, narrow: narrowTo, report: chartRefused });
+  setUpBreakdown({ api, narrowBy, inTurn, signOut });
+  $("#filters").elements.actions.addEventListener("focus", suggestActions);
   if (token() && !sessionMark()) newSession();  // signed in by an earlier version of the page
   if (token()) showSignedIn(); else { $("#signin").hidden = false; $("#token").focus(); }
 }

@@ -1,0 +1,167 @@
+"""What an investigator reads off the console without opening a row, in a
+real headless Chromium: each row's description, the Breakdown panel's
+largest values of a field (a value pressed narrows the search to it), and
+the action field's suggestions of the tenant's actions."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions as seen
+from selenium.webdriver.support.ui import Select
+
+from sealtrail import AuditClient
+from tests.browser.test_console import hooked, requested, wait, wait_for_rows
+from tests.conftest import ServerThread
+
+
+def signed_in_hooked(browser: webdriver.Chrome, url: str, token: str) -> None:
+    """Signs in on `url` with the page's requests kept (`hooked`) from the first."""
+    browser.get(url)
+    field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    hooked(browser)
+    field.send_keys(token, Keys.ENTER)
+
+
+def breakdown(browser: webdriver.Chrome) -> list[tuple[str, str]]:
+    """The panel's values and their counts, as a screen reader reads them."""
+    cells: list[list[str]] = browser.execute_script(
+        "return [...document.querySelectorAll('#breakdown tbody tr')]"
+        ".map((row) => [...row.cells].slice(0, 2).map((cell) => cell.textContent))"
+    )
+    return [(value, events) for value, events in cells]
+
+
+def test_a_row_shows_its_description_as_text_cut_on_one_line_whole_in_its_title(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The description was shown only in a row's detail: now in its own
+    column, as text (whoever recorded the event wrote it: markup in it is
+    shown, never obeyed), on one line cut with an ellipsis where long, and
+    whole in the cell's title."""
+    long = "New API key created: 'Production Key v2' " + "with scopes read, write " * 20
+    markup = "<b>bold</b><img src=x onerror=\"document.title='owned'\">"
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="api_key.create", actor_id="u-ann", description=long.strip())
+        c.record(action="api_key.rotate", actor_id="u-ann", description=markup)
+    browser.get(console_url + "?actions=api_key.*")
+    field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    field.send_keys(console_server.token(tenant, "reader"), Keys.ENTER)
+    wait_for_rows(browser, lambda r: len(r) == 2)
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#events thead th")]
+    assert headers == ["Time", "Action", "Actor", "Resource", "Description", "Outcome",
+                       "Severity", "IP"]  # fmt: skip
+    rotated, created = browser.find_elements(By.CSS_SELECTOR, "#events tbody td.description")
+    assert created.get_attribute("title") == long.strip()
+    assert rotated.get_attribute("title") == markup and rotated.text == markup
+    assert rotated.find_elements(By.CSS_SELECTOR, "b, img") == []
+    assert browser.title != "owned"
+    cut = browser.execute_script(
+        "const line = arguments[0].querySelector('span'); const style = getComputedStyle(line);"
+        "return [line.scrollWidth > line.clientWidth, style.textOverflow, style.whiteSpace,"
+        " arguments[0].getBoundingClientRect().height < 3 * parseFloat(style.lineHeight)]",
+        created,
+    )
+    assert cut == [True, "ellipsis", "nowrap", True], cut
+    # Expanded, the detail spans every column, the new one included.
+    created.click()
+    detail = wait(browser).until(
+        seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail td"))
+    )
+    assert detail.get_attribute("colspan") == "8"
+
+
+def test_the_breakdown_lists_a_field_s_largest_values_and_a_value_narrows_the_search(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Under the chart, the actions of the filter and range shown, largest
+    first; by actor on choosing it, one count each; an actor pressed narrows
+    the search to it (its field filled, kept in the URL), and the panel
+    counts the narrowed search in turn. Events without a country are listed
+    as such, not as a value to press."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for actor, action, country in [
+            ("u-ann", "door.open", "FR"),
+            ("u-ann", "door.open", "FR"),
+            ("u-ann", "door.close", ""),
+            ("u-bob", "door.open", "KP"),
+            ("u-bob", "door.force", "KP"),
+            ("u-cy", "window.open", "FR"),  # not matched: its action
+        ]:
+            c.record(action=action, actor_id=actor, **({"country": country} if country else {}))
+    signed_in_hooked(
+        browser, console_url + "?actions=door.*", console_server.token(tenant, "reader")
+    )
+    wait_for_rows(browser, lambda r: len(r) == 5)
+    panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
+    wait(browser).until(lambda b: breakdown(b))
+    assert breakdown(browser) == [("door.open", "3"), ("door.close", "1"), ("door.force", "1")]
+    assert "5 events in all, 3 actions" in panel.find_element(By.CLASS_NAME, "summary").text
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("country")
+    wait(browser).until(lambda b: breakdown(b) == [("FR", "2"), ("KP", "2"), ("(no country)", "1")])
+    assert panel.find_elements(By.XPATH, ".//tbody/tr[3]//button") == []  # none to press
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("actor")
+    wait(browser).until(lambda b: breakdown(b) == [("u-ann", "3"), ("u-bob", "2")])
+    counts = requested(browser, "/api/counts")
+    assert [
+        sum(f"group_by={g}&" in url for url in counts) for g in ("action", "country", "actor")
+    ] == [
+        1,
+        1,
+        1,
+    ], counts  # one count per panel load, none per value
+    assert all("limit=10" in url and "actions=door.*" in url.replace("%2A", "*")
+               for url in counts[1:]), counts  # fmt: skip
+    panel.find_element(By.XPATH, ".//button[text()='u-bob']").click()
+    wait_for_rows(browser, lambda r: len(r) == 2 and all("u-bob" in row for row in r))
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert query["actor"] == ["u-bob"] and query["actions"] == ["door.*"]
+    assert browser.find_element(By.NAME, "actor").get_attribute("value") == "u-bob"
+    # The narrowed search's own breakdown, by the field chosen.
+    wait(browser).until(lambda b: breakdown(b) == [("u-bob", "2")])
+    browser.back()  # an entry of the tab's history, as Apply's
+    wait_for_rows(browser, lambda r: len(r) == 5)
+
+
+def test_the_action_field_suggests_the_tenant_s_actions_of_the_range_shown(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The action field lists the tenant's actions in the range shown, the
+    most frequent first, from one count made when the field is first used,
+    not asked again while the range stays the same."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for action, times in [("invoice.pay", 1), ("user.login", 3), ("api_key.create", 2)]:
+            for _ in range(times):
+                c.record(action=action, actor_id="u-ann")
+    signed_in_hooked(browser, console_url + "?range=24h", console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) >= 6)
+    wait(browser).until(lambda b: breakdown(b))  # the page's own counts done first
+    field = browser.find_element(By.NAME, "actions")
+    assert field.get_attribute("list") == "action-suggestions"
+    field.click()
+
+    def suggested(b: webdriver.Chrome) -> list[str]:
+        return list(
+            b.execute_script(
+                "return [...document.querySelectorAll('#action-suggestions option')]"
+                ".map((option) => option.value)"
+            )
+        )
+
+    wait(browser).until(lambda b: "invoice.pay" in suggested(b))
+    shown = suggested(browser)
+    # The most frequent first; the page's own searches and counts are actions too.
+    ordered = [action for action in shown if action != "audit_log.queried"]
+    assert ordered == ["user.login", "api_key.create", "invoice.pay"], shown
+    assert "audit_log.queried" in shown
+    asked = [url for url in requested(browser, "/api/counts") if "limit=100" in url]
+    assert len(asked) == 1 and "group_by=action" in asked[0] and "occurred_after=" in asked[0]
+    assert "actions=" not in asked[0]  # the range's actions, whatever the filter
+    field.send_keys("user.login", Keys.ENTER)
+    wait_for_rows(browser, lambda r: len(r) == 3)
+    browser.find_element(By.NAME, "actions").click()  # the same range: not counted again
+    wait(browser).until(lambda b: breakdown(b) == [("user.login", "3")])
+    assert len([url for url in requested(browser, "/api/counts") if "limit=100" in url]) == 1
