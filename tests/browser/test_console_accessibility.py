@@ -208,17 +208,23 @@ def test_an_event_row_is_a_row_of_cells_its_opener_a_button(
     [row] = ax_nodes(browser, "#events tbody tr.event")
     assert row["role"] == "row", row
     cells = ax_nodes(browser, "#events tbody tr.event td")
-    assert [cell["role"] for cell in cells] == ["cell"] * 7, cells
-    assert "door.open" in cells[1]["name"] and "203.0.113.9" in cells[6]["name"]
+    assert [cell["role"] for cell in cells] == ["cell"] * 8, cells
+    assert "door.open" in cells[1]["name"] and "203.0.113.9" in cells[7]["name"]
     [opener] = ax_nodes(browser, "#events tbody tr.event td:first-child button")
     assert opener["role"] == "button" and opener["expanded"] is False, opener
     assert "UTC" in opener["name"], opener  # the event's time: what it opens
 
     # The keyboard: Tab from the form's last control reaches the activity chart's
-    # bars (one stop for them all), then the opener, not the row.
+    # bars (one stop for them all), the Breakdown panel's list and value, then
+    # the opener, not the row.
     wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
+    wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#breakdown button.value"))
     browser.find_element(By.ID, "export-json").send_keys(Keys.TAB)
     assert browser.execute_script("return document.activeElement.closest('#activity') !== null")
+    browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "breakdown-by"
+    browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.text == "door.open"
     browser.switch_to.active_element.send_keys(Keys.TAB)
     focused = browser.switch_to.active_element
     assert focused.tag_name == "button" and focused.get_attribute("aria-expanded") == "false"
