@@ -378,6 +378,7 @@ class Service:
         for problem in unopenable:
             log.error("sink %s; it delivers nothing until its secrets are set again", problem)
         measure_pool(db, self._meter)
+        db.clock_skew.measure(self._meter)
         self._appender = Appender(
             db,
             max_wait=settings.append_max_wait,
@@ -642,6 +643,7 @@ class Service:
                 min_size=settings.pool_min_size,
                 max_size=settings.pool_max_size,
                 tracer=self._tracer,
+                clock=self._clock,
             )
         except PoolTimeout:
             raise SystemExit(

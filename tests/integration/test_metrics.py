@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import re
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,10 +50,12 @@ from sealtrail.v1 import audit_service_pb2 as pb
 from sealtrail.v1 import audit_service_pb2_grpc, forwarding_pb2
 from sealtrail_server.domain.sinks import KINDS
 from sealtrail_server.measures import CALL_SECONDS_BUCKETS
+from sealtrail_server.store import clock_skew as clock_skew_module
 from sealtrail_server.telemetry.metrics import Metrics, metrics_from_env
 from tests.clock import Clock
 from tests.conftest import ServerThread, database_of_its_own
 from tests.http_endpoint import Received, Reply, endpoint
+from tests.integration.test_database_outage import SERVING, health
 
 RECORD = "sealtrail.v1.AuditLogService/Record"
 RECORD_BATCH = "sealtrail.v1.AuditLogService/RecordBatch"
@@ -480,6 +485,70 @@ def test_a_clock_ahead_of_the_databases_is_measured(
     assert 86400 < value(samples, ahead) <= 2 * 86400
     # The pass did not end: another process, its clock right, may run it.
     assert value(samples, "sealtrail_retention_last_pass_time_seconds") == passed
+
+
+def test_the_health_probe_measures_how_far_apart_the_clocks_are_and_says_so_once(
+    alone: tuple[ServerThread, Clock], metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The health probe reads the database's clock in its own statement: how
+    far this process's is ahead of it (negative: behind) is served, said at
+    WARNING once when past the tolerance (naming both times), and once when
+    back within it. Health stays SERVING: the log is right, its times off."""
+    server, clock = alone
+    skew = "sealtrail_clock_skew_seconds"
+
+    def probed() -> float:
+        return value(scrape(metrics), skew)
+
+    def another_probe() -> None:  # a still clock: each probe moves how far apart
+        seen = probed()
+        wait_for(lambda: probed() != seen, True)
+
+    def next_probes() -> None:
+        another_probe()
+        another_probe()
+
+    def said() -> list[tuple[str, timedelta]]:
+        """Each line said of the clocks: its words, and how far apart the
+        two times it names are (this process's less the database's)."""
+        named = r"this process's clock \((\S+)\) is (.+) the database's \((\S+)\)"
+        found = [
+            re.search(named, r.getMessage())
+            for r in caplog.records
+            if r.name == clock_skew_module.__name__
+        ]
+        return [
+            (m[2], datetime.fromisoformat(m[1]) - datetime.fromisoformat(m[3])) for m in found if m
+        ]
+
+    with caplog.at_level(logging.INFO, logger=clock_skew_module.__name__):
+        # The test's clock stands still, a hair behind the database's.
+        wait_for(lambda: -300 < probed() <= 0, True)
+        moved = 0.0
+        try:
+            clock.run_ahead(2)
+            moved = 2
+            wait_for(lambda: 86400 < probed() <= 2 * 86400, True)
+            next_probes()
+            assert health(server.target) == SERVING
+            clock.run_ahead(-2)
+            moved = 0
+            wait_for(lambda: -300 < probed() <= 0, True)
+            next_probes()
+            clock.run_ahead(-1)
+            moved = -1
+            wait_for(lambda: -2 * 86400 < probed() < -86400, True)
+            next_probes()
+            assert health(server.target) == SERVING
+        finally:
+            clock.run_ahead(-moved)
+        wait_for(lambda: -300 < probed() <= 0, True)
+    lines = said()
+    assert len(lines) == 4, lines
+    (ahead, apart), (back, _), (behind, behind_by), (again, _) = lines
+    assert ahead.endswith(" ahead of") and timedelta(days=1) < apart <= timedelta(days=2)
+    assert back == again == "back within 0:05:00 of"
+    assert behind.endswith(" behind") and -timedelta(days=2) < behind_by < -timedelta(days=1)
 
 
 class _Recording(MeterProvider):

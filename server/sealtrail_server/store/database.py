@@ -34,9 +34,10 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import psycopg
@@ -48,6 +49,7 @@ from sealtrail._words import detailed
 
 from ..domain.errors import SEE_THE_LOG, Unavailable
 from ..fair_share import FairShare
+from .clock_skew import ClockSkew, database_time_of
 from .db_errors import named, refuses_the_deployment
 from .eager import EagerConnection
 from .role_grants import SERVICE_ROLE as SERVICE_ROLE
@@ -168,6 +170,8 @@ _DATABASE_STATES: Final = (
 # none and wrote none, while health said SERVING (helper-399). Read from
 # pg_class and pg_policy, which every role may read. The third column lists
 # the positions in `_SAFEGUARDS` of those missing.
+# And the database's clock, read as seconds, to compare this process's with
+# (store/clock_skew.py): in the same statement, no round trip more.
 # Composed once, its literals rendered: adapting the lists as parameters at
 # each probe cost the server's loop several times what the statement costs
 # the database.
@@ -191,7 +195,8 @@ _PROBE: Final[bytes] = (
         " THEN NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = to_regclass(s.relation)"
         " AND c.relrowsecurity AND (c.relforcerowsecurity OR NOT s.forced))"
         " ELSE NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = to_regclass(s.relation)"
-        " AND p.polname = s.policy) END)"
+        " AND p.polname = s.policy) END),"
+        " extract(epoch FROM clock_timestamp())::float8"
     )
     .format(
         system=sql.Literal(SYSTEM_ROLE),
@@ -218,6 +223,9 @@ class _Answer:
     missing: tuple[Grant, ...] = ()
     unsecured: tuple[Safeguard, ...] = ()
     vanished: tuple[str, ...] = ()
+    # This process's clock halfway through the statement, and the
+    # database's as it read it; None if it answered no row.
+    clocks: tuple[datetime, datetime] | None = None
 
     @property
     def sound(self) -> bool:
@@ -318,6 +326,7 @@ class Database:
         *,
         system_lock_timeout: float = SYSTEM_LOCK_TIMEOUT,
         read_lock_timeout: float = READ_LOCK_TIMEOUT,
+        clock: Callable[[], datetime] | None = None,
     ):
         self.pool = pool
         self._url = url
@@ -360,6 +369,9 @@ class Database:
         self.checkout_timeouts = 0
         # Connections on their way back to the pool (`_give_back`).
         self._returning: set[asyncio.Future[None]] = set()
+        # This process's clock against the database's, as the probe last read
+        # both (`clock`: this process's, the host's by default).
+        self.clock_skew = ClockSkew(clock)
 
     @classmethod
     async def open(
@@ -373,9 +385,12 @@ class Database:
         tracer: Tracer | None = None,
         system_lock_timeout: float = SYSTEM_LOCK_TIMEOUT,
         read_lock_timeout: float = READ_LOCK_TIMEOUT,
+        clock: Callable[[], datetime] | None = None,
     ) -> Database:
         """`tracer`: every statement run inside a recorded span becomes a
         child span of it (store/traced.py); None, no database spans.
+        `clock`: this process's, which the probe compares with the
+        database's (`clock_skew`); the host's by default.
 
         Raises RolesMissing when the URL's user cannot assume the roles (the
         migrations create them; docs/database.md)."""
@@ -402,6 +417,7 @@ class Database:
             url,
             system_lock_timeout=system_lock_timeout,
             read_lock_timeout=read_lock_timeout,
+            clock=clock,
         )
 
     @property
@@ -592,7 +608,7 @@ class Database:
                         self._url, autocommit=True, connect_timeout=max(1, int(timeout))
                     )
                     async with conn:
-                        answer = await _probe(conn)
+                        answer = await _probe(conn, self.clock_skew.clock)
         except psycopg.OperationalError as error:
             # A refusal at connection has no SQLSTATE (53300): its words tell.
             answered = any(words in str(error) for words in _NO_FREE_SLOT)
@@ -613,6 +629,8 @@ class Database:
             return False
         except (psycopg.Error, TimeoutError, OSError):
             return False
+        if answer.clocks is not None:
+            self.clock_skew.note(*answer.clocks)
         self._say_missing_grants(answer.missing)
         self._say_unsecured(answer.unsecured)
         said = []
@@ -681,7 +699,7 @@ class Database:
         if none was free in time (PoolTimeout) or the one found was broken."""
         try:
             async with self._pooled(timeout=wait) as conn:
-                return await _probe(conn)
+                return await _probe(conn, self.clock_skew.clock)
         except psycopg.errors.InsufficientPrivilege:
             raise  # an answer: a connection of its own would be refused alike
         except psycopg.Error:
@@ -902,13 +920,16 @@ class _Scopes:
         await self.enter(conn, _NO_TENANT)
 
 
-async def _probe(conn: psycopg.AsyncConnection[Any]) -> _Answer:
+async def _probe(conn: psycopg.AsyncConnection[Any], clock: Callable[[], datetime]) -> _Answer:
     """Whether the database takes writes as the service's roles, and the
-    grants of role_grants.py that a role lacks (`_PROBE`). _ProbeFailed if
+    grants of role_grants.py that a role lacks (`_PROBE`), and both clocks
+    (`clock`, this process's). _ProbeFailed if
     the statement fails as the database answers it (the roles refused
     aside), naming the listed tables and columns that no longer exist."""
     try:
+        before = clock()
         cursor = await conn.execute(_PROBE)
+        after = clock()
     except psycopg.errors.InsufficientPrivilege:
         raise
     except psycopg.Error as error:
@@ -918,10 +939,11 @@ async def _probe(conn: psycopg.AsyncConnection[Any]) -> _Answer:
     row = await cursor.fetchone()
     if row is None:
         return _Answer(writable=False)
+    clocks = (before + (after - before) / 2, database_time_of(row[3]))
     missing = tuple(_GRANTS[n - 1] for n in row[1])
     unsecured = tuple(_SAFEGUARDS[n - 1] for n in row[2])
     if not (missing or unsecured):
-        return _Answer(writable=bool(row[0]))
+        return _Answer(writable=bool(row[0]), clocks=clocks)
     # A table gone lacks its grants and row security too: said as gone.
     try:
         vanished = await _vanished(conn)
@@ -934,6 +956,7 @@ async def _probe(conn: psycopg.AsyncConnection[Any]) -> _Answer:
         missing=tuple(g for g in missing if g.relation not in vanished),
         unsecured=tuple(s for s in unsecured if s.relation not in vanished),
         vanished=vanished,
+        clocks=clocks,
     )
 
 

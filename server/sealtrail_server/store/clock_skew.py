@@ -1,0 +1,176 @@
+"""This process's clock against the database's (docs/operations.md, "Clocks").
+
+The process's clock stamps what it appends (`received_at`), the checkpoints it
+signs and the receipts it gives; retention ages events by it. Every process of
+a deployment shares the database, so the database's clock is the reference
+they are compared with. The health probe reads it in its own statement
+(store/database.py `_PROBE`), and `ClockSkew` keeps the latest reading, serves
+how far apart the two clocks are as `sealtrail.clock.skew`, and says once when
+they drift apart beyond the tolerance and once when they agree again.
+
+A reading stays of use for a while after it is taken: the database's clock is
+carried on by this process's monotonic clock, which no step of the wall clock
+moves (`ClockReading.database_now`), so a jump of this process's clock since
+is seen without asking the database again."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol, runtime_checkable
+
+import psycopg
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from .deployment_jobs import database_time
+
+log = logging.getLogger(__name__)
+
+# How far the two clocks may be apart before it is said, and before a
+# retention pass by a clock that far ahead removes nothing: far more than
+# hosts kept by NTP drift apart, far less than the day a retention limit
+# counts in.
+CLOCK_SKEW_TOLERANCE: Final = timedelta(minutes=5)
+
+
+@runtime_checkable
+class FramedClock(Protocol):
+    """A clock other than the host's (a test's, which moves when told): it
+    says what a time the database's clock read is on its own terms, for the
+    two to be compared. The host's clock takes the database's as read."""
+
+    def __call__(self) -> datetime: ...
+
+    def database_time(self, read: datetime) -> datetime: ...
+
+
+def _host_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_read(read: datetime) -> datetime:
+    return read
+
+
+def database_time_of(epoch: float) -> datetime:
+    """The database's clock as `extract(epoch FROM clock_timestamp())` read it."""
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockReading:
+    """Both clocks read at once: this process's (`process`, halfway through
+    the statement that read the database's) and the database's (`database`,
+    on the process clock's terms), at `at` on the monotonic clock."""
+
+    process: datetime
+    database: datetime
+    at: float
+
+    @property
+    def skew(self) -> timedelta:
+        """How far this process's clock was ahead of the database's (negative: behind)."""
+        return self.process - self.database
+
+    def database_now(self, monotonic: float) -> datetime:
+        """The database's clock at `monotonic`, carried on from the reading."""
+        return self.database + timedelta(seconds=monotonic - self.at)
+
+    def age(self, monotonic: float) -> float:
+        return monotonic - self.at
+
+
+class ClockSkew:
+    """The latest reading of both clocks (`note`), said when they are apart
+    by more than `tolerance` (again if how far moves by more than it) and when
+    they agree again; served as a gauge (`measure`)."""
+
+    def __init__(
+        self,
+        clock: Callable[[], datetime] | None = None,
+        *,
+        tolerance: timedelta = CLOCK_SKEW_TOLERANCE,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clock = clock or _host_clock
+        self._framed = self.clock.database_time if isinstance(self.clock, FramedClock) else _as_read
+        self._tolerance = tolerance
+        self.monotonic = monotonic
+        self.latest: ClockReading | None = None
+        # How far apart the clocks were when last said beyond the tolerance;
+        # None while they agree (or were never read).
+        self._said: timedelta | None = None
+
+    def reading(self, process: datetime, database_read: datetime) -> ClockReading:
+        """A reading of `process` (this process's clock) and the database's
+        clock as read (`database_read`), now; not kept."""
+        return ClockReading(process, self._framed(database_read), self.monotonic())
+
+    def note(self, process: datetime, database_read: datetime) -> ClockReading:
+        """Keeps a reading (`reading`) as the latest, saying what changed."""
+        self.latest = reading = self.reading(process, database_read)
+        self._say(reading)
+        return reading
+
+    def fresh(self, within: float) -> ClockReading | None:
+        """The latest reading if taken within `within` seconds, else None."""
+        latest = self.latest
+        return latest if latest is not None and latest.age(self.monotonic()) <= within else None
+
+    def measure(self, meter: Meter) -> None:
+        meter.create_observable_gauge(
+            "sealtrail.clock.skew",
+            callbacks=[self._observe],
+            unit="s",
+            description="How far this process's clock was ahead of the database's at the"
+            " health probe's last look (negative: behind).",
+        )
+
+    def _observe(self, _options: CallbackOptions) -> list[Observation]:
+        latest = self.latest
+        return [] if latest is None else [Observation(latest.skew.total_seconds())]
+
+    def _say(self, reading: ClockReading) -> None:
+        skew, said = reading.skew, self._said
+        if abs(skew) <= self._tolerance:
+            if said is not None:
+                log.warning(
+                    "clock: this process's clock (%s) is back within %s of the database's (%s)",
+                    reading.process.isoformat(),
+                    self._tolerance,
+                    reading.database.isoformat(),
+                )
+                self._said = None
+            return
+        if said is not None and abs(skew - said) <= self._tolerance:
+            return
+        if skew > timedelta():
+            how, what = "ahead of", "in the future, and retention passes remove nothing"
+        else:
+            how, what = "behind", "in the past"
+        log.warning(
+            "clock: this process's clock (%s) is %s %s the database's (%s), more than the %s"
+            " tolerated: the events it appends are stamped that far %s, until it is put right"
+            " (docs/operations.md, Clocks)",
+            reading.process.isoformat(),
+            abs(skew),
+            how,
+            reading.database.isoformat(),
+            self._tolerance,
+            what,
+        )
+        self._said = skew
+
+
+async def read_clocks(
+    conn: psycopg.AsyncConnection[Any], clock: Callable[[], datetime]
+) -> tuple[datetime, datetime]:
+    """This process's clock (halfway through the statement) and the
+    database's as read, on `conn` (one statement)."""
+    before = clock()
+    read = await database_time(conn)
+    after = clock()
+    return before + (after - before) / 2, read
