@@ -410,6 +410,7 @@ class Service:
             batch_events=settings.retention_batch_events,
             min_days=settings.retention_min_days,
             clock=self._clock,
+            clock_skew=db.clock_skew,
             meter=self._meter,
         )
         self.purger.start()

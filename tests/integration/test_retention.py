@@ -2684,3 +2684,47 @@ def test_a_move_of_records_kept_for_good_the_database_refuses_leaves_no_value_in
         assert "Traceback" in written and "CheckViolation" in written, written
         assert "refuse_the_move" in written and "23514" in written, written
         assert "Failing row" not in written and kept.actor.id not in written, written
+
+
+def test_a_clock_jumping_ahead_mid_pass_stops_its_removals_at_the_next_batch(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    tenant: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass compares the clocks before each batch that removes events, not
+    only at its start: a clock that jumps days ahead during a long pass (a VM
+    resumed, an NTP server gone wrong) stops the removals at the next batch,
+    warning once; the pass is left for a process whose clock is right."""
+    admin.set_retention_policy(30)
+    expired = {record(admin, "doc.edit") for _ in range(9)}
+    clock.advance(31)
+    ahead = 20 * 86400.0
+    jumped: list[int] = []
+
+    async def jumping(conn: Any, tenant_id: str, *args: Any, **kwargs: Any) -> Any:
+        batch = await purge_batch(conn, tenant_id, *args, **kwargs)
+        if tenant_id == tenant and not jumped:  # after its first batch, mid-pass
+            jumped.append(batch.count)
+            clock.run_ahead(seconds=ahead)
+        return batch
+
+    monkeypatch.setattr(tenant_pass, "purge_batch", jumping)
+    try:
+        with caplog.at_level(logging.INFO, logger=purger_module.__name__):
+            purge(aged)
+        assert jumped == [3]  # batches of three
+        kept = expired & {seq for seq, _ in recorded(admin)}
+        assert len(kept) == 6  # the first batch's three removed, no more
+        [(process, database)] = _clock_warnings(caplog)
+        assert timedelta(days=19) < process - database <= timedelta(days=20)
+
+        clock.run_ahead(seconds=-ahead)  # put right: the next pass removes the rest
+        ahead = 0
+        purge(aged)
+        assert not expired & {seq for seq, _ in recorded(admin)}
+        assert admin.verify_log().ok
+    finally:
+        clock.run_ahead(seconds=-ahead)

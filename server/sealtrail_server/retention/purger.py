@@ -26,7 +26,11 @@ A pass purges by this process's clock, and a removal is for good: it first
 reads the database's clock, and while this process's runs ahead of it by
 more than CLOCK_AHEAD_TOLERANCE (a VM resumed with a stale offset, a wrong
 NTP server) it removes nothing, says so once, and leaves the pass to the next
-look (or another process): docs/retention.md, "A clock ahead"."""
+look (or another process): docs/retention.md, "A clock ahead". It compares
+them again before each step that removes anything (a batch, the origins
+forgotten, the months retired), by a reading at most CLOCK_READING_FRESH old
+(the health probe's, or its own), carried on by the monotonic clock: a clock
+that jumps ahead during a long pass stops its removals at the next step."""
 
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Literal, TypeVar
 
 import psycopg
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -49,8 +53,9 @@ from ..domain.purge_summaries import SummarySeal
 from ..measures import no_meter
 from ..stopping import end_tasks
 from ..store.changes import ERASURE_SUBJECT, share_subjects
+from ..store.clock_skew import CLOCK_SKEW_TOLERANCE, ClockReading, ClockSkew, read_clocks
 from ..store.db_errors import named
-from ..store.deployment_jobs import database_time, note_ended, seconds_since_ended
+from ..store.deployment_jobs import note_ended, seconds_since_ended
 from ..store.partitions import create_ahead, retire_past_months
 from ..store.retention import (
     PendingPurge,
@@ -103,7 +108,11 @@ CLOCK_STEPPED_BACK: Final = 3600.0
 # How far this process's clock may be ahead of the database's for a pass to
 # purge: far more than hosts kept by NTP drift apart, far less than the day a
 # retention limit counts in. Further ahead, a pass removes nothing.
-CLOCK_AHEAD_TOLERANCE: Final = timedelta(minutes=5)
+CLOCK_AHEAD_TOLERANCE: Final = CLOCK_SKEW_TOLERANCE
+# Seconds a reading of both clocks (the health probe's, every second or so,
+# or the pass's own) serves the check before each removing step; an older
+# one is read again on the job's connection.
+CLOCK_READING_FRESH: Final = 30.0
 # Its name in `deployment_jobs`.
 PURGE_JOB: Final = "retention purge"
 # The job's session ends itself when its process stops answering (paused,
@@ -119,21 +128,6 @@ _IDLE_SESSION: Final = "10min"  # PostgreSQL 14 and later
 RecordPurge = Callable[[TenantPurge], Awaitable[None]]
 
 
-@runtime_checkable
-class FramedClock(Protocol):
-    """A clock other than the host's (a test's, which moves when told): it
-    says what a time the database's clock read is on its own terms, for a
-    pass to compare the two. The host's clock takes the database's as read."""
-
-    def __call__(self) -> datetime: ...
-
-    def database_time(self, read: datetime) -> datetime: ...
-
-
-def _as_read(read: datetime) -> datetime:
-    return read
-
-
 class Purger:
     def __init__(
         self,
@@ -147,10 +141,13 @@ class Purger:
         scan_window: int | None = None,  # seqs; None: SCAN_WINDOW_BATCHES batches
         min_days: int = 0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock_skew: ClockSkew | None = None,
         meter: Meter | None = None,
     ) -> None:
         """`min_days`: the deployment's retention floor, which the purge keeps
-        to whatever a policy stored before it says. `meter`: events purged,
+        to whatever a policy stored before it says. `clock_skew`: the health
+        probe's readings of both clocks, of `clock` (else the pass reads
+        them itself). `meter`: events purged,
         faults met, when this process last ended a pass (docs/metrics.md)."""
         self._owner_url = owner_url
         self.record = record  # how a purge is recorded in its tenant's log
@@ -163,7 +160,11 @@ class Purger:
         self._scan_window = scan_window or batch_events * SCAN_WINDOW_BATCHES
         self._min_days = min_days
         self._clock = clock
-        self._database_time = clock.database_time if isinstance(clock, FramedClock) else _as_read
+        self._clocks = clock_skew or ClockSkew(clock)
+        # The pass's own last reading of both clocks.
+        self._reading: ClockReading | None = None
+        # Whether the pass under way stopped removing for a clock ahead.
+        self._stopped = False
         # How far this process's clock was ahead of the database's at its last
         # pass's look at both (negative: behind), for the gauge; and, while
         # passes remove nothing for it, how far it was when last said.
@@ -376,8 +377,11 @@ class Purger:
         now = self._clock()
         if await self._clock_ahead(conn, now):
             return (await self._keep_up(conn))[0]
+        self._stopped = False
         done, unrecorded = await self._keep_up(conn, in_pass=True)
         for tenant_id in await tenants_with_expiry(conn):
+            if not await self._may_remove(conn, now):
+                break
             # Apart: a fault in either leaves the other to do.
             await self._contained(
                 conn,
@@ -391,6 +395,12 @@ class Purger:
             )
             if purged is not None:
                 done.append(purged)
+            if self._stopped:
+                break
+        if self._stopped or not await self._may_remove(conn, now):
+            # A clock gone ahead during the pass: it ends here, not noted as
+            # ended, left for a process whose clock is right (or the next look).
+            return done
         retired = await self._contained(
             conn, "dropping emptied months", retire_past_months(conn, now=now)
         )
@@ -424,11 +434,40 @@ class Purger:
         return [*done, *(retried[0] if retried else [])]
 
     async def _clock_ahead(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> bool:
-        """Whether this process's clock (`now`) is ahead of the database's by
-        more than CLOCK_AHEAD_TOLERANCE: a pass by it would remove events
-        that much before their time. Said when it starts, when how far moves
-        by more than the tolerance, and when it ends; not at every pass."""
-        database = self._database_time(await database_time(conn))
+        """Whether this process's clock (`now`) is ahead of the database's,
+        read now on `conn`, by more than CLOCK_AHEAD_TOLERANCE (`_judged_ahead`)."""
+        self._reading = self._clocks.reading(*await read_clocks(conn, self._clock))
+        return self._judged_ahead(now, self._reading)
+
+    async def _may_remove(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> bool:
+        """Whether a step of the pass under way, by `now`, may remove what it
+        would: not if this process's clock (`now`, or as it reads since, if
+        later) is ahead of the database's by more than the tolerance, by the
+        freshest reading of both (the probe's or the pass's own) if at most
+        CLOCK_READING_FRESH old, else one read now on `conn`. Once refused,
+        refused for the rest of the pass (`_stopped`)."""
+        if self._stopped:
+            return False
+        monotonic = self._clocks.monotonic()
+        fresh = [
+            r
+            for r in (self._reading, self._clocks.latest)
+            if r is not None and r.age(monotonic) <= CLOCK_READING_FRESH
+        ]
+        if fresh:
+            reading = max(fresh, key=lambda r: r.at)
+        else:
+            reading = self._reading = self._clocks.reading(*await read_clocks(conn, self._clock))
+        self._stopped = self._judged_ahead(max(now, self._clock()), reading)
+        return not self._stopped
+
+    def _judged_ahead(self, now: datetime, reading: ClockReading) -> bool:
+        """Whether this process's clock (`now`) is ahead of the database's (as
+        `reading` carries it on to now) by more than CLOCK_AHEAD_TOLERANCE: a
+        pass by it would remove events that much before their time. Said when
+        it starts, when how far moves by more than the tolerance, and when it
+        ends; not at every pass."""
+        database = reading.database_now(self._clocks.monotonic())
         self._ahead = ahead = now - database
         said = self._ahead_said
         if ahead <= CLOCK_AHEAD_TOLERANCE:
@@ -506,6 +545,7 @@ class Purger:
             scan_window=self._scan_window,
             min_days=self._min_days,
             clock=self._clock,
+            may_remove=lambda now: self._may_remove(conn, now),
             on_batch=self._purged_events.add,  # each batch as it commits
         )
         if not purged.count:

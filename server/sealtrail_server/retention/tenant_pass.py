@@ -7,7 +7,7 @@ removed kept beside the batches until the purge job records it
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -128,12 +128,15 @@ async def purge_tenant(
     scan_window: int,
     clock: Callable[[], datetime],
     min_days: int = 0,
+    may_remove: Callable[[datetime], Awaitable[bool]] | None = None,
     on_batch: Callable[[int], None] = lambda _count: None,
 ) -> TenantPurge:
     """The tenant's expired events removed, rule by rule, one batch a
     transaction; what was removed, noted (sealed) with each batch. No limit
     is shorter than `min_days`, the deployment's floor, nor longer than the
     tenant's ceiling, read with its policy (`RetentionPolicy.within`).
+    `may_remove(now)`, asked before each batch, stops the tenant's purge
+    there if False (the purge job's clocks apart: purger.py).
     `on_batch(count)` is told of each batch once it committed."""
     purged = TenantPurge(tenant_id)
     now = clock()
@@ -146,6 +149,8 @@ async def purge_tenant(
     # too recent for any cutoff (a day at least).
     size = await tree_size(conn, tenant_id)
     while True:
+        if may_remove is not None and not await may_remove(now):
+            return purged
         # One batch per transaction: the policy is read again under its
         # lock each time, so a hold placed meanwhile stops the next batch.
         async with conn.transaction():
