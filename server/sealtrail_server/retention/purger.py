@@ -436,7 +436,7 @@ class Purger:
     async def _clock_ahead(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> bool:
         """Whether this process's clock (`now`) is ahead of the database's,
         read now on `conn`, by more than CLOCK_AHEAD_TOLERANCE (`_judged_ahead`)."""
-        self._reading = self._clocks.reading(*await read_clocks(conn, self._clock))
+        self._reading = await read_clocks(conn, self._clocks)
         return self._judged_ahead(now, self._reading)
 
     async def _may_remove(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> bool:
@@ -457,7 +457,7 @@ class Purger:
         if fresh:
             reading = max(fresh, key=lambda r: r.at)
         else:
-            reading = self._reading = self._clocks.reading(*await read_clocks(conn, self._clock))
+            reading = self._reading = await read_clocks(conn, self._clocks)
         self._stopped = self._judged_ahead(max(now, self._clock()), reading)
         return not self._stopped
 

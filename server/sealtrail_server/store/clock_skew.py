@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 # hosts kept by NTP drift apart, far less than the day a retention limit
 # counts in.
 CLOCK_SKEW_TOLERANCE: Final = timedelta(minutes=5)
+# Seconds this process's clock may move during a statement reading the
+# database's, beyond what the monotonic clock moved, for the two to count as
+# read at one time; further, it stepped (NTP, a test's clock moved) and the
+# reading is not taken.
+STEPPED: Final = 1.0
+# Tries at reading both clocks at one time before one is taken as it is.
+_READ_TRIES: Final = 3
 
 
 @runtime_checkable
@@ -61,10 +68,17 @@ def database_time_of(epoch: float) -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
+class _Started:
+    process: datetime
+    monotonic: float
+
+
+@dataclass(frozen=True, slots=True)
 class ClockReading:
     """Both clocks read at once: this process's (`process`, halfway through
     the statement that read the database's) and the database's (`database`,
-    on the process clock's terms), at `at` on the monotonic clock."""
+    on the process clock's terms), at `at` on the monotonic clock (halfway
+    too)."""
 
     process: datetime
     database: datetime
@@ -104,16 +118,34 @@ class ClockSkew:
         # None while they agree (or were never read).
         self._said: timedelta | None = None
 
-    def reading(self, process: datetime, database_read: datetime) -> ClockReading:
-        """A reading of `process` (this process's clock) and the database's
-        clock as read (`database_read`), now; not kept."""
-        return ClockReading(process, self._framed(database_read), self.monotonic())
+    def started(self) -> _Started:
+        """Both of this process's clocks, as a statement that reads the
+        database's starts (`read`)."""
+        return _Started(self.clock(), self.monotonic())
 
-    def note(self, process: datetime, database_read: datetime) -> ClockReading:
-        """Keeps a reading (`reading`) as the latest, saying what changed."""
-        self.latest = reading = self.reading(process, database_read)
+    def read(
+        self, started: _Started, database_read: datetime, *, checked: bool = True
+    ) -> ClockReading | None:
+        """A reading of both clocks, of a statement `started` that read the
+        database's as `database_read`, just answered; not kept. None (when
+        `checked`) if this process's clock stepped during the statement (it
+        moved further than the monotonic clock, by more than STEPPED): the
+        two were not read at one time."""
+        database = self._framed(database_read)
+        after, ended = self.clock(), self.monotonic()
+        moved = (after - started.process).total_seconds() - (ended - started.monotonic)
+        if checked and abs(moved) > STEPPED:
+            return None
+        return ClockReading(
+            started.process + (after - started.process) / 2,
+            database,
+            started.monotonic + (ended - started.monotonic) / 2,
+        )
+
+    def note(self, reading: ClockReading) -> None:
+        """Keeps `reading` as the latest, saying what changed."""
+        self.latest = reading
         self._say(reading)
-        return reading
 
     def fresh(self, within: float) -> ClockReading | None:
         """The latest reading if taken within `within` seconds, else None."""
@@ -165,12 +197,13 @@ class ClockSkew:
         self._said = skew
 
 
-async def read_clocks(
-    conn: psycopg.AsyncConnection[Any], clock: Callable[[], datetime]
-) -> tuple[datetime, datetime]:
-    """This process's clock (halfway through the statement) and the
-    database's as read, on `conn` (one statement)."""
-    before = clock()
-    read = await database_time(conn)
-    after = clock()
-    return before + (after - before) / 2, read
+async def read_clocks(conn: psycopg.AsyncConnection[Any], clocks: ClockSkew) -> ClockReading:
+    """Both clocks (`ClockSkew.read`), the database's read on `conn`, one
+    statement a try: read again if this process's clock stepped meanwhile,
+    and taken as it is at the last try."""
+    for attempt in range(_READ_TRIES):
+        started = clocks.started()
+        reading = clocks.read(started, await database_time(conn), checked=attempt < _READ_TRIES - 1)
+        if reading is not None:
+            return reading
+    raise AssertionError("unreachable: the last try is not checked")

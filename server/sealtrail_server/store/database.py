@@ -49,7 +49,7 @@ from sealtrail._words import detailed
 
 from ..domain.errors import SEE_THE_LOG, Unavailable
 from ..fair_share import FairShare
-from .clock_skew import ClockSkew, database_time_of
+from .clock_skew import ClockReading, ClockSkew, database_time_of
 from .db_errors import named, refuses_the_deployment
 from .eager import EagerConnection
 from .role_grants import SERVICE_ROLE as SERVICE_ROLE
@@ -223,9 +223,9 @@ class _Answer:
     missing: tuple[Grant, ...] = ()
     unsecured: tuple[Safeguard, ...] = ()
     vanished: tuple[str, ...] = ()
-    # This process's clock halfway through the statement, and the
-    # database's as it read it; None if it answered no row.
-    clocks: tuple[datetime, datetime] | None = None
+    # Both clocks as the statement read them; None if it answered no row,
+    # or this process's stepped meanwhile (`ClockSkew.read`).
+    clocks: ClockReading | None = None
 
     @property
     def sound(self) -> bool:
@@ -608,7 +608,7 @@ class Database:
                         self._url, autocommit=True, connect_timeout=max(1, int(timeout))
                     )
                     async with conn:
-                        answer = await _probe(conn, self.clock_skew.clock)
+                        answer = await _probe(conn, self.clock_skew)
         except psycopg.OperationalError as error:
             # A refusal at connection has no SQLSTATE (53300): its words tell.
             answered = any(words in str(error) for words in _NO_FREE_SLOT)
@@ -630,7 +630,7 @@ class Database:
         except (psycopg.Error, TimeoutError, OSError):
             return False
         if answer.clocks is not None:
-            self.clock_skew.note(*answer.clocks)
+            self.clock_skew.note(answer.clocks)
         self._say_missing_grants(answer.missing)
         self._say_unsecured(answer.unsecured)
         said = []
@@ -699,7 +699,7 @@ class Database:
         if none was free in time (PoolTimeout) or the one found was broken."""
         try:
             async with self._pooled(timeout=wait) as conn:
-                return await _probe(conn, self.clock_skew.clock)
+                return await _probe(conn, self.clock_skew)
         except psycopg.errors.InsufficientPrivilege:
             raise  # an answer: a connection of its own would be refused alike
         except psycopg.Error:
@@ -920,16 +920,15 @@ class _Scopes:
         await self.enter(conn, _NO_TENANT)
 
 
-async def _probe(conn: psycopg.AsyncConnection[Any], clock: Callable[[], datetime]) -> _Answer:
+async def _probe(conn: psycopg.AsyncConnection[Any], clocks: ClockSkew) -> _Answer:
     """Whether the database takes writes as the service's roles, and the
     grants of role_grants.py that a role lacks (`_PROBE`), and both clocks
-    (`clock`, this process's). _ProbeFailed if
+    (`clocks`, of this process's). _ProbeFailed if
     the statement fails as the database answers it (the roles refused
     aside), naming the listed tables and columns that no longer exist."""
     try:
-        before = clock()
+        started = clocks.started()
         cursor = await conn.execute(_PROBE)
-        after = clock()
     except psycopg.errors.InsufficientPrivilege:
         raise
     except psycopg.Error as error:
@@ -939,11 +938,11 @@ async def _probe(conn: psycopg.AsyncConnection[Any], clock: Callable[[], datetim
     row = await cursor.fetchone()
     if row is None:
         return _Answer(writable=False)
-    clocks = (before + (after - before) / 2, database_time_of(row[3]))
+    read = clocks.read(started, database_time_of(row[3]))
     missing = tuple(_GRANTS[n - 1] for n in row[1])
     unsecured = tuple(_SAFEGUARDS[n - 1] for n in row[2])
     if not (missing or unsecured):
-        return _Answer(writable=bool(row[0]), clocks=clocks)
+        return _Answer(writable=bool(row[0]), clocks=read)
     # A table gone lacks its grants and row security too: said as gone.
     try:
         vanished = await _vanished(conn)
@@ -956,7 +955,7 @@ async def _probe(conn: psycopg.AsyncConnection[Any], clock: Callable[[], datetim
         missing=tuple(g for g in missing if g.relation not in vanished),
         unsecured=tuple(s for s in unsecured if s.relation not in vanished),
         vanished=vanished,
-        clocks=clocks,
+        clocks=read,
     )
 
 
