@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
-from typing import LiteralString
+from typing import Final, LiteralString
 
 import psycopg
 import pytest
@@ -197,6 +197,10 @@ def test_a_listed_column_dropped_is_named_in_the_log(
             client.record(action="file.write", actor_id="ops")
 
 
+# The tenant policy's expression, as the migrations write it (0012).
+_BY_TENANT: Final = "tenant_id = current_setting('sealtrail.tenant', true)"
+
+
 def owner(url: str, statement: LiteralString) -> None:
     """`statement` run as the tables' owner would."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -215,6 +219,32 @@ def owner(url: str, statement: LiteralString) -> None:
             "DROP POLICY tenant_isolation ON api_tokens",
             "SELECT sealtrail_isolate_by_tenant('api_tokens')",
             "policy tenant_isolation on api_tokens no longer exists",
+        ),
+        # Rewritten in place: every tenant is shown every tenant's rows.
+        (
+            "ALTER POLICY tenant_isolation ON events USING (true) WITH CHECK (true)",
+            f"ALTER POLICY tenant_isolation ON events USING ({_BY_TENANT})"
+            f" WITH CHECK ({_BY_TENANT})",
+            "policy tenant_isolation on events has USING true, not",
+        ),
+        (
+            "ALTER POLICY tenant_isolation ON events TO PUBLIC",
+            "ALTER POLICY tenant_isolation ON events TO sealtrail_service",
+            "policy tenant_isolation on events applies to public, not sealtrail_service",
+        ),
+        # Dropped and made again, restrictive and for reads only: writes are
+        # checked by no policy of the service's.
+        (
+            "DROP POLICY tenant_isolation ON events; CREATE POLICY tenant_isolation ON events"
+            f" AS RESTRICTIVE FOR SELECT TO sealtrail_service USING ({_BY_TENANT})",
+            "DROP POLICY tenant_isolation ON events; SELECT sealtrail_isolate_by_tenant('events')",
+            "policy tenant_isolation on events is RESTRICTIVE, not PERMISSIVE",
+        ),
+        # Permissive policies are OR-ed: one more widens what each tenant sees.
+        (
+            "CREATE POLICY open ON events USING (true)",
+            "DROP POLICY open ON events",
+            "policy open on events is not one the migrations make",
         ),
     ],
 )

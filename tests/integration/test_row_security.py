@@ -7,31 +7,42 @@ from the catalog of a database of its own, freshly migrated."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, LiteralString
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from sealtrail_server.store.database import _AS_LISTED, _PROBE, _probe_statement
 from sealtrail_server.store.row_security import (
     ROW_SECURITY,
+    TENANT_ISOLATION,
+    Breach,
+    Policy,
     Safeguard,
     TableSecurity,
+    normal_form,
     safeguards,
 )
 from tests.conftest import database_of_its_own
 
 # Each table of the schema under row-level security (or holding a policy,
-# which does nothing without it), whether it is forced, and each policy.
-_SECURED: str = """
-SELECT c.relname::text, NULL::text, c.relforcerowsecurity
+# which does nothing without it), whether it is forced, and each policy:
+# its command, permissive or not, roles and expressions (in the normal form
+# the probe compares them in), as pg_policies says them.
+_SECURED = sql.SQL("""
+SELECT c.relname::text, NULL, c.relforcerowsecurity, NULL, NULL, NULL, NULL, NULL
 FROM pg_class c
 WHERE c.relnamespace = current_schema()::regnamespace
   AND (c.relrowsecurity OR c.relforcerowsecurity
        OR EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = c.oid))
 UNION ALL
-SELECT c.relname::text, p.polname::text, false
-FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
-WHERE c.relnamespace = current_schema()::regnamespace
-"""
+SELECT p.tablename::text, p.policyname::text, false, p.cmd, p.permissive = 'PERMISSIVE',
+    p.roles::text[], {using}, {check}
+FROM pg_policies p
+WHERE p.schemaname = current_schema()
+""").format(using=normal_form(sql.SQL("p.qual")), check=normal_form(sql.SQL("p.with_check")))
+_Checked = tuple[str, str | None, bool, str | None, bool | None, Any, str | None, str | None]
 
 
 @pytest.fixture(scope="module")
@@ -40,28 +51,57 @@ def migrated_afresh(database_url: str) -> Iterator[str]:
         yield url
 
 
-def secured(url: str) -> set[Safeguard]:
+def secured(url: str) -> set[_Checked]:
     """The row-level security of the tables in the database at `url`."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(_SECURED).fetchall()
-    return {Safeguard(relation, policy, forced) for relation, policy, forced in rows}
+    return {(*row[:5], None if row[5] is None else tuple(sorted(row[5])), *row[6:]) for row in rows}
+
+
+def listed(url: str) -> set[_Checked]:
+    """The row-level security the probe checks, its expressions in their
+    normal form (as the database at `url` makes it)."""
+    with psycopg.connect(url) as conn:
+
+        def normal(expression: str | None) -> str | None:
+            row = conn.execute(
+                sql.SQL("SELECT {}").format(normal_form(sql.Literal(expression)))
+            ).fetchone()
+            assert row is not None
+            return row[0]  # type: ignore[no-any-return]
+
+        return {
+            (s.relation, None, s.forced, None, None, None, None, None)
+            if (p := s.policy) is None
+            else (
+                s.relation,
+                p.name,
+                False,
+                p.command,
+                p.permissive,
+                tuple(sorted(p.roles)),
+                normal(p.using),
+                normal(p.check),
+            )
+            for s in safeguards()
+        }
 
 
 def test_the_probe_checks_the_row_security_of_every_table_the_migrations_secure(
     migrated_afresh: str,
 ) -> None:
-    unchecked = secured(migrated_afresh) - set(safeguards())
-    assert not sorted(unchecked), (
-        "row-level security a migration leaves, not checked by the health probe: add it"
-        " to store/row_security.py"
+    unchecked = secured(migrated_afresh) - listed(migrated_afresh)
+    assert not sorted(unchecked, key=repr), (
+        "row-level security a migration leaves, not checked as the health probe checks it:"
+        " make store/row_security.py say it"
     )
 
 
 def test_the_probe_checks_no_row_security_the_migrations_do_not_leave(
     migrated_afresh: str,
 ) -> None:
-    unmade = set(safeguards()) - secured(migrated_afresh)
-    assert not sorted(unmade), (
+    unmade = listed(migrated_afresh) - secured(migrated_afresh)
+    assert not sorted(unmade, key=repr), (
         "checked by the health probe, left by no migration: remove it from store/row_security.py"
     )
 
@@ -72,7 +112,77 @@ def test_each_safeguard_is_listed_once() -> None:
 
 
 def test_a_forced_table_is_checked_as_forced() -> None:
-    listed = list(safeguards({"events": TableSecurity(forced=True, policies=("p",))}))
-    assert listed == [Safeguard("events", None, True), Safeguard("events", "p")]
-    assert str(listed[0]) == "row-level security is disabled or no longer forced on events"
-    assert ROW_SECURITY["events"].policies == ("tenant_isolation",)
+    p = Policy("p", "ALL", True, ("sealtrail_service",), "true", None)
+    listed = list(safeguards({"events": TableSecurity(forced=True, policies=(p,))}))
+    assert listed == [Safeguard("events", None, True, ("p",)), Safeguard("events", p)]
+    assert str(Breach(listed[0], "disabled")) == (
+        "row-level security is disabled or no longer forced on events"
+    )
+    assert ROW_SECURITY["events"].policies == (TENANT_ISOLATION,)
+
+
+@pytest.mark.parametrize(
+    ("expression", "same"),
+    [
+        ("(tenant_id = current_setting('sealtrail.tenant'::text, true))", True),
+        # PostgreSQL's pretty printing leaves the outer parentheses off.
+        ("tenant_id = current_setting('sealtrail.tenant'::text, true)", True),
+        ("(tenant_id = current_setting(\n  'sealtrail.tenant'::text, true ))", True),
+        ("true", False),
+        ("(tenant_id = current_setting('sealtrail. tenant'::text, true))", False),
+        ("(tenant_id <> current_setting('sealtrail.tenant'::text, true))", False),
+        ("(\"tenant id\" = current_setting('sealtrail.tenant'::text, true))", False),
+        ("((tenant_id = current_setting('sealtrail.tenant'::text, true)) OR true)", False),
+        (None, False),
+    ],
+)
+def test_the_normal_form_leaves_out_layout_only(
+    migrated_afresh: str, expression: str | None, same: bool
+) -> None:
+    """Expressions are compared without the layout PostgreSQL's printing may
+    vary in (spacing, the outer parentheses pretty printing leaves off), and
+    with every token: a space in a quoted literal or identifier counts."""
+    with psycopg.connect(migrated_afresh) as conn:
+        row = conn.execute(
+            sql.SQL("SELECT {} IS NOT DISTINCT FROM {}").format(
+                normal_form(sql.Literal(expression)),
+                normal_form(sql.Literal(TENANT_ISOLATION.using)),
+            )
+        ).fetchone()
+    assert row == (same,)
+
+
+@pytest.mark.parametrize(
+    ("rewrite", "found"),
+    [
+        ("ALTER POLICY tenant_isolation ON events USING (true)", [("using", "true")]),
+        ("ALTER POLICY tenant_isolation ON events TO PUBLIC", [("roles", "public")]),
+        ("CREATE POLICY open ON events USING (true)", [("unlisted", "open")]),
+    ],
+)
+def test_the_probe_finds_a_policy_rewritten_whether_or_not_it_knows_its_tree(
+    migrated_afresh: str, rewrite: LiteralString, found: list[tuple[str, str]]
+) -> None:
+    """The probe prints a policy's expressions only until it has found their
+    trees as listed; knowing them, it still finds a rewrite, and so does a
+    server's first probe, which knows none."""
+    with psycopg.connect(migrated_afresh) as conn:
+        first = conn.execute(_PROBE).fetchone()
+        conn.rollback()
+        assert first is not None and first[:2] == (True, [])
+        listed_now = {what for _, what, _ in first[2]}
+        assert listed_now == {_AS_LISTED}, first[2]
+        known = frozenset(tree for _, _, tree in first[2])
+        assert len(known) == 2 * len(ROW_SECURITY)
+        knowing = _probe_statement(known)
+        again = conn.execute(knowing).fetchone()
+        conn.rollback()
+        assert again == (True, [], [])
+
+        conn.execute(rewrite)
+        for statement in (_PROBE, knowing):
+            row = conn.execute(statement).fetchone()
+            assert row is not None
+            differs = [(what, value) for _, what, value in row[2] if what != _AS_LISTED]
+            assert differs == found
+        conn.rollback()

@@ -55,7 +55,20 @@ from .eager import EagerConnection
 from .role_grants import SERVICE_ROLE as SERVICE_ROLE
 from .role_grants import SYSTEM_ROLE as SYSTEM_ROLE
 from .role_grants import Grant, grants
-from .row_security import Safeguard, safeguards
+from .row_security import (
+    CHECK,
+    COMMAND,
+    DISABLED,
+    MISSING,
+    PERMISSIVE,
+    ROLES,
+    UNLISTED,
+    USING,
+    Breach,
+    Safeguard,
+    normal_form,
+    safeguards,
+)
 from .traced import traced_cursor_class
 
 # How long a caller waits for a connection before being told to retry.
@@ -167,17 +180,63 @@ _DATABASE_STATES: Final = (
 # has it (and forced, where they force it), and each policy they create still
 # exists (row_security.py): disabled on a tenant's table by hand, every
 # tenant saw every tenant's rows of it; its policy dropped, the service saw
-# none and wrote none, while health said SERVING (helper-399). Read from
-# pg_class and pg_policy, which every role may read. The third column lists
-# the positions in `_SAFEGUARDS` of those missing.
+# none and wrote none, while health said SERVING (helper-399). And that each
+# such policy is still what they made it (command, permissive, roles, USING
+# and WITH CHECK, the expressions in row_security's normal form) and no
+# listed table has a policy they do not make: rewritten in place (`ALTER
+# POLICY tenant_isolation ON events USING (true)`, `TO PUBLIC`), or another
+# permissive policy beside it (OR-ed with it), every tenant saw every
+# tenant's rows while health said SERVING (helper-402). Read from pg_class
+# and pg_policy, which every role may read. The third column lists what
+# differs, a row [position in `_SAFEGUARDS`, what (row_security.Breach),
+# what the table has instead] each.
+# An expression is printed (pg_get_expr) only if its node tree, on its table,
+# is not one a probe of this process has already found as listed (`known`:
+# md5 of the table's oid and the tree): printed at every probe, the 42 cost
+# the database several times the rest of the statement, and pg_get_expr
+# takes a lock on the table (PostgreSQL 16), so the probe waited out its
+# timeout behind any VACUUM FULL or ALTER TABLE of a tenant's table, and
+# health said NOT_SERVING. A tree is what the expression means (its
+# operators, functions and columns by number), so one found as listed stays
+# so. The third column also has a row [position, `_AS_LISTED`, md5] for each
+# tree found as listed that was not yet known; the probe's next statement
+# knows it (`_probe_statement`). Printed once at a server's start, and after
+# an expression changes.
 # And the database's clock, read as seconds, to compare this process's with
 # (store/clock_skew.py): in the same statement, no round trip more.
 # Composed once, its literals rendered: adapting the lists as parameters at
 # each probe cost the server's loop several times what the statement costs
-# the database.
+# the database. The known trees are rendered into it anew when they change.
 _GRANTS: Final[tuple[Grant, ...]] = tuple(grants())
 _SAFEGUARDS: Final[tuple[Safeguard, ...]] = tuple(safeguards())
-_PROBE: Final[bytes] = (
+
+
+def _policy(safeguard: Safeguard, field: str) -> object:
+    """`field` of the policy `safeguard` checks; None for a table's own."""
+    return None if safeguard.policy is None else getattr(safeguard.policy, field)
+
+
+# What the probe's statement says of an expression found as listed, not yet
+# known (`_probe_statement`), and where it is rendered the trees it knows.
+_AS_LISTED: Final = "as listed"
+_KNOWN_MARK: Final = "__sealtrail_known_expressions__"
+
+
+def _differs(found: sql.Composable, listed: sql.Composable) -> sql.Composed:
+    """Whether expression `found` (as printed) differs from `listed`: their
+    normal forms (row_security.normal_form), made only where the texts differ."""
+    return sql.SQL(
+        "CASE WHEN {found} IS NOT DISTINCT FROM {listed} THEN false"
+        " ELSE {found_form} IS DISTINCT FROM {listed_form} END"
+    ).format(
+        found=found,
+        listed=listed,
+        found_form=normal_form(found),
+        listed_form=normal_form(listed),
+    )
+
+
+_PROBE_PARTS: Final[tuple[bytes, ...]] = tuple(
     sql.SQL(
         "SELECT set_config('role', {system}, true) IS NOT NULL"
         " AND set_config('role', {service}, true) IS NOT NULL"
@@ -189,13 +248,55 @@ _PROBE: Final[bytes] = (
         " THEN has_table_privilege(g.role, to_regclass(g.relation), g.privilege)"
         " ELSE has_column_privilege(g.role, to_regclass(g.relation), g.col, g.privilege)"
         " END) IS NOT TRUE),"
-        " ARRAY(SELECT s.n FROM unnest({secured}::text[], {policies}::text[], {forced}::bool[])"
-        " WITH ORDINALITY AS s(relation, policy, forced, n)"
-        " WHERE CASE WHEN s.policy IS NULL"
-        " THEN NOT EXISTS (SELECT FROM pg_class c WHERE c.oid = to_regclass(s.relation)"
-        " AND c.relrowsecurity AND (c.relforcerowsecurity OR NOT s.forced))"
-        " ELSE NOT EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = to_regclass(s.relation)"
-        " AND p.polname = s.policy) END),"
+        " ARRAY(SELECT ARRAY[b.n::text, f.what, f.found] FROM (SELECT s.n,"
+        " s.policy IS NULL AND NOT EXISTS (SELECT FROM pg_class c"
+        " WHERE c.oid = to_regclass(s.relation) AND c.relrowsecurity"
+        " AND (c.relforcerowsecurity OR NOT s.forced)) AS disabled,"
+        " CASE WHEN s.policy IS NULL THEN ARRAY(SELECT o.polname::text FROM pg_policy o"
+        " WHERE o.polrelid = to_regclass(s.relation)"
+        " AND o.polname <> ALL (string_to_array(s.named, ',')) ORDER BY 1)"
+        " ELSE '{{}}' END AS unlisted,"
+        " s.policy IS NOT NULL AND p.oid IS NULL AS missing,"
+        " a.command, p.oid IS NOT NULL AND a.command IS DISTINCT FROM s.command AS command_,"
+        " p.oid IS NOT NULL AND p.polpermissive IS DISTINCT FROM s.permissive AS permissive_,"
+        " a.roles, p.oid IS NOT NULL AND a.roles IS DISTINCT FROM s.roles AS roles_,"
+        " a.using_, p.oid IS NOT NULL AND NOT k.using_ AND {using_differs} AS using_differs,"
+        " a.check_, p.oid IS NOT NULL AND NOT k.check_ AND {check_differs} AS check_differs,"
+        " CASE WHEN NOT k.using_ THEN h.using_ END AS using_tree,"
+        " CASE WHEN NOT k.check_ THEN h.check_ END AS check_tree"
+        " FROM unnest({secured}::text[],"
+        " {forced}::bool[], {named}::text[], {policies}::text[], {commands}::text[],"
+        " {permissive}::bool[], {policy_roles}::text[], {usings}::text[], {checks}::text[])"
+        " WITH ORDINALITY AS s(relation, forced, named, policy, command, permissive, roles,"
+        " using_, check_, n)"
+        " LEFT JOIN pg_policy p ON s.policy IS NOT NULL"
+        " AND p.polrelid = to_regclass(s.relation) AND p.polname = s.policy"
+        " CROSS JOIN LATERAL (SELECT md5(p.polrelid::text || ' ' || p.polqual::text),"
+        " md5(p.polrelid::text || ' ' || p.polwithcheck::text) OFFSET 0) AS h(using_, check_)"
+        " CROSS JOIN LATERAL (SELECT COALESCE(h.using_ = ANY ({known}::text[]), false),"
+        " COALESCE(h.check_ = ANY ({known}::text[]), false) OFFSET 0) AS k(using_, check_)"
+        " CROSS JOIN LATERAL (SELECT CASE p.polcmd WHEN '*' THEN 'ALL' WHEN 'r' THEN 'SELECT'"
+        " WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' END,"
+        " (SELECT string_agg(r.name, ', ' ORDER BY r.name COLLATE \"C\") FROM (SELECT"
+        " CASE WHEN o = 0 THEN 'public' ELSE quote_ident(pg_get_userbyid(o)) END"
+        " FROM unnest(p.polroles) AS o) AS r(name)),"
+        " CASE WHEN k.using_ THEN NULL ELSE pg_get_expr(p.polqual, p.polrelid) END,"
+        " CASE WHEN k.check_ THEN NULL ELSE pg_get_expr(p.polwithcheck, p.polrelid) END"
+        " OFFSET 0) AS a(command, roles, using_, check_)"
+        " OFFSET 0) AS b"
+        " CROSS JOIN LATERAL (SELECT v.what, v.found FROM (VALUES"
+        " ({disabled}, NULL, b.disabled), ({missing}, NULL, b.missing),"
+        " ({command}, b.command, b.command_), ({permissive_}, NULL, b.permissive_),"
+        " ({roles_}, b.roles, b.roles_), ({using_}, b.using_, b.using_differs),"
+        " ({check_}, b.check_, b.check_differs),"
+        " ({as_listed}, b.using_tree, b.using_tree IS NOT NULL AND NOT b.using_differs),"
+        " ({as_listed}, b.check_tree, b.check_tree IS NOT NULL AND NOT b.check_differs))"
+        " AS v(what, found, differs) WHERE v.differs"
+        " UNION ALL SELECT {unlisted}, u FROM unnest(b.unlisted) AS u) AS f(what, found)"
+        " WHERE b.disabled OR b.missing OR b.command_ OR b.permissive_ OR b.roles_"
+        " OR b.using_differs OR b.check_differs OR b.using_tree IS NOT NULL"
+        " OR b.check_tree IS NOT NULL OR cardinality(b.unlisted) > 0"
+        " ORDER BY b.n, array_position({order}::text[], f.what), f.found),"
         " extract(epoch FROM clock_timestamp())::float8"
     )
     .format(
@@ -206,26 +307,68 @@ _PROBE: Final[bytes] = (
         columns=sql.Literal([g.column for g in _GRANTS]),
         privileges=sql.Literal([g.privilege for g in _GRANTS]),
         secured=sql.Literal([s.relation for s in _SAFEGUARDS]),
-        policies=sql.Literal([s.policy for s in _SAFEGUARDS]),
         forced=sql.Literal([s.forced for s in _SAFEGUARDS]),
+        named=sql.Literal([",".join(s.named) for s in _SAFEGUARDS]),
+        policies=sql.Literal([_policy(s, "name") for s in _SAFEGUARDS]),
+        commands=sql.Literal([_policy(s, "command") for s in _SAFEGUARDS]),
+        permissive=sql.Literal([_policy(s, "permissive") for s in _SAFEGUARDS]),
+        policy_roles=sql.Literal(
+            [None if s.policy is None else ", ".join(sorted(s.policy.roles)) for s in _SAFEGUARDS]
+        ),
+        usings=sql.Literal([_policy(s, "using") for s in _SAFEGUARDS]),
+        checks=sql.Literal([_policy(s, "check") for s in _SAFEGUARDS]),
+        using_differs=_differs(sql.SQL("a.using_"), sql.SQL("s.using_")),
+        check_differs=_differs(sql.SQL("a.check_"), sql.SQL("s.check_")),
+        known=sql.SQL(_KNOWN_MARK),
+        as_listed=sql.Literal(_AS_LISTED),
+        order=sql.Literal(
+            [DISABLED, UNLISTED, MISSING, COMMAND, PERMISSIVE, ROLES, USING, CHECK, _AS_LISTED]
+        ),
+        disabled=sql.Literal(DISABLED),
+        unlisted=sql.Literal(UNLISTED),
+        missing=sql.Literal(MISSING),
+        command=sql.Literal(COMMAND),
+        permissive_=sql.Literal(PERMISSIVE),
+        roles_=sql.Literal(ROLES),
+        using_=sql.Literal(USING),
+        check_=sql.Literal(CHECK),
     )
     .as_bytes(None)
+    .split(_KNOWN_MARK.encode())
 )
+
+
+def _probe_statement(known: frozenset[str]) -> bytes:
+    """The probe's statement, knowing the expressions' trees `known` (md5s)
+    to be as listed: those are not printed."""
+    return sql.Literal(sorted(known)).as_bytes(None).join(_PROBE_PARTS)
+
+
+# The statement of a server's first probe, which knows no tree yet.
+_PROBE: Final[bytes] = _probe_statement(frozenset())
+# How many trees a process knows at most; past that it forgets them all,
+# printing each once more (each is the tree of a policy restored or
+# rewritten as listed: an owner's change, seldom).
+_KNOWN_AT_MOST: Final = 1000
 
 
 @dataclass(frozen=True)
 class _Answer:
     """What the probe found: whether the database takes writes, the grants
     the roles lack and the row security the tables lack, each on a table that
-    still exists, and the listed tables that no longer do (`vanished`)."""
+    still exists, the listed tables that no longer do (`vanished`), and the
+    expressions newly found as listed (`as_listed`)."""
 
     writable: bool
     missing: tuple[Grant, ...] = ()
-    unsecured: tuple[Safeguard, ...] = ()
+    unsecured: tuple[Breach, ...] = ()
     vanished: tuple[str, ...] = ()
     # Both clocks as the statement read them; None if it answered no row,
     # or this process's stepped meanwhile (`ClockSkew.read`).
     clocks: ClockReading | None = None
+    # The policies' expressions' trees found as listed, not known before
+    # (`_probe_statement`).
+    as_listed: frozenset[str] = frozenset()
 
     @property
     def sound(self) -> bool:
@@ -348,7 +491,11 @@ class Database:
         # last logged (`_say_missing_grants`).
         self._missing_grants: tuple[Grant, ...] = ()
         # The row security it found the tables lacking (`_say_unsecured`).
-        self._unsecured: tuple[Safeguard, ...] = ()
+        self._unsecured: tuple[Breach, ...] = ()
+        # The policies' expressions' trees a probe found as listed, and the
+        # probe's statement that knows them (`_probe_statement`).
+        self._known_expressions: frozenset[str] = frozenset()
+        self._probe_statement = _PROBE
         # What the probe found wrong and logged, until one answers otherwise:
         # said once as it goes, not at each of the failed probes in a row
         # that take the database for down (ProbeVerdicts), nor after.
@@ -608,7 +755,7 @@ class Database:
                         self._url, autocommit=True, connect_timeout=max(1, int(timeout))
                     )
                     async with conn:
-                        answer = await _probe(conn, self.clock_skew)
+                        answer = await _probe(conn, self._probe_statement, self.clock_skew)
         except psycopg.OperationalError as error:
             # A refusal at connection has no SQLSTATE (53300): its words tell.
             answered = any(words in str(error) for words in _NO_FREE_SLOT)
@@ -631,6 +778,7 @@ class Database:
             return False
         if answer.clocks is not None:
             self.clock_skew.note(answer.clocks)
+        self._know(answer.as_listed)
         self._say_missing_grants(answer.missing)
         self._say_unsecured(answer.unsecured)
         said = []
@@ -649,6 +797,17 @@ class Database:
         self.probe_found = "; ".join(found)
         return answer.sound
 
+    def _know(self, as_listed: frozenset[str]) -> None:
+        """The probe's statement knows the expressions' trees `as_listed`
+        from now on (at most `_KNOWN_AT_MOST`, then those alone)."""
+        if not as_listed:
+            return
+        known = self._known_expressions | as_listed
+        if len(known) > _KNOWN_AT_MOST:
+            known = as_listed
+        self._known_expressions = known
+        self._probe_statement = _probe_statement(known)
+
     def _say_of_probe(self, *said: str) -> None:
         """Logs each of `said` (what the probe found wrong; none: nothing, as
         far as it asked) that was not said last time."""
@@ -657,7 +816,7 @@ class Database:
                 log.error("%s", line)
         self._said_of_probe = said
 
-    def _say_unsecured(self, unsecured: tuple[Safeguard, ...]) -> None:
+    def _say_unsecured(self, unsecured: tuple[Breach, ...]) -> None:
         """Logs the row security the tables lack, once for each change of
         it, and once when they have it all again."""
         if unsecured == self._unsecured:
@@ -699,7 +858,7 @@ class Database:
         if none was free in time (PoolTimeout) or the one found was broken."""
         try:
             async with self._pooled(timeout=wait) as conn:
-                return await _probe(conn, self.clock_skew)
+                return await _probe(conn, self._probe_statement, self.clock_skew)
         except psycopg.errors.InsufficientPrivilege:
             raise  # an answer: a connection of its own would be refused alike
         except psycopg.Error:
@@ -920,15 +1079,18 @@ class _Scopes:
         await self.enter(conn, _NO_TENANT)
 
 
-async def _probe(conn: psycopg.AsyncConnection[Any], clocks: ClockSkew) -> _Answer:
+async def _probe(
+    conn: psycopg.AsyncConnection[Any], statement: bytes, clocks: ClockSkew
+) -> _Answer:
     """Whether the database takes writes as the service's roles, and the
-    grants of role_grants.py that a role lacks (`_PROBE`), and both clocks
-    (`clocks`, of this process's). _ProbeFailed if
-    the statement fails as the database answers it (the roles refused
-    aside), naming the listed tables and columns that no longer exist."""
+    grants of role_grants.py that a role lacks, and how the tables' row
+    security differs from row_security.py's (`_PROBE`), and both clocks
+    (`clocks`, of this process's). _ProbeFailed if the statement fails as
+    the database answers it (the roles refused aside), naming the listed
+    tables and columns that no longer exist."""
     try:
         started = clocks.started()
-        cursor = await conn.execute(_PROBE)
+        cursor = await conn.execute(statement)
     except psycopg.errors.InsufficientPrivilege:
         raise
     except psycopg.Error as error:
@@ -940,9 +1102,14 @@ async def _probe(conn: psycopg.AsyncConnection[Any], clocks: ClockSkew) -> _Answ
         return _Answer(writable=False)
     read = clocks.read(started, database_time_of(row[3]))
     missing = tuple(_GRANTS[n - 1] for n in row[1])
-    unsecured = tuple(_SAFEGUARDS[n - 1] for n in row[2])
+    unsecured = tuple(
+        Breach(_SAFEGUARDS[int(n) - 1], what, found)
+        for n, what, found in row[2]
+        if what != _AS_LISTED
+    )
+    as_listed = frozenset(found for _, what, found in row[2] if what == _AS_LISTED)
     if not (missing or unsecured):
-        return _Answer(writable=bool(row[0]), clocks=read)
+        return _Answer(writable=bool(row[0]), clocks=read, as_listed=as_listed)
     # A table gone lacks its grants and row security too: said as gone.
     try:
         vanished = await _vanished(conn)
@@ -953,9 +1120,10 @@ async def _probe(conn: psycopg.AsyncConnection[Any], clocks: ClockSkew) -> _Answ
     return _Answer(
         writable=bool(row[0]),
         missing=tuple(g for g in missing if g.relation not in vanished),
-        unsecured=tuple(s for s in unsecured if s.relation not in vanished),
+        unsecured=tuple(b for b in unsecured if b.safeguard.relation not in vanished),
         vanished=vanished,
         clocks=read,
+        as_listed=as_listed,
     )
 
 

@@ -18,7 +18,29 @@ leaves. A migration that changes either changes this list with it.
 
 Each table maps to whether the migrations force row-level security on it
 (FORCE ROW LEVEL SECURITY, which binds its owner too; none do: the service
-never works as the owner, ADR 0013) and the names of its policies."""
+never works as the owner, ADR 0013) and what each of its policies must be:
+its command, permissive or not, the roles it applies to and its USING and
+WITH CHECK expressions. A policy rewritten in place (`ALTER POLICY
+tenant_isolation ON events USING (true)`, or `TO PUBLIC`) showed every tenant
+every tenant's rows while health said SERVING, for the probe asked only that
+a policy of its name existed; and so did a policy added beside it (`CREATE
+POLICY open ON events USING (true)`: permissive policies are OR-ed). The probe
+now compares each listed policy whole, and finds any policy on a listed
+table that the list does not name (helper-402).
+
+The expressions are listed as PostgreSQL prints them (`pg_get_expr`, as
+`pg_policies` shows them) after the migrations, and compared in their
+`normal_form`: without whitespace, and without one pair of parentheses around
+the whole, outside quoted literals and identifiers. That is what the printing
+of an expression may vary in (spacing, PostgreSQL's "pretty" printing, which
+leaves the outer parentheses off); it keeps every token and its order, and
+neither whitespace between tokens nor parentheses around the whole change
+what an expression means. Compared so, the list does not depend on one major
+version's layout, where the exact text would have; and the test that holds
+the list to a freshly migrated database compares in the same form. An
+expression of another meaning, however written, differs: the probe fails
+closed (NOT_SERVING) rather than open. (The probe prints an expression only
+until it has found its tree as listed: store/database.py, `_PROBE`.)"""
 
 from __future__ import annotations
 
@@ -26,17 +48,50 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from psycopg import sql
+
+from .role_grants import SERVICE_ROLE
+
+
+@dataclass(frozen=True, order=True)
+class Policy:
+    """What a policy the migrations create must be: its `name`, the
+    `command` it applies to (ALL, SELECT, INSERT, UPDATE or DELETE, as
+    `pg_policies.cmd` says it), whether it is `permissive` (OR-ed with the
+    table's other permissive policies) or restrictive, the `roles` it applies
+    to (by name, sorted; `public` for PUBLIC), and its `using` and `check`
+    (WITH CHECK) expressions as `pg_get_expr` prints them (None: none)."""
+
+    name: str
+    command: str
+    permissive: bool
+    roles: tuple[str, ...]
+    using: str | None
+    check: str | None
+
 
 @dataclass(frozen=True)
 class TableSecurity:
-    """A table's row-level security: `forced` or not, and its `policies`' names."""
+    """A table's row-level security: `forced` or not, and its `policies`."""
 
     forced: bool
-    policies: tuple[str, ...]
+    policies: tuple[Policy, ...]
 
 
-# The one policy each tenant's table has: sealtrail_isolate_by_tenant (0007, 0012).
-_BY_TENANT: Final = TableSecurity(forced=False, policies=("tenant_isolation",))
+# What sealtrail_isolate_by_tenant makes each tenant's table's one policy
+# (0007, whose USING 0012 rewrote for tables made before it, and whose
+# function 0012 replaced for tables made after): the service's rows of the
+# tenant its connection names, for every command, as the service only.
+_OWN_TENANT: Final = "(tenant_id = current_setting('sealtrail.tenant'::text, true))"
+TENANT_ISOLATION: Final = Policy(
+    name="tenant_isolation",
+    command="ALL",
+    permissive=True,
+    roles=(SERVICE_ROLE,),
+    using=_OWN_TENANT,
+    check=_OWN_TENANT,
+)
+_BY_TENANT: Final = TableSecurity(forced=False, policies=(TENANT_ISOLATION,))
 
 ROW_SECURITY: Final[Mapping[str, TableSecurity]] = {
     "alert_cursors": _BY_TENANT,
@@ -63,27 +118,86 @@ ROW_SECURITY: Final[Mapping[str, TableSecurity]] = {
 }
 
 
+def normal_form(expression: sql.Composable) -> sql.Composed:
+    """`expression` (SQL text, NULL passes through) in its normal form, as
+    the probe compares a policy's: its whitespace, and one pair of
+    parentheses around the whole, left out, outside quoted literals
+    ('...') and identifiers ("...")."""
+    return sql.SQL(
+        "regexp_replace(regexp_replace({}, {}, '\\1', 'g'), '^\\((.*)\\)$', '\\1')"
+    ).format(expression, sql.Literal(_LAYOUT))
+
+
+# Whitespace outside quotes; the quoted (group 1) is put back as it was.
+_LAYOUT: Final = "('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")|\\s+"
+
+
 @dataclass(frozen=True, order=True)
 class Safeguard:
-    """One thing the probe checks of a table's row security: that it is
-    enabled (and forced, if `forced`) when `policy` is None, else that the
-    policy of that name exists."""
+    """One thing the probe checks of a table's row security: when `policy`
+    is None, that it is enabled (and forced, if `forced`) and that the table
+    has no policy but those listed (`named`); else that the policy is as
+    listed."""
 
     relation: str
-    policy: str | None
+    policy: Policy | None
     forced: bool = False
+    named: tuple[str, ...] = ()
+
+
+# What the probe finds of a safeguard (`Breach.what`).
+DISABLED: Final = "disabled"
+UNLISTED: Final = "unlisted"
+MISSING: Final = "missing"
+COMMAND: Final = "command"
+PERMISSIVE: Final = "permissive"
+ROLES: Final = "roles"
+USING: Final = "using"
+CHECK: Final = "check"
+
+
+@dataclass(frozen=True, order=True)
+class Breach:
+    """One way a table's row security differs from `safeguard`: `what`
+    (DISABLED, UNLISTED, MISSING, COMMAND, ...), and what the table has
+    instead (`found`: the unlisted policy's name, the policy's command, its
+    roles, its expression as printed; None: none)."""
+
+    safeguard: Safeguard
+    what: str
+    found: str | None = None
 
     def __str__(self) -> str:
-        if self.policy is not None:
-            return f"policy {self.policy} on {self.relation} no longer exists"
-        if self.forced:
-            return f"row-level security is disabled or no longer forced on {self.relation}"
-        return f"row-level security is disabled on {self.relation}"
+        relation, policy = self.safeguard.relation, self.safeguard.policy
+        if policy is None:
+            if self.what == UNLISTED:
+                return f"policy {self.found} on {relation} is not one the migrations make"
+            if self.safeguard.forced:
+                return f"row-level security is disabled or no longer forced on {relation}"
+            return f"row-level security is disabled on {relation}"
+        its = f"policy {policy.name} on {relation}"
+        if self.what == MISSING:
+            return f"{its} no longer exists"
+        if self.what == COMMAND:
+            return f"{its} is for {self.found}, not {policy.command}"
+        if self.what == PERMISSIVE:
+            return (
+                f"{its} is PERMISSIVE, not RESTRICTIVE"
+                if not policy.permissive
+                else f"{its} is RESTRICTIVE, not PERMISSIVE"
+            )
+        if self.what == ROLES:
+            return f"{its} applies to {self.found}, not {', '.join(policy.roles)}"
+        clause, listed = (
+            ("USING", policy.using) if self.what == USING else ("WITH CHECK", policy.check)
+        )
+        return f"{its} has {clause} {self.found or 'none'}, not {listed or 'none'}"
 
 
 def safeguards(listed: Mapping[str, TableSecurity] = ROW_SECURITY) -> Iterator[Safeguard]:
     """Each check `listed` (ROW_SECURITY) makes: the table's, then its policies'."""
     for relation, security in listed.items():
-        yield Safeguard(relation, None, security.forced)
+        named = tuple(p.name for p in security.policies)
+        yield Safeguard(relation, None, security.forced, named)
         for policy in security.policies:
             yield Safeguard(relation, policy)
