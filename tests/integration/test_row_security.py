@@ -186,3 +186,21 @@ def test_the_probe_finds_a_policy_rewritten_whether_or_not_it_knows_its_tree(
             differs = [(what, value) for _, what, value in row[2] if what != _AS_LISTED]
             assert differs == found
         conn.rollback()
+
+
+def test_the_probe_knowing_the_trees_waits_for_no_lock_on_a_tenant_table(
+    migrated_afresh: str,
+) -> None:
+    """pg_get_expr locks the policy's table (PostgreSQL 16): printing every
+    expression at every probe, the probe waited behind a VACUUM FULL or ALTER
+    TABLE of any tenant's table, past its timeout (NOT_SERVING). Knowing the
+    trees as listed, it prints none, and answers beside the lock."""
+    with psycopg.connect(migrated_afresh, autocommit=True) as conn:
+        first = conn.execute(_PROBE).fetchone()
+        assert first is not None
+        knowing = _probe_statement(frozenset(tree for _, _, tree in first[2]))
+        with psycopg.connect(migrated_afresh) as holder:
+            holder.execute("LOCK TABLE alert_known_ips IN ACCESS EXCLUSIVE MODE")
+            conn.execute("SET statement_timeout = '10s'")
+            assert conn.execute(knowing).fetchone() == (True, [], [])
+            holder.rollback()
