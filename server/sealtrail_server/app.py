@@ -58,6 +58,7 @@ from .domain.purge_summaries import SummarySeal
 from .domain.sealing import SecretBox
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
+from .geoip import CountryLocator
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import KEY_FILE_NAME as SIGNING_KEY_FILE_NAME
 from .integrity.keys import configured_signer, refuse_an_unchosen_key
@@ -333,6 +334,13 @@ class Service:
             raise SystemExit(f"SEALTRAIL_FORWARD_CA_FILE: {error}") from None
         credentials = server_credentials(settings)
         redactor = load_redactor(settings)
+        locator = (
+            None
+            if settings.geoip_db is None
+            else CountryLocator.at_start(
+                settings.geoip_db, check_seconds=settings.geoip_check_seconds
+            )
+        )
         _read_keys_there(settings)
         # Then the database, reached and logged in to (which changes nothing
         # in it) before a key is generated: a first start that could not use
@@ -581,6 +589,7 @@ class Service:
             in_flight_bytes=settings.record_max_in_flight_bytes,
             max_response_bytes=MAX_RESPONSE_BYTES,
             changes=changes,
+            locator=locator,
             clock=self._clock,
         )
         add_audit_log_service(self._servicer, server)

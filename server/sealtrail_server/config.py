@@ -227,6 +227,13 @@ class Settings:
     # host[:port]): a proxy's public name, a port published under another
     # number (ADR 0102, docs/console.md). Any other Host is 421.
     console_allowed_hosts: str = ""
+    # A MaxMind DB format file (GeoLite2 Country or City, DB-IP lite, IPinfo)
+    # the server locates clients' countries in: an event with a context.ip and
+    # no context.country gets the country of its address, marked as located
+    # by the server (ADR 0134). Read at start; reopened when it changes.
+    geoip_db: Path | None = None
+    # Seconds between looks at it for a new version (tests set less).
+    geoip_check_seconds: float = 60.0
     # Server log lines: "text", or "json" (one object per line); both carry
     # the request id and trace id of the call they were logged in.
     log_format: str = "text"
@@ -359,7 +366,7 @@ _MOST_COUNT: Final = 2**31 - 1
 
 # Fields only the bench sets, as overrides: a variable left in a deployment's
 # environment turned off what the log's integrity rests on (helper-157).
-_OVERRIDES_ONLY: Final = frozenset({"store_tree_nodes"})
+_OVERRIDES_ONLY: Final = frozenset({"store_tree_nodes", "geoip_check_seconds"})
 
 # Counts that 0 would break (a purge batch of 0 events, say, would never end).
 _AT_LEAST_ONE = (

@@ -22,9 +22,13 @@ from sealtrail_server.domain.event import (
     EventDraft,
     ServerFields,
     ValidEvent,
+    asserted_part,
     caller_part,
     finalize_record,
+    located,
+    recorder_bytes,
     validate_event,
+    wants_location,
 )
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -189,7 +193,31 @@ def test_ip_is_kept_as_sent_in_lowercase(ip: str, normalised: str) -> None:
 @pytest.mark.parametrize(("country", "stored"), [("FR", "FR"), ("de", "DE"), ("Us", "US")])
 def test_a_country_is_stored_in_upper_case(country: str, stored: str) -> None:
     valid = validate_event(minimal(country=country), now=NOW)
-    assert valid.body["context"] == {"country": stored}
+    assert valid.body["context"] == {"country": stored, "country_source": "caller"}
+
+
+def test_a_located_country_is_marked_counted_apart_and_not_asserted() -> None:
+    """The server's country (ADR 0134) is in the record, marked `geoip`; the
+    record limit does not count it, and a retry need not agree on it."""
+    sent = validate_event(minimal(ip="81.2.69.7"), now=NOW)
+    assert wants_location(sent) == "81.2.69.7"
+    assert wants_location(validate_event(minimal(ip="81.2.69.7", country="fr"), now=NOW)) is None
+    assert wants_location(validate_event(minimal(), now=NOW)) is None
+    found = located(sent, "FR")
+    assert found.body["context"] == {"ip": "81.2.69.7", "country": "FR", "country_source": "geoip"}
+    assert sent.body["context"] == {"ip": "81.2.69.7"}  # the event sent is left as it was
+    record = finalize_record(found, SERVER)
+    assert recorder_bytes(found) == len(record) - len(finalize_record(sent, SERVER))
+    assert asserted_part(found.body) == asserted_part(sent.body)
+
+
+def test_a_country_stored_before_it_was_marked_is_the_same_request_as_one_marked() -> None:
+    """A retry, after an upgrade, of an event first stored with no mark."""
+    marked = validate_event(minimal(country="FR"), now=NOW).body
+    before = {**marked, "context": {"country": "FR"}}
+    assert asserted_part(before) == asserted_part(marked)
+    other = validate_event(minimal(country="DE"), now=NOW).body
+    assert asserted_part(other) != asserted_part(marked)
 
 
 @pytest.mark.parametrize(

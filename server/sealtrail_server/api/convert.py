@@ -28,6 +28,8 @@ from ..domain.errors import FieldViolation, IntegrityFailure, InvalidArgument
 from ..domain.event import (
     ACTOR_TYPES,
     CATEGORIES,
+    COUNTRY_SOURCE_CALLER,
+    COUNTRY_SOURCE_GEOIP,
     MAX_JSON_DEPTH,
     MAX_RECORD_BYTES,
     MAX_SENT_EVENT_BYTES,
@@ -48,6 +50,12 @@ _CATEGORY_NUMBERS = {name: event_pb2.Category.ValueType(n) for n, name in CATEGO
 _SEVERITY_NUMBERS = {name: event_pb2.Severity.ValueType(n) for n, name in SEVERITIES.items()}
 _OUTCOME_NUMBERS = {name: event_pb2.Outcome.ValueType(n) for n, name in OUTCOMES.items()}
 _ACTOR_TYPE_NUMBERS = {name: event_pb2.ActorType.ValueType(n) for n, name in ACTOR_TYPES.items()}
+# A record's `context.country_source` (none in records stored before it was
+# marked: UNSPECIFIED, as their stored views say).
+_COUNTRY_SOURCE_NUMBERS = {
+    COUNTRY_SOURCE_CALLER: event_pb2.COUNTRY_SOURCE_CALLER,
+    COUNTRY_SOURCE_GEOIP: event_pb2.COUNTRY_SOURCE_GEOIP,
+}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -458,6 +466,7 @@ def caller_view(valid: ValidEvent, *, sent: event_pb2.Event | None = None) -> ev
     if context is not None:
         event.context.ip = context.get("ip", "")
         event.context.country = context.get("country", "")
+        event.context.country_source = country_source_number(context)
         event.context.request_id = context.get("request_id", "")
         event.context.trace_id = context.get("trace_id", "")
         event.context.span_id = context.get("span_id", "")
@@ -581,6 +590,7 @@ def _caller_fields(data: dict[str, Any]) -> dict[str, Any]:
     if "context" in data:
         context = data["context"]
         fields["context"] = {key: context.get(key, "") for key in _CONTEXT_FIELDS}
+        fields["context"]["country_source"] = country_source_number(context)
     if "recorded_by" in data:
         recorder = data["recorded_by"]
         fields["recorded_by"] = {
@@ -592,6 +602,13 @@ def _caller_fields(data: dict[str, Any]) -> dict[str, Any]:
 
 # RequestContext's fields, each a string in the record when set.
 _CONTEXT_FIELDS = ("ip", "user_agent", "country", "request_id", "trace_id", "span_id")
+
+
+def country_source_number(context: dict[str, Any]) -> event_pb2.CountrySource.ValueType:
+    """RequestContext.country_source of a record's (or body's) context."""
+    return _COUNTRY_SOURCE_NUMBERS.get(
+        context.get("country_source", ""), event_pb2.COUNTRY_SOURCE_UNSPECIFIED
+    )
 
 
 def _add_changes(event: event_pb2.Event, changes: list[dict[str, Any]]) -> None:

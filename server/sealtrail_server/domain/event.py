@@ -14,7 +14,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -630,6 +630,7 @@ def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
     if draft.country:
         if COUNTRY_PATTERN.fullmatch(draft.country):
             context["country"] = draft.country.upper()
+            context["country_source"] = COUNTRY_SOURCE_CALLER
         else:
             check.fail("context.country", "must be an ISO 3166-1 alpha-2 code: two letters")
     user_agent = check.text("context.user_agent", draft.user_agent, MAX_USER_AGENT)
@@ -718,13 +719,52 @@ def search_names(body: dict[str, Any]) -> str | None:
 
 
 def recorder_bytes(event: ValidEvent) -> int:
-    """The bytes `recorded_by` takes in the event's record (its key, value and
-    a comma), which the record limit does not count: the server stamps it, and
-    an event that fits must fit whichever token sends it (helper-177)."""
+    """The bytes the server adds to the event's record of its own, which the
+    record limit does not count: `recorded_by` (its key, value and a comma),
+    stamped from the token, since an event that fits must fit whichever token
+    sends it (helper-177); and a country the server located (`located`),
+    since an event that fits must fit whatever its address (ADR 0134)."""
+    size = 0
     recorder = event.body.get("recorded_by")
-    if recorder is None:
-        return 0
-    return len(canonical_json({"recorded_by": recorder}, plain=False)) - 1  # {} out, "," in
+    if recorder is not None:
+        size += len(canonical_json({"recorded_by": recorder}, plain=False)) - 1  # {} out, "," in
+    context = event.body.get("context", {})
+    source = context.get("country_source")
+    if source is not None:
+        stamped = {"country_source": source}
+        if source == COUNTRY_SOURCE_GEOIP:
+            stamped["country"] = context["country"]
+        size += len(canonical_json(stamped, plain=False)) - 1
+    return size
+
+
+# `context.country_source` in a record: who located its `country` (ADR 0134),
+# the caller or the server from the IP address. Records stored before the
+# server marked it have a country and no such key; their bytes, and hashes,
+# are what they were, and they show COUNTRY_SOURCE_UNSPECIFIED.
+COUNTRY_SOURCE_CALLER: Final = "caller"
+COUNTRY_SOURCE_GEOIP: Final = "geoip"
+
+
+def wants_location(event: ValidEvent) -> str | None:
+    """The IP address to locate the event's client by: its `context.ip` when
+    it has no `context.country`, else None."""
+    context = event.body.get("context")
+    if context is None or "country" in context:
+        return None
+    ip = context.get("ip")
+    return ip if isinstance(ip, str) else None
+
+
+def located(event: ValidEvent, country: str) -> ValidEvent:
+    """The event with the country the server located it in (an ISO 3166-1
+    alpha-2 code, upper case), marked as the server's, in its body and so in
+    its record and leaf hash. Its alternative bodies (`stored_otherwise`) need
+    none: `asserted_part` leaves a located country out of what a retry must
+    match."""
+    context = {**event.body["context"], "country": country}
+    context["country_source"] = COUNTRY_SOURCE_GEOIP
+    return replace(event, body={**event.body, "context": context})
 
 
 SERVER_FIELDS: Final = frozenset({"v", "tenant_id", "id", "seq", "received_at"})
@@ -744,9 +784,19 @@ def asserted_part(part: dict[str, Any]) -> dict[str, Any]:
     if "recorded_by" in part:
         part = {k: v for k, v in part.items() if k != "recorded_by"}
     context = part.get("context")
-    if context is None or not any(name in context for name in CORRELATION_FIELDS):
+    if context is None:
         return part
-    rest = {k: v for k, v in context.items() if k not in CORRELATION_FIELDS}
+    source = context.get("country_source")
+    if source is None and not any(name in context for name in CORRELATION_FIELDS):
+        return part
+    # Who located the country is the server's to say, and a country the
+    # server located is not the caller's to assert: a retry after the GeoIP
+    # database changed, on a server without one, or of an event first stored
+    # before the mark was, is the same request.
+    dropped: tuple[str, ...] = (*CORRELATION_FIELDS, "country_source")
+    if source == COUNTRY_SOURCE_GEOIP:
+        dropped = (*dropped, "country")
+    rest = {k: v for k, v in context.items() if k not in dropped}
     if rest:
         return {**part, "context": rest}
     return {k: v for k, v in part.items() if k != "context"}

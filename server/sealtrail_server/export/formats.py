@@ -53,6 +53,9 @@ CSV_COLUMNS: Final = (
     "credential_kind",
     "credential_id",
     "credential_hint",
+    # `caller` or `geoip` (RequestContext.country_source); empty for no
+    # country, or one recorded before it was marked.
+    "country_source",
 )
 # A cell starting with `'` is prefixed too, so that taking one leading `'` off
 # every cell that has one gives back exactly what was recorded.
@@ -155,6 +158,7 @@ class CsvEncoder(Encoder):
             credential.get("kind", ""),
             credential.get("id", ""),
             credential.get("hint", ""),
+            context.get("country_source", ""),
         ]
         return self._line([neutralise(str(value)) for value in values])
 

@@ -672,10 +672,20 @@ function fields(event) {
     if (credential.hint) add("credential hint", `...${credential.hint}`);
   }
   for (const [key, value] of Object.entries(event.resource || {})) add(`resource ${key}`, value);
-  for (const [key, value] of Object.entries(event.context || {})) add(key.replace(/_/g, " "), value);
+  for (const [key, value] of Object.entries(event.context || {})) {
+    if (key === "country_source") add("country located by", COUNTRY_SOURCES[value]);
+    else add(key.replace(/_/g, " "), value);
+  }
   if (event.leaf_hash) add("leaf hash", hex(event.leaf_hash));
   return list;
 }
+
+// Who located an event's country (RequestContext.country_source); an event
+// recorded before it was marked says neither.
+const COUNTRY_SOURCES = {
+  COUNTRY_SOURCE_CALLER: "the caller",
+  COUNTRY_SOURCE_GEOIP: "the server, from the IP address (GeoIP)",
+};
 
 function changes(event) {
   const wrapper = document.createElement("div");
@@ -809,6 +819,8 @@ function differences(event, record) {
   for (const key of ["ip", "user_agent", "country", "request_id", "trace_id", "span_id"]) {
     fields[`context.${key}`] = same(event.context?.[key], record.context?.[key]);
   }
+  fields["context.country_source"] =
+    (enumWord(event.context?.country_source, "COUNTRY_SOURCE") || "") === (record.context?.country_source || "");
   for (const key of ["token_id", "token_name"]) {
     fields[`recorded_by.${key}`] = same(event.recorded_by?.[key], record.recorded_by?.[key]);
   }

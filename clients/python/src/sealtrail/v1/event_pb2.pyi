@@ -163,6 +163,46 @@ ACTOR_TYPE_SYSTEM: ActorType.ValueType  # 4
 """The system itself, acting on no one's direct behalf."""
 Global___ActorType: _TypeAlias = ActorType  # noqa: Y015
 
+class _CountrySource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CountrySourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountrySource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COUNTRY_SOURCE_UNSPECIFIED: _CountrySource.ValueType  # 0
+    """No country is known: the event has none, or it is an input, where the
+    field is ignored.
+    """
+    COUNTRY_SOURCE_CALLER: _CountrySource.ValueType  # 1
+    """The calling service sent the country. Its records do not say so (they
+    hold no `country_source` key, as events recorded before the server
+    located any do): a country with no mark is the caller's.
+    """
+    COUNTRY_SOURCE_GEOIP: _CountrySource.ValueType  # 2
+    """The server located it from `ip` in its GeoIP database
+    (SEALTRAIL_GEOIP_DB) when the caller sent an IP address and no country;
+    the record says so (`"country_source": "geoip"`), inside its leaf hash.
+    """
+
+class CountrySource(_CountrySource, metaclass=_CountrySourceEnumTypeWrapper):
+    """Who located the country of an event's client (RequestContext.country)."""
+
+COUNTRY_SOURCE_UNSPECIFIED: CountrySource.ValueType  # 0
+"""No country is known: the event has none, or it is an input, where the
+field is ignored.
+"""
+COUNTRY_SOURCE_CALLER: CountrySource.ValueType  # 1
+"""The calling service sent the country. Its records do not say so (they
+hold no `country_source` key, as events recorded before the server
+located any do): a country with no mark is the caller's.
+"""
+COUNTRY_SOURCE_GEOIP: CountrySource.ValueType  # 2
+"""The server located it from `ip` in its GeoIP database
+(SEALTRAIL_GEOIP_DB) when the caller sent an IP address and no country;
+the record says so (`"country_source": "geoip"`), inside its leaf hash.
+"""
+Global___CountrySource: _TypeAlias = CountrySource  # noqa: Y015
+
 @_typing.final
 class Actor(_message.Message):
     """Who performed the action."""
@@ -336,6 +376,7 @@ class RequestContext(_message.Message):
     TRACE_ID_FIELD_NUMBER: _builtins.int
     SPAN_ID_FIELD_NUMBER: _builtins.int
     COUNTRY_FIELD_NUMBER: _builtins.int
+    COUNTRY_SOURCE_FIELD_NUMBER: _builtins.int
     ip: _builtins.str
     """IP address of the client (IPv4 or IPv6)."""
     user_agent: _builtins.str
@@ -349,7 +390,16 @@ class RequestContext(_message.Message):
     country: _builtins.str
     """Country of the client: ISO 3166-1 alpha-2 code (two letters, stored in
     upper case, e.g. `FR`), as the calling service located it (say, from its
-    CDN's geolocation header). New-country alerts watch it.
+    CDN's geolocation header), kept as sent. When it sends none but an `ip`,
+    a server with a GeoIP database (SEALTRAIL_GEOIP_DB) locates the address
+    and stores the country it finds, marked in `country_source`; private,
+    loopback, reserved and unknown addresses get none. New-country alerts
+    watch it.
+    """
+    country_source: Global___CountrySource.ValueType
+    """Output only. Who located `country`: the caller (COUNTRY_SOURCE_CALLER),
+    or the server from `ip` (COUNTRY_SOURCE_GEOIP); COUNTRY_SOURCE_UNSPECIFIED
+    when there is no country. Ignored on input.
     """
     def __init__(
         self,
@@ -360,10 +410,11 @@ class RequestContext(_message.Message):
         trace_id: _builtins.str = ...,
         span_id: _builtins.str = ...,
         country: _builtins.str = ...,
+        country_source: Global___CountrySource.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "ip", b"ip", "request_id", b"request_id", "span_id", b"span_id", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "country_source", b"country_source", "ip", b"ip", "request_id", b"request_id", "span_id", b"span_id", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,155 @@
+"""Locating callers' clients: the country of an IP address, from a MaxMind DB
+format file (SEALTRAIL_GEOIP_DB: GeoLite2 Country or City, DB-IP lite,
+IPinfo, any whose record holds `country.iso_code`; ADR 0134).
+
+The file is opened at start, where one that cannot be read refuses the
+start, and looked at again when a lookup comes at least `check_seconds`
+after the last look: a new modification time, size or inode (MaxMind updates
+weekly; geoipupdate moves the new file into place) opens it anew and swaps
+the reader in one assignment. A new file that cannot be opened keeps the
+reader in use, and is said once in the log until the file changes again.
+
+Lookups run inline on the event loop: the reader's C extension answers in
+microseconds (docs/operations.md gives the measured cost of a Record).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import maxminddb
+from maxminddb.errors import InvalidDatabaseError
+
+from .domain.event import COUNTRY_PATTERN, network_address
+
+log = logging.getLogger(__name__)
+
+SETTING: Final = "SEALTRAIL_GEOIP_DB"
+# Seconds between looks at the file for a new version, at most.
+CHECK_SECONDS: Final = 60.0
+# The stamp of a file that is not there (or cannot be looked at).
+_GONE: Final = (-1, -1, -1)
+
+
+class GeoIpError(Exception):
+    """The database cannot be opened or is not one this server can use."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    reader: Any  # maxminddb's Reader (the C extension's or the pure Python one)
+    stamp: tuple[int, int, int]  # the file's (mtime_ns, size, inode) when opened
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    status = os.stat(path)
+    return (status.st_mtime_ns, status.st_size, status.st_ino)
+
+
+def _open(path: Path) -> _Opened:
+    """The reader of the database at `path`, or GeoIpError saying why not."""
+    try:
+        stamp = _stamp(path)
+        # In memory, not mapped: a file written over in place (`cp` onto
+        # it) would be read half old and half new, or end the process with
+        # SIGBUS where it shrank under the mapping.
+        reader = maxminddb.open_database(str(path), maxminddb.MODE_MEMORY)
+    except FileNotFoundError:
+        raise GeoIpError(f"{path}: no such file") from None
+    except (OSError, InvalidDatabaseError, ValueError) as error:
+        raise GeoIpError(f"{path}: not a readable MaxMind DB file ({error})") from None
+    return _Opened(reader, stamp)
+
+
+def locatable(ip: str) -> bool:
+    """Whether an address can have a country: not private, loopback,
+    link-local, reserved, multicast, shared (carrier-grade NAT) or for
+    documentation. An IPv4-mapped IPv6 address is its IPv4 address."""
+    address = network_address(ip)
+    return address is not None and address.is_global and not address.is_multicast
+
+
+class CountryLocator:
+    """The country of an IP address, from a MaxMind DB format file that is
+    reopened when it changes."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        check_seconds: float = CHECK_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Open `path`; GeoIpError if it cannot be."""
+        self._path = path
+        self._check_seconds = check_seconds
+        self._clock = clock
+        self._opened = _open(path)
+        self._checked_at = clock()
+        # The stamp of a new file that could not be opened, said once.
+        self._refused: tuple[int, int, int] | None = None
+
+    @classmethod
+    def at_start(cls, path: Path, **kwargs: Any) -> CountryLocator:
+        """The locator, or SystemExit naming the setting."""
+        try:
+            return cls(path, **kwargs)
+        except GeoIpError as error:
+            raise SystemExit(f"{SETTING}: {error}") from None
+
+    def country(self, ip: str) -> str | None:
+        """The ISO 3166-1 alpha-2 code (upper case) of `ip`'s country, or
+        None: an address that cannot have one, one the database does not
+        know, or a record without a well-formed `country.iso_code`."""
+        self._reopen_if_changed()
+        if not locatable(ip):
+            return None
+        address = network_address(ip)
+        try:
+            record = self._opened.reader.get(str(address))
+        except (ValueError, InvalidDatabaseError):
+            return None  # an IPv6 address in an IPv4-only database; a corrupt node
+        if not isinstance(record, dict):
+            return None
+        country = record.get("country")
+        code = country.get("iso_code") if isinstance(country, dict) else None
+        if not isinstance(code, str) or not COUNTRY_PATTERN.fullmatch(code):
+            return None
+        return code.upper()
+
+    def _reopen_if_changed(self) -> None:
+        now = self._clock()
+        if now - self._checked_at < self._check_seconds:
+            return
+        self._checked_at = now
+        try:
+            stamp = _stamp(self._path)
+        except OSError as error:
+            self._refuse(_GONE, f"{self._path}: {error.strerror or error}")
+            return
+        if stamp in (self._opened.stamp, self._refused):
+            return
+        try:
+            opened = _open(self._path)
+        except GeoIpError as error:
+            self._refuse(stamp, str(error))
+            return
+        old, self._opened, self._refused = self._opened, opened, None
+        old.reader.close()
+        log.info("geoip: opened the new version of %s", self._path)
+
+    def _refuse(self, stamp: tuple[int, int, int], why: str) -> None:
+        """Keep the reader in use; say so once per version of the file."""
+        if stamp == self._refused:
+            return
+        self._refused = stamp
+        log.warning("geoip: kept the database in use; %s: %s", SETTING, why)
+
+    def close(self) -> None:
+        self._opened.reader.close()

@@ -1,0 +1,300 @@
+"""Callers' countries located on the server (SEALTRAIL_GEOIP_DB, ADR 0134):
+an event with `context.ip` and no `context.country` gets its address's
+country from a MaxMind DB file, marked COUNTRY_SOURCE_GEOIP inside its hashed
+record; a caller's country is kept and marked COUNTRY_SOURCE_CALLER. Real
+servers, real MMDB files written with mmdb-writer (helper-410)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from mmdb_writer import MMDBWriter
+from netaddr import IPSet
+
+from sealtrail import AuditClient, build_alert_rule, build_event, build_filter
+from sealtrail._bundle import write_bundle
+from sealtrail._bundle_check import verify_bundle
+from sealtrail.tlog import Signer
+from sealtrail.v1 import alerting_pb2, event_pb2
+from sealtrail_server.app import Service
+from sealtrail_server.domain.event import CORRELATION_FIELDS
+from tests.conftest import SIGNING_KEY, ServerThread
+from tests.integration.test_alerting import (
+    fired_by,
+    marked,  # noqa: F401 (a fixture)
+    rules,  # noqa: F401 (a fixture)
+    settle,
+)
+from tests.rfc6962 import leaf
+
+# Public networks (Python's ipaddress calls the documentation ranges, such as
+# 203.0.113.0/24 and 2001:db8::/32, private: they are never located).
+FRANCE = "81.2.69.0/24"
+JAPAN = "2a02:8100::/24"
+NETWORKS = {
+    FRANCE: "FR",
+    JAPAN: "JP",
+    # Networks no client of the public internet comes from: written in the
+    # file, and still never located.
+    "10.0.0.0/8": "DE",
+    "100.64.0.0/10": "DE",
+    "127.0.0.0/8": "DE",
+    "203.0.113.0/24": "DE",
+    "fc00::/7": "DE",
+}
+GEOIP = event_pb2.COUNTRY_SOURCE_GEOIP
+CALLER = event_pb2.COUNTRY_SOURCE_CALLER
+NONE = event_pb2.COUNTRY_SOURCE_UNSPECIFIED
+
+
+def write_mmdb(path: Path, networks: dict[str, str]) -> None:
+    """A GeoLite2-Country-like database of `networks` (CIDR -> ISO code),
+    moved into place at `path` as geoipupdate does."""
+    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-Country")
+    for network, code in networks.items():
+        writer.insert_network(IPSet([network]), {"country": {"iso_code": code}})
+    written = path.with_name(path.name + ".new")
+    writer.to_db_file(str(written))
+    os.replace(written, path)
+
+
+@pytest.fixture(scope="module")
+def geo_server(
+    migrated_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    path = tmp_path_factory.mktemp("geoip") / "country.mmdb"
+    write_mmdb(path, NETWORKS)
+    with ServerThread(migrated_database_url, geoip_db=path) as running:
+        yield running
+
+
+@pytest.fixture
+def geo_client_for() -> Iterator[Callable[[ServerThread, str], AuditClient]]:
+    made: list[AuditClient] = []
+
+    def make(server: ServerThread, tenant: str) -> AuditClient:
+        made.append(AuditClient(server.target, token=server.token(tenant)))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
+def geo_client(
+    geo_server: ServerThread,
+    geo_client_for: Callable[[ServerThread, str], AuditClient],
+    tenant: str,
+) -> AuditClient:
+    return geo_client_for(geo_server, tenant)
+
+
+def _stored_context(sql: psycopg.Connection[Any], tenant: str, seq: int) -> dict[str, Any]:
+    row = sql.execute(
+        "SELECT record FROM events WHERE tenant_id = %s AND seq = %s", [tenant, seq]
+    ).fetchone()
+    assert row is not None
+    context: dict[str, Any] = json.loads(row[0]).get("context", {})
+    return {k: v for k, v in context.items() if k not in CORRELATION_FIELDS}
+
+
+def _shown(client: AuditClient, sent: event_pb2.Event) -> list[tuple[str, int]]:
+    """(country, source) of the event `sent` as Query shows it (its stored
+    view) and as GetEvent does (its record, read)."""
+    [queried] = [e for e in client.query(build_filter(actor=sent.actor.id)) if e.id == sent.id]
+    got = client.get_event(sent.id)
+    return [(e.context.country, e.context.country_source) for e in (queried, got)]
+
+
+def test_an_address_is_located_and_marked_as_the_servers_in_the_hashed_record(
+    geo_client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    sent = geo_client.record(action="user.login", actor_id="ann", ip="81.2.69.7").event
+    assert (sent.context.country, sent.context.country_source) == ("FR", GEOIP)
+    assert _stored_context(sql, tenant, sent.seq) == {
+        "ip": "81.2.69.7",
+        "country": "FR",
+        "country_source": "geoip",
+    }
+    assert _shown(geo_client, sent) == [("FR", GEOIP)] * 2
+    record = sql.execute(
+        "SELECT record FROM events WHERE tenant_id = %s AND seq = %s", [tenant, sent.seq]
+    ).fetchone()
+    assert record is not None and leaf(record[0].encode()) == sent.leaf_hash  # marked, hashed
+    # An IPv6 address, and an IPv4 address written as IPv6 (::ffff:a.b.c.d).
+    v6 = geo_client.record(action="user.login", actor_id="ann", ip="2A02:8100::1").event
+    mapped = geo_client.record(action="user.login", actor_id="ann", ip="::ffff:81.2.69.8").event
+    assert [(e.context.country, e.context.country_source) for e in (v6, mapped)] == [
+        ("JP", GEOIP),
+        ("FR", GEOIP),
+    ]
+    assert geo_client.count_events(build_filter(country="jp"), group_by="country").total == 1
+    assert geo_client.verify_log(check_views=True).ok
+
+
+def test_a_callers_country_is_kept_as_sent_and_marked_as_the_callers(
+    geo_client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    sent = geo_client.record(
+        action="user.login", actor_id="bob", ip="81.2.69.7", country="de"
+    ).event
+    assert (sent.context.country, sent.context.country_source) == ("DE", CALLER)
+    assert _stored_context(sql, tenant, sent.seq)["country_source"] == "caller"
+    assert _shown(geo_client, sent) == [("DE", CALLER)] * 2
+    # A caller cannot claim the server located it: the field is output only.
+    claimed = build_event(action="user.login", actor_id="bob", ip="10.1.2.3", country="KP")
+    claimed.context.country_source = GEOIP
+    stored = geo_client.record(claimed).event
+    assert (stored.context.country, stored.context.country_source) == ("KP", CALLER)
+
+
+@pytest.mark.parametrize(
+    "ip",
+    ["10.1.2.3", "127.0.0.1", "::1", "100.64.0.9", "203.0.113.5", "fd00::5", "169.254.1.1",
+     "8.8.8.8", "2001:4860::8888"],
+)  # fmt: skip
+def test_private_reserved_and_unknown_addresses_get_no_country(
+    geo_client: AuditClient, tenant: str, sql: psycopg.Connection[Any], ip: str
+) -> None:
+    sent = geo_client.record(action="user.login", actor_id="cy", ip=ip).event
+    assert (sent.context.country, sent.context.country_source) == ("", NONE)
+    assert _stored_context(sql, tenant, sent.seq) == {"ip": ip}
+    assert _shown(geo_client, sent) == [("", NONE)] * 2
+
+
+def test_each_event_of_a_batch_is_located_by_its_own_address(geo_client: AuditClient) -> None:
+    events = [
+        build_event(action="user.login", actor_id="dee", ip="81.2.69.1"),
+        build_event(action="user.login", actor_id="dee", ip="2a02:81ff::2"),
+        build_event(action="user.login", actor_id="dee", ip="10.0.0.1"),
+        build_event(action="user.login", actor_id="dee", ip="2a02:8100::3", country="NZ"),
+        build_event(action="user.login", actor_id="dee"),
+    ]
+    stored = [result.event for result in geo_client.record_batch(events)]
+    assert [(e.context.country, e.context.country_source) for e in stored if e] == [
+        ("FR", GEOIP),
+        ("JP", GEOIP),
+        ("", NONE),
+        ("NZ", CALLER),
+        ("", NONE),
+    ]
+
+
+def test_a_retry_of_a_located_event_is_the_same_request(geo_client: AuditClient) -> None:
+    first = geo_client.record(
+        action="user.login", actor_id="eve", ip="81.2.69.9", idempotency_key="login-1"
+    )
+    again = geo_client.record(
+        action="user.login", actor_id="eve", ip="81.2.69.9", idempotency_key="login-1"
+    )
+    assert again.deduplicated and again.event.seq == first.event.seq
+    assert again.event.context.country_source == GEOIP
+
+
+def test_exports_carry_the_source_and_verify_offline(
+    geo_client: AuditClient, tmp_path: Path
+) -> None:
+    geo_client.record(action="user.login", actor_id="fay", ip="81.2.69.10")
+    geo_client.record(action="user.login", actor_id="fay", ip="81.2.69.10", country="BE")
+    geo_client.record(action="user.login", actor_id="fay", ip="10.0.0.10")
+    geo_client.export(tmp_path / "out.csv", format="csv", filter=build_filter(actor="fay"))
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as exported:
+        rows = list(csv.DictReader(exported))
+    assert [(r["country"], r["country_source"]) for r in rows] == [
+        ("FR", "geoip"),
+        ("BE", "caller"),
+        ("", ""),
+    ]
+    geo_client.export(tmp_path / "out.ndjson", filter=build_filter(actor="fay"))
+    lines = [json.loads(line) for line in (tmp_path / "out.ndjson").read_text().splitlines()]
+    assert [line["context"].get("country_source") for line in lines] == ["geoip", "caller", None]
+    bundle = write_bundle(geo_client, tmp_path / "bundle", event_filter=build_filter(actor="fay"))
+    assert bundle.count == 3
+    verifier = Signer.parse(SIGNING_KEY).verifier.text()
+    assert verify_bundle(tmp_path / "bundle", key=verifier).count == 3
+
+
+def test_a_new_country_rule_fires_on_a_located_country(
+    client: AuditClient,
+    geo_client: AuditClient,
+    rules: Callable[[alerting_pb2.AlertRule], alerting_pb2.AlertRule],  # noqa: F811
+    marked: None,  # noqa: F811
+) -> None:
+    """The caller sends addresses only, as one that cannot locate its users
+    does; `client` is the same tenant's on the tests' other server, whose
+    evaluator may as well be the one that evaluates."""
+    rule = rules(build_alert_rule("unfamiliar place", "new_country"))
+    geo_client.record(action="user.login", actor_id="gil", ip="81.2.69.20")  # learnt: FR
+    geo_client.record(action="user.login", actor_id="gil", ip="81.2.69.21")  # FR again
+    settle(client)
+    assert fired_by(client, rule.id) == []
+    geo_client.record(action="user.login", actor_id="gil", ip="2a02:8100::20")  # JP
+    settle(client)
+    [fired] = fired_by(client, rule.id)
+    assert (fired["actor_id"], fired["country"]) == ("gil", "JP")
+
+
+def test_a_replaced_database_is_used_and_a_broken_one_kept_out(
+    migrated_database_url: str,
+    tmp_path: Path,
+    tenant: str,
+    geo_client_for: Callable[[ServerThread, str], AuditClient],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MaxMind updates weekly: the file is looked at again (here at every
+    lookup; 60 s apart by default) and a new version used; one that cannot
+    be read leaves the one in use, said once in the log."""
+    path = tmp_path / "country.mmdb"
+    write_mmdb(path, NETWORKS)
+    with ServerThread(migrated_database_url, geoip_db=path, geoip_check_seconds=0) as server:
+        client = geo_client_for(server, tenant)
+
+        def country(ip: str = "81.2.69.30") -> str:
+            return client.record(action="user.login", actor_id="hal", ip=ip).event.context.country
+
+        assert country() == "FR"
+        write_mmdb(path, {**NETWORKS, FRANCE: "BE"})
+        assert country() == "BE"
+        caplog.set_level(logging.WARNING, logger="sealtrail_server.geoip")
+        broken = path.with_name("broken")
+        broken.write_bytes(b"not a MaxMind DB, truncated by a failed download")
+        os.replace(broken, path)
+        assert [country(), country()] == ["BE", "BE"]
+        said = [r.getMessage() for r in caplog.records if r.name == "sealtrail_server.geoip"]
+        assert len(said) == 1 and "SEALTRAIL_GEOIP_DB" in said[0], said
+        path.unlink()
+        assert country() == "BE"
+        write_mmdb(path, {**NETWORKS, FRANCE: "LU"})
+        assert country() == "LU"
+
+
+def test_a_missing_or_unreadable_database_refuses_the_start(
+    geo_server: ServerThread, migrated_database_url: str, tmp_path: Path
+) -> None:
+    not_mmdb = tmp_path / "GeoLite2-Country.mmdb"
+    not_mmdb.write_text("<html>403 Forbidden</html>", encoding="utf-8")
+    for path, why in (
+        (tmp_path / "missing.mmdb", "missing.mmdb: no such file"),
+        (not_mmdb, "GeoLite2-Country.mmdb: not a readable MaxMind DB file"),
+        (tmp_path, "not a readable MaxMind DB file"),
+    ):
+        refused = Service(
+            replace(geo_server.settings, geoip_db=path, listen="127.0.0.1:0"),
+            database_url=geo_server.settings.database_url,
+            owner_database_url=migrated_database_url,
+        )
+        with pytest.raises(SystemExit) as stopped:
+            asyncio.run(refused.start())
+        said = str(stopped.value)
+        assert said.startswith("SEALTRAIL_GEOIP_DB: ") and why in said, said
