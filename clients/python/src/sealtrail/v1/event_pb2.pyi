@@ -170,13 +170,14 @@ class _CountrySource:
 class _CountrySourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountrySource.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     COUNTRY_SOURCE_UNSPECIFIED: _CountrySource.ValueType  # 0
-    """No country is known: the event has none, or it is an input, where the
+    """No country is known; or the country was recorded before its source was
+    marked, and is the caller's (such records hold no `country_source` key,
+    and keep their bytes and hashes). Also any value sent on input, where the
     field is ignored.
     """
     COUNTRY_SOURCE_CALLER: _CountrySource.ValueType  # 1
-    """The calling service sent the country. Its records do not say so (they
-    hold no `country_source` key, as events recorded before the server
-    located any do): a country with no mark is the caller's.
+    """The calling service sent the country, kept as sent; the record says so
+    (`"country_source": "caller"`), inside its leaf hash.
     """
     COUNTRY_SOURCE_GEOIP: _CountrySource.ValueType  # 2
     """The server located it from `ip` in its GeoIP database
@@ -188,13 +189,14 @@ class CountrySource(_CountrySource, metaclass=_CountrySourceEnumTypeWrapper):
     """Who located the country of an event's client (RequestContext.country)."""
 
 COUNTRY_SOURCE_UNSPECIFIED: CountrySource.ValueType  # 0
-"""No country is known: the event has none, or it is an input, where the
+"""No country is known; or the country was recorded before its source was
+marked, and is the caller's (such records hold no `country_source` key,
+and keep their bytes and hashes). Also any value sent on input, where the
 field is ignored.
 """
 COUNTRY_SOURCE_CALLER: CountrySource.ValueType  # 1
-"""The calling service sent the country. Its records do not say so (they
-hold no `country_source` key, as events recorded before the server
-located any do): a country with no mark is the caller's.
+"""The calling service sent the country, kept as sent; the record says so
+(`"country_source": "caller"`), inside its leaf hash.
 """
 COUNTRY_SOURCE_GEOIP: CountrySource.ValueType  # 2
 """The server located it from `ip` in its GeoIP database
@@ -399,7 +401,8 @@ class RequestContext(_message.Message):
     country_source: Global___CountrySource.ValueType
     """Output only. Who located `country`: the caller (COUNTRY_SOURCE_CALLER),
     or the server from `ip` (COUNTRY_SOURCE_GEOIP); COUNTRY_SOURCE_UNSPECIFIED
-    when there is no country. Ignored on input.
+    when there is no country, or for one recorded before the source was
+    marked (the caller's). Ignored on input.
     """
     def __init__(
         self,
