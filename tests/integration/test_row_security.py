@@ -177,7 +177,7 @@ def test_the_probe_finds_a_policy_rewritten_whether_or_not_it_knows_its_tree(
         knowing = _probe_statement(known)
         again = conn.execute(knowing).fetchone()
         conn.rollback()
-        assert again == (True, [], [])
+        assert again is not None and again[:3] == (True, [], [])  # [3]: the database's clock
 
         conn.execute(rewrite)
         for statement in (_PROBE, knowing):
@@ -202,5 +202,6 @@ def test_the_probe_knowing_the_trees_waits_for_no_lock_on_a_tenant_table(
         with psycopg.connect(migrated_afresh) as holder:
             holder.execute("LOCK TABLE alert_known_ips IN ACCESS EXCLUSIVE MODE")
             conn.execute("SET statement_timeout = '10s'")
-            assert conn.execute(knowing).fetchone() == (True, [], [])
+            answer = conn.execute(knowing).fetchone()
+            assert answer is not None and answer[:3] == (True, [], [])
             holder.rollback()
