@@ -610,6 +610,8 @@ class EventFilter(_message.Message):
     USER_AGENT_FIELD_NUMBER: _builtins.int
     CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
     ACTOR_TYPES_FIELD_NUMBER: _builtins.int
+    COUNTRIES_FIELD_NUMBER: _builtins.int
+    RESOURCE_TYPES_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -735,6 +737,25 @@ class EventFilter(_message.Message):
         ignores it.
         """
 
+    @_builtins.property
+    def countries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Countries of the client to match, any of them (`context.country`): EU
+        traffic is `["DE", "FR", "IT", ...]`. Each an ISO 3166-1 alpha-2 code,
+        two letters in any case, as `country` takes one; an event without a
+        country never matches. Not with `country` (set one of them). Duplicates
+        are harmless; at most 100 values. Empty matches every event. A server
+        older than this field ignores it.
+        """
+
+    @_builtins.property
+    def resource_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Resource types to match, any of them (`resource.type`): `["source",
+        "file", "qa_pair"]`. Each as `resource_type` takes one; an event without
+        a resource type never matches. Not with `resource_type` (set one of
+        them). Duplicates are harmless; at most 100 values. Empty matches every
+        event. A server older than this field ignores it.
+        """
+
     def __init__(
         self,
         *,
@@ -759,10 +780,12 @@ class EventFilter(_message.Message):
         user_agent: _builtins.str = ...,
         credential_id: _builtins.str = ...,
         actor_types: _abc.Iterable[Global___ActorType.ValueType] | None = ...,
+        countries: _abc.Iterable[_builtins.str] | None = ...,
+        resource_types: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_types", b"actor_types", "categories", b"categories", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_types", b"actor_types", "categories", b"categories", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
