@@ -171,6 +171,8 @@ def _option_of(field: str) -> str:
         "min_severity": "severity",
         "severities": "exact_severity",
         "actor_types": "actor_type",
+        "countries": "country",
+        "resource_types": "resource_type",
         "text": "search",
         # An email sink's settings (ADR 0133).
         "host": "smtp_host",

@@ -977,3 +977,25 @@ def test_actor_types_find_their_actors_and_an_unknown_one_is_refused(
         query = urllib.parse.urlencode({"actor_types": bad})
         status, body = get(api + f"events?{query}", reader)
         assert status == 400 and "actor_types" in json.dumps(body), body
+
+
+def test_countries_and_resource_types_find_any_listed_and_a_bad_one_is_refused(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`countries=DE,FR` and `resource_types=source,file`: any of them
+    (helper-414); a bad value is a 400 naming it by index."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for country, kind in (("DE", "source"), ("FR", "file"), ("US", "file"), ("FR", "qa")):
+            client.record(
+                action=f"doc.{country.lower()}{kind}", actor_id="a1", country=country,
+                resource_type=kind, resource_id="r1",
+            )  # fmt: skip
+    reader = console_server.token(tenant, "reader")
+    query = urllib.parse.urlencode({"countries": "de, fr", "resource_types": "source,file"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 200, body
+    assert [event["action"] for event in body["events"]] == ["doc.frfile", "doc.desource"]
+    for bad in ({"countries": "DE,Germany"}, {"resource_types": "file,a\x00"}):
+        status, body = get(api + "events?" + urllib.parse.urlencode(bad), reader)
+        field = next(iter(bad))
+        assert status == 400 and f"{field}[1]" in json.dumps(body), body

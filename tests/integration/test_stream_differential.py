@@ -73,7 +73,7 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
     if rng.random() < 0.5:
         fields["actor_email"] = rng.choice(_EMAILS)
     if rng.random() < 0.7:
-        fields["resource_type"] = rng.choice(("document", "api_key"))
+        fields["resource_type"] = rng.choice(("document", "api_key", "file"))
         fields["resource_id"] = rng.choice(("d1", "d2", "k1"))
     if rng.random() < 0.5:
         fields["request_id"] = rng.choice(_REQUEST_IDS).upper().replace("-", "")
@@ -122,6 +122,12 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "actor_type_user": build_filter(actor_types="user"),
         "actor_types_mixed": build_filter(
             actions="doc.*", actor_types=["system", "api_key", "system"], min_severity="warning"
+        ),
+        "countries": build_filter(countries=["kp", "DE"]),
+        "countries_one": build_filter(countries="fr"),
+        "resource_types": build_filter(resource_types=["file", "api_key", "file"]),
+        "resource_types_mixed": build_filter(
+            actions="doc.*", resource_types=["document", "file"], countries=["FR", "KP"]
         ),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(

@@ -149,3 +149,10 @@ def test_actor_types_are_built_by_name_in_any_case_and_a_count_by_them_too() -> 
         build_filter(actor_types=["user", "robot"])
     grouped = count_request(None, "actor_type", 10).group_by
     assert grouped == audit_service_pb2.COUNT_GROUP_BY_ACTOR_TYPE
+
+
+def test_countries_and_resource_types_are_built_as_given() -> None:
+    built = build_filter(countries=["DE", "fr"], resource_types="source")
+    assert list(built.countries) == ["DE", "fr"]
+    assert list(built.resource_types) == ["source"]
+    assert not built.country and not built.resource_type

@@ -573,3 +573,71 @@ def test_the_actor_filter_keeps_the_value_as_given_and_seeks_the_email_lowered()
     assert valid.actor_emails() == ("Carol.Smith@Example.COM", "carol.smith@example.com")
     assert validate_filter(FilterDraft(actor="u-7")).actor_emails() == ("u-7",)
     assert EventFilter().actor_emails() == ()
+
+
+def test_countries_and_resource_types_are_kept_checked_sorted_once() -> None:
+    """Each value as its singular field takes it: a country upper case, a
+    resource type as given; duplicates dropped, sorted (helper-414)."""
+    checked = validate_filter(
+        FilterDraft(countries=["fr", "DE", "Fr"], resource_types=["source", "file", "source"])
+    )
+    assert checked.countries == ("DE", "FR")
+    assert checked.resource_types == ("file", "source")
+    assert validate_filter(FilterDraft(country="de")).any_country() == ("DE",)
+    assert checked.any_country() == ("DE", "FR")
+    assert validate_filter(FilterDraft(resource_type="file")).any_resource_type() == ("file",)
+    assert validate_filter(FilterDraft()).any_country() == ()
+
+
+def test_a_bad_country_or_resource_type_in_a_list_is_refused_naming_it() -> None:
+    violations = violations_of(
+        FilterDraft(
+            countries=["DE", "Deutschland", ""], resource_types=["file", "x" * 257, "a\x00"]
+        )
+    )
+    assert [v.field for v in violations] == [
+        "filter.countries[1]",
+        "filter.countries[2]",
+        "filter.resource_types[1]",
+        "filter.resource_types[2]",
+    ]
+    assert "ISO 3166-1 alpha-2" in violations[0].description
+    assert fields_of(FilterDraft(resource_types=[""])) == ["filter.resource_types[0]"]
+    assert fields_of(FilterDraft(countries=["DE"] * 101)) == ["filter.countries"]
+    assert fields_of(FilterDraft(resource_types=["file"] * 101)) == ["filter.resource_types"]
+    assert validate_filter(FilterDraft(countries=["DE"] * 100)).countries == ("DE",)
+
+
+def test_a_singular_field_and_its_plural_together_are_refused_naming_the_plural() -> None:
+    violations = violations_of(
+        FilterDraft(country="DE", countries=["FR"], resource_type="file", resource_types=["file"])
+    )
+    assert [v.field for v in violations] == ["filter.countries", "filter.resource_types"]
+    assert "set one of country or countries" in violations[0].description
+    assert "set one of resource_type or resource_types" in violations[1].description
+
+
+@pytest.mark.parametrize(
+    ("draft", "found"),
+    [
+        (FilterDraft(countries=["de", "FR"]), ["de-file", "fr-source"]),
+        (FilterDraft(countries=["IT"]), []),
+        (FilterDraft(resource_types=["file", "qa_pair"]), ["de-file", "none-qa"]),
+        (FilterDraft(resource_types=["file"], countries=["FR", "DE"]), ["de-file"]),
+        (FilterDraft(country="FR"), ["fr-source"]),
+        (FilterDraft(resource_type="source"), ["fr-source"]),
+    ],
+)
+def test_the_matcher_takes_any_country_or_resource_type_listed(
+    draft: FilterDraft, found: list[str]
+) -> None:
+    records = [
+        _LOGIN | {"description": "de-file", "context": {"country": "DE"},
+                  "resource": {"type": "file", "id": "1"}},
+        _LOGIN | {"description": "fr-source", "context": {"country": "FR"},
+                  "resource": {"type": "source", "id": "2"}},
+        _LOGIN | {"description": "none-qa", "resource": {"type": "qa_pair", "id": "3"}},
+        _LOGIN | {"description": "none-none"},
+    ]  # fmt: skip
+    matcher = RecordMatcher(validate_filter(draft))
+    assert [r["description"] for r in records if matcher.matches(r)] == found

@@ -40,6 +40,8 @@ SAMPLES: dict[str, Any] = {
     "user_agent": "curl",
     "credential_id": "key_8f3a",
     "actor_types": ("api_key",),
+    "countries": ("DE", "FR"),
+    "resource_types": ("file", "source"),
 }
 
 

@@ -92,6 +92,10 @@ def test_a_field_added_to_the_filter_keeps_the_fingerprints_of_filters_without_i
         replace(older, user_agent="python-requests"),
         replace(older, actor_types=("api_key",)),
         replace(older, actor_types=("api_key", "service")),
+        replace(older, countries=("DE",)),
+        replace(older, countries=("DE", "FR")),
+        replace(older, resource_types=("file",)),
+        replace(older, resource_types=("file", "source")),
     ]
     fingerprints = [each.fingerprint(**desc) for each in [older, *later]]
     assert len(set(fingerprints)) == len(fingerprints)

@@ -84,6 +84,14 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
         # Actor types dropped, or more of them.
         (EventFilter(actor_types=("api_key",)), EventFilter()),
         (EventFilter(actor_types=("api_key",)), EventFilter(actor_types=("api_key", "service"))),
+        # Countries or resource types dropped, or more of them; singular as a list of one.
+        (EventFilter(countries=("DE", "FR")), EventFilter()),
+        (EventFilter(countries=("DE",)), EventFilter(countries=("DE", "FR"))),
+        (EventFilter(country="DE"), EventFilter(countries=("DE", "FR"))),
+        (EventFilter(countries=("DE",)), EventFilter(country="DE")),
+        (EventFilter(resource_types=("file",)), EventFilter(resource_types=("file", "source"))),
+        (EventFilter(resource_type="file"), EventFilter(resource_types=("file", "source"))),
+        (EventFilter(resource_types=("file", "source")), EventFilter()),
         # Every severity level let through before, min_severity and severities together.
         (EventFilter(severities=(2,)), EventFilter(severities=(2, 4))),
         (EventFilter(severities=(2,)), EventFilter()),
@@ -147,6 +155,14 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
         (EventFilter(), EventFilter(actor_types=("user",))),
         (EventFilter(actor_types=("api_key", "service")), EventFilter(actor_types=("service",))),
         (EventFilter(actor_types=("api_key",)), EventFilter(actor_types=("system",))),
+        # Countries or resource types asked where none were, fewer, or others.
+        (EventFilter(), EventFilter(countries=("DE", "FR"))),
+        (EventFilter(countries=("DE", "FR")), EventFilter(countries=("DE",))),
+        (EventFilter(countries=("DE", "FR")), EventFilter(country="FR")),
+        (EventFilter(country="DE"), EventFilter(countries=("FR", "IT"))),
+        (EventFilter(), EventFilter(resource_types=("file",))),
+        (EventFilter(resource_types=("file", "source")), EventFilter(resource_types=("file",))),
+        (EventFilter(resource_types=("file", "source")), EventFilter(resource_type="source")),
         # Fewer severity levels let through.
         (EventFilter(), EventFilter(severities=(1, 2, 3))),
         (EventFilter(severities=(2, 4)), EventFilter(severities=(2,))),

@@ -223,6 +223,8 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         credential_id=event_filter.credential_id,
         severities=list(event_filter.severities),
         actor_types=list(event_filter.actor_types),
+        countries=list(event_filter.countries),
+        resource_types=list(event_filter.resource_types),
     )
 
 

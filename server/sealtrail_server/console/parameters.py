@@ -38,6 +38,8 @@ _REPEATED: Final = (
     "outcomes",
     "severities",
     "actor_types",
+    "countries",
+    "resource_types",
 )
 
 _SINGLE: Final = (

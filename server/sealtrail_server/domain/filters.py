@@ -81,6 +81,8 @@ class FilterDraft:
     user_agent: str = ""
     credential_id: str = ""
     actor_types: list[int] = field(default_factory=list)
+    countries: list[str] = field(default_factory=list)
+    resource_types: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,25 @@ class EventFilter:
     credential_id: str | None = None
     # `actor.type`s, as the record writes them (`api_key`), sorted, once each.
     actor_types: tuple[str, ...] = ()
+    # `countries`: any of these `context.country`s, upper case, sorted, once
+    # each; never with `country` (validate_filter refuses both).
+    countries: tuple[str, ...] = ()
+    # `resource_types`: any of these `resource.type`s, sorted, once each;
+    # never with `resource_type`.
+    resource_types: tuple[str, ...] = ()
+
+    def any_country(self) -> tuple[str, ...]:
+        """The countries an event's must be one of, `country` or `countries`
+        (empty: any, or none): the one form Query, the matcher and a sink's
+        narrowing compare, so `country: DE` is `countries: [DE]`."""
+        return self.countries or ((self.country,) if self.country is not None else ())
+
+    def any_resource_type(self) -> tuple[str, ...]:
+        """The resource types an event's must be one of, `resource_type` or
+        `resource_types`, as `any_country`."""
+        if self.resource_types:
+            return self.resource_types
+        return (self.resource_type,) if self.resource_type is not None else ()
 
     def agent_matches(self, agent: str | None) -> bool:
         """Whether a record's `context.user_agent` contains `user_agent`,
@@ -245,6 +266,8 @@ def validate_filter(
         ("exclude_actions", draft.exclude_actions),
         ("severities", draft.severities),
         ("actor_types", draft.actor_types),
+        ("countries", draft.countries),
+        ("resource_types", draft.resource_types),
     ):
         if len(values) > MAX_FILTER_VALUES:
             fail(name, f"has {len(values)} values; the limit is {MAX_FILTER_VALUES}")
@@ -258,6 +281,14 @@ def validate_filter(
         fail("min_severity", f"unknown enum value {draft.min_severity}")
     severities = _severities(draft, fail)
     actor_types = _actor_types(draft.actor_types, fail)
+    countries = _countries(draft.countries, fail)
+    resource_types = _resource_types(draft.resource_types, fail)
+    for singular, plural, both in (
+        ("country", "countries", bool(draft.country and draft.countries)),
+        ("resource_type", "resource_types", bool(draft.resource_type and draft.resource_types)),
+    ):
+        if both:
+            fail(plural, f"set one of {singular} or {plural}, not both")
 
     request_id = None
     if draft.request_id:
@@ -354,6 +385,8 @@ def validate_filter(
         user_agent=user_agent,
         credential_id=credential_id,
         actor_types=actor_types,
+        countries=countries,
+        resource_types=resource_types,
     )
 
 
@@ -431,6 +464,38 @@ def _actor_types(values: list[int], fail: _Fail) -> tuple[str, ...]:
             fail(f"actor_types[{index}]", f"unknown enum value {value}")
         else:
             found.append(ACTOR_TYPES[value])
+    return tuple(sorted(set(found)))
+
+
+def _countries(values: list[str], fail: _Fail) -> tuple[str, ...]:
+    """`countries` upper case, sorted once; a value that is no ISO 3166-1
+    alpha-2 code fails, named `countries[index]`, as `country` would."""
+    found = []
+    for index, value in enumerate(values):
+        if COUNTRY_PATTERN.fullmatch(value):
+            found.append(value.upper())
+        else:
+            fail(f"countries[{index}]", "must be an ISO 3166-1 alpha-2 code: two letters")
+    return tuple(sorted(set(found)))
+
+
+def _resource_types(values: list[str], fail: _Fail) -> tuple[str, ...]:
+    """`resource_types` as given, sorted once; each checked as `resource_type`
+    is (at most MAX_NAME characters, no NUL), and not empty: no event's type
+    is "" (one without a type has none), so it would match nothing."""
+    found = []
+    for index, value in enumerate(values):
+        if not value:
+            fail(f"resource_types[{index}]", "is empty: give a resource type")
+        elif len(value) > MAX_NAME:
+            fail(
+                f"resource_types[{index}]",
+                f"is {len(value)} characters long; the limit is {MAX_NAME}",
+            )
+        elif "\x00" in value:
+            fail(f"resource_types[{index}]", "must not contain NUL characters")
+        else:
+            found.append(value)
     return tuple(sorted(set(found)))
 
 
@@ -551,6 +616,8 @@ class RecordMatcher:
         self._severities = frozenset(f.severities)
         self._outcomes = frozenset(f.outcomes)
         self._actor_types = frozenset(f.actor_types)
+        self._countries = frozenset(f.any_country())
+        self._resource_types = frozenset(f.any_resource_type())
         self._network = None if f.ip is None else ipaddress.ip_network(f.ip)
         self._actor_email = None if f.actor is None else email_key(f.actor)
         self._filter = f
@@ -586,7 +653,7 @@ class RecordMatcher:
         if f.actor_email_domain is not None and not f.email_at_domain(record["actor"].get("email")):
             return False
         resource = record.get("resource", {})
-        if f.resource_type is not None and resource.get("type") != f.resource_type:
+        if self._resource_types and resource.get("type") not in self._resource_types:
             return False
         if f.resource_id is not None and resource.get("id") != f.resource_id:
             return False
@@ -597,7 +664,7 @@ class RecordMatcher:
             record.get("recorded_by", {}).get("token_id") != f.recorded_by
         ):
             return False
-        if f.country is not None and context.get("country") != f.country:
+        if self._countries and context.get("country") not in self._countries:
             return False
         if not f.agent_matches(context.get("user_agent")):
             return False

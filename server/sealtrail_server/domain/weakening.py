@@ -37,7 +37,8 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     unless every criterion of `after` is one of `before`'s or wider (a
     criterion dropped, more actions, categories or outcomes, fewer actions left
     out, more severity levels (of min_severity and severities together), a wider
-    time range or network, a part of the user agent's text, more actor types).
+    time range or network, a part of the user agent's text, more actor types, countries or
+    resource types (`country` and `resource_type` each a list of one)).
     A filter is a conjunction, so that proves every event `before` matches matches `after` too."""
     return not all(
         (
@@ -49,6 +50,9 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             _levels(after) >= _levels(before),
             _set_widens(before.outcomes, after.outcomes),
             _set_widens(before.actor_types, after.actor_types),
+            # `country: DE` is `countries: [DE]`, and so for resource types.
+            _set_widens(before.any_country(), after.any_country()),
+            _set_widens(before.any_resource_type(), after.any_resource_type()),
             _ip_widens(before.ip, after.ip),
             _domain_widens(before, after),
             _agent_widens(before.user_agent, after.user_agent),
@@ -56,13 +60,11 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
                 _same_or_dropped(getattr(before, name), getattr(after, name))
                 for name in (
                     "actor",
-                    "resource_type",
                     "resource_id",
                     "request_id",
                     "trace_id",
                     "text",
                     "recorded_by",
-                    "country",
                     "credential_id",
                 )
             ),

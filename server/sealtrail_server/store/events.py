@@ -670,8 +670,16 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         at_end = sql.SQL("right(actor_email, length(%s::text)) = %s")
         conditions.append(sql.SQL("({})").format(sql.SQL(" OR ").join([at_end] * len(ends))))
         params += [value for end in ends for value in (end, end)]
-    if f.resource_type is not None:
-        add("resource_type = %s", f.resource_type)
+    if len(resource_types := f.any_resource_type()) == 1:
+        # `resource_type`, or a list of one: the same equality, so the same
+        # plan (an array, even of one, is no ordered scan of the index with
+        # `resource_id` too: `actions` says why).
+        add("resource_type = %s", resource_types[0])
+    elif resource_types:
+        # Any of several: the (tenant_id, resource_type, resource_id, seq)
+        # index still serves it, each value an index search (text equality is
+        # leakproof, an index condition under row-level security, ADR 0013).
+        add("resource_type = ANY(%s::text[])", list(resource_types))
     if f.resource_id is not None:
         add("resource_id = %s", f.resource_id)
     if f.request_id is not None:
@@ -682,11 +690,14 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         add("recorded_by = %s", f.recorded_by)
     if (ip_range := f.ip_range()) is not None:
         add("ip >= %s::inet AND ip <= %s::inet", *ip_range)
-    if f.country is not None:
-        # No column, no index: read off the record (json, not jsonb: one key
-        # extracted, not the whole record converted); other conditions and a
-        # time range choose the rows.
-        add(f"{RECORD_COUNTRY} = %s", f.country)
+    if len(countries := f.any_country()) == 1:
+        # `country`, or a list of one. No column, no index: read off the
+        # record (json, not jsonb: one key extracted, not the whole record
+        # converted); other conditions and a time range choose the rows.
+        add(f"{RECORD_COUNTRY} = %s", countries[0])
+    elif countries:
+        # Any of several, read off each record once as one is.
+        add(f"{RECORD_COUNTRY} = ANY(%s::text[])", list(countries))
     if f.user_agent is not None:
         # Contains, A-Z in either case (`agent_key`): strpos, not LIKE, so `%`,
         # `_` and `\` are themselves; lower() under the C collation, which

@@ -873,7 +873,14 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             metavar="DOMAIN",
             help="Actor email domain, any case: example.com; *.example.com with subdomains.",
         ),
-        click.option("--resource-type"),
+        click.option(
+            "--resource-type",
+            "resource_types",
+            multiple=True,
+            metavar="TYPE",
+            help="Resource type (repeatable: any of them). One is sent as resource_type,"
+            " which older servers know; several as resource_types.",
+        ),
         click.option("--resource-id"),
         click.option("--category", "categories", multiple=True, type=_choice(event_pb2.Category)),
         click.option(
@@ -909,8 +916,12 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
         ),
         click.option(
             "--country",
+            "countries",
+            multiple=True,
             metavar="CODE",
-            help="Client country (context.country): ISO 3166-1 alpha-2 code, e.g. KP.",
+            help="Client country (context.country): ISO 3166-1 alpha-2 code, e.g. KP"
+            " (repeatable: any of them). One is sent as country, which older servers know;"
+            " several as countries.",
         ),
         click.option(
             "--user-agent",
@@ -938,7 +949,18 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
 
 
 def _filter(criteria: dict[str, Any]) -> event_pb2.EventFilter:
-    return build_filter(**{name: value for name, value in criteria.items() if value is not None})
+    """The EventFilter of a command's filter options. One `--country` or
+    `--resource-type` fills the singular field, which servers older than its
+    plural know (they ignore the plural: a sink would take every country);
+    several, or one given twice alike, fill the plural."""
+    given = {name: value for name, value in criteria.items() if value is not None}
+    for plural, singular in (("countries", "country"), ("resource_types", "resource_type")):
+        values = list(dict.fromkeys(given.pop(plural, ())))
+        if len(values) == 1:
+            given[singular] = values[0]
+        elif values:
+            given[plural] = values
+    return build_filter(**given)
 
 
 @main.command()

@@ -916,6 +916,8 @@ def build_filter(
     user_agent: str = "",
     credential_id: str = "",
     actor_types: str | Iterable[str] = (),
+    countries: str | Iterable[str] = (),
+    resource_types: str | Iterable[str] = (),
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -932,7 +934,10 @@ def build_filter(
     `credential_id` the id of the credential the actor used (`actor.credential.id`),
     exactly: every event done with one API key or token; `actor_types` matches
     the actors of those types (`["api_key"]`: what API keys, not people, did;
-    `user`, `service`, `system`), an event recorded without a type as `user`."""
+    `user`, `service`, `system`), an event recorded without a type as `user`;
+    `countries` and `resource_types` match any of their values (`["DE", "FR"]`,
+    `["source", "file"]`), each checked as `country` and `resource_type` check
+    one, and never with them (servers older than these ignore them)."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -958,6 +963,8 @@ def build_filter(
         actor_email_domain=actor_email_domain,
         user_agent=user_agent,
         credential_id=credential_id,
+        countries=_many(countries),
+        resource_types=_many(resource_types),
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

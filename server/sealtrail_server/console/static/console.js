@@ -30,7 +30,11 @@ const MAX_ROWS = 1000;
 const PAGE_SECONDS = 60;
 const FILTER_FIELDS = ["actions", "exclude_actions", "categories", "min_severity", "severities", "outcomes", "actor", "actor_email_domain", "resource_type",
   "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country", "user_agent",
-  "credential_id", "actor_types"];
+  "credential_id", "actor_types", "countries", "resource_types"];
+// The list fields the form has for `country` and `resource_type`: a URL or a
+// sink's filter saying the singular fills them, and one value is sent as the
+// singular, which servers older than the list know (they ignore the list).
+const SINGULAR_OF = { countries: "country", resource_types: "resource_type" };
 
 const $ = (selector) => document.querySelector(selector);
 // `generation` counts the filters applied: a page asked for under an earlier
@@ -242,8 +246,9 @@ function urlToForm(url) {
 // them) that `url` names.
 function fillFilter(form, url) {
   for (const element of form.elements) {
-    if (!element.name || !url.has(element.name)) continue;
-    const value = url.get(element.name);
+    const name = url.has(element.name) ? element.name : SINGULAR_OF[element.name];
+    if (!element.name || !name || !url.has(name)) continue;
+    const value = url.get(name);
     // A value the list has no choice for (a shared "security,billing") is added as one:
     // else the list showed "Any" while the URL filtered, and the next Apply dropped it.
     if (element.tagName === "SELECT" && ![...element.options].some((o) => o.value === value)) {
@@ -259,7 +264,8 @@ function filterFields(form) {
   const params = {};
   for (const name of FILTER_FIELDS) {
     const value = form.elements[name]?.value.trim();
-    if (value) params[name] = value;
+    if (!value) continue;
+    params[SINGULAR_OF[name] && !value.includes(",") ? SINGULAR_OF[name] : name] = value;
   }
   return params;
 }

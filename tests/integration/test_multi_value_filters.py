@@ -1,0 +1,231 @@
+"""`EventFilter.countries` and `EventFilter.resource_types`: the events of any
+of several client countries (a sink for EU traffic: DE, FR, IT, ...) or
+resource types (`source`, `file`, `qa_pair` at once), in a query, a count, a
+stream, an export (its signed filter checked offline), a sink, an alert rule
+and the CLI (helper-414)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sealtrail import (
+    AuditClient,
+    ExportMismatchError,
+    InvalidArgumentError,
+    build_alert_rule,
+    build_event,
+    build_filter,
+    check_export,
+)
+from sealtrail import _cli as cli
+from sealtrail.v1 import event_pb2
+from tests.conftest import ServerThread
+from tests.integration.test_alerting import the_only_alert
+from tests.integration.test_export_check import KEY
+from tests.integration.test_weakening_warnings import paused_webhook, refiltered
+
+# (description, country, resource type): "" records none.
+EVENTS = [
+    ("de-source", "DE", "source"),
+    ("fr-file", "FR", "file"),
+    ("us-file", "US", "file"),
+    ("it-qa", "IT", "qa_pair"),
+    ("none-doc", "", "document"),
+    ("de-none", "de", ""),
+]
+
+
+def _edit(description: str, country: str, resource_type: str) -> event_pb2.Event:
+    fields: dict[str, str] = {}
+    if country:
+        fields["country"] = country
+    if resource_type:
+        fields |= {"resource_type": resource_type, "resource_id": description}
+    return build_event(action="doc.edit", actor_id="ann", description=description, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def recorded(client: AuditClient) -> AuditClient:
+    client.record_batch([_edit(*each) for each in EVENTS])
+    return client
+
+
+def _found(client: AuditClient, event_filter: event_pb2.EventFilter) -> list[str]:
+    return [e.description for e in client.query(event_filter, order="oldest")]
+
+
+@pytest.mark.parametrize(
+    ("criteria", "found"),
+    [
+        ({"countries": ["DE", "fr", "IT"]}, ["de-source", "fr-file", "it-qa", "de-none"]),
+        ({"countries": ["us"]}, ["us-file"]),
+        ({"countries": ["DE", "de", "De"]}, ["de-source", "de-none"]),  # duplicates harmless
+        ({"resource_types": ["source", "file", "qa_pair"]},
+         ["de-source", "fr-file", "us-file", "it-qa"]),
+        ({"resource_types": ["file"]}, ["fr-file", "us-file"]),
+        ({"resource_types": ["file", "source"], "countries": ["DE", "US"]},
+         ["de-source", "us-file"]),
+        ({"countries": [], "resource_types": []}, [d for d, _, _ in EVENTS]),
+        ({"country": "de"}, ["de-source", "de-none"]),
+        ({"resource_type": "file"}, ["fr-file", "us-file"]),
+    ],
+)  # fmt: skip
+def test_events_of_any_country_or_resource_type_listed(
+    recorded: AuditClient, criteria: dict[str, list[str]], found: list[str]
+) -> None:
+    event_filter = build_filter(actions="doc.edit", **criteria)  # type: ignore[arg-type]
+    assert _found(recorded, event_filter) == found
+    assert recorded.count_events(event_filter).total == len(found)
+
+
+def test_a_bad_value_too_many_or_both_forms_are_refused_naming_the_field(
+    client: AuditClient,
+) -> None:
+    for sent, named in (
+        (event_pb2.EventFilter(countries=["DE", "Germany"]), ["filter.countries[1]"]),
+        (event_pb2.EventFilter(resource_types=["file", ""]), ["filter.resource_types[1]"]),
+        (event_pb2.EventFilter(countries=["DE"] * 101), ["filter.countries"]),
+        (event_pb2.EventFilter(resource_types=["f"] * 101), ["filter.resource_types"]),
+        (event_pb2.EventFilter(country="DE", countries=["FR"]), ["filter.countries"]),
+        (
+            event_pb2.EventFilter(resource_type="file", resource_types=["source"]),
+            ["filter.resource_types"],
+        ),
+    ):
+        with pytest.raises(InvalidArgumentError) as caught:
+            list(client.query(sent))
+        assert [field for field, _ in caught.value.field_violations] == named
+        with pytest.raises(InvalidArgumentError):
+            client.count_events(sent)
+
+
+def test_counts_by_country_of_the_countries_asked(recorded: AuditClient) -> None:
+    counts = recorded.count_events(
+        build_filter(actions="doc.edit", countries=["DE", "IT"]), group_by="country"
+    )
+    assert [(g.key, g.count) for g in counts.groups] == [("DE", 2), ("IT", 1)]
+
+
+def test_an_export_of_several_countries_is_checked_offline_and_its_filter_held(
+    recorded: AuditClient, tmp_path: Path
+) -> None:
+    """The countries and resource types an export was filtered by are in its
+    signed filter: check_export says them, and a manifest saying others is
+    refused."""
+    path = tmp_path / "eu.ndjson"
+    recorded.export(
+        path,
+        manifest_file=True,
+        filter=build_filter(countries=["DE", "FR"], resource_types=["file", "source"]),
+    )
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["description"] for line in lines] == ["de-source", "fr-file"]
+    kept = path.with_name(path.name + ".manifest.json")
+    checked = check_export(kept, key=KEY)
+    assert checked.filtered and checked.filter is not None
+    signed = json.loads(checked.filter)
+    assert signed["countries"] == ["DE", "FR"]
+    assert signed["resourceTypes"] == ["file", "source"]
+    manifest = json.loads(kept.read_text(encoding="utf-8"))
+    for told in (
+        json.dumps(signed | {"countries": ["DE", "FR", "US"]}),
+        json.dumps({k: v for k, v in signed.items() if k != "resourceTypes"}),
+    ):
+        kept.write_text(json.dumps(manifest | {"filter": told}), encoding="utf-8")
+        with pytest.raises(ExportMismatchError, match="filter"):
+            check_export(kept, key=KEY)
+
+
+def test_a_live_stream_follows_the_countries_and_types_listed(recorded: AuditClient) -> None:
+    tree_size = recorded.get_checkpoint(fresh=True).tree_size
+    live = recorded.stream(
+        build_filter(countries=["FR", "IT"], resource_types=["file", "qa_pair"]),
+        after_seq=tree_size,
+    )
+    recorded.record_batch([_edit("fr-source", "FR", "source"), _edit("de-file", "DE", "file")])
+    recorded.record_batch([_edit("it-file", "IT", "file")])
+    first = next(live)
+    live.close()  # type: ignore[attr-defined]
+    assert first.description == "it-file"
+
+
+def test_a_sink_given_fewer_or_other_values_is_narrowed(client: AuditClient) -> None:
+    created = client.create_sink(paused_webhook(build_filter(countries=["DE", "FR"])))
+    assert list(client.get_sink(created.sink.id).filter.countries) == ["DE", "FR"]
+
+    def update(**criteria: object) -> tuple[int, list[str]]:
+        return refiltered(client, created.sink.id, build_filter(**criteria))  # type: ignore[arg-type]
+
+    info, narrowed = (
+        (event_pb2.SEVERITY_INFO, []),
+        (event_pb2.SEVERITY_WARNING, ["filter_narrowed"]),
+    )
+    assert update(countries=["fr", "DE", "FR"]) == info  # the same
+    assert update(countries=["DE", "FR", "IT"]) == info  # more
+    assert update(countries=["DE", "FR"]) == narrowed  # fewer
+    assert update(country="DE") == narrowed  # fewer, as the singular
+    assert update(countries=["DE", "FR"]) == info
+    assert update() == info  # every country
+    assert update(resource_types=["file"]) == narrowed  # set where it was empty
+    assert update(resource_types=["file", "source"]) == info
+    assert update(resource_types=["source"]) == narrowed
+
+
+def test_an_alert_rule_on_resource_types_fires_on_one_listed(client: AuditClient) -> None:
+    rule = client.create_alert_rule(
+        build_alert_rule(
+            "content edits", "match", filter=build_filter(resource_types=["source", "qa_pair"])
+        )
+    )
+    client.record_batch([_edit("fr-file", "FR", "file"), _edit("none", "", "")])
+    fires = client.record(_edit("it-qa", "IT", "qa_pair"))
+    the_only_alert(client, rule.rule.id, fires.event)
+
+
+def test_the_cli_fills_the_singular_field_with_one_value_and_the_list_with_more(
+    server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
+) -> None:
+    """One `--country` goes to `country`, which servers older than `countries`
+    know; repeated, to `countries`."""
+    client = client_for(tenant)
+    client.record_batch([_edit(*each) for each in EVENTS])
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+
+    def query(*options: str) -> list[str]:
+        found = CliRunner().invoke(
+            cli.main, ["query", "--format", "jsonl", "--order", "oldest", *options], env=env
+        )
+        assert found.exit_code == 0, found.output
+        return [json.loads(line)["description"] for line in found.output.splitlines()]
+
+    assert query("--country", "de", "--country", "IT") == ["de-source", "it-qa", "de-none"]
+    assert query("--resource-type", "file", "--resource-type", "qa_pair") == [
+        "fr-file", "us-file", "it-qa",
+    ]  # fmt: skip
+    assert query("--country", "fr") == ["fr-file"]
+    assert cli._filter({"countries": ("DE",), "resource_types": ("file",)}) == build_filter(
+        country="DE", resource_type="file"
+    )
+    assert cli._filter({"countries": ("DE", "FR"), "resource_types": ()}) == build_filter(
+        countries=["DE", "FR"]
+    )
+    refused = CliRunner().invoke(
+        cli.main, ["query", "--country", "DE", "--country", "XYZ"], env=env
+    )
+    # The server's `filter.countries[1]`, said as the option that gave it.
+    assert refused.exit_code == 2 and "--country: must be an ISO 3166-1" in refused.output
+    rule = CliRunner().invoke(
+        cli.main,
+        ["alerts", "create", "eu", "--kind", "match", "--country", "DE", "--country", "FR"],
+        env=env,
+    )
+    assert rule.exit_code == 0, rule.output
+    (created,) = client.list_alert_rules()
+    assert list(created.match.filter.countries) == ["DE", "FR"]
+    helped = CliRunner().invoke(cli.main, ["query", "--help"])
+    assert "repeatable" in helped.output and "older servers" in helped.output
