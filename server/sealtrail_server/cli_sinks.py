@@ -50,6 +50,7 @@ from .domain.errors import InvalidArgument
 from .domain.sealing import SecretBox
 from .domain.sinks import SECRET_FIELDS, SinkDefinition, described, destination_url, shown_url
 from .forward.egress import EgressPolicy
+from .newer_objects import NEWER, sign
 from .redaction_setup import existing_redaction_secret, load_redactor
 from .sealing_setup import KEY_FILE_NAME, load_secret_box
 from .store import deployment_sinks as definitions
@@ -343,6 +344,8 @@ def _definition_json(deployment: DeploymentSink) -> dict[str, Any]:
         "update_time": _utc(deployment.updated_at),
         "deleting": deployment.deleting,
         "unopenable_secrets": [f"{name}: {why}" for name, why in deployment.unopened],
+        # Made by a newer release (newer_objects.py): what this one does not know of it.
+        "newer_release": None if deployment.newer is None else sign(deployment.newer),
     }
 
 
@@ -355,6 +358,18 @@ async def _find(conn: Connection, name_or_id: str, box: SecretBox) -> Deployment
     if found is None:
         raise click.ClickException(f"no deployment sink {name_or_id!r}")
     return found
+
+
+def _refuse_if_newer(deployment: DeploymentSink) -> None:
+    """A definition a newer release made (newer_objects.py) is changed by
+    that release's command: this one would rewrite it, and each tenant's
+    instance and record, from what it knows of it."""
+    if deployment.newer is not None:
+        raise click.ClickException(
+            f"deployment sink {deployment.definition.name!r} was {NEWER} release"
+            f" ({deployment.newer} not known to this one): change it with that release's"
+            " sealtrail-server"
+        )
 
 
 @sink.command("list")
@@ -388,11 +403,12 @@ def sink_list(output: str, data_dir: Path | None, database_url: str | None) -> N
         url = destination_url(definition.kind, definition.destination)
         totals = _totals(instances)
         state = "deleting" if deployment.deleting else "paused" if definition.paused else "on"
+        newer = "" if deployment.newer is None else f"  ({sign(deployment.newer)})"
         click.echo(
             terminal_safe(
                 f"{deployment.id}  {definition.name}  {definition.kind}  {state}"
                 f"  {shown_url(url) if url else '-'}  tenants {len(instances)}"
-                f"  lag {totals['lag_events']}  dead letters {totals['dead_letters']}"
+                f"  lag {totals['lag_events']}  dead letters {totals['dead_letters']}{newer}"
             )
         )
 
@@ -476,8 +492,10 @@ def sink_update(
     async def work(tools: _Tools) -> Reconciled:
         async with tools.db.system_connection() as conn:
             current = await _find(conn, name_or_id, tools.box)
+        _refuse_if_newer(current)
         async with _definition_locked(tools.db, current.id) as conn:
             current = await _find(conn, current.id, tools.box)
+            _refuse_if_newer(current)
             if current.deleting:
                 raise click.ClickException(f"deployment sink {name_or_id!r} is being deleted")
             message, definition = _updated(current, new_name, payload, paused, given, criteria)
@@ -571,11 +589,13 @@ def sink_delete(
     async def work(tools: _Tools) -> Reconciled:
         async with tools.db.system_connection() as conn:
             current = await _find(conn, name_or_id, tools.box)
+        _refuse_if_newer(current)
         if confirm != current.definition.name:
             raise click.BadParameter(
                 "must be the deployment sink's name, typed again", param_hint="--confirm"
             )
         async with _definition_locked(tools.db, current.id) as conn:
+            _refuse_if_newer(await _find(conn, current.id, tools.box))
             async with _as_owner(urls) as writer:
                 # Committed at once: interrupted, the deletion is a server's to finish.
                 await definitions.mark_deleting(writer, current.id, changed_by=_operator())

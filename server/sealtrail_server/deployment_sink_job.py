@@ -21,6 +21,13 @@ tenant's instance is made under that tenant's lock of the definition, and
 the table allows one per tenant, so passes that overlap (two definitions,
 two processes) make none twice.
 
+A definition a newer release made, of a kind or with a filter key this one
+does not know (newer_objects.py, docs/operations.md "Rolling upgrades"), is
+left to a process that knows it: no instance of it is made, changed or
+removed here (one written from what this release knows of it would send what
+its filter excludes, or record a change half-known in each tenant's log), its
+lock is let go at once, and it is said once, again only if it changes.
+
 A pass comes every `interval` seconds, and sooner when this process sees a
 commit of a tenant the last pass did not know of: a new tenant's first
 events are forwarded within a moment of them."""
@@ -32,10 +39,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from .api.managed_sinks import ManagedSinks, Reconciled
 from .domain.sealing import SecretBox
 from .leased_work import RETRIED
+from .newer_objects import NEWER
 from .stopping import end_tasks
 from .store import deployment_sinks as definitions
 from .store.changes import try_lock_subject
@@ -65,6 +74,9 @@ class DeploymentSinkJob:
         # The tenants with a log as the last pass began (None: no definition then).
         self._known: set[str] | None = None
         self._soon = asyncio.Event()
+        # Definitions left to a newer release's processes, as defined (their
+        # `updated_at`) when this one met them: said again only once changed.
+        self._left: dict[str, datetime] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -100,6 +112,8 @@ class DeploymentSinkJob:
             ids = await definitions.definition_ids(conn)
             known = await definitions.tenants_with_logs(conn) if ids else None
         self._known = known
+        # One deleted since is forgotten.
+        self._left = {d: at for d, at in self._left.items() if d in set(ids)}
         if not ids:
             return
         async with self._db.own_system_connection() as conn:
@@ -130,12 +144,15 @@ class DeploymentSinkJob:
         async with self._locked(conn, definition_id) as deployment:
             if deployment is None:
                 return None
+            if deployment.newer is not None:
+                self._leave(deployment, deployment.newer)
+                return None
             name = deployment.definition.name
             steps = await self._managed.steps(conn, deployment, done)
         for step in steps:
             async with self._locked(conn, definition_id) as deployment:
-                if deployment is None:
-                    return name, done
+                if deployment is None or deployment.newer is not None:
+                    return name, done  # a newer one's since: the next pass leaves it
                 # Finished if the pass is cancelled (the server stopping), as
                 # a token's change is if its call is: cut between its record
                 # and its change, the log named an instance never made, and
@@ -144,9 +161,20 @@ class DeploymentSinkJob:
                     asyncio.ensure_future(self._managed.step(deployment, step, done))
                 )
         async with self._locked(conn, definition_id) as deployment:
-            if deployment is not None:
+            if deployment is not None and deployment.newer is None:
                 await self._managed.finish(conn, deployment, done)
         return name, done
+
+    def _leave(self, deployment: DeploymentSink, newer: str) -> None:
+        """Leaves a newer release's definition to a process of it; said once
+        for each of its changes."""
+        if self._left.get(deployment.id) != deployment.updated_at:
+            log.warning(
+                "deployment sink %s (%s) was %s release (%s not known to this one);"
+                " left to a process that knows it: no instance made, changed or removed",
+                deployment.definition.name, deployment.id, NEWER, newer,
+            )  # fmt: skip
+        self._left[deployment.id] = deployment.updated_at
 
     @asynccontextmanager
     async def _locked(

@@ -17,6 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,9 +27,11 @@ import pytest
 from sealtrail import AuditClient, RpcFailedError, build_alert_rule, build_filter, build_sink
 from sealtrail.v1 import alerting_pb2
 from sealtrail_server.sealing_setup import load_secret_box
+from sealtrail_server.store.deployment_sinks import reseal_definitions
 from sealtrail_server.store.sinks import reseal_secrets
-from tests.conftest import ServerThread, database_of_its_own
+from tests.conftest import ServerThread, database_of_its_own, deployment_operator
 from tests.http_endpoint import Endpoint, endpoint
+from tests.integration.test_deployment_sinks import SECRET, _create
 from tests.integration.test_forwarding import (
     _park_directly,
     delivered_seqs,
@@ -55,12 +58,13 @@ def newer_database(migrated_database_url: str) -> Iterator[str]:
     with database_of_its_own(migrated_database_url, "rolling") as url:
         with psycopg.connect(url, autocommit=True) as owner:
             # As a newer release's migration adds a kind (0053_email_sinks.sql).
-            owner.execute("ALTER TABLE sinks DROP CONSTRAINT sinks_kind_check")
-            owner.execute(
-                "ALTER TABLE sinks ADD CONSTRAINT sinks_kind_check CHECK (kind IN ('webhook',"
-                " 'splunk_hec', 'datadog_logs', 'elasticsearch', 'chat', 'pagerduty', 'email',"
-                " 'carrier_pigeon'))"
-            )
+            for table in ("sinks", "deployment_sinks"):
+                owner.execute(f"ALTER TABLE {table} DROP CONSTRAINT {table}_kind_check")
+                owner.execute(
+                    f"ALTER TABLE {table} ADD CONSTRAINT {table}_kind_check CHECK (kind IN"
+                    " ('webhook', 'splunk_hec', 'datadog_logs', 'elasticsearch', 'chat',"
+                    " 'pagerduty', 'email', 'carrier_pigeon'))"
+                )
         yield url
 
 
@@ -522,3 +526,135 @@ def test_resealing_leaves_a_newer_release_s_sink_sealed_as_it_is(
     said = _said_once(caplog, pigeon, timeout=0)
     assert NEWER in said and "carrier_pigeon" in said and "left sealed" in said, said
     client.delete_sink(known.id)
+
+
+def _definition_row(sql: psycopg.Connection[Any], definition_id: str) -> tuple[Any, ...]:
+    row = sql.execute(
+        "SELECT name, kind, format, filter, destination, paused, revision, changed_by,"
+        " updated_at, deleted_at FROM deployment_sinks WHERE id = %s",
+        [definition_id],
+    ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def _instances(sql: psycopg.Connection[Any], definition_id: str) -> list[tuple[Any, ...]]:
+    return [
+        tuple(row)
+        for row in sql.execute(
+            "SELECT tenant_id, id, deployment_revision, filter, destination, paused, updated_at"
+            " FROM sinks WHERE deployment_sink_id = %s ORDER BY tenant_id",
+            [definition_id],
+        ).fetchall()
+    ]
+
+
+def test_deployment_sinks_a_newer_release_made_are_left_to_it(
+    older: ServerThread,
+    older_client: Callable[[str], AuditClient],
+    owner_sql: psycopg.Connection[Any],
+    newer_database: str,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """A deployment sink of a kind, or with a filter key, that a newer release
+    added: the older process's pass makes, changes and removes none of its
+    instances (said once), the operator's `sink` commands list and show it
+    with that sign and refuse to change it, and resealing leaves it sealed."""
+    caplog.set_level(logging.INFO, logger="sealtrail_server")
+    job = older.service.deployment_sinks
+    assert job is not None
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text(SECRET + "\n")
+    tenant = _new_tenant()
+    record(older_client(tenant), 1)
+    with endpoint() as receiver, deployment_operator(newer_database) as operator:
+        known = _create(operator, "soc-known", receiver.url, secret_file, "--from", "start")
+        narrowed = _create(operator, "soc-narrowed", receiver.url, secret_file)
+        # A newer process's change of it: a filter key this release does not know.
+        owner_sql.execute(
+            'UPDATE deployment_sinks SET filter = filter || \'{"futureField": "x"}\','
+            " revision = revision + 1, updated_at = now() WHERE id = %s",
+            [narrowed],
+        )
+        pigeon = str(uuid.uuid4())
+        owner_sql.execute(
+            "INSERT INTO deployment_sinks (id, name, kind, format, filter, destination, paused,"
+            " from_start, changed_by, created_at, updated_at, starts_kept)"
+            " SELECT %s, 'soc-pigeon', 'carrier_pigeon', format, filter,"
+            ' \'{"loft": "north", "ring": "sealed:x"}\', false, true, changed_by,'
+            " now(), now(), true FROM deployment_sinks WHERE id = %s",
+            [pigeon, known],
+        )
+        newer = {narrowed: "futureField", pigeon: "carrier_pigeon"}
+        before = {d: (_definition_row(owner_sql, d), _instances(owner_sql, d)) for d in newer}
+        assert len(before[narrowed][1]) >= 1 and before[pigeon][1] == []
+
+        # A tenant whose log begins now: given an instance of the known one only.
+        later = _new_tenant()
+        record(older_client(later), 1)
+        older.run(job.run_pass())
+        older.run(job.run_pass())
+        until_true(
+            owner_sql,
+            "SELECT count(*) = 1 FROM sinks WHERE tenant_id = %s AND deployment_sink_id = %s",
+            [later, known],
+            "the later tenant was given no instance of the known deployment sink",
+        )
+        made = owner_sql.execute(
+            "SELECT deployment_sink_id::text FROM sinks WHERE tenant_id = %s", [later]
+        ).fetchall()
+        assert made == [(known,)]
+        for definition_id, what in newer.items():
+            assert (_definition_row(owner_sql, definition_id),
+                    _instances(owner_sql, definition_id)) == before[definition_id]  # fmt: skip
+            [said] = _newer_lines(caplog, definition_id)
+            assert NEWER in said and what in said, said
+
+        # The operator's commands: shown with the sign, changes refused, rows left.
+        listed = operator("sink", "list")
+        assert listed.exit_code == 0, listed.output
+        lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
+        assert NEWER not in lines[known]
+        as_json = {
+            d["id"]: d for d in json.loads(operator("sink", "list", "--format", "json").stdout)
+        }
+        assert as_json[known]["newer_release"] is None
+        for definition_id, what in newer.items():
+            assert NEWER in lines[definition_id] and what in lines[definition_id]
+            assert NEWER in as_json[definition_id]["newer_release"]
+            name = as_json[definition_id]["name"]
+            shown = operator("sink", "show", name)
+            assert shown.exit_code == 0, shown.output
+            assert what in json.loads(shown.stdout)["newer_release"]
+            for change in (
+                ("update", name, "--pause"),
+                ("update", name, "--name", "renamed"),
+                ("update", name, "--action", "document.*"),
+                ("delete", name, "--confirm", name),
+            ):
+                refused = operator("sink", *change)
+                assert refused.exit_code == 1, (change, refused.output)
+                assert NEWER in refused.output and name in refused.output, refused.output
+            assert (_definition_row(owner_sql, definition_id),
+                    _instances(owner_sql, definition_id)) == before[definition_id]  # fmt: skip
+
+        # Resealing at start: left sealed as it is, said and counted.
+        _, unopenable = asyncio.run(
+            reseal_definitions(newer_database, load_secret_box(older.settings))
+        )
+        assert _definition_row(owner_sql, pigeon) == before[pigeon][0]
+        assert not any(pigeon in problem for problem in unopenable)
+        said = [line for line in _newer_lines(caplog, pigeon) if "left sealed" in line]
+        assert len(said) == 1 and NEWER in said[0] and "carrier_pigeon" in said[0], said
+        assert any("1 deployment sink" in r.getMessage() and "left sealed" in r.getMessage()
+                   for r in caplog.records)  # fmt: skip
+
+        # A newer process takes them back (as this test must, to leave none behind).
+        owner_sql.execute("UPDATE deployment_sinks SET deleted_at = now() WHERE id = %s", [pigeon])
+        owner_sql.execute("DELETE FROM deployment_sinks WHERE id = %s", [pigeon])
+        owner_sql.execute(
+            "UPDATE deployment_sinks SET filter = filter - 'futureField',"
+            " revision = revision + 1 WHERE id = %s",
+            [narrowed],
+        )
