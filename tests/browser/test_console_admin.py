@@ -40,6 +40,13 @@ from tests.conftest import (
     database_of_its_own,
     run_operator,
 )
+from tests.integration.test_rolling_upgrades import (
+    NEWER,
+    _copied_rule,
+    _copied_sink,
+    _newer_filter_copy,
+    allow_a_newer_kind,
+)
 
 
 @pytest.fixture
@@ -918,6 +925,77 @@ def test_a_managed_sink_is_shown_as_the_operators_with_nothing_to_change(
                 for sink in AuditClient(server.target, token=token).list_sinks()
                 if sink.name == "own"
             ]
+        finally:
+            server.close()
+
+
+def test_a_newer_releases_sinks_and_rule_are_shown_marked_with_nothing_to_change(
+    browser: webdriver.Chrome, migrated_database_url: str
+) -> None:
+    """Sinks and an alert rule a newer Sealtrail release stored (a rolling
+    upgrade, docs/operations.md): the API shows them with what it knows and
+    refuses their changes, so the page marks them as that release's and
+    offers their Edit, Pause, Replay, Disable and Delete disabled, its other
+    rows as before; the console's API answers them, never a 500."""
+    tenant = "t-console-newer"
+    with database_of_its_own(migrated_database_url, "console_newer") as url:
+        allow_a_newer_kind(url)
+        server = ServerThread(url, console_listen="127.0.0.1:0")
+        try:
+            token = server.token(tenant, "admin")
+            with AuditClient(server.target, token=token) as admin, psycopg.connect(url) as sql:
+                sql.autocommit = True
+                known = webhook(admin, "known")
+                rule = admin.create_alert_rule(
+                    build_alert_rule("known rule", "match", filter=build_filter(actions="doc.*"))
+                ).rule
+                _newer_filter_copy(sql, tenant, known, name="narrowed")
+                pigeon = _copied_sink(
+                    sql, tenant, known, kind="carrier_pigeon", destination='{"loft": "north"}'
+                )
+                _copied_rule(sql, tenant, rule.id, {"kind": "quorum"})
+            console = f"http://127.0.0.1:{server.service.console_port}/"
+            marked = f"{NEWER} release"
+
+            status, listed = send(f"{console}api/sinks", token=token)
+            assert status == 200, listed
+            errors = {sink["name"]: sink["state"]["last_error"] for sink in listed["sinks"]}
+            [etag] = [sink["etag"] for sink in listed["sinks"] if sink["id"] == pigeon]
+            assert errors["known"] == "" and marked in errors["pigeon post"], errors
+            status, refused = send(
+                f"{console}api/sinks/{pigeon}", method="PATCH", token=token,
+                body={"paused": True, "etag": etag},
+            )  # fmt: skip
+            assert (status, refused["reason"]) == (409, "SINK_FROM_A_NEWER_RELEASE"), refused
+            status, rules = send(f"{console}api/alert-rules", token=token)
+            assert status == 200 and len(rules["rules"]) == 2, rules
+
+            section = open_view(browser, console, token, "Sinks")
+            for name in ("narrowed", "pigeon post"):
+                row = wait(browser).until(lambda b: row_of(section, name))  # noqa: B023
+                assert marked in row.text, row.text
+                offered = row.find_elements(By.CSS_SELECTOR, "td.actions button")
+                assert {b.text for b in offered} >= {"Edit", "Pause", "Delete"}, row.text
+                assert not any(b.is_enabled() for b in offered), row.text
+            own = row_of(section, "known")
+            assert marked not in own.text
+            assert all(b.is_enabled() for b in own.find_elements(By.TAG_NAME, "button"))
+
+            browser.find_element(By.LINK_TEXT, "Alert rules").click()
+            rules_view = wait(browser).until(
+                lambda b: (
+                    b.find_element(By.ID, "admin-alerts").is_displayed()
+                    and b.find_element(By.ID, "admin-alerts")
+                )
+            )
+            newer = wait(browser).until(lambda b: row_of(rules_view, "newer rule"))
+            assert marked in newer.text, newer.text
+            offered = newer.find_elements(By.CSS_SELECTOR, "td.actions button")
+            assert {b.text for b in offered} == {"Edit", "Disable", "Delete"}, newer.text
+            assert not any(b.is_enabled() for b in offered), newer.text
+            own = row_of(rules_view, "known rule")
+            assert marked not in own.text
+            assert all(b.is_enabled() for b in own.find_elements(By.TAG_NAME, "button"))
         finally:
             server.close()
 

@@ -53,18 +53,24 @@ def _refused(call: Callable[[], object], what: str, object_id: str) -> None:
     assert object_id in str(refused.value) and NEWER in str(refused.value)
 
 
+def allow_a_newer_kind(url: str) -> None:
+    """The database at `url` (of a test's own) takes a sink and a deployment
+    sink of kind `carrier_pigeon`, as a newer release's migration relaxes the
+    CHECK to add a kind (0053_email_sinks.sql)."""
+    with psycopg.connect(url, autocommit=True) as owner:
+        for table in ("sinks", "deployment_sinks"):
+            owner.execute(f"ALTER TABLE {table} DROP CONSTRAINT {table}_kind_check")
+            owner.execute(
+                f"ALTER TABLE {table} ADD CONSTRAINT {table}_kind_check CHECK (kind IN"
+                " ('webhook', 'splunk_hec', 'datadog_logs', 'elasticsearch', 'chat',"
+                " 'pagerduty', 'email', 'carrier_pigeon'))"
+            )
+
+
 @pytest.fixture(scope="module")
 def newer_database(migrated_database_url: str) -> Iterator[str]:
     with database_of_its_own(migrated_database_url, "rolling") as url:
-        with psycopg.connect(url, autocommit=True) as owner:
-            # As a newer release's migration adds a kind (0053_email_sinks.sql).
-            for table in ("sinks", "deployment_sinks"):
-                owner.execute(f"ALTER TABLE {table} DROP CONSTRAINT {table}_kind_check")
-                owner.execute(
-                    f"ALTER TABLE {table} ADD CONSTRAINT {table}_kind_check CHECK (kind IN"
-                    " ('webhook', 'splunk_hec', 'datadog_logs', 'elasticsearch', 'chat',"
-                    " 'pagerduty', 'email', 'carrier_pigeon'))"
-                )
+        allow_a_newer_kind(url)
         yield url
 
 
@@ -106,7 +112,13 @@ def _new_tenant() -> str:
 
 
 def _copied_sink(
-    sql: psycopg.Connection[Any], tenant: str, sink_id: str, *, kind: str, destination: str
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    sink_id: str,
+    *,
+    kind: str,
+    destination: str,
+    name: str = "pigeon post",
 ) -> str:
     """A copy of a sink's row as a newer release would write one: another
     kind and destination, the same cursor."""
@@ -114,9 +126,9 @@ def _copied_sink(
     sql.execute(
         "INSERT INTO sinks (tenant_id, id, name, kind, format, filter, destination, paused,"
         " created_at, updated_at, cursor_seq)"
-        " SELECT tenant_id, %s, 'pigeon post', %s, format, filter, %s::jsonb, false,"
+        " SELECT tenant_id, %s, %s, %s, format, filter, %s::jsonb, false,"
         " created_at, now(), cursor_seq FROM sinks WHERE tenant_id = %s AND id = %s",
-        [copy, kind, destination, tenant, sink_id],
+        [copy, name, kind, destination, tenant, sink_id],
     )
     return copy
 
@@ -397,9 +409,11 @@ def test_changes_of_alert_rules_a_newer_release_made_are_refused(
     client.delete_alert_rule(known.id)
 
 
-def _newer_filter_copy(sql: psycopg.Connection[Any], tenant: str, sink_id: str) -> str:
+def _newer_filter_copy(
+    sql: psycopg.Connection[Any], tenant: str, sink_id: str, *, name: str = "pigeon post"
+) -> str:
     """A copy of a sink whose filter has a key a newer release added, not paused."""
-    copy = _copied_sink(sql, tenant, sink_id, kind="webhook", destination="{}")
+    copy = _copied_sink(sql, tenant, sink_id, kind="webhook", destination="{}", name=name)
     sql.execute(
         'UPDATE sinks SET filter = filter || \'{"futureField": "x"}\', destination ='
         " (SELECT destination FROM sinks WHERE id = %s) WHERE id = %s",

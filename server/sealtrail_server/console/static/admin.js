@@ -499,6 +499,25 @@ async function loadSinks() {
   });
 }
 
+// What a newer Sealtrail release stored, met by this one's server during a rolling
+// upgrade (docs/operations.md): the API shows it with what it knows, a sink with
+// this sign opening its `state.last_error`, a rule with no condition, and
+// refuses every change of it. The page marks it so and offers no change.
+const NEWER = "made by a newer Sealtrail release";
+const sinkFromNewerRelease = (sink) => (sink.state?.last_error || "").startsWith(`${NEWER}: `);
+
+// The row's buttons, each disabled, after the words saying why.
+function leftToNewerRelease(actions, offered) {
+  const said = document.createElement("span");
+  said.className = "newer";
+  said.textContent = NEWER;
+  for (const each of offered) {
+    each.disabled = true;
+    each.title = `${NEWER}: change it through a server of that release`;
+  }
+  actions.append(said, " ", ...offered);
+}
+
 function sinkRow(sink) {
   const row = document.createElement("tr");
   row.dataset.id = sink.id;
@@ -518,13 +537,17 @@ function sinkRow(sink) {
     actions.textContent = "kept by the operator";
     return row;
   }
+  const newer = sinkFromNewerRelease(sink);
+  const offered = [];
   // A kind this page has no form for (a newer server's) is not offered to edit.
-  if (DESTINATION_FIELDS[kind]) actions.append(button("Edit", () => editSink(sink)));
-  actions.append(
+  if (DESTINATION_FIELDS[kind] || newer) offered.push(button("Edit", () => editSink(sink)));
+  offered.push(
     button(sink.paused ? "Resume" : "Pause", () => pauseSink(sink)),
     button("Replay…", () => openReplay(sink)),
     button("Delete", () => deleteSink(sink), "danger"),
   );
+  if (newer) leftToNewerRelease(actions, offered);
+  else actions.append(...offered);
   return row;
 }
 
@@ -986,8 +1009,10 @@ function condition(rule) {
     return `outside ${hours.start_hour}:00–${hours.end_hour}:00 ${days} (${hours.time_zone || "UTC"}):`
       + ` ${filterWords(hours.filter)}`;
   }
-  return "unknown condition (a newer server's?)";
+  return `${NEWER} (its condition is not known to this server)`;
 }
+
+const ruleFromNewerRelease = (rule) => !RULE_KINDS.some((kind) => rule[kind]);
 
 function ruleRow(rule) {
   const row = document.createElement("tr");
@@ -1005,11 +1030,13 @@ function ruleRow(rule) {
   cell(row, rule.disabled ? "disabled" : "enabled", rule.disabled ? "bad" : "");
   const actions = row.insertCell();
   actions.className = "actions";
-  actions.append(
+  const offered = [
     button("Edit", () => editRule(rule)),
     button(rule.disabled ? "Enable" : "Disable", () => disableRule(rule)),
     button("Delete", () => deleteRule(rule), "danger"),
-  );
+  ];
+  if (ruleFromNewerRelease(rule)) leftToNewerRelease(actions, offered);
+  else actions.append(...offered);
   return row;
 }
 
