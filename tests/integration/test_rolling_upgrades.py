@@ -23,6 +23,8 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sealtrail import AuditClient, RpcFailedError, build_alert_rule, build_filter, build_sink
 from sealtrail.v1 import alerting_pb2
@@ -31,6 +33,7 @@ from sealtrail_server.store.deployment_sinks import reseal_definitions
 from sealtrail_server.store.sinks import reseal_secrets
 from tests.conftest import ServerThread, database_of_its_own, deployment_operator
 from tests.http_endpoint import Endpoint, endpoint
+from tests.integration.test_alerting import _gauge
 from tests.integration.test_deployment_sinks import SECRET, _create
 from tests.integration.test_forwarding import (
     _park_directly,
@@ -433,7 +436,9 @@ def test_what_an_older_process_left_is_forgotten_once_deleted_or_changed(
     older: ServerThread,
     older_client: Callable[[str], AuditClient],
     owner_sql: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="sealtrail_server")
     forwarder, evaluator = older.service.forwarder, older.service.evaluator
     tenant = _new_tenant()
     client = older_client(tenant)
@@ -444,25 +449,30 @@ def test_what_an_older_process_left_is_forgotten_once_deleted_or_changed(
         rule = client.create_alert_rule(
             build_alert_rule("known", "match", filter=build_filter(actions="document.*"))
         ).rule
+        # What the process remembers of the module's other tests (its
+        # forgetting is read there, at the end: nothing outside it shows it).
         sinks_before, rules_before = len(forwarder._left), len(evaluator._left)
         sinks = [_newer_filter_copy(owner_sql, tenant, known.id) for _ in range(5)]
         rules = [_copied_rule(owner_sql, tenant, rule.id, {"kind": "quorum"}) for _ in range(5)]
         forwarder.sinks_changed()
         evaluator.rules_changed()
-        _until(lambda: len(forwarder._left) == sinks_before + 5, "the sinks were not left")
-        _until(lambda: len(evaluator._left) == rules_before + 5, "the rules were not left")
-        # One of each changed by a newer process: met again, as its new self, not twice.
+        for object_id in sinks + rules:
+            _said_once(caplog, object_id)
+        # One of each changed by a newer process: the sink met again, as its
+        # new self, and said again (the log says what the process remembers);
+        # the others not.
         owner_sql.execute("UPDATE sinks SET updated_at = now() WHERE id = %s", [sinks[0]])
         owner_sql.execute("UPDATE alert_rules SET updated_at = now() WHERE id = %s", [rules[0]])
         forwarder.sinks_changed()
         evaluator.rules_changed()
-        changed = owner_sql.execute(
-            "SELECT updated_at FROM sinks WHERE id = %s", [sinks[0]]
-        ).fetchone()
-        assert changed is not None
-        _until(lambda: changed[0] in forwarder._left.values(), "the changed sink was not met again")
-        assert len(forwarder._left) == sinks_before + 5
-        # All deleted by a newer process: forgotten.
+        _until(
+            lambda: len(_newer_lines(caplog, sinks[0])) == 2, "the changed sink was not met again"
+        )
+        for object_id in sinks[1:] + rules[1:]:
+            assert len(_newer_lines(caplog, object_id)) == 1, _newer_lines(caplog, object_id)
+        # All deleted by a newer process: forgotten. Nothing outside the
+        # process shows that it forgot (a deleted object is never met again,
+        # so never said), hence the read of what it remembers.
         owner_sql.execute("DELETE FROM sinks WHERE id = ANY(%s::uuid[])", [sinks])
         owner_sql.execute("DELETE FROM alert_rules WHERE id = ANY(%s::uuid[])", [rules])
         forwarder.sinks_changed()
@@ -480,9 +490,12 @@ def test_sinks_left_to_a_newer_release_do_not_wait_for_room(
     they wait for one with room: never those it leaves to a newer release."""
     caplog.set_level(logging.INFO, logger="sealtrail_server")
     tenant = _new_tenant()
+    reader = InMemoryMetricReader()
     with (
         database_of_its_own(migrated_database_url, "rolling-room") as url,
-        ServerThread(url, forward_max_sinks=1) as server,
+        ServerThread(
+            url, forward_max_sinks=1, meter_provider=MeterProvider(metric_readers=[reader])
+        ) as server,
         psycopg.connect(url, autocommit=True) as sql,
         AuditClient(server.target, token=server.token(tenant)) as client,
         endpoint() as receiver,
@@ -507,7 +520,7 @@ def test_sinks_left_to_a_newer_release_do_not_wait_for_room(
         server.service.forwarder.sinks_changed()
         more = record(client, 1)
         receiver.wait_for(lambda got: delivered_seqs(got) == seqs + more)
-        assert server.service.forwarder._waiting.count == 0
+        assert _gauge(reader, "sealtrail.forward.sinks.waiting") == 0
     waiting = [r.getMessage() for r in caplog.records if "process with room" in r.getMessage()]
     assert waiting == []
 
