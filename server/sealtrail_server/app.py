@@ -456,6 +456,7 @@ class Service:
             max_tenants=settings.alert_max_tenants,
             sinks_changed=self.forwarder.sinks_changed,
             meter=self._meter,
+            clock=self._clock,
         )
         self._hub.watch(self.evaluator.wake)
         self.evaluator.start()

@@ -1422,6 +1422,42 @@ def _stepped(
             server.close()
 
 
+def test_an_alert_occurs_and_its_rule_fired_by_the_servers_clock(
+    migrated_database_url: str, tenant: str
+) -> None:
+    """The evaluator read the host's clock where the rest of the server reads
+    the one it is given: an alert occurred by the host's clock while it was
+    received by the server's, and its rule's last firing was the host's time
+    too. On a server whose clock the test moves, each alert occurs when it is
+    received, and the rule last fired then: two alerts eighteen hours apart
+    by that clock, whatever time passed on the host's."""
+    clock = Clock()
+    with (
+        database_of_its_own(migrated_database_url, "alert_clock") as url,
+        ServerThread(url, clock=clock, forward_max_sinks=0) as server,
+        AuditClient(server.target, token=server.token(tenant)) as client,
+    ):
+        rule = client.create_alert_rule(
+            build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create"))
+        ).rule
+        seen: list[tuple[datetime, datetime, datetime]] = []
+        for count in (1, 2):
+            clock.advance(days=0.75)
+            client.record(action="api_key.create", actor_id="u")
+            alert = wait_for_alerts(client, count)[-1]
+            [listed] = [r for r in client.list_alert_rules() if r.id == rule.id]
+            seen.append(
+                (
+                    alert.occurred_at.ToDatetime(UTC),
+                    alert.received_at.ToDatetime(UTC),
+                    listed.last_fired_time.ToDatetime(UTC),
+                )
+            )
+        for occurred, received, fired in seen:
+            assert occurred == received == fired
+        assert seen[1][0] - seen[0][0] == timedelta(days=0.75)
+
+
 @pytest.mark.parametrize(
     ("before", "meanwhile", "fires_at"),
     # The events process A counts, then those B evaluates while A's lease has

@@ -112,10 +112,6 @@ class _Rule:
     spike: _SpikeWindow | None = None  # a spike rule's window as last counted
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # spike windows are aligned to it
 _SKEW: Final = timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
 
@@ -169,12 +165,18 @@ class Evaluator:
         sinks_changed: Callable[[], None] = lambda: None,
         shown_name: Callable[[str, str], Awaitable[str]] | None = None,
         meter: Meter | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         """`sinks_changed` is called after an alert was queued for sinks.
         `shown_name(tenant_id, name)`: a rule's name as its alerts show it
         (redacted as the tenant's events are; as given by default).
-        `meter`: the alerts raised, the tenants waiting (docs/metrics.md)."""
+        `meter`: the alerts raised, the tenants waiting (docs/metrics.md).
+        `clock`: the server's (tests move it), as the appender's that stamps
+        the alert's receipt: when an alert occurs, when its rule last fired
+        and when it was queued for the rule's sinks. (Which window an event
+        falls in, and whether it is off hours, go by when it occurred.)"""
         self._db = db
+        self._clock = clock
         self._shown_name = shown_name
         meter = meter or no_meter()
         self._raised = meter.create_counter(
@@ -629,7 +631,9 @@ class Evaluator:
             window.count += 1
         else:
             baseline_from = start - condition.baseline_windows * length
-            kept = await store.kept_since(self._db, tenant_id=tenant_id, upto_seq=seq)
+            kept = await store.kept_since(
+                self._db, tenant_id=tenant_id, upto_seq=seq, now=self._clock()
+            )
             if kept is not None and kept + _SKEW > baseline_from:
                 # Retention removed events received before `kept`: those of
                 # the windows before it (an event occurs at most the allowed
@@ -721,7 +725,7 @@ class Evaluator:
         draft = await self._alert_draft(
             tenant_id, stored, rule.condition.kind, event.seq, record, reason, details
         )
-        now = _now()
+        now = self._clock()
         valid = validate_event(draft, now=now, path=ALERT_ACTION, own=True)
         # With its view, as every event is stored: Query shows it as stored,
         # not rebuilt from its record (ADR 0025).

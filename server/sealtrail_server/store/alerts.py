@@ -277,7 +277,9 @@ async def spike_counts(
     return SpikeCounts(current, baseline, None if first is None else first[0])
 
 
-async def kept_since(db: Database, *, tenant_id: str, upto_seq: int) -> datetime | None:
+async def kept_since(
+    db: Database, *, tenant_id: str, upto_seq: int, now: datetime
+) -> datetime | None:
     """When retention last removed an event of the tenant's (up to `upto_seq`,
     the event evaluated): the receipt of the first event it kept after the
     last one it removed, before which any event may be gone (a rule of its
@@ -298,7 +300,7 @@ async def kept_since(db: Database, *, tenant_id: str, upto_seq: int) -> datetime
         )
         kept = await cursor.fetchone()
     # None kept after it (a purge past the event evaluated): nothing before now.
-    return datetime.now(UTC) if kept is None else kept[0]
+    return now if kept is None else kept[0]
 
 
 async def spike_fired(
