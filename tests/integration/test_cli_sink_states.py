@@ -13,7 +13,9 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
@@ -22,8 +24,10 @@ from sealtrail import _cli as client_cli
 from sealtrail.v1 import forwarding_pb2
 from tests.clock import Clock
 from tests.conftest import ServerThread
-from tests.http_endpoint import endpoint
+from tests.http_endpoint import Received, Reply, endpoint
+from tests.integration.test_forwarding import delivered_seqs
 from tests.integration.test_retention import aged_server, purge
+from tests.sink_states import a_poisoned_event_parked
 
 SECRET = "whsec_" + "A" * 43 + "="
 
@@ -261,6 +265,50 @@ def test_replay_of_one_event_says_it_as_one(
             *[f"Replay of seq {seq} to sink 'siem'"] * 3,
             "Replay of no event to sink 'siem'",
         ]
+        client.delete_sink(sink.id)
+
+
+def test_dead_letters_says_one_events_seq_as_one(
+    server: ServerThread, client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """The table said a dead letter of one event `7-7`: it says `7`, and
+    `7-9` for a letter of more (as a release before the forwarder halved a
+    refused request parked the whole of it)."""
+    sinks = _cli(server, tenant)
+
+    def refuse_the_poisoned(received: Received, index: int) -> Reply:
+        return Reply(400, b"bad payload") if b"poisoned" in received.body else Reply()
+
+    with endpoint() as receiver:
+        receiver.responder = refuse_the_poisoned
+        made = build_sink("siem", "webhook", url=receiver.url, secrets=[SECRET])
+        sink = client.create_sink(made).sink
+        parked = a_poisoned_event_parked(
+            client,
+            sink.id,
+            delivered=lambda after: receiver.wait_for(lambda r: after in delivered_seqs(r)),
+            status=400,
+        )
+        first = parked.after + 1
+        sql.execute(
+            "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
+            " event_count, http_status, error, created_at)"
+            " VALUES (%s, %s, gen_random_uuid(), %s, %s, 3, 400, 'bad batch', now())",
+            [tenant, sink.id, first, first + 2],
+        )
+        listed = sinks("dead-letters", sink.id)
+        assert listed.exit_code == 0, listed.output
+        # id, seq, events of each row (the header's are ruled by another line)
+        rows = [
+            [cell.strip() for cell in line.split("\u2502")[1:4]]
+            for line in listed.output.splitlines()
+            if "\u2502" in line
+        ]
+        assert [row[1:] for row in rows] == [
+            [str(parked.poisoned), "1"],
+            [f"{first}-{first + 2}", "3"],
+        ]
+        assert rows[0][0] == parked.letter.id
         client.delete_sink(sink.id)
 
 

@@ -505,7 +505,7 @@ def dead_letters(ctx: click.Context, sink_id: str) -> None:
     for letter in letters:
         table.add_row(
             letter.id,
-            f"{letter.first_seq}-{letter.last_seq}",
+            _seq_range(letter.first_seq, letter.last_seq),
             str(letter.event_count),
             str(letter.http_status),
             letter.error,
@@ -633,7 +633,12 @@ def _replayed(
 
 
 def _seqs(first: int, last: int) -> str:
-    return f"seq {first}" if first == last else f"seq {first}-{last}"
+    return f"seq {_seq_range(first, last)}"
+
+
+def _seq_range(first: int, last: int) -> str:
+    """A range of seqs as the CLI says it: `5` for one event (not `5-5`), `5-9` for more."""
+    return str(first) if first == last else f"{first}-{last}"
 
 
 def _after_the_cursor(first: int, last: int, cursor: int) -> str:
