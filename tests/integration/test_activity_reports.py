@@ -23,6 +23,7 @@ from sealtrail import (
     AuditClient,
     EventCount,
     InvalidArgumentError,
+    ReportedCredential,
     build_alert_rule,
     build_event,
     build_filter,
@@ -50,6 +51,8 @@ EVENTS: list[tuple[str, str, str, str, str, str, int]] = [
     ("member.invite", "dave", "", "denied", "error", "", 1),
 ]
 RECORDED = sum(event[-1] for event in EVENTS)  # 24, and the 2 alerts api_key.create fires
+# The credential alice acted with (kind, id, hint); the others' events name none.
+ALICES_KEY = ("api_key", "key_8f3a2c", "a1b2")
 ALERTER = "sealtrail-server:alerts"
 
 
@@ -80,6 +83,13 @@ def known(server: ServerThread) -> Iterator[Tenant]:
             fields: dict[str, Any] = {"category": category} if category else {}
             if resource:
                 fields["resource_type"], fields["resource_id"] = resource.split("/")
+            if actor == "alice":
+                kind, key_id, hint = ALICES_KEY
+                fields |= {
+                    "credential_kind": kind,
+                    "credential_id": key_id,
+                    "credential_hint": hint,
+                }
             events += [
                 build_event(
                     action=action,
@@ -154,7 +164,10 @@ def test_a_report_counts_the_periods_events_exactly_and_names_its_tops(
     assert report.alerts[0].seq < report.alerts[1].seq  # oldest first
     assert report.first_event is not None and report.last_event is not None
     assert (report.first_event.seq, report.first_event.actor) == (known.first_seq, "alice")
+    assert report.first_event.credential == ReportedCredential(*ALICES_KEY)
     assert report.last_event.seq == report.alerts[1].seq
+    # An alert's actor is the server, which acts with no credential.
+    assert [alert.credential for alert in report.alerts] == [None, None]
     assert report.since == DAY0 and report.consistent
 
 
@@ -354,6 +367,13 @@ def test_sealtrail_report_prints_json_of_stable_keys(server: ServerThread, known
     assert report["alerts"]["total"] == 2
     assert [alert["action"] for alert in report["alerts"]["listed"]] == ["security.alert"] * 2
     assert report["first_event"]["actor"] == "alice"
+    assert list(report["first_event"]) == [
+        "seq", "id", "occurred_at", "action", "actor", "credential", "resource", "outcome",
+        "severity", "description",
+    ]  # fmt: skip
+    kind, key_id, hint = ALICES_KEY
+    assert report["first_event"]["credential"] == {"kind": kind, "id": key_id, "hint": hint}
+    assert [alert["credential"] for alert in report["alerts"]["listed"]] == [None, None]
 
 
 def test_sealtrail_report_prints_text_with_failures_called_out(
@@ -375,8 +395,10 @@ def test_sealtrail_report_prints_text_with_failures_called_out(
     assert "security alerts: 2" in lines
     assert [line for line in lines if line.startswith("first event: ")] == [
         f"first event: {DAY0 + timedelta(hours=1):%Y-%m-%d %H:%M:%S} UTC, seq {known.first_seq},"
-        " user.login by alice on session/s1 (failure)"
+        " user.login by alice with api_key key_8f3a2c ...a1b2 on session/s1 (failure)"
     ]
+    [last] = [line for line in lines if line.startswith("last event: ")]
+    assert f" security.alert by {ALERTER} on alert_rule/" in last  # no credential
 
 
 def test_sealtrail_report_prints_markdown_to_paste(server: ServerThread, known: Tenant) -> None:
@@ -398,6 +420,10 @@ def test_sealtrail_report_prints_markdown_to_paste(server: ServerThread, known: 
     assert "| api\\_key | k1 | 2 | 7.7% |" in text
     assert "## Security alerts: 2\n\n| time (UTC) | seq | severity | alert |" in text
     assert "Alert 'new API key'" in text
+    assert (
+        f"First event: {DAY0 + timedelta(hours=1):%Y-%m-%d %H:%M:%S} UTC, seq {known.first_seq},"
+        " user.login by alice with api\\_key key\\_8f3a2c ...a1b2 on session/s1 (failure)\n"
+    ) in text
 
 
 def test_a_period_with_no_event_says_so_once_not_in_empty_tables(

@@ -55,7 +55,13 @@ from sealtrail._errors import (
 )
 from sealtrail._export import EXCEL_CELL_LIMIT, ExportError, ExportFormat, cells_past_excel
 from sealtrail._export_check import ExportCheck, ExportMismatchError, check_export
-from sealtrail._report import ActivityReport, ReportedCheckpoint, ReportedEvent, TopGroups
+from sealtrail._report import (
+    ActivityReport,
+    ReportedCheckpoint,
+    ReportedCredential,
+    ReportedEvent,
+    TopGroups,
+)
 
 __all__ = [
     "EXCEL_CELL_LIMIT",
@@ -93,6 +99,7 @@ __all__ = [
     "ReceiptSignatureError",
     "RecordResult",
     "ReportedCheckpoint",
+    "ReportedCredential",
     "ReportedEvent",
     "ResourceExhaustedError",
     "RpcFailedError",

@@ -45,6 +45,7 @@ from sealtrail._convert import (
     Order,
     build_event,
     build_filter,
+    credential_words,
     enum_label,
     enum_names,
     message_to_dict,
@@ -1065,14 +1066,6 @@ def _print_tables(events: Iterable[event_pb2.Event]) -> None:
             return
 
 
-def _credential_words(credential: event_pb2.ActorCredential) -> str:
-    """An actor's credential as a person reads it: kind, id and the secret's
-    last characters as products show them (`api_key key_8f3a2c ...a1b2`);
-    "" for none."""
-    hint = f"...{credential.hint}" if credential.hint else ""
-    return " ".join(part for part in (credential.kind, credential.id, hint) if part)
-
-
 def _table(events: Iterable[event_pb2.Event]) -> Table:
     table = PlainTable()
     headers = ("time (UTC)", "seq", "action", "actor", "credential", "resource", "outcome",
@@ -1080,12 +1073,13 @@ def _table(events: Iterable[event_pb2.Event]) -> Table:
     for header in headers:
         table.add_column(header, overflow="fold")
     for event in events:
+        credential = event.actor.credential
         table.add_row(
             table_time(event.occurred_at),
             str(event.seq),
             event.action,
             event.actor.email or event.actor.id,
-            _credential_words(event.actor.credential),
+            credential_words(credential.kind, credential.id, credential.hint),
             "/".join(part for part in (event.resource.type, event.resource.id) if part),
             enum_label(event_pb2.Outcome, event.outcome),
             enum_label(event_pb2.Severity, event.severity),

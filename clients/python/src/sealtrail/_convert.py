@@ -821,6 +821,14 @@ class EventCount:
     count: int
 
 
+def credential_words(kind: str, id: str, hint: str) -> str:
+    """An actor's credential as a person reads it: kind, id and the secret's
+    last characters as products show them (`api_key key_8f3a2c ...a1b2`);
+    "" for none."""
+    shown_hint = f"...{hint}" if hint else ""
+    return " ".join(part for part in (kind, id, shown_hint) if part)
+
+
 def resource_key(resource_type: str, resource_id: str) -> str:
     """The key CountEvents by resource gives the events of this resource type
     and id: the pair as a JSON array of two strings, canonical as RFC 8785

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from sealtrail._convert import EventCount, enum_label, resource_of_key
+from sealtrail._convert import EventCount, credential_words, enum_label, resource_of_key
 from sealtrail._words import counted
 from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2
 
@@ -58,9 +58,35 @@ _MARKDOWN: Final = re.compile(r"([\\`*_{}\[\]<>|~])")
 
 
 @dataclass(frozen=True)
+class ReportedCredential:
+    """The credential an event's actor acted with (`Actor.credential`): its
+    `kind` (`api_key`), `id` and `hint` (the secret's last characters; ""
+    when not given)."""
+
+    kind: str
+    id: str
+    hint: str
+
+    @classmethod
+    def of(cls, credential: event_pb2.ActorCredential) -> ReportedCredential | None:
+        """None for an event recorded without one (every field empty)."""
+        if not (credential.kind or credential.id or credential.hint):
+            return None
+        return cls(kind=credential.kind, id=credential.id, hint=credential.hint)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "hint": self.hint}
+
+    def words(self) -> str:
+        """As `sealtrail query` shows it: `api_key key_8f3a2c ...a1b2`."""
+        return credential_words(self.kind, self.id, self.hint)
+
+
+@dataclass(frozen=True)
 class ReportedEvent:
     """An event as a report names it: an alert, or the first or last event of
-    the period. `actor` is the actor's email, else its id; `resource` its
+    the period. `actor` is the actor's email, else its id; `credential` the
+    credential it acted with (None: the event names none); `resource` its
     type and id (`document/d1`); `outcome` and `severity` lowercase names."""
 
     seq: int
@@ -68,6 +94,7 @@ class ReportedEvent:
     occurred_at: datetime
     action: str
     actor: str
+    credential: ReportedCredential | None
     resource: str
     outcome: str
     severity: str
@@ -81,6 +108,7 @@ class ReportedEvent:
             occurred_at=_time(event.occurred_at),
             action=event.action,
             actor=event.actor.email or event.actor.id,
+            credential=ReportedCredential.of(event.actor.credential),
             resource="/".join(part for part in (event.resource.type, event.resource.id) if part),
             outcome=enum_label(event_pb2.Outcome, event.outcome),
             severity=enum_label(event_pb2.Severity, event.severity),
@@ -94,6 +122,7 @@ class ReportedEvent:
             "occurred_at": _rfc3339(self.occurred_at),
             "action": self.action,
             "actor": self.actor,
+            "credential": None if self.credential is None else self.credential.to_dict(),
             "resource": self.resource,
             "outcome": self.outcome,
             "severity": self.severity,
@@ -478,12 +507,14 @@ def table_time(moment: datetime) -> str:
 
 
 def event_line(event: ReportedEvent) -> str:
-    """An event in a line: `2026-12-06 10:00:00 UTC, seq 12, user.login by alice (failure)`."""
+    """An event in a line: `2026-12-06 10:00:00 UTC, seq 12, user.login by alice
+    with api_key key_8f3a2c ...a1b2 (failure)`."""
+    used = "" if event.credential is None else f" with {event.credential.words()}"
     on = f" on {event.resource}" if event.resource else ""
     outcome = f" ({event.outcome})" if event.outcome else ""
     return (
         f"{table_time(event.occurred_at)} UTC, seq {event.seq}, {event.action}"
-        f" by {event.actor}{on}{outcome}"
+        f" by {event.actor}{used}{on}{outcome}"
     )
 
 
