@@ -56,6 +56,7 @@ from .domain.access import Revoked
 from .domain.networks import parse_networks
 from .domain.purge_summaries import SummarySeal
 from .domain.sealing import SecretBox
+from .file_modes import check_secret_file
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
 from .geoip import CountryLocator
@@ -63,7 +64,7 @@ from .integrity.checkpointer import Checkpointer
 from .integrity.keys import KEY_FILE_NAME as SIGNING_KEY_FILE_NAME
 from .integrity.keys import configured_signer, refuse_an_unchosen_key
 from .integrity.signed_sizes import open_signed_sizes
-from .key_files import GeneratedKeys
+from .key_files import DEV_TOKEN_FILE, GeneratedKeys
 from .measures import meter_of
 from .redaction_setup import KEY_FILE_NAME as REDACTION_KEY_FILE_NAME
 from .redaction_setup import (
@@ -248,6 +249,32 @@ def _read_keys_there(settings: Settings) -> None:
             load(settings)
 
 
+def check_secret_files(settings: Settings) -> None:
+    """Each secret file the settings name, and each the data dir holds (a
+    key generated there, the development token), checked before any is read:
+    SystemExit naming the first another user may replace or read
+    (file_modes.check_secret_file)."""
+    named: list[tuple[Path, str]] = [
+        (path, f"SEALTRAIL_{name}_FILE")
+        for name, path in (
+            ("SIGNING_KEY", settings.signing_key_file),
+            ("SECRETS_KEY", settings.secrets_key_file),
+            ("REDACTION_KEY", settings.redaction_key_file),
+            ("TLS_KEY", settings.tls_key_file),
+        )
+        if path is not None
+    ]
+    for name, what in (
+        (SIGNING_KEY_FILE_NAME, "the data dir's checkpoint signing key"),
+        (SECRETS_KEY_FILE_NAME, "the data dir's secrets key"),
+        (REDACTION_KEY_FILE_NAME, "the data dir's redaction key"),
+        (DEV_TOKEN_FILE, "the development admin token"),
+    ):
+        named.append((settings.data_dir / name, what))
+    for path, what in named:
+        check_secret_file(path, named=what, allow_readable=settings.allow_readable_secrets)
+
+
 class _ConnectionRefusals(logging.Filter):
     """Keeps the pool's warnings of connections the database refused off the
     log while it opens, the last one kept to say why it did not."""
@@ -332,6 +359,7 @@ class Service:
             )
         except (OSError, ssl.SSLError) as error:
             raise SystemExit(f"SEALTRAIL_FORWARD_CA_FILE: {error}") from None
+        check_secret_files(settings)
         credentials = server_credentials(settings)
         redactor = load_redactor(settings)
         locator = (

@@ -48,6 +48,7 @@ from .integrity.checkpointer import RESTORED_SCAN_BATCH, RestoredLog, restored_l
 from .integrity.keys import configured_signer
 from .integrity.signed_sizes import DIR_NAME as SIGNED_DIR_NAME
 from .integrity.signed_sizes import SignedSizes, SignedSizesError
+from .key_files import DEV_TOKEN_FILE
 from .redaction_setup import (
     another_redaction_key,
     data_dir_redaction_key,
@@ -97,7 +98,6 @@ TELEMETRY_SHUTDOWN_SECONDS = 3.0
 # How long tasks left after a finished stop are cancelled, again and again,
 # before the process exits without them.
 LEFT_TASKS_SECONDS = 10.0
-DEV_TOKEN_FILE = "dev-admin-token"
 # Who runs an operator command, as its records in the tenants' logs name them.
 OPERATOR_SETTING: Final = "SEALTRAIL_OPERATOR"
 _OPERATOR_PREFIX: Final = "sealtrail-server:"

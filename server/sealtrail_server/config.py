@@ -166,6 +166,10 @@ class Settings:
     # it; else <data_dir>/secrets-key. Every process of a deployment must share it.
     secrets_key: str | None = None
     secrets_key_file: Path | None = None
+    # A secret file (a key, the TLS key) readable by group or others is taken,
+    # with a warning at start, rather than refused (file_modes.py): for a
+    # mount whose mode cannot be set. One writable by them is refused all the same.
+    allow_readable_secrets: bool = False
     # Seconds a tenant's settings are trusted before they are read again.
     settings_cache_seconds: float = 10.0
     # Seconds between passes of the retention purge, for the whole deployment

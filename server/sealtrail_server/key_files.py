@@ -16,6 +16,10 @@ from typing import Final
 
 log = logging.getLogger(__name__)
 
+# The data dir's copy of the development admin token's secret, which the
+# embedded database's first start writes (mode 0600).
+DEV_TOKEN_FILE: Final = "dev-admin-token"
+
 # Where the keys generated in `GeneratedKeys.removed_on_failure`, and the
 # directories made for them (`make_directories`), are noted.
 _NOTING: ContextVar[GeneratedKeys | None] = ContextVar("sealtrail_generated_keys", default=None)

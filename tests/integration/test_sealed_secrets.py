@@ -23,6 +23,7 @@ from sealtrail_server.config import Settings
 from sealtrail_server.domain.sealing import SecretBox
 from sealtrail_server.store.sinks import _place, reseal_secrets
 from tests.conftest import REDACTION_SECRET, SIGNING_KEY, ServerThread, database_of_its_own
+from tests.private_files import write_private
 
 OLD, NEW, LOST = bytes(range(32)), bytes(range(32, 64)), bytes(range(64, 96))
 
@@ -125,7 +126,7 @@ def test_a_server_that_reads_a_key_another_just_generated_refuses_too(
     under the one that read it."""
     _add_sink(own_url, "t1", SecretBox([OLD]))
     generated = LOST.hex()
-    (tmp_path / "secrets-key").write_text(generated + "\n")  # the other process's, just made
+    write_private(tmp_path / "secrets-key", generated + "\n")  # the other process's, just made
     reader = Service(_data_dir_settings(tmp_path), database_url=own_url, owner_database_url=own_url)
     with pytest.raises(SystemExit, match="Set SEALTRAIL_SECRETS_KEY") as refused:
         asyncio.run(reader.start())
@@ -140,7 +141,7 @@ def test_a_data_dir_key_that_opens_a_sink_serves_beside_one_it_cannot_open(
     sink sealed under a lost key is reported, not a reason to stop."""
     _add_sink(own_url, "t1", SecretBox([OLD]))
     _add_sink(own_url, "t1", SecretBox([LOST]))
-    (tmp_path / "secrets-key").write_text(OLD.hex() + "\n")
+    write_private(tmp_path / "secrets-key", OLD.hex() + "\n")
     server = ServerThread(own_url, secrets_key=None, data_dir=tmp_path)
     try:
         assert server.port

@@ -35,6 +35,7 @@ from sealtrail_server.store import urls
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.tokens import create_token
 from tests.conftest import ServerThread, database_of_its_own, database_with_no_schema
+from tests.private_files import write_private
 from tests.processes import ServerProcess
 from tests.service_login import service_login_url
 
@@ -931,8 +932,8 @@ def test_a_key_file_that_is_not_the_key_says_which_setting_and_what_to_do(
     to do. Read before the database is reached (a closed port here)."""
     setting, what = f"SEALTRAIL_{key}_KEY", _KEYS[key]
     (tmp_path / "a-dir").mkdir()
-    (tmp_path / "short").write_text("c0ffee\n")
-    (tmp_path / "not-text").write_bytes(b"\xff\xfe\n")
+    write_private(tmp_path / "short", "c0ffee\n")
+    write_private(tmp_path / "not-text", b"\xff\xfe\n")
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     base = {
@@ -957,7 +958,7 @@ def test_a_key_file_that_is_not_the_key_says_which_setting_and_what_to_do(
         assert f"holding the deployment's {what}" in said, said
         assert said.count("\n") == 1, said  # one line
     kept = data_dir / {"SIGNING": "signing-key"}.get(key, f"{key.lower()}-key")
-    kept.write_text("c0ffee\n")  # a data dir's key damaged
+    write_private(kept, "c0ffee\n")  # a data dir's key damaged
     started = CliRunner().invoke(cli.main, ["serve"], env=base)
     said = started.output
     assert started.exit_code == 1 and "Traceback" not in said, said

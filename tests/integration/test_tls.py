@@ -16,6 +16,7 @@ from sealtrail_server.config import Settings
 from sealtrail_server.tls import server_credentials
 from tests.conftest import ServerThread
 from tests.pki import Authority
+from tests.private_files import write_private
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = {}
     for name, content in files.items():
         paths[name] = folder / name
-        paths[name].write_bytes(content)
+        write_private(paths[name], content)  # keys private, as the server requires
     return paths
 
 

@@ -35,6 +35,7 @@ from sealtrail.tlog import Verifier
 
 from ..config import Settings
 from ..domain.access import valid_tenant_id
+from ..file_modes import check_kept_directory
 from ..key_files import make_directories
 
 # The file's one line: "<size> <base64 root>\n".
@@ -62,10 +63,13 @@ class SignedSizes:
 
     @classmethod
     def open(cls, directory: Path, key: Verifier) -> SignedSizes:
-        """The key's directory, made (mode 0700) if it is not there; SystemExit
-        naming it if it cannot be."""
+        """The key's directory, made (mode 0700, as `directory` is if it is
+        made here) if it is not there; SystemExit naming it if it cannot be,
+        or naming what another user than the server's may rewrite there, in
+        any key's directory (file_modes.check_kept_directory)."""
         signed = cls(directory, key)
         try:
+            make_directories(directory, mode=0o700)
             make_directories(signed._dir, mode=0o700)
             probe = signed._dir / ".writable"
             probe.write_bytes(b"")
@@ -76,6 +80,7 @@ class SignedSizes:
                 f" in {signed._dir}: {error}. The server signs no checkpoint it cannot"
                 " note there first (docs/integrity.md)"
             ) from None
+        check_kept_directory(directory, named="SEALTRAIL_SIGNED_CHECKPOINTS_DIR")
         return signed
 
     def _file(self, tenant_id: str) -> Path:

@@ -1,0 +1,160 @@
+"""Who may read and write the files the server's secrets and integrity rest
+on: checked at start, each refusal one line naming the file, its mode and
+owner, and the fix (docs/operations.md, File permissions).
+
+The files the server writes itself are private already (keys 0600, the
+signed-checkpoints directories 0700); these checks are for what an operator
+provides, or what was copied, restored or mounted since.
+
+A secret file (a key, a TLS private key, the development token) is judged
+by what it names (`os.stat` follows a symlink: Kubernetes mounts each secret
+as a link into its `..data` directory), as OpenSSH and PostgreSQL judge a
+private key:
+
+- owned by another user than the server's, root aside: refused (that user
+  can replace it, or make it readable);
+- writable by its group or others: refused, always (whoever writes the
+  signing key signs in the deployment's name; the secrets or redaction key,
+  what the deployment seals and hashes);
+- readable by others, or by its group where the server's user owns it:
+  refused, unless SEALTRAIL_ALLOW_READABLE_SECRETS, which turns each such
+  refusal into one warning at start (never a writable one's).
+
+Decided: no path is trusted for being a path (`/run/secrets`, `/var/run/
+secrets`): a directory an orchestrator mounts read-only is not what keeps
+others from reading a key, its mode is, and every orchestrator sets that
+(Kubernetes `defaultMode: 0400`, Docker `mode: 0400`). A file root owns may
+be readable by its group (0640, 0440), as PostgreSQL takes its `ssl_key_file`:
+root gave that group read access deliberately (Debian's `ssl-cert`), and it
+is how a secret reaches a process that does not run as root (Kubernetes
+makes a secret volume `root:<fsGroup>` 0440; a 0400 file of root's, that
+process could not read). The escape hatch is for the rest (Kubernetes'
+default mode, 0644), named so that a deployment opts into it knowingly.
+
+What the signing key signed (SEALTRAIL_SIGNED_CHECKPOINTS_DIR, ADR 0080) is
+no secret, but whoever can rewrite it can erase what was signed and so let a
+database restored from an older backup be signed again: that directory, and
+every directory (one a key) and file under it, must be owned by the server's
+user or root, and writable by neither group nor others (a directory with the
+sticky bit aside, whose entries only their owners may replace). Checked when
+a key's directory is first used: at start, and by `tenant erase`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# The setting that lets secret files be readable by group or others.
+ALLOW_READABLE = "SEALTRAIL_ALLOW_READABLE_SECRETS"
+
+
+def _mode(info: os.stat_result) -> str:
+    return f"{stat.S_IMODE(info.st_mode):04o}"
+
+
+def _owner(info: os.stat_result) -> str | None:
+    """Why the file's owner may not own it (None if they may)."""
+    if info.st_uid in (os.geteuid(), 0):
+        return None
+    return f"owned by uid {info.st_uid}, not the server's user (uid {os.geteuid()}) nor root"
+
+
+def _named(path: Path, named: str) -> str:
+    """`named` (the setting, or what the file is), the path, and what a link names."""
+    shown = f"{named}={path}" if named.startswith("SEALTRAIL_") else f"{path} ({named})"
+    if path.is_symlink():
+        shown += f" (a link to {path.resolve()})"
+    return shown
+
+
+def check_secret_file(path: Path, *, named: str, allow_readable: bool) -> None:
+    """SystemExit if the secret file at `path` (`named`: its setting, or what
+    it is) may be replaced or read by another user than the server's; a
+    warning instead where it is readable and `allow_readable`. A file that
+    is not there or cannot be stat'ed is left to its reader to name."""
+    try:
+        info = path.stat()
+    except OSError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        return  # a directory, a device: its reader says what it is
+    mode = _mode(info)
+    if (owner := _owner(info)) is not None:
+        raise SystemExit(
+            f"{_named(path, named)}: {owner}, who can replace it; make it the server's user's"
+            f" (chown {os.geteuid()} {path}) and chmod 600 {path}"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SystemExit(
+            f"{_named(path, named)}: writable by group or others (mode {mode}), who can"
+            f" replace it; chmod 600 {path}"
+        )
+    readable = stat.S_IROTH | (stat.S_IRGRP if info.st_uid != 0 or os.geteuid() == 0 else 0)
+    if not info.st_mode & readable:
+        return
+    if allow_readable:
+        log.warning(
+            "%s: readable by group or others (mode %s), who can read the secret; taken as"
+            " %s=1 allows: chmod 600 %s (or mount it with mode 0400) to end this warning",
+            _named(path, named),
+            mode,
+            ALLOW_READABLE,
+            path,
+        )
+        return
+    raise SystemExit(
+        f"{_named(path, named)}: readable by group or others (mode {mode}), who can read the"
+        f" secret; chmod 600 {path} (an orchestrator's mount: mode 0400, docs/operations.md,"
+        f" File permissions), or set {ALLOW_READABLE}=1 to start all the same"
+    )
+
+
+def check_kept_directory(directory: Path, *, named: str) -> None:
+    """SystemExit naming the first of `directory` and the directories and
+    files under it that another user than the server's may rewrite: owned by
+    another user (root aside), or writable by group or others (a directory
+    with the sticky bit aside). One not there, or that cannot be listed, is
+    left to its reader to name."""
+    try:
+        info = directory.stat()
+    except OSError:
+        return
+    _check_kept(directory, info, named=named)
+    _check_under(directory, named=named)
+
+
+def _check_under(directory: Path, *, named: str) -> None:
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            info = entry.stat()  # what a link names
+        except OSError:
+            continue  # a link to nothing, a file removed meanwhile
+        _check_kept(path, info, named=named)
+        if stat.S_ISDIR(info.st_mode) and not entry.is_symlink():
+            _check_under(path, named=named)
+
+
+def _check_kept(path: Path, info: os.stat_result, *, named: str) -> None:
+    is_dir = stat.S_ISDIR(info.st_mode)
+    fix = f"chmod {'700' if is_dir else '600'} {path}"
+    if (owner := _owner(info)) is not None:
+        raise SystemExit(
+            f"{named}: {path} is {owner}, who can erase what the signing key signed;"
+            f" chown {os.geteuid()} {path} and {fix}"
+        )
+    writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if writable and not (is_dir and info.st_mode & stat.S_ISVTX):
+        raise SystemExit(
+            f"{named}: {path} is writable by group or others (mode {_mode(info)}), who can"
+            f" erase what the signing key signed; {fix}"
+        )

@@ -1,0 +1,299 @@
+"""A start refuses secret files another user than the server's may read or
+replace, and a signed-checkpoints directory another user may rewrite, in
+one line naming the file, its mode and the fix (file_modes.py,
+docs/operations.md "File permissions"). Nothing checked them: a signing key
+readable by every local user let any of them forge checkpoints, and a
+signed-checkpoints directory writable by them let them erase what the key
+signed, and so have a rolled-back database signed (helper-412)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from sealtrail.tlog import Signer
+from sealtrail_server import cli
+from sealtrail_server.app import Service
+from tests.conftest import SIGNING_KEY, ServerThread
+from tests.private_files import write_private
+
+# The checks come before the database is reached: a closed port will do.
+_NO_DATABASE = "postgresql://sealtrail@127.0.0.1:1/sealtrail"
+_SETTINGS = ("SIGNING_KEY", "SECRETS_KEY", "REDACTION_KEY", "TLS_KEY")
+_AS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="only root makes a file another's")
+# Another user's uid, for files chowned to them (as root).
+_STRANGER = 4242
+
+
+def _serve(tmp_path: Path, env: dict[str, str | None]) -> Result:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(exist_ok=True)
+    base: dict[str, str | None] = {
+        "SEALTRAIL_DATABASE_URL": _NO_DATABASE,
+        "SEALTRAIL_DATA_DIR": str(data_dir),
+        "SEALTRAIL_ALLOW_READABLE_SECRETS": None,
+    }
+    return CliRunner().invoke(cli.main, ["serve"], env={**base, **env})
+
+
+def _configured(tmp_path: Path, setting: str, mode: int) -> tuple[Path, dict[str, str | None]]:
+    """A file of `mode` named by SEALTRAIL_<setting>_FILE (holding no key)."""
+    path = write_private(tmp_path / setting.lower(), "c0ffee\n", mode=mode)
+    env: dict[str, str | None] = {f"SEALTRAIL_{setting}_FILE": str(path)}
+    if setting == "TLS_KEY":
+        env["SEALTRAIL_TLS_CERT_FILE"] = str(write_private(tmp_path / "cert", "c0ffee\n"))
+    else:
+        env[f"SEALTRAIL_{setting}"] = None
+    return path, env
+
+
+def _refused_in_one_line(started: Result) -> str:
+    said = started.output
+    assert started.exit_code == 1 and "Traceback" not in said, said
+    assert said.count("\n") == 1, said
+    return said
+
+
+@pytest.mark.parametrize("setting", _SETTINGS)
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o640])
+def test_a_secret_file_others_can_read_is_refused_unless_allowed(
+    tmp_path: Path, setting: str, mode: int
+) -> None:
+    """Readable by others, or by its group where the server's user owns it
+    (as OpenSSH refuses a private key): refused, naming the fix; with
+    SEALTRAIL_ALLOW_READABLE_SECRETS=1 the start goes on to read it."""
+    path, env = _configured(tmp_path, setting, mode)
+    said = _refused_in_one_line(_serve(tmp_path, env))
+    assert said.startswith(
+        f"SEALTRAIL_{setting}_FILE={path}: readable by group or others (mode {mode:04o}), "
+    ), said
+    assert f"chmod 600 {path}" in said and "mode 0400" in said, said
+    assert "SEALTRAIL_ALLOW_READABLE_SECRETS=1" in said, said
+
+    allowed = _serve(tmp_path, {**env, "SEALTRAIL_ALLOW_READABLE_SECRETS": "1"})
+    warning, refusal = allowed.output.splitlines()  # on to what the file holds: no key
+    assert allowed.exit_code == 1, allowed.output
+    assert (
+        f"WARNING sealtrail_server.file_modes: SEALTRAIL_{setting}_FILE={path}: readable" in warning
+    )
+    assert "not a " in refusal or "is not PEM" in refusal, refusal
+
+
+@pytest.mark.parametrize("setting", _SETTINGS)
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o666])
+def test_a_secret_file_others_can_write_is_refused_even_when_readable_is_allowed(
+    tmp_path: Path, setting: str, mode: int
+) -> None:
+    path, env = _configured(tmp_path, setting, mode)
+    for allowed in (None, "1"):
+        started = _serve(tmp_path, {**env, "SEALTRAIL_ALLOW_READABLE_SECRETS": allowed})
+        said = _refused_in_one_line(started)
+        assert said.startswith(
+            f"SEALTRAIL_{setting}_FILE={path}: writable by group or others (mode {mode:04o}), "
+        ), said
+        assert said.rstrip().endswith(f"chmod 600 {path}"), said
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("signing-key", "the data dir's checkpoint signing key"),
+        ("secrets-key", "the data dir's secrets key"),
+        ("redaction-key", "the data dir's redaction key"),
+        ("dev-admin-token", "the development admin token"),
+    ],
+)
+def test_a_secret_file_of_the_data_dir_is_checked_too(tmp_path: Path, name: str, what: str) -> None:
+    """Checked whether or not a setting names another key: a data dir's key
+    readable by others is given out all the same."""
+    (tmp_path / "data").mkdir()
+    kept = write_private(tmp_path / "data" / name, "c0ffee\n", mode=0o644)
+    said = _refused_in_one_line(_serve(tmp_path, {}))
+    assert said.startswith(f"{kept} ({what}): readable by group or others (mode 0644)"), said
+    assert f"chmod 600 {kept}" in said, said
+
+
+def test_a_secret_readable_by_others_serves_when_allowed_with_one_warning(
+    migrated_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key_file = write_private(tmp_path / "signing-key", SIGNING_KEY + "\n", mode=0o644)
+    caplog.set_level(logging.WARNING, logger="sealtrail_server.file_modes")
+    with ServerThread(
+        migrated_database_url,
+        signing_key=None,
+        signing_key_file=key_file,
+        allow_readable_secrets=True,
+    ) as running:
+        assert running.port
+    warned = [r.getMessage() for r in caplog.records if r.name == "sealtrail_server.file_modes"]
+    assert len(warned) == 1, warned
+    assert f"SEALTRAIL_SIGNING_KEY_FILE={key_file}: readable by group or others" in warned[0]
+    assert "mode 0644" in warned[0] and f"chmod 600 {key_file}" in warned[0]
+
+
+def _kubernetes_mount(directory: Path, name: str, text: str, *, mode: int) -> Path:
+    """A secret as Kubernetes mounts it: `name` a link to `..data/name`,
+    `..data` a link to the directory of this version of the secret."""
+    version = directory / "..2026_12_06_22_54_00.123456789"
+    version.mkdir(parents=True)
+    write_private(version / name, text, mode=mode)
+    (directory / "..data").symlink_to(version.name)
+    (directory / name).symlink_to(Path("..data") / name)
+    return directory / name
+
+
+def test_a_secret_mounted_as_a_link_is_judged_by_what_it_names(
+    migrated_database_url: str, server: ServerThread, tmp_path: Path
+) -> None:
+    link = _kubernetes_mount(tmp_path / "secrets", "signing-key", SIGNING_KEY + "\n", mode=0o400)
+    with ServerThread(migrated_database_url, signing_key=None, signing_key_file=link) as running:
+        assert running.port  # 0400 behind two links: served
+    target = link.resolve()
+    target.chmod(0o444)  # Kubernetes' default mode, near enough
+    refused = Service(
+        replace(server.settings, signing_key=None, signing_key_file=link),
+        database_url=server.settings.database_url,
+        owner_database_url=migrated_database_url,
+    )
+    with pytest.raises(SystemExit) as stopped:
+        asyncio.run(refused.start())
+    said = str(stopped.value)
+    assert said.startswith(
+        f"SEALTRAIL_SIGNING_KEY_FILE={link} (a link to {target}): readable by group or"
+        " others (mode 0444)"
+    ), said
+
+
+@_AS_ROOT
+def test_a_secret_file_another_user_owns_is_refused(tmp_path: Path) -> None:
+    path, env = _configured(tmp_path, "SIGNING_KEY", 0o600)
+    os.chown(path, _STRANGER, _STRANGER)
+    said = _refused_in_one_line(_serve(tmp_path, {**env, "SEALTRAIL_ALLOW_READABLE_SECRETS": "1"}))
+    assert said.startswith(
+        f"SEALTRAIL_SIGNING_KEY_FILE={path}: owned by uid {_STRANGER}, not the server's user"
+        f" (uid {os.geteuid()}) nor root, "
+    ), said
+    assert f"chown {os.geteuid()} {path}" in said, said
+
+
+@_AS_ROOT
+@pytest.mark.parametrize(("mode", "taken"), [(0o440, True), (0o640, True), (0o444, False)])
+def test_a_server_not_root_takes_a_secret_root_lets_its_group_read(mode: int, taken: bool) -> None:
+    """As PostgreSQL takes its ssl_key_file, and as Kubernetes mounts a
+    secret for a process not run as root (`root:<fsGroup>` 0440): a file of
+    root's its group may read is taken; one others may read is not. Checked
+    in a process that runs as another user (nobody) once started: only root
+    makes that file, and the interpreter is root's."""
+    folder = Path(tempfile.mkdtemp(prefix="sealtrail-modes-"))
+    try:
+        folder.chmod(0o755)
+        key = write_private(folder / "signing-key", "c0ffee\n", mode=mode)
+        checked = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import os, sys; from pathlib import Path;"
+                " from sealtrail_server.file_modes import check_secret_file;"
+                " os.setegid(65534); os.seteuid(65534);"
+                " check_secret_file(Path(sys.argv[1]), named='SEALTRAIL_SIGNING_KEY_FILE',"
+                " allow_readable=False)",
+                str(key),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        shutil.rmtree(folder)
+    if taken:
+        assert checked.returncode == 0, checked.stderr
+    else:
+        assert checked.returncode == 1, checked.stderr
+        assert f"readable by group or others (mode {mode:04o})" in checked.stderr
+
+
+def _start_refused(server: ServerThread, url: str, signed: Path) -> str:
+    refused = Service(
+        replace(server.settings, signed_checkpoints_dir=signed),
+        database_url=server.settings.database_url,
+        owner_database_url=url,
+    )
+    with pytest.raises(SystemExit) as stopped:
+        asyncio.run(refused.start())
+    return str(stopped.value)
+
+
+_KEY_DIR = Signer.parse(SIGNING_KEY).verifier.key_id.hex()
+
+
+@pytest.mark.parametrize(
+    ("where", "mode", "fix"),
+    [
+        ("", 0o777, "chmod 700"),  # the directory itself, its key's made in it now
+        ("", 0o770, "chmod 700"),
+        (_KEY_DIR, 0o707, "chmod 700"),
+        ("0123456789abcdef", 0o775, "chmod 700"),  # another key's
+        (f"{_KEY_DIR}/acme", 0o666, "chmod 600"),
+        (f"{_KEY_DIR}/.erasures/acme", 0o620, "chmod 600"),
+    ],
+)
+def test_a_signed_checkpoints_dir_others_can_rewrite_is_refused(
+    server: ServerThread,
+    migrated_database_url: str,
+    tmp_path: Path,
+    where: str,
+    mode: int,
+    fix: str,
+) -> None:
+    signed = tmp_path / "signed"
+    signed.mkdir(mode=0o700)
+    path = signed / where if where else signed
+    if path.suffix or "/" in where:  # a file, in directories of the server's
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(path, "1 AAAA\n", mode=mode)
+    elif where:
+        path.mkdir(mode=0o700)
+    path.chmod(mode)
+    said = _start_refused(server, migrated_database_url, signed)
+    assert said == (
+        f"SEALTRAIL_SIGNED_CHECKPOINTS_DIR: {path} is writable by group or others"
+        f" (mode {mode:04o}), who can erase what the signing key signed; {fix} {path}"
+    ), said
+
+
+def test_a_signed_checkpoints_dir_with_the_sticky_bit_is_taken(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """Like /tmp: only an entry's owner may remove or replace it."""
+    signed = tmp_path / "signed"
+    signed.mkdir()
+    signed.chmod(0o1777)
+    with ServerThread(migrated_database_url, signed_checkpoints_dir=signed) as running:
+        assert running.port
+    assert (signed / _KEY_DIR).stat().st_mode & 0o777 == 0o700
+
+
+@_AS_ROOT
+def test_a_signed_checkpoints_file_another_user_owns_is_refused(
+    server: ServerThread, migrated_database_url: str, tmp_path: Path
+) -> None:
+    signed = tmp_path / "signed"
+    (signed / _KEY_DIR).mkdir(mode=0o700, parents=True)
+    kept = write_private(signed / _KEY_DIR / "acme", "1 AAAA\n")
+    os.chown(kept, _STRANGER, _STRANGER)
+    said = _start_refused(server, migrated_database_url, signed)
+    assert said.startswith(
+        f"SEALTRAIL_SIGNED_CHECKPOINTS_DIR: {kept} is owned by uid {_STRANGER}, not the"
+        f" server's user (uid {os.geteuid()}) nor root, who can erase what the signing key"
+    ), said
+    assert said.endswith(f"chown {os.geteuid()} {kept} and chmod 600 {kept}"), said
