@@ -94,7 +94,10 @@ def check_secret_file(path: Path, *, named: str, allow_readable: bool) -> None:
             f"{_named(path, named)}: writable by group or others (mode {mode}), who can"
             f" replace it; chmod 600 {path}"
         )
-    readable = stat.S_IROTH | (stat.S_IRGRP if info.st_uid != 0 or os.geteuid() == 0 else 0)
+    # A file root owns (and the server's user does not) may be its group's to
+    # read: 0640, 0440 (the module's docstring says why).
+    group_may_read = info.st_uid == 0 and os.geteuid() != 0
+    readable = stat.S_IROTH | (0 if group_may_read else stat.S_IRGRP)
     if not info.st_mode & readable:
         return
     if allow_readable:
