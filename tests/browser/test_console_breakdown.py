@@ -165,3 +165,46 @@ def test_the_action_field_suggests_the_tenant_s_actions_of_the_range_shown(
     browser.find_element(By.NAME, "actions").click()  # the same range: not counted again
     wait(browser).until(lambda b: breakdown(b) == [("user.login", "3")])
     assert len([url for url in requested(browser, "/api/counts") if "limit=100" in url]) == 1
+
+
+def test_a_country_pressed_under_a_search_of_several_narrows_it_to_that_one(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Under a search of several countries (`countries=FR,KP`), a country
+    pressed in the panel narrows the search to it: the list field that held
+    them now holds the one value, and the search sends one of `country` and
+    `countries` (the API refuses both together), so the one country's rows
+    are shown; the same for resource types."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for action, country, kind in [
+            ("door.open", "FR", "door"),
+            ("door.open", "FR", "gate"),
+            ("door.close", "KP", "door"),
+            ("door.force", "DE", "gate"),  # not matched: its country
+        ]:
+            c.record(action=action, actor_id="u-ann", country=country, resource_type=kind,
+                     resource_id="r-1")  # fmt: skip
+    signed_in_hooked(
+        browser,
+        console_url + "?actions=door.*&countries=FR,KP&resource_types=door,gate",
+        console_server.token(tenant, "reader"),
+    )
+    wait_for_rows(browser, lambda r: len(r) == 3)
+    panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("country")
+    wait(browser).until(lambda b: breakdown(b) == [("FR", "2"), ("KP", "1")])
+    panel.find_element(By.XPATH, ".//button[text()='KP']").click()
+    wait_for_rows(browser, lambda r: len(r) == 1 and "door.close" in r[0])
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert "countries" not in query and query["country"] == ["KP"], query
+    assert browser.find_element(By.NAME, "countries").get_attribute("value") == "KP"
+    wait(browser).until(lambda b: breakdown(b) == [("KP", "1")])
+    browser.back()
+    wait_for_rows(browser, lambda r: len(r) == 3)
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("resource_type")
+    wait(browser).until(lambda b: breakdown(b) == [("door", "2"), ("gate", "1")])
+    panel.find_element(By.XPATH, ".//button[text()='gate']").click()
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert "resource_types" not in query and query["resource_type"] == ["gate"], query
+    assert browser.find_element(By.NAME, "resource_types").get_attribute("value") == "gate"
