@@ -728,6 +728,7 @@ def test_counts_refuse_what_the_search_refuses_and_a_grouping_they_do_not_draw(
 _BREAKDOWNS = {
     "action": "actions",
     "actor": "actor",
+    "actor_type": "actor_types",
     "resource_type": "resource_type",
     "country": "country",
     "outcome": "outcomes",
@@ -739,8 +740,8 @@ _BREAKDOWNS = {
 def test_counts_by_each_field_are_what_the_search_by_each_value_finds(
     api: str, console_server: ServerThread, tenant: str
 ) -> None:
-    """The Breakdown panel's counts: /api/counts per action, actor, resource
-    type, country, outcome, severity and category, largest first, each value
+    """The Breakdown panel's counts: /api/counts per action, actor, actor
+    type, resource type, country, outcome, severity and category, largest first, each value
     finding with its search parameter exactly the events counted under it
     (the panel's click narrows the search so); events without the field
     under "". `limit` is the API's, passed on: a negative one is its refusal."""
@@ -756,12 +757,14 @@ def test_counts_by_each_field_are_what_the_search_by_each_value_finds(
             fields |= {"severity": severity} | ({"category": category} if category else {})
             fields |= {"resource_type": kind, "resource_id": "r1"} if kind else {}
             fields |= {"country": country} if country else {}
+            fields |= {"actor_type": "service"} if actor == "u-bob" else {}
             c.record(**fields)
     reader = console_server.token(tenant, "reader")
     search = {"actions": "doc.*"}
     expected = {
         "action": [("doc.read", 3), ("doc.delete", 1), ("doc.share", 1)],
         "actor": [("u-ann", 3), ("u-bob", 2)],
+        "actor_type": [("user", 3), ("service", 2)],  # u-ann's recorded without one
         "resource_type": [("doc", 3), ("", 1), ("folder", 1)],
         "country": [("FR", 3), ("", 1), ("KP", 1)],
         "outcome": [("success", 3), ("denied", 1), ("failure", 1)],

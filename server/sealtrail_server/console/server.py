@@ -12,8 +12,8 @@ travels in `Authorization: Bearer` on each request; nothing is kept here.
     GET  /api/events            Query: filter in the query string, ?page_token=
     GET  /api/counts            CountEvents: the same filter, per ?group_by=hour|day, in
                                 ?time_zone= (an IANA zone; UTC's without): the page's chart;
-                                or per action|actor|resource_type|country|outcome|severity|
-                                category, the largest ?limit= groups: its Breakdown panel
+                                or per action|actor|actor_type|resource_type|country|outcome|
+                                severity|category, the largest ?limit= groups: its Breakdown panel
     GET  /api/stream            StreamEvents from ?after_seq=, as NDJSON lines
     GET  /api/export            Export ?format=csv|ndjson|json, as NDJSON lines: the file's
                                 chunks ({"chunk": base64}), then {"manifest": ...}
@@ -190,6 +190,7 @@ _GROUPINGS: Final = {
     "day": pb.COUNT_GROUP_BY_DAY,
     "action": pb.COUNT_GROUP_BY_ACTION,
     "actor": pb.COUNT_GROUP_BY_ACTOR,
+    "actor_type": pb.COUNT_GROUP_BY_ACTOR_TYPE,
     "resource_type": pb.COUNT_GROUP_BY_RESOURCE_TYPE,
     "country": pb.COUNT_GROUP_BY_COUNTRY,
     "outcome": pb.COUNT_GROUP_BY_OUTCOME,

@@ -1,5 +1,5 @@
 // The Breakdown panel under the activity chart: the largest values of one of
-// the events' fields (action, actor, resource type, country, outcome,
+// the events' fields (action, actor, actor type, resource type, country, outcome,
 // severity, category) among the events the search's filter and range match,
 // each with its count, counted by the API (CountEvents, /api/counts?group_by=):
 // one count per panel load, never one per value. A value pressed narrows the
@@ -14,6 +14,7 @@ const SHOWN = 10;
 export const GROUPINGS = {
   action: { field: "actions", one: "action" },
   actor: { field: "actor", one: "actor" },
+  actor_type: { field: "actor_types", one: "actor type" },
   resource_type: { field: "resource_type", one: "resource type" },
   country: { field: "country", one: "country" },
   outcome: { field: "outcomes", one: "outcome" },
