@@ -131,6 +131,13 @@ def test_ocsf_keeps_what_it_has_no_place_for() -> None:
     assert event["actor"]["user"]["email_addr"] == "a@example.com"
     located = to_ocsf(record(context={"ip": "203.0.113.9", "country": "FR"}), b"\3" * 32)
     assert located["src_endpoint"] == {"ip": "203.0.113.9", "location": {"country": "FR"}}
+    assert "country_source" not in located["unmapped"]  # not marked: stored before the mark
+    # Who located the country (a GeoIP database, or the caller): OCSF's location has no
+    # place for it, and without it a SIEM took the server's guess for the caller's word.
+    geoip = {"ip": "203.0.113.9", "country": "FR", "country_source": "geoip"}
+    marked = to_ocsf(record(context=geoip), b"\3" * 32)
+    assert marked["src_endpoint"] == located["src_endpoint"]
+    assert marked["unmapped"]["country_source"] == "geoip"
     unmapped = event["unmapped"]
     assert unmapped["details"] == {"mfa": "totp"} and unmapped["changes"] == data["changes"]
     assert unmapped["trace_id"] == "t" * 32 and unmapped["leaf_hash"] == "02" * 32

@@ -18,7 +18,8 @@ it off as a related event.
 The actor's credential (`actor.credential`) is `actor.user.credential_uid`
 (a session's also `actor.session.uid`); its kind and hint are unmapped.
 
-What OCSF has no place for (details, changes, trace ids, the leaf hash) is
+What OCSF has no place for (details, changes, trace ids, who located the
+country, the leaf hash) is
 kept under `unmapped`, so nothing of the event is lost on the way."""
 
 from __future__ import annotations
@@ -258,7 +259,9 @@ def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
     for key in ("category", "details", "changes", "idempotency_key", "recorded_by"):
         if key in record:
             unmapped[key] = record[key]
-    for key in ("trace_id", "span_id"):
+    # `country_source`: who located the country (`caller`, or `geoip`: the
+    # server, ADR 0134), which OCSF's location has no place for.
+    for key in ("trace_id", "span_id", "country_source"):
         if key in context:
             unmapped[key] = context[key]
     event["unmapped"] = unmapped
