@@ -349,6 +349,48 @@ def test_new_country_fires_for_a_known_actor_from_a_new_country_only(
     assert sql.execute(count, [rule.id]).fetchone() == (0,)
 
 
+def test_a_new_country_rule_rewritten_to_the_same_filter_keeps_what_it_learned(
+    client: AuditClient, rules: Any, marked: None, sql: psycopg.Connection[Any]
+) -> None:
+    """Its countries given in another order, or `countries: [FR]` written as
+    `country: FR`, the rule watches the same events: it keeps the countries it
+    learned, and the change is no weakening (its origins were forgotten, the
+    actors' next countries learned silently, while the change's record said
+    nothing of it). A filter that does change still forgets, and says so."""
+    rule = rules(
+        build_alert_rule(
+            "unfamiliar place", "new_country", filter=build_filter(countries=["FR", "DE"])
+        )
+    )
+    count = "SELECT count(*) FROM alert_known_countries WHERE rule_id = %s"
+
+    def weakens(changed: alerting_pb2.AlertRule) -> list[str]:
+        """Changes the rule to `changed`: what its record says that weakens."""
+        answer = client.update_alert_rule(changed)
+        rule.CopyFrom(answer.rule)
+        details = json_format.MessageToDict(client.get_event(answer.event_id).details)
+        return list(details.get("weakens", []))
+
+    client.record(action="user.login", actor_id="alice", country="FR")
+    settle(client)
+    assert sql.execute(count, [rule.id]).fetchone() == (1,)
+    rule.new_country.filter.CopyFrom(build_filter(countries=["DE", "FR"]))
+    assert weakens(rule) == []
+    assert sql.execute(count, [rule.id]).fetchone() == (1,)
+    rule.new_country.filter.CopyFrom(build_filter(countries=["FR"]))
+    assert weakens(rule) == [
+        "condition_narrowed",
+        "origins_forgotten",
+    ]
+    assert sql.execute(count, [rule.id]).fetchone() == (0,)
+    client.record(action="user.login", actor_id="alice", country="FR")
+    settle(client)
+    assert sql.execute(count, [rule.id]).fetchone() == (1,)
+    rule.new_country.filter.CopyFrom(build_filter(country="FR"))
+    assert weakens(rule) == []
+    assert sql.execute(count, [rule.id]).fetchone() == (1,)
+
+
 def test_off_hours_fires_outside_working_hours_in_the_rules_time_zone(
     client: AuditClient, rules: Any, marked: None
 ) -> None:

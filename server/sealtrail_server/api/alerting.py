@@ -18,7 +18,7 @@ from sealtrail.v1 import event_pb2
 
 from ..alerts.evaluator import Evaluator, condition_of
 from ..alerts.routing import delete_rule_routing_its_alerts, hold_sinks
-from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT, NEW_ORIGIN_KINDS
+from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ..domain.etags import etag_of, instant, require_etag
 from ..domain.event import MAX_NAME, SEVERITIES, ChangeDraft, parse_uuid
@@ -388,10 +388,10 @@ class AlertingRpcs:
             )
             weakens = rule_weakenings(_settings(before), _settings(after))
             # What a new-IP or new-country rule learned was learned under its
-            # old condition.
-            forget = (
-                before.condition["kind"] in NEW_ORIGIN_KINDS and before.condition != after.condition
-            )
+            # old condition: forgotten if it watches other events now, as the
+            # change's record says (a filter's values reordered, or `country`
+            # written as `countries` of one, watch the same).
+            forget = "origins_forgotten" in weakens
             after = replace(after, updated_at=self._clock())
             await store.update_rule(conn, after, forget_origins=forget)
             # The rule judges this change's record as it was before it: its

@@ -17,7 +17,7 @@ look, one too few a blind spot.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from .alerts import NEW_ORIGIN_KINDS, Condition
@@ -245,13 +245,31 @@ def rule_weakenings(before: RuleSettings, after: RuleSettings) -> list[str]:
         reasons.append("disabled")
     if condition_narrows(before.condition, after.condition):
         reasons.append("condition_narrowed")
-    if before.condition.kind in NEW_ORIGIN_KINDS and before.condition != after.condition:
+    if before.condition.kind in NEW_ORIGIN_KINDS and _as_compared(before.condition) != (
+        _as_compared(after.condition)
+    ):
         reasons.append("origins_forgotten")
     if _SEVERITY_RANKS[after.severity] < _SEVERITY_RANKS[before.severity]:
         reasons.append("severity_lowered")
     if set(before.sink_ids) - set(after.sink_ids):
         reasons.append("sinks_removed")
     return reasons
+
+
+def _as_compared(condition: Condition) -> Condition:
+    """`condition` with `country: DE` as `countries: [DE]` (and so for resource
+    types): the same events, which a new-origin rule keeps what it learned of."""
+    f = condition.filter
+    return replace(
+        condition,
+        filter=replace(
+            f,
+            country=None,
+            countries=f.any_country(),
+            resource_type=None,
+            resource_types=f.any_resource_type(),
+        ),
+    )
 
 
 def condition_narrows(before: Condition, after: Condition) -> bool:
