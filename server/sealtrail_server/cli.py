@@ -284,7 +284,8 @@ def serve(
         cause = error.__cause__
         if isinstance(cause, psycopg.Error):
             owner_url = bool(settings.owner_database_url)
-            raise click.ClickException(_database_problem(cause, owner_url=owner_url)) from None
+            said = _database_problem(cause, owner_url=owner_url, as_service_role=True)
+            raise click.ClickException(said) from None
         raise click.ClickException(str(error)) from None
     finally:
         atexit.unregister(shut_down_telemetry)
@@ -339,27 +340,34 @@ def _shut_down_telemetry(metrics: Metrics | None, tracer_provider: TracerProvide
         flushing.join(max(0.0, deadline - time.monotonic()))
 
 
-def _database_problem(error: psycopg.Error, *, owner_url: bool) -> str:
+def _database_problem(
+    error: psycopg.Error, *, owner_url: bool, as_service_role: bool = False
+) -> str:
     """What a database error that stopped the server (or a command, before
     it began) says to whoever started it (a URL is never repeated: it may
-    hold a password). `owner_url`: SEALTRAIL_OWNER_DATABASE_URL was set."""
+    hold a password). `owner_url`: SEALTRAIL_OWNER_DATABASE_URL was set.
+    `as_service_role`: a statement run as sealtrail_service or _system
+    (store/database.py `_refused`), not one of the migrations."""
     log.debug("the database error that stopped the start", exc_info=error)
-    if isinstance(error, psycopg.errors.InsufficientPrivilege) and not owner_url:
+    refused = isinstance(error, psycopg.errors.InsufficientPrivilege)
+    if refused and not owner_url and not as_service_role:
         return (
             f"the database refused a statement of the migrations ({error.diag.message_primary}):"
             " its user is not the tables' owner; set SEALTRAIL_OWNER_DATABASE_URL to the"
             " owner's, or a superuser's (docs/database.md)"
         )
-    if isinstance(error, psycopg.errors.InsufficientPrivilege):
-        # With the owner's URL set, told to set it (helper-203): after a
-        # restore into a cluster without the roles, their grants are gone.
+    if refused:
+        # With the owner's URL set, told to set it (helper-203); and so was
+        # one URL that owns the tables, the embedded superuser's (helper-415):
+        # after a restore into a cluster without the roles, their grants are gone.
+        # A migration's statement refused the owner's URL may mean it is not the owner's.
+        not_owner = "; or SEALTRAIL_OWNER_DATABASE_URL's user is not the tables' owner"
         return (
             f"the database refused a statement ({error.diag.message_primary}): the service's"
             " roles lack their grants on the tables, as after a restore into a cluster without"
             " the roles (creating them after does not bring the grants back): restore again"
-            " once they exist (docs/operations.md, Restoring); or SEALTRAIL_OWNER_DATABASE_URL's"
-            " user is not the tables' owner"
-        )
+            " once they exist (docs/operations.md, Restoring)"
+        ) + ("" if as_service_role else not_owner)
     if isinstance(error, psycopg.OperationalError):
         return f"cannot use the database: {' '.join(str(error).split()) or type(error).__name__}"
     if isinstance(error, psycopg.ProgrammingError) and error.sqlstate is None:

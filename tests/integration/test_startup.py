@@ -357,6 +357,29 @@ def test_a_start_refused_for_lost_grants_with_the_owner_url_set_says_to_restore_
     assert "docs/operations.md" in started.output
 
 
+def test_a_start_refused_for_lost_grants_on_one_superuser_url_says_to_restore_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The embedded PostgreSQL's case (docs/operations.md, Restoring: a dump
+    restored into a new data dir before roles.sql ran): one URL, a superuser's,
+    which owns the tables. The refusal of a service role's statement was told
+    to set SEALTRAIL_OWNER_DATABASE_URL to an owner's or a superuser's, which
+    it was already (helper-415)."""
+    with database_of_its_own(database_url, "lost_grants_one_url") as restored:
+        with psycopg.connect(restored, autocommit=True) as owner:
+            owner.execute(
+                "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM sealtrail_service, sealtrail_system"
+            )
+        env = {"SEALTRAIL_DATABASE_URL": restored, "SEALTRAIL_DATA_DIR": str(tmp_path)}
+        started = CliRunner().invoke(cli.main, ["serve", "--listen", "127.0.0.1:0"], env=env)
+    assert started.exit_code == 1, started.output
+    assert "Error: the database refused a statement (permission denied for table" in started.output
+    assert "SEALTRAIL_OWNER_DATABASE_URL" not in started.output, started.output
+    assert "not the tables' owner" not in started.output, started.output
+    assert "the service's roles lack their grants" in started.output
+    assert "restore again once they exist (docs/operations.md, Restoring)" in started.output
+
+
 def test_a_database_that_never_answers_is_given_up_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """A host that takes the connection and says nothing (a hung server, a
     firewall dropping the rest) held a start for good: libpq waits as long as
