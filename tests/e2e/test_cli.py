@@ -835,6 +835,79 @@ def _initdb_runs_in(data_dir: Path) -> bool:
     return False
 
 
+OPERATIONS_MD: Final = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+
+
+def _operations_sh(containing: str) -> str:
+    """The `sh` block of docs/operations.md that holds `containing`, as an
+    operator copies it (its `.venv/bin/python` this test's interpreter)."""
+    blocks = re.findall(r"```sh\n(.*?)```", OPERATIONS_MD.read_text("utf-8"), re.DOTALL)
+    found = [block for block in blocks if containing in block]
+    assert len(found) == 1, f"{len(found)} sh blocks of docs/operations.md hold {containing!r}"
+    return found[0].replace(".venv/bin/python", sys.executable)
+
+
+def test_an_embedded_backup_restored_into_a_new_data_dir_as_the_operations_doc_shows() -> None:
+    """docs/operations.md's embedded backup (`pg_dump` and `pg_dumpall` over
+    the socket postmaster.pid names) and its restore into a new data dir
+    (PostgreSQL started alone, roles.sql, pg_restore, the keys and the
+    current signed-checkpoints copied in), each block run as printed: the
+    server on the new data dir serves the log whole, signed by the same key,
+    and a checkpoint saved before the backup is consistent with it."""
+    backup = _operations_sh('"$PGBIN/pg_dump" -Fc')
+    restore = _operations_sh('"$PGBIN/pg_restore"')
+    serve_line = "SEALTRAIL_DATA_DIR=$NEW sealtrail-server serve\n"
+    assert restore.endswith(serve_line), restore  # run below as a process of the test's
+    restore = restore.removesuffix(serve_line)
+    # `make run`'s deployment: its three keys generated in its data dir.
+    keys = ("SEALTRAIL_SIGNING_KEY", "SEALTRAIL_REDACTION_KEY", "SEALTRAIL_SECRETS_KEY")
+    in_data_dir = dict.fromkeys(keys, "")
+    with (
+        _embedded_data_dir() as (data_dir, running),
+        _embedded_data_dir("sealtrail-e2e-restored-") as (new_dir, running_new),
+        tempfile.TemporaryDirectory(prefix="sealtrail-e2e-backup-") as kept,
+    ):
+        served = _serve_embedded(data_dir, running, env=in_data_dir)
+        token = (data_dir / "dev-admin-token").read_text().strip()
+        env = {"SEALTRAIL_SERVER": served["target"], "SEALTRAIL_TOKEN": token}
+        for actor in ("alice", "bob", "carol"):
+            run("sealtrail", "record", "--action", "user.login", "--actor-id", actor, env=env)
+        saved = Path(kept) / "saved-checkpoint"
+        saved.write_text(run("sealtrail", "checkpoint", "--fresh", env=env).stdout)
+        data_env = {**in_data_dir, "SEALTRAIL_DATA_DIR": str(data_dir)}
+        verifier = run("sealtrail-server", "key", "show", env=data_env).stdout.strip()
+        for name in ("signing-key", "redaction-key", "secrets-key"):  # kept apart, as the doc says
+            shutil.copy2(data_dir / name, Path(kept) / name)
+
+        # The deployment's own directory: the restore's `cp` reads the keys from it.
+        shell_env = {**os.environ, **data_env, "NEW": str(new_dir)}
+        done = subprocess.run(
+            ["bash", "-e", "-c", backup + restore],
+            cwd=kept, capture_output=True, text=True, timeout=300, env=shell_env,
+        )  # fmt: skip
+        assert done.returncode == 0, f"stdout: {done.stdout}\nstderr: {done.stderr}"
+        assert (Path(kept) / "sealtrail.dump").stat().st_size > 0
+        assert "CREATE ROLE sealtrail_system" in (Path(kept) / "roles.sql").read_text()
+        running_new.callback(_stop_postmaster, new_dir / "postgres")  # started alone above
+        stop(served["process"])
+
+        restored = _serve_embedded(new_dir, running_new, env=in_data_dir)
+        env["SEALTRAIL_SERVER"] = restored["target"]
+        verified = run("sealtrail", "verify-log", env=env).stdout
+        assert verified.startswith("OK: 4 records"), verified  # the dev token's, and three
+        new_env = {**in_data_dir, "SEALTRAIL_DATA_DIR": str(new_dir)}
+        assert run("sealtrail-server", "key", "show", env=new_env).stdout.strip() == verifier
+        checked = run("sealtrail", "checkpoint", "--check", str(saved), "--key", verifier, env=env)
+        assert checked.stdout.startswith("CONSISTENT: the saved log of 4 events"), checked.stdout
+        run("sealtrail", "record", "--action", "user.logout", "--actor-id", "alice", env=env)
+        bundle = Path(kept) / "bundle"
+        run("sealtrail", "bundle", "-o", str(bundle), env=env)
+        proved = run("sealtrail", "verify", "--key", verifier, str(bundle), env=env).stdout
+        assert proved.startswith("OK: "), proved
+        stop(restored["process"])
+        assert not (new_dir / "postgres" / "postmaster.pid").exists(), "PostgreSQL still runs"
+
+
 def _wait_until_gone(pid: int) -> None:
     """Until process `pid` has ended (a zombie nobody reaps counts as ended)."""
     deadline = time.monotonic() + 30
@@ -896,13 +969,17 @@ def _serving_embedded(
 
 
 def _serve_embedded(
-    data_dir: Path, running: contextlib.ExitStack, *, under: tuple[str, ...] = ()
+    data_dir: Path,
+    running: contextlib.ExitStack,
+    *,
+    under: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`sealtrail-server serve` on `data_dir`'s embedded database, once
     serving, stopped when `running` ends if not before: its process, target,
     stdout so far, and a reader of its stderr (kept in a file of `data_dir`:
     a pipe nobody reads would fill and stall it). `under`: a command it is
-    run under (`nohup`)."""
+    run under (`nohup`); `env`: variables set (or, empty, unset) besides."""
     stderr_path = data_dir / f"serve-{time.monotonic_ns()}.err"
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
@@ -916,6 +993,7 @@ def _serve_embedded(
                 **{k: v for k, v in os.environ.items() if k != "SEALTRAIL_SIGNED_CHECKPOINTS_DIR"},
                 "SEALTRAIL_DATA_DIR": str(data_dir),
                 "PYTHONUNBUFFERED": "1",
+                **(env or {}),
             },
         )
     running.callback(stop, process)
