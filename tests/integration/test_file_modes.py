@@ -234,6 +234,9 @@ def _start_refused(server: ServerThread, url: str, signed: Path) -> str:
 
 
 _KEY_DIR = Signer.parse(SIGNING_KEY).verifier.key_id.hex()
+# The tests' signing key is made anew in each test process, so its directory is
+# named in the cases as KEY (a test's id must be the same in every process).
+_THE_KEY = "KEY"
 
 
 @pytest.mark.parametrize(
@@ -241,10 +244,10 @@ _KEY_DIR = Signer.parse(SIGNING_KEY).verifier.key_id.hex()
     [
         ("", 0o777, "chmod 700"),  # the directory itself, its key's made in it now
         ("", 0o770, "chmod 700"),
-        (_KEY_DIR, 0o707, "chmod 700"),
+        (_THE_KEY, 0o707, "chmod 700"),
         ("0123456789abcdef", 0o775, "chmod 700"),  # another key's
-        (f"{_KEY_DIR}/acme", 0o666, "chmod 600"),
-        (f"{_KEY_DIR}/.erasures/acme", 0o620, "chmod 600"),
+        (f"{_THE_KEY}/acme", 0o666, "chmod 600"),
+        (f"{_THE_KEY}/.erasures/acme", 0o620, "chmod 600"),
     ],
 )
 def test_a_signed_checkpoints_dir_others_can_rewrite_is_refused(
@@ -257,6 +260,7 @@ def test_a_signed_checkpoints_dir_others_can_rewrite_is_refused(
 ) -> None:
     signed = tmp_path / "signed"
     signed.mkdir(mode=0o700)
+    where = where.replace(_THE_KEY, _KEY_DIR)
     path = signed / where if where else signed
     if path.suffix or "/" in where:  # a file, in directories of the server's
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
