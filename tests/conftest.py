@@ -402,19 +402,29 @@ def no_collector() -> Iterator[None]:
         gc.collect()
 
 
-@pytest.fixture
-def client_for(server: ServerThread) -> Iterator[Callable[..., AuditClient]]:
-    """Makes sync clients for (tenant, role); closes them after the test."""
-    clients: list[AuditClient] = []
+@contextlib.contextmanager
+def clients_of(server: ServerThread) -> Iterator[Callable[..., AuditClient]]:
+    """Makes sync clients of `server` for (tenant, role, client options), an
+    admin's unless told; closes each on leaving."""
+    made: list[AuditClient] = []
 
     def make(tenant_id: str, role: Role | str = Role.ADMIN, **options: Any) -> AuditClient:
         client = AuditClient(server.target, token=server.token(tenant_id, role), **options)
-        clients.append(client)
+        made.append(client)
         return client
 
-    yield make
-    for client in clients:
-        client.close()
+    try:
+        yield make
+    finally:
+        for client in made:
+            client.close()
+
+
+@pytest.fixture
+def client_for(server: ServerThread) -> Iterator[Callable[..., AuditClient]]:
+    """Makes sync clients for (tenant, role); closes them after the test."""
+    with clients_of(server) as make:
+        yield make
 
 
 @pytest.fixture

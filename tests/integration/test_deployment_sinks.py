@@ -36,6 +36,7 @@ from sealtrail.v1 import alerting_pb2, event_pb2, forwarding_pb2
 from sealtrail_server.api import managed_sinks
 from tests.conftest import (
     ServerThread,
+    clients_of,
     database_of_its_own,
     deployment_operator,
 )
@@ -83,16 +84,8 @@ def operator(own_database: str) -> Iterator[Callable[..., Result]]:
 
 @pytest.fixture
 def admin_of(deployment: ServerThread) -> Iterator[Callable[[str], AuditClient]]:
-    clients: list[AuditClient] = []
-
-    def make(tenant_id: str) -> AuditClient:
-        client = AuditClient(deployment.target, token=deployment.token(tenant_id))
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
+    with clients_of(deployment) as make:
+        yield make
 
 
 @pytest.fixture

@@ -27,11 +27,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from sealtrail import AuditClient, RpcFailedError, build_alert_rule, build_filter, build_sink
-from sealtrail.v1 import alerting_pb2
+from sealtrail.v1 import alerting_pb2, forwarding_pb2
 from sealtrail_server.sealing_setup import load_secret_box
 from sealtrail_server.store.deployment_sinks import reseal_definitions
 from sealtrail_server.store.sinks import reseal_secrets
-from tests.conftest import ServerThread, database_of_its_own, deployment_operator
+from tests.conftest import ServerThread, clients_of, database_of_its_own, deployment_operator
 from tests.http_endpoint import Endpoint, endpoint
 from tests.integration.test_alerting import _gauge
 from tests.integration.test_deployment_sinks import SECRET, _create
@@ -44,6 +44,26 @@ from tests.integration.test_forwarding import (
 from tests.polls import until_true
 
 NEWER = "made by a newer Sealtrail"
+DOCUMENTS = build_filter(actions="document.*")
+# Whether the older process let a sink, or a tenant's alert rules, go.
+SINK_LET_GO = "SELECT lease_owner IS NULL FROM sinks WHERE id = %s"
+RULES_LET_GO = "SELECT lease_owner IS NULL FROM alert_cursors WHERE tenant_id = %s"
+# What a newer release's object is, as a test compares it before and after:
+# a sink's row and its dead letters' count, an alert rule's, a deployment sink's.
+SINK_ROW = (
+    "SELECT cursor_seq, delivered_events, last_error, consecutive_failures,"
+    " next_attempt_at, filter, destination, kind, updated_at,"
+    " (SELECT count(*) FROM sink_dead_letters WHERE sink_id = %s)"
+    " FROM sinks WHERE id = %s"
+)
+RULE_ROW = (
+    "SELECT name, condition, severity, sink_ids, disabled, start_seq, updated_at, fired"
+    " FROM alert_rules WHERE id = %s"
+)
+DEFINITION_ROW = (
+    "SELECT name, kind, format, filter, destination, paused, revision, changed_by,"
+    " updated_at, deleted_at FROM deployment_sinks WHERE id = %s"
+)
 
 
 def _refused(call: Callable[[], object], what: str, object_id: str) -> None:
@@ -92,16 +112,14 @@ def owner_sql(newer_database: str) -> Iterator[psycopg.Connection[Any]]:
 
 @pytest.fixture
 def older_client(older: ServerThread) -> Iterator[Callable[[str], AuditClient]]:
-    made: list[AuditClient] = []
+    with clients_of(older) as make:
+        yield make
 
-    def make(tenant_id: str) -> AuditClient:
-        client = AuditClient(older.target, token=older.token(tenant_id))
-        made.append(client)
-        return client
 
-    yield make
-    for client in made:
-        client.close()
+@pytest.fixture(autouse=True)
+def said_at_info(caplog: pytest.LogCaptureFixture) -> None:
+    """What the server says of a newer release's objects is said at INFO and up."""
+    caplog.set_level(logging.INFO, logger="sealtrail_server")
 
 
 @pytest.fixture
@@ -112,6 +130,23 @@ def second_receiver() -> Iterator[Endpoint]:
 
 def _new_tenant() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def _row(sql: psycopg.Connection[Any], query: str, object_id: str) -> tuple[Any, ...]:
+    """The one row `query` reads of `object_id` (each of its %s)."""
+    row = sql.execute(query, [object_id] * query.count("%s")).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def _document_sink(
+    client: AuditClient, name: str, url: str, *, paused: bool = False
+) -> forwarding_pb2.Sink:
+    """A webhook sink of the client's tenant sending its document.* events to `url`."""
+    sink = build_sink(
+        name, "webhook", url=url, secrets=[new_secret()], filter=DOCUMENTS, paused=paused
+    )
+    return client.create_sink(sink).sink
 
 
 def _copied_sink(
@@ -144,76 +179,71 @@ def _newer_lines(caplog: pytest.LogCaptureFixture, object_id: str) -> list[str]:
     ]
 
 
-def _said_once(caplog: pytest.LogCaptureFixture, object_id: str, timeout: float = 30) -> str:
+def _until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while not _newer_lines(caplog, object_id):
-        assert time.monotonic() < deadline, f"nothing logged of {object_id}"
+    while not check():
+        assert time.monotonic() < deadline, what
         time.sleep(0.05)
-    return _newer_lines(caplog, object_id)[0]
 
 
-def _sink_row(sql: psycopg.Connection[Any], sink_id: str) -> tuple[Any, ...]:
-    row = sql.execute(
-        "SELECT cursor_seq, delivered_events, last_error, consecutive_failures,"
-        " next_attempt_at, filter, destination, kind, updated_at,"
-        " (SELECT count(*) FROM sink_dead_letters WHERE sink_id = %s)"
-        " FROM sinks WHERE id = %s",
-        [sink_id, sink_id],
-    ).fetchone()
-    assert row is not None
-    return tuple(row)
+def _said_once(
+    caplog: pytest.LogCaptureFixture, object_id: str, *words: str, timeout: float = 30
+) -> str:
+    """The first line logged of `object_id`, once there is one; it says each of `words`."""
+    _until(lambda: bool(_newer_lines(caplog, object_id)), f"nothing logged of {object_id}", timeout)
+    said = _newer_lines(caplog, object_id)[0]
+    assert all(word in said for word in words), said
+    return said
+
+
+def _said_left_sealed(caplog: pytest.LogCaptureFixture, object_id: str) -> None:
+    """Resealing said once that it left `object_id`, of kind carrier_pigeon,
+    sealed (the forwarder may say it left the sink too, before or after)."""
+    said = [line for line in _newer_lines(caplog, object_id) if "left sealed" in line]
+    assert len(said) == 1 and NEWER in said[0] and "carrier_pigeon" in said[0], said
+
+
+def _left_by_the_older(
+    caplog: pytest.LogCaptureFixture,
+    sql: psycopg.Connection[Any],
+    object_id: str,
+    *words: str,
+    let_go: tuple[str, str],
+) -> None:
+    """`object_id` is said left to a newer release (with `words`), and the
+    older process lets it go: `let_go`'s query of its key reads true."""
+    _said_once(caplog, object_id, NEWER, *words)
+    query, key = let_go
+    until_true(sql, query, [key], f"{key} is still leased by the older process")
 
 
 def test_sinks_a_newer_release_made_are_left_to_it_and_the_others_delivered(
-    older: ServerThread,
     older_client: Callable[[str], AuditClient],
     owner_sql: psycopg.Connection[Any],
     second_receiver: Endpoint,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="sealtrail_server")
     tenant = _new_tenant()
     client = older_client(tenant)
     with endpoint() as receiver:
-        known = client.create_sink(
-            build_sink(
-                "siem",
-                "webhook",
-                url=receiver.url,
-                secrets=[new_secret()],
-                filter=build_filter(actions="document.*"),
-            )
-        ).sink
+        known = _document_sink(client, "siem", receiver.url)
         pigeon = _copied_sink(
             owner_sql, tenant, known.id, kind="carrier_pigeon", destination='{"loft": "north"}'
         )
-        filtered = client.create_sink(
-            build_sink(
-                "narrowed",
-                "webhook",
-                url=second_receiver.url,
-                secrets=[new_secret()],
-                filter=build_filter(actions="document.*"),
-            )
-        ).sink
+        filtered = _document_sink(client, "narrowed", second_receiver.url)
         # A newer release's filter: only the events it names go, which this one cannot tell.
         owner_sql.execute(
             'UPDATE sinks SET filter = filter || \'{"futureField": "x"}\', updated_at = now()'
             " WHERE id = %s",
             [filtered.id],
         )
-        before = {sink_id: _sink_row(owner_sql, sink_id) for sink_id in (pigeon, filtered.id)}
+        before = {sink_id: _row(owner_sql, SINK_ROW, sink_id) for sink_id in (pigeon, filtered.id)}
 
         seqs = record(client, 3)
         receiver.wait_for(lambda got: delivered_seqs(got) == seqs)
         for sink_id, what in ((pigeon, "carrier_pigeon"), (filtered.id, "futureField")):
-            said = _said_once(caplog, sink_id)
-            assert NEWER in said and tenant in said and what in said, said
-            until_true(
-                owner_sql,
-                "SELECT lease_owner IS NULL FROM sinks WHERE id = %s",
-                [sink_id],
-                f"{sink_id} is still leased by the older process",
+            _left_by_the_older(
+                caplog, owner_sql, sink_id, tenant, what, let_go=(SINK_LET_GO, sink_id)
             )
         # More events, delivered to the known sink: the others stay as they were, untouched.
         more = record(client, 2)
@@ -226,7 +256,7 @@ def test_sinks_a_newer_release_made_are_left_to_it_and_the_others_delivered(
         )
     assert second_receiver.requests() == []
     for sink_id in (pigeon, filtered.id):
-        assert _sink_row(owner_sql, sink_id) == before[sink_id]
+        assert _row(owner_sql, SINK_ROW, sink_id) == before[sink_id]
         assert len(_newer_lines(caplog, sink_id)) == 1, _newer_lines(caplog, sink_id)
         leased = owner_sql.execute("SELECT lease_owner FROM sinks WHERE id = %s", [sink_id])
         assert leased.fetchone() == (None,)
@@ -251,7 +281,7 @@ def test_sinks_a_newer_release_made_are_left_to_it_and_the_others_delivered(
         _refused(lambda: client.update_sink(shown, fields=["name"]), "SINK", sink_id)  # noqa: B023
         _refused(lambda: client.replay_sink(sink_id, seq_range=(1, 1)), "SINK", sink_id)  # noqa: B023
         _refused(lambda: client.delete_sink(sink_id), "SINK", sink_id)  # noqa: B023
-        assert _sink_row(owner_sql, sink_id) == before[sink_id]
+        assert _row(owner_sql, SINK_ROW, sink_id) == before[sink_id]
         # Its dead letters (parked by a newer process) are listed as any sink's.
         parked = _park_directly(owner_sql, tenant, sink_id, 3)
         assert [letter.id for letter in client.list_dead_letters(sink_id)] == parked
@@ -273,23 +303,22 @@ def _copied_rule(
 
 
 def _fired(sql: psycopg.Connection[Any], rule_id: str) -> int:
-    row = sql.execute("SELECT fired FROM alert_rules WHERE id = %s", [rule_id]).fetchone()
-    assert row is not None
-    return int(row[0])
+    return int(_row(sql, "SELECT fired FROM alert_rules WHERE id = %s", rule_id)[0])
+
+
+def _until_fired(sql: psycopg.Connection[Any], rule_id: str, times: int, why: str) -> None:
+    until_true(sql, "SELECT fired = %s FROM alert_rules WHERE id = %s", [times, rule_id], why)
 
 
 def test_alert_rules_a_newer_release_made_leave_their_tenant_to_it(
-    older: ServerThread,
     older_client: Callable[[str], AuditClient],
     owner_sql: psycopg.Connection[Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="sealtrail_server")
-    watched = build_filter(actions="document.*")
     plain, newer_kind, newer_filter, newer_key = (_new_tenant() for _ in range(4))
     clients = {t: older_client(t) for t in (plain, newer_kind, newer_filter, newer_key)}
     rules = {
-        t: client.create_alert_rule(build_alert_rule("shared", "match", filter=watched)).rule
+        t: client.create_alert_rule(build_alert_rule("shared", "match", filter=DOCUMENTS)).rule
         for t, client in clients.items()
     }
     match = {"kind": "match", "filter": {"actions": ["document.*"]}}
@@ -310,29 +339,12 @@ def test_alert_rules_a_newer_release_made_leave_their_tenant_to_it(
     }
     for client in clients.values():
         record(client, 2)
-    until_true(
-        owner_sql,
-        "SELECT fired = 2 FROM alert_rules WHERE id = %s",
-        [rules[plain].id],
-        "the plain tenant's rule did not fire",
-    )
+    _until_fired(owner_sql, rules[plain].id, 2, "the plain tenant's rule did not fire")
     for tenant, (rule_id, what) in newer.items():
-        said = _said_once(caplog, rule_id)
-        assert NEWER in said and tenant in said and what in said, said
-        until_true(
-            owner_sql,
-            "SELECT lease_owner IS NULL FROM alert_cursors WHERE tenant_id = %s",
-            [tenant],
-            f"{tenant}'s rules are still leased by the older process",
-        )
+        _left_by_the_older(caplog, owner_sql, rule_id, tenant, what, let_go=(RULES_LET_GO, tenant))
     # Another round in the plain tenant: the others' stay where they were.
     record(clients[plain], 1)
-    until_true(
-        owner_sql,
-        "SELECT fired = 3 FROM alert_rules WHERE id = %s",
-        [rules[plain].id],
-        "the plain tenant's rule did not fire again",
-    )
+    _until_fired(owner_sql, rules[plain].id, 3, "the plain tenant's rule did not fire again")
     for tenant, (rule_id, _) in newer.items():
         assert _fired(owner_sql, rules[tenant].id) == 0
         assert _fired(owner_sql, rule_id) == 0
@@ -348,26 +360,13 @@ def test_alert_rules_a_newer_release_made_leave_their_tenant_to_it(
         assert listed[rule_id].WhichOneof("condition") is None
 
 
-def _rule_row(sql: psycopg.Connection[Any], rule_id: str) -> tuple[Any, ...]:
-    row = sql.execute(
-        "SELECT name, condition, severity, sink_ids, disabled, start_seq, updated_at, fired"
-        " FROM alert_rules WHERE id = %s",
-        [rule_id],
-    ).fetchone()
-    assert row is not None
-    return tuple(row)
-
-
 def test_changes_of_alert_rules_a_newer_release_made_are_refused(
-    older: ServerThread,
     older_client: Callable[[str], AuditClient],
     owner_sql: psycopg.Connection[Any],
 ) -> None:
     tenant = _new_tenant()
     client = older_client(tenant)
-    known = client.create_alert_rule(
-        build_alert_rule("known", "match", filter=build_filter(actions="document.*"))
-    ).rule
+    known = client.create_alert_rule(build_alert_rule("known", "match", filter=DOCUMENTS)).rule
     match = {"kind": "match", "filter": {"actions": ["document.*"]}}
     newer = [
         _copied_rule(owner_sql, tenant, known.id, condition)
@@ -380,31 +379,22 @@ def test_changes_of_alert_rules_a_newer_release_made_are_refused(
     record(client, 1)
     listed = {rule.id: rule for rule in client.list_alert_rules()}
     for rule_id in newer:
-        before = _rule_row(owner_sql, rule_id)
+        before = _row(owner_sql, RULE_ROW, rule_id)
         shown = listed[rule_id]
         renamed = alerting_pb2.AlertRule(id=rule_id, name="renamed", etag=shown.etag)
-        _refused(
-            lambda: client.update_alert_rule(renamed, fields=["name"]),  # noqa: B023
-            "ALERT_RULE",
-            rule_id,
-        )
         disabled = alerting_pb2.AlertRule(id=rule_id, disabled=True, etag=shown.etag)
-        _refused(
-            lambda: client.update_alert_rule(disabled, fields=["disabled"]),  # noqa: B023
-            "ALERT_RULE",
-            rule_id,
-        )
         replaced = alerting_pb2.AlertRule()
         replaced.CopyFrom(known)
         replaced.id, replaced.etag = rule_id, shown.etag
-        _refused(lambda: client.update_alert_rule(replaced), "ALERT_RULE", rule_id)  # noqa: B023
-        _refused(
+        for change in (
+            lambda: client.update_alert_rule(renamed, fields=["name"]),  # noqa: B023
+            lambda: client.update_alert_rule(disabled, fields=["disabled"]),  # noqa: B023
+            lambda: client.update_alert_rule(replaced),  # noqa: B023
             lambda: client.delete_alert_rule(rule_id, etag=shown.etag),  # noqa: B023
-            "ALERT_RULE",
-            rule_id,
-        )
-        _refused(lambda: client.delete_alert_rule(rule_id), "ALERT_RULE", rule_id)  # noqa: B023
-        assert _rule_row(owner_sql, rule_id) == before
+            lambda: client.delete_alert_rule(rule_id),  # noqa: B023
+        ):
+            _refused(change, "ALERT_RULE", rule_id)
+        assert _row(owner_sql, RULE_ROW, rule_id) == before
     # The tenant's known rule changes as before.
     client.update_alert_rule(
         alerting_pb2.AlertRule(id=known.id, name="still known"), fields=["name"]
@@ -425,37 +415,32 @@ def _newer_filter_copy(
     return copy
 
 
-def _until(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_what_an_older_process_left_is_forgotten_once_deleted_or_changed(
     older: ServerThread,
     older_client: Callable[[str], AuditClient],
     owner_sql: psycopg.Connection[Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="sealtrail_server")
     forwarder, evaluator = older.service.forwarder, older.service.evaluator
+
+    def changed() -> None:
+        """Tells the older process its sinks and rules changed (a newer process's NOTIFY)."""
+        forwarder.sinks_changed()
+        evaluator.rules_changed()
+
     tenant = _new_tenant()
     client = older_client(tenant)
     with endpoint() as receiver:
         known = client.create_sink(
             build_sink("known", "webhook", url=receiver.url, secrets=[new_secret()])
         ).sink
-        rule = client.create_alert_rule(
-            build_alert_rule("known", "match", filter=build_filter(actions="document.*"))
-        ).rule
+        rule = client.create_alert_rule(build_alert_rule("known", "match", filter=DOCUMENTS)).rule
         # What the process remembers of the module's other tests (its
         # forgetting is read there, at the end: nothing outside it shows it).
         sinks_before, rules_before = len(forwarder._left), len(evaluator._left)
         sinks = [_newer_filter_copy(owner_sql, tenant, known.id) for _ in range(5)]
         rules = [_copied_rule(owner_sql, tenant, rule.id, {"kind": "quorum"}) for _ in range(5)]
-        forwarder.sinks_changed()
-        evaluator.rules_changed()
+        changed()
         for object_id in sinks + rules:
             _said_once(caplog, object_id)
         # One of each changed by a newer process: the sink met again, as its
@@ -463,8 +448,7 @@ def test_what_an_older_process_left_is_forgotten_once_deleted_or_changed(
         # the others not.
         owner_sql.execute("UPDATE sinks SET updated_at = now() WHERE id = %s", [sinks[0]])
         owner_sql.execute("UPDATE alert_rules SET updated_at = now() WHERE id = %s", [rules[0]])
-        forwarder.sinks_changed()
-        evaluator.rules_changed()
+        changed()
         _until(
             lambda: len(_newer_lines(caplog, sinks[0])) == 2, "the changed sink was not met again"
         )
@@ -475,8 +459,7 @@ def test_what_an_older_process_left_is_forgotten_once_deleted_or_changed(
         # so never said), hence the read of what it remembers.
         owner_sql.execute("DELETE FROM sinks WHERE id = ANY(%s::uuid[])", [sinks])
         owner_sql.execute("DELETE FROM alert_rules WHERE id = ANY(%s::uuid[])", [rules])
-        forwarder.sinks_changed()
-        evaluator.rules_changed()
+        changed()
         _until(lambda: len(forwarder._left) == sinks_before, "deleted sinks are remembered")
         _until(lambda: len(evaluator._left) == rules_before, "deleted rules are remembered")
         client.delete_sink(known.id)
@@ -488,7 +471,6 @@ def test_sinks_left_to_a_newer_release_do_not_wait_for_room(
 ) -> None:
     """At its limit of sinks, a process counts those no process holds, to say
     they wait for one with room: never those it leaves to a newer release."""
-    caplog.set_level(logging.INFO, logger="sealtrail_server")
     tenant = _new_tenant()
     reader = InMemoryMetricReader()
     with (
@@ -500,16 +482,7 @@ def test_sinks_left_to_a_newer_release_do_not_wait_for_room(
         AuditClient(server.target, token=server.token(tenant)) as client,
         endpoint() as receiver,
     ):
-        known = client.create_sink(
-            build_sink(
-                "known",
-                "webhook",
-                url=receiver.url,
-                secrets=[new_secret()],
-                filter=build_filter(actions="document.*"),
-                paused=True,
-            )
-        ).sink
+        known = _document_sink(client, "known", receiver.url, paused=True)
         newer = _newer_filter_copy(sql, tenant, known.id)
         server.service.forwarder.sinks_changed()
         _said_once(caplog, newer)
@@ -535,7 +508,6 @@ def test_resealing_leaves_a_newer_release_s_sink_sealed_as_it_is(
     """Resealing at start (a process restarted, new secrets key) knows which
     fields of a sink are secrets by its kind: one it does not know is left
     sealed as it is, and said, never a KeyError that stops the start."""
-    caplog.set_level(logging.INFO, logger="sealtrail_server")
     tenant = _new_tenant()
     client = older_client(tenant)
     known = client.create_sink(
@@ -545,24 +517,13 @@ def test_resealing_leaves_a_newer_release_s_sink_sealed_as_it_is(
     pigeon = _copied_sink(
         owner_sql, tenant, known.id, kind="carrier_pigeon", destination='{"ring": "sealed:x"}'
     )
-    before = _sink_row(owner_sql, pigeon)
+    before = _row(owner_sql, SINK_ROW, pigeon)
     box = load_secret_box(older.settings)
     _, _, unopenable = asyncio.run(reseal_secrets(newer_database, box))
-    assert _sink_row(owner_sql, pigeon) == before
+    assert _row(owner_sql, SINK_ROW, pigeon) == before
     assert not any(pigeon in problem for problem in unopenable)
-    said = _said_once(caplog, pigeon, timeout=0)
-    assert NEWER in said and "carrier_pigeon" in said and "left sealed" in said, said
+    _said_left_sealed(caplog, pigeon)
     client.delete_sink(known.id)
-
-
-def _definition_row(sql: psycopg.Connection[Any], definition_id: str) -> tuple[Any, ...]:
-    row = sql.execute(
-        "SELECT name, kind, format, filter, destination, paused, revision, changed_by,"
-        " updated_at, deleted_at FROM deployment_sinks WHERE id = %s",
-        [definition_id],
-    ).fetchone()
-    assert row is not None
-    return tuple(row)
 
 
 def _instances(sql: psycopg.Connection[Any], definition_id: str) -> list[tuple[Any, ...]]:
@@ -574,6 +535,13 @@ def _instances(sql: psycopg.Connection[Any], definition_id: str) -> list[tuple[A
             [definition_id],
         ).fetchall()
     ]
+
+
+def _definition_and_instances(
+    sql: psycopg.Connection[Any], definition_id: str
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    """A deployment sink's row and its instances' rows."""
+    return _row(sql, DEFINITION_ROW, definition_id), _instances(sql, definition_id)
 
 
 def test_deployment_sinks_a_newer_release_made_are_left_to_it(
@@ -588,7 +556,6 @@ def test_deployment_sinks_a_newer_release_made_are_left_to_it(
     added: the older process's pass makes, changes and removes none of its
     instances (said once), the operator's `sink` commands list and show it
     with that sign and refuse to change it, and resealing leaves it sealed."""
-    caplog.set_level(logging.INFO, logger="sealtrail_server")
     job = older.service.deployment_sinks
     assert job is not None
     secret_file = tmp_path / "secret.txt"
@@ -614,7 +581,7 @@ def test_deployment_sinks_a_newer_release_made_are_left_to_it(
             [pigeon, known],
         )
         newer = {narrowed: "futureField", pigeon: "carrier_pigeon"}
-        before = {d: (_definition_row(owner_sql, d), _instances(owner_sql, d)) for d in newer}
+        before = {d: _definition_and_instances(owner_sql, d) for d in newer}
         assert len(before[narrowed][1]) >= 1 and before[pigeon][1] == []
 
         # A tenant whose log begins now: given an instance of the known one only.
@@ -633,8 +600,7 @@ def test_deployment_sinks_a_newer_release_made_are_left_to_it(
         ).fetchall()
         assert made == [(known,)]
         for definition_id, what in newer.items():
-            assert (_definition_row(owner_sql, definition_id),
-                    _instances(owner_sql, definition_id)) == before[definition_id]  # fmt: skip
+            assert _definition_and_instances(owner_sql, definition_id) == before[definition_id]
             [said] = _newer_lines(caplog, definition_id)
             assert NEWER in said and what in said, said
 
@@ -663,17 +629,15 @@ def test_deployment_sinks_a_newer_release_made_are_left_to_it(
                 refused = operator("sink", *change)
                 assert refused.exit_code == 1, (change, refused.output)
                 assert NEWER in refused.output and name in refused.output, refused.output
-            assert (_definition_row(owner_sql, definition_id),
-                    _instances(owner_sql, definition_id)) == before[definition_id]  # fmt: skip
+            assert _definition_and_instances(owner_sql, definition_id) == before[definition_id]
 
         # Resealing at start: left sealed as it is, said and counted.
         _, unopenable = asyncio.run(
             reseal_definitions(newer_database, load_secret_box(older.settings))
         )
-        assert _definition_row(owner_sql, pigeon) == before[pigeon][0]
+        assert _row(owner_sql, DEFINITION_ROW, pigeon) == before[pigeon][0]
         assert not any(pigeon in problem for problem in unopenable)
-        said = [line for line in _newer_lines(caplog, pigeon) if "left sealed" in line]
-        assert len(said) == 1 and NEWER in said[0] and "carrier_pigeon" in said[0], said
+        _said_left_sealed(caplog, pigeon)
         assert any("1 deployment sink" in r.getMessage() and "left sealed" in r.getMessage()
                    for r in caplog.records)  # fmt: skip
 
