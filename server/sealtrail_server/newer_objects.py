@@ -8,6 +8,7 @@ left out matches more than it means to), and no lease of it is held."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 from google.protobuf import json_format
@@ -77,3 +78,30 @@ def condition_not_understood(condition: Any) -> str | None:
 def sign(what: str) -> str:
     """The words a read shows of an object this release does not understand."""
     return f"{NEWER} release: {what} not known to this one; left to a process that knows it"
+
+
+def left_sealed(log: logging.Logger, kind: str, what: str, *args: object) -> bool:
+    """Whether a sink (or deployment sink) of `kind`, being resealed at start
+    (store/sinks.reseal_secrets, store/deployment_sinks.reseal_definitions), is
+    a newer release's: which of its fields are secrets is unknown here, so it is
+    left sealed as it is (a newer process reseals it), said in `log` as the
+    `what % args` that was left, and why."""
+    if kind in KINDS:
+        return False
+    log.warning(
+        what + " was %s release (kind %r not known to this one); left sealed as it is",
+        *args, NEWER, kind,
+        stacklevel=2,  # said where the resealing is, as before
+    )  # fmt: skip
+    return True
+
+
+def say_left_sealed(log: logging.Logger, noun: str, count: int) -> None:
+    """Says, where there were any, how many `noun`s ("sink", "deployment sink")
+    one resealing left sealed as they are (`left_sealed`)."""
+    if count:
+        log.warning(
+            "%s secrets: %d %ss a newer release made were left sealed as they are",
+            noun, count, noun,
+            stacklevel=2,
+        )  # fmt: skip

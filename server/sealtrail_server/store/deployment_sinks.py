@@ -21,7 +21,7 @@ import psycopg
 
 from ..domain.sealing import SealError, SecretBox
 from ..domain.sinks import KINDS, SinkDefinition, with_secrets
-from ..newer_objects import NEWER, sink_not_understood
+from ..newer_objects import left_sealed, say_left_sealed, sink_not_understood
 from .sinks import definition_values, opened_destination, secret_place
 
 log = logging.getLogger(__name__)
@@ -310,15 +310,8 @@ async def reseal_definitions(owner_url: str, box: SecretBox) -> tuple[int, list[
             "SELECT id::text, name, kind, destination FROM deployment_sinks"
         )
         for definition_id, name, kind, destination in await cursor.fetchall():
-            if kind not in KINDS:
-                # A newer release's (newer_objects.py), as store/sinks.reseal_secrets
-                # leaves a tenant's: a newer process reseals it.
+            if left_sealed(log, kind, "deployment sink secrets: %s (%s)", name, definition_id):
                 left += 1
-                log.warning(
-                    "deployment sink secrets: %s (%s) was %s release (kind %r not known to"
-                    " this one); left sealed as it is",
-                    name, definition_id, NEWER, kind,
-                )  # fmt: skip
                 continue
 
             def reseal(field: str, value: str) -> str:
@@ -339,10 +332,5 @@ async def reseal_definitions(owner_url: str, box: SecretBox) -> tuple[int, list[
                     [json.dumps(resealed), definition_id, json.dumps(destination)],
                 )
                 changed += updated.rowcount
-        if left:
-            log.warning(
-                "deployment sink secrets: %d deployment sinks a newer release made were left"
-                " sealed as they are",
-                left,
-            )
+        say_left_sealed(log, "deployment sink", left)
     return changed, unopenable

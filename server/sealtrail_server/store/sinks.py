@@ -31,7 +31,7 @@ from psycopg import sql
 from ..domain.filters import EventFilter
 from ..domain.sealing import SealError, SecretBox, is_sealed
 from ..domain.sinks import KINDS, Kind, SinkDefinition, destination_url, with_secrets
-from ..newer_objects import NEWER
+from ..newer_objects import left_sealed, say_left_sealed
 from .changes import erasure_lock_key, erasure_lock_key_of, try_share_condition
 from .events import filter_conditions
 from .migrations import has_table
@@ -279,16 +279,8 @@ async def reseal_secrets(
         cursor = await conn.execute("SELECT tenant_id, id::text, kind, destination FROM sinks")
         left = 0
         for tenant_id, sink_id, kind, destination in await cursor.fetchall():
-            if kind not in KINDS:
-                # A newer release's (newer_objects.py): which of its fields are
-                # secrets is unknown here. Sealed as it is, a newer process
-                # reseals it.
+            if left_sealed(log, kind, "sink secrets: tenant %s sink %s", tenant_id, sink_id):
                 left += 1
-                log.warning(
-                    "sink secrets: tenant %s sink %s was %s release (kind %r not known to"
-                    " this one); left sealed as it is",
-                    tenant_id, sink_id, NEWER, kind,
-                )  # fmt: skip
                 continue
             sealing: list[str] = []
 
@@ -314,10 +306,7 @@ async def reseal_secrets(
                     [json.dumps(resealed), tenant_id, sink_id, json.dumps(destination)],
                 )
                 changed += updated.rowcount
-        if left:
-            log.warning(
-                "sink secrets: %d sinks a newer release made were left sealed as they are", left
-            )
+        say_left_sealed(log, "sink", left)
         if seal_clear and change:
             await conn.execute(
                 "INSERT INTO deployment_markers (name) VALUES (%s) ON CONFLICT DO NOTHING",
