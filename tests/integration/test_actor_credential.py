@@ -31,6 +31,7 @@ from sealtrail import (
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2, forwarding_pb2
 from tests.conftest import ServerThread
+from tests.filter_checks import live_from_now
 from tests.http_endpoint import endpoint
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_export_check import KEY, _resigned
@@ -345,13 +346,11 @@ def test_a_csv_export_made_before_the_credential_columns_still_checks_offline(
 
 
 def test_a_live_stream_follows_one_credential(recorded: AuditClient) -> None:
-    tree_size = recorded.get_checkpoint(fresh=True).tree_size
-    live = recorded.stream(build_filter(credential_id="key_77c0"), after_seq=tree_size)
-    recorded.record(_event("ann", "api_key", "key_8f3a", ""))
-    recorded.record(_event("ann", "", "", ""))
-    recorded.record(_event("eve", "oauth_token", "key_77c0", ""))
-    first = next(live)
-    live.close()  # type: ignore[attr-defined]
+    with live_from_now(recorded, build_filter(credential_id="key_77c0")) as live:
+        recorded.record(_event("ann", "api_key", "key_8f3a", ""))
+        recorded.record(_event("ann", "", "", ""))
+        recorded.record(_event("eve", "oauth_token", "key_77c0", ""))
+        first = next(live)
     assert (first.actor.id, first.actor.credential.kind) == ("eve", "oauth_token")
 
 

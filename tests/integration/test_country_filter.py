@@ -21,6 +21,7 @@ from sealtrail import (
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
+from tests.filter_checks import live_from_now
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
@@ -75,13 +76,11 @@ def test_an_export_holds_one_country(recorded: AuditClient, tmp_path: Path) -> N
 
 
 def test_a_live_stream_follows_one_country(recorded: AuditClient) -> None:
-    tree_size = recorded.get_checkpoint(fresh=True).tree_size
-    live = recorded.stream(build_filter(country="kp"), after_seq=tree_size)
-    recorded.record(action="user.login", actor_id="gus", country="FR")
-    recorded.record(action="user.login", actor_id="hal")
-    recorded.record(action="user.login", actor_id="ida", country="KP")
-    first = next(live)
-    live.close()  # type: ignore[attr-defined]
+    with live_from_now(recorded, build_filter(country="kp")) as live:
+        recorded.record(action="user.login", actor_id="gus", country="FR")
+        recorded.record(action="user.login", actor_id="hal")
+        recorded.record(action="user.login", actor_id="ida", country="KP")
+        first = next(live)
     assert first.actor.id == "ida"
 
 

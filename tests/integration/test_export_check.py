@@ -272,11 +272,19 @@ def test_an_export_filtered_by_a_user_agent_is_checked_offline_and_its_filter_he
     assert checked.filtered and checked.filter is not None
     assert json.loads(checked.filter)["userAgent"] == "Curl"
     assert '"userAgent":"Curl"' in checked.selected
-    manifest = json.loads(kept.read_text(encoding="utf-8"))
-    for told in (
+    refused_when_told(
+        kept,
         checked.filter.replace('"Curl"', '"Wget"'),
         json.dumps({k: v for k, v in json.loads(checked.filter).items() if k != "userAgent"}),
-    ):
+    )
+
+
+def refused_when_told(kept: Path, *filters: str) -> None:
+    """The manifest `kept`, saying each of `filters` (EventFilter JSON) in
+    place of the filter it signed, is refused by check_export naming the filter
+    (its digest no longer the signed one)."""
+    manifest = json.loads(kept.read_text(encoding="utf-8"))
+    for told in filters:
         kept.write_text(json.dumps(manifest | {"filter": told}), encoding="utf-8")
         with pytest.raises(ExportMismatchError, match="filter"):
             check_export(kept, key=KEY)

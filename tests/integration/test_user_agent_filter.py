@@ -22,6 +22,7 @@ from sealtrail import (
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
+from tests.filter_checks import live_from_now
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
@@ -105,15 +106,13 @@ def test_an_export_holds_one_client_and_signs_the_filter(
 
 
 def test_a_live_stream_follows_one_client(recorded: AuditClient) -> None:
-    tree_size = recorded.get_checkpoint(fresh=True).tree_size
-    live = recorded.stream(
-        build_filter(actions="user.login", user_agent="terraform"), after_seq=tree_size
-    )
-    recorded.record(action="user.login", actor_id="hal", user_agent="curl/8.5.0")
-    recorded.record(action="user.login", actor_id="ida")
-    recorded.record(action="user.login", actor_id="jo", user_agent="HashiCorp-TERRAFORM/1.8")
-    first = next(live)
-    live.close()  # type: ignore[attr-defined]
+    with live_from_now(
+        recorded, build_filter(actions="user.login", user_agent="terraform")
+    ) as live:
+        recorded.record(action="user.login", actor_id="hal", user_agent="curl/8.5.0")
+        recorded.record(action="user.login", actor_id="ida")
+        recorded.record(action="user.login", actor_id="jo", user_agent="HashiCorp-TERRAFORM/1.8")
+        first = next(live)
     assert first.actor.id == "jo"
 
 
