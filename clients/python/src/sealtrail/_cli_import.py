@@ -218,6 +218,9 @@ _ENUMS: Final = {
     ("severity",): event_pb2.Severity,
     ("outcome",): event_pb2.Outcome,
     ("actor", "type"): event_pb2.ActorType,
+    # Output only: a record says who located its country (`caller`, `geoip`);
+    # the service ignores it as sent, the country arriving as the importer's.
+    ("context", "country_source"): event_pb2.CountrySource,
 }
 
 
