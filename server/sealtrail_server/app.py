@@ -56,7 +56,7 @@ from .domain.access import Revoked
 from .domain.networks import parse_networks
 from .domain.purge_summaries import SummarySeal
 from .domain.sealing import SecretBox
-from .file_modes import check_secret_file
+from .file_modes import check_data_dir, check_secret_file
 from .forward.egress import EgressPolicy, OutboundClient
 from .forward.forwarder import Forwarder
 from .geoip import CountryLocator
@@ -251,7 +251,8 @@ def _read_keys_there(settings: Settings) -> None:
 
 def check_secret_files(settings: Settings) -> None:
     """Each secret file the settings name, and each the data dir holds (a
-    key generated there, the development token), checked before any is read:
+    key generated there, the development token), and the directory each is
+    in (the data dir whether or not one is there yet), checked before any is read:
     SystemExit naming the first another user may replace or read
     (file_modes.check_secret_file)."""
     named: list[tuple[Path, str]] = [
@@ -271,6 +272,7 @@ def check_secret_files(settings: Settings) -> None:
         (DEV_TOKEN_FILE, "the development admin token"),
     ):
         named.append((settings.data_dir / name, what))
+    check_data_dir(settings.data_dir)  # whose keys may be generated now
     for path, what in named:
         check_secret_file(path, named=what, allow_readable=settings.allow_readable_secrets)
 

@@ -44,9 +44,11 @@ from .domain.errors import SealtrailError, Unavailable
 from .domain.event import MAX_ID, ChangeDraft, parse_uuid
 from .domain.redaction import tenant_key
 from .embedded import embedded_database_exists, start_embedded_postgres
+from .file_modes import check_kept_directory
 from .integrity.checkpointer import RESTORED_SCAN_BATCH, RestoredLog, restored_logs
-from .integrity.keys import configured_signer
+from .integrity.keys import checked_signer
 from .integrity.signed_sizes import DIR_NAME as SIGNED_DIR_NAME
+from .integrity.signed_sizes import SETTING as SIGNED_SETTING
 from .integrity.signed_sizes import SignedSizes, SignedSizesError
 from .key_files import DEV_TOKEN_FILE
 from .redaction_setup import (
@@ -892,7 +894,7 @@ def key_show(data_dir: Path | None) -> None:
     `sealtrail verify --key`. Where no key is configured and none is in the
     data directory yet, it fails rather than make one no server signs with."""
     settings = Settings.load(data_dir=data_dir)
-    signer = configured_signer(settings, create=False)
+    signer = checked_signer(settings)
     click.echo(signer.verifier.text())
 
 
@@ -914,10 +916,12 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
     signed of a tenant cannot be read. Nothing is recorded in the tenants'
     logs."""
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
-    signer = configured_signer(settings, create=False)
+    signer = checked_signer(settings)
     signed = SignedSizes(
         settings.signed_checkpoints_dir or settings.data_dir / SIGNED_DIR_NAME, signer.verifier
     )
+    # As a start checks them; each file as it is read (SignedSizes).
+    check_kept_directory(signed.directory, signed.key_directory, named=SIGNED_SETTING)
     unreadable: list[str] = []
     try:
         tenants = sorted(signed.tenants())

@@ -40,7 +40,7 @@ from .domain.event import ChangeDraft
 from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
 from .domain.weakening import Shortening, limit_shortenings
 from .integrity.checkpointer import Checkpointer
-from .integrity.keys import configured_signer
+from .integrity.keys import checked_signer
 from .integrity.signed_sizes import open_signed_sizes
 from .retention.erasure import Eraser, Receipt, check_receipt
 from .store.changes import RETENTION_SUBJECT, Changes
@@ -190,7 +190,7 @@ def tenant_erase(
         raise click.BadParameter("must be the tenant's id, typed again", param_hint="--confirm")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     # create=False: a final checkpoint no server's key signs would prove nothing.
-    signer = configured_signer(settings, create=False)
+    signer = checked_signer(settings)
     urls = _database_urls(settings)
 
     async def run() -> Receipt:

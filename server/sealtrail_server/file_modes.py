@@ -36,8 +36,27 @@ no secret, but whoever can rewrite it can erase what was signed and so let a
 database restored from an older backup be signed again: that directory, and
 every directory (one a key) and file under it, must be owned by the server's
 user or root, and writable by neither group nor others (a directory with the
-sticky bit aside, whose entries only their owners may replace). Checked when
-a key's directory is first used: at start, and by `tenant erase`.
+sticky bit aside, whose entries only their owners may replace).
+
+Decided: where each is checked. The directory, each key's directory in it
+and the key's own directories (`.erasures`, `.purges`, `.locks`) are few,
+and checked when the key's directory is first used (at start, and by
+`tenant erase`), before the first signature. A tenant's file is checked
+where it is read, before each signature that rests on it (`kept_refusal` on
+the descriptor `signed_sizes` opens to read it: one fstat, no second lookup
+of the path): a file refused refuses that tenant's signatures, said once in
+the log, and the others are served. Walked at start, every file was stat'ed
+before the server served (1.7 s at 50,000 tenants, every start); checked in
+the background batches that read them after start, a file loosened after its
+tenant's batch went unseen, and a tenant signed before its batch came went
+unchecked. Read before every signature, none is trusted unchecked.
+
+And the directory each of these is in (only that one, not up to `/`): a
+data dir, the directory of a configured key file, the directory holding the
+signed-checkpoints directory. Whoever may write in it (group or others,
+without the sticky bit), or owns it (another user than the server's or
+root), can move the file or directory aside and put their own in its place:
+refused alike (`chmod go-w DIR`).
 """
 
 from __future__ import annotations
@@ -46,6 +65,7 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import Final
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +103,9 @@ def check_secret_file(path: Path, *, named: str, allow_readable: bool) -> None:
         return
     if not stat.S_ISREG(info.st_mode):
         return  # a directory, a device: its reader says what it is
+    for directory in _directories_of(path):
+        if (why := _directory_refusal(directory)) is not None:
+            raise SystemExit(f"{_named(path, named)}: its directory {directory} {why}")
     mode = _mode(info)
     if (owner := _owner(info)) is not None:
         raise SystemExit(
@@ -117,47 +140,97 @@ def check_secret_file(path: Path, *, named: str, allow_readable: bool) -> None:
     )
 
 
-def check_kept_directory(directory: Path, *, named: str) -> None:
-    """SystemExit naming the first of `directory` and the directories and
-    files under it that another user than the server's may rewrite: owned by
-    another user (root aside), or writable by group or others (a directory
-    with the sticky bit aside). One not there, or that cannot be listed, is
-    left to its reader to name."""
+def _directories_of(path: Path) -> list[Path]:
+    """The directory `path` is in, and, for a link, the one what it names is
+    in: whoever may replace either replaces what is read."""
+    directories = [path.absolute().parent]
+    if path.is_symlink():
+        target = path.resolve().parent
+        if target not in directories:
+            directories.append(target)
+    return directories
+
+
+def _directory_refusal(directory: Path, *, moved: str = "it") -> str | None:
+    """Why another user than the server's may move what `directory` holds
+    (`moved`) aside and put their own in its place, said after the
+    directory's name; None if no one may, or it cannot be stat'ed (its
+    reader names that)."""
+    try:
+        info = directory.stat()
+    except OSError:
+        return None
+    if (owner := _owner(info)) is not None:
+        return (
+            f"is {owner}, who can move {moved} aside and put their own;"
+            f" chown {os.geteuid()} {directory} and chmod go-w {directory}"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        return (
+            f"is writable by group or others (mode {_mode(info)}, no sticky bit), who can"
+            f" move {moved} aside and put their own; chmod go-w {directory}"
+        )
+    return None
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """SystemExit if another user than the server's may replace the keys the
+    data dir holds, or will (`_directory_refusal`)."""
+    if (why := _directory_refusal(data_dir, moved="its keys")) is not None:
+        raise SystemExit(f"SEALTRAIL_DATA_DIR={data_dir} {why}")
+
+
+# The key's own directories, under its directory in the signed-checkpoints one.
+KEY_SUBDIRECTORIES: Final = (".erasures", ".purges", ".locks")
+
+
+def check_kept_directory(directory: Path, key_directory: Path, *, named: str) -> None:
+    """SystemExit naming the first of the directory `directory` is in,
+    `directory`, each entry of `directory` (each key's directory) and
+    `key_directory`'s own directories (KEY_SUBDIRECTORIES) that another user
+    than the server's may rewrite: owned by another user (root aside), or
+    writable by group or others (a directory with the sticky bit aside). A
+    tenant's file is checked where it is read (`kept_refusal`); one not
+    there, or that cannot be listed, is left to its reader to name."""
     try:
         info = directory.stat()
     except OSError:
         return
+    parent = directory.absolute().parent
+    if (why := _directory_refusal(parent)) is not None:
+        raise SystemExit(f"{named}={directory}: its directory {parent} {why}")
     _check_kept(directory, info, named=named)
-    _check_under(directory, named=named)
-
-
-def _check_under(directory: Path, *, named: str) -> None:
     try:
-        entries = list(os.scandir(directory))
+        entries = [Path(entry.path) for entry in os.scandir(directory)]
     except OSError:
         return
-    for entry in entries:
-        path = Path(entry.path)
+    for path in [*entries, *(key_directory / name for name in KEY_SUBDIRECTORIES)]:
         try:
-            info = entry.stat()  # what a link names
+            info = path.stat()  # what a link names
         except OSError:
-            continue  # a link to nothing, a file removed meanwhile
+            continue  # not there, a link to nothing, removed meanwhile
         _check_kept(path, info, named=named)
-        if stat.S_ISDIR(info.st_mode) and not entry.is_symlink():
-            _check_under(path, named=named)
 
 
 def _check_kept(path: Path, info: os.stat_result, *, named: str) -> None:
+    if (why := kept_refusal(path, info, named=named)) is not None:
+        raise SystemExit(why)
+
+
+def kept_refusal(path: Path, info: os.stat_result, *, named: str) -> str | None:
+    """Why another user than the server's may rewrite `path` (of `info`), a
+    directory or file of the signed-checkpoints directory; None if none may."""
     is_dir = stat.S_ISDIR(info.st_mode)
     fix = f"chmod {'700' if is_dir else '600'} {path}"
     if (owner := _owner(info)) is not None:
-        raise SystemExit(
+        return (
             f"{named}: {path} is {owner}, who can erase what the signing key signed;"
             f" chown {os.geteuid()} {path} and {fix}"
         )
     writable = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     if writable and not (is_dir and info.st_mode & stat.S_ISVTX):
-        raise SystemExit(
+        return (
             f"{named}: {path} is writable by group or others (mode {_mode(info)}), who can"
             f" erase what the signing key signed; {fix}"
         )
+    return None

@@ -498,7 +498,8 @@ class Checkpointer:
                 tenant_id, statement.purge_id, stated
             )
         except SignedSizesError as error:
-            log.error("checkpointer: %s", error)
+            if not error.repeated:  # a file refused, said once
+                log.error("checkpointer: %s", error)
             raise Unavailable(
                 f"refusing to sign a statement of purge {statement.purge_id} of"
                 f" {self.origin(tenant_id)}: it cannot be noted outside the database first"
@@ -696,7 +697,8 @@ class Checkpointer:
         try:
             return await self._signed_sizes.read_async(tenant_id)
         except SignedSizesError as error:  # the disk's fault, not the log's
-            log.error("checkpointer: %s", error)
+            if not error.repeated:  # a file refused, said once
+                log.error("checkpointer: %s", error)
             raise Unavailable(
                 f"refusing to sign {self.origin(tenant_id)}: what the key signed of it cannot"
                 f" be read ({error})",
@@ -708,7 +710,8 @@ class Checkpointer:
         try:
             return await self._signed_sizes.read_erasure_async(tenant_id)
         except SignedSizesError as error:  # the disk's fault, not the log's
-            log.error("checkpointer: %s", error)
+            if not error.repeated:  # a file refused, said once
+                log.error("checkpointer: %s", error)
             raise Unavailable(
                 f"refusing to sign {self.origin(tenant_id)}: what the key signed of it cannot"
                 f" be read ({error})",
@@ -727,7 +730,8 @@ class Checkpointer:
         try:
             await self._signed_sizes.write_erasure_async(tenant_id, size, root, released=released)
         except SignedSizesError as error:
-            log.error("checkpointer: %s", error)
+            if not error.repeated:  # a file refused, said once
+                log.error("checkpointer: %s", error)
             raise Unavailable(
                 f"refusing to sign the erasure of {self.origin(tenant_id)}: it cannot be"
                 f" noted outside the database ({error})",
@@ -744,7 +748,8 @@ class Checkpointer:
             await self._signed_sizes.write_async(tenant_id, size, root)
             self._note_kept(tenant_id, (size, root), time.monotonic())
         except SignedSizesError as error:
-            log.error("checkpointer: %s", error)
+            if not error.repeated:  # a file refused, said once
+                log.error("checkpointer: %s", error)
             raise Unavailable(
                 f"refusing to sign {self.origin(tenant_id)} at size {size}: it cannot be noted"
                 f" outside the database first ({error})",
@@ -893,7 +898,8 @@ def _read_kept(signed_sizes: SignedSizes, tenants: list[str]) -> dict[str, tuple
         try:
             size_and_root = signed_sizes.read(tenant_id)
         except SignedSizesError as error:
-            log.error("checkpointer: %s; its checkpoints are refused", error)
+            if not error.repeated:
+                log.error("checkpointer: %s; its checkpoints are refused", error)
             continue
         if size_and_root is not None:
             kept[tenant_id] = size_and_root

@@ -28,14 +28,14 @@ import hashlib
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sealtrail.tlog import Verifier
 
 from ..config import Settings
 from ..domain.access import valid_tenant_id
-from ..file_modes import check_kept_directory
+from ..file_modes import check_kept_directory, kept_refusal
 from ..key_files import make_directories
 
 # The file's one line: "<size> <base64 root>\n".
@@ -52,21 +52,37 @@ _LOCKS = ".locks"
 LOCK_WAIT_SECONDS = 10.0
 
 
+# How a refusal of the files names the directory.
+SETTING = "SEALTRAIL_SIGNED_CHECKPOINTS_DIR"
+
+
 class SignedSizesError(Exception):
-    """The directory cannot be read or written: nothing may be signed."""
+    """The directory cannot be read or written: nothing may be signed.
+    `repeated`: a file another user may rewrite, refused before (and logged
+    then): not to be logged again."""
+
+    def __init__(self, message: str, *, repeated: bool = False) -> None:
+        super().__init__(message)
+        self.repeated = repeated
 
 
 class SignedSizes:
     def __init__(self, directory: Path, key: Verifier) -> None:
         self.directory = directory
         self._dir = directory / key.key_id.hex()
+        self.key_directory = self._dir
+        # The files refused for another user's to rewrite (file_modes.py),
+        # said once each until one is taken again.
+        self._refused: set[Path] = set()
 
     @classmethod
     def open(cls, directory: Path, key: Verifier) -> SignedSizes:
         """The key's directory, made (mode 0700, as `directory` is if it is
         made here) if it is not there; SystemExit naming it if it cannot be,
-        or naming what another user than the server's may rewrite there, in
-        any key's directory (file_modes.check_kept_directory)."""
+        or naming what another user than the server's may rewrite there:
+        the directory it is in, it, each key's directory, this key's own
+        (file_modes.check_kept_directory). Each file under them is checked
+        as it is read (`_judged`)."""
         signed = cls(directory, key)
         try:
             make_directories(directory, mode=0o700)
@@ -80,8 +96,23 @@ class SignedSizes:
                 f" in {signed._dir}: {error}. The server signs no checkpoint it cannot"
                 " note there first (docs/integrity.md)"
             ) from None
-        check_kept_directory(directory, named="SEALTRAIL_SIGNED_CHECKPOINTS_DIR")
+        check_kept_directory(directory, signed._dir, named=SETTING)
         return signed
+
+    def _judged(self, path: Path, descriptor: int) -> None:
+        """SignedSizesError if another user than the server's may rewrite the
+        file open at `descriptor` (file_modes.kept_refusal): what it holds is
+        not taken, and nothing is signed on it. `repeated` after the first."""
+        try:
+            why = kept_refusal(path, os.fstat(descriptor), named=SETTING)
+        except OSError as error:
+            raise SignedSizesError(f"{path}: {error}") from error
+        if why is None:
+            self._refused.discard(path)
+            return
+        repeated = path in self._refused
+        self._refused.add(path)
+        raise SignedSizesError(why, repeated=repeated)
 
     def _file(self, tenant_id: str) -> Path:
         # Tenant ids are file names already ([a-z0-9][a-z0-9._-]*); any other
@@ -92,7 +123,7 @@ class SignedSizes:
 
     def read(self, tenant_id: str) -> tuple[int, bytes] | None:
         """The largest size signed of the tenant's log and its root, or None."""
-        text = _read_text(self._file(tenant_id))
+        text = _read_text(self._file(tenant_id), self._judged)
         if text is None:
             return None
         try:
@@ -135,6 +166,7 @@ class SignedSizes:
         except OSError as error:
             raise SignedSizesError(f"{path}: {error}") from error
         try:
+            self._judged(path, descriptor)
             deadline = time.monotonic() + LOCK_WAIT_SECONDS
             while True:
                 try:
@@ -157,7 +189,7 @@ class SignedSizes:
         about to sign) an erasure's receipt of, and whether the receipt was
         released (its erasure committed); None if none (ADR 0083)."""
         path = self._dir / _ERASURES / self._file(tenant_id).name
-        text = _read_text(path)
+        text = _read_text(path, self._judged)
         if text is None:
             return None
         try:
@@ -188,7 +220,9 @@ class SignedSizes:
         path = self._dir / _PURGES / self._file(tenant_id).name
         try:
             try:
-                text = path.read_bytes().decode("ascii")
+                with path.open("rb") as kept:
+                    self._judged(path, kept.fileno())
+                    text = kept.read().decode("ascii")
             except FileNotFoundError:
                 text = ""
             for line in text.splitlines(keepends=True):
@@ -280,9 +314,10 @@ def _replace(path: Path, text: str) -> None:
         raise SignedSizesError(f"{path}: {error}") from error
 
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: Path, judged: Callable[[Path, int], None]) -> str | None:
     """The small file's text (its first _MAX_FILE_BYTES), None if there is
-    none; SignedSizesError naming it if it cannot be read as ASCII."""
+    none; SignedSizesError naming it if it cannot be read as ASCII, or if
+    `judged` (given its descriptor) refuses it."""
     # os.open and os.read rather than Path.open (a buffered file object): a
     # third of the time a file, which `key restored` pays once a tenant.
     try:
@@ -292,6 +327,7 @@ def _read_text(path: Path) -> str | None:
     except OSError as error:
         raise SignedSizesError(f"{path}: {error}") from error
     try:
+        judged(path, descriptor)
         data = b""
         while len(data) < _MAX_FILE_BYTES:
             piece = os.read(descriptor, _MAX_FILE_BYTES - len(data))
