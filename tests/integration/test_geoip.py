@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import itertools
 import json
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +31,7 @@ from sealtrail.tlog import Signer
 from sealtrail.v1 import alerting_pb2, event_pb2
 from sealtrail_server.app import Service
 from sealtrail_server.domain.event import CORRELATION_FIELDS
+from sealtrail_server.geoip import CountryLocator
 from tests.conftest import SIGNING_KEY, ServerThread
 from tests.integration.test_alerting import (
     fired_by,
@@ -263,20 +267,97 @@ def test_a_replaced_database_is_used_and_a_broken_one_kept_out(
         def country(ip: str = "81.2.69.30") -> str:
             return client.record(action="user.login", actor_id="hal", ip=ip).event.context.country
 
+        def until(expected: str) -> None:
+            """A lookup begins the look at the file, in a thread; lookups are
+            answered by the version in use until the new one is swapped in."""
+            deadline = time.monotonic() + 30
+            while (answered := country()) != expected:
+                assert time.monotonic() < deadline, answered
+
+        def said() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.name == "sealtrail_server.geoip"]
+
         assert country() == "FR"
         write_mmdb(path, {**NETWORKS, FRANCE: "BE"})
-        assert country() == "BE"
+        until("BE")
         caplog.set_level(logging.WARNING, logger="sealtrail_server.geoip")
         broken = path.with_name("broken")
         broken.write_bytes(b"not a MaxMind DB, truncated by a failed download")
         os.replace(broken, path)
+        deadline = time.monotonic() + 30
+        while not said():
+            assert country() == "BE" and time.monotonic() < deadline
         assert [country(), country()] == ["BE", "BE"]
-        said = [r.getMessage() for r in caplog.records if r.name == "sealtrail_server.geoip"]
-        assert len(said) == 1 and "SEALTRAIL_GEOIP_DB" in said[0], said
+        assert len(said()) == 1 and "SEALTRAIL_GEOIP_DB" in said()[0], said()
         path.unlink()
         assert country() == "BE"
         write_mmdb(path, {**NETWORKS, FRANCE: "LU"})
-        assert country() == "LU"
+        until("LU")
+
+
+def test_a_lookup_during_a_reload_is_answered_by_the_old_version_and_the_loop_runs(
+    tmp_path: Path,
+) -> None:
+    """The copy and the open of a new version run in a thread: here the new
+    file is a pipe that gives the new version's bytes only when told, the
+    copy held meanwhile. Lookups during it are answered by the version in
+    use, and the event loop runs on: a heartbeat task's longest gap during
+    the copy is a small part of the copy's time (on the loop, a lookup
+    waited out the whole copy: 50 ms for GeoLite2 City)."""
+    path = tmp_path / "country.mmdb"
+    write_mmdb(path, NETWORKS)
+    new = tmp_path / "new.mmdb"
+    write_mmdb(new, {**NETWORKS, FRANCE: "BE"})
+    now = [0.0]
+    locator = CountryLocator(path, check_seconds=60, clock=lambda: now[0])
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    os.replace(pipe, path)
+    copying, release = threading.Event(), threading.Event()
+
+    def feed() -> None:
+        with path.open("wb") as written:  # once the reload opens the pipe
+            copying.set()
+            release.wait(timeout=10)  # (on the loop, the first lookup waited it out)
+            written.write(new.read_bytes())
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+
+    async def run() -> tuple[list[str | None], float, float]:
+        ticks: list[float] = []
+
+        async def heartbeat() -> None:
+            while True:
+                ticks.append(time.perf_counter())
+                await asyncio.sleep(0.001)
+
+        beating = asyncio.create_task(heartbeat())
+        now[0] = 60.0
+        answers = [locator.country("81.2.69.30")]  # which begins the reload
+        assert await asyncio.to_thread(copying.wait, 10)
+        began, beats = time.perf_counter(), len(ticks)
+        while len(ticks) < beats + 20:  # the copy held while the loop beats 20 times
+            answers.append(locator.country("81.2.69.30"))
+            await asyncio.sleep(0.001)
+        release.set()
+        deadline = time.monotonic() + 30
+        while locator.country("81.2.69.30") != "BE":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        ended = time.perf_counter()
+        beating.cancel()
+        during = [began, *(tick for tick in ticks if began <= tick <= ended), ended]
+        return answers, max(b - a for a, b in itertools.pairwise(during)), ended - began
+
+    try:
+        answers, longest_gap, copy_seconds = asyncio.run(run())
+    finally:
+        release.set()
+        feeder.join(timeout=10)
+        locator.close()
+    assert set(answers) == {"FR"} and len(answers) > 20, answers
+    assert longest_gap / copy_seconds < 0.5, (longest_gap, copy_seconds)
 
 
 def test_a_missing_or_unreadable_database_refuses_the_start(
