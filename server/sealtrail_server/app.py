@@ -664,6 +664,7 @@ class Service:
                 self.console_port = await self.console.start()
             except OSError as error:
                 raise SystemExit(_console_refused(settings.console_listen, error)) from None
+        await db.learn_policies(timeout=max(settings.database_probe_interval, 1.0))
         await self._set_health(serving=True)
         self._watchdog = asyncio.create_task(self._watch_database(db), name="sealtrail-db-watch")
         return self.port

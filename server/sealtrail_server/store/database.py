@@ -797,6 +797,19 @@ class Database:
         self.probe_found = "; ".join(found)
         return answer.sound
 
+    async def learn_policies(self, *, timeout: float) -> None:
+        """Has the probe's statement know the policies' expressions found as
+        listed now, at a server's start, so that none is printed later: the
+        first probe came a tick after the start, and a table locked by then
+        (a long read's ACCESS EXCLUSIVE wait, an ALTER TABLE) held it past
+        its timeout, health NOT_SERVING (pg_get_expr locks its table). What
+        else the statement finds is the probe's to say; an error, too."""
+        with contextlib.suppress(psycopg.Error, TimeoutError, _ProbeFailed):
+            async with asyncio.timeout(timeout):
+                answer = await self._pooled_connection_answers(wait=timeout / 2)
+                if answer is not None:
+                    self._know(answer.as_listed)
+
     def _know(self, as_listed: frozenset[str]) -> None:
         """The probe's statement knows the expressions' trees `as_listed`
         from now on (at most `_KNOWN_AT_MOST`, then those alone)."""
