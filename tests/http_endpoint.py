@@ -47,10 +47,14 @@ class Endpoint:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender went away mid-request (a process killed while
+                    # sending): nothing was delivered, and nothing is answered.
+                    self.close_connection = True
+                    return
                 received = Received(
-                    self.path,
-                    {k.lower(): v for k, v in self.headers.items()},
-                    self.rfile.read(length),
+                    self.path, {k.lower(): v for k, v in self.headers.items()}, body
                 )
                 with endpoint._lock:
                     index = len(endpoint.received)
