@@ -6,7 +6,9 @@ held, and VerifyLog and GetInclusionProof ran to their deadlines (helper-202).""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,10 +20,16 @@ import pytest
 
 from sealtrail import AuditClient, UnavailableError
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
+from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread, database_of_its_own
+from tests.integration.test_database_outage import SERVING, health
+from tests.integration.test_health_roles import _BY_TENANT, owner, said_of
+from tests.service_login import service_login_url
 
 # Far past the lock timeout, well within the test's: only a hang reaches it.
 DEADLINE = 30.0
+# What the watch gives each probe (database_probe_interval 0.2: max(0.2, 1.0)).
+PROBE_TIMEOUT = 1.0
 
 
 @pytest.fixture
@@ -74,3 +82,91 @@ def test_reads_of_a_locked_table_answer_unavailable_after_the_lock_timeout(
             assert retry_after is not None and retry_after > 0
         assert client.verify_log().ok
         assert client.get_inclusion_proof(seq=1).tree_size >= 3
+
+
+def probed_in_time(server: ServerThread) -> bool:
+    """What the server's own probe answers, asked now, within its timeout."""
+    db = server.service._db
+    assert db is not None
+    began = time.monotonic()
+    answered = server.run(db.probe(timeout=PROBE_TIMEOUT))
+    assert time.monotonic() - began < PROBE_TIMEOUT, "the probe waited out its timeout"
+    return answered
+
+
+def test_health_stays_serving_while_a_table_is_locked_at_the_start(
+    migrated_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lock on events at the moment a server starts (a long VACUUM FULL, an
+    ALTER TABLE, a pg_dump's wait queue) kept the probe from printing the
+    policies' expressions, which locks their tables (pg_get_expr): the start
+    waited its whole timeout to learn them, and each probe after it waited
+    behind the lock past its own, health NOT_SERVING though nothing was wrong
+    with the policies. Their check now waits on the lock briefly, says once
+    that it does, keeps its last verdict (SERVING: none yet), and learns them
+    at a probe once the lock is gone; the probe's other questions answer."""
+    caplog.set_level(logging.INFO, logger="sealtrail_server.store.database")
+    with (
+        database_of_its_own(migrated_database_url, "locked_start") as url,
+        contextlib.ExitStack() as running,
+    ):
+        with locked(url, "events"):
+            server = running.enter_context(
+                ServerThread(url, database_probe_interval=0.2, checkpoint_interval=0)
+            )
+            for _ in range(3):  # past the two failed probes that take it for down
+                assert probed_in_time(server), server.service._db and server.service._db.probe_found
+            assert health(server.target) == SERVING
+            assert said_of(caplog, "policies on events waits for a lock") == 1
+            # Another table's policy rewritten meanwhile is found all the same.
+            owner(url, "ALTER POLICY tenant_isolation ON api_tokens USING (true)")
+            try:
+                assert not probed_in_time(server)
+                assert said_of(caplog, "policy tenant_isolation on api_tokens has USING true") == 1
+            finally:
+                owner(url, "ALTER POLICY tenant_isolation ON api_tokens USING (" + _BY_TENANT + ")")
+            assert probed_in_time(server)
+        # The lock gone, its policies are checked, and known as listed from then on.
+        assert probed_in_time(server)
+        assert said_of(caplog, "checked the row-level security policies on events again") == 1
+        with locked(url, "events"):
+            assert probed_in_time(server)
+        assert said_of(caplog, "waits for a lock") == 1
+        assert health(server.target) == SERVING
+
+
+def test_the_policy_check_under_a_lock_keeps_its_last_verdict(
+    migrated_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A policy found rewritten stays so while its table is locked (its
+    expression cannot be printed then): the check waits, the verdict is
+    kept, NOT_SERVING; the lock gone and the policy restored, SERVING. A
+    lock on a table whose policies are known as listed is not waited for."""
+    caplog.set_level(logging.INFO, logger="sealtrail_server.store.database")
+    with database_of_its_own(migrated_database_url, "locked_verdict") as url:
+
+        async def probes() -> tuple[bool, bool, bool, bool]:
+            db = await Database.open(service_login_url(url), min_size=1, max_size=2)
+            try:
+                await db.learn_policies(timeout=PROBE_TIMEOUT)
+                with locked(url, "events"):
+                    known_answers = await db.probe(timeout=PROBE_TIMEOUT)
+                owner(url, "ALTER POLICY tenant_isolation ON events USING (true)")
+                try:
+                    rewritten = await db.probe(timeout=PROBE_TIMEOUT)
+                    with locked(url, "events"):
+                        began = time.monotonic()
+                        kept = await db.probe(timeout=PROBE_TIMEOUT)
+                        assert time.monotonic() - began < PROBE_TIMEOUT, "waited out its timeout"
+                finally:
+                    owner(url, "ALTER POLICY tenant_isolation ON events USING (" + _BY_TENANT + ")")
+                restored = await db.probe(timeout=PROBE_TIMEOUT)
+                return known_answers, rewritten, kept, restored
+            finally:
+                await db.close()
+
+        known_answers, rewritten, kept, restored = asyncio.run(probes())
+        assert known_answers
+        assert not rewritten and not kept
+        assert restored
+        assert said_of(caplog, "policy tenant_isolation on events has USING true") == 1

@@ -13,7 +13,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from sealtrail_server.store.database import _AS_LISTED, _PROBE, _probe_statement
+from sealtrail_server.store.database import (
+    _AS_LISTED,
+    _PROBE,
+    _UNKNOWN,
+    _expressions_statement,
+    _probe_statement,
+)
 from sealtrail_server.store.row_security import (
     ROW_SECURITY,
     TENANT_ISOLATION,
@@ -152,6 +158,30 @@ def test_the_normal_form_leaves_out_layout_only(
     assert row == (same,)
 
 
+# What the probe checks, in the order of its answer's positions (from 1).
+_SAFEGUARDS = tuple(safeguards())
+
+
+def probed(
+    conn: psycopg.Connection[Any], known: frozenset[str], lock_timeout: str = "10s"
+) -> list[tuple[int, str, str | None]]:
+    """What the probe's statements find, knowing the trees `known`: the
+    probe's own, then the expressions of the policies it says are not known
+    (`_UNKNOWN`) printed and compared (`_expressions_statement`), as
+    store/database.py's `_probe` asks them."""
+    row = conn.execute(_probe_statement(known)).fetchone()
+    assert row is not None and row[:2] == (True, []), row
+    found = [(int(n), what, text) for n, what, text in row[2] if what != _UNKNOWN]
+    unknown = dict.fromkeys(
+        _SAFEGUARDS[int(n) - 1].relation for n, what, _ in row[2] if what == _UNKNOWN
+    )
+    if unknown:
+        cursor = conn.execute(_expressions_statement(list(unknown), known, lock_timeout))
+        cursor.nextset()
+        found.extend((int(n), what, text) for n, what, text in cursor.fetchall())
+    return found
+
+
 @pytest.mark.parametrize(
     ("rewrite", "found"),
     [
@@ -167,41 +197,47 @@ def test_the_probe_finds_a_policy_rewritten_whether_or_not_it_knows_its_tree(
     trees as listed; knowing them, it still finds a rewrite, and so does a
     server's first probe, which knows none."""
     with psycopg.connect(migrated_afresh) as conn:
-        first = conn.execute(_PROBE).fetchone()
+        first = probed(conn, frozenset())
         conn.rollback()
-        assert first is not None and first[:2] == (True, [])
-        listed_now = {what for _, what, _ in first[2]}
-        assert listed_now == {_AS_LISTED}, first[2]
-        known = frozenset(tree for _, _, tree in first[2])
+        assert {what for _, what, _ in first} == {_AS_LISTED}, first
+        known = frozenset(tree for _, _, tree in first if tree is not None)
         assert len(known) == 2 * len(ROW_SECURITY)
-        knowing = _probe_statement(known)
-        again = conn.execute(knowing).fetchone()
+        again = conn.execute(_probe_statement(known)).fetchone()
         conn.rollback()
         assert again is not None and again[:3] == (True, [], [])  # [3]: the database's clock
 
         conn.execute(rewrite)
-        for statement in (_PROBE, knowing):
-            row = conn.execute(statement).fetchone()
-            assert row is not None
-            differs = [(what, value) for _, what, value in row[2] if what != _AS_LISTED]
+        for knowing in (frozenset(), known):
+            differs = [
+                (what, text) for _, what, text in probed(conn, knowing) if what != _AS_LISTED
+            ]
             assert differs == found
         conn.rollback()
 
 
-def test_the_probe_knowing_the_trees_waits_for_no_lock_on_a_tenant_table(
-    migrated_afresh: str,
-) -> None:
+def test_the_probe_waits_for_no_lock_on_a_tenant_table(migrated_afresh: str) -> None:
     """pg_get_expr locks the policy's table (PostgreSQL 16): printing every
     expression at every probe, the probe waited behind a VACUUM FULL or ALTER
-    TABLE of any tenant's table, past its timeout (NOT_SERVING). Knowing the
-    trees as listed, it prints none, and answers beside the lock."""
+    TABLE of any tenant's table, past its timeout (NOT_SERVING); and so did a
+    server's first, which knew no tree, with a table locked at its start. The
+    probe's statement prints none: knowing the trees or not, it answers
+    beside the lock, grants, row security and clock; what prints them waits
+    on the lock at most its lock timeout (SET LOCAL), then fails
+    (LockNotAvailable), and the connection's own lock timeout is as before."""
     with psycopg.connect(migrated_afresh, autocommit=True) as conn:
-        first = conn.execute(_PROBE).fetchone()
-        assert first is not None
-        knowing = _probe_statement(frozenset(tree for _, _, tree in first[2]))
+        first = probed(conn, frozenset())
+        knowing = _probe_statement(frozenset(tree for _, _, tree in first if tree is not None))
         with psycopg.connect(migrated_afresh) as holder:
             holder.execute("LOCK TABLE alert_known_ips IN ACCESS EXCLUSIVE MODE")
             conn.execute("SET statement_timeout = '10s'")
+            own = conn.execute("SHOW lock_timeout").fetchone()
             answer = conn.execute(knowing).fetchone()
             assert answer is not None and answer[:3] == (True, [], [])
+            fresh = conn.execute(_PROBE).fetchone()
+            assert fresh is not None and fresh[:2] == (True, []) and fresh[3] > 0
+            assert {what for _, what, _ in fresh[2]} == {_UNKNOWN}
+            assert len(fresh[2]) == len(ROW_SECURITY)
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                conn.execute(_expressions_statement(["alert_known_ips"], frozenset(), "50ms"))
+            assert conn.execute("SHOW lock_timeout").fetchone() == own
             holder.rollback()

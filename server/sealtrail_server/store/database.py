@@ -36,7 +36,7 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -198,10 +198,17 @@ _DATABASE_STATES: Final = (
 # timeout behind any VACUUM FULL or ALTER TABLE of a tenant's table, and
 # health said NOT_SERVING. A tree is what the expression means (its
 # operators, functions and columns by number), so one found as listed stays
-# so. The third column also has a row [position, `_AS_LISTED`, md5] for each
-# tree found as listed that was not yet known; the probe's next statement
-# knows it (`_probe_statement`). Printed once at a server's start, and after
-# an expression changes.
+# so. This statement prints none: the third column has a row [position,
+# `_UNKNOWN`, NULL] for each listed policy whose trees are not all known,
+# and `_EXPRESSIONS`, in a transaction of its own under a short lock
+# timeout, prints and compares theirs, with a row [position, `_AS_LISTED`,
+# md5] for each tree found as listed; the probe's next statement knows it
+# (`_probe_statement`). Printed once at a server's start, and after an
+# expression changes. A table locked then (at a start: a long VACUUM FULL, a
+# pg_dump's queue) held this statement past the probe's timeout, health
+# NOT_SERVING, though its policies were as listed: now its expressions wait
+# for the next probe, their last verdict kept (`Database._with_kept_verdicts`),
+# and the rest is answered.
 # And the database's clock, read as seconds, to compare this process's with
 # (store/clock_skew.py): in the same statement, no round trip more.
 # Composed once, its literals rendered: adapting the lists as parameters at
@@ -219,7 +226,12 @@ def _policy(safeguard: Safeguard, field: str) -> object:
 # What the probe's statement says of an expression found as listed, not yet
 # known (`_probe_statement`), and where it is rendered the trees it knows.
 _AS_LISTED: Final = "as listed"
+# What it says of a listed policy whose expressions' trees are not all known:
+# `_EXPRESSIONS` prints and compares them, under a lock timeout.
+_UNKNOWN: Final = "unknown"
 _KNOWN_MARK: Final = "__sealtrail_known_expressions__"
+_RELATIONS_MARK: Final = "__sealtrail_relations__"
+_LOCK_TIMEOUT_MARK: Final = "__sealtrail_lock_timeout__"
 
 
 def _differs(found: sql.Composable, listed: sql.Composable) -> sql.Composed:
@@ -235,6 +247,40 @@ def _differs(found: sql.Composable, listed: sql.Composable) -> sql.Composed:
         listed_form=normal_form(listed),
     )
 
+
+# The safeguards as arrays, one element each (`unnest ... WITH ORDINALITY AS
+# s(relation, forced, named, policy, command, permissive, roles, using_,
+# check_, n)`): n is the position in `_SAFEGUARDS`, from 1.
+_SAFEGUARD_ARRAYS: Final = sql.SQL(
+    "unnest({secured}::text[], {forced}::bool[], {named}::text[], {policies}::text[],"
+    " {commands}::text[], {permissive}::bool[], {policy_roles}::text[], {usings}::text[],"
+    " {checks}::text[]) WITH ORDINALITY AS s(relation, forced, named, policy, command,"
+    " permissive, roles, using_, check_, n)"
+).format(
+    secured=sql.Literal([s.relation for s in _SAFEGUARDS]),
+    forced=sql.Literal([s.forced for s in _SAFEGUARDS]),
+    named=sql.Literal([",".join(s.named) for s in _SAFEGUARDS]),
+    policies=sql.Literal([_policy(s, "name") for s in _SAFEGUARDS]),
+    commands=sql.Literal([_policy(s, "command") for s in _SAFEGUARDS]),
+    permissive=sql.Literal([_policy(s, "permissive") for s in _SAFEGUARDS]),
+    policy_roles=sql.Literal(
+        [None if s.policy is None else ", ".join(sorted(s.policy.roles)) for s in _SAFEGUARDS]
+    ),
+    usings=sql.Literal([_policy(s, "using") for s in _SAFEGUARDS]),
+    checks=sql.Literal([_policy(s, "check") for s in _SAFEGUARDS]),
+)
+# A listed policy's expressions' trees (md5 of its table's oid and the tree)
+# and whether each is among those known (`known`), for a row `p` of pg_policy.
+_TREES: Final = sql.SQL(
+    " CROSS JOIN LATERAL (SELECT md5(p.polrelid::text || ' ' || p.polqual::text),"
+    " md5(p.polrelid::text || ' ' || p.polwithcheck::text) OFFSET 0) AS h(using_, check_)"
+    " CROSS JOIN LATERAL (SELECT COALESCE(h.using_ = ANY ({known}::text[]), false),"
+    " COALESCE(h.check_ = ANY ({known}::text[]), false) OFFSET 0) AS k(using_, check_)"
+).format(known=sql.SQL(_KNOWN_MARK))
+# The order in which the rows of what differs come, within a safeguard's.
+_ORDER: Final[tuple[str, ...]] = (
+    DISABLED, UNLISTED, MISSING, COMMAND, PERMISSIVE, ROLES, USING, CHECK, _AS_LISTED, _UNKNOWN
+)  # fmt: skip
 
 _PROBE_PARTS: Final[tuple[bytes, ...]] = tuple(
     sql.SQL(
@@ -260,42 +306,26 @@ _PROBE_PARTS: Final[tuple[bytes, ...]] = tuple(
         " a.command, p.oid IS NOT NULL AND a.command IS DISTINCT FROM s.command AS command_,"
         " p.oid IS NOT NULL AND p.polpermissive IS DISTINCT FROM s.permissive AS permissive_,"
         " a.roles, p.oid IS NOT NULL AND a.roles IS DISTINCT FROM s.roles AS roles_,"
-        " a.using_, p.oid IS NOT NULL AND NOT k.using_ AND {using_differs} AS using_differs,"
-        " a.check_, p.oid IS NOT NULL AND NOT k.check_ AND {check_differs} AS check_differs,"
-        " CASE WHEN NOT k.using_ THEN h.using_ END AS using_tree,"
-        " CASE WHEN NOT k.check_ THEN h.check_ END AS check_tree"
-        " FROM unnest({secured}::text[],"
-        " {forced}::bool[], {named}::text[], {policies}::text[], {commands}::text[],"
-        " {permissive}::bool[], {policy_roles}::text[], {usings}::text[], {checks}::text[])"
-        " WITH ORDINALITY AS s(relation, forced, named, policy, command, permissive, roles,"
-        " using_, check_, n)"
+        " p.oid IS NOT NULL AND NOT (k.using_ AND k.check_) AS unknown"
+        " FROM {safeguards}"
         " LEFT JOIN pg_policy p ON s.policy IS NOT NULL"
         " AND p.polrelid = to_regclass(s.relation) AND p.polname = s.policy"
-        " CROSS JOIN LATERAL (SELECT md5(p.polrelid::text || ' ' || p.polqual::text),"
-        " md5(p.polrelid::text || ' ' || p.polwithcheck::text) OFFSET 0) AS h(using_, check_)"
-        " CROSS JOIN LATERAL (SELECT COALESCE(h.using_ = ANY ({known}::text[]), false),"
-        " COALESCE(h.check_ = ANY ({known}::text[]), false) OFFSET 0) AS k(using_, check_)"
+        " {trees}"
         " CROSS JOIN LATERAL (SELECT CASE p.polcmd WHEN '*' THEN 'ALL' WHEN 'r' THEN 'SELECT'"
         " WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' END,"
         " (SELECT string_agg(r.name, ', ' ORDER BY r.name COLLATE \"C\") FROM (SELECT"
         " CASE WHEN o = 0 THEN 'public' ELSE quote_ident(pg_get_userbyid(o)) END"
-        " FROM unnest(p.polroles) AS o) AS r(name)),"
-        " CASE WHEN k.using_ THEN NULL ELSE pg_get_expr(p.polqual, p.polrelid) END,"
-        " CASE WHEN k.check_ THEN NULL ELSE pg_get_expr(p.polwithcheck, p.polrelid) END"
-        " OFFSET 0) AS a(command, roles, using_, check_)"
+        " FROM unnest(p.polroles) AS o) AS r(name))"
+        " OFFSET 0) AS a(command, roles)"
         " OFFSET 0) AS b"
         " CROSS JOIN LATERAL (SELECT v.what, v.found FROM (VALUES"
         " ({disabled}, NULL, b.disabled), ({missing}, NULL, b.missing),"
         " ({command}, b.command, b.command_), ({permissive_}, NULL, b.permissive_),"
-        " ({roles_}, b.roles, b.roles_), ({using_}, b.using_, b.using_differs),"
-        " ({check_}, b.check_, b.check_differs),"
-        " ({as_listed}, b.using_tree, b.using_tree IS NOT NULL AND NOT b.using_differs),"
-        " ({as_listed}, b.check_tree, b.check_tree IS NOT NULL AND NOT b.check_differs))"
+        " ({roles_}, b.roles, b.roles_), ({unknown}, NULL, b.unknown))"
         " AS v(what, found, differs) WHERE v.differs"
         " UNION ALL SELECT {unlisted}, u FROM unnest(b.unlisted) AS u) AS f(what, found)"
         " WHERE b.disabled OR b.missing OR b.command_ OR b.permissive_ OR b.roles_"
-        " OR b.using_differs OR b.check_differs OR b.using_tree IS NOT NULL"
-        " OR b.check_tree IS NOT NULL OR cardinality(b.unlisted) > 0"
+        " OR b.unknown OR cardinality(b.unlisted) > 0"
         " ORDER BY b.n, array_position({order}::text[], f.what), f.found),"
         " extract(epoch FROM clock_timestamp())::float8"
     )
@@ -306,36 +336,78 @@ _PROBE_PARTS: Final[tuple[bytes, ...]] = tuple(
         relations=sql.Literal([g.relation for g in _GRANTS]),
         columns=sql.Literal([g.column for g in _GRANTS]),
         privileges=sql.Literal([g.privilege for g in _GRANTS]),
-        secured=sql.Literal([s.relation for s in _SAFEGUARDS]),
-        forced=sql.Literal([s.forced for s in _SAFEGUARDS]),
-        named=sql.Literal([",".join(s.named) for s in _SAFEGUARDS]),
-        policies=sql.Literal([_policy(s, "name") for s in _SAFEGUARDS]),
-        commands=sql.Literal([_policy(s, "command") for s in _SAFEGUARDS]),
-        permissive=sql.Literal([_policy(s, "permissive") for s in _SAFEGUARDS]),
-        policy_roles=sql.Literal(
-            [None if s.policy is None else ", ".join(sorted(s.policy.roles)) for s in _SAFEGUARDS]
-        ),
-        usings=sql.Literal([_policy(s, "using") for s in _SAFEGUARDS]),
-        checks=sql.Literal([_policy(s, "check") for s in _SAFEGUARDS]),
-        using_differs=_differs(sql.SQL("a.using_"), sql.SQL("s.using_")),
-        check_differs=_differs(sql.SQL("a.check_"), sql.SQL("s.check_")),
-        known=sql.SQL(_KNOWN_MARK),
-        as_listed=sql.Literal(_AS_LISTED),
-        order=sql.Literal(
-            [DISABLED, UNLISTED, MISSING, COMMAND, PERMISSIVE, ROLES, USING, CHECK, _AS_LISTED]
-        ),
+        safeguards=_SAFEGUARD_ARRAYS,
+        trees=_TREES,
+        order=sql.Literal(list(_ORDER)),
         disabled=sql.Literal(DISABLED),
         unlisted=sql.Literal(UNLISTED),
         missing=sql.Literal(MISSING),
         command=sql.Literal(COMMAND),
         permissive_=sql.Literal(PERMISSIVE),
         roles_=sql.Literal(ROLES),
-        using_=sql.Literal(USING),
-        check_=sql.Literal(CHECK),
+        unknown=sql.Literal(_UNKNOWN),
     )
     .as_bytes(None)
     .split(_KNOWN_MARK.encode())
 )
+
+# The statement that prints the expressions of the listed policies on the
+# tables `{relations}` whose trees are not known, and compares them with the
+# listed (row_security.normal_form): a row [position in `_SAFEGUARDS`, what
+# (USING, CHECK: differs; `_AS_LISTED`: its tree, found as listed), what the
+# table has instead (the expression as printed; the tree's md5)] each, as the
+# probe's statement's third column has them. pg_get_expr takes a lock on
+# its table: in a transaction of its own (the query's two statements), that
+# waits at most `{lock_timeout}` (SET LOCAL), then fails with
+# LockNotAvailable (`_expressions`), and the probe's statement, which
+# prints none, has answered all the rest.
+_EXPRESSIONS: Final[str] = (
+    sql.SQL(
+        "SET LOCAL lock_timeout TO {lock_timeout}; "
+        "SELECT s.n::text, v.what, v.found FROM {safeguards}"
+        " JOIN pg_policy p ON s.policy IS NOT NULL"
+        " AND p.polrelid = to_regclass(s.relation) AND p.polname = s.policy"
+        " {trees}"
+        " CROSS JOIN LATERAL (SELECT"
+        " CASE WHEN k.using_ THEN NULL ELSE pg_get_expr(p.polqual, p.polrelid) END,"
+        " CASE WHEN k.check_ THEN NULL ELSE pg_get_expr(p.polwithcheck, p.polrelid) END"
+        " OFFSET 0) AS a(using_, check_)"
+        " CROSS JOIN LATERAL (SELECT NOT k.using_ AND {using_differs},"
+        " NOT k.check_ AND {check_differs} OFFSET 0) AS d(using_, check_)"
+        " CROSS JOIN LATERAL (VALUES ({using_}, a.using_, d.using_),"
+        " ({check_}, a.check_, d.check_),"
+        " ({as_listed}, h.using_, NOT k.using_ AND NOT d.using_ AND h.using_ IS NOT NULL),"
+        " ({as_listed}, h.check_, NOT k.check_ AND NOT d.check_ AND h.check_ IS NOT NULL))"
+        " AS v(what, found, differs)"
+        " WHERE s.relation = ANY ({relations}::text[]) AND v.differs"
+        " ORDER BY s.n, array_position({order}::text[], v.what), v.found"
+    )
+    .format(
+        lock_timeout=sql.SQL(_LOCK_TIMEOUT_MARK),
+        safeguards=_SAFEGUARD_ARRAYS,
+        trees=_TREES,
+        using_differs=_differs(sql.SQL("a.using_"), sql.SQL("s.using_")),
+        check_differs=_differs(sql.SQL("a.check_"), sql.SQL("s.check_")),
+        using_=sql.Literal(USING),
+        check_=sql.Literal(CHECK),
+        as_listed=sql.Literal(_AS_LISTED),
+        relations=sql.SQL(_RELATIONS_MARK),
+        order=sql.Literal(list(_ORDER)),
+    )
+    .as_string(None)
+)
+
+
+def _expressions_statement(relations: list[str], known: frozenset[str], lock_timeout: str) -> bytes:
+    """`_EXPRESSIONS` for the listed policies on `relations`, knowing the
+    trees `known`, waiting at most `lock_timeout` (as `_milliseconds` writes
+    it) for a lock on a table."""
+    return (
+        _EXPRESSIONS.replace(_LOCK_TIMEOUT_MARK, sql.Literal(lock_timeout).as_string(None))
+        .replace(_RELATIONS_MARK, sql.Literal(relations).as_string(None))
+        .replace(_KNOWN_MARK, sql.Literal(sorted(known)).as_string(None))
+        .encode()
+    )
 
 
 def _probe_statement(known: frozenset[str]) -> bytes:
@@ -350,6 +422,16 @@ _PROBE: Final[bytes] = _probe_statement(frozenset())
 # printing each once more (each is the tree of a policy restored or
 # rewritten as listed: an owner's change, seldom).
 _KNOWN_AT_MOST: Final = 1000
+# How long the printing of a table's policies' expressions (`_EXPRESSIONS`)
+# waits for a lock on it: a table locked at a server's start (a long VACUUM
+# FULL, an ALTER TABLE, a pg_dump's queue) held the probe past its timeout,
+# health NOT_SERVING though its policies were as listed. Its check then waits
+# for the next probe; the probe's other questions are answered meanwhile.
+_EXPRESSIONS_LOCK_TIMEOUT: Final = 0.1
+# Each printing waits at most this share of what is left of the probe's time,
+# and none is tried with less than `_LEAST_LOCK_TIMEOUT` of it left.
+_EXPRESSIONS_SHARE: Final = 0.25
+_LEAST_LOCK_TIMEOUT: Final = 0.01
 
 
 @dataclass(frozen=True)
@@ -369,6 +451,11 @@ class _Answer:
     # The policies' expressions' trees found as listed, not known before
     # (`_probe_statement`).
     as_listed: frozenset[str] = frozenset()
+    # The tables whose policies' expressions were not printed, so not
+    # compared (`_expressions`): `waiting`, for a lock another session holds
+    # on the table; `unchecked`, those and any the probe's time ran out for.
+    waiting: frozenset[str] = frozenset()
+    unchecked: frozenset[str] = frozenset()
 
     @property
     def sound(self) -> bool:
@@ -496,6 +583,9 @@ class Database:
         # probe's statement that knows them (`_probe_statement`).
         self._known_expressions: frozenset[str] = frozenset()
         self._probe_statement = _PROBE
+        # The tables whose policies' check was said to wait for a lock
+        # (`_say_waiting`), until it is made.
+        self._waiting: frozenset[str] = frozenset()
         # What the probe found wrong and logged, until one answers otherwise:
         # said once as it goes, not at each of the failed probes in a row
         # that take the database for down (ProbeVerdicts), nor after.
@@ -747,15 +837,18 @@ class Database:
         `timeout` to a distant database, and the server, whose pooled
         connections worked, refused every call (helper-140)."""
         self.probe_found = _FOUND_SILENT
+        give_up_at = asyncio.get_running_loop().time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                answer = await self._pooled_connection_answers(wait=timeout / 2)
+            async with asyncio.timeout_at(give_up_at):
+                answer = await self._pooled_connection_answers(
+                    wait=timeout / 2, give_up_at=give_up_at
+                )
                 if answer is None:
                     conn = await psycopg.AsyncConnection.connect(
                         self._url, autocommit=True, connect_timeout=max(1, int(timeout))
                     )
                     async with conn:
-                        answer = await _probe(conn, self._probe_statement, self.clock_skew)
+                        answer = await self._probe(conn, give_up_at=give_up_at)
         except psycopg.OperationalError as error:
             # A refusal at connection has no SQLSTATE (53300): its words tell.
             answered = any(words in str(error) for words in _NO_FREE_SLOT)
@@ -779,6 +872,8 @@ class Database:
         if answer.clocks is not None:
             self.clock_skew.note(answer.clocks)
         self._know(answer.as_listed)
+        self._say_waiting(answer)
+        answer = self._with_kept_verdicts(answer)
         self._say_missing_grants(answer.missing)
         self._say_unsecured(answer.unsecured)
         said = []
@@ -804,11 +899,65 @@ class Database:
         (a long read's ACCESS EXCLUSIVE wait, an ALTER TABLE) held it past
         its timeout, health NOT_SERVING (pg_get_expr locks its table). What
         else the statement finds is the probe's to say; an error, too."""
+        give_up_at = asyncio.get_running_loop().time() + timeout
         with contextlib.suppress(psycopg.Error, TimeoutError, _ProbeFailed):
-            async with asyncio.timeout(timeout):
-                answer = await self._pooled_connection_answers(wait=timeout / 2)
+            async with asyncio.timeout_at(give_up_at):
+                answer = await self._pooled_connection_answers(
+                    wait=timeout / 2, give_up_at=give_up_at
+                )
                 if answer is not None:
                     self._know(answer.as_listed)
+                    self._say_waiting(answer)
+
+    async def _probe(self, conn: psycopg.AsyncConnection[Any], *, give_up_at: float) -> _Answer:
+        """`_probe` on `conn`, with the trees this process knows, printing
+        the expressions of those it does not until `give_up_at` (loop time)."""
+        return await _probe(
+            conn,
+            self._probe_statement,
+            self.clock_skew,
+            known=self._known_expressions,
+            give_up_at=give_up_at,
+        )
+
+    def _with_kept_verdicts(self, answer: _Answer) -> _Answer:
+        """`answer`, with the last verdict on the expressions of the policies
+        of each table it did not print them for (`_Answer.unchecked`): a lock
+        held on a table is no sign its policies changed (nor one rewritten
+        while it was held a sign they are as listed again). None yet: none
+        differs, as at a start."""
+        if not answer.unchecked:
+            return answer
+        kept = tuple(
+            b
+            for b in self._unsecured
+            if b.what in (USING, CHECK) and b.safeguard.relation in answer.unchecked
+        )
+        if not kept:
+            return answer
+        return replace(answer, unsecured=tuple(sorted((*answer.unsecured, *kept), key=_order_of)))
+
+    def _say_waiting(self, answer: _Answer) -> None:
+        """Says once that the check of a table's policies waits for a lock on
+        it (`_Answer.waiting`), and once when it is made again."""
+        newly = answer.waiting - self._waiting
+        if newly:
+            tables = ", ".join(sorted(newly))
+            log.warning(
+                "database: the health probe's check of the row-level security policies on"
+                " %s waits for a lock another session holds (a VACUUM FULL, an ALTER TABLE,"
+                " a pg_dump's queue): it keeps its last verdict and checks again at its"
+                " next probe",
+                tables,
+            )
+        checked = self._waiting - answer.unchecked
+        if checked:
+            log.info(
+                "database: the health probe checked the row-level security policies on %s"
+                " again: no lock keeps it waiting",
+                ", ".join(sorted(checked)),
+            )
+        self._waiting = (self._waiting - checked) | answer.waiting
 
     def _know(self, as_listed: frozenset[str]) -> None:
         """The probe's statement knows the expressions' trees `as_listed`
@@ -866,12 +1015,12 @@ class Database:
             log.warning("database: the service's roles hold every grant they need again")
         self._missing_grants = missing
 
-    async def _pooled_connection_answers(self, *, wait: float) -> _Answer | None:
+    async def _pooled_connection_answers(self, *, wait: float, give_up_at: float) -> _Answer | None:
         """The probe's answer (`_probe`), asked on a pooled connection; None
         if none was free in time (PoolTimeout) or the one found was broken."""
         try:
             async with self._pooled(timeout=wait) as conn:
-                return await _probe(conn, self._probe_statement, self.clock_skew)
+                return await self._probe(conn, give_up_at=give_up_at)
         except psycopg.errors.InsufficientPrivilege:
             raise  # an answer: a connection of its own would be refused alike
         except psycopg.Error:
@@ -1093,14 +1242,20 @@ class _Scopes:
 
 
 async def _probe(
-    conn: psycopg.AsyncConnection[Any], statement: bytes, clocks: ClockSkew
+    conn: psycopg.AsyncConnection[Any],
+    statement: bytes,
+    clocks: ClockSkew,
+    *,
+    known: frozenset[str],
+    give_up_at: float,
 ) -> _Answer:
     """Whether the database takes writes as the service's roles, and the
     grants of role_grants.py that a role lacks, and how the tables' row
-    security differs from row_security.py's (`_PROBE`), and both clocks
-    (`clocks`, of this process's). _ProbeFailed if the statement fails as
-    the database answers it (the roles refused aside), naming the listed
-    tables and columns that no longer exist."""
+    security differs from row_security.py's (`_PROBE`, knowing the trees
+    `known`; then `_expressions`, until `give_up_at`), and both clocks
+    (`clocks`, of this process's). _ProbeFailed if a statement fails as the
+    database answers it (the roles refused, and a lock waited for, aside),
+    naming the listed tables and columns that no longer exist."""
     try:
         started = clocks.started()
         cursor = await conn.execute(statement)
@@ -1115,14 +1270,31 @@ async def _probe(
         return _Answer(writable=False)
     read = clocks.read(started, database_time_of(row[3]))
     missing = tuple(_GRANTS[n - 1] for n in row[1])
-    unsecured = tuple(
-        Breach(_SAFEGUARDS[int(n) - 1], what, found)
-        for n, what, found in row[2]
-        if what != _AS_LISTED
+    found = [(int(n), what, text) for n, what, text in row[2] if what != _UNKNOWN]
+    unknown = dict.fromkeys(
+        _SAFEGUARDS[int(n) - 1].relation for n, what, _ in row[2] if what == _UNKNOWN
     )
-    as_listed = frozenset(found for _, what, found in row[2] if what == _AS_LISTED)
+    printed = await _expressions(conn, list(unknown), known, give_up_at=give_up_at)
+    found.extend(printed.found)
+    unsecured = tuple(
+        sorted(
+            (
+                Breach(_SAFEGUARDS[n - 1], what, text)
+                for n, what, text in found
+                if what != _AS_LISTED
+            ),
+            key=_order_of,
+        )
+    )
+    as_listed = frozenset(text for _, what, text in found if what == _AS_LISTED and text)
     if not (missing or unsecured):
-        return _Answer(writable=bool(row[0]), clocks=read, as_listed=as_listed)
+        return _Answer(
+            writable=bool(row[0]),
+            clocks=read,
+            as_listed=as_listed,
+            waiting=printed.waiting,
+            unchecked=printed.unchecked,
+        )
     # A table gone lacks its grants and row security too: said as gone.
     try:
         vanished = await _vanished(conn)
@@ -1137,7 +1309,69 @@ async def _probe(
         vanished=vanished,
         clocks=read,
         as_listed=as_listed,
+        waiting=printed.waiting,
+        unchecked=printed.unchecked,
     )
+
+
+def _order_of(breach: Breach) -> tuple[int, int, str]:
+    """Where `breach` comes among a probe's: by safeguard, then as `_ORDER`."""
+    return _SAFEGUARDS.index(breach.safeguard), _ORDER.index(breach.what), breach.found or ""
+
+
+@dataclass(frozen=True)
+class _Printed:
+    """What `_expressions` found: rows [position in `_SAFEGUARDS`, what,
+    found] as `_EXPRESSIONS` answers them, and the tables it printed none
+    for (`waiting`: for a lock; `unchecked`: those, and any it had no time
+    left for)."""
+
+    found: tuple[tuple[int, str, str | None], ...] = ()
+    waiting: frozenset[str] = frozenset()
+    unchecked: frozenset[str] = frozenset()
+
+
+async def _expressions(
+    conn: psycopg.AsyncConnection[Any],
+    relations: list[str],
+    known: frozenset[str],
+    *,
+    give_up_at: float,
+) -> _Printed:
+    """The listed policies on `relations` whose trees are not among `known`,
+    their expressions printed and compared with the listed (`_EXPRESSIONS`),
+    each printing waiting for a lock at most `_EXPRESSIONS_LOCK_TIMEOUT`, or
+    its share of what is left until `give_up_at` (loop time). All the tables
+    at once; if a lock is waited for, one at a time, so that a table locked
+    keeps none of the others from being checked."""
+    loop = asyncio.get_running_loop()
+    found: list[tuple[int, str, str | None]] = []
+    waiting: set[str] = set()
+    batches = [relations] if relations else []
+    while batches:
+        batch = batches.pop(0)
+        left = give_up_at - loop.time()
+        lock_timeout = min(_EXPRESSIONS_LOCK_TIMEOUT, left * _EXPRESSIONS_SHARE)
+        if lock_timeout < _LEAST_LOCK_TIMEOUT:
+            unchecked = {r for rest in (batch, *batches) for r in rest}
+            return _Printed(tuple(found), frozenset(waiting), frozenset(waiting | unchecked))
+        statement = _expressions_statement(batch, known, _milliseconds(lock_timeout))
+        try:
+            cursor = await conn.execute(statement)
+            cursor.nextset()  # past SET LOCAL's
+            rows = await cursor.fetchall()
+        except psycopg.errors.LockNotAvailable:
+            if len(batch) == 1:
+                waiting.add(batch[0])
+            else:
+                batches.extend([relation] for relation in batch)
+            continue
+        except psycopg.Error as error:
+            if is_unavailable(error, conn):
+                raise
+            raise await _failure(conn, error) from None
+        found.extend((int(n), what, text) for n, what, text in rows)
+    return _Printed(tuple(found), frozenset(waiting), frozenset(waiting))
 
 
 async def _vanished(conn: psycopg.AsyncConnection[Any]) -> tuple[str, ...]:
