@@ -17,6 +17,13 @@ from sealtrail import _cli as cli
 from sealtrail._convert import message_to_dict
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
+from tests.integration.test_geoip import (
+    CALLER,
+    GEOIP,
+    NONE,
+    geo_client_for,  # noqa: F401 (a fixture)
+    geo_server,  # noqa: F401 (a fixture)
+)
 from tests.integration.test_lost_answers import LoseAnswersAfter, losing_client_class, stored
 
 
@@ -211,3 +218,52 @@ def test_an_exports_ndjson_imported_into_another_tenant_arrives_field_for_field(
         f"recorded 0 events, 2 events already recorded from {exported}; 1 line refused\n"
     )
     assert sum(1 for _ in client_for(other).query(build_filter(actions="doc.*"))) == 2
+
+
+def test_a_country_the_exporting_server_located_is_located_again_not_claimed_as_the_callers(
+    server: ServerThread,
+    geo_server: ServerThread,  # noqa: F811
+    tenant: str,
+    geo_client_for: Callable[[ServerThread, str], AuditClient],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An export's record of an event the server located (`country_source:
+    geoip`) was imported as a country the caller sent: the imported log said
+    the caller had located the address. Who located a country is the
+    server's to say (output only), as the id and seq are: the importer drops
+    such a country with its source and sends the address, which the importing
+    server locates in its own GeoIP database, or leaves without a country
+    when it has none. A country the caller sent arrives as the caller's."""
+    exporting = geo_client_for(geo_server, tenant)
+    exporting.record(action="import.where", actor_id="ann", ip="81.2.69.7")  # located: FR
+    exporting.record(action="import.where", actor_id="bob", ip="81.2.69.8", country="be")
+    exported = tmp_path / "tenant.ndjson"
+    env = {"SEALTRAIL_SERVER": geo_server.target, "SEALTRAIL_TOKEN": geo_server.token(tenant)}
+    out = CliRunner().invoke(
+        cli.main, ["export", "--format", "ndjson", "-o", str(exported)], env=env
+    )
+    assert out.exit_code == 0, out.output
+    sources = [json.loads(line).get("context", {}).get("country_source") for line in
+               exported.read_text().splitlines()]  # fmt: skip
+    assert sources[:2] == ["geoip", "caller"]
+
+    def imported(target: ServerThread, into: str) -> list[tuple[str, str, int]]:
+        env = {"SEALTRAIL_SERVER": target.target, "SEALTRAIL_TOKEN": target.token(into)}
+        shown = CliRunner().invoke(cli.main, ["import", str(exported)], env=env)
+        assert shown.stdout == f"recorded 2 events from {exported}; 1 line refused\n"
+        reader = geo_client_for(target, into)
+        return [
+            (event.context.ip, event.context.country, event.context.country_source)
+            for event in reader.query(build_filter(actions="import.where"), order="oldest")
+        ]
+
+    # A server with a GeoIP database locates the address again, as its own.
+    assert imported(geo_server, f"{tenant}-geo") == [
+        ("81.2.69.7", "FR", GEOIP),
+        ("81.2.69.8", "BE", CALLER),
+    ]
+    # One without: the address, and no country (no one located it there).
+    assert imported(server, f"{tenant}-plain") == [
+        ("81.2.69.7", "", NONE),
+        ("81.2.69.8", "BE", CALLER),
+    ]

@@ -83,6 +83,10 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int, import_
     dropped: it assigns them anew, received now, in this tenant's log; and
     retention ages an event from when it was received, so an imported event
     is kept a full retention period from its import, however old. A
+    country the exporting server located from the address (GeoIP,
+    `country_source: geoip`) is dropped, the address kept: this service
+    locates it again if it has a GeoIP database, else records none; a
+    country the sender gave arrives as the sender's. A
     line with its idempotency_key is recorded once however often the file is
     imported (one without occurred_at at the time of its first import); one
     without a key gets the key ID:LINE, its line number after the import's
@@ -199,6 +203,8 @@ def _events(
         # query --format jsonl` prints them): dropped, it assigns them anew.
         for field in ("id", "seq", "received_at", "leaf_hash", "tenant_id"):
             event.ClearField(field)
+        if event.HasField("context"):
+            _unlocated(event.context)
         if not event.idempotency_key:
             # The same in every run of the import under its id, unlike the
             # client's random key: run again, it finds the line recorded. Set
@@ -212,6 +218,21 @@ def _events(
         yield number, event
 
 
+def _unlocated(context: event_pb2.RequestContext) -> None:
+    """`context` without what the exporting server located: who located a
+    country is the server's to say (`country_source`, output only), and a
+    country it found from the address in its GeoIP database (`geoip`) is
+    not the importer's to assert. Sent, it was recorded as the caller's,
+    the imported log saying the caller had located the address. Such a
+    country is dropped with its source, the address kept: the importing
+    server locates it in its own GeoIP database (SEALTRAIL_GEOIP_DB), marked
+    as its own, or records none if it has no database. A country the caller
+    sent (`caller`, or none marked) is sent as the caller's."""
+    if context.country_source == event_pb2.COUNTRY_SOURCE_GEOIP:
+        context.ClearField("country")
+    context.ClearField("country_source")
+
+
 # The enum fields of an Event line, by where they stand, and their enums.
 _ENUMS: Final = {
     ("category",): event_pb2.Category,
@@ -219,7 +240,7 @@ _ENUMS: Final = {
     ("outcome",): event_pb2.Outcome,
     ("actor", "type"): event_pb2.ActorType,
     # Output only: a record says who located its country (`caller`, `geoip`);
-    # the service ignores it as sent, the country arriving as the importer's.
+    # a `geoip` country is dropped (_unlocated), the importing server's to find.
     ("context", "country_source"): event_pb2.CountrySource,
 }
 
