@@ -566,6 +566,7 @@ class Service:
             console_key=console_key,
             trusted_proxies=trusted_proxies,
             denials=denials,
+            locate=None if locator is None else locator.country,
         )
         server = grpc.aio.server(
             interceptors=[

@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 from mmdb_writer import MMDBWriter
@@ -28,11 +29,11 @@ from sealtrail import AuditClient, build_alert_rule, build_event, build_filter
 from sealtrail._bundle import write_bundle
 from sealtrail._bundle_check import verify_bundle
 from sealtrail.tlog import Signer
-from sealtrail.v1 import alerting_pb2, event_pb2
+from sealtrail.v1 import alerting_pb2, audit_service_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server.app import Service
 from sealtrail_server.domain.event import CORRELATION_FIELDS
 from sealtrail_server.geoip import CountryLocator
-from tests.conftest import SIGNING_KEY, ServerThread
+from tests.conftest import SIGNING_KEY, ServerThread, token_id_of
 from tests.integration.test_alerting import (
     fired_by,
     marked,  # noqa: F401 (a fixture)
@@ -247,6 +248,65 @@ def test_a_new_country_rule_fires_on_a_located_country(
     settle(client)
     [fired] = fired_by(client, rule.id)
     assert (fired["actor_id"], fired["country"]) == ("gil", "JP")
+
+
+def test_the_servers_own_records_of_calls_are_located_as_its_callers_events_are(
+    client: AuditClient,
+    migrated_database_url: str,
+    tmp_path: Path,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    rules: Callable[[alerting_pb2.AlertRule], alerting_pb2.AlertRule],  # noqa: F811
+    marked: None,  # noqa: F811
+) -> None:
+    """Sealtrail's own records of calls made to it (audit_log.*, token.*,
+    sink.* ...) carry the caller's address and were never located: a
+    new-country rule never saw an admin reading the log from a new country.
+    They are located as a caller's event is, marked `geoip`. Behind a trusted
+    proxy (here the tests' loopback connection) the address is the client's
+    it names in X-Forwarded-For; `client`, of the tests' other server, makes
+    the rule and may be the one whose evaluator evaluates."""
+    path = tmp_path / "country.mmdb"
+    write_mmdb(path, NETWORKS)
+    rule = rules(build_alert_rule("admin abroad", "new_country"))
+    with ServerThread(
+        migrated_database_url, geoip_db=path, trusted_proxies="127.0.0.0/8"
+    ) as server:
+        secret = server.token(tenant, "admin")
+        with grpc.insecure_channel(server.target) as channel:
+            stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+
+            def read_from(ip: str) -> None:
+                metadata = [("authorization", f"Bearer {secret}"), ("x-forwarded-for", ip)]
+                stub.Query(audit_service_pb2.QueryRequest(), metadata=metadata, timeout=10)
+
+            read_from("81.2.69.40")  # learnt: FR
+            read_from("81.2.69.41")  # FR again
+            settle(client)
+            assert fired_by(client, rule.id) == []
+            read_from("2a02:8100::40")  # JP
+            settle(client)
+    token_id = token_id_of(sql, secret)
+    rows = sql.execute(
+        "SELECT record FROM events WHERE tenant_id = %s AND action = 'audit_log.queried'"
+        " AND record::jsonb #>> '{actor,id}' = %s ORDER BY seq",
+        [tenant, token_id],
+    ).fetchall()
+    assert [
+        {
+            k: v
+            for k, v in json.loads(row[0])["context"].items()
+            if k not in (*CORRELATION_FIELDS, "user_agent")
+        }
+        for row in rows
+    ] == [
+        {"ip": "81.2.69.40", "country": "FR", "country_source": "geoip"},
+        {"ip": "81.2.69.41", "country": "FR", "country_source": "geoip"},
+        {"ip": "2a02:8100::40", "country": "JP", "country_source": "geoip"},
+    ]
+    [fired] = fired_by(client, rule.id)
+    assert (fired["actor_id"], fired["country"]) == (token_id, "JP")
+    assert client.verify_log(check_views=True).ok
 
 
 def test_a_replaced_database_is_used_and_a_broken_one_kept_out(

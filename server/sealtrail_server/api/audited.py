@@ -22,8 +22,10 @@ from ..domain.event import (
     ChangeDraft,
     EventDraft,
     correlate,
+    located,
     plain_values,
     validate_event,
+    wants_location,
 )
 from ..domain.redaction import Redactor, tenant_key
 from ..store.appended import Appended
@@ -117,7 +119,9 @@ async def record_access(
 ) -> Appended:
     """Record what `principal` did in its tenant's log; the new event as stored.
     It names the token (`actor.display_name`) and says where the call came
-    from (`context.ip`, `context.user_agent`), as a service's events do."""
+    from (`context.ip`, `context.user_agent`), as a service's events do, and
+    the country the server located the address in (GeoIP, marked `geoip`),
+    as it locates a service's event sent with an address alone."""
     caller = current_caller()
     return await record_event(
         appender,
@@ -127,6 +131,7 @@ async def record_access(
         actor_display_name=principal.name,
         ip=caller.ip,
         user_agent=caller.user_agent,
+        located_country=caller.country,
         now=now,
         action=action,
         description=description,
@@ -149,6 +154,7 @@ async def record_event(
     actor_display_name: str = "",
     ip: str = "",
     user_agent: str = "",
+    located_country: str = "",
     now: datetime,
     action: str,
     description: str,
@@ -164,7 +170,8 @@ async def record_event(
     """Record an event Sealtrail itself writes (not redacted: its values are
     Sealtrail's own); the event as stored (`deduplicated`, with no id, when
     `idempotency_key` found it recorded already). SealtrailError if it is
-    refused."""
+    refused. `located_country`: the country the server located `ip` in
+    (its GeoIP database's), recorded marked as the server's (`geoip`)."""
     if action not in OWN_ACTIONS and not action.startswith(RESERVED_ACTION_PREFIX):
         # Every caller could record it too: a forged one would pass for Sealtrail's.
         raise ValueError(f"{action} is not among domain/event.py's OWN_ACTIONS")
@@ -188,6 +195,8 @@ async def record_event(
     )
     correlate(draft, current_correlation())
     valid = validate_event(draft, now=now, path=action, own=True)
+    if located_country and wants_location(valid) is not None:
+        valid = located(valid, located_country)
     view = caller_view(valid).SerializeToString()
     # Made by a change (store/changes.py), it commits with the change's
     # transaction, or not at all (ADR 0075).

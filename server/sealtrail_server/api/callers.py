@@ -12,7 +12,12 @@ record another address than its own.
 Behind a proxy (an ingress, a mesh's sidecar) every peer is the proxy. The
 proxies the operator names (SEALTRAIL_TRUSTED_PROXIES) are believed about
 whom they forward for: X-Forwarded-For, read from the nearest hop to the first
-that is no trusted proxy (`behind_proxies`)."""
+that is no trusted proxy (`behind_proxies`).
+
+With a GeoIP database (SEALTRAIL_GEOIP_DB, ADR 0134) the caller's address is
+located as a service's event's is, so that the records carry its country,
+marked as the server's (`geoip`): a new-country rule sees an admin reading the
+log from a country it never did before."""
 
 from __future__ import annotations
 
@@ -21,8 +26,8 @@ import hmac
 import ipaddress
 import re
 import urllib.parse
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Final
 
 from ..domain.event import CONTROL_CHARACTERS, MAX_USER_AGENT
@@ -44,10 +49,13 @@ _HOP_WITH_PORT: Final = re.compile(r"\[([^\]]+)\](?::\d{1,5})?|([^:\[\]]+):\d{1,
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """A call's origin: an IP address and a user agent, "" where not known."""
+    """A call's origin: an IP address and a user agent, "" where not known;
+    and the country the server located the address in (GeoIP), "" where it
+    has no database or the address has no country."""
 
     ip: str = ""
     user_agent: str = ""
+    country: str = ""
 
 
 NO_CALLER: Final = Caller()
@@ -62,6 +70,7 @@ class _Origin:
     metadata: Iterable[tuple[str, str | bytes]]
     console_key: str
     trusted_proxies: tuple[IpNetwork, ...]
+    locate: Callable[[str], str | None] | None
     caller: Caller | None = None
 
 
@@ -76,12 +85,15 @@ def current_caller() -> Caller:
     if origin is None:
         return NO_CALLER
     if origin.caller is None:
-        origin.caller = caller_of(
+        caller = caller_of(
             origin.peer,
             origin.metadata,
             origin.console_key,
             trusted_proxies=origin.trusted_proxies,
         )
+        if origin.locate is not None and caller.ip:
+            caller = replace(caller, country=origin.locate(caller.ip) or "")
+        origin.caller = caller
     return origin.caller
 
 
@@ -91,10 +103,12 @@ def set_origin(
     console_key: str,
     *,
     trusted_proxies: tuple[IpNetwork, ...] = (),
+    locate: Callable[[str], str | None] | None = None,
 ) -> None:
     """For the call being served (`caller_of`'s arguments, read when first
-    asked); each gRPC call runs in a task (and context) of its own."""
-    _origin.set(_Origin(peer, metadata, console_key, trusted_proxies))
+    asked); each gRPC call runs in a task (and context) of its own. `locate`
+    gives an address's country (CountryLocator.country), None: no database."""
+    _origin.set(_Origin(peer, metadata, console_key, trusted_proxies, locate))
 
 
 def address(text: str) -> str:

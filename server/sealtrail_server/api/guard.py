@@ -155,19 +155,23 @@ class GuardInterceptor(ServiceInterceptor):
         console_key: str = "",
         trusted_proxies: tuple[IpNetwork, ...] = (),
         denials: Denials | None = None,
+        locate: Callable[[str], str | None] | None = None,
     ) -> None:
         """`refuse_if_erased(tenant_id)` raises TENANT_ERASED if the tenant was
         erased, by whichever process (`store.changes.refuse_if_erased_now`).
         `console_key`: the key this process's console sends along with the
         browser's address and user agent ("": no console, none trusted).
         `trusted_proxies`: peers believed about whom they forward for.
-        `denials` records refusals of known tokens (None: none recorded)."""
+        `denials` records refusals of known tokens (None: none recorded).
+        `locate` gives a caller's address's country for Sealtrail's own
+        records of its calls (CountryLocator.country; None: no GeoIP database)."""
         super().__init__()
         self._authenticator = authenticator
         self._refuse_if_erased = refuse_if_erased
         self._console_key = console_key
         self._trusted_proxies = trusted_proxies
         self._denials = denials
+        self._locate = locate
         # Calls of AuditLogService begun and not ended: a stopping server ends
         # its streams early once nothing else is left (app.Service.stop).
         self.calls = 0
@@ -198,7 +202,11 @@ class GuardInterceptor(ServiceInterceptor):
     async def _admit(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         metadata = context.invocation_metadata() or ()
         set_origin(
-            context.peer(), metadata, self._console_key, trusted_proxies=self._trusted_proxies
+            context.peer(),
+            metadata,
+            self._console_key,
+            trusted_proxies=self._trusted_proxies,
+            locate=self._locate,
         )
         try:
             principal = await self._authenticator.authenticate(
