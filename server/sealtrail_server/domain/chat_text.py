@@ -1,9 +1,11 @@
 """What a chat sink says of an event: one line of text, for a person reading a
 channel (ADR 0062). A `security.alert` is its description (the rule's name and
 what fired it) with its severity and the event it fired on; any other event
-is `[severity] action by actor on resource_type/resource_id (outcome) at
-occurred_at`. Each line ends with the tenant and seq, which find the event in
-the log (`sealtrail tail --from-seq`).
+is `[severity] action by actor from ip (country) on resource_type/resource_id
+(outcome) at occurred_at`, a country the server located from the address
+(GeoIP, ADR 0134) marked `(FR, located)`, not passed off as the caller's word.
+Each line ends with the tenant and seq, which find the event in the log
+(`sealtrail tail --from-seq`).
 
 Every value an event carries came from a caller, a rule's name included, and
 is posted where people are notified: each is made one line (control
@@ -20,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from .event import ALERT_ACTION
+from .event import ALERT_ACTION, COUNTRY_SOURCE_GEOIP
 
 # Slack's advice for a message's text; Mattermost's limit is 16,383
 # characters, a Teams message's about 28 KB.
@@ -65,6 +67,28 @@ def shown(
     return _MENTION.sub("@\u200b", text) if guard_mentions else text
 
 
+def located(context: dict[str, Any]) -> bool:
+    """Whether a record's `context.country` is the server's, found from its
+    address in a GeoIP database, rather than the caller's."""
+    return context.get("country_source") == COUNTRY_SOURCE_GEOIP
+
+
+def origin(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = True) -> str:
+    """Where the event came from, as a line says it: ` from ip (country)`,
+    ` from ip (country, located)` for a country the server located, ` from
+    ip` or ` from country` with only one of them; "" with neither."""
+    context = record.get("context") or {}
+    ip, country = (
+        shown(context.get(key) or "", markup=markup, guard_mentions=guard_mentions)
+        for key in ("ip", "country")
+    )
+    if country and located(context):
+        country += ", located"
+    if ip and country:
+        return f" from {ip} ({country})"
+    return f" from {ip or country}" if ip or country else ""
+
+
 def line(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = True) -> str:
     """The line that tells of the event whose stored record is `record`;
     without `markup`, plain text, and an alert without its mark (a page's
@@ -84,6 +108,7 @@ def line(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = 
         return f"{mark}[{severity}] {description} ({where}{fired_on})"
     actor = record.get("actor") or {}
     said = f"[{severity}] {show(record.get('action', ''))} by {show(actor.get('id', ''))}"
+    said += origin(record, markup=markup, guard_mentions=guard_mentions)
     resource = record.get("resource") or {}
     if resource.get("type") or resource.get("id"):
         named = "/".join(show(resource[key]) for key in ("type", "id") if resource.get(key))

@@ -25,6 +25,7 @@ from typing import Any, Final
 import aiosmtplib
 
 from ..domain.chat_text import line as chat_line
+from ..domain.chat_text import located as chat_located
 from ..domain.chat_text import shown
 from ..domain.email_sinks import host_of, is_loopback, mail_address, port_of, security_of
 from .egress import DEADLINE_TIMEOUTS, Answer, EgressDenied, EgressPolicy
@@ -44,12 +45,18 @@ _FIELDS: Final = (
     ("Actor type", ("actor", "type")),
     ("Resource type", ("resource", "type")),
     ("Resource", ("resource", "id")),
+    ("IP address", ("context", "ip")),
+    ("Country", ("context", "country")),
     ("Description", ("description",)),
     ("Occurred at", ("occurred_at",)),
     ("Tenant", ("tenant_id",)),
     ("Seq", ("seq",)),
     ("Event id", ("id",)),
 )
+
+
+# What a mail's Country says of a country the server located (ADR 0134).
+_LOCATED: Final = "located by the server from the IP address, in its GeoIP database"
 
 
 class MailSettingsRefused(EgressDenied):
@@ -86,7 +93,10 @@ def message(destination: dict[str, Any], data: dict[str, Any], item: str) -> byt
         for key in path:
             value = value.get(key) if isinstance(value, dict) else None
         if value not in (None, ""):
-            lines.append(f"{label}: {shown(value, 1000, markup=False, guard_mentions=False)}")
+            said = shown(value, 1000, markup=False, guard_mentions=False)
+            if label == "Country" and chat_located(data.get("context") or {}):
+                said += f" ({_LOCATED})"
+            lines.append(f"{label}: {said}")
     details = data.get("details")
     if details:
         said = json.dumps(details, ensure_ascii=False)
