@@ -930,10 +930,13 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
             raise click.ClickException(str(error)) from None
         tenants = []  # the key signed nothing here
     try:
-        erased = signed.erasures()
+        kept_erasures = signed.erasures()
     except SignedSizesError as error:
         unreadable.append(str(error))
         erased = {}
+    else:  # a file that cannot be read said, every other erasure checked
+        erased = kept_erasures.erased
+        unreadable += [str(why) for _, why in sorted(kept_erasures.unreadable.items())]
     tenants = [tenant_id for tenant_id in tenants if tenant_id not in erased]
 
     def kept_sizes(some: list[str]) -> dict[str, tuple[int, bytes]]:

@@ -1033,6 +1033,65 @@ def test_an_erased_tenant_restored_from_before_its_first_event_is_refused_as_suc
         restored.__exit__(None, None, None)
 
 
+def test_one_erasure_file_that_cannot_be_read_refuses_its_tenant_alone(
+    own_database: str, tenant: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One file of the key's `.erasures` that cannot be read (a stray, one
+    cut short, another user's) made a start check no tenant's erasure: a
+    tenant erased after the backup was not named at start, and `key
+    restored` listed it as a log cut back, not erased. The file is named, its
+    tenant's checkpoints refused (UNAVAILABLE) until it reads, and every
+    other tenant's erasure checked as before."""
+    other = f"{tenant}-other"
+    dump = tmp_path / "sealtrail.dump"
+    before = ServerThread(own_database)
+    try:
+        token, other_token = before.token(tenant), before.token(other)
+        with AuditClient(before.target, token=other_token) as client:
+            record(client, 3, action="restore.other")
+            assert client.get_checkpoint(fresh=True).tree_size == 3
+        backup(own_database, dump)
+        with AuditClient(before.target, token=token) as client:
+            record(client, 5, action="restore.erased")
+            assert client.erase_tenant(tenant).final_tree_size == 5
+    finally:
+        before.close()
+    key_id = Signer.parse(SIGNING_KEY).verifier.key_id.hex()
+    broken = signed_checkpoints_dir_of(own_database) / key_id / ".erasures" / other
+    broken.write_text("3 q1X")  # cut short
+    restore(own_database, dump)
+    with caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"):
+        after = ServerThread(own_database)
+    try:
+        said = [record.getMessage() for record in caplog.records]
+        assert [m for m in said if f"/log/{tenant}:" in m and "erasure of it, at size 5" in m]
+        [named] = [m for m in said if str(broken) in m]
+        assert "holds no erasure" in named and f"/log/{other} " in named, named
+        assert "refused (UNAVAILABLE) until the file reads" in named, named
+        with AuditClient(after.target, token=token, max_attempts=1) as client:
+            refused = _integrity_failure(client.get_checkpoint)
+            assert "signed the erasure of it, at size 5" in refused
+        with AuditClient(after.target, token=other_token, max_attempts=1) as client:
+            for fresh in (False, True):
+                with pytest.raises(UnavailableError) as unavailable:
+                    client.get_checkpoint(fresh=fresh)
+                assert str(broken) in unavailable.value.message
+            broken.unlink()  # a stray: the tenant was never erased
+            assert client.get_checkpoint().tree_size == 3
+    finally:
+        after.close()
+    broken.write_text("3 q1X")
+    listed = CliRunner().invoke(
+        server_cli.main,
+        ["key", "restored", "--format", "json", "--database-url", own_database],
+        env={"SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed_checkpoints_dir_of(own_database))},
+    )
+    assert listed.exit_code == 1, listed.output
+    assert str(broken) in listed.stderr
+    [row] = [row for row in json.loads(listed.stdout) if row["tenant"] == tenant]
+    assert (row["signed_size"], row["erased"]) == (5, True)
+
+
 def test_a_consistency_proof_answered_before_is_refused_once_a_hash_of_it_is_rewritten(
     own_database: str, tenant: str
 ) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from sealtrail.tlog import generate_signer_key
 from sealtrail_server.integrity import signed_sizes as signed_sizes_module
-from sealtrail_server.integrity.signed_sizes import SignedSizes, SignedSizesError
+from sealtrail_server.integrity.signed_sizes import KeptErasures, SignedSizes, SignedSizesError
 
 KEY = generate_signer_key("sealtrail.test/log").verifier
 
@@ -94,7 +94,7 @@ _FILL_THE_DISK = """
 import resource, sys
 from pathlib import Path
 from sealtrail.tlog import Verifier
-from sealtrail_server.integrity.signed_sizes import SignedSizes, SignedSizesError
+from sealtrail_server.integrity.signed_sizes import KeptErasures, SignedSizes, SignedSizesError
 signed = SignedSizes.open(Path(sys.argv[1]), Verifier.parse(sys.argv[2]))
 # What the disk can still take: {room} bytes more of any file (a short write,
 # then EFBIG, as a full disk gives ENOSPC).
@@ -150,7 +150,33 @@ def test_an_erasure_is_kept_about_to_be_signed_then_released(tmp_path: Path) -> 
     assert signed.read_erasure("acme") is None
     signed.write_erasure("acme", 5, b"r" * 32, released=False)
     assert signed.read_erasure("acme") == (5, b"r" * 32, False)
-    assert signed.erasures() == {}  # never released: it refuses nothing
+    assert signed.erasures() == KeptErasures()  # never released: it refuses nothing
     signed.write_erasure("acme", 5, b"r" * 32, released=True)
-    assert SignedSizes.open(tmp_path, KEY).erasures() == {"acme": (5, b"r" * 32)}
+    assert SignedSizes.open(tmp_path, KEY).erasures() == KeptErasures({"acme": (5, b"r" * 32)})
     assert signed.tenants() == []
+
+
+def test_an_erasure_file_that_cannot_be_read_is_said_and_the_others_are_read(
+    tmp_path: Path,
+) -> None:
+    """One file that could not be read was SignedSizesError for them all:
+    a start checked no tenant's erasure (helper-422). Each is said, naming
+    its file; the others read."""
+    signed = SignedSizes.open(tmp_path, KEY)
+    signed.write_erasure("acme", 5, b"r" * 32, released=True)
+    signed.write_erasure("beta", 7, b"s" * 32, released=False)
+    erasures = signed.key_directory / ".erasures"
+    (erasures / "cut").write_text("5 q1X")
+    (erasures / "garbled").write_bytes(b"5 \xff erased\n")
+    (erasures / "a-directory").mkdir()
+    writable = erasures / "writable"
+    writable.write_text(f"5 {'A' * 44} erased\n")
+    writable.chmod(0o620)
+    (erasures / ".acme.1.ab.tmp").write_text("not a tenant's")  # a write's, left
+    kept = signed.erasures()
+    assert kept.erased == {"acme": (5, b"r" * 32)}
+    assert sorted(kept.unreadable) == ["a-directory", "cut", "garbled", "writable"]
+    for name, error in kept.unreadable.items():
+        assert str(erasures / name) in str(error), error
+    assert "holds no erasure: '5 q1X'" in str(kept.unreadable["cut"])
+    assert "writable by group or others (mode 0620)" in str(kept.unreadable["writable"])

@@ -148,6 +148,9 @@ class Checkpointer:
         self._unchecked_from: str | None = None
         self._checked_alone: set[str] = set()
         self._erased_at_start: frozenset[str] = frozenset()
+        # The tenants whose erasure's file the start could not read, until it
+        # reads (`_erasure_read_again`): their checkpoints are refused meanwhile.
+        self._erasures_unread: set[str] = set()
         meter = meter or no_meter()
         self._signed = meter.create_counter(
             "sealtrail.checkpoints.signed",
@@ -170,7 +173,10 @@ class Checkpointer:
         or, of a log restored behind the key, what the key signed of it; or
         the largest the key signed of it, as kept outside the database (ADR
         0080), if larger. A tenant the start has yet to check is checked
-        first. Unavailable if the kept file cannot be read."""
+        first. Unavailable if the kept file cannot be read, or the tenant's
+        erasure's file could not be at start and still cannot be."""
+        if tenant_id in self._erasures_unread:
+            await self._erasure_read_again(tenant_id)
         unchecked_from = self._unchecked_from
         if (
             unchecked_from is not None
@@ -209,6 +215,35 @@ class Checkpointer:
         self._kept_lately.move_to_end(tenant_id)
         if len(self._kept_lately) > REMEMBERED_TENANTS:
             self._kept_lately.popitem(last=False)
+
+    async def _erasure_read_again(self, tenant_id: str) -> None:
+        """The tenant's erasure's file, which the start could not read, read
+        again: Unavailable while it cannot be (said once, at start); once it
+        can, the erasure it holds (if released) checked as the start checks
+        each (`_check_kept`), and the tenant served as any other.
+
+        Decided: refused, not served as if the key had signed no erasure of
+        it. The file is all that says the key signed a receipt that the log
+        ended: a log a restore brought back would be served (its stored
+        checkpoints, proofs from them) as live, and a client would take it so.
+        Signing it is refused already, its file read before each signature
+        (`_check_signed_sizes`), and so is its erasure (`check_may_state`): its
+        reads are refused alike until the file is mended, and every other
+        tenant is served."""
+        assert self._signed_sizes is not None
+        try:
+            kept = await self._signed_sizes.read_erasure_async(tenant_id)
+        except SignedSizesError as error:
+            raise Unavailable(
+                f"refusing {self.origin(tenant_id)}: whether this signing key signed its erasure"
+                f" cannot be read ({error})",
+                retry_after=SIGNED_SIZES_RETRY_SECONDS,
+            ) from error
+        if kept is not None and kept[2]:
+            await self._check_kept([], {tenant_id: kept[:2]})
+            if self._unchecked_from is not None:  # its kept checkpoint not to check after
+                self._checked_alone.add(tenant_id)
+        self._erasures_unread.discard(tenant_id)
 
     async def restored_logs_checked(self) -> None:
         """Once the kept checkpoint of every tenant is checked (at start, and
@@ -765,7 +800,11 @@ class Checkpointer:
         as it refuses to sign it. A tenant erased since is left alone. The
         first RESTORED_SCAN_BATCH tenants (in order) before the start goes on,
         the rest after it, a batch at a time; until a tenant's turn comes,
-        `remembered` checks it on its own."""
+        `remembered` checks it on its own. A tenant whose erasure's file
+        cannot be read is named in an error, and refused until it can be
+        (`_erasure_read_again`); every other tenant's erasure is checked.
+        SystemExit if either directory cannot be listed: which tenants were
+        erased, or signed, is not known of any."""
         if self._signed_sizes is None:
             return
         signed_sizes = self._signed_sizes
@@ -774,10 +813,13 @@ class Checkpointer:
         except SignedSizesError as error:
             raise SystemExit(f"SEALTRAIL_SIGNED_CHECKPOINTS_DIR: {error}") from None
         try:
-            erased = await asyncio.to_thread(signed_sizes.erasures)
-        except SignedSizesError as error:  # each attempt to sign says it again
-            log.error("checkpointer: %s; erasures the key signed are not checked", error)
-            erased = {}
+            kept_erasures = await asyncio.to_thread(signed_sizes.erasures)
+        except SignedSizesError as error:
+            raise SystemExit(f"SEALTRAIL_SIGNED_CHECKPOINTS_DIR: {error}") from None
+        erased = kept_erasures.erased
+        for tenant_id, why in sorted(kept_erasures.unreadable.items()):
+            log.error("%s", unread_erasure_message(self.origin(tenant_id), why))
+        self._erasures_unread = set(kept_erasures.unreadable)
         await self._check_kept(tenants[:RESTORED_SCAN_BATCH], erased)
         rest = [tenant_id for tenant_id in tenants[RESTORED_SCAN_BATCH:] if tenant_id not in erased]
         if rest:
@@ -1014,6 +1056,17 @@ def erased_message(origin: str, size: int, root: bytes, log_size: int) -> str:
         " a receipt that the log ended and another statement of it, under one key, so"
         " nothing more is signed of it with this key. Erase the tenant again with a new"
         " key (docs/operations.md, Restoring an older backup)"
+    )
+
+
+def unread_erasure_message(origin: str, error: SignedSizesError) -> str:
+    """Why a tenant is refused whose erasure's file a start could not read."""
+    return (
+        f"checkpointer: {error}: whether this signing key signed the erasure of {origin}"
+        " cannot be told, so its checkpoints and proofs are refused (UNAVAILABLE) until the"
+        ' file reads as "<size> <root> erased" (or "erasing"): put back the file from a copy'
+        " of the directory, or mend its owner or mode if that is what is wrong; remove it"
+        " only if the tenant was never erased (docs/operations.md, Restoring an older backup)"
     )
 
 

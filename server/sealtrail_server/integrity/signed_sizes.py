@@ -29,6 +29,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealtrail.tlog import Verifier
@@ -64,6 +65,17 @@ class SignedSizesError(Exception):
     def __init__(self, message: str, *, repeated: bool = False) -> None:
         super().__init__(message)
         self.repeated = repeated
+
+
+@dataclass(frozen=True, slots=True)
+class KeptErasures:
+    """What the key's `.erasures` directory says (`SignedSizes.erasures`)."""
+
+    # Tenant: the final size and root of its erasure, signed and released.
+    erased: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    # Tenant: why its erasure's file cannot be read (whether the key signed
+    # an erasure of it is not known).
+    unreadable: dict[str, SignedSizesError] = field(default_factory=dict)
 
 
 class SignedSizes:
@@ -267,22 +279,29 @@ class SignedSizes:
         except OSError as error:
             raise SignedSizesError(f"{self._dir}: {error}") from error
 
-    def erasures(self) -> dict[str, tuple[int, bytes]]:
+    def erasures(self) -> KeptErasures:
         """The tenants whose erasure the key signed and released, with the
-        final size and root; an erasure's file that cannot be read is
-        SignedSizesError."""
+        final size and root; and those whose erasure's file cannot be read
+        (refused, cut short, not ASCII), each with its SignedSizesError
+        naming the file. SignedSizesError if the directory cannot be listed.
+        One file that could not be read was SignedSizesError for them all:
+        a start then checked no tenant's erasure (helper-422)."""
+        kept_erasures = KeptErasures()
         try:
             names = os.listdir(self._dir / _ERASURES)
         except FileNotFoundError:
-            return {}
+            return kept_erasures
         except OSError as error:
             raise SignedSizesError(f"{self._dir / _ERASURES}: {error}") from error
-        erased = {}
         for name in filter(valid_tenant_id, names):
-            kept = self.read_erasure(name)
+            try:
+                kept = self.read_erasure(name)
+            except SignedSizesError as error:
+                kept_erasures.unreadable[name] = error
+                continue
             if kept is not None and kept[2]:
-                erased[name] = kept[:2]
-        return erased
+                kept_erasures.erased[name] = kept[:2]
+        return kept_erasures
 
     async def read_async(self, tenant_id: str) -> tuple[int, bytes] | None:
         return await asyncio.to_thread(self.read, tenant_id)
