@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import psycopg
 import pytest
 from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as seen
@@ -1226,13 +1227,54 @@ def test_a_token_that_expires_signs_out_saying_why(
     # form ("Unknown or revoked token." for a token of "user.login").
     browser.execute_script("document.querySelector('#filters').requestSubmit()")
     wait(browser).until(seen.visibility_of_element_located((By.ID, "signin")))
-    said = browser.find_element(By.ID, "signin-error").text
+    said = browser.find_element(By.ID, "signin-reason").text
     assert "Signed out" in said and "expired" in said, said
     assert rows(browser) == []
     # Signed in again, the words go.
     sign_in(browser, console_url, console_server.token(tenant, "reader"))
     wait_for_rows(browser, lambda r: len(r) >= 3)
+    assert browser.find_element(By.ID, "signin-reason").get_attribute("textContent") == ""
+
+
+def test_a_token_that_expires_while_the_action_field_is_typed_in_says_so(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """The Action field's first focus counts the range's actions for its
+    suggestions: refused for the expired token, that call signed the tab out
+    and put the focus in the token field while the analyst typed, so the rest
+    of "user.login" and its Enter signed in with it, and the form said
+    "Unknown or revoked token." instead of why the tab was signed out. The
+    reason stays on the form, a failed sign-in beside it, and no key typed
+    into the search becomes a token."""
+    expires = datetime.now(UTC) + timedelta(seconds=4)
+    with AuditClient(console_server.target, token=console_server.token(tenant, "admin")) as c:
+        reader = c.create_token("reader", name="expiring", expire_time=expires).secret
+    sign_in(browser, console_url, reader)
+    wait_for_rows(browser, lambda r: len(r) >= 3)
+    time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.5)
+    action = browser.find_element(By.NAME, "actions")
+    action.click()
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "signin")))
+    # The keys typed on: none reaches the token field.
+    ActionChains(browser).send_keys("user.login", Keys.ENTER).perform()
+    assert browser.find_element(By.ID, "token").get_attribute("value") == ""
     assert browser.find_element(By.ID, "signin-error").get_attribute("textContent") == ""
+    reason = browser.find_element(By.ID, "signin-reason")
+    assert "Your token expired" in reason.text and "sign in again" in reason.text, reason.text
+    # A sign-in refused leaves the reason beside its own refusal.
+    field = browser.find_element(By.ID, "token")
+    field.send_keys("not-a-token", Keys.ENTER)
+    error = browser.find_element(By.ID, "signin-error")
+    wait(browser).until(lambda _: "Unknown or revoked token" in error.text)
+    assert "Your token expired" in reason.text, reason.text
+    field.clear()
+    field.send_keys(console_server.token(tenant, "reader"), Keys.ENTER)
+    wait_for_rows(browser, lambda r: len(r) >= 3)
+    assert reason.get_attribute("textContent") == ""
 
 
 UNREACHABLE = "could not reach the console's server"

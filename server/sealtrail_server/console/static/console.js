@@ -164,6 +164,7 @@ async function signIn(event) {
     return;
   }
   $("#token").value = "";
+  $("#signin-reason").textContent = "";  // why the last session ended: this one began
   newSession();  // the search it signed in on (a shared link's) is its own
   showSignedIn();
 }
@@ -171,6 +172,12 @@ async function signIn(event) {
 // Signing out; with `refused` (the API's 401: the token expired or was revoked),
 // saying why on the sign-in form: signed out with no word, the form came back
 // as if Sign out had been pressed, and nothing said the token was at fault.
+// A 401 may answer a call the page made in the background (the action
+// suggestions', the chart's, the breakdown's, Live's) while the analyst types
+// in the search: the focus goes to the reason, never to the token field, where
+// the keys still coming became a token, signed in with at their Enter (its
+// refusal, "Unknown or revoked token.", the only words left on the form). The
+// reason stays until a sign-in succeeds: one refused is said beside it.
 function signOut(refused) {
   endSession();
   sessionStorage.removeItem(TOKEN_KEY);
@@ -193,10 +200,19 @@ function signOut(refused) {
   $("#views").hidden = true;
   $("#signout").hidden = true;
   $("#signin").hidden = false;
-  $("#signin-error").textContent = refused instanceof Error
-    ? `Signed out: the server no longer takes this tab's token (${refused.message.replace(/[.\s]+$/, "")}).`
-      + " Sign in with a valid token." : "";
-  $("#token").focus();
+  $("#signin-error").textContent = "";
+  $("#token").value = "";
+  const reason = $("#signin-reason");
+  reason.textContent = refused instanceof Error ? signedOutBecause(refused) : "";
+  if (reason.textContent) reason.focus(); else $("#token").focus();
+}
+
+// Why the API refused the tab's token, in words, with the API's own (which
+// name an expiry's time; a revoked token is answered as an unknown one).
+function signedOutBecause(refused) {
+  const said = refused.message.replace(/[.\s]+$/, "");
+  const why = /expired/i.test(said) ? "Your token expired" : "Your token was revoked (or is unknown here)";
+  return `Signed out: ${why}; sign in again with a valid token. (The server said: ${said}.)`;
 }
 
 // --- filters <-> URL ----------------------------------------------------------
@@ -945,6 +961,7 @@ async function startLive() {
     }
   } catch (error) {
     if (error.name === "AbortError" || state.live !== controller) return;
+    if (error.status === 401) { signOut(error); return; }
     $("#error").textContent = `Live updates stopped: ${error.message}`;
     $("#live").checked = false;
     state.live = null;
