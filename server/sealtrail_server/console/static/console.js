@@ -617,6 +617,12 @@ function chartRefused(error) {
 // The range the suggestions were counted for (its URL parameters), "" for none.
 let suggestedFor = "";
 const SUGGESTED = 100;
+// The records of reads the console itself causes by being looked at (its
+// searches and counts, Live, exports, proofs, the token list): the tenant's
+// actions too, and suggested (they are searched for), but after those of the
+// tenant's services, which they outnumbered a page load or two in.
+const OWN_READS = new Set(["audit_log.queried", "audit_log.streamed", "audit_log.exported",
+  "audit_log.verified", "api_token.listed"]);
 
 // Fills the action field's list with the tenant's actions in the range shown,
 // the most frequent first: one count (recorded as a search is) when the field is
@@ -635,10 +641,13 @@ async function suggestActions() {
   try {
     const answer = await inTurn(async () => (await api("/api/counts", params)).json());
     if (suggestedFor !== range) return;  // signed out, or another range meanwhile
-    $("#action-suggestions").replaceChildren(...answer.groups.filter(({ key }) => key).map(({ key, count: n }) => {
+    const groups = answer.groups.filter(({ key }) => key);
+    const ranked = [...groups.filter(({ key }) => !OWN_READS.has(key)),
+      ...groups.filter(({ key }) => OWN_READS.has(key))];  // each part most frequent first
+    $("#action-suggestions").replaceChildren(...ranked.map(({ key, count: n }) => {
       const option = document.createElement("option");
       option.value = key;  // an action as the search takes it; text only
-      option.label = count(n, "event");
+      option.label = OWN_READS.has(key) ? `${count(n, "event")} (the log's own reads)` : count(n, "event");
       return option;
     }));
   } catch (error) {
