@@ -126,6 +126,40 @@ def test_the_breakdown_lists_a_field_s_largest_values_and_a_value_narrows_the_se
     wait_for_rows(browser, lambda r: len(r) == 5)
 
 
+def test_the_breakdown_follows_live_without_counting_again(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """With Live on, the event list grew and the panel stayed as loaded: it
+    now adds each event Live brings to its value's count, in the page, as the
+    chart adds it to its bar (no count asked again: each would be recorded)."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="door.open", actor_id="u-kim")
+        signed_in_hooked(
+            browser, console_url + "?actions=door.*", console_server.token(tenant, "reader")
+        )
+        wait_for_rows(browser, lambda r: len(r) == 1)
+        wait(browser).until(lambda b: breakdown(b) == [("door.open", "1")])
+        browser.find_element(By.ID, "live").click()
+        wait(browser).until(
+            lambda b: b.execute_script("return !!document.querySelector('#live').checked")
+        )
+        for action in ("door.close", "door.close", "door.open", "door.close"):
+            c.record(action=action, actor_id="u-lee")
+        wait_for_rows(browser, lambda r: len(r) == 5)
+        wait(browser).until(lambda b: breakdown(b) == [("door.close", "3"), ("door.open", "2")])
+        summary = browser.find_element(By.CSS_SELECTOR, "#breakdown .summary").text
+        assert summary.startswith("5 events in all, 2 actions"), summary
+        Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("actor")
+        wait(browser).until(lambda b: breakdown(b) == [("u-lee", "4"), ("u-kim", "1")])
+        c.record(action="door.open", actor_id="u-max")
+        wait(browser).until(
+            lambda b: breakdown(b) == [("u-lee", "4"), ("u-kim", "1"), ("u-max", "1")]
+        )
+    # The chart's count and the panel's two (action, then actor): none per event.
+    counts = requested(browser, "/api/counts")
+    assert len(counts) == 3, counts
+
+
 def test_the_action_field_suggests_the_tenant_s_actions_of_the_range_shown(
     browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
 ) -> None:

@@ -30,6 +30,14 @@ let inTurn = null;
 let signOut = null;
 let counting = null;  // the AbortController of the count under way
 let filter = null;  // the view's API filter the panel counts (null: no panel)
+// What the panel lists (the count's answer, Live's events added to it), its
+// grouping, and the newest seq it counts (the answer's `tree_size`, then each
+// event Live added): null while none is listed.
+let shown = null;
+// The events Live brought while the count was on its way: added once it is
+// listed, those it counted (seq up to its tree_size) left out; null when no
+// count is on its way (it failed).
+let waiting = [];
 
 export function setUpBreakdown(context) {
   ({ api, narrowBy, inTurn, signOut } = context);
@@ -41,6 +49,8 @@ export function clearBreakdown() {
   counting?.abort();
   counting = null;
   filter = null;
+  shown = null;
+  waiting = [];
   $("#breakdown").hidden = true;
   $("#breakdown tbody").replaceChildren();
   $("#breakdown .summary").textContent = "";
@@ -54,6 +64,8 @@ export async function loadBreakdown(view) {
   const controller = new AbortController();
   counting = controller;
   filter = view;
+  shown = null;
+  waiting = [];
   const grouping = $("#breakdown-by").value;
   $("#breakdown").hidden = false;
   $("#breakdown").setAttribute("aria-busy", "true");
@@ -67,9 +79,18 @@ export async function loadBreakdown(view) {
       return (await api("/api/counts", params, { signal: controller.signal })).json();
     });
     if (counting !== controller || !answer) return;
-    list(answer, grouping);
+    shown = {
+      grouping, total: Number(answer.total), totalGroups: Number(answer.total_groups),
+      truncated: Boolean(answer.truncated), upTo: Number(answer.tree_size),
+      groups: answer.groups.map(({ key, count: n }) => ({ key, count: Number(n) })),
+    };
+    const arrived = waiting;
+    waiting = [];
+    addToBreakdown(arrived);  // those Live brought meanwhile, past the count's log
+    list();
   } catch (error) {
     if (counting !== controller || error.name === "AbortError" || error.signedOut) return;
+    waiting = null;  // nothing listed for Live's events to be added to
     if (error.status === 401) { signOut(error); return; }
     $("#breakdown tbody").replaceChildren();
     $("#breakdown .summary").textContent = "";
@@ -79,12 +100,61 @@ export async function loadBreakdown(view) {
   }
 }
 
-function list(answer, grouping) {
+// An API enum's name as the count keys it: "OUTCOME_DENIED" -> "denied".
+function word(value, prefix) {
+  return value && value !== `${prefix}_UNSPECIFIED` ? value.slice(prefix.length + 1).toLowerCase() : "";
+}
+
+// The key the API's count groups `event` under by `grouping` (store/counts.py).
+const KEY_OF = {
+  action: (event) => event.action || "",
+  actor: (event) => event.actor?.id || "",
+  actor_type: (event) => word(event.actor?.type, "ACTOR_TYPE") || "user",  // none recorded: a user
+  resource_type: (event) => event.resource?.type || "",
+  country: (event) => event.context?.country || "",
+  outcome: (event) => word(event.outcome, "OUTCOME"),
+  severity: (event) => word(event.severity, "SEVERITY"),
+  category: (event) => word(event.category, "CATEGORY"),
+};
+
+// Events Live added to the table (they match the view's filter): each is added
+// to its value's count, in the page, as the chart adds them to its bars; a new
+// value is listed when the panel lists every value, and only counted in the
+// total when it lists the largest only (whether it is among them, only another
+// count would know). Recounted, each Live batch would be a recorded read.
+export function addToBreakdown(events) {
+  if (!filter) return;
+  if (!shown) { waiting?.push(...events); return; }
+  let added = 0;
+  for (const event of events) {
+    const seq = Number(event.seq);
+    if (!(seq > shown.upTo)) continue;  // counted already: the count's log held it
+    shown.upTo = seq;
+    shown.total += 1;
+    added += 1;
+    const key = KEY_OF[shown.grouping](event);
+    const group = shown.groups.find((listed) => listed.key === key);
+    if (group) group.count += 1;
+    else if (!shown.truncated) {
+      shown.groups.push({ key, count: 1 });
+      shown.totalGroups += 1;
+    }
+  }
+  if (!added) return;
+  shown.groups.sort((a, b) => b.count - a.count);  // stable: ties keep the API's order
+  if (shown.groups.length > SHOWN) {
+    shown.groups.length = SHOWN;
+    shown.truncated = true;
+  }
+  list();
+}
+
+function list() {
+  const { grouping, total, groups, truncated, totalGroups: values } = shown;
   const { field, one } = GROUPINGS[grouping];
-  const total = Number(answer.total);
   const body = $("#breakdown tbody");
   body.replaceChildren();
-  for (const { key, count: n } of answer.groups) {
+  for (const { key, count: n } of groups) {
     const row = body.insertRow();
     const value = document.createElement("th");
     value.scope = "row";
@@ -105,9 +175,8 @@ function list(answer, grouping) {
     row.insertCell().textContent = Number(n).toLocaleString();
     row.insertCell().textContent = total ? `${((100 * Number(n)) / total).toFixed(1)}%` : "";
   }
-  const values = Number(answer.total_groups);
   const plural = one === "country" ? "countries" : `${one}s`;
   let said = `${count(total, "event")} in all, ${values === 1 ? `1 ${one}` : `${values.toLocaleString()} ${plural}`}`;
-  if (answer.truncated) said += `: the ${answer.groups.length} with the most events`;
+  if (truncated) said += `: the ${groups.length} with the most events`;
   $("#breakdown .summary").textContent = `${said}. A value narrows the search to it.`;
 }

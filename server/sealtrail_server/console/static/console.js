@@ -8,7 +8,7 @@ import {
   visibleName, when,
 } from "./admin.js";
 import { fromBase64 as bytes, hexOf as hex } from "./base64.js";
-import { clearBreakdown, loadBreakdown, setUpBreakdown } from "./breakdown.js";
+import { addToBreakdown, clearBreakdown, loadBreakdown, setUpBreakdown } from "./breakdown.js";
 import { addToChart, clearChart, emptyChart, loadChart, setUpChart } from "./chart.js";
 import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
 
@@ -965,6 +965,7 @@ async function startLive() {
       if (events.length) {
         addEvents(events, { atTop: true });  // oldest first, as sent
         addToChart(events);  // the chart follows the table
+        addToBreakdown(events);  // and the Breakdown panel, as the chart does
       }
       if (cut >= 0) throw new Error(traced(parsed[cut].error, response));
     }
