@@ -379,6 +379,10 @@ class RequestContext(_message.Message):
     SPAN_ID_FIELD_NUMBER: _builtins.int
     COUNTRY_FIELD_NUMBER: _builtins.int
     COUNTRY_SOURCE_FIELD_NUMBER: _builtins.int
+    HTTP_METHOD_FIELD_NUMBER: _builtins.int
+    HTTP_ROUTE_FIELD_NUMBER: _builtins.int
+    HTTP_STATUS_CODE_FIELD_NUMBER: _builtins.int
+    DURATION_MS_FIELD_NUMBER: _builtins.int
     ip: _builtins.str
     """IP address of the client (IPv4 or IPv6)."""
     user_agent: _builtins.str
@@ -404,6 +408,28 @@ class RequestContext(_message.Message):
     when there is no country, or for one recorded before the source was
     marked (the caller's). Ignored on input.
     """
+    http_method: _builtins.str
+    """HTTP method of the API request the event records, e.g. `POST`: 1 to 16
+    token characters (RFC 9110: letters, digits, ``!#$%&'*+-.^_`|~``),
+    stored in upper case. Empty when the event records no HTTP request.
+    """
+    http_route: _builtins.str
+    """The route the request was served by: its template (`/v1/templates/{id}`,
+    which groups every call of one endpoint) or its path. 1 to 512
+    characters, no control character, and no `?`: a query string is
+    refused, not stored, since it often carries tokens, emails or search
+    terms. Scanned for secrets of a known shape, as ids are. Empty when
+    the event records no HTTP request.
+    """
+    http_status_code: _builtins.int
+    """HTTP status code the request was answered with, 100 to 599; 0 when
+    none (no HTTP request, or no answer was sent).
+    """
+    duration_ms: _builtins.float
+    """How long the request took to answer, in milliseconds (fractions kept:
+    `0.25` is 250 microseconds): finite, at least 0 and under one day
+    (86,400,000). 0 when not measured.
+    """
     def __init__(
         self,
         *,
@@ -414,10 +440,14 @@ class RequestContext(_message.Message):
         span_id: _builtins.str = ...,
         country: _builtins.str = ...,
         country_source: Global___CountrySource.ValueType = ...,
+        http_method: _builtins.str = ...,
+        http_route: _builtins.str = ...,
+        http_status_code: _builtins.int = ...,
+        duration_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "country_source", b"country_source", "ip", b"ip", "request_id", b"request_id", "span_id", b"span_id", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["country", b"country", "country_source", b"country_source", "duration_ms", b"duration_ms", "http_method", b"http_method", "http_route", b"http_route", "http_status_code", b"http_status_code", "ip", b"ip", "request_id", b"request_id", "span_id", b"span_id", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -612,6 +642,7 @@ class EventFilter(_message.Message):
     ACTOR_TYPES_FIELD_NUMBER: _builtins.int
     COUNTRIES_FIELD_NUMBER: _builtins.int
     RESOURCE_TYPES_FIELD_NUMBER: _builtins.int
+    HTTP_STATUS_CLASSES_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -756,6 +787,17 @@ class EventFilter(_message.Message):
         event. A server older than this field ignores it.
         """
 
+    @_builtins.property
+    def http_status_classes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """HTTP status codes of the request to match, any of them
+        (`context.http_status_code`): a class, `2xx` to `5xx` (and `1xx`; the
+        `x`s in either case), or an exact code from 100 to 599 (`404`).
+        `["5xx", "429"]` is what failed on the server or was throttled. An event
+        without a status code never matches. Duplicates are harmless; at most
+        100 values. Empty matches every event. A server older than this field
+        ignores it.
+        """
+
     def __init__(
         self,
         *,
@@ -782,10 +824,11 @@ class EventFilter(_message.Message):
         actor_types: _abc.Iterable[Global___ActorType.ValueType] | None = ...,
         countries: _abc.Iterable[_builtins.str] | None = ...,
         resource_types: _abc.Iterable[_builtins.str] | None = ...,
+        http_status_classes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_types", b"actor_types", "categories", b"categories", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_types", b"actor_types", "categories", b"categories", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
