@@ -174,6 +174,7 @@ def _option_of(field: str) -> str:
         "actor_types": "actor_type",
         "countries": "country",
         "resource_types": "resource_type",
+        "http_status_classes": "http_status",
         "text": "search",
         # An email sink's settings (ADR 0133).
         "host": "smtp_host",

@@ -1002,3 +1002,25 @@ def test_countries_and_resource_types_find_any_listed_and_a_bad_one_is_refused(
         status, body = get(api + "events?" + urllib.parse.urlencode(bad), reader)
         field = next(iter(bad))
         assert status == 400 and f"{field}[1]" in json.dumps(body), body
+
+
+def test_http_status_classes_find_failed_requests_and_a_bad_one_is_refused(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`http_status_classes=5xx,429` (helper-427); a value that is no class
+    or code is a 400 naming it. The events' context carries the request."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for code in (200, 429, 404, 503):
+            client.record(action=f"api.s{code}", actor_id="k1", http_status_code=code,
+                          http_method="get", duration_ms=1.5)  # fmt: skip
+    reader = console_server.token(tenant, "reader")
+    query = urllib.parse.urlencode({"actions": "api.*", "http_status_classes": "5xx, 429"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 200, body
+    assert [event["action"] for event in body["events"]] == ["api.s503", "api.s429"]
+    assert body["events"][0]["context"]["http_status_code"] == 503
+    assert body["events"][0]["context"]["http_method"] == "GET"
+    for bad in ("6xx", "5xx;"):
+        query = urllib.parse.urlencode({"http_status_classes": bad})
+        status, body = get(api + f"events?{query}", reader)
+        assert status == 400 and "http_status_classes" in json.dumps(body), body

@@ -675,10 +675,15 @@ def test_csv_export_adds_its_later_columns_after_the_first_ones(
         "credential_id",
         "credential_hint",
         "country_source",
+        "http_method",
+        "http_route",
+        "http_status_code",
+        "duration_ms",
     ]
     assert row[first] == "NZ" and row[first + 1] and row[first + 2] == ""  # an unnamed token
     assert row[first + 3 : first + 6] == ["", "", ""]  # no credential
     assert row[first + 6] == "caller"
+    assert row[first + 7 :] == ["", "", "", ""]  # no HTTP request
     assert row[header.index("ip")] == "192.0.2.4"
 
 

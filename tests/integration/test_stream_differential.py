@@ -88,6 +88,8 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
     if rng.random() < 0.6:
         kind, credential_id = rng.choice(_CREDENTIALS)
         fields |= {"credential_kind": kind, "credential_id": credential_id}
+    if rng.random() < 0.7:  # else none: never matched by a status filter
+        fields["http_status_code"] = rng.choice((200, 201, 404, 429, 500, 503))
     return build_event(**fields)
 
 
@@ -128,6 +130,10 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "resource_types": build_filter(resource_types=["file", "api_key", "file"]),
         "resource_types_mixed": build_filter(
             actions="doc.*", resource_types=["document", "file"], countries=["FR", "KP"]
+        ),
+        "http_status_class": build_filter(http_status_classes="5XX"),
+        "http_statuses_mixed": build_filter(
+            actions="doc.*", http_status_classes=["429", "2xx", "429"], countries="kp"
         ),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(

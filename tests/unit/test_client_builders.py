@@ -156,3 +156,24 @@ def test_countries_and_resource_types_are_built_as_given() -> None:
     assert list(built.countries) == ["DE", "fr"]
     assert list(built.resource_types) == ["source"]
     assert not built.country and not built.resource_type
+
+
+def test_an_http_request_and_statuses_are_built_from_keywords() -> None:
+    """build_event's http_* and duration_ms fill the event's context;
+    build_filter takes a status class, a code as text or a number, or a list."""
+    event = build_event(
+        action="template.read",
+        actor_id="k1",
+        http_method="GET",
+        http_route="/v1/templates/{id}",
+        http_status_code=404,
+        duration_ms=2.5,
+    )
+    assert event.context == event_pb2.RequestContext(
+        http_method="GET", http_route="/v1/templates/{id}", http_status_code=404, duration_ms=2.5
+    )
+    assert not build_event(action="a.b", actor_id="k1").HasField("context")
+    assert list(build_filter(http_status_classes="5xx").http_status_classes) == ["5xx"]
+    assert list(build_filter(http_status_classes=404).http_status_classes) == ["404"]
+    both = build_filter(http_status_classes=["5xx", 429])
+    assert list(both.http_status_classes) == ["5xx", "429"]

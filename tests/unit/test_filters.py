@@ -641,3 +641,45 @@ def test_the_matcher_takes_any_country_or_resource_type_listed(
     ]  # fmt: skip
     matcher = RecordMatcher(validate_filter(draft))
     assert [r["description"] for r in records if matcher.matches(r)] == found
+
+
+def test_http_status_classes_are_kept_lowered_sorted_once() -> None:
+    """Classes in either case (`5XX` is `5xx`) and exact codes, duplicates
+    dropped, sorted: equal filters, equal fingerprints; a class as SQL's
+    LIKE pattern on the three digits."""
+    kept = validate_filter(FilterDraft(http_status_classes=["5XX", "404", "5xx", "1xx"]))
+    assert kept.http_status_classes == ("1xx", "404", "5xx")
+    assert kept.status_patterns() == ("1__", "404", "5__")
+    assert validate_filter(FilterDraft()).http_status_classes == ()
+
+
+def test_a_status_that_is_no_class_or_code_is_refused_naming_it() -> None:
+    bad = ["5xx", "600", "0xx", "99", "6xx", "5x", "50x", "", " 404", "\uff1200", "4xx,5xx"]
+    violations = violations_of(FilterDraft(http_status_classes=bad))
+    assert [v.field for v in violations] == [
+        f"filter.http_status_classes[{index}]" for index in range(1, len(bad))
+    ]
+    assert "5xx or 404" in violations[0].description
+    assert fields_of(FilterDraft(http_status_classes=["5xx"] * 101)) == [
+        "filter.http_status_classes"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("classes", "found"),
+    [
+        (["5xx"], [500, 503]),
+        (["404", "5xx"], [404, 500, 503]),
+        (["2xx"], [200]),
+        (["429"], []),
+        ([], [None, 200, 404, 500, 503]),
+    ],
+)
+def test_the_matcher_takes_the_statuses_asked(classes: list[str], found: list[int | None]) -> None:
+    """An event without a status code never matches a filter naming one."""
+    matcher = RecordMatcher(validate_filter(FilterDraft(http_status_classes=classes)))
+    records = [_LOGIN] + [
+        _LOGIN | {"context": {"http_status_code": code}} for code in (200, 404, 500, 503)
+    ]
+    codes = [r.get("context", {}).get("http_status_code") for r in records if matcher.matches(r)]
+    assert codes == found

@@ -144,6 +144,33 @@ def test_ocsf_keeps_what_it_has_no_place_for() -> None:
     assert unmapped["recorded_by"] == data["recorded_by"]
 
 
+def test_ocsf_maps_the_api_request_and_keeps_its_duration_exact() -> None:
+    """An event's HTTP request (ADR 0136) goes where OCSF puts one: the method
+    and route in `http_request`, the status in `http_response`; the duration,
+    a fraction of a millisecond kept, in `unmapped` (OCSF's are whole ms). A
+    finding has no request of its own: all of it is unmapped there."""
+    request = {
+        "user_agent": "curl/8.5.0",
+        "http_method": "GET",
+        "http_route": "/v1/templates/{id}",
+        "http_status_code": 503,
+        "duration_ms": 12.5,
+    }
+    event = to_ocsf(record(category="api_usage", action="template.read", context=request), b"")
+    assert event["http_request"] == {
+        "user_agent": "curl/8.5.0",
+        "http_method": "GET",
+        "url": {"path": "/v1/templates/{id}"},
+    }
+    assert event["http_response"] == {"code": 503}
+    assert event["unmapped"]["duration_ms"] == 12.5
+    plain = to_ocsf(record(), b"")
+    assert "http_response" not in plain and "duration_ms" not in plain["unmapped"]
+    alert = to_ocsf(alert_record(context=request), b"")
+    assert "http_request" not in alert and "http_response" not in alert
+    assert {key: alert["unmapped"][key] for key in request} == request
+
+
 @pytest.mark.parametrize(
     ("written", "millis"),
     [("2004-06-24T14:59:40.172000Z", 1088089180172),

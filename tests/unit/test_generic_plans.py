@@ -42,6 +42,7 @@ SAMPLES: dict[str, Any] = {
     "actor_types": ("api_key",),
     "countries": ("DE", "FR"),
     "resource_types": ("file", "source"),
+    "http_status_classes": ("404", "5xx"),
 }
 
 

@@ -96,6 +96,8 @@ def test_a_field_added_to_the_filter_keeps_the_fingerprints_of_filters_without_i
         replace(older, countries=("DE", "FR")),
         replace(older, resource_types=("file",)),
         replace(older, resource_types=("file", "source")),
+        replace(older, http_status_classes=("5xx",)),
+        replace(older, http_status_classes=("404", "5xx")),
     ]
     fingerprints = [each.fingerprint(**desc) for each in [older, *later]]
     assert len(set(fingerprints)) == len(fingerprints)

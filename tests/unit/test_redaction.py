@@ -2110,3 +2110,14 @@ def test_a_hash_of_a_secret_that_can_be_guessed_is_hidden_in_text(
     assert REDACTOR.redact(_event(description=text)).body["description"] == (
         text if shown is None else shown
     )
+
+
+def test_an_http_route_loses_a_token_in_its_path_and_keeps_the_rest() -> None:
+    """A path, not a template, can hold a token (`/reset/<token>`): scanned as
+    ids are (ADR 0136); a template or plain path is left as it is."""
+    body = _event(context={"http_route": "/v1/hooks/ghp_16C7e42F292c6912E7710c838347Ae178B4a/run"})
+    redaction = REDACTOR.redact(body)
+    assert redaction.body["context"]["http_route"] == "/v1/hooks/[REDACTED:github_token]/run"
+    assert redaction.hits == [("context.http_route", "github_token")]
+    kept = _event(context={"http_route": "/v1/templates/{id}", "http_method": "GET"})
+    assert REDACTOR.redact(kept).body is kept

@@ -84,6 +84,13 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
         # Actor types dropped, or more of them.
         (EventFilter(actor_types=("api_key",)), EventFilter()),
         (EventFilter(actor_types=("api_key",)), EventFilter(actor_types=("api_key", "service"))),
+        # Status codes dropped, more of them, or a code's class.
+        (EventFilter(http_status_classes=("503",)), EventFilter()),
+        (EventFilter(http_status_classes=("503",)), EventFilter(http_status_classes=("5xx",))),
+        (
+            EventFilter(http_status_classes=("429", "5xx")),
+            EventFilter(http_status_classes=("429", "4xx", "5xx")),
+        ),
         # Countries or resource types dropped, or more of them; singular as a list of one.
         (EventFilter(countries=("DE", "FR")), EventFilter()),
         (EventFilter(countries=("DE",)), EventFilter(countries=("DE", "FR"))),
@@ -155,6 +162,14 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
         (EventFilter(), EventFilter(actor_types=("user",))),
         (EventFilter(actor_types=("api_key", "service")), EventFilter(actor_types=("service",))),
         (EventFilter(actor_types=("api_key",)), EventFilter(actor_types=("system",))),
+        # Status codes asked, fewer, a code of a class taken before, or others.
+        (EventFilter(), EventFilter(http_status_classes=("5xx",))),
+        (EventFilter(http_status_classes=("5xx",)), EventFilter(http_status_classes=("503",))),
+        (
+            EventFilter(http_status_classes=("404", "5xx")),
+            EventFilter(http_status_classes=("5xx",)),
+        ),
+        (EventFilter(http_status_classes=("4xx",)), EventFilter(http_status_classes=("5xx",))),
         # Countries or resource types asked where none were, fewer, or others.
         (EventFilter(), EventFilter(countries=("DE", "FR"))),
         (EventFilter(countries=("DE", "FR")), EventFilter(countries=("DE",))),

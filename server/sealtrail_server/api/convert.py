@@ -192,6 +192,10 @@ def event_draft(event: event_pb2.Event, path: str) -> EventDraft:
         request_id=context.request_id,
         trace_id=context.trace_id,
         span_id=context.span_id,
+        http_method=context.http_method,
+        http_route=context.http_route,
+        http_status_code=context.http_status_code,
+        duration_ms=context.duration_ms,
         idempotency_key=event.idempotency_key,
         details_number_text=number_text,
         plain=reader.plain,
@@ -225,6 +229,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         actor_types=list(event_filter.actor_types),
         countries=list(event_filter.countries),
         resource_types=list(event_filter.resource_types),
+        http_status_classes=list(event_filter.http_status_classes),
     )
 
 
@@ -472,6 +477,8 @@ def caller_view(valid: ValidEvent, *, sent: event_pb2.Event | None = None) -> ev
         event.context.request_id = context.get("request_id", "")
         event.context.trace_id = context.get("trace_id", "")
         event.context.span_id = context.get("span_id", "")
+        event.context.http_method = context.get("http_method", "")
+        event.context.duration_ms = context.get("duration_ms", 0.0)  # not a -0 sent
     recorder = body.get("recorded_by")
     if recorder is not None:
         event.recorded_by.token_id = recorder["token_id"]
@@ -593,6 +600,9 @@ def _caller_fields(data: dict[str, Any]) -> dict[str, Any]:
         context = data["context"]
         fields["context"] = {key: context.get(key, "") for key in _CONTEXT_FIELDS}
         fields["context"]["country_source"] = country_source_number(context)
+        for key in _CONTEXT_HTTP_FIELDS:
+            if key in context:
+                fields["context"][key] = context[key]
     if "recorded_by" in data:
         recorder = data["recorded_by"]
         fields["recorded_by"] = {
@@ -604,6 +614,9 @@ def _caller_fields(data: dict[str, Any]) -> dict[str, Any]:
 
 # RequestContext's fields, each a string in the record when set.
 _CONTEXT_FIELDS = ("ip", "user_agent", "country", "request_id", "trace_id", "span_id")
+# RequestContext's HTTP request (ADR 0136), each in the record only when set:
+# the method and route strings, the status code and duration numbers.
+_CONTEXT_HTTP_FIELDS = ("http_method", "http_route", "http_status_code", "duration_ms")
 
 
 def country_source_number(context: dict[str, Any]) -> event_pb2.CountrySource.ValueType:

@@ -40,6 +40,7 @@ _REPEATED: Final = (
     "actor_types",
     "countries",
     "resource_types",
+    "http_status_classes",
 )
 
 _SINGLE: Final = (

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
-from .canonical import canonical_json, plain_value
+from .canonical import canonical_json, plain_number, plain_value
 from .errors import FieldViolation, InvalidArgument
 
 RECORD_VERSION: Final = 1
@@ -123,6 +123,12 @@ RESERVED_KEY_PREFIXES: Final = ("retention.", "alert:")
 _HEX32: Final = re.compile(r"[0-9a-f]{32}")
 _HEX16: Final = re.compile(r"[0-9a-f]{16}")
 COUNTRY_PATTERN: Final = re.compile(r"[A-Za-z]{2}")  # ISO 3166-1 alpha-2, any case
+# The HTTP request an event records (`context.http_*`, `duration_ms`; ADR 0136).
+# A method is an RFC 9110 token, stored in upper case.
+HTTP_METHOD_PATTERN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,16}")
+MAX_HTTP_ROUTE = 512
+MIN_HTTP_STATUS, MAX_HTTP_STATUS = 100, 599
+MAX_DURATION_MS: Final = 86_400_000.0  # one day, exclusive
 _UUID: Final = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 
@@ -189,6 +195,10 @@ class EventDraft:
     request_id: str = ""
     trace_id: str = ""
     span_id: str = ""
+    http_method: str = ""
+    http_route: str = ""
+    http_status_code: int = 0
+    duration_ms: float = 0.0
     idempotency_key: str = ""
     # Characters the distinct numbers of details that JSON writes with an
     # exponent take written out in full (`indexed_number_text`).
@@ -471,7 +481,8 @@ def validate_event(
         raise InvalidArgument(check.violations)
     return ValidEvent(
         body=body,
-        plain=draft.plain,
+        # A fractional duration is a float, which only rfc8785 writes as JCS does.
+        plain=draft.plain and type(context.get("duration_ms", 0)) is int,
         path=path,
         explicit_time=draft.occurred_at is not None,
         verbatim=draft.verbatim,
@@ -616,8 +627,8 @@ def _credential(check: _Checker, draft: EventDraft) -> dict[str, str]:
     return credential
 
 
-def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
-    context: dict[str, str] = {}
+def _context(check: _Checker, draft: EventDraft) -> dict[str, Any]:
+    context: dict[str, Any] = {}
     ip = check.text("context.ip", draft.ip, MAX_IP)
     if ip is not None:
         # Kept as sent (lowercased), not re-rendered: ipaddress's text form of
@@ -652,7 +663,49 @@ def _context(check: _Checker, draft: EventDraft) -> dict[str, str]:
                 check.fail(f"context.{name}", f"must be {digits} hex digits, not all zero")
             else:
                 context[name] = normalized
+    if draft.http_method or draft.http_route or draft.http_status_code or draft.duration_ms:
+        _http(check, draft, context)
     return context
+
+
+def _http(check: _Checker, draft: EventDraft, context: dict[str, Any]) -> None:
+    """The record's `context.http_method`, `http_route`, `http_status_code`
+    and `duration_ms`, each only when set (ADR 0136)."""
+    if draft.http_method:
+        if HTTP_METHOD_PATTERN.fullmatch(draft.http_method):
+            context["http_method"] = draft.http_method.upper()
+        else:
+            check.fail("context.http_method", "must be 1 to 16 token characters, e.g. POST")
+    route = draft.http_route
+    if route:
+        if len(route) > MAX_HTTP_ROUTE:
+            check.fail(
+                "context.http_route",
+                f"is {len(route)} characters long; the limit is {MAX_HTTP_ROUTE}",
+            )
+        elif CONTROL_CHARACTERS.search(route):
+            check.fail("context.http_route", "must not contain control characters")
+        elif "?" in route:
+            check.fail("context.http_route", "must not hold a query string (`?`): send the path")
+        else:
+            context["http_route"] = route
+    status = draft.http_status_code
+    if status:
+        if MIN_HTTP_STATUS <= status <= MAX_HTTP_STATUS:
+            context["http_status_code"] = status
+        else:
+            check.fail(
+                "context.http_status_code", f"is {status}; must be 100 to 599, or 0 for none"
+            )
+    duration = draft.duration_ms
+    if duration:  # 0 (and -0) is none
+        if not 0 < duration < MAX_DURATION_MS:  # NaN fails too
+            check.fail(
+                "context.duration_ms", "must be finite, at least 0 and under 86400000 (a day)"
+            )
+        else:
+            whole = plain_number(duration)
+            context["duration_ms"] = duration if whole is None else whole
 
 
 _SEQ_KEY: Final = b'"seq":'

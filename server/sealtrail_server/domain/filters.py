@@ -83,6 +83,7 @@ class FilterDraft:
     actor_types: list[int] = field(default_factory=list)
     countries: list[str] = field(default_factory=list)
     resource_types: list[str] = field(default_factory=list)
+    http_status_classes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,24 @@ class EventFilter:
     # `resource_types`: any of these `resource.type`s, sorted, once each;
     # never with `resource_type`.
     resource_types: tuple[str, ...] = ()
+    # `context.http_status_code`s: classes as `5xx` (lower case) and exact
+    # codes as `404`, sorted, once each (ADR 0136).
+    http_status_classes: tuple[str, ...] = ()
+
+    def status_patterns(self) -> tuple[str, ...]:
+        """`http_status_classes` as SQL LIKE patterns on the record's status
+        code as text (always three digits): `5xx` is `5__`, `404` itself."""
+        return tuple(value.replace("x", "_") for value in self.http_status_classes)
+
+    def status_matches(self, code: object) -> bool:
+        """Whether a record's `context.http_status_code` (None: it has none)
+        is one of `http_status_classes`: the SQL's comparison."""
+        if not self.http_status_classes:
+            return True
+        if type(code) is not int:
+            return False
+        text = str(code)
+        return text in self.http_status_classes or f"{text[0]}xx" in self.http_status_classes
 
     def any_country(self) -> tuple[str, ...]:
         """The countries an event's must be one of, `country` or `countries`
@@ -268,6 +287,7 @@ def validate_filter(
         ("actor_types", draft.actor_types),
         ("countries", draft.countries),
         ("resource_types", draft.resource_types),
+        ("http_status_classes", draft.http_status_classes),
     ):
         if len(values) > MAX_FILTER_VALUES:
             fail(name, f"has {len(values)} values; the limit is {MAX_FILTER_VALUES}")
@@ -283,6 +303,7 @@ def validate_filter(
     actor_types = _actor_types(draft.actor_types, fail)
     countries = _countries(draft.countries, fail)
     resource_types = _resource_types(draft.resource_types, fail)
+    status_classes = _status_classes(draft.http_status_classes, fail)
     for singular, plural, both in (
         ("country", "countries", bool(draft.country and draft.countries)),
         ("resource_type", "resource_types", bool(draft.resource_type and draft.resource_types)),
@@ -387,6 +408,7 @@ def validate_filter(
         actor_types=actor_types,
         countries=countries,
         resource_types=resource_types,
+        http_status_classes=status_classes,
     )
 
 
@@ -496,6 +518,26 @@ def _resource_types(values: list[str], fail: _Fail) -> tuple[str, ...]:
             fail(f"resource_types[{index}]", "must not contain NUL characters")
         else:
             found.append(value)
+    return tuple(sorted(set(found)))
+
+
+# An HTTP status class (`5xx`, the x's in either case) or an exact code (`404`).
+_STATUS_CLASS: Final = re.compile(r"[1-5](?:[xX]{2}|[0-9]{2})")
+
+
+def _status_classes(values: list[str], fail: _Fail) -> tuple[str, ...]:
+    """`http_status_classes` with classes lowered (`5XX` is `5xx`), sorted
+    once; a value that is neither a class nor a code from 100 to 599 fails,
+    named `http_status_classes[index]`."""
+    found = []
+    for index, value in enumerate(values):
+        if _STATUS_CLASS.fullmatch(value):
+            found.append(value.lower())
+        else:
+            fail(
+                f"http_status_classes[{index}]",
+                "must be a class 1xx to 5xx or a code 100 to 599, e.g. 5xx or 404",
+            )
     return tuple(sorted(set(found)))
 
 
@@ -667,6 +709,8 @@ class RecordMatcher:
         if self._countries and context.get("country") not in self._countries:
             return False
         if not f.agent_matches(context.get("user_agent")):
+            return False
+        if not f.status_matches(context.get("http_status_code")):
             return False
         if f.credential_id is not None and (
             record["actor"].get("credential", {}).get("id") != f.credential_id

@@ -249,8 +249,9 @@ def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
         if endpoint is not None:
             event["evidences"] = [{"src_endpoint": endpoint}]
         unmapped["actor"] = record["actor"]
-        if "user_agent" in context:
-            unmapped["user_agent"] = context["user_agent"]
+        for key in ("user_agent", *_HTTP_REQUEST):
+            if key in context:
+                unmapped[key] = context[key]
     else:
         _activity_fields(event, record, class_uid, actor, endpoint)
         credential = _credential_unmapped(record["actor"])
@@ -260,12 +261,18 @@ def to_ocsf(record: dict[str, Any], leaf_hash: bytes) -> dict[str, Any]:
         if key in record:
             unmapped[key] = record[key]
     # `country_source`: who located the country (`caller`, or `geoip`: the
-    # server, ADR 0134), which OCSF's location has no place for.
-    for key in ("trace_id", "span_id", "country_source"):
+    # server, ADR 0134), which OCSF's location has no place for; an activity's
+    # `duration_ms`, fractions kept, which OCSF's whole milliseconds would cut.
+    for key in ("trace_id", "span_id", "country_source", "duration_ms"):
         if key in context:
             unmapped[key] = context[key]
     event["unmapped"] = unmapped
     return event
+
+
+# The HTTP request an event records (ADR 0136): an activity's goes to OCSF's
+# `http_request` and `http_response` (its duration unmapped), a finding's all unmapped.
+_HTTP_REQUEST: Final = ("http_method", "http_route", "http_status_code", "duration_ms")
 
 
 def _activity_fields(
@@ -286,8 +293,13 @@ def _activity_fields(
         event["status_detail"] = "denied"
     if endpoint is not None:
         event["src_endpoint"] = endpoint
-    if "user_agent" in context:
-        event["http_request"] = {"user_agent": context["user_agent"]}
+    request = {key: context[key] for key in ("user_agent", "http_method") if key in context}
+    if "http_route" in context:
+        request["url"] = {"path": context["http_route"]}
+    if request:
+        event["http_request"] = request
+    if "http_status_code" in context:
+        event["http_response"] = {"code": context["http_status_code"]}
     resource = _resource(record["resource"]) if "resource" in record else None
     if class_uid == API_ACTIVITY:
         # Required of an API Activity, whose caller may not have given its address.

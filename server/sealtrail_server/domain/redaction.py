@@ -489,8 +489,10 @@ _FREE_TEXT: Final = (
     ("context", "user_agent"),
 )
 # Ids, scanned for secrets of a known shape only (a token or a URL's password
-# sent as a resource id): `name=value` is how ids are often written.
-_IDENTIFIERS: Final = (("actor", "id"), ("resource", "id"))
+# sent as a resource id): `name=value` is how ids are often written. An HTTP
+# route too: a path rather than its template may hold a token (`/reset/<token>`;
+# its query string is refused, ADR 0136).
+_IDENTIFIERS: Final = (("actor", "id"), ("resource", "id"), ("context", "http_route"))
 
 
 _STRONG: Final = re.compile("|".join(STRONG_FIELD_WORDS))

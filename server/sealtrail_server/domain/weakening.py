@@ -38,7 +38,8 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     criterion dropped, more actions, categories or outcomes, fewer actions left
     out, more severity levels (of min_severity and severities together), a wider
     time range or network, a part of the user agent's text, more actor types, countries or
-    resource types (`country` and `resource_type` each a list of one)).
+    resource types (`country` and `resource_type` each a list of one), more
+    status codes (a class covering a code)).
     A filter is a conjunction, so that proves every event `before` matches matches `after` too."""
     return not all(
         (
@@ -53,6 +54,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             # `country: DE` is `countries: [DE]`, and so for resource types.
             _set_widens(before.any_country(), after.any_country()),
             _set_widens(before.any_resource_type(), after.any_resource_type()),
+            _statuses_widen(before.http_status_classes, after.http_status_classes),
             _ip_widens(before.ip, after.ip),
             _domain_widens(before, after),
             _agent_widens(before.user_agent, after.user_agent),
@@ -92,6 +94,14 @@ def _time_widens(after: Any, before: Any, *, later_is_wider: bool) -> bool:
 
 def _set_widens(before: tuple[str, ...], after: tuple[str, ...]) -> bool:
     return not after or (bool(before) and set(before) <= set(after))
+
+
+def _statuses_widen(before: tuple[str, ...], after: tuple[str, ...]) -> bool:
+    """Whether `after`'s status classes and codes take every code `before`'s
+    took: each of those kept, or a code's class (`503` under `5xx`)."""
+    if not after:
+        return True
+    return bool(before) and all(value in after or f"{value[0]}xx" in after for value in before)
 
 
 def _same_or_dropped(before: str | None, after: str | None) -> bool:

@@ -19,6 +19,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Final
 
+import rfc8785
+
 CSV_COLUMNS: Final = (
     "seq",
     "id",
@@ -56,6 +58,13 @@ CSV_COLUMNS: Final = (
     # `caller` or `geoip` (RequestContext.country_source); empty for no
     # country, or one recorded before it was marked.
     "country_source",
+    # The HTTP request the event records (ADR 0136): its method, route, status
+    # code and duration in milliseconds (as the record writes the number);
+    # empty when not recorded.
+    "http_method",
+    "http_route",
+    "http_status_code",
+    "duration_ms",
 )
 # A cell starting with `'` is prefixed too, so that taking one leading `'` off
 # every cell that has one gives back exactly what was recorded.
@@ -159,6 +168,10 @@ class CsvEncoder(Encoder):
             credential.get("id", ""),
             credential.get("hint", ""),
             context.get("country_source", ""),
+            context.get("http_method", ""),
+            context.get("http_route", ""),
+            context.get("http_status_code", ""),
+            _number_cell(context.get("duration_ms")),
         ]
         return self._line([neutralise(str(value)) for value in values])
 
@@ -186,3 +199,11 @@ class JsonEncoder(Encoder):
 
 def _json_cell(value: Any) -> str:
     return "" if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _number_cell(value: Any) -> str:
+    """A record's number as the record writes it (RFC 8785: `1e-7`, where
+    Python's str writes `1e-07`), or "" when it has none."""
+    if value is None:
+        return ""
+    return bytes(rfc8785.dumps(value)).decode()

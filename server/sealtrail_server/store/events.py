@@ -714,6 +714,12 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         # index (no migration); other conditions and a time range choose the
         # rows, the timeout bounds the rest.
         add(f"{RECORD_ACTOR_TYPE} = ANY(%s::text[])", list(f.actor_types))
+    if f.http_status_classes:
+        # The record's status code as text, three digits (`503`), LIKE a class
+        # (`5__`) or a code; read off the record as `country` is: no column,
+        # no index (no migration, ADR 0136); other conditions and a time range
+        # choose the rows, the timeout bounds the rest.
+        add(f"{RECORD_HTTP_STATUS} LIKE ANY(%s::text[])", list(f.status_patterns()))
     if f.text is not None:
         if f.searches_read_filters():
             add(f"{_SEARCHED} @@ websearch_to_tsquery('simple', %s)", f.text)
@@ -752,6 +758,8 @@ RECORD_USER_AGENT: Final = "((record::json -> 'context') ->> 'user_agent')"
 RECORD_CREDENTIAL_ID: Final = "(((record::json -> 'actor') -> 'credential') ->> 'id')"
 # An event's `actor.type` in SQL (`user`, `api_key`, `service`, `system`).
 RECORD_ACTOR_TYPE: Final = "((record::json -> 'actor') ->> 'type')"
+# An event's `context.http_status_code` in SQL, as text (`503`), NULL for none.
+RECORD_HTTP_STATUS: Final = "((record::json -> 'context') ->> 'http_status_code')"
 
 
 def _any_action_of(

@@ -934,6 +934,14 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             metavar="ID",
             help="Id of the credential the actor used (actor.credential.id), exactly.",
         ),
+        click.option(
+            "--http-status",
+            "http_status_classes",
+            multiple=True,
+            metavar="CLASS|CODE",
+            help="HTTP status the request was answered with (repeatable: any of them):"
+            " a class, 5xx, or a code, 404.",
+        ),
     ]
     if time_range:
         options += [

@@ -260,6 +260,13 @@ class EventFields(TypedDict, total=False):
     request_id: str
     trace_id: str
     span_id: str
+    # The HTTP request the event records: its method (`POST`), route template
+    # or path without a query string (`/v1/templates/{id}`), status code
+    # (100-599) and how long it took in milliseconds (`12.5`).
+    http_method: str
+    http_route: str
+    http_status_code: int
+    duration_ms: float
     idempotency_key: str
 
 
@@ -470,6 +477,10 @@ def build_event(**fields: Unpack[EventFields]) -> event_pb2.Event:
         request_id=f.get("request_id", ""),
         trace_id=f.get("trace_id", ""),
         span_id=f.get("span_id", ""),
+        http_method=f.get("http_method", ""),
+        http_route=f.get("http_route", ""),
+        http_status_code=f.get("http_status_code", 0),
+        duration_ms=f.get("duration_ms", 0.0),
     )
     if context.ByteSize():
         event.context.CopyFrom(context)
@@ -926,6 +937,7 @@ def build_filter(
     actor_types: str | Iterable[str] = (),
     countries: str | Iterable[str] = (),
     resource_types: str | Iterable[str] = (),
+    http_status_classes: str | int | Iterable[str | int] = (),
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -945,7 +957,10 @@ def build_filter(
     `user`, `service`, `system`), an event recorded without a type as `user`;
     `countries` and `resource_types` match any of their values (`["DE", "FR"]`,
     `["source", "file"]`), each checked as `country` and `resource_type` check
-    one, and never with them (servers older than these ignore them)."""
+    one, and never with them (servers older than these ignore them);
+    `http_status_classes` matches the events whose HTTP request was answered
+    with any of those statuses (`context.http_status_code`): a class `2xx` to
+    `5xx` or an exact code (`"404"` or `404`): `["5xx", 429]`."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -973,6 +988,7 @@ def build_filter(
         credential_id=credential_id,
         countries=_many(countries),
         resource_types=_many(resource_types),
+        http_status_classes=_statuses(http_status_classes),
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(
@@ -983,6 +999,11 @@ def build_filter(
     if until is not None:
         event_filter.occurred_before.CopyFrom(timestamp(until, field="until"))
     return event_filter
+
+
+def _statuses(values: str | int | Iterable[str | int]) -> list[str]:
+    """`http_status_classes` as the filter takes them: `5xx`, and a code as text."""
+    return [str(value) for value in ([values] if isinstance(values, str | int) else values)]
 
 
 def _many(values: str | Iterable[str]) -> list[str]:

@@ -30,7 +30,7 @@ const MAX_ROWS = 1000;
 const PAGE_SECONDS = 60;
 const FILTER_FIELDS = ["actions", "exclude_actions", "categories", "min_severity", "severities", "outcomes", "actor", "actor_email_domain", "resource_type",
   "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country", "user_agent",
-  "credential_id", "actor_types", "countries", "resource_types"];
+  "credential_id", "actor_types", "countries", "resource_types", "http_status_classes"];
 // The list fields the form has for `country` and `resource_type`: a URL or a
 // sink's filter saying the singular fills them, and one value is sent as the
 // singular, which servers older than the list know (they ignore the list).
@@ -711,11 +711,21 @@ function fields(event) {
   for (const [key, value] of Object.entries(event.resource || {})) add(`resource ${key}`, value);
   for (const [key, value] of Object.entries(event.context || {})) {
     if (key === "country_source") add("country located by", COUNTRY_SOURCES[value]);
+    else if (key in HTTP_LABELS) add(HTTP_LABELS[key], key === "duration_ms" ? `${value} ms` : value);
     else add(key.replace(/_/g, " "), value);
   }
   if (event.leaf_hash) add("leaf hash", hex(event.leaf_hash));
   return list;
 }
+
+// The HTTP request an event records (RequestContext, ADR 0136), as named in
+// the detail view.
+const HTTP_LABELS = {
+  http_method: "HTTP method",
+  http_route: "HTTP route",
+  http_status_code: "HTTP status",
+  duration_ms: "duration",
+};
 
 // Who located an event's country (RequestContext.country_source); an event
 // recorded before it was marked says neither.
@@ -853,7 +863,8 @@ function differences(event, record) {
     fields[`actor.credential.${key}`] = same(event.actor?.credential?.[key], record.actor?.credential?.[key]);
   }
   for (const key of ["type", "id", "name"]) fields[`resource.${key}`] = same(event.resource?.[key], record.resource?.[key]);
-  for (const key of ["ip", "user_agent", "country", "request_id", "trace_id", "span_id"]) {
+  for (const key of ["ip", "user_agent", "country", "request_id", "trace_id", "span_id",
+    "http_method", "http_route", "http_status_code", "duration_ms"]) {
     fields[`context.${key}`] = same(event.context?.[key], record.context?.[key]);
   }
   fields["context.country_source"] =
