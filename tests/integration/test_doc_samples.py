@@ -280,11 +280,26 @@ def test_the_reports_sample_prints_the_weeks_totals_and_top_actors(
     assert run.scope["report"].checkpoint.tree_size == 3
 
 
+def test_the_api_request_sample_records_the_call_typed(
+    run: Runner, audit: tuple[AuditClient, str]
+) -> None:
+    client, _ = audit
+    doc = "docs/api.md"
+    (sample,) = samples(doc)
+    run(doc, sample)
+    (recorded,) = client.query(build_filter(http_status_classes="5xx"))
+    context = recorded.context
+    assert (context.http_method, context.http_route) == ("GET", "/v1/templates/{id}")
+    assert (context.http_status_code, context.duration_ms) == (503, 12.5)
+    assert recorded.actor.credential.hint == "a1b2"
+
+
 def test_every_sample_of_the_docs_is_run_here() -> None:
     """A sample added to a doc is added to a test above, or this fails."""
     run_here = {
         "README.md": 1,
         "clients/python/README.md": 8,
+        "docs/api.md": 1,
         "docs/correlation.md": 2,
         "docs/retention.md": 2,
         "docs/forwarding.md": 1,
