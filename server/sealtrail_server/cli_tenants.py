@@ -286,7 +286,9 @@ def tenant_release_hold(
 ) -> None:
     """Release a tenant's legal hold, recorded in its log as the API's release
     is (`retention.legal_hold_released`), with the reason given. The only
-    way to release one where SEALTRAIL_LEGAL_HOLD_RELEASE=operator."""
+    way to release one where SEALTRAIL_LEGAL_HOLD_RELEASE=operator. A tenant
+    with no hold on is answered so (exit 0), recording nothing, as the API
+    answers a release of none."""
     # As a placing reason is checked (plain, at most its length), said in this
     # command's words: the API's were "invalid request: reason: is required
     # to place a legal hold", told to an operator releasing one.
@@ -331,8 +333,9 @@ def tenant_release_hold(
                 )
             return True
 
-    if not asyncio.run(run()):
-        raise click.ClickException(f"tenant {tenant_id} has no legal hold on")
+    if not asyncio.run(run()):  # as the API answers a release of none: OK, nothing recorded
+        click.echo(f"no legal hold was set on {tenant_id}; nothing recorded")
+        return
     click.echo(f"released the legal hold of {tenant_id}")
 
 

@@ -432,6 +432,40 @@ def test_an_admin_places_and_releases_the_legal_hold(
     assert from_the_browser(recorded(client, "retention.legal_hold_released"))
 
 
+def test_the_hold_and_policy_asked_again_change_and_record_nothing(
+    api: str, admin: str, client: AuditClient
+) -> None:
+    """As the API and the command lines answer them (docs/retention.md,
+    "Asked again: the policy and the hold"): OK, with no event id (the page
+    then says nothing changed), and nothing recorded; the policy's rules in
+    another order are the same policy."""
+    hold = send(api + "retention", token=admin)[1]["legal_hold"]
+    body = {"on": False, "etag": hold["etag"]}
+    status, released = send(api + "legal-hold", method="PUT", token=admin, body=body)
+    assert status == 200 and not released["event_id"], released
+    assert released["legal_hold"]["etag"] == hold["etag"]
+    placed = client.set_legal_hold(True, reason="matter 9")
+    body = {"on": True, "reason": "matter 9", "etag": placed.legal_hold.etag}
+    status, again = send(api + "legal-hold", method="PUT", token=admin, body=body)
+    assert status == 200 and not again["event_id"], again
+    holds = ["retention.legal_hold_placed", "retention.legal_hold_released"]
+    assert [e.id for e in client.query(build_filter(actions=holds))] == [placed.event_id]
+
+    client.set_retention_policy(
+        90, categories={"authentication": "1y"}, action_prefixes={"rag.*": 30}
+    )
+    read = send(api + "retention", token=admin)[1]["policy"]["etag"]
+    reordered = policy_body(
+        90,
+        {"action_prefix": "rag.*", "days": 30},
+        {"category": "CATEGORY_AUTHENTICATION", "days": 365},
+        etag=read,
+    )
+    status, same = send(api + "retention", method="PUT", token=admin, body=reordered)
+    assert status == 200 and not same["event_id"] and same["policy"]["etag"] == read, same
+    assert len(list(client.query(build_filter(actions="retention.policy_updated")))) == 1
+
+
 def test_a_release_the_operator_keeps_is_refused_with_the_servers_word(
     migrated_database_url: str, tenant: str
 ) -> None:

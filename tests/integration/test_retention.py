@@ -1606,7 +1606,8 @@ def test_a_hold_placed_again_or_released_when_off_changes_and_records_nothing(
 ) -> None:
     """Placing the hold that is on, or releasing none, answers the hold with
     no event id and records nothing (a retry finds its change so); a new
-    reason is a placement of its own, recorded with the caller's token."""
+    reason is a placement of its own, recorded with the caller's token and
+    the reason it replaces."""
     holds = ["retention.legal_hold_placed", "retention.legal_hold_released"]
     tokens = [aged.token(tenant), aged.token(tenant)]  # two admins
     first, second = (token_id_of(sql, token) for token in tokens)
@@ -1628,7 +1629,7 @@ def test_a_hold_placed_again_or_released_when_off_changes_and_records_nothing(
         ]
     assert changes == [
         (holds[0], first, '{"reason": "Case 1"}'),
-        (holds[0], second, '{"reason": "Case 2"}'),
+        (holds[0], second, '{"previous_reason": "Case 1", "reason": "Case 2"}'),
         (holds[1], first, '{"previous_reason": "Case 2"}'),
     ]
 

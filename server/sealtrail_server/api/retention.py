@@ -177,14 +177,16 @@ def _period(days: int) -> str:
     return "forever" if days == 0 else counted(days, "day")
 
 
-def hold_placed_description(shown_reason: str) -> str:
+def hold_placed_description(shown_reason: str, *, replacing: bool = False) -> str:
     """The description of a hold's placement, naming its reason as the
     tenant's events show it: cut to what a description holds (MAX_DESCRIPTION,
     ending in `…`) where redaction lengthened it past that, for a reason the
     API takes (1,024 characters) grows in HMAC mode (an 8-character password
     written as 76), and the placement was refused for its own record
-    (helper-308); its details hold the reason whole."""
-    description = f"Legal hold placed: {shown_reason}"
+    (helper-308); its details hold the reason whole. `replacing`: the hold
+    was on already, with another reason, which is what the placement changes."""
+    what = "Legal hold reason changed" if replacing else "Legal hold placed"
+    description = f"{what}: {shown_reason}"
     if len(description) <= MAX_DESCRIPTION:
         return description
     return description[: MAX_DESCRIPTION - 1] + "…"
@@ -263,7 +265,7 @@ class RetentionRpcs:
                 policy_etag(before.policy, before.updated_at),
                 what="retention policy",
             )
-            if before.policy == policy:
+            if before.policy.same_as(policy):  # its rules in any order: nothing recorded
                 return pb.UpdateRetentionPolicyResponse(policy=_policy_message(before))
             old, new = describe(before.policy), describe(policy)
             shortened = shortenings(before.policy, policy, limits=limits)
@@ -350,8 +352,16 @@ class RetentionRpcs:
                 request.etag, hold_etag(hold.on, hold.reason, hold.updated_at), what="legal hold"
             )
             if hold.on == placed and (not placed or hold.reason == reason):
+                # As asked already: answered as it is, nothing recorded (no
+                # event id says so), whichever way it was asked.
                 return pb.SetLegalHoldResponse(legal_hold=_hold_message(before))
             shown = await self._filter_details.text(tenant_id, reason if placed else hold.reason)
+            # A hold on already, placed with another reason: its record names
+            # the reason it replaces, as a release's names the one it ends.
+            replacing = placed and hold.on
+            details = {"reason": shown} if placed else {"previous_reason": shown}
+            if replacing:
+                details["previous_reason"] = await self._filter_details.text(tenant_id, hold.reason)
             after = await write_hold(
                 conn, tenant_id, on=placed, reason=reason if placed else "", now=self._clock()
             )
@@ -369,9 +379,11 @@ class RetentionRpcs:
                     severity=weakening_severity(not placed),
                     resource_type="legal_hold",
                     description=(
-                        hold_placed_description(shown) if placed else "Legal hold released"
+                        hold_placed_description(shown, replacing=replacing)
+                        if placed
+                        else "Legal hold released"
                     ),
-                    details={"reason": shown} if placed else {"previous_reason": shown},
+                    details=details,
                 )
             ).event_id
         return pb.SetLegalHoldResponse(legal_hold=_hold_message(after), event_id=event_id)

@@ -66,10 +66,22 @@ class RetentionRule:
         )
 
 
+def _rule_order(rule: RetentionRule) -> tuple[str, str, int]:
+    return (rule.category or "", rule.action_prefix or "", rule.days)
+
+
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
     default_days: int = 0
     rules: tuple[RetentionRule, ...] = ()
+
+    def same_as(self, other: RetentionPolicy) -> bool:
+        """Whether `other` keeps every event as this one does: the same
+        default and rules, in any order, for a rule applies by what it
+        selects (the longest prefix, else the category), not by its place."""
+        return self.default_days == other.default_days and sorted(
+            self.rules, key=_rule_order
+        ) == sorted(other.rules, key=_rule_order)
 
     @property
     def keeps_everything(self) -> bool:

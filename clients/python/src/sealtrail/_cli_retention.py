@@ -235,13 +235,23 @@ def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse, *, err:
 @click.option("--etag", default="", help=_ETAG_HELP.format(what="hold"))
 @click.pass_context
 def legal_hold(ctx: click.Context, state: str, reason: str, etag: str) -> None:
-    """Admin: place or release the tenant's legal hold; nothing is purged while it is on."""
+    """Admin: place or release the tenant's legal hold; nothing is purged while it is on.
+    Placing the hold that is on (same reason) or releasing none changes and
+    records nothing, and says so (exit 0); another reason replaces the hold's."""
     with (
         _client(ctx) as client,
         unchanged_since_read("the legal hold", read_with="sealtrail retention"),
     ):
         answer = client.set_legal_hold(state == "on", reason=reason, etag=etag)
-    click.echo(f"legal hold {'on' if answer.legal_hold.on else 'off'}")
+    hold = answer.legal_hold
+    # No event id: the hold was already as asked, and nothing was recorded (a
+    # retried call whose first try changed it answers that try's, helper-197).
+    if answer.event_id:
+        click.echo(f"legal hold {'on' if hold.on else 'off'}")
+    elif hold.on:
+        click.echo(f"legal hold already on ({terminal_safe(hold.reason)}); nothing recorded")
+    else:
+        click.echo("no legal hold was set; nothing recorded")
 
 
 @click.command("erase-tenant")

@@ -1501,7 +1501,8 @@ async function setHold(body, done) {
   try {
     const answer = await change("/api/legal-hold", "PUT", { ...body, etag: read.hold.etag });
     showHold(answer.legal_hold);
-    say(section, done);
+    // No event id: the hold was already as asked, and nothing was recorded.
+    say(section, answer.event_id ? done : "The legal hold was already so: nothing changed.");
     return true;
   } catch (error) {
     failed(section, error, "The legal hold");
