@@ -231,7 +231,10 @@ async def _end_leftover_tasks() -> None:
     for task in leftover:
         task.cancel()
     if leftover:
-        await asyncio.wait(leftover, timeout=10)
+        ended, _ = await asyncio.wait(leftover, timeout=10)
+        for task in ended:  # retrieved: none is reported as never retrieved
+            if not task.cancelled():
+                task.exception()
 
 
 class ServerThread:
