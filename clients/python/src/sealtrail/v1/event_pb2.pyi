@@ -642,6 +642,7 @@ class EventFilter(_message.Message):
     ACTOR_TYPES_FIELD_NUMBER: _builtins.int
     COUNTRIES_FIELD_NUMBER: _builtins.int
     RESOURCE_TYPES_FIELD_NUMBER: _builtins.int
+    ACTOR_PREFIX_FIELD_NUMBER: _builtins.int
     HTTP_STATUS_CLASSES_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
@@ -713,6 +714,18 @@ class EventFilter(_message.Message):
     equals this text exactly, case and all: every event done with one API
     key, token or session. Events without a credential never match. 1 to 256
     characters, no NUL. A server older than this field ignores it.
+    """
+    actor_prefix: _builtins.str
+    """Matches events whose actor id starts with this text, case and all
+    (`ali` finds `alice` and `ali-bot`, not `Alice`), or whose actor email
+    starts with it in any case (both lowered as `actor` lowers them, so
+    `ALI` finds `alice@example.com`): what a search field offers as the
+    user types. Every character, `%`, `_` and `\\` too, is itself, no
+    wildcard. An event recorded before emails were compared lowered is
+    found by its email as sent, or in any case if sent in lower case, as
+    `actor` finds it. 1 to 256 characters, none a control character. Not
+    with `actor` (set one of them). A server older than this field ignores
+    it.
     """
     @_builtins.property
     def occurred_after(self) -> _timestamp_pb2.Timestamp:
@@ -824,11 +837,12 @@ class EventFilter(_message.Message):
         actor_types: _abc.Iterable[Global___ActorType.ValueType] | None = ...,
         countries: _abc.Iterable[_builtins.str] | None = ...,
         resource_types: _abc.Iterable[_builtins.str] | None = ...,
+        actor_prefix: _builtins.str = ...,
         http_status_classes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_types", b"actor_types", "categories", b"categories", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_types", b"actor_types", "categories", b"categories", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
