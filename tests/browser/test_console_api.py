@@ -1024,3 +1024,25 @@ def test_http_status_classes_find_failed_requests_and_a_bad_one_is_refused(
         query = urllib.parse.urlencode({"http_status_classes": bad})
         status, body = get(api + f"events?{query}", reader)
         assert status == 400 and "http_status_classes" in json.dumps(body), body
+
+
+def test_an_actor_prefix_finds_the_actors_starting_so_and_a_bad_one_is_refused(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`actor_prefix=ali`: ids starting so as given, emails in any case,
+    every character itself (helper-426); with `actor` a 400 naming it, and
+    what the Actor field's suggestions ask: the actors starting so, counted."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for actor_id, email in (("alice", ""), ("Alina", ""), ("u1", "ALI@x.example"), ("a%", "")):
+            client.record(action="doc.read", actor_id=actor_id, actor_email=email)
+    reader = console_server.token(tenant, "reader")
+    status, body = get(api + "events?actor_prefix=ali", reader)
+    assert status == 200, body
+    assert [event["actor"]["id"] for event in body["events"]] == ["u1", "alice"]
+    status, body = get(api + "events?actor_prefix=" + urllib.parse.quote("a%"), reader)
+    assert status == 200 and [e["actor"]["id"] for e in body["events"]] == ["a%"], body
+    status, body = get(api + "counts?group_by=actor&limit=10&actor_prefix=Ali", reader)
+    assert status == 200, body
+    assert sorted(group["key"] for group in body["groups"]) == ["Alina", "u1"]  # ids as given
+    status, body = get(api + "events?actor=alice&actor_prefix=ali", reader)
+    assert status == 400 and "actor_prefix" in json.dumps(body), body

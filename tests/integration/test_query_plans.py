@@ -52,6 +52,9 @@ FILTERS = {
     "an action prefix": EventFilter(action_prefixes=("user.",)),
     "an actor": EventFilter(actor="u7"),
     "an actor's email in other case": EventFilter(actor="U7@Example.COM"),
+    "an actor prefix": EventFilter(actor_prefix="u1"),
+    "a rare actor prefix": EventFilter(actor_prefix="u49"),
+    "a rare actor prefix in other case": EventFilter(actor_prefix="U7@"),
     "a recorder": EventFilter(recorded_by=RECORDER),
     "a network": EventFilter(ip="10.0.1.0/24"),
     "a resource type": EventFilter(resource_type="file"),
@@ -163,6 +166,52 @@ def test_an_actors_email_in_any_case_is_an_index_condition_for_the_service(
         and node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
     ]
     assert filtered == []
+
+
+def test_an_actor_prefix_is_an_index_condition_for_the_service(
+    connections: tuple[psycopg.Connection[Any], psycopg.Connection[Any]],
+) -> None:
+    """`actor_prefix` is a byte-order range on each column (`~>=~`, `~<~`:
+    leakproof), so under row-level security the text_pattern_ops indexes of
+    migration 0054 serve it, the id's and the email's, as they serve the
+    owner (ADR 0135); LIKE would be no index condition, and no index of 0009
+    orders by bytes. (A common one's latest page walks seq instead, as the
+    owner's does: "an actor prefix" above.)"""
+    as_service, as_owner = connections
+    for name in ("a rare actor prefix", "a rare actor prefix in other case"):
+        chosen = FILTERS[name]
+        statement, params = query_statement("t1", chosen, "newest", None, PAGE + 1)
+        nodes = list(_nodes(_plan(as_service, statement, params)))
+        # The partition holding the tenant's events is searched by both
+        # indexes (`U7@` finds no id: an index search that reads nothing).
+        conditions = [node.get("Index Cond", "") for node in nodes]
+        assert any("actor_id ~>=~" in cond for cond in conditions), (name, conditions)
+        assert any(
+            "actor_email ~>=~" in node.get("Index Cond", "") and node["Actual Rows"]
+            for node in nodes
+        ), (name, conditions)
+        # No partition's rows are read and then judged by the prefix.
+        assert not any(
+            "~>=~" in node.get("Filter", "")
+            and node["Actual Rows"] + node.get("Rows Removed by Filter", 0)
+            for node in nodes
+        ), name
+        served = as_service.execute(statement, params).fetchall()
+        assert served == as_owner.execute(statement, params).fetchall()
+    # The 0009 indexes alone (as before migration 0054) serve no prefix: the
+    # same statement then reads the tenant's rows and filters them.
+    with as_owner.transaction():
+        as_owner.execute("DROP INDEX events_actor_id_prefix, events_actor_email_prefix")
+        statement, params = query_statement(
+            "t1", FILTERS["a rare actor prefix in other case"], "newest", None, PAGE + 1
+        )
+        nodes = list(_nodes(_plan(as_owner, statement, params)))
+        assert not any("~>=~" in node.get("Index Cond", "") for node in nodes)
+        assert any(
+            "~>=~" in node.get("Filter", "") and node.get("Rows Removed by Filter", 0)
+            for node in nodes
+        )
+        raise psycopg.Rollback()
 
 
 def test_resource_types_are_an_index_condition_for_the_service(

@@ -60,7 +60,8 @@ _CREDENTIALS = (
 def _varied(rng: random.Random, n: int) -> event_pb2.Event:
     fields: dict[str, Any] = {
         "action": rng.choice(_ACTIONS),
-        "actor_id": rng.choice(("alice", "Alice", "bob")),
+        # LIKE's metacharacters in ids too, for `actor_prefix`'s literal match.
+        "actor_id": rng.choice(("alice", "Alice", "bob", "al%_x", "ala_b\\c")),
         "description": f"{rng.choice(_WORDS)} {rng.choice(_WORDS)} {n}",
         "occurred_at": _BASE + timedelta(minutes=rng.randrange(120)),
         "severity": rng.choice(_SEVERITIES),
@@ -134,6 +135,13 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "http_status_class": build_filter(http_status_classes="5XX"),
         "http_statuses_mixed": build_filter(
             actions="doc.*", http_status_classes=["429", "2xx", "429"], countries="kp"
+        ),
+        "actor_prefix": build_filter(actor_prefix="Al"),
+        "actor_prefix_email": build_filter(actor_prefix="ALICE@ex"),
+        "actor_prefix_literal": build_filter(actor_prefix="al%_"),
+        "actor_prefix_backslash": build_filter(actor_prefix="ala_b\\"),
+        "actor_prefix_mixed": build_filter(
+            actions="doc.*", actor_prefix="b", exclude_actions="doc.edit", country="fr"
         ),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(

@@ -177,3 +177,9 @@ def test_an_http_request_and_statuses_are_built_from_keywords() -> None:
     assert list(build_filter(http_status_classes=404).http_status_classes) == ["404"]
     both = build_filter(http_status_classes=["5xx", 429])
     assert list(both.http_status_classes) == ["5xx", "429"]
+
+
+def test_an_actor_prefix_is_built_as_given() -> None:
+    built = build_filter(actor_prefix="Ali%_")
+    assert built.actor_prefix == "Ali%_"
+    assert not built.actor

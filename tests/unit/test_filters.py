@@ -22,6 +22,7 @@ from sealtrail_server.domain.filters import (
     page_size,
     validate_filter,
 )
+from sealtrail_server.store.events import prefix_successor
 
 T0 = int(datetime(2026, 5, 1, tzinfo=UTC).timestamp())
 
@@ -683,3 +684,57 @@ def test_the_matcher_takes_the_statuses_asked(classes: list[str], found: list[in
     ]
     codes = [r.get("context", {}).get("http_status_code") for r in records if matcher.matches(r)]
     assert codes == found
+
+
+def test_an_actor_prefix_is_kept_as_given_and_checked() -> None:
+    assert validate_filter(FilterDraft(actor_prefix="Ali%_\\")).actor_prefix == "Ali%_\\"
+    assert validate_filter(FilterDraft()).actor_prefix is None
+    assert validate_filter(FilterDraft(actor_prefix="a" * 256)).actor_prefix == "a" * 256
+    for bad in ("a" * 257, "ali\t", "a\x00", "\x7f", "a\x85"):
+        assert fields_of(FilterDraft(actor_prefix=bad)) == ["filter.actor_prefix"]
+    (both,) = violations_of(FilterDraft(actor="alice", actor_prefix="ali"))
+    assert both.field == "filter.actor_prefix"
+    assert both.description == "set one of actor or actor_prefix, not both"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "found"),
+    [
+        ("ali", ["alice", "ali%_x", "u-mail"]),
+        ("Ali", ["alice", "Alice", "u-mail"]),
+        ("ALI.", ["u-mail"]),
+        ("ali%", ["ali%_x"]),
+        ("ali_", []),
+        ("al%", []),
+        ("\u039f\u0394\u039f\u03a3", ["greek"]),  # a capital sigma within a word, lowered
+    ],
+)
+def test_the_matcher_takes_an_actor_id_or_email_starting_so(prefix: str, found: list[str]) -> None:
+    """As the SQL's ranges: the id as given, the email lowered (every
+    character itself, `%` and `_` too)."""
+    matcher = RecordMatcher(validate_filter(FilterDraft(actor_prefix=prefix)))
+    actors = [
+        {"id": "alice", "email": "Alice@Example.com"},
+        {"id": "Alice"},
+        {"id": "ali%_x"},
+        {"id": "u-mail", "email": "ALI.Baba@example.com"},
+        {"id": "greek", "email": "\u039f\u0394\u039f\u03a3\u0391@example.gr"},
+    ]
+    records = [_LOGIN | {"actor": actor} for actor in actors]
+    assert [r["actor"]["id"] for r in records if matcher.matches(r)] == found
+
+
+@pytest.mark.parametrize(
+    ("prefix", "successor"),
+    [
+        ("ali", "alj"),
+        ("a%", "a&"),
+        ("a\ud7ff", "a\ue000"),  # past the surrogates
+        ("a\U0010ffff", "b"),
+        ("\U0010ffff\U0010ffff", None),
+    ],
+)
+def test_a_prefix_ranges_up_to_its_successor(prefix: str, successor: str | None) -> None:
+    assert prefix_successor(prefix) == successor
+    if successor is not None:
+        assert prefix < prefix + "\U0010ffff" * 3 < successor

@@ -43,6 +43,7 @@ SAMPLES: dict[str, Any] = {
     "countries": ("DE", "FR"),
     "resource_types": ("file", "source"),
     "http_status_classes": ("404", "5xx"),
+    "actor_prefix": "ali",
 }
 
 

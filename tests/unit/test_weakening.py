@@ -99,6 +99,11 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
         (EventFilter(resource_types=("file",)), EventFilter(resource_types=("file", "source"))),
         (EventFilter(resource_type="file"), EventFilter(resource_types=("file", "source"))),
         (EventFilter(resource_types=("file", "source")), EventFilter()),
+        # An actor prefix dropped or shorter, or the exact actor made a start of it.
+        (EventFilter(actor_prefix="ali"), EventFilter()),
+        (EventFilter(actor_prefix="alice"), EventFilter(actor_prefix="ali")),
+        (EventFilter(actor_prefix="ali"), EventFilter(actor_prefix="ali")),
+        (EventFilter(actor="Alice@Example.com"), EventFilter(actor_prefix="Alice@")),
         # Every severity level let through before, min_severity and severities together.
         (EventFilter(severities=(2,)), EventFilter(severities=(2, 4))),
         (EventFilter(severities=(2,)), EventFilter()),
@@ -178,6 +183,13 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
         (EventFilter(), EventFilter(resource_types=("file",))),
         (EventFilter(resource_types=("file", "source")), EventFilter(resource_types=("file",))),
         (EventFilter(resource_types=("file", "source")), EventFilter(resource_type="source")),
+        # An actor prefix asked, longer, in other case (ids are compared as
+        # given), or the exact actor asked for a prefix.
+        (EventFilter(), EventFilter(actor_prefix="ali")),
+        (EventFilter(actor_prefix="ali"), EventFilter(actor_prefix="alice")),
+        (EventFilter(actor_prefix="ali"), EventFilter(actor_prefix="Ali")),
+        (EventFilter(actor="alice"), EventFilter(actor_prefix="Ali")),
+        (EventFilter(actor_prefix="ali"), EventFilter(actor="alice")),
         # Fewer severity levels let through.
         (EventFilter(), EventFilter(severities=(1, 2, 3))),
         (EventFilter(severities=(2, 4)), EventFilter(severities=(2,))),

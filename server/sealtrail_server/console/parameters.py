@@ -56,6 +56,7 @@ _SINGLE: Final = (
     "country",
     "user_agent",
     "credential_id",
+    "actor_prefix",
 )
 
 _ENUMS: Final = {

@@ -47,6 +47,7 @@ MAX_PAGE_SIZE: Final = 1000
 MAX_FILTER_VALUES: Final = 100
 MAX_TEXT: Final = 256
 MAX_USER_AGENT_FILTER: Final = 256
+MAX_ACTOR_PREFIX: Final = 256
 _ACTION_PREFIX: Final = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*\.\*")
 # `*.delete`: every action whose last parts are these, whatever it acts on.
 _ACTION_SUFFIX: Final = re.compile(r"\*(?:\.[a-z][a-z0-9_]*)+")
@@ -84,6 +85,7 @@ class FilterDraft:
     countries: list[str] = field(default_factory=list)
     resource_types: list[str] = field(default_factory=list)
     http_status_classes: list[str] = field(default_factory=list)
+    actor_prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,33 @@ class EventFilter:
             return False
         text = str(code)
         return text in self.http_status_classes or f"{text[0]}xx" in self.http_status_classes
+
+    # `actor_prefix`: the start of an actor id (as given) or email (in any
+    # case), every character itself; never with `actor`.
+    actor_prefix: str | None = None
+
+    def actor_email_prefixes(self) -> tuple[str, ...]:
+        """The starts of an `events.actor_email` value that `actor_prefix`
+        matches: lowered as the column is written (`email_key`), and as given,
+        for an event appended before it was lowered (ADR 0067), as
+        `actor_emails`. Lowered also as the start of a longer text: str.lower
+        makes a capital sigma ending a word the final sigma and one within it
+        the other, so the prefix is lowered both ways (ADR 0135)."""
+        if self.actor_prefix is None:
+            return ()
+        given = self.actor_prefix
+        within = email_key(given + "a")[:-1]
+        return tuple(dict.fromkeys((email_key(given), within, given)))
+
+    def actor_prefix_matches(self, actor_id: str, email: str | None) -> bool:
+        """Whether an actor of id `actor_id` and email `email` (as recorded)
+        starts with `actor_prefix`: the SQL's comparison (store/events.py),
+        with the email lowered as the column holds it."""
+        if self.actor_prefix is None:
+            return True
+        return actor_id.startswith(self.actor_prefix) or (
+            email is not None and email_key(email).startswith(self.actor_email_prefixes())
+        )
 
     def any_country(self) -> tuple[str, ...]:
         """The countries an event's must be one of, `country` or `countries`
@@ -310,6 +339,7 @@ def validate_filter(
     ):
         if both:
             fail(plural, f"set one of {singular} or {plural}, not both")
+    actor_prefix = _actor_prefix(draft, fail)
 
     request_id = None
     if draft.request_id:
@@ -409,6 +439,7 @@ def validate_filter(
         countries=countries,
         resource_types=resource_types,
         http_status_classes=status_classes,
+        actor_prefix=actor_prefix,
     )
 
 
@@ -487,6 +518,24 @@ def _actor_types(values: list[int], fail: _Fail) -> tuple[str, ...]:
         else:
             found.append(ACTOR_TYPES[value])
     return tuple(sorted(set(found)))
+
+
+def _actor_prefix(draft: FilterDraft, fail: _Fail) -> str | None:
+    """`actor_prefix` as given, or None if unset; longer than
+    MAX_ACTOR_PREFIX characters, a control character in it or `actor` beside
+    it fails, named `actor_prefix`."""
+    value = draft.actor_prefix
+    if not value:
+        return None
+    if len(value) > MAX_ACTOR_PREFIX:
+        fail("actor_prefix", f"is {len(value)} characters long; the limit is {MAX_ACTOR_PREFIX}")
+    elif CONTROL_CHARACTERS.search(value):
+        fail("actor_prefix", "must not contain control characters")
+    elif draft.actor:
+        fail("actor_prefix", "set one of actor or actor_prefix, not both")
+    else:
+        return value
+    return None
 
 
 def _countries(values: list[str], fail: _Fail) -> tuple[str, ...]:
@@ -691,6 +740,8 @@ class RecordMatcher:
         if self._actor_types and record["actor"].get("type") not in self._actor_types:
             return False
         if f.actor is not None and not self._actor_matches(record["actor"]):
+            return False
+        if not f.actor_prefix_matches(record["actor"]["id"], record["actor"].get("email")):
             return False
         if f.actor_email_domain is not None and not f.email_at_domain(record["actor"].get("email")):
             return False

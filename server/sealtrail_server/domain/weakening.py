@@ -39,7 +39,8 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     out, more severity levels (of min_severity and severities together), a wider
     time range or network, a part of the user agent's text, more actor types, countries or
     resource types (`country` and `resource_type` each a list of one), more
-    status codes (a class covering a code)).
+    status codes (a class covering a code), a shorter start of the actor's id or email
+    (of `actor_prefix`, or of the exact `actor` before)).
     A filter is a conjunction, so that proves every event `before` matches matches `after` too."""
     return not all(
         (
@@ -58,6 +59,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             _ip_widens(before.ip, after.ip),
             _domain_widens(before, after),
             _agent_widens(before.user_agent, after.user_agent),
+            _actor_prefix_widens(before, after),
             *(
                 _same_or_dropped(getattr(before, name), getattr(after, name))
                 for name in (
@@ -115,6 +117,17 @@ def _ip_widens(before: str | None, after: str | None) -> bool:
         return False
     inner, outer = ipaddress.ip_network(before), ipaddress.ip_network(after)
     return inner.version == outer.version and inner.subnet_of(outer)  # type: ignore[arg-type]
+
+
+def _actor_prefix_widens(before: EventFilter, after: EventFilter) -> bool:
+    """Every actor `before` lets through, `after`'s `actor_prefix` does: none
+    asked, or a start, as given, of `before`'s prefix or exact `actor` (an id
+    or email that is or starts with it starts with `after`'s, in any case
+    for the email)."""
+    if after.actor_prefix is None:
+        return True
+    start = before.actor_prefix if before.actor_prefix is not None else before.actor
+    return start is not None and start.startswith(after.actor_prefix)
 
 
 def _domain_widens(before: EventFilter, after: EventFilter) -> bool:

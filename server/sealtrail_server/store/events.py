@@ -662,6 +662,17 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
     if f.actor is not None:
         # The id exactly; the email lowered, or as given (`actor_emails`).
         add("(actor_id = %s OR actor_email = ANY(%s))", f.actor, list(f.actor_emails()))
+    if f.actor_prefix is not None:
+        # The id's start as given, the email's lowered or as given
+        # (`actor_email_prefixes`): byte-order ranges on the text_pattern_ops
+        # indexes of migration 0054, never LIKE, which is not leakproof (no
+        # index condition under row-level security, ADR 0013) and would read
+        # `%` and `_` as wildcards (ADR 0135).
+        alternatives = [prefix_range("actor_id", f.actor_prefix, params)]
+        alternatives += [
+            prefix_range("actor_email", start, params) for start in f.actor_email_prefixes()
+        ]
+        conditions.append(sql.SQL("({})").format(sql.SQL(" OR ").join(alternatives)))
     if f.actor_email_domain is not None:
         # The email's end, "@domain" (or ".domain": a subdomain). No index
         # serves it: the other conditions choose the rows. length(), not a
@@ -791,6 +802,39 @@ def action_prefix_range(prefix: str) -> tuple[sql.Composable, list[str]]:
     range, not LIKE: under row-level security only leakproof operators may be
     index conditions (ADR 0013), and LIKE is not. "/" follows "."."""
     return sql.SQL("(action ~>=~ %s AND action ~<~ %s)"), [prefix, prefix[:-1] + "/"]
+
+
+def prefix_range(column: str, prefix: str, params: list[Any]) -> sql.Composable:
+    """`column` starts with `prefix`, as a byte-order range (`~>=~`, `~<~`:
+    leakproof, so an index condition under row-level security, ADR 0013), its
+    parameters appended to `params`. The database's text is UTF-8, whose byte
+    order is the code points' order, so the strings starting with `prefix`
+    are those from it up to `prefix_successor` (none past the last)."""
+    after = prefix_successor(prefix)
+    params.append(prefix)
+    if after is None:
+        return sql.SQL("{} ~>=~ %s").format(sql.Identifier(column))
+    params.append(after)
+    return sql.SQL("({column} ~>=~ %s AND {column} ~<~ %s)").format(column=sql.Identifier(column))
+
+
+# The surrogates, which no UTF-8 text holds: the successor of U+D7FF is U+E000.
+_SURROGATES: Final = range(0xD800, 0xE000)
+
+
+def prefix_successor(prefix: str) -> str | None:
+    """The least text greater than every text starting with `prefix` in code
+    point order: its last character that is not U+10FFFF moved on by one (past
+    the surrogates), what follows it dropped; None if there is none (every
+    character U+10FFFF, or the prefix empty)."""
+    for index in range(len(prefix) - 1, -1, -1):
+        point = ord(prefix[index])
+        if point < 0x10FFFF:
+            point += 1
+            if point in _SURROGATES:
+                point = _SURROGATES.stop
+            return prefix[:index] + chr(point)
+    return None
 
 
 def _stored(row: tuple[Any, ...]) -> StoredEvent:

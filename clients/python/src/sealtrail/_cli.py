@@ -869,6 +869,11 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
         ),
         click.option("--actor", help="Actor id (exact) or email (any case)."),
         click.option(
+            "--actor-prefix",
+            metavar="START",
+            help="Start of the actor id (exact case) or email (any case): ali finds alice.",
+        ),
+        click.option(
             "--actor-domain",
             "actor_email_domain",
             metavar="DOMAIN",

@@ -938,6 +938,7 @@ def build_filter(
     countries: str | Iterable[str] = (),
     resource_types: str | Iterable[str] = (),
     http_status_classes: str | int | Iterable[str | int] = (),
+    actor_prefix: str = "",
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -960,7 +961,10 @@ def build_filter(
     one, and never with them (servers older than these ignore them);
     `http_status_classes` matches the events whose HTTP request was answered
     with any of those statuses (`context.http_status_code`): a class `2xx` to
-    `5xx` or an exact code (`"404"` or `404`): `["5xx", 429]`."""
+    `5xx` or an exact code (`"404"` or `404`): `["5xx", 429]`; `actor_prefix`
+    the start of the actor's id (as given) or email (any case), every character
+    itself (`ali` finds `alice` and `Alice@example.com`), never with `actor`
+    (a server older than it ignores it, and finds every actor)."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -989,6 +993,7 @@ def build_filter(
         countries=_many(countries),
         resource_types=_many(resource_types),
         http_status_classes=_statuses(http_status_classes),
+        actor_prefix=actor_prefix,
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

@@ -1,0 +1,20 @@
+-- The `actor_prefix` filter (ADR 0135): the events of every actor whose id, or
+-- email in any case, starts with what a user has typed so far (`ali`). The
+-- filter compares each column with a byte-order range (`~>=~`, `~<~`): those
+-- operators are leakproof, so index conditions under row-level security
+-- (ADR 0013), where LIKE is not; the indexes of 0009 on these columns order by
+-- the database's collation and serve equality alone. text_pattern_ops orders by
+-- bytes, whatever the collation: UTF-8's byte order is the code points' order.
+-- The email column is written lowered (ADR 0067), so its own value is indexed,
+-- not lower(actor_email): that expression would be no index condition under
+-- row-level security (lower() is not leakproof) and follows the locale.
+--
+-- Each index is built over every partition while appends wait (ADR 0050: the
+-- migration waits for its lock a moment at a time), as 0034 and 0037 built
+-- theirs. IF NOT EXISTS: an operator who cannot let appends wait that long
+-- builds them beforehand, a partition at a time and concurrently, as
+-- docs/database.md says, and this migration then finds them made.
+CREATE INDEX IF NOT EXISTS events_actor_id_prefix
+    ON events (tenant_id, actor_id text_pattern_ops);
+CREATE INDEX IF NOT EXISTS events_actor_email_prefix
+    ON events (tenant_id, actor_email text_pattern_ops) WHERE actor_email IS NOT NULL;

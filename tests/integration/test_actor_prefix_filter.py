@@ -1,0 +1,196 @@
+"""`EventFilter.actor_prefix`: the events of every actor whose id starts with
+what a user has typed so far (case and all), or whose email does in any case,
+every character itself (`%`, `_`, `\\` no wildcards), in a query, a count, a
+stream, an export (its signed filter checked offline), a sink, an alert rule
+and the CLI (helper-426, ADR 0135)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sealtrail import (
+    AuditClient,
+    InvalidArgumentError,
+    build_alert_rule,
+    build_event,
+    build_filter,
+    check_export,
+)
+from sealtrail import _cli as cli
+from sealtrail.v1 import event_pb2
+from tests.conftest import ServerThread
+from tests.filter_checks import descriptions_found, live_from_now
+from tests.integration.test_alerting import the_only_alert
+from tests.integration.test_export_check import KEY, refused_when_told
+from tests.integration.test_weakening_warnings import paused_webhook, refiltered
+
+# (description, actor id, actor email): "" records none.
+EVENTS = [
+    ("alice", "alice", "Alice@Example.com"),
+    ("ali-bot", "ali-bot", ""),
+    ("Alice-id", "Alice", ""),
+    ("ali-mail", "u-77", "ALI.baba@example.com"),
+    ("carol", "carol", "carol@ali.example"),
+    ("percent", "50%_off\\x", ""),
+    ("percent-other", "50%Xoff", ""),
+    ("fifty", "50a_off", ""),
+    ("greek", "g-1", "ΟΔΟΣΑ@example.gr"),
+]
+
+
+def _edit(description: str, actor_id: str, email: str) -> event_pb2.Event:
+    fields = {"actor_email": email} if email else {}
+    return build_event(action="doc.edit", actor_id=actor_id, description=description, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def recorded(client: AuditClient) -> AuditClient:
+    client.record_batch([_edit(*each) for each in EVENTS])
+    return client
+
+
+@pytest.mark.parametrize(
+    ("prefix", "found"),
+    [
+        # An id as given; an email in any case: `Alice` (the id) is not `ali`'s.
+        ("ali", ["alice", "ali-bot", "ali-mail"]),
+        ("Ali", ["alice", "Alice-id", "ali-mail"]),
+        ("ALICE@EXAMPLE.COM", ["alice"]),
+        ("alice@example.com", ["alice"]),
+        ("ali-", ["ali-bot"]),
+        # `%`, `_` and `\` are themselves, not LIKE's wildcards and escape.
+        ("50%", ["percent", "percent-other"]),
+        ("50%_", ["percent"]),
+        ("50%_off\\", ["percent"]),
+        ("5_", []),
+        ("%", []),
+        # A capital sigma lowers to one form within a word, another at its end.
+        ("ΟΔΟΣ", ["greek"]),
+        ("οδοσα@", ["greek"]),
+        ("zzz", []),
+    ],
+)
+def test_the_events_of_actors_starting_so(
+    recorded: AuditClient, prefix: str, found: list[str]
+) -> None:
+    event_filter = build_filter(actions="doc.edit", actor_prefix=prefix)
+    assert descriptions_found(recorded, event_filter) == found
+    assert recorded.count_events(event_filter).total == len(found)
+
+
+def test_the_longest_prefix_is_taken_and_finds_its_actor(client: AuditClient) -> None:
+    actor_id = "a" * 256
+    client.record(_edit("long", actor_id, ""))
+    assert descriptions_found(client, build_filter(actor_prefix=actor_id)) == ["long"]
+
+
+def test_a_bad_prefix_or_one_beside_actor_is_refused_naming_it(client: AuditClient) -> None:
+    for sent, said in (
+        (event_pb2.EventFilter(actor_prefix="a" * 257), "is 257 characters long; the limit is 256"),
+        (event_pb2.EventFilter(actor_prefix="ali\n"), "must not contain control characters"),
+        (event_pb2.EventFilter(actor_prefix="a\x00"), "must not contain control characters"),
+        (event_pb2.EventFilter(actor_prefix="a\x9b"), "must not contain control characters"),
+        (
+            event_pb2.EventFilter(actor="alice", actor_prefix="ali"),
+            "set one of actor or actor_prefix, not both",
+        ),
+    ):
+        with pytest.raises(InvalidArgumentError) as caught:
+            list(client.query(sent))
+        assert caught.value.field_violations == [("filter.actor_prefix", said)]
+        with pytest.raises(InvalidArgumentError):
+            client.count_events(sent)
+
+
+def test_counts_by_actor_of_the_actors_starting_so(recorded: AuditClient) -> None:
+    """What a type-ahead offers: the actors starting with what was typed."""
+    counts = recorded.count_events(build_filter(actor_prefix="ali"), group_by="actor")
+    assert sorted((g.key, g.count) for g in counts.groups) == [
+        ("ali-bot", 1),
+        ("alice", 1),
+        ("u-77", 1),
+    ]
+
+
+def test_an_export_of_a_prefix_is_checked_offline_and_its_filter_held(
+    recorded: AuditClient, tmp_path: Path
+) -> None:
+    path = tmp_path / "ali.ndjson"
+    recorded.export(path, manifest_file=True, filter=build_filter(actor_prefix="ali"))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["description"] for line in lines] == ["alice", "ali-bot", "ali-mail"]
+    kept = path.with_name(path.name + ".manifest.json")
+    checked = check_export(kept, key=KEY)
+    assert checked.filtered and checked.filter is not None
+    signed = json.loads(checked.filter)
+    assert signed["actorPrefix"] == "ali"
+    refused_when_told(
+        kept,
+        json.dumps(signed | {"actorPrefix": "al"}),
+        json.dumps({k: v for k, v in signed.items() if k != "actorPrefix"}),
+    )
+
+
+def test_a_live_stream_follows_the_actors_starting_so(recorded: AuditClient) -> None:
+    with live_from_now(recorded, build_filter(actor_prefix="ALI")) as live:
+        recorded.record_batch([_edit("ali-id", "ali", ""), _edit("bob", "bob", "bob@x.example")])
+        recorded.record(_edit("mail", "u-9", "Alina@x.example"))
+        first = next(live)
+    assert first.description == "mail"
+
+
+def test_a_sink_given_a_longer_prefix_or_the_exact_actor_is_narrowed(client: AuditClient) -> None:
+    created = client.create_sink(paused_webhook(build_filter(actor_prefix="ali")))
+    assert client.get_sink(created.sink.id).filter.actor_prefix == "ali"
+
+    def update(**criteria: str) -> tuple[int, list[str]]:
+        return refiltered(client, created.sink.id, build_filter(**criteria))  # type: ignore[arg-type]
+
+    info, narrowed = (
+        (event_pb2.SEVERITY_INFO, []),
+        (event_pb2.SEVERITY_WARNING, ["filter_narrowed"]),
+    )
+    assert update(actor_prefix="al") == info  # shorter: more actors
+    assert update(actor_prefix="alic") == narrowed  # longer: fewer
+    assert update(actor_prefix="Alic") == narrowed  # ids are compared as given
+    assert update() == info  # every actor
+    assert update(actor="alice") == narrowed
+    assert update(actor_prefix="ali") == info  # `alice`, and more
+    assert update(actor_prefix="bob") == narrowed
+
+
+def test_an_alert_rule_on_a_prefix_fires_on_an_actor_starting_so(client: AuditClient) -> None:
+    rule = client.create_alert_rule(
+        build_alert_rule("contractors", "match", filter=build_filter(actor_prefix="ext-"))
+    )
+    client.record_batch([_edit("staff", "emp-1", ""), _edit("near", "ext", "")])
+    fires = client.record(_edit("contractor", "ext-42", ""))
+    the_only_alert(client, rule.rule.id, fires.event)
+
+
+def test_the_cli_finds_the_actors_starting_so(
+    server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
+) -> None:
+    client = client_for(tenant)
+    client.record_batch([_edit(*each) for each in EVENTS])
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+
+    def query(*options: str) -> list[str]:
+        found = CliRunner().invoke(
+            cli.main, ["query", "--format", "jsonl", "--order", "oldest", *options], env=env
+        )
+        assert found.exit_code == 0, found.output
+        return [json.loads(line)["description"] for line in found.output.splitlines()]
+
+    assert query("--actor-prefix", "ALI") == ["alice", "ali-mail"]
+    assert query("--actor-prefix", "50%_") == ["percent"]
+    refused = CliRunner().invoke(
+        cli.main, ["query", "--actor", "alice", "--actor-prefix", "ali"], env=env
+    )
+    assert refused.exit_code == 2
+    assert "--actor-prefix: set one of actor or actor_prefix, not both" in refused.output
