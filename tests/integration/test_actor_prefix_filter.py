@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -23,7 +25,7 @@ from sealtrail import (
 )
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, database_of_its_own, migrate_database
 from tests.filter_checks import descriptions_found, live_from_now
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_export_check import KEY, refused_when_told
@@ -194,3 +196,58 @@ def test_the_cli_finds_the_actors_starting_so(
     )
     assert refused.exit_code == 2
     assert "--actor-prefix: set one of actor or actor_prefix, not both" in refused.output
+
+
+def _recipe() -> list[str]:
+    """docs/database.md's statements that build migration 0054's indexes
+    before an upgrade, as printed: each a statement, or a query whose rows
+    are statements (psql's `\\gexec`, marked by a leading "\\gexec ")."""
+    text = (Path(__file__).parents[2] / "docs" / "database.md").read_text()
+    block = text.split("## Indexes built before an upgrade", 1)[1].split("```sql\n", 1)[1]
+    statements = []
+    for part in block.split("```", 1)[0].split(";"):
+        part = part.strip()
+        while "\\gexec" in part:
+            query, part = (each.strip() for each in part.split("\\gexec", 1))
+            statements.append("\\gexec " + query)
+        if part:
+            statements.append(part)
+    return statements
+
+
+def test_the_indexes_built_beforehand_as_documented_are_taken_by_the_migration(
+    migrated_database_url: str,
+) -> None:
+    """Built concurrently partition by partition (appends go on), attached,
+    valid; migration 0054 then finds them made and builds nothing."""
+    with (
+        database_of_its_own(migrated_database_url, "prefixes") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        conn.execute("SELECT sealtrail_create_event_partitions(now() - interval '2 months', now())")
+        conn.execute("DROP INDEX events_actor_id_prefix, events_actor_email_prefix")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 54")
+        for statement in _recipe():
+            if statement.startswith("\\gexec "):
+                rows = conn.execute(statement.removeprefix("\\gexec ")).fetchall()
+                assert len(rows) >= 3  # a partition a month, and the default
+                for row in rows:
+                    for each in row:
+                        conn.execute(each)
+            else:
+                done = conn.execute(statement)
+        verdicts = done.fetchall()  # the last statement's
+        assert sorted(valid for _, valid in verdicts) == [True, True]
+        built = _prefix_indexes(conn)
+        assert len(built) >= 6
+        migrate_database(url)
+        assert _prefix_indexes(conn) == built
+        assert conn.execute("SELECT 1 FROM schema_migrations WHERE version = 54").fetchone()
+
+
+def _prefix_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, int]]:
+    rows = conn.execute(
+        "SELECT c.relname, c.oid::bigint FROM pg_class AS c"
+        " WHERE c.relkind IN ('i', 'I') AND c.relname LIKE 'events%%_prefix' ORDER BY 1"
+    ).fetchall()
+    return [(name, oid) for name, oid in rows]
