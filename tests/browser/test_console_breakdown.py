@@ -246,3 +246,46 @@ def test_a_country_pressed_under_a_search_of_several_narrows_it_to_that_one(
     query = parse_qs(urlsplit(browser.current_url).query)
     assert "resource_types" not in query and query["resource_type"] == ["gate"], query
     assert browser.find_element(By.NAME, "resource_types").get_attribute("value") == "gate"
+
+
+def test_the_actor_field_suggests_the_actors_starting_so_once_a_pause(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Typing in the Actor field lists the actors whose id starts with the
+    text (as typed) or whose email does (in any case), the most active
+    first, from one count when typing pauses, not one per key (helper-426)."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for actor_id, email, times in [
+            ("alice", "", 1), ("u-9", "ALINA@example.com", 2), ("Alfred", "", 1), ("bob", "", 1),
+        ]:  # fmt: skip
+            for _ in range(times):
+                c.record(action="doc.read", actor_id=actor_id, actor_email=email)
+    signed_in_hooked(browser, console_url + "?range=24h", console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) >= 5)
+    wait(browser).until(lambda b: breakdown(b))  # the page's own counts done first
+    field = browser.find_element(By.NAME, "actor")
+    assert field.get_attribute("list") == "actor-suggestions"
+
+    def suggested(b: webdriver.Chrome) -> list[str]:
+        return list(
+            b.execute_script(
+                "return [...document.querySelectorAll('#actor-suggestions option')]"
+                ".map((option) => option.value)"
+            )
+        )
+
+    def asked() -> list[str]:
+        return [url for url in requested(browser, "/api/counts") if "actor_prefix=" in url]
+
+    field.send_keys("ali")
+    wait(browser).until(lambda b: suggested(b))
+    assert suggested(browser) == ["u-9", "alice"]  # the most active first
+    (only,) = asked()  # one count for the three keys
+    assert "actor_prefix=ali&" in only and "group_by=actor" in only and "limit=20" in only
+    field.send_keys(Keys.BACKSPACE, "f")  # "alf": ids as typed, so not Alfred
+    wait(browser).until(lambda b: len(asked()) == 2)
+    wait(browser).until(lambda b: suggested(b) == [])
+    field.clear()
+    field.send_keys("Al")
+    wait(browser).until(lambda b: suggested(b) == ["u-9", "Alfred"])
+    assert len(asked()) == 3

@@ -660,6 +660,54 @@ async function suggestActions() {
 function forgetSuggestions() {
   suggestedFor = "";
   $("#action-suggestions").replaceChildren();
+  clearTimeout(actorPause);
+  actorsAsked = "";
+  $("#actor-suggestions").replaceChildren();
+}
+
+// --- the actor field's suggestions -----------------------------------------------
+
+// The actors whose id or email starts with what is typed in the Actor field
+// (`actor_prefix`: ids as typed, emails in any case), the most active in the
+// range shown first: one count per pause in typing, not one per key, and none
+// for a text and range asked already.
+const ACTOR_PAUSE_MS = 300;
+const ACTORS_SUGGESTED = 20;
+let actorPause = 0;
+// The text and range the list was counted for, "" for none.
+let actorsAsked = "";
+
+function actorTyped() {
+  clearTimeout(actorPause);
+  actorPause = setTimeout(suggestActors, ACTOR_PAUSE_MS);
+}
+
+async function suggestActors() {
+  const typed = $("#filters").elements.actor.value.trim();
+  const url = new URLSearchParams(location.search);
+  const asked = [typed, ...["range", "from", "to"].map((name) => url.get(name) || "")].join("\n");
+  if (!state.started || !typed || actorsAsked === asked) return;
+  actorsAsked = asked;
+  const params = new URLSearchParams();
+  for (const name of ["occurred_after", "occurred_before"]) {
+    if (state.filter.get(name)) params.set(name, state.filter.get(name));
+  }
+  params.set("actor_prefix", typed);
+  params.set("group_by", "actor");
+  params.set("limit", String(ACTORS_SUGGESTED));
+  try {
+    const answer = await inTurn(async () => (await api("/api/counts", params)).json());
+    if (actorsAsked !== asked) return;  // typed on, signed out, or another range meanwhile
+    $("#actor-suggestions").replaceChildren(...answer.groups.filter(({ key }) => key).map(({ key, count: n }) => {
+      const option = document.createElement("option");
+      option.value = key;  // an actor id, as the Actor field takes it; text only
+      option.label = count(n, "event");
+      return option;
+    }));
+  } catch (error) {
+    if (actorsAsked === asked) actorsAsked = "";  // asked again at the next pause
+    if (error.status === 401) signOut(error);  // else (a text refused) no suggestions
+  }
 }
 
 // --- a row's detail -------------------------------------------------------------
@@ -1212,6 +1260,7 @@ function init() {
   setUpChart({ api, narrow: narrowTo, report: chartRefused });
   setUpBreakdown({ api, narrowBy, inTurn, signOut });
   $("#filters").elements.actions.addEventListener("focus", suggestActions);
+  $("#filters").elements.actor.addEventListener("input", actorTyped);
   if (token() && !sessionMark()) newSession();  // signed in by an earlier version of the page
   if (token()) showSignedIn(); else { $("#signin").hidden = false; $("#token").focus(); }
 }
