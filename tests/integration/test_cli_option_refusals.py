@@ -231,3 +231,41 @@ def test_a_token_the_server_does_not_take_is_said_with_what_to_do(
             " `sealtrail tokens create --role ROLE` with an admin token of the tenant)"
         ) in lines, lines
         assert refused.stdout == ""
+
+
+def test_a_refused_value_of_a_repeated_filter_option_is_said_once_with_the_value(
+    sealtrail: Callable[..., Result],
+) -> None:
+    """`query --country US --country ZZZ` printed the server's refusal twice
+    (in the error's head, then as its field), naming `--country` both times
+    but not which of the two it refused; `--country ZZZ` alone said
+    `filter.country`, the API's field. One line now names the option and
+    the value, for the filter of any command (an alert rule's as a query's);
+    values given twice alike are sent once, and still named right."""
+    country = "must be an ISO 3166-1 alpha-2 code: two letters"
+    empty = "  --resource-type '': is empty: give a resource type"
+    twice, bad = ["--country", "de", "--country", "de"], ["--country", "X1"]
+    for given, said in (
+        (["query", "--country", "US", "--country", "ZZZ"], f"  --country ZZZ: {country}"),
+        (["query", "--country", "ZZZ"], f"  --country ZZZ: {country}"),
+        (["query", *twice, *bad], f"  --country X1: {country}"),
+        (["query", "--resource-type", "doc", "--resource-type", ""], empty),
+        (["stats", "--resource-type", "", "--resource-type", "x"], empty),
+        (
+            ["alerts", "create", "r", "--kind", "match", "--country", "FR", "--country", "F"],
+            f"  --country F: {country}",
+        ),
+    ):
+        refused = sealtrail(*given)
+        assert refused.exit_code == 2, refused.output
+        lines = refused.stderr.splitlines()
+        assert lines[0] == "error: INVALID_ARGUMENT", lines
+        assert said in lines, lines
+        assert sum(said.split(": ", 1)[1] in line for line in lines) == 1, lines
+        assert "filter." not in refused.output and "countries" not in refused.output, lines
+        assert "resource_type" not in refused.output, lines
+    actor_type = sealtrail("query", "--actor-type", "user", "--actor-type", "bogus")
+    assert actor_type.exit_code == 2, actor_type.output
+    said = actor_type.stderr.splitlines()
+    assert said[-1].startswith("Error: Invalid value for '--actor-type': 'bogus' is not one of")
+    assert actor_type.stderr.count("bogus") == 1, said

@@ -616,7 +616,10 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
         # terminal codes wherever they held them (helper-334).
         reason = f" ({exc.reason})" if exc.reason and exc.reason != exc.code.name else ""
         fields = [field for field, _ in exc.field_violations]
-        message = in_flags(ctx, exc.message, fields)
+        # The server's message of a refusal sums up its fields, each said
+        # below by its option (and the value given): not twice over.
+        summed = _sums_up(exc.message, exc.field_violations)
+        message = "" if summed else in_flags(ctx, exc.message, fields)
         said = [detailed(f"error: {exc.code.name}{reason}", message)]
         for field, description in exc.field_violations:
             said.append(f"  {flag_of(ctx, field) or field}: {in_flags(ctx, description)}")
@@ -630,6 +633,29 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
         for line in said:
             click.echo(terminal_safe(line), err=True)
         ctx.exit(2 if exc.code in _USAGE_CODES else 1)
+
+
+# How the server's InvalidArgument sums up its field violations: "invalid
+# request: FIELD: DESCRIPTION; FIELD: ...", those past its length left out
+# and counted ("; and 2 more").
+_SUMMARY_HEAD: Final = "invalid request: "
+_SUMMARY_MORE: Final = re.compile(r"; and \d+ more")
+
+
+def _sums_up(message: str, violations: Iterable[tuple[str, str]]) -> bool:
+    """Whether `message` says nothing but `violations`, in the words the
+    server sums them up with: the lines naming each field say it all."""
+    said = [f"{field}: {description}" for field, description in violations]
+    if not said or not message.startswith(_SUMMARY_HEAD):
+        return False
+    rest = message.removeprefix(_SUMMARY_HEAD)
+    for told in range(len(said), 0, -1):
+        summary = "; ".join(said[:told])
+        if rest == summary or (
+            rest.startswith(summary) and _SUMMARY_MORE.fullmatch(rest.removeprefix(summary))
+        ):
+            return True
+    return False
 
 
 # The API's fields whose options are named otherwise: a filter's time bounds
@@ -694,9 +720,13 @@ def flag_of(ctx: click.Context, path: str) -> str | None:
     error said the API's field, which no option of the command is named."""
     given: dict[str, str] = ctx.meta.get(_GIVEN, {})
     cuts = [found.start() for found in _PATH_CUT.finditer(path)]
-    for end in [len(path), *reversed(cuts)]:
-        if path[:end] in given:
-            return given[path[:end]]
+    # From the path's start, then from each `.` on: a filter's fields are
+    # named alike in a query's `filter.` and a rule's `rule.filter.`.
+    starts = [0, *(cut + 1 for cut in cuts if path[cut] == ".")]
+    for start in starts:
+        for end in [len(path), *reversed(cuts)]:
+            if end > start and path[start:end] in given:
+                return given[path[start:end]]
     parts = re.sub(r"\[[^\]]*\]", "", path).split(".")
     params = {param.name: param for param in ctx.command.params if param.name}
     for start in range(len(parts)):
@@ -962,11 +992,27 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
     return command
 
 
+# A filter's repeatable options, by the EventFilter's list each fills.
+_REPEATED_FILTER_OPTIONS: Final = (
+    "actions",
+    "exclude_actions",
+    "categories",
+    "outcomes",
+    "severities",
+    "actor_types",
+    "countries",
+    "resource_types",
+)
+
+
 def _filter(criteria: dict[str, Any]) -> event_pb2.EventFilter:
     """The EventFilter of a command's filter options. One `--country` or
     `--resource-type` fills the singular field, which servers older than its
     plural know (they ignore the plural: a sink would take every country);
-    several, or one given twice alike, fill the plural."""
+    several, or one given twice alike, fill the plural. Each value of a
+    repeatable option is named by the option and the value as typed, should
+    the server refuse it (`--country ZZZ`, not `filter.countries[1]`), in
+    the command's context (every caller is a command)."""
     given = {name: value for name, value in criteria.items() if value is not None}
     for plural, singular in (("countries", "country"), ("resource_types", "resource_type")):
         values = list(dict.fromkeys(given.pop(plural, ())))
@@ -974,7 +1020,28 @@ def _filter(criteria: dict[str, Any]) -> event_pb2.EventFilter:
             given[singular] = values[0]
         elif values:
             given[plural] = values
+    if (ctx := click.get_current_context(silent=True)) is not None:
+        given_as(ctx, _filter_values_given(ctx, given))
     return build_filter(**given)
+
+
+def _filter_values_given(ctx: click.Context, given: dict[str, Any]) -> dict[str, str]:
+    """The filter's fields (`filter.countries[1]`, `filter.country`) of the
+    repeatable options' values as sent, each by its option and value."""
+    named: dict[str, str] = {}
+    for name in _REPEATED_FILTER_OPTIONS:
+        if not any(param.name == name for param in ctx.command.params):
+            continue
+        flag = _named(ctx, name)
+        values = given.get(name, ())
+        for at, value in enumerate([values] if isinstance(values, str) else values):
+            named[f"filter.{name}[{at}]"] = given_words(flag, value)
+    for singular, plural in (("country", "countries"), ("resource_type", "resource_types")):
+        if isinstance(value := given.get(singular), str) and any(
+            param.name == plural for param in ctx.command.params
+        ):
+            named[f"filter.{singular}"] = given_words(_named(ctx, plural), value)
+    return named
 
 
 @main.command()
