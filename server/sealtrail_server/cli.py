@@ -193,11 +193,19 @@ class _Commands(click.Group):
     number), as a shell reports it and as the `sealtrail` commands do: not
     click's "Aborted!" and 1, the status of any failure. `serve` too, stopped
     before it serves (once it serves, it stops gracefully on them: app.py
-    `run_until_signalled`)."""
+    `run_until_signalled`). And a command other than `serve` refused by a
+    SystemExit of a message (a setting, the signing key or a file's mode
+    that `key show`, `token create`, ... read as a start would) says it as
+    every other refusal does, `Error: ...` and 1; `serve`'s start says it as
+    a server's start does, the message alone."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except SystemExit as refused:
+            if isinstance(refused.code, str) and ctx.invoked_subcommand != "serve":
+                raise click.ClickException(refused.code) from None
+            raise
         except KeyboardInterrupt as interrupt:
             if not isinstance(interrupt, _Stopped) and sys.stderr.isatty():
                 click.echo(err=True)  # past the terminal's ^C

@@ -404,7 +404,7 @@ def test_key_commands_check_the_key_file_as_a_start_does(
     shown = f"SEALTRAIL_SIGNING_KEY_FILE={path}" if configured else f"{path} (the data dir's"
     write_private(path, SIGNING_KEY + "\n", mode=0o644)
     said = _refused_in_one_line(_key_command(tmp_path, command, env))
-    assert said.startswith(f"{shown}"), said
+    assert said.startswith(f"Error: {shown}"), said  # as every other command's refusal
     assert "readable by group or others (mode 0644)" in said and f"chmod 600 {path}" in said
 
     allowed = _key_command(tmp_path, command, {**env, "SEALTRAIL_ALLOW_READABLE_SECRETS": "1"})
@@ -419,7 +419,7 @@ def test_key_commands_check_the_key_file_as_a_start_does(
     said = _refused_in_one_line(
         _key_command(tmp_path, command, {**env, "SEALTRAIL_ALLOW_READABLE_SECRETS": "1"})
     )
-    assert said.startswith(f"{shown}") and "writable by group or others (mode 0646)" in said
+    assert said.startswith(f"Error: {shown}") and "writable by group or others (mode 0646)" in said
 
 
 def test_key_restored_checks_the_signed_checkpoints_directory(tmp_path: Path) -> None:
@@ -430,7 +430,8 @@ def test_key_restored_checks_the_signed_checkpoints_directory(tmp_path: Path) ->
     env = {"SEALTRAIL_SIGNING_KEY_FILE": str(key), "SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed)}
     said = _refused_in_one_line(_key_command(tmp_path, "restored", env))
     assert said.startswith(
-        f"SEALTRAIL_SIGNED_CHECKPOINTS_DIR: {signed / _KEY_DIR} is writable by group or others"
+        f"Error: SEALTRAIL_SIGNED_CHECKPOINTS_DIR: {signed / _KEY_DIR} is writable by group or"
+        " others"
     ), said
 
 
@@ -444,10 +445,14 @@ def test_a_data_dir_others_can_write_in_is_refused(tmp_path: Path, mode: int, wh
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     data_dir.chmod(mode)
-    for started in (_serve(tmp_path, {}), _key_command(tmp_path, "show", {})):
+    # A start says it alone, as a server's; `key show` as every command's refusal.
+    for started, head in (
+        (_serve(tmp_path, {}), ""),
+        (_key_command(tmp_path, "show", {}), "Error: "),
+    ):
         said = _refused_in_one_line(started)
         assert said == (
-            f"SEALTRAIL_DATA_DIR={data_dir} is writable by group or others ({why}), who can"
+            f"{head}SEALTRAIL_DATA_DIR={data_dir} is writable by group or others ({why}), who can"
             f" move its keys aside and put their own; chmod go-w {data_dir}\n"
         ), said
 

@@ -27,3 +27,36 @@ def test_key_show_prints_the_key_a_server_made(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["key", "show", "--data-dir", str(tmp_path)], env=_NO_KEY)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == made.verifier.text()
+
+
+def test_key_commands_fail_as_every_other_command_does(tmp_path: Path) -> None:
+    """A failing `key show` or `key restored` (no key where named, one that is
+    no key) printed its message bare, where every other operator command
+    that fails says `Error: ...` (click's way) and exits 1."""
+    gone = tmp_path / "gone"
+    garbage = tmp_path / "garbage"
+    garbage.write_text("c0ffee\n")
+    garbage.chmod(0o600)
+    for command in ("show", "restored"):
+        for env, said in (
+            (_NO_KEY, f"Error: no checkpoint signing key at {tmp_path / 'signing-key'}: "),
+            (
+                {**_NO_KEY, "SEALTRAIL_SIGNING_KEY": "garbage"},
+                "Error: SEALTRAIL_SIGNING_KEY: not a checkpoint signing key (",
+            ),
+            (
+                {**_NO_KEY, "SEALTRAIL_SIGNING_KEY_FILE": str(gone)},
+                f"Error: SEALTRAIL_SIGNING_KEY_FILE={gone}: no such file; ",
+            ),
+            (
+                {**_NO_KEY, "SEALTRAIL_SIGNING_KEY_FILE": str(garbage)},
+                f"Error: SEALTRAIL_SIGNING_KEY_FILE={garbage}: not a checkpoint signing key (",
+            ),
+        ):
+            failed = CliRunner().invoke(
+                main, ["key", command, "--data-dir", str(tmp_path)], env=env
+            )
+            assert failed.exit_code == 1, (command, failed.output)
+            assert failed.stdout == "", (command, failed.output)
+            lines = failed.stderr.splitlines()
+            assert len(lines) == 1 and lines[0].startswith(said), (command, lines)
