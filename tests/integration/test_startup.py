@@ -213,7 +213,10 @@ def test_a_setting_with_a_byte_that_is_not_utf_8_is_named_not_traced(
     )
     assert status == 1, said
     assert "Traceback" not in said, said
-    assert said.strip().splitlines()[-1] == f"{named}: not UTF-8 text (a byte of another encoding)"
+    head = "" if command == ["serve"] else "Error: "  # an operator command's, as its others
+    assert said.strip().splitlines()[-1] == (
+        f"{head}{named}: not UTF-8 text (a byte of another encoding)"
+    )
 
 
 @pytest.mark.parametrize("given", ["SEALTRAIL_DATA_DIR", "--data-dir"])
