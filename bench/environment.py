@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from sealtrail_server.embedded import quietly_imported_pgserver
 from sealtrail_server.store.migrations import migrate
 
 DATABASE_URL_ENV = "SEALTRAIL_BENCH_DATABASE_URL"
@@ -59,9 +59,7 @@ def database(workdir: Path) -> Iterator[Database]:
         _migrate(url)
         yield Database(url, None)
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # platformdirs: no XDG_RUNTIME_DIR
-        import pgserver
+    pgserver = quietly_imported_pgserver()  # platformdirs: no XDG_RUNTIME_DIR
     server = pgserver.get_server(workdir / "postgres", cleanup_mode="delete")
     try:
         url = server.get_uri()

@@ -17,7 +17,6 @@ import shutil
 import tempfile
 import threading
 import uuid
-import warnings
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import Future
 from datetime import datetime
@@ -44,6 +43,7 @@ from sealtrail_server import cli as server_cli
 from sealtrail_server.app import Service
 from sealtrail_server.config import Settings
 from sealtrail_server.domain.access import Role
+from sealtrail_server.embedded import quietly_imported_pgserver
 from sealtrail_server.stopping import where_it_waits
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.migrations import migrate
@@ -107,9 +107,7 @@ def database_url() -> Iterator[str]:
             with database_of_its_own(url, f"sealtrail_test_{worker}") as own_url:
                 yield own_url
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # platformdirs: no XDG_RUNTIME_DIR
-        import pgserver
+    pgserver = quietly_imported_pgserver()  # platformdirs: no XDG_RUNTIME_DIR
     data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-test-pg-"))
     server = pgserver.get_server(data_dir, cleanup_mode="delete")
     try:

@@ -17,7 +17,7 @@ import subprocess
 import warnings
 from contextlib import AbstractContextManager
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import psutil
 
@@ -28,6 +28,41 @@ _READ_BY_A_SHELL = frozenset("\"'\\$`;&|<>()*?[]{}#~!")
 
 # The system user pgserver runs PostgreSQL as when it runs as root.
 _PGSERVER_USER = "pgserver"
+
+
+def quietly_imported_pgserver() -> ModuleType:
+    """The `pgserver` package, imported without the warning platformdirs
+    gives as it is (a RuntimeDirWarning, `XDG_RUNTIME_DIR is not set,
+    falling back to /tmp/runtime-0`, with the line of code it came from):
+    pgserver's class body asks platformdirs for the user's runtime directory
+    (where its lock file goes), and most servers, `sudo` and cron have no
+    XDG_RUNTIME_DIR. The fallback is where docs/operations.md says the lock
+    is: nothing to tell. Only platformdirs' UserWarnings are left out (a
+    RuntimeDirWarning is one; older platformdirs warned none); any other
+    warning of the import is shown as it would be."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"platformdirs(\.|$)")
+        import pgserver
+    return pgserver
+
+
+def postgres_bin() -> Path:
+    """The directory of the embedded PostgreSQL's programs (pg_dump, psql,
+    pg_restore), which the `pgserver` package ships: docs/operations.md's
+    `PGBIN`, printed without pgserver's import's warning."""
+    quietly_imported_pgserver()
+    import pgserver._commands
+
+    return Path(pgserver._commands.POSTGRES_BIN_PATH)
+
+
+def start_alone(pgdata: Path | str) -> None:
+    """Starts the embedded PostgreSQL on `pgdata` (made first, where there is
+    none), left running once this process exits: docs/operations.md's
+    restore into a new data dir, which the server joins, then stops when it
+    exits. Said without pgserver's import's warning."""
+    pgserver = quietly_imported_pgserver()
+    pgserver.get_server(Path(pgdata), cleanup_mode=None)
 
 
 def embedded_database_exists(data_dir: Path) -> bool:
@@ -45,10 +80,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
             f"SEALTRAIL_DATA_DIR={str(data_dir)!r}: not a directory that can be made"
             f" ({error.strerror})"
         ) from None
-    with warnings.catch_warnings():
-        # platformdirs warns when XDG_RUNTIME_DIR is unset, as on most servers.
-        warnings.simplefilter("ignore", UserWarning)
-        import pgserver
+    pgserver = quietly_imported_pgserver()
     _socket_directories_a_shell_need_not_quote()
     pgdata = data_dir / "postgres"
     log_file = pgdata / "log"  # PostgreSQL's, every start's appended
@@ -61,11 +93,11 @@ def start_embedded_postgres(data_dir: Path) -> str:
     if not pgserver_log.isEnabledFor(logging.DEBUG):  # -v shows them
         pgserver_log.addFilter(failures)
     try:
-        lock = pgserver.PostgresServer._lock  # type: ignore[attr-defined]
+        lock = pgserver.PostgresServer._lock
         _forget_dead_handles(pgdata, lock)
         _forget_stale_lock_files(pgdata, lock)
         _make_the_cluster_whole(pgdata, lock)
-        get_server = pgserver.get_server  # type: ignore[attr-defined]
+        get_server = pgserver.get_server
         server = get_server(pgdata, cleanup_mode="stop")
     except (subprocess.SubprocessError, OSError) as error:
         said = _said_of_this_start(log_file, logged_before) or failures.said() or [str(error)]
@@ -189,7 +221,7 @@ def _make_the_cluster_whole(pgdata: Path, lock: AbstractContextManager[object]) 
         making.mkdir()
         # pgserver's initdb step alone (as its own user when run as root), on
         # what it reads of a server: its directory, system user and superuser.
-        import pgserver.utils  # imported already, its warning silenced: start_embedded_postgres
+        import pgserver.utils  # imported already, quietly: start_embedded_postgres
         from pgserver.postgres_server import PostgresServer
 
         root = os.name == "posix" and os.geteuid() == 0

@@ -922,6 +922,37 @@ def _wait_until_gone(pid: int) -> None:
         time.sleep(0.05)
 
 
+def test_the_embedded_postgresql_started_as_the_docs_show_warns_of_nothing() -> None:
+    """Where XDG_RUNTIME_DIR is unset (most servers, `sudo`, cron), importing
+    pgserver made platformdirs print `RuntimeDirWarning: XDG_RUNTIME_DIR is
+    not set, falling back to /tmp/runtime-0` and the line of code it came
+    from: on stderr around the PGBIN line of docs/operations.md's backup and
+    the start of PostgreSQL alone of its restore, a warning of nothing wrong
+    (the fallback is where PostgreSQL's lock goes, as the doc says). Neither
+    prints one now, nor a server's start on the embedded database."""
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    pgbin = next(
+        line
+        for line in _operations_sh('"$PGBIN/pg_dump" -Fc').splitlines()
+        if line.startswith("PGBIN=")
+    )
+    restore = _operations_sh('"$PGBIN/pg_restore"')
+    start_alone = restore[: restore.index('"$PGBIN/psql"')]
+    with _embedded_data_dir("sealtrail-e2e-alone-") as (new_dir, running):
+        done = subprocess.run(
+            ["bash", "-e", "-c", f'{pgbin}\necho "$PGBIN"\n{start_alone}'],
+            capture_output=True, text=True, timeout=120, env={**env, "NEW": str(new_dir)},
+        )  # fmt: skip
+        assert done.returncode == 0, f"stdout: {done.stdout}\nstderr: {done.stderr}"
+        assert done.stderr == "", done.stderr
+        assert (Path(done.stdout.strip()) / "pg_dump").is_file(), done.stdout
+        assert (new_dir / "postgres" / "postmaster.pid").is_file()  # started, and left running
+        _stop_postmaster(new_dir / "postgres")
+        served = _serve_embedded(new_dir, running, env={"XDG_RUNTIME_DIR": ""})
+        said = served["stderr"]()
+        assert "Warning" not in said and "XDG_RUNTIME_DIR" not in said, said
+
+
 @contextlib.contextmanager
 def _embedded_data_dir(
     prefix: str = "sealtrail-e2e-",
