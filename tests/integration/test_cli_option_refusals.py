@@ -264,6 +264,12 @@ def test_a_refused_value_of_a_repeated_filter_option_is_said_once_with_the_value
         assert sum(said.split(": ", 1)[1] in line for line in lines) == 1, lines
         assert "filter." not in refused.output and "countries" not in refused.output, lines
         assert "resource_type" not in refused.output, lines
+    status = sealtrail("query", "--http-status", "5xx", "--http-status", "6xx")
+    assert status.exit_code == 2, status.output
+    lines = status.stderr.splitlines()
+    assert [line for line in lines if "6xx" in line] == [lines[1]], lines
+    assert lines[1].startswith("  --http-status 6xx: "), lines
+    assert "filter." not in status.output, lines
     actor_type = sealtrail("query", "--actor-type", "user", "--actor-type", "bogus")
     assert actor_type.exit_code == 2, actor_type.output
     said = actor_type.stderr.splitlines()

@@ -1002,6 +1002,7 @@ _REPEATED_FILTER_OPTIONS: Final = (
     "actor_types",
     "countries",
     "resource_types",
+    "http_status_classes",
 )
 
 
