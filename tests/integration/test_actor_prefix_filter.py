@@ -215,18 +215,32 @@ def _recipe() -> list[str]:
     return statements
 
 
+def as_before_0054(conn: psycopg.Connection[Any]) -> None:
+    """The actor indexes as they were before migration 0054: 0009's, in the
+    database's collation, which serve equality alone."""
+    conn.execute("DROP INDEX events_actor_id_pattern, events_actor_email_pattern")
+    conn.execute("CREATE INDEX events_actor_id ON events (tenant_id, actor_id, seq)")
+    conn.execute(
+        "CREATE INDEX events_actor_email ON events (tenant_id, actor_email, seq)"
+        " WHERE actor_email IS NOT NULL"
+    )
+
+
 def test_the_indexes_built_beforehand_as_documented_are_taken_by_the_migration(
     migrated_database_url: str,
 ) -> None:
     """Built concurrently partition by partition (appends go on), attached,
-    valid; migration 0054 then finds them made and builds nothing."""
+    valid; migration 0054 then finds them made, builds nothing, and drops
+    0009's indexes of the columns, which they replace."""
     with (
         database_of_its_own(migrated_database_url, "prefixes") as url,
         psycopg.connect(url, autocommit=True) as conn,
     ):
         conn.execute("SELECT sealtrail_create_event_partitions(now() - interval '2 months', now())")
-        conn.execute("DROP INDEX events_actor_id_prefix, events_actor_email_prefix")
+        as_before_0054(conn)
         conn.execute("DELETE FROM schema_migrations WHERE version = 54")
+        before = _actor_indexes(conn)
+        assert len(before) >= 10 and not any(pattern for _, _, pattern in before)
         for statement in _recipe():
             if statement.startswith("\\gexec "):
                 rows = conn.execute(statement.removeprefix("\\gexec ")).fetchall()
@@ -238,16 +252,23 @@ def test_the_indexes_built_beforehand_as_documented_are_taken_by_the_migration(
                 done = conn.execute(statement)
         verdicts = done.fetchall()  # the last statement's
         assert sorted(valid for _, valid in verdicts) == [True, True]
-        built = _prefix_indexes(conn)
-        assert len(built) >= 6
+        built = [each for each in _actor_indexes(conn) if each[2]]
+        assert len(built) == len(before)  # one a partition and the parent's, each column
+        assert [each for each in _actor_indexes(conn) if not each[2]] == before  # kept meanwhile
         migrate_database(url)
-        assert _prefix_indexes(conn) == built
+        assert _actor_indexes(conn) == built  # none rebuilt; 0009's dropped
         assert conn.execute("SELECT 1 FROM schema_migrations WHERE version = 54").fetchone()
 
 
-def _prefix_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, int]]:
+def _actor_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, int, bool]]:
+    """The indexes of events and its partitions on actor id or email: name,
+    oid, and whether they order by bytes (text_pattern_ops)."""
     rows = conn.execute(
-        "SELECT c.relname, c.oid::bigint FROM pg_class AS c"
-        " WHERE c.relkind IN ('i', 'I') AND c.relname LIKE 'events%%_prefix' ORDER BY 1"
+        "SELECT c.relname, c.oid::bigint, pg_get_indexdef(c.oid) LIKE '%%text_pattern_ops%%'"
+        " FROM pg_index AS x JOIN pg_class AS c ON c.oid = x.indexrelid"
+        " WHERE (x.indrelid = 'events'::regclass OR x.indrelid IN"
+        "  (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'events'::regclass))"
+        " AND pg_get_indexdef(c.oid) ~ '\\(tenant_id, actor_(id|email)'"
+        " ORDER BY 1"
     ).fetchall()
-    return [(name, oid) for name, oid in rows]
+    return [(name, oid, pattern) for name, oid, pattern in rows]

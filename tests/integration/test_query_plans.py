@@ -26,6 +26,7 @@ from sealtrail_server.domain.retention import RetentionPolicy, RetentionRule, pu
 from sealtrail_server.store.events import Order, plan_fixed_by_index, query_statement
 from sealtrail_server.store.retention import count_expired_statement
 from tests.conftest import ServerThread, database_of_its_own
+from tests.integration.test_actor_prefix_filter import as_before_0054
 
 TENANTS = 40
 PER_TENANT = 2500
@@ -198,10 +199,10 @@ def test_an_actor_prefix_is_an_index_condition_for_the_service(
         ), name
         served = as_service.execute(statement, params).fetchall()
         assert served == as_owner.execute(statement, params).fetchall()
-    # The 0009 indexes alone (as before migration 0054) serve no prefix: the
-    # same statement then reads the tenant's rows and filters them.
+    # The 0009 indexes (as before migration 0054, which replaced them) serve
+    # no prefix: the same statement then reads the tenant's rows and filters them.
     with as_owner.transaction():
-        as_owner.execute("DROP INDEX events_actor_id_prefix, events_actor_email_prefix")
+        as_before_0054(as_owner)
         statement, params = query_statement(
             "t1", FILTERS["a rare actor prefix in other case"], "newest", None, PAGE + 1
         )
@@ -212,6 +213,39 @@ def test_an_actor_prefix_is_an_index_condition_for_the_service(
             for node in nodes
         )
         raise psycopg.Rollback()
+
+
+def _index_orders_by_bytes(conn: psycopg.Connection[Any], name: str) -> bool:
+    row = conn.execute("SELECT pg_get_indexdef(%s::regclass)", [name]).fetchone()
+    assert row is not None
+    return "text_pattern_ops" in row[0]
+
+
+@pytest.mark.parametrize("name", ["an actor", "an actor's email in other case"])
+def test_an_exact_actor_reads_the_pattern_indexes_and_no_other_actor(
+    connections: tuple[psycopg.Connection[Any], psycopg.Connection[Any]], name: str
+) -> None:
+    """Migration 0054's text_pattern_ops indexes replaced 0009's of the same
+    columns (ADR 0135): their `=` serves `actor` (the id, and the email's
+    forms as `= ANY`), a condition of each, and only the actor's own events
+    are read before the page is taken from them."""
+    as_service, as_owner = connections
+    statement, params = query_statement("t1", FILTERS[name], "newest", None, PAGE + 1)
+    matches = len(
+        as_owner.execute(*query_statement("t1", FILTERS[name], "newest", None, 10**6)).fetchall()
+    )
+    plan = _plan(as_service, statement, params)
+    searched = {
+        column: [node for node in _nodes(plan) if f"{column} = " in node.get("Index Cond", "")]
+        for column in ("actor_id", "actor_email")
+    }
+    for column, nodes in searched.items():
+        assert nodes, (column, plan)
+        assert all(_index_orders_by_bytes(as_owner, node["Index Name"]) for node in nodes)
+    assert _examined(plan) == matches  # the actor's events, no other's filtered away
+    served = as_service.execute(statement, params).fetchall()
+    assert served == as_owner.execute(statement, params).fetchall()
+    assert [row[0] for row in served] == sorted((row[0] for row in served), reverse=True)
 
 
 def test_resource_types_are_an_index_condition_for_the_service(
