@@ -13,15 +13,18 @@
 -- them: text_pattern_ops serves equality too (`=` is in its family, and equal
 -- texts are equal bytes in every deterministic collation), and with seq after
 -- the column an exact `actor` still reads its events in seq order with no sort.
--- One index per column, as before, so an append writes no more index entries.
+-- One index per column, as before, so an append writes no more index entries:
+-- COPYing 200,000 events took 0.99 times as long as with 0009's alone, where
+-- keeping 0009's beside pattern indexes without seq took 1.09 times (ADR 0135).
 --
 -- Each index is built over every partition while appends wait (ADR 0050: the
 -- migration waits for its lock a moment at a time), as 0034 and 0037 built
 -- theirs. IF NOT EXISTS: an operator who cannot let appends wait that long
 -- builds them beforehand, a partition at a time and concurrently, as
 -- docs/database.md says, and this migration then finds them made. The drops
--- change the catalog and unlink files at commit: the ACCESS EXCLUSIVE lock on
--- events they take is held for milliseconds, whatever the log's size.
+-- change the catalog and unlink files at commit, reading no row: the ACCESS
+-- EXCLUSIVE lock on events they take (reads wait too) is held to the commit,
+-- 0.24 s here with five partitions, however many events they hold.
 CREATE INDEX IF NOT EXISTS events_actor_id_pattern
     ON events (tenant_id, actor_id text_pattern_ops, seq);
 CREATE INDEX IF NOT EXISTS events_actor_email_pattern
