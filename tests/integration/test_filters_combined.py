@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from sealtrail import AuditClient, build_event, build_filter, check_export
+from sealtrail import AuditClient, build_alert_rule, build_event, build_filter, check_export
 from sealtrail import _cli as cli
 from sealtrail._convert import message_to_dict
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.filter_checks import descriptions_found, live_from_now
+from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_export_check import KEY, refused_when_told
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
@@ -127,6 +128,25 @@ def test_a_sink_given_both_is_narrowed_by_either(client: AuditClient) -> None:
     assert update(actor_prefix="ex") == narrowed  # a prefix where there was none
     assert update(actor_prefix="e") == info  # every status, a shorter prefix
     assert update(actor_prefix="ex", http_status_classes=["503"]) == narrowed
+
+
+def test_an_alert_rule_of_a_status_and_a_level_fires_on_that_status_alone(
+    client: AuditClient,
+) -> None:
+    """A rule of `min_severity: info` and HTTP statuses watches the failed
+    requests: the statuses narrow it. Refused as watching every event
+    (min_severity info "takes every event"): the check of what narrows a rule
+    knew every criterion but http_status_classes."""
+    rule = client.create_alert_rule(
+        build_alert_rule(
+            "failures",
+            "match",
+            filter=build_filter(min_severity="info", http_status_classes="5xx"),
+        )
+    )
+    client.record(_call("fine", "ext-1", 200))
+    fires = client.record(_call("down", "ext-2", 503))
+    the_only_alert(client, rule.rule.id, fires.event)
 
 
 def test_the_cli_queries_by_both_and_names_a_refused_status(
