@@ -285,6 +285,6 @@ def test_the_cli_queries_by_http_status(
     assert [line["description"] for line in lines] == ["down", "broke", "throttled"]
     assert lines[0]["context"]["httpStatusCode"] == 503
     refused = CliRunner().invoke(cli.main, ["query", "--http-status", "6xx"], env=env)
-    assert refused.exit_code != 0 and "--http-status: must be a class" in refused.output, (
+    assert refused.exit_code != 0 and "--http-status 6xx: must be a class" in refused.output, (
         refused.output
     )
