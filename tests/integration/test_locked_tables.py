@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from psycopg import sql
 
 from sealtrail import AuditClient, UnavailableError
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
@@ -170,3 +171,49 @@ def test_the_policy_check_under_a_lock_keeps_its_last_verdict(
         assert not rewritten and not kept
         assert restored
         assert said_of(caplog, "policy tenant_isolation on events has USING true") == 1
+
+
+def test_the_probe_runs_under_its_own_timeouts_whatever_its_connection_last_ran(
+    migrated_database_url: str,
+) -> None:
+    """The probe asks on a pooled connection, in the scope its last user left
+    it: after a Query page's statement timeout of 1 ms (a caller's deadline
+    nearly spent, or SEALTRAIL_QUERY_TIMEOUT), its statements ran under that
+    1 ms, and were cut short while its check of the policies waited briefly
+    for a lock on events. The probe then took a connection of its own, as if
+    no pooled one were free: where one cannot be had (here the database takes
+    no new connections; a distant database's slow login, a connection limit
+    reached), it failed, and two such probes in a row take the database for
+    down, though every pooled connection works."""
+    with database_of_its_own(migrated_database_url, "probe_scope") as url:
+        name = sql.Identifier(psycopg.conninfo.conninfo_to_dict(url)["dbname"])
+
+        def allow_connections(allowed: bool) -> None:
+            with psycopg.connect(migrated_database_url, autocommit=True) as admin:
+                admin.execute(
+                    sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                        name, sql.Literal(allowed)
+                    )
+                )
+
+        async def probe_after_a_tiny_timeout() -> tuple[bool, str]:
+            db = await Database.open(service_login_url(url), min_size=1, max_size=1)
+            try:
+                async with db.connection("t-probe", statement_timeout=0.001) as conn:
+                    await conn.execute("SELECT 1")
+                with locked(url, "events"):
+                    allow_connections(False)
+                    try:
+                        # Time to spare on a loaded machine: the 1 ms is what decides.
+                        answered = await db.probe(timeout=5 * PROBE_TIMEOUT)
+                    finally:
+                        allow_connections(True)
+                async with db.connection("t-probe", statement_timeout=0.001) as conn:
+                    left = await (await conn.execute("SHOW statement_timeout")).fetchone()
+                return answered, str(left and left[0])
+            finally:
+                await db.close()
+
+        answered, left = asyncio.run(probe_after_a_tiny_timeout())
+        assert answered
+        assert left == "1ms"  # the page's scope as it was: the probe changed none of it

@@ -19,6 +19,7 @@ from sealtrail_server.store.database import (
     _UNKNOWN,
     _expressions_statement,
     _probe_statement,
+    _under_timeouts,
 )
 from sealtrail_server.store.row_security import (
     ROW_SECURITY,
@@ -176,7 +177,9 @@ def probed(
         _SAFEGUARDS[int(n) - 1].relation for n, what, _ in row[2] if what == _UNKNOWN
     )
     if unknown:
-        cursor = conn.execute(_expressions_statement(list(unknown), known, lock_timeout))
+        statement = _expressions_statement(list(unknown), known)
+        cursor = conn.execute(_under_timeouts(statement, statements="10s", locks=lock_timeout))
+        cursor.nextset()
         cursor.nextset()
         found.extend((int(n), what, text) for n, what, text in cursor.fetchall())
     return found
@@ -238,6 +241,7 @@ def test_the_probe_waits_for_no_lock_on_a_tenant_table(migrated_afresh: str) -> 
             assert {what for _, what, _ in fresh[2]} == {_UNKNOWN}
             assert len(fresh[2]) == len(ROW_SECURITY)
             with pytest.raises(psycopg.errors.LockNotAvailable):
-                conn.execute(_expressions_statement(["alert_known_ips"], frozenset(), "50ms"))
+                statement = _expressions_statement(["alert_known_ips"], frozenset())
+                conn.execute(_under_timeouts(statement, statements="10s", locks="50ms"))
             assert conn.execute("SHOW lock_timeout").fetchone() == own
             holder.rollback()

@@ -231,7 +231,6 @@ _AS_LISTED: Final = "as listed"
 _UNKNOWN: Final = "unknown"
 _KNOWN_MARK: Final = "__sealtrail_known_expressions__"
 _RELATIONS_MARK: Final = "__sealtrail_relations__"
-_LOCK_TIMEOUT_MARK: Final = "__sealtrail_lock_timeout__"
 
 
 def _differs(found: sql.Composable, listed: sql.Composable) -> sql.Composed:
@@ -357,13 +356,11 @@ _PROBE_PARTS: Final[tuple[bytes, ...]] = tuple(
 # (USING, CHECK: differs; `_AS_LISTED`: its tree, found as listed), what the
 # table has instead (the expression as printed; the tree's md5)] each, as the
 # probe's statement's third column has them. pg_get_expr takes a lock on
-# its table: in a transaction of its own (the query's two statements), that
-# waits at most `{lock_timeout}` (SET LOCAL), then fails with
-# LockNotAvailable (`_expressions`), and the probe's statement, which
-# prints none, has answered all the rest.
+# its table: that waits at most the lock timeout `_expressions` gives it
+# (`_timed`), then fails with LockNotAvailable, and the probe's statement,
+# which prints none, has answered all the rest.
 _EXPRESSIONS: Final[str] = (
     sql.SQL(
-        "SET LOCAL lock_timeout TO {lock_timeout}; "
         "SELECT s.n::text, v.what, v.found FROM {safeguards}"
         " JOIN pg_policy p ON s.policy IS NOT NULL"
         " AND p.polrelid = to_regclass(s.relation) AND p.polname = s.policy"
@@ -383,7 +380,6 @@ _EXPRESSIONS: Final[str] = (
         " ORDER BY s.n, array_position({order}::text[], v.what), v.found"
     )
     .format(
-        lock_timeout=sql.SQL(_LOCK_TIMEOUT_MARK),
         safeguards=_SAFEGUARD_ARRAYS,
         trees=_TREES,
         using_differs=_differs(sql.SQL("a.using_"), sql.SQL("s.using_")),
@@ -398,13 +394,11 @@ _EXPRESSIONS: Final[str] = (
 )
 
 
-def _expressions_statement(relations: list[str], known: frozenset[str], lock_timeout: str) -> bytes:
+def _expressions_statement(relations: list[str], known: frozenset[str]) -> bytes:
     """`_EXPRESSIONS` for the listed policies on `relations`, knowing the
-    trees `known`, waiting at most `lock_timeout` (as `_milliseconds` writes
-    it) for a lock on a table."""
+    trees `known`."""
     return (
-        _EXPRESSIONS.replace(_LOCK_TIMEOUT_MARK, sql.Literal(lock_timeout).as_string(None))
-        .replace(_RELATIONS_MARK, sql.Literal(relations).as_string(None))
+        _EXPRESSIONS.replace(_RELATIONS_MARK, sql.Literal(relations).as_string(None))
         .replace(_KNOWN_MARK, sql.Literal(sorted(known)).as_string(None))
         .encode()
     )
@@ -848,7 +842,8 @@ class Database:
                         self._url, autocommit=True, connect_timeout=max(1, int(timeout))
                     )
                     async with conn:
-                        answer = await self._probe(conn, give_up_at=give_up_at)
+                        # Fresh: the database's or role's own timeouts, as ever.
+                        answer = await self._probe(conn, give_up_at=give_up_at, leftover=None)
         except psycopg.OperationalError as error:
             # A refusal at connection has no SQLSTATE (53300): its words tell.
             answered = any(words in str(error) for words in _NO_FREE_SLOT)
@@ -909,15 +904,20 @@ class Database:
                     self._know(answer.as_listed)
                     self._say_waiting(answer)
 
-    async def _probe(self, conn: psycopg.AsyncConnection[Any], *, give_up_at: float) -> _Answer:
+    async def _probe(
+        self, conn: psycopg.AsyncConnection[Any], *, give_up_at: float, leftover: _Timeouts | None
+    ) -> _Answer:
         """`_probe` on `conn`, with the trees this process knows, printing
-        the expressions of those it does not until `give_up_at` (loop time)."""
+        the expressions of those it does not until `give_up_at` (loop time);
+        `leftover`: the timeouts its last scope left on it (`_Scopes.timeouts`;
+        None: a fresh connection's, the database's or role's)."""
         return await _probe(
             conn,
             self._probe_statement,
             self.clock_skew,
             known=self._known_expressions,
             give_up_at=give_up_at,
+            leftover=leftover,
         )
 
     def _with_kept_verdicts(self, answer: _Answer) -> _Answer:
@@ -1020,7 +1020,8 @@ class Database:
         if none was free in time (PoolTimeout) or the one found was broken."""
         try:
             async with self._pooled(timeout=wait) as conn:
-                return await self._probe(conn, give_up_at=give_up_at)
+                leftover = self._scopes.timeouts(conn)
+                return await self._probe(conn, give_up_at=give_up_at, leftover=leftover)
         except psycopg.errors.InsufficientPrivilege:
             raise  # an answer: a connection of its own would be refused alike
         except psycopg.Error:
@@ -1219,6 +1220,12 @@ class _Scopes:
     def __init__(self) -> None:
         self._current: weakref.WeakKeyDictionary[Connection, _Scope] = weakref.WeakKeyDictionary()
 
+    def timeouts(self, conn: Connection) -> _Timeouts:
+        """The lock and statement timeouts `conn`'s last scope left on it;
+        `_UNKNOWN_TIMEOUTS` if none is known (its scope statement failed)."""
+        scope = self._current.get(conn)
+        return _UNKNOWN_TIMEOUTS if scope is None else (scope[3], scope[4])
+
     async def enter(self, conn: Connection, scope: _Scope) -> None:
         previous = self._current.get(conn)
         if previous == scope:
@@ -1248,6 +1255,7 @@ async def _probe(
     *,
     known: frozenset[str],
     give_up_at: float,
+    leftover: _Timeouts | None,
 ) -> _Answer:
     """Whether the database takes writes as the service's roles, and the
     grants of role_grants.py that a role lacks, and how the tables' row
@@ -1258,13 +1266,13 @@ async def _probe(
     naming the listed tables and columns that no longer exist."""
     try:
         started = clocks.started()
-        cursor = await conn.execute(statement)
+        cursor = await _timed(conn, statement, give_up_at=give_up_at, leftover=leftover)
     except psycopg.errors.InsufficientPrivilege:
         raise
     except psycopg.Error as error:
         if is_unavailable(error, conn):
             raise
-        raise await _failure(conn, error) from None
+        raise await _failure(conn, error, give_up_at=give_up_at, leftover=leftover) from None
     row = await cursor.fetchone()
     if row is None:
         return _Answer(writable=False)
@@ -1274,7 +1282,9 @@ async def _probe(
     unknown = dict.fromkeys(
         _SAFEGUARDS[int(n) - 1].relation for n, what, _ in row[2] if what == _UNKNOWN
     )
-    printed = await _expressions(conn, list(unknown), known, give_up_at=give_up_at)
+    printed = await _expressions(
+        conn, list(unknown), known, give_up_at=give_up_at, leftover=leftover
+    )
     found.extend(printed.found)
     unsecured = tuple(
         sorted(
@@ -1297,7 +1307,7 @@ async def _probe(
         )
     # A table gone lacks its grants and row security too: said as gone.
     try:
-        vanished = await _vanished(conn)
+        vanished = await _vanished(conn, give_up_at=give_up_at, leftover=leftover)
     except psycopg.Error as error:
         if is_unavailable(error, conn):
             raise
@@ -1312,6 +1322,75 @@ async def _probe(
         waiting=printed.waiting,
         unchecked=printed.unchecked,
     )
+
+
+# The probe asks on a pooled connection, in the scope its last user left it
+# (`_Scopes`): after a Query page's statement timeout of 1 ms, its statements
+# ran under that 1 ms, were cut short (waiting briefly for a lock, or in a
+# moment's load), and the probe took a connection of its own, as if none of
+# the pool's were free; one not had in time (a distant database, new
+# connections refused) was a failed probe, two in a row NOT_SERVING
+# (helper-429). A scope's lock timeout shorter than the probe's time failed
+# its wait for a catalog locked whole alike. Where the timeouts left may end
+# a statement before the probe's time does, it sets its own (the time left) in
+# the same message, before the statement: local to the message's transaction
+# (SET LOCAL), the connection's scope stays as `_Scopes` knows it, and
+# PostgreSQL times each statement of a message by the timeout in force at its
+# start: only the message's parse and the first SET, a fraction of a
+# millisecond, run under the one left. Otherwise the statement alone, as
+# ever: a message of more than one statement took about 1 ms more of the
+# database's for the probe's, whatever went first (a SELECT 1 as much as the
+# SETs).
+_PROBE_TIMEOUTS: Final = sql.SQL(
+    "SET LOCAL statement_timeout TO {statements}; SET LOCAL lock_timeout TO {locks}; "
+)
+# (lock_timeout, statement_timeout) as a scope leaves them (`_Scope`): as
+# `_milliseconds` writes them; None, the database's or role's own.
+_Timeouts = tuple[str | None, str | None]
+# A connection whose scope is not known (its scope statement failed): either
+# may be anything, so taken as the least.
+_UNKNOWN_TIMEOUTS: Final[_Timeouts] = ("1ms", "1ms")
+
+
+def _may_cut_short(leftover: _Timeouts | None, seconds: float) -> bool:
+    """Whether the timeouts `leftover` on a connection (None: a fresh one's, the
+    database's or role's) may end a statement, or its wait for a lock, in
+    less than `seconds`."""
+    if leftover is None:
+        return False
+    return any(t is not None and int(t.removesuffix("ms")) < seconds * 1000 for t in leftover)
+
+
+async def _timed(
+    conn: psycopg.AsyncConnection[Any],
+    statement: bytes,
+    *,
+    give_up_at: float,
+    leftover: _Timeouts | None,
+    lock_timeout: float | None = None,
+) -> psycopg.AsyncCursor[Any]:
+    """`statement` (one, without parameters) run on `conn`, on which its
+    last scope left the timeouts `leftover`, so that it runs, and waits for a
+    lock, until `give_up_at` (loop time), or for a lock `lock_timeout`
+    seconds if given (`_PROBE_TIMEOUTS`); its cursor, at its rows."""
+    seconds = give_up_at - asyncio.get_running_loop().time()
+    if lock_timeout is None and not _may_cut_short(leftover, seconds):
+        return await conn.execute(statement)
+    locks = _milliseconds(seconds if lock_timeout is None else lock_timeout)
+    cursor = await conn.execute(
+        _under_timeouts(statement, statements=_milliseconds(seconds), locks=locks)
+    )
+    cursor.nextset()  # past the first SET LOCAL's
+    cursor.nextset()  # and the second's
+    return cursor
+
+
+def _under_timeouts(statement: bytes, *, statements: str, locks: str) -> bytes:
+    """`statement` after `_PROBE_TIMEOUTS` in one message: run for at most
+    `statements`, waiting for a lock at most `locks` (as `_milliseconds`
+    writes them); its rows are the message's third result."""
+    timeouts = _PROBE_TIMEOUTS.format(statements=sql.Literal(statements), locks=sql.Literal(locks))
+    return timeouts.as_bytes(None) + statement
 
 
 def _order_of(breach: Breach) -> tuple[int, int, str]:
@@ -1337,6 +1416,7 @@ async def _expressions(
     known: frozenset[str],
     *,
     give_up_at: float,
+    leftover: _Timeouts | None,
 ) -> _Printed:
     """The listed policies on `relations` whose trees are not among `known`,
     their expressions printed and compared with the listed (`_EXPRESSIONS`),
@@ -1355,10 +1435,11 @@ async def _expressions(
         if lock_timeout < _LEAST_LOCK_TIMEOUT:
             unchecked = {r for rest in (batch, *batches) for r in rest}
             return _Printed(tuple(found), frozenset(waiting), frozenset(waiting | unchecked))
-        statement = _expressions_statement(batch, known, _milliseconds(lock_timeout))
+        statement = _expressions_statement(batch, known)
         try:
-            cursor = await conn.execute(statement)
-            cursor.nextset()  # past SET LOCAL's
+            cursor = await _timed(
+                conn, statement, give_up_at=give_up_at, leftover=leftover, lock_timeout=lock_timeout
+            )
             rows = await cursor.fetchall()
         except psycopg.errors.LockNotAvailable:
             if len(batch) == 1:
@@ -1369,16 +1450,18 @@ async def _expressions(
         except psycopg.Error as error:
             if is_unavailable(error, conn):
                 raise
-            raise await _failure(conn, error) from None
+            raise await _failure(conn, error, give_up_at=give_up_at, leftover=leftover) from None
         found.extend((int(n), what, text) for n, what, text in rows)
     return _Printed(tuple(found), frozenset(waiting), frozenset(waiting))
 
 
-async def _vanished(conn: psycopg.AsyncConnection[Any]) -> tuple[str, ...]:
+async def _vanished(
+    conn: psycopg.AsyncConnection[Any], *, give_up_at: float, leftover: _Timeouts | None
+) -> tuple[str, ...]:
     """The tables and columns of role_grants.py and row_security.py that no
-    longer exist (`_VANISHED`): `table`, or `table (column)` of a table that
-    does; psycopg.Error if the lookup fails."""
-    cursor = await conn.execute(_VANISHED)
+    longer exist (`_VANISHED`, `_timed` until `give_up_at`): `table`, or
+    `table (column)` of a table that does; psycopg.Error if the lookup fails."""
+    cursor = await _timed(conn, _VANISHED, give_up_at=give_up_at, leftover=leftover)
     vanished = [_LISTED[n - 1] for (n,) in await cursor.fetchall()]
     gone = {relation for relation, column in vanished if column is None}
     return tuple(
@@ -1388,13 +1471,19 @@ async def _vanished(conn: psycopg.AsyncConnection[Any]) -> tuple[str, ...]:
     )
 
 
-async def _failure(conn: psycopg.AsyncConnection[Any], error: psycopg.Error) -> _ProbeFailed:
+async def _failure(
+    conn: psycopg.AsyncConnection[Any],
+    error: psycopg.Error,
+    *,
+    give_up_at: float,
+    leftover: _Timeouts | None,
+) -> _ProbeFailed:
     """What to log of the probe's statement failed with `error`: the tables
-    and columns it checks that no longer exist (`_vanished`), else the
-    error, named."""
+    and columns it checks that no longer exist (`_vanished`, until
+    `give_up_at`), else the error, named."""
     failed = f"the health probe's statement failed: {named(error)}"
     try:
-        vanished = await _vanished(conn)
+        vanished = await _vanished(conn, give_up_at=give_up_at, leftover=leftover)
     except psycopg.Error as checking:
         return _ProbeFailed(
             f"database: {failed}; which table or column it lacks is unknown: {named(checking)}",
