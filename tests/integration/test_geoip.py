@@ -35,6 +35,7 @@ from sealtrail_server.domain.event import CORRELATION_FIELDS
 from sealtrail_server.geoip import CountryLocator
 from tests.conftest import SIGNING_KEY, ServerThread, token_id_of
 from tests.integration.test_alerting import (
+    alerts,
     fired_by,
     marked,  # noqa: F401 (a fixture)
     rules,  # noqa: F401 (a fixture)
@@ -445,3 +446,26 @@ def test_a_missing_or_unreadable_database_refuses_the_start(
             asyncio.run(refused.start())
         said = str(stopped.value)
         assert said.startswith("SEALTRAIL_GEOIP_DB: ") and why in said, said
+
+
+def test_an_alert_carries_where_its_trigger_came_from(
+    client: AuditClient,
+    geo_client: AuditClient,
+    rules: Callable[[alerting_pb2.AlertRule], alerting_pb2.AlertRule],  # noqa: F811
+    marked: None,  # noqa: F811
+) -> None:
+    """A `security.alert` carried its trigger's address, not its country nor
+    who located it: its chat line, page and mail said nothing of where the
+    trigger came from. Both are copied as the address is: a country the
+    server located stays marked as the server's, a caller's as the caller's."""
+    rule = rules(build_alert_rule("somewhere new", "new_country"))
+    geo_client.record(action="user.login", actor_id="ida", ip="81.2.69.30")  # learnt: FR
+    geo_client.record(action="user.login", actor_id="ida", ip="2a02:8100::30")  # JP, located
+    geo_client.record(action="user.login", actor_id="ida", ip="81.2.69.31", country="BE")
+    settle(client)
+    fired = [a for a in alerts(client) if a.resource.id == rule.id]
+    assert [(a.context.ip, a.context.country, a.context.country_source) for a in fired] == [
+        ("2a02:8100::30", "JP", GEOIP),
+        ("81.2.69.31", "BE", CALLER),
+    ]
+    assert client.verify_log(check_views=True).ok

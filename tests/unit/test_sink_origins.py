@@ -11,6 +11,7 @@ from email import message_from_bytes
 from email.policy import default
 from typing import Any
 
+from sealtrail_server.domain.chat_text import ALERT_MARK
 from sealtrail_server.forward.destinations import Sender, requests
 from tests.unit.test_chat_sink_units import CHAT, NOW, pending, record
 
@@ -95,5 +96,64 @@ def test_a_mail_says_the_address_and_its_country_located_or_sent() -> None:
         ["IP address: 81.2.69.9", "Country: BE"],
         ["IP address: 10.1.2.3"],
         ["Country: DE"],
+        [],
+    ]
+
+
+def _alert(seq: int, context: dict[str, str] | None) -> dict[str, Any]:
+    """A new-country rule's alert on the event at seq 9, with the context
+    the evaluator copies from it (none: an alert of an event from nowhere)."""
+    overrides: dict[str, Any] = {
+        "action": "security.alert",
+        "severity": "warning",
+        "description": "Alert 'abroad': alice seen from a new country FR",
+        "details": {"rule": "abroad", "trigger_seq": 9},
+    }
+    if context is not None:
+        overrides["context"] = context
+    return record(seq, **overrides)
+
+
+ALERT_ORIGINS = [" from 81.2.69.7 (FR, located)", " from 2a02:8100::1 (JP)", ""]
+
+
+def _alert_said(seq: int, origin: str) -> str:
+    return (
+        f"[warning] Alert 'abroad': alice seen from a new country FR{origin}"
+        f" (tenant t-1, seq {seq}, fired on seq 9)"
+    )
+
+
+def _alerts() -> list[dict[str, Any]]:
+    return [_alert(10, LOCATED), _alert(11, SENT), _alert(12, None)]
+
+
+def test_an_alerts_line_says_where_its_trigger_came_from() -> None:
+    [sent] = requests(CHAT, [pending(data) for data in _alerts()], now=NOW)
+    assert json.loads(sent.body)["text"].split("\n") == [
+        f"{ALERT_MARK} " + _alert_said(seq, origin)
+        for seq, origin in zip((10, 11, 12), ALERT_ORIGINS, strict=True)
+    ]
+
+
+def test_an_alerts_page_and_mail_say_where_its_trigger_came_from() -> None:
+    summaries, subjects, fields = [], [], []
+    for data in _alerts():
+        [page] = requests(PAGERDUTY, [pending(data)], now=NOW)
+        summaries.append(json.loads(page.body)["payload"]["summary"])
+        [sent] = requests(EMAIL, [pending(data)], now=NOW)
+        mail = message_from_bytes(sent.body, policy=default)
+        subjects.append(mail["Subject"])
+        told = mail.get_content().splitlines()
+        fields.append([f for f in told if f.startswith(("IP address:", "Country:"))])
+    said = [_alert_said(seq, o) for seq, o in zip((10, 11, 12), ALERT_ORIGINS, strict=True)]
+    assert summaries == said
+    assert subjects == said
+    assert fields == [
+        [
+            "IP address: 81.2.69.7",
+            "Country: FR (located by the server from the IP address, in its GeoIP database)",
+        ],
+        ["IP address: 2a02:8100::1", "Country: JP"],
         [],
     ]

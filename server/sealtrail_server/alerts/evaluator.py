@@ -48,11 +48,14 @@ from ..domain.alerts import (
 )
 from ..domain.errors import AlreadyExists, SealtrailError
 from ..domain.event import (
+    COUNTRY_SOURCE_GEOIP,
     MAX_FUTURE_SKEW_SECONDS,
     MAX_NAME,
     MAX_RECORD_BYTES,
     SEVERITIES,
     EventDraft,
+    ValidEvent,
+    located,
     plain_values,
     validate_event,
 )
@@ -726,7 +729,7 @@ class Evaluator:
             tenant_id, stored, rule.condition.kind, event.seq, record, reason, details
         )
         now = self._clock()
-        valid = validate_event(draft, now=now, path=ALERT_ACTION, own=True)
+        valid = _valid_alert(draft, record, now=now)
         # With its view, as every event is stored: Query shows it as stored,
         # not rebuilt from its record (ADR 0025).
         view = caller_view(valid).SerializeToString()
@@ -802,7 +805,10 @@ class Evaluator:
             resource_id=stored.id,
             resource_name=name,
             details=alert_details,
+            # Where the trigger came from, as its record says: its chat line,
+            # page and mail say it (domain/chat_text.py, `origin`).
             ip=record.get("context", {}).get("ip", ""),
+            country=record.get("context", {}).get("country", ""),
             idempotency_key=store.alert_key(stored.id, trigger_seq),
             plain=plain_values(alert_details, []),
         )
@@ -844,7 +850,7 @@ class Evaluator:
         draft = await self._alert_draft(
             tenant_id, rule, condition.kind, change.seq, record, reason, details
         )
-        valid = validate_event(draft, now=now, path=ALERT_ACTION, own=True)
+        valid = _valid_alert(draft, record, now=now)
         view = caller_view(valid).SerializeToString()
         [outcome] = await self._appender.append_within(conn, tenant_id, [valid], [view])
         if isinstance(outcome, SealtrailError):
@@ -855,6 +861,18 @@ class Evaluator:
         for alert, sink_ids in await store.count_uncounted_within(conn, tenant_id, rule.id, at=now):
             queued |= await route_alert(conn, tenant_id, alert, sink_ids, now=now)
         return queued
+
+
+def _valid_alert(draft: EventDraft, trigger: dict[str, Any], *, now: datetime) -> ValidEvent:
+    """`draft`, an alert on the event whose record is `trigger`, validated as
+    the server's own event, its trigger's country (copied in the draft) marked
+    as the server's where the server located the trigger's (ADR 0134), as the
+    caller's otherwise, as the trigger's record marks it."""
+    valid = validate_event(draft, now=now, path=ALERT_ACTION, own=True)
+    context = trigger.get("context") or {}
+    if draft.country and context.get("country_source") == COUNTRY_SOURCE_GEOIP:
+        return located(valid, draft.country)
+    return valid
 
 
 def _key_of(condition: Condition) -> Callable[[str], str] | None:

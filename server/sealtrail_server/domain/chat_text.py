@@ -1,6 +1,8 @@
 """What a chat sink says of an event: one line of text, for a person reading a
 channel (ADR 0062). A `security.alert` is its description (the rule's name and
-what fired it) with its severity and the event it fired on; any other event
+what fired it) with its severity, where its trigger came from (`from ip
+(country)`, as below: the alert carries its trigger's) and the event it fired
+on; any other event
 is `[severity] action by actor from ip (country) on resource_type/resource_id
 (outcome) at occurred_at`, a country the server located from the address
 (GeoIP, ADR 0134) marked `(FR, located)`, not passed off as the caller's word.
@@ -105,7 +107,9 @@ def line(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = 
         trigger = (record.get("details") or {}).get("trigger_seq")
         fired_on = f", fired on seq {trigger}" if isinstance(trigger, int) else ""
         mark = f"{ALERT_MARK} " if markup else ""
-        return f"{mark}[{severity}] {description} ({where}{fired_on})"
+        # Where its trigger came from, which the alert carries (alerts/evaluator.py).
+        said = origin(record, markup=markup, guard_mentions=guard_mentions)
+        return f"{mark}[{severity}] {description}{said} ({where}{fired_on})"
     actor = record.get("actor") or {}
     said = f"[{severity}] {show(record.get('action', ''))} by {show(actor.get('id', ''))}"
     said += origin(record, markup=markup, guard_mentions=guard_mentions)
