@@ -52,7 +52,7 @@ from .domain.sinks import SECRET_FIELDS, SinkDefinition, described, destination_
 from .forward.egress import EgressPolicy
 from .newer_objects import NEWER, sign
 from .redaction_setup import existing_redaction_secret, load_redactor
-from .sealing_setup import KEY_FILE_NAME, load_secret_box
+from .sealing_setup import KEY_FILE_NAME, checked_secret_box
 from .store import deployment_sinks as definitions
 from .store.appender import Appender
 from .store.changes import Changes, lock_subject, waiting_at_most
@@ -90,7 +90,7 @@ def _secret_box(settings: Settings, urls: _Urls) -> SecretBox:
             "no secrets key: set SEALTRAIL_SECRETS_KEY (or _FILE) to the deployment's, as its"
             " servers have it (docs/forwarding.md, Secrets at rest)"
         )
-    return load_secret_box(settings)
+    return checked_secret_box(settings)
 
 
 def _redaction_secret(settings: Settings) -> bytes:

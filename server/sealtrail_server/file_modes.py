@@ -140,6 +140,33 @@ def check_secret_file(path: Path, *, named: str, allow_readable: bool) -> None:
     )
 
 
+def check_key_read(
+    *,
+    text: str | None,
+    file: Path | None,
+    data_dir: Path,
+    name: str,
+    setting: str,
+    what: str,
+    allow_readable: bool,
+) -> None:
+    """For an operator command that reads a key outside a start (`key`,
+    `token create`, `tenant release-hold`, `sink`): the file it reads, `file`
+    (`setting`_FILE) or else the data dir's `name` (`what`, as a start names
+    it), and the data dir, checked as a start checks them: SystemExit naming
+    what another user may replace or read; a warning instead for one readable
+    where `allow_readable` (SEALTRAIL_ALLOW_READABLE_SECRETS). Nothing where
+    the key is given as text (`text`, the setting's), which is read first."""
+    if text:
+        return
+    check_data_dir(data_dir)
+    check_secret_file(
+        file or data_dir / name,
+        named=f"{setting}_FILE" if file else f"the data dir's {what}",
+        allow_readable=allow_readable,
+    )
+
+
 def _directories_of(path: Path) -> list[Path]:
     """The directory `path` is in, and, for a link, the one what it names is
     in: whoever may replace either replaces what is read."""

@@ -18,6 +18,7 @@ import re2
 from .config import Settings
 from .domain.redaction import Redactor, names_nothing
 from .domain.text_patterns import TextPattern, ValuePattern
+from .file_modes import check_key_read
 from .key_files import load_key_text, not_a_key
 from .python_regex_on_re2 import translate
 from .store.migrations import has_column
@@ -264,10 +265,23 @@ async def _known_fingerprint(conn: psycopg.AsyncConnection[Any]) -> bytes | None
 def existing_redaction_secret(settings: Settings) -> bytes | None:
     """The configured secret, or the one a server keeps in the data dir; None
     if there is neither. For a command other than `serve`, which must not make
-    one: the servers would not use it."""
+    one: the servers would not use it. The file it reads, and the data dir,
+    checked first as a start checks them (file_modes.py, and its escape
+    hatch SEALTRAIL_ALLOW_READABLE_SECRETS): read unchecked, a key others
+    could read or replace served `token create`, `tenant release-hold` and
+    the `sink` commands."""
     configured = settings.redaction_key or settings.redaction_key_file
     if not configured and not (settings.data_dir / KEY_FILE_NAME).exists():
         return None
+    check_key_read(
+        text=settings.redaction_key,
+        file=settings.redaction_key_file,
+        data_dir=settings.data_dir,
+        name=KEY_FILE_NAME,
+        setting="SEALTRAIL_REDACTION_KEY",
+        what="redaction key",
+        allow_readable=settings.allow_readable_secrets,
+    )
     return load_redaction_secret(settings)
 
 

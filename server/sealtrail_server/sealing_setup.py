@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from .config import Settings
 from .domain.sealing import KEY_BYTES, SecretBox
+from .file_modes import check_key_read
 from .key_files import load_key_text, not_a_key
 
 KEY_FILE_NAME = "secrets-key"
@@ -20,6 +21,23 @@ def load_secret_box(settings: Settings) -> SecretBox:
     """The configured keys: 64 hex digits each, comma-separated while rotating
     (the new one first, sealing; the old ones still open what they sealed)."""
     return load_secrets_key(settings)[0]
+
+
+def checked_secret_box(settings: Settings) -> SecretBox:
+    """`load_secret_box` for an operator command (`sink`), which reads the
+    key outside a start: the file it reads, and the data dir, checked first
+    as a start checks them (file_modes.py; SEALTRAIL_ALLOW_READABLE_SECRETS
+    alike)."""
+    check_key_read(
+        text=settings.secrets_key,
+        file=settings.secrets_key_file,
+        data_dir=settings.data_dir,
+        name=KEY_FILE_NAME,
+        setting="SEALTRAIL_SECRETS_KEY",
+        what="secrets key",
+        allow_readable=settings.allow_readable_secrets,
+    )
+    return load_secret_box(settings)
 
 
 def load_secrets_key(settings: Settings) -> tuple[SecretBox, Path | None]:

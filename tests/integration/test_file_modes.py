@@ -27,7 +27,13 @@ from sealtrail import AuditClient, UnavailableError
 from sealtrail.tlog import Signer
 from sealtrail_server import cli
 from sealtrail_server.app import Service
-from tests.conftest import SIGNING_KEY, ServerThread
+from tests.conftest import (
+    REDACTION_SECRET,
+    SECRETS_KEY,
+    SIGNING_KEY,
+    ServerThread,
+    run_operator,
+)
 from tests.private_files import write_private
 
 # The checks come before the database is reached: a closed port will do.
@@ -505,3 +511,83 @@ def test_a_key_files_directory_another_user_owns_is_refused(tmp_path: Path) -> N
         f"SEALTRAIL_SIGNING_KEY_FILE={path}: its directory {folder} is owned by uid {_STRANGER},"
     ), said
     assert said.rstrip().endswith(f"chown {os.geteuid()} {folder} and chmod go-w {folder}")
+
+
+# A command of the `sink`s that reads both keys, then finds no such sink.
+_SINK_DELETE = ["sink", "delete", "no-such-sink", "--confirm", "no-such-sink"]
+# Each key a `sink` command reads: the setting, the data dir's file, what a
+# start calls that file, and the deployment's key (the tests').
+_SINK_KEYS = [
+    ("SECRETS_KEY", "secrets-key", "secrets key", SECRETS_KEY),
+    ("REDACTION_KEY", "redaction-key", "redaction key", REDACTION_SECRET),
+]
+
+
+@pytest.mark.parametrize(("setting", "name", "what", "secret"), _SINK_KEYS)
+@pytest.mark.parametrize("configured", [True, False])
+def test_sink_commands_check_the_key_files_as_a_start_does(
+    server: ServerThread,
+    tmp_path: Path,
+    setting: str,
+    name: str,
+    what: str,
+    secret: bytes,
+    configured: bool,
+) -> None:
+    """The `sink` commands read the secrets key (to seal a sink's secrets)
+    and the redaction key (to fingerprint its URL and secrets) without the
+    check a start makes: a key file others could read, or write, served them.
+    Now checked as a start does, SEALTRAIL_ALLOW_READABLE_SECRETS alike."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    env: dict[str, str | None] = {
+        "SEALTRAIL_DATA_DIR": str(data_dir),
+        "SEALTRAIL_ALLOW_READABLE_SECRETS": None,
+        f"SEALTRAIL_{setting}": None,
+    }
+    path = data_dir / name
+    if configured:
+        path = tmp_path / "the-key"
+        env[f"SEALTRAIL_{setting}_FILE"] = str(path)
+    shown = f"SEALTRAIL_{setting}_FILE={path}" if configured else f"{path} (the data dir's {what})"
+    write_private(path, secret.hex() + "\n", mode=0o644)
+    url = server.settings.database_url
+    said = _refused_in_one_line(run_operator(url, *_SINK_DELETE, env=env))
+    assert said.startswith(shown), said
+    assert "readable by group or others (mode 0644)" in said and f"chmod 600 {path}" in said
+
+    env["SEALTRAIL_ALLOW_READABLE_SECRETS"] = "1"
+    allowed = run_operator(url, *_SINK_DELETE, env=env)
+    assert f"WARNING sealtrail_server.file_modes: {shown}" in allowed.output, allowed.output
+    assert "no-such-sink" in allowed.output, allowed.output  # read, and on to the sinks
+
+    path.chmod(0o646)
+    said = _refused_in_one_line(run_operator(url, *_SINK_DELETE, env=env))
+    assert said.startswith(shown) and "writable by group or others (mode 0646)" in said
+
+
+def test_token_create_checks_redaction_key_file_as_a_start_does(
+    server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """`token create --name` redacts the name as the tenant's events are: in
+    hmac mode, with the redaction key, read without the check a start makes.
+    Now checked as a start does, SEALTRAIL_ALLOW_READABLE_SECRETS alike
+    (`tenant release-hold`, which reads it alike, too)."""
+    with AuditClient(server.target, token=server.token(tenant)) as admin:
+        admin.set_redaction_mode("hmac")
+    path = write_private(tmp_path / "the-key", REDACTION_SECRET.hex() + "\n", mode=0o640)
+    env: dict[str, str | None] = {
+        "SEALTRAIL_REDACTION_KEY": None,
+        "SEALTRAIL_REDACTION_KEY_FILE": str(path),
+        "SEALTRAIL_ALLOW_READABLE_SECRETS": None,
+    }
+    args = ["token", "create", "--role", "reader", "--tenant", tenant, "--name", "password=x"]
+    said = _refused_in_one_line(run_operator(server.settings.database_url, *args, env=env))
+    assert said.startswith(f"SEALTRAIL_REDACTION_KEY_FILE={path}: readable by group"), said
+
+    env["SEALTRAIL_ALLOW_READABLE_SECRETS"] = "1"
+    allowed = run_operator(server.settings.database_url, *args, env=env)
+    assert allowed.exit_code == 0, allowed.output
+    assert f"WARNING sealtrail_server.file_modes: SEALTRAIL_REDACTION_KEY_FILE={path}" in (
+        allowed.output
+    )

@@ -13,7 +13,7 @@ import psycopg
 
 from sealtrail.tlog import NoteError, Signer, Verifier, generate_signer_key
 
-from ..file_modes import check_data_dir, check_secret_file
+from ..file_modes import check_key_read
 from ..key_files import load_key_text, not_a_key
 from ..store.checkpoints import register_key
 from ..store.migrations import has_table
@@ -44,16 +44,15 @@ def checked_signer(settings: Settings) -> Signer:
     outside a start (`key show`, `key restored`, `tenant erase`): the file it
     reads, and the data dir, checked first as a start checks them
     (file_modes.py; SEALTRAIL_ALLOW_READABLE_SECRETS alike)."""
-    if not settings.signing_key:
-        check_data_dir(settings.data_dir)
-        named = settings.signing_key_file
-        check_secret_file(
-            named or settings.data_dir / KEY_FILE_NAME,
-            named="SEALTRAIL_SIGNING_KEY_FILE"
-            if named
-            else "the data dir's checkpoint signing key",
-            allow_readable=settings.allow_readable_secrets,
-        )
+    check_key_read(
+        text=settings.signing_key,
+        file=settings.signing_key_file,
+        data_dir=settings.data_dir,
+        name=KEY_FILE_NAME,
+        setting="SEALTRAIL_SIGNING_KEY",
+        what="checkpoint signing key",
+        allow_readable=settings.allow_readable_secrets,
+    )
     return configured_signer(settings, create=False)
 
 
