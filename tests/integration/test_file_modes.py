@@ -553,7 +553,7 @@ def test_sink_commands_check_the_key_files_as_a_start_does(
     write_private(path, secret.hex() + "\n", mode=0o644)
     url = server.settings.database_url
     said = _refused_in_one_line(run_operator(url, *_SINK_DELETE, env=env))
-    assert said.startswith(shown), said
+    assert said.startswith(f"Error: {shown}"), said  # as every operator command's refusal
     assert "readable by group or others (mode 0644)" in said and f"chmod 600 {path}" in said
 
     env["SEALTRAIL_ALLOW_READABLE_SECRETS"] = "1"
@@ -563,7 +563,7 @@ def test_sink_commands_check_the_key_files_as_a_start_does(
 
     path.chmod(0o646)
     said = _refused_in_one_line(run_operator(url, *_SINK_DELETE, env=env))
-    assert said.startswith(shown) and "writable by group or others (mode 0646)" in said
+    assert said.startswith(f"Error: {shown}") and "writable by group or others (mode 0646)" in said
 
 
 def test_token_create_checks_redaction_key_file_as_a_start_does(
@@ -583,7 +583,7 @@ def test_token_create_checks_redaction_key_file_as_a_start_does(
     }
     args = ["token", "create", "--role", "reader", "--tenant", tenant, "--name", "password=x"]
     said = _refused_in_one_line(run_operator(server.settings.database_url, *args, env=env))
-    assert said.startswith(f"SEALTRAIL_REDACTION_KEY_FILE={path}: readable by group"), said
+    assert said.startswith(f"Error: SEALTRAIL_REDACTION_KEY_FILE={path}: readable by group"), said
 
     env["SEALTRAIL_ALLOW_READABLE_SECRETS"] = "1"
     allowed = run_operator(server.settings.database_url, *args, env=env)
