@@ -12,6 +12,7 @@ from google.protobuf import field_mask_pb2, json_format
 from google.protobuf.message import Message
 from multidict import MultiDict
 
+from sealtrail._convert import REPEATED_FILTER_FIELDS
 from sealtrail.v1 import (
     access_pb2,
     alerting_pb2,
@@ -30,19 +31,8 @@ _RFC3339: Final = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 
-# Query-string parameters -> EventFilter fields (repeated ones comma-separated).
-_REPEATED: Final = (
-    "actions",
-    "exclude_actions",
-    "categories",
-    "outcomes",
-    "severities",
-    "actor_types",
-    "countries",
-    "resource_types",
-    "http_status_classes",
-)
-
+# Query-string parameters -> EventFilter fields: REPEATED_FILTER_FIELDS (their
+# values comma-separated) and these.
 _SINGLE: Final = (
     "actor",
     "actor_email_domain",
@@ -92,7 +82,7 @@ class BadParameter(Exception):
 
 # The parameters `event_filter` takes: a rule's filter (a JSON object) has no other.
 FILTER_PARAMETERS: Final = (
-    *_REPEATED,
+    *REPEATED_FILTER_FIELDS,
     *_SINGLE,
     "min_severity",
     "occurred_after",
@@ -106,7 +96,7 @@ def event_filter(query: Any) -> event_pb2.EventFilter:
     for name in FILTER_PARAMETERS:
         if len(query.getall(name, ())) > 1:  # else all but the first were dropped unsaid
             raise BadParameter(f"{name}: given more than once (separate values with commas)")
-    for name in _REPEATED:
+    for name in REPEATED_FILTER_FIELDS:
         values = [v.strip() for v in query.get(name, "").split(",") if v.strip()]  # "a, b" too
         enum = _ENUMS.get(name)
         for value in values:

@@ -40,6 +40,7 @@ from sealtrail._cli_ranges import SeqRangeParam, beyond_the_log
 from sealtrail._client import AuditClient
 from sealtrail._convert import (
     MAX_SEQ,
+    REPEATED_FILTER_FIELDS,
     EventFields,
     NanosecondTime,
     Order,
@@ -992,20 +993,6 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
     return command
 
 
-# A filter's repeatable options, by the EventFilter's list each fills.
-_REPEATED_FILTER_OPTIONS: Final = (
-    "actions",
-    "exclude_actions",
-    "categories",
-    "outcomes",
-    "severities",
-    "actor_types",
-    "countries",
-    "resource_types",
-    "http_status_classes",
-)
-
-
 def _filter(criteria: dict[str, Any]) -> event_pb2.EventFilter:
     """The EventFilter of a command's filter options. One `--country` or
     `--resource-type` fills the singular field, which servers older than its
@@ -1030,7 +1017,7 @@ def _filter_values_given(ctx: click.Context, given: dict[str, Any]) -> dict[str,
     """The filter's fields (`filter.countries[1]`, `filter.country`) of the
     repeatable options' values as sent, each by its option and value."""
     named: dict[str, str] = {}
-    for name in _REPEATED_FILTER_OPTIONS:
+    for name in REPEATED_FILTER_FIELDS:  # the repeatable options, by the list each fills
         if not any(param.name == name for param in ctx.command.params):
             continue
         flag = _named(ctx, name)

@@ -911,6 +911,21 @@ def event_counts(response: audit_service_pb2.CountEventsResponse) -> EventCounts
     )
 
 
+# EventFilter's list fields, each matching any of its values: what the CLI's
+# repeatable filter options and the console's comma-separated parameters fill.
+REPEATED_FILTER_FIELDS: Final = (
+    "actions",
+    "exclude_actions",
+    "categories",
+    "outcomes",
+    "severities",
+    "actor_types",
+    "countries",
+    "resource_types",
+    "http_status_classes",
+)
+
+
 @checked_arguments
 def build_filter(
     *,
