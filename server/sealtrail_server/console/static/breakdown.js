@@ -6,6 +6,7 @@
 // search to it, as typing it into its filter field and pressing Apply would.
 
 import { count, visibleName } from "./admin.js";
+import { notCounted } from "./chart.js";
 
 const $ = (selector) => document.querySelector(selector);
 // The values shown: the largest ten.
@@ -125,13 +126,8 @@ const KEY_OF = {
 export function addToBreakdown(events) {
   if (!filter) return;
   if (!shown) { waiting?.push(...events); return; }
-  let added = 0;
-  for (const event of events) {
-    const seq = Number(event.seq);
-    if (!(seq > shown.upTo)) continue;  // counted already: the count's log held it
-    shown.upTo = seq;
-    shown.total += 1;
-    added += 1;
+  const added = notCounted(shown, events);
+  for (const event of added) {
     const key = KEY_OF[shown.grouping](event);
     const group = shown.groups.find((listed) => listed.key === key);
     if (group) group.count += 1;
@@ -140,7 +136,7 @@ export function addToBreakdown(events) {
       shown.totalGroups += 1;
     }
   }
-  if (!added) return;
+  if (!added.length) return;
   shown.groups.sort((a, b) => b.count - a.count);  // stable: ties keep the API's order
   if (shown.groups.length > SHOWN) {
     shown.groups.length = SHOWN;

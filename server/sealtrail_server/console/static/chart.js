@@ -86,13 +86,8 @@ export async function loadChart(filter) {
 export function addToChart(events) {
   if (waiting) { waiting.push(...events); return; }
   if (!drawn) return;
-  let added = 0;
-  for (const event of events) {
-    const seq = Number(event.seq);
-    if (!(seq > drawn.upTo)) continue;  // counted already: the count's log held it
-    drawn.upTo = seq;
-    drawn.total += 1;
-    added += 1;
+  const added = notCounted(drawn, events);
+  for (const event of added) {
     // Milliseconds: the API's nanoseconds are no date JavaScript reads everywhere.
     const at = Date.parse(String(event.occurred_at).replace(/(\.\d{3})\d+/, "$1"));
     if (Number.isNaN(at)) continue;
@@ -103,7 +98,23 @@ export function addToChart(events) {
     // An open range (a preset's, "All time") goes on to now: its last bar with it.
     if (at >= drawn.range.end) drawn.range.end = at + 1;
   }
-  if (added) render();
+  if (added.length) render();
+}
+
+// The events of a Live batch (oldest first) a count's `shown` has not counted:
+// those past its newest seq (`upTo`, the count's tree_size at first), which
+// goes on past them, each added to its `total`. The chart's and the
+// breakdown's: an event is added to each once.
+export function notCounted(shown, events) {
+  const added = [];
+  for (const event of events) {
+    const seq = Number(event.seq);
+    if (!(seq > shown.upTo)) continue;  // counted already: the count's log held it
+    shown.upTo = seq;
+    shown.total += 1;
+    added.push(event);
+  }
+  return added;
 }
 
 // A filter that matched nothing is not counted (there is nothing to draw): its
