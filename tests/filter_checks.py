@@ -1,13 +1,28 @@
 """What the tests of one filter field check in more than one place: the
-events a query finds, and what a live stream opened at a log's end follows."""
+events a query finds, a filter refused by query and count alike, what a live
+stream opened at a log's end follows, an export's signed filter, what a
+sink's changed filter is recorded as, and what the CLI's query finds."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
 
-from sealtrail import AuditClient
+import pytest
+from click.testing import CliRunner
+
+from sealtrail import AuditClient, InvalidArgumentError, check_export
+from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
+from tests.integration.test_export_check import KEY
+
+# What `refiltered` (tests/integration/test_weakening_warnings.py) answers for
+# a sink's filter changed to match as many events or more, and to match fewer.
+NOT_NARROWED: Final = (event_pb2.SEVERITY_INFO, [])
+NARROWED: Final = (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
 
 
 @contextmanager
@@ -28,3 +43,40 @@ def descriptions_found(client: AuditClient, event_filter: event_pb2.EventFilter)
     """The descriptions of the events `event_filter` finds, oldest first (a
     test's events each described by a name of its own)."""
     return [e.description for e in client.query(event_filter, order="oldest")]
+
+
+def violations_refused(
+    client: AuditClient, event_filter: event_pb2.EventFilter
+) -> list[tuple[str, str]]:
+    """The field violations (field, description) a query of `event_filter`
+    is refused with, a count of it refused too (INVALID_ARGUMENT both)."""
+    with pytest.raises(InvalidArgumentError) as caught:
+        list(client.query(event_filter))
+    with pytest.raises(InvalidArgumentError):
+        client.count_events(event_filter)
+    return list(caught.value.field_violations)
+
+
+def exported_and_checked(
+    client: AuditClient, path: Path, event_filter: event_pb2.EventFilter
+) -> tuple[list[str], str, Path]:
+    """Exports what `event_filter` finds to `path` with a manifest file, and
+    checks the manifest offline: the descriptions exported (oldest first),
+    the filter it signed (EventFilter JSON, as signed), and the manifest's path (for
+    `refused_when_told`). The export is asserted filtered."""
+    client.export(path, manifest_file=True, filter=event_filter)
+    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    kept = path.with_name(path.name + ".manifest.json")
+    checked = check_export(kept, key=KEY)
+    assert checked.filtered and checked.filter is not None
+    return [line["description"] for line in lines], checked.filter, kept
+
+
+def cli_descriptions(env: dict[str, str], *options: str) -> list[str]:
+    """The descriptions of the events `sealtrail query *options` prints, oldest
+    first (as JSON lines), the command asserted to succeed."""
+    found = CliRunner().invoke(
+        cli.main, ["query", "--format", "jsonl", "--order", "oldest", *options], env=env
+    )
+    assert found.exit_code == 0, found.output
+    return [json.loads(line)["description"] for line in found.output.splitlines()]

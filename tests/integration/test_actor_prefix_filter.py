@@ -17,18 +17,24 @@ from click.testing import CliRunner
 
 from sealtrail import (
     AuditClient,
-    InvalidArgumentError,
     build_alert_rule,
     build_event,
     build_filter,
-    check_export,
 )
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread, database_of_its_own, migrate_database
-from tests.filter_checks import descriptions_found, live_from_now
+from tests.filter_checks import (
+    NARROWED,
+    NOT_NARROWED,
+    cli_descriptions,
+    descriptions_found,
+    exported_and_checked,
+    live_from_now,
+    violations_refused,
+)
 from tests.integration.test_alerting import the_only_alert
-from tests.integration.test_export_check import KEY, refused_when_told
+from tests.integration.test_export_check import refused_when_told
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
 # (description, actor id, actor email): "" records none.
@@ -102,11 +108,7 @@ def test_a_bad_prefix_or_one_beside_actor_is_refused_naming_it(client: AuditClie
             "set one of actor or actor_prefix, not both",
         ),
     ):
-        with pytest.raises(InvalidArgumentError) as caught:
-            list(client.query(sent))
-        assert caught.value.field_violations == [("filter.actor_prefix", said)]
-        with pytest.raises(InvalidArgumentError):
-            client.count_events(sent)
+        assert violations_refused(client, sent) == [("filter.actor_prefix", said)]
 
 
 def test_counts_by_actor_of_the_actors_starting_so(recorded: AuditClient) -> None:
@@ -122,14 +124,11 @@ def test_counts_by_actor_of_the_actors_starting_so(recorded: AuditClient) -> Non
 def test_an_export_of_a_prefix_is_checked_offline_and_its_filter_held(
     recorded: AuditClient, tmp_path: Path
 ) -> None:
-    path = tmp_path / "ali.ndjson"
-    recorded.export(path, manifest_file=True, filter=build_filter(actor_prefix="ali"))
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [line["description"] for line in lines] == ["alice", "ali-bot", "ali-mail"]
-    kept = path.with_name(path.name + ".manifest.json")
-    checked = check_export(kept, key=KEY)
-    assert checked.filtered and checked.filter is not None
-    signed = json.loads(checked.filter)
+    found, signed_filter, kept = exported_and_checked(
+        recorded, tmp_path / "ali.ndjson", build_filter(actor_prefix="ali")
+    )
+    assert found == ["alice", "ali-bot", "ali-mail"]
+    signed = json.loads(signed_filter)
     assert signed["actorPrefix"] == "ali"
     refused_when_told(
         kept,
@@ -153,17 +152,13 @@ def test_a_sink_given_a_longer_prefix_or_the_exact_actor_is_narrowed(client: Aud
     def update(**criteria: str) -> tuple[int, list[str]]:
         return refiltered(client, created.sink.id, build_filter(**criteria))  # type: ignore[arg-type]
 
-    info, narrowed = (
-        (event_pb2.SEVERITY_INFO, []),
-        (event_pb2.SEVERITY_WARNING, ["filter_narrowed"]),
-    )
-    assert update(actor_prefix="al") == info  # shorter: more actors
-    assert update(actor_prefix="alic") == narrowed  # longer: fewer
-    assert update(actor_prefix="Alic") == narrowed  # ids are compared as given
-    assert update() == info  # every actor
-    assert update(actor="alice") == narrowed
-    assert update(actor_prefix="ali") == info  # `alice`, and more
-    assert update(actor_prefix="bob") == narrowed
+    assert update(actor_prefix="al") == NOT_NARROWED  # shorter: more actors
+    assert update(actor_prefix="alic") == NARROWED  # longer: fewer
+    assert update(actor_prefix="Alic") == NARROWED  # ids are compared as given
+    assert update() == NOT_NARROWED  # every actor
+    assert update(actor="alice") == NARROWED
+    assert update(actor_prefix="ali") == NOT_NARROWED  # `alice`, and more
+    assert update(actor_prefix="bob") == NARROWED
 
 
 def test_an_alert_rule_on_a_prefix_fires_on_an_actor_starting_so(client: AuditClient) -> None:
@@ -182,15 +177,8 @@ def test_the_cli_finds_the_actors_starting_so(
     client.record_batch([_edit(*each) for each in EVENTS])
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
 
-    def query(*options: str) -> list[str]:
-        found = CliRunner().invoke(
-            cli.main, ["query", "--format", "jsonl", "--order", "oldest", *options], env=env
-        )
-        assert found.exit_code == 0, found.output
-        return [json.loads(line)["description"] for line in found.output.splitlines()]
-
-    assert query("--actor-prefix", "ALI") == ["alice", "ali-mail"]
-    assert query("--actor-prefix", "50%_") == ["percent"]
+    assert cli_descriptions(env, "--actor-prefix", "ALI") == ["alice", "ali-mail"]
+    assert cli_descriptions(env, "--actor-prefix", "50%_") == ["percent"]
     refused = CliRunner().invoke(
         cli.main, ["query", "--actor", "alice", "--actor-prefix", "ali"], env=env
     )

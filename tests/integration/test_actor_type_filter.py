@@ -18,14 +18,20 @@ from sealtrail import (
     build_alert_rule,
     build_event,
     build_filter,
-    check_export,
 )
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
-from tests.filter_checks import descriptions_found, live_from_now
+from tests.filter_checks import (
+    NARROWED,
+    NOT_NARROWED,
+    descriptions_found,
+    exported_and_checked,
+    live_from_now,
+    violations_refused,
+)
 from tests.integration.test_alerting import the_only_alert
-from tests.integration.test_export_check import KEY, refused_when_told
+from tests.integration.test_export_check import refused_when_told
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
 # (actor, type sent): "" sends none, which is stored as user. Each event's
@@ -76,9 +82,7 @@ def test_an_unspecified_or_unknown_actor_type_is_refused_naming_it(client: Audit
         ([event_pb2.ACTOR_TYPE_API_KEY, 42], "filter.actor_types[1]"),
     ):
         sent = event_pb2.EventFilter(actor_types=given)  # type: ignore[arg-type]
-        with pytest.raises(InvalidArgumentError) as caught:
-            list(client.query(sent))
-        assert [field for field, _ in caught.value.field_violations] == [named]
+        assert [field for field, _ in violations_refused(client, sent)] == [named]
     with pytest.raises(ValueError, match="actor_types: unknown value 'robot'"):
         build_filter(actor_types="robot")
 
@@ -105,22 +109,17 @@ def test_an_export_of_api_keys_alone_is_checked_offline_and_its_filter_held(
 ) -> None:
     """The actor types an export was filtered by are in its signed filter:
     check_export says them, and a manifest saying others, or none, is refused."""
-    path = tmp_path / "keys.ndjson"
-    recorded.export(
-        path,
-        manifest_file=True,
-        filter=build_filter(actions="user.login", actor_types="api_key"),
+    found, signed, kept = exported_and_checked(
+        recorded,
+        tmp_path / "keys.ndjson",
+        build_filter(actions="user.login", actor_types="api_key"),
     )
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [line["description"] for line in lines] == ["key_ci", "key_tf"]
-    kept = path.with_name(path.name + ".manifest.json")
-    checked = check_export(kept, key=KEY)
-    assert checked.filtered and checked.filter is not None
-    assert json.loads(checked.filter)["actorTypes"] == ["ACTOR_TYPE_API_KEY"]
+    assert found == ["key_ci", "key_tf"]
+    assert json.loads(signed)["actorTypes"] == ["ACTOR_TYPE_API_KEY"]
     refused_when_told(
         kept,
-        checked.filter.replace("ACTOR_TYPE_API_KEY", "ACTOR_TYPE_USER"),
-        json.dumps({k: v for k, v in json.loads(checked.filter).items() if k != "actorTypes"}),
+        signed.replace("ACTOR_TYPE_API_KEY", "ACTOR_TYPE_USER"),
+        json.dumps({k: v for k, v in json.loads(signed).items() if k != "actorTypes"}),
     )
 
 
@@ -143,12 +142,12 @@ def test_a_sink_given_fewer_or_other_actor_types_is_narrowed(client: AuditClient
     def update(*types: str) -> tuple[int, list[str]]:
         return refiltered(client, created.sink.id, build_filter(actor_types=types))
 
-    assert update("service", "api_key", "service") == (event_pb2.SEVERITY_INFO, [])  # the same
-    assert update("service", "api_key", "system") == (event_pb2.SEVERITY_INFO, [])  # more
-    assert update("service") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
-    assert update("user") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
-    assert update() == (event_pb2.SEVERITY_INFO, [])  # every type
-    assert update("api_key") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
+    assert update("service", "api_key", "service") == NOT_NARROWED  # the same
+    assert update("service", "api_key", "system") == NOT_NARROWED  # more
+    assert update("service") == NARROWED
+    assert update("user") == NARROWED
+    assert update() == NOT_NARROWED  # every type
+    assert update("api_key") == NARROWED
 
 
 def test_an_alert_rule_on_services_fires_on_one_alone(client: AuditClient) -> None:

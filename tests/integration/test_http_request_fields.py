@@ -21,14 +21,20 @@ from sealtrail import (
     build_alert_rule,
     build_event,
     build_filter,
-    check_export,
 )
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
-from tests.filter_checks import descriptions_found, live_from_now
+from tests.filter_checks import (
+    NARROWED,
+    NOT_NARROWED,
+    descriptions_found,
+    exported_and_checked,
+    live_from_now,
+    violations_refused,
+)
 from tests.integration.test_alerting import the_only_alert
-from tests.integration.test_export_check import KEY, refused_when_told
+from tests.integration.test_export_check import refused_when_told
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
 ROUTE = "/v1/templates/{id}"
@@ -191,9 +197,7 @@ def test_events_of_the_statuses_asked(
 
 def test_a_status_that_is_no_class_or_code_is_refused_naming_it(client: AuditClient) -> None:
     sent = event_pb2.EventFilter(http_status_classes=["5xx", "600", "5xxx"])
-    with pytest.raises(InvalidArgumentError) as caught:
-        list(client.query(sent))
-    assert [field for field, _ in caught.value.field_violations] == [
+    assert [field for field, _ in violations_refused(client, sent)] == [
         "filter.http_status_classes[1]",
         "filter.http_status_classes[2]",
     ]
@@ -211,26 +215,17 @@ def test_counts_and_pages_of_failed_requests(calls: AuditClient) -> None:
 def test_an_export_of_server_errors_is_checked_offline_and_its_filter_held(
     calls: AuditClient, tmp_path: Path
 ) -> None:
-    path = tmp_path / "errors.ndjson"
-    calls.export(
-        path,
-        manifest_file=True,
-        filter=build_filter(actions="template.read", http_status_classes="5xx"),
+    found, signed, kept = exported_and_checked(
+        calls,
+        tmp_path / "errors.ndjson",
+        build_filter(actions="template.read", http_status_classes="5xx"),
     )
-    assert [json.loads(line)["description"] for line in path.read_text().splitlines()] == [
-        "broke",
-        "down",
-    ]
-    kept = path.with_name(path.name + ".manifest.json")
-    checked = check_export(kept, key=KEY)
-    assert checked.filter is not None
-    assert json.loads(checked.filter)["httpStatusClasses"] == ["5xx"]
+    assert found == ["broke", "down"]
+    assert json.loads(signed)["httpStatusClasses"] == ["5xx"]
     refused_when_told(
         kept,
-        checked.filter.replace("5xx", "4xx"),
-        json.dumps(
-            {k: v for k, v in json.loads(checked.filter).items() if k != "httpStatusClasses"}
-        ),
+        signed.replace("5xx", "4xx"),
+        json.dumps({k: v for k, v in json.loads(signed).items() if k != "httpStatusClasses"}),
     )
 
 
@@ -251,11 +246,11 @@ def test_a_sink_given_fewer_statuses_is_narrowed(client: AuditClient) -> None:
     def update(*classes: str) -> tuple[int, list[str]]:
         return refiltered(client, created.sink.id, build_filter(http_status_classes=classes))
 
-    assert update("429", "5xx") == (event_pb2.SEVERITY_INFO, [])  # the same
-    assert update("4xx", "5xx") == (event_pb2.SEVERITY_INFO, [])  # more: 429 in its class
-    assert update("5xx") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
-    assert update() == (event_pb2.SEVERITY_INFO, [])  # every event
-    assert update("503") == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
+    assert update("429", "5xx") == NOT_NARROWED  # the same
+    assert update("4xx", "5xx") == NOT_NARROWED  # more: 429 in its class
+    assert update("5xx") == NARROWED
+    assert update() == NOT_NARROWED  # every event
+    assert update("503") == NARROWED
 
 
 def test_an_alert_rule_on_server_errors_fires_on_one_alone(client: AuditClient) -> None:

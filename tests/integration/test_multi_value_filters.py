@@ -15,18 +15,24 @@ from click.testing import CliRunner
 
 from sealtrail import (
     AuditClient,
-    InvalidArgumentError,
     build_alert_rule,
     build_event,
     build_filter,
-    check_export,
 )
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
-from tests.filter_checks import descriptions_found, live_from_now
+from tests.filter_checks import (
+    NARROWED,
+    NOT_NARROWED,
+    cli_descriptions,
+    descriptions_found,
+    exported_and_checked,
+    live_from_now,
+    violations_refused,
+)
 from tests.integration.test_alerting import the_only_alert
-from tests.integration.test_export_check import KEY, refused_when_told
+from tests.integration.test_export_check import refused_when_told
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
 # (description, country, resource type): "" records none.
@@ -93,11 +99,7 @@ def test_a_bad_value_too_many_or_both_forms_are_refused_naming_the_field(
             ["filter.resource_types"],
         ),
     ):
-        with pytest.raises(InvalidArgumentError) as caught:
-            list(client.query(sent))
-        assert [field for field, _ in caught.value.field_violations] == named
-        with pytest.raises(InvalidArgumentError):
-            client.count_events(sent)
+        assert [field for field, _ in violations_refused(client, sent)] == named
 
 
 def test_counts_by_country_of_the_countries_asked(recorded: AuditClient) -> None:
@@ -113,18 +115,13 @@ def test_an_export_of_several_countries_is_checked_offline_and_its_filter_held(
     """The countries and resource types an export was filtered by are in its
     signed filter: check_export says them, and a manifest saying others is
     refused."""
-    path = tmp_path / "eu.ndjson"
-    recorded.export(
-        path,
-        manifest_file=True,
-        filter=build_filter(countries=["DE", "FR"], resource_types=["file", "source"]),
+    found, signed_filter, kept = exported_and_checked(
+        recorded,
+        tmp_path / "eu.ndjson",
+        build_filter(countries=["DE", "FR"], resource_types=["file", "source"]),
     )
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [line["description"] for line in lines] == ["de-source", "fr-file"]
-    kept = path.with_name(path.name + ".manifest.json")
-    checked = check_export(kept, key=KEY)
-    assert checked.filtered and checked.filter is not None
-    signed = json.loads(checked.filter)
+    assert found == ["de-source", "fr-file"]
+    signed = json.loads(signed_filter)
     assert signed["countries"] == ["DE", "FR"]
     assert signed["resourceTypes"] == ["file", "source"]
     refused_when_told(
@@ -150,19 +147,15 @@ def test_a_sink_given_fewer_or_other_values_is_narrowed(client: AuditClient) -> 
     def update(**criteria: object) -> tuple[int, list[str]]:
         return refiltered(client, created.sink.id, build_filter(**criteria))  # type: ignore[arg-type]
 
-    info, narrowed = (
-        (event_pb2.SEVERITY_INFO, []),
-        (event_pb2.SEVERITY_WARNING, ["filter_narrowed"]),
-    )
-    assert update(countries=["fr", "DE", "FR"]) == info  # the same
-    assert update(countries=["DE", "FR", "IT"]) == info  # more
-    assert update(countries=["DE", "FR"]) == narrowed  # fewer
-    assert update(country="DE") == narrowed  # fewer, as the singular
-    assert update(countries=["DE", "FR"]) == info
-    assert update() == info  # every country
-    assert update(resource_types=["file"]) == narrowed  # set where it was empty
-    assert update(resource_types=["file", "source"]) == info
-    assert update(resource_types=["source"]) == narrowed
+    assert update(countries=["fr", "DE", "FR"]) == NOT_NARROWED  # the same
+    assert update(countries=["DE", "FR", "IT"]) == NOT_NARROWED  # more
+    assert update(countries=["DE", "FR"]) == NARROWED  # fewer
+    assert update(country="DE") == NARROWED  # fewer, as the singular
+    assert update(countries=["DE", "FR"]) == NOT_NARROWED
+    assert update() == NOT_NARROWED  # every country
+    assert update(resource_types=["file"]) == NARROWED  # set where it was empty
+    assert update(resource_types=["file", "source"]) == NOT_NARROWED
+    assert update(resource_types=["source"]) == NARROWED
 
 
 def test_an_alert_rule_on_resource_types_fires_on_one_listed(client: AuditClient) -> None:
@@ -185,18 +178,13 @@ def test_the_cli_fills_the_singular_field_with_one_value_and_the_list_with_more(
     client.record_batch([_edit(*each) for each in EVENTS])
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
 
-    def query(*options: str) -> list[str]:
-        found = CliRunner().invoke(
-            cli.main, ["query", "--format", "jsonl", "--order", "oldest", *options], env=env
-        )
-        assert found.exit_code == 0, found.output
-        return [json.loads(line)["description"] for line in found.output.splitlines()]
-
-    assert query("--country", "de", "--country", "IT") == ["de-source", "it-qa", "de-none"]
-    assert query("--resource-type", "file", "--resource-type", "qa_pair") == [
+    assert cli_descriptions(env, "--country", "de", "--country", "IT") == [
+        "de-source", "it-qa", "de-none",
+    ]  # fmt: skip
+    assert cli_descriptions(env, "--resource-type", "file", "--resource-type", "qa_pair") == [
         "fr-file", "us-file", "it-qa",
     ]  # fmt: skip
-    assert query("--country", "fr") == ["fr-file"]
+    assert cli_descriptions(env, "--country", "fr") == ["fr-file"]
     assert cli._filter({"countries": ("DE",), "resource_types": ("file",)}) == build_filter(
         country="DE", resource_type="file"
     )
