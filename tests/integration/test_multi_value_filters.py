@@ -195,7 +195,7 @@ def test_the_cli_fills_the_singular_field_with_one_value_and_the_list_with_more(
         cli.main, ["query", "--country", "DE", "--country", "XYZ"], env=env
     )
     # The server's `filter.countries[1]`, said as the option that gave it.
-    assert refused.exit_code == 2 and "--country: must be an ISO 3166-1" in refused.output
+    assert refused.exit_code == 2 and "--country XYZ: must be an ISO 3166-1" in refused.output
     rule = CliRunner().invoke(
         cli.main,
         ["alerts", "create", "eu", "--kind", "match", "--country", "DE", "--country", "FR"],
