@@ -15,7 +15,7 @@ from sealtrail import (
     resource_key,
     resource_of_key,
 )
-from sealtrail._convert import count_request
+from sealtrail._convert import REPEATED_FILTER_FIELDS, count_request
 from sealtrail.v1 import audit_service_pb2, event_pb2
 
 
@@ -183,3 +183,13 @@ def test_an_actor_prefix_is_built_as_given() -> None:
     built = build_filter(actor_prefix="Ali%_")
     assert built.actor_prefix == "Ali%_"
     assert not built.actor
+
+
+def test_every_list_field_of_the_filter_is_listed_as_repeated() -> None:
+    """The CLI's repeatable options and the console's comma-separated
+    parameters are made from REPEATED_FILTER_FIELDS: a list field added to
+    EventFilter and missed there would be a single value in both."""
+    repeated = {
+        field.name for field in event_pb2.EventFilter.DESCRIPTOR.fields if field.is_repeated
+    }
+    assert set(REPEATED_FILTER_FIELDS) == repeated
