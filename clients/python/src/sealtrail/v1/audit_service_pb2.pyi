@@ -103,6 +103,15 @@ class _CountGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountGro
     (`user`, `api_key`, `service`, `system`); an event recorded without a
     type is stored as `user` and counted so.
     """
+    COUNT_GROUP_BY_HTTP_ROUTE: _CountGroupBy.ValueType  # 14
+    """By `context.http_route`: which endpoints the API requests the events
+    record called, as the record writes the route (`/v1/users/{id}`). Events
+    without one under "".
+    """
+    COUNT_GROUP_BY_HTTP_STATUS: _CountGroupBy.ValueType  # 15
+    """By `context.http_status_code`: how the requests were answered, keyed by
+    the code in three digits (`503`). Events without one under "".
+    """
 
 class CountGroupBy(_CountGroupBy, metaclass=_CountGroupByEnumTypeWrapper):
     """What CountEvents groups matching events by."""
@@ -157,6 +166,15 @@ COUNT_GROUP_BY_ACTOR_TYPE: CountGroupBy.ValueType  # 13
 did. Keyed by the type's name in lower case, as the record writes it
 (`user`, `api_key`, `service`, `system`); an event recorded without a
 type is stored as `user` and counted so.
+"""
+COUNT_GROUP_BY_HTTP_ROUTE: CountGroupBy.ValueType  # 14
+"""By `context.http_route`: which endpoints the API requests the events
+record called, as the record writes the route (`/v1/users/{id}`). Events
+without one under "".
+"""
+COUNT_GROUP_BY_HTTP_STATUS: CountGroupBy.ValueType  # 15
+"""By `context.http_status_code`: how the requests were answered, keyed by
+the code in three digits (`503`). Events without one under "".
 """
 Global___CountGroupBy: _TypeAlias = CountGroupBy  # noqa: Y015
 

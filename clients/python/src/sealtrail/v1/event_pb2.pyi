@@ -644,6 +644,7 @@ class EventFilter(_message.Message):
     RESOURCE_TYPES_FIELD_NUMBER: _builtins.int
     ACTOR_PREFIX_FIELD_NUMBER: _builtins.int
     HTTP_STATUS_CLASSES_FIELD_NUMBER: _builtins.int
+    MIN_DURATION_MS_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -726,6 +727,13 @@ class EventFilter(_message.Message):
     `actor` finds it. 1 to 256 characters, none a control character. Not
     with `actor` (set one of them). A server older than this field ignores
     it.
+    """
+    min_duration_ms: _builtins.float
+    """Matches events whose HTTP request took at least this many milliseconds
+    (`context.duration_ms` >= this): `1000` is the requests that took a
+    second or longer. Finite, above 0 and under one day (86,400,000); 0
+    (unset) matches every event. An event without a duration never matches.
+    A server older than this field ignores it.
     """
     @_builtins.property
     def occurred_after(self) -> _timestamp_pb2.Timestamp:
@@ -839,10 +847,11 @@ class EventFilter(_message.Message):
         resource_types: _abc.Iterable[_builtins.str] | None = ...,
         actor_prefix: _builtins.str = ...,
         http_status_classes: _abc.Iterable[_builtins.str] | None = ...,
+        min_duration_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_types", b"actor_types", "categories", b"categories", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_types", b"actor_types", "categories", b"categories", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_duration_ms", b"min_duration_ms", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
