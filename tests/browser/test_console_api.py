@@ -1046,3 +1046,37 @@ def test_an_actor_prefix_finds_the_actors_starting_so_and_a_bad_one_is_refused(
     assert sorted(group["key"] for group in body["groups"]) == ["Alina", "u1"]  # ids as given
     status, body = get(api + "events?actor=alice&actor_prefix=ali", reader)
     assert status == 400 and "actor_prefix" in json.dumps(body), body
+
+
+def test_slow_requests_are_found_and_counted_per_route_and_status(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`min_duration_ms=1000` (helper-431): the requests that took a second
+    or longer; the Breakdown's `group_by=http_route` and `http_status`, ""
+    for events without one; a value that is no number the console's 400, one
+    out of range the API's, each naming `min_duration_ms`."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for route, code, ms in (("/v1/a", 200, 12.5), ("/v1/a", 503, 1000),
+                                ("/v1/b", 503, 2500), ("", 0, 0)):  # fmt: skip
+            client.record(action="api.call", actor_id="k1", http_route=route,
+                          http_status_code=code, duration_ms=ms)  # fmt: skip
+    reader = console_server.token(tenant, "reader")
+    slow = {"actions": "api.call", "min_duration_ms": "1000"}
+    status, body = get(api + "events?" + urllib.parse.urlencode(slow), reader)
+    assert status == 200, body
+    assert [e["context"]["duration_ms"] for e in body["events"]] == [2500, 1000]
+    for grouping, expected in (
+        ("http_route", [("/v1/a", 2), ("", 1), ("/v1/b", 1)]),
+        ("http_status", [("503", 2), ("", 1), ("200", 1)]),
+    ):
+        query = urllib.parse.urlencode({"actions": "api.call", "group_by": grouping})
+        status, body = get(api + f"counts?{query}", reader)
+        assert status == 200, body
+        assert [(g["key"], g["count"]) for g in body["groups"]] == expected
+    query = urllib.parse.urlencode(slow | {"group_by": "http_route"})
+    status, body = get(api + f"counts?{query}", reader)
+    assert [(g["key"], g["count"]) for g in body["groups"]] == [("/v1/a", 1), ("/v1/b", 1)]
+    for bad in ("fast", "-5", "1e3", "86400000"):
+        query = urllib.parse.urlencode({"min_duration_ms": bad})
+        status, body = get(api + f"events?{query}", reader)
+        assert status == 400 and "min_duration_ms" in json.dumps(body), (bad, body)

@@ -91,6 +91,8 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
         fields |= {"credential_kind": kind, "credential_id": credential_id}
     if rng.random() < 0.7:  # else none: never matched by a status filter
         fields["http_status_code"] = rng.choice((200, 201, 404, 429, 500, 503))
+    if rng.random() < 0.7:  # else none: never matched by a least duration
+        fields["duration_ms"] = rng.choice((0.25, 12, 999.999, 1000, 1000.5, 30000))
     return build_event(**fields)
 
 
@@ -142,6 +144,10 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "actor_prefix_backslash": build_filter(actor_prefix="ala_b\\"),
         "actor_prefix_mixed": build_filter(
             actions="doc.*", actor_prefix="b", exclude_actions="doc.edit", country="fr"
+        ),
+        "min_duration": build_filter(min_duration_ms=1000),
+        "min_duration_mixed": build_filter(
+            actions="doc.*", min_duration_ms=999.999, http_status_classes="5xx"
         ),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(

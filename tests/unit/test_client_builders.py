@@ -193,3 +193,14 @@ def test_every_list_field_of_the_filter_is_listed_as_repeated() -> None:
         field.name for field in event_pb2.EventFilter.DESCRIPTOR.fields if field.is_repeated
     }
     assert set(REPEATED_FILTER_FIELDS) == repeated
+
+
+def test_a_least_duration_is_built_and_counts_by_route_and_status_too() -> None:
+    assert build_filter(min_duration_ms=1000).min_duration_ms == 1000.0
+    assert build_filter().min_duration_ms == 0.0
+    assert count_request(None, "http_route", 10).group_by == (
+        audit_service_pb2.COUNT_GROUP_BY_HTTP_ROUTE
+    )
+    assert count_request(None, "http_status", 10).group_by == (
+        audit_service_pb2.COUNT_GROUP_BY_HTTP_STATUS
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -684,6 +685,40 @@ def test_the_matcher_takes_the_statuses_asked(classes: list[str], found: list[in
     ]
     codes = [r.get("context", {}).get("http_status_code") for r in records if matcher.matches(r)]
     assert codes == found
+
+
+def test_a_least_duration_is_kept_and_one_out_of_range_refused_naming_it() -> None:
+    assert validate_filter(FilterDraft(min_duration_ms=0.25)).min_duration_ms == 0.25
+    assert validate_filter(FilterDraft(min_duration_ms=86_399_999.5)).min_duration_ms
+    for none in (0.0, -0.0):
+        assert validate_filter(FilterDraft(min_duration_ms=none)).min_duration_ms is None
+    for bad in (-1.0, -0.001, 86_400_000.0, 1e300, math.inf, -math.inf, math.nan):
+        (violation,) = violations_of(FilterDraft(min_duration_ms=bad))
+        assert violation.field == "filter.min_duration_ms"
+        assert "under 86400000" in violation.description
+
+
+@pytest.mark.parametrize(
+    ("least", "found"),
+    [
+        (1000.0, [1000, 2500.5]),
+        (999.999, [999.999, 1000, 2500.5]),
+        (0.25, [0.25, 999.999, 1000, 2500.5]),
+        (2500.75, []),
+        (0.0, [None, 0.25, 999.999, 1000, 2500.5]),
+    ],
+)
+def test_the_matcher_takes_the_durations_at_least_asked(
+    least: float, found: list[float | None]
+) -> None:
+    """An event without a duration never matches a least duration; one of
+    exactly the least does (a whole one as the record writes it, an int)."""
+    matcher = RecordMatcher(validate_filter(FilterDraft(min_duration_ms=least)))
+    records = [_LOGIN] + [
+        _LOGIN | {"context": {"duration_ms": ms}} for ms in (0.25, 999.999, 1000, 2500.5)
+    ]
+    taken = [r.get("context", {}).get("duration_ms") for r in records if matcher.matches(r)]
+    assert taken == found
 
 
 def test_an_actor_prefix_is_kept_as_given_and_checked() -> None:

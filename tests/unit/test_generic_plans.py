@@ -44,6 +44,7 @@ SAMPLES: dict[str, Any] = {
     "resource_types": ("file", "source"),
     "http_status_classes": ("404", "5xx"),
     "actor_prefix": "ali",
+    "min_duration_ms": 1000.0,
 }
 
 

@@ -91,6 +91,10 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
             EventFilter(http_status_classes=("429", "5xx")),
             EventFilter(http_status_classes=("429", "4xx", "5xx")),
         ),
+        # A least duration dropped, the same, or lower.
+        (EventFilter(min_duration_ms=1000.0), EventFilter()),
+        (EventFilter(min_duration_ms=1000.0), EventFilter(min_duration_ms=1000.0)),
+        (EventFilter(min_duration_ms=1000.0), EventFilter(min_duration_ms=250.5)),
         # Countries or resource types dropped, or more of them; singular as a list of one.
         (EventFilter(countries=("DE", "FR")), EventFilter()),
         (EventFilter(countries=("DE",)), EventFilter(countries=("DE", "FR"))),
@@ -175,6 +179,9 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
             EventFilter(http_status_classes=("5xx",)),
         ),
         (EventFilter(http_status_classes=("4xx",)), EventFilter(http_status_classes=("5xx",))),
+        # A least duration asked where none was, or higher.
+        (EventFilter(), EventFilter(min_duration_ms=0.5)),
+        (EventFilter(min_duration_ms=1000.0), EventFilter(min_duration_ms=1000.5)),
         # Countries or resource types asked where none were, fewer, or others.
         (EventFilter(), EventFilter(countries=("DE", "FR"))),
         (EventFilter(countries=("DE", "FR")), EventFilter(countries=("DE",))),

@@ -46,6 +46,8 @@ _GROUPINGS: Final[dict[int, GroupBy | None]] = {
     pb.COUNT_GROUP_BY_COUNTRY: "country",
     pb.COUNT_GROUP_BY_RESOURCE: "resource",
     pb.COUNT_GROUP_BY_ACTOR_TYPE: "actor_type",
+    pb.COUNT_GROUP_BY_HTTP_ROUTE: "http_route",
+    pb.COUNT_GROUP_BY_HTTP_STATUS: "http_status",
 }
 
 

@@ -85,6 +85,7 @@ FILTER_PARAMETERS: Final = (
     *REPEATED_FILTER_FIELDS,
     *_SINGLE,
     "min_severity",
+    "min_duration_ms",
     "occurred_after",
     "occurred_before",
 )
@@ -110,10 +111,23 @@ def event_filter(query: Any) -> event_pb2.EventFilter:
     if query.get("min_severity"):
         severity = _enum(event_pb2.Severity, "min_severity", query["min_severity"])
         message.min_severity = event_pb2.Severity.ValueType(severity)
+    if query.get("min_duration_ms"):
+        message.min_duration_ms = _milliseconds("min_duration_ms", query["min_duration_ms"])
     for name in ("occurred_after", "occurred_before"):
         if query.get(name):
             _timestamp(getattr(message, name), name, query[name])
     return message
+
+
+# A decimal number of milliseconds (`1000`, `12.5`); whether it is in range
+# (above 0, under a day) the API says, naming `filter.min_duration_ms`.
+_MILLISECONDS: Final = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?")
+
+
+def _milliseconds(name: str, value: str) -> float:
+    if not _MILLISECONDS.fullmatch(value.strip()):
+        raise BadParameter(f"{name}: a number of milliseconds (1000, or 12.5)")
+    return float(value)
 
 
 def _rfc3339(name: str, value: str) -> datetime:

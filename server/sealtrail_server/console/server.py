@@ -13,7 +13,8 @@ travels in `Authorization: Bearer` on each request; nothing is kept here.
     GET  /api/counts            CountEvents: the same filter, per ?group_by=hour|day, in
                                 ?time_zone= (an IANA zone; UTC's without): the page's chart;
                                 or per action|actor|actor_type|resource_type|country|outcome|
-                                severity|category, the largest ?limit= groups: its Breakdown panel
+                                severity|category|http_route|http_status, the largest ?limit=
+                                groups: its Breakdown panel
     GET  /api/stream            StreamEvents from ?after_seq=, as NDJSON lines
     GET  /api/export            Export ?format=csv|ndjson|json, as NDJSON lines: the file's
                                 chunks ({"chunk": base64}), then {"manifest": ...}
@@ -191,6 +192,8 @@ _GROUPINGS: Final = {
     "action": pb.COUNT_GROUP_BY_ACTION,
     "actor": pb.COUNT_GROUP_BY_ACTOR,
     "actor_type": pb.COUNT_GROUP_BY_ACTOR_TYPE,
+    "http_route": pb.COUNT_GROUP_BY_HTTP_ROUTE,
+    "http_status": pb.COUNT_GROUP_BY_HTTP_STATUS,
     "resource_type": pb.COUNT_GROUP_BY_RESOURCE_TYPE,
     "country": pb.COUNT_GROUP_BY_COUNTRY,
     "outcome": pb.COUNT_GROUP_BY_OUTCOME,

@@ -36,6 +36,8 @@ GroupBy = Literal[
     "country",
     "resource",
     "actor_type",
+    "http_route",
+    "http_status",
 ]
 
 

@@ -27,6 +27,7 @@ from .event import (
     CONTROL_CHARACTERS,
     COUNTRY_PATTERN,
     MAX_ACTION,
+    MAX_DURATION_MS,
     MAX_EMAIL,
     MAX_ID,
     MAX_NAME,
@@ -86,6 +87,7 @@ class FilterDraft:
     resource_types: list[str] = field(default_factory=list)
     http_status_classes: list[str] = field(default_factory=list)
     actor_prefix: str = ""
+    min_duration_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +198,19 @@ class EventFilter:
         return actor_id.startswith(self.actor_prefix) or (
             email is not None and email_key(email).startswith(self.actor_email_prefixes())
         )
+
+    # `min_duration_ms`: the least `context.duration_ms` (milliseconds) of a
+    # matching event, above 0 and under a day (ADR 0136); None: any or none.
+    min_duration_ms: float | None = None
+
+    def duration_matches(self, duration: object) -> bool:
+        """Whether a record's `context.duration_ms` (None: it has none) is
+        at least `min_duration_ms`: the SQL's comparison (store/events.py)."""
+        if self.min_duration_ms is None:
+            return True
+        if isinstance(duration, bool) or not isinstance(duration, int | float):
+            return False
+        return duration >= self.min_duration_ms
 
     def any_country(self) -> tuple[str, ...]:
         """The countries an event's must be one of, `country` or `countries`
@@ -340,6 +355,12 @@ def validate_filter(
         if both:
             fail(plural, f"set one of {singular} or {plural}, not both")
     actor_prefix = _actor_prefix(draft, fail)
+    min_duration_ms = None
+    if draft.min_duration_ms:  # 0 (and -0) is none
+        if 0 < draft.min_duration_ms < MAX_DURATION_MS:  # NaN fails too
+            min_duration_ms = draft.min_duration_ms
+        else:
+            fail("min_duration_ms", "must be finite, above 0 and under 86400000 (a day)")
 
     request_id = None
     if draft.request_id:
@@ -440,6 +461,7 @@ def validate_filter(
         resource_types=resource_types,
         http_status_classes=status_classes,
         actor_prefix=actor_prefix,
+        min_duration_ms=min_duration_ms,
     )
 
 
@@ -762,6 +784,8 @@ class RecordMatcher:
         if not f.agent_matches(context.get("user_agent")):
             return False
         if not f.status_matches(context.get("http_status_code")):
+            return False
+        if not f.duration_matches(context.get("duration_ms")):
             return False
         if f.credential_id is not None and (
             record["actor"].get("credential", {}).get("id") != f.credential_id

@@ -40,7 +40,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     time range or network, a part of the user agent's text, more actor types, countries or
     resource types (`country` and `resource_type` each a list of one), more
     status codes (a class covering a code), a shorter start of the actor's id or email
-    (of `actor_prefix`, or of the exact `actor` before)).
+    (of `actor_prefix`, or of the exact `actor` before), a lower least duration).
     A filter is a conjunction, so that proves every event `before` matches matches `after` too."""
     return not all(
         (
@@ -56,6 +56,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             _set_widens(before.any_country(), after.any_country()),
             _set_widens(before.any_resource_type(), after.any_resource_type()),
             _statuses_widen(before.http_status_classes, after.http_status_classes),
+            _minimum_widens(before.min_duration_ms, after.min_duration_ms),
             _ip_widens(before.ip, after.ip),
             _domain_widens(before, after),
             _agent_widens(before.user_agent, after.user_agent),
@@ -104,6 +105,12 @@ def _statuses_widen(before: tuple[str, ...], after: tuple[str, ...]) -> bool:
     if not after:
         return True
     return bool(before) and all(value in after or f"{value[0]}xx" in after for value in before)
+
+
+def _minimum_widens(before: float | None, after: float | None) -> bool:
+    """Whether `after`'s least duration takes every event `before`'s took:
+    dropped, or no higher."""
+    return after is None or (before is not None and after <= before)
 
 
 def _same_or_dropped(before: str | None, after: str | None) -> bool:

@@ -18,7 +18,13 @@ from ..domain.counts import Counts, GroupBy, group_key
 from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.filters import EventFilter
 from .database import Database
-from .events import RECORD_ACTOR_TYPE, RECORD_COUNTRY, filter_conditions
+from .events import (
+    RECORD_ACTOR_TYPE,
+    RECORD_COUNTRY,
+    RECORD_HTTP_ROUTE,
+    RECORD_HTTP_STATUS,
+    filter_conditions,
+)
 
 # What each grouping groups on. Columns that may be NULL are grouped with ""
 # (no category, no resource type), the key the answer gives them. Buckets are
@@ -38,6 +44,10 @@ _KEYS: Final[dict[GroupBy, sql.Composable]] = {
     "country": sql.SQL(f"coalesce({RECORD_COUNTRY}, '')"),
     # The record's name of the type (`api_key`): every record has one.
     "actor_type": sql.SQL(f"coalesce({RECORD_ACTOR_TYPE}, '')"),
+    # The API request's route and status code (`503`: the record's integer as
+    # text), read off the record as the country is (ADR 0136).
+    "http_route": sql.SQL(f"coalesce({RECORD_HTTP_ROUTE}, '')"),
+    "http_status": sql.SQL(f"coalesce({RECORD_HTTP_STATUS}, '')"),
 }
 # Days and hours of a time zone ({zone}, a literal: a name is_time_zone took).
 # A day is grouped on as the local date: not date_trunc('day', occurred_at,

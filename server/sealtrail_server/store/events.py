@@ -731,6 +731,11 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         # no index (no migration, ADR 0136); other conditions and a time range
         # choose the rows, the timeout bounds the rest.
         add(f"{RECORD_HTTP_STATUS} LIKE ANY(%s::text[])", list(f.status_patterns()))
+    if f.min_duration_ms is not None:
+        # The record's duration (a JSON number, as RFC 8785 writes it) as a
+        # double, compared as the matcher compares it; read off the record as
+        # the status code is (no column, no migration, ADR 0136).
+        add(f"{RECORD_DURATION_MS}::float8 >= %s", f.min_duration_ms)
     if f.text is not None:
         if f.searches_read_filters():
             add(f"{_SEARCHED} @@ websearch_to_tsquery('simple', %s)", f.text)
@@ -771,6 +776,10 @@ RECORD_CREDENTIAL_ID: Final = "(((record::json -> 'actor') -> 'credential') ->> 
 RECORD_ACTOR_TYPE: Final = "((record::json -> 'actor') ->> 'type')"
 # An event's `context.http_status_code` in SQL, as text (`503`), NULL for none.
 RECORD_HTTP_STATUS: Final = "((record::json -> 'context') ->> 'http_status_code')"
+# An event's `context.duration_ms` in SQL, as text (`12.5`), NULL for none.
+RECORD_DURATION_MS: Final = "((record::json -> 'context') ->> 'duration_ms')"
+# An event's `context.http_route` in SQL, NULL for none.
+RECORD_HTTP_ROUTE: Final = "((record::json -> 'context') ->> 'http_route')"
 
 
 def _any_action_of(

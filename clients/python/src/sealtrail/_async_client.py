@@ -562,7 +562,8 @@ class AsyncAuditClient:
         (action, actor, category, outcome, severity, resource_type, day, hour,
         recorded_by, ip, country, resource: a resource's type and id, keyed
         as `resource_key` writes them, `resource_of_key` reads them;
-        actor_type: `user`, `api_key`, `service`, `system`) the largest
+        actor_type: `user`, `api_key`, `service`, `system`; http_route, http_status:
+        the API request's route and status code, `503`) the largest
         `limit` groups (0: 50; at most 1,000), by count, then key;
         days and hours of occurred_at in time order: UTC's, or with
         `time_zone` (an IANA name, `Europe/Berlin`) that zone's local days

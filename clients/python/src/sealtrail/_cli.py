@@ -837,6 +837,25 @@ def _traced_by_the_environment() -> Iterator[None]:
     help="The trace it belongs to (default: TRACEPARENT's, if set).",
 )
 @click.option("--span-id", metavar="HEX16", help="The span that did it, with --trace-id.")
+@click.option("--http-method", metavar="METHOD", help="The API request's HTTP method: POST.")
+@click.option(
+    "--http-route",
+    metavar="ROUTE",
+    help="The route template or path it called, no query string: /v1/users/{id}.",
+)
+@click.option(
+    "--http-status",
+    "http_status_code",
+    type=click.IntRange(100, 599),
+    metavar="CODE",
+    help="The HTTP status code it was answered with: 503.",
+)
+@click.option(
+    "--duration-ms",
+    type=float,
+    metavar="MS",
+    help="How long it took, in milliseconds (fractions kept): 12.5.",
+)
 @click.option(
     "--idempotency-key",
     help="Records at most once per key: run again with the same options, it prints the"
@@ -977,6 +996,13 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             metavar="CLASS|CODE",
             help="HTTP status the request was answered with (repeatable: any of them):"
             " a class, 5xx, or a code, 404.",
+        ),
+        click.option(
+            "--min-duration-ms",
+            type=float,
+            metavar="MS",
+            help="Requests that took at least this many milliseconds (context.duration_ms):"
+            " 1000 for a second or longer.",
         ),
     ]
     if time_range:
@@ -1135,13 +1161,20 @@ def _print_tables(events: Iterable[event_pb2.Event]) -> None:
 
 
 def _table(events: Iterable[event_pb2.Event]) -> Table:
+    """The events as a table; a `request` column (`GET /v1/x 404 12ms`) only
+    when one of them records an API request (ADR 0136), else none at all."""
+    events = list(events)
+    requests = [request_words(event.context) for event in events]
     table = PlainTable()
-    headers = ("time (UTC)", "seq", "action", "actor", "credential", "resource", "outcome",
-               "severity", "ip", "recorded by")  # fmt: skip
+    headers: tuple[str, ...] = ("time (UTC)", "seq", "action", "actor", "credential",
+                                "resource", "outcome", "severity", "ip", "recorded by")  # fmt: skip
+    if any(requests):
+        headers = (*headers[:7], "request", *headers[7:])
     for header in headers:
         table.add_column(header, overflow="fold")
-    for event in events:
+    for event, request in zip(events, requests, strict=True):
         credential = event.actor.credential
+        shown_request = (request,) if any(requests) else ()
         table.add_row(
             table_time(event.occurred_at),
             str(event.seq),
@@ -1150,11 +1183,24 @@ def _table(events: Iterable[event_pb2.Event]) -> Table:
             credential_words(credential.kind, credential.id, credential.hint),
             "/".join(part for part in (event.resource.type, event.resource.id) if part),
             enum_label(event_pb2.Outcome, event.outcome),
+            *shown_request,
             enum_label(event_pb2.Severity, event.severity),
             event.context.ip,
             event.recorded_by.token_name or event.recorded_by.token_id,
         )
     return table
+
+
+def request_words(context: event_pb2.RequestContext) -> str:
+    """The API request an event records, in one cell: `GET /v1/x 404 12ms`
+    (each part only when recorded; "" for none)."""
+    parts = [context.http_method, context.http_route]
+    if context.http_status_code:
+        parts.append(str(context.http_status_code))
+    if context.duration_ms:
+        shown = f"{context.duration_ms:.3f}".rstrip("0").rstrip(".")
+        parts.append((shown if shown != "0" else f"{context.duration_ms:.2g}") + "ms")
+    return " ".join(part for part in parts if part)
 
 
 def _count(number: int, noun: str) -> str:

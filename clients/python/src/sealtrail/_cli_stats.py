@@ -48,8 +48,9 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     help="Count per action, actor (id), category, outcome, severity, resource type,"
     " day or hour of occurred_at (UTC's, or --time-zone's), the API token that recorded the events"
     " (recorded-by), the client's IP address (ip) or country (country), resource (its type"
-    " and id: which resources were touched most), or actor type (actor-type: user, api_key,"
-    " service, system); without it, the total alone.",
+    " and id: which resources were touched most), actor type (actor-type: user, api_key,"
+    " service, system), or the API request's route (http-route: which endpoints) or status"
+    " code (http-status: 503); without it, the total alone.",
 )
 @click.option(
     "--limit",

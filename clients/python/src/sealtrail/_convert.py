@@ -816,6 +816,8 @@ GroupBy = Literal[
     "country",
     "resource",
     "actor_type",
+    "http_route",
+    "http_status",
 ]
 
 
@@ -954,6 +956,7 @@ def build_filter(
     resource_types: str | Iterable[str] = (),
     http_status_classes: str | int | Iterable[str | int] = (),
     actor_prefix: str = "",
+    min_duration_ms: float = 0.0,
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -979,7 +982,9 @@ def build_filter(
     `5xx` or an exact code (`"404"` or `404`): `["5xx", 429]`; `actor_prefix`
     the start of the actor's id (as given) or email (any case), every character
     itself (`ali` finds `alice` and `Alice@example.com`), never with `actor`
-    (a server older than it ignores it, and finds every actor)."""
+    (a server older than it ignores it, and finds every actor); `min_duration_ms`
+    the requests that took at least that many milliseconds (`context.duration_ms`;
+    `1000.0`: a second or longer), events without a duration never (0: any)."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -1009,6 +1014,7 @@ def build_filter(
         resource_types=_many(resource_types),
         http_status_classes=_statuses(http_status_classes),
         actor_prefix=actor_prefix,
+        min_duration_ms=min_duration_ms,
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

@@ -1,6 +1,6 @@
 // The Breakdown panel under the activity chart: the largest values of one of
 // the events' fields (action, actor, actor type, resource type, country, outcome,
-// severity, category) among the events the search's filter and range match,
+// severity, category, HTTP route, HTTP status) among the events the search's filter and range match,
 // each with its count, counted by the API (CountEvents, /api/counts?group_by=):
 // one count per panel load, never one per value. A value pressed narrows the
 // search to it, as typing it into its filter field and pressing Apply would.
@@ -11,7 +11,8 @@ import { notCounted } from "./chart.js";
 const $ = (selector) => document.querySelector(selector);
 // The values shown: the largest ten.
 const SHOWN = 10;
-// Each grouping: the search's parameter its values filter by, and its words.
+// Each grouping: the search's parameter its values filter by (null: none, as
+// for a route, which no filter takes), and its words (`many`: not `one` + s).
 export const GROUPINGS = {
   action: { field: "actions", one: "action" },
   actor: { field: "actor", one: "actor" },
@@ -21,6 +22,8 @@ export const GROUPINGS = {
   outcome: { field: "outcomes", one: "outcome" },
   severity: { field: "severities", one: "severity" },
   category: { field: "categories", one: "category" },
+  http_route: { field: null, one: "HTTP route" },
+  http_status: { field: "http_status_classes", one: "HTTP status", many: "HTTP statuses" },
 };
 
 // The console's: its API call, what a value's click does, its one-count-at-a-time
@@ -116,6 +119,8 @@ const KEY_OF = {
   outcome: (event) => word(event.outcome, "OUTCOME"),
   severity: (event) => word(event.severity, "SEVERITY"),
   category: (event) => word(event.category, "CATEGORY"),
+  http_route: (event) => event.context?.http_route || "",
+  http_status: (event) => (event.context?.http_status_code ? String(event.context.http_status_code) : ""),
 };
 
 // Events Live added to the table (they match the view's filter): each is added
@@ -147,14 +152,16 @@ export function addToBreakdown(events) {
 
 function list() {
   const { grouping, total, groups, truncated, totalGroups: values } = shown;
-  const { field, one } = GROUPINGS[grouping];
+  const { field, one, many } = GROUPINGS[grouping];
   const body = $("#breakdown tbody");
   body.replaceChildren();
   for (const { key, count: n } of groups) {
     const row = body.insertRow();
     const value = document.createElement("th");
     value.scope = "row";
-    if (key) {
+    if (key && !field) {
+      value.textContent = visibleName(key);  // no filter takes it: a value only read
+    } else if (key) {
       // Text only: a value is what whoever recorded the event sent.
       const button = document.createElement("button");
       button.type = "button";
@@ -171,8 +178,8 @@ function list() {
     row.insertCell().textContent = Number(n).toLocaleString();
     row.insertCell().textContent = total ? `${((100 * Number(n)) / total).toFixed(1)}%` : "";
   }
-  const plural = one === "country" ? "countries" : `${one}s`;
+  const plural = many || (one === "country" ? "countries" : `${one}s`);
   let said = `${count(total, "event")} in all, ${values === 1 ? `1 ${one}` : `${values.toLocaleString()} ${plural}`}`;
   if (truncated) said += `: the ${groups.length} with the most events`;
-  $("#breakdown .summary").textContent = `${said}. A value narrows the search to it.`;
+  $("#breakdown .summary").textContent = field ? `${said}. A value narrows the search to it.` : `${said}.`;
 }
