@@ -12,7 +12,6 @@ import asyncio
 import base64
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from sealtrail import AuditClient, UnavailableError
 from sealtrail.tlog import Signer
 from sealtrail_server import cli
 from sealtrail_server.app import Service
+from tests.command_output import own_lines
 from tests.conftest import (
     REDACTION_SECRET,
     SECRETS_KEY,
@@ -66,19 +66,9 @@ def _configured(tmp_path: Path, setting: str, mode: int) -> tuple[Path, dict[str
     return path, env
 
 
-# A log line of another server in the test's process (the session's, its
-# forwarder retrying), which the command's log handler writes out too.
-_LOGGED = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ ")
-
-
 def _own_lines(said: str) -> list[str]:
-    """The command's lines: its own log lines name file_modes, another
-    server's (the session's) lines name some other logger."""
-    return [
-        line
-        for line in said.splitlines()
-        if not _LOGGED.match(line) or "sealtrail_server.file_modes:" in line
-    ]
+    """The command's lines: its own log lines name file_modes."""
+    return own_lines(said, loggers=("sealtrail_server.file_modes",))
 
 
 def _refused_in_one_line(started: Result) -> str:

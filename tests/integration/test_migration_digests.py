@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from sealtrail_server import cli
 from sealtrail_server.store import migrations
+from tests.command_output import own_lines
 from tests.conftest import database_of_its_own, database_with_no_schema
 
 _HOTFIX = "ALTER TABLE events ADD COLUMN noted integer;\n"
@@ -83,7 +84,7 @@ def test_a_start_refuses_a_database_whose_migration_was_applied_with_other_text(
     env = {"SEALTRAIL_DATABASE_URL": own, "SEALTRAIL_DATA_DIR": str(tmp_path / "data")}
     started = CliRunner().invoke(cli.main, ["serve", "--listen", "127.0.0.1:0"], env=env)
     assert started.exit_code == 1, started.output
-    assert started.output.splitlines()[-1] == f"Error: {said}", started.output
+    assert own_lines(started.output)[-1] == f"Error: {said}", started.output
     assert "Traceback" not in started.output
     assert _recorded(own)[9999] == applied  # nothing changed
     assert _column_type(own) == "text"

@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from sealtrail_server import cli
 from sealtrail_server.store import migrations
+from tests.command_output import own_lines
 from tests.conftest import ServerThread, database_of_its_own
 
 
@@ -70,12 +71,12 @@ def test_a_start_refuses_a_migration_lower_than_one_applied(hotfixed: str, tmp_p
     env = {"SEALTRAIL_DATABASE_URL": hotfixed, "SEALTRAIL_DATA_DIR": str(tmp_path / "data")}
     started = CliRunner().invoke(cli.main, ["serve", "--listen", "127.0.0.1:0"], env=env)
     assert started.exit_code == 1, started.output
-    assert started.output.splitlines()[-1] == f"Error: {said}", started.output
+    assert own_lines(started.output)[-1] == f"Error: {said}", started.output
     assert "Traceback" not in started.output
     # An operator command, which migrates a fresh database alone, says the same.
     listed = CliRunner().invoke(cli.main, ["tenant", "list"], env=env)
     assert listed.exit_code == 1, listed.output
-    assert listed.output.splitlines()[-1] == f"Error: {said}", listed.output
+    assert own_lines(listed.output)[-1] == f"Error: {said}", listed.output
     assert _applied(hotfixed) == [9999] and not _has_table(hotfixed)
 
 

@@ -25,6 +25,7 @@ from sealtrail_server.config import Settings
 from sealtrail_server.domain.sealing import SecretBox
 from sealtrail_server.store import migrations
 from sealtrail_server.store.database import RolesMissing
+from tests.command_output import own_lines
 from tests.conftest import (
     REDACTION_SECRET,
     SECRETS_KEY,
@@ -102,7 +103,7 @@ def test_a_new_release_whose_service_login_is_refused_leaves_the_schema_as_it_wa
     }
     started = CliRunner().invoke(cli.main, ["serve", "--listen", "127.0.0.1:0"], env=env)
     assert started.exit_code == 1, started.output
-    said = started.output.splitlines()[-1]  # the reason, not only in warnings before it
+    said = own_lines(started.output)[-1]  # the reason, not only in warnings before it
     assert said.startswith("Error: ") and "Traceback" not in started.output, started.output
     assert 'role "sealtrail_test_typo" does not exist' in said, said
     assert _NEW not in _applied(url)

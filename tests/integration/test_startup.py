@@ -34,6 +34,7 @@ from sealtrail_server.key_files import load_key_text
 from sealtrail_server.store import urls
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.tokens import create_token
+from tests.command_output import own_output
 from tests.conftest import ServerThread, database_of_its_own, database_with_no_schema
 from tests.private_files import write_private
 from tests.processes import ServerProcess
@@ -464,12 +465,13 @@ def test_a_data_dir_a_key_cannot_be_written_in_is_named_not_traced(
         started = CliRunner().invoke(cli.main, ["serve"], env=env)
         assert started.exit_code == 1, started.output
         assert "Traceback" not in started.output and started.exception is not None
-        assert started.output.startswith(
+        said = own_output(started.output)
+        assert said.startswith(
             f"cannot write the secrets key {data_dir / 'secrets-key'}"
             f" (SEALTRAIL_DATA_DIR={str(data_dir)!r}): "
-        ), started.output
-        assert "set SEALTRAIL_SECRETS_KEY (or _FILE)" in started.output
-        assert started.output.count("\n") == 1  # one line
+        ), said
+        assert "set SEALTRAIL_SECRETS_KEY (or _FILE)" in said
+        assert said.count("\n") == 1  # one line
 
 
 def test_a_key_file_that_cannot_be_read_names_its_setting(tmp_path: Path) -> None:
@@ -977,7 +979,7 @@ def test_a_key_file_that_is_not_the_key_says_which_setting_and_what_to_do(
         path = tmp_path / name
         env = {**base, f"{setting}_FILE": str(path)}
         started = CliRunner().invoke(cli.main, ["serve"], env=env)
-        said = started.output
+        said = own_output(started.output)
         assert started.exit_code == 1 and "Traceback" not in said, said
         assert said.startswith(f"{setting}_FILE={path}: {problem}"), said
         assert f"set {setting}_FILE to a file the server's user can read" in said, said
@@ -986,7 +988,7 @@ def test_a_key_file_that_is_not_the_key_says_which_setting_and_what_to_do(
     kept = data_dir / {"SIGNING": "signing-key"}.get(key, f"{key.lower()}-key")
     write_private(kept, "c0ffee\n")  # a data dir's key damaged
     started = CliRunner().invoke(cli.main, ["serve"], env=base)
-    said = started.output
+    said = own_output(started.output)
     assert started.exit_code == 1 and "Traceback" not in said, said
     assert said.startswith(f"{kept} (the data dir's {what}, none set in {setting} or"), said
     assert f"not a {what}" in said, said
