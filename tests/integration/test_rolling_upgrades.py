@@ -424,9 +424,12 @@ def test_what_an_older_process_left_is_forgotten_once_deleted_or_changed(
     forwarder, evaluator = older.service.forwarder, older.service.evaluator
 
     def changed() -> None:
-        """Tells the older process its sinks and rules changed (a newer process's NOTIFY)."""
-        forwarder.sinks_changed()
-        evaluator.rules_changed()
+        """Tells the older process its sinks and rules changed (a newer process's
+        NOTIFY), on its loop: an asyncio.Event set from the test's thread woke
+        no waiter until something else woke the loop (ci-s52d: nothing logged
+        of a newer sink in 30 s)."""
+        older.loop.call_soon_threadsafe(forwarder.sinks_changed)
+        older.loop.call_soon_threadsafe(evaluator.rules_changed)
 
     tenant = _new_tenant()
     client = older_client(tenant)
@@ -484,13 +487,13 @@ def test_sinks_left_to_a_newer_release_do_not_wait_for_room(
     ):
         known = _document_sink(client, "known", receiver.url, paused=True)
         newer = _newer_filter_copy(sql, tenant, known.id)
-        server.service.forwarder.sinks_changed()
+        server.loop.call_soon_threadsafe(server.service.forwarder.sinks_changed)
         _said_once(caplog, newer)
         known.paused = False
         client.update_sink(known, fields=["paused"])
         seqs = record(client, 2)
         receiver.wait_for(lambda got: delivered_seqs(got) == seqs)
-        server.service.forwarder.sinks_changed()
+        server.loop.call_soon_threadsafe(server.service.forwarder.sinks_changed)
         more = record(client, 1)
         receiver.wait_for(lambda got: delivered_seqs(got) == seqs + more)
         assert _gauge(reader, "sealtrail.forward.sinks.waiting") == 0
