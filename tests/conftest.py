@@ -293,9 +293,25 @@ class ServerThread:
         self.target = f"127.0.0.1:{self.port}"
         self.database = self.run(Database.open(service_url, min_size=1, max_size=2))
 
+    @property
+    def thread_id(self) -> int | None:
+        """The thread its loop runs in (`threading.get_ident()` there), which
+        a log record names (`LogRecord.thread`)."""
+        return self._thread.ident
+
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return future.result(timeout)
+
+    def call(self, function: Callable[[], T], timeout: float = 60) -> T:
+        """`function()` run on the server's loop, whose state it reads: from
+        the test's thread, a sum over a dict the loop changes meanwhile
+        could end in "dictionary changed size during iteration"."""
+
+        async def called() -> T:
+            return function()
+
+        return self.run(called(), timeout)
 
     def _tasks_waiting(self) -> str:
         """Where each task of the server's loop waits, down its chain of awaits."""
@@ -364,6 +380,29 @@ def console_server(migrated_database_url: str) -> Iterator[ServerThread]:
 # tests elsewhere break logs on purpose (restores, tampering): any test's
 # server, started after one of those ran in its process, reports them.
 CHECKPOINTER_LOGGER = "sealtrail_server.integrity.checkpointer"
+
+
+def logged(
+    caplog: pytest.LogCaptureFixture,
+    *,
+    by: str = "",
+    on: ServerThread | None = None,
+    during: Literal["setup", "call", "teardown"] | None = None,
+) -> list[logging.LogRecord]:
+    """The records logged in this process during the test (`during` one of
+    its phases, else the phase running) by the logger `by` or one below it
+    (`by.x`; every logger unless told), and on `on`'s loop alone if given.
+    Every server of the test's process logs into caplog, not the test's
+    alone: the session's (its checkpointer's reports on logs other tests
+    broke, its forwarder's retries), a module's, an earlier test's leftover
+    task. A test reads its own component's, or its own server's."""
+    records = caplog.records if during is None else caplog.get_records(during)
+    return [
+        r
+        for r in records
+        if (not by or r.name == by or r.name.startswith(f"{by}."))
+        and (on is None or r.thread == on.thread_id)
+    ]
 
 
 def errors_logged(

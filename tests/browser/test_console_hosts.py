@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from sealtrail import AuditClient, build_filter
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, logged
 
 LISTED = "Audit.Example.com., proxy.example.org:8443, [fd00::5], 192.0.2.77:80"
 
@@ -206,7 +206,11 @@ def test_the_first_refusal_is_logged_as_a_warning_the_others_at_debug(
     listed_console.service.console._refusals_logged = 0  # type: ignore[union-attr]
     for _ in range(3):
         assert send(port, ["Host: rebound." + "x" * 1000 + ".example"])[0] == 421
-    said = [(r.levelname, r.getMessage()) for r in caplog.records if "Host" in r.getMessage()]
+    said = [
+        (r.levelname, r.getMessage())
+        for r in logged(caplog, by="sealtrail_server.console")
+        if "Host" in r.getMessage()
+    ]
     assert [level for level, _ in said] == ["WARNING", "DEBUG", "DEBUG"], said
     assert "SEALTRAIL_CONSOLE_ALLOWED_HOSTS" in said[0][1] and "x" * 100 not in said[0][1]
 

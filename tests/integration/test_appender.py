@@ -39,7 +39,7 @@ from sealtrail_server.store.appended import Appended
 from sealtrail_server.store.appender import _ONE_STATEMENT_EVENTS, Appender
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.events import time_once_appended
-from tests.conftest import ServerThread, database_of_its_own
+from tests.conftest import ServerThread, database_of_its_own, logged
 from tests.lock_waits import count_now, until
 from tests.own_appender import own_appender
 from tests.prepared_plans import (
@@ -609,7 +609,7 @@ def test_a_lock_on_every_head_fails_the_batch_plainly(
             with caplog.at_level(logging.WARNING), pytest.raises(Unavailable) as refused:
                 server.run(appender.append(tenant, [_event("event")]), timeout=30)
         assert "chain_heads" in refused.value.message and refused.value.retry_after > 0
-        assert not [r.getMessage() for r in caplog.records if r.exc_info]
+        assert not [r.getMessage() for r in logged(caplog, on=server) if r.exc_info]
         [written] = server.run(appender.append(tenant, [_event("event")]))  # let go
         assert written.seq == 2
 

@@ -17,7 +17,7 @@ from sealtrail.v1 import audit_service_pb2_grpc, event_pb2, forwarding_pb2, inte
 from sealtrail_server.api.integrity import IntegrityRpcs
 from sealtrail_server.domain.errors import FieldViolation, InvalidArgument
 from sealtrail_server.domain.filters import FilterDraft, validate_filter
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, logged
 
 # A webhook signing secret: "whsec_" and 32 bytes of base64.
 WEBHOOK_SECRET = "whsec_" + "a2V5" * 11
@@ -422,8 +422,12 @@ def test_a_bug_answers_internal_without_its_text_and_logs_it(
     assert error.code() == grpc.StatusCode.INTERNAL
     assert "hunter2" not in error.details() and "request id" in error.details()
     assert dict(error.trailing_metadata())["x-request-id"]
-    [logged] = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
-    assert logged.exc_info is not None and "hunter2" in str(logged.exc_info[1])
+    [said] = [
+        r
+        for r in logged(caplog, by="sealtrail_server.api.guard")
+        if "failed unexpectedly" in r.getMessage()
+    ]
+    assert said.exc_info is not None and "hunter2" in str(said.exc_info[1])
 
 
 def test_bad_fields_named_in_wide_characters_still_fit_a_clients_trailers(call: Any) -> None:

@@ -1615,8 +1615,8 @@ def test_sinks_waiting_for_a_connection_hold_no_events_meanwhile(
         in_flight = receiver.wait_for(lambda r: len(r) >= TENANT_REQUESTS)
         assert len(in_flight) == TENANT_REQUESTS
         deadline = time.monotonic() + 30
-        while slots.queued() < waiting:
-            assert time.monotonic() < deadline, slots.queued()
+        while (queued := server.call(slots.queued)) < waiting:
+            assert time.monotonic() < deadline, queued
             time.sleep(0.02)
         held = server.run(_records_alive()) - before
     finally:

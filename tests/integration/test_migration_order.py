@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from sealtrail_server import cli
 from sealtrail_server.store import migrations
 from tests.command_output import own_lines
-from tests.conftest import ServerThread, database_of_its_own
+from tests.conftest import ServerThread, database_of_its_own, logged
 
 
 @pytest.fixture
@@ -86,7 +86,11 @@ def test_an_operator_allows_it_for_a_start_and_each_is_said(
     caplog.set_level(logging.INFO, logger=migrations.__name__)
     with ServerThread(hotfixed, migrations_out_of_order=True):  # as the setting sets it
         assert _applied(hotfixed) == [9998, 9999] and _has_table(hotfixed)
-    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    said = [
+        r.getMessage()
+        for r in logged(caplog, by=migrations.__name__)
+        if r.levelno == logging.WARNING
+    ]
     assert said == [
         "applying migration 9998_an_index_before out of order, after 9999_a_column_more"
         " (SEALTRAIL_MIGRATIONS_OUT_OF_ORDER)"

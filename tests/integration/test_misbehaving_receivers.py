@@ -14,6 +14,7 @@ import pytest
 
 from sealtrail import AuditClient, build_event, build_sink
 from sealtrail.v1 import forwarding_pb2
+from tests.conftest import ServerThread, logged
 from tests.http_endpoint import Received, Reply, endpoint
 from tests.integration.test_forwarding import (
     SHARED,
@@ -227,6 +228,7 @@ def test_a_503_whose_body_stalls_is_waited_for_as_its_retry_after_says(
     "location", ["https://siem.example:99999/hook", "https://[::1/hook"], ids=["port", "ipv6"]
 )
 def test_a_redirect_to_no_url_is_a_failure_the_sink_shows(
+    server: ServerThread,
     client: AuditClient,
     sinks: Callable[..., forwarding_pb2.Sink],
     caplog: pytest.LogCaptureFixture,
@@ -246,4 +248,4 @@ def test_a_redirect_to_no_url_is_a_failure_the_sink_shows(
         f"HTTP 302 from 127.0.0.1:{port}: redirect to a location that is no URL not followed"
     )
     assert state.consecutive_failures >= 1
-    assert not any(record.exc_info for record in caplog.records)
+    assert not any(record.exc_info for record in logged(caplog, on=server))

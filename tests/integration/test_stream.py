@@ -794,7 +794,9 @@ def test_a_stopping_server_ends_a_stream_whose_client_stopped_reading(
             assert hub is not None
 
             def behind() -> bool:  # the handler is writing, its inbox overflowed
-                return any(s.lagging for t in hub._tenants.values() for s in t.subscribers)
+                return stopping.call(
+                    lambda: any(s.lagging for t in hub._tenants.values() for s in t.subscribers)
+                )
 
             # Until the client's and the transport's buffers and the inbox's 16 MiB
             # are full: how much the transport takes varies (20 MB once was not enough).

@@ -125,7 +125,7 @@ def test_one_tenants_flood_of_writes_leaves_room_for_another_tenants_calls(
     assert appender is not None
 
     def waiting() -> int:
-        return appender._waiting()[0]
+        return own.call(appender._waiting)[0]
 
     def batch(label: str) -> list[Any]:
         return [build_event(action="bulk.write", actor_id=label) for _ in range(10)]
@@ -176,7 +176,7 @@ def test_one_tenants_writes_in_flight_leave_room_for_another_tenants_writes(
     assert appender is not None
 
     def waiting() -> int:
-        return appender._waiting()[0]
+        return own.call(appender._waiting)[0]
 
     def large(count: int) -> list[Any]:  # each event about 4 KB, 72 KB as counted
         return [build_event(action="bulk.write", actor_id="a", description="x" * 4000)] * count

@@ -35,6 +35,7 @@ import pytest
 
 import sealtrail_server
 from sealtrail_server.api.servicer import _together
+from tests.conftest import logged
 
 PACKAGE = Path(sealtrail_server.__file__).parent
 _LOG_METHODS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "log"})
@@ -502,6 +503,10 @@ async def test_a_second_failure_of_a_query_is_logged_without_its_values(
     with caplog.at_level(logging.WARNING), pytest.raises(psycopg.errors.UniqueViolation) as first:
         await fail_both()
     assert first.value is refused[0]
-    [also] = [r.getMessage() for r in caplog.records if "also failed" in r.getMessage()]
+    [also] = [
+        r.getMessage()
+        for r in logged(caplog, by="sealtrail_server.api.servicer")
+        if "also failed" in r.getMessage()
+    ]
     assert secret not in also and "DETAIL" not in also, also
     assert "UniqueViolation" in also and "(SQLSTATE 23505)" in also, also

@@ -14,6 +14,7 @@ import pytest
 
 from sealtrail_server.domain.errors import SealtrailError
 from sealtrail_server.leased_work import LeasedWork
+from tests.conftest import logged
 
 
 class _Steps:
@@ -274,7 +275,11 @@ def test_stop_leaves_behind_a_worker_that_never_ends_and_says_where_it_waits(
         still_running, releases = asyncio.run(run())
     assert still_running
     assert releases == 0  # a worker may still step: the leases are left to lapse
-    (record,) = [r for r in caplog.records if "did not end" in r.getMessage()]
+    (record,) = [
+        r
+        for r in logged(caplog, by="sealtrail_server.leased_work")
+        if "did not end" in r.getMessage()
+    ]
     assert "test-sink-1" in record.getMessage()
     assert "_Stubborn.step" in record.getMessage()  # down to where it waits
 

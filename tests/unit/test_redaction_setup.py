@@ -17,6 +17,7 @@ import pytest
 from sealtrail_server.config import Settings
 from sealtrail_server.domain.redaction import Redactor
 from sealtrail_server.redaction_setup import load_redactor
+from tests.conftest import logged
 
 
 def _load(tmp_path: Path, patterns: Any) -> Redactor:
@@ -78,7 +79,7 @@ def test_a_pattern_re2_cannot_run_runs_on_pythons_engine_with_a_warning(
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="sealtrail_server.redaction_setup"):
         redactor = _load(tmp_path, {"after_pin": r"(?<=PIN )\d{4}"})
-    (warning,) = caplog.records
+    (warning,) = logged(caplog, by="sealtrail_server.redaction_setup")
     assert "'after_pin'" in warning.getMessage() and "cannot run on RE2" in warning.getMessage()
     assert "invalid perl operator: (?<=" in warning.getMessage()  # RE2's own reason
     assert redactor.redact(_event("PIN 1234 used")).body["description"] == (
@@ -178,5 +179,5 @@ def test_redaction_turned_off_is_warned_of_at_startup(
     """Every secret sent is then stored for good, and nothing said so (helper-156)."""
     with caplog.at_level(logging.WARNING, logger="sealtrail_server.redaction_setup"):
         assert load_redactor(Settings(data_dir=tmp_path, redaction=False)) is None
-    (warning,) = caplog.records
+    (warning,) = logged(caplog, by="sealtrail_server.redaction_setup")
     assert "SEALTRAIL_REDACTION=false" in warning.getMessage()
