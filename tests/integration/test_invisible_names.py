@@ -28,6 +28,7 @@ from sealtrail import (
 from sealtrail._cli import main as client_main
 from sealtrail.v1 import forwarding_pb2
 from sealtrail_server.domain.names import hidden_character
+from tests.command_output import own_lines
 from tests.conftest import ServerThread, deployment_operator
 
 HIDDEN = {
@@ -226,7 +227,7 @@ def test_a_deployment_sink_is_refused_a_hidden_name_and_keeps_one_it_had(
         assert "U+200B" in refused.output, refused.output
         created = run(*made[:2], name, *made[2:])
         assert created.exit_code == 0, created.output
-        definition_id = created.output.strip().splitlines()[-1]
+        definition_id = own_lines(created.output)[-1]
         old = name + "\u2060"
         sql.execute("UPDATE deployment_sinks SET name = %s WHERE id = %s", [old, definition_id])
         paused = run("sink", "update", definition_id, "--pause")

@@ -38,6 +38,7 @@ from sealtrail_server.retention import erasure as erasure_module
 from sealtrail_server.retention import tenant_pass
 from sealtrail_server.store.retention import purge_batch
 from tests.clock import Clock
+from tests.command_output import own_lines
 from tests.conftest import (
     SIGNING_KEY,
     ServerThread,
@@ -718,7 +719,7 @@ def test_key_restored_over_many_tenants_says_how_far_it_has_read(
     assert listed.exit_code == 0, listed.output
     assert [row["tenant"] for row in json.loads(listed.stdout)] == [tenant]
     total = len(fillers) + 1
-    assert listed.stderr.splitlines()[-1] == (
+    assert own_lines(listed.stderr)[-1] == (
         f"checked what the key signed of {total:,} of {total:,} tenants"
     ), listed.stderr
 

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from sealtrail_server.cli import main
 from sealtrail_server.integrity.keys import load_signer
+from tests.command_output import own_lines, own_output
 
 # Unset: the command must find the key where a server keeps it.
 _NO_KEY = {"SEALTRAIL_SIGNING_KEY": None, "SEALTRAIL_SIGNING_KEY_FILE": None}
@@ -26,7 +27,7 @@ def test_key_show_prints_the_key_a_server_made(tmp_path: Path) -> None:
     made = load_signer(key_text=None, key_file=None, data_dir=tmp_path, name="sealtrail.test/log")
     result = CliRunner().invoke(main, ["key", "show", "--data-dir", str(tmp_path)], env=_NO_KEY)
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == made.verifier.text()
+    assert own_output(result.output).strip() == made.verifier.text()
 
 
 def test_key_commands_fail_as_every_other_command_does(tmp_path: Path) -> None:
@@ -58,5 +59,5 @@ def test_key_commands_fail_as_every_other_command_does(tmp_path: Path) -> None:
             )
             assert failed.exit_code == 1, (command, failed.output)
             assert failed.stdout == "", (command, failed.output)
-            lines = failed.stderr.splitlines()
+            lines = own_lines(failed.stderr)
             assert len(lines) == 1 and lines[0].startswith(said), (command, lines)
