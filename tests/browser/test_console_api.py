@@ -23,9 +23,12 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from click.testing import CliRunner
+from google.protobuf import json_format
 from psycopg import sql as pgsql
 
 from sealtrail import AuditClient, build_event, build_filter
+from sealtrail import _cli as client_cli
 from sealtrail_server.console import server as console_module
 from sealtrail_server.store import counts as store_counts
 from tests.conftest import ServerThread, errors_logged
@@ -1080,3 +1083,125 @@ def test_slow_requests_are_found_and_counted_per_route_and_status(
         query = urllib.parse.urlencode({"min_duration_ms": bad})
         status, body = get(api + f"events?{query}", reader)
         assert status == 400 and "min_duration_ms" in json.dumps(body), (bad, body)
+
+
+def _look(
+    api: str, token: str, search: dict[str, str], *, grouping: str = "action"
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """One search of the page (console.js `reload`): its first page, which
+    announces the counts its page draws beside it (`count`), then the chart's
+    count and the Breakdown panel's, each naming the view the page answered."""
+    chart = {"group_by": "day", "time_zone": "Asia/Kolkata"}
+    panel = {"group_by": grouping, "limit": "10"}
+    announced = [("count", urllib.parse.urlencode(chart)), ("count", urllib.parse.urlencode(panel))]
+    status, page = get(
+        api + f"events?{urllib.parse.urlencode([*search.items(), *announced])}", token
+    )
+    assert status == 200, page
+    view = {"view": page["view"]} if "view" in page else {}
+    counted = []
+    for count in (chart, panel):
+        status, answer = get(
+            api + f"counts?{urllib.parse.urlencode({**search, **count, **view})}", token
+        )
+        assert status == 200, answer
+        counted.append(answer)
+    return page, counted[0], counted[1]
+
+
+def _reads(console_server: ServerThread, tenant: str) -> list[Any]:
+    """The tenant's records of reads (`audit_log.queried`), oldest first, but
+    for those of this function's own Queries (of that action alone)."""
+    mine = {"actions": ["audit_log.queried"]}
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as admin:
+        read = admin.query(build_filter(actions="audit_log.queried"), order="oldest")
+        return [r for r in read if json_format.MessageToDict(r.details)["filter"] != mine]
+
+
+def test_one_search_of_the_console_is_one_record_saying_all_it_read(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The page's search is a Query and two counts (the chart's, the Breakdown
+    panel's): each was an `audit_log.queried` of its own, three records with one
+    filter for one look (ADR 0137). Now the first page's record says the counts
+    its view makes, and those counts are not recorded again."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for actor in ("u-ann", "u-bob", "u-ann"):
+            c.record(action="look.read", actor_id=actor)
+    reader = console_server.token(tenant, "reader")
+    search = {"actions": "look.*,audit_log.queried"}
+    page, chart, panel = _look(api, reader, search, grouping="actor")
+    reads = _reads(console_server, tenant)
+    assert len(reads) == 1, [dict(read.details) for read in reads]
+    [record] = reads
+    details = json_format.MessageToDict(record.details)
+    assert details["filter"] == {"actions": ["look.*", "audit_log.queried"]}
+    assert details["order"] == "newest"
+    assert details["counts"] == [
+        {"group_by": "day", "limit": 1000, "time_zone": "Asia/Kolkata"},
+        {"group_by": "actor", "limit": 10},
+    ]
+    # The page, the chart and the panel read one log: the one before the record.
+    assert len(page["events"]) == 3
+    assert chart["total"] == panel["total"] == 3
+    assert chart["tree_size"] == panel["tree_size"] == record.seq - 1
+    assert {g["key"]: g["count"] for g in panel["groups"]} == {"u-ann": 2, "u-bob": 1}
+
+
+def test_a_read_the_view_does_not_cover_is_recorded_as_its_own(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """A view covers the counts its first page's record says, once each, for
+    its own token and filter: any other read naming it is recorded, and so
+    are a Query through gRPC, the CLI's query and a search of another filter."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="look.read", actor_id="u-ann")
+    reader, other = console_server.token(tenant, "reader"), console_server.token(tenant, "reader")
+    search = {"actions": "look.*"}
+    panel = {"group_by": "action", "limit": "10"}
+    status, page = get(
+        api
+        + f"events?{urllib.parse.urlencode({**search, 'count': urllib.parse.urlencode(panel)})}",
+        reader,
+    )
+    assert status == 200 and page["view"], page
+    assert len(_reads(console_server, tenant)) == 1
+    for token, asked in [
+        (other, {**search, **panel}),  # another token
+        (reader, {"actions": "look.write", **panel}),  # another filter
+        (reader, {**search, "group_by": "actor", "limit": "10"}),  # a count not announced
+        (reader, {**search, **panel}),  # the one announced: covered, once
+        (reader, {**search, **panel}),  # ... and not twice
+    ]:
+        status, answer = get(
+            api + f"counts?{urllib.parse.urlencode({**asked, 'view': page['view']})}", token
+        )
+        assert status == 200, answer
+    reads = _reads(console_server, tenant)
+    assert [json_format.MessageToDict(r.details).get("group_by") for r in reads] == [
+        None,
+        "action",
+        "action",
+        "actor",
+        "action",
+    ], reads
+    assert len({r.actor.id for r in reads}) == 2
+    # A view's id is the console's to name: a bad one is refused, naming it.
+    status, answer = get(
+        api + f"counts?{urllib.parse.urlencode({**search, **panel, 'view': 'a b'})}", reader
+    )
+    assert status == 400 and answer["fields"][0]["field"] == "view", answer
+    # A search of a changed filter, a Query through gRPC and the CLI's query: each its own.
+    _look(api, reader, {"actions": "look.read"})
+    with AuditClient(console_server.target, token=reader) as client:
+        assert len(list(client.query(build_filter(actions="look.*")))) == 1
+    env = {"SEALTRAIL_SERVER": console_server.target, "SEALTRAIL_TOKEN": reader}
+    done = CliRunner().invoke(client_cli.main, ["query", "--action", "look.*"], env=env)
+    assert done.exit_code == 0, done.output
+    later = _reads(console_server, tenant)[len(reads) :]
+    assert [json_format.MessageToDict(r.details)["filter"] for r in later] == [
+        {"actions": ["look.read"]},
+        {"actions": ["look.*"]},
+        {"actions": ["look.*"]},
+    ], later
+    assert "counts" in json_format.MessageToDict(later[0].details)

@@ -111,6 +111,18 @@ def set_origin(
     _origin.set(_Origin(peer, metadata, console_key, trusted_proxies, locate))
 
 
+def from_this_console(name: str) -> list[str | bytes]:
+    """The values of metadata `name` in the call being served if it carries
+    the key this process gave its console (CONSOLE_KEY_HEADER), else none:
+    what the console alone may tell the server (api/views.py)."""
+    origin = _origin.get()
+    if origin is None or not origin.console_key:
+        return []
+    if not from_console(origin.metadata, origin.console_key):
+        return []
+    return [value for key, value in origin.metadata if key == name]
+
+
 def address(text: str) -> str:
     """`text` as a record's `context.ip` holds it, or "" if it is no IP
     address (a record that failed validation would fail the call). An IPv4

@@ -65,6 +65,7 @@ from ..telemetry.context import current_correlation
 from ..turns import Turns
 from .alerting import AlertingRpcs
 from .audited import FilterDetails, record_access
+from .callers import from_this_console
 from .convert import (
     caller_view,
     element_prefix,
@@ -76,7 +77,7 @@ from .convert import (
     with_elements_unparsed,
     with_server_fields,
 )
-from .counts import CountRpcs
+from .counts import CountRpcs, count_details, count_shape
 from .denials import Denials
 from .errors import entry_error
 from .export import ExportRpcs, ExportsOpen
@@ -91,6 +92,7 @@ from .settings import SettingsRpcs
 from .stream import StreamRpcs
 from .tokens import TokenRpcs
 from .undecodable import refusal
+from .views import VIEW_COUNTS_HEADER, VIEW_HEADER, CountShape, Views, announced_counts
 
 log = logging.getLogger(__name__)
 A = TypeVar("A")
@@ -207,6 +209,8 @@ class AuditLogServicer(
         # Counts, verifications and retention previews hold a bulk connection
         # for as long as they read: together, the bulk share but one.
         self._long_reads = LongReads(capacity=long_read_capacity(db.pool.max_size))
+        # The console's searches whose counts their first page's record says.
+        self._views = Views()
         # One verification of a tenant's log at a time, waiting for its turn
         # holding no connection.
         self._verifications = FairShare(capacity=self._long_reads.capacity, per_key=1)
@@ -365,16 +369,22 @@ class AuditLogServicer(
             # A query is recorded once, not once per page, and before it is
             # answered (ADR 0012). The record is written while the page is read:
             # after it, its durable commit added to every first page (ADR 0023).
+            # The counts the console's page draws beside it, said by this
+            # record and not recorded again (ADR 0137, api/views.py).
+            counts = _announced(from_this_console(VIEW_COUNTS_HEADER))
+            details: dict[str, Any] = {
+                "filter": await self._filter_details(tenant_id, request.filter),
+                "order": order,
+            }
+            if counts:
+                details["counts"] = [count_details(count) for count in counts]
             record = record_access(
                 self._appender,
                 principal,
                 now=self._clock(),
                 action="audit_log.queried",
-                description="Queried audit events",
-                details={
-                    "filter": await self._filter_details(tenant_id, request.filter),
-                    "order": order,
-                },
+                description="Queried audit events" + (" and counted them" if counts else ""),
+                details=details,
             )
             first = query_first_page(
                 self._db,
@@ -400,6 +410,15 @@ class AuditLogServicer(
                                         seq_below=recorded.seq)  # fmt: skip
                     rows = rows + missed
             page, after = _page_before(rows, recorded.seq, limit=limit, order=order)
+            if counts:
+                view_id = self._views.open(
+                    tenant_id=tenant_id,
+                    token_id=principal.token_id,
+                    event_filter=request.filter,
+                    counts=counts,
+                    record_seq=recorded.seq,
+                )
+                context.set_trailing_metadata(((VIEW_HEADER, view_id),))
         page, after = _within_bytes(page, after)
         next_token = (
             ""
@@ -410,6 +429,20 @@ class AuditLogServicer(
         )
         response = pb.QueryResponse(next_page_token=next_token)
         return encoded_response(response, "events", page, tenant_id=tenant_id)
+
+
+def _announced(values: list[str | bytes]) -> list[CountShape]:
+    """The counts a console's first page announces that the API would make:
+    one it would refuse is left out, and recorded as its own if it is made."""
+    shapes: list[CountShape] = []
+    for request in announced_counts(values):
+        try:
+            shape = count_shape(request)
+        except InvalidArgument:
+            continue
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
 
 
 # Rows a first page reads beyond its size: one tells whether another page

@@ -100,6 +100,7 @@ from aiohttp import ClientConnectionResetError, HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf import field_mask_pb2, json_format
 from google.rpc import error_details_pb2, status_pb2
+from multidict import MultiDict
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context as TraceContext
@@ -126,6 +127,7 @@ from ..api.callers import (
     behind_proxies,
 )
 from ..api.retention import limits_of, policy_of, shortenings
+from ..api.views import MAX_VIEW_COUNTS, VIEW_COUNTS_HEADER, VIEW_HEADER
 from ..domain.canonical import plain_numbers
 from ..domain.event import MAX_USER_AGENT, parse_request_id
 from ..domain.networks import IpNetwork, within
@@ -503,18 +505,38 @@ class Console:
         return web.json_response({"ok": True, "role": role})
 
     async def _events(self, request: web.Request) -> web.Response:
+        """A page of the search; a first page may announce the counts its
+        page draws beside it (`count`, each the query string of its
+        /api/counts besides the filter): its record says them, and its answer
+        names the view (`view`) they pass on, for them not to be recorded
+        again (ADR 0137)."""
+        announced = request.query.getall("count", [])
+        if len(announced) > MAX_VIEW_COUNTS:
+            raise BadParameter(f"count: at most {MAX_VIEW_COUNTS} counts a search")
+        if announced and request.query.get("page_token"):
+            raise BadParameter("count: on a first page only (no page_token)")
+        counts = [
+            _count_request(MultiDict(urllib.parse.parse_qsl(count)), field="count")
+            for count in announced
+        ]
         query = pb.QueryRequest(
             filter=event_filter(request.query),
             page_size=PAGE_SIZE,
             page_token=request.query.get("page_token", ""),
         )
-        answer = await self._stub.Query(query, metadata=self._metadata(request))
-        return web.json_response(
-            {
-                "events": [_json(event) for event in answer.events],
-                "next_page_token": answer.next_page_token,
-            }
+        metadata = self._metadata(request) + tuple(
+            (VIEW_COUNTS_HEADER, count.SerializeToString()) for count in counts
         )
+        call = self._stub.Query(query, metadata=metadata)
+        answer = await call
+        body: dict[str, Any] = {
+            "events": [_json(event) for event in answer.events],
+            "next_page_token": answer.next_page_token,
+        }
+        view = dict(await call.trailing_metadata() or ()).get(VIEW_HEADER)
+        if counts and isinstance(view, str):
+            body["view"] = view
+        return web.json_response(body)
 
     async def _counts(self, request: web.Request) -> web.Response:
         """How many events the search's filter matches per hour or day of
@@ -522,25 +544,20 @@ class Console:
         event's fields (`group_by=action`, ... : the Breakdown panel's), the
         largest `limit` groups: the filter read as the search reads it, so
         each group counts what the search shows for it. Recorded by the API
-        as a count (`audit_log.queried`), as a Query is."""
-        for name in ("group_by", "time_zone", "limit"):
+        as a count (`audit_log.queried`), as a Query is, unless it names the
+        `view` of a first page that announced it (ADR 0137)."""
+        for name in ("group_by", "time_zone", "limit", "view"):
             if len(request.query.getall(name, ())) > 1:
                 raise BadParameter(f"{name}: given more than once")
-        grouping = _GROUPINGS.get(request.query.get("group_by", ""))
-        if grouping is None:
-            raise BadParameter(f"group_by: one of {', '.join(_GROUPINGS)}")
-        limit = MAX_BUCKETS
-        if "limit" in request.query:
-            limit = _limit(request.query["limit"])
-        call = self._stub.CountEvents(
-            pb.CountEventsRequest(
-                filter=event_filter(request.query),
-                group_by=grouping,
-                limit=limit,
-                time_zone=request.query.get("time_zone", ""),
-            ),
-            metadata=self._metadata(request),
-        )
+        count = _count_request(request.query)
+        count.filter.CopyFrom(event_filter(request.query))
+        metadata = self._metadata(request)
+        if "view" in request.query:
+            view = request.query["view"]
+            if _VIEW_ID.fullmatch(view) is None:
+                raise BadParameter("view: the `view` a first page of /api/events answered")
+            metadata += ((VIEW_HEADER, view),)
+        call = self._stub.CountEvents(count, metadata=metadata)
         # Ended with its browser: a tenant runs one count at a time, and one
         # nobody would read (the filter applied again, the tab closed) went on
         # up to SEALTRAIL_COUNT_TIMEOUT, the page's next count refused meanwhile.
@@ -1037,6 +1054,31 @@ async def _body(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadParameter("body: a JSON object")
     return body
+
+
+# A view's id as the API makes them (api/views.py: token_urlsafe).
+_VIEW_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _count_request(query: Any, *, field: str = "") -> pb.CountEventsRequest:
+    """The grouping, limit and time zone of a count (its filter aside), from
+    /api/counts' query string or one a search announces (`field`: `count`,
+    named before the parameter in errors)."""
+    named = f"{field}: " if field else ""
+
+    def one(name: str) -> str:
+        values = query.getall(name, [])
+        if len(values) > 1:
+            raise BadParameter(f"{named}{name}: given more than once")
+        return str(values[0]) if values else ""
+
+    grouping = _GROUPINGS.get(one("group_by"))
+    if grouping is None:
+        raise BadParameter(f"{named}group_by: one of {', '.join(_GROUPINGS)}")
+    limit = MAX_BUCKETS
+    if one("limit"):
+        limit = _limit(one("limit"))
+    return pb.CountEventsRequest(group_by=grouping, limit=limit, time_zone=one("time_zone"))
 
 
 def _limit(text: str) -> int:
