@@ -225,22 +225,23 @@ def test_live_events_are_added_to_the_chart_without_counting_again(
         # Live from the start: its events come while the count is on its way.
         browser.execute_script("document.querySelector('#live').checked = true")
         field.send_keys(console_server.token(tenant, "reader"), Keys.ENTER)
-        # The door's event, then Live's: the search's record, the chart's count's
-        # and the Breakdown panel's count's.
-        wait_for_rows(browser, lambda r: len(r) == 4)
+        # The door's event, then Live's: the search's record, which says the
+        # chart's count and the Breakdown panel's (ADR 0137: none of their own).
+        wait_for_rows(browser, lambda r: len(r) == 2)
         wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
-        wait(browser).until(lambda b: chart_total(b) == 4)
+        wait(browser).until(lambda b: chart_total(b) == 2)
         for actor in ("u-lee", "u-max"):
             c.record(action="door.open", actor_id=actor)
-        wait_for_rows(browser, lambda r: len(r) == 6)
-        wait(browser).until(lambda b: chart_total(b) == 6)
-        assert sum(n for _, n in chart_table(browser)) == 6, chart_table(browser)
+        wait_for_rows(browser, lambda r: len(r) == 4)
+        wait(browser).until(lambda b: chart_total(b) == 4)
+        assert sum(n for _, n in chart_table(browser)) == 4, chart_table(browser)
         assert [label.rsplit(": ", 1)[1] for label in bar_labels(browser)] == [
             f"{n} event{'s' * (n != 1)}" for _, n in chart_table(browser)
         ]
         # One count of the chart's and one of the panel's: none asked per event.
         counts = requested(browser, "/api/counts")
         assert len(counts) == 2 and "group_by=action" in counts[1], counts
+        assert all("view=" in url for url in counts), counts
 
 
 def test_a_live_event_dated_before_the_first_bar_gets_its_own(

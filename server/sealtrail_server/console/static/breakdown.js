@@ -61,9 +61,16 @@ export function clearBreakdown() {
   $("#breakdown .error").textContent = "";
 }
 
+// The count the panel makes, as a search announces it (ADR 0137).
+export function breakdownCount() {
+  return new URLSearchParams({ group_by: $("#breakdown-by").value, limit: String(SHOWN) });
+}
+
 // Counts the largest values of the chosen field among the events of `view`
 // (the view's API filter: the rows' own), in its turn, and lists them.
-export async function loadBreakdown(view) {
+// `viewId`: the one its search's first page answered, whose record says this
+// count; none when the grouping is changed (another look, recorded as its own).
+export async function loadBreakdown(view, viewId = "") {
   counting?.abort();
   const controller = new AbortController();
   counting = controller;
@@ -80,6 +87,7 @@ export async function loadBreakdown(view) {
       const params = new URLSearchParams(view);
       params.set("group_by", grouping);
       params.set("limit", String(SHOWN));
+      if (viewId) params.set("view", viewId);
       return (await api("/api/counts", params, { signal: controller.signal })).json();
     });
     if (counting !== controller || !answer) return;

@@ -51,7 +51,15 @@ function browserZone() {
 
 // Counts the events of `filter` (the view's API filter: the rows' own) per hour
 // or day, and draws them; a refusal is reported (the console's error display).
-export async function loadChart(filter) {
+// The count the chart makes of `filter`, as a search announces it (ADR 0137).
+export function chartCount(filter) {
+  const count = new URLSearchParams({ group_by: rangeOf(filter).unit });
+  if (browserZone()) count.set("time_zone", browserZone());
+  return count;
+}
+
+// `view`: the one its search's first page answered, whose record says this count.
+export async function loadChart(filter, view = "") {
   const focus = refocus;  // a bar pressed: the view it narrowed to is the one counted now
   clearChart();
   refocus = focus;
@@ -63,7 +71,7 @@ export async function loadChart(filter) {
   try {
     let answer;
     try {
-      answer = await counts(filter, unit, zone, controller.signal);
+      answer = await counts(filter, unit, zone, controller.signal, view);
     } catch (error) {
       // A zone the database does not know (newer than its copy of the zone data): UTC's.
       if (!zone || !(error.fields || []).some(({ field }) => field === "time_zone")) throw error;
@@ -135,10 +143,11 @@ function rangeOf(filter) {
   return { range, unit };
 }
 
-async function counts(filter, unit, zone, signal) {
+async function counts(filter, unit, zone, signal, view = "") {
   const params = new URLSearchParams(filter);
   params.set("group_by", unit);
   if (zone) params.set("time_zone", zone);
+  if (view) params.set("view", view);
   return (await api("/api/counts", params, { signal })).json();
 }
 

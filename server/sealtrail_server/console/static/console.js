@@ -8,8 +8,8 @@ import {
   visibleName, when,
 } from "./admin.js";
 import { fromBase64 as bytes, hexOf as hex } from "./base64.js";
-import { addToBreakdown, clearBreakdown, loadBreakdown, setUpBreakdown } from "./breakdown.js";
-import { addToChart, clearChart, emptyChart, loadChart, setUpChart } from "./chart.js";
+import { addToBreakdown, breakdownCount, clearBreakdown, loadBreakdown, setUpBreakdown } from "./breakdown.js";
+import { addToChart, chartCount, clearChart, emptyChart, loadChart, setUpChart } from "./chart.js";
 import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
 
 const TOKEN_KEY = "sealtrail.token";
@@ -43,7 +43,7 @@ const $ = (selector) => document.querySelector(selector);
 // `loaded`: a page of this filter arrived, so Live knows where to start.
 // `filter`: the API filter of the view, fixed when it was applied (see `reload`).
 const state = {
-  nextToken: "", loading: false, loaded: false, generation: 0, page: null, newestSeq: 0, live: null,
+  nextToken: "", view: "", loading: false, loaded: false, generation: 0, page: null, newestSeq: 0, live: null,
   shown: new Set(), filter: new URLSearchParams(), started: false, liveAdded: 0, search: null,
 };
 
@@ -433,10 +433,14 @@ async function loadPage() {
   try {
     const params = new URLSearchParams(state.filter);
     if (state.nextToken) params.set("page_token", state.nextToken);
+    // A first page announces the counts drawn beside it: its record says them,
+    // and they name its view, for one search to be one record (ADR 0137).
+    else for (const count of [chartCount(state.filter), breakdownCount()]) params.append("count", count);
     const page = await Promise.race([timedOut, (async () => (
       await api("/api/events", params, { signal: controller.signal })).json())()]);
     if (generation !== state.generation) return false;
     state.nextToken = page.next_page_token;
+    if (page.view) state.view = page.view;
     addEvents(page.events);  // which ends paging at MAX_ROWS
     $("#more").hidden = !state.nextToken;
     state.loaded = true;
@@ -497,6 +501,7 @@ function forgetEvents() {
   showLoading(false);
   $("#empty").hidden = true;
   state.loaded = false;
+  state.view = "";
   state.nextToken = "";
   state.newestSeq = 0;
   state.shown.clear();
@@ -522,8 +527,8 @@ function reload() {
     // a Query is (counted beside it, each would have been in the other's log).
     // The Breakdown panel's after it: a tenant runs one count at a time (`inTurn`).
     if (loaded && state.shown.size) {
-      inTurn(() => (generation === state.generation ? loadChart(state.filter) : null));
-      loadBreakdown(state.filter);
+      inTurn(() => (generation === state.generation ? loadChart(state.filter, state.view) : null));
+      loadBreakdown(state.filter, state.view);
     } else if (loaded) emptyChart(state.filter);  // Live's events drawn as they come
     if (!$("#live").checked) return;
     // Live starts after the page's newest event: with no page it would not know where.
