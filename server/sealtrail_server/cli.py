@@ -1020,7 +1020,8 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
             ]
             click.echo(terminal_safe("  ".join(padded).rstrip()))
     for problem in unreadable:
-        click.echo(f"cannot read what the key signed: {terminal_safe(problem)}", err=True)
+        # As every other refusal of an operator command says it (click's way).
+        click.echo(f"Error: cannot read what the key signed: {terminal_safe(problem)}", err=True)
     if unreadable:
         raise SystemExit(1)
 

@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from sealtrail_server.cli import main
 from sealtrail_server.integrity.keys import load_signer
+from sealtrail_server.integrity.signed_sizes import SignedSizes
 from tests.command_output import own_lines, own_output
 
 # Unset: the command must find the key where a server keeps it.
@@ -61,3 +62,25 @@ def test_key_commands_fail_as_every_other_command_does(tmp_path: Path) -> None:
             assert failed.stdout == "", (command, failed.output)
             lines = own_lines(failed.stderr)
             assert len(lines) == 1 and lines[0].startswith(said), (command, lines)
+
+
+def test_key_restored_says_a_file_it_cannot_read_as_every_other_refusal(tmp_path: Path) -> None:
+    """A file of what the key signed that `key restored` could not read (an
+    erasure's, cut short) was said `cannot read what the key signed: ...`,
+    bare, where every other refusal of an operator command says `Error: ...`;
+    it still exits 1, after what it could list."""
+    signer = load_signer(key_text=None, key_file=None, data_dir=tmp_path, name="sealtrail.test/log")
+    signed = SignedSizes.open(tmp_path / "signed", signer.verifier)
+    signed.write_erasure("acme", 3, b"a" * 32, released=True)
+    broken = signed.key_directory / ".erasures" / "acme"
+    broken.write_text("3 q1X")  # cut short
+    # No tenant left to ask of: the database is never reached.
+    unused = "postgresql://sealtrail@127.0.0.1:1/unused"
+    failed = CliRunner().invoke(
+        main,
+        ["key", "restored", "--data-dir", str(tmp_path), "--database-url", unused],
+        env={**_NO_KEY, "SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(signed.directory)},
+    )
+    assert failed.exit_code == 1, failed.output
+    lines = own_lines(failed.stderr)
+    assert lines[-1].startswith(f"Error: cannot read what the key signed: {broken} "), lines
