@@ -53,6 +53,7 @@ from .integrity.signed_sizes import SignedSizes, SignedSizesError
 from .key_files import DEV_TOKEN_FILE
 from .redaction_setup import (
     another_redaction_key,
+    check_redaction_key_read,
     data_dir_redaction_key,
     existing_redaction_secret,
     load_redactor,
@@ -586,6 +587,8 @@ def token_create(
     if not valid_tenant_id(tenant):
         raise click.BadParameter(TENANT_ID_RULE, param_hint="--tenant")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    if name:  # redacted as the tenant's events are: perhaps with the key
+        check_redaction_key_read(settings)
     urls = _database_urls(settings)
     issued = asyncio.run(_create_token(urls, settings, tenant, Role(role), name, expires_at))
     until = f", expiring at {expires_at:%Y-%m-%d %H:%M:%S} UTC" if expires_at else ""
@@ -621,7 +624,8 @@ async def _redacted_name(db: Database, settings: Settings, tenant: str, name: st
         return name
     async with db.connection(tenant) as conn:
         mode = (await read_settings(conn, tenant)).redaction_mode
-    secret = existing_redaction_secret(settings) if mode == "hmac" else None
+    # The key's file checked before the command connected (`check_redaction_key_read`).
+    secret = existing_redaction_secret(settings, checked=True) if mode == "hmac" else None
     if secret is not None:
         await refuse_another_redaction_key_here(db, settings, secret)
     key = tenant_key(secret, tenant) if secret is not None else None
@@ -849,6 +853,7 @@ def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None)
     if parse_uuid(token_id) is None:
         raise click.BadParameter("must be a token id (a UUID)", param_hint="TOKEN_ID")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    check_redaction_key_read(settings)  # its name is redacted, perhaps with the key
     urls = _database_urls(settings)
 
     async def run() -> bool:

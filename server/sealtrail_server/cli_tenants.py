@@ -42,6 +42,7 @@ from .domain.weakening import Shortening, limit_shortenings
 from .integrity.checkpointer import Checkpointer
 from .integrity.keys import checked_signer
 from .integrity.signed_sizes import open_signed_sizes
+from .redaction_setup import check_redaction_key_read
 from .retention.erasure import Eraser, Receipt, check_receipt
 from .store.changes import RETENTION_SUBJECT, Changes
 from .store.checkpoints import known_keys
@@ -302,6 +303,7 @@ def tenant_release_hold(
     if not valid_tenant_id(tenant_id):  # a NUL in it was psycopg's DataError, a traceback
         raise click.BadParameter("not a tenant id", param_hint="TENANT")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    check_redaction_key_read(settings)  # the reasons are redacted, perhaps with the key
     urls = _database_urls(settings)
 
     async def run() -> bool:

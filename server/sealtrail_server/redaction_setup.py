@@ -262,17 +262,34 @@ async def _known_fingerprint(conn: psycopg.AsyncConnection[Any]) -> bytes | None
     return None if row is None or row[0] is None else bytes(row[0])
 
 
-def existing_redaction_secret(settings: Settings) -> bytes | None:
+def existing_redaction_secret(settings: Settings, *, checked: bool = False) -> bytes | None:
     """The configured secret, or the one a server keeps in the data dir; None
     if there is neither. For a command other than `serve`, which must not make
     one: the servers would not use it. The file it reads, and the data dir,
-    checked first as a start checks them (file_modes.py, and its escape
-    hatch SEALTRAIL_ALLOW_READABLE_SECRETS): read unchecked, a key others
-    could read or replace served `token create`, `tenant release-hold` and
-    the `sink` commands."""
+    checked first as a start checks them (`check_redaction_key_read`; not
+    again if `checked` already): read unchecked, a key others could read or
+    replace served `token create`, `tenant release-hold` and the `sink`
+    commands."""
     configured = settings.redaction_key or settings.redaction_key_file
     if not configured and not (settings.data_dir / KEY_FILE_NAME).exists():
         return None
+    if not checked:
+        check_redaction_key_read(settings)
+    return load_redaction_secret(settings)
+
+
+def check_redaction_key_read(settings: Settings) -> None:
+    """The redaction key's file that an operator command may read, and the
+    data dir, checked as a start checks them (file_modes.check_key_read, and
+    its escape hatch SEALTRAIL_ALLOW_READABLE_SECRETS): SystemExit naming
+    what another user may read or replace. For a command that reads the key
+    only for a tenant in hmac mode (a token's name, a hold's reason), before
+    it connects, whatever the tenant's mode: checked after, and only in hmac
+    mode, a bad file went unsaid until the day a tenant's mode was hmac. A
+    file that is not there is left to its reader: a tenant in replace mode
+    reads none, and needs none. Nothing with redaction off (none is read)."""
+    if not settings.redaction:
+        return
     check_key_read(
         text=settings.redaction_key,
         file=settings.redaction_key_file,
@@ -282,7 +299,6 @@ def existing_redaction_secret(settings: Settings) -> bytes | None:
         what="redaction key",
         allow_readable=settings.allow_readable_secrets,
     )
-    return load_redaction_secret(settings)
 
 
 def _parse(text: str, source: str) -> bytes:

@@ -581,3 +581,60 @@ def test_token_create_checks_redaction_key_file_as_a_start_does(
     assert f"WARNING sealtrail_server.file_modes: SEALTRAIL_REDACTION_KEY_FILE={path}" in (
         allowed.output
     )
+
+
+# The operator commands that may redact a text with the redaction key (a
+# token's name, a hold's reasons), on a tenant no database is asked about.
+_REDACTING = [
+    ["token", "create", "--role", "reader", "--tenant", "acme", "--name", "password=x"],
+    ["tenant", "release-hold", "acme", "--reason", "case closed"],
+    ["token", "revoke", "00000000-0000-4000-8000-000000000000"],
+]
+
+
+@pytest.mark.parametrize("args", _REDACTING, ids=lambda args: " ".join(args[:2]))
+def test_a_redaction_key_file_is_checked_before_the_database_is_reached(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """The commands that read the redaction key checked its file only after
+    connecting, and only for a tenant in hmac mode: a key file others can read
+    went unsaid where the database was down, or the tenant in replace mode,
+    until the day the tenant's mode was hmac. Now said first, whatever the
+    tenant's mode, before anything connects (here no database listens)."""
+    path = write_private(tmp_path / "the-key", REDACTION_SECRET.hex() + "\n", mode=0o640)
+    env: dict[str, str | None] = {
+        "SEALTRAIL_REDACTION_KEY": None,
+        "SEALTRAIL_REDACTION_KEY_FILE": str(path),
+        "SEALTRAIL_ALLOW_READABLE_SECRETS": None,
+    }
+    said = _refused_in_one_line(run_operator(_NO_DATABASE, *args, env=env))
+    assert said.startswith(f"Error: SEALTRAIL_REDACTION_KEY_FILE={path}: readable by group"), said
+
+
+def test_a_command_that_reads_no_redaction_key_requires_none(
+    server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """A tenant in replace mode redacts without the key, and a token without
+    a name has nothing to redact: neither reads the key file, and neither
+    requires it, however it is (missing where configured, readable by others)."""
+    url = server.settings.database_url
+    gone = tmp_path / "gone"
+    missing: dict[str, str | None] = {
+        "SEALTRAIL_REDACTION_KEY": None,
+        "SEALTRAIL_REDACTION_KEY_FILE": str(gone),
+    }
+    named = ["token", "create", "--role", "reader", "--tenant", tenant, "--name", "password=x"]
+    created = run_operator(url, *named, env=missing)
+    assert created.exit_code == 0, created.output
+    readable = write_private(tmp_path / "the-key", REDACTION_SECRET.hex() + "\n", mode=0o640)
+    unnamed = ["token", "create", "--role", "reader", "--tenant", tenant]
+    created = run_operator(
+        url,
+        *unnamed,
+        env={
+            "SEALTRAIL_REDACTION_KEY": None,
+            "SEALTRAIL_REDACTION_KEY_FILE": str(readable),
+            "SEALTRAIL_ALLOW_READABLE_SECRETS": None,
+        },
+    )
+    assert created.exit_code == 0, created.output
