@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,38 @@ def test_an_erasure_file_that_cannot_be_read_is_said_and_the_others_are_read(
         assert str(erasures / name) in str(error), error
     assert "holds no erasure: '5 q1X'" in str(kept.unreadable["cut"])
     assert "writable by group or others (mode 0620)" in str(kept.unreadable["writable"])
+
+
+def test_a_file_that_cannot_be_read_is_said_once_for_each_state_it_is_in(tmp_path: Path) -> None:
+    """A broken erasure's file (cut short, say) was SignedSizesError not
+    `repeated` at each read, and the checkpointer logged it at each attempt to
+    sign, every few seconds, for as long as it stayed broken. Said once for
+    each state it is in (`repeated` after); again when its state changes, and
+    when it reads once more (`mended`), as are a tenant's signed size's."""
+    signed = SignedSizes.open(tmp_path, KEY)
+    signed.write_erasure("acme", 5, b"r" * 32, released=True)
+    signed.write("acme", 5, b"r" * 32)
+    erasure = signed.key_directory / ".erasures" / "acme"
+    size = signed.key_directory / "acme"
+
+    def repeated(read: Callable[[str], object]) -> list[bool]:
+        said = []
+        for _ in range(3):
+            with pytest.raises(SignedSizesError) as refused:
+                read("acme")
+            said.append(refused.value.repeated)
+        return said
+
+    for path, read in ((erasure, signed.read_erasure), (size, signed.read)):
+        path.write_text("5 q1X")  # cut short
+        assert repeated(read) == [False, True, True]
+        path.write_text("5 q1X erase")  # another state: said again, once
+        assert repeated(read) == [False, True, True]
+        assert signed.mended() == []
+        path.write_text(f"5 {'cg' * 22} erased\n" if path == erasure else f"5 {'cg' * 22}\n")
+        assert read("acme") is not None
+        assert signed.mended() == [path]  # once
+        assert read("acme") is not None
+        assert signed.mended() == []
+        path.write_text("5 q1X")  # broken again: said again
+        assert repeated(read)[0] is False

@@ -239,6 +239,7 @@ class Checkpointer:
                 f" cannot be read ({error})",
                 retry_after=SIGNED_SIZES_RETRY_SECONDS,
             ) from error
+        self._say_mended()
         if kept is not None and kept[2]:
             await self._check_kept([], {tenant_id: kept[:2]})
             if self._unchecked_from is not None:  # its kept checkpoint not to check after
@@ -727,10 +728,18 @@ class Checkpointer:
         self._remembered.move_to_end(tenant_id)
         raise IntegrityFailure(restored_message(self.origin(tenant_id), kept_size, kept_root, what))
 
+    def _say_mended(self) -> None:
+        """Says, once, each file of what the key signed that was refused
+        (said once for each state it was in: SignedSizesError.repeated) and
+        reads again."""
+        assert self._signed_sizes is not None
+        for path in self._signed_sizes.mended():
+            log.info("checkpointer: %s reads again", path)
+
     async def _read_signed_size(self, tenant_id: str) -> tuple[int, bytes] | None:
         assert self._signed_sizes is not None
         try:
-            return await self._signed_sizes.read_async(tenant_id)
+            kept = await self._signed_sizes.read_async(tenant_id)
         except SignedSizesError as error:  # the disk's fault, not the log's
             if not error.repeated:  # a file refused, said once
                 log.error("checkpointer: %s", error)
@@ -739,19 +748,23 @@ class Checkpointer:
                 f" be read ({error})",
                 retry_after=SIGNED_SIZES_RETRY_SECONDS,
             ) from error
+        self._say_mended()
+        return kept
 
     async def _read_erasure(self, tenant_id: str) -> tuple[int, bytes, bool] | None:
         assert self._signed_sizes is not None
         try:
-            return await self._signed_sizes.read_erasure_async(tenant_id)
+            kept = await self._signed_sizes.read_erasure_async(tenant_id)
         except SignedSizesError as error:  # the disk's fault, not the log's
-            if not error.repeated:  # a file refused, said once
+            if not error.repeated:  # a file refused, said once for each state it is in
                 log.error("checkpointer: %s", error)
             raise Unavailable(
                 f"refusing to sign {self.origin(tenant_id)}: what the key signed of it cannot"
                 f" be read ({error})",
                 retry_after=SIGNED_SIZES_RETRY_SECONDS,
             ) from error
+        self._say_mended()
+        return kept
 
     async def keep_erasure(self, tenant_id: str, size: int, root: bytes, *, released: bool) -> None:
         """The tenant's erasure at (`size`, `root`) kept outside the database:

@@ -86,6 +86,10 @@ class SignedSizes:
         # The files refused for another user's to rewrite (file_modes.py),
         # said once each until one is taken again.
         self._refused: set[Path] = set()
+        # A size's or erasure's file that could not be read: what was said of
+        # it last (`_said_once`), until it reads again (`mended`).
+        self._unread: dict[Path, str] = {}
+        self._mended: list[Path] = []
 
     @classmethod
     def open(cls, directory: Path, key: Verifier) -> SignedSizes:
@@ -126,6 +130,30 @@ class SignedSizes:
         self._refused.add(path)
         raise SignedSizesError(why, repeated=repeated)
 
+    @contextlib.contextmanager
+    def _said_once(self, path: Path) -> Iterator[None]:
+        """A read of the file at `path`: its SignedSizesError `repeated` if
+        the same was said of it last time, and it `mended` once it reads (or
+        is gone) after one. A broken file (cut short, unreadable) was said
+        at each attempt to sign, every few seconds, for as long as it stayed
+        so; now once for each state it is in, as the health probe says a
+        table it waits for."""
+        try:
+            yield
+        except SignedSizesError as error:
+            said = str(error)
+            error.repeated = error.repeated or self._unread.get(path) == said
+            self._unread[path] = said
+            raise
+        if self._unread.pop(path, None) is not None:
+            self._mended.append(path)
+
+    def mended(self) -> list[Path]:
+        """The files refused at a read before that read again since the last
+        call (each once)."""
+        mended, self._mended = self._mended, []
+        return mended
+
     def _file(self, tenant_id: str) -> Path:
         # Tenant ids are file names already ([a-z0-9][a-z0-9._-]*); any other
         # (never stored by the API) by its digest.
@@ -134,17 +162,18 @@ class SignedSizes:
         return self._dir / ("~" + hashlib.sha256(tenant_id.encode()).hexdigest())
 
     def read(self, tenant_id: str) -> tuple[int, bytes] | None:
-        """The largest size signed of the tenant's log and its root, or None."""
-        text = _read_text(self._file(tenant_id), self._judged)
-        if text is None:
-            return None
-        try:
-            size, root = text.split()
-            return int(size), base64.b64decode(root, validate=True)
-        except ValueError as error:
-            raise SignedSizesError(
-                f"{self._file(tenant_id)} holds no size and root: {text!r}"
-            ) from error
+        """The largest size signed of the tenant's log and its root, or None.
+        SignedSizesError if its file cannot be read (`_said_once`)."""
+        path = self._file(tenant_id)
+        with self._said_once(path):
+            text = _read_text(path, self._judged)
+            if text is None:
+                return None
+            try:
+                size, root = text.split()
+                return int(size), base64.b64decode(root, validate=True)
+            except ValueError as error:
+                raise SignedSizesError(f"{path} holds no size and root: {text!r}") from error
 
     def write(self, tenant_id: str, size: int, root: bytes) -> None:
         """(`size`, `root`) kept as the tenant's, durably, if larger than the
@@ -199,18 +228,20 @@ class SignedSizes:
     def read_erasure(self, tenant_id: str) -> tuple[int, bytes, bool] | None:
         """The final size and root of the tenant's log the key signed (or was
         about to sign) an erasure's receipt of, and whether the receipt was
-        released (its erasure committed); None if none (ADR 0083)."""
+        released (its erasure committed); None if none (ADR 0083).
+        SignedSizesError if its file cannot be read (`_said_once`)."""
         path = self._dir / _ERASURES / self._file(tenant_id).name
-        text = _read_text(path, self._judged)
-        if text is None:
-            return None
-        try:
-            size, root, state = text.split()
-            if state not in ("erasing", "erased"):
-                raise ValueError(state)
-            return int(size), base64.b64decode(root, validate=True), state == "erased"
-        except ValueError as error:
-            raise SignedSizesError(f"{path} holds no erasure: {text!r}") from error
+        with self._said_once(path):
+            text = _read_text(path, self._judged)
+            if text is None:
+                return None
+            try:
+                size, root, state = text.split()
+                if state not in ("erasing", "erased"):
+                    raise ValueError(state)
+                return int(size), base64.b64decode(root, validate=True), state == "erased"
+            except ValueError as error:
+                raise SignedSizesError(f"{path} holds no erasure: {text!r}") from error
 
     def write_erasure(self, tenant_id: str, size: int, root: bytes, *, released: bool) -> None:
         """The tenant's erasure at (`size`, `root`) kept, durably: before its
