@@ -223,3 +223,38 @@ def test_the_probe_runs_under_its_own_timeouts_whatever_its_connection_last_ran(
         answered, left = asyncio.run(probe_after_a_tiny_timeout())
         assert answered
         assert left == "50ms"  # the page's scope as it was: the probe changed none of it
+
+
+def test_no_pooled_connection_keeps_a_timeout_that_could_cut_the_probes_first_statement(
+    migrated_database_url: str,
+) -> None:
+    """The probe sets its own timeouts by a first statement in its message,
+    and PostgreSQL times that statement (and the message's parse) by the
+    statement_timeout in force when the message arrives (postgres.c,
+    exec_simple_query: start_xact_command arms it before the parse; it is
+    re-armed between statements only): after a Query page's 1 ms, the SET
+    itself ran under 1 ms and, on a loaded machine, could be cut, and the
+    probe failed for no reason of health. A connection given back after a
+    scope whose statement timeout is below the floor is now reset to the
+    database's own there and then (a pooled connection the reset cannot reach
+    is discarded): the probe's first statement never runs under it. Seen by
+    SHOW, the probe's way, on the very connection the page had."""
+    with database_of_its_own(migrated_database_url, "probe_reset") as url:
+
+        async def after_a_tiny_timeout() -> tuple[str, str, str]:
+            db = await Database.open(service_login_url(url), min_size=1, max_size=1)
+            try:
+                async with db.connection("t-probe", statement_timeout=0.001) as conn:
+                    paged = await (await conn.execute("SHOW statement_timeout")).fetchone()
+                async with db.pool.connection() as conn:  # as the probe takes it
+                    probed = await (await conn.execute("SHOW statement_timeout")).fetchone()
+                async with db.connection("t-probe", statement_timeout=0.001) as conn:
+                    again = await (await conn.execute("SHOW statement_timeout")).fetchone()
+                return str(paged and paged[0]), str(probed and probed[0]), str(again and again[0])
+            finally:
+                await db.close()
+
+        paged, probed, again = asyncio.run(after_a_tiny_timeout())
+        assert paged == "1ms"
+        assert probed != "1ms"  # the database's own (0 here)
+        assert again == "1ms"  # the page's scope given again where asked

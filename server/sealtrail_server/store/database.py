@@ -124,6 +124,9 @@ _SET_SCOPE: Final = (
 # scope statement takes well under a millisecond (ADR 0023, addendum of
 # 2026-12-06).
 _SAFE_STATEMENT_TIMEOUT: Final = 1.0
+# A pooled connection's statement timeout reset when it is given back
+# (`_Scopes.reset`).
+_RESET_STATEMENT_TIMEOUT: Final = "SET statement_timeout TO DEFAULT"
 _RESET_THEN_SET_SCOPE: Final = sql.SQL(
     "SET statement_timeout TO DEFAULT; " + _SET_SCOPE.replace("%s", "{}")
 )
@@ -639,6 +642,7 @@ class Database:
             timeout=timeout,
             kwargs=kwargs,
             configure=scopes.configure,
+            reset=scopes.reset,
             open=False,
         )
         await pool.open(wait=wait, timeout=timeout if wait else 30.0)
@@ -1241,6 +1245,36 @@ class _Scopes:
             await conn.execute(_SET_SCOPE, scope)
         self._current[conn] = scope
 
+    async def reset(self, conn: Connection) -> None:
+        """A connection given back to the pool, its statement timeout below
+        the floor (or not known: its scope statement failed), reset to the
+        database's or role's there and then, alone in its message: the next
+        user's first statement no longer runs under it. The health probe's
+        did (it sets its own timeouts by a first SET in its message, timed
+        by the leftover, and after a Query page's 1 ms a loaded machine cut
+        it: a failed probe for no reason of health). The reset itself runs
+        under the old timeout; cut, the connection is closed (the pool then
+        discards it and makes another), never lent out with it. A round trip
+        more only after such a scope (a caller's deadline nearly spent, or
+        SEALTRAIL_QUERY_TIMEOUT below a second)."""
+        scope = self._current.get(conn)
+        if scope is not None and not _below_the_floor(scope[4]):
+            return
+        try:
+            if scope is None:
+                await self.enter(conn, _NO_TENANT)  # a reset first, in its message
+            else:
+                self._current.pop(conn, None)
+                await conn.execute(_RESET_STATEMENT_TIMEOUT)
+                self._current[conn] = (*scope[:4], _NO_STATEMENT_TIMEOUT)
+        except psycopg.Error as error:
+            log.info(
+                "database: a pooled connection's timeout could not be reset; it is closed and"
+                " replaced: %s",
+                named(error),
+            )
+            await conn.close()
+
     async def configure(self, conn: Connection) -> None:
         """A new connection starts with the least it can see (no tenant), and
         plans no sequential scan where an index serves (see _NO_SEQSCAN)."""
@@ -1336,8 +1370,10 @@ async def _probe(
 # the same message, before the statement: local to the message's transaction
 # (SET LOCAL), the connection's scope stays as `_Scopes` knows it, and
 # PostgreSQL times each statement of a message by the timeout in force at its
-# start: only the message's parse and the first SET, a fraction of a
-# millisecond, run under the one left. Otherwise the statement alone, as
+# start: the message's parse and the first SET run under the one left. That
+# one is never below `_SAFE_STATEMENT_TIMEOUT`: a connection given back after
+# a scope's shorter one is reset then (`_Scopes.reset`); under a Query page's
+# 1 ms, the SET itself was cut on a loaded machine. Otherwise the statement alone, as
 # ever: a message of more than one statement took about 1 ms more of the
 # database's for the probe's, whatever went first (a SELECT 1 as much as the
 # SETs).
