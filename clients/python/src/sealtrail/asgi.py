@@ -1,0 +1,204 @@
+"""An ASGI middleware that records each state-changing request as an audit event
+(ADR 0139): `app = AuditMiddleware(app, client=audit, actor=...)`.
+
+Works with any ASGI 3 application (Starlette, FastAPI, Quart, Django's ASGI
+handler) and imports none of them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from typing import Any, TypeAlias
+
+from sealtrail._async_client import AsyncAuditClient
+from sealtrail._middleware import (
+    STATE_CHANGING,
+    Action,
+    Actor,
+    AuditedRequest,
+    Recorder,
+    Resource,
+    Skip,
+    client_ip_of,
+    derived_action,
+    elapsed_ms,
+    outcome_of,
+    route_of_path,
+)
+
+__all__ = ["AuditMiddleware", "AuditedRequest", "derived_action", "outcome_of"]
+
+Scope: TypeAlias = MutableMapping[str, Any]
+Message: TypeAlias = MutableMapping[str, Any]
+Receive: TypeAlias = Callable[[], Awaitable[Message]]
+Send: TypeAlias = Callable[[Message], Awaitable[None]]
+ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# The messages after which no more of the response's body follows.
+_LAST_BODY = ("http.response.body", "http.response.pathsend")
+
+
+def _route(scope: Scope, root_path: str) -> str:
+    """The route template the framework matched (Starlette and FastAPI put the
+    route in `scope["route"]`), under the mounts it went through; else the path."""
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if isinstance(template, str) and template.startswith("/"):
+        mounted = str(scope.get("root_path", ""))
+        prefix = mounted[len(root_path) :] if mounted.startswith(root_path) else ""
+        return route_of_path(prefix + template)
+    return route_of_path(str(scope.get("path", "")))
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        key = bytes(name).decode("latin-1").lower()
+        text = bytes(value).decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
+class AuditMiddleware:
+    """Records one event per HTTP request whose method is in `methods` (POST, PUT,
+    PATCH, DELETE unless told), with `client` (an AsyncAuditClient of the loop
+    the application runs in).
+
+    The event: `actor(request)` (required: an actor id, EventFields such as
+    `{"actor_id": ..., "actor_type": "api_key", "credential_hint": ...}`, or None
+    for `anonymous`), `action(request)` (default `derived_action`),
+    `resource(request)` (a `(type, id)` pair or EventFields, optional); the
+    method, the route template (else the path, never the query string), the
+    status, the duration in ms, the peer's IP and user agent, the request id of
+    the `request_id_header` header, and the request's trace context. Outcome:
+    2xx/3xx success, 401/403 denied, else failure. `skip(request)` true: not
+    recorded. Each callable gets the AuditedRequest once the status is known.
+
+    The response's last body message is passed on once the event is
+    acknowledged (for a response of one body message, its start too): a
+    response a client received whole was recorded. A record that failed is
+    logged (logger `sealtrail.middleware`) and counted (`unrecorded`, and the
+    OpenTelemetry counter `sealtrail.middleware.unrecorded`); with
+    `fail_closed=True` its error is raised instead, so the response is not
+    sent (the server answers 500) or, streamed, is cut before its end."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        client: AsyncAuditClient,
+        actor: Actor,
+        action: Action | None = None,
+        resource: Resource | None = None,
+        skip: Skip | None = None,
+        methods: Collection[str] = STATE_CHANGING,
+        request_id_header: str | None = "x-request-id",
+        fail_closed: bool = False,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self._recorder = Recorder(
+            actor=actor,
+            action=action,
+            resource=resource,
+            skip=skip,
+            methods=methods,
+            request_id_header=request_id_header,
+            fail_closed=fail_closed,
+        )
+
+    @property
+    def unrecorded(self) -> int:
+        """How many requests this middleware failed to record (fail-open or not)."""
+        return self._recorder.unrecorded
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "http" or not self._recorder.audits(str(scope.get("method"))):
+            await self.app(scope, receive, send)
+            return
+        await _Exchange(self, scope, send).run(receive)
+
+    async def record(
+        self, request: AuditedRequest, *, duration_ms: float, cut: bool, raising: bool
+    ) -> None:
+        """Records the request's event; a failure as `failed` says, raised only
+        if `raising` (fail-closed, and no error of the application's pending)."""
+        recorder = self._recorder
+        try:
+            event = recorder.event(request, duration_ms=duration_ms, cut=cut)
+            if event is None:
+                return
+            with recorder.correlated(request):
+                await self.client.record(event)
+        except Exception as error:
+            recorder.failed(request, error)
+            if raising and recorder.fail_closed:
+                raise
+
+
+class _Exchange:
+    """One audited request: the response's start and last body message held
+    until its event is recorded."""
+
+    def __init__(self, middleware: AuditMiddleware, scope: Scope, send: Send) -> None:
+        self._middleware = middleware
+        self._scope = scope
+        self._send = send
+        self._root_path = str(scope.get("root_path", ""))
+        self._started = time.perf_counter()
+        self._status: int | None = None
+        self._held_start: Message | None = None
+        self._start_sent = False
+        self._recorded = False
+
+    async def run(self, receive: Receive) -> None:
+        try:
+            await self._middleware.app(self._scope, receive, self._audited_send)
+        except Exception:
+            if not self._recorded:
+                # The server answers 500 unless the response had started.
+                status = self._status if self._start_sent and self._status else 500
+                await self._record(status, cut=True, raising=False)
+            raise
+        if not self._recorded:  # the application returned without ending its response
+            await self._record(self._status or 500, cut=self._status is None, raising=True)
+            if self._held_start is not None:
+                await self._pass_start()
+
+    async def _audited_send(self, message: Message) -> None:
+        kind = message.get("type")
+        if self._recorded:
+            await self._send(message)
+        elif kind == "http.response.start":
+            self._status = int(message["status"])
+            self._held_start = message
+        elif kind in _LAST_BODY and not message.get("more_body", False):
+            await self._record(self._status or 500, cut=False, raising=True)
+            await self._pass_start()
+            await self._send(message)
+        else:
+            await self._pass_start()
+            await self._send(message)
+
+    async def _pass_start(self) -> None:
+        if self._held_start is not None:
+            start, self._held_start = self._held_start, None
+            self._start_sent = True
+            await self._send(start)
+
+    async def _record(self, status: int, *, cut: bool, raising: bool) -> None:
+        self._recorded = True
+        headers = _headers(self._scope)
+        client = self._scope.get("client")
+        request = AuditedRequest(
+            method=str(self._scope.get("method", "")).upper(),
+            route=_route(self._scope, self._root_path),
+            path=str(self._scope.get("path", "")),
+            status_code=status,
+            headers=headers,
+            client_ip=client_ip_of(client[0] if client else None),
+            scope=self._scope,
+        )
+        await self._middleware.record(
+            request, duration_ms=elapsed_ms(self._started), cut=cut, raising=raising
+        )

@@ -1,0 +1,229 @@
+"""A WSGI middleware that records each state-changing request as an audit event
+(ADR 0139): `app.wsgi_app = AuditMiddleware(app.wsgi_app, client=audit, actor=...)`.
+
+Works with any WSGI application (Flask, Django, Pyramid, Falcon) and imports
+none of them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Protocol, TypeAlias
+
+from sealtrail._client import AuditClient
+from sealtrail._middleware import (
+    STATE_CHANGING,
+    Action,
+    Actor,
+    AuditedRequest,
+    Recorder,
+    Resource,
+    Skip,
+    client_ip_of,
+    derived_action,
+    elapsed_ms,
+    outcome_of,
+    route_of_path,
+)
+
+__all__ = ["AuditMiddleware", "AuditedRequest", "derived_action", "outcome_of"]
+
+Environ: TypeAlias = dict[str, Any]
+ExcInfo: TypeAlias = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+class StartResponse(Protocol):
+    """PEP 3333's `start_response`."""
+
+    def __call__(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo | None = ...,
+        /,
+    ) -> Callable[[bytes], object]: ...
+
+
+WSGIApp: TypeAlias = Callable[[Environ, StartResponse], Iterable[bytes]]
+Route: TypeAlias = Callable[[Mapping[str, Any]], "str | None"]
+
+
+def _headers(environ: Environ) -> dict[str, str]:
+    headers = {
+        name[5:].replace("_", "-").lower(): str(value)
+        for name, value in environ.items()
+        if name.startswith("HTTP_")
+    }
+    for name in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(name):
+            headers[name.replace("_", "-").lower()] = str(environ[name])
+    return headers
+
+
+class AuditMiddleware:
+    """Records one event per HTTP request whose method is in `methods` (POST, PUT,
+    PATCH, DELETE unless told), with `client` (an AuditClient, which threads may
+    share). The event and the callables are those of `sealtrail.asgi.AuditMiddleware`.
+
+    `route(environ)`, called once the application has answered, gives the route
+    template where the framework keeps one (Flask: the `werkzeug.request`'s
+    `url_rule.rule`); without it, or when it returns None, the route is
+    SCRIPT_NAME and PATH_INFO (never the query string).
+
+    The response's last chunk is passed on once the event is acknowledged (a
+    body of one chunk, the common case, with its headers): a response a client
+    received whole was recorded. A record that failed is logged and counted
+    (`unrecorded`); with `fail_closed=True` its error is raised instead, so
+    the server answers 500 or, streamed, cuts the response before its end."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        client: AuditClient,
+        actor: Actor,
+        action: Action | None = None,
+        resource: Resource | None = None,
+        skip: Skip | None = None,
+        route: Route | None = None,
+        methods: Collection[str] = STATE_CHANGING,
+        request_id_header: str | None = "x-request-id",
+        fail_closed: bool = False,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.route = route
+        self._recorder = Recorder(
+            actor=actor,
+            action=action,
+            resource=resource,
+            skip=skip,
+            methods=methods,
+            request_id_header=request_id_header,
+            fail_closed=fail_closed,
+        )
+
+    @property
+    def unrecorded(self) -> int:
+        """How many requests this middleware failed to record (fail-open or not)."""
+        return self._recorder.unrecorded
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not self._recorder.audits(str(environ.get("REQUEST_METHOD", ""))):
+            return self.app(environ, start_response)
+        exchange = _Exchange(self, environ)
+
+        def audited_start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None, /
+        ) -> Callable[[bytes], object]:
+            exchange.status = int(status.split(" ", 1)[0])
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.app(environ, audited_start_response)
+        except Exception:
+            exchange.record(cut=True, raising=False)
+            raise
+        return _Body(body, exchange)
+
+    def record(
+        self, request: AuditedRequest, *, duration_ms: float, cut: bool, raising: bool
+    ) -> None:
+        """Records the request's event; a failure as `Recorder.failed` says,
+        raised only if `raising` (fail-closed, and no error of the application's
+        pending)."""
+        recorder = self._recorder
+        try:
+            event = recorder.event(request, duration_ms=duration_ms, cut=cut)
+            if event is None:
+                return
+            with recorder.correlated(request):
+                self.client.record(event)
+        except Exception as error:
+            recorder.failed(request, error)
+            if raising and recorder.fail_closed:
+                raise
+
+
+class _Exchange:
+    """One audited request: its status once the application gives it."""
+
+    def __init__(self, middleware: AuditMiddleware, environ: Environ) -> None:
+        self._middleware = middleware
+        self._environ = environ
+        self._started = time.perf_counter()
+        self.status: int | None = None
+        self.passed = False  # a chunk of the body was passed on to the server
+        self.recorded = False
+
+    def record(self, *, cut: bool, raising: bool) -> None:
+        if self.recorded:
+            return
+        self.recorded = True
+        environ = self._environ
+        path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
+        template = self._middleware.route(environ) if self._middleware.route else None
+        # Cut before a byte of its body went out, the server answers 500.
+        sent = self.status is not None and (self.passed or not cut)
+        request = AuditedRequest(
+            method=str(environ.get("REQUEST_METHOD", "")).upper(),
+            route=route_of_path(template or path),
+            path=path,
+            status_code=self.status if sent and self.status is not None else 500,
+            headers=_headers(environ),
+            client_ip=client_ip_of(environ.get("REMOTE_ADDR")),
+            scope=environ,
+        )
+        self._middleware.record(
+            request, duration_ms=elapsed_ms(self._started), cut=cut, raising=raising
+        )
+
+
+_NOTHING: Any = object()
+
+
+class _Body:
+    """The application's body, each chunk passed on once the next is known, so
+    the last is passed on only after the event is recorded; `close()` closes the
+    application's body (PEP 3333), recording first if the server stopped early."""
+
+    def __init__(self, body: Iterable[bytes], exchange: _Exchange) -> None:
+        self._body = body
+        self._chunks: Iterator[bytes] = iter(body)
+        self._exchange = exchange
+        self._held: bytes = _NOTHING
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._exchange.recorded:
+            if self._held is _NOTHING:
+                raise StopIteration
+            last, self._held = self._held, _NOTHING
+            self._exchange.passed = True
+            return last
+        try:
+            if self._held is _NOTHING:
+                self._held = next(self._chunks)
+            following = next(self._chunks)
+        except StopIteration:
+            self._exchange.record(cut=False, raising=True)
+            return self.__next__()
+        except Exception:
+            self._exchange.record(cut=True, raising=False)
+            raise
+        chunk, self._held = self._held, following
+        self._exchange.passed = True
+        return chunk
+
+    def close(self) -> None:
+        try:
+            # The server stopped reading (its client went away): the action was
+            # taken all the same.
+            self._exchange.record(cut=False, raising=False)
+        finally:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()

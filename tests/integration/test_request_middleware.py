@@ -1,0 +1,309 @@
+"""The ASGI and WSGI middlewares (sealtrail.asgi, sealtrail.wsgi; ADR 0139)
+against a real server: a Starlette application driven by httpx's ASGI
+transport, a WSGI one by wsgiref's handler; what they recorded, read back by
+Query."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any
+from wsgiref.handlers import SimpleHandler
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+
+from sealtrail import AsyncAuditClient, AuditClient, UnavailableError, build_filter
+from sealtrail.asgi import AuditedRequest
+from sealtrail.asgi import AuditMiddleware as AsgiAudit
+from sealtrail.v1 import event_pb2
+from sealtrail.wsgi import AuditMiddleware as WsgiAudit
+from sealtrail.wsgi import StartResponse
+from tests.conftest import ServerThread
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN_ID = "00f067aa0ba902b7"
+
+
+def _nothing_listening() -> str:
+    """An address on 127.0.0.1 where nothing listens (a port the system gave, closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def _actor(request: AuditedRequest) -> str | None:
+    return request.headers.get("x-user")
+
+
+async def _created(request: Request) -> Response:
+    request.state.template = request.path_params["id"]
+    return JSONResponse({"id": request.path_params["id"]}, status_code=201)
+
+
+async def _read(request: Request) -> Response:
+    return JSONResponse({"id": request.path_params["id"]})
+
+
+async def _refused(request: Request) -> Response:
+    return Response("no", status_code=403)
+
+
+async def _broken(request: Request) -> Response:
+    raise RuntimeError("the handler failed")
+
+
+async def _streamed(request: Request) -> Response:
+    async def chunks() -> AsyncIterator[bytes]:
+        for n in range(3):
+            await asyncio.sleep(0.02)  # the stream takes time: its duration counts it
+            yield f"chunk {n}\n".encode()
+        request.state.streamed_ms = (time.perf_counter() - began) * 1000
+
+    began = time.perf_counter()
+    return StreamingResponse(chunks(), status_code=200)
+
+
+def _starlette() -> Starlette:
+    return Starlette(
+        routes=[
+            Route("/v1/templates/{id}", _created, methods=["POST"]),
+            Route("/v1/templates/{id}", _read, methods=["GET"]),
+            Route("/v1/refused", _refused, methods=["POST"]),
+            Route("/v1/broken", _broken, methods=["POST"]),
+            Route("/v1/export", _streamed, methods=["POST"]),
+            Mount("/orgs/{org}", routes=[Route("/members/{id}", _created, methods=["DELETE"])]),
+        ]
+    )
+
+
+def _http(app: Any, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(
+        app=app, client=("203.0.113.9", 50123), raise_app_exceptions=raise_app_exceptions
+    )
+    return httpx.AsyncClient(transport=transport, base_url="http://service.test")
+
+
+async def _recorded(audit: AsyncAuditClient) -> list[event_pb2.Event]:
+    return [event async for event in audit.query(order="oldest")]
+
+
+async def test_asgi_records_a_request_by_its_route_template_and_skips_reads(
+    server: ServerThread, tenant: str
+) -> None:
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        app = AsgiAudit(
+            _starlette(),
+            client=audit,
+            actor=_actor,
+            resource=lambda request: ("template", request.scope["path_params"]["id"]),
+        )
+        incoming = str(uuid.uuid4())
+        async with _http(app) as http:
+            answer = await http.post(
+                "/v1/templates/tpl_7?access_token=s3cret",
+                headers={
+                    "x-user": "u_42",
+                    "user-agent": "billing-cli/2.1",
+                    "x-request-id": incoming,
+                    "traceparent": f"00-{TRACE_ID}-{SPAN_ID}-01",
+                },
+            )
+            assert answer.status_code == 201
+            assert answer.json() == {"id": "tpl_7"}
+            assert (await http.get("/v1/templates/tpl_7")).status_code == 200
+        (event,) = await _recorded(audit)
+        assert app.unrecorded == 0
+    assert event.action == "http.v1.templates.post"
+    assert event.outcome == event_pb2.OUTCOME_SUCCESS
+    assert (event.actor.id, event.resource.type, event.resource.id) == ("u_42", "template", "tpl_7")
+    context = event.context
+    assert (context.http_method, context.http_route) == ("POST", "/v1/templates/{id}")
+    assert context.http_status_code == 201
+    assert context.duration_ms > 0
+    assert (context.ip, context.user_agent) == ("203.0.113.9", "billing-cli/2.1")
+    assert context.request_id == incoming
+    assert (context.trace_id, context.span_id) == (TRACE_ID, SPAN_ID)
+
+
+async def test_asgi_records_denials_failures_and_what_skip_leaves(
+    server: ServerThread, tenant: str
+) -> None:
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        app = AsgiAudit(
+            _starlette(),
+            client=audit,
+            actor=_actor,
+            action=lambda request: "template.refused" if request.status_code == 403 else "x.y",
+            skip=lambda request: request.path == "/v1/templates/skipped",
+        )
+        async with _http(app) as http:
+            assert (await http.post("/v1/templates/skipped")).status_code == 201
+            assert (await http.post("/v1/refused")).status_code == 403
+            # The handler's exception reaches the server as it would without
+            # the middleware; the request is recorded as the 500 it answered.
+            with pytest.raises(RuntimeError, match="the handler failed"):
+                await http.post("/v1/broken", headers={"x-user": "u_9"})
+            answer = await http.delete("/orgs/acme/members/m_1")
+            assert answer.status_code == 201
+        refused, broken, mounted = await _recorded(audit)
+    assert (refused.action, refused.actor.id) == ("template.refused", "anonymous")
+    assert refused.outcome == event_pb2.OUTCOME_DENIED
+    assert refused.context.http_status_code == 403
+    assert (broken.actor.id, broken.context.http_status_code) == ("u_9", 500)
+    assert broken.outcome == event_pb2.OUTCOME_FAILURE
+    assert broken.context.http_route == "/v1/broken"
+    # Under a mount: the mount's path as matched, then the route's template.
+    assert mounted.context.http_route == "/orgs/acme/members/{id}"
+
+
+async def test_asgi_times_a_streamed_response_to_its_last_chunk(
+    server: ServerThread, tenant: str
+) -> None:
+    states: list[Any] = []
+
+    def actor(request: AuditedRequest) -> str:
+        states.append(request.scope["state"])
+        return "u_1"
+
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        app = AsgiAudit(_starlette(), client=audit, actor=actor)
+        async with _http(app) as http:
+            answer = await http.post("/v1/export")
+        assert answer.text == "chunk 0\nchunk 1\nchunk 2\n"
+        (event,) = await _recorded(audit)
+    (state,) = states
+    # The whole stream, measured from before the handler began.
+    assert event.context.duration_ms >= state["streamed_ms"] > 0
+
+
+async def test_asgi_without_sealtrail_answers_and_counts_or_refuses_when_fail_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with AsyncAuditClient(
+        _nothing_listening(), token="stk_unused", max_attempts=1, timeout=5
+    ) as audit:
+        fail_open = AsgiAudit(_starlette(), client=audit, actor=_actor)
+        with caplog.at_level(logging.ERROR, logger="sealtrail.middleware"):
+            async with _http(fail_open) as http:
+                answer = await http.post("/v1/templates/t_1")
+        assert answer.status_code == 201
+        assert fail_open.unrecorded == 1
+        (logged,) = [r for r in caplog.records if r.name == "sealtrail.middleware"]
+        assert logged.getMessage().startswith(
+            "the audit record of POST /v1/templates/{id} (status 201) failed: "
+        )
+
+        fail_closed = AsgiAudit(_starlette(), client=audit, actor=_actor, fail_closed=True)
+        async with _http(fail_closed) as http:
+            with pytest.raises(UnavailableError):
+                await http.post("/v1/templates/t_2")
+        async with _http(fail_closed, raise_app_exceptions=False) as http:
+            refused = await http.post("/v1/templates/t_3")
+        # Nothing of the handler's answer went out: the server's own 500.
+        assert refused.status_code == 500
+        assert refused.text == ""
+        assert fail_closed.unrecorded == 2
+
+
+def _wsgi_app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    path = environ["PATH_INFO"]
+    if path == "/broken":
+        raise RuntimeError("the handler failed")
+    if path.startswith("/stream"):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (f"part {n}\n".encode() for n in range(3))
+    start_response("201 Created", [("Content-Type", "text/plain")])
+    return [b"created"]
+
+
+def _wsgi_call(
+    app: Any, method: str, path: str, query: str = "", **headers: str
+) -> tuple[int, bytes, str]:
+    """The status and body of the HTTP response wsgiref's handler writes for a
+    request, and what it wrote to its error stream (an application's traceback)."""
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SERVER_NAME": "service.test",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "198.51.100.4",
+        **{f"HTTP_{name.upper()}": value for name, value in headers.items()},
+    }
+    out, errors = io.BytesIO(), io.StringIO()
+    SimpleHandler(io.BytesIO(), out, errors, environ).run(app)
+    head, _, body = out.getvalue().partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body, errors.getvalue()
+
+
+@pytest.fixture
+def audit(server: ServerThread, tenant: str) -> Iterator[AuditClient]:
+    with AuditClient(server.target, token=server.token(tenant)) as client:
+        yield client
+
+
+def test_wsgi_records_requests_by_route_or_path_never_the_query_string(
+    audit: AuditClient,
+) -> None:
+    app = WsgiAudit(
+        _wsgi_app,
+        client=audit,
+        actor=lambda request: {"actor_id": "svc", "actor_type": "service"},
+        route=lambda environ: "/items/{id}" if environ["PATH_INFO"].startswith("/items/") else None,
+    )
+    assert _wsgi_call(app, "PUT", "/items/9", "token=s3cret", USER_AGENT="curl/8")[:2] == (
+        201,
+        b"created",
+    )
+    assert _wsgi_call(app, "POST", "/stream/a b?", "q=1")[:2] == (200, b"part 0\npart 1\npart 2\n")
+    assert _wsgi_call(app, "GET", "/items/9")[0] == 201
+    broken, _, logged = _wsgi_call(app, "DELETE", "/broken")
+    # The handler's exception reached the server, which answered 500.
+    assert broken == 500 and "the handler failed" in logged
+
+    put, stream, failed = audit.query(order="oldest")
+    assert (put.action, put.actor.id, put.actor.type) == (
+        "http.items.put",
+        "svc",
+        event_pb2.ACTOR_TYPE_SERVICE,
+    )
+    assert (put.context.http_route, put.context.http_status_code) == ("/items/{id}", 201)
+    assert (put.context.ip, put.context.user_agent) == ("198.51.100.4", "curl/8")
+    assert put.context.duration_ms > 0
+    assert put.outcome == event_pb2.OUTCOME_SUCCESS
+    # A decoded `?` in the path is no query string: encoded again.
+    assert stream.context.http_route == "/stream/a%20b%3F"
+    assert stream.context.http_status_code == 200
+    assert (failed.context.http_status_code, failed.outcome) == (500, event_pb2.OUTCOME_FAILURE)
+    assert len(audit.query_page(build_filter(http_status_classes="5xx")).events) == 1
+
+
+def test_wsgi_without_sealtrail_answers_and_counts_or_refuses_when_fail_closed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with AuditClient(_nothing_listening(), token="stk_unused", max_attempts=1) as audit:
+        fail_open = WsgiAudit(_wsgi_app, client=audit, actor=lambda request: "u_1")
+        with caplog.at_level(logging.ERROR, logger="sealtrail.middleware"):
+            answered = _wsgi_call(fail_open, "POST", "/items/1")
+        assert answered[:2] == (201, b"created")
+        assert fail_open.unrecorded == 1
+        assert any(r.name == "sealtrail.middleware" for r in caplog.records)
+
+        fail_closed = WsgiAudit(_wsgi_app, client=audit, actor=lambda r: "u_1", fail_closed=True)
+        refused, body, logged = _wsgi_call(fail_closed, "POST", "/items/2")
+        assert refused == 500 and b"created" not in body
+        assert "UnavailableError" in logged
+        # Streamed: what went out before the end, without its last chunk.
+        assert _wsgi_call(fail_closed, "POST", "/stream")[:2] == (200, b"part 0\npart 1\n")
+        assert fail_closed.unrecorded == 2
