@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sealtrail import AuditClient, build_event, build_filter, build_sink
@@ -102,7 +103,7 @@ def test_the_client_readmes_samples_run_as_written(
 ) -> None:
     client, _ = audit
     doc = "clients/python/README.md"
-    record, read, count, check, export_check, excel, correlate, errors = samples(doc)
+    record, read, count, check, export_check, excel, correlate, _middleware, errors = samples(doc)
 
     # Recording: the stored event's id and seq, and that this call recorded it.
     assert re.fullmatch(r"[0-9a-f-]{36} \d+ False\n", run(doc, record))
@@ -168,6 +169,31 @@ def test_the_client_readmes_samples_run_as_written(
     assert run(doc, errors) == (
         "event.action must be dotted lowercase `resource.verb`, e.g. `api_key.create`\n"
     )
+
+
+async def test_the_client_readmes_middleware_sample_records_a_request(
+    run: Runner, audit: tuple[AuditClient, str]
+) -> None:
+    client, _ = audit
+    doc = "clients/python/README.md"
+    (sample,) = [sample for sample in samples(doc) if "AuditMiddleware(" in sample]
+    run(doc, sample)
+    app = run.scope["app"]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service.test") as http:
+        answer = await http.post(
+            "/v1/templates/tpl_7/publish?draft=1", headers={"x-user-id": "u_42"}
+        )
+    await app.client.close()
+    assert answer.json() == {"published": "tpl_7"}
+    (recorded,) = client.query(build_filter(actions="http.*"))
+    assert (recorded.action, recorded.actor.id, recorded.resource.id) == (
+        "http.v1.templates.publish.post",
+        "u_42",
+        "tpl_7",
+    )
+    context = recorded.context
+    assert (context.http_route, context.http_status_code) == ("/v1/templates/{id}/publish", 201)
 
 
 def test_the_correlation_samples_carry_the_callers_request_id_and_find_a_trace(
@@ -298,7 +324,7 @@ def test_every_sample_of_the_docs_is_run_here() -> None:
     """A sample added to a doc is added to a test above, or this fails."""
     run_here = {
         "README.md": 1,
-        "clients/python/README.md": 8,
+        "clients/python/README.md": 9,
         "docs/api.md": 1,
         "docs/correlation.md": 2,
         "docs/retention.md": 2,
