@@ -1003,6 +1003,9 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
     ]
     if output == "json":
         click.echo(json.dumps(rows, indent=2))
+    elif not rows and unreadable:
+        # Not "every tenant's": those whose files could not be read are unchecked.
+        click.echo("every other tenant's log extends what this key signed of it", err=True)
     elif not rows:
         click.echo("every tenant's log extends what this key signed of it", err=True)
     else:

@@ -83,4 +83,6 @@ def test_key_restored_says_a_file_it_cannot_read_as_every_other_refusal(tmp_path
     )
     assert failed.exit_code == 1, failed.output
     lines = own_lines(failed.stderr)
+    # Not "every tenant's log extends ...": acme's was not checked.
+    assert "every other tenant's log extends what this key signed of it" in lines, lines
     assert lines[-1].startswith(f"Error: cannot read what the key signed: {broken} "), lines
