@@ -6,6 +6,11 @@ on; any other event
 is `[severity] action by actor from ip (country) on resource_type/resource_id
 (outcome) at occurred_at`, a country the server located from the address
 (GeoIP, ADR 0134) marked `(FR, located)`, not passed off as the caller's word.
+An event that records the API request it was (ADR 0136) says it after its
+resource, an alert (which carries its trigger's) after where it came from:
+` via GET /v1/orders/{id} -> 503 in 1200 ms`, only the parts recorded
+(` via HTTP -> 503` without a method or route), nothing with none; a route is
+cut as any value is, never its status or duration.
 Each line ends with the tenant and seq, which find the event in the log
 (`sealtrail tail --from-seq`).
 
@@ -91,6 +96,42 @@ def origin(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool 
     return f" from {ip or country}" if ip or country else ""
 
 
+def milliseconds(value: float) -> str:
+    """A duration in milliseconds as a person reads it: `1200`, `12.5`, to
+    the microsecond, and the first digits of one shorter (`0.0004`)."""
+    said = f"{value:.3f}".rstrip("0").rstrip(".")
+    return said if said != "0" else f"{value:.2g}"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def request(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = True) -> str:
+    """The API request the event was (ADR 0136), as a line says it: ` via
+    GET /v1/orders/{id} -> 503 in 1200 ms`, with only the parts recorded (`HTTP`
+    for a method and route not recorded: ` via HTTP -> 503`); "" with none.
+    The route is cut as any value is (`…`), the status and duration never;
+    with `markup`, `->` escaped as Slack asks, as a value's `>` is."""
+    context = record.get("context") or {}
+    said = " ".join(
+        shown(context[key], markup=markup, guard_mentions=guard_mentions)
+        for key in ("http_method", "http_route")
+        if context.get(key)
+    )
+    status, duration = context.get("http_status_code"), context.get("duration_ms")
+    status = status if _number(status) and status else None
+    duration = duration if _number(duration) and duration else None
+    if not said and status is None and duration is None:
+        return ""
+    said = said or "HTTP"
+    if status is not None:
+        said += f" {'-&gt;' if markup else '->'} {status}"
+    if duration is not None:
+        said += f" in {milliseconds(duration)} ms"
+    return f" via {said}"
+
+
 def line(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = True) -> str:
     """The line that tells of the event whose stored record is `record`;
     without `markup`, plain text, and an alert without its mark (a page's
@@ -107,8 +148,10 @@ def line(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = 
         trigger = (record.get("details") or {}).get("trigger_seq")
         fired_on = f", fired on seq {trigger}" if isinstance(trigger, int) else ""
         mark = f"{ALERT_MARK} " if markup else ""
-        # Where its trigger came from, which the alert carries (alerts/evaluator.py).
+        # Where its trigger came from and the request it was, which the
+        # alert carries (alerts/evaluator.py).
         said = origin(record, markup=markup, guard_mentions=guard_mentions)
+        said += request(record, markup=markup, guard_mentions=guard_mentions)
         return f"{mark}[{severity}] {description}{said} ({where}{fired_on})"
     actor = record.get("actor") or {}
     said = f"[{severity}] {show(record.get('action', ''))} by {show(actor.get('id', ''))}"
@@ -117,6 +160,7 @@ def line(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = 
     if resource.get("type") or resource.get("id"):
         named = "/".join(show(resource[key]) for key in ("type", "id") if resource.get(key))
         said += f" on {named}"
+    said += request(record, markup=markup, guard_mentions=guard_mentions)
     outcome = show(record.get("outcome", "success"))
     occurred = show(record.get("occurred_at", ""))
     return f"{said} ({outcome}) at {occurred} ({where})"

@@ -26,7 +26,7 @@ import aiosmtplib
 
 from ..domain.chat_text import line as chat_line
 from ..domain.chat_text import located as chat_located
-from ..domain.chat_text import shown
+from ..domain.chat_text import milliseconds, shown
 from ..domain.email_sinks import host_of, is_loopback, mail_address, port_of, security_of
 from .egress import DEADLINE_TIMEOUTS, Answer, EgressDenied, EgressPolicy
 
@@ -47,6 +47,11 @@ _FIELDS: Final = (
     ("Resource", ("resource", "id")),
     ("IP address", ("context", "ip")),
     ("Country", ("context", "country")),
+    # The API request the event was (ADR 0136); an alert's, its trigger's.
+    ("HTTP method", ("context", "http_method")),
+    ("HTTP route", ("context", "http_route")),
+    ("HTTP status", ("context", "http_status_code")),
+    ("Duration", ("context", "duration_ms")),
     ("Description", ("description",)),
     ("Occurred at", ("occurred_at",)),
     ("Tenant", ("tenant_id",)),
@@ -96,6 +101,8 @@ def message(destination: dict[str, Any], data: dict[str, Any], item: str) -> byt
             said = shown(value, 1000, markup=False, guard_mentions=False)
             if label == "Country" and chat_located(data.get("context") or {}):
                 said += f" ({_LOCATED})"
+            elif label == "Duration" and isinstance(value, int | float):
+                said = f"{milliseconds(value)} ms"
             lines.append(f"{label}: {said}")
     details = data.get("details")
     if details:
