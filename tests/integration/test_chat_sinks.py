@@ -24,6 +24,7 @@ from sealtrail import (
     AsyncAuditClient,
     AuditClient,
     InvalidArgumentError,
+    build_alert_rule,
     build_event,
     build_filter,
     build_sink,
@@ -391,3 +392,30 @@ def test_an_alert_rule_routed_to_a_chat_sink_posts_the_alert(
             f" member.role_changed by admin (tenant {tenant}, seq {recorded.seq},"
             f" fired on seq {trigger})"
         )
+
+
+def test_an_alert_on_a_server_error_says_which_endpoint_failed(
+    client: AuditClient, sinks: Callable[..., forwarding_pb2.Sink], channel: Endpoint, tenant: str
+) -> None:
+    """A rule on 5xx answers, routed to a channel: its alert's line says the
+    trigger's request (docs/forwarding.md), as the trigger's own line does."""
+    sink = sinks(chat_sink(channel, name="errors", filter=build_filter(http_status_classes="5xx")))
+    client.create_alert_rule(
+        build_alert_rule(
+            "5xx", "match", filter=build_filter(actions="order.read"), sink_ids=[sink.id]
+        )
+    )
+    trigger = client.record(
+        action="order.read", actor_id="alice", resource_type="order", resource_id="o-1",
+        http_method="GET", http_route="/v1/orders/{id}", http_status_code=503, duration_ms=1200,
+    ).event  # fmt: skip
+    received = channel.wait_for(lambda r: any(ALERT_MARK in line for line in lines(r)))
+    [recorded] = client.query(build_filter(actions="security.alert"))
+    stamp = format_timestamp(trigger.occurred_at.ToDatetime(tzinfo=UTC))
+    request = "via GET /v1/orders/{id} -&gt; 503 in 1200 ms"
+    assert lines(received) == [
+        f"[info] order.read by alice on order/o-1 {request} (success) at {stamp}"
+        f" (tenant {tenant}, seq {trigger.seq})",
+        f"{ALERT_MARK} [warning] Alert '5xx': order.read by alice {request}"
+        f" (tenant {tenant}, seq {recorded.seq}, fired on seq {trigger.seq})",
+    ]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from google.protobuf import json_format
 
 from sealtrail import (
     AuditClient,
@@ -33,7 +34,7 @@ from tests.filter_checks import (
     live_from_now,
     violations_refused,
 )
-from tests.integration.test_alerting import the_only_alert
+from tests.integration.test_alerting import the_only_alert, wait_for_alerts
 from tests.integration.test_export_check import refused_when_told
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
@@ -261,6 +262,31 @@ def test_an_alert_rule_on_server_errors_fires_on_one_alone(client: AuditClient) 
     client.record(_call(http_status_code=499))
     fires = client.record(_call(http_status_code=500))
     the_only_alert(client, rule.rule.id, fires.event)
+
+
+def test_an_alert_carries_its_triggers_request(client: AuditClient) -> None:
+    """An alert carries its trigger's request as it carries its address and
+    country: the parts the trigger recorded, typed, in its context, so its
+    chat line, page and mail say which endpoint failed (docs/alerting.md)."""
+    rule = client.create_alert_rule(
+        build_alert_rule("5xx", "match", filter=build_filter(http_status_classes="5xx"))
+    ).rule
+    full = client.record(
+        _call(http_method="get", http_route=ROUTE, http_status_code=503, duration_ms=1200)
+    ).event
+    partial = client.record(_call(http_status_code=500, duration_ms=12.5)).event
+    fired = wait_for_alerts(client, 2)
+    assert [json_format.MessageToDict(a.details)["trigger_event_id"] for a in fired] == [
+        full.id,
+        partial.id,
+    ]
+    assert all(a.resource.id == rule.id for a in fired)
+    assert [
+        (a.context.http_method, a.context.http_route, a.context.http_status_code,
+         a.context.duration_ms)
+        for a in fired
+    ] == [("GET", ROUTE, 503, 1200), ("", "", 500, 12.5)]  # fmt: skip
+    assert client.verify_log(check_views=True).ok
 
 
 def test_the_cli_queries_by_http_status(

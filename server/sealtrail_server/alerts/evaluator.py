@@ -794,6 +794,7 @@ class Evaluator:
             **details,
             "sink_ids": list(stored.sink_ids),
         }
+        context = record.get("context", {})
         return EventDraft(
             action=ALERT_ACTION,
             category=event_pb2.CATEGORY_SECURITY,
@@ -805,10 +806,15 @@ class Evaluator:
             resource_id=stored.id,
             resource_name=name,
             details=alert_details,
-            # Where the trigger came from, as its record says: its chat line,
-            # page and mail say it (domain/chat_text.py, `origin`).
-            ip=record.get("context", {}).get("ip", ""),
-            country=record.get("context", {}).get("country", ""),
+            # Where the trigger came from and the API request it was, as its
+            # record says: its chat line, page and mail say them
+            # (domain/chat_text.py, `origin` and `request`).
+            ip=context.get("ip", ""),
+            country=context.get("country", ""),
+            http_method=context.get("http_method", ""),
+            http_route=context.get("http_route", ""),
+            http_status_code=context.get("http_status_code", 0),
+            duration_ms=float(context.get("duration_ms", 0)),
             idempotency_key=store.alert_key(stored.id, trigger_seq),
             plain=plain_values(alert_details, []),
         )
