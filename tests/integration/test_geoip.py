@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import itertools
 import json
 import logging
 import os
@@ -368,9 +367,11 @@ def test_a_lookup_during_a_reload_is_answered_by_the_old_version_and_the_loop_ru
     """The copy and the open of a new version run in a thread: here the new
     file is a pipe that gives the new version's bytes only when told, the
     copy held meanwhile. Lookups during it are answered by the version in
-    use, and the event loop runs on: a heartbeat task's longest gap during
-    the copy is a small part of the copy's time (on the loop, a lookup
-    waited out the whole copy: 50 ms for GeoLite2 City)."""
+    use, and the event loop runs on: it beats 20 times while the copy is
+    held, and only then lets the copy go (on the loop, a lookup waited out
+    the whole copy, 50 ms for GeoLite2 City: here the feeder's 10 s, its
+    release never given). Judged by who released the copy, not by a ratio
+    of times, which a loaded machine's scheduling can upset."""
     path = tmp_path / "country.mmdb"
     write_mmdb(path, NETWORKS)
     new = tmp_path / "new.mmdb"
@@ -381,17 +382,19 @@ def test_a_lookup_during_a_reload_is_answered_by_the_old_version_and_the_loop_ru
     os.mkfifo(pipe)
     os.replace(pipe, path)
     copying, release = threading.Event(), threading.Event()
+    released: list[bool] = []
 
     def feed() -> None:
         with path.open("wb") as written:  # once the reload opens the pipe
             copying.set()
-            release.wait(timeout=10)  # (on the loop, the first lookup waited it out)
+            # False if the 10 s ran out: on the loop, the first lookup waited it out.
+            released.append(release.wait(timeout=10))
             written.write(new.read_bytes())
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
 
-    async def run() -> tuple[list[str | None], float, float]:
+    async def run() -> list[str | None]:
         ticks: list[float] = []
 
         async def heartbeat() -> None:
@@ -403,7 +406,7 @@ def test_a_lookup_during_a_reload_is_answered_by_the_old_version_and_the_loop_ru
         now[0] = 60.0
         answers = [locator.country("81.2.69.30")]  # which begins the reload
         assert await asyncio.to_thread(copying.wait, 10)
-        began, beats = time.perf_counter(), len(ticks)
+        beats = len(ticks)
         while len(ticks) < beats + 20:  # the copy held while the loop beats 20 times
             answers.append(locator.country("81.2.69.30"))
             await asyncio.sleep(0.001)
@@ -412,19 +415,17 @@ def test_a_lookup_during_a_reload_is_answered_by_the_old_version_and_the_loop_ru
         while locator.country("81.2.69.30") != "BE":
             assert time.monotonic() < deadline
             await asyncio.sleep(0.001)
-        ended = time.perf_counter()
         beating.cancel()
-        during = [began, *(tick for tick in ticks if began <= tick <= ended), ended]
-        return answers, max(b - a for a, b in itertools.pairwise(during)), ended - began
+        return answers
 
     try:
-        answers, longest_gap, copy_seconds = asyncio.run(run())
+        answers = asyncio.run(run())
     finally:
         release.set()
         feeder.join(timeout=10)
         locator.close()
     assert set(answers) == {"FR"} and len(answers) > 20, answers
-    assert longest_gap / copy_seconds < 0.5, (longest_gap, copy_seconds)
+    assert released == [True], "the loop did not run while the copy was held"
 
 
 def test_a_missing_or_unreadable_database_refuses_the_start(
