@@ -43,3 +43,22 @@ class Clock:
         ran, on the safe side)."""
         with self._lock:
             return read + self._world_moved
+
+
+class OffsetClock:
+    """The real time, off by as much as the test says (`off_by`): a host
+    whose clock runs ahead of the database's (behind, if negative). Unlike
+    `Clock` it moves on in real time, as the database's does, so the two stay
+    as far apart as set however long the test runs."""
+
+    def __init__(self, seconds: float = 0) -> None:
+        self._offset = timedelta(seconds=seconds)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return datetime.now(UTC) + self._offset
+
+    def off_by(self, seconds: float) -> None:
+        with self._lock:
+            self._offset = timedelta(seconds=seconds)

@@ -666,7 +666,20 @@ class Service:
             except OSError as error:
                 raise SystemExit(_console_refused(settings.console_listen, error)) from None
         await db.learn_policies(timeout=max(settings.database_probe_interval, 1.0))
-        await self._set_health(serving=True)
+        # A clock off from the database's is refused from the start, not from
+        # the probe's second look (ADR 0138); one answer put right serves.
+        clock_off = db.clock_off_at_start()
+        if (read := db.clock_skew.latest) is not None:
+            log.info(
+                "clock: this process's clock is %+.3f s from the database's at start"
+                " (within %.3f s; negative: behind)",
+                read.skew.total_seconds(),
+                read.doubt,
+            )
+        if clock_off is not None:
+            log.error("the database is not served: %s: NOT_SERVING", clock_off)
+            db.reachable = False
+        await self._set_health(serving=db.reachable)
         self._watchdog = asyncio.create_task(self._watch_database(db), name="sealtrail-db-watch")
         return self.port
 
@@ -687,6 +700,7 @@ class Service:
                 max_size=settings.pool_max_size,
                 tracer=self._tracer,
                 clock=self._clock,
+                max_clock_skew=settings.max_clock_skew,
             )
         except PoolTimeout:
             raise SystemExit(
@@ -724,8 +738,9 @@ class Service:
     async def _watch_database(self, db: Database) -> None:
         """Health follows the database: NOT_SERVING while it does not answer,
         takes no writes, its login may not work as the service's roles,
-        they lack a grant the migrations make them, or a table lacks the
-        row-level security they give it (calls then fail at once
+        they lack a grant the migrations make them, a table lacks the
+        row-level security they give it, or this process's clock is further
+        from its clock than SEALTRAIL_MAX_CLOCK_SKEW (calls then fail at once
         with UNAVAILABLE and RetryInfo), SERVING again once it does; the pool reconnects by itself.
         Down after two failed probes in a row (ProbeVerdicts), up after one.
         A call the database refused for the service's privileges has the

@@ -43,6 +43,11 @@ class Settings:
     pool_max_size: int = 10
     # Seconds between checks that the database answers (health follows them).
     database_probe_interval: float = 1.0
+    # Seconds this process's clock may be off from the database's, either
+    # way, read at start and by each probe, before health says NOT_SERVING and
+    # calls are refused (ADR 0138): its events' received_at would be out of
+    # order with their seqs. 0: never refused (still measured and logged).
+    max_clock_skew: float = 2.0
     # Group commit: wait up to this long for more events, or until this many wait.
     append_max_wait: float = 0.005
     append_batch_events: int = 64
@@ -351,6 +356,7 @@ _DAY: Final = 86400.0
 # nor to the connections' idle time, which gRPC takes in ms, an int too.
 _AT_MOST_A_DAY = (
     "token_last_use_interval",
+    "max_clock_skew",  # past a day, retention would have purged a day early
     "connection_idle_seconds",
     "key_read_window",
     "access_denied_window",

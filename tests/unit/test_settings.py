@@ -262,3 +262,16 @@ def test_a_console_host_that_is_no_host_port_is_refused_at_start(raw: str) -> No
     ):
         Settings.load(env)
     assert Settings.load({"SEALTRAIL_CONSOLE_ALLOWED_HOSTS": " a.example., [::1]:80 ,"})
+
+
+def test_the_clock_skew_bound_is_2_seconds_0_for_none_and_at_most_a_day() -> None:
+    """SEALTRAIL_MAX_CLOCK_SKEW (ADR 0138): 0 turns the refusal off; below
+    0, not finite, or past a day is refused naming it."""
+    assert Settings.load({}).max_clock_skew == 2.0
+    assert Settings.load({"SEALTRAIL_MAX_CLOCK_SKEW": "0"}).max_clock_skew == 0
+    assert Settings.load({"SEALTRAIL_MAX_CLOCK_SKEW": "0.5"}).max_clock_skew == 0.5
+    for raw in ("-1", "nan"):
+        with pytest.raises(SystemExit, match="SEALTRAIL_MAX_CLOCK_SKEW must be 0 or more seconds"):
+            Settings.load({"SEALTRAIL_MAX_CLOCK_SKEW": raw})
+    with pytest.raises(SystemExit, match="SEALTRAIL_MAX_CLOCK_SKEW must be at most 86400"):
+        Settings.load({"SEALTRAIL_MAX_CLOCK_SKEW": "86401"})

@@ -83,6 +83,10 @@ class ClockReading:
     process: datetime
     database: datetime
     at: float
+    # Half the statement's time on the monotonic clock: how far either way
+    # `process` may be from the moment the database read its clock (a
+    # round trip, and any stall of this process's loop, are not skew).
+    doubt: float = 0.0
 
     @property
     def skew(self) -> timedelta:
@@ -107,11 +111,15 @@ class ClockSkew:
         clock: Callable[[], datetime] | None = None,
         *,
         tolerance: timedelta = CLOCK_SKEW_TOLERANCE,
+        bound: timedelta | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`bound`: how far apart the clocks may be before this process
+        refuses to serve (`past_bound`); None, never (ADR 0138)."""
         self.clock = clock or _host_clock
         self._framed = self.clock.database_time if isinstance(self.clock, FramedClock) else _as_read
         self._tolerance = tolerance
+        self.bound = bound
         self.monotonic = monotonic
         self.latest: ClockReading | None = None
         # How far apart the clocks were when last said beyond the tolerance;
@@ -140,12 +148,31 @@ class ClockSkew:
             started.process + (after - started.process) / 2,
             database,
             started.monotonic + (ended - started.monotonic) / 2,
+            (ended - started.monotonic) / 2,
         )
 
     def note(self, reading: ClockReading) -> None:
         """Keeps `reading` as the latest, saying what changed."""
         self.latest = reading
         self._say(reading)
+
+    def past_bound(self) -> str | None:
+        """What is wrong, if this process's clock is now further from the
+        database's than `bound`, beyond the doubt of the latest reading
+        (carried on to now by the monotonic clock: a step of this process's
+        clock since is seen); None if within it, not read yet, or no bound."""
+        latest, bound = self.latest, self.bound
+        if bound is None or latest is None:
+            return None
+        skew = self.clock() - latest.database_now(self.monotonic())
+        if abs(skew.total_seconds()) - latest.doubt <= bound.total_seconds():
+            return None
+        how = "ahead of" if skew > timedelta() else "behind"
+        return (
+            f"this process's clock is {abs(skew.total_seconds()):.1f} s {how} the database's,"
+            f" more than SEALTRAIL_MAX_CLOCK_SKEW ({bound.total_seconds():g} s) allows"
+            " (docs/operations.md, Clocks)"
+        )
 
     def fresh(self, within: float) -> ClockReading | None:
         """The latest reading if taken within `within` seconds, else None."""

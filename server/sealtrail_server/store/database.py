@@ -37,7 +37,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import psycopg
@@ -554,6 +554,7 @@ class Database:
         system_lock_timeout: float = SYSTEM_LOCK_TIMEOUT,
         read_lock_timeout: float = READ_LOCK_TIMEOUT,
         clock: Callable[[], datetime] | None = None,
+        max_clock_skew: float = 0.0,
     ):
         self.pool = pool
         self._url = url
@@ -604,8 +605,11 @@ class Database:
         # Connections on their way back to the pool (`_give_back`).
         self._returning: set[asyncio.Future[None]] = set()
         # This process's clock against the database's, as the probe last read
-        # both (`clock`: this process's, the host's by default).
-        self.clock_skew = ClockSkew(clock)
+        # both (`clock`: this process's, the host's by default); further apart
+        # than `max_clock_skew` seconds (0: any), the probe fails (ADR 0138).
+        self.clock_skew = ClockSkew(
+            clock, bound=timedelta(seconds=max_clock_skew) if max_clock_skew > 0 else None
+        )
 
     @classmethod
     async def open(
@@ -620,11 +624,13 @@ class Database:
         system_lock_timeout: float = SYSTEM_LOCK_TIMEOUT,
         read_lock_timeout: float = READ_LOCK_TIMEOUT,
         clock: Callable[[], datetime] | None = None,
+        max_clock_skew: float = 0.0,
     ) -> Database:
         """`tracer`: every statement run inside a recorded span becomes a
         child span of it (store/traced.py); None, no database spans.
         `clock`: this process's, which the probe compares with the
-        database's (`clock_skew`); the host's by default.
+        database's (`clock_skew`); the host's by default. `max_clock_skew`:
+        seconds the two may be apart before the probe fails (0: never).
 
         Raises RolesMissing when the URL's user cannot assume the roles (the
         migrations create them; docs/database.md)."""
@@ -653,6 +659,7 @@ class Database:
             system_lock_timeout=system_lock_timeout,
             read_lock_timeout=read_lock_timeout,
             clock=clock,
+            max_clock_skew=max_clock_skew,
         )
 
     @property
@@ -887,17 +894,29 @@ class Database:
         if answer.vanished:
             said.append(_vanished_said(answer.vanished))
             found.append(_FOUND_VANISHED)
+        clock_off = self.clock_skew.past_bound()
+        if clock_off is not None:
+            found.append(clock_off)
         self._say_of_probe(*said)
         self.probe_found = "; ".join(found)
-        return answer.sound
+        return answer.sound and clock_off is None
+
+    def clock_off_at_start(self) -> str | None:
+        """What `probe` would find of the clocks as read at the start
+        (`learn_policies`), kept in `probe_found`; None if nothing."""
+        clock_off = self.clock_skew.past_bound()
+        if clock_off is not None:
+            self.probe_found = clock_off
+        return clock_off
 
     async def learn_policies(self, *, timeout: float) -> None:
         """Has the probe's statement know the policies' expressions found as
         listed now, at a server's start, so that none is printed later: the
         first probe came a tick after the start, and a table locked by then
         (a long read's ACCESS EXCLUSIVE wait, an ALTER TABLE) held it past
-        its timeout, health NOT_SERVING (pg_get_expr locks its table). What
-        else the statement finds is the probe's to say; an error, too."""
+        its timeout, health NOT_SERVING (pg_get_expr locks its table). Both
+        clocks it reads are noted (`clock_off_at_start`). What else the
+        statement finds is the probe's to say; an error, too."""
         give_up_at = asyncio.get_running_loop().time() + timeout
         with contextlib.suppress(psycopg.Error, TimeoutError, _ProbeFailed):
             async with asyncio.timeout_at(give_up_at):
@@ -905,6 +924,8 @@ class Database:
                     wait=timeout / 2, give_up_at=give_up_at
                 )
                 if answer is not None:
+                    if answer.clocks is not None:
+                        self.clock_skew.note(answer.clocks)
                     self._know(answer.as_listed)
                     self._say_waiting(answer)
 
