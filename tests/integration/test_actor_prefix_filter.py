@@ -244,8 +244,51 @@ def test_the_indexes_built_beforehand_as_documented_are_taken_by_the_migration(
         assert len(built) == len(before)  # one a partition and the parent's, each column
         assert [each for each in _actor_indexes(conn) if not each[2]] == before  # kept meanwhile
         migrate_database(url)
-        assert _actor_indexes(conn) == built  # none rebuilt; 0009's dropped
+        after = _actor_indexes(conn)
+        # None rebuilt (the same oids); 0009's dropped, and the partitions'
+        # renamed to the names PostgreSQL gives a partition made afterwards.
+        assert sorted(oid for _, oid, _ in after) == sorted(oid for _, oid, _ in built)
+        assert [name for name, _, _ in after] == _plain_names(conn)
         assert conn.execute("SELECT 1 FROM schema_migrations WHERE version = 54").fetchone()
+
+
+def test_the_partitions_indexes_carry_plain_names_fresh_or_migrated_from_0053(
+    migrated_database_url: str,
+) -> None:
+    """`\\di` shows each partition's actor indexes under the name PostgreSQL
+    gives them when a partition is made (`<partition>_tenant_id_actor_id_seq_idx`),
+    never one ending `_idx1` that a collision with 0009's left, on a database
+    migrated from nothing and on one that 0053 left."""
+    with (
+        database_of_its_own(migrated_database_url, "prefixes") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        fresh = [name for name, _, _ in _actor_indexes(conn)]
+        assert fresh == _plain_names(conn)
+        conn.execute("SELECT sealtrail_create_event_partitions(now() - interval '2 months', now())")
+        as_before_0054(conn)
+        conn.execute("DELETE FROM schema_migrations WHERE version = 54")
+        migrate_database(url)
+        indexes = _actor_indexes(conn)
+        assert all(pattern for _, _, pattern in indexes)
+        assert [name for name, _, _ in indexes] == _plain_names(conn)
+        assert len(indexes) >= 10
+
+
+def _plain_names(conn: psycopg.Connection[Any]) -> list[str]:
+    """The names of the actor indexes of events and its partitions, sorted, as
+    PostgreSQL names a partition's on its own: its name, the columns, `idx`."""
+    partitions = conn.execute(
+        "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'events'::regclass"
+    ).fetchall()
+    names = ["events_actor_id_pattern", "events_actor_email_pattern"]
+    for (partition,) in partitions:
+        names += [
+            f"{partition}_tenant_id_actor_id_seq_idx",
+            f"{partition}_tenant_id_actor_email_seq_idx",
+        ]
+    return sorted(names)
 
 
 def _actor_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, int, bool]]:

@@ -25,8 +25,39 @@
 -- change the catalog and unlink files at commit, reading no row: the ACCESS
 -- EXCLUSIVE lock on events they take (reads wait too) is held to the commit,
 -- 0.24 s here with five partitions, however many events they hold.
+--
+-- Then each partition's index is renamed to the name PostgreSQL gives it on a
+-- partition made afterwards (`events_2025_01_tenant_id_actor_id_seq_idx`, as
+-- 0009's were): built while 0009's still held that name, it was given one
+-- ending `_idx1`, and one built beforehand as docs/database.md says ends
+-- `_actor_id_pattern`. A rename changes the catalog alone, under the lock the
+-- drops already hold: every partition's indexes, whichever way they were built,
+-- are then named alike.
 CREATE INDEX IF NOT EXISTS events_actor_id_pattern
     ON events (tenant_id, actor_id text_pattern_ops, seq);
 CREATE INDEX IF NOT EXISTS events_actor_email_pattern
     ON events (tenant_id, actor_email text_pattern_ops, seq) WHERE actor_email IS NOT NULL;
 DROP INDEX IF EXISTS events_actor_id, events_actor_email;
+DO $$
+DECLARE
+    child record;
+    plain text;
+BEGIN
+    FOR child IN
+        SELECT i.inhrelid::regclass AS index, c.relname AS name, t.relname AS partition,
+               i.inhparent = 'events_actor_id_pattern'::regclass AS of_id
+          FROM pg_inherits AS i
+          JOIN pg_class AS c ON c.oid = i.inhrelid
+          JOIN pg_index AS x ON x.indexrelid = i.inhrelid
+          JOIN pg_class AS t ON t.oid = x.indrelid
+         WHERE i.inhparent IN ('events_actor_id_pattern'::regclass,
+                               'events_actor_email_pattern'::regclass)
+    LOOP
+        plain := child.partition || CASE WHEN child.of_id THEN '_tenant_id_actor_id_seq_idx'
+                                        ELSE '_tenant_id_actor_email_seq_idx' END;
+        IF child.name <> plain THEN
+            EXECUTE format('ALTER INDEX %s RENAME TO %I', child.index, plain);
+        END IF;
+    END LOOP;
+END
+$$;
