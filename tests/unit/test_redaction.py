@@ -2121,3 +2121,27 @@ def test_an_http_route_loses_a_token_in_its_path_and_keeps_the_rest() -> None:
     assert redaction.hits == [("context.http_route", "github_token")]
     kept = _event(context={"http_route": "/v1/templates/{id}", "http_method": "GET"})
     assert REDACTOR.redact(kept).body is kept
+
+
+@pytest.mark.parametrize("hmac_key", [None, b"k" * 32])
+def test_a_long_http_route_loses_only_its_token(hmac_key: bytes | None) -> None:
+    """A route may be 512 characters long, twice an id: one of 400 that a
+    token's HMAC leaves under 512 keeps all but the token, as an id under
+    its limit does; it was replaced whole once past an id's 256."""
+    token = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+    head, tail = "/v1/" + "segment/" * 40, "/run/" + "x" * 40
+    route = head + token + tail
+    assert 300 < len(route) <= 512
+    redaction = REDACTOR.redact(_event(context={"http_route": route}), hmac_key=hmac_key)
+    shown = "[REDACTED:github_token]" if hmac_key is None else hmac_token(hmac_key, token)
+    assert redaction.body["context"]["http_route"] == head + shown + tail
+    assert redaction.hits == [("context.http_route", "github_token")]
+
+
+def test_an_http_route_its_secrets_would_make_too_long_is_replaced_whole() -> None:
+    """Past the route's own limit (512) once its secrets' HMACs are in, a
+    route is replaced whole, as an id past 256 is."""
+    route = "/" + "".join(f"a://:{n:02}@/" for n in range(60))[:511]
+    key = b"k" * 32
+    redaction = REDACTOR.redact(_event(context={"http_route": route}), hmac_key=key)
+    assert redaction.body["context"]["http_route"] == hmac_token(key, route)

@@ -37,7 +37,7 @@ from typing import Any, Final, NamedTuple
 
 from .canonical import canonical_json
 from .errors import FieldViolation, InvalidArgument
-from .event import MAX_ID, ValidEvent, search_names
+from .event import MAX_HTTP_ROUTE, MAX_ID, ValidEvent, search_names
 from .json_path import JsonPath, path_text
 from .payment_cards import PAYMENT_CARD
 from .secret_shapes import HIGH_ENTROPY_ASSIGNMENT, KNOWN_SHAPES, basic_credentials, random_value
@@ -45,7 +45,7 @@ from .text_patterns import QUOTE, TextPattern, ValuePattern, value_pattern
 
 FIELD_NAME_RULE: Final = "field_name"
 ASSIGNMENT_RULE: Final = "secret_assignment"
-# An id whose secrets, replaced, would make it longer than MAX_ID.
+# An id whose secrets, replaced, would make it longer than an id may be.
 WHOLE_ID_RULE: Final = "id_of_secrets"
 API_KEY_VISIBLE: Final = 4
 HMAC_PREFIX: Final = "hmac-sha256:"
@@ -493,6 +493,9 @@ _FREE_TEXT: Final = (
 # route too: a path rather than its template may hold a token (`/reset/<token>`;
 # its query string is refused, ADR 0136).
 _IDENTIFIERS: Final = (("actor", "id"), ("resource", "id"), ("context", "http_route"))
+# How long each may be once its secrets are replaced: as long as it may be sent.
+# A route past an id's 256 kept all but its secrets too (it was replaced whole).
+_LONGEST_ID: Final[dict[tuple[str, ...], int]] = {("context", "http_route"): MAX_HTTP_ROUTE}
 
 
 _STRONG: Final = re.compile("|".join(STRONG_FIELD_WORDS))
@@ -761,8 +764,8 @@ class Redactor:
                 value = _at(result, path)
                 if isinstance(value, str):
                     cleaned = run.text(value, ".".join(path), patterns)
-                    if ids and len(cleaned) > MAX_ID:
-                        # Its secrets' HMACs made it longer than an id may be
+                    if ids and len(cleaned) > _LONGEST_ID.get(path, MAX_ID):
+                        # Its secrets' HMACs made it longer than it may be
                         # (an index entry can outgrow a page): replaced whole.
                         cleaned = run.replacement(value, WHOLE_ID_RULE)
                     if cleaned is not value:
