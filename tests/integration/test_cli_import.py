@@ -267,3 +267,102 @@ def test_a_country_the_exporting_server_located_is_located_again_not_claimed_as_
         ("81.2.69.7", "", NONE),
         ("81.2.69.8", "BE", CALLER),
     ]
+
+
+def test_a_querys_jsonl_imported_into_another_tenant_arrives_field_for_field(
+    server: ServerThread,
+    tenant: str,
+    client: AuditClient,
+    client_for: Callable[..., AuditClient],
+    tmp_path: Path,
+) -> None:
+    """What `sealtrail query --format jsonl --order oldest --limit 0` wrote to
+    a file, `sealtrail import` records in another tenant (the round trip
+    import's help promises): every field the sender gave equal (times to the
+    microsecond, whole and fractional numbers, a request's fields, a
+    credential, every plane's characters, secrets as redacted when sent),
+    what the service assigns
+    assigned anew, in the order queried; imported again, none twice."""
+    sent = [
+        build_event(
+            action="rt.moved",
+            actor_id="u-\u00e9\U0001f600",
+            actor_type="api_key",
+            actor_email="ops@example.com",
+            actor_display_name="=Ops",
+            credential_kind="api_key",
+            credential_id="key-7",
+            credential_hint="…ab12",
+            resource_type="doc",
+            resource_id="d-1",
+            resource_name='N"ame\r\nline',
+            description="one\ntwo\t\u2028\x85 \ufeff\U0001f600",
+            details={"n": 83, "f": 1.5, "neg": -1, "big": 2**53, "deep": {"a": [1, None]}},
+            changes=[("role", "viewer", "admin"), ("limit", 1, 2.5), ("extra", None, {"a": 1})],
+            category="security",
+            severity="critical",
+            outcome="denied",
+            ip="2001:db8::1",
+            user_agent='UA/1.0 ("x")',
+            request_id="0af76519-16cd-43dd-8448-eb211c80319c",
+            trace_id="0af7651916cd43dd8448eb211c80319c",
+            span_id="b7ad6b7169203331",
+            country="DE",
+            http_method="post",
+            http_route="/v1/docs/{id}",
+            http_status_code=503,
+            duration_ms=12.25,
+            occurred_at=datetime(2019, 3, 4, 5, 6, 7, 890123, tzinfo=UTC),
+            idempotency_key="rt-1",
+        ),
+        build_event(action="rt.read", actor_id="u2"),
+        build_event(
+            action="rt.read",
+            actor_id="u3",
+            actor_type="api_key",
+            description="login with password=hunter22",
+            details={"ok": True, "api_key": "sk-live-1234"},
+            severity="info",
+        ),
+    ]
+    results = client.record_batch(sent)
+    assert [result.error for result in results] == [None, None, None]
+    queried = tmp_path / "events.jsonl"
+    source_env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    out = CliRunner().invoke(
+        cli.main,
+        ["query", "--action", "rt.*", "--order", "oldest", "--limit", "0", "--format", "jsonl"],
+        env=source_env,
+    )
+    assert out.exit_code == 0, out.output
+    queried.write_text(out.stdout)
+    assert len(queried.read_text().splitlines()) == 3
+
+    other = f"{tenant}-queried"
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(other)}
+    shown = CliRunner().invoke(cli.main, ["import", str(queried)], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout == f"recorded 3 events from {queried}\n"
+    assert shown.stderr == ""
+
+    assigned = ("id", "seq", "receivedAt", "leafHash", "tenantId", "recordedBy")
+    before, after = (
+        [
+            {key: value for key, value in message_to_dict(event).items() if key not in assigned}
+            for event in reader.query(build_filter(actions="rt.*"), order="oldest")
+        ]
+        for reader in (client, client_for(other))
+    )
+    assert len(after) == 3 and after == before
+    assert after[0]["occurredAt"] == "2019-03-04T05:06:07.890123Z"
+    assert after[0]["details"]["big"] == 2**53
+    assert "hunter22" not in json.dumps(after) and "sk-live" not in json.dumps(after)
+    mine = list(client_for(other).query(build_filter(actions="rt.*"), order="oldest"))
+    assert [event.tenant_id for event in mine] == [other] * 3
+    assert mine[0].recorded_by.token_id != ""  # the importer's token, not the sender's
+    assert [event.seq for event in mine] == sorted(event.seq for event in mine)
+
+    again = CliRunner().invoke(cli.main, ["import", str(queried)], env=env)
+    assert again.exit_code == 0, again.output
+    assert again.stdout == f"recorded 0 events, 3 events already recorded from {queried}\n"
+    assert sum(1 for _ in client_for(other).query(build_filter(actions="rt.*"))) == 3
