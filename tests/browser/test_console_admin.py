@@ -592,6 +592,46 @@ def test_the_legal_hold_is_released_on_confirmation(
     assert admin.get_retention_policy().legal_hold.reason == "matter 2026-200"
 
 
+def test_a_held_legal_holds_reason_is_changed_on_confirmation(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """While on, the hold's reason is edited in place (the matter renamed, a
+    second case added): the API records the change with the reason it
+    replaces, and the page asks first, as it does to place one. Cancel, or
+    the reason unchanged, changes nothing; the hold stays on throughout."""
+    admin.set_legal_hold(True, reason="matter 2026-114")
+    section = open_view(browser, console_url, admin_token, "Retention")
+    hold = section.find_element(By.ID, "legal-hold")
+    form = hold.find_element(By.ID, "hold-reason")
+    reason = form.find_element(By.NAME, "reason")
+    assert reason.get_attribute("value") == "matter 2026-114"
+    assert not hold.find_element(By.ID, "hold-place").is_displayed()
+    reason.clear()
+    reason.send_keys("matter 2026-114 and 2026-120")
+    form.find_element(By.XPATH, ".//button[.='Change the reason']").click()
+    dialog = confirm_dialog(browser)
+    assert "matter 2026-114" in dialog.text and "matter 2026-114 and 2026-120" in dialog.text
+    dialog.find_element(By.XPATH, ".//button[.='Cancel']").click()
+    assert admin.get_retention_policy().legal_hold.reason == "matter 2026-114"
+
+    form.find_element(By.XPATH, ".//button[.='Change the reason']").click()
+    confirm_dialog(browser).find_element(By.ID, "confirm-ok").click()
+    wait(browser).until(lambda b: "matter 2026-114 and 2026-120" in hold.text)
+    held = admin.get_retention_policy().legal_hold
+    assert held.on and held.reason == "matter 2026-114 and 2026-120"
+    said = section.find_element(By.CSS_SELECTOR, ".done")
+    assert "reason changed" in said.text
+    changed = next(iter(admin.query(build_filter(actions="retention.legal_hold_placed"))))
+    assert changed.details["previous_reason"] == "matter 2026-114"
+
+    # The reason as it is: nothing asked, sent or recorded.
+    before = admin.count_events(build_filter(actions="retention.*")).total
+    form.find_element(By.XPATH, ".//button[.='Change the reason']").click()
+    wait(browser).until(lambda b: "already" in said.text)
+    assert not browser.find_element(By.ID, "confirm").is_displayed()
+    assert admin.count_events(build_filter(actions="retention.*")).total == before
+
+
 def test_a_release_kept_to_the_operator_shows_the_servers_word(
     browser: webdriver.Chrome, migrated_database_url: str, tenant: str
 ) -> None:

@@ -40,6 +40,7 @@ export function setUpAdmin(context) {
   }
   $("#tokens-more").addEventListener("click", () => loadTokens({ more: true }));
   $("#hold-place").addEventListener("submit", placeHold);
+  $("#hold-reason").addEventListener("submit", changeHoldReason);
   $("#hold-release").addEventListener("click", releaseHold);
   $("#confirm-cancel").addEventListener("click", () => $("#confirm").close("cancel"));
   $("#confirm-typed").addEventListener("input", () => {
@@ -1491,6 +1492,9 @@ function showHold(hold) {
     [hold.on ? "Placed" : "Last changed", changed],
   ]);
   $("#hold-place").hidden = hold.on;
+  // The reason as held, to edit in place: a matter renamed, or a second case.
+  $("#hold-reason").hidden = !hold.on;
+  $("#hold-reason").elements.reason.value = hold.on ? hold.reason : "";
   $("#hold-release").hidden = !hold.on;
   $("#erasure .hold-note").hidden = !hold.on;
 }
@@ -1522,6 +1526,30 @@ async function placeHold(event) {
   });
   if (ok && await setHold({ on: true, reason }, "Legal hold placed (recorded as retention.legal_hold_placed).")) {
     event.target.reset();
+  }
+}
+
+// The held reason replaced: SetLegalHold on with the new one, which the API
+// records with the reason it replaces (details.previous_reason). Asked first,
+// as placing is; the reason as it is (spaces around it are not kept) is no
+// change, and nothing is asked or sent.
+async function changeHoldReason(event) {
+  event.preventDefault();
+  const reason = event.target.elements.reason.value.trim();
+  const previous = read.hold.reason;
+  if (reason === previous.trim()) {
+    say($("#admin-retention"), "The legal hold already has this reason: nothing changed.");
+    return;
+  }
+  const ok = await confirmed({
+    title: "Change the legal hold's reason?",
+    body: `The hold stays on; its reason changes from ${visibleName(previous)} to ${visibleName(reason)}.`
+      + " The change is recorded with the reason it replaces.",
+    action: "Change the reason",
+  });
+  if (ok) {
+    await setHold({ on: true, reason },
+      "Legal hold reason changed (recorded as retention.legal_hold_placed, with the previous reason).");
   }
 }
 
