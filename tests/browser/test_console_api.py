@@ -1205,3 +1205,28 @@ def test_a_read_the_view_does_not_cover_is_recorded_as_its_own(
         {"actions": ["look.*"]},
     ], later
     assert "counts" in json_format.MessageToDict(later[0].details)
+
+
+def test_counts_by_credential_narrow_the_search_by_its_id(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The Breakdown by credential (helper-443): `group_by=credential`, each
+    key its kind, id and hint as a JSON array ("" for events without one),
+    its id finding with `credential_id` the events counted under it."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for kind, key_id, hint in (("api_key", "key_a", "a1b2"), ("api_key", "key_a", "a1b2"),
+                                   ("api_key", "key_b", ""), ("", "", "")):  # fmt: skip
+            credential = {"credential_kind": kind, "credential_id": key_id} if kind else {}
+            credential |= {"credential_hint": hint} if hint else {}
+            client.record(action="api.call", actor_id="svc", **credential)
+    reader = console_server.token(tenant, "reader")
+    search = {"actions": "api.call"}
+    query = urllib.parse.urlencode(search | {"group_by": "credential"})
+    status, body = get(api + f"counts?{query}", reader)
+    assert status == 200, body
+    groups = [(g["key"], g["count"]) for g in body["groups"]]
+    assert groups == [('["api_key","key_a","a1b2"]', 2), ("", 1), ('["api_key","key_b",""]', 1)]
+    for key, counted in groups:
+        if key:
+            found = _searched(api, reader, {**search, "credential_id": json.loads(key)[1]})
+            assert len(found) == counted, (key, found)

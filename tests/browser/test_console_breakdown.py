@@ -326,3 +326,32 @@ def test_the_breakdown_by_route_and_status_and_the_slower_than_field(
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait_for_rows(browser, lambda r: len(r) == 2)
     assert parse_qs(urlsplit(browser.current_url).query)["min_duration_ms"] == ["1000"]
+
+
+def test_the_breakdown_by_credential_shows_kind_id_and_hint_and_narrows_by_its_id(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Which key was used most (helper-443): the panel by credential lists
+    each as the rows show it (kind, id, `...hint`), events without one as
+    "(no credential)"; one pressed narrows the search by `credential_id`."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for key_id, hint in [("key_a", "a1b2"), ("key_a", "a1b2"), ("key_b", ""), ("", "")]:
+            credential = {"credential_kind": "api_key", "credential_id": key_id} if key_id else {}
+            credential |= {"credential_hint": hint} if hint else {}
+            c.record(action="api.call", actor_id="svc", **credential)
+    signed_in_hooked(
+        browser, console_url + "?actions=api.call", console_server.token(tenant, "reader")
+    )
+    wait_for_rows(browser, lambda r: len(r) == 4)
+    panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("credential")
+    wait(browser).until(
+        lambda b: (
+            breakdown(b)
+            == [("api_key key_a ...a1b2", "2"), ("(no credential)", "1"), ("api_key key_b", "1")]
+        )
+    )
+    assert "4 events in all, 3 credentials" in panel.find_element(By.CLASS_NAME, "summary").text
+    panel.find_element(By.XPATH, ".//button[text()='api_key key_a ...a1b2']").click()
+    wait_for_rows(browser, lambda r: len(r) == 2)
+    assert parse_qs(urlsplit(browser.current_url).query)["credential_id"] == ["key_a"]

@@ -50,6 +50,7 @@ _GROUPINGS: Final[dict[int, GroupBy | None]] = {
     pb.COUNT_GROUP_BY_ACTOR_TYPE: "actor_type",
     pb.COUNT_GROUP_BY_HTTP_ROUTE: "http_route",
     pb.COUNT_GROUP_BY_HTTP_STATUS: "http_status",
+    pb.COUNT_GROUP_BY_CREDENTIAL: "credential",
 }
 
 

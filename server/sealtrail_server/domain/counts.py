@@ -6,7 +6,9 @@ of (key, count) for any of them: an action, an actor id, an enum value as the
 canonical record writes it (`failure`), a resource type, a resource (its type
 and id as a canonical JSON array, `["repository","acme/web"]`: a pair any of
 whose characters a separator could take for its own, written by the database
-that grouped it, store/counts.py), or a time bucket's
+that grouped it, store/counts.py), a credential (its kind, id and hint as
+a canonical JSON array, `["api_key","key_8f3a2c","a1b2"]`, for the same
+reason: an id may hold any character), or a time bucket's
 start in RFC 3339, UTC, to the second (`2026-12-05T14:00:00Z`), which sorts as
 text as it does in time (ADR 0063). Counted in a time zone, a bucket is a day
 or an hour of its clocks, and its key carries the zone's offset at its start
@@ -38,6 +40,7 @@ GroupBy = Literal[
     "actor_type",
     "http_route",
     "http_status",
+    "credential",
 ]
 
 

@@ -29,7 +29,8 @@ from .events import (
 # What each grouping groups on. Columns that may be NULL are grouped with ""
 # (no category, no resource type), the key the answer gives them. Buckets are
 # days and hours of UTC, whatever the session's time zone (of another zone:
-# _ZONED_KEYS); resources are grouped by _RESOURCES.
+# _ZONED_KEYS); resources are grouped by _RESOURCES, credentials by
+# _CREDENTIALS.
 _KEYS: Final[dict[GroupBy, sql.Composable]] = {
     "action": sql.SQL("action"),
     "actor": sql.SQL("actor_id"),
@@ -128,6 +129,23 @@ _RESOURCES: Final = sql.SQL(
     " FROM events WHERE {conditions} GROUP BY 1, 2) AS p) AS g"
     ' ORDER BY n DESC, key COLLATE "C" LIMIT %s'
 )
+# Credentials: grouped by kind and id (the record's `actor.credential`, read
+# off it once a row, as the credential_id filter reads it), then each group
+# keyed as a resource is: its kind, id and hint as a JSON array of three
+# strings, the hint its events record ("" for none; of hints that differ, the
+# greatest in byte order), "" for events without a credential. The record
+# holds no secret: an id or hint shaped as one is refused when recorded.
+_CREDENTIALS: Final = sql.SQL(
+    "SELECT key, n, sum(n) OVER ()::bigint, count(*) OVER () FROM ("
+    " SELECT CASE WHEN k IS NULL AND i IS NULL THEN ''"
+    " ELSE '[' || to_json(coalesce(k, ''))::text || ',' || to_json(coalesce(i, ''))::text"
+    " || ',' || to_json(h)::text || ']' END AS key, n FROM ("
+    " SELECT c ->> 'kind' AS k, c ->> 'id' AS i,"
+    " coalesce(max((c ->> 'hint') COLLATE \"C\"), '') AS h, count(*) AS n FROM ("
+    " SELECT (record::json -> 'actor') -> 'credential' AS c FROM events WHERE {conditions}"
+    " ) AS r GROUP BY 1, 2) AS p) AS g"
+    ' ORDER BY n DESC, key COLLATE "C" LIMIT %s'
+)
 _TOTAL: Final = sql.SQL("SELECT count(*) FROM events WHERE {conditions}")
 # A time zone the database does not know fails this, whether or not there are
 # events to count in it.
@@ -157,6 +175,8 @@ def count_statement(
         return _TOTAL.format(conditions=where), params
     if group_by == "resource":
         return _RESOURCES.format(conditions=where), [*params, limit]
+    if group_by == "credential":
+        return _CREDENTIALS.format(conditions=where), [*params, limit]
     order = _ORDERS.get(group_by, _TEXT_ORDER)
     if time_zone and group_by in _ZONED_KEYS:
         zone = sql.Literal(time_zone)

@@ -1,6 +1,7 @@
 """`sealtrail report`: a summary of a tenant's activity over a period
 (totals, counts by category, outcome and severity, the top actors, actions,
-resource types and resources, the security alerts fired, the first and last event),
+resource types, resources and credentials, the security alerts fired, the first and
+last event),
 read against a signed checkpoint, printed for a terminal, in Markdown or as
 JSON (docs/reports.md). Registered on the main command by _cli.py, whose
 helpers it shares."""
@@ -49,7 +50,7 @@ ALERTS_STATUS: Final = 3
     type=click.IntRange(min=1, max=MAX_TOP),
     default=10,
     show_default=True,
-    help="Actors, actions, resource types and resources to list, the largest first.",
+    help="Actors, actions, resource types, resources and credentials to list, the largest first.",
 )
 @click.option(
     "--fail-on-alerts",
@@ -77,10 +78,11 @@ def report(
 ) -> None:
     """Summarize the activity of matching events over a period: `sealtrail
     report --since 7d`. Totals; counts by category, outcome (failures called
-    out) and severity; the top actors, actions, resource types and resources
-    (type and id); the security alerts fired; the first and last event; and
-    the signed checkpoint (tree size and root) of the log it read. The period
-    ends at that checkpoint's time, or at --until if earlier. At most 12 calls,
+    out) and severity; the top actors, actions, resource types, resources
+    (type and id) and credentials (kind, id and hint: which API keys were used
+    most); the security alerts fired; the first and last event; and the
+    signed checkpoint (tree size and root) of the log it read. The period
+    ends at that checkpoint's time, or at --until if earlier. At most 13 calls,
     whatever the size of the log."""
     with _client(ctx) as client:
         found = client.activity_report(_filter(criteria), top=top, timeout=timeout)

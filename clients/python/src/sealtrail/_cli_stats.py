@@ -13,7 +13,13 @@ from typing import Any, Final, cast
 import click
 
 from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table
-from sealtrail._convert import EventCounts, GroupBy, enum_names, resource_of_key
+from sealtrail._convert import (
+    EventCounts,
+    GroupBy,
+    credential_of_key,
+    enum_names,
+    resource_of_key,
+)
 from sealtrail._retry import COUNT_TIMEOUT
 from sealtrail._words import counted
 from sealtrail.v1 import audit_service_pb2
@@ -27,6 +33,11 @@ _GROUPINGS: Final = {
 # or the date and the hour (and in a time zone, its offset, which tells apart
 # the two hours of the night the clocks go back).
 _BUCKET_SHOWN: Final = {"day": 10, "hour": 16}
+# The columns a grouping whose key holds several parts shows them in.
+_COLUMNS: Final = {
+    "resource": ["resource type", "resource id"],
+    "credential": ["credential kind", "credential id", "hint"],
+}
 # The longest wait: a day, the longest count a server allows (SEALTRAIL_COUNT_TIMEOUT).
 _MAX_WAIT: Final = 86400.0
 
@@ -50,7 +61,8 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
     " (recorded-by), the client's IP address (ip) or country (country), resource (its type"
     " and id: which resources were touched most), actor type (actor-type: user, api_key,"
     " service, system), or the API request's route (http-route: which endpoints) or status"
-    " code (http-status: 503); without it, the total alone.",
+    " code (http-status: 503), or the credential the actor acted with (credential: its"
+    " kind, id and hint; which API key was used most); without it, the total alone.",
 )
 @click.option(
     "--limit",
@@ -121,7 +133,8 @@ def _table(counts: EventCounts, grouping: str, time_zone: str) -> PlainTable:
     table = PlainTable()
     # A resource in two columns, its type and its id, as the key's JSON array
     # holds them (one of them "" where the events have none).
-    headers = ["resource type", "resource id"] if grouping == "resource" else [header]
+    # A credential in three, its kind, id and hint (`...a1b2`, as events show it).
+    headers = _COLUMNS.get(grouping, [header])
     for shown_header in headers:
         table.add_column(shown_header, overflow="fold")
     table.add_column("events", justify="right")
@@ -134,6 +147,9 @@ def _table(counts: EventCounts, grouping: str, time_zone: str) -> PlainTable:
         cells = [key]
         if grouping == "resource":
             cells = ["(none)", ""] if not group.key else list(resource_of_key(group.key))
+        if grouping == "credential":
+            kind, credential_id, hint = credential_of_key(group.key)
+            cells = [kind or "(none)", credential_id, f"...{hint}" if hint else ""]
         share = f"{100 * group.count / counts.total:.1f}%" if counts.total else ""
         table.add_row(*cells, str(group.count), share)
     return table

@@ -818,6 +818,7 @@ GroupBy = Literal[
     "actor_type",
     "http_route",
     "http_status",
+    "credential",
 ]
 
 
@@ -826,7 +827,9 @@ class EventCount:
     """How many matching events share one value of the grouping: an action, an
     actor id, a lowercase enum name (`failure`), a resource type, a resource's
     type and id as a JSON array (`["repository","acme/web"]`: `resource_of_key`
-    reads it, `resource_key` writes it), or a time bucket's start in RFC 3339,
+    reads it, `resource_key` writes it), a credential's kind, id and hint as a
+    JSON array (`["api_key","key_8f3a2c","a1b2"]`: `credential_of_key` reads
+    it), or a time bucket's start in RFC 3339,
     UTC (`2026-12-05T00:00:00Z`); "" for events that have none (no category,
     no resource type, neither a resource type nor id)."""
 
@@ -866,6 +869,23 @@ def resource_of_key(key: str) -> tuple[str, str]:
     if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
         raise ValueError(f"not a key of a count by resource: {key[:100]!r}")
     return pair[0], pair[1]
+
+
+def credential_of_key(key: str) -> tuple[str, str, str]:
+    """The kind, id and hint of a key of CountEvents by credential (the hint
+    "" where its events record none; ("", "", "") for the key "" of events
+    without a credential); ValueError for a key that is no such triple."""
+    if not key:
+        return "", "", ""
+    try:
+        triple = json.loads(key)
+    except ValueError:
+        triple = None
+    if not (
+        isinstance(triple, list) and len(triple) == 3 and all(isinstance(p, str) for p in triple)
+    ):
+        raise ValueError(f"not a key of a count by credential: {key[:100]!r}")
+    return triple[0], triple[1], triple[2]
 
 
 @dataclass(frozen=True)
@@ -1324,6 +1344,7 @@ _GROUP_BY: dict[str, alerting_pb2.AlertGroupBy.ValueType] = {
     "": alerting_pb2.ALERT_GROUP_BY_UNSPECIFIED,
     "actor": alerting_pb2.ALERT_GROUP_BY_ACTOR,
     "ip": alerting_pb2.ALERT_GROUP_BY_IP,
+    "credential": alerting_pb2.ALERT_GROUP_BY_CREDENTIAL,
 }
 
 
@@ -1335,7 +1356,7 @@ def build_alert_rule(
     filter: event_pb2.EventFilter | None = None,
     count: int = 0,
     window_seconds: int = 0,
-    group_by: Literal["", "actor", "ip"] = "",
+    group_by: Literal["", "actor", "ip", "credential"] = "",
     exact_actor_ids: bool = False,
     baseline_windows: int = 0,
     factor: float = 0.0,
@@ -1395,7 +1416,7 @@ def build_alert_rule(
         rule.match.filter.CopyFrom(filter or event_pb2.EventFilter())
     elif kind == "threshold":
         if group_by not in _GROUP_BY:
-            raise ValueError(f"group_by: {group_by!r} is not one of actor, ip")
+            raise ValueError(f"group_by: {group_by!r} is not one of actor, ip, credential")
         rule.threshold.filter.CopyFrom(filter or event_pb2.EventFilter())
         rule.threshold.count = count
         rule.threshold.window_seconds = window_seconds

@@ -6,9 +6,9 @@ from a fixed number of RPCs whatever the size of the log (docs/reports.md).
 `AsyncAuditClient.activity_report` send them, each its own way:
 
     GetCheckpoint(fresh)            the state of the log the report describes
-    CountEvents x 7                 by category, outcome, severity; top actors,
-                                    actions, resource types, resources (each
-                                    with the total)
+    CountEvents x 8                 by category, outcome, severity; top actors,
+                                    actions, resource types, resources,
+                                    credentials (each with the total)
     Query (1 page)                  the security alerts, the latest ALERTS_LISTED
     CountEvents (only if more)      how many alerts there were in all
     Query x 2 (1 event each)        the first and the last event
@@ -27,7 +27,13 @@ from typing import Any, Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from sealtrail._convert import EventCount, credential_words, enum_label, resource_of_key
+from sealtrail._convert import (
+    EventCount,
+    credential_of_key,
+    credential_words,
+    enum_label,
+    resource_of_key,
+)
 from sealtrail._words import counted
 from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2
 
@@ -48,6 +54,7 @@ _COUNTS: Final = {
     "action": ("action", True),
     "resource_type": ("resource_type", True),
     "resource": ("resource", True),
+    "credential": ("credential", True),
 }
 # Groups of a grouping that is not a top list: every value an enum has, and none.
 _ALL_GROUPS: Final = 50
@@ -173,6 +180,18 @@ class TopGroups:
             groups.append({"key": group.key, "type": kind, "id": id, "count": group.count})
         return {"distinct": self.distinct, "groups": groups}
 
+    def credentials_dict(self) -> dict[str, Any]:
+        """The JSON of a top list of credentials: each group's key as
+        CountEvents gives it, and the credential's `kind`, `id` and `hint`
+        read from it."""
+        groups = []
+        for group in self.groups:
+            kind, id, hint = credential_of_key(group.key)
+            groups.append(
+                {"key": group.key, "kind": kind, "id": id, "hint": hint, "count": group.count}
+            )
+        return {"distinct": self.distinct, "groups": groups}
+
 
 @dataclass(frozen=True)
 class ActivityReport:
@@ -184,8 +203,9 @@ class ActivityReport:
     `total` events; `by_category`, `by_outcome`, `by_severity` every group
     (key "" for events with none); `failures` and `denied`, the events of
     those outcomes; `top_actors`, `top_actions`, `top_resource_types`,
-    `top_resources` (keys of a resource's type and id: `resource_of_key`) the
-    largest groups; `alerts` the latest `security.alert` events of the
+    `top_resources` (keys of a resource's type and id: `resource_of_key`),
+    `top_credentials` (keys of a credential's kind, id and hint:
+    `credential_of_key`) the largest groups; `alerts` the latest `security.alert` events of the
     period (at most ALERTS_LISTED, oldest first) of `alerts_total`;
     `first_event` and `last_event` the first and last recorded (by seq).
     `consistent` is False when events were recorded into the period while
@@ -205,6 +225,7 @@ class ActivityReport:
     top_actions: TopGroups
     top_resource_types: TopGroups
     top_resources: TopGroups
+    top_credentials: TopGroups
     alerts: tuple[ReportedEvent, ...]
     alerts_total: int
     first_event: ReportedEvent | None
@@ -231,6 +252,7 @@ class ActivityReport:
             "top_actions": self.top_actions.to_dict(),
             "top_resource_types": self.top_resource_types.to_dict(),
             "top_resources": self.top_resources.resources_dict(),
+            "top_credentials": self.top_credentials.credentials_dict(),
             "alerts": {
                 "total": self.alerts_total,
                 "listed": [alert.to_dict() for alert in self.alerts],
@@ -305,6 +327,7 @@ class ActivityReport:
             ("actions", "action", self.top_actions),
             ("resource types", "resource type", self.top_resource_types),
             ("resources", "resource", self.top_resources),
+            ("credentials", "credential", self.top_credentials),
         )
 
 
@@ -455,6 +478,7 @@ class ReportPlan:
             top_actions=_top(by["action"]),
             top_resource_types=_top(by["resource_type"]),
             top_resources=_top(by["resource"]),
+            top_credentials=_top(by["credential"]),
             alerts=listed,
             alerts_total=len(listed) if alerts_total is None else alerts_total,
             first_event=first,
@@ -524,10 +548,18 @@ def _markdown(text: str) -> str:
     return _MARKDOWN.sub(r"\\\1", " ".join(text.split()))
 
 
+# The columns of a grouping whose key holds several parts.
+_COLUMNS: Final = {
+    "resource": ("resource type", "resource id"),
+    "credential": ("credential kind", "credential id", "hint"),
+}
+
+
 def columns(header: str) -> tuple[str, ...]:
     """The columns a table of groups names its key by: a resource's two, its
-    type and its id; any other grouping's one, `header`."""
-    return ("resource type", "resource id") if header == "resource" else (header,)
+    type and its id; a credential's three, its kind, id and hint; any other
+    grouping's one, `header`."""
+    return _COLUMNS.get(header, (header,))
 
 
 def cells(header: str, key: str) -> tuple[str, ...]:
@@ -535,6 +567,9 @@ def cells(header: str, key: str) -> tuple[str, ...]:
     events that have none."""
     if header == "resource":
         return ("(none)", "") if not key else resource_of_key(key)
+    if header == "credential":
+        kind, id, hint = credential_of_key(key)
+        return (kind or "(none)", id, f"...{hint}" if hint else "")
     return (key or "(none)",)
 
 

@@ -1,6 +1,6 @@
 // The Breakdown panel under the activity chart: the largest values of one of
 // the events' fields (action, actor, actor type, resource type, country, outcome,
-// severity, category, HTTP route, HTTP status) among the events the search's filter and range match,
+// severity, category, HTTP route, HTTP status, credential) among the events the search's filter and range match,
 // each with its count, counted by the API (CountEvents, /api/counts?group_by=):
 // one count per panel load, never one per value. A value pressed narrows the
 // search to it, as typing it into its filter field and pressing Apply would.
@@ -12,7 +12,9 @@ const $ = (selector) => document.querySelector(selector);
 // The values shown: the largest ten.
 const SHOWN = 10;
 // Each grouping: the search's parameter its values filter by (null: none, as
-// for a route, which no filter takes), and its words (`many`: not `one` + s).
+// for a route, which no filter takes), and its words (`many`: not `one` + s);
+// for a key of several parts (a credential's), what of it the parameter
+// takes (`value`) and how it reads (`shown`).
 export const GROUPINGS = {
   action: { field: "actions", one: "action" },
   actor: { field: "actor", one: "actor" },
@@ -24,7 +26,35 @@ export const GROUPINGS = {
   category: { field: "categories", one: "category" },
   http_route: { field: null, one: "HTTP route" },
   http_status: { field: "http_status_classes", one: "HTTP status", many: "HTTP statuses" },
+  credential: { field: "credential_id", one: "credential", value: (key) => credentialOf(key)[1],
+    shown: (key) => credentialWords(credentialOf(key)) },
 };
+
+// A credential's key as the API's count writes it: its kind, id and hint as a
+// JSON array (`["api_key","key_8f3a2c","a1b2"]`); an id may hold any character.
+function credentialOf(key) {
+  try {
+    const parts = JSON.parse(key);
+    if (Array.isArray(parts) && parts.length === 3) return parts.map(String);
+  } catch { /* not the API's: shown as it is */ }
+  return ["", key, ""];
+}
+
+// A credential as the rows show it: kind, id and `...hint`.
+function credentialWords([kind, id, hint]) {
+  return [kind, id, hint && `...${hint}`].filter(Boolean).join(" ");
+}
+
+// The JSON of a string as the API's count writes it (RFC 8785: only `"`, `\`
+// and control characters escaped, these as \u00xx in lower case but for the
+// short escapes), so that a key built here is the key the count gives.
+function canonical(text) {
+  const short = { "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r" };
+  return `"${text.replace(/["\\\u0000-\u001f]/g, (char) => {
+    if (char === '"' || char === "\\") return `\\${char}`;
+    return short[char] || `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`;
+  })}"`;
+}
 
 // The console's: its API call, what a value's click does, its one-count-at-a-time
 // turn (`inTurn`: a tenant runs one count at a time), and what a 401 does.
@@ -129,6 +159,11 @@ const KEY_OF = {
   category: (event) => word(event.category, "CATEGORY"),
   http_route: (event) => event.context?.http_route || "",
   http_status: (event) => (event.context?.http_status_code ? String(event.context.http_status_code) : ""),
+  credential: (event) => {
+    const credential = event.actor?.credential;
+    if (!credential) return "";
+    return `[${[credential.kind || "", credential.id || "", credential.hint || ""].map(canonical).join(",")}]`;
+  },
 };
 
 // Events Live added to the table (they match the view's filter): each is added
@@ -160,7 +195,7 @@ export function addToBreakdown(events) {
 
 function list() {
   const { grouping, total, groups, truncated, totalGroups: values } = shown;
-  const { field, one, many } = GROUPINGS[grouping];
+  const { field, one, many, value: valueOf = (key) => key, shown: shownOf = (key) => key } = GROUPINGS[grouping];
   const body = $("#breakdown tbody");
   body.replaceChildren();
   for (const { key, count: n } of groups) {
@@ -168,15 +203,15 @@ function list() {
     const value = document.createElement("th");
     value.scope = "row";
     if (key && !field) {
-      value.textContent = visibleName(key);  // no filter takes it: a value only read
+      value.textContent = visibleName(shownOf(key));  // no filter takes it: a value only read
     } else if (key) {
       // Text only: a value is what whoever recorded the event sent.
       const button = document.createElement("button");
       button.type = "button";
       button.className = "value";
-      button.textContent = visibleName(key);
-      button.title = `Narrow the search to ${one} ${visibleName(key)}`;
-      button.addEventListener("click", () => narrowBy(field, key));
+      button.textContent = visibleName(shownOf(key));
+      button.title = `Narrow the search to ${one} ${visibleName(shownOf(key))}`;
+      button.addEventListener("click", () => narrowBy(field, valueOf(key)));
       value.append(button);
     } else {
       // Events without the field: no search finds them by it.

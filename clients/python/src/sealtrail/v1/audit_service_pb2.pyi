@@ -112,6 +112,15 @@ class _CountGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountGro
     """By `context.http_status_code`: how the requests were answered, keyed by
     the code in three digits (`503`). Events without one under "".
     """
+    COUNT_GROUP_BY_CREDENTIAL: _CountGroupBy.ValueType  # 16
+    """By `actor.credential`: which API keys, tokens or sessions the actors
+    acted with (a spike in one key's use may mean it leaked). One group per
+    credential, its kind and id; the key is its kind, id and hint as a JSON
+    array of three strings, canonical as RFC 8785 writes it
+    (`["api_key","key_8f3a2c","a1b2"]`, no space), the hint "" where its
+    events record none (the greatest where they differ). Never the secret:
+    the record holds none. Events without a credential under "".
+    """
 
 class CountGroupBy(_CountGroupBy, metaclass=_CountGroupByEnumTypeWrapper):
     """What CountEvents groups matching events by."""
@@ -175,6 +184,15 @@ without one under "".
 COUNT_GROUP_BY_HTTP_STATUS: CountGroupBy.ValueType  # 15
 """By `context.http_status_code`: how the requests were answered, keyed by
 the code in three digits (`503`). Events without one under "".
+"""
+COUNT_GROUP_BY_CREDENTIAL: CountGroupBy.ValueType  # 16
+"""By `actor.credential`: which API keys, tokens or sessions the actors
+acted with (a spike in one key's use may mean it leaked). One group per
+credential, its kind and id; the key is its kind, id and hint as a JSON
+array of three strings, canonical as RFC 8785 writes it
+(`["api_key","key_8f3a2c","a1b2"]`, no space), the hint "" where its
+events record none (the greatest where they differ). Never the secret:
+the record holds none. Events without a credential under "".
 """
 Global___CountGroupBy: _TypeAlias = CountGroupBy  # noqa: Y015
 
@@ -593,7 +611,8 @@ class EventCount(_message.Message):
     key: _builtins.str
     """The value the events share: an action, an actor id, an enum value's name
     in lower case, a resource type, a resource's type and id as a JSON array
-    (RESOURCE), or a time bucket's start (RFC 3339, UTC; with the request's
+    (RESOURCE), a credential's kind, id and hint as a JSON array
+    (CREDENTIAL), or a time bucket's start (RFC 3339, UTC; with the request's
     time_zone, its offset).
     "" for events that have none (no category, no resource type).
     """
