@@ -562,9 +562,17 @@ class Evaluator:
                 return
             assert key is not None
             details |= {"count": counted, "window_seconds": condition.window_seconds}
-            if condition.group_by != "none":
+            grouped = ""
+            if condition.group_by == "credential":
+                # Named as the trigger records it: kind, id, and the hint if any.
+                credential = record["actor"]["credential"]
+                named = {part: str(credential.get(part, "")) for part in ("kind", "id", "hint")}
+                details["group"] = {"credential": named}
+                hint = f" ...{named['hint']}" if named["hint"] else ""
+                grouped = f" for credential {named['kind']} {named['id']}{hint}"
+            elif condition.group_by != "none":
                 details["group"] = {condition.group_by: key}
-            grouped = f" for {condition.group_by} {key}" if condition.group_by != "none" else ""
+                grouped = f" for {condition.group_by} {key}"
             if form is not None:
                 # The ids as recorded that the group counted: `Admin`,
                 # `ADMIN` and its full-width form are one attacker's (ADR 0110).

@@ -51,6 +51,7 @@ _GROUP_BY: Final = {
     pb.ALERT_GROUP_BY_UNSPECIFIED: "none",
     pb.ALERT_GROUP_BY_ACTOR: "actor",
     pb.ALERT_GROUP_BY_IP: "ip",
+    pb.ALERT_GROUP_BY_CREDENTIAL: "credential",
 }
 _GROUP_BY_NUMBERS: Final = {name: number for number, name in _GROUP_BY.items()}
 _SEVERITY_NUMBERS: Final = {name: number for number, name in SEVERITIES.items()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import itertools
+import json
 import unicodedata
 from array import array
 from collections.abc import Callable
@@ -39,7 +40,9 @@ MAX_SPIKE_MIN_COUNT: Final = 100_000
 ConditionKind = Literal["match", "threshold", "spike", "new_ip", "new_country", "off_hours"]
 # The kinds that learn where each actor is seen from, and alert on somewhere new.
 NEW_ORIGIN_KINDS: Final = ("new_ip", "new_country")
-GroupBy = Literal["none", "actor", "ip"]
+GroupBy = Literal["none", "actor", "ip", "credential"]
+# What a threshold may count by, besides all together ("none").
+_GROUPINGS: Final = ("actor", "ip", "credential")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,7 @@ def validate_condition(
         filter=event_filter,
         count=count,
         window_seconds=window_seconds,
-        group_by=cast(GroupBy, group_by if group_by in ("actor", "ip") else "none"),
+        group_by=cast(GroupBy, group_by if group_by in _GROUPINGS else "none"),
         exact_actor_ids=exact_actor_ids,
         time_zone=zone,
         start_hour=start_hour,
@@ -215,7 +218,23 @@ def group_key(condition: Condition, record: dict[str, Any]) -> str | None:
     if condition.group_by == "ip":
         ip = record.get("context", {}).get("ip")
         return network_of(str(ip)) if ip else None
+    if condition.group_by == "credential":
+        return credential_group(record)
     return ""
+
+
+def credential_group(record: dict[str, Any]) -> str | None:
+    """The group a threshold grouped by credential counts an event under: the
+    credential's kind and id as a JSON array (`["api_key","key_8f3a2c"]`:
+    an id may hold any character, so no separator keeps the two apart);
+    None for an event without a credential (not counted). The hint plays no
+    part: a client that sends it on some events and not others acts with
+    one key."""
+    credential = record.get("actor", {}).get("credential")
+    if not credential:
+        return None
+    kind, credential_id = str(credential.get("kind", "")), str(credential.get("id", ""))
+    return json.dumps([kind, credential_id], ensure_ascii=False, separators=(",", ":"))
 
 
 # Code points that show nothing, removed from an actor id before it is

@@ -132,7 +132,7 @@ _EXACT_ACTOR_IDS = click.option(
     " read, case folded and full-width forms and invisible characters made plain, so that"
     " Admin, ADMIN and admin are one actor. Exact where the case of an id matters (some base64"
     " ids). Either only with --group-by actor; update keeps it unless given, and drops"
-    " exact ids with --group-by ip or none.",
+    " exact ids with --group-by ip, credential or none.",
 )
 
 
@@ -207,7 +207,12 @@ _KIND_SETTINGS: Final = (
     "--count", "threshold_count", type=int, default=0, help="threshold: events that fire."
 )
 @click.option("--window", "window_seconds", type=int, default=0, help="threshold, spike: seconds.")
-@click.option("--group-by", type=click.Choice(["actor", "ip"]), help="threshold: count per ...")
+@click.option(
+    "--group-by",
+    type=click.Choice(["actor", "ip", "credential"]),
+    help="threshold: count per actor, IP address or credential (an API key's kind and id:"
+    " one leaked key's burst fires, another key's ordinary use does not).",
+)
 @_EXACT_ACTOR_IDS
 @click.option(
     "--baseline-windows",
@@ -328,7 +333,11 @@ def _a(kind: str) -> str:
 @click.option("--name", help="A new name.")
 @click.option("--count", "threshold_count", type=int, help="threshold: events that fire.")
 @click.option("--window", "window_seconds", type=int, help="threshold, spike: seconds.")
-@click.option("--group-by", type=click.Choice(["none", "actor", "ip"]), help="threshold: per ...")
+@click.option(
+    "--group-by",
+    type=click.Choice(["none", "actor", "ip", "credential"]),
+    help="threshold: per actor, IP address or credential; none: all together.",
+)
 @_EXACT_ACTOR_IDS
 @click.option("--baseline-windows", type=int, help="spike: windows the average is over.")
 @click.option("--factor", type=float, help="spike: times the average that fire.")

@@ -968,7 +968,10 @@ async function requestReplay(event) {
 
 // --- alert rules ------------------------------------------------------------------
 
-const GROUPS = { ALERT_GROUP_BY_ACTOR: " per actor", ALERT_GROUP_BY_IP: " per IP" };
+const GROUPS = {
+  ALERT_GROUP_BY_ACTOR: " per actor", ALERT_GROUP_BY_IP: " per IP",
+  ALERT_GROUP_BY_CREDENTIAL: " per credential",
+};
 const WEEKDAYS = ["", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
 async function loadAlerts() {

@@ -34,6 +34,12 @@ class _AlertGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertGro
     """Per actor id."""
     ALERT_GROUP_BY_IP: _AlertGroupBy.ValueType  # 2
     """Per source IP address (events without one are not counted)."""
+    ALERT_GROUP_BY_CREDENTIAL: _AlertGroupBy.ValueType  # 3
+    """Per credential the actor acted with (`actor.credential`: its kind and
+    id; events without one are not counted): one leaked API key's burst
+    fires, another key's ordinary use does not. The alert names the
+    credential (kind, id, hint).
+    """
 
 class AlertGroupBy(_AlertGroupBy, metaclass=_AlertGroupByEnumTypeWrapper):
     """What a threshold rule counts events by."""
@@ -44,6 +50,12 @@ ALERT_GROUP_BY_ACTOR: AlertGroupBy.ValueType  # 1
 """Per actor id."""
 ALERT_GROUP_BY_IP: AlertGroupBy.ValueType  # 2
 """Per source IP address (events without one are not counted)."""
+ALERT_GROUP_BY_CREDENTIAL: AlertGroupBy.ValueType  # 3
+"""Per credential the actor acted with (`actor.credential`: its kind and
+id; events without one are not counted): one leaked API key's burst
+fires, another key's ordinary use does not. The alert names the
+credential (kind, id, hint).
+"""
 Global___AlertGroupBy: _TypeAlias = AlertGroupBy  # noqa: Y015
 
 @_typing.final
