@@ -191,11 +191,11 @@ def test_a_report_reads_the_log_its_checkpoint_signs_and_never_counts_its_own_re
             assert signed.root_hash.hex() == report.checkpoint.root_hash
             assert signed.note == report.checkpoint.note
         reads = second.total - first.total
-        # The first's 7 counts and 3 queries (alerts, first and last event).
-        assert reads == 10
+        # The first's 8 counts and 3 queries (alerts, first and last event).
+        assert reads == 11
         by_action = {group.key: group.count for group in second.top_actions.groups}
         first_actions = {group.key: group.count for group in first.top_actions.groups}
-        assert by_action["audit_log.queried"] - first_actions["audit_log.queried"] == 10
+        assert by_action["audit_log.queried"] - first_actions["audit_log.queried"] == 11
 
 
 def test_a_period_with_no_event_reports_nothing_and_reads_no_event(
@@ -345,6 +345,7 @@ def test_sealtrail_report_prints_json_of_stable_keys(server: ServerThread, known
         "top_actions",
         "top_resource_types",
         "top_resources",
+        "top_credentials",
         "alerts",
         "first_event",
         "last_event",
