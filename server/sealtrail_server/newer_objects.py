@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from sealtrail.v1 import event_pb2
 
-from .domain.alerts import NEW_ORIGIN_KINDS
+from .domain.alerts import GROUPINGS, NEW_ORIGIN_KINDS
 from .domain.sinks import KINDS
 
 # The words every sign of such an object carries, in the log and in answers.
@@ -72,6 +72,10 @@ def condition_not_understood(condition: Any) -> str | None:
     unknown = sorted(key for key in condition if key not in _CONDITION_KEYS)
     if unknown:
         return "condition key " + ", ".join(repr(key) for key in unknown)
+    # A grouping it does not know, counted as none, would fire for all at once.
+    group_by = condition.get("group_by", "none")
+    if group_by != "none" and group_by not in GROUPINGS:
+        return f"condition group_by {group_by!r}"
     return filter_not_understood(condition.get("filter", {}))
 
 

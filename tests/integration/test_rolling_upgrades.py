@@ -288,6 +288,16 @@ def test_sinks_a_newer_release_made_are_left_to_it_and_the_others_delivered(
     client.delete_sink(known.id)
 
 
+# A threshold rule grouped by what a newer release may count by.
+THRESHOLD_BY_SITE = {
+    "kind": "threshold",
+    "filter": {"actions": ["document.*"]},
+    "count": 2,
+    "window_seconds": 3600,
+    "group_by": "site",
+}
+
+
 def _copied_rule(
     sql: psycopg.Connection[Any], tenant: str, rule_id: str, condition: dict[str, Any]
 ) -> str:
@@ -315,8 +325,10 @@ def test_alert_rules_a_newer_release_made_leave_their_tenant_to_it(
     owner_sql: psycopg.Connection[Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    plain, newer_kind, newer_filter, newer_key = (_new_tenant() for _ in range(4))
-    clients = {t: older_client(t) for t in (plain, newer_kind, newer_filter, newer_key)}
+    plain, newer_kind, newer_filter, newer_key, newer_grouping = (_new_tenant() for _ in range(5))
+    clients = {
+        t: older_client(t) for t in (plain, newer_kind, newer_filter, newer_key, newer_grouping)
+    }
     rules = {
         t: client.create_alert_rule(build_alert_rule("shared", "match", filter=DOCUMENTS)).rule
         for t, client in clients.items()
@@ -330,6 +342,9 @@ def test_alert_rules_a_newer_release_made_leave_their_tenant_to_it(
                                                          "futureField": "x"}}), "futureField"),
         newer_key: (_copied_rule(owner_sql, newer_key, rules[newer_key].id,
                                  {**match, "quorum_of": 3}), "quorum_of"),
+        # A grouping it does not know: counted as ungrouped, it would fire at 2.
+        newer_grouping: (_copied_rule(owner_sql, newer_grouping, rules[newer_grouping].id,
+                                      THRESHOLD_BY_SITE), "site"),
     }  # fmt: skip
     cursors = {
         t: owner_sql.execute(
@@ -374,6 +389,7 @@ def test_changes_of_alert_rules_a_newer_release_made_are_refused(
             {**match, "kind": "quorum"},
             {**match, "filter": {"actions": ["document.*"], "futureField": "x"}},
             {**match, "quorum_of": 3},
+            THRESHOLD_BY_SITE,
         )
     ]
     record(client, 1)

@@ -42,7 +42,7 @@ ConditionKind = Literal["match", "threshold", "spike", "new_ip", "new_country", 
 NEW_ORIGIN_KINDS: Final = ("new_ip", "new_country")
 GroupBy = Literal["none", "actor", "ip", "credential"]
 # What a threshold may count by, besides all together ("none").
-_GROUPINGS: Final = ("actor", "ip", "credential")
+GROUPINGS: Final = ("actor", "ip", "credential")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +138,7 @@ def validate_condition(
         filter=event_filter,
         count=count,
         window_seconds=window_seconds,
-        group_by=cast(GroupBy, group_by if group_by in _GROUPINGS else "none"),
+        group_by=cast(GroupBy, group_by if group_by in GROUPINGS else "none"),
         exact_actor_ids=exact_actor_ids,
         time_zone=zone,
         start_hour=start_hour,
