@@ -645,6 +645,7 @@ class EventFilter(_message.Message):
     ACTOR_PREFIX_FIELD_NUMBER: _builtins.int
     HTTP_STATUS_CLASSES_FIELD_NUMBER: _builtins.int
     MIN_DURATION_MS_FIELD_NUMBER: _builtins.int
+    HTTP_ROUTES_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -819,6 +820,18 @@ class EventFilter(_message.Message):
         ignores it.
         """
 
+    @_builtins.property
+    def http_routes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """HTTP routes of the request to match, any of them (`context.http_route`),
+        each exactly as recorded: no prefix, no case folding
+        (`["/v1/templates/{id}"]` finds the calls of that endpoint recorded by
+        its template, not `/v1/templates/7`). Each checked as
+        `RequestContext.http_route` is: 1 to 512 characters, no control
+        character, no `?`. An event without a route never matches. Duplicates
+        are harmless; at most 100 values. Empty matches every event. A server
+        older than this field ignores it.
+        """
+
     def __init__(
         self,
         *,
@@ -848,10 +861,11 @@ class EventFilter(_message.Message):
         actor_prefix: _builtins.str = ...,
         http_status_classes: _abc.Iterable[_builtins.str] | None = ...,
         min_duration_ms: _builtins.float = ...,
+        http_routes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_types", b"actor_types", "categories", b"categories", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_duration_ms", b"min_duration_ms", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_types", b"actor_types", "categories", b"categories", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "http_routes", b"http_routes", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_duration_ms", b"min_duration_ms", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
