@@ -175,6 +175,7 @@ def _option_of(field: str) -> str:
         "countries": "country",
         "resource_types": "resource_type",
         "http_status_classes": "http_status",
+        "http_routes": "http_route",
         "text": "search",
         # An email sink's settings (ADR 0133).
         "host": "smtp_host",

@@ -1029,6 +1029,31 @@ def test_http_status_classes_find_failed_requests_and_a_bad_one_is_refused(
         assert status == 400 and "http_status_classes" in json.dumps(body), body
 
 
+def test_http_routes_find_the_calls_of_those_endpoints_and_a_bad_one_is_refused(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`http_routes=/v1/a/{id}, /v1/b` (helper-434): each exactly as recorded,
+    and counted by route as the Breakdown counts them; a route no event can
+    hold (a query string) is a 400 naming it by its index."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for route in ("/v1/a/{id}", "/v1/A/{id}", "/v1/b", "/v1/b/c"):
+            client.record(action="api.call", actor_id="k1", http_route=route,
+                          description=route)  # fmt: skip
+    reader = console_server.token(tenant, "reader")
+    query = urllib.parse.urlencode({"http_routes": "/v1/a/{id}, /v1/b"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 200, body
+    assert [event["description"] for event in body["events"]] == ["/v1/b", "/v1/a/{id}"]
+    status, body = get(api + f"counts?group_by=http_route&{query}", reader)
+    assert status == 200, body
+    assert sorted((g["key"], g["count"]) for g in body["groups"]) == [
+        ("/v1/a/{id}", 1), ("/v1/b", 1)
+    ]  # fmt: skip
+    query = urllib.parse.urlencode({"http_routes": "/v1/b,/v1/a?id=7"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 400 and "http_routes[1]" in json.dumps(body), body
+
+
 def test_an_actor_prefix_finds_the_actors_starting_so_and_a_bad_one_is_refused(
     api: str, console_server: ServerThread, tenant: str
 ) -> None:

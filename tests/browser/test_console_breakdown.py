@@ -295,32 +295,52 @@ def test_the_breakdown_by_route_and_status_and_the_slower_than_field(
     browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
 ) -> None:
     """Which endpoints fail or are slow (helper-431): the panel by HTTP route
-    lists routes as text (no filter takes a route: nothing to press), by HTTP
-    status codes, a code pressed narrowing the search to it; "Slower than"
+    lists routes, a route pressed narrowing the search to it as recorded
+    (`http_routes`, helper-434), but one holding a comma, which the
+    comma-separated parameter cannot carry, only read; by HTTP status codes,
+    a code pressed narrowing the search to it; "Slower than"
     (`min_duration_ms`) keeps the requests that took at least that long, and
     the URL keeps it."""
     with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
         for route, code, ms in [("/v1/a", 200, 12.5), ("/v1/a", 503, 1000),
-                                ("/v1/b", 503, 2500), ("/v1/b", 404, 3)]:  # fmt: skip
+                                ("/v1/b", 503, 2500), ("/v1/b", 404, 3),
+                                ("/v1/A", 503, 7), ("/v1/c,d", 200, 1)]:  # fmt: skip
             c.record(action="api.call", actor_id="k1", http_route=route, http_status_code=code,
                      duration_ms=ms)  # fmt: skip
     signed_in_hooked(
         browser, console_url + "?actions=api.call", console_server.token(tenant, "reader")
     )
-    wait_for_rows(browser, lambda r: len(r) == 4)
+    wait_for_rows(browser, lambda r: len(r) == 6)
     panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
     Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("http_route")
-    wait(browser).until(lambda b: breakdown(b) == [("/v1/a", "2"), ("/v1/b", "2")])
-    assert panel.find_elements(By.XPATH, ".//tbody//button") == []
-    assert "4 events in all, 2 HTTP routes." in panel.find_element(By.CLASS_NAME, "summary").text
+    wait(browser).until(lambda b: len(breakdown(b)) == 4)
+    assert sorted(breakdown(browser)) == [
+        ("/v1/A", "1"),
+        ("/v1/a", "2"),
+        ("/v1/b", "2"),
+        ("/v1/c,d", "1"),
+    ]
+    buttons = panel.find_elements(By.XPATH, ".//tbody//button")
+    assert sorted(button.text for button in buttons) == ["/v1/A", "/v1/a", "/v1/b"]
+    assert "6 events in all, 4 HTTP routes." in panel.find_element(By.CLASS_NAME, "summary").text
+    panel.find_element(By.XPATH, ".//button[text()='/v1/a']").click()
+    wait_for_rows(browser, lambda r: len(r) == 2)  # not /v1/A: no case folding
+    assert parse_qs(urlsplit(browser.current_url).query)["http_routes"] == ["/v1/a"]
+    form = browser.find_element(By.ID, "filters")
+    assert form.find_element(By.NAME, "http_routes").get_attribute("value") == "/v1/a"
     Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("http_status")
-    wait(browser).until(lambda b: breakdown(b) == [("503", "2"), ("200", "1"), ("404", "1")])
+    wait(browser).until(lambda b: sorted(breakdown(b)) == [("200", "1"), ("503", "1")])
+    browser.get(console_url + "?actions=api.call")
+    wait_for_rows(browser, lambda r: len(r) == 6)
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("http_status")
+    wait(browser).until(lambda b: breakdown(b) == [("503", "3"), ("200", "2"), ("404", "1")])
+    panel = browser.find_element(By.ID, "breakdown")  # the page's own, loaded again
     assert "3 HTTP statuses" in panel.find_element(By.CLASS_NAME, "summary").text
     panel.find_element(By.XPATH, ".//button[text()='503']").click()
-    wait_for_rows(browser, lambda r: len(r) == 2)
+    wait_for_rows(browser, lambda r: len(r) == 3)
     assert parse_qs(urlsplit(browser.current_url).query)["http_status_classes"] == ["503"]
     browser.get(console_url + "?actions=api.call")
-    wait_for_rows(browser, lambda r: len(r) == 4)
+    wait_for_rows(browser, lambda r: len(r) == 6)
     form = browser.find_element(By.ID, "filters")
     form.find_element(By.NAME, "min_duration_ms").send_keys("1000")
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()

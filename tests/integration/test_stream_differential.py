@@ -57,6 +57,14 @@ _CREDENTIALS = (
 )
 
 
+# Routes alike but for a case, a slash or a character: a route filter takes
+# each exactly; LIKE's metacharacters and a character outside ASCII too.
+_ROUTES = (
+    "/v1/docs", "/v1/docs/{id}", "/V1/Docs/{id}", "/v1/docs/{id}/", "/v1/a%_b", "/v1/axxb",
+    "/v1/caf\u00e9", "/v1/cafe\u0301",
+)  # fmt: skip
+
+
 def _varied(rng: random.Random, n: int) -> event_pb2.Event:
     fields: dict[str, Any] = {
         "action": rng.choice(_ACTIONS),
@@ -93,6 +101,8 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
         fields["http_status_code"] = rng.choice((200, 201, 404, 429, 500, 503))
     if rng.random() < 0.7:  # else none: never matched by a least duration
         fields["duration_ms"] = rng.choice((0.25, 12, 999.999, 1000, 1000.5, 30000))
+    if rng.random() < 0.7:  # else none: never matched by a route
+        fields["http_route"] = rng.choice(_ROUTES)
     return build_event(**fields)
 
 
@@ -137,6 +147,12 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "http_status_class": build_filter(http_status_classes="5XX"),
         "http_statuses_mixed": build_filter(
             actions="doc.*", http_status_classes=["429", "2xx", "429"], countries="kp"
+        ),
+        "http_routes": build_filter(http_routes=["/v1/docs/{id}", "/v1/a%_b", "/v1/docs/{id}"]),
+        "http_route_case": build_filter(http_routes="/V1/Docs/{id}"),
+        "http_route_unicode": build_filter(http_routes="/v1/caf\u00e9"),
+        "http_routes_mixed": build_filter(
+            actions="doc.*", http_routes=["/v1/docs", "/v1/docs/{id}/"], http_status_classes="5xx"
         ),
         "actor_prefix": build_filter(actor_prefix="Al"),
         "actor_prefix_email": build_filter(actor_prefix="ALICE@ex"),
@@ -201,9 +217,14 @@ class _Stream:
 @pytest.fixture
 def quick_server(migrated_database_url: str) -> Iterator[ServerThread]:
     # Short heartbeats say where each stream got to; small inboxes overflow
-    # under the writers, sending streams back to the table mid-flight.
+    # under the writers, sending streams back to the table mid-flight. Each
+    # tenant opens two streams per filter (live, replay): more than the 100
+    # a tenant may have by default, once the filters were more than 50.
     with ServerThread(
-        migrated_database_url, stream_heartbeat_seconds=0.3, stream_queue_capacity=3
+        migrated_database_url,
+        stream_heartbeat_seconds=0.3,
+        stream_queue_capacity=3,
+        stream_max_per_tenant=200,
     ) as running:
         yield running
 

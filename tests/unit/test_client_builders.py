@@ -179,6 +179,14 @@ def test_an_http_request_and_statuses_are_built_from_keywords() -> None:
     assert list(both.http_status_classes) == ["5xx", "429"]
 
 
+def test_routes_are_built_as_given_from_one_or_a_list() -> None:
+    assert list(build_filter(http_routes="/v1/templates/{id}").http_routes) == [
+        "/v1/templates/{id}"
+    ]
+    assert list(build_filter(http_routes=["/v1/x", "/V1/X"]).http_routes) == ["/v1/x", "/V1/X"]
+    assert not build_filter().http_routes
+
+
 def test_an_actor_prefix_is_built_as_given() -> None:
     built = build_filter(actor_prefix="Ali%_")
     assert built.actor_prefix == "Ali%_"

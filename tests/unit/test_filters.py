@@ -721,6 +721,55 @@ def test_the_matcher_takes_the_durations_at_least_asked(
     assert taken == found
 
 
+def test_http_routes_are_kept_as_given_sorted_once() -> None:
+    """Exactly as given (no case folded, no slash added or dropped),
+    duplicates dropped, sorted: equal filters, equal fingerprints."""
+    routes = ["/v1/x", "/V1/X", "/v1/templates/{id}", "/v1/x", "/v1/x/", "a" * 512]
+    kept = validate_filter(FilterDraft(http_routes=routes))
+    assert kept.http_routes == ("/V1/X", "/v1/templates/{id}", "/v1/x", "/v1/x/", "a" * 512)
+    assert validate_filter(FilterDraft()).http_routes == ()
+
+
+def test_a_route_no_event_can_hold_is_refused_naming_it() -> None:
+    """Checked as an event's `context.http_route` is: 1 to 512 characters,
+    no control character, no query string."""
+    bad = ["/v1/x", "", "a" * 513, "/v1/x?id=7", "/v1/\x00", "/v1/x\t", "/v1/\x85"]
+    violations = violations_of(FilterDraft(http_routes=bad))
+    assert [v.field for v in violations] == [
+        f"filter.http_routes[{index}]" for index in range(1, len(bad))
+    ]
+    assert [v.description for v in violations[:3]] == [
+        "is empty: give a route, e.g. /v1/users/{id}",
+        "is 513 characters long; the limit is 512",
+        "must not hold a query string (`?`): send the path",
+    ]
+    assert fields_of(FilterDraft(http_routes=["/v1/x"] * 101)) == ["filter.http_routes"]
+
+
+@pytest.mark.parametrize(
+    ("routes", "found"),
+    [
+        (["/v1/x"], ["/v1/x"]),
+        (["/v1/x", "/v1/templates/{id}"], ["/v1/templates/{id}", "/v1/x"]),
+        (["/v1/X"], []),  # no case folding
+        (["/v1"], []),  # no prefix
+        (["/v1/x/"], []),
+        ([], [None, "/v1/templates/{id}", "/v1/x", "/v1/x/y"]),
+    ],
+)
+def test_the_matcher_takes_the_routes_asked_exactly(
+    routes: list[str], found: list[str | None]
+) -> None:
+    """An event without a route never matches a filter naming one."""
+    matcher = RecordMatcher(validate_filter(FilterDraft(http_routes=routes)))
+    records = [_LOGIN] + [
+        _LOGIN | {"context": {"http_route": route}}
+        for route in ("/v1/templates/{id}", "/v1/x", "/v1/x/y")
+    ]
+    taken = [r.get("context", {}).get("http_route") for r in records if matcher.matches(r)]
+    assert taken == found
+
+
 def test_an_actor_prefix_is_kept_as_given_and_checked() -> None:
     assert validate_filter(FilterDraft(actor_prefix="Ali%_\\")).actor_prefix == "Ali%_\\"
     assert validate_filter(FilterDraft()).actor_prefix is None

@@ -45,6 +45,7 @@ SAMPLES: dict[str, Any] = {
     "http_status_classes": ("404", "5xx"),
     "actor_prefix": "ali",
     "min_duration_ms": 1000.0,
+    "http_routes": ("/v1/templates/{id}",),
 }
 
 

@@ -100,6 +100,8 @@ def test_a_field_added_to_the_filter_keeps_the_fingerprints_of_filters_without_i
         replace(older, http_status_classes=("404", "5xx")),
         replace(older, min_duration_ms=1000.0),
         replace(older, min_duration_ms=0.5),
+        replace(older, http_routes=("/v1/x",)),
+        replace(older, http_routes=("/v1/x", "/v1/y")),
         replace(older, actor_prefix="ali"),
         replace(older, actor_prefix="alice"),
     ]

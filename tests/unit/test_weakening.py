@@ -91,6 +91,9 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
             EventFilter(http_status_classes=("429", "5xx")),
             EventFilter(http_status_classes=("429", "4xx", "5xx")),
         ),
+        # Routes dropped, or more of them.
+        (EventFilter(http_routes=("/v1/x",)), EventFilter()),
+        (EventFilter(http_routes=("/v1/x",)), EventFilter(http_routes=("/v1/x", "/v1/y"))),
         # A least duration dropped, the same, or lower.
         (EventFilter(min_duration_ms=1000.0), EventFilter()),
         (EventFilter(min_duration_ms=1000.0), EventFilter(min_duration_ms=1000.0)),
@@ -179,6 +182,12 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
             EventFilter(http_status_classes=("5xx",)),
         ),
         (EventFilter(http_status_classes=("4xx",)), EventFilter(http_status_classes=("5xx",))),
+        # Routes asked where none were, fewer, or others (exactly: no
+        # prefix covers another route, no case folded).
+        (EventFilter(), EventFilter(http_routes=("/v1/x",))),
+        (EventFilter(http_routes=("/v1/x", "/v1/y")), EventFilter(http_routes=("/v1/y",))),
+        (EventFilter(http_routes=("/v1/x/y",)), EventFilter(http_routes=("/v1/x",))),
+        (EventFilter(http_routes=("/v1/x",)), EventFilter(http_routes=("/V1/X",))),
         # A least duration asked where none was, or higher.
         (EventFilter(), EventFilter(min_duration_ms=0.5)),
         (EventFilter(min_duration_ms=1000.0), EventFilter(min_duration_ms=1000.5)),

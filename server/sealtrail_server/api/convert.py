@@ -231,6 +231,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         resource_types=list(event_filter.resource_types),
         http_status_classes=list(event_filter.http_status_classes),
         min_duration_ms=event_filter.min_duration_ms,
+        http_routes=list(event_filter.http_routes),
         actor_prefix=event_filter.actor_prefix,
     )
 

@@ -678,15 +678,8 @@ def _http(check: _Checker, draft: EventDraft, context: dict[str, Any]) -> None:
             check.fail("context.http_method", "must be 1 to 16 token characters, e.g. POST")
     route = draft.http_route
     if route:
-        if len(route) > MAX_HTTP_ROUTE:
-            check.fail(
-                "context.http_route",
-                f"is {len(route)} characters long; the limit is {MAX_HTTP_ROUTE}",
-            )
-        elif CONTROL_CHARACTERS.search(route):
-            check.fail("context.http_route", "must not contain control characters")
-        elif "?" in route:
-            check.fail("context.http_route", "must not hold a query string (`?`): send the path")
+        if (problem := http_route_problem(route)) is not None:
+            check.fail("context.http_route", problem)
         else:
             context["http_route"] = route
     status = draft.http_status_code
@@ -706,6 +699,21 @@ def _http(check: _Checker, draft: EventDraft, context: dict[str, Any]) -> None:
         else:
             whole = plain_number(duration)
             context["duration_ms"] = duration if whole is None else whole
+
+
+def http_route_problem(route: str) -> str | None:
+    """Why `route` is no `context.http_route` (None: it is one): empty,
+    longer than MAX_HTTP_ROUTE characters, a control character in it, or a
+    query string. The event's route and the filter's `http_routes` alike."""
+    if not route:
+        return "is empty: give a route, e.g. /v1/users/{id}"
+    if len(route) > MAX_HTTP_ROUTE:
+        return f"is {len(route)} characters long; the limit is {MAX_HTTP_ROUTE}"
+    if CONTROL_CHARACTERS.search(route):
+        return "must not contain control characters"
+    if "?" in route:
+        return "must not hold a query string (`?`): send the path"
+    return None
 
 
 _SEQ_KEY: Final = b'"seq":'

@@ -37,6 +37,7 @@ from .event import (
     checked_bound,
     email_key,
     format_timestamp,
+    http_route_problem,
     network_address,
     parse_request_id,
     parse_uuid,
@@ -88,6 +89,7 @@ class FilterDraft:
     http_status_classes: list[str] = field(default_factory=list)
     actor_prefix: str = ""
     min_duration_ms: float = 0.0
+    http_routes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +214,10 @@ class EventFilter:
             return False
         return duration >= self.min_duration_ms
 
+    # `http_routes`: any of these `context.http_route`s, each exactly as
+    # recorded (no prefix, no case folding), sorted, once each (ADR 0136).
+    http_routes: tuple[str, ...] = ()
+
     def any_country(self) -> tuple[str, ...]:
         """The countries an event's must be one of, `country` or `countries`
         (empty: any, or none): the one form Query, the matcher and a sink's
@@ -332,6 +338,7 @@ def validate_filter(
         ("countries", draft.countries),
         ("resource_types", draft.resource_types),
         ("http_status_classes", draft.http_status_classes),
+        ("http_routes", draft.http_routes),
     ):
         if len(values) > MAX_FILTER_VALUES:
             fail(name, f"has {len(values)} values; the limit is {MAX_FILTER_VALUES}")
@@ -348,6 +355,7 @@ def validate_filter(
     countries = _countries(draft.countries, fail)
     resource_types = _resource_types(draft.resource_types, fail)
     status_classes = _status_classes(draft.http_status_classes, fail)
+    routes = _routes(draft.http_routes, fail)
     for singular, plural, both in (
         ("country", "countries", bool(draft.country and draft.countries)),
         ("resource_type", "resource_types", bool(draft.resource_type and draft.resource_types)),
@@ -462,6 +470,7 @@ def validate_filter(
         http_status_classes=status_classes,
         actor_prefix=actor_prefix,
         min_duration_ms=min_duration_ms,
+        http_routes=routes,
     )
 
 
@@ -612,6 +621,19 @@ def _status_classes(values: list[str], fail: _Fail) -> tuple[str, ...]:
     return tuple(sorted(set(found)))
 
 
+def _routes(values: list[str], fail: _Fail) -> tuple[str, ...]:
+    """`http_routes` as given, sorted once; each checked as an event's
+    `context.http_route` is (`http_route_problem`): one no event can hold
+    would match nothing. A bad one fails, named `http_routes[index]`."""
+    found = []
+    for index, value in enumerate(values):
+        if (problem := http_route_problem(value)) is not None:
+            fail(f"http_routes[{index}]", problem)
+        else:
+            found.append(value)
+    return tuple(sorted(set(found)))
+
+
 def _action_forms(
     values: list[str], name: str, fail: _Fail
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -731,6 +753,7 @@ class RecordMatcher:
         self._actor_types = frozenset(f.actor_types)
         self._countries = frozenset(f.any_country())
         self._resource_types = frozenset(f.any_resource_type())
+        self._routes = frozenset(f.http_routes)
         self._network = None if f.ip is None else ipaddress.ip_network(f.ip)
         self._actor_email = None if f.actor is None else email_key(f.actor)
         self._filter = f
@@ -784,6 +807,8 @@ class RecordMatcher:
         if not f.agent_matches(context.get("user_agent")):
             return False
         if not f.status_matches(context.get("http_status_code")):
+            return False
+        if self._routes and context.get("http_route") not in self._routes:
             return False
         if not f.duration_matches(context.get("duration_ms")):
             return False

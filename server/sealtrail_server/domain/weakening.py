@@ -39,7 +39,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     out, more severity levels (of min_severity and severities together), a wider
     time range or network, a part of the user agent's text, more actor types, countries or
     resource types (`country` and `resource_type` each a list of one), more
-    status codes (a class covering a code), a shorter start of the actor's id or email
+    status codes (a class covering a code), more routes, a shorter start of the actor's id or email
     (of `actor_prefix`, or of the exact `actor` before), a lower least duration).
     A filter is a conjunction, so that proves every event `before` matches matches `after` too."""
     return not all(
@@ -56,6 +56,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             _set_widens(before.any_country(), after.any_country()),
             _set_widens(before.any_resource_type(), after.any_resource_type()),
             _statuses_widen(before.http_status_classes, after.http_status_classes),
+            _set_widens(before.http_routes, after.http_routes),
             _minimum_widens(before.min_duration_ms, after.min_duration_ms),
             _ip_widens(before.ip, after.ip),
             _domain_widens(before, after),

@@ -736,6 +736,11 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         # double, compared as the matcher compares it; read off the record as
         # the status code is (no column, no migration, ADR 0136).
         add(f"{RECORD_DURATION_MS}::float8 >= %s", f.min_duration_ms)
+    if f.http_routes:
+        # The record's route exactly as recorded (text equality, byte for
+        # byte: no prefix, no case folding), any of them; read off the record
+        # as the status code is (no column, no index, no migration, ADR 0136).
+        add(f"{RECORD_HTTP_ROUTE} = ANY(%s::text[])", list(f.http_routes))
     if f.text is not None:
         if f.searches_read_filters():
             add(f"{_SEARCHED} @@ websearch_to_tsquery('simple', %s)", f.text)

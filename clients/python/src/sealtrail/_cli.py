@@ -998,6 +998,14 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             " a class, 5xx, or a code, 404.",
         ),
         click.option(
+            "--http-route",
+            "http_routes",
+            multiple=True,
+            metavar="ROUTE",
+            help="HTTP route the request was served by, exactly as recorded (repeatable:"
+            " any of them): /v1/templates/{id}.",
+        ),
+        click.option(
             "--min-duration-ms",
             type=float,
             metavar="MS",

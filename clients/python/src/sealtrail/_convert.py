@@ -945,6 +945,7 @@ REPEATED_FILTER_FIELDS: Final = (
     "countries",
     "resource_types",
     "http_status_classes",
+    "http_routes",
 )
 
 
@@ -977,6 +978,7 @@ def build_filter(
     http_status_classes: str | int | Iterable[str | int] = (),
     actor_prefix: str = "",
     min_duration_ms: float = 0.0,
+    http_routes: str | Iterable[str] = (),
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -1004,7 +1006,10 @@ def build_filter(
     itself (`ali` finds `alice` and `Alice@example.com`), never with `actor`
     (a server older than it ignores it, and finds every actor); `min_duration_ms`
     the requests that took at least that many milliseconds (`context.duration_ms`;
-    `1000.0`: a second or longer), events without a duration never (0: any)."""
+    `1000.0`: a second or longer), events without a duration never (0: any);
+    `http_routes` matches the events whose HTTP request was served by any of
+    those routes (`context.http_route`), each exactly as recorded, no prefix,
+    no case folding (`"/v1/templates/{id}"`), events without a route never."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -1035,6 +1040,7 @@ def build_filter(
         http_status_classes=_statuses(http_status_classes),
         actor_prefix=actor_prefix,
         min_duration_ms=min_duration_ms,
+        http_routes=_many(http_routes),
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

@@ -11,21 +11,21 @@ import { notCounted } from "./chart.js";
 const $ = (selector) => document.querySelector(selector);
 // The values shown: the largest ten.
 const SHOWN = 10;
-// Each grouping: the search's parameter its values filter by (null: none, as
-// for a route, which no filter takes), and its words (`many`: not `one` + s);
-// for a key of several parts (a credential's), what of it the parameter
-// takes (`value`) and how it reads (`shown`).
+// Each grouping: the search's parameter its values filter by, whether it takes
+// a comma-separated list (`separated`), and its words (`many`: not `one` + s);
+// for a key of several parts (a credential's), what of it the parameter takes
+// (`value`) and how it reads (`shown`).
 export const GROUPINGS = {
-  action: { field: "actions", one: "action" },
+  action: { field: "actions", one: "action", separated: true },
   actor: { field: "actor", one: "actor" },
-  actor_type: { field: "actor_types", one: "actor type" },
+  actor_type: { field: "actor_types", one: "actor type", separated: true },
   resource_type: { field: "resource_type", one: "resource type" },
   country: { field: "country", one: "country" },
-  outcome: { field: "outcomes", one: "outcome" },
-  severity: { field: "severities", one: "severity" },
-  category: { field: "categories", one: "category" },
-  http_route: { field: null, one: "HTTP route" },
-  http_status: { field: "http_status_classes", one: "HTTP status", many: "HTTP statuses" },
+  outcome: { field: "outcomes", one: "outcome", separated: true },
+  severity: { field: "severities", one: "severity", separated: true },
+  category: { field: "categories", one: "category", separated: true },
+  http_route: { field: "http_routes", one: "HTTP route", separated: true },
+  http_status: { field: "http_status_classes", one: "HTTP status", many: "HTTP statuses", separated: true },
   credential: { field: "credential_id", one: "credential", value: (key) => credentialOf(key)[1],
     shown: (key) => credentialWords(credentialOf(key)) },
 };
@@ -193,17 +193,27 @@ export function addToBreakdown(events) {
   list();
 }
 
+// Whether the search's parameter carries `key` as it is: a comma-separated
+// list's values are split at commas and trimmed (console/parameters.py).
+function carried(key, separated) {
+  return !separated || (!key.includes(",") && key.trim() === key);
+}
+
 function list() {
   const { grouping, total, groups, truncated, totalGroups: values } = shown;
-  const { field, one, many, value: valueOf = (key) => key, shown: shownOf = (key) => key } = GROUPINGS[grouping];
+  const { field, one, many, separated, value: valueOf = (key) => key, shown: shownOf = (key) => key } = GROUPINGS[grouping];
   const body = $("#breakdown tbody");
   body.replaceChildren();
   for (const { key, count: n } of groups) {
     const row = body.insertRow();
     const value = document.createElement("th");
     value.scope = "row";
-    if (key && !field) {
-      value.textContent = visibleName(shownOf(key));  // no filter takes it: a value only read
+    if (key && !carried(valueOf(key), separated)) {
+      // A list parameter cannot carry it (a route holding a comma, or spaces
+      // at an end, which the console's parameters trim): pressed, it would
+      // narrow to other values. A value only read.
+      value.textContent = visibleName(shownOf(key));
+      value.title = `No search of the console takes this ${one}: use the API or the CLI`;
     } else if (key) {
       // Text only: a value is what whoever recorded the event sent.
       const button = document.createElement("button");
@@ -224,5 +234,5 @@ function list() {
   const plural = many || (one === "country" ? "countries" : `${one}s`);
   let said = `${count(total, "event")} in all, ${values === 1 ? `1 ${one}` : `${values.toLocaleString()} ${plural}`}`;
   if (truncated) said += `: the ${groups.length} with the most events`;
-  $("#breakdown .summary").textContent = field ? `${said}. A value narrows the search to it.` : `${said}.`;
+  $("#breakdown .summary").textContent = `${said}. A value narrows the search to it.`;
 }

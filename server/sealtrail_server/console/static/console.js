@@ -31,7 +31,7 @@ const PAGE_SECONDS = 60;
 const FILTER_FIELDS = ["actions", "exclude_actions", "categories", "min_severity", "severities", "outcomes", "actor", "actor_email_domain", "resource_type",
   "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country", "user_agent",
   "credential_id", "actor_types", "countries", "resource_types", "http_status_classes",
-  "actor_prefix", "min_duration_ms"];
+  "actor_prefix", "min_duration_ms", "http_routes"];
 // The list fields the form has for `country` and `resource_type`: a URL or a
 // sink's filter saying the singular fills them, and one value is sent as the
 // singular, which servers older than the list know (they ignore the list).
