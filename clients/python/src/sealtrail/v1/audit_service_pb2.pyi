@@ -106,7 +106,8 @@ class _CountGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountGro
     COUNT_GROUP_BY_HTTP_ROUTE: _CountGroupBy.ValueType  # 14
     """By `context.http_route`: which endpoints the API requests the events
     record called, as the record writes the route (`/v1/users/{id}`). Events
-    without one under "".
+    without one under "". A key given back in `EventFilter.http_routes`
+    finds the events counted under it.
     """
     COUNT_GROUP_BY_HTTP_STATUS: _CountGroupBy.ValueType  # 15
     """By `context.http_status_code`: how the requests were answered, keyed by
@@ -179,7 +180,8 @@ type is stored as `user` and counted so.
 COUNT_GROUP_BY_HTTP_ROUTE: CountGroupBy.ValueType  # 14
 """By `context.http_route`: which endpoints the API requests the events
 record called, as the record writes the route (`/v1/users/{id}`). Events
-without one under "".
+without one under "". A key given back in `EventFilter.http_routes`
+finds the events counted under it.
 """
 COUNT_GROUP_BY_HTTP_STATUS: CountGroupBy.ValueType  # 15
 """By `context.http_status_code`: how the requests were answered, keyed by
