@@ -176,6 +176,7 @@ def _option_of(field: str) -> str:
         "resource_types": "resource_type",
         "http_status_classes": "http_status",
         "http_routes": "http_route",
+        "changed_fields": "changed_field",
         "text": "search",
         # An email sink's settings (ADR 0133).
         "host": "smtp_host",

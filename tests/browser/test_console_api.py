@@ -1255,3 +1255,25 @@ def test_counts_by_credential_narrow_the_search_by_its_id(
         if key:
             found = _searched(api, reader, {**search, "credential_id": json.loads(key)[1]})
             assert len(found) == counted, (key, found)
+
+
+def test_changed_fields_find_who_changed_a_field_and_a_bad_one_is_refused(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`changed_fields=rate_limit,limits.rpm` (helper-444): the events with a
+    change of any of them, each exactly as recorded; a name with a control
+    character is a 400 naming it."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for action, field in (("plan.a", "rate_limit"), ("plan.b", "limits.rpm"),
+                              ("plan.c", "limits"), ("plan.d", "Rate_Limit")):  # fmt: skip
+            client.record(action=action, actor_id="u1", changes=[(field, 1, 2)])
+    reader = console_server.token(tenant, "reader")
+    query = urllib.parse.urlencode(
+        {"actions": "plan.*", "changed_fields": "rate_limit, limits.rpm"}
+    )
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 200, body
+    assert [event["action"] for event in body["events"]] == ["plan.b", "plan.a"]
+    query = urllib.parse.urlencode({"changed_fields": "role,a\tb"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 400 and "changed_fields[1]" in json.dumps(body), body

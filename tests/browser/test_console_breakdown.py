@@ -375,3 +375,42 @@ def test_the_breakdown_by_credential_shows_kind_id_and_hint_and_narrows_by_its_i
     panel.find_element(By.XPATH, ".//button[text()='api_key key_a ...a1b2']").click()
     wait_for_rows(browser, lambda r: len(r) == 2)
     assert parse_qs(urlsplit(browser.current_url).query)["credential_id"] == ["key_a"]
+
+
+def test_a_changed_field_pressed_in_a_row_s_detail_narrows_the_search_to_it(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """An event's detail lists its changes: a field's name pressed narrows
+    the search to the events that changed it (`changed_fields`, helper-444),
+    exactly that name (`limits` is not `limits.rpm`); a name the
+    comma-separated parameter cannot carry is text alone."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for description, fields in [
+            ("rate and list", ("rate_limit", "a,b")),
+            ("rate alone", ("rate_limit",)),
+            ("rpm", ("limits.rpm",)),
+            ("limits", ("limits",)),
+        ]:
+            c.record(action="plan.update", actor_id="u-ann", description=description,
+                     changes=[(name, 1, 2) for name in fields])  # fmt: skip
+    signed_in_hooked(
+        browser, console_url + "?actions=plan.*", console_server.token(tenant, "reader")
+    )
+    wait_for_rows(browser, lambda r: len(r) == 4)
+    opened = browser.find_elements(By.CSS_SELECTOR, "#events tbody tr.event")[-1]
+    opened.find_element(By.CSS_SELECTOR, "button.opener").click()
+    detail = wait(browser).until(
+        seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail table.diff"))
+    )
+    assert [b.text for b in detail.find_elements(By.CSS_SELECTOR, "button.value")] == ["rate_limit"]
+    assert "a,b" in detail.text  # shown, not pressable
+    detail.find_element(By.XPATH, ".//button[text()='rate_limit']").click()
+    found = wait_for_rows(browser, lambda r: len(r) == 2)
+    assert "rate alone" in found[0] and "rate and list" in found[1], found
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert query["changed_fields"] == ["rate_limit"], query
+    assert browser.find_element(By.NAME, "changed_fields").get_attribute("value") == "rate_limit"
+    browser.find_element(By.NAME, "changed_fields").clear()
+    browser.find_element(By.NAME, "changed_fields").send_keys("limits", Keys.ENTER)
+    found = wait_for_rows(browser, lambda r: len(r) == 1)
+    assert "limits" in found[0] and "rpm" not in found[0], found

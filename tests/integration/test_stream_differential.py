@@ -64,6 +64,10 @@ _ROUTES = (
     "/v1/caf\u00e9", "/v1/cafe\u0301",
 )  # fmt: skip
 
+# Changed fields: names equal but for case, a path and its first part, LIKE's
+# and a list's metacharacters, for `changed_fields`' exact match.
+_CHANGED_FIELDS = ("rate_limit", "Rate_Limit", "limits", "limits.rpm", "role", "a%_b", "x, y")
+
 
 def _varied(rng: random.Random, n: int) -> event_pb2.Event:
     fields: dict[str, Any] = {
@@ -103,6 +107,10 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
         fields["duration_ms"] = rng.choice((0.25, 12, 999.999, 1000, 1000.5, 30000))
     if rng.random() < 0.7:  # else none: never matched by a route
         fields["http_route"] = rng.choice(_ROUTES)
+    if rng.random() < 0.6:  # else none: never matched by changed fields
+        fields["changes"] = [
+            (name, 1, 2) for name in rng.sample(_CHANGED_FIELDS, rng.randint(1, 3))
+        ]
     return build_event(**fields)
 
 
@@ -164,6 +172,11 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "min_duration": build_filter(min_duration_ms=1000),
         "min_duration_mixed": build_filter(
             actions="doc.*", min_duration_ms=999.999, http_status_classes="5xx"
+        ),
+        "changed_field": build_filter(changed_fields="rate_limit"),
+        "changed_fields_path": build_filter(changed_fields=["limits.rpm", "a%_b", "limits.rpm"]),
+        "changed_fields_mixed": build_filter(
+            actions="doc.*", changed_fields=["role", "x, y"], min_severity="warning"
         ),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(

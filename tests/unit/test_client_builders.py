@@ -193,6 +193,14 @@ def test_an_actor_prefix_is_built_as_given() -> None:
     assert not built.actor
 
 
+def test_changed_fields_are_built_as_given() -> None:
+    """One name or several, each as given: a string is one name, not its letters."""
+    assert list(build_filter(changed_fields="rate_limit").changed_fields) == ["rate_limit"]
+    several = build_filter(changed_fields=["limits.rpm", "Role"])
+    assert list(several.changed_fields) == ["limits.rpm", "Role"]
+    assert not build_filter().changed_fields
+
+
 def test_every_list_field_of_the_filter_is_listed_as_repeated() -> None:
     """The CLI's repeatable options and the console's comma-separated
     parameters are made from REPEATED_FILTER_FIELDS: a list field added to

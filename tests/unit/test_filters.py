@@ -770,6 +770,59 @@ def test_the_matcher_takes_the_routes_asked_exactly(
     assert taken == found
 
 
+def test_changed_fields_are_kept_as_given_sorted_once() -> None:
+    """Exactly as given (case, dots, spaces within, `%` and `_` themselves),
+    duplicates dropped, sorted: equal filters, equal fingerprints."""
+    given = ["rate_limit", "Limits.RPM", "rate_limit", "a %_b", "x" * 256]
+    kept = validate_filter(FilterDraft(changed_fields=given))
+    assert kept.changed_fields == ("Limits.RPM", "a %_b", "rate_limit", "x" * 256)
+    assert validate_filter(FilterDraft()).changed_fields == ()
+
+
+def test_a_changed_field_empty_too_long_or_with_a_control_character_is_refused() -> None:
+    bad = ["role", "", "x" * 257, "a\tb", "line\n", "\x00", "\x7f", "\x9b"]
+    violations = violations_of(FilterDraft(changed_fields=bad))
+    assert [v.field for v in violations] == [
+        f"filter.changed_fields[{index}]" for index in range(1, len(bad))
+    ]
+    assert [v.description for v in violations[:3]] == [
+        "is empty: give a field name, e.g. rate_limit",
+        "is 257 characters long; the limit is 256",
+        "must not contain control characters",
+    ]
+    assert fields_of(FilterDraft(changed_fields=["role"] * 101)) == ["filter.changed_fields"]
+
+
+@pytest.mark.parametrize(
+    ("names", "found"),
+    [
+        (["rate_limit"], ["rate", "both"]),
+        (["limits.rpm"], ["path"]),
+        (["limits"], ["parent"]),
+        (["Rate_Limit"], []),
+        (["role", "limits"], ["parent", "both"]),
+        ([], ["none", "rate", "path", "parent", "both"]),
+    ],
+)
+def test_the_matcher_takes_the_changed_fields_asked(names: list[str], found: list[str]) -> None:
+    """A change's field equal to a name, exactly: no case folded, no path
+    resolved (`limits` is not `limits.rpm`); an event without changes never."""
+    matcher = RecordMatcher(validate_filter(FilterDraft(changed_fields=names)))
+
+    def changed(description: str, *fields: str) -> dict[str, object]:
+        changes = [{"field": name, "before": 1, "after": 2} for name in fields]
+        return _LOGIN | {"description": description, "changes": changes}
+
+    records = [
+        _LOGIN | {"description": "none"},
+        changed("rate", "rate_limit"),
+        changed("path", "limits.rpm"),
+        changed("parent", "limits"),
+        changed("both", "role", "rate_limit"),
+    ]
+    assert [r["description"] for r in records if matcher.matches(r)] == found
+
+
 def test_an_actor_prefix_is_kept_as_given_and_checked() -> None:
     assert validate_filter(FilterDraft(actor_prefix="Ali%_\\")).actor_prefix == "Ali%_\\"
     assert validate_filter(FilterDraft()).actor_prefix is None

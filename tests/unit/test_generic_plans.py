@@ -46,6 +46,7 @@ SAMPLES: dict[str, Any] = {
     "actor_prefix": "ali",
     "min_duration_ms": 1000.0,
     "http_routes": ("/v1/templates/{id}",),
+    "changed_fields": ("limits.rpm", "rate_limit"),
 }
 
 

@@ -98,6 +98,12 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
         (EventFilter(min_duration_ms=1000.0), EventFilter()),
         (EventFilter(min_duration_ms=1000.0), EventFilter(min_duration_ms=1000.0)),
         (EventFilter(min_duration_ms=1000.0), EventFilter(min_duration_ms=250.5)),
+        # Changed fields dropped, or more of them.
+        (EventFilter(changed_fields=("rate_limit",)), EventFilter()),
+        (
+            EventFilter(changed_fields=("rate_limit",)),
+            EventFilter(changed_fields=("limits.rpm", "rate_limit")),
+        ),
         # Countries or resource types dropped, or more of them; singular as a list of one.
         (EventFilter(countries=("DE", "FR")), EventFilter()),
         (EventFilter(countries=("DE",)), EventFilter(countries=("DE", "FR"))),
@@ -191,6 +197,16 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
         # A least duration asked where none was, or higher.
         (EventFilter(), EventFilter(min_duration_ms=0.5)),
         (EventFilter(min_duration_ms=1000.0), EventFilter(min_duration_ms=1000.5)),
+        # Changed fields asked where none were, fewer, others, or a path's
+        # first part for the path (no path is resolved: `limits` is not
+        # `limits.rpm`).
+        (EventFilter(), EventFilter(changed_fields=("rate_limit",))),
+        (
+            EventFilter(changed_fields=("limits.rpm", "rate_limit")),
+            EventFilter(changed_fields=("rate_limit",)),
+        ),
+        (EventFilter(changed_fields=("role",)), EventFilter(changed_fields=("Role",))),
+        (EventFilter(changed_fields=("limits.rpm",)), EventFilter(changed_fields=("limits",))),
         # Countries or resource types asked where none were, fewer, or others.
         (EventFilter(), EventFilter(countries=("DE", "FR"))),
         (EventFilter(countries=("DE", "FR")), EventFilter(countries=("DE",))),

@@ -232,6 +232,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         http_status_classes=list(event_filter.http_status_classes),
         min_duration_ms=event_filter.min_duration_ms,
         http_routes=list(event_filter.http_routes),
+        changed_fields=list(event_filter.changed_fields),
         actor_prefix=event_filter.actor_prefix,
     )
 

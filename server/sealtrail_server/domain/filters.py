@@ -90,6 +90,7 @@ class FilterDraft:
     actor_prefix: str = ""
     min_duration_ms: float = 0.0
     http_routes: list[str] = field(default_factory=list)
+    changed_fields: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +218,21 @@ class EventFilter:
     # `http_routes`: any of these `context.http_route`s, each exactly as
     # recorded (no prefix, no case folding), sorted, once each (ADR 0136).
     http_routes: tuple[str, ...] = ()
+    # `changed_fields`: any of these `changes[].field`s, exactly as recorded
+    # (`limits.rpm` is that name, no path into `limits`), sorted, once each.
+    changed_fields: tuple[str, ...] = ()
+
+    def changes_match(self, changes: object) -> bool:
+        """Whether a record's `changes` (None: it has none) holds a change of
+        one of `changed_fields`: the SQL's comparison (store/events.py)."""
+        if not self.changed_fields:
+            return True
+        if not isinstance(changes, list):
+            return False
+        return any(
+            isinstance(change, dict) and change.get("field") in self.changed_fields
+            for change in changes
+        )
 
     def any_country(self) -> tuple[str, ...]:
         """The countries an event's must be one of, `country` or `countries`
@@ -339,6 +355,7 @@ def validate_filter(
         ("resource_types", draft.resource_types),
         ("http_status_classes", draft.http_status_classes),
         ("http_routes", draft.http_routes),
+        ("changed_fields", draft.changed_fields),
     ):
         if len(values) > MAX_FILTER_VALUES:
             fail(name, f"has {len(values)} values; the limit is {MAX_FILTER_VALUES}")
@@ -356,6 +373,7 @@ def validate_filter(
     resource_types = _resource_types(draft.resource_types, fail)
     status_classes = _status_classes(draft.http_status_classes, fail)
     routes = _routes(draft.http_routes, fail)
+    changed_fields = _changed_fields(draft.changed_fields, fail)
     for singular, plural, both in (
         ("country", "countries", bool(draft.country and draft.countries)),
         ("resource_type", "resource_types", bool(draft.resource_type and draft.resource_types)),
@@ -471,6 +489,7 @@ def validate_filter(
         actor_prefix=actor_prefix,
         min_duration_ms=min_duration_ms,
         http_routes=routes,
+        changed_fields=changed_fields,
     )
 
 
@@ -596,6 +615,25 @@ def _resource_types(values: list[str], fail: _Fail) -> tuple[str, ...]:
             )
         elif "\x00" in value:
             fail(f"resource_types[{index}]", "must not contain NUL characters")
+        else:
+            found.append(value)
+    return tuple(sorted(set(found)))
+
+
+def _changed_fields(values: list[str], fail: _Fail) -> tuple[str, ...]:
+    """`changed_fields` as given, sorted once; each not empty (no change is
+    recorded without its field), at most MAX_NAME characters as a change's
+    field is, and no control character; else it fails, named
+    `changed_fields[index]`."""
+    found = []
+    for index, value in enumerate(values):
+        name = f"changed_fields[{index}]"
+        if not value:
+            fail(name, "is empty: give a field name, e.g. rate_limit")
+        elif len(value) > MAX_NAME:
+            fail(name, f"is {len(value)} characters long; the limit is {MAX_NAME}")
+        elif CONTROL_CHARACTERS.search(value):
+            fail(name, "must not contain control characters")
         else:
             found.append(value)
     return tuple(sorted(set(found)))
@@ -811,6 +849,8 @@ class RecordMatcher:
         if self._routes and context.get("http_route") not in self._routes:
             return False
         if not f.duration_matches(context.get("duration_ms")):
+            return False
+        if not f.changes_match(record.get("changes")):
             return False
         if f.credential_id is not None and (
             record["actor"].get("credential", {}).get("id") != f.credential_id

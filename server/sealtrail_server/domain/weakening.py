@@ -40,7 +40,8 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     time range or network, a part of the user agent's text, more actor types, countries or
     resource types (`country` and `resource_type` each a list of one), more
     status codes (a class covering a code), more routes, a shorter start of the actor's id or email
-    (of `actor_prefix`, or of the exact `actor` before), a lower least duration).
+    (of `actor_prefix`, or of the exact `actor` before), a lower least duration, more
+    changed fields).
     A filter is a conjunction, so that proves every event `before` matches matches `after` too."""
     return not all(
         (
@@ -58,6 +59,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             _statuses_widen(before.http_status_classes, after.http_status_classes),
             _set_widens(before.http_routes, after.http_routes),
             _minimum_widens(before.min_duration_ms, after.min_duration_ms),
+            _set_widens(before.changed_fields, after.changed_fields),
             _ip_widens(before.ip, after.ip),
             _domain_widens(before, after),
             _agent_widens(before.user_agent, after.user_agent),

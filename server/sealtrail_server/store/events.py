@@ -741,6 +741,12 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         # byte: no prefix, no case folding), any of them; read off the record
         # as the status code is (no column, no index, no migration, ADR 0136).
         add(f"{RECORD_HTTP_ROUTE} = ANY(%s::text[])", list(f.http_routes))
+    if f.changed_fields:
+        # A change whose field is one of them, exactly: an EXISTS over the
+        # record's `changes` (json, as `country` is read: not the whole record
+        # made jsonb), no column, no index (no migration); other conditions
+        # and a time range choose the rows, the timeout bounds the rest.
+        add(f"EXISTS ({_CHANGED_FIELD} = ANY(%s::text[]))", list(f.changed_fields))
     if f.text is not None:
         if f.searches_read_filters():
             add(f"{_SEARCHED} @@ websearch_to_tsquery('simple', %s)", f.text)
@@ -783,6 +789,11 @@ RECORD_ACTOR_TYPE: Final = "((record::json -> 'actor') ->> 'type')"
 RECORD_HTTP_STATUS: Final = "((record::json -> 'context') ->> 'http_status_code')"
 # An event's `context.duration_ms` in SQL, as text (`12.5`), NULL for none.
 RECORD_DURATION_MS: Final = "((record::json -> 'context') ->> 'duration_ms')"
+# A query of the `changes[].field`s of an event, in SQL, to be completed by a
+# condition on `field` (none for an event without changes).
+_CHANGED_FIELD: Final = (
+    "SELECT FROM json_array_elements(record::json -> 'changes') AS change WHERE change ->> 'field'"
+)
 # An event's `context.http_route` in SQL, NULL for none.
 RECORD_HTTP_ROUTE: Final = "((record::json -> 'context') ->> 'http_route')"
 

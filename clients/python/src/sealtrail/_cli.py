@@ -1012,6 +1012,14 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             help="Requests that took at least this many milliseconds (context.duration_ms):"
             " 1000 for a second or longer.",
         ),
+        click.option(
+            "--changed-field",
+            "changed_fields",
+            multiple=True,
+            metavar="FIELD",
+            help="Name of a field the event changed (changes[].field), exactly as recorded"
+            " (repeatable: any of them): rate_limit, limits.rpm.",
+        ),
     ]
     if time_range:
         options += [

@@ -946,6 +946,7 @@ REPEATED_FILTER_FIELDS: Final = (
     "resource_types",
     "http_status_classes",
     "http_routes",
+    "changed_fields",
 )
 
 
@@ -979,6 +980,7 @@ def build_filter(
     actor_prefix: str = "",
     min_duration_ms: float = 0.0,
     http_routes: str | Iterable[str] = (),
+    changed_fields: str | Iterable[str] = (),
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -1009,7 +1011,11 @@ def build_filter(
     `1000.0`: a second or longer), events without a duration never (0: any);
     `http_routes` matches the events whose HTTP request was served by any of
     those routes (`context.http_route`), each exactly as recorded, no prefix,
-    no case folding (`"/v1/templates/{id}"`), events without a route never."""
+    no case folding (`"/v1/templates/{id}"`), events without a route never;
+    `changed_fields` the events with a change of any of those fields
+    (`changes[].field`), each exactly as recorded (`limits.rpm` is that name,
+    no path into `limits`): `["rate_limit"]`, who changed the rate limit (a
+    server older than it ignores it, and finds every event)."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -1041,6 +1047,7 @@ def build_filter(
         actor_prefix=actor_prefix,
         min_duration_ms=min_duration_ms,
         http_routes=_many(http_routes),
+        changed_fields=_many(changed_fields),
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

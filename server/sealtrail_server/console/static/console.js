@@ -31,7 +31,8 @@ const PAGE_SECONDS = 60;
 const FILTER_FIELDS = ["actions", "exclude_actions", "categories", "min_severity", "severities", "outcomes", "actor", "actor_email_domain", "resource_type",
   "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country", "user_agent",
   "credential_id", "actor_types", "countries", "resource_types", "http_status_classes",
-  "actor_prefix", "min_duration_ms", "http_routes"];
+  "actor_prefix", "min_duration_ms", "http_routes",
+  "changed_fields"];
 // The list fields the form has for `country` and `resource_type`: a URL or a
 // sink's filter saying the singular fills them, and one value is sent as the
 // singular, which servers older than the list know (they ignore the list).
@@ -804,7 +805,7 @@ function changes(event) {
   const body = table.createTBody();
   for (const change of event.changes) {
     const row = body.insertRow();
-    cell(row, change.field);
+    changedField(cell(row, ""), change.field);
     const before = cell(row, "", "before");
     before.replaceChildren(...("before" in change ? isolatedJson(change.before) : ["—"]));
     const after = cell(row, "", "after");
@@ -812,6 +813,24 @@ function changes(event) {
   }
   wrapper.append(table);
   return wrapper;
+}
+
+// A change's field name in the detail view: a button narrowing the search to
+// the events that changed that field (`changed_fields`, as the Breakdown
+// panel's values narrow), or text alone for a name the parameter cannot carry:
+// its values are separated by commas, and spaces around one are trimmed.
+function changedField(td, name) {
+  if (typeof name !== "string" || !name || name.includes(",") || name.trim() !== name) {
+    td.textContent = visibleName(text(name));
+    return;
+  }
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "value";
+  button.textContent = visibleName(name);
+  button.title = `Narrow the search to the events that changed ${visibleName(name)}`;
+  button.addEventListener("click", () => narrowBy("changed_fields", name));
+  td.append(button);
 }
 
 function json(event) {
