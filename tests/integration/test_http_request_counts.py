@@ -26,9 +26,9 @@ from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.filter_checks import descriptions_found, live_from_now
-from tests.integration.test_alerting import the_only_alert
+from tests.integration.test_alerting import the_only_alert, wait_for_alerts
 from tests.integration.test_export_check import KEY, refused_when_told
-from tests.integration.test_http_request_fields import _call
+from tests.integration.test_http_request_fields import ROUTE, _call
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
 # (description, route, status code, duration in ms): 0 for none.
@@ -180,6 +180,28 @@ def test_an_alert_rule_on_slow_requests_fires_on_one_alone(client: AuditClient) 
     client.record(_call(http_status_code=504))
     fires = client.record(_call(duration_ms=5000.5))
     the_only_alert(client, rule.rule.id, fires.event)
+
+
+def test_an_alert_on_a_failed_request_is_no_request_of_its_own(client: AuditClient) -> None:
+    """The alert a 5xx answer fires carries that request in its details, not
+    as a request of its own: counts by status and route, and filters by
+    status and duration, over every action take the request alone, not the
+    alert beside it (helper-446)."""
+    client.create_alert_rule(
+        build_alert_rule("5xx", "match", filter=build_filter(http_status_classes="5xx"))
+    )
+    failed = client.record(
+        _call(description="failed", http_route=ROUTE, http_status_code=503, duration_ms=1200)
+    ).event
+    client.record(_call(description="ok", http_route=ROUTE, http_status_code=200, duration_ms=3))
+    wait_for_alerts(client, 1)
+    every = build_filter()
+    statuses = dict(_groups(client, every, group_by="http_status"))
+    assert (statuses["503"], statuses["200"]) == (1, 1)
+    assert dict(_groups(client, every, group_by="http_route"))[ROUTE] == 2
+    for only in (build_filter(http_status_classes="5xx"), build_filter(min_duration_ms=1000)):
+        assert [event.id for event in client.query(only)] == [failed.id]
+        assert client.count_events(only).total == 1
 
 
 def _env(server: ServerThread, tenant: str) -> dict[str, str]:

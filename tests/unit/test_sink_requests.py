@@ -162,14 +162,23 @@ def test_a_long_route_is_cut_and_the_status_and_duration_kept() -> None:
     assert f"HTTP route: {route}" in _request_fields(mail)  # the field whole
 
 
-def _alert(seq: int, context: dict[str, Any] | None, **overrides: Any) -> dict[str, Any]:
-    """A 5xx rule's alert on the event at seq 9, with the context the
-    evaluator copies from it (none: an alert of an event of no request)."""
+def _alert(
+    seq: int,
+    context: dict[str, Any] | None,
+    trigger_request: dict[str, Any] | None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """A 5xx rule's alert on the event at seq 9, with what the evaluator
+    copies from it: its origin in the alert's context, its request in
+    `details.trigger_request` (none: an alert of an event of no request)."""
+    details: dict[str, Any] = {"rule": "5xx", "trigger_seq": 9}
+    if trigger_request is not None:
+        details["trigger_request"] = trigger_request
     fields: dict[str, Any] = {
         "action": "security.alert",
         "severity": "error",
         "description": "Alert '5xx': order.read by alice",
-        "details": {"rule": "5xx", "trigger_seq": 9},
+        "details": details,
     }
     if context is not None:
         fields["context"] = context
@@ -183,9 +192,17 @@ def _alert_said(seq: int, said: str) -> str:
 ALERT_SAID = [f"{ORIGIN} via GET {ROUTE} -> 503 in 1200 ms", f" via GET {ROUTE} -> 503", ""]
 
 
+# FULL as an alert keeps its trigger's.
+TRIGGER_REQUEST = {"method": "GET", "route": ROUTE, "status": 503, "duration_ms": 1200}
+
+
 def _alerts() -> list[dict[str, Any]]:
-    partial = {key: FULL[key] for key in ("http_method", "http_route", "http_status_code")}
-    return [_alert(10, {**LOCATED, **FULL}), _alert(11, partial), _alert(12, None)]
+    partial = {key: TRIGGER_REQUEST[key] for key in ("method", "route", "status")}
+    return [
+        _alert(10, LOCATED, TRIGGER_REQUEST),
+        _alert(11, None, partial),
+        _alert(12, None, None),
+    ]
 
 
 def test_an_alerts_line_page_and_mail_say_its_triggers_request() -> None:
@@ -202,6 +219,20 @@ def test_an_alerts_line_page_and_mail_say_its_triggers_request() -> None:
     ]
 
 
+def test_an_alert_says_no_request_of_its_own_context() -> None:
+    """What an alert's context holds is not its trigger's request: an alert
+    keeps that in its details, and a context's request (which no alert has)
+    is not said as the trigger's."""
+    stray = _alert(13, FULL, None)
+    [page] = _pages(PAGERDUTY, [stray])
+    assert page["summary"] == _alert_said(13, "")
+    [mail] = _mails([stray])
+    assert _request_fields(mail) == []
+    [page] = _pages(PAGERDUTY, [_alert(10, LOCATED, TRIGGER_REQUEST)])
+    assert "http_method" not in page["custom_details"]["context"]
+    assert page["custom_details"]["details"]["trigger_request"] == TRIGGER_REQUEST
+
+
 def test_the_longest_alert_page_keeps_its_request_status_and_seqs() -> None:
     """Every value at its longest: the summary still fits PagerDuty's 1,024
     characters uncut, the route cut, its status, duration and seqs kept."""
@@ -209,18 +240,21 @@ def test_the_longest_alert_page_keeps_its_request_status_and_seqs() -> None:
         "ip": "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
         "country": "FR",
         "country_source": "geoip",
-        "http_method": "M" * 16,
-        "http_route": "/" + "r" * (MAX_HTTP_ROUTE - 1),
-        "http_status_code": 503,
+    }
+    trigger_request = {
+        "method": "M" * 16,
+        "route": "/" + "r" * (MAX_HTTP_ROUTE - 1),
+        "status": 503,
         "duration_ms": 86_399_999.999,
     }
     seq = 2**63 - 1
     longest = _alert(
         seq,
         context,
+        None,
         description="d" * MAX_DESCRIPTION * 2,
         tenant_id="t" * 63,
-        details={"rule": "5xx", "trigger_seq": seq - 1},
+        details={"rule": "5xx", "trigger_seq": seq - 1, "trigger_request": trigger_request},
     )
     [page] = _pages(PAGERDUTY, [longest])
     summary = page["summary"]

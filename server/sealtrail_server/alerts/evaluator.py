@@ -57,6 +57,7 @@ from ..domain.event import (
     ValidEvent,
     located,
     plain_values,
+    trigger_request,
     validate_event,
 )
 from ..domain.filters import EventFilter, RecordMatcher
@@ -795,6 +796,7 @@ class Evaluator:
             if self._shown_name is None
             else await self._shown_name(tenant_id, stored.name)
         )
+        context = record.get("context", {})
         alert_details = {
             "rule_id": stored.id,
             "rule": name,
@@ -802,7 +804,13 @@ class Evaluator:
             **details,
             "sink_ids": list(stored.sink_ids),
         }
-        context = record.get("context", {})
+        # The API request the trigger was, for its chat line, page and mail
+        # to say (domain/chat_text.py, `request`): in its details, for an
+        # alert is no request of its own (a count by HTTP status or route
+        # takes the trigger alone).
+        said = trigger_request(context)
+        if said:
+            alert_details["trigger_request"] = said
         return EventDraft(
             action=ALERT_ACTION,
             category=event_pb2.CATEGORY_SECURITY,
@@ -814,15 +822,10 @@ class Evaluator:
             resource_id=stored.id,
             resource_name=name,
             details=alert_details,
-            # Where the trigger came from and the API request it was, as its
-            # record says: its chat line, page and mail say them
-            # (domain/chat_text.py, `origin` and `request`).
+            # Where the trigger came from, as its record says: its chat line,
+            # page and mail say it (domain/chat_text.py, `origin`).
             ip=context.get("ip", ""),
             country=context.get("country", ""),
-            http_method=context.get("http_method", ""),
-            http_route=context.get("http_route", ""),
-            http_status_code=context.get("http_status_code", 0),
-            duration_ms=float(context.get("duration_ms", 0)),
             idempotency_key=store.alert_key(stored.id, trigger_seq),
             plain=plain_values(alert_details, []),
         )

@@ -7,7 +7,8 @@ is `[severity] action by actor from ip (country) on resource_type/resource_id
 (outcome) at occurred_at`, a country the server located from the address
 (GeoIP, ADR 0134) marked `(FR, located)`, not passed off as the caller's word.
 An event that records the API request it was (ADR 0136) says it after its
-resource, an alert (which carries its trigger's) after where it came from:
+resource, an alert (which keeps its trigger's in `details.trigger_request`,
+not in its context: an alert is no request) after where it came from:
 ` via GET /v1/orders/{id} -> 503 in 1200 ms`, only the parts recorded
 (` via HTTP -> 503` without a method or route), nothing with none; a route is
 cut as any value is, never its status or duration.
@@ -29,7 +30,7 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from .event import ALERT_ACTION, COUNTRY_SOURCE_GEOIP
+from .event import ALERT_ACTION, COUNTRY_SOURCE_GEOIP, TRIGGER_REQUEST_NAMES
 
 # Slack's advice for a message's text; Mattermost's limit is 16,383
 # characters, a Teams message's about 28 KB.
@@ -107,13 +108,28 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def request(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = True) -> str:
-    """The API request the event was (ADR 0136), as a line says it: ` via
-    GET /v1/orders/{id} -> 503 in 1200 ms`, with only the parts recorded (`HTTP`
-    for a method and route not recorded: ` via HTTP -> 503`); "" with none.
-    The route is cut as any value is (`…`), the status and duration never;
-    with `markup`, `->` escaped as Slack asks, as a value's `>` is."""
+def request_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The API request a stored record tells of, by the context's names
+    (`http_method`, `http_route`, `http_status_code`, `duration_ms`), the
+    parts recorded: an event's its context's (ADR 0136); an alert's its
+    trigger's, which it keeps in `details.trigger_request`
+    (alerts/evaluator.py), never its context's."""
+    if record.get("action") == ALERT_ACTION:
+        kept = (record.get("details") or {}).get("trigger_request")
+        kept = kept if isinstance(kept, dict) else {}
+        return {key: kept[name] for name, key in TRIGGER_REQUEST_NAMES if name in kept}
     context = record.get("context") or {}
+    return {key: context[key] for _, key in TRIGGER_REQUEST_NAMES if key in context}
+
+
+def request(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = True) -> str:
+    """The API request the event was (ADR 0136), an alert's trigger's, as a
+    line says it: ` via GET /v1/orders/{id} -> 503 in 1200 ms`, with only the
+    parts recorded (`HTTP` for a method and route not recorded: ` via HTTP ->
+    503`); "" with none. The route is cut as any value is (`…`), the status
+    and duration never; with `markup`, `->` escaped as Slack asks, as a
+    value's `>` is."""
+    context = request_fields(record)
     said = " ".join(
         shown(context[key], markup=markup, guard_mentions=guard_mentions)
         for key in ("http_method", "http_route")
@@ -148,8 +164,8 @@ def line(record: dict[str, Any], *, markup: bool = True, guard_mentions: bool = 
         trigger = (record.get("details") or {}).get("trigger_seq")
         fired_on = f", fired on seq {trigger}" if isinstance(trigger, int) else ""
         mark = f"{ALERT_MARK} " if markup else ""
-        # Where its trigger came from and the request it was, which the
-        # alert carries (alerts/evaluator.py).
+        # Where its trigger came from (the alert's context) and the request
+        # it was (its details), which the alert carries (alerts/evaluator.py).
         said = origin(record, markup=markup, guard_mentions=guard_mentions)
         said += request(record, markup=markup, guard_mentions=guard_mentions)
         return f"{mark}[{severity}] {description}{said} ({where}{fired_on})"

@@ -716,6 +716,25 @@ def http_route_problem(route: str) -> str | None:
     return None
 
 
+# An alert's `details.trigger_request` (alerts/evaluator.py): the API request
+# its trigger was, each part by its name there and its context's name.
+TRIGGER_REQUEST_NAMES: Final = (
+    ("method", "http_method"),
+    ("route", "http_route"),
+    ("status", "http_status_code"),
+    ("duration_ms", "duration_ms"),
+)
+
+
+def trigger_request(context: dict[str, Any]) -> dict[str, Any]:
+    """What an alert's `details.trigger_request` says of the API request its
+    trigger was, from the trigger record's `context`: the parts recorded, as
+    recorded ({} with none). In its details, not its context: an alert is no
+    request, and a filter or count by HTTP status, route or duration takes
+    the trigger alone."""
+    return {name: context[key] for name, key in TRIGGER_REQUEST_NAMES if key in context}
+
+
 _SEQ_KEY: Final = b'"seq":'
 
 

@@ -26,7 +26,7 @@ import aiosmtplib
 
 from ..domain.chat_text import line as chat_line
 from ..domain.chat_text import located as chat_located
-from ..domain.chat_text import milliseconds, shown
+from ..domain.chat_text import milliseconds, request_fields, shown
 from ..domain.email_sinks import host_of, is_loopback, mail_address, port_of, security_of
 from .egress import DEADLINE_TIMEOUTS, Answer, EgressDenied, EgressPolicy
 
@@ -35,6 +35,9 @@ from .egress import DEADLINE_TIMEOUTS, Answer, EgressDenied, EgressPolicy
 _KEPT: Final = 160
 # The right-hand side of each Message-ID (short: the header stays on one line).
 _ID_DOMAIN: Final = "sealtrail"
+# A field's path that starts with this is the API request's part
+# (`chat_text.request_fields`), not the record's.
+_REQUEST: Final = "request"
 # The event's fields told, in order, before its JSON (each on one line).
 _FIELDS: Final = (
     ("Severity", ("severity",)),
@@ -47,11 +50,12 @@ _FIELDS: Final = (
     ("Resource", ("resource", "id")),
     ("IP address", ("context", "ip")),
     ("Country", ("context", "country")),
-    # The API request the event was (ADR 0136); an alert's, its trigger's.
-    ("HTTP method", ("context", "http_method")),
-    ("HTTP route", ("context", "http_route")),
-    ("HTTP status", ("context", "http_status_code")),
-    ("Duration", ("context", "duration_ms")),
+    # The API request the event was (ADR 0136); an alert's, its trigger's,
+    # which it keeps in its details (chat_text.request_fields).
+    ("HTTP method", (_REQUEST, "http_method")),
+    ("HTTP route", (_REQUEST, "http_route")),
+    ("HTTP status", (_REQUEST, "http_status_code")),
+    ("Duration", (_REQUEST, "duration_ms")),
     ("Description", ("description",)),
     ("Occurred at", ("occurred_at",)),
     ("Tenant", ("tenant_id",)),
@@ -93,9 +97,13 @@ def message(destination: dict[str, Any], data: dict[str, Any], item: str) -> byt
     mail["X-Sealtrail-Seq"] = str(data["seq"])
     mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies
     lines = []
+    request = request_fields(data)
     for label, path in _FIELDS:
+        keys: tuple[str, ...] = path
         value: Any = data
-        for key in path:
+        if path[0] == _REQUEST:
+            value, keys = request, path[1:]
+        for key in keys:
             value = value.get(key) if isinstance(value, dict) else None
         if value not in (None, ""):
             said = shown(value, 1000, markup=False, guard_mentions=False)
