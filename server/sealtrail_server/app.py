@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final, NoReturn
 
+import aiohttp
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -38,6 +39,7 @@ from sealtrail.v1 import audit_service_pb2
 from . import __version__
 from .alerts.evaluator import Evaluator
 from .api.audited import FilterDetails
+from .api.console_sessions import ConsoleSessions
 from .api.convert import server_view
 from .api.denials import Denials
 from .api.guard import GuardInterceptor
@@ -50,9 +52,11 @@ from .auth.last_use import LastUses
 from .auth.tokens import Authenticator
 from .config import Settings
 from .console.hosts import parse_allowed_hosts
+from .console.oidc import PROVIDER_TIMEOUT, OidcConfig, Provider
 from .console.server import Console
+from .console.sign_in import SignIn
 from .deployment_sink_job import DeploymentSinkJob
-from .domain.access import Revoked
+from .domain.access import Revoked, Role
 from .domain.networks import parse_networks
 from .domain.purge_summaries import SummarySeal
 from .domain.sealing import SecretBox
@@ -190,6 +194,39 @@ def _listen_refused(address: str) -> str:
     )
 
 
+def _groups(listed: str) -> frozenset[str]:
+    return frozenset(group.strip() for group in listed.split(",") if group.strip())
+
+
+def oidc_config(settings: Settings) -> OidcConfig:
+    """The console's sign-in through SEALTRAIL_OIDC_ISSUER, its client secret
+    read from its file (checked at start as the keys' are, file_modes.py)."""
+    assert settings.oidc_client_secret_file is not None  # config.oidc_problem
+    path = settings.oidc_client_secret_file
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SystemExit(
+            f"SEALTRAIL_OIDC_CLIENT_SECRET_FILE ({path}) cannot be read: {type(error).__name__}"
+        ) from None
+    if not secret:
+        raise SystemExit(f"SEALTRAIL_OIDC_CLIENT_SECRET_FILE ({path}) is empty")
+    return OidcConfig(
+        issuer=settings.oidc_issuer,
+        client_id=settings.oidc_client_id,
+        client_secret=secret,
+        redirect_url=settings.oidc_redirect_url,
+        tenant_id=settings.oidc_tenant,
+        groups={
+            Role.ADMIN: _groups(settings.oidc_admin_groups),
+            Role.EXPORTER: _groups(settings.oidc_exporter_groups),
+            Role.READER: _groups(settings.oidc_reader_groups),
+        },
+        groups_claim=settings.oidc_groups_claim,
+        session_seconds=settings.oidc_session_seconds,
+    )
+
+
 def _console_refused(address: str, why: object) -> str:
     return (
         f"cannot serve the console on {address}: {why} (set SEALTRAIL_CONSOLE_LISTEN, or"
@@ -262,6 +299,7 @@ def check_secret_files(settings: Settings) -> None:
             ("SECRETS_KEY", settings.secrets_key_file),
             ("REDACTION_KEY", settings.redaction_key_file),
             ("TLS_KEY", settings.tls_key_file),
+            ("OIDC_CLIENT_SECRET", settings.oidc_client_secret_file),
         )
         if path is not None
     ]
@@ -660,6 +698,12 @@ class Service:
                 trusted_proxies=trusted_proxies,
                 allowed_hosts=parse_allowed_hosts(settings.console_allowed_hosts),
                 tracer=self._tracer,
+                sign_in=self._sign_in(
+                    settings,
+                    ConsoleSessions(
+                        db, self._appender, changes, authenticator=authenticator, clock=self._clock
+                    ),
+                ),
             )
             try:
                 self.console_port = await self.console.start()
@@ -725,6 +769,17 @@ class Service:
             "subscribers": self._hub.subscriber_count() if self._hub is not None else 0,
             "exports": self._servicer.exports_open.count() if self._servicer is not None else 0,
         }
+
+    def _sign_in(self, settings: Settings, sessions: ConsoleSessions) -> SignIn | None:
+        """The console's sign-in through the identity provider, if one is set."""
+        if not settings.oidc_issuer:
+            return None
+        config = oidc_config(settings)
+        client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=PROVIDER_TIMEOUT),
+            headers={"User-Agent": "sealtrail-console"},
+        )
+        return SignIn(config, Provider(config, client), sessions)
 
     async def _set_health(self, *, serving: bool) -> None:
         status = (

@@ -6,8 +6,10 @@ Tracing has no settings here: the standard OTEL_* variables configure it
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -236,6 +238,25 @@ class Settings:
     # host[:port]): a proxy's public name, a port published under another
     # number (ADR 0102, docs/console.md). Any other Host is 421.
     console_allowed_hosts: str = ""
+    # Signing in to the console through an OpenID provider (ADR 0140,
+    # docs/console.md): its issuer URL (unset: tokens are pasted, as before),
+    # this console's client id there, a file holding the client secret, the
+    # console's callback URL as the browser reaches it (registered with the
+    # provider), and the tenant whose tokens a sign-in mints.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret_file: Path | None = None
+    oidc_redirect_url: str = ""
+    oidc_tenant: str = ""
+    # The provider's groups (comma-separated) whose people sign in with each
+    # role (the highest listed for any of theirs); in none: refused.
+    oidc_admin_groups: str = ""
+    oidc_exporter_groups: str = ""
+    oidc_reader_groups: str = ""
+    # The id_token claim that lists a person's groups.
+    oidc_groups_claim: str = "groups"
+    # Seconds a sign-in's token lasts (at most a day).
+    oidc_session_seconds: float = 8 * 3600.0
     # A MaxMind DB format file (GeoLite2 Country or City, DB-IP lite, IPinfo)
     # the server locates clients' countries in: an event with a context.ip and
     # no context.country gets the country of its address, marked as located
@@ -308,6 +329,8 @@ class Settings:
             parse_allowed_hosts(settings.console_allowed_hosts)
         except ValueError as error:
             raise SystemExit(f"SEALTRAIL_CONSOLE_ALLOWED_HOSTS: {error}") from None
+        if settings.oidc_issuer and (why := oidc_problem(settings)):
+            raise SystemExit(why)
         for name in ("database_url", "owner_database_url"):
             if _at_in_userinfo(getattr(settings, name) or ""):
                 # libpq took what follows it for the host, and named that host
@@ -366,6 +389,7 @@ _AT_MOST_A_DAY = (
     "count_timeout",
     "query_timeout",
     "deployment_sink_interval",
+    "oidc_session_seconds",
 )
 
 # Counts (bytes aside) reach statements (a LIMIT, a scan's window added to a
@@ -424,7 +448,51 @@ _MORE_THAN_ZERO = (
     "forward_lease_seconds",
     "forward_backoff_base",
     "deployment_sink_interval",
+    "oidc_session_seconds",
 )
+
+
+def oidc_problem(settings: Settings) -> str | None:
+    """What keeps the console's sign-in through SEALTRAIL_OIDC_ISSUER from working."""
+    for name in ("client_id", "client_secret_file", "redirect_url", "tenant"):
+        if not getattr(settings, f"oidc_{name}"):
+            return f"SEALTRAIL_OIDC_ISSUER is set: set SEALTRAIL_OIDC_{name.upper()} too"
+    if not settings.console_listen:
+        return "SEALTRAIL_OIDC_ISSUER signs in to the console: set SEALTRAIL_CONSOLE_LISTEN too"
+    for name in ("issuer", "redirect_url"):
+        url = getattr(settings, f"oidc_{name}")
+        try:
+            parts = urllib.parse.urlsplit(url)
+            host = parts.hostname or ""
+        except ValueError:
+            parts, host = None, ""
+        loopback = host == "localhost" or _is_loopback(host)
+        if (
+            parts is None
+            or not host
+            or not (parts.scheme == "https" or (parts.scheme == "http" and loopback))
+        ):
+            return (
+                f"SEALTRAIL_OIDC_{name.upper()} must be an https:// URL (http:// on a loopback"
+                " address only)"
+            )
+    if not settings.oidc_redirect_url.split("?")[0].endswith("/auth/callback"):
+        return "SEALTRAIL_OIDC_REDIRECT_URL must be the console's /auth/callback"
+    if not any(
+        getattr(settings, f"oidc_{role}_groups").strip() for role in ("admin", "exporter", "reader")
+    ):
+        return (
+            "SEALTRAIL_OIDC_ISSUER is set: list the groups admitted in SEALTRAIL_OIDC_ADMIN_GROUPS,"
+            " _EXPORTER_GROUPS or _READER_GROUPS"
+        )
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _address_problem(address: str) -> str | None:

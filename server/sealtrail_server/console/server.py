@@ -150,6 +150,7 @@ from .parameters import (
     _timestamp,
     event_filter,
 )
+from .sign_in import Browser, SignIn
 
 log = logging.getLogger(__name__)
 
@@ -237,12 +238,14 @@ class Console:
         trusted_proxies: tuple[IpNetwork, ...] = (),
         allowed_hosts: tuple[Host, ...] = (),
         tracer: Tracer | None = None,
+        sign_in: SignIn | None = None,
     ) -> None:
         """`key`: what the server trusts the browser's address and user agent
         from (api/callers.py); "" passes none on. `trusted_proxies`: peers
         believed about the browser they forward for (X-Forwarded-For).
         `allowed_hosts`: the names it answers under besides its own (hosts.py).
-        `tracer`: the service's (None: tracing is off)."""
+        `tracer`: the service's (None: tracing is off). `sign_in`: through
+        the identity provider (sign_in.py), None where none is set."""
         # As the clients do: a page of 100 large events outgrows gRPC's default 4 MiB.
         self._channel = grpc.aio.insecure_channel(
             grpc_target, options=[("grpc.max_receive_message_length", 96 * 1024 * 1024)]
@@ -252,6 +255,7 @@ class Console:
         self._trusted_proxies = trusted_proxies
         self._allowed_hosts = allowed_hosts
         self._tracer = tracer
+        self._sign_in = sign_in
         self._refusals_logged = 0
         host, _, port = listen.rpartition(":")
         self._host, self._port = host.strip("[]") or "127.0.0.1", int(port)
@@ -305,6 +309,10 @@ class Console:
                 web.static("/static", STATIC),
             ]
         )
+        if self._sign_in is not None:
+            app.add_routes(
+                self._sign_in.routes(browser_of=self._browser_of, same_origin=_same_origin)
+            )
         # Each connection's handler's (_Handler's), given to the runner's server too.
         options: dict[str, Any] = {
             "access_log": None,
@@ -334,6 +342,8 @@ class Console:
             call.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self._sign_in is not None:
+            await self._sign_in.close()
         await self._channel.close(None)
 
     @web.middleware
@@ -490,6 +500,16 @@ class Console:
         if agent.isascii() and agent.isprintable():  # else gRPC could not carry it
             sent.append((CLIENT_USER_AGENT_HEADER, agent[:MAX_USER_AGENT]))
         return sent
+
+    def _browser_of(self, request: web.Request) -> Browser:
+        """Where a sign-in came from, as its records say it (`_browser`'s)."""
+        peer = address(request.remote or "")
+        forwarded_for = request.headers.getall("X-Forwarded-For", [])
+        agent = request.headers.get("User-Agent", "")
+        return Browser(
+            behind_proxies(peer, forwarded_for, self._trusted_proxies) or "",
+            agent[:MAX_USER_AGENT] if agent.isprintable() else "",
+        )
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "index.html")

@@ -1,0 +1,332 @@
+"""The console's relying party of an OpenID provider (ADR 0140): the
+authorization code flow with PKCE (S256), a confidential client, and the
+id_token it answers verified with joserfc against the provider's published
+keys. What it proves, a person and their groups, becomes a role here.
+
+    SignInRefused           a sign-in ended without a person (`reason`, `said`)
+    ├── ProviderFailed      the provider could not be read or refused the code
+    └── (reason "no_group") a person was proven, in none of the groups admitted
+
+Each refusal's `said` is a sentence for the page; none quotes a token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+from joserfc import jwt
+from joserfc.errors import ExpiredTokenError, JoseError, MissingClaimError
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+from ..domain.access import Role
+
+# The only signatures taken: asymmetric, published in the JWKS. `none` proves
+# nothing; HS* would be checked with the client secret, which the console
+# holds too, and so could forge. Ed25519 is EdDSA by its fully specified
+# name (RFC 9864).
+ALGORITHMS: Final = ("RS256", "ES256", "EdDSA", "Ed25519")
+# Seconds of clock difference taken on `exp`, `iat` and `nbf`.
+LEEWAY_SECONDS: Final = 60
+# Seconds the discovery document and the keys are trusted before they are
+# read again (an unknown `kid` reads the keys at once, once a minute at most).
+CACHE_SECONDS: Final = 3600.0
+REFETCH_SECONDS: Final = 60.0
+# Seconds each request to the provider may take.
+PROVIDER_TIMEOUT: Final = 10.0
+# Bytes of a provider's answer read at most.
+MAX_ANSWER: Final = 1024 * 1024
+SCOPES: Final = "openid email profile"
+# Roles from the most to the least: a person in several lists gets the first.
+_ORDER: Final = (Role.ADMIN, Role.EXPORTER, Role.READER)
+
+
+class SignInRefused(Exception):
+    """A sign-in that ends without a person: `reason` (a word, recorded), `said`
+    (a sentence for the page)."""
+
+    def __init__(self, reason: str, said: str, *, status: int = 401) -> None:
+        super().__init__(said)
+        self.reason = reason
+        self.said = said
+        self.status = status
+
+
+class ProviderFailed(SignInRefused):
+    """The provider could not be read, or refused the code (502)."""
+
+    def __init__(self, said: str) -> None:
+        super().__init__("provider", said, status=502)
+
+
+@dataclass(frozen=True, slots=True)
+class OidcConfig:
+    """What the operator set (SEALTRAIL_OIDC_*, docs/console.md)."""
+
+    issuer: str
+    client_id: str
+    client_secret: str
+    redirect_url: str
+    tenant_id: str
+    groups: dict[Role, frozenset[str]]
+    groups_claim: str = "groups"
+    session_seconds: float = 8 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Who the provider proved: `name` (a verified email, else sub@issuer),
+    `subject`, the groups the token named, and the role they map to."""
+
+    name: str
+    subject: str
+    groups: tuple[str, ...]
+    role: Role | None
+
+
+def pkce_pair() -> tuple[str, str]:
+    """A PKCE code verifier and its S256 challenge (RFC 7636)."""
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def role_of(groups: tuple[str, ...], mapping: dict[Role, frozenset[str]]) -> Role | None:
+    """The highest role one of `groups` is listed for; None if none is."""
+    for role in _ORDER:
+        if mapping.get(role, frozenset()) & set(groups):
+            return role
+    return None
+
+
+def person_of(claims: dict[str, Any], config: OidcConfig) -> Person:
+    """The person an id_token's verified claims name."""
+    subject = str(claims["sub"])
+    email = claims.get("email")
+    if isinstance(email, str) and email and claims.get("email_verified") is True:
+        name = email
+    else:  # an unverified email is anyone's to claim
+        name = f"{subject}@{config.issuer}"
+    named = claims.get(config.groups_claim, [])
+    if isinstance(named, str):
+        named = [named]
+    groups = tuple(str(g) for g in named) if isinstance(named, list) else ()
+    return Person(name=name, subject=subject, groups=groups, role=role_of(groups, config.groups))
+
+
+def _header(token: str) -> dict[str, Any]:
+    """The JOSE header of a compact token, unverified (to choose its key)."""
+    try:
+        part = token.split(".")[0]
+        header = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (ValueError, IndexError):
+        header = None
+    if not isinstance(header, dict):
+        raise SignInRefused("malformed", "the identity provider's id_token is no signed token")
+    return header
+
+
+@dataclass
+class _Cached:
+    value: dict[str, Any]
+    read_at: float
+
+
+@dataclass
+class Provider:
+    """The provider at `config.issuer`: its discovery document and keys,
+    read when first needed and cached (`clock`: monotonic seconds)."""
+
+    config: OidcConfig
+    session: aiohttp.ClientSession
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
+    _discovery: _Cached | None = None
+    _keys: _Cached | None = None
+    _keys_refetched: float = field(default=-REFETCH_SECONDS)
+
+    async def _get(self, url: str, what: str) -> dict[str, Any]:
+        try:
+            async with self.session.get(url, allow_redirects=False) as answer:
+                if answer.status != 200:
+                    raise ProviderFailed(f"the identity provider's {what} answered {answer.status}")
+                body = await answer.content.read(MAX_ANSWER)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ProviderFailed(
+                f"the identity provider's {what} could not be read ({type(error).__name__})"
+            ) from None
+        try:
+            value = json.loads(body)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict):
+            raise ProviderFailed(f"the identity provider's {what} is no JSON object")
+        return value
+
+    async def discovery(self) -> dict[str, Any]:
+        """The provider's metadata (OpenID Connect Discovery 1.0), its issuer checked."""
+        cached = self._discovery
+        if cached is not None and self.clock() - cached.read_at < CACHE_SECONDS:
+            return cached.value
+        url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        value = await self._get(url, "discovery document")
+        if value.get("issuer") != self.config.issuer:
+            raise ProviderFailed(
+                "the identity provider's discovery document names another issuer than"
+                " SEALTRAIL_OIDC_ISSUER"
+            )
+        for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            if not isinstance(value.get(name), str):
+                raise ProviderFailed(f"the identity provider's discovery document has no {name}")
+        self._discovery = _Cached(value, self.clock())
+        return value
+
+    async def authorization_url(self, *, state: str, nonce: str, challenge: str) -> str:
+        endpoint = str((await self.discovery())["authorization_endpoint"])
+        query = urllib.parse.urlencode(
+            {
+                "response_type": "code",
+                "client_id": self.config.client_id,
+                "redirect_uri": self.config.redirect_url,
+                "scope": SCOPES,
+                "state": state,
+                "nonce": nonce,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            }
+        )
+        return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
+
+    async def _key_set(self, *, fresh: bool) -> KeySet:
+        cached = self._keys
+        stale = cached is None or self.clock() - cached.read_at >= CACHE_SECONDS
+        if fresh or stale:
+            url = str((await self.discovery())["jwks_uri"])
+            value = await self._get(url, "keys (jwks_uri)")
+            cached = self._keys = _Cached(value, self.clock())
+        assert cached is not None
+        try:
+            return KeySet.import_key_set(cached.value)  # type: ignore[arg-type]
+        except (JoseError, ValueError, KeyError, TypeError):
+            raise ProviderFailed("the identity provider's keys (jwks_uri) are no JWK set") from None
+
+    async def _key(self, kid: str | None) -> Any:
+        """The published key `kid` names; the keys are read again once if
+        none does (the provider rotated them), a minute apart at most."""
+        keys = await self._key_set(fresh=False)
+        for attempt in (0, 1):
+            try:
+                return keys.get_by_kid(kid)
+            except JoseError:
+                if attempt or self.clock() - self._keys_refetched < REFETCH_SECONDS:
+                    break
+                self._keys_refetched = self.clock()
+                keys = await self._key_set(fresh=True)
+        raise SignInRefused(
+            "unknown_key",
+            "the id_token is signed with a key the identity provider does not publish"
+            f" (kid {str(kid)[:40]!r})",
+        )
+
+    async def redeem(self, code: str, verifier: str) -> str:
+        """The id_token the token endpoint gives for `code` (client_secret_basic)."""
+        endpoint = str((await self.discovery())["token_endpoint"])
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.config.redirect_url,
+            "code_verifier": verifier,
+        }
+        # client_secret_basic: each form-encoded first (RFC 6749, 2.3.1).
+        pair = ":".join(
+            urllib.parse.quote_plus(part)
+            for part in (self.config.client_id, self.config.client_secret)
+        )
+        auth = {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode("ascii")}
+        try:
+            async with self.session.post(
+                endpoint, data=form, headers=auth, allow_redirects=False
+            ) as answer:
+                body = await answer.content.read(MAX_ANSWER)
+                status = answer.status
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ProviderFailed(
+                f"the identity provider's token endpoint could not be reached"
+                f" ({type(error).__name__})"
+            ) from None
+        try:
+            value = json.loads(body)
+        except ValueError:
+            value = {}
+        value = value if isinstance(value, dict) else {}
+        if status != 200:
+            said = str(value.get("error", ""))[:60] or f"status {status}"
+            raise ProviderFailed(f"the identity provider refused the sign-in's code ({said})")
+        token = value.get("id_token")
+        if not isinstance(token, str):
+            raise ProviderFailed("the identity provider's token endpoint answered no id_token")
+        return token
+
+    async def verify(self, token: str, *, nonce: str) -> dict[str, Any]:
+        """The claims of `token`, an id_token, once its signature (by a
+        published key, in one of ALGORITHMS), issuer, audience, expiry and
+        nonce are checked (OpenID Connect Core 1.0, 3.1.3.7)."""
+        header = _header(token)
+        algorithm = header.get("alg")
+        if algorithm not in ALGORITHMS:
+            raise SignInRefused(
+                "algorithm",
+                f"the id_token is signed with {str(algorithm)[:20]!r}, not one of"
+                f" {', '.join(ALGORITHMS)}",
+            )
+        kid = header.get("kid")
+        key = await self._key(kid if isinstance(kid, str) else None)
+        try:
+            claims = jwt.decode(token, key, algorithms=[str(algorithm)]).claims
+        except JoseError:
+            raise SignInRefused(
+                "signature", "the id_token's signature does not verify with the provider's key"
+            ) from None
+        registry = JWTClaimsRegistry(
+            now=lambda: int(self.wall_clock()),
+            leeway=LEEWAY_SECONDS,
+            iss={"essential": True, "value": self.config.issuer},
+            aud={"essential": True, "value": self.config.client_id},
+            sub={"essential": True},
+            exp={"essential": True},
+            nonce={"essential": True, "value": nonce},
+        )
+        try:
+            registry.validate(claims)
+        except ExpiredTokenError:
+            raise SignInRefused("expired", "the id_token has expired") from None
+        except MissingClaimError as error:
+            raise SignInRefused(
+                "claims", f"the id_token lacks a claim: {error.description}"
+            ) from None
+        except JoseError as error:
+            said = {
+                "nonce": "the id_token is not this sign-in's (its nonce differs)",
+                "aud": "the id_token is for another client (its audience is not"
+                " SEALTRAIL_OIDC_CLIENT_ID)",
+                "iss": "the id_token is from another issuer than SEALTRAIL_OIDC_ISSUER",
+            }
+            claim = str(getattr(error, "claim", ""))
+            raise SignInRefused(
+                claim or "claims", said.get(claim, f"the id_token was refused: {error.error}")
+            ) from None
+        audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        if len(audiences) > 1 and claims.get("azp") != self.config.client_id:
+            raise SignInRefused(
+                "aud", "the id_token is for several clients, not authorized for this one"
+            )
+        return claims

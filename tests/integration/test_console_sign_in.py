@@ -1,0 +1,354 @@
+"""Signing in to the console through an OpenID provider (ADR 0140): a real
+provider on 127.0.0.1 (tests/openid_provider.py) and the real console,
+driven as a browser drives them (redirects followed by hand, the sign-in's
+cookie kept). A sign-in mints a token of the role the person's groups map
+to, which the API then takes; each id_token the console must not trust is
+refused with its reason and mints nothing."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from sealtrail_server.config import Settings
+from tests.conftest import ServerThread
+from tests.openid_provider import CLIENT_ID, CLIENT_SECRET, Issue, OpenIdProvider
+from tests.private_files import write_private
+
+TENANT = f"t-oidc-{uuid.uuid4().hex[:10]}"
+
+
+def _free_port() -> int:
+    """A port nothing listens on now: the console's, which its callback URL
+    (registered with the provider) must name before it starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[OpenIdProvider]:
+    with OpenIdProvider() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def server_of_console(
+    migrated_database_url: str, provider: OpenIdProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    secret = write_private(tmp_path_factory.mktemp("oidc") / "client-secret", CLIENT_SECRET + "\n")
+    port = _free_port()
+    with ServerThread(
+        migrated_database_url,
+        console_listen=f"127.0.0.1:{port}",
+        oidc_issuer=provider.issuer,
+        oidc_client_id=CLIENT_ID,
+        oidc_client_secret_file=secret,
+        oidc_redirect_url=f"http://127.0.0.1:{port}/auth/callback",
+        oidc_tenant=TENANT,
+        oidc_admin_groups="audit-admins",
+        oidc_exporter_groups="audit-exporters, security",
+        oidc_reader_groups="audit-readers",
+        oidc_session_seconds=3600,
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def console(server_of_console: ServerThread) -> str:
+    return f"http://127.0.0.1:{server_of_console.service.console_port}"
+
+
+@pytest.fixture
+def browser(console: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=console, follow_redirects=False, timeout=20) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def issue_as_usual(provider: OpenIdProvider) -> None:
+    provider.issue = Issue()
+
+
+def _tokens(sql: psycopg.Connection[Any]) -> int:
+    row = sql.execute("SELECT count(*) FROM api_tokens WHERE tenant_id = %s", [TENANT]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _to_callback(browser: httpx.Client) -> str:
+    """The URL the provider sends the browser back to, once signed in there."""
+    login = browser.get("/auth/login")
+    assert login.status_code == 302, login.text
+    at_provider = httpx.get(login.headers["Location"], follow_redirects=False, timeout=20)
+    assert at_provider.status_code == 302
+    return at_provider.headers["Location"]
+
+
+def _signed_in(browser: httpx.Client) -> dict[str, Any]:
+    """The token a whole sign-in hands the page."""
+    back = browser.get(_to_callback(browser))
+    assert back.status_code == 303, back.text
+    location = back.headers["Location"]
+    assert location.startswith("/#signin=")
+    answer = browser.post("/auth/exchange", json={"code": location.removeprefix("/#signin=")})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Cache-Control"] == "no-store"
+    return dict(answer.json())
+
+
+def _events(browser: httpx.Client, token: str, action: str) -> list[dict[str, Any]]:
+    answer = browser.get(
+        "/api/events", params={"action": action}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200, answer.text
+    return [event for event in answer.json()["events"] if event["action"] == action]
+
+
+def test_a_sign_in_mints_a_token_of_the_role_its_groups_map_to(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    before = _tokens(sql)
+    login = browser.get("/auth/login")
+    asked = urllib.parse.parse_qs(urllib.parse.urlsplit(login.headers["Location"]).query)
+    assert asked["code_challenge_method"] == ["S256"] and asked["scope"] == ["openid email profile"]
+    assert {"state", "nonce", "code_challenge"} <= asked.keys()
+    assert (
+        "HttpOnly" in login.headers["Set-Cookie"] and "Path=/auth/" in login.headers["Set-Cookie"]
+    )
+
+    signed_in = _signed_in(browser)
+    assert signed_in["role"] == "reader"
+    assert signed_in["name"] == "alice@example.com (console)"
+    assert _tokens(sql) == before + 1
+    token = signed_in["token"]
+    checked = browser.get("/api/signin", headers={"Authorization": f"Bearer {token}"})
+    assert checked.json() == {"ok": True, "role": "reader"}
+
+    (created,) = [
+        event
+        for event in _events(browser, token, "api_token.created")
+        if event["resource"]["id"] == signed_in["token_id"]
+    ]
+    assert created["actor"]["type"] == "ACTOR_TYPE_USER"
+    assert created["actor"]["id"] == "alice@example.com"
+    assert created["details"]["sign_in"] == {
+        "issuer": provider.issuer,
+        "subject": "00u1alice",
+        "groups": ["audit-readers"],
+    }
+    assert created["details"]["role"] == "reader"
+
+
+def test_the_one_time_code_hands_the_token_over_once(browser: httpx.Client) -> None:
+    back = browser.get(_to_callback(browser))
+    code = back.headers["Location"].removeprefix("/#signin=")
+    assert browser.post("/auth/exchange", json={"code": code}).status_code == 200
+    again = browser.post("/auth/exchange", json={"code": code})
+    assert again.status_code == 400
+    assert "used already" in again.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("groups", "role"),
+    [
+        (["audit-admins", "audit-readers"], "admin"),
+        (["security"], "exporter"),
+        (["audit-readers", "security"], "exporter"),
+    ],
+)
+def test_the_highest_role_of_the_groups_is_minted(
+    browser: httpx.Client, provider: OpenIdProvider, groups: list[str], role: str
+) -> None:
+    provider.issue = Issue(groups=groups)
+    token = _signed_in(browser)["token"]
+    checked = browser.get("/api/signin", headers={"Authorization": f"Bearer {token}"})
+    assert checked.json() == {"ok": True, "role": role}
+
+
+def test_an_unverified_email_names_the_subject_at_the_issuer(
+    browser: httpx.Client, provider: OpenIdProvider
+) -> None:
+    provider.issue = Issue(email="ceo@example.com", email_verified=False)
+    assert _signed_in(browser)["name"] == f"00u1alice@{provider.issuer} (console)"
+
+
+@pytest.mark.parametrize("alg", ["ES256", "Ed25519"])
+def test_ec_and_edwards_signatures_are_taken(
+    browser: httpx.Client, provider: OpenIdProvider, alg: str
+) -> None:
+    provider.issue = Issue(alg=alg)
+    assert _signed_in(browser)["role"] == "reader"
+
+
+def _refused(browser: httpx.Client, sql: psycopg.Connection[Any], callback: str) -> httpx.Response:
+    before = _tokens(sql)
+    answer = browser.get(callback)
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert _tokens(sql) == before, "a refused sign-in minted a token"
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("issue", "status", "said"),
+    [
+        (Issue(claims={"nonce": "another sign-in's"}), 401, "its nonce differs"),
+        (Issue(claims={"aud": "another-client"}), 401, "is for another client"),
+        (Issue(claims={"iss": "https://idp.example.net"}), 401, "from another issuer"),
+        (
+            Issue(claims={"exp": int(time.time()) - 600, "iat": int(time.time()) - 900}),
+            401,
+            "has expired",
+        ),
+        (
+            Issue(alg="none"),
+            401,
+            "signed with &#x27;none&#x27;, not one of RS256, ES256, EdDSA, Ed25519",
+        ),
+        (Issue(alg="HS256"), 401, "signed with &#x27;HS256&#x27;"),
+        (Issue(claims={"sub": None}), 401, "lacks a claim"),
+    ],
+    ids=["nonce", "audience", "issuer", "expired", "alg-none", "alg-hs256", "no-subject"],
+)
+def test_an_id_token_not_to_trust_is_refused(
+    browser: httpx.Client,
+    provider: OpenIdProvider,
+    sql: psycopg.Connection[Any],
+    issue: Issue,
+    status: int,
+    said: str,
+) -> None:
+    provider.issue = issue
+    answer = _refused(browser, sql, _to_callback(browser))
+    assert answer.status_code == status
+    assert said in answer.text
+
+
+def test_a_forged_signature_is_refused(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    """Signed by another key under a published key's id."""
+    provider.issue = Issue(forged=True)
+    answer = _refused(browser, sql, _to_callback(browser))
+    assert answer.status_code == 401
+    assert "signature does not verify" in answer.text
+
+
+def test_an_unknown_key_is_looked_up_again_then_refused(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    _signed_in(browser)  # the keys are read and cached
+    reads = provider.jwks_reads
+    provider.issue = Issue(kid=provider.unpublished.kid)
+    answer = _refused(browser, sql, _to_callback(browser))
+    assert answer.status_code == 401
+    assert "a key the identity provider does not publish" in answer.text
+    assert provider.jwks_reads == reads + 1, "the keys were not read again for an unknown kid"
+
+
+def test_a_wrong_state_is_refused(browser: httpx.Client, sql: psycopg.Connection[Any]) -> None:
+    callback = _to_callback(browser)
+    parts = urllib.parse.urlsplit(callback)
+    query = dict(urllib.parse.parse_qsl(parts.query), state="forged-state")
+    answer = _refused(browser, sql, parts._replace(query=urllib.parse.urlencode(query)).geturl())
+    assert answer.status_code == 400
+    assert "its state does not match" in answer.text
+    # ... and a state is good once: the right one, used now, is refused next time.
+    assert browser.get(callback).status_code == 303
+    assert _refused(browser, sql, callback).status_code == 400
+
+
+def test_a_sign_in_ended_in_another_browser_is_refused(
+    browser: httpx.Client, console: str, sql: psycopg.Connection[Any]
+) -> None:
+    callback = _to_callback(browser)
+    with httpx.Client(base_url=console, follow_redirects=False, timeout=20) as other:
+        answer = _refused(other, sql, callback)
+    assert answer.status_code == 400
+    assert "begun in another browser" in answer.text
+
+
+def test_a_person_in_no_admitted_group_is_refused_and_recorded(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    provider.issue = Issue(email="mallory@example.com", groups=["sales"])
+    answer = _refused(browser, sql, _to_callback(browser))
+    assert answer.status_code == 403
+    assert "You signed in as mallory@example.com, who is in none of the groups" in answer.text
+    provider.issue = Issue()
+    token = _signed_in(browser)["token"]
+    denied = [
+        event
+        for event in _events(browser, token, "audit_log.access_denied")
+        if event["actor"]["id"] == "mallory@example.com"
+    ]
+    assert denied, "the refusal was not recorded"
+    assert denied[0]["outcome"] == "OUTCOME_DENIED"
+    assert denied[0]["details"]["reason"] == "no_group"
+    assert denied[0]["details"]["groups"] == ["sales"]
+
+
+def test_signing_out_revokes_the_minted_token(
+    browser: httpx.Client, sql: psycopg.Connection[Any]
+) -> None:
+    signed_in = _signed_in(browser)
+    auth = {"Authorization": f"Bearer {signed_in['token']}"}
+    assert browser.post("/auth/signout", headers=auth).json() == {"ok": True}
+    assert browser.get("/api/signin", headers=auth).status_code == 401
+    row = sql.execute(
+        "SELECT revoked_at IS NOT NULL FROM api_tokens WHERE token_id = %s",
+        [signed_in["token_id"]],
+    ).fetchone()
+    assert row == (True,)
+    # Again: nothing left to revoke, and no error.
+    assert browser.post("/auth/signout", headers=auth).json() == {"ok": True}
+    reader = _signed_in(browser)["token"]
+    (revoked,) = [
+        event
+        for event in _events(browser, reader, "api_token.revoked")
+        if event["resource"]["id"] == signed_in["token_id"]
+    ]
+    assert revoked["actor"]["id"] == "alice@example.com"
+
+
+def test_signing_out_leaves_a_pasted_token_alone(
+    browser: httpx.Client, server_of_console: ServerThread
+) -> None:
+    pasted = server_of_console.token(TENANT, "reader")
+    answer = browser.post("/auth/signout", headers={"Authorization": f"Bearer {pasted}"})
+    assert answer.status_code == 400
+    assert "only a token a sign-in" in answer.json()["error"]
+
+
+def test_a_half_set_sign_in_is_refused_at_start(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="set SEALTRAIL_OIDC_CLIENT_ID too"):
+        Settings.load({"SEALTRAIL_OIDC_ISSUER": "https://idp.example.com"})
+    env = {
+        "SEALTRAIL_OIDC_ISSUER": "http://idp.example.com",
+        "SEALTRAIL_OIDC_CLIENT_ID": "c",
+        "SEALTRAIL_OIDC_CLIENT_SECRET_FILE": str(tmp_path / "secret"),
+        "SEALTRAIL_OIDC_REDIRECT_URL": "https://audit.example.com/auth/callback",
+        "SEALTRAIL_OIDC_TENANT": "acme",
+        "SEALTRAIL_OIDC_READER_GROUPS": "g",
+        "SEALTRAIL_CONSOLE_LISTEN": "127.0.0.1:8080",
+    }
+    with pytest.raises(SystemExit, match="SEALTRAIL_OIDC_ISSUER must be an https:// URL"):
+        Settings.load(env)
+    with pytest.raises(SystemExit, match="list the groups admitted"):
+        Settings.load(
+            {
+                **env,
+                "SEALTRAIL_OIDC_ISSUER": "https://idp.example.com",
+                "SEALTRAIL_OIDC_READER_GROUPS": "",
+            }
+        )
+    assert Settings.load({**env, "SEALTRAIL_OIDC_ISSUER": "https://idp.example.com"}).oidc_tenant

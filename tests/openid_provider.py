@@ -1,0 +1,184 @@
+"""A real OpenID provider on 127.0.0.1, for the console's sign-in tests: an
+aiohttp app in a thread of its own serving discovery, its JWKS, an authorize
+endpoint that signs the person in at once (redirecting back with a code),
+and a token endpoint that checks the client's secret, the code and its PKCE
+verifier, then issues an id_token signed with keys made by `cryptography`.
+What the next id_token looks like is the test's to change (`Issue`)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import secrets
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from joserfc import jwt
+from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+
+CLIENT_ID = "sealtrail-console"
+CLIENT_SECRET = "s3cret-of-the-console"
+
+
+def _pem(private: Any) -> bytes:
+    return bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class Issue:
+    """How the provider's next id_tokens are made: claims set or replaced
+    (None removes one), the algorithm, and the key id named (a published
+    one's by default)."""
+
+    email: str = "alice@example.com"
+    email_verified: bool = True
+    groups: list[str] = field(default_factory=lambda: ["audit-readers"])
+    claims: dict[str, Any] = field(default_factory=dict)
+    alg: str = "RS256"
+    kid: str | None = None
+    # Signed with an unpublished key under the published RSA key's id.
+    forged: bool = False
+
+
+class OpenIdProvider:
+    def __init__(self) -> None:
+        self.rsa = RSAKey.import_key(_pem(rsa.generate_private_key(65537, 2048)))
+        self.rsa.ensure_kid()
+        self.ec = ECKey.import_key(_pem(ec.generate_private_key(ec.SECP256R1())))
+        self.ec.ensure_kid()
+        self.okp = OKPKey.import_key(_pem(ed25519.Ed25519PrivateKey.generate()))
+        self.okp.ensure_kid()
+        # Signs but is not published until `publish_unpublished` (a rotation).
+        self.unpublished = RSAKey.import_key(_pem(rsa.generate_private_key(65537, 2048)))
+        self.unpublished.ensure_kid()
+        self.published = [self.rsa, self.ec, self.okp]
+        self.issue = Issue()
+        self.jwks_reads = 0
+        self.codes: dict[str, dict[str, str]] = {}
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def issuer(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> OpenIdProvider:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/.well-known/openid-configuration", self._discovery),
+                web.get("/jwks", self._jwks),
+                web.get("/authorize", self._authorize),
+                web.post("/token", self._token),
+            ]
+        )
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _discovery(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "issuer": self.issuer,
+                "authorization_endpoint": f"{self.issuer}/authorize",
+                "token_endpoint": f"{self.issuer}/token",
+                "jwks_uri": f"{self.issuer}/jwks",
+                "response_types_supported": ["code"],
+                "code_challenge_methods_supported": ["S256"],
+            }
+        )
+
+    async def _jwks(self, request: web.Request) -> web.Response:
+        self.jwks_reads += 1
+        keys = [key.as_dict(private=False) for key in self.published]
+        return web.json_response({"keys": keys})
+
+    async def _authorize(self, request: web.Request) -> web.StreamResponse:
+        """Signs the person in at once: back to `redirect_uri` with a code."""
+        query = request.query
+        assert query["response_type"] == "code" and query["client_id"] == CLIENT_ID
+        assert query["code_challenge_method"] == "S256"
+        code = secrets.token_urlsafe(16)
+        self.codes[code] = dict(query)
+        back = urllib.parse.urlencode({"code": code, "state": query["state"]})
+        raise web.HTTPFound(f"{query['redirect_uri']}?{back}")
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        sent = request.headers.get("Authorization", "").removeprefix("Basic ")
+        expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        asked = self.codes.pop(str(form.get("code", "")), None)
+        if sent != expected:
+            return web.json_response({"error": "invalid_client"}, status=401)
+        verifier = str(form.get("code_verifier", ""))
+        challenge = _b64(hashlib.sha256(verifier.encode()).digest())
+        if (
+            asked is None
+            or challenge != asked["code_challenge"]
+            or form.get("redirect_uri") != asked["redirect_uri"]
+        ):
+            return web.json_response({"error": "invalid_grant"}, status=400)
+        return web.json_response({"id_token": self.id_token(nonce=asked["nonce"])})
+
+    def id_token(self, *, nonce: str) -> str:
+        issue = self.issue
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": CLIENT_ID,
+            "sub": "00u1alice",
+            "iat": now,
+            "exp": now + 300,
+            "nonce": nonce,
+            "email": issue.email,
+            "email_verified": issue.email_verified,
+            "groups": issue.groups,
+        }
+        claims.update(issue.claims)
+        claims = {name: value for name, value in claims.items() if value is not None}
+        if issue.alg == "none":
+            header = _b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+            return f"{header}.{_b64(json.dumps(claims).encode())}."
+        if issue.alg == "HS256":  # keyed with the client secret, which the console holds
+            key: Any = OctKey.import_key(CLIENT_SECRET.encode())
+        else:
+            key = {"RS256": self.rsa, "ES256": self.ec, "Ed25519": self.okp}[issue.alg]
+        kid = issue.kid or key.kid or "client-secret"
+        if issue.forged or issue.kid == self.unpublished.kid:
+            key = self.unpublished
+        header = {"alg": issue.alg, "typ": "JWT", "kid": kid}
+        return jwt.encode(header, claims, key, algorithms=[issue.alg])
