@@ -216,8 +216,13 @@ def _refused(browser: httpx.Client, sql: psycopg.Connection[Any], callback: str)
         ),
         (Issue(alg="HS256"), 401, "signed with &#x27;HS256&#x27;"),
         (Issue(claims={"sub": None}), 401, "lacks a claim"),
+        (Issue(email="admin\u202e@example.com"), 401, "control or hidden characters"),
+        (Issue(email="a" * 240 + "@example.com"), 401, "more than 246 characters"),
     ],
-    ids=["nonce", "audience", "issuer", "expired", "alg-none", "alg-hs256", "no-subject"],
+    ids=[
+        *("nonce", "audience", "issuer", "expired", "alg-none", "alg-hs256", "no-subject"),
+        *("hidden-character", "long-name"),
+    ],
 )
 def test_an_id_token_not_to_trust_is_refused(
     browser: httpx.Client,

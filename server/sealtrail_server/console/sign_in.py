@@ -33,7 +33,9 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
-from ..domain.access import Role
+from ..domain.access import Role, token_name_problem
+from ..domain.errors import SealtrailError
+from ..domain.names import hidden_character
 from .oidc import OidcConfig, Person, Provider, SignInRefused, person_of, pkce_pair
 
 log = logging.getLogger(__name__)
@@ -197,7 +199,9 @@ class SignIn:
                 " in again from this one.",
                 status=400,
             )
-        if error := query.get("error"):
+        if not (error := query.get("error")) and not query.get("code"):
+            return page("Sign-in refused", "The identity provider sent back no code.", status=400)
+        if error:
             said = query.get("error_description", "")[:200]
             return page(
                 "Sign-in refused",
@@ -212,6 +216,20 @@ class SignIn:
             log.warning("a console sign-in was refused (%s): %s", refused.reason, refused.said)
             return page("Sign-in refused", refused.said[:300], status=refused.status)
         person = person_of(claims, self._config)
+        if token_name_problem(person.name + NAME_SUFFIX) or hidden_character(person.name):
+            return page(
+                "Sign-in refused",
+                "The identity provider names you with more than 246 characters, or with"
+                " control or hidden characters, which no token's name may hold.",
+                status=401,
+            )
+        try:
+            return await self._signed_in(person, browser)
+        except SealtrailError as failed:  # an erased tenant, the database out of reach
+            log.warning("a console sign-in could not be completed: %s", failed.reason)
+            return page("Cannot sign in", str(failed)[:300], status=503)
+
+    async def _signed_in(self, person: Person, browser: Browser) -> web.Response:
         tenant = self._config.tenant_id
         if person.role is None:
             await self._sessions.refused(
