@@ -19,6 +19,7 @@ import httpx
 import psycopg
 import pytest
 
+from sealtrail_server.app import check_secret_files
 from sealtrail_server.config import Settings
 from tests.conftest import ServerThread
 from tests.openid_provider import CLIENT_ID, CLIENT_SECRET, Issue, OpenIdProvider
@@ -357,3 +358,14 @@ def test_a_half_set_sign_in_is_refused_at_start(tmp_path: Path) -> None:
             }
         )
     assert Settings.load({**env, "SEALTRAIL_OIDC_ISSUER": "https://idp.example.com"}).oidc_tenant
+
+
+def test_a_client_secret_others_may_read_is_refused_at_start(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(mode=0o700)
+    secret = write_private(tmp_path / "client-secret", CLIENT_SECRET, mode=0o644)
+    settings = Settings(data_dir=data_dir, oidc_client_secret_file=secret)
+    with pytest.raises(SystemExit, match="SEALTRAIL_OIDC_CLIENT_SECRET_FILE"):
+        check_secret_files(settings)
+    secret.chmod(0o600)
+    check_secret_files(settings)
