@@ -798,11 +798,65 @@ def test_counts_by_each_field_are_what_the_search_by_each_value_finds(
     ]:
         status, body = get(api + f"counts?group_by=action&limit={limit}", reader)
         assert status == 400 and [f["field"] for f in body["fields"]] == [field], (limit, body)
-    for grouping in ("ip", "resource", "recorded_by", "Action"):  # the API's, not offered here
+    for grouping in ("Action", "resource_id"):  # not the name of a grouping
         status, body = get(api + f"counts?group_by={grouping}", reader)
         assert status == 400 and [f["field"] for f in body["fields"]] == ["group_by"], body
     status, body = get(api + "counts?group_by=action&limit=1&limit=2", reader)
     assert status == 400 and [f["field"] for f in body["fields"]] == ["limit"], body
+
+
+def test_counts_by_ip_resource_and_recording_token_are_what_their_search_finds(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Who did it, from which IP: the Breakdown's `group_by=ip` (an address
+    mapped into IPv6 counted as its IPv4 one, IPv6 written as PostgreSQL
+    writes it), `resource` (the pair as a JSON array: a `/` in either part
+    keeps two resources apart) and `recorded_by` (the recording token's id),
+    each value finding with its search parameters exactly the events counted
+    under it, as the panel's click narrows the search; "" for events without
+    one."""
+    first, second = (console_server.token(tenant, "recorder") for _ in range(2))
+    for token, ip, kind, resource_id in [
+        (first, "203.0.113.7", "repository", "acme/web"),
+        (first, "::ffff:203.0.113.7", "repository", "acme/web"),
+        (first, "203.0.113.7", "repository/acme", "web"),  # "type/id" would be the same
+        (second, "2001:DB8:0::0:1", "repository", ""),  # a type alone: no id to search by
+        (second, "", "", ""),
+    ]:
+        with AuditClient(console_server.target, token=token) as c:
+            c.record(action="doc.read", actor_id="u-ann", ip=ip, resource_type=kind,
+                     resource_id=resource_id)  # fmt: skip
+    reader = console_server.token(tenant, "reader")
+    search = {"actions": "doc.*"}
+
+    def counted(grouping: str) -> list[tuple[str, int]]:
+        query = urllib.parse.urlencode({**search, "group_by": grouping, "limit": "10"})
+        status, answer = get(api + f"counts?{query}", reader)
+        assert status == 200 and answer["total"] == 5, (grouping, answer)
+        return [(group["key"], group["count"]) for group in answer["groups"]]
+
+    assert counted("ip") == [("203.0.113.7", 3), ("", 1), ("2001:db8::1", 1)]
+    for key, count in counted("ip")[::2]:
+        assert len(_searched(api, reader, {**search, "ip": key})) == count, key
+    assert counted("resource") == [
+        ('["repository","acme/web"]', 2),
+        ("", 1),
+        ('["repository",""]', 1),
+        ('["repository/acme","web"]', 1),
+    ]
+    for key, count in (counted("resource")[0], counted("resource")[3]):
+        kind, resource_id = json.loads(key)
+        found = _searched(
+            api, reader, {**search, "resource_type": kind, "resource_id": resource_id}
+        )
+        assert [(e["resource"]["type"], e["resource"]["id"]) for e in found] == [
+            (kind, resource_id)
+        ] * count
+    tokens = counted("recorded_by")
+    assert [count for _, count in tokens] == [3, 2] and all(key for key, _ in tokens)
+    for key, count in tokens:
+        found = _searched(api, reader, {**search, "recorded_by": key})
+        assert [event["recorded_by"]["token_id"] for event in found] == [key] * count
 
 
 def test_a_count_past_its_time_says_to_narrow_the_range(

@@ -414,3 +414,110 @@ def test_a_changed_field_pressed_in_a_row_s_detail_narrows_the_search_to_it(
     browser.find_element(By.NAME, "changed_fields").send_keys("limits", Keys.ENTER)
     found = wait_for_rows(browser, lambda r: len(r) == 1)
     assert "limits" in found[0] and "rpm" not in found[0], found
+
+
+def test_the_breakdown_by_ip_follows_live_and_an_address_narrows_the_search(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """From which IP (helper-445): the panel by IP address lists each address
+    as the count keys it, Live's events added to it so too (one mapped into
+    IPv6 to its IPv4 address's count, IPv6 as the database writes it); an
+    address pressed narrows the search's "IP" to it; events without one are
+    listed as such, nothing to press."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for ip in ("203.0.113.7", "203.0.113.7", ""):
+            c.record(action="door.open", actor_id="u-ann", ip=ip)
+        signed_in_hooked(
+            browser, console_url + "?actions=door.*", console_server.token(tenant, "reader")
+        )
+        wait_for_rows(browser, lambda r: len(r) == 3)
+        panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
+        wait(browser).until(lambda b: breakdown(b))  # the action's first
+        Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("ip")
+        wait(browser).until(
+            lambda b: breakdown(b) == [("203.0.113.7", "2"), ("(no IP address)", "1")]
+        )
+        assert panel.find_elements(By.XPATH, ".//tbody/tr[2]//button") == []
+        browser.find_element(By.ID, "live").click()
+        wait(browser).until(
+            lambda b: b.execute_script("return !!document.querySelector('#live').checked")
+        )
+        for ip in ("::FFFF:203.0.113.7", "2001:DB8:0::0:1"):
+            c.record(action="door.open", actor_id="u-bob", ip=ip)
+        wait_for_rows(browser, lambda r: len(r) == 5)
+        wait(browser).until(
+            lambda b: (
+                breakdown(b)
+                == [("203.0.113.7", "3"), ("(no IP address)", "1"), ("2001:db8::1", "1")]
+            )
+        )
+    summary = panel.find_element(By.CLASS_NAME, "summary").text
+    assert summary.startswith("5 events in all, 3 IP addresses. A value narrows"), summary
+    assert len([url for url in requested(browser, "/api/counts") if "group_by=ip&" in url]) == 1
+    panel.find_element(By.XPATH, ".//button[text()='203.0.113.7']").click()
+    wait_for_rows(browser, lambda r: len(r) == 3)
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert query["ip"] == ["203.0.113.7"] and query["actions"] == ["door.*"], query
+    assert browser.find_element(By.NAME, "ip").get_attribute("value") == "203.0.113.7"
+    wait(browser).until(lambda b: breakdown(b) == [("203.0.113.7", "3")])
+
+
+def test_a_resource_or_a_recording_token_pressed_narrows_the_search_to_it(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Who did it, to what (helper-445): by resource, each type and id listed
+    apart ("repository: acme/web" is never "repository/acme: web") and one
+    pressed sets "Resource type" and "Resource id" both; one recorded with a
+    type and no id listed, nothing to press (no filter finds "no id"). By
+    recording token, a token's id pressed sets "Recorded by" to it."""
+    first, second = (console_server.token(tenant, "recorder") for _ in range(2))
+    for token, kind, resource_id in [
+        (first, "repository", "acme/web"),
+        (first, "repository", "acme/web"),
+        (first, "repository/acme", "web"),
+        (first, "repository", ""),
+        (second, "", ""),
+    ]:
+        with AuditClient(console_server.target, token=token) as c:
+            c.record(action="doc.read", actor_id="u-ann", resource_type=kind,
+                     resource_id=resource_id)  # fmt: skip
+    signed_in_hooked(
+        browser, console_url + "?actions=doc.*", console_server.token(tenant, "reader")
+    )
+    wait_for_rows(browser, lambda r: len(r) == 5)
+    panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
+    wait(browser).until(lambda b: breakdown(b))  # the action's first
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("resource")
+    wait(browser).until(
+        lambda b: (
+            breakdown(b)
+            == [
+                ("repository: acme/web", "2"),
+                ("(no resource)", "1"),
+                ("repository: (no id)", "1"),
+                ("repository/acme: web", "1"),
+            ]
+        )
+    )
+    rows = panel.find_elements(By.CSS_SELECTOR, "tbody tr")
+    assert [len(row.find_elements(By.TAG_NAME, "button")) for row in rows] == [1, 0, 0, 1]
+    assert "4 resources" in panel.find_element(By.CLASS_NAME, "summary").text
+    panel.find_element(By.XPATH, ".//button[normalize-space(.)='repository/acme: web']").click()
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert query["resource_type"] == ["repository/acme"] and query["resource_id"] == ["web"]
+    assert browser.find_element(By.NAME, "resource_types").get_attribute("value") == (
+        "repository/acme"
+    )
+    assert browser.find_element(By.NAME, "resource_id").get_attribute("value") == "web"
+    wait(browser).until(lambda b: breakdown(b) == [("repository/acme: web", "1")])
+    browser.back()
+    wait_for_rows(browser, lambda r: len(r) == 5)
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("recorded_by")
+    wait(browser).until(lambda b: [n for _, n in breakdown(b)] == ["4", "1"])
+    token_id = breakdown(browser)[0][0]
+    assert "2 recording tokens" in panel.find_element(By.CLASS_NAME, "summary").text
+    panel.find_element(By.XPATH, f".//button[text()='{token_id}']").click()
+    wait_for_rows(browser, lambda r: len(r) == 4)
+    assert parse_qs(urlsplit(browser.current_url).query)["recorded_by"] == [token_id]
+    assert browser.find_element(By.NAME, "recorded_by").get_attribute("value") == token_id

@@ -13,8 +13,9 @@ travels in `Authorization: Bearer` on each request; nothing is kept here.
     GET  /api/counts            CountEvents: the same filter, per ?group_by=hour|day, in
                                 ?time_zone= (an IANA zone; UTC's without): the page's chart;
                                 or per action|actor|actor_type|resource_type|country|outcome|
-                                severity|category|http_route|http_status|credential, the
-                                largest ?limit= groups: its Breakdown panel
+                                severity|category|http_route|http_status|credential|ip|
+                                resource|recorded_by, the largest ?limit= groups: its
+                                Breakdown panel
     GET  /api/stream            StreamEvents from ?after_seq=, as NDJSON lines
     GET  /api/export            Export ?format=csv|ndjson|json, as NDJSON lines: the file's
                                 chunks ({"chunk": base64}), then {"manifest": ...}
@@ -203,6 +204,9 @@ _GROUPINGS: Final = {
     "severity": pb.COUNT_GROUP_BY_SEVERITY,
     "category": pb.COUNT_GROUP_BY_CATEGORY,
     "credential": pb.COUNT_GROUP_BY_CREDENTIAL,
+    "ip": pb.COUNT_GROUP_BY_IP,
+    "resource": pb.COUNT_GROUP_BY_RESOURCE,
+    "recorded_by": pb.COUNT_GROUP_BY_RECORDED_BY,
 }
 # The groups one answer holds without a `limit`: the API's largest (the chart's
 # 1,000 days); a `limit` is passed on as given, the API lowering a larger one.

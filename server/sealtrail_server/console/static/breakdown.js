@@ -1,11 +1,12 @@
 // The Breakdown panel under the activity chart: the largest values of one of
 // the events' fields (action, actor, actor type, resource type, country, outcome,
-// severity, category, HTTP route, HTTP status, credential) among the events the search's filter and range match,
+// severity, category, HTTP route, HTTP status, credential, IP address,
+// resource, recording token) among the events the search's filter and range match,
 // each with its count, counted by the API (CountEvents, /api/counts?group_by=):
 // one count per panel load, never one per value. A value pressed narrows the
 // search to it, as typing it into its filter field and pressing Apply would.
 
-import { count, visibleName } from "./admin.js";
+import { count, isolatedList, visibleName } from "./admin.js";
 import { notCounted } from "./chart.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -14,7 +15,10 @@ const SHOWN = 10;
 // Each grouping: the search's parameter its values filter by, whether it takes
 // a comma-separated list (`separated`), and its words (`many`: not `one` + s);
 // for a key of several parts (a credential's), what of it the parameter takes
-// (`value`) and how it reads (`shown`).
+// (`value`) and how it reads (`shown`). `fields`: the parameters of a value
+// that is several, keyed by the API as the JSON array of their values (a
+// resource: `["repository","acme/web"]`, so that a `/` in either keeps it
+// apart), each part named in `parts`.
 export const GROUPINGS = {
   action: { field: "actions", one: "action", separated: true },
   actor: { field: "actor", one: "actor" },
@@ -28,6 +32,9 @@ export const GROUPINGS = {
   http_status: { field: "http_status_classes", one: "HTTP status", many: "HTTP statuses", separated: true },
   credential: { field: "credential_id", one: "credential", value: (key) => credentialOf(key)[1],
     shown: (key) => credentialWords(credentialOf(key)) },
+  ip: { field: "ip", one: "IP address", many: "IP addresses" },
+  resource: { fields: ["resource_type", "resource_id"], parts: ["type", "id"], one: "resource" },
+  recorded_by: { field: "recorded_by", one: "recording token" },
 };
 
 // A credential's key as the API's count writes it: its kind, id and hint as a
@@ -45,16 +52,6 @@ function credentialWords([kind, id, hint]) {
   return [kind, id, hint && `...${hint}`].filter(Boolean).join(" ");
 }
 
-// The JSON of a string as the API's count writes it (RFC 8785: only `"`, `\`
-// and control characters escaped, these as \u00xx in lower case but for the
-// short escapes), so that a key built here is the key the count gives.
-function canonical(text) {
-  const short = { "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r" };
-  return `"${text.replace(/["\\\u0000-\u001f]/g, (char) => {
-    if (char === '"' || char === "\\") return `\\${char}`;
-    return short[char] || `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`;
-  })}"`;
-}
 
 // The console's: its API call, what a value's click does, its one-count-at-a-time
 // turn (`inTurn`: a tenant runs one count at a time), and what a 401 does.
@@ -162,9 +159,51 @@ const KEY_OF = {
   credential: (event) => {
     const credential = event.actor?.credential;
     if (!credential) return "";
-    return `[${[credential.kind || "", credential.id || "", credential.hint || ""].map(canonical).join(",")}]`;
+    return `[${[credential.kind || "", credential.id || "", credential.hint || ""].map((part) => JSON.stringify(part)).join(",")}]`;
   },
+  ip: (event) => addressKey(event.context?.ip),
+  // JSON.stringify writes a string as RFC 8785 does, as the API's count does.
+  resource: ({ resource: { type = "", id = "" } = {} }) =>
+    (type || id ? `[${JSON.stringify(type)},${JSON.stringify(id)}]` : ""),
+  recorded_by: (event) => event.recorded_by?.token_id || "",
 };
+
+// `context.ip` as the count keys it (store/counts.py: host() of the address
+// domain/event.py stores): an IPv6 zone id dropped, an IPv4 address mapped into
+// IPv6 as the IPv4 one, IPv6 as PostgreSQL writes it (its longest run of two or
+// more zero groups, the first of equal ones, as `::`; the last 32 bits of an
+// address of the `::/96` block dotted); "" for none. The API validated it.
+export function addressKey(recorded) {
+  const address = (recorded || "").toLowerCase().replace(/%.*/, "");
+  if (!address.includes(":")) return address;
+  const words = (part) => (part ? part.split(":") : []).flatMap((group) => (group.includes(".")
+    ? group.split(".").reduce((pair, byte, at) => { pair[at >> 1] = (pair[at >> 1] << 8) | Number(byte); return pair; }, [0, 0])
+    : [parseInt(group, 16)]));
+  const [head, tail] = address.split("::");
+  const front = words(head);
+  const back = tail === undefined ? [] : words(tail);
+  const all = [...front, ...Array(8 - front.length - back.length).fill(0), ...back];
+  const dotted = () => [all[6] >> 8, all[6] & 255, all[7] >> 8, all[7] & 255].join(".");
+  if (all.slice(0, 5).every((word) => word === 0) && all[5] === 0xffff) return dotted();
+  let best = { at: -1, length: 1 };  // a run of one zero is written as 0
+  for (let at = 0; at < 8; at += 1) {
+    let end = at;
+    while (end < 8 && all[end] === 0) end += 1;
+    if (end - at > best.length) best = { at, length: end - at };
+    at = Math.max(at, end);
+  }
+  let text = "";
+  for (let at = 0; at < 8; at += 1) {
+    if (best.at >= 0 && at >= best.at && at < best.at + best.length) {
+      if (at === best.at) text += ":";
+      continue;
+    }
+    if (at) text += ":";
+    if (at === 6 && best.at === 0 && best.length === 6) return `${text}${dotted()}`;
+    text += all[at].toString(16);
+  }
+  return best.at >= 0 && best.at + best.length === 8 ? `${text}:` : text;
+}
 
 // Events Live added to the table (they match the view's filter): each is added
 // to its value's count, in the page, as the chart adds them to its bars; a new
@@ -201,27 +240,28 @@ function carried(key, separated) {
 
 function list() {
   const { grouping, total, groups, truncated, totalGroups: values } = shown;
-  const { field, one, many, separated, value: valueOf = (key) => key, shown: shownOf = (key) => key } = GROUPINGS[grouping];
+  const { one, many } = GROUPINGS[grouping];
   const body = $("#breakdown tbody");
   body.replaceChildren();
   for (const { key, count: n } of groups) {
     const row = body.insertRow();
     const value = document.createElement("th");
     value.scope = "row";
-    if (key && !carried(valueOf(key), separated)) {
-      // A list parameter cannot carry it (a route holding a comma, or spaces
-      // at an end, which the console's parameters trim): pressed, it would
-      // narrow to other values. A value only read.
-      value.textContent = visibleName(shownOf(key));
+    const filters = key && narrowing(GROUPINGS[grouping], key);
+    if (key && !filters) {
+      // No search of the console finds just its events: a list parameter
+      // cannot carry it (a route holding a comma, or spaces at an end, which
+      // the console's parameters trim), or a part of it is absent. A value only read.
+      value.append(...shownKey(GROUPINGS[grouping], key));
       value.title = `No search of the console takes this ${one}: use the API or the CLI`;
     } else if (key) {
       // Text only: a value is what whoever recorded the event sent.
       const button = document.createElement("button");
       button.type = "button";
       button.className = "value";
-      button.textContent = visibleName(shownOf(key));
-      button.title = `Narrow the search to ${one} ${visibleName(shownOf(key))}`;
-      button.addEventListener("click", () => narrowBy(field, valueOf(key)));
+      button.append(...shownKey(GROUPINGS[grouping], key));
+      button.title = `Narrow the search to ${one} ${button.textContent}`;
+      button.addEventListener("click", () => narrowBy(filters));
       value.append(button);
     } else {
       // Events without the field: no search finds them by it.
@@ -235,4 +275,26 @@ function list() {
   let said = `${count(total, "event")} in all, ${values === 1 ? `1 ${one}` : `${values.toLocaleString()} ${plural}`}`;
   if (truncated) said += `: the ${groups.length} with the most events`;
   $("#breakdown .summary").textContent = `${said}. A value narrows the search to it.`;
+}
+
+// The search's parameters pressing `key` sets, each to its value, or null when
+// no filter finds just its events: a list parameter cannot carry it, or a part
+// of it is absent (a resource's type without an id: no filter takes "no id", and
+// its type alone would find more than it counted).
+function narrowing({ field, fields, separated, value: valueOf = (key) => key }, key) {
+  if (!fields) {
+    const value = valueOf(key);
+    return carried(value, separated) ? { [field]: value } : null;
+  }
+  const values = JSON.parse(key);
+  return values.every(Boolean) ? Object.fromEntries(fields.map((name, at) => [name, values[at]])) : null;
+}
+
+// The nodes showing `key`: the value as text (as `shown` reads it), its hidden
+// characters escaped; a value of several parts each isolated ("repository:
+// acme/web"), one absent said ("(no id)").
+function shownKey({ fields, parts, shown: shownOf = (key) => key }, key) {
+  if (!fields) return [visibleName(shownOf(key))];
+  const values = JSON.parse(key);
+  return isolatedList(values.map((part, at) => part || `(no ${parts[at]})`), ": ");
 }

@@ -557,17 +557,20 @@ function narrowTo(from, to) {
 }
 
 // A value of the Breakdown panel pressed: the search narrowed to it, its filter
-// field set to it as if typed there (the events it counted all match the field's
-// value before, so the value alone is the narrower filter). A field with a list
-// form (`country`, `countries`) is set in one of them: the list of several left
-// beside the value, the API refused the two together, and the form showed the list.
-function narrowBy(field, value) {
+// fields (`filters`: each parameter's value; a resource sets two) set to it as
+// if typed there (the events it counted all match the fields' values before, so
+// the value alone is the narrower filter). A field with a list form (`country`,
+// `countries`) is set in one of them: the list of several left beside the value,
+// the API refused the two together, and the form showed the list.
+function narrowBy(filters) {
   const url = new URLSearchParams(location.search);
-  for (const [plural, singular] of Object.entries(SINGULAR_OF)) {
-    if (field === singular) url.delete(plural);
-    if (field === plural) url.delete(singular);
+  for (const [field, value] of Object.entries(filters)) {
+    for (const [plural, singular] of Object.entries(SINGULAR_OF)) {
+      if (field === singular) url.delete(plural);
+      if (field === plural) url.delete(singular);
+    }
+    url.set(field, value);
   }
-  url.set(field, value);
   showSearch(url);
 }
 
@@ -829,7 +832,7 @@ function changedField(td, name) {
   button.className = "value";
   button.textContent = visibleName(name);
   button.title = `Narrow the search to the events that changed ${visibleName(name)}`;
-  button.addEventListener("click", () => narrowBy("changed_fields", name));
+  button.addEventListener("click", () => narrowBy({ changed_fields: name }));
   td.append(button);
 }
 
