@@ -178,6 +178,11 @@ NAMING: dict[str, list[Request]] = {
             update_mask=field_mask_pb2.FieldMask(paths=["disabled"]),
         )
     ],
+    # An action is a name in each tenant's own catalogue, no resource of B's
+    # (A may describe `b.only` for itself): asked with none, the answer must
+    # not show B's actions or its description of one.
+    "SetActionDescription": [],
+    "ListActionCatalog": [],
 }
 
 
@@ -336,6 +341,7 @@ def tenants(server: ServerThread, tenant: str) -> Iterator[Tenants]:
                 for _ in range(100)
             ]
         )
+        b.set_action_description("b.only", MARKER)
         sink = b.create_sink(_paused_sink("b")).sink
         rule = b.create_alert_rule(
             build_alert_rule("b", "match", filter=build_filter(actions="b.only"))
@@ -362,6 +368,7 @@ def tenants(server: ServerThread, tenant: str) -> Iterator[Tenants]:
 
 _TENANT_TABLES = (
     "events",
+    "action_catalog",
     "api_tokens",
     "sinks",
     "alert_rules",

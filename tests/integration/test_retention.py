@@ -1807,7 +1807,13 @@ def test_a_sealed_summary_copied_back_after_its_record_counts_for_nothing(
 
 
 # The tables each tenant of the erasure test holds rows in before it is erased.
-_HELD_BY_EVERY_TENANT = [*TENANT_TABLES, "sinks", "alert_rules", "alert_cursors"]
+_HELD_BY_EVERY_TENANT = [
+    *TENANT_TABLES,
+    "sinks",
+    "alert_rules",
+    "alert_cursors",
+    "action_catalog",
+]
 
 
 def _add_a_sink_and_an_alert_rule(client: AuditClient) -> None:
@@ -1904,6 +1910,7 @@ def test_erasure_leaves_a_receipt_and_no_row(
             client.set_redaction_mode("hmac")
             client.set_retention_policy("1y")
             _add_a_sink_and_an_alert_rule(client)
+            client.set_action_description("doc.edit", "A document was edited")
         _fill_what_the_calls_leave_empty(sql, tenant)
         doomed_rows = rows_of(sql, tenant)
         assert all(doomed_rows[table] for table in _HELD_BY_EVERY_TENANT), doomed_rows

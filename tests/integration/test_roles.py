@@ -54,6 +54,8 @@ ALLOWED: dict[str, set[str]] = {
     "ListAlertRules": {"admin"},
     "DeleteAlertRule": {"admin"},
     "UpdateAlertRule": {"admin"},
+    "SetActionDescription": {"admin"},
+    "ListActionCatalog": {"reader", "exporter", "admin"},
 }
 
 SERVICE = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"]

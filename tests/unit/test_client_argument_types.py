@@ -144,6 +144,8 @@ CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("get_received_range", (), {"since": "2026-01-01"}, "since"),
     ("set_redaction_mode", (1,), {}, "mode"),
     ("hash_secret", (b"s3cret",), {}, "value"),
+    ("set_action_description", ("doc.edit", None), {}, "description"),
+    ("action_catalog", (), {"limit": "5"}, "limit"),
     ("create_token", ("reader",), {"expire_time": date(2027, 1, 1)}, "expire_time"),
     ("revoke_token", (["tok_1"],), {}, "token_id"),
     ("set_retention_policy", (90.5,), {}, "default"),

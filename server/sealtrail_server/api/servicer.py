@@ -63,6 +63,7 @@ from ..store.tenant_settings import SettingsCache
 from ..stream.hub import StreamHub
 from ..telemetry.context import current_correlation
 from ..turns import Turns
+from .action_catalog import ActionCatalogRpcs
 from .alerting import AlertingRpcs
 from .audited import FilterDetails, record_access
 from .callers import from_this_console
@@ -121,6 +122,7 @@ class AuditLogServicer(
     RetentionRpcs,
     ForwardingRpcs,
     AlertingRpcs,
+    ActionCatalogRpcs,
     audit_service_pb2_grpc.AuditLogServiceServicer,
 ):
     # Answered encoded, as Query is (registration.py): bytes, not the generated

@@ -50,6 +50,8 @@ METHOD_ROLES: Final[dict[str, frozenset[Role]]] = {
     "ListAlertRules": _ADMIN,
     "DeleteAlertRule": _ADMIN,
     "UpdateAlertRule": _ADMIN,
+    "SetActionDescription": _ADMIN,
+    "ListActionCatalog": _READ,
 }
 
 
@@ -72,6 +74,7 @@ CHANGES: Final = frozenset(
         "CreateAlertRule",
         "UpdateAlertRule",
         "DeleteAlertRule",
+        "SetActionDescription",
     }
 )
 

@@ -89,6 +89,7 @@ ALERT_ACTION: Final = "security.alert"
 # forged exports would count against the tenant's export rate limit.
 OWN_ACTIONS: Final = frozenset(
     {
+        "action_catalog.updated",
         "alert_rule.created",
         "alert_rule.deleted",
         "alert_rule.updated",

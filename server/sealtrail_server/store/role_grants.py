@@ -26,6 +26,12 @@ SYSTEM_ROLE: Final = "sealtrail_system"
 
 ROLE_GRANTS: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
     SERVICE_ROLE: {
+        "action_catalog": (
+            "SELECT",
+            "INSERT",
+            "DELETE",
+            "UPDATE (description, updated_at, updated_by)",
+        ),
         "alert_cursors": ("SELECT", "INSERT"),
         "alert_known_countries": ("SELECT", "DELETE"),
         "alert_known_ips": ("SELECT", "DELETE"),

@@ -94,6 +94,7 @@ TENANT_ISOLATION: Final = Policy(
 _BY_TENANT: Final = TableSecurity(forced=False, policies=(TENANT_ISOLATION,))
 
 ROW_SECURITY: Final[Mapping[str, TableSecurity]] = {
+    "action_catalog": _BY_TENANT,
     "alert_cursors": _BY_TENANT,
     "alert_known_countries": _BY_TENANT,
     "alert_known_ips": _BY_TENANT,

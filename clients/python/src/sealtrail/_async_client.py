@@ -29,6 +29,7 @@ from google.protobuf import field_mask_pb2
 from sealtrail._arguments import checked_methods
 from sealtrail._checkpoint_check import CheckpointCheck, SavedCheckpoint
 from sealtrail._convert import (
+    CATALOG_UPDATED,
     HOLD_PLACED,
     HOLD_RELEASED,
     INT64_MAX,
@@ -47,6 +48,7 @@ from sealtrail._convert import (
     RecordResult,
     RedactionMode,
     TokenRole,
+    action_catalog_request,
     at_least_zero,
     authorization_metadata,
     batch_request,
@@ -111,6 +113,7 @@ from sealtrail.v1 import (
     alerting_pb2,
     audit_service_pb2,
     audit_service_pb2_grpc,
+    catalog_pb2,
     event_pb2,
     forwarding_pb2,
     integrity_pb2,
@@ -802,6 +805,32 @@ class AsyncAuditClient:
                 raise
             answer.event_id = found.events[0].id if found.events else ""
         return answer
+
+    async def set_action_description(
+        self, action: str, description: str
+    ) -> catalog_pb2.SetActionDescriptionResponse:
+        """Admin: say what `action` means in your tenant's action catalogue
+        (1 to 500 characters, stored as redaction leaves it); "" clears its
+        description. Each change is recorded as `action_catalog.updated` with
+        the description before it; the same description again changes and
+        records nothing (no `event_id`). Retried, its earlier attempt's
+        change is found as `set_redaction_mode`'s is."""
+        request = catalog_pb2.SetActionDescriptionRequest(action=action, description=description)
+        return await self._change(self._stub.SetActionDescription, request, CATALOG_UPDATED)
+
+    async def action_catalog(
+        self, *, limit: int = 1000, timeout: float = COUNT_TIMEOUT
+    ) -> catalog_pb2.ListActionCatalogResponse:
+        """Your tenant's action catalogue, by action: every action the log
+        holds with its count and latest occurrence, and its description if
+        an admin gave one; then described actions not recorded yet (count
+        0), at most `limit` (0: 50; at most 1,000) entries, `truncated` if
+        there are more. Read as a count is, recorded as a query is, and
+        waited for as `count_events` is."""
+        request = action_catalog_request(limit)
+        return await self._call(
+            self._stub.ListActionCatalog, request, timeout=timeout, retry_on=PREVIEW_RETRYABLE
+        )
 
     async def hash_secret(self, value: str) -> str:
         """Admin: `hmac-sha256:<hex>`, what redaction in HMAC mode writes for

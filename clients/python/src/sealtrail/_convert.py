@@ -33,6 +33,7 @@ from sealtrail.v1 import (
     access_pb2,
     alerting_pb2,
     audit_service_pb2,
+    catalog_pb2,
     event_pb2,
     forwarding_pb2,
     integrity_pb2,
@@ -683,6 +684,7 @@ def merge_resent(
 # the legal hold, an alert rule, a sink, and a token's revocation.
 POLICY_UPDATED = "retention.policy_updated"
 SETTINGS_UPDATED = "tenant.settings_updated"
+CATALOG_UPDATED = "action_catalog.updated"
 HOLD_PLACED = "retention.legal_hold_placed"
 HOLD_RELEASED = "retention.legal_hold_released"
 RULE_UPDATED = "alert_rule.updated"
@@ -1456,3 +1458,9 @@ def build_alert_rule(
             f"kind: {kind!r} is not one of match, threshold, spike, new_ip, new_country, off_hours"
         )
     return rule
+
+
+def action_catalog_request(limit: int) -> catalog_pb2.ListActionCatalogRequest:
+    """ListActionCatalog's request for at most `limit` entries (0: 50; the
+    server lowers one past 1,000 to 1,000, refuses a negative one)."""
+    return catalog_pb2.ListActionCatalogRequest(limit=min(limit, _INT32_MAX))

@@ -6,6 +6,7 @@ import warnings
 from sealtrail.v1 import access_pb2 as sealtrail_dot_v1_dot_access__pb2
 from sealtrail.v1 import alerting_pb2 as sealtrail_dot_v1_dot_alerting__pb2
 from sealtrail.v1 import audit_service_pb2 as sealtrail_dot_v1_dot_audit__service__pb2
+from sealtrail.v1 import catalog_pb2 as sealtrail_dot_v1_dot_catalog__pb2
 from sealtrail.v1 import forwarding_pb2 as sealtrail_dot_v1_dot_forwarding__pb2
 from sealtrail.v1 import integrity_pb2 as sealtrail_dot_v1_dot_integrity__pb2
 from sealtrail.v1 import retention_pb2 as sealtrail_dot_v1_dot_retention__pb2
@@ -222,6 +223,16 @@ class AuditLogServiceStub:
                 '/sealtrail.v1.AuditLogService/UpdateAlertRule',
                 request_serializer=sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleRequest.SerializeToString,
                 response_deserializer=sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleResponse.FromString,
+                _registered_method=True)
+        self.SetActionDescription = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/SetActionDescription',
+                request_serializer=sealtrail_dot_v1_dot_catalog__pb2.SetActionDescriptionRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_catalog__pb2.SetActionDescriptionResponse.FromString,
+                _registered_method=True)
+        self.ListActionCatalog = channel.unary_unary(
+                '/sealtrail.v1.AuditLogService/ListActionCatalog',
+                request_serializer=sealtrail_dot_v1_dot_catalog__pb2.ListActionCatalogRequest.SerializeToString,
+                response_deserializer=sealtrail_dot_v1_dot_catalog__pb2.ListActionCatalogResponse.FromString,
                 _registered_method=True)
 
 
@@ -535,6 +546,25 @@ class AuditLogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetActionDescription(self, request, context):
+        """Admin only: sets or clears what one action means (the tenant's action
+        catalogue); a change is recorded as `action_catalog.updated`, with the
+        description before it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListActionCatalog(self, request, context):
+        """The tenant's action catalogue: every action its log holds, with how many
+        events and the latest, and what the tenant's admins say it means; and
+        the actions described that the log does not hold yet. It reads the log
+        as CountEvents does, and is recorded as it is (`audit_log.queried`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -717,6 +747,16 @@ def add_AuditLogServiceServicer_to_server(servicer, server):
                     servicer.UpdateAlertRule,
                     request_deserializer=sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleRequest.FromString,
                     response_serializer=sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleResponse.SerializeToString,
+            ),
+            'SetActionDescription': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetActionDescription,
+                    request_deserializer=sealtrail_dot_v1_dot_catalog__pb2.SetActionDescriptionRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_catalog__pb2.SetActionDescriptionResponse.SerializeToString,
+            ),
+            'ListActionCatalog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListActionCatalog,
+                    request_deserializer=sealtrail_dot_v1_dot_catalog__pb2.ListActionCatalogRequest.FromString,
+                    response_serializer=sealtrail_dot_v1_dot_catalog__pb2.ListActionCatalogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1694,6 +1734,60 @@ class AuditLogService:
             '/sealtrail.v1.AuditLogService/UpdateAlertRule',
             sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleRequest.SerializeToString,
             sealtrail_dot_v1_dot_alerting__pb2.UpdateAlertRuleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetActionDescription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/SetActionDescription',
+            sealtrail_dot_v1_dot_catalog__pb2.SetActionDescriptionRequest.SerializeToString,
+            sealtrail_dot_v1_dot_catalog__pb2.SetActionDescriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListActionCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sealtrail.v1.AuditLogService/ListActionCatalog',
+            sealtrail_dot_v1_dot_catalog__pb2.ListActionCatalogRequest.SerializeToString,
+            sealtrail_dot_v1_dot_catalog__pb2.ListActionCatalogResponse.FromString,
             options,
             channel_credentials,
             insecure,

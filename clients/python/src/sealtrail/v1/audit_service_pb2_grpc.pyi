@@ -8,6 +8,7 @@ from grpc import aio as _aio
 from sealtrail.v1 import access_pb2 as _access_pb2
 from sealtrail.v1 import alerting_pb2 as _alerting_pb2
 from sealtrail.v1 import audit_service_pb2 as _audit_service_pb2
+from sealtrail.v1 import catalog_pb2 as _catalog_pb2
 from sealtrail.v1 import forwarding_pb2 as _forwarding_pb2
 from sealtrail.v1 import integrity_pb2 as _integrity_pb2
 from sealtrail.v1 import retention_pb2 as _retention_pb2
@@ -189,6 +190,17 @@ class AuditLogServiceStub:
     next event: a threshold judges it with the events already in its window,
     and a new-IP rule forgets the addresses it learned.
     """
+    SetActionDescription: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.SetActionDescriptionRequest, _catalog_pb2.SetActionDescriptionResponse]
+    """Admin only: sets or clears what one action means (the tenant's action
+    catalogue); a change is recorded as `action_catalog.updated`, with the
+    description before it.
+    """
+    ListActionCatalog: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListActionCatalogRequest, _catalog_pb2.ListActionCatalogResponse]
+    """The tenant's action catalogue: every action its log holds, with how many
+    events and the latest, and what the tenant's admins say it means; and
+    the actions described that the log does not hold yet. It reads the log
+    as CountEvents does, and is recorded as it is (`audit_log.queried`).
+    """
 
 @_typing.type_check_only
 class AuditLogServiceAsyncStub(AuditLogServiceStub):
@@ -344,6 +356,17 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     recorded as `alert_rule.updated`. A changed condition applies from the
     next event: a threshold judges it with the events already in its window,
     and a new-IP rule forgets the addresses it learned.
+    """
+    SetActionDescription: _aio.UnaryUnaryMultiCallable[_catalog_pb2.SetActionDescriptionRequest, _catalog_pb2.SetActionDescriptionResponse]  # type: ignore[assignment]
+    """Admin only: sets or clears what one action means (the tenant's action
+    catalogue); a change is recorded as `action_catalog.updated`, with the
+    description before it.
+    """
+    ListActionCatalog: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListActionCatalogRequest, _catalog_pb2.ListActionCatalogResponse]  # type: ignore[assignment]
+    """The tenant's action catalogue: every action its log holds, with how many
+    events and the latest, and what the tenant's admins say it means; and
+    the actions described that the log does not hold yet. It reads the log
+    as CountEvents does, and is recorded as it is (`audit_log.queried`).
     """
 
 class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -713,6 +736,29 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
         recorded as `alert_rule.updated`. A changed condition applies from the
         next event: a threshold judges it with the events already in its window,
         and a new-IP rule forgets the addresses it learned.
+        """
+
+    @_abc_1.abstractmethod
+    def SetActionDescription(
+        self,
+        request: _catalog_pb2.SetActionDescriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.SetActionDescriptionResponse, _abc.Awaitable[_catalog_pb2.SetActionDescriptionResponse]]:
+        """Admin only: sets or clears what one action means (the tenant's action
+        catalogue); a change is recorded as `action_catalog.updated`, with the
+        description before it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListActionCatalog(
+        self,
+        request: _catalog_pb2.ListActionCatalogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.ListActionCatalogResponse, _abc.Awaitable[_catalog_pb2.ListActionCatalogResponse]]:
+        """The tenant's action catalogue: every action its log holds, with how many
+        events and the latest, and what the tenant's admins say it means; and
+        the actions described that the log does not hold yet. It reads the log
+        as CountEvents does, and is recorded as it is (`audit_log.queried`).
         """
 
 def add_AuditLogServiceServicer_to_server(servicer: AuditLogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

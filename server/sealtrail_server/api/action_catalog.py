@@ -1,0 +1,174 @@
+"""The action catalogue's RPCs: an admin sets or clears what an action means
+(each change recorded in the log, with the description it replaced), and any
+reader lists the tenant's actions, those its log holds counted as CountEvents
+counts them by action, beside their descriptions. A mixin of the servicer.
+
+A description is stored as redaction leaves it (ADR 0141): readers see it,
+as they see events, and the log keeps each change for good, so a secret
+pasted into one reaches neither, as a secret in an alert rule's name reaches
+no alert."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import grpc
+
+from sealtrail.v1 import catalog_pb2 as pb
+from sealtrail.v1 import event_pb2
+
+from ..domain.access import Principal
+from ..domain.action_catalog import MAX_DESCRIPTION, action_problem, description_problem
+from ..domain.counts import group_limit
+from ..domain.errors import InvalidArgument
+from ..domain.event import MISSING, ChangeDraft
+from ..store.action_catalog import (
+    CatalogEntry,
+    Described,
+    clear_description,
+    list_catalog,
+    read_description,
+    write_description,
+)
+from ..store.appender import Appender
+from ..store.changes import Changes
+from ..store.database import Database
+from ..store.long_reads import LongReads
+from .audited import FilterDetails, record_access
+from .guard import current_principal
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _described(action: str, described: Described | None) -> pb.ActionCatalogEntry:
+    entry = pb.ActionCatalogEntry(action=action)
+    if described is not None:
+        entry.description = described.description
+        entry.update_time.FromDatetime(described.updated_at)
+        entry.updated_by = described.updated_by
+    return entry
+
+
+def _listed(listed: CatalogEntry) -> pb.ActionCatalogEntry:
+    entry = pb.ActionCatalogEntry(action=listed.action, count=listed.count)
+    if listed.last_occurred_at is not None:
+        entry.last_occurred_time.FromDatetime(listed.last_occurred_at)
+    if listed.description is not None and listed.updated_at is not None:
+        entry.description = listed.description
+        entry.update_time.FromDatetime(listed.updated_at)
+        entry.updated_by = listed.updated_by or ""
+    return entry
+
+
+class ActionCatalogRpcs:
+    _db: Database
+    _changes: Changes
+    _appender: Appender
+    _clock: Callable[[], datetime]
+    _filter_details: FilterDetails
+    _count_timeout: float
+    _long_reads: LongReads
+
+    async def SetActionDescription(
+        self, request: pb.SetActionDescriptionRequest, context: Context
+    ) -> pb.SetActionDescriptionResponse:
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        if problem := action_problem(request.action):
+            raise InvalidArgument.field("action", problem)
+        description = None
+        if request.description:
+            if problem := description_problem(request.description):
+                raise InvalidArgument.field("description", problem)
+            description = await self._filter_details.text(tenant_id, request.description)
+            if len(description) > MAX_DESCRIPTION:  # a secret's HMAC is longer than it
+                raise InvalidArgument.field(
+                    "description",
+                    f"is {len(description)} characters once redacted; the limit is"
+                    f" {MAX_DESCRIPTION}",
+                )
+        action = request.action
+        async with self._changes.exclusive(
+            tenant_id, f"action_catalog/{action}", caller=principal.token_id
+        ) as conn:
+            before = await read_description(conn, tenant_id, action)
+            previous = None if before is None else before.description
+            if previous == description:
+                return pb.SetActionDescriptionResponse(entry=_described(action, before))
+            after = None
+            if description is None:
+                await clear_description(conn, tenant_id, action)
+            else:
+                after = await write_description(
+                    conn,
+                    tenant_id,
+                    action,
+                    description=description,
+                    updated_by=principal.token_id,
+                )
+            # Recorded last, in the change's transaction (ADR 0075).
+            event_id = await self._record_description(principal, action, previous, description)
+        return pb.SetActionDescriptionResponse(entry=_described(action, after), event_id=event_id)
+
+    async def _record_description(
+        self, principal: Principal, action: str, before: str | None, after: str | None
+    ) -> str:
+        """The record of a change of `action`'s description (both redacted
+        already, as stored)."""
+        if after is None:
+            said = f"Description of {action} cleared"
+        elif before is None:
+            said = f"Description of {action} set"
+        else:
+            said = f"Description of {action} changed"
+        return (
+            await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="action_catalog.updated",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="action",
+                resource_id=action,
+                description=said,
+                changes=[
+                    ChangeDraft(
+                        "description",
+                        MISSING if before is None else before,
+                        MISSING if after is None else after,
+                    )
+                ],
+            )
+        ).event_id
+
+    async def ListActionCatalog(
+        self, request: pb.ListActionCatalogRequest, context: Context
+    ) -> pb.ListActionCatalogResponse:
+        principal = current_principal()
+        tenant_id = principal.tenant_id
+        limit = group_limit(request.limit)
+        with self._long_reads.admitted(tenant_id, "count"):  # refused ones are not recorded
+            # Recorded first, as a count is: the listing reads the log before it.
+            recorded = await record_access(
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="audit_log.queried",
+                description="Listed the action catalogue",
+                details={"rpc": "ListActionCatalog", "limit": limit},
+            )
+            catalog = await list_catalog(
+                self._db,
+                tenant_id=tenant_id,
+                before_seq=recorded.seq,
+                limit=limit,
+                timeout=self._count_timeout,
+            )
+        return pb.ListActionCatalogResponse(
+            entries=[_listed(entry) for entry in catalog.entries],
+            truncated=catalog.truncated,
+            total_entries=catalog.total,
+            tree_size=recorded.seq - 1,
+        )

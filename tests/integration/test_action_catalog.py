@@ -1,0 +1,210 @@
+"""The action catalogue end to end (SetActionDescription, ListActionCatalog):
+admins describe actions, readers list every action the log holds beside its
+description, each change is recorded with the description it replaced, bad
+input names its field, and a description never shows a secret pasted into
+it, nor one tenant's catalogue another's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from google.protobuf import json_format
+
+from sealtrail import (
+    AuditClient,
+    InvalidArgumentError,
+    PermissionDeniedError,
+    build_event,
+    build_filter,
+)
+from sealtrail.v1 import catalog_pb2, event_pb2
+from tests.conftest import token_id_of
+from tests.unit.test_redaction import SECRETS
+
+Clients = Callable[..., AuditClient]
+
+
+def _entries(client: AuditClient, **options: Any) -> dict[str, catalog_pb2.ActionCatalogEntry]:
+    return {entry.action: entry for entry in client.action_catalog(**options).entries}
+
+
+def _changes_recorded(client: AuditClient, action: str) -> list[event_pb2.Event]:
+    """The `action_catalog.updated` records of `action`'s description, oldest first."""
+    found = client.query_page(
+        build_filter(actions="action_catalog.updated"), order="oldest", page_size=100
+    )
+    return [event for event in found.events if event.resource.id == action]
+
+
+def _before_after(event: event_pb2.Event) -> tuple[Any, Any]:
+    [change] = event.changes
+    assert change.field == "description"
+    before = json_format.MessageToDict(change.before) if change.HasField("before") else None
+    after = json_format.MessageToDict(change.after) if change.HasField("after") else None
+    return before, after
+
+
+def test_descriptions_join_the_actions_the_log_holds(client: AuditClient) -> None:
+    client.record_batch(
+        [
+            build_event(action="doc.share_external", actor_id="u"),
+            build_event(action="doc.share_external", actor_id="u"),
+            build_event(action="doc.edit", actor_id="u"),
+        ]
+    )
+    shared = client.set_action_description(
+        "doc.share_external", "A document was shared outside the organisation"
+    )
+    assert shared.event_id
+    assert shared.entry.description == "A document was shared outside the organisation"
+    assert shared.entry.HasField("update_time") and shared.entry.updated_by
+    client.set_action_description("billing.refund", "A refund was issued")
+
+    listed = client.action_catalog()
+    # By action in byte order; the two changes' own records are in the log too.
+    assert [(e.action, e.count, e.description) for e in listed.entries] == [
+        ("action_catalog.updated", 2, ""),
+        ("billing.refund", 0, "A refund was issued"),
+        ("doc.edit", 1, ""),
+        ("doc.share_external", 2, "A document was shared outside the organisation"),
+    ]
+    assert listed.total_entries == 4 and not listed.truncated
+    entries = {entry.action: entry for entry in listed.entries}
+    assert entries["doc.edit"].HasField("last_occurred_time")
+    assert not entries["billing.refund"].HasField("last_occurred_time")
+    assert not entries["doc.edit"].HasField("update_time") and not entries["doc.edit"].updated_by
+    # Its own record comes after the log it read: the next listing counts it.
+    assert listed.tree_size == 5
+    assert _entries(client)["audit_log.queried"].count == 1
+
+    cleared = client.set_action_description("billing.refund", "")
+    assert cleared.event_id and not cleared.entry.description
+    client.set_action_description("doc.share_external", "")
+    after = _entries(client)
+    assert "billing.refund" not in after  # neither recorded nor described
+    assert after["doc.share_external"].count == 2 and not after["doc.share_external"].description
+
+
+def test_each_change_is_recorded_with_the_description_before_it(
+    client_for: Clients, tenant: str, server: Any, sql: psycopg.Connection[Any]
+) -> None:
+    token = server.token(tenant)
+    with AuditClient(server.target, token=token) as admin:
+        first = admin.set_action_description("doc.share_external", "Shared outside")
+        again = admin.set_action_description("doc.share_external", "Shared outside")
+        changed = admin.set_action_description("doc.share_external", "Shared with a guest")
+        cleared = admin.set_action_description("doc.share_external", "")
+        cleared_again = admin.set_action_description("doc.share_external", "")
+        assert again.event_id == "" and cleared_again.event_id == ""  # nothing changed
+        recorded = _changes_recorded(admin, "doc.share_external")
+    assert [event.id for event in recorded] == [first.event_id, changed.event_id, cleared.event_id]
+    assert [_before_after(event) for event in recorded] == [
+        (None, "Shared outside"),
+        ("Shared outside", "Shared with a guest"),
+        ("Shared with a guest", None),
+    ]
+    assert [event.description for event in recorded] == [
+        "Description of doc.share_external set",
+        "Description of doc.share_external changed",
+        "Description of doc.share_external cleared",
+    ]
+    assert {event.actor.id for event in recorded} == {token_id_of(sql, token)}
+    assert first.entry.updated_by == token_id_of(sql, token)
+    assert all(event.category == event_pb2.CATEGORY_CONFIGURATION for event in recorded)
+
+
+def test_only_admins_describe_and_readers_list(client_for: Clients, tenant: str) -> None:
+    admin = client_for(tenant)
+    admin.set_action_description("doc.edit", "A document was edited")
+    for role in ("reader", "exporter"):
+        reader = client_for(tenant, role)
+        assert _entries(reader)["doc.edit"].description == "A document was edited"
+        with pytest.raises(PermissionDeniedError):
+            reader.set_action_description("doc.edit", "changed by a reader")
+    recorder = client_for(tenant, "recorder")
+    with pytest.raises(PermissionDeniedError):
+        recorder.set_action_description("doc.edit", "changed by a recorder")
+    with pytest.raises(PermissionDeniedError):
+        recorder.action_catalog()
+    assert _entries(admin)["doc.edit"].description == "A document was edited"
+    assert len(_changes_recorded(admin, "doc.edit")) == 1
+
+
+@pytest.mark.parametrize(
+    ("action", "description", "field"),
+    [
+        ("", "A document was edited", "action"),
+        ("Doc.Edit", "A document was edited", "action"),
+        ("docedit", "A document was edited", "action"),
+        ("doc." + "e" * 200, "A document was edited", "action"),
+        ("doc.edit", "   ", "description"),
+        ("doc.edit", "x" * 501, "description"),
+        ("doc.edit", "edited\nby someone", "description"),
+        ("doc.edit", "edited\u200bquietly", "description"),
+    ],
+)
+def test_bad_input_names_its_field(
+    client: AuditClient, action: str, description: str, field: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.set_action_description(action, description)
+    assert [name for name, _ in refused.value.field_violations] == [field]
+    assert _changes_recorded(client, action) == []
+
+
+def test_the_longest_description_is_taken(client: AuditClient) -> None:
+    longest = "é" * 500  # characters, not bytes
+    assert client.set_action_description("doc.edit", longest).entry.description == longest
+
+
+def test_a_limit_bounds_the_listing(client: AuditClient) -> None:
+    for action in ("a.one", "b.two", "c.three"):
+        client.set_action_description(action, f"The action {action}")
+    first = client.action_catalog(limit=2)
+    assert [entry.action for entry in first.entries] == ["a.one", "action_catalog.updated"]
+    assert first.truncated and first.total_entries == 4
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.action_catalog(limit=-1)
+    assert [name for name, _ in refused.value.field_violations] == ["limit"]
+
+
+@pytest.mark.parametrize(
+    ("rule", "secret", "template"), SECRETS[:3], ids=[s[0] for s in SECRETS[:3]]
+)
+def test_a_secret_pasted_into_a_description_is_redacted(
+    client: AuditClient,
+    sql: psycopg.Connection[Any],
+    tenant: str,
+    rule: str,
+    secret: str,
+    template: str,
+) -> None:
+    answer = client.set_action_description("session.expire", template.format(secret))
+    assert secret not in answer.entry.description and "REDACTED" in answer.entry.description
+    assert secret not in _entries(client)["session.expire"].description
+    [recorded] = _changes_recorded(client, "session.expire")
+    assert secret not in str(recorded)
+    stored = sql.execute(
+        "SELECT count(*) FROM action_catalog WHERE tenant_id = %s AND strpos(description, %s) > 0",
+        [tenant, secret],
+    ).fetchone()
+    assert stored == (0,)
+
+
+def test_a_tenant_sees_only_its_own_catalogue(client_for: Clients, tenant: str) -> None:
+    mine, theirs = client_for(tenant), client_for(f"{tenant}-other")
+    mine.record(build_event(action="doc.mine", actor_id="u"))
+    mine.set_action_description("doc.mine", "Mine")
+    theirs.set_action_description("doc.mine", "Theirs")
+    theirs.set_action_description("doc.theirs", "Theirs only")
+    assert _entries(mine)["doc.mine"].description == "Mine"
+    assert _entries(mine)["doc.mine"].count == 1
+    assert "doc.theirs" not in _entries(mine)
+    theirs_listed = _entries(theirs)
+    assert theirs_listed["doc.mine"].description == "Theirs"
+    assert theirs_listed["doc.mine"].count == 0
+    mine.set_action_description("doc.mine", "")
+    assert _entries(theirs)["doc.mine"].description == "Theirs"
