@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 from google.protobuf import json_format
 
 from sealtrail import (
@@ -20,8 +21,9 @@ from sealtrail import (
     build_event,
     build_filter,
 )
+from sealtrail import _cli as client_cli
 from sealtrail.v1 import catalog_pb2, event_pb2
-from tests.conftest import token_id_of
+from tests.conftest import ServerThread, token_id_of
 from tests.unit.test_redaction import SECRETS
 
 Clients = Callable[..., AuditClient]
@@ -208,3 +210,50 @@ def test_a_tenant_sees_only_its_own_catalogue(client_for: Clients, tenant: str) 
     assert theirs_listed["doc.mine"].count == 0
     mine.set_action_description("doc.mine", "")
     assert _entries(theirs)["doc.mine"].description == "Theirs"
+
+
+def test_the_cli_lists_and_describes_actions(
+    server: ServerThread, client: AuditClient, tenant: str
+) -> None:
+    def cli(*args: str, role: str = "admin") -> tuple[int, str]:
+        env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, role)}
+        done = CliRunner().invoke(client_cli.main, ["actions", *args], env=env)
+        return done.exit_code, done.output
+
+    client.record(build_event(action="doc.share_external", actor_id="u"))
+    code, said = cli("describe", "doc.share_external", "Shared outside the organisation")
+    assert (code, said) == (0, "doc.share_external: Shared outside the organisation\n")
+    assert cli("describe", "doc.share_external", "Shared outside the organisation") == (
+        0,
+        "doc.share_external: already as asked; nothing recorded\n",
+    )
+    assert cli("describe", "billing.refund", "A refund was issued")[0] == 0
+
+    code, listed = cli("list", role="reader")
+    assert code == 0, listed
+    # Rich draws the header's rules heavy (U+2503), the rows' light (U+2502).
+    [header] = [line.split("\u2503") for line in listed.splitlines() if "\u2503" in line]
+    assert [cell.strip() for cell in header[1:5]] == [
+        "action",
+        "events",
+        "last seen",
+        "description",
+    ]
+    rows = [line.split("\u2502") for line in listed.splitlines() if "\u2502" in line]
+    cells = {row[1].strip(): [cell.strip() for cell in row[2:]] for row in rows}
+    assert cells["doc.share_external"][0] == "1" and cells["doc.share_external"][1]
+    assert cells["doc.share_external"][2] == "Shared outside the organisation"
+    assert cells["billing.refund"] == ["0", "", "A refund was issued", ""]
+
+    assert cli("describe", "billing.refund", "--clear") == (
+        0,
+        "billing.refund: description cleared\n",
+    )
+    assert "billing.refund" not in cli("list")[1]
+    # Neither or both of a description and --clear; a reader may not describe.
+    assert cli("describe", "doc.edit")[0] == 2
+    assert cli("describe", "doc.edit", "text", "--clear")[0] == 2
+    code, said = cli("describe", "doc.edit", "A document was edited", role="reader")
+    assert code != 0 and "PERMISSION_DENIED" in said
+    code, said = cli("describe", "Doc.Edit", "A document was edited")
+    assert code == 2 and "ACTION: must be dotted lowercase" in said

@@ -1445,6 +1445,7 @@ def _tail_resume(printed: int | None, reached: int | None, since: datetime | Non
 
 
 # Registered last: the commands of these modules use this module's helpers.
+from sealtrail._cli_actions import actions  # noqa: E402
 from sealtrail._cli_admin import get_event, hash_secret, settings, tokens  # noqa: E402
 from sealtrail._cli_alerts import alerts  # noqa: E402
 from sealtrail._cli_import import import_events  # noqa: E402
@@ -1476,3 +1477,4 @@ main.add_command(alerts)
 main.add_command(tokens)
 main.add_command(settings)
 main.add_command(hash_secret)
+main.add_command(actions)
