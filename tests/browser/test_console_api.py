@@ -1331,3 +1331,66 @@ def test_changed_fields_find_who_changed_a_field_and_a_bad_one_is_refused(
     query = urllib.parse.urlencode({"changed_fields": "role,a\tb"})
     status, body = get(api + f"events?{query}", reader)
     assert status == 400 and "changed_fields[1]" in json.dumps(body), body
+
+
+@pytest.mark.parametrize(
+    ("grouping", "keys"),
+    [
+        ("credential", {'["api_key","key_a","a1b2"]': 1, '["api_key","key_b",""]': 1}),
+        ("ip", {"203.0.113.9": 1, "2001:db8::1": 1}),
+        ("resource", {'["plan","p1"]': 1, '["plan","p/2"]': 1}),
+    ],
+)
+def test_a_search_of_a_route_and_a_changed_field_by_a_new_grouping_is_one_record(
+    api: str, console_server: ServerThread, tenant: str, grouping: str, keys: dict[str, int]
+) -> None:
+    """A search narrowed by `http_routes` and `changed_fields` (helper-449),
+    its Breakdown by credential, IP address or resource: one record (ADR
+    0137), its details the filter's two lists as the API names them and the
+    count by that grouping; the panel's keys as the count by it keys them."""
+    events = [
+        ("/v1/plans/{id}", "rate_limit", "key_a", "a1b2", "203.0.113.9", "p1"),
+        ("/v1/plans/{id}", "limits.rpm", "key_b", "", "2001:db8:0:0::1", "p/2"),
+        ("/v1/teams/{id}", "rate_limit", "key_c", "", "198.51.100.1", "t1"),  # another route
+        ("/v1/plans/{id}", "name", "key_d", "", "198.51.100.2", "p3"),  # another field
+    ]
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for route, field, key_id, hint, ip, resource_id in events:
+            credential = {"credential_hint": hint} if hint else {}
+            c.record(action="plan.update", actor_id="svc", http_route=route, ip=ip,
+                     changes=[(field, 1, 2)], resource_type="plan", resource_id=resource_id,
+                     credential_kind="api_key", credential_id=key_id, **credential)  # fmt: skip
+    reader = console_server.token(tenant, "reader")
+    search = {"http_routes": "/v1/plans/{id}", "changed_fields": "rate_limit, limits.rpm"}
+    page, chart, panel = _look(api, reader, search, grouping=grouping)
+    assert len(page["events"]) == 2 and chart["total"] == panel["total"] == 2
+    assert {g["key"]: g["count"] for g in panel["groups"]} == keys
+    [record] = _reads(console_server, tenant)
+    details = json_format.MessageToDict(record.details)
+    assert details["filter"] == {
+        "httpRoutes": ["/v1/plans/{id}"],
+        "changedFields": ["rate_limit", "limits.rpm"],
+    }
+    assert details["counts"][1] == {"group_by": grouping, "limit": 10}
+    assert panel["tree_size"] == record.seq - 1
+
+
+def test_a_search_by_recording_token_and_a_changed_field_is_one_record(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The Breakdown by recording token of a search of a changed field: one
+    record (ADR 0137), keyed by the recorders' token ids."""
+    recorder = console_server.token(tenant, "recorder")
+    with AuditClient(console_server.target, token=recorder) as c:
+        recorded = c.record(action="plan.update", actor_id="svc", changes=[("rate_limit", 1, 2)])
+        c.record(action="plan.update", actor_id="svc", changes=[("name", 1, 2)])
+    reader = console_server.token(tenant, "reader")
+    page, _, panel = _look(api, reader, {"changed_fields": "rate_limit"}, grouping="recorded_by")
+    assert [event["id"] for event in page["events"]] == [recorded.event.id]
+    assert {g["key"]: g["count"] for g in panel["groups"]} == {
+        recorded.event.recorded_by.token_id: 1
+    }
+    [record] = _reads(console_server, tenant)
+    details = json_format.MessageToDict(record.details)
+    assert details["filter"] == {"changedFields": ["rate_limit"]}
+    assert details["counts"][1] == {"group_by": "recorded_by", "limit": 10}

@@ -2,7 +2,9 @@
 http_status_classes (ADR 0136) in one filter, across Query's pages, a
 stream, a signed export checked offline, a sink's and a rule's filter, and
 the CLI; and the typed HTTP request fields through an export imported
-into another tenant (helper-432)."""
+into another tenant (helper-432). EventFilter.http_routes and
+changed_fields in one filter, likewise, and in the CLI's sink, rule and
+stats commands (helper-449)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,14 @@ from sealtrail import _cli as cli
 from sealtrail._convert import message_to_dict
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
-from tests.filter_checks import descriptions_found, live_from_now
+from tests.filter_checks import (
+    NARROWED,
+    NOT_NARROWED,
+    cli_descriptions,
+    descriptions_found,
+    exported_and_checked,
+    live_from_now,
+)
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_export_check import KEY, refused_when_told
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
@@ -202,3 +211,154 @@ def test_an_export_of_requests_imported_into_another_tenant_keeps_them(
     assert after[1]["context"]["httpRoute"] == "/v1/things/{id}"
     both = build_filter(**BOTH)  # type: ignore[arg-type]
     assert descriptions_found(client_for(other), both) == descriptions_found(calls, both)
+
+
+# (description, route: "" none, the fields its changes name): the requests
+# that changed a plan, and others that share one of route or field alone.
+EDITS = [
+    ("plan-rate", "/v1/plans/{id}", ("rate_limit",)),
+    ("plan-name", "/v1/plans/{id}", ("name",)),
+    ("team-rate", "/v1/teams/{id}", ("rate_limit",)),
+    ("plan-rpm", "/v1/plans/{id}", ("limits.rpm", "name")),
+    ("unrouted-rate", "", ("rate_limit",)),
+    ("plan-read", "/v1/plans/{id}", ()),
+]
+ROUTE_AND_FIELD = {"http_routes": "/v1/plans/{id}", "changed_fields": ["rate_limit", "limits.rpm"]}
+
+
+def _edit(description: str, route: str, fields: tuple[str, ...]) -> event_pb2.Event:
+    return build_event(
+        action="plan.update",
+        actor_id="alice",
+        description=description,
+        http_method="patch" if route else "",
+        http_route=route,
+        changes=[(name, 1, 2) for name in fields],
+    )
+
+
+@pytest.fixture
+def edits(client: AuditClient) -> AuditClient:
+    client.record_batch([_edit(*each) for each in EDITS])
+    return client
+
+
+def test_a_route_and_a_changed_field_take_the_events_both_take(edits: AuditClient) -> None:
+    both = build_filter(**ROUTE_AND_FIELD)  # type: ignore[arg-type]
+    assert descriptions_found(edits, both) == ["plan-rate", "plan-rpm"]
+    assert edits.count_events(both).total == 2
+    first = edits.query_page(both, page_size=1, order="oldest")
+    rest = edits.query_page(both, page_size=1, order="oldest", page_token=first.next_page_token)
+    assert [e.description for e in (*first.events, *rest.events)] == ["plan-rate", "plan-rpm"]
+    # A token holds to both: either alone is another filter.
+    for either in (
+        {"http_routes": "/v1/plans/{id}"},
+        {"changed_fields": ["rate_limit", "limits.rpm"]},
+    ):
+        with pytest.raises(Exception, match="page_token"):
+            edits.query_page(
+                build_filter(**either),  # type: ignore[arg-type]
+                page_size=1,
+                order="oldest",
+                page_token=first.next_page_token,
+            )
+
+
+def test_a_live_stream_of_a_route_and_a_changed_field_follows_both(edits: AuditClient) -> None:
+    client = edits
+    with live_from_now(client, build_filter(**ROUTE_AND_FIELD)) as live:  # type: ignore[arg-type]
+        client.record_batch([_edit(*each) for each in EDITS])
+        first, second = next(live), next(live)
+    assert [first.description, second.description] == ["plan-rate", "plan-rpm"]
+
+
+def test_an_export_of_a_route_and_a_changed_field_signs_both(
+    edits: AuditClient, tmp_path: Path
+) -> None:
+    both = build_filter(**ROUTE_AND_FIELD)  # type: ignore[arg-type]
+    exported, signed, kept = exported_and_checked(edits, tmp_path / "plans.ndjson", both)
+    assert exported == ["plan-rate", "plan-rpm"]
+    said = json.loads(signed)
+    assert said == {"httpRoutes": ["/v1/plans/{id}"], "changedFields": ["rate_limit", "limits.rpm"]}
+    refused_when_told(
+        kept,
+        json.dumps({"httpRoutes": ["/v1/plans/{id}"]}),
+        json.dumps({"changedFields": ["rate_limit", "limits.rpm"]}),
+        signed.replace("limits.rpm", "limits"),
+    )
+
+
+def test_a_sink_of_a_route_and_a_changed_field_is_narrowed_by_either(client: AuditClient) -> None:
+    created = client.create_sink(paused_webhook(build_filter(**ROUTE_AND_FIELD)))  # type: ignore[arg-type]
+
+    def update(**criteria: object) -> tuple[int, list[str]]:
+        return refiltered(client, created.sink.id, build_filter(**criteria))  # type: ignore[arg-type]
+
+    fields = ["rate_limit", "limits.rpm"]
+    assert update(http_routes="/v1/plans/{id}", changed_fields=fields[::-1]) == NOT_NARROWED
+    assert update(changed_fields=fields) == NOT_NARROWED  # every route
+    assert update(http_routes="/v1/plans/{id}", changed_fields=fields) == NARROWED  # a route again
+    assert update(http_routes="/v1/plans/{id}") == NOT_NARROWED  # every field
+    assert update(http_routes="/v1/plans/{id}", changed_fields="rate_limit") == NARROWED
+    both_routes = ["/v1/plans/{id}", "/v1/teams/{id}"]
+    assert update(http_routes=both_routes, changed_fields=[*fields, "name"]) == NOT_NARROWED
+    assert update(http_routes="/v1/teams/{id}", changed_fields=[*fields, "name"]) == NARROWED
+
+
+def test_a_rule_of_a_route_a_changed_field_and_a_level_fires_on_both_alone(
+    client: AuditClient,
+) -> None:
+    """`min_severity: info` takes every event; the route and the field
+    name which events the rule watches, and it fires on an event of both."""
+    rule = client.create_alert_rule(
+        build_alert_rule(
+            "plan limits",
+            "match",
+            filter=build_filter(min_severity="info", **ROUTE_AND_FIELD),  # type: ignore[arg-type]
+        )
+    )
+    client.record_batch(
+        [_edit(*each) for each in EDITS if each[0] not in ("plan-rate", "plan-rpm")]
+    )
+    fires = client.record(_edit(*EDITS[0]))
+    the_only_alert(client, rule.rule.id, fires.event)
+
+
+def test_the_cli_takes_a_route_and_a_changed_field_in_every_filter_command(
+    server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
+) -> None:
+    """query, stats, sinks create and alerts create each take both options,
+    and name a refused value by its option whichever of the two it is."""
+    client = client_for(tenant)
+    client.record_batch([_edit(*each) for each in EDITS])
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    both = ["--http-route", "/v1/plans/{id}", "--changed-field", "rate_limit",
+            "--changed-field", "limits.rpm"]  # fmt: skip
+    assert cli_descriptions(env, *both) == ["plan-rate", "plan-rpm"]
+    stats = CliRunner().invoke(cli.main, ["stats", "--by", "http-route", *both, "--json"], env=env)
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.output)["total"] == 2
+    sink = CliRunner().invoke(
+        cli.main,
+        ["sinks", "create", "plans", "--kind", "webhook", "--url", "https://siem.example/hook",
+         "--generate-secret", *both],
+        env=env,
+    )  # fmt: skip
+    assert sink.exit_code == 0, sink.output
+    rule = CliRunner().invoke(
+        cli.main, ["alerts", "create", "plans", "--kind", "match", *both], env=env
+    )
+    assert rule.exit_code == 0, rule.output
+    wanted = {"http_routes": ["/v1/plans/{id}"], "changed_fields": ["rate_limit", "limits.rpm"]}
+    for kept in (client.list_sinks()[0].filter, client.list_alert_rules()[0].match.filter):
+        assert {
+            "http_routes": list(kept.http_routes),
+            "changed_fields": list(kept.changed_fields),
+        } == wanted
+    bad = ["--http-route", "/v1/x?id=7", "--changed-field", "rate_limit", "--changed-field", ""]
+    for command in (["query"], ["alerts", "create", "bad", "--kind", "match"]):
+        refused = CliRunner().invoke(cli.main, [*command, *bad], env=env)
+        assert refused.exit_code == 2, refused.output
+        assert "--http-route '/v1/x?id=7': must not hold a query string" in refused.output
+        assert "--changed-field '': is empty" in refused.output, refused.output
+        assert "filter." not in refused.output, refused.output
