@@ -377,6 +377,48 @@ def test_the_breakdown_by_credential_shows_kind_id_and_hint_and_narrows_by_its_i
     assert parse_qs(urlsplit(browser.current_url).query)["credential_id"] == ["key_a"]
 
 
+def test_the_breakdown_by_credential_adds_live_s_events_to_their_credential_s_row(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The count groups a credential by kind and id, the hint the greatest
+    its events record (helper-449): Live's event of a listed credential is
+    added to its row whatever hint it records (none, another), the row's
+    hint then the one a recount shows, never a second row of one credential."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for key_id, hint in [("key_a", "a1b2"), ("key_a", "a1b2"), ("key_b", ""), ("", "")]:
+            credential = {"credential_kind": "api_key", "credential_id": key_id} if key_id else {}
+            credential |= {"credential_hint": hint} if hint else {}
+            c.record(action="api.call", actor_id="svc", **credential)
+        signed_in_hooked(
+            browser, console_url + "?actions=api.call", console_server.token(tenant, "reader")
+        )
+        wait_for_rows(browser, lambda r: len(r) == 4)
+        panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
+        wait(browser).until(lambda b: breakdown(b))  # the action's first
+        Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("credential")
+        listed = [("api_key key_a ...a1b2", "2"), ("(no credential)", "1"), ("api_key key_b", "1")]
+        wait(browser).until(lambda b: breakdown(b) == listed)
+        browser.find_element(By.ID, "live").click()
+        wait(browser).until(
+            lambda b: b.execute_script("return !!document.querySelector('#live').checked")
+        )
+        for key_id, hint in [("key_a", ""), ("key_b", "c3d4"), ("key_a", "0000")]:
+            credential = {"credential_hint": hint} if hint else {}
+            c.record(action="api.call", actor_id="svc", credential_kind="api_key",
+                     credential_id=key_id, **credential)  # fmt: skip
+        wait_for_rows(browser, lambda r: len(r) == 7)
+        followed = [("api_key key_a ...a1b2", "4"), ("api_key key_b ...c3d4", "2"),
+                    ("(no credential)", "1")]  # fmt: skip
+        wait(browser).until(lambda b: breakdown(b) == followed)
+    summary = panel.find_element(By.CLASS_NAME, "summary").text
+    assert summary.startswith("7 events in all, 3 credentials."), summary
+    # As a recount keys them.
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("action")
+    wait(browser).until(lambda b: breakdown(b) == [("api.call", "7")])
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("credential")
+    wait(browser).until(lambda b: breakdown(b) == followed)
+
+
 def test_a_changed_field_pressed_in_a_row_s_detail_narrows_the_search_to_it(
     browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
 ) -> None:

@@ -158,14 +158,49 @@ const KEY_OF = {
   http_status: (event) => (event.context?.http_status_code ? String(event.context.http_status_code) : ""),
   credential: (event) => {
     const credential = event.actor?.credential;
-    if (!credential) return "";
-    return `[${[credential.kind || "", credential.id || "", credential.hint || ""].map((part) => JSON.stringify(part)).join(",")}]`;
+    return credential ? credentialKey([credential.kind || "", credential.id || "", credential.hint || ""]) : "";
   },
   ip: (event) => addressKey(event.context?.ip),
   // JSON.stringify writes a string as RFC 8785 does, as the API's count does.
   resource: ({ resource: { type = "", id = "" } = {} }) =>
     (type || id ? `[${JSON.stringify(type)},${JSON.stringify(id)}]` : ""),
   recorded_by: (event) => event.recorded_by?.token_id || "",
+};
+
+// A credential's kind, id and hint as the count keys them: a JSON array,
+// each string written as RFC 8785 does, as JSON.stringify does.
+function credentialKey(parts) {
+  return `[${parts.map((part) => JSON.stringify(part)).join(",")}]`;
+}
+
+// Whether `a` sorts after `b` in the database's byte order ("C": UTF-8's,
+// which is code point order; UTF-16's `>` is not, past U+FFFF).
+function after(a, b) {
+  const [x, y] = [[...a], [...b]];
+  for (let at = 0; at < Math.min(x.length, y.length); at += 1) {
+    const difference = x[at].codePointAt(0) - y[at].codePointAt(0);
+    if (difference) return difference > 0;
+  }
+  return x.length > y.length;
+}
+
+// The listed group an event keyed `key` counts in, and that group's key once
+// it does, where that is not just the group of key `key`: a credential is
+// grouped by kind and id, keyed by the greatest hint of its events
+// (store/counts.py), so an event of a listed credential with no hint, or
+// another, counts in its row, and a greater hint becomes the row's.
+const GROUPED = {
+  credential: {
+    same: (listed, key) => {
+      const [one, other] = [credentialOf(listed), credentialOf(key)];
+      return one[0] === other[0] && one[1] === other[1];
+    },
+    merged: (listed, key) => {
+      const [kind, id, hint] = credentialOf(listed);
+      const added = credentialOf(key)[2];
+      return listed && after(added, hint) ? credentialKey([kind, id, added]) : listed;
+    },
+  },
 };
 
 // `context.ip` as the count keys it (store/counts.py: host() of the address
@@ -214,11 +249,14 @@ export function addToBreakdown(events) {
   if (!filter) return;
   if (!shown) { waiting?.push(...events); return; }
   const added = notCounted(shown, events);
+  const { same = (listed, key) => listed === key, merged = (listed) => listed } = GROUPED[shown.grouping] || {};
   for (const event of added) {
     const key = KEY_OF[shown.grouping](event);
-    const group = shown.groups.find((listed) => listed.key === key);
-    if (group) group.count += 1;
-    else if (!shown.truncated) {
+    const group = shown.groups.find((listed) => same(listed.key, key));
+    if (group) {
+      group.count += 1;
+      group.key = merged(group.key, key);
+    } else if (!shown.truncated) {
       shown.groups.push({ key, count: 1 });
       shown.totalGroups += 1;
     }
