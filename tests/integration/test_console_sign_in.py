@@ -369,3 +369,40 @@ def test_a_client_secret_others_may_read_is_refused_at_start(tmp_path: Path) -> 
         check_secret_files(settings)
     secret.chmod(0o600)
     check_secret_files(settings)
+
+
+def test_a_signed_in_search_and_its_counts_are_one_record(browser: httpx.Client) -> None:
+    """A token a sign-in minted searches as a pasted one does (ADR 0137,
+    helper-449): a first page announcing its counts, by changed field and
+    route, then the counts naming its view, are one record of that token."""
+    signed_in = _signed_in(browser)
+    bearer = {"Authorization": f"Bearer {signed_in['token']}"}
+    search = {"changed_fields": "rate_limit", "http_routes": "/v1/plans/{id}"}
+    announced = [{"group_by": "day"}, {"group_by": "credential", "limit": "10"}]
+    page = browser.get(
+        "/api/events",
+        params=[*search.items(), *(("count", urllib.parse.urlencode(c)) for c in announced)],
+        headers=bearer,
+    )
+    assert page.status_code == 200, page.text
+    view = page.json()["view"]
+    for count in announced:
+        counted = browser.get(
+            "/api/counts", params={**search, **count, "view": view}, headers=bearer
+        )
+        assert counted.status_code == 200, counted.text
+    mine = [
+        event
+        for event in _events(browser, signed_in["token"], "audit_log.queried")
+        if event["actor"]["id"] == signed_in["token_id"]
+    ]
+    # The read of them just made sees the log before its own record.
+    [searched] = mine
+    assert searched["details"]["filter"] == {
+        "changedFields": ["rate_limit"],
+        "httpRoutes": ["/v1/plans/{id}"],
+    }
+    assert searched["details"]["counts"] == [
+        {"group_by": "day", "limit": 1000},
+        {"group_by": "credential", "limit": 10},
+    ]
