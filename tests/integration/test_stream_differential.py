@@ -178,6 +178,10 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "changed_fields_mixed": build_filter(
             actions="doc.*", changed_fields=["role", "x, y"], min_severity="warning"
         ),
+        # Both read off the record (helper-449): a route's and a change's name alike.
+        "routes_and_changed_fields": build_filter(
+            http_routes=["/v1/docs/{id}", "/v1/a%_b"], changed_fields=["rate_limit", "limits"]
+        ),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(
             since=_BASE + timedelta(minutes=30), until=_BASE + timedelta(minutes=75)
