@@ -599,11 +599,14 @@ def test_the_operator_is_told_which_option_is_wrong(
     assert no_level.exit_code == 2 and "--exact-severity" in no_level.output
     # Options named apart from their field: --exclude-action (exclude_actions),
     # --actor-domain (actor_email_domain); the error named options none has. And
-    # --user-agent, its field's name.
+    # --user-agent, its field's name; --http-route and --changed-field, each a
+    # value of a list (`sink.filter.http_routes[0]`).
     for option, value in (
         ("--exclude-action", "doc edit"),
         ("--actor-domain", "a@b.example"),
         ("--user-agent", "curl\tx"),
+        ("--http-route", "/v1/x?id=7"),
+        ("--changed-field", "rate\tlimit"),
     ):
         refused = operator(
             "sink", "create", "soc-bad", "--kind", "webhook", "--url", receiver.url,
@@ -612,6 +615,15 @@ def test_the_operator_is_told_which_option_is_wrong(
         assert refused.exit_code == 2 and f"{option} (sink.filter." in refused.output, (
             refused.output
         )
+    # Both at once: each said by its option.
+    both = operator(
+        "sink", "create", "soc-bad", "--kind", "webhook", "--url", receiver.url,
+        "--secret", f"@{secret_file}", "--http-route", "/v1/plans/{id}", "--http-route", "",
+        "--changed-field", "rate_limit", "--changed-field", "",
+    )  # fmt: skip
+    assert both.exit_code == 2, both.output
+    assert "--http-route (sink.filter.http_routes[1]) is empty" in both.output, both.output
+    assert "--changed-field (sink.filter.changed_fields[1]) is empty" in both.output, both.output
     _create(operator, "soc-twice", receiver.url, secret_file)
     again = operator(
         "sink", "create", "soc-twice", "--kind", "webhook", "--url", receiver.url,
