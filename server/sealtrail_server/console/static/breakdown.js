@@ -175,7 +175,7 @@ function credentialKey(parts) {
 
 // Whether `a` sorts after `b` in the database's byte order ("C": UTF-8's,
 // which is code point order; UTF-16's `>` is not, past U+FFFF).
-function after(a, b) {
+function sortsAfter(a, b) {
   const [x, y] = [[...a], [...b]];
   for (let at = 0; at < Math.min(x.length, y.length); at += 1) {
     const difference = x[at].codePointAt(0) - y[at].codePointAt(0);
@@ -198,7 +198,7 @@ const GROUPED = {
     merged: (listed, key) => {
       const [kind, id, hint] = credentialOf(listed);
       const added = credentialOf(key)[2];
-      return listed && after(added, hint) ? credentialKey([kind, id, added]) : listed;
+      return listed && sortsAfter(added, hint) ? credentialKey([kind, id, added]) : listed;
     },
   },
 };
