@@ -18,6 +18,7 @@ from sealtrail import (
     AuditClient,
     InvalidArgumentError,
     build_alert_rule,
+    build_event,
     build_filter,
     credential_of_key,
 )
@@ -254,3 +255,62 @@ def test_only_a_threshold_groups_by_credential(server: ServerThread, tenant: str
     assert made.exit_code == 0, made.output
     listed = CliRunner().invoke(cli.main, ["alerts"], env=env)
     assert "by credential" in listed.output, listed.output
+
+
+def _plan_edit(client: AuditClient, key_id: str, route: str, field: str, second: float) -> None:
+    """A PATCH of `route` by service `svc` with API key `key_id`, changing
+    `field`, `second`s after TUESDAY."""
+    event = build_event(
+        action="plan.update",
+        actor_id="svc",
+        actor_type="api_key",
+        credential_kind="api_key",
+        credential_id=key_id,
+        http_method="PATCH",
+        http_route=route,
+        http_status_code=200,
+        changes=[(field, 1, 2)],
+    )
+    event.occurred_at.FromDatetime(TUESDAY + timedelta(seconds=second))
+    client.record(event)
+
+
+def test_a_threshold_per_credential_of_a_route_and_a_changed_field_counts_both(
+    client: AuditClient,
+    rules: Any,  # noqa: F811 (the fixture)
+    marked: None,  # noqa: F811
+) -> None:
+    """A threshold per credential whose filter names a route and a changed
+    field (helper-449) counts a key's events of both alone, and its alert
+    keeps the trigger's request in its details, not in a context of its own."""
+    rule = rules(
+        build_alert_rule(
+            "limits raised",
+            "threshold",
+            filter=build_filter(http_routes="/v1/plans/{id}", changed_fields="rate_limit"),
+            count=3,
+            window_seconds=60,
+            group_by="credential",
+        )
+    )
+    for n in range(3):
+        _plan_edit(client, "key_a", "/v1/plans/{id}", "name", n)  # another field
+        _plan_edit(client, "key_a", "/v1/teams/{id}", "rate_limit", n)  # another route
+        _plan_edit(client, "key_b", "/v1/plans/{id}", "rate_limit", n + 0.5)  # three: fires
+    _plan_edit(client, "key_a", "/v1/plans/{id}", "rate_limit", 4)
+    _plan_edit(client, "key_a", "/v1/plans/{id}", "rate_limit", 5)  # two of both, six of either
+    settle(client)
+    assert [fired["group"] for fired in fired_by(client, rule.id)] == [
+        {"credential": {"kind": "api_key", "id": "key_b", "hint": ""}}
+    ]
+    _plan_edit(client, "key_a", "/v1/plans/{id}", "rate_limit", 6)
+    settle(client)
+    fired = fired_by(client, rule.id)
+    assert [each["group"]["credential"]["id"] for each in fired] == ["key_b", "key_a"]
+    assert fired[1]["trigger_request"] == {
+        "method": "PATCH",
+        "route": "/v1/plans/{id}",
+        "status": 200,
+    }
+    [alert] = [e for e in alerts(client) if e.resource.id == rule.id and "key_a" in e.description]
+    assert not alert.context.http_route and not alert.changes
