@@ -3,7 +3,9 @@ aiohttp app in a thread of its own serving discovery, its JWKS, an authorize
 endpoint that signs the person in at once (redirecting back with a code),
 and a token endpoint that checks the client's secret, the code and its PKCE
 verifier, then issues an id_token signed with keys made by `cryptography`.
-What the next id_token looks like is the test's to change (`Issue`)."""
+What the next id_token looks like is the test's to change (`Issue`).
+`console_signing_in_through` starts a server whose console signs in through
+it; `to_callback` walks a sign-in to the provider and back, as a browser would."""
 
 from __future__ import annotations
 
@@ -12,17 +14,25 @@ import base64
 import hashlib
 import json
 import secrets
+import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import httpx
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+
+from tests.conftest import ServerThread
+from tests.private_files import write_private
 
 CLIENT_ID = "sealtrail-console"
 CLIENT_SECRET = "s3cret-of-the-console"
@@ -182,3 +192,46 @@ class OpenIdProvider:
             key = self.unpublished
         header = {"alg": issue.alg, "typ": "JWT", "kid": kid}
         return jwt.encode(header, claims, key, algorithms=[issue.alg])
+
+
+def _free_port() -> int:
+    """A port nothing listens on now: the console's, which its callback URL
+    (registered with the provider) must name before it starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def console_signing_in_through(
+    provider: OpenIdProvider, database_url: str, folder: Path, *, tenant: str, **settings: Any
+) -> Iterator[ServerThread]:
+    """A server whose console signs people in through `provider` into
+    `tenant`: audit-admins are admins, audit-exporters and security
+    exporters, audit-readers readers (`settings` adds or replaces settings)."""
+    secret = write_private(folder / "client-secret", CLIENT_SECRET + "\n")
+    port = _free_port()
+    defaults: dict[str, Any] = {
+        "console_listen": f"127.0.0.1:{port}",
+        "oidc_issuer": provider.issuer,
+        "oidc_client_id": CLIENT_ID,
+        "oidc_client_secret_file": secret,
+        "oidc_redirect_url": f"http://127.0.0.1:{port}/auth/callback",
+        "oidc_tenant": tenant,
+        "oidc_admin_groups": "audit-admins",
+        "oidc_exporter_groups": "audit-exporters, security",
+        "oidc_reader_groups": "audit-readers",
+        "oidc_session_seconds": 3600,
+    }
+    with ServerThread(database_url, **{**defaults, **settings}) as running:
+        yield running
+
+
+def to_callback(browser: httpx.Client) -> str:
+    """The URL the provider sends the browser back to, once signed in there
+    (`browser` is the console's client, its base URL the console's)."""
+    login = browser.get("/auth/login")
+    assert login.status_code == 302, login.text
+    at_provider = httpx.get(login.headers["Location"], follow_redirects=False, timeout=20)
+    assert at_provider.status_code == 302
+    return at_provider.headers["Location"]

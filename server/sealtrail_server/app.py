@@ -224,6 +224,7 @@ def oidc_config(settings: Settings) -> OidcConfig:
         },
         groups_claim=settings.oidc_groups_claim,
         session_seconds=settings.oidc_session_seconds,
+        provider_name=settings.oidc_provider_name.strip(),
     )
 
 

@@ -257,6 +257,9 @@ class Settings:
     oidc_groups_claim: str = "groups"
     # Seconds a sign-in's token lasts (at most a day).
     oidc_session_seconds: float = 8 * 3600.0
+    # The provider's name on the console's button ("Sign in with Okta"); unset,
+    # "Sign in with your identity provider".
+    oidc_provider_name: str = ""
     # A MaxMind DB format file (GeoLite2 Country or City, DB-IP lite, IPinfo)
     # the server locates clients' countries in: an event with a context.ip and
     # no context.country gets the country of its address, marked as located
@@ -452,6 +455,10 @@ _MORE_THAN_ZERO = (
 )
 
 
+# Characters of SEALTRAIL_OIDC_PROVIDER_NAME at most: a button's words.
+MAX_PROVIDER_NAME: Final = 60
+
+
 def oidc_problem(settings: Settings) -> str | None:
     """What keeps the console's sign-in through SEALTRAIL_OIDC_ISSUER from working."""
     for name in ("client_id", "client_secret_file", "redirect_url", "tenant"):
@@ -476,6 +483,12 @@ def oidc_problem(settings: Settings) -> str | None:
                 f"SEALTRAIL_OIDC_{name.upper()} must be an https:// URL (http:// on a loopback"
                 " address only)"
             )
+    name = settings.oidc_provider_name
+    if len(name) > MAX_PROVIDER_NAME or not name.isprintable():
+        return (
+            f"SEALTRAIL_OIDC_PROVIDER_NAME must be at most {MAX_PROVIDER_NAME} characters,"
+            " none of them a control character"
+        )
     if not settings.oidc_redirect_url.split("?")[0].endswith("/auth/callback"):
         return "SEALTRAIL_OIDC_REDIRECT_URL must be the console's /auth/callback"
     if not any(

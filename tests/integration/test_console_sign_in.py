@@ -7,7 +7,6 @@ refused with its reason and mints nothing."""
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.parse
 import uuid
@@ -22,18 +21,16 @@ import pytest
 from sealtrail_server.app import check_secret_files
 from sealtrail_server.config import Settings
 from tests.conftest import ServerThread
-from tests.openid_provider import CLIENT_ID, CLIENT_SECRET, Issue, OpenIdProvider
+from tests.openid_provider import (
+    CLIENT_SECRET,
+    Issue,
+    OpenIdProvider,
+    console_signing_in_through,
+    to_callback,
+)
 from tests.private_files import write_private
 
 TENANT = f"t-oidc-{uuid.uuid4().hex[:10]}"
-
-
-def _free_port() -> int:
-    """A port nothing listens on now: the console's, which its callback URL
-    (registered with the provider) must name before it starts."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -46,20 +43,8 @@ def provider() -> Iterator[OpenIdProvider]:
 def server_of_console(
     migrated_database_url: str, provider: OpenIdProvider, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerThread]:
-    secret = write_private(tmp_path_factory.mktemp("oidc") / "client-secret", CLIENT_SECRET + "\n")
-    port = _free_port()
-    with ServerThread(
-        migrated_database_url,
-        console_listen=f"127.0.0.1:{port}",
-        oidc_issuer=provider.issuer,
-        oidc_client_id=CLIENT_ID,
-        oidc_client_secret_file=secret,
-        oidc_redirect_url=f"http://127.0.0.1:{port}/auth/callback",
-        oidc_tenant=TENANT,
-        oidc_admin_groups="audit-admins",
-        oidc_exporter_groups="audit-exporters, security",
-        oidc_reader_groups="audit-readers",
-        oidc_session_seconds=3600,
+    with console_signing_in_through(
+        provider, migrated_database_url, tmp_path_factory.mktemp("oidc"), tenant=TENANT
     ) as running:
         yield running
 
@@ -86,18 +71,9 @@ def _tokens(sql: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
-def _to_callback(browser: httpx.Client) -> str:
-    """The URL the provider sends the browser back to, once signed in there."""
-    login = browser.get("/auth/login")
-    assert login.status_code == 302, login.text
-    at_provider = httpx.get(login.headers["Location"], follow_redirects=False, timeout=20)
-    assert at_provider.status_code == 302
-    return at_provider.headers["Location"]
-
-
 def _signed_in(browser: httpx.Client) -> dict[str, Any]:
     """The token a whole sign-in hands the page."""
-    back = browser.get(_to_callback(browser))
+    back = browser.get(to_callback(browser))
     assert back.status_code == 303, back.text
     location = back.headers["Location"]
     assert location.startswith("/#signin=")
@@ -151,7 +127,7 @@ def test_a_sign_in_mints_a_token_of_the_role_its_groups_map_to(
 
 
 def test_the_one_time_code_hands_the_token_over_once(browser: httpx.Client) -> None:
-    back = browser.get(_to_callback(browser))
+    back = browser.get(to_callback(browser))
     code = back.headers["Location"].removeprefix("/#signin=")
     assert browser.post("/auth/exchange", json={"code": code}).status_code == 200
     again = browser.post("/auth/exchange", json={"code": code})
@@ -234,7 +210,7 @@ def test_an_id_token_not_to_trust_is_refused(
     said: str,
 ) -> None:
     provider.issue = issue
-    answer = _refused(browser, sql, _to_callback(browser))
+    answer = _refused(browser, sql, to_callback(browser))
     assert answer.status_code == status
     assert said in answer.text
 
@@ -244,7 +220,7 @@ def test_a_forged_signature_is_refused(
 ) -> None:
     """Signed by another key under a published key's id."""
     provider.issue = Issue(forged=True)
-    answer = _refused(browser, sql, _to_callback(browser))
+    answer = _refused(browser, sql, to_callback(browser))
     assert answer.status_code == 401
     assert "signature does not verify" in answer.text
 
@@ -255,14 +231,14 @@ def test_an_unknown_key_is_looked_up_again_then_refused(
     _signed_in(browser)  # the keys are read and cached
     reads = provider.jwks_reads
     provider.issue = Issue(kid=provider.unpublished.kid)
-    answer = _refused(browser, sql, _to_callback(browser))
+    answer = _refused(browser, sql, to_callback(browser))
     assert answer.status_code == 401
     assert "a key the identity provider does not publish" in answer.text
     assert provider.jwks_reads == reads + 1, "the keys were not read again for an unknown kid"
 
 
 def test_a_wrong_state_is_refused(browser: httpx.Client, sql: psycopg.Connection[Any]) -> None:
-    callback = _to_callback(browser)
+    callback = to_callback(browser)
     parts = urllib.parse.urlsplit(callback)
     query = dict(urllib.parse.parse_qsl(parts.query), state="forged-state")
     answer = _refused(browser, sql, parts._replace(query=urllib.parse.urlencode(query)).geturl())
@@ -276,7 +252,7 @@ def test_a_wrong_state_is_refused(browser: httpx.Client, sql: psycopg.Connection
 def test_a_sign_in_ended_in_another_browser_is_refused(
     browser: httpx.Client, console: str, sql: psycopg.Connection[Any]
 ) -> None:
-    callback = _to_callback(browser)
+    callback = to_callback(browser)
     with httpx.Client(base_url=console, follow_redirects=False, timeout=20) as other:
         answer = _refused(other, sql, callback)
     assert answer.status_code == 400
@@ -287,7 +263,7 @@ def test_a_person_in_no_admitted_group_is_refused_and_recorded(
     browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
 ) -> None:
     provider.issue = Issue(email="mallory@example.com", groups=["sales"])
-    answer = _refused(browser, sql, _to_callback(browser))
+    answer = _refused(browser, sql, to_callback(browser))
     assert answer.status_code == 403
     assert "You signed in as mallory@example.com, who is in none of the groups" in answer.text
     provider.issue = Issue()
@@ -335,6 +311,27 @@ def test_signing_out_leaves_a_pasted_token_alone(
     assert "only a token a sign-in" in answer.json()["error"]
 
 
+def test_the_page_learns_it_may_sign_in_through_the_provider(
+    browser: httpx.Client, console_server: ServerThread
+) -> None:
+    """GET /auth/config, asked before any sign-in: the provider's name for
+    the button ("" where unset), or null on a console without one."""
+    assert browser.get("/auth/config").json() == {"identity_provider": {"name": ""}}
+    port = console_server.service.console_port
+    without = httpx.get(f"http://127.0.0.1:{port}/auth/config", timeout=20)
+    assert without.status_code == 200
+    assert without.json() == {"identity_provider": None}
+
+
+def test_a_refusal_page_leads_back_to_the_consoles_sign_in(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    provider.issue = Issue(groups=["sales"])
+    answer = _refused(browser, sql, to_callback(browser))
+    assert '<a href="/" id="back-to-sign-in">Back to the console\'s sign-in</a>' in answer.text
+    assert '<a href="/auth/login">' in answer.text
+
+
 def test_a_half_set_sign_in_is_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="set SEALTRAIL_OIDC_CLIENT_ID too"):
         Settings.load({"SEALTRAIL_OIDC_ISSUER": "https://idp.example.com"})
@@ -358,6 +355,14 @@ def test_a_half_set_sign_in_is_refused_at_start(tmp_path: Path) -> None:
             }
         )
     assert Settings.load({**env, "SEALTRAIL_OIDC_ISSUER": "https://idp.example.com"}).oidc_tenant
+    with pytest.raises(SystemExit, match="SEALTRAIL_OIDC_PROVIDER_NAME must be at most 60"):
+        Settings.load(
+            {
+                **env,
+                "SEALTRAIL_OIDC_ISSUER": "https://idp.example.com",
+                "SEALTRAIL_OIDC_PROVIDER_NAME": "Okta\u202e",
+            }
+        )
 
 
 def test_a_client_secret_others_may_read_is_refused_at_start(tmp_path: Path) -> None:

@@ -80,6 +80,8 @@ class OidcConfig:
     groups: dict[Role, frozenset[str]]
     groups_claim: str = "groups"
     session_seconds: float = 8 * 3600.0
+    # What the console's button calls the provider ("" : "your identity provider").
+    provider_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

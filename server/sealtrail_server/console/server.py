@@ -285,6 +285,7 @@ class Console:
             [
                 web.get("/", self._page),
                 web.get("/api/signin", self._signin, allow_head=False),
+                web.get("/auth/config", self._sign_in_config, allow_head=False),
                 web.get("/api/events", self._events, allow_head=False),
                 web.get("/api/counts", self._counts, allow_head=False),
                 web.get("/api/stream", self._stream, allow_head=False),
@@ -517,6 +518,13 @@ class Console:
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC / "index.html")
+
+    async def _sign_in_config(self, request: web.Request) -> web.Response:
+        """How the page may sign in besides a pasted token: through the
+        identity provider (its name and where the sign-in begins), or null.
+        Asked before any sign-in, so it says nothing secret."""
+        provider = self._sign_in.described() if self._sign_in is not None else None
+        return web.json_response({"identity_provider": provider})
 
     async def _signin(self, request: web.Request) -> web.Response:
         """Any reading role signs in; the answer names the role, which the API

@@ -12,6 +12,9 @@
     POST /auth/exchange   {"code"} -> the token, once, within a minute
     POST /auth/signout    the Authorization token, revoked if a sign-in minted it
 
+(The console answers `GET /auth/config` whether or not a provider is set:
+the page's sign-in form shows its button when one is, `described()`.)
+
 What a sign-in mints is an API token (`alice@example.com (console)`), of
 the tenant SEALTRAIL_OIDC_TENANT, expiring after the session's length: the
 API decides every call with it as with any other token.
@@ -94,12 +97,15 @@ def _digest(text: str) -> bytes:
 
 
 def page(title: str, said: str, *, status: int) -> web.Response:
-    """A plain page saying why a sign-in ended (no script, nothing fetched)."""
+    """A plain page saying why a sign-in ended (no script, nothing fetched),
+    its way back to the console's sign-in form first, then to try again."""
     body = (
         "<!doctype html><html lang=en><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>Sealtrail: {html.escape(title)}</title>"
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(said)}</p>"
-        '<p><a href="/auth/login">Sign in again</a> or <a href="/">go to the console</a>.</p>'
+        f"<main><h1>{html.escape(title)}</h1><p>{html.escape(said)}</p>"
+        '<p><a href="/" id="back-to-sign-in">Back to the console\'s sign-in</a>, or'
+        ' <a href="/auth/login">sign in through the identity provider again</a>.</p></main>'
     )
     return web.Response(text=body, status=status, content_type="text/html")
 
@@ -142,6 +148,11 @@ class SignIn:
             web.post("/auth/exchange", self._exchange),
             web.post("/auth/signout", self._sign_out),
         ]
+
+    def described(self) -> dict[str, str]:
+        """What the page's sign-in form says of the provider (GET /auth/config):
+        its name for the button ("" says "your identity provider")."""
+        return {"name": self._config.provider_name}
 
     async def close(self) -> None:
         await self._provider.session.close()
