@@ -1,7 +1,8 @@
 // The Sealtrail console: sign in with a token (kept in this tab's session
-// storage), filter (reflected in the URL), expand rows, follow live, export,
-// and check an event's inclusion proof against the signed checkpoint. An
-// admin token also gets the admin views (admin.js), one per URL fragment.
+// storage) or through the organisation's identity provider, filter (reflected
+// in the URL), expand rows, follow live, export, and check an event's
+// inclusion proof against the signed checkpoint. An admin token also gets the
+// admin views (admin.js), one per URL fragment.
 
 import {
   clearAdmin, count, hideSecretsOutside, isolatedJson, isolatedList, setUpAdmin, showAdminView,
@@ -12,12 +13,30 @@ import { addToBreakdown, breakdownCount, clearBreakdown, loadBreakdown, setUpBre
 import { addToChart, chartCount, clearChart, emptyChart, loadChart, setUpChart } from "./chart.js";
 import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
 
+// A sign-in through the identity provider comes back as `/#signin=<code>`
+// (ADR 0140): the one-time code is taken out of the address before anything
+// else runs, so that no history entry, bookmark, copied link or later script
+// keeps it. `init` exchanges it for the session's token (`finishSignIn`).
+const handedCode = takeSignInCode();
+
+function takeSignInCode() {
+  if (!location.hash.startsWith("#signin=")) return null;
+  const code = location.hash.slice("#signin=".length);
+  history.replaceState(history.state, "", location.pathname + location.search);
+  return code;
+}
+
 const TOKEN_KEY = "sealtrail.token";
 // The token's role, as the sign-in said: only what the page shows depends on
 // it (the API decides what each call may do, whatever the page believes).
 const ROLE_KEY = "sealtrail.role";
 // This sign-in's mark, which the tab's history entries it makes carry (`ownEntry`).
 const SESSION_KEY = "sealtrail.session";
+// The person a sign-in through the identity provider named, kept for a session
+// it began only: its token was minted for this tab, and Sign out revokes it.
+const PERSON_KEY = "sealtrail.person";
+// What a minted token's name adds to the person's (sign_in.py's NAME_SUFFIX).
+const MINTED_SUFFIX = " (console)";
 // URL fragment -> the admin view's section.
 const ADMIN_VIEWS = { tokens: "admin-tokens", sinks: "admin-sinks", alerts: "admin-alerts",
   retention: "admin-retention" };
@@ -155,6 +174,7 @@ async function signIn(event) {
   const candidate = $("#token").value.trim();
   $("#signin-error").textContent = "";
   sessionStorage.setItem(TOKEN_KEY, candidate);
+  sessionStorage.removeItem(PERSON_KEY);  // a pasted token is only forgotten at sign-out
   try {
     const { role } = await (await api("/api/signin")).json();
     sessionStorage.setItem(ROLE_KEY, role || "");
@@ -171,6 +191,114 @@ async function signIn(event) {
   showSignedIn();
 }
 
+// How else the server signs people in: the identity provider's button, named
+// after it, shown when one is set (GET /auth/config). Asked once, before the
+// form is first shown, so the focus is put where it stays; unanswered, the
+// token field alone signs in.
+let signInWays = null;
+
+async function learnSignInWays() {
+  let provider = null;
+  try {
+    const response = await fetch("/auth/config", { signal: AbortSignal.timeout(10e3) });
+    if (response.ok) provider = (await response.json()).identity_provider;
+  } catch { /* no button: the token field signs in */ }
+  if (!provider) return;
+  $("#provider-signin").textContent = `Sign in with ${provider.name || "your identity provider"}`;
+  $("#signin-provider").hidden = false;
+}
+
+async function showSignInForm() {
+  await signInWays;
+  $("#signin").hidden = false;
+  focusSignIn();
+}
+
+// The form's first way in: the provider's button where there is one.
+function focusSignIn() {
+  if ($("#signin-provider").hidden) $("#token").focus(); else $("#provider-signin").focus();
+}
+
+// The end of a sign-in through the identity provider: the fragment's one-time
+// code exchanged (POST /auth/exchange, once, within a minute) for a token of
+// the person's role, kept as a pasted one is. One refused (used already,
+// expired) is said on the sign-in form, as a refused token is.
+async function finishSignIn(code) {
+  if (token()) await leave();  // the tab's session before: this sign-in replaces it
+  await signInWays;
+  $("#signin").hidden = false;
+  $("#signin-error").textContent = "";
+  $("#signin-status").textContent = "Finishing the sign-in through your identity provider…";
+  let answer;
+  try {
+    answer = await exchange(code);
+  } catch (error) {
+    $("#signin-status").textContent = "";
+    $("#signin-error").textContent = `Sign-in refused: ${error.message}`;
+    focusSignIn();
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, answer.token);
+  sessionStorage.setItem(ROLE_KEY, answer.role || "");
+  const name = answer.name || "";
+  sessionStorage.setItem(PERSON_KEY, name.endsWith(MINTED_SUFFIX) ? name.slice(0, -MINTED_SUFFIX.length) : name);
+  $("#signin-status").textContent = "";
+  $("#signin-reason").textContent = "";  // why the last session ended: this one began
+  newSession();
+  showSignedIn();
+}
+
+async function exchange(code) {
+  let response;
+  try {
+    response = await fetch("/auth/exchange", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ code }),
+    });
+  } catch {
+    throw unreached();
+  }
+  if (response.status === 404) throw new Error("this console signs in with tokens only (no identity provider is set)");
+  let answer = {};
+  try { answer = await response.json(); } catch { /* not JSON */ }
+  if (!response.ok) throw new Error((answer.error || `${response.status} ${response.statusText}`).replace(/[.\s]+$/, "") + ".");
+  return answer;
+}
+
+// Sign out pressed. A session the identity provider began has its token
+// revoked first (POST /auth/signout): only forgotten here, it went on working
+// until its expiry for whoever had copied it. A pasted token is only
+// forgotten: it is its owner's, and revoking it is an admin's call. A
+// revocation that fails is said, the tab signed out all the same.
+async function leave() {
+  const secret = token();
+  let kept = "";
+  if (secret && sessionStorage.getItem(PERSON_KEY) !== null) {
+    $("#signout").disabled = true;
+    try {
+      const response = await fetch("/auth/signout", {
+        method: "POST", headers: { Authorization: `Bearer ${secret}` },
+      });
+      if (!response.ok) {
+        let answer = {};
+        try { answer = await response.json(); } catch { /* not JSON */ }
+        kept = answer.error || `${response.status} ${response.statusText}`;
+      }
+    } catch {
+      kept = unreached().message;
+    } finally {
+      $("#signout").disabled = false;
+    }
+  }
+  signOut();
+  if (kept) {
+    const reason = $("#signin-reason");
+    reason.textContent = "Signed out of this tab, but the server did not end the session"
+      + ` (${kept.replace(/[.\s]+$/, "")}): its token works until it expires, unless an admin`
+      + " revokes it (Tokens).";
+    reason.focus();
+  }
+}
+
 // Signing out; with `refused` (the API's 401: the token expired or was revoked),
 // saying why on the sign-in form: signed out with no word, the form came back
 // as if Sign out had been pressed, and nothing said the token was at fault.
@@ -182,9 +310,12 @@ async function signIn(event) {
 // reason stays until a sign-in succeeds: one refused is said beside it.
 function signOut(refused) {
   endSession();
+  const minted = sessionStorage.getItem(PERSON_KEY) !== null;
   sessionStorage.removeItem(TOKEN_KEY);
   sessionStorage.removeItem(ROLE_KEY);
   sessionStorage.removeItem(SESSION_KEY);
+  sessionStorage.removeItem(PERSON_KEY);
+  showPerson();
   stopLive();
   forgetEvents();  // the rows shown (an event open among them) go with the session, as
   $("#error").textContent = "";  // the admin views' do: the next may be another tenant's
@@ -205,16 +336,30 @@ function signOut(refused) {
   $("#signin-error").textContent = "";
   $("#token").value = "";
   const reason = $("#signin-reason");
-  reason.textContent = refused instanceof Error ? signedOutBecause(refused) : "";
-  if (reason.textContent) reason.focus(); else $("#token").focus();
+  reason.textContent = refused instanceof Error ? signedOutBecause(refused, minted) : "";
+  if (reason.textContent) reason.focus(); else focusSignIn();
 }
 
 // Why the API refused the tab's token, in words, with the API's own (which
-// name an expiry's time; a revoked token is answered as an unknown one).
-function signedOutBecause(refused) {
+// name an expiry's time; a revoked token is answered as an unknown one). A
+// session the identity provider began is the person's, not a token they hold.
+function signedOutBecause(refused, minted) {
   const said = refused.message.replace(/[.\s]+$/, "");
-  const why = /expired/i.test(said) ? "Your token expired" : "Your token was revoked (or is unknown here)";
+  const expired = /expired/i.test(said);
+  if (minted) {
+    const why = expired ? "it expired" : "it was revoked";
+    return `Signed out: Your session ended (${why}); sign in again. (The server said: ${said}.)`;
+  }
+  const why = expired ? "Your token expired" : "Your token was revoked (or is unknown here)";
   return `Signed out: ${why}; sign in again with a valid token. (The server said: ${said}.)`;
+}
+
+// Who the tab is signed in as, in the header: the person a sign-in through
+// the identity provider named (a pasted token names no one).
+function showPerson() {
+  const person = sessionStorage.getItem(PERSON_KEY);
+  $("#signed-in-as").textContent = person ? `Signed in as ${person}` : "";
+  $("#signed-in-as").hidden = !person;
 }
 
 // --- filters <-> URL ----------------------------------------------------------
@@ -1204,6 +1349,7 @@ async function exportAs(format) {
 function showSignedIn() {
   $("#signin").hidden = true;
   $("#signout").hidden = false;
+  showPerson();
   $("#views").hidden = false;
   showAdminLinks();
   route();
@@ -1257,7 +1403,7 @@ function route() {
 function init() {
   nameZone();
   $("#signin").addEventListener("submit", signIn);
-  $("#signout").addEventListener("click", () => signOut());
+  $("#signout").addEventListener("click", () => leave());
   $("#filters").addEventListener("submit", (event) => {
     event.preventDefault();
     goTo(formToUrl());
@@ -1281,15 +1427,24 @@ function init() {
     if (entries.some((entry) => entry.isIntersecting) && state.nextToken) loadPage();
   }).observe($("#more"));
   // A view opened by its link is an entry of its own: this session's.
-  window.addEventListener("hashchange", () => { if (!history.state) ownEntry(); route(); });
+  window.addEventListener("hashchange", () => {
+    // A sign-in's code reached by a fragment's change (the address typed
+    // again) rather than a load: taken out of the address as at a load.
+    const code = takeSignInCode();
+    if (code !== null) { finishSignIn(code); return; }
+    if (!history.state) ownEntry();
+    route();
+  });
   window.addEventListener("popstate", searchChanged);
   setUpAdmin({ api, signOut, filterFields, fillFilter, filterRow: $("#filters .row") });
   setUpChart({ api, narrow: narrowTo, report: chartRefused });
   setUpBreakdown({ api, narrowBy, inTurn, signOut });
   $("#filters").elements.actions.addEventListener("focus", suggestActions);
   $("#filters").elements.actor.addEventListener("input", actorTyped);
+  signInWays = learnSignInWays();
+  if (handedCode !== null) { finishSignIn(handedCode); return; }
   if (token() && !sessionMark()) newSession();  // signed in by an earlier version of the page
-  if (token()) showSignedIn(); else { $("#signin").hidden = false; $("#token").focus(); }
+  if (token()) showSignedIn(); else showSignInForm();
 }
 
 init();
