@@ -133,6 +133,7 @@ def test_the_admin_views_have_no_violation(
         ("Sinks", "admin-sinks"),
         ("Alert rules", "admin-alerts"),
         ("Retention", "admin-retention"),
+        ("Actions", "admin-actions"),
     ):
         browser.find_element(By.LINK_TEXT, name).click()
         section = wait(browser).until(seen.visibility_of_element_located((By.ID, view)))
@@ -167,6 +168,16 @@ def test_the_admin_views_have_no_violation(
     Select(form.find_element(By.NAME, "group_by")).select_by_value("ALERT_GROUP_BY_ACTOR")
     assert form.find_element(By.NAME, "exact_actor_ids").is_displayed()
     check(browser, "a rule counted per actor", found)
+    # An action's description refused in its row: the input marked, named.
+    browser.find_element(By.LINK_TEXT, "Actions").click()
+    described = wait(browser).until(
+        seen.visibility_of_element_located((By.CSS_SELECTOR, "#actions-table input"))
+    )
+    described.send_keys("   ", Keys.ENTER)
+    wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, "#admin-actions .error").text)
+    assert described.get_attribute("aria-invalid") == "true"
+    assert browser.switch_to.active_element == described  # the focus on what to put right
+    check(browser, "an action's description refused", found)
     assert not found, report(found)
 
 

@@ -668,6 +668,7 @@ def test_the_admin_views_fit_a_360_pixel_screen(
         ("Sinks", "admin-sinks"),
         ("Alert rules", "admin-alerts"),
         ("Retention", "admin-retention"),
+        ("Actions", "admin-actions"),
     ):
         browser.find_element(By.LINK_TEXT, view).click()
         section = wait(browser).until(seen.visibility_of_element_located((By.ID, shown)))

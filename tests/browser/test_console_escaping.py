@@ -1,7 +1,7 @@
 """Whatever a caller or an admin can set is shown as text in every view of
 the console, never read as markup: an event's fields (its actor, resource,
 description, details, changes, user agent), a token's, a sink's and an alert
-rule's names, the legal hold's reason. Markup that became elements would be
+rule's names, the legal hold's reason, an action's description. Markup that became elements would be
 found by its `data-xss` attribute (the page's CSP would stop a script, not a
 forged link or form)."""
 
@@ -41,6 +41,8 @@ def test_what_callers_and_admins_set_is_shown_as_text_in_every_view(
 ) -> None:
     admin_token = console_server.token(tenant, "admin")
     with AuditClient(console_server.target, token=admin_token) as admin:
+        # First: its record's row (newest first) names doc.share too.
+        admin.set_action_description("doc.share", MARKUP)
         admin.record(
             build_event(
                 action="doc.share",
@@ -84,6 +86,8 @@ def test_what_callers_and_admins_set_is_shown_as_text_in_every_view(
         seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail"))
     )
     assert f"shared {MARKUP}" in detail.text
+    meaning = (By.CSS_SELECTOR, "dd.action-description")  # the action catalogue's
+    wait(browser).until(lambda b: detail.find_element(*meaning).text == MARKUP)
     detail.find_element(By.XPATH, ".//button[contains(., 'Check inclusion proof')]").click()
     wait(browser).until(lambda b: "verified" in detail.text or "FAILED" in detail.text)
     assert "verified" in detail.text, detail.text
@@ -102,6 +106,11 @@ def test_what_callers_and_admins_set_is_shown_as_text_in_every_view(
             section.find_element(By.XPATH, ".//button[.='Edit']").click()
         browser.save_screenshot(str(SHOTS / f"escaping-{view.replace(' ', '-').lower()}.png"))
         assert injected(browser) == [], view
+    # An action's description, in the input that edits it.
+    browser.find_element(By.LINK_TEXT, "Actions").click()
+    described = (By.CSS_SELECTOR, "#admin-actions tr[data-action='doc.share'] input")
+    wait(browser).until(lambda b: b.find_element(*described).get_attribute("value") == MARKUP)
+    assert injected(browser) == [], "Actions"
 
 
 # Characters that show nothing or reorder the text around them.

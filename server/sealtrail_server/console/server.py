@@ -20,6 +20,8 @@ travels in `Authorization: Bearer` on each request; nothing is kept here.
     GET  /api/export            Export ?format=csv|ndjson|json, as NDJSON lines: the file's
                                 chunks ({"chunk": base64}), then {"manifest": ...}
     GET  /api/proof             GetInclusionProof ?seq=, with the checkpoint
+    GET  /api/actions           ListActionCatalog ?limit=: the tenant's actions, each with
+                                its count, last occurrence and description (any reading role)
 
 Each API request is a traced operation: a SERVER span of the console's
 (`GET /api/events`, when tracing is on), child of the browser's W3C trace
@@ -60,6 +62,8 @@ role's calls are refused by the API itself.
     POST   /api/erasure                 EraseTenant {confirm_tenant_id}: the receipt, and
                                         `check`, its signature checked with the keys
                                         the deployment registers (GetVerifierKeys)
+    PUT    /api/actions/{action}        SetActionDescription {description}: "" clears it
+                                        (POST too)
 
 A rule's or a sink's `filter` is the event search's parameters as a JSON
 object of strings, parsed as the search's query string is (ADR 0069,
@@ -112,6 +116,7 @@ from sealtrail.v1 import (
     access_pb2,
     alerting_pb2,
     audit_service_pb2_grpc,
+    catalog_pb2,
     event_pb2,
     forwarding_pb2,
     integrity_pb2,
@@ -291,6 +296,9 @@ class Console:
                 web.get("/api/stream", self._stream, allow_head=False),
                 web.get("/api/export", self._export, allow_head=False),
                 web.get("/api/proof", self._proof, allow_head=False),
+                web.get("/api/actions", self._actions, allow_head=False),
+                web.put("/api/actions/{action}", self._describe_action),
+                web.post("/api/actions/{action}", self._describe_action),
                 web.get("/api/tokens", self._tokens, allow_head=False),
                 web.post("/api/tokens", self._create_token),
                 web.post("/api/tokens/{id}/revoke", self._revoke_token),
@@ -716,7 +724,51 @@ class Console:
         )
         return web.json_response({"proof": _json(answer), "keys": _json(keys)})
 
+    async def _actions(self, request: web.Request) -> web.Response:
+        """The tenant's action catalogue (ListActionCatalog, any reading
+        role): every action its log holds, with its count and last
+        occurrence, beside its description, and the actions described and
+        not recorded yet; `limit` as the API's (50 without it, at most 1,000;
+        a negative one is the API's 400 on `limit`). Recorded by the API as
+        a read of the log (`audit_log.queried`), each time: the page reads it
+        once and keeps it."""
+        limits = request.query.getall("limit", [])
+        if len(limits) > 1:
+            raise BadParameter("limit: given more than once")
+        limit = _limit(limits[0], what="entries") if limits else 0
+        answer = await self._stub.ListActionCatalog(
+            catalog_pb2.ListActionCatalogRequest(limit=limit), metadata=self._metadata(request)
+        )
+        return web.json_response(
+            {
+                "entries": [_catalog_entry(entry) for entry in answer.entries],
+                "truncated": answer.truncated,
+                "total_entries": answer.total_entries,
+                "tree_size": answer.tree_size,
+            }
+        )
+
     # --- an admin's: tokens, sinks, alert rules, the legal hold (ADR 0069) ----
+
+    async def _describe_action(self, request: web.Request) -> web.Response:
+        """Sets what an action means (SetActionDescription, an admin's): the
+        path names the action, `description` says it, `""` clears it. The
+        answer is the entry as stored, redacted as the tenant's events are
+        (ADR 0141), and the id of the event that recorded the change (""
+        when nothing changed)."""
+        metadata, body = await self._change(request)
+        _only(body, "description")
+        if "description" not in body:
+            raise BadParameter('description: required ("" clears the action\'s description)')
+        answer = await self._stub.SetActionDescription(
+            catalog_pb2.SetActionDescriptionRequest(
+                action=request.match_info["action"], description=_text(body, "description")
+            ),
+            metadata=metadata,
+        )
+        return web.json_response(
+            {"entry": _catalog_entry(answer.entry), "event_id": answer.event_id}
+        )
 
     async def _change(
         self, request: web.Request
@@ -1114,13 +1166,31 @@ def _count_request(query: Any, *, field: str = "") -> pb.CountEventsRequest:
     return pb.CountEventsRequest(group_by=grouping, limit=limit, time_zone=one("time_zone"))
 
 
-def _limit(text: str) -> int:
-    """The groups a count's answer holds, as given: the API refuses a negative
-    one (naming `limit`) and lowers one past its largest; BadParameter for
-    what is no whole number a request can carry."""
+def _limit(text: str, *, what: str = "groups") -> int:
+    """The groups a count's answer holds (or the `what` another's does), as
+    given: the API refuses a negative one (naming `limit`) and lowers one
+    past its largest; BadParameter for what is no whole number a request can
+    carry."""
     if re.fullmatch(r"-?[0-9]{1,10}", text) is None or not -(2**31) <= int(text) < 2**31:
-        raise BadParameter("limit: a whole number (at most 1000 groups are answered)")
+        raise BadParameter(f"limit: a whole number (at most 1000 {what} are answered)")
     return int(text)
+
+
+def _catalog_entry(entry: catalog_pb2.ActionCatalogEntry) -> dict[str, Any]:
+    """An action of the catalogue as the page reads it: its count a number,
+    its times RFC 3339 in UTC (None where it has none), "" for no
+    description."""
+
+    last = entry.last_occurred_time if entry.HasField("last_occurred_time") else None
+    updated = entry.update_time if entry.HasField("update_time") else None
+    return {
+        "action": entry.action,
+        "description": entry.description,
+        "count": entry.count,
+        "last_occurred_time": last.ToJsonString() if last is not None else None,
+        "update_time": updated.ToJsonString() if updated is not None else None,
+        "updated_by": entry.updated_by,
+    }
 
 
 _STOPPING: Final = "the server is stopping: try again (a stream resumes after its last seq)"

@@ -1,5 +1,6 @@
 // The console's admin views: API tokens, sinks (their edits and replays), alert
-// rules, retention (its limits), the legal hold and the tenant's erasure (ADR 0069). Each change is one request to the
+// rules, retention (its limits), the legal hold, the tenant's erasure (ADR 0069)
+// and the action catalogue's descriptions. Each change is one request to the
 // console's API, which makes the RPC with this tab's token: the API checks the
 // role, records the change (with the browser's address) and refuses what it
 // refuses, in its own words, naming the field at fault, which the page marks. A
@@ -14,6 +15,8 @@ let api;  // console.js's request function
 let signOut;
 let filterFields;  // console.js's: the search's filter parameters a form holds
 let fillFilter;  // and the reverse
+let catalogued;  // console.js's: the catalogue's descriptions, as the Actions view read them
+let described;  // and one description, as an edit left it
 
 // What each view last read: a row's buttons act on these, etags included.
 const read = {
@@ -23,12 +26,13 @@ const read = {
 
 const LOADERS = {
   "admin-tokens": loadTokens, "admin-sinks": loadSinks, "admin-alerts": loadAlerts,
-  "admin-retention": loadRetention,
+  "admin-retention": loadRetention, "admin-actions": loadActions,
 };
 
 export function setUpAdmin(context) {
-  ({ api, signOut, filterFields, fillFilter } = context);
+  ({ api, signOut, filterFields, fillFilter, catalogued, described } = context);
   $("#token-create").addEventListener("submit", createToken);
+  $("#action-describe").addEventListener("submit", describeNew);
   setUpSinkForm(context.filterRow);
   setUpReplay();
   setUpRuleForm(context.filterRow);
@@ -81,6 +85,7 @@ export function clearAdmin() {
   }
   resetSinkForm();
   resetErasure();
+  $("#admin-actions .truncated").hidden = true;
   $("#retention-policy").replaceChildren();
   $("#retention-limits").replaceChildren();
   $("#legal-hold-state").replaceChildren();
@@ -1671,4 +1676,118 @@ function resetErasure() {
   delete box.dataset.tenant;
   $("#erasure-form").hidden = false;
   $("#erasure .hold-note").hidden = true;
+}
+
+// --- the action catalogue ------------------------------------------------------------
+
+// The most actions the view lists: the API's most in one answer.
+const ACTIONS_LISTED = 1000;
+
+// Every action of the tenant (ListActionCatalog, recorded as a read of the log),
+// by name, each with its description in an input to edit in place.
+async function loadActions() {
+  const section = $("#admin-actions");
+  await busy(section, async () => {
+    try {
+      const params = new URLSearchParams({ limit: String(ACTIONS_LISTED) });
+      const answer = await (await api("/api/actions", params)).json();
+      catalogued(answer.entries, answer.truncated);  // the events' detail reads these too
+      $("#actions-table tbody").replaceChildren(...answer.entries.map(actionRow));
+      $(".empty", section).hidden = answer.entries.length > 0;
+      const cut = $(".truncated", section);
+      cut.hidden = !answer.truncated;
+      cut.textContent = answer.truncated
+        ? `The first ${count(answer.entries.length, "action")} of ${Number(answer.total_entries).toLocaleString()}`
+          + " are listed, by name: describe another by its name above, or with `sealtrail actions`."
+        : "";
+    } catch (error) {
+      failed(section, error, "The actions");
+    }
+  });
+}
+
+function actionRow(entry) {
+  const row = document.createElement("tr");
+  row.dataset.action = entry.action;
+  cell(row, visibleName(entry.action));
+  cell(row, Number(entry.count).toLocaleString(), "number");
+  timeCell(row, entry.last_occurred_time, "not recorded yet");
+  const form = document.createElement("form");
+  form.className = "describe";
+  const holder = document.createElement("label");
+  const words = document.createElement("span");
+  words.className = "visually-hidden";
+  words.textContent = `Description of ${visibleName(entry.action)}`;
+  const input = document.createElement("input");
+  input.name = "description";
+  input.autocomplete = "off";
+  input.value = entry.description;  // text, as stored (redacted)
+  holder.append(words, input);
+  const save = document.createElement("button");
+  save.type = "submit";
+  save.textContent = "Save";
+  save.setAttribute("aria-label", `Save the description of ${visibleName(entry.action)}`);
+  const setBy = document.createElement("span");
+  setBy.className = "set-by hint";
+  form.append(holder, save, setBy);
+  showSetBy(setBy, entry);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    describe(form, entry.action);
+  });
+  row.insertCell().append(form);
+  return row;
+}
+
+// Who last set a description, and when (the admin token's id, as the log records it).
+function showSetBy(line, entry) {
+  line.textContent = entry.update_time
+    ? `set ${when(entry.update_time)} by token ${entry.updated_by}` : "";
+}
+
+// Sets (or, empty, clears) an action's description as `form` holds it; no
+// confirmation: the change is recorded, the description before it with it.
+async function describe(form, action, { reload = false } = {}) {
+  const section = $("#admin-actions");
+  clearMessages(section);
+  clearMarks(form);
+  const input = form.elements.description;
+  const typed = input.value;
+  const submit = form.querySelector("button[type=submit]");
+  submit.disabled = true;
+  try {
+    const answer = await change(`/api/actions/${encodeURIComponent(action)}`, "PUT", { description: typed });
+    const { entry } = answer;
+    described(action, entry.description);
+    const name = visibleName(action);
+    if (!answer.event_id) {
+      say(section, `The description of ${name} was already so: nothing changed.`);
+    } else if (!entry.description) {
+      say(section, `The description of ${name} was cleared (recorded as action_catalog.updated).`);
+    } else {
+      // As stored: a secret pasted into it is redaction's placeholder now (ADR 0141).
+      const redacted = entry.description !== typed
+        ? " Redaction changed it: it is shown as stored, reword it if a rule caught it by mistake." : "";
+      say(section, `The description of ${name} was set (recorded as action_catalog.updated).${redacted}`);
+    }
+    if (reload) {
+      form.reset();
+      await loadActions();  // its row, new or not
+    } else {
+      input.value = entry.description;
+      showSetBy($(".set-by", form), entry);
+    }
+  } catch (error) {
+    failed(section, error, `The action ${visibleName(action)}`, form);
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+// An action not listed (not recorded yet, or past the first thousand) described by its name.
+async function describeNew(event) {
+  event.preventDefault();
+  const form = event.target;
+  const typed = form.elements.action.value;
+  await describe(form, typed.trim() || typed, { reload: true });  // only spaces: the API says why
 }

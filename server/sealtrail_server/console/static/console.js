@@ -39,7 +39,7 @@ const PERSON_KEY = "sealtrail.person";
 const MINTED_SUFFIX = " (console)";
 // URL fragment -> the admin view's section.
 const ADMIN_VIEWS = { tokens: "admin-tokens", sinks: "admin-sinks", alerts: "admin-alerts",
-  retention: "admin-retention" };
+  retention: "admin-retention", actions: "admin-actions" };
 const PRESETS = { "24h": 1, "7d": 7, "30d": 30, "90d": 90 };
 // The most events the table holds (index.html's #capped says it): paged past
 // or followed live, a busy tenant's events grew the page until the tab gave out.
@@ -328,6 +328,7 @@ function signOut(refused) {
   $("#status").textContent = "";
   clearAdmin();  // a token's secret shown once goes with the session
   forgetSuggestions();  // the tenant's actions too: the next may be another's
+  forgetCatalogue();
   state.started = false;
   for (const view of document.querySelectorAll("section.view")) view.hidden = true;
   $("#views").hidden = true;
@@ -795,6 +796,12 @@ async function suggestActions() {
   params.set("limit", String(SUGGESTED));
   try {
     const answer = await inTurn(async () => (await api("/api/counts", params)).json());
+    // What each means, beside it; without the catalogue (refused: asked again
+    // at the next need), the actions all the same.
+    const meaning = await actionDescriptions().catch((error) => {
+      if (error.status === 401 || error.signedOut) throw error;
+      return new Map();
+    });
     if (suggestedFor !== range) return;  // signed out, or another range meanwhile
     const groups = answer.groups.filter(({ key }) => key);
     const ranked = [...groups.filter(({ key }) => !OWN_READS.has(key)),
@@ -802,7 +809,8 @@ async function suggestActions() {
     $("#action-suggestions").replaceChildren(...ranked.map(({ key, count: n }) => {
       const option = document.createElement("option");
       option.value = key;  // an action as the search takes it; text only
-      option.label = OWN_READS.has(key) ? `${count(n, "event")} (the log's own reads)` : count(n, "event");
+      const counted = OWN_READS.has(key) ? `${count(n, "event")} (the log's own reads)` : count(n, "event");
+      option.label = meaning.has(key) ? `${counted}: ${visibleName(meaning.get(key))}` : counted;
       return option;
     }));
   } catch (error) {
@@ -817,6 +825,77 @@ function forgetSuggestions() {
   clearTimeout(actorPause);
   actorsAsked = "";
   $("#actor-suggestions").replaceChildren();
+}
+
+// --- the action catalogue ----------------------------------------------------------
+
+// What the tenant's admins say each action means (ListActionCatalog), for an
+// event's detail and the action field's suggestions: read once a session, when
+// first needed, and kept for the page. Each read is recorded as a read of the
+// log (`audit_log.queried`): one per event opened would have filled the log
+// with the page's own reads. The Actions view's listing (admin.js) and its
+// edits update it. The API's most actions in one answer: past them (by name),
+// an action is shown without its description.
+const CATALOGUED = 1000;
+let catalogue = null;  // Map: action -> description, once read
+let cataloguing = null;  // the read on its way
+
+function actionDescriptions() {
+  if (catalogue) return Promise.resolve(catalogue);
+  if (!cataloguing) {
+    const params = new URLSearchParams({ limit: String(CATALOGUED) });
+    // In turn with the page's counts: the tenant's one count at a time counts it too.
+    const reading = inTurn(async () => (await api("/api/actions", params)).json()).then((answer) => {
+      const read = descriptionsOf(answer.entries);
+      if (cataloguing === reading) catalogue = read;  // else signed out meanwhile
+      return read;
+    }).finally(() => { if (cataloguing === reading) cataloguing = null; });  // failed: asked again
+    cataloguing = reading;
+  }
+  return cataloguing;
+}
+
+function descriptionsOf(entries) {
+  return new Map(entries.filter(({ description }) => description)
+    .map(({ action, description }) => [action, description]));
+}
+
+// The catalogue as the Actions view read it (its listing is a read as the page's is).
+function catalogued(entries) {
+  catalogue = descriptionsOf(entries);
+  cataloguing = null;
+}
+
+// One description as an admin's edit left it ("" cleared); the page's other
+// actions' as read.
+function described(action, description) {
+  if (!catalogue) return;  // read at the next need, the edit in it
+  if (description) catalogue.set(action, description); else catalogue.delete(action);
+}
+
+function forgetCatalogue() {
+  catalogue = null;
+  cataloguing = null;
+}
+
+// Adds the description of the event's action to its detail's fields, once the
+// catalogue is read (at once when it was), if it has one.
+async function describeAction(list, action) {
+  let meaning;
+  try {
+    meaning = (await actionDescriptions()).get(action);
+  } catch (error) {
+    if (error.status === 401) signOut(error);  // else shown without it, asked again next time
+    return;
+  }
+  const after = list.querySelector("dd.action");
+  if (!meaning || !list.isConnected || !after || list.querySelector("dd.action-description")) return;
+  const dt = document.createElement("dt");
+  dt.textContent = "action description";
+  const dd = document.createElement("dd");
+  dd.className = "action-description";
+  dd.textContent = visibleName(meaning);  // an admin's words: text only
+  after.after(dt, dd);
 }
 
 // --- the actor field's suggestions -----------------------------------------------
@@ -878,26 +957,30 @@ function toggleDetail(row, opener, event) {
   detail.className = "detail";
   const td = detail.insertCell();
   td.colSpan = 8;
-  td.append(fields(event), changes(event), proofButton(event), json(event));
+  const list = fields(event);
+  td.append(list, changes(event), proofButton(event), json(event));
   row.after(detail);
+  describeAction(list, event.action);
 }
 
 function fields(event) {
   const list = document.createElement("dl");
   list.className = "fields";
   const add = (name, value) => {
-    if (value === undefined || value === "" || value === null) return;
+    if (value === undefined || value === "" || value === null) return null;
     const dt = document.createElement("dt");
     dt.textContent = name;
     const dd = document.createElement("dd");
     dd.textContent = visibleName(text(value));
     list.append(dt, dd);
+    return dd;
   };
   add("id", event.id);
   add("seq", event.seq);
   add("occurred at (UTC)", event.occurred_at);
   add("received at (UTC)", event.received_at);
-  add("action", event.action);
+  const action = add("action", event.action);
+  if (action) action.className = "action";  // its description goes after it (`describeAction`)
   add("category", label(event.category));
   add("description", event.description);
   for (const [key, value] of Object.entries(event.actor || {})) {
@@ -1436,7 +1519,9 @@ function init() {
     route();
   });
   window.addEventListener("popstate", searchChanged);
-  setUpAdmin({ api, signOut, filterFields, fillFilter, filterRow: $("#filters .row") });
+  setUpAdmin({
+    api, signOut, filterFields, fillFilter, filterRow: $("#filters .row"), catalogued, described,
+  });
   setUpChart({ api, narrow: narrowTo, report: chartRefused });
   setUpBreakdown({ api, narrowBy, inTurn, signOut });
   $("#filters").elements.actions.addEventListener("focus", suggestActions);
