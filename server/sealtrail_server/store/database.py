@@ -43,6 +43,7 @@ from typing import Any, Final
 import psycopg
 from opentelemetry.trace import Tracer
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 from sealtrail._words import detailed
@@ -648,7 +649,6 @@ class Database:
             timeout=timeout,
             kwargs=kwargs,
             configure=scopes.configure,
-            reset=scopes.reset,
             open=False,
         )
         await pool.open(wait=wait, timeout=timeout if wait else 30.0)
@@ -1149,6 +1149,9 @@ class Database:
             # failed there: no loop runs). Given back in place, as psycopg_pool
             # does; no cancel lands in a close, and an idle connection goes
             # back without a wait.
+            # Its timeouts are not reset here (no statement where no loop
+            # may run): forgotten, the next scope resets them first.
+            self._scopes.forget(conn)
             await self.pool.putconn(conn)
             raise
         except BaseException:
@@ -1157,10 +1160,12 @@ class Database:
         await self._give_back(conn)
 
     async def _give_back(self, conn: Connection) -> None:
-        """`conn` back to the pool, however many cancellations land
-        meanwhile: the return goes on in a task of its own, which a caller
-        cancelled again leaves behind to finish (`close` waits for it)."""
-        returning = asyncio.ensure_future(self.pool.putconn(conn))
+        """`conn` back to the pool (its statement timeout reset first if
+        its scope left one below the floor, `_Scopes.reset`), however many
+        cancellations land meanwhile: the return goes on in a task of its
+        own, which a caller cancelled again leaves behind to finish (`close`
+        waits for it)."""
+        returning = asyncio.ensure_future(self._return(conn))
         self._returning.add(returning)
         returning.add_done_callback(self._returning.discard)
         try:
@@ -1169,6 +1174,10 @@ class Database:
             if not returning.done():
                 returning.add_done_callback(_log_failed_return)
             raise
+
+    async def _return(self, conn: Connection) -> None:
+        await self._scopes.reset(conn)
+        await self.pool.putconn(conn)
 
 
 def not_served() -> Unavailable:
@@ -1267,9 +1276,12 @@ class _Scopes:
         self._current[conn] = scope
 
     async def reset(self, conn: Connection) -> None:
-        """A connection given back to the pool, its statement timeout below
-        the floor (or not known: its scope statement failed), reset to the
-        database's or role's there and then, alone in its message: the next
+        """A connection given back to the pool (`Database._give_back`, not
+        psycopg_pool's reset hook, with which every return waits for a pool
+        worker's task, and one a collected task gives back is lost), its
+        statement timeout below the floor (or not known: its scope statement
+        failed), reset to the database's or role's there and then, alone in
+        its message: the next
         user's first statement no longer runs under it. The health probe's
         did (it sets its own timeouts by a first SET in its message, timed
         by the leftover, and after a Query page's 1 ms a loaded machine cut
@@ -1280,6 +1292,11 @@ class _Scopes:
         SEALTRAIL_QUERY_TIMEOUT below a second)."""
         scope = self._current.get(conn)
         if scope is not None and not _below_the_floor(scope[4]):
+            return
+        if conn.info.transaction_status != TransactionStatus.IDLE:
+            # Mid-transaction (the pool rolls it back) or broken: a SET now
+            # would be rolled back with it. Forgotten, the next scope resets.
+            self.forget(conn)
             return
         try:
             if scope is None:
@@ -1295,6 +1312,11 @@ class _Scopes:
                 named(error),
             )
             await conn.close()
+
+    def forget(self, conn: Connection) -> None:
+        """`conn`'s scope no longer known: the next `enter` resets its
+        statement timeout before it sets one."""
+        self._current.pop(conn, None)
 
     async def configure(self, conn: Connection) -> None:
         """A new connection starts with the least it can see (no tenant), and
