@@ -19,6 +19,9 @@ _SERVICE_PASSWORD = uuid.uuid4().hex
 def service_login_url(owner_url: str) -> str:
     """`owner_url` with the service's login role, made on first use."""
     with psycopg.connect(owner_url, autocommit=True) as conn:
+        # Not under a statement timeout the test gave its database (40 ms in
+        # test_statement_timeouts: a loaded machine's CREATE ROLE outlasted it).
+        conn.execute("SET statement_timeout = 0")
         conn.execute(
             sql.SQL(
                 "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {name}) THEN"
