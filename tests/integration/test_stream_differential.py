@@ -246,6 +246,9 @@ def quick_server(migrated_database_url: str) -> Iterator[ServerThread]:
         yield running
 
 
+# 110 streams under writers: 37-50 s on a quiet machine, past the suite's 120 s
+# on a loaded one (ci-s53a, helpers beside it); still bounded.
+@pytest.mark.timeout(300)
 @pytest.mark.usefixtures("no_server_errors")
 def test_streams_of_every_filter_receive_what_query_finds(
     quick_server: ServerThread, migrated_database_url: str
