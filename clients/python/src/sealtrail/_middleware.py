@@ -223,6 +223,23 @@ class Recorder:
         with request_id(sent) if sent else nullcontext(), _request_trace(request.headers):
             yield
 
+    @contextmanager
+    def recording(
+        self, request: AuditedRequest, *, duration_ms: float, cut: bool, raising: bool
+    ) -> Iterator[event_pb2.Event | None]:
+        """The event to record (None when `skip` says so), made in the request's
+        context (`correlated`); a failure in the block, or in making the event,
+        is as `failed` says, raised only if `raising` (fail-closed, and no error
+        of the application's pending)."""
+        try:
+            event = self.event(request, duration_ms=duration_ms, cut=cut)
+            with self.correlated(request) if event is not None else nullcontext():
+                yield event
+        except Exception as error:
+            self.failed(request, error)
+            if raising and self.fail_closed:
+                raise
+
     def failed(self, request: AuditedRequest, error: Exception) -> None:
         """A record that failed: logged and counted, then raised if fail-closed."""
         with self._lock:

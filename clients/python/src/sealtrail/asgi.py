@@ -121,19 +121,12 @@ class AuditMiddleware:
     async def record(
         self, request: AuditedRequest, *, duration_ms: float, cut: bool, raising: bool
     ) -> None:
-        """Records the request's event; a failure as `failed` says, raised only
-        if `raising` (fail-closed, and no error of the application's pending)."""
-        recorder = self._recorder
-        try:
-            event = recorder.event(request, duration_ms=duration_ms, cut=cut)
-            if event is None:
-                return
-            with recorder.correlated(request):
+        """Records the request's event, as `Recorder.recording` says."""
+        with self._recorder.recording(
+            request, duration_ms=duration_ms, cut=cut, raising=raising
+        ) as event:
+            if event is not None:
                 await self.client.record(event)
-        except Exception as error:
-            recorder.failed(request, error)
-            if raising and recorder.fail_closed:
-                raise
 
 
 class _Exchange:
