@@ -55,6 +55,42 @@ class ConsoleSessions:
             "groups": list(person.groups[:MAX_GROUPS_RECORDED]),
         }
 
+    async def _record(
+        self,
+        tenant_id: str,
+        person: str,
+        browser: Browser,
+        *,
+        now: datetime,
+        action: str,
+        description: str,
+        severity: event_pb2.Severity.ValueType = event_pb2.SEVERITY_INFO,
+        outcome: event_pb2.Outcome.ValueType = event_pb2.OUTCOME_SUCCESS,
+        resource_type: str,
+        resource_id: str,
+        details: dict[str, Any],
+    ) -> None:
+        """Records a security event of `person` (a `user` actor, by the name the
+        identity provider gave) from `browser`."""
+        await record_event(
+            self._appender,
+            tenant_id,
+            actor_type=event_pb2.ACTOR_TYPE_USER,
+            actor_id=person,
+            actor_display_name=person,
+            ip=browser.ip,
+            user_agent=browser.user_agent,
+            now=now,
+            action=action,
+            description=description,
+            category=event_pb2.CATEGORY_SECURITY,
+            severity=severity,
+            outcome=outcome,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            details=details,
+        )
+
     async def mint(
         self, *, tenant_id: str, person: Person, issuer: str, seconds: float, browser: Browser
     ) -> Minted:
@@ -72,21 +108,16 @@ class ConsoleSessions:
         }
 
         async def record() -> None:
-            await record_event(
-                self._appender,
+            await self._record(
                 tenant_id,
-                actor_type=event_pb2.ACTOR_TYPE_USER,
-                actor_id=person.name,
-                actor_display_name=person.name,
-                ip=browser.ip,
-                user_agent=browser.user_agent,
+                person.name,
+                browser,
                 now=now,
                 action="api_token.created",
                 description=(
                     f"Signed in to the console through the identity provider: created a"
                     f" console token with role {role.value}"
                 ),
-                category=event_pb2.CATEGORY_SECURITY,
                 severity=weakening_severity(role.value == "admin"),
                 resource_type="api_token",
                 resource_id=token_id,
@@ -107,21 +138,16 @@ class ConsoleSessions:
     async def refused(
         self, *, tenant_id: str, person: Person, issuer: str, browser: Browser
     ) -> None:
-        await record_event(
-            self._appender,
+        await self._record(
             tenant_id,
-            actor_type=event_pb2.ACTOR_TYPE_USER,
-            actor_id=person.name,
-            actor_display_name=person.name,
-            ip=browser.ip,
-            user_agent=browser.user_agent,
+            person.name,
+            browser,
             now=self._clock(),
             action=ACCESS_DENIED,
             description=(
                 "Refused a console sign-in through the identity provider: the person is in none"
                 " of the groups the console admits"
             ),
-            category=event_pb2.CATEGORY_SECURITY,
             severity=event_pb2.SEVERITY_WARNING,
             outcome=event_pb2.OUTCOME_DENIED,
             resource_type="console",
@@ -149,18 +175,13 @@ class ConsoleSessions:
                 return
             await mark_revoked(conn, token_id=token_id, tenant_id=tenant_id)
             person = principal.name.removesuffix(NAME_SUFFIX)
-            await record_event(
-                self._appender,
+            await self._record(
                 tenant_id,
-                actor_type=event_pb2.ACTOR_TYPE_USER,
-                actor_id=person,
-                actor_display_name=person,
-                ip=browser.ip,
-                user_agent=browser.user_agent,
+                person,
+                browser,
                 now=self._clock(),
                 action="api_token.revoked",
                 description=f"Signed out of the console: revoked its token with role {found.role}",
-                category=event_pb2.CATEGORY_SECURITY,
                 resource_type="api_token",
                 resource_id=token_id,
                 details={"role": found.role, "name": found.name},
