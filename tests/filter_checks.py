@@ -1,15 +1,17 @@
 """What the tests of one filter field check in more than one place: the
 events a query finds, a filter refused by query and count alike, what a live
 stream opened at a log's end follows, an export's signed filter, what a
-sink's changed filter is recorded as, and what the CLI's query finds."""
+sink's changed filter is recorded as, and what the CLI's query finds; and
+the setup they share: a test's events recorded, two pages of a query, the
+CLI's environment and its commands run."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 from click.testing import CliRunner
@@ -17,12 +19,44 @@ from click.testing import CliRunner
 from sealtrail import AuditClient, InvalidArgumentError, check_export
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
+from tests.conftest import ServerThread
 from tests.integration.test_export_check import KEY
 
 # What `refiltered` (tests/integration/test_weakening_warnings.py) answers for
 # a sink's filter changed to match as many events or more, and to match fewer.
 NOT_NARROWED: Final = (event_pb2.SEVERITY_INFO, [])
 NARROWED: Final = (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
+
+
+def having_recorded(
+    client: AuditClient, make: Callable[..., event_pb2.Event], rows: Iterable[tuple[Any, ...]]
+) -> AuditClient:
+    """`client`, once it has recorded `make(*row)` for each of `rows` in one batch."""
+    client.record_batch([make(*row) for row in rows])
+    return client
+
+
+def two_pages(
+    client: AuditClient, event_filter: event_pb2.EventFilter, *, page_size: int
+) -> tuple[list[str], str, str]:
+    """The descriptions of the events on the first two pages (of `page_size`,
+    oldest first) of what `event_filter` finds, the first page's
+    next_page_token and the second's."""
+    first = client.query_page(event_filter, page_size=page_size, order="oldest")
+    rest = client.query_page(
+        event_filter, page_size=page_size, order="oldest", page_token=first.next_page_token
+    )
+    found = [e.description for e in (*first.events, *rest.events)]
+    return found, first.next_page_token, rest.next_page_token
+
+
+def token_refused(
+    client: AuditClient, event_filter: event_pb2.EventFilter, token: str, *, page_size: int
+) -> None:
+    """Asserts a page `token` refused for `event_filter`, another filter than
+    the one it was given for (a token holds to its filter)."""
+    with pytest.raises(Exception, match="page_token"):
+        client.query_page(event_filter, page_size=page_size, order="oldest", page_token=token)
 
 
 @contextmanager
@@ -80,3 +114,16 @@ def cli_descriptions(env: dict[str, str], *options: str) -> list[str]:
     )
     assert found.exit_code == 0, found.output
     return [json.loads(line)["description"] for line in found.output.splitlines()]
+
+
+def cli_env(server: ServerThread, tenant: str) -> dict[str, str]:
+    """The environment the CLI reaches `server` in, with an API token of `tenant`'s."""
+    return {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+
+
+def cli_output(env: dict[str, str], *arguments: str, exit_code: int = 0) -> str:
+    """What `sealtrail *arguments` prints, its exit code asserted (2: a usage
+    error, a refused option's)."""
+    ran = CliRunner().invoke(cli.main, list(arguments), env=env)
+    assert ran.exit_code == exit_code, ran.output
+    return ran.output

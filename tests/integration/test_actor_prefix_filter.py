@@ -13,7 +13,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from click.testing import CliRunner
 
 from sealtrail import (
     AuditClient,
@@ -21,15 +20,17 @@ from sealtrail import (
     build_event,
     build_filter,
 )
-from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread, database_of_its_own, migrate_database
 from tests.filter_checks import (
     NARROWED,
     NOT_NARROWED,
     cli_descriptions,
+    cli_env,
+    cli_output,
     descriptions_found,
     exported_and_checked,
+    having_recorded,
     live_from_now,
     violations_refused,
 )
@@ -58,8 +59,7 @@ def _edit(description: str, actor_id: str, email: str) -> event_pb2.Event:
 
 @pytest.fixture
 def recorded(client: AuditClient) -> AuditClient:
-    client.record_batch([_edit(*each) for each in EVENTS])
-    return client
+    return having_recorded(client, _edit, EVENTS)
 
 
 @pytest.mark.parametrize(
@@ -174,16 +174,13 @@ def test_the_cli_finds_the_actors_starting_so(
     server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
 ) -> None:
     client = client_for(tenant)
-    client.record_batch([_edit(*each) for each in EVENTS])
-    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    having_recorded(client, _edit, EVENTS)
+    env = cli_env(server, tenant)
 
     assert cli_descriptions(env, "--actor-prefix", "ALI") == ["alice", "ali-mail"]
     assert cli_descriptions(env, "--actor-prefix", "50%_") == ["percent"]
-    refused = CliRunner().invoke(
-        cli.main, ["query", "--actor", "alice", "--actor-prefix", "ali"], env=env
-    )
-    assert refused.exit_code == 2
-    assert "--actor-prefix: set one of actor or actor_prefix, not both" in refused.output
+    refused = cli_output(env, "query", "--actor", "alice", "--actor-prefix", "ali", exit_code=2)
+    assert "--actor-prefix: set one of actor or actor_prefix, not both" in refused
 
 
 def _recipe() -> list[str]:

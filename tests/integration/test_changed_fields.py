@@ -10,19 +10,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from sealtrail import AuditClient, build_alert_rule, build_event, build_filter
-from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.filter_checks import (
     NARROWED,
     NOT_NARROWED,
     cli_descriptions,
+    cli_env,
+    cli_output,
     descriptions_found,
     exported_and_checked,
+    having_recorded,
     live_from_now,
+    token_refused,
+    two_pages,
     violations_refused,
 )
 from tests.integration.test_alerting import the_only_alert
@@ -52,8 +55,7 @@ def _edit(description: str, fields: tuple[str, ...]) -> event_pb2.Event:
 
 @pytest.fixture
 def edits(client: AuditClient) -> AuditClient:
-    client.record_batch([_edit(*each) for each in EDITS])
-    return client
+    return having_recorded(client, _edit, EDITS)
 
 
 @pytest.mark.parametrize(
@@ -91,17 +93,10 @@ def test_a_bad_name_is_refused_naming_it(client: AuditClient) -> None:
 
 def test_pages_follow_on_and_a_token_holds_to_its_names(edits: AuditClient) -> None:
     changed = build_filter(changed_fields=["rate_limit", "limits", "rpm"])
-    first = edits.query_page(changed, page_size=2, order="oldest")
-    rest = edits.query_page(changed, page_size=2, order="oldest", page_token=first.next_page_token)
-    assert [e.description for e in (*first.events, *rest.events)] == [
-        "rate",
-        "role-and-rate",
-        "limits",
-    ]
-    assert not rest.next_page_token
-    other = build_filter(changed_fields=["rate_limit", "limits"])
-    with pytest.raises(Exception, match="page_token"):
-        edits.query_page(other, page_size=2, order="oldest", page_token=first.next_page_token)
+    found, token, end = two_pages(edits, changed, page_size=2)
+    assert found == ["rate", "role-and-rate", "limits"]
+    assert not end
+    token_refused(edits, build_filter(changed_fields=["rate_limit", "limits"]), token, page_size=2)
 
 
 def test_a_live_stream_follows_the_events_that_changed_a_field(edits: AuditClient) -> None:
@@ -157,10 +152,9 @@ def test_an_alert_rule_of_a_changed_field_and_a_level_fires_on_that_change_alone
 def test_the_cli_queries_by_changed_field_and_names_a_refused_one(
     server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
 ) -> None:
-    client_for(tenant).record_batch([_edit(*each) for each in EDITS])
-    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    having_recorded(client_for(tenant), _edit, EDITS)
+    env = cli_env(server, tenant)
     options = ["--changed-field", "limits.rpm", "--changed-field", "role"]
     assert cli_descriptions(env, *options) == ["role-and-rate", "rpm"]
-    refused = CliRunner().invoke(cli.main, ["query", *options, "--changed-field", ""], env=env)
-    assert refused.exit_code == 2, refused.output
-    assert "--changed-field '': is empty: give a field name" in refused.output, refused.output
+    refused = cli_output(env, "query", *options, "--changed-field", "", exit_code=2)
+    assert "--changed-field '': is empty: give a field name" in refused, refused

@@ -24,9 +24,14 @@ from tests.filter_checks import (
     NARROWED,
     NOT_NARROWED,
     cli_descriptions,
+    cli_env,
+    cli_output,
     descriptions_found,
     exported_and_checked,
+    having_recorded,
     live_from_now,
+    token_refused,
+    two_pages,
 )
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_export_check import KEY, refused_when_told
@@ -57,8 +62,7 @@ def _call(description: str, actor_id: str, status: int) -> event_pb2.Event:
 
 @pytest.fixture
 def calls(client: AuditClient) -> AuditClient:
-    client.record_batch([_call(*each) for each in CALLS])
-    return client
+    return having_recorded(client, _call, CALLS)
 
 
 BOTH = {"actions": "api.call", "actor_prefix": "ext-", "http_status_classes": ["5xx", 404]}
@@ -72,17 +76,11 @@ def test_both_together_take_the_events_each_takes(calls: AuditClient) -> None:
 
 def test_pages_of_both_follow_on_and_a_token_holds_to_its_filter(calls: AuditClient) -> None:
     both = build_filter(**BOTH)  # type: ignore[arg-type]
-    first = calls.query_page(both, page_size=2, order="oldest")
-    rest = calls.query_page(both, page_size=2, order="oldest", page_token=first.next_page_token)
-    assert [e.description for e in (*first.events, *rest.events)] == [
-        "ext-down",
-        "ext-missing",
-        "ext-broke",
-    ]
-    assert not rest.next_page_token
+    found, token, end = two_pages(calls, both, page_size=2)
+    assert found == ["ext-down", "ext-missing", "ext-broke"]
+    assert not end
     other = build_filter(actions="api.call", actor_prefix="ext-", http_status_classes="5xx")
-    with pytest.raises(Exception, match="page_token"):
-        calls.query_page(other, page_size=2, order="oldest", page_token=first.next_page_token)
+    token_refused(calls, other, token, page_size=2)
 
 
 def test_a_live_stream_of_both_follows_the_events_each_takes(calls: AuditClient) -> None:
@@ -161,20 +159,12 @@ def test_an_alert_rule_of_a_status_and_a_level_fires_on_that_status_alone(
 def test_the_cli_queries_by_both_and_names_a_refused_status(
     server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
 ) -> None:
-    client_for(tenant).record_batch([_call(*each) for each in CALLS])
-    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    having_recorded(client_for(tenant), _call, CALLS)
+    env = cli_env(server, tenant)
     options = ["--action", "api.call", "--actor-prefix", "ext-", "--http-status", "5xx"]
-    found = CliRunner().invoke(
-        cli.main, ["query", "--format", "jsonl", "--order", "oldest", *options], env=env
-    )
-    assert found.exit_code == 0, found.output
-    assert [json.loads(line)["description"] for line in found.output.splitlines()] == [
-        "ext-down",
-        "ext-broke",
-    ]
-    refused = CliRunner().invoke(cli.main, ["query", *options, "--http-status", "6xx"], env=env)
-    assert refused.exit_code == 2, refused.output
-    assert "--http-status 6xx: must be a class" in refused.output, refused.output
+    assert cli_descriptions(env, *options) == ["ext-down", "ext-broke"]
+    refused = cli_output(env, "query", *options, "--http-status", "6xx", exit_code=2)
+    assert "--http-status 6xx: must be a class" in refused, refused
 
 
 def test_an_export_of_requests_imported_into_another_tenant_keeps_them(
@@ -185,15 +175,10 @@ def test_an_export_of_requests_imported_into_another_tenant_keeps_them(
     tmp_path: Path,
 ) -> None:
     exported = tmp_path / "calls.ndjson"
-    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
-    out = CliRunner().invoke(
-        cli.main,
-        ["export", "--format", "ndjson", "--action", "api.call", "-o", str(exported)],
-        env=env,
-    )
-    assert out.exit_code == 0, out.output
+    env = cli_env(server, tenant)
+    cli_output(env, "export", "--format", "ndjson", "--action", "api.call", "-o", str(exported))
     other = f"{tenant}-moved"
-    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(other)}
+    env = cli_env(server, other)
     shown = CliRunner().invoke(cli.main, ["import", str(exported)], env=env)
     assert shown.exit_code == 0, shown.output
     assert shown.stdout == f"recorded {len(CALLS)} events from {exported}\n"
@@ -239,29 +224,21 @@ def _edit(description: str, route: str, fields: tuple[str, ...]) -> event_pb2.Ev
 
 @pytest.fixture
 def edits(client: AuditClient) -> AuditClient:
-    client.record_batch([_edit(*each) for each in EDITS])
-    return client
+    return having_recorded(client, _edit, EDITS)
 
 
 def test_a_route_and_a_changed_field_take_the_events_both_take(edits: AuditClient) -> None:
     both = build_filter(**ROUTE_AND_FIELD)  # type: ignore[arg-type]
     assert descriptions_found(edits, both) == ["plan-rate", "plan-rpm"]
     assert edits.count_events(both).total == 2
-    first = edits.query_page(both, page_size=1, order="oldest")
-    rest = edits.query_page(both, page_size=1, order="oldest", page_token=first.next_page_token)
-    assert [e.description for e in (*first.events, *rest.events)] == ["plan-rate", "plan-rpm"]
+    found, token, _ = two_pages(edits, both, page_size=1)
+    assert found == ["plan-rate", "plan-rpm"]
     # A token holds to both: either alone is another filter.
     for either in (
         {"http_routes": "/v1/plans/{id}"},
         {"changed_fields": ["rate_limit", "limits.rpm"]},
     ):
-        with pytest.raises(Exception, match="page_token"):
-            edits.query_page(
-                build_filter(**either),  # type: ignore[arg-type]
-                page_size=1,
-                order="oldest",
-                page_token=first.next_page_token,
-            )
+        token_refused(edits, build_filter(**either), token, page_size=1)  # type: ignore[arg-type]
 
 
 def test_a_live_stream_of_a_route_and_a_changed_field_follows_both(edits: AuditClient) -> None:
@@ -330,25 +307,15 @@ def test_the_cli_takes_a_route_and_a_changed_field_in_every_filter_command(
     """query, stats, sinks create and alerts create each take both options,
     and name a refused value by its option whichever of the two it is."""
     client = client_for(tenant)
-    client.record_batch([_edit(*each) for each in EDITS])
-    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    having_recorded(client, _edit, EDITS)
+    env = cli_env(server, tenant)
     both = ["--http-route", "/v1/plans/{id}", "--changed-field", "rate_limit",
             "--changed-field", "limits.rpm"]  # fmt: skip
     assert cli_descriptions(env, *both) == ["plan-rate", "plan-rpm"]
-    stats = CliRunner().invoke(cli.main, ["stats", "--by", "http-route", *both, "--json"], env=env)
-    assert stats.exit_code == 0, stats.output
-    assert json.loads(stats.output)["total"] == 2
-    sink = CliRunner().invoke(
-        cli.main,
-        ["sinks", "create", "plans", "--kind", "webhook", "--url", "https://siem.example/hook",
-         "--generate-secret", *both],
-        env=env,
-    )  # fmt: skip
-    assert sink.exit_code == 0, sink.output
-    rule = CliRunner().invoke(
-        cli.main, ["alerts", "create", "plans", "--kind", "match", *both], env=env
-    )
-    assert rule.exit_code == 0, rule.output
+    assert json.loads(cli_output(env, "stats", "--by", "http-route", *both, "--json"))["total"] == 2
+    cli_output(env, "sinks", "create", "plans", "--kind", "webhook",
+               "--url", "https://siem.example/hook", "--generate-secret", *both)  # fmt: skip
+    cli_output(env, "alerts", "create", "plans", "--kind", "match", *both)
     wanted = {"http_routes": ["/v1/plans/{id}"], "changed_fields": ["rate_limit", "limits.rpm"]}
     for kept in (client.list_sinks()[0].filter, client.list_alert_rules()[0].match.filter):
         assert {
@@ -357,8 +324,7 @@ def test_the_cli_takes_a_route_and_a_changed_field_in_every_filter_command(
         } == wanted
     bad = ["--http-route", "/v1/x?id=7", "--changed-field", "rate_limit", "--changed-field", ""]
     for command in (["query"], ["alerts", "create", "bad", "--kind", "match"]):
-        refused = CliRunner().invoke(cli.main, [*command, *bad], env=env)
-        assert refused.exit_code == 2, refused.output
-        assert "--http-route '/v1/x?id=7': must not hold a query string" in refused.output
-        assert "--changed-field '': is empty" in refused.output, refused.output
-        assert "filter." not in refused.output, refused.output
+        refused = cli_output(env, *command, *bad, exit_code=2)
+        assert "--http-route '/v1/x?id=7': must not hold a query string" in refused
+        assert "--changed-field '': is empty" in refused, refused
+        assert "filter." not in refused, refused

@@ -12,16 +12,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from sealtrail import AuditClient, build_alert_rule, build_filter
-from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.filter_checks import (
     NARROWED,
     NOT_NARROWED,
     cli_descriptions,
+    cli_env,
+    cli_output,
     descriptions_found,
     exported_and_checked,
     live_from_now,
@@ -195,26 +195,21 @@ def test_the_cli_queries_and_counts_by_route_and_names_a_refused_one(
         [_call(description=name, http_route=route, http_status_code=code)
          for name, route, code in CALLS]
     )  # fmt: skip
-    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    env = cli_env(server, tenant)
     options = ["--action", "template.read", "--http-route", ONE, "--http-route", "/v1/uploads"]
     assert cli_descriptions(env, *options) == ["read", "gone", "down", "upload"]
-    stats = CliRunner().invoke(
-        cli.main, ["stats", "--by", "http-status", "--http-route", ONE, "--json"], env=env
+    answer = json.loads(
+        cli_output(env, "stats", "--by", "http-status", "--http-route", ONE, "--json")
     )
-    assert stats.exit_code == 0, stats.output
-    answer = json.loads(stats.output)
     assert answer["total"] == 3
     assert sorted((g["key"], g["count"]) for g in answer["groups"]) == [
         ("200", 1),
         ("404", 1),
         ("503", 1),
     ]
-    refused = CliRunner().invoke(
-        cli.main, ["query", "--http-route", ONE, "--http-route", "/v1/x?id=7"], env=env
+    refused = cli_output(
+        env, "query", "--http-route", ONE, "--http-route", "/v1/x?id=7", exit_code=2
     )
-    assert refused.exit_code == 2, refused.output
     # Quoted as a shell would take it back (`?` is a glob character).
-    assert "  --http-route '/v1/x?id=7': must not hold a query string" in refused.output, (
-        refused.output
-    )
-    assert "filter." not in refused.output, refused.output
+    assert "  --http-route '/v1/x?id=7': must not hold a query string" in refused, refused
+    assert "filter." not in refused, refused

@@ -26,8 +26,11 @@ from tests.filter_checks import (
     NARROWED,
     NOT_NARROWED,
     cli_descriptions,
+    cli_env,
+    cli_output,
     descriptions_found,
     exported_and_checked,
+    having_recorded,
     live_from_now,
     violations_refused,
 )
@@ -57,8 +60,7 @@ def _edit(description: str, country: str, resource_type: str) -> event_pb2.Event
 
 @pytest.fixture
 def recorded(client: AuditClient) -> AuditClient:
-    client.record_batch([_edit(*each) for each in EVENTS])
-    return client
+    return having_recorded(client, _edit, EVENTS)
 
 
 @pytest.mark.parametrize(
@@ -175,8 +177,8 @@ def test_the_cli_fills_the_singular_field_with_one_value_and_the_list_with_more(
     """One `--country` goes to `country`, which servers older than `countries`
     know; repeated, to `countries`."""
     client = client_for(tenant)
-    client.record_batch([_edit(*each) for each in EVENTS])
-    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    having_recorded(client, _edit, EVENTS)
+    env = cli_env(server, tenant)
 
     assert cli_descriptions(env, "--country", "de", "--country", "IT") == [
         "de-source", "it-qa", "de-none",
@@ -191,17 +193,12 @@ def test_the_cli_fills_the_singular_field_with_one_value_and_the_list_with_more(
     assert cli._filter({"countries": ("DE", "FR"), "resource_types": ()}) == build_filter(
         countries=["DE", "FR"]
     )
-    refused = CliRunner().invoke(
-        cli.main, ["query", "--country", "DE", "--country", "XYZ"], env=env
-    )
+    refused = cli_output(env, "query", "--country", "DE", "--country", "XYZ", exit_code=2)
     # The server's `filter.countries[1]`, said as the option that gave it.
-    assert refused.exit_code == 2 and "--country XYZ: must be an ISO 3166-1" in refused.output
-    rule = CliRunner().invoke(
-        cli.main,
-        ["alerts", "create", "eu", "--kind", "match", "--country", "DE", "--country", "FR"],
-        env=env,
+    assert "--country XYZ: must be an ISO 3166-1" in refused
+    cli_output(
+        env, "alerts", "create", "eu", "--kind", "match", "--country", "DE", "--country", "FR"
     )
-    assert rule.exit_code == 0, rule.output
     (created,) = client.list_alert_rules()
     assert list(created.match.filter.countries) == ["DE", "FR"]
     helped = CliRunner().invoke(cli.main, ["query", "--help"])
