@@ -148,12 +148,31 @@ def test_a_report_lists_the_top_credentials(recorded: AuditClient) -> None:
     assert "| api\\_key | key\\_leaked | ...a1b2 | 4 |" in markdown
 
 
+def _record_on_tuesday(client: AuditClient, event: event_pb2.Event, second: float) -> None:
+    """Records `event` as occurring `second`s after TUESDAY."""
+    event.occurred_at.FromDatetime(TUESDAY + timedelta(seconds=second))
+    client.record(event)
+
+
+def _per_credential(
+    name: str, event_filter: event_pb2.EventFilter, count: int
+) -> alerting_pb2.AlertRule:
+    """A threshold rule of `count` events within 60 s per credential."""
+    return build_alert_rule(
+        name,
+        "threshold",
+        filter=event_filter,
+        count=count,
+        window_seconds=60,
+        group_by="credential",
+    )
+
+
 def _call(client: AuditClient, kind: str, credential_id: str, second: float) -> None:
     """A call of service `svc` with that credential (none for kind ""), the
     leaked key's with its hint, `second`s after TUESDAY."""
     event = _event("svc", kind, credential_id, "a1b2" if credential_id == "key_leaked" else "")
-    event.occurred_at.FromDatetime(TUESDAY + timedelta(seconds=second))
-    client.record(event)
+    _record_on_tuesday(client, event, second)
 
 
 def test_a_threshold_per_credential_fires_for_the_leaked_key_alone(
@@ -164,16 +183,7 @@ def test_a_threshold_per_credential_fires_for_the_leaked_key_alone(
     """One service acts with two keys: the leaked one's burst fires, the
     other's ordinary use beside it does not, nor do events without a
     credential, which a rule per actor would have counted together."""
-    rule = rules(
-        build_alert_rule(
-            "key burst",
-            "threshold",
-            filter=build_filter(actions="repo.delete"),
-            count=5,
-            window_seconds=60,
-            group_by="credential",
-        )
-    )
+    rule = rules(_per_credential("key burst", build_filter(actions="repo.delete"), 5))
     assert rule.threshold.group_by == alerting_pb2.ALERT_GROUP_BY_CREDENTIAL
     listed = {r.id: r for r in client.list_alert_rules()}[rule.id]
     assert listed.threshold.group_by == alerting_pb2.ALERT_GROUP_BY_CREDENTIAL
@@ -209,14 +219,7 @@ def test_a_threshold_per_credential_fires_for_the_leaked_key_alone(
 def test_a_threshold_per_credential_refuses_what_it_cannot_take(
     client: AuditClient, changes: dict[str, Any], field: str
 ) -> None:
-    rule = build_alert_rule(
-        "key burst",
-        "threshold",
-        filter=build_filter(actions="repo.delete"),
-        count=5,
-        window_seconds=60,
-        group_by="credential",
-    )
+    rule = _per_credential("key burst", build_filter(actions="repo.delete"), 5)
     for name, value in changes.items():
         setattr(rule.threshold, name, value)
     with pytest.raises(InvalidArgumentError) as refused:
@@ -271,8 +274,7 @@ def _plan_edit(client: AuditClient, key_id: str, route: str, field: str, second:
         http_status_code=200,
         changes=[(field, 1, 2)],
     )
-    event.occurred_at.FromDatetime(TUESDAY + timedelta(seconds=second))
-    client.record(event)
+    _record_on_tuesday(client, event, second)
 
 
 def test_a_threshold_per_credential_of_a_route_and_a_changed_field_counts_both(
@@ -284,13 +286,10 @@ def test_a_threshold_per_credential_of_a_route_and_a_changed_field_counts_both(
     field (helper-449) counts a key's events of both alone, and its alert
     keeps the trigger's request in its details, not in a context of its own."""
     rule = rules(
-        build_alert_rule(
+        _per_credential(
             "limits raised",
-            "threshold",
-            filter=build_filter(http_routes="/v1/plans/{id}", changed_fields="rate_limit"),
-            count=3,
-            window_seconds=60,
-            group_by="credential",
+            build_filter(http_routes="/v1/plans/{id}", changed_fields="rate_limit"),
+            3,
         )
     )
     for n in range(3):
