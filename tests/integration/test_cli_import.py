@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Final
 
 import pytest
 from click.testing import CliRunner
@@ -25,6 +26,40 @@ from tests.integration.test_geoip import (
     geo_server,  # noqa: F401 (a fixture)
 )
 from tests.integration.test_lost_answers import LoseAnswersAfter, losing_client_class, stored
+
+# The fields the round trips' first event carries beside its own (action,
+# actor, details): every kind of value a line may hold (every plane's
+# characters, controls, a quote, CR LF, a time to the microsecond).
+EVERY_KIND_OF_VALUE: Final[dict[str, Any]] = {
+    "actor_email": "ops@example.com",
+    "actor_display_name": "=Ops",
+    "resource_type": "doc",
+    "resource_id": "d-1",
+    "resource_name": 'N"ame\r\nline',
+    "description": "one\ntwo\t\u2028\x85 \ufeff\U0001f600",
+    "changes": [("role", "viewer", "admin"), ("limit", 1, 2.5), ("extra", None, {"a": 1})],
+    "category": "security",
+    "severity": "critical",
+    "outcome": "denied",
+    "ip": "2001:db8::1",
+    "user_agent": 'UA/1.0 ("x")',
+    "request_id": "0af76519-16cd-43dd-8448-eb211c80319c",
+    "trace_id": "0af7651916cd43dd8448eb211c80319c",
+    "span_id": "b7ad6b7169203331",
+    "country": "DE",
+    "occurred_at": datetime(2019, 3, 4, 5, 6, 7, 890123, tzinfo=UTC),
+}
+# What the service assigns an event: a copy recorded elsewhere has its own.
+ASSIGNED: Final = ("id", "seq", "receivedAt", "leafHash", "tenantId", "recordedBy")
+
+
+def as_sent(client: AuditClient, event_filter: event_pb2.EventFilter) -> list[dict[str, Any]]:
+    """The events `event_filter` finds, oldest first, as JSON without what the
+    service assigns (`ASSIGNED`): the same in a tenant they were imported into."""
+    return [
+        {key: value for key, value in message_to_dict(event).items() if key not in ASSIGNED}
+        for event in client.query(event_filter, order="oldest")
+    ]
 
 
 def test_an_import_reads_its_next_batch_while_the_service_records_the_last(
@@ -162,25 +197,9 @@ def test_an_exports_ndjson_imported_into_another_tenant_arrives_field_for_field(
         action="doc.moved",
         actor_id="u-\u00e9\U0001f600",
         actor_type="service",
-        actor_email="ops@example.com",
-        actor_display_name="=Ops",
-        resource_type="doc",
-        resource_id="d-1",
-        resource_name='N"ame\r\nline',
-        description="one\ntwo\t\u2028\x85 \ufeff\U0001f600",
         details={"n": 83, "f": 1.5, "neg": -1, "big": "x" * 60_000, "deep": {"a": [1, None]}},
-        changes=[("role", "viewer", "admin"), ("limit", 1, 2.5), ("extra", None, {"a": 1})],
-        category="security",
-        severity="critical",
-        outcome="denied",
-        ip="2001:db8::1",
-        user_agent='UA/1.0 ("x")',
-        request_id="0af76519-16cd-43dd-8448-eb211c80319c",
-        trace_id="0af7651916cd43dd8448eb211c80319c",
-        span_id="b7ad6b7169203331",
-        country="DE",
-        occurred_at=datetime(2019, 3, 4, 5, 6, 7, 890123, tzinfo=UTC),
         idempotency_key="moved-1",
+        **EVERY_KIND_OF_VALUE,
     )
     results = client.record_batch([sent, build_event(action="doc.read", actor_id="u2")])
     assert [result.error for result in results] == [None, None]
@@ -201,13 +220,8 @@ def test_an_exports_ndjson_imported_into_another_tenant_arrives_field_for_field(
     assert shown.stderr.startswith("line 3: INVALID_ARGUMENT: ")
     assert "audit_log.exported" in shown.stderr
 
-    assigned = ("id", "seq", "receivedAt", "leafHash", "tenantId", "recordedBy")
     before, after = (
-        [
-            {key: value for key, value in message_to_dict(event).items() if key not in assigned}
-            for event in reader.query(build_filter(actions="doc.*"), order="oldest")
-        ]
-        for reader in (client, client_for(other))
+        as_sent(reader, build_filter(actions="doc.*")) for reader in (client, client_for(other))
     )
     assert len(after) == 2 and after == before
     assert after[0]["occurredAt"] == "2019-03-04T05:06:07.890123Z"
@@ -288,32 +302,16 @@ def test_a_querys_jsonl_imported_into_another_tenant_arrives_field_for_field(
             action="rt.moved",
             actor_id="u-\u00e9\U0001f600",
             actor_type="api_key",
-            actor_email="ops@example.com",
-            actor_display_name="=Ops",
             credential_kind="api_key",
             credential_id="key-7",
             credential_hint="…ab12",
-            resource_type="doc",
-            resource_id="d-1",
-            resource_name='N"ame\r\nline',
-            description="one\ntwo\t\u2028\x85 \ufeff\U0001f600",
             details={"n": 83, "f": 1.5, "neg": -1, "big": 2**53, "deep": {"a": [1, None]}},
-            changes=[("role", "viewer", "admin"), ("limit", 1, 2.5), ("extra", None, {"a": 1})],
-            category="security",
-            severity="critical",
-            outcome="denied",
-            ip="2001:db8::1",
-            user_agent='UA/1.0 ("x")',
-            request_id="0af76519-16cd-43dd-8448-eb211c80319c",
-            trace_id="0af7651916cd43dd8448eb211c80319c",
-            span_id="b7ad6b7169203331",
-            country="DE",
             http_method="post",
             http_route="/v1/docs/{id}",
             http_status_code=503,
             duration_ms=12.25,
-            occurred_at=datetime(2019, 3, 4, 5, 6, 7, 890123, tzinfo=UTC),
             idempotency_key="rt-1",
+            **EVERY_KIND_OF_VALUE,
         ),
         build_event(action="rt.read", actor_id="u2"),
         build_event(
@@ -345,13 +343,8 @@ def test_a_querys_jsonl_imported_into_another_tenant_arrives_field_for_field(
     assert shown.stdout == f"recorded 3 events from {queried}\n"
     assert shown.stderr == ""
 
-    assigned = ("id", "seq", "receivedAt", "leafHash", "tenantId", "recordedBy")
     before, after = (
-        [
-            {key: value for key, value in message_to_dict(event).items() if key not in assigned}
-            for event in reader.query(build_filter(actions="rt.*"), order="oldest")
-        ]
-        for reader in (client, client_for(other))
+        as_sent(reader, build_filter(actions="rt.*")) for reader in (client, client_for(other))
     )
     assert len(after) == 3 and after == before
     assert after[0]["occurredAt"] == "2019-03-04T05:06:07.890123Z"

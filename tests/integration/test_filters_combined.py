@@ -17,7 +17,6 @@ from click.testing import CliRunner
 
 from sealtrail import AuditClient, build_alert_rule, build_event, build_filter, check_export
 from sealtrail import _cli as cli
-from sealtrail._convert import message_to_dict
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
 from tests.filter_checks import (
@@ -34,6 +33,7 @@ from tests.filter_checks import (
     two_pages,
 )
 from tests.integration.test_alerting import the_only_alert
+from tests.integration.test_cli_import import as_sent
 from tests.integration.test_export_check import KEY, refused_when_told
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
@@ -183,13 +183,8 @@ def test_an_export_of_requests_imported_into_another_tenant_keeps_them(
     assert shown.exit_code == 0, shown.output
     assert shown.stdout == f"recorded {len(CALLS)} events from {exported}\n"
 
-    assigned = ("id", "seq", "receivedAt", "leafHash", "tenantId", "recordedBy")
     before, after = (
-        [
-            {k: v for k, v in message_to_dict(event).items() if k not in assigned}
-            for event in reader.query(build_filter(actions="api.call"), order="oldest")
-        ]
-        for reader in (calls, client_for(other))
+        as_sent(reader, build_filter(actions="api.call")) for reader in (calls, client_for(other))
     )
     assert after == before
     assert after[1]["context"]["httpStatusCode"] == 503
