@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import Select
 
@@ -24,6 +25,23 @@ def signed_in_hooked(browser: webdriver.Chrome, url: str, token: str) -> None:
     field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
     hooked(browser)
     field.send_keys(token, Keys.ENTER)
+
+
+def _breakdown_shown(browser: webdriver.Chrome, url: str, token: str, rows: int) -> WebElement:
+    """Signs in on `url` (`signed_in_hooked`); the breakdown panel, once the
+    search shows `rows` rows."""
+    signed_in_hooked(browser, url, token)
+    wait_for_rows(browser, lambda r: len(r) == rows)
+    return wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
+
+
+def _record_credentials(client: AuditClient) -> None:
+    """Four calls of `svc`: two with API key key_a (hint a1b2), one with key_b
+    (no hint), one with no credential."""
+    for key_id, hint in [("key_a", "a1b2"), ("key_a", "a1b2"), ("key_b", ""), ("", "")]:
+        credential = {"credential_kind": "api_key", "credential_id": key_id} if key_id else {}
+        credential |= {"credential_hint": hint} if hint else {}
+        client.record(action="api.call", actor_id="svc", **credential)
 
 
 def breakdown(browser: webdriver.Chrome) -> list[tuple[str, str]]:
@@ -92,11 +110,9 @@ def test_the_breakdown_lists_a_field_s_largest_values_and_a_value_narrows_the_se
             ("u-cy", "window.open", "FR"),  # not matched: its action
         ]:
             c.record(action=action, actor_id=actor, **({"country": country} if country else {}))
-    signed_in_hooked(
-        browser, console_url + "?actions=door.*", console_server.token(tenant, "reader")
+    panel = _breakdown_shown(
+        browser, console_url + "?actions=door.*", console_server.token(tenant, "reader"), 5
     )
-    wait_for_rows(browser, lambda r: len(r) == 5)
-    panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
     wait(browser).until(lambda b: breakdown(b))
     assert breakdown(browser) == [("door.open", "3"), ("door.close", "1"), ("door.force", "1")]
     assert "5 events in all, 3 actions" in panel.find_element(By.CLASS_NAME, "summary").text
@@ -222,13 +238,12 @@ def test_a_country_pressed_under_a_search_of_several_narrows_it_to_that_one(
         ]:
             c.record(action=action, actor_id="u-ann", country=country, resource_type=kind,
                      resource_id="r-1")  # fmt: skip
-    signed_in_hooked(
+    panel = _breakdown_shown(
         browser,
         console_url + "?actions=door.*&countries=FR,KP&resource_types=door,gate",
         console_server.token(tenant, "reader"),
+        3,
     )
-    wait_for_rows(browser, lambda r: len(r) == 3)
-    panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
     Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("country")
     wait(browser).until(lambda b: breakdown(b) == [("FR", "2"), ("KP", "1")])
     panel.find_element(By.XPATH, ".//button[text()='KP']").click()
@@ -307,11 +322,9 @@ def test_the_breakdown_by_route_and_status_and_the_slower_than_field(
                                 ("/v1/A", 503, 7), ("/v1/c,d", 200, 1)]:  # fmt: skip
             c.record(action="api.call", actor_id="k1", http_route=route, http_status_code=code,
                      duration_ms=ms)  # fmt: skip
-    signed_in_hooked(
-        browser, console_url + "?actions=api.call", console_server.token(tenant, "reader")
+    panel = _breakdown_shown(
+        browser, console_url + "?actions=api.call", console_server.token(tenant, "reader"), 6
     )
-    wait_for_rows(browser, lambda r: len(r) == 6)
-    panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
     Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("http_route")
     wait(browser).until(lambda b: len(breakdown(b)) == 4)
     assert sorted(breakdown(browser)) == [
@@ -355,15 +368,10 @@ def test_the_breakdown_by_credential_shows_kind_id_and_hint_and_narrows_by_its_i
     each as the rows show it (kind, id, `...hint`), events without one as
     "(no credential)"; one pressed narrows the search by `credential_id`."""
     with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
-        for key_id, hint in [("key_a", "a1b2"), ("key_a", "a1b2"), ("key_b", ""), ("", "")]:
-            credential = {"credential_kind": "api_key", "credential_id": key_id} if key_id else {}
-            credential |= {"credential_hint": hint} if hint else {}
-            c.record(action="api.call", actor_id="svc", **credential)
-    signed_in_hooked(
-        browser, console_url + "?actions=api.call", console_server.token(tenant, "reader")
+        _record_credentials(c)
+    panel = _breakdown_shown(
+        browser, console_url + "?actions=api.call", console_server.token(tenant, "reader"), 4
     )
-    wait_for_rows(browser, lambda r: len(r) == 4)
-    panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
     Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("credential")
     wait(browser).until(
         lambda b: (
@@ -385,15 +393,10 @@ def test_the_breakdown_by_credential_adds_live_s_events_to_their_credential_s_ro
     added to its row whatever hint it records (none, another), the row's
     hint then the one a recount shows, never a second row of one credential."""
     with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
-        for key_id, hint in [("key_a", "a1b2"), ("key_a", "a1b2"), ("key_b", ""), ("", "")]:
-            credential = {"credential_kind": "api_key", "credential_id": key_id} if key_id else {}
-            credential |= {"credential_hint": hint} if hint else {}
-            c.record(action="api.call", actor_id="svc", **credential)
-        signed_in_hooked(
-            browser, console_url + "?actions=api.call", console_server.token(tenant, "reader")
+        _record_credentials(c)
+        panel = _breakdown_shown(
+            browser, console_url + "?actions=api.call", console_server.token(tenant, "reader"), 4
         )
-        wait_for_rows(browser, lambda r: len(r) == 4)
-        panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
         wait(browser).until(lambda b: breakdown(b))  # the action's first
         Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("credential")
         listed = [("api_key key_a ...a1b2", "2"), ("(no credential)", "1"), ("api_key key_b", "1")]
@@ -469,11 +472,9 @@ def test_the_breakdown_by_ip_follows_live_and_an_address_narrows_the_search(
     with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
         for ip in ("203.0.113.7", "203.0.113.7", ""):
             c.record(action="door.open", actor_id="u-ann", ip=ip)
-        signed_in_hooked(
-            browser, console_url + "?actions=door.*", console_server.token(tenant, "reader")
+        panel = _breakdown_shown(
+            browser, console_url + "?actions=door.*", console_server.token(tenant, "reader"), 3
         )
-        wait_for_rows(browser, lambda r: len(r) == 3)
-        panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
         wait(browser).until(lambda b: breakdown(b))  # the action's first
         Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("ip")
         wait(browser).until(
@@ -523,11 +524,9 @@ def test_a_resource_or_a_recording_token_pressed_narrows_the_search_to_it(
         with AuditClient(console_server.target, token=token) as c:
             c.record(action="doc.read", actor_id="u-ann", resource_type=kind,
                      resource_id=resource_id)  # fmt: skip
-    signed_in_hooked(
-        browser, console_url + "?actions=doc.*", console_server.token(tenant, "reader")
+    panel = _breakdown_shown(
+        browser, console_url + "?actions=doc.*", console_server.token(tenant, "reader"), 5
     )
-    wait_for_rows(browser, lambda r: len(r) == 5)
-    panel = wait(browser).until(seen.visibility_of_element_located((By.ID, "breakdown")))
     wait(browser).until(lambda b: breakdown(b))  # the action's first
     Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("resource")
     wait(browser).until(
