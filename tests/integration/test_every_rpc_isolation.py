@@ -483,8 +483,42 @@ def _http(url: str, method: str, token: str, body: Any) -> tuple[int, str]:
             return error.code, error.read().decode()
 
 
+# Console routes whose path names a key of the caller's own tenant, not an
+# object another tenant may hold: an action's description is set in the
+# caller's catalogue whatever other tenants' hold (tested below).
+CONSOLE_OWN_KEYS: frozenset[tuple[str, str]] = frozenset(
+    {("PUT", "/api/actions/{action}"), ("POST", "/api/actions/{action}")}
+)
+
+
 def test_the_console_names_each_of_its_resource_routes(console_server: ServerThread) -> None:
-    assert _console_routes(console_server) == set(CONSOLE_NAMING)
+    assert _console_routes(console_server) == set(CONSOLE_NAMING) | CONSOLE_OWN_KEYS
+
+
+def test_an_action_described_through_the_console_is_the_callers_own_tenants(
+    console_server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Describing an action another tenant has described (and recorded) sets
+    the caller's own catalogue: the other's row, log and description untouched
+    and unsaid."""
+    a_id, b_id = tenant, f"{tenant}-b"
+    with AuditClient(console_server.target, token=console_server.token(b_id)) as b:
+        b.record_batch([build_event(action="b.only", actor_id="b-user")])
+        b.set_action_description("b.only", MARKER)
+    b_before = _state_of(sql, b_id)
+    base = f"http://127.0.0.1:{console_server.service.console_port}"
+    for method in sorted({method for method, _ in CONSOLE_OWN_KEYS}):
+        status, text = _http(
+            base + "/api/actions/b.only", method, console_server.token(a_id),
+            {"description": f"{method} of a"},
+        )  # fmt: skip
+        assert status == 200 and MARKER not in text and b_id not in text, (method, text)
+    assert _state_of(sql, b_id) == b_before
+    [(described,)] = sql.execute(
+        "SELECT description FROM action_catalog WHERE tenant_id = %s AND action = 'b.only'",
+        [a_id],
+    ).fetchall()
+    assert described == "PUT of a"
 
 
 def test_no_console_url_answers_another_tenants_resource_otherwise_than_a_missing_one(
