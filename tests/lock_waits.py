@@ -25,12 +25,21 @@ def count_now(sql: psycopg.Connection[Any], query: str, params: Sequence[Any] = 
     return int(row[0])
 
 
-def until(condition: Callable[[], bool], pending: Future[Any], *, seconds: float = 10) -> None:
+def until(
+    condition: Callable[[], bool],
+    pending: Future[Any] | Sequence[Future[Any]],
+    *,
+    seconds: float = 10,
+) -> None:
     """Returns once `condition()` holds, while `pending` is still pending
-    (within `seconds`: a process of its own starts slower than a thread's call)."""
+    (within `seconds`: a process of its own starts slower than a thread's call).
+    Given several calls, any one still pending will do: calls racing for one
+    place, the test cannot know which of them won it."""
+    calls = [pending] if isinstance(pending, Future) else list(pending)
     deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline and not pending.done(), "nothing waited"
+        waiting = any(not call.done() for call in calls)
+        assert time.monotonic() < deadline and waiting, "nothing waited"
         time.sleep(0.01)
 
 
