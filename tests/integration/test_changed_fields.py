@@ -79,16 +79,46 @@ def test_query_and_count_find_the_events_that_changed_a_field(
 
 
 def test_a_bad_name_is_refused_naming_it(client: AuditClient) -> None:
-    bad = build_filter(changed_fields=["role", "", "x" * 257, "a\tb"])
+    bad = build_filter(changed_fields=["role", "", "x" * 257, "a\x00b"])
     assert violations_refused(client, bad) == [
         ("filter.changed_fields[1]", "is empty: give a field name, e.g. rate_limit"),
         ("filter.changed_fields[2]", "is 257 characters long; the limit is 256"),
-        ("filter.changed_fields[3]", "must not contain control characters"),
+        ("filter.changed_fields[3]", "must not contain NUL characters"),
     ]
     too_many = build_filter(changed_fields=[f"f{n}" for n in range(101)])
     assert violations_refused(client, too_many) == [
         ("filter.changed_fields", "has 101 values; the limit is 100")
     ]
+
+
+def test_a_field_named_with_a_control_character_is_found_by_its_name(
+    client: AuditClient,
+) -> None:
+    """Record takes a change's field with any character but NUL (a tab, a
+    line break, ESC): the filter takes each such name too, and finds the
+    change by it, exactly (helper-458; it refused every control character,
+    so such a change could never be found by name)."""
+    odd = [
+        ("tab", ("rate\tlimit",)),
+        ("newline", ("rate\nlimit",)),
+        ("escape", ("\x1b[31mrate",)),
+        ("plain", ("rate limit",)),
+    ]
+    having_recorded(client, _edit, odd)
+    for names, found in [
+        (["rate\tlimit"], ["tab"]),
+        (["rate\nlimit"], ["newline"]),
+        (["\x1b[31mrate", "rate\tlimit"], ["tab", "escape"]),
+        (["rate limit"], ["plain"]),
+        (["rate\rlimit"], []),
+    ]:
+        changed = build_filter(actions="plan.update", changed_fields=names)
+        assert descriptions_found(client, changed) == found, names
+        assert client.count_events(changed).total == len(found), names
+        grouped = client.count_events(changed, group_by="action")
+        assert [(g.key, g.count) for g in grouped.groups] == (
+            [("plan.update", len(found))] if found else []
+        ), names
 
 
 def test_pages_follow_on_and_a_token_holds_to_its_names(edits: AuditClient) -> None:

@@ -840,8 +840,9 @@ class EventFilter(_message.Message):
         the caller recorded it. No path is resolved: `limits.rpm` matches a
         change recorded with field `limits.rpm`, not one of field `limits` whose
         values hold `rpm`, and `limits` matches no change of `limits.rpm`. An
-        event without changes never matches. Each 1 to 256 characters, none a
-        control character; duplicates are harmless; at most 100 values. Empty
+        event without changes never matches. Each 1 to 256 characters without
+        NUL, as Record takes a change's field (a tab or a line break in it is
+        found); duplicates are harmless; at most 100 values. Empty
         matches every event. A server older than this field ignores it.
         """
 
