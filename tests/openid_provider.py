@@ -66,6 +66,9 @@ class Issue:
     kid: str | None = None
     # Signed with an unpublished key under the published RSA key's id.
     forged: bool = False
+    # Signed by the published Ed25519 key whatever `alg` names (an Ed25519
+    # signature claiming another algorithm), under that key's id.
+    edwards: bool = False
 
 
 class OpenIdProvider:
@@ -74,7 +77,8 @@ class OpenIdProvider:
         self.rsa.ensure_kid()
         self.ec = ECKey.import_key(_pem(ec.generate_private_key(ec.SECP256R1())))
         self.ec.ensure_kid()
-        self.okp = OKPKey.import_key(_pem(ed25519.Ed25519PrivateKey.generate()))
+        self.ed25519 = ed25519.Ed25519PrivateKey.generate()
+        self.okp = OKPKey.import_key(_pem(self.ed25519))
         self.okp.ensure_kid()
         # Signs but is not published until `publish_unpublished` (a rotation).
         self.unpublished = RSAKey.import_key(_pem(rsa.generate_private_key(65537, 2048)))
@@ -183,6 +187,8 @@ class OpenIdProvider:
         if issue.alg == "none":
             header = _b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
             return f"{header}.{_b64(json.dumps(claims).encode())}."
+        if issue.edwards or issue.alg == "EdDSA":
+            return self._signed_by_ed25519(issue, claims)
         if issue.alg == "HS256":  # keyed with the client secret, which the console holds
             key: Any = OctKey.import_key(CLIENT_SECRET.encode())
         else:
@@ -192,6 +198,15 @@ class OpenIdProvider:
             key = self.unpublished
         header = {"alg": issue.alg, "typ": "JWT", "kid": kid}
         return jwt.encode(header, claims, key, algorithms=[issue.alg])
+
+    def _signed_by_ed25519(self, issue: Issue, claims: dict[str, Any]) -> str:
+        """A compact JWS (RFC 7515) signed by the published Ed25519 key under
+        `issue.alg`, whatever it names: by hand, since joserfc warns of
+        `EdDSA` (RFC 9864 deprecates the name) and signs no other
+        algorithm's name with an Edwards key."""
+        header = {"alg": issue.alg, "typ": "JWT", "kid": issue.kid or self.okp.kid}
+        signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+        return f"{signing_input}.{_b64(self.ed25519.sign(signing_input.encode()))}"
 
 
 def _free_port() -> int:

@@ -159,12 +159,28 @@ def test_an_unverified_email_names_the_subject_at_the_issuer(
     assert _signed_in(browser)["name"] == f"00u1alice@{provider.issuer} (console)"
 
 
-@pytest.mark.parametrize("alg", ["ES256", "Ed25519"])
+@pytest.mark.parametrize("alg", ["ES256", "Ed25519", "EdDSA"])
 def test_ec_and_edwards_signatures_are_taken(
     browser: httpx.Client, provider: OpenIdProvider, alg: str
 ) -> None:
+    """An Ed25519 key signs under either name: `Ed25519`, fully specified
+    (RFC 9864), or `EdDSA`, the polymorphic name it deprecates, which
+    providers still sign with (joserfc names its keys `Ed25519`)."""
     provider.issue = Issue(alg=alg)
     assert _signed_in(browser)["role"] == "reader"
+
+
+@pytest.mark.parametrize("alg", ["RS256", "ES256"])
+def test_an_edwards_signature_claiming_another_algorithm_is_refused(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any], alg: str
+) -> None:
+    """Signed by the published Ed25519 key, under its id, its header naming
+    an algorithm that key is not for: refused as a signature that does not
+    verify, nothing minted."""
+    provider.issue = Issue(alg=alg, edwards=True)
+    answer = _refused(browser, sql, to_callback(browser))
+    assert answer.status_code == 401
+    assert "signature does not verify" in answer.text
 
 
 def _refused(browser: httpx.Client, sql: psycopg.Connection[Any], callback: str) -> httpx.Response:

@@ -23,9 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from joserfc import jwt
-from joserfc.errors import ExpiredTokenError, JoseError, MissingClaimError
-from joserfc.jwk import KeySet
+from joserfc.errors import ExpiredTokenError, InvalidKeyCurveError, JoseError, MissingClaimError
+from joserfc.jwa import JWSAlgModel
+from joserfc.jwk import KeySet, OKPKey
+from joserfc.jws import JWSRegistry
 from joserfc.jwt import JWTClaimsRegistry
 
 from ..domain.access import Role
@@ -35,6 +39,46 @@ from ..domain.access import Role
 # holds too, and so could forge. Ed25519 is EdDSA by its fully specified
 # name (RFC 9864).
 ALGORITHMS: Final = ("RS256", "ES256", "EdDSA", "Ed25519")
+
+
+class _EdDSAOfEd25519(JWSAlgModel):
+    """`EdDSA` verified as `Ed25519` is (an OKP key of curve Ed25519, no
+    other), the console's only Edwards curve. RFC 9864 deprecates the
+    polymorphic name, for which joserfc warns (SecurityWarning) at every
+    verification, out of the log's reach (an error where warnings are), and
+    takes an Ed448 key under it; providers still sign with it."""
+
+    name = "EdDSA"
+    description = "EdDSA using the Ed25519 parameter set (RFC 8037, RFC 9864)"
+    key_type = "OKP"
+
+    def check_key(self, key: OKPKey) -> None:
+        super().check_key(key)
+        if key.curve_name != "Ed25519":
+            raise InvalidKeyCurveError("Key for 'EdDSA' not supported, only 'Ed25519' allowed")
+
+    def sign(self, msg: bytes, key: OKPKey) -> bytes:
+        raise NotImplementedError("the console verifies id_tokens; it signs none")
+
+    def verify(self, msg: bytes, sig: bytes, key: OKPKey) -> bool:
+        public = key.get_op_key("verify")
+        if not isinstance(public, Ed25519PublicKey):
+            return False
+        try:
+            public.verify(sig, msg)
+        except InvalidSignature:
+            return False
+        return True
+
+
+def _signatures(algorithm: str) -> JWSRegistry:
+    """joserfc's registry taking `algorithm` alone, `EdDSA` as `_EdDSAOfEd25519`
+    (in this registry's algorithms, not joserfc's, which others may use)."""
+    registry = JWSRegistry(algorithms=[algorithm])
+    registry.algorithms = {**JWSRegistry.algorithms, "EdDSA": _EdDSAOfEd25519()}
+    return registry
+
+
 # Seconds of clock difference taken on `exp`, `iat` and `nbf`.
 LEEWAY_SECONDS: Final = 60
 # Seconds the discovery document and the keys are trusted before they are
@@ -293,7 +337,7 @@ class Provider:
         kid = header.get("kid")
         key = await self._key(kid if isinstance(kid, str) else None)
         try:
-            claims = jwt.decode(token, key, algorithms=[str(algorithm)]).claims
+            claims = jwt.decode(token, key, registry=_signatures(str(algorithm))).claims
         except JoseError:
             raise SignInRefused(
                 "signature", "the id_token's signature does not verify with the provider's key"
