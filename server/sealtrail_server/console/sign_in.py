@@ -26,6 +26,7 @@ import hashlib
 import html
 import json
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -37,7 +38,7 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from ..domain.access import Role, token_name_problem
-from ..domain.errors import SealtrailError
+from ..domain.errors import ResourceExhausted, SealtrailError, Unavailable
 from ..domain.names import hidden_character
 from .oidc import OidcConfig, Person, Provider, SignInRefused, person_of, pkce_pair
 
@@ -51,6 +52,15 @@ CODE_SECONDS: Final = 60.0
 MAX_PENDING: Final = 10_000
 # What a sign-in's token is named: `alice@example.com (console)`.
 NAME_SUFFIX: Final = " (console)"
+# What the page says of a sign-in the database could not complete (out of
+# reach, a table locked whole, the server's connections all in use): the
+# person was proven, nothing was minted; the provider signs them in again
+# at once. Nothing of the database's own words (they name its tables and
+# host): the server's log says what it was.
+NOT_COMPLETED: Final = (
+    "Your sign-in could not be completed: the audit log's database did not answer in"
+    " time, and no token was created. Please sign in again in a few seconds."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +246,16 @@ class SignIn:
             )
         try:
             return await self._signed_in(person, browser)
-        except SealtrailError as failed:  # an erased tenant, the database out of reach
+        except (Unavailable, ResourceExhausted) as failed:  # the database: retry
+            log.warning(
+                "a console sign-in could not be completed (%s): %s",
+                failed.reason,
+                failed.message[:200],
+            )
+            answer = page("Sign-in not completed", NOT_COMPLETED, status=503)
+            answer.headers["Retry-After"] = str(max(1, math.ceil(failed.retry_after)))
+            return answer
+        except SealtrailError as failed:  # an erased tenant
             log.warning("a console sign-in could not be completed: %s", failed.reason)
             return page("Cannot sign in", str(failed)[:300], status=503)
 
