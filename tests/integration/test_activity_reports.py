@@ -30,7 +30,8 @@ from sealtrail import (
 )
 from sealtrail import _cli as cli
 from sealtrail._report import ALERTS_LISTED
-from sealtrail.v1 import event_pb2
+from sealtrail.v1 import audit_service_pb2, event_pb2
+from sealtrail_server.api import counts
 from tests.conftest import ServerThread
 from tests.integration.test_alerting import wait_for_alerts
 
@@ -349,6 +350,7 @@ def test_sealtrail_report_prints_json_of_stable_keys(server: ServerThread, known
         "alerts",
         "first_event",
         "last_event",
+        "unavailable",
     ]
     assert report["format"] == "sealtrail.activity-report/1"
     assert report["total"] == RECORDED + 2 and report["failures"] == 8
@@ -487,3 +489,74 @@ def test_sealtrail_report_refuses_bad_input_naming_the_option(
     ip = CliRunner().invoke(cli.main, ["report", "--ip", "not-an-address"], env=env)
     assert ip.exit_code == 2, ip.output
     assert "INVALID_ARGUMENT" in ip.stderr and "--ip" in ip.stderr
+
+
+@pytest.fixture
+def older_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's server made older than COUNT_GROUP_BY_CREDENTIAL: its table
+    of the groupings it counts lacks that value, as a release before it was
+    added lacked it, so its own check refuses it as such a release does,
+    INVALID_ARGUMENT naming `group_by` (the value travels as a number an
+    older proto keeps unknown). Put back after the test."""
+    monkeypatch.delitem(counts._GROUPINGS, audit_service_pb2.COUNT_GROUP_BY_CREDENTIAL)
+
+
+def test_a_report_from_a_server_older_than_a_grouping_leaves_that_section_out(
+    server: ServerThread, known: Tenant, older_server: None
+) -> None:
+    """Each section the server cannot count is said as not available from it,
+    the rest reported as from a newer one, and `sealtrail report` exits 0,
+    a warning on stderr naming what was left out."""
+    with AuditClient(server.target, token=known.token) as client:
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.count_events(group_by="credential")
+        assert [field for field, _ in refused.value.field_violations] == ["group_by"]
+        found = client.activity_report(_exact())
+    assert found.unavailable == ("credential",)
+    assert found.total == RECORDED + 2 and found.consistent
+    assert found.top_actors.distinct == 16 and found.alerts_total == 2
+    assert found.top_credentials.groups == ()
+    as_json = found.to_dict()
+    assert as_json["top_credentials"] is None and as_json["unavailable"] == ["credential"]
+    assert as_json["top_resources"]["distinct"] == 7
+
+    async def read() -> ActivityReport:
+        async with AsyncAuditClient(server.target, token=known.token) as client:
+            return await client.activity_report(_exact())
+
+    assert asyncio.run(read()).unavailable == ("credential",)
+
+    env = _env(server, known)
+    text = CliRunner().invoke(cli.main, ["report", *_exact_options()], env=env)
+    assert text.exit_code == 0, text.output
+    assert (
+        "Top credentials: not available from this server (upgrade it)" in text.stdout.splitlines()
+    )
+    assert "Top 10 actors of 16" in text.stdout and "security alerts: 2" in text.stdout
+    assert (
+        text.stderr == "warning: counts by credential not available from this server (upgrade it)\n"
+    )
+    markdown = CliRunner().invoke(
+        cli.main, ["report", "--format", "markdown", *_exact_options()], env=env
+    )
+    assert markdown.exit_code == 0, markdown.output
+    assert "## Top credentials\n\nNot available from this server (upgrade it).\n" in markdown.stdout
+    assert "## Top 7 resources of 7\n" in markdown.stdout
+    as_printed = CliRunner().invoke(
+        cli.main, ["report", "--format", "json", *_exact_options()], env=env
+    )
+    assert as_printed.exit_code == 0, as_printed.output
+    assert json.loads(as_printed.stdout)["unavailable"] == ["credential"]
+
+
+def test_a_server_refusing_the_total_s_grouping_still_fails_the_report(
+    server: ServerThread, known: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counts by category give the report its total: refused, there is
+    no report to print, and the refusal is the caller's."""
+    monkeypatch.delitem(counts._GROUPINGS, audit_service_pb2.COUNT_GROUP_BY_CATEGORY)
+    with (
+        AuditClient(server.target, token=known.token) as client,
+        pytest.raises(InvalidArgumentError),
+    ):
+        client.activity_report(_exact())

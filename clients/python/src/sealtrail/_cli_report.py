@@ -20,6 +20,7 @@ from sealtrail._report import (
     INCONSISTENT,
     MAX_TOP,
     NO_EVENTS,
+    UNAVAILABLE,
     ActivityReport,
     cells,
     columns,
@@ -94,6 +95,10 @@ def report(
         _print_text(found)
     if not found.consistent:
         click.echo(f"warning: {INCONSISTENT}", err=True)
+    if found.unavailable and found.total:
+        # Still exit 0: the report printed is right in all it shows.
+        left_out = ", ".join(name.replace("_", " ") for name in found.unavailable)
+        click.echo(f"warning: counts by {left_out} {UNAVAILABLE}", err=True)
     if fail_on_alerts and found.alerts_total:
         ctx.exit(ALERTS_STATUS)
 
@@ -111,8 +116,14 @@ def _print_text(found: ActivityReport) -> None:
         f" denied: {found.denied:,} ({share(found.denied, found.total)})"
     )
     for title, groups in found.breakdowns():
+        if found.lacks(title.lower()):
+            click.echo(f"{title}: {UNAVAILABLE}")
+            continue
         print_table(_table(title, title.lower(), groups, found.total))
     for title, header, top in found.tops():
+        if found.lacks(header):
+            click.echo(f"Top {title}: {UNAVAILABLE}")
+            continue
         heading = f"Top {len(top.groups)} {title} of {top.distinct:,}"
         print_table(_table(heading, header, top.groups, found.total))
     click.echo(f"security alerts: {found.alerts_total:,}")

@@ -72,6 +72,7 @@ from sealtrail._correlation import CorrelationInterceptor, current_request_id, r
 from sealtrail._erasure_check import ErasureReceiptCheck, verify_erasure_receipt
 from sealtrail._errors import (
     ClientClosedError,
+    InvalidArgumentError,
     NotFoundError,
     SealtrailError,
     UnauthenticatedError,
@@ -520,18 +521,23 @@ class AuditClient:
             signed = None
         if not plan.read_against(signed):
             return plan.report()
-        counts = {
-            name: self._call(
-                self._stub.CountEvents,
-                request,
-                timeout=timeout,
-                retry_on=PREVIEW_RETRYABLE,
-                until=ends,
-            )
-            for name, request in plan.count_requests().items()
-        }
+        counts: dict[str, audit_service_pb2.CountEventsResponse] = {}
+        unavailable: list[str] = []  # the groupings the server does not know
+        for name, request in plan.count_requests().items():
+            try:
+                counts[name] = self._call(
+                    self._stub.CountEvents,
+                    request,
+                    timeout=timeout,
+                    retry_on=PREVIEW_RETRYABLE,
+                    until=ends,
+                )
+            except InvalidArgumentError as error:
+                if not plan.may_leave_out(name, error):
+                    raise
+                unavailable.append(name)
         if not counts["category"].total:
-            return plan.report(counts)
+            return plan.report(counts, unavailable=unavailable)
         alerts, alerts_total = None, None
         if (alerts_request := plan.alerts_request()) is not None:
             alerts = self._call(self._stub.Query, alerts_request, until=ends)
@@ -544,7 +550,9 @@ class AuditClient:
                     until=ends,
                 ).total
         pages = tuple(self._call(self._stub.Query, end, until=ends) for end in plan.end_requests())
-        return plan.report(counts, alerts=alerts, alerts_total=alerts_total, ends=pages)
+        return plan.report(
+            counts, alerts=alerts, alerts_total=alerts_total, ends=pages, unavailable=unavailable
+        )
 
     def get_checkpoint(
         self, *, tree_size: int = 0, fresh: bool = False

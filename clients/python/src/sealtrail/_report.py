@@ -15,12 +15,17 @@ from a fixed number of RPCs whatever the size of the log (docs/reports.md).
 
 The period ends at the checkpoint's time (or --until, if earlier): the
 report's own reads, each recorded as `audit_log.queried` after the
-checkpoint was signed, are never counted in it."""
+checkpoint was signed, are never counted in it.
+
+A server older than a grouping (COUNT_GROUP_BY_CREDENTIAL, say) refuses its
+count as INVALID_ARGUMENT naming `group_by`: that section alone is left out,
+said as not available from the server (`ActivityReport.unavailable`), and
+the rest reported."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -34,6 +39,7 @@ from sealtrail._convert import (
     enum_label,
     resource_of_key,
 )
+from sealtrail._errors import InvalidArgumentError
 from sealtrail._words import counted
 from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2
 
@@ -56,6 +62,10 @@ _COUNTS: Final = {
     "resource": ("resource", True),
     "credential": ("credential", True),
 }
+# The count every server knows, whose total is the report's: never left out.
+_TOTAL: Final = "category"
+# What a report says of a section whose grouping the server does not know.
+UNAVAILABLE: Final = "not available from this server (upgrade it)"
 # Groups of a grouping that is not a top list: every value an enum has, and none.
 _ALL_GROUPS: Final = 50
 # The characters Markdown would take for markup in a table's cell or mid-line
@@ -210,7 +220,9 @@ class ActivityReport:
     `first_event` and `last_event` the first and last recorded (by seq).
     `consistent` is False when events were recorded into the period while
     the report read it (its counts then differ by them): run it again, or
-    end the period in the past."""
+    end the period in the past. `unavailable` names the counts (`credential`)
+    the server refused for want of their grouping (a server older than it):
+    those sections are left out, said as UNAVAILABLE, their groups empty."""
 
     since: datetime | None
     until: datetime | None
@@ -231,6 +243,7 @@ class ActivityReport:
     first_event: ReportedEvent | None
     last_event: ReportedEvent | None
     consistent: bool
+    unavailable: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON takes it, its keys as docs/reports.md lists them."""
@@ -252,14 +265,22 @@ class ActivityReport:
             "top_actions": self.top_actions.to_dict(),
             "top_resource_types": self.top_resource_types.to_dict(),
             "top_resources": self.top_resources.resources_dict(),
-            "top_credentials": self.top_credentials.credentials_dict(),
+            "top_credentials": None
+            if "credential" in self.unavailable
+            else self.top_credentials.credentials_dict(),
             "alerts": {
                 "total": self.alerts_total,
                 "listed": [alert.to_dict() for alert in self.alerts],
             },
             "first_event": None if self.first_event is None else self.first_event.to_dict(),
             "last_event": None if self.last_event is None else self.last_event.to_dict(),
+            "unavailable": list(self.unavailable),
         }
+
+    def lacks(self, header: str) -> bool:
+        """Whether the section of `header` (`credential`, `resource type`: as
+        `breakdowns` and `tops` name them) is one the server could not count."""
+        return header.replace(" ", "_") in self.unavailable
 
     def to_markdown(self) -> str:
         """The report in Markdown (GitHub's tables), to paste in a ticket or a mail."""
@@ -276,8 +297,14 @@ class ActivityReport:
             f" denied: {self.denied:,} ({share(self.denied, self.total)})",
         ]
         for title, groups in self.breakdowns():
+            if self.lacks(title.lower()):
+                lines += ["", f"## {title}", "", f"{UNAVAILABLE.capitalize()}."]
+                continue
             lines += ["", f"## {title}", "", *_markdown_table(title.lower(), groups, self.total)]
         for title, header, top in self.tops():
+            if self.lacks(header):
+                lines += ["", f"## Top {title}", "", f"{UNAVAILABLE.capitalize()}."]
+                continue
             heading = f"Top {len(top.groups)} {title} of {top.distinct:,}"
             lines += ["", f"## {heading}", "", *_markdown_table(header, top.groups, self.total)]
         lines += ["", f"## Security alerts: {self.alerts_total:,}", ""]
@@ -397,6 +424,13 @@ class ReportPlan:
             for name, (grouping, top) in _COUNTS.items()
         }
 
+    @staticmethod
+    def may_leave_out(name: str, error: InvalidArgumentError) -> bool:
+        """Whether the count `name` refused with `error` is a section the report
+        leaves out: the server does not know its grouping (a violation of
+        `group_by`, as a server older than it answers). Not the total's."""
+        return name != _TOTAL and any(field == "group_by" for field, _ in error.field_violations)
+
     def alerts_filter(self) -> event_pb2.EventFilter | None:
         """The period's alerts: its events of action ALERT_ACTION, if the
         filter's actions take it (None: they do not, and there are none)."""
@@ -439,12 +473,15 @@ class ReportPlan:
         alerts: audit_service_pb2.QueryResponse | None = None,
         alerts_total: int | None = None,
         ends: tuple[audit_service_pb2.QueryResponse, ...] = (),
+        unavailable: Collection[str] = (),
     ) -> ActivityReport:
-        """The report of the answers: none for a log or a period with nothing to read."""
+        """The report of the answers: none for a log or a period with nothing to
+        read. `unavailable`: the counts the server refused (`may_leave_out`)."""
         answers = counts or {}
         empty = audit_service_pb2.CountEventsResponse()
         by = {name: answers.get(name, empty) for name in _COUNTS}
-        totals = {answer.total for answer in by.values()}
+        lacking = tuple(name for name in _COUNTS if name in unavailable)
+        totals = {answer.total for name, answer in by.items() if name not in lacking}
         outcomes = {group.key: group.count for group in by["outcome"].groups}
         listed = (
             tuple(ReportedEvent.of(event) for event in reversed(alerts.events)) if alerts else ()
@@ -484,6 +521,7 @@ class ReportPlan:
             first_event=first,
             last_event=last,
             consistent=len(totals) == 1,
+            unavailable=lacking,
         )
 
 
