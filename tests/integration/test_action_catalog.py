@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from google.protobuf import json_format
 
 from sealtrail import (
+    AsyncAuditClient,
     AuditClient,
     InvalidArgumentError,
     PermissionDeniedError,
@@ -167,7 +168,7 @@ def test_a_limit_bounds_the_listing(client: AuditClient) -> None:
         client.set_action_description(action, f"The action {action}")
     first = client.action_catalog(limit=2)
     assert [entry.action for entry in first.entries] == ["a.one", "action_catalog.updated"]
-    assert first.truncated and first.total_entries == 4
+    assert first.truncated and first.next_page_token and first.total_entries == 4
     with pytest.raises(InvalidArgumentError) as refused:
         client.action_catalog(limit=-1)
     assert [name for name, _ in refused.value.field_violations] == ["limit"]
@@ -257,3 +258,128 @@ def test_the_cli_lists_and_describes_actions(
     assert code != 0 and "PERMISSION_DENIED" in said
     code, said = cli("describe", "Doc.Edit", "A document was edited")
     assert code == 2 and "ACTION: must be dotted lowercase" in said
+
+
+def recorded_actions(client: AuditClient, actions: list[str]) -> None:
+    """`client` records one event of each of `actions`, in batches of 500."""
+    for start in range(0, len(actions), 500):
+        client.record_batch(
+            [build_event(action=action, actor_id="u") for action in actions[start : start + 500]]
+        )
+
+
+def _listings_recorded(client: AuditClient) -> int:
+    """How many ListActionCatalog listings the log has recorded."""
+    found = client.query(build_filter(actions="audit_log.queried"), page_size=1000)
+    return sum(1 for event in found if event.details["rpc"] == "ListActionCatalog")
+
+
+def test_pages_list_every_entry_once_in_order_of_one_log(client: AuditClient) -> None:
+    # Actions of the log and described ones, some sharing a first letter, one
+    # of each kind described: in byte order, "a_b" sorts after "a.c".
+    recorded_actions(client, ["doc.edit", "doc.edit", "a_b.x", "doc.share", "zz.last"])
+    client.set_action_description("a.c", "Described, not recorded")
+    client.set_action_description("zz.last", "The last by name")
+    first = client.action_catalog(limit=2)
+    expected = sorted(
+        ["a.c", "a_b.x", "action_catalog.updated", "doc.edit", "doc.share", "zz.last"],
+        key=str.encode,
+    )
+    assert first.total_entries == len(expected)
+    # Recorded meanwhile: counted by none of the pages (they count the first's log).
+    client.record(build_event(action="doc.edit", actor_id="u"))
+    client.record(build_event(action="aa.between", actor_id="u"))
+    pages = [first]
+    while pages[-1].next_page_token:
+        assert pages[-1].truncated
+        pages.append(client.action_catalog(limit=2, page_token=pages[-1].next_page_token))
+    assert not pages[-1].truncated and len(pages) == 3
+    listed = [entry for page in pages for entry in page.entries]
+    assert [entry.action for entry in listed] == expected
+    assert {page.tree_size for page in pages} == {first.tree_size}
+    assert {page.total_entries for page in pages} == {len(expected)}
+    counts = {entry.action: entry.count for entry in listed}
+    assert counts["doc.edit"] == 2 and counts["a.c"] == 0
+    assert {entry.action: entry.description for entry in listed}["zz.last"] == "The last by name"
+    # The later pages read on the strength of the first's record, not recorded.
+    assert _listings_recorded(client) == 1
+    # The iterator reads every page: the events recorded since counted too.
+    every = list(client.action_catalog_entries(page_size=2))
+    assert [e.action for e in every] == sorted([*expected, "aa.between", "audit_log.queried"])
+    assert {e.action: e.count for e in every}["doc.edit"] == 3
+    assert [e.action for e in client.action_catalog_entries(page_size=2, limit=3)] == [
+        "a.c",
+        "a_b.x",
+        "aa.between",
+    ]
+
+
+async def test_the_async_client_reads_every_page(server: ServerThread, tenant: str) -> None:
+    with AuditClient(server.target, token=server.token(tenant)) as client:
+        recorded_actions(client, ["b.two", "a.one", "c.three"])
+    async with AsyncAuditClient(server.target, token=server.token(tenant, "reader")) as reader:
+        first = await reader.action_catalog(limit=1)
+        second = await reader.action_catalog(limit=1, page_token=first.next_page_token)
+        every = [entry.action async for entry in reader.action_catalog_entries(page_size=1)]
+        some = [entry.action async for entry in reader.action_catalog_entries(limit=2)]
+    assert [e.action for e in (*first.entries, *second.entries)] == ["a.one", "b.two"]
+    assert every == ["a.one", "audit_log.queried", "b.two", "c.three"]
+    assert some == ["a.one", "audit_log.queried"]
+
+
+def _refused_page_token(client: AuditClient, token: str) -> str:
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.action_catalog(limit=1, page_token=token)
+    [(field, said)] = refused.value.field_violations
+    assert field == "page_token"
+    return said
+
+
+def test_a_page_token_of_another_tenant_rpc_or_caller_or_altered_is_refused(
+    client_for: Clients, tenant: str
+) -> None:
+    mine, theirs = client_for(tenant), client_for(f"{tenant}-other")
+    for client in (mine, theirs):
+        recorded_actions(client, ["a.one", "b.two", "c.three"])
+    token = mine.action_catalog(limit=1).next_page_token
+    assert token
+    # Another tenant's caller, another caller of mine: issued to neither.
+    assert "not one issued to this caller" in _refused_page_token(theirs, token)
+    other_caller = client_for(tenant, "reader")
+    assert "not one issued to this caller" in _refused_page_token(other_caller, token)
+    # Another RPC's (Query's), of the same caller: signed, of another kind.
+    queried = mine.query_page(page_size=1).next_page_token
+    assert queried and "start the query again" in _refused_page_token(mine, queried)
+    # Altered: its last action or tree_size changed, or its signature.
+    payload, _, mac = token.partition(".")
+    assert "not one issued" in _refused_page_token(mine, f"{payload}x.{mac}")
+    assert "not one issued" in _refused_page_token(mine, f"{payload}.{mac[::-1]}")
+    assert "not one issued" in _refused_page_token(mine, "garbage")
+    # The token itself still works for its caller: the first page's log, its
+    # reads recorded since (audit_log.queried) not in it.
+    assert [e.action for e in mine.action_catalog(limit=1, page_token=token).entries] == ["b.two"]
+
+
+def test_the_cli_lists_every_action_or_the_first_of_them(
+    server: ServerThread, client: AuditClient, tenant: str
+) -> None:
+    # Past the API's 1,000 in one answer: the CLI reads the second page.
+    actions = [f"svc.a{n:04d}" for n in range(1001)]
+    recorded_actions(client, actions)
+    client.set_action_description("svc.a1000", "Past the first page")
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "reader")}
+    done = CliRunner().invoke(client_cli.main, ["actions", "list"], env=env)
+    assert done.exit_code == 0, done.output
+    rows = [line.split("\u2502") for line in done.output.splitlines() if "\u2502" in line]
+    cells = {row[1].strip(): [cell.strip() for cell in row[2:]] for row in rows}
+    assert set(actions) <= set(cells) and len(cells) == 1002  # and action_catalog.updated
+    assert cells["svc.a1000"][2] == "Past the first page"
+    assert "more actions" not in done.output
+
+    cut = CliRunner().invoke(client_cli.main, ["actions", "list", "--limit", "2"], env=env)
+    assert cut.exit_code == 0, cut.output
+    rows = [line.split("\u2502") for line in cut.stdout.splitlines() if "\u2502" in line]
+    assert [row[1].strip() for row in rows] == ["action_catalog.updated", "audit_log.queried"]
+    assert cut.stderr == "more actions: showing the first 2; raise --limit (0: every action)\n"
+    done = CliRunner().invoke(client_cli.main, ["actions", "list", "--limit", "-1"], env=env)
+    assert done.exit_code == 2 and "--limit" in done.output

@@ -24,6 +24,7 @@ from ..domain.action_catalog import MAX_DESCRIPTION, action_problem, description
 from ..domain.counts import group_limit
 from ..domain.errors import InvalidArgument
 from ..domain.event import MISSING, ChangeDraft
+from ..domain.page_tokens import PageTokens
 from ..store.action_catalog import (
     CatalogEntry,
     Described,
@@ -33,7 +34,7 @@ from ..store.action_catalog import (
     write_description,
 )
 from ..store.appender import Appender
-from ..store.changes import Changes
+from ..store.changes import Changes, refuse_if_erased_now
 from ..store.database import Database
 from ..store.long_reads import LongReads
 from .audited import FilterDetails, record_access
@@ -70,6 +71,7 @@ class ActionCatalogRpcs:
     _filter_details: FilterDetails
     _count_timeout: float
     _long_reads: LongReads
+    _page_tokens: PageTokens
 
     async def SetActionDescription(
         self, request: pb.SetActionDescriptionRequest, context: Context
@@ -149,26 +151,53 @@ class ActionCatalogRpcs:
         principal = current_principal()
         tenant_id = principal.tenant_id
         limit = group_limit(request.limit)
+        # A token goes on the listing of one tenant, for the caller it was
+        # issued to, and carries the first page's tree_size with the last
+        # action listed: every page counts the same log (ADR 0042's framing).
+        fingerprint = f"action-catalog:{tenant_id}"
+        tree_size, after = 0, ""
+        if request.page_token:
+            tree_size, after = self._page_tokens.decode_key(
+                request.page_token, fingerprint=fingerprint, caller=principal.token_id,
+                kinds=(int, str),
+            )  # fmt: skip
         with self._long_reads.admitted(tenant_id, "count"):  # refused ones are not recorded
-            # Recorded first, as a count is: the listing reads the log before it.
-            recorded = await record_access(
-                self._appender,
-                principal,
-                now=self._clock(),
-                action="audit_log.queried",
-                description="Listed the action catalogue",
-                details={"rpc": "ListActionCatalog", "limit": limit},
-            )
+            if not request.page_token:
+                # Recorded first, as a count is: the listing reads the log
+                # before it. Once, on the first page: the later pages are read
+                # on the strength of that record, as Query's are (ADR 0012).
+                recorded = await record_access(
+                    self._appender,
+                    principal,
+                    now=self._clock(),
+                    action="audit_log.queried",
+                    description="Listed the action catalogue",
+                    details={"rpc": "ListActionCatalog", "limit": limit},
+                )
+                tree_size = recorded.seq - 1
             catalog = await list_catalog(
                 self._db,
                 tenant_id=tenant_id,
-                before_seq=recorded.seq,
+                before_seq=tree_size + 1,
+                after=after,
                 limit=limit,
                 timeout=self._count_timeout,
             )
+        if request.page_token and not catalog.entries:
+            # Erased since the first page: an error, not an end that passes
+            # for the whole catalogue.
+            await refuse_if_erased_now(self._db, tenant_id)
+        next_token = ""
+        if catalog.more:
+            next_token = self._page_tokens.encode_key(
+                fingerprint=fingerprint,
+                key=[tree_size, catalog.entries[-1].action],
+                caller=principal.token_id,
+            )
         return pb.ListActionCatalogResponse(
             entries=[_listed(entry) for entry in catalog.entries],
-            truncated=catalog.truncated,
+            truncated=bool(next_token),
             total_entries=catalog.total,
-            tree_size=recorded.seq - 1,
+            tree_size=tree_size,
+            next_page_token=next_token,
         )

@@ -128,8 +128,8 @@ class PageTokens:
         if bound_to != fingerprint:
             raise InvalidArgument.field(
                 "page_token",
-                "belongs to a query with another filter, order or tenant"
-                " (or to another sink's dead letters)",
+                "belongs to another listing (a sink's, a tenant's) or query"
+                " (another filter, order or tenant)",
             )
         return position
 

@@ -46,31 +46,33 @@ class CatalogEntry:
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
-    """The first `entries` of a catalogue, by action in byte order, and how
-    many there are in all."""
+    """A page of a catalogue: its `entries`, by action in byte order, whether
+    more follow the last (`more`), and how many entries there are in all."""
 
     entries: list[CatalogEntry]
     total: int
-
-    @property
-    def truncated(self) -> bool:
-        """Whether the limit left entries out."""
-        return self.total > len(self.entries)
+    more: bool
 
 
 _COLUMNS: Final = "action, description, updated_at, updated_by"
 
 # The log's actions (grouped as CountEvents groups them, the latest
-# occurrence with each count) beside the described ones, in byte order (as
-# the client sorts strings), the number of entries computed before the limit.
+# occurrence with each count) beside the described ones; a page of them in
+# byte order (as the client sorts strings) after the previous page's last
+# action (keyset), the number of entries of every page computed beside it.
+# The one row of `one` carries the total when the page is empty.
 _LISTED: Final = sql.SQL(
-    "SELECT coalesce(s.action, d.action) AS action, coalesce(s.n, 0), s.last,"
-    " d.description, d.updated_at, d.updated_by, count(*) OVER ()"
+    "WITH listed AS ("
+    "SELECT coalesce(s.action, d.action) AS action, coalesce(s.n, 0) AS n, s.last,"
+    " d.description, d.updated_at, d.updated_by"
     " FROM (SELECT action, count(*) AS n, max(occurred_at) AS last"
     "  FROM events WHERE {conditions} GROUP BY action) AS s"
     " FULL JOIN (SELECT action, description, updated_at, updated_by"
-    "  FROM action_catalog WHERE tenant_id = %s) AS d ON d.action = s.action"
-    ' ORDER BY coalesce(s.action, d.action) COLLATE "C" LIMIT %s'
+    "  FROM action_catalog WHERE tenant_id = %s) AS d ON d.action = s.action)"
+    " SELECT page.action, page.n, page.last, page.description, page.updated_at,"
+    " page.updated_by, (SELECT count(*) FROM listed)"
+    " FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT * FROM listed"
+    '  WHERE action COLLATE "C" > %s ORDER BY action COLLATE "C" LIMIT %s) AS page ON true'
 )
 
 
@@ -109,23 +111,27 @@ async def clear_description(conn: Connection, tenant_id: str, action: str) -> No
 
 
 def catalog_statement(
-    tenant_id: str, *, before_seq: int, limit: int
+    tenant_id: str, *, before_seq: int, after: str, limit: int
 ) -> tuple[sql.Composed, list[Any]]:
-    """The SQL of a listing and its parameters: the actions of `tenant_id`'s
-    events before `before_seq` and its described actions, at most `limit`."""
+    """The SQL of a page and its parameters: the actions of `tenant_id`'s
+    events before `before_seq` and its described actions, at most `limit`
+    of them after the action `after` ("" from the first)."""
     conditions, params = filter_conditions(tenant_id, EventFilter())
     conditions.append(sql.SQL("seq < %s"))
     params.append(before_seq)
     query = _LISTED.format(conditions=sql.SQL(" AND ").join(conditions))
-    return query, [*params, tenant_id, limit]
+    return query, [*params, tenant_id, after, limit]
 
 
 async def list_catalog(
-    db: Database, *, tenant_id: str, before_seq: int, limit: int, timeout: float
+    db: Database, *, tenant_id: str, before_seq: int, after: str, limit: int, timeout: float
 ) -> Catalog:
-    """The catalogue of `catalog_statement`, read within `timeout` seconds as
-    a count is (past them, FailedPrecondition COUNT_TIMEOUT)."""
-    query, params = catalog_statement(tenant_id, before_seq=before_seq, limit=limit)
+    """The page of `catalog_statement` (one more entry read tells whether
+    another page follows), read within `timeout` seconds as a count is (past
+    them, FailedPrecondition COUNT_TIMEOUT)."""
+    query, params = catalog_statement(
+        tenant_id, before_seq=before_seq, after=after, limit=limit + 1
+    )
     async with db.bulk_connection(tenant_id, statement_timeout=timeout) as conn:
         try:
             cursor = await conn.execute(query, params)
@@ -142,8 +148,9 @@ async def list_catalog(
             updated_by=updated_by,
         )
         for action, n, last, description, updated_at, updated_by, _ in rows
+        if action is not None  # the row of an empty page, its total alone
     ]
-    return Catalog(entries=entries, total=int(rows[0][6]) if rows else 0)
+    return Catalog(entries=entries[:limit], total=int(rows[0][6]), more=len(entries) > limit)
 
 
 def _timed_out(timeout: float) -> FailedPrecondition:

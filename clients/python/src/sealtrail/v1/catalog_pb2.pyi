@@ -148,18 +148,27 @@ class ListActionCatalogRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
-    """Maximum number of entries to return: default 50, at most 1,000 (a larger
-    value is lowered to 1,000), never negative.
+    """The page size: maximum number of entries to return in this page, default
+    50, at most 1,000 (a larger value is lowered to 1,000), never negative.
+    It may differ from one page to the next.
+    """
+    page_token: _builtins.str
+    """The previous response's next_page_token, for the page after it; "" for
+    the first page. Bound to the tenant, the caller and the first page's
+    tree_size (every page counts the same log); another RPC's, another
+    caller's or an altered token is INVALID_ARGUMENT naming `page_token`.
     """
     def __init__(
         self,
         *,
         limit: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -175,22 +184,32 @@ class ListActionCatalogResponse(_message.Message):
     TRUNCATED_FIELD_NUMBER: _builtins.int
     TOTAL_ENTRIES_FIELD_NUMBER: _builtins.int
     TREE_SIZE_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     truncated: _builtins.bool
-    """True when there are more entries than `limit`: those after the last one
-    returned, in the same order, were left out.
+    """True exactly when next_page_token is set: entries after this page's
+    last, in the same order, are on the next pages.
     """
     total_entries: _builtins.int
-    """How many entries there are in all, returned or not."""
+    """How many entries there are in all, on every page, as this page read
+    them.
+    """
     tree_size: _builtins.int
-    """The size of the log the counts read: they count the events of seq 1 to
-    tree_size that retention kept, as CountEvents' do (the listing's own
-    `audit_log.queried` record is seq tree_size + 1).
+    """The size of the log the counts read, the same on every page of a
+    listing: they count the events of seq 1 to tree_size that retention kept,
+    as CountEvents' do. The first page is recorded (`audit_log.queried`, seq
+    tree_size + 1); the later pages are read on the strength of that record
+    and not recorded again, as Query's are.
+    """
+    next_page_token: _builtins.str
+    """The token of the next page (its request's page_token); "" after the last
+    page, the only end signal.
     """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActionCatalogEntry]:
-        """The entries, at most `limit` of them, by action in byte order: every
-        action the log holds, with its count and description, and every action
-        described that it does not hold (count 0).
+        """This page's entries, at most `limit` of them, by action in byte order,
+        after the previous page's last: every action the log holds, with its
+        count and description, and every action described that it does not hold
+        (count 0).
         """
 
     def __init__(
@@ -200,10 +219,11 @@ class ListActionCatalogResponse(_message.Message):
         truncated: _builtins.bool = ...,
         total_entries: _builtins.int = ...,
         tree_size: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "total_entries", b"total_entries", "tree_size", b"tree_size", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token", "total_entries", b"total_entries", "tree_size", b"tree_size", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
