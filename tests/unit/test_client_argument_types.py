@@ -146,6 +146,8 @@ CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("hash_secret", (b"s3cret",), {}, "value"),
     ("set_action_description", ("doc.edit", None), {}, "description"),
     ("action_catalog", (), {"limit": "5"}, "limit"),
+    ("action_catalog", (), {"page_token": 5}, "page_token"),
+    ("action_catalog_entries", (), {"page_size": "10"}, "page_size"),
     ("create_token", ("reader",), {"expire_time": date(2027, 1, 1)}, "expire_time"),
     ("revoke_token", (["tok_1"],), {}, "token_id"),
     ("set_retention_policy", (90.5,), {}, "default"),

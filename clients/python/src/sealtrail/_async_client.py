@@ -827,18 +827,54 @@ class AsyncAuditClient:
         return await self._change(self._stub.SetActionDescription, request, CATALOG_UPDATED)
 
     async def action_catalog(
-        self, *, limit: int = 1000, timeout: float = COUNT_TIMEOUT
+        self, *, limit: int = 1000, page_token: str = "", timeout: float = COUNT_TIMEOUT
     ) -> catalog_pb2.ListActionCatalogResponse:
-        """Your tenant's action catalogue, by action: every action the log
-        holds with its count and latest occurrence, and its description if
-        an admin gave one; then described actions not recorded yet (count
-        0), at most `limit` (0: 50; at most 1,000) entries, `truncated` if
-        there are more. Read as a count is, recorded as a query is, and
-        waited for as `count_events` is."""
-        request = action_catalog_request(limit)
+        """One page of your tenant's action catalogue, by action: every action
+        the log holds with its count and latest occurrence, and its
+        description if an admin gave one; then described actions not recorded
+        yet (count 0), at most `limit` (0: 50; at most 1,000) entries after
+        `page_token`'s page ("": the first), and the `next_page_token` of the
+        next ("" after the last; `truncated` then false). Read as a count is,
+        recorded (its first page) as a query is, and waited for as
+        `count_events` is; every page counts the log of the first's
+        `tree_size`."""
+        request = action_catalog_request(limit, page_token)
         return await self._call(
             self._stub.ListActionCatalog, request, timeout=timeout, retry_on=PREVIEW_RETRYABLE
         )
+
+    def action_catalog_entries(
+        self, *, page_size: int = 1000, limit: int | None = None, timeout: float = COUNT_TIMEOUT
+    ) -> AsyncIterator[catalog_pb2.ActionCatalogEntry]:
+        """Yields every entry of your tenant's action catalogue, by action,
+        page after page (`action_catalog`'s pages of `page_size`, each within
+        `timeout`), stopping after `limit` if given: one listing, recorded
+        once, its counts all of one log."""
+        action_catalog_request(page_size, "")  # its page size checked at the call
+        if self._closed:  # at the call, as every other call's: not at its first entry
+            raise ClientClosedError
+        if limit is not None and limit < 0:  # it yielded nothing, as if there were none
+            raise ValueError(f"limit: must be 0 or more (None: every entry), not {limit}")
+        return self._action_catalog_entries(page_size, limit, timeout)
+
+    async def _action_catalog_entries(
+        self, page_size: int, limit: int | None, timeout: float
+    ) -> AsyncIterator[catalog_pb2.ActionCatalogEntry]:
+        """action_catalog_entries's entries: a generator's checks ran at its
+        first entry, not at the call."""
+        if limit is not None:
+            page_size = min(page_size, limit)
+        remaining, token = limit, ""
+        while remaining is None or remaining > 0:
+            page = await self.action_catalog(limit=page_size, page_token=token, timeout=timeout)
+            entries = page.entries[:remaining]
+            for entry in entries:
+                yield entry
+            if remaining is not None:
+                remaining -= len(entries)
+            token = page.next_page_token
+            if not token:
+                return
 
     async def hash_secret(self, value: str) -> str:
         """Admin: `hmac-sha256:<hex>`, what redaction in HMAC mode writes for

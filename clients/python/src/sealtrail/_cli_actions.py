@@ -8,7 +8,6 @@ from __future__ import annotations
 import click
 
 from sealtrail._cli import PlainTable, _client, print_table, table_time
-from sealtrail._words import counted
 
 
 @click.group()
@@ -20,32 +19,41 @@ def actions() -> None:
 @actions.command("list")
 @click.option(
     "--limit",
-    type=click.IntRange(min=1, max=1000),
-    default=1000,
+    type=click.IntRange(min=0),
+    default=0,
     show_default=True,
-    help="Actions to show at most, by name.",
+    help="Actions to show at most, by name; 0: every action.",
 )
 @click.pass_context
 def list_actions(ctx: click.Context, limit: int) -> None:
     """Every action the log holds, by name, with its number of events, when
     the latest occurred (UTC) and its description; then the actions described
-    that no event has yet (0 events). Recorded as a query is."""
-    with _client(ctx) as client:
-        catalog = client.action_catalog(limit=limit)
+    that no event has yet (0 events). Read page after page, every page
+    counting the same log; recorded once, as a query is."""
     table = PlainTable("action", "events", "last seen", "description")
-    for entry in catalog.entries:
-        table.add_row(
-            entry.action,
-            f"{entry.count:,}",
-            table_time(entry.last_occurred_time) if entry.HasField("last_occurred_time") else "",
-            entry.description,
-        )
+    more = False
+    with _client(ctx) as client:
+        if limit == 0:
+            entries = client.action_catalog_entries(page_size=1000)
+        else:
+            # One more than shown tells whether --limit cut the answer short.
+            entries = client.action_catalog_entries(page_size=min(limit + 1, 1000), limit=limit + 1)
+        for shown, entry in enumerate(entries, 1):
+            if shown > limit > 0:
+                more = True
+                break
+            table.add_row(
+                entry.action,
+                f"{entry.count:,}",
+                table_time(entry.last_occurred_time)
+                if entry.HasField("last_occurred_time")
+                else "",
+                entry.description,
+            )
     print_table(table)
-    if catalog.truncated:
+    if more:
         click.echo(
-            f"{counted(catalog.total_entries, 'action')}: showing the first"
-            f" {len(catalog.entries)}; raise --limit",
-            err=True,
+            f"more actions: showing the first {limit}; raise --limit (0: every action)", err=True
         )
 
 

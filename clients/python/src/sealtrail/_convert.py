@@ -1460,7 +1460,8 @@ def build_alert_rule(
     return rule
 
 
-def action_catalog_request(limit: int) -> catalog_pb2.ListActionCatalogRequest:
-    """ListActionCatalog's request for at most `limit` entries (0: 50; the
-    server lowers one past 1,000 to 1,000, refuses a negative one)."""
-    return catalog_pb2.ListActionCatalogRequest(limit=min(limit, _INT32_MAX))
+def action_catalog_request(limit: int, page_token: str) -> catalog_pb2.ListActionCatalogRequest:
+    """ListActionCatalog's request for a page of at most `limit` entries (0:
+    50; the server lowers one past 1,000 to 1,000, refuses a negative one)
+    after `page_token`'s ("": the first)."""
+    return catalog_pb2.ListActionCatalogRequest(limit=min(limit, _INT32_MAX), page_token=page_token)
