@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from selenium import webdriver
@@ -26,6 +27,7 @@ from tests.browser.test_console_admin import open_view, wait
 from tests.browser.test_console_admin_api import from_the_browser, recorded, send
 from tests.browser.test_console_breakdown import signed_in_hooked
 from tests.conftest import ServerThread
+from tests.integration.test_action_catalog import recorded_actions
 from tests.unit.test_redaction import SECRETS
 
 SHARED = "A document shared with someone outside the organisation"
@@ -114,6 +116,27 @@ def test_an_admin_describes_an_action_and_any_reader_lists_the_catalogue(
     assert status == 200, first
     assert [entry["action"] for entry in first["entries"]] == [listed["entries"][0]["action"]]
     assert first["truncated"] is True and first["total_entries"] == len(by_action)
+    # `page_token` passed on: the next pages of the same listing, every entry once.
+    pages = [first]
+    while pages[-1]["next_page_token"]:
+        status, page = send(
+            api + "actions?" + urlencode({"limit": 1, "page_token": pages[-1]["next_page_token"]}),
+            token=reader,
+        )
+        assert status == 200, page
+        pages.append(page)
+    assert [e["action"] for p in pages for e in p["entries"]] == [
+        e["action"] for e in listed["entries"]
+    ]
+    assert {p["tree_size"] for p in pages} == {first["tree_size"]}
+    assert not pages[-1]["truncated"] and len(catalogue_reads(admin)) == 2  # once a listing
+    # A token another caller was given, or one given twice: a 400 naming it.
+    status, refused = send(
+        api + "actions?" + urlencode({"page_token": first["next_page_token"]}), token=admin_token
+    )
+    assert status == 400 and "page_token: is not one issued" in refused["error"], refused
+    status, refused = send(api + "actions?page_token=a&page_token=b", token=reader)
+    assert (status, refused["error"]) == (400, "page_token: given more than once"), refused
 
     # "" clears; clearing none changes and records nothing.
     for event_id in (True, False):
@@ -280,6 +303,25 @@ def test_a_reader_sees_what_an_action_means_read_once_and_nothing_to_edit(
     browser.get(console_url + "#actions")
     wait(browser).until(seen.visibility_of_element_located((By.ID, "log")))
     assert not browser.find_element(By.ID, "admin-actions").is_displayed()
+
+
+def test_an_action_past_the_first_page_shows_its_description(
+    browser: webdriver.Chrome, console_url: str, reader: str, admin: AuditClient
+) -> None:
+    # More actions than the API answers in one page (1,000): the page reads
+    # the next page too, one listing recorded once.
+    recorded_actions(admin, [f"svc.a{n:04d}" for n in range(1001)])
+    admin.set_action_description("svc.a1000", "The last action, on the second page")
+    signed_in_hooked(browser, console_url + "?actions=svc.a1000", reader)
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    browser.find_element(By.CSS_SELECTOR, "#events tbody tr.event button.opener").click()
+    wait(browser).until(
+        lambda b: (
+            detail_fields(b).get("action description") == "The last action, on the second page"
+        )
+    )
+    assert len(requested(browser, "/api/actions")) == 2
+    assert len(catalogue_reads(admin)) == 1
 
 
 def action_row(section: WebElement, action: str) -> WebElement:

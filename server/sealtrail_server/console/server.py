@@ -20,8 +20,9 @@ travels in `Authorization: Bearer` on each request; nothing is kept here.
     GET  /api/export            Export ?format=csv|ndjson|json, as NDJSON lines: the file's
                                 chunks ({"chunk": base64}), then {"manifest": ...}
     GET  /api/proof             GetInclusionProof ?seq=, with the checkpoint
-    GET  /api/actions           ListActionCatalog ?limit=: the tenant's actions, each with
-                                its count, last occurrence and description (any reading role)
+    GET  /api/actions           ListActionCatalog ?limit=&page_token=: a page of the tenant's
+                                actions, each with its count, last occurrence and
+                                description (any reading role)
 
 Each API request is a traced operation: a SERVER span of the console's
 (`GET /api/events`, when tracing is on), child of the browser's W3C trace
@@ -725,19 +726,24 @@ class Console:
         return web.json_response({"proof": _json(answer), "keys": _json(keys)})
 
     async def _actions(self, request: web.Request) -> web.Response:
-        """The tenant's action catalogue (ListActionCatalog, any reading
-        role): every action its log holds, with its count and last
+        """A page of the tenant's action catalogue (ListActionCatalog, any
+        reading role): every action its log holds, with its count and last
         occurrence, beside its description, and the actions described and
-        not recorded yet; `limit` as the API's (50 without it, at most 1,000;
-        a negative one is the API's 400 on `limit`). Recorded by the API as
-        a read of the log (`audit_log.queried`), each time: the page reads it
-        once and keeps it."""
+        not recorded yet; `limit` as the API's page size (50 without it, at
+        most 1,000; a negative one is the API's 400 on `limit`), `page_token`
+        the previous page's `next_page_token`. Recorded by the API as a read
+        of the log (`audit_log.queried`), each listing once (its first page):
+        the page reads it once and keeps it."""
         limits = request.query.getall("limit", [])
+        tokens = request.query.getall("page_token", [])
         if len(limits) > 1:
             raise BadParameter("limit: given more than once")
+        if len(tokens) > 1:
+            raise BadParameter("page_token: given more than once")
         limit = _limit(limits[0], what="entries") if limits else 0
         answer = await self._stub.ListActionCatalog(
-            catalog_pb2.ListActionCatalogRequest(limit=limit), metadata=self._metadata(request)
+            catalog_pb2.ListActionCatalogRequest(limit=limit, page_token="".join(tokens)),
+            metadata=self._metadata(request),
         )
         return web.json_response(
             {
@@ -745,6 +751,7 @@ class Console:
                 "truncated": answer.truncated,
                 "total_entries": answer.total_entries,
                 "tree_size": answer.tree_size,
+                "next_page_token": answer.next_page_token,
             }
         )
 

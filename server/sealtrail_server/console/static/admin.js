@@ -17,6 +17,7 @@ let filterFields;  // console.js's: the search's filter parameters a form holds
 let fillFilter;  // and the reverse
 let catalogued;  // console.js's: the catalogue's descriptions, as the Actions view read them
 let described;  // and one description, as an edit left it
+let readCatalogue;  // and its read of every page of the catalogue (up to its bound)
 
 // What each view last read: a row's buttons act on these, etags included.
 const read = {
@@ -30,7 +31,7 @@ const LOADERS = {
 };
 
 export function setUpAdmin(context) {
-  ({ api, signOut, filterFields, fillFilter, catalogued, described } = context);
+  ({ api, signOut, filterFields, fillFilter, catalogued, described, readCatalogue } = context);
   $("#token-create").addEventListener("submit", createToken);
   $("#action-describe").addEventListener("submit", describeNew);
   setUpSinkForm(context.filterRow);
@@ -1680,18 +1681,15 @@ function resetErasure() {
 
 // --- the action catalogue ------------------------------------------------------------
 
-// The most actions the view lists: the API's most in one answer.
-const ACTIONS_LISTED = 1000;
-
-// Every action of the tenant (ListActionCatalog, recorded as a read of the log),
-// by name, each with its description in an input to edit in place.
+// Every action of the tenant (ListActionCatalog, recorded as a read of the log,
+// once a listing), by name, each with its description in an input to edit in
+// place: page after page, as many as the page's catalogue reads (console.js).
 async function loadActions() {
   const section = $("#admin-actions");
   await busy(section, async () => {
     try {
-      const params = new URLSearchParams({ limit: String(ACTIONS_LISTED) });
-      const answer = await (await api("/api/actions", params)).json();
-      catalogued(answer.entries, answer.truncated);  // the events' detail reads these too
+      const answer = await readCatalogue();
+      catalogued(answer.entries);  // the events' detail reads these too
       $("#actions-table tbody").replaceChildren(...answer.entries.map(actionRow));
       $(".empty", section).hidden = answer.entries.length > 0;
       const cut = $(".truncated", section);

@@ -831,21 +831,41 @@ function forgetSuggestions() {
 
 // What the tenant's admins say each action means (ListActionCatalog), for an
 // event's detail and the action field's suggestions: read once a session, when
-// first needed, and kept for the page. Each read is recorded as a read of the
-// log (`audit_log.queried`): one per event opened would have filled the log
-// with the page's own reads. The Actions view's listing (admin.js) and its
-// edits update it. The API's most actions in one answer: past them (by name),
-// an action is shown without its description.
-const CATALOGUED = 1000;
+// first needed, and kept for the page. Each listing is recorded as a read of the
+// log (`audit_log.queried`, its first page alone): one per event opened would
+// have filled the log with the page's own reads. The Actions view's listing
+// (admin.js) and its edits update it. Read page after page (the API's most in
+// one answer, 1,000), at most CATALOGUE_PAGES of them: past them (by name), an
+// action is shown without its description.
+const CATALOGUE_PAGE = 1000;
+const CATALOGUE_PAGES = 10;
 let catalogue = null;  // Map: action -> description, once read
 let cataloguing = null;  // the read on its way
+
+// Every entry of the catalogue up to CATALOGUE_PAGES pages, by action, with
+// whether more were left out (`truncated`) and how many there are in all.
+async function readCatalogue() {
+  const entries = [];
+  let pageToken = "";
+  for (let pages = 0; pages < CATALOGUE_PAGES; pages += 1) {
+    const params = new URLSearchParams({ limit: String(CATALOGUE_PAGE) });
+    if (pageToken) params.set("page_token", pageToken);
+    const answer = await (await api("/api/actions", params)).json();
+    entries.push(...answer.entries);
+    pageToken = answer.next_page_token;
+    if (!pageToken) return { entries, truncated: false, total_entries: answer.total_entries };
+    if (pages + 1 === CATALOGUE_PAGES) {
+      return { entries, truncated: true, total_entries: answer.total_entries };
+    }
+  }
+  return { entries, truncated: false, total_entries: entries.length };
+}
 
 function actionDescriptions() {
   if (catalogue) return Promise.resolve(catalogue);
   if (!cataloguing) {
-    const params = new URLSearchParams({ limit: String(CATALOGUED) });
     // In turn with the page's counts: the tenant's one count at a time counts it too.
-    const reading = inTurn(async () => (await api("/api/actions", params)).json()).then((answer) => {
+    const reading = inTurn(readCatalogue).then((answer) => {
       const read = descriptionsOf(answer.entries);
       if (cataloguing === reading) catalogue = read;  // else signed out meanwhile
       return read;
@@ -1521,6 +1541,7 @@ function init() {
   window.addEventListener("popstate", searchChanged);
   setUpAdmin({
     api, signOut, filterFields, fillFilter, filterRow: $("#filters .row"), catalogued, described,
+    readCatalogue,
   });
   setUpChart({ api, narrow: narrowTo, report: chartRefused });
   setUpBreakdown({ api, narrowBy, inTurn, signOut });
