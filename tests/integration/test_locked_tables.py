@@ -22,7 +22,7 @@ from psycopg import sql
 from sealtrail import AuditClient, UnavailableError
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
 from sealtrail_server.store.database import Database
-from tests.conftest import ServerThread, database_of_its_own
+from tests.conftest import ServerThread, database_of_its_own, logged
 from tests.integration.test_database_outage import SERVING, health
 from tests.integration.test_health_roles import _BY_TENANT, owner, said_of
 from tests.service_login import service_login_url
@@ -53,9 +53,12 @@ def locked(url: str, table: str) -> Iterator[None]:
 
 
 def test_reads_of_a_locked_table_answer_unavailable_after_the_lock_timeout(
-    own_server: tuple[ServerThread, str],
+    own_server: tuple[ServerThread, str], caplog: pytest.LogCaptureFixture
 ) -> None:
+    """...and each is logged by PostgreSQL's primary message and the lock it
+    waited on, never by the error whole (its CONTEXT may quote a statement)."""
     server, url = own_server
+    caplog.set_level(logging.WARNING, logger="sealtrail_server.store.database")
     token = server.token(f"t-{uuid.uuid4().hex[:8]}")
     with AuditClient(server.target, token=token, max_attempts=1) as client:
         for _ in range(3):
@@ -83,6 +86,13 @@ def test_reads_of_a_locked_table_answer_unavailable_after_the_lock_timeout(
             assert retry_after is not None and retry_after > 0
         assert client.verify_log().ok
         assert client.get_inclusion_proof(seq=1).tree_size >= 3
+    waits = [
+        record.getMessage()
+        for record in logged(caplog, by="sealtrail_server.store.database", on=server)
+        if "past its lock timeout" in record.getMessage()
+    ]
+    assert waits and all("(SQLSTATE 55P03)" in said for said in waits), waits
+    assert not any("SELECT" in said or "SQL statement" in said for said in waits), waits
 
 
 def probed_in_time(server: ServerThread) -> bool:

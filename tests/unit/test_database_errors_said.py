@@ -157,6 +157,8 @@ def _says_whole(argument: ast.expr, held: _Holders) -> bool:
             return _says_whole(left, held) or _says_whole(right, held)
         case ast.IfExp(body=body, orelse=orelse):
             return _says_whole(body, held) or _says_whole(orelse, held)
+        case ast.BoolOp(values=values):  # `error.diag.context or error`
+            return any(_says_whole(each, held) for each in values)
         case ast.Tuple(elts=elts) | ast.List(elts=elts) | ast.Set(elts=elts):
             return any(_says_whole(each, held) for each in elts)
         case ast.Dict(values=values):
@@ -426,8 +428,13 @@ async def together():
             log.warning("also failed: %r", other)             # 48
             log.warning("also failed: %s", named(other))
         span.record_exception(failed.exceptions[0])           # 50
+    except psycopg.errors.LockNotAvailable as error:
+        log.warning("waited: %s", error.diag.context or error)  # 52
+        log.warning("waited: %s", error.diag.context and named(error))
 """
-    assert list(bare_database_errors_logged(source)) == [8, 12, 14, 16, 32, 34, 36, 39, 48, 50]
+    assert list(bare_database_errors_logged(source)) == [
+        *(8, 12, 14, 16, 32, 34, 36, 39, 48, 50, 52)
+    ]
 
 
 def test_the_sweep_finds_a_span_recording_what_escapes_it() -> None:

@@ -1112,9 +1112,10 @@ class Database:
             elif isinstance(error, psycopg.errors.LockNotAvailable):
                 log.warning(
                     "database: a call waited past its lock timeout (%s) for a lock another"
-                    " session holds: %s",
+                    " session holds: %s%s",
                     scope[3],
-                    error.diag.context or error,
+                    named(error),
+                    _lock_waited_on(error),
                 )
                 told = (
                     "the database kept the call waiting past its lock timeout for a lock"
@@ -1639,3 +1640,13 @@ def _roles_missing(role: str, error: psycopg.Error) -> RolesMissing:
         f" Run the migrations as a superuser or the owner, and grant {SERVICE_ROLE}"
         f" and {SYSTEM_ROLE} to the service's user (docs/database.md)"
     )
+
+
+def _lock_waited_on(error: psycopg.Error) -> str:
+    """The lock a lock timeout waited on, as PostgreSQL's CONTEXT names it
+    (`while locking tuple (0,3) in relation "chain_heads"`), else "". Only
+    that line: a CONTEXT may quote a statement, which the log never says."""
+    lines = (error.diag.context or "").splitlines()
+    if lines and lines[0].startswith("while "):
+        return f" ({lines[0]})"
+    return ""
