@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import uuid
@@ -437,6 +438,14 @@ def no_server_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     for by name."""
     yield
     assert errors_logged(caplog, by="sealtrail", during="call") == []
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """host:port of a listener that takes connections and never answers: a
+    call to it stays in flight."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
 @pytest.fixture

@@ -215,6 +215,76 @@ async def test_asgi_without_sealtrail_answers_and_counts_or_refuses_when_fail_cl
         assert fail_closed.unrecorded == 2
 
 
+async def test_asgi_records_a_cancelled_request_as_a_499_failure_and_cancels_on(
+    server: ServerThread, tenant: str
+) -> None:
+    entered = asyncio.Event()
+
+    async def waits(request: Request) -> Response:
+        entered.set()
+        await asyncio.Event().wait()  # until the server cancels the request
+        raise AssertionError("not cancelled")
+
+    async def cancels(request: Request) -> Response:
+        raise asyncio.CancelledError  # as anyio's cancel scopes deliver one
+
+    routes = [Route("/v1/slow/{id}", waits, methods=["PUT"])]
+    routes.append(Route("/v1/cancels", cancels, methods=["POST"]))
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        app = AsgiAudit(Starlette(routes=routes), client=audit, actor=_actor)
+        async with _http(app) as http:
+            request = asyncio.create_task(http.put("/v1/slow/s_1", headers={"x-user": "u_5"}))
+            await entered.wait()
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            with pytest.raises(asyncio.CancelledError):
+                await http.post("/v1/cancels")
+        slow, cancelled = await _recorded(audit)
+        assert app.unrecorded == 0
+    # The action may have happened: recorded, as the client's closed request
+    # nginx names 499, a failure (it did not end as the application meant).
+    assert (slow.actor.id, slow.action) == ("u_5", "http.v1.slow.put")
+    assert (slow.context.http_route, slow.context.http_status_code) == ("/v1/slow/{id}", 499)
+    assert slow.outcome == event_pb2.OUTCOME_FAILURE
+    assert (cancelled.context.http_status_code, cancelled.outcome) == (
+        499,
+        event_pb2.OUTCOME_FAILURE,
+    )
+
+
+async def test_asgi_cancellation_waits_for_its_record_no_longer_than_cancel_grace(
+    silent: str,
+) -> None:
+    entered = asyncio.Event()
+
+    async def waits(request: Request) -> Response:
+        entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("not cancelled")
+
+    # Sealtrail takes the connection and never answers: the record would wait
+    # out the client's timeout (a minute), the cancellation only `cancel_grace`.
+    audit = AsyncAuditClient(silent, token="stk_unused", max_attempts=1, timeout=60)
+    app = AsgiAudit(
+        Starlette(routes=[Route("/v1/slow", waits, methods=["POST"])]),
+        client=audit,
+        actor=_actor,
+        cancel_grace=0.1,
+    )
+    async with _http(app) as http:
+        request = asyncio.create_task(http.post("/v1/slow"))
+        await entered.wait()
+        request.cancel()
+        async with asyncio.timeout(30):  # a bound far below the record's own
+            with pytest.raises(asyncio.CancelledError):
+                await request
+    # The record carried on; closing the client ends it, as unrecorded.
+    await audit.close()
+    await app.drain()
+    assert app.unrecorded == 1
+
+
 def _wsgi_app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     path = environ["PATH_INFO"]
     if path == "/broken":

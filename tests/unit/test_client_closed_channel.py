@@ -11,7 +11,6 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -123,14 +122,6 @@ def test_an_async_stream_whose_channel_closes_while_it_waits_raises_the_failure(
     with pytest.raises(UnavailableError):
         asyncio.run(attempt())
     assert len(waits) == 1
-
-
-@pytest.fixture
-def silent() -> Iterator[str]:
-    """host:port of a listener that takes connections and never answers: a
-    call to it stays in flight."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
 
 
 async def _in_flight(client: AsyncAuditClient, use: str) -> None:

@@ -6,6 +6,8 @@ handler) and imports none of them."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any, TypeAlias
@@ -36,6 +38,9 @@ ASGIApp: TypeAlias = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # The messages after which no more of the response's body follows.
 _LAST_BODY = ("http.response.body", "http.response.pathsend")
+# The status of a request cancelled before its response started: the client's
+# closed request, as nginx names it (ADR 0139).
+CANCELLED_STATUS = 499
 
 
 def _route(scope: Scope, root_path: str) -> str:
@@ -80,7 +85,14 @@ class AuditMiddleware:
     logged (logger `sealtrail.middleware`) and counted (`unrecorded`, and the
     OpenTelemetry counter `sealtrail.middleware.unrecorded`); with
     `fail_closed=True` its error is raised instead, so the response is not
-    sent (the server answers 500) or, streamed, is cut before its end."""
+    sent (the server answers 500) or, streamed, is cut before its end.
+
+    A request cancelled before its response ended (the server cancelling its
+    task, its client gone; the application raising CancelledError) is recorded
+    as a failure with the status that went out, else 499, and its cancellation
+    goes on once the record is acknowledged or `cancel_grace` seconds passed,
+    whichever is first; a record still running then carries on in the
+    background, bounded by the client's timeouts (`drain()` awaits it)."""
 
     def __init__(
         self,
@@ -94,9 +106,14 @@ class AuditMiddleware:
         methods: Collection[str] = STATE_CHANGING,
         request_id_header: str | None = "x-request-id",
         fail_closed: bool = False,
+        cancel_grace: float = 1.0,
     ) -> None:
+        if not cancel_grace >= 0:
+            raise ValueError("cancel_grace: seconds, 0 or more")
         self.app = app
         self.client = client
+        self.cancel_grace = cancel_grace
+        self._pending: set[asyncio.Task[None]] = set()
         self._recorder = Recorder(
             actor=actor,
             action=action,
@@ -117,6 +134,23 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         await _Exchange(self, scope, send).run(receive)
+
+    async def drain(self) -> None:
+        """Waits for the records of cancelled requests still running (those
+        that outlasted `cancel_grace`): call it on shutdown, before closing
+        the client, so none is lost."""
+        while self._pending:
+            await asyncio.wait(set(self._pending))
+
+    async def record_cancelled(self, record: Awaitable[None]) -> None:
+        """Runs `record` (a cancelled request's) in a task of its own, which a
+        second cancellation does not reach, awaited up to `cancel_grace`."""
+        task = asyncio.ensure_future(record)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        # Cancelled again: the first cancellation goes on, and the record too.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({task}, timeout=self.cancel_grace)
 
     async def record(
         self, request: AuditedRequest, *, duration_ms: float, cut: bool, raising: bool
@@ -152,6 +186,13 @@ class _Exchange:
                 # The server answers 500 unless the response had started.
                 status = self._status if self._start_sent and self._status else 500
                 await self._record(status, cut=True, raising=False)
+            raise
+        except asyncio.CancelledError:
+            if not self._recorded:
+                status = self._status if self._start_sent and self._status else CANCELLED_STATUS
+                await self._middleware.record_cancelled(
+                    self._record(status, cut=True, raising=False)
+                )
             raise
         if not self._recorded:  # the application returned without ending its response
             await self._record(self._status or 500, cut=self._status is None, raising=True)
