@@ -6,14 +6,20 @@ Query."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
+import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 from wsgiref.handlers import SimpleHandler
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.util import FileWrapper
 
 import httpx
 import pytest
@@ -377,3 +383,84 @@ def test_wsgi_without_sealtrail_answers_and_counts_or_refuses_when_fail_closed(
         # Streamed: what went out before the end, without its last chunk.
         assert _wsgi_call(fail_closed, "POST", "/stream")[:2] == (200, b"part 0\npart 1\n")
         assert fail_closed.unrecorded == 2
+
+
+class _SendfileHandler(ServerHandler):
+    """wsgiref's handler with the sendfile fast path PEP 3333 leaves to servers
+    (gunicorn's, for one): a response that is the server's own
+    `wsgi.file_wrapper` is sent by os.sendfile, never iterated in Python."""
+
+    def sendfile(self) -> bool:
+        assert isinstance(self.result, FileWrapper)
+        source = self.result.filelike.fileno()
+        self.send_headers()
+        self._flush()
+        target = self.request_handler.connection.fileno()
+        offset, size = 0, os.fstat(source).st_size
+        while offset < size:
+            offset += os.sendfile(target, source, offset, size - offset)
+        self.request_handler.server.sendfiled.append(size)  # type: ignore[attr-defined]
+        return True
+
+
+class _SendfileRequestHandler(WSGIRequestHandler):
+    def handle(self) -> None:
+        self.raw_requestline = self.rfile.readline(65537)
+        if not self.parse_request():
+            return
+        handler = _SendfileHandler(
+            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False
+        )
+        handler.request_handler = self
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def _wsgi_server(app: Any) -> Iterator[tuple[str, list[int]]]:
+    """A wsgiref server of `app` on 127.0.0.1 port 0, sending file responses by
+    sendfile: its URL, and the sizes it sent so."""
+    server: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=_SendfileRequestHandler)
+    sendfiled: list[int] = []
+    server.sendfiled = sendfiled  # type: ignore[attr-defined]
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    serving.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", sendfiled
+    finally:
+        server.shutdown()
+        serving.join()
+        server.server_close()
+
+
+def test_wsgi_records_a_file_response_and_leaves_it_to_the_servers_sendfile(
+    audit: AuditClient, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.csv"
+    report.write_bytes(b"id,total\n" + b"7,42\n" * 50_000)
+
+    def download(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        size = str(report.stat().st_size)
+        start_response("200 OK", [("Content-Type", "text/csv"), ("Content-Length", size)])
+        wrapped: Iterable[bytes] = environ["wsgi.file_wrapper"](report.open("rb"), 65536)
+        return wrapped
+
+    app = WsgiAudit(download, client=audit, actor=lambda request: "u_3")
+    with _wsgi_server(app) as (url, sendfiled), httpx.Client(base_url=url) as http:
+        answer = http.post("/v1/reports/r_1/export")
+    assert answer.status_code == 200
+    assert answer.content == report.read_bytes()
+    # The server's file wrapper reached the server: the file went by sendfile.
+    assert sendfiled == [report.stat().st_size]
+    (event,) = audit.query()
+    assert (event.actor.id, event.action) == ("u_3", "http.v1.reports.r_1.export.post")
+    assert (event.context.http_status_code, event.outcome) == (200, event_pb2.OUTCOME_SUCCESS)
+    assert event.context.ip == "127.0.0.1"
+
+    # Fail-closed without Sealtrail: nothing of the file went out, the server's 500.
+    with AuditClient(_nothing_listening(), token="stk_unused", max_attempts=1) as gone:
+        closed = WsgiAudit(download, client=gone, actor=lambda request: "u_3", fail_closed=True)
+        with _wsgi_server(closed) as (url, sendfiled), httpx.Client(base_url=url) as http:
+            refused = http.post("/v1/reports/r_1/export")
+    assert refused.status_code == 500
+    assert sendfiled == []
+    assert closed.unrecorded == 1

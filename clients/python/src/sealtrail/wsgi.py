@@ -75,7 +75,12 @@ class AuditMiddleware:
     body of one chunk, the common case, with its headers): a response a client
     received whole was recorded. A record that failed is logged and counted
     (`unrecorded`); with `fail_closed=True` its error is raised instead, so
-    the server answers 500 or, streamed, cuts the response before its end."""
+    the server answers 500 or, streamed, cuts the response before its end.
+
+    A response that is the server's own `wsgi.file_wrapper` (Flask's
+    `send_file`) is handed back to the server as it is, for its sendfile path,
+    once the event is recorded: before the file begins, its duration to the
+    application's answer."""
 
     def __init__(
         self,
@@ -125,6 +130,15 @@ class AuditMiddleware:
         except Exception:
             exchange.record(cut=True, raising=False)
             raise
+        if exchange.status is not None and _is_server_file(body, environ):
+            # The server sends the file itself (sendfile), and no chunk can be
+            # held back: recorded before it begins.
+            try:
+                exchange.record(cut=False, raising=True)
+            except BaseException:
+                _close(body)
+                raise
+            return body
         return _Body(body, exchange)
 
     def record(
@@ -175,6 +189,20 @@ class _Exchange:
 _NOTHING: Any = object()
 
 
+def _is_server_file(body: Iterable[bytes], environ: Environ) -> bool:
+    """Whether `body` is the server's `wsgi.file_wrapper` (a class, as wsgiref's and
+    gunicorn's are), which the server may send by sendfile when it
+    gets it back as it made it."""
+    wrapper = environ.get("wsgi.file_wrapper")
+    return isinstance(wrapper, type) and isinstance(body, wrapper)
+
+
+def _close(body: Iterable[bytes]) -> None:
+    close = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
 class _Body:
     """The application's body, each chunk passed on once the next is known, so
     the last is passed on only after the event is recorded; `close()` closes the
@@ -216,6 +244,4 @@ class _Body:
             # taken all the same.
             self._exchange.record(cut=False, raising=False)
         finally:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
+            _close(self._body)
