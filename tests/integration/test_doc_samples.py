@@ -103,7 +103,7 @@ def test_the_client_readmes_samples_run_as_written(
 ) -> None:
     client, _ = audit
     doc = "clients/python/README.md"
-    record, read, count, check, export_check, excel, correlate, _middleware, errors = samples(doc)
+    record, read, count, check, export_check, excel, correlate, *_middlewares, errors = samples(doc)
 
     # Recording: the stored event's id and seq, and that this call recorded it.
     assert re.fullmatch(r"[0-9a-f-]{36} \d+ False\n", run(doc, record))
@@ -176,7 +176,7 @@ async def test_the_client_readmes_middleware_sample_records_a_request(
 ) -> None:
     client, _ = audit
     doc = "clients/python/README.md"
-    (sample,) = [sample for sample in samples(doc) if "AuditMiddleware(" in sample]
+    (sample,) = [sample for sample in samples(doc) if "AuditMiddleware(\n    Starlette(" in sample]
     run(doc, sample)
     app = run.scope["app"]
     transport = httpx.ASGITransport(app=app)
@@ -194,6 +194,31 @@ async def test_the_client_readmes_middleware_sample_records_a_request(
     )
     context = recorded.context
     assert (context.http_route, context.http_status_code) == ("/v1/templates/{id}/publish", 201)
+
+
+def test_the_client_readmes_flask_sample_records_a_request_by_flasks_rule(
+    run: Runner, audit: tuple[AuditClient, str]
+) -> None:
+    client, _ = audit
+    doc = "clients/python/README.md"
+    (sample,) = [sample for sample in samples(doc) if "Flask(" in sample]
+    run(doc, sample)
+    flask_app = run.scope["flask_app"]
+    with flask_app.test_client() as http:
+        answer = http.post("/orders/o_7/cancel?reason=late", headers={"x-user-id": "u_42"})
+        missing = http.post("/orders")  # no rule matched: Flask's 404, by its path
+    flask_app.wsgi_app.client.close()
+    assert (answer.status_code, answer.get_json()) == (201, {"cancelled": "o_7"})
+    assert missing.status_code == 404
+    cancelled, unmatched = client.query(build_filter(actions="http.*"), order="oldest")
+    assert (cancelled.action, cancelled.actor.id) == ("http.orders.cancel.post", "u_42")
+    context = cancelled.context
+    assert (context.http_route, context.http_status_code) == ("/orders/<id>/cancel", 201)
+    assert (unmatched.actor.id, unmatched.context.http_route) == ("anonymous", "/orders")
+    assert unmatched.context.http_status_code == 404
+    assert [e.id for e in client.query(build_filter(http_routes="/orders/<id>/cancel"))] == [
+        cancelled.id
+    ]
 
 
 def test_the_correlation_samples_carry_the_callers_request_id_and_find_a_trace(
@@ -324,7 +349,7 @@ def test_every_sample_of_the_docs_is_run_here() -> None:
     """A sample added to a doc is added to a test above, or this fails."""
     run_here = {
         "README.md": 1,
-        "clients/python/README.md": 9,
+        "clients/python/README.md": 10,
         "docs/api.md": 1,
         "docs/correlation.md": 2,
         "docs/retention.md": 2,

@@ -365,6 +365,24 @@ def test_wsgi_records_requests_by_route_or_path_never_the_query_string(
     assert len(audit.query_page(build_filter(http_status_classes="5xx")).events) == 1
 
 
+def test_wsgi_records_the_path_when_the_route_callable_raises(
+    audit: AuditClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = WsgiAudit(
+        _wsgi_app,
+        client=audit,
+        actor=lambda request: "u_1",
+        route=lambda environ: environ["werkzeug.request"].url_rule.rule,  # no Flask here
+    )
+    with caplog.at_level(logging.ERROR, logger="sealtrail.middleware"):
+        assert _wsgi_call(app, "POST", "/items/4")[:2] == (201, b"created")
+    (event,) = audit.query()
+    assert (event.context.http_route, event.context.http_status_code) == ("/items/4", 201)
+    (logged,) = [r for r in caplog.records if r.name == "sealtrail.middleware"]
+    assert logged.getMessage() == "the audit middleware's route callable failed"
+    assert app.unrecorded == 0
+
+
 def test_wsgi_without_sealtrail_answers_and_counts_or_refuses_when_fail_closed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -23,6 +23,7 @@ from sealtrail._middleware import (
     client_ip_of,
     derived_action,
     elapsed_ms,
+    log,
     outcome_of,
     route_of_path,
 )
@@ -66,10 +67,11 @@ class AuditMiddleware:
     PATCH, DELETE unless told), with `client` (an AuditClient, which threads may
     share). The event and the callables are those of `sealtrail.asgi.AuditMiddleware`.
 
-    `route(environ)`, called once the application has answered, gives the route
-    template where the framework keeps one (Flask: the `werkzeug.request`'s
-    `url_rule.rule`); without it, or when it returns None, the route is
-    SCRIPT_NAME and PATH_INFO (never the query string).
+    `route(environ)`, called when the application calls `start_response` (its
+    framework's request still current), gives the route template where the
+    framework keeps one (Flask: the `werkzeug.request`'s `url_rule.rule`, the
+    client README's sample); without it, when it returns None or raises (logged),
+    the route is SCRIPT_NAME and PATH_INFO (never the query string).
 
     The response's last chunk is passed on once the event is acknowledged (a
     body of one chunk, the common case, with its headers): a response a client
@@ -123,6 +125,7 @@ class AuditMiddleware:
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None, /
         ) -> Callable[[bytes], object]:
             exchange.status = int(status.split(" ", 1)[0])
+            exchange.read_route()
             return start_response(status, headers, exc_info)
 
         try:
@@ -162,6 +165,20 @@ class _Exchange:
         self.status: int | None = None
         self.passed = False  # a chunk of the body was passed on to the server
         self.recorded = False
+        self._route: str | None = None
+        self._route_read = False
+
+    def read_route(self) -> None:
+        """The `route` callable's template, read as the application answers (a
+        framework's request is still current: Flask clears `werkzeug.request`
+        once its `wsgi_app` returns). One that raises is logged; the path stands."""
+        if self._route_read or self._middleware.route is None:
+            return
+        self._route_read = True
+        try:
+            self._route = self._middleware.route(self._environ)
+        except Exception as error:
+            log.error("the audit middleware's route callable failed", exc_info=error)
 
     def record(self, *, cut: bool, raising: bool) -> None:
         if self.recorded:
@@ -169,7 +186,8 @@ class _Exchange:
         self.recorded = True
         environ = self._environ
         path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
-        template = self._middleware.route(environ) if self._middleware.route else None
+        self.read_route()
+        template = self._route
         # Cut before a byte of its body went out, the server answers 500.
         sent = self.status is not None and (self.passed or not cut)
         request = AuditedRequest(
