@@ -383,6 +383,26 @@ def test_wsgi_records_the_path_when_the_route_callable_raises(
     assert app.unrecorded == 0
 
 
+def test_a_request_without_an_actor_is_recorded_as_anonymous_found_as_such(
+    audit: AuditClient,
+) -> None:
+    actors: dict[str, Any] = {
+        "/none": None,
+        "/blank": "",  # an empty header: no one, not a refused record
+        "/fields": {"ip": "192.0.2.8"},  # fields without an actor id
+        "/named": "u_1",
+    }
+    app = WsgiAudit(_wsgi_app, client=audit, actor=lambda request: actors[request.path], route=None)
+    for path in actors:
+        assert _wsgi_call(app, "POST", path)[0] == 201
+    assert app.unrecorded == 0
+    anonymous = list(audit.query(build_filter(actor="anonymous"), order="oldest"))
+    assert [event.context.http_route for event in anonymous] == ["/none", "/blank", "/fields"]
+    # Stored as actor type user, the server's default for an unset type.
+    assert {event.actor.type for event in anonymous} == {event_pb2.ACTOR_TYPE_USER}
+    assert anonymous[2].context.ip == "192.0.2.8"
+
+
 def test_wsgi_without_sealtrail_answers_and_counts_or_refuses_when_fail_closed(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

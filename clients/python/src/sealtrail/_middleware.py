@@ -40,6 +40,8 @@ _MAX_DURATION_MS: Final = 86_400_000.0
 _PATH_SAFE: Final = "/:@!$&'()*+,;=-._~{}<>%"
 _TEMPLATE_PARAMETER: Final = re.compile(r"\{.*\}|<.*>|:.+|\*.*")
 _NOT_WORD: Final = re.compile(r"[^a-z0-9_]+")
+# The actor of a request whose `actor` callable named no one (ADR 0139).
+ANONYMOUS: Final = "anonymous"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,12 +209,12 @@ class Recorder:
             elif resource is not None:
                 fields.update(resource)
         actor = self.actor(request)
-        if actor is None:
-            fields["actor_id"] = "anonymous"
-        elif isinstance(actor, str):
+        if isinstance(actor, str):
             fields["actor_id"] = actor
-        else:
+        elif actor is not None:
             fields.update(actor)
+        if not fields.get("actor_id"):  # None, "" (an empty header), fields without one
+            fields["actor_id"] = ANONYMOUS
         return build_event(**fields)
 
     @contextmanager

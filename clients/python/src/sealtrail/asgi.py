@@ -70,8 +70,9 @@ class AuditMiddleware:
     the application runs in).
 
     The event: `actor(request)` (required: an actor id, EventFields such as
-    `{"actor_id": ..., "actor_type": "api_key", "credential_hint": ...}`, or None
-    for `anonymous`), `action(request)` (default `derived_action`),
+    `{"actor_id": ..., "actor_type": "api_key", "credential_hint": ...}`; None, ""
+    or fields without an actor id record actor `anonymous`, of the stored default
+    type user), `action(request)` (default `derived_action`),
     `resource(request)` (a `(type, id)` pair or EventFields, optional); the
     method, the route template (else the path, never the query string), the
     status, the duration in ms, the peer's IP and user agent, the request id of
