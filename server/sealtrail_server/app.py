@@ -54,7 +54,7 @@ from .config import Settings
 from .console.hosts import parse_allowed_hosts
 from .console.oidc import PROVIDER_TIMEOUT, OidcConfig, Provider
 from .console.server import Console
-from .console.sign_in import SignIn
+from .console.sign_in import MAX_PENDING, SignIn
 from .deployment_sink_job import DeploymentSinkJob
 from .domain.access import Revoked, Role
 from .domain.networks import parse_networks
@@ -85,6 +85,7 @@ from .sealing_setup import load_secrets_key, refuse_a_new_key
 from .stopping import end_tasks
 from .store.appender import Appender
 from .store.changes import Changes, refuse_if_erased_now
+from .store.console_sign_ins import SignInsKept
 from .store.database import DEFAULT_CONNECT_TIMEOUT, Database, check_login, check_reachable
 from .store.deployment_sinks import reseal_definitions
 from .store.migrations import migrate_database
@@ -701,6 +702,7 @@ class Service:
                 tracer=self._tracer,
                 sign_in=self._sign_in(
                     settings,
+                    db,
                     ConsoleSessions(
                         db, self._appender, changes, authenticator=authenticator, clock=self._clock
                     ),
@@ -771,7 +773,9 @@ class Service:
             "exports": self._servicer.exports_open.count() if self._servicer is not None else 0,
         }
 
-    def _sign_in(self, settings: Settings, sessions: ConsoleSessions) -> SignIn | None:
+    def _sign_in(
+        self, settings: Settings, db: Database, sessions: ConsoleSessions
+    ) -> SignIn | None:
         """The console's sign-in through the identity provider, if one is set."""
         if not settings.oidc_issuer:
             return None
@@ -780,7 +784,8 @@ class Service:
             timeout=aiohttp.ClientTimeout(total=PROVIDER_TIMEOUT),
             headers={"User-Agent": "sealtrail-console"},
         )
-        return SignIn(config, Provider(config, client), sessions)
+        kept = SignInsKept(db, tenant_id=config.tenant_id, most=MAX_PENDING)
+        return SignIn(config, Provider(config, client), sessions, kept)
 
     async def _set_health(self, *, serving: bool) -> None:
         status = (

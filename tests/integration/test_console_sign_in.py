@@ -7,10 +7,12 @@ refused with its reason and mints nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,25 @@ def server_of_console(
 @pytest.fixture(scope="module")
 def console(server_of_console: ServerThread) -> str:
     return f"http://127.0.0.1:{server_of_console.service.console_port}"
+
+
+@pytest.fixture(scope="module")
+def another_process(
+    migrated_database_url: str,
+    provider: OpenIdProvider,
+    console: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """The console of a second server process on the same database, behind
+    the same callback URL (a load balancer's): its base URL."""
+    with console_signing_in_through(
+        provider,
+        migrated_database_url,
+        tmp_path_factory.mktemp("oidc-other"),
+        tenant=TENANT,
+        oidc_redirect_url=f"{console}/auth/callback",
+    ) as running:
+        yield f"http://127.0.0.1:{running.service.console_port}"
 
 
 @pytest.fixture
@@ -427,3 +448,152 @@ def test_a_signed_in_search_and_its_counts_are_one_record(browser: httpx.Client)
         {"group_by": "day", "limit": 1000},
         {"group_by": "credential", "limit": 10},
     ]
+
+
+# Signing in behind several server processes (ADR 0140, 2026-12-07): what a
+# sign-in keeps between its requests is in the database, so any process may
+# take each of them, once.
+
+
+def _to(url: str, console: str) -> str:
+    """`url` (a path, or the callback URL naming the first console) sent to `console`."""
+    target = urllib.parse.urlsplit(console)
+    return urllib.parse.urlsplit(url)._replace(scheme=target.scheme, netloc=target.netloc).geturl()
+
+
+def _digest_of(query_value: str, url: str) -> bytes:
+    """The SHA-256 of the value `query_value` of `url`'s query."""
+    [value] = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)[query_value]
+    return hashlib.sha256(value.encode()).digest()
+
+
+def _code_of(back: httpx.Response) -> str:
+    assert back.status_code == 303, back.text
+    return back.headers["Location"].removeprefix("/#signin=")
+
+
+def _kept(sql: psycopg.Connection[Any], digest: bytes) -> int:
+    row = sql.execute(
+        "SELECT count(*) FROM console_sign_ins WHERE tenant_id = %s AND digest = %s",
+        [TENANT, digest],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_sign_in_begun_at_one_process_ends_at_another(
+    browser: httpx.Client, console: str, another_process: str
+) -> None:
+    callback = to_callback(browser)  # begun at the first process
+    code = _code_of(browser.get(_to(callback, another_process)))
+    answer = browser.post(_to("/auth/exchange", console), json={"code": code})
+    assert answer.status_code == 200, answer.text
+    token = answer.json()["token"]
+    checked = browser.get("/api/signin", headers={"Authorization": f"Bearer {token}"})
+    assert checked.json() == {"ok": True, "role": "reader"}
+
+    # And the other way round, the code exchanged where the sign-in began.
+    login = browser.get(_to("/auth/login", another_process))
+    at_provider = httpx.get(login.headers["Location"], follow_redirects=False, timeout=20)
+    code = _code_of(browser.get(at_provider.headers["Location"]))
+    answer = browser.post(_to("/auth/exchange", another_process), json={"code": code})
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_state_and_a_code_are_taken_once_by_two_processes_racing(
+    browser: httpx.Client, console: str, another_process: str, sql: psycopg.Connection[Any]
+) -> None:
+    before = _tokens(sql)
+    callback = to_callback(browser)
+    with ThreadPoolExecutor(2) as pool:
+        backs = list(pool.map(browser.get, [callback, _to(callback, another_process)]))
+    assert sorted(back.status_code for back in backs) == [303, 400], [b.text for b in backs]
+    assert _tokens(sql) == before + 1
+    [refused] = [back for back in backs if back.status_code == 400]
+    assert "was used already" in refused.text
+    assert _kept(sql, _digest_of("state", callback)) == 0
+
+    [code] = [_code_of(back) for back in backs if back.status_code == 303]
+    exchanges = [_to("/auth/exchange", console), _to("/auth/exchange", another_process)]
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda url: browser.post(url, json={"code": code}), exchanges))
+    assert sorted(answer.status_code for answer in answers) == [200, 400]
+    [second] = [answer for answer in answers if answer.status_code == 400]
+    assert second.json()["fields"] == [{"field": "code", "description": "unknown, used or expired"}]
+    # Used once, at either: refused at both after.
+    for url in exchanges:
+        assert browser.post(url, json={"code": code}).status_code == 400
+
+
+def test_an_expired_state_or_code_is_refused_and_removed(
+    browser: httpx.Client, another_process: str, sql: psycopg.Connection[Any]
+) -> None:
+    def expire(digest: bytes) -> None:
+        assert _kept(sql, digest) == 1
+        sql.execute(
+            "UPDATE console_sign_ins SET expires_at = now() - interval '1 second'"
+            " WHERE tenant_id = %s AND digest = %s",
+            [TENANT, digest],
+        )
+
+    before = _tokens(sql)
+    callback = to_callback(browser)
+    expire(_digest_of("state", callback))
+    answer = _refused(browser, sql, _to(callback, another_process))
+    assert answer.status_code == 400
+    assert "began more than 10 minutes ago" in answer.text
+    assert _kept(sql, _digest_of("state", callback)) == 0  # removed on use
+    assert _tokens(sql) == before
+
+    code = _code_of(browser.get(to_callback(browser)))
+    digest = hashlib.sha256(code.encode()).digest()
+    expire(digest)
+    answer = browser.post(_to("/auth/exchange", another_process), json={"code": code})
+    assert answer.status_code == 400
+    assert "older than a minute" in answer.json()["error"]
+    assert _kept(sql, digest) == 0
+
+
+def test_what_a_sign_in_keeps_holds_no_secret_of_it(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    """A reader of the database learns no state, nonce, PKCE verifier, cookie,
+    one-time code or token from the table (ADR 0140, 2026-12-07)."""
+
+    def row_of(digest: bytes) -> str:
+        row = sql.execute(
+            "SELECT c::text FROM console_sign_ins AS c WHERE tenant_id = %s AND digest = %s",
+            [TENANT, digest],
+        ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    login = browser.get("/auth/login")
+    asked = urllib.parse.parse_qs(urllib.parse.urlsplit(login.headers["Location"]).query)
+    [state], [nonce] = asked["state"], asked["nonce"]
+    begun = row_of(hashlib.sha256(state.encode()).digest())
+    cookie = browser.cookies["sealtrail_signin"]
+    for secret in (state, nonce, cookie):
+        assert secret not in begun and secret.encode().hex() not in begun
+
+    at_provider = httpx.get(login.headers["Location"], follow_redirects=False, timeout=20)
+    code = _code_of(browser.get(at_provider.headers["Location"]))
+    handed = row_of(hashlib.sha256(code.encode()).digest())
+    token = browser.post("/auth/exchange", json={"code": code}).json()["token"]
+    for secret in (code, token):
+        assert secret not in handed and secret.encode().hex() not in handed
+
+
+def test_a_new_sign_in_removes_expired_ones(
+    browser: httpx.Client, sql: psycopg.Connection[Any]
+) -> None:
+    """Sign-ins abandoned at the provider do not stay: the next one sweeps them."""
+    stale = [hashlib.sha256(uuid.uuid4().bytes).digest() for _ in range(3)]
+    for digest in stale:
+        sql.execute(
+            "INSERT INTO console_sign_ins (tenant_id, digest, stage, expires_at, binding)"
+            " VALUES (%s, %s, 'begun', now() - interval '1 minute', %s)",
+            [TENANT, digest, digest],
+        )
+    assert browser.get("/auth/login").status_code == 302
+    assert [_kept(sql, digest) for digest in stale] == [0, 0, 0]

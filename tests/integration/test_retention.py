@@ -1831,7 +1831,7 @@ _NEEDS_A_DEFINITION = "deployment_sink_starts"
 def _fill_what_the_calls_leave_empty(sql: psycopg.Connection[Any], tenant: str) -> None:
     """A row in each table the calls above leave empty for the tenant (a dead
     letter, a replay, what an alert rule learned, a deleted rule's tombstone, a
-    purge's summary and mark, a threshold's kept window),
+    purge's summary and mark, a threshold's kept window, a console sign-in),
     written directly: an erasure must remove those too, and a count of zero
     after it proves that only where there was a row before (helper-85)."""
     [(sink,)] = sql.execute("SELECT id FROM sinks WHERE tenant_id = %s", [tenant]).fetchall()
@@ -1882,6 +1882,12 @@ def _fill_what_the_calls_leave_empty(sql: psycopg.Connection[Any], tenant: str) 
             "INSERT INTO alert_rule_window_groups (tenant_id, rule_id, group_key, times, seen)"
             " VALUES (%s, %s, 'alice', int8send(0), 1)",
             [tenant, rule],
+        ),
+        (  # a console sign-in under way (migration 0057)
+            "INSERT INTO console_sign_ins (tenant_id, digest, stage, expires_at, binding)"
+            " VALUES (%s, sha256('state'), 'begun', now() + interval '10 minutes',"
+            " sha256('cookie'))",
+            [tenant],
         ),
     ]:
         sql.execute(statement, params)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import secrets
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -139,11 +138,10 @@ class Person:
     role: Role | None
 
 
-def pkce_pair() -> tuple[str, str]:
-    """A PKCE code verifier and its S256 challenge (RFC 7636)."""
-    verifier = secrets.token_urlsafe(48)
+def pkce_challenge(verifier: str) -> str:
+    """A PKCE code verifier's S256 challenge (RFC 7636)."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def role_of(groups: tuple[str, ...], mapping: dict[Role, frozenset[str]]) -> Role | None:

@@ -1,9 +1,10 @@
 """Signing in to the console through the organisation's OpenID provider
 (ADR 0140, docs/console.md "Signing in with your identity provider").
 
-    GET  /auth/login      to the provider (302), this sign-in's state, nonce
-                          and PKCE verifier kept here, bound to the browser
-                          by a cookie that authorizes nothing
+    GET  /auth/login      to the provider (302), this sign-in's state kept
+                          in the database, bound to the browser by a cookie
+                          that authorizes nothing; its nonce and PKCE
+                          verifier derived from the two, kept nowhere
     GET  /auth/callback   the provider's answer: the state checked (once, in
                           the browser that began it), the code redeemed, the
                           id_token verified (oidc.py), a token of the mapped
@@ -18,21 +19,26 @@ the page's sign-in form shows its button when one is, `described()`.)
 What a sign-in mints is an API token (`alice@example.com (console)`), of
 the tenant SEALTRAIL_OIDC_TENANT, expiring after the session's length: the
 API decides every call with it as with any other token.
+
+What a sign-in keeps between its requests is in the database
+(store/console_sign_ins.py, ADR 0140 as amended 2026-12-07): behind several
+server processes, any of them takes each of its requests, and each state and
+code is taken once, whichever processes race for it.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import html
 import json
 import logging
 import math
 import secrets
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from aiohttp import web
@@ -40,7 +46,8 @@ from aiohttp import web
 from ..domain.access import Role, token_name_problem
 from ..domain.errors import ResourceExhausted, SealtrailError, Unavailable
 from ..domain.names import hidden_character
-from .oidc import OidcConfig, Person, Provider, SignInRefused, person_of, pkce_pair
+from ..store.console_sign_ins import HandedToken, SignInsKept, digest
+from .oidc import OidcConfig, Person, Provider, SignInRefused, person_of, pkce_challenge
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,8 @@ COOKIE: Final = "sealtrail_signin"
 # Seconds a sign-in may take at the provider, and a one-time code may wait.
 SIGN_IN_SECONDS: Final = 600.0
 CODE_SECONDS: Final = 60.0
-# Sign-ins under way and codes not yet exchanged kept at most (the oldest go).
+# Sign-ins under way and codes not yet exchanged kept at most, of each (the
+# oldest go).
 MAX_PENDING: Final = 10_000
 # What a sign-in's token is named: `alice@example.com (console)`.
 NAME_SUFFIX: Final = " (console)"
@@ -94,16 +102,18 @@ class Sessions(Protocol):
     async def sign_out(self, secret: str, *, browser: Browser) -> str | None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    nonce: str
-    verifier: str
-    binding: bytes  # SHA-256 of the cookie's value
-    until: float
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "replace")).digest()
+def _derived(cookie: str, state: str, what: bytes) -> str:
+    """A sign-in's nonce or PKCE verifier (`what`), from its state and the
+    browser's cookie: kept by no one, made again at the callback from what
+    the browser brings, so a reader of the database, which keeps the
+    cookie's digest alone, cannot redeem the sign-in's code (43 characters
+    of base64url, 256 bits: a verifier as RFC 7636 asks)."""
+    mac = hmac.new(
+        cookie.encode("utf-8", "replace"),
+        what + b"\0" + state.encode("utf-8", "replace"),
+        hashlib.sha256,
+    ).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 
 def page(title: str, said: str, *, status: int) -> web.Response:
@@ -121,25 +131,18 @@ def page(title: str, said: str, *, status: int) -> web.Response:
 
 
 class SignIn:
-    """The sign-in's routes and what it keeps between them (in memory: a
-    sign-in begun on one process ends on it, behind a sticky proxy)."""
+    """The sign-in's routes; what they keep between them is `kept`'s, in the
+    database, so a sign-in begun at one process ends at any."""
 
     def __init__(
-        self,
-        config: OidcConfig,
-        provider: Provider,
-        sessions: Sessions,
-        *,
-        clock: Callable[[], float] = time.monotonic,
+        self, config: OidcConfig, provider: Provider, sessions: Sessions, kept: SignInsKept
     ) -> None:
         self._config = config
         self._provider = provider
         self._sessions = sessions
-        self._clock = clock
+        self._kept = kept
         self._browser_of: Callable[[web.Request], Browser] = lambda request: Browser("", "")
         self._same_origin: Callable[[web.Request], None] = lambda request: None
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
-        self._codes: OrderedDict[bytes, tuple[Minted, float]] = OrderedDict()
         self._secure = config.redirect_url.startswith("https:")
 
     def routes(
@@ -167,28 +170,19 @@ class SignIn:
     async def close(self) -> None:
         await self._provider.session.close()
 
-    def _forget_old(self) -> None:
-        """Drops what has expired (kept in the order made), and the oldest past MAX_PENDING."""
-        now = self._clock()
-        pending, codes = self._pending, self._codes
-        while pending and (len(pending) > MAX_PENDING or next(iter(pending.values())).until <= now):
-            pending.popitem(last=False)
-        while codes and (len(codes) > MAX_PENDING or next(iter(codes.values()))[1] <= now):
-            codes.popitem(last=False)
-
     async def _login(self, request: web.Request) -> web.StreamResponse:
-        self._forget_old()
-        state, nonce, binding = (secrets.token_urlsafe(32) for _ in range(3))
-        verifier, challenge = pkce_pair()
+        state, binding = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        nonce = _derived(binding, state, b"nonce")
+        challenge = pkce_challenge(_derived(binding, state, b"pkce verifier"))
         try:
             url = await self._provider.authorization_url(
                 state=state, nonce=nonce, challenge=challenge
             )
+            await self._kept.begin(state, binding=digest(binding), seconds=SIGN_IN_SECONDS)
         except SignInRefused as refused:
             return page("Cannot sign in", refused.said, status=refused.status)
-        self._pending[state] = _Pending(
-            nonce, verifier, _digest(binding), self._clock() + SIGN_IN_SECONDS
-        )
+        except SealtrailError as failed:  # the database out of reach
+            return page("Cannot sign in", str(failed)[:300], status=503)
         answer = web.Response(status=302, headers={"Location": url})
         answer.set_cookie(
             COOKIE,
@@ -202,18 +196,21 @@ class SignIn:
         return answer
 
     async def _callback(self, request: web.Request) -> web.StreamResponse:
-        self._forget_old()
         query = request.query
-        pending = self._pending.pop(query.get("state", ""), None)
-        if pending is None or pending.until <= self._clock():
+        state = query.get("state", "")
+        try:
+            binding = await self._kept.take_begun(state) if state else None
+        except SealtrailError as failed:  # the database out of reach
+            return page("Cannot sign in", str(failed)[:300], status=503)
+        if binding is None:
             return page(
                 "Sign-in refused",
-                "This sign-in is unknown here, was used already, or began more than 10 minutes"
+                "This sign-in is unknown, was used already, or began more than 10 minutes"
                 " ago (its state does not match); sign in again.",
                 status=400,
             )
         cookie = request.cookies.get(COOKIE, "")
-        if not secrets.compare_digest(_digest(cookie), pending.binding):
+        if not secrets.compare_digest(digest(cookie), binding):
             return page(
                 "Sign-in refused",
                 "This sign-in was begun in another browser (its cookie does not match); sign"
@@ -231,8 +228,9 @@ class SignIn:
             )
         browser = self._browser_of(request)
         try:
-            token = await self._provider.redeem(query.get("code", ""), pending.verifier)
-            claims = await self._provider.verify(token, nonce=pending.nonce)
+            verifier = _derived(cookie, state, b"pkce verifier")
+            token = await self._provider.redeem(query.get("code", ""), verifier)
+            claims = await self._provider.verify(token, nonce=_derived(cookie, state, b"nonce"))
         except SignInRefused as refused:
             log.warning("a console sign-in was refused (%s): %s", refused.reason, refused.said)
             return page("Sign-in refused", refused.said[:300], status=refused.status)
@@ -280,7 +278,10 @@ class SignIn:
             browser=browser,
         )
         code = secrets.token_urlsafe(32)
-        self._codes[_digest(code)] = (minted, self._clock() + CODE_SECONDS)
+        handed = HandedToken(
+            minted.token_id, minted.secret, minted.role.value, minted.name, minted.expires_at
+        )
+        await self._kept.hand(code, handed, seconds=CODE_SECONDS)
         answer = web.Response(status=303, headers={"Location": f"/#signin={code}"})
         answer.del_cookie(COOKIE, path="/auth/")
         # The page that follows is loaded without this URL's code as its referrer.
@@ -289,11 +290,13 @@ class SignIn:
 
     async def _exchange(self, request: web.Request) -> web.Response:
         self._same_origin(request)
-        self._forget_old()
         body = await _json_object(request)
         code = body.get("code")
-        kept = self._codes.pop(_digest(code), None) if isinstance(code, str) else None
-        if kept is None or kept[1] <= self._clock():
+        try:
+            handed = await self._kept.take_handed(code) if isinstance(code, str) and code else None
+        except SealtrailError as failed:  # the database out of reach
+            return web.json_response({"error": str(failed)[:300]}, status=503)
+        if handed is None:
             return web.json_response(
                 {
                     "error": "this sign-in's code is unknown, was used already or is older than"
@@ -302,14 +305,13 @@ class SignIn:
                 },
                 status=400,
             )
-        minted = kept[0]
         return web.json_response(
             {
-                "token": minted.secret,
-                "token_id": minted.token_id,
-                "role": minted.role.value,
-                "name": minted.name,
-                "expire_time": minted.expires_at.isoformat().replace("+00:00", "Z"),
+                "token": handed.secret,
+                "token_id": handed.token_id,
+                "role": handed.role,
+                "name": handed.name,
+                "expire_time": handed.expires_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             },
             headers={"Cache-Control": "no-store"},
         )

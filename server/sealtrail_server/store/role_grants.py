@@ -47,6 +47,7 @@ ROLE_GRANTS: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
         "api_tokens": ("SELECT", "INSERT", "UPDATE (revoked_at)"),
         "chain_heads": ("SELECT",),
         "checkpoints": ("SELECT",),
+        "console_sign_ins": ("SELECT", "INSERT", "DELETE"),
         "deployment_sink_starts": ("SELECT", "DELETE"),
         "events": ("SELECT",),
         "retention_pending_purges": ("SELECT",),
