@@ -46,7 +46,7 @@ from sealtrail_server.store.appender import Appender
 from sealtrail_server.store.events import PAGE_BYTES, query_events, query_statement
 from sealtrail_server.telemetry.logs import log_handler
 from tests.clock import Clock
-from tests.conftest import ServerThread, database_of_its_own
+from tests.conftest import ServerThread, database_of_its_own, errors_logged
 from tests.http_endpoint import Endpoint, Reply, endpoint
 from tests.lock_waits import count_now, until, until_blocked
 
@@ -1598,7 +1598,11 @@ _TAKEN_UP = pytest.mark.parametrize(
     ids=["no-time", "nested-too-deep"],
 )
 def test_a_record_rewritten_in_the_database_stops_no_alerting(
-    unevaluated: ServerThread, own_sql: psycopg.Connection[Any], tenant: str, rewritten: str
+    unevaluated: ServerThread,
+    own_sql: psycopg.Connection[Any],
+    tenant: str,
+    rewritten: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A record rewritten into something no event is (by someone with the
     database's keys) failed its step at every try, evaluated or replayed into
@@ -1622,7 +1626,14 @@ def test_a_record_rewritten_in_the_database_stops_no_alerting(
         evaluator = Evaluator(server.database, appender)
         try:
             assert tenant in server.run(evaluator._claim())
-            server.run(evaluator._step(tenant))  # the rewritten record evaluated
+            with caplog.at_level(logging.ERROR, logger="sealtrail_server.alerts.evaluator"):
+                server.run(evaluator._step(tenant))  # the rewritten record evaluated
+            said = errors_logged(caplog, by="sealtrail_server.alerts")
+            assert any(
+                f"record at seq {rewrite} is not a readable event" in line
+                and "rewritten in the database" in line
+                for line in said
+            ), said
             logins.append(client.record(action="user.login", actor_id="u").event.seq)
             # Taken over: the threshold's window replayed from the log, through it.
             evaluator = _step_again(server, evaluator, tenant, afresh=True)
@@ -1630,6 +1641,47 @@ def test_a_record_rewritten_in_the_database_stops_no_alerting(
             server.run(evaluator._release())
     assert [alert["trigger_seq"] for alert in fired_by(client, each.id)] == logins
     assert [alert["trigger_seq"] for alert in fired_by(client, threshold.id)] == [logins[2]]
+    client.close()
+
+
+def test_an_alert_whose_draft_fails_is_said_as_such_and_the_other_rules_fire(
+    unevaluated: ServerThread, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A defect in drafting an alert (a TypeError, as an int where the draft
+    wanted text) was logged as a record "rewritten in the database", sending
+    its reader to VerifyLog for nothing, and passed over the event for the
+    rules after it. The log says the draft failed, naming the rule and the
+    error's class, and the other rules fire on the event."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    logins = build_filter(actions="user.login")
+    broken, sound = (
+        client.create_alert_rule(build_alert_rule(name, "match", filter=logins)).rule
+        for name in ("broken", "sound")
+    )
+
+    async def shown_name(_tenant_id: str, name: str) -> str:
+        if name == "broken":
+            raise TypeError("an int where a str was wanted")
+        return name
+
+    login = client.record(action="user.login", actor_id="u").event.seq
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender, shown_name=shown_name)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            with caplog.at_level(logging.ERROR, logger="sealtrail_server.alerts.evaluator"):
+                server.run(evaluator._step(tenant))
+        finally:
+            server.run(evaluator._release())
+    said = errors_logged(caplog, by="sealtrail_server.alerts")
+    assert not [line for line in said if "rewritten" in line or "VerifyLog" in line], said
+    assert any(
+        broken.id in line and f"seq {login}" in line and "TypeError" in line and "draft" in line
+        for line in said
+    ), said
+    assert not [line for line in said if "an int where" in line], said  # its class alone
+    assert fired_by(client, broken.id) == []
+    assert [alert["trigger_seq"] for alert in fired_by(client, sound.id)] == [login]
     client.close()
 
 

@@ -734,14 +734,22 @@ class Evaluator:
         if current is None:
             return
         stored = current
-        draft = await self._alert_draft(
-            tenant_id, stored, rule.condition.kind, event.seq, record, reason, details
-        )
         now = self._clock()
-        valid = _valid_alert(draft, record, now=now)
-        # With its view, as every event is stored: Query shows it as stored,
-        # not rebuilt from its record (ADR 0025).
-        view = caller_view(valid).SerializeToString()
+        try:
+            draft = await self._alert_draft(
+                tenant_id, stored, rule.condition.kind, event.seq, record, reason, details
+            )
+            valid = _valid_alert(draft, record, now=now)
+            # With its view, as every event is stored: Query shows it as stored,
+            # not rebuilt from its record (ADR 0025).
+            view = caller_view(valid).SerializeToString()
+        except UNREADABLE as error:
+            # The record was read (its rules matched it): what failed is this
+            # release's drafting of the alert, no rewritten record. Raised,
+            # it passed the event over for the rules after this one, and was
+            # said as a record rewritten in the database.
+            _undrafted(tenant_id, stored.id, event.seq, error)
+            return
         [outcome] = await self._appender.append(tenant_id, [valid], [view])
         if isinstance(outcome, AlreadyExists):
             # Recorded by a run of this step that failed after, since when the
@@ -915,6 +923,19 @@ def judged_alone(condition: Condition, record: dict[str, Any]) -> tuple[str, dic
     if not outside_working_hours(condition, datetime.fromisoformat(record["occurred_at"])):
         return None
     return f"{by} outside working hours", {"time_zone": condition.time_zone}
+
+
+def _undrafted(tenant_id: str, rule_id: str, seq: int, error: Exception) -> None:
+    """Says that rule `rule_id`'s alert on the event at `seq` could not be
+    drafted: the error's class alone (its words may quote the record)."""
+    log.error(
+        "alerts: tenant %s rule %s: drafting its alert on the event at seq %d failed (%s),"
+        " no alert raised: a defect of this release, not of the record",
+        tenant_id,
+        rule_id,
+        seq,
+        type(error).__name__,
+    )
 
 
 def _unreadable(tenant_id: str, seq: int, error: Exception) -> None:
