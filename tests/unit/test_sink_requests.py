@@ -219,6 +219,28 @@ def test_an_alerts_line_page_and_mail_say_its_triggers_request() -> None:
     ]
 
 
+def _details_line(mail: Any) -> dict[str, Any]:
+    [told] = [t for t in mail.get_content().splitlines() if t.startswith("Details: ")]
+    details: dict[str, Any] = json.loads(told.removeprefix("Details: "))
+    return details
+
+
+def test_an_alerts_mail_says_its_triggers_request_once() -> None:
+    """As fields, not again in its Details line (the forwarded event below
+    keeps its record whole); a part no field says stays there."""
+    unnamed = {**TRIGGER_REQUEST, "protocol": "h2"}
+    whole, partial, without, odd = _mails([*_alerts(), _alert(14, None, unnamed)])
+    assert _details_line(whole) == {"rule": "5xx", "trigger_seq": 9}
+    assert _details_line(partial) == {"rule": "5xx", "trigger_seq": 9}
+    assert _details_line(without) == {"rule": "5xx", "trigger_seq": 9}
+    assert _details_line(odd) == {
+        "rule": "5xx",
+        "trigger_seq": 9,
+        "trigger_request": {"protocol": "h2"},
+    }
+    assert '"trigger_request"' in whole.get_content()  # the event as forwarded
+
+
 def test_an_alert_says_no_request_of_its_own_context() -> None:
     """What an alert's context holds is not its trigger's request: an alert
     keeps that in its details, and a context's request (which no alert has)

@@ -28,6 +28,7 @@ from ..domain.chat_text import line as chat_line
 from ..domain.chat_text import located as chat_located
 from ..domain.chat_text import milliseconds, request_fields, shown
 from ..domain.email_sinks import host_of, is_loopback, mail_address, port_of, security_of
+from ..domain.event import ALERT_ACTION, TRIGGER_REQUEST_NAMES
 from .egress import DEADLINE_TIMEOUTS, Answer, EgressDenied, EgressPolicy
 
 # An SMTP reply's characters kept (its first line): its code and enhanced
@@ -112,7 +113,7 @@ def message(destination: dict[str, Any], data: dict[str, Any], item: str) -> byt
             elif label == "Duration" and isinstance(value, int | float):
                 said = f"{milliseconds(value)} ms"
             lines.append(f"{label}: {said}")
-    details = data.get("details")
+    details = _details_unsaid(data, request)
     if details:
         said = json.dumps(details, ensure_ascii=False)
         lines.append(f"Details: {shown(said, 2000, markup=False, guard_mentions=False)}")
@@ -120,6 +121,23 @@ def message(destination: dict[str, Any], data: dict[str, Any], item: str) -> byt
     text = "\n".join(lines) + "\n\nThe event as Sealtrail forwards it:\n\n" + pretty + "\n"
     mail.set_content(text, cte="quoted-printable")
     return mail.as_bytes()
+
+
+def _details_unsaid(data: dict[str, Any], request: dict[str, Any]) -> Any:
+    """The event's details as its Details line says them: an alert's
+    `details.trigger_request` without the parts its HTTP fields said
+    (`request`, by the context's names), and without it if they said all.
+    The forwarded event below keeps its record whole."""
+    details = data.get("details")
+    if data.get("action") != ALERT_ACTION or not isinstance(details, dict):
+        return details
+    kept = details.get("trigger_request")
+    if not isinstance(kept, dict):
+        return details
+    said = {name for name, key in TRIGGER_REQUEST_NAMES if key in request}
+    rest = {name: value for name, value in kept.items() if name not in said}
+    unsaid = {key: value for key, value in details.items() if key != "trigger_request"}
+    return unsaid | ({"trigger_request": rest} if rest else {})
 
 
 def _header_address(value: str) -> Address:
