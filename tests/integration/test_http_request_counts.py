@@ -241,6 +241,39 @@ def test_the_cli_records_a_request_and_its_table_shows_it_in_one_column(
         assert refused.exit_code != 0 and flag in refused.output, refused.output
 
 
+def test_the_cli_table_shows_an_alerts_trigger_request_marked_as_its_triggers(
+    server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
+) -> None:
+    """An alert keeps its trigger's request in `details.trigger_request`, not
+    in its context: its row's request cell was empty, the failing request an
+    operator looks for unsaid. The table says it, marked as the trigger's;
+    jsonl stays the record, its context holding no request."""
+    client = client_for(tenant)
+    client.create_alert_rule(
+        build_alert_rule("5xx", "match", filter=build_filter(http_status_classes="5xx"))
+    )
+    client.record(
+        _call(http_method="get", http_route=ROUTE, http_status_code=503, duration_ms=1200)
+    )
+    wait_for_alerts(client, 1)
+    env = _env(server, tenant)
+    rows = CliRunner().invoke(
+        cli.main, ["query", "--action", "security.alert", "--action", "template.read"], env=env
+    )
+    assert rows.exit_code == 0, rows.output
+    [alert] = [row for row in rows.output.splitlines() if "security.alert" in row]
+    assert f"trigger: GET {ROUTE} 503 1200ms" in alert, rows.output
+    [request] = [row for row in rows.output.splitlines() if "template.read" in row]
+    assert f"GET {ROUTE} 503 1200ms" in request and "trigger:" not in request, rows.output
+    lines = CliRunner().invoke(
+        cli.main, ["query", "--action", "security.alert", "--format", "jsonl"], env=env
+    )
+    assert lines.exit_code == 0, lines.output
+    [record] = [json.loads(line) for line in lines.output.splitlines()]
+    assert "httpMethod" not in record.get("context", {})
+    assert record["details"]["trigger_request"]["route"] == ROUTE
+
+
 def test_the_cli_finds_slow_requests_and_counts_by_route_and_status(
     server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
 ) -> None:

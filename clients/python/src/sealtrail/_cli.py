@@ -60,6 +60,7 @@ from sealtrail._export import (
     cells_past_excel,
     manifest_path,
 )
+from sealtrail._report import ALERT_ACTION
 from sealtrail._terminal import terminal_safe as terminal_safe  # theirs too (_cli_*)
 from sealtrail._words import counted, detailed
 from sealtrail.v1 import audit_service_pb2, event_pb2
@@ -1178,9 +1179,10 @@ def _print_tables(events: Iterable[event_pb2.Event]) -> None:
 
 def _table(events: Iterable[event_pb2.Event]) -> Table:
     """The events as a table; a `request` column (`GET /v1/x 404 12ms`) only
-    when one of them records an API request (ADR 0136), else none at all."""
+    when one of them records an API request (ADR 0136), or is an alert on
+    one (`trigger: GET /v1/x 503 1200ms`, `_request_cell`), else none at all."""
     events = list(events)
-    requests = [request_words(event.context) for event in events]
+    requests = [_request_cell(event) for event in events]
     table = PlainTable()
     headers: tuple[str, ...] = ("time (UTC)", "seq", "action", "actor", "credential",
                                 "resource", "outcome", "severity", "ip", "recorded by")  # fmt: skip
@@ -1205,6 +1207,43 @@ def _table(events: Iterable[event_pb2.Event]) -> Table:
             event.recorded_by.token_name or event.recorded_by.token_id,
         )
     return table
+
+
+def _request_cell(event: event_pb2.Event) -> str:
+    """An event's request cell: the API request it records; an alert's, the
+    one its trigger was, which it keeps in `details.trigger_request` (its
+    context holds none: an alert is no request), marked `trigger: `. What
+    an operator reading alerts looks for is the failing request; the record
+    (`--format jsonl`) stays as it is."""
+    if event.action != ALERT_ACTION:
+        return request_words(event.context)
+    kept = json_format.MessageToDict(event.details).get("trigger_request")
+    if not isinstance(kept, dict):
+        return ""
+    said = request_words(
+        event_pb2.RequestContext(
+            http_method=_text(kept.get("method")),
+            http_route=_text(kept.get("route")),
+            http_status_code=_whole(kept.get("status")),
+            duration_ms=_positive(kept.get("duration_ms")),
+        )
+    )
+    return f"trigger: {said}" if said else ""
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _whole(value: Any) -> int:
+    """A status code as a Struct carries it (a float), 0 for anything else."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return int(value) if number and value == int(value) and 0 < value < 1000 else 0
+
+
+def _positive(value: Any) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if number and 0 < value < math.inf else 0.0
 
 
 def request_words(context: event_pb2.RequestContext) -> str:
