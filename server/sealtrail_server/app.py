@@ -102,6 +102,11 @@ from .tls import server_credentials
 
 log = logging.getLogger(__name__)
 
+# Health's changes, as the log says them: the cause named plainly, each that
+# holds (`Database.probe_found`: of the database, or of this process's clock).
+_NOT_SERVING: Final = "not serving (health NOT_SERVING): %s"
+_SERVING_AGAIN: Final = "serving again (health SERVING)%s"
+
 SERVICE_NAME = audit_service_pb2.DESCRIPTOR.services_by_name["AuditLogService"].full_name
 # Large enough for a RecordBatch of 1,000 events at their size limit.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -724,7 +729,7 @@ class Service:
                 read.doubt,
             )
         if clock_off is not None:
-            log.error("the database is not served: %s: NOT_SERVING", clock_off)
+            log.error(_NOT_SERVING, clock_off)
             db.reachable = False
         await self._set_health(serving=db.reachable)
         self._watchdog = asyncio.create_task(self._watch_database(db), name="sealtrail-db-watch")
@@ -810,6 +815,8 @@ class Service:
         otherwise a tick away."""
         interval = self.settings.database_probe_interval
         verdicts = ProbeVerdicts()
+        # What kept health NOT_SERVING, as the line that said so named it.
+        refused_for = "" if db.reachable else db.probe_found
         while True:
             asked = await db.next_look(interval)
             try:
@@ -820,12 +827,15 @@ class Service:
                 if reachable == db.reachable:
                     continue
                 if reachable:
-                    log.warning("the database answers again: serving")
+                    log.warning(
+                        _SERVING_AGAIN, f": no longer so: {refused_for}" * bool(refused_for)
+                    )
                     db.reachable = True
                     await db.drop_broken()
                 else:
                     # What the last of the failed probes found (each condition).
-                    log.error("the database is not served: %s: NOT_SERVING", db.probe_found)
+                    refused_for = db.probe_found
+                    log.error(_NOT_SERVING, refused_for)
                     db.reachable = False
                 await self._set_health(serving=reachable)
             except Exception:  # the watch must outlive whatever one round meets

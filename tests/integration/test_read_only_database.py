@@ -125,3 +125,5 @@ def test_a_read_only_database_is_not_serving_and_its_loops_log_no_tracebacks(
     assert not tracebacks, tracebacks
     # Two probes in a row found it so (ProbeVerdicts), and more after: said once.
     assert caplog.text.count("database: it answers, but takes no writes") == 1, caplog.text
+    refused = "not serving (health NOT_SERVING): the database takes no writes (read-only)"
+    assert refused in caplog.text, caplog.text

@@ -501,10 +501,11 @@ class _ProbeFailed(Exception):
 
 
 # What the probe finds (`Database.probe_found`), as the watch's NOT_SERVING
-# line says it.
-_FOUND_SILENT: Final = "it does not answer"
-_FOUND_READ_ONLY: Final = "it takes no writes (read-only)"
-_FOUND_LOGIN_REFUSED: Final = "its login may not assume the service's roles"
+# line says it (`not serving (health NOT_SERVING): ...`): each names what it
+# is of, the database or this process's clock (`ClockSkew.past_bound`).
+_FOUND_SILENT: Final = "the database does not answer"
+_FOUND_READ_ONLY: Final = "the database takes no writes (read-only)"
+_FOUND_LOGIN_REFUSED: Final = "the database's login may not assume the service's roles"
 _FOUND_GRANTS_MISSING: Final = "the service's roles lack grants the migrations make them"
 _FOUND_UNSECURED: Final = "a table lacks row-level security the migrations made"
 _FOUND_VANISHED: Final = "a table or column the migrations made no longer exists"
