@@ -1,4 +1,5 @@
-"""Every description of a field violation the server writes fits whole.
+"""Every description of a field violation the server writes fits whole, and
+every parameter the web console refuses (BadParameter, its 400 answers).
 
 A description is cut at MAX_DESCRIPTION_BYTES (the error travels in gRPC
 trailers, which clients refuse past a few KiB), and what a cut loses is its
@@ -15,7 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+from multidict import MultiDict
+
 import sealtrail_server
+from sealtrail_server.console.parameters import BadParameter
+from sealtrail_server.console.server import _count_request as count_request
 from sealtrail_server.domain.errors import MAX_DESCRIPTION_BYTES
 
 PACKAGE = Path(sealtrail_server.__file__).parent
@@ -77,7 +83,9 @@ def _descriptions(tree: ast.Module) -> Iterator[ast.expr]:
     the text of a `..._problem`/`..._error` a description is taken from."""
     helpers = _violation_helpers(tree)
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and len(node.args) >= 2:
+        if isinstance(node, ast.Call) and ast.unparse(node.func) == "BadParameter" and node.args:
+            yield node.args[0]  # the console's 400: its `error`, the parameter named first
+        elif isinstance(node, ast.Call) and len(node.args) >= 2:
             called = ast.unparse(node.func)
             if (
                 called.endswith("InvalidArgument.field")
@@ -117,3 +125,15 @@ def test_every_description_the_server_writes_fits_whole_within_the_cut() -> None
                     too_long.append(f"{where}: {len(text.encode())} bytes: {text}")
     assert walked > 100, walked  # the walk found the descriptions (159 when written)
     assert not too_long, "\n".join(too_long)
+
+
+def test_an_unknown_grouping_of_the_consoles_counts_is_named_shortly() -> None:
+    """/api/counts' answer to an unknown `group_by` listed every grouping,
+    well past the bound; it names the value (cut) and the page that lists them."""
+    for given in ("week", "x" * 5000):
+        with pytest.raises(BadParameter) as refused:
+            count_request(MultiDict({"group_by": given}), field="count")
+        said = str(refused.value)
+        assert said.startswith("count: group_by: unknown 'x") or "'week'" in said, said
+        assert "docs/console.md" in said and refused.value.field == "count", said
+        assert len(said.encode()) <= MAX_DESCRIPTION_BYTES, said

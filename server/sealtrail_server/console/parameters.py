@@ -65,6 +65,16 @@ _ROLES: Final = {
 }
 
 
+# Characters of a refused value an answer quotes: an answer is at most
+# MAX_DESCRIPTION_BYTES, as the API's descriptions are, whatever was sent.
+_QUOTED: Final = 24
+
+
+def quoted(value: str) -> str:
+    """`value` as an answer quotes it: repr'd, cut to _QUOTED characters (`…`)."""
+    return repr(value if len(value) <= _QUOTED else value[: _QUOTED - 1] + "…")
+
+
 class BadParameter(Exception):
     """A query-string parameter (or a change's field) the console cannot turn
     into a request. Its message starts with the parameter's name and a colon
@@ -153,7 +163,7 @@ def _enum(enum: Any, name: str, value: str) -> int:
     try:
         return int(enum.Value(prefix + value.upper()))
     except ValueError:
-        raise BadParameter(f"{name}: unknown value {value!r}") from None
+        raise BadParameter(f"{name}: unknown value {quoted(value)}") from None
 
 
 def _only(body: dict[str, Any], *names: str, within: str = "") -> None:
@@ -218,7 +228,7 @@ def _not_in_an_edit(body: dict[str, Any], name: str, switch: str) -> None:
     or Disable made meanwhile; its PATCH changes it alone."""
     if isinstance(body.get(name), dict) and switch in body[name]:
         raise BadParameter(
-            f"{name}.{switch}: not a field of an edit (PATCH {{{switch}, etag}} changes it)"
+            f"{name}.{switch}: not a field of an edit (PATCH it alone, with the etag)"
         )
 
 
