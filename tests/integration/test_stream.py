@@ -322,32 +322,61 @@ def test_heartbeats_go_on_while_the_hub_runs_behind_a_busy_log(
     it (commits the hub had yet to deliver, as on any busy log), went to the
     table without a heartbeat, and counted a heartbeat's time afresh from
     there: while each look found the log ahead, the stream sent none at all
-    (seen: 3 to 5 times the heartbeat's time between two on a busy log)."""
-    rows = hub_module._rows
+    (seen: 3 to 5 times the heartbeat's time between two on a busy log).
 
-    async def behind(*args: Any) -> Any:  # a hub half a second behind the log
-        await asyncio.sleep(0.5)
-        return await rows(*args)
+    Counted against the log's and the hub's progress, never the clock: the
+    hub is held (it reads no row, so delivers nothing), and an event is
+    committed before each look the stream takes at the log's size, so every
+    look finds the log ahead. Heartbeats must still come, five of them, their
+    cursors following the log, however slow the machine: a stream that sends
+    none while the log runs ahead fails (at the deadline, a bound on the
+    test's time alone)."""
+    rows, size = hub_module._rows, stream_api.StreamRpcs._size
+    free = threading.Event()
+    free.set()
+    held_reads = looks = 0
+    writer: list[AuditClient] = []
 
-    monkeypatch.setattr(hub_module, "_rows", behind)
+    async def held(*args: Any, **kwargs: Any) -> Any:  # the hub, held while `free` is clear
+        nonlocal held_reads
+        if not free.is_set():
+            held_reads += 1
+            await asyncio.to_thread(free.wait)
+        return await rows(*args, **kwargs)
+
+    async def ahead(self: Any, tenant_id: str, **kwargs: Any) -> int:
+        nonlocal looks
+        if not free.is_set():  # busy: a commit before each look
+            await asyncio.to_thread(writer[0].record, action="stream.test", actor_id="u")
+            looks += 1
+        return await size(self, tenant_id, **kwargs)
+
+    monkeypatch.setattr(hub_module, "_rows", held)
+    monkeypatch.setattr(stream_api.StreamRpcs, "_size", ahead)
     quick = ServerThread(migrated_database_url, stream_heartbeat_seconds=0.2)
     try:
         with AuditClient(quick.target, token=quick.token(tenant)) as client:
-            beats: queue.Queue[float] = queue.Queue()
-            _stream_of_nothing(client, on_heartbeat=lambda _: beats.put(time.monotonic()))
+            writer.append(client)
+            beats: queue.Queue[int] = queue.Queue()
+            _stream_of_nothing(client, on_heartbeat=beats.put)
             beats.get(timeout=10)
-            busy_from = time.monotonic()
-            busy_until = busy_from + 3
-            while time.monotonic() < busy_until:  # a commit every 0.05 s
-                client.record(action="stream.test", actor_id="u")
-                time.sleep(0.05)
-            during = [busy_from]
-            while not beats.empty():
-                if busy_from < (at := beats.get()) < busy_until:
-                    during.append(at)
-            gaps = [b - a for a, b in itertools.pairwise([*during, busy_until])]
-            assert max(gaps) < 1.0, gaps  # a heartbeat's time, and the table's read
+            free.clear()
+            with contextlib.suppress(queue.Empty):  # sent before the log was kept ahead
+                while True:
+                    beats.get_nowait()
+            deadline = time.monotonic() + 30
+            cursors: list[int] = []
+            try:
+                while len(cursors) < 5 or held_reads == 0:
+                    assert time.monotonic() < deadline, (cursors, looks, held_reads)
+                    with contextlib.suppress(queue.Empty):
+                        cursors.append(beats.get(timeout=0.5))
+            finally:
+                free.set()
+            # Each heartbeat's cursor past the last: sent as the log grew.
+            assert cursors[1:] == sorted(set(cursors[1:])) and cursors[-1] > cursors[1], cursors
     finally:
+        free.set()
         quick.close()
 
 
