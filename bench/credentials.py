@@ -1,0 +1,152 @@
+"""`python -m bench.credentials`: what a count by credential and a Query by
+`credential_id` cost beside their neighbours by actor (ADR 0142), as ratios
+measured in one run, never absolute times.
+
+One tenant's --events events are recorded through RecordBatch (so every row
+is written as the appender writes it), over 50 actors and 60 credentials of
+three kinds (a fifth of the events have none), plus a rare actor and a rare
+credential of RARE events each. Then, taking turns so that drift favours
+neither: CountEvents by actor and by credential over the whole tenant; a
+page of the latest 100 events of a common actor and of a common credential;
+and of the rare actor and the rare credential (where a filter no index
+serves reads the whole tenant to find them). Each figure is the median of
+--calls calls, reported as a ratio to its companion by actor."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from sealtrail import AuditClient, build_event, build_filter
+from sealtrail.v1 import event_pb2
+
+from . import environment
+
+ACTORS = 50
+CREDENTIALS = 60
+KINDS = ("api_key", "oauth_token", "session")
+RARE = 20
+BATCH = 1000
+
+
+def _event(n: int) -> event_pb2.Event:
+    """The `n`th event: actor n % 50; credential n % 60 for four in five."""
+    actor = f"user_{n % ACTORS:04d}"
+    if n % 5 == 4:
+        return build_event(action="document.share", actor_id=actor)
+    c = n % CREDENTIALS
+    return build_event(
+        action="document.share",
+        actor_id=actor,
+        actor_type="api_key",
+        credential_kind=KINDS[c % len(KINDS)],
+        credential_id=f"key_{c:03d}",
+        credential_hint=f"{c:04d}"[-4:] if c % 2 else "",
+        resource_type="document",
+        resource_id=f"doc_{n % 997:05d}",
+        details={"bytes": n % 4096, "shared_with": "team"},
+    )
+
+
+def load(client: AuditClient, events: int) -> float:
+    """Records `events` events and the rare actor's and credential's; seconds."""
+    started = time.perf_counter()
+    pending: list[event_pb2.Event] = []
+    for n in range(events):
+        pending.append(_event(n))
+        if n % (events // RARE) == 0:
+            pending.append(build_event(action="document.share", actor_id="user_rare"))
+            pending.append(
+                build_event(
+                    action="document.share",
+                    actor_id=f"user_{n % ACTORS:04d}",
+                    credential_kind="api_key",
+                    credential_id="key_rare",
+                )
+            )
+        if len(pending) >= BATCH:
+            _record(client, pending)
+            pending = []
+    if pending:
+        _record(client, pending)
+    return time.perf_counter() - started
+
+
+def _record(client: AuditClient, events: list[event_pb2.Event]) -> None:
+    for start in range(0, len(events), BATCH):
+        results = client.record_batch(events[start : start + BATCH])
+        failed = [r for r in results if r.error is not None]
+        if failed:
+            raise RuntimeError(f"{len(failed)} events refused: {failed[0].error}")
+
+
+def _median(call: Callable[[], Any], calls: int) -> float:
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def measure(client: AuditClient, calls: int) -> dict[str, float]:
+    """Each figure's median seconds, the pairs measured in turns."""
+
+    def count(by: Literal["actor", "credential"]) -> Callable[[], Any]:
+        return lambda: client.count_events(build_filter(), group_by=by, limit=1000)
+
+    def page(event_filter: event_pb2.EventFilter) -> Callable[[], Any]:
+        return lambda: list(client.query(event_filter, limit=100))
+
+    figures: dict[str, Callable[[], Any]] = {
+        "count by actor": count("actor"),
+        "count by credential": count("credential"),
+        "query by actor": page(build_filter(actor="user_0007")),
+        "query by credential_id": page(build_filter(credential_id="key_007")),
+        "query by rare actor": page(build_filter(actor="user_rare")),
+        "query by rare credential_id": page(build_filter(credential_id="key_rare")),
+    }
+    for call in figures.values():  # warm the caches and the plans
+        call()
+    found: dict[str, list[float]] = {name: [] for name in figures}
+    rounds = 5
+    for _ in range(rounds):
+        for name, call in figures.items():
+            found[name].append(_median(call, max(1, calls // rounds)))
+    return {name: statistics.median(times) for name, times in found.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.credentials", description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000, help="events in the tenant")
+    parser.add_argument("--calls", type=int, default=25, help="calls per figure")
+    options = parser.parse_args(argv)
+    if options.events < RARE or options.calls < 1:
+        parser.error(f"--events must be at least {RARE} and --calls at least 1")
+    with environment.temp_dir() as workdir, environment.database(workdir) as database:
+        tenant = "bench-credentials"
+        token = environment.create_token(database.url, tenant)
+        with environment.server(database.url, workdir) as server:
+            client = AuditClient(server.target, token=token)
+            try:
+                print(f"recording {options.events:,} events ...", flush=True)
+                print(f"  recorded in {load(client, options.events):.1f} s", flush=True)
+                seconds = measure(client, options.calls)
+            finally:
+                client.close()
+    pairs = (
+        ("count by credential", "count by actor"),
+        ("query by credential_id", "query by actor"),
+        ("query by rare credential_id", "query by rare actor"),
+    )
+    print(f"{'figure':<30} {'ratio':>7}  baseline (same run)")
+    for figure, baseline in pairs:
+        ratio = seconds[figure] / seconds[baseline]
+        print(f"{figure:<30} {ratio:>7.2f}  {baseline}")
+
+
+if __name__ == "__main__":
+    main()
