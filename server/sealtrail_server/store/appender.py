@@ -248,6 +248,11 @@ _EVENT_COLUMNS = (
     ("recorded_by", "uuid"),
     ("ip", "inet"),
     ("search_names", "text"),
+    # The record's actor.credential (migration 0056, ADR 0142): its kind, ""
+    # for none (NULL is a row appended before), its id and hint, NULL for none.
+    ("credential_kind", "text"),
+    ("credential_id", "text"),
+    ("credential_hint", "text"),
     ("leaf_hash", "bytea"),
     ("record", "text"),
     ("caller_view", "bytea"),
@@ -1552,6 +1557,7 @@ class _Lane:
                     leaf_hash=leaf,
                 )
                 view = None  # the whole view holds it
+            credential: dict[str, str] = event.body["actor"].get("credential") or {}
             rows.append(  # in _EVENT_COLUMNS order
                 (
                     tenant_id,
@@ -1573,6 +1579,9 @@ class _Lane:
                     event.recorded_by,
                     event.ip,
                     event.search_names,
+                    credential.get("kind", ""),
+                    credential.get("id"),
+                    credential.get("hint"),
                     leaf,
                     text,
                     view,

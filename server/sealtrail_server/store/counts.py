@@ -21,6 +21,7 @@ from .database import Database
 from .events import (
     RECORD_ACTOR_TYPE,
     RECORD_COUNTRY,
+    RECORD_CREDENTIAL,
     RECORD_HTTP_ROUTE,
     RECORD_HTTP_STATUS,
     filter_conditions,
@@ -129,20 +130,25 @@ _RESOURCES: Final = sql.SQL(
     " FROM events WHERE {conditions} GROUP BY 1, 2) AS p) AS g"
     ' ORDER BY n DESC, key COLLATE "C" LIMIT %s'
 )
-# Credentials: grouped by kind and id (the record's `actor.credential`, read
-# off it once a row, as the credential_id filter reads it), then each group
-# keyed as a resource is: its kind, id and hint as a JSON array of three
-# strings, the hint its events record ("" for none; of hints that differ, the
-# greatest in byte order), "" for events without a credential. The record
-# holds no secret: an id or hint shaped as one is refused when recorded.
+# Credentials: grouped by kind and id, then each group keyed as a resource
+# is: its kind, id and hint as a JSON array of three strings, the hint its
+# events record ("" for none; of hints that differ, the greatest in byte
+# order), "" for events without a credential. The record holds no secret: an
+# id or hint shaped as one is refused when recorded. Read off the columns of
+# migration 0056 (`credential_kind` "" for none); a row appended before it
+# (`credential_kind` NULL) off its record, as all were before (ADR 0142):
+# parsing each record made a count by credential take 33 times one by actor.
 _CREDENTIALS: Final = sql.SQL(
     "SELECT key, n, sum(n) OVER ()::bigint, count(*) OVER () FROM ("
     " SELECT CASE WHEN k IS NULL AND i IS NULL THEN ''"
     " ELSE '[' || to_json(coalesce(k, ''))::text || ',' || to_json(coalesce(i, ''))::text"
     " || ',' || to_json(h)::text || ']' END AS key, n FROM ("
-    " SELECT c ->> 'kind' AS k, c ->> 'id' AS i,"
-    " coalesce(max((c ->> 'hint') COLLATE \"C\"), '') AS h, count(*) AS n FROM ("
-    " SELECT (record::json -> 'actor') -> 'credential' AS c FROM events WHERE {conditions}"
+    " SELECT k, i, coalesce(max(h COLLATE \"C\"), '') AS h, count(*) AS n FROM ("
+    " SELECT nullif(credential_kind, '') AS k, credential_id AS i, credential_hint AS h"
+    " FROM events WHERE {conditions} AND credential_kind IS NOT NULL"
+    " UNION ALL SELECT c ->> 'kind', c ->> 'id', c ->> 'hint' FROM ("
+    " SELECT " + RECORD_CREDENTIAL + " AS c"
+    " FROM events WHERE {conditions} AND credential_kind IS NULL) AS r"
     " ) AS r GROUP BY 1, 2) AS p) AS g"
     ' ORDER BY n DESC, key COLLATE "C" LIMIT %s'
 )
@@ -176,7 +182,8 @@ def count_statement(
     if group_by == "resource":
         return _RESOURCES.format(conditions=where), [*params, limit]
     if group_by == "credential":
-        return _CREDENTIALS.format(conditions=where), [*params, limit]
+        # The conditions twice: the rows appended since migration 0056, then before.
+        return _CREDENTIALS.format(conditions=where), [*params, *params, limit]
     order = _ORDERS.get(group_by, _TEXT_ORDER)
     if time_zone and group_by in _ZONED_KEYS:
         zone = sql.Literal(time_zone)

@@ -716,9 +716,15 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         # 26 letters took 2.6 times as long). No index: bounded as `country` is.
         add(f'strpos(lower({RECORD_USER_AGENT} COLLATE "C"), %s) > 0', f.user_agent)
     if f.credential_id is not None:
-        # Exactly as recorded, read off the record as `country` is: no column,
-        # no index (no migration); bounded by the time range and the timeout.
-        add(f"{RECORD_CREDENTIAL_ID} = %s", f.credential_id)
+        # Exactly as recorded: the column (migration 0056) in seq order on
+        # events_credential_id, as `actor` is; of a row appended before it
+        # (credential_kind NULL, on events_credential_unread) read off the
+        # record, as it was (ADR 0142).
+        add(
+            f"(credential_id = %s OR (credential_kind IS NULL AND {RECORD_CREDENTIAL_ID} = %s))",
+            f.credential_id,
+            f.credential_id,
+        )
     if f.actor_types:
         # `actor.type` as the record writes it (`api_key`; one recorded without
         # a type is `user`), read off the record as `country` is: no column, no
@@ -781,8 +787,13 @@ SEARCHED_VECTORS: Final = (
 RECORD_COUNTRY: Final = "((record::json -> 'context') ->> 'country')"
 # An event's `context.user_agent` in SQL, NULL for none.
 RECORD_USER_AGENT: Final = "((record::json -> 'context') ->> 'user_agent')"
-# An event's `actor.credential.id` in SQL, NULL for none.
+# An event's `actor.credential.id` in SQL, NULL for none: read off the record
+# of a row appended before migration 0056 alone (ADR 0142); the others' is
+# the column credential_id.
 RECORD_CREDENTIAL_ID: Final = "(((record::json -> 'actor') -> 'credential') ->> 'id')"
+# An event's `actor.credential` in SQL (json, NULL for none), for the rows
+# appended before migration 0056, whose credential_kind is NULL.
+RECORD_CREDENTIAL: Final = "((record::json -> 'actor') -> 'credential')"
 # An event's `actor.type` in SQL (`user`, `api_key`, `service`, `system`).
 RECORD_ACTOR_TYPE: Final = "((record::json -> 'actor') ->> 'type')"
 # An event's `context.http_status_code` in SQL, as text (`503`), NULL for none.

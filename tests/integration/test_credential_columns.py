@@ -1,0 +1,115 @@
+"""Migration 0056's credential columns (ADR 0142): the appender writes each
+event's `actor.credential` beside its record; a count by credential and the
+`credential_id` filter read those columns, and a row appended before the
+migration (its columns NULL) off its record, with the same answers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, build_event
+from sealtrail_server.domain.filters import EventFilter
+from sealtrail_server.store.counts import count_statement
+from sealtrail_server.store.events import query_statement
+from tests.conftest import database_of_its_own
+
+
+def test_the_appender_writes_the_records_credential_beside_it(
+    client: AuditClient, migrated_database_url: str, tenant: str
+) -> None:
+    client.record_batch(
+        [
+            build_event(
+                action="a.b",
+                actor_id="x",
+                credential_kind="api_key",
+                credential_id="key_1",
+                credential_hint="a1b2",
+            ),
+            build_event(action="a.b", actor_id="x", credential_kind="session", credential_id="s_1"),
+            build_event(action="a.b", actor_id="x"),
+        ]
+    )
+    with psycopg.connect(migrated_database_url) as conn:
+        rows = conn.execute(
+            "SELECT record, credential_kind, credential_id, credential_hint FROM events"
+            " WHERE tenant_id = %s AND action = 'a.b' ORDER BY seq",
+            [tenant],
+        ).fetchall()
+    assert [row[1:] for row in rows] == [
+        ("api_key", "key_1", "a1b2"),
+        ("session", "s_1", None),
+        ("", None, None),  # none: "" kind, never NULL from now on
+    ]
+    for record, kind, credential_id, hint in rows:
+        credential = json.loads(record)["actor"].get("credential", {})
+        assert (credential.get("kind", ""), credential.get("id"), credential.get("hint")) == (
+            kind,
+            credential_id,
+            hint,
+        )
+
+
+# Rows of tenant t1: (credential kind, id, hint, how many), "" kind for none;
+# each written both ways, as appended before migration 0056 (columns NULL,
+# read off the record) and after.
+ROWS = [("api_key", "key_1", "a1b2", 30), ("session", "key_1", "", 5), ("", "", "", 7)]
+_INSERT = (
+    "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+    " outcome, actor_id, leaf_hash, record, credential_kind, credential_id, credential_hint)"
+    " SELECT %s, %s + g, gen_random_uuid(), now(), now(), 'a.b', 1, 'success', 'u', '\\x00',"
+    " %s, %s, %s, %s FROM generate_series(1, %s) AS g"
+)
+
+
+@pytest.fixture(scope="module")
+def as_owner(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A database of its own: t1's rows of ROWS appended before the columns
+    (NULL) and after, and 2,000 of other tenants with a credential each."""
+    with (
+        database_of_its_own(migrated_database_url, "credentials") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        seq = 0
+        for before in (True, False):
+            for kind, credential_id, hint, n in ROWS:
+                credential = {"kind": kind, "id": credential_id} if kind else {}
+                if hint:
+                    credential["hint"] = hint
+                actor: dict[str, Any] = {"id": "u", "type": "user"}
+                if credential:
+                    actor["credential"] = credential
+                columns = (
+                    (None, None, None) if before else (kind, credential_id or None, hint or None)
+                )
+                record = json.dumps({"actor": actor})
+                conn.execute(_INSERT, ["t1", seq, record, *columns, n])
+                seq += n
+        for t in range(2, 22):
+            record = json.dumps({"actor": {"id": "u", "credential": {"kind": "k", "id": "o"}}})
+            conn.execute(_INSERT, [f"t{t}", 0, record, "k", "o", None, 100])
+        conn.execute("ANALYZE events")
+        yield conn
+
+
+def _counted(conn: psycopg.Connection[Any], event_filter: EventFilter) -> list[tuple[Any, ...]]:
+    statement, params = count_statement("t1", event_filter, group_by="credential", limit=10)
+    return [tuple(row[:2]) for row in conn.execute(statement, params).fetchall()]
+
+
+def test_rows_from_before_the_columns_count_and_filter_as_the_others(
+    as_owner: psycopg.Connection[Any],
+) -> None:
+    key = json.dumps(["api_key", "key_1", "a1b2"], separators=(",", ":"))
+    session = json.dumps(["session", "key_1", ""], separators=(",", ":"))
+    assert _counted(as_owner, EventFilter()) == [(key, 60), ("", 14), (session, 10)]
+    assert _counted(as_owner, EventFilter(credential_id="key_1")) == [(key, 60), (session, 10)]
+    statement, params = query_statement(
+        "t1", EventFilter(credential_id="key_1"), "newest", None, 1000
+    )
+    assert len(as_owner.execute(statement, params).fetchall()) == 70
