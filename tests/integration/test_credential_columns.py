@@ -17,6 +17,7 @@ from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.store.counts import count_statement
 from sealtrail_server.store.events import query_statement
 from tests.conftest import database_of_its_own
+from tests.integration.test_query_plans import _nodes, _plan
 
 
 def test_the_appender_writes_the_records_credential_beside_it(
@@ -113,3 +114,43 @@ def test_rows_from_before_the_columns_count_and_filter_as_the_others(
         "t1", EventFilter(credential_id="key_1"), "newest", None, 1000
     )
     assert len(as_owner.execute(statement, params).fetchall()) == 70
+
+
+@pytest.fixture(scope="module")
+def as_service(as_owner: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to `as_owner`'s database working as the service does for t1."""
+    with psycopg.connect(as_owner.info.dsn, autocommit=True) as conn:
+        conn.execute("SET ROLE sealtrail_service")
+        conn.execute("SELECT set_config('sealtrail.tenant', 't1', false)")
+        conn.execute("SET enable_seqscan = off")  # as the service's connections
+        yield conn
+
+
+def test_a_credential_id_is_an_index_condition_for_the_service(
+    as_owner: psycopg.Connection[Any], as_service: psycopg.Connection[Any]
+) -> None:
+    """The rows appended since migration 0056 are found on events_credential_id
+    (text equality is leakproof: an index condition under row-level security,
+    ADR 0013), those from before on events_credential_unread, and only those
+    are read off their records: the other tenants' 2,000 rows of a credential
+    are never read, nor t1's rows without it (ADR 0142)."""
+    key = EventFilter(credential_id="key_1")
+    statement, params = query_statement("t1", key, "newest", None, 1000)
+    nodes = list(_nodes(_plan(as_service, statement, params)))
+    read = [node for node in nodes if node.get("Relation Name", "").startswith("events")]
+    assert any(
+        "credential_id" in node.get("Index Cond", "") and node["Actual Rows"] == 35 for node in read
+    )
+    # Each scan reads the credential's rows or t1's rows from before (42 of them:
+    # 35 of the id, 7 without a credential), no other row.
+    assert sum(node["Actual Rows"] + node.get("Rows Removed by Filter", 0) for node in read) == 77
+    assert not any("credential_id = " in node.get("Filter", "") for node in read)
+    served = as_service.execute(statement, params).fetchall()
+    assert len(served) == 70
+    assert served == as_owner.execute(statement, params).fetchall()
+    # Keyset pages and counts select the same rows.
+    newest = [row[0] for row in served]
+    statement, params = query_statement("t1", key, "oldest", newest[-1], 1000)
+    assert [row[0] for row in as_service.execute(statement, params)] == newest[-2::-1]
+    statement, params = count_statement("t1", key, group_by=None, limit=10)
+    assert as_service.execute(statement, params).fetchall() == [(70,)]

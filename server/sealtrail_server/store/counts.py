@@ -1,5 +1,5 @@
 """Counts of a tenant's events, in SQL: one statement counts and groups the
-events Query's conditions select (`filter_conditions`), so no row leaves the
+events Query's conditions select (`selected_events`), so no row leaves the
 database, and a time bound prunes the months before it as it does for Query
 (ADR 0015). It runs under a statement timeout of its own: a count reads every
 match, and one over years of a busy log would hold a connection, and a lock
@@ -24,7 +24,7 @@ from .events import (
     RECORD_CREDENTIAL,
     RECORD_HTTP_ROUTE,
     RECORD_HTTP_STATUS,
-    filter_conditions,
+    selected_events,
 )
 
 # What each grouping groups on. Columns that may be NULL are grouped with ""
@@ -92,7 +92,7 @@ _ZONED_GROUPED: Final = sql.SQL(
     " || to_char(CASE WHEN off < interval '0' THEN -off ELSE off END, 'HH24:MI'),"
     " n, total, groups FROM ("
     " SELECT key, n, sum(n) OVER ()::bigint AS total, count(*) OVER () AS groups FROM ("
-    " SELECT {key} AS key, count(*) AS n FROM events WHERE {conditions} GROUP BY 1) AS g"
+    " SELECT {key} AS key, count(*) AS n FROM {events} WHERE {conditions} GROUP BY 1) AS g"
     " ORDER BY key LIMIT %s) AS l,"
     " LATERAL (SELECT {start} AS start) AS s,"
     " LATERAL (SELECT (start AT TIME ZONE {zone}) - (start AT TIME ZONE 'UTC') AS off) AS o"
@@ -111,7 +111,7 @@ _ORDERS: Final[dict[GroupBy, sql.Composable]] = {
 # limit cuts them (window functions run before LIMIT).
 _GROUPED: Final = sql.SQL(
     "SELECT key, n, sum(n) OVER ()::bigint, count(*) OVER () FROM ("
-    " SELECT {key} AS key, count(*) AS n FROM events WHERE {conditions} GROUP BY 1) AS g"
+    " SELECT {key} AS key, count(*) AS n FROM {events} WHERE {conditions} GROUP BY 1) AS g"
     " ORDER BY {order} LIMIT %s"
 )
 # Resources: grouped by type and id ("" for a part an event lacks), then each
@@ -127,7 +127,7 @@ _RESOURCES: Final = sql.SQL(
     " SELECT CASE WHEN t = '' AND i = '' THEN ''"
     " ELSE '[' || to_json(t)::text || ',' || to_json(i)::text || ']' END AS key, n FROM ("
     " SELECT coalesce(resource_type, '') AS t, coalesce(resource_id, '') AS i, count(*) AS n"
-    " FROM events WHERE {conditions} GROUP BY 1, 2) AS p) AS g"
+    " FROM {events} WHERE {conditions} GROUP BY 1, 2) AS p) AS g"
     ' ORDER BY n DESC, key COLLATE "C" LIMIT %s'
 )
 # Credentials: grouped by kind and id, then each group keyed as a resource
@@ -145,14 +145,14 @@ _CREDENTIALS: Final = sql.SQL(
     " || ',' || to_json(h)::text || ']' END AS key, n FROM ("
     " SELECT k, i, coalesce(max(h COLLATE \"C\"), '') AS h, count(*) AS n FROM ("
     " SELECT nullif(credential_kind, '') AS k, credential_id AS i, credential_hint AS h"
-    " FROM events WHERE {conditions} AND credential_kind IS NOT NULL"
+    " FROM {events} WHERE {conditions} AND credential_kind IS NOT NULL"
     " UNION ALL SELECT c ->> 'kind', c ->> 'id', c ->> 'hint' FROM ("
     " SELECT " + RECORD_CREDENTIAL + " AS c"
-    " FROM events WHERE {conditions} AND credential_kind IS NULL) AS r"
+    " FROM {events} WHERE {conditions} AND credential_kind IS NULL) AS r"
     " ) AS r GROUP BY 1, 2) AS p) AS g"
     ' ORDER BY n DESC, key COLLATE "C" LIMIT %s'
 )
-_TOTAL: Final = sql.SQL("SELECT count(*) FROM events WHERE {conditions}")
+_TOTAL: Final = sql.SQL("SELECT count(*) FROM {events} WHERE {conditions}")
 # A time zone the database does not know fails this, whether or not there are
 # events to count in it.
 _ZONE_KNOWN: Final = "SELECT now() AT TIME ZONE %s"
@@ -172,18 +172,19 @@ def count_statement(
     `before_seq`, if given; grouped by `group_by` into at most `limit`
     groups, or the total alone (None); days and hours those of `time_zone`
     (an IANA name, validated by the caller), "" for UTC's."""
-    conditions, params = filter_conditions(tenant_id, event_filter)
+    events, conditions, params = selected_events(tenant_id, event_filter)
     if before_seq is not None:
         conditions.append(sql.SQL("seq < %s"))
         params.append(before_seq)
     where = sql.SQL(" AND ").join(conditions)
     if group_by is None:
-        return _TOTAL.format(conditions=where), params
+        return _TOTAL.format(events=events, conditions=where), params
     if group_by == "resource":
-        return _RESOURCES.format(conditions=where), [*params, limit]
+        return _RESOURCES.format(events=events, conditions=where), [*params, limit]
     if group_by == "credential":
-        # The conditions twice: the rows appended since migration 0056, then before.
-        return _CREDENTIALS.format(conditions=where), [*params, *params, limit]
+        # The rows twice: those appended since migration 0056, then before.
+        query = _CREDENTIALS.format(events=events, conditions=where)
+        return query, [*params, *params, limit]
     order = _ORDERS.get(group_by, _TEXT_ORDER)
     if time_zone and group_by in _ZONED_KEYS:
         zone = sql.Literal(time_zone)
@@ -191,10 +192,11 @@ def count_statement(
             key=_ZONED_KEYS[group_by].format(zone=zone),
             start=_STARTS[group_by].format(zone=zone),
             zone=zone,
+            events=events,
             conditions=where,
         )
         return query, [*params, limit]
-    query = _GROUPED.format(key=_KEYS[group_by], conditions=where, order=order)
+    query = _GROUPED.format(key=_KEYS[group_by], events=events, conditions=where, order=order)
     return query, [*params, limit]
 
 

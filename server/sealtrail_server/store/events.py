@@ -357,7 +357,7 @@ def query_statement(
     seq_below: int | None = None,
 ) -> tuple[sql.Composed, list[Any]]:
     """The SQL of one Query page and its parameters (the bench runs it directly too)."""
-    conditions, params = filter_conditions(tenant_id, event_filter)
+    events, conditions, params = selected_events(tenant_id, event_filter)
     if after_seq is not None:
         conditions.append(sql.SQL("seq < %s" if order == "newest" else "seq > %s"))
         params.append(after_seq)
@@ -371,9 +371,10 @@ def query_statement(
         conditions.append(sql.SQL("received_at >= %s"))
         params.append(received_from)
     query = sql.SQL(
-        "SELECT {columns} FROM events WHERE {conditions} ORDER BY seq {direction} LIMIT %s"
+        "SELECT {columns} FROM {events} WHERE {conditions} ORDER BY seq {direction} LIMIT %s"
     ).format(
         columns=columns,
+        events=events,
         conditions=sql.SQL(" AND ").join(conditions),
         direction=sql.SQL("DESC" if order == "newest" else "ASC"),
     )
@@ -395,7 +396,7 @@ class RemovedSeqs:
 # is read once, as a row, as a tombstone, or as neither, never as both, however
 # a pass runs between two pages. The tombstones' row comes last (its seq null).
 _PAGE_AND_REMOVED: Final = (
-    "WITH page AS (SELECT seq, record, leaf_hash FROM events WHERE {conditions}"
+    "WITH page AS (SELECT seq, record, leaf_hash FROM {events} WHERE {conditions}"
     " ORDER BY seq LIMIT %s)"
     " SELECT seq, record, leaf_hash, NULL::bigint FROM page"
     " UNION ALL SELECT NULL, NULL, NULL, (SELECT count(*) FROM tree_nodes"
@@ -436,15 +437,15 @@ async def stream_events(
     removed, each page's read with its rows (`_PAGE_AND_REMOVED`): with the
     rows yielded and those the filter left out, every seq of the span once,
     a pass running meanwhile or not."""
-    conditions, params = filter_conditions(tenant_id, event_filter)
+    events, conditions, params = selected_events(tenant_id, event_filter)
     conditions += [sql.SQL("seq > %s"), sql.SQL("seq <= %s")]
     joined = sql.SQL(" AND ").join(conditions)
     if removed is None:
         query = sql.SQL(
-            "SELECT seq, record, leaf_hash FROM events WHERE {conditions} ORDER BY seq LIMIT %s"
-        ).format(conditions=joined)
+            "SELECT seq, record, leaf_hash FROM {events} WHERE {conditions} ORDER BY seq LIMIT %s"
+        ).format(events=events, conditions=joined)
     else:
-        query = sql.SQL(_PAGE_AND_REMOVED).format(conditions=joined)
+        query = sql.SQL(_PAGE_AND_REMOVED).format(events=events, conditions=joined)
     position = after_seq
     limit = fetch_rows
     if page_bytes is not None:
@@ -621,8 +622,31 @@ async def matching_seqs(
     return {seq for (seq,) in await cursor.fetchall()}
 
 
-def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composable], list[Any]]:
-    """SQL conditions (ANDed) and their parameters selecting `f` in one tenant."""
+def selected_events(
+    tenant_id: str, f: EventFilter
+) -> tuple[sql.Composable, list[sql.Composable], list[Any]]:
+    """What `FROM {events} WHERE {conditions}` selects `f` in one tenant
+    with: the relation, the conditions (ANDed) and the parameters of both,
+    the relation's first. `events` itself, with `filter_conditions`; but of
+    a `credential_id`, the rows appended since migration 0056 that hold it
+    (events_credential_id yields them in seq order, an index condition for
+    the service too) and, apart, the rows appended before (credential_kind
+    NULL: events_credential_unread yields them in seq order, and only they
+    are read off their records), a UNION ALL the planner makes one append
+    of the two, each under every other condition: a page of the latest
+    merges the two in seq order and stops at its limit (ADR 0142)."""
+    conditions, params = filter_conditions(tenant_id, f, credential_in_source=True)
+    if f.credential_id is None:
+        return sql.SQL("events"), conditions, params
+    return _OF_CREDENTIAL, conditions, [f.credential_id, f.credential_id, *params]
+
+
+def filter_conditions(
+    tenant_id: str, f: EventFilter, *, credential_in_source: bool = False
+) -> tuple[list[sql.Composable], list[Any]]:
+    """SQL conditions (ANDed) and their parameters selecting `f` in one
+    tenant; the credential id's left out if `credential_in_source` (the
+    relation selects it: `selected_events`)."""
     conditions: list[sql.Composable] = [sql.SQL("tenant_id = %s")]
     params: list[Any] = [tenant_id]
 
@@ -715,11 +739,12 @@ def filter_conditions(tenant_id: str, f: EventFilter) -> tuple[list[sql.Composab
         # lowers A-Z alone whatever the database's locale (translate() of the
         # 26 letters took 2.6 times as long). No index: bounded as `country` is.
         add(f'strpos(lower({RECORD_USER_AGENT} COLLATE "C"), %s) > 0', f.user_agent)
-    if f.credential_id is not None:
-        # Exactly as recorded: the column (migration 0056) in seq order on
-        # events_credential_id, as `actor` is; of a row appended before it
-        # (credential_kind NULL, on events_credential_unread) read off the
-        # record, as it was (ADR 0142).
+    if f.credential_id is not None and not credential_in_source:
+        # Exactly as recorded: the column (migration 0056), or of a row
+        # appended before it (credential_kind NULL) read off the record, as
+        # it was (ADR 0142). The record's id is not leakproof, so for the
+        # service the OR is a filter, no index condition: a statement read
+        # often selects the two apart instead (`selected_events`).
         add(
             f"(credential_id = %s OR (credential_kind IS NULL AND {RECORD_CREDENTIAL_ID} = %s))",
             f.credential_id,
@@ -794,6 +819,14 @@ RECORD_CREDENTIAL_ID: Final = "(((record::json -> 'actor') -> 'credential') ->> 
 # An event's `actor.credential` in SQL (json, NULL for none), for the rows
 # appended before migration 0056, whose credential_kind is NULL.
 RECORD_CREDENTIAL: Final = "((record::json -> 'actor') -> 'credential')"
+# The rows of one credential id (`selected_events`), as `events`: a row of
+# the one branch has credential_kind NULL, of the other not, so none is in
+# both (a row appended since migration 0056 has its kind, "" for none).
+_OF_CREDENTIAL: Final = sql.SQL(
+    "(SELECT * FROM events WHERE credential_id = %s AND credential_kind IS NOT NULL"
+    " UNION ALL SELECT * FROM events WHERE credential_kind IS NULL"
+    f" AND {RECORD_CREDENTIAL_ID} = %s) AS events"
+)
 # An event's `actor.type` in SQL (`user`, `api_key`, `service`, `system`).
 RECORD_ACTOR_TYPE: Final = "((record::json -> 'actor') ->> 'type')"
 # An event's `context.http_status_code` in SQL, as text (`503`), NULL for none.
