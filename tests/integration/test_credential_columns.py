@@ -16,7 +16,7 @@ from sealtrail import AuditClient, build_event
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.store.counts import count_statement
 from sealtrail_server.store.events import query_statement
-from tests.conftest import database_of_its_own
+from tests.conftest import database_of_its_own, migrate_database
 from tests.integration.test_query_plans import _nodes, _plan
 
 
@@ -154,3 +154,67 @@ def test_a_credential_id_is_an_index_condition_for_the_service(
     assert [row[0] for row in as_service.execute(statement, params)] == newest[-2::-1]
     statement, params = count_statement("t1", key, group_by=None, limit=10)
     assert as_service.execute(statement, params).fetchall() == [(70,)]
+
+
+def _undo_0056(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("DROP INDEX events_credential_id, events_credential_unread")
+    conn.execute(
+        "ALTER TABLE events DROP COLUMN credential_kind, DROP COLUMN credential_id,"
+        " DROP COLUMN credential_hint"
+    )
+    conn.execute("DELETE FROM schema_migrations WHERE version = 56")
+
+
+_BEFORE_0056 = (
+    "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+    " outcome, actor_id, leaf_hash, record)"
+    " SELECT 't1', g, gen_random_uuid(), now(), now() - g * interval '1 day', 'a.b', 1,"
+    " 'success', 'u', '\\x00', %s FROM generate_series(1, 40) AS g"
+)
+
+
+@pytest.mark.parametrize("columns_beforehand", [False, True])
+def test_migration_0056_leaves_the_rows_before_it_to_their_records(
+    migrated_database_url: str, columns_beforehand: bool
+) -> None:
+    """Over a log of rows in several months (their columns NULL, the
+    migration rewrites none), with the columns added beforehand by hand as
+    docs/database.md says or not: each partition gets both indexes, every row
+    from before is an entry of events_credential_unread, and the filter and
+    the count find them off their records."""
+    record = json.dumps({"actor": {"id": "u", "credential": {"kind": "api_key", "id": "k"}}})
+    with (
+        database_of_its_own(migrated_database_url, "credentials_migration") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        conn.execute("SELECT sealtrail_create_event_partitions(now() - interval '2 months', now())")
+        _undo_0056(conn)
+        conn.execute(_BEFORE_0056, [record])
+        if columns_beforehand:
+            conn.execute(
+                "ALTER TABLE events ADD COLUMN IF NOT EXISTS credential_kind text,"
+                " ADD COLUMN IF NOT EXISTS credential_id text,"
+                " ADD COLUMN IF NOT EXISTS credential_hint text"
+            )
+        migrate_database(url, out_of_order=True)  # 0056 alone missing
+        assert conn.execute(
+            "SELECT count(*) FROM events WHERE credential_kind IS NULL AND credential_id IS NULL"
+        ).fetchone() == (40,)
+        partitions = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass"
+        ).fetchone()
+        assert partitions is not None and partitions[0] >= 3
+        for parent in ("events_credential_id", "events_credential_unread"):
+            attached = conn.execute(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = %s::regclass", [parent]
+            ).fetchone()
+            assert attached == partitions
+        statement, params = query_statement(
+            "t1", EventFilter(credential_id="k"), "newest", None, 100
+        )
+        assert len(conn.execute(statement, params).fetchall()) == 40
+        statement, params = count_statement(
+            "t1", EventFilter(credential_id="k"), group_by="credential", limit=10
+        )
+        key = json.dumps(["api_key", "k", ""], separators=(",", ":"))
+        assert [tuple(row[:2]) for row in conn.execute(statement, params)] == [(key, 40)]

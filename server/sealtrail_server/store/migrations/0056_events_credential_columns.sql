@@ -13,7 +13,8 @@
 -- updated (events are append-only, and a backfill would rewrite every row
 -- while holding this migration's lock on events): the count and the filter
 -- read those from the record, as before, and only those (ADR 0142). Adding
--- columns without a default rewrites nothing.
+-- columns without a default rewrites nothing; IF NOT EXISTS, so that an
+-- operator may add them and build the indexes beforehand (docs/database.md).
 --
 -- events_credential_id serves the filter in seq order, as events_actor_id
 -- serves `actor`; partial, so built over an existing log it scans every
@@ -24,9 +25,9 @@
 -- beforehand), and a row appended from now on takes none. Its entries go
 -- with their months as retention drops them.
 ALTER TABLE events
-    ADD COLUMN credential_kind text,
-    ADD COLUMN credential_id text,
-    ADD COLUMN credential_hint text;
+    ADD COLUMN IF NOT EXISTS credential_kind text,
+    ADD COLUMN IF NOT EXISTS credential_id text,
+    ADD COLUMN IF NOT EXISTS credential_hint text;
 CREATE INDEX IF NOT EXISTS events_credential_id ON events (tenant_id, credential_id, seq)
     WHERE credential_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_credential_unread ON events (tenant_id, seq)
