@@ -314,6 +314,24 @@ def test_pages_list_every_entry_once_in_order_of_one_log(client: AuditClient) ->
     ]
 
 
+def test_later_pages_carry_the_first_pages_total(client: AuditClient) -> None:
+    recorded_actions(client, ["a.one", "b.two", "c.three"])
+    pages = [client.action_catalog(limit=1)]
+    assert pages[0].total_entries == 3
+    # Described after the first page: listed on a later one (descriptions are
+    # read as each page is), not counted in the total it carries on.
+    client.set_action_description("zz.new", "Described since")
+    while pages[-1].next_page_token:
+        pages.append(client.action_catalog(limit=1, page_token=pages[-1].next_page_token))
+    assert [e.action for page in pages for e in page.entries] == [
+        "a.one",
+        "b.two",
+        "c.three",
+        "zz.new",
+    ]
+    assert {page.total_entries for page in pages} == {3}
+
+
 async def test_the_async_client_reads_every_page(server: ServerThread, tenant: str) -> None:
     with AuditClient(server.target, token=server.token(tenant)) as client:
         recorded_actions(client, ["b.two", "a.one", "c.three"])

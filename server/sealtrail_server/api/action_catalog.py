@@ -154,12 +154,14 @@ class ActionCatalogRpcs:
         # A token goes on the listing of one tenant, for the caller it was
         # issued to, and carries the first page's tree_size with the last
         # action listed: every page counts the same log (ADR 0042's framing).
+        # It carries the first page's total too, so a later page reads its
+        # own entries' events alone, not the whole log's again.
         fingerprint = f"action-catalog:{tenant_id}"
-        tree_size, after = 0, ""
+        tree_size, after, total = 0, "", None
         if request.page_token:
-            tree_size, after = self._page_tokens.decode_key(
+            tree_size, after, total = self._page_tokens.decode_key(
                 request.page_token, fingerprint=fingerprint, caller=principal.token_id,
-                kinds=(int, str),
+                kinds=(int, str, int),
             )  # fmt: skip
         with self._long_reads.admitted(tenant_id, "count"):  # refused ones are not recorded
             if not request.page_token:
@@ -181,6 +183,7 @@ class ActionCatalogRpcs:
                 before_seq=tree_size + 1,
                 after=after,
                 limit=limit,
+                total=total,
                 timeout=self._count_timeout,
             )
         if request.page_token and not catalog.entries:
@@ -191,7 +194,7 @@ class ActionCatalogRpcs:
         if catalog.more:
             next_token = self._page_tokens.encode_key(
                 fingerprint=fingerprint,
-                key=[tree_size, catalog.entries[-1].action],
+                key=[tree_size, catalog.entries[-1].action, catalog.total],
                 caller=principal.token_id,
             )
         return pb.ListActionCatalogResponse(

@@ -56,23 +56,38 @@ class Catalog:
 
 _COLUMNS: Final = "action, description, updated_at, updated_by"
 
-# The log's actions (grouped as CountEvents groups them, the latest
-# occurrence with each count) beside the described ones; a page of them in
-# byte order (as the client sorts strings) after the previous page's last
-# action (keyset), the number of entries of every page computed beside it.
-# The one row of `one` carries the total when the page is empty.
-_LISTED: Final = sql.SQL(
-    "WITH listed AS ("
-    "SELECT coalesce(s.action, d.action) AS action, coalesce(s.n, 0) AS n, s.last,"
-    " d.description, d.updated_at, d.updated_by"
-    " FROM (SELECT action, count(*) AS n, max(occurred_at) AS last"
-    "  FROM events WHERE {conditions} GROUP BY action) AS s"
-    " FULL JOIN (SELECT action, description, updated_at, updated_by"
-    "  FROM action_catalog WHERE tenant_id = %s) AS d ON d.action = s.action)"
-    " SELECT page.action, page.n, page.last, page.description, page.updated_at,"
-    " page.updated_by, (SELECT count(*) FROM listed)"
-    " FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT * FROM listed"
-    '  WHERE action COLLATE "C" > %s ORDER BY action COLLATE "C" LIMIT %s) AS page ON true'
+# A page of the log's actions (grouped as CountEvents groups them, the latest
+# occurrence with each count) beside the described ones, in byte order (as
+# the client sorts strings) after the previous page's last action (keyset).
+# Each side is cut to the page before they are joined, so a page reads its
+# own actions' events and no others: `~>~` and `USING ~<~` are the byte order
+# of the (tenant_id, action text_pattern_ops, seq) index, whose scan yields
+# the actions in order from the page's start, grouped as they come and
+# stopped at the page's end (`COLLATE "C"` would be the same order, but not
+# that index's operators, so every action of the tenant would be grouped and
+# sorted first). Each of those events is still read from its table row:
+# `max(occurred_at)` is not in the index (a covering one would take a
+# migration). `{total}`: the number of entries of every page, counted on the
+# first (`_TOTAL`) and carried by the later pages' tokens.
+_PAGE: Final = sql.SQL(
+    "WITH s AS (SELECT action, count(*) AS n, max(occurred_at) AS last"
+    "  FROM events WHERE {conditions} AND action ~>~ %s"
+    "  GROUP BY action ORDER BY action USING ~<~ LIMIT %s),"
+    " d AS (SELECT action, description, updated_at, updated_by"
+    "  FROM action_catalog WHERE tenant_id = %s AND action ~>~ %s"
+    "  ORDER BY action USING ~<~ LIMIT %s)"
+    " SELECT coalesce(s.action, d.action) AS action, coalesce(s.n, 0), s.last,"
+    " d.description, d.updated_at, d.updated_by, {total}"
+    " FROM s FULL JOIN d ON d.action = s.action"
+    " ORDER BY 1 USING ~<~ LIMIT %s"
+)
+
+# How many entries the whole catalogue has: the log's actions and the
+# described ones, each once (its distinct actions alone: the index answers
+# them without the events' counts and times).
+_TOTAL: Final = sql.SQL(
+    "(SELECT count(*) FROM (SELECT action FROM events WHERE {conditions} GROUP BY action"
+    " UNION SELECT action FROM action_catalog WHERE tenant_id = %s) AS every)"
 )
 
 
@@ -111,26 +126,44 @@ async def clear_description(conn: Connection, tenant_id: str, action: str) -> No
 
 
 def catalog_statement(
-    tenant_id: str, *, before_seq: int, after: str, limit: int
+    tenant_id: str, *, before_seq: int, after: str, limit: int, total: int | None
 ) -> tuple[sql.Composed, list[Any]]:
     """The SQL of a page and its parameters: the actions of `tenant_id`'s
     events before `before_seq` and its described actions, at most `limit`
-    of them after the action `after` ("" from the first)."""
+    of them after the action `after` ("" from the first); beside each, the
+    entries' `total`, or (None) their number counted."""
     conditions, params = filter_conditions(tenant_id, EventFilter())
     conditions.append(sql.SQL("seq < %s"))
     params.append(before_seq)
-    query = _LISTED.format(conditions=sql.SQL(" AND ").join(conditions))
-    return query, [*params, tenant_id, after, limit]
+    where = sql.SQL(" AND ").join(conditions)
+    counted: sql.Composable = sql.SQL("%s::bigint")
+    total_params: list[Any] = [total]
+    if total is None:
+        counted = _TOTAL.format(conditions=where)
+        total_params = [*params, tenant_id]
+    query = _PAGE.format(conditions=where, total=counted)
+    # Placeholders in the statement's order: the page's events, the
+    # described ones, {total}, the page's size.
+    return query, [*params, after, limit, tenant_id, after, limit, *total_params, limit]
 
 
 async def list_catalog(
-    db: Database, *, tenant_id: str, before_seq: int, after: str, limit: int, timeout: float
+    db: Database,
+    *,
+    tenant_id: str,
+    before_seq: int,
+    after: str,
+    limit: int,
+    total: int | None,
+    timeout: float,
 ) -> Catalog:
     """The page of `catalog_statement` (one more entry read tells whether
     another page follows), read within `timeout` seconds as a count is (past
-    them, FailedPrecondition COUNT_TIMEOUT)."""
+    them, FailedPrecondition COUNT_TIMEOUT). `total`: the entries' number,
+    as the first page counted it; None counts it (the first page), one
+    statement with the page, so both read the same catalogue."""
     query, params = catalog_statement(
-        tenant_id, before_seq=before_seq, after=after, limit=limit + 1
+        tenant_id, before_seq=before_seq, after=after, limit=limit + 1, total=total
     )
     async with db.bulk_connection(tenant_id, statement_timeout=timeout) as conn:
         try:
@@ -148,9 +181,11 @@ async def list_catalog(
             updated_by=updated_by,
         )
         for action, n, last, description, updated_at, updated_by, _ in rows
-        if action is not None  # the row of an empty page, its total alone
     ]
-    return Catalog(entries=entries[:limit], total=int(rows[0][6]), more=len(entries) > limit)
+    # No row: no entry after `after`; with none before it either (the first
+    # page), none at all.
+    counted = int(rows[0][6]) if rows else total or 0
+    return Catalog(entries=entries[:limit], total=counted, more=len(entries) > limit)
 
 
 def _timed_out(timeout: float) -> FailedPrecondition:

@@ -190,8 +190,9 @@ class ListActionCatalogResponse(_message.Message):
     last, in the same order, are on the next pages.
     """
     total_entries: _builtins.int
-    """How many entries there are in all, on every page, as this page read
-    them.
+    """How many entries there are in all, the same on every page: as the first
+    page counted them (a later page's token carries the count, so that page
+    reads its own entries' events alone).
     """
     tree_size: _builtins.int
     """The size of the log the counts read, the same on every page of a
