@@ -291,6 +291,129 @@ async def test_asgi_cancellation_waits_for_its_record_no_longer_than_cancel_grac
     assert app.unrecorded == 1
 
 
+class _Lifespan:
+    """An ASGI server's side of the `lifespan` scope, driven by hand."""
+
+    def __init__(self, app: Any) -> None:
+        self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        self.task = asyncio.ensure_future(app(scope, self._to_app.get, self._from_app.put))
+
+    async def step(self, kind: str) -> str:
+        """Sends `lifespan.<kind>`; the type of the application's answer (its
+        error, if it ended without one)."""
+        await self._to_app.put({"type": f"lifespan.{kind}"})
+        answer = asyncio.ensure_future(self._from_app.get())
+        await asyncio.wait({answer, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done():
+            answer.cancel()
+            self.task.result()
+            raise AssertionError(f"the application ended without answering lifespan.{kind}")
+        return str(answer.result()["type"])
+
+
+async def _cancelled_put(app: Any, entered: asyncio.Event) -> None:
+    """A PUT of /v1/slow/s_1 (by u_5) that the server cancels once the
+    application has it."""
+    async with _http(app) as http:
+        request = asyncio.create_task(http.put("/v1/slow/s_1", headers={"x-user": "u_5"}))
+        await entered.wait()
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+
+async def test_asgi_drains_records_of_cancelled_requests_at_lifespan_shutdown(
+    server: ServerThread, tenant: str
+) -> None:
+    entered = asyncio.Event()
+    shut: list[int] = []
+
+    async def waits(request: Request) -> Response:
+        entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("not cancelled")
+
+    audit = AsyncAuditClient(server.target, token=server.token(tenant))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        # The application's own shutdown closes the client: a record still
+        # running then would be lost.
+        shut.append(app_.unrecorded)
+        await audit.close()
+
+    routes = [Route("/v1/slow/{id}", waits, methods=["PUT"])]
+    starlette = Starlette(routes=routes, lifespan=lifespan)
+    # No grace: the cancellation goes on at once, the record in the background.
+    app_ = AsgiAudit(starlette, client=audit, actor=_actor, cancel_grace=0)
+    server_side = _Lifespan(app_)
+    assert await server_side.step("startup") == "lifespan.startup.complete"
+    await _cancelled_put(app_, entered)
+    assert await server_side.step("shutdown") == "lifespan.shutdown.complete"
+    await server_side.task
+    # Drained before the application's shutdown began: recorded, nothing lost.
+    assert shut == [0] and app_.unrecorded == 0
+    with AuditClient(server.target, token=server.token(tenant)) as reader:
+        [event] = reader.query()
+    assert (event.actor.id, event.context.http_status_code) == ("u_5", 499)
+
+
+async def test_asgi_answers_the_lifespan_of_an_application_without_one_and_drains(
+    server: ServerThread, tenant: str
+) -> None:
+    entered = asyncio.Event()
+
+    async def http_only(scope: Any, receive: Any, send: Any) -> None:
+        # As Django's ASGI handler: any other scope is refused.
+        if scope["type"] != "http":
+            raise ValueError(f"can only handle http, not {scope['type']}")
+        entered.set()
+        await asyncio.Event().wait()
+
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        app = AsgiAudit(http_only, client=audit, actor=_actor, cancel_grace=0)
+        server_side = _Lifespan(app)
+        assert await server_side.step("startup") == "lifespan.startup.complete"
+        await _cancelled_put(app, entered)
+        assert await server_side.step("shutdown") == "lifespan.shutdown.complete"
+        await server_side.task
+    # Drained at the shutdown, before the client closed.
+    assert app.unrecorded == 0
+    with AuditClient(server.target, token=server.token(tenant)) as reader:
+        [event] = reader.query()
+    assert (event.actor.id, event.context.http_status_code) == ("u_5", 499)
+
+
+async def test_asgi_shutdown_waits_for_records_no_longer_than_drain_timeout(
+    silent: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    entered = asyncio.Event()
+
+    async def waits(request: Request) -> Response:
+        entered.set()
+        await asyncio.Event().wait()
+        raise AssertionError("not cancelled")
+
+    # Sealtrail never answers: the record would wait out the client's minute.
+    audit = AsyncAuditClient(silent, token="stk_unused", max_attempts=1, timeout=60)
+    starlette = Starlette(routes=[Route("/v1/slow/s_1", waits, methods=["PUT"])])
+    app = AsgiAudit(starlette, client=audit, actor=_actor, cancel_grace=0, drain_timeout=0.1)
+    server_side = _Lifespan(app)
+    assert await server_side.step("startup") == "lifespan.startup.complete"
+    await _cancelled_put(app, entered)
+    async with asyncio.timeout(30):  # a bound far below the record's own
+        assert await server_side.step("shutdown") == "lifespan.shutdown.complete"
+    await server_side.task
+    assert "1 audit record(s) of cancelled requests still running at shutdown" in caplog.text
+    await audit.close()
+    assert await app.drain() == 0 and app.unrecorded == 1
+    with pytest.raises(ValueError, match="drain_timeout"):
+        AsgiAudit(starlette, client=audit, actor=_actor, drain_timeout=-1)
+
+
 def _wsgi_app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     path = environ["PATH_INFO"]
     if path == "/broken":
@@ -429,8 +552,7 @@ class _SendfileHandler(ServerHandler):
     `wsgi.file_wrapper` is sent by os.sendfile, never iterated in Python."""
 
     def sendfile(self) -> bool:
-        assert isinstance(self.result, FileWrapper)
-        source = self.result.filelike.fileno()
+        source = self.file_sent().fileno()
         self.send_headers()
         self._flush()
         target = self.request_handler.connection.fileno()
@@ -440,13 +562,38 @@ class _SendfileHandler(ServerHandler):
         self.request_handler.server.sendfiled.append(size)  # type: ignore[attr-defined]
         return True
 
+    def file_sent(self) -> Any:
+        assert isinstance(self.result, FileWrapper)
+        return self.result.filelike
+
+
+class _FunctionWrapperHandler(_SendfileHandler):
+    """As uWSGI's: `wsgi.file_wrapper` is a function (no class to test a body
+    against), which returns the file it is given as it is, marked; a response
+    that is that very object is sent by sendfile."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wrapped: Any = None
+        self.wsgi_file_wrapper = self._wrap  # type: ignore[assignment]
+
+    def _wrap(self, filelike: Any, block_size: int = 8192) -> Any:
+        self.wrapped = filelike
+        return filelike
+
+    def result_is_file(self) -> bool:
+        return self.wrapped is not None and self.result is self.wrapped
+
+    def file_sent(self) -> Any:
+        return self.result
+
 
 class _SendfileRequestHandler(WSGIRequestHandler):
     def handle(self) -> None:
         self.raw_requestline = self.rfile.readline(65537)
         if not self.parse_request():
             return
-        handler = _SendfileHandler(
+        handler = self.server.handling(  # type: ignore[attr-defined]
             self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=False
         )
         handler.request_handler = self
@@ -454,12 +601,15 @@ class _SendfileRequestHandler(WSGIRequestHandler):
 
 
 @contextlib.contextmanager
-def _wsgi_server(app: Any) -> Iterator[tuple[str, list[int]]]:
+def _wsgi_server(
+    app: Any, handling: type[_SendfileHandler] = _SendfileHandler
+) -> Iterator[tuple[str, list[int]]]:
     """A wsgiref server of `app` on 127.0.0.1 port 0, sending file responses by
-    sendfile: its URL, and the sizes it sent so."""
+    sendfile (`handling` them): its URL, and the sizes it sent so."""
     server: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=_SendfileRequestHandler)
     sendfiled: list[int] = []
     server.sendfiled = sendfiled  # type: ignore[attr-defined]
+    server.handling = handling  # type: ignore[attr-defined]
     serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     serving.start()
     try:
@@ -502,3 +652,37 @@ def test_wsgi_records_a_file_response_and_leaves_it_to_the_servers_sendfile(
     assert refused.status_code == 500
     assert sendfiled == []
     assert closed.unrecorded == 1
+
+
+def test_wsgi_hands_back_a_file_of_a_function_file_wrapper_as_uwsgis(
+    audit: AuditClient, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.csv"
+    report.write_bytes(b"id,total\n" + b"7,42\n" * 50_000)
+
+    def download(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/csv")])
+        wrapped: Iterable[bytes] = environ["wsgi.file_wrapper"](report.open("rb"), 65536)
+        return wrapped
+
+    def plain_file(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Type", "text/csv")])
+        return report.open("rb")  # a file, but not one the server's wrapper made
+
+    app = WsgiAudit(download, client=audit, actor=lambda request: "u_3")
+    plain = WsgiAudit(plain_file, client=audit, actor=lambda request: "u_4")
+    served = _wsgi_server(app, _FunctionWrapperHandler)
+    with served as (url, sendfiled), httpx.Client(base_url=url) as http:
+        answer = http.post("/v1/reports/r_1/export")
+    served = _wsgi_server(plain, _FunctionWrapperHandler)
+    with served as (url, streamed), httpx.Client(base_url=url) as http:
+        answered = http.post("/v1/reports/r_2/export")
+    assert answer.content == answered.content == report.read_bytes()
+    # The very object the server's function returned reached the server: sent
+    # by sendfile. A file of the application's own went through Python.
+    assert sendfiled == [report.stat().st_size]
+    assert streamed == []
+    assert [(event.actor.id, event.context.http_status_code) for event in audit.query()] == [
+        ("u_4", 200),
+        ("u_3", 200),
+    ]

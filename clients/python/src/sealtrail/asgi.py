@@ -24,6 +24,7 @@ from sealtrail._middleware import (
     client_ip_of,
     derived_action,
     elapsed_ms,
+    log,
     outcome_of,
     route_of_path,
 )
@@ -93,7 +94,14 @@ class AuditMiddleware:
     as a failure with the status that went out, else 499, and its cancellation
     goes on once the record is acknowledged or `cancel_grace` seconds passed,
     whichever is first; a record still running then carries on in the
-    background, bounded by the client's timeouts (`drain()` awaits it)."""
+    background, bounded by the client's timeouts (`drain()` awaits it).
+
+    The server's `lifespan.shutdown` reaches the application once those
+    records are done, or `drain_timeout` seconds passed (None: no bound; those
+    still running then are logged), so an application that closes its client
+    in its own shutdown loses none of them. An application that takes no
+    lifespan (returns or raises before receiving its startup, as Django's
+    handler does) has it answered by the middleware, which drains the same way."""
 
     def __init__(
         self,
@@ -108,12 +116,16 @@ class AuditMiddleware:
         request_id_header: str | None = "x-request-id",
         fail_closed: bool = False,
         cancel_grace: float = 1.0,
+        drain_timeout: float | None = 10.0,
     ) -> None:
         if not cancel_grace >= 0:
             raise ValueError("cancel_grace: seconds, 0 or more")
+        if drain_timeout is not None and not drain_timeout >= 0:
+            raise ValueError("drain_timeout: seconds, 0 or more, or None")
         self.app = app
         self.client = client
         self.cancel_grace = cancel_grace
+        self.drain_timeout = drain_timeout
         self._pending: set[asyncio.Task[None]] = set()
         self._recorder = Recorder(
             actor=actor,
@@ -131,17 +143,77 @@ class AuditMiddleware:
         return self._recorder.unrecorded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
         if scope.get("type") != "http" or not self._recorder.audits(str(scope.get("method"))):
             await self.app(scope, receive, send)
             return
         await _Exchange(self, scope, send).run(receive)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> int:
         """Waits for the records of cancelled requests still running (those
-        that outlasted `cancel_grace`): call it on shutdown, before closing
-        the client, so none is lost."""
+        that outlasted `cancel_grace`), at most `timeout` seconds (None: until
+        they end); how many still run then. The lifespan's shutdown calls it
+        (`drain_timeout`); an application run without a lifespan calls it on
+        shutdown, before closing the client, so none is lost."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         while self._pending:
-            await asyncio.wait(set(self._pending))
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                break
+            await asyncio.wait(set(self._pending), timeout=left)
+        return len(self._pending)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The server's lifespan, passed on to the application, its shutdown
+        once `_drained`; answered here for an application that takes none."""
+        took_startup = False
+
+        async def draining_receive() -> Message:
+            nonlocal took_startup
+            message = await receive()
+            kind = message.get("type")
+            if kind == "lifespan.startup":
+                took_startup = True
+            elif kind == "lifespan.shutdown":
+                await self._drained()
+            return message
+
+        try:
+            await self.app(scope, draining_receive, send)
+        except Exception as error:
+            if took_startup:  # its startup or shutdown failed: the server's to say
+                raise
+            log.info(
+                "the application takes no ASGI lifespan (%s): the audit middleware answers it",
+                type(error).__name__,
+            )
+        else:
+            if took_startup:
+                return
+        # The application returned or raised before its startup (ASGI: it
+        # supports no lifespan); the server's messages are all still to come.
+        while True:
+            message = await receive()
+            if message.get("type") == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message.get("type") == "lifespan.shutdown":
+                await self._drained()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _drained(self) -> None:
+        """`drain()` for `drain_timeout` at shutdown, what it left logged."""
+        left = await self.drain(self.drain_timeout)
+        if left:
+            log.warning(
+                "%d audit record(s) of cancelled requests still running at shutdown after"
+                " drain_timeout (%g s): lost if the client closes first",
+                left,
+                self.drain_timeout,
+            )
 
     async def record_cancelled(self, record: Awaitable[None]) -> None:
         """Runs `record` (a cancelled request's) in a task of its own, which a

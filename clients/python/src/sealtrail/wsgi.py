@@ -80,9 +80,10 @@ class AuditMiddleware:
     the server answers 500 or, streamed, cuts the response before its end.
 
     A response that is the server's own `wsgi.file_wrapper` (Flask's
-    `send_file`) is handed back to the server as it is, for its sendfile path,
-    once the event is recorded: before the file begins, its duration to the
-    application's answer."""
+    `send_file`; an instance of a class wrapper, or the very object a function
+    wrapper such as uWSGI's returned) is handed back to the server as it is,
+    for its sendfile path, once the event is recorded: before the file
+    begins, its duration to the application's answer."""
 
     def __init__(
         self,
@@ -128,12 +129,15 @@ class AuditMiddleware:
             exchange.read_route()
             return start_response(status, headers, exc_info)
 
+        files = _ServerFiles(environ)
         try:
             body = self.app(environ, audited_start_response)
         except Exception:
             exchange.record(cut=True, raising=False)
             raise
-        if exchange.status is not None and _is_server_file(body, environ):
+        finally:
+            files.restore()
+        if exchange.status is not None and files.made(body):
             # The server sends the file itself (sendfile), and no chunk can be
             # held back: recorded before it begins.
             try:
@@ -207,12 +211,41 @@ class _Exchange:
 _NOTHING: Any = object()
 
 
-def _is_server_file(body: Iterable[bytes], environ: Environ) -> bool:
-    """Whether `body` is the server's `wsgi.file_wrapper` (a class, as wsgiref's and
-    gunicorn's are), which the server may send by sendfile when it
-    gets it back as it made it."""
-    wrapper = environ.get("wsgi.file_wrapper")
-    return isinstance(wrapper, type) and isinstance(body, wrapper)
+class _ServerFiles:
+    """Tells whether a body is what the server's `wsgi.file_wrapper` made, which
+    the server may send by sendfile when it gets it back as it made it.
+
+    A class (wsgiref's, gunicorn's): the body is one of its instances. A
+    function (uWSGI's, which returns the file itself and recognises the very
+    object it returned): while the application runs, `environ` holds a function
+    of the middleware's that calls the server's and notes what it returned; the
+    server's is put back before the body goes to the server, which may read it
+    again. The body is such an object, by identity, not a file of the
+    application's own."""
+
+    def __init__(self, environ: Environ) -> None:
+        self._environ = environ
+        self._wrapper = environ.get("wsgi.file_wrapper")
+        self._made: list[object] = []
+        if callable(self._wrapper) and not isinstance(self._wrapper, type):
+            environ["wsgi.file_wrapper"] = self._wrap
+
+    def _wrap(self, *args: Any, **kwargs: Any) -> Any:
+        assert self._wrapper is not None
+        made = self._wrapper(*args, **kwargs)
+        self._made.append(made)
+        return made
+
+    def restore(self) -> None:
+        """The server's own `wsgi.file_wrapper` back in `environ`."""
+        if self._environ.get("wsgi.file_wrapper") is self._wrap:
+            self._environ["wsgi.file_wrapper"] = self._wrapper
+
+    def made(self, body: Iterable[bytes]) -> bool:
+        """Whether `body` is what the server's `wsgi.file_wrapper` made."""
+        if isinstance(self._wrapper, type):
+            return isinstance(body, self._wrapper)
+        return any(body is made for made in self._made)
 
 
 def _close(body: Iterable[bytes]) -> None:
