@@ -216,6 +216,9 @@ class RowFactory:
             _RECORDER_ID,
             _IP,
             "Q3 board deck.pdf",  # search_names: the resource's name
+            "",  # credential_kind: none (NULL is a row from before migration 0056)
+            None,  # credential_id
+            None,  # credential_hint
             leaf,
             record,
             None,  # caller_view: the whole view holds it
