@@ -1541,7 +1541,10 @@ function init() {
   window.addEventListener("popstate", searchChanged);
   setUpAdmin({
     api, signOut, filterFields, fillFilter, filterRow: $("#filters .row"), catalogued, described,
-    readCatalogue,
+    // In turn with the page's counts, as the suggestions' read is: a listing
+    // counts, and a tenant runs one count at a time (a page of the ten read
+    // beside the chart's count was refused).
+    readCatalogue: () => inTurn(readCatalogue),
   });
   setUpChart({ api, narrow: narrowTo, report: chartRefused });
   setUpBreakdown({ api, narrowBy, inTurn, signOut });
