@@ -1315,8 +1315,8 @@ def test_changed_fields_find_who_changed_a_field_and_a_bad_one_is_refused(
     api: str, console_server: ServerThread, tenant: str
 ) -> None:
     """`changed_fields=rate_limit,limits.rpm` (helper-444): the events with a
-    change of any of them, each exactly as recorded; a name with a control
-    character is a 400 naming it."""
+    change of any of them, each exactly as recorded; a name with a NUL (the
+    one character Record refuses in a field's name) is a 400 naming it."""
     with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
         for action, field in (("plan.a", "rate_limit"), ("plan.b", "limits.rpm"),
                               ("plan.c", "limits"), ("plan.d", "Rate_Limit")):  # fmt: skip
@@ -1328,7 +1328,7 @@ def test_changed_fields_find_who_changed_a_field_and_a_bad_one_is_refused(
     status, body = get(api + f"events?{query}", reader)
     assert status == 200, body
     assert [event["action"] for event in body["events"]] == ["plan.b", "plan.a"]
-    query = urllib.parse.urlencode({"changed_fields": "role,a\tb"})
+    query = urllib.parse.urlencode({"changed_fields": "role,a\x00b"})
     status, body = get(api + f"events?{query}", reader)
     assert status == 400 and "changed_fields[1]" in json.dumps(body), body
 
