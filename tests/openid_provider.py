@@ -2,10 +2,13 @@
 aiohttp app in a thread of its own serving discovery, its JWKS, an authorize
 endpoint that signs the person in at once (redirecting back with a code),
 and a token endpoint that checks the client's secret, the code and its PKCE
-verifier, then issues an id_token signed with keys made by `cryptography`.
-What the next id_token looks like is the test's to change (`Issue`).
+verifier, then issues an id_token signed with keys made by `cryptography`,
+with a refresh token when `offline_access` was asked for; a refresh token is
+taken once (rotated: each refresh gives a new one). What the next id_token
+looks like, and how a refresh is answered, is the test's to change (`Issue`).
 `console_signing_in_through` starts a server whose console signs in through
-it; `to_callback` walks a sign-in to the provider and back, as a browser would."""
+it; `to_callback` walks a sign-in to the provider and back, as a browser would,
+`signed_in` the whole of it, to the token the page is handed."""
 
 from __future__ import annotations
 
@@ -69,6 +72,15 @@ class Issue:
     # Signed by the published Ed25519 key whatever `alg` names (an Ed25519
     # signature claiming another algorithm), under that key's id.
     edwards: bool = False
+    # Whether a sign-in that asked for `offline_access` gets a refresh token.
+    refresh_tokens: bool = True
+    # How a refresh is answered: "grant" (a new id_token and refresh token),
+    # "invalid_grant" (the person removed or disabled, the session revoked),
+    # "unavailable" (a 503: the provider down), "no_id_token".
+    refresh: str = "grant"
+    # The nonce a refreshed id_token carries (None: none, as OpenID Connect
+    # Core 12.2 advises).
+    refresh_nonce: str | None = None
 
 
 class OpenIdProvider:
@@ -87,6 +99,9 @@ class OpenIdProvider:
         self.issue = Issue()
         self.jwks_reads = 0
         self.codes: dict[str, dict[str, str]] = {}
+        # Refresh tokens not yet used, each to the sign-in it continues.
+        self.refresh_tokens: dict[str, dict[str, str]] = {}
+        self.refreshes = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -133,6 +148,7 @@ class OpenIdProvider:
                 "jwks_uri": f"{self.issuer}/jwks",
                 "response_types_supported": ["code"],
                 "code_challenge_methods_supported": ["S256"],
+                "scopes_supported": ["openid", "email", "profile", "offline_access"],
             }
         )
 
@@ -155,6 +171,8 @@ class OpenIdProvider:
         form = await request.post()
         sent = request.headers.get("Authorization", "").removeprefix("Basic ")
         expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        if form.get("grant_type") == "refresh_token":
+            return self._refreshed(str(form.get("refresh_token", "")), sent == expected)
         asked = self.codes.pop(str(form.get("code", "")), None)
         if sent != expected:
             return web.json_response({"error": "invalid_client"}, status=401)
@@ -166,9 +184,35 @@ class OpenIdProvider:
             or form.get("redirect_uri") != asked["redirect_uri"]
         ):
             return web.json_response({"error": "invalid_grant"}, status=400)
-        return web.json_response({"id_token": self.id_token(nonce=asked["nonce"])})
+        answer = {"id_token": self.id_token(nonce=asked["nonce"])}
+        if self.issue.refresh_tokens and "offline_access" in asked["scope"].split():
+            answer["refresh_token"] = self._refresh_token(asked)
+        return web.json_response(answer)
 
-    def id_token(self, *, nonce: str) -> str:
+    def _refresh_token(self, asked: dict[str, str]) -> str:
+        token = secrets.token_urlsafe(24)
+        self.refresh_tokens[token] = asked
+        return token
+
+    def _refreshed(self, token: str, client_authenticated: bool) -> web.Response:
+        """A refresh (RFC 6749, 6): the token taken once, a new one given."""
+        self.refreshes += 1
+        if not client_authenticated:
+            return web.json_response({"error": "invalid_client"}, status=401)
+        how = self.issue.refresh
+        if how == "unavailable":
+            return web.json_response({"error": "temporarily_unavailable"}, status=503)
+        asked = self.refresh_tokens.pop(token, None)
+        if asked is None or how == "invalid_grant":
+            return web.json_response(
+                {"error": "invalid_grant", "error_description": "Session not active"}, status=400
+            )
+        answer = {"refresh_token": self._refresh_token(asked), "token_type": "Bearer"}
+        if how != "no_id_token":
+            answer["id_token"] = self.id_token(nonce=self.issue.refresh_nonce)
+        return web.json_response(answer)
+
+    def id_token(self, *, nonce: str | None) -> str:
         issue = self.issue
         now = int(time.time())
         claims: dict[str, Any] = {
@@ -250,3 +294,25 @@ def to_callback(browser: httpx.Client) -> str:
     at_provider = httpx.get(login.headers["Location"], follow_redirects=False, timeout=20)
     assert at_provider.status_code == 302
     return at_provider.headers["Location"]
+
+
+def signed_in(browser: httpx.Client) -> dict[str, Any]:
+    """The token a whole sign-in hands the page."""
+    back = browser.get(to_callback(browser))
+    assert back.status_code == 303, back.text
+    location = back.headers["Location"]
+    assert location.startswith("/#signin=")
+    answer = browser.post("/auth/exchange", json={"code": location.removeprefix("/#signin=")})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Cache-Control"] == "no-store"
+    return dict(answer.json())
+
+
+def events_of(browser: httpx.Client, token: str, action: str) -> list[dict[str, Any]]:
+    """The events of `action` the console's search finds (read with `token`)."""
+    answer = browser.get(
+        "/api/events", params={"action": action}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert answer.status_code == 200, answer.text
+    return [event for event in answer.json()["events"] if event["action"] == action]
+

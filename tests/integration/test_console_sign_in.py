@@ -28,6 +28,8 @@ from tests.openid_provider import (
     Issue,
     OpenIdProvider,
     console_signing_in_through,
+    events_of,
+    signed_in,
     to_callback,
 )
 from tests.private_files import write_private
@@ -92,26 +94,6 @@ def _tokens(sql: psycopg.Connection[Any]) -> int:
     return int(row[0])
 
 
-def _signed_in(browser: httpx.Client) -> dict[str, Any]:
-    """The token a whole sign-in hands the page."""
-    back = browser.get(to_callback(browser))
-    assert back.status_code == 303, back.text
-    location = back.headers["Location"]
-    assert location.startswith("/#signin=")
-    answer = browser.post("/auth/exchange", json={"code": location.removeprefix("/#signin=")})
-    assert answer.status_code == 200, answer.text
-    assert answer.headers["Cache-Control"] == "no-store"
-    return dict(answer.json())
-
-
-def _events(browser: httpx.Client, token: str, action: str) -> list[dict[str, Any]]:
-    answer = browser.get(
-        "/api/events", params={"action": action}, headers={"Authorization": f"Bearer {token}"}
-    )
-    assert answer.status_code == 200, answer.text
-    return [event for event in answer.json()["events"] if event["action"] == action]
-
-
 def test_a_sign_in_mints_a_token_of_the_role_its_groups_map_to(
     browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
 ) -> None:
@@ -124,18 +106,18 @@ def test_a_sign_in_mints_a_token_of_the_role_its_groups_map_to(
         "HttpOnly" in login.headers["Set-Cookie"] and "Path=/auth/" in login.headers["Set-Cookie"]
     )
 
-    signed_in = _signed_in(browser)
-    assert signed_in["role"] == "reader"
-    assert signed_in["name"] == "alice@example.com (console)"
+    minted = signed_in(browser)
+    assert minted["role"] == "reader"
+    assert minted["name"] == "alice@example.com (console)"
     assert _tokens(sql) == before + 1
-    token = signed_in["token"]
+    token = minted["token"]
     checked = browser.get("/api/signin", headers={"Authorization": f"Bearer {token}"})
     assert checked.json() == {"ok": True, "role": "reader"}
 
     (created,) = [
         event
-        for event in _events(browser, token, "api_token.created")
-        if event["resource"]["id"] == signed_in["token_id"]
+        for event in events_of(browser, token, "api_token.created")
+        if event["resource"]["id"] == minted["token_id"]
     ]
     assert created["actor"]["type"] == "ACTOR_TYPE_USER"
     assert created["actor"]["id"] == "alice@example.com"
@@ -168,7 +150,7 @@ def test_the_highest_role_of_the_groups_is_minted(
     browser: httpx.Client, provider: OpenIdProvider, groups: list[str], role: str
 ) -> None:
     provider.issue = Issue(groups=groups)
-    token = _signed_in(browser)["token"]
+    token = signed_in(browser)["token"]
     checked = browser.get("/api/signin", headers={"Authorization": f"Bearer {token}"})
     assert checked.json() == {"ok": True, "role": role}
 
@@ -177,7 +159,7 @@ def test_an_unverified_email_names_the_subject_at_the_issuer(
     browser: httpx.Client, provider: OpenIdProvider
 ) -> None:
     provider.issue = Issue(email="ceo@example.com", email_verified=False)
-    assert _signed_in(browser)["name"] == f"00u1alice@{provider.issuer} (console)"
+    assert signed_in(browser)["name"] == f"00u1alice@{provider.issuer} (console)"
 
 
 @pytest.mark.parametrize("alg", ["ES256", "Ed25519", "EdDSA"])
@@ -188,7 +170,7 @@ def test_ec_and_edwards_signatures_are_taken(
     (RFC 9864), or `EdDSA`, the polymorphic name it deprecates, which
     providers still sign with (joserfc names its keys `Ed25519`)."""
     provider.issue = Issue(alg=alg)
-    assert _signed_in(browser)["role"] == "reader"
+    assert signed_in(browser)["role"] == "reader"
 
 
 @pytest.mark.parametrize("alg", ["RS256", "ES256"])
@@ -265,7 +247,7 @@ def test_a_forged_signature_is_refused(
 def test_an_unknown_key_is_looked_up_again_then_refused(
     browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
 ) -> None:
-    _signed_in(browser)  # the keys are read and cached
+    signed_in(browser)  # the keys are read and cached
     reads = provider.jwks_reads
     provider.issue = Issue(kid=provider.unpublished.kid)
     answer = _refused(browser, sql, to_callback(browser))
@@ -304,10 +286,10 @@ def test_a_person_in_no_admitted_group_is_refused_and_recorded(
     assert answer.status_code == 403
     assert "You signed in as mallory@example.com, who is in none of the groups" in answer.text
     provider.issue = Issue()
-    token = _signed_in(browser)["token"]
+    token = signed_in(browser)["token"]
     denied = [
         event
-        for event in _events(browser, token, "audit_log.access_denied")
+        for event in events_of(browser, token, "audit_log.access_denied")
         if event["actor"]["id"] == "mallory@example.com"
     ]
     assert denied, "the refusal was not recorded"
@@ -319,22 +301,22 @@ def test_a_person_in_no_admitted_group_is_refused_and_recorded(
 def test_signing_out_revokes_the_minted_token(
     browser: httpx.Client, sql: psycopg.Connection[Any]
 ) -> None:
-    signed_in = _signed_in(browser)
-    auth = {"Authorization": f"Bearer {signed_in['token']}"}
+    minted = signed_in(browser)
+    auth = {"Authorization": f"Bearer {minted['token']}"}
     assert browser.post("/auth/signout", headers=auth).json() == {"ok": True}
     assert browser.get("/api/signin", headers=auth).status_code == 401
     row = sql.execute(
         "SELECT revoked_at IS NOT NULL FROM api_tokens WHERE token_id = %s",
-        [signed_in["token_id"]],
+        [minted["token_id"]],
     ).fetchone()
     assert row == (True,)
     # Again: nothing left to revoke, and no error.
     assert browser.post("/auth/signout", headers=auth).json() == {"ok": True}
-    reader = _signed_in(browser)["token"]
+    reader = signed_in(browser)["token"]
     (revoked,) = [
         event
-        for event in _events(browser, reader, "api_token.revoked")
-        if event["resource"]["id"] == signed_in["token_id"]
+        for event in events_of(browser, reader, "api_token.revoked")
+        if event["resource"]["id"] == minted["token_id"]
     ]
     assert revoked["actor"]["id"] == "alice@example.com"
 
@@ -417,8 +399,8 @@ def test_a_signed_in_search_and_its_counts_are_one_record(browser: httpx.Client)
     """A token a sign-in minted searches as a pasted one does (ADR 0137,
     helper-449): a first page announcing its counts, by changed field and
     route, then the counts naming its view, are one record of that token."""
-    signed_in = _signed_in(browser)
-    bearer = {"Authorization": f"Bearer {signed_in['token']}"}
+    minted = signed_in(browser)
+    bearer = {"Authorization": f"Bearer {minted['token']}"}
     search = {"changed_fields": "rate_limit", "http_routes": "/v1/plans/{id}"}
     announced = [{"group_by": "day"}, {"group_by": "credential", "limit": "10"}]
     page = browser.get(
@@ -435,8 +417,8 @@ def test_a_signed_in_search_and_its_counts_are_one_record(browser: httpx.Client)
         assert counted.status_code == 200, counted.text
     mine = [
         event
-        for event in _events(browser, signed_in["token"], "audit_log.queried")
-        if event["actor"]["id"] == signed_in["token_id"]
+        for event in events_of(browser, minted["token"], "audit_log.queried")
+        if event["actor"]["id"] == minted["token_id"]
     ]
     # The read of them just made sees the log before its own record.
     [searched] = mine
