@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -316,3 +317,13 @@ def events_of(browser: httpx.Client, token: str, action: str) -> list[dict[str, 
     assert answer.status_code == 200, answer.text
     return [event for event in answer.json()["events"] if event["action"] == action]
 
+
+def make_recheck_due(sql: psycopg.Connection[Any], tenant: str, token: str) -> None:
+    """The recheck interval of the session of console token `token` has
+    passed (its next check moved into the past, by the database's clock)."""
+    moved = sql.execute(
+        "UPDATE console_sessions SET next_check_at = now() - interval '1 second'"
+        " WHERE tenant_id = %s AND digest = sha256(convert_to(%s, 'UTF8'))",
+        [tenant, token],
+    )
+    assert moved.rowcount == 1, "no session of this token is rechecked"

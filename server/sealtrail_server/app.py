@@ -53,6 +53,7 @@ from .auth.tokens import Authenticator
 from .config import Settings
 from .console.hosts import parse_allowed_hosts
 from .console.oidc import PROVIDER_TIMEOUT, OidcConfig, Provider
+from .console.recheck import Rechecks
 from .console.server import Console
 from .console.sign_in import MAX_PENDING, SignIn
 from .deployment_sink_job import DeploymentSinkJob
@@ -85,6 +86,7 @@ from .sealing_setup import load_secrets_key, refuse_a_new_key
 from .stopping import end_tasks
 from .store.appender import Appender
 from .store.changes import Changes, refuse_if_erased_now
+from .store.console_sessions import SessionsKept
 from .store.console_sign_ins import SignInsKept
 from .store.database import DEFAULT_CONNECT_TIMEOUT, Database, check_login, check_reachable
 from .store.deployment_sinks import reseal_definitions
@@ -230,6 +232,7 @@ def oidc_config(settings: Settings) -> OidcConfig:
         },
         groups_claim=settings.oidc_groups_claim,
         session_seconds=settings.oidc_session_seconds,
+        recheck_seconds=settings.oidc_recheck_seconds,
         provider_name=settings.oidc_provider_name.strip(),
     )
 
@@ -790,7 +793,13 @@ class Service:
             headers={"User-Agent": "sealtrail-console"},
         )
         kept = SignInsKept(db, tenant_id=config.tenant_id, most=MAX_PENDING)
-        return SignIn(config, Provider(config, client), sessions, kept)
+        provider = Provider(config, client)
+        rechecks = None
+        if config.recheck_seconds > 0:
+            rechecks = Rechecks(
+                config, provider, sessions, SessionsKept(db, tenant_id=config.tenant_id)
+            )
+        return SignIn(config, provider, sessions, kept, rechecks=rechecks)
 
     async def _set_health(self, *, serving: bool) -> None:
         status = (

@@ -257,6 +257,9 @@ class Settings:
     oidc_groups_claim: str = "groups"
     # Seconds a sign-in's token lasts (at most a day).
     oidc_session_seconds: float = 8 * 3600.0
+    # Seconds between a console session's rechecks with the provider, by its
+    # refresh token, at the browser's next call (0: never; at most a day).
+    oidc_recheck_seconds: float = 300.0
     # The provider's name on the console's button ("Sign in with Okta"); unset,
     # "Sign in with your identity provider".
     oidc_provider_name: str = ""

@@ -5,8 +5,9 @@ in at once. The button ends signed in as the person with their role's view,
 the one-time code gone from the address; a code used already is refused
 with its reason on the sign-in form; Sign out revokes the session's token
 (a pasted token's is only forgotten); a session ended elsewhere or expired
-goes back to the form saying so; a person of no group meets the refusal
-page, its link back to the sign-in."""
+goes back to the form saying so, as does one the provider ended (rechecked,
+the person removed there); a person of no group meets the refusal page, its
+link back to the sign-in."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -24,7 +26,13 @@ from selenium.webdriver.support import expected_conditions as seen
 from tests.browser.test_console import sign_in, wait, wait_for_rows
 from tests.browser.test_console_accessibility import AXE, check, report
 from tests.conftest import ServerThread
-from tests.openid_provider import Issue, OpenIdProvider, console_signing_in_through, to_callback
+from tests.openid_provider import (
+    Issue,
+    OpenIdProvider,
+    console_signing_in_through,
+    make_recheck_due,
+    to_callback,
+)
 
 TENANT = f"t-sso-{uuid.uuid4().hex[:10]}"
 PROVIDER_NAME = "Example SSO"
@@ -179,6 +187,29 @@ def test_a_session_ended_elsewhere_goes_back_to_the_form_saying_so(
     assert reason.text.startswith("Signed out: Your session ended (it was revoked); sign in again")
     assert browser.switch_to.active_element == reason
     assert not browser.find_element(By.ID, "signed-in-as").is_displayed()
+
+
+def test_a_session_the_provider_ended_goes_back_to_the_form_saying_so(
+    browser: webdriver.Chrome,
+    sso_console: str,
+    provider: OpenIdProvider,
+    sql: psycopg.Connection[Any],
+    http: httpx.Client,
+) -> None:
+    token = _by_the_button(browser, sso_console)
+    wait_for_rows(browser, lambda r: len(r) >= 1)
+    provider.issue.refresh = "invalid_grant"  # the person removed at the provider
+    make_recheck_due(sql, TENANT, token)
+    browser.execute_script("document.querySelector('#filters').requestSubmit()")
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "signin")))
+    reason = browser.find_element(By.ID, "signin-reason")
+    assert reason.text.startswith(
+        "Signed out: The identity provider ended this session: the identity provider refused"
+        " to renew the session (invalid_grant"
+    ), reason.text
+    assert reason.text.endswith("; sign in again.")
+    assert browser.switch_to.active_element == reason
+    assert _role_of(http, token) == 401
 
 
 def test_an_expired_session_goes_back_to_the_form_saying_so(

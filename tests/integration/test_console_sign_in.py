@@ -100,7 +100,9 @@ def test_a_sign_in_mints_a_token_of_the_role_its_groups_map_to(
     before = _tokens(sql)
     login = browser.get("/auth/login")
     asked = urllib.parse.parse_qs(urllib.parse.urlsplit(login.headers["Location"]).query)
-    assert asked["code_challenge_method"] == ["S256"] and asked["scope"] == ["openid email profile"]
+    assert asked["code_challenge_method"] == ["S256"]
+    # offline_access: the provider lists it, and sessions are rechecked by its refresh token.
+    assert asked["scope"] == ["openid email profile offline_access"]
     assert {"state", "nonce", "code_challenge"} <= asked.keys()
     assert (
         "HttpOnly" in login.headers["Set-Cookie"] and "Path=/auth/" in login.headers["Set-Cookie"]

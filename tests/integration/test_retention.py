@@ -1883,6 +1883,13 @@ def _fill_what_the_calls_leave_empty(sql: psycopg.Connection[Any], tenant: str) 
             " VALUES (%s, %s, 'alice', int8send(0), 1)",
             [tenant, rule],
         ),
+        (  # a console session rechecked with the identity provider (migration 0058)
+            "INSERT INTO console_sessions (tenant_id, digest, token_id, token_role, subject,"
+            " token_expires_at, confirmed_at, next_check_at, sealed)"
+            " VALUES (%s, sha256('token'), gen_random_uuid(), 'reader', 'alice',"
+            " now() + interval '1 hour', now(), now(), 'sealed')",
+            [tenant],
+        ),
         (  # a console sign-in under way (migration 0057)
             "INSERT INTO console_sign_ins (tenant_id, digest, stage, expires_at, binding)"
             " VALUES (%s, sha256('state'), 'begun', now() + interval '10 minutes',"

@@ -1,6 +1,7 @@
 """What a console sign-in through the identity provider does in the log
 (ADR 0140): mints an API token named after the person, revokes it at
-sign-out, records a refusal. Each goes with its record, as the API's token
+sign-out or when the identity provider ends the session (a recheck, ADR 0140
+as amended 2026-12-08), records a refusal. Each goes with its record, as the API's token
 changes do (ADR 0075): `api_token.created` and `api_token.revoked`
 attributed to the person (a `user` actor), `audit_log.access_denied` for
 a person in none of the groups the console admits."""
@@ -17,6 +18,7 @@ from sealtrail.v1 import event_pb2
 
 from ..auth.tokens import Authenticator, rfc3339
 from ..console.oidc import Person
+from ..console.recheck import Ended
 from ..console.sign_in import NAME_SUFFIX, Browser, Minted
 from ..domain.access import Principal, Revoked, token_digest
 from ..store.appender import Appender
@@ -166,7 +168,18 @@ class ConsoleSessions:
         await asyncio.shield(asyncio.ensure_future(self._revoke(found, browser)))
         return None
 
-    async def _revoke(self, principal: Principal, browser: Browser) -> None:
+    async def end(self, secret: str, *, ended: Ended, browser: Browser) -> None:
+        """Revokes the console token `secret` because the identity provider
+        ended its session (`ended` says how), with its record; nothing if it
+        was revoked already."""
+        found = await find_principal(self._db, token_digest(secret))
+        if found is None or isinstance(found, Revoked) or not found.name.endswith(NAME_SUFFIX):
+            return
+        await asyncio.shield(asyncio.ensure_future(self._revoke(found, browser, ended=ended)))
+
+    async def _revoke(
+        self, principal: Principal, browser: Browser, *, ended: Ended | None = None
+    ) -> None:
         tenant_id, token_id = principal.tenant_id, principal.token_id
         async with self._changes.exclusive(tenant_id, token_subject(token_id), caller=None) as conn:
             found = await read_token(conn, tenant_id=tenant_id, token_id=token_id)
@@ -175,15 +188,25 @@ class ConsoleSessions:
                 return
             await mark_revoked(conn, token_id=token_id, tenant_id=tenant_id)
             person = principal.name.removesuffix(NAME_SUFFIX)
+            details: dict[str, Any] = {"role": found.role, "name": found.name}
+            description = f"Signed out of the console: revoked its token with role {found.role}"
+            if ended is not None:
+                details |= {"ended_by": "identity_provider", "reason": ended.reason}
+                if ended.groups is not None:
+                    details["groups"] = list(ended.groups[:MAX_GROUPS_RECORDED])
+                description = (
+                    "The identity provider ended a console session: revoked its token with role"
+                    f" {found.role} ({ended.said[:200]})"
+                )
             await self._record(
                 tenant_id,
                 person,
                 browser,
                 now=self._clock(),
                 action="api_token.revoked",
-                description=f"Signed out of the console: revoked its token with role {found.role}",
+                description=description,
                 resource_type="api_token",
                 resource_id=token_id,
-                details={"role": found.role, "name": found.name},
+                details=details,
             )
         self._authenticator.forget(token_id)

@@ -5,6 +5,9 @@ keys. What it proves, a person and their groups, becomes a role here.
 
     SignInRefused           a sign-in ended without a person (`reason`, `said`)
     ├── ProviderFailed      the provider could not be read or refused the code
+    ├── RefreshRefused      the provider refused a session's refresh token
+    │                       (invalid_grant: the person removed or disabled there,
+    │                       the session revoked)
     └── (reason "no_group") a person was proven, in none of the groups admitted
 
 Each refusal's `said` is a sentence for the page; none quotes a token.
@@ -89,6 +92,9 @@ PROVIDER_TIMEOUT: Final = 10.0
 # Bytes of a provider's answer read at most.
 MAX_ANSWER: Final = 1024 * 1024
 SCOPES: Final = "openid email profile"
+# Asked for besides, when sessions are rechecked and the provider lists it
+# (scopes_supported): what most providers give a refresh token for.
+OFFLINE_SCOPE: Final = "offline_access"
 # Roles from the most to the least: a person in several lists gets the first.
 _ORDER: Final = (Role.ADMIN, Role.EXPORTER, Role.READER)
 
@@ -111,6 +117,23 @@ class ProviderFailed(SignInRefused):
         super().__init__("provider", said, status=502)
 
 
+class RefreshRefused(SignInRefused):
+    """The provider refused a refresh token (`invalid_grant`, RFC 6749 5.2):
+    the person removed or disabled there, the session revoked or expired."""
+
+    def __init__(self, said: str) -> None:
+        super().__init__("refresh_refused", said)
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """What the token endpoint answered: an id_token (a refresh may give
+    none), and a refresh token if it gave one."""
+
+    id_token: str | None
+    refresh_token: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class OidcConfig:
     """What the operator set (SEALTRAIL_OIDC_*, docs/console.md)."""
@@ -123,6 +146,8 @@ class OidcConfig:
     groups: dict[Role, frozenset[str]]
     groups_claim: str = "groups"
     session_seconds: float = 8 * 3600.0
+    # Seconds between a session's rechecks with the provider (0: never).
+    recheck_seconds: float = 300.0
     # What the console's button calls the provider ("" : "your identity provider").
     provider_name: str = ""
 
@@ -235,13 +260,18 @@ class Provider:
         return value
 
     async def authorization_url(self, *, state: str, nonce: str, challenge: str) -> str:
-        endpoint = str((await self.discovery())["authorization_endpoint"])
+        discovered = await self.discovery()
+        endpoint = str(discovered["authorization_endpoint"])
+        scopes = SCOPES
+        listed = discovered.get("scopes_supported")
+        if self.config.recheck_seconds > 0 and isinstance(listed, list) and OFFLINE_SCOPE in listed:
+            scopes += " " + OFFLINE_SCOPE
         query = urllib.parse.urlencode(
             {
                 "response_type": "code",
                 "client_id": self.config.client_id,
                 "redirect_uri": self.config.redirect_url,
-                "scope": SCOPES,
+                "scope": scopes,
                 "state": state,
                 "nonce": nonce,
                 "code_challenge": challenge,
@@ -281,15 +311,10 @@ class Provider:
             f" (kid {str(kid)[:40]!r})",
         )
 
-    async def redeem(self, code: str, verifier: str) -> str:
-        """The id_token the token endpoint gives for `code` (client_secret_basic)."""
+    async def _token_endpoint(self, form: dict[str, str], what: str) -> tuple[int, dict[str, Any]]:
+        """The token endpoint's status and JSON object for `form`
+        (client_secret_basic); ProviderFailed if it cannot be reached."""
         endpoint = str((await self.discovery())["token_endpoint"])
-        form = {
-            "grant_type": "authorization_code",
-            "code": code,
-            "redirect_uri": self.config.redirect_url,
-            "code_verifier": verifier,
-        }
         # client_secret_basic: each form-encoded first (RFC 6749, 2.3.1).
         pair = ":".join(
             urllib.parse.quote_plus(part)
@@ -304,26 +329,66 @@ class Provider:
                 status = answer.status
         except (aiohttp.ClientError, TimeoutError) as error:
             raise ProviderFailed(
-                f"the identity provider's token endpoint could not be reached"
+                f"the identity provider's token endpoint could not be reached for {what}"
                 f" ({type(error).__name__})"
             ) from None
         try:
             value = json.loads(body)
         except ValueError:
             value = {}
-        value = value if isinstance(value, dict) else {}
+        return status, value if isinstance(value, dict) else {}
+
+    @staticmethod
+    def _tokens(value: dict[str, Any]) -> Tokens:
+        token, refresh = value.get("id_token"), value.get("refresh_token")
+        return Tokens(
+            token if isinstance(token, str) else None,
+            refresh if isinstance(refresh, str) and refresh else None,
+        )
+
+    async def redeem(self, code: str, verifier: str) -> Tokens:
+        """The id_token (and refresh token, if any) the token endpoint gives
+        for `code`."""
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.config.redirect_url,
+            "code_verifier": verifier,
+        }
+        status, value = await self._token_endpoint(form, "the sign-in's code")
         if status != 200:
             said = str(value.get("error", ""))[:60] or f"status {status}"
             raise ProviderFailed(f"the identity provider refused the sign-in's code ({said})")
-        token = value.get("id_token")
-        if not isinstance(token, str):
+        tokens = self._tokens(value)
+        if tokens.id_token is None:
             raise ProviderFailed("the identity provider's token endpoint answered no id_token")
-        return token
+        return tokens
 
-    async def verify(self, token: str, *, nonce: str) -> dict[str, Any]:
+    async def refresh(self, refresh_token: str) -> Tokens:
+        """What the token endpoint gives for a session's refresh token
+        (OpenID Connect Core 1.0, 12): RefreshRefused if the provider
+        refuses it (invalid_grant), ProviderFailed if it cannot answer."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        status, value = await self._token_endpoint(form, "a session's refresh")
+        error = str(value.get("error", ""))[:60]
+        if status in (400, 401) and error == "invalid_grant":
+            said = str(value.get("error_description", ""))[:80]
+            raise RefreshRefused(
+                "the identity provider refused to renew the session (invalid_grant"
+                + (f": {said})" if said else ")")
+            )
+        if status != 200:
+            raise ProviderFailed(
+                f"the identity provider did not renew the session ({error or f'status {status}'})"
+            )
+        return self._tokens(value)
+
+    async def verify(self, token: str, *, nonce: str, renewed: bool = False) -> dict[str, Any]:
         """The claims of `token`, an id_token, once its signature (by a
         published key, in one of ALGORITHMS), issuer, audience, expiry and
-        nonce are checked (OpenID Connect Core 1.0, 3.1.3.7)."""
+        nonce are checked (OpenID Connect Core 1.0, 3.1.3.7). `renewed`: one
+        a refresh answered, which need not name a nonce, but one it names
+        must be the sign-in's (12.2)."""
         header = _header(token)
         algorithm = header.get("alg")
         if algorithm not in ALGORITHMS:
@@ -347,7 +412,7 @@ class Provider:
             aud={"essential": True, "value": self.config.client_id},
             sub={"essential": True},
             exp={"essential": True},
-            nonce={"essential": True, "value": nonce},
+            nonce={"essential": not renewed, "value": nonce},
         )
         try:
             registry.validate(claims)

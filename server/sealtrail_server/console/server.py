@@ -283,7 +283,8 @@ class Console:
         # The host first: a request for another name reaches nothing, a 404 included.
         # Traced outside the errors' middleware: its span sees the status answered.
         app = web.Application(
-            middlewares=[self._own_host, self._traced, _errors], client_max_size=MAX_BODY
+            middlewares=[self._own_host, self._traced, self._rechecked, _errors],
+            client_max_size=MAX_BODY,
         )
         app.on_response_prepare.append(_secure)
         app.on_response_prepare.append(_trace_named)
@@ -455,6 +456,17 @@ class Console:
                 span.set_status(Status(StatusCode.ERROR))
             span.end()
             otel_context.detach(token)
+
+    @web.middleware
+    async def _rechecked(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """An API call with a token a sign-in through the identity provider
+        minted: its session checked again with the provider first, when due
+        (recheck.py), and refused 401 if the provider ended it."""
+        if self._sign_in is not None and request.path.startswith("/api/"):
+            ended = await self._sign_in.rechecked(request, self._browser_of(request))
+            if ended is not None:
+                return ended
+        return cast(web.StreamResponse, await handler(request))
 
     def _own(self, request: web.Request, sent: str) -> bool:
         """Whether `sent`, a Host header, names this console."""

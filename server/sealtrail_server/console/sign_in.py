@@ -13,6 +13,10 @@
     POST /auth/exchange   {"code"} -> the token, once, within a minute
     POST /auth/signout    the Authorization token, revoked if a sign-in minted it
 
+Each call of the console's API with a token a sign-in minted first goes
+through `rechecked` (recheck.py): past SEALTRAIL_OIDC_RECHECK_SECONDS, the
+session is checked again with the provider, and ended if it says so.
+
 (The console answers `GET /auth/config` whether or not a provider is set:
 the page's sign-in form shows its button when one is, `described()`.)
 
@@ -29,6 +33,7 @@ code is taken once, whichever processes race for it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import html
@@ -46,8 +51,10 @@ from aiohttp import web
 from ..domain.access import Role, token_name_problem
 from ..domain.errors import ResourceExhausted, SealtrailError, Unavailable
 from ..domain.names import hidden_character
+from ..store.console_sessions import Grant
 from ..store.console_sign_ins import HandedToken, SignInsKept, digest
 from .oidc import OidcConfig, Person, Provider, SignInRefused, person_of, pkce_challenge
+from .recheck import ENDED_REASON, Ends, Rechecks
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +95,7 @@ class Minted:
     expires_at: datetime
 
 
-class Sessions(Protocol):
+class Sessions(Ends, Protocol):
     """The service's side of a sign-in (api/console_sessions.py)."""
 
     async def mint(
@@ -135,12 +142,22 @@ class SignIn:
     database, so a sign-in begun at one process ends at any."""
 
     def __init__(
-        self, config: OidcConfig, provider: Provider, sessions: Sessions, kept: SignInsKept
+        self,
+        config: OidcConfig,
+        provider: Provider,
+        sessions: Sessions,
+        kept: SignInsKept,
+        *,
+        rechecks: Rechecks | None = None,
     ) -> None:
+        """`rechecks`: the sessions' rechecks with the provider (None: never,
+        SEALTRAIL_OIDC_RECHECK_SECONDS=0)."""
         self._config = config
         self._provider = provider
         self._sessions = sessions
         self._kept = kept
+        self._rechecks = rechecks
+        self._no_refresh_token_logged = False
         self._browser_of: Callable[[web.Request], Browser] = lambda request: Browser("", "")
         self._same_origin: Callable[[web.Request], None] = lambda request: None
         self._secure = config.redirect_url.startswith("https:")
@@ -229,8 +246,10 @@ class SignIn:
         browser = self._browser_of(request)
         try:
             verifier = _derived(cookie, state, b"pkce verifier")
-            token = await self._provider.redeem(query.get("code", ""), verifier)
-            claims = await self._provider.verify(token, nonce=_derived(cookie, state, b"nonce"))
+            tokens = await self._provider.redeem(query.get("code", ""), verifier)
+            nonce = _derived(cookie, state, b"nonce")
+            assert tokens.id_token is not None  # redeem's
+            claims = await self._provider.verify(tokens.id_token, nonce=nonce)
         except SignInRefused as refused:
             log.warning("a console sign-in was refused (%s): %s", refused.reason, refused.said)
             return page("Sign-in refused", refused.said[:300], status=refused.status)
@@ -243,7 +262,8 @@ class SignIn:
                 status=401,
             )
         try:
-            return await self._signed_in(person, browser)
+            grant = None if tokens.refresh_token is None else Grant(tokens.refresh_token, nonce)
+            return await self._signed_in(person, browser, grant)
         except (Unavailable, ResourceExhausted) as failed:  # the database: retry
             log.warning(
                 "a console sign-in could not be completed (%s): %s",
@@ -257,7 +277,29 @@ class SignIn:
             log.warning("a console sign-in could not be completed: %s", failed.reason)
             return page("Cannot sign in", str(failed)[:300], status=503)
 
-    async def _signed_in(self, person: Person, browser: Browser) -> web.Response:
+    def _session_seconds(self, grant: Grant | None) -> float:
+        """How long a session's token lasts: SEALTRAIL_OIDC_SESSION_SECONDS,
+        unless sessions are rechecked and the provider gave no refresh token
+        to recheck it by: then as long as a recheck's bound (recheck.py)."""
+        seconds = self._config.session_seconds
+        if self._rechecks is None or grant is not None:
+            return seconds
+        bounded = min(seconds, self._rechecks.bound)
+        if not self._no_refresh_token_logged:
+            self._no_refresh_token_logged = True
+            log.warning(
+                "the identity provider gave a console sign-in no refresh token (does it list"
+                " offline_access in scopes_supported, and allow it to this client?): its"
+                " sessions cannot be checked again with it, and last %g s, not %g (the"
+                " recheck's bound, 3 x SEALTRAIL_OIDC_RECHECK_SECONDS; logged once)",
+                bounded,
+                seconds,
+            )
+        return bounded
+
+    async def _signed_in(
+        self, person: Person, browser: Browser, grant: Grant | None
+    ) -> web.Response:
         tenant = self._config.tenant_id
         if person.role is None:
             await self._sessions.refused(
@@ -274,9 +316,18 @@ class SignIn:
             tenant_id=tenant,
             person=person,
             issuer=self._config.issuer,
-            seconds=self._config.session_seconds,
+            seconds=self._session_seconds(grant),
             browser=browser,
         )
+        if self._rechecks is not None and grant is not None:
+            await self._rechecks.keep(
+                minted.secret,
+                token_id=minted.token_id,
+                role=minted.role.value,
+                subject=person.subject,
+                expires_at=minted.expires_at,
+                grant=grant,
+            )
         code = secrets.token_urlsafe(32)
         handed = HandedToken(
             minted.token_id, minted.secret, minted.role.value, minted.name, minted.expires_at
@@ -325,7 +376,35 @@ class SignIn:
         problem = await self._sessions.sign_out(secret, browser=self._browser_of(request))
         if problem is not None:
             return web.json_response({"error": problem}, status=400)
+        if self._rechecks is not None:
+            # The token is revoked: a row left (the database lost) goes at its expiry.
+            with contextlib.suppress(SealtrailError):
+                await self._rechecks.forget(secret)
         return web.json_response({"ok": True})
+
+    async def rechecked(self, request: web.Request, browser: Browser) -> web.Response | None:
+        """A call of the console's API with a token a sign-in minted, its
+        session checked again with the provider if it is due (recheck.py):
+        the 401 answering it if the provider ended the session, else None
+        (the call goes on; a token of no session, a pasted one, too)."""
+        if self._rechecks is None:
+            return None
+        scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            return None
+        ended = await self._rechecks.check(secret, browser)
+        if ended is None:
+            return None
+        return web.json_response(
+            {
+                "error": f"the identity provider ended this session: {ended.said}",
+                "code": "UNAUTHENTICATED",
+                "reason": ENDED_REASON,
+            },
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="sealtrail"'},
+        )
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:

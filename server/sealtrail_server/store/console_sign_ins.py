@@ -88,23 +88,33 @@ class HandedToken:
     expires_at: datetime
 
 
-def _key(code: str) -> bytes:
-    return hmac.new(code.encode("utf-8", "replace"), _SEALING, hashlib.sha256).digest()
+def seal(secret: str, label: bytes, associated: str, plain: bytes) -> bytes:
+    """`plain` sealed (AES-GCM, a random 96-bit nonce first) under
+    HMAC-SHA256 of `label` keyed by `secret`, bound to `associated`."""
+    key = hmac.new(secret.encode("utf-8", "replace"), label, hashlib.sha256).digest()
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plain, associated.encode())
+
+
+def unseal(secret: str, label: bytes, associated: str, sealed: bytes) -> bytes | None:
+    """What `seal` sealed; None if it was not sealed under these (a row
+    written by hand, another secret)."""
+    key = hmac.new(secret.encode("utf-8", "replace"), label, hashlib.sha256).digest()
+    try:
+        return AESGCM(key).decrypt(
+            sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], associated.encode()
+        )
+    except InvalidTag:
+        return None
 
 
 def _sealed(code: str, token_id: str, secret: str) -> bytes:
-    nonce = secrets.token_bytes(_NONCE_BYTES)
-    return nonce + AESGCM(_key(code)).encrypt(nonce, secret.encode(), token_id.encode())
+    return seal(code, _SEALING, token_id, secret.encode())
 
 
 def _opened(code: str, token_id: str, sealed: bytes) -> str | None:
-    try:
-        opened = AESGCM(_key(code)).decrypt(
-            sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], token_id.encode()
-        )
-    except InvalidTag:  # not sealed under this code (a row written by hand)
-        return None
-    return opened.decode()
+    opened = unseal(code, _SEALING, token_id, sealed)
+    return None if opened is None else opened.decode()
 
 
 class SignInsKept:

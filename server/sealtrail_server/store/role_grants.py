@@ -47,6 +47,12 @@ ROLE_GRANTS: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
         "api_tokens": ("SELECT", "INSERT", "UPDATE (revoked_at)"),
         "chain_heads": ("SELECT",),
         "checkpoints": ("SELECT",),
+        "console_sessions": (
+            "SELECT",
+            "INSERT",
+            "DELETE",
+            "UPDATE (confirmed_at, next_check_at, failures, sealed)",
+        ),
         "console_sign_ins": ("SELECT", "INSERT", "DELETE"),
         "deployment_sink_starts": ("SELECT", "DELETE"),
         "events": ("SELECT",),

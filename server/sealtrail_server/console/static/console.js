@@ -346,6 +346,11 @@ function signOut(refused) {
 // session the identity provider began is the person's, not a token they hold.
 function signedOutBecause(refused, minted) {
   const said = refused.message.replace(/[.\s]+$/, "");
+  // Rechecked with the identity provider, which ended it (the person removed or
+  // disabled there, or their groups changed): the server's words say why.
+  if (refused.reason === "IDENTITY_PROVIDER_ENDED_SESSION") {
+    return `Signed out: ${said.charAt(0).toUpperCase()}${said.slice(1)}; sign in again.`;
+  }
   const expired = /expired/i.test(said);
   if (minted) {
     const why = expired ? "it expired" : "it was revoked";

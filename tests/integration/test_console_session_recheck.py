@@ -1,0 +1,322 @@
+"""Console sessions follow the identity provider (ADR 0140, addendum
+2026-12-08): a session a sign-in began is checked again with the provider,
+by its refresh token, at the browser's first call after
+SEALTRAIL_OIDC_RECHECK_SECONDS; a person removed there, or in none of the
+console's groups any more, or given another role, is signed out at once, the
+token revoked with a record saying the identity provider ended it. A real
+provider (tests/openid_provider.py) and the real console; "after the
+interval" is made so by moving the session's next check into the past in its
+row (the database's clock decides it), not by waiting."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import ServerThread
+from tests.openid_provider import (
+    Issue,
+    OpenIdProvider,
+    console_signing_in_through,
+    events_of,
+    make_recheck_due,
+    signed_in,
+)
+
+TENANT = f"t-recheck-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[OpenIdProvider]:
+    with OpenIdProvider() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def server_of_console(
+    migrated_database_url: str, provider: OpenIdProvider, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    with console_signing_in_through(
+        provider, migrated_database_url, tmp_path_factory.mktemp("recheck"), tenant=TENANT
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def browser(server_of_console: ServerThread) -> Iterator[httpx.Client]:
+    console = f"http://127.0.0.1:{server_of_console.service.console_port}"
+    with httpx.Client(base_url=console, follow_redirects=False, timeout=20) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def issue_as_usual(provider: OpenIdProvider) -> None:
+    provider.issue = Issue()
+
+
+def _due(sql: psycopg.Connection[Any], minted: dict[str, Any]) -> None:
+    make_recheck_due(sql, TENANT, minted["token"])
+
+
+def _revoked(sql: psycopg.Connection[Any], token_id: str) -> bool:
+    row = sql.execute(
+        "SELECT revoked_at IS NOT NULL FROM api_tokens WHERE token_id = %s", [token_id]
+    ).fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+def _search(browser: httpx.Client, token: str) -> httpx.Response:
+    return browser.get(
+        "/api/events", params={"action": "x.y"}, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+def _ended_record(
+    browser: httpx.Client, server_of_console: ServerThread, token_id: str
+) -> dict[str, Any]:
+    admin = server_of_console.token(TENANT, "admin")
+    (revoked,) = [
+        event
+        for event in events_of(browser, admin, "api_token.revoked")
+        if event["resource"]["id"] == token_id
+    ]
+    return revoked
+
+
+def test_a_person_removed_at_the_provider_is_signed_out_at_the_next_recheck(
+    browser: httpx.Client,
+    provider: OpenIdProvider,
+    server_of_console: ServerThread,
+    sql: psycopg.Connection[Any],
+) -> None:
+    minted = signed_in(browser)
+    token = minted["token"]
+    assert _search(browser, token).status_code == 200
+
+    provider.issue.refresh = "invalid_grant"  # removed, disabled, or the session revoked
+    _due(sql, minted)
+    refused = _search(browser, token)
+    assert refused.status_code == 401
+    assert "the identity provider ended this session" in refused.json()["error"]
+    assert refused.json()["reason"] == "IDENTITY_PROVIDER_ENDED_SESSION"
+    assert _revoked(sql, minted["token_id"])
+    # Refused by the API itself from now on, whatever the console does.
+    assert (
+        browser.get("/api/signin", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    )
+
+    record = _ended_record(browser, server_of_console, minted["token_id"])
+    assert record["actor"]["type"] == "ACTOR_TYPE_USER"
+    assert record["actor"]["id"] == "alice@example.com"
+    assert record["details"]["ended_by"] == "identity_provider"
+    assert record["details"]["reason"] == "refresh_refused"
+    assert record["details"]["role"] == "reader"
+
+
+def _session(sql: psycopg.Connection[Any], token_id: str) -> dict[str, Any] | None:
+    cursor = sql.execute(
+        "SELECT failures, next_check_at > now() AS later, sealed, s::text AS whole"
+        " FROM console_sessions AS s WHERE tenant_id = %s AND token_id = %s",
+        [TENANT, token_id],
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return dict(zip([column.name for column in cursor.description or ()], row, strict=True))
+
+
+def test_a_session_not_due_is_not_rechecked(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    minted = signed_in(browser)
+    provider.issue.refresh = "invalid_grant"
+    before = provider.refreshes
+    assert _search(browser, minted["token"]).status_code == 200
+    assert provider.refreshes == before
+    assert not _revoked(sql, minted["token_id"])
+
+
+def test_a_person_still_in_the_same_role_goes_on_with_the_refresh_token_renewed(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    minted = signed_in(browser)
+    first = _session(sql, minted["token_id"])
+    assert first is not None and first["later"]
+    before = provider.refreshes
+    _due(sql, minted)
+    assert _search(browser, minted["token"]).status_code == 200
+    assert provider.refreshes == before + 1
+    renewed = _session(sql, minted["token_id"])
+    assert renewed is not None and renewed["later"] and renewed["failures"] == 0
+    # The provider rotates refresh tokens: the new one is kept (sealed anew).
+    assert renewed["sealed"] != first["sealed"]
+    # Not due again until the interval has passed once more.
+    assert _search(browser, minted["token"]).status_code == 200
+    assert provider.refreshes == before + 1
+    # And the renewed refresh token is the one the next recheck uses.
+    _due(sql, minted)
+    assert _search(browser, minted["token"]).status_code == 200
+    assert provider.refreshes == before + 2
+    assert not _revoked(sql, minted["token_id"])
+
+
+@pytest.mark.parametrize(
+    ("groups", "reason"),
+    [(["audit-admins"], "role_changed"), (["audit-exporters"], "role_changed"), ([], "no_group")],
+)
+def test_a_person_whose_groups_changed_is_signed_out(
+    browser: httpx.Client,
+    provider: OpenIdProvider,
+    server_of_console: ServerThread,
+    sql: psycopg.Connection[Any],
+    groups: list[str],
+    reason: str,
+) -> None:
+    """Another role (up or down) is a new sign-in's to give: the session
+    ends, as it does for a person in no admitted group any more."""
+    minted = signed_in(browser)
+    provider.issue.groups = groups
+    _due(sql, minted)
+    refused = _search(browser, minted["token"])
+    assert refused.status_code == 401
+    assert refused.json()["reason"] == "IDENTITY_PROVIDER_ENDED_SESSION"
+    assert _revoked(sql, minted["token_id"])
+    assert _session(sql, minted["token_id"]) is None
+    record = _ended_record(browser, server_of_console, minted["token_id"])
+    assert record["details"]["reason"] == reason
+    assert record["details"]["groups"] == groups
+
+
+def test_a_renewed_id_token_of_another_sign_in_ends_the_session(
+    browser: httpx.Client,
+    provider: OpenIdProvider,
+    server_of_console: ServerThread,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """A refreshed id_token may name no nonce; one it names must be the
+    sign-in's (OpenID Connect Core 1.0, 12.2)."""
+    minted = signed_in(browser)
+    provider.issue.refresh_nonce = "not-this-sign-ins"
+    _due(sql, minted)
+    assert _search(browser, minted["token"]).status_code == 401
+    record = _ended_record(browser, server_of_console, minted["token_id"])
+    assert record["details"]["reason"] == "not_verified"
+
+
+def test_a_provider_down_keeps_the_session_until_the_bound(
+    browser: httpx.Client,
+    provider: OpenIdProvider,
+    server_of_console: ServerThread,
+    sql: psycopg.Connection[Any],
+) -> None:
+    minted = signed_in(browser)
+    provider.issue.refresh = "unavailable"
+    _due(sql, minted)
+    before = provider.refreshes
+    assert _search(browser, minted["token"]).status_code == 200  # a transient failure
+    assert provider.refreshes == before + 1
+    failed = _session(sql, minted["token_id"])
+    assert failed is not None and failed["failures"] == 1 and failed["later"]
+
+    # Unconfirmed for three intervals (15 minutes): the next failed recheck ends it.
+    sql.execute(
+        "UPDATE console_sessions SET confirmed_at = now() - interval '901 seconds'"
+        " WHERE tenant_id = %s AND token_id = %s",
+        [TENANT, minted["token_id"]],
+    )
+    _due(sql, minted)
+    refused = _search(browser, minted["token"])
+    assert refused.status_code == 401
+    assert "has not confirmed the person" in refused.json()["error"]
+    assert _revoked(sql, minted["token_id"])
+    record = _ended_record(browser, server_of_console, minted["token_id"])
+    assert record["details"]["reason"] == "unconfirmed"
+
+
+def test_a_provider_back_in_time_resets_the_failures(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    minted = signed_in(browser)
+    provider.issue.refresh = "unavailable"
+    _due(sql, minted)
+    assert _search(browser, minted["token"]).status_code == 200
+    provider.issue.refresh = "grant"
+    _due(sql, minted)
+    assert _search(browser, minted["token"]).status_code == 200
+    session = _session(sql, minted["token_id"])
+    assert session is not None and session["failures"] == 0
+
+
+def test_the_refresh_token_is_never_kept_in_clear(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    known = set(provider.refresh_tokens)
+    minted = signed_in(browser)
+    [refresh_token] = set(provider.refresh_tokens) - known
+    session = _session(sql, minted["token_id"])
+    assert session is not None
+    for secret in (refresh_token, minted["token"]):
+        assert secret not in session["whole"]
+        assert secret.encode().hex() not in session["whole"]
+        assert secret.encode() not in bytes(session["sealed"])
+
+
+def test_signing_out_forgets_the_session(
+    browser: httpx.Client, sql: psycopg.Connection[Any]
+) -> None:
+    minted = signed_in(browser)
+    assert _session(sql, minted["token_id"]) is not None
+    auth = {"Authorization": f"Bearer {minted['token']}"}
+    assert browser.post("/auth/signout", headers=auth).json() == {"ok": True}
+    assert _session(sql, minted["token_id"]) is None
+
+
+def test_without_a_refresh_token_a_session_lasts_the_recheck_bound(
+    browser: httpx.Client, provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    """A provider that gives no refresh token cannot be asked again: the
+    session lasts three intervals (15 minutes), not SEALTRAIL_OIDC_SESSION_SECONDS."""
+    provider.issue.refresh_tokens = False
+    minted = signed_in(browser)
+    assert _session(sql, minted["token_id"]) is None
+    row = sql.execute(
+        "SELECT expires_at - now() FROM api_tokens WHERE token_id = %s", [minted["token_id"]]
+    ).fetchone()
+    assert row is not None
+    assert 0 < row[0].total_seconds() <= 900  # not the session's 3600
+
+
+def test_recheck_zero_is_the_old_behaviour(
+    migrated_database_url: str,
+    provider: OpenIdProvider,
+    sql: psycopg.Connection[Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    with console_signing_in_through(
+        provider,
+        migrated_database_url,
+        tmp_path_factory.mktemp("no-recheck"),
+        tenant=TENANT,
+        oidc_recheck_seconds=0,
+    ) as running:
+        console = f"http://127.0.0.1:{running.service.console_port}"
+        with httpx.Client(base_url=console, follow_redirects=False, timeout=20) as browser:
+            login = browser.get("/auth/login")
+            assert "offline_access" not in login.headers["Location"]
+            minted = signed_in(browser)
+            assert _session(sql, minted["token_id"]) is None
+            provider.issue.refresh = "invalid_grant"
+            before = provider.refreshes
+            assert _search(browser, minted["token"]).status_code == 200
+            assert provider.refreshes == before
+            row = sql.execute(
+                "SELECT expires_at - now() FROM api_tokens WHERE token_id = %s",
+                [minted["token_id"]],
+            ).fetchone()
+            assert row is not None and row[0].total_seconds() > 900  # the whole session
