@@ -396,6 +396,7 @@ _AT_MOST_A_DAY = (
     "query_timeout",
     "deployment_sink_interval",
     "oidc_session_seconds",
+    "oidc_recheck_seconds",
 )
 
 # Counts (bytes aside) reach statements (a LIMIT, a scan's window added to a

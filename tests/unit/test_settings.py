@@ -114,6 +114,17 @@ def test_a_count_timeout_is_more_than_zero_and_at_most_a_day() -> None:
         Settings.load({"SEALTRAIL_COUNT_TIMEOUT": "3e6"})
 
 
+def test_the_console_sessions_recheck_is_five_minutes_0_for_never_and_at_most_a_day() -> None:
+    """It reaches a database interval (a session's next check): past a day
+    it would fail every call of a session signed in through the provider."""
+    assert Settings.load({}).oidc_recheck_seconds == 300
+    assert Settings.load({"SEALTRAIL_OIDC_RECHECK_SECONDS": "0"}).oidc_recheck_seconds == 0
+    with pytest.raises(SystemExit, match="SEALTRAIL_OIDC_RECHECK_SECONDS must be 0 or more"):
+        Settings.load({"SEALTRAIL_OIDC_RECHECK_SECONDS": "-1"})
+    with pytest.raises(SystemExit, match="SEALTRAIL_OIDC_RECHECK_SECONDS must be at most 86400"):
+        Settings.load({"SEALTRAIL_OIDC_RECHECK_SECONDS": "1e300"})
+
+
 def test_migrations_out_of_order_are_refused_unless_allowed() -> None:
     assert Settings.load({}).migrations_out_of_order is False
     allowed = Settings.load({"SEALTRAIL_MIGRATIONS_OUT_OF_ORDER": "true"})
