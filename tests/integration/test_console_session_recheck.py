@@ -1,5 +1,5 @@
 """Console sessions follow the identity provider (ADR 0140, addendum
-2026-12-08): a session a sign-in began is checked again with the provider,
+2026-12-07): a session a sign-in began is checked again with the provider,
 by its refresh token, at the browser's first call after
 SEALTRAIL_OIDC_RECHECK_SECONDS; a person removed there, or in none of the
 console's groups any more, or given another role, is signed out at once, the

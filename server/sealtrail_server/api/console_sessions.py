@@ -1,7 +1,7 @@
 """What a console sign-in through the identity provider does in the log
 (ADR 0140): mints an API token named after the person, revokes it at
 sign-out or when the identity provider ends the session (a recheck, ADR 0140
-as amended 2026-12-08), records a refusal. Each goes with its record, as the API's token
+as amended 2026-12-07), records a refusal. Each goes with its record, as the API's token
 changes do (ADR 0075): `api_token.created` and `api_token.revoked`
 attributed to the person (a `user` actor), `audit_log.access_denied` for
 a person in none of the groups the console admits."""

@@ -1,5 +1,5 @@
 """Console sessions that follow the identity provider (ADR 0140 as amended
-2026-12-08, docs/console.md "Sessions follow the identity provider").
+2026-12-07, docs/console.md "Sessions follow the identity provider").
 
 A session a sign-in began is checked again with the provider at the
 browser's first call after SEALTRAIL_OIDC_RECHECK_SECONDS: the refresh token

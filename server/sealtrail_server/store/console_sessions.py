@@ -1,6 +1,6 @@
 """The console's sessions that a sign-in through the identity provider began,
 as the recheck with the provider needs them (migration 0058, ADR 0140 as
-amended 2026-12-08):
+amended 2026-12-07):
 
     keep(secret, ...)          at the callback: the session, its refresh token sealed
     claim(secret)              at a call: the session if its recheck is due, taken

@@ -1,6 +1,6 @@
 -- The console's sessions that a sign-in through the identity provider began,
 -- checked again with the provider every SEALTRAIL_OIDC_RECHECK_SECONDS (ADR
--- 0140, addendum 2026-12-08): a row per minted console token whose provider
+-- 0140, addendum 2026-12-07): a row per minted console token whose provider
 -- gave a refresh token, keyed by the SHA-256 of the token's secret (what the
 -- browser presents; api_tokens keeps the same digest) in the console's tenant.
 --
