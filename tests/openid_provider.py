@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
+from sealtrail_server.console.recheck import DUE_TIMES
+from sealtrail_server.store.console_sign_ins import digest
 from tests.conftest import ServerThread
 from tests.private_files import write_private
 
@@ -320,10 +322,13 @@ def events_of(browser: httpx.Client, token: str, action: str) -> list[dict[str, 
 
 def make_recheck_due(sql: psycopg.Connection[Any], tenant: str, token: str) -> None:
     """The recheck interval of the session of console token `token` has
-    passed (its next check moved into the past, by the database's clock)."""
+    passed (its next check moved into the past, by the database's clock, and
+    what the servers of this process remember of it forgotten, as time
+    passing would make them ask: console/recheck.py DueTimes)."""
     moved = sql.execute(
         "UPDATE console_sessions SET next_check_at = now() - interval '1 second'"
         " WHERE tenant_id = %s AND digest = sha256(convert_to(%s, 'UTF8'))",
         [tenant, token],
     )
     assert moved.rowcount == 1, "no session of this token is rechecked"
+    DUE_TIMES.forget(tenant, digest(token))

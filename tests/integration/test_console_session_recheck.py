@@ -11,7 +11,7 @@ row (the database's clock decides it), not by waiting."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -320,3 +320,63 @@ def test_recheck_zero_is_the_old_behaviour(
                 [minted["token_id"]],
             ).fetchone()
             assert row is not None and row[0].total_seconds() > 900  # the whole session
+
+
+@pytest.fixture
+def updates_counted(sql: psycopg.Connection[Any]) -> Iterator[Callable[[], int]]:
+    """The UPDATE statements run on console_sessions from now on (a
+    statement-level trigger, so an UPDATE that matched no row counts too)."""
+    sql.execute("CREATE TABLE recheck_updates_counted (at timestamptz)")
+    sql.execute(
+        "CREATE FUNCTION recheck_update_counted() RETURNS trigger LANGUAGE plpgsql"
+        " SECURITY DEFINER SET search_path = public AS"
+        " $$ BEGIN INSERT INTO recheck_updates_counted VALUES (now()); RETURN NULL; END $$"
+    )
+    sql.execute(
+        "CREATE TRIGGER recheck_update_counted AFTER UPDATE ON console_sessions"
+        " FOR EACH STATEMENT EXECUTE FUNCTION recheck_update_counted()"
+    )
+
+    def counted() -> int:
+        row = sql.execute("SELECT count(*) FROM recheck_updates_counted").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    try:
+        yield counted
+    finally:
+        sql.execute("DROP TRIGGER recheck_update_counted ON console_sessions")
+        sql.execute("DROP FUNCTION recheck_update_counted()")
+        sql.execute("DROP TABLE recheck_updates_counted")
+
+
+def test_a_call_not_due_runs_no_update(
+    browser: httpx.Client,
+    server_of_console: ServerThread,
+    provider: OpenIdProvider,
+    sql: psycopg.Connection[Any],
+    updates_counted: Callable[[], int],
+) -> None:
+    """What the process remembers of when a session is due spares the
+    database a claim at each call; the database still decides when it is."""
+    minted = signed_in(browser)
+    pasted = server_of_console.token(TENANT, "reader")  # began no session
+    for _ in range(3):
+        assert _search(browser, minted["token"]).status_code == 200
+        assert _search(browser, pasted).status_code == 200
+    assert updates_counted() == 1  # the pasted token's one lookup
+    before = updates_counted()
+    for _ in range(3):
+        assert _search(browser, minted["token"]).status_code == 200
+        assert _search(browser, pasted).status_code == 200
+    assert updates_counted() == before
+
+    # Due: claimed (one UPDATE), rechecked (one more), then remembered again.
+    provider.issue.refresh = "grant"
+    refreshes = provider.refreshes
+    _due(sql, minted)
+    moved = updates_counted()  # the test's own UPDATE that made it due
+    for _ in range(3):
+        assert _search(browser, minted["token"]).status_code == 200
+    assert provider.refreshes == refreshes + 1
+    assert updates_counted() == moved + 2

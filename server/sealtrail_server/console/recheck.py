@@ -24,17 +24,31 @@ The refresh token is usable only with the console token's secret, which the
 browser presents with each call: a recheck happens at a call, never in the
 background. A session nobody calls with is not rechecked, and ends at its
 token's expiry.
+
+A call costs the database nothing until its session is due: the process
+remembers, by the token's digest, when the session's next check is
+(`DueTimes`), learned from the row as it claimed, confirmed, failed or read
+it, the clock started before the statement that said it. The row's
+next_check_at only ever moves later, so what a process remembers is never
+later than the row: it asks the database at the first call at or after the
+row's time, and the claim there still decides which process rechecks. A
+token with no session (a pasted one) is remembered as none for one interval,
+then looked up again.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
 from ..domain.errors import SealtrailError
-from ..store.console_sessions import Claimed, Grant, SessionsKept
+from ..store.console_sessions import LEASE_SECONDS, Claimed, Grant, SessionsKept
+from ..store.console_sign_ins import digest
 from .oidc import OidcConfig, Provider, ProviderFailed, RefreshRefused, SignInRefused, person_of
 
 if TYPE_CHECKING:
@@ -49,6 +63,52 @@ UNCONFIRMED_INTERVALS: Final = 3
 RETRY_SECONDS: Final = 30.0
 # The reason a call refused because the provider ended its session is answered with.
 ENDED_REASON: Final = "IDENTITY_PROVIDER_ENDED_SESSION"
+# Tokens whose next check a process remembers at most (the least recently
+# used forgotten first: a forgotten one is only looked up again).
+REMEMBERED_AT_MOST: Final = 10_000
+
+
+class DueTimes:
+    """When each session's next check is due, as this process last learned
+    it (time.monotonic()), by (tenant, the token's digest); None: the token
+    began no rechecked session. Bounded (REMEMBERED_AT_MOST); shared by the
+    process's consoles, and safe to use from any thread."""
+
+    def __init__(self, *, most: int = REMEMBERED_AT_MOST) -> None:
+        self._most = most
+        self._due: OrderedDict[tuple[str, bytes], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def due(self, tenant_id: str, token_digest: bytes, *, now: float) -> bool:
+        """Whether the database is to be asked about this token now."""
+        with self._lock:
+            at = self._due.get((tenant_id, token_digest))
+            if at is None or at <= now:
+                return True
+            self._due.move_to_end((tenant_id, token_digest))
+            return False
+
+    def remember(self, tenant_id: str, token_digest: bytes, at: float) -> None:
+        """The token is not to be asked about before `at`."""
+        with self._lock:
+            self._due[(tenant_id, token_digest)] = at
+            self._due.move_to_end((tenant_id, token_digest))
+            while len(self._due) > self._most:
+                self._due.popitem(last=False)
+
+    def forget(self, tenant_id: str, token_digest: bytes) -> None:
+        """The token is to be asked about at its next call."""
+        with self._lock:
+            self._due.pop((tenant_id, token_digest), None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._due)
+
+
+# The process's memory of when sessions are due (a restart forgets it: each
+# token then costs one lookup).
+DUE_TIMES: Final = DueTimes()
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +132,22 @@ class Rechecks:
     """The rechecks of one console's sessions with `provider`."""
 
     def __init__(
-        self, config: OidcConfig, provider: Provider, sessions: Ends, kept: SessionsKept
+        self,
+        config: OidcConfig,
+        provider: Provider,
+        sessions: Ends,
+        kept: SessionsKept,
+        *,
+        due_times: DueTimes = DUE_TIMES,
     ) -> None:
         self._config = config
         self._provider = provider
         self._sessions = sessions
         self._kept = kept
+        self._due_times = due_times
+
+    def _remember(self, secret: str, at: float) -> None:
+        self._due_times.remember(self._config.tenant_id, digest(secret), at)
 
     @property
     def seconds(self) -> float:
@@ -100,6 +170,7 @@ class Rechecks:
         grant: Grant,
     ) -> None:
         """Keeps a session just minted for rechecks (its first after the interval)."""
+        started = time.monotonic()
         await self._kept.keep(
             secret,
             token_id=token_id,
@@ -109,22 +180,35 @@ class Rechecks:
             grant=grant,
             seconds=self.seconds,
         )
+        self._remember(secret, started + self.seconds)
 
     async def forget(self, secret: str) -> None:
         """The session of `secret` was signed out: its refresh token goes."""
+        self._due_times.forget(self._config.tenant_id, digest(secret))
         await self._kept.forget(secret)
 
     async def check(self, secret: str, browser: Browser) -> Ended | None:
         """Rechecks the session of the console token `secret` if it is due
         (this process having taken it); why it ended, if it did (its token
         revoked then), else None. A database error lets the call go on: it
-        reaches the same database, and says so itself."""
+        reaches the same database, and says so itself. Not due by what
+        the process remembers (DueTimes): no statement at all."""
+        started = time.monotonic()
+        if not self._due_times.due(self._config.tenant_id, digest(secret), now=started):
+            return None
         try:
             claimed = await self._kept.claim(secret)
+            if claimed is None:
+                started = time.monotonic()
+                due_in = await self._kept.due_in(secret)
         except SealtrailError:
             return None
         if claimed is None:
+            # Not due (or held by another process: its lease), or no session:
+            # not asked again before the row says, or for an interval.
+            self._remember(secret, started + (self.seconds if due_in is None else due_in))
             return None
+        self._remember(secret, started + LEASE_SECONDS)
         try:
             ended = await self._recheck(secret, claimed)
             if ended is None:
@@ -136,7 +220,7 @@ class Rechecks:
                 ended.said[:200],
             )
             await self._sessions.end(secret, ended=ended, browser=browser)
-            await self._kept.forget(secret)
+            await self.forget(secret)
         except SealtrailError as failed:
             # Not ended here: claimed again after the lease (LEASE_SECONDS).
             log.warning("a console session's recheck could not be completed: %s", failed.reason)
@@ -175,17 +259,20 @@ class Rechecks:
                 person.groups,
             )
         renewed = Grant(tokens.refresh_token, grant.nonce) if tokens.refresh_token else None
+        started = time.monotonic()
         await self._kept.confirmed(
             secret, token_id=claimed.token_id, grant=renewed, seconds=self.seconds
         )
+        self._remember(secret, started + self.seconds)
         return None
 
     async def _failed(self, secret: str, claimed: Claimed, said: str) -> Ended | None:
         """A recheck the provider could not answer: the session goes on, unless
         the provider last confirmed the person longer ago than the bound."""
-        failures, ran_out = await self._kept.failed(
-            secret, retry=min(self.seconds, RETRY_SECONDS), bound=self.bound
-        )
+        retry = min(self.seconds, RETRY_SECONDS)
+        started = time.monotonic()
+        failures, ran_out = await self._kept.failed(secret, retry=retry, bound=self.bound)
+        self._remember(secret, started + retry)
         log.warning(
             "a console session's recheck failed (token %s, %d in a row): %s",
             claimed.token_id,

@@ -9,6 +9,8 @@ amended 2026-12-07):
     confirmed(secret, ...)     the provider confirmed the person: next check later
     failed(secret, ...)        the provider could not be asked: whether trust ran out
     forget(secret)             the session ended (signed out, or by the provider)
+    due_in(secret)             seconds until the session's next check (a read, no
+                               claim: what a process remembers it by, recheck.py)
 
 Rows are keyed by the SHA-256 of the console token's secret (what the browser
 presents), in the console's tenant. The refresh token (and the sign-in's
@@ -61,6 +63,11 @@ _CLAIMED: Final = (
     " WHERE tenant_id = %s AND digest = %s AND next_check_at <= now()"
     " AND token_expires_at > now()"
     " RETURNING token_id::text, token_role, subject, sealed, failures"
+)
+# Seconds until the next check of a session whose token is still valid.
+_DUE_IN: Final = (
+    "SELECT extract(epoch FROM next_check_at - now())::float8 FROM console_sessions"
+    " WHERE tenant_id = %s AND digest = %s AND token_expires_at > now()"
 )
 _CONFIRMED: Final = (
     "UPDATE console_sessions SET confirmed_at = now(), failures = 0,"
@@ -170,6 +177,15 @@ class SessionsKept:
             kept = json.loads(opened)
             grant = Grant(str(kept["refresh_token"]), str(kept["nonce"]))
         return Claimed(token_id, role, subject, grant, int(failures))
+
+    async def due_in(self, secret: str) -> float | None:
+        """Seconds until the next check of the session of `secret` (at most
+        0: due now); None if the token began no rechecked session or has
+        expired."""
+        async with self._connection("reading when a recheck is due") as conn:
+            cursor = await conn.execute(_DUE_IN, [self._tenant_id, digest(secret)])
+            row = await cursor.fetchone()
+        return None if row is None else float(row[0])
 
     async def confirmed(
         self, secret: str, *, token_id: str, grant: Grant | None, seconds: float
