@@ -5,12 +5,15 @@ measured in one run, never absolute times.
 One tenant's --events events are recorded through RecordBatch (so every row
 is written as the appender writes it), over 50 actors and 60 credentials of
 three kinds (a fifth of the events have none), plus a rare actor and a rare
-credential of RARE events each. Then, taking turns so that drift favours
-neither: CountEvents by actor and by credential over the whole tenant; a
-page of the latest 100 events of a common actor and of a common credential;
-and of the rare actor and the rare credential (where a filter no index
-serves reads the whole tenant to find them). Each figure is the median of
---calls calls, reported as a ratio to its companion by actor."""
+credential of RARE events each, and --heavy events (interleaved among the
+others) of one heavy actor, every one of them with one heavy credential.
+Then, taking turns so that drift favours neither: CountEvents by actor and
+by credential over the whole tenant; a page of the latest 100 events of a
+common actor and of a common credential; of the rare actor and the rare
+credential (where a filter no index serves reads the whole tenant to find
+them); and of the heavy actor and the heavy credential (where a page that
+reads every match before it sorts them reads all --heavy). Each figure is
+the median of --calls calls, reported as a ratio to its companion by actor."""
 
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ CREDENTIALS = 60
 KINDS = ("api_key", "oauth_token", "session")
 RARE = 20
 BATCH = 1000
+HEAVY_ACTOR = "user_heavy"
+HEAVY_CREDENTIAL = "key_heavy"
 
 
 def _event(n: int) -> event_pb2.Event:
@@ -51,12 +56,32 @@ def _event(n: int) -> event_pb2.Event:
     )
 
 
-def load(client: AuditClient, events: int) -> float:
-    """Records `events` events and the rare actor's and credential's; seconds."""
+def _heavy(n: int) -> event_pb2.Event:
+    """The `n`th event of the heavy actor, all with the heavy credential."""
+    return build_event(
+        action="document.share",
+        actor_id=HEAVY_ACTOR,
+        actor_type="api_key",
+        credential_kind="api_key",
+        credential_id=HEAVY_CREDENTIAL,
+        resource_type="document",
+        resource_id=f"doc_{n % 997:05d}",
+    )
+
+
+def load(client: AuditClient, events: int, heavy: int) -> float:
+    """Records `events` events, the rare actor's and credential's, and
+    `heavy` of the heavy actor and credential spread evenly among them;
+    seconds."""
     started = time.perf_counter()
     pending: list[event_pb2.Event] = []
+    recorded_heavy = 0
     for n in range(events):
         pending.append(_event(n))
+        # As many heavy events as n's share of `heavy` says are due by now.
+        while recorded_heavy < heavy * (n + 1) // events:
+            pending.append(_heavy(recorded_heavy))
+            recorded_heavy += 1
         if n % (events // RARE) == 0:
             pending.append(build_event(action="document.share", actor_id="user_rare"))
             pending.append(
@@ -108,6 +133,8 @@ def measure(client: AuditClient, calls: int) -> dict[str, float]:
         "query by credential_id": page(build_filter(credential_id="key_007")),
         "query by rare actor": page(build_filter(actor="user_rare")),
         "query by rare credential_id": page(build_filter(credential_id="key_rare")),
+        "query by heavy actor": page(build_filter(actor=HEAVY_ACTOR)),
+        "query by heavy credential_id": page(build_filter(credential_id=HEAVY_CREDENTIAL)),
     }
     for call in figures.values():  # warm the caches and the plans
         call()
@@ -122,18 +149,23 @@ def measure(client: AuditClient, calls: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.credentials", description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="events in the tenant")
+    parser.add_argument(
+        "--heavy", type=int, default=100_000, help="events of the heavy actor and credential"
+    )
     parser.add_argument("--calls", type=int, default=25, help="calls per figure")
     options = parser.parse_args(argv)
-    if options.events < RARE or options.calls < 1:
-        parser.error(f"--events must be at least {RARE} and --calls at least 1")
+    if options.events < RARE or options.calls < 1 or options.heavy < 1:
+        parser.error(f"--events must be at least {RARE}, --heavy and --calls at least 1")
     with environment.temp_dir() as workdir, environment.database(workdir) as database:
         tenant = "bench-credentials"
         token = environment.create_token(database.url, tenant)
         with environment.server(database.url, workdir) as server:
             client = AuditClient(server.target, token=token)
             try:
-                print(f"recording {options.events:,} events ...", flush=True)
-                print(f"  recorded in {load(client, options.events):.1f} s", flush=True)
+                total = options.events + options.heavy
+                print(f"recording {total:,} events ...", flush=True)
+                seconds_taken = load(client, options.events, options.heavy)
+                print(f"  recorded in {seconds_taken:.1f} s", flush=True)
                 seconds = measure(client, options.calls)
             finally:
                 client.close()
@@ -141,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         ("count by credential", "count by actor"),
         ("query by credential_id", "query by actor"),
         ("query by rare credential_id", "query by rare actor"),
+        ("query by heavy credential_id", "query by heavy actor"),
     )
     print(f"{'figure':<30} {'ratio':>7}  baseline (same run)")
     for figure, baseline in pairs:
