@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -15,7 +16,7 @@ import pytest
 from sealtrail import AuditClient, build_event
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.store.counts import count_statement
-from sealtrail_server.store.events import query_statement
+from sealtrail_server.store.events import Order, query_statement
 from tests.conftest import database_of_its_own, migrate_database
 from tests.integration.test_query_plans import _nodes, _plan
 
@@ -116,13 +117,20 @@ def test_rows_from_before_the_columns_count_and_filter_as_the_others(
     assert len(as_owner.execute(statement, params).fetchall()) == 70
 
 
-@pytest.fixture(scope="module")
-def as_service(as_owner: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
-    """A connection to `as_owner`'s database working as the service does for t1."""
-    with psycopg.connect(as_owner.info.dsn, autocommit=True) as conn:
+@contextmanager
+def _as_service(owner: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to `owner`'s database working as the service does for t1."""
+    with psycopg.connect(owner.info.dsn, autocommit=True) as conn:
         conn.execute("SET ROLE sealtrail_service")
         conn.execute("SELECT set_config('sealtrail.tenant', 't1', false)")
         conn.execute("SET enable_seqscan = off")  # as the service's connections
+        yield conn
+
+
+@pytest.fixture(scope="module")
+def as_service(as_owner: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to `as_owner`'s database working as the service does for t1."""
+    with _as_service(as_owner) as conn:
         yield conn
 
 
@@ -154,6 +162,75 @@ def test_a_credential_id_is_an_index_condition_for_the_service(
     assert [row[0] for row in as_service.execute(statement, params)] == newest[-2::-1]
     statement, params = count_statement("t1", key, group_by=None, limit=10)
     assert as_service.execute(statement, params).fetchall() == [(70,)]
+
+
+@pytest.fixture(scope="module")
+def pages_as_owner(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A database of its own: t1's 600 rows appended before the columns and
+    600 after, 500 of each of credential key_1."""
+    with (
+        database_of_its_own(migrated_database_url, "credential_pages") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        key = json.dumps({"actor": {"id": "u", "credential": {"kind": "api_key", "id": "key_1"}}})
+        none = json.dumps({"actor": {"id": "u"}})
+        blocks = [  # from before: columns NULL; since: as the appender writes them
+            (key, (None, None, None), 500),
+            (none, (None, None, None), 100),
+            (key, ("api_key", "key_1", None), 500),
+            (none, ("", None, None), 100),
+        ]
+        seq = 0
+        for record, columns, n in blocks:
+            conn.execute(_INSERT, ["t1", seq, record, *columns, n])
+            seq += n
+        conn.execute("ANALYZE events")
+        yield conn
+
+
+@pytest.mark.parametrize("order", ["newest", "oldest"])
+def test_each_branch_of_a_credentials_page_walks_its_index_and_stops_at_the_page(
+    pages_as_owner: psycopg.Connection[Any], order: Order
+) -> None:
+    """A page of a credential's events orders and limits each branch itself:
+    the rows appended since migration 0056 and those from before are each
+    read off their index in seq order (the page's direction), no sort, up
+    to the page and no further; the page is then the first of the two
+    merged. Were the page taken from the branches' UNION ALL, each would
+    read every one of its 500 rows and sort them (ADR 0142)."""
+    key = EventFilter(credential_id="key_1")
+    statement, params = query_statement("t1", key, order, None, 10)
+    with _as_service(pages_as_owner) as as_service:
+        plan = _plan(as_service, statement, params)
+        served = as_service.execute(statement, params).fetchall()
+        whole, whole_params = query_statement("t1", key, order, None, 1000)
+        assert served == as_service.execute(whole, whole_params).fetchall()[:10]
+    assert served == pages_as_owner.execute(statement, params).fetchall()
+    branches = [
+        node
+        for node in _nodes(plan)
+        if node["Node Type"] == "Limit"
+        and not any(below["Node Type"] == "Limit" for below in list(_nodes(node))[1:])
+    ]
+    assert len(branches) == 2
+    direction = "Backward" if order == "newest" else "Forward"
+    indexes = []
+    for branch in branches:
+        below = list(_nodes(branch))
+        assert not any(node["Node Type"] == "Sort" for node in below)
+        scans = [node for node in below if node.get("Relation Name", "").startswith("events")]
+        assert scans and all(scan["Node Type"] == "Index Scan" for scan in scans)
+        assert {scan["Scan Direction"] for scan in scans} == {direction}
+        # A merge of the partitions' scans takes a row of each first, then
+        # as many as the page.
+        assert sum(scan["Actual Rows"] for scan in scans) <= 10 + len(scans)
+        indexes.append({scan["Index Name"] for scan in scans})
+    # One branch on events_credential_id's partitions, the other on
+    # events_credential_unread's (a partition's index is named after its columns).
+    assert sorted(any("credential_id" in name for name in names) for names in indexes) == [
+        False,
+        True,
+    ]
 
 
 def _undo_0056(conn: psycopg.Connection[Any]) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, NamedTuple
@@ -357,28 +357,71 @@ def query_statement(
     seq_below: int | None = None,
 ) -> tuple[sql.Composed, list[Any]]:
     """The SQL of one Query page and its parameters (the bench runs it directly too)."""
-    events, conditions, params = selected_events(tenant_id, event_filter)
+    bounds: list[sql.Composable] = []
+    values: list[Any] = []
     if after_seq is not None:
-        conditions.append(sql.SQL("seq < %s" if order == "newest" else "seq > %s"))
-        params.append(after_seq)
+        bounds.append(sql.SQL("seq < %s" if order == "newest" else "seq > %s"))
+        values.append(after_seq)
     if seq_above is not None:
-        conditions.append(sql.SQL("seq > %s"))
-        params.append(seq_above)
+        bounds.append(sql.SQL("seq > %s"))
+        values.append(seq_above)
     if seq_below is not None:
-        conditions.append(sql.SQL("seq < %s"))
-        params.append(seq_below)
+        bounds.append(sql.SQL("seq < %s"))
+        values.append(seq_below)
     if received_from is not None:
-        conditions.append(sql.SQL("received_at >= %s"))
-        params.append(received_from)
-    query = sql.SQL(
-        "SELECT {columns} FROM {events} WHERE {conditions} ORDER BY seq {direction} LIMIT %s"
-    ).format(
-        columns=columns,
-        events=events,
-        conditions=sql.SQL(" AND ").join(conditions),
-        direction=sql.SQL("DESC" if order == "newest" else "ASC"),
-    )
-    return query, [*params, limit]
+        bounds.append(sql.SQL("received_at >= %s"))
+        values.append(received_from)
+    page = page_of_events(tenant_id, event_filter, columns=columns, bounds=bounds, order=order)
+    return page.query, page.params(values, limit)
+
+
+# A page of the events `conditions` select, in seq order: its parameters
+# those of the conditions, then the limit.
+_PAGE: Final = sql.SQL(
+    "SELECT {columns} FROM events WHERE {conditions} ORDER BY seq {direction} LIMIT %s"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PageStatement:
+    """A keyset page's statement (`page_of_events`) and how to make its
+    parameters: `params(bounds, limit)`, the values of the page's bounds
+    (its conditions past the filter's, in their order) and its limit."""
+
+    query: sql.Composed
+    filter_params: tuple[Any, ...]
+    credential_id: str | None  # the filter's: each branch's parameters in turn
+
+    def params(self, bounds: Sequence[Any], limit: int) -> list[Any]:
+        selected = [*self.filter_params, *bounds, limit]
+        if self.credential_id is None:
+            return selected
+        return [self.credential_id, *selected, self.credential_id, *selected, limit]
+
+
+def page_of_events(
+    tenant_id: str,
+    f: EventFilter,
+    *,
+    columns: sql.Composable,
+    bounds: Sequence[sql.Composable],
+    order: Order,
+) -> PageStatement:
+    """`SELECT {columns}` of the events of `tenant_id` that `f` and `bounds`
+    (conditions, ANDed: the keyset's, a page's range) select, ORDER BY seq
+    (newest: DESC) and LIMIT. Of a `credential_id`, the two branches of
+    `selected_events` each under every condition, its own ORDER BY and the
+    LIMIT: each walks its index in seq order and stops at the page, then the
+    page is the first of the at most twice as many rows merged. Where the
+    branches were a relation the page was taken from, each was planned
+    apart, unordered and unlimited: a page of the latest 100 of a credential
+    read and sorted every one of its events in the range (ADR 0142)."""
+    conditions, params = filter_conditions(tenant_id, f, credential_in_source=True)
+    where = sql.SQL(" AND ").join([*conditions, *bounds])
+    direction = sql.SQL("DESC" if order == "newest" else "ASC")
+    template = _PAGE if f.credential_id is None else _CREDENTIAL_PAGE
+    query = template.format(columns=columns, conditions=where, direction=direction)
+    return PageStatement(query, tuple(params), f.credential_id)
 
 
 @dataclass(slots=True)
@@ -395,9 +438,8 @@ class RemovedSeqs:
 # its tombstone in one statement (store/retention.py): each seq of the pages
 # is read once, as a row, as a tombstone, or as neither, never as both, however
 # a pass runs between two pages. The tombstones' row comes last (its seq null).
-_PAGE_AND_REMOVED: Final = (
-    "WITH page AS (SELECT seq, record, leaf_hash FROM {events} WHERE {conditions}"
-    " ORDER BY seq LIMIT %s)"
+_PAGE_AND_REMOVED: Final = sql.SQL(
+    "WITH page AS ({page})"
     " SELECT seq, record, leaf_hash, NULL::bigint FROM page"
     " UNION ALL SELECT NULL, NULL, NULL, (SELECT count(*) FROM tree_nodes"
     "  WHERE tenant_id = %s AND level = 0 AND idx >= %s AND idx < (SELECT CASE"
@@ -437,21 +479,19 @@ async def stream_events(
     removed, each page's read with its rows (`_PAGE_AND_REMOVED`): with the
     rows yielded and those the filter left out, every seq of the span once,
     a pass running meanwhile or not."""
-    events, conditions, params = selected_events(tenant_id, event_filter)
-    conditions += [sql.SQL("seq > %s"), sql.SQL("seq <= %s")]
-    joined = sql.SQL(" AND ").join(conditions)
-    if removed is None:
-        query = sql.SQL(
-            "SELECT seq, record, leaf_hash FROM {events} WHERE {conditions} ORDER BY seq LIMIT %s"
-        ).format(events=events, conditions=joined)
-    else:
-        query = sql.SQL(_PAGE_AND_REMOVED).format(events=events, conditions=joined)
+    page = page_of_events(
+        tenant_id, event_filter, columns=_RECORD_COLUMNS,
+        bounds=[sql.SQL("seq > %s"), sql.SQL("seq <= %s")], order="oldest",
+    )  # fmt: skip
+    query = page.query
+    if removed is not None:
+        query = _PAGE_AND_REMOVED.format(page=page.query)
     position = after_seq
     limit = fetch_rows
     if page_bytes is not None:
         limit = page_rows(fetch_rows, page_bytes, rows=1, size=MAX_RECORD_BYTES)
     while True:
-        args = [*params, position, upto_seq, limit]
+        args = page.params([position, upto_seq], limit)
         if removed is not None:
             args += [tenant_id, position, limit, upto_seq]
         async with db.bulk_connection(tenant_id) as conn:
@@ -633,8 +673,9 @@ def selected_events(
     the service too) and, apart, the rows appended before (credential_kind
     NULL: events_credential_unread yields them in seq order, and only they
     are read off their records), a UNION ALL the planner makes one append
-    of the two, each under every other condition: a page of the latest
-    merges the two in seq order and stops at its limit (ADR 0142)."""
+    of the two, each under every other condition (ADR 0142): what a count
+    reads. A page is no ORDER BY and LIMIT on this relation, which the
+    planner leaves outside the branches: `page_of_events`."""
     conditions, params = filter_conditions(tenant_id, f, credential_in_source=True)
     if f.credential_id is None:
         return sql.SQL("events"), conditions, params
@@ -822,10 +863,20 @@ RECORD_CREDENTIAL: Final = "((record::json -> 'actor') -> 'credential')"
 # The rows of one credential id (`selected_events`), as `events`: a row of
 # the one branch has credential_kind NULL, of the other not, so none is in
 # both (a row appended since migration 0056 has its kind, "" for none).
-_OF_CREDENTIAL: Final = sql.SQL(
-    "(SELECT * FROM events WHERE credential_id = %s AND credential_kind IS NOT NULL"
-    " UNION ALL SELECT * FROM events WHERE credential_kind IS NULL"
-    f" AND {RECORD_CREDENTIAL_ID} = %s) AS events"
+_SINCE_0056: Final = "SELECT * FROM events WHERE credential_id = %s AND credential_kind IS NOT NULL"
+_BEFORE_0056: Final = (
+    f"SELECT * FROM events WHERE credential_kind IS NULL AND {RECORD_CREDENTIAL_ID} = %s"
+)
+_OF_CREDENTIAL: Final = sql.SQL(f"({_SINCE_0056} UNION ALL {_BEFORE_0056}) AS events")
+# A page of them (`page_of_events`): each branch under the page's conditions,
+# ordered and limited, then the two merged and limited again.
+_CREDENTIAL_PAGE: Final = sql.SQL(
+    "SELECT {columns} FROM (("
+    + _SINCE_0056
+    + " AND {conditions} ORDER BY seq {direction} LIMIT %s) UNION ALL ("
+    + _BEFORE_0056
+    + " AND {conditions} ORDER BY seq {direction} LIMIT %s)) AS events"
+    " ORDER BY seq {direction} LIMIT %s"
 )
 # An event's `actor.type` in SQL (`user`, `api_key`, `service`, `system`).
 RECORD_ACTOR_TYPE: Final = "((record::json -> 'actor') ->> 'type')"
