@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 ## The web console listens on 127.0.0.1:8080 (SEALTRAIL_CONSOLE_LISTEN to move it,
 ## set empty for no console).
 run: $(STAMP)
-	console=$${SEALTRAIL_CONSOLE_LISTEN-127.0.0.1:8080}; \
+	@console=$${SEALTRAIL_CONSOLE_LISTEN-127.0.0.1:8080}; \
 	  exec $(BIN)/sealtrail-server serve $${console:+--console "$$console"}
 
 ## Debian's Chromium and ChromeDriver, for the console's browser tests (needs root).
