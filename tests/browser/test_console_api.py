@@ -308,6 +308,45 @@ def test_what_the_api_refuses_the_console_refuses_clearly(
     assert _raw(api + "events", Authorization=f"bearer {reader}")[0] == 200
 
 
+def test_a_parameter_the_search_does_not_take_is_refused_naming_it(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """helper-466: `events?action=member.*` (the command line's `--action`; the
+    search's parameter is `actions`) answered the whole log, unfiltered, as
+    if the filter had been applied: a parameter no search takes is a 400
+    naming it, with the one meant where its plural is."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(action="member.invite", actor_id="ann")
+    reader = console_server.token(tenant, "reader")
+    for path in (
+        "events?action=member.*",
+        "counts?group_by=day&action=member.*",
+        "stream?after_seq=1&action=member.*",
+    ):
+        status, body = get(api + path, reader)
+        assert status == 400, (path, status, body)
+        assert body["error"] == "action: no such parameter; did you mean actions?", body
+        assert body["fields"] == [
+            {"field": "action", "description": "no such parameter; did you mean actions?"}
+        ]
+    status, body = get(api + "export?format=csv&sice=1h", console_server.token(tenant, "exporter"))
+    assert (status, body["error"]) == (400, "sice: no such parameter (docs/console.md lists them)")
+    status, body = get(api + "events?" + urllib.parse.urlencode({"a:b\n" * 20: "x"}), reader)
+    assert status == 400 and len(body["error"].encode()) <= 100, body
+    count = urllib.parse.quote("group_by=action&limt=5")
+    status, body = get(api + f"events?count={count}", reader)
+    assert (status, body["error"]) == (
+        400,
+        "count: limt: no such parameter (docs/console.md lists them)",
+    ), body
+    # What the page sends is taken: a filter, a page's own parameters.
+    query = urllib.parse.urlencode(
+        {"actions": "member.*", "count": "group_by=day&time_zone=UTC", "occurred_after": ""}
+    )
+    status, body = get(api + "events?" + query, reader)
+    assert status == 200 and [e["action"] for e in body["events"]] == ["member.invite"], body
+
+
 def test_values_listed_with_spaces_after_their_commas_are_each_a_value(
     api: str, console_server: ServerThread, tenant: str
 ) -> None:

@@ -101,6 +101,26 @@ FILTER_PARAMETERS: Final = (
 )
 
 
+# A parameter's name as a refusal names it: as sent when it could be one of
+# ours, else cut and with what would split the answer's field (a colon) dropped.
+_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
+def only_parameters(query: Any, *own: str, filtered: bool = True) -> None:
+    """Refuse a name in `query` that is neither one of the search's filter
+    parameters (when `filtered`) nor one of `own`: unknown, it was dropped
+    unsaid, and `events?action=x` (the command line's `--action`) answered
+    every event as if filtered."""
+    known = {*own, *(FILTER_PARAMETERS if filtered else ())}
+    for name in query:
+        if name in known:
+            continue
+        shown = name if _NAME.fullmatch(name) else quoted(name.replace(":", ""))
+        if f"{name}s" in known:
+            raise BadParameter(f"{shown}: no such parameter; did you mean {name}s?")
+        raise BadParameter(f"{shown}: no such parameter (docs/console.md lists them)")
+
+
 def event_filter(query: Any) -> event_pb2.EventFilter:
     """The EventFilter of a request's query string (names as the page's URL uses them)."""
     message = event_pb2.EventFilter()

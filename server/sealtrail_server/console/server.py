@@ -156,6 +156,7 @@ from .parameters import (
     _text,
     _timestamp,
     event_filter,
+    only_parameters,
     quoted,
 )
 from .sign_in import Browser, SignIn
@@ -565,6 +566,7 @@ class Console:
         /api/counts besides the filter): its record says them, and its answer
         names the view (`view`) they pass on, for them not to be recorded
         again (ADR 0137)."""
+        only_parameters(request.query, "page_token", "count")
         announced = request.query.getall("count", [])
         if len(announced) > MAX_VIEW_COUNTS:
             raise BadParameter(f"count: at most {MAX_VIEW_COUNTS} counts a search")
@@ -601,6 +603,7 @@ class Console:
         each group counts what the search shows for it. Recorded by the API
         as a count (`audit_log.queried`), as a Query is, unless it names the
         `view` of a first page that announced it (ADR 0137)."""
+        only_parameters(request.query, "group_by", "time_zone", "limit", "view")
         for name in ("group_by", "time_zone", "limit", "view"):
             if len(request.query.getall(name, ())) > 1:
                 raise BadParameter(f"{name}: given more than once")
@@ -642,6 +645,7 @@ class Console:
         # refused the stream with PURGED, and Live could not follow that search
         # at all. An announcement is written as an empty line, as a heartbeat:
         # what was removed was never on the page.
+        only_parameters(request.query, "after_seq")
         stream_request = pb.StreamEventsRequest(
             filter=event_filter(request.query), max_events_per_message=100, announce_purged=True
         )
@@ -683,6 +687,7 @@ class Console:
         return self._stopping and (task is None or not task.cancelling())
 
     async def _export(self, request: web.Request) -> web.StreamResponse:
+        only_parameters(request.query, "format")
         chosen = _EXPORT_FORMATS.get(request.query.get("format", "csv"))
         if chosen is None:
             raise BadParameter("format: csv, ndjson or json")
@@ -1169,6 +1174,11 @@ def _count_request(query: Any, *, field: str = "") -> pb.CountEventsRequest:
     /api/counts' query string or one a search announces (`field`: `count`,
     named before the parameter in errors)."""
     named = f"{field}: " if field else ""
+    if field:  # /api/counts' own are checked with its filter's
+        try:
+            only_parameters(query, "group_by", "time_zone", "limit", filtered=False)
+        except BadParameter as error:
+            raise BadParameter(f"{named}{error}") from None
 
     def one(name: str) -> str:
         values = query.getall(name, [])
