@@ -195,11 +195,42 @@ def address_in_use(address: str) -> bool:
     return bool(found)
 
 
-def _listen_refused(address: str) -> str:
+def _listen_refused(address: str, why: str = "in use") -> str:
     return (
-        f"cannot listen on {address}: in use or invalid (set SEALTRAIL_LISTEN,"
+        f"cannot listen on {address}: {why} (set SEALTRAIL_LISTEN,"
         " or serve --listen, to another HOST:PORT)"
     )
+
+
+# Why the system would not bind an address, in words that say what to change.
+_NOT_BOUND: Final = {
+    errno.EADDRNOTAVAIL: "no interface of this machine has that address",
+    errno.EACCES: "a port below 1024 needs privileges this process lacks",
+}
+
+
+def why_not_bound(address: str) -> str:
+    """Why gRPC refused `address`, not in use (`address_in_use`): found by
+    binding it as gRPC would; "in use or invalid" left the reader to guess."""
+    host, _, port = address.rpartition(":")
+    try:
+        found = socket.getaddrinfo(
+            host.removeprefix("[").removesuffix("]"),
+            int(port),
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
+        )
+    except (OSError, UnicodeError, ValueError):
+        return "not a HOST:PORT this machine can resolve"
+    for family, kind, protocol, _, where in found:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(where)
+            except OSError as error:
+                if error.errno in _NOT_BOUND:
+                    return _NOT_BOUND[error.errno]
+    return "gRPC could not bind it"
 
 
 def _groups(listed: str) -> frozenset[str]:
@@ -697,7 +728,8 @@ class Service:
             else:
                 self.port = server.add_secure_port(settings.listen, credentials)
         except RuntimeError:
-            raise SystemExit(_listen_refused(settings.listen)) from None
+            why = "in use" if address_in_use(settings.listen) else why_not_bound(settings.listen)
+            raise SystemExit(_listen_refused(settings.listen, why)) from None
         await server.start()
         self._server = server
         if settings.console_listen:
