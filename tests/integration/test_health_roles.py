@@ -164,6 +164,15 @@ def said_of(caplog: pytest.LogCaptureFixture, words: str) -> int:
     return sum(words in r.getMessage() for r in caplog.records)
 
 
+def not_serving_for(caplog: pytest.LogCaptureFixture, cause: str) -> int:
+    """How many of the server's lines turned health NOT_SERVING for `cause`
+    (`not serving (health NOT_SERVING): ...`, the cause's words at its end)."""
+    return sum(
+        message.startswith("not serving (health NOT_SERVING): ") and message.endswith(cause)
+        for message in (r.getMessage() for r in caplog.records)
+    )
+
+
 def test_a_listed_column_dropped_is_named_in_the_log(
     database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -281,7 +290,7 @@ def test_health_is_not_serving_while_a_table_lacks_the_row_security_the_migratio
             line = next(r.getMessage() for r in caplog.records if said in r.getMessage())
             assert line.startswith("database: ") and "docs/database.md" in line, line
             # The watch's own line says which condition holds.
-            assert said_of(caplog, "row-level security the migrations made: NOT_SERVING") == 1
+            assert not_serving_for(caplog, "row-level security the migrations made") == 1
             with (
                 AuditClient(server.target, token=tokens[1], max_attempts=1) as client,
                 pytest.raises(UnavailableError) as refused,
@@ -328,7 +337,7 @@ def test_a_listed_table_dropped_is_said_to_no_longer_exist(
             assert "no longer exists" in gone[0] and "docs/database.md" in gone[0], gone
             assert not any("lacks SELECT on tenant_erasures" in line for line in lines), lines
             assert not any("security is disabled on tenant_erasures" in line for line in lines)
-            assert said_of(caplog, "no longer exists: NOT_SERVING") == 1, lines
+            assert not_serving_for(caplog, "no longer exists") == 1, lines
         finally:
             owner(url, "ALTER TABLE tenant_erasures_aside RENAME TO tenant_erasures")
         wait_for_health(server.target, SERVING, timeout=10)
