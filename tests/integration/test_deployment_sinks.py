@@ -606,7 +606,7 @@ def test_the_operator_is_told_which_option_is_wrong(
         ("--actor-domain", "a@b.example"),
         ("--user-agent", "curl\tx"),
         ("--http-route", "/v1/x?id=7"),
-        ("--changed-field", "rate\tlimit"),
+        ("--changed-field", "rate\x00limit"),  # NUL, the one Record refuses
     ):
         refused = operator(
             "sink", "create", "soc-bad", "--kind", "webhook", "--url", receiver.url,
