@@ -33,7 +33,8 @@ import sealtrail
 import sealtrail_server
 from sealtrail import AuditClient, build_filter
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
-from tests.conftest import REDACTION_SECRET, ServerThread
+from sealtrail_server.embedded import _make_the_cluster_whole, quietly_imported_pgserver
+from tests.conftest import REDACTION_SECRET, ServerThread, run_operator
 from tests.http_endpoint import Reply, endpoint
 from tests.processes import READY_PREFIX, ServerProcess, stop
 
@@ -60,30 +61,47 @@ def run(
 
 
 def admin_token(migrated_database_url: str, tenant: str) -> str:
-    created = run(
-        "sealtrail-server",
-        "token",
-        "create",
-        "--tenant",
-        tenant,
-        "--role",
-        "admin",
-        "--database-url",
-        migrated_database_url,
+    """An admin token of `tenant`, made as `sealtrail-server token create`
+    makes one, in this process: the command's own run, a process of its own,
+    is tested where it is the subject (test_a_revoked_token_is_refused), and
+    a process's start (its imports, seconds on a busy machine) for each test's
+    token was a third of this module's time."""
+    created = run_operator(
+        migrated_database_url, "token", "create", "--tenant", tenant, "--role", "admin"
     )
+    assert created.exit_code == 0, created.output
     token = str(created.stdout.strip().splitlines()[-1])
     assert token.startswith("stk_")
     return token
 
 
-@pytest.fixture
-def cli_env(migrated_database_url: str, tenant: str) -> Iterator[dict[str, str]]:
-    token = admin_token(migrated_database_url, tenant)
+@pytest.fixture(scope="module")
+def cli_server(migrated_database_url: str) -> Iterator[ServerProcess]:
+    """`sealtrail-server serve` as a process, shared by the module's tests of
+    the client's command line: each has a tenant of its own, and none stops
+    or configures it (a test of the server's own settings or stop starts
+    its own). One start per test was the other third of the module's time."""
     process = ServerProcess(migrated_database_url)
     try:
-        yield {"SEALTRAIL_SERVER": process.target, "SEALTRAIL_TOKEN": token}
+        yield process
     finally:
         process.terminate()
+
+
+@pytest.fixture
+def cli_env(cli_server: ServerProcess, migrated_database_url: str, tenant: str) -> dict[str, str]:
+    """The environment of `sealtrail` as an admin of the test's own tenant."""
+    assert cli_server.proc.poll() is None, "".join(cli_server.stderr)  # an earlier test's end
+    token = admin_token(migrated_database_url, tenant)
+    return {"SEALTRAIL_SERVER": cli_server.target, "SEALTRAIL_TOKEN": token}
+
+
+@pytest.fixture(scope="module")
+def verifier_key() -> str:
+    """The deployment's checkpoint verifier key, as `sealtrail-server key
+    show` prints it (from SEALTRAIL_SIGNING_KEY, the same for the whole test
+    session): once per module, not a process's start per test."""
+    return str(run("sealtrail-server", "key", "show").stdout.strip())
 
 
 def test_serve_serves_metrics_where_the_environment_says(
@@ -383,13 +401,15 @@ def test_an_operator_command_on_a_data_dir_with_no_database_refuses_to_make_one(
         assert not (tmp_path / "postgres").exists(), command
 
 
-def test_the_embedded_postgresql_stops_after_a_server_that_did_not_exit_cleanly() -> None:
+def test_the_embedded_postgresql_stops_after_a_server_that_did_not_exit_cleanly(
+    initdb_cluster: Path,
+) -> None:
     """pgserver stops its PostgreSQL when the last process on its list of
     handles exits. A server killed (SIGKILL, a crash, a power loss) stayed on
     that list for good, and PostgreSQL ran on after every clean stop after it;
     a SIGTERM during a start skipped the exit handlers that take a server off
     it (helper-140)."""
-    with _embedded_data_dir() as (data_dir, running):
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
         pgdata = data_dir / "postgres"
         handles = pgdata / ".handle_pids.json"
         crashed = _serve_embedded(data_dir, running)["process"]
@@ -423,7 +443,9 @@ def test_the_embedded_postgresql_stops_after_a_server_that_did_not_exit_cleanly(
 _MIGRATIONS_LOCK = 0x7365616C74726169
 
 
-def test_a_server_stopped_before_it_serves_says_so_and_lets_go_of_the_embedded_postgresql() -> None:
+def test_a_server_stopped_before_it_serves_says_so_and_lets_go_of_the_embedded_postgresql(
+    initdb_cluster: Path,
+) -> None:
     """`serve` stopped before it serves (its migrations waiting, say): by
     SIGHUP (its terminal or SSH session gone), it died outright, its exit
     handlers skipped, and the embedded PostgreSQL it had joined ran on after
@@ -431,7 +453,7 @@ def test_a_server_stopped_before_it_serves_says_so_and_lets_go_of_the_embedded_p
     click's "Aborted!" and exited 1, the status of any failure; by SIGTERM, 143
     without a word. Each ends as an operator's command does (docs/operations.md):
     `stopped by SIG...`, 128 and the signal's number, its handle let go."""
-    with _embedded_data_dir() as (data_dir, running):
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
         pgdata = data_dir / "postgres"
         handles = pgdata / ".handle_pids.json"
         serving, url = _serving_embedded(data_dir, running)
@@ -483,7 +505,7 @@ main()
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_server_stopped_after_its_start_before_it_serves_stops_what_it_started(
-    signum: signal.Signals,
+    signum: signal.Signals, initdb_cluster: Path
 ) -> None:
     """A signal after the service had started (its gRPC server taking calls,
     its appender and pool open), before the server took the signals as a
@@ -495,7 +517,7 @@ def test_a_server_stopped_after_its_start_before_it_serves_stops_what_it_started
     it as it began to serve: it said `serving gRPC on ...`, then exited 130
     without a stop. Each stops what it started, as a start stopped earlier
     does, and says so."""
-    with _embedded_data_dir() as (data_dir, running):
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
         pgdata = data_dir / "postgres"
         said_file, printed_file = data_dir / "serve.err", data_dir / "serve.out"
         with said_file.open("w") as said_to, printed_file.open("w") as printed_to:
@@ -516,13 +538,13 @@ def test_a_server_stopped_after_its_start_before_it_serves_stops_what_it_started
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
-def test_a_serving_server_that_loses_its_terminal_stops_as_on_sigterm() -> None:
+def test_a_serving_server_that_loses_its_terminal_stops_as_on_sigterm(initdb_cluster: Path) -> None:
     """`sealtrail-server serve` (or `make run`) in a terminal or an SSH session
     that went away gets SIGHUP: it died outright, its calls in flight cut off,
     telemetry unsent, and the embedded PostgreSQL ran on after it, the last
     process on the data dir (docs/operations.md: it stops when the last one
     exits). It stops as on SIGTERM: gracefully, status 0."""
-    with _embedded_data_dir() as (data_dir, running):
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
         pgdata = data_dir / "postgres"
         served = _serve_embedded(data_dir, running)
         served["process"].send_signal(signal.SIGHUP)
@@ -532,14 +554,16 @@ def test_a_serving_server_that_loses_its_terminal_stops_as_on_sigterm() -> None:
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
-def test_a_serving_server_whose_terminal_closes_stops_gracefully_on_both_its_sighups() -> None:
+def test_a_serving_server_whose_terminal_closes_stops_gracefully_on_both_its_sighups(
+    initdb_cluster: Path,
+) -> None:
     """A terminal closed under a server in the foreground of an interactive
     shell sends it SIGHUP twice at once: the kernel to the terminal's
     foreground process group, and the shell, as it exits, to each of its
     jobs. The second hurried the stop as a second Ctrl-C does (`ending
     in-flight calls now`): the calls in flight were cut off. Only a second
     SIGTERM or Ctrl-C hurries it."""
-    with _embedded_data_dir() as (data_dir, running):
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
         served = _serve_embedded(data_dir, running)
         served["process"].send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 30  # the second once the first is taken, not merged with it
@@ -553,10 +577,10 @@ def test_a_serving_server_whose_terminal_closes_stops_gracefully_on_both_its_sig
         assert "ending in-flight calls now" not in said, said
 
 
-def test_a_server_started_under_nohup_serves_on_after_a_sighup() -> None:
+def test_a_server_started_under_nohup_serves_on_after_a_sighup(initdb_cluster: Path) -> None:
     """Under `nohup`, SIGHUP is ignored from the start: the server, which
     stops on SIGHUP otherwise, serves on after one, and stops on SIGTERM."""
-    with _embedded_data_dir() as (data_dir, running):
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
         served = _serve_embedded(data_dir, running, under=("nohup",))
         served["process"].send_signal(signal.SIGHUP)
         time.sleep(1.0)  # a stop it began would refuse calls by now
@@ -600,7 +624,7 @@ main()
 @pytest.mark.parametrize("at", ["stop done", "exit handlers"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_after_the_stop_is_done_lets_the_exit_finish(
-    signum: signal.Signals, at: str
+    signum: signal.Signals, at: str, initdb_cluster: Path
 ) -> None:
     """A signal once the graceful stop was done (its handlers given back):
     as the exit handlers stopped the embedded PostgreSQL, a SIGTERM killed
@@ -610,7 +634,7 @@ def test_a_signal_after_the_stop_is_done_lets_the_exit_finish(
     exited 143 or 130, `stopped by SIG...`, as if no stop had been made.
     The exit finishes, status 0 as after any graceful stop, nothing left
     running."""
-    with _embedded_data_dir() as (data_dir, running):
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
         pgdata = data_dir / "postgres"
         said_file = data_dir / "serve.err"
         with said_file.open("w") as said_to:
@@ -646,13 +670,13 @@ def test_a_signal_after_the_stop_is_done_lets_the_exit_finish(
         assert not list(pgdata.glob(".s.PGSQL.*")), "its socket files are left"
 
 
-def test_a_server_started_with_ctrl_c_ignored_serves_on_after_one() -> None:
+def test_a_server_started_with_ctrl_c_ignored_serves_on_after_one(initdb_cluster: Path) -> None:
     """A server started with SIGINT ignored (in the background of a shell
     script, `cmd &`, or by a supervisor that ignores it) stopped on a SIGINT
     sent to its process group all the same: the handlers it took as it
     began to serve overrode the ignore, as SIGHUP's under `nohup` never
     was. It serves on after one, and stops on SIGTERM."""
-    with _embedded_data_dir() as (data_dir, running):
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
         served = _serve_embedded(
             data_dir, running, under=("sh", "-c", "trap '' INT; exec \"$@\"", "sh")
         )
@@ -667,9 +691,9 @@ def test_a_server_started_with_ctrl_c_ignored_serves_on_after_one() -> None:
         assert served["process"].wait(60) == 0, served["stderr"]()
 
 
-def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedded_postgresql() -> (
-    None
-):
+def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedded_postgresql(
+    initdb_cluster: Path,
+) -> None:
     """The embedded PostgreSQL stops when the last process on the data dir
     exits, SIGTERM included (docs/operations.md). An operator's command ended
     by SIGTERM (`timeout 30 sealtrail-server ...`, a container's stop) or
@@ -679,7 +703,7 @@ def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedd
     It exits as a shell says of one killed by the signal, its handle let go,
     saying what stopped it; Ctrl-C too, which printed click's "Aborted!" and
     exited 1, the status of any failure."""
-    with _embedded_data_dir() as (data_dir, running):
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
         pgdata = data_dir / "postgres"
         handles = pgdata / ".handle_pids.json"
         serving, url = _serving_embedded(data_dir, running)
@@ -726,14 +750,16 @@ def test_an_operator_command_ended_by_a_signal_says_so_and_lets_go_of_the_embedd
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
-def test_a_postmaster_pid_naming_a_process_that_is_not_its_postgresql_is_not_trusted() -> None:
+def test_a_postmaster_pid_naming_a_process_that_is_not_its_postgresql_is_not_trusted(
+    initdb_cluster: Path,
+) -> None:
     """PostgreSQL killed with its server (a kill of the whole group, the OOM
     killer, a power loss) leaves its postmaster.pid behind, and by the next
     start its pid can be another process's (a container's pids begin again at
     1). pgserver took that process for PostgreSQL: the start failed ("Connection
     refused" on a socket nobody listened on), and its exit, to stop "its"
     PostgreSQL, killed that process, whatever it was (helper-271)."""
-    with _embedded_data_dir() as (data_dir, running):
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
         pgdata = data_dir / "postgres"
         pid_file = pgdata / "postmaster.pid"
         crashed = _serve_embedded(data_dir, running)["process"]
@@ -799,13 +825,15 @@ def test_a_data_dir_whose_path_a_shell_would_split_runs_its_postgresql() -> None
         assert not (pgdata / "postmaster.pid").exists(), "PostgreSQL still runs"
 
 
-def test_an_embedded_postgresql_that_does_not_start_is_named_with_its_reason() -> None:
+def test_an_embedded_postgresql_that_does_not_start_is_named_with_its_reason(
+    initdb_cluster: Path,
+) -> None:
     """An embedded PostgreSQL that would not start (a setting mistyped in its
     postgresql.conf, a data dir of another PostgreSQL major version) stopped
     the server with a traceback of pg_ctl's command line, after the whole of
     PostgreSQL's log, every start it ever made, and nowhere what failed
     (helper-271)."""
-    with _embedded_data_dir() as (data_dir, running):
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
         pgdata = data_dir / "postgres"
         first = _serve_embedded(data_dir, running)["process"]
         first.terminate()
@@ -847,7 +875,9 @@ def _operations_sh(containing: str) -> str:
     return found[0].replace(".venv/bin/python", sys.executable)
 
 
-def test_an_embedded_backup_restored_into_a_new_data_dir_as_the_operations_doc_shows() -> None:
+def test_an_embedded_backup_restored_into_a_new_data_dir_as_the_operations_doc_shows(
+    initdb_cluster: Path,
+) -> None:
     """docs/operations.md's embedded backup (`pg_dump` and `pg_dumpall` over
     the socket postmaster.pid names) and its restore into a new data dir
     (PostgreSQL started alone, roles.sql, pg_restore, the keys and the
@@ -863,7 +893,7 @@ def test_an_embedded_backup_restored_into_a_new_data_dir_as_the_operations_doc_s
     keys = ("SEALTRAIL_SIGNING_KEY", "SEALTRAIL_REDACTION_KEY", "SEALTRAIL_SECRETS_KEY")
     in_data_dir = dict.fromkeys(keys, "")
     with (
-        _embedded_data_dir() as (data_dir, running),
+        _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running),
         _embedded_data_dir("sealtrail-e2e-restored-") as (new_dir, running_new),
         tempfile.TemporaryDirectory(prefix="sealtrail-e2e-backup-") as kept,
     ):
@@ -953,14 +983,35 @@ def test_the_embedded_postgresql_started_as_the_docs_show_warns_of_nothing() -> 
         assert "Warning" not in said and "XDG_RUNTIME_DIR" not in said, said
 
 
+@pytest.fixture(scope="module")
+def initdb_cluster() -> Iterator[Path]:
+    """A PostgreSQL cluster as a first start's initdb makes it in a data dir
+    (embedded.py `_make_the_cluster_whole`), never started: copied into the
+    data dir of each test not about making one, which then starts on it as
+    on a data dir whose cluster was made (its Sealtrail database, keys and
+    development token still made by its first start). An initdb per test
+    was seconds of each on a busy machine."""
+    made = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-cluster-"))
+    try:
+        quietly_imported_pgserver()  # as a start imports it, before initdb
+        _make_the_cluster_whole(made / "postgres", contextlib.nullcontext())
+        yield made / "postgres"
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _embedded_data_dir(
-    prefix: str = "sealtrail-e2e-",
+    prefix: str = "sealtrail-e2e-", *, cluster: Path | None = None
 ) -> Iterator[tuple[Path, contextlib.ExitStack]]:
     """A new data dir, and the stack its test's processes go on: on leaving,
     they are stopped, then the PostgreSQL they started if it still runs, and
-    the data dir removed."""
+    the data dir removed. With `cluster` (`initdb_cluster`), a copy of it is
+    the data dir's `postgres/`, its files' owner kept (PostgreSQL's user,
+    when run as root): the first start makes none."""
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    if cluster is not None:
+        subprocess.run(["cp", "-a", str(cluster), str(data_dir / "postgres")], check=True)
     with contextlib.ExitStack() as running:
         running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
         running.callback(_stop_postmaster, data_dir / "postgres")  # if the test left it running
@@ -1046,11 +1097,15 @@ def _serve_embedded(
 
 
 def test_bundle_and_verify_from_the_command_line(
-    cli_env: dict[str, str], tmp_path: Path, migrated_database_url: str, tenant: str
+    cli_env: dict[str, str],
+    tmp_path: Path,
+    migrated_database_url: str,
+    tenant: str,
+    verifier_key: str,
 ) -> None:
     for action in ("api_key.create", "member.invite", "api_key.rotate"):
         run("sealtrail", "record", "--action", action, "--actor-id", "ops", env=cli_env)
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
     written = run(
         "sealtrail", "bundle", "--action", "api_key.*", "-o", str(tmp_path / "b"), env=cli_env
     )
@@ -1091,13 +1146,13 @@ def test_bundle_and_verify_from_the_command_line(
 
 
 def test_a_range_bundle_from_the_command_line_proves_the_range_complete(
-    cli_env: dict[str, str], tmp_path: Path, tenant: str
+    cli_env: dict[str, str], tmp_path: Path, tenant: str, verifier_key: str
 ) -> None:
     with AuditClient(cli_env["SEALTRAIL_SERVER"], token=cli_env["SEALTRAIL_TOKEN"]) as client:
         client.record_batch(
             [sealtrail.build_event(action="doc.edit", actor_id=f"u{i}") for i in range(10)]
         )  # seqs 2..11: seq 1 is the token's creation
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
     out = str(tmp_path / "b")
     written = run("sealtrail", "bundle", "--seq", "3-8", "-o", out, env=cli_env)
     assert "wrote 6 records (seq 3..8)" in written.stdout
@@ -1193,11 +1248,11 @@ def test_a_bundle_of_a_period_not_yet_ended_names_the_option_for_the_period_so_f
 
 
 def test_a_bundle_of_what_was_received_says_how_its_range_was_chosen(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
 ) -> None:
     with AuditClient(cli_env["SEALTRAIL_SERVER"], token=cli_env["SEALTRAIL_TOKEN"]) as client:
         client.record_batch([sealtrail.build_event(action="doc.edit", actor_id="u")] * 4)
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
     out = str(tmp_path / "b")
     written = run("sealtrail", "bundle", "--received-since", "1h", "-o", out, env=cli_env)
     assert "the range seq 1..5 is complete, chosen by receipt time" in written.stdout
@@ -1212,13 +1267,13 @@ def test_a_bundle_of_what_was_received_says_how_its_range_was_chosen(
 
 
 def test_a_bundle_is_written_and_verified_in_a_locale_that_is_not_utf_8(
-    cli_env: dict[str, str], tmp_path: Path, tenant: str
+    cli_env: dict[str, str], tmp_path: Path, tenant: str, verifier_key: str
 ) -> None:
     """A bundle's checkpoint has non-ASCII (the signature lines' em dash): its
     files are UTF-8 whatever the machine's locale, or an auditor's Windows or
     C-locale machine could not write or read a good bundle."""
     run("sealtrail", "record", "--action", "api_key.create", "--actor-id", "ops", env=cli_env)
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
     ascii_only = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
     out = str(tmp_path / "b")
     run("sealtrail", "bundle", "-o", out, env={**cli_env, **ascii_only})
@@ -1370,13 +1425,9 @@ def json_logging_server(migrated_database_url: str, tenant: str) -> Iterator[Ser
 def test_trace_and_request_ids_lead_from_the_command_line_to_events_and_log_lines(
     json_logging_server: ServerProcess, migrated_database_url: str, tenant: str, tmp_path: Path
 ) -> None:
-    created = run(
-        "sealtrail-server", "token", "create", "--tenant", tenant, "--role", "admin",
-        "--database-url", migrated_database_url,
-    )  # fmt: skip
     env = {
         "SEALTRAIL_SERVER": json_logging_server.target,
-        "SEALTRAIL_TOKEN": created.stdout.strip().splitlines()[-1],
+        "SEALTRAIL_TOKEN": admin_token(migrated_database_url, tenant),
     }
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     request_id = "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"
@@ -1558,9 +1609,7 @@ def test_events_queried_from_one_log_are_imported_into_another_once(
                   "--limit", "0", "--format", "jsonl", env=cli_env).stdout  # fmt: skip
     source = tmp_path / "backfill.ndjson"
     source.write_text(queried + "not json\n\n" + '{"action": "Bad", "actor": {"id": "u"}}\n')
-    created = run("sealtrail-server", "token", "create", "--tenant", "imported-into", "--role",
-                  "admin", "--database-url", migrated_database_url)  # fmt: skip
-    other = {**cli_env, "SEALTRAIL_TOKEN": created.stdout.strip().splitlines()[-1]}
+    other = {**cli_env, "SEALTRAIL_TOKEN": admin_token(migrated_database_url, "imported-into")}
 
     imported = run("sealtrail", "import", str(source), env=other, check=False)
     assert imported.returncode == 3  # went through the file, refusing lines
@@ -2035,7 +2084,7 @@ def test_a_token_name_from_the_command_line_is_redacted_as_the_api_redacts_it(
 
 
 def test_a_saved_checkpoint_is_checked_against_the_log_today_from_the_command_line(
-    cli_env: dict[str, str], tmp_path: Path, migrated_database_url: str
+    cli_env: dict[str, str], tmp_path: Path, migrated_database_url: str, verifier_key: str
 ) -> None:
     """An auditor saves `sealtrail checkpoint`'s output (or keeps a bundle);
     later `checkpoint --check` proves the log they saw is a prefix of
@@ -2051,7 +2100,7 @@ def test_a_saved_checkpoint_is_checked_against_the_log_today_from_the_command_li
 
     for action in ("file.read", "file.write"):
         run("sealtrail", "record", "--action", action, "--actor-id", "ops", env=cli_env)
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
     saved = tmp_path / "saved.txt"
     saved.write_text(run("sealtrail", "checkpoint", "--fresh", env=cli_env).stdout)
     size = int(saved.read_text().splitlines()[1])
@@ -2101,7 +2150,9 @@ def test_a_saved_checkpoint_is_checked_against_the_log_today_from_the_command_li
     assert keyless.returncode == 2 and "--check needs --key" in keyless.stderr
 
 
-def test_a_saved_checkpoint_is_checked_from_stdin(cli_env: dict[str, str], tmp_path: Path) -> None:
+def test_a_saved_checkpoint_is_checked_from_stdin(
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
+) -> None:
     """`checkpoint --check -` reads the saved checkpoint from stdin, as the
     CLI's other file arguments take `-`: piped from where the auditor keeps
     it (a vault, another host), a checkpoint's text; an export's manifest is
@@ -2111,7 +2162,7 @@ def test_a_saved_checkpoint_is_checked_from_stdin(cli_env: dict[str, str], tmp_p
     out = tmp_path / "audit.csv"
     run("sealtrail", "export", "--action", "file.*", "-o", str(out), env=cli_env)
     run("sealtrail", "record", "--action", "file.write", "--actor-id", "ops", env=cli_env)
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
 
     checked = run("sealtrail", "checkpoint", "--check", "-", "--key", key, "--fresh",
                   env=cli_env, stdin=saved)  # fmt: skip
@@ -2136,7 +2187,7 @@ def test_a_saved_checkpoint_is_checked_from_stdin(cli_env: dict[str, str], tmp_p
 
 
 def test_an_export_given_for_a_checkpoint_is_refused_naming_its_manifest(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
 ) -> None:
     """An export piped to `checkpoint --check -` (or its file given for its
     manifest) was read as a checkpoint: `saved checkpoint: the note holds
@@ -2145,7 +2196,7 @@ def test_an_export_given_for_a_checkpoint_is_refused_naming_its_manifest(
     signed (its manifest's statement signs its digest): refused, naming it
     an export and what to check instead."""
     run("sealtrail", "record", "--action", "file.read", "--actor-id", "ops", env=cli_env)
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
     for format, shown in (("csv", "CSV"), ("ndjson", "NDJSON"), ("json", "JSON")):
         out = tmp_path / f"audit.{format}"
         run("sealtrail", "export", "--format", format, "-o", str(out), env=cli_env)
@@ -2328,7 +2379,7 @@ def test_a_csv_export_warns_of_cells_longer_than_a_spreadsheet_keeps(
 
 
 def test_an_export_leaves_its_manifest_and_checkpoint_for_an_auditor_to_check_later(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
 ) -> None:
     """A CSV handed to an auditor proves nothing by itself: beside it the
     export writes FILE.manifest.json, the server's manifest (its digest, the
@@ -2347,7 +2398,7 @@ def test_an_export_leaves_its_manifest_and_checkpoint_for_an_auditor_to_check_la
     assert manifest["checkpoint"].split("\n")[1] == str(manifest["tree_size"])
 
     run("sealtrail", "record", "--action", "file.delete", "--actor-id", "ops", env=cli_env)
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
     checked = run("sealtrail", "checkpoint", "--check", str(tmp_path / "audit.csv.manifest.json"),
                   "--key", key, "--fresh", env=cli_env)  # fmt: skip
     assert checked.stdout.startswith(
@@ -2356,7 +2407,7 @@ def test_an_export_leaves_its_manifest_and_checkpoint_for_an_auditor_to_check_la
 
 
 def test_checking_an_exports_manifest_checks_the_file_beside_it(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
 ) -> None:
     """`checkpoint --check FILE.manifest.json` holds FILE to the manifest's
     byte count, SHA-256 and rows: a byte altered, a file cut short or another
@@ -2368,7 +2419,7 @@ def test_checking_an_exports_manifest_checks_the_file_beside_it(
     run("sealtrail", "export", "--format", "csv", "--action", "file.*", "-o", str(out), env=cli_env)
     run("sealtrail", "export", "--format", "csv", "--action", "file.read", "-o", str(other),
         env=cli_env)  # fmt: skip
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
     kept = tmp_path / "audit.csv.manifest.json"
     exported = out.read_bytes()
     manifest = json.loads(kept.read_text())
@@ -2429,7 +2480,7 @@ def test_checking_an_exports_manifest_checks_the_file_beside_it(
 
 
 def test_checking_an_exports_manifest_holds_its_sizes_to_its_signed_checkpoint(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
 ) -> None:
     """The manifest's tree_size, root_hash and seqs are its own words beside
     the checkpoint that signs them: edited to say the export covers less or
@@ -2438,7 +2489,7 @@ def test_checking_an_exports_manifest_holds_its_sizes_to_its_signed_checkpoint(
         run("sealtrail", "record", "--action", action, "--actor-id", "ops", env=cli_env)
     out = tmp_path / "audit.csv"
     run("sealtrail", "export", "--format", "csv", "-o", str(out), env=cli_env)
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
     kept = tmp_path / "audit.csv.manifest.json"
     manifest = json.loads(kept.read_text())
     size = manifest["tree_size"]
@@ -2468,7 +2519,7 @@ def test_checking_an_exports_manifest_holds_its_sizes_to_its_signed_checkpoint(
 
 
 def test_an_exports_file_and_manifest_rewritten_together_are_refused(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
 ) -> None:
     """The manifest's sha256, counts and seqs were its own word, unsigned:
     whoever held the pair altered the file and wrote the manifest to match it
@@ -2483,7 +2534,7 @@ def test_an_exports_file_and_manifest_rewritten_together_are_refused(
     run("sealtrail", "export", "--format", "csv", "--action", "file.*", "-o", str(out), env=cli_env)
     run("sealtrail", "export", "--format", "csv", "--action", "file.read", "-o", str(other),
         env=cli_env)  # fmt: skip
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
     kept = tmp_path / "audit.csv.manifest.json"
     exported, manifest = out.read_bytes(), json.loads(kept.read_text())
     statement = manifest["statement"]
@@ -2540,7 +2591,7 @@ def test_an_exports_file_and_manifest_rewritten_together_are_refused(
 
 
 def test_checking_an_export_says_the_signed_range_and_filter(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
 ) -> None:
     """MATCHES said the file was the export its manifest described, and no
     more: a filtered export of seqs 2..5 (one actor's) read as the whole
@@ -2560,7 +2611,7 @@ def test_checking_an_export_says_the_signed_range_and_filter(
     run("sealtrail", "export", "--format", "csv", "--seq", "2-5", "--actor", "alice",
         "-o", str(some), env=cli_env)  # fmt: skip
     run("sealtrail", "export", "--format", "csv", "-o", str(log), env=cli_env)
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
 
     def matches(out: Path) -> str:
         checked = run("sealtrail", "checkpoint", "--check", f"{out}.manifest.json",
@@ -2599,7 +2650,7 @@ def test_checking_an_export_says_the_signed_range_and_filter(
 
 
 def test_an_export_is_checked_with_a_later_checkpoint_against_one_log_today(
-    cli_env: dict[str, str], tmp_path: Path
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
 ) -> None:
     """An auditor holding an export and a checkpoint saved later gives both:
     each is checked against one checkpoint of today's log, so the export's
@@ -2615,7 +2666,7 @@ def test_an_export_is_checked_with_a_later_checkpoint_against_one_log_today(
     later = tmp_path / "later.txt"
     later.write_text(run("sealtrail", "checkpoint", "--fresh", env=cli_env).stdout)
     run("sealtrail", "record", "--action", "file.delete", "--actor-id", "ops", env=cli_env)
-    key = run("sealtrail-server", "key", "show").stdout.strip()
+    key = verifier_key
     kept = tmp_path / "audit.csv.manifest.json"
     exported, held = json.loads(kept.read_text())["tree_size"], int(later.read_text().split()[1])
 
