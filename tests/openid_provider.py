@@ -314,7 +314,7 @@ def signed_in(browser: httpx.Client) -> dict[str, Any]:
 def events_of(browser: httpx.Client, token: str, action: str) -> list[dict[str, Any]]:
     """The events of `action` the console's search finds (read with `token`)."""
     answer = browser.get(
-        "/api/events", params={"action": action}, headers={"Authorization": f"Bearer {token}"}
+        "/api/events", params={"actions": action}, headers={"Authorization": f"Bearer {token}"}
     )
     assert answer.status_code == 200, answer.text
     return [event for event in answer.json()["events"] if event["action"] == action]

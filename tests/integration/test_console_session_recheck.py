@@ -73,7 +73,7 @@ def _revoked(sql: psycopg.Connection[Any], token_id: str) -> bool:
 
 def _search(browser: httpx.Client, token: str) -> httpx.Response:
     return browser.get(
-        "/api/events", params={"action": "x.y"}, headers={"Authorization": f"Bearer {token}"}
+        "/api/events", params={"actions": "x.y"}, headers={"Authorization": f"Bearer {token}"}
     )
 
 
