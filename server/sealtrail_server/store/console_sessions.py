@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 import psycopg
 
-from ..domain.errors import Unavailable
-from .console_sign_ins import digest, seal, unseal
-from .database import RETRY_AFTER_SECONDS, Database
-from .db_errors import named
+from .console_sign_ins import console_connection, digest, seal, unseal
+from .database import Database
 
 log = logging.getLogger(__name__)
 
@@ -118,19 +115,13 @@ class SessionsKept:
         self._db = db
         self._tenant_id = tenant_id
 
-    @asynccontextmanager
-    async def _connection(self, doing: str) -> AsyncIterator[Connection]:
-        """The tenant's connection; a database error said by its name only,
-        as Unavailable."""
-        try:
-            async with self._db.connection(self._tenant_id) as conn:
-                yield conn
-        except psycopg.Error as error:
-            log.warning("console session: %s failed: %s", doing, named(error))
-            raise Unavailable(
-                "the database did not answer for this session; try again",
-                retry_after=RETRY_AFTER_SECONDS,
-            ) from None
+    def _connection(self, doing: str) -> AbstractAsyncContextManager[Connection]:
+        return console_connection(
+            self._db,
+            self._tenant_id,
+            doing=f"console session: {doing}",
+            refusal="the database did not answer for this session; try again",
+        )
 
     async def keep(
         self,

@@ -26,7 +26,7 @@ import hmac
 import logging
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -117,6 +117,21 @@ def _opened(code: str, token_id: str, sealed: bytes) -> str | None:
     return None if opened is None else opened.decode()
 
 
+@asynccontextmanager
+async def console_connection(
+    db: Database, tenant_id: str, *, doing: str, refusal: str
+) -> AsyncIterator[Connection]:
+    """The tenant's connection for the console's sign-ins and sessions: a
+    database error logged by its name only (`doing` failed), and answered as
+    Unavailable saying `refusal`, with a retry delay."""
+    try:
+        async with db.connection(tenant_id) as conn:
+            yield conn
+    except psycopg.Error as error:
+        log.warning("%s failed: %s", doing, named(error))
+        raise Unavailable(refusal, retry_after=RETRY_AFTER_SECONDS) from None
+
+
 class SignInsKept:
     """A console's sign-ins under way and codes not yet exchanged, of
     `tenant_id`, `most` of each kept at most."""
@@ -126,19 +141,13 @@ class SignInsKept:
         self._tenant_id = tenant_id
         self._most = most
 
-    @asynccontextmanager
-    async def _connection(self, doing: str) -> AsyncIterator[Connection]:
-        """The tenant's connection; a database error said by its name only,
-        as Unavailable."""
-        try:
-            async with self._db.connection(self._tenant_id) as conn:
-                yield conn
-        except psycopg.Error as error:
-            log.warning("console sign-in: %s failed: %s", doing, named(error))
-            raise Unavailable(
-                "the database did not keep this sign-in; try again",
-                retry_after=RETRY_AFTER_SECONDS,
-            ) from None
+    def _connection(self, doing: str) -> AbstractAsyncContextManager[Connection]:
+        return console_connection(
+            self._db,
+            self._tenant_id,
+            doing=f"console sign-in: {doing}",
+            refusal="the database did not keep this sign-in; try again",
+        )
 
     async def _add(self, conn: Connection, stage: Stage, **row: Any) -> None:
         values = {
