@@ -163,16 +163,11 @@ def connection_cap(most: int) -> int:
     return cap
 
 
-def address_in_use(address: str) -> bool:
-    """Whether another socket listens on every address HOST:PORT resolves to,
-    found binding each as gRPC would (SO_REUSEADDR, no SO_REUSEPORT), so that
-    the start refuses it in its own words: gRPC's refusal came after its C++
-    log line (`E1206 ... add_port.cc:83] Failed to add port to server ...`),
-    printed above them (helper-311). False where gRPC would say more (a port
-    of 0, a host that does not resolve): gRPC binds it, or refuses it."""
+def _bound_as_grpc_binds(address: str) -> list[int | None] | None:
+    """Each address HOST:PORT resolves to, bound as gRPC binds it
+    (SO_REUSEADDR, no SO_REUSEPORT) and let go: the errno each was refused
+    with, None for one bound; None if HOST:PORT does not resolve."""
     host, _, port = address.rpartition(":")
-    if not port.isdigit() or int(port) == 0:
-        return False
     try:
         found = socket.getaddrinfo(
             host.removeprefix("[").removesuffix("]"),
@@ -180,19 +175,35 @@ def address_in_use(address: str) -> bool:
             type=socket.SOCK_STREAM,
             flags=socket.AI_PASSIVE,
         )
-    except (OSError, UnicodeError):
-        return False
+    except (OSError, UnicodeError, ValueError):
+        return None
+    refused: list[int | None] = []
     for family, kind, protocol, _, where in found:
         with socket.socket(family, kind, protocol) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(where)
             except OSError as error:
-                if error.errno != errno.EADDRINUSE:
-                    return False
+                refused.append(error.errno)
             else:
-                return False
-    return bool(found)
+                refused.append(None)
+    return refused
+
+
+def address_in_use(address: str) -> bool:
+    """Whether another socket listens on every address HOST:PORT resolves to,
+    found binding each as gRPC would (SO_REUSEADDR, no SO_REUSEPORT), so that
+    the start refuses it in its own words: gRPC's refusal came after its C++
+    log line (`E1206 ... add_port.cc:83] Failed to add port to server ...`),
+    printed above them (helper-311). False where gRPC would say more (a port
+    of 0, a host that does not resolve): gRPC binds it, or refuses it."""
+    _, _, port = address.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return False
+    refused = _bound_as_grpc_binds(address)
+    if not refused:  # unresolved: gRPC's to refuse
+        return False
+    return all(errno_ == errno.EADDRINUSE for errno_ in refused)
 
 
 def _listen_refused(address: str, why: str = "in use") -> str:
@@ -212,24 +223,12 @@ _NOT_BOUND: Final = {
 def why_not_bound(address: str) -> str:
     """Why gRPC refused `address`, not in use (`address_in_use`): found by
     binding it as gRPC would; "in use or invalid" left the reader to guess."""
-    host, _, port = address.rpartition(":")
-    try:
-        found = socket.getaddrinfo(
-            host.removeprefix("[").removesuffix("]"),
-            int(port),
-            type=socket.SOCK_STREAM,
-            flags=socket.AI_PASSIVE,
-        )
-    except (OSError, UnicodeError, ValueError):
+    refused = _bound_as_grpc_binds(address)
+    if refused is None:
         return "not a HOST:PORT this machine can resolve"
-    for family, kind, protocol, _, where in found:
-        with socket.socket(family, kind, protocol) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(where)
-            except OSError as error:
-                if error.errno in _NOT_BOUND:
-                    return _NOT_BOUND[error.errno]
+    for errno_ in refused:
+        if errno_ in _NOT_BOUND:
+            return _NOT_BOUND[errno_]
     return "gRPC could not bind it"
 
 
