@@ -93,7 +93,7 @@ from sealtrail._errors import (
     stream_metadata,
 )
 from sealtrail._export import ExportFile, ExportFormat, export_format
-from sealtrail._paged import Item, PagedReq, PageResp
+from sealtrail._paged import Item, PagedReq, PageResp, first_items_async
 from sealtrail._report import ActivityReport, ReportPlan
 from sealtrail._retry import (
     COUNT_TIMEOUT,
@@ -519,27 +519,22 @@ class AsyncAuditClient:
             raise ValueError(f"limit: must be 0 or more (None: every match), not {limit}")
         return self._query(filter, order, page_size, limit)
 
-    async def _query(
+    def _query(
         self,
         filter: event_pb2.EventFilter | None,
         order: Order,
         page_size: int,
         limit: int | None,
     ) -> AsyncIterator[event_pb2.Event]:
-        """query's events: a generator's checks ran at its first event, not at the call."""
-        if limit is not None:
-            page_size = min(page_size, limit)
-        remaining, token = limit, ""
-        while remaining is None or remaining > 0:
-            page = await self.query_page(filter, order=order, page_size=page_size, page_token=token)
-            events = page.events[:remaining]
-            for event in events:
-                yield event
-            if remaining is not None:
-                remaining -= len(events)
-            token = page.next_page_token
-            if not token:
-                return
+        """query's events, read as they are taken (the checks ran at the call)."""
+        return first_items_async(
+            lambda size, token: self.query_page(
+                filter, order=order, page_size=size, page_token=token
+            ),
+            lambda page: page.events,
+            page_size=page_size,
+            limit=limit,
+        )
 
     async def query_page(
         self,
@@ -857,24 +852,17 @@ class AsyncAuditClient:
             raise ValueError(f"limit: must be 0 or more (None: every entry), not {limit}")
         return self._action_catalog_entries(page_size, limit, timeout)
 
-    async def _action_catalog_entries(
+    def _action_catalog_entries(
         self, page_size: int, limit: int | None, timeout: float
     ) -> AsyncIterator[catalog_pb2.ActionCatalogEntry]:
-        """action_catalog_entries's entries: a generator's checks ran at its
-        first entry, not at the call."""
-        if limit is not None:
-            page_size = min(page_size, limit)
-        remaining, token = limit, ""
-        while remaining is None or remaining > 0:
-            page = await self.action_catalog(limit=page_size, page_token=token, timeout=timeout)
-            entries = page.entries[:remaining]
-            for entry in entries:
-                yield entry
-            if remaining is not None:
-                remaining -= len(entries)
-            token = page.next_page_token
-            if not token:
-                return
+        """action_catalog_entries's entries, read as they are taken (the checks
+        ran at the call)."""
+        return first_items_async(
+            lambda size, token: self.action_catalog(limit=size, page_token=token, timeout=timeout),
+            lambda page: page.entries,
+            page_size=page_size,
+            limit=limit,
+        )
 
     async def hash_secret(self, value: str) -> str:
         """Admin: `hmac-sha256:<hex>`, what redaction in HMAC mode writes for
