@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from wsgiref.handlers import SimpleHandler
@@ -221,15 +221,23 @@ async def test_asgi_without_sealtrail_answers_and_counts_or_refuses_when_fail_cl
         assert fail_closed.unrecorded == 2
 
 
-async def test_asgi_records_a_cancelled_request_as_a_499_failure_and_cancels_on(
-    server: ServerThread, tenant: str
-) -> None:
+def _waiting_until_cancelled() -> tuple[asyncio.Event, Callable[[Request], Awaitable[Response]]]:
+    """A Starlette endpoint that waits until its request is cancelled, and
+    the event it sets once a request entered it."""
     entered = asyncio.Event()
 
     async def waits(request: Request) -> Response:
         entered.set()
         await asyncio.Event().wait()  # until the server cancels the request
         raise AssertionError("not cancelled")
+
+    return entered, waits
+
+
+async def test_asgi_records_a_cancelled_request_as_a_499_failure_and_cancels_on(
+    server: ServerThread, tenant: str
+) -> None:
+    entered, waits = _waiting_until_cancelled()
 
     async def cancels(request: Request) -> Response:
         raise asyncio.CancelledError  # as anyio's cancel scopes deliver one
@@ -262,12 +270,7 @@ async def test_asgi_records_a_cancelled_request_as_a_499_failure_and_cancels_on(
 async def test_asgi_cancellation_waits_for_its_record_no_longer_than_cancel_grace(
     silent: str,
 ) -> None:
-    entered = asyncio.Event()
-
-    async def waits(request: Request) -> Response:
-        entered.set()
-        await asyncio.Event().wait()
-        raise AssertionError("not cancelled")
+    entered, waits = _waiting_until_cancelled()
 
     # Sealtrail takes the connection and never answers: the record would wait
     # out the client's timeout (a minute), the cancellation only `cancel_grace`.
@@ -327,13 +330,8 @@ async def _cancelled_put(app: Any, entered: asyncio.Event) -> None:
 async def test_asgi_drains_records_of_cancelled_requests_at_lifespan_shutdown(
     server: ServerThread, tenant: str
 ) -> None:
-    entered = asyncio.Event()
+    entered, waits = _waiting_until_cancelled()
     shut: list[int] = []
-
-    async def waits(request: Request) -> Response:
-        entered.set()
-        await asyncio.Event().wait()
-        raise AssertionError("not cancelled")
 
     audit = AsyncAuditClient(server.target, token=server.token(tenant))
 
@@ -390,12 +388,7 @@ async def test_asgi_answers_the_lifespan_of_an_application_without_one_and_drain
 async def test_asgi_shutdown_waits_for_records_no_longer_than_drain_timeout(
     silent: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    entered = asyncio.Event()
-
-    async def waits(request: Request) -> Response:
-        entered.set()
-        await asyncio.Event().wait()
-        raise AssertionError("not cancelled")
+    entered, waits = _waiting_until_cancelled()
 
     # Sealtrail never answers: the record would wait out the client's minute.
     audit = AsyncAuditClient(silent, token="stk_unused", max_attempts=1, timeout=60)
