@@ -269,6 +269,9 @@ class ServerThread:
             # at a random moment would take the job's lock from a test's pass.
             # Tests run passes when they mean to (`purger.run_once()`).
             "retention_interval": 0,
+            # Nor of the credential backfill (ADR 0143): tests run it when they
+            # mean to (`credential_backfill.run_once()`), with rows of their own.
+            "credential_backfill": False,
             # Every test calls from 127.0.0.1, most on the session's server: one
             # test's unknown tokens (an erased tenant's) would spend another's
             # budget. Tests of the budget set one (test_token_cache.py).

@@ -50,6 +50,7 @@ from .api.servicer import AuditLogServicer
 from .api.sink_records import SinkRecords
 from .auth.last_use import LastUses
 from .auth.tokens import Authenticator
+from .backfill.credentials import CredentialBackfill
 from .config import Settings
 from .console.hosts import parse_allowed_hosts
 from .console.oidc import PROVIDER_TIMEOUT, OidcConfig, Provider
@@ -402,6 +403,7 @@ class Service:
         self._appender: Appender | None = None
         self._checkpointer: Checkpointer | None = None
         self.purger: Purger | None = None
+        self.credential_backfill: CredentialBackfill | None = None
         self.forwarder: Forwarder | None = None
         self.console: Console | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -530,6 +532,13 @@ class Service:
             meter=self._meter,
         )
         self.purger.start()
+        if settings.credential_backfill:
+            self.credential_backfill = CredentialBackfill(
+                self._owner_database_url,
+                batch_rows=settings.credential_backfill_batch_rows,
+                meter=self._meter,
+            )
+            self.credential_backfill.start()
         self._hub = StreamHub(
             db,
             database_url=self._database_url,
@@ -946,6 +955,8 @@ class Service:
             await self.forwarder.stop()
         if self._hub is not None:
             await self._hub.stop()
+        if self.credential_backfill is not None:
+            await self.credential_backfill.stop()
         if self.purger is not None:
             await self.purger.stop()
         if self._checkpointer is not None:

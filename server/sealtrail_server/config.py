@@ -187,6 +187,11 @@ class Settings:
     # may keep events for less (forever always passes), and the purge keeps
     # to it even for a policy stored before it was raised.
     retention_min_days: int = 0
+    # Whether the credential backfill runs (ADR 0143): the credential columns
+    # of events appended before migration 0056 written from their records, by
+    # one process of the deployment at a time, this many rows a transaction.
+    credential_backfill: bool = True
+    credential_backfill_batch_rows: int = 1000
     # Who erases a tenant: "admin", its admin token over the API (EraseTenant);
     # or "operator", `sealtrail-server tenant erase` alone, the API refusing.
     tenant_erasure: str = "admin"
@@ -421,6 +426,7 @@ _AT_LEAST_ONE = (
     "stream_max_per_tenant",  # 0 refused every stream
     "stream_max_per_process",
     "retention_batch_events",
+    "credential_backfill_batch_rows",
     "export_rate_limit",  # 0 refused every export
     "export_max_per_tenant",  # 0 would refuse every export
     "export_max_per_process",

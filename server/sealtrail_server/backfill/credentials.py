@@ -1,0 +1,220 @@
+"""The credential backfill (ADR 0143): the credential columns of the events
+appended before migration 0056 (or by an older release's process during a
+rolling upgrade), whose `credential_kind` is NULL, written from their
+records, so that a count by credential and the `credential_id` filter read
+columns, not records (ADR 0142).
+
+One process of a deployment runs it at a time, as the purge job
+(`retention/purger.py`): a session-level advisory lock on the owner's
+connection, taken without a wait; a process that finds it held looks again
+later. The job walks the tenants with unread rows (events_credential_unread)
+and each one's rows in seq order, in batches of `batch_rows` of a short
+transaction each, waiting at most LOCK_TIMEOUT for a row another
+transaction holds, and pausing `pause` seconds between batches so that the
+appender's writes are not starved. A tenant an erasure holds is skipped (its
+rows are going); a batch that waited out its lock (a purge's batch holds
+the rows) is tried again at the next look. Restartable: what is written is
+written for good, and a run starts again from what is still NULL. Once none
+is, it looks again hourly (an older release's process may still append)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+import psycopg
+from opentelemetry.metrics import Meter
+
+from ..measures import no_meter
+from ..stopping import end_tasks
+from ..store.credential_backfill import any_unread, backfill_batch, next_tenant
+from ..store.db_errors import named
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key of the credential backfill ("sealcred" in ASCII).
+LOCK_KEY: Final = 0x7365616C63726564
+DEFAULT_BATCH_ROWS: Final = 1000
+# Seconds between two batches: a batch of 1,000 rows takes some tens of
+# milliseconds; the pause leaves the appender the database most of the time.
+DEFAULT_PAUSE: Final = 0.2
+# How long a batch waits for a row another transaction holds (a purge's
+# batch, an erasure's delete), as the partitions' statements do.
+LOCK_TIMEOUT: Final = "200ms"
+# Seconds from a process's start to its first look.
+FIRST_LOOK_AFTER: Final = 60.0
+# Seconds before the next look: after a run that left nothing unread; after
+# one that left rows (a tenant held by a purge or an erasure, a failure) or
+# found the job held by another process.
+LOOK_AGAIN: Final = 3600.0
+LOOK_AGAIN_BUSY: Final = 300.0
+# The job's session ends itself if its process stops answering (as the purge's).
+_IDLE_IN_TRANSACTION: Final = "1min"
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """What one run did: rows written, and whether any row was left unread
+    (a tenant skipped, or appended meanwhile by an older release)."""
+
+    written: int
+    left: bool
+
+
+class CredentialBackfill:
+    def __init__(
+        self,
+        owner_url: str,
+        *,
+        batch_rows: int = DEFAULT_BATCH_ROWS,
+        pause: float = DEFAULT_PAUSE,
+        first_look_after: float = FIRST_LOOK_AFTER,
+        lock_timeout: str = LOCK_TIMEOUT,
+        meter: Meter | None = None,
+    ) -> None:
+        """`meter`: rows written, failures (docs/metrics.md)."""
+        if batch_rows < 1 or pause < 0:
+            raise ValueError("a backfill batch holds a row at least, and pauses 0 s or more")
+        self._owner_url = owner_url
+        self._batch_rows = batch_rows
+        self._pause = pause
+        self._first_look_after = first_look_after
+        self._lock_timeout = lock_timeout
+        self._task: asyncio.Task[None] | None = None
+        meter = meter or no_meter()
+        self._written = meter.create_counter(
+            "sealtrail.backfill.credentials.rows",
+            unit="{event}",
+            description="Events whose credential columns this process's backfill wrote"
+            " from their records.",
+        )
+        self._faults = meter.create_counter(
+            "sealtrail.backfill.credentials.failures",
+            unit="{failure}",
+            description="Backfill runs and batches that failed (each logged).",
+        )
+        self._faults.add(0)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sealtrail-credential-backfill")
+
+    async def stop(self) -> None:
+        await end_tasks([self._task])
+        self._task = None
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self._first_look_after)
+        while True:
+            again = LOOK_AGAIN_BUSY
+            try:
+                run = await self.run_once()
+                if run is not None and not run.left:
+                    again = LOOK_AGAIN
+            except (psycopg.Error, OSError) as error:
+                self._faults.add(1)
+                log.warning(
+                    "credential backfill: a run failed (%s); trying again in %.0f s",
+                    named(error),
+                    again,
+                )
+            except Exception:  # the job must outlive any one run
+                self._faults.add(1)
+                log.exception("credential backfill: a run failed; trying again in %.0f s", again)
+            await asyncio.sleep(again)
+
+    async def run_once(self) -> Run | None:
+        """Every unread row written, tenant by tenant, batch by batch; None if
+        another process holds the job."""
+        async with self._job() as conn:
+            if conn is None:
+                return None
+            return await self._run_tenants(conn)
+
+    async def _run_tenants(self, conn: psycopg.AsyncConnection[Any]) -> Run:
+        loop = asyncio.get_running_loop()
+        written, skipped, tenant = 0, False, ""
+        started = loop.time()
+        while (found := await next_tenant(conn, tenant)) is not None:
+            tenant = found
+            n, done = await self._tenant(conn, tenant)
+            written += n
+            skipped = skipped or not done
+        left = skipped or await any_unread(conn)
+        if written:
+            log.info(
+                "credential backfill: wrote the credential columns of %d events from their"
+                " records in %.1f s%s",
+                written,
+                loop.time() - started,
+                "; some are left for the next run" if left else "; none is left",
+            )
+        return Run(written, left)
+
+    async def _tenant(self, conn: psycopg.AsyncConnection[Any], tenant_id: str) -> tuple[int, bool]:
+        """The tenant's unread rows written: how many, and whether all were
+        (not if an erasure holds the tenant, or a batch waited out its lock
+        or failed: left for the next run)."""
+        written, after = 0, -1
+        while True:
+            try:
+                batch = await backfill_batch(
+                    conn,
+                    tenant_id,
+                    after=after,
+                    rows=self._batch_rows,
+                    lock_timeout=self._lock_timeout,
+                )
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as error:
+                log.info(
+                    "credential backfill: %s's rows are held (%s); left for the next run",
+                    tenant_id,
+                    named(error),
+                )
+                return written, False
+            except psycopg.Error as error:
+                if conn.broken:
+                    raise
+                self._faults.add(1)
+                log.warning(
+                    "credential backfill: a batch of %s failed (%s); left for the next run",
+                    tenant_id,
+                    named(error),
+                )
+                return written, False
+            if batch is None:
+                log.info("credential backfill: %s is being erased; skipped", tenant_id)
+                return written, False
+            if batch.last_seq is None:
+                return written, True
+            written += batch.written
+            self._written.add(batch.written)
+            after = batch.last_seq
+            await asyncio.sleep(self._pause)
+
+    @asynccontextmanager
+    async def _job(self) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
+        """The owner's connection holding the job's lock, or None if another
+        process holds it."""
+        async with await psycopg.AsyncConnection.connect(
+            self._owner_url, autocommit=True, application_name="sealtrail-credential-backfill"
+        ) as conn:
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
+            row = await cursor.fetchone()
+            if not (row and row[0]):
+                log.debug("credential backfill: another process holds the job; skipping")
+                yield None
+                return
+            await conn.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                [_IDLE_IN_TRANSACTION],
+            )
+            try:
+                yield conn
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
