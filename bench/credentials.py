@@ -13,18 +13,28 @@ common actor and of a common credential; of the rare actor and the rare
 credential (where a filter no index serves reads the whole tenant to find
 them); and of the heavy actor and the heavy credential (where a page that
 reads every match before it sorts them reads all --heavy). Each figure is
-the median of --calls calls, reported as a ratio to its companion by actor."""
+the median of --calls calls, reported as a ratio to its companion by actor.
+
+With --before-0056 the tenant's rows are then made as a release before
+migration 0056 appended them (credential columns NULL: read off their
+records, ADR 0142), measured so, backfilled by the credential backfill
+(ADR 0143), and measured again: each figure's ratio before and after, in the
+same run (the server's own backfill turned off meanwhile)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+import psycopg
+
 from sealtrail import AuditClient, build_event, build_filter
 from sealtrail.v1 import event_pb2
+from sealtrail_server.backfill.credentials import CredentialBackfill
 
 from . import environment
 
@@ -146,6 +156,36 @@ def measure(client: AuditClient, calls: int) -> dict[str, float]:
     return {name: statistics.median(times) for name, times in found.items()}
 
 
+def as_before_0056(database_url: str, tenant: str) -> int:
+    """The tenant's rows made as a release before migration 0056 appended
+    them (credential columns NULL), the events trigger off for the session
+    (`session_replication_role`, a superuser's); how many. Then ANALYZE."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET session_replication_role = replica")
+        cursor = conn.execute(
+            "UPDATE events SET credential_kind = NULL, credential_id = NULL,"
+            " credential_hint = NULL WHERE tenant_id = %s",
+            [tenant],
+        )
+        conn.execute("SET session_replication_role = DEFAULT")
+        conn.execute("VACUUM ANALYZE events")
+        return cursor.rowcount
+
+
+def backfill(database_url: str) -> float:
+    """The credential backfill run to its end (no pause between batches),
+    then VACUUM ANALYZE; seconds the backfill took."""
+    started = time.perf_counter()
+    run = asyncio.run(CredentialBackfill(database_url, pause=0).run_once())
+    seconds = time.perf_counter() - started
+    if run is None or run.left:
+        raise RuntimeError(f"the backfill left rows: {run}")
+    print(f"  backfilled {run.written:,} events in {seconds:.1f} s", flush=True)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE events")
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.credentials", description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="events in the tenant")
@@ -153,22 +193,43 @@ def main(argv: list[str] | None = None) -> None:
         "--heavy", type=int, default=100_000, help="events of the heavy actor and credential"
     )
     parser.add_argument("--calls", type=int, default=25, help="calls per figure")
+    parser.add_argument(
+        "--before-0056",
+        action="store_true",
+        help="measure the rows as appended before migration 0056, then after the backfill",
+    )
     options = parser.parse_args(argv)
     if options.events < RARE or options.calls < 1 or options.heavy < 1:
         parser.error(f"--events must be at least {RARE}, --heavy and --calls at least 1")
     with environment.temp_dir() as workdir, environment.database(workdir) as database:
         tenant = "bench-credentials"
         token = environment.create_token(database.url, tenant)
-        with environment.server(database.url, workdir) as server:
+        settings = {"SEALTRAIL_CREDENTIAL_BACKFILL": "false"}
+        with environment.server(database.url, workdir, settings=settings) as server:
             client = AuditClient(server.target, token=token)
+            runs: list[tuple[str, dict[str, float]]] = []
             try:
                 total = options.events + options.heavy
                 print(f"recording {total:,} events ...", flush=True)
                 seconds_taken = load(client, options.events, options.heavy)
                 print(f"  recorded in {seconds_taken:.1f} s", flush=True)
-                seconds = measure(client, options.calls)
+                if options.before_0056:
+                    made = as_before_0056(database.url, tenant)
+                    print(f"  {made:,} events made as appended before 0056", flush=True)
+                    runs.append(("before the backfill", measure(client, options.calls)))
+                    backfill(database.url)
+                    runs.append(("after the backfill", measure(client, options.calls)))
+                else:
+                    runs.append(("", measure(client, options.calls)))
             finally:
                 client.close()
+    for title, seconds in runs:
+        if title:
+            print(title)
+        _report(seconds)
+
+
+def _report(seconds: dict[str, float]) -> None:
     pairs = (
         ("count by credential", "count by actor"),
         ("query by credential_id", "query by actor"),
