@@ -39,8 +39,26 @@ def until(
     deadline = time.monotonic() + seconds
     while not condition():
         waiting = any(not call.done() for call in calls)
-        assert time.monotonic() < deadline and waiting, "nothing waited"
+        in_time = time.monotonic() < deadline
+        if not (in_time and waiting):
+            why = "every call ended" if in_time else f"the condition did not hold in {seconds:g} s"
+            ended = "; ".join(f"call {i}: {_ended(call)}" for i, call in enumerate(calls))
+            raise AssertionError(f"nothing waited: {why}; {ended}")
         time.sleep(0.01)
+
+
+def _ended(call: Future[Any]) -> str:
+    """How `call` ended, or that it is still pending: "nothing waited" alone
+    did not tell a call that ended (and how) from a condition that never held
+    while the call waited on (a long readers' test on a loaded CI machine)."""
+    if not call.done():
+        return "pending"
+    if call.cancelled():
+        return "cancelled"
+    error = call.exception()
+    if error is not None:
+        return f"raised {type(error).__name__}: {error}"[:300]
+    return f"returned {call.result()!r}"[:300]
 
 
 def until_waiting(
