@@ -23,6 +23,7 @@ from wsgiref.util import FileWrapper
 
 import httpx
 import pytest
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -292,6 +293,138 @@ async def test_asgi_cancellation_waits_for_its_record_no_longer_than_cancel_grac
     await audit.close()
     await app.drain()
     assert app.unrecorded == 1
+
+
+@contextlib.asynccontextmanager
+async def _uvicorn(app: Any) -> AsyncIterator[tuple[int, asyncio.Event]]:
+    """`app` served by uvicorn on 127.0.0.1 port 0, in this loop: its port, and
+    an event set once a request's call of the application (the middleware's
+    record included) has returned."""
+    returned = asyncio.Event()
+
+    async def served(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            returned.set()
+
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()  # a client's connection waits in the backlog, never refused
+    config = uvicorn.Config(served, lifespan="off", log_level="warning")
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve(sockets=[listening]))
+    try:
+        yield listening.getsockname()[1], returned
+    finally:
+        server.should_exit = True
+        async with asyncio.timeout(30):
+            await serving
+        listening.close()
+
+
+async def _gone_after(
+    port: int, path: str, until: Callable[[asyncio.StreamReader], Awaitable[object]]
+) -> None:
+    """A raw HTTP/1.1 POST of `path` (by u_7) whose client closes its
+    connection once `until(its reader)` returned, the response not read whole."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST {path} HTTP/1.1\r\nhost: service.test\r\nx-user: u_7\r\n"
+    writer.write(f"{head}content-length: 0\r\n\r\n".encode())
+    await writer.drain()
+    async with asyncio.timeout(30):
+        await until(reader)
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_asgi_records_a_request_whose_client_left_under_uvicorn_as_cut(
+    server: ServerThread, tenant: str
+) -> None:
+    # uvicorn cancels nothing when a client goes: the application's receive()
+    # says `http.disconnect` (Starlette's StreamingResponse listens for it and
+    # ends its stream), and its send() goes nowhere.
+    entered = asyncio.Event()
+
+    async def export(request: Request) -> Response:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"chunk 0\n"
+            await asyncio.Event().wait()  # more to come, until the client goes
+            yield b"never\n"
+
+        return StreamingResponse(chunks())
+
+    async def answers_anyway(request: Request) -> Response:
+        await request.body()
+        entered.set()
+        message = await request.receive()  # the body read, only its client leaving is left
+        assert message["type"] == "http.disconnect"
+        return JSONResponse({"cancelled": request.path_params["id"]}, status_code=201)
+
+    routes = [
+        Route("/v1/export/{id}", export, methods=["POST"]),
+        Route("/v1/orders/{id}/cancel", answers_anyway, methods=["POST"]),
+    ]
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        app = AsgiAudit(Starlette(routes=routes), client=audit, actor=_actor)
+        async with _uvicorn(app) as (port, returned):
+            await _gone_after(port, "/v1/export/e_1", lambda r: r.readuntil(b"chunk 0\n"))
+            await returned.wait()
+            returned.clear()
+            await _gone_after(port, "/v1/orders/o_1/cancel", lambda r: entered.wait())
+            await returned.wait()
+        streamed, answered = await _recorded(audit)
+        assert app.unrecorded == 0
+    # Its response had started: the status that went out, but the client
+    # never had it whole; a failure.
+    assert (streamed.actor.id, streamed.context.http_route) == ("u_7", "/v1/export/{id}")
+    assert (streamed.context.http_status_code, streamed.outcome) == (
+        200,
+        event_pb2.OUTCOME_FAILURE,
+    )
+    # Gone before the response started: nginx's 499, as a cancelled request.
+    assert (answered.context.http_route, answered.context.http_status_code) == (
+        "/v1/orders/{id}/cancel",
+        499,
+    )
+    assert answered.outcome == event_pb2.OUTCOME_FAILURE
+
+
+async def test_asgi_records_a_request_whose_send_raised_that_its_client_left(
+    server: ServerThread, tenant: str
+) -> None:
+    # ASGI 2.4: a server's send() raises an OSError once the client is gone;
+    # an application may take that as the end of its response and return.
+    async def leaves_quietly(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        try:
+            await send({"type": "http.response.body", "body": b"part", "more_body": True})
+            await send({"type": "http.response.body", "body": b"rest"})
+        except OSError:
+            return
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def gone(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            raise ConnectionResetError("the client went")
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "method": "POST",
+        "path": "/v1/reports",
+        "headers": [(b"x-user", b"u_8")],
+        "client": ("203.0.113.9", 50123),
+    }
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        app = AsgiAudit(leaves_quietly, client=audit, actor=_actor)
+        await app(scope, receive, gone)
+        (event,) = await _recorded(audit)
+    assert (event.actor.id, event.context.http_status_code) == ("u_8", 201)
+    assert event.outcome == event_pb2.OUTCOME_FAILURE
 
 
 class _Lifespan:

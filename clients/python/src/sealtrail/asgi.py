@@ -94,7 +94,12 @@ class AuditMiddleware:
     as a failure with the status that went out, else 499, and its cancellation
     goes on once the record is acknowledged or `cancel_grace` seconds passed,
     whichever is first; a record still running then carries on in the
-    background, bounded by the client's timeouts (`drain()` awaits it).
+    background, bounded by the client's timeouts (`drain()` awaits it). A
+    request whose client left before its response's end went out, as the
+    middleware sees it (the server's receive() said `http.disconnect`, as
+    uvicorn's and hypercorn's do, cancelling nothing; or its send() raised an
+    OSError, as ASGI 2.4 says), is recorded so too, with no wait: a failure,
+    the status that went out, else 499; never raised when fail-closed.
 
     The server's `lifespan.shutdown` reaches the application once those
     records are done, or `drain_timeout` seconds passed (None: no bound; those
@@ -250,48 +255,79 @@ class _Exchange:
         self._held_start: Message | None = None
         self._start_sent = False
         self._recorded = False
+        # The client left before the response's end went out: the server's
+        # receive() said `http.disconnect`, or its send() raised an OSError.
+        self._client_left = False
 
     async def run(self, receive: Receive) -> None:
+        async def audited_receive() -> Message:
+            message = await receive()
+            if message.get("type") == "http.disconnect" and not self._recorded:
+                self._client_left = True  # before the response's end went out
+            return message
+
         try:
-            await self._middleware.app(self._scope, receive, self._audited_send)
+            await self._middleware.app(self._scope, audited_receive, self._audited_send)
         except Exception:
             if not self._recorded:
                 # The server answers 500 unless the response had started.
-                status = self._status if self._start_sent and self._status else 500
-                await self._record(status, cut=True, raising=False)
+                await self._record(self._cut_status(), cut=True, raising=False)
             raise
         except asyncio.CancelledError:
             if not self._recorded:
-                status = self._status if self._start_sent and self._status else CANCELLED_STATUS
                 await self._middleware.record_cancelled(
-                    self._record(status, cut=True, raising=False)
+                    self._record(self._cut_status(CANCELLED_STATUS), cut=True, raising=False)
                 )
             raise
-        if not self._recorded:  # the application returned without ending its response
+        if self._recorded:
+            return
+        if self._client_left:
+            await self._record(self._cut_status(), cut=True, raising=False)
+        else:  # the application returned without ending its response
             await self._record(self._status or 500, cut=self._status is None, raising=True)
-            if self._held_start is not None:
-                await self._pass_start()
+        if self._held_start is not None:
+            await self._pass_start()
+
+    def _cut_status(self, otherwise: int = 500) -> int:
+        """The status of a response cut short: the one that went out if it had
+        started, else 499 if its client had left (or the request was
+        cancelled), else `otherwise` (500: what the server answers)."""
+        if self._start_sent and self._status:
+            return self._status
+        return CANCELLED_STATUS if self._client_left else otherwise
 
     async def _audited_send(self, message: Message) -> None:
         kind = message.get("type")
         if self._recorded:
-            await self._send(message)
+            await self._server_send(message)
         elif kind == "http.response.start":
             self._status = int(message["status"])
             self._held_start = message
         elif kind in _LAST_BODY and not message.get("more_body", False):
-            await self._record(self._status or 500, cut=False, raising=True)
+            if self._client_left:  # no client to receive it whole: cut
+                await self._record(self._cut_status(), cut=True, raising=False)
+            else:
+                await self._record(self._status or 500, cut=False, raising=True)
             await self._pass_start()
-            await self._send(message)
+            await self._server_send(message)
         else:
             await self._pass_start()
+            await self._server_send(message)
+
+    async def _server_send(self, message: Message) -> None:
+        """The server's send; one that raises an OSError (ASGI 2.4: its client
+        is gone) marks the response as cut, whatever the application does next."""
+        try:
             await self._send(message)
+        except OSError:
+            self._client_left = True
+            raise
 
     async def _pass_start(self) -> None:
         if self._held_start is not None:
             start, self._held_start = self._held_start, None
-            self._start_sent = True
-            await self._send(start)
+            await self._server_send(start)
+            self._start_sent = True  # not if it raised: nothing went out
 
     async def _record(self, status: int, *, cut: bool, raising: bool) -> None:
         self._recorded = True
