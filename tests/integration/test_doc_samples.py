@@ -212,9 +212,12 @@ def test_the_client_readmes_flask_sample_records_a_request_by_flasks_rule(
     assert missing.status_code == 404
     cancelled, unmatched = client.query(build_filter(actions="http.*"), order="oldest")
     assert (cancelled.action, cancelled.actor.id) == ("http.orders.cancel.post", "u_42")
+    # Its callables read Flask's `g` and `request`, current as they ran.
+    assert (cancelled.resource.type, cancelled.resource.id) == ("order", "o_7")
     context = cancelled.context
     assert (context.http_route, context.http_status_code) == ("/orders/<id>/cancel", 201)
     assert (unmatched.actor.id, unmatched.context.http_route) == ("anonymous", "/orders")
+    assert unmatched.resource.id == ""  # no view_args: no rule matched
     assert unmatched.context.http_status_code == 404
     assert [e.id for e in client.query(build_filter(http_routes="/orders/<id>/cancel"))] == [
         cancelled.id

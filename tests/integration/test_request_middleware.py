@@ -21,6 +21,7 @@ from wsgiref.handlers import SimpleHandler
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 from wsgiref.util import FileWrapper
 
+import flask
 import httpx
 import pytest
 import uvicorn
@@ -220,6 +221,31 @@ async def test_asgi_without_sealtrail_answers_and_counts_or_refuses_when_fail_cl
         assert refused.status_code == 500
         assert refused.text == ""
         assert fail_closed.unrecorded == 2
+
+
+async def test_a_callable_that_raises_is_logged_and_counted_the_response_going_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def actor(request: AuditedRequest) -> str:
+        raise LookupError("the session store is down")
+
+    # The callable fails before anything reaches Sealtrail (here, nothing would).
+    async with AsyncAuditClient(_nothing_listening(), token="stk_unused") as asynchronous:
+        asgi = AsgiAudit(_starlette(), client=asynchronous, actor=actor)
+        with caplog.at_level(logging.ERROR, logger="sealtrail.middleware"):
+            async with _http(asgi) as http:
+                answer = await http.post("/v1/templates/t_1")
+    with AuditClient(_nothing_listening(), token="stk_unused") as synchronous:
+        wsgi = WsgiAudit(_wsgi_app, client=synchronous, actor=actor)
+        answered = _wsgi_call(wsgi, "POST", "/items/1")
+        closed = WsgiAudit(_wsgi_app, client=synchronous, actor=actor, fail_closed=True)
+        refused, _, logged = _wsgi_call(closed, "POST", "/items/2")
+    assert (answer.status_code, answered[:2]) == (201, (201, b"created"))
+    assert (asgi.unrecorded, wsgi.unrecorded) == (1, 1)
+    failures = [r for r in caplog.records if r.name == "sealtrail.middleware"]
+    # Each with its traceback; fail-closed's too, whose error is the server's 500.
+    assert [r.exc_info[0] for r in failures if r.exc_info] == [LookupError] * 3
+    assert refused == 500 and "the session store is down" in logged and closed.unrecorded == 1
 
 
 def _waiting_until_cancelled() -> tuple[asyncio.Event, Callable[[Request], Awaitable[Response]]]:
@@ -630,6 +656,43 @@ def test_wsgi_records_the_path_when_the_route_callable_raises(
     (logged,) = [r for r in caplog.records if r.name == "sealtrail.middleware"]
     assert logged.getMessage() == "the audit middleware's route callable failed"
     assert app.unrecorded == 0
+
+
+def test_wsgi_callables_read_flasks_request_and_g_while_they_are_current(
+    audit: AuditClient,
+) -> None:
+    flask_app = flask.Flask(__name__)
+
+    @flask_app.before_request
+    def authenticate() -> None:
+        flask.g.user_id = flask.request.headers.get("x-user")
+
+    @flask_app.post("/orders/<id>/cancel")
+    def cancel(id: str) -> tuple[dict[str, str], int]:
+        return {"cancelled": id}, 201
+
+    def resource(request: AuditedRequest) -> tuple[str, str] | None:
+        view_args = flask.request.view_args
+        return ("order", view_args["id"]) if view_args else None
+
+    app = WsgiAudit(
+        flask_app.wsgi_app,
+        client=audit,
+        actor=lambda request: flask.g.get("user_id"),
+        action=lambda request: f"order.{flask.request.endpoint or 'unmatched'}",
+        resource=resource,
+    )
+    flask_app.wsgi_app = app  # type: ignore[method-assign]
+    with flask_app.test_client() as http:
+        answer = http.post("/orders/o_7/cancel", headers={"x-user": "u_42"})
+        missing = http.post("/orders", headers={"x-user": "u_43"})
+    assert (answer.status_code, missing.status_code) == (201, 404)
+    assert app.unrecorded == 0
+    cancelled, unmatched = audit.query(order="oldest")
+    assert (cancelled.actor.id, cancelled.action) == ("u_42", "order.cancel")
+    assert (cancelled.resource.type, cancelled.resource.id) == ("order", "o_7")
+    assert (unmatched.actor.id, unmatched.action) == ("u_43", "order.unmatched")
+    assert (unmatched.context.http_status_code, unmatched.resource.id) == (404, "")
 
 
 def test_a_request_without_an_actor_is_recorded_as_anonymous_found_as_such(

@@ -64,6 +64,20 @@ class AuditedRequest:
     scope: Mapping[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Said:
+    """What a request's callables said (`Recorder.said`): its fields (None:
+    `skip` said so), or the error one of them raised, raised by `fields()`."""
+
+    _fields: EventFields | None
+    _error: Exception | None
+
+    def fields(self) -> EventFields | None:
+        if self._error is not None:
+            raise self._error
+        return self._fields
+
+
 Actor: TypeAlias = Callable[[AuditedRequest], "str | EventFields | None"]
 Action: TypeAlias = Callable[[AuditedRequest], str]
 Resource: TypeAlias = Callable[[AuditedRequest], "tuple[str, str] | EventFields | None"]
@@ -181,27 +195,19 @@ class Recorder:
     def audits(self, method: str) -> bool:
         return method.upper() in self.methods
 
-    def event(
-        self, request: AuditedRequest, *, duration_ms: float, cut: bool
-    ) -> event_pb2.Event | None:
-        """The Event to record, or None when `skip` says so. `cut`: the response
-        did not end as the application meant (it raised): a failure whatever
-        its status."""
+    def said(self, request: AuditedRequest) -> Said:
+        """What the callables (`skip`, `action`, `resource`, `actor`) say of the
+        request, asked now (WSGI: while the framework's request is current); an
+        error one raises is kept, raised when the event is made."""
+        try:
+            return Said(self._asked(request), None)
+        except Exception as error:
+            return Said(None, error)
+
+    def _asked(self, request: AuditedRequest) -> EventFields | None:
         if self.skip is not None and self.skip(request):
             return None
-        fields: EventFields = {
-            "action": self.action(request),
-            "outcome": "failure" if cut else outcome_of(request.status_code),
-            "http_method": request.method,
-            "http_route": request.route,
-            "http_status_code": request.status_code,
-        }
-        if 0 < duration_ms < _MAX_DURATION_MS:
-            fields["duration_ms"] = duration_ms
-        if request.client_ip:
-            fields["ip"] = request.client_ip
-        if user_agent := request.headers.get("user-agent", "")[:_MAX_USER_AGENT]:
-            fields["user_agent"] = user_agent
+        fields: EventFields = {"action": self.action(request)}
         if self.resource is not None:
             resource = self.resource(request)
             if isinstance(resource, tuple):
@@ -215,6 +221,30 @@ class Recorder:
             fields.update(actor)
         if not fields.get("actor_id"):  # None, "" (an empty header), fields without one
             fields["actor_id"] = ANONYMOUS
+        return fields
+
+    def event(
+        self, request: AuditedRequest, *, duration_ms: float, cut: bool, said: Said | None = None
+    ) -> event_pb2.Event | None:
+        """The Event to record, or None when `skip` says so. `cut`: the response
+        did not end as the application meant (it raised): a failure whatever
+        its status. `said`: the callables' answer, asked before (else now)."""
+        asked = (said or self.said(request)).fields()
+        if asked is None:
+            return None
+        fields: EventFields = {
+            "outcome": "failure" if cut else outcome_of(request.status_code),
+            "http_method": request.method,
+            "http_route": request.route,
+            "http_status_code": request.status_code,
+        }
+        if 0 < duration_ms < _MAX_DURATION_MS:
+            fields["duration_ms"] = duration_ms
+        if request.client_ip:
+            fields["ip"] = request.client_ip
+        if user_agent := request.headers.get("user-agent", "")[:_MAX_USER_AGENT]:
+            fields["user_agent"] = user_agent
+        fields.update(asked)  # a trusted proxy's `ip` from `actor` overrides the peer's
         return build_event(**fields)
 
     @contextmanager
@@ -227,20 +257,33 @@ class Recorder:
 
     @contextmanager
     def recording(
-        self, request: AuditedRequest, *, duration_ms: float, cut: bool, raising: bool
+        self,
+        request: AuditedRequest,
+        *,
+        duration_ms: float,
+        cut: bool,
+        raising: bool,
+        said: Said | None = None,
     ) -> Iterator[event_pb2.Event | None]:
-        """The event to record (None when `skip` says so), made in the request's
-        context (`correlated`); a failure in the block, or in making the event,
-        is as `failed` says, raised only if `raising` (fail-closed, and no error
-        of the application's pending)."""
+        """The event to record (None when `skip` says so, or when making it
+        failed), made in the request's context (`correlated`); a failure in the
+        block, or in making the event, is as `failed` says, raised only if
+        `raising` (fail-closed, and no error of the application's pending)."""
         try:
-            event = self.event(request, duration_ms=duration_ms, cut=cut)
+            event = self.event(request, duration_ms=duration_ms, cut=cut, said=said)
+        except Exception as error:
+            self._failed(request, error, raising=raising)
+            event = None
+        try:
             with self.correlated(request) if event is not None else nullcontext():
                 yield event
         except Exception as error:
-            self.failed(request, error)
-            if raising and self.fail_closed:
-                raise
+            self._failed(request, error, raising=raising)
+
+    def _failed(self, request: AuditedRequest, error: Exception, *, raising: bool) -> None:
+        self.failed(request, error)
+        if raising and self.fail_closed:
+            raise error
 
     def failed(self, request: AuditedRequest, error: Exception) -> None:
         """A record that failed: logged and counted, then raised if fail-closed."""

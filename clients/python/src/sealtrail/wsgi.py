@@ -19,6 +19,7 @@ from sealtrail._middleware import (
     AuditedRequest,
     Recorder,
     Resource,
+    Said,
     Skip,
     client_ip_of,
     derived_action,
@@ -67,11 +68,13 @@ class AuditMiddleware:
     PATCH, DELETE unless told), with `client` (an AuditClient, which threads may
     share). The event and the callables are those of `sealtrail.asgi.AuditMiddleware`.
 
-    `route(environ)`, called when the application calls `start_response` (its
-    framework's request still current), gives the route template where the
-    framework keeps one (Flask: the `werkzeug.request`'s `url_rule.rule`, the
-    client README's sample); without it, when it returns None or raises (logged),
-    the route is SCRIPT_NAME and PATH_INFO (never the query string).
+    `route(environ)` gives the route template where the framework keeps one
+    (Flask: `flask.request.url_rule.rule`, the client README's sample); without
+    it, when it returns None or raises (logged), the route is SCRIPT_NAME and
+    PATH_INFO (never the query string). It and the other callables are called
+    when the application calls `start_response`, its framework's request still
+    current (Flask's `request` and `g`), with the status it gave; if it raised
+    before, when the event is made.
 
     The response's last chunk is passed on once the event is acknowledged (a
     body of one chunk, the common case, with its headers): a response a client
@@ -125,8 +128,7 @@ class AuditMiddleware:
         def audited_start_response(
             status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None, /
         ) -> Callable[[bytes], object]:
-            exchange.status = int(status.split(" ", 1)[0])
-            exchange.read_route()
+            exchange.answered(int(status.split(" ", 1)[0]))
             return start_response(status, headers, exc_info)
 
         files = _ServerFiles(environ)
@@ -148,19 +150,30 @@ class AuditMiddleware:
             return body
         return _Body(body, exchange)
 
+    def said(self, request: AuditedRequest) -> Said:
+        """What the callables say of the request, asked now."""
+        return self._recorder.said(request)
+
     def record(
-        self, request: AuditedRequest, *, duration_ms: float, cut: bool, raising: bool
+        self,
+        request: AuditedRequest,
+        *,
+        duration_ms: float,
+        cut: bool,
+        raising: bool,
+        said: Said | None,
     ) -> None:
         """Records the request's event, as `Recorder.recording` says."""
         with self._recorder.recording(
-            request, duration_ms=duration_ms, cut=cut, raising=raising
+            request, duration_ms=duration_ms, cut=cut, raising=raising, said=said
         ) as event:
             if event is not None:
                 self.client.record(event)
 
 
 class _Exchange:
-    """One audited request: its status once the application gives it."""
+    """One audited request: its status once the application gives it, and what
+    the callables said of it then."""
 
     def __init__(self, middleware: AuditMiddleware, environ: Environ) -> None:
         self._middleware = middleware
@@ -171,11 +184,20 @@ class _Exchange:
         self.recorded = False
         self._route: str | None = None
         self._route_read = False
+        self._said: Said | None = None
 
-    def read_route(self) -> None:
-        """The `route` callable's template, read as the application answers (a
-        framework's request is still current: Flask clears `werkzeug.request`
-        once its `wsgi_app` returns). One that raises is logged; the path stands."""
+    def answered(self, status: int) -> None:
+        """The application calls `start_response`: a framework's request is still
+        current (Flask's request context, `flask.request` and `flask.g`, ends
+        once its `wsgi_app` returns), so the route and the callables are read
+        now, again if it calls it again (with `exc_info`, another status)."""
+        self.status = status
+        self._read_route()
+        self._said = self._middleware.said(self._request(status))
+
+    def _read_route(self) -> None:
+        """The `route` callable's template, read once. One that raises is
+        logged; the path stands."""
         if self._route_read or self._middleware.route is None:
             return
         self._route_read = True
@@ -184,27 +206,35 @@ class _Exchange:
         except Exception as error:
             log.error("the audit middleware's route callable failed", exc_info=error)
 
-    def record(self, *, cut: bool, raising: bool) -> None:
-        if self.recorded:
-            return
-        self.recorded = True
+    def _request(self, status: int) -> AuditedRequest:
         environ = self._environ
         path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
-        self.read_route()
-        template = self._route
-        # Cut before a byte of its body went out, the server answers 500.
-        sent = self.status is not None and (self.passed or not cut)
-        request = AuditedRequest(
+        return AuditedRequest(
             method=str(environ.get("REQUEST_METHOD", "")).upper(),
-            route=route_of_path(template or path),
+            route=route_of_path(self._route or path),
             path=path,
-            status_code=self.status if sent and self.status is not None else 500,
+            status_code=status,
             headers=_headers(environ),
             client_ip=client_ip_of(environ.get("REMOTE_ADDR")),
             scope=environ,
         )
+
+    def record(self, *, cut: bool, raising: bool) -> None:
+        if self.recorded:
+            return
+        self.recorded = True
+        self._read_route()
+        # Cut before a byte of its body went out, the server answers 500.
+        sent = self.status is not None and (self.passed or not cut)
+        status = self.status if sent and self.status is not None else 500
+        # The callables said their word at start_response, with the status the
+        # application gave; asked now only if it never called it (it raised).
         self._middleware.record(
-            request, duration_ms=elapsed_ms(self._started), cut=cut, raising=raising
+            self._request(status),
+            duration_ms=elapsed_ms(self._started),
+            cut=cut,
+            raising=raising,
+            said=self._said,
         )
 
 
