@@ -10,8 +10,9 @@
 -- a credential (a credential's kind is never empty), so NULL marks exactly
 -- the rows appended before this migration; credential_id and credential_hint
 -- the id and hint, NULL where there is none. Rows appended before are not
--- updated (events are append-only, and a backfill would rewrite every row
--- while holding this migration's lock on events): the count and the filter
+-- updated here (a backfill would rewrite every row while holding this
+-- migration's lock on events): migration 0059's background job writes them
+-- later in small batches (ADR 0143); until it has, the count and the filter
 -- read those from the record, as before, and only those (ADR 0142). Adding
 -- columns without a default rewrites nothing; IF NOT EXISTS, so that an
 -- operator may add them and build the indexes beforehand (docs/database.md).
