@@ -12,7 +12,7 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -1682,6 +1682,106 @@ def test_an_alert_whose_draft_fails_is_said_as_such_and_the_other_rules_fire(
     assert not [line for line in said if "an int where" in line], said  # its class alone
     assert fired_by(client, broken.id) == []
     assert [alert["trigger_seq"] for alert in fired_by(client, sound.id)] == [login]
+    client.close()
+
+
+def _broken_drafts(_tenant_id: str, name: str) -> Awaitable[str]:
+    """A rule's name as its alerts show it, but a defect for the rules named
+    `broken...`: the draft of their alerts fails with a TypeError."""
+
+    async def shown() -> str:
+        if name.startswith("broken"):
+            raise TypeError("an int where a str was wanted")
+        return name
+
+    return shown()
+
+
+def test_a_change_is_made_whatever_drafting_its_rules_last_word_does(
+    unevaluated: ServerThread, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rule's disabling or deletion drafts the rule's last word (its alert
+    on the change's own record, Evaluator.last_word) in the change's
+    transaction: a defect in that draft failed the change's RPC, INTERNAL,
+    and a rule on rule changes whose alert could not be drafted could be
+    neither disabled nor deleted. The change is made; the log says the draft
+    failed (the rule, the record's seq and the error's class) as the
+    evaluator's does, and no alert is raised."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    changes = build_filter(actions="alert_rule.*")
+    disabled, deleted = (
+        client.create_alert_rule(build_alert_rule(name, "match", filter=changes)).rule
+        for name in ("broken", "broken too")
+    )
+    evaluator = server.service.evaluator
+    evaluator._shown_name = _broken_drafts
+    try:
+        with caplog.at_level(logging.ERROR, logger="sealtrail_server.alerts.evaluator"):
+            disabled.disabled = True
+            changed = [client.update_alert_rule(disabled).event_id]
+            changed.append(client.delete_alert_rule(deleted.id).event_id)
+    finally:
+        evaluator._shown_name = None
+    assert [(rule.id, rule.disabled) for rule in client.list_alert_rules()] == [(disabled.id, True)]
+    said = errors_logged(caplog, by="sealtrail_server.alerts")
+    for rule, event_id in zip((disabled, deleted), changed, strict=True):
+        seq = client.get_event(event_id).seq
+        assert any(
+            rule.id in line and f"seq {seq}" in line and "TypeError" in line and "draft" in line
+            for line in said
+        ), said
+    assert not [line for line in said if "an int where" in line], said  # its class alone
+    assert [event.resource.id for event in alerts(client)] == []
+    client.close()
+
+
+def test_an_alert_that_cannot_be_valid_is_passed_over_and_the_rules_fire_after(
+    unevaluated: ServerThread,
+    own_sql: psycopg.Connection[Any],
+    tenant: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A record rewritten in the database into one still readable, but whose
+    alert no event can be (its `context.ip` no address, which the alert
+    copies), failed the alert's validation (InvalidArgument) and with it the
+    step, at every try: no rule of the tenant fired again, a way to silence
+    alerting for anyone holding the database's keys. That alert is passed
+    over, logged naming the rule, the seq and the field (not its value), and
+    the rules fire on the events after it."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    each = client.create_alert_rule(
+        build_alert_rule("logins", "match", filter=build_filter(actions="user.login"))
+    ).rule
+    rewrite = client.record(action="user.login", actor_id="u", ip="198.51.100.7").event.seq
+    with own_sql.transaction():
+        own_sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+        row = own_sql.execute(
+            "SELECT record FROM events WHERE tenant_id = %s AND seq = %s", [tenant, rewrite]
+        ).fetchone()
+        assert row is not None
+        record = json.loads(row[0])
+        record["context"]["ip"] = "no address at all"
+        own_sql.execute(
+            "UPDATE events SET record = %s WHERE tenant_id = %s AND seq = %s",
+            [json.dumps(record), tenant, rewrite],
+        )
+    after = client.record(action="user.login", actor_id="u").event.seq
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            with caplog.at_level(logging.ERROR, logger="sealtrail_server.alerts.evaluator"):
+                server.run(evaluator._step(tenant))
+            later = client.record(action="user.login", actor_id="u").event.seq
+            server.run(evaluator._step(tenant))
+        finally:
+            server.run(evaluator._release())
+    said = errors_logged(caplog, by="sealtrail_server.alerts")
+    assert any(
+        each.id in line and f"seq {rewrite}" in line and "context.ip" in line for line in said
+    ), said
+    assert not [line for line in said if "no address at all" in line], said
+    assert [alert["trigger_seq"] for alert in fired_by(client, each.id)] == [after, later]
     client.close()
 
 

@@ -46,7 +46,7 @@ from ..domain.alerts import (
     outside_working_hours,
     validate_condition,
 )
-from ..domain.errors import AlreadyExists, SealtrailError
+from ..domain.errors import AlreadyExists, InvalidArgument, SealtrailError
 from ..domain.event import (
     COUNTRY_SOURCE_GEOIP,
     MAX_FUTURE_SKEW_SECONDS,
@@ -735,21 +735,12 @@ class Evaluator:
             return
         stored = current
         now = self._clock()
-        try:
-            draft = await self._alert_draft(
-                tenant_id, stored, rule.condition.kind, event.seq, record, reason, details
-            )
-            valid = _valid_alert(draft, record, now=now)
-            # With its view, as every event is stored: Query shows it as stored,
-            # not rebuilt from its record (ADR 0025).
-            view = caller_view(valid).SerializeToString()
-        except UNREADABLE as error:
-            # The record was read (its rules matched it): what failed is this
-            # release's drafting of the alert, no rewritten record. Raised,
-            # it passed the event over for the rules after this one, and was
-            # said as a record rewritten in the database.
-            _undrafted(tenant_id, stored.id, event.seq, error)
+        drafted = await self._drafted(
+            tenant_id, stored, rule.condition.kind, event.seq, record, reason, details, now=now
+        )
+        if drafted is None:
             return
+        draft, valid, view = drafted
         [outcome] = await self._appender.append(tenant_id, [valid], [view])
         if isinstance(outcome, AlreadyExists):
             # Recorded by a run of this step that failed after, since when the
@@ -784,6 +775,54 @@ class Evaluator:
             queued = await route_alert(conn, tenant_id, alert, routed, now=now)
         if queued:
             self._sinks_changed()
+
+    async def _drafted(
+        self,
+        tenant_id: str,
+        stored: store.StoredRule,
+        kind: str,
+        trigger_seq: int,
+        record: dict[str, Any],
+        reason: str,
+        details: dict[str, Any],
+        *,
+        now: datetime,
+    ) -> tuple[EventDraft, ValidEvent, bytes] | None:
+        """The alert of `stored` on the event `record` at `trigger_seq`: its
+        draft, the draft validated, and its view (with which it is stored, as
+        every event is: Query shows it as stored, not rebuilt from its
+        record, ADR 0025). None, logged, where no such alert can be made:
+        drafting it failed, or it is no valid event. Either comes of the
+        rule, the record and this release alone, and fails again at every
+        try: raised, it failed the evaluation step for good (and the tenant's
+        every rule with it), or a change of the rule (its last word). An
+        error of the moment (the tenant's settings not read, to redact the
+        rule's name) is raised: the step, or the change, runs again."""
+        try:
+            draft = await self._alert_draft(
+                tenant_id, stored, kind, trigger_seq, record, reason, details
+            )
+        except UNREADABLE as error:
+            # The record was read (its rules matched it): what failed is this
+            # release's drafting of the alert, no rewritten record. Raised,
+            # it passed the event over for the rules after this one, and was
+            # said as a record rewritten in the database.
+            _undrafted(tenant_id, stored.id, trigger_seq, error)
+            return None
+        try:
+            valid = _valid_alert(draft, record, now=now)
+            view = caller_view(valid).SerializeToString()
+        except UNREADABLE as error:
+            _undrafted(tenant_id, stored.id, trigger_seq, error)
+            return None
+        except SealtrailError as error:
+            # What it copies of the record (its address, country, request)
+            # or of the rule (its name as shown) is no valid event's: a
+            # record rewritten in the database, or a rule stored by a laxer
+            # release. No try makes it valid (helper-472).
+            _invalid(tenant_id, stored.id, trigger_seq, error)
+            return None
+        return draft, valid, view
 
     async def _alert_draft(
         self,
@@ -872,11 +911,15 @@ class Evaluator:
         reason, alone = judged
         details = {"trigger_seq": change.seq, "trigger_event_id": record["id"], **alone}
         tenant_id = rule.tenant_id
-        draft = await self._alert_draft(
-            tenant_id, rule, condition.kind, change.seq, record, reason, details
+        # One that cannot be made is logged, and the change goes ahead: it
+        # failed the change (INTERNAL), and a rule whose alert could not be
+        # drafted could be neither changed nor deleted.
+        drafted = await self._drafted(
+            tenant_id, rule, condition.kind, change.seq, record, reason, details, now=now
         )
-        valid = _valid_alert(draft, record, now=now)
-        view = caller_view(valid).SerializeToString()
+        if drafted is None:
+            return False
+        draft, valid, view = drafted
         [outcome] = await self._appender.append_within(conn, tenant_id, [valid], [view])
         if isinstance(outcome, SealtrailError):
             raise outcome
@@ -935,6 +978,22 @@ def _undrafted(tenant_id: str, rule_id: str, seq: int, error: Exception) -> None
         rule_id,
         seq,
         type(error).__name__,
+    )
+
+
+def _invalid(tenant_id: str, rule_id: str, seq: int, error: SealtrailError) -> None:
+    """Says that rule `rule_id`'s alert on the event at `seq` is no valid
+    event: the fields refused alone (their values are the record's)."""
+    violations = error.violations if isinstance(error, InvalidArgument) else []
+    fields = sorted({v.field for v in violations}) or [type(error).__name__]
+    log.error(
+        "alerts: tenant %s rule %s: its alert on the event at seq %d is no valid event (%s),"
+        " no alert raised: the record, or the rule, holds what no event may"
+        " (a record rewritten in the database? VerifyLog names it)",
+        tenant_id,
+        rule_id,
+        seq,
+        ", ".join(fields),
     )
 
 
