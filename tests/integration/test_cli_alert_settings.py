@@ -73,3 +73,43 @@ def test_update_names_the_option_of_another_kind_of_rule(
 
 def _a(kind: str) -> str:
     return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
+def test_window_is_a_duration_as_the_other_lengths_of_time_are(
+    server: ServerThread, client: AuditClient, tenant: str
+) -> None:
+    """`alerts create --window` and `alerts update --window` took whole
+    seconds alone, where the CLI's other lengths of time are durations
+    (`--since 24h`, `tokens --unused-for 30d`): `--window 10m` was refused as
+    "not a valid integer". They take durations, and a number alone is still
+    seconds. One refused is named as typed, with the forms it takes."""
+    cli = alerts_cli(server, tenant)
+    threshold = ["--kind", "threshold", "--action", "doc.read", "--count", "5"]
+    spike = ["--kind", "spike", "--action", "doc.read", "--baseline-windows", "24",
+             "--factor", "5", "--min-count", "20"]  # fmt: skip
+    for name, given in (
+        ("ten minutes", [*threshold, "--window", "10m"]),
+        ("an hour", [*spike, "--window", "1h"]),
+        ("seconds", [*threshold, "--window", "300"]),
+    ):
+        code, output = cli("create", name, *given)
+        assert code == 0, output
+    rules = {rule.name: rule for rule in client.list_alert_rules()}
+    assert rules["ten minutes"].threshold.window_seconds == 600
+    assert rules["an hour"].spike.window_seconds == 3600
+    assert rules["seconds"].threshold.window_seconds == 300
+    code, output = cli("update", rules["ten minutes"].id, "--window", "2h")
+    assert code == 0, output
+    code, output = cli("update", rules["an hour"].id, "--window", "90")
+    assert code == 0, output
+    rules = {rule.name: rule for rule in client.list_alert_rules()}
+    assert rules["ten minutes"].threshold.window_seconds == 7200
+    assert rules["an hour"].spike.window_seconds == 90
+    for command in (["create", "x", *threshold], ["update", rules["seconds"].id]):
+        for typed in ("10 minutes", "1.5h", "-5m", "٣٠"):
+            code, output = cli(*command, "--window", typed)
+            assert code == 2, output
+            assert "Invalid value for '--window'" in output and "like 10m" in output, output
+        code, output = cli(*command, "--window", "8d")
+        assert code == 2 and "--window 8d: must be 1 to 604,800 (7 days)" in output, output
+    assert {rule.name: rule for rule in client.list_alert_rules()} == rules  # none made or changed

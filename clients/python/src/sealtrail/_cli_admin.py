@@ -5,11 +5,10 @@ whose helpers it shares."""
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast, get_args
+from typing import cast, get_args
 
 import click
 
@@ -21,46 +20,14 @@ from sealtrail._cli import (
     given_as,
     given_words,
     print_table,
-    remember_typed,
     table_time,
     terminal_safe,
     typed,
     unchanged_since_read,
 )
+from sealtrail._cli_spans import Span
 from sealtrail._convert import RedactionMode, TokenRole, enum_label
 from sealtrail.v1 import access_pb2, settings_pb2
-
-_SPAN = re.compile(r"(\d+)([smhdwy])")
-_SPAN_UNIT = {
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-    "d": timedelta(days=1),
-    "w": timedelta(weeks=1),
-    "y": timedelta(days=365),
-}
-
-
-class _Span(click.ParamType[timedelta]):
-    """A length of time as the command line writes durations: 90d, 12h, 2w, 1y
-    (365 days), 30m (minutes), 45s."""
-
-    name = "DURATION"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        remember_typed(ctx, param, value)
-        span = _SPAN.fullmatch(value)
-        if span is None:
-            self.fail(f"{value!r} is not a duration like 90d, 12h, 2w or 1y", param, ctx)
-        count, unit = span.groups()
-        try:
-            return int(count) * _SPAN_UNIT[unit]
-        except OverflowError:
-            self.fail(f"{value!r} is longer than any date can express", param, ctx)
 
 
 def _live(token: access_pb2.ApiToken, now: datetime) -> bool:
@@ -114,7 +81,7 @@ _UNUSED_FOR_HELP = (
 
 
 @click.group(invoke_without_command=True)
-@click.option("--unused-for", type=_Span(), help=_UNUSED_FOR_HELP)
+@click.option("--unused-for", type=Span(), help=_UNUSED_FOR_HELP)
 @click.pass_context
 def tokens(ctx: click.Context, unused_for: timedelta | None) -> None:
     """Admin: list (no subcommand, or `list`), create and revoke your tenant's
@@ -125,7 +92,7 @@ def tokens(ctx: click.Context, unused_for: timedelta | None) -> None:
 
 
 @tokens.command("list")
-@click.option("--unused-for", type=_Span(), help=_UNUSED_FOR_HELP)
+@click.option("--unused-for", type=Span(), help=_UNUSED_FOR_HELP)
 @click.pass_context
 def tokens_list(ctx: click.Context, unused_for: timedelta | None) -> None:
     """List the tokens with their expiry and last use (never their secrets).
@@ -137,7 +104,7 @@ def tokens_list(ctx: click.Context, unused_for: timedelta | None) -> None:
 @click.option("--role", required=True, type=click.Choice(get_args(TokenRole)))
 @click.option("--name", default="", help="What it is for, e.g. billing-service.")
 @click.option(
-    "--expires-in", type=_Span(), help="Stop working this long from now (90d, 12h; at most 2y)."
+    "--expires-in", type=Span(), help="Stop working this long from now (90d, 12h; at most 2y)."
 )
 @click.option(
     "--expires-at",

@@ -18,11 +18,14 @@ from sealtrail._cli import (
     _client,
     _filter,
     _tail_filter_options,
+    given_as,
     given_words,
     print_table,
     terminal_safe,
+    typed,
     unchanged_since_read,
 )
+from sealtrail._cli_spans import Seconds
 from sealtrail._convert import (
     AlertKind,
     build_alert_rule,
@@ -181,6 +184,18 @@ def _settings_named(ctx: click.Context) -> Iterator[None]:
         raise click.BadParameter(rest, ctx, param_hint=option) from None
 
 
+def _window_as_typed(ctx: click.Context) -> None:
+    """A window the server refuses is named as typed (`--window 8d`), not by
+    the seconds it was sent as."""
+    if (value := typed(ctx, "window_seconds")) is not None:
+        given_as(ctx, {"window_seconds": given_words("--window", value)})
+
+
+_WINDOW_HELP = (
+    "threshold, spike: a duration, e.g. 10m, 1h, 1d (a number alone is seconds: 300);"
+    " at most 7d for a threshold, 1m to 1d for a spike."
+)
+
 # The options of create that set a setting of one kind of rule (build_alert_rule
 # refuses another kind's; --hours and --days have defaults of their own).
 _KIND_SETTINGS: Final = (
@@ -206,7 +221,7 @@ _KIND_SETTINGS: Final = (
 @click.option(
     "--count", "threshold_count", type=int, default=0, help="threshold: events that fire."
 )
-@click.option("--window", "window_seconds", type=int, default=0, help="threshold, spike: seconds.")
+@click.option("--window", "window_seconds", type=Seconds(), default=0, help=_WINDOW_HELP)
 @click.option(
     "--group-by",
     type=click.Choice(["actor", "ip", "credential"]),
@@ -303,6 +318,7 @@ def create(
             severity=alert_severity,
             sink_ids=sink_ids,
         )
+    _window_as_typed(ctx)
     with _client(ctx) as client:
         click.echo(terminal_safe(client.create_alert_rule(rule).rule.id))
 
@@ -332,7 +348,7 @@ def _a(kind: str) -> str:
 @click.argument("rule_id")
 @click.option("--name", help="A new name.")
 @click.option("--count", "threshold_count", type=int, help="threshold: events that fire.")
-@click.option("--window", "window_seconds", type=int, help="threshold, spike: seconds.")
+@click.option("--window", "window_seconds", type=Seconds(), help=_WINDOW_HELP)
 @click.option(
     "--group-by",
     type=click.Choice(["none", "actor", "ip", "credential"]),
@@ -414,6 +430,7 @@ def update(
         }.items()
         if value is not None
     }
+    _window_as_typed(ctx)
     with _client(ctx) as client:
         if settings or any(criteria.values()):
             current = _read_rule(client, rule_id)

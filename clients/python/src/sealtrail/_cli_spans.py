@@ -1,0 +1,69 @@
+"""Lengths of time as the command line writes them (90d, 12h, 10m, 45s): the
+options that take one (`tokens --unused-for`, `tokens create --expires-in`,
+`alerts create|update --window`) read them alike. Used by the _cli_*
+command modules, after _cli is loaded."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from sealtrail._cli import remember_typed
+
+_SPAN = re.compile(r"(\d+)([smhdwy])")
+_SPAN_UNIT = {
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+    "y": timedelta(days=365),
+}
+_SECONDS = re.compile(r"[0-9]+")
+
+
+class Span(click.ParamType[timedelta]):
+    """A length of time as the command line writes durations: 90d, 12h, 2w, 1y
+    (365 days), 30m (minutes), 45s."""
+
+    name = "DURATION"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        remember_typed(ctx, param, value)
+        span = _SPAN.fullmatch(value)
+        if span is None:
+            self.fail(f"{value!r} is not a duration like 90d, 12h, 2w or 1y", param, ctx)
+        count, unit = span.groups()
+        try:
+            return int(count) * _SPAN_UNIT[unit]
+        except OverflowError:
+            self.fail(f"{value!r} is longer than any date can express", param, ctx)
+
+
+class Seconds(click.ParamType[int]):
+    """A duration as Span reads it, in whole seconds, for an API field of
+    seconds (an alert rule's window): 10m, 1h, 7d; a number alone is seconds
+    (300), as such an option took before it took durations."""
+
+    name = "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        remember_typed(ctx, param, value)
+        if _SECONDS.fullmatch(value):
+            return int(value)
+        if _SPAN.fullmatch(value) is None:
+            self.fail(
+                f"{value!r} is not a duration like 10m, 1h or 7d (or seconds alone: 300)",
+                param,
+                ctx,
+            )
+        return int(Span().convert(value, param, ctx).total_seconds())
