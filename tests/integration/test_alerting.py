@@ -1714,14 +1714,14 @@ def test_a_change_is_made_whatever_drafting_its_rules_last_word_does(
         for name in ("broken", "broken too")
     )
     evaluator = server.service.evaluator
-    evaluator._shown_name = _broken_drafts
+    shown_name, evaluator._shown_name = evaluator._shown_name, _broken_drafts
     try:
         with caplog.at_level(logging.ERROR, logger="sealtrail_server.alerts.evaluator"):
             disabled.disabled = True
             changed = [client.update_alert_rule(disabled).event_id]
             changed.append(client.delete_alert_rule(deleted.id).event_id)
     finally:
-        evaluator._shown_name = None
+        evaluator._shown_name = shown_name
     assert [(rule.id, rule.disabled) for rule in client.list_alert_rules()] == [(disabled.id, True)]
     said = errors_logged(caplog, by="sealtrail_server.alerts")
     for rule, event_id in zip((disabled, deleted), changed, strict=True):
