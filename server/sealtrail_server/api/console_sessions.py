@@ -19,11 +19,11 @@ from sealtrail.v1 import event_pb2
 from ..auth.tokens import Authenticator, rfc3339
 from ..console.oidc import Person
 from ..console.recheck import Ended
-from ..console.sign_in import NAME_SUFFIX, Browser, Minted
+from ..console.sign_in import NAME_SUFFIX, Browser, KeptWith, Minted
 from ..domain.access import Principal, Revoked, token_digest
 from ..store.appender import Appender
 from ..store.changes import Changes, token_subject
-from ..store.database import Database
+from ..store.database import Connection, Database
 from ..store.tokens import create_token, find_principal, mark_revoked, read_token
 from .audited import record_event, weakening_severity
 from .denials import ACTION as ACCESS_DENIED
@@ -94,7 +94,14 @@ class ConsoleSessions:
         )
 
     async def mint(
-        self, *, tenant_id: str, person: Person, issuer: str, seconds: float, browser: Browser
+        self,
+        *,
+        tenant_id: str,
+        person: Person,
+        issuer: str,
+        seconds: float,
+        browser: Browser,
+        kept_with: KeptWith | None = None,
     ) -> Minted:
         assert person.role is not None
         role = person.role
@@ -126,6 +133,10 @@ class ConsoleSessions:
                 details=details,
             )
 
+        async def keep(conn: Connection, secret: str) -> None:
+            assert kept_with is not None
+            await kept_with(conn, Minted(token_id, secret, role, name, expires_at))
+
         issued = await create_token(
             self._db,
             tenant_id=tenant_id,
@@ -134,6 +145,7 @@ class ConsoleSessions:
             token_id=token_id,
             expires_at=expires_at,
             record=record,
+            within=None if kept_with is None else keep,
         )
         return Minted(issued.token_id, issued.secret, role, name, expires_at)
 

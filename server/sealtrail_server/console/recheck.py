@@ -47,7 +47,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
 from ..domain.errors import SealtrailError
-from ..store.console_sessions import LEASE_SECONDS, Claimed, Grant, SessionsKept
+from ..store.console_sessions import LEASE_SECONDS, Claimed, Connection, Grant, SessionsKept
 from ..store.console_sign_ins import digest
 from .oidc import OidcConfig, Provider, ProviderFailed, RefreshRefused, SignInRefused, person_of
 
@@ -168,8 +168,11 @@ class Rechecks:
         subject: str,
         expires_at: datetime,
         grant: Grant,
+        on: Connection | None = None,
     ) -> None:
-        """Keeps a session just minted for rechecks (its first after the interval)."""
+        """Keeps a session just minted for rechecks (its first after the
+        interval); `on`: in that connection's transaction, the token's
+        creation's (a token that was not created is then never asked about)."""
         started = time.monotonic()
         await self._kept.keep(
             secret,
@@ -179,6 +182,7 @@ class Rechecks:
             expires_at=expires_at,
             grant=grant,
             seconds=self.seconds,
+            on=on,
         )
         self._remember(secret, started + self.seconds)
 

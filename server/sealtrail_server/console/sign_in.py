@@ -41,7 +41,7 @@ import json
 import logging
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -49,9 +49,9 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from ..domain.access import Role, token_name_problem
-from ..domain.errors import ResourceExhausted, SealtrailError, Unavailable
+from ..domain.errors import FailedPrecondition, ResourceExhausted, SealtrailError, Unavailable
 from ..domain.names import hidden_character
-from ..store.console_sessions import Grant
+from ..store.console_sessions import Connection, Grant
 from ..store.console_sign_ins import HandedToken, SignInsKept, digest
 from .oidc import OidcConfig, Person, Provider, SignInRefused, person_of, pkce_challenge
 from .recheck import ENDED_REASON, Ends, Rechecks
@@ -72,6 +72,8 @@ NAME_SUFFIX: Final = " (console)"
 # person was proven, nothing was minted; the provider signs them in again
 # at once. Nothing of the database's own words (they name its tables and
 # host): the server's log says what it was.
+# The title of the page answering a sign-in to an erased tenant.
+ERASED_TITLE: Final = "This organisation's audit log was erased"
 NOT_COMPLETED: Final = (
     "Your sign-in could not be completed: the audit log's database did not answer in"
     " time, and no token was created. Please sign in again in a few seconds."
@@ -95,11 +97,23 @@ class Minted:
     expires_at: datetime
 
 
+# What is kept with a minted token in its creation's transaction (`on` the
+# connection given): its one-time code, its session's row. Kept, or neither.
+KeptWith = Callable[[Connection, Minted], Awaitable[None]]
+
+
 class Sessions(Ends, Protocol):
     """The service's side of a sign-in (api/console_sessions.py)."""
 
     async def mint(
-        self, *, tenant_id: str, person: Person, issuer: str, seconds: float, browser: Browser
+        self,
+        *,
+        tenant_id: str,
+        person: Person,
+        issuer: str,
+        seconds: float,
+        browser: Browser,
+        kept_with: KeptWith | None = None,
     ) -> Minted: ...
 
     async def refused(
@@ -123,18 +137,40 @@ def _derived(cookie: str, state: str, what: bytes) -> str:
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 
-def page(title: str, said: str, *, status: int) -> web.Response:
+def page(title: str, said: str, *, status: int, again: bool = True) -> web.Response:
     """A plain page saying why a sign-in ended (no script, nothing fetched),
-    its way back to the console's sign-in form first, then to try again."""
+    its way back to the console's sign-in form first, then to try again
+    (not `again`: a sign-in that cannot succeed, no way to try it)."""
+    way_back = '<a href="/" id="back-to-sign-in">Back to the console\'s sign-in</a>'
+    if again:
+        way_back += ', or <a href="/auth/login">sign in through the identity provider again</a>'
     body = (
         "<!doctype html><html lang=en><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>Sealtrail: {html.escape(title)}</title>"
         f"<main><h1>{html.escape(title)}</h1><p>{html.escape(said)}</p>"
-        '<p><a href="/" id="back-to-sign-in">Back to the console\'s sign-in</a>, or'
-        ' <a href="/auth/login">sign in through the identity provider again</a>.</p></main>'
+        f"<p>{way_back}.</p></main>"
     )
     return web.Response(text=body, status=status, content_type="text/html")
+
+
+def erased_page(erased: FailedPrecondition) -> web.Response:
+    """The answer to a sign-in to a tenant that was erased: 410 Gone, for
+    good (an erased tenant's id is never used again), not a fault to retry;
+    the erasure's own words (its tenant and time), nothing of the database's."""
+    said = erased.message[:1].upper() + erased.message[1:200]
+    return page(
+        ERASED_TITLE,
+        f"{said}. No one can sign in to this console until its operator points it at"
+        " another tenant (SEALTRAIL_OIDC_TENANT); nothing was created.",
+        status=410,
+        again=False,
+    )
+
+
+def is_erased(failed: SealtrailError) -> bool:
+    """Whether `failed` refuses a sign-in because its tenant was erased."""
+    return isinstance(failed, FailedPrecondition) and failed.reason == "TENANT_ERASED"
 
 
 class SignIn:
@@ -198,6 +234,11 @@ class SignIn:
             await self._kept.begin(state, binding=digest(binding), seconds=SIGN_IN_SECONDS)
         except SignInRefused as refused:
             return page("Cannot sign in", refused.said, status=refused.status)
+        except FailedPrecondition as failed:
+            if not is_erased(failed):
+                raise
+            log.warning("a console sign-in was refused: %s", failed.message[:200])
+            return erased_page(failed)
         except SealtrailError as failed:  # the database out of reach
             return page("Cannot sign in", str(failed)[:300], status=503)
         answer = web.Response(status=302, headers={"Location": url})
@@ -217,6 +258,11 @@ class SignIn:
         state = query.get("state", "")
         try:
             binding = await self._kept.take_begun(state) if state else None
+        except FailedPrecondition as failed:
+            if not is_erased(failed):
+                raise
+            log.warning("a console sign-in was refused: %s", failed.message[:200])
+            return erased_page(failed)
         except SealtrailError as failed:  # the database out of reach
             return page("Cannot sign in", str(failed)[:300], status=503)
         if binding is None:
@@ -273,9 +319,12 @@ class SignIn:
             answer = page("Sign-in not completed", NOT_COMPLETED, status=503)
             answer.headers["Retry-After"] = str(max(1, math.ceil(failed.retry_after)))
             return answer
-        except SealtrailError as failed:  # an erased tenant
-            log.warning("a console sign-in could not be completed: %s", failed.reason)
-            return page("Cannot sign in", str(failed)[:300], status=503)
+        except FailedPrecondition as failed:
+            if not is_erased(failed):
+                raise
+            # Erased for good: not a fault to retry (ADR 0140, 2026-12-07).
+            log.warning("a console sign-in was refused: %s", failed.message[:200])
+            return erased_page(failed)
 
     def _session_seconds(self, grant: Grant | None) -> float:
         """How long a session's token lasts: SEALTRAIL_OIDC_SESSION_SECONDS,
@@ -312,27 +361,35 @@ class SignIn:
                 " its operator to add one of your groups; the refusal was recorded.",
                 status=403,
             )
-        minted = await self._sessions.mint(
+        code = secrets.token_urlsafe(32)
+        rechecks = self._rechecks if grant is not None else None
+
+        async def kept_with(conn: Connection, minted: Minted) -> None:
+            # In the token's creation's transaction: the token is kept only
+            # with its session's row and the code that hands it, or not at all.
+            if rechecks is not None and grant is not None:
+                await rechecks.keep(
+                    minted.secret,
+                    token_id=minted.token_id,
+                    role=minted.role.value,
+                    subject=person.subject,
+                    expires_at=minted.expires_at,
+                    grant=grant,
+                    on=conn,
+                )
+            handed = HandedToken(
+                minted.token_id, minted.secret, minted.role.value, minted.name, minted.expires_at
+            )
+            await self._kept.hand(code, handed, seconds=CODE_SECONDS, on=conn)
+
+        await self._sessions.mint(
             tenant_id=tenant,
             person=person,
             issuer=self._config.issuer,
             seconds=self._session_seconds(grant),
             browser=browser,
+            kept_with=kept_with,
         )
-        if self._rechecks is not None and grant is not None:
-            await self._rechecks.keep(
-                minted.secret,
-                token_id=minted.token_id,
-                role=minted.role.value,
-                subject=person.subject,
-                expires_at=minted.expires_at,
-                grant=grant,
-            )
-        code = secrets.token_urlsafe(32)
-        handed = HandedToken(
-            minted.token_id, minted.secret, minted.role.value, minted.name, minted.expires_at
-        )
-        await self._kept.hand(code, handed, seconds=CODE_SECONDS)
         answer = web.Response(status=303, headers={"Location": f"/#signin={code}"})
         answer.del_cookie(COOKIE, path="/auth/")
         # The page that follows is loaded without this URL's code as its referrer.
@@ -345,6 +402,13 @@ class SignIn:
         code = body.get("code")
         try:
             handed = await self._kept.take_handed(code) if isinstance(code, str) and code else None
+        except FailedPrecondition as failed:
+            if not is_erased(failed):
+                raise
+            return web.json_response(
+                {"error": failed.message, "code": "FAILED_PRECONDITION", "reason": failed.reason},
+                status=410,
+            )
         except SealtrailError as failed:  # the database out of reach
             return web.json_response({"error": str(failed)[:300]}, status=503)
         if handed is None:

@@ -133,24 +133,27 @@ class SessionsKept:
         expires_at: datetime,
         grant: Grant,
         seconds: float,
+        on: Connection | None = None,
     ) -> None:
         """Keeps the session of the token `secret`, its first recheck due
-        after `seconds`."""
+        after `seconds`; `on`: in that connection's transaction (the token's
+        creation's, so that both are kept or neither), else on its own."""
+        row = {
+            "tenant": self._tenant_id,
+            "swept": SWEPT_AT_ONCE,
+            "digest": digest(secret),
+            "token_id": token_id,
+            "role": role,
+            "subject": subject,
+            "expires_at": expires_at,
+            "seconds": seconds,
+            "sealed": _sealed(secret, token_id, grant),
+        }
+        if on is not None:
+            await on.execute(_KEPT, row)
+            return
         async with self._connection("keeping a session") as conn:
-            await conn.execute(
-                _KEPT,
-                {
-                    "tenant": self._tenant_id,
-                    "swept": SWEPT_AT_ONCE,
-                    "digest": digest(secret),
-                    "token_id": token_id,
-                    "role": role,
-                    "subject": subject,
-                    "expires_at": expires_at,
-                    "seconds": seconds,
-                    "sealed": _sealed(secret, token_id, grant),
-                },
-            )
+            await conn.execute(_KEPT, row)
 
     async def claim(self, secret: str) -> Claimed | None:
         """The session of `secret` if its recheck is due, taken by this

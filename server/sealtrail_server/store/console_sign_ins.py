@@ -36,6 +36,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..domain.errors import Unavailable
+from .changes import tenant_erased
 from .database import RETRY_AFTER_SECONDS, Database
 from .db_errors import named
 
@@ -51,7 +52,8 @@ _SEALING: Final = b"sealtrail console sign-in: the token's sealing key"
 _NONCE_BYTES: Final = 12
 
 # Expired rows of the tenant, and the oldest of the stage beyond the newest
-# `most`, at most SWEPT_AT_ONCE of each; then the new row.
+# `most`, at most SWEPT_AT_ONCE of each; then the new row, unless the tenant
+# was erased (its rows went with it; none is made again).
 _ADDED: Final = (
     "WITH swept AS (DELETE FROM console_sign_ins WHERE tenant_id = %(tenant)s AND digest IN ("
     "  (SELECT digest FROM console_sign_ins WHERE tenant_id = %(tenant)s"
@@ -61,9 +63,12 @@ _ADDED: Final = (
     "   ORDER BY expires_at DESC OFFSET %(most)s LIMIT %(swept)s)))"
     " INSERT INTO console_sign_ins (tenant_id, digest, stage, expires_at, binding, token_id,"
     " token_role, token_name, token_expires_at, sealed_token)"
-    " VALUES (%(tenant)s, %(digest)s, %(stage)s, now() + make_interval(secs => %(seconds)s),"
-    " %(binding)s, %(token_id)s, %(role)s, %(name)s, %(token_expires_at)s, %(sealed)s)"
+    " SELECT %(tenant)s, %(digest)s, %(stage)s, now() + make_interval(secs => %(seconds)s),"
+    " %(binding)s, %(token_id)s, %(role)s, %(name)s, %(token_expires_at)s, %(sealed)s"
+    " WHERE NOT EXISTS (SELECT FROM tenant_erasures WHERE tenant_id = %(tenant)s)"
 )
+# When the tenant was erased, if it was (its id is never used again).
+_ERASED_AT: Final = "SELECT erased_at FROM tenant_erasures WHERE tenant_id = %s"
 # Taken once, expired or not; whether it still was in time.
 _TAKEN: Final = (
     "DELETE FROM console_sign_ins WHERE tenant_id = %s AND digest = %s AND stage = %s"
@@ -149,7 +154,15 @@ class SignInsKept:
             refusal="the database did not keep this sign-in; try again",
         )
 
+    async def _refuse_if_erased(self, conn: Connection) -> None:
+        """FailedPrecondition (TENANT_ERASED) if the tenant was erased."""
+        cursor = await conn.execute(_ERASED_AT, [self._tenant_id])
+        if erased := await cursor.fetchone():
+            raise tenant_erased(self._tenant_id, at=erased[0])
+
     async def _add(self, conn: Connection, stage: Stage, **row: Any) -> None:
+        """Adds a row of `stage`; FailedPrecondition (TENANT_ERASED), none
+        added, if the tenant was erased."""
         values = {
             "binding": None,
             "token_id": None,
@@ -159,7 +172,7 @@ class SignInsKept:
             "sealed": None,
             **row,
         }
-        await conn.execute(
+        cursor = await conn.execute(
             _ADDED,
             {
                 "tenant": self._tenant_id,
@@ -169,10 +182,18 @@ class SignInsKept:
                 **values,
             },
         )
+        if cursor.rowcount == 0:
+            await self._refuse_if_erased(conn)
 
     async def _take(self, conn: Connection, stage: Stage, key: bytes) -> tuple[Any, ...] | None:
+        """The row of `stage` kept by `key`, taken; None if there is none (or
+        it expired). FailedPrecondition (TENANT_ERASED) if there is none
+        because the tenant was erased (its rows went with it): asked only
+        then, a sign-in refused."""
         cursor = await conn.execute(_TAKEN, [self._tenant_id, key, stage])
         row = await cursor.fetchone()
+        if row is None:
+            await self._refuse_if_erased(conn)
         return row if row is not None and row[0] else None
 
     async def begin(self, state: str, *, binding: bytes, seconds: float) -> None:
@@ -188,20 +209,27 @@ class SignInsKept:
             row = await self._take(conn, "begun", digest(state))
         return None if row is None else bytes(row[1])
 
-    async def hand(self, code: str, token: HandedToken, *, seconds: float) -> None:
-        """Keeps `token` for `seconds`, for whoever brings `code`."""
+    async def hand(
+        self, code: str, token: HandedToken, *, seconds: float, on: Connection | None = None
+    ) -> None:
+        """Keeps `token` for `seconds`, for whoever brings `code`; `on`: in
+        that connection's transaction (the token's creation's, so that a
+        token is kept only with its code, ADR 0140 as amended 2026-12-07),
+        else on a connection of its own."""
+        row = {
+            "digest": digest(code),
+            "seconds": seconds,
+            "token_id": token.token_id,
+            "role": token.role,
+            "name": token.name,
+            "token_expires_at": token.expires_at,
+            "sealed": _sealed(code, token.token_id, token.secret),
+        }
+        if on is not None:
+            await self._add(on, "handed", **row)
+            return
         async with self._connection("keeping a sign-in's code") as conn:
-            await self._add(
-                conn,
-                "handed",
-                digest=digest(code),
-                seconds=seconds,
-                token_id=token.token_id,
-                role=token.role,
-                name=token.name,
-                token_expires_at=token.expires_at,
-                sealed=_sealed(code, token.token_id, token.secret),
-            )
+            await self._add(conn, "handed", **row)
 
     async def take_handed(self, code: str) -> HandedToken | None:
         """The token kept for `code`, which no one can take after; None if

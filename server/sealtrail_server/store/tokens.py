@@ -45,10 +45,14 @@ async def create_token(
     caller: str | None = None,
     expires_at: datetime | None = None,
     record: Callable[[], Awaitable[object]] | None = None,
+    within: Callable[[Connection, str], Awaitable[object]] | None = None,
 ) -> IssuedToken:
     """A new token (with `token_id`, else a new one) and its secret, shown once.
     `record`, the creation's record, is made in the creation's transaction
     (`recorded_within`): both commit, or neither.
+    `within(conn, secret)`: what else is kept with the token or not at all
+    (a console sign-in's one-time code, its session's row), written in the
+    creation's transaction after the token's row and before its record.
     `caller`, the id of the token creating it (None for an operator), must
     still be live: a token revoked as it creates its successor creates none.
     `expires_at`: when it stops working (None: never), checked by the caller
@@ -91,6 +95,8 @@ async def create_token(
             row = await cursor.fetchone()
             if row is None:
                 raise tenant_erased(tenant_id)
+            if within is not None:
+                await within(conn, secret)
             if record is not None:
                 # Last: the tenant's head, which the record locks, is held only
                 # to the commit, not while the token's row is written (ADR 0075).
