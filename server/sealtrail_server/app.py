@@ -754,6 +754,7 @@ class Service:
                     ConsoleSessions(
                         db, self._appender, changes, authenticator=authenticator, clock=self._clock
                     ),
+                    authenticator,
                 ),
             )
             try:
@@ -822,9 +823,14 @@ class Service:
         }
 
     def _sign_in(
-        self, settings: Settings, db: Database, sessions: ConsoleSessions
+        self,
+        settings: Settings,
+        db: Database,
+        sessions: ConsoleSessions,
+        authenticator: Authenticator,
     ) -> SignIn | None:
-        """The console's sign-in through the identity provider, if one is set."""
+        """The console's sign-in through the identity provider, if one is set;
+        its sessions rechecked for tokens `authenticator` (the API's) takes."""
         if not settings.oidc_issuer:
             return None
         config = oidc_config(settings)
@@ -839,7 +845,9 @@ class Service:
             rechecks = Rechecks(
                 config, provider, sessions, SessionsKept(db, tenant_id=config.tenant_id)
             )
-        return SignIn(config, provider, sessions, kept, rechecks=rechecks)
+        return SignIn(
+            config, provider, sessions, kept, rechecks=rechecks, authenticator=authenticator
+        )
 
     async def _set_health(self, *, serving: bool) -> None:
         status = (

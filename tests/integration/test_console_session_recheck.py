@@ -10,6 +10,8 @@ row (the database's clock decides it), not by waiting."""
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 
+from sealtrail import AuditClient
 from tests.conftest import ServerThread
 from tests.openid_provider import (
     Issue,
@@ -358,13 +361,15 @@ def test_a_call_not_due_runs_no_update(
     updates_counted: Callable[[], int],
 ) -> None:
     """What the process remembers of when a session is due spares the
-    database a claim at each call; the database still decides when it is."""
+    database a claim at each call; the database still decides when it is.
+    A pasted API token (not named as a sign-in names its tokens) is never
+    looked up for a session."""
     minted = signed_in(browser)
     pasted = server_of_console.token(TENANT, "reader")  # began no session
     for _ in range(3):
         assert _search(browser, minted["token"]).status_code == 200
         assert _search(browser, pasted).status_code == 200
-    assert updates_counted() == 1  # the pasted token's one lookup
+    assert updates_counted() == 0
     before = updates_counted()
     for _ in range(3):
         assert _search(browser, minted["token"]).status_code == 200
@@ -380,3 +385,63 @@ def test_a_call_not_due_runs_no_update(
         assert _search(browser, minted["token"]).status_code == 200
     assert provider.refreshes == refreshes + 1
     assert updates_counted() == moved + 2
+
+
+def test_bearers_no_token_stands_for_cost_no_recheck(
+    browser: httpx.Client, updates_counted: Callable[[], int]
+) -> None:
+    """The recheck runs for a token the API authenticates only: a caller
+    sending made-up bearers costs it no statement (a claim each, before)."""
+    before = updates_counted()
+    for n in range(4):
+        made_up = ("stk_" + uuid.uuid4().hex * 2, f"not-a-token-{n}")[n % 2]
+        assert _search(browser, made_up).status_code == 401
+    assert updates_counted() == before
+
+
+# Seconds a stream is read for at most: past the heartbeat (5 s) at which it is checked.
+STREAM_DEADLINE = 30.0
+
+
+def _streamed_lines(stream: httpx.Response) -> Iterator[dict[str, Any]]:
+    """The stream's lines (heartbeats left out), read for STREAM_DEADLINE at most."""
+    deadline = time.monotonic() + STREAM_DEADLINE
+    for line in stream.iter_lines():
+        assert time.monotonic() < deadline, "the stream went on past its deadline"
+        if line.strip():
+            yield json.loads(line)
+
+
+def test_an_open_live_stream_ends_when_the_provider_ends_its_session(
+    browser: httpx.Client,
+    provider: OpenIdProvider,
+    server_of_console: ServerThread,
+    sql: psycopg.Connection[Any],
+    updates_counted: Callable[[], int],
+) -> None:
+    """Rechecked while it is open, not only as it starts: its last line says
+    the provider ended the session, as an API call's 401 does, and costs no
+    statement per event streamed until the session is due."""
+    minted = signed_in(browser)
+    auth = {"Authorization": f"Bearer {minted['token']}"}
+    recorder = server_of_console.token(TENANT, "recorder")
+    with (
+        browser.stream("GET", "/api/stream", params={"actions": "live.x"}, headers=auth) as live,
+        AuditClient(server_of_console.target, token=recorder) as client,
+    ):
+        assert live.status_code == 200
+        lines = _streamed_lines(live)
+        before = updates_counted()
+        for n in range(3):
+            client.record(action="live.x", actor_id=f"u{n}")
+            assert next(lines)["actor"]["id"] == f"u{n}"
+        assert updates_counted() == before, "a statement per streamed event"
+
+        provider.issue.refresh = "invalid_grant"
+        _due(sql, minted)
+        last = next(line for line in lines if "error" in line)
+        assert last["reason"] == "IDENTITY_PROVIDER_ENDED_SESSION"
+        assert last["code"] == "UNAUTHENTICATED"
+        assert "the identity provider ended this session" in last["error"]
+        assert list(lines) == []  # the stream ended with it
+    assert _revoked(sql, minted["token_id"])

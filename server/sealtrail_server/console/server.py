@@ -159,7 +159,7 @@ from .parameters import (
     only_parameters,
     quoted,
 )
-from .sign_in import Browser, SignIn
+from .sign_in import Browser, SignIn, ended_answer
 
 log = logging.getLogger(__name__)
 
@@ -655,10 +655,20 @@ class Console:
         call = self._stub.StreamEvents(stream_request, metadata=self._metadata(request))
         response: web.StreamResponse | None = None
         self._calls.add(call)
+        browser = self._browser_of(request)
         try:
             async for message in call:
                 if response is None:
                     response = await _streaming(request, "application/x-ndjson")
+                # Its session rechecked as it runs, at a message or heartbeat
+                # (every 5 s at most) once due: no statement until then.
+                if self._sign_in is not None and (
+                    ended := await self._sign_in.ended_meanwhile(request, browser)
+                ):
+                    await _last_line(
+                        response, json.dumps(ended_answer(ended)).encode() + b"\n", "stream"
+                    )
+                    break
                 lines = [json.dumps(_json(e)) + "\n" for e in _events_of(message)]
                 await response.write("".join(lines).encode() or b"\n")  # heartbeats keep it open
         except grpc.aio.AioRpcError as error:

@@ -48,13 +48,14 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
+from ..auth.tokens import Authenticator
 from ..domain.access import Role, token_name_problem
 from ..domain.errors import FailedPrecondition, ResourceExhausted, SealtrailError, Unavailable
 from ..domain.names import hidden_character
 from ..store.console_sessions import Connection, Grant
 from ..store.console_sign_ins import HandedToken, SignInsKept, digest
 from .oidc import OidcConfig, Person, Provider, SignInRefused, person_of, pkce_challenge
-from .recheck import ENDED_REASON, Ends, Rechecks
+from .recheck import ENDED_REASON, Ended, Ends, Rechecks
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ NAME_SUFFIX: Final = " (console)"
 # person was proven, nothing was minted; the provider signs them in again
 # at once. Nothing of the database's own words (they name its tables and
 # host): the server's log says what it was.
+# Where `rechecked` keeps, on a request, the token of the session it let through.
+_SESSION_SECRET: Final = web.RequestKey("sealtrail.console_session_secret", str)
 # The title of the page answering a sign-in to an erased tenant.
 ERASED_TITLE: Final = "This organisation's audit log was erased"
 NOT_COMPLETED: Final = (
@@ -185,14 +188,18 @@ class SignIn:
         kept: SignInsKept,
         *,
         rechecks: Rechecks | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         """`rechecks`: the sessions' rechecks with the provider (None: never,
-        SEALTRAIL_OIDC_RECHECK_SECONDS=0)."""
+        SEALTRAIL_OIDC_RECHECK_SECONDS=0), each for a token `authenticator`
+        (the API's) takes first (with rechecks, it must be given)."""
+        assert rechecks is None or authenticator is not None
         self._config = config
         self._provider = provider
         self._sessions = sessions
         self._kept = kept
         self._rechecks = rechecks
+        self._authenticator = authenticator
         self._no_refresh_token_logged = False
         self._browser_of: Callable[[web.Request], Browser] = lambda request: Browser("", "")
         self._same_origin: Callable[[web.Request], None] = lambda request: None
@@ -450,25 +457,59 @@ class SignIn:
         """A call of the console's API with a token a sign-in minted, its
         session checked again with the provider if it is due (recheck.py):
         the 401 answering it if the provider ended the session, else None
-        (the call goes on; a token of no session, a pasted one, too)."""
-        if self._rechecks is None:
+        (the call goes on; a token of no session, a pasted one, too).
+
+        Only for a token the API's authenticator takes, of this console's
+        tenant and named as a sign-in names its tokens: any other bearer (made
+        up, revoked, expired, another tenant's, an API token pasted) is left
+        to the API's own answer, and costs the recheck nothing (its lookup is
+        the API's, cached for the call that follows). The token is kept on the
+        request (`session_secret`) for a Live stream to recheck as it runs."""
+        if self._rechecks is None or self._authenticator is None:
             return None
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret:
             return None
+        try:
+            principal = await self._authenticator.authenticate(
+                f"Bearer {secret}", caller=lambda: browser.ip
+            )
+        except SealtrailError:  # unknown, revoked, expired; or the database: the API says
+            return None
+        if principal.tenant_id != self._config.tenant_id or not principal.name.endswith(
+            NAME_SUFFIX
+        ):
+            return None
+        request[_SESSION_SECRET] = secret
         ended = await self._rechecks.check(secret, browser)
         if ended is None:
             return None
         return web.json_response(
-            {
-                "error": f"the identity provider ended this session: {ended.said}",
-                "code": "UNAUTHENTICATED",
-                "reason": ENDED_REASON,
-            },
+            ended_answer(ended),
             status=401,
             headers={"WWW-Authenticate": 'Bearer realm="sealtrail"'},
         )
+
+    async def ended_meanwhile(self, request: web.Request, browser: Browser) -> Ended | None:
+        """For a request going on (a Live stream) whose session `rechecked`
+        let through: why the provider ended it since, if its recheck fell due
+        and failed (its token revoked then), else None. No statement until
+        the session is due (recheck.py, DueTimes)."""
+        secret = request.get(_SESSION_SECRET)
+        if self._rechecks is None or secret is None:
+            return None
+        return await self._rechecks.check(secret, browser)
+
+
+def ended_answer(ended: Ended) -> dict[str, str]:
+    """What answers a call (its 401's body) or ends a stream (its last line)
+    whose session the identity provider ended."""
+    return {
+        "error": f"the identity provider ended this session: {ended.said}",
+        "code": "UNAUTHENTICATED",
+        "reason": ENDED_REASON,
+    }
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:

@@ -1307,7 +1307,16 @@ async function startLive() {
         addToChart(events);  // the chart follows the table
         addToBreakdown(events);  // and the Breakdown panel, as the chart does
       }
-      if (cut >= 0) throw new Error(traced(parsed[cut].error, response));
+      if (cut >= 0) {
+        const error = new Error(traced(parsed[cut].error, response));
+        // The identity provider ended the session while Live ran (rechecked as
+        // it streams): signed out as an API call's 401 signs out, saying why.
+        if (parsed[cut].reason === "IDENTITY_PROVIDER_ENDED_SESSION") {
+          error.status = 401;
+          error.reason = parsed[cut].reason;
+        }
+        throw error;
+      }
     }
   } catch (error) {
     if (error.name === "AbortError" || state.live !== controller) return;
