@@ -80,7 +80,10 @@ def _violation_helpers(tree: ast.Module) -> set[str]:
 def _descriptions(tree: ast.Module) -> Iterator[ast.expr]:
     """The expressions of `tree` that are a violation's description: passed
     to InvalidArgument.field, FieldViolation or a helper that makes one, or
-    the text of a `..._problem`/`..._error` a description is taken from."""
+    the text of a `..._problem`/`..._error` a description is taken from, or a
+    `{"field": ..., "description": ...}` the console answers itself. (The
+    sign-in's pages and the console's refusals of a host are not
+    descriptions: HTML pages and `error` sentences for people, never cut.)"""
     helpers = _violation_helpers(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and ast.unparse(node.func) == "BadParameter" and node.args:
@@ -93,6 +96,16 @@ def _descriptions(tree: ast.Module) -> Iterator[ast.expr]:
                 or called.split(".")[-1] in helpers
             ):
                 yield node.args[1]
+        elif isinstance(node, ast.Dict) and {"field", "description"} <= {
+            key.value for key in node.keys if isinstance(key, ast.Constant)
+        }:
+            # The console's own field violations, written as the API's are
+            # (/auth/exchange's `fields`), not through BadParameter.
+            yield next(
+                value
+                for key, value in zip(node.keys, node.values, strict=True)
+                if isinstance(key, ast.Constant) and key.value == "description"
+            )
         elif isinstance(node, ast.FunctionDef) and node.name.endswith(
             ("_problem", "_error", "problem")
         ):
