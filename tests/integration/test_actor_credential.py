@@ -31,7 +31,7 @@ from sealtrail import (
 from sealtrail import _cli as cli
 from sealtrail.v1 import event_pb2, forwarding_pb2
 from tests.conftest import ServerThread
-from tests.filter_checks import live_from_now
+from tests.filter_checks import live_from_now, violations_refused
 from tests.http_endpoint import endpoint
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_export_check import KEY, _resigned
@@ -474,3 +474,106 @@ def test_the_cli_query_table_shows_each_events_credential_beside_its_actor(
         ("dee", "api_key key_8f3a_old ...0000"),
         ("eve", "api_key key_\\x1b[2Jx"),
     ]
+
+
+# The credential `key_8f3a` of CALLS is two: ann's API key and bob's personal
+# access token. Its id alone finds both; with a kind, that one alone.
+ONE_KEY = {"credential_id": "key_8f3a", "credential_kind": "api_key"}
+
+
+def test_a_credentials_kind_and_id_find_it_alone_not_another_kinds_of_its_id(
+    recorded: AuditClient, tmp_path: Path
+) -> None:
+    """The Breakdown lists a credential by kind and id: its events are those
+    of both, in a query, a count and an export checked offline, never those
+    of another kind's credential of the same id (helper-468)."""
+    both = build_filter(actions="repo.delete", credential_id="key_8f3a")
+    one = build_filter(actions="repo.delete", **ONE_KEY)
+    assert _found(recorded, both) == [("ann", "api_key"), ("bob", "personal_access_token")]
+    assert _found(recorded, one) == [("ann", "api_key")]
+    # A kind alone: every API key's events.
+    assert [a for a, _ in _found(recorded, build_filter(credential_kind="api_key"))] == [
+        "ann", "ann", "bob", "dee"
+    ]  # fmt: skip
+    assert _found(recorded, build_filter(credential_kind="oauth_token")) == []
+    counts = recorded.count_events(one, group_by="credential")
+    assert counts.total == 1
+    assert [g.key for g in counts.groups] == ['["api_key","key_8f3a","a1b2"]']
+    assert recorded.count_events(both, group_by="credential").total == 2
+    out = tmp_path / "key.ndjson"
+    recorded.export(out, format="ndjson", manifest_file=True, filter=one)
+    checked = check_export(out.with_name(out.name + ".manifest.json"), key=KEY)
+    assert checked.filter is not None
+    assert json.loads(checked.filter)["credentialKind"] == "api_key"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["actor"]["id"], r["actor"]["credential"]["kind"]) for r in rows] == [
+        ("ann", "api_key")
+    ]
+
+
+def test_a_live_stream_follows_one_credential_of_its_kind(recorded: AuditClient) -> None:
+    with live_from_now(recorded, build_filter(**ONE_KEY)) as live:
+        recorded.record(_event("bob", "personal_access_token", "key_8f3a", ""))
+        recorded.record(_event("eve", "api_key", "key_77c0", ""))
+        recorded.record(_event("eve", "api_key", "key_8f3a", ""))
+        first = next(live)
+    assert (first.actor.id, first.actor.credential.kind) == ("eve", "api_key")
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        ("API_KEY", "lower_snake_case"),
+        ("api-key", "lower_snake_case"),
+        ("1key", "lower_snake_case"),
+        ("api key", "lower_snake_case"),
+        ("k" * 65, "is 65 characters long; the limit is 64"),
+    ],
+)
+def test_a_credential_kind_filter_no_kind_is_recorded_as_is_refused_naming_it(
+    client: AuditClient, kind: str, words: str
+) -> None:
+    [(named, description)] = violations_refused(client, build_filter(credential_kind=kind))
+    assert named == "filter.credential_kind" and words in description, description
+    assert list(client.query(build_filter(credential_kind="k" * 64))) == []
+
+
+def test_a_sink_given_a_credential_kind_is_narrowed_and_widened_without_it(
+    client: AuditClient,
+) -> None:
+    created = client.create_sink(paused_webhook(build_filter(credential_id="key_8f3a")))
+
+    def update(**kwargs: str) -> tuple[int, list[str]]:
+        return refiltered(client, created.sink.id, build_filter(**kwargs))
+
+    assert update(**ONE_KEY) == (event_pb2.SEVERITY_WARNING, ["filter_narrowed"])
+    assert client.get_sink(created.sink.id).filter.credential_kind == "api_key"
+    assert update(credential_id="key_8f3a") == (event_pb2.SEVERITY_INFO, [])
+    assert update(credential_id="key_8f3a", credential_kind="session") == (
+        event_pb2.SEVERITY_WARNING,
+        ["filter_narrowed"],
+    )
+
+
+def test_an_alert_rule_on_one_credential_of_a_kind_fires_on_it_alone(
+    client: AuditClient,
+) -> None:
+    rule = client.create_alert_rule(
+        build_alert_rule("leaked key", "match", filter=build_filter(**ONE_KEY))
+    )
+    client.record(_event("u1", "personal_access_token", "key_8f3a", ""))
+    fires = client.record(_event("u1", "api_key", "key_8f3a", "a1b2"))
+    the_only_alert(client, rule.rule.id, fires.event)
+
+
+def test_the_cli_query_finds_one_credential_by_its_kind_and_id(
+    recorded: AuditClient, server: ServerThread, tenant: str
+) -> None:
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    args = ["query", "--format", "jsonl", "--credential-id", "key_8f3a"]
+    for kind, actors in [([], ["ann", "bob"]), (["--credential-kind", "api_key"], ["ann"])]:
+        found = CliRunner().invoke(cli.main, [*args, *kind, "--order", "oldest"], env=env)
+        assert found.exit_code == 0, found.output
+        assert [json.loads(line)["actor"]["id"] for line in found.output.splitlines()] == actors
+    refused = CliRunner().invoke(cli.main, [*args, "--credential-kind", "API"], env=env)
+    assert refused.exit_code != 0 and "--credential-kind" in refused.output, refused.output

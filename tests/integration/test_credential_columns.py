@@ -117,6 +117,28 @@ def test_rows_from_before_the_columns_count_and_filter_as_the_others(
     assert len(as_owner.execute(statement, params).fetchall()) == 70
 
 
+def test_a_credentials_kind_narrows_rows_from_before_the_columns_and_after_alike(
+    as_owner: psycopg.Connection[Any],
+) -> None:
+    """`key_1` is an API key's id and a session's: with its kind, a count and
+    a query find that one credential's rows, appended before migration 0056
+    (kind read off the record) and after (the column), never the other's;
+    a kind alone finds every credential of it, both ways too."""
+    key = json.dumps(["api_key", "key_1", "a1b2"], separators=(",", ":"))
+    session = json.dumps(["session", "key_1", ""], separators=(",", ":"))
+    for kind, counted in [("api_key", [(key, 60)]), ("session", [(session, 10)]), ("ssh_key", [])]:
+        for event_filter in (
+            EventFilter(credential_id="key_1", credential_kind=kind),
+            EventFilter(credential_kind=kind),
+        ):
+            assert _counted(as_owner, event_filter) == counted
+            statement, params = query_statement("t1", event_filter, "newest", None, 1000)
+            found = as_owner.execute(statement, params).fetchall()
+            assert len(found) == sum(n for _, n in counted)
+            total, params = count_statement("t1", event_filter, group_by=None, limit=10)
+            assert as_owner.execute(total, params).fetchall() == [(len(found),)]
+
+
 @contextmanager
 def _as_service(owner: psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
     """A connection to `owner`'s database working as the service does for t1."""
@@ -162,6 +184,29 @@ def test_a_credential_id_is_an_index_condition_for_the_service(
     assert [row[0] for row in as_service.execute(statement, params)] == newest[-2::-1]
     statement, params = count_statement("t1", key, group_by=None, limit=10)
     assert as_service.execute(statement, params).fetchall() == [(70,)]
+
+
+def test_a_credentials_kind_keeps_its_id_the_index_condition_for_the_service(
+    as_owner: psycopg.Connection[Any], as_service: psycopg.Connection[Any]
+) -> None:
+    """With a kind, the credential's id is still found on events_credential_id
+    for the service and the kind is a condition beside it (text equality,
+    leakproof), the rows from before read off their records alone: no other
+    row is read than with the id alone, and the other kind's are left out."""
+    key = EventFilter(credential_id="key_1", credential_kind="session")
+    statement, params = query_statement("t1", key, "newest", None, 1000)
+    nodes = list(_nodes(_plan(as_service, statement, params)))
+    read = [node for node in nodes if node.get("Relation Name", "").startswith("events")]
+    assert any(
+        "credential_id" in node.get("Index Cond", "") and node["Actual Rows"] == 5 for node in read
+    )
+    assert sum(node["Actual Rows"] + node.get("Rows Removed by Filter", 0) for node in read) == 77
+    assert not any("credential_id = " in node.get("Filter", "") for node in read)
+    served = as_service.execute(statement, params).fetchall()
+    assert len(served) == 10
+    assert served == as_owner.execute(statement, params).fetchall()
+    statement, params = count_statement("t1", key, group_by=None, limit=10)
+    assert as_service.execute(statement, params).fetchall() == [(10,)]
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,11 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "user_agent_backslash": build_filter(user_agent="l\\5"),
         "credential_id": build_filter(credential_id="key_8f3a"),
         "credential_mixed": build_filter(actions="doc.*", credential_id="KEY_8F3A", country="fr"),
+        "credential_kind": build_filter(credential_kind="api_key"),
+        "credential_kind_and_id": build_filter(credential_id="KEY_8F3A", credential_kind="api_key"),
+        "credential_of_another_kind": build_filter(
+            credential_id="oat_1", credential_kind="session"
+        ),
         "actor_types": build_filter(actor_types=["api_key", "service"]),
         "actor_type_user": build_filter(actor_types="user"),
         "actor_types_mixed": build_filter(

@@ -39,6 +39,7 @@ SAMPLES: dict[str, Any] = {
     "severities": (2, 4),
     "user_agent": "curl",
     "credential_id": "key_8f3a",
+    "credential_kind": "api_key",
     "actor_types": ("api_key",),
     "countries": ("DE", "FR"),
     "resource_types": ("file", "source"),

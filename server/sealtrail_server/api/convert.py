@@ -225,6 +225,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         actor_email_domain=event_filter.actor_email_domain,
         user_agent=event_filter.user_agent,
         credential_id=event_filter.credential_id,
+        credential_kind=event_filter.credential_kind,
         severities=list(event_filter.severities),
         actor_types=list(event_filter.actor_types),
         countries=list(event_filter.countries),

@@ -176,7 +176,7 @@ def watches_no_events(event_filter: EventFilter) -> list[tuple[str, str]]:
         or any(value is not None for value in (
             f.actor, f.resource_type, f.resource_id, f.request_id, f.trace_id, f.text,
             f.recorded_by, f.ip, f.country, f.actor_email_domain, f.user_agent,
-            f.credential_id, f.actor_prefix, f.min_duration_ms,
+            f.credential_id, f.credential_kind, f.actor_prefix, f.min_duration_ms,
         ))
     )  # fmt: skip
     if narrows:

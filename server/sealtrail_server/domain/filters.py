@@ -26,7 +26,9 @@ from .event import (
     CATEGORIES,
     CONTROL_CHARACTERS,
     COUNTRY_PATTERN,
+    CREDENTIAL_KIND_PATTERN,
     MAX_ACTION,
+    MAX_CREDENTIAL_KIND,
     MAX_DURATION_MS,
     MAX_EMAIL,
     MAX_ID,
@@ -83,6 +85,7 @@ class FilterDraft:
     severities: list[int] = field(default_factory=list)
     user_agent: str = ""
     credential_id: str = ""
+    credential_kind: str = ""
     actor_types: list[int] = field(default_factory=list)
     countries: list[str] = field(default_factory=list)
     resource_types: list[str] = field(default_factory=list)
@@ -148,6 +151,9 @@ class EventFilter:
     user_agent: str | None = None
     # `actor.credential.id`, exactly as recorded.
     credential_id: str | None = None
+    # `actor.credential.kind`, exactly as recorded (lower_snake_case): with
+    # `credential_id`, that one credential, not another kind's of its id.
+    credential_kind: str | None = None
     # `actor.type`s, as the record writes them (`api_key`), sorted, once each.
     actor_types: tuple[str, ...] = ()
     # `countries`: any of these `context.country`s, upper case, sorted, once
@@ -435,6 +441,16 @@ def validate_filter(
         fail("credential_id", "must not contain NUL characters")
     elif draft.credential_id:
         credential_id = draft.credential_id
+    credential_kind = None
+    if len(draft.credential_kind) > MAX_CREDENTIAL_KIND:
+        fail(
+            "credential_kind",
+            f"is {len(draft.credential_kind)} characters long; the limit is {MAX_CREDENTIAL_KIND}",
+        )
+    elif draft.credential_kind and not CREDENTIAL_KIND_PATTERN.fullmatch(draft.credential_kind):
+        fail("credential_kind", "must be lower_snake_case as recorded, e.g. api_key")
+    elif draft.credential_kind:
+        credential_kind = draft.credential_kind
     recorded_by = None
     if draft.recorded_by:
         recorded_by = parse_uuid(draft.recorded_by)
@@ -482,6 +498,7 @@ def validate_filter(
         severities=severities,
         user_agent=user_agent,
         credential_id=credential_id,
+        credential_kind=credential_kind,
         actor_types=actor_types,
         countries=countries,
         resource_types=resource_types,
@@ -855,6 +872,10 @@ class RecordMatcher:
             return False
         if f.credential_id is not None and (
             record["actor"].get("credential", {}).get("id") != f.credential_id
+        ):
+            return False
+        if f.credential_kind is not None and (
+            record["actor"].get("credential", {}).get("kind") != f.credential_kind
         ):
             return False
         if self._network is not None:

@@ -74,6 +74,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
                     "text",
                     "recorded_by",
                     "credential_id",
+                    "credential_kind",
                 )
             ),
         )

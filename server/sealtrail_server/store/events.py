@@ -390,13 +390,15 @@ class PageStatement:
 
     query: sql.Composed
     filter_params: tuple[Any, ...]
-    credential_id: str | None  # the filter's: each branch's parameters in turn
+    # Of a credential's page, each branch's own parameters (`_credential_of`)
+    # before its conditions'; empty for any other page.
+    credential: tuple[Any, ...]
 
     def params(self, bounds: Sequence[Any], limit: int) -> list[Any]:
         selected = [*self.filter_params, *bounds, limit]
-        if self.credential_id is None:
+        if not self.credential:
             return selected
-        return [self.credential_id, *selected, self.credential_id, *selected, limit]
+        return [*self.credential, *selected, *self.credential, *selected, limit]
 
 
 def page_of_events(
@@ -419,9 +421,14 @@ def page_of_events(
     conditions, params = filter_conditions(tenant_id, f, credential_in_source=True)
     where = sql.SQL(" AND ").join([*conditions, *bounds])
     direction = sql.SQL("DESC" if order == "newest" else "ASC")
-    template = _PAGE if f.credential_id is None else _CREDENTIAL_PAGE
-    query = template.format(columns=columns, conditions=where, direction=direction)
-    return PageStatement(query, tuple(params), f.credential_id)
+    if f.credential_id is None:
+        query = _PAGE.format(columns=columns, conditions=where, direction=direction)
+        return PageStatement(query, tuple(params), ())
+    (since, before), credential = _credential_of(f)
+    query = _CREDENTIAL_PAGE.format(
+        since=since, before=before, columns=columns, conditions=where, direction=direction
+    )
+    return PageStatement(query, tuple(params), credential)
 
 
 @dataclass(slots=True)
@@ -675,19 +682,34 @@ def selected_events(
     are read off their records), a UNION ALL the planner makes one append
     of the two, each under every other condition (ADR 0142): what a count
     reads. A page is no ORDER BY and LIMIT on this relation, which the
-    planner leaves outside the branches: `page_of_events`."""
+    planner leaves outside the branches: `page_of_events`. A
+    `credential_kind` with it is a condition of each branch, the column's
+    in the one, the record's in the other (`_credential_of`)."""
     conditions, params = filter_conditions(tenant_id, f, credential_in_source=True)
     if f.credential_id is None:
         return sql.SQL("events"), conditions, params
-    return _OF_CREDENTIAL, conditions, [f.credential_id, f.credential_id, *params]
+    (since, before), credential = _credential_of(f)
+    relation = _OF_CREDENTIAL.format(since=since, before=before)
+    return relation, conditions, [*credential, *credential, *params]
+
+
+def _credential_of(f: EventFilter) -> tuple[tuple[sql.SQL, sql.SQL], tuple[Any, ...]]:
+    """The two branches of `f`'s credential (`selected_events`), the rows
+    appended since migration 0056 and before, and the parameters of each:
+    its id, and its kind if `f` has one. The kind is a condition beside the
+    id's, the column's (text equality: the id stays the index condition)
+    or the record's."""
+    if f.credential_kind is None:
+        return (_SINCE_0056, _BEFORE_0056), (f.credential_id,)
+    return (_SINCE_0056_OF_KIND, _BEFORE_0056_OF_KIND), (f.credential_id, f.credential_kind)
 
 
 def filter_conditions(
     tenant_id: str, f: EventFilter, *, credential_in_source: bool = False
 ) -> tuple[list[sql.Composable], list[Any]]:
     """SQL conditions (ANDed) and their parameters selecting `f` in one
-    tenant; the credential id's left out if `credential_in_source` (the
-    relation selects it: `selected_events`)."""
+    tenant; the credential's id and kind left out if `credential_in_source`
+    and it has an id (the relation selects it: `selected_events`)."""
     conditions: list[sql.Composable] = [sql.SQL("tenant_id = %s")]
     params: list[Any] = [tenant_id]
 
@@ -791,6 +813,16 @@ def filter_conditions(
             f.credential_id,
             f.credential_id,
         )
+    if f.credential_kind is not None and (f.credential_id is None or not credential_in_source):
+        # As the id is read: the column, or of a row appended before
+        # migration 0056 the record's. Alone, no index serves it (a kind is
+        # common): other conditions and a time range choose the rows.
+        add(
+            "(credential_kind = %s OR"
+            f" (credential_kind IS NULL AND {RECORD_CREDENTIAL_KIND} = %s))",
+            f.credential_kind,
+            f.credential_kind,
+        )
     if f.actor_types:
         # `actor.type` as the record writes it (`api_key`; one recorded without
         # a type is `user`), read off the record as `country` is: no column, no
@@ -857,25 +889,35 @@ RECORD_USER_AGENT: Final = "((record::json -> 'context') ->> 'user_agent')"
 # of a row appended before migration 0056 alone (ADR 0142); the others' is
 # the column credential_id.
 RECORD_CREDENTIAL_ID: Final = "(((record::json -> 'actor') -> 'credential') ->> 'id')"
+# Its `actor.credential.kind`, as its id is read.
+RECORD_CREDENTIAL_KIND: Final = "(((record::json -> 'actor') -> 'credential') ->> 'kind')"
 # An event's `actor.credential` in SQL (json, NULL for none), for the rows
 # appended before migration 0056, whose credential_kind is NULL.
 RECORD_CREDENTIAL: Final = "((record::json -> 'actor') -> 'credential')"
 # The rows of one credential id (`selected_events`), as `events`: a row of
 # the one branch has credential_kind NULL, of the other not, so none is in
 # both (a row appended since migration 0056 has its kind, "" for none).
-_SINCE_0056: Final = "SELECT * FROM events WHERE credential_id = %s AND credential_kind IS NOT NULL"
-_BEFORE_0056: Final = (
+_SINCE_0056: Final = sql.SQL(
+    "SELECT * FROM events WHERE credential_id = %s AND credential_kind IS NOT NULL"
+)
+_BEFORE_0056: Final = sql.SQL(
     f"SELECT * FROM events WHERE credential_kind IS NULL AND {RECORD_CREDENTIAL_ID} = %s"
 )
-_OF_CREDENTIAL: Final = sql.SQL(f"({_SINCE_0056} UNION ALL {_BEFORE_0056}) AS events")
+# The same of one kind too (`credential_kind`): its parameter after the id's.
+_SINCE_0056_OF_KIND: Final = sql.SQL(
+    "SELECT * FROM events WHERE credential_id = %s AND credential_kind = %s"
+)
+_BEFORE_0056_OF_KIND: Final = sql.SQL(
+    f"SELECT * FROM events WHERE credential_kind IS NULL AND {RECORD_CREDENTIAL_ID} = %s"
+    f" AND {RECORD_CREDENTIAL_KIND} = %s"
+)
+_OF_CREDENTIAL: Final = sql.SQL("({since} UNION ALL {before}) AS events")
 # A page of them (`page_of_events`): each branch under the page's conditions,
 # ordered and limited, then the two merged and limited again.
 _CREDENTIAL_PAGE: Final = sql.SQL(
-    "SELECT {columns} FROM (("
-    + _SINCE_0056
-    + " AND {conditions} ORDER BY seq {direction} LIMIT %s) UNION ALL ("
-    + _BEFORE_0056
-    + " AND {conditions} ORDER BY seq {direction} LIMIT %s)) AS events"
+    "SELECT {columns} FROM (({since}"
+    " AND {conditions} ORDER BY seq {direction} LIMIT %s) UNION ALL ({before}"
+    " AND {conditions} ORDER BY seq {direction} LIMIT %s)) AS events"
     " ORDER BY seq {direction} LIMIT %s"
 )
 # An event's `actor.type` in SQL (`user`, `api_key`, `service`, `system`).

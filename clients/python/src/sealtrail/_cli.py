@@ -991,6 +991,12 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             help="Id of the credential the actor used (actor.credential.id), exactly.",
         ),
         click.option(
+            "--credential-kind",
+            metavar="KIND",
+            help="Kind of the credential the actor used (actor.credential.kind), exactly:"
+            " api_key, session. With --credential-id, that one credential.",
+        ),
+        click.option(
             "--http-status",
             "http_status_classes",
             multiple=True,

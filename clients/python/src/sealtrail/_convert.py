@@ -975,6 +975,7 @@ def build_filter(
     severities: str | Iterable[str] = (),
     user_agent: str = "",
     credential_id: str = "",
+    credential_kind: str = "",
     actor_types: str | Iterable[str] = (),
     countries: str | Iterable[str] = (),
     resource_types: str | Iterable[str] = (),
@@ -997,7 +998,10 @@ def build_filter(
     is text the client's user agent (`context.user_agent`) contains, A-Z in either case
     (`curl`, `python-requests`), every other character (`%`, `_` too) exactly;
     `credential_id` the id of the credential the actor used (`actor.credential.id`),
-    exactly: every event done with one API key or token; `actor_types` matches
+    exactly: every event done with one API key or token, of any kind; `credential_kind`
+    the kind of that credential (`actor.credential.kind`), exactly (`api_key`,
+    `session`): with `credential_id` the one credential, not another kind's of
+    the same id (a server older than it ignores it); `actor_types` matches
     the actors of those types (`["api_key"]`: what API keys, not people, did;
     `user`, `service`, `system`), an event recorded without a type as `user`;
     `countries` and `resource_types` match any of their values (`["DE", "FR"]`,
@@ -1043,6 +1047,7 @@ def build_filter(
         actor_email_domain=actor_email_domain,
         user_agent=user_agent,
         credential_id=credential_id,
+        credential_kind=credential_kind,
         countries=_many(countries),
         resource_types=_many(resource_types),
         http_status_classes=_statuses(http_status_classes),

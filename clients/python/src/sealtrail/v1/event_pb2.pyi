@@ -647,6 +647,7 @@ class EventFilter(_message.Message):
     MIN_DURATION_MS_FIELD_NUMBER: _builtins.int
     HTTP_ROUTES_FIELD_NUMBER: _builtins.int
     CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_KIND_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -715,8 +716,10 @@ class EventFilter(_message.Message):
     credential_id: _builtins.str
     """Matches events whose actor's credential id (`actor.credential.id`)
     equals this text exactly, case and all: every event done with one API
-    key, token or session. Events without a credential never match. 1 to 256
-    characters, no NUL. A server older than this field ignores it.
+    key, token or session (of any kind: a credential of another kind with
+    the same id matches too; `credential_kind` tells them apart). Events
+    without a credential never match. 1 to 256 characters, no NUL. A server
+    older than this field ignores it.
     """
     actor_prefix: _builtins.str
     """Matches events whose actor id starts with this text, case and all
@@ -736,6 +739,15 @@ class EventFilter(_message.Message):
     second or longer. Finite, above 0 and under one day (86,400,000); 0
     (unset) matches every event. An event without a duration never matches.
     A server older than this field ignores it.
+    """
+    credential_kind: _builtins.str
+    """Matches events whose actor's credential kind (`actor.credential.kind`)
+    equals this text exactly: `api_key`, `oauth_token`, `session`, or any
+    kind ActorCredential takes. With `credential_id`, the events of that one
+    credential, not those of another kind's credential of the same id.
+    Events without a credential never match. Checked as
+    `ActorCredential.kind` is: 1 to 64 characters, lower_snake_case. A
+    server older than this field ignores it.
     """
     @_builtins.property
     def occurred_after(self) -> _timestamp_pb2.Timestamp:
@@ -877,10 +889,11 @@ class EventFilter(_message.Message):
         min_duration_ms: _builtins.float = ...,
         http_routes: _abc.Iterable[_builtins.str] | None = ...,
         changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        credential_kind: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_types", b"actor_types", "categories", b"categories", "changed_fields", b"changed_fields", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "exclude_actions", b"exclude_actions", "http_routes", b"http_routes", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_duration_ms", b"min_duration_ms", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_types", b"actor_types", "categories", b"categories", "changed_fields", b"changed_fields", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "credential_kind", b"credential_kind", "exclude_actions", b"exclude_actions", "http_routes", b"http_routes", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_duration_ms", b"min_duration_ms", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
