@@ -385,6 +385,34 @@ def test_the_breakdown_by_credential_shows_kind_id_and_hint_and_narrows_by_its_i
     assert parse_qs(urlsplit(browser.current_url).query)["credential_id"] == ["key_a"]
 
 
+def test_a_credential_pressed_narrows_the_search_to_its_kind_and_id(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Two credentials of one id but different kinds (an API key and a
+    session both `key_a`) are two rows; one pressed narrows the search to
+    its events alone, by `credential_kind` and `credential_id` both, the
+    form's fields showing them: by the id alone it found the other's too."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for kind in ("api_key", "api_key", "session"):
+            c.record(action="api.call", actor_id="svc", credential_kind=kind, credential_id="key_a")
+    panel = _breakdown_shown(
+        browser, console_url + "?actions=api.call", console_server.token(tenant, "reader"), 3
+    )
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("credential")
+    wait(browser).until(lambda b: breakdown(b) == [("api_key key_a", "2"), ("session key_a", "1")])
+    panel.find_element(By.XPATH, ".//button[text()='session key_a']").click()
+    wait(browser).until(
+        lambda b: parse_qs(urlsplit(b.current_url).query).get("credential_kind") == ["session"]
+    )
+    found = wait_for_rows(browser, lambda r: len(r) == 1)
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert (query["credential_kind"], query["credential_id"]) == (["session"], ["key_a"]), query
+    assert browser.find_element(By.NAME, "credential_kind").get_attribute("value") == "session"
+    assert browser.find_element(By.NAME, "credential_id").get_attribute("value") == "key_a"
+    wait(browser).until(lambda b: breakdown(b) == [("session key_a", "1")])
+    assert "svc" in found[0], found
+
+
 def test_the_breakdown_by_credential_adds_live_s_events_to_their_credential_s_row(
     browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
 ) -> None:

@@ -46,6 +46,7 @@ _SINGLE: Final = (
     "country",
     "user_agent",
     "credential_id",
+    "credential_kind",
     "actor_prefix",
 )
 

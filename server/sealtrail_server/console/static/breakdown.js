@@ -14,8 +14,8 @@ const $ = (selector) => document.querySelector(selector);
 const SHOWN = 10;
 // Each grouping: the search's parameter its values filter by, whether it takes
 // a comma-separated list (`separated`), and its words (`many`: not `one` + s);
-// for a key of several parts (a credential's), what of it the parameter takes
-// (`value`) and how it reads (`shown`). `fields`: the parameters of a value
+// for a key of several parts (a credential's), the parameters it sets
+// (`narrow`, as `narrowing` answers) and how it reads (`shown`). `fields`: the parameters of a value
 // that is several, keyed by the API as the JSON array of their values (a
 // resource: `["repository","acme/web"]`, so that a `/` in either keeps it
 // apart), each part named in `parts`.
@@ -30,7 +30,7 @@ export const GROUPINGS = {
   category: { field: "categories", one: "category", separated: true },
   http_route: { field: "http_routes", one: "HTTP route", separated: true },
   http_status: { field: "http_status_classes", one: "HTTP status", many: "HTTP statuses", separated: true },
-  credential: { field: "credential_id", one: "credential", value: (key) => credentialOf(key)[1],
+  credential: { one: "credential", narrow: credentialNarrowing,
     shown: (key) => credentialWords(credentialOf(key)) },
   ip: { field: "ip", one: "IP address", many: "IP addresses" },
   resource: { fields: ["resource_type", "resource_id"], parts: ["type", "id"], one: "resource" },
@@ -45,6 +45,13 @@ function credentialOf(key) {
     if (Array.isArray(parts) && parts.length === 3) return parts.map(String);
   } catch { /* not the API's: shown as it is */ }
   return ["", key, ""];
+}
+
+// The search's parameters a credential pressed sets: its kind and id, so that
+// another kind's credential of the same id is not found; the hint is no filter.
+function credentialNarrowing(key) {
+  const [kind, id] = credentialOf(key);
+  return kind ? { credential_kind: kind, credential_id: id } : { credential_id: id };
 }
 
 // A credential as the rows show it: kind, id and `...hint`.
@@ -319,11 +326,9 @@ function list() {
 // no filter finds just its events: a list parameter cannot carry it, or a part
 // of it is absent (a resource's type without an id: no filter takes "no id", and
 // its type alone would find more than it counted).
-function narrowing({ field, fields, separated, value: valueOf = (key) => key }, key) {
-  if (!fields) {
-    const value = valueOf(key);
-    return carried(value, separated) ? { [field]: value } : null;
-  }
+function narrowing({ field, fields, separated, narrow }, key) {
+  if (narrow) return narrow(key);
+  if (!fields) return carried(key, separated) ? { [field]: key } : null;
   const values = JSON.parse(key);
   return values.every(Boolean) ? Object.fromEntries(fields.map((name, at) => [name, values[at]])) : null;
 }
