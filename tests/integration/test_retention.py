@@ -82,7 +82,7 @@ from sealtrail_server.retention.purge_record import purge_recorder
 from sealtrail_server.retention.purger import LOCK_KEY as PURGE_LOCK
 from sealtrail_server.retention.purger import PURGE_JOB, Purger
 from sealtrail_server.store.events import query_statement
-from sealtrail_server.store.retention import purge_batch, purged_between
+from sealtrail_server.store.retention import purge_batch, purged_between, tenants_with_expiry
 from sealtrail_server.telemetry.logs import log_handler
 from tests.clock import Clock
 from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own, token_id_of
@@ -128,9 +128,26 @@ def aged(migrated_database_url: str, clock: Clock) -> Iterator[ServerThread]:
 
 
 @pytest.fixture
-def admin(aged: ServerThread, tenant: str) -> Iterator[AuditClient]:
+def admin(aged: ServerThread, tenant: str, migrated_database_url: str) -> Iterator[AuditClient]:
+    """An admin of the test's tenant on `aged`. After the test, a policy of
+    the tenant's that still removes anything is set back to keep everything
+    (as its admin would): every later pass, which reads every such tenant's
+    log, took the module's earlier tenants with it, seconds a pass by the
+    module's end, for what no later test looks at."""
     with AuditClient(aged.target, token=aged.token(tenant)) as client:
         yield client
+        if tenant in _tenants_with_expiry(migrated_database_url):
+            client.set_retention_policy()
+
+
+def _tenants_with_expiry(url: str) -> list[str]:
+    """The tenants a pass reads, as the purge job lists them."""
+
+    async def listed() -> list[str]:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await tenants_with_expiry(conn)
+
+    return asyncio.run(listed())
 
 
 def purge(server: ServerThread) -> list[Any]:
