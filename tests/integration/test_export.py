@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -396,8 +397,26 @@ def _unread_export(target: str, token: str) -> tuple[grpc.Channel, Any]:
     return channel, unread
 
 
+@pytest.fixture(scope="module")
+def bulk_tenant(server: ServerThread) -> str:
+    """A tenant whose log is _record_bulk's 30 MB, recorded once for the
+    module's tests that export it and erase nothing (a recording per test
+    was most of each one's time). Each makes its own servers and tokens of
+    it, and counts only the exports recorded since it began
+    (`_exports_recorded`); a test that erases makes a log of its own."""
+    shared = f"t-bulk-{uuid.uuid4().hex[:12]}"
+    with AuditClient(server.target, token=server.token(shared), timeout=60) as client:
+        _record_bulk(client)
+    return shared
+
+
+def _exports_recorded(client: AuditClient) -> int:
+    """How many exports the log of `client`'s tenant has recorded."""
+    return len(list(client.query(build_filter(actions="audit_log.exported"))))
+
+
 def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_until_one_ends(
-    migrated_database_url: str, tenant: str, tmp_path: Path
+    migrated_database_url: str, tenant: str, bulk_tenant: str, tmp_path: Path
 ) -> None:
     """An export whose client stops reading waits, holding its page (about
     6 MB), for as long as its connection lives, and the rate let a tenant
@@ -413,10 +432,12 @@ def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_un
     channels: list[grpc.Channel] = []
     try:
         # One attempt each: a refusal is what is looked at, not a retry's end.
-        admin = AuditClient(per_tenant.target, token=per_tenant.token(tenant), max_attempts=1)
+        admin = AuditClient(per_tenant.target, token=per_tenant.token(bulk_tenant), max_attempts=1)
         elsewhere = AuditClient(per_tenant.target, token=per_tenant.token(other), max_attempts=1)
-        _record_bulk(admin)
-        channel, unread = _unread_export(per_tenant.target, per_tenant.token(tenant, "exporter"))
+        exported_before = _exports_recorded(admin)
+        channel, unread = _unread_export(
+            per_tenant.target, per_tenant.token(bulk_tenant, "exporter")
+        )
         channels.append(channel)
         with pytest.raises(ResourceExhaustedError) as over:
             admin.export(tmp_path / "over.ndjson")
@@ -427,7 +448,7 @@ def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_un
         assert elsewhere.export(tmp_path / "other.ndjson").row_count  # another tenant exports on
 
         # ... up to the server's limit, whichever tenant the exports are of.
-        full_channel, _ = _unread_export(per_process.target, per_process.token(tenant))
+        full_channel, _ = _unread_export(per_process.target, per_process.token(bulk_tenant))
         channels.append(full_channel)
         with (
             AuditClient(
@@ -451,9 +472,9 @@ def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_un
                 assert time.monotonic() < deadline, "a cancelled export kept its place"
                 time.sleep(0.05)
         admin.export(tmp_path / "again.ndjson")  # one read to its end gave its place back
-        recorded = list(admin.query(build_filter(actions="audit_log.exported")))
         # The two left unread, and the two read to their end: no refused one.
-        assert len(recorded) == 4, "a refused export was recorded"
+        recorded = _exports_recorded(admin) - exported_before
+        assert recorded == 4, "a refused export was recorded"
         admin.close()
         elsewhere.close()
     finally:
@@ -478,7 +499,10 @@ def _export_when_a_place_frees(client: AuditClient, path: Path, *, within: float
 
 
 def test_an_export_whose_client_stops_reading_is_ended_and_one_read_slowly_is_not(
-    migrated_database_url: str, tenant: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    migrated_database_url: str,
+    bulk_tenant: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An export whose client stops reading, its connection kept (keepalive
     answered), or gone silent, waited for as long as the connection lived,
@@ -495,9 +519,8 @@ def test_an_export_whose_client_stops_reading_is_ended_and_one_read_slowly_is_no
     channels: list[grpc.Channel] = []
     try:
         admin = AuditClient(
-            stalling.target, token=stalling.token(tenant), max_attempts=1, timeout=60
+            stalling.target, token=stalling.token(bulk_tenant), max_attempts=1, timeout=60
         )
-        _record_bulk(admin)
 
         # Slowly, chunk after chunk: many times the stall in all. The server sees
         # a reader take chunks as its flow-control window opens, in steps of up
@@ -513,19 +536,22 @@ def test_an_export_whose_client_stops_reading_is_ended_and_one_read_slowly_is_no
         ):
             channels.append(small_window)
             stub = audit_service_pb2_grpc.AuditLogServiceStub(small_window)
-            token = stalling.token(tenant, "exporter")
+            token = stalling.token(bulk_tenant, "exporter")
             for message in stub.Export(
                 pb.ExportRequest(format=pb.EXPORT_FORMAT_NDJSON),
                 metadata=(("authorization", f"Bearer {token}"),),
             ):
                 slow.receive(message)
-                time.sleep(0.02)
+                # 64 KB chunks (CHUNK_BYTES) of about 30 MB: 4.5 s asleep at least.
+                time.sleep(0.01)
             assert slow.result().row_count > 2400
         assert time.monotonic() - began > 3 * stall, "read too fast to show it"
 
         # Stopped reading, its connection kept.
         with caplog.at_level(logging.WARNING, logger="sealtrail_server"):
-            channel, unread = _unread_export(stalling.target, stalling.token(tenant, "exporter"))
+            channel, unread = _unread_export(
+                stalling.target, stalling.token(bulk_tenant, "exporter")
+            )
             channels.append(channel)
             _export_when_a_place_frees(admin, tmp_path / "after.ndjson", within=30)
         assert f"took no chunk for {stall:g} s" in caplog.text, caplog.text
@@ -540,7 +566,7 @@ def test_an_export_whose_client_stops_reading_is_ended_and_one_read_slowly_is_no
 
         # Gone silent (no FIN, no RST): ended after the stall, not keepalive's 80 s.
         with contextlib.closing(SilentProxy(("127.0.0.1", stalling.port))) as proxy:
-            silent, _ = _unread_export(proxy.target, stalling.token(tenant, "exporter"))
+            silent, _ = _unread_export(proxy.target, stalling.token(bulk_tenant, "exporter"))
             channels.append(silent)
             proxy.silence()
             _export_when_a_place_frees(admin, tmp_path / "after-silent.ndjson", within=30)
@@ -552,7 +578,7 @@ def test_an_export_whose_client_stops_reading_is_ended_and_one_read_slowly_is_no
 
 
 def test_a_bundle_waits_for_a_place_among_the_exports_open(
-    migrated_database_url: str, tenant: str, tmp_path: Path
+    migrated_database_url: str, bulk_tenant: str, tmp_path: Path
 ) -> None:
     """A bundle whose Export was refused for the exports the tenant had open
     (TOO_MANY_EXPORTS, retry after 5 s) failed with it at once (helper-214).
@@ -564,13 +590,13 @@ def test_a_bundle_waits_for_a_place_among_the_exports_open(
     )
     channel: grpc.Channel | None = None
     try:
-        with AuditClient(stalling.target, token=stalling.token(tenant), timeout=60) as admin:
-            _record_bulk(admin)
-            channel, _ = _unread_export(stalling.target, stalling.token(tenant, "exporter"))
+        with AuditClient(stalling.target, token=stalling.token(bulk_tenant), timeout=60) as admin:
+            exported_before = _exports_recorded(admin)
+            channel, _ = _unread_export(stalling.target, stalling.token(bulk_tenant, "exporter"))
             written = write_bundle(admin, tmp_path / "bundle")
             assert written.complete and written.count > 2400
-            exported = list(admin.query(build_filter(actions="audit_log.exported")))
-            assert len(exported) == 2, "the bundle was not read by an export"
+            exported = _exports_recorded(admin) - exported_before
+            assert exported == 2, "the bundle was not read by an export"
         assert verify_bundle(tmp_path / "bundle").count == written.count
     finally:
         if channel is not None:
