@@ -23,21 +23,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 import click
-import psycopg
-from opentelemetry.sdk.trace import TracerProvider
 
 from sealtrail._terminal import terminal_safe
-from sealtrail.v1 import event_pb2
 
 from . import __version__
-from .alerts.evaluator import ACTOR_ID as ALERTS_ACTOR
-from .api.audited import record_event, weakening_severity
-from .api.convert import server_view
-from .app import Service, abandon_stop, refuse_ports_in_use
-from .auth.tokens import rfc3339
+from .alerts import ACTOR_ID as ALERTS_ACTOR
 from .config import Settings
 from .domain.access import Role, expiry_problem, token_name_problem, valid_tenant_id
 from .domain.errors import SealtrailError, Unavailable
@@ -45,53 +38,22 @@ from .domain.event import MAX_ID, ChangeDraft, parse_uuid
 from .domain.redaction import tenant_key
 from .embedded import embedded_database_exists, start_embedded_postgres
 from .file_modes import check_kept_directory
-from .integrity.checkpointer import RESTORED_SCAN_BATCH, RestoredLog, restored_logs
-from .integrity.keys import checked_signer
-from .integrity.signed_sizes import DIR_NAME as SIGNED_DIR_NAME
-from .integrity.signed_sizes import SETTING as SIGNED_SETTING
-from .integrity.signed_sizes import SignedSizes, SignedSizesError
 from .key_files import DEV_TOKEN_FILE
-from .redaction_setup import (
-    another_redaction_key,
-    check_redaction_key_read,
-    data_dir_redaction_key,
-    existing_redaction_secret,
-    load_redactor,
-    recorded_redaction_fingerprint,
-    redaction_key_fingerprint,
-)
 from .stopping import cancelled_within, where_it_waits
-from .store.appender import Appender
-from .store.changes import Changes, token_subject
-from .store.database import Database, RolesMissing
-from .store.migrations import (
-    MigrationBlocked,
-    MigrationDiffers,
-    MigrationFiles,
-    MigrationsOutOfOrder,
-    NewerSchema,
-    NotUtf8,
-    OlderSchema,
-    UnsafeSchema,
-    has_a_schema,
-    migrate_database,
-    schema_is_current,
-)
-from .store.tenant_settings import read_settings
-from .store.tokens import (
-    IssuedToken,
-    TokenInfo,
-    count_tokens,
-    create_token,
-    list_tokens,
-    live_token_tenant,
-    mark_revoked,
-    read_token,
-)
-from .store.urls import with_connection_limits
 from .telemetry.logs import LogFormat, configure_logging
-from .telemetry.metrics import Metrics, MetricsConfigError, metrics_from_env
-from .telemetry.tracing import TracingConfigError, tracer_provider_from_env
+
+# What the commands work with (gRPC, psycopg, protobuf, OpenTelemetry's SDK)
+# each command imports as it runs: `--help` waited seconds for them all.
+if TYPE_CHECKING:
+    import psycopg
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from sealtrail.v1 import event_pb2
+
+    from .integrity.checkpointer import RestoredLog
+    from .store.database import Database
+    from .store.tokens import IssuedToken, TokenInfo
+    from .telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +69,34 @@ _OPERATOR_PREFIX: Final = "sealtrail-server:"
 _MAX_OPERATOR: Final = MAX_ID - len(_OPERATOR_PREFIX)
 # pg_advisory_lock key of the development token's issue ("sealtdev" in ASCII).
 _DEV_TOKEN_LOCK = 0x7365616C74646576
-# What a database's setup refuses (its schema, encoding, roles, migrations):
-# said in one line by `serve` and every operator command, not a traceback.
-_SETUP_REFUSED: Final = (
-    UnsafeSchema,
-    NotUtf8,
-    RolesMissing,
-    MigrationBlocked,
-    MigrationDiffers,
-    MigrationFiles,
-    MigrationsOutOfOrder,
-    NewerSchema,
-)
+
+
+def _setup_refused(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    """What a database's setup refuses (its schema, encoding, roles, migrations):
+    said in one line by `serve` and every operator command, not a traceback."""
+    from .store.database import RolesMissing
+    from .store.migrations import (
+        MigrationBlocked,
+        MigrationDiffers,
+        MigrationFiles,
+        MigrationsOutOfOrder,
+        NewerSchema,
+        NotUtf8,
+        UnsafeSchema,
+    )
+
+    return (
+        UnsafeSchema,
+        NotUtf8,
+        RolesMissing,
+        MigrationBlocked,
+        MigrationDiffers,
+        MigrationFiles,
+        MigrationsOutOfOrder,
+        NewerSchema,
+        *more,
+    )
+
 
 # Annotated: cli_sinks.py and cli_tenants.py import them back, and mypy cannot
 # infer across the cycle.
@@ -151,6 +129,8 @@ class _Urls(NamedTuple):
 def _database_urls(settings: Settings, *, create: bool = False) -> _Urls:
     """The URLs to use, starting the embedded server when none is configured;
     with `create` (`serve` alone), making it where the data dir has none."""
+    from .store.urls import with_connection_limits
+
     if settings.owner_database_url and not settings.database_url:
         # Else the owner's database was migrated, then an embedded one served.
         raise click.ClickException(
@@ -256,6 +236,12 @@ def serve(
     bench_no_tree_nodes: bool,
 ) -> None:
     """Run the gRPC service (and the web console, if asked) until SIGTERM, Ctrl-C or SIGHUP."""
+    import psycopg
+
+    from .app import refuse_ports_in_use
+    from .telemetry.metrics import MetricsConfigError, metrics_from_env
+    from .telemetry.tracing import TracingConfigError, tracer_provider_from_env
+
     settings = Settings.load(
         listen=listen,
         console_listen=console_listen,
@@ -283,7 +269,7 @@ def serve(
     try:
         urls = _database_urls(settings, create=True)
         asyncio.run(_serve(settings, urls, tracer_provider, metrics))
-    except _SETUP_REFUSED as error:
+    except _setup_refused() as error:
         raise click.ClickException(str(error)) from None
     except psycopg.Error as error:
         owner_url = bool(settings.owner_database_url)
@@ -359,6 +345,8 @@ def _database_problem(
     hold a password). `owner_url`: SEALTRAIL_OWNER_DATABASE_URL was set.
     `as_service_role`: a statement run as sealtrail_service or _system
     (store/database.py `_refused`), not one of the migrations."""
+    import psycopg
+
     log.debug("the database error that stopped the start", exc_info=error)
     refused = isinstance(error, psycopg.errors.InsufficientPrivilege)
     if refused and not owner_url and not as_service_role:
@@ -392,6 +380,8 @@ async def _serve(
     tracer_provider: TracerProvider | None,
     metrics: Metrics | None,
 ) -> None:
+    from .app import Service
+
     service = Service(
         settings,
         database_url=urls.service,
@@ -451,6 +441,8 @@ async def _end_what_is_left(within: float = LEFT_TASKS_SECONDS) -> None:
     held the process for ever (helper-191). Cancelled here again for a
     while, one still running makes the process exit as `abandon_stop` does,
     having said where it waits."""
+    from .app import abandon_stop
+
     left = asyncio.all_tasks() - {asyncio.current_task()}
     stuck = await cancelled_within(left, within=within)
     for task in stuck:
@@ -473,12 +465,17 @@ async def _issue_dev_token(settings: Settings, url: str) -> None:
     with; none once its tenant was erased (its id is retired), nor then ever
     again: the server starts all the same. One server at a time: two starting
     together both counted no token, and both made one (helper-157)."""
+    import psycopg
+
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as lock:
         await lock.execute("SELECT pg_advisory_lock(%s)", [_DEV_TOKEN_LOCK])
         await _issue_dev_token_alone(settings, url)  # the session's end lets go of the lock
 
 
 async def _issue_dev_token_alone(settings: Settings, url: str) -> None:
+    from .store.database import Database
+    from .store.tokens import count_tokens
+
     token_file = settings.data_dir / DEV_TOKEN_FILE
     db = await Database.open(url, min_size=1, max_size=1)
     try:
@@ -582,6 +579,8 @@ def token_create(
     database_url: str | None,
 ) -> None:
     """Create a token; prints it alone on the last line. It is shown only once."""
+    from .redaction_setup import check_redaction_key_read
+
     if problem := token_name_problem(name):
         raise click.BadParameter(problem, param_hint="--name")
     if not valid_tenant_id(tenant):
@@ -619,6 +618,9 @@ async def _redacted_name(db: Database, settings: Settings, tenant: str, name: st
     A name was committed to the log as typed, secret and all (helper-156).
     Where no redaction key is at hand, in replace mode's form: this command
     makes none, which no server would use."""
+    from .redaction_setup import existing_redaction_secret, load_redactor
+    from .store.tenant_settings import read_settings
+
     redactor = load_redactor(settings)
     if redactor is None or not name:
         return name
@@ -641,6 +643,13 @@ async def refuse_another_redaction_key_here(
     recorded HMACs under any key, unlike the servers', for the service's
     roles could not read the fingerprint (helper-215). None kept yet: no word,
     as `serve` says none."""
+    from .redaction_setup import (
+        another_redaction_key,
+        data_dir_redaction_key,
+        recorded_redaction_fingerprint,
+        redaction_key_fingerprint,
+    )
+
     async with db.system_connection() as conn:
         known = await recorded_redaction_fingerprint(conn)
     if known is not None and known != redaction_key_fingerprint(secret):
@@ -660,6 +669,10 @@ async def _recorded_token(
     (as the API does, ADR 0075): both commit, or neither; no token lives
     without its record, nor a record without its token.
     `recorded_name`: the name as the record shows it, if not as given."""
+    from .api.audited import weakening_severity
+    from .auth.tokens import rfc3339
+    from .store.tokens import create_token
+
     token_id = str(uuid.uuid4())
     details: dict[str, Any] = {"role": role.value}
     if expires_at is not None:
@@ -723,8 +736,8 @@ async def _record_operator_action(
     description: str,
     token_id: str | None = None,
     details: dict[str, Any] | None = None,
-    category: event_pb2.Category.ValueType = event_pb2.CATEGORY_SECURITY,
-    severity: event_pb2.Severity.ValueType = event_pb2.SEVERITY_INFO,
+    category: event_pb2.Category.ValueType | None = None,  # None: CATEGORY_SECURITY
+    severity: event_pb2.Severity.ValueType | None = None,  # None: SEVERITY_INFO
     resource_type: str = "api_token",
     changes: list[ChangeDraft] | None = None,
 ) -> None:
@@ -733,6 +746,12 @@ async def _record_operator_action(
     the tenant's log as the API's is, attributed to the operator (a `system`
     actor) instead of a token, at the API's severity (a change that weakens
     the trail is a warning whoever makes it, ADR 0066)."""
+    from sealtrail.v1 import event_pb2
+
+    from .api.audited import record_event
+    from .api.convert import server_view
+    from .store.appender import Appender
+
     appender = Appender(db, server_view=server_view)
     appender.start()
     try:
@@ -744,8 +763,8 @@ async def _record_operator_action(
             now=datetime.now(UTC),
             action=action,
             description=description,
-            category=category,
-            severity=severity,
+            category=event_pb2.CATEGORY_SECURITY if category is None else category,
+            severity=event_pb2.SEVERITY_INFO if severity is None else severity,
             resource_type=resource_type,
             resource_id=token_id or "",
             details=details,
@@ -777,6 +796,11 @@ async def _database(
     login will do. Without `set_up`, a database with no schema is refused:
     `tenant list` on a mistyped URL made the whole schema there, then said
     it held no tenant."""
+    import psycopg
+
+    from .store.database import Database
+    from .store.migrations import OlderSchema, has_a_schema, migrate_database, schema_is_current
+
     try:
         if not await schema_is_current(urls.service):
             if not set_up and not await has_a_schema(urls.service):
@@ -785,7 +809,7 @@ async def _database(
                 urls.owner, lock_attempts=urls.migration_lock_attempts, only_fresh=True
             )
         db = await Database.open(urls.service, min_size=1, max_size=connections)
-    except (*_SETUP_REFUSED, OlderSchema) as error:  # said, not a traceback
+    except _setup_refused(OlderSchema) as error:  # said, not a traceback
         raise click.ClickException(str(error)) from None
     except psycopg.Error as error:  # as `serve` says it: libpq's text may quote the URL
         owner_url = urls.owner != urls.service
@@ -804,6 +828,8 @@ async def _database(
 @_database_url_option
 def token_list(tenant: str, data_dir: Path | None, database_url: str | None) -> None:
     """List a tenant's tokens (never their secrets)."""
+    from .store.tokens import list_tokens
+
     if not valid_tenant_id(tenant):  # a NUL in it was psycopg's DataError, a traceback
         raise click.BadParameter(f"not a tenant id ({TENANT_ID_RULE})", param_hint="--tenant")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
@@ -850,6 +876,10 @@ def _when(moment: datetime | None, label: str, never: str) -> str:
 @_database_url_option
 def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None) -> None:
     """Revoke a token by its id; servers stop accepting it within their token cache time."""
+    from .redaction_setup import check_redaction_key_read
+    from .store.changes import Changes, token_subject
+    from .store.tokens import live_token_tenant, mark_revoked, read_token
+
     if parse_uuid(token_id) is None:
         raise click.BadParameter("must be a token id (a UUID)", param_hint="TOKEN_ID")
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
@@ -906,6 +936,8 @@ def key_show(data_dir: Path | None) -> None:
     """Print the verifier key of the signing key this server uses, for
     `sealtrail verify --key`. Where no key is configured and none is in the
     data directory yet, it fails rather than make one no server signs with."""
+    from .integrity.keys import checked_signer
+
     settings = Settings.load(data_dir=data_dir)
     signer = checked_signer(settings)
     click.echo(signer.verifier.text())
@@ -928,6 +960,12 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
     Tenants the database holds erased are left out. Exits 1 if what the key
     signed of a tenant cannot be read. Nothing is recorded in the tenants'
     logs."""
+    from .integrity.checkpointer import RESTORED_SCAN_BATCH, restored_logs
+    from .integrity.keys import checked_signer
+    from .integrity.signed_sizes import DIR_NAME as SIGNED_DIR_NAME
+    from .integrity.signed_sizes import SETTING as SIGNED_SETTING
+    from .integrity.signed_sizes import SignedSizes, SignedSizesError
+
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     signer = checked_signer(settings)
     signed = SignedSizes(

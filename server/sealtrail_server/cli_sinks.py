@@ -17,24 +17,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
-import psycopg
-from google.protobuf import json_format
 
 from sealtrail import build_sink
 from sealtrail._cli import _filter, _tail_filter_options
 from sealtrail._cli_sinks import _destination_options, _destination_settings, _show_secret
-from sealtrail._convert import SINK_SETTINGS, PayloadFormat, SinkKind
+from sealtrail._convert import SINK_SETTINGS
 from sealtrail._terminal import terminal_safe
 from sealtrail._words import counted
 
-from .api.audited import FilterDetails
-from .api.convert import server_view
-from .api.forwarding import check_egress, definition_of
-from .api.managed_sinks import ManagedSinks, Reconciled
-from .api.sink_records import SinkRecords
 from .cli import (
     _data_dir_option,
     _database,
@@ -47,18 +40,18 @@ from .cli import (
 )
 from .config import Settings
 from .domain.errors import InvalidArgument
-from .domain.sealing import SecretBox
 from .domain.sinks import SECRET_FIELDS, SinkDefinition, described, destination_url, shown_url
-from .forward.egress import EgressPolicy
-from .newer_objects import NEWER, sign
-from .redaction_setup import existing_redaction_secret, load_redactor
-from .sealing_setup import KEY_FILE_NAME, checked_secret_box
-from .store import deployment_sinks as definitions
-from .store.appender import Appender
-from .store.changes import Changes, lock_subject, waiting_at_most
-from .store.database import Connection, Database
-from .store.deployment_sinks import DeploymentSink
-from .store.tenant_settings import SettingsCache
+
+# What the commands work with (psycopg, protobuf, cryptography) each command
+# imports as it runs, as cli.py's do.
+if TYPE_CHECKING:
+    import psycopg
+
+    from .api.managed_sinks import ManagedSinks, Reconciled
+    from .domain.sealing import SecretBox
+    from .store import deployment_sinks as definitions
+    from .store.database import Connection, Database
+    from .store.deployment_sinks import DeploymentSink
 
 # How long a command waits for a server's pass over the same definition.
 _LOCK_WAIT_SECONDS = 60.0
@@ -84,6 +77,8 @@ def _secret_box(settings: Settings, urls: _Urls) -> SecretBox:
     """The deployment's secrets key. Not made here where none is configured:
     on a database of its own (not the embedded one), a key of this machine's
     data dir would seal what no server can open."""
+    from .sealing_setup import KEY_FILE_NAME, checked_secret_box
+
     configured = settings.secrets_key or settings.secrets_key_file
     if not configured and not urls.embedded and not (settings.data_dir / KEY_FILE_NAME).exists():
         raise click.ClickException(
@@ -94,6 +89,8 @@ def _secret_box(settings: Settings, urls: _Urls) -> SecretBox:
 
 
 def _redaction_secret(settings: Settings) -> bytes:
+    from .redaction_setup import existing_redaction_secret
+
     secret = existing_redaction_secret(settings)
     if secret is None:
         raise click.ClickException(
@@ -106,6 +103,15 @@ def _redaction_secret(settings: Settings) -> bytes:
 
 @asynccontextmanager
 async def _tools(settings: Settings, urls: _Urls, *, set_up: bool = False) -> AsyncIterator[_Tools]:
+    from .api.audited import FilterDetails
+    from .api.convert import server_view
+    from .api.managed_sinks import ManagedSinks
+    from .api.sink_records import SinkRecords
+    from .redaction_setup import load_redactor
+    from .store.appender import Appender
+    from .store.changes import Changes
+    from .store.tenant_settings import SettingsCache
+
     box = _secret_box(settings, urls)
     secret = _redaction_secret(settings)
     # Connections: the definition's lock, a tenant's change, the appender's.
@@ -137,6 +143,8 @@ async def _as_owner(urls: _Urls) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     at once): a stolen service login paused and re-filtered the operator's
     sinks of every tenant while the service's roles could write them
     (helper-203)."""
+    import psycopg
+
     try:
         async with await psycopg.AsyncConnection.connect(urls.owner, autocommit=True) as conn:
             yield conn
@@ -151,6 +159,9 @@ async def _as_owner(urls: _Urls) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
 @asynccontextmanager
 async def _definition_locked(db: Database, definition_id: str) -> AsyncIterator[Connection]:
     """A system connection whose transaction holds the definition's lock."""
+    from .store import deployment_sinks as definitions
+    from .store.changes import lock_subject, waiting_at_most
+
     async with db.system_connection() as conn, conn.transaction():
         busy = "a server is reconciling this deployment sink's instances; try again"
         async with waiting_at_most(conn, _LOCK_WAIT_SECONDS, busy=busy):
@@ -193,6 +204,8 @@ def _option_of(field: str) -> str:
 def _checked(sink_message: Any, *, kept_name: str | None = None) -> SinkDefinition:
     """The definition `sink_message` gives, validated as a tenant's sink is
     (`kept_name`, the definition's stored name, not refused again)."""
+    from .api.forwarding import definition_of
+
     try:
         return definition_of(sink_message, path="sink", kept_name=kept_name)
     except InvalidArgument as error:
@@ -205,6 +218,9 @@ def _checked(sink_message: Any, *, kept_name: str | None = None) -> SinkDefiniti
 async def _check_egress(settings: Settings, sink_message: Any) -> None:
     """The destination against this deployment's egress policy, as the API
     checks a tenant's (the servers deliver under theirs)."""
+    from .api.forwarding import check_egress
+    from .forward.egress import EgressPolicy
+
     try:
         await check_egress(EgressPolicy.of(settings), sink_message, path="sink", tenant_id=None)
     except InvalidArgument as error:
@@ -235,6 +251,8 @@ def _sink_message(
     filter_message: Any = None,
     paused: bool = False,
 ) -> Any:
+    from sealtrail._convert import PayloadFormat, SinkKind
+
     try:
         message = build_sink(
             name,
@@ -304,6 +322,8 @@ def sink_create(
     """Forward every tenant's matching events to one destination; makes its
     instance in every tenant with a log now, and each server gives one to every
     tenant whose log begins later. Prints the definition's id."""
+    from .store import deployment_sinks as definitions
+
     config = Settings.load(data_dir=data_dir, database_url=database_url)
     given, made = _destination_settings(options, secrets_, generate_secret)
     message = _sink_message(name, kind, payload=payload, settings=given, criteria=_split(options))
@@ -337,6 +357,8 @@ def sink_create(
 
 
 def _definition_json(deployment: DeploymentSink) -> dict[str, Any]:
+    from .newer_objects import sign
+
     return {
         "id": deployment.id,
         **described(deployment.definition),
@@ -357,6 +379,8 @@ def _utc(moment: datetime) -> str:
 
 
 async def _find(conn: Connection, name_or_id: str, box: SecretBox) -> DeploymentSink:
+    from .store import deployment_sinks as definitions
+
     found = await definitions.find_definition(conn, name_or_id, box=box)
     if found is None:
         raise click.ClickException(f"no deployment sink {name_or_id!r}")
@@ -367,6 +391,8 @@ def _refuse_if_newer(deployment: DeploymentSink) -> None:
     """A definition a newer release made (newer_objects.py) is changed by
     that release's command: this one would rewrite it, and each tenant's
     instance and record, from what it knows of it."""
+    from .newer_objects import NEWER
+
     if deployment.newer is not None:
         raise click.ClickException(
             f"deployment sink {deployment.definition.name!r} was {NEWER} release"
@@ -383,6 +409,9 @@ def sink_list(output: str, data_dir: Path | None, database_url: str | None) -> N
     """List the deployment sinks: kind, where to (what of the URL cannot hold a
     credential), the tenants with an instance, and their lag and dead letters
     in all. Nothing is recorded in the tenants' logs."""
+    from .newer_objects import sign
+    from .store import deployment_sinks as definitions
+
     config = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(config)
     box = _secret_box(config, urls)
@@ -432,6 +461,8 @@ def sink_show(name_or_id: str, data_dir: Path | None, database_url: str | None) 
     """A deployment sink as JSON (secrets as hints), with each tenant's
     instance: its sink id, cursor and head, delivered events, dead letters
     and last error."""
+    from .store import deployment_sinks as definitions
+
     config = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(config)
     box = _secret_box(config, urls)
@@ -485,6 +516,8 @@ def sink_update(
     narrows or moves it). Only what is given changes: filter options replace
     the whole filter; destination options change those settings, the others
     (secrets included) stay, but a new URL needs the secrets again."""
+    from .store import deployment_sinks as definitions
+
     config = Settings.load(data_dir=data_dir, database_url=database_url)
     given, made = _destination_settings(options, secrets_, generate_secret)
     criteria = _split(options)
@@ -541,6 +574,8 @@ def _updated(
     """The definition the options make of `current`, and its message (for
     the egress check). A credential goes only where it was given for: a new
     URL needs the secrets that go with it."""
+    from google.protobuf import json_format
+
     old = current.definition
     unknown = set(given) - SINK_SETTINGS[old.kind]
     if unknown:
@@ -586,6 +621,8 @@ def sink_delete(
     """Delete a deployment sink and every tenant's instance of it (each
     deletion recorded in the tenant's log, at severity WARNING). Their
     undelivered events and dead letters go with them."""
+    from .store import deployment_sinks as definitions
+
     config = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(config)
 

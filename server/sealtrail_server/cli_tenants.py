@@ -9,19 +9,13 @@ import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import click
-import psycopg
-from google.protobuf import json_format
 
 from sealtrail._terminal import terminal_safe
 from sealtrail._words import counted
-from sealtrail.tlog import NewerStatementError, Verifier, newer_sealtrails
-from sealtrail.v1 import event_pb2
 
-from .api.audited import weakening_severity
-from .api.retention import receipt_message, shortened_description, shortened_details
 from .cli import (
     _data_dir_option,
     _database,
@@ -39,15 +33,14 @@ from .domain.errors import InvalidArgument
 from .domain.event import ChangeDraft
 from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
 from .domain.weakening import Shortening, limit_shortenings
-from .integrity.checkpointer import Checkpointer
-from .integrity.keys import checked_signer
-from .integrity.signed_sizes import open_signed_sizes
-from .redaction_setup import check_redaction_key_read
-from .retention.erasure import Eraser, Receipt, check_receipt
-from .store.changes import RETENTION_SUBJECT, Changes
-from .store.checkpoints import known_keys
-from .store.database import Database
-from .store.retention import policy_to_change, write_hold, write_max_days
+
+# What the commands work with (psycopg, protobuf, cryptography) each command
+# imports as it runs, as cli.py's do.
+if TYPE_CHECKING:
+    from sealtrail.tlog import Verifier
+
+    from .retention.erasure import Receipt
+    from .store.database import Database
 
 
 @click.group()
@@ -185,6 +178,14 @@ def tenant_erase(
     another operator or a token, even at the same moment as this) is
     erased no more: its receipt is printed, saying on stderr when and by
     whom it was erased, and the command exits 0, the tenant being erased."""
+    from google.protobuf import json_format
+
+    from .api.retention import receipt_message
+    from .integrity.checkpointer import Checkpointer
+    from .integrity.keys import checked_signer
+    from .integrity.signed_sizes import open_signed_sizes
+    from .retention.erasure import Eraser
+
     if not valid_tenant_id(tenant_id):
         raise click.BadParameter("not a tenant id", param_hint="TENANT")
     if confirm != tenant_id:
@@ -234,6 +235,8 @@ async def _refuse_unless_owner(urls: _Urls, command: str) -> None:
     """`command` works as the tables' owner: said before it begins where its
     URL's user is not, which an erasure otherwise found as every table
     having "another owner" (helper-203)."""
+    import psycopg
+
     async with await psycopg.AsyncConnection.connect(urls.owner, autocommit=True) as conn:
         cursor = await conn.execute(
             "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class"
@@ -290,6 +293,13 @@ def tenant_release_hold(
     way to release one where SEALTRAIL_LEGAL_HOLD_RELEASE=operator. A tenant
     with no hold on is answered so (exit 0), recording nothing, as the API
     answers a release of none."""
+    from sealtrail.v1 import event_pb2
+
+    from .api.audited import weakening_severity
+    from .redaction_setup import check_redaction_key_read
+    from .store.changes import RETENTION_SUBJECT, Changes
+    from .store.retention import policy_to_change, write_hold
+
     # As a placing reason is checked (plain, at most its length), said in this
     # command's words: the API's were "invalid request: reason: is required
     # to place a legal hold", told to an operator releasing one.
@@ -367,6 +377,13 @@ def tenant_retention_limit(
     nor forever, and the purge keeps a policy stored before to it. Recorded
     in the tenant's log as `retention.limit_changed`, at WARNING when the
     purge keeps any of its events less long for it."""
+    from sealtrail.v1 import event_pb2
+
+    from .api.audited import weakening_severity
+    from .api.retention import shortened_description, shortened_details
+    from .store.changes import RETENTION_SUBJECT, Changes
+    from .store.retention import policy_to_change, write_max_days
+
     if (max_days is not None) == no_limit:
         raise click.UsageError("give exactly one of --max-days and --none")
     if not valid_tenant_id(tenant_id):
@@ -458,6 +475,11 @@ def tenant_erasures(output: str, data_dir: Path | None, database_url: str | None
     `erased_at` (UTC), `erased_by`, `final_tree_size`, `final_root_hash`
     (base64), `removed_rows` (by table), `signature` (`signed`, `mismatch`,
     `unsigned` or `newer`) and `signature_problem` (null when signed)."""
+    from sealtrail.tlog import NewerStatementError, Verifier, newer_sealtrails
+
+    from .retention.erasure import Receipt, check_receipt
+    from .store.checkpoints import known_keys
+
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(settings)
 

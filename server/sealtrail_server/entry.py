@@ -15,6 +15,8 @@ from typing import NoReturn
 
 def main() -> NoReturn:
     try:
+        import fcntl  # noqa: F401  (cli.py's commands import what uses it as they run)
+
         from .cli import main as command_line
     except KeyboardInterrupt:
         print("\nstopped by SIGINT", file=sys.stderr)

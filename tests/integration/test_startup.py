@@ -31,7 +31,7 @@ from sealtrail_server.app import Service
 from sealtrail_server.config import Settings
 from sealtrail_server.domain.access import Role, token_digest
 from sealtrail_server.key_files import load_key_text
-from sealtrail_server.store import urls
+from sealtrail_server.store import tokens, urls
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.tokens import create_token
 from tests.command_output import own_output
@@ -680,7 +680,7 @@ def test_two_servers_starting_at_once_issue_one_development_token(
     other's, as it did when both counted before either created."""
     counting = asyncio.Event()
     counted = 0
-    count_tokens = cli.count_tokens
+    count_tokens = tokens.count_tokens
 
     async def count_beside_the_other(db: Any) -> int:
         nonlocal counted
@@ -692,7 +692,7 @@ def test_two_servers_starting_at_once_issue_one_development_token(
             await asyncio.wait_for(counting.wait(), 1.0)
         return found
 
-    monkeypatch.setattr(cli, "count_tokens", count_beside_the_other)
+    monkeypatch.setattr(tokens, "count_tokens", count_beside_the_other)
     settings = replace(Settings(), data_dir=tmp_path)
     with database_of_its_own(migrated_database_url, "dev_token") as own:
 

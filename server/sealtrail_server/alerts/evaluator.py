@@ -72,6 +72,7 @@ from ..store.database import Connection, Database
 from ..store.events import PAGE_BYTES, StoredEvent, page_rows, query_events, stream_events
 from ..store.idempotency import stored_under_key
 from ..store.tree import tree_size
+from . import ACTOR_ID
 from .routing import route_alert
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,6 @@ _BATCH: Final = 1000  # events read per step
 _PRIME_PAGE: Final = 1000  # events read per query when a threshold's window is rebuilt
 _PRIME_EVENTS: Final = 100_000  # and at most this many in all
 _SEVERITY_NUMBERS: Final = {name: number for number, name in SEVERITIES.items()}
-ACTOR_ID: Final = "sealtrail-server:alerts"
 # How long an alert's count may sit idle in its transaction, between two of
 # its statements, before PostgreSQL ends its session and rolls it back. The
 # count holds the rule's row to its commit: a process frozen there (SIGSTOP,

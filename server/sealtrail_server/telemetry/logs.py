@@ -17,10 +17,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TextIO
 
-import psycopg
 from opentelemetry import trace
 
-from ..store.db_errors import named
 from .context import current_request_id
 
 LogFormat = Literal["text", "json"]
@@ -40,6 +38,11 @@ def _escaped(found: re.Match[str]) -> str:
 def _without_values(text: str, error: BaseException | None) -> str:
     """`text`, a traceback of `error`, with each database error in its chain
     (causes, contexts, a group's members) said by `named`, not whole."""
+    # Here, not above: the command line's logging is set up before `--help`.
+    import psycopg
+
+    from ..store.db_errors import named
+
     seen: set[int] = set()
     left = [error] if error is not None else []
     while left:
