@@ -49,6 +49,10 @@ class ServerProcess:
             "SEALTRAIL_FORWARD_ALLOW_NETWORKS": "127.0.0.0/8",
             "SEALTRAIL_FORWARD_POLL_INTERVAL": "0.2",
             "SEALTRAIL_FORWARD_BACKOFF_BASE": "0.05",
+            # As every in-process test server: no credential backfill of its
+            # own, which would take the job's lock from a test's run_once() or
+            # write another test's rows (ADR 0143).
+            "SEALTRAIL_CREDENTIAL_BACKFILL": "false",
             **(env or {}),
         }
         self.proc = subprocess.Popen(
