@@ -22,15 +22,18 @@ import rfc8785
 
 # Integral floats below this magnitude print the same as Python ints in JCS.
 _MAX_EXACT_INT = 2**53
+# The fast path's encoder, made once: `json.dumps` given any argument makes a
+# JSONEncoder per call, about 3 of the 13 us a record of the bench's took.
+_PLAIN_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+)
 
 
 def canonical_json(value: Any, *, plain: bool) -> bytes:
     """`value` in RFC 8785 form. `plain` promises it holds no float and no
     dict key with a character at or above U+E000 (see `plain_number`)."""
     if plain:
-        return json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
-        ).encode()
+        return _PLAIN_ENCODER.encode(value).encode()
     return bytes(rfc8785.dumps(value))
 
 
