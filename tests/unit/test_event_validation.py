@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 import rfc8785
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from sealtrail_server.domain import merkle
 from sealtrail_server.domain.errors import FieldViolation, InvalidArgument
@@ -25,6 +27,7 @@ from sealtrail_server.domain.event import (
     asserted_part,
     caller_part,
     finalize_record,
+    format_timestamp,
     located,
     recorder_bytes,
     validate_event,
@@ -607,3 +610,24 @@ def test_records_differing_in_one_field_hash_differently() -> None:
     b = finalize_record(validate_event(minimal(actor_id="u-2"), now=NOW), SERVER)
     c = finalize_record(validate_event(minimal(), now=NOW), replace(SERVER, seq=43))
     assert len({merkle.leaf_hash(r) for r in (a, b, c)}) == 3
+
+
+@given(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.integers(min_value=-23 * 60, max_value=23 * 60),
+)
+@example(datetime(1970, 1, 1), 0)
+@example(datetime(2026, 5, 1, 12, 0, 0, 7), 0)  # microseconds written in full
+@example(datetime(999, 12, 31, 23, 59, 59), 0)  # the year padded to four digits
+@example(datetime(1000, 1, 1, 0, 30), 60)  # in year 999 once in UTC
+def test_format_timestamp_writes_utc_to_the_microsecond_at_fixed_width(
+    wall: datetime, offset_minutes: int
+) -> None:
+    """Times are written as records have always held them (strftime's
+    `%Y-%m-%dT%H:%M:%S.%fZ` in UTC, the year padded): every record's bytes,
+    and so its hash, depend on it."""
+    moment = wall.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    utc = moment.astimezone(UTC)
+    expected = f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S.%fZ")
+    assert format_timestamp(moment) == expected
+    assert len(expected) == len("2026-05-01T12:00:00.000000Z")

@@ -297,8 +297,10 @@ def format_timestamp(moment: datetime) -> str:
     fixed width, so that such times compare as text (the year padded to four
     digits, which strftime does not do below 1000: a filter's bound may be)."""
     utc = moment.astimezone(UTC)
-    if utc.year >= 1000:  # every record's (after 1970): one strftime, as on the Record path
-        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if utc.year >= 1000:  # every record's (after 1970), as on the Record path
+        # isoformat writes the same text as strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # but its "+00:00", at half the cost.
+        return utc.isoformat(timespec="microseconds")[:-6] + "Z"
     return f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
