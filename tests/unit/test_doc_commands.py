@@ -161,8 +161,8 @@ def test_a_documented_command_names_commands_and_options_the_cli_has(
         ["sealtrail", "no-such-command"],
         ["sealtrail-server", "tenant", "list", "--format"],
         ["sealtrail", "--no-such-flag", "query"],
-        # A value of the wrong kind, not a placeholder: seconds, not a duration.
-        ["sealtrail", "alerts", "create", "x", "--kind", "threshold", "--window", "10m"],
+        # A value of the wrong kind, not a placeholder: words, not a duration.
+        ["sealtrail", "alerts", "create", "x", "--kind", "threshold", "--window", "ten minutes"],
         ["sealtrail", "query", "--format", "yaml"],
     ],
 )
