@@ -183,12 +183,13 @@ def test_the_cli_finds_the_actors_starting_so(
     assert "--actor-prefix: set one of actor or actor_prefix, not both" in refused
 
 
-def _recipe() -> list[str]:
-    """docs/database.md's statements that build migration 0054's indexes
-    before an upgrade, as printed: each a statement, or a query whose rows
-    are statements (psql's `\\gexec`, marked by a leading "\\gexec ")."""
+def documented_recipe(after: str) -> list[str]:
+    """docs/database.md's statements that build a migration's indexes before
+    an upgrade, as printed in the first sql block after `after`: each a
+    statement, or a query whose rows are statements (psql's `\\gexec`,
+    marked by a leading "\\gexec ")."""
     text = (Path(__file__).parents[2] / "docs" / "database.md").read_text()
-    block = text.split("## Indexes built before an upgrade", 1)[1].split("```sql\n", 1)[1]
+    block = text.split(after, 1)[1].split("```sql\n", 1)[1]
     statements = []
     for part in block.split("```", 1)[0].split(";"):
         part = part.strip()
@@ -198,6 +199,23 @@ def _recipe() -> list[str]:
         if part:
             statements.append(part)
     return statements
+
+
+def run_documented_recipe(conn: psycopg.Connection[Any], after: str) -> list[tuple[Any, ...]]:
+    """documented_recipe(after) run as psql runs it (a `\\gexec` query's rows,
+    a statement each partition, each run in turn); the last statement's rows."""
+    done = None
+    for statement in documented_recipe(after):
+        if statement.startswith("\\gexec "):
+            rows = conn.execute(statement.removeprefix("\\gexec ")).fetchall()
+            assert len(rows) >= 3  # a partition a month, and the default
+            for row in rows:
+                for each in row:
+                    conn.execute(each)
+        else:
+            done = conn.execute(statement)
+    assert done is not None
+    return done.fetchall()
 
 
 def as_before_0054(conn: psycopg.Connection[Any]) -> None:
@@ -226,16 +244,7 @@ def test_the_indexes_built_beforehand_as_documented_are_taken_by_the_migration(
         conn.execute("DELETE FROM schema_migrations WHERE version = 54")
         before = _actor_indexes(conn)
         assert len(before) >= 10 and not any(pattern for _, _, pattern in before)
-        for statement in _recipe():
-            if statement.startswith("\\gexec "):
-                rows = conn.execute(statement.removeprefix("\\gexec ")).fetchall()
-                assert len(rows) >= 3  # a partition a month, and the default
-                for row in rows:
-                    for each in row:
-                        conn.execute(each)
-            else:
-                done = conn.execute(statement)
-        verdicts = done.fetchall()  # the last statement's
+        verdicts = run_documented_recipe(conn, "## Indexes built before an upgrade")
         assert sorted(valid for _, valid in verdicts) == [True, True]
         built = [each for each in _actor_indexes(conn) if each[2]]
         assert len(built) == len(before)  # one a partition and the parent's, each column

@@ -18,6 +18,7 @@ from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.store.counts import count_statement
 from sealtrail_server.store.events import Order, query_statement
 from tests.conftest import database_of_its_own, migrate_database
+from tests.integration.test_actor_prefix_filter import run_documented_recipe
 from tests.integration.test_query_plans import _nodes, _plan
 
 
@@ -340,3 +341,51 @@ def test_migration_0056_leaves_the_rows_before_it_to_their_records(
         )
         key = json.dumps(["api_key", "k", ""], separators=(",", ":"))
         assert [tuple(row[:2]) for row in conn.execute(statement, params)] == [(key, 40)]
+
+
+def _credential_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, int, str]]:
+    """The credential indexes of events and its partitions: name, oid, and
+    the table whose index each is attached to (the parent's own: '')."""
+    return conn.execute(
+        "SELECT c.relname, c.oid::bigint, coalesce(p.inhparent::regclass::text, '')"
+        " FROM pg_class AS c LEFT JOIN pg_inherits AS p ON p.inhrelid = c.oid"
+        " WHERE c.relkind IN ('i', 'I') AND c.relname LIKE '%%credential%%' ORDER BY 1"
+    ).fetchall()
+
+
+def test_the_indexes_built_beforehand_as_documented_are_taken_by_migration_0056(
+    migrated_database_url: str,
+) -> None:
+    """docs/database.md's statements, run as printed over a log of rows from
+    before 0056 in several months: the columns added, each partition's two
+    indexes built concurrently and attached, both parents valid; the
+    migration then builds nothing (the same indexes after it) and leaves the
+    rows from before to their records and the backfill."""
+    record = json.dumps({"actor": {"id": "u", "credential": {"kind": "api_key", "id": "k"}}})
+    with (
+        database_of_its_own(migrated_database_url, "credentials_beforehand") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        conn.execute("SELECT sealtrail_create_event_partitions(now() - interval '2 months', now())")
+        _undo_0056(conn)
+        conn.execute(_BEFORE_0056, [record])
+        assert _credential_indexes(conn) == []
+        verdicts = run_documented_recipe(conn, "Migration 0056 (ADR 0142)")
+        assert sorted(verdicts) == [
+            ("events_credential_id", True),
+            ("events_credential_unread", True),
+        ]
+        built = _credential_indexes(conn)
+        partitions = conn.execute(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass"
+        ).fetchone()
+        assert partitions is not None and partitions[0] >= 3
+        for parent in ("events_credential_id", "events_credential_unread"):
+            attached = [name for name, _, attached_to in built if attached_to == parent]
+            assert len(attached) == partitions[0]
+        migrate_database(url, out_of_order=True)  # 0056 alone missing
+        assert _credential_indexes(conn) == built
+        assert conn.execute("SELECT 1 FROM schema_migrations WHERE version = 56").fetchone()
+        assert conn.execute(
+            "SELECT count(*) FROM events WHERE credential_kind IS NULL"
+        ).fetchone() == (40,)
