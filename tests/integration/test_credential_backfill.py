@@ -315,3 +315,25 @@ def test_migration_0059_lets_the_backfill_write_a_log_from_before_0056(
         ).fetchone()
         assert unread == (0,)
         assert asyncio.run(CredentialBackfill(url, pause=0).run_once()) == Run(0, False)
+
+
+def test_the_backfill_job_ends_its_session_if_its_process_stops_answering(
+    migrated_database_url: str,
+) -> None:
+    """A process frozen while it holds the job, in a batch or between two
+    (its session idle, in no transaction), must not keep every other process
+    from the deployment's backfill until TCP gives up: its session ends
+    itself, letting go of the lock, as the purge job's does."""
+
+    async def timeouts() -> list[str]:
+        async with CredentialBackfill(migrated_database_url)._job() as conn:
+            assert conn is not None
+            names = ["idle_in_transaction_session_timeout"]
+            if conn.info.server_version >= 140000:
+                names.append("idle_session_timeout")
+            cursor = await conn.execute(
+                "SELECT current_setting(name) FROM unnest(%s::text[]) AS name", [names]
+            )
+            return [value for (value,) in await cursor.fetchall()]
+
+    assert asyncio.run(timeouts()) in (["1min", "10min"], ["1min"])

@@ -53,8 +53,10 @@ FIRST_LOOK_AFTER: Final = 60.0
 # found the job held by another process.
 LOOK_AGAIN: Final = 3600.0
 LOOK_AGAIN_BUSY: Final = 300.0
-# The job's session ends itself if its process stops answering (as the purge's).
+# The job's session ends itself if its process stops answering (as the purge's):
+# in a batch, or between two (idle in no transaction, holding the job's lock).
 _IDLE_IN_TRANSACTION: Final = "1min"
+_IDLE_SESSION: Final = "10min"  # PostgreSQL 14 and later
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +215,10 @@ class CredentialBackfill:
                 "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
                 [_IDLE_IN_TRANSACTION],
             )
+            if conn.info.server_version >= 140000:
+                await conn.execute(
+                    "SELECT set_config('idle_session_timeout', %s, false)", [_IDLE_SESSION]
+                )
             try:
                 yield conn
             finally:
