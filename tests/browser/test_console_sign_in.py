@@ -6,8 +6,8 @@ the one-time code gone from the address; a code used already is refused
 with its reason on the sign-in form; Sign out revokes the session's token
 (a pasted token's is only forgotten); a session ended elsewhere or expired
 goes back to the form saying so, as does one the provider ended (rechecked,
-the person removed there); a person of no group meets the refusal page, its
-link back to the sign-in."""
+the person removed there), at a call or while Live runs; a person of no
+group meets the refusal page, its link back to the sign-in."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as seen
 
+from sealtrail import AuditClient
 from tests.browser.test_console import sign_in, wait, wait_for_rows
 from tests.browser.test_console_accessibility import AXE, check, report
 from tests.conftest import ServerThread
@@ -209,6 +210,41 @@ def test_a_session_the_provider_ended_goes_back_to_the_form_saying_so(
     ), reason.text
     assert reason.text.endswith("; sign in again.")
     assert browser.switch_to.active_element == reason
+    assert _role_of(http, token) == 401
+
+
+def test_a_session_the_provider_ended_while_live_ran_goes_back_to_the_form_saying_so(
+    browser: webdriver.Chrome,
+    sso_console: str,
+    sso_server: ServerThread,
+    provider: OpenIdProvider,
+    sql: psycopg.Connection[Any],
+    http: httpx.Client,
+) -> None:
+    """Rechecked as the Live stream runs, not only at the page's calls: the
+    stream's last line says the provider ended the session, and the tab is
+    signed out saying why, as a call's 401 signs it out (it said "Live
+    updates stopped" and stayed signed in with a revoked token)."""
+    token = _by_the_button(browser, sso_console)
+    wait_for_rows(browser, lambda r: len(r) >= 1)
+    browser.find_element(By.ID, "live").click()
+    with AuditClient(sso_server.target, token=sso_server.token(TENANT, "recorder")) as client:
+        # Shown by Live: the stream is open, its recheck passed as it began.
+        client.record(action="live.before", actor_id="u-live")
+        wait_for_rows(browser, lambda r: "live.before" in r[0])
+        provider.issue.refresh = "invalid_grant"  # the person removed at the provider
+        make_recheck_due(sql, TENANT, token)
+        client.record(action="live.after", actor_id="u-live")  # rechecked as it streams
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "signin")))
+    reason = browser.find_element(By.ID, "signin-reason")
+    assert reason.text.startswith(
+        "Signed out: The identity provider ended this session: the identity provider refused"
+        " to renew the session (invalid_grant"
+    ), reason.text
+    assert browser.switch_to.active_element == reason
+    assert browser.find_element(By.ID, "error").get_attribute("textContent") == ""
+    assert not browser.find_element(By.ID, "live").is_selected()
+    assert _stored(browser, "sealtrail.token") is None
     assert _role_of(http, token) == 401
 
 
