@@ -25,7 +25,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from sealtrail import AuditClient, build_event, build_filter
 from sealtrail.v1 import event_pb2
 from tests.clock import Clock
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, token_id_of
 
 WAIT = 15
 
@@ -1275,6 +1275,39 @@ def test_a_token_that_expires_while_the_action_field_is_typed_in_says_so(
     field.send_keys(console_server.token(tenant, "reader"), Keys.ENTER)
     wait_for_rows(browser, lambda r: len(r) >= 3)
     assert reason.get_attribute("textContent") == ""
+
+
+def test_a_token_revoked_while_live_runs_signs_out_as_a_call_refused_would(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """The API ends a revoked token's stream UNAUTHENTICATED: Live said
+    "Live updates stopped" and left the tab signed in with a token the API
+    no longer takes, where a call refused so (a 401) signs it out saying
+    why. Its last line is now handled as that 401 is."""
+    reader = console_server.token(tenant, "reader")
+    sign_in(browser, console_url, reader)
+    wait_for_rows(browser, lambda r: len(r) >= 3)
+    browser.find_element(By.ID, "live").click()
+    recorded.record(action="live.before", actor_id="u-live")
+    wait_for_rows(browser, lambda r: "live.before" in r[0])  # the stream is open
+    with AuditClient(console_server.target, token=console_server.token(tenant, "admin")) as c:
+        c.revoke_token(token_id_of(sql, reader))  # at once for this server's streams
+    recorded.record(action="live.after", actor_id="u-live")  # the stream's next message
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "signin")))
+    reason = browser.find_element(By.ID, "signin-reason")
+    assert reason.text.startswith(
+        "Signed out: Your token was revoked (or is unknown here); sign in again with a valid"
+        " token. (The server said: unknown or revoked token"
+    ), reason.text
+    assert browser.switch_to.active_element == reason
+    assert browser.find_element(By.ID, "error").get_attribute("textContent") == ""
+    assert not browser.find_element(By.ID, "live").is_selected()
+    assert rows(browser) == []
 
 
 UNREACHABLE = "could not reach the console's server"

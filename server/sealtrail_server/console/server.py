@@ -1468,9 +1468,9 @@ async def _cancel_when_gone(request: web.Request, call: grpc.aio.UnaryUnaryCall[
 
 
 def _error_line(error: grpc.aio.AioRpcError) -> bytes:
-    """The last line of an answer a gRPC error cut short."""
-    line = {"error": error.details() or error.code().name, "code": error.code().name}
-    return json.dumps(line).encode() + b"\n"
+    """The last line of an answer a gRPC error cut short: the body a call
+    refused so is answered with (its status cannot change once begun)."""
+    return json.dumps(_answer_of(error)).encode() + b"\n"
 
 
 async def _last_line(response: web.StreamResponse, line: bytes, what: str) -> bool:
@@ -1547,6 +1547,22 @@ def _browsers_trace(request: web.Request) -> TraceContext:
     return extract_trace_context(carrier) if carrier else otel_context.Context()
 
 
+def _answer_of(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+    """The JSON a gRPC error is said with: its words and code, and its
+    ErrorInfo's reason and BadRequest's fields when it gave them."""
+    answer: dict[str, Any] = {
+        "error": error.details() or error.code().name,
+        "code": error.code().name,
+    }
+    reason = _reason(error)
+    if reason:
+        answer["reason"] = reason
+    fields = _violations(error)
+    if fields:
+        answer["fields"] = fields
+    return answer
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """gRPC statuses and bad parameters as JSON errors with the matching HTTP status."""
@@ -1558,18 +1574,8 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return web.json_response({"error": str(error), "fields": [field]}, status=400)
     except grpc.aio.AioRpcError as error:
         retry_after = _retry_after(error)
-        answer: dict[str, Any] = {
-            "error": error.details() or error.code().name,
-            "code": error.code().name,
-        }
-        reason = _reason(error)
-        if reason:
-            answer["reason"] = reason
-        fields = _violations(error)
-        if fields:
-            answer["fields"] = fields
         return web.json_response(
-            answer,
+            _answer_of(error),
             status=_STATUS.get(error.code(), 500),
             headers={"Retry-After": retry_after} if retry_after else None,
         )

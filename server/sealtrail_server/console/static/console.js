@@ -131,14 +131,22 @@ async function api(path, params, { signal, method = "GET", body } = {}) {
     // When to ask again, where the answer says (a 429, a 503): else no one knew
     // whether to wait a second or an export window's hour.
     const again = whenAgain(response.headers.get("Retry-After"));
-    const error = new Error(traced(again ? `${message} (try again in ${again})` : message, response));
-    error.status = response.status;
-    error.code = answer.code || "";
-    error.reason = answer.reason || "";
-    error.fields = answer.fields || [];
-    throw error;
+    throw refusal(traced(again ? `${message} (try again in ${again})` : message, response),
+      response.status, answer);
   }
   return response;
+}
+
+// The API's refusal as an error: the HTTP status (a 401 signs the tab out),
+// and the API's code, reason and fields (`answer`, its JSON body or the last
+// line of a stream it cut short).
+function refusal(message, status, answer) {
+  const error = new Error(message);
+  error.status = status;
+  error.code = answer.code || "";
+  error.reason = answer.reason || "";
+  error.fields = answer.fields || [];
+  return error;
 }
 
 // `message` with the trace its answer names (X-Trace-Id), for whoever is asked
@@ -1308,14 +1316,13 @@ async function startLive() {
         addToBreakdown(events);  // and the Breakdown panel, as the chart does
       }
       if (cut >= 0) {
-        const error = new Error(traced(parsed[cut].error, response));
-        // The identity provider ended the session while Live ran (rechecked as
-        // it streams): signed out as an API call's 401 signs out, saying why.
-        if (parsed[cut].reason === "IDENTITY_PROVIDER_ENDED_SESSION") {
-          error.status = 401;
-          error.reason = parsed[cut].reason;
-        }
-        throw error;
+        // Its status cannot change once begun: the line's code says it. The
+        // token refused as Live ran (revoked, expired; the identity provider
+        // ended the session, rechecked as it streams) is a call's 401: the tab
+        // signed out, saying why, never "Live updates stopped" with it kept.
+        const line = parsed[cut];
+        const status = line.code === "UNAUTHENTICATED" ? 401 : response.status;
+        throw refusal(traced(line.error, response), status, line);
       }
     }
   } catch (error) {
