@@ -31,9 +31,15 @@ remembers, by the token's digest, when the session's next check is
 it, the clock started before the statement that said it. The row's
 next_check_at only ever moves later, so what a process remembers is never
 later than the row: it asks the database at the first call at or after the
-row's time, and the claim there still decides which process rechecks. A
-token with no session (a pasted one) is remembered as none for one interval,
-then looked up again.
+row's time, and the claim there still decides which process rechecks.
+
+Only a bearer the API's authenticator takes, of the console's tenant and
+named as a sign-in names its tokens (`... (console)`), is checked here
+(sign_in.py, `SignIn.rechecked`): a made-up, revoked or expired bearer, or
+an API token pasted into the sign-in form, is never looked up. One so named
+with no session row (a sign-in's the provider gave no refresh token, or one
+made while rechecks were off; an API token an admin named so, pasted) is
+remembered as none for one interval, then looked up again.
 """
 
 from __future__ import annotations
