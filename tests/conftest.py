@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -86,6 +87,17 @@ def signed_checkpoints_dir_of(database_url: str) -> Path:
     name = psycopg.conninfo.conninfo_to_dict(database_url).get("dbname") or "postgres"
     return Path(SIGNED_CHECKPOINTS_DIR) / str(name)
 
+
+# A test run started with SIGINT ignored (`pytest ... &` in a script, `nohup`,
+# a CI runner's background job) passed that on to every process its tests
+# start: a command sent SIGINT (a Ctrl-C) as it imported its modules never
+# took it, and served until the test's timeout (tests/unit/
+# test_interrupted_start.py: three failures, a minute apiece). Python's own
+# handler again, as in a terminal: a process the tests start gets SIGINT's
+# default. A test of a server started with it ignored ignores it there
+# (`trap '' INT`).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REDACTION_SECRET = bytes(range(32))
 os.environ["SEALTRAIL_REDACTION_KEY"] = REDACTION_SECRET.hex()
