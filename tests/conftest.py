@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import uuid
@@ -45,7 +46,7 @@ from sealtrail_server import cli as server_cli
 from sealtrail_server.app import Service
 from sealtrail_server.config import Settings
 from sealtrail_server.domain.access import Role
-from sealtrail_server.embedded import quietly_imported_pgserver
+from sealtrail_server.embedded import _make_the_cluster_whole, quietly_imported_pgserver
 from sealtrail_server.stopping import where_it_waits
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.migrations import migrate
@@ -128,6 +129,31 @@ def database_url() -> Iterator[str]:
     finally:
         server.cleanup()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def initdb_cluster() -> Iterator[Path]:
+    """A PostgreSQL cluster as a first start's initdb makes it in a data dir
+    (embedded.py `_make_the_cluster_whole`), never started: copied
+    (`copy_of_cluster`) where a test needs a cluster of its own but not one
+    made before its eyes, which then starts on it as on a data dir whose
+    cluster was made (an embedded server's first start still makes its
+    Sealtrail database, keys and development token). An initdb per test was
+    seconds of each on a busy machine."""
+    made = Path(tempfile.mkdtemp(prefix="sealtrail-test-cluster-"))
+    try:
+        quietly_imported_pgserver()  # as a start imports it, before initdb
+        _make_the_cluster_whole(made / "postgres", contextlib.nullcontext())
+        yield made / "postgres"
+    finally:
+        shutil.rmtree(made, ignore_errors=True)
+
+
+def copy_of_cluster(cluster: Path, pgdata: Path) -> None:
+    """A copy of `cluster` (`initdb_cluster`) made at `pgdata`, which must not
+    exist yet, its files' owner and modes kept (PostgreSQL's user, when run as
+    root; 0700, without which PostgreSQL refuses to start)."""
+    subprocess.run(["cp", "-a", str(cluster), str(pgdata)], check=True)
 
 
 @pytest.fixture(scope="session")

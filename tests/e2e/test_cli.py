@@ -33,8 +33,7 @@ import sealtrail
 import sealtrail_server
 from sealtrail import AuditClient, build_filter
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
-from sealtrail_server.embedded import _make_the_cluster_whole, quietly_imported_pgserver
-from tests.conftest import REDACTION_SECRET, ServerThread, run_operator
+from tests.conftest import REDACTION_SECRET, ServerThread, copy_of_cluster, run_operator
 from tests.http_endpoint import Reply, endpoint
 from tests.processes import READY_PREFIX, ServerProcess, stop
 
@@ -983,23 +982,6 @@ def test_the_embedded_postgresql_started_as_the_docs_show_warns_of_nothing() -> 
         assert "Warning" not in said and "XDG_RUNTIME_DIR" not in said, said
 
 
-@pytest.fixture(scope="module")
-def initdb_cluster() -> Iterator[Path]:
-    """A PostgreSQL cluster as a first start's initdb makes it in a data dir
-    (embedded.py `_make_the_cluster_whole`), never started: copied into the
-    data dir of each test not about making one, which then starts on it as
-    on a data dir whose cluster was made (its Sealtrail database, keys and
-    development token still made by its first start). An initdb per test
-    was seconds of each on a busy machine."""
-    made = Path(tempfile.mkdtemp(prefix="sealtrail-e2e-cluster-"))
-    try:
-        quietly_imported_pgserver()  # as a start imports it, before initdb
-        _make_the_cluster_whole(made / "postgres", contextlib.nullcontext())
-        yield made / "postgres"
-    finally:
-        shutil.rmtree(made, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def _embedded_data_dir(
     prefix: str = "sealtrail-e2e-", *, cluster: Path | None = None
@@ -1007,11 +989,11 @@ def _embedded_data_dir(
     """A new data dir, and the stack its test's processes go on: on leaving,
     they are stopped, then the PostgreSQL they started if it still runs, and
     the data dir removed. With `cluster` (`initdb_cluster`), a copy of it is
-    the data dir's `postgres/`, its files' owner kept (PostgreSQL's user,
-    when run as root): the first start makes none."""
+    the data dir's `postgres/` (conftest `copy_of_cluster`): the first start
+    makes none."""
     data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     if cluster is not None:
-        subprocess.run(["cp", "-a", str(cluster), str(data_dir / "postgres")], check=True)
+        copy_of_cluster(cluster, data_dir / "postgres")
     with contextlib.ExitStack() as running:
         running.callback(shutil.rmtree, data_dir, ignore_errors=True)  # once all have stopped
         running.callback(_stop_postmaster, data_dir / "postgres")  # if the test left it running

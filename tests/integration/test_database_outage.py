@@ -28,7 +28,7 @@ from psycopg.conninfo import make_conninfo
 from sealtrail import AuditClient, UnavailableError, build_event, build_sink
 from sealtrail_server.store.database import DEFAULT_CONNECT_TIMEOUT, Database
 from sealtrail_server.store.migrations import migrate
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, copy_of_cluster
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -36,14 +36,19 @@ SECRET = "whsec_" + "A" * 44
 
 
 class Cluster:
-    """A PostgreSQL cluster (pgserver's binaries) that a test may stop and start."""
+    """A PostgreSQL cluster (pgserver's binaries) that a test may stop and
+    start: made by its own initdb, or started on a copy of `initdb` (conftest
+    `initdb_cluster`), a cluster as new."""
 
-    def __init__(self, base: Path | None = None) -> None:
+    def __init__(self, base: Path | None = None, *, initdb: Path | None = None) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import pgserver
         self._pgserver = pgserver
         self.data = Path(tempfile.mkdtemp(prefix="sealtrail-outage-pg-", dir=base))
+        if initdb is not None:
+            self.data.rmdir()  # the copy is made in its place, its modes and owner kept
+            copy_of_cluster(initdb, self.data)
         self._server = pgserver.get_server(self.data, cleanup_mode="delete")
         self.url = self._server.get_uri()
         self._socket_dir = parse_qs(urlsplit(self.url).query)["host"][0]
@@ -75,9 +80,10 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def migrated_cluster() -> Iterator[Cluster]:
-    """A Cluster of the test's own, migrated; closed after."""
-    made = Cluster()
+def migrated_cluster(*, initdb: Path | None = None) -> Iterator[Cluster]:
+    """A Cluster of the test's own (on a copy of `initdb` if given), migrated;
+    closed after."""
+    made = Cluster(initdb=initdb)
 
     async def migrated() -> None:
         async with await psycopg.AsyncConnection.connect(made.url, autocommit=True) as conn:
