@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -208,7 +209,9 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
 
 
 class _Stream:
-    """A sync stream read in a thread: its events' seqs and its last cursor."""
+    """A sync stream read in a thread: its events' seqs and its last cursor.
+    Opened, it has started once `wait_started` returns (its first heartbeat
+    said where): streams opened together start together."""
 
     def __init__(self, client: AuditClient, **options: Any) -> None:
         self.events: list[tuple[int, str]] = []
@@ -218,6 +221,8 @@ class _Stream:
         self._stream = client.stream(on_heartbeat=self._beat, **options)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def wait_started(self) -> None:
         assert self.started.wait(30), "the stream never started"
 
     def _beat(self, cursor: int) -> None:
@@ -284,9 +289,14 @@ def test_streams_of_every_filter_receive_what_query_finds(
             threading.Thread(target=write, args=(tenant, seed, 300))
             for seed, tenant in enumerate(tenants * 2)
         ]
+        # Opened together, each then waited for: one at a time, each waiting
+        # for its first heartbeat before the next was opened, the 124 streams'
+        # openings were most of the test's time.
         for tenant in tenants:
             for name, event_filter in _filters(recorder_ids[tenant]).items():
                 streams[tenant, name, "live"] = _Stream(clients[tenant], filter=event_filter)
+        for stream in streams.values():
+            stream.wait_started()
         for writer in writers:
             writer.start()
         for tenant in tenants:
@@ -294,6 +304,8 @@ def test_streams_of_every_filter_receive_what_query_finds(
                 streams[tenant, name, "replay"] = _Stream(
                     clients[tenant], filter=event_filter, after_seq=0
                 )
+        for stream in streams.values():
+            stream.wait_started()
         for writer in writers:
             writer.join(120)
         size: dict[str, int] = {}
@@ -309,6 +321,11 @@ def test_streams_of_every_filter_receive_what_query_finds(
             while stream.cursor < size[tenant]:
                 assert time.monotonic() < deadline, "a stream never caught up"
                 time.sleep(0.05)
+        # Each closed before the queries, what it received up to `size` all
+        # it is compared by: open, every stream of a tenant was sent each
+        # query's own record (and fell behind, its inbox of 3 overflowing).
+        for stream in streams.values():
+            stream.close()
         mismatched = []
         for tenant in tenants:
             for name, event_filter in _filters(recorder_ids[tenant]).items():
@@ -340,9 +357,17 @@ def test_streams_of_every_filter_receive_what_query_finds(
             client.close()
 
 
+def _until_streamed(stream: _Stream, count: int) -> None:
+    """Returns once `stream` has received `count` events (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while len(stream.events) < count:
+        assert time.monotonic() < deadline, f"{len(stream.events)} events streamed, not {count}"
+        time.sleep(0.02)
+
+
 @pytest.fixture
-def own_cluster() -> Iterator[Cluster]:
-    with migrated_cluster() as made:
+def own_cluster(initdb_cluster: Path) -> Iterator[Cluster]:
+    with migrated_cluster(initdb=initdb_cluster) as made:
         yield made
 
 
@@ -375,13 +400,18 @@ def test_streams_resume_exactly_across_a_database_restart(own_cluster: Cluster) 
             _Stream(reader, filter=build_filter(actions="doc.*")),
             _Stream(reader, after_seq=0),
         ]
+        for stream in streams:
+            stream.wait_started()
+        live = streams[0]
         for writer in writers:
             writer.start()
-        time.sleep(1.0)
+        # Written and streamed before the outage, and after it: waited for,
+        # not slept for (1 s and 2 s, which a loaded machine may not fill).
+        _until_streamed(live, 30)
         cluster.stop()
-        time.sleep(1.5)
+        time.sleep(1.5)  # the outage itself: the writers' retries meet it
         cluster.start()
-        time.sleep(2.0)
+        _until_streamed(live, len(live.events) + 30)
         stop.set()
         for writer in writers:
             writer.join(60)
@@ -396,7 +426,7 @@ def test_streams_resume_exactly_across_a_database_restart(own_cluster: Cluster) 
                 assert time.monotonic() < deadline, "a stream never caught up"
                 time.sleep(0.05)
         edits = [seq for seq, action in logged if action == "doc.edit"]
-        live, replay = streams
+        replay = streams[1]
         assert live.start is not None
         assert [seq for seq, _ in live.events if seq <= last] == [
             seq for seq in edits if seq > live.start
