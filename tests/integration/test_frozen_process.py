@@ -367,6 +367,13 @@ def test_a_process_frozen_mid_erasure_lets_the_tenant_write_and_erases_nothing(
         assert_log_is_sound(sql, tenant, len(rows))
 
 
+# The call `until` waits beside when what it waits for is the server's own
+# work (a forwarder's move, an evaluator's count), not a call of the test's:
+# pending for ever, `until`'s own 10 s its clock. A `time.sleep(30)` submitted
+# to the test's pool was one, and the pool's exit waited out its 30 s.
+_NEVER_DONE: Future[Any] = Future()
+
+
 def _blocked_running(sql: psycopg.Connection[Any], pending: Future[Any], start: str) -> None:
     """Returns once a session whose statement begins with `start` waits for a
     lock this one holds."""
@@ -414,8 +421,7 @@ def test_a_process_frozen_moving_a_sinks_cursor_lets_the_sink_be_changed(
                 sql.execute("SELECT FROM sinks WHERE tenant_id = %s FOR SHARE", [tenant])
                 pending = pool.submit(first.record, action="frozen.moved", actor_id="a")
                 assert pending.result(timeout=30).event.seq
-                moving = pool.submit(time.sleep, 30)  # only a clock for `until`
-                _blocked_running(sql, moving, "UPDATE sinks SET cursor_seq")
+                _blocked_running(sql, _NEVER_DONE, "UPDATE sinks SET cursor_seq")
                 frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
             with AuditClient(other.target, token=token, timeout=60, max_attempts=1) as second:
                 started = time.monotonic()
@@ -449,10 +455,7 @@ def test_a_process_frozen_counting_an_alert_lets_its_rule_be_changed(
     token = frozen.token(tenant, "admin")
     other: ServerThread | None = None
     try:
-        with (
-            AuditClient(frozen.target, token=token, timeout=60, max_attempts=1) as first,
-            ThreadPoolExecutor(1) as pool,
-        ):
+        with AuditClient(frozen.target, token=token, timeout=60, max_attempts=1) as first:
             rule = first.create_alert_rule(
                 build_alert_rule("m", "match", filter=build_filter(actions="frozen.alert"))
             ).rule
@@ -466,8 +469,7 @@ def test_a_process_frozen_counting_an_alert_lets_its_rule_be_changed(
                 # locked, once this lets go.
                 sql.execute("SELECT FROM alert_rules WHERE tenant_id = %s FOR SHARE", [tenant])
                 assert first.record(action="frozen.alert", actor_id="a").event.seq
-                counting = pool.submit(time.sleep, 30)  # only a clock for `until`
-                _blocked_running(sql, counting, "UPDATE alert_rules SET fired")
+                _blocked_running(sql, _NEVER_DONE, "UPDATE alert_rules SET fired")
                 frozen.loop.call_soon_threadsafe(time.sleep, FROZEN_SECONDS)
             with AuditClient(other.target, token=token, timeout=60, max_attempts=1) as second:
                 started = time.monotonic()
