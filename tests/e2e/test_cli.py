@@ -2168,6 +2168,125 @@ def test_a_saved_checkpoint_is_checked_from_stdin(
     assert empty.returncode == 1 and empty.stderr.startswith("FAILED: "), empty.stderr
 
 
+# Where `sealtrail verify FILE` would reach a server if it tried to: none
+# listens on port 1, and it has no token.
+OFFLINE: Final = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": ""}
+
+
+def test_verify_checks_an_export_offline_against_its_manifest(
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
+) -> None:
+    """`sealtrail verify audit.csv` (an export, not a bundle's directory) was
+    refused by click, `Directory '...' is a file`, exit 2, saying nothing of
+    what to do; `checkpoint --check` asks the service. It checks the file
+    against the manifest beside it and its signed statement, with no
+    server, and says what that leaves unchecked."""
+    run("sealtrail", "record", "--action", "file.read", "--actor-id", "ops", env=cli_env)
+    key = verifier_key
+    for format in ("csv", "ndjson", "json"):
+        out = tmp_path / f"audit.{format}"
+        run("sealtrail", "export", "--format", format, "-o", str(out), env=cli_env)
+        verified = run("sealtrail", "verify", str(out), "--key", key, env=OFFLINE)
+        size = json.loads(Path(f"{out}.manifest.json").read_text(encoding="utf-8"))["tree_size"]
+        assert re.fullmatch(
+            rf"MATCHES: {re.escape(str(out))} is the export its manifest describes: \d+ rows?,"
+            rf" [\d,]+ bytes, sha256 [0-9a-f]{{64}}; signed: the whole log of {size} events?,"
+            rf" unfiltered; of sealtrail\.test/log/t-\w+ at size {size}, checkpoint signed by"
+            r" sealtrail\.test/log\n",
+            verified.stdout,
+        ), (verified.stdout, verified.stderr)
+        assert verified.stderr == (
+            "not checked offline: that the log was not rewritten since (sealtrail checkpoint"
+            f" --check {out}.manifest.json --key VKEY, against the service)\n"
+        ), verified.stderr
+    # Its manifest given for it, or kept elsewhere (--manifest): the same check.
+    out = tmp_path / "audit.csv"
+    manifest = Path(f"{out}.manifest.json")
+    given = run("sealtrail", "verify", str(manifest), "--key", key, env=OFFLINE)
+    assert given.stdout.startswith(f"MATCHES: {out} is the export its manifest describes: ")
+    kept = tmp_path / "kept" / "manifest.json"
+    kept.parent.mkdir()
+    shutil.copy(manifest, kept)
+    elsewhere = run("sealtrail", "verify", str(out), "--manifest", str(kept), "--key", key,
+                    env=OFFLINE)  # fmt: skip
+    assert elsewhere.stdout.startswith(f"MATCHES: {out} is the export its manifest describes: ")
+    # Another tenant's export checks as well under the one key: --tenant holds it to one.
+    tenant = (
+        json.loads(manifest.read_text(encoding="utf-8"))["statement"]
+        .splitlines()[1]
+        .rsplit("/", 1)[-1]
+    )
+    run("sealtrail", "verify", str(out), "--key", key, "--tenant", tenant, env=OFFLINE)
+    other = run("sealtrail", "verify", str(out), "--key", key, "--tenant", "other", env=OFFLINE,
+                check=False)  # fmt: skip
+    assert (other.returncode, other.stdout) == (1, "")
+    assert other.stderr == (
+        f"FAILED: the export's statement: the log is tenant {tenant!r}'s"
+        f" (sealtrail.test/log/{tenant}), not 'other''s\n"
+    )
+
+
+def test_verify_of_an_export_fails_naming_what_differs(
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
+) -> None:
+    """One byte of the file, the manifest's words, or the key: each FAILED,
+    one line on stderr, nothing on stdout, exit 1, as `checkpoint --check`
+    says it. No manifest beside the file: FAILED, naming it and how to get
+    one; no --key: refused, exit 2 (the manifest's own signer proves
+    nothing)."""
+    from sealtrail.tlog import generate_signer_key
+
+    run("sealtrail", "record", "--action", "file.read", "--actor-id", "ops", env=cli_env)
+    key = verifier_key
+    out = tmp_path / "audit.ndjson"
+    run("sealtrail", "export", "--format", "ndjson", "-o", str(out), env=cli_env)
+    manifest = Path(f"{out}.manifest.json")
+    exported, kept = out.read_bytes(), manifest.read_text(encoding="utf-8")
+
+    def failed(*args: str) -> str:
+        done = run("sealtrail", "verify", *args, env=OFFLINE, check=False)
+        assert (done.returncode, done.stdout) == (1, ""), (done.stdout, done.stderr)
+        assert done.stderr.startswith("FAILED: ") and done.stderr.count("\n") == 1, done.stderr
+        return str(done.stderr)
+
+    flipped = bytearray(exported)
+    flipped[len(flipped) // 2] ^= 0x01
+    out.write_bytes(bytes(flipped))
+    assert failed(str(out), "--key", key).startswith(
+        f"FAILED: {out} is not the export audit.ndjson.manifest.json describes: sha256 "
+    )
+    out.write_bytes(exported)
+
+    edited = json.loads(kept)
+    edited["row_count"] += 1
+    manifest.write_text(json.dumps(edited), encoding="utf-8")
+    assert failed(str(out), "--key", key).startswith(
+        "FAILED: audit.ndjson.manifest.json does not say what its signed statement does: "
+    )
+    manifest.write_text(kept, encoding="utf-8")
+
+    stranger = generate_signer_key("sealtrail.test/log").verifier.text()
+    assert failed(str(out), "--key", stranger).startswith(
+        "FAILED: saved checkpoint: no signature by a known key verifies this note"
+    )
+
+    alone = tmp_path / "alone" / "audit.ndjson"
+    alone.parent.mkdir()
+    alone.write_bytes(exported)
+    assert failed(str(alone), "--key", key) == (
+        f"FAILED: {alone} has no manifest beside it ({alone}.manifest.json), the signed"
+        " statement of the export it checks against: give it (--manifest PATH), or export"
+        " again with `sealtrail export -o FILE`, which keeps FILE.manifest.json beside FILE\n"
+    )
+    keyless = run("sealtrail", "verify", str(out), env=OFFLINE, check=False)
+    assert keyless.returncode == 2 and keyless.stdout == "", keyless.stdout
+    assert "an export needs --key, the log's published verifier key" in keyless.stderr
+    # The options that hold a bundle to a range are a bundle's: refused.
+    ranged = run("sealtrail", "verify", str(out), "--key", key, "--complete", env=OFFLINE,
+                 check=False)  # fmt: skip
+    assert ranged.returncode == 2 and "--complete checks a bundle" in ranged.stderr
+
+
 def test_an_export_given_for_a_checkpoint_is_refused_naming_its_manifest(
     cli_env: dict[str, str], tmp_path: Path, verifier_key: str
 ) -> None:

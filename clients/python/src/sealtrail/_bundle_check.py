@@ -25,6 +25,7 @@ from sealtrail._bundle_format import (
     bundle_time,
     log_fault,
 )
+from sealtrail._checkpoint_check import other_tenant
 from sealtrail._words import counted
 from sealtrail.tlog import (
     NoteError,
@@ -72,11 +73,9 @@ def _verify_bundle(
     if (checkpoint.origin, checkpoint.tree_size) != (manifest["origin"], manifest["tree_size"]):
         raise BundleError("checkpoint: its origin or size differs from bundle.json")
     logged_tenant = checkpoint.origin.rsplit("/", 1)[-1]
-    if tenant is not None and logged_tenant != tenant:
-        raise BundleError(
-            f"checkpoint: the log is tenant {logged_tenant!r}'s ({checkpoint.origin}),"
-            f" not {tenant!r}'s"
-        )
+    other = other_tenant(checkpoint.origin, tenant)
+    if other is not None:
+        raise BundleError(f"checkpoint: {other}")
 
     size, root = checkpoint.tree_size, checkpoint.root_hash
     complete = manifest["complete"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sealtrail._export import MANIFEST_SUFFIX
@@ -74,6 +74,22 @@ def verifiers_of(key: str | Sequence[str]) -> list[Verifier]:
         raise CheckpointError(f"verifier key: {error}") from None
 
 
+def other_tenant(origin: str, tenant: str | None) -> str | None:
+    """Why a log of `origin` is not `tenant`'s (one key signs every tenant's
+    checkpoints, so another tenant's bundle or export checks as well), or
+    None: it is, or no tenant was asked for."""
+    logged = origin.rsplit("/", 1)[-1]
+    if tenant is None or logged == tenant:
+        return None
+    return f"the log is tenant {logged!r}'s ({origin}), not {tenant!r}'s"
+
+
+def signer_names(signed_by: Sequence[str]) -> str:
+    """The names of the keys (verifier text) that signed a checkpoint, each
+    once, as a verdict line ends with them."""
+    return ", ".join(sorted({text.split("+", 1)[0] for text in signed_by}))
+
+
 def _opened(note: str, verifiers: list[Verifier], what: str) -> tuple[Checkpoint, list[Verifier]]:
     try:
         text, signers = open_note(note, verifiers)
@@ -88,12 +104,14 @@ class SavedCheckpoint:
 
     checkpoint: Checkpoint
     verifiers: list[Verifier]
+    # The given keys (verifier text) that signed it.
+    signed_by: list[str] = field(default_factory=list)
 
     @classmethod
     def open(cls, note: str, key: str | Sequence[str]) -> SavedCheckpoint:
         verifiers = verifiers_of(key)
-        checkpoint, _ = _opened(note, verifiers, "saved checkpoint")
-        return cls(checkpoint, verifiers)
+        checkpoint, signers = _opened(note, verifiers, "saved checkpoint")
+        return cls(checkpoint, verifiers, [signer.text() for signer in signers])
 
     def latest(self, note: str) -> tuple[Checkpoint, list[Verifier]]:
         """Today's checkpoint (`note`, as the server sent it), signed by a

@@ -1,5 +1,6 @@
 """`sealtrail bundle`, `verify`, `verify-log` and `checkpoint`: prove a log's
-integrity, online and offline. Registered on the main command by _cli.py,
+integrity, online and offline (`verify`: a bundle, or an export against its
+manifest). Registered on the main command by _cli.py,
 whose helpers it shares."""
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from sealtrail._checkpoint_check import (
     CheckpointError,
     OtherLogError,
     SavedCheckpoint,
+    other_tenant,
     saved_checkpoint_text,
+    signer_names,
 )
 from sealtrail._cli import (
     _cannot_write,
@@ -45,7 +48,7 @@ from sealtrail._cli_ranges import (
 )
 from sealtrail._client import AuditClient
 from sealtrail._errors import InvalidArgumentError
-from sealtrail._export import ExportError
+from sealtrail._export import MANIFEST_SUFFIX, ExportError
 from sealtrail._export_check import ExportCheck, check_export, export_manifest
 from sealtrail._words import counted, detailed, noun
 
@@ -196,7 +199,7 @@ def _period(
 
 
 @click.command()
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "--key",
     "keys",
@@ -204,13 +207,19 @@ def _period(
     multiple=True,
     help="Verifier key (name+id+key) the checkpoint must be signed by. Without it the"
     " bundle's own keys are used, which proves only that the bundle is self-consistent:"
-    " the command then says SELF-CONSISTENT, not OK, and exits 3. Repeat it for a log"
-    " whose key was rotated: what retention removed is signed by the key of its day.",
+    " the command then says SELF-CONSISTENT, not OK, and exits 3 (an export needs it)."
+    " Repeat it for a log whose key was rotated: what retention removed is signed by the"
+    " key of its day.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Of an export: its manifest, where it is not FILE.manifest.json beside FILE.",
 )
 @click.option(
     "--tenant",
-    help="Tenant whose log the bundle must be: one key signs every tenant's checkpoints,"
-    " so another tenant's bundle would verify as well.",
+    help="Tenant whose log the bundle or export must be: one key signs every tenant's"
+    " checkpoints, so another tenant's would verify as well.",
 )
 @click.option(
     "--complete",
@@ -235,18 +244,35 @@ def _period(
     " complete: by a bundle written for it (or for a period that holds it, `bundle"
     " --received`). As without it, exits 4 if an end of the range is not proven the period's.",
 )
+@click.pass_context
 def verify(
+    ctx: click.Context,
+    /,
     path: Path,
     keys: tuple[str, ...],
+    manifest: Path | None,
     tenant: str | None,
     require_complete: bool,
     require_seqs: tuple[int, int] | None,
     require_period: tuple[datetime, datetime] | None,
 ) -> None:
-    """Check a bundle offline: every record against the signed checkpoint.
+    """Check a bundle (a directory) offline: every record against the signed
+    checkpoint; or an export (FILE) against its manifest's signed statement.
     Exits 0 when verified against --key, 1 on a failure, 3 when verified only
     against the bundle's own keys (which a forger writes too), 4 when a
     period's range is proven complete but an end of it not the period's."""
+    if not path.is_dir():
+        ranged = {
+            "--complete": require_complete,
+            "--seq": require_seqs is not None,
+            "--received": require_period is not None,
+        }
+        _verify_export(ctx, path, manifest, keys, tenant, [n for n, on in ranged.items() if on])
+        return
+    if manifest is not None:
+        raise click.UsageError(
+            "--manifest goes with an export's FILE: a bundle holds its own checkpoint", ctx
+        )
     try:
         # No --key: None, the bundle's own keys (an empty list is refused).
         summary = verify_bundle(path, key=keys or None, tenant=tenant)
@@ -294,6 +320,78 @@ def verify(
         )
         sys.exit(1)
     _report_verified(summary)
+
+
+def _verify_export(
+    ctx: click.Context,
+    path: Path,
+    manifest: Path | None,
+    keys: tuple[str, ...],
+    tenant: str | None,
+    ranged: list[str],
+) -> None:
+    """`sealtrail verify FILE`: the export at `path` held, offline, to its
+    manifest (`manifest`, else FILE.manifest.json beside it; `path` may be
+    the manifest itself) by sealtrail.check_export, as `checkpoint --check`
+    holds it before it asks the service, which alone shows the log since
+    extends it."""
+    if ranged:
+        raise click.UsageError(
+            f"{ranged[0]} checks a bundle, its seqs proven complete: an export is what its"
+            " statement signs it selected, which the MATCHES line says",
+            ctx,
+        )
+    if not keys:
+        # A bundle's own keys prove its consistency at least; a manifest holds none.
+        raise click.UsageError(
+            "verifying an export needs --key, the log's published verifier key", ctx
+        )
+    file: Path | None = path
+    if manifest is None and path.name.endswith(MANIFEST_SUFFIX):
+        manifest, file = path, None  # the manifest given for its file, beside it
+    elif manifest is None:
+        manifest = path.with_name(path.name + MANIFEST_SUFFIX)
+        if not manifest.is_file():
+            click.echo(
+                terminal_safe(
+                    f"FAILED: {path} has no manifest beside it ({manifest}), the signed"
+                    " statement of the export it checks against: give it (--manifest PATH),"
+                    " or export again with `sealtrail export -o FILE`, which keeps"
+                    f" FILE{MANIFEST_SUFFIX} beside FILE"
+                ),
+                err=True,
+            )
+            sys.exit(1)
+    try:
+        found = check_export(manifest, key=keys, file=file)
+    except CheckpointError as error:  # which may quote the manifest's text, a forger's
+        click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
+        sys.exit(1)
+    signed = found.statement
+    other = other_tenant(signed.origin, tenant)
+    if other is not None:
+        click.echo(f"FAILED: the export's statement: {terminal_safe(other)}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"{_matches(found)}; of {terminal_safe(signed.origin)} at size {signed.tree_size:,},"
+        f" checkpoint signed by {terminal_safe(signer_names(found.signed_by))}"
+    )
+    click.echo(
+        "not checked offline: that the log was not rewritten since (sealtrail checkpoint"
+        f" --check {terminal_safe(str(manifest))} --key VKEY, against the service)",
+        err=True,
+    )
+
+
+def _matches(found: ExportCheck) -> str:
+    """The verdict on an export found as its manifest describes it, as
+    `verify` and `checkpoint --check` print it."""
+    rows = "" if found.rows is None else f"{_count(found.rows, 'row')}, "
+    return (
+        f"MATCHES: {terminal_safe(str(found.path))} is the export its manifest"
+        f" describes: {rows}{_count(found.byte_count, 'byte')}, sha256 {found.sha256};"
+        f" signed: {terminal_safe(found.selected)}"
+    )
 
 
 def _holds(summary: BundleSummary, period: tuple[datetime, datetime]) -> bool:
@@ -473,12 +571,7 @@ def checkpoint(
     for path, result in results:
         _report_checked(result, _shown(path) if named else None)
     for found in exported:
-        rows = "" if found.rows is None else f"{_count(found.rows, 'row')}, "
-        click.echo(
-            f"MATCHES: {terminal_safe(str(found.path))} is the export its manifest"
-            f" describes: {rows}{_count(found.byte_count, 'byte')}, sha256 {found.sha256};"
-            f" signed: {terminal_safe(found.selected)}"
-        )
+        click.echo(_matches(found))
 
 
 def _shown(path: Path) -> str:
@@ -513,7 +606,7 @@ def _report_checked(result: CheckpointCheck, name: str | None) -> None:
     line; its origin is the saved text's, escaped."""
     origin = terminal_safe(result.origin)
     of = f" of {terminal_safe(name)}" if name is not None else ""
-    names = ", ".join(sorted({text.split("+", 1)[0] for text in result.signed_by}))
+    names = signer_names(result.signed_by)
     click.echo(
         f"CONSISTENT: the saved log of {_count(result.saved_size, 'event')}{of} is a prefix of"
         f" today's {result.latest_size:,} ({origin}); signed by {terminal_safe(names)}"

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -49,7 +49,8 @@ class ExportCheck:
     `{}` for every event (of its range, if any), None from a statement v1
     (an older server's), which signs no filter; `removed`, how many seqs of
     its range (of the log up to its tree size, without one) retention had
-    removed as the export read them, as signed (None from a statement v1)."""
+    removed as the export read them, as signed (None from a statement v1);
+    `signed_by`, the given keys (verifier text) that signed its checkpoint."""
 
     path: Path
     rows: int | None
@@ -58,6 +59,7 @@ class ExportCheck:
     statement: ExportStatement
     checkpoint: str
     filter: str | None = None
+    signed_by: tuple[str, ...] = ()
 
     @property
     def filtered(self) -> bool | None:
@@ -95,11 +97,17 @@ class ExportCheck:
         return f"{seqs}, filtered by {self.filter}{removed}"
 
 
-def check_export(manifest: str | os.PathLike[str], *, key: str | Sequence[str]) -> ExportCheck:
+def check_export(
+    manifest: str | os.PathLike[str],
+    *,
+    key: str | Sequence[str],
+    file: str | os.PathLike[str] | None = None,
+) -> ExportCheck:
     """The export an export's manifest describes (`manifest`, the path of
     FILE.manifest.json, as `export(..., manifest_file=True)` and `sealtrail
-    export` keep it), held to it, offline, as `sealtrail checkpoint --check
-    FILE.manifest.json` does before it asks the server: the manifest's
+    export` keep it; `file`, FILE where it is not beside it), held to it,
+    offline, as `sealtrail verify FILE` does, and `sealtrail checkpoint
+    --check FILE.manifest.json` before it asks the server: the manifest's
     checkpoint signed by `key` (verifier key text, or several for a log whose
     key was rotated), its words that checkpoint's, its statement signed by
     `key` and its words the statement's, FILE's bytes, SHA-256 and rows the
@@ -116,7 +124,9 @@ def check_export(manifest: str | os.PathLike[str], *, key: str | Sequence[str]) 
             f" give FILE{MANIFEST_SUFFIX}, beside FILE"
         )
     saved = SavedCheckpoint.open(note, key)
-    return _checked_file(path, kept, saved.checkpoint, saved.verifiers, note)
+    given = None if file is None else Path(file)
+    found = _checked_file(path, given, kept, saved.checkpoint, saved.verifiers, note)
+    return replace(found, signed_by=tuple(saved.signed_by))
 
 
 def export_manifest(path: Path) -> dict[str, Any] | None:
@@ -338,13 +348,15 @@ def _impossible_seqs(statement: ExportStatement) -> str | None:
 
 def _checked_file(
     manifest_path: Path,
+    given: Path | None,
     manifest: dict[str, Any],
     checkpoint: Checkpoint,
     verifiers: list[Verifier],
     note: str,
 ) -> ExportCheck:
     """The file `manifest` (read from `manifest_path`, `checkpoint` its
-    checkpoint, its signature checked) describes, read whole, held to the
+    checkpoint, its signature checked) describes (`given`, or the one beside
+    it, `exported_file`), read whole, held to the
     manifest's byte count, SHA-256 and row count; ExportMismatchError naming
     each that differs, or what the manifest says of the log that the
     checkpoint does not sign, or of the export that its statement, signed by
@@ -364,7 +376,7 @@ def _checked_file(
             + "; ".join(claims)
         )
     _check_counts(manifest_path, statement)
-    path = exported_file(manifest_path, manifest)
+    path = exported_file(manifest_path, manifest) if given is None else given
     digest = hashlib.sha256()
     size = 0
     counter = _RowCounter(manifest.get("media_type"))
