@@ -288,3 +288,34 @@ def refused_when_told(kept: Path, *filters: str) -> None:
         kept.write_text(json.dumps(manifest | {"filter": told}), encoding="utf-8")
         with pytest.raises(ExportMismatchError, match="filter"):
             check_export(kept, key=KEY)
+
+
+def test_an_unfiltered_ndjson_export_of_the_whole_log_is_held_to_the_signed_root(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """An NDJSON export holds the records as hashed: of the whole log,
+    unfiltered, none removed by retention, its lines' leaves are the signed
+    tree's, so the root over them is recomputed and held to the checkpoint's.
+    Without it, a statement the key signed of other records (a server's
+    fault, its key's misuse) passed: the file was the statement's word alone."""
+    kept = _export(client, tmp_path / "audit.ndjson", format="ndjson")
+    found = check_export(kept, key=KEY)
+    assert found.root_recomputed
+    assert found.rows == found.statement.tree_size
+    # Of a CSV, or of a range, no root is recomputed: its rows are not the tree's leaves.
+    assert not check_export(
+        _export(client, tmp_path / "audit.csv", format="csv"), key=KEY
+    ).root_recomputed
+
+    # One record altered, and the statement signed of the altered file.
+    out = tmp_path / "audit.ndjson"
+    altered = out.read_bytes().replace(b'"actor"', b'"actoR"', 1)
+    out.write_bytes(altered)
+    signed = found.statement
+    _resigned(kept, replace(signed, sha256=hashlib.sha256(altered).digest()))
+    with pytest.raises(
+        ExportMismatchError,
+        match=r"^audit\.ndjson's records are not the log its checkpoint signs: the root over"
+        rf" their {signed.tree_size} leaves is \S+ where the checkpoint signs \S+$",
+    ):
+        check_export(kept, key=KEY)

@@ -24,12 +24,18 @@ from sealtrail.tlog import (
     ExportStatement,
     NewerStatementError,
     NoteError,
+    TreeBuilder,
     Verifier,
+    leaf_hash,
     newer_sealtrails,
     open_note,
 )
 
 _CHUNK = 1 << 20
+# The longest line the tree's leaves are read from: no record comes near it
+# (64 KiB at most); past it, the root is not recomputed (the file's digest,
+# which the statement signs, then fails it in any case).
+_LONGEST_LINE = 4 << 20
 
 
 class ExportMismatchError(CheckpointError):
@@ -50,7 +56,10 @@ class ExportCheck:
     (an older server's), which signs no filter; `removed`, how many seqs of
     its range (of the log up to its tree size, without one) retention had
     removed as the export read them, as signed (None from a statement v1);
-    `signed_by`, the given keys (verifier text) that signed its checkpoint."""
+    `signed_by`, the given keys (verifier text) that signed its checkpoint;
+    `root_recomputed`, whether its rows are shown the signed tree's leaves,
+    the root over them the checkpoint's: an NDJSON export (the records as
+    hashed) of the whole log, unfiltered, none removed by retention."""
 
     path: Path
     rows: int | None
@@ -60,6 +69,7 @@ class ExportCheck:
     checkpoint: str
     filter: str | None = None
     signed_by: tuple[str, ...] = ()
+    root_recomputed: bool = False
 
     @property
     def filtered(self) -> bool | None:
@@ -92,6 +102,8 @@ class ExportCheck:
         if self.filter is None:
             return f"{seqs}, filter not signed (a statement v1: filtered or not, not known)"
         removed = f", {self.removed:,} removed by retention" if self.removed else ""
+        if self.root_recomputed:
+            return f"{seqs}, unfiltered, each record in the signed tree (its root recomputed)"
         if not self.filtered:
             return f"{seqs}, unfiltered{removed}"
         return f"{seqs}, filtered by {self.filter}{removed}"
@@ -381,6 +393,7 @@ def _checked_file(
     size = 0
     counter = _RowCounter(manifest.get("media_type"))
     saved_again = _SavedAgain(counter.kind)
+    leaves = _LeafRoot(counter.kind, statement)
     try:
         with path.open("rb") as file:
             while chunk := file.read(_CHUNK):
@@ -388,6 +401,7 @@ def _checked_file(
                 size += len(chunk)
                 counter.update(chunk)
                 saved_again.update(chunk)
+                leaves.update(chunk)
     except OSError as error:
         raise ExportMismatchError(
             f"{path}, the export {manifest_path.name} describes, cannot be read:"
@@ -418,7 +432,51 @@ def _checked_file(
             f"{path} is not the export {manifest_path.name}{whose} describes: "
             + "; ".join(differences + saved_again.signs())
         )
-    return found
+    # The file is the one the statement signs: of the whole log, its leaves too.
+    recomputed = leaves.root()
+    if recomputed is None:
+        return found
+    count, root = recomputed
+    if (count, root) != (checkpoint.tree_size, checkpoint.root_hash):
+        raise ExportMismatchError(
+            f"{path.name}'s records are not the log its checkpoint signs: the root over their"
+            f" {counted(count, 'leaf', 'leaves')} is {base64.b64encode(root).decode()} where"
+            f" the checkpoint signs {base64.b64encode(checkpoint.root_hash).decode()}"
+        )
+    return replace(found, root_recomputed=True)
+
+
+class _LeafRoot:
+    """The root of the tree over an NDJSON export's lines, each a record as
+    hashed, built line by line in O(log n) memory; only of an export whose
+    lines are every leaf of its checkpoint's tree (`applies`)."""
+
+    def __init__(self, kind: str, statement: ExportStatement) -> None:
+        self.applies = (
+            kind == "application/x-ndjson"
+            and statement.filtered is False
+            and not statement.range_last_seq
+            and statement.removed_count == 0
+            and statement.row_count == statement.tree_size
+        )
+        self._tree = TreeBuilder()
+        self._pending = b""
+
+    def update(self, chunk: bytes) -> None:
+        if not self.applies:
+            return
+        *lines, self._pending = (self._pending + chunk).split(b"\n")
+        for line in lines:
+            self._tree.append(leaf_hash(line))
+        if len(self._pending) > _LONGEST_LINE:
+            self.applies = False
+
+    def root(self) -> tuple[int, bytes] | None:
+        """(leaves, root), or None: not an export whose root is recomputed,
+        or one ending in a line cut short (no export does)."""
+        if not self.applies or self._pending:
+            return None
+        return self._tree.size, self._tree.root()
 
 
 class _SavedAgain:
