@@ -2319,7 +2319,7 @@ def test_an_export_given_for_a_checkpoint_is_refused_naming_its_manifest(
                     env=cli_env, check=False)  # fmt: skip
         assert (given.returncode, given.stdout, given.stderr) == (1, "", (
             f"FAILED: {out} holds an export ({shown}), not a checkpoint: check its manifest,"
-            f" {out}.manifest.json\n"
+            f" {out}.manifest.json, or offline: sealtrail verify {out} --key VKEY\n"
         )), given.stderr  # fmt: skip
     # An export of one event, NDJSON: one line of JSON, whole (no manifest's).
     one = tmp_path / "one.ndjson"

@@ -184,7 +184,7 @@ def saved_checkpoint_text(path: Path) -> str:
             " beside its FILE.manifest.json and check that"
             if str(path) == "-"
             else f"{path} holds an export ({kind}), not a checkpoint: check its manifest,"
-            f" {path}{MANIFEST_SUFFIX}"
+            f" {path}{MANIFEST_SUFFIX}, or offline: sealtrail verify {path} --key VKEY"
         )
     if not text.lstrip().startswith("{"):
         return text
