@@ -12,10 +12,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql as pgsql
 
 from sealtrail import AuditClient, build_event
 from sealtrail_server.domain.filters import EventFilter
-from sealtrail_server.store.counts import count_statement
+from sealtrail_server.store.counts import count_statement, unread_statement
 from sealtrail_server.store.events import Order, query_statement
 from tests.conftest import database_of_its_own, migrate_database
 from tests.integration.test_actor_prefix_filter import run_documented_recipe
@@ -208,6 +209,87 @@ def test_a_credentials_kind_keeps_its_id_the_index_condition_for_the_service(
     assert served == as_owner.execute(statement, params).fetchall()
     statement, params = count_statement("t1", key, group_by=None, limit=10)
     assert as_service.execute(statement, params).fetchall() == [(10,)]
+
+
+def _unread(conn: psycopg.Connection[Any], tenant: str, event_filter: EventFilter) -> bool:
+    statement, params = unread_statement(tenant, event_filter, before_seq=10**9)
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
+def test_a_count_reads_records_only_where_a_row_from_before_the_columns_is_counted(
+    as_owner: psycopg.Connection[Any],
+) -> None:
+    """t1 has rows from before migration 0056 (of key_1 and without a
+    credential), t2 none (as every tenant once the backfill has written its
+    rows): t2's count by credential reads the columns alone and counts what
+    the count with the records' branch counts; t1's needs that branch, whose
+    rows the columns alone leave out."""
+    assert _unread(as_owner, "t1", EventFilter())
+    assert _unread(as_owner, "t1", EventFilter(credential_id="key_1", credential_kind="session"))
+    assert not _unread(as_owner, "t2", EventFilter())
+    assert not _unread(as_owner, "t2", EventFilter(credential_id="o"))
+    for tenant, event_filter in [
+        ("t2", EventFilter()),
+        ("t2", EventFilter(credential_id="o")),
+        ("t2", EventFilter(credential_id="o", credential_kind="k")),
+        ("t2", EventFilter(credential_kind="other")),
+    ]:
+        both, params = count_statement(tenant, event_filter, group_by="credential", limit=10)
+        columns, columns_params = count_statement(
+            tenant, event_filter, group_by="credential", limit=10, records=False
+        )
+        counted = as_owner.execute(both, params).fetchall()
+        assert as_owner.execute(columns, columns_params).fetchall() == counted
+    key = json.dumps(["k", "o", ""], separators=(",", ":"))
+    assert _counted_in(as_owner, "t2", records=False) == [(key, 100, 100, 1)]
+    # t1's rows appended since the columns, alone: half of what it has.
+    key = json.dumps(["api_key", "key_1", "a1b2"], separators=(",", ":"))
+    session = json.dumps(["session", "key_1", ""], separators=(",", ":"))
+    assert _counted_in(as_owner, "t1", records=False) == [
+        (key, 30, 42, 3),
+        ("", 7, 42, 3),
+        (session, 5, 42, 3),
+    ]
+
+
+def _counted_in(
+    conn: psycopg.Connection[Any], tenant: str, *, records: bool
+) -> list[tuple[Any, ...]]:
+    statement, params = count_statement(
+        tenant, EventFilter(), group_by="credential", limit=10, records=records
+    )
+    return [tuple(row) for row in conn.execute(statement, params).fetchall()]
+
+
+def test_a_count_by_credential_of_columns_alone_reads_no_record_for_the_service(
+    as_owner: psycopg.Connection[Any],
+) -> None:
+    """Of a tenant with no row from before migration 0056, the count by
+    credential is one grouping of the columns: no branch reads a record
+    (the records' branch beside it kept the planner from sharing the scan
+    among parallel workers: ADR 0143), and the service's probe of
+    events_credential_unread finds nothing."""
+    with _as_service(as_owner) as as_service:
+        as_service.execute("SELECT set_config('sealtrail.tenant', 't2', false)")
+        assert not _unread(as_service, "t2", EventFilter())
+        outputs = {}
+        for records in (True, False):
+            statement, params = count_statement(
+                "t2", EventFilter(), group_by="credential", limit=10, records=records
+            )
+            query = pgsql.SQL("EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) {}").format(statement)
+            row = as_service.execute(query, params).fetchone()
+            assert row is not None
+            outputs[records] = " ".join(
+                " ".join(node.get("Output", ())) for node in _nodes(row[0][0]["Plan"])
+            )
+            assert as_service.execute(statement, params).fetchall() == [
+                ('["k","o",""]', 100, 100, 1)
+            ]
+    assert "record" in outputs[True]  # so the test can tell
+    assert "record" not in outputs[False]
 
 
 @pytest.fixture(scope="module")

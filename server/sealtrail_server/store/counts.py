@@ -135,22 +135,45 @@ _RESOURCES: Final = sql.SQL(
 # events record ("" for none; of hints that differ, the greatest in byte
 # order), "" for events without a credential. The record holds no secret: an
 # id or hint shaped as one is refused when recorded. Read off the columns of
-# migration 0056 (`credential_kind` "" for none); a row appended before it
-# (`credential_kind` NULL) off its record, as all were before (ADR 0142):
-# parsing each record made a count by credential take 33 times one by actor.
+# migration 0056 (`credential_kind` "" for none), {grouped}: the kind ("" or
+# NULL for none), id, hint and count of each group.
 _CREDENTIALS: Final = sql.SQL(
     "SELECT key, n, sum(n) OVER ()::bigint, count(*) OVER () FROM ("
-    " SELECT CASE WHEN k IS NULL AND i IS NULL THEN ''"
+    " SELECT CASE WHEN coalesce(k, '') = '' AND i IS NULL THEN ''"
     " ELSE '[' || to_json(coalesce(k, ''))::text || ',' || to_json(coalesce(i, ''))::text"
-    " || ',' || to_json(h)::text || ']' END AS key, n FROM ("
-    " SELECT k, i, coalesce(max(h COLLATE \"C\"), '') AS h, count(*) AS n FROM ("
+    " || ',' || to_json(h)::text || ']' END AS key, n FROM ({grouped}) AS p) AS g"
+    ' ORDER BY n DESC, key COLLATE "C" LIMIT %s'
+)
+# The rows' columns alone, where no row counted was appended before migration
+# 0056 (none with `credential_kind` NULL: `_UNREAD`), as once the credential
+# backfill has written a tenant's (ADR 0143): one scan the planner may share
+# among parallel workers, which with the records' branch below beside it it
+# did not (a count by credential took 8.3 times one by actor, 5.0 so).
+_CREDENTIAL_COLUMNS: Final = sql.SQL(
+    "SELECT credential_kind AS k, credential_id AS i,"
+    " coalesce(max(credential_hint COLLATE \"C\"), '') AS h, count(*) AS n"
+    " FROM {events} WHERE {conditions} AND credential_kind IS NOT NULL GROUP BY 1, 2"
+)
+# The rows' columns and, in a UNION ALL, the records of rows appended before
+# migration 0056 (`credential_kind` NULL, found on events_credential_unread),
+# as all were read before (ADR 0142): parsing each record made a count by
+# credential take 33 times one by actor.
+_CREDENTIAL_COLUMNS_AND_RECORDS: Final = sql.SQL(
+    "SELECT k, i, coalesce(max(h COLLATE \"C\"), '') AS h, count(*) AS n FROM ("
     " SELECT nullif(credential_kind, '') AS k, credential_id AS i, credential_hint AS h"
     " FROM {events} WHERE {conditions} AND credential_kind IS NOT NULL"
     " UNION ALL SELECT c ->> 'kind', c ->> 'id', c ->> 'hint' FROM ("
     " SELECT " + RECORD_CREDENTIAL + " AS c"
     " FROM {events} WHERE {conditions} AND credential_kind IS NULL) AS r"
-    " ) AS r GROUP BY 1, 2) AS p) AS g"
-    ' ORDER BY n DESC, key COLLATE "C" LIMIT %s'
+    " ) AS r GROUP BY 1, 2"
+)
+# Whether any row a count selects was appended before migration 0056: of a
+# tenant the backfill has written, a probe of an empty range of
+# events_credential_unread per partition; otherwise it reads the tenant's rows
+# from before in the count's range until one matches (at most what the
+# records' branch would read), and stops there.
+_UNREAD: Final = sql.SQL(
+    "SELECT EXISTS (SELECT FROM {events} WHERE {conditions} AND credential_kind IS NULL)"
 )
 _TOTAL: Final = sql.SQL("SELECT count(*) FROM {events} WHERE {conditions}")
 # A time zone the database does not know fails this, whether or not there are
@@ -166,25 +189,28 @@ def count_statement(
     limit: int,
     before_seq: int | None = None,
     time_zone: str = "",
+    records: bool = True,
 ) -> tuple[sql.Composed, list[Any]]:
     """The SQL of a count and its parameters (the plan tests EXPLAIN it):
     `tenant_id`'s events that match `event_filter` and come before
     `before_seq`, if given; grouped by `group_by` into at most `limit`
     groups, or the total alone (None); days and hours those of `time_zone`
-    (an IANA name, validated by the caller), "" for UTC's."""
-    events, conditions, params = selected_events(tenant_id, event_filter)
-    if before_seq is not None:
-        conditions.append(sql.SQL("seq < %s"))
-        params.append(before_seq)
-    where = sql.SQL(" AND ").join(conditions)
+    (an IANA name, validated by the caller), "" for UTC's. By credential,
+    `records` False reads the credential columns alone: for when none of
+    the rows counted was appended before migration 0056 (`unread_statement`
+    finds none), whose credential is their record's."""
+    events, where, params = _selected(tenant_id, event_filter, before_seq)
     if group_by is None:
         return _TOTAL.format(events=events, conditions=where), params
     if group_by == "resource":
         return _RESOURCES.format(events=events, conditions=where), [*params, limit]
+    if group_by == "credential" and not records:
+        grouped = _CREDENTIAL_COLUMNS.format(events=events, conditions=where)
+        return _CREDENTIALS.format(grouped=grouped), [*params, limit]
     if group_by == "credential":
         # The rows twice: those appended since migration 0056, then before.
-        query = _CREDENTIALS.format(events=events, conditions=where)
-        return query, [*params, *params, limit]
+        grouped = _CREDENTIAL_COLUMNS_AND_RECORDS.format(events=events, conditions=where)
+        return _CREDENTIALS.format(grouped=grouped), [*params, *params, limit]
     order = _ORDERS.get(group_by, _TEXT_ORDER)
     if time_zone and group_by in _ZONED_KEYS:
         zone = sql.Literal(time_zone)
@@ -198,6 +224,28 @@ def count_statement(
         return query, [*params, limit]
     query = _GROUPED.format(key=_KEYS[group_by], events=events, conditions=where, order=order)
     return query, [*params, limit]
+
+
+def unread_statement(
+    tenant_id: str, event_filter: EventFilter, *, before_seq: int | None = None
+) -> tuple[sql.Composed, list[Any]]:
+    """The SQL and parameters of whether any of the events `count_statement`
+    counts (of `tenant_id`, matching `event_filter`, before `before_seq`) was
+    appended before migration 0056, its credential columns NULL."""
+    events, where, params = _selected(tenant_id, event_filter, before_seq)
+    return _UNREAD.format(events=events, conditions=where), params
+
+
+def _selected(
+    tenant_id: str, event_filter: EventFilter, before_seq: int | None
+) -> tuple[sql.Composable, sql.Composable, list[Any]]:
+    """`selected_events` with the bound `seq < before_seq`, if given: the
+    relation, its conditions ANDed, and their parameters."""
+    events, conditions, params = selected_events(tenant_id, event_filter)
+    if before_seq is not None:
+        conditions.append(sql.SQL("seq < %s"))
+        params.append(before_seq)
+    return events, sql.SQL(" AND ").join(conditions), params
 
 
 async def count_events(
@@ -216,19 +264,30 @@ async def count_events(
     time range. A `time_zone` the database does not know (its own copy of
     the zone database may be older than the server's) is INVALID_ARGUMENT on
     `time_zone`. On a bulk connection, as one of the process's `LongReads`
-    (store/long_reads.py), which leave the bulk share a connection for pages."""
-    query, params = count_statement(
-        tenant_id,
-        event_filter,
-        group_by=group_by,
-        limit=limit,
-        before_seq=before_seq,
-        time_zone=time_zone,
-    )
+    (store/long_reads.py), which leave the bulk share a connection for pages.
+    By credential, the records of rows appended before migration 0056 are
+    read only if the count has any (`unread_statement`): none is appended
+    below `before_seq` since, and the backfill only writes them (ADR 0143)."""
     async with db.bulk_connection(tenant_id, statement_timeout=timeout) as conn:
         try:
             if time_zone:  # at once: the count reads it only of the events it finds
                 await conn.execute(_ZONE_KNOWN, [time_zone])
+            records = True
+            if group_by == "credential":
+                unread, unread_params = unread_statement(
+                    tenant_id, event_filter, before_seq=before_seq
+                )
+                found = await (await conn.execute(unread, unread_params)).fetchone()
+                records = bool(found and found[0])
+            query, params = count_statement(
+                tenant_id,
+                event_filter,
+                group_by=group_by,
+                limit=limit,
+                before_seq=before_seq,
+                time_zone=time_zone,
+                records=records,
+            )
             cursor = await conn.execute(query, params)
             rows = await cursor.fetchall()
         except psycopg.errors.QueryCanceled:
