@@ -14,14 +14,16 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from sealtrail import AuditClient
+from sealtrail import AuditClient, build_event
 from tests.conftest import ServerThread
+from tests.lock_waits import until_blocked
 from tests.openid_provider import (
     Issue,
     OpenIdProvider,
@@ -444,4 +446,77 @@ def test_an_open_live_stream_ends_when_the_provider_ends_its_session(
         assert last["code"] == "UNAUTHENTICATED"
         assert "the identity provider ended this session" in last["error"]
         assert list(lines) == []  # the stream ended with it
+    assert _revoked(sql, minted["token_id"])
+
+
+# The lock one issuer of a tenant's checkpoints holds (integrity/checkpointer.py),
+# taken as the session's own: an export issues its checkpoint after it is recorded,
+# before it reads a row.
+ISSUER_LOCK = "hashtextextended(%s, 7)"
+
+
+def _exported(browser: httpx.Client, auth: dict[str, str]) -> list[dict[str, Any]]:
+    """An export's lines (the console's NDJSON), read to its end."""
+    params = {"format": "csv", "actions": "recheck.exported"}
+    with browser.stream("GET", "/api/export", params=params, headers=auth) as answer:
+        assert answer.status_code == 200, answer.read()
+        return list(_streamed_lines(answer))
+
+
+def test_an_export_under_way_ends_when_the_provider_ends_its_session(
+    browser: httpx.Client,
+    provider: OpenIdProvider,
+    server_of_console: ServerThread,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+    updates_counted: Callable[[], int],
+) -> None:
+    """Rechecked at each of its messages once due, as Live is: an export begun
+    just before its session fell due went on to its manifest (a download of
+    hours, after the provider ended the session). Here it falls due once its
+    chunks have come, while the export waits to end (its erasure check held
+    up); the rest is not sent, and its last line says why, with no manifest."""
+    with AuditClient(
+        server_of_console.target, token=server_of_console.token(TENANT, "recorder")
+    ) as client:
+        for batch in range(4):  # about 200 KB of CSV: chunks of 64 KiB before its end
+            client.record_batch(
+                [
+                    build_event(
+                        action="recheck.exported",
+                        actor_id=f"u{batch}-{n}",
+                        details={"note": "x" * 300},
+                    )
+                    for n in range(100)
+                ]
+            )
+    provider.issue.groups = ["audit-exporters"]
+    minted = signed_in(browser)
+    auth = {"Authorization": f"Bearer {minted['token']}"}
+    before = updates_counted()
+    with (
+        psycopg.connect(migrated_database_url, autocommit=True) as holder,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        holder.execute(f"SELECT pg_advisory_lock({ISSUER_LOCK})", [TENANT])
+        try:
+            export = pool.submit(_exported, browser, auth)
+            until_blocked(holder, export, waiter="sealtrail", running="SELECT pg_advisory")
+            with holder.transaction():
+                # Its rows read and sent, the export waits here to end.
+                holder.execute("LOCK TABLE tenant_erasures IN ACCESS EXCLUSIVE MODE")
+                holder.execute(f"SELECT pg_advisory_unlock({ISSUER_LOCK})", [TENANT])
+                until_blocked(holder, export, waiter="sealtrail", running="SELECT erased_at FROM")
+                assert updates_counted() == before, "a statement per chunk not due"
+                provider.issue.refresh = "invalid_grant"
+                _due(sql, minted)
+        finally:
+            holder.execute("SELECT pg_advisory_unlock_all()")
+        lines = export.result(timeout=STREAM_DEADLINE)
+    *chunks, last = lines
+    assert chunks and all("chunk" in line for line in chunks), [list(c) for c in chunks]
+    assert "manifest" not in last, "the export went on to its end"
+    assert last["reason"] == "IDENTITY_PROVIDER_ENDED_SESSION", last
+    assert last["code"] == "UNAUTHENTICATED"
+    assert "the identity provider ended this session" in last["error"]
     assert _revoked(sql, minted["token_id"])

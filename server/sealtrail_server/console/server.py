@@ -662,12 +662,8 @@ class Console:
                     response = await _streaming(request, "application/x-ndjson")
                 # Its session rechecked as it runs, at a message or heartbeat
                 # (every 5 s at most) once due: no statement until then.
-                if self._sign_in is not None and (
-                    ended := await self._sign_in.ended_meanwhile(request, browser)
-                ):
-                    await _last_line(
-                        response, json.dumps(ended_answer(ended)).encode() + b"\n", "stream"
-                    )
+                if ended := await self._ended_meanwhile(request, browser):
+                    await _last_line(response, ended, "stream")
                     break
                 lines = [json.dumps(_json(e)) + "\n" for e in _events_of(message)]
                 await response.write("".join(lines).encode() or b"\n")  # heartbeats keep it open
@@ -690,6 +686,15 @@ class Console:
             return web.Response(status=204)
         return response
 
+    async def _ended_meanwhile(self, request: web.Request, browser: Browser) -> bytes | None:
+        """The last line of a stream or an export under way whose session the
+        identity provider ended since it began (rechecked once due: no
+        statement until then); None while it goes on."""
+        if self._sign_in is None:
+            return None
+        ended = await self._sign_in.ended_meanwhile(request, browser)
+        return None if ended is None else json.dumps(ended_answer(ended)).encode() + b"\n"
+
     def _ended_by_stop(self) -> bool:
         """Whether the call a handler awaited was cancelled by `stop` (not the
         handler's own task, which must go on being cancelled)."""
@@ -707,10 +712,18 @@ class Console:
         )
         response: web.StreamResponse | None = None
         self._calls.add(call)
+        browser = self._browser_of(request)
         try:
             async for message in call:
                 if response is None:
                     response = await _streaming(request, "application/x-ndjson")
+                # Rechecked as it runs, at each message once due, as Live is:
+                # a download of hours went on after the provider ended its
+                # session. The rest not sent, and no manifest: not complete.
+                if ended := await self._ended_meanwhile(request, browser):
+                    if not await _last_line(response, ended, "export"):
+                        return response
+                    break
                 line: dict[str, Any]
                 if message.HasField("chunk"):
                     line = {"chunk": base64.b64encode(message.chunk).decode()}
