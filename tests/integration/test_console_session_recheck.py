@@ -11,6 +11,7 @@ row (the database's clock decides it), not by waiting."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ import pytest
 
 from sealtrail import AuditClient, build_event
 from tests.conftest import ServerThread
-from tests.lock_waits import until_blocked
+from tests.lock_waits import until, until_blocked
 from tests.openid_provider import (
     Issue,
     OpenIdProvider,
@@ -519,4 +520,78 @@ def test_an_export_under_way_ends_when_the_provider_ends_its_session(
     assert last["reason"] == "IDENTITY_PROVIDER_ENDED_SESSION", last
     assert last["code"] == "UNAUTHENTICATED"
     assert "the identity provider ended this session" in last["error"]
+    assert _revoked(sql, minted["token_id"])
+
+
+# A token's lookup (store/tokens.py find_principal), as pg_stat_activity shows it.
+LOOKING_UP = "SELECT tenant_id, token_id, role, name, revoked_at"
+
+
+def _lookups_held(holder: psycopg.Connection[Any]) -> set[tuple[int, Any]]:
+    """The token lookups waiting for a lock `holder` holds, each (its
+    session, when its statement began): one ended and another begun differ."""
+    holder.execute("SELECT pg_stat_clear_snapshot()")
+    return set(
+        holder.execute(
+            "SELECT pid, query_start FROM pg_stat_activity"
+            " WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid)) AND starts_with(query, %s)",
+            [LOOKING_UP],
+        ).fetchall()
+    )
+
+
+def test_a_live_stream_whose_first_lookup_failed_is_rechecked_as_it_runs(
+    browser: httpx.Client,
+    provider: OpenIdProvider,
+    server_of_console: ServerThread,
+    sql: psycopg.Connection[Any],
+    migrated_database_url: str,
+) -> None:
+    """The console's own lookup of the token failing for a moment (the
+    database's, not the token's fault) while the API's, just after, found
+    it: the stream opened with no session to recheck, and ran for hours
+    after the provider ended it. Here the table of tokens is held until the
+    console's lookup gives up (its lock timeout), then let go as the API's
+    waits."""
+    minted = signed_in(browser)
+    auth = {"Authorization": f"Bearer {minted['token']}"}
+    recorder = server_of_console.token(TENANT, "recorder")
+    opened = threading.Event()
+
+    def live() -> list[dict[str, Any]]:
+        params = {"actions": "live.looked_up", "after_seq": str(warm_up.event.seq)}
+        with browser.stream("GET", "/api/stream", params=params, headers=auth) as answer:
+            assert answer.status_code == 200, answer.read()
+            read = []
+            for line in _streamed_lines(answer):
+                read.append(line)
+                opened.set()
+                if "error" in line:
+                    break
+            return read
+
+    with (
+        psycopg.connect(migrated_database_url, autocommit=True) as holder,
+        ThreadPoolExecutor(1) as pool,
+        AuditClient(server_of_console.target, token=recorder) as client,
+    ):
+        # u1 is the stream's first message however late it opens.
+        warm_up = client.record(action="live.warm_up", actor_id="u0")
+        client.record(action="live.looked_up", actor_id="u1")
+        with holder.transaction():
+            holder.execute("LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE")
+            stream = pool.submit(live)
+            until(lambda: bool(_lookups_held(holder)), stream)
+            first = _lookups_held(holder)
+            # The console's gave up (Unavailable); the API's own lookup waits.
+            until(lambda: bool(_lookups_held(holder) - first), stream)
+        assert opened.wait(STREAM_DEADLINE), stream.result(timeout=60)
+
+        provider.issue.refresh = "invalid_grant"
+        _due(sql, minted)
+        client.record(action="live.looked_up", actor_id="u2")  # a message: it is checked
+        lines = stream.result(timeout=2 * STREAM_DEADLINE)  # its own deadline first
+    assert lines[0]["actor"]["id"] == "u1"
+    assert lines[-1]["reason"] == "IDENTITY_PROVIDER_ENDED_SESSION", lines[-1]
+    assert "the identity provider ended this session" in lines[-1]["error"]
     assert _revoked(sql, minted["token_id"])

@@ -50,7 +50,13 @@ from aiohttp import web
 
 from ..auth.tokens import Authenticator
 from ..domain.access import Role, token_name_problem
-from ..domain.errors import FailedPrecondition, ResourceExhausted, SealtrailError, Unavailable
+from ..domain.errors import (
+    FailedPrecondition,
+    ResourceExhausted,
+    SealtrailError,
+    Unauthenticated,
+    Unavailable,
+)
 from ..domain.names import hidden_character
 from ..store.console_sessions import Connection, Grant
 from ..store.console_sign_ins import HandedToken, SignInsKept, digest
@@ -75,6 +81,10 @@ NAME_SUFFIX: Final = " (console)"
 # host): the server's log says what it was.
 # Where `rechecked` keeps, on a request, the token of the session it let through.
 _SESSION_SECRET: Final = web.RequestKey("sealtrail.console_session_secret", str)
+# ... and the bearer it could not authenticate for a cause not the token's
+# (the database out of reach, its connections all in use): a stream under way
+# authenticates it at its first check (`ended_meanwhile`).
+_UNCHECKED_BEARER: Final = web.RequestKey("sealtrail.console_unchecked_bearer", str)
 # The title of the page answering a sign-in to an erased tenant.
 ERASED_TITLE: Final = "This organisation's audit log was erased"
 NOT_COMPLETED: Final = (
@@ -464,7 +474,9 @@ class SignIn:
         up, revoked, expired, another tenant's, an API token pasted) is left
         to the API's own answer, and costs the recheck nothing (its lookup is
         the API's, cached for the call that follows). The token is kept on the
-        request (`session_secret`) for a Live stream to recheck as it runs."""
+        request for a Live stream or an export to recheck as it runs; one the
+        authenticator could not look up (the database's fault) too, for the
+        stream to authenticate at its first check (`ended_meanwhile`)."""
         if self._rechecks is None or self._authenticator is None:
             return None
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
@@ -472,14 +484,16 @@ class SignIn:
         if scheme.lower() != "bearer" or not secret:
             return None
         try:
-            principal = await self._authenticator.authenticate(
-                f"Bearer {secret}", caller=lambda: browser.ip
-            )
-        except SealtrailError:  # unknown, revoked, expired; or the database: the API says
+            if not await self._of_a_session(secret, browser):
+                return None
+        except Unauthenticated:  # unknown, revoked, expired: the API says so too
             return None
-        if principal.tenant_id != self._config.tenant_id or not principal.name.endswith(
-            NAME_SUFFIX
-        ):
+        except SealtrailError:
+            # The database's fault, not the token's: the call goes on, and the
+            # API authenticates the token itself. A Live stream or an export
+            # it opens authenticates it again at its first check: it ran for
+            # hours unchecked when the API's lookup, just after, succeeded.
+            request[_UNCHECKED_BEARER] = secret
             return None
         request[_SESSION_SECRET] = secret
         ended = await self._rechecks.check(secret, browser)
@@ -491,14 +505,44 @@ class SignIn:
             headers={"WWW-Authenticate": 'Bearer realm="sealtrail"'},
         )
 
+    async def _of_a_session(self, secret: str, browser: Browser) -> bool:
+        """Whether the API's authenticator takes `secret` as a token of this
+        console's tenant named as a sign-in names its tokens (one that may
+        have a session to recheck); raises what the authenticator raises
+        (Unauthenticated: the token's fault; else the database's)."""
+        assert self._authenticator is not None
+        principal = await self._authenticator.authenticate(
+            f"Bearer {secret}", caller=lambda: browser.ip
+        )
+        return principal.tenant_id == self._config.tenant_id and principal.name.endswith(
+            NAME_SUFFIX
+        )
+
     async def ended_meanwhile(self, request: web.Request, browser: Browser) -> Ended | None:
-        """For a request going on (a Live stream) whose session `rechecked`
-        let through: why the provider ended it since, if its recheck fell due
-        and failed (its token revoked then), else None. No statement until
-        the session is due (recheck.py, DueTimes)."""
-        secret = request.get(_SESSION_SECRET)
-        if self._rechecks is None or secret is None:
+        """For a request going on (a Live stream, an export) whose session
+        `rechecked` let through: why the provider ended it since, if its
+        recheck fell due and failed (its token revoked then), else None. No
+        statement until the session is due (recheck.py, DueTimes). A bearer
+        `rechecked` could not authenticate (the database's fault) is
+        authenticated here first, at the first check it can be: the API's
+        lookup for the call just cached it, so that costs no statement."""
+        if self._rechecks is None or self._authenticator is None:
             return None
+        secret = request.get(_SESSION_SECRET)
+        if secret is None:
+            unchecked = request.get(_UNCHECKED_BEARER)
+            if unchecked is None:
+                return None
+            try:
+                of_a_session = await self._of_a_session(unchecked, browser)
+            except Unauthenticated:
+                of_a_session = False
+            except SealtrailError:  # the database again: at the next check
+                return None
+            del request[_UNCHECKED_BEARER]
+            if not of_a_session:
+                return None
+            secret = request[_SESSION_SECRET] = unchecked
         return await self._rechecks.check(secret, browser)
 
 
