@@ -505,6 +505,46 @@ def test_an_export_that_does_not_match_its_manifest_is_no_download(
     assert not any(downloads.iterdir()), list(downloads.iterdir())
 
 
+def record_more_than_held(console_server: ServerThread, tenant: str) -> None:
+    """Records `doc.edit` events whose export (about 15 MB) is more than the
+    connections between the page and the API hold: one the page stops
+    reading (`gated_export`) stops on the server too."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for _ in range(10):
+            c.record_batch(
+                [
+                    build_event(action="doc.edit", actor_id="u", description="x" * 1500)
+                    for _ in range(1000)
+                ]
+            )
+
+
+def gated_export(browser: webdriver.Chrome) -> None:
+    """Puts the test between the page and its export: the page reads its
+    first 100 kB, then no more until the test sets `window.releaseExport`."""
+    browser.execute_script(
+        """
+        window.releaseExport = false;
+        const real = window.fetch;
+        window.fetch = async (url, options) => {
+          const response = await real(url, options);
+          if (!String(url).startsWith("/api/export")) return response;
+          let passed = 0;  // the page reads on once the test lets it
+          const gate = new TransformStream({
+            async transform(chunk, controller) {
+              while (passed > 100000 && !window.releaseExport) {
+                await new Promise((done) => setTimeout(done, 20));
+              }
+              passed += chunk.length;
+              controller.enqueue(chunk);
+            },
+          });
+          return new Response(response.body.pipeThrough(gate), { headers: response.headers });
+        };
+        """
+    )
+
+
 def test_a_download_cancelled_in_the_browser_ends_its_export(
     browser: webdriver.Chrome,
     console_url: str,
@@ -521,14 +561,7 @@ def test_a_download_cancelled_in_the_browser_ends_its_export(
     async def exports_open() -> int:
         return console_server.service.resources()["exports"]
 
-    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
-        for _ in range(10):  # about 15 MB: more than the connections between hold
-            c.record_batch(
-                [
-                    build_event(action="doc.edit", actor_id="u", description="x" * 1500)
-                    for _ in range(1000)
-                ]
-            )
+    record_more_than_held(console_server, tenant)
     sign_in(browser, console_url + "?actions=doc.edit", console_server.token(tenant, "exporter"))
     wait_for_rows(browser, lambda r: len(r) == 100)
     # Named by their ids on disk, which the browser's command to cancel one takes.
@@ -536,27 +569,7 @@ def test_a_download_cancelled_in_the_browser_ends_its_export(
         "Browser.setDownloadBehavior",
         {"behavior": "allowAndName", "downloadPath": str(downloads), "eventsEnabled": True},
     )
-    browser.execute_script(
-        """
-        window.releaseExport = false;
-        const real = window.fetch;
-        window.fetch = async (url, options) => {
-          const response = await real(url, options);
-          if (!String(url).startsWith("/api/export")) return response;
-          let passed = 0;  // the page reads on once the test has cancelled the download
-          const gate = new TransformStream({
-            async transform(chunk, controller) {
-              while (passed > 100000 && !window.releaseExport) {
-                await new Promise((done) => setTimeout(done, 20));
-              }
-              passed += chunk.length;
-              controller.enqueue(chunk);
-            },
-          });
-          return new Response(response.body.pipeThrough(gate), { headers: response.headers });
-        };
-        """
-    )
+    gated_export(browser)
     browser.find_element(By.ID, "export-csv").click()
     wait(browser).until(lambda b: on_disk(downloads) > 0)
     assert console_server.run(exports_open()) == 1
@@ -1308,6 +1321,66 @@ def test_a_token_revoked_while_live_runs_signs_out_as_a_call_refused_would(
     assert browser.find_element(By.ID, "error").get_attribute("textContent") == ""
     assert not browser.find_element(By.ID, "live").is_selected()
     assert rows(browser) == []
+
+
+def revoked(
+    console_server: ServerThread, tenant: str, sql: psycopg.Connection[Any], token: str
+) -> None:
+    """`token` revoked by an admin: at once for this server's calls and streams."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "admin")) as c:
+        c.revoke_token(token_id_of(sql, token))
+
+
+def test_an_export_refused_401_signs_the_tab_out(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """An export refused 401 (its token revoked, expired, its session ended
+    by the identity provider) said "Export failed: ..." and left the tab
+    signed in with a token the API no longer takes; it signs out saying why,
+    as any call refused so does."""
+    exporter = console_server.token(tenant, "exporter")
+    sign_in(browser, console_url, exporter)
+    wait_for_rows(browser, lambda r: len(r) >= 3)
+    revoked(console_server, tenant, sql, exporter)
+    browser.find_element(By.ID, "export-csv").click()
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "signin")))
+    reason = browser.find_element(By.ID, "signin-reason")
+    assert reason.text.startswith("Signed out: Your token was revoked"), reason.text
+    assert browser.find_element(By.ID, "error").get_attribute("textContent") == ""
+    assert browser.find_element(By.ID, "status").get_attribute("textContent") == ""
+
+
+def test_an_export_cut_unauthenticated_signs_the_tab_out(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    downloads: Path,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """An export cut partway because its token no longer holds (revoked here;
+    its session ended by the identity provider, rechecked as it runs) ends
+    with a last line UNAUTHENTICATED: the tab signs out saying why, as a 401
+    does, the download failed, never "Export failed" with the tab kept."""
+    record_more_than_held(console_server, tenant)
+    exporter = console_server.token(tenant, "exporter")
+    sign_in(browser, console_url + "?actions=doc.edit", exporter)
+    wait_for_rows(browser, lambda r: len(r) == 100)
+    gated_export(browser)
+    browser.find_element(By.ID, "export-csv").click()
+    wait(browser).until(lambda b: on_disk(downloads) > 0)  # under way
+    revoked(console_server, tenant, sql, exporter)
+    browser.execute_script("window.releaseExport = true")
+    wait(browser).until(seen.visibility_of_element_located((By.ID, "signin")))
+    reason = browser.find_element(By.ID, "signin-reason")
+    assert reason.text.startswith("Signed out: Your token was revoked"), reason.text
+    assert browser.find_element(By.ID, "error").get_attribute("textContent") == ""
+    wait(browser).until(lambda b: not any(downloads.iterdir()))  # no file that looks whole
 
 
 UNREACHABLE = "could not reach the console's server"

@@ -1438,7 +1438,13 @@ async function exportAs(format) {
     let received = 0;
     for await (const line of lines(response)) {
       if (line.error) {
-        throw new Error(traced(`${line.error} (cut short after ${count(received, "byte")})`, response));
+        // Its status cannot change once begun: the line's code says it, as a
+        // Live stream's does. UNAUTHENTICATED (the token revoked or expired as
+        // it ran, the identity provider ended the session) is a call's 401,
+        // said as the sign-out's reason, in the server's words alone.
+        const refused = line.code === "UNAUTHENTICATED";
+        const said = refused ? line.error : `${line.error} (cut short after ${count(received, "byte")})`;
+        throw refusal(traced(said, response), refused ? 401 : response.status, line);
       }
       file ??= await exportFile(`sealtrail-export.${format}`, EXPORT_TYPES[format]);
       if (line.manifest) {
@@ -1463,6 +1469,9 @@ async function exportAs(format) {
   } catch (error) {
     file?.abort(error);  // a download begun fails: never a file that looks complete
     status.textContent = "";
+    // Refused 401, at its start or cut partway: the tab signed out saying why,
+    // as for any call, never "Export failed" with a token the API refuses kept.
+    if (error.status === 401) { signOut(error); return; }
     if (!error.signedOut) $("#error").textContent = `Export failed: ${error.message}`;
   }
 }
