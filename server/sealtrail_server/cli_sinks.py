@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from sealtrail import build_sink
+from sealtrail._choices import SINK_SETTINGS
 from sealtrail._cli import _filter, _tail_filter_options
 from sealtrail._cli_sinks import _destination_options, _destination_settings, _show_secret
-from sealtrail._convert import SINK_SETTINGS
 from sealtrail._terminal import terminal_safe
 from sealtrail._words import counted
 
@@ -251,6 +250,7 @@ def _sink_message(
     filter_message: Any = None,
     paused: bool = False,
 ) -> Any:
+    from sealtrail import build_sink
     from sealtrail._convert import PayloadFormat, SinkKind
 
     try:

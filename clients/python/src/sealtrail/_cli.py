@@ -25,10 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import click
-import grpc
 from click.core import ParameterSource
-from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from rich.console import Console, RenderableType
@@ -36,37 +33,32 @@ from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedCol
 from rich.table import Table
 from rich.text import Text
 
-from sealtrail._cli_ranges import SeqRangeParam, beyond_the_log
-from sealtrail._client import AuditClient
-from sealtrail._convert import (
+from sealtrail._choices import (
+    ACTOR_TYPES,
+    CATEGORIES,
     MAX_SEQ,
+    OUTCOMES,
     REPEATED_FILTER_FIELDS,
-    EventFields,
-    NanosecondTime,
-    Order,
-    build_event,
-    build_filter,
-    credential_words,
-    enum_label,
-    enum_names,
-    message_to_dict,
-    token_fits_a_header,
+    SEVERITIES,
 )
-from sealtrail._errors import AbortedError, SealtrailError
-from sealtrail._export import (
-    EXCEL_CELL_LIMIT,
-    ExportError,
-    ExportFormat,
-    cells_past_excel,
-    manifest_path,
-)
-from sealtrail._report import ALERT_ACTION
+from sealtrail._cli_ranges import SeqRangeParam, beyond_the_log
 from sealtrail._terminal import terminal_safe as terminal_safe  # theirs too (_cli_*)
 from sealtrail._words import counted, detailed
-from sealtrail.v1 import audit_service_pb2, event_pb2
 
+# What the commands work with (gRPC, protobuf, the client) each imports as it
+# runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
 if TYPE_CHECKING:
-    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from sealtrail._client import AuditClient
+    from sealtrail._convert import (
+        Order,
+    )
+    from sealtrail._errors import SealtrailError
+    from sealtrail._export import (
+        ExportFormat,
+    )
+    from sealtrail.v1 import audit_service_pb2, event_pb2
 
 _RELATIVE = re.compile(r"(\d+)([smhd])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -82,17 +74,17 @@ _PAST_MICROSECOND = re.compile(r"[.,][0-9]{7,}")
 # fromisoformat reads as none when it has no whole second, minute or hour.
 _FRACTIONAL_OFFSET = re.compile(r"[+-][0-9]{2}:?[0-9]{2}:?[0-9]{2}[.,][0-9]+")
 # Errors the caller can fix by changing the command, as opposed to failures of the service.
-_USAGE_CODES = {
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.PERMISSION_DENIED,
-}
+# By their names (grpc.StatusCode's), so that --help imports no gRPC.
+_USAGE_CODES: Final = frozenset(
+    {"INVALID_ARGUMENT", "NOT_FOUND", "UNAUTHENTICATED", "PERMISSION_DENIED"}
+)
 
 
 def parse_time(value: str, *, now: datetime | None = None) -> datetime:
     """Parses an RFC 3339 timestamp, a date (UTC midnight), a duration ago like `15m`,
     `24h`, `7d`, or `now` into a timezone-aware datetime."""
+    from sealtrail._convert import NanosecondTime
+
     if value == "now":
         return now or datetime.now(UTC)
     if match := _RELATIVE.fullmatch(value):
@@ -240,8 +232,9 @@ def _has_port(target: str) -> bool:
     return ":" in target  # a bare IPv6 address is left to gRPC
 
 
-def _choice(enum: _EnumTypeWrapper[Any]) -> click.Choice[str]:
-    return click.Choice(enum_names(enum), case_sensitive=False)
+def _choice(names: tuple[str, ...]) -> click.Choice[str]:
+    """A proto enum's shorthand names (_choices' fixed copies), in any case."""
+    return click.Choice(names, case_sensitive=False)
 
 
 class _PemFile(click.Path):
@@ -561,6 +554,8 @@ def _what_to_do(ctx: click.Context, exc: SealtrailError) -> str | None:
     (no server listens at the address; a server's UNAVAILABLE names its
     reason), and a token the server does not take (reason UNAUTHENTICATED:
     made up, mistyped, cut short, revoked; an expired one says its own)."""
+    import grpc
+
     settings: _Settings = ctx.obj
     if (
         exc.code == grpc.StatusCode.UNAVAILABLE
@@ -583,6 +578,10 @@ def _what_to_do(ctx: click.Context, exc: SealtrailError) -> str | None:
 
 @contextmanager
 def _client(ctx: click.Context) -> Iterator[AuditClient]:
+    from sealtrail._client import AuditClient
+    from sealtrail._convert import token_fits_a_header
+    from sealtrail._errors import SealtrailError
+
     settings: _Settings = ctx.obj
     if not settings.token:
         raise click.UsageError("Missing option '--token' (or SEALTRAIL_TOKEN).", ctx)
@@ -634,7 +633,7 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
             said.append(f"  request id: {exc.request_id}")
         for line in said:
             click.echo(terminal_safe(line), err=True)
-        ctx.exit(2 if exc.code in _USAGE_CODES else 1)
+        ctx.exit(2 if exc.code.name in _USAGE_CODES else 1)
 
 
 # How the server's InvalidArgument sums up its field violations: "invalid
@@ -784,7 +783,7 @@ def _traced_by_the_environment() -> Iterator[None]:
 @click.option("--actor-id", required=True, help="Who did it.")
 @click.option("--actor-email")
 @click.option("--actor-display-name", help="Their name as shown, e.g. Alice Martin.")
-@click.option("--actor-type", type=_choice(event_pb2.ActorType))
+@click.option("--actor-type", type=_choice(ACTOR_TYPES))
 @click.option(
     "--credential-kind",
     help="Kind of credential the actor used, lower_snake_case: api_key, oauth_token, session.",
@@ -800,9 +799,9 @@ def _traced_by_the_environment() -> Iterator[None]:
 @click.option("--resource-type")
 @click.option("--resource-id")
 @click.option("--resource-name", help="The resource's name as shown.")
-@click.option("--category", type=_choice(event_pb2.Category))
-@click.option("--severity", type=_choice(event_pb2.Severity))
-@click.option("--outcome", type=_choice(event_pb2.Outcome))
+@click.option("--category", type=_choice(CATEGORIES))
+@click.option("--severity", type=_choice(SEVERITIES))
+@click.option("--outcome", type=_choice(OUTCOMES))
 @click.option("--description")
 @click.option(
     "--change",
@@ -872,6 +871,10 @@ def record(
     **options: Any,
 ) -> None:
     """Record one event and print it as stored, as one JSON line."""
+    from google.protobuf import json_format
+
+    from sealtrail._convert import EventFields, build_event
+
     fields = {name: value for name, value in options.items() if value is not None}
     if fields.get("span_id") and not fields.get("trace_id"):
         # Alone it would stand for the event's ids, the environment's trace dropped.
@@ -891,6 +894,8 @@ def record(
 def event_json(event: event_pb2.Event) -> str:
     """An event as one JSON line, as MessageToJson writes it but for the whole
     numbers of its details and changes, ints as in exports (helper-165)."""
+    from sealtrail._convert import message_to_dict
+
     return json.dumps(message_to_dict(event))
 
 
@@ -939,23 +944,21 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             " which older servers know; several as resource_types.",
         ),
         click.option("--resource-id"),
-        click.option("--category", "categories", multiple=True, type=_choice(event_pb2.Category)),
-        click.option(
-            "--severity", "min_severity", type=_choice(event_pb2.Severity), help="Minimum."
-        ),
+        click.option("--category", "categories", multiple=True, type=_choice(CATEGORIES)),
+        click.option("--severity", "min_severity", type=_choice(SEVERITIES), help="Minimum."),
         click.option(
             "--exact-severity",
             "severities",
             multiple=True,
-            type=_choice(event_pb2.Severity),
+            type=_choice(SEVERITIES),
             help="Exact level (repeatable): warning alone, or info and critical.",
         ),
-        click.option("--outcome", "outcomes", multiple=True, type=_choice(event_pb2.Outcome)),
+        click.option("--outcome", "outcomes", multiple=True, type=_choice(OUTCOMES)),
         click.option(
             "--actor-type",
             "actor_types",
             multiple=True,
-            type=_choice(event_pb2.ActorType),
+            type=_choice(ACTOR_TYPES),
             help="Actor type (repeatable): api_key for what keys, not people, did.",
         ),
         click.option("--request-id"),
@@ -1050,6 +1053,8 @@ def _filter(criteria: dict[str, Any]) -> event_pb2.EventFilter:
     repeatable option is named by the option and the value as typed, should
     the server refuse it (`--country ZZZ`, not `filter.countries[1]`), in
     the command's context (every caller is a command)."""
+    from sealtrail._convert import build_filter
+
     given = {name: value for name, value in criteria.items() if value is not None}
     for plural, singular in (("countries", "country"), ("resource_types", "resource_type")):
         values = list(dict.fromkeys(given.pop(plural, ())))
@@ -1118,6 +1123,8 @@ def unchanged_since_read(name: str, *, read_with: str | None = None) -> Iterator
     is a clear error, not a traceback. Without `read_with` the command read
     the etag itself (running it again reads afresh); with it, the caller
     gave the etag, read earlier with that command, which gives the current one."""
+    from sealtrail._errors import AbortedError
+
     try:
         yield
     except AbortedError:
@@ -1187,6 +1194,9 @@ def _table(events: Iterable[event_pb2.Event]) -> Table:
     """The events as a table; a `request` column (`GET /v1/x 404 12ms`) only
     when one of them records an API request (ADR 0136), or is an alert on
     one (`trigger: GET /v1/x 503 1200ms`, `_request_cell`), else none at all."""
+    from sealtrail._convert import credential_words, enum_label
+    from sealtrail.v1 import event_pb2
+
     events = list(events)
     requests = [_request_cell(event) for event in events]
     table = PlainTable()
@@ -1221,6 +1231,11 @@ def _request_cell(event: event_pb2.Event) -> str:
     context holds none: an alert is no request), marked `trigger: `. What
     an operator reading alerts looks for is the failing request; the record
     (`--format jsonl`) stays as it is."""
+    from google.protobuf import json_format
+
+    from sealtrail._report import ALERT_ACTION
+    from sealtrail.v1 import event_pb2
+
     if event.action != ALERT_ACTION:
         return request_words(event.context)
     kept = json_format.MessageToDict(event.details).get("trigger_request")
@@ -1305,6 +1320,9 @@ def export(
     **criteria: Any,
 ) -> None:
     """Export matching events to a file, checked against the server's manifest."""
+    from sealtrail._errors import SealtrailError
+    from sealtrail._export import ExportError, manifest_path
+
     if export_format == "bundle":
         # Checked here as `bundle`'s own option checks it, which ctx.invoke skips.
         if out.exists() and not out.is_dir():
@@ -1385,6 +1403,8 @@ def _warn_of_cells_past_excel(out: Path) -> None:
     keeps: opening the file, it cut them short without a word, and an
     auditor read a shortened details cell as the record (helper-344). The
     file is as exported (its manifest's bytes): the warning only names them."""
+    from sealtrail._export import EXCEL_CELL_LIMIT, cells_past_excel
+
     try:
         long_cells = cells_past_excel(out)
     except (OSError, UnicodeDecodeError):  # exported and checked: a warning is not worth a failure

@@ -8,10 +8,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import cast, get_args
+from typing import TYPE_CHECKING, cast, get_args
 
 import click
 
+from sealtrail._choices import RedactionMode, TokenRole
 from sealtrail._cli import (
     PlainTable,
     _client,
@@ -26,8 +27,11 @@ from sealtrail._cli import (
     unchanged_since_read,
 )
 from sealtrail._cli_spans import Span
-from sealtrail._convert import RedactionMode, TokenRole, enum_label
-from sealtrail.v1 import access_pb2, settings_pb2
+
+# What the commands work with (gRPC, protobuf, the client) each imports as it
+# runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
+if TYPE_CHECKING:
+    from sealtrail.v1 import access_pb2
 
 
 def _live(token: access_pb2.ApiToken, now: datetime) -> bool:
@@ -51,6 +55,9 @@ def stale_tokens(
 
 
 def _list_tokens(ctx: click.Context, unused_for: timedelta | None) -> None:
+    from sealtrail._convert import enum_label
+    from sealtrail.v1 import access_pb2
+
     with _client(ctx) as client:
         found = client.list_tokens()
     if unused_for is not None:
@@ -164,6 +171,9 @@ def settings(ctx: click.Context) -> None:
     """Admin: show (no subcommand) or change your tenant's settings."""
     if ctx.invoked_subcommand is not None:
         return
+    from sealtrail._convert import enum_label
+    from sealtrail.v1 import settings_pb2
+
     with _client(ctx) as client:
         current = client.get_tenant_settings()
     mode = enum_label(settings_pb2.RedactionMode, current.redaction_mode)

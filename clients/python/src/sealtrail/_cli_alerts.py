@@ -7,12 +7,12 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import click
 from click.core import ParameterSource
-from google.protobuf import json_format
 
+from sealtrail._choices import SEVERITIES
 from sealtrail._cli import (
     PlainTable,
     _client,
@@ -26,18 +26,17 @@ from sealtrail._cli import (
     unchanged_since_read,
 )
 from sealtrail._cli_spans import Seconds
-from sealtrail._convert import (
-    AlertKind,
-    build_alert_rule,
-    carried_by_rule,
-    enum_label,
-    enum_names,
-    enum_value,
-)
-from sealtrail.v1 import alerting_pb2, event_pb2
+
+# What the commands work with (gRPC, protobuf, the client) each imports as it
+# runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
+if TYPE_CHECKING:
+    from sealtrail.v1 import alerting_pb2, event_pb2
 
 
 def _describe(rule: alerting_pb2.AlertRule) -> str:
+    from sealtrail._convert import enum_label
+    from sealtrail.v1 import alerting_pb2
+
     kind = rule.WhichOneof("condition") or ""
     if kind == "threshold":
         by = enum_label(alerting_pb2.AlertGroupBy, rule.threshold.group_by)
@@ -70,6 +69,9 @@ def alerts(ctx: click.Context) -> None:
     """Admin: list (no subcommand), show, create, update, disable, enable and delete alert rules."""
     if ctx.invoked_subcommand is not None:
         return
+    from sealtrail._convert import enum_label
+    from sealtrail.v1 import event_pb2
+
     with _client(ctx) as client:
         rules = client.list_alert_rules()
     table = PlainTable("id", "name", "condition", "severity", "fired", "last fired")
@@ -87,6 +89,8 @@ def alerts(ctx: click.Context) -> None:
 
 def _read_rule(client: Any, rule_id: str) -> alerting_pb2.AlertRule:
     """The rule `rule_id` as listed (there is no call for one rule)."""
+    from sealtrail.v1 import alerting_pb2
+
     found = next((rule for rule in client.list_alert_rules() if rule.id == rule_id), None)
     if found is None:
         raise _NoSuchRule(f"no alert rule {rule_id}")
@@ -99,6 +103,8 @@ def _read_rule(client: Any, rule_id: str) -> alerting_pb2.AlertRule:
 def show(ctx: click.Context, rule_id: str) -> None:
     """A rule whole, as JSON: its condition and filter, sinks, severity,
     whether it is disabled, and its etag; the list shows none of its filter."""
+    from google.protobuf import json_format
+
     with _client(ctx) as client:
         rule = _read_rule(client, rule_id)
     shown = json_format.MessageToDict(rule)
@@ -253,7 +259,7 @@ _KIND_SETTINGS: Final = (
 @click.option(
     "--alert-severity",
     "alert_severity",
-    type=click.Choice(enum_names(event_pb2.Severity)),
+    type=click.Choice(SEVERITIES),
     default="warning",
     show_default=True,
     help="Of the security.alert events (--severity filters the events watched).",
@@ -281,6 +287,8 @@ def create(
     **criteria: Any,
 ) -> None:
     """Create an alert rule on the matching events; prints its id."""
+    from sealtrail._convert import AlertKind, build_alert_rule
+
     if exact_actor_ids is not None and kind != "threshold":
         raise click.BadParameter("only with --kind threshold --group-by actor", ctx,
                                  param_hint="--exact-actor-ids/--fold-actor-ids")  # fmt: skip
@@ -364,7 +372,7 @@ def _a(kind: str) -> str:
 @click.option(
     "--alert-severity",
     "alert_severity",
-    type=click.Choice(enum_names(event_pb2.Severity)),
+    type=click.Choice(SEVERITIES),
     help="Of the security.alert events (--severity filters the events watched).",
 )
 @click.option("--sink", "sink_ids", multiple=True, help="The sinks the alerts go to (all of them).")
@@ -403,6 +411,9 @@ def update(
     current one). --sink replaces the rule's sinks likewise. Condition
     settings change those of the current condition, which applies from the
     next event."""
+    from sealtrail._convert import carried_by_rule, enum_value
+    from sealtrail.v1 import alerting_pb2, event_pb2
+
     rule = alerting_pb2.AlertRule(id=rule_id, etag=etag)
     fields = []
     if name is not None:
@@ -484,6 +495,9 @@ def _actor_ids_apply(
     no ids are compared): either asked for with another grouping, refused;
     exact ids kept from the rule as read when the grouping changes to
     another, dropped."""
+    from sealtrail._convert import enum_label
+    from sealtrail.v1 import alerting_pb2
+
     grouped_by_actor = condition.group_by == alerting_pb2.ALERT_GROUP_BY_ACTOR
     given = settings.get("exact_actor_ids")
     if given is not None and not grouped_by_actor:
@@ -510,6 +524,9 @@ def _apply(
     condition: Any, settings: dict[str, Any], new_filter: event_pb2.EventFilter | None
 ) -> None:
     """Sets the given settings (and filter) on a condition message."""
+    from sealtrail._convert import enum_value
+    from sealtrail.v1 import alerting_pb2
+
     if new_filter is not None:
         condition.filter.CopyFrom(new_filter)
     for key, value in settings.items():
@@ -545,6 +562,8 @@ def delete(ctx: click.Context, rule_id: str, etag: str) -> None:
 
 
 def _set_disabled(ctx: click.Context, rule_id: str, disabled: bool) -> None:
+    from sealtrail.v1 import alerting_pb2
+
     with _client(ctx) as client:
         rule = alerting_pb2.AlertRule(id=rule_id, disabled=disabled)
         client.update_alert_rule(rule, fields=["disabled"])

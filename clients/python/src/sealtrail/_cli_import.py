@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import queue
@@ -14,18 +15,19 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 
 import click
-from google.protobuf import json_format
 
+from sealtrail._choices import MAX_BATCH
 from sealtrail._cli import _client, _count, interrupted_status, terminal_safe
-from sealtrail._client import AuditClient
-from sealtrail._convert import MAX_BATCH, _exact, enum_names, enum_value
-from sealtrail._errors import SealtrailError
-from sealtrail._retry import RETRYABLE
 from sealtrail._words import detailed
-from sealtrail.v1 import event_pb2
+
+# What the commands work with (gRPC, protobuf, the client) each imports as it
+# runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
+if TYPE_CHECKING:
+    from sealtrail._client import AuditClient
+    from sealtrail.v1 import event_pb2
 
 # A batch's events, at most, in bytes: well under the service's 64 MiB a request.
 _BATCH_BYTES = 8 * 1024 * 1024
@@ -51,7 +53,7 @@ class _Tally:
 
 
 # A batch: its events, each with the number of its line.
-_Batch = list[tuple[int, event_pb2.Event]]
+_Batch: TypeAlias = "list[tuple[int, event_pb2.Event]]"
 
 
 @click.command("import")
@@ -102,6 +104,8 @@ def import_events(ctx: click.Context, source: BinaryIO, batch_size: int, import_
     --import-id ID records each line once, those recorded already answered
     as such (from its first line: a line's key is its number in the file,
     so not `tail -n +LINE`, whose lines are numbered anew)."""
+    from sealtrail._errors import SealtrailError
+
     tally = _Tally()
     name = getattr(source, "name", "-")
     where = "stdin" if name in ("-", "<stdin>") else name
@@ -153,6 +157,9 @@ def _in_flight(tally: _Tally, stopped: BaseException) -> str:
     answer lost (a deadline, a reset, Ctrl-C) after the service committed.
     Imported again without the import's id, those without an idempotency key
     would be recorded twice."""
+    from sealtrail._errors import SealtrailError
+    from sealtrail._retry import RETRYABLE
+
     if not tally.sending:
         return ""
     if isinstance(stopped, SealtrailError) and not (stopped.retried or stopped.code in RETRYABLE):
@@ -176,6 +183,8 @@ def _events(
     ctx: click.Context, source: BinaryIO, tally: _Tally, import_id: str
 ) -> Iterator[tuple[int, event_pb2.Event]]:
     """(line number, event) of each line that is one, keyed; the others reported."""
+    from google.protobuf import json_format
+
     first = True
     for number, line in enumerate(source, start=1):
         if number == 1:
@@ -228,28 +237,36 @@ def _unlocated(context: event_pb2.RequestContext) -> None:
     server locates it in its own GeoIP database (SEALTRAIL_GEOIP_DB), marked
     as its own, or records none if it has no database. A country the caller
     sent (`caller`, or none marked) is sent as the caller's."""
+    from sealtrail.v1 import event_pb2
+
     if context.country_source == event_pb2.COUNTRY_SOURCE_GEOIP:
         context.ClearField("country")
     context.ClearField("country_source")
 
 
-# The enum fields of an Event line, by where they stand, and their enums.
-_ENUMS: Final = {
-    ("category",): event_pb2.Category,
-    ("severity",): event_pb2.Severity,
-    ("outcome",): event_pb2.Outcome,
-    ("actor", "type"): event_pb2.ActorType,
-    # Output only: a record says who located its country (`caller`, `geoip`);
-    # a `geoip` country is dropped (_unlocated), the importing server's to find.
-    ("context", "country_source"): event_pb2.CountrySource,
-}
+@functools.cache
+def _full_names() -> dict[tuple[str, ...], dict[str, str]]:
+    """Each enum's values as the command line's flags take them, by where
+    they stand in an Event line (made as an import first needs them: --help
+    imports no protobuf)."""
+    from sealtrail._convert import enum_names, enum_value
+    from sealtrail.v1 import event_pb2
 
-
-# Each enum's values as the command line's flags take them, by where they stand.
-_FULL_NAMES: Final = {
-    path: {short: enum.Name(enum_value(enum, short, field=path[-1])) for short in enum_names(enum)}
-    for path, enum in _ENUMS.items()
-}
+    enums = {
+        ("category",): event_pb2.Category,
+        ("severity",): event_pb2.Severity,
+        ("outcome",): event_pb2.Outcome,
+        ("actor", "type"): event_pb2.ActorType,
+        # Output only: a record says who located its country (`caller`, `geoip`);
+        # a `geoip` country is dropped (_unlocated), the importing server's to find.
+        ("context", "country_source"): event_pb2.CountrySource,
+    }
+    return {
+        path: {
+            short: enum.Name(enum_value(enum, short, field=path[-1])) for short in enum_names(enum)
+        }
+        for path, enum in enums.items()
+    }
 
 
 def _parsed(line: bytes) -> event_pb2.Event:
@@ -257,6 +274,10 @@ def _parsed(line: bytes) -> event_pb2.Event:
     RecursionError) saying why it is none, in Parse's words. (Read as JSON to
     rewrite its enum values, then again by Parse, a line cost twice its
     reading: the better part of an import's time.)"""
+    from google.protobuf import json_format
+
+    from sealtrail.v1 import event_pb2
+
     data = _with_full_enum_names(line)
     if isinstance(data, bytes):  # unreadable: Parse says why
         return json_format.Parse(data, event_pb2.Event())
@@ -300,6 +321,8 @@ def _exactly_as_written(data: dict[str, Any]) -> None:
     past ±2^53, NaN or Infinity), as build_event refuses it. Those travel as
     google.protobuf.Value, a double: an account number of 17 digits was
     recorded one off, silently."""
+    from sealtrail._convert import _exact
+
     _exact(data.get("details"), "details")
     changes = data.get("changes")
     for index, change in enumerate(changes if isinstance(changes, list) else []):
@@ -319,7 +342,7 @@ def _with_full_enum_names(line: bytes) -> bytes | dict[str, Any]:
         return line
     if not isinstance(data, dict):
         return line
-    for path, names in _FULL_NAMES.items():
+    for path, names in _full_names().items():
         *parents, name = path
         holder: Any = data
         for parent in parents:

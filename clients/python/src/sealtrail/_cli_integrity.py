@@ -9,22 +9,11 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from sealtrail._bundle import SeqRange, received_range, write_bundle
-from sealtrail._bundle_check import verify_bundle
 from sealtrail._bundle_format import BundleError, BundleSummary, RangeBeyondLogError
-from sealtrail._checkpoint_check import (
-    CheckpointCheck,
-    CheckpointError,
-    OtherLogError,
-    SavedCheckpoint,
-    other_tenant,
-    saved_checkpoint_text,
-    signer_names,
-)
 from sealtrail._cli import (
     _cannot_write,
     _client,
@@ -46,11 +35,18 @@ from sealtrail._cli_ranges import (
     range_warnings,
     unproven_ends,
 )
-from sealtrail._client import AuditClient
-from sealtrail._errors import InvalidArgumentError
-from sealtrail._export import MANIFEST_SUFFIX, ExportError
-from sealtrail._export_check import ExportCheck, check_export, export_manifest
 from sealtrail._words import counted, detailed, noun
+
+# What the commands work with (gRPC, protobuf, the client) each imports as it
+# runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
+if TYPE_CHECKING:
+    from sealtrail._bundle import SeqRange
+    from sealtrail._checkpoint_check import (
+        CheckpointCheck,
+        SavedCheckpoint,
+    )
+    from sealtrail._client import AuditClient
+    from sealtrail._export_check import ExportCheck
 
 _T = TypeVar("_T")
 
@@ -100,6 +96,9 @@ def bundle(
 ) -> None:
     """Write matching events as a bundle that `sealtrail verify` checks offline;
     with --seq or --received, every event of a range of the log, proven complete."""
+    from sealtrail._bundle import SeqRange, write_bundle
+    from sealtrail._export import ExportError
+
     period = _period(ctx, seqs, received, received_since, received_until, criteria)
     with _client(ctx) as client:
         try:
@@ -154,6 +153,9 @@ def _received(
 ) -> SeqRange:
     """The seqs received in `period`. A period not yet ended is refused in the
     API's words (leave `until` unset), which name no option of this command."""
+    from sealtrail._bundle import received_range
+    from sealtrail._errors import InvalidArgumentError
+
     try:
         return received_range(client, since=period[0], until=period[1])
     except InvalidArgumentError as error:
@@ -261,6 +263,8 @@ def verify(
     Exits 0 when verified against --key, 1 on a failure, 3 when verified only
     against the bundle's own keys (which a forger writes too), 4 when a
     period's range is proven complete but an end of it not the period's."""
+    from sealtrail._bundle_check import verify_bundle
+
     if not path.is_dir():
         ranged = {
             "--complete": require_complete,
@@ -346,6 +350,10 @@ def _verify_export(
         raise click.UsageError(
             "verifying an export needs --key, the log's published verifier key", ctx
         )
+    from sealtrail._checkpoint_check import CheckpointError, other_tenant, signer_names
+    from sealtrail._export import MANIFEST_SUFFIX
+    from sealtrail._export_check import check_export
+
     file: Path | None = path
     if manifest is None and path.name.endswith(MANIFEST_SUFFIX):
         manifest, file = path, None  # the manifest given for its file, beside it
@@ -518,6 +526,14 @@ def checkpoint(
 ) -> None:
     """Print the log's latest signed checkpoint, or check one saved earlier
     against it (--check SAVED --key VKEY)."""
+    from sealtrail._checkpoint_check import (
+        CheckpointError,
+        OtherLogError,
+        SavedCheckpoint,
+        saved_checkpoint_text,
+    )
+    from sealtrail._export_check import check_export, export_manifest
+
     if not saved:
         if keys:
             raise click.UsageError("--key goes with --check", ctx)
@@ -581,6 +597,8 @@ def _shown(path: Path) -> str:
 def _of(path: Path, named: bool, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     """`call(*args, **kwargs)`; a CheckpointError it raises names `path` when
     several were given (of the same class: another log's is still refused)."""
+    from sealtrail._checkpoint_check import CheckpointError
+
     try:
         return call(*args, **kwargs)
     except CheckpointError as error:
@@ -605,6 +623,8 @@ def _report_checked(result: CheckpointCheck, name: str | None) -> None:
     """The verdict on a saved checkpoint whose log today's extends, one
     line; its origin is the saved text's, escaped."""
     origin = terminal_safe(result.origin)
+    from sealtrail._checkpoint_check import signer_names
+
     of = f" of {terminal_safe(name)}" if name is not None else ""
     names = signer_names(result.signed_by)
     click.echo(

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from sealtrail._bundle_format import BundleSummary
-from sealtrail._convert import MAX_SEQ
+from sealtrail._choices import MAX_SEQ
 from sealtrail._words import counted, noun
 
 _SEQS = re.compile(r"(\d+)(?:-|\.\.)(\d+)")

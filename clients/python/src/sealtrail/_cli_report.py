@@ -9,27 +9,22 @@ helpers it shares."""
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
+from sealtrail._choices import COUNT_TIMEOUT, MAX_TOP
 from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table, terminal_safe
 from sealtrail._cli_stats import _MAX_WAIT, _finite
-from sealtrail._convert import EventCount
-from sealtrail._report import (
-    INCONSISTENT,
-    MAX_TOP,
-    NO_EVENTS,
-    UNAVAILABLE,
-    ActivityReport,
-    cells,
-    columns,
-    event_line,
-    share,
-    table_time,
-)
-from sealtrail._retry import COUNT_TIMEOUT
 from sealtrail._words import counted
+
+# What the commands work with (gRPC, protobuf, the client) each imports as it
+# runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
+if TYPE_CHECKING:
+    from sealtrail._convert import EventCount
+    from sealtrail._report import (
+        ActivityReport,
+    )
 
 # The exit status of a report that lists security alerts, with --fail-on-alerts.
 ALERTS_STATUS: Final = 3
@@ -85,6 +80,8 @@ def report(
     signed checkpoint (tree size and root) of the log it read. The period
     ends at that checkpoint's time, or at --until if earlier. At most 13 calls,
     whatever the size of the log."""
+    from sealtrail._report import INCONSISTENT, UNAVAILABLE
+
     with _client(ctx) as client:
         found = client.activity_report(_filter(criteria), top=top, timeout=timeout)
     if output == "json":
@@ -104,6 +101,8 @@ def report(
 
 
 def _print_text(found: ActivityReport) -> None:
+    from sealtrail._report import NO_EVENTS, UNAVAILABLE, event_line, share, table_time
+
     click.echo("Sealtrail activity report")
     click.echo(f"period: {found.period()}")
     click.echo(terminal_safe(f"log: {found.log_state()}"))
@@ -149,6 +148,8 @@ def _print_text(found: ActivityReport) -> None:
 
 
 def _table(title: str, header: str, groups: tuple[EventCount, ...], total: int) -> PlainTable:
+    from sealtrail._report import cells, columns, share
+
     table = PlainTable(title=title, title_justify="left")
     for column in columns(header):
         table.add_column(column, overflow="fold")

@@ -8,10 +8,9 @@ import base64
 import sys
 from collections.abc import Callable
 from datetime import UTC
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import click
-from google.protobuf import json_format
 
 from sealtrail._cli import (
     _client,
@@ -21,11 +20,12 @@ from sealtrail._cli import (
     terminal_safe,
     unchanged_since_read,
 )
-from sealtrail._convert import enum_label, enum_value, retention_days
-from sealtrail._erasure_check import ErasureReceiptError, verify_erasure_receipt
 from sealtrail._words import counted
-from sealtrail.tlog import receipt_time
-from sealtrail.v1 import event_pb2, retention_pb2
+
+# What the commands work with (gRPC, protobuf, the client) each imports as it
+# runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
+if TYPE_CHECKING:
+    from sealtrail.v1 import retention_pb2
 
 
 def _days(value: int) -> str:
@@ -46,6 +46,8 @@ def _days_value(value: str) -> int | str:
 def _checked_days(days: str, shown: str) -> None:
     """Refuses days the client would refuse in the call, named `shown` (as
     typed), not by the call's argument (`categories['security']`)."""
+    from sealtrail._convert import retention_days
+
     try:
         retention_days(_days_value(days), field=shown)
     except ValueError as error:
@@ -57,6 +59,9 @@ def _rules(
 ) -> dict[str, tuple[str, int | str]]:
     """The rules `option` gave, NAME=DAYS each, checked: by name (the last
     of a name given), each with its words as typed and its days."""
+    from sealtrail._convert import enum_value
+    from sealtrail.v1 import event_pb2
+
     rules: dict[str, tuple[str, int | str]] = {}
     for value in values:
         name, days = _rule_option(value)
@@ -83,6 +88,9 @@ def retention(ctx: click.Context) -> None:
     """Admin: show (no subcommand) or set the tenant's retention policy."""
     if ctx.invoked_subcommand is not None:
         return
+    from sealtrail._convert import enum_label
+    from sealtrail.v1 import event_pb2
+
     with _client(ctx) as client:
         answer = client.get_retention_policy()
     policy, hold = answer.policy, answer.legal_hold
@@ -260,6 +268,8 @@ def legal_hold(ctx: click.Context, state: str, reason: str, etag: str) -> None:
 def erase_tenant(ctx: click.Context, confirm: str) -> None:
     """Admin: irreversibly remove every event, token and setting of your tenant.
     Prints the receipt (keep it: it holds the log's final signed checkpoint)."""
+    from google.protobuf import json_format
+
     with _client(ctx) as client:
         receipt = client.erase_tenant(confirm)
     click.echo(json_format.MessageToJson(receipt, indent=2))
@@ -282,6 +292,9 @@ def verify_erasure(receipt: TextIO, keys: tuple[str, ...]) -> None:
     --key, and that its fields are what is signed. Exits 0 when verified, 1
     when not (unsigned, signed by no given key, a signature that does not
     verify, or fields edited since it was signed)."""
+    from sealtrail._erasure_check import ErasureReceiptError, verify_erasure_receipt
+    from sealtrail.tlog import receipt_time
+
     try:
         text = receipt.read()
     except UnicodeDecodeError as error:  # was a traceback

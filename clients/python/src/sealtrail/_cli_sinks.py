@@ -9,12 +9,11 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
-import grpc
-from google.protobuf import json_format
 
+from sealtrail._choices import SINK_SETTINGS
 from sealtrail._cli import (
     PlainTable,
     _client,
@@ -26,16 +25,12 @@ from sealtrail._cli import (
     unchanged_since_read,
 )
 from sealtrail._cli_ranges import SeqRangeParam
-from sealtrail._convert import (
-    SINK_SETTINGS,
-    PayloadFormat,
-    SinkKind,
-    build_sink,
-    payload_format_value,
-)
-from sealtrail._errors import SealtrailError
 from sealtrail._words import counted, noun
-from sealtrail.v1 import event_pb2, forwarding_pb2
+
+# What the commands work with (gRPC, protobuf, the client) each imports as it
+# runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
+if TYPE_CHECKING:
+    from sealtrail.v1 import event_pb2, forwarding_pb2
 
 
 def _row(sink: forwarding_pb2.Sink) -> list[str]:
@@ -76,6 +71,8 @@ def sinks(ctx: click.Context) -> None:
 @click.pass_context
 def show(ctx: click.Context, sink_id: str) -> None:
     """A sink, its delivery state included, as JSON (secrets as hints)."""
+    from google.protobuf import json_format
+
     with _client(ctx) as client:
         click.echo(json_format.MessageToJson(client.get_sink(sink_id), indent=2))
 
@@ -221,14 +218,9 @@ def _show_secret(made: str | None) -> None:
 
 
 # Failures after which the call may have applied, its answer lost on the way.
+# By their names (grpc.StatusCode's), so that --help imports no gRPC.
 _OUTCOME_UNKNOWN = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.INTERNAL,
-    }
+    {"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN", "INTERNAL"}
 )
 
 
@@ -236,10 +228,12 @@ _OUTCOME_UNKNOWN = frozenset(
 def _secret_not_lost(made: str | None) -> Iterator[None]:
     """Shows a generated secret when the call setting it failed without an
     answer: the sink may sign with it, and no one would have it otherwise."""
+    from sealtrail._errors import SealtrailError
+
     try:
         yield
     except SealtrailError as error:
-        if made is not None and error.code in _OUTCOME_UNKNOWN:
+        if made is not None and error.code.name in _OUTCOME_UNKNOWN:
             click.echo(
                 "the call went unanswered and may have applied; check with `sealtrail sinks`"
                 f" before giving a receiver this signing secret (shown once): {made}",
@@ -270,6 +264,8 @@ def create(
     **options: Any,
 ) -> None:
     """Start forwarding matching events to a destination; prints the sink's id."""
+    from sealtrail._convert import PayloadFormat, SinkKind, build_sink
+
     settings, made = _destination_settings(options, secrets_, generate_secret)
     criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
     try:
@@ -332,6 +328,11 @@ def update(
     Prints the seq after which a new filter, format or destination applies
     (the sink's cursor at the change); `replay --seq` sends the events up to
     it under the new settings."""
+    from google.protobuf import json_format
+
+    from sealtrail._convert import payload_format_value
+    from sealtrail.v1 import forwarding_pb2
+
     settings, made = _destination_settings(options, secrets_, generate_secret)
     criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
     sink = forwarding_pb2.Sink(id=sink_id, etag=etag)
@@ -405,6 +406,8 @@ def _set_paused(ctx: click.Context, sink_id: str, paused: bool) -> None:
     cursor stays where it is said to be. What waits is the log's events past
     the cursor (head_seq - cursor_seq, no count of the filter's matches),
     those the filter takes to be sent."""
+    from sealtrail.v1 import forwarding_pb2
+
     with _client(ctx) as client:
         answer = client.update_sink(
             forwarding_pb2.Sink(id=sink_id, paused=paused), fields=["paused"]
@@ -464,6 +467,8 @@ def resume(ctx: click.Context, sink_id: str) -> None:
 def delete(ctx: click.Context, sink_id: str, etag: str) -> None:
     """Stop and delete a sink, with its dead letters; says what it never
     delivered, as its `sink.deleted` record keeps it."""
+    from sealtrail._errors import SealtrailError
+
     with _client(ctx) as client:
         with unchanged_since_read(sink_id, read_with="sealtrail sinks show"):
             answer = client.delete_sink(sink_id, etag=etag)
@@ -480,6 +485,8 @@ def _undelivered(record: event_pb2.Event) -> str:
     """What a deleted sink never delivered, from its `sink.deleted` record:
     the log's events after its cursor, before the record, and its dead
     letters."""
+    from google.protobuf import json_format
+
     details = json_format.MessageToDict(record.details)
     cursor = int(details.get("cursor_seq", 0))
     letters = int(details.get("dead_letters", 0))
@@ -534,6 +541,8 @@ def replay(
     dead_letter: str,
 ) -> None:
     """Send a seq range, a time window or a dead letter's events to the sink again."""
+    from sealtrail._errors import SealtrailError
+
     if end is not None and start is None:
         raise click.UsageError("--until goes with --since")
     if start is not None and end is None:
@@ -570,6 +579,8 @@ def _left_out(
     retention rule removed (its `sink.replay_requested` record counts them;
     not a window's, whose range holds events outside it), the replays
     pending beside it (asked again, its events go out again) and a pause."""
+    from google.protobuf import json_format
+
     lines = []
     if record is not None and not by_window:
         removed = int(json_format.MessageToDict(record.details).get("removed_events", 0))

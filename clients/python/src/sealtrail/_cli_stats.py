@@ -8,27 +8,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
+from sealtrail._choices import COUNT_GROUP_BYS, COUNT_TIMEOUT
 from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table
-from sealtrail._convert import (
-    EventCounts,
-    GroupBy,
-    credential_of_key,
-    enum_names,
-    resource_of_key,
-)
-from sealtrail._retry import COUNT_TIMEOUT
 from sealtrail._words import counted
-from sealtrail.v1 import audit_service_pb2
+
+# What the commands work with (gRPC, protobuf, the client) each imports as it
+# runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
+if TYPE_CHECKING:
+    from sealtrail._convert import EventCounts, GroupBy
 
 # The groupings as the command line spells them (`resource-type`, as its
 # option is spelt), the API's spelling accepted too.
-_GROUPINGS: Final = {
-    name.replace("_", "-"): name for name in enum_names(audit_service_pb2.CountGroupBy)
-} | {name: name for name in enum_names(audit_service_pb2.CountGroupBy)}
+_GROUPINGS: Final = {name.replace("_", "-"): name for name in COUNT_GROUP_BYS} | {
+    name: name for name in COUNT_GROUP_BYS
+}
 # How the table shows a time bucket's start, from its RFC 3339 key: the date,
 # or the date and the hour (and in a time zone, its offset, which tells apart
 # the two hours of the night the clocks go back).
@@ -103,7 +100,7 @@ def stats(
     """Count matching events, in all and per group: `sealtrail stats --by actor
     --action user.login --outcome failure --since 7d`. `--by action` lists the
     actions the log holds. Counts cover the events retention has kept."""
-    grouping = cast(GroupBy, _GROUPINGS[group_by.lower()] if group_by else "")
+    grouping: GroupBy = _GROUPINGS[group_by.lower()] if group_by else ""
     with _client(ctx) as client:
         counts = client.count_events(
             _filter(criteria),
@@ -127,6 +124,8 @@ def stats(
 
 
 def _table(counts: EventCounts, grouping: str, time_zone: str) -> PlainTable:
+    from sealtrail._convert import credential_of_key, resource_of_key
+
     header = grouping.replace("_", " ")
     if grouping in _BUCKET_SHOWN:
         header = f"{header} ({time_zone or 'UTC'})"

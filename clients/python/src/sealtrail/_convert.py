@@ -27,6 +27,12 @@ from google.protobuf import field_mask_pb2, json_format, struct_pb2, timestamp_p
 from google.protobuf.message import DecodeError, Message
 
 from sealtrail._arguments import checked_arguments, unchecked
+from sealtrail._choices import MAX_BATCH as MAX_BATCH
+from sealtrail._choices import MAX_SEQ as MAX_SEQ
+from sealtrail._choices import REPEATED_FILTER_FIELDS as REPEATED_FILTER_FIELDS
+from sealtrail._choices import SINK_SETTINGS as SINK_SETTINGS
+from sealtrail._choices import RedactionMode as RedactionMode
+from sealtrail._choices import TokenRole as TokenRole
 from sealtrail._errors import SealtrailError, from_entry_error
 from sealtrail._retry import ENTRY_RETRYABLE
 from sealtrail.v1 import (
@@ -44,7 +50,6 @@ from sealtrail.v1 import (
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
 
-MAX_BATCH = 1000
 # Seconds without a frame from the server after which a connection carrying a
 # call is pinged, and seconds the ping's answer may take before the connection
 # is taken for lost (docs/reliability.md). A connection a NAT, a load balancer
@@ -123,14 +128,12 @@ def channel_options(
 
 
 Order = Literal["newest", "oldest"]
-RedactionMode = Literal["replace", "hmac"]
 _REDACTION_MODES: dict[str, settings_pb2.RedactionMode.ValueType] = {
     "replace": settings_pb2.REDACTION_MODE_REPLACE,
     "hmac": settings_pb2.REDACTION_MODE_HMAC,
 }
 
 
-TokenRole = Literal["recorder", "reader", "exporter", "admin"]
 _TOKEN_ROLES: dict[str, access_pb2.Role.ValueType] = {
     "recorder": access_pb2.ROLE_RECORDER,
     "reader": access_pb2.ROLE_READER,
@@ -706,11 +709,6 @@ def own_change(
     return audit_service_pb2.QueryRequest(filter=changes, page_size=1)
 
 
-# The largest seq a log can reach, as the server's MAX_SEQ (domain/event.py):
-# the largest integer a JSON reader holds exactly. A seq past it the server
-# refuses (INVALID_ARGUMENT) where it takes a seq alone (a stream's start, an
-# event's proof).
-MAX_SEQ: Final = 2**53 - 1
 # The largest a page size or a count's limit carries (int32). The server lowers
 # any past its own maximum (AIP-158), so one past this is sent as this: given
 # to protobuf, it raised a bare "Value out of range", naming nothing.
@@ -933,23 +931,6 @@ def event_counts(response: audit_service_pb2.CountEventsResponse) -> EventCounts
         total_groups=response.total_groups,
         tree_size=response.tree_size,
     )
-
-
-# EventFilter's list fields, each matching any of its values: what the CLI's
-# repeatable filter options and the console's comma-separated parameters fill.
-REPEATED_FILTER_FIELDS: Final = (
-    "actions",
-    "exclude_actions",
-    "categories",
-    "outcomes",
-    "severities",
-    "actor_types",
-    "countries",
-    "resource_types",
-    "http_status_classes",
-    "http_routes",
-    "changed_fields",
-)
 
 
 @checked_arguments
@@ -1214,21 +1195,6 @@ def payload_format_value(format: str) -> forwarding_pb2.PayloadFormat.ValueType:
         raise ValueError(
             f"format: {format!r} is not one of {', '.join(_PAYLOAD_FORMATS)}"
         ) from None
-
-
-# The settings each kind of destination takes (docs/forwarding.md).
-SINK_SETTINGS: Mapping[str, frozenset[str]] = {
-    "webhook": frozenset({"url", "secrets"}),
-    "splunk_hec": frozenset({"url", "token", "index", "source", "sourcetype"}),
-    "datadog_logs": frozenset({"url", "api_key", "service", "tags"}),
-    "elasticsearch": frozenset({"url", "index", "api_key"}),
-    "chat": frozenset({"url"}),  # Slack's incoming webhook, and those that take its messages
-    "pagerduty": frozenset({"url", "routing_key", "source"}),  # Events API v2
-    # SMTP: a message per event (ADR 0133)
-    "email": frozenset(
-        {"host", "port", "security", "username", "password", "from_address", "to_addresses"}
-    ),
-}
 
 
 @checked_arguments

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from sealtrail._choices import MAX_TOP as MAX_TOP
 from sealtrail._convert import (
     EventCount,
     credential_of_key,
@@ -47,8 +48,6 @@ from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2
 ALERT_ACTION: Final = "security.alert"
 # Alerts a report lists at most: the latest, in one page.
 ALERTS_LISTED: Final = 50
-# The most groups a top list holds: what one CountEvents answers at most.
-MAX_TOP: Final = 1000
 # The key of the JSON form's version: changed only when a key changes meaning.
 JSON_FORMAT: Final = "sealtrail.activity-report/1"
 # The counts of a report: name -> (grouping, whether a top list, cut at `top`).

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from sealtrail._choices import COUNT_TIMEOUT as COUNT_TIMEOUT
 from sealtrail._errors import SealtrailError, UnauthenticatedError
 
 # Every RPC the clients retry is safe to repeat: reads are, and each recorded event carries an
@@ -74,11 +75,6 @@ WHOLE_LOG_TIMEOUT = 3600.0
 # What a retention preview, a read that records nothing, is retried after: as any
 # read, except a deadline, which cut it off after its hour; another would take as long.
 PREVIEW_RETRYABLE = RETRYABLE - {grpc.StatusCode.DEADLINE_EXCEEDED}
-
-# Seconds a CountEvents is waited for: more than the server gives a count
-# (SEALTRAIL_COUNT_TIMEOUT, 30 s by default), so that its answer, or its clear
-# refusal to count so much, arrives before the client gives up.
-COUNT_TIMEOUT = 60.0
 
 # Seconds of an attempt past which it has no deadline: grpc takes one beyond
 # about 235 years (7.4e9 s), float("inf") too, for a deadline long past, and
