@@ -21,6 +21,7 @@ from opentelemetry import trace
 import sealtrail
 from sealtrail import RecordResult, build_event, build_filter
 from sealtrail import _cli as cli
+from sealtrail import _client as client_module
 from sealtrail._cli_import import _with_full_enum_names
 from sealtrail._cli_ranges import PeriodParam, SeqRangeParam
 from sealtrail._convert import (
@@ -261,7 +262,7 @@ def test_a_server_without_a_port_over_tls_is_dialled_on_443(
         def __init__(self, target: str, *, token: str, **connection: Any) -> None:
             opened.append(target)
 
-    monkeypatch.setattr(cli, "AuditClient", Recording)
+    monkeypatch.setattr(client_module, "AuditClient", Recording)
     env = {"SEALTRAIL_SERVER": "audit.internal", "SEALTRAIL_TOKEN": "s3cret"}
     result = CliRunner().invoke(cli.main, ["--tls", "query"], env=env)
     assert result.exit_code == 0, result.output
@@ -279,7 +280,7 @@ def test_a_client_certificate_is_tls_off_this_machine(
         def __init__(self, target: str, *, token: str, **connection: Any) -> None:
             opened.append(connection)
 
-    monkeypatch.setattr(cli, "AuditClient", Recording)
+    monkeypatch.setattr(client_module, "AuditClient", Recording)
     cert, key = "-----BEGIN CERTIFICATE-----\n", "-----BEGIN PRIVATE KEY-----\n"
     (tmp_path / "c.pem").write_text(cert)
     (tmp_path / "k.pem").write_text(key)
@@ -559,7 +560,7 @@ class FakeClient:
 @pytest.fixture
 def fake_client(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, dict[str, Any]]]:
     FakeClient.calls = []
-    monkeypatch.setattr(cli, "AuditClient", FakeClient)
+    monkeypatch.setattr(client_module, "AuditClient", FakeClient)
     return FakeClient.calls
 
 
@@ -854,7 +855,7 @@ def test_an_import_cut_short_says_how_far_it_went(
             return super().record_batch(events)
 
     FakeClient.calls = []
-    monkeypatch.setattr(cli, "AuditClient", FailingSecond)
+    monkeypatch.setattr(client_module, "AuditClient", FailingSecond)
     lines = "".join(
         json.dumps({"action": "doc.edit", "actor": {"id": "u"}}) + "\n" for _ in range(4)
     )
@@ -887,7 +888,7 @@ def test_an_import_stopped_by_ctrl_c_says_how_far_it_went(
             return super().record_batch(events)
 
     FakeClient.calls = []
-    monkeypatch.setattr(cli, "AuditClient", Interrupted)
+    monkeypatch.setattr(client_module, "AuditClient", Interrupted)
     line = json.dumps({"action": "doc.edit", "actor": {"id": "u"}}) + "\n"
     lines = line * 3
     env = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": "s3cret"}
@@ -921,7 +922,7 @@ def test_an_import_names_each_line_refused_and_goes_on(monkeypatch: pytest.Monke
             return results
 
     FakeClient.calls = []
-    monkeypatch.setattr(cli, "AuditClient", Answering)
+    monkeypatch.setattr(client_module, "AuditClient", Answering)
     lines = [
         {"action": "doc.edit", "actor": {"id": "u"}},
         {"action": "bad", "actor": {"id": "u"}},
@@ -1166,7 +1167,7 @@ def test_an_error_says_its_reason_details_and_request_id(monkeypatch: pytest.Mon
                 request_id="5f0c6a52-5a3e-4d6b-9f7e-2b8f3c1d9e21",
             )
 
-    monkeypatch.setattr(cli, "AuditClient", Refusing)
+    monkeypatch.setattr(client_module, "AuditClient", Refusing)
     result = invoke("query")
     assert result.exit_code == 1
     assert result.output.splitlines() == [
@@ -1323,7 +1324,7 @@ def test_an_export_writes_no_progress_line_where_stderr_is_no_terminal(
                 row_count=1, byte_count=4, sha256=bytes(32), tree_size=1
             )
 
-    monkeypatch.setattr(cli, "AuditClient", Exporting)
+    monkeypatch.setattr(client_module, "AuditClient", Exporting)
     env = {"SEALTRAIL_SERVER": "127.0.0.1:50051", "SEALTRAIL_TOKEN": "s3cret"}
     done = CliRunner().invoke(cli.main, ["export", "-o", str(tmp_path / "a.csv")], env=env)
     assert done.exit_code == 0, done.output
