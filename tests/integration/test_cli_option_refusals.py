@@ -92,6 +92,26 @@ def test_alert_and_sink_refusals_name_the_options_and_arguments_given(
         assert "working_days" not in said, said
 
 
+def test_a_chat_sink_refused_ocsf_is_named_by_format_not_the_apis_field(
+    sealtrail: Callable[..., Result],
+) -> None:
+    """`sinks create --kind chat --format ocsf` said `sink.format: a chat sink
+    posts a line of text per event`, the API's field, where every other
+    refused setting of a sink is named by its option (helper-484); so did
+    `sinks update --format ocsf` of a chat sink."""
+    url = ["--url", "https://hooks.slack.com/services/T0/B0/secret"]
+    refused = sealtrail("sinks", "create", "ops", "--kind", "chat", *url, "--format", "ocsf")
+    assert refused.exit_code == 2, refused.output
+    assert "  --format ocsf: a chat sink posts a line of text" in refused.output, refused.output
+    made = sealtrail("sinks", "create", "ops", "--kind", "chat", *url, "--action", "security.*")
+    assert made.exit_code == 0, made.output
+    updated = sealtrail("sinks", "update", made.stdout.strip(), "--format", "ocsf")
+    assert updated.exit_code == 2, updated.output
+    assert "  --format ocsf: a chat sink posts a line of text" in updated.output, updated.output
+    for said in (refused.output, updated.output):
+        assert "sink.format" not in said, said
+
+
 def test_refused_hours_are_said_in_the_terms_of_the_option(
     sealtrail: Callable[..., Result],
 ) -> None:

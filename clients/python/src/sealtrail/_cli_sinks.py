@@ -20,6 +20,8 @@ from sealtrail._cli import (
     _filter,
     _tail_filter_options,
     _Time,
+    given_as,
+    given_words,
     print_table,
     terminal_safe,
     unchanged_since_read,
@@ -209,6 +211,14 @@ def _destination_settings(
     return settings, made
 
 
+def _format_given(ctx: click.Context, payload: str) -> None:
+    """Names the sink's `format` by --format (and its value, where typed) for a
+    refusal of it: the option is `payload` within, after no API field (a chat
+    sink refuses OCSF, which said `sink.format`; helper-484)."""
+    typed = ctx.get_parameter_source("payload") is click.core.ParameterSource.COMMANDLINE
+    given_as(ctx, {"sink.format": given_words("--format", payload) if typed else "--format"})
+
+
 def _show_secret(made: str | None) -> None:
     """Prints a generated secret once, to stderr, after the call that set it
     succeeded: shown before, a refused sink left a receiver set up with a
@@ -266,6 +276,7 @@ def create(
     """Start forwarding matching events to a destination; prints the sink's id."""
     from sealtrail._convert import PayloadFormat, SinkKind, build_sink
 
+    _format_given(ctx, payload)
     settings, made = _destination_settings(options, secrets_, generate_secret)
     criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
     try:
@@ -333,6 +344,8 @@ def update(
     from sealtrail._convert import payload_format_value
     from sealtrail.v1 import forwarding_pb2
 
+    if payload is not None:
+        _format_given(ctx, payload)
     settings, made = _destination_settings(options, secrets_, generate_secret)
     criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
     sink = forwarding_pb2.Sink(id=sink_id, etag=etag)
