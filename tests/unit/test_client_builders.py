@@ -56,17 +56,17 @@ def test_a_field_no_event_has_is_a_type_error_naming_it() -> None:
 @pytest.mark.parametrize(
     ("kind", "setting", "applies_to"),
     [
-        ("match", {"exact_actor_ids": True}, "threshold"),
-        ("match", {"count": 5}, "threshold"),
-        ("new_ip", {"window_seconds": 60}, "threshold or spike"),
-        ("match", {"factor": 2.5}, "spike"),
-        ("threshold", {"min_count": 5}, "spike"),
-        ("new_country", {"group_by": "actor"}, "threshold"),
-        ("off_hours", {"count": 5}, "threshold"),
-        ("threshold", {"time_zone": "Europe/Paris"}, "off_hours"),
-        ("match", {"start_hour": 9}, "off_hours"),
-        ("threshold", {"end_hour": 18}, "off_hours"),
-        ("new_ip", {"working_days": [1, 2]}, "off_hours"),
+        ("match", {"exact_actor_ids": True}, "a threshold"),
+        ("match", {"count": 5}, "a threshold"),
+        ("new_ip", {"window_seconds": 60}, "a threshold or spike"),
+        ("match", {"factor": 2.5}, "a spike"),
+        ("threshold", {"min_count": 5}, "a spike"),
+        ("new_country", {"group_by": "actor"}, "a threshold"),
+        ("off_hours", {"count": 5}, "a threshold"),
+        ("threshold", {"time_zone": "Europe/Paris"}, "an off_hours"),
+        ("match", {"start_hour": 9}, "an off_hours"),
+        ("threshold", {"end_hour": 18}, "an off_hours"),
+        ("new_ip", {"working_days": [1, 2]}, "an off_hours"),
     ],
 )
 def test_a_setting_of_another_kind_of_rule_is_refused_naming_it(
@@ -74,8 +74,9 @@ def test_a_setting_of_another_kind_of_rule_is_refused_naming_it(
 ) -> None:
     # The message of a kind has no field for it: it was dropped, and the rule
     # created without it (a match rule that fires on every event, not on 5).
+    # An off-hours setting said "applies only to a off_hours rule" (helper-484).
     (name,) = setting
-    refusal = f"^{name}: applies only to a {applies_to} rule, not {kind}$"
+    refusal = f"^{name}: applies only to {applies_to} rule, not {kind}$"
     with pytest.raises(ValueError, match=refusal):
         build_alert_rule("logins", kind, filter=None, **setting)  # type: ignore[arg-type]
 

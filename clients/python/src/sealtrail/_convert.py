@@ -1391,7 +1391,8 @@ def build_alert_rule(
         ("working_days", days, [], "off_hours"),
     ):
         if kind not in applies_to.split(" or ") and value != default and kind in _KINDS:
-            raise ValueError(f"{setting}: applies only to a {applies_to} rule, not {kind}")
+            article = "an" if applies_to[0] in "aeiou" else "a"
+            raise ValueError(f"{setting}: applies only to {article} {applies_to} rule, not {kind}")
     rule = alerting_pb2.AlertRule(
         name=name,
         severity=enum_value(event_pb2.Severity, severity, field="severity"),
