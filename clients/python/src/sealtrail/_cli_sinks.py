@@ -336,9 +336,10 @@ def update(
     (--secret OLD --generate-secret), then, once receivers verify with the
     new one, the new one alone.
 
-    Prints the seq after which a new filter, format or destination applies
-    (the sink's cursor at the change); `replay --seq` sends the events up to
-    it under the new settings."""
+    Prints the seq after which a new filter, format or destination setting
+    applies (the sink's cursor at the change); `replay --seq` sends the events
+    up to it under the new settings. A new secret or token alone is said
+    with no replay: those events were sent already."""
     from google.protobuf import json_format
 
     from sealtrail._convert import payload_format_value
@@ -350,6 +351,7 @@ def update(
     criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
     sink = forwarding_pb2.Sink(id=sink_id, etag=etag)
     fields = []
+    changed_settings: list[str] = []
     if name is not None:
         sink.name = name
         fields.append("name")
@@ -380,6 +382,12 @@ def update(
                     destination.ClearField(hint)
             json_format.ParseDict(settings, destination)
             fields.append(kind)
+            # A setting given as it was changes nothing (a secret, write
+            # only, reads empty: given, it counts as changed).
+            was = getattr(current, kind)
+            changed_settings = [
+                key for key in settings if getattr(destination, key) != getattr(was, key)
+            ]
         if not fields:
             raise click.UsageError("nothing to change: give a name, format, filter or setting", ctx)
         read_with = "sealtrail sinks show" if etag else None
@@ -390,27 +398,88 @@ def update(
         click.echo(f"{sink_id} unchanged: it has these settings already")
         return
     click.echo(f"{sink_id} updated")
-    changed = [word for field, word in _SENT_BY.items() if field in fields]
-    if settings:  # secrets included
-        changed.append("destination")
-    if changed:
-        click.echo(_takes_effect(sink_id, " and ".join(changed), answer.sink.state.cursor_seq))
+    sent = [word for field, word in _SENT_BY.items() if field in fields]
+    sent += [_SENT_BY[key] for key in changed_settings if key in _SENT_BY]
+    credentials = [key for key in changed_settings if key not in _SENT_BY]
+    secrets_set = len(sink.webhook.secrets) if "secrets" in credentials else 0
+    if sent or credentials:
+        click.echo(
+            _takes_effect(
+                sink_id,
+                sent=sent,
+                credentials=[_CREDENTIALS[key] for key in credentials if key != "secrets"],
+                secrets_set=secrets_set,
+                cursor=answer.sink.state.cursor_seq,
+            )
+        )
 
 
 # The settings of what is sent, where or how, as `_takes_effect` names them (a
-# rename changes none of it).
-_SENT_BY = {"filter": "filter", "format": "format"}
+# rename changes none of it): the filter, the format and the destination's
+# settings but its credentials, by the API's field names.
+_SENT_BY = {
+    "filter": "filter",
+    "format": "format",
+    "url": "URL",
+    "index": "index",
+    "source": "source",
+    "sourcetype": "sourcetype",
+    "service": "service",
+    "tags": "tags",
+    "host": "SMTP host",
+    "port": "SMTP port",
+    "security": "SMTP security",
+    "from_address": "sender",
+    "to_addresses": "recipients",
+}
+# The credentials the destination is sent with (a webhook's secrets, counted,
+# are said apart): a new one changes nothing of what is sent, nor where.
+_CREDENTIALS = {
+    "token": "token",
+    "api_key": "API key",
+    "routing_key": "routing key",
+    "username": "SMTP username",
+    "password": "SMTP password",
+}
 
 
-def _takes_effect(sink_id: str, changed: str, cursor: int) -> str:
+def _and(words: list[str]) -> str:
+    """`a`, `a and b`, `a, b and c`."""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def _takes_effect(
+    sink_id: str, *, sent: list[str], credentials: list[str], secrets_set: int, cursor: int
+) -> str:
     """Where a change takes effect: after the sink's cursor at the change (its
-    `sink.updated` record's `from_seq` is the seq after it); the events up to
-    it went by the old settings, or not at all, unless replayed."""
-    line = f"events after seq {cursor} are sent under the new {changed}"
+    `sink.updated` record's `from_seq` is the seq after it). The events up to
+    it went by the old filter, format and destination settings (`sent`), or
+    not at all: a replay sends them under the new ones. A new secret or token
+    alone (a webhook's `secrets_set`, `credentials`) is offered no replay: a
+    receiver took those events already (one that refused the old credential
+    held the sink: they wait past its cursor), and a replay would only send
+    them again, signed or sent anew."""
+    how = []
+    if secrets_set:
+        how.append(
+            "signed with the sink's one secret"
+            if secrets_set == 1
+            else f"signed with each of the sink's {secrets_set} secrets"
+        )
+    if credentials:
+        how.append(f"with the new {_and(credentials)}")
+    if sent:
+        line = f"events after seq {cursor} are sent under the new {_and(sent)}"
+        line += f", {' and '.join(how)}" if how else ""
+        if cursor == 0:
+            return line
+        replay = f"sealtrail sinks replay {sink_id} --seq FIRST-{cursor}"
+        return f"{line}; `{replay}` sends earlier ones under {'them' if len(sent) > 1 else 'it'}"
+    said = " and ".join(how)
+    line = f"events after seq {cursor} are {said if secrets_set else 'sent ' + said}"
     if cursor == 0:
         return line
-    replay = f"sealtrail sinks replay {sink_id} --seq FIRST-{cursor}"
-    return f"{line}; `{replay}` sends earlier ones under {'them' if ' and ' in changed else 'it'}"
+    return f"{line}; those up to it were sent already (a replay would only send them again)"
 
 
 def _set_paused(ctx: click.Context, sink_id: str, paused: bool) -> None:
