@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
+import psycopg
 import pytest
 
 from sealtrail import (
@@ -15,6 +17,7 @@ from sealtrail import (
     NotFoundError,
     build_event,
     build_filter,
+    build_sink,
 )
 from tests.conftest import ServerThread
 
@@ -140,3 +143,28 @@ async def test_async_client_checks_a_saved_checkpoint(server: ServerThread, tena
         await audit.record(action="file.write", actor_id="u")
         check = await audit.check_checkpoint(saved, key=key, fresh=True)
     assert check.consistent and (check.saved_size, check.latest_size) == (5, 6)
+
+
+async def test_async_client_reads_a_sinks_oldest_dead_letters_alone(
+    server: ServerThread, client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """`limit` reads the oldest dead letters alone, in one call, as the sinks
+    table reads why the oldest was parked."""
+    made = build_sink("siem", "webhook", url="https://hooks.example.com/audit",
+                      secrets=["whsec_" + "A" * 43 + "="], paused=True)  # fmt: skip
+    sink = client.create_sink(made).sink
+    for seq, error in ((1, "first refused"), (2, "then refused")):
+        sql.execute(
+            "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
+            " event_count, http_status, error, created_at)"
+            " VALUES (%s, %s, gen_random_uuid(), %s, %s, 1, 422, %s, now() + %s * interval '1s')",
+            [tenant, sink.id, seq, seq, error, seq],
+        )
+    async with AsyncAuditClient(server.target, token=server.token(tenant, "admin")) as audit:
+        [oldest] = await audit.list_dead_letters(sink.id, limit=1)
+        assert oldest.error == "first refused"
+        every = await audit.list_dead_letters(sink.id)
+        assert [letter.error for letter in every] == ["first refused", "then refused"]
+        with pytest.raises(ValueError, match="limit: must be 1 to 1000"):
+            await audit.list_dead_letters(sink.id, limit=1001)
+    client.delete_sink(sink.id)

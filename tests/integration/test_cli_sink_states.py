@@ -312,6 +312,49 @@ def test_dead_letters_says_one_events_seq_as_one(
         client.delete_sink(sink.id)
 
 
+def test_the_sinks_table_says_why_events_were_dead_lettered(
+    server: ServerThread, client: AuditClient, tenant: str
+) -> None:
+    """The "last error" column stayed empty once an event was parked: a
+    delivery clears the sink's last error, and a dead letter sets none, so
+    only the "dead" count showed it. While no failure holds the sink, the
+    column says its oldest waiting dead letter's reason."""
+    sinks = _cli(server, tenant)
+
+    def refuse_the_poisoned(received: Received, index: int) -> Reply:
+        return Reply(422, b"no such field") if b"poisoned" in received.body else Reply()
+
+    with endpoint() as receiver:
+        receiver.responder = refuse_the_poisoned
+        made = build_sink("siem", "webhook", url=receiver.url, secrets=[SECRET])
+        sink = client.create_sink(made).sink
+        quiet = client.create_sink(build_sink("quiet", "webhook", url=receiver.url,
+                                              secrets=[SECRET], paused=True)).sink  # fmt: skip
+        parked = a_poisoned_event_parked(
+            client,
+            sink.id,
+            delivered=lambda after: receiver.wait_for(lambda r: after in delivered_seqs(r)),
+            status=422,
+        )
+        assert parked.state.last_error == "" and parked.letter.error
+        listed = sinks()
+        assert listed.exit_code == 0, listed.output
+        # Each row's last cell: the "last error" column.
+        last = {
+            cells[2].strip(): cells[-2].strip()
+            for line in listed.stdout.splitlines()
+            if len(cells := line.split("\u2502")) > 2
+        }
+        assert last["siem"] == f"oldest dead letter: {parked.letter.error}"
+        assert last["quiet"] == ""
+        # Read as the column reads it: the oldest letter alone, in one call.
+        assert client.list_dead_letters(sink.id, limit=1) == [parked.letter]
+        with pytest.raises(ValueError, match="limit: must be 1 to 1000"):
+            client.list_dead_letters(sink.id, limit=0)
+        client.delete_sink(sink.id)
+        client.delete_sink(quiet.id)
+
+
 def test_pause_and_resume_say_where_the_sink_stands(
     server: ServerThread, client: AuditClient, tenant: str
 ) -> None:

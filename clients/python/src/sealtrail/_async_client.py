@@ -1051,10 +1051,18 @@ class AsyncAuditClient:
         request = forwarding_pb2.DeleteSinkRequest(id=sink_id, etag=etag)
         return await self._call(self._stub.DeleteSink, request, retry=False)
 
-    async def list_dead_letters(self, sink_id: str) -> list[forwarding_pb2.DeadLetter]:
+    async def list_dead_letters(
+        self, sink_id: str, *, limit: int | None = None
+    ) -> list[forwarding_pb2.DeadLetter]:
         """Admin: every dead letter of a sink (the events its destination
-        refused for good), oldest first, read a page of 1,000 at a time."""
-        request = forwarding_pb2.ListDeadLettersRequest(sink_id=sink_id, page_size=1000)
+        refused for good), oldest first, read a page of 1,000 at a time; with
+        `limit` (1 to 1,000), the oldest `limit` of them alone, in one call (a
+        sink that drained a backlog into dead letters may hold 100,000)."""
+        if limit is not None and not 1 <= limit <= 1000:
+            raise ValueError(f"limit: must be 1 to 1000 (None: every dead letter), not {limit}")
+        request = forwarding_pb2.ListDeadLettersRequest(sink_id=sink_id, page_size=limit or 1000)
+        if limit is not None:
+            return list((await self._call(self._stub.ListDeadLetters, request)).dead_letters)
         return await self._every_page(
             self._stub.ListDeadLetters, request, lambda page: page.dead_letters
         )

@@ -32,10 +32,11 @@ from sealtrail._words import counted, noun
 # What the commands work with (gRPC, protobuf, the client) each imports as it
 # runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
 if TYPE_CHECKING:
+    from sealtrail._client import AuditClient
     from sealtrail.v1 import event_pb2, forwarding_pb2
 
 
-def _row(sink: forwarding_pb2.Sink) -> list[str]:
+def _row(sink: forwarding_pb2.Sink, parked: str) -> list[str]:
     state = sink.state
     return [
         sink.id,
@@ -45,8 +46,26 @@ def _row(sink: forwarding_pb2.Sink) -> list[str]:
         f"{state.cursor_seq:,}/{state.head_seq:,}",
         f"{state.delivered_events:,}",
         f"{state.dead_letters:,}",
-        state.last_error,
+        state.last_error or (parked and f"oldest dead letter: {parked}"),
     ]
+
+
+def _parked(client: AuditClient, sink: forwarding_pb2.Sink) -> str:
+    """Why the sink's oldest waiting dead letter was parked, for the "last
+    error" column of a sink with dead letters and no failure holding it: a
+    delivery clears the sink's last error, parking sets none, so the column
+    stayed empty beside them. One call more a sink (the oldest letter alone,
+    however many wait); empty if none waits now (replayed, or the sink
+    deleted, since it was listed)."""
+    from sealtrail._errors import NotFoundError
+
+    if sink.state.last_error or not sink.state.dead_letters:
+        return ""
+    try:
+        letters = client.list_dead_letters(sink.id, limit=1)
+    except NotFoundError:
+        return ""
+    return letters[0].error if letters else ""
 
 
 @click.group(invoke_without_command=True)
@@ -59,12 +78,12 @@ def sinks(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     with _client(ctx) as client:
-        found = client.list_sinks()
+        found = [(sink, _parked(client, sink)) for sink in client.list_sinks()]
     table = PlainTable(
         "id", "name", "kind", "state", "cursor/head", "delivered", "dead", "last error"
     )
-    for sink in found:
-        table.add_row(*_row(sink))
+    for sink, parked in found:
+        table.add_row(*_row(sink, parked))
     print_table(table)
 
 
