@@ -24,6 +24,7 @@ from sealtrail_server.store.counts import count_statement
 from sealtrail_server.store.events import query_statement
 from tests.conftest import database_of_its_own, migrate_database
 from tests.integration.test_credential_columns import _BEFORE_0056, _undo_0056
+from tests.job_sessions import session_timeouts
 
 # What the columns of a row say: (kind, id, hint).
 _COLUMNS = "SELECT credential_kind, credential_id, credential_hint FROM events"
@@ -325,15 +326,5 @@ def test_the_backfill_job_ends_its_session_if_its_process_stops_answering(
     from the deployment's backfill until TCP gives up: its session ends
     itself, letting go of the lock, as the purge job's does."""
 
-    async def timeouts() -> list[str]:
-        async with CredentialBackfill(migrated_database_url)._job() as conn:
-            assert conn is not None
-            names = ["idle_in_transaction_session_timeout"]
-            if conn.info.server_version >= 140000:
-                names.append("idle_session_timeout")
-            cursor = await conn.execute(
-                "SELECT current_setting(name) FROM unnest(%s::text[]) AS name", [names]
-            )
-            return [value for (value,) in await cursor.fetchall()]
-
-    assert asyncio.run(timeouts()) in (["1min", "10min"], ["1min"])
+    job = CredentialBackfill(migrated_database_url)._job
+    assert asyncio.run(session_timeouts(job)) in (["1min", "10min"], ["1min"])

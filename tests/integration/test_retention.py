@@ -88,6 +88,7 @@ from tests.clock import Clock
 from tests.conftest import REDACTION_SECRET, ServerThread, database_of_its_own, token_id_of
 from tests.integration.test_database_roles import TENANT_TABLES
 from tests.integration.test_integrity import _CountingProofs
+from tests.job_sessions import session_timeouts
 from tests.processes import stop
 from tests.tenant_rows import rows_of, tenant_tables
 
@@ -1570,19 +1571,7 @@ def test_the_purge_job_ends_its_session_if_its_process_stops_answering(
     lock on a policy (which a legal hold waits for), until TCP gives up."""
     assert aged.service.purger is not None
     job = aged.service.purger._job
-
-    async def timeouts() -> list[str]:
-        async with job() as conn:
-            assert conn is not None
-            names = ["idle_in_transaction_session_timeout"]
-            if conn.info.server_version >= 140000:
-                names.append("idle_session_timeout")
-            cursor = await conn.execute(
-                "SELECT current_setting(name) FROM unnest(%s::text[]) AS name", [names]
-            )
-            return [value for (value,) in await cursor.fetchall()]
-
-    assert aged.run(timeouts()) in (["1min", "10min"], ["1min"])
+    assert aged.run(session_timeouts(job)) in (["1min", "10min"], ["1min"])
 
 
 def test_a_legal_hold_stops_the_purge(aged: ServerThread, admin: AuditClient, clock: Clock) -> None:

@@ -20,10 +20,8 @@ is, it looks again hourly (an older release's process may still append)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,6 +32,7 @@ from ..measures import no_meter
 from ..stopping import end_tasks
 from ..store.credential_backfill import any_unread, backfill_batch, next_tenant
 from ..store.db_errors import named
+from ..store.job_session import job_session
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +52,6 @@ FIRST_LOOK_AFTER: Final = 60.0
 # found the job held by another process.
 LOOK_AGAIN: Final = 3600.0
 LOOK_AGAIN_BUSY: Final = 300.0
-# The job's session ends itself if its process stops answering (as the purge's):
-# in a batch, or between two (idle in no transaction, holding the job's lock).
-_IDLE_IN_TRANSACTION: Final = "1min"
-_IDLE_SESSION: Final = "10min"  # PostgreSQL 14 and later
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,29 +193,12 @@ class CredentialBackfill:
             after = batch.last_seq
             await asyncio.sleep(self._pause)
 
-    @asynccontextmanager
-    async def _job(self) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
+    def _job(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any] | None]:
         """The owner's connection holding the job's lock, or None if another
         process holds it."""
-        async with await psycopg.AsyncConnection.connect(
-            self._owner_url, autocommit=True, application_name="sealtrail-credential-backfill"
-        ) as conn:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
-            row = await cursor.fetchone()
-            if not (row and row[0]):
-                log.debug("credential backfill: another process holds the job; skipping")
-                yield None
-                return
-            await conn.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
-                [_IDLE_IN_TRANSACTION],
-            )
-            if conn.info.server_version >= 140000:
-                await conn.execute(
-                    "SELECT set_config('idle_session_timeout', %s, false)", [_IDLE_SESSION]
-                )
-            try:
-                yield conn
-            finally:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+        return job_session(
+            self._owner_url,
+            lock_key=LOCK_KEY,
+            application_name="sealtrail-credential-backfill",
+            job="credential backfill",
+        )

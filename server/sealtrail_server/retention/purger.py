@@ -35,12 +35,11 @@ that jumps ahead during a long pass stops its removals at the next step."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeVar
 
@@ -56,6 +55,7 @@ from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.clock_skew import CLOCK_SKEW_TOLERANCE, ClockReading, ClockSkew, read_clocks
 from ..store.db_errors import named
 from ..store.deployment_jobs import note_ended, seconds_since_ended
+from ..store.job_session import job_session
 from ..store.partitions import create_ahead, retire_past_months
 from ..store.retention import (
     PendingPurge,
@@ -115,14 +115,6 @@ CLOCK_AHEAD_TOLERANCE: Final = CLOCK_SKEW_TOLERANCE
 CLOCK_READING_FRESH: Final = 30.0
 # Its name in `deployment_jobs`.
 PURGE_JOB: Final = "retention purge"
-# The job's session ends itself when its process stops answering (paused,
-# hung, cut off): the database then rolls back its batch and lets go of the
-# policy row it holds (a legal hold being placed waits for it) and of the job's
-# lock (every other process skips its passes meanwhile). Within a transaction a
-# pass never idles but between statements; outside one, at most while the
-# appender records a purge.
-_IDLE_IN_TRANSACTION: Final = "1min"
-_IDLE_SESSION: Final = "10min"  # PostgreSQL 14 and later
 
 # Records a tenant's purge in its log (api/audited.record_event, wired in app.py).
 RecordPurge = Callable[[TenantPurge], Awaitable[None]]
@@ -559,34 +551,17 @@ class Purger:
         )
         return purged if await self._recorded(conn, purged) == "recorded" else None
 
-    @asynccontextmanager
-    async def _job(self) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
+    def _job(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any] | None]:
         """The owner's connection holding the job's lock, or None if another
-        process holds it."""
-        async with await psycopg.AsyncConnection.connect(
-            self._owner_url, autocommit=True, application_name="sealtrail-retention"
-        ) as conn:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY])
-            row = await cursor.fetchone()
-            if not (row and row[0]):
-                log.debug("retention: another process holds the purge job; skipping")
-                yield None
-                return
-            await conn.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
-                [_IDLE_IN_TRANSACTION],
-            )
-            if conn.info.server_version >= 140000:
-                await conn.execute(
-                    "SELECT set_config('idle_session_timeout', %s, false)", [_IDLE_SESSION]
-                )
-            try:
-                yield conn
-            finally:
-                # A session the database ended (its timeouts) let go of the lock
-                # with it: no error of the unlock may replace what is raised.
-                with contextlib.suppress(psycopg.Error):
-                    await conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+        process holds it. Its session ends itself if this process stops
+        answering (store/job_session), so a batch's lock on a policy row, which
+        a legal hold being placed waits for, goes with it."""
+        return job_session(
+            self._owner_url,
+            lock_key=LOCK_KEY,
+            application_name="sealtrail-retention",
+            job="retention purge",
+        )
 
     async def _recorded(self, conn: psycopg.AsyncConnection[Any], purged: TenantPurge) -> _Outcome:
         """Record the purge in its tenant's log, then let go of its summary;
