@@ -10,7 +10,7 @@ added to the proto fails it until it is added here."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 # event.proto's Category, Severity, Outcome and ActorType.
 CATEGORIES: Final = (
@@ -26,8 +26,9 @@ CATEGORIES: Final = (
 SEVERITIES: Final = ("info", "warning", "error", "critical")
 OUTCOMES: Final = ("success", "failure", "denied")
 ACTOR_TYPES: Final = ("user", "api_key", "service", "system")
-# audit_service.proto's CountGroupBy.
-COUNT_GROUP_BYS: Final = (
+# audit_service.proto's CountGroupBy: a count's grouping by name (the
+# client's GroupBy adds "", none), and the names in the enum's order.
+CountGroupByName = Literal[
     "action",
     "actor",
     "category",
@@ -44,7 +45,8 @@ COUNT_GROUP_BYS: Final = (
     "http_route",
     "http_status",
     "credential",
-)
+]
+COUNT_GROUP_BYS: Final[tuple[CountGroupByName, ...]] = get_args(CountGroupByName)
 
 RedactionMode = Literal["replace", "hmac"]
 TokenRole = Literal["recorder", "reader", "exporter", "admin"]

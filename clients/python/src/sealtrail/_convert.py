@@ -31,6 +31,7 @@ from sealtrail._choices import MAX_BATCH as MAX_BATCH
 from sealtrail._choices import MAX_SEQ as MAX_SEQ
 from sealtrail._choices import REPEATED_FILTER_FIELDS as REPEATED_FILTER_FIELDS
 from sealtrail._choices import SINK_SETTINGS as SINK_SETTINGS
+from sealtrail._choices import CountGroupByName
 from sealtrail._choices import RedactionMode as RedactionMode
 from sealtrail._choices import TokenRole as TokenRole
 from sealtrail._errors import SealtrailError, from_entry_error
@@ -801,25 +802,7 @@ def query_request(
     )
 
 
-GroupBy = Literal[
-    "",
-    "action",
-    "actor",
-    "category",
-    "outcome",
-    "severity",
-    "resource_type",
-    "day",
-    "hour",
-    "recorded_by",
-    "ip",
-    "country",
-    "resource",
-    "actor_type",
-    "http_route",
-    "http_status",
-    "credential",
-]
+GroupBy = Literal["", CountGroupByName]
 
 
 @dataclass(frozen=True)
