@@ -11,7 +11,6 @@ import getpass
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -21,12 +20,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 import click
 
+from sealtrail._durations import span_parts
 from sealtrail._terminal import terminal_safe
 
 from . import __version__
@@ -525,29 +525,18 @@ def token() -> None:
     """Manage API tokens."""
 
 
-_SPAN: Final = re.compile(r"(\d+)([smhdwy])")
-_SPAN_UNIT: Final = {
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-    "d": timedelta(days=1),
-    "w": timedelta(weeks=1),
-    "y": timedelta(days=365),
-}
-
-
 def _expiry_after(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
     """--expires-in as the time it names, checked as the API checks a new
     token's expiry (the future, at most two years ahead)."""
     if value is None:
         return None
-    span = _SPAN.fullmatch(value)
-    if span is None:
+    parts = span_parts(value)
+    if parts is None:
         raise click.BadParameter(f"{value!r} is not a duration like 90d, 12h, 2w or 1y")
-    count, unit = span.groups()
+    count, unit = parts
     now = datetime.now(UTC)
     try:
-        expires_at = now + int(count) * _SPAN_UNIT[unit]
+        expires_at = now + count * unit
     except OverflowError:
         expires_at = datetime.max.replace(tzinfo=UTC)
     if problem := expiry_problem(expires_at, now=now):

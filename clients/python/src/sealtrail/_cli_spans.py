@@ -12,16 +12,8 @@ from typing import Any
 import click
 
 from sealtrail._cli import remember_typed
+from sealtrail._durations import span_parts
 
-_SPAN = re.compile(r"(\d+)([smhdwy])")
-_SPAN_UNIT = {
-    "s": timedelta(seconds=1),
-    "m": timedelta(minutes=1),
-    "h": timedelta(hours=1),
-    "d": timedelta(days=1),
-    "w": timedelta(weeks=1),
-    "y": timedelta(days=365),
-}
 _SECONDS = re.compile(r"[0-9]+")
 
 
@@ -37,12 +29,12 @@ class Span(click.ParamType[timedelta]):
         if isinstance(value, timedelta):
             return value
         remember_typed(ctx, param, value)
-        span = _SPAN.fullmatch(value)
-        if span is None:
+        parts = span_parts(value)
+        if parts is None:
             self.fail(f"{value!r} is not a duration like 90d, 12h, 2w or 1y", param, ctx)
-        count, unit = span.groups()
+        count, unit = parts
         try:
-            return int(count) * _SPAN_UNIT[unit]
+            return count * unit
         except OverflowError:
             self.fail(f"{value!r} is longer than any date can express", param, ctx)
 
@@ -60,7 +52,7 @@ class Seconds(click.ParamType[int]):
         remember_typed(ctx, param, value)
         if _SECONDS.fullmatch(value):
             return int(value)
-        if _SPAN.fullmatch(value) is None:
+        if span_parts(value) is None:
             self.fail(
                 f"{value!r} is not a duration like 10m, 1h or 7d (or seconds alone: 300)",
                 param,
