@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as seen
 
 from sealtrail import AuditClient
@@ -202,15 +203,22 @@ def test_a_session_the_provider_ended_goes_back_to_the_form_saying_so(
     provider.issue.refresh = "invalid_grant"  # the person removed at the provider
     make_recheck_due(sql, TENANT, token)
     browser.execute_script("document.querySelector('#filters').requestSubmit()")
+    reason = _signed_out_by_the_provider(browser)
+    assert reason.text.endswith("; sign in again.")
+    assert _role_of(http, token) == 401
+
+
+def _signed_out_by_the_provider(browser: webdriver.Chrome) -> WebElement:
+    """The sign-in form back, its reason (focused) saying the identity
+    provider refused to renew the session."""
     wait(browser).until(seen.visibility_of_element_located((By.ID, "signin")))
     reason = browser.find_element(By.ID, "signin-reason")
     assert reason.text.startswith(
         "Signed out: The identity provider ended this session: the identity provider refused"
         " to renew the session (invalid_grant"
     ), reason.text
-    assert reason.text.endswith("; sign in again.")
     assert browser.switch_to.active_element == reason
-    assert _role_of(http, token) == 401
+    return reason
 
 
 def test_a_session_the_provider_ended_while_live_ran_goes_back_to_the_form_saying_so(
@@ -235,13 +243,7 @@ def test_a_session_the_provider_ended_while_live_ran_goes_back_to_the_form_sayin
         provider.issue.refresh = "invalid_grant"  # the person removed at the provider
         make_recheck_due(sql, TENANT, token)
         client.record(action="live.after", actor_id="u-live")  # rechecked as it streams
-    wait(browser).until(seen.visibility_of_element_located((By.ID, "signin")))
-    reason = browser.find_element(By.ID, "signin-reason")
-    assert reason.text.startswith(
-        "Signed out: The identity provider ended this session: the identity provider refused"
-        " to renew the session (invalid_grant"
-    ), reason.text
-    assert browser.switch_to.active_element == reason
+    _signed_out_by_the_provider(browser)
     assert browser.find_element(By.ID, "error").get_attribute("textContent") == ""
     assert not browser.find_element(By.ID, "live").is_selected()
     assert _stored(browser, "sealtrail.token") is None
