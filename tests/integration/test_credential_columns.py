@@ -23,6 +23,15 @@ from tests.integration.test_actor_prefix_filter import run_documented_recipe
 from tests.integration.test_query_plans import _nodes, _plan
 
 
+def _scans_of_events(
+    conn: psycopg.Connection[Any], statement: pgsql.Composable, params: Any
+) -> list[dict[str, Any]]:
+    """The nodes of `statement`'s plan, run on `conn`, that read events (the
+    table or a partition)."""
+    nodes = _nodes(_plan(conn, statement, params))
+    return [node for node in nodes if node.get("Relation Name", "").startswith("events")]
+
+
 def test_the_appender_writes_the_records_credential_beside_it(
     client: AuditClient, migrated_database_url: str, tenant: str
 ) -> None:
@@ -168,8 +177,7 @@ def test_a_credential_id_is_an_index_condition_for_the_service(
     are never read, nor t1's rows without it (ADR 0142)."""
     key = EventFilter(credential_id="key_1")
     statement, params = query_statement("t1", key, "newest", None, 1000)
-    nodes = list(_nodes(_plan(as_service, statement, params)))
-    read = [node for node in nodes if node.get("Relation Name", "").startswith("events")]
+    read = _scans_of_events(as_service, statement, params)
     assert any(
         "credential_id" in node.get("Index Cond", "") and node["Actual Rows"] == 35 for node in read
     )
@@ -197,8 +205,7 @@ def test_a_credentials_kind_keeps_its_id_the_index_condition_for_the_service(
     row is read than with the id alone, and the other kind's are left out."""
     key = EventFilter(credential_id="key_1", credential_kind="session")
     statement, params = query_statement("t1", key, "newest", None, 1000)
-    nodes = list(_nodes(_plan(as_service, statement, params)))
-    read = [node for node in nodes if node.get("Relation Name", "").startswith("events")]
+    read = _scans_of_events(as_service, statement, params)
     assert any(
         "credential_id" in node.get("Index Cond", "") and node["Actual Rows"] == 5 for node in read
     )
