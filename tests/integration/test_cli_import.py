@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from sealtrail import AuditClient, _cli_import, build_event, build_filter
 from sealtrail import _cli as cli
+from sealtrail import _client as client_module
 from sealtrail._convert import message_to_dict
 from sealtrail.v1 import event_pb2
 from tests.conftest import ServerThread
@@ -91,7 +92,7 @@ def test_an_import_reads_its_next_batch_while_the_service_records_the_last(
             return list(super().record_batch(events))
 
     monkeypatch.setattr(_cli_import, "_refuse", noting)
-    monkeypatch.setattr(cli, "AuditClient", Waiting)
+    monkeypatch.setattr(client_module, "AuditClient", Waiting)
     event = json.dumps({"action": "import.ahead", "actor": {"id": "u"}})
     lines = tmp_path / "events.ndjson"
     lines.write_text("\n".join([event, event, event, "not json", event]) + "\n")
@@ -117,7 +118,7 @@ def test_an_import_cut_short_and_run_again_with_its_import_id_records_no_line_tw
     twice. Lines without a key get ID:LINE, the id printed when the import
     stops; run again with it, each line is recorded once."""
     lose = LoseAnswersAfter("RecordBatch", answered=1)
-    monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
+    monkeypatch.setattr(client_module, "AuditClient", losing_client_class(lose))
     lines = tmp_path / "events.ndjson"
     lines.write_text(
         "".join(
@@ -137,7 +138,7 @@ def test_an_import_cut_short_and_run_again_with_its_import_id_records_no_line_tw
     assert said is not None, cut.stderr
     assert stored(client, "import.again") == 4
 
-    monkeypatch.setattr(cli, "AuditClient", AuditClient)
+    monkeypatch.setattr(client_module, "AuditClient", AuditClient)
     again = ["import", "--batch-size", "2", "--import-id", said[1], str(lines)]
     resumed = CliRunner().invoke(cli.main, again, env=env)
     assert resumed.exit_code == 0, resumed.output

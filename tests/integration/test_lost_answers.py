@@ -31,6 +31,7 @@ from sealtrail import (
     build_sink,
 )
 from sealtrail import _cli as cli
+from sealtrail import _client as client_module
 from sealtrail.v1 import alerting_pb2, forwarding_pb2
 from tests.conftest import ServerThread
 
@@ -219,7 +220,7 @@ def test_sealtrail_import_whose_answer_was_lost_counts_its_events_as_recorded(
 ) -> None:
     """A first import of 3 lines said "recorded 0 events, 3 events already recorded"."""
     lose = LoseFirstAnswer("RecordBatch")
-    monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
+    monkeypatch.setattr(client_module, "AuditClient", losing_client_class(lose))
     lines = _events_file(tmp_path, "lost.import", 3)
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
     shown = CliRunner().invoke(cli.main, ["import", str(lines)], env=env)
@@ -241,7 +242,7 @@ def test_sealtrail_import_cut_short_names_the_lines_its_failed_call_may_have_rec
     of lines 3 and 4. Imported again from line 3, as that invited, lines
     without an idempotency key were recorded twice."""
     lose = LoseAnswersAfter("RecordBatch", answered=1)
-    monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
+    monkeypatch.setattr(client_module, "AuditClient", losing_client_class(lose))
     lines = _events_file(tmp_path, "lost.cut", 5)
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
     args = ["import", "--batch-size", "2", "--import-id", "import-of-tests-1", str(lines)]
@@ -275,7 +276,7 @@ def test_a_retention_policy_set_whose_answer_was_lost_says_it_was_updated(
     as asked, and the command said "policy already as asked; nothing
     recorded", though the call had recorded the change."""
     lose = LoseFirstAnswer("UpdateRetentionPolicy")
-    monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
+    monkeypatch.setattr(client_module, "AuditClient", losing_client_class(lose))
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
     shown = CliRunner().invoke(cli.main, ["retention", "set", "2y", "--yes"], env=env)
     assert shown.exit_code == 0, shown.output
@@ -300,7 +301,7 @@ def test_a_redaction_mode_set_whose_answer_was_lost_says_it_was_updated(
     """`sealtrail settings redaction-mode` (no etag, so retried), the same:
     it said "settings already as asked; nothing recorded"."""
     lose = LoseFirstAnswer("UpdateTenantSettings")
-    monkeypatch.setattr(cli, "AuditClient", losing_client_class(lose))
+    monkeypatch.setattr(client_module, "AuditClient", losing_client_class(lose))
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
     shown = CliRunner().invoke(cli.main, ["settings", "redaction-mode", "hmac"], env=env)
     assert shown.exit_code == 0, shown.output
