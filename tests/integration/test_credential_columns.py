@@ -23,6 +23,35 @@ from tests.integration.test_actor_prefix_filter import run_documented_recipe
 from tests.integration.test_query_plans import _nodes, _plan
 
 
+def _served_on_the_credential_index(
+    as_service: psycopg.Connection[Any],
+    as_owner: psycopg.Connection[Any],
+    key: EventFilter,
+    *,
+    indexed: int,
+    served: int,
+) -> list[tuple[Any, ...]]:
+    """t1's newest page by `key` as the service reads it: `indexed` rows kept
+    of those found on events_credential_id (its index condition, never a
+    filter), no other row read than key_1's 35 there and t1's 42 from before
+    (35 of key_1, 7 without a credential): 77 in all; `served` rows, as the
+    owner reads them and as the count says. Returns the page."""
+    statement, params = query_statement("t1", key, "newest", None, 1000)
+    read = _scans_of_events(as_service, statement, params)
+    assert any(
+        "credential_id" in node.get("Index Cond", "") and node["Actual Rows"] == indexed
+        for node in read
+    )
+    assert sum(node["Actual Rows"] + node.get("Rows Removed by Filter", 0) for node in read) == 77
+    assert not any("credential_id = " in node.get("Filter", "") for node in read)
+    page = as_service.execute(statement, params).fetchall()
+    assert len(page) == served
+    assert page == as_owner.execute(statement, params).fetchall()
+    statement, params = count_statement("t1", key, group_by=None, limit=10)
+    assert as_service.execute(statement, params).fetchall() == [(served,)]
+    return page
+
+
 def _scans_of_events(
     conn: psycopg.Connection[Any], statement: pgsql.Composable, params: Any
 ) -> list[dict[str, Any]]:
@@ -176,24 +205,11 @@ def test_a_credential_id_is_an_index_condition_for_the_service(
     are read off their records: the other tenants' 2,000 rows of a credential
     are never read, nor t1's rows without it (ADR 0142)."""
     key = EventFilter(credential_id="key_1")
-    statement, params = query_statement("t1", key, "newest", None, 1000)
-    read = _scans_of_events(as_service, statement, params)
-    assert any(
-        "credential_id" in node.get("Index Cond", "") and node["Actual Rows"] == 35 for node in read
-    )
-    # Each scan reads the credential's rows or t1's rows from before (42 of them:
-    # 35 of the id, 7 without a credential), no other row.
-    assert sum(node["Actual Rows"] + node.get("Rows Removed by Filter", 0) for node in read) == 77
-    assert not any("credential_id = " in node.get("Filter", "") for node in read)
-    served = as_service.execute(statement, params).fetchall()
-    assert len(served) == 70
-    assert served == as_owner.execute(statement, params).fetchall()
-    # Keyset pages and counts select the same rows.
+    served = _served_on_the_credential_index(as_service, as_owner, key, indexed=35, served=70)
+    # Keyset pages select the same rows.
     newest = [row[0] for row in served]
     statement, params = query_statement("t1", key, "oldest", newest[-1], 1000)
     assert [row[0] for row in as_service.execute(statement, params)] == newest[-2::-1]
-    statement, params = count_statement("t1", key, group_by=None, limit=10)
-    assert as_service.execute(statement, params).fetchall() == [(70,)]
 
 
 def test_a_credentials_kind_keeps_its_id_the_index_condition_for_the_service(
@@ -204,18 +220,7 @@ def test_a_credentials_kind_keeps_its_id_the_index_condition_for_the_service(
     leakproof), the rows from before read off their records alone: no other
     row is read than with the id alone, and the other kind's are left out."""
     key = EventFilter(credential_id="key_1", credential_kind="session")
-    statement, params = query_statement("t1", key, "newest", None, 1000)
-    read = _scans_of_events(as_service, statement, params)
-    assert any(
-        "credential_id" in node.get("Index Cond", "") and node["Actual Rows"] == 5 for node in read
-    )
-    assert sum(node["Actual Rows"] + node.get("Rows Removed by Filter", 0) for node in read) == 77
-    assert not any("credential_id = " in node.get("Filter", "") for node in read)
-    served = as_service.execute(statement, params).fetchall()
-    assert len(served) == 10
-    assert served == as_owner.execute(statement, params).fetchall()
-    statement, params = count_statement("t1", key, group_by=None, limit=10)
-    assert as_service.execute(statement, params).fetchall() == [(10,)]
+    _served_on_the_credential_index(as_service, as_owner, key, indexed=5, served=10)
 
 
 def _unread(conn: psycopg.Connection[Any], tenant: str, event_filter: EventFilter) -> bool:
