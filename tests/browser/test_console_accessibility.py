@@ -164,9 +164,19 @@ def test_the_admin_views_have_no_violation(
     wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, "#admin-alerts .error").text)
     check(browser, "a rule refused", found)
     # A threshold counted per actor: its box for exact actor ids, with its hint.
-    Select(form.find_element(By.NAME, "kind")).select_by_value("threshold")
-    Select(form.find_element(By.NAME, "group_by")).select_by_value("ALERT_GROUP_BY_ACTOR")
-    assert form.find_element(By.NAME, "exact_actor_ids").is_displayed()
+    # Each field found afresh: the view may draw the form again as the refused
+    # call's answer settles (ci-s55d: the form found before went stale).
+    Select(browser.find_element(By.CSS_SELECTOR, "#rule-form [name=kind]")).select_by_value(
+        "threshold"
+    )
+    Select(browser.find_element(By.CSS_SELECTOR, "#rule-form [name=group_by]")).select_by_value(
+        "ALERT_GROUP_BY_ACTOR"
+    )
+    wait(browser).until(
+        lambda b: b.find_element(
+            By.CSS_SELECTOR, "#rule-form [name=exact_actor_ids]"
+        ).is_displayed()
+    )
     check(browser, "a rule counted per actor", found)
     # An action's description refused in its row: the input marked, named.
     browser.find_element(By.LINK_TEXT, "Actions").click()
