@@ -61,6 +61,7 @@ from sealtrail._convert import (
     consistency_request,
     count_request,
     create_token_request,
+    dead_letters_request,
     entries_to_resend,
     event_counts,
     inclusion_request,
@@ -1058,9 +1059,7 @@ class AsyncAuditClient:
         refused for good), oldest first, read a page of 1,000 at a time; with
         `limit` (1 to 1,000), the oldest `limit` of them alone, in one call (a
         sink that drained a backlog into dead letters may hold 100,000)."""
-        if limit is not None and not 1 <= limit <= 1000:
-            raise ValueError(f"limit: must be 1 to 1000 (None: every dead letter), not {limit}")
-        request = forwarding_pb2.ListDeadLettersRequest(sink_id=sink_id, page_size=limit or 1000)
+        request = dead_letters_request(sink_id, limit)
         if limit is not None:
             return list((await self._call(self._stub.ListDeadLetters, request)).dead_letters)
         return await self._every_page(

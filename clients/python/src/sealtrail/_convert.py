@@ -747,6 +747,14 @@ def stream_start(after_seq: int) -> int:
     return after_seq
 
 
+def dead_letters_request(sink_id: str, limit: int | None) -> forwarding_pb2.ListDeadLettersRequest:
+    """A sink's dead letters asked for: `limit` (1 to 1,000) of the oldest in
+    one page, or None for pages of 1,000 (ValueError for another limit)."""
+    if limit is not None and not 1 <= limit <= 1000:
+        raise ValueError(f"limit: must be 1 to 1000 (None: every dead letter), not {limit}")
+    return forwarding_pb2.ListDeadLettersRequest(sink_id=sink_id, page_size=limit or 1000)
+
+
 def checkpoint_request(tree_size: int, fresh: bool) -> integrity_pb2.GetCheckpointRequest:
     at_least_zero(tree_size, "tree_size", "the latest checkpoint")
     carried(tree_size, "tree_size")
