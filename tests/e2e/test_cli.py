@@ -1945,7 +1945,8 @@ def test_alert_rules_from_the_command_line(cli_env: dict[str, str]) -> None:
         if "failed logins" in listed and " 1 " in listed:
             break
         time.sleep(0.1)
-    assert "threshold: 3 in 60 s by ip" in listed and " error " in listed and " 1 " in listed
+    # The window as typed, in its largest whole unit: `--window 60` is a minute.
+    assert "threshold: 3 in 1m by ip" in listed and " error " in listed and " 1 " in listed
     found = run(
         "sealtrail", "query", "--action", "security.alert", "--format", "jsonl", env=cli_env
     )
@@ -1957,10 +1958,10 @@ def test_alert_rules_from_the_command_line(cli_env: dict[str, str]) -> None:
         "--alert-severity", "critical", env=cli_env,
     )  # fmt: skip
     listed = run("sealtrail", "alerts", env=cli_env).stdout
-    assert "threshold: 5 in 60 s by actor" in listed and "critical" in listed
+    assert "threshold: 5 in 1m by actor" in listed and "critical" in listed
     run("sealtrail", "alerts", "update", rule_id, "--group-by", "none", env=cli_env)
     listed = run("sealtrail", "alerts", env=cli_env).stdout
-    assert "threshold: 5 in 60 s" in listed and "60 s by" not in listed  # was "60 s by "
+    assert "threshold: 5 in 1m" in listed and "1m by" not in listed  # was "60 s by "
     renamed = run("sealtrail", "alerts", "update", rule_id, "--name", "brute force", env=cli_env)
     assert renamed.stdout == f"{rule_id} updated\n"
     wrong = run("sealtrail", "alerts", "update", rule_id, "--time-zone", "UTC", env=cli_env,

@@ -105,6 +105,11 @@ def test_window_is_a_duration_as_the_other_lengths_of_time_are(
     rules = {rule.name: rule for rule in client.list_alert_rules()}
     assert rules["ten minutes"].threshold.window_seconds == 7200
     assert rules["an hour"].spike.window_seconds == 90
+    # Listed as typed, in the largest unit that holds each whole (`--window 300`: 5m).
+    code, listed = cli()
+    assert code == 0, listed
+    assert "threshold: 5 in 2h" in listed and "threshold: 5 in 5m" in listed, listed
+    assert "windows of 90s, at least 20" in listed, listed
     for command in (["create", "x", *threshold], ["update", rules["seconds"].id]):
         for typed in ("10 minutes", "1.5h", "-5m", "٣٠"):
             code, output = cli(*command, "--window", typed)

@@ -179,7 +179,7 @@ def test_the_cli_creates_and_lists_a_spike_rule_and_names_a_bad_option(
     code, said = cli("update", rule.id, "--factor", "2.5")
     assert code == 0, said
     code, said = cli()
-    assert "spike: 2.5x the average of 24 windows of 600 s, at least 20" in said, said
+    assert "spike: 2.5x the average of 24 windows of 10m, at least 20" in said, said
 
 
 def _spike_then_more(client: AuditClient, rule_id: str, url: str, tenant: str) -> None:

@@ -26,6 +26,7 @@ from sealtrail._cli import (
     unchanged_since_read,
 )
 from sealtrail._cli_spans import Seconds
+from sealtrail._durations import span_text
 
 # What the commands work with (gRPC, protobuf, the client) each imports as it
 # runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
@@ -43,12 +44,13 @@ def _describe(rule: alerting_pb2.AlertRule) -> str:
         grouped = f" by {by}" if by else ""  # "" ungrouped (enum_label of 0)
         if rule.threshold.exact_actor_ids:
             grouped += " (ids compared exactly)"
-        return f"threshold: {rule.threshold.count} in {rule.threshold.window_seconds} s{grouped}"
+        window = span_text(rule.threshold.window_seconds)
+        return f"threshold: {rule.threshold.count} in {window}{grouped}"
     if kind == "spike":
         spike = rule.spike
         return (
             f"spike: {spike.factor:g}x the average of {spike.baseline_windows} windows of"
-            f" {spike.window_seconds} s, at least {spike.min_count}"
+            f" {span_text(spike.window_seconds)}, at least {spike.min_count}"
         )
     if kind == "off_hours":
         hours = rule.off_hours

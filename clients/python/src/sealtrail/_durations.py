@@ -1,4 +1,5 @@
 """Durations as the command lines write them (90d, 12h, 2w, 1y, 30m, 45s),
+read (`span_parts`) and shown (`span_text`) by one table of units,
 importable by both command lines without click or the client."""
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ _SPAN_UNIT: Final = {
     "w": timedelta(weeks=1),
     "y": timedelta(days=365),  # a year of 365 days
 }
+# The units in whole seconds, the largest first: what `span_text` shows.
+_LARGEST_FIRST: Final = sorted(
+    ((name, int(unit.total_seconds())) for name, unit in _SPAN_UNIT.items()),
+    key=lambda named: -named[1],
+)
 
 
 def span_parts(value: str) -> tuple[int, timedelta] | None:
@@ -26,3 +32,15 @@ def span_parts(value: str) -> tuple[int, timedelta] | None:
         return None
     count, unit = span.groups()
     return int(count), _SPAN_UNIT[unit]
+
+
+def span_text(seconds: int) -> str:
+    """`seconds` as a duration is typed, in the largest unit that holds it
+    whole: 600 `10m`, 5400 `90m`, 90 `90s`, 0 `0s`; `span_parts` reads it
+    back as the same length. One unit, as the parser takes no `1h30m`."""
+    if seconds < 0:
+        raise ValueError(f"a length of time is never below 0: {seconds}")
+    for name, size in _LARGEST_FIRST:
+        if seconds % size == 0 and (seconds or size == 1):
+            return f"{seconds // size}{name}"
+    raise AssertionError("a second divides every whole number of seconds")
