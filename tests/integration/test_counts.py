@@ -523,22 +523,35 @@ def test_sealtrail_stats_waits_as_long_as_it_is_told(
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "reader")}
     short = CliRunner().invoke(cli.main, ["stats", "--timeout", "0.5"], env=env)
     assert short.exit_code == 1 and "DEADLINE_EXCEEDED" in short.output
-    waited = CliRunner().invoke(cli.main, ["stats", "--timeout", "30"], env=env)
+    # A duration as `alerts --window` takes one (a number alone is seconds, as above).
+    waited = CliRunner().invoke(cli.main, ["stats", "--timeout", "1m"], env=env)
     assert waited.exit_code == 0, waited.output
     assert waited.stdout.splitlines()[-1] == "total: 1 event"  # the first one's record
 
 
-@pytest.mark.parametrize("given", ["nan", "inf", "1e308", "86401", "0", "-1"])
+@pytest.mark.parametrize(
+    "given", ["nan", "inf", "1e308", "86401", "0", "-1", "2d", "25h", "1.5m", "5 minutes"]
+)
+@pytest.mark.parametrize("command", ["stats", "report"])
 def test_sealtrail_stats_refuses_a_timeout_no_deadline_can_hold(
-    server: ServerThread, tenant: str, given: str
+    server: ServerThread, tenant: str, given: str, command: str
 ) -> None:
     """`--timeout nan` passed click's range check (nan compares false), and
     it and `1e308` (past what a deadline holds) ended at once in
-    DEADLINE_EXCEEDED, as if the server were slow."""
+    DEADLINE_EXCEEDED, as if the server were slow. A refusal quotes the
+    value as typed (`'2d'`, not the seconds it reads as)."""
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "reader")}
-    refused = CliRunner().invoke(cli.main, ["stats", "--timeout", given], env=env)
+    refused = CliRunner().invoke(cli.main, [command, "--timeout", given], env=env)
     assert refused.exit_code == 2, refused.output
-    assert "Invalid value for '--timeout'" in refused.output
+    assert f"Invalid value for '--timeout': {given!r} is " in refused.output, refused.output
     assert "DEADLINE_EXCEEDED" not in refused.output
-    a_day = CliRunner().invoke(cli.main, ["stats", "--timeout", "86400"], env=env)
-    assert a_day.exit_code == 0, a_day.output
+
+
+@pytest.mark.parametrize("command", ["stats", "report"])
+def test_sealtrail_stats_waits_up_to_a_day_however_written(
+    server: ServerThread, tenant: str, command: str
+) -> None:
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "reader")}
+    for a_day in ("86400", "1d", "24h"):
+        waited = CliRunner().invoke(cli.main, [command, "--timeout", a_day], env=env)
+        assert waited.exit_code == 0, waited.output

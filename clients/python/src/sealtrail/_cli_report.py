@@ -15,7 +15,8 @@ import click
 
 from sealtrail._choices import COUNT_TIMEOUT, MAX_TOP
 from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table, terminal_safe
-from sealtrail._cli_stats import _MAX_WAIT, _finite
+from sealtrail._cli_stats import COUNT_WAIT, WAIT_FORMS
+from sealtrail._durations import span_text
 from sealtrail._words import counted
 
 # What the commands work with (gRPC, protobuf, the client) each imports as it
@@ -56,11 +57,10 @@ ALERTS_STATUS: Final = 3
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True, max=_MAX_WAIT),
-    callback=_finite,
-    default=COUNT_TIMEOUT,
+    type=COUNT_WAIT,
+    default=span_text(int(COUNT_TIMEOUT)),
     show_default=True,
-    help="Seconds to wait for each count, as `stats --timeout`.",
+    help=f"How long to wait for each count, as `stats --timeout`: {WAIT_FORMS}.",
 )
 @click.pass_context
 def report(

@@ -1,7 +1,8 @@
 """Lengths of time as the command line writes them (90d, 12h, 10m, 45s): the
 options that take one (`tokens --unused-for`, `tokens create --expires-in`,
-`alerts create|update --window`) read them alike. Used by the _cli_*
-command modules, after _cli is loaded."""
+`alerts create|update --window`, `stats --timeout`, `report --timeout`) read
+them alike, and what shows one shows it so (`_durations.span_text`). Used by
+the _cli_* command modules, after _cli is loaded."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from typing import Any
 import click
 
 from sealtrail._cli import remember_typed
-from sealtrail._durations import span_parts
+from sealtrail._durations import span_parts, span_text
 
 _SECONDS = re.compile(r"[0-9]+")
+# Seconds alone with a fraction, as a wait was given before it took durations
+# (0.5, 30, 2.): no exponent, nan or inf.
+_FRACTIONAL_SECONDS = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
 
 
 class Span(click.ParamType[timedelta]):
@@ -59,3 +63,39 @@ class Seconds(click.ParamType[int]):
                 ctx,
             )
         return int(Span().convert(value, param, ctx).total_seconds())
+
+
+class Wait(click.ParamType[float]):
+    """How long to wait for an answer: a duration as Seconds reads it (30s,
+    5m, 1h), or seconds alone, fractions kept (0.5), as such an option took
+    before it took durations; above 0 and at most `longest` seconds. A refusal
+    quotes the value as typed."""
+
+    name = "DURATION"
+
+    def __init__(self, *, longest: int) -> None:
+        self.longest: int = longest
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        remember_typed(ctx, param, value)
+        seconds: float
+        if _FRACTIONAL_SECONDS.fullmatch(value):
+            seconds = float(value)  # inf past a float's reach, refused below
+        elif parts := span_parts(value):
+            count, unit = parts
+            seconds = count * int(unit.total_seconds())  # an int: no overflow
+        else:
+            self.fail(
+                f"{value!r} is not a duration like 30s, 5m or 1h (or seconds alone: 0.5)",
+                param,
+                ctx,
+            )
+        if seconds <= 0:
+            self.fail(f"{value!r} is not above 0", param, ctx)
+        if seconds > self.longest:
+            self.fail(f"{value!r} is longer than {span_text(self.longest)}", param, ctx)
+        return float(seconds)

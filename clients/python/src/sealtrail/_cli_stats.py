@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import TYPE_CHECKING, Any, Final
 
 import click
 
 from sealtrail._choices import COUNT_GROUP_BYS, COUNT_TIMEOUT
 from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table
+from sealtrail._cli_spans import Wait
+from sealtrail._durations import span_text
 from sealtrail._words import counted
 
 # What the commands work with (gRPC, protobuf, the client) each imports as it
@@ -36,15 +37,13 @@ _COLUMNS: Final = {
     "credential": ["credential kind", "credential id", "hint"],
 }
 # The longest wait: a day, the longest count a server allows (SEALTRAIL_COUNT_TIMEOUT).
-_MAX_WAIT: Final = 86400.0
-
-
-def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    """`nan` passes click's range (it compares false), and then no deadline
-    held it: the count ended at once in DEADLINE_EXCEEDED."""
-    if not math.isfinite(value):
-        raise click.BadParameter(f"{value} is not a number of seconds", ctx, param)
-    return value
+# A wait is refused past it, and below 0 or as `nan` (which passed click's
+# range, then held no deadline: the count ended at once in DEADLINE_EXCEEDED).
+COUNT_WAIT: Final = Wait(longest=86400)
+# The forms --timeout takes, as its help says them (`report --timeout`'s too).
+WAIT_FORMS: Final = (
+    f"a duration (30s, 5m, 1h; at most {span_text(COUNT_WAIT.longest)}), or seconds alone (0.5)"
+)
 
 
 @click.command()
@@ -79,12 +78,11 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0, min_open=True, max=_MAX_WAIT),
-    callback=_finite,
-    default=COUNT_TIMEOUT,
+    type=COUNT_WAIT,
+    default=span_text(int(COUNT_TIMEOUT)),
     show_default=True,
-    help="Seconds to wait for the count: above the server's SEALTRAIL_COUNT_TIMEOUT"
-    " when that was raised.",
+    help=f"How long to wait for the count: {WAIT_FORMS}; longer than the server's"
+    " SEALTRAIL_COUNT_TIMEOUT is of use where that was raised.",
 )
 @click.pass_context
 def stats(
