@@ -31,7 +31,7 @@ def test_exact_actor_ids_are_set_kept_and_cleared_from_the_command_line(
     rule_id = output.strip()
     assert _rule(client, rule_id).threshold.exact_actor_ids
     code, listed = cli()
-    assert "threshold: 5 in 60 s by actor (ids compared exactly)" in listed, listed
+    assert "threshold: 5 in 1m by actor (ids compared exactly)" in listed, listed
     # By default, and said so: folded.
     code, output = cli(
         "create", "logins", "--kind", "threshold", "--action", "user.login", "--count", "5",
