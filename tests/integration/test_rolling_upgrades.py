@@ -431,6 +431,46 @@ def _newer_filter_copy(
     return copy
 
 
+def _changed(older: ServerThread) -> None:
+    """Tells the older process its sinks and rules changed (a newer process's
+    NOTIFY), on its loop: an asyncio.Event set from the test's thread woke
+    no waiter until something else woke the loop (ci-s52d: nothing logged
+    of a newer sink in 30 s)."""
+    older.loop.call_soon_threadsafe(older.service.forwarder.sinks_changed)
+    older.loop.call_soon_threadsafe(older.service.evaluator.rules_changed)
+
+
+def test_each_newer_rule_added_to_a_tenant_left_is_said_as_it_appears(
+    older: ServerThread,
+    older_client: Callable[[str], AuditClient],
+    owner_sql: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tenant left for a newer rule was not claimed again while that rule
+    stood unchanged: a second newer rule added meanwhile was never read, so
+    never said. Each is said once as it appears, those said before not
+    again, and the tenant stays left to a newer process."""
+    tenant = _new_tenant()
+    client = older_client(tenant)
+    known = client.create_alert_rule(build_alert_rule("known", "match", filter=DOCUMENTS)).rule
+    first = _copied_rule(owner_sql, tenant, known.id, {"kind": "quorum"})
+    _changed(older)
+    _left_by_the_older(caplog, owner_sql, first, tenant, let_go=(RULES_LET_GO, tenant))
+    second = _copied_rule(owner_sql, tenant, known.id, {"kind": "quorum", "quorum_of": 2})
+    _changed(older)
+    _left_by_the_older(caplog, owner_sql, second, tenant, let_go=(RULES_LET_GO, tenant))
+    # A known rule's change reads the tenant's rules again: neither said twice.
+    client.update_alert_rule(alerting_pb2.AlertRule(id=known.id, name="renamed"), fields=["name"])
+    third = _copied_rule(owner_sql, tenant, known.id, {"kind": "quorum", "quorum_of": 3})
+    _changed(older)
+    _left_by_the_older(caplog, owner_sql, third, tenant, let_go=(RULES_LET_GO, tenant))
+    for rule_id in (first, second, third):
+        assert len(_newer_lines(caplog, rule_id)) == 1, _newer_lines(caplog, rule_id)
+    newer = [first, second, third]
+    owner_sql.execute("DELETE FROM alert_rules WHERE id = ANY(%s::uuid[])", [newer])
+    client.delete_alert_rule(known.id)
+
+
 def test_what_an_older_process_left_is_forgotten_once_deleted_or_changed(
     older: ServerThread,
     older_client: Callable[[str], AuditClient],
@@ -440,12 +480,7 @@ def test_what_an_older_process_left_is_forgotten_once_deleted_or_changed(
     forwarder, evaluator = older.service.forwarder, older.service.evaluator
 
     def changed() -> None:
-        """Tells the older process its sinks and rules changed (a newer process's
-        NOTIFY), on its loop: an asyncio.Event set from the test's thread woke
-        no waiter until something else woke the loop (ci-s52d: nothing logged
-        of a newer sink in 30 s)."""
-        older.loop.call_soon_threadsafe(forwarder.sinks_changed)
-        older.loop.call_soon_threadsafe(evaluator.rules_changed)
+        _changed(older)
 
     tenant = _new_tenant()
     client = older_client(tenant)

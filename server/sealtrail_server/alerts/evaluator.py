@@ -217,8 +217,11 @@ class Evaluator:
         # tenant -> the cursor its rules' windows stand at (every event up to it counted)
         self._windows_at: dict[str, int] = {}
         # Rules a newer release made (newer_objects.py), as defined when this
-        # process met them: their tenants are not claimed again until changed.
+        # process met them: each said once, until deleted or changed.
         self._left: dict[str, datetime] = {}
+        # Their tenants, as their enabled rules stood when left: not claimed
+        # again until a rule of theirs is added, changed or deleted.
+        self._left_tenants: dict[str, store.LeftTenant] = {}
         self._work: LeasedWork[str] = LeasedWork(
             "alerts",
             claim=self._claim,
@@ -244,7 +247,8 @@ class Evaluator:
         self._work.wake(tenant_id)
 
     async def _claim(self) -> list[str]:
-        leave = list(self._left.items())
+        leave = list(self._left_tenants.values())
+        met = list(self._left.items())
         async with self._db.system_connection() as conn:
             held = await store.claim_tenants(
                 conn,
@@ -255,12 +259,19 @@ class Evaluator:
             )
             full = len(held) >= self._max_tenants
             waiting = await store.count_unleased(conn, leave=leave) if full else 0
-            standing = set(await store.still_left(conn, leave))
+            standing = set(await store.rules_still_left(conn, met))
+            tenants_standing = set(await store.tenants_still_left(conn, leave))
         self._waiting.saw(len(held), waiting, what="tenant")
         # A rule left, deleted or changed since, is forgotten (met again if changed).
-        for rule_id, at in leave:
+        for rule_id, at in met:
             if (rule_id, at) not in standing and self._left.get(rule_id) == at:
                 del self._left[rule_id]
+        # A tenant left whose rules changed since is read again (left again
+        # if a newer rule still stands, saying only those not said before).
+        for left in leave:
+            gone = left.tenant_id not in tenants_standing
+            if gone and self._left_tenants.get(left.tenant_id) == left:
+                del self._left_tenants[left.tenant_id]
         for tenant_id in set(self._rules) - set(held):
             del self._rules[tenant_id]  # another process's now: its windows go with it
             self._windows_at.pop(tenant_id, None)
@@ -295,8 +306,9 @@ class Evaluator:
                 # past events the newer rule never saw. All left to the newer
                 # release's processes.
                 await store.release_lease(conn, tenant_id, owner=self.owner)
-                self._leave(tenant_id, newer)
+                self._leave(tenant_id, stored_rules, newer)
                 return None
+            self._left_tenants.pop(tenant_id, None)
             # No enabled rule watches the events up to the earliest start of
             # them all. The cursor stands still while a tenant has no enabled
             # rule (it is claimed only while it has one): a rule created or
@@ -385,9 +397,16 @@ class Evaluator:
                 self._windows_at.pop(tenant_id, None)
         return 0.0 if moved else None
 
-    def _leave(self, tenant_id: str, newer: list[tuple[store.StoredRule, str]]) -> None:
-        """Notes the rules of `tenant_id` a newer release made (not claimed
-        again while they stand as they are), each said once."""
+    def _leave(
+        self,
+        tenant_id: str,
+        enabled: list[store.StoredRule],
+        newer: list[tuple[store.StoredRule, str]],
+    ) -> None:
+        """Notes the rules of `tenant_id` a newer release made, of its
+        `enabled` rules, each said once; the tenant is not claimed again
+        while those stand as they are."""
+        self._left_tenants[tenant_id] = store.LeftTenant.of(tenant_id, enabled)
         self._behind.pop(tenant_id, None)
         self._rules.pop(tenant_id, None)
         self._windows_at.pop(tenant_id, None)

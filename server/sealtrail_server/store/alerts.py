@@ -544,23 +544,42 @@ _RENEW_LEASES: Final = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class LeftTenant:
+    """A tenant an owner leaves to another process (`claim_tenants`), for a
+    rule a newer release made among its enabled ones (newer_objects.py), as
+    those rules stood when it was left: how many, and the latest time one of
+    them was defined. A rule added, enabled, disabled, deleted or changed
+    since moves either, and the tenant is taken again to be read."""
+
+    tenant_id: str
+    rules: int
+    newest: datetime
+
+    @classmethod
+    def of(cls, tenant_id: str, enabled: Sequence[StoredRule]) -> LeftTenant:
+        """The tenant as `enabled`, its enabled rules as one read saw them, stand."""
+        return cls(tenant_id, len(enabled), max(rule.updated_at for rule in enabled))
+
+
 async def claim_tenants(
     conn: Connection,
     *,
     owner: str,
     lease_seconds: float,
     limit: int,
-    leave: Sequence[tuple[str, datetime]] = (),
+    leave: Sequence[LeftTenant] = (),
 ) -> list[str]:
     """Renews this owner's leases of tenants with enabled rules, then leases
     the cursors of such tenants nobody holds, up to `limit` in all: at the
     limit, a tenant evaluated here stays, and the others wait for a process
     with room (as `store/sinks.claim_sinks`). Free cursors are taken without
     waiting (SKIP LOCKED), as other processes claim them too. Lease times are
-    the database's (see claim_sinks). `leave`: rules (id, as defined at a
-    time) this owner leaves to another process (a newer release's,
-    newer_objects.py): a tenant with one of them enabled, as it was, is not
-    taken."""
+    the database's (see claim_sinks). `leave`: tenants this owner leaves to
+    another process: one whose enabled rules stand as they did when it was
+    left is not taken; one whose rules changed since is, to be read again
+    (a second newer rule added beside the first was never read, so never
+    said). Its rules are compared in SQL, not read."""
     params = {"owner": owner, "lease": lease_seconds, "limit": limit}
     renewed = await conn.execute(_RENEW_LEASES, params)
     held = [tenant_id for (tenant_id,) in await renewed.fetchall()]
@@ -572,7 +591,7 @@ async def claim_tenants(
         " WHERE tenant_id IN (SELECT c.tenant_id FROM alert_cursors AS c"
         "   WHERE (c.lease_until IS NULL OR c.lease_until < now())"
         f"   AND c.lease_owner IS DISTINCT FROM %(owner)s AND {_HAS_RULES}"
-        f"   AND NOT EXISTS ({_LEFT_AS_DEFINED} AND NOT r.disabled)"
+        f"   AND NOT EXISTS ({_LEFT_AS_IT_STOOD} AND l.tenant_id = c.tenant_id)"
         "   ORDER BY c.tenant_id LIMIT %(free)s FOR UPDATE OF c SKIP LOCKED)"
         " RETURNING tenant_id",
         {**params, "free": limit - len(held), **_left_values(leave)},
@@ -580,45 +599,60 @@ async def claim_tenants(
     return held + [tenant_id for (tenant_id,) in await taken.fetchall()]
 
 
-# Of the rules an owner leaves to another process (`claim_tenants`), those of
-# tenant `c` standing as they were defined when it left them (`_left_values`).
-_LEFT_AS_DEFINED: Final = (
-    "SELECT 1 FROM alert_rules AS r,"
-    " unnest(%(left_ids)s::uuid[], %(left_at)s::timestamptz[]) AS l (id, at)"
-    " WHERE r.tenant_id = c.tenant_id AND r.id = l.id AND r.updated_at = l.at"
+# Of the tenants an owner leaves to another process (`claim_tenants`), those
+# whose enabled rules stand as they did when it left them (`_left_values`).
+_LEFT_AS_IT_STOOD: Final = (
+    "SELECT l.tenant_id FROM unnest(%(left_tenants)s::text[], %(left_rules)s::int8[],"
+    " %(left_newest)s::timestamptz[]) AS l (tenant_id, rules, newest)"
+    " WHERE (l.rules, l.newest) = (SELECT count(*), max(r.updated_at) FROM alert_rules AS r"
+    "   WHERE r.tenant_id = l.tenant_id AND NOT r.disabled)"
 )
 
 
-def _left_values(leave: Sequence[tuple[str, datetime]]) -> dict[str, list[Any]]:
-    return {"left_ids": [rule_id for rule_id, _ in leave], "left_at": [at for _, at in leave]}
+def _left_values(leave: Sequence[LeftTenant]) -> dict[str, list[Any]]:
+    return {
+        "left_tenants": [left.tenant_id for left in leave],
+        "left_rules": [left.rules for left in leave],
+        "left_newest": [left.newest for left in leave],
+    }
 
 
-async def count_unleased(conn: Connection, *, leave: Sequence[tuple[str, datetime]] = ()) -> int:
+async def count_unleased(conn: Connection, *, leave: Sequence[LeftTenant] = ()) -> int:
     """Tenants with enabled rules that no process evaluates (a lease never
     taken, or expired), but those `leave` keeps from being taken
     (`claim_tenants`): no process of this release waits for room to take them."""
     cursor = await conn.execute(
         "SELECT count(*) FROM alert_cursors AS c"
         f" WHERE (c.lease_until IS NULL OR c.lease_until < now()) AND {_HAS_RULES}"
-        f" AND NOT EXISTS ({_LEFT_AS_DEFINED} AND NOT r.disabled)",
+        f" AND NOT EXISTS ({_LEFT_AS_IT_STOOD} AND l.tenant_id = c.tenant_id)",
         _left_values(leave),
     )
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
 
 
-async def still_left(
-    conn: Connection, leave: Sequence[tuple[str, datetime]]
-) -> list[tuple[str, datetime]]:
-    """Those of `leave` (`claim_tenants`) still standing as defined then: a
-    rule deleted or changed since is no longer to be left as it was."""
+async def tenants_still_left(conn: Connection, leave: Sequence[LeftTenant]) -> list[str]:
+    """Those of `leave` (`claim_tenants`) whose enabled rules stand as they
+    did when it was left: the others are to be read again."""
     if not leave:
+        return []
+    cursor = await conn.execute(_LEFT_AS_IT_STOOD, _left_values(leave))
+    return [tenant_id for (tenant_id,) in await cursor.fetchall()]
+
+
+async def rules_still_left(
+    conn: Connection, left: Sequence[tuple[str, datetime]]
+) -> list[tuple[str, datetime]]:
+    """Those of `left` (rules a newer release made, each with the time it was
+    defined, as an owner met them) still standing as defined then: a rule
+    deleted or changed since is no longer to be remembered as it was."""
+    if not left:
         return []
     cursor = await conn.execute(
         "SELECT r.id::text, r.updated_at FROM alert_rules AS r,"
-        " unnest(%(left_ids)s::uuid[], %(left_at)s::timestamptz[]) AS l (id, at)"
+        " unnest(%s::uuid[], %s::timestamptz[]) AS l (id, at)"
         " WHERE r.id = l.id AND r.updated_at = l.at",
-        _left_values(leave),
+        [[rule_id for rule_id, _ in left], [at for _, at in left]],
     )
     return [(rule_id, at) for rule_id, at in await cursor.fetchall()]
 
