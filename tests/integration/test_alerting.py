@@ -1785,6 +1785,95 @@ def test_an_alert_that_cannot_be_valid_is_passed_over_and_the_rules_fire_after(
     client.close()
 
 
+def test_an_alert_the_log_refuses_is_passed_over_and_the_rules_fire_after(
+    unevaluated: ServerThread,
+    own_sql: psycopg.Connection[Any],
+    tenant: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A record rewritten in the database into one still readable, whose
+    alert passes validation but which the log refuses at the append (its
+    `context.http_route`, copied in the alert's `details.trigger_request`,
+    takes the alert's record past the record limit), failed the step at
+    every try: no rule of the tenant fired again. That alert is passed over,
+    logged naming the rule and the seq (not the value), and the rules fire
+    on the events after it."""
+    server, client = unevaluated, AuditClient(unevaluated.target, token=unevaluated.token(tenant))
+    each = client.create_alert_rule(
+        build_alert_rule("logins", "match", filter=build_filter(actions="user.login"))
+    ).rule
+    rewrite = client.record(action="user.login", actor_id="u").event.seq
+    with own_sql.transaction():
+        own_sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+        row = own_sql.execute(
+            "SELECT record FROM events WHERE tenant_id = %s AND seq = %s", [tenant, rewrite]
+        ).fetchone()
+        assert row is not None
+        record = json.loads(row[0])
+        record.setdefault("context", {})["http_route"] = "/r" + "x" * MAX_RECORD_BYTES
+        own_sql.execute(
+            "UPDATE events SET record = %s WHERE tenant_id = %s AND seq = %s",
+            [json.dumps(record), tenant, rewrite],
+        )
+    after = client.record(action="user.login", actor_id="u").event.seq
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            with caplog.at_level(logging.ERROR, logger="sealtrail_server.alerts.evaluator"):
+                server.run(evaluator._step(tenant))
+            later = client.record(action="user.login", actor_id="u").event.seq
+            server.run(evaluator._step(tenant))
+        finally:
+            server.run(evaluator._release())
+    said = errors_logged(caplog, by="sealtrail_server.alerts")
+    assert any(
+        each.id in line and f"seq {rewrite}" in line and "refused" in line for line in said
+    ), said
+    assert not [line for line in said if "xxxx" in line], said
+    assert [alert["trigger_seq"] for alert in fired_by(client, each.id)] == [after, later]
+    client.close()
+
+
+def test_a_tenant_erased_as_its_alert_is_made_ends_its_evaluation_quietly(
+    unevaluated: ServerThread,
+    own_sql: psycopg.Connection[Any],
+    tenant: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tenant erased between a rule's firing and its alert's append: the
+    log refused the alert (TENANT_ERASED), which failed the step, said as a
+    failure to try again. The step ends, the tenant no longer this process's,
+    said once at INFO, and nothing is recorded for the tenant."""
+    server = unevaluated
+    admin = AuditClient(server.target, token=server.token(tenant, "admin"))
+    admin.create_alert_rule(
+        build_alert_rule("logins", "match", filter=build_filter(actions="user.login"))
+    )
+    admin.record(action="user.login", actor_id="u")
+
+    async def erased_first(_tenant_id: str, name: str) -> str:
+        # Drafting the alert, after its rule was read again: erased meanwhile.
+        await asyncio.to_thread(admin.erase_tenant, tenant)
+        return name
+
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender, shown_name=erased_first)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            with caplog.at_level(logging.INFO, logger="sealtrail_server"):
+                assert server.run(evaluator._step(tenant)) is None
+                assert tenant not in server.run(evaluator._claim())
+        finally:
+            server.run(evaluator._release())
+    said = [r for r in caplog.records if tenant in r.getMessage() and "alerts" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.INFO], [r.getMessage() for r in said]
+    assert "erased" in said[0].getMessage()
+    left = own_sql.execute("SELECT count(*) FROM events WHERE tenant_id = %s", [tenant])
+    assert left.fetchone() == (0,)  # no alert recorded after the erasure
+    admin.close()
+
+
 @_TAKEN_UP
 @pytest.mark.parametrize(
     ("late", "before", "after", "fires"),

@@ -46,7 +46,7 @@ from ..domain.alerts import (
     outside_working_hours,
     validate_condition,
 )
-from ..domain.errors import AlreadyExists, InvalidArgument, SealtrailError
+from ..domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, SealtrailError
 from ..domain.event import (
     COUNTRY_SOURCE_GEOIP,
     MAX_FUTURE_SKEW_SECONDS,
@@ -285,6 +285,22 @@ class Evaluator:
         self._behind.clear()
 
     async def _step(self, tenant_id: str) -> float | None:
+        try:
+            return await self._evaluate_step(tenant_id)
+        except _ErasedMeanwhile:
+            # Its alert refused by the log: the tenant's evaluation ends (its
+            # cursor went with it), said once; failed, the step was said as
+            # a failure to try again.
+            log.info(
+                "alerts: tenant %s was erased while its rules were evaluated; its evaluation ends",
+                tenant_id,
+            )
+            self._rules.pop(tenant_id, None)
+            self._windows_at.pop(tenant_id, None)
+            self._behind.pop(tenant_id, None)
+            return None
+
+    async def _evaluate_step(self, tenant_id: str) -> float | None:
         async with self._db.system_connection() as conn:
             cursor = await store.leased_cursor(conn, tenant_id, owner=self.owner)
             if cursor is None:
@@ -760,15 +776,28 @@ class Evaluator:
         if drafted is None:
             return
         draft, valid, view = drafted
-        [outcome] = await self._appender.append(tenant_id, [valid], [view])
+        try:
+            [outcome] = await self._appender.append(tenant_id, [valid], [view])
+        except FailedPrecondition as error:
+            outcome = error  # refused whole, as when answered of this event alone
         if isinstance(outcome, AlreadyExists):
             # Recorded by a run of this step that failed after, since when the
             # rule's name or severity (or this release's wording) changed: that
             # alert stands, counted and queued as it is. Refused, the step
             # would fail at it for ever, and the tenant's rules with it.
             outcome = await stored_under_key(self._db, tenant_id, draft.idempotency_key) or outcome
+        if isinstance(outcome, InvalidArgument):
+            # The log refused the alert's record (past the record limit, or
+            # no canonical JSON), which validation does not weigh: what it
+            # copies of a record rewritten in the database. No try makes it
+            # writable; raised, it failed the step for good, and the
+            # tenant's every rule with it.
+            _refused(tenant_id, stored.id, event.seq, outcome)
+            return
+        if isinstance(outcome, FailedPrecondition) and outcome.reason == "TENANT_ERASED":
+            raise _ErasedMeanwhile from outcome
         if isinstance(outcome, SealtrailError):
-            raise outcome
+            raise outcome  # of the moment (being erased, the database away): the step runs again
         if not outcome.deduplicated:
             log.info("alerts: tenant %s: %s", tenant_id, draft.description)
             self._raised.add(1, {"sealtrail.alert.severity": stored.severity})
@@ -997,6 +1026,27 @@ def _undrafted(tenant_id: str, rule_id: str, seq: int, error: Exception) -> None
         rule_id,
         seq,
         type(error).__name__,
+    )
+
+
+class _ErasedMeanwhile(Exception):
+    """The tenant was erased while a step evaluated its rules: its alert
+    refused (TENANT_ERASED), the step ends."""
+
+
+def _refused(tenant_id: str, rule_id: str, seq: int, error: InvalidArgument) -> None:
+    """Says that the log refused rule `rule_id`'s alert on the event at `seq`:
+    why, in the appender's words up to a colon (a size; what follows one, as
+    a canonicalisation's error, may quote a value of the record)."""
+    log.error(
+        "alerts: tenant %s rule %s: its alert on the event at seq %d was refused by the log"
+        " (%s), no alert raised: the record holds what no alert may copy"
+        " (a record rewritten in the database? VerifyLog names it)",
+        tenant_id,
+        rule_id,
+        seq,
+        "; ".join(f"{v.field}: {v.description.split(':')[0]}" for v in error.violations)
+        or type(error).__name__,
     )
 
 
