@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .store import deployment_sinks as definitions
     from .store.database import Connection, Database
     from .store.deployment_sinks import DeploymentSink
+    from .store.sinks import DeadLetterRow
 
 # How long a command waits for a server's pass over the same definition.
 _LOCK_WAIT_SECONDS = 60.0
@@ -416,33 +417,88 @@ def sink_list(output: str, data_dir: Path | None, database_url: str | None) -> N
     urls = _database_urls(config)
     box = _secret_box(config, urls)
 
-    async def run() -> list[tuple[DeploymentSink, list[definitions.Instance]]]:
+    async def run() -> list[tuple[DeploymentSink, list[definitions.Instance], _Oldest | None]]:
         async with _database(urls) as db, db.system_connection() as conn:
             found = await definitions.list_definitions(conn, box=box)
-            return [(d, await definitions.instances(conn, d.id)) for d in found]
+            rows = []
+            for deployment in found:
+                instances = await definitions.instances(conn, deployment.id)
+                rows.append((deployment, instances, await _oldest_dead_letter(conn, instances)))
+            return rows
 
     rows = asyncio.run(run())
     if output == "json":
         click.echo(
             json.dumps(
-                [{**_definition_json(d), "tenants": len(i), **_totals(i)} for d, i in rows],
+                [
+                    {
+                        **_definition_json(d),
+                        "tenants": len(i),
+                        **_totals(i),
+                        "oldest_dead_letter": None if oldest is None else oldest.json(),
+                    }
+                    for d, i, oldest in rows
+                ],
                 indent=2,
             )
         )
         return
-    for deployment, instances in rows:
+    for deployment, instances, oldest in rows:
         definition = deployment.definition
         url = destination_url(definition.kind, definition.destination)
         totals = _totals(instances)
         state = "deleting" if deployment.deleting else "paused" if definition.paused else "on"
         newer = "" if deployment.newer is None else f"  ({sign(deployment.newer)})"
+        parked = (
+            ""
+            if oldest is None
+            else f"  oldest dead letter (tenant {oldest.tenant_id}): {oldest.letter.error}"
+        )
         click.echo(
             terminal_safe(
                 f"{deployment.id}  {definition.name}  {definition.kind}  {state}"
                 f"  {shown_url(url) if url else '-'}  tenants {len(instances)}"
-                f"  lag {totals['lag_events']}  dead letters {totals['dead_letters']}{newer}"
+                f"  lag {totals['lag_events']}  dead letters {totals['dead_letters']}"
+                f"{parked}{newer}"
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Oldest:
+    """A deployment sink's oldest waiting dead letter, of whichever tenant."""
+
+    tenant_id: str
+    letter: DeadLetterRow
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "tenant_id": self.tenant_id,
+            "sink_id": self.letter.sink_id,
+            "dead_letter_id": self.letter.id,
+            "http_status": self.letter.http_status,
+            "error": self.letter.error,
+            "create_time": _utc(self.letter.created_at),
+        }
+
+
+async def _oldest_dead_letter(
+    conn: Connection, instances: list[definitions.Instance]
+) -> _Oldest | None:
+    """Why the oldest dead letter waiting in any of the instances was parked,
+    as `sealtrail sinks` says a tenant's sink's: a parking sets no last error,
+    so the count alone showed it. Each instance with letters is read as
+    ListDeadLetters reads it (its oldest alone, a page of one), one query an
+    instance with any; none waiting (all replayed, or none), None."""
+    from .store.sinks import list_dead_letters
+
+    found = [
+        _Oldest(i.tenant_id, letter)
+        for i in instances
+        if i.dead_letters
+        for letter in await list_dead_letters(conn, i.tenant_id, i.sink_id, limit=1)
+    ]
+    return min(found, key=lambda o: (o.letter.created_at, o.tenant_id), default=None)
 
 
 def _totals(instances: list[definitions.Instance]) -> dict[str, int]:

@@ -1527,3 +1527,52 @@ def test_an_email_sink_is_described_edited_and_added_its_password_shown_by_its_h
     row = wait(browser).until(lambda b: row_of(section, "relay mail"))
     assert "smtp://localhost:25 (plain text, loopback)" in row.text
     assert "login" not in row.text
+
+
+def test_a_sinks_row_says_why_its_oldest_dead_letter_was_parked_as_text(
+    browser: webdriver.Chrome,
+    console_url: str,
+    admin: AuditClient,
+    admin_token: str,
+    migrated_database_url: str,
+    tenant: str,
+) -> None:
+    """`sealtrail sinks` says why a sink's oldest dead letter was parked; the
+    Sinks view said only how many waited (a dead letter sets no last error).
+    It says the oldest's reason, the destination's words shown as text (its
+    markup never obeyed, its bidi characters escaped), unless a failure holds
+    the sink, whose last error is said instead, as the CLI does."""
+    parked_id = webhook(admin, "siem", paused=True)
+    held_id = webhook(admin, "held", paused=True)
+    webhook(admin, "clean", paused=True)
+    why = 'HTTP 422 from hooks: <img src=x onerror="window.obeyed=1">no such field \u202eevil'
+    with psycopg.connect(migrated_database_url, autocommit=True) as conn:
+        for sink_id, seconds, error in [
+            (parked_id, 7200, why), (parked_id, 60, "HTTP 400 from hooks: later"),
+            (held_id, 60, "HTTP 400 from hooks: parked"),
+        ]:  # fmt: skip
+            conn.execute(
+                "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
+                " event_count, http_status, error, created_at) VALUES (%s, %s,"
+                " gen_random_uuid(), 1, 1, 1, 400, %s, now() - %s * interval '1 second')",
+                [tenant, sink_id, error, seconds],
+            )
+        conn.execute(
+            "UPDATE sinks SET last_error = 'HTTP 503 from hooks: busy', last_error_at = now()"
+            " WHERE tenant_id = %s AND id = %s",
+            [tenant, held_id],
+        )
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    wait(browser).until(lambda b: "2 dead letters" in row_of(section, "siem").text)
+    lines = [
+        line.get_attribute("textContent")
+        for line in row_of(section, "siem").find_elements(By.CSS_SELECTOR, "td:nth-child(5) div")
+    ]
+    shown = why.replace("\u202e", "\\u202e")
+    assert f"oldest dead letter: {shown}" in lines, lines
+    assert row_of(section, "siem").find_elements(By.TAG_NAME, "img") == []
+    assert browser.execute_script("return window.obeyed") is None
+    assert "later" not in row_of(section, "siem").text
+    held = row_of(section, "held").text
+    assert "HTTP 503 from hooks: busy" in held and "oldest dead letter" not in held, held
+    assert "dead letter" not in row_of(section, "clean").text

@@ -685,3 +685,53 @@ def test_a_pagerduty_deployment_sink_pages_each_tenant_its_key_hidden_from_them(
     assert routing_key not in str(created) and routing_key[-4:] not in str(created)
     listed = operator("sink", "list")
     assert listed.exit_code == 0 and routing_key not in listed.output
+
+
+def test_the_listing_says_why_the_oldest_dead_letter_of_any_tenant_was_parked(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """`sealtrail sinks` says why a sink's oldest dead letter was parked; the
+    operator's listing said only how many waited across the tenants. It
+    names the oldest waiting in any tenant's instance, its tenant and the
+    destination's words, read as ListDeadLetters reads a tenant's."""
+    tenants = [_tenant(), _tenant(), _tenant()]
+    for tenant_id in tenants:
+        admin_of(tenant_id).record(build_event(action="doc.edit", actor_id="u-1"))
+    definition_id = _create(operator, "soc-parked", receiver.url, secret_file)
+    quiet_id = _create(operator, "soc-quiet", receiver.url, secret_file)
+    instance = {tenant_id: _managed(admin_of(tenant_id)) for tenant_id in tenants}
+    parked = [  # (tenant, how long ago, why): the second tenant's first is the oldest
+        (tenants[0], 60, "HTTP 422 from soc: no such field"),
+        (tenants[1], 7200, "HTTP 400 from soc: <b>mapping</b> refused"),
+        (tenants[1], 30, "HTTP 400 from soc: later"),
+    ]
+    for tenant_id, seconds, why in parked:
+        [sink] = [s for s in instance[tenant_id] if s.name == "soc-parked"]
+        sql.execute(
+            "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
+            " event_count, http_status, error, created_at) VALUES (%s, %s, gen_random_uuid(),"
+            " 1, 1, 1, 400, %s, now() - %s * interval '1 second')",
+            [tenant_id, sink.id, why, seconds],
+        )
+
+    listed = operator("sink", "list")
+    assert listed.exit_code == 0, listed.output
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith(definition_id)]
+    assert line.endswith(
+        f"dead letters 3  oldest dead letter (tenant {tenants[1]}):"
+        " HTTP 400 from soc: <b>mapping</b> refused"
+    ), line
+    [quiet] = [line for line in listed.stdout.splitlines() if line.startswith(quiet_id)]
+    assert quiet.endswith("dead letters 0"), quiet
+    as_json = operator("sink", "list", "--format", "json")
+    assert as_json.exit_code == 0, as_json.output
+    found = {d["id"]: d for d in json.loads(as_json.stdout)}
+    oldest = found[definition_id]["oldest_dead_letter"]
+    [held] = [s for s in instance[tenants[1]] if s.name == "soc-parked"]
+    assert (oldest["tenant_id"], oldest["sink_id"]) == (tenants[1], held.id)
+    assert oldest["error"] == "HTTP 400 from soc: <b>mapping</b> refused"
+    assert found[quiet_id]["oldest_dead_letter"] is None

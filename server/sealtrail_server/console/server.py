@@ -41,7 +41,9 @@ role's calls are refused by the API itself.
     GET    /api/tokens                  ListTokens ?page_token=
     POST   /api/tokens                  CreateToken {role, name, expire_time?}
     POST   /api/tokens/{id}/revoke      RevokeToken {}
-    GET    /api/sinks                   ListSinks
+    GET    /api/sinks                   ListSinks; a sink with dead letters waiting and no
+                                        last error with its `oldest_dead_letter`
+                                        (ListDeadLetters, a page of one)
     POST   /api/sinks                   CreateSink {sink: the API's Sink as JSON, filter?,
                                         from_beginning?}
     PUT    /api/sinks/{id}              UpdateSink {sink, filter?, etag}: name, filter, format
@@ -862,10 +864,37 @@ class Console:
         return web.json_response(_json(answer, defaults=True))
 
     async def _sinks(self, request: web.Request) -> web.Response:
-        answer = await self._stub.ListSinks(
-            forwarding_pb2.ListSinksRequest(), metadata=self._metadata(request)
-        )
-        return web.json_response({"sinks": [_json(sink, defaults=True) for sink in answer.sinks]})
+        """The tenant's sinks, each with dead letters waiting and no failure
+        holding it with its `oldest_dead_letter` too (the API's DeadLetter as
+        JSON), read as `sealtrail sinks` reads it: a dead letter sets no last
+        error, and the view said only how many waited, not why."""
+        metadata = self._metadata(request)
+        answer = await self._stub.ListSinks(forwarding_pb2.ListSinksRequest(), metadata=metadata)
+        sinks = []
+        for sink in answer.sinks:
+            shown = _json(sink, defaults=True)
+            if sink.state.dead_letters and not sink.state.last_error:
+                oldest = await self._oldest_dead_letter(sink.id, metadata)
+                if oldest is not None:
+                    shown["oldest_dead_letter"] = _json(oldest, defaults=True)
+            sinks.append(shown)
+        return web.json_response({"sinks": sinks})
+
+    async def _oldest_dead_letter(
+        self, sink_id: str, metadata: tuple[tuple[str, str], ...]
+    ) -> forwarding_pb2.DeadLetter | None:
+        """The sink's oldest dead letter (ListDeadLetters, a page of one); None
+        if none waits now (replayed, or the sink deleted, since it was listed)."""
+        try:
+            answer = await self._stub.ListDeadLetters(
+                forwarding_pb2.ListDeadLettersRequest(sink_id=sink_id, page_size=1),
+                metadata=metadata,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return answer.dead_letters[0] if answer.dead_letters else None
 
     async def _create_sink(self, request: web.Request) -> web.Response:
         """Creates a sink from the API's own Sink message as JSON: every kind

@@ -597,7 +597,8 @@ function mailedTo(destination) {
   return parts;
 }
 
-// A sink's delivery state in a few lines: lag, last error, dead letters.
+// A sink's delivery state in a few lines: lag, last error, dead letters (and why
+// the oldest was parked).
 function delivery(sink) {
   const state = sink.state || {};
   const lag = Number(state.lag_events || 0);
@@ -618,6 +619,11 @@ function delivery(sink) {
   }
   const dead = Number(state.dead_letters || 0);
   if (dead) parts.push([`${count(dead, "dead letter")} (sealtrail sinks dead-letters)`, "bad"]);
+  // Why the oldest waiting was parked, where no failure holds the sink (the
+  // console's API reads it then): a dead letter sets no last error. The
+  // destination's words, as text, escaped as the last error's are.
+  const parked = state.last_error ? "" : sink.oldest_dead_letter?.error;
+  if (dead && parked) parts.push([`oldest dead letter: ${visibleName(parked)}`, "bad"]);
   const replays = Number(state.pending_replays || 0);
   if (replays) parts.push([`${count(replays, "replay")} pending`]);
   return parts;
