@@ -402,3 +402,39 @@ def test_an_admin_lists_edits_clears_and_describes_actions_in_place(
     ).click()
     wait(browser).until(lambda b: detail_fields(b).get("action description") == SHARED)
     assert len(catalogue_reads(admin)) == reads
+
+
+@pytest.mark.usefixtures("shares")
+def test_the_actions_view_reads_the_catalogue_in_turn_with_the_pages_counts(
+    browser: webdriver.Chrome, console_url: str, admin_token: str
+) -> None:
+    """A listing of the catalogue counts as one of the tenant's counts, and a
+    tenant runs one count at a time: the Actions view's read waits for the
+    counts the page made before it (the chart's, the Breakdown panel's), as
+    the events' detail's does, rather than be refused beside them (429).
+    Opened while the chart's count is held, the view is busy and has asked
+    nothing; once the count is answered, it reads the catalogue, after every
+    count asked before it, and lists the actions."""
+    signed_in_hooked(browser, console_url, admin_token, hold="/api/counts")
+    wait_for_rows(browser, lambda r: len(r) == 3)
+    wait(browser).until(lambda b: requested(b, "/api/counts"))  # the chart's, held
+    browser.find_element(By.LINK_TEXT, "Actions").click()
+    section = browser.find_element(By.ID, "admin-actions")
+    # Busy once its loader ran: a read not in turn has been asked by then (the
+    # loader asks before it first waits).
+    wait(browser).until(
+        lambda b: section.get_attribute("aria-busy") == "true" or requested(b, "/api/actions")
+    )
+    assert requested(browser, "/api/actions") == []
+    assert section.get_attribute("aria-busy") == "true"
+
+    browser.execute_script("window.release = true;")
+    wait(browser).until(lambda b: section.find_elements(By.CSS_SELECTOR, "tbody tr"))
+    asked: list[str] = browser.execute_script("return window.requests")
+    mine = [url for url in asked if url.startswith(("/api/counts", "/api/actions"))]
+    # One read of the catalogue, after every count asked before it.
+    assert len(mine) > 1 and mine[-1].startswith("/api/actions?"), mine
+    assert all(url.startswith("/api/counts?") for url in mine[:-1]), mine
+    shares = action_row(section, "doc.share_external").find_elements(By.TAG_NAME, "td")
+    assert [td.text for td in shares][:2] == ["doc.share_external", "2"]
+    assert section.find_element(By.CSS_SELECTOR, ".error").text == ""

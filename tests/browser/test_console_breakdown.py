@@ -19,11 +19,12 @@ from tests.browser.test_console import hooked, requested, wait, wait_for_rows
 from tests.conftest import ServerThread
 
 
-def signed_in_hooked(browser: webdriver.Chrome, url: str, token: str) -> None:
-    """Signs in on `url` with the page's requests kept (`hooked`) from the first."""
+def signed_in_hooked(browser: webdriver.Chrome, url: str, token: str, hold: str = "") -> None:
+    """Signs in on `url` with the page's requests kept (`hooked`, those whose
+    URL holds `hold` held) from the first."""
     browser.get(url)
     field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
-    hooked(browser)
+    hooked(browser, hold)
     field.send_keys(token, Keys.ENTER)
 
 
