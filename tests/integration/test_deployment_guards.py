@@ -228,14 +228,35 @@ def test_a_tenant_admin_places_a_legal_hold_but_cannot_release_it(
 
 
 def test_an_operators_refusal_ends_saying_what_to_ask_them(admin: AuditClient, tenant: str) -> None:
-    """Both refusals ended mid-sentence, "...: ask them to" (helper-196)."""
+    """Both refusals ended mid-sentence, "...: ask them to" (helper-196). A
+    release's says who releases, true whether a hold is on or not."""
     admin.set_legal_hold(True, reason="Case 8")
     with pytest.raises(PermissionDeniedError) as release:
         admin.set_legal_hold(False)
-    assert release.value.message.endswith(": ask them to release the hold")
+    assert release.value.message.endswith("(sealtrail-server tenant release-hold)")
     with pytest.raises(PermissionDeniedError) as erase:
         admin.erase_tenant(tenant)
     assert erase.value.message.endswith(": ask them to erase the tenant")
+
+
+def test_a_release_with_no_hold_on_is_refused_saying_only_the_operator_releases(
+    admin: AuditClient,
+) -> None:
+    """A tenant admin's release of no hold was told to "ask them to release
+    the hold", as if one were on. It is still refused (the refusal does not
+    depend on whether a hold is on, ADR 0058; docs/retention.md), saying
+    what holds either way: only the operator releases a hold."""
+    assert not admin.get_retention_policy().legal_hold.on
+    with pytest.raises(PermissionDeniedError) as refused:
+        admin.set_legal_hold(False)
+    assert refused.value.reason == "HOLD_RELEASE_BY_OPERATOR"
+    assert refused.value.message == (
+        "only this deployment's operator releases legal holds"
+        " (sealtrail-server tenant release-hold)"
+    )
+    assert not admin.get_retention_policy().legal_hold.on
+    assert not list(admin.query(build_filter(actions="retention.*")))
+    _assert_denial_recorded(admin, "SetLegalHold")
 
 
 def _assert_denial_recorded(client: AuditClient, rpc: str) -> None:

@@ -333,11 +333,13 @@ class RetentionRpcs:
         principal = current_principal()
         if not request.on and self._legal_hold_release == "operator":
             # A hold the same admin token can release protects nothing from
-            # that token (helper-165 G1).
+            # that token (helper-165 G1). Refused before anything is read, a
+            # hold on or not (ADR 0058): so said as true either way, not as
+            # "ask them to release the hold" when none is on.
             await self._refused_to_tokens(principal, "SetLegalHold")
             raise PermissionDenied(
-                "this deployment's operator releases legal holds"
-                " (sealtrail-server tenant release-hold): ask them to release the hold",
+                "only this deployment's operator releases legal holds"
+                " (sealtrail-server tenant release-hold)",
                 reason="HOLD_RELEASE_BY_OPERATOR",
             )
         reason = validate_hold_reason(request.on, request.reason)
