@@ -39,6 +39,7 @@ from hypothesis import settings
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from psycopg.sql import SQL, Identifier
 
 from sealtrail import AuditClient
 from sealtrail.tlog import generate_signer_key
@@ -111,15 +112,20 @@ def database_url() -> Iterator[str]:
     """The session's database: in a temp dir of its own, or the one at
     SEALTRAIL_TEST_DATABASE_URL. `make test` runs the tests in several
     processes (pytest-xdist); each has a database of its own, so that what a
-    test sets for the whole deployment meets no other process's tests."""
+    test sets for the whole deployment meets no other process's tests. The
+    template the process's databases of their own copy (`migrated_template`)
+    is dropped after; an embedded cluster goes whole."""
     url = os.environ.get("SEALTRAIL_TEST_DATABASE_URL")
     if url:
         worker = os.environ.get("PYTEST_XDIST_WORKER")
-        if worker is None:
-            yield url
-        else:
-            with database_of_its_own(url, f"sealtrail_test_{worker}") as own_url:
-                yield own_url
+        try:
+            if worker is None:
+                yield url
+            else:
+                with database_of_its_own(url, f"sealtrail_test_{worker}") as own_url:
+                    yield own_url
+        finally:
+            drop_templates(url)
         return
     pgserver = quietly_imported_pgserver()  # platformdirs: no XDG_RUNTIME_DIR
     data_dir = Path(tempfile.mkdtemp(prefix="sealtrail-test-pg-"))
@@ -234,34 +240,120 @@ def deployment_operator(database_url: str) -> Iterator[Callable[..., Result]]:
 
 _OWN_DATABASE_MIGRATIONS = 0x5EA17E57  # an advisory lock key of the tests' own
 
+# Each cluster's migrated template (`migrated_template`), by where it listens
+# and as whom (`_cluster_of`): made on the first call of this process.
+_TEMPLATES: dict[tuple[tuple[str, str], ...], str] = {}
+_TEMPLATES_MADE = threading.Lock()
+
+
+def _cluster_of(url: str) -> tuple[tuple[str, str], ...]:
+    """The cluster of the database at `url`, and as whom: its URL but its name."""
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    params.pop("dbname", None)
+    return tuple(sorted((key, str(value)) for key, value in params.items()))
+
+
+@contextlib.contextmanager
+def _new_database(url: str, prefix: str, *, template: str | None = None) -> Iterator[str]:
+    """The URL of a new database beside the one at `url`, a copy of
+    `template` if given (else empty); dropped after."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    create = SQL("CREATE DATABASE {}").format(Identifier(name))
+    if template is not None:
+        create = SQL("{} TEMPLATE {}").format(create, Identifier(template))
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(create)
+    try:
+        yield psycopg.conninfo.make_conninfo(url, dbname=name)
+    finally:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
+
 
 @contextlib.contextmanager
 def database_with_no_schema(url: str, prefix: str) -> Iterator[str]:
     """The URL of a new, empty database (no migration applied) beside the one
     at `url`; dropped after."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    quoted = psycopg.sql.Identifier(name)
-    with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(quoted))
-    try:
-        yield psycopg.conninfo.make_conninfo(url, dbname=name)
-    finally:
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute(psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(quoted))
+    with _new_database(url, prefix) as new_url:
+        yield new_url
 
 
 @contextlib.contextmanager
 def database_of_its_own(url: str, prefix: str) -> Iterator[str]:
     """A new, migrated database beside the one at `url` (for a test that needs
-    the whole events table to itself: its own statistics); dropped after."""
-    with database_with_no_schema(url, prefix) as own_url:
-        # The migrations create and grant roles, which the whole cluster
-        # shares: two test processes migrating at once on one cluster
-        # (SEALTRAIL_TEST_DATABASE_URL) would race there. One at a time.
-        with psycopg.connect(url, autocommit=True) as admin:
-            admin.execute("SELECT pg_advisory_lock(%s)", [_OWN_DATABASE_MIGRATIONS])
-            migrate_database(own_url)
+    the whole events table to itself: its own statistics); dropped after.
+    A copy (CREATE DATABASE ... TEMPLATE) of the cluster's migrated template,
+    which no session ever uses: as a database migrated afresh, every row and
+    grant of the migrations in it and nothing else, but made in a fraction
+    of the time (a migration per test was most of these tests' time). Only
+    `schema_migrations.applied_at` tells: the template's migration's times."""
+    with _new_database(url, prefix, template=migrated_template(url)) as own_url:
         yield own_url
+
+
+def migrated_template(url: str) -> str:
+    """The name of a database on the cluster of `url` with every migration
+    applied, that no session may connect to (ALLOW_CONNECTIONS false): what
+    `database_of_its_own` copies. Made on the first call for the cluster in
+    this process (each pytest-xdist worker makes its own), dropped at the
+    session's end (`drop_templates`)."""
+    cluster = _cluster_of(url)
+    with _TEMPLATES_MADE:
+        if cluster not in _TEMPLATES:
+            _TEMPLATES[cluster] = _made_template(url)
+        return _TEMPLATES[cluster]
+
+
+def _made_template(url: str) -> str:
+    name = f"sealtrail_template_{uuid.uuid4().hex[:12]}"
+    quoted = Identifier(name)
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(SQL("CREATE DATABASE {}").format(quoted))
+        try:
+            # The migrations create and grant roles, which the whole cluster
+            # shares: two test processes migrating at once on one cluster
+            # (SEALTRAIL_TEST_DATABASE_URL) would race there. One at a time.
+            admin.execute("SELECT pg_advisory_lock(%s)", [_OWN_DATABASE_MIGRATIONS])
+            try:
+                migrate_database(psycopg.conninfo.make_conninfo(url, dbname=name))
+            finally:
+                admin.execute("SELECT pg_advisory_unlock(%s)", [_OWN_DATABASE_MIGRATIONS])
+            # A database is copied only while no session is in it ("source
+            # database is being accessed by other users"): none may connect
+            # from now on, and the migration's, closed by its client, is ended
+            # and waited for, should its backend not have exited yet.
+            admin.execute(SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(quoted))
+            _end_sessions_in(admin, name)
+        except BaseException:
+            admin.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(quoted))
+            raise
+    return name
+
+
+def _end_sessions_in(admin: psycopg.Connection[Any], name: str) -> None:
+    """Every session in database `name` ended, and gone, before this returns.
+    Before PostgreSQL 14, which cannot wait for it, CREATE DATABASE waits
+    (5 s at most) for a session ending."""
+    if admin.info.server_version < 140000:
+        return
+    admin.execute(
+        "SELECT pg_terminate_backend(pid, 30000) FROM pg_stat_activity WHERE datname = %s",
+        [name],
+    )
+    row = admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [name]
+    ).fetchone()
+    assert row == (0,), f"sessions left in the template {name} after 30 s: {row}"
+
+
+def drop_templates(url: str) -> None:
+    """The migrated template of the cluster of `url` dropped, if this
+    process made one (`migrated_template`)."""
+    with _TEMPLATES_MADE:
+        name = _TEMPLATES.pop(_cluster_of(url), None)
+    if name is not None:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(Identifier(name)))
 
 
 async def _end_leftover_tasks() -> None:
