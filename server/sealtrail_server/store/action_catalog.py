@@ -65,10 +65,11 @@ _COLUMNS: Final = "action, description, updated_at, updated_by"
 # the actions in order from the page's start, grouped as they come and
 # stopped at the page's end (`COLLATE "C"` would be the same order, but not
 # that index's operators, so every action of the tenant would be grouped and
-# sorted first). Each of those events is still read from its table row:
-# `max(occurred_at)` is not in the index (a covering one would take a
-# migration). `{total}`: the number of entries of every page, counted on the
-# first (`_TOTAL`) and carried by the later pages' tokens.
+# sorted first). The index holds each event's occurred_at too (migration
+# 0061, ADR 0145), so the counts and `max(occurred_at)` are read from it
+# alone (an index-only scan), no event's table row. `{total}`: the number of
+# entries of every page, counted on the first (`_TOTAL`) and carried by the
+# later pages' tokens.
 _PAGE: Final = sql.SQL(
     "WITH s AS (SELECT action, count(*) AS n, max(occurred_at) AS last"
     "  FROM events WHERE {conditions} AND action ~>~ %s"
