@@ -1,6 +1,6 @@
 """The AuditLogService's registration on a gRPC server: the generated one,
-except that Query, StreamEvents and RecordBatch answer with their responses
-already encoded (ADRs 0026 and 0043), and Record and RecordBatch take their
+except that Query, StreamEvents, Record and RecordBatch answer with their
+responses already encoded (ADRs 0026 and 0043), and Record and RecordBatch take their
 requests as received: they count them before parsing them, RecordBatch's an
 entry at a time (helper-138).
 
@@ -8,8 +8,9 @@ Query's events are stored as their encoded views. Parsing a page of them into
 a QueryResponse only to serialize it again cost more than reading the page
 from PostgreSQL, so Query builds the response's bytes itself. A stream's
 events are encoded once per process, whichever number of streams send them,
-and each stream's responses are framed around those encodings. Both methods
-are served with a serializer that sends the bytes as they are.
+and each stream's responses are framed around those encodings. Record and
+RecordBatch answer with the views the appender stored, framed likewise. These
+methods are served with a serializer that sends the bytes as they are.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sealtrail.v1 import audit_service_pb2_grpc
 from .servicer import AuditLogServicer
 
 # The methods whose servicer returns the response's encoding, not a message.
-_ENCODED_RESPONSES = ("Query", "StreamEvents", "RecordBatch")
+_ENCODED_RESPONSES = ("Query", "StreamEvents", "Record", "RecordBatch")
 # The methods whose servicer takes the request's encoding, not a message: it
 # counts the request's size before parsing it (api/in_flight.py), RecordBatch's
 # in parts, giving other calls their turn (helper-138).

@@ -76,7 +76,6 @@ from .convert import (
     request_filter,
     server_view,
     with_elements_unparsed,
-    with_server_fields,
 )
 from .counts import CountRpcs, count_details, count_shape
 from .denials import Denials
@@ -217,14 +216,16 @@ class AuditLogServicer(
         # holding no connection.
         self._verifications = FairShare(capacity=self._long_reads.capacity, per_key=1)
 
-    async def Record(  # type: ignore[override]  # sent as received (registration.py)
+    async def Record(  # type: ignore[override]  # encoded both ways (registration.py)
         self, request: bytes, context: Context
-    ) -> pb.RecordResponse:
-        """The request arrives as its encoding, counted before it is parsed."""
+    ) -> bytes:
+        """The request arrives as its encoding, counted before it is parsed;
+        the answer leaves as the RecordResponse's encoding, the event's view
+        as the appender stored it, not built again field by field."""
         with self._in_flight.holding(len(request), current_principal().tenant_id):
             return await self._record(_parsed(pb.RecordRequest, request))
 
-    async def _record(self, request: pb.RecordRequest) -> pb.RecordResponse:
+    async def _record(self, request: pb.RecordRequest) -> bytes:
         principal = current_principal()
         tenant_id = principal.tenant_id
         draft = correlate(event_draft(request.event, "event"), current_correlation())
@@ -232,13 +233,13 @@ class AuditLogServicer(
         valid_event = self._located(validate_event(draft, now=self._clock(), recorder=recorder))
         refuse_secret_credential(valid_event, self._redactor)
         [valid] = await self._redact(tenant_id, [valid_event])
-        view = caller_view(valid, sent=request.event)
-        [outcome] = await self._appender.append(tenant_id, [valid], [view.SerializeToString()])
+        view = caller_view(valid, sent=request.event).SerializeToString()
+        [outcome] = await self._appender.append(tenant_id, [valid], [view])
         if isinstance(outcome, SealtrailError):
             raise outcome
-        return pb.RecordResponse(
-            event=_stored_event(view, outcome, tenant_id), deduplicated=outcome.deduplicated
-        )
+        event = _stored_event(outcome, view=view, tenant_id=tenant_id)
+        deduplicated = _RECORDED_DEDUPLICATED if outcome.deduplicated else b""
+        return element_prefix(_RECORDED_EVENT, len(event)) + event + deduplicated
 
     async def RecordBatch(  # type: ignore[override]  # encoded both ways (registration.py)
         self, request: bytes, context: Context
@@ -586,17 +587,23 @@ _SERVER_FIELDS_BYTES = len(
 )
 
 
-def _stored_event(view: event_pb2.Event, appended: Appended, tenant_id: str) -> event_pb2.Event:
-    """The answer for an appended event: its caller view with the server's
-    fields (what is stored beside its record as its whole view); for a
-    repeated idempotency key, the original as stored."""
+def _stored_event(appended: Appended, *, view: bytes, tenant_id: str) -> bytes:
+    """The encoding of the answer for an appended event: its whole view as
+    the appender stored it, or its caller view `view` (serialized) followed
+    by the server's fields (messages merge by concatenation), which is the
+    same; for a repeated idempotency key, the original as stored."""
     if appended.deduplicated or appended.received_at is None:
-        return event_from_record(appended.record, appended.leaf_hash)
-    return with_server_fields(
-        view,
+        return event_from_record(appended.record, appended.leaf_hash).SerializeToString()
+    if appended.view is not None:
+        return appended.view
+    return view + server_view(
         tenant_id=tenant_id,
         event_id=appended.event_id,
         seq=appended.seq,
         received_at=appended.received_at,
         leaf_hash=appended.leaf_hash,
     )
+
+
+_RECORDED_EVENT = pb.RecordResponse.DESCRIPTOR.fields_by_name["event"].number
+_RECORDED_DEDUPLICATED = pb.RecordResponse(deduplicated=True).SerializeToString()

@@ -14,7 +14,9 @@ class Appended:
     """An event as stored: its position, canonical record and leaf hash.
 
     A new event also carries its id and received time, so the caller can answer
-    without parsing the record back; a deduplicated one has only its record."""
+    without parsing the record back, and its whole view as stored (its caller
+    view followed by the server's fields, ADR 0025) where the appender built
+    one; a deduplicated one has only its record."""
 
     seq: int
     record: str
@@ -22,6 +24,7 @@ class Appended:
     deduplicated: bool = False
     event_id: str = ""
     received_at: datetime | None = None
+    view: bytes | None = None
 
 
 # Per event: the stored event, or why it was not stored.

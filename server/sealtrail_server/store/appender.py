@@ -1588,7 +1588,9 @@ class _Lane:
                     whole_view,
                 )
             )
-            appended = Appended(seq, text, leaf, event_id=event_id, received_at=received.time)
+            appended = Appended(
+                seq, text, leaf, event_id=event_id, received_at=received.time, view=whole_view
+            )
             outcomes.append(appended)
             if key is not None:
                 previous[(tenant_id, key)] = appended
