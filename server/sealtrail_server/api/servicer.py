@@ -556,13 +556,7 @@ def _entry_result(
     if outcome.deduplicated or outcome.received_at is None:
         event = event_from_record(outcome.record, outcome.leaf_hash).SerializeToString()
     else:
-        event = view + server_view(
-            tenant_id=tenant_id,
-            event_id=outcome.event_id,
-            seq=outcome.seq,
-            received_at=outcome.received_at,
-            leaf_hash=outcome.leaf_hash,
-        )
+        event = view + _server_fields(outcome, outcome.received_at, tenant_id)
     deduplicated = _DEDUPLICATED if outcome.deduplicated else b""
     return element_prefix(_RESULT_EVENT, len(event)) + event + deduplicated
 
@@ -596,11 +590,17 @@ def _stored_event(appended: Appended, *, view: bytes, tenant_id: str) -> bytes:
         return event_from_record(appended.record, appended.leaf_hash).SerializeToString()
     if appended.view is not None:
         return appended.view
-    return view + server_view(
+    return view + _server_fields(appended, appended.received_at, tenant_id)
+
+
+def _server_fields(appended: Appended, received_at: datetime, tenant_id: str) -> bytes:
+    """What the server assigned `appended` (received at `received_at`), as
+    `server_view` serializes it: after its caller view, its whole view."""
+    return server_view(
         tenant_id=tenant_id,
         event_id=appended.event_id,
         seq=appended.seq,
-        received_at=appended.received_at,
+        received_at=received_at,
         leaf_hash=appended.leaf_hash,
     )
 
