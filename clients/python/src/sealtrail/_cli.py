@@ -26,12 +26,6 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import click
 from click.core import ParameterSource
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from rich.console import Console, RenderableType
-from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-from rich.table import Table
-from rich.text import Text
 
 from sealtrail._choices import (
     ACTOR_TYPES,
@@ -45,8 +39,10 @@ from sealtrail._cli_ranges import SeqRangeParam, beyond_the_log
 from sealtrail._terminal import terminal_safe as terminal_safe  # theirs too (_cli_*)
 from sealtrail._words import counted, detailed
 
-# What the commands work with (gRPC, protobuf, the client) each imports as it
-# runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
+# What the commands work with (gRPC, protobuf, the client; rich, which draws
+# the tables; OpenTelemetry, which carries the environment's trace) each
+# imports as it runs: --help imports none of it, nor does a command that
+# needs none of it (tests/unit/test_cli_startup_imports.py).
 if TYPE_CHECKING:
     from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -58,6 +54,7 @@ if TYPE_CHECKING:
     from sealtrail._export import (
         ExportFormat,
     )
+    from sealtrail._tables import PlainTable
     from sealtrail.v1 import audit_service_pb2, event_pb2
 
 _RELATIVE = re.compile(r"(\d+)([smhd])")
@@ -762,6 +759,9 @@ def _traced_by_the_environment() -> Iterator[None]:
     TRACESTATE: OpenTelemetry's environment carriers, the propagator's fields in
     capitals), as a traced CI job or script hands it to the commands it runs:
     the events they record then lead to its trace, as a traced service's do."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+
     fields = propagate.get_global_textmap().fields
     carrier = {name: os.environ[name.upper()] for name in fields if os.environ.get(name.upper())}
     if not carrier:
@@ -1150,22 +1150,6 @@ def _at_most(events: Iterable[event_pb2.Event], limit: int) -> Iterator[event_pb
         yield event
 
 
-class PlainTable(Table):
-    """A table whose text cells are shown as they are: never read as rich's
-    markup (`[link=...]` made a link), their control characters escaped."""
-
-    def add_row(self, *renderables: RenderableType | None, **options: Any) -> None:
-        super().add_row(
-            *(Text(terminal_safe(cell)) if isinstance(cell, str) else cell for cell in renderables),
-            **options,
-        )
-
-
-def print_table(table: Table) -> None:
-    """A table on stdout; piped, it is not cut to 80 columns: every value stays whole."""
-    Console(width=None if sys.stdout.isatty() else 1000).print(table)
-
-
 def table_time(stamp: Timestamp) -> str:
     """A time as the tables show it (UTC, to the second); "" for one unset."""
     return stamp.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S") if stamp.seconds else ""
@@ -1181,6 +1165,8 @@ def _print_tables(events: Iterable[event_pb2.Event]) -> None:
     """`events` as tables of at most _TABLE_ROWS rows, each printed as it
     fills: one table (with no row if there is no event) for an answer that
     fits in one, as before."""
+    from sealtrail._tables import print_table
+
     remaining = iter(events)
     chunk = list(itertools.islice(remaining, _TABLE_ROWS))
     while True:
@@ -1190,11 +1176,12 @@ def _print_tables(events: Iterable[event_pb2.Event]) -> None:
             return
 
 
-def _table(events: Iterable[event_pb2.Event]) -> Table:
+def _table(events: Iterable[event_pb2.Event]) -> PlainTable:
     """The events as a table; a `request` column (`GET /v1/x 404 12ms`) only
     when one of them records an API request (ADR 0136), or is an alert on
     one (`trigger: GET /v1/x 503 1200ms`, `_request_cell`), else none at all."""
     from sealtrail._convert import credential_words, enum_label
+    from sealtrail._tables import PlainTable
     from sealtrail.v1 import event_pb2
 
     events = list(events)
@@ -1320,6 +1307,9 @@ def export(
     **criteria: Any,
 ) -> None:
     """Export matching events to a file, checked against the server's manifest."""
+    from rich.console import Console
+    from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
     from sealtrail._errors import SealtrailError
     from sealtrail._export import ExportError, manifest_path
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from sealtrail._cli import PlainTable, _client, print_table, table_time
+from sealtrail._cli import _client, table_time
 
 
 @click.group()
@@ -30,6 +30,8 @@ def list_actions(ctx: click.Context, limit: int) -> None:
     the latest occurred (UTC) and its description; then the actions described
     that no event has yet (0 events). Read page after page, every page
     counting the same log; recorded once, as a query is."""
+    from sealtrail._tables import PlainTable, print_table
+
     table = PlainTable("action", "events", "last seen", "description")
     more = False
     with _client(ctx) as client:

@@ -14,13 +14,11 @@ import click
 
 from sealtrail._choices import RedactionMode, TokenRole
 from sealtrail._cli import (
-    PlainTable,
     _client,
     _Time,
     event_json,
     given_as,
     given_words,
-    print_table,
     table_time,
     terminal_safe,
     typed,
@@ -56,6 +54,7 @@ def stale_tokens(
 
 def _list_tokens(ctx: click.Context, unused_for: timedelta | None) -> None:
     from sealtrail._convert import enum_label
+    from sealtrail._tables import PlainTable, print_table
     from sealtrail.v1 import access_pb2
 
     with _client(ctx) as client:

@@ -14,13 +14,11 @@ from click.core import ParameterSource
 
 from sealtrail._choices import SEVERITIES
 from sealtrail._cli import (
-    PlainTable,
     _client,
     _filter,
     _tail_filter_options,
     given_as,
     given_words,
-    print_table,
     terminal_safe,
     typed,
     unchanged_since_read,
@@ -72,6 +70,7 @@ def alerts(ctx: click.Context) -> None:
     if ctx.invoked_subcommand is not None:
         return
     from sealtrail._convert import enum_label
+    from sealtrail._tables import PlainTable, print_table
     from sealtrail.v1 import event_pb2
 
     with _client(ctx) as client:

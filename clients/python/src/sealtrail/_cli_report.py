@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from sealtrail._choices import COUNT_TIMEOUT, MAX_TOP
-from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table, terminal_safe
+from sealtrail._cli import _client, _filter, _filter_options, terminal_safe
 from sealtrail._cli_stats import COUNT_WAIT, WAIT_FORMS
 from sealtrail._durations import span_text
 from sealtrail._words import counted
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sealtrail._report import (
         ActivityReport,
     )
+    from sealtrail._tables import PlainTable
 
 # The exit status of a report that lists security alerts, with --fail-on-alerts.
 ALERTS_STATUS: Final = 3
@@ -102,6 +103,7 @@ def report(
 
 def _print_text(found: ActivityReport) -> None:
     from sealtrail._report import NO_EVENTS, UNAVAILABLE, event_line, share, table_time
+    from sealtrail._tables import PlainTable, print_table
 
     click.echo("Sealtrail activity report")
     click.echo(f"period: {found.period()}")
@@ -149,6 +151,7 @@ def _print_text(found: ActivityReport) -> None:
 
 def _table(title: str, header: str, groups: tuple[EventCount, ...], total: int) -> PlainTable:
     from sealtrail._report import cells, columns, share
+    from sealtrail._tables import PlainTable
 
     table = PlainTable(title=title, title_justify="left")
     for column in columns(header):

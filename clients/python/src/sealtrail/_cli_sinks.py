@@ -15,14 +15,12 @@ import click
 
 from sealtrail._choices import SINK_SETTINGS
 from sealtrail._cli import (
-    PlainTable,
     _client,
     _filter,
     _tail_filter_options,
     _Time,
     given_as,
     given_words,
-    print_table,
     terminal_safe,
     unchanged_since_read,
 )
@@ -77,6 +75,8 @@ def sinks(ctx: click.Context) -> None:
     tenant's events to their destination, and only they change it."""
     if ctx.invoked_subcommand is not None:
         return
+    from sealtrail._tables import PlainTable, print_table
+
     with _client(ctx) as client:
         found = [(sink, _parked(client, sink)) for sink in client.list_sinks()]
     table = PlainTable(
@@ -607,6 +607,8 @@ def _undelivered(record: event_pb2.Event) -> str:
 def dead_letters(ctx: click.Context, sink_id: str) -> None:
     """Every dead letter of the sink, oldest first: the events the destination refused for
     good (replay them with `replay --dead-letter`)."""
+    from sealtrail._tables import PlainTable, print_table
+
     with _client(ctx) as client:
         letters = client.list_dead_letters(sink_id)
     table = PlainTable("id", "seq", "events", "HTTP", "error", "at")

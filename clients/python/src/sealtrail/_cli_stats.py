@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from sealtrail._choices import COUNT_GROUP_BYS, COUNT_TIMEOUT
-from sealtrail._cli import PlainTable, _client, _filter, _filter_options, print_table
+from sealtrail._cli import _client, _filter, _filter_options
 from sealtrail._cli_spans import Wait
 from sealtrail._durations import span_text
 from sealtrail._words import counted
@@ -21,6 +21,7 @@ from sealtrail._words import counted
 # runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
 if TYPE_CHECKING:
     from sealtrail._convert import EventCounts, GroupBy
+    from sealtrail._tables import PlainTable
 
 # The groupings as the command line spells them (`resource-type`, as its
 # option is spelt), the API's spelling accepted too.
@@ -111,6 +112,8 @@ def stats(
         click.echo(json.dumps(dataclasses.asdict(counts)))
         return
     if grouping:
+        from sealtrail._tables import print_table
+
         print_table(_table(counts, grouping, time_zone))
     click.echo(f"total: {counted(counts.total, 'event')}")
     if counts.truncated:
@@ -123,6 +126,7 @@ def stats(
 
 def _table(counts: EventCounts, grouping: str, time_zone: str) -> PlainTable:
     from sealtrail._convert import credential_of_key, resource_of_key
+    from sealtrail._tables import PlainTable
 
     header = grouping.replace("_", " ")
     if grouping in _BUCKET_SHOWN:
