@@ -31,11 +31,9 @@ from sealtrail._terminal import terminal_safe
 
 from . import __version__
 from .alerts import ACTOR_ID as ALERTS_ACTOR
-from .config import Settings
 from .domain.access import Role, expiry_problem, token_name_problem, valid_tenant_id
 from .domain.errors import SealtrailError, Unavailable
 from .domain.event import MAX_ID, ChangeDraft, parse_uuid
-from .domain.redaction import tenant_key
 from .embedded import embedded_database_exists, start_embedded_postgres
 from .file_modes import check_kept_directory
 from .key_files import DEV_TOKEN_FILE
@@ -50,6 +48,7 @@ if TYPE_CHECKING:
 
     from sealtrail.v1 import event_pb2
 
+    from .config import Settings
     from .integrity.checkpointer import RestoredLog
     from .store.database import Database
     from .store.tokens import IssuedToken, TokenInfo
@@ -239,6 +238,7 @@ def serve(
     import psycopg
 
     from .app import refuse_ports_in_use
+    from .config import Settings
     from .telemetry.metrics import MetricsConfigError, metrics_from_env
     from .telemetry.tracing import TracingConfigError, tracer_provider_from_env
 
@@ -568,6 +568,7 @@ def token_create(
     database_url: str | None,
 ) -> None:
     """Create a token; prints it alone on the last line. It is shown only once."""
+    from .config import Settings
     from .redaction_setup import check_redaction_key_read
 
     if problem := token_name_problem(name):
@@ -607,6 +608,7 @@ async def _redacted_name(db: Database, settings: Settings, tenant: str, name: st
     A name was committed to the log as typed, secret and all (helper-156).
     Where no redaction key is at hand, in replace mode's form: this command
     makes none, which no server would use."""
+    from .domain.redaction import tenant_key
     from .redaction_setup import existing_redaction_secret, load_redactor
     from .store.tenant_settings import read_settings
 
@@ -817,6 +819,7 @@ async def _database(
 @_database_url_option
 def token_list(tenant: str, data_dir: Path | None, database_url: str | None) -> None:
     """List a tenant's tokens (never their secrets)."""
+    from .config import Settings
     from .store.tokens import list_tokens
 
     if not valid_tenant_id(tenant):  # a NUL in it was psycopg's DataError, a traceback
@@ -865,6 +868,7 @@ def _when(moment: datetime | None, label: str, never: str) -> str:
 @_database_url_option
 def token_revoke(token_id: str, data_dir: Path | None, database_url: str | None) -> None:
     """Revoke a token by its id; servers stop accepting it within their token cache time."""
+    from .config import Settings
     from .redaction_setup import check_redaction_key_read
     from .store.changes import Changes, token_subject
     from .store.tokens import live_token_tenant, mark_revoked, read_token
@@ -925,6 +929,7 @@ def key_show(data_dir: Path | None) -> None:
     """Print the verifier key of the signing key this server uses, for
     `sealtrail verify --key`. Where no key is configured and none is in the
     data directory yet, it fails rather than make one no server signs with."""
+    from .config import Settings
     from .integrity.keys import checked_signer
 
     settings = Settings.load(data_dir=data_dir)
@@ -949,6 +954,7 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
     Tenants the database holds erased are left out. Exits 1 if what the key
     signed of a tenant cannot be read. Nothing is recorded in the tenants'
     logs."""
+    from .config import Settings
     from .integrity.checkpointer import RESTORED_SCAN_BATCH, restored_logs
     from .integrity.keys import checked_signer
     from .integrity.signed_sizes import DIR_NAME as SIGNED_DIR_NAME

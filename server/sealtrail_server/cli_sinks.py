@@ -37,7 +37,6 @@ from .cli import (
     _Urls,
     refuse_another_redaction_key_here,
 )
-from .config import Settings
 from .domain.errors import InvalidArgument
 from .domain.sinks import SECRET_FIELDS, SinkDefinition, described, destination_url, shown_url
 
@@ -47,6 +46,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from .api.managed_sinks import ManagedSinks, Reconciled
+    from .config import Settings
     from .domain.sealing import SecretBox
     from .store import deployment_sinks as definitions
     from .store.database import Connection, Database
@@ -323,6 +323,7 @@ def sink_create(
     """Forward every tenant's matching events to one destination; makes its
     instance in every tenant with a log now, and each server gives one to every
     tenant whose log begins later. Prints the definition's id."""
+    from .config import Settings
     from .store import deployment_sinks as definitions
 
     config = Settings.load(data_dir=data_dir, database_url=database_url)
@@ -410,6 +411,7 @@ def sink_list(output: str, data_dir: Path | None, database_url: str | None) -> N
     """List the deployment sinks: kind, where to (what of the URL cannot hold a
     credential), the tenants with an instance, and their lag and dead letters
     in all. Nothing is recorded in the tenants' logs."""
+    from .config import Settings
     from .newer_objects import sign
     from .store import deployment_sinks as definitions
 
@@ -517,6 +519,7 @@ def sink_show(name_or_id: str, data_dir: Path | None, database_url: str | None) 
     """A deployment sink as JSON (secrets as hints), with each tenant's
     instance: its sink id, cursor and head, delivered events, dead letters
     and last error."""
+    from .config import Settings
     from .store import deployment_sinks as definitions
 
     config = Settings.load(data_dir=data_dir, database_url=database_url)
@@ -572,6 +575,7 @@ def sink_update(
     narrows or moves it). Only what is given changes: filter options replace
     the whole filter; destination options change those settings, the others
     (secrets included) stay, but a new URL needs the secrets again."""
+    from .config import Settings
     from .store import deployment_sinks as definitions
 
     config = Settings.load(data_dir=data_dir, database_url=database_url)
@@ -677,6 +681,7 @@ def sink_delete(
     """Delete a deployment sink and every tenant's instance of it (each
     deletion recorded in the tenant's log, at severity WARNING). Their
     undelivered events and dead letters go with them."""
+    from .config import Settings
     from .store import deployment_sinks as definitions
 
     config = Settings.load(data_dir=data_dir, database_url=database_url)

@@ -27,12 +27,10 @@ from .cli import (
     _redacted_name,
     _Urls,
 )
-from .config import Settings
 from .domain.access import valid_tenant_id
 from .domain.errors import InvalidArgument
 from .domain.event import ChangeDraft
 from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
-from .domain.weakening import Shortening, limit_shortenings
 
 # What the commands work with (psycopg, protobuf, cryptography) each command
 # imports as it runs, as cli.py's do.
@@ -90,6 +88,8 @@ def tenant_list(erased: bool, output: str, data_dir: Path | None, database_url: 
     retention default and the ceiling its plan sets (retention-limit). With
     --erased, erased tenants too, marked so, with their final size. Nothing
     is recorded in the tenants' logs."""
+    from .config import Settings
+
     settings = Settings.load(data_dir=data_dir, database_url=database_url)
     urls = _database_urls(settings)
 
@@ -181,6 +181,7 @@ def tenant_erase(
     from google.protobuf import json_format
 
     from .api.retention import receipt_message
+    from .config import Settings
     from .integrity.checkpointer import Checkpointer
     from .integrity.keys import checked_signer
     from .integrity.signed_sizes import open_signed_sizes
@@ -296,6 +297,7 @@ def tenant_release_hold(
     from sealtrail.v1 import event_pb2
 
     from .api.audited import weakening_severity
+    from .config import Settings
     from .redaction_setup import check_redaction_key_read
     from .store.changes import RETENTION_SUBJECT, Changes
     from .store.retention import policy_to_change, write_hold
@@ -381,6 +383,8 @@ def tenant_retention_limit(
 
     from .api.audited import weakening_severity
     from .api.retention import shortened_description, shortened_details
+    from .config import Settings
+    from .domain.weakening import Shortening, limit_shortenings
     from .store.changes import RETENTION_SUBJECT, Changes
     from .store.retention import policy_to_change, write_max_days
 
@@ -477,6 +481,7 @@ def tenant_erasures(output: str, data_dir: Path | None, database_url: str | None
     `unsigned` or `newer`) and `signature_problem` (null when signed)."""
     from sealtrail.tlog import NewerStatementError, Verifier, newer_sealtrails
 
+    from .config import Settings
     from .retention.erasure import Receipt, check_receipt
     from .store.checkpoints import known_keys
 

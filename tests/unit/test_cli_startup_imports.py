@@ -8,7 +8,9 @@ hold them as fixed tuples (tests/unit/test_cli_choices.py keeps them equal).
 
 Nor do they import rich (the client's tables, its export's progress) or the
 OpenTelemetry API (the trace a traced job hands the client), nor does a
-`sealtrail` command that needs neither (`verify` of a bundle, offline)."""
+`sealtrail` command that needs neither (`verify` of a bundle, offline); nor
+does `sealtrail-server --help` import redaction (its hundreds of compiled
+patterns) or the server's settings."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from tests.unit.test_client_exports import HEAVY
 _ROOT = Path(__file__).resolve().parents[2]
 # Past HEAVY, what each command line's start leaves to the commands that use it.
 _CLIENT_LATER = (*HEAVY, "rich", "opentelemetry")
-_SERVER_LATER = (*HEAVY, "rich")
+_SERVER_LATER = (*HEAVY, "rich", "sealtrail_server.domain.redaction", "sealtrail_server.config")
 
 # The console script's entry point, called as its generated wrapper calls it;
 # its exit status, what it printed and which of `later` it imported, as JSON
