@@ -1,9 +1,16 @@
 """Ctrl-C in the first seconds of `sealtrail-server` (or `make run`), while its
 modules are still being imported (seconds on a busy machine), stops it as a
-Ctrl-C a moment later does, without a traceback: `stopped by SIGINT` and 130."""
+Ctrl-C a moment later does, without a traceback: `stopped by SIGINT` and 130.
+
+The commands run on a data directory of the test's own, none of the caller's
+SEALTRAIL_ settings in their environment: were the signal ever lost, the
+command would go on against that directory, never the default one (a
+developer's own log, `make run`'s) nor a database named by the environment."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,15 +23,25 @@ _ROOT = Path(__file__).resolve().parents[2]
 
 # The console script's entry point, called as its generated wrapper calls it,
 # with a SIGINT sent as the import of psycopg (one of the server's first
-# heavy imports) begins: the moment is the same at every run.
+# heavy imports) begins: the moment is the same at every run. What the
+# command was given to work on then, as JSON in {given!r}.
 _PROGRAM = textwrap.dedent(
     """
-    import importlib, os, signal, sys
+    import click, importlib, json, os, signal, sys
 
     class InterruptAtPsycopg:
         def find_spec(self, name, path=None, target=None):
             if name == "psycopg":
                 sys.meta_path.remove(self)
+                running = click.get_current_context(silent=True)
+                params = running.params if running is not None else {{}}
+                given = {{
+                    "data_dir": str(params.get("data_dir")),
+                    "database_url": params.get("database_url"),
+                    "environment": sorted(k for k in os.environ if k.startswith("SEALTRAIL_")),
+                }}
+                with open({given!r}, "w") as out:
+                    json.dump(given, out)
                 os.kill(os.getpid(), signal.SIGINT)
             return None
 
@@ -51,15 +68,29 @@ def _entry_point(name: str) -> str:
     ],
 )
 def test_ctrl_c_while_the_server_imports_its_modules_aborts_without_a_traceback(
-    arguments: list[str], status: int, said: str
+    arguments: list[str], status: int, said: str, tmp_path: Path
 ) -> None:
-    program = _PROGRAM.format(target=_entry_point("sealtrail-server"), arguments=arguments)
+    data_dir, given = tmp_path / "data", tmp_path / "given.json"
+    program = _PROGRAM.format(
+        target=_entry_point("sealtrail-server"),
+        arguments=[*arguments, "--data-dir", str(data_dir)],
+        given=str(given),
+    )
     ended = subprocess.run(
         [sys.executable, "-c", program],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={
+            name: value for name, value in os.environ.items() if not name.startswith("SEALTRAIL_")
+        },
     )
     assert "Traceback" not in ended.stderr, ended.stderr
     assert (ended.returncode, ended.stderr.strip()) == (status, said)
+    # Interrupted on its way to the test's own directory, and to no other database.
+    assert json.loads(given.read_text()) == {
+        "data_dir": str(data_dir),
+        "database_url": None,
+        "environment": [],
+    }
