@@ -304,6 +304,47 @@ def test_a_count_by_credential_of_columns_alone_reads_no_record_for_the_service(
     assert "record" not in outputs[False]
 
 
+def test_a_count_by_credential_reads_the_index_alone_for_the_service(
+    as_owner: psycopg.Connection[Any],
+) -> None:
+    """Of a tenant whose rows were all appended since migration 0056, the
+    count by credential reads events_credential_id alone (ADR 0144): kind,
+    id and hint are in the index, the rows without a credential too, so once
+    VACUUM has marked the pages all-visible no heap row is fetched, as a
+    count by actor reads events_actor_id alone."""
+    tenant = "t_index_only"
+    seq = 0
+    for kind, credential_id, hint, n in ROWS:
+        credential = {"kind": kind, "id": credential_id, "hint": hint} if kind else {}
+        record = json.dumps({"actor": {"id": "u", "credential": credential}})
+        as_owner.execute(
+            _INSERT, [tenant, seq, record, kind, credential_id or None, hint or None, n]
+        )
+        seq += n
+    as_owner.execute("VACUUM (ANALYZE) events")
+    statement, params = count_statement(
+        tenant, EventFilter(), group_by="credential", limit=10, records=False
+    )
+    with _as_service(as_owner) as as_service:
+        as_service.execute("SELECT set_config('sealtrail.tenant', %s, false)", [tenant])
+        assert not _unread(as_service, tenant, EventFilter())
+        read = _scans_of_events(as_service, statement, params)
+        counted = as_service.execute(statement, params).fetchall()
+    assert counted == [
+        ('["api_key","key_1","a1b2"]', 30, 42, 3),
+        ("", 7, 42, 3),
+        ('["session","key_1",""]', 5, 42, 3),
+    ]
+    # Every row counted came off an index-only scan of the credential index
+    # and no heap page was read for it; a partition with none of the
+    # tenant's rows may be probed otherwise, finding nothing.
+    rows = [node for node in read if node["Actual Rows"] > 0]
+    assert sum(node["Actual Rows"] * node["Actual Loops"] for node in rows) == 42
+    assert {node["Node Type"] for node in rows} == {"Index Only Scan"}
+    assert all("credential_id" in node["Index Name"] for node in rows)
+    assert all(node["Heap Fetches"] == 0 for node in rows)
+
+
 @pytest.fixture(scope="module")
 def pages_as_owner(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
     """A database of its own: t1's 600 rows appended before the columns and
@@ -483,3 +524,87 @@ def test_the_indexes_built_beforehand_as_documented_are_taken_by_migration_0056(
         assert conn.execute(
             "SELECT count(*) FROM events WHERE credential_kind IS NULL"
         ).fetchone() == (40,)
+
+
+def _as_before_0060(conn: psycopg.Connection[Any]) -> None:
+    """events_credential_id as migration 0056 made it, 0060 not applied."""
+    conn.execute("DROP INDEX events_credential_id")
+    conn.execute(
+        "CREATE INDEX events_credential_id ON events (tenant_id, credential_id, seq)"
+        " WHERE credential_id IS NOT NULL"
+    )
+    conn.execute("DELETE FROM schema_migrations WHERE version = 60")
+
+
+# t1's rows over 40 days, appended since migration 0056: four in five of
+# credential key_1 (hint a1b2), the others without one.
+_SINCE_0056_IN_MONTHS = (
+    "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+    " outcome, actor_id, leaf_hash, record, credential_kind, credential_id, credential_hint)"
+    " SELECT 't1', g, gen_random_uuid(), now(), now() - g * interval '1 day', 'a.b', 1,"
+    " 'success', 'u', '\\x00', '{}', CASE WHEN g % 5 = 0 THEN '' ELSE 'api_key' END,"
+    " CASE WHEN g % 5 <> 0 THEN 'key_1' END, CASE WHEN g % 5 <> 0 THEN 'a1b2' END"
+    " FROM generate_series(1, 40) AS g"
+)
+
+
+@pytest.mark.parametrize("beforehand", [False, True])
+def test_migration_0060_gives_every_partition_the_index_a_count_reads_alone(
+    migrated_database_url: str, beforehand: bool
+) -> None:
+    """Over rows in several months, built by the migration or beforehand as
+    docs/database.md prints it (each partition concurrently, then attached):
+    events_credential_id is then the index with kind and hint, of every row
+    since 0056, on every partition and on a month made afterwards, 0056's
+    gone; the count by credential reads it alone and the filter's rows are
+    found on it as before."""
+    with (
+        database_of_its_own(migrated_database_url, "credentials_covering") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        conn.execute("SELECT sealtrail_create_event_partitions(now() - interval '2 months', now())")
+        _as_before_0060(conn)
+        conn.execute(_SINCE_0056_IN_MONTHS)
+        if beforehand:
+            verdicts = run_documented_recipe(conn, "Migration 0060 (ADR 0144)")
+            assert verdicts == [("events_credential_covering", True)]
+        built = _credential_indexes(conn)
+        migrate_database(url, out_of_order=True)  # 0060 alone missing
+        if beforehand:  # taken as built: dropped 0056's, renamed the parent alone
+            assert {oid for _, oid, _ in _credential_indexes(conn)} < {oid for _, oid, _ in built}
+        conn.execute("SELECT sealtrail_create_event_partitions(now(), now() + interval '3 months')")
+        definition = conn.execute(
+            "SELECT pg_get_indexdef('events_credential_id'::regclass)"
+        ).fetchone()
+        assert definition is not None
+        assert definition[0].endswith(
+            "(tenant_id, credential_id, seq) INCLUDE (credential_kind, credential_hint)"
+            " WHERE (credential_kind IS NOT NULL)"
+        )
+        partitions, attached = conn.execute(
+            "SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass),"
+            " (SELECT count(*) FROM pg_inherits"
+            " WHERE inhparent = 'events_credential_id'::regclass)"
+        ).fetchone() or (0, 0)
+        assert partitions >= 6 and attached == partitions
+        assert conn.execute(
+            "SELECT to_regclass('events_credential_covering') IS NULL"
+        ).fetchone() == (True,)
+        conn.execute("VACUUM (ANALYZE) events")
+        statement, params = count_statement(
+            "t1", EventFilter(), group_by="credential", limit=10, records=False
+        )
+        with _as_service(conn) as as_service:
+            read = _scans_of_events(as_service, statement, params)
+            assert as_service.execute(statement, params).fetchall() == [
+                ('["api_key","key_1","a1b2"]', 32, 40, 2),
+                ("", 8, 40, 2),
+            ]
+            rows = [node for node in read if node["Actual Rows"] > 0]
+            assert len(rows) >= 2  # several months read
+            assert {node["Node Type"] for node in rows} == {"Index Only Scan"}
+            assert all(node["Heap Fetches"] == 0 for node in rows)
+            statement, params = query_statement(
+                "t1", EventFilter(credential_id="key_1"), "newest", None, 100
+            )
+            assert len(as_service.execute(statement, params).fetchall()) == 32
