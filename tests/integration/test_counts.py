@@ -314,6 +314,8 @@ def stub(server: ServerThread) -> Iterator[audit_service_pb2_grpc.AuditLogServic
     ("request_fields", "field"),
     [
         ({"group_by": 99}, "group_by"),
+        ({"group_by": audit_service_pb2.COUNT_GROUP_BY_ACTOR, "measure": 99}, "measure"),
+        ({"measure": audit_service_pb2.COUNT_MEASURE_DURATION_P95}, "measure"),  # no group_by
         ({"limit": -1}, "limit"),
         (
             {

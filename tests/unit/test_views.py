@@ -12,9 +12,11 @@ def test_a_view_covers_its_counts_once_each_within_its_window_only() -> None:
     now = [100.0]
     views = Views(clock=lambda: now[0])
     search = build_filter(actions="look.*")
-    count = (pb.COUNT_GROUP_BY_DAY, 1000, "")
+    count = (pb.COUNT_GROUP_BY_DAY, 1000, "", pb.COUNT_MEASURE_UNSPECIFIED)
     opened = {"tenant_id": "t", "token_id": "k", "event_filter": search, "record_seq": 7}
-    view = views.open(**opened, counts=[count, (pb.COUNT_GROUP_BY_ACTION, 10, "")])
+    view = views.open(
+        **opened, counts=[count, (pb.COUNT_GROUP_BY_ACTION, 10, "", pb.COUNT_MEASURE_DURATION_P95)]
+    )
     asked = {"tenant_id": "t", "token_id": "k", "event_filter": search, "count": count}
     assert views.covering(view, **{**asked, "token_id": "other"}) is None
     assert views.covering(view, **{**asked, "tenant_id": "u"}) is None

@@ -2,10 +2,11 @@
 and grouped, counted by the database (store/counts.py). It reads the log as
 Query does, so it is recorded as Query is (ADR 0012): `audit_log.queried`,
 its details naming the RPC, the filter (redacted as the tenant's events are),
-the grouping, the limit, and the time zone of its days and hours if it names
-one (ADR 0103). The record is written first and the count is of the log
-before it: a count never counts itself, and an investigator's counts are as
-visible as their queries (ADR 0063)."""
+the grouping, the limit, the time zone of its days and hours if it names
+one (ADR 0103), and the measure of its groups' durations if it asks one.
+The record is written first and the count is of the log before it: a count
+never counts itself, and an investigator's counts are as visible as their
+queries (ADR 0063)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import grpc
 
 from sealtrail.v1 import audit_service_pb2 as pb
 
-from ..domain.counts import GroupBy, group_limit
+from ..domain.counts import GroupBy, Measure, group_limit
 from ..domain.errors import InvalidArgument
 from ..domain.zones import is_time_zone, not_a_time_zone
 from ..store.appender import Appender
@@ -52,6 +53,15 @@ _GROUPINGS: Final[dict[int, GroupBy | None]] = {
     pb.COUNT_GROUP_BY_HTTP_STATUS: "http_status",
     pb.COUNT_GROUP_BY_CREDENTIAL: "credential",
 }
+# CountMeasure -> the domain's measure (None: the count alone).
+_MEASURES: Final[dict[int, Measure | None]] = {
+    pb.COUNT_MEASURE_UNSPECIFIED: None,
+    pb.COUNT_MEASURE_DURATION_AVG: "duration_avg",
+    pb.COUNT_MEASURE_DURATION_P50: "duration_p50",
+    pb.COUNT_MEASURE_DURATION_P95: "duration_p95",
+    pb.COUNT_MEASURE_DURATION_P99: "duration_p99",
+    pb.COUNT_MEASURE_DURATION_MAX: "duration_max",
+}
 
 
 class CountRpcs:
@@ -72,6 +82,7 @@ class CountRpcs:
         event_filter = request_filter(request)
         shape = count_shape(request)
         group_by, limit, time_zone = _GROUPINGS[shape[0]], shape[1], shape[2]
+        measure = _MEASURES[shape[3]]
         # A count of a console search its first page's record says already (ADR 0137).
         named = from_this_console(VIEW_HEADER)
         covered = (
@@ -113,10 +124,16 @@ class CountRpcs:
                 before_seq=before_seq,
                 timeout=self._count_timeout,
                 time_zone=time_zone,
+                measure=measure,
             )
         return pb.CountEventsResponse(
             total=counts.total,
-            groups=[pb.EventCount(key=key, count=count) for key, count in counts.groups],
+            groups=[
+                pb.EventCount(
+                    key=group.key, count=group.count, value=group.value, measured=group.measured
+                )
+                for group in counts.groups
+            ],
             truncated=counts.truncated,
             total_groups=counts.total_groups,
             tree_size=before_seq - 1,  # the log before the record, as counted
@@ -124,24 +141,34 @@ class CountRpcs:
 
 
 def count_shape(request: pb.CountEventsRequest) -> CountShape:
-    """A count's grouping, limit (lowered as the API lowers it) and time
-    zone; InvalidArgument naming the field of one the API refuses."""
+    """A count's grouping, limit (lowered as the API lowers it), time zone
+    and measure; InvalidArgument naming the field of one the API refuses."""
     if request.group_by not in _GROUPINGS:
         raise InvalidArgument.field("group_by", f"unknown enum value {request.group_by}")
     limit = group_limit(request.limit)
     if request.time_zone and not is_time_zone(request.time_zone):
         raise InvalidArgument.field("time_zone", not_a_time_zone(request.time_zone))
-    return request.group_by, limit, request.time_zone
+    if request.measure not in _MEASURES:
+        raise InvalidArgument.field("measure", f"unknown enum value {request.measure}")
+    if request.measure and not request.group_by:
+        raise InvalidArgument.field(
+            "measure", "measures groups: set group_by (day for one figure a day)"
+        )
+    return request.group_by, limit, request.time_zone, request.measure
 
 
 def count_details(shape: CountShape) -> dict[str, Any]:
     """A count as the details of the record that says it: its limit, its
-    grouping (none: the total alone) and its time zone if it names one."""
-    group_by_value, limit, time_zone = shape
+    grouping (none: the total alone), its time zone if it names one and
+    its measure if it asks one (`duration_p95`)."""
+    group_by_value, limit, time_zone, measure_value = shape
     details: dict[str, Any] = {"limit": limit}
     group_by = _GROUPINGS[group_by_value]
     if group_by is not None:
         details["group_by"] = group_by
     if time_zone:
         details["time_zone"] = time_zone
+    measure = _MEASURES[measure_value]
+    if measure is not None:
+        details["measure"] = measure
     return details

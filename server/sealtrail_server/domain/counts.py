@@ -13,7 +13,12 @@ start in RFC 3339, UTC, to the second (`2026-12-05T14:00:00Z`), which sorts as
 text as it does in time (ADR 0063). Counted in a time zone, a bucket is a day
 or an hour of its clocks, and its key carries the zone's offset at its start
 (`2026-03-29T00:00:00+01:00`), written by the database that grouped it
-(store/counts.py, ADR 0103)."""
+(store/counts.py, ADR 0103).
+
+A count may measure each group beside counting it: a figure of its events'
+`context.duration_ms` (the mean, the 50th, 95th or 99th percentile, the
+longest), of those that have one, and how many had one (`measured`); a
+group none of whose events has a duration measures 0 of 0."""
 
 from __future__ import annotations
 
@@ -43,14 +48,30 @@ GroupBy = Literal[
     "credential",
 ]
 
+# What a count may measure of each group's durations: their mean, a
+# percentile (interpolated, PostgreSQL's percentile_cont) or the longest.
+Measure = Literal["duration_avg", "duration_p50", "duration_p95", "duration_p99", "duration_max"]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """One group of a count: its `key`, how many events share it (`count`),
+    and with a measure, the measure's `value` (milliseconds) over the
+    `measured` of them that have a duration (0 and 0 without)."""
+
+    key: str
+    count: int
+    value: float = 0.0
+    measured: int = 0
+
 
 @dataclass(frozen=True, slots=True)
 class Counts:
     """What a count found: the `total` of matching events, the first `groups`
-    (key, count) in the answer's order, and how many groups there are in all."""
+    in the answer's order, and how many groups there are in all."""
 
     total: int
-    groups: list[tuple[str, int]]
+    groups: list[Group]
     total_groups: int
 
     @property

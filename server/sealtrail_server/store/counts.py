@@ -5,7 +5,11 @@ database, and a time bound prunes the months before it as it does for Query
 match, and one over years of a busy log would hold a connection, and a lock
 that new months' partitions wait for, for as long as it took (ADR 0063).
 Days and hours may be those of a time zone (ADR 0103): the grouping changes,
-the conditions, and so the months and index entries read, do not."""
+the conditions, and so the months and index entries read, do not.
+A measure (the durations' mean, a percentile, the longest) is one more
+aggregate beside each group's count, over `context.duration_ms` read off the
+record once a row (`_MEASURED_FROM`); without one the statements are as they
+were, and read no record."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from ..domain.counts import Counts, GroupBy, group_key
+from ..domain.counts import Counts, Group, GroupBy, Measure, group_key
 from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.filters import EventFilter
 from .database import Database
@@ -22,6 +26,7 @@ from .events import (
     RECORD_ACTOR_TYPE,
     RECORD_COUNTRY,
     RECORD_CREDENTIAL,
+    RECORD_DURATION_MS,
     RECORD_HTTP_ROUTE,
     RECORD_HTTP_STATUS,
     selected_events,
@@ -90,9 +95,10 @@ _ZONED_GROUPED: Final = sql.SQL(
     "SELECT to_char(start AT TIME ZONE {zone}, 'YYYY-MM-DD\"T\"HH24:MI:SS')"
     " || CASE WHEN off < interval '0' THEN '-' ELSE '+' END"
     " || to_char(CASE WHEN off < interval '0' THEN -off ELSE off END, 'HH24:MI'),"
-    " n, total, groups FROM ("
-    " SELECT key, n, sum(n) OVER ()::bigint AS total, count(*) OVER () AS groups FROM ("
-    " SELECT {key} AS key, count(*) AS n FROM {events} WHERE {conditions} GROUP BY 1) AS g"
+    " n, total, groups{measured} FROM ("
+    " SELECT key, n, sum(n) OVER ()::bigint AS total, count(*) OVER () AS groups{measured} FROM ("
+    " SELECT {key} AS key, count(*) AS n{measures} FROM {events}{measured_from}"
+    " WHERE {conditions} GROUP BY 1) AS g"
     " ORDER BY key LIMIT %s) AS l,"
     " LATERAL (SELECT {start} AS start) AS s,"
     " LATERAL (SELECT (start AT TIME ZONE {zone}) - (start AT TIME ZONE 'UTC') AS off) AS o"
@@ -110,8 +116,9 @@ _ORDERS: Final[dict[GroupBy, sql.Composable]] = {
 # The groups, with the total and the number of groups computed before the
 # limit cuts them (window functions run before LIMIT).
 _GROUPED: Final = sql.SQL(
-    "SELECT key, n, sum(n) OVER ()::bigint, count(*) OVER () FROM ("
-    " SELECT {key} AS key, count(*) AS n FROM {events} WHERE {conditions} GROUP BY 1) AS g"
+    "SELECT key, n, sum(n) OVER ()::bigint, count(*) OVER (){measured} FROM ("
+    " SELECT {key} AS key, count(*) AS n{measures} FROM {events}{measured_from}"
+    " WHERE {conditions} GROUP BY 1) AS g"
     " ORDER BY {order} LIMIT %s"
 )
 # Resources: grouped by type and id ("" for a part an event lacks), then each
@@ -123,11 +130,12 @@ _GROUPED: Final = sql.SQL(
 # Keyed once a group, not once a row: keying each row took about twice as
 # long (400,000 events of 5,000 resources), most of it writing JSON.
 _RESOURCES: Final = sql.SQL(
-    "SELECT key, n, sum(n) OVER ()::bigint, count(*) OVER () FROM ("
+    "SELECT key, n, sum(n) OVER ()::bigint, count(*) OVER (){measured} FROM ("
     " SELECT CASE WHEN t = '' AND i = '' THEN ''"
-    " ELSE '[' || to_json(t)::text || ',' || to_json(i)::text || ']' END AS key, n FROM ("
-    " SELECT coalesce(resource_type, '') AS t, coalesce(resource_id, '') AS i, count(*) AS n"
-    " FROM {events} WHERE {conditions} GROUP BY 1, 2) AS p) AS g"
+    " ELSE '[' || to_json(t)::text || ',' || to_json(i)::text || ']' END AS key, n{measured}"
+    " FROM (SELECT coalesce(resource_type, '') AS t, coalesce(resource_id, '') AS i,"
+    " count(*) AS n{measures} FROM {events}{measured_from} WHERE {conditions} GROUP BY 1, 2)"
+    " AS p) AS g"
     ' ORDER BY n DESC, key COLLATE "C" LIMIT %s'
 )
 # Credentials: grouped by kind and id, then each group keyed as a resource
@@ -138,10 +146,10 @@ _RESOURCES: Final = sql.SQL(
 # migration 0056 (`credential_kind` "" for none), {grouped}: the kind ("" or
 # NULL for none), id, hint and count of each group.
 _CREDENTIALS: Final = sql.SQL(
-    "SELECT key, n, sum(n) OVER ()::bigint, count(*) OVER () FROM ("
+    "SELECT key, n, sum(n) OVER ()::bigint, count(*) OVER (){measured} FROM ("
     " SELECT CASE WHEN coalesce(k, '') = '' AND i IS NULL THEN ''"
     " ELSE '[' || to_json(coalesce(k, ''))::text || ',' || to_json(coalesce(i, ''))::text"
-    " || ',' || to_json(h)::text || ']' END AS key, n FROM ({grouped}) AS p) AS g"
+    " || ',' || to_json(h)::text || ']' END AS key, n{measured} FROM ({grouped}) AS p) AS g"
     ' ORDER BY n DESC, key COLLATE "C" LIMIT %s'
 )
 # The rows' columns alone, where no row counted was appended before migration
@@ -151,19 +159,20 @@ _CREDENTIALS: Final = sql.SQL(
 # did not: 3.84 times a count by actor, where both branches took 5.43 (ADR 0143).
 _CREDENTIAL_COLUMNS: Final = sql.SQL(
     "SELECT credential_kind AS k, credential_id AS i,"
-    " coalesce(max(credential_hint COLLATE \"C\"), '') AS h, count(*) AS n"
-    " FROM {events} WHERE {conditions} AND credential_kind IS NOT NULL GROUP BY 1, 2"
+    " coalesce(max(credential_hint COLLATE \"C\"), '') AS h, count(*) AS n{measures}"
+    " FROM {events}{measured_from} WHERE {conditions} AND credential_kind IS NOT NULL"
+    " GROUP BY 1, 2"
 )
 # The rows' columns and, in a UNION ALL, the records of rows appended before
 # migration 0056 (`credential_kind` NULL, found on events_credential_unread),
 # as all were read before (ADR 0142): parsing each record made a count by
 # credential take 33 times one by actor.
 _CREDENTIAL_COLUMNS_AND_RECORDS: Final = sql.SQL(
-    "SELECT k, i, coalesce(max(h COLLATE \"C\"), '') AS h, count(*) AS n FROM ("
+    "SELECT k, i, coalesce(max(h COLLATE \"C\"), '') AS h, count(*) AS n{measures} FROM ("
     " SELECT nullif(credential_kind, '') AS k, credential_id AS i, credential_hint AS h"
-    " FROM {events} WHERE {conditions} AND credential_kind IS NOT NULL"
-    " UNION ALL SELECT c ->> 'kind', c ->> 'id', c ->> 'hint' FROM ("
-    " SELECT " + RECORD_CREDENTIAL + " AS c"
+    "{duration} FROM {events} WHERE {conditions} AND credential_kind IS NOT NULL"
+    " UNION ALL SELECT c ->> 'kind', c ->> 'id', c ->> 'hint'{passed} FROM ("
+    " SELECT " + RECORD_CREDENTIAL + " AS c{duration}"
     " FROM {events} WHERE {conditions} AND credential_kind IS NULL) AS r"
     " ) AS r GROUP BY 1, 2"
 )
@@ -175,6 +184,33 @@ _CREDENTIAL_COLUMNS_AND_RECORDS: Final = sql.SQL(
 _UNREAD: Final = sql.SQL(
     "SELECT EXISTS (SELECT FROM {events} WHERE {conditions} AND credential_kind IS NULL)"
 )
+# A row's duration (`context.duration_ms`, milliseconds; NULL for none), as
+# the column `measured_ms` the measures aggregate: read off the record as the
+# status code is (no column, ADR 0136), once a row. A lateral subquery the
+# planner would pull up, its expression then evaluated once per aggregate
+# that names it (the measure and `count(measured_ms)`: the record parsed
+# twice); OFFSET 0 keeps it a subquery, evaluated once a row.
+_DURATION: Final = sql.SQL("(" + RECORD_DURATION_MS + ")::float8")
+_MEASURED_FROM: Final = sql.SQL(
+    " CROSS JOIN LATERAL (SELECT {duration} AS measured_ms OFFSET 0) AS measured"
+).format(duration=_DURATION)
+# Each measure's aggregate of a group's durations (those of its rows that have
+# one: aggregates pass over NULL). Percentiles are percentile_cont's, linear
+# between the two nearest durations (as numpy's percentile), rather than
+# percentile_disc's, which jumps from one recorded duration to the next.
+_MEASURES: Final[dict[Measure, sql.SQL]] = {
+    "duration_avg": sql.SQL("avg(measured_ms)"),
+    "duration_p50": sql.SQL("percentile_cont(0.5) WITHIN GROUP (ORDER BY measured_ms)"),
+    "duration_p95": sql.SQL("percentile_cont(0.95) WITHIN GROUP (ORDER BY measured_ms)"),
+    "duration_p99": sql.SQL("percentile_cont(0.99) WITHIN GROUP (ORDER BY measured_ms)"),
+    "duration_max": sql.SQL("max(measured_ms)"),
+}
+# A group's measure (0 where none of its rows has a duration) and how many of
+# its rows had one, beside its count (`{measures}`), then passed on by the
+# statements' outer selects (`{measured}`) as their last two columns.
+_MEASURED: Final = sql.SQL(", coalesce({aggregate}, 0)::float8 AS v, count(measured_ms) AS m")
+_PASSED: Final = sql.SQL(", v, m")
+_NONE: Final = sql.SQL("")
 _TOTAL: Final = sql.SQL("SELECT count(*) FROM {events} WHERE {conditions}")
 # A time zone the database does not know fails this, whether or not there are
 # events to count in it.
@@ -190,6 +226,7 @@ def count_statement(
     before_seq: int | None = None,
     time_zone: str = "",
     records: bool = True,
+    measure: Measure | None = None,
 ) -> tuple[sql.Composed, list[Any]]:
     """The SQL of a count and its parameters (the plan tests EXPLAIN it):
     `tenant_id`'s events that match `event_filter` and come before
@@ -198,19 +235,38 @@ def count_statement(
     (an IANA name, validated by the caller), "" for UTC's. By credential,
     `records` False reads the credential columns alone: for when none of
     the rows counted was appended before migration 0056 (`unread_statement`
-    finds none), whose credential is their record's."""
+    finds none), whose credential is their record's. With `measure`, each
+    group's rows also give their measure and how many were measured, the
+    statement's last two columns (a total alone measures nothing: the API
+    refuses a measure without a grouping)."""
     events, where, params = _selected(tenant_id, event_filter, before_seq)
     if group_by is None:
         return _TOTAL.format(events=events, conditions=where), params
+    parts = _measure_parts(measure)
+    measured = parts["measured"]
     if group_by == "resource":
-        return _RESOURCES.format(events=events, conditions=where), [*params, limit]
+        query = _RESOURCES.format(events=events, conditions=where, **parts)
+        return query, [*params, limit]
     if group_by == "credential" and not records:
-        grouped = _CREDENTIAL_COLUMNS.format(events=events, conditions=where)
-        return _CREDENTIALS.format(grouped=grouped), [*params, limit]
+        grouped = _CREDENTIAL_COLUMNS.format(
+            events=events,
+            conditions=where,
+            measures=parts["measures"],
+            measured_from=parts["measured_from"],
+        )
+        return _CREDENTIALS.format(grouped=grouped, measured=measured), [*params, limit]
     if group_by == "credential":
-        # The rows twice: those appended since migration 0056, then before.
-        grouped = _CREDENTIAL_COLUMNS_AND_RECORDS.format(events=events, conditions=where)
-        return _CREDENTIALS.format(grouped=grouped), [*params, *params, limit]
+        # The rows twice: those appended since migration 0056, then before;
+        # each branch reads its rows' durations as it reads them.
+        grouped = _CREDENTIAL_COLUMNS_AND_RECORDS.format(
+            events=events,
+            conditions=where,
+            measures=parts["measures"],
+            duration=sql.SQL(", {} AS measured_ms").format(_DURATION) if measure else _NONE,
+            passed=sql.SQL(", measured_ms") if measure else _NONE,
+        )
+        query = _CREDENTIALS.format(grouped=grouped, measured=measured)
+        return query, [*params, *params, limit]
     order = _ORDERS.get(group_by, _TEXT_ORDER)
     if time_zone and group_by in _ZONED_KEYS:
         zone = sql.Literal(time_zone)
@@ -220,10 +276,26 @@ def count_statement(
             zone=zone,
             events=events,
             conditions=where,
+            **parts,
         )
         return query, [*params, limit]
-    query = _GROUPED.format(key=_KEYS[group_by], events=events, conditions=where, order=order)
+    query = _GROUPED.format(
+        key=_KEYS[group_by], events=events, conditions=where, order=order, **parts
+    )
     return query, [*params, limit]
+
+
+def _measure_parts(measure: Measure | None) -> dict[str, sql.Composable]:
+    """The pieces a grouped statement takes for `measure` (none: nothing):
+    its aggregates beside the count (`measures`), their columns passed on
+    (`measured`), and the rows' durations joined to the events (`measured_from`)."""
+    if measure is None:
+        return {"measures": _NONE, "measured": _NONE, "measured_from": _NONE}
+    return {
+        "measures": _MEASURED.format(aggregate=_MEASURES[measure]),
+        "measured": _PASSED,
+        "measured_from": _MEASURED_FROM,
+    }
 
 
 def unread_statement(
@@ -258,6 +330,7 @@ async def count_events(
     before_seq: int,
     timeout: float,
     time_zone: str = "",
+    measure: Measure | None = None,
 ) -> Counts:
     """The count of `count_statement`, run within `timeout` seconds; past
     them, FailedPrecondition (COUNT_TIMEOUT) telling the caller to narrow the
@@ -267,7 +340,9 @@ async def count_events(
     (store/long_reads.py), which leave the bulk share a connection for pages.
     By credential, the records of rows appended before migration 0056 are
     read only if the count has any (`unread_statement`): none is appended
-    below `before_seq` since, and the backfill only writes them (ADR 0143)."""
+    below `before_seq` since, and the backfill only writes them (ADR 0143).
+    With `measure`, each group says its events' measure and how many had a
+    duration (`Group.value`, `Group.measured`)."""
     async with db.bulk_connection(tenant_id, statement_timeout=timeout) as conn:
         try:
             if time_zone:  # at once: the count reads it only of the events it finds
@@ -287,6 +362,7 @@ async def count_events(
                 before_seq=before_seq,
                 time_zone=time_zone,
                 records=records,
+                measure=measure,
             )
             cursor = await conn.execute(query, params)
             rows = await cursor.fetchall()
@@ -303,8 +379,19 @@ async def count_events(
         return Counts(total=int(total), groups=[], total_groups=0)
     if not rows:
         return Counts(total=0, groups=[], total_groups=0)
-    groups = [(group_key(group_by, key), int(n)) for key, n, _, _ in rows]
+    groups = [_group(group_by, row) for row in rows]
     return Counts(total=int(rows[0][2]), groups=groups, total_groups=int(rows[0][3]))
+
+
+def _group(group_by: GroupBy, row: tuple[Any, ...]) -> Group:
+    """A group from a row of a grouped statement: its key, count, the total
+    and the number of groups, then with a measure its value and how many
+    rows it measured."""
+    key, n, _, _, *measured = row
+    if not measured:
+        return Group(group_key(group_by, key), int(n))
+    value, counted = measured
+    return Group(group_key(group_by, key), int(n), value=float(value), measured=int(counted))
 
 
 def count_timed_out(timeout: float) -> FailedPrecondition:

@@ -44,6 +44,7 @@ from sealtrail._convert import (
     EventCounts,
     EventFields,
     GroupBy,
+    Measure,
     Order,
     RecordResult,
     RedactionMode,
@@ -556,6 +557,7 @@ class AsyncAuditClient:
         group_by: GroupBy = "",
         limit: int = 0,
         time_zone: str = "",
+        measure: Measure = "",
         timeout: float = COUNT_TIMEOUT,
     ) -> EventCounts:
         """Counts the events that match `filter`: the total, and with `group_by`
@@ -570,14 +572,19 @@ class AsyncAuditClient:
         (23 or 25 hours when the clocks change) and hours, keyed by their
         start with its offset (`2026-03-29T00:00:00+01:00`; INVALID_ARGUMENT
         for a name that is no zone). `group_by="action"`
-        lists the actions the log holds. Recorded as a query is. Waited for up
+        lists the actions the log holds. With `measure` (and a `group_by`),
+        each group also says a figure of its events' `context.duration_ms`,
+        in milliseconds, in `value`: `duration_avg` (the mean),
+        `duration_p50`, `duration_p95`, `duration_p99` (percentiles,
+        interpolated) or `duration_max`, over the `measured` events that
+        have a duration (a group with none: 0 of 0). Recorded as a query is. Waited for up
         to `timeout` seconds: longer than the server gives a count (30 s by
         default), so that its refusal to count longer (RpcFailedError,
         FAILED_PRECONDITION, reason COUNT_TIMEOUT: narrow the time range)
         arrives rather than a deadline; not retried once cut off by that
         deadline, as another attempt would count anew. Within the client's
         total_timeout, if it has one."""
-        request = count_request(filter, group_by, limit, time_zone)
+        request = count_request(filter, group_by, limit, time_zone, measure)
         response = await self._call(
             self._stub.CountEvents, request, timeout=timeout, retry_on=PREVIEW_RETRYABLE
         )

@@ -47,6 +47,12 @@ CountGroupByName = Literal[
     "credential",
 ]
 COUNT_GROUP_BYS: Final[tuple[CountGroupByName, ...]] = get_args(CountGroupByName)
+# audit_service.proto's CountMeasure: what a count measures of each group's
+# `context.duration_ms` (the client's Measure adds "", none).
+CountMeasureName = Literal[
+    "duration_avg", "duration_p50", "duration_p95", "duration_p99", "duration_max"
+]
+COUNT_MEASURES: Final[tuple[CountMeasureName, ...]] = get_args(CountMeasureName)
 
 RedactionMode = Literal["replace", "hmac"]
 TokenRole = Literal["recorder", "reader", "exporter", "admin"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from sealtrail._choices import COUNT_GROUP_BYS, COUNT_TIMEOUT
+from sealtrail._choices import COUNT_GROUP_BYS, COUNT_MEASURES, COUNT_TIMEOUT
 from sealtrail._cli import _client, _filter, _filter_options
 from sealtrail._cli_spans import Wait
 from sealtrail._durations import span_text
@@ -20,13 +20,18 @@ from sealtrail._words import counted
 # What the commands work with (gRPC, protobuf, the client) each imports as it
 # runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
 if TYPE_CHECKING:
-    from sealtrail._convert import EventCounts, GroupBy
+    from sealtrail._convert import EventCounts, GroupBy, Measure
     from sealtrail._tables import PlainTable
 
 # The groupings as the command line spells them (`resource-type`, as its
 # option is spelt), the API's spelling accepted too.
 _GROUPINGS: Final = {name.replace("_", "-"): name for name in COUNT_GROUP_BYS} | {
     name: name for name in COUNT_GROUP_BYS
+}
+# The measures as the command line spells them (`p95`: every measure is of
+# the durations), the API's spelling (`duration_p95`) accepted too.
+_MEASURES: Final = {name.removeprefix("duration_"): name for name in COUNT_MEASURES} | {
+    name: name for name in COUNT_MEASURES
 }
 # How the table shows a time bucket's start, from its RFC 3339 key: the date,
 # or the date and the hour (and in a time zone, its offset, which tells apart
@@ -76,6 +81,14 @@ WAIT_FORMS: Final = (
     " --by day and --by hour count: local days (23 or 25 hours when the clocks"
     " change) and hours. Default: UTC.",
 )
+@click.option(
+    "--measure",
+    type=click.Choice(list(_MEASURES), case_sensitive=False),
+    help="With --by, also measure each group's request durations (context.duration_ms):"
+    " their mean (avg), median (p50), 95th or 99th percentile (p95, p99, interpolated)"
+    " or the longest (max), in ms, over the events that have one (`measured`: how many);"
+    " `-` for a group none of whose events has a duration.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @click.option(
     "--timeout",
@@ -92,6 +105,7 @@ def stats(
     group_by: str | None,
     limit: int,
     time_zone: str,
+    measure: str | None,
     as_json: bool,
     timeout: float,
     **criteria: Any,
@@ -100,21 +114,28 @@ def stats(
     --action user.login --outcome failure --since 7d`. `--by action` lists the
     actions the log holds. Counts cover the events retention has kept."""
     grouping: GroupBy = _GROUPINGS[group_by.lower()] if group_by else ""
+    measured: Measure = _MEASURES[measure.lower()] if measure else ""
+    if measured and not grouping:
+        raise click.UsageError("--measure measures groups: give --by too (--by day, --by action)")
     with _client(ctx) as client:
         counts = client.count_events(
             _filter(criteria),
             group_by=grouping,
             limit=limit,
             time_zone=time_zone,
+            measure=measured,
             timeout=timeout,
         )
     if as_json:
-        click.echo(json.dumps(dataclasses.asdict(counts)))
+        said = dataclasses.asdict(counts)
+        if not measured:  # each group's key and count alone, as before measures
+            said["groups"] = [{"key": g["key"], "count": g["count"]} for g in said["groups"]]
+        click.echo(json.dumps(said))
         return
     if grouping:
         from sealtrail._tables import print_table
 
-        print_table(_table(counts, grouping, time_zone))
+        print_table(_table(counts, grouping, time_zone, measured))
     click.echo(f"total: {counted(counts.total, 'event')}")
     if counts.truncated:
         click.echo(
@@ -124,7 +145,7 @@ def stats(
         )
 
 
-def _table(counts: EventCounts, grouping: str, time_zone: str) -> PlainTable:
+def _table(counts: EventCounts, grouping: str, time_zone: str, measure: str = "") -> PlainTable:
     from sealtrail._convert import credential_of_key, resource_of_key
     from sealtrail._tables import PlainTable
 
@@ -140,6 +161,10 @@ def _table(counts: EventCounts, grouping: str, time_zone: str) -> PlainTable:
         table.add_column(shown_header, overflow="fold")
     table.add_column("events", justify="right")
     table.add_column("share", justify="right")
+    if measure:
+        # `p95 duration`, its value in ms, and how many events had a duration.
+        table.add_column(f"{measure.removeprefix('duration_')} duration", justify="right")
+        table.add_column("measured", justify="right")
     for group in counts.groups:
         key = group.key or "(none)"
         if grouping in _BUCKET_SHOWN:
@@ -152,5 +177,10 @@ def _table(counts: EventCounts, grouping: str, time_zone: str) -> PlainTable:
             kind, credential_id, hint = credential_of_key(group.key)
             cells = [kind or "(none)", credential_id, f"...{hint}" if hint else ""]
         share = f"{100 * group.count / counts.total:.1f}%" if counts.total else ""
+        if measure:
+            shown = f"{group.value:,.1f} ms" if group.measured else "-"
+            cells = [*cells, str(group.count), share, shown, str(group.measured)]
+            table.add_row(*cells)
+            continue
         table.add_row(*cells, str(group.count), share)
     return table

@@ -31,7 +31,7 @@ from sealtrail._choices import MAX_BATCH as MAX_BATCH
 from sealtrail._choices import MAX_SEQ as MAX_SEQ
 from sealtrail._choices import REPEATED_FILTER_FIELDS as REPEATED_FILTER_FIELDS
 from sealtrail._choices import SINK_SETTINGS as SINK_SETTINGS
-from sealtrail._choices import CountGroupByName
+from sealtrail._choices import CountGroupByName, CountMeasureName
 from sealtrail._choices import RedactionMode as RedactionMode
 from sealtrail._choices import TokenRole as TokenRole
 from sealtrail._errors import SealtrailError, from_entry_error
@@ -811,6 +811,10 @@ def query_request(
 
 
 GroupBy = Literal["", CountGroupByName]
+# What a count measures of each group's durations, "" for nothing: the mean
+# (`duration_avg`), a percentile (`duration_p50`, `duration_p95`,
+# `duration_p99`) or the longest (`duration_max`).
+Measure = Literal["", CountMeasureName]
 
 
 @dataclass(frozen=True)
@@ -826,6 +830,11 @@ class EventCount:
 
     key: str
     count: int
+    # With a measure: its value over the group's events that have a
+    # `context.duration_ms` (milliseconds), and how many of them had one
+    # (`measured`; 0 and 0 for a group none of whose events has one).
+    value: float = 0.0
+    measured: int = 0
 
 
 def credential_words(kind: str, id: str, hint: str) -> str:
@@ -899,25 +908,39 @@ def count_request(
     group_by: GroupBy | str,
     limit: int,
     time_zone: str = "",
+    measure: Measure | str = "",
 ) -> audit_service_pb2.CountEventsRequest:
     """A CountEventsRequest; `group_by` is a CountGroupBy's shorthand name
     (`actor`, `resource_type`, `day`), "" for the total alone; `time_zone`
-    the IANA zone of its days and hours, "" for UTC."""
+    the IANA zone of its days and hours, "" for UTC; `measure` a
+    CountMeasure's (`duration_p95`), "" for the count alone."""
     grouping = (
         enum_value(audit_service_pb2.CountGroupBy, group_by, field="group_by")
         if group_by
         else audit_service_pb2.COUNT_GROUP_BY_UNSPECIFIED
     )
+    measured = (
+        enum_value(audit_service_pb2.CountMeasure, measure, field="measure")
+        if measure
+        else audit_service_pb2.COUNT_MEASURE_UNSPECIFIED
+    )
     at_least_zero(limit, "limit", "50 groups")
     return audit_service_pb2.CountEventsRequest(
-        filter=filter, group_by=grouping, limit=min(limit, _INT32_MAX), time_zone=time_zone
+        filter=filter,
+        group_by=grouping,
+        limit=min(limit, _INT32_MAX),
+        time_zone=time_zone,
+        measure=measured,
     )
 
 
 def event_counts(response: audit_service_pb2.CountEventsResponse) -> EventCounts:
     return EventCounts(
         total=response.total,
-        groups=tuple(EventCount(key=group.key, count=group.count) for group in response.groups),
+        groups=tuple(
+            EventCount(key=group.key, count=group.count, value=group.value, measured=group.measured)
+            for group in response.groups
+        ),
         truncated=response.truncated,
         total_groups=response.total_groups,
         tree_size=response.tree_size,

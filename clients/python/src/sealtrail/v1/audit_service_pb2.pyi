@@ -198,6 +198,51 @@ the record holds none. Events without a credential under "".
 """
 Global___CountGroupBy: _TypeAlias = CountGroupBy  # noqa: Y015
 
+class _CountMeasure:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CountMeasureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountMeasure.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COUNT_MEASURE_UNSPECIFIED: _CountMeasure.ValueType  # 0
+    """No measure: the count alone, `EventCount.value` and `measured` 0."""
+    COUNT_MEASURE_DURATION_AVG: _CountMeasure.ValueType  # 1
+    """The mean of the durations."""
+    COUNT_MEASURE_DURATION_P50: _CountMeasure.ValueType  # 2
+    """The median (50th percentile) of the durations."""
+    COUNT_MEASURE_DURATION_P95: _CountMeasure.ValueType  # 3
+    """The 95th percentile of the durations."""
+    COUNT_MEASURE_DURATION_P99: _CountMeasure.ValueType  # 4
+    """The 99th percentile of the durations."""
+    COUNT_MEASURE_DURATION_MAX: _CountMeasure.ValueType  # 5
+    """The longest duration."""
+
+class CountMeasure(_CountMeasure, metaclass=_CountMeasureEnumTypeWrapper):
+    """What CountEvents measures of each group beside its count: a figure of the
+    `context.duration_ms` of the group's events (how long the API requests
+    they record took, in milliseconds). Only events that have a duration are
+    measured (`EventCount.measured` says how many); the others are counted
+    alone. Percentiles are PostgreSQL's `percentile_cont`, interpolated
+    linearly between the two nearest durations (as numpy's `percentile` and
+    most latency dashboards compute them, so that a p50 of an even number of
+    durations is the mean of the middle two), rather than `percentile_disc`,
+    which would jump from one recorded duration to the next on a small group.
+    """
+
+COUNT_MEASURE_UNSPECIFIED: CountMeasure.ValueType  # 0
+"""No measure: the count alone, `EventCount.value` and `measured` 0."""
+COUNT_MEASURE_DURATION_AVG: CountMeasure.ValueType  # 1
+"""The mean of the durations."""
+COUNT_MEASURE_DURATION_P50: CountMeasure.ValueType  # 2
+"""The median (50th percentile) of the durations."""
+COUNT_MEASURE_DURATION_P95: CountMeasure.ValueType  # 3
+"""The 95th percentile of the durations."""
+COUNT_MEASURE_DURATION_P99: CountMeasure.ValueType  # 4
+"""The 99th percentile of the durations."""
+COUNT_MEASURE_DURATION_MAX: CountMeasure.ValueType  # 5
+"""The longest duration."""
+Global___CountMeasure: _TypeAlias = CountMeasure  # noqa: Y015
+
 class _ExportFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -562,6 +607,7 @@ class CountEventsRequest(_message.Message):
     GROUP_BY_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
+    MEASURE_FIELD_NUMBER: _builtins.int
     group_by: Global___CountGroupBy.ValueType
     """What to group the matching events by; unset answers the total alone."""
     limit: _builtins.int
@@ -580,6 +626,15 @@ class CountEventsRequest(_message.Message):
     `2026-10-25T02:00:00+01:00`; `+00:00` where that is zero). Other groupings
     ignore it. A name that is not an IANA time zone is INVALID_ARGUMENT.
     """
+    measure: Global___CountMeasure.ValueType
+    """What to measure of each group's events beside counting them (their
+    durations' mean, a percentile or the longest), in `EventCount.value`;
+    unset counts alone. It measures groups: without group_by it is
+    INVALID_ARGUMENT naming `measure` (count by a grouping, `day` for one
+    figure a day). The groups, their order, the limit and `total` are as
+    without it. A value this server does not know is INVALID_ARGUMENT naming
+    `measure`.
+    """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
         """Which events to count, as Query takes it; unset counts every event of the
@@ -593,10 +648,11 @@ class CountEventsRequest(_message.Message):
         group_by: Global___CountGroupBy.ValueType = ...,
         limit: _builtins.int = ...,
         time_zone: _builtins.str = ...,
+        measure: Global___CountMeasure.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "group_by", b"group_by", "limit", b"limit", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "group_by", b"group_by", "limit", b"limit", "measure", b"measure", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -610,6 +666,8 @@ class EventCount(_message.Message):
 
     KEY_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    MEASURED_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The value the events share: an action, an actor id, an enum value's name
     in lower case, a resource type, a resource's type and id as a JSON array
@@ -620,15 +678,29 @@ class EventCount(_message.Message):
     """
     count: _builtins.int
     """How many matching events have it."""
+    value: _builtins.float
+    """The request's measure of the group's events that have a
+    `context.duration_ms`, in milliseconds (a mean, a percentile by
+    `percentile_cont`, or the longest). 0 without a measure, and 0 for a
+    group none of whose events has a duration (`measured` 0 then: a 0 that
+    is no duration of 0 ms).
+    """
+    measured: _builtins.int
+    """How many of the group's events were measured: those with a
+    `context.duration_ms`. Events without one are in `count` but not here,
+    so `measured` is at most `count`; 0 without a measure.
+    """
     def __init__(
         self,
         *,
         key: _builtins.str = ...,
         count: _builtins.int = ...,
+        value: _builtins.float = ...,
+        measured: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "key", b"key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "key", b"key", "measured", b"measured", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
