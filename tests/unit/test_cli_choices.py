@@ -23,8 +23,9 @@ from sealtrail.v1 import audit_service_pb2, event_pb2
         (_choices.OUTCOMES, event_pb2.Outcome),
         (_choices.ACTOR_TYPES, event_pb2.ActorType),
         (_choices.COUNT_GROUP_BYS, audit_service_pb2.CountGroupBy),
+        (_choices.COUNT_MEASURES, audit_service_pb2.CountMeasure),
     ],
-    ids=["Category", "Severity", "Outcome", "ActorType", "CountGroupBy"],
+    ids=["Category", "Severity", "Outcome", "ActorType", "CountGroupBy", "CountMeasure"],
 )
 def test_each_fixed_tuple_is_its_enums_names(names: tuple[str, ...], enum: Any) -> None:
     assert names == tuple(enum_names(enum))
@@ -32,6 +33,10 @@ def test_each_fixed_tuple_is_its_enums_names(names: tuple[str, ...], enum: Any) 
 
 def test_stats_groupings_are_every_count_group_by() -> None:
     assert set(_cli_stats._GROUPINGS.values()) == set(enum_names(audit_service_pb2.CountGroupBy))
+
+
+def test_stats_measures_are_every_count_measure() -> None:
+    assert set(_cli_stats._MEASURES.values()) == set(enum_names(audit_service_pb2.CountMeasure))
 
 
 @pytest.mark.parametrize("names", [_cli._USAGE_CODES, _cli_sinks._OUTCOME_UNKNOWN])
