@@ -654,6 +654,7 @@ class Service:
             trusted_proxies=trusted_proxies,
             denials=denials,
             locate=None if locator is None else locator.country,
+            names=names,
         )
         server = grpc.aio.server(
             interceptors=[

@@ -19,7 +19,8 @@ from tests.conftest import ServerThread
 
 pytestmark = pytest.mark.usefixtures("no_server_errors")
 SERVICE = "/sealtrail.v1.AuditLogService/"
-OK, INTERNAL, UNKNOWN, UNAUTHENTICATED = 0, 13, 2, 16
+OK, INTERNAL, UNKNOWN, UNAUTHENTICATED, INVALID_ARGUMENT = 0, 13, 2, 16, 3
+ON_BEHALF_OF = b"x-sealtrail-on-behalf-of"
 # What the server reads of a call's metadata (api/guard.py, api/callers.py,
 # telemetry/interceptor.py).
 READ = (
@@ -33,6 +34,7 @@ READ = (
     b"traceparent",
     b"tracestate",
     b"baggage",
+    ON_BEHALF_OF,
 )
 VALUES = (
     b"",
@@ -100,5 +102,12 @@ def test_every_header_read_in_any_bytes_gets_a_clear_answer(
             )
             if name == b"authorization":
                 assert answer.status == UNAUTHENTICATED
+            elif name == ON_BEHALF_OF and headers[1:] not in (
+                [(name, VALUES[1])],  # an id in any text
+                [(name + b"-bin", base64.b64encode(b"\xff\x00"))],  # not the header
+            ):
+                # Not one person's id, which the records could hold: refused
+                # (ADR 0146), on a Record too, which would record nothing of it.
+                assert answer.status == INVALID_ARGUMENT, (method, headers[-1], answer)
             else:
                 assert answer.status == OK, (method, headers[-1], answer)

@@ -1,12 +1,20 @@
 """Where a call came from behind proxies the operator trusts: the address the
 nearest untrusted hop of X-Forwarded-For names, never one a client wrote
-beyond it, and the peer's own when it is no trusted proxy."""
+beyond it, and the peer's own when it is no trusted proxy. And the person a
+call says it is made on behalf of, as its header is read (ADR 0146)."""
 
 from __future__ import annotations
 
 import pytest
 
-from sealtrail_server.api.callers import behind_proxies, caller_of
+from sealtrail._correlation import on_behalf_of_metadata
+from sealtrail_server.api.callers import (
+    ON_BEHALF_OF_HEADER,
+    behind_proxies,
+    caller_of,
+    claimed_person,
+)
+from sealtrail_server.domain.errors import InvalidArgument
 from sealtrail_server.domain.networks import parse_networks
 
 PROXIES = parse_networks("10.0.0.0/8, 2001:db8::/32")
@@ -77,3 +85,38 @@ def test_a_trusted_proxy_written_as_an_ipv4_mapped_network_is_trusted() -> None:
     mapped = parse_networks("::ffff:10.0.0.0/104, ::ffff:192.0.2.9")
     assert behind_proxies("10.0.0.5", ["198.51.100.7"], mapped) == "198.51.100.7"
     assert behind_proxies("::ffff:192.0.2.9", ["198.51.100.7"], mapped) == "198.51.100.7"
+
+
+@pytest.mark.parametrize(
+    "person",
+    [
+        "u_42",
+        "alice@example.com",
+        "100%",
+        "%41 is not A",
+        "josé",
+        "李雷",
+        "a" * 256,
+        "é\u202e",
+        " Ann Lee ",
+    ],
+)
+def test_a_person_reaches_the_server_as_the_client_said_it(person: str) -> None:
+    """Percent-encoded UTF-8 both ways: a header carries ASCII alone, and a
+    `%` of the id itself is encoded, so none is read as an escape."""
+    [(key, value)] = on_behalf_of_metadata(person)
+    assert key == ON_BEHALF_OF_HEADER and value.isascii()
+    assert claimed_person([(key, value)]) == person
+
+
+def test_a_percent_that_escapes_nothing_is_itself_and_a_bin_header_is_not_read() -> None:
+    assert claimed_person([(ON_BEHALF_OF_HEADER, "100%zz")]) == "100%zz"
+    assert claimed_person([(ON_BEHALF_OF_HEADER + "-bin", b"\xff")]) == ""
+    assert claimed_person([("authorization", "Bearer x")]) == ""
+
+
+@pytest.mark.parametrize("value", ["", "%00", "a%C2%85b", "%E2%80", "x" * 257])
+def test_a_value_no_actor_id_could_be_is_refused_naming_the_header(value: str) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        claimed_person([(ON_BEHALF_OF_HEADER, value)])
+    assert [v.field for v in refused.value.violations] == [ON_BEHALF_OF_HEADER]

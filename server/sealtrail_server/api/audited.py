@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from google.protobuf import json_format
 
@@ -35,6 +35,10 @@ from ..store.tenant_settings import SettingsCache
 from ..telemetry.context import current_correlation
 from .callers import current_caller
 from .convert import caller_view
+
+# The key of a record's details that holds the person the calling service
+# says it called on behalf of (api/callers.py, ADR 0146).
+ON_BEHALF_OF: Final = "on_behalf_of"
 
 
 def filter_details(event_filter: event_pb2.EventFilter) -> dict[str, Any]:
@@ -121,8 +125,12 @@ async def record_access(
     It names the token (`actor.display_name`) and says where the call came
     from (`context.ip`, `context.user_agent`), as a service's events do, and
     the country the server located the address in (GeoIP, marked `geoip`),
-    as it locates a service's event sent with an address alone."""
+    as it locates a service's event sent with an address alone; and the
+    person the caller says it calls on behalf of, as its word, in
+    `details.on_behalf_of` (ADR 0146): the token stays the actor."""
     caller = current_caller()
+    if caller.on_behalf_of:
+        details = {**(details or {}), ON_BEHALF_OF: caller.on_behalf_of}
     return await record_event(
         appender,
         principal.tenant_id,

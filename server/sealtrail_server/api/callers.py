@@ -17,7 +17,13 @@ that is no trusted proxy (`behind_proxies`).
 With a GeoIP database (SEALTRAIL_GEOIP_DB, ADR 0134) the caller's address is
 located as a service's event's is, so that the records carry its country,
 marked as the server's (`geoip`): a new-country rule sees an admin reading the
-log from a country it never did before."""
+log from a country it never did before.
+
+A service that reads the log for people of its own (a SaaS backend's audit-log
+page) may say on whose behalf it calls (ON_BEHALF_OF_HEADER, ADR 0146): the
+guard checks the value as an actor id is checked (`claimed_person`) and keeps
+it here (`claim`), and the records of the call carry it in their details as
+the calling service's word, never as an identity Sealtrail verified."""
 
 from __future__ import annotations
 
@@ -30,7 +36,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from ..domain.event import CONTROL_CHARACTERS, MAX_USER_AGENT
+from ..domain.errors import InvalidArgument
+from ..domain.event import CONTROL_CHARACTERS, MAX_ID, MAX_USER_AGENT
 from ..domain.networks import IpNetwork, within
 
 CONSOLE_KEY_HEADER: Final = "x-sealtrail-console-key"
@@ -40,6 +47,9 @@ CLIENT_USER_AGENT_HEADER: Final = "x-sealtrail-client-user-agent"
 # of the token it called with, so that its page shows an admin area to an admin
 # and no one else without a refused call (recorded, ADR 0060) to find out.
 ROLE_HEADER: Final = "x-sealtrail-role"
+# The person (an id, as an event's actor.id) a service says it calls on behalf
+# of; its records carry it as `details.on_behalf_of` (ADR 0146).
+ON_BEHALF_OF_HEADER: Final = "x-sealtrail-on-behalf-of"
 _USER_AGENT: Final = "user-agent"
 FORWARDED_FOR: Final = "x-forwarded-for"
 # A hop of X-Forwarded-For with the port its proxy saw, as some write it
@@ -50,12 +60,15 @@ _HOP_WITH_PORT: Final = re.compile(r"\[([^\]]+)\](?::\d{1,5})?|([^:\[\]]+):\d{1,
 @dataclass(frozen=True, slots=True)
 class Caller:
     """A call's origin: an IP address and a user agent, "" where not known;
-    and the country the server located the address in (GeoIP), "" where it
-    has no database or the address has no country."""
+    the country the server located the address in (GeoIP), "" where it
+    has no database or the address has no country; and the person the
+    calling service says it calls on behalf of, "" for none (its claim,
+    checked as an actor id and redacted, never verified)."""
 
     ip: str = ""
     user_agent: str = ""
     country: str = ""
+    on_behalf_of: str = ""
 
 
 NO_CALLER: Final = Caller()
@@ -72,6 +85,7 @@ class _Origin:
     trusted_proxies: tuple[IpNetwork, ...]
     locate: Callable[[str], str | None] | None
     caller: Caller | None = None
+    person: str = ""
 
 
 _origin: contextvars.ContextVar[_Origin | None] = contextvars.ContextVar(
@@ -93,8 +107,55 @@ def current_caller() -> Caller:
         )
         if origin.locate is not None and caller.ip:
             caller = replace(caller, country=origin.locate(caller.ip) or "")
+        if origin.person:
+            caller = replace(caller, on_behalf_of=origin.person)
         origin.caller = caller
     return origin.caller
+
+
+def claim(person: str) -> None:
+    """Keeps `person` (checked by `claimed_person`, redacted) as the one the
+    call being served is made on behalf of, for its records."""
+    origin = _origin.get()
+    if origin is None:
+        return
+    origin.person = person
+    if origin.caller is not None:
+        origin.caller = replace(origin.caller, on_behalf_of=person)
+
+
+def claimed_person(metadata: Iterable[tuple[str, str | bytes]]) -> str:
+    """The person a call says it is made on behalf of (ON_BEHALF_OF_HEADER,
+    percent-decoded), "" if it says none. InvalidArgument, naming the header, for a value an
+    event's actor id could not be (empty, too long, control characters) or a
+    header given twice: a claim the records could not hold must not pass
+    for a call made on no one's behalf."""
+    values = [value for key, value in metadata if key == ON_BEHALF_OF_HEADER]
+    if not values:
+        return ""
+    if len(values) > 1:
+        raise InvalidArgument.field(ON_BEHALF_OF_HEADER, "is given more than once; name one person")
+    value = values[0]
+    if isinstance(value, bytes):  # gRPC hands on text; bytes only from a `-bin` key
+        value = value.decode("latin-1")
+    # Percent-encoded UTF-8 (as gRPC's own grpc-message is): a header carries
+    # ASCII alone, and an id may be any text. A `%` not before two hex digits
+    # is itself.
+    try:
+        value = urllib.parse.unquote(value, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidArgument.field(
+            ON_BEHALF_OF_HEADER, "is not UTF-8 once percent-decoded"
+        ) from None
+    if not value:
+        raise InvalidArgument.field(ON_BEHALF_OF_HEADER, "is empty; leave it out for no one")
+    if len(value) > MAX_ID:
+        raise InvalidArgument.field(
+            ON_BEHALF_OF_HEADER, f"is {len(value)} characters long; the limit is {MAX_ID}"
+        )
+    if CONTROL_CHARACTERS.search(value):
+        raise InvalidArgument.field(ON_BEHALF_OF_HEADER, "must not contain control characters")
+    return value
 
 
 def set_origin(

@@ -4,7 +4,8 @@ for a change of configuration and again before each message of a stream (a
 stream outlives a revocation otherwise), checks the principal's role may
 call the method (a refusal of a known tenant's token, for its role, its
 revocation or its expiry, is recorded in that tenant's log: api/denials.py), keeps where the
-call came from for Sealtrail's own records (api/callers.py), turns a request that cannot
+call came from, and on whose behalf the caller says it calls, for Sealtrail's own records
+(api/callers.py), turns a request that cannot
 be decoded into INVALID_ARGUMENT (gRPC itself would answer INTERNAL), and turns
 the domain's errors into rich gRPC statuses, and anything else (a bug) into
 INTERNAL without its text (which may quote stored rows), logged here, inside
@@ -37,7 +38,15 @@ from ..domain.networks import IpNetwork
 from ..service_interceptor import SERVICE_PREFIX, Behavior, Handler, ServiceInterceptor
 from ..store.changes import tenant_erased
 from ..telemetry.context import response_metadata
-from .callers import ROLE_HEADER, current_caller, from_console, set_origin
+from .audited import FilterDetails
+from .callers import (
+    ROLE_HEADER,
+    claim,
+    claimed_person,
+    current_caller,
+    from_console,
+    set_origin,
+)
 from .denials import Denials, Reason
 from .errors import grpc_status
 from .undecodable import refusal
@@ -156,6 +165,7 @@ class GuardInterceptor(ServiceInterceptor):
         trusted_proxies: tuple[IpNetwork, ...] = (),
         denials: Denials | None = None,
         locate: Callable[[str], str | None] | None = None,
+        names: FilterDetails | None = None,
     ) -> None:
         """`refuse_if_erased(tenant_id)` raises TENANT_ERASED if the tenant was
         erased, by whichever process (`store.changes.refuse_if_erased_now`).
@@ -164,7 +174,9 @@ class GuardInterceptor(ServiceInterceptor):
         `trusted_proxies`: peers believed about whom they forward for.
         `denials` records refusals of known tokens (None: none recorded).
         `locate` gives a caller's address's country for Sealtrail's own
-        records of its calls (CountryLocator.country; None: no GeoIP database)."""
+        records of its calls (CountryLocator.country; None: no GeoIP database).
+        `names` redacts the person a call says it is made on behalf of as the
+        tenant's events are (None: kept as sent)."""
         super().__init__()
         self._authenticator = authenticator
         self._refuse_if_erased = refuse_if_erased
@@ -172,6 +184,7 @@ class GuardInterceptor(ServiceInterceptor):
         self._trusted_proxies = trusted_proxies
         self._denials = denials
         self._locate = locate
+        self._names = names
         # Calls of AuditLogService begun and not ended: a stopping server ends
         # its streams early once nothing else is left (app.Service.stop).
         self.calls = 0
@@ -208,17 +221,35 @@ class GuardInterceptor(ServiceInterceptor):
             trusted_proxies=self._trusted_proxies,
             locate=self._locate,
         )
+        # Refused only once the token may call: a bad value must not keep a
+        # refusal of the token out of the log (it is left out of the record).
+        bad: InvalidArgument | None = None
+        try:
+            person = claimed_person(metadata)
+        except InvalidArgument as refused:
+            person, bad = "", refused
         try:
             principal = await self._authenticator.authenticate(
                 _authorization(context), fresh=method in CHANGES, caller=_caller_ip
             )
         except Unauthenticated as refused:
-            await self._refused_token(refused, method)
+            await self._refused_token(refused, method, person)
             raise
         if not may_call(principal.role, method):
-            await self._refused(principal, method, "role")
+            await self._refused(principal, method, "role", person=person)
             raise PermissionDenied(f"role {principal.role.value!r} may not call {method}")
+        if bad is not None:
+            raise bad
+        if person:
+            claim(await self._redacted(principal, person))
         _principal.set(principal)
+
+    async def _redacted(self, principal: Principal, person: str) -> str:
+        """`person` as the token's tenant's records may hold it: redacted as
+        its events are (a session token pasted for a user id, helper-129)."""
+        return (
+            person if self._names is None else await self._names.text(principal.tenant_id, person)
+        )
 
     async def _role_to_console(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Tells this process's console the role of the token it called with
@@ -231,23 +262,41 @@ class GuardInterceptor(ServiceInterceptor):
             role = current_principal().role.value
             await context.send_initial_metadata(((ROLE_HEADER, role),))
 
-    async def _refused_token(self, refused: Unauthenticated, method: str) -> None:
+    async def _refused_token(self, refused: Unauthenticated, method: str, person: str) -> None:
         """A revoked or expired token's refusal, recorded in its tenant's log
         (an unknown token's has no tenant to record it in)."""
         if isinstance(refused, RevokedToken):
-            await self._refused(refused.principal, method, "revoked")
+            await self._refused(refused.principal, method, "revoked", person=person)
         elif isinstance(refused, ExpiredToken):
             await self._refused(
-                refused.principal, method, "expired", expired_at=rfc3339(refused.expires_at)
+                refused.principal,
+                method,
+                "expired",
+                person=person,
+                expired_at=rfc3339(refused.expires_at),
             )
 
     async def _refused(
-        self, principal: Principal, method: str, reason: Reason, *, expired_at: str | None = None
+        self,
+        principal: Principal,
+        method: str,
+        reason: Reason,
+        *,
+        person: str,
+        expired_at: str | None = None,
     ) -> None:
         """A known token's refusal, recorded in its tenant's log (at most once
-        a window); the refusal is answered as before whatever its record does."""
-        if self._denials is not None:
-            await self._denials.refused(principal, rpc=method, reason=reason, expired_at=expired_at)
+        a window) with the person the call says it was made on behalf of
+        (`person`, "": none, or kept already); the refusal is answered as
+        before whatever its record does."""
+        if self._denials is None:
+            return
+        if person:
+            try:
+                claim(await self._redacted(principal, person))
+            except SealtrailError as error:  # the tenant's redaction settings unread
+                log.warning("a refused call's person went unrecorded: %s", error.reason)
+        await self._denials.refused(principal, rpc=method, reason=reason, expired_at=expired_at)
 
     async def _still_trusted(self, authorization: str | None, method: str) -> None:
         """Before each message of a stream: a dict read while the token is
@@ -264,7 +313,7 @@ class GuardInterceptor(ServiceInterceptor):
             # Erased by another process, its tokens went with it: the stream
             # ends TENANT_ERASED there too, not as if its token were revoked.
             await self._refuse_if_erased(tenant_id)
-            await self._refused_token(refused, method)
+            await self._refused_token(refused, method, "")  # its person kept at its start
             raise
 
     def _wrap_unary(self, handler: Handler, method_path: str) -> Handler:

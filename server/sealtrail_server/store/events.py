@@ -863,10 +863,16 @@ def filter_conditions(
 # What `text` searches: description and details, and the names (migration
 # 0038), every word in one or the other.
 _SEARCHED: Final = "(search_doc || to_tsvector('simple', coalesce(search_names, '')))"
+# What a read's record (READ_RECORD_ACTIONS) is searched by when the filter
+# does not name reads: its description, names and the person it was made on
+# behalf of (ADR 0146), not the filter it keeps.
+_READ_WORDS: Final = (
+    "to_tsvector('simple', concat_ws(' ', record::jsonb ->> 'description', search_names,"
+    " (record::jsonb -> 'details') ->> 'on_behalf_of'))"
+)
 # The same but for the filter a read's record keeps (READ_RECORD_ACTIONS).
 _SEARCHED_BUT_READ_FILTERS: Final = (
-    "(CASE WHEN action = ANY(%s) THEN to_tsvector('simple', concat_ws(' ',"
-    " record::jsonb ->> 'description', search_names)) ELSE " + _SEARCHED + " END)"
+    f"(CASE WHEN action = ANY(%s) THEN {_READ_WORDS} ELSE {_SEARCHED} END)"
 )
 
 
@@ -876,8 +882,7 @@ _SEARCHED_BUT_READ_FILTERS: Final = (
 # `_SEARCHED_BUT_READ_FILTERS`'s other branch, else NULL. Their parameter: the
 # read actions.
 SEARCHED_VECTORS: Final = (
-    f"{_SEARCHED}::text, CASE WHEN action = ANY(%s) THEN to_tsvector('simple', concat_ws(' ',"
-    " record::jsonb ->> 'description', search_names))::text END"
+    f"{_SEARCHED}::text, CASE WHEN action = ANY(%s) THEN {_READ_WORDS}::text END"
 )
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # what a type checker and an IDE see; imported when first use
         CorrelationInterceptor,
         aio_correlation_interceptors,
         current_request_id,
+        on_behalf_of,
         request_id,
     )
     from sealtrail._erasure_check import (
@@ -129,6 +130,7 @@ __all__ = [
     "current_request_id",
     "from_rpc_error",
     "message_to_dict",
+    "on_behalf_of",
     "received_range",
     "request_id",
     "resource_key",
@@ -199,6 +201,7 @@ _HOMES: dict[str, str] = {
     "current_request_id": "sealtrail._correlation",
     "from_rpc_error": "sealtrail._errors",
     "message_to_dict": "sealtrail._convert",
+    "on_behalf_of": "sealtrail._correlation",
     "received_range": "sealtrail._bundle",
     "request_id": "sealtrail._correlation",
     "resource_key": "sealtrail._convert",

@@ -80,7 +80,13 @@ from sealtrail._convert import (
     stream_start,
     update_mask,
 )
-from sealtrail._correlation import aio_correlation_interceptors, current_request_id, request_id
+from sealtrail._correlation import (
+    aio_correlation_interceptors,
+    current_request_id,
+    on_behalf_of_metadata,
+    person_metadata,
+    request_id,
+)
 from sealtrail._erasure_check import ErasureReceiptCheck, verify_erasure_receipt
 from sealtrail._errors import (
     ClientClosedError,
@@ -323,6 +329,12 @@ class AsyncAuditClient:
     context and a request id (see `sealtrail.request_id`). A given channel is used as
     it was made: make it with `interceptors=sealtrail.aio_correlation_interceptors()`.
 
+    A service reading the log for people of its own (its customers' audit-log page)
+    says on whose behalf: `on_behalf_of` (a person's id) for every call of the client,
+    or `with sealtrail.on_behalf_of(user_id):` for the calls inside, on any channel.
+    Sealtrail's records of those calls carry it in `details.on_behalf_of`, as the
+    service's word; the token stays their actor.
+
     The client's own channel is made in the event loop that calls, again in each later
     one (one `asyncio.run` after another); a call while another loop, running in another
     thread, still uses it is EventLoopError: one client per event loop running at once.
@@ -347,8 +359,10 @@ class AsyncAuditClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_behalf_of: str | None = None,
     ) -> None:
-        metadata = authorization_metadata(token)  # before a channel is made
+        # Before a channel is made.
+        metadata = authorization_metadata(token) + on_behalf_of_metadata(on_behalf_of)
         positive_seconds(timeout, "timeout")
         if total_timeout is not None:
             positive_seconds(total_timeout, "total_timeout")
@@ -1436,6 +1450,7 @@ class AsyncAuditClient:
         )
         attempt, retrying = 1, None
         callers = current_request_id()
+        metadata = person_metadata(self._metadata)  # an on_behalf_of(...) block's person
         # One request id for every attempt: the one the caller set, else a new one.
         with request_id(callers) as sent_id:
             if attempts is not None and not callers:
@@ -1447,7 +1462,7 @@ class AsyncAuditClient:
                 left = None if ends is None else max(ends - self._clock(), 0.01)
                 deadline = grpc_timeout(per_attempt if left is None else min(per_attempt, left))
                 try:
-                    return await method(request, timeout=deadline, metadata=self._metadata)
+                    return await method(request, timeout=deadline, metadata=metadata)
                 except asyncio.CancelledError:
                     sent = sent_id if self._owns_channel else ""
                     if (closed := self._closed_under(sent, retried=retrying is not None)) is None:

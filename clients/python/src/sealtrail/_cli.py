@@ -264,19 +264,23 @@ class _Settings:
     cert_file: Path | None = None
     key_file: Path | None = None
     insecure: bool = False  # a token may go in plain text to another machine
+    on_behalf_of: str | None = None
 
     def connection(self) -> dict[str, Any]:
-        """AuditClient's TLS options."""
+        """AuditClient's TLS options, and the person its calls are made for."""
 
         def read(path: Path | None) -> bytes | None:
             return path.read_bytes() if path is not None else None
 
-        return {
+        options: dict[str, Any] = {
             "tls": self.tls,
             "root_certificates": read(self.ca_file),
             "client_certificate": read(self.cert_file),
             "client_key": read(self.key_file),
         }
+        if self.on_behalf_of is not None:
+            options["on_behalf_of"] = self.on_behalf_of
+        return options
 
 
 class _Option(click.Option):
@@ -426,6 +430,14 @@ def _drop_the_output() -> None:
     envvar="SEALTRAIL_INSECURE",
     help="Send the token without TLS to a server that is not on this machine.",
 )
+@click.option(
+    "--on-behalf-of",
+    cls=_Option,
+    envvar="SEALTRAIL_ON_BEHALF_OF",
+    metavar="PERSON",
+    help="The person the calls are made for (their id), recorded in Sealtrail's records of"
+    " them as your word (details.on_behalf_of); the token stays their actor.",
+)
 @click.pass_context
 def main(
     ctx: click.Context,
@@ -436,13 +448,16 @@ def main(
     cert_file: Path | None,
     key_file: Path | None,
     insecure: bool,
+    on_behalf_of: str | None,
 ) -> None:
     """Record and query Sealtrail audit events."""
     if (cert_file is None) != (key_file is None):
         raise click.UsageError(
             f"{_named(ctx, 'cert_file')} and {_named(ctx, 'key_file')} go together.", ctx
         )
-    ctx.obj = _Settings(server, token, tls, ca_file, cert_file, key_file, insecure)
+    ctx.obj = _Settings(
+        server, token, tls, ca_file, cert_file, key_file, insecure, on_behalf_of or None
+    )
     _stop_as_ctrl_c_does(ctx)
 
 
@@ -577,6 +592,7 @@ def _what_to_do(ctx: click.Context, exc: SealtrailError) -> str | None:
 def _client(ctx: click.Context) -> Iterator[AuditClient]:
     from sealtrail._client import AuditClient
     from sealtrail._convert import token_fits_a_header
+    from sealtrail._correlation import checked_person
     from sealtrail._errors import SealtrailError
 
     settings: _Settings = ctx.obj
@@ -588,6 +604,13 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
             " carry (a line break, a control character, a letter outside ASCII)",
             ctx,
         )
+    if settings.on_behalf_of is not None:
+        try:
+            checked_person(settings.on_behalf_of)
+        except ValueError as bad:
+            why = str(bad).removeprefix("on_behalf_of ")
+            flag = _named(ctx.find_root(), "on_behalf_of")
+            raise click.UsageError(f"{flag} {why}", ctx) from None
     # A client certificate means TLS, as it does to AuditClient.
     plain = not (settings.tls or settings.ca_file or settings.cert_file)
     if plain and not _has_port(settings.server):

@@ -70,7 +70,13 @@ from sealtrail._convert import (
     stream_start,
     update_mask,
 )
-from sealtrail._correlation import CorrelationInterceptor, current_request_id, request_id
+from sealtrail._correlation import (
+    CorrelationInterceptor,
+    current_request_id,
+    on_behalf_of_metadata,
+    person_metadata,
+    request_id,
+)
 from sealtrail._erasure_check import ErasureReceiptCheck, verify_erasure_receipt
 from sealtrail._errors import (
     ClientClosedError,
@@ -277,6 +283,12 @@ class AuditClient:
     Every call on the client's own channel carries the caller's OpenTelemetry trace
     context and a request id (see `sealtrail.request_id`). A given channel is used as
     it is: wrap it in `grpc.intercept_channel(channel, sealtrail.CorrelationInterceptor())`.
+
+    A service reading the log for people of its own (its customers' audit-log page)
+    says on whose behalf: `on_behalf_of` (a person's id) for every call of the client,
+    or `with sealtrail.on_behalf_of(user_id):` for the calls inside, on any channel.
+    Sealtrail's records of those calls carry it in `details.on_behalf_of`, as the
+    service's word; the token stays their actor.
     """
 
     def __init__(
@@ -297,8 +309,10 @@ class AuditClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_behalf_of: str | None = None,
     ) -> None:
-        metadata = authorization_metadata(token)  # before a channel is made
+        # Before a channel is made.
+        metadata = authorization_metadata(token) + on_behalf_of_metadata(on_behalf_of)
         positive_seconds(timeout, "timeout")
         if total_timeout is not None:
             positive_seconds(total_timeout, "total_timeout")
@@ -1302,6 +1316,7 @@ class AuditClient:
         )
         attempt, retrying = 1, None
         callers = current_request_id()
+        metadata = person_metadata(self._metadata)  # an on_behalf_of(...) block's person
         # One request id for every attempt: the one the caller set, else a new one.
         with request_id(callers) as sent_id:
             if attempts is not None and not callers:
@@ -1313,7 +1328,7 @@ class AuditClient:
                 left = None if ends is None else max(ends - self._clock(), 0.01)
                 deadline = grpc_timeout(per_attempt if left is None else min(per_attempt, left))
                 try:
-                    return method(request, timeout=deadline, metadata=self._metadata)
+                    return method(request, timeout=deadline, metadata=metadata)
                 except grpc.RpcError as exc:
                     # The id sent by the client's own channel (a given one may not send one).
                     error = self._failed(

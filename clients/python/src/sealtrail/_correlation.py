@@ -14,13 +14,20 @@ trace).
 
 The server stores the request id, trace id and span id with every event the
 call records (unless the event carries its own), so a trace leads to its audit
-events and back (docs/correlation.md)."""
+events and back (docs/correlation.md).
+
+A service that reads the log for people of its own says on whose behalf with
+`x-sealtrail-on-behalf-of`: the client's `on_behalf_of=`, or, for the calls
+inside it, `on_behalf_of(...)`. Unlike the ids above it goes with the token
+(`person_metadata`), on any channel: a person silently left out of the
+record is what the header is there to prevent."""
 
 from __future__ import annotations
 
 import contextvars
 import logging
 import re
+import urllib.parse
 import uuid
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +38,11 @@ import grpc
 from opentelemetry import propagate
 
 REQUEST_ID_HEADER: Final = "x-request-id"
+ON_BEHALF_OF_HEADER: Final = "x-sealtrail-on-behalf-of"
+# As long as an event's actor id may be, without the characters the server
+# refuses in one given on behalf of (C0 and C1 controls).
+MAX_PERSON = 256
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _UUID: Final = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}")
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -94,6 +106,80 @@ def request_id(value: str | uuid.UUID | None = None, *, strict: bool = False) ->
 def current_request_id() -> str | None:
     """The request id set by the innermost `request_id(...)` block, if any."""
     return _request_id.get()
+
+
+class _Unset:
+    """No `on_behalf_of(...)` block: the client's own `on_behalf_of=` holds."""
+
+
+_UNSET: Final = _Unset()
+_person: contextvars.ContextVar[str | _Unset | None] = contextvars.ContextVar(
+    "sealtrail_on_behalf_of", default=_UNSET
+)
+
+
+def checked_person(person: str) -> str:
+    """`person` if the server takes it as the one a call is made on behalf
+    of (as an event's actor id: 1 to 256 characters, no control character);
+    ValueError otherwise."""
+    if not isinstance(person, str) or not person:
+        raise ValueError("on_behalf_of must be a person's id: a non-empty string")
+    if len(person) > MAX_PERSON:
+        raise ValueError(
+            f"on_behalf_of is {len(person)} characters long; the limit is {MAX_PERSON}"
+        )
+    if _CONTROL.search(person):
+        raise ValueError("on_behalf_of must not contain control characters")
+    return person
+
+
+def _header_value(person: str) -> str:
+    """`person` as the header carries it: printable ASCII as it is, `%`, a
+    space (which HTTP may trim at either end) and any other character
+    percent-encoded as UTF-8 (gRPC sends ASCII alone)."""
+    return "".join(
+        c if c.isascii() and c.isprintable() and c not in "% " else urllib.parse.quote(c, safe="")
+        for c in person
+    )
+
+
+@contextmanager
+def on_behalf_of(person: str | None) -> Iterator[None]:
+    """Say that the calls made inside, from this thread or task and the tasks
+    it starts, are made on behalf of `person` (your user's id), whatever the
+    client's own `on_behalf_of=`; None: on no one's. Sealtrail's records of
+    those calls (`audit_log.queried`, `.exported`, a refusal...) carry it in
+    `details.on_behalf_of`, as your service's word: the token stays the
+    actor. Use it where your request for that user starts::
+
+        with sealtrail.on_behalf_of(request.user.id):
+            page = audit.query_page(...)
+
+    A query's or a stream's first call is the one recorded: iterate inside
+    the block. ValueError for an id the server would refuse."""
+    token = _person.set(None if person is None else checked_person(person))
+    try:
+        yield
+    finally:
+        _person.reset(token)
+
+
+def on_behalf_of_metadata(person: str | None) -> tuple[tuple[str, str], ...]:
+    """The metadata a client sends for its `on_behalf_of=` (`person`; None:
+    none); ValueError for an id the server would refuse."""
+    if person is None:
+        return ()
+    return ((ON_BEHALF_OF_HEADER, _header_value(checked_person(person))),)
+
+
+def person_metadata(metadata: Sequence[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """A call's metadata (a client's, with its own `on_behalf_of=`), with the
+    person of the innermost `on_behalf_of(...)` block instead, if any."""
+    person = _person.get()
+    if isinstance(person, _Unset):
+        return tuple(metadata)
+    kept = tuple(item for item in metadata if item[0] != ON_BEHALF_OF_HEADER)
+    return kept + on_behalf_of_metadata(person)
 
 
 def correlation_metadata(existing: Metadata | None) -> list[tuple[str, str]]:

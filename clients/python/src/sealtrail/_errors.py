@@ -23,7 +23,7 @@ from typing import cast
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from sealtrail._correlation import REQUEST_ID_HEADER, current_request_id
+from sealtrail._correlation import REQUEST_ID_HEADER, current_request_id, person_metadata
 from sealtrail._words import detailed
 from sealtrail.v1 import audit_service_pb2
 
@@ -209,9 +209,11 @@ def stream_metadata(
     (`request_id(...)`), else a new one, sent with every attempt (a stream
     reconnecting is one request). On a channel given to the client, which is
     used as it is (its interceptors may send ids of their own), none is
-    added, and none is claimed ("")."""
+    added, and none is claimed (""). The person of an `on_behalf_of(...)`
+    block replaces the client's own, on any channel (person_metadata)."""
+    metadata = person_metadata(metadata)
     if not owns_channel:
-        return tuple(metadata), ""
+        return metadata, ""
     sent_id = current_request_id() or str(uuid.uuid4())
     return (*metadata, (REQUEST_ID_HEADER, sent_id)), sent_id
 
