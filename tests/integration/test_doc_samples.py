@@ -103,7 +103,8 @@ def test_the_client_readmes_samples_run_as_written(
 ) -> None:
     client, _ = audit
     doc = "clients/python/README.md"
-    record, read, count, check, export_check, excel, correlate, *_middlewares, errors = samples(doc)
+    record, read, count, check, export_check, excel, correlate, *rest = samples(doc)
+    on_behalf, *_middlewares, errors = rest
 
     # Recording: the stored event's id and seq, and that this call recorded it.
     assert re.fullmatch(r"[0-9a-f-]{36} \d+ False\n", run(doc, record))
@@ -164,6 +165,13 @@ def test_the_client_readmes_samples_run_as_written(
     run(doc, correlate)
     (carried,) = client.query(build_filter(request_id=incoming))
     assert carried.action == "member.invite"
+
+    # The person read for reaches the record of the read, and a search finds it.
+    run.names["current_user_id"] = "u_42@customer.example"
+    run(doc, on_behalf)
+    [read_for] = client.query(build_filter(text='"u_42@customer.example"'))
+    assert read_for.action == "audit_log.queried"
+    assert read_for.details["on_behalf_of"] == "u_42@customer.example"
 
     # The field violations of a refused event, as `field description` lines.
     assert run(doc, errors) == (
@@ -352,7 +360,7 @@ def test_every_sample_of_the_docs_is_run_here() -> None:
     """A sample added to a doc is added to a test above, or this fails."""
     run_here = {
         "README.md": 1,
-        "clients/python/README.md": 10,
+        "clients/python/README.md": 11,
         "docs/api.md": 1,
         "docs/correlation.md": 2,
         "docs/retention.md": 2,
