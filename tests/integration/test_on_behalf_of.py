@@ -195,7 +195,12 @@ def test_a_person_that_holds_a_secret_is_redacted(
 
 def test_the_client_refuses_what_the_server_would(server: ServerThread, tenant: str) -> None:
     token = server.token(tenant, Role.READER)
-    for bad, said in (("", "non-empty"), ("a\nb", "control"), ("x" * 257, "257 characters")):
+    for bad, said in (
+        ("", "non-empty"),
+        ("a\nb", "control"),
+        ("x" * 257, "257 characters"),
+        ("caf\udce9", "UTF-8"),  # a byte of Latin-1 in argv or the environment, as Python reads it
+    ):
         with pytest.raises(ValueError, match=said):
             AuditClient(server.target, token=token, on_behalf_of=bad)
         with pytest.raises(ValueError, match=said), sealtrail.on_behalf_of(bad):
@@ -214,3 +219,10 @@ def test_the_command_line_says_on_whose_behalf(
     refused = CliRunner().invoke(cli.main, [*common, "--on-behalf-of", "a\tb", "query"])
     assert refused.exit_code == 2
     assert "--on-behalf-of must not contain control characters" in refused.output
+    # An empty value (`--on-behalf-of "$UNSET"`) names no one: refused, not a call on no
+    # one's behalf; a byte that is not UTF-8 is refused as a usage error, not a traceback.
+    for bad, said in (("", "non-empty"), ("caf\udce9", "UTF-8")):
+        refused = CliRunner().invoke(cli.main, [*common, "--on-behalf-of", bad, "query"])
+        assert refused.exit_code == 2, refused.output
+        assert "--on-behalf-of must be" in refused.output and said in refused.output
+    assert len(_records(sql, tenant, "audit_log.queried")) == 1

@@ -455,9 +455,7 @@ def main(
         raise click.UsageError(
             f"{_named(ctx, 'cert_file')} and {_named(ctx, 'key_file')} go together.", ctx
         )
-    ctx.obj = _Settings(
-        server, token, tls, ca_file, cert_file, key_file, insecure, on_behalf_of or None
-    )
+    ctx.obj = _Settings(server, token, tls, ca_file, cert_file, key_file, insecure, on_behalf_of)
     _stop_as_ctrl_c_does(ctx)
 
 

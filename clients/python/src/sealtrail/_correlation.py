@@ -130,6 +130,10 @@ def checked_person(person: str) -> str:
         )
     if _CONTROL.search(person):
         raise ValueError("on_behalf_of must not contain control characters")
+    try:
+        person.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: a byte of argv or os.environ not in UTF-8
+        raise ValueError("on_behalf_of must be UTF-8 text: it holds a byte that is not") from None
     return person
 
 
