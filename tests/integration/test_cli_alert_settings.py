@@ -53,7 +53,7 @@ def test_update_names_the_option_of_another_kind_of_rule(
         build_alert_rule("seen", "new_ip", filter=build_filter(actions="user.login"))
     ).rule
     for rule, refused, named, applies_to in (
-        (night, ["--group-by", "none"], "--group-by", "threshold"),
+        (night, ["--group-by", "none"], "--group-by", "threshold or spike"),
         (night, ["--window", "60"], "--window", "threshold or spike"),
         (night, ["--fold-actor-ids"], "--fold-actor-ids", "threshold"),
         (burst, ["--days", "1,2,3"], "--days", "off_hours"),

@@ -61,7 +61,7 @@ def test_a_field_no_event_has_is_a_type_error_naming_it() -> None:
         ("new_ip", {"window_seconds": 60}, "a threshold or spike"),
         ("match", {"factor": 2.5}, "a spike"),
         ("threshold", {"min_count": 5}, "a spike"),
-        ("new_country", {"group_by": "actor"}, "a threshold"),
+        ("new_country", {"group_by": "actor"}, "a threshold or spike"),
         ("off_hours", {"count": 5}, "a threshold"),
         ("threshold", {"time_zone": "Europe/Paris"}, "an off_hours"),
         ("match", {"start_hour": 9}, "an off_hours"),

@@ -104,6 +104,28 @@ class _SpikeWindow:
     average: float | None
     windows: int
     fired: bool = False
+    # Grouped (ADR 0147): the groups judged, by key, and the step (its last
+    # seq) that counted them; a group met that none of them is counts again,
+    # at most once a step.
+    groups: dict[str, _SpikeGroup] | None = None
+    counted_upto: int = 0
+
+
+@dataclass(slots=True)
+class _SpikeGroup:
+    """A group of a grouped spike rule's window: its matching events up to
+    the last one evaluated, those of the baseline's windows, whether it fired."""
+
+    count: int
+    baseline: int
+    fired: bool = False
+
+
+# The groups a grouped spike rule judges in a window at most (ADR 0147): the
+# ones with the most events in it. A tenant with 100,000 addresses makes a
+# count of 100,000 groups, but the rows read back, and the groups kept, stay
+# bounded; the others are logged and counted (sealtrail.alerts.spike.left_out).
+MAX_SPIKE_GROUPS: Final = 1000
 
 
 @dataclass(slots=True)
@@ -170,6 +192,7 @@ class Evaluator:
         shown_name: Callable[[str, str], Awaitable[str]] | None = None,
         meter: Meter | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        spike_groups: int = MAX_SPIKE_GROUPS,
     ) -> None:
         """`sinks_changed` is called after an alert was queued for sinks.
         `shown_name(tenant_id, name)`: a rule's name as its alerts show it
@@ -178,8 +201,10 @@ class Evaluator:
         `clock`: the server's (tests move it), as the appender's that stamps
         the alert's receipt: when an alert occurs, when its rule last fired
         and when it was queued for the rule's sinks. (Which window an event
-        falls in, and whether it is off hours, go by when it occurred.)"""
+        falls in, and whether it is off hours, go by when it occurred.)
+        `spike_groups`: the groups a grouped spike rule judges in a window."""
         self._db = db
+        self._spike_groups = spike_groups
         self._clock = clock
         self._shown_name = shown_name
         meter = meter or no_meter()
@@ -187,6 +212,12 @@ class Evaluator:
             "sealtrail.alerts.raised",
             unit="{alert}",
             description="security.alert events this process recorded, by the rule's severity.",
+        )
+        self._left_out = meter.create_counter(
+            "sealtrail.alerts.spike.left_out",
+            unit="{event}",
+            description="Matching events of grouped spike rules not judged: their group was not"
+            " among the ones with the most events in its window (ADR 0147).",
         )
         self._waiting = WaitingForRoom(
             log, prefix="alerts", held="evaluates %d tenants", limit="SEALTRAIL_ALERT_MAX_TENANTS"
@@ -376,7 +407,7 @@ class Evaluator:
             )  # fmt: skip
             async with contextlib.aclosing(stream):
                 async for event in stream:
-                    await self._evaluate(tenant_id, rules, event, watched_after)
+                    await self._evaluate(tenant_id, rules, event, watched_after, upto)
             changed = [
                 (rule, changes)
                 for rule in rules
@@ -436,7 +467,12 @@ class Evaluator:
             self._left[rule.id] = rule.updated_at
 
     async def _evaluate(
-        self, tenant_id: str, rules: list[_Rule], event: StoredEvent, watched_after: int
+        self,
+        tenant_id: str,
+        rules: list[_Rule],
+        event: StoredEvent,
+        watched_after: int,
+        upto: int,
     ) -> None:
         """Checks one event against the rules that watch it. A record no event
         is (rewritten in the database) is passed over: failing its step at
@@ -449,7 +485,7 @@ class Evaluator:
                 return
             for rule in rules:
                 if event.seq > rule.stored.start_seq and rule.matcher.matches(record):
-                    await self._check(tenant_id, rule, event, record)
+                    await self._check(tenant_id, rule, event, record, upto)
         except UNREADABLE as error:
             _unreadable(tenant_id, event.seq, error)
 
@@ -578,8 +614,10 @@ class Evaluator:
         rule.primed = True
 
     async def _check(
-        self, tenant_id: str, rule: _Rule, event: StoredEvent, record: dict[str, Any]
+        self, tenant_id: str, rule: _Rule, event: StoredEvent, record: dict[str, Any], upto: int
     ) -> None:
+        """Whether `rule` fires on `event` (its record `record`), evaluated by
+        a step that reads up to the seq `upto`; fires it if so."""
         condition = rule.condition
         occurred = datetime.fromisoformat(record["occurred_at"])
         details: dict[str, Any] = {"trigger_seq": event.seq, "trigger_event_id": record["id"]}
@@ -598,17 +636,9 @@ class Evaluator:
                 return
             assert key is not None
             details |= {"count": counted, "window_seconds": condition.window_seconds}
-            grouped = ""
-            if condition.group_by == "credential":
-                # Named as the trigger records it: kind, id, and the hint if any.
-                credential = record["actor"]["credential"]
-                named = {part: str(credential.get(part, "")) for part in ("kind", "id", "hint")}
-                details["group"] = {"credential": named}
-                hint = f" ...{named['hint']}" if named["hint"] else ""
-                grouped = f" for credential {named['kind']} {named['id']}{hint}"
-            elif condition.group_by != "none":
-                details["group"] = {condition.group_by: key}
-                grouped = f" for {condition.group_by} {key}"
+            group, grouped = _group_named(condition, key, record)
+            if group is not None:
+                details["group"] = group
             if form is not None:
                 # The ids as recorded that the group counted: `Admin`,
                 # `ADMIN` and its full-width form are one attacker's (ADR 0110).
@@ -619,7 +649,7 @@ class Evaluator:
             # At least: a group keeps only its newest `count` times (docs/alerting.md).
             reason = f"at least {counted} events within {condition.window_seconds} s{grouped}"
         elif condition.kind == "spike":
-            spiked = await self._spike(tenant_id, rule, event.seq, occurred)
+            spiked = await self._spike(tenant_id, rule, event.seq, occurred, record, upto)
             if spiked is None:
                 return
             reason, counts = spiked
@@ -654,7 +684,13 @@ class Evaluator:
         await self._fire(tenant_id, rule, event, record, reason, details)
 
     async def _spike(
-        self, tenant_id: str, rule: _Rule, seq: int, occurred: datetime
+        self,
+        tenant_id: str,
+        rule: _Rule,
+        seq: int,
+        occurred: datetime,
+        record: dict[str, Any],
+        upto: int,
     ) -> tuple[str, dict[str, Any]] | None:
         """Whether a spike rule fires at its matching event `seq`: why, and
         the counts its alert records; None if not (ADR 0132). The window that
@@ -667,40 +703,27 @@ class Evaluator:
         fires nothing: the window last counted says so here, and after the
         rule was taken up, a matching event evaluated before that occurred
         later. A window fires once, whatever the rule went through (changed,
-        disabled and enabled again)."""
+        disabled and enabled again). Grouped (ADR 0147), each group is judged
+        against its own baseline and fires once a window, as `_group_spike`
+        says."""
         condition = rule.condition
         length = timedelta(seconds=condition.window_seconds)
         start = _EPOCH + (occurred - _EPOCH) // length * length
         window = rule.spike
         if window is not None and start < window.start:
             return None
+        if condition.group_by != "none":
+            return await self._group_spike(tenant_id, rule, seq, start, record, upto)
         if window is not None and start == window.start:
             window.count += 1
         else:
-            baseline_from = start - condition.baseline_windows * length
-            kept = await store.kept_since(
-                self._db, tenant_id=tenant_id, upto_seq=seq, now=self._clock()
-            )
-            if kept is not None and kept + _SKEW > baseline_from:
-                # Retention removed events received before `kept`: those of
-                # the windows before it (an event occurs at most the allowed
-                # skew after its receipt) may be gone, and counted as none they
-                # lowered the average, a false spike each time a purge removed
-                # a window (ADR 0132). The baseline starts at the first window
-                # wholly after; none left, the rule has no history yet.
-                baseline_from = min(start, _EPOCH - (_EPOCH - kept - _SKEW) // length * length)
+            baseline_from = await self._baseline_from(tenant_id, condition, seq, start)
             counts = await store.spike_counts(
                 self._db, tenant_id=tenant_id, event_filter=condition.filter,
                 start_seq=rule.stored.start_seq, upto_seq=seq, baseline_from=baseline_from,
                 window_from=start, window_to=start + length,
             )  # fmt: skip
-            average, windows = None, 0
-            if counts.history_from is not None:
-                # The windows since the tenant's first event among them, at most baseline_windows.
-                # (The whole windows from the one it occurred in.)
-                windows = -((counts.history_from - start) // length)
-                windows = max(1, min(condition.baseline_windows, windows))
-                average = counts.baseline / windows
+            average, windows = _average(condition, counts.baseline, counts.history_from, start)
             window = rule.spike = _SpikeWindow(start, counts.current, average, windows)
         if window.fired or window.average is None:
             return None
@@ -708,6 +731,46 @@ class Evaluator:
         if window.count < line:
             return None
         window.fired = True  # once a window, whatever comes of the alert
+        if not await self._spike_first(tenant_id, rule, seq, start, None):
+            return None
+        window_text = store.instant_text(start)
+        reason = (
+            f"{window.count} events in {condition.window_seconds} s from {window_text},"
+            f" {condition.factor:g}x or more the average {window.average:.1f}"
+            f" of the {window.windows} windows before"
+        )
+        return reason, _spike_details(
+            condition, start, window.count, window.average, window.windows
+        )
+
+    async def _baseline_from(
+        self, tenant_id: str, condition: Condition, seq: int, start: datetime
+    ) -> datetime:
+        """Where the baseline of the window starting at `start` starts, as
+        judged at the event `seq`: `baseline_windows` before it, or after
+        what retention removed."""
+        length = timedelta(seconds=condition.window_seconds)
+        baseline_from = start - condition.baseline_windows * length
+        kept = await store.kept_since(
+            self._db, tenant_id=tenant_id, upto_seq=seq, now=self._clock()
+        )
+        if kept is not None and kept + _SKEW > baseline_from:
+            # Retention removed events received before `kept`: those of
+            # the windows before it (an event occurs at most the allowed
+            # skew after its receipt) may be gone, and counted as none they
+            # lowered the average, a false spike each time a purge removed
+            # a window (ADR 0132). The baseline starts at the first window
+            # wholly after; none left, the rule has no history yet.
+            baseline_from = min(start, _EPOCH - (_EPOCH - kept - _SKEW) // length * length)
+        return baseline_from
+
+    async def _spike_first(
+        self, tenant_id: str, rule: _Rule, seq: int, start: datetime, group: dict[str, Any] | None
+    ) -> bool:
+        """Whether the window starting at `start` (of `group`, grouped) fires
+        at the event `seq`, once the cache says it reaches the line: it did
+        not fire there before, and no later window was judged."""
+        condition = rule.condition
         # What a process that took the rule up (a restart, a lease moved, a
         # step run again after it failed) does not know: whether the window
         # fired, and which windows the rule judged. An alert that retention
@@ -717,33 +780,117 @@ class Evaluator:
         # test_spike_alerts).
         trigger = await store.spike_fired(
             self._db, tenant_id=tenant_id, rule=rule.stored, window_from=start,
-            window_seconds=condition.window_seconds,
+            window_seconds=condition.window_seconds, group=group,
         )  # fmt: skip
         if trigger is not None and trigger != seq:
-            return None  # fired there already, once a window a rule
+            return False  # fired there already, once a window a rule (or group)
         # Set off by this very event (trigger == seq), the alert was recorded
         # by a run of this step that failed after: `_fire` finds it, and counts
-        # and queues it if that run did not, once.
-        if trigger is None and await store.spike_judged_later(
-            self._db, tenant_id=tenant_id, event_filter=condition.filter,
-            start_seq=rule.stored.start_seq, before_seq=seq, after=start + length,
-        ):  # fmt: skip
-            return None  # only the newest window judged fires (a late event's)
-        window_text = store.instant_text(start)
-        reason = (
-            f"{window.count} events in {condition.window_seconds} s from {window_text},"
-            f" {condition.factor:g}x or more the average {window.average:.1f}"
-            f" of the {window.windows} windows before"
+        # and queues it if that run did not, once. Only the newest window
+        # judged fires: a late event's does not.
+        return not (
+            trigger is None
+            and await store.spike_judged_later(
+                self._db,
+                tenant_id=tenant_id,
+                event_filter=condition.filter,
+                start_seq=rule.stored.start_seq,
+                before_seq=seq,
+                after=start + timedelta(seconds=condition.window_seconds),
+            )
         )
-        return reason, {
-            "count": window.count,
-            "baseline_average": round(window.average, 3),
-            "factor": condition.factor,
-            "min_count": condition.min_count,
-            "window_seconds": condition.window_seconds,
-            "window_start": store.instant_text(start),
-            "baseline_windows": window.windows,
-        }
+
+    async def _group_spike(
+        self,
+        tenant_id: str,
+        rule: _Rule,
+        seq: int,
+        start: datetime,
+        record: dict[str, Any],
+        upto: int,
+    ) -> tuple[str, dict[str, Any]] | None:
+        """A grouped spike rule at its matching event `seq` of the window
+        starting at `start` (ADR 0147): the event's group, against that
+        group's own average over the baseline's windows (the windows of the
+        tenant's history, as ungrouped). Counted in SQL at the window's first
+        matching event, and again at the first event of a step whose group
+        the count did not judge: the groups with the most events in the
+        window up to the step's last event (`upto`), at most `spike_groups`
+        of them, each counted exactly up to this event; one more at each
+        event after. A group with no event in the baseline (a key never used
+        before) has an average of 0: it fires at min_count, once the tenant
+        has history there (before, nothing fires, as ungrouped)."""
+        condition = rule.condition
+        key = group_key(condition, record)
+        if key is None:
+            return None  # no address, no credential: not counted
+        window = rule.spike
+        same = window is not None and window.start == start and window.groups is not None
+        if (
+            same
+            and window is not None
+            and window.groups is not None
+            and (key in window.groups or window.counted_upto == upto)
+        ):
+            group = window.groups.get(key)
+            if group is None:  # left out by the cap, counted again in this step already
+                self._left_out.add(1)
+                return None
+            group.count += 1
+        else:
+            length = timedelta(seconds=condition.window_seconds)
+            baseline_from = await self._baseline_from(tenant_id, condition, seq, start)
+            counts = await store.spike_group_counts(
+                self._db, tenant_id=tenant_id, event_filter=condition.filter,
+                group_by=condition.group_by, start_seq=rule.stored.start_seq, at_seq=seq,
+                upto_seq=upto, baseline_from=baseline_from, window_from=start,
+                window_to=start + length, cap=self._spike_groups,
+            )  # fmt: skip
+            average, windows = _average(condition, 0, counts.history_from, start)
+            fired = (
+                {k for k, g in window.groups.items() if g.fired}
+                if same and window is not None and window.groups is not None
+                else set()
+            )
+            groups: dict[str, _SpikeGroup] = {}
+            for counted in counts.judged:
+                # Actor ids folded (ADR 0110): the ids that read alike are one group.
+                k = _spike_group_key(condition, counted.parts)
+                merged = groups.setdefault(k, _SpikeGroup(0, 0, k in fired))
+                merged.count += counted.before
+                merged.baseline += counted.baseline
+            left_out = counts.groups - len(counts.judged)
+            if left_out > 0 and not (same and window is not None and window.counted_upto):
+                log.warning(
+                    "alerts: tenant %s rule %s: %d groups had events in the window from %s;"
+                    " the %d with the most were judged, %d left out",
+                    tenant_id, rule.stored.id, counts.groups, store.instant_text(start),
+                    len(counts.judged), left_out,
+                )  # fmt: skip
+            window = rule.spike = _SpikeWindow(start, 0, average, windows, groups=groups)
+            window.counted_upto = upto
+            group = groups.get(key)
+            if group is None:
+                self._left_out.add(1)
+                return None
+        if group.fired or window.average is None:
+            return None
+        group_average = group.baseline / window.windows
+        line = max(float(condition.min_count), condition.factor * group_average)
+        if group.count < line:
+            return None
+        group.fired = True  # once a window a group, whatever comes of the alert
+        named, grouped = _group_named(condition, key, record)
+        assert named is not None
+        if not await self._spike_first(tenant_id, rule, seq, start, _fired_group(named)):
+            return None
+        reason = (
+            f"{group.count} events in {condition.window_seconds} s from"
+            f" {store.instant_text(start)}{grouped}, {condition.factor:g}x or more its average"
+            f" {group_average:.1f} of the {window.windows} windows before"
+        )
+        details = _spike_details(condition, start, group.count, group_average, window.windows)
+        return reason, details | {"group": named}
 
     async def _fire(
         self,
@@ -999,6 +1146,71 @@ def _key_of(condition: Condition) -> Callable[[str], str] | None:
 def _form(condition: Condition, record: dict[str, Any]) -> str | None:
     """The actor id as recorded, where a threshold groups folded actor ids."""
     return str(record["actor"]["id"]) if _key_of(condition) is not None else None
+
+
+def _group_named(
+    condition: Condition, key: str, record: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str]:
+    """How a grouped rule's alert names the group `key` of its trigger
+    `record`: its `details.group` (None ungrouped) and the words its
+    description adds. A credential as the trigger records it: kind, id, and
+    the hint if any."""
+    if condition.group_by == "credential":
+        credential = record["actor"]["credential"]
+        named = {part: str(credential.get(part, "")) for part in ("kind", "id", "hint")}
+        hint = f" ...{named['hint']}" if named["hint"] else ""
+        return {"credential": named}, f" for credential {named['kind']} {named['id']}{hint}"
+    if condition.group_by != "none":
+        return {condition.group_by: key}, f" for {condition.group_by} {key}"
+    return None, ""
+
+
+def _fired_group(named: dict[str, Any]) -> dict[str, Any]:
+    """What an alert's `details.group` holds whatever its trigger: a
+    credential's kind and id (its hint may differ from event to event)."""
+    credential = named.get("credential")
+    if isinstance(credential, dict):
+        return {"credential": {"kind": credential["kind"], "id": credential["id"]}}
+    return named
+
+
+def _spike_group_key(condition: Condition, parts: tuple[str, str]) -> str:
+    """The group key (as group_key makes it of a record) of a grouped spike's
+    counted group, from the parts the database read (store.SpikeGroup)."""
+    if condition.group_by == "credential":
+        return json.dumps(list(parts), ensure_ascii=False, separators=(",", ":"))
+    if condition.group_by == "actor":
+        return actor_group(parts[0])
+    return parts[0]
+
+
+def _average(
+    condition: Condition, baseline: int, history_from: datetime | None, start: datetime
+) -> tuple[float | None, int]:
+    """A spike window's average of `baseline` events over the windows since
+    the tenant's first event among them (`history_from`), at most
+    baseline_windows, and over how many; (None, 0) with no history."""
+    if history_from is None:
+        return None, 0
+    length = timedelta(seconds=condition.window_seconds)
+    # The whole windows from the one it occurred in.
+    windows = max(1, min(condition.baseline_windows, -((history_from - start) // length)))
+    return baseline / windows, windows
+
+
+def _spike_details(
+    condition: Condition, start: datetime, count: int, average: float, windows: int
+) -> dict[str, Any]:
+    """What a spike's alert records of its counts."""
+    return {
+        "count": count,
+        "baseline_average": round(average, 3),
+        "factor": condition.factor,
+        "min_count": condition.min_count,
+        "window_seconds": condition.window_seconds,
+        "window_start": store.instant_text(start),
+        "baseline_windows": windows,
+    }
 
 
 # The kinds that judge an event alone (no window, nothing learned).

@@ -69,11 +69,9 @@ def _condition(rule: pb.AlertRule, kept: dict[str, Any] | None = None) -> dict[s
     validate_filter(filter_draft(message.filter), path=f"{path}.filter")
     stored: dict[str, Any] = {"kind": kind, "filter": json_format.MessageToDict(message.filter)}
     settings: dict[str, Any] = {}
+    if kind in ("threshold", "spike") and message.group_by not in _GROUP_BY:
+        raise InvalidArgument.field(f"{path}.group_by", f"unknown enum value {message.group_by}")
     if kind == "threshold":
-        if message.group_by not in _GROUP_BY:
-            raise InvalidArgument.field(
-                f"{path}.group_by", f"unknown enum value {message.group_by}"
-            )
         settings = {
             "count": message.count,
             "window_seconds": message.window_seconds,
@@ -88,6 +86,8 @@ def _condition(rule: pb.AlertRule, kept: dict[str, Any] | None = None) -> dict[s
             "factor": message.factor,
             "min_count": message.min_count,
         }
+        if message.group_by:  # absent ungrouped: the spike rules stored before read the same
+            settings["group_by"] = _GROUP_BY[message.group_by]
     elif kind == "off_hours":
         settings = {
             "time_zone": message.time_zone or "UTC",
@@ -128,7 +128,7 @@ def _set_condition(message: pb.AlertRule, stored: dict[str, Any]) -> None:
     target = getattr(message, kind)
     target.SetInParent()  # else a new-IP rule on every event (an empty filter) showed none
     json_format.ParseDict(condition.pop("filter"), target.filter)
-    if kind == "threshold":
+    if "group_by" in condition:  # a threshold's, or a grouped spike's
         condition["group_by"] = _GROUP_BY_NUMBERS[condition["group_by"]]
     for name, value in condition.items():
         if isinstance(value, list):

@@ -41,7 +41,7 @@ ConditionKind = Literal["match", "threshold", "spike", "new_ip", "new_country", 
 # The kinds that learn where each actor is seen from, and alert on somewhere new.
 NEW_ORIGIN_KINDS: Final = ("new_ip", "new_country")
 GroupBy = Literal["none", "actor", "ip", "credential"]
-# What a threshold may count by, besides all together ("none").
+# What a threshold or spike may count by, besides all together ("none").
 GROUPINGS: Final = ("actor", "ip", "credential")
 
 
@@ -212,7 +212,7 @@ def origin_of(kind: ConditionKind, record: dict[str, Any]) -> str | None:
 
 
 def group_key(condition: Condition, record: dict[str, Any]) -> str | None:
-    """What a threshold counts this event under; None: not counted."""
+    """What a threshold or spike counts this event under; None: not counted."""
     if condition.group_by == "actor":
         actor = str(record["actor"]["id"])
         return actor if condition.exact_actor_ids else actor_group(actor)

@@ -310,7 +310,7 @@ def condition_narrows(before: Condition, after: Condition) -> bool:
     """Whether the rule may fire where it fired before no longer: another kind
     of condition, a narrower filter, or a threshold's count raised, window
     shortened or groups made finer, a spike's factor or fewest events raised
-    or its window or baseline changed (another average, which may be higher),
+    or its window, baseline or grouping changed (another average, which may be higher),
     or working hours that grow (earlier start, later end, more working days,
     another time zone)."""
     if before.kind != after.kind or filter_narrows(before.filter, after.filter):
@@ -326,6 +326,9 @@ def condition_narrows(before: Condition, after: Condition) -> bool:
         return (
             after.factor > before.factor
             or after.min_count > before.min_count
+            # Grouped otherwise: a group's burst may drown in the tenant's
+            # traffic, or the tenant's in many small groups.
+            or after.group_by != before.group_by
             or after.window_seconds != before.window_seconds
             or after.baseline_windows != before.baseline_windows
         )

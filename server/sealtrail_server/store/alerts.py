@@ -38,7 +38,12 @@ from .changes import (
     try_share_condition,
 )
 from .database import SYSTEM_ROLE, Database
-from .events import filter_conditions
+from .events import (
+    RECORD_CREDENTIAL,
+    RECORD_CREDENTIAL_ID,
+    RECORD_CREDENTIAL_KIND,
+    filter_conditions,
+)
 
 Connection = psycopg.AsyncConnection[Any]
 _SKEW: Final = timedelta(seconds=MAX_FUTURE_SKEW_SECONDS)
@@ -268,13 +273,158 @@ async def spike_counts(
         row = await cursor.fetchone()
         assert row is not None
         current, baseline = int(row[0]), int(row[1])
-        cursor = await conn.execute(
-            "SELECT min(occurred_at) FROM events WHERE tenant_id = %s"
-            " AND occurred_at >= %s AND occurred_at < %s AND received_at >= %s",
-            [tenant_id, baseline_from, window_from, baseline_from - _SKEW],
+        first = await _history_from(
+            conn, tenant_id=tenant_id, baseline_from=baseline_from, window_from=window_from
         )
-        first = await cursor.fetchone()
-    return SpikeCounts(current, baseline, None if first is None else first[0])
+    return SpikeCounts(current, baseline, first)
+
+
+async def _history_from(
+    conn: Connection, *, tenant_id: str, baseline_from: datetime, window_from: datetime
+) -> datetime | None:
+    """The oldest time any event of the tenant's occurred within the
+    baseline's windows [baseline_from, window_from): one step down the
+    (tenant, occurred_at) index; None: none (no history yet)."""
+    cursor = await conn.execute(
+        "SELECT min(occurred_at) FROM events WHERE tenant_id = %s"
+        " AND occurred_at >= %s AND occurred_at < %s AND received_at >= %s",
+        [tenant_id, baseline_from, window_from, baseline_from - _SKEW],
+    )
+    first = await cursor.fetchone()
+    return None if first is None else first[0]
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeGroup:
+    """One group of a grouped spike rule at a count (ADR 0147): its key's
+    parts as the database read them (`parts`: the actor id as recorded; the
+    IP address's network; the credential's kind and id), its matching events
+    of the window up to the event counted at (`before`) and up to the step's
+    last event (`current`), and of the baseline's windows (`baseline`)."""
+
+    parts: tuple[str, str]
+    before: int
+    current: int
+    baseline: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpikeGroupCounts:
+    """A grouped spike rule's counts: the groups judged (at most the cap,
+    the most events in the window first), how many groups had events in the
+    window (`groups`: more than those judged when the cap left some out),
+    and the tenant's oldest time in the baseline (None: no history yet)."""
+
+    judged: list[SpikeGroup]
+    groups: int
+    history_from: datetime | None
+
+
+# What a grouped spike groups on, as two text parts (the second '' where a
+# key has one), and which events have a group at all. An IP address as the
+# threshold's `network_of` writes it: an IPv4 address itself, an IPv6
+# address's /64 (PostgreSQL writes a cidr as Python's ipaddress does). A
+# credential's kind and id from the columns of migration 0056, or the record
+# of a row appended before it (credential_kind NULL). An actor id as recorded:
+# the evaluator folds it (ADR 0110) and merges the groups that fold alike.
+_SPIKE_KEYS: Final[dict[str, tuple[str, str, str]]] = {
+    "actor": ("actor_id", "''", "true"),
+    "ip": (
+        "CASE WHEN family(ip) = 6 THEN network(set_masklen(ip, 64))::text ELSE host(ip) END",
+        "''",
+        "ip IS NOT NULL",
+    ),
+    "credential": (
+        f"CASE WHEN credential_kind IS NULL THEN coalesce({RECORD_CREDENTIAL_KIND}, '')"
+        " ELSE credential_kind END",
+        f"CASE WHEN credential_kind IS NULL THEN coalesce({RECORD_CREDENTIAL_ID}, '')"
+        " ELSE coalesce(credential_id, '') END",
+        f"(credential_kind <> '' OR (credential_kind IS NULL AND {RECORD_CREDENTIAL} IS NOT NULL"
+        f" AND {RECORD_CREDENTIAL}::text NOT IN ('null', '{{}}')))",
+    ),
+}
+
+
+def spike_groups_statement(
+    *,
+    tenant_id: str,
+    event_filter: EventFilter,
+    group_by: str,
+    start_seq: int,
+    at_seq: int,
+    upto_seq: int,
+    baseline_from: datetime,
+    window_from: datetime,
+    window_to: datetime,
+    cap: int,
+) -> tuple[sql.Composed, list[Any]]:
+    """The one statement of a grouped spike's count (the plan test EXPLAINs
+    it) and its parameters: as spike_counts', grouped by `group_by`, up to
+    `upto_seq` (the step's last event), the window's count also up to `at_seq`
+    (the event being judged); the `cap` groups with the most events in the
+    window (ties by key, in byte order), and how many had any."""
+    bounded = replace(
+        event_filter,
+        occurred_after=max(baseline_from, event_filter.occurred_after or baseline_from),
+        occurred_before=min(window_to, event_filter.occurred_before or window_to),
+    )
+    conditions, params = filter_conditions(tenant_id, bounded)
+    first, second, present = _SPIKE_KEYS[group_by]
+    statement = sql.SQL(
+        "SELECT k, i, before, current, baseline, count(*) OVER () FROM ("
+        " SELECT {first} AS k, {second} AS i,"
+        " count(*) FILTER (WHERE occurred_at >= %s AND seq > %s AND seq <= %s) AS before,"
+        " count(*) FILTER (WHERE occurred_at >= %s AND seq > %s) AS current,"
+        " count(*) FILTER (WHERE occurred_at < %s) AS baseline"
+        " FROM events WHERE {conditions} AND seq <= %s AND action <> %s AND {present}"
+        " GROUP BY 1, 2) AS g"
+        ' WHERE current > 0 ORDER BY current DESC, k COLLATE "C", i COLLATE "C" LIMIT %s'
+    ).format(
+        first=sql.SQL(first),
+        second=sql.SQL(second),
+        present=sql.SQL(present),
+        conditions=sql.SQL(" AND ").join(conditions),
+    )
+    values = [
+        window_from, start_seq, at_seq, window_from, start_seq, window_from,
+        *params, upto_seq, ALERT_ACTION, cap,
+    ]  # fmt: skip
+    return statement, values
+
+
+async def spike_group_counts(
+    db: Database,
+    *,
+    tenant_id: str,
+    event_filter: EventFilter,
+    group_by: str,
+    start_seq: int,
+    at_seq: int,
+    upto_seq: int,
+    baseline_from: datetime,
+    window_from: datetime,
+    window_to: datetime,
+    cap: int,
+) -> SpikeGroupCounts:
+    """A grouped spike rule's counts (ADR 0147): `spike_groups_statement`,
+    one statement over the window and the baseline, under the same timeout
+    as spike_counts, and the tenant's history as spike_counts reads it."""
+    statement, values = spike_groups_statement(
+        tenant_id=tenant_id, event_filter=event_filter, group_by=group_by,
+        start_seq=start_seq, at_seq=at_seq, upto_seq=upto_seq, baseline_from=baseline_from,
+        window_from=window_from, window_to=window_to, cap=cap,
+    )  # fmt: skip
+    async with db.connection(tenant_id, statement_timeout=SPIKE_COUNT_SECONDS) as conn:
+        cursor = await conn.execute(statement, values)
+        rows = await cursor.fetchall()
+        first = await _history_from(
+            conn, tenant_id=tenant_id, baseline_from=baseline_from, window_from=window_from
+        )
+    judged = [
+        SpikeGroup((str(k), str(i)), int(before), int(current), int(baseline))
+        for k, i, before, current, baseline, _ in rows
+    ]
+    return SpikeGroupCounts(judged, int(rows[0][5]) if rows else 0, first)
 
 
 async def kept_since(
@@ -304,25 +454,34 @@ async def kept_since(
 
 
 async def spike_fired(
-    db: Database, *, tenant_id: str, rule: StoredRule, window_from: datetime, window_seconds: int
+    db: Database,
+    *,
+    tenant_id: str,
+    rule: StoredRule,
+    window_from: datetime,
+    window_seconds: int,
+    group: dict[str, Any] | None = None,
 ) -> int | None:
     """The seq of the event that set off the rule's alert for the window of
     `window_seconds` starting at `window_from`, if one was recorded (None if
     not): a process that took the tenant up (a restart, a lease moved, a step
     run again after a failure) knows no window's firing. Any of the rule's
     alerts, whatever it went through since (changed, disabled and enabled
-    again): one alert a window a rule. Read by resource (the rule), an alert
-    being received after its window opened (less the allowed clock skew);
-    its trigger from its idempotency key (`alert_key`)."""
+    again): one alert a window a rule, or, of a grouped rule, a window a
+    group (`group`: what its alert's `details.group` holds, a credential's
+    hint aside). Read by resource (the rule), an alert being received after
+    its window opened (less the allowed clock skew); its trigger from its
+    idempotency key (`alert_key`)."""
+    grouped = "" if group is None else " AND (record::jsonb -> 'details' -> 'group') @> %s::jsonb"
     async with db.connection(tenant_id) as conn:
         cursor = await conn.execute(
             "SELECT idempotency_key FROM events WHERE tenant_id = %s"
             " AND resource_type = 'alert_rule' AND resource_id = %s AND action = %s"
             " AND received_at >= %s AND (record::jsonb -> 'details' ->> 'window_start') = %s"
             " AND (record::jsonb -> 'details' -> 'window_seconds') = to_jsonb(%s::bigint)"
-            " ORDER BY seq LIMIT 1",
+            + grouped + " ORDER BY seq LIMIT 1",
             [tenant_id, rule.id, ALERT_ACTION, window_from - _SKEW, instant_text(window_from),
-             window_seconds],
+             window_seconds, *([] if group is None else [json.dumps(group)])],
         )  # fmt: skip
         row = await cursor.fetchone()
     prefix = alert_key(rule.id, 0).removesuffix("0")

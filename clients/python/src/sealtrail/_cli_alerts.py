@@ -46,9 +46,11 @@ def _describe(rule: alerting_pb2.AlertRule) -> str:
         return f"threshold: {rule.threshold.count} in {window}{grouped}"
     if kind == "spike":
         spike = rule.spike
+        by = enum_label(alerting_pb2.AlertGroupBy, spike.group_by)
         return (
             f"spike: {spike.factor:g}x the average of {spike.baseline_windows} windows of"
             f" {span_text(spike.window_seconds)}, at least {spike.min_count}"
+            + (f" by {by}" if by else "")
         )
     if kind == "off_hours":
         hours = rule.off_hours
@@ -208,7 +210,7 @@ _WINDOW_HELP = (
 _KIND_SETTINGS: Final = (
     ("threshold_count", "--count", "threshold"),
     ("window_seconds", "--window", "threshold or spike"),
-    ("group_by", "--group-by", "threshold"),
+    ("group_by", "--group-by", "threshold or spike"),
     ("baseline_windows", "--baseline-windows", "spike"),
     ("factor", "--factor", "spike"),
     ("min_count", "--min-count", "spike"),
@@ -232,8 +234,9 @@ _KIND_SETTINGS: Final = (
 @click.option(
     "--group-by",
     type=click.Choice(["actor", "ip", "credential"]),
-    help="threshold: count per actor, IP address or credential (an API key's kind and id:"
-    " one leaked key's burst fires, another key's ordinary use does not).",
+    help="threshold, spike: count per actor, IP address or credential (an API key's kind and"
+    " id: one leaked key's burst fires, another key's ordinary use does not); a spike compares"
+    " each group with its own average.",
 )
 @_EXACT_ACTOR_IDS
 @click.option(
@@ -337,7 +340,7 @@ def create(
 _CONDITION_SETTINGS: Final = {
     "count": ("--count", "threshold"),
     "window_seconds": ("--window", "threshold or spike"),
-    "group_by": ("--group-by", "threshold"),
+    "group_by": ("--group-by", "threshold or spike"),
     "exact_actor_ids": ("--exact-actor-ids", "threshold"),
     "baseline_windows": ("--baseline-windows", "spike"),
     "factor": ("--factor", "spike"),
@@ -361,7 +364,7 @@ def _a(kind: str) -> str:
 @click.option(
     "--group-by",
     type=click.Choice(["none", "actor", "ip", "credential"]),
-    help="threshold: per actor, IP address or credential; none: all together.",
+    help="threshold, spike: per actor, IP address or credential; none: all together.",
 )
 @_EXACT_ACTOR_IDS
 @click.option("--baseline-windows", type=int, help="spike: windows the average is over.")

@@ -1373,7 +1373,8 @@ def build_alert_rule(
     filter=build_filter(actions="user.login", outcomes="failure"), count=5,
     window_seconds=300, group_by="ip")`, or a spike: `build_alert_rule("login spike",
     "spike", filter=..., window_seconds=600, baseline_windows=24, factor=5,
-    min_count=20)`. `exact_actor_ids`: grouped by
+    min_count=20, group_by="credential")` (each API key against its own
+    usual number; `group_by` unset: the tenant's events together). `exact_actor_ids`: grouped by
     actor, ids compared as recorded, not folded (case, full-width forms,
     invisible characters). `sink_ids`: the sinks its alerts go to
     (one given as a string is that one). A setting of another kind of rule
@@ -1394,7 +1395,7 @@ def build_alert_rule(
     for setting, value, default, applies_to in (
         ("count", count, 0, "threshold"),
         ("window_seconds", window_seconds, 0, "threshold or spike"),
-        ("group_by", group_by, "", "threshold"),
+        ("group_by", group_by, "", "threshold or spike"),
         ("exact_actor_ids", exact_actor_ids, False, "threshold"),
         ("baseline_windows", baseline_windows, 0, "spike"),
         ("factor", factor, 0.0, "spike"),
@@ -1413,11 +1414,11 @@ def build_alert_rule(
         sink_ids=_many(sink_ids),
         disabled=disabled,
     )
+    if kind in ("threshold", "spike") and group_by not in _GROUP_BY:
+        raise ValueError(f"group_by: {group_by!r} is not one of actor, ip, credential")
     if kind == "match":
         rule.match.filter.CopyFrom(filter or event_pb2.EventFilter())
     elif kind == "threshold":
-        if group_by not in _GROUP_BY:
-            raise ValueError(f"group_by: {group_by!r} is not one of actor, ip, credential")
         rule.threshold.filter.CopyFrom(filter or event_pb2.EventFilter())
         rule.threshold.count = count
         rule.threshold.window_seconds = window_seconds
@@ -1429,6 +1430,7 @@ def build_alert_rule(
         rule.spike.baseline_windows = baseline_windows
         rule.spike.factor = factor
         rule.spike.min_count = min_count
+        rule.spike.group_by = _GROUP_BY[group_by]
     elif kind == "new_ip":
         rule.new_ip.filter.CopyFrom(filter or event_pb2.EventFilter())
     elif kind == "new_country":

@@ -42,7 +42,10 @@ class _AlertGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertGro
     """
 
 class AlertGroupBy(_AlertGroupBy, metaclass=_AlertGroupByEnumTypeWrapper):
-    """What a threshold rule counts events by."""
+    """What a threshold or spike rule counts events by: a threshold counts each
+    group's events against its count, a spike compares each group's window with
+    that group's own baseline.
+    """
 
 ALERT_GROUP_BY_UNSPECIFIED: AlertGroupBy.ValueType  # 0
 """Not set: all matching events together."""
@@ -105,6 +108,7 @@ class SpikeCondition(_message.Message):
     BASELINE_WINDOWS_FIELD_NUMBER: _builtins.int
     FACTOR_FIELD_NUMBER: _builtins.int
     MIN_COUNT_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
     window_seconds: _builtins.int
     """The length of a window, 60 seconds to 86,400 (a day)."""
     baseline_windows: _builtins.int
@@ -118,6 +122,17 @@ class SpikeCondition(_message.Message):
     min_count: _builtins.int
     """The fewest events that fire the rule, whatever the average: 1 to
     100,000 (so that 0 to 3 events at night pages no one).
+    """
+    group_by: Global___AlertGroupBy.ValueType
+    """What the events are counted by; unset: the tenant's matching events
+    together. Grouped, each group's window is compared with that group's own
+    average over the baseline's windows and fires for that group alone (the
+    alert names it, as a threshold's does): one leaked API key's burst fires
+    even while the tenant's other traffic is steady. A group with no event in
+    the baseline (a new key) fires at min_count once the tenant has history
+    there. Actor ids are compared as they read (case folded), as a
+    threshold's are by default. At most the 1,000 groups with the most events
+    in a window are judged (docs/alerting.md).
     """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
@@ -133,10 +148,11 @@ class SpikeCondition(_message.Message):
         baseline_windows: _builtins.int = ...,
         factor: _builtins.float = ...,
         min_count: _builtins.int = ...,
+        group_by: Global___AlertGroupBy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_windows", b"baseline_windows", "factor", b"factor", "filter", b"filter", "min_count", b"min_count", "window_seconds", b"window_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_windows", b"baseline_windows", "factor", b"factor", "filter", b"filter", "group_by", b"group_by", "min_count", b"min_count", "window_seconds", b"window_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

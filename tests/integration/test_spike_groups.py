@@ -1,0 +1,188 @@
+"""Spike rules grouped by credential, IP or actor against a real server (ADR
+0147): each group's window against that group's own baseline, firing for that
+group alone, once a window; a new group (a key never used before) fires at
+min_count once the tenant has history; the groups judged a window are capped,
+and a rule's grouping is refused when unknown and recorded when changed.
+Events are backdated into windows a day ago, as test_spike_alerts places its."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+
+from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter
+from sealtrail.v1 import alerting_pb2
+from sealtrail_server.alerts.evaluator import Evaluator
+from tests.alerts_cli import alerts_cli
+from tests.conftest import ServerThread
+from tests.integration.test_alerting import (
+    _appender_of,
+    alerts,
+    fired_by,
+    json_details,
+    marked,
+    own_sql,
+    rules,
+    settle,
+    unevaluated,
+)
+from tests.integration.test_spike_alerts import BASELINE, SPIKE, SPIKE_TEXT, WINDOW, spike_rule
+
+__all__ = ["marked", "own_sql", "rules", "unevaluated"]  # fixtures
+
+API = build_filter(actions="api.request")
+
+
+def calls(client: AuditClient, window: int, count: int, key: str, **more: Any) -> None:
+    """`count` API requests with the key `key` spread over the window `window`
+    windows after SPIKE's (negative: one of the baseline's)."""
+    start = SPIKE + timedelta(seconds=window * WINDOW)
+    results = client.record_batch([
+        build_event(
+            action="api.request", actor_id="svc", actor_type="api_key",
+            occurred_at=start + timedelta(seconds=n * (WINDOW - 1) / max(count, 1)),
+            credential_kind="api_key", credential_id=key, credential_hint=key[-4:], **more,
+        )
+        for n in range(count)
+    ])  # fmt: skip
+    assert [r.error for r in results if r.error is not None] == []
+
+
+def test_a_keys_burst_fires_for_it_alone_while_the_tenants_steady_traffic_does_not(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    grouped = rules(spike_rule(filter=API, group_by="credential", min_count=10))
+    whole = rules(spike_rule(filter=API, min_count=10))
+    for window in range(-BASELINE, 1):
+        calls(client, window, 40, "key_busy_0001")  # the tenant's usual traffic, steady
+        calls(client, window, 2, "key_leak_0002")
+    calls(client, 0, 9, "key_leak_0002")  # 11 in the window: 5.5x its average of 2
+    settle(client)
+    [fired] = fired_by(client, grouped.id)
+    assert fired["group"] == {
+        "credential": {"kind": "api_key", "id": "key_leak_0002", "hint": "0002"}
+    }
+    assert fired["count"] == 10 and fired["baseline_average"] == 2.0
+    assert fired["window_start"] == SPIKE_TEXT and fired["baseline_windows"] == BASELINE
+    [alert] = [event for event in alerts(client) if event.resource.id == grouped.id]
+    assert "for credential api_key key_leak_0002 ...0002" in alert.description
+    assert "its average 2.0 of the 6 windows before" in alert.description
+    # The tenant's whole count, 51 against an average of 42, fires nothing:
+    # the burst drowns in it, as it did before grouping.
+    assert fired_by(client, whole.id) == []
+    calls(client, 0, 20, "key_leak_0002")  # the burst goes on: once a window a group
+    settle(client)
+    assert len(fired_by(client, grouped.id)) == 1
+
+
+def test_a_key_never_used_before_fires_at_min_count_once_the_tenant_has_history(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    rule = rules(spike_rule(filter=API, group_by="credential", min_count=8))
+    calls(client, 0, 7, "key_new_1111")  # no history at all: nothing fires
+    settle(client)
+    assert fired_by(client, rule.id) == []
+    for window in range(-BASELINE, 0):
+        calls(client, window + 1, 3, "key_old_2222")  # history in the next window's baseline
+    calls(client, 1, 8, "key_new_3333")  # never used in the baseline: average 0, fires at 8
+    settle(client)
+    [fired] = fired_by(client, rule.id)
+    assert fired["group"]["credential"]["id"] == "key_new_3333"
+    assert fired["count"] == 8 and fired["baseline_average"] == 0.0
+
+
+def test_by_ip_and_by_actor_folded_each_group_against_its_own(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    by_ip = rules(spike_rule(filter=API, group_by="ip", min_count=5))
+    by_actor = rules(spike_rule(filter=API, group_by="actor", min_count=5))
+    for window in range(-BASELINE, 0):
+        calls(client, window, 1, "key_v6_1", ip="2001:db8:1:2::9")
+    start = SPIKE + timedelta(seconds=1)
+    for n in range(6):  # one /64, one actor typed three ways
+        client.record(
+            action="api.request", actor_id=("Admin", "ADMIN", "admin")[n % 3],
+            ip=f"2001:db8:1:2::{n + 1:x}", occurred_at=start + timedelta(seconds=n),
+        )  # fmt: skip
+    settle(client)
+    [ip] = fired_by(client, by_ip.id)
+    assert ip["group"] == {"ip": "2001:db8:1:2::/64"}
+    assert ip["count"] == 5 and ip["baseline_average"] == 1.0  # the line: 5 x 1, and min_count
+    [actor] = fired_by(client, by_actor.id)
+    assert actor["group"] == {"actor": "admin"} and actor["count"] == 5
+
+
+def test_the_groups_judged_a_window_are_capped_and_those_left_out_said(
+    unevaluated: ServerThread, tenant: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = unevaluated
+    with (
+        AuditClient(server.target, token=server.token(tenant)) as client,
+        _appender_of(server) as appender,
+    ):
+        evaluator = Evaluator(server.database, appender, spike_groups=2)
+        try:
+            rule = client.create_alert_rule(
+                spike_rule(filter=API, group_by="credential", min_count=3)
+            ).rule
+            assert tenant in server.run(evaluator._claim())
+            calls(client, -1, 1, "key_history")
+            calls(client, 0, 5, "key_a")
+            calls(client, 0, 4, "key_b")
+            calls(client, 0, 3, "key_c")  # third of four with events: left out
+            calls(client, 0, 1, "key_d")
+            while server.run(evaluator._step(tenant)) == 0.0:
+                pass  # to the end of the log
+        finally:
+            server.run(evaluator._release())
+        fired = sorted(alert["group"]["credential"]["id"] for alert in fired_by(client, rule.id))
+    assert fired == ["key_a", "key_b"]  # key_c reached min_count, but was not judged
+    assert "4 groups had events" in caplog.text
+    assert "the 2 with the most were judged, 2 left out" in caplog.text
+
+
+def test_an_unknown_grouping_is_refused_naming_the_field_and_a_change_recorded(
+    client: AuditClient, rules: Any
+) -> None:
+    bad = spike_rule(filter=API)
+    bad.spike.group_by = alerting_pb2.AlertGroupBy.ValueType(9)
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.create_alert_rule(bad)
+    assert list(dict(refused.value.field_violations)) == ["rule.spike.group_by"]
+    rule = rules(spike_rule(filter=API))
+    changed = spike_rule(filter=API, group_by="ip")
+    changed.id = rule.id
+    answer = client.update_alert_rule(changed, fields=["spike"])
+    [change] = client.get_event(answer.event_id).changes
+    assert change.field == "condition"
+    before, after = (json_format.MessageToDict(value) for value in (change.before, change.after))
+    assert "group_by" not in before  # ungrouped, stored as before grouping was
+    assert after["group_by"] == "ip"
+    [listed] = [r for r in client.list_alert_rules() if r.id == rule.id]
+    assert listed.spike.group_by == alerting_pb2.ALERT_GROUP_BY_IP
+    # Grouped otherwise, a rule may fire where it did no longer: a weakening.
+    assert json.loads(json_details(client.get_event(answer.event_id)))["weakens"] == [
+        "condition_narrowed"
+    ]
+
+
+def test_the_cli_creates_updates_and_lists_a_grouped_spike(
+    server: ServerThread, client: AuditClient, tenant: str
+) -> None:
+    cli = alerts_cli(server, tenant)
+    code, said = cli("create", "leaked key", "--kind", "spike", "--action", "api.request",
+                     "--window", "600", "--baseline-windows", "24", "--factor", "5",
+                     "--min-count", "20", "--group-by", "credential")  # fmt: skip
+    assert code == 0, said
+    [rule] = client.list_alert_rules()
+    assert rule.spike.group_by == alerting_pb2.ALERT_GROUP_BY_CREDENTIAL
+    code, said = cli()
+    assert "at least 20 by credential" in said, said
+    code, said = cli("update", rule.id, "--group-by", "none")
+    assert code == 0, said
+    [rule] = client.list_alert_rules()
+    assert rule.spike.group_by == alerting_pb2.ALERT_GROUP_BY_UNSPECIFIED
