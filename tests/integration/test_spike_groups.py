@@ -8,17 +8,21 @@ Events are backdated into windows a day ago, as test_spike_alerts places its."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 from google.protobuf import json_format
 
 from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter
 from sealtrail.v1 import alerting_pb2
-from sealtrail_server.alerts.evaluator import Evaluator
+from sealtrail_server.alerts.evaluator import MAX_SPIKE_GROUPS, Evaluator
+from sealtrail_server.domain.filters import EventFilter
+from sealtrail_server.store.alerts import spike_groups_statement
 from tests.alerts_cli import alerts_cli
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, database_of_its_own
 from tests.integration.test_alerting import (
     _appender_of,
     alerts,
@@ -30,6 +34,7 @@ from tests.integration.test_alerting import (
     settle,
     unevaluated,
 )
+from tests.integration.test_count_plans import _plan
 from tests.integration.test_spike_alerts import BASELINE, SPIKE, SPIKE_TEXT, WINDOW, spike_rule
 
 __all__ = ["marked", "own_sql", "rules", "unevaluated"]  # fixtures
@@ -186,3 +191,70 @@ def test_the_cli_creates_updates_and_lists_a_grouped_spike(
     assert code == 0, said
     [rule] = client.list_alert_rules()
     assert rule.spike.group_by == alerting_pb2.ALERT_GROUP_BY_UNSPECIFIED
+
+
+# A log of 100,000 API requests over the last 20 days, 2,000 keys and 5,000
+# addresses among them: what a grouped spike's one statement reads of it.
+PLANNED = 100_000
+_REQUESTS = (
+    "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+    " outcome, actor_id, leaf_hash, record, ip, credential_kind, credential_id)"
+    " SELECT 't1', g, gen_random_uuid(), now() - g * interval '17 seconds',"
+    " now() - g * interval '17 seconds', 'api.request', 1, 'success', 'svc' || g %% 50,"
+    " '\\x00', '{}', ('10.0.' || g %% 20 || '.' || g %% 250)::inet, 'api_key', 'key_' || g %% 2000"
+    " FROM generate_series(1::bigint, %s::bigint) AS g"
+)
+
+
+@pytest.fixture(scope="module")
+def requests_as_service(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A database of its own holding PLANNED requests of tenant t1, analyzed;
+    a connection working as the service does for t1."""
+    with (
+        database_of_its_own(migrated_database_url, "spike_groups") as url,
+        psycopg.connect(url, autocommit=True) as owner,
+        psycopg.connect(url, autocommit=True) as service,
+    ):
+        owner.execute("SELECT sealtrail_create_event_partitions(now() - interval '21 days', now())")
+        owner.execute(_REQUESTS, [PLANNED])
+        owner.execute("ANALYZE events")
+        service.execute("SET ROLE sealtrail_service")
+        service.execute("SELECT set_config('sealtrail.tenant', 't1', false)")
+        service.execute("SET enable_seqscan = off")  # as the service's connections
+        yield service
+
+
+@pytest.mark.parametrize("group_by", ["credential", "ip", "actor"])
+def test_a_grouped_count_is_one_aggregate_over_the_baselines_range_and_returns_the_cap(
+    requests_as_service: psycopg.Connection[Any], group_by: str
+) -> None:
+    now = datetime.now(UTC)
+    window = now.replace(minute=0, second=0, microsecond=0)
+    statement, values = spike_groups_statement(
+        tenant_id="t1", event_filter=EventFilter(actions=("api.request",)), group_by=group_by,
+        start_seq=0, at_seq=PLANNED, upto_seq=PLANNED,
+        baseline_from=window - timedelta(days=14), window_from=window,
+        window_to=window + timedelta(hours=1), cap=MAX_SPIKE_GROUPS,
+    )  # fmt: skip
+    plan = _plan(requests_as_service, statement, values)
+    # The rows read: the events of the baseline's 14 days and the window, of
+    # the 20 days held (bounded by occurred_at and so by receipt), once.
+    read = sum(
+        node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
+        for node in _nodes(plan)
+        if node.get("Relation Name", "").startswith("events")
+    )
+    assert 14 * 86400 // 17 - 100 <= read <= (14 * 86400 + now.minute * 60 + 3600) // 17 + 100
+    # One grouping (of parallel workers, their partial aggregates finalized once).
+    aggregates = [
+        node for node in _nodes(plan)
+        if node["Node Type"] == "Aggregate" and node.get("Partial Mode") != "Partial"
+    ]  # fmt: skip
+    assert len(aggregates) == 1, [node["Node Type"] for node in _nodes(plan)]
+    assert plan["Actual Rows"] <= MAX_SPIKE_GROUPS
+
+
+def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", ()):
+        yield from _nodes(child)
