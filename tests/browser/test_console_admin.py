@@ -32,7 +32,7 @@ from sealtrail import (
     build_filter,
     build_sink,
 )
-from sealtrail.v1 import access_pb2, event_pb2
+from sealtrail.v1 import access_pb2, alerting_pb2, event_pb2
 from tests.browser.test_console import WAIT, sign_in
 from tests.browser.test_console_admin_api import send
 from tests.conftest import (
@@ -1430,6 +1430,41 @@ def test_a_spike_rule_is_described_edited_as_a_spike_and_created_from_the_form(
     assert (new.spike.window_seconds, new.spike.baseline_windows) == (600, 24)
     assert (new.spike.factor, new.spike.min_count) == (5.0, 50)
     assert list(new.spike.filter.actions) == ["document.delete"]
+
+
+def test_a_spike_per_credential_is_created_described_and_edited_with_its_grouping_kept(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """A spike grouped by credential (ADR 0147) from the form's "Counted"
+    choice, shown with a spike's settings; its row says it; an edit of its
+    factor keeps the grouping, which the form sent no more before it offered one."""
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    form = section.find_element(By.ID, "rule-form")
+    form.find_element(By.NAME, "name").send_keys("leaked key")
+    Select(form.find_element(By.NAME, "kind")).select_by_value("spike")
+    counted = Select(form.find_element(By.NAME, "group_by"))
+    assert form.find_element(By.NAME, "group_by").is_displayed()
+    assert not form.find_element(By.NAME, "exact_actor_ids").is_displayed()  # a threshold's
+    counted.select_by_value("ALERT_GROUP_BY_CREDENTIAL")
+    form.find_element(By.NAME, "actions").send_keys("api.request")
+    form.find_element(By.XPATH, ".//button[.='Create rule']").click()
+    wait(browser).until(lambda b: "alert_rule.created" in section.text)
+    [rule] = [r for r in admin.list_alert_rules() if r.name == "leaked key"]
+    assert rule.spike.group_by == alerting_pb2.ALERT_GROUP_BY_CREDENTIAL
+    row = wait(browser).until(lambda b: row_of(section, "leaked key"))
+    assert "at least 20 per credential" in row.text, row.text
+
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    form = section.find_element(By.ID, "rule-form")
+    chosen = Select(form.find_element(By.NAME, "group_by")).first_selected_option
+    assert chosen.get_attribute("value") == "ALERT_GROUP_BY_CREDENTIAL"
+    factor = form.find_element(By.NAME, "factor")
+    factor.clear()
+    factor.send_keys("3")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "alert_rule.updated" in section.text)
+    [rule] = [r for r in admin.list_alert_rules() if r.name == "leaked key"]
+    assert (rule.spike.factor, rule.spike.group_by) == (3.0, alerting_pb2.ALERT_GROUP_BY_CREDENTIAL)
 
 
 def test_an_email_sink_is_described_edited_and_added_its_password_shown_by_its_hint(

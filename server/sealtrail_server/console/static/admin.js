@@ -1013,9 +1013,10 @@ function condition(rule) {
     return `${count} within ${duration(window)}${GROUPS[group] || ""}${ids}: ${filterWords(filter)}`;
   }
   if (rule.spike) {
-    const { window_seconds: window, baseline_windows: windows, factor, min_count: least, filter } = rule.spike;
+    const { window_seconds: window, baseline_windows: windows, factor, min_count: least, group_by: group, filter } = rule.spike;
     return `${Number(factor).toLocaleString()}x the average of the ${count(windows, "window")} of`
-      + ` ${duration(window)} before, at least ${Number(least).toLocaleString()}: ${filterWords(filter)}`;
+      + ` ${duration(window)} before, at least ${Number(least).toLocaleString()}${GROUPS[group] || ""}:`
+      + ` ${filterWords(filter)}`;
   }
   if (rule.new_ip) return `an actor from a new IP address: ${filterWords(rule.new_ip.filter)}`;
   if (rule.new_country) return `an actor from a new country: ${filterWords(rule.new_country.filter)}`;
@@ -1140,6 +1141,9 @@ function editRule(rule) {
     fields.baseline_windows.value = condition.baseline_windows;
     fields.factor.value = condition.factor;
     fields.min_count.value = condition.min_count;
+    // Each group against its own average (ADR 0147); kept unless changed, as a threshold's.
+    fields.group_by.value = !condition.group_by || condition.group_by === "ALERT_GROUP_BY_UNSPECIFIED"
+      ? "" : condition.group_by;
   } else if (kind === "off_hours") {
     fields.time_zone.value = condition.time_zone;
     fields.start_hour.value = condition.start_hour;
@@ -1170,10 +1174,12 @@ function conditionOf(kind, form) {
     return condition;
   }
   if (kind === "spike") {
-    return {
+    const condition = {
       window_seconds: Number(fields.spike_window.value), baseline_windows: Number(fields.baseline_windows.value),
       factor: Number(fields.factor.value), min_count: Number(fields.min_count.value),
     };
+    if (fields.group_by.value) condition.group_by = fields.group_by.value;
+    return condition;
   }
   if (kind === "off_hours") {
     return {
