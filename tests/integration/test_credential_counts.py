@@ -228,27 +228,30 @@ def test_a_threshold_per_credential_refuses_what_it_cannot_take(
     assert client.list_alert_rules() == []
 
 
-def test_only_a_threshold_groups_by_credential(server: ServerThread, tenant: str) -> None:
+def test_a_threshold_and_a_spike_group_by_credential_and_no_other_kind(
+    server: ServerThread, tenant: str
+) -> None:
     with pytest.raises(ValueError, match="group_by"):
         build_alert_rule(
-            "spike",
-            "spike",
-            filter=build_filter(actions="repo.delete"),
-            window_seconds=600,
-            baseline_windows=24,
-            factor=5,
-            min_count=20,
+            "new key", "match", filter=build_filter(actions="repo.delete"),
             group_by="credential",
-        )
+        )  # fmt: skip
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
     refused = CliRunner().invoke(
+        cli.main,
+        ["alerts", "create", "every delete", "--kind", "match", "--action", "repo.delete",
+         "--group-by", "credential"],
+        env=env,
+    )  # fmt: skip
+    assert refused.exit_code == 2 and "--group-by" in refused.output, refused.output
+    spike = CliRunner().invoke(
         cli.main,
         ["alerts", "create", "spike", "--kind", "spike", "--action", "repo.delete",
          "--window", "600", "--baseline-windows", "24", "--factor", "5", "--min-count", "20",
          "--group-by", "credential"],
         env=env,
     )  # fmt: skip
-    assert refused.exit_code == 2 and "--group-by" in refused.output, refused.output
+    assert spike.exit_code == 0, spike.output
     made = CliRunner().invoke(
         cli.main,
         ["alerts", "create", "key burst", "--kind", "threshold", "--action", "repo.delete",
