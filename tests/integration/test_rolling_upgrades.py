@@ -471,6 +471,45 @@ def test_each_newer_rule_added_to_a_tenant_left_is_said_as_it_appears(
     client.delete_alert_rule(known.id)
 
 
+def test_a_newer_rule_added_as_another_is_deleted_is_said_whatever_its_clock(
+    older: ServerThread,
+    older_client: Callable[[str], AuditClient],
+    owner_sql: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tenant left for newer rule A, beside known rule B: B deleted and
+    newer rule C added at once by a process whose clock is behind the one
+    that made A (C's updated_at set back, as that clock wrote it). The
+    count and the newest definition stood as they were, so the tenant was
+    never read again and C never said; the enabled rules' ids and times are
+    compared, and C is said once."""
+    tenant = _new_tenant()
+    client = older_client(tenant)
+    known = client.create_alert_rule(build_alert_rule("known", "match", filter=DOCUMENTS)).rule
+    first = _copied_rule(owner_sql, tenant, known.id, {"kind": "quorum"})
+    _changed(older)
+    _left_by_the_older(caplog, owner_sql, first, tenant, let_go=(RULES_LET_GO, tenant))
+    pair = "SELECT count(*), max(updated_at) FROM alert_rules WHERE tenant_id = %s"
+    as_left = _row(owner_sql, pair, tenant)
+    with owner_sql.transaction():
+        later = _copied_rule(owner_sql, tenant, known.id, {"kind": "quorum", "quorum_of": 2})
+        owner_sql.execute(
+            "UPDATE alert_rules SET updated_at = (SELECT updated_at - interval '1 minute'"
+            " FROM alert_rules WHERE id = %s) WHERE id = %s",
+            [first, later],
+        )
+        owner_sql.execute("DELETE FROM alert_rules WHERE id = %s", [known.id])
+    assert _row(owner_sql, pair, tenant) == as_left  # the count and newest time stand
+    _changed(older)
+    _left_by_the_older(caplog, owner_sql, later, tenant, let_go=(RULES_LET_GO, tenant))
+    assert len(_newer_lines(caplog, first)) == 1, _newer_lines(caplog, first)
+    owner_sql.execute("DELETE FROM alert_rules WHERE id = ANY(%s::uuid[])", [[first, later]])
+    # Forgotten before the module's next test counts what the process remembers.
+    _changed(older)
+    left = older.service.evaluator._left
+    _until(lambda: not {first, later} & left.keys(), "deleted rules are remembered")
+
+
 def test_what_an_older_process_left_is_forgotten_once_deleted_or_changed(
     older: ServerThread,
     older_client: Callable[[str], AuditClient],

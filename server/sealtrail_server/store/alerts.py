@@ -16,6 +16,7 @@ again from its cursor."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from array import array
@@ -707,18 +708,26 @@ _RENEW_LEASES: Final = (
 class LeftTenant:
     """A tenant an owner leaves to another process (`claim_tenants`), for a
     rule a newer release made among its enabled ones (newer_objects.py), as
-    those rules stood when it was left: how many, and the latest time one of
-    them was defined. A rule added, enabled, disabled, deleted or changed
-    since moves either, and the tenant is taken again to be read."""
+    those rules stood when it was left: a digest of each one's id and the
+    time it was defined (`_RULES_DIGEST`). A rule added, enabled, disabled,
+    deleted or changed since changes it, and the tenant is taken again to be
+    read. Their count and newest time were not enough: each process stamps
+    a definition by its own clock, and a rule deleted as another was added
+    by a process whose clock is behind left both as they were."""
 
     tenant_id: str
-    rules: int
-    newest: datetime
+    rules: str
 
     @classmethod
     def of(cls, tenant_id: str, enabled: Sequence[StoredRule]) -> LeftTenant:
-        """The tenant as `enabled`, its enabled rules as one read saw them, stand."""
-        return cls(tenant_id, len(enabled), max(rule.updated_at for rule in enabled))
+        """The tenant as `enabled`, its enabled rules as one read saw them,
+        stand: the digest `_RULES_DIGEST` takes of them in SQL, of the same
+        text (ids in uuid order, which their canonical text sorts in too)."""
+        text = ",".join(
+            f"{rule.id} {rule.updated_at.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}"
+            for rule in sorted(enabled, key=lambda rule: rule.id)
+        )
+        return cls(tenant_id, hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
 async def claim_tenants(
@@ -758,13 +767,20 @@ async def claim_tenants(
     return held + [tenant_id for (tenant_id,) in await taken.fetchall()]
 
 
+# A tenant's enabled rules as `LeftTenant.of` digests them: each id and the
+# time its definition was written (in UTC, to the microsecond a timestamptz
+# holds), in id order, one aggregate over the rows the primary key finds.
+_RULES_DIGEST: Final = (
+    "SELECT encode(sha256(convert_to(string_agg(r.id::text || ' ' || to_char("
+    "r.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US'), ',' ORDER BY r.id),"
+    " 'UTF8')), 'hex') FROM alert_rules AS r WHERE r.tenant_id = l.tenant_id AND NOT r.disabled"
+)
+
 # Of the tenants an owner leaves to another process (`claim_tenants`), those
 # whose enabled rules stand as they did when it left them (`_left_values`).
 _LEFT_AS_IT_STOOD: Final = (
-    "SELECT l.tenant_id FROM unnest(%(left_tenants)s::text[], %(left_rules)s::int8[],"
-    " %(left_newest)s::timestamptz[]) AS l (tenant_id, rules, newest)"
-    " WHERE (l.rules, l.newest) = (SELECT count(*), max(r.updated_at) FROM alert_rules AS r"
-    "   WHERE r.tenant_id = l.tenant_id AND NOT r.disabled)"
+    "SELECT l.tenant_id FROM unnest(%(left_tenants)s::text[], %(left_rules)s::text[])"
+    f" AS l (tenant_id, rules) WHERE l.rules = ({_RULES_DIGEST})"
 )
 
 
@@ -772,7 +788,6 @@ def _left_values(leave: Sequence[LeftTenant]) -> dict[str, list[Any]]:
     return {
         "left_tenants": [left.tenant_id for left in leave],
         "left_rules": [left.rules for left in leave],
-        "left_newest": [left.newest for left in leave],
     }
 
 
