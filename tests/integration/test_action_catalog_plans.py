@@ -17,6 +17,7 @@ from sealtrail_server.store.action_catalog import catalog_statement
 from tests.conftest import database_of_its_own, migrate_database
 from tests.integration.test_actor_prefix_filter import run_documented_recipe
 from tests.integration.test_credential_columns import _scans_of_events
+from tests.integration.test_index_swaps import as_before_0062
 
 EVENTS = 3000
 ACTIONS = 30
@@ -99,9 +100,10 @@ def _action_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, int, str]]
 
 
 def _as_before_0061(conn: psycopg.Connection[Any]) -> None:
-    """events_action as 0009 made it, 0061 unapplied."""
-    conn.execute("DROP INDEX events_action")
-    conn.execute("CREATE INDEX events_action ON events (tenant_id, action text_pattern_ops, seq)")
+    """events_action as 0009 made it, 0061 and 0062 (which swaps 0061's
+    index in) unapplied."""
+    as_before_0062(conn)
+    conn.execute("DROP INDEX events_action_covering")
     conn.execute("DELETE FROM schema_migrations WHERE version = 61")
 
 
@@ -125,7 +127,7 @@ def test_migration_0061_widens_every_partitions_action_index(
             verdicts = run_documented_recipe(conn, "Migration 0061")
             assert [valid for _, valid in verdicts] == [True]
         built = _action_indexes(conn)
-        migrate_database(url, out_of_order=True)  # 0061 alone missing
+        migrate_database(url, out_of_order=True)  # 0061 and 0062 missing
         after = _action_indexes(conn)
         if beforehand:
             kept = sorted(oid for _, oid, columns in built if "occurred_at" in columns)

@@ -20,6 +20,7 @@ from sealtrail_server.store.counts import count_statement, unread_statement
 from sealtrail_server.store.events import Order, query_statement
 from tests.conftest import database_of_its_own, migrate_database
 from tests.integration.test_actor_prefix_filter import run_documented_recipe
+from tests.integration.test_index_swaps import as_before_0062
 from tests.integration.test_query_plans import _nodes, _plan
 
 
@@ -527,12 +528,10 @@ def test_the_indexes_built_beforehand_as_documented_are_taken_by_migration_0056(
 
 
 def _as_before_0060(conn: psycopg.Connection[Any]) -> None:
-    """events_credential_id as migration 0056 made it, 0060 not applied."""
-    conn.execute("DROP INDEX events_credential_id")
-    conn.execute(
-        "CREATE INDEX events_credential_id ON events (tenant_id, credential_id, seq)"
-        " WHERE credential_id IS NOT NULL"
-    )
+    """events_credential_id as migration 0056 made it, 0060 and 0062 (which
+    swaps 0060's index in) not applied."""
+    as_before_0062(conn)
+    conn.execute("DROP INDEX events_credential_covering")
     conn.execute("DELETE FROM schema_migrations WHERE version = 60")
 
 
@@ -569,7 +568,7 @@ def test_migration_0060_gives_every_partition_the_index_a_count_reads_alone(
             verdicts = run_documented_recipe(conn, "Migration 0060 (ADR 0144)")
             assert verdicts == [("events_credential_covering", True)]
         built = _credential_indexes(conn)
-        migrate_database(url, out_of_order=True)  # 0060 alone missing
+        migrate_database(url, out_of_order=True)  # 0060 and 0062 missing
         if beforehand:  # taken as built: dropped 0056's, renamed the parent alone
             assert {oid for _, oid, _ in _credential_indexes(conn)} < {oid for _, oid, _ in built}
         conn.execute("SELECT sealtrail_create_event_partitions(now(), now() + interval '3 months')")

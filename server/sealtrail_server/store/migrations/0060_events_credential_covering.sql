@@ -23,14 +23,29 @@
 -- 0.6 to 4.2 s for 220,041 events on a shared 2-core machine. IF NOT EXISTS: an operator who cannot let
 -- appends wait that long builds it beforehand, a partition at a time and
 -- concurrently, as docs/database.md says, and this migration then finds it
--- made. The drop of 0056's changes the catalog and unlinks files at commit,
--- reading no row, under an ACCESS EXCLUSIVE lock on events held to the
--- commit (reads wait too), as 0054's drops; the rename then gives the new
--- index the name 0056's had, so that docs, plans and operators name one
--- index as before. Partitions made afterwards (sealtrail_create_event_partitions,
--- `CREATE TABLE ... PARTITION OF events`) get it from the parent.
+-- made. One found invalid (indisvalid false: a build beforehand that failed,
+-- or whose partitions are not all attached) is refused, before anything is
+-- built: taken as made, it would stand in for 0056's, and the counts and
+-- filters that read it would read the table instead. Partitions made
+-- afterwards (sealtrail_create_event_partitions, `CREATE TABLE ... PARTITION
+-- OF events`) get it from the parent.
+--
+-- It only builds: migration 0062 drops 0056's index and gives this one its
+-- name. The drop takes an ACCESS EXCLUSIVE lock on events, which waits behind
+-- every reader (an export, a count): in this transaction, one that waited
+-- past the lock timeout rolled the build back, and the next attempt built it
+-- again while appends waited once more (ADR 0144).
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_index AS x
+                WHERE x.indexrelid = to_regclass('events_credential_covering') AND NOT x.indisvalid
+               UNION ALL
+               SELECT FROM pg_inherits AS i JOIN pg_index AS x ON x.indexrelid = i.inhrelid
+                WHERE i.inhparent = to_regclass('events_credential_covering') AND NOT x.indisvalid) THEN
+        RAISE EXCEPTION 'sealtrail: index events_credential_covering is invalid (a build beforehand failed or was not finished): drop it or finish it as docs/database.md says';
+    END IF;
+END
+$$;
 CREATE INDEX IF NOT EXISTS events_credential_covering
     ON events (tenant_id, credential_id, seq) INCLUDE (credential_kind, credential_hint)
     WHERE credential_kind IS NOT NULL;
-DROP INDEX IF EXISTS events_credential_id;
-ALTER INDEX events_credential_covering RENAME TO events_credential_id;

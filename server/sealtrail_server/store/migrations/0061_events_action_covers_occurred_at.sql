@@ -15,33 +15,22 @@
 -- Built over every partition while appends wait (ADR 0050), as 0054's were;
 -- IF NOT EXISTS: an operator who cannot let appends wait that long builds it
 -- beforehand, a partition at a time and concurrently, as docs/database.md
--- says, and this migration then finds it made. The drop of the old index
--- reads no row; its ACCESS EXCLUSIVE lock on events is held to the commit.
--- Then the new index takes the old one's name, and each partition's the name
--- PostgreSQL gives it on a partition made afterwards
--- (`events_2025_01_tenant_id_action_seq_occurred_at_idx`): one built
--- beforehand as docs/database.md says ends `_action_covering`.
-CREATE INDEX IF NOT EXISTS events_action_covering
-    ON events (tenant_id, action text_pattern_ops, seq) INCLUDE (occurred_at);
-DROP INDEX IF EXISTS events_action;
-ALTER INDEX events_action_covering RENAME TO events_action;
+-- says, and this migration then finds it made; one found invalid (a build
+-- beforehand that failed, or whose partitions are not all attached) is
+-- refused before anything is built, as 0060's. It only builds: migration
+-- 0062 drops the old index (its ACCESS EXCLUSIVE lock on events waits behind
+-- every reader) and gives this one its name, so a drop that waited past the
+-- lock timeout and is tried again never builds this again (ADR 0145).
 DO $$
-DECLARE
-    child record;
-    plain text;
 BEGIN
-    FOR child IN
-        SELECT i.inhrelid::regclass AS index, c.relname AS name, t.relname AS partition
-          FROM pg_inherits AS i
-          JOIN pg_class AS c ON c.oid = i.inhrelid
-          JOIN pg_index AS x ON x.indexrelid = i.inhrelid
-          JOIN pg_class AS t ON t.oid = x.indrelid
-         WHERE i.inhparent = 'events_action'::regclass
-    LOOP
-        plain := child.partition || '_tenant_id_action_seq_occurred_at_idx';
-        IF child.name <> plain THEN
-            EXECUTE format('ALTER INDEX %s RENAME TO %I', child.index, plain);
-        END IF;
-    END LOOP;
+    IF EXISTS (SELECT FROM pg_index AS x
+                WHERE x.indexrelid = to_regclass('events_action_covering') AND NOT x.indisvalid
+               UNION ALL
+               SELECT FROM pg_inherits AS i JOIN pg_index AS x ON x.indexrelid = i.inhrelid
+                WHERE i.inhparent = to_regclass('events_action_covering') AND NOT x.indisvalid) THEN
+        RAISE EXCEPTION 'sealtrail: index events_action_covering is invalid (a build beforehand failed or was not finished): drop it or finish it as docs/database.md says';
+    END IF;
 END
 $$;
+CREATE INDEX IF NOT EXISTS events_action_covering
+    ON events (tenant_id, action text_pattern_ops, seq) INCLUDE (occurred_at);
