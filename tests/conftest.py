@@ -49,6 +49,7 @@ from sealtrail_server.config import Settings
 from sealtrail_server.domain.access import Role
 from sealtrail_server.embedded import _make_the_cluster_whole, quietly_imported_pgserver
 from sealtrail_server.stopping import where_it_waits
+from sealtrail_server.store import migrations as store_migrations
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.migrations import migrate
 from sealtrail_server.store.tokens import create_token
@@ -291,6 +292,10 @@ def database_of_its_own(url: str, prefix: str) -> Iterator[str]:
         yield own_url
 
 
+# The migrations as imported, before any test points MIGRATIONS_DIR elsewhere.
+_RELEASE_MIGRATIONS = store_migrations.MIGRATIONS_DIR
+
+
 def migrated_template(url: str) -> str:
     """The name of a database on the cluster of `url` with every migration
     applied, that no session may connect to (ALLOW_CONNECTIONS false): what
@@ -315,7 +320,8 @@ def _made_template(url: str) -> str:
             # (SEALTRAIL_TEST_DATABASE_URL) would race there. One at a time.
             admin.execute("SELECT pg_advisory_lock(%s)", [_OWN_DATABASE_MIGRATIONS])
             try:
-                migrate_database(psycopg.conninfo.make_conninfo(url, dbname=name))
+                with _the_releases_migrations():
+                    migrate_database(psycopg.conninfo.make_conninfo(url, dbname=name))
             finally:
                 admin.execute("SELECT pg_advisory_unlock(%s)", [_OWN_DATABASE_MIGRATIONS])
             # A database is copied only while no session is in it ("source
@@ -328,6 +334,20 @@ def _made_template(url: str) -> str:
             admin.execute(SQL("DROP DATABASE {} WITH (FORCE)").format(quoted))
             raise
     return name
+
+
+@contextlib.contextmanager
+def _the_releases_migrations() -> Iterator[None]:
+    """MIGRATIONS_DIR as this release ships it while the template is
+    migrated: a test that points it at one migration more before its first
+    database of its own (test_migration_digests, _order, _locks) must not
+    leave that migration in the template every later test copies."""
+    pointed = store_migrations.MIGRATIONS_DIR
+    store_migrations.MIGRATIONS_DIR = _RELEASE_MIGRATIONS
+    try:
+        yield
+    finally:
+        store_migrations.MIGRATIONS_DIR = pointed
 
 
 def _end_sessions_in(admin: psycopg.Connection[Any], name: str) -> None:
