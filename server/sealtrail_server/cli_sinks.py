@@ -517,8 +517,8 @@ def _totals(instances: list[definitions.Instance]) -> dict[str, int]:
 @_database_url_option
 def sink_show(name_or_id: str, data_dir: Path | None, database_url: str | None) -> None:
     """A deployment sink as JSON (secrets as hints), with each tenant's
-    instance: its sink id, cursor and head, delivered events, dead letters
-    and last error."""
+    instance: its sink id, cursor and head, delivered events, dead letters,
+    last error, and why its oldest dead letter waiting was parked."""
     from .config import Settings
     from .store import deployment_sinks as definitions
 
@@ -530,6 +530,7 @@ def sink_show(name_or_id: str, data_dir: Path | None, database_url: str | None) 
         async with _database(urls) as db, db.system_connection() as conn:
             deployment = await _find(conn, name_or_id, box)
             instances = await definitions.instances(conn, deployment.id)
+            oldest = [await _oldest_dead_letter(conn, [i]) for i in instances]
         return {
             **_definition_json(deployment),
             "instances": [
@@ -542,8 +543,9 @@ def sink_show(name_or_id: str, data_dir: Path | None, database_url: str | None) 
                     "delivered_events": i.delivered_events,
                     "dead_letters": i.dead_letters,
                     "last_error": i.last_error,
+                    "oldest_dead_letter": None if parked is None else parked.json(),
                 }
-                for i in instances
+                for i, parked in zip(instances, oldest, strict=True)
             ],
         }
 

@@ -711,12 +711,7 @@ def test_the_listing_says_why_the_oldest_dead_letter_of_any_tenant_was_parked(
     ]
     for tenant_id, seconds, why in parked:
         [sink] = [s for s in instance[tenant_id] if s.name == "soc-parked"]
-        sql.execute(
-            "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
-            " event_count, http_status, error, created_at) VALUES (%s, %s, gen_random_uuid(),"
-            " 1, 1, 1, 400, %s, now() - %s * interval '1 second')",
-            [tenant_id, sink.id, why, seconds],
-        )
+        _park(sql, tenant_id, sink.id, seconds, why)
 
     listed = operator("sink", "list")
     assert listed.exit_code == 0, listed.output
@@ -735,3 +730,50 @@ def test_the_listing_says_why_the_oldest_dead_letter_of_any_tenant_was_parked(
     assert (oldest["tenant_id"], oldest["sink_id"]) == (tenants[1], held.id)
     assert oldest["error"] == "HTTP 400 from soc: <b>mapping</b> refused"
     assert found[quiet_id]["oldest_dead_letter"] is None
+
+
+def _park(sql: psycopg.Connection[Any], tenant_id: str, sink_id: str, ago: int, why: str) -> None:
+    """A dead letter in the tenant's sink, parked `ago` seconds ago for `why`
+    (the destination's words)."""
+    sql.execute(
+        "INSERT INTO sink_dead_letters (tenant_id, sink_id, id, first_seq, last_seq,"
+        " event_count, http_status, error, created_at) VALUES (%s, %s, gen_random_uuid(),"
+        " 1, 1, 1, 400, %s, now() - %s * interval '1 second')",
+        [tenant_id, sink_id, why, ago],
+    )
+
+
+def test_show_says_why_each_tenants_oldest_dead_letter_was_parked(
+    operator: Callable[..., Result],
+    admin_of: Callable[[str], AuditClient],
+    receiver: Endpoint,
+    secret_file: Path,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """`sink list` names the oldest dead letter of any tenant; `sink show`
+    gave each tenant's instance its count and last error alone (a parking
+    sets none). Each instance says why its own oldest waiting was parked,
+    as ListDeadLetters reads it, or null with none waiting."""
+    tenants = [_tenant(), _tenant(), _tenant()]
+    for tenant_id in tenants:
+        admin_of(tenant_id).record(build_event(action="doc.edit", actor_id="u-1"))
+    _create(operator, "soc-shown", receiver.url, secret_file)
+    sink_of = {
+        tenant_id: next(s.id for s in _managed(admin_of(tenant_id)) if s.name == "soc-shown")
+        for tenant_id in tenants
+    }
+    _park(sql, tenants[0], sink_of[tenants[0]], 30, "HTTP 400 from soc: later")
+    _park(sql, tenants[0], sink_of[tenants[0]], 7200, "HTTP 422 from soc: <b>no</b> field")
+    _park(sql, tenants[1], sink_of[tenants[1]], 60, "HTTP 400 from soc: mapping refused")
+
+    shown = operator("sink", "show", "soc-shown")
+    assert shown.exit_code == 0, shown.output
+    found = {i["tenant_id"]: i for i in json.loads(shown.stdout)["instances"]}
+    first, second, third = (found[tenant_id] for tenant_id in tenants)
+    assert (first["dead_letters"], first["last_error"]) == (2, "")
+    assert first["oldest_dead_letter"]["error"] == "HTTP 422 from soc: <b>no</b> field"
+    assert first["oldest_dead_letter"]["sink_id"] == sink_of[tenants[0]]
+    assert first["oldest_dead_letter"]["http_status"] == 400
+    assert second["oldest_dead_letter"]["error"] == "HTTP 400 from soc: mapping refused"
+    assert second["oldest_dead_letter"]["tenant_id"] == tenants[1]
+    assert third["dead_letters"] == 0 and third["oldest_dead_letter"] is None
