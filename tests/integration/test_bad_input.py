@@ -367,6 +367,13 @@ TEXTS = [
     "7", "\u0663", "\u0661\u0662", "\U0001d7d8", "\u216b", "\u2170", "\u3007",
     "\u00bd", "\u00b2", "\u2460", "\u3280", "x\u00b2", "\u00bd b",
     "\u0301", "a\u0301", "_", "!?", "\u2014", "\u20ac", "\U0001f600",
+    # Quotes: a phrase's markup and entities are no words (PostgreSQL's parser
+    # reads tags and entities in it); outside quotes they are.
+    '"!?"', '"a "!" b"', '"unclosed', '"', '""', '"<b>"', "<b>", '"&amp;"', "&amp;",
+    '"</b>" "&#65;" "&#x41;"', '"<b x=1>" -"<br/>"', '"<!-- x -->"', '"<!doctype html>"',
+    '"<?xml version=1?>"', '"<b x=\'a b\'>"', '"<b>x"', '"<1>"', '"<\u00e9>"', '"< b>"',
+    '"</ b>"', '"<b/ >"', '"<b x<y>"', '"<!x>"', '"<-b>"', '"&1;"', '"&#x;"', '"&#6a;"',
+    '"&amp"', '"& amp;"', '"&a-b;"', '"&_a;"', '"<_b>"', '"<:b>"', '"<b-c.d>"',
 ]  # fmt: skip
 
 

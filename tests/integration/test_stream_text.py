@@ -60,6 +60,10 @@ _TEXTS = [
     '"1 2" -"2 1"',
     "payroll-2026.csv",
     "-nothing",
+    '"payroll "export" started"',
+    '"payroll export',
+    '"<b>" payroll or "!"',
+    '"export or payroll" -"payroll-2026"',
 ]
 
 

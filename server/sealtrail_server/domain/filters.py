@@ -467,7 +467,12 @@ def validate_filter(
             fail(name, f"is {len(value)} characters long; the limit is {limit}")
         elif "\x00" in value:
             fail(name, "must not contain NUL characters")
-        elif name == "text" and not stored and value.strip() and not any(map(_in_words, value)):
+        elif (
+            name == "text"
+            and not stored
+            and value.strip()
+            and not any(map(_in_words, _searched(value)))
+        ):
             # The search's parser finds no word in it, and it matched nothing.
             fail(name, "has no word to search for")
 
@@ -727,6 +732,29 @@ _WORD_CATEGORIES: Final = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Nd", "Nl"})
 def _in_words(char: str) -> bool:
     """Whether PostgreSQL's text-search parser reads `char` as part of a word."""
     return unicodedata.category(char) in _WORD_CATEGORIES
+
+
+# What PostgreSQL's text-search parser reads as markup, of which it makes no
+# word: tags (`<b>`, `</b>`, `<br/>`, `<a href=x>`, `<?xml ...?>`, `<!-- ... -->`,
+# `<!doctype ...>`) and entities (`&amp;`, `&#65;`, `&#x41;`), as its states
+# take them (wparser_def.c; tests/integration/test_bad_input.py holds each
+# form to PostgreSQL's own answer).
+_MARKUP: Final = re.compile(
+    r"<(?:/?[A-Za-z_:][A-Za-z0-9_:.\-]*(?:\s(?:'[^']*'|[^<>'])*)?/?"
+    r"|\?[A-Za-z][^<>]*|!--.*?--|![dD][^<>]*)>"
+    r"|&(?:[A-Za-z_][A-Za-z0-9_.\-]*|#[0-9]+|#[xX][0-9A-Fa-f]+);",
+    re.DOTALL,
+)
+
+
+def _searched(text: str) -> str:
+    """`text` as `websearch_to_tsquery` hands it to the parser, for finding
+    whether it has a word: quotes pair in order (each `"` opens a phrase or
+    closes the open one; an unclosed phrase runs to the end), and a phrase is
+    parsed whole, so its markup is no word (`"<b>"`, `"&amp;"` match nothing);
+    outside quotes the text is cut at `<`, `&` and `;` first, and `<b>` is `b`."""
+    parts = text.split('"')
+    return " ".join(p if i % 2 == 0 else _MARKUP.sub(" ", p) for i, p in enumerate(parts))
 
 
 def _time(value: tuple[int, int] | None, name: str, fail: _Fail) -> datetime | None:

@@ -1,0 +1,86 @@
+"""How a filter's `text` pairs its quotes (docs/api.md, `text`): as PostgreSQL's
+`websearch_to_tsquery` does, quotes do not nest; each `"` opens a phrase or
+closes the open one, an unclosed phrase runs to the end of the text, and a
+phrase of no word (punctuation, markup, entities) is no part of the search.
+Each text is pinned three ways: the query PostgreSQL makes of it, the events a
+Query answers, and the stream's own reading of that query (text_search.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter
+from sealtrail_server.domain.text_search import parse_query
+
+_DESCRIPTIONS = ["alpha beta gamma", "beta alone", "gamma alpha", "an open phrase", "open door"]
+
+# (text, the query PostgreSQL makes of it, the descriptions it finds)
+_PINNED = [
+    # Quotes pair in order and do not nest: `"alpha "` and `" gamma"` are two phrases.
+    ('"alpha "beta" gamma"', "'alpha' & 'beta' & 'gamma'", {"alpha beta gamma"}),
+    # An unclosed quote's phrase runs to the end of the text.
+    ('"open phrase', "'open' <-> 'phrase'", {"an open phrase"}),
+    ('open door"', "'open' & 'door'", {"open door"}),
+    # A phrase negated, beside a word, and either side of `or`.
+    ('-"open phrase"', "!( 'open' <-> 'phrase' )", set(_DESCRIPTIONS) - {"an open phrase"}),
+    ('alpha -"beta gamma"', "'alpha' & !( 'beta' <-> 'gamma' )", {"gamma alpha"}),
+    (
+        '"beta alone" or "gamma alpha"',
+        "'beta' <-> 'alone' | 'gamma' <-> 'alpha'",
+        {"beta alone", "gamma alpha"},
+    ),
+    (
+        '"beta alone" or -beta',
+        "'beta' <-> 'alone' | !'beta'",
+        set(_DESCRIPTIONS) - {"alpha beta gamma"},
+    ),
+    # Inside quotes `or` is a word and `-` no negation.
+    ('"alpha or beta"', "'alpha' <-> 'or' <-> 'beta'", set()),
+    ('"-open door"', "'open' <-> 'door'", {"open door"}),
+    # `or` with nothing after it is a word to find.
+    ('"alpha" or', "'alpha' & 'or'", set()),
+    # A phrase of punctuation, or of markup, is no part of the search.
+    ('"!?" alpha', "'alpha'", {"alpha beta gamma", "gamma alpha"}),
+    ('"<b>" alpha or "!"', "'alpha'", {"alpha beta gamma", "gamma alpha"}),
+    ('"alpha <b> gamma"', "'alpha' <-> 'gamma'", set()),
+    # A `-` standing alone negates the word after it; single quotes are no phrase.
+    ("gamma - beta", "'gamma' & !'beta'", {"gamma alpha"}),
+    ("'alpha gamma'", "'alpha' & 'gamma'", {"alpha beta gamma", "gamma alpha"}),
+]
+
+
+@pytest.fixture
+def recorded(client: AuditClient) -> AuditClient:
+    client.record_batch(
+        [build_event(action="doc.edit", actor_id="u", description=d) for d in _DESCRIPTIONS]
+    )
+    return client
+
+
+@pytest.mark.parametrize(("text", "query", "found"), _PINNED)
+def test_quotes_pair_as_the_docs_say(
+    recorded: AuditClient, sql: psycopg.Connection[Any], text: str, query: str, found: set[str]
+) -> None:
+    row = sql.execute("SELECT websearch_to_tsquery('simple', %s)::text", [text]).fetchone()
+    assert row == (query,)
+    parsed = parse_query(query)  # a live stream matches it in the process, not by SQL
+    assert parsed is not None and parsed.root is not None
+    answered = {e.description for e in recorded.query(build_filter(text=text))}
+    assert answered == found
+
+
+@pytest.mark.parametrize(
+    "text", ['"!?"', '""', '"', '-"!"', '"<b>"', '"&amp;"', '"</b>" "&#65;" -"<b x=1>"']
+)
+def test_a_text_of_phrases_of_no_word_is_refused_naming_filter_text(
+    client: AuditClient, text: str
+) -> None:
+    """Quotes around punctuation, markup or an entity make no word: PostgreSQL
+    finds none, so the search would match nothing. Refused as any text of no
+    word is, not answered empty."""
+    with pytest.raises(InvalidArgumentError) as refused:
+        list(client.query(build_filter(text=text)))
+    assert refused.value.field_violations == [("filter.text", "has no word to search for")]
