@@ -656,11 +656,12 @@ class Service:
             locate=None if locator is None else locator.country,
             names=names,
         )
+        telemetry = TelemetryInterceptor(tracer=self._tracer, meter=self._meter)
         server = grpc.aio.server(
             interceptors=[
                 # First: a stream's handler closed in its call's task, as the call ends.
                 StreamScope(),
-                TelemetryInterceptor(tracer=self._tracer, meter=self._meter),
+                telemetry,
                 self._guard,
             ],
             options=[
@@ -739,6 +740,7 @@ class Service:
         except RuntimeError:
             why = "in use" if address_in_use(settings.listen) else why_not_bound(settings.listen)
             raise SystemExit(_listen_refused(settings.listen, why)) from None
+        telemetry.serving(settings.listen, self.port)
         await server.start()
         self._server = server
         if settings.console_listen:

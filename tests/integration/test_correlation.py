@@ -31,6 +31,7 @@ from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc, event_pb2
 from sealtrail_server.domain.access import Role
 from sealtrail_server.domain.event_ids import event_id_minter
 from tests.conftest import ServerThread
+from tests.traced_server import traced_server_of
 
 RECORD_SPAN = "sealtrail.v1.AuditLogService/Record"
 REQUEST_ID = "5f0c6f0e-8d1a-4c35-9a57-2b7c1c0d9e11"
@@ -602,3 +603,41 @@ def test_a_call_failed_by_a_database_error_leaves_no_value_in_any_span(
     assert [s.name for s in spans if marker in _everything_exported(s)] == []
     in_the_call = [s for s in spans if s.context.trace_id == call.context.trace_id]
     assert [s.name for s in in_the_call if "Failing row" in _everything_exported(s)] == []
+
+
+@pytest.mark.parametrize(
+    ("listen", "host", "peer", "network", "server_address"),
+    [
+        ("127.0.0.1:0", "127.0.0.1", "127.0.0.1", "ipv4", "127.0.0.1"),
+        ("[::1]:0", "[::1]", "::1", "ipv6", "::1"),
+        ("0.0.0.0:0", "127.0.0.1", "127.0.0.1", "ipv4", None),  # a wildcard names no server
+    ],
+)
+def test_a_server_span_names_its_peer_and_the_address_it_listens_on(
+    migrated_database_url: str,
+    tenant: str,
+    listen: str,
+    host: str,
+    peer: str,
+    network: str,
+    server_address: str | None,
+) -> None:
+    """Tracing backends group a server's spans by OpenTelemetry's server.* and
+    network.peer.* attributes; the spans had the RPC's names alone. A server
+    of its own (its exporter too: a server's close shuts its exporter down)."""
+    exporter = InMemorySpanExporter()
+    with (
+        traced_server_of(migrated_database_url, exporter, listen=listen) as server,
+        AuditClient(f"{host}:{server.port}", token=server.token(tenant)) as client,
+        sealtrail.request_id() as request_id,
+    ):
+        client.record(event())
+        attributes = dict(server_span(exporter, request_id).attributes or {})
+    assert attributes["network.transport"] == "tcp"
+    assert attributes["network.type"] == network
+    assert attributes["network.peer.address"] == peer
+    port = attributes["network.peer.port"]
+    assert isinstance(port, int) and 0 < port < 65536 and port != server.port
+    assert attributes["server.port"] == server.port
+    assert attributes.get("server.address") == server_address
+    assert "client.address" not in attributes  # behind a proxy, the guard's to say

@@ -14,6 +14,10 @@ an invalid tracestate is dropped, its traceparent kept. Neither is logged: the
 propagator's warnings, most quoting the caller's text, would be a line of the
 server's log per call for anyone who can reach the port, token or none.
 Health checks and reflection are not traced: probes would flood the traces.
+A span names the call's ends as OpenTelemetry's conventions do (peer.py): the
+connection's peer (`network.peer.address`, `.port`, `network.type`,
+`network.transport`) and, over TCP, the address listened on (`server.address`,
+`server.port`).
 
 Every call's duration is measured (`rpc.server.call.duration`, OpenTelemetry's
 RPC conventions: the method and the status it ended with), whatever the
@@ -46,6 +50,7 @@ from .context import (
     new_request_id,
     set_correlation,
 )
+from .peer import Attributes, peer_attributes, server_attributes
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +229,13 @@ class TelemetryInterceptor(ServiceInterceptor):
         )
         # Sealtrail never reads baggage: parsing it costs a warning per bad entry.
         self._fields = frozenset(propagate.get_global_textmap().fields) - {"baggage"}
+        self._server: Attributes = {}
+
+    def serving(self, listen: str, port: int) -> None:
+        """The address the server listens on (HOST:PORT as configured) and the
+        port it bound: a span of a call over TCP names them (`server.address`,
+        `server.port`). Calls over a Unix socket (the console's) name none."""
+        self._server = server_attributes(listen, port)
 
     def _begin(self, context: Context, method: str) -> _Call:
         received: str | None = None
@@ -250,6 +262,7 @@ class TelemetryInterceptor(ServiceInterceptor):
         current = parent
         if self._tracer is not None:
             service, _, name = method.partition("/")
+            peer = peer_attributes(context.peer())
             span = self._tracer.start_span(
                 method,
                 context=parent,
@@ -259,6 +272,8 @@ class TelemetryInterceptor(ServiceInterceptor):
                     "rpc.service": service,
                     "rpc.method": name,
                     REQUEST_ID_ATTRIBUTE: request_id,
+                    **peer,
+                    **(self._server if "network.peer.port" in peer else {}),
                 },
             )
             if invalid is not None:
