@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from sealtrail.v1 import event_pb2
 
-from .domain.alerts import GROUPINGS, NEW_ORIGIN_KINDS
+from .domain.alerts import GROUPINGS, NEW_ORIGIN_KINDS, SPIKE_GROUP_BY
 from .domain.sinks import KINDS
 
 # The words every sign of such an object carries, in the log and in answers.
@@ -32,6 +32,7 @@ _CONDITION_KEYS: Final = frozenset(
     (
         "kind", "filter", "count", "window_seconds", "group_by", "exact_actor_ids", "time_zone",
         "start_hour", "end_hour", "working_days", "baseline_windows", "factor", "min_count",
+        SPIKE_GROUP_BY,
     )
 )  # fmt: skip
 
@@ -73,9 +74,10 @@ def condition_not_understood(condition: Any) -> str | None:
     if unknown:
         return "condition key " + ", ".join(repr(key) for key in unknown)
     # A grouping it does not know, counted as none, would fire for all at once.
-    group_by = condition.get("group_by", "none")
-    if group_by != "none" and group_by not in GROUPINGS:
-        return f"condition group_by {group_by!r}"
+    for key in ("group_by", SPIKE_GROUP_BY):
+        group_by = condition.get(key, "none")
+        if group_by != "none" and group_by not in GROUPINGS:
+            return f"condition {key} {group_by!r}"
     return filter_not_understood(condition.get("filter", {}))
 
 

@@ -296,6 +296,16 @@ THRESHOLD_BY_SITE = {
     "window_seconds": 3600,
     "group_by": "site",
 }
+# A spike grouped so, under the key grouped spikes are stored with (ADR 0147).
+SPIKE_BY_SITE = {
+    "kind": "spike",
+    "filter": {"actions": ["document.*"]},
+    "window_seconds": 600,
+    "baseline_windows": 6,
+    "factor": 5.0,
+    "min_count": 1,
+    "spike_group_by": "site",
+}
 
 
 def _copied_rule(
@@ -325,9 +335,12 @@ def test_alert_rules_a_newer_release_made_leave_their_tenant_to_it(
     owner_sql: psycopg.Connection[Any],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    plain, newer_kind, newer_filter, newer_key, newer_grouping = (_new_tenant() for _ in range(5))
+    plain, newer_kind, newer_filter, newer_key, newer_grouping, newer_spike_grouping = (
+        _new_tenant() for _ in range(6)
+    )
     clients = {
-        t: older_client(t) for t in (plain, newer_kind, newer_filter, newer_key, newer_grouping)
+        t: older_client(t)
+        for t in (plain, newer_kind, newer_filter, newer_key, newer_grouping, newer_spike_grouping)
     }
     rules = {
         t: client.create_alert_rule(build_alert_rule("shared", "match", filter=DOCUMENTS)).rule
@@ -345,6 +358,9 @@ def test_alert_rules_a_newer_release_made_leave_their_tenant_to_it(
         # A grouping it does not know: counted as ungrouped, it would fire at 2.
         newer_grouping: (_copied_rule(owner_sql, newer_grouping, rules[newer_grouping].id,
                                       THRESHOLD_BY_SITE), "site"),
+        newer_spike_grouping: (_copied_rule(owner_sql, newer_spike_grouping,
+                                            rules[newer_spike_grouping].id, SPIKE_BY_SITE),
+                               "spike_group_by 'site'"),
     }  # fmt: skip
     cursors = {
         t: owner_sql.execute(
@@ -390,6 +406,7 @@ def test_changes_of_alert_rules_a_newer_release_made_are_refused(
             {**match, "filter": {"actions": ["document.*"], "futureField": "x"}},
             {**match, "quorum_of": 3},
             THRESHOLD_BY_SITE,
+            SPIKE_BY_SITE,
         )
     ]
     record(client, 1)

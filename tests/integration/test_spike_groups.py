@@ -36,6 +36,7 @@ from tests.integration.test_alerting import (
 )
 from tests.integration.test_count_plans import _plan
 from tests.integration.test_spike_alerts import BASELINE, SPIKE, SPIKE_TEXT, WINDOW, spike_rule
+from tests.unit.test_older_release_conditions import released_not_understood
 
 __all__ = ["marked", "own_sql", "rules", "unevaluated"]  # fixtures
 
@@ -173,6 +174,68 @@ def test_an_unknown_grouping_is_refused_naming_the_field_and_a_change_recorded(
     assert json.loads(json_details(client.get_event(answer.event_id)))["weakens"] == [
         "condition_narrowed"
     ]
+
+
+def _stored(sql: psycopg.Connection[Any], rule_id: str) -> dict[str, Any]:
+    row = sql.execute("SELECT condition FROM alert_rules WHERE id = %s", [rule_id]).fetchone()
+    assert row is not None
+    return dict(row[0])
+
+
+def _recorded_condition(client: AuditClient, event_id: str) -> dict[str, Any]:
+    """The condition an alert_rule.created or .deleted record shows."""
+    return dict(json.loads(json_details(client.get_event(event_id)))["condition"])
+
+
+def test_a_grouped_spike_is_stored_for_the_release_before_to_leave_and_shown_as_grouped(
+    client: AuditClient, rules: Any, sql: psycopg.Connection[Any]
+) -> None:
+    """Stored with `spike_group_by`, a key the release before does not know,
+    a grouped spike is left by its processes during a rolling upgrade (with
+    `group_by` they judged it ungrouped); an ungrouped one is stored as ever.
+    Answers and change records show `group_by`, as a threshold's."""
+    settings = {"window_seconds": WINDOW, "baseline_windows": BASELINE, "factor": 5.0,
+                "min_count": 10}  # fmt: skip
+    created = client.create_alert_rule(spike_rule(filter=API, group_by="credential"))
+    grouped = created.rule
+    assert grouped.spike.group_by == alerting_pb2.ALERT_GROUP_BY_CREDENTIAL
+    whole = rules(spike_rule(filter=API))
+    assert whole.spike.group_by == alerting_pb2.ALERT_GROUP_BY_UNSPECIFIED
+    assert _stored(sql, grouped.id) == {
+        "kind": "spike", "filter": {"actions": ["api.request"]}, **settings,
+        "spike_group_by": "credential",
+    }  # fmt: skip
+    assert released_not_understood(_stored(sql, grouped.id)) == "condition key 'spike_group_by'"
+    assert _stored(sql, whole.id) == {"kind": "spike", "filter": {"actions": ["api.request"]},
+                                      **settings}  # fmt: skip
+    assert released_not_understood(_stored(sql, whole.id)) is None
+
+    shown = {"kind": "spike", "filter": {"actions": ["api.request"]}, **settings}
+    assert _recorded_condition(client, created.event_id) == shown | {"group_by": "credential"}
+    listed = {rule.id: rule for rule in client.list_alert_rules()}
+    assert listed[grouped.id].spike == grouped.spike
+    assert listed[grouped.id].etag == grouped.etag
+    assert listed[whole.id].spike == whole.spike
+    # Grouped by IP: the change shows the grouping's two values by its name.
+    changed = spike_rule(filter=API, group_by="ip")
+    changed.id = grouped.id
+    updated = client.update_alert_rule(changed, fields=["spike"])
+    assert updated.rule.spike.group_by == alerting_pb2.ALERT_GROUP_BY_IP
+    assert _stored(sql, grouped.id)["spike_group_by"] == "ip"
+    [change] = client.get_event(updated.event_id).changes
+    before, after = (json_format.MessageToDict(value) for value in (change.before, change.after))
+    assert (before["group_by"], after["group_by"]) == ("credential", "ip")
+    assert "spike_group_by" not in before and "spike_group_by" not in after
+    # Ungrouped again: stored as an ungrouped spike always was.
+    changed = spike_rule(filter=API)
+    changed.id = grouped.id
+    client.update_alert_rule(changed, fields=["spike"])
+    assert _stored(sql, grouped.id) == _stored(sql, whole.id)
+    changed = spike_rule(filter=API, group_by="actor")
+    changed.id = grouped.id
+    client.update_alert_rule(changed, fields=["spike"])
+    deleted = client.delete_alert_rule(grouped.id)
+    assert _recorded_condition(client, deleted.event_id) == shown | {"group_by": "actor"}
 
 
 def test_the_cli_creates_updates_and_lists_a_grouped_spike(

@@ -41,6 +41,7 @@ from ..domain.alerts import (
     Condition,
     ThresholdWindow,
     actor_group,
+    condition_shown,
     group_key,
     origin_of,
     outside_working_hours,
@@ -160,6 +161,7 @@ def condition_of(stored: dict[str, Any], *, path: str = "rule", given: bool = Fa
     """A stored condition, validated again (as the API validated it); `given`:
     one a request gives, checked whole (a filter that names which events the
     rule watches, which the rules stored before need not)."""
+    stored = condition_shown(stored)  # a grouped spike's `spike_group_by` as `group_by`
     return validate_condition(
         stored["kind"],
         filter_from_json(stored.get("filter", {})),

@@ -43,6 +43,21 @@ NEW_ORIGIN_KINDS: Final = ("new_ip", "new_country")
 GroupBy = Literal["none", "actor", "ip", "credential"]
 # What a threshold or spike may count by, besides all together ("none").
 GROUPINGS: Final = ("actor", "ip", "credential")
+# A grouped spike's grouping as its rule's condition is stored: a key only
+# grouped spikes carry (ADR 0147's addendum). A process of the release before
+# knows `group_by` (a threshold's) and reads none of a spike's: stored under
+# it, a grouped spike would be judged ungrouped there during a rolling
+# upgrade. A key it does not know, it leaves the rule to a process that knows.
+SPIKE_GROUP_BY: Final = "spike_group_by"
+
+
+def condition_shown(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored condition as answers and change records name its settings
+    (and as it is validated): a grouped spike's grouping as `group_by`, as a
+    threshold's. Any other, as stored."""
+    if SPIKE_GROUP_BY not in stored:
+        return stored
+    return {("group_by" if key == SPIKE_GROUP_BY else key): value for key, value in stored.items()}
 
 
 @dataclass(frozen=True, slots=True)
