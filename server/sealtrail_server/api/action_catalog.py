@@ -6,13 +6,19 @@ counts them by action, beside their descriptions. A mixin of the servicer.
 A description is stored as redaction leaves it (ADR 0141): readers see it,
 as they see events, and the log keeps each change for good, so a secret
 pasted into one reaches neither, as a secret in an alert rule's name reaches
-no alert."""
+no alert.
+
+An entry may declare the category of its action's events too (ADR 0148):
+enforced by Record while the tenant's `strict_actions` setting is on, so a
+change of the catalogue drops the tenant's settings kept by this process
+(they carry the catalogue then); the other processes read it again within
+their cache's time."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import grpc
 
@@ -23,7 +29,7 @@ from ..domain.access import Principal
 from ..domain.action_catalog import MAX_DESCRIPTION, action_problem, description_problem
 from ..domain.counts import group_limit
 from ..domain.errors import InvalidArgument
-from ..domain.event import MISSING, ChangeDraft
+from ..domain.event import CATEGORIES, MISSING, ChangeDraft
 from ..domain.page_tokens import PageTokens
 from ..store.action_catalog import (
     CatalogEntry,
@@ -37,16 +43,23 @@ from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased_now
 from ..store.database import Database
 from ..store.long_reads import LongReads
+from ..store.tenant_settings import SettingsCache
 from .audited import FilterDetails, record_access
 from .guard import current_principal
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+_CATEGORY_NUMBERS: Final[dict[str, event_pb2.Category.ValueType]] = {
+    name: event_pb2.Category.ValueType(number) for number, name in CATEGORIES.items()
+}
+
+
 def _described(action: str, described: Described | None) -> pb.ActionCatalogEntry:
     entry = pb.ActionCatalogEntry(action=action)
     if described is not None:
-        entry.description = described.description
+        entry.description = described.description or ""
+        entry.category = _category_number(described.category)
         entry.update_time.FromDatetime(described.updated_at)
         entry.updated_by = described.updated_by
     return entry
@@ -56,11 +69,28 @@ def _listed(listed: CatalogEntry) -> pb.ActionCatalogEntry:
     entry = pb.ActionCatalogEntry(action=listed.action, count=listed.count)
     if listed.last_occurred_at is not None:
         entry.last_occurred_time.FromDatetime(listed.last_occurred_at)
-    if listed.description is not None and listed.updated_at is not None:
-        entry.description = listed.description
+    if listed.updated_at is not None:  # in the catalogue
+        entry.description = listed.description or ""
+        entry.category = _category_number(listed.category)
         entry.update_time.FromDatetime(listed.updated_at)
         entry.updated_by = listed.updated_by or ""
     return entry
+
+
+def _category_number(name: str | None) -> event_pb2.Category.ValueType:
+    if name is None:
+        return event_pb2.CATEGORY_UNSPECIFIED
+    return _CATEGORY_NUMBERS[name]
+
+
+def _category_name(request: pb.SetActionDescriptionRequest) -> str | None:
+    """The category the request declares, or None (CATEGORY_UNSPECIFIED)."""
+    if request.category == event_pb2.CATEGORY_UNSPECIFIED:
+        return None
+    name = CATEGORIES.get(request.category)
+    if name is None:
+        raise InvalidArgument.field("category", f"{request.category} is no Category value")
+    return name
 
 
 class ActionCatalogRpcs:
@@ -72,6 +102,7 @@ class ActionCatalogRpcs:
     _count_timeout: float
     _long_reads: LongReads
     _page_tokens: PageTokens
+    _settings_cache: SettingsCache
 
     async def SetActionDescription(
         self, request: pb.SetActionDescriptionRequest, context: Context
@@ -91,16 +122,17 @@ class ActionCatalogRpcs:
                     f"is {len(description)} characters once redacted; the limit is"
                     f" {MAX_DESCRIPTION}",
                 )
+        category = _category_name(request)
         action = request.action
         async with self._changes.exclusive(
             tenant_id, f"action_catalog/{action}", caller=principal.token_id
         ) as conn:
             before = await read_description(conn, tenant_id, action)
-            previous = None if before is None else before.description
-            if previous == description:
+            previous = (None, None) if before is None else (before.description, before.category)
+            if previous == (description, category):
                 return pb.SetActionDescriptionResponse(entry=_described(action, before))
             after = None
-            if description is None:
+            if description is None and category is None:
                 await clear_description(conn, tenant_id, action)
             else:
                 after = await write_description(
@@ -108,23 +140,44 @@ class ActionCatalogRpcs:
                     tenant_id,
                     action,
                     description=description,
+                    category=category,
                     updated_by=principal.token_id,
                 )
             # Recorded last, in the change's transaction (ADR 0075).
-            event_id = await self._record_description(principal, action, previous, description)
+            event_id = await self._record_description(
+                principal, action, previous, (description, category)
+            )
+        # Kept settings carry the catalogue (strict_actions): read afresh here.
+        self._settings_cache.forget(tenant_id)
         return pb.SetActionDescriptionResponse(entry=_described(action, after), event_id=event_id)
 
     async def _record_description(
-        self, principal: Principal, action: str, before: str | None, after: str | None
+        self,
+        principal: Principal,
+        action: str,
+        before: tuple[str | None, str | None],
+        after: tuple[str | None, str | None],
     ) -> str:
-        """The record of a change of `action`'s description (both redacted
-        already, as stored)."""
-        if after is None:
+        """The record of a change of `action`'s entry, each side its
+        (description, category) (the descriptions redacted already, as
+        stored): a change of each that changed."""
+        if before[0] == after[0]:  # the category alone
+            said = f"Category of {action} {'cleared' if after[1] is None else 'declared'}"
+        elif after == (None, None):
             said = f"Description of {action} cleared"
-        elif before is None:
+        elif before == (None, None):
             said = f"Description of {action} set"
         else:
             said = f"Description of {action} changed"
+        changes = [
+            ChangeDraft(
+                field,
+                MISSING if old is None else old,
+                MISSING if new is None else new,
+            )
+            for field, old, new in zip(("description", "category"), before, after, strict=True)
+            if old != new
+        ]
         return (
             await record_access(
                 self._appender,
@@ -135,13 +188,7 @@ class ActionCatalogRpcs:
                 resource_type="action",
                 resource_id=action,
                 description=said,
-                changes=[
-                    ChangeDraft(
-                        "description",
-                        MISSING if before is None else before,
-                        MISSING if after is None else after,
-                    )
-                ],
+                changes=changes,
             )
         ).event_id
 

@@ -8,7 +8,7 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -20,6 +20,7 @@ from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
 
 from ..alerts.evaluator import Evaluator
 from ..auth.tokens import Authenticator
+from ..domain.action_catalog import strict_refusal
 from ..domain.errors import InvalidArgument, NotFound, SealtrailError
 from ..domain.event import (
     Recorder,
@@ -232,6 +233,9 @@ class AuditLogServicer(
         recorder = Recorder(principal.token_id, principal.name)
         valid_event = self._located(validate_event(draft, now=self._clock(), recorder=recorder))
         refuse_secret_credential(valid_event, self._redactor)
+        catalog = await self._strict_catalog(tenant_id)
+        if catalog is not None:
+            _refuse_uncatalogued(valid_event, catalog)
         [valid] = await self._redact(tenant_id, [valid_event])
         view = caller_view(valid, sent=request.event).SerializeToString()
         [outcome] = await self._appender.append(tenant_id, [valid], [view])
@@ -262,6 +266,7 @@ class AuditLogServicer(
         now = self._clock()
         correlation = current_correlation()
         results: list[bytes] = [b""] * len(entries)
+        catalog = await self._strict_catalog(tenant_id)
         valid: list[ValidEvent] = []
         positions: list[int] = []
         for index, entry in enumerate(entries):
@@ -270,6 +275,8 @@ class AuditLogServicer(
                 draft = correlate(event_draft(entry, path), correlation)
                 event = self._located(validate_event(draft, now=now, path=path, recorder=recorder))
                 refuse_secret_credential(event, self._redactor)
+                if catalog is not None:
+                    _refuse_uncatalogued(event, catalog)
                 valid.append(event)
                 positions.append(index)
             except InvalidArgument as error:
@@ -513,6 +520,15 @@ async def _together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B
             log.warning("also failed while answering: %s: %s", type(other).__name__, named(other))
         raise failed.exceptions[0] from None
     return one.result(), two.result()
+
+
+def _refuse_uncatalogued(event: ValidEvent, catalog: Mapping[str, str | None]) -> None:
+    """INVALID_ARGUMENT if the tenant's `strict_actions` refuses the event
+    against its action `catalogue` (ADR 0148)."""
+    if (
+        violation := strict_refusal(event.action, event.category, catalog, path=event.path)
+    ) is not None:
+        raise InvalidArgument([violation])
 
 
 def _parsed(kind: type[M], request: bytes) -> M:

@@ -7,7 +7,7 @@ when its settings ask for HMAC mode."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
@@ -25,7 +25,13 @@ from ..domain.redaction import Redactor, hmac_token, redact_event, tenant_key
 from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased
 from ..store.database import Database
-from ..store.tenant_settings import SettingsCache, TenantSettings, read_settings, write_settings
+from ..store.tenant_settings import (
+    SettingsCache,
+    TenantSettings,
+    read_settings,
+    with_catalog,
+    write_settings,
+)
 from ..turns import Turns
 from .audited import record_access
 from .guard import current_principal
@@ -35,13 +41,15 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 _MODE_NAMES: Final = {pb.REDACTION_MODE_REPLACE: "replace", pb.REDACTION_MODE_HMAC: "hmac"}
 _MODE_NUMBERS: Final = {name: number for number, name in _MODE_NAMES.items()}
-SETTABLE: Final = ("redaction_mode",)
+SETTABLE: Final = ("redaction_mode", "strict_actions")
 MAX_SECRET_BYTES: Final = 65_536
 
 
 def _message(settings: TenantSettings) -> pb.TenantSettings:
     message = pb.TenantSettings(
-        redaction_mode=_MODE_NUMBERS[settings.redaction_mode], etag=_etag(settings)
+        redaction_mode=_MODE_NUMBERS[settings.redaction_mode],
+        strict_actions=settings.strict_actions,
+        etag=_etag(settings),
     )
     if settings.updated_at is not None:
         message.update_time.FromDatetime(settings.updated_at)
@@ -51,17 +59,42 @@ def _message(settings: TenantSettings) -> pb.TenantSettings:
 def _etag(settings: TenantSettings) -> str:
     """The settings' etag (AIP-154, ADR 0035)."""
     return etag_of(
-        {"redaction_mode": settings.redaction_mode, "update_time": instant(settings.updated_at)}
+        {
+            "redaction_mode": settings.redaction_mode,
+            "strict_actions": settings.strict_actions,
+            "update_time": instant(settings.updated_at),
+        }
     )
 
 
-def _check_update_mask(request: pb.UpdateTenantSettingsRequest) -> None:
-    # No mask: every field the request sets.
-    paths = update_paths(request.update_mask, SETTABLE) or [
+def _update_paths(request: pb.UpdateTenantSettingsRequest) -> frozenset[str]:
+    """The fields the request changes: those its mask names, or (no mask)
+    every field it sets."""
+    paths = update_paths(request.update_mask, SETTABLE) or frozenset(
         name for name in SETTABLE if getattr(request.settings, name)
-    ]
+    )
     if not paths:
         raise InvalidArgument.field("settings", "sets no field to change")
+    return paths
+
+
+def _changed(before: TenantSettings, after: TenantSettings) -> list[ChangeDraft]:
+    return [
+        ChangeDraft(name, getattr(before, name), getattr(after, name))
+        for name in SETTABLE
+        if getattr(before, name) != getattr(after, name)
+    ]
+
+
+def _said(changes: list[ChangeDraft]) -> str:
+    """The record's description of the changes."""
+    said = []
+    for change in changes:
+        if change.field == "redaction_mode":
+            said.append(f"Redaction mode changed from {change.before} to {change.after}")
+        else:
+            said.append(f"Strict actions turned {'on' if change.after else 'off'}")
+    return "; ".join(said)
 
 
 class SettingsRpcs:
@@ -97,6 +130,15 @@ class SettingsRpcs:
             redacted.append(stored)
         return redacted
 
+    async def _strict_catalog(self, tenant_id: str) -> Mapping[str, str | None] | None:
+        """The tenant's action catalogue (each action, its declared category)
+        if its settings have `strict_actions` on, as this process keeps them
+        (read at most once per SEALTRAIL_SETTINGS_CACHE_SECONDS); else None."""
+        settings = await self._settings_cache.get(tenant_id)
+        if not settings.strict_actions:
+            return None
+        return settings.catalog or {}
+
     async def GetTenantSettings(
         self, request: pb.GetTenantSettingsRequest, context: Context
     ) -> pb.GetTenantSettingsResponse:
@@ -110,26 +152,46 @@ class SettingsRpcs:
         self, request: pb.UpdateTenantSettingsRequest, context: Context
     ) -> pb.UpdateTenantSettingsResponse:
         principal = current_principal()
-        _check_update_mask(request)  # redaction_mode is the only field, so far
-        mode = _MODE_NAMES.get(request.settings.redaction_mode)
-        if mode is None:
-            raise InvalidArgument.field(
-                "settings.redaction_mode", "must be REDACTION_MODE_REPLACE or REDACTION_MODE_HMAC"
-            )
+        paths = _update_paths(request)
+        mode = None
+        if "redaction_mode" in paths:
+            mode = _MODE_NAMES.get(request.settings.redaction_mode)
+            if mode is None:
+                raise InvalidArgument.field(
+                    "settings.redaction_mode",
+                    "must be REDACTION_MODE_REPLACE or REDACTION_MODE_HMAC",
+                )
         async with self._changes.exclusive(
             principal.tenant_id, "settings", caller=principal.token_id
         ) as conn:
             before = await read_settings(conn, principal.tenant_id)
             require_etag(request.settings.etag, _etag(before), what="tenant settings")
-            if before.redaction_mode == mode:
+            wanted = replace(
+                before,
+                redaction_mode=before.redaction_mode if mode is None else mode,
+                strict_actions=(
+                    request.settings.strict_actions
+                    if "strict_actions" in paths
+                    else before.strict_actions
+                ),
+            )
+            changes = _changed(before, wanted)
+            if not changes:
                 return pb.UpdateTenantSettingsResponse(settings=_message(before))
-            after = await write_settings(conn, principal.tenant_id, redaction_mode=mode)
+            after = await write_settings(
+                conn,
+                principal.tenant_id,
+                redaction_mode=wanted.redaction_mode,
+                strict_actions=wanted.strict_actions,
+            )
             # Recorded last, in the change's transaction (ADR 0075).
-            event_id = await self._record_change(principal, before.redaction_mode, mode)
-        self._settings_cache.put(principal.tenant_id, after)
+            event_id = await self._record_change(principal, changes)
+            # As the write path keeps them: with the catalogue, if strict.
+            kept = await with_catalog(conn, principal.tenant_id, after)
+        self._settings_cache.put(principal.tenant_id, kept)
         return pb.UpdateTenantSettingsResponse(settings=_message(after), event_id=event_id)
 
-    async def _record_change(self, principal: Principal, before: str, after: str) -> str:
+    async def _record_change(self, principal: Principal, changes: list[ChangeDraft]) -> str:
         return (
             await record_access(
                 self._appender,
@@ -138,8 +200,8 @@ class SettingsRpcs:
                 action="tenant.settings_updated",
                 category=event_pb2.CATEGORY_CONFIGURATION,
                 resource_type="tenant",
-                description=f"Redaction mode changed from {before} to {after}",
-                changes=[ChangeDraft("redaction_mode", before, after)],
+                description=_said(changes),
+                changes=changes,
             )
         ).event_id
 

@@ -1,7 +1,8 @@
-"""Rows of a tenant's action catalogue (migration 0055): what its admins say
-each action means, and the listing that joins them with the actions the log
-holds, counted as CountEvents counts by action (store/counts.py: the same
-conditions, on a bulk connection, under the count's statement timeout)."""
+"""Rows of a tenant's action catalogue (migrations 0055, 0063): what its
+admins say each action means and the category they declare for it, and the
+listing that joins them with the actions the log holds, counted as CountEvents
+counts by action (store/counts.py: the same conditions, on a bulk connection,
+under the count's statement timeout)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,15 @@ Connection = psycopg.AsyncConnection[Any]
 
 @dataclass(frozen=True, slots=True)
 class Described:
-    """An action's description as stored, when and by which token it was set."""
+    """An action's entry as stored (its description, its declared category,
+    either None if not given, never both), when and by which token it was
+    set."""
 
     action: str
-    description: str
+    description: str | None
     updated_at: datetime
     updated_by: str
+    category: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +46,7 @@ class CatalogEntry:
     description: str | None
     updated_at: datetime | None
     updated_by: str | None
+    category: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +59,7 @@ class Catalog:
     more: bool
 
 
-_COLUMNS: Final = "action, description, updated_at, updated_by"
+_COLUMNS: Final = "action, description, updated_at, updated_by, category"
 
 # A page of the log's actions (grouped as CountEvents groups them, the latest
 # occurrence with each count) beside the described ones, in byte order (as
@@ -74,11 +79,11 @@ _PAGE: Final = sql.SQL(
     "WITH s AS (SELECT action, count(*) AS n, max(occurred_at) AS last"
     "  FROM events WHERE {conditions} AND action ~>~ %s"
     "  GROUP BY action ORDER BY action USING ~<~ LIMIT %s),"
-    " d AS (SELECT action, description, updated_at, updated_by"
+    " d AS (SELECT action, description, updated_at, updated_by, category"
     "  FROM action_catalog WHERE tenant_id = %s AND action ~>~ %s"
     "  ORDER BY action USING ~<~ LIMIT %s)"
     " SELECT coalesce(s.action, d.action) AS action, coalesce(s.n, 0), s.last,"
-    " d.description, d.updated_at, d.updated_by, {total}"
+    " d.description, d.updated_at, d.updated_by, d.category, {total}"
     " FROM s FULL JOIN d ON d.action = s.action"
     " ORDER BY 1 USING ~<~ LIMIT %s"
 )
@@ -103,16 +108,24 @@ async def read_description(conn: Connection, tenant_id: str, action: str) -> Des
 
 
 async def write_description(
-    conn: Connection, tenant_id: str, action: str, *, description: str, updated_by: str
+    conn: Connection,
+    tenant_id: str,
+    action: str,
+    *,
+    description: str | None,
+    category: str | None,
+    updated_by: str,
 ) -> Described:
-    """Set `action`'s description (as given: checked and redacted already)."""
+    """Set `action`'s entry: its description (as given: checked and redacted
+    already) and its declared category, at least one of them not None."""
     cursor = conn.cursor(row_factory=class_row(Described))
     await cursor.execute(
-        "INSERT INTO action_catalog (tenant_id, action, description, updated_by)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, action) DO UPDATE"
-        " SET description = excluded.description, updated_by = excluded.updated_by,"
+        "INSERT INTO action_catalog (tenant_id, action, description, category, updated_by)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id, action) DO UPDATE"
+        " SET description = excluded.description, category = excluded.category,"
+        " updated_by = excluded.updated_by,"
         f" updated_at = now() RETURNING {_COLUMNS}",
-        [tenant_id, action, description, updated_by],
+        [tenant_id, action, description, category, updated_by],
     )
     written = await cursor.fetchone()
     assert written is not None
@@ -120,7 +133,8 @@ async def write_description(
 
 
 async def clear_description(conn: Connection, tenant_id: str, action: str) -> None:
-    """Remove `action`'s description, if it has one."""
+    """Remove `action` from the catalogue (its description and category), if
+    it is there."""
     await conn.execute(
         "DELETE FROM action_catalog WHERE tenant_id = %s AND action = %s", [tenant_id, action]
     )
@@ -180,12 +194,13 @@ async def list_catalog(
             description=description,
             updated_at=updated_at,
             updated_by=updated_by,
+            category=category,
         )
-        for action, n, last, description, updated_at, updated_by, _ in rows
+        for action, n, last, description, updated_at, updated_by, category, _ in rows
     ]
     # No row: no entry after `after`; with none before it either (the first
     # page), none at all.
-    counted = int(rows[0][6]) if rows else total or 0
+    counted = int(rows[0][7]) if rows else total or 0
     return Catalog(entries=entries[:limit], total=counted, more=len(entries) > limit)
 
 

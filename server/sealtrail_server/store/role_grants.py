@@ -30,7 +30,7 @@ ROLE_GRANTS: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
             "SELECT",
             "INSERT",
             "DELETE",
-            "UPDATE (description, updated_at, updated_by)",
+            "UPDATE (description, updated_at, updated_by, category)",
         ),
         "alert_cursors": ("SELECT", "INSERT"),
         "alert_known_countries": ("SELECT", "DELETE"),
@@ -75,7 +75,11 @@ ROLE_GRANTS: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
             " consecutive_failures, next_attempt_at, deployment_revision)",
         ),
         "tenant_erasures": ("SELECT",),
-        "tenant_settings": ("SELECT", "INSERT", "UPDATE (redaction_mode, updated_at)"),
+        "tenant_settings": (
+            "SELECT",
+            "INSERT",
+            "UPDATE (redaction_mode, updated_at, strict_actions)",
+        ),
         "tree_nodes": ("SELECT",),
     },
     SYSTEM_ROLE: {

@@ -1,5 +1,9 @@
 """Rows of per-tenant settings, and a short-lived cache of them for the write
-path (a tenant without a row has the defaults)."""
+path (a tenant without a row has the defaults). With `strict_actions` on, the
+cache's settings carry the tenant's action catalogue too (each action and its
+declared category): Record checks events against them without reading the
+database per event, and a change of either reaches every process within the
+cache's `ttl` (ADR 0148)."""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import asyncio
 import contextvars
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -29,30 +33,54 @@ REDACTION_MODES: Final = ("replace", "hmac")
 class TenantSettings:
     redaction_mode: str = "replace"
     updated_at: datetime | None = None
+    strict_actions: bool = False
+    # With strict_actions, as the cache reads them: each action of the
+    # catalogue and its declared category (None: any). Not read otherwise.
+    catalog: Mapping[str, str | None] | None = field(default=None, compare=False)
 
 
 DEFAULTS: Final = TenantSettings()
+_COLUMNS: Final = "redaction_mode, updated_at, strict_actions"
 
 
 async def read_settings(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> TenantSettings:
     cursor = conn.cursor(row_factory=class_row(TenantSettings))
     await cursor.execute(
-        "SELECT redaction_mode, updated_at FROM tenant_settings WHERE tenant_id = %s",
-        [tenant_id],
+        f"SELECT {_COLUMNS} FROM tenant_settings WHERE tenant_id = %s", [tenant_id]
     )
     return await cursor.fetchone() or DEFAULTS
 
 
+async def with_catalog(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, settings: TenantSettings
+) -> TenantSettings:
+    """`settings` with the tenant's catalogue (each action, its declared
+    category) if they are strict, as the write path checks events against
+    it; as they are otherwise."""
+    if not settings.strict_actions:
+        return settings
+    cursor = await conn.execute(
+        "SELECT action, category FROM action_catalog WHERE tenant_id = %s", [tenant_id]
+    )
+    catalog = {action: category for action, category in await cursor.fetchall()}
+    return replace(settings, catalog=catalog)
+
+
 async def write_settings(
-    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, redaction_mode: str
+    conn: psycopg.AsyncConnection[Any],
+    tenant_id: str,
+    *,
+    redaction_mode: str,
+    strict_actions: bool,
 ) -> TenantSettings:
     cursor = conn.cursor(row_factory=class_row(TenantSettings))
     await cursor.execute(
-        "INSERT INTO tenant_settings (tenant_id, redaction_mode) VALUES (%s, %s)"
-        " ON CONFLICT (tenant_id) DO UPDATE"
-        " SET redaction_mode = excluded.redaction_mode, updated_at = now()"
-        " RETURNING redaction_mode, updated_at",
-        [tenant_id, redaction_mode],
+        "INSERT INTO tenant_settings (tenant_id, redaction_mode, strict_actions)"
+        " VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
+        " SET redaction_mode = excluded.redaction_mode,"
+        " strict_actions = excluded.strict_actions, updated_at = now()"
+        f" RETURNING {_COLUMNS}",
+        [tenant_id, redaction_mode, strict_actions],
     )
     written = await cursor.fetchone()
     assert written is not None
@@ -149,7 +177,7 @@ class SettingsCache:
     async def _read_settings(self, tenant_id: str) -> TenantSettings:
         puts = self._puts
         async with self._db.connection(tenant_id) as conn:
-            settings = await read_settings(conn, tenant_id)
+            settings = await with_catalog(conn, tenant_id, await read_settings(conn, tenant_id))
         if puts == self._puts:
             self._keep(tenant_id, settings)
         return settings  # true when read; not kept past a change made here since
@@ -171,6 +199,14 @@ class SettingsCache:
         self._puts += 1
         self._reading.pop(tenant_id, None)  # its callers keep it; no one joins it
         self._keep(tenant_id, settings)
+
+    def forget(self, tenant_id: str) -> None:
+        """What this process just changed of what the settings carry (the
+        catalogue) applies here at once: the tenant's next call reads them
+        afresh, and no read begun before the change keeps what it read."""
+        self._puts += 1
+        self._reading.pop(tenant_id, None)
+        self._entries.pop(tenant_id, None)
 
     def _keep(self, tenant_id: str, settings: TenantSettings) -> None:
         now = self._clock()

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from sealtrail.v1 import event_pb2 as _event_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -33,6 +34,7 @@ class ActionCatalogEntry(_message.Message):
     LAST_OCCURRED_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATED_BY_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     action: _builtins.str
     """The action (`doc.share_external`)."""
     description: _builtins.str
@@ -48,6 +50,12 @@ class ActionCatalogEntry(_message.Message):
     updated_by: _builtins.str
     """The id of the admin token that last set its description; "" if it has
     none.
+    """
+    category: _event_pb2.Category.ValueType
+    """The category the tenant's admins declared for the action
+    (SetActionDescription); CATEGORY_UNSPECIFIED if they declared none.
+    While the tenant's settings have `strict_actions` on, Record and
+    RecordBatch refuse an event of the action with another category.
     """
     @_builtins.property
     def last_occurred_time(self) -> _timestamp_pb2.Timestamp:
@@ -68,10 +76,11 @@ class ActionCatalogEntry(_message.Message):
         last_occurred_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         updated_by: _builtins.str = ...,
+        category: _event_pb2.Category.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_occurred_time", b"last_occurred_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "count", b"count", "description", b"description", "last_occurred_time", b"last_occurred_time", "update_time", b"update_time", "updated_by", b"updated_by"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "category", b"category", "count", b"count", "description", b"description", "last_occurred_time", b"last_occurred_time", "update_time", b"update_time", "updated_by", b"updated_by"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -85,6 +94,7 @@ class SetActionDescriptionRequest(_message.Message):
 
     ACTION_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
     action: _builtins.str
     """The action to describe: an action as Record takes one (dotted lowercase
     `resource.verb`, at most 128 characters), recorded yet or not.
@@ -94,15 +104,23 @@ class SetActionDescriptionRequest(_message.Message):
     or invisible characters; stored as redaction leaves it. "" clears the
     action's description.
     """
+    category: _event_pb2.Category.ValueType
+    """The category every event of the action must have (`api_key.create`:
+    CATEGORY_SECURITY), enforced while the tenant's `strict_actions`
+    setting is on. The request sets the entry whole: CATEGORY_UNSPECIFIED
+    declares none (removing one declared before). An action with neither a
+    description nor a category is not in the catalogue.
+    """
     def __init__(
         self,
         *,
         action: _builtins.str = ...,
         description: _builtins.str = ...,
+        category: _event_pb2.Category.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "description", b"description"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "category", b"category", "description", b"description"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -124,7 +142,8 @@ class SetActionDescriptionResponse(_message.Message):
     @_builtins.property
     def entry(self) -> Global___ActionCatalogEntry:
         """The action's entry as it is now (its count and last occurrence unset:
-        the change reads no event).
+        the change reads no event; its description, update_time and updated_by
+        set whenever a description or a category is).
         """
 
     def __init__(

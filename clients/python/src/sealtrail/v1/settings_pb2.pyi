@@ -60,6 +60,7 @@ class TenantSettings(_message.Message):
     REDACTION_MODE_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    STRICT_ACTIONS_FIELD_NUMBER: _builtins.int
     redaction_mode: Global___RedactionMode.ValueType
     """How secrets found in recorded events are written."""
     etag: _builtins.str
@@ -68,6 +69,16 @@ class TenantSettings(_message.Message):
     applies only if the settings are still the ones read, else the call fails
     with ABORTED (reason ETAG_MISMATCH) and changes nothing; empty, the
     change applies to whatever settings are current (AIP-154).
+    """
+    strict_actions: _builtins.bool
+    """While true, Record and RecordBatch refuse an event whose action the
+    tenant's action catalogue does not hold (SetActionDescription), or whose
+    category differs from the one the catalogue declares for it:
+    INVALID_ARGUMENT naming `event.action` or `event.category` (in a batch,
+    that entry alone). Sealtrail's own records are never refused. A change
+    applies at once on the process that made it and within
+    SEALTRAIL_SETTINGS_CACHE_SECONDS (10 s) on every other. False (the
+    default): any well-formed action of any category is recorded.
     """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
@@ -79,10 +90,11 @@ class TenantSettings(_message.Message):
         redaction_mode: Global___RedactionMode.ValueType = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        strict_actions: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "redaction_mode", b"redaction_mode", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "redaction_mode", b"redaction_mode", "strict_actions", b"strict_actions", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,8 +157,9 @@ class UpdateTenantSettingsRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change (`redaction_mode`); empty changes every field set
-        in `settings`.
+        """The fields to change (`redaction_mode`, `strict_actions`); empty
+        changes every field set in `settings` (a false `strict_actions` is not
+        set: name it in the mask to turn it off).
         """
 
     def __init__(
