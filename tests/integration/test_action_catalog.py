@@ -244,7 +244,7 @@ def test_the_cli_lists_and_describes_actions(
     cells = {row[1].strip(): [cell.strip() for cell in row[2:]] for row in rows}
     assert cells["doc.share_external"][0] == "1" and cells["doc.share_external"][1]
     assert cells["doc.share_external"][2] == "Shared outside the organisation"
-    assert cells["billing.refund"] == ["0", "", "A refund was issued", ""]
+    assert cells["billing.refund"] == ["0", "", "A refund was issued", "", ""]
 
     assert cli("describe", "billing.refund", "--clear") == (
         0,

@@ -50,6 +50,7 @@ from sealtrail._convert import (
     RedactionMode,
     TokenRole,
     action_catalog_request,
+    action_description_request,
     at_least_zero,
     authorization_metadata,
     batch_request,
@@ -78,6 +79,7 @@ from sealtrail._convert import (
     retention_policy,
     stream_request,
     stream_start,
+    strict_actions_request,
     update_mask,
 )
 from sealtrail._correlation import (
@@ -831,16 +833,36 @@ class AsyncAuditClient:
             answer.event_id = found.events[0].id if found.events else ""
         return answer
 
+    async def set_strict_actions(
+        self, on: bool, *, etag: str = ""
+    ) -> settings_pb2.UpdateTenantSettingsResponse:
+        """Admin: turn `strict_actions` on or off. On, Record and RecordBatch
+        refuse (InvalidArgumentError naming `event.action` or
+        `event.category`) an event whose action the tenant's catalogue does
+        not hold or whose category differs from the one it declares
+        (`set_action_description`); Sealtrail's own records are never
+        refused. Applies at once on the server that made the change, within
+        SEALTRAIL_SETTINGS_CACHE_SECONDS (10 s) on the others. Recorded as
+        `tenant.settings_updated`; `etag` and retries as `set_redaction_mode`."""
+        request = strict_actions_request(on, etag)
+        return await self._change(
+            self._stub.UpdateTenantSettings, request, SETTINGS_UPDATED, retry=not etag
+        )
+
     async def set_action_description(
-        self, action: str, description: str
+        self, action: str, description: str, *, category: str | None = None
     ) -> catalog_pb2.SetActionDescriptionResponse:
         """Admin: say what `action` means in your tenant's action catalogue
-        (1 to 500 characters, stored as redaction leaves it); "" clears its
-        description. Each change is recorded as `action_catalog.updated` with
-        the description before it; the same description again changes and
-        records nothing (no `event_id`). Retried, its earlier attempt's
-        change is found as `set_redaction_mode`'s is."""
-        request = catalog_pb2.SetActionDescriptionRequest(action=action, description=description)
+        (1 to 500 characters, stored as redaction leaves it; "": none) and
+        the `category` its events must have (`"security"`; None: any),
+        enforced while `set_strict_actions(True)` is on. The call sets the
+        entry whole: a category declared before and not given again is
+        removed; neither given removes the action from the catalogue. Each
+        change is recorded as `action_catalog.updated` with the values before
+        it; the same entry again changes and records nothing (no
+        `event_id`). Retried, its earlier attempt's change is found as
+        `set_redaction_mode`'s is."""
+        request = action_description_request(action, description, category)
         return await self._change(self._stub.SetActionDescription, request, CATALOG_UPDATED)
 
     async def action_catalog(

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import click
 
+from sealtrail._choices import CATEGORIES
 from sealtrail._cli import _client, table_time
+from sealtrail._convert import enum_label
+from sealtrail.v1 import event_pb2
 
 
 @click.group()
@@ -28,11 +31,12 @@ def actions() -> None:
 def list_actions(ctx: click.Context, limit: int) -> None:
     """Every action the log holds, by name, with its number of events, when
     the latest occurred (UTC) and its description; then the actions described
-    that no event has yet (0 events). Read page after page, every page
+    that no event has yet (0 events). `category`: the one the
+    catalogue declares for the action's events, if any. Read page after page, every page
     counting the same log; recorded once, as a query is."""
     from sealtrail._tables import PlainTable, print_table
 
-    table = PlainTable("action", "events", "last seen", "description")
+    table = PlainTable("action", "events", "last seen", "description", "category")
     more = False
     with _client(ctx) as client:
         if limit == 0:
@@ -51,6 +55,7 @@ def list_actions(ctx: click.Context, limit: int) -> None:
                 if entry.HasField("last_occurred_time")
                 else "",
                 entry.description,
+                enum_label(event_pb2.Category, entry.category),
             )
     print_table(table)
     if more:
@@ -62,23 +67,34 @@ def list_actions(ctx: click.Context, limit: int) -> None:
 @actions.command("describe")
 @click.argument("action")
 @click.argument("description", required=False)
-@click.option("--clear", is_flag=True, help="Remove the action's description.")
+@click.option(
+    "--category",
+    type=click.Choice(CATEGORIES),
+    help="The category every event of ACTION must have while the tenant's strict actions"
+    " are on (`sealtrail settings --strict-actions on`).",
+)
+@click.option("--clear", is_flag=True, help="Remove the action from the catalogue.")
 @click.pass_context
-def describe(ctx: click.Context, action: str, description: str | None, clear: bool) -> None:
+def describe(
+    ctx: click.Context, action: str, description: str | None, category: str | None, clear: bool
+) -> None:
     """Admin: say what ACTION means (`sealtrail actions describe
-    doc.share_external "A document was shared outside the organisation"`: 1
-    to 500 characters, stored as redaction leaves it), or remove what it
-    says (--clear). Each change is recorded in the log with the description
-    it replaced."""
-    if clear == (description is not None):
-        raise click.UsageError("give a DESCRIPTION or --clear, not both nor neither", ctx)
+    api_key.create "An API key was created" --category security`: 1 to 500
+    characters, stored as redaction leaves it) and the category its events
+    must have, or remove the action from the catalogue (--clear). The entry
+    is set whole: a category declared before and not given again is
+    removed. Each change is recorded in the log with the values it replaced."""
+    if clear == (description is not None or category is not None):
+        raise click.UsageError("give a DESCRIPTION or --category (or both), or --clear alone", ctx)
     if description is not None and not description.strip():
         raise click.UsageError("DESCRIPTION is blank; to remove one, use --clear", ctx)
     with _client(ctx) as client:
-        answer = client.set_action_description(action, description or "")
+        answer = client.set_action_description(action, description or "", category=category)
+    entry = answer.entry
     if not answer.event_id:
         click.echo(f"{action}: already as asked; nothing recorded")
     elif clear:
         click.echo(f"{action}: description cleared")
     else:
-        click.echo(f"{action}: {answer.entry.description}")
+        said = enum_label(event_pb2.Category, entry.category)
+        click.echo(f"{action}: {entry.description}" + (f" [category {said}]" if said else ""))

@@ -165,18 +165,47 @@ def tokens_revoke(ctx: click.Context, token_id: str) -> None:
 
 
 @click.group(invoke_without_command=True)
+@click.option(
+    "--strict-actions",
+    type=click.Choice(["on", "off"]),
+    help="On: Record refuses an event whose action the action catalogue does not describe,"
+    " or whose category is not the one it declares (`sealtrail actions describe`).",
+)
+@click.option(
+    "--etag",
+    default="",
+    help="With --strict-actions: change only the settings `sealtrail settings` showed with"
+    " this etag (if they changed since, nothing is changed: ABORTED).",
+)
 @click.pass_context
-def settings(ctx: click.Context) -> None:
-    """Admin: show (no subcommand) or change your tenant's settings."""
+def settings(ctx: click.Context, strict_actions: str | None, etag: str) -> None:
+    """Admin: show (no subcommand) or change your tenant's settings
+    (`--strict-actions on|off`, recorded in the log, applies within
+    SEALTRAIL_SETTINGS_CACHE_SECONDS, 10 s, on every server process)."""
     if ctx.invoked_subcommand is not None:
+        if strict_actions is not None or etag:
+            raise click.UsageError("--strict-actions and --etag go without a subcommand", ctx)
         return
     from sealtrail._convert import enum_label
     from sealtrail.v1 import settings_pb2
 
+    if etag and strict_actions is None:
+        raise click.UsageError("--etag goes with --strict-actions", ctx)
     with _client(ctx) as client:
-        current = client.get_tenant_settings()
+        if strict_actions is not None:
+            with unchanged_since_read("the settings", read_with="sealtrail settings"):
+                answer = client.set_strict_actions(strict_actions == "on", etag=etag)
+            click.echo(
+                "settings updated"
+                if answer.event_id
+                else "settings already as asked; nothing recorded"
+            )
+            current = answer.settings
+        else:
+            current = client.get_tenant_settings()
     mode = enum_label(settings_pb2.RedactionMode, current.redaction_mode)
     click.echo(f"redaction mode: {mode}")
+    click.echo(f"strict actions: {'on' if current.strict_actions else 'off'}")
     click.echo(f"updated: {table_time(current.update_time) or 'never'}")
     click.echo(f"etag: {terminal_safe(current.etag)}")
 

@@ -1453,3 +1453,23 @@ def action_catalog_request(limit: int, page_token: str) -> catalog_pb2.ListActio
     50; the server lowers one past 1,000 to 1,000, refuses a negative one)
     after `page_token`'s ("": the first)."""
     return catalog_pb2.ListActionCatalogRequest(limit=min(limit, _INT32_MAX), page_token=page_token)
+
+
+def action_description_request(
+    action: str, description: str, category: str | None
+) -> catalog_pb2.SetActionDescriptionRequest:
+    """SetActionDescription's request: the action's whole entry, its
+    description ("": none) and its declared category by name (`security`;
+    None: none)."""
+    request = catalog_pb2.SetActionDescriptionRequest(action=action, description=description)
+    if category is not None:
+        request.category = enum_value(event_pb2.Category, category, field="category")
+    return request
+
+
+def strict_actions_request(on: bool, etag: str) -> settings_pb2.UpdateTenantSettingsRequest:
+    """UpdateTenantSettings's request turning `strict_actions` on or off."""
+    return settings_pb2.UpdateTenantSettingsRequest(
+        settings=settings_pb2.TenantSettings(strict_actions=on, etag=etag),
+        update_mask=field_mask_pb2.FieldMask(paths=["strict_actions"]),
+    )
