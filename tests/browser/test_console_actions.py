@@ -438,3 +438,24 @@ def test_the_actions_view_reads_the_catalogue_in_turn_with_the_pages_counts(
     shares = action_row(section, "doc.share_external").find_elements(By.TAG_NAME, "td")
     assert [td.text for td in shares][:2] == ["doc.share_external", "2"]
     assert section.find_element(By.CSS_SELECTOR, ".error").text == ""
+
+
+def test_an_edit_in_the_actions_view_keeps_the_declared_category(
+    browser: webdriver.Chrome, console_url: str, admin_token: str, admin: AuditClient
+) -> None:
+    """The view edits descriptions alone, and an entry is set whole (ADR
+    0148): the category the catalogue declares is shown and sent back."""
+    admin.set_action_description("key.create", "A key made", category="security")
+    section = open_view(browser, console_url, admin_token, "Actions")
+    wait(browser).until(lambda b: section.find_elements(By.CSS_SELECTOR, "tbody tr"))
+    assert "category security, set " in action_row(section, "key.create").text
+    edit = action_row(section, "key.create").find_element(By.NAME, "description")
+    edit.clear()
+    edit.send_keys("An API key was created", Keys.ENTER)
+    done = section.find_element(By.CSS_SELECTOR, ".done")
+    wait(browser).until(lambda b: "recorded as action_catalog.updated" in done.text)
+    entry = {e.action: e for e in admin.action_catalog().entries}["key.create"]
+    assert (entry.description, entry.category) == (
+        "An API key was created",
+        event_pb2.CATEGORY_SECURITY,
+    )

@@ -65,7 +65,7 @@ role's calls are refused by the API itself.
     POST   /api/erasure                 EraseTenant {confirm_tenant_id}: the receipt, and
                                         `check`, its signature checked with the keys
                                         the deployment registers (GetVerifierKeys)
-    PUT    /api/actions/{action}        SetActionDescription {description}: "" clears it
+    PUT    /api/actions/{action}        SetActionDescription {description, category?}: "" clears
                                         (POST too)
 
 A rule's or a sink's `filter` is the event search's parameters as a JSON
@@ -138,7 +138,7 @@ from ..api.callers import (
 from ..api.retention import limits_of, policy_of, shortenings
 from ..api.views import MAX_VIEW_COUNTS, VIEW_COUNTS_HEADER, VIEW_HEADER
 from ..domain.canonical import plain_numbers
-from ..domain.event import MAX_USER_AGENT, parse_request_id
+from ..domain.event import CATEGORIES, MAX_USER_AGENT, parse_request_id
 from ..domain.networks import IpNetwork, within
 from ..telemetry.interceptor import _extract as extract_trace_context
 from .hosts import Host, is_allowed, listen_name, parse_host
@@ -802,17 +802,24 @@ class Console:
 
     async def _describe_action(self, request: web.Request) -> web.Response:
         """Sets what an action means (SetActionDescription, an admin's): the
-        path names the action, `description` says it, `""` clears it. The
+        path names the action, `description` says it, `""` clears it;
+        `category` (optional, a Category's short name, `""` or absent: none)
+        is the one its events must have (the entry is set whole, ADR 0148). The
         answer is the entry as stored, redacted as the tenant's events are
         (ADR 0141), and the id of the event that recorded the change (""
         when nothing changed)."""
         metadata, body = await self._change(request)
-        _only(body, "description")
+        _only(body, "description", "category")
         if "description" not in body:
             raise BadParameter('description: required ("" clears the action\'s description)')
+        category = _text(body, "category")
+        if category not in ("", *CATEGORIES.values()):
+            raise BadParameter(f'category: one of {", ".join(CATEGORIES.values())}, or ""')
         answer = await self._stub.SetActionDescription(
             catalog_pb2.SetActionDescriptionRequest(
-                action=request.match_info["action"], description=_text(body, "description")
+                action=request.match_info["action"],
+                description=_text(body, "description"),
+                category=_CATEGORY_NUMBERS.get(category, event_pb2.CATEGORY_UNSPECIFIED),
             ),
             metadata=metadata,
         )
@@ -1146,6 +1153,9 @@ def receipt_check(receipt: retention_pb2.ErasureReceipt, keys: list[str]) -> dic
 # A change's body is a few fields: anything larger is no request of the page's.
 MAX_BODY: Final = 64 * 1024
 # Sec-Fetch-Site values of a request the console's own page (or no page) made.
+_CATEGORY_NUMBERS: Final[dict[str, event_pb2.Category.ValueType]] = {
+    name: event_pb2.Category.ValueType(number) for number, name in CATEGORIES.items()
+}
 _OWN_SITES: Final = frozenset({"same-origin", "none"})
 
 
@@ -1274,6 +1284,7 @@ def _catalog_entry(entry: catalog_pb2.ActionCatalogEntry) -> dict[str, Any]:
         "last_occurred_time": last.ToJsonString() if last is not None else None,
         "update_time": updated.ToJsonString() if updated is not None else None,
         "updated_by": entry.updated_by,
+        "category": CATEGORIES.get(entry.category, ""),
     }
 
 

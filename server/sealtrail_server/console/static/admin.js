@@ -1741,6 +1741,9 @@ function actionRow(entry) {
   setBy.className = "set-by hint";
   form.append(holder, save, setBy);
   showSetBy(setBy, entry);
+  // The category the catalogue declares for it, sent back with each save:
+  // an entry is set whole, and this view edits its description alone.
+  form.dataset.category = entry.category || "";
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     describe(form, entry.action);
@@ -1751,8 +1754,9 @@ function actionRow(entry) {
 
 // Who last set a description, and when (the admin token's id, as the log records it).
 function showSetBy(line, entry) {
+  const category = entry.category ? `category ${entry.category}, ` : "";
   line.textContent = entry.update_time
-    ? `set ${when(entry.update_time)} by token ${entry.updated_by}` : "";
+    ? `${category}set ${when(entry.update_time)} by token ${entry.updated_by}` : "";
 }
 
 // Sets (or, empty, clears) an action's description as `form` holds it; no
@@ -1766,7 +1770,8 @@ async function describe(form, action, { reload = false } = {}) {
   const submit = form.querySelector("button[type=submit]");
   submit.disabled = true;
   try {
-    const answer = await change(`/api/actions/${encodeURIComponent(action)}`, "PUT", { description: typed });
+    const category = form.dataset.category || "";
+    const answer = await change(`/api/actions/${encodeURIComponent(action)}`, "PUT", { description: typed, category });
     const { entry } = answer;
     described(action, entry.description);
     const name = visibleName(action);
@@ -1785,6 +1790,7 @@ async function describe(form, action, { reload = false } = {}) {
       await loadActions();  // its row, new or not
     } else {
       input.value = entry.description;
+      form.dataset.category = entry.category || "";
       showSetBy($(".set-by", form), entry);
     }
   } catch (error) {
