@@ -145,6 +145,8 @@ CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("set_redaction_mode", (1,), {}, "mode"),
     ("hash_secret", (b"s3cret",), {}, "value"),
     ("set_action_description", ("doc.edit", None), {}, "description"),
+    ("set_action_description", ("doc.edit", "An edit"), {"category": 6}, "category"),
+    ("set_strict_actions", ("on",), {}, "on"),
     ("action_catalog", (), {"limit": "5"}, "limit"),
     ("action_catalog", (), {"page_token": 5}, "page_token"),
     ("action_catalog_entries", (), {"page_size": "10"}, "page_size"),

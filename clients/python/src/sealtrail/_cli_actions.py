@@ -9,8 +9,6 @@ import click
 
 from sealtrail._choices import CATEGORIES
 from sealtrail._cli import _client, table_time
-from sealtrail._convert import enum_label
-from sealtrail.v1 import event_pb2
 
 
 @click.group()
@@ -34,7 +32,9 @@ def list_actions(ctx: click.Context, limit: int) -> None:
     that no event has yet (0 events). `category`: the one the
     catalogue declares for the action's events, if any. Read page after page, every page
     counting the same log; recorded once, as a query is."""
+    from sealtrail._convert import enum_label
     from sealtrail._tables import PlainTable, print_table
+    from sealtrail.v1 import event_pb2
 
     table = PlainTable("action", "events", "last seen", "description", "category")
     more = False
@@ -90,6 +90,9 @@ def describe(
         raise click.UsageError("DESCRIPTION is blank; to remove one, use --clear", ctx)
     with _client(ctx) as client:
         answer = client.set_action_description(action, description or "", category=category)
+    from sealtrail._convert import enum_label
+    from sealtrail.v1 import event_pb2
+
     entry = answer.entry
     if not answer.event_id:
         click.echo(f"{action}: already as asked; nothing recorded")
