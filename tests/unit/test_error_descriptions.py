@@ -150,3 +150,15 @@ def test_an_unknown_grouping_of_the_consoles_counts_is_named_shortly() -> None:
         assert said.startswith("count: group_by: unknown 'x") or "'week'" in said, said
         assert "docs/console.md" in said and refused.value.field == "count", said
         assert len(said.encode()) <= MAX_DESCRIPTION_BYTES, said
+
+
+def test_an_unknown_measure_of_the_consoles_counts_is_named_shortly() -> None:
+    """/api/counts' `measure` (and a search's announced `count`) refuses a
+    value CountMeasure has not, naming it cut, within the bound."""
+    for given, field in (("p95", ""), ("x" * 5000, "count")):
+        with pytest.raises(BadParameter) as refused:
+            count_request(MultiDict({"group_by": "action", "measure": given}), field=field)
+        said = str(refused.value)
+        assert refused.value.field == (field or "measure"), said
+        assert "measure: unknown" in said and "docs/console.md" in said, said
+        assert len(said.encode()) <= MAX_DESCRIPTION_BYTES, said

@@ -15,7 +15,9 @@ travels in `Authorization: Bearer` on each request; nothing is kept here.
                                 or per action|actor|actor_type|resource_type|country|outcome|
                                 severity|category|http_route|http_status|credential|ip|
                                 resource|recorded_by, the largest ?limit= groups: its
-                                Breakdown panel
+                                Breakdown panel, each group's request durations with
+                                ?measure=duration_avg|duration_p50|duration_p95|
+                                duration_p99|duration_max
     GET  /api/stream            StreamEvents from ?after_seq=, as NDJSON lines
     GET  /api/export            Export ?format=csv|ndjson|json, as NDJSON lines: the file's
                                 chunks ({"chunk": base64}), then {"manifest": ...}
@@ -217,6 +219,15 @@ _GROUPINGS: Final = {
     "ip": pb.COUNT_GROUP_BY_IP,
     "resource": pb.COUNT_GROUP_BY_RESOURCE,
     "recorded_by": pb.COUNT_GROUP_BY_RECORDED_BY,
+}
+# What /api/counts measures of each group's request durations (`measure`, as
+# the access record names it): the Breakdown panel's measure list, CountMeasure's.
+_MEASURES: Final = {
+    "duration_avg": pb.COUNT_MEASURE_DURATION_AVG,
+    "duration_p50": pb.COUNT_MEASURE_DURATION_P50,
+    "duration_p95": pb.COUNT_MEASURE_DURATION_P95,
+    "duration_p99": pb.COUNT_MEASURE_DURATION_P99,
+    "duration_max": pb.COUNT_MEASURE_DURATION_MAX,
 }
 # The groups one answer holds without a `limit`: the API's largest (the chart's
 # 1,000 days); a `limit` is passed on as given, the API lowering a larger one.
@@ -604,9 +615,11 @@ class Console:
         largest `limit` groups: the filter read as the search reads it, so
         each group counts what the search shows for it. Recorded by the API
         as a count (`audit_log.queried`), as a Query is, unless it names the
-        `view` of a first page that announced it (ADR 0137)."""
-        only_parameters(request.query, "group_by", "time_zone", "limit", "view")
-        for name in ("group_by", "time_zone", "limit", "view"):
+        `view` of a first page that announced it (ADR 0137). With `measure`,
+        each group also says a figure of its events' durations (`value`, ms;
+        null where none has one) and how many were measured (`measured`)."""
+        only_parameters(request.query, *_COUNT_PARAMETERS, "view")
+        for name in (*_COUNT_PARAMETERS, "view"):
             if len(request.query.getall(name, ())) > 1:
                 raise BadParameter(f"{name}: given more than once")
         count = _count_request(request.query)
@@ -633,7 +646,7 @@ class Console:
         return web.json_response(
             {
                 "total": answer.total,
-                "groups": [{"key": group.key, "count": group.count} for group in answer.groups],
+                "groups": [_group(group, measured=bool(count.measure)) for group in answer.groups],
                 "truncated": answer.truncated,
                 "total_groups": answer.total_groups,
                 "tree_size": answer.tree_size,
@@ -1231,14 +1244,18 @@ async def _body(request: web.Request) -> dict[str, Any]:
 _VIEW_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+# The parameters of a count besides its filter: /api/counts' and a `count` announced.
+_COUNT_PARAMETERS: Final = ("group_by", "time_zone", "limit", "measure")
+
+
 def _count_request(query: Any, *, field: str = "") -> pb.CountEventsRequest:
-    """The grouping, limit and time zone of a count (its filter aside), from
+    """The grouping, limit, time zone and measure of a count (its filter aside), from
     /api/counts' query string or one a search announces (`field`: `count`,
     named before the parameter in errors)."""
     named = f"{field}: " if field else ""
     if field:  # /api/counts' own are checked with its filter's
         try:
-            only_parameters(query, "group_by", "time_zone", "limit", filtered=False)
+            only_parameters(query, *_COUNT_PARAMETERS, filtered=False)
         except BadParameter as error:
             raise BadParameter(f"{named}{error}") from None
 
@@ -1257,7 +1274,29 @@ def _count_request(query: Any, *, field: str = "") -> pb.CountEventsRequest:
     limit = MAX_BUCKETS
     if one("limit"):
         limit = _limit(one("limit"))
-    return pb.CountEventsRequest(group_by=grouping, limit=limit, time_zone=one("time_zone"))
+    measure = pb.COUNT_MEASURE_UNSPECIFIED  # `measure=` (empty): the count alone
+    if one("measure"):
+        measure = _MEASURES.get(one("measure"), pb.COUNT_MEASURE_UNSPECIFIED)
+        if not measure:
+            # Named, as an unknown enum value is the API's INVALID_ARGUMENT on `measure`.
+            raise BadParameter(
+                f"{named}measure: unknown {quoted(one('measure'))} (docs/console.md lists them)"
+            )
+    return pb.CountEventsRequest(
+        group_by=grouping, limit=limit, time_zone=one("time_zone"), measure=measure
+    )
+
+
+def _group(group: pb.EventCount, *, measured: bool) -> dict[str, Any]:
+    """A group of a count's answer as the page reads it: its key and count,
+    and, when the count measured (`measured`), its events' durations' figure
+    in ms (`value`, null where none of them has a duration: the API's 0 is
+    no duration of 0 ms) and how many of them had one (`measured`)."""
+    said: dict[str, Any] = {"key": group.key, "count": group.count}
+    if measured:
+        said["value"] = group.value if group.measured else None
+        said["measured"] = group.measured
+    return said
 
 
 def _limit(text: str, *, what: str = "groups") -> int:
