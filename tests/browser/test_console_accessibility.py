@@ -237,14 +237,16 @@ def test_an_event_row_is_a_row_of_cells_its_opener_a_button(
     assert "UTC" in opener["name"], opener  # the event's time: what it opens
 
     # The keyboard: Tab from the form's last control reaches the activity chart's
-    # bars (one stop for them all), the Breakdown panel's list and value, then
-    # the opener, not the row.
+    # bars (one stop for them all), the Breakdown panel's lists (by, duration)
+    # and value, then the opener, not the row.
     wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
     wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#breakdown button.value"))
     browser.find_element(By.ID, "export-json").send_keys(Keys.TAB)
     assert browser.execute_script("return document.activeElement.closest('#activity') !== null")
     browser.switch_to.active_element.send_keys(Keys.TAB)
     assert browser.switch_to.active_element.get_attribute("id") == "breakdown-by"
+    browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "breakdown-measure"
     browser.switch_to.active_element.send_keys(Keys.TAB)
     assert browser.switch_to.active_element.text == "door.open"
     browser.switch_to.active_element.send_keys(Keys.TAB)

@@ -591,3 +591,78 @@ def test_a_resource_or_a_recording_token_pressed_narrows_the_search_to_it(
     wait_for_rows(browser, lambda r: len(r) == 4)
     assert parse_qs(urlsplit(browser.current_url).query)["recorded_by"] == [token_id]
     assert browser.find_element(By.NAME, "recorded_by").get_attribute("value") == token_id
+
+
+def _measured_rows(browser: webdriver.Chrome) -> tuple[list[str], list[list[str]]]:
+    """The panel's shown column heads, and each row's cells, as read."""
+    heads: list[str] = browser.execute_script(
+        "return [...document.querySelectorAll('#breakdown thead th')]"
+        ".filter((head) => !head.hidden).map((head) => head.textContent)"
+    )
+    cells: list[list[str]] = browser.execute_script(
+        "return [...document.querySelectorAll('#breakdown tbody tr')]"
+        ".map((row) => [...row.cells].map((cell) => cell.textContent))"
+    )
+    return heads, cells
+
+
+def test_a_duration_chosen_shows_each_value_s_figure_in_ms_and_how_many_were_measured(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Duration (none by default: the panel as before) adds a column of each
+    value's request durations, the p95 exactly as CountEvents interpolates it,
+    "-" for a route none of whose calls recorded a duration, and how many
+    were measured; a route holding markup is text. None again: no column."""
+    markup = "/v1/<img src=x onerror=\"document.title='owned'\">"
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for route, ms in [
+            *[("/v1/a", ms) for ms in (10.0, 20.0, 30.0, 40.0, 0.0)],  # 0: none recorded
+            ("/v1/b", 0.0),
+            ("/v1/b", 0.0),
+            (markup, 7.04),
+        ]:
+            c.record(action="api.call", actor_id="k1", http_route=route, duration_ms=ms)
+    _breakdown_shown(
+        browser, console_url + "?actions=api.call", console_server.token(tenant, "reader"), 8
+    )
+    wait(browser).until(lambda b: breakdown(b) == [("api.call", "8")])
+    assert _measured_rows(browser) == (["Value", "Events", "Share"], [["api.call", "8", "100.0%"]])
+    assert (
+        Select(browser.find_element(By.ID, "breakdown-measure")).first_selected_option.text
+        == "none"
+    )
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("http_route")
+    wait(browser).until(lambda b: [key for key, _ in breakdown(b)] == ["/v1/a", "/v1/b", markup])
+    Select(browser.find_element(By.ID, "breakdown-measure")).select_by_value("duration_p95")
+    measured = (
+        ["Value", "Events", "Share", "p95 duration", "Measured"],
+        [
+            ["/v1/a", "5", "62.5%", "38.5 ms", "4"],  # 10, 20, 30, 40: p95 38.5, interpolated
+            ["/v1/b", "2", "25.0%", "-", "0"],
+            [markup, "1", "12.5%", "7.0 ms", "1"],  # in ms to a tenth, as the CLI prints
+        ],
+    )
+    wait(browser).until(lambda b: _measured_rows(b) == measured)
+    assert browser.find_elements(By.CSS_SELECTOR, "#breakdown img") == []
+    assert browser.title != "owned"
+    summary = browser.find_element(By.CSS_SELECTOR, "#breakdown .summary").text
+    assert "p95 duration of the events that have one" in summary, summary
+    # Live's events are counted in the page, not measured (no percentile is added to).
+    browser.find_element(By.ID, "live").click()
+    wait(browser).until(
+        lambda b: b.execute_script("return document.querySelector('#live').checked")
+    )
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="api.call", actor_id="k1", http_route="/v1/b", duration_ms=50.0)
+    wait_for_rows(browser, lambda r: len(r) == 9)
+    wait(browser).until(lambda b: _measured_rows(b)[1][1] == ["/v1/b", "3", "33.3%", "-", "0"])
+    summary = browser.find_element(By.CSS_SELECTOR, "#breakdown .summary").text
+    assert "(1 event Live added since counted, not measured)" in summary, summary
+    browser.find_element(By.ID, "live").click()
+    Select(browser.find_element(By.ID, "breakdown-measure")).select_by_value("")
+    wait(browser).until(lambda b: len(_measured_rows(b)[0]) == 3)
+    assert _measured_rows(browser)[1][0] == ["/v1/a", "5", "55.6%"]
+    counts = requested(browser, "/api/counts")
+    # The chart's, by action, by route, with p95, without: one count each.
+    measures = [parse_qs(urlsplit(url).query).get("measure") for url in counts]
+    assert measures == [None, None, None, ["duration_p95"], None], counts

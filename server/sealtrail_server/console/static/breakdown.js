@@ -5,6 +5,9 @@
 // each with its count, counted by the API (CountEvents, /api/counts?group_by=):
 // one count per panel load, never one per value. A value pressed narrows the
 // search to it, as typing it into its filter field and pressing Apply would.
+// With a duration chosen (`measure`, none by default), each value also shows
+// that figure of its events' request durations in ms (CountEvents' measure:
+// "-" where none of them has a duration) and how many of them were measured.
 
 import { count, isolatedList, visibleName } from "./admin.js";
 import { notCounted } from "./chart.js";
@@ -35,6 +38,12 @@ export const GROUPINGS = {
   ip: { field: "ip", one: "IP address", many: "IP addresses" },
   resource: { fields: ["resource_type", "resource_id"], parts: ["type", "id"], one: "resource" },
   recorded_by: { field: "recorded_by", one: "recording token" },
+};
+
+// The measures offered (/api/counts?measure=), each as its column is headed.
+const MEASURES = {
+  duration_avg: "mean", duration_p50: "p50", duration_p95: "p95", duration_p99: "p99",
+  duration_max: "max",
 };
 
 // A credential's key as the API's count writes it: its kind, id and hint as a
@@ -69,8 +78,9 @@ let signOut = null;
 let counting = null;  // the AbortController of the count under way
 let filter = null;  // the view's API filter the panel counts (null: no panel)
 // What the panel lists (the count's answer, Live's events added to it), its
-// grouping, and the newest seq it counts (the answer's `tree_size`, then each
-// event Live added): null while none is listed.
+// grouping and measure, the newest seq it counts (the answer's `tree_size`,
+// then each event Live added), and how many events Live added (counted, not
+// measured: a percentile is not added to): null while none is listed.
 let shown = null;
 // The events Live brought while the count was on its way: added once it is
 // listed, those it counted (seq up to its tree_size) left out; null when no
@@ -80,6 +90,7 @@ let waiting = [];
 export function setUpBreakdown(context) {
   ({ api, narrowBy, inTurn, signOut } = context);
   $("#breakdown-by").addEventListener("change", () => { if (filter) loadBreakdown(filter); });
+  $("#breakdown-measure").addEventListener("change", () => { if (filter) loadBreakdown(filter); });
 }
 
 // Takes the panel off the page, and drops a count on its way.
@@ -97,7 +108,9 @@ export function clearBreakdown() {
 
 // The count the panel makes, as a search announces it (ADR 0137).
 export function breakdownCount() {
-  return new URLSearchParams({ group_by: $("#breakdown-by").value, limit: String(SHOWN) });
+  const params = new URLSearchParams({ group_by: $("#breakdown-by").value, limit: String(SHOWN) });
+  if ($("#breakdown-measure").value) params.set("measure", $("#breakdown-measure").value);
+  return params;
 }
 
 // Counts the largest values of the chosen field among the events of `view`
@@ -112,6 +125,7 @@ export async function loadBreakdown(view, viewId = "") {
   shown = null;
   waiting = [];
   const grouping = $("#breakdown-by").value;
+  const measure = $("#breakdown-measure").value;
   $("#breakdown").hidden = false;
   $("#breakdown").setAttribute("aria-busy", "true");
   $("#breakdown .error").textContent = "";
@@ -121,14 +135,16 @@ export async function loadBreakdown(view, viewId = "") {
       const params = new URLSearchParams(view);
       params.set("group_by", grouping);
       params.set("limit", String(SHOWN));
+      if (measure) params.set("measure", measure);
       if (viewId) params.set("view", viewId);
       return (await api("/api/counts", params, { signal: controller.signal })).json();
     });
     if (counting !== controller || !answer) return;
     shown = {
-      grouping, total: Number(answer.total), totalGroups: Number(answer.total_groups),
-      truncated: Boolean(answer.truncated), upTo: Number(answer.tree_size),
-      groups: answer.groups.map(({ key, count: n }) => ({ key, count: Number(n) })),
+      grouping, measure, total: Number(answer.total), totalGroups: Number(answer.total_groups),
+      truncated: Boolean(answer.truncated), upTo: Number(answer.tree_size), unmeasured: 0,
+      groups: answer.groups.map(({ key, count: n, value = null, measured = 0 }) => (
+        { key, count: Number(n), value: value === null ? null : Number(value), measured: Number(measured) })),
     };
     const arrived = waiting;
     waiting = [];
@@ -264,11 +280,12 @@ export function addToBreakdown(events) {
       group.count += 1;
       group.key = merged(group.key, key);
     } else if (!shown.truncated) {
-      shown.groups.push({ key, count: 1 });
+      shown.groups.push({ key, count: 1, value: null, measured: 0 });
       shown.totalGroups += 1;
     }
   }
   if (!added.length) return;
+  shown.unmeasured += added.length;
   shown.groups.sort((a, b) => b.count - a.count);  // stable: ties keep the API's order
   if (shown.groups.length > SHOWN) {
     shown.groups.length = SHOWN;
@@ -284,11 +301,14 @@ function carried(key, separated) {
 }
 
 function list() {
-  const { grouping, total, groups, truncated, totalGroups: values } = shown;
+  const { grouping, measure, total, groups, truncated, totalGroups: values, unmeasured } = shown;
   const { one, many } = GROUPINGS[grouping];
+  const [figure, measuredHead] = document.querySelectorAll("#breakdown thead th.measure");
+  figure.textContent = measure ? `${MEASURES[measure]} duration` : "";
+  figure.hidden = measuredHead.hidden = !measure;
   const body = $("#breakdown tbody");
   body.replaceChildren();
-  for (const { key, count: n } of groups) {
+  for (const { key, count: n, value: ms, measured } of groups) {
     const row = body.insertRow();
     const value = document.createElement("th");
     value.scope = "row";
@@ -315,10 +335,20 @@ function list() {
     row.append(value);
     row.insertCell().textContent = Number(n).toLocaleString();
     row.insertCell().textContent = total ? `${((100 * Number(n)) / total).toFixed(1)}%` : "";
+    if (measure) {
+      // In ms to a tenth, as `sealtrail stats --measure` prints it; "-": no duration to measure.
+      row.insertCell().textContent = measured && ms !== null
+        ? `${ms.toLocaleString(undefined, { minimumFractionDigits: 1, maximumFractionDigits: 1 })} ms` : "-";
+      row.insertCell().textContent = Number(measured).toLocaleString();
+    }
   }
   const plural = many || (one === "country" ? "countries" : `${one}s`);
   let said = `${count(total, "event")} in all, ${values === 1 ? `1 ${one}` : `${values.toLocaleString()} ${plural}`}`;
   if (truncated) said += `: the ${groups.length} with the most events`;
+  if (measure) {
+    said += `; ${MEASURES[measure]} duration of the events that have one`;
+    if (unmeasured) said += ` (${count(unmeasured, "event")} Live added since counted, not measured)`;
+  }
   $("#breakdown .summary").textContent = `${said}. A value narrows the search to it.`;
 }
 
