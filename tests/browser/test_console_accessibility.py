@@ -179,10 +179,17 @@ def test_the_admin_views_have_no_violation(
     )
     check(browser, "a rule counted per actor", found)
     # An action's description refused in its row: the input marked, named.
+    # Its rows are drawn once the catalogue is read, in turn with the page's
+    # counts, and drawn anew by each read: the input is taken once the view is
+    # no longer busy (an input found before went stale when run alone).
     browser.find_element(By.LINK_TEXT, "Actions").click()
-    described = wait(browser).until(
-        seen.visibility_of_element_located((By.CSS_SELECTOR, "#actions-table input"))
+    wait(browser).until(
+        lambda b: (
+            b.find_element(By.ID, "admin-actions").get_attribute("aria-busy") is None
+            and b.find_elements(By.CSS_SELECTOR, "#actions-table input")
+        )
     )
+    described = browser.find_element(By.CSS_SELECTOR, "#actions-table input")
     described.send_keys("   ", Keys.ENTER)
     wait(browser).until(lambda b: b.find_element(By.CSS_SELECTOR, "#admin-actions .error").text)
     assert described.get_attribute("aria-invalid") == "true"
