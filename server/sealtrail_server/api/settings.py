@@ -57,14 +57,18 @@ def _message(settings: TenantSettings) -> pb.TenantSettings:
 
 
 def _etag(settings: TenantSettings) -> str:
-    """The settings' etag (AIP-154, ADR 0035)."""
-    return etag_of(
-        {
-            "redaction_mode": settings.redaction_mode,
-            "strict_actions": settings.strict_actions,
-            "update_time": instant(settings.updated_at),
-        }
-    )
+    """The settings' etag (AIP-154, ADR 0035). `strict_actions` enters it only
+    when on: settings with it off keep the etag of a release without it
+    (7f202ce1), which a process of that release, sharing the database during
+    a rolling upgrade, computes for them; read from one process and sent to
+    the other, it would otherwise be refused (ETAG_MISMATCH)."""
+    fields: dict[str, object] = {
+        "redaction_mode": settings.redaction_mode,
+        "update_time": instant(settings.updated_at),
+    }
+    if settings.strict_actions:
+        fields["strict_actions"] = True
+    return etag_of(fields)
 
 
 def _update_paths(request: pb.UpdateTenantSettingsRequest) -> frozenset[str]:
