@@ -21,25 +21,8 @@ from sealtrail_server.domain.errors import Unavailable
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.tenant_settings import SettingsCache, write_settings
 from tests.conftest import ServerThread
+from tests.held_database import HeldAfterReading
 from tests.service_login import service_login_url
-
-
-class HeldAfterReading:
-    """The database, whose connections, once their statements have run, are
-    given back only when `release` is set: a read held between its answer
-    and what is done with it."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self.read = asyncio.Event()
-        self.release = asyncio.Event()
-
-    @asynccontextmanager
-    async def connection(self, tenant_id: str) -> AsyncIterator[Any]:
-        async with self._db.connection(tenant_id) as conn:
-            yield conn
-        self.read.set()
-        await self.release.wait()
 
 
 def test_a_read_that_began_before_a_change_here_does_not_put_the_old_settings_back(

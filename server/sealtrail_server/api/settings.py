@@ -190,9 +190,14 @@ class SettingsRpcs:
             )
             # Recorded last, in the change's transaction (ADR 0075).
             event_id = await self._record_change(principal, changes)
-            # As the write path keeps them: with the catalogue, if strict.
+            # As the write path keeps them: with the catalogue, if strict. Put
+            # in the cache after the commit only if nothing was put or
+            # forgotten since this read: a SetActionDescription here that
+            # committed after it and forgot the kept settings before the put
+            # was undone for the cache's time, its catalogue read before it.
+            puts = self._settings_cache.puts
             kept = await with_catalog(conn, principal.tenant_id, after)
-        self._settings_cache.put(principal.tenant_id, kept)
+        self._settings_cache.put_unless_changed(principal.tenant_id, kept, puts=puts)
         return pb.UpdateTenantSettingsResponse(settings=_message(after), event_id=event_id)
 
     async def _record_change(self, principal: Principal, changes: list[ChangeDraft]) -> str:

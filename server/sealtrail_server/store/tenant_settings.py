@@ -200,6 +200,24 @@ class SettingsCache:
         self._reading.pop(tenant_id, None)  # its callers keep it; no one joins it
         self._keep(tenant_id, settings)
 
+    @property
+    def puts(self) -> int:
+        """How many puts and forgets this cache has had: taken before settings
+        are read for `put_unless_changed`."""
+        return self._puts
+
+    def put_unless_changed(self, tenant_id: str, settings: TenantSettings, *, puts: int) -> None:
+        """`put` of settings read when the cache had had `puts` puts and
+        forgets, if it has had no other since; else `forget`. A change of the
+        catalogue (SetActionDescription) committed after the read and
+        forgotten before this is not undone by the older catalogue kept for
+        `ttl`, and the tenant's next call reads its settings afresh: no read
+        begun meanwhile keeps what it read either."""
+        if puts == self._puts:
+            self.put(tenant_id, settings)
+        else:
+            self.forget(tenant_id)
+
     def forget(self, tenant_id: str) -> None:
         """What this process just changed of what the settings carry (the
         catalogue) applies here at once: the tenant's next call reads them
