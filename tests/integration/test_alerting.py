@@ -1735,6 +1735,46 @@ def test_a_change_is_made_whatever_drafting_its_rules_last_word_does(
     client.close()
 
 
+def _rewritten(
+    own_sql: psycopg.Connection[Any],
+    tenant: str,
+    seq: int,
+    change: Callable[[dict[str, Any]], object],
+) -> None:
+    """The stored record of `seq` changed by `change`, past the table's
+    refusal, as a superuser may rewrite it."""
+    with own_sql.transaction():
+        own_sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+        row = own_sql.execute(
+            "SELECT record FROM events WHERE tenant_id = %s AND seq = %s", [tenant, seq]
+        ).fetchone()
+        assert row is not None
+        record = json.loads(row[0])
+        change(record)
+        own_sql.execute(
+            "UPDATE events SET record = %s WHERE tenant_id = %s AND seq = %s",
+            [json.dumps(record), tenant, seq],
+        )
+
+
+def _two_steps_a_login_apart(
+    server: ServerThread, client: AuditClient, tenant: str, caplog: pytest.LogCaptureFixture
+) -> int:
+    """Two steps of the tenant's evaluation (the first's errors logged into
+    `caplog`), with a login recorded between them: its seq."""
+    with _appender_of(server) as appender:
+        evaluator = Evaluator(server.database, appender)
+        try:
+            assert tenant in server.run(evaluator._claim())
+            with caplog.at_level(logging.ERROR, logger="sealtrail_server.alerts.evaluator"):
+                server.run(evaluator._step(tenant))
+            later = client.record(action="user.login", actor_id="u").event.seq
+            server.run(evaluator._step(tenant))
+        finally:
+            server.run(evaluator._release())
+    return later
+
+
 def test_an_alert_that_cannot_be_valid_is_passed_over_and_the_rules_fire_after(
     unevaluated: ServerThread,
     own_sql: psycopg.Connection[Any],
@@ -1753,29 +1793,11 @@ def test_an_alert_that_cannot_be_valid_is_passed_over_and_the_rules_fire_after(
         build_alert_rule("logins", "match", filter=build_filter(actions="user.login"))
     ).rule
     rewrite = client.record(action="user.login", actor_id="u", ip="198.51.100.7").event.seq
-    with own_sql.transaction():
-        own_sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
-        row = own_sql.execute(
-            "SELECT record FROM events WHERE tenant_id = %s AND seq = %s", [tenant, rewrite]
-        ).fetchone()
-        assert row is not None
-        record = json.loads(row[0])
-        record["context"]["ip"] = "no address at all"
-        own_sql.execute(
-            "UPDATE events SET record = %s WHERE tenant_id = %s AND seq = %s",
-            [json.dumps(record), tenant, rewrite],
-        )
+    _rewritten(
+        own_sql, tenant, rewrite, lambda record: record["context"].update(ip="no address at all")
+    )
     after = client.record(action="user.login", actor_id="u").event.seq
-    with _appender_of(server) as appender:
-        evaluator = Evaluator(server.database, appender)
-        try:
-            assert tenant in server.run(evaluator._claim())
-            with caplog.at_level(logging.ERROR, logger="sealtrail_server.alerts.evaluator"):
-                server.run(evaluator._step(tenant))
-            later = client.record(action="user.login", actor_id="u").event.seq
-            server.run(evaluator._step(tenant))
-        finally:
-            server.run(evaluator._release())
+    later = _two_steps_a_login_apart(server, client, tenant, caplog)
     said = errors_logged(caplog, by="sealtrail_server.alerts")
     assert any(
         each.id in line and f"seq {rewrite}" in line and "context.ip" in line for line in said
@@ -1803,29 +1825,16 @@ def test_an_alert_the_log_refuses_is_passed_over_and_the_rules_fire_after(
         build_alert_rule("logins", "match", filter=build_filter(actions="user.login"))
     ).rule
     rewrite = client.record(action="user.login", actor_id="u").event.seq
-    with own_sql.transaction():
-        own_sql.execute("SET LOCAL session_replication_role = replica")  # past the refusal
-        row = own_sql.execute(
-            "SELECT record FROM events WHERE tenant_id = %s AND seq = %s", [tenant, rewrite]
-        ).fetchone()
-        assert row is not None
-        record = json.loads(row[0])
-        record.setdefault("context", {})["http_route"] = "/r" + "x" * MAX_RECORD_BYTES
-        own_sql.execute(
-            "UPDATE events SET record = %s WHERE tenant_id = %s AND seq = %s",
-            [json.dumps(record), tenant, rewrite],
-        )
+    _rewritten(
+        own_sql,
+        tenant,
+        rewrite,
+        lambda record: record.setdefault("context", {}).update(
+            http_route="/r" + "x" * MAX_RECORD_BYTES
+        ),
+    )
     after = client.record(action="user.login", actor_id="u").event.seq
-    with _appender_of(server) as appender:
-        evaluator = Evaluator(server.database, appender)
-        try:
-            assert tenant in server.run(evaluator._claim())
-            with caplog.at_level(logging.ERROR, logger="sealtrail_server.alerts.evaluator"):
-                server.run(evaluator._step(tenant))
-            later = client.record(action="user.login", actor_id="u").event.seq
-            server.run(evaluator._step(tenant))
-        finally:
-            server.run(evaluator._release())
+    later = _two_steps_a_login_apart(server, client, tenant, caplog)
     said = errors_logged(caplog, by="sealtrail_server.alerts")
     assert any(
         each.id in line and f"seq {rewrite}" in line and "refused" in line for line in said
