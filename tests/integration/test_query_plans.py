@@ -23,6 +23,7 @@ from psycopg import sql as pgsql
 
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.domain.retention import RetentionPolicy, RetentionRule, purge_selections
+from sealtrail_server.store.counts import count_statement
 from sealtrail_server.store.events import Order, plan_fixed_by_index, query_statement
 from sealtrail_server.store.retention import count_expired_statement
 from tests.conftest import ServerThread, database_of_its_own
@@ -391,3 +392,33 @@ def test_a_retention_preview_reads_no_further_than_its_limit(
     plan = _plan(as_service, statement, params)
     assert _read(plan) >= PAGE + 1  # it ran, and stopped: the tenant has PER_TENANT
     assert _examined(plan) <= PAGE + 1 + len(list(_scans(plan)))
+
+
+@pytest.mark.parametrize(
+    "chosen",
+    [
+        EventFilter(details_equals=(("environment", "prod"),)),
+        EventFilter(actions=("user.login",), details_equals=(("attempt", "3"), ("dry", "true"))),
+    ],
+)
+def test_details_equals_is_a_row_condition_on_the_tenants_index(
+    connections: tuple[psycopg.Connection[Any], psycopg.Connection[Any]], chosen: EventFilter
+) -> None:
+    """`details_equals` is read off each record (no column, no index): a
+    page and a count still scan the tenant's index, the detail a filter of
+    the rows it yields, as the owner's plan reads them (no record here holds
+    details: every row of the tenant's index is read and left out)."""
+    as_service, as_owner = connections
+    statement, params = query_statement("t1", chosen, "newest", None, PAGE)
+    count, count_params = count_statement("t1", chosen, group_by=None, limit=10)
+    for text, values in ((statement, params), (count, count_params)):
+        plan = _plan(as_service, text, values)
+        scans = list(_scans(plan))
+        assert scans, plan
+        for scan in scans:
+            # An index scan's condition, or a bitmap heap scan's of its index.
+            on_index = scan.get("Index Cond", scan.get("Recheck Cond", ""))
+            assert "tenant_id = " in on_index, scan
+            assert "'details'" in scan.get("Filter", ""), scan
+        assert _read(plan) == 0
+        assert _examined(plan) == _examined(_plan(as_owner, text, values)) > 0

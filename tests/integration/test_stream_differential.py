@@ -70,6 +70,15 @@ _ROUTES = (
 _CHANGED_FIELDS = ("rate_limit", "Rate_Limit", "limits", "limits.rpm", "role", "a%_b", "x, y")
 
 
+# Details' values for `details_equals`: strings equal but for case or a space,
+# one a number's text; numbers written alike or not (RFC 8785: 3.0 is `3`,
+# 1e21 `1e+21`); booleans, null, an object and a list (never matched).
+_DETAIL_VALUES: tuple[Any, ...] = (
+    "prod", "Prod", "prod ", "3", 3, 3.0, 3.5, 1e21, 1e-7, True, False, None,
+    {"env": "prod"}, ["prod"], "",
+)  # fmt: skip
+
+
 def _varied(rng: random.Random, n: int) -> event_pb2.Event:
     fields: dict[str, Any] = {
         "action": rng.choice(_ACTIONS),
@@ -112,6 +121,9 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
         fields["changes"] = [
             (name, 1, 2) for name in rng.sample(_CHANGED_FIELDS, rng.randint(1, 3))
         ]
+    if rng.random() < 0.7:  # else none: never matched by details_equals
+        keys = rng.sample(("environment", "attempt", "Environment", "a.b"), rng.randint(1, 3))
+        fields["details"] = {key: rng.choice(_DETAIL_VALUES) for key in keys}
     return build_event(**fields)
 
 
@@ -187,6 +199,21 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         # Both read off the record (helper-449): a route's and a change's name alike.
         "routes_and_changed_fields": build_filter(
             http_routes=["/v1/docs/{id}", "/v1/a%_b"], changed_fields=["rate_limit", "limits"]
+        ),
+        "details_string": build_filter(details_equals={"environment": "prod"}),
+        "details_number_text": build_filter(details_equals={"environment": "3"}),
+        "details_numbers": build_filter(details_equals={"attempt": 3, "Environment": "1e+21"}),
+        "details_fraction": build_filter(details_equals={"attempt": "3.5"}),
+        "details_exponents": build_filter(details_equals={"a.b": 1e-7}),
+        "details_exponent_big": build_filter(details_equals={"Environment": 1e21}),
+        "details_whole_double": build_filter(details_equals={"attempt": "3", "a.b": 3}),
+        "details_boolean": build_filter(details_equals={"attempt": True}),
+        "details_empty": build_filter(details_equals={"Environment": ""}),
+        "details_object_text": build_filter(details_equals={"environment": '{"env":"prod"}'}),
+        "details_list_text": build_filter(details_equals={"a.b": '["prod"]'}),
+        "details_null": build_filter(details_equals={"attempt": "null"}),
+        "details_mixed": build_filter(
+            actions="doc.*", details_equals={"environment": "prod", "attempt": 3}, country="fr"
         ),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(

@@ -205,11 +205,25 @@ def test_changed_fields_are_built_as_given() -> None:
 def test_every_list_field_of_the_filter_is_listed_as_repeated() -> None:
     """The CLI's repeatable options and the console's comma-separated
     parameters are made from REPEATED_FILTER_FIELDS: a list field added to
-    EventFilter and missed there would be a single value in both."""
-    repeated = {
-        field.name for field in event_pb2.EventFilter.DESCRIPTOR.fields if field.is_repeated
-    }
+    EventFilter and missed there would be a single value in both. A map
+    (`details_equals`: entries all holding, not values any of) is no list."""
+    fields = event_pb2.EventFilter.DESCRIPTOR.fields
+    maps = {f.name for f in fields if f.message_type and f.message_type.GetOptions().map_entry}
+    repeated = {field.name for field in fields if field.is_repeated} - maps
     assert set(REPEATED_FILTER_FIELDS) == repeated
+    assert maps == {"details_equals"}
+
+
+def test_details_are_built_as_a_record_writes_them() -> None:
+    built = build_filter(details_equals={"environment": "prod", "attempt": 3, "dry": False})
+    assert dict(built.details_equals) == {"environment": "prod", "attempt": "3", "dry": "false"}
+    assert dict(build_filter(details_equals={"n": 3.0, "t": 1e-7}).details_equals) == {
+        "n": "3",
+        "t": "1e-7",
+    }
+    assert not build_filter().details_equals
+    with pytest.raises(ValueError, match="details_equals"):
+        build_filter(details_equals={"n": float("nan")})
 
 
 def test_a_least_duration_is_built_and_counts_by_route_and_status_too() -> None:

@@ -48,6 +48,7 @@ SAMPLES: dict[str, Any] = {
     "min_duration_ms": 1000.0,
     "http_routes": ("/v1/templates/{id}",),
     "changed_fields": ("limits.rpm", "rate_limit"),
+    "details_equals": (("environment", "prod"),),
 }
 
 

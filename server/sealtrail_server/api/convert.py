@@ -234,6 +234,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         min_duration_ms=event_filter.min_duration_ms,
         http_routes=list(event_filter.http_routes),
         changed_fields=list(event_filter.changed_fields),
+        details_equals=dict(event_filter.details_equals),
         actor_prefix=event_filter.actor_prefix,
     )
 

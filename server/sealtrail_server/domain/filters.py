@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+import rfc8785
+
 from .errors import FieldViolation, InvalidArgument
 from .event import (
     ACTION_PATTERN,
@@ -94,6 +96,7 @@ class FilterDraft:
     min_duration_ms: float = 0.0
     http_routes: list[str] = field(default_factory=list)
     changed_fields: list[str] = field(default_factory=list)
+    details_equals: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +230,20 @@ class EventFilter:
     # `changed_fields`: any of these `changes[].field`s, exactly as recorded
     # (`limits.rpm` is that name, no path into `limits`), sorted, once each.
     changed_fields: tuple[str, ...] = ()
+    # `details_equals`: (key, value) pairs, sorted by key, each a top-level
+    # key of `details` whose scalar the record writes as the value (a
+    # string's text, a number's or boolean's JSON text), all of them.
+    details_equals: tuple[tuple[str, str], ...] = ()
+
+    def details_match(self, details: object) -> bool:
+        """Whether a record's `details` (None: it has none) holds each of
+        `details_equals`: the SQL's comparison (store/events.py), a number
+        or boolean as the record writes it (RFC 8785: `3`, `1e+21`, `true`)."""
+        if not self.details_equals:
+            return True
+        if not isinstance(details, dict):
+            return False
+        return all(detail_text(details.get(key)) == value for key, value in self.details_equals)
 
     def changes_match(self, changes: object) -> bool:
         """Whether a record's `changes` (None: it has none) holds a change of
@@ -380,6 +397,7 @@ def validate_filter(
     status_classes = _status_classes(draft.http_status_classes, fail)
     routes = _routes(draft.http_routes, fail)
     changed_fields = _changed_fields(draft.changed_fields, fail)
+    details_equals = _details_equals(draft.details_equals, fail)
     for singular, plural, both in (
         ("country", "countries", bool(draft.country and draft.countries)),
         ("resource_type", "resource_types", bool(draft.resource_type and draft.resource_types)),
@@ -512,6 +530,7 @@ def validate_filter(
         min_duration_ms=min_duration_ms,
         http_routes=routes,
         changed_fields=changed_fields,
+        details_equals=details_equals,
     )
 
 
@@ -660,6 +679,53 @@ def _changed_fields(values: list[str], fail: _Fail) -> tuple[str, ...]:
         else:
             found.append(value)
     return tuple(sorted(set(found)))
+
+
+# `details_equals`: entries, a key's and a value's characters at most.
+MAX_DETAILS_EQUALS: Final = 8
+MAX_DETAIL_KEY: Final = 64
+MAX_DETAIL_VALUE: Final = 256
+
+
+def _details_equals(entries: dict[str, str], fail: _Fail) -> tuple[tuple[str, str], ...]:
+    """`details_equals` as (key, value) pairs sorted by key; more than
+    MAX_DETAILS_EQUALS entries, an empty key, a key longer than
+    MAX_DETAIL_KEY, a value longer than MAX_DETAIL_VALUE or a NUL in either
+    (no detail holds one: Record refuses it) fails, named `details_equals`."""
+    name = "details_equals"
+    if len(entries) > MAX_DETAILS_EQUALS:
+        fail(name, f"has {len(entries)} entries; the limit is {MAX_DETAILS_EQUALS}")
+        return ()
+    for key, value in sorted(entries.items()):
+        if not key:
+            fail(name, "has an empty key: give a top-level key of details")
+        elif len(key) > MAX_DETAIL_KEY:
+            fail(name, f"has a key of {len(key)} characters; the limit is {MAX_DETAIL_KEY}")
+        elif len(value) > MAX_DETAIL_VALUE:
+            fail(name, f"has a value of {len(value)} characters; the limit is {MAX_DETAIL_VALUE}")
+        elif "\x00" in key or "\x00" in value:
+            fail(name, "must not contain NUL characters")
+        else:
+            continue
+        return ()
+    return tuple(sorted(entries.items()))
+
+
+def detail_text(value: object) -> str | None:
+    """A detail's value as `details_equals` compares it: a string as it is,
+    a number or boolean as the record writes it (RFC 8785: `3`, `1.5`,
+    `1e+21`, `true`), as the SQL's `->>` reads it off the record; None for
+    null, an object, an array or no value, which no entry matches."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        try:
+            return bytes(rfc8785.dumps(value)).decode()
+        except rfc8785.IntegerDomainError:  # none is recorded; as JSON wrote it
+            return str(value)
+    return None
 
 
 # An HTTP status class (`5xx`, the x's in either case) or an exact code (`404`).
@@ -897,6 +963,8 @@ class RecordMatcher:
         if not f.duration_matches(context.get("duration_ms")):
             return False
         if not f.changes_match(record.get("changes")):
+            return False
+        if not f.details_match(record.get("details")):
             return False
         if f.credential_id is not None and (
             record["actor"].get("credential", {}).get("id") != f.credential_id

@@ -851,6 +851,17 @@ def filter_conditions(
         # made jsonb), no column, no index (no migration); other conditions
         # and a time range choose the rows, the timeout bounds the rest.
         add(f"EXISTS ({_CHANGED_FIELD} = ANY(%s::text[]))", list(f.changed_fields))
+    for key, value in f.details_equals:
+        # The top-level detail's text (`->>`: a string's own, a number's or
+        # boolean's as the record writes it, RFC 8785), exactly; null is
+        # NULL. An object's or array's `->>` is its JSON text, which begins
+        # with `{` or `[`: a value that could equal it also asks the type, so
+        # only a scalar matches (`details_match`). Read off the record as
+        # `country` is: no column, no index; other conditions and a time
+        # range choose the rows, the timeout bounds the rest.
+        add(f"({RECORD_DETAILS} ->> %s) = %s", key, value)
+        if value.startswith(("{", "[")):
+            add(f"json_typeof({RECORD_DETAILS} -> %s) NOT IN ('object', 'array')", key)
     if f.text is not None:
         if f.searches_read_filters():
             add(f"{_SEARCHED} @@ websearch_to_tsquery('simple', %s)", f.text)
@@ -925,6 +936,8 @@ _CREDENTIAL_PAGE: Final = sql.SQL(
     " AND {conditions} ORDER BY seq {direction} LIMIT %s)) AS events"
     " ORDER BY seq {direction} LIMIT %s"
 )
+# An event's `details` in SQL (json, NULL for none).
+RECORD_DETAILS: Final = "(record::json -> 'details')"
 # An event's `actor.type` in SQL (`user`, `api_key`, `service`, `system`).
 RECORD_ACTOR_TYPE: Final = "((record::json -> 'actor') ->> 'type')"
 # An event's `context.http_status_code` in SQL, as text (`503`), NULL for none.

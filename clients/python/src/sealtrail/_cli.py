@@ -136,6 +136,24 @@ def _nanosecond(value: str) -> int:
     return int(digits[6:9].ljust(3, "0"))
 
 
+class _Detail(click.ParamType[tuple[str, str]]):
+    """A `--detail KEY=VALUE`: the key up to the first `=`, the value all
+    after it (`note=a=b` is key `note`, value `a=b`), as the filter's
+    `details_equals` takes them."""
+
+    name = "KEY=VALUE"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        key, equals, text = str(value).partition("=")
+        if not equals or not key:
+            self.fail(f"{value!r} is no KEY=VALUE: environment=prod", param, ctx)
+        return key, text
+
+
 class _Time(click.ParamType[datetime]):
     """A time as `parse_time` reads it. `ahead`: a time to come (an expiry),
     which a duration or `now`, read as a moment past, cannot name: `--expires-at
@@ -1051,6 +1069,15 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             help="Name of a field the event changed (changes[].field), exactly as recorded"
             " (repeatable: any of them): rate_limit, limits.rpm.",
         ),
+        click.option(
+            "--detail",
+            "details_equals",
+            multiple=True,
+            type=_Detail(),
+            help="KEY=VALUE: a top-level key of details holding that value, a string exactly,"
+            " a number or boolean as JSON writes it: environment=prod, attempt=3, dry_run=true"
+            " (repeatable: all of them).",
+        ),
     ]
     if time_range:
         options += [
@@ -1083,6 +1110,15 @@ def _filter(criteria: dict[str, Any]) -> event_pb2.EventFilter:
             given[singular] = values[0]
         elif values:
             given[plural] = values
+    details: dict[str, str] = {}
+    for key, value in given.pop("details_equals", ()):
+        if details.setdefault(key, value) != value:
+            raise click.BadParameter(
+                f"{key} given twice, {details[key]!r} and {value!r}: no detail holds both",
+                param_hint="'--detail'",
+            )
+    if details:
+        given["details_equals"] = details
     if (ctx := click.get_current_context(silent=True)) is not None:
         given_as(ctx, _filter_values_given(ctx, given))
     return build_filter(**given)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import re
@@ -979,6 +980,7 @@ def build_filter(
     min_duration_ms: float = 0.0,
     http_routes: str | Iterable[str] = (),
     changed_fields: str | Iterable[str] = (),
+    details_equals: Mapping[str, str | int | float | bool] | None = None,
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -1016,7 +1018,13 @@ def build_filter(
     `changed_fields` the events with a change of any of those fields
     (`changes[].field`), each exactly as recorded (`limits.rpm` is that name,
     no path into `limits`): `["rate_limit"]`, who changed the rate limit (a
-    server older than it ignores it, and finds every event)."""
+    server older than it ignores it, and finds every event); `details_equals` the
+    events whose `details` hold each of those top-level keys with that scalar
+    (`{"environment": "prod", "attempt": 3}`), all of them: a string exactly, a
+    number or boolean by the text the record writes of it (`3`, `1.5`, `true`;
+    a string "3" is sent as 3 is), a redacted secret never (its value is not
+    stored); at most 8, keys 1 to 64 characters, values 256 (a server older
+    than it ignores it, and finds every event)."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -1050,6 +1058,7 @@ def build_filter(
         min_duration_ms=min_duration_ms,
         http_routes=_many(http_routes),
         changed_fields=_many(changed_fields),
+        details_equals={key: detail_text(value) for key, value in (details_equals or {}).items()},
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(
@@ -1060,6 +1069,43 @@ def build_filter(
     if until is not None:
         event_filter.occurred_before.CopyFrom(timestamp(until, field="until"))
     return event_filter
+
+
+def detail_text(value: str | int | float | bool) -> str:
+    """A `details_equals` value as the filter takes it: a string as it is, a
+    number or boolean as a record writes it (RFC 8785: `3`, `3.0` as `3`,
+    `1.5`, `1e-7`, `1e+21`, `true`)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return _json_number(value)
+    raise ValueError(f"details_equals: {value!r} is no string, finite number or boolean")
+
+
+def _json_number(value: float) -> str:
+    """A finite double as RFC 8785 writes it (ECMAScript's Number::toString):
+    the shortest digits that read back as it (Python's repr has the same),
+    in full from 1e-6 up to 1e21, else with an exponent (`1e-7`, `1e+21`)."""
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    _, shortest, exponent = decimal.Decimal(repr(abs(value))).normalize().as_tuple()
+    digits = "".join(map(str, shortest))
+    point = int(exponent) + len(digits)  # digits before the decimal point
+    if len(digits) <= point <= 21:
+        text = digits + "0" * (point - len(digits))
+    elif 0 < point <= 21:
+        text = f"{digits[:point]}.{digits[point:]}"
+    elif -6 < point <= 0:
+        text = "0." + "0" * -point + digits
+    else:
+        fraction = f".{digits[1:]}" if len(digits) > 1 else ""
+        text = f"{digits[0]}{fraction}e{'+' if point > 0 else '-'}{abs(point - 1)}"
+    return sign + text
 
 
 def _statuses(values: str | int | Iterable[str | int]) -> list[str]:

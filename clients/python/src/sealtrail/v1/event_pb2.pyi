@@ -619,6 +619,26 @@ class EventFilter(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class DetailsEqualsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     OCCURRED_AFTER_FIELD_NUMBER: _builtins.int
     OCCURRED_BEFORE_FIELD_NUMBER: _builtins.int
     ACTIONS_FIELD_NUMBER: _builtins.int
@@ -648,6 +668,7 @@ class EventFilter(_message.Message):
     HTTP_ROUTES_FIELD_NUMBER: _builtins.int
     CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
     CREDENTIAL_KIND_FIELD_NUMBER: _builtins.int
+    DETAILS_EQUALS_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -858,6 +879,23 @@ class EventFilter(_message.Message):
         matches every event. A server older than this field ignores it.
         """
 
+    @_builtins.property
+    def details_equals(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Matches events whose `details` has each of these top-level keys with a
+        scalar value equal to the entry's value, all entries ANDed
+        (`{"environment": "prod"}`). A string is compared exactly, case and
+        all; a number or boolean by the text the record writes of it (RFC 8785
+        JSON: `"3"`, `"1.5"`, `"1e+21"`, `"true"`, `"false"`), so `"3"` also
+        matches the string "3" and `"3.0"` matches no number. A key absent, or
+        holding null, an object or an array, never matches; no path is
+        resolved (`a.b` is a key with a dot). Redacted values are stored as
+        `[REDACTED:...]`, and that is what is compared: a secret's value never
+        matches. A map, not a repeated key/value message: a key can be given
+        once, as `details` holds it once. At most 8 entries; keys 1 to 64
+        characters, values at most 256, no NUL. A server older than this field
+        ignores it.
+        """
+
     def __init__(
         self,
         *,
@@ -890,10 +928,11 @@ class EventFilter(_message.Message):
         http_routes: _abc.Iterable[_builtins.str] | None = ...,
         changed_fields: _abc.Iterable[_builtins.str] | None = ...,
         credential_kind: _builtins.str = ...,
+        details_equals: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_types", b"actor_types", "categories", b"categories", "changed_fields", b"changed_fields", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "credential_kind", b"credential_kind", "exclude_actions", b"exclude_actions", "http_routes", b"http_routes", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_duration_ms", b"min_duration_ms", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_types", b"actor_types", "categories", b"categories", "changed_fields", b"changed_fields", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "credential_kind", b"credential_kind", "details_equals", b"details_equals", "exclude_actions", b"exclude_actions", "http_routes", b"http_routes", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_duration_ms", b"min_duration_ms", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
