@@ -115,7 +115,7 @@ def test_a_category_change_applies_at_once_on_the_process_that_made_it(
     client.record(action="api_key.create", actor_id="u", category="billing")
     with pytest.raises(InvalidArgumentError):
         client.record(action="api_key.create", actor_id="u", category="security")
-    entry = client.set_action_description("api_key.create", "").entry  # removed whole
+    entry = client.set_action_description("api_key.create", None, category=None).entry  # removed
     assert entry.category == event_pb2.CATEGORY_UNSPECIFIED and not entry.description
     with pytest.raises(InvalidArgumentError):
         client.record(action="api_key.create", actor_id="u", category="billing")
@@ -209,4 +209,4 @@ def test_cli_describes_with_a_category_and_turns_strict_actions_on(
     code, said = cli("settings")
     assert code == 0 and "strict actions: on\n" in said
     code, said = cli("actions", "describe", "api_key.create")
-    assert code == 2 and "--clear alone" in said
+    assert code == 2 and "DESCRIPTION (or --clear), --category (or --no-category)" in said

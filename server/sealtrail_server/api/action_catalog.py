@@ -12,7 +12,9 @@ An entry may declare the category of its action's events too (ADR 0148):
 enforced by Record while the tenant's `strict_actions` setting is on, so a
 change of the catalogue drops the tenant's settings kept by this process
 (they carry the catalogue then); the other processes read it again within
-their cache's time."""
+their cache's time. A request changes the fields its update_mask names, the
+others kept as stored; an empty mask the description alone (ADR 0148,
+addendum)."""
 
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ from ..store.long_reads import LongReads
 from ..store.tenant_settings import SettingsCache
 from .audited import FilterDetails, record_access
 from .guard import current_principal
+from .update_mask import update_paths
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -93,6 +96,20 @@ def _category_name(request: pb.SetActionDescriptionRequest) -> str | None:
     return name
 
 
+_SETTABLE: Final = ("description", "category")
+
+
+def _changed_fields(request: pb.SetActionDescriptionRequest) -> frozenset[str]:
+    """The fields of the entry the request changes (AIP-134): those its mask
+    names, both for `*`, the description alone for an empty mask (ADR 0148,
+    addendum: a client that predates categories sends none, and its change
+    of a description must not clear the category the catalogue declares)."""
+    paths = update_paths(request.update_mask, _SETTABLE)
+    if paths is not None:
+        return paths
+    return frozenset(_SETTABLE) if request.update_mask.paths else frozenset({"description"})
+
+
 class ActionCatalogRpcs:
     _db: Database
     _changes: Changes
@@ -111,8 +128,9 @@ class ActionCatalogRpcs:
         tenant_id = principal.tenant_id
         if problem := action_problem(request.action):
             raise InvalidArgument.field("action", problem)
+        paths = _changed_fields(request)
         description = None
-        if request.description:
+        if "description" in paths and request.description:
             if problem := description_problem(request.description):
                 raise InvalidArgument.field("description", problem)
             description = await self._filter_details.text(tenant_id, request.description)
@@ -122,13 +140,18 @@ class ActionCatalogRpcs:
                     f"is {len(description)} characters once redacted; the limit is"
                     f" {MAX_DESCRIPTION}",
                 )
-        category = _category_name(request)
+        category = _category_name(request)  # a wrong value refused, named or not
         action = request.action
         async with self._changes.exclusive(
             tenant_id, f"action_catalog/{action}", caller=principal.token_id
         ) as conn:
             before = await read_description(conn, tenant_id, action)
             previous = (None, None) if before is None else (before.description, before.category)
+            # What the mask does not name is kept as stored.
+            if "description" not in paths:
+                description = previous[0]
+            if "category" not in paths:
+                category = previous[1]
             if previous == (description, category):
                 return pb.SetActionDescriptionResponse(entry=_described(action, before))
             after = None

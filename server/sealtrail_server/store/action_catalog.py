@@ -117,7 +117,9 @@ async def write_description(
     updated_by: str,
 ) -> Described:
     """Set `action`'s entry: its description (as given: checked and redacted
-    already) and its declared category, at least one of them not None."""
+    already) and its declared category, at least one of them not None, each
+    the stored one where the request's mask kept it (read under the change's
+    lock, ADR 0148's addendum)."""
     cursor = conn.cursor(row_factory=class_row(Described))
     await cursor.execute(
         "INSERT INTO action_catalog (tenant_id, action, description, category, updated_by)"

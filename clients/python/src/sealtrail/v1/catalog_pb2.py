@@ -22,25 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from sealtrail.v1 import event_pb2 as sealtrail_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asealtrail/v1/catalog.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\"\xef\x01\n\x12\x41\x63tionCatalogEntry\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x36\n\x12last_occurred_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x06 \x01(\t\x12(\n\x08\x63\x61tegory\x18\x07 \x01(\x0e\x32\x16.sealtrail.v1.Category\"l\n\x1bSetActionDescriptionRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12(\n\x08\x63\x61tegory\x18\x03 \x01(\x0e\x32\x16.sealtrail.v1.Category\"a\n\x1cSetActionDescriptionResponse\x12/\n\x05\x65ntry\x18\x01 \x01(\x0b\x32 .sealtrail.v1.ActionCatalogEntry\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"=\n\x18ListActionCatalogRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xa4\x01\n\x19ListActionCatalogResponse\x12\x31\n\x07\x65ntries\x18\x01 \x03(\x0b\x32 .sealtrail.v1.ActionCatalogEntry\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x15\n\rtotal_entries\x18\x03 \x01(\x03\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asealtrail/v1/catalog.proto\x12\x0csealtrail.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\"\xef\x01\n\x12\x41\x63tionCatalogEntry\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x36\n\x12last_occurred_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x06 \x01(\t\x12(\n\x08\x63\x61tegory\x18\x07 \x01(\x0e\x32\x16.sealtrail.v1.Category\"\x9d\x01\n\x1bSetActionDescriptionRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12(\n\x08\x63\x61tegory\x18\x03 \x01(\x0e\x32\x16.sealtrail.v1.Category\x12/\n\x0bupdate_mask\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"a\n\x1cSetActionDescriptionResponse\x12/\n\x05\x65ntry\x18\x01 \x01(\x0b\x32 .sealtrail.v1.ActionCatalogEntry\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"=\n\x18ListActionCatalogRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xa4\x01\n\x19ListActionCatalogResponse\x12\x31\n\x07\x65ntries\x18\x01 \x03(\x0b\x32 .sealtrail.v1.ActionCatalogEntry\x12\x11\n\ttruncated\x18\x02 \x01(\x08\x12\x15\n\rtotal_entries\x18\x03 \x01(\x03\x12\x11\n\ttree_size\x18\x04 \x01(\x03\x12\x17\n\x0fnext_page_token\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sealtrail.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTIONCATALOGENTRY']._serialized_start=104
-  _globals['_ACTIONCATALOGENTRY']._serialized_end=343
-  _globals['_SETACTIONDESCRIPTIONREQUEST']._serialized_start=345
-  _globals['_SETACTIONDESCRIPTIONREQUEST']._serialized_end=453
-  _globals['_SETACTIONDESCRIPTIONRESPONSE']._serialized_start=455
-  _globals['_SETACTIONDESCRIPTIONRESPONSE']._serialized_end=552
-  _globals['_LISTACTIONCATALOGREQUEST']._serialized_start=554
-  _globals['_LISTACTIONCATALOGREQUEST']._serialized_end=615
-  _globals['_LISTACTIONCATALOGRESPONSE']._serialized_start=618
-  _globals['_LISTACTIONCATALOGRESPONSE']._serialized_end=782
+  _globals['_ACTIONCATALOGENTRY']._serialized_start=138
+  _globals['_ACTIONCATALOGENTRY']._serialized_end=377
+  _globals['_SETACTIONDESCRIPTIONREQUEST']._serialized_start=380
+  _globals['_SETACTIONDESCRIPTIONREQUEST']._serialized_end=537
+  _globals['_SETACTIONDESCRIPTIONRESPONSE']._serialized_start=539
+  _globals['_SETACTIONDESCRIPTIONRESPONSE']._serialized_end=636
+  _globals['_LISTACTIONCATALOGREQUEST']._serialized_start=638
+  _globals['_LISTACTIONCATALOGREQUEST']._serialized_end=699
+  _globals['_LISTACTIONCATALOGRESPONSE']._serialized_start=702
+  _globals['_LISTACTIONCATALOGRESPONSE']._serialized_end=866
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -95,6 +96,7 @@ class SetActionDescriptionRequest(_message.Message):
     ACTION_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CATEGORY_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
     action: _builtins.str
     """The action to describe: an action as Record takes one (dotted lowercase
     `resource.verb`, at most 128 characters), recorded yet or not.
@@ -102,25 +104,34 @@ class SetActionDescriptionRequest(_message.Message):
     description: _builtins.str
     """What the action means: 1 to 500 characters, not blank, without control
     or invisible characters; stored as redaction leaves it. "" clears the
-    action's description.
+    action's description. Changed when update_mask names `description` or
+    is empty.
     """
     category: _event_pb2.Category.ValueType
     """The category every event of the action must have (`api_key.create`:
     CATEGORY_SECURITY), enforced while the tenant's `strict_actions`
-    setting is on. The request sets the entry whole: CATEGORY_UNSPECIFIED
-    declares none (removing one declared before). An action with neither a
-    description nor a category is not in the catalogue.
+    setting is on; CATEGORY_UNSPECIFIED declares none (removing one declared
+    before). Changed only when update_mask names `category`. An action with
+    neither a description nor a category is not in the catalogue.
     """
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change (`description`, `category`; `*`: both); empty
+        changes the description alone and keeps the declared category (as a
+        client that predates categories asks).
+        """
+
     def __init__(
         self,
         *,
         action: _builtins.str = ...,
         description: _builtins.str = ...,
         category: _event_pb2.Category.ValueType = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "category", b"category", "description", b"description"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "category", b"category", "description", b"description", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
