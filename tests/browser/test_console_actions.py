@@ -163,6 +163,25 @@ def test_a_description_is_answered_as_redaction_stored_it(api: str, admin_token:
     assert f"[REDACTED:{rule}]" in answer["entry"]["description"], answer
 
 
+def test_a_description_or_a_category_sent_alone_keeps_the_other(
+    api: str, admin_token: str, admin: AuditClient
+) -> None:
+    """Each field the body holds is changed, the other kept (ADR 0148,
+    addendum): a page that edits descriptions never reverts a category."""
+    admin.set_action_description("key.create", "A key made", category="security")
+    url = api + "actions/key.create"
+    status, answer = send(url, method="PUT", token=admin_token, body={"description": "Made"})
+    assert status == 200, answer
+    assert (answer["entry"]["description"], answer["entry"]["category"]) == ("Made", "security")
+    status, answer = send(url, method="PUT", token=admin_token, body={"category": "billing"})
+    assert status == 200, answer
+    assert (answer["entry"]["description"], answer["entry"]["category"]) == ("Made", "billing")
+    status, answer = send(url, method="PUT", token=admin_token, body={"description": ""})
+    assert status == 200, answer
+    entry = {e.action: e for e in admin.action_catalog().entries}["key.create"]
+    assert (entry.description, entry.category) == ("", event_pb2.CATEGORY_BILLING)
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
@@ -443,12 +462,14 @@ def test_the_actions_view_reads_the_catalogue_in_turn_with_the_pages_counts(
 def test_an_edit_in_the_actions_view_keeps_the_declared_category(
     browser: webdriver.Chrome, console_url: str, admin_token: str, admin: AuditClient
 ) -> None:
-    """The view edits descriptions alone, and an entry is set whole (ADR
-    0148): the category the catalogue declares is shown and sent back."""
+    """The view edits descriptions alone (ADR 0148, addendum): the category
+    the catalogue declares is shown, and a save keeps the one declared since
+    the page read it, not the one it showed."""
     admin.set_action_description("key.create", "A key made", category="security")
     section = open_view(browser, console_url, admin_token, "Actions")
     wait(browser).until(lambda b: section.find_elements(By.CSS_SELECTOR, "tbody tr"))
     assert "category security, set " in action_row(section, "key.create").text
+    admin.set_action_description("key.create", "A key made", category="billing")  # elsewhere
     edit = action_row(section, "key.create").find_element(By.NAME, "description")
     edit.clear()
     edit.send_keys("An API key was created", Keys.ENTER)
@@ -457,5 +478,5 @@ def test_an_edit_in_the_actions_view_keeps_the_declared_category(
     entry = {e.action: e for e in admin.action_catalog().entries}["key.create"]
     assert (entry.description, entry.category) == (
         "An API key was created",
-        event_pb2.CATEGORY_SECURITY,
+        event_pb2.CATEGORY_BILLING,
     )

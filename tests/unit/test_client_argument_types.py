@@ -144,7 +144,7 @@ CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("get_received_range", (), {"since": "2026-01-01"}, "since"),
     ("set_redaction_mode", (1,), {}, "mode"),
     ("hash_secret", (b"s3cret",), {}, "value"),
-    ("set_action_description", ("doc.edit", None), {}, "description"),
+    ("set_action_description", ("doc.edit", 5), {}, "description"),
     ("set_action_description", ("doc.edit", "An edit"), {"category": 6}, "category"),
     ("set_strict_actions", ("on",), {}, "on"),
     ("action_catalog", (), {"limit": "5"}, "limit"),

@@ -67,8 +67,8 @@ role's calls are refused by the API itself.
     POST   /api/erasure                 EraseTenant {confirm_tenant_id}: the receipt, and
                                         `check`, its signature checked with the keys
                                         the deployment registers (GetVerifierKeys)
-    PUT    /api/actions/{action}        SetActionDescription {description, category?}: "" clears
-                                        (POST too)
+    PUT    /api/actions/{action}        SetActionDescription {description?, category?}: changes
+                                        those given, "" clears (POST too)
 
 A rule's or a sink's `filter` is the event search's parameters as a JSON
 object of strings, parsed as the search's query string is (ADR 0069,
@@ -815,24 +815,31 @@ class Console:
 
     async def _describe_action(self, request: web.Request) -> web.Response:
         """Sets what an action means (SetActionDescription, an admin's): the
-        path names the action, `description` says it, `""` clears it;
-        `category` (optional, a Category's short name, `""` or absent: none)
-        is the one its events must have (the entry is set whole, ADR 0148). The
-        answer is the entry as stored, redacted as the tenant's events are
-        (ADR 0141), and the id of the event that recorded the change (""
-        when nothing changed)."""
+        path names the action, `description` says it (`""` clears it),
+        `category` (a Category's short name, `""`: none) is the one its
+        events must have. Only the fields the body holds change (the request's
+        update_mask names them, ADR 0148's addendum): a page that edits
+        descriptions sends no category, and never reverts one declared
+        elsewhere since it read it. The answer is the entry as stored,
+        redacted as the tenant's events are (ADR 0141), and the id of the
+        event that recorded the change ("" when nothing changed)."""
         metadata, body = await self._change(request)
         _only(body, "description", "category")
-        if "description" not in body:
-            raise BadParameter('description: required ("" clears the action\'s description)')
+        if "description" not in body and "category" not in body:
+            raise BadParameter(
+                'description: required, or category ("" clears the action\'s description)'
+            )
         category = _text(body, "category")
         if category not in ("", *CATEGORIES.values()):
-            raise BadParameter(f'category: one of {", ".join(CATEGORIES.values())}, or ""')
+            raise BadParameter('category: a category\'s short name ("security", "billing"), or ""')
         answer = await self._stub.SetActionDescription(
             catalog_pb2.SetActionDescriptionRequest(
                 action=request.match_info["action"],
                 description=_text(body, "description"),
                 category=_CATEGORY_NUMBERS.get(category, event_pb2.CATEGORY_UNSPECIFIED),
+                update_mask=field_mask_pb2.FieldMask(
+                    paths=[field for field in ("description", "category") if field in body]
+                ),
             ),
             metadata=metadata,
         )

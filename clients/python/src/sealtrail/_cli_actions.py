@@ -73,31 +73,56 @@ def list_actions(ctx: click.Context, limit: int) -> None:
     help="The category every event of ACTION must have while the tenant's strict actions"
     " are on (`sealtrail settings --strict-actions on`).",
 )
-@click.option("--clear", is_flag=True, help="Remove the action from the catalogue.")
+@click.option(
+    "--no-category", is_flag=True, help="Remove the category declared for ACTION (any goes)."
+)
+@click.option(
+    "--clear", is_flag=True, help="Remove ACTION's description (a declared category stays)."
+)
 @click.pass_context
 def describe(
-    ctx: click.Context, action: str, description: str | None, category: str | None, clear: bool
+    ctx: click.Context,
+    action: str,
+    description: str | None,
+    category: str | None,
+    no_category: bool,
+    clear: bool,
 ) -> None:
     """Admin: say what ACTION means (`sealtrail actions describe
-    api_key.create "An API key was created" --category security`: 1 to 500
-    characters, stored as redaction leaves it) and the category its events
-    must have, or remove the action from the catalogue (--clear). The entry
-    is set whole: a category declared before and not given again is
-    removed. Each change is recorded in the log with the values it replaced."""
-    if clear == (description is not None or category is not None):
-        raise click.UsageError("give a DESCRIPTION or --category (or both), or --clear alone", ctx)
+    api_key.create "An API key was created"`: 1 to 500 characters, stored as
+    redaction leaves it) or remove its description (--clear), and declare the
+    category its events must have (--category security) or remove it
+    (--no-category). Only what is given changes: a description fixed keeps
+    the declared category, a category keeps the description. An action left
+    with neither leaves the catalogue. Each change is recorded in the log
+    with the values it replaced."""
+    from sealtrail._convert import KEEP, Keep
+
+    if description is not None and clear:
+        raise click.UsageError("give a DESCRIPTION or --clear, not both", ctx)
+    if category is not None and no_category:
+        raise click.UsageError("give --category or --no-category, not both", ctx)
+    if description is None and not clear and category is None and not no_category:
+        raise click.UsageError(
+            "give a DESCRIPTION (or --clear), --category (or --no-category), or both", ctx
+        )
     if description is not None and not description.strip():
         raise click.UsageError("DESCRIPTION is blank; to remove one, use --clear", ctx)
+    described: str | Keep | None = None if clear else KEEP if description is None else description
+    declared: str | Keep | None = None if no_category else KEEP if category is None else category
     with _client(ctx) as client:
-        answer = client.set_action_description(action, description or "", category=category)
+        answer = client.set_action_description(action, described, category=declared)
     from sealtrail._convert import enum_label
     from sealtrail.v1 import event_pb2
 
     entry = answer.entry
+    said = enum_label(event_pb2.Category, entry.category)
     if not answer.event_id:
         click.echo(f"{action}: already as asked; nothing recorded")
-    elif clear:
-        click.echo(f"{action}: description cleared")
-    else:
-        said = enum_label(event_pb2.Category, entry.category)
+    elif entry.description:
         click.echo(f"{action}: {entry.description}" + (f" [category {said}]" if said else ""))
+    elif said:  # the description cleared, or never given
+        kept = f"; its category {said} stays" if clear else f" [category {said}]"
+        click.echo(f"{action}: description cleared{kept}" if clear else f"{action}:{kept}")
+    else:
+        click.echo(f"{action}: {'description' if clear else 'category'} cleared")

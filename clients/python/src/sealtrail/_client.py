@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Se
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar, Unpack, overload
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar, Unpack, overload
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -23,6 +23,7 @@ from sealtrail._convert import (
     HOLD_PLACED,
     HOLD_RELEASED,
     INT64_MAX,
+    KEEP,
     POLICY_UPDATED,
     RULE_UPDATED,
     SETTINGS_UPDATED,
@@ -34,6 +35,7 @@ from sealtrail._convert import (
     EventCounts,
     EventFields,
     GroupBy,
+    Keep,
     Measure,
     Order,
     RecordResult,
@@ -749,18 +751,23 @@ class AuditClient:
         )
 
     def set_action_description(
-        self, action: str, description: str, *, category: str | None = None
+        self,
+        action: str,
+        description: str | Literal[Keep.KEEP] | None = KEEP,
+        *,
+        category: str | Literal[Keep.KEEP] | None = KEEP,
     ) -> catalog_pb2.SetActionDescriptionResponse:
         """Admin: say what `action` means in your tenant's action catalogue
-        (1 to 500 characters, stored as redaction leaves it; "": none) and
-        the `category` its events must have (`"security"`; None: any),
-        enforced while `set_strict_actions(True)` is on. The call sets the
-        entry whole: a category declared before and not given again is
-        removed; neither given removes the action from the catalogue. Each
-        change is recorded as `action_catalog.updated` with the values before
-        it; the same entry again changes and records nothing (no
-        `event_id`). Retried, its earlier attempt's change is found as
-        `set_redaction_mode`'s is."""
+        (1 to 500 characters, stored as redaction leaves it; "" or None
+        clears it) and the `category` its events must have (`"security"`;
+        "" or None: any), enforced while `set_strict_actions(True)` is on.
+        Only what is given changes: a description left out keeps the stored
+        one, a category left out keeps the declared one (a typo fixed never
+        clears it); at least one is given. An action left with neither
+        leaves the catalogue. Each change is recorded as
+        `action_catalog.updated` with the values before it; the same entry
+        again changes and records nothing (no `event_id`). Retried, its
+        earlier attempt's change is found as `set_redaction_mode`'s is."""
         request = action_description_request(action, description, category)
         return self._change(self._stub.SetActionDescription, request, CATALOG_UPDATED)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+import enum
 import json
 import math
 import re
@@ -1501,15 +1502,32 @@ def action_catalog_request(limit: int, page_token: str) -> catalog_pb2.ListActio
     return catalog_pb2.ListActionCatalogRequest(limit=min(limit, _INT32_MAX), page_token=page_token)
 
 
+class Keep(enum.Enum):
+    """An argument of an update left out: the value stored is kept."""
+
+    KEEP = "KEEP"
+
+
+KEEP: Final = Keep.KEEP
+
+
 def action_description_request(
-    action: str, description: str, category: str | None
+    action: str, description: str | Keep | None, category: str | Keep | None
 ) -> catalog_pb2.SetActionDescriptionRequest:
-    """SetActionDescription's request: the action's whole entry, its
-    description ("": none) and its declared category by name (`security`;
-    None: none)."""
-    request = catalog_pb2.SetActionDescriptionRequest(action=action, description=description)
-    if category is not None:
-        request.category = enum_value(event_pb2.Category, category, field="category")
+    """SetActionDescription's request, its update_mask naming what is given:
+    the description ("" or None: none) and the declared category by name
+    (`security`; "" or None: none); KEEP leaves the stored one. TypeError
+    when both are KEEP: the call would change nothing."""
+    if description is KEEP and category is KEEP:
+        raise TypeError("set_action_description: give a description or a category (or both)")
+    request = catalog_pb2.SetActionDescriptionRequest(action=action)
+    if description is not KEEP:
+        request.description = description or ""
+        request.update_mask.paths.append("description")
+    if category is not KEEP:
+        if category:
+            request.category = enum_value(event_pb2.Category, category, field="category")
+        request.update_mask.paths.append("category")
     return request
 
 

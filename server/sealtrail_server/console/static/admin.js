@@ -1741,9 +1741,6 @@ function actionRow(entry) {
   setBy.className = "set-by hint";
   form.append(holder, save, setBy);
   showSetBy(setBy, entry);
-  // The category the catalogue declares for it, sent back with each save:
-  // an entry is set whole, and this view edits its description alone.
-  form.dataset.category = entry.category || "";
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     describe(form, entry.action);
@@ -1770,8 +1767,9 @@ async function describe(form, action, { reload = false } = {}) {
   const submit = form.querySelector("button[type=submit]");
   submit.disabled = true;
   try {
-    const category = form.dataset.category || "";
-    const answer = await change(`/api/actions/${encodeURIComponent(action)}`, "PUT", { description: typed, category });
+    // The description alone: the category the catalogue declares stays as
+    // stored, even one declared elsewhere since this view read it.
+    const answer = await change(`/api/actions/${encodeURIComponent(action)}`, "PUT", { description: typed });
     const { entry } = answer;
     described(action, entry.description);
     const name = visibleName(action);
@@ -1790,7 +1788,6 @@ async function describe(form, action, { reload = false } = {}) {
       await loadActions();  // its row, new or not
     } else {
       input.value = entry.description;
-      form.dataset.category = entry.category || "";
       showSetBy($(".set-by", form), entry);
     }
   } catch (error) {
