@@ -1058,6 +1058,42 @@ def test_a_value_pasted_with_spaces_around_it_is_searched_for_without_them(
     assert query["actor"] == ["ann@example.com"] and query["resource_id"] == ["key_7"], query
 
 
+def test_a_search_by_details_finds_the_events_holding_each_of_them(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """helper-508: `details_equals` (the API's, `--detail` the CLI's) had no
+    field or parameter in the console. "Details" takes KEY=VALUE entries,
+    comma-separated, all of them holding; the URL keeps it as `detail`."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for environment, attempt in (("prod", 3), ("prod", 1), ("staging", 3)):
+            client.record(
+                action="api_key.read",
+                actor_id="u-ann",
+                details={"environment": environment, "attempt": attempt},
+            )
+        client.record(action="api_key.read", actor_id="u-bob", details={"environment": "prod,eu"})
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) == 4)
+    form = browser.find_element(By.ID, "filters")
+    form.find_element(By.NAME, "detail").send_keys("environment = prod, attempt=3")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser).until(lambda b: parse_qs(urlsplit(b.current_url).query).get("detail"))
+    [shown] = wait_for_rows(browser, lambda r: len(r) == 1)
+    assert "u-ann" in shown
+    assert queried(browser)[-1]["detail"] == ["environment = prod, attempt=3"]
+    # The URL is the view: opened again, it shows the same event, the field filled.
+    browser.get(browser.current_url)
+    assert wait_for_rows(browser, lambda r: len(r) == 1) == [shown]
+    field = browser.find_element(By.NAME, "detail")
+    assert field.get_attribute("value") == "environment = prod, attempt=3"
+    # One entry alone: each event holding it (`prod,eu` is not `prod`).
+    field.clear()
+    field.send_keys("environment=prod")
+    form = browser.find_element(By.ID, "filters")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    assert len(wait_for_rows(browser, lambda r: len(r) == 2)) == 2
+
+
 def test_a_url_filter_the_form_has_no_choice_for_is_shown_and_kept(
     browser: webdriver.Chrome,
     console_url: str,

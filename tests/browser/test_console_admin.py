@@ -825,6 +825,49 @@ def test_a_rule_comparing_actor_ids_exactly_keeps_it_when_edited(
     assert new.threshold.exact_actor_ids
 
 
+def test_a_rule_filtering_by_details_keeps_them_when_edited(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """helper-508: the rule form copied the search's fields, none of which
+    held `details_equals`: an edit of the rule's name sent its filter back
+    without it, a rule on production keys silently watching every key. The
+    form shows it in "Details", the row says it, and an edit keeps it."""
+    watched = {"environment": "prod", "attempt": "3"}
+    rule = build_alert_rule(
+        "prod keys", "match", filter=build_filter(actions="api_key.read", details_equals=watched)
+    )
+    rule_id = admin.create_alert_rule(rule).rule.id
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    row = wait(browser).until(lambda b: row_of(section, "prod keys"))
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    form = section.find_element(By.ID, "rule-form")
+    name = form.find_element(By.NAME, "name")
+    name.clear()
+    name.send_keys("production keys")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "alert_rule.updated" in section.text)
+    [rule] = [r for r in admin.list_alert_rules() if r.id == rule_id]
+    assert rule.name == "production keys"
+    assert dict(rule.match.filter.details_equals) == watched  # kept, not dropped
+    assert list(rule.match.filter.actions) == ["api_key.read"]
+    row = wait(browser).until(lambda b: row_of(section, "production keys"))
+    assert "details attempt=3, environment=prod" in row.text
+
+    # Shown in the form, changed there as the search's field is.
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    details = form.find_element(By.NAME, "detail")
+    assert details.get_attribute("value") == "attempt=3,environment=prod"
+    details.clear()
+    details.send_keys("environment=staging")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(
+        lambda b: (
+            dict(admin.list_alert_rules()[0].match.filter.details_equals)
+            == {"environment": "staging"}
+        )
+    )
+
+
 def test_a_splunk_sink_is_added_its_token_sent_once_and_shown_by_its_hint(
     browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
 ) -> None:
@@ -1167,6 +1210,55 @@ def test_a_sink_is_edited_as_read_its_credentials_kept_unless_typed_again(
     wait(browser).until(lambda b: "changed since" in error.text)
     assert admin.get_sink(sink_id).name == "renamed elsewhere"
     wait(browser).until(lambda b: name.get_attribute("value") == "renamed elsewhere")
+
+
+def test_a_sink_filtering_by_details_keeps_them_when_edited(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """helper-508: as a rule's, a sink's `details_equals` was dropped by an
+    edit of its name (the form had no field for it): a sink of production's
+    events forwarded every event. The form shows and keeps it."""
+    sink = build_sink(
+        "prod events", "webhook", url="http://127.0.0.1:9/hook",
+        secrets=["whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()],
+        filter=build_filter(details_equals={"environment": "prod"}), paused=True,
+    )  # fmt: skip
+    sink_id = admin.create_sink(sink).sink.id
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    assert "details environment=prod" in row_of(section, "prod events").text
+    form = open_sink(section, "prod events")
+    assert form.find_element(By.NAME, "detail").get_attribute("value") == "environment=prod"
+    name = form.find_element(By.NAME, "name")
+    name.clear()
+    name.send_keys("production events")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "sink.updated" in section.text)
+    now = admin.get_sink(sink_id)
+    assert now.name == "production events"
+    assert dict(now.filter.details_equals) == {"environment": "prod"}  # kept, not dropped
+
+
+def test_a_filter_entry_the_details_field_cannot_carry_is_never_dropped_by_an_edit(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """An entry whose value holds a comma (or whose key an `=`) cannot be
+    written in "Details" (`KEY=VALUE`, comma-separated): the edit is refused,
+    saying so, rather than saving the rule with it dropped or split."""
+    watched = {"note": "a,b"}
+    rule = build_alert_rule(
+        "notes", "match", filter=build_filter(actions="doc.*", details_equals=watched)
+    )
+    rule_id = admin.create_alert_rule(rule).rule.id
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    row = wait(browser).until(lambda b: row_of(section, "notes"))
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    form = section.find_element(By.ID, "rule-form")
+    form.find_element(By.NAME, "name").send_keys(" renamed")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: "cannot be written here" in error.text)
+    [rule] = [r for r in admin.list_alert_rules() if r.id == rule_id]
+    assert (rule.name, dict(rule.match.filter.details_equals)) == ("notes", watched)
 
 
 def test_a_webhook_moved_elsewhere_is_given_a_new_signing_secret_shown_once(

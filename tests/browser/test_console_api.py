@@ -364,6 +364,39 @@ def test_values_listed_with_spaces_after_their_commas_are_each_a_value(
     assert status == 200  # no value: no criterion, as an empty parameter
 
 
+def test_a_detail_parameter_is_checked_as_the_api_checks_details_equals(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`detail` (KEY=VALUE, comma-separated) is the filter's `details_equals`
+    in every call that takes a filter; what the API would refuse is a 400
+    naming `detail`, within the API's 100 bytes."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(action="key.read", actor_id="ann", details={"env": "prod", "n": 3})
+        client.record(action="key.read", actor_id="bob", details={"env": "dev", "n": 3})
+    reader = console_server.token(tenant, "reader")
+    query = urllib.parse.urlencode({"detail": "env=prod, n=3"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 200 and [e["actor"]["id"] for e in body["events"]] == ["ann"], body
+    status, body = get(api + f"counts?group_by=actor&{query}", reader)
+    assert status == 200 and [g["key"] for g in body["groups"]] == ["ann"], body
+    for bad, said in (
+        ("env", "'env' is no KEY=VALUE"),
+        ("=prod", "empty key"),
+        ("env=a,env=b", "given twice"),
+        ("k" * 65 + "=v", "limit is 64"),
+        ("k=" + "v" * 257, "limit is 256"),
+        (",".join(f"k{n}=v" for n in range(9)), "limit is 8"),
+        ("k=a\x00b", "NUL"),
+    ):
+        path = "events?" + urllib.parse.urlencode({"detail": bad})
+        status, body = get(api + path, reader)
+        assert status == 400 and said in body["error"], (bad, body)
+        [field] = body["fields"]
+        assert field["field"] == "detail" and len(body["error"].encode()) <= 100, body
+    status, body = get(api + "events?detail=a%3D1&detail=b%3D2", reader)
+    assert status == 400 and body["error"].startswith("detail: given more than once")
+
+
 def test_a_head_of_the_api_runs_nothing(
     api: str, console_server: ServerThread, tenant: str
 ) -> None:

@@ -21,6 +21,8 @@ from sealtrail.v1 import (
     retention_pb2,
 )
 
+from ..domain.filters import checked_details_equals
+
 M = TypeVar("M", bound=Message)
 
 _SEQ: Final = re.compile(r"[0-9]{1,19}")
@@ -97,6 +99,7 @@ FILTER_PARAMETERS: Final = (
     *_SINGLE,
     "min_severity",
     "min_duration_ms",
+    "detail",
     "occurred_after",
     "occurred_before",
 )
@@ -144,6 +147,8 @@ def event_filter(query: Any) -> event_pb2.EventFilter:
         message.min_severity = event_pb2.Severity.ValueType(severity)
     if query.get("min_duration_ms"):
         message.min_duration_ms = _milliseconds("min_duration_ms", query["min_duration_ms"])
+    if query.get("detail"):
+        message.details_equals.update(_details("detail", query["detail"]))
     for name in ("occurred_after", "occurred_before"):
         if query.get(name):
             _timestamp(getattr(message, name), name, query[name])
@@ -159,6 +164,28 @@ def _milliseconds(name: str, value: str) -> float:
     if not _MILLISECONDS.fullmatch(value.strip()):
         raise BadParameter(f"{name}: a number of milliseconds (1000, or 12.5)")
     return float(value)
+
+
+def _details(name: str, value: str) -> dict[str, str]:
+    """`details_equals` of `detail=environment=prod,attempt=3`: comma-separated
+    KEY=VALUE entries, the key up to the first `=`, key and value each trimmed
+    (so a comma, an `=` in a key, or a space at either end cannot be given
+    here: the API and `--detail` can), checked as the API checks the map."""
+    entries: dict[str, str] = {}
+    for entry in value.split(","):
+        if not entry.strip():
+            continue
+        key, equals, text = (part.strip() for part in entry.partition("="))
+        if not equals:
+            raise BadParameter(f"{name}: {quoted(key)} is no KEY=VALUE (environment=prod)")
+        if entries.setdefault(key, text) != text:
+            raise BadParameter(f"{name}: {quoted(key)} given twice: no detail holds both")
+
+    def fail(_field: str, description: str) -> None:
+        raise BadParameter(f"{name}: {description}")
+
+    checked_details_equals(entries, fail)
+    return entries
 
 
 def _rfc3339(name: str, value: str) -> datetime:

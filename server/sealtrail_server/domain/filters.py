@@ -397,7 +397,7 @@ def validate_filter(
     status_classes = _status_classes(draft.http_status_classes, fail)
     routes = _routes(draft.http_routes, fail)
     changed_fields = _changed_fields(draft.changed_fields, fail)
-    details_equals = _details_equals(draft.details_equals, fail)
+    details_equals = checked_details_equals(draft.details_equals, fail)
     for singular, plural, both in (
         ("country", "countries", bool(draft.country and draft.countries)),
         ("resource_type", "resource_types", bool(draft.resource_type and draft.resource_types)),
@@ -687,7 +687,7 @@ MAX_DETAIL_KEY: Final = 64
 MAX_DETAIL_VALUE: Final = 256
 
 
-def _details_equals(entries: dict[str, str], fail: _Fail) -> tuple[tuple[str, str], ...]:
+def checked_details_equals(entries: dict[str, str], fail: _Fail) -> tuple[tuple[str, str], ...]:
     """`details_equals` as (key, value) pairs sorted by key; more than
     MAX_DETAILS_EQUALS entries, an empty key, a key longer than
     MAX_DETAIL_KEY, a value longer than MAX_DETAIL_VALUE or a NUL in either

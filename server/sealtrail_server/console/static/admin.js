@@ -336,6 +336,11 @@ function confirmed({ title, body, action, typed = "" }) {
 function filterWords(filter = {}) {
   const parts = [];
   for (const [key, value] of Object.entries(filter)) {
+    if (key === "details_equals") {  // a map: "details environment=prod, attempt=3"
+      const entries = detailEntries(value);
+      if (entries.length) parts.push(`details ${entries.map(([k, v]) => `${k}=${v}`).join(", ")}`);
+      continue;
+    }
     if (Array.isArray(value) ? !value.length : !value || value === "SEVERITY_UNSPECIFIED") continue;
     const name = key === "min_severity" ? "severity at least" : key.replace(/_/g, " ");
     const shown = Array.isArray(value) ? value.map(label).join(", ")
@@ -343,6 +348,35 @@ function filterWords(filter = {}) {
     parts.push(`${name} ${shown}`);
   }
   return parts.length ? parts.join("; ") : "every event";
+}
+
+// A filter's `details_equals` (a JSON object) as its entries, sorted by key.
+const detailEntries = (map) => Object.entries(map || {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+
+// Whether the search's `detail` parameter (KEY=VALUE, comma-separated, each
+// trimmed, the key up to the first `=`) carries an entry as it is: a comma, an
+// `=` in the key, or a space at either end it cannot.
+const carried = ([key, value]) => ![key, value].some((one) => one.includes(",") || one !== one.trim())
+  && !key.includes("=") && key !== "";
+
+// The Details field of a rule's or sink's form filled from `filter`: if an
+// entry cannot be written there, the form notes what it showed, and saving it
+// unchanged is refused (`uncarried`), never the entry dropped or split unsaid.
+function noteDetails(form, filter) {
+  const entries = detailEntries(filter.details_equals);
+  delete form.dataset.detailShown;
+  if (entries.every(carried)) return;
+  form.dataset.detailShown = form.elements.detail.value;
+}
+
+// The refusal of a rule's or sink's form whose Details field still shows a
+// `details_equals` it cannot carry (see noteDetails); null if there is none.
+function uncarried(form) {
+  const shown = form.dataset.detailShown;
+  if (shown === undefined || form.elements.detail.value !== shown) return null;
+  const description = "an entry holds a comma, an = in its key or an edge space: it cannot be written"
+    + " here; change it with the API or sealtrail --detail, or type the entries anew";
+  return { message: description, fields: [{ field: "filter.detail", description }] };
 }
 
 // "1 event", "2,001 events": the page's one way to put a count before a noun
@@ -675,7 +709,7 @@ function resetSinkForm() {
   const form = $("#sink-create");
   form.reset();
   clearMarks(form);
-  for (const key of ["id", "etag", "name", "kind", "kept"]) delete form.dataset[key];
+  for (const key of ["id", "etag", "name", "kind", "kept", "detailShown"]) delete form.dataset[key];
   form.elements.kind.disabled = false;
   form.elements.secret.options[0].text = "keep the current one";
   for (const [name, words] of Object.entries(PLACEHOLDERS)) form.elements[name].placeholder = words;
@@ -716,6 +750,7 @@ function editSink(sink) {
   form.dataset.kept = JSON.stringify({ ...(after && { occurred_after: after }),
     ...(before && { occurred_before: before }) });
   fillFilter(form, searchParams(filter));
+  noteDetails(form, filter);
   showSinkKind(form);
   $("#sink-form-title").replaceChildren("Edit the sink “", isolated(sink.name), "”");
   $("button[type=submit]", form).textContent = "Save changes";
@@ -792,6 +827,8 @@ async function saveSink(event) {
   const filter = { ...JSON.parse(form.dataset.kept || "{}"), ...filterFields(form) };
   clearMessages(section);
   clearMarks(form);
+  const refused = uncarried(form);
+  if (refused) { failed(section, refused, `The sink ${form.dataset.name || name}`, form); return; }
   submit.disabled = true;
   try {
     const answer = editing
@@ -1101,7 +1138,7 @@ function resetRuleForm() {
   const form = $("#rule-form");
   form.reset();
   clearMarks(form);
-  for (const key of ["id", "etag", "name"]) delete form.dataset[key];
+  for (const key of ["id", "etag", "name", "detailShown"]) delete form.dataset[key];
   showSinkChoices([]);
   showKind(form);
   $("#rule-form-title").textContent = "New alert rule";
@@ -1113,6 +1150,11 @@ function resetRuleForm() {
 function searchParams(filter) {
   const params = new URLSearchParams();
   for (const [key, value] of Object.entries(filter)) {
+    if (key === "details_equals") {  // the search's `detail`: KEY=VALUE, comma-separated
+      const entries = detailEntries(value);
+      if (entries.length) params.set("detail", entries.map(([k, v]) => `${k}=${v}`).join(","));
+      continue;
+    }
     const values = (Array.isArray(value) ? value : [value])
       .map((one) => (ENUM.test(one) ? one.replace(ENUM, "").toLowerCase() : text(one)))
       .filter((one) => one && one !== "unspecified");
@@ -1153,6 +1195,7 @@ function editRule(rule) {
   }
   fields.severity.value = ["SEVERITY_UNSPECIFIED", "SEVERITY_WARNING"].includes(rule.severity) ? "" : rule.severity;
   fillFilter(form, searchParams(condition.filter || {}));
+  noteDetails(form, condition.filter || {});
   showSinkChoices(rule.sink_ids || []);
   showKind(form);
   $("#rule-form-title").replaceChildren("Edit the alert rule “", isolated(rule.name), "”");
@@ -1204,6 +1247,8 @@ async function saveRule(event) {
   if (editing) body.etag = form.dataset.etag;
   clearMessages(section);
   clearMarks(form);
+  const refused = uncarried(form);
+  if (refused) { failed(section, refused, `The rule ${form.dataset.name || rule.name}`, form); return; }
   submit.disabled = true;
   try {
     const answer = editing
