@@ -1560,8 +1560,8 @@ def test_a_tenants_admin_manages_tokens_and_settings_from_the_command_line(
     assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
 
     shown = run("sealtrail", "settings", env=cli_env).stdout
-    assert shown.startswith("redaction mode: replace\nupdated: never\netag: ")
-    etag = shown.splitlines()[2].removeprefix("etag: ")
+    assert shown.startswith("redaction mode: replace\nstrict actions: off\nupdated: never\netag: ")
+    etag = shown.splitlines()[3].removeprefix("etag: ")
     changed = run("sealtrail", "settings", "redaction-mode", "hmac", "--etag", etag, env=cli_env)
     assert changed.stdout == "settings updated\n"
     stale = run("sealtrail", "settings", "redaction-mode", "replace", "--etag", etag,
