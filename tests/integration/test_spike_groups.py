@@ -20,7 +20,7 @@ from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filt
 from sealtrail.v1 import alerting_pb2
 from sealtrail_server.alerts.evaluator import MAX_SPIKE_GROUPS, Evaluator
 from sealtrail_server.domain.filters import EventFilter
-from sealtrail_server.store.alerts import spike_groups_statement
+from sealtrail_server.store.alerts import SpikeGroupsAsked, spike_groups_statement
 from tests.alerts_cli import alerts_cli
 from tests.conftest import ServerThread, database_of_its_own
 from tests.integration.test_alerting import (
@@ -294,10 +294,12 @@ def test_a_grouped_count_is_one_aggregate_over_the_baselines_range_and_returns_t
     now = datetime.now(UTC)
     window = now.replace(minute=0, second=0, microsecond=0)
     statement, values = spike_groups_statement(
-        tenant_id="t1", event_filter=EventFilter(actions=("api.request",)), group_by=group_by,
-        start_seq=0, at_seq=PLANNED, upto_seq=PLANNED,
-        baseline_from=window - timedelta(days=14), window_from=window,
-        window_to=window + timedelta(hours=1), cap=MAX_SPIKE_GROUPS,
+        SpikeGroupsAsked(
+            tenant_id="t1", event_filter=EventFilter(actions=("api.request",)), group_by=group_by,
+            start_seq=0, at_seq=PLANNED, upto_seq=PLANNED,
+            baseline_from=window - timedelta(days=14), window_from=window,
+            window_to=window + timedelta(hours=1), cap=MAX_SPIKE_GROUPS,
+        )
     )  # fmt: skip
     plan = _plan(requests_as_service, statement, values)
     # The rows read: the events of the baseline's 14 days and the window, of

@@ -843,10 +843,13 @@ class Evaluator:
             length = timedelta(seconds=condition.window_seconds)
             baseline_from = await self._baseline_from(tenant_id, condition, seq, start)
             counts = await store.spike_group_counts(
-                self._db, tenant_id=tenant_id, event_filter=condition.filter,
-                group_by=condition.group_by, start_seq=rule.stored.start_seq, at_seq=seq,
-                upto_seq=upto, baseline_from=baseline_from, window_from=start,
-                window_to=start + length, cap=self._spike_groups,
+                self._db,
+                store.SpikeGroupsAsked(
+                    tenant_id=tenant_id, event_filter=condition.filter,
+                    group_by=condition.group_by, start_seq=rule.stored.start_seq, at_seq=seq,
+                    upto_seq=upto, baseline_from=baseline_from, window_from=start,
+                    window_to=start + length, cap=self._spike_groups,
+                ),
             )  # fmt: skip
             average, windows = _average(condition, 0, counts.history_from, start)
             fired = (

@@ -346,31 +346,43 @@ _SPIKE_KEYS: Final[dict[str, tuple[str, str, str]]] = {
 }
 
 
-def spike_groups_statement(
-    *,
-    tenant_id: str,
-    event_filter: EventFilter,
-    group_by: str,
-    start_seq: int,
-    at_seq: int,
-    upto_seq: int,
-    baseline_from: datetime,
-    window_from: datetime,
-    window_to: datetime,
-    cap: int,
-) -> tuple[sql.Composed, list[Any]]:
+@dataclass(frozen=True, slots=True)
+class SpikeGroupsAsked:
+    """What a grouped spike's count is asked: the tenant's events matching
+    `event_filter` from `start_seq` (the rule's start) up to `upto_seq` (the
+    step's last event), grouped by `group_by`, the window's count also up to
+    `at_seq` (the event being judged); the baseline from `baseline_from` to
+    `window_from`, the window from there to `window_to`; at most `cap` groups."""
+
+    tenant_id: str
+    event_filter: EventFilter
+    group_by: str
+    start_seq: int
+    at_seq: int
+    upto_seq: int
+    baseline_from: datetime
+    window_from: datetime
+    window_to: datetime
+    cap: int
+
+
+def spike_groups_statement(asked: SpikeGroupsAsked) -> tuple[sql.Composed, list[Any]]:
     """The one statement of a grouped spike's count (the plan test EXPLAINs
-    it) and its parameters: as spike_counts', grouped by `group_by`, up to
-    `upto_seq` (the step's last event), the window's count also up to `at_seq`
-    (the event being judged); the `cap` groups with the most events in the
-    window (ties by key, in byte order), and how many had any."""
+    it) and its parameters: as spike_counts', grouped; the `cap` groups with
+    the most events in the window (ties by key, in byte order), and how many
+    had any."""
+    event_filter, baseline_from, window_to = (
+        asked.event_filter,
+        asked.baseline_from,
+        asked.window_to,
+    )
     bounded = replace(
         event_filter,
         occurred_after=max(baseline_from, event_filter.occurred_after or baseline_from),
         occurred_before=min(window_to, event_filter.occurred_before or window_to),
     )
-    conditions, params = filter_conditions(tenant_id, bounded)
-    first, second, present = _SPIKE_KEYS[group_by]
+    conditions, params = filter_conditions(asked.tenant_id, bounded)
+    first, second, present = _SPIKE_KEYS[asked.group_by]
     statement = sql.SQL(
         "SELECT k, i, before, current, baseline, count(*) OVER () FROM ("
         " SELECT {first} AS k, {second} AS i,"
@@ -386,40 +398,28 @@ def spike_groups_statement(
         present=sql.SQL(present),
         conditions=sql.SQL(" AND ").join(conditions),
     )
+    window_from, start_seq = asked.window_from, asked.start_seq
     values = [
-        window_from, start_seq, at_seq, window_from, start_seq, window_from,
-        *params, upto_seq, ALERT_ACTION, cap,
+        window_from, start_seq, asked.at_seq, window_from, start_seq, window_from,
+        *params, asked.upto_seq, ALERT_ACTION, asked.cap,
     ]  # fmt: skip
     return statement, values
 
 
-async def spike_group_counts(
-    db: Database,
-    *,
-    tenant_id: str,
-    event_filter: EventFilter,
-    group_by: str,
-    start_seq: int,
-    at_seq: int,
-    upto_seq: int,
-    baseline_from: datetime,
-    window_from: datetime,
-    window_to: datetime,
-    cap: int,
-) -> SpikeGroupCounts:
+async def spike_group_counts(db: Database, asked: SpikeGroupsAsked) -> SpikeGroupCounts:
     """A grouped spike rule's counts (ADR 0147): `spike_groups_statement`,
     one statement over the window and the baseline, under the same timeout
     as spike_counts, and the tenant's history as spike_counts reads it."""
-    statement, values = spike_groups_statement(
-        tenant_id=tenant_id, event_filter=event_filter, group_by=group_by,
-        start_seq=start_seq, at_seq=at_seq, upto_seq=upto_seq, baseline_from=baseline_from,
-        window_from=window_from, window_to=window_to, cap=cap,
-    )  # fmt: skip
+    statement, values = spike_groups_statement(asked)
+    tenant_id = asked.tenant_id
     async with db.connection(tenant_id, statement_timeout=SPIKE_COUNT_SECONDS) as conn:
         cursor = await conn.execute(statement, values)
         rows = await cursor.fetchall()
         first = await _history_from(
-            conn, tenant_id=tenant_id, baseline_from=baseline_from, window_from=window_from
+            conn,
+            tenant_id=tenant_id,
+            baseline_from=asked.baseline_from,
+            window_from=asked.window_from,
         )
     judged = [
         SpikeGroup((str(k), str(i)), int(before), int(current), int(baseline))
