@@ -2189,12 +2189,9 @@ def test_verify_checks_an_export_offline_against_its_manifest(
         run("sealtrail", "export", "--format", format, "-o", str(out), env=cli_env)
         verified = run("sealtrail", "verify", str(out), "--key", key, env=OFFLINE)
         size = json.loads(Path(f"{out}.manifest.json").read_text(encoding="utf-8"))["tree_size"]
-        # NDJSON's lines are the records as hashed: the root over them is the signed one's.
-        proven = (
-            re.escape(", each record in the signed tree (its root recomputed)")
-            if format == "ndjson"
-            else ""
-        )
+        # Every row is rebuilt into the record as hashed (NDJSON's lines are
+        # it): the root over them is the signed one's.
+        proven = re.escape(", each record in the signed tree (its root recomputed)")
         assert re.fullmatch(
             rf"MATCHES: {re.escape(str(out))} is the export its manifest describes: \d+ rows?,"
             rf" [\d,]+ bytes, sha256 [0-9a-f]{{64}}; signed: the whole log of {size} events?,"
@@ -2207,6 +2204,17 @@ def test_verify_checks_an_export_offline_against_its_manifest(
             "not checked offline: that the log was not rewritten since (sealtrail checkpoint"
             f" --check {out}.manifest.json --key VKEY, against the service)\n"
         ), verified.stderr
+    # A filtered export carries no proofs: what it leaves unproven is said.
+    some = tmp_path / "some.csv"
+    run("sealtrail", "export", "--format", "csv", "--actor", "ops", "-o", str(some), env=cli_env)
+    filtered = run("sealtrail", "verify", str(some), "--key", key, env=OFFLINE)
+    assert ', filtered by {"actor":"ops"}; of ' in filtered.stdout, filtered.stdout
+    assert filtered.stderr.startswith(
+        "not proven: that each row is the log's record, not the service's word of it: a"
+        " filtered export carries no inclusion proofs (to prove each event, write a bundle"
+        " with the same filter: sealtrail bundle -o DIR, and verify it)\n"
+        "not checked offline: that the log was not rewritten since"
+    ), filtered.stderr
     # Its manifest given for it, or kept elsewhere (--manifest): the same check.
     out = tmp_path / "audit.csv"
     manifest = Path(f"{out}.manifest.json")

@@ -12,11 +12,12 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import psycopg
 import pytest
 
-from sealtrail import AuditClient, ExportMismatchError, build_filter, check_export
+from sealtrail import AuditClient, ExportMismatchError, build_event, build_filter, check_export
 from sealtrail._export_check import _RowCounter
 from sealtrail.tlog import ExportStatement, Signer, generate_signer_key, sign_note
 from tests.conftest import SIGNING_KEY
@@ -302,10 +303,11 @@ def test_an_unfiltered_ndjson_export_of_the_whole_log_is_held_to_the_signed_root
     found = check_export(kept, key=KEY)
     assert found.root_recomputed
     assert found.rows == found.statement.tree_size
-    # Of a CSV, or of a range, no root is recomputed: its rows are not the tree's leaves.
-    assert not check_export(
-        _export(client, tmp_path / "audit.csv", format="csv"), key=KEY
-    ).root_recomputed
+    # Of a range, no root is recomputed: its rows are not all the tree's leaves.
+    ranged = check_export(_export(client, tmp_path / "some.ndjson", format="ndjson",
+                                  first_seq=2, last_seq=5), key=KEY)  # fmt: skip
+    assert not ranged.root_recomputed
+    assert ranged.unproven is not None and "seqs 2..5" in ranged.unproven
 
     # One record altered, and the statement signed of the altered file.
     out = tmp_path / "audit.ndjson"
@@ -319,3 +321,103 @@ def test_an_unfiltered_ndjson_export_of_the_whole_log_is_held_to_the_signed_root
         rf" their {signed.tree_size} leaves is \S+ where the checkpoint signs \S+$",
     ):
         check_export(kept, key=KEY)
+
+
+# One byte of an event's cell changed, in a CSV's and a JSON array's rows:
+# `user_2`, the actor's id, made `user_7`.
+ONE_BYTE: Final = (b"user_2", b"user_7")
+
+
+# An event of every field a record holds, its numbers such as JSON and CSV
+# write otherwise than RFC 8785 (`1e-07`, `12.0`), its text such as a CSV cell
+# neutralises or a JSON string escapes, for its row to be rebuilt into it.
+EVERY_FIELD: Final[dict[str, Any]] = {
+    "action": "invoice.pay", "actor_id": "=svc", "actor_type": "service",
+    "actor_email": "b\u00f6t@example.com", "actor_display_name": "Bot \U0001f916",
+    "credential_kind": "api_key", "credential_id": "key_8f3a", "credential_hint": "a1b2",
+    "resource_type": "invoice", "resource_id": "inv_1", "resource_name": "'quoted",
+    "category": "billing", "severity": "warning", "outcome": "denied",
+    "description": 'line\nbreak, "quotes", \x7f', "idempotency_key": "k-1",
+    "details": {"tiny": 1e-7, "big": 1e21, "whole": 12.0, "neg": -0.5,
+                "nested": {"\ue000": [1, None, True]}, "\U0001f600": "x"},
+    "changes": [("role", None, "admin"), {"field": "seats", "after": 3}],
+    "ip": "2001:db8::1", "user_agent": "curl/8", "country": "ch",
+    "request_id": "0193a1b2-0000-7000-8000-000000000001",
+    "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7",
+    "http_method": "post", "http_route": "/v1/invoices/{id}", "http_status_code": 403,
+    "duration_ms": 12.5,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("format", ["csv", "json"])
+def test_an_unfiltered_csv_or_json_export_of_the_whole_log_is_held_to_the_signed_root(
+    client: AuditClient, tmp_path: Path, format: str
+) -> None:
+    """A CSV's cells and a JSON array's events are each rebuilt into the
+    record as hashed (docs/record-format.md): of the whole log, unfiltered,
+    none removed by retention, the root over their leaves is recomputed and
+    held to the checkpoint's, as an NDJSON's lines were. Before, such a file
+    was the statement's word alone: rows the service read wrong, and signed,
+    passed as `MATCHES`."""
+    client.record(build_event(**EVERY_FIELD))
+    out = tmp_path / f"audit.{format}"
+    kept = _export(client, out, format=format)
+    found = check_export(kept, key=KEY)
+    assert found.root_recomputed and found.unproven is None
+    assert found.selected.endswith(
+        ", unfiltered, each record in the signed tree (its root recomputed)"
+    )
+
+    content = out.read_bytes()
+    altered = content.replace(*ONE_BYTE, 1)
+    assert len(altered) == len(content) and altered != content
+    out.write_bytes(altered)
+    # The file alone edited: its digest is not the signed one.
+    with pytest.raises(ExportMismatchError, match=r"sha256 \w+ where it says \w+$"):
+        check_export(kept, key=KEY)
+    # And the statement signed of the altered file (a server's fault, its key's misuse).
+    _resigned(kept, replace(found.statement, sha256=hashlib.sha256(altered).digest()))
+    with pytest.raises(
+        ExportMismatchError,
+        match=rf"^audit\.{format}'s row of seq \d+ is not the record its leaf_hash is of:"
+        r" its cells say another event, or its record was changed in the database",
+    ):
+        check_export(kept, key=KEY)
+
+
+@pytest.mark.parametrize("format", ["csv", "json"])
+def test_a_record_rewritten_in_the_database_fails_a_csv_or_json_export(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any], tmp_path: Path, format: str
+) -> None:
+    """A database superuser rewrites a record, its leaf left: the checkpoint,
+    signed over stored hashes, still holds, and the export shows the rewritten
+    record beside its old leaf. The file is the one the statement signs, so
+    only the rows rebuilt into records show it, naming the seq."""
+    seed(client)
+    sql.execute("SET session_replication_role = replica")
+    sql.execute(
+        "UPDATE events SET record = replace(record, '\"user_2\"', '\"user_7\"')"
+        " WHERE tenant_id = %s AND record LIKE '%%\"user_2\"%%'",
+        [tenant],
+    )
+    out = tmp_path / f"audit.{format}"
+    client.export(out, format=format, manifest_file=True)
+    with pytest.raises(
+        ExportMismatchError, match=r"row of seq \d+ is not the record its leaf_hash"
+    ):
+        check_export(out.with_name(out.name + ".manifest.json"), key=KEY)
+
+
+def test_a_filtered_export_says_its_rows_are_not_proven(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """A filtered export carries no inclusion proofs (ExportManifest has
+    none): its rows are the service's word, said so, not proven."""
+    kept = _export(client, tmp_path / "some.csv", format="csv",
+                   filter=build_filter(actor="user_2"))  # fmt: skip
+    found = check_export(kept, key=KEY)
+    assert not found.root_recomputed
+    assert found.unproven == (
+        "a filtered export carries no inclusion proofs (to prove each event, write a bundle"
+        " with the same filter: sealtrail bundle -o DIR, and verify it)"
+    )

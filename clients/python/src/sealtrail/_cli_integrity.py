@@ -384,11 +384,23 @@ def _verify_export(
         f"{_matches(found)}; of {terminal_safe(signed.origin)} at size {signed.tree_size:,},"
         f" checkpoint signed by {terminal_safe(signer_names(found.signed_by))}"
     )
+    _say_unproven(found)
     click.echo(
         "not checked offline: that the log was not rewritten since (sealtrail checkpoint"
         f" --check {terminal_safe(str(manifest))} --key VKEY, against the service)",
         err=True,
     )
+
+
+def _say_unproven(found: ExportCheck) -> None:
+    """On stderr, what the MATCHES line does not prove of an export whose
+    rows are not each proven the log's record (filtered, a range, ...)."""
+    if found.unproven is not None:
+        click.echo(
+            "not proven: that each row is the log's record, not the service's word of it: "
+            + terminal_safe(found.unproven),
+            err=True,
+        )
 
 
 def _matches(found: ExportCheck) -> str:
@@ -588,6 +600,7 @@ def checkpoint(
         _report_checked(result, _shown(path) if named else None)
     for found in exported:
         click.echo(_matches(found))
+        _say_unproven(found)
 
 
 def _shown(path: Path) -> str:

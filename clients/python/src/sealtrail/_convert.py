@@ -1083,11 +1083,11 @@ def detail_text(value: str | int | float | bool) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float) and math.isfinite(value):
-        return _json_number(value)
+        return json_number(value)
     raise ValueError(f"details_equals: {value!r} is no string, finite number or boolean")
 
 
-def _json_number(value: float) -> str:
+def json_number(value: float) -> str:
     """A finite double as RFC 8785 writes it (ECMAScript's Number::toString):
     the shortest digits that read back as it (Python's repr has the same),
     in full from 1e-6 up to 1e21, else with an exponent (`1e-7`, `1e+21`)."""

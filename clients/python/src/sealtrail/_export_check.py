@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from sealtrail._checkpoint_check import CheckpointError, SavedCheckpoint, saved_checkpoint_text
 from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX, MANIFEST_VERSION
+from sealtrail._export_rows import UnknownFieldsError, csv_records, json_records
 from sealtrail._words import counted
 from sealtrail.tlog import (
     Checkpoint,
@@ -58,8 +59,11 @@ class ExportCheck:
     removed as the export read them, as signed (None from a statement v1);
     `signed_by`, the given keys (verifier text) that signed its checkpoint;
     `root_recomputed`, whether its rows are shown the signed tree's leaves,
-    the root over them the checkpoint's: an NDJSON export (the records as
-    hashed) of the whole log, unfiltered, none removed by retention."""
+    the root over them the checkpoint's: an export of the whole log,
+    unfiltered, none removed by retention (an NDJSON's lines the records as
+    hashed; a CSV's or a JSON array's rows rebuilt into them); `unproven`,
+    else, why its rows are not proven the log's records (a filtered export
+    carries no inclusion proofs, ...): they are the service's word."""
 
     path: Path
     rows: int | None
@@ -70,6 +74,7 @@ class ExportCheck:
     filter: str | None = None
     signed_by: tuple[str, ...] = ()
     root_recomputed: bool = False
+    unproven: str | None = None
 
     @property
     def filtered(self) -> bool | None:
@@ -389,11 +394,12 @@ def _checked_file(
         )
     _check_counts(manifest_path, statement)
     path = exported_file(manifest_path, manifest) if given is None else given
+    unproven = _unproven(statement)
     digest = hashlib.sha256()
     size = 0
     counter = _RowCounter(manifest.get("media_type"))
     saved_again = _SavedAgain(counter.kind)
-    leaves = _LeafRoot(counter.kind, statement)
+    leaves = _LeafRoot(counter.kind, unproven is None)
     try:
         with path.open("rb") as file:
             while chunk := file.read(_CHUNK):
@@ -410,8 +416,9 @@ def _checked_file(
     # Signed (`differences` held it to the statement's digest), or none.
     signed_filter = manifest.get("filter") if statement.filter_sha256 is not None else None
     found = ExportCheck(
-        path, counter.rows(), size, digest.hexdigest(), statement, note, signed_filter
-    )
+        path, counter.rows(), size, digest.hexdigest(), statement, note, signed_filter,
+        unproven=unproven,
+    )  # fmt: skip
     differences = []
     if found.byte_count != manifest.get("byte_count"):
         differences.append(
@@ -433,9 +440,17 @@ def _checked_file(
             + "; ".join(differences + saved_again.signs())
         )
     # The file is the one the statement signs: of the whole log, its leaves too.
-    recomputed = leaves.root()
-    if recomputed is None:
+    if unproven is not None:
         return found
+    recomputed: tuple[int, bytes] | str | None
+    if counter.kind == "application/x-ndjson":
+        recomputed = leaves.root()
+    else:
+        recomputed = _rebuilt_root(path, counter.kind, checkpoint.origin.rsplit("/", 1)[-1])
+    if recomputed is None:
+        return replace(found, unproven=f"its lines are not the records as hashed ({counter.kind})")
+    if isinstance(recomputed, str):
+        return replace(found, unproven=recomputed)
     count, root = recomputed
     if (count, root) != (checkpoint.tree_size, checkpoint.root_hash):
         raise ExportMismatchError(
@@ -443,7 +458,73 @@ def _checked_file(
             f" {counted(count, 'leaf', 'leaves')} is {base64.b64encode(root).decode()} where"
             f" the checkpoint signs {base64.b64encode(checkpoint.root_hash).decode()}"
         )
-    return replace(found, root_recomputed=True)
+    return replace(found, root_recomputed=True, unproven=None)
+
+
+def _unproven(statement: ExportStatement) -> str | None:
+    """Why an export's rows cannot be proven the log's records, offline, from
+    what it carries; None if they can: of the whole log, unfiltered, none
+    removed by retention, its rows are every leaf of its checkpoint's tree.
+    An export carries no inclusion proofs (ExportManifest has none): a bundle
+    does."""
+    if statement.filtered is None:
+        return (
+            "its statement (v1) signs no filter, so whether it holds every event is not known"
+            " (write a bundle: sealtrail bundle -o DIR, and verify it)"
+        )
+    if statement.filtered:
+        return (
+            "a filtered export carries no inclusion proofs (to prove each event, write a bundle"
+            " with the same filter: sealtrail bundle -o DIR, and verify it)"
+        )
+    first, last = statement.range_first_seq, statement.range_last_seq
+    if last:
+        return (
+            f"an export of seqs {first}..{last} carries no inclusion proofs (to prove each"
+            f" event, and the range complete, write a range bundle: sealtrail bundle --seq"
+            f" {first}-{last} -o DIR, and verify it)"
+        )
+    if statement.removed_count or statement.row_count != statement.tree_size:
+        return (
+            f"{counted(statement.removed_count or 0, 'event', grouped=True)} retention removed"
+            " are leaves the export does not carry, so the root cannot be recomputed (write a"
+            " bundle, which holds them: sealtrail bundle -o DIR, and verify it)"
+        )
+    return None
+
+
+def _rebuilt_root(path: Path, kind: str, tenant: str) -> tuple[int, bytes] | str | None:
+    """The root over a CSV or JSON export's rows rebuilt into the records
+    they show (_export_rows), each row's leaf held to its own leaf_hash
+    (ExportMismatchError naming its seq: its cells another event's than the
+    leaf's, the record rewritten in the database after its leaf); a str
+    saying why the rows cannot be rebuilt (a newer Sealtrail's fields); None
+    for a format not known here."""
+    if kind == "text/csv":
+        rows = csv_records(path, tenant)
+    elif kind == "application/json":
+        rows = json_records(path)
+    else:
+        return None
+    tree = TreeBuilder()
+    try:
+        for seq, record, shown in rows:
+            leaf = leaf_hash(record)
+            if leaf != shown:
+                raise ExportMismatchError(
+                    f"{path.name}'s row of seq {seq} is not the record its leaf_hash is of:"
+                    " its cells say another event, or its record was changed in the database"
+                    " after its leaf was hashed (VerifyLog finds it)"
+                )
+            tree.append(leaf)
+    except UnknownFieldsError as error:
+        return f"{error}: its rows cannot be rebuilt into records here (upgrade the client)"
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+        raise ExportMismatchError(
+            f"{path.name}'s row {tree.size + 1} is no record's ({type(error).__name__}): no"
+            " export writes it so"
+        ) from None
+    return tree.size, tree.root()
 
 
 class _LeafRoot:
@@ -451,14 +532,8 @@ class _LeafRoot:
     hashed, built line by line in O(log n) memory; only of an export whose
     lines are every leaf of its checkpoint's tree (`applies`)."""
 
-    def __init__(self, kind: str, statement: ExportStatement) -> None:
-        self.applies = (
-            kind == "application/x-ndjson"
-            and statement.filtered is False
-            and not statement.range_last_seq
-            and statement.removed_count == 0
-            and statement.row_count == statement.tree_size
-        )
+    def __init__(self, kind: str, whole_log: bool) -> None:
+        self.applies = kind == "application/x-ndjson" and whole_log
         self._tree = TreeBuilder()
         self._pending = b""
 
