@@ -14,6 +14,8 @@ from sealtrail import CheckpointError, check_export
 from sealtrail._checkpoint_check import saved_checkpoint_text
 from sealtrail._export import MANIFEST_FORMAT
 from sealtrail._export_check import _RowCounter
+from sealtrail._export_rows import CSV_COLUMNS as VERIFIED_COLUMNS
+from sealtrail_server.export.formats import CSV_COLUMNS as WRITTEN_COLUMNS
 from sealtrail_server.export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 
 
@@ -75,3 +77,10 @@ def test_a_manifest_read_from_stdin_is_refused_saying_to_name_it(
         r" from stdin to be checked: give FILE\.manifest\.json by its name, beside FILE",
     ):
         read_by(Path("-"), **({"key": "k"} if read_by is check_export else {}))
+
+
+def test_the_verifier_knows_every_column_the_server_writes_in_a_csv_export() -> None:
+    """The client rebuilds a CSV row into its record by its own list of the
+    columns (it cannot import the server): a column the server adds must be
+    added there too, or every export carrying it is reported not proven."""
+    assert VERIFIED_COLUMNS == WRITTEN_COLUMNS
