@@ -289,19 +289,53 @@ def console_signing_in_through(
         yield running
 
 
-def to_callback(browser: httpx.Client) -> str:
+@contextmanager
+def console_signing_in_per_tenant(
+    providers: dict[str, OpenIdProvider], database_url: str, folder: Path, **settings: Any
+) -> Iterator[ServerThread]:
+    """A server whose console signs each tenant's people in through its own
+    provider (`providers`, by tenant), listed in a providers file (ADR 0151)
+    with the groups `console_signing_in_through` maps; `settings` adds or
+    replaces settings."""
+    port = _free_port()
+    lines = []
+    for tenant, provider in providers.items():
+        secret = write_private(folder / f"{tenant}-client-secret", CLIENT_SECRET + "\n")
+        lines += [
+            f'[tenants."{tenant}"]',
+            f'issuer = "{provider.issuer}"',
+            f'client_id = "{CLIENT_ID}"',
+            f'client_secret_file = "{secret.name}"',  # beside the file
+            'admin_groups = ["audit-admins"]',
+            'exporter_groups = "audit-exporters, security"',
+            'reader_groups = ["audit-readers"]',
+            "session_seconds = 3600",
+            "",
+        ]
+    file = write_private(folder / "providers.toml", "\n".join(lines))
+    defaults: dict[str, Any] = {
+        "console_listen": f"127.0.0.1:{port}",
+        "oidc_providers_file": file,
+        "oidc_redirect_url": f"http://127.0.0.1:{port}/auth/callback",
+    }
+    with ServerThread(database_url, **{**defaults, **settings}) as running:
+        yield running
+
+
+def to_callback(browser: httpx.Client, *, tenant: str | None = None) -> str:
     """The URL the provider sends the browser back to, once signed in there
-    (`browser` is the console's client, its base URL the console's)."""
-    login = browser.get("/auth/login")
+    (`browser` is the console's client, its base URL the console's; `tenant`:
+    the organisation the sign-in begins for, where each has its provider)."""
+    login = browser.get("/auth/login", params={} if tenant is None else {"tenant": tenant})
     assert login.status_code == 302, login.text
     at_provider = httpx.get(login.headers["Location"], follow_redirects=False, timeout=20)
     assert at_provider.status_code == 302
     return at_provider.headers["Location"]
 
 
-def signed_in(browser: httpx.Client) -> dict[str, Any]:
-    """The token a whole sign-in hands the page."""
-    back = browser.get(to_callback(browser))
+def signed_in(browser: httpx.Client, *, tenant: str | None = None) -> dict[str, Any]:
+    """The token a whole sign-in (to `tenant`'s provider) hands the page."""
+    back = browser.get(to_callback(browser, tenant=tenant))
     assert back.status_code == 303, back.text
     location = back.headers["Location"]
     assert location.startswith("/#signin=")

@@ -54,11 +54,13 @@ from .backfill.credentials import CredentialBackfill
 from .config import Settings
 from .console.hosts import parse_allowed_hosts
 from .console.oidc import PROVIDER_TIMEOUT, OidcConfig, Provider
+from .console.providers import providers as providers_by_tenant
 from .console.recheck import Rechecks
 from .console.server import Console
 from .console.sign_in import MAX_PENDING, SignIn
+from .console.sign_in import Tenant as SignInTenant
 from .deployment_sink_job import DeploymentSinkJob
-from .domain.access import Revoked, Role
+from .domain.access import Revoked
 from .domain.networks import parse_networks
 from .domain.purge_summaries import SummarySeal
 from .domain.sealing import SecretBox
@@ -233,41 +235,6 @@ def why_not_bound(address: str) -> str:
     return "gRPC could not bind it"
 
 
-def _groups(listed: str) -> frozenset[str]:
-    return frozenset(group.strip() for group in listed.split(",") if group.strip())
-
-
-def oidc_config(settings: Settings) -> OidcConfig:
-    """The console's sign-in through SEALTRAIL_OIDC_ISSUER, its client secret
-    read from its file (checked at start as the keys' are, file_modes.py)."""
-    assert settings.oidc_client_secret_file is not None  # config.oidc_problem
-    path = settings.oidc_client_secret_file
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        raise SystemExit(
-            f"SEALTRAIL_OIDC_CLIENT_SECRET_FILE ({path}) cannot be read: {type(error).__name__}"
-        ) from None
-    if not secret:
-        raise SystemExit(f"SEALTRAIL_OIDC_CLIENT_SECRET_FILE ({path}) is empty")
-    return OidcConfig(
-        issuer=settings.oidc_issuer,
-        client_id=settings.oidc_client_id,
-        client_secret=secret,
-        redirect_url=settings.oidc_redirect_url,
-        tenant_id=settings.oidc_tenant,
-        groups={
-            Role.ADMIN: _groups(settings.oidc_admin_groups),
-            Role.EXPORTER: _groups(settings.oidc_exporter_groups),
-            Role.READER: _groups(settings.oidc_reader_groups),
-        },
-        groups_claim=settings.oidc_groups_claim,
-        session_seconds=settings.oidc_session_seconds,
-        recheck_seconds=settings.oidc_recheck_seconds,
-        provider_name=settings.oidc_provider_name.strip(),
-    )
-
-
 def _console_refused(address: str, why: object) -> str:
     return (
         f"cannot serve the console on {address}: {why} (set SEALTRAIL_CONSOLE_LISTEN, or"
@@ -341,6 +308,7 @@ def check_secret_files(settings: Settings) -> None:
             ("REDACTION_KEY", settings.redaction_key_file),
             ("TLS_KEY", settings.tls_key_file),
             ("OIDC_CLIENT_SECRET", settings.oidc_client_secret_file),
+            ("OIDC_PROVIDERS", settings.oidc_providers_file),
         )
         if path is not None
     ]
@@ -408,6 +376,7 @@ class Service:
         self.console: Console | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.console_port = 0
+        self._providers: dict[str, OidcConfig] = {}
         self._private_dir: str | None = None
         self.evaluator: Evaluator | None = None
         self.deployment_sinks: DeploymentSinkJob | None = None
@@ -442,6 +411,8 @@ class Service:
         except (OSError, ssl.SSLError) as error:
             raise SystemExit(f"SEALTRAIL_FORWARD_CA_FILE: {error}") from None
         check_secret_files(settings)
+        # The console's providers, their secrets read (SystemExit if one cannot be).
+        self._providers = providers_by_tenant(settings)
         credentials = server_credentials(settings)
         redactor = load_redactor(settings)
         locator = (
@@ -834,23 +805,23 @@ class Service:
     ) -> SignIn | None:
         """The console's sign-in through the identity provider, if one is set;
         its sessions rechecked for tokens `authenticator` (the API's) takes."""
-        if not settings.oidc_issuer:
+        if not self._providers:
             return None
-        config = oidc_config(settings)
         client = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=PROVIDER_TIMEOUT),
             headers={"User-Agent": "sealtrail-console"},
         )
-        kept = SignInsKept(db, tenant_id=config.tenant_id, most=MAX_PENDING)
-        provider = Provider(config, client)
-        rechecks = None
-        if config.recheck_seconds > 0:
-            rechecks = Rechecks(
-                config, provider, sessions, SessionsKept(db, tenant_id=config.tenant_id)
-            )
-        return SignIn(
-            config, provider, sessions, kept, rechecks=rechecks, authenticator=authenticator
-        )
+        tenants = []
+        for tenant_id, config in self._providers.items():
+            provider = Provider(config, client)
+            rechecks = None
+            if config.recheck_seconds > 0:
+                rechecks = Rechecks(
+                    config, provider, sessions, SessionsKept(db, tenant_id=tenant_id)
+                )
+            kept = SignInsKept(db, tenant_id=tenant_id, most=MAX_PENDING)
+            tenants.append(SignInTenant(config, provider, kept, rechecks))
+        return SignIn(tenants, sessions, authenticator=authenticator)
 
     async def _set_health(self, *, serving: bool) -> None:
         status = (

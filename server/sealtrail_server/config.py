@@ -268,6 +268,12 @@ class Settings:
     # The provider's name on the console's button ("Sign in with Okta"); unset,
     # "Sign in with your identity provider".
     oidc_provider_name: str = ""
+    # A file of OpenID providers, one per tenant (TOML, or JSON by a .json
+    # name; ADR 0151, docs/console.md): each tenant's people sign in through
+    # their own. Not with SEALTRAIL_OIDC_ISSUER; _REDIRECT_URL, _GROUPS_CLAIM,
+    # _SESSION_SECONDS, _RECHECK_SECONDS and _PROVIDER_NAME are its tenants'
+    # defaults. Read at start.
+    oidc_providers_file: Path | None = None
     # A MaxMind DB format file (GeoLite2 Country or City, DB-IP lite, IPinfo)
     # the server locates clients' countries in: an event with a context.ip and
     # no context.country gets the country of its address, marked as located
@@ -340,6 +346,8 @@ class Settings:
             parse_allowed_hosts(settings.console_allowed_hosts)
         except ValueError as error:
             raise SystemExit(f"SEALTRAIL_CONSOLE_ALLOWED_HOSTS: {error}") from None
+        if settings.oidc_providers_file is not None and (why := providers_file_problem(settings)):
+            raise SystemExit(why)
         if settings.oidc_issuer and (why := oidc_problem(settings)):
             raise SystemExit(why)
         for name in ("database_url", "owner_database_url"):
@@ -469,6 +477,72 @@ _MORE_THAN_ZERO = (
 MAX_PROVIDER_NAME: Final = 60
 
 
+def oidc_url_problem(url: str) -> bool:
+    """Whether `url` is no URL a provider or the console's callback may have:
+    https://, or http:// on a loopback address only."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return True
+    loopback = host == "localhost" or _is_loopback(host)
+    return not host or not (parts.scheme == "https" or (parts.scheme == "http" and loopback))
+
+
+def provider_name_problem(name: str) -> str | None:
+    """What is wrong with a provider's name for the console's button."""
+    if len(name) > MAX_PROVIDER_NAME or not name.isprintable():
+        return f"must be at most {MAX_PROVIDER_NAME} characters, none of them a control character"
+    return None
+
+
+def redirect_url_problem(url: str) -> str | None:
+    """What is wrong with the console's callback URL as a provider is given it."""
+    if oidc_url_problem(url):
+        return "must be an https:// URL (http:// on a loopback address only)"
+    if not url.split("?")[0].endswith("/auth/callback"):
+        return "must be the console's /auth/callback"
+    return None
+
+
+# The settings a providers file gives per tenant, refused beside it.
+_PER_TENANT: Final = (
+    "client_id",
+    "client_secret_file",
+    "tenant",
+    "admin_groups",
+    "exporter_groups",
+    "reader_groups",
+)
+
+
+def providers_file_problem(settings: Settings) -> str | None:
+    """What keeps the console's sign-in through SEALTRAIL_OIDC_PROVIDERS_FILE
+    from working, of the settings alone (the file is read at start)."""
+    if settings.oidc_issuer:
+        return (
+            "SEALTRAIL_OIDC_PROVIDERS_FILE and SEALTRAIL_OIDC_ISSUER are both set: set one"
+            " (the file names each tenant's issuer)"
+        )
+    for name in _PER_TENANT:
+        if getattr(settings, f"oidc_{name}"):
+            return (
+                f"SEALTRAIL_OIDC_{name.upper()} is set beside SEALTRAIL_OIDC_PROVIDERS_FILE:"
+                " give it per tenant in the file"
+            )
+    if not settings.console_listen:
+        return (
+            "SEALTRAIL_OIDC_PROVIDERS_FILE signs in to the console: set"
+            " SEALTRAIL_CONSOLE_LISTEN too"
+        )
+    url = settings.oidc_redirect_url
+    if url and (why := redirect_url_problem(url)):
+        return f"SEALTRAIL_OIDC_REDIRECT_URL {why}"
+    if why := provider_name_problem(settings.oidc_provider_name):
+        return f"SEALTRAIL_OIDC_PROVIDER_NAME {why}"
+    return None
+
+
 def oidc_problem(settings: Settings) -> str | None:
     """What keeps the console's sign-in through SEALTRAIL_OIDC_ISSUER from working."""
     for name in ("client_id", "client_secret_file", "redirect_url", "tenant"):
@@ -476,31 +550,12 @@ def oidc_problem(settings: Settings) -> str | None:
             return f"SEALTRAIL_OIDC_ISSUER is set: set SEALTRAIL_OIDC_{name.upper()} too"
     if not settings.console_listen:
         return "SEALTRAIL_OIDC_ISSUER signs in to the console: set SEALTRAIL_CONSOLE_LISTEN too"
-    for name in ("issuer", "redirect_url"):
-        url = getattr(settings, f"oidc_{name}")
-        try:
-            parts = urllib.parse.urlsplit(url)
-            host = parts.hostname or ""
-        except ValueError:
-            parts, host = None, ""
-        loopback = host == "localhost" or _is_loopback(host)
-        if (
-            parts is None
-            or not host
-            or not (parts.scheme == "https" or (parts.scheme == "http" and loopback))
-        ):
-            return (
-                f"SEALTRAIL_OIDC_{name.upper()} must be an https:// URL (http:// on a loopback"
-                " address only)"
-            )
-    name = settings.oidc_provider_name
-    if len(name) > MAX_PROVIDER_NAME or not name.isprintable():
-        return (
-            f"SEALTRAIL_OIDC_PROVIDER_NAME must be at most {MAX_PROVIDER_NAME} characters,"
-            " none of them a control character"
-        )
-    if not settings.oidc_redirect_url.split("?")[0].endswith("/auth/callback"):
-        return "SEALTRAIL_OIDC_REDIRECT_URL must be the console's /auth/callback"
+    if oidc_url_problem(settings.oidc_issuer):
+        return "SEALTRAIL_OIDC_ISSUER must be an https:// URL (http:// on a loopback address only)"
+    if why := redirect_url_problem(settings.oidc_redirect_url):
+        return f"SEALTRAIL_OIDC_REDIRECT_URL {why}"
+    if why := provider_name_problem(settings.oidc_provider_name):
+        return f"SEALTRAIL_OIDC_PROVIDER_NAME {why}"
     if not any(
         getattr(settings, f"oidc_{role}_groups").strip() for role in ("admin", "exporter", "reader")
     ):

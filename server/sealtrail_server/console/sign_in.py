@@ -41,6 +41,7 @@ import json
 import logging
 import math
 import secrets
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,6 +82,8 @@ NAME_SUFFIX: Final = " (console)"
 # host): the server's log says what it was.
 # Where `rechecked` keeps, on a request, the token of the session it let through.
 _SESSION_SECRET: Final = web.RequestKey("sealtrail.console_session_secret", str)
+# ... and its tenant's id,
+_SESSION_TENANT: Final = web.RequestKey("sealtrail.console_session_tenant", str)
 # ... and the bearer it could not authenticate for a cause not the token's
 # (the database out of reach, its connections all in use): a stream under way
 # authenticates it at its first check (`ended_meanwhile`).
@@ -150,21 +153,56 @@ def _derived(cookie: str, state: str, what: bytes) -> str:
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 
-def page(title: str, said: str, *, status: int, again: bool = True) -> web.Response:
-    """A plain page saying why a sign-in ended (no script, nothing fetched),
-    its way back to the console's sign-in form first, then to try again
-    (not `again`: a sign-in that cannot succeed, no way to try it)."""
-    way_back = '<a href="/" id="back-to-sign-in">Back to the console\'s sign-in</a>'
-    if again:
-        way_back += ', or <a href="/auth/login">sign in through the identity provider again</a>'
+def login_path(tenant: str | None) -> str:
+    """Where a sign-in through `tenant`'s provider begins (None: the page
+    asking the organisation, or the console's one provider)."""
+    if tenant is None:
+        return "/auth/login"
+    return "/auth/login?" + urllib.parse.urlencode({"tenant": tenant})
+
+
+def _html(title: str, main: str, *, status: int) -> web.Response:
     body = (
         "<!doctype html><html lang=en><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<title>Sealtrail: {html.escape(title)}</title>"
-        f"<main><h1>{html.escape(title)}</h1><p>{html.escape(said)}</p>"
-        f"<p>{way_back}.</p></main>"
+        f"<main><h1>{html.escape(title)}</h1>{main}</main>"
     )
     return web.Response(text=body, status=status, content_type="text/html")
+
+
+def page(
+    title: str, said: str, *, status: int, again: bool = True, tenant: str | None = None
+) -> web.Response:
+    """A plain page saying why a sign-in ended (no script, nothing fetched),
+    its way back to the console's sign-in form first, then to try again
+    through `tenant`'s provider (not `again`: a sign-in that cannot
+    succeed, no way to try it)."""
+    way_back = '<a href="/" id="back-to-sign-in">Back to the console\'s sign-in</a>'
+    if again:
+        way_back += (
+            f', or <a href="{html.escape(login_path(tenant))}">sign in through the identity'
+            " provider again</a>"
+        )
+    return _html(title, f"<p>{html.escape(said)}</p><p>{way_back}.</p>", status=status)
+
+
+def organisation_page(*, said: str = "", status: int = 200) -> web.Response:
+    """The page asking which organisation a person signs in to, where the
+    console signs in through a provider per tenant (ADR 0151): a form that
+    begins the sign-in at /auth/login?tenant=... (no script, nothing fetched).
+    It lists no organisation: which ones use this console is not the
+    visitor's to learn."""
+    form = (
+        '<form method="get" action="/auth/login">'
+        '<label for="tenant">Your organisation\'s id</label> '
+        '<input id="tenant" name="tenant" required autocomplete="organization"'
+        ' autocapitalize="none" spellcheck="false" maxlength="63"> '
+        '<button type="submit">Sign in</button></form>'
+    )
+    alert = f'<p role="alert">{html.escape(said)}</p>' if said else ""
+    back = '<p><a href="/" id="back-to-sign-in">Back to the console\'s sign-in</a>.</p>'
+    return _html("Sign in to your organisation", alert + form + back, status=status)
 
 
 def erased_page(erased: FailedPrecondition) -> web.Response:
@@ -174,8 +212,9 @@ def erased_page(erased: FailedPrecondition) -> web.Response:
     said = erased.message[:1].upper() + erased.message[1:200]
     return page(
         ERASED_TITLE,
-        f"{said}. No one can sign in to this console until its operator points it at"
-        " another tenant (SEALTRAIL_OIDC_TENANT); nothing was created.",
+        f"{said}. No one can sign in to it here until the console's operator points its"
+        " sign-in at another tenant (SEALTRAIL_OIDC_TENANT, or the tenant's entry in"
+        " SEALTRAIL_OIDC_PROVIDERS_FILE); nothing was created.",
         status=410,
         again=False,
     )
@@ -186,34 +225,57 @@ def is_erased(failed: SealtrailError) -> bool:
     return isinstance(failed, FailedPrecondition) and failed.reason == "TENANT_ERASED"
 
 
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """One tenant's sign-in: its provider (`config` as the operator set it)
+    and what its sign-ins keep; its sessions' rechecks (None: never)."""
+
+    config: OidcConfig
+    provider: Provider
+    kept: SignInsKept
+    rechecks: Rechecks | None = None
+
+
+def _tenant_of(value: str) -> str:
+    """The tenant a state or one-time code names: what comes before its last
+    '.' (`acme.<random>`; the random part is base64url, which has none)."""
+    return value.rpartition(".")[0]
+
+
+def _bound(tenant: str) -> str:
+    """A new state or one-time code of `tenant`: its id, '.', 256 random bits.
+    Kept by its digest in that tenant's rows alone, so the tenant is bound
+    into it: a state or code whose tenant part is changed is another value,
+    found in no tenant's rows (ADR 0151)."""
+    return f"{tenant}.{secrets.token_urlsafe(32)}"
+
+
 class SignIn:
-    """The sign-in's routes; what they keep between them is `kept`'s, in the
-    database, so a sign-in begun at one process ends at any."""
+    """The sign-in's routes, through each tenant's provider (one, of the
+    SEALTRAIL_OIDC_* settings, or one per tenant of the providers file);
+    what they keep between them is the tenant's `kept`, in the database, so
+    a sign-in begun at one process ends at any."""
 
     def __init__(
         self,
-        config: OidcConfig,
-        provider: Provider,
+        tenants: list[Tenant],
         sessions: Sessions,
-        kept: SignInsKept,
         *,
-        rechecks: Rechecks | None = None,
         authenticator: Authenticator | None = None,
     ) -> None:
-        """`rechecks`: the sessions' rechecks with the provider (None: never,
-        SEALTRAIL_OIDC_RECHECK_SECONDS=0), each for a token `authenticator`
-        (the API's) takes first (with rechecks, it must be given)."""
-        assert rechecks is None or authenticator is not None
-        self._config = config
-        self._provider = provider
+        """Each tenant's sessions are rechecked (its `rechecks`) for a token
+        `authenticator` (the API's) takes first (with rechecks, it must be
+        given)."""
+        assert tenants
+        assert all(t.rechecks is None for t in tenants) or authenticator is not None
+        self._tenants = {tenant.config.tenant_id: tenant for tenant in tenants}
         self._sessions = sessions
-        self._kept = kept
-        self._rechecks = rechecks
         self._authenticator = authenticator
+        # Whether any tenant's sessions are rechecked (else a call costs no lookup).
+        self._rechecking = any(t.rechecks is not None for t in tenants)
         self._no_refresh_token_logged = False
         self._browser_of: Callable[[web.Request], Browser] = lambda request: Browser("", "")
         self._same_origin: Callable[[web.Request], None] = lambda request: None
-        self._secure = config.redirect_url.startswith("https:")
 
     def routes(
         self,
@@ -232,32 +294,62 @@ class SignIn:
             web.post("/auth/signout", self._sign_out),
         ]
 
+    def _again(self, tenant_id: str | None) -> str | None:
+        """The tenant a page's link to sign in again names: none where the
+        console has one provider (its /auth/login goes there)."""
+        return None if len(self._tenants) == 1 else tenant_id
+
+    @property
+    def _one(self) -> Tenant | None:
+        """The console's tenant where it has one provider alone."""
+        return next(iter(self._tenants.values())) if len(self._tenants) == 1 else None
+
     def described(self) -> dict[str, str]:
         """What the page's sign-in form says of the provider (GET /auth/config):
-        its name for the button ("" says "your identity provider")."""
-        return {"name": self._config.provider_name}
+        its name for the button ("" says "your identity provider"; so it is
+        where each organisation has its own)."""
+        one = self._one
+        return {"name": one.config.provider_name if one is not None else ""}
 
     async def close(self) -> None:
-        await self._provider.session.close()
+        sessions = {id(t.provider.session): t.provider.session for t in self._tenants.values()}
+        for session in sessions.values():
+            await session.close()
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
-        state, binding = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        asked = request.query.get("tenant")
+        if asked is None:
+            tenant = self._one
+            if tenant is None:
+                return organisation_page()
+        else:
+            asked = asked.strip().lower()
+            if (found := self._tenants.get(asked)) is None:
+                return organisation_page(
+                    said=f"No organisation {asked[:63]!r} signs in to this console; check its"
+                    " id (your administrator has it).",
+                    status=404,
+                )
+            tenant = found
+        tenant_id = tenant.config.tenant_id
+        again = self._again(tenant_id)
+        state, binding = _bound(tenant_id), secrets.token_urlsafe(32)
         nonce = _derived(binding, state, b"nonce")
         challenge = pkce_challenge(_derived(binding, state, b"pkce verifier"))
         try:
-            url = await self._provider.authorization_url(
+            url = await tenant.provider.authorization_url(
                 state=state, nonce=nonce, challenge=challenge
             )
-            await self._kept.begin(state, binding=digest(binding), seconds=SIGN_IN_SECONDS)
+            await tenant.kept.begin(state, binding=digest(binding), seconds=SIGN_IN_SECONDS)
         except SignInRefused as refused:
-            return page("Cannot sign in", refused.said, status=refused.status)
+            return page("Cannot sign in", refused.said, status=refused.status, tenant=again)
         except FailedPrecondition as failed:
             if not is_erased(failed):
                 raise
             log.warning("a console sign-in was refused: %s", failed.message[:200])
             return erased_page(failed)
         except SealtrailError as failed:  # the database out of reach
-            return page("Cannot sign in", str(failed)[:300], status=503)
+            return page("Cannot sign in", str(failed)[:300], status=503, tenant=again)
         answer = web.Response(status=302, headers={"Location": url})
         answer.set_cookie(
             COOKIE,
@@ -266,28 +358,34 @@ class SignIn:
             path="/auth/",
             httponly=True,
             samesite="Lax",  # the provider's redirect back is a top-level GET: sent
-            secure=self._secure,
+            secure=tenant.config.redirect_url.startswith("https:"),
         )
         return answer
 
     async def _callback(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         state = query.get("state", "")
+        # The state names its tenant, whose provider alone redeems its code
+        # and whose rows alone may hold it (ADR 0151).
+        tenant = self._tenants.get(_tenant_of(state))
+        tenant_id = None if tenant is None else tenant.config.tenant_id
+        again = self._again(tenant_id)
         try:
-            binding = await self._kept.take_begun(state) if state else None
+            binding = await tenant.kept.take_begun(state) if tenant is not None else None
         except FailedPrecondition as failed:
             if not is_erased(failed):
                 raise
             log.warning("a console sign-in was refused: %s", failed.message[:200])
             return erased_page(failed)
         except SealtrailError as failed:  # the database out of reach
-            return page("Cannot sign in", str(failed)[:300], status=503)
-        if binding is None:
+            return page("Cannot sign in", str(failed)[:300], status=503, tenant=again)
+        if binding is None or tenant is None:
             return page(
                 "Sign-in refused",
                 "This sign-in is unknown, was used already, or began more than 10 minutes"
                 " ago (its state does not match); sign in again.",
                 status=400,
+                tenant=again,
             )
         cookie = request.cookies.get(COOKIE, "")
         if not secrets.compare_digest(digest(cookie), binding):
@@ -296,44 +394,57 @@ class SignIn:
                 "This sign-in was begun in another browser (its cookie does not match); sign"
                 " in again from this one.",
                 status=400,
+                tenant=again,
             )
         if not (error := query.get("error")) and not query.get("code"):
-            return page("Sign-in refused", "The identity provider sent back no code.", status=400)
+            return page(
+                "Sign-in refused",
+                "The identity provider sent back no code.",
+                status=400,
+                tenant=again,
+            )
         if error:
             said = query.get("error_description", "")[:200]
             return page(
                 "Sign-in refused",
                 f"The identity provider refused the sign-in: {error[:60]}. {said}",
                 status=401,
+                tenant=again,
             )
         browser = self._browser_of(request)
         try:
             verifier = _derived(cookie, state, b"pkce verifier")
-            tokens = await self._provider.redeem(query.get("code", ""), verifier)
+            tokens = await tenant.provider.redeem(query.get("code", ""), verifier)
             nonce = _derived(cookie, state, b"nonce")
             assert tokens.id_token is not None  # redeem's
-            claims = await self._provider.verify(tokens.id_token, nonce=nonce)
+            claims = await tenant.provider.verify(tokens.id_token, nonce=nonce)
         except SignInRefused as refused:
-            log.warning("a console sign-in was refused (%s): %s", refused.reason, refused.said)
-            return page("Sign-in refused", refused.said[:300], status=refused.status)
-        person = person_of(claims, self._config)
+            log.warning(
+                "a console sign-in to tenant %s was refused (%s): %s",
+                tenant_id,
+                refused.reason,
+                refused.said,
+            )
+            return page("Sign-in refused", refused.said[:300], status=refused.status, tenant=again)
+        person = person_of(claims, tenant.config)
         if token_name_problem(person.name + NAME_SUFFIX) or hidden_character(person.name):
             return page(
                 "Sign-in refused",
                 "The identity provider names you with more than 246 characters, or with"
                 " control or hidden characters, which no token's name may hold.",
                 status=401,
+                tenant=again,
             )
         try:
             grant = None if tokens.refresh_token is None else Grant(tokens.refresh_token, nonce)
-            return await self._signed_in(person, browser, grant)
+            return await self._signed_in(tenant, person, browser, grant)
         except (Unavailable, ResourceExhausted) as failed:  # the database: retry
             log.warning(
                 "a console sign-in could not be completed (%s): %s",
                 failed.reason,
                 failed.message[:200],
             )
-            answer = page("Sign-in not completed", NOT_COMPLETED, status=503)
+            answer = page("Sign-in not completed", NOT_COMPLETED, status=503, tenant=again)
             answer.headers["Retry-After"] = str(max(1, math.ceil(failed.retry_after)))
             return answer
         except FailedPrecondition as failed:
@@ -343,43 +454,47 @@ class SignIn:
             log.warning("a console sign-in was refused: %s", failed.message[:200])
             return erased_page(failed)
 
-    def _session_seconds(self, grant: Grant | None) -> float:
-        """How long a session's token lasts: SEALTRAIL_OIDC_SESSION_SECONDS,
-        unless sessions are rechecked and the provider gave no refresh token
-        to recheck it by: then as long as a recheck's bound (recheck.py)."""
-        seconds = self._config.session_seconds
-        if self._rechecks is None or grant is not None:
+    def _session_seconds(self, tenant: Tenant, grant: Grant | None) -> float:
+        """How long a session's token lasts: the tenant's session seconds
+        (SEALTRAIL_OIDC_SESSION_SECONDS), unless sessions are rechecked and
+        the provider gave no refresh token to recheck it by: then as long as
+        a recheck's bound (recheck.py)."""
+        seconds = tenant.config.session_seconds
+        if tenant.rechecks is None or grant is not None:
             return seconds
-        bounded = min(seconds, self._rechecks.bound)
+        bounded = min(seconds, tenant.rechecks.bound)
         if not self._no_refresh_token_logged:
             self._no_refresh_token_logged = True
             log.warning(
-                "the identity provider gave a console sign-in no refresh token (does it list"
-                " offline_access in scopes_supported, and allow it to this client?): its"
-                " sessions cannot be checked again with it, and last %g s, not %g (the"
-                " recheck's bound, 3 x SEALTRAIL_OIDC_RECHECK_SECONDS; logged once)",
+                "the identity provider of tenant %s gave a console sign-in no refresh token"
+                " (does it list offline_access in scopes_supported, and allow it to this"
+                " client?): its sessions cannot be checked again with it, and last %g s, not"
+                " %g (the recheck's bound, 3 x the recheck seconds; logged once)",
+                tenant.config.tenant_id,
                 bounded,
                 seconds,
             )
         return bounded
 
     async def _signed_in(
-        self, person: Person, browser: Browser, grant: Grant | None
+        self, tenant: Tenant, person: Person, browser: Browser, grant: Grant | None
     ) -> web.Response:
-        tenant = self._config.tenant_id
+        config = tenant.config
         if person.role is None:
             await self._sessions.refused(
-                tenant_id=tenant, person=person, issuer=self._config.issuer, browser=browser
+                tenant_id=config.tenant_id, person=person, issuer=config.issuer, browser=browser
             )
             return page(
                 "No access to this console",
                 f"You signed in as {person.name}, who is in none of the groups this console"
-                " admits (SEALTRAIL_OIDC_ADMIN_GROUPS, _EXPORTER_GROUPS, _READER_GROUPS). Ask"
-                " its operator to add one of your groups; the refusal was recorded.",
+                " admits (SEALTRAIL_OIDC_ADMIN_GROUPS, _EXPORTER_GROUPS, _READER_GROUPS, or"
+                " the organisation's in the providers file). Ask its operator to add one of"
+                " your groups; the refusal was recorded.",
                 status=403,
+                tenant=self._again(config.tenant_id),
             )
-        code = secrets.token_urlsafe(32)
-        rechecks = self._rechecks if grant is not None else None
+        code = _bound(config.tenant_id)
+        rechecks = tenant.rechecks if grant is not None else None
 
         async def kept_with(conn: Connection, minted: Minted) -> None:
             # In the token's creation's transaction: the token is kept only
@@ -397,13 +512,13 @@ class SignIn:
             handed = HandedToken(
                 minted.token_id, minted.secret, minted.role.value, minted.name, minted.expires_at
             )
-            await self._kept.hand(code, handed, seconds=CODE_SECONDS, on=conn)
+            await tenant.kept.hand(code, handed, seconds=CODE_SECONDS, on=conn)
 
         await self._sessions.mint(
-            tenant_id=tenant,
+            tenant_id=config.tenant_id,
             person=person,
-            issuer=self._config.issuer,
-            seconds=self._session_seconds(grant),
+            issuer=config.issuer,
+            seconds=self._session_seconds(tenant, grant),
             browser=browser,
             kept_with=kept_with,
         )
@@ -417,8 +532,10 @@ class SignIn:
         self._same_origin(request)
         body = await _json_object(request)
         code = body.get("code")
+        # The code names its tenant, in whose rows alone it is kept.
+        tenant = self._tenants.get(_tenant_of(code)) if isinstance(code, str) else None
         try:
-            handed = await self._kept.take_handed(code) if isinstance(code, str) and code else None
+            handed = await tenant.kept.take_handed(code) if tenant and code else None
         except FailedPrecondition as failed:
             if not is_erased(failed):
                 raise
@@ -428,7 +545,7 @@ class SignIn:
             )
         except SealtrailError as failed:  # the database out of reach
             return web.json_response({"error": str(failed)[:300]}, status=503)
-        if handed is None:
+        if handed is None or tenant is None:
             return web.json_response(
                 {
                     "error": "this sign-in's code is unknown, was used already or is older than"
@@ -444,6 +561,7 @@ class SignIn:
                 "role": handed.role,
                 "name": handed.name,
                 "expire_time": handed.expires_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                "tenant": tenant.config.tenant_id,
             },
             headers={"Cache-Control": "no-store"},
         )
@@ -454,38 +572,46 @@ class SignIn:
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret:
             return web.json_response({"error": "sign out with the token to revoke"}, status=401)
-        problem = await self._sessions.sign_out(secret, browser=self._browser_of(request))
+        browser = self._browser_of(request)
+        # Whose session it was, asked before the revocation (the API's lookup,
+        # cached): its tenant's rechecks forget it.
+        rechecks = None
+        with contextlib.suppress(SealtrailError):
+            if (tenant := await self._session_tenant(secret, browser)) is not None:
+                rechecks = tenant.rechecks
+        problem = await self._sessions.sign_out(secret, browser=browser)
         if problem is not None:
             return web.json_response({"error": problem}, status=400)
-        if self._rechecks is not None:
+        if rechecks is not None:
             # The token is revoked: a row left (the database lost) goes at its expiry.
             with contextlib.suppress(SealtrailError):
-                await self._rechecks.forget(secret)
+                await rechecks.forget(secret)
         return web.json_response({"ok": True})
 
     async def rechecked(self, request: web.Request, browser: Browser) -> web.Response | None:
         """A call of the console's API with a token a sign-in minted, its
-        session checked again with the provider if it is due (recheck.py):
-        the 401 answering it if the provider ended the session, else None
-        (the call goes on; a token of no session, a pasted one, too).
+        session checked again with its tenant's provider if it is due
+        (recheck.py): the 401 answering it if the provider ended the
+        session, else None (the call goes on; a token of no session, a
+        pasted one, too).
 
-        Only for a token the API's authenticator takes, of this console's
-        tenant and named as a sign-in names its tokens: any other bearer (made
-        up, revoked, expired, another tenant's, an API token pasted) is left
-        to the API's own answer, and costs the recheck nothing (its lookup is
-        the API's, cached for the call that follows). The token is kept on the
-        request for a Live stream or an export to recheck as it runs; one the
-        authenticator could not look up (the database's fault) too, for the
-        stream to authenticate at its first check (`ended_meanwhile`)."""
-        if self._rechecks is None or self._authenticator is None:
+        Only for a token the API's authenticator takes, of a tenant this
+        console signs in to with rechecks, and named as a sign-in names its
+        tokens: any other bearer (made up, revoked, expired, another
+        tenant's, an API token pasted) is left to the API's own answer, and
+        costs the recheck nothing (its lookup is the API's, cached for the
+        call that follows). The token is kept on the request for a Live
+        stream or an export to recheck as it runs; one the authenticator
+        could not look up (the database's fault) too, for the stream to
+        authenticate at its first check (`ended_meanwhile`)."""
+        if not self._rechecking:
             return None
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret:
             return None
         try:
-            if not await self._of_a_session(secret, browser):
-                return None
+            tenant = await self._session_tenant(secret, browser)
         except Unauthenticated:  # unknown, revoked, expired: the API says so too
             return None
         except SealtrailError:
@@ -495,8 +621,11 @@ class SignIn:
             # hours unchecked when the API's lookup, just after, succeeded.
             request[_UNCHECKED_BEARER] = secret
             return None
+        if tenant is None or tenant.rechecks is None:
+            return None
         request[_SESSION_SECRET] = secret
-        ended = await self._rechecks.check(secret, browser)
+        request[_SESSION_TENANT] = tenant.config.tenant_id
+        ended = await tenant.rechecks.check(secret, browser)
         if ended is None:
             return None
         return web.json_response(
@@ -505,18 +634,19 @@ class SignIn:
             headers={"WWW-Authenticate": 'Bearer realm="sealtrail"'},
         )
 
-    async def _of_a_session(self, secret: str, browser: Browser) -> bool:
-        """Whether the API's authenticator takes `secret` as a token of this
-        console's tenant named as a sign-in names its tokens (one that may
-        have a session to recheck); raises what the authenticator raises
+    async def _session_tenant(self, secret: str, browser: Browser) -> Tenant | None:
+        """The tenant this console signs in to whose token `secret` is, named
+        as a sign-in names its tokens (one that may have a session to
+        recheck), else None; raises what the authenticator raises
         (Unauthenticated: the token's fault; else the database's)."""
-        assert self._authenticator is not None
+        if self._authenticator is None:
+            return None
         principal = await self._authenticator.authenticate(
             f"Bearer {secret}", caller=lambda: browser.ip
         )
-        return principal.tenant_id == self._config.tenant_id and principal.name.endswith(
-            NAME_SUFFIX
-        )
+        if not principal.name.endswith(NAME_SUFFIX):
+            return None
+        return self._tenants.get(principal.tenant_id)
 
     async def ended_meanwhile(self, request: web.Request, browser: Browser) -> Ended | None:
         """For a request going on (a Live stream, an export) whose session
@@ -526,7 +656,7 @@ class SignIn:
         `rechecked` could not authenticate (the database's fault) is
         authenticated here first, at the first check it can be: the API's
         lookup for the call just cached it, so that costs no statement."""
-        if self._rechecks is None or self._authenticator is None:
+        if not self._rechecking:
             return None
         secret = request.get(_SESSION_SECRET)
         if secret is None:
@@ -534,16 +664,19 @@ class SignIn:
             if unchecked is None:
                 return None
             try:
-                of_a_session = await self._of_a_session(unchecked, browser)
+                tenant = await self._session_tenant(unchecked, browser)
             except Unauthenticated:
-                of_a_session = False
+                tenant = None
             except SealtrailError:  # the database again: at the next check
                 return None
             del request[_UNCHECKED_BEARER]
-            if not of_a_session:
+            if tenant is None or tenant.rechecks is None:
                 return None
             secret = request[_SESSION_SECRET] = unchecked
-        return await self._rechecks.check(secret, browser)
+            request[_SESSION_TENANT] = tenant.config.tenant_id
+        rechecks = self._tenants[request[_SESSION_TENANT]].rechecks
+        assert rechecks is not None  # a session of a tenant whose sessions are rechecked
+        return await rechecks.check(secret, browser)
 
 
 def ended_answer(ended: Ended) -> dict[str, str]:

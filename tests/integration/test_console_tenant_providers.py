@@ -1,0 +1,247 @@
+"""A console sign-in provider per tenant (ADR 0151): two real OpenID
+providers on 127.0.0.1 (tests/openid_provider.py), one per tenant, listed in
+SEALTRAIL_OIDC_PROVIDERS_FILE, and the real console driven as a browser
+drives it. Each tenant's people sign in through their own provider to a
+token of their own tenant; a sign-in begun for one tenant never ends in a
+session of the other (its state, its code, its provider's id_token)."""
+
+from __future__ import annotations
+
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from sealtrail_server.config import Settings
+from tests.conftest import ServerThread
+from tests.openid_provider import (
+    Issue,
+    OpenIdProvider,
+    console_signing_in_per_tenant,
+    events_of,
+    make_recheck_due,
+    signed_in,
+    to_callback,
+)
+
+ACME = f"t-acme-{uuid.uuid4().hex[:8]}"
+GLOBEX = f"t-globex-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def acme_provider() -> Iterator[OpenIdProvider]:
+    with OpenIdProvider() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def globex_provider() -> Iterator[OpenIdProvider]:
+    with OpenIdProvider() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def console_server(
+    migrated_database_url: str,
+    acme_provider: OpenIdProvider,
+    globex_provider: OpenIdProvider,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ServerThread]:
+    with console_signing_in_per_tenant(
+        {ACME: acme_provider, GLOBEX: globex_provider},
+        migrated_database_url,
+        tmp_path_factory.mktemp("oidc-tenants"),
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def browser(console_server: ServerThread) -> Iterator[httpx.Client]:
+    console = f"http://127.0.0.1:{console_server.service.console_port}"
+    with httpx.Client(base_url=console, follow_redirects=False, timeout=20) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def issue_as_usual(acme_provider: OpenIdProvider, globex_provider: OpenIdProvider) -> None:
+    acme_provider.issue = Issue()
+    globex_provider.issue = Issue()
+
+
+def _tokens(sql: psycopg.Connection[Any], tenant: str) -> int:
+    row = sql.execute("SELECT count(*) FROM api_tokens WHERE tenant_id = %s", [tenant]).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _tenant_of_token(sql: psycopg.Connection[Any], token_id: str) -> str:
+    row = sql.execute("SELECT tenant_id FROM api_tokens WHERE token_id = %s", [token_id]).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def _with_query(url: str, **changed: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query), **changed)
+    return parts._replace(query=urllib.parse.urlencode(query)).geturl()
+
+
+def _no_token_minted(
+    browser: httpx.Client, sql: psycopg.Connection[Any], url: str
+) -> httpx.Response:
+    """`url` (a callback) followed, with no token minted in either tenant."""
+    before = (_tokens(sql, ACME), _tokens(sql, GLOBEX))
+    answer = browser.get(url)
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert (_tokens(sql, ACME), _tokens(sql, GLOBEX)) == before, "a refused sign-in minted"
+    return answer
+
+
+def test_each_tenant_signs_in_through_its_own_provider(
+    browser: httpx.Client,
+    acme_provider: OpenIdProvider,
+    globex_provider: OpenIdProvider,
+    sql: psycopg.Connection[Any],
+) -> None:
+    globex_provider.issue = Issue(email="bob@globex.example", groups=["audit-admins"])
+    for tenant, provider, name, role in (
+        (ACME, acme_provider, "alice@example.com", "reader"),
+        (GLOBEX, globex_provider, "bob@globex.example", "admin"),
+    ):
+        login = browser.get("/auth/login", params={"tenant": tenant})
+        assert login.status_code == 302
+        assert login.headers["Location"].startswith(f"{provider.issuer}/authorize?")
+        minted = signed_in(browser, tenant=tenant)
+        assert minted["tenant"] == tenant
+        assert (minted["role"], minted["name"]) == (role, f"{name} (console)")
+        assert _tenant_of_token(sql, minted["token_id"]) == tenant
+        (created,) = [
+            event
+            for event in events_of(browser, minted["token"], "api_token.created")
+            if event["resource"]["id"] == minted["token_id"]
+        ]
+        assert created["details"]["sign_in"]["issuer"] == provider.issuer
+
+
+def test_a_sign_in_without_an_organisation_asks_for_one(browser: httpx.Client) -> None:
+    asked = browser.get("/auth/login")
+    assert asked.status_code == 200
+    assert '<form method="get" action="/auth/login">' in asked.text
+    assert 'name="tenant"' in asked.text
+    # It lists no organisation: which use this console is not the visitor's to learn.
+    assert ACME not in asked.text and GLOBEX not in asked.text
+    unknown = browser.get("/auth/login", params={"tenant": "t-initech"})
+    assert unknown.status_code == 404
+    assert "No organisation &#x27;t-initech&#x27; signs in to this console" in unknown.text
+    assert '<form method="get" action="/auth/login">' in unknown.text
+    # The page's button names no provider: each organisation has its own.
+    assert browser.get("/auth/config").json() == {"identity_provider": {"name": ""}}
+
+
+def test_a_state_moved_to_another_tenant_is_refused(
+    browser: httpx.Client, sql: psycopg.Connection[Any]
+) -> None:
+    callback = to_callback(browser, tenant=ACME)
+    state = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(callback).query))["state"]
+    assert state.startswith(f"{ACME}.")
+    moved = _with_query(callback, state=GLOBEX + state.removeprefix(ACME))
+    answer = _no_token_minted(browser, sql, moved)
+    assert answer.status_code == 400
+    assert "its state does not match" in answer.text
+    # A refusal's way back begins at its tenant's provider again.
+    assert f'href="/auth/login?tenant={GLOBEX}"' in answer.text
+    # The state as it was still ends the sign-in, in its own tenant.
+    assert browser.get(callback).status_code == 303
+
+
+def test_a_code_of_one_tenants_provider_gives_no_session_on_another(
+    browser: httpx.Client,
+    acme_provider: OpenIdProvider,
+    globex_provider: OpenIdProvider,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """A sign-in begun for globex, its authorization asked of acme's provider
+    instead (the same client id there): acme's code, brought back with
+    globex's state, is redeemed at globex's provider alone, which refuses it."""
+    login = browser.get("/auth/login", params={"tenant": GLOBEX})
+    to_globex = login.headers["Location"]
+    to_acme = to_globex.replace(globex_provider.issuer, acme_provider.issuer, 1)
+    at_acme = httpx.get(to_acme, follow_redirects=False, timeout=20)
+    assert at_acme.status_code == 302
+    answer = _no_token_minted(browser, sql, at_acme.headers["Location"])
+    assert answer.status_code == 502
+    assert "refused the sign-in&#x27;s code (invalid_grant)" in answer.text
+
+
+def test_an_id_token_of_another_tenants_issuer_is_refused(
+    browser: httpx.Client,
+    acme_provider: OpenIdProvider,
+    globex_provider: OpenIdProvider,
+    sql: psycopg.Connection[Any],
+) -> None:
+    globex_provider.issue = Issue(claims={"iss": acme_provider.issuer})
+    answer = _no_token_minted(browser, sql, to_callback(browser, tenant=GLOBEX))
+    assert answer.status_code == 401
+    assert "from another issuer" in answer.text
+
+
+def test_a_code_moved_to_another_tenant_is_refused(browser: httpx.Client) -> None:
+    back = browser.get(to_callback(browser, tenant=ACME))
+    assert back.status_code == 303
+    code = back.headers["Location"].removeprefix("/#signin=")
+    moved = browser.post("/auth/exchange", json={"code": GLOBEX + code.removeprefix(ACME)})
+    assert moved.status_code == 400
+    assert "unknown" in moved.json()["error"]
+    assert browser.post("/auth/exchange", json={"code": code}).json()["tenant"] == ACME
+
+
+def test_each_tenants_sessions_are_rechecked_with_its_own_provider(
+    browser: httpx.Client,
+    acme_provider: OpenIdProvider,
+    globex_provider: OpenIdProvider,
+    sql: psycopg.Connection[Any],
+) -> None:
+    acme = signed_in(browser, tenant=ACME)["token"]
+    globex = signed_in(browser, tenant=GLOBEX)["token"]
+    # globex's provider has removed its person; acme's has not.
+    globex_provider.issue = Issue(refresh="invalid_grant")
+    refreshes = acme_provider.refreshes, globex_provider.refreshes
+    for tenant, token in ((ACME, acme), (GLOBEX, globex)):
+        make_recheck_due(sql, tenant, token)
+    kept = browser.get("/api/signin", headers={"Authorization": f"Bearer {acme}"})
+    assert kept.json() == {"ok": True, "role": "reader"}
+    ended = browser.get("/api/signin", headers={"Authorization": f"Bearer {globex}"})
+    assert ended.status_code == 401
+    assert ended.json()["reason"] == "IDENTITY_PROVIDER_ENDED_SESSION"
+    assert (acme_provider.refreshes, globex_provider.refreshes) == (
+        refreshes[0] + 1,
+        refreshes[1] + 1,
+    )
+
+
+def test_signing_out_ends_the_session_of_its_own_tenant(
+    browser: httpx.Client, sql: psycopg.Connection[Any]
+) -> None:
+    minted = signed_in(browser, tenant=GLOBEX)
+    bearer = {"Authorization": f"Bearer {minted['token']}"}
+    sessions = "SELECT count(*) FROM console_sessions WHERE tenant_id = %s AND token_id = %s"
+    assert sql.execute(sessions, [GLOBEX, minted["token_id"]]).fetchone() == (1,)
+    assert browser.post("/auth/signout", headers=bearer).json() == {"ok": True}
+    assert browser.get("/api/signin", headers=bearer).status_code == 401
+    assert sql.execute(sessions, [GLOBEX, minted["token_id"]]).fetchone() == (0,)
+
+
+def test_a_providers_file_beside_the_single_issuer_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="PROVIDERS_FILE and SEALTRAIL_OIDC_ISSUER are both set"):
+        Settings.load(
+            {
+                "SEALTRAIL_OIDC_PROVIDERS_FILE": str(tmp_path / "providers.toml"),
+                "SEALTRAIL_OIDC_ISSUER": "https://idp.example.com",
+                "SEALTRAIL_CONSOLE_LISTEN": "127.0.0.1:8080",
+            }
+        )

@@ -1,0 +1,190 @@
+"""SEALTRAIL_OIDC_PROVIDERS_FILE (ADR 0151): a file of OpenID providers, one
+per tenant, read at start; each fault refused with the tenant and the key
+named, before the server serves. Real files in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sealtrail_server.config import Settings
+from sealtrail_server.console.providers import providers
+from sealtrail_server.domain.access import Role
+from tests.private_files import write_private
+
+GOOD = """
+[tenants.acme]
+issuer = "https://login.acme.example"
+client_id = "sealtrail"
+client_secret_file = "acme-secret"
+admin_groups = ["audit-admins"]
+reader_groups = "security, audit-readers"
+
+[tenants.globex]
+issuer = "https://globex.okta.example/oauth2/default"
+client_id = "sealtrail-console"
+client_secret_file = "globex-secret"
+exporter_groups = ["exporters"]
+session_seconds = 600
+recheck_seconds = 0
+provider_name = "Globex SSO"
+groups_claim = "roles"
+redirect_url = "https://globex-audit.example.com/auth/callback"
+"""
+
+
+def _settings(folder: Path, text: str, *, name: str = "providers.toml", **env: str) -> Settings:
+    write_private(folder / "acme-secret", "acme's secret\n")
+    write_private(folder / "globex-secret", "globex's secret\n")
+    file = write_private(folder / name, text)
+    return Settings.load(
+        {
+            "SEALTRAIL_OIDC_PROVIDERS_FILE": str(file),
+            "SEALTRAIL_OIDC_REDIRECT_URL": "https://audit.example.com/auth/callback",
+            "SEALTRAIL_CONSOLE_LISTEN": "127.0.0.1:8080",
+            **env,
+        }
+    )
+
+
+def test_a_file_gives_each_tenant_its_provider(tmp_path: Path) -> None:
+    read = providers(_settings(tmp_path, GOOD, SEALTRAIL_OIDC_RECHECK_SECONDS="120"))
+    assert set(read) == {"acme", "globex"}
+    acme, globex = read["acme"], read["globex"]
+    assert (acme.issuer, acme.client_id, acme.client_secret) == (
+        "https://login.acme.example",
+        "sealtrail",
+        "acme's secret",
+    )
+    assert acme.groups == {
+        Role.ADMIN: frozenset({"audit-admins"}),
+        Role.EXPORTER: frozenset(),
+        Role.READER: frozenset({"security", "audit-readers"}),
+    }
+    # What a tenant does not say, the SEALTRAIL_OIDC_* setting of its name does.
+    assert acme.redirect_url == "https://audit.example.com/auth/callback"
+    assert (acme.recheck_seconds, acme.session_seconds, acme.groups_claim) == (
+        120,
+        8 * 3600,
+        "groups",
+    )
+    assert (globex.recheck_seconds, globex.session_seconds, globex.groups_claim) == (
+        0,
+        600,
+        "roles",
+    )
+    assert globex.provider_name == "Globex SSO"
+    assert globex.redirect_url == "https://globex-audit.example.com/auth/callback"
+    assert globex.client_secret == "globex's secret"
+
+
+def test_a_json_file_is_read_as_json(tmp_path: Path) -> None:
+    document: dict[str, Any] = {
+        "tenants": {
+            "acme": {
+                "issuer": "https://login.acme.example",
+                "client_id": "sealtrail",
+                "client_secret_file": str(tmp_path / "acme-secret"),  # an absolute path
+                "reader_groups": ["readers"],
+            }
+        }
+    }
+    read = providers(_settings(tmp_path, json.dumps(document), name="providers.json"))
+    assert read["acme"].groups[Role.READER] == frozenset({"readers"})
+
+
+def _entry(**changed: Any) -> str:
+    entry: dict[str, Any] = {
+        "issuer": "https://login.acme.example",
+        "client_id": "sealtrail",
+        "client_secret_file": "acme-secret",
+        "reader_groups": ["readers"],
+    }
+    entry.update(changed)
+    entry = {key: value for key, value in entry.items() if value is not None}
+    return json.dumps({"tenants": {"acme": entry}})
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[tenants.acme\n", "not TOML"),
+        ("issuer = 'x'\n", "must hold one table, `tenants`"),
+        ("[tenants]\n", "`tenants` names no tenant"),
+        ('[tenants."Acme Corp"]\nissuer = "x"\n', "tenant 'Acme Corp': not a tenant id"),
+        (_entry(issuer=None), "tenant 'acme': key 'issuer' is required"),
+        (_entry(client_id=""), "tenant 'acme': key 'client_id' is required"),
+        (_entry(issuer="http://idp.example.com"), "tenant 'acme': key 'issuer' must be an https"),
+        (_entry(isuer="https://x.example"), "tenant 'acme': unknown key 'isuer'"),
+        (_entry(reader_groups=None), "tenant 'acme': list the groups admitted"),
+        (_entry(admin_groups=[1]), "tenant 'acme': key 'admin_groups' must be a list"),
+        (_entry(session_seconds=0), "tenant 'acme': key 'session_seconds' must be more than 0"),
+        (_entry(recheck_seconds=-1), "tenant 'acme': key 'recheck_seconds' must be 0"),
+        (_entry(recheck_seconds="300"), "key 'recheck_seconds' must be a number of seconds"),
+        (_entry(session_seconds=86401), "key 'session_seconds' must be more than 0 and at most"),
+        (_entry(provider_name="Okta\u202e"), "tenant 'acme': key 'provider_name' must be at most"),
+        (
+            _entry(redirect_url="https://audit.example.com/callback"),
+            "tenant 'acme': key 'redirect_url' must be the console's /auth/callback",
+        ),
+        (_entry(client_secret_file="missing"), "tenant 'acme', client_secret_file (.*) cannot be"),
+    ],
+    ids=[
+        *("not-toml", "no-tenants-table", "no-tenant", "bad-tenant-id", "no-issuer"),
+        *("empty-client-id", "http-issuer", "unknown-key", "no-groups", "bad-groups"),
+        *("zero-session", "negative-recheck", "text-seconds", "session-past-a-day"),
+        *("hidden-provider-name", "not-the-callback", "no-secret-file"),
+    ],
+)
+def test_a_fault_in_the_file_names_the_tenant_and_key(tmp_path: Path, text: str, said: str) -> None:
+    name = "providers.json" if text.startswith("{") else "providers.toml"
+    with pytest.raises(SystemExit, match=said) as refused:
+        providers(_settings(tmp_path, text, name=name))
+    assert str(refused.value).startswith("SEALTRAIL_OIDC_PROVIDERS_FILE")
+
+
+def test_a_tenant_needs_a_redirect_url_from_the_file_or_the_setting(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, _entry(), name="providers.json", SEALTRAIL_OIDC_REDIRECT_URL="")
+    with pytest.raises(SystemExit, match="tenant 'acme': key 'redirect_url' is needed, unless"):
+        providers(settings)
+
+
+def test_one_client_of_one_issuer_serves_one_tenant(tmp_path: Path) -> None:
+    shared = GOOD.replace(
+        "https://globex.okta.example/oauth2/default", "https://login.acme.example"
+    )
+    shared = shared.replace('client_id = "sealtrail-console"', 'client_id = "sealtrail"')
+    with pytest.raises(SystemExit, match="tenant 'globex': issuer and client_id are tenant 'acme'"):
+        providers(_settings(tmp_path, shared))
+
+
+def test_an_empty_secret_file_is_refused_naming_its_tenant(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, GOOD)
+    write_private(tmp_path / "globex-secret", "\n")
+    with pytest.raises(SystemExit, match=r"tenant 'globex', client_secret_file .* is empty"):
+        providers(settings)
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ("SEALTRAIL_OIDC_ISSUER", "PROVIDERS_FILE and SEALTRAIL_OIDC_ISSUER are both set"),
+        ("SEALTRAIL_OIDC_TENANT", "SEALTRAIL_OIDC_TENANT is set beside"),
+        ("SEALTRAIL_OIDC_CLIENT_ID", "SEALTRAIL_OIDC_CLIENT_ID is set beside"),
+        ("SEALTRAIL_OIDC_READER_GROUPS", "SEALTRAIL_OIDC_READER_GROUPS is set beside"),
+    ],
+)
+def test_a_per_tenant_setting_beside_the_file_is_refused(
+    tmp_path: Path, setting: str, said: str
+) -> None:
+    value = "https://idp.example.com" if setting.endswith("ISSUER") else "acme"
+    with pytest.raises(SystemExit, match=said):
+        _settings(tmp_path, GOOD, **{setting: value})
+
+
+def test_the_file_signs_in_to_a_console_only(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="set SEALTRAIL_CONSOLE_LISTEN too"):
+        _settings(tmp_path, GOOD, SEALTRAIL_CONSOLE_LISTEN="")
