@@ -19,6 +19,7 @@ import pytest
 
 from sealtrail_server.config import Settings
 from tests.conftest import ServerThread
+from tests.integration.test_erasure_receipts import erased
 from tests.openid_provider import (
     Issue,
     OpenIdProvider,
@@ -31,6 +32,8 @@ from tests.openid_provider import (
 
 ACME = f"t-acme-{uuid.uuid4().hex[:8]}"
 GLOBEX = f"t-globex-{uuid.uuid4().hex[:8]}"
+# Erased by the test of an erased tenant alone.
+INITECH = f"t-initech-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +49,21 @@ def globex_provider() -> Iterator[OpenIdProvider]:
 
 
 @pytest.fixture(scope="module")
+def initech_provider() -> Iterator[OpenIdProvider]:
+    with OpenIdProvider() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def console_server(
     migrated_database_url: str,
     acme_provider: OpenIdProvider,
     globex_provider: OpenIdProvider,
+    initech_provider: OpenIdProvider,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerThread]:
     with console_signing_in_per_tenant(
-        {ACME: acme_provider, GLOBEX: globex_provider},
+        {ACME: acme_provider, GLOBEX: globex_provider, INITECH: initech_provider},
         migrated_database_url,
         tmp_path_factory.mktemp("oidc-tenants"),
     ) as running:
@@ -134,10 +144,10 @@ def test_a_sign_in_without_an_organisation_asks_for_one(browser: httpx.Client) -
     assert '<form method="get" action="/auth/login">' in asked.text
     assert 'name="tenant"' in asked.text
     # It lists no organisation: which use this console is not the visitor's to learn.
-    assert ACME not in asked.text and GLOBEX not in asked.text
-    unknown = browser.get("/auth/login", params={"tenant": "t-initech"})
+    assert all(tenant not in asked.text for tenant in (ACME, GLOBEX, INITECH))
+    unknown = browser.get("/auth/login", params={"tenant": "t-hooli"})
     assert unknown.status_code == 404
-    assert "No organisation &#x27;t-initech&#x27; signs in to this console" in unknown.text
+    assert "No organisation &#x27;t-hooli&#x27; signs in to this console" in unknown.text
     assert '<form method="get" action="/auth/login">' in unknown.text
     # The page's button names no provider: each organisation has its own.
     assert browser.get("/auth/config").json() == {"identity_provider": {"name": ""}}
@@ -245,3 +255,19 @@ def test_a_providers_file_beside_the_single_issuer_is_refused(tmp_path: Path) ->
                 "SEALTRAIL_CONSOLE_LISTEN": "127.0.0.1:8080",
             }
         )
+
+
+def test_an_erased_tenant_is_told_so_and_the_others_sign_in(
+    browser: httpx.Client, console_server: ServerThread, sql: psycopg.Connection[Any]
+) -> None:
+    begun = to_callback(browser, tenant=INITECH)  # at the provider as the erasure comes
+    erased(console_server, INITECH)
+    for answer in (
+        browser.get("/auth/login", params={"tenant": INITECH}),
+        browser.get(begun),
+    ):
+        assert answer.status_code == 410, answer.text
+        assert "This organisation&#x27;s audit log was erased" in answer.text
+        assert "/auth/login" not in answer.text
+    assert _tokens(sql, INITECH) == 0
+    assert signed_in(browser, tenant=ACME)["tenant"] == ACME

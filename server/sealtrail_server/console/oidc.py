@@ -250,8 +250,8 @@ class Provider:
         value = await self._get(url, "discovery document")
         if value.get("issuer") != self.config.issuer:
             raise ProviderFailed(
-                "the identity provider's discovery document names another issuer than"
-                " SEALTRAIL_OIDC_ISSUER"
+                "the identity provider's discovery document names another issuer than the"
+                " one set (SEALTRAIL_OIDC_ISSUER, or the tenant's in the providers file)"
             )
         for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             if not isinstance(value.get(name), str):
@@ -425,9 +425,8 @@ class Provider:
         except JoseError as error:
             said = {
                 "nonce": "the id_token is not this sign-in's (its nonce differs)",
-                "aud": "the id_token is for another client (its audience is not"
-                " SEALTRAIL_OIDC_CLIENT_ID)",
-                "iss": "the id_token is from another issuer than SEALTRAIL_OIDC_ISSUER",
+                "aud": "the id_token is for another client (its audience is not the client id set)",
+                "iss": "the id_token is from another issuer than the one set",
             }
             claim = str(getattr(error, "claim", ""))
             raise SignInRefused(

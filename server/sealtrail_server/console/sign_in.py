@@ -1,7 +1,11 @@
 """Signing in to the console through the organisation's OpenID provider
-(ADR 0140, docs/console.md "Signing in with your identity provider").
+(ADR 0140, docs/console.md "Signing in with your identity provider"), one
+of the SEALTRAIL_OIDC_* settings, or one per tenant of the providers file
+(ADR 0151, providers.py).
 
-    GET  /auth/login      to the provider (302), this sign-in's state kept
+    GET  /auth/login      ?tenant=ID (needed with several providers; without
+                          it, a page asking the organisation): to its
+                          provider (302), this sign-in's state kept
                           in the database, bound to the browser by a cookie
                           that authorizes nothing; its nonce and PKCE
                           verifier derived from the two, kept nowhere
@@ -21,8 +25,13 @@ session is checked again with the provider, and ended if it says so.
 the page's sign-in form shows its button when one is, `described()`.)
 
 What a sign-in mints is an API token (`alice@example.com (console)`), of
-the tenant SEALTRAIL_OIDC_TENANT, expiring after the session's length: the
-API decides every call with it as with any other token.
+the sign-in's tenant, expiring after the session's length: the API decides
+every call with it as with any other token.
+
+A state and a one-time code name their tenant (`acme.<random>`) and are kept
+in its rows alone: the callback redeems the code at that tenant's provider
+only, and verifies the id_token against its issuer, client and keys, so an
+id_token of one tenant's provider never gives a session on another.
 
 What a sign-in keeps between its requests is in the database
 (store/console_sign_ins.py, ADR 0140 as amended 2026-12-07): behind several
