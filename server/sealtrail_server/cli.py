@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 import click
 
-from sealtrail._durations import span_parts
+from sealtrail._durations import not_a_span, span_parts
 from sealtrail._terminal import terminal_safe
 
 from . import __version__
@@ -532,7 +532,7 @@ def _expiry_after(ctx: click.Context, param: click.Parameter, value: str | None)
         return None
     parts = span_parts(value)
     if parts is None:
-        raise click.BadParameter(f"{value!r} is not a duration like 90d, 12h, 2w or 1y")
+        raise click.BadParameter(not_a_span(value, "a duration like 90d, 12h, 2w or 1y"))
     count, unit = parts
     now = datetime.now(UTC)
     try:

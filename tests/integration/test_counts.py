@@ -554,6 +554,6 @@ def test_sealtrail_stats_waits_up_to_a_day_however_written(
     server: ServerThread, tenant: str, command: str
 ) -> None:
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "reader")}
-    for a_day in ("86400", "1d", "24h"):
+    for a_day in ("86400", "1d", "24h", "8.64e4"):
         waited = CliRunner().invoke(cli.main, [command, "--timeout", a_day], env=env)
         assert waited.exit_code == 0, waited.output

@@ -47,6 +47,10 @@ NOW = datetime(2026, 11, 22, 12, 30, tzinfo=UTC)
         ("15m", NOW - timedelta(minutes=15)),
         ("24h", NOW - timedelta(hours=24)),
         ("7d", NOW - timedelta(days=7)),
+        ("45s", NOW - timedelta(seconds=45)),
+        # The units of every other duration option (`_durations.span_parts`).
+        ("2w", NOW - timedelta(weeks=2)),
+        ("1y", NOW - timedelta(days=365)),
         ("now", NOW),
     ],
 )
@@ -179,8 +183,27 @@ def test_a_nanosecond_time_keeps_its_nanoseconds_through_what_a_datetime_does() 
     assert str(typed.astimezone(paris)) == "2025-11-24 17:00:00.123456789+01:00"
 
 
+@pytest.mark.parametrize(
+    "text", ["\u0663\u0660m", "\uff13\uff10d", "2\u0660\u0662\u0666-01-01", "\u0967w"]
+)
+def test_a_time_with_digits_other_than_ascii_is_refused_saying_so(text: str) -> None:
+    """`--since \u0663\u0660m` (Arabic-Indic digits) went back 30 minutes, and
+    `\uff13\uff10d` (full-width) 30 days: a regular expression's `\\d` takes
+    any script's digits. Refused, as a date in them was, saying why."""
+    with pytest.raises(ValueError, match="its digits must be 0-9"):
+        cli.parse_time(text, now=NOW)
+
+
+@pytest.mark.parametrize("text", ["now", "24h", "2w", "1y"])
+def test_a_time_ahead_is_no_duration_of_any_unit(text: str) -> None:
+    """`--expires-at 2w` was read as a date and refused as no RFC 3339 time,
+    where `--expires-at 24h` was pointed at --expires-in: every unit now."""
+    with pytest.raises(click.BadParameter, match="--expires-in"):
+        cli._Time(ahead=True).convert(text, None, None)
+
+
 def test_a_duration_past_the_year_one_is_a_value_error_not_a_crash() -> None:
-    for text in ("99999999999d", "800000d"):
+    for text in ("99999999999d", "800000d", "3000y", "999999999999999999999w"):
         with pytest.raises(ValueError, match="before the year 1"):
             cli.parse_time(text, now=NOW)
     # A time in range but for its offset: no Timestamp can hold it.

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sealtrail._cli_spans import Seconds, Wait
-from sealtrail._durations import span_text
+from sealtrail._cli_spans import Seconds, Span, Wait
+from sealtrail._durations import span_parts, span_text
 
 # The parser's units in seconds, written out (a year is 365 days): the oracle.
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -69,7 +69,22 @@ def test_a_wait_shown_reads_back_as_the_same_wait(seconds: int) -> None:
 
 @pytest.mark.parametrize(
     ("typed", "seconds"),
-    [("30", 30.0), ("0.5", 0.5), ("2.", 2.0), ("45s", 45.0), ("10m", 600.0), ("1d", 86400.0)],
+    [
+        ("30", 30.0),
+        ("0.5", 0.5),
+        ("2.", 2.0),
+        ("45s", 45.0),
+        ("10m", 600.0),
+        ("1d", 86400.0),
+        # Seconds with an exponent, as the option took them as a float
+        # before it took durations (docs/reports.md).
+        ("1e3", 1000.0),
+        ("1E3", 1000.0),
+        ("2.5e2", 250.0),
+        (".5e1", 5.0),
+        ("8.64e4", 86400.0),
+        ("5e-1", 0.5),
+    ],
 )
 def test_a_wait_is_a_duration_or_seconds_alone(typed: str, seconds: float) -> None:
     assert Wait(longest=86400).convert(typed, None, None) == seconds
@@ -79,10 +94,16 @@ def test_a_wait_is_a_duration_or_seconds_alone(typed: str, seconds: float) -> No
     ("typed", "said"),
     [
         ("nan", "'nan' is not a duration like 30s, 5m or 1h (or seconds alone: 0.5)"),
-        ("1e308", "'1e308' is not a duration like"),
+        ("1e308", "'1e308' is longer than 1d"),
+        ("1e5", "'1e5' is longer than 1d"),
+        ("1e", "'1e' is not a duration like"),
+        ("e3", "'e3' is not a duration like"),
+        ("inf", "'inf' is not a duration like"),
         ("1.5m", "'1.5m' is not a duration like"),
         ("-1", "'-1' is not a duration like"),
-        ("٣٠", "'٣٠' is not a duration like"),
+        # Arabic-Indic digits, which int() reads as 30.
+        ("\u0663\u0660", "'\u0663\u0660' is not a duration like 30s, 5m or 1h (or seconds"),
+        ("\u0663\u0660s", "(or seconds alone: 0.5): its digits must be 0-9"),
         ("0", "'0' is not above 0"),
         ("0s", "'0s' is not above 0"),
         ("86401", "'86401' is longer than 1d"),
@@ -94,3 +115,15 @@ def test_a_wait_refused_is_quoted_as_typed(typed: str, said: str) -> None:
     with pytest.raises(click.BadParameter) as refused:
         Wait(longest=86400).convert(typed, None, None)
     assert said in refused.value.message
+
+
+@pytest.mark.parametrize("typed", ["\u0663\u0660d", "\uff13\uff10m", "1\u0660s", "\u0967w"])
+def test_a_duration_is_written_in_ascii_digits_alone(typed: str) -> None:
+    """`\\d` took any script's digits: `\u0663\u0660d` (Arabic-Indic) was 30
+    days, `\uff13\uff10m` (full-width) 30 minutes. Refused, saying why."""
+    assert span_parts(typed) is None
+    for option in (Span(), Seconds(), Wait(longest=10**9)):
+        with pytest.raises(click.BadParameter) as refused:
+            option.convert(typed, None, None)
+        assert f"{typed!r} is not a duration like " in refused.value.message
+        assert refused.value.message.endswith(": its digits must be 0-9"), refused.value.message

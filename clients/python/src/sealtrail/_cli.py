@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
@@ -36,6 +36,7 @@ from sealtrail._choices import (
     SEVERITIES,
 )
 from sealtrail._cli_ranges import SeqRangeParam, beyond_the_log
+from sealtrail._durations import not_a_span, span_parts
 from sealtrail._terminal import terminal_safe as terminal_safe  # theirs too (_cli_*)
 from sealtrail._words import counted, detailed
 
@@ -57,8 +58,6 @@ if TYPE_CHECKING:
     from sealtrail._tables import PlainTable
     from sealtrail.v1 import audit_service_pb2, event_pb2
 
-_RELATIVE = re.compile(r"(\d+)([smhd])")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 # An RFC 3339 time's fraction of a second (or ISO 8601's, after a decimal
 # comma), whose digits past the sixth a datetime drops.
 _RFC3339_FRACTION = re.compile(
@@ -78,16 +77,17 @@ _USAGE_CODES: Final = frozenset(
 
 
 def parse_time(value: str, *, now: datetime | None = None) -> datetime:
-    """Parses an RFC 3339 timestamp, a date (UTC midnight), a duration ago like `15m`,
-    `24h`, `7d`, or `now` into a timezone-aware datetime."""
+    """Parses an RFC 3339 timestamp, a date (UTC midnight), a duration ago as
+    every duration option reads one (`45s`, `15m`, `24h`, `7d`, `2w`, `1y`:
+    `_durations.span_parts`), or `now` into a timezone-aware datetime."""
     from sealtrail._convert import NanosecondTime
 
     if value == "now":
         return now or datetime.now(UTC)
-    if match := _RELATIVE.fullmatch(value):
-        amount, unit = match.groups()
+    if parts := span_parts(value):
+        count, unit = parts
         try:
-            return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
+            return (now or datetime.now(UTC)) - count * unit
         except OverflowError:
             raise ValueError(f"{value!r} reaches back before the year 1") from None
     try:
@@ -99,7 +99,7 @@ def parse_time(value: str, *, now: datetime | None = None) -> datetime:
         parsed = datetime.fromisoformat(value[:-1] + "Z" if value.endswith("z") else value)
     except ValueError:
         raise ValueError(
-            f"{value!r} is not an RFC 3339 time, a YYYY-MM-DD date, a duration like 24h or now"
+            not_a_span(value, "an RFC 3339 time, a YYYY-MM-DD date, a duration like 24h or now")
         ) from None
     if parsed.tzinfo is None:
         raise ValueError(f"{value!r} has no UTC offset; add Z or e.g. +02:00")
@@ -170,7 +170,7 @@ class _Time(click.ParamType[datetime]):
         if isinstance(value, datetime):
             return value
         remember_typed(ctx, param, value)
-        if self._ahead and (value == "now" or _RELATIVE.fullmatch(value)):
+        if self._ahead and (value == "now" or span_parts(value)):
             self.fail(
                 f"{value!r} is no time ahead (RFC 3339 or YYYY-MM-DD); for a time from now"
                 " use --expires-in (90d)",
@@ -1082,7 +1082,9 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
     if time_range:
         options += [
             click.option(
-                "--since", type=_Time(), help="RFC 3339 time, date or duration ago (24h)."
+                "--since",
+                type=_Time(),
+                help="RFC 3339 time, date or duration ago (45s, 15m, 24h, 7d, 2w, 1y).",
             ),
             click.option(
                 "--until", type=_Time(), help="Exclusive upper bound, same forms as --since."

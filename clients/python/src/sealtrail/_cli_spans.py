@@ -1,8 +1,9 @@
 """Lengths of time as the command line writes them (90d, 12h, 10m, 45s): the
 options that take one (`tokens --unused-for`, `tokens create --expires-in`,
-`alerts create|update --window`, `stats --timeout`, `report --timeout`) read
-them alike, and what shows one shows it so (`_durations.span_text`). Used by
-the _cli_* command modules, after _cli is loaded."""
+`alerts create|update --window`, `stats --timeout`, `report --timeout`; a
+time's `--since` a duration ago, `_cli.parse_time`) read them alike, and what
+shows one shows it so (`_durations.span_text`). Used by the _cli_* command
+modules, after _cli is loaded."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from typing import Any
 import click
 
 from sealtrail._cli import remember_typed
-from sealtrail._durations import span_parts, span_text
+from sealtrail._durations import not_a_span, span_parts, span_text
 
 _SECONDS = re.compile(r"[0-9]+")
-# Seconds alone with a fraction, as a wait was given before it took durations
-# (0.5, 30, 2.): no exponent, nan or inf.
-_FRACTIONAL_SECONDS = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
+# Seconds alone, as a wait was given before it took durations, when click read
+# it as a float: a fraction (0.5, 30, 2.) and an exponent (1e3, 2.5E2, 5e-1);
+# ASCII digits alone, and no nan or inf.
+_FRACTIONAL_SECONDS = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class Span(click.ParamType[timedelta]):
@@ -35,7 +37,7 @@ class Span(click.ParamType[timedelta]):
         remember_typed(ctx, param, value)
         parts = span_parts(value)
         if parts is None:
-            self.fail(f"{value!r} is not a duration like 90d, 12h, 2w or 1y", param, ctx)
+            self.fail(not_a_span(value, "a duration like 90d, 12h, 2w or 1y"), param, ctx)
         count, unit = parts
         try:
             return count * unit
@@ -58,7 +60,7 @@ class Seconds(click.ParamType[int]):
             return int(value)
         if span_parts(value) is None:
             self.fail(
-                f"{value!r} is not a duration like 10m, 1h or 7d (or seconds alone: 300)",
+                not_a_span(value, "a duration like 10m, 1h or 7d (or seconds alone: 300)"),
                 param,
                 ctx,
             )
@@ -67,9 +69,9 @@ class Seconds(click.ParamType[int]):
 
 class Wait(click.ParamType[float]):
     """How long to wait for an answer: a duration as Seconds reads it (30s,
-    5m, 1h), or seconds alone, fractions kept (0.5), as such an option took
-    before it took durations; above 0 and at most `longest` seconds. A refusal
-    quotes the value as typed."""
+    5m, 1h), or seconds alone, fractions and an exponent kept (0.5, 1e3), as
+    such an option took them (a float) before it took durations; above 0 and
+    at most `longest` seconds. A refusal quotes the value as typed."""
 
     name = "DURATION"
 
@@ -90,7 +92,7 @@ class Wait(click.ParamType[float]):
             seconds = count * int(unit.total_seconds())  # an int: no overflow
         else:
             self.fail(
-                f"{value!r} is not a duration like 30s, 5m or 1h (or seconds alone: 0.5)",
+                not_a_span(value, "a duration like 30s, 5m or 1h (or seconds alone: 0.5)"),
                 param,
                 ctx,
             )

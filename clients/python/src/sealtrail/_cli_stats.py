@@ -48,7 +48,8 @@ _COLUMNS: Final = {
 COUNT_WAIT: Final = Wait(longest=86400)
 # The forms --timeout takes, as its help says them (`report --timeout`'s too).
 WAIT_FORMS: Final = (
-    f"a duration (30s, 5m, 1h; at most {span_text(COUNT_WAIT.longest)}), or seconds alone (0.5)"
+    f"a duration (30s, 5m, 1h; at most {span_text(COUNT_WAIT.longest)}),"
+    " or seconds alone (90, 0.5, 1e3)"
 )
 
 

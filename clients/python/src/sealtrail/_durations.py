@@ -1,6 +1,9 @@
 """Durations as the command lines write them (90d, 12h, 2w, 1y, 30m, 45s),
-read (`span_parts`) and shown (`span_text`) by one table of units,
-importable by both command lines without click or the client."""
+read (`span_parts`) and shown (`span_text`) by one table of units, and a
+refusal said alike (`not_a_span`); importable by both command lines without
+click or the client. Every option that takes a length of time reads it here:
+`--since`/`--until` (a duration ago), `--window`, `--timeout`, `--expires-in`,
+`--unused-for`."""
 
 from __future__ import annotations
 
@@ -8,7 +11,10 @@ import re
 from datetime import timedelta
 from typing import Final
 
-_SPAN: Final = re.compile(r"(\d+)([smhdwy])")
+# ASCII digits alone: `\d` takes any script's, Arabic-Indic (U+0660-U+0669) or
+# full-width (U+FF10-U+FF19) ones, which int() reads, and `--window` of 30 days
+# written in Arabic-Indic digits was taken as 30 days.
+_SPAN: Final = re.compile(r"([0-9]+)([smhdwy])")
 _SPAN_UNIT: Final = {
     "s": timedelta(seconds=1),
     "m": timedelta(minutes=1),
@@ -32,6 +38,20 @@ def span_parts(value: str) -> tuple[int, timedelta] | None:
         return None
     count, unit = span.groups()
     return int(count), _SPAN_UNIT[unit]
+
+
+def not_a_span(value: str, forms: str) -> str:
+    """The refusal of `value`, which is no duration (nor anything else the
+    option takes): `forms` the examples it is given, such as `90d, 12h, 2w or
+    1y`. A value with a digit other than 0-9 (Arabic-Indic, full-width) is
+    told so."""
+    refusal = f"{value!r} is not {forms}"
+    return f"{refusal}: its digits must be 0-9" if foreign_digits(value) else refusal
+
+
+def foreign_digits(value: str) -> bool:
+    """Whether `value` has a decimal digit other than ASCII's 0-9."""
+    return any(char.isdecimal() and not char.isascii() for char in value)
 
 
 def span_text(seconds: int) -> str:
