@@ -15,7 +15,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail_server.api import stream as stream_api
 from sealtrail_server.domain.event import READ_RECORD_ACTIONS
 from sealtrail_server.domain.filters import FilterDraft, RecordMatcher, validate_filter
-from sealtrail_server.domain.text_search import parse_query
+from sealtrail_server.domain.text_search import parse_query, websearch_text
 from sealtrail_server.store.events import filter_conditions
 from sealtrail_server.stream import hub as hub_module
 from tests.conftest import ServerThread
@@ -64,6 +64,9 @@ _TEXTS = [
     '"payroll export',
     '"<b>" payroll or "!"',
     '"export or payroll" -"payroll-2026"',
+    "payroll - export",
+    "- payroll -- export -",
+    'payroll -"payroll export" - key',
 ]
 
 
@@ -96,7 +99,7 @@ def test_text_matched_in_the_process_is_what_postgresql_matches(
         for actions in ([], ["audit_log.*"], ["doc.edit", "audit_log.queried"]):
             draft = FilterDraft(text=text, actions=actions)
             (query_text,) = sql.execute(
-                "SELECT websearch_to_tsquery('simple', %s)::text", [text]
+                "SELECT websearch_to_tsquery('simple', %s)::text", [websearch_text(text)]
             ).fetchone() or ("",)
             query = parse_query(query_text)
             assert query is not None, (text, query_text)  # matched here, not left to SQL
@@ -157,6 +160,37 @@ async def test_a_live_full_text_stream_reads_no_table_per_delivery(
                 await asyncio.sleep(0.01)
         assert [event.seq for event in received] == sent
         assert reads == []  # the hub's words decided it, not a read per delivery
+    finally:
+        reader.cancel()
+        await stream.aclose()
+
+
+async def test_a_live_stream_reads_a_dash_standing_alone_as_query_does(
+    async_client: AsyncAuditClient,
+) -> None:
+    """A live stream's text is the query Query asks (domain/text_search.py,
+    `websearch_text`): `payroll - q3` finds the third quarter's payroll, not
+    every quarter's but the third's."""
+    beats: list[int] = []
+    stream = async_client.stream(build_filter(text="payroll - q3"), on_heartbeat=beats.append)
+    received: list[str] = []
+
+    async def read() -> None:
+        async for event in stream:
+            received.append(event.description)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while not beats:
+            await asyncio.sleep(0.01)
+        descriptions = ["payroll q2", "payroll q3", "payroll q2 again", "payroll q3 again"]
+        await async_client.record_batch(
+            [build_event(action="doc.edit", actor_id="u", description=d) for d in descriptions]
+        )
+        async with asyncio.timeout(30):
+            while len(received) < 2:
+                await asyncio.sleep(0.01)
+        assert received == ["payroll q3", "payroll q3 again"]
     finally:
         reader.cancel()
         await stream.aclose()

@@ -14,7 +14,7 @@ from sealtrail import AuditClient, build_event, build_filter
 from sealtrail_server.api import stream as stream_api
 from sealtrail_server.domain.event import READ_RECORD_ACTIONS
 from sealtrail_server.domain.filters import MAX_TEXT, FilterDraft, RecordMatcher, validate_filter
-from sealtrail_server.domain.text_search import parse_query
+from sealtrail_server.domain.text_search import parse_query, websearch_text
 from sealtrail_server.stream import hub as hub_module
 from tests.integration.test_stream_text import _matched_by_sql
 
@@ -116,8 +116,8 @@ def test_random_texts_match_in_the_process_as_postgresql_matches(
         ).fetchall()
         live = [hub_module._live_event(row) for row in rows]
         seqs = [event.stored.seq for event in live]
-        (query_text,) = sql.execute(
-            "SELECT websearch_to_tsquery('simple', %s)::text", [text]
+        (query_text,) = sql.execute(  # the query the server asks (websearch_text)
+            "SELECT websearch_to_tsquery('simple', %s)::text", [websearch_text(text)]
         ).fetchone() or ("",)
         query = parse_query(query_text)
         searchable = [event for event in live if stream_api._searchable(event)]

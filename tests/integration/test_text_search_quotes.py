@@ -2,8 +2,10 @@
 `websearch_to_tsquery` does, quotes do not nest; each `"` opens a phrase or
 closes the open one, an unclosed phrase runs to the end of the text, and a
 phrase of no word (punctuation, markup, entities) is no part of the search.
-Each text is pinned three ways: the query PostgreSQL makes of it, the events a
-Query answers, and the stream's own reading of that query (text_search.py)."""
+A dash standing alone is no operator. Each text is pinned three ways: the
+query PostgreSQL makes of it (of `websearch_text(text)`, which the server
+hands it), the events a Query answers, and the stream's own reading of that
+query (text_search.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import psycopg
 import pytest
 
 from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter
-from sealtrail_server.domain.text_search import parse_query
+from sealtrail_server.domain.text_search import parse_query, websearch_text
 
 _DESCRIPTIONS = ["alpha beta gamma", "beta alone", "gamma alpha", "an open phrase", "open door"]
 
@@ -46,8 +48,9 @@ _PINNED = [
     ('"!?" alpha', "'alpha'", {"alpha beta gamma", "gamma alpha"}),
     ('"<b>" alpha or "!"', "'alpha'", {"alpha beta gamma", "gamma alpha"}),
     ('"alpha <b> gamma"', "'alpha' <-> 'gamma'", set()),
-    # A `-` standing alone negates the word after it; single quotes are no phrase.
-    ("gamma - beta", "'gamma' & !'beta'", {"gamma alpha"}),
+    # A `-` standing alone is no operator (websearch_text); single quotes are no phrase.
+    ("gamma - beta", "'gamma' & 'beta'", {"alpha beta gamma"}),
+    ("gamma -beta", "'gamma' & !'beta'", {"gamma alpha"}),
     ("'alpha gamma'", "'alpha' & 'gamma'", {"alpha beta gamma", "gamma alpha"}),
 ]
 
@@ -64,7 +67,8 @@ def recorded(client: AuditClient) -> AuditClient:
 def test_quotes_pair_as_the_docs_say(
     recorded: AuditClient, sql: psycopg.Connection[Any], text: str, query: str, found: set[str]
 ) -> None:
-    row = sql.execute("SELECT websearch_to_tsquery('simple', %s)::text", [text]).fetchone()
+    searched = websearch_text(text)  # what the server hands PostgreSQL
+    row = sql.execute("SELECT websearch_to_tsquery('simple', %s)::text", [searched]).fetchone()
     assert row == (query,)
     parsed = parse_query(query)  # a live stream matches it in the process, not by SQL
     assert parsed is not None and parsed.root is not None
@@ -84,3 +88,27 @@ def test_a_text_of_phrases_of_no_word_is_refused_naming_filter_text(
     with pytest.raises(InvalidArgumentError) as refused:
         list(client.query(build_filter(text=text)))
     assert refused.value.field_violations == [("filter.text", "has no word to search for")]
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("gamma -- alpha", {"alpha beta gamma", "gamma alpha"}),
+        ("- beta", {"alpha beta gamma", "beta alone"}),
+        ("beta alone -", {"beta alone"}),
+        ('alpha - "beta gamma"', {"alpha beta gamma"}),
+        # Joined to the word it goes before, a `-` still excludes it.
+        ("gamma - -beta", {"gamma alpha"}),
+        ('gamma -"alpha beta"', {"gamma alpha"}),
+    ],
+)
+def test_a_dash_standing_alone_excludes_nothing(
+    recorded: AuditClient, text: str, found: set[str]
+) -> None:
+    """`payroll - q3`, a dash typed between two words, was `payroll -q3`:
+    websearch_to_tsquery reads a `-` before a word as its negation, spaces
+    between or not, and the search found the payroll events of every quarter
+    but the third. A `-` (or a run of them) with a space or the text's end on
+    each side is no operator; one joined to a word excludes it."""
+    answered = {e.description for e in recorded.query(build_filter(text=text))}
+    assert answered == found

@@ -33,7 +33,7 @@ from ..domain.event import (
     format_timestamp,
 )
 from ..domain.filters import EventFilter, RecordMatcher
-from ..domain.text_search import TextQuery, parse_query
+from ..domain.text_search import TextQuery, parse_query, websearch_text
 from ..store.appender import Appender
 from ..store.changes import refuse_if_erased_now, tenant_erased
 from ..store.database import Connection, Database
@@ -244,13 +244,15 @@ class StreamRpcs:
                     last_sent = clock()
 
     async def _text_query(self, tenant_id: str, event_filter: EventFilter) -> TextQuery | None:
-        """The filter's `text` as PostgreSQL parses it, for its live events to
-        be matched in the process (None: none, or one left to the database)."""
+        """The filter's `text` as PostgreSQL parses it, as Query gives it
+        (`websearch_text`), for its live events to be matched in the process
+        (None: none, or one left to the database)."""
         if event_filter.text is None:
             return None
         async with self._db.connection(tenant_id) as conn:
             cursor = await conn.execute(
-                "SELECT websearch_to_tsquery('simple', %s)::text", [event_filter.text]
+                "SELECT websearch_to_tsquery('simple', %s)::text",
+                [websearch_text(event_filter.text)],
             )
             row = await cursor.fetchone()
         assert row is not None

@@ -46,7 +46,7 @@ from .event import (
     parse_request_id,
     parse_uuid,
 )
-from .text_search import TextQuery
+from .text_search import TextQuery, websearch_text
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 1000
@@ -818,8 +818,9 @@ def _searched(text: str) -> str:
     whether it has a word: quotes pair in order (each `"` opens a phrase or
     closes the open one; an unclosed phrase runs to the end), and a phrase is
     parsed whole, so its markup is no word (`"<b>"`, `"&amp;"` match nothing);
-    outside quotes the text is cut at `<`, `&` and `;` first, and `<b>` is `b`."""
-    parts = text.split('"')
+    outside quotes the text is cut at `<`, `&` and `;` first, and `<b>` is `b`;
+    a dash standing alone is no operator (`websearch_text`)."""
+    parts = websearch_text(text).split('"')
     return " ".join(p if i % 2 == 0 else _MARKUP.sub(" ", p) for i, p in enumerate(parts))
 
 

@@ -11,6 +11,10 @@ by the hub's fetch once for every subscriber. What is evaluated here is only
 lexemes (`<->`, `<N>`), as PostgreSQL's TS_execute does. Anything else (a
 prefix, a weight, a phrase of more than lexemes, a lexeme without positions)
 is left to the database: `parse_query` or `parse_vector` answers None.
+
+What PostgreSQL is given is `websearch_text(text)`, the filter's text with a
+dash standing alone made a space: every search (Query, Count, Export, a
+stream's past and live events, sinks) asks that one query.
 """
 
 from __future__ import annotations
@@ -22,8 +26,31 @@ from typing import Final
 # A tsvector's words: each lexeme with the positions where it occurs.
 Vector = dict[str, frozenset[int]]
 
+# A `-`, or a run of them, with a space or the text's end on each side: a dash
+# typed between words (`payroll - q3`), which websearch_to_tsquery reads as the
+# negation of the word after it, spaces between or not. ASCII whitespace, which
+# PostgreSQL's parser takes for a space in every locale.
+_DASH_ALONE: Final = re.compile(r"(?<![^ \t\n\r\f\v])-+(?![^ \t\n\r\f\v])")
+
 _POSITION: Final = re.compile(r"(\d+)[ABCD]?")
 _OPERATOR: Final = re.compile(r"<(-|\d+)>")
+
+
+def websearch_text(text: str) -> str:
+    """`text` as the search hands it to `websearch_to_tsquery`: a dash standing
+    alone, outside quotes, is no operator (`payroll - q3` finds both words, as
+    `payroll q3` does), where PostgreSQL made it the negation of the next word
+    (`payroll -q3`). A `-` joined to a word still excludes it (`-q3`), and in a
+    phrase a `-` is no operator to PostgreSQL either. Quotes pair as PostgreSQL
+    pairs them: each `"` opens a phrase or closes the open one."""
+    parts = text.split('"')
+    last = len(parts) - 1
+    for i in range(0, len(parts), 2):  # outside quotes
+        # Framed by the quotes beside it, of which a dash is not clear (`-"a b"`).
+        framed = ('"' if i else "") + parts[i] + ('"' if i < last else "")
+        unframed = _DASH_ALONE.sub(" ", framed)
+        parts[i] = unframed[1 if i else 0 : len(unframed) - (1 if i < last else 0)]
+    return '"'.join(parts)
 
 
 @dataclass(frozen=True, slots=True)

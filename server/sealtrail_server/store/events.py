@@ -14,6 +14,7 @@ from ..domain.errors import FailedPrecondition, IntegrityFailure
 from ..domain.event import MAX_FUTURE_SKEW_SECONDS, MAX_RECORD_BYTES, READ_RECORD_ACTIONS
 from ..domain.event_ids import received_within
 from ..domain.filters import EventFilter
+from ..domain.text_search import websearch_text
 from .changes import waiting_at_most
 from .database import Connection, Database
 
@@ -863,11 +864,13 @@ def filter_conditions(
         if value.startswith(("{", "[")):
             add(f"json_typeof({RECORD_DETAILS} -> %s) NOT IN ('object', 'array')", key)
     if f.text is not None:
+        # A dash standing alone is no operator (`payroll - q3`): websearch_text.
+        searched = websearch_text(f.text)
         if f.searches_read_filters():
-            add(f"{_SEARCHED} @@ websearch_to_tsquery('simple', %s)", f.text)
+            add(f"{_SEARCHED} @@ websearch_to_tsquery('simple', %s)", searched)
         else:
             add(f"{_SEARCHED_BUT_READ_FILTERS} @@ websearch_to_tsquery('simple', %s)",
-                list(READ_RECORD_ACTIONS), f.text)  # fmt: skip
+                list(READ_RECORD_ACTIONS), searched)  # fmt: skip
     return conditions, params
 
 
