@@ -8,6 +8,7 @@ import atexit
 import base64
 import gc
 import getpass
+import importlib
 import json
 import logging
 import os
@@ -95,6 +96,34 @@ def _setup_refused(*more: type[Exception]) -> tuple[type[Exception], ...]:
         NewerSchema,
         *more,
     )
+
+
+class _CommandsOfAModule(click.Group):
+    """A group whose commands `module` adds to it as it is imported, which is
+    imported when a command of the group is asked for (run, listed, or its
+    help shown), not with this one: the `sink` commands share the client's
+    command line's options (sealtrail._cli, with all its commands), which
+    `sealtrail-server --help` and every other command would import for
+    nothing. The group's own help is here, for the main command's list."""
+
+    def __init__(self, *args: Any, module: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.module = module
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        importlib.import_module(self.module)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        importlib.import_module(self.module)
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_CommandsOfAModule, module="sealtrail_server.cli_sinks")
+def sink() -> None:
+    """Deployment-wide sinks: one destination (a central SOC's SIEM) that every
+    tenant's events go to, tenants created later included, which tenants see
+    but cannot change. Each tenant's instance is recorded in its own log."""
 
 
 # Annotated: cli_sinks.py and cli_tenants.py import them back, and mypy cannot
@@ -1067,7 +1096,6 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
         raise SystemExit(1)
 
 
-from .cli_sinks import sink  # noqa: E402
 from .cli_tenants import tenant  # noqa: E402
 
 main.add_command(sink)

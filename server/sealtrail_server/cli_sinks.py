@@ -1,6 +1,7 @@
 """`sealtrail-server sink`: the deployment-wide sinks the operator keeps
-(ADR 0070, docs/forwarding.md "Deployment-wide sinks"). Registered on the
-main command by cli.py, whose helpers it shares.
+(ADR 0070, docs/forwarding.md "Deployment-wide sinks"). The commands of
+cli.py's `sink` group, which imports this module when one of them is asked
+for; it shares cli.py's helpers and the client command line's options.
 
 Each command works under the definition's lock (the servers' passes skip
 it meanwhile), writes the definition, then brings every tenant's instance to
@@ -36,6 +37,7 @@ from .cli import (
     _output_format_option,
     _Urls,
     refuse_another_redaction_key_here,
+    sink,
 )
 from .domain.errors import InvalidArgument
 from .domain.sinks import SECRET_FIELDS, SinkDefinition, described, destination_url, shown_url
@@ -55,13 +57,6 @@ if TYPE_CHECKING:
 
 # How long a command waits for a server's pass over the same definition.
 _LOCK_WAIT_SECONDS = 60.0
-
-
-@click.group()
-def sink() -> None:
-    """Deployment-wide sinks: one destination (a central SOC's SIEM) that every
-    tenant's events go to, tenants created later included, which tenants see
-    but cannot change. Each tenant's instance is recorded in its own log."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,9 @@ Nor do they import rich (the client's tables, its export's progress) or the
 OpenTelemetry API (the trace a traced job hands the client), nor does a
 `sealtrail` command that needs neither (`verify` of a bundle, offline); nor
 does `sealtrail-server --help` import redaction (its hundreds of compiled
-patterns) or the server's settings."""
+patterns), the server's settings or the email package's header registry (an
+email sink's addresses); nor, but for the `sink` commands', the client's
+command line (whose filter and destination options `sink create` shares)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,17 @@ from tests.unit.test_client_exports import HEAVY
 _ROOT = Path(__file__).resolve().parents[2]
 # Past HEAVY, what each command line's start leaves to the commands that use it.
 _CLIENT_LATER = (*HEAVY, "rich", "opentelemetry")
-_SERVER_LATER = (*HEAVY, "rich", "sealtrail_server.domain.redaction", "sealtrail_server.config")
+# email.headerregistry: an email sink's addresses, read as a sink is checked.
+_SERVER_LATER = (
+    *HEAVY,
+    "rich",
+    "sealtrail_server.domain.redaction",
+    "sealtrail_server.config",
+    "email.headerregistry",
+)
+# The client's command line, whose options `sink create|update` share: every
+# other command's help imports none of it (nor the sink commands' module).
+_SINK_COMMANDS_LATER = (*_SERVER_LATER, "sealtrail._cli", "sealtrail_server.cli_sinks")
 
 # The console script's entry point, called as its generated wrapper calls it;
 # its exit status, what it printed and which of `later` it imported, as JSON
@@ -73,17 +85,18 @@ def _run(pyproject: str, name: str, arguments: list[str], later: tuple[str, ...]
     ("pyproject", "name", "arguments", "later"),
     [
         *(
-            ("pyproject.toml", "sealtrail-server", arguments, _SERVER_LATER)
+            ("pyproject.toml", "sealtrail-server", arguments, _SINK_COMMANDS_LATER)
             for arguments in (
                 [],
                 ["serve"],
                 ["token", "create"],
                 ["key", "restored"],
                 ["tenant", "list"],
-                ["sink"],
-                ["sink", "create"],
-                ["sink", "update"],
             )
+        ),
+        *(
+            ("pyproject.toml", "sealtrail-server", arguments, _SERVER_LATER)
+            for arguments in (["sink"], ["sink", "create"], ["sink", "update"], ["sink", "list"])
         ),
         *(
             ("clients/python/pyproject.toml", "sealtrail", arguments, _CLIENT_LATER)

@@ -12,7 +12,6 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.errors import HeaderParseError
-from email.headerregistry import Address
 from email.utils import getaddresses
 from typing import Any, Final, Literal
 
@@ -126,6 +125,10 @@ def mail_address(value: str) -> MailAddress:
         domain = a_label(domain)
     except UnicodeError:  # idna.IDNAError among them
         raise ValueError(_NOT_IDNA) from None
+    # Imported here: its header classes cost `sealtrail-server --help` a tenth
+    # of its start (tests/unit/test_cli_startup_imports.py).
+    from email.headerregistry import Address
+
     try:
         parsed = Address(display_name=name, addr_spec=f"{local}@{domain}")
     except (HeaderParseError, ValueError, IndexError):
