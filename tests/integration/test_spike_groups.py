@@ -20,7 +20,11 @@ from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filt
 from sealtrail.v1 import alerting_pb2
 from sealtrail_server.alerts.evaluator import MAX_SPIKE_GROUPS, Evaluator
 from sealtrail_server.domain.filters import EventFilter
-from sealtrail_server.store.alerts import SpikeGroupsAsked, spike_groups_statement
+from sealtrail_server.store.alerts import (
+    SpikeGroupsAsked,
+    spike_forms_statement,
+    spike_groups_statement,
+)
 from tests.alerts_cli import alerts_cli
 from tests.conftest import ServerThread, database_of_its_own
 from tests.integration.test_alerting import (
@@ -120,6 +124,39 @@ def test_by_ip_and_by_actor_folded_each_group_against_its_own(
     assert ip["count"] == 5 and ip["baseline_average"] == 1.0  # the line: 5 x 1, and min_count
     [actor] = fired_by(client, by_actor.id)
     assert actor["group"] == {"actor": "admin"} and actor["count"] == 5
+
+
+def said_by(client: AuditClient, window: int, forms: list[str]) -> None:
+    """An API request by each actor id of `forms`, spread over the window
+    `window` windows after SPIKE's (negative: one of the baseline's)."""
+    start = SPIKE + timedelta(seconds=window * WINDOW)
+    results = client.record_batch([
+        build_event(
+            action="api.request", actor_id=form, actor_type="user",
+            occurred_at=start + timedelta(seconds=n * (WINDOW - 1) / len(forms)),
+        )
+        for n, form in enumerate(forms)
+    ])  # fmt: skip
+    assert [r.error for r in results if r.error is not None] == []
+
+
+def test_by_actor_the_baselines_forms_of_an_id_fold_into_its_group(
+    client: AuditClient, rules: Any, marked: None
+) -> None:
+    """`Admin` and `ADMIN` typed full-width (U+FF21...) in the baseline,
+    `admin` now: one actor, whose average is 2, not a new actor's 0, which
+    fired at min_count (the baseline's forms were not in its group)."""
+    rule = rules(spike_rule(filter=API, group_by="actor", min_count=5))
+    for window in range(-BASELINE, 0):
+        said_by(client, window, ["Admin", "\uff21\uff24\uff2d\uff29\uff2e"])
+    said_by(client, 0, ["admin"] * 9)  # 9: past min_count, below 5 x 2
+    settle(client)
+    assert fired_by(client, rule.id) == []
+    said_by(client, 0, ["ADMIN"])  # the 10th: the line
+    settle(client)
+    [fired] = fired_by(client, rule.id)
+    assert fired["group"] == {"actor": "admin"}
+    assert fired["count"] == 10 and fired["baseline_average"] == 2.0
 
 
 def test_the_groups_judged_a_window_are_capped_and_those_left_out_said(
@@ -293,14 +330,13 @@ def test_a_grouped_count_is_one_aggregate_over_the_baselines_range_and_returns_t
 ) -> None:
     now = datetime.now(UTC)
     window = now.replace(minute=0, second=0, microsecond=0)
-    statement, values = spike_groups_statement(
-        SpikeGroupsAsked(
-            tenant_id="t1", event_filter=EventFilter(actions=("api.request",)), group_by=group_by,
-            start_seq=0, at_seq=PLANNED, upto_seq=PLANNED,
-            baseline_from=window - timedelta(days=14), window_from=window,
-            window_to=window + timedelta(hours=1), cap=MAX_SPIKE_GROUPS,
-        )
+    asked = SpikeGroupsAsked(
+        tenant_id="t1", event_filter=EventFilter(actions=("api.request",)), group_by=group_by,
+        start_seq=0, at_seq=PLANNED, upto_seq=PLANNED,
+        baseline_from=window - timedelta(days=14), window_from=window,
+        window_to=window + timedelta(hours=1), cap=MAX_SPIKE_GROUPS,
     )  # fmt: skip
+    statement, values = spike_groups_statement(asked)
     plan = _plan(requests_as_service, statement, values)
     # The rows read: the events of the baseline's 14 days and the window, of
     # the 20 days held (bounded by occurred_at and so by receipt), once.
@@ -317,6 +353,14 @@ def test_a_grouped_count_is_one_aggregate_over_the_baselines_range_and_returns_t
     ]  # fmt: skip
     assert len(aggregates) == 1, [node["Node Type"] for node in _nodes(plan)]
     assert plan["Actual Rows"] <= MAX_SPIKE_GROUPS
+    if group_by != "actor":
+        return
+    # The other forms of the judged actors' ids: one more aggregate over the
+    # same range, none returned where each id has only the form it was read in.
+    ids = [f"svc{n}" for n in range(50)]
+    statement, values = spike_forms_statement(asked, counted=ids, ascii_keys=ids)
+    plan = _plan(requests_as_service, statement, values)
+    assert plan["Actual Rows"] == 0
 
 
 def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:

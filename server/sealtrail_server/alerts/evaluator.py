@@ -848,7 +848,7 @@ class Evaluator:
                     tenant_id=tenant_id, event_filter=condition.filter,
                     group_by=condition.group_by, start_seq=rule.stored.start_seq, at_seq=seq,
                     upto_seq=upto, baseline_from=baseline_from, window_from=start,
-                    window_to=start + length, cap=self._spike_groups,
+                    window_to=start + length, cap=self._spike_groups, fold=_key_of(condition),
                 ),
             )  # fmt: skip
             average, windows = _average(condition, 0, counts.history_from, start)
@@ -1144,7 +1144,8 @@ def _valid_alert(draft: EventDraft, trigger: dict[str, Any], *, now: datetime) -
 
 
 def _key_of(condition: Condition) -> Callable[[str], str] | None:
-    """How a threshold's window keys its groups, as group_key does."""
+    """How a threshold's window, or a grouped spike's count, keys its groups
+    of actor ids, as group_key does (None: as recorded)."""
     return actor_group if condition.group_by == "actor" and not condition.exact_actor_ids else None
 
 
@@ -1184,9 +1185,8 @@ def _spike_group_key(condition: Condition, parts: tuple[str, str]) -> str:
     counted group, from the parts the database read (store.SpikeGroup)."""
     if condition.group_by == "credential":
         return json.dumps(list(parts), ensure_ascii=False, separators=(",", ":"))
-    if condition.group_by == "actor":
-        return actor_group(parts[0])
-    return parts[0]
+    fold = _key_of(condition)
+    return parts[0] if fold is None else fold(parts[0])
 
 
 def _average(

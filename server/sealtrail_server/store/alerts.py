@@ -20,7 +20,7 @@ import hashlib
 import json
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -352,7 +352,9 @@ class SpikeGroupsAsked:
     `event_filter` from `start_seq` (the rule's start) up to `upto_seq` (the
     step's last event), grouped by `group_by`, the window's count also up to
     `at_seq` (the event being judged); the baseline from `baseline_from` to
-    `window_from`, the window from there to `window_to`; at most `cap` groups."""
+    `window_from`, the window from there to `window_to`; at most `cap` groups.
+    `fold`: grouped by actor, how ids that read alike are made one group
+    (domain.alerts.actor_group; None: compared as recorded)."""
 
     tenant_id: str
     event_filter: EventFilter
@@ -364,13 +366,22 @@ class SpikeGroupsAsked:
     window_from: datetime
     window_to: datetime
     cap: int
+    fold: Callable[[str], str] | None = None
 
 
-def spike_groups_statement(asked: SpikeGroupsAsked) -> tuple[sql.Composed, list[Any]]:
-    """The one statement of a grouped spike's count (the plan test EXPLAINs
-    it) and its parameters: as spike_counts', grouped; the `cap` groups with
-    the most events in the window (ties by key, in byte order), and how many
-    had any."""
+# A grouped spike's counts of a group: its window's events up to the event
+# judged (`before`) and up to the step's last (`current`), its baseline's.
+_GROUP_COUNTS: Final = (
+    "count(*) FILTER (WHERE occurred_at >= %s AND seq > %s AND seq <= %s) AS before,"
+    " count(*) FILTER (WHERE occurred_at >= %s AND seq > %s) AS current,"
+    " count(*) FILTER (WHERE occurred_at < %s) AS baseline"
+)
+
+
+def _grouped_events(asked: SpikeGroupsAsked) -> tuple[sql.Composable, list[Any], list[Any]]:
+    """What a grouped spike's statements count: the `_GROUP_COUNTS` and their
+    values, and the events' conditions (as spike_counts', over the baseline
+    and the window, up to the step's last event, no alert) and theirs."""
     event_filter, baseline_from, window_to = (
         asked.event_filter,
         asked.baseline_from,
@@ -382,49 +393,97 @@ def spike_groups_statement(asked: SpikeGroupsAsked) -> tuple[sql.Composed, list[
         occurred_before=min(window_to, event_filter.occurred_before or window_to),
     )
     conditions, params = filter_conditions(asked.tenant_id, bounded)
+    window_from, start_seq = asked.window_from, asked.start_seq
+    counted = [window_from, start_seq, asked.at_seq, window_from, start_seq, window_from]
+    where = sql.SQL("{} AND seq <= %s AND action <> %s").format(sql.SQL(" AND ").join(conditions))
+    return where, counted, [*params, asked.upto_seq, ALERT_ACTION]
+
+
+def spike_groups_statement(asked: SpikeGroupsAsked) -> tuple[sql.Composed, list[Any]]:
+    """The one statement of a grouped spike's count (the plan test EXPLAINs
+    it) and its parameters: as spike_counts', grouped; the `cap` groups with
+    the most events in the window (ties by key, in byte order), and how many
+    had any."""
+    where, counted, params = _grouped_events(asked)
     first, second, present = _SPIKE_KEYS[asked.group_by]
     statement = sql.SQL(
         "SELECT k, i, before, current, baseline, count(*) OVER () FROM ("
-        " SELECT {first} AS k, {second} AS i,"
-        " count(*) FILTER (WHERE occurred_at >= %s AND seq > %s AND seq <= %s) AS before,"
-        " count(*) FILTER (WHERE occurred_at >= %s AND seq > %s) AS current,"
-        " count(*) FILTER (WHERE occurred_at < %s) AS baseline"
-        " FROM events WHERE {conditions} AND seq <= %s AND action <> %s AND {present}"
+        " SELECT {first} AS k, {second} AS i, {counts}"
+        " FROM events WHERE {where} AND {present}"
         " GROUP BY 1, 2) AS g"
         ' WHERE current > 0 ORDER BY current DESC, k COLLATE "C", i COLLATE "C" LIMIT %s'
     ).format(
         first=sql.SQL(first),
         second=sql.SQL(second),
+        counts=sql.SQL(_GROUP_COUNTS),
+        where=where,
         present=sql.SQL(present),
-        conditions=sql.SQL(" AND ").join(conditions),
     )
-    window_from, start_seq = asked.window_from, asked.start_seq
-    values = [
-        window_from, start_seq, asked.at_seq, window_from, start_seq, window_from,
-        *params, asked.upto_seq, ALERT_ACTION, asked.cap,
+    return statement, [*counted, *params, asked.cap]
+
+
+# What Python's str.strip() trims of an id all ASCII (actor_group trims ids so).
+_ASCII_SPACE: Final = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def spike_forms_statement(
+    asked: SpikeGroupsAsked, *, counted: Sequence[str], ascii_keys: Sequence[str]
+) -> tuple[sql.Composed, list[Any]]:
+    """The statement that finds, grouped by folded actor ids, the forms of
+    the judged groups' ids that `spike_groups_statement` did not return (the
+    ids as recorded other than `counted`): `Admin` with events only in the
+    baseline, where `admin` has some in the window. PostgreSQL cannot fold
+    as Python does, so it returns candidates, counted as there: every id not
+    all ASCII, and the ASCII ids that, lowercased and trimmed (all that
+    actor_group does to one), read as one of `ascii_keys`; the caller folds
+    them and keeps those of a judged group."""
+    where, values, params = _grouped_events(asked)
+    statement = sql.SQL(
+        "SELECT actor_id, {counts} FROM events WHERE {where}"
+        " AND actor_id <> ALL(%s) AND (octet_length(actor_id) <> char_length(actor_id)"
+        ' OR lower(btrim(actor_id, %s) COLLATE "C") = ANY(%s)) GROUP BY 1'
+    ).format(counts=sql.SQL(_GROUP_COUNTS), where=where)
+    return statement, [
+        *values, *params, TextArray(counted), _ASCII_SPACE, TextArray(ascii_keys)
     ]  # fmt: skip
-    return statement, values
 
 
 async def spike_group_counts(db: Database, asked: SpikeGroupsAsked) -> SpikeGroupCounts:
     """A grouped spike rule's counts (ADR 0147): `spike_groups_statement`,
     one statement over the window and the baseline, under the same timeout
-    as spike_counts, and the tenant's history as spike_counts reads it."""
+    as spike_counts, and the tenant's history as spike_counts reads it.
+    Grouped by folded actor ids (`asked.fold`), also the other forms of the
+    judged groups' ids (`spike_forms_statement`), so that a group's baseline
+    holds every form it was written in, as its window does."""
     statement, values = spike_groups_statement(asked)
     tenant_id = asked.tenant_id
     async with db.connection(tenant_id, statement_timeout=SPIKE_COUNT_SECONDS) as conn:
         cursor = await conn.execute(statement, values)
         rows = await cursor.fetchall()
+        judged = [
+            SpikeGroup((str(k), str(i)), int(before), int(current), int(baseline))
+            for k, i, before, current, baseline, _ in rows
+        ]
+        fold = asked.fold
+        if judged and fold is not None and asked.group_by == "actor":
+            keys = {fold(group.parts[0]) for group in judged}
+            statement, values = spike_forms_statement(
+                asked,
+                counted=[group.parts[0] for group in judged],
+                ascii_keys=sorted(key for key in keys if key.isascii()),
+            )
+            cursor = await conn.execute(statement, values)
+            judged += [
+                SpikeGroup((str(form), ""), int(before), int(current), int(baseline))
+                for form, before, current, baseline in await cursor.fetchall()
+                if fold(str(form)) in keys
+            ]
         first = await _history_from(
             conn,
             tenant_id=tenant_id,
             baseline_from=asked.baseline_from,
             window_from=asked.window_from,
         )
-    judged = [
-        SpikeGroup((str(k), str(i)), int(before), int(current), int(baseline))
-        for k, i, before, current, baseline, _ in rows
-    ]
     return SpikeGroupCounts(judged, int(rows[0][5]) if rows else 0, first)
 
 
