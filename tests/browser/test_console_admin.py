@@ -1536,7 +1536,7 @@ def test_a_spike_per_credential_is_created_described_and_edited_with_its_groupin
     Select(form.find_element(By.NAME, "kind")).select_by_value("spike")
     counted = Select(form.find_element(By.NAME, "group_by"))
     assert form.find_element(By.NAME, "group_by").is_displayed()
-    assert not form.find_element(By.NAME, "exact_actor_ids").is_displayed()  # a threshold's
+    assert not form.find_element(By.NAME, "exact_actor_ids").is_displayed()  # per actor only
     counted.select_by_value("ALERT_GROUP_BY_CREDENTIAL")
     form.find_element(By.NAME, "actions").send_keys("api.request")
     form.find_element(By.XPATH, ".//button[.='Create rule']").click()
@@ -1557,6 +1557,49 @@ def test_a_spike_per_credential_is_created_described_and_edited_with_its_groupin
     wait(browser).until(lambda b: "alert_rule.updated" in section.text)
     [rule] = [r for r in admin.list_alert_rules() if r.name == "leaked key"]
     assert (rule.spike.factor, rule.spike.group_by) == (3.0, alerting_pb2.ALERT_GROUP_BY_CREDENTIAL)
+
+
+def test_a_spike_per_actor_comparing_ids_exactly_is_created_shown_and_kept_when_edited(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """A spike counted per actor offers the threshold's box for exact actor
+    ids (SpikeCondition.exact_actor_ids): sent when ticked, its row says it,
+    an edit of the factor keeps it, and unticked it is cleared."""
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    form = section.find_element(By.ID, "rule-form")
+    form.find_element(By.NAME, "name").send_keys("base64 ids")
+    Select(form.find_element(By.NAME, "kind")).select_by_value("spike")
+    exact = form.find_element(By.NAME, "exact_actor_ids")
+    assert not exact.is_displayed()  # counted all together
+    Select(form.find_element(By.NAME, "group_by")).select_by_value("ALERT_GROUP_BY_ACTOR")
+    assert exact.is_displayed() and not exact.is_selected()
+    exact.click()
+    form.find_element(By.NAME, "actions").send_keys("api.request")
+    form.find_element(By.XPATH, ".//button[.='Create rule']").click()
+    wait(browser).until(lambda b: "alert_rule.created" in section.text)
+    [rule] = [r for r in admin.list_alert_rules() if r.name == "base64 ids"]
+    assert rule.spike.group_by == alerting_pb2.ALERT_GROUP_BY_ACTOR and rule.spike.exact_actor_ids
+    row = wait(browser).until(lambda b: row_of(section, "base64 ids"))
+    assert "at least 20 per actor (ids compared exactly)" in row.text, row.text
+
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    form = section.find_element(By.ID, "rule-form")
+    exact = form.find_element(By.NAME, "exact_actor_ids")
+    assert exact.is_displayed() and exact.is_selected()
+    factor = form.find_element(By.NAME, "factor")
+    factor.clear()
+    factor.send_keys("3")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "alert_rule.updated" in section.text)
+    [rule] = admin.list_alert_rules()
+    assert rule.spike.factor == 3.0 and rule.spike.exact_actor_ids  # kept
+
+    row = wait(browser).until(lambda b: row_of(section, "base64 ids"))
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    exact = section.find_element(By.ID, "rule-form").find_element(By.NAME, "exact_actor_ids")
+    exact.click()  # unticked: folded again
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: not admin.list_alert_rules()[0].spike.exact_actor_ids)
 
 
 def test_an_email_sink_is_described_edited_and_added_its_password_shown_by_its_hint(

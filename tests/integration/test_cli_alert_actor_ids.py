@@ -81,7 +81,7 @@ def test_exact_actor_ids_are_set_kept_and_cleared_from_the_command_line(
         build_alert_rule("keys", "match", filter=build_filter(actions="api_key.create"))
     ).rule.id
     code, output = cli("update", match_id, "--fold-actor-ids")
-    assert code == 2 and "--fold-actor-ids: only with a threshold rule" in output, output
+    assert code == 2 and "--fold-actor-ids: only with a threshold or spike rule" in output, output
 
     code, helped = cli("update", "--help")
     assert "--exact-actor-ids / --fold-actor-ids" in helped, helped

@@ -55,12 +55,12 @@ def test_update_names_the_option_of_another_kind_of_rule(
     for rule, refused, named, applies_to in (
         (night, ["--group-by", "none"], "--group-by", "threshold or spike"),
         (night, ["--window", "60"], "--window", "threshold or spike"),
-        (night, ["--fold-actor-ids"], "--fold-actor-ids", "threshold"),
+        (night, ["--fold-actor-ids"], "--fold-actor-ids", "threshold or spike"),
         (burst, ["--days", "1,2,3"], "--days", "off_hours"),
         (burst, ["--hours", "8-17"], "--hours", "off_hours"),
         (burst, ["--time-zone", "UTC"], "--time-zone", "off_hours"),
         (seen, ["--count", "3"], "--count", "threshold"),
-        (seen, ["--exact-actor-ids"], "--exact-actor-ids", "threshold"),
+        (seen, ["--exact-actor-ids"], "--exact-actor-ids", "threshold or spike"),
     ):
         code, output = cli("update", rule.id, *refused)
         kind = rule.WhichOneof("condition")

@@ -145,13 +145,19 @@ def test_by_actor_the_baselines_forms_of_an_id_fold_into_its_group(
 ) -> None:
     """`Admin` and `ADMIN` typed full-width (U+FF21...) in the baseline,
     `admin` now: one actor, whose average is 2, not a new actor's 0, which
-    fired at min_count (the baseline's forms were not in its group)."""
+    fired at min_count (the baseline's forms were not in its group). With
+    exact_actor_ids, `admin` is an actor of its own, new: it fires there."""
     rule = rules(spike_rule(filter=API, group_by="actor", min_count=5))
+    exact = rules(spike_rule(filter=API, group_by="actor", min_count=5, exact_actor_ids=True))
+    assert exact.spike.exact_actor_ids
     for window in range(-BASELINE, 0):
         said_by(client, window, ["Admin", "\uff21\uff24\uff2d\uff29\uff2e"])
     said_by(client, 0, ["admin"] * 9)  # 9: past min_count, below 5 x 2
     settle(client)
     assert fired_by(client, rule.id) == []
+    [apart] = fired_by(client, exact.id)
+    assert apart["group"] == {"actor": "admin"}
+    assert apart["count"] == 5 and apart["baseline_average"] == 0.0
     said_by(client, 0, ["ADMIN"])  # the 10th: the line
     settle(client)
     [fired] = fired_by(client, rule.id)
@@ -273,6 +279,67 @@ def test_a_grouped_spike_is_stored_for_the_release_before_to_leave_and_shown_as_
     client.update_alert_rule(changed, fields=["spike"])
     deleted = client.delete_alert_rule(grouped.id)
     assert _recorded_condition(client, deleted.event_id) == shown | {"group_by": "actor"}
+
+
+def test_exact_actor_ids_of_a_spike_are_stored_for_the_release_before_to_leave_and_checked(
+    client: AuditClient, rules: Any, sql: psycopg.Connection[Any]
+) -> None:
+    """A spike's exact_actor_ids (field 7) is stored as a threshold's (a key
+    set only when true) beside `spike_group_by`, which the release before
+    leaves; refused, naming it, but with a grouping by actor; a change of it
+    recorded, and as a weakening (either average may be higher)."""
+    rule = rules(spike_rule(filter=API, group_by="actor", exact_actor_ids=True))
+    stored = _stored(sql, rule.id)
+    assert stored["spike_group_by"] == "actor" and stored["exact_actor_ids"] is True
+    assert released_not_understood(stored) == "condition key 'spike_group_by'"
+    [listed] = [r for r in client.list_alert_rules() if r.id == rule.id]
+    assert listed.spike.exact_actor_ids and listed.etag == rule.etag
+    for grouping in ("credential", ""):
+        bad = spike_rule(filter=API, group_by=grouping)
+        bad.spike.exact_actor_ids = True
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.create_alert_rule(bad)
+        assert list(dict(refused.value.field_violations)) == ["rule.spike.exact_actor_ids"]
+    folded = spike_rule(filter=API, group_by="actor")
+    folded.id = rule.id
+    answer = client.update_alert_rule(folded, fields=["spike"])
+    assert not answer.rule.spike.exact_actor_ids
+    assert "exact_actor_ids" not in _stored(sql, rule.id)
+    [change] = client.get_event(answer.event_id).changes
+    before, after = (json_format.MessageToDict(value) for value in (change.before, change.after))
+    assert before["exact_actor_ids"] is True and "exact_actor_ids" not in after
+    assert json.loads(json_details(client.get_event(answer.event_id)))["weakens"] == [
+        "condition_narrowed"
+    ]
+
+
+def test_the_cli_sets_lists_keeps_and_clears_a_spikes_exact_actor_ids(
+    server: ServerThread, client: AuditClient, tenant: str
+) -> None:
+    cli = alerts_cli(server, tenant)
+    spike = ["--kind", "spike", "--action", "api.request", "--window", "600",
+             "--baseline-windows", "24", "--factor", "5", "--min-count", "20"]  # fmt: skip
+    code, said = cli("create", "ids apart", *spike, "--group-by", "actor", "--exact-actor-ids")
+    assert code == 0, said
+    rule_id = said.strip()
+    [rule] = client.list_alert_rules()
+    assert rule.spike.exact_actor_ids
+    code, said = cli()
+    assert "at least 20 by actor (ids compared exactly)" in said, said
+    code, said = cli("create", "x", *spike, "--group-by", "ip", "--exact-actor-ids")
+    assert code == 2 and "--exact-actor-ids" in said and "--group-by actor" in said, said
+    assert cli("update", rule_id, "--factor", "3")[0] == 0  # kept unless named
+    [rule] = client.list_alert_rules()
+    assert rule.spike.factor == 3.0 and rule.spike.exact_actor_ids
+    assert cli("update", rule_id, "--fold-actor-ids") == (0, f"{rule_id} updated\n")
+    [rule] = client.list_alert_rules()
+    assert not rule.spike.exact_actor_ids and rule.spike.factor == 3.0
+    assert cli("update", rule_id, "--exact-actor-ids")[0] == 0
+    code, said = cli("update", rule_id, "--group-by", "credential")  # dropped with the grouping
+    assert code == 0 and "exact actor ids dropped" in said, said
+    [rule] = client.list_alert_rules()
+    assert rule.spike.group_by == alerting_pb2.ALERT_GROUP_BY_CREDENTIAL
+    assert not rule.spike.exact_actor_ids
 
 
 def test_the_cli_creates_updates_and_lists_a_grouped_spike(

@@ -56,7 +56,7 @@ def test_a_field_no_event_has_is_a_type_error_naming_it() -> None:
 @pytest.mark.parametrize(
     ("kind", "setting", "applies_to"),
     [
-        ("match", {"exact_actor_ids": True}, "a threshold"),
+        ("match", {"exact_actor_ids": True}, "a threshold or spike"),
         ("match", {"count": 5}, "a threshold"),
         ("new_ip", {"window_seconds": 60}, "a threshold or spike"),
         ("match", {"factor": 2.5}, "a spike"),

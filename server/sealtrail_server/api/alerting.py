@@ -91,6 +91,10 @@ def stored_condition(rule: pb.AlertRule, kept: dict[str, Any] | None = None) -> 
         # a grouped spike rather than judge it ungrouped (docs/operations.md).
         if message.group_by:
             settings[SPIKE_GROUP_BY] = _GROUP_BY[message.group_by]
+        # Absent by default, as a threshold's. Only with a grouping by actor,
+        # so only on a rule the release before leaves (`spike_group_by`).
+        if message.exact_actor_ids:
+            settings["exact_actor_ids"] = True
     elif kind == "off_hours":
         settings = {
             "time_zone": message.time_zone or "UTC",

@@ -120,8 +120,8 @@ def validate_condition(
             fail("count", f"must be 2 to {MAX_THRESHOLD_COUNT:,}")
         if not 1 <= window_seconds <= MAX_WINDOW_SECONDS:
             fail("window_seconds", f"must be 1 to {MAX_WINDOW_SECONDS:,} (7 days)")
-        if exact_actor_ids and group_by != "actor":
-            fail("exact_actor_ids", "applies only to a rule grouped by actor")
+    if kind in ("threshold", "spike") and exact_actor_ids and group_by != "actor":
+        fail("exact_actor_ids", "applies only to a rule grouped by actor")
     if kind == "spike":
         if not MIN_SPIKE_WINDOW <= window_seconds <= MAX_SPIKE_WINDOW:
             fail("window_seconds", f"must be {MIN_SPIKE_WINDOW} to {MAX_SPIKE_WINDOW:,} (a day)")

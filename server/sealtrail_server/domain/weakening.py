@@ -312,7 +312,8 @@ def condition_narrows(before: Condition, after: Condition) -> bool:
     """Whether the rule may fire where it fired before no longer: another kind
     of condition, a narrower filter, or a threshold's count raised, window
     shortened or groups made finer, a spike's factor or fewest events raised
-    or its window, baseline or grouping changed (another average, which may be higher),
+    or its window, baseline, grouping or comparison of actor ids changed (another
+    average, which may be higher),
     or working hours that grow (earlier start, later end, more working days,
     another time zone)."""
     if before.kind != after.kind or filter_narrows(before.filter, after.filter):
@@ -331,6 +332,8 @@ def condition_narrows(before: Condition, after: Condition) -> bool:
             # Grouped otherwise: a group's burst may drown in the tenant's
             # traffic, or the tenant's in many small groups.
             or after.group_by != before.group_by
+            # An actor's ids told apart, or made one: either average may be higher.
+            or after.exact_actor_ids != before.exact_actor_ids
             or after.window_seconds != before.window_seconds
             or after.baseline_windows != before.baseline_windows
         )

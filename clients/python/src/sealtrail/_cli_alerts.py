@@ -51,6 +51,7 @@ def _describe(rule: alerting_pb2.AlertRule) -> str:
             f"spike: {spike.factor:g}x the average of {spike.baseline_windows} windows of"
             f" {span_text(spike.window_seconds)}, at least {spike.min_count}"
             + (f" by {by}" if by else "")
+            + (" (ids compared exactly)" if spike.exact_actor_ids else "")
         )
     if kind == "off_hours":
         hours = rule.off_hours
@@ -140,7 +141,8 @@ _EXACT_ACTOR_IDS = click.option(
     "--exact-actor-ids/--fold-actor-ids",
     "exact_actor_ids",
     default=None,
-    help="threshold by actor: compare actor ids exactly as recorded, or (the default) as they"
+    help="threshold or spike by actor: compare actor ids exactly as recorded, or (the default)"
+    " as they"
     " read, case folded and full-width forms and invisible characters made plain, so that"
     " Admin, ADMIN and admin are one actor. Exact where the case of an id matters (some base64"
     " ids). Either only with --group-by actor; update keeps it unless given, and drops"
@@ -293,14 +295,14 @@ def create(
     """Create an alert rule on the matching events; prints its id."""
     from sealtrail._convert import AlertKind, build_alert_rule
 
-    if exact_actor_ids is not None and kind != "threshold":
-        raise click.BadParameter("only with --kind threshold --group-by actor", ctx,
+    if exact_actor_ids is not None and kind not in ("threshold", "spike"):
+        raise click.BadParameter("only with --kind threshold or spike, --group-by actor", ctx,
                                  param_hint="--exact-actor-ids/--fold-actor-ids")  # fmt: skip
     if exact_actor_ids is not None and group_by != "actor":
         # Folded or exact, ids are compared only to group by actor: either
         # flag with another grouping did nothing.
         raise click.BadParameter(
-            "only with a threshold grouped by actor (--group-by actor), not with"
+            f"only with {_a(kind)} grouped by actor (--group-by actor), not with"
             + (f" --group-by {group_by}" if group_by else " no --group-by"),
             ctx,
             param_hint="--exact-actor-ids" if exact_actor_ids else "--fold-actor-ids",
@@ -341,7 +343,7 @@ _CONDITION_SETTINGS: Final = {
     "count": ("--count", "threshold"),
     "window_seconds": ("--window", "threshold or spike"),
     "group_by": ("--group-by", "threshold or spike"),
-    "exact_actor_ids": ("--exact-actor-ids", "threshold"),
+    "exact_actor_ids": ("--exact-actor-ids", "threshold or spike"),
     "baseline_windows": ("--baseline-windows", "spike"),
     "factor": ("--factor", "spike"),
     "min_count": ("--min-count", "spike"),
@@ -478,8 +480,8 @@ def update(
             condition = getattr(rule, kind)
             condition.CopyFrom(getattr(current, kind))
             _apply(condition, settings, _filter(criteria) if any(criteria.values()) else None)
-            if kind == "threshold":
-                _actor_ids_apply(ctx, condition, settings)
+            if kind in ("threshold", "spike"):
+                _actor_ids_apply(ctx, kind, condition, settings)
             fields.append(kind)
         if not fields:
             raise click.UsageError(
@@ -492,11 +494,15 @@ def update(
 
 
 def _actor_ids_apply(
-    ctx: click.Context, condition: alerting_pb2.ThresholdCondition, settings: dict[str, Any]
+    ctx: click.Context,
+    kind: str,
+    condition: alerting_pb2.ThresholdCondition | alerting_pb2.SpikeCondition,
+    settings: dict[str, Any],
 ) -> None:
-    """Exact actor ids apply only to a threshold grouped by actor (the API
-    refuses them otherwise), and folded ones likewise (with another grouping
-    no ids are compared): either asked for with another grouping, refused;
+    """Exact actor ids apply only to a threshold or spike (`kind`) grouped by
+    actor (the API refuses them otherwise), and folded ones likewise (with
+    another grouping no ids are compared): either asked for with another
+    grouping, refused;
     exact ids kept from the rule as read when the grouping changes to
     another, dropped."""
     from sealtrail._convert import enum_label
@@ -514,7 +520,7 @@ def _actor_ids_apply(
             else "the rule is not grouped"
         )
         raise click.BadParameter(
-            f"only with a threshold grouped by actor (--group-by actor); {grouping}",
+            f"only with {_a(kind)} grouped by actor (--group-by actor); {grouping}",
             ctx,
             param_hint="--exact-actor-ids" if given else "--fold-actor-ids",
         )

@@ -1421,9 +1421,9 @@ def build_alert_rule(
     window_seconds=300, group_by="ip")`, or a spike: `build_alert_rule("login spike",
     "spike", filter=..., window_seconds=600, baseline_windows=24, factor=5,
     min_count=20, group_by="credential")` (each API key against its own
-    usual number; `group_by` unset: the tenant's events together). `exact_actor_ids`: grouped by
-    actor, ids compared as recorded, not folded (case, full-width forms,
-    invisible characters). `sink_ids`: the sinks its alerts go to
+    usual number; `group_by` unset: the tenant's events together). `exact_actor_ids`
+    (a threshold or spike grouped by actor): ids compared as recorded, not
+    folded (case, full-width forms, invisible characters). `sink_ids`: the sinks its alerts go to
     (one given as a string is that one). A setting of another kind of rule
     than `kind` (count for a match rule, time_zone for a threshold) is
     refused, naming it: its message has no field for it, and the rule was
@@ -1443,7 +1443,7 @@ def build_alert_rule(
         ("count", count, 0, "threshold"),
         ("window_seconds", window_seconds, 0, "threshold or spike"),
         ("group_by", group_by, "", "threshold or spike"),
-        ("exact_actor_ids", exact_actor_ids, False, "threshold"),
+        ("exact_actor_ids", exact_actor_ids, False, "threshold or spike"),
         ("baseline_windows", baseline_windows, 0, "spike"),
         ("factor", factor, 0.0, "spike"),
         ("min_count", min_count, 0, "spike"),
@@ -1478,6 +1478,7 @@ def build_alert_rule(
         rule.spike.factor = factor
         rule.spike.min_count = min_count
         rule.spike.group_by = _GROUP_BY[group_by]
+        rule.spike.exact_actor_ids = exact_actor_ids
     elif kind == "new_ip":
         rule.new_ip.filter.CopyFrom(filter or event_pb2.EventFilter())
     elif kind == "new_country":

@@ -184,7 +184,7 @@ function clearMarks(form) {
 // Shows the fields of the kind chosen (a sink's, a rule's) and only those:
 // the others are disabled too, so that they are neither required nor sent.
 // A field marked `data-group-by` is shown only with that grouping chosen too
-// (a threshold's exact actor ids, per actor only).
+// (a threshold's or spike's exact actor ids, per actor only).
 function showKind(form) {
   const kind = form.elements.kind.value;
   for (const element of form.querySelectorAll("[data-kinds]")) {
@@ -1050,9 +1050,13 @@ function condition(rule) {
     return `${count} within ${duration(window)}${GROUPS[group] || ""}${ids}: ${filterWords(filter)}`;
   }
   if (rule.spike) {
-    const { window_seconds: window, baseline_windows: windows, factor, min_count: least, group_by: group, filter } = rule.spike;
+    const {
+      window_seconds: window, baseline_windows: windows, factor, min_count: least, group_by: group,
+      exact_actor_ids: exact, filter,
+    } = rule.spike;
+    const ids = exact ? " (ids compared exactly)" : "";
     return `${Number(factor).toLocaleString()}x the average of the ${count(windows, "window")} of`
-      + ` ${duration(window)} before, at least ${Number(least).toLocaleString()}${GROUPS[group] || ""}:`
+      + ` ${duration(window)} before, at least ${Number(least).toLocaleString()}${GROUPS[group] || ""}${ids}:`
       + ` ${filterWords(filter)}`;
   }
   if (rule.new_ip) return `an actor from a new IP address: ${filterWords(rule.new_ip.filter)}`;
@@ -1186,6 +1190,7 @@ function editRule(rule) {
     // Each group against its own average (ADR 0147); kept unless changed, as a threshold's.
     fields.group_by.value = !condition.group_by || condition.group_by === "ALERT_GROUP_BY_UNSPECIFIED"
       ? "" : condition.group_by;
+    fields.exact_actor_ids.checked = Boolean(condition.exact_actor_ids);  // kept unless unticked
   } else if (kind === "off_hours") {
     fields.time_zone.value = condition.time_zone;
     fields.start_hour.value = condition.start_hour;
@@ -1222,6 +1227,8 @@ function conditionOf(kind, form) {
       factor: Number(fields.factor.value), min_count: Number(fields.min_count.value),
     };
     if (fields.group_by.value) condition.group_by = fields.group_by.value;
+    // Per actor only, as a threshold's (hidden and disabled otherwise).
+    if (!fields.exact_actor_ids.disabled && fields.exact_actor_ids.checked) condition.exact_actor_ids = true;
     return condition;
   }
   if (kind === "off_hours") {

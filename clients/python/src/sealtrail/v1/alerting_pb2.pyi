@@ -109,6 +109,7 @@ class SpikeCondition(_message.Message):
     FACTOR_FIELD_NUMBER: _builtins.int
     MIN_COUNT_FIELD_NUMBER: _builtins.int
     GROUP_BY_FIELD_NUMBER: _builtins.int
+    EXACT_ACTOR_IDS_FIELD_NUMBER: _builtins.int
     window_seconds: _builtins.int
     """The length of a window, 60 seconds to 86,400 (a day)."""
     baseline_windows: _builtins.int
@@ -131,8 +132,15 @@ class SpikeCondition(_message.Message):
     even while the tenant's other traffic is steady. A group with no event in
     the baseline (a new key) fires at min_count once the tenant has history
     there. Actor ids are compared as they read (case folded), as a
-    threshold's are by default. At most the 1,000 groups with the most events
-    in a window are judged (docs/alerting.md).
+    threshold's are by default, in the window and in the baseline alike:
+    `Admin` then and `admin` now are one actor's events. At most the 1,000
+    groups with the most events in a window are judged (docs/alerting.md).
+    """
+    exact_actor_ids: _builtins.bool
+    """Grouped by actor: compare actor ids exactly as recorded, as a
+    threshold's `exact_actor_ids` does (`Admin` and `admin` are two actors,
+    each against its own baseline); set it for ids whose case matters (some
+    base64 ids). Only with ALERT_GROUP_BY_ACTOR.
     """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
@@ -149,10 +157,11 @@ class SpikeCondition(_message.Message):
         factor: _builtins.float = ...,
         min_count: _builtins.int = ...,
         group_by: Global___AlertGroupBy.ValueType = ...,
+        exact_actor_ids: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_windows", b"baseline_windows", "factor", b"factor", "filter", b"filter", "group_by", b"group_by", "min_count", b"min_count", "window_seconds", b"window_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline_windows", b"baseline_windows", "exact_actor_ids", b"exact_actor_ids", "factor", b"factor", "filter", b"filter", "group_by", b"group_by", "min_count", b"min_count", "window_seconds", b"window_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
