@@ -354,6 +354,16 @@ def events_of(browser: httpx.Client, token: str, action: str) -> list[dict[str, 
     return [event for event in answer.json()["events"] if event["action"] == action]
 
 
+def reads_of(sql: psycopg.Connection[Any], tenant: str, token_id: str) -> dict[str, dict[str, Any]]:
+    """The records of the reads token `token_id` made in `tenant`, by action (the last of each)."""
+    rows = sql.execute(
+        "SELECT record::jsonb FROM events WHERE tenant_id = %s AND action LIKE 'audit_log.%%'"
+        " AND record::jsonb -> 'actor' ->> 'id' = %s ORDER BY seq",
+        [tenant, token_id],
+    ).fetchall()
+    return {row[0]["action"]: row[0] for row in rows}
+
+
 def make_recheck_due(sql: psycopg.Connection[Any], tenant: str, token: str) -> None:
     """The recheck interval of the session of console token `token` has
     passed (its next check moved into the past, by the database's clock, and

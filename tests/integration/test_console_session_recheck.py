@@ -31,6 +31,7 @@ from tests.openid_provider import (
     console_signing_in_through,
     events_of,
     make_recheck_due,
+    reads_of,
     signed_in,
 )
 
@@ -321,6 +322,9 @@ def test_recheck_zero_is_the_old_behaviour(
             before = provider.refreshes
             assert _search(browser, minted["token"]).status_code == 200
             assert provider.refreshes == before
+            # Its reads say on whose behalf, with no session kept to recheck.
+            queried = reads_of(sql, TENANT, minted["token_id"])["audit_log.queried"]
+            assert queried["details"]["on_behalf_of"] == "alice@example.com"
             row = sql.execute(
                 "SELECT expires_at - now() FROM api_tokens WHERE token_id = %s",
                 [minted["token_id"]],

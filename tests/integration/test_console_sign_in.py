@@ -22,13 +22,14 @@ import pytest
 
 from sealtrail_server.app import check_secret_files
 from sealtrail_server.config import Settings
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, token_id_of
 from tests.openid_provider import (
     CLIENT_SECRET,
     Issue,
     OpenIdProvider,
     console_signing_in_through,
     events_of,
+    reads_of,
     signed_in,
     to_callback,
 )
@@ -432,6 +433,40 @@ def test_a_signed_in_search_and_its_counts_are_one_record(browser: httpx.Client)
         {"group_by": "day", "limit": 1000},
         {"group_by": "credential", "limit": 10},
     ]
+
+
+def test_a_signed_in_persons_reads_say_on_whose_behalf(
+    browser: httpx.Client,
+    provider: OpenIdProvider,
+    server_of_console: ServerThread,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """Each call the console makes for a session a sign-in began says the
+    person it is made for (ADR 0146, addendum 2026-12-07): the name the
+    sign-in's own records give them (a verified email, else sub@issuer),
+    percent-encoded where it is not ASCII; the token stays the actor. A
+    pasted token's calls say no one."""
+    provider.issue = Issue(email="jos\u00e9@example.com", groups=["audit-exporters"])
+    minted = signed_in(browser)
+    bearer = {"Authorization": f"Bearer {minted['token']}"}
+    assert browser.get("/api/events", params={"actions": "x.*"}, headers=bearer).status_code == 200
+    counted = browser.get("/api/counts", params={"group_by": "action"}, headers=bearer)
+    assert counted.status_code == 200, counted.text
+    exported = browser.get("/api/export", params={"format": "ndjson"}, headers=bearer)
+    assert exported.status_code == 200 and '"manifest"' in exported.text, exported.text
+    reads = reads_of(sql, TENANT, minted["token_id"])
+    assert set(reads) == {"audit_log.queried", "audit_log.exported"}  # a count is a query
+    for record in reads.values():
+        assert record["details"]["on_behalf_of"] == "jos\u00e9@example.com"
+        assert record["actor"]["type"] == "api_key"
+
+    pasted = server_of_console.token(TENANT, "reader")
+    searched = browser.get(
+        "/api/events", params={"actions": "x.*"}, headers={"Authorization": f"Bearer {pasted}"}
+    )
+    assert searched.status_code == 200
+    [queried] = reads_of(sql, TENANT, token_id_of(sql, pasted)).values()
+    assert "on_behalf_of" not in queried["details"]
 
 
 # Signing in behind several server processes (ADR 0140, 2026-12-07): what a

@@ -117,6 +117,7 @@ from opentelemetry.context import Context as TraceContext
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from sealtrail import ErasureReceiptError, UnsignedReceiptError, verify_erasure_receipt
+from sealtrail._correlation import on_behalf_of_metadata
 from sealtrail.v1 import (
     access_pb2,
     alerting_pb2,
@@ -519,6 +520,10 @@ class Console:
             kept.append(("x-request-id", request_id))
         if self._key:
             kept.extend(self._browser(request))
+        if self._sign_in is not None and (person := self._sign_in.person(request)):
+            # A person signed in through the identity provider: the records
+            # of the call name them as its `on_behalf_of` (ADR 0146, addendum).
+            kept.extend(on_behalf_of_metadata(person))
         carried = request.get(_CARRIED)
         if carried is not None:  # the request's trace, for the call's spans to join
             context: dict[str, str] = {}

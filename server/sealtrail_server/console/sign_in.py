@@ -97,6 +97,9 @@ _SESSION_TENANT: Final = web.RequestKey("sealtrail.console_session_tenant", str)
 # (the database out of reach, its connections all in use): a stream under way
 # authenticates it at its first check (`ended_meanwhile`).
 _UNCHECKED_BEARER: Final = web.RequestKey("sealtrail.console_unchecked_bearer", str)
+# ... and the person a sign-in minted the request's token for (its name less
+# NAME_SUFFIX): what the console's calls for it say they are made on behalf of.
+_PERSON: Final = web.RequestKey("sealtrail.console_person", str)
 # The title of the page answering a sign-in to an erased tenant.
 ERASED_TITLE: Final = "This organisation's audit log was erased"
 NOT_COMPLETED: Final = (
@@ -586,8 +589,8 @@ class SignIn:
         # cached): its tenant's rechecks forget it.
         rechecks = None
         with contextlib.suppress(SealtrailError):
-            if (tenant := await self._session_tenant(secret, browser)) is not None:
-                rechecks = tenant.rechecks
+            if (session := await self._session_of(secret, browser)) is not None:
+                rechecks = session[0].rechecks
         problem = await self._sessions.sign_out(secret, browser=browser)
         if problem is not None:
             return web.json_response({"error": problem}, status=400)
@@ -598,39 +601,45 @@ class SignIn:
         return web.json_response({"ok": True})
 
     async def rechecked(self, request: web.Request, browser: Browser) -> web.Response | None:
-        """A call of the console's API with a token a sign-in minted, its
+        """A call of the console's API with a token a sign-in minted: the
+        person it was minted for kept on the request (`person`), and its
         session checked again with its tenant's provider if it is due
         (recheck.py): the 401 answering it if the provider ended the
         session, else None (the call goes on; a token of no session, a
         pasted one, too).
 
         Only for a token the API's authenticator takes, of a tenant this
-        console signs in to with rechecks, and named as a sign-in names its
-        tokens: any other bearer (made up, revoked, expired, another
-        tenant's, an API token pasted) is left to the API's own answer, and
-        costs the recheck nothing (its lookup is the API's, cached for the
-        call that follows). The token is kept on the request for a Live
-        stream or an export to recheck as it runs; one the authenticator
-        could not look up (the database's fault) too, for the stream to
-        authenticate at its first check (`ended_meanwhile`)."""
-        if not self._rechecking:
+        console signs in to, and named as a sign-in names its tokens: any
+        other bearer (made up, revoked, expired, another tenant's, an API
+        token pasted) is left to the API's own answer, and costs the recheck
+        nothing (its lookup is the API's, cached for the call that follows).
+        The token is kept on the request for a Live stream or an export to
+        recheck as it runs; one the authenticator could not look up (the
+        database's fault) too, for the stream to authenticate at its first
+        check (`ended_meanwhile`)."""
+        if self._authenticator is None:
             return None
         scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret:
             return None
         try:
-            tenant = await self._session_tenant(secret, browser)
+            session = await self._session_of(secret, browser)
         except Unauthenticated:  # unknown, revoked, expired: the API says so too
             return None
         except SealtrailError:
             # The database's fault, not the token's: the call goes on, and the
-            # API authenticates the token itself. A Live stream or an export
+            # API authenticates the token itself (and records it, its name the
+            # person's, with no `on_behalf_of`). A Live stream or an export
             # it opens authenticates it again at its first check: it ran for
             # hours unchecked when the API's lookup, just after, succeeded.
-            request[_UNCHECKED_BEARER] = secret
+            if self._rechecking:
+                request[_UNCHECKED_BEARER] = secret
             return None
-        if tenant is None or tenant.rechecks is None:
+        if session is None:
+            return None
+        tenant, request[_PERSON] = session
+        if tenant.rechecks is None:
             return None
         request[_SESSION_SECRET] = secret
         request[_SESSION_TENANT] = tenant.config.tenant_id
@@ -643,19 +652,31 @@ class SignIn:
             headers={"WWW-Authenticate": 'Bearer realm="sealtrail"'},
         )
 
-    async def _session_tenant(self, secret: str, browser: Browser) -> Tenant | None:
-        """The tenant this console signs in to whose token `secret` is, named
-        as a sign-in names its tokens (one that may have a session to
-        recheck), else None; raises what the authenticator raises
-        (Unauthenticated: the token's fault; else the database's)."""
+    async def _session_of(self, secret: str, browser: Browser) -> tuple[Tenant, str] | None:
+        """The tenant this console signs in to whose token `secret` is, and
+        the person a sign-in minted it for, if it is named as a sign-in names
+        its tokens (one that may have a session to recheck): the name less
+        NAME_SUFFIX, as the sign-in's own records name them (a verified
+        email, else sub@issuer); None for any other token. Raises what the
+        authenticator raises (Unauthenticated: the token's fault; else the
+        database's)."""
         if self._authenticator is None:
             return None
         principal = await self._authenticator.authenticate(
             f"Bearer {secret}", caller=lambda: browser.ip
         )
-        if not principal.name.endswith(NAME_SUFFIX):
+        tenant = self._tenants.get(principal.tenant_id)
+        person = principal.name.removesuffix(NAME_SUFFIX)
+        if tenant is None or not person or person == principal.name:
             return None
-        return self._tenants.get(principal.tenant_id)
+        return tenant, person
+
+    @staticmethod
+    def person(request: web.Request) -> str | None:
+        """The person the request's token was minted for (`rechecked` found
+        it), whom the console's calls for it are made on behalf of; None for
+        a pasted token, or one the database would not let it look up."""
+        return request.get(_PERSON)
 
     async def ended_meanwhile(self, request: web.Request, browser: Browser) -> Ended | None:
         """For a request going on (a Live stream, an export) whose session
@@ -673,13 +694,13 @@ class SignIn:
             if unchecked is None:
                 return None
             try:
-                tenant = await self._session_tenant(unchecked, browser)
+                session = await self._session_of(unchecked, browser)
             except Unauthenticated:
-                tenant = None
+                session = None
             except SealtrailError:  # the database again: at the next check
                 return None
             del request[_UNCHECKED_BEARER]
-            if tenant is None or tenant.rechecks is None:
+            if session is None or (tenant := session[0]).rechecks is None:
                 return None
             secret = request[_SESSION_SECRET] = unchecked
             request[_SESSION_TENANT] = tenant.config.tenant_id
