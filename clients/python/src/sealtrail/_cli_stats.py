@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 import click
@@ -177,11 +178,21 @@ def _table(counts: EventCounts, grouping: str, time_zone: str, measure: str = ""
         if grouping == "credential":
             kind, credential_id, hint = credential_of_key(group.key)
             cells = [kind or "(none)", credential_id, f"...{hint}" if hint else ""]
-        share = f"{100 * group.count / counts.total:.1f}%" if counts.total else ""
+        share = f"{tenths(100 * group.count / counts.total)}%" if counts.total else ""
         if measure:
-            shown = f"{group.value:,.1f} ms" if group.measured else "-"
+            shown = f"{tenths(group.value)} ms" if group.measured else "-"
             cells = [*cells, str(group.count), share, shown, str(group.measured)]
             table.add_row(*cells)
             continue
         table.add_row(*cells, str(group.count), share)
     return table
+
+
+def tenths(value: float) -> str:
+    """`value` to a tenth, thousands separated (`1,234.5`): its shortest text
+    (`repr`, JavaScript's too) rounded half away from zero, 7.25 and 0.15
+    (a float a hair under 0.15) up to 7.3 and 0.2, as the console's
+    Breakdown panel rounds (Intl.NumberFormat's halfExpand, docs/console.md).
+    Python's format rounds the float's exact value to the even tenth (7.2,
+    0.1): the two said two figures of one count."""
+    return f"{Decimal(repr(value)).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP):,.1f}"
