@@ -5,7 +5,10 @@ Every API request is carried out as a gRPC call to this same server, over a
 private Unix socket, with the token the browser sent: the console has no
 access of its own, so roles, tenant isolation, audited reads and errors are
 exactly the API's. The token lives in the browser tab's session storage and
-travels in `Authorization: Bearer` on each request; nothing is kept here.
+travels in `Authorization: Bearer` on each request; nothing is kept here. A
+call with a token a sign-in through the identity provider minted says the
+person it was minted for (`x-sealtrail-on-behalf-of`, ADR 0146), for its
+records to name them as a backend's name the people it reads for.
 
     GET  /                      the page (static files, no CDN)
     GET  /api/signin            checks a token (GetVerifierKeys: any reading role)
@@ -475,8 +478,9 @@ class Console:
     @web.middleware
     async def _rechecked(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """An API call with a token a sign-in through the identity provider
-        minted: its session checked again with the provider first, when due
-        (recheck.py), and refused 401 if the provider ended it."""
+        minted: the person it was minted for kept for its calls to say
+        (`_metadata`, ADR 0146), its session checked again with the provider
+        first, when due (recheck.py), and refused 401 if the provider ended it."""
         if self._sign_in is not None and request.path.startswith("/api/"):
             ended = await self._sign_in.rechecked(request, self._browser_of(request))
             if ended is not None:
