@@ -666,3 +666,127 @@ def test_a_duration_chosen_shows_each_value_s_figure_in_ms_and_how_many_were_mea
     # The chart's, by action, by route, with p95, without: one count each.
     measures = [parse_qs(urlsplit(url).query).get("measure") for url in counts]
     assert measures == [None, None, None, ["duration_p95"], None], counts
+
+
+def _choices(browser: webdriver.Chrome) -> tuple[str, str]:
+    """The panel's grouping and measure, as chosen in its two lists."""
+    by, measure = (
+        Select(browser.find_element(By.ID, name)).first_selected_option.get_attribute("value")
+        for name in ("breakdown-by", "breakdown-measure")
+    )
+    return by or "", measure or ""
+
+
+def test_the_breakdown_s_grouping_and_measure_are_kept_in_the_url(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The grouping and the measure are in the page's URL (`breakdown`,
+    `breakdown_measure`), as the filter is: a link shows the panel so, its
+    count announced with the search's first page; a choice changed is
+    written into the entry shown (no search of its own for Back to run); a
+    reload, Apply and a value pressed keep them; one the lists have no
+    choice for is the default. A tie rounds up, as `sealtrail stats` does:
+    a mean of 7.0 and 7.5 is 7.3, of 0.15 alone 0.2."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for actor, route, ms in [
+            ("k1", "/v1/a", 7.0),
+            ("k1", "/v1/a", 7.5),
+            ("k2", "/v1/b", 0.15),
+            ("k2", "/v1/c", 1.0),
+        ]:
+            c.record(action="api.call", actor_id=actor, http_route=route, duration_ms=ms)
+    link = console_url + "?actions=api.call&breakdown=http_route&breakdown_measure=duration_avg"
+    _breakdown_shown(browser, link, console_server.token(tenant, "reader"), 4)
+    by_route = [
+        ["/v1/a", "2", "50.0%", "7.3 ms", "2"],
+        ["/v1/b", "1", "25.0%", "0.2 ms", "1"],
+        ["/v1/c", "1", "25.0%", "1.0 ms", "1"],
+    ]
+    wait(browser).until(lambda b: _measured_rows(b)[1] == by_route)
+    assert _choices(browser) == ("http_route", "duration_avg")
+    [first_page] = requested(browser, "/api/events")
+    announced = [parse_qs(count) for count in parse_qs(urlsplit(first_page).query)["count"]]
+    assert {"group_by": ["http_route"], "limit": ["10"], "measure": ["duration_avg"]} in announced
+    entries = browser.execute_script("return history.length")
+    Select(browser.find_element(By.ID, "breakdown-measure")).select_by_value("duration_max")
+    wait(browser).until(lambda b: _measured_rows(b)[1][0][3] == "7.5 ms")
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert query["breakdown"] == ["http_route"] and query["breakdown_measure"] == ["duration_max"]
+    assert browser.execute_script("return history.length") == entries
+    assert len(requested(browser, "/api/events")) == 1  # the choice ran no search
+
+    browser.refresh()
+    wait_for_rows(browser, lambda r: len(r) == 4)
+    wait(browser).until(
+        lambda b: _measured_rows(b)[1][:1] == [["/v1/a", "2", "50.0%", "7.5 ms", "2"]]
+    )
+    assert _choices(browser) == ("http_route", "duration_max")
+
+    field = browser.find_element(By.NAME, "actor")
+    field.send_keys("k2", Keys.ENTER)  # Apply
+    wait_for_rows(browser, lambda r: len(r) == 2)
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert query["actor"] == ["k2"] and query["breakdown"] == ["http_route"], query
+    assert query["breakdown_measure"] == ["duration_max"]
+    wait(browser).until(lambda b: [row[0] for row in _measured_rows(b)[1]] == ["/v1/b", "/v1/c"])
+    Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("action")
+    Select(browser.find_element(By.ID, "breakdown-measure")).select_by_value("")
+    wait(browser).until(lambda b: _measured_rows(b)[1] == [["api.call", "2", "100.0%"]])
+    query = parse_qs(urlsplit(browser.current_url).query)
+    assert "breakdown" not in query and "breakdown_measure" not in query, query  # the defaults
+
+    browser.get(console_url + "?actions=api.call&breakdown=nope&breakdown_measure=duration_p90")
+    wait_for_rows(browser, lambda r: len(r) == 4)
+    wait(browser).until(lambda b: breakdown(b) == [("api.call", "4")])
+    assert _choices(browser) == ("action", "")
+
+
+def test_live_s_events_are_added_to_a_mean_and_a_longest_as_a_recount_would(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """With the mean or the longest chosen, each event Live adds is measured
+    in the page as the count measures it: the mean taken again over one more
+    duration, the longest the greater; an event without a duration counted,
+    not measured; a value Live lists first measured by its own events. The
+    summary then says nothing was left unmeasured."""
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        for route, ms in [("/v1/a", 10.0), ("/v1/a", 20.0), ("/v1/a", 30.0), ("/v1/a", 40.0),
+                          ("/v1/b", 0.0)]:  # fmt: skip
+            c.record(action="api.call", actor_id="k1", http_route=route, duration_ms=ms)
+        _breakdown_shown(
+            browser, console_url + "?actions=api.call", console_server.token(tenant, "reader"), 5
+        )
+        Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("http_route")
+        Select(browser.find_element(By.ID, "breakdown-measure")).select_by_value("duration_avg")
+        wait(browser).until(
+            lambda b: (
+                _measured_rows(b)[1]
+                == [["/v1/a", "4", "80.0%", "25.0 ms", "4"], ["/v1/b", "1", "20.0%", "-", "0"]]
+            )
+        )
+        browser.find_element(By.ID, "live").click()
+        wait(browser).until(
+            lambda b: b.execute_script("return document.querySelector('#live').checked")
+        )
+        for route, ms in [("/v1/a", 55.0), ("/v1/b", 50.0), ("/v1/b", 0.0), ("/v1/c", 3.0)]:
+            c.record(action="api.call", actor_id="k1", http_route=route, duration_ms=ms)
+        wait_for_rows(browser, lambda r: len(r) == 9)
+        mean = [
+            ["/v1/a", "5", "55.6%", "31.0 ms", "5"],
+            ["/v1/b", "3", "33.3%", "50.0 ms", "1"],
+            ["/v1/c", "1", "11.1%", "3.0 ms", "1"],
+        ]
+        wait(browser).until(lambda b: _measured_rows(b)[1] == mean)
+        summary = browser.find_element(By.CSS_SELECTOR, "#breakdown .summary").text
+        assert "not measured" not in summary, summary
+        # The longest: counted again (another choice), then Live's added to it.
+        Select(browser.find_element(By.ID, "breakdown-measure")).select_by_value("duration_max")
+        wait(browser).until(
+            lambda b: _measured_rows(b)[1][0] == ["/v1/a", "5", "55.6%", "55.0 ms", "5"]
+        )
+        c.record(action="api.call", actor_id="k1", http_route="/v1/b", duration_ms=60.0)
+        wait_for_rows(browser, lambda r: len(r) == 10)
+        wait(browser).until(
+            lambda b: _measured_rows(b)[1][1] == ["/v1/b", "4", "40.0%", "60.0 ms", "2"]
+        )
+    browser.find_element(By.ID, "live").click()

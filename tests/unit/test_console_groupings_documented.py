@@ -30,7 +30,7 @@ def test_the_documented_groupings_are_the_accepted_ones() -> None:
 
 def test_the_breakdown_panel_offers_every_field_grouping() -> None:
     page = PAGE.read_text(encoding="utf-8")
-    select = re.search(r'<select id="breakdown-by">(.*?)</select>', page, re.DOTALL)
+    select = re.search(r'<select id="breakdown-by"[^>]*>(.*?)</select>', page, re.DOTALL)
     assert select is not None, "index.html has no Breakdown list"
     offered = re.findall(r'<option value="([a-z_]+)"', select.group(1))
     assert sorted(offered) == sorted(set(server._GROUPINGS) - CHART)
@@ -51,7 +51,7 @@ def test_the_documented_measures_are_the_accepted_ones_and_the_panel_offers_each
     assert listed is not None, "the /api/counts row lists no measure"
     assert set(listed.group(1).split("\\|")) == set(server._MEASURES)
     page = PAGE.read_text(encoding="utf-8")
-    select = re.search(r'<select id="breakdown-measure">(.*?)</select>', page, re.DOTALL)
+    select = re.search(r'<select id="breakdown-measure"[^>]*>(.*?)</select>', page, re.DOTALL)
     assert select is not None, "index.html has no Breakdown measure list"
     offered = re.findall(r'<option value="([a-z0-9_]*)"', select.group(1))
     assert offered[0] == "" and sorted(offered[1:]) == sorted(server._MEASURES)

@@ -8,6 +8,8 @@
 // With a duration chosen (`measure`, none by default), each value also shows
 // that figure of its events' request durations in ms (CountEvents' measure:
 // "-" where none of them has a duration) and how many of them were measured.
+// The grouping and the measure are kept in the page's URL (each list's `name`,
+// `breakdown` and `breakdown_measure`; the default left out), as the filter is.
 
 import { count, isolatedList, visibleName } from "./admin.js";
 import { notCounted } from "./chart.js";
@@ -46,6 +48,49 @@ const MEASURES = {
   duration_max: "max",
 };
 
+// The measures Live's events are measured in, in the page, as the count's
+// aggregate (store/counts.py) would take one more duration: the mean again over
+// it (a recount's to within a float's rounding), the longest the greater. A
+// percentile is not: percentile_cont of a group and one more duration is
+// interpolated between the two durations nearest its rank, which the count's
+// answer does not hold (only its figure), and asking them again would be a
+// read recorded per Live batch.
+const ADDED = {
+  duration_avg: (value, measured, ms) => value + (ms - value) / (measured + 1),
+  duration_max: (value, measured, ms) => Math.max(value, ms),
+};
+
+// `value` to a tenth, as `sealtrail stats` prints it (its `tenths`): the number's
+// shortest text rounded half away from zero (Intl's halfExpand: 7.25 and 0.15
+// are 7.3 and 0.2), in the viewer's locale. toFixed rounds the float's exact
+// value (0.15, a hair under, to 0.1).
+function tenth(value) {
+  return value.toLocaleString(undefined, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+}
+
+// The panel's two lists, each keeping its choice in the page's URL by its name.
+const choices = () => [$("#breakdown-by"), $("#breakdown-measure")];
+
+// `url` (a search's page parameters) with the panel's choices: each list's
+// value under its name, none where it is the list's first (the default).
+export function breakdownToUrl(url) {
+  for (const list of choices()) {
+    if (list.value === list.options[0].value) url.delete(list.name);
+    else url.set(list.name, list.value);
+  }
+  return url;
+}
+
+// Chooses in the panel's lists what `url` names: a value a list has no choice
+// for (a grouping or measure of another version, a typo) is its default, as
+// the count would refuse it.
+export function urlToBreakdown(url) {
+  for (const list of choices()) {
+    const wanted = url.get(list.name);
+    list.value = [...list.options].some((option) => option.value === wanted) ? wanted : list.options[0].value;
+  }
+}
+
 // A credential's key as the API's count writes it: its kind, id and hint as a
 // JSON array (`["api_key","key_8f3a2c","a1b2"]`); an id may hold any character.
 function credentialOf(key) {
@@ -70,17 +115,20 @@ function credentialWords([kind, id, hint]) {
 
 
 // The console's: its API call, what a value's click does, its one-count-at-a-time
-// turn (`inTurn`: a tenant runs one count at a time), and what a 401 does.
+// turn (`inTurn`: a tenant runs one count at a time), what a 401 does, and how
+// a choice is kept in the URL (`keepChoices`).
 let api = null;
 let narrowBy = null;
 let inTurn = null;
 let signOut = null;
+let keepChoices = null;
 let counting = null;  // the AbortController of the count under way
 let filter = null;  // the view's API filter the panel counts (null: no panel)
 // What the panel lists (the count's answer, Live's events added to it), its
 // grouping and measure, the newest seq it counts (the answer's `tree_size`,
-// then each event Live added), and how many events Live added (counted, not
-// measured: a percentile is not added to): null while none is listed.
+// then each event Live added), and how many events with a duration Live added
+// to a listed value under a percentile (counted, not measured: `ADDED`): null
+// while none is listed.
 let shown = null;
 // The events Live brought while the count was on its way: added once it is
 // listed, those it counted (seq up to its tree_size) left out; null when no
@@ -88,9 +136,13 @@ let shown = null;
 let waiting = [];
 
 export function setUpBreakdown(context) {
-  ({ api, narrowBy, inTurn, signOut } = context);
-  $("#breakdown-by").addEventListener("change", () => { if (filter) loadBreakdown(filter); });
-  $("#breakdown-measure").addEventListener("change", () => { if (filter) loadBreakdown(filter); });
+  ({ api, narrowBy, inTurn, signOut, keepChoices } = context);
+  for (const list of choices()) {
+    list.addEventListener("change", () => {
+      keepChoices();
+      if (filter) loadBreakdown(filter);
+    });
+  }
 }
 
 // Takes the panel off the page, and drops a count on its way.
@@ -273,19 +325,26 @@ export function addToBreakdown(events) {
   if (!shown) { waiting?.push(...events); return; }
   const added = notCounted(shown, events);
   const { same = (listed, key) => listed === key, merged = (listed) => listed } = GROUPED[shown.grouping] || {};
+  const measuring = ADDED[shown.measure];
   for (const event of added) {
     const key = KEY_OF[shown.grouping](event);
-    const group = shown.groups.find((listed) => same(listed.key, key));
+    let group = shown.groups.find((listed) => same(listed.key, key));
     if (group) {
       group.count += 1;
       group.key = merged(group.key, key);
     } else if (!shown.truncated) {
-      shown.groups.push({ key, count: 1, value: null, measured: 0 });
+      group = { key, count: 1, value: null, measured: 0 };
+      shown.groups.push(group);
       shown.totalGroups += 1;
     }
+    // Its duration (`context.duration_ms`, absent for none, as the count reads it).
+    const ms = event.context?.duration_ms;
+    if (!group || !shown.measure || typeof ms !== "number") continue;
+    if (!measuring) { shown.unmeasured += 1; continue; }
+    group.value = group.measured && group.value !== null ? measuring(group.value, group.measured, ms) : ms;
+    group.measured += 1;
   }
   if (!added.length) return;
-  shown.unmeasured += added.length;
   shown.groups.sort((a, b) => b.count - a.count);  // stable: ties keep the API's order
   if (shown.groups.length > SHOWN) {
     shown.groups.length = SHOWN;
@@ -334,11 +393,10 @@ function list() {
     }
     row.append(value);
     row.insertCell().textContent = Number(n).toLocaleString();
-    row.insertCell().textContent = total ? `${((100 * Number(n)) / total).toFixed(1)}%` : "";
+    row.insertCell().textContent = total ? `${tenth((100 * Number(n)) / total)}%` : "";
     if (measure) {
       // In ms to a tenth, as `sealtrail stats --measure` prints it; "-": no duration to measure.
-      row.insertCell().textContent = measured && ms !== null
-        ? `${ms.toLocaleString(undefined, { minimumFractionDigits: 1, maximumFractionDigits: 1 })} ms` : "-";
+      row.insertCell().textContent = measured && ms !== null ? `${tenth(ms)} ms` : "-";
       row.insertCell().textContent = Number(measured).toLocaleString();
     }
   }
@@ -347,6 +405,7 @@ function list() {
   if (truncated) said += `: the ${groups.length} with the most events`;
   if (measure) {
     said += `; ${MEASURES[measure]} duration of the events that have one`;
+    // A percentile's: Live's events with a duration are counted, not measured (`ADDED`).
     if (unmeasured) said += ` (${count(unmeasured, "event")} Live added since counted, not measured)`;
   }
   $("#breakdown .summary").textContent = `${said}. A value narrows the search to it.`;

@@ -9,7 +9,10 @@ import {
   visibleName, when,
 } from "./admin.js";
 import { fromBase64 as bytes, hexOf as hex } from "./base64.js";
-import { addToBreakdown, breakdownCount, clearBreakdown, loadBreakdown, setUpBreakdown } from "./breakdown.js";
+import {
+  addToBreakdown, breakdownCount, breakdownToUrl, clearBreakdown, loadBreakdown, setUpBreakdown,
+  urlToBreakdown,
+} from "./breakdown.js";
 import { addToChart, chartCount, clearChart, emptyChart, loadChart, setUpChart } from "./chart.js";
 import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
 
@@ -392,7 +395,7 @@ function formToUrl() {
     const value = raw.trim();
     if (value) url.set(name, INSTANTS.includes(name) ? new Date(value).toISOString() : value);
   }
-  return url;
+  return breakdownToUrl(url);  // the Breakdown panel's choices, kept with the search
 }
 
 // An instant as a datetime-local input shows it: in the viewer's zone, to the
@@ -417,6 +420,17 @@ function urlToForm(url) {
   fillFilter(form, url);
   if (!url.has("range")) form.elements.range.value = "7d";
   form.classList.toggle("custom-range", form.elements.range.value === "custom");
+  urlToBreakdown(url);
+}
+
+// A Breakdown choice changed: written into the address of the entry shown, as
+// another look at the same search (replaced: not a search of its own, for
+// Back to run again and record).
+function keepBreakdownChoices() {
+  const url = String(breakdownToUrl(new URLSearchParams(location.search)));
+  history.replaceState(history.state, "", `${location.pathname}${url ? `?${url}` : ""}${location.hash}`);
+  ownSearch = location.search;
+  state.search = location.search;
 }
 
 // Sets the filter fields of `form` (the search's, or an alert rule's copy of
@@ -1546,9 +1560,10 @@ function init() {
     $("#filters").classList.toggle("custom-range", event.target.value === "custom");
   });
   $("#clear").addEventListener("click", () => {
-    goTo(new URLSearchParams());
+    const url = breakdownToUrl(new URLSearchParams());  // the filter cleared; the panel's choices kept
+    goTo(url);
     $("#filters").reset();
-    urlToForm(new URLSearchParams());
+    urlToForm(url);
     reload();
   });
   $("#live").addEventListener("change", liveToggled);
@@ -1577,7 +1592,7 @@ function init() {
     readCatalogue: () => inTurn(readCatalogue),
   });
   setUpChart({ api, narrow: narrowTo, report: chartRefused });
-  setUpBreakdown({ api, narrowBy, inTurn, signOut });
+  setUpBreakdown({ api, narrowBy, inTurn, signOut, keepChoices: keepBreakdownChoices });
   $("#filters").elements.actions.addEventListener("focus", suggestActions);
   $("#filters").elements.actor.addEventListener("input", actorTyped);
   signInWays = learnSignInWays();
