@@ -9,9 +9,14 @@ connection, as the server runs it on its own): a count by action, and the
 same count with each measure, taking turns so that drift favours neither;
 each figure is the median of --calls runs, reported as a ratio to the count
 alone; beside them a count by HTTP status, which reads each row's record as
-a measure does (the duration has no column: ADR 0136), for what of a
+a measure did before migration 0064 (ADR 0136), for what of a
 measure's cost is that read. The groups each measure answers are checked
-against ones computed here from what was recorded."""
+against ones computed here from what was recorded.
+
+Durations are read off the `duration_ms` column (migration 0064, ADR 0149).
+A second tenant holds the same events with that column NULL, as a log
+appended before 0064 and not yet backfilled: its figures (`before 0064`)
+read every record, as every measured count did before the column."""
 
 from __future__ import annotations
 
@@ -73,11 +78,20 @@ def _expected_max(events: int) -> dict[str, float]:
     return dict(longest)
 
 
+def as_before_0064(conn: psycopg.Connection[Any], tenant: str) -> None:
+    """The tenant's `duration_ms` column NULL, as a release before 0064
+    appended its rows (the events trigger off for the session: a superuser's)."""
+    conn.execute("SET session_replication_role = replica")
+    conn.execute("UPDATE events SET duration_ms = NULL WHERE tenant_id = %s", [tenant])
+    conn.execute("RESET session_replication_role")
+
+
 def measure(
-    conn: psycopg.Connection[Any], tenant: str, calls: int
+    conn: psycopg.Connection[Any], tenant: str, calls: int, before: str
 ) -> tuple[dict[str, float], dict[str, list[Any]]]:
     """Each figure's median seconds, the figures run in turns, and each
-    figure's rows (of its last run)."""
+    figure's rows (of its last run); `before`, a tenant of the same events
+    as before 0064."""
     statements: dict[str, tuple[Any, list[Any]]] = {
         "count by action": count_statement(tenant, EventFilter(), group_by="action", limit=1000)
     }
@@ -86,7 +100,16 @@ def measure(
     )
     for name in get_args(Measure):
         statements[f"count by action, {name}"] = count_statement(
-            tenant, EventFilter(), group_by="action", limit=1000, measure=name
+            tenant,
+            EventFilter(),
+            group_by="action",
+            limit=1000,
+            measure=name,
+            duration_records=False,
+        )
+    for name in get_args(Measure):
+        statements[f"before 0064, {name}"] = count_statement(
+            before, EventFilter(), group_by="action", limit=1000, measure=name
         )
 
     def run(statement: tuple[Any, list[Any]]) -> Callable[[], list[Any]]:
@@ -107,26 +130,37 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.measures", description=__doc__)
     parser.add_argument("--events", type=int, default=100_000, help="events in the tenant")
     parser.add_argument("--calls", type=int, default=8, help="runs per figure")
+    parser.add_argument(
+        "--covering",
+        action="store_true",
+        help="add duration_ms to the action index's INCLUDE first (ADR 0149's option)",
+    )
     options = parser.parse_args(argv)
     if options.events < ACTIONS or options.calls < 1:
         parser.error(f"--events must be at least {ACTIONS}, --calls at least 1")
     with environment.temp_dir() as workdir, environment.database(workdir) as database:
-        tenant = "bench-measures"
-        token = environment.create_token(database.url, tenant)
-        with (
-            environment.server(database.url, workdir) as server,
-            AuditClient(server.target, token=token) as client,
-        ):
-            print(f"recording {options.events:,} events ...", flush=True)
-            print(f"  recorded in {load(client, options.events):.1f} s", flush=True)
-            assert client.count_events(build_filter()).total >= options.events
+        tenant, before = "bench-measures", "bench-measures-before-0064"
+        with environment.server(database.url, workdir) as server:
+            for name in (tenant, before):
+                token = environment.create_token(database.url, name)
+                with AuditClient(server.target, token=token) as client:
+                    print(f"recording {options.events:,} events of {name} ...", flush=True)
+                    print(f"  recorded in {load(client, options.events):.1f} s", flush=True)
+                    assert client.count_events(build_filter()).total >= options.events
         with psycopg.connect(database.url, autocommit=True) as conn:
+            as_before_0064(conn, before)
+            if options.covering:
+                conn.execute(
+                    "CREATE INDEX events_action_measured ON events"
+                    " (tenant_id, action text_pattern_ops, seq) INCLUDE (occurred_at, duration_ms)"
+                )
             conn.execute("VACUUM ANALYZE events")
-            seconds, rows = measure(conn, tenant, options.calls)
+            seconds, rows = measure(conn, tenant, options.calls, before)
     longest = _expected_max(options.events)
-    found = {r[0]: r[4] for r in rows["count by action, duration_max"] if r[0].startswith("api.")}
-    if found != longest:
-        raise RuntimeError("the longest durations counted are not those recorded")
+    for figure in ("count by action, duration_max", "before 0064, duration_max"):
+        found = {r[0]: r[4] for r in rows[figure] if r[0].startswith("api.")}
+        if found != longest:
+            raise RuntimeError(f"{figure}: the longest durations are not those recorded")
     baseline = seconds["count by action"]
     print(f"{'figure':<36} {'ratio':>7}  baseline (same run)")
     for name, taken in seconds.items():

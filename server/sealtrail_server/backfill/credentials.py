@@ -2,7 +2,9 @@
 appended before migration 0056 (or by an older release's process during a
 rolling upgrade), whose `credential_kind` is NULL, written from their
 records, so that a count by credential and the `credential_id` filter read
-columns, not records (ADR 0142).
+columns, not records (ADR 0142); then, as the same job, the `duration_ms`
+column of the events appended before migration 0064 whose record has a
+duration (ADR 0149), so that a measured count reads the column.
 
 One process of a deployment runs it at a time, as the purge job
 (`retention/purger.py`): a session-level advisory lock on the owner's
@@ -26,11 +28,18 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import psycopg
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import Counter, Meter
 
 from ..measures import no_meter
 from ..stopping import end_tasks
-from ..store.credential_backfill import any_unread, backfill_batch, next_tenant
+from ..store.credential_backfill import (
+    CREDENTIALS,
+    DURATIONS,
+    Backfilled,
+    any_unread,
+    backfill_batch,
+    next_tenant,
+)
 from ..store.db_errors import named
 from ..store.job_session import job_session
 
@@ -90,6 +99,12 @@ class CredentialBackfill:
             description="Events whose credential columns this process's backfill wrote"
             " from their records.",
         )
+        self._durations = meter.create_counter(
+            "sealtrail.backfill.durations.rows",
+            unit="{event}",
+            description="Events whose duration_ms column this process's backfill wrote"
+            " from their records.",
+        )
         self._faults = meter.create_counter(
             "sealtrail.backfill.credentials.failures",
             unit="{failure}",
@@ -133,26 +148,45 @@ class CredentialBackfill:
             return await self._run_tenants(conn)
 
     async def _run_tenants(self, conn: psycopg.AsyncConnection[Any]) -> Run:
+        """The credential columns, then the durations (migration 0064, ADR
+        0149): both written by the one job, under its one lock."""
+        written, left = 0, False
+        for columns, counter in ((CREDENTIALS, self._written), (DURATIONS, self._durations)):
+            run = await self._run_columns(conn, columns, counter)
+            written += run.written
+            left = left or run.left
+        return Run(written, left)
+
+    async def _run_columns(
+        self, conn: psycopg.AsyncConnection[Any], columns: Backfilled, counter: Counter
+    ) -> Run:
         loop = asyncio.get_running_loop()
         written, skipped, tenant = 0, False, ""
         started = loop.time()
-        while (found := await next_tenant(conn, tenant)) is not None:
+        while (found := await next_tenant(conn, tenant, columns)) is not None:
             tenant = found
-            n, done = await self._tenant(conn, tenant)
+            n, done = await self._tenant(conn, tenant, columns, counter)
             written += n
             skipped = skipped or not done
-        left = skipped or await any_unread(conn)
+        left = skipped or await any_unread(conn, columns)
         if written:
             log.info(
-                "credential backfill: wrote the credential columns of %d events from their"
+                "credential backfill: wrote the %s columns of %d events from their"
                 " records in %.1f s%s",
+                columns.name,
                 written,
                 loop.time() - started,
                 "; some are left for the next run" if left else "; none is left",
             )
         return Run(written, left)
 
-    async def _tenant(self, conn: psycopg.AsyncConnection[Any], tenant_id: str) -> tuple[int, bool]:
+    async def _tenant(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: str,
+        columns: Backfilled,
+        counter: Counter,
+    ) -> tuple[int, bool]:
         """The tenant's unread rows written: how many, and whether all were
         (not if an erasure holds the tenant, or a batch waited out its lock
         or failed: left for the next run)."""
@@ -165,6 +199,7 @@ class CredentialBackfill:
                     after=after,
                     rows=self._batch_rows,
                     lock_timeout=self._lock_timeout,
+                    columns=columns,
                 )
             except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as error:
                 log.info(
@@ -189,7 +224,7 @@ class CredentialBackfill:
             if batch.last_seq is None:
                 return written, True
             written += batch.written
-            self._written.add(batch.written)
+            counter.add(batch.written)
             after = batch.last_seq
             await asyncio.sleep(self._pause)
 

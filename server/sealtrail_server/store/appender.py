@@ -89,7 +89,7 @@ from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, s
 from ..turns import Turns
 from .append_measures import AppendMeasures
 from .appended import Appended, AppendOutcome, SubmissionOutcome
-from .arrays import ByteaArray, Int8Array, TextArray
+from .arrays import ByteaArray, Float8Array, Int8Array, TextArray
 from .changes import (
     ERASURE_SUBJECT,
     change_connection,
@@ -253,6 +253,8 @@ _EVENT_COLUMNS = (
     ("credential_kind", "text"),
     ("credential_id", "text"),
     ("credential_hint", "text"),
+    # The record's context.duration_ms (migration 0064, ADR 0149), NULL for none.
+    ("duration_ms", "float8"),
     ("leaf_hash", "bytea"),
     ("record", "text"),
     ("caller_view", "bytea"),
@@ -261,7 +263,7 @@ _EVENT_COLUMNS = (
 _EVENT_NAMES = sql.SQL(", ").join(sql.Identifier(name) for name, _ in _EVENT_COLUMNS)
 # The array each column is sent as (store/arrays.py). Ids and times are sent as
 # text, as the appender holds them, and cast by the statement.
-_Array = type[TextArray] | type[Int8Array] | type[ByteaArray]
+_Array = type[TextArray] | type[Int8Array] | type[ByteaArray] | type[Float8Array]
 _ARRAY_OF: Final[dict[str, _Array]] = {
     "text": TextArray,
     "uuid": TextArray,
@@ -270,6 +272,7 @@ _ARRAY_OF: Final[dict[str, _Array]] = {
     "bigint": Int8Array,
     "smallint": Int8Array,
     "bytea": ByteaArray,
+    "float8": Float8Array,
 }
 _EVENT_ARRAYS: Final = tuple(_ARRAY_OF[kind] for _, kind in _EVENT_COLUMNS)
 _NODE_ARRAYS: Final = (TextArray, Int8Array, Int8Array, ByteaArray)  # tenant, level, idx, hash
@@ -1558,6 +1561,7 @@ class _Lane:
                 )
                 view = None  # the whole view holds it
             credential: dict[str, str] = event.body["actor"].get("credential") or {}
+            duration = (event.body.get("context") or {}).get("duration_ms")
             rows.append(  # in _EVENT_COLUMNS order
                 (
                     tenant_id,
@@ -1582,6 +1586,7 @@ class _Lane:
                     credential.get("kind", ""),
                     credential.get("id"),
                     credential.get("hint"),
+                    None if duration is None else float(duration),
                     leaf,
                     text,
                     view,

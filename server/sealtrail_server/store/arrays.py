@@ -30,6 +30,7 @@ _HEAD = struct.Struct("!iiIii")  # dimensions, has NULL, element oid; length, lo
 _EMPTY_HEAD = struct.Struct("!iiI")
 _LENGTH = struct.Struct("!i")
 _INT8 = struct.Struct("!iq")  # an int8 element: its length (8), then its value
+_FLOAT8 = struct.Struct("!id")  # a float8 element: its length (8), then its value
 _NULL = _LENGTH.pack(-1)
 
 
@@ -43,6 +44,10 @@ class Int8Array(list[int | None]):
 
 class ByteaArray(list[bytes | None]):
     """A list to send as bytea[]."""
+
+
+class Float8Array(list[float | None]):
+    """A list to send as float8[]."""
 
 
 class _ArrayDumper(Dumper):
@@ -111,6 +116,14 @@ class _ByteaArrayDumper(_ArrayDumper):
         return _LENGTH.pack(len(data)) + data
 
 
+class _Float8ArrayDumper(_ArrayDumper):
+    element = "float8"
+
+    def _element_bytes(self, item: Any) -> bytes:
+        return _FLOAT8.pack(8, item)
+
+
 psycopg.adapters.register_dumper(TextArray, _TextArrayDumper)
 psycopg.adapters.register_dumper(Int8Array, _Int8ArrayDumper)
 psycopg.adapters.register_dumper(ByteaArray, _ByteaArrayDumper)
+psycopg.adapters.register_dumper(Float8Array, _Float8ArrayDumper)

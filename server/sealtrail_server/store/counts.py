@@ -7,9 +7,11 @@ that new months' partitions wait for, for as long as it took (ADR 0063).
 Days and hours may be those of a time zone (ADR 0103): the grouping changes,
 the conditions, and so the months and index entries read, do not.
 A measure (the durations' mean, a percentile, the longest) is one more
-aggregate beside each group's count, over `context.duration_ms` read off the
-record once a row (`_MEASURED_FROM`); without one the statements are as they
-were, and read no record."""
+aggregate beside each group's count, over each row's `duration_ms` column
+(migration 0064, ADR 0149); of a count with rows appended before it whose
+duration is unread (`duration_unread_statement`), those rows' durations are
+read off their records (`_MEASURED_FROM_RECORDS`). Without a measure the
+statements are as they were."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.filters import EventFilter
 from .database import Database
 from .events import (
+    DURATION_UNREAD,
     RECORD_ACTOR_TYPE,
     RECORD_COUNTRY,
     RECORD_CREDENTIAL,
@@ -185,15 +188,28 @@ _UNREAD: Final = sql.SQL(
     "SELECT EXISTS (SELECT FROM {events} WHERE {conditions} AND credential_kind IS NULL)"
 )
 # A row's duration (`context.duration_ms`, milliseconds; NULL for none), as
-# the column `measured_ms` the measures aggregate: read off the record as the
-# status code is (no column, ADR 0136), once a row. A lateral subquery the
-# planner would pull up, its expression then evaluated once per aggregate
-# that names it (the measure and `count(measured_ms)`: the record parsed
-# twice); OFFSET 0 keeps it a subquery, evaluated once a row.
-_DURATION: Final = sql.SQL("(" + RECORD_DURATION_MS + ")::float8")
+# `measured_ms`, which the measures aggregate: its column (migration 0064,
+# ADR 0149), a lateral subquery the planner pulls up, so the scan reads the
+# column alone; where a count's rows include ones appended before the column
+# whose duration is unread (`_DURATIONS_UNREAD`), the record's of a row whose
+# column is NULL, once a row (OFFSET 0 keeps the subquery evaluated once a
+# row, not once per aggregate that names it, which parsed the record twice):
+# parsing every record made a measured count by action take 20.9 times the
+# plain count (bench/measures.py).
+_DURATION: Final = sql.SQL("coalesce(duration_ms, (" + RECORD_DURATION_MS + ")::float8)")
 _MEASURED_FROM: Final = sql.SQL(
+    " CROSS JOIN LATERAL (SELECT duration_ms AS measured_ms) AS measured"
+)
+_MEASURED_FROM_RECORDS: Final = sql.SQL(
     " CROSS JOIN LATERAL (SELECT {duration} AS measured_ms OFFSET 0) AS measured"
 ).format(duration=_DURATION)
+# Whether any row a count selects has a duration its column does not hold yet
+# (appended before migration 0064, or by an older release's process, and not
+# yet written by the backfill): a probe of events_duration_unread per
+# partition, empty once the backfill has written them.
+_DURATIONS_UNREAD: Final = sql.SQL(
+    "SELECT EXISTS (SELECT FROM {events} WHERE {conditions} AND " + DURATION_UNREAD + ")"
+)
 # Each measure's aggregate of a group's durations (those of its rows that have
 # one: aggregates pass over NULL). Percentiles are percentile_cont's, linear
 # between the two nearest durations (as numpy's percentile), rather than
@@ -227,6 +243,7 @@ def count_statement(
     time_zone: str = "",
     records: bool = True,
     measure: Measure | None = None,
+    duration_records: bool = True,
 ) -> tuple[sql.Composed, list[Any]]:
     """The SQL of a count and its parameters (the plan tests EXPLAIN it):
     `tenant_id`'s events that match `event_filter` and come before
@@ -238,11 +255,13 @@ def count_statement(
     finds none), whose credential is their record's. With `measure`, each
     group's rows also give their measure and how many were measured, the
     statement's last two columns (a total alone measures nothing: the API
-    refuses a measure without a grouping)."""
+    refuses a measure without a grouping); `duration_records` False reads
+    the `duration_ms` column alone, for when no row counted has a duration
+    it does not hold (`duration_unread_statement` finds none)."""
     events, where, params = _selected(tenant_id, event_filter, before_seq)
     if group_by is None:
         return _TOTAL.format(events=events, conditions=where), params
-    parts = _measure_parts(measure)
+    parts = _measure_parts(measure, records=duration_records)
     measured = parts["measured"]
     if group_by == "resource":
         query = _RESOURCES.format(events=events, conditions=where, **parts)
@@ -262,7 +281,11 @@ def count_statement(
             events=events,
             conditions=where,
             measures=parts["measures"],
-            duration=sql.SQL(", {} AS measured_ms").format(_DURATION) if measure else _NONE,
+            duration=sql.SQL(", {} AS measured_ms").format(
+                _DURATION if duration_records else sql.SQL("duration_ms")
+            )
+            if measure
+            else _NONE,
             passed=sql.SQL(", measured_ms") if measure else _NONE,
         )
         query = _CREDENTIALS.format(grouped=grouped, measured=measured)
@@ -285,17 +308,28 @@ def count_statement(
     return query, [*params, limit]
 
 
-def _measure_parts(measure: Measure | None) -> dict[str, sql.Composable]:
+def _measure_parts(measure: Measure | None, *, records: bool) -> dict[str, sql.Composable]:
     """The pieces a grouped statement takes for `measure` (none: nothing):
     its aggregates beside the count (`measures`), their columns passed on
-    (`measured`), and the rows' durations joined to the events (`measured_from`)."""
+    (`measured`), and the rows' durations joined to the events
+    (`measured_from`): their column, and with `records` the record's where
+    the column is NULL."""
     if measure is None:
         return {"measures": _NONE, "measured": _NONE, "measured_from": _NONE}
     return {
         "measures": _MEASURED.format(aggregate=_MEASURES[measure]),
         "measured": _PASSED,
-        "measured_from": _MEASURED_FROM,
+        "measured_from": _MEASURED_FROM_RECORDS if records else _MEASURED_FROM,
     }
+
+
+def duration_unread_statement(
+    tenant_id: str, event_filter: EventFilter, *, before_seq: int | None = None
+) -> tuple[sql.Composed, list[Any]]:
+    """The SQL and parameters of whether any of the events `count_statement`
+    counts has a duration its `duration_ms` column does not hold yet."""
+    events, where, params = _selected(tenant_id, event_filter, before_seq)
+    return _DURATIONS_UNREAD.format(events=events, conditions=where), params
 
 
 def unread_statement(
@@ -342,7 +376,9 @@ async def count_events(
     read only if the count has any (`unread_statement`): none is appended
     below `before_seq` since, and the backfill only writes them (ADR 0143).
     With `measure`, each group says its events' measure and how many had a
-    duration (`Group.value`, `Group.measured`)."""
+    duration (`Group.value`, `Group.measured`), read off the records only of
+    rows whose duration the column does not hold yet, if the count has any
+    (`duration_unread_statement`)."""
     async with db.bulk_connection(tenant_id, statement_timeout=timeout) as conn:
         try:
             if time_zone:  # at once: the count reads it only of the events it finds
@@ -354,6 +390,13 @@ async def count_events(
                 )
                 found = await (await conn.execute(unread, unread_params)).fetchone()
                 records = bool(found and found[0])
+            duration_records = False
+            if measure is not None:
+                unread, unread_params = duration_unread_statement(
+                    tenant_id, event_filter, before_seq=before_seq
+                )
+                found = await (await conn.execute(unread, unread_params)).fetchone()
+                duration_records = bool(found and found[0])
             query, params = count_statement(
                 tenant_id,
                 event_filter,
@@ -363,6 +406,7 @@ async def count_events(
                 time_zone=time_zone,
                 records=records,
                 measure=measure,
+                duration_records=duration_records,
             )
             cursor = await conn.execute(query, params)
             rows = await cursor.fetchall()

@@ -1,6 +1,7 @@
-"""The credential columns of events appended before migration 0056, written
-from their records in batches (ADR 0143): the one UPDATE the events trigger
-admits (migration 0059), which derives the same values itself and refuses
+"""The credential columns of events appended before migration 0056, and the
+duration of those appended before 0064, written from their records in
+batches (ADR 0143, ADR 0149): the UPDATEs the events trigger admits
+(migrations 0059, 0064), which derives the same values itself and refuses
 any other. Run on the owner's connection (`backfill/credentials.py`): no
 other role holds UPDATE on events."""
 
@@ -13,36 +14,71 @@ import psycopg
 from psycopg import sql
 
 from .changes import erasure_lock_key, try_share_condition
-from .events import RECORD_CREDENTIAL
+from .events import DURATION_UNREAD, RECORD_CREDENTIAL, RECORD_DURATION_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Backfilled:
+    """Columns a backfill writes from the records (ADR 0143, ADR 0149): a
+    row's condition while they are unread (the predicate of its partial
+    index), what the batch reads of each row (`b`), and the SET of them."""
+
+    name: str
+    unread: str
+    read: str
+    assign: str
+
+
+# The credential columns (migration 0059, events_credential_unread): the
+# kind ('' for none), the id and the hint (NULL for none).
+CREDENTIALS: Final = Backfilled(
+    name="credential",
+    unread="credential_kind IS NULL",
+    read=RECORD_CREDENTIAL + " AS c",
+    assign="credential_kind = coalesce(b.c ->> 'kind', ''), credential_id = b.c ->> 'id',"
+    " credential_hint = b.c ->> 'hint'",
+)
+# The duration (migration 0064, events_duration_unread), of the rows whose
+# record has one.
+DURATIONS: Final = Backfilled(
+    name="duration",
+    unread=DURATION_UNREAD,
+    read="(" + RECORD_DURATION_MS + ")::float8 AS d",
+    assign="duration_ms = b.d",
+)
 
 # The next tenant (in the order of its index, after the one given) with a row whose
-# credential columns are unread: the first entry of events_credential_unread
-# past it in each partition, merged.
+# columns are unread: the first entry of the unread index past it in each
+# partition, merged.
 _NEXT_TENANT: Final = (
-    "SELECT tenant_id FROM events WHERE credential_kind IS NULL AND tenant_id > %s"
-    " ORDER BY tenant_id LIMIT 1"
+    "SELECT tenant_id FROM events WHERE {unread} AND tenant_id > %s ORDER BY tenant_id LIMIT 1"
 )
-_ANY_UNREAD: Final = "SELECT EXISTS (SELECT FROM events WHERE credential_kind IS NULL)"
-# One batch of a tenant's unread rows past a seq, in seq order (on
-# events_credential_unread), each given what its record says, as the appender
-# writes it: the kind ('' for none), the id and the hint (NULL for none). A
-# row the purge or an erasure removed meanwhile is skipped, not updated.
+_ANY_UNREAD: Final = "SELECT EXISTS (SELECT FROM events WHERE {unread})"
+# One batch of a tenant's unread rows past a seq, in seq order (on the unread
+# index), each given what its record says, as the appender writes it. A row
+# the purge or an erasure removed meanwhile is skipped, not updated.
 _BATCH: Final = (
-    "UPDATE events AS e SET credential_kind = coalesce(c ->> 'kind', ''),"
-    " credential_id = c ->> 'id', credential_hint = c ->> 'hint'"
-    " FROM (SELECT seq, received_at, " + RECORD_CREDENTIAL + " AS c FROM events"
-    " WHERE tenant_id = %(tenant)s AND credential_kind IS NULL AND seq > %(after)s"
+    "UPDATE events AS e SET {assign}"
+    " FROM (SELECT seq, received_at, {read} FROM events"
+    " WHERE tenant_id = %(tenant)s AND {unread} AND seq > %(after)s"
     " ORDER BY seq LIMIT %(rows)s) AS b"
     " WHERE e.tenant_id = %(tenant)s AND e.seq = b.seq AND e.received_at = b.received_at"
-    " AND e.credential_kind IS NULL"
+    " AND {unread}"  # of e: b has none of its columns
     " RETURNING e.seq"
 )
 # What the batch selected is at most this many rows: the seq it read up to
 # (a row it skipped as removed meanwhile is not read again).
 _READ_UP_TO: Final = (
     "SELECT max(seq) FROM (SELECT seq FROM events WHERE tenant_id = %(tenant)s"
-    " AND credential_kind IS NULL AND seq > %(after)s ORDER BY seq LIMIT %(rows)s) AS b"
+    " AND {unread} AND seq > %(after)s ORDER BY seq LIMIT %(rows)s) AS b"
 )
+
+
+def _statement(template: str, columns: Backfilled) -> sql.Composed:
+    """`template` of `columns`: static text of the module's constants."""
+    return sql.SQL(template).format(
+        unread=sql.SQL(columns.unread), read=sql.SQL(columns.read), assign=sql.SQL(columns.assign)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +90,19 @@ class Batch:
     last_seq: int | None
 
 
-async def next_tenant(conn: psycopg.AsyncConnection[Any], after: str) -> str | None:
+async def next_tenant(
+    conn: psycopg.AsyncConnection[Any], after: str, columns: Backfilled = CREDENTIALS
+) -> str | None:
     """The first tenant past `after` ("" for the first of all)
-    with a row whose credential columns are unread; None if none is."""
-    cursor = await conn.execute(_NEXT_TENANT, [after])
+    with a row whose `columns` are unread; None if none is."""
+    cursor = await conn.execute(_statement(_NEXT_TENANT, columns), [after])
     row = await cursor.fetchone()
     return None if row is None else str(row[0])
 
 
-async def any_unread(conn: psycopg.AsyncConnection[Any]) -> bool:
-    """Whether any row of any tenant has its credential columns unread."""
-    cursor = await conn.execute(_ANY_UNREAD)
+async def any_unread(conn: psycopg.AsyncConnection[Any], columns: Backfilled = CREDENTIALS) -> bool:
+    """Whether any row of any tenant has its `columns` unread."""
+    cursor = await conn.execute(_statement(_ANY_UNREAD, columns))
     row = await cursor.fetchone()
     return bool(row and row[0])
 
@@ -76,6 +114,7 @@ async def backfill_batch(
     after: int,
     rows: int,
     lock_timeout: str,
+    columns: Backfilled = CREDENTIALS,
 ) -> Batch | None:
     """Up to `rows` of the tenant's unread rows past seq `after`, written in
     one transaction on `conn` (autocommit, the owner's), each waiting at most
@@ -92,11 +131,11 @@ async def backfill_batch(
         if not (row and row[0]):
             return None
         params = {"tenant": tenant_id, "after": after, "rows": rows}
-        cursor = await conn.execute(_READ_UP_TO, params)
+        cursor = await conn.execute(_statement(_READ_UP_TO, columns), params)
         read = await cursor.fetchone()
         last_seq = None if read is None or read[0] is None else int(read[0])
         if last_seq is None:
             return Batch(0, None)
-        cursor = await conn.execute(_BATCH, params)
+        cursor = await conn.execute(_statement(_BATCH, columns), params)
         written = len(await cursor.fetchall())
     return Batch(written, last_seq)

@@ -1,0 +1,171 @@
+"""The `duration_ms` column (migration 0064, ADR 0149): written at append from
+the value the record holds; for rows appended before it, read off their
+records by a measured count until the backfill writes them, batch by batch
+across the months' partitions, resumable, a second run writing nothing; the
+events trigger admitting that one UPDATE of it and no other."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from sealtrail import AuditClient, build_event
+from sealtrail_server.backfill.credentials import CredentialBackfill
+from sealtrail_server.domain.filters import EventFilter
+from sealtrail_server.store.counts import count_statement, duration_unread_statement
+from sealtrail_server.store.credential_backfill import DURATIONS, backfill_batch
+from sealtrail_server.store.events import DURATION_UNREAD
+from tests.conftest import database_of_its_own
+
+# What a row's column holds beside what its record says.
+_BOTH = (
+    "SELECT seq, duration_ms, ((record::json -> 'context') ->> 'duration_ms')::float8"
+    " FROM events WHERE tenant_id = %s ORDER BY seq"
+)
+_INSERT = (
+    "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+    " outcome, actor_id, leaf_hash, record, credential_kind)"
+    " VALUES (%s, %s, gen_random_uuid(), %s, %s, %s, 1, 'success', 'u', '\\x00', %s, '')"
+)
+# (action, months ago received, duration in ms; None: none), of tenant t1.
+ROWS: list[tuple[str, int, float | None]] = [
+    ("api.read", 2, 10),
+    ("api.read", 2, 12.5),
+    ("api.write", 2, None),
+    ("api.read", 1, 30),
+    ("api.write", 1, 300.25),
+    ("api.read", 0, 40),
+    ("cli.run", 0, None),
+    ("api.write", 0, 100),
+]
+
+
+def test_the_appender_writes_the_records_duration(
+    client_for: Callable[..., AuditClient], tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """A whole number, a fraction and none: each row's column is the value
+    its record holds (NULL for none), so no row is left for the backfill."""
+    events = [
+        build_event(action="a.b", actor_id="u", duration_ms=12),
+        build_event(action="a.b", actor_id="u", duration_ms=0.125),
+        build_event(action="a.b", actor_id="u"),
+    ]
+    client = client_for(tenant, "recorder")
+    assert all(r.error is None for r in client.record_batch(events))
+    client.record(build_event(action="a.b", actor_id="u", duration_ms=86_399_999.5))
+    rows = sql.execute(_BOTH, [tenant]).fetchall()
+    assert [(column, read) for _, column, read in rows] == [
+        (12.0, 12.0),
+        (0.125, 0.125),
+        (None, None),
+        (86_399_999.5, 86_399_999.5),
+    ]
+    unread, params = duration_unread_statement(tenant, EventFilter())
+    assert sql.execute(unread, params).fetchone() == (False,)
+
+
+@pytest.fixture
+def before_0064(migrated_database_url: str) -> Iterator[tuple[str, psycopg.Connection[Any]]]:
+    """A database of its own holding ROWS as a release between migrations
+    0056 and 0064 appended them (their duration NULL, no credential) in three
+    months' partitions, and the owner's connection to it."""
+    with (
+        database_of_its_own(migrated_database_url, "durations") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        conn.execute("SELECT sealtrail_create_event_partitions(now() - interval '2 months', now())")
+        for seq, (action, months, ms) in enumerate(ROWS, start=1):
+            context = {} if ms is None else {"context": {"duration_ms": ms}}
+            record = json.dumps({"action": action, **context})
+            at = conn.execute("SELECT now() - make_interval(months => %s)", [months]).fetchone()
+            assert at is not None
+            conn.execute(_INSERT, ["t1", seq, at[0], at[0], action, record])
+        yield url, conn
+
+
+def _measured(conn: psycopg.Connection[Any], *, records: bool) -> list[tuple[Any, ...]]:
+    statement, params = count_statement(
+        "t1",
+        EventFilter(),
+        group_by="action",
+        limit=10,
+        measure="duration_max",
+        duration_records=records,
+    )
+    return [tuple(row[:2]) + tuple(row[4:]) for row in conn.execute(statement, params).fetchall()]
+
+
+def _unread(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM events WHERE " + DURATION_UNREAD).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# Each action's count, longest duration and how many rows had one.
+MEASURED = [("api.read", 4, 40.0, 4), ("api.write", 3, 300.25, 2), ("cli.run", 1, 0.0, 0)]
+
+
+def test_the_backfill_writes_the_rows_from_before_across_partitions_and_resumes(
+    before_0064: tuple[str, psycopg.Connection[Any]],
+) -> None:
+    url, conn = before_0064
+    months = conn.execute(
+        "SELECT count(DISTINCT tableoid) FROM events WHERE " + DURATION_UNREAD
+    ).fetchone()
+    assert months == (3,) and _unread(conn) == 6
+    # Before the backfill, the count reads those rows' records: the same answer.
+    unread, params = duration_unread_statement("t1", EventFilter())
+    assert conn.execute(unread, params).fetchone() == (True,)
+    assert _measured(conn, records=True) == MEASURED
+
+    # A batch of two, as a run stopped after it: written for good.
+    async def one_batch() -> Any:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as owner:
+            return await backfill_batch(
+                owner, "t1", after=-1, rows=2, lock_timeout="200ms", columns=DURATIONS
+            )
+
+    batch = asyncio.run(one_batch())
+    assert batch is not None and (batch.written, batch.last_seq) == (2, 2)
+    assert _unread(conn) == 4
+
+    # The next run starts from what is still unread, in batches of three.
+    run = asyncio.run(CredentialBackfill(url, pause=0, batch_rows=3).run_once())
+    assert run is not None and (run.written, run.left) == (4, False)
+    rows = conn.execute(_BOTH, ["t1"]).fetchall()
+    assert [column for _, column, _ in rows] == [ms for _, _, ms in ROWS]
+    assert all(column == read for _, column, read in rows)
+    assert _unread(conn) == 0
+    assert conn.execute(unread, params).fetchone() == (False,)
+    assert _measured(conn, records=False) == MEASURED == _measured(conn, records=True)
+
+    # Idempotent: a second run finds nothing to write.
+    again = asyncio.run(CredentialBackfill(url, pause=0).run_once())
+    assert again is not None and (again.written, again.left) == (0, False)
+
+
+def test_the_trigger_admits_the_records_duration_once_and_nothing_else(
+    before_0064: tuple[str, psycopg.Connection[Any]],
+) -> None:
+    _, conn = before_0064
+
+    def refused(statement: str) -> None:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only UPDATE allowed"):
+            conn.execute(statement)
+
+    refused("UPDATE events SET duration_ms = 11 WHERE seq = 1")  # not the record's 10
+    refused("UPDATE events SET duration_ms = 1 WHERE seq = 3")  # its record has none
+    refused("UPDATE events SET duration_ms = 10, actor_id = 'x' WHERE seq = 1")
+    conn.execute("UPDATE events SET duration_ms = 10 WHERE seq = 1")
+    refused("UPDATE events SET duration_ms = 10 WHERE seq = 1")  # written already
+    refused("UPDATE events SET duration_ms = NULL WHERE seq = 1")
+    assert conn.execute(_BOTH.replace("ORDER BY", "AND seq = 1 ORDER BY"), ["t1"]).fetchone() == (
+        1,
+        10.0,
+        10.0,
+    )
