@@ -20,7 +20,8 @@ from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.store.counts import count_statement, duration_unread_statement
 from sealtrail_server.store.credential_backfill import DURATIONS, backfill_batch
 from sealtrail_server.store.events import DURATION_UNREAD
-from tests.conftest import database_of_its_own
+from tests.conftest import database_of_its_own, migrate_database
+from tests.integration.test_actor_prefix_filter import run_documented_recipe
 
 # What a row's column holds beside what its record says.
 _BOTH = (
@@ -169,3 +170,55 @@ def test_the_trigger_admits_the_records_duration_once_and_nothing_else(
         10.0,
         10.0,
     )
+
+
+def _duration_indexes(conn: psycopg.Connection[Any]) -> list[tuple[str, int, str]]:
+    """The unread duration indexes of events and its partitions: name, oid,
+    and the index each is attached to (the parent's own: '')."""
+    return conn.execute(
+        "SELECT c.relname, c.oid::bigint, coalesce(p.inhparent::regclass::text, '')"
+        " FROM pg_class AS c LEFT JOIN pg_inherits AS p ON p.inhrelid = c.oid"
+        " WHERE c.relkind IN ('i', 'I') AND c.relname LIKE '%%duration_unread%%' ORDER BY 1"
+    ).fetchall()
+
+
+def test_the_index_built_beforehand_as_documented_is_taken_by_migration_0064(
+    before_0064: tuple[str, psycopg.Connection[Any]],
+) -> None:
+    """docs/database.md's statements, run as printed over a log of rows from
+    before 0064 in several months (its column and index not there yet): the
+    column added, each partition's index built concurrently and attached, the
+    parent valid, an entry for each row with a duration; the migration then
+    builds nothing (the same indexes after it) and leaves those rows to their
+    records and the backfill, a month made afterwards getting the index."""
+    url, conn = before_0064
+    conn.execute("DROP INDEX events_duration_unread")
+    conn.execute("ALTER TABLE events DROP COLUMN duration_ms")
+    conn.execute("DELETE FROM schema_migrations WHERE version = 64")
+    assert _duration_indexes(conn) == []
+    verdicts = run_documented_recipe(conn, "### The duration column")
+    assert verdicts == [("events_duration_unread", True)]
+    built = _duration_indexes(conn)
+    partitions = conn.execute(
+        "SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass"
+    ).fetchone()
+    assert partitions is not None and partitions[0] >= 3
+    attached = [name for name, _, parent in built if parent == "events_duration_unread"]
+    assert len(attached) == partitions[0] == len(built) - 1
+    assert _unread(conn) == 6
+
+    migrate_database(url, out_of_order=True)  # 0064 alone missing
+    assert _duration_indexes(conn) == built
+    assert conn.execute("SELECT 1 FROM schema_migrations WHERE version = 64").fetchone()
+    assert _unread(conn) == 6
+    assert _measured(conn, records=True) == MEASURED
+    conn.execute(
+        "SELECT sealtrail_create_event_partitions("
+        " now() + interval '1 year', now() + interval '13 months')"
+    )
+    after = conn.execute(
+        "SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'events'::regclass),"
+        " (SELECT count(*) FROM pg_inherits"
+        " WHERE inhparent = 'events_duration_unread'::regclass)"
+    ).fetchone()
+    assert after is not None and after[0] > partitions[0] and after[1] == after[0]
