@@ -440,6 +440,8 @@ def sink_list(output: str, data_dir: Path | None, database_url: str | None) -> N
             )
         )
         return
+    if not rows:  # as `key restored` says it: not nothing, an operator cannot tell that apart
+        click.echo("no deployment sinks (`sealtrail-server sink create` makes one)")
     for deployment, instances, oldest in rows:
         definition = deployment.definition
         url = destination_url(definition.kind, definition.destination)

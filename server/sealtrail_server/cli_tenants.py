@@ -17,6 +17,7 @@ from sealtrail._terminal import terminal_safe
 from sealtrail._words import counted
 
 from .cli import (
+    _OPERATOR_PREFIX,
     _data_dir_option,
     _database,
     _database_url_option,
@@ -29,7 +30,7 @@ from .cli import (
 )
 from .domain.access import valid_tenant_id
 from .domain.errors import InvalidArgument
-from .domain.event import ChangeDraft
+from .domain.event import ChangeDraft, parse_uuid
 from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
 
 # What the commands work with (psycopg, protobuf, cryptography) each command
@@ -111,9 +112,16 @@ def tenant_list(erased: bool, output: str, data_dir: Path | None, database_url: 
     rows = asyncio.run(run())
     if output == "json":
         click.echo(json.dumps([_tenant_json(row) for row in rows], indent=2))
-    else:
-        _echo_aligned(["TENANT", "EVENTS", "CHECKPOINT", "SIGNED", "HOLD", "RETENTION", "LIMIT"],
-                      [_tenant_cells(row) for row in rows])  # fmt: skip
+        return
+    header = ["TENANT", "EVENTS", "CHECKPOINT", "SIGNED", "HOLD", "RETENTION", "LIMIT"]
+    cells = [_tenant_cells(row) for row in rows]
+    if erased:  # when each was erased, in a column of its own (`-`: not erased)
+        header.append("ERASED")
+        cells = [
+            [*row_cells, _utc(row.erased_at) or "-"]
+            for row_cells, row in zip(cells, rows, strict=True)
+        ]
+    _echo_aligned(header, cells)
 
 
 def _utc(moment: datetime | None) -> str | None:
@@ -129,8 +137,8 @@ def _tenant_json(row: _TenantRow) -> dict[str, Any]:
 
 
 def _tenant_cells(row: _TenantRow) -> list[str]:
-    if row.erased_at is not None:
-        hold, retention, ceiling = "-", f"erased {_utc(row.erased_at)}", ""
+    if row.erased_at is not None:  # none of these is left: its time is --erased's column
+        hold, retention, ceiling = "-", "-", "-"
     else:
         hold = "on" if row.legal_hold else "off"
         days = row.retention_default_days
@@ -221,7 +229,7 @@ def tenant_erase(
     receipt = asyncio.run(run())
     events = counted(receipt.final_tree_size, "event")
     if receipt.kept:  # by another operator or a token, maybe at the same moment
-        by = terminal_safe(receipt.erased_by)
+        by = erased_by_said(receipt.erased_by)
         click.echo(
             f"tenant {tenant_id!r} was erased already, at {_utc(receipt.erased_at)} by {by}"
             f" ({events}); this command erased nothing. Its receipt:",
@@ -230,6 +238,20 @@ def tenant_erase(
     else:
         click.echo(f"erased tenant {tenant_id!r} ({events}); keep this receipt:", err=True)
     click.echo(json_format.MessageToJson(receipt_message(receipt), indent=2))
+
+
+def erased_by_said(erased_by: str) -> str:
+    """Who erased a tenant, as a receipt's `erased_by` (the API's
+    `erased_by_token_id`) holds it, labelled: `token ID` for an erasure by
+    the API, `operator NAME` for `tenant erase`'s (it holds
+    `sealtrail-server:NAME` there, which is no token's id: the signed receipt
+    keeps it so, docs/integrity.md), else as it is (a row written behind the
+    service). Made safe for a terminal."""
+    if erased_by.startswith(_OPERATOR_PREFIX):
+        return f"operator {terminal_safe(erased_by.removeprefix(_OPERATOR_PREFIX))}"
+    if parse_uuid(erased_by) is not None:
+        return f"token {erased_by}"
+    return terminal_safe(erased_by)
 
 
 async def _refuse_unless_owner(urls: _Urls, command: str) -> None:
@@ -526,14 +548,16 @@ def tenant_erasures(output: str, data_dir: Path | None, database_url: str | None
     if output == "json":
         click.echo(json.dumps(listed, indent=2))
         return
+    if not listed:  # not nothing: an operator cannot tell that from a listing that failed
+        click.echo("no tenant was erased: no erasure receipts")
     for row in listed:
-        by = terminal_safe(row["erased_by"])
+        by = erased_by_said(row["erased_by"])
         status = {
             "signed": "signed",
             "unsigned": "unsigned (kept before receipts were signed: nothing proves it)",
             "newer": f"not read: {row['signature_problem']}",
         }.get(row["signature"], f"SIGNATURE DOES NOT MATCH: {row['signature_problem']}")
         click.echo(
-            f"{row['tenant']}  {row['erased_at']}  {by}  size {row['final_tree_size']}"
+            f"{row['tenant']}  {row['erased_at']}  by {by}  size {row['final_tree_size']}"
             f"  root {row['final_root_hash']}  {status}"
         )

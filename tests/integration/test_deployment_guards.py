@@ -190,7 +190,10 @@ def test_the_operator_erases_a_tenant_with_its_receipt_and_lists_the_receipts(
     listed = operator(migrated_database_url, "tenant", "erasures")
     assert listed.exit_code == 0, listed.output
     [line] = [line for line in listed.stdout.splitlines() if line.startswith(f"{tenant} ")]
-    assert receipt["erasedByTokenId"] in line
+    # Named as who erased it: an operator, not a token (the receipt's field
+    # says `sealtrail-server:NAME` where the API's erasures give a token id).
+    operator_name = receipt["erasedByTokenId"].removeprefix("sealtrail-server:")
+    assert f" by operator {operator_name} " in line
     assert f"size {receipt['finalTreeSize']}" in line
     assert receipt["finalRootHash"] in line
 
@@ -372,9 +375,21 @@ def test_the_operator_lists_every_tenant_with_its_log_hold_and_retention(
     assert by_id[gone]["erased_at"].endswith("Z")
     assert by_id[gone]["events"] == by_id[gone]["checkpoint_size"] >= sizes[gone]
     assert by_id[gone]["legal_hold"] is None and by_id[gone]["retention_default_days"] is None
-    text = operator(migrated_database_url, "tenant", "list", "--erased").stdout
-    [gone_line] = [line for line in text.splitlines() if line.startswith(f"{gone} ")]
-    assert gone_line.split()[4:6] == ["-", "erased"]
+    # An erased tenant has no hold, retention nor limit: said `-` in those,
+    # and when it was erased in a column of its own (its RETENTION said
+    # `erased TIME`, its LIMIT left blank).
+    header, *lines = operator(
+        migrated_database_url, "tenant", "list", "--erased"
+    ).stdout.splitlines()
+    assert header.split() == [
+        "TENANT", "EVENTS", "CHECKPOINT", "SIGNED", "HOLD", "RETENTION", "LIMIT", "ERASED"
+    ]  # fmt: skip
+    rows = {line.split()[0]: line.split() for line in lines}
+    assert rows[gone][4:] == ["-", "-", "-", by_id[gone]["erased_at"]]
+    assert rows[kept][4:] == ["off", "forever", "none", "-"]
+    starts = [header.index(name) for name in ("HOLD", "RETENTION", "LIMIT", "ERASED")]
+    for line in lines:
+        assert all(line[at - 1] == " " and line[at] != " " for at in starts), line
 
 
 def test_tenant_list_shows_a_tenant_both_live_and_erased_as_two_rows(

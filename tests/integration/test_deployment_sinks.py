@@ -39,6 +39,7 @@ from tests.conftest import (
     clients_of,
     database_of_its_own,
     deployment_operator,
+    run_operator,
 )
 from tests.http_endpoint import Endpoint, Received, Reply, endpoint
 from tests.service_login import service_login_url
@@ -777,3 +778,16 @@ def test_show_says_why_each_tenants_oldest_dead_letter_was_parked(
     assert second["oldest_dead_letter"]["error"] == "HTTP 400 from soc: mapping refused"
     assert second["oldest_dead_letter"]["tenant_id"] == tenants[1]
     assert third["dead_letters"] == 0 and third["oldest_dead_letter"] is None
+
+
+def test_no_deployment_sink_to_list_is_said_in_a_line_and_in_json_an_empty_array(
+    database_url: str,
+) -> None:
+    """`sink list` with no deployment sink printed nothing at all, which an
+    operator could not tell from a listing that failed to show."""
+    with database_of_its_own(database_url, "no_deployment_sinks") as own:
+        listed = run_operator(own, "sink", "list")
+        as_json = run_operator(own, "sink", "list", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout == "no deployment sinks (`sealtrail-server sink create` makes one)\n"
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == []

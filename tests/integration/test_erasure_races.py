@@ -464,7 +464,7 @@ def test_of_two_operators_erasing_a_tenant_at_once_the_one_that_erased_nothing_s
     assert "erased tenant" not in late, late
     assert (
         f"tenant {tenant!r} was erased already, at {receipt['eraseTime'][:19]}Z by"
-        f" sealtrail-server:{eraser} ({events} events); this command erased nothing."
+        f" operator {eraser} ({events} events); this command erased nothing."
         " Its receipt:"
     ) in late, late
 

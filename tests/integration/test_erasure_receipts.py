@@ -41,7 +41,13 @@ from sealtrail.tlog import (
     sign_note,
 )
 from sealtrail.v1 import retention_pb2
-from tests.conftest import SIGNING_KEY, ServerThread, run_operator, token_id_of
+from tests.conftest import (
+    SIGNING_KEY,
+    ServerThread,
+    database_of_its_own,
+    run_operator,
+    token_id_of,
+)
 from tests.tenant_rows import rows_of, tenant_tables
 
 VERIFIER = Signer.parse(SIGNING_KEY).verifier
@@ -181,10 +187,11 @@ def test_an_unsigned_receipt_is_said_so_where_receipts_are_listed(
 ) -> None:
     """A receipt kept before receipts were signed (migration 0045) has none:
     `tenant erasures` says so on its line."""
-    erased(server, tenant)
+    receipt = erased(server, tenant)
     sql.execute("UPDATE tenant_erasures SET signed_receipt = NULL WHERE tenant_id = %s", [tenant])
     listed = run_operator(migrated_database_url, "tenant", "erasures")
     line = next(line for line in listed.stdout.splitlines() if line.startswith(f"{tenant} "))
+    assert f" by token {receipt.erased_by_token_id} " in line  # as the operator's are named
     assert line.endswith("unsigned (kept before receipts were signed: nothing proves it)")
     assert kept_receipt(migrated_database_url, tenant).signed_receipt == ""
 
@@ -377,3 +384,16 @@ def test_sealtrail_verify_erasure_refuses_a_file_that_is_no_text(tmp_path: Path)
     assert refused.exit_code == 1 and not isinstance(refused.exception, UnicodeDecodeError)
     assert refused.stderr.startswith(f"FAILED: {saved}: not a receipt (not UTF-8 text")
     assert "Traceback" not in refused.output
+
+
+def test_no_receipt_to_list_is_said_in_a_line_and_in_json_an_empty_array(
+    migrated_database_url: str,
+) -> None:
+    """`tenant erasures` with no tenant erased printed nothing at all, which
+    an operator could not tell from a listing that failed to show."""
+    with database_of_its_own(migrated_database_url, "no_erasures") as own:
+        listed = run_operator(own, "tenant", "erasures")
+        as_json = run_operator(own, "tenant", "erasures", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout == "no tenant was erased: no erasure receipts\n"
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == []
