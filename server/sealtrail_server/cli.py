@@ -173,7 +173,10 @@ def _database_urls(settings: Settings, *, create: bool = False) -> _Urls:
             " server's SEALTRAIL_DATA_DIR (or --data-dir), or set SEALTRAIL_DATABASE_URL (or"
             " --database-url); only `sealtrail-server serve` makes a new one"
         )
-    given = settings.database_url or start_embedded_postgres(settings.data_dir)
+    # Where the embedded database is, said by `serve` (`create`); an operator
+    # command's stderr is its refusal's one line, or nothing: with -v alone.
+    said_at = logging.INFO if create else logging.DEBUG
+    given = settings.database_url or start_embedded_postgres(settings.data_dir, said_at=said_at)
     url = with_connection_limits(given)
     return _Urls(
         url,

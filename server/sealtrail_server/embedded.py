@@ -71,8 +71,10 @@ def embedded_database_exists(data_dir: Path) -> bool:
     return (data_dir / "postgres" / "PG_VERSION").is_file()
 
 
-def start_embedded_postgres(data_dir: Path) -> str:
-    """Start (or join) the embedded server; return its connection URL."""
+def start_embedded_postgres(data_dir: Path, *, said_at: int = logging.INFO) -> str:
+    """Start (or join) the embedded server; return its connection URL. Where
+    it is, is logged at `said_at`: a server's start says it; an operator's
+    command, whose stderr is its one line of `Error: ...`, at DEBUG (-v)."""
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:  # a file, or a directory under one
@@ -109,7 +111,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
     finally:
         pgserver_log.removeFilter(failures)
     url: str = server.get_uri()
-    log.info("embedded PostgreSQL in %s", pgdata)
+    log.log(said_at, "embedded PostgreSQL in %s", pgdata)
     return url
 
 

@@ -32,6 +32,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 import sealtrail
 import sealtrail_server
 from sealtrail import AuditClient, build_filter
+from sealtrail_server.cli import NO_SCHEMA
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
 from tests.conftest import REDACTION_SECRET, ServerThread, copy_of_cluster, run_operator
 from tests.http_endpoint import Reply, endpoint
@@ -398,6 +399,32 @@ def test_an_operator_command_on_a_data_dir_with_no_database_refuses_to_make_one(
         assert "SEALTRAIL_DATABASE_URL" in refused.stderr
         assert "stk_" not in refused.stdout
         assert not (tmp_path / "postgres").exists(), command
+
+
+def test_an_operator_command_on_the_embedded_database_says_only_what_it_was_asked(
+    initdb_cluster: Path,
+) -> None:
+    """Every operator command on the embedded PostgreSQL logged `INFO ...
+    embedded PostgreSQL in <dir>` on stderr, above its one line `Error: ...`
+    or beside its listing; and a first start logged a line per migration
+    (63 of them) before its development token. `serve` says where its
+    database is and its migrations in one line; an operator command says
+    where its database is with -v."""
+    with _embedded_data_dir(cluster=initdb_cluster) as (data_dir, running):
+        env = {"SEALTRAIL_DATA_DIR": str(data_dir)}
+        refused = run("sealtrail-server", "tenant", "list", env=env, check=False)
+        assert (refused.returncode, refused.stderr) == (1, f"Error: {NO_SCHEMA}\n")
+
+        said = _serve_embedded(data_dir, running)["stderr"]()
+        assert f"embedded PostgreSQL in {data_dir / 'postgres'}" in said, said
+        migrating = [line for line in said.splitlines() if "applying" in line]
+        assert len(migrating) == 1, said
+        assert re.search(r"applying \d+ migrations, 0001_\w+\.\.\d{4}_\w+$", migrating[0]), said
+
+        listed = run("sealtrail-server", "tenant", "erasures", env=env)
+        assert (listed.stdout, listed.stderr) == ("no tenant was erased: no erasure receipts\n", "")
+        verbose = run("sealtrail-server", "-v", "tenant", "erasures", env=env)
+        assert f"embedded PostgreSQL in {data_dir / 'postgres'}" in verbose.stderr
 
 
 def test_the_embedded_postgresql_stops_after_a_server_that_did_not_exit_cleanly(

@@ -330,3 +330,87 @@ def test_a_start_names_each_migration_as_it_begins_it(
     with caplog.at_level(logging.INFO, migrations.__name__):
         asyncio.run(run())
     assert 9999 not in _applied(url)
+
+
+def test_a_first_start_says_its_migrations_in_one_line_and_each_at_debug(
+    migrated_database_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first start logged `applying migration NNNN_name` at INFO for each
+    of the release's migrations, 63 lines before its development token. It
+    says them in one line as it begins, each at DEBUG (-v); a database with
+    none to apply, nothing."""
+    # None is named for taking long (below), however busy the machine.
+    monkeypatch.setattr(migrations, "LONG_MIGRATION_SAID_AFTER", 3600.0)
+    with (
+        database_with_no_schema(migrated_database_url, "migrations_said") as fresh,
+        caplog.at_level(logging.DEBUG, migrations.__name__),
+    ):
+        applied = asyncio.run(migrations.migrate_database(fresh))
+        first_start = [r for r in caplog.records if r.name == migrations.__name__]
+        caplog.clear()
+        assert asyncio.run(migrations.migrate_database(fresh)) == []
+        again = [r for r in caplog.records if r.name == migrations.__name__]
+    names = [f"{migration.version:04d}_{migration.name}" for migration in applied]
+    assert len(names) > 1 and names[0].startswith("0001_")
+    said = [r.getMessage() for r in first_start if r.levelno >= logging.INFO]
+    assert said == [f"applying {len(names)} migrations, {names[0]}..{names[-1]}"]
+    each = [r.getMessage() for r in first_start if r.levelno == logging.DEBUG]
+    assert each == [f"applying migration {name}" for name in names]
+    assert [r.getMessage() for r in again if r.levelno >= logging.INFO] == []
+
+
+def test_a_migration_that_takes_long_is_named_at_info(
+    url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each migration of a start said at DEBUG alone, one that works for
+    long (an index over the whole log) is named at INFO once it has taken
+    LONG_MIGRATION_SAID_AFTER: a start its operator sees waiting can be told
+    from a hung one, and a failure that follows has its migration named."""
+    monkeypatch.setattr(migrations, "LONG_MIGRATION_SAID_AFTER", 0.2)
+    (tmp_path / "9999_a_column_more.sql").unlink()  # the fixture's: two of these instead
+    (tmp_path / "9998_a_quick_one.sql").write_text("ALTER TABLE events ADD COLUMN quick text;\n")
+    (tmp_path / "9999_a_long_rewrite.sql").write_text(
+        "ALTER TABLE events ADD COLUMN noted text;\nSELECT pg_sleep(30);\n"
+    )
+
+    def said() -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == migrations.__name__ and r.levelno == logging.INFO
+        ]
+
+    async def run() -> None:
+        migrating = asyncio.create_task(migrations.migrate_database(url))
+        try:
+            deadline = time.monotonic() + 20
+            while not any("9999_a_long_rewrite:" in line for line in said()):
+                assert time.monotonic() < deadline and not migrating.done(), "said nothing"
+                await asyncio.sleep(0.05)
+        finally:
+            migrating.cancel()  # the 30 s it would take are not waited for
+            with contextlib.suppress(asyncio.CancelledError):
+                await migrating
+
+    with caplog.at_level(logging.INFO, migrations.__name__):
+        asyncio.run(run())
+    assert said()[0] == "applying 2 migrations, 9998_a_quick_one..9999_a_long_rewrite"
+    assert said()[1].startswith("applying migration 9999_a_long_rewrite: at work for 0.2 s")
+
+
+def test_a_migration_the_database_fails_is_named_before_the_start_s_error(
+    url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The start's one line of error says the database's message, not which
+    migration it came from; and of several applied, none is named at INFO."""
+    (tmp_path / "9999_a_column_more.sql").unlink()  # the fixture's: two of these instead
+    (tmp_path / "9998_a_quick_one.sql").write_text("ALTER TABLE events ADD COLUMN quick text;\n")
+    (tmp_path / "9999_a_broken_one.sql").write_text("ALTER TABLE no_such_table ADD x text;\n")
+    with (
+        caplog.at_level(logging.INFO, migrations.__name__),
+        pytest.raises(psycopg.errors.UndefinedTable),
+    ):
+        asyncio.run(migrations.migrate_database(url))
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert said == ["migration 9999_a_broken_one failed; nothing of it was applied"]
+    assert 9998 in _applied(url) and 9999 not in _applied(url)

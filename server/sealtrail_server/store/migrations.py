@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 # it, and between the log lines that say so.
 LOCK_POLL: Final = 0.5
 LOCK_NOTICE_EVERY: Final = 30.0
+# Seconds a migration works before it is named at INFO: a start says its
+# migrations in one line, each at DEBUG, and one that takes long (an index
+# over the whole log) by name, so that a wait is not taken for a hang.
+LONG_MIGRATION_SAID_AFTER: Final = 5.0
 # The index of role names: roles are the cluster's, the migrations' lock each
 # database's own.
 _ROLE_NAMES: Final = "pg_authid_rolname_index"
@@ -332,9 +336,9 @@ async def migrate(
         if only_fresh and applied:
             _refuse_older_schema(applied)
         digests = DIGESTS_FROM in applied
-        for migration in available_migrations():
-            if migration.version in applied:
-                continue
+        to_apply = [m for m in available_migrations() if m.version not in applied]
+        _say_what_is_applied(to_apply)
+        for migration in to_apply:
             if migration in skipped:
                 log.warning(
                     "applying migration %04d_%s out of order, after %s"
@@ -343,14 +347,11 @@ async def migrate(
                     migration.name,
                     _highest(applied),
                 )
-            # Said before, not after: a start said nothing of the migrations
-            # until every one was applied, minutes of silence over a large
-            # log, in which its operator could not tell it from a hang, and
-            # the last line before a failure named none of them.
-            log.info("applying migration %04d_%s", migration.version, migration.name)
+            if len(to_apply) > 1:  # one alone was named in the line before
+                log.debug("applying migration %s", _named(migration))
             # 0050's own row is written after its statements made the column.
             digests = digests or migration.version == DIGESTS_FROM
-            await _apply(conn, migration, lock_attempts, digests=digests)
+            await _apply_said(conn, migration, lock_attempts, digests=digests)
             applied_now.append(migration)
         if digests:
             before = [version for version, _, digest in rows if digest is None]
@@ -360,6 +361,51 @@ async def migrate(
     finally:
         await conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     return applied_now
+
+
+def _named(migration: Migration) -> str:
+    return f"{migration.version:04d}_{migration.name}"
+
+
+def _say_what_is_applied(to_apply: list[Migration]) -> None:
+    """The migrations a start is about to apply, in one line at INFO, before
+    the first: each was a line of its own at INFO, 63 of them on a first
+    start above its development token. Said before, not after: a start
+    that said nothing of them until every one was applied was minutes of
+    silence over a large log, which its operator could not tell from a
+    hang. None to apply, nothing said."""
+    if len(to_apply) == 1:
+        log.info("applying migration %s", _named(to_apply[0]))
+    elif to_apply:
+        log.info(
+            "applying %d migrations, %s..%s",
+            len(to_apply),
+            _named(to_apply[0]),
+            _named(to_apply[-1]),
+        )
+
+
+async def _apply_said(
+    conn: psycopg.AsyncConnection[Any], migration: Migration, attempts: int, *, digests: bool
+) -> None:
+    """`migration` applied (`_apply`), named at INFO once it has worked for
+    LONG_MIGRATION_SAID_AFTER seconds, and at ERROR if the database fails
+    it: its failure's one line (the start's `Error: ...`) names no migration.
+    The database's error is the caller's to say (it may quote a row)."""
+    noticed = asyncio.get_running_loop().call_later(
+        LONG_MIGRATION_SAID_AFTER,
+        log.info,
+        "applying migration %s: at work for %g s",
+        _named(migration),
+        LONG_MIGRATION_SAID_AFTER,
+    )
+    try:
+        await _apply(conn, migration, attempts, digests=digests)
+    except psycopg.Error:
+        log.error("migration %s failed; nothing of it was applied", _named(migration))
+        raise
+    finally:
+        noticed.cancel()
 
 
 async def has_table(conn: psycopg.AsyncConnection[Any], name: str) -> bool:
