@@ -545,7 +545,12 @@ class ErasureReceipt(_message.Message):
     tenant_id: _builtins.str
     """The erased tenant."""
     erased_by_token_id: _builtins.str
-    """The id of the admin token that erased it."""
+    """Who erased it: the id of the admin token that called EraseTenant; for an
+    erasure by the deployment's operator (`sealtrail-server tenant erase`),
+    `sealtrail-server:` and the operator's name (USER@HOST, or
+    SEALTRAIL_OPERATOR's), which is no token id. Signed as it is in
+    signed_receipt, so neither its name nor its value changes.
+    """
     final_tree_size: _builtins.int
     """The log's size when it was erased."""
     final_root_hash: _builtins.bytes
