@@ -183,6 +183,7 @@ def _option_of(field: str) -> str:
         "http_status_classes": "http_status",
         "http_routes": "http_route",
         "changed_fields": "changed_field",
+        "actor_roles": "role",
         "text": "search",
         # An email sink's settings (ADR 0133).
         "host": "smtp_host",

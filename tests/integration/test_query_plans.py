@@ -395,19 +395,29 @@ def test_a_retention_preview_reads_no_further_than_its_limit(
 
 
 @pytest.mark.parametrize(
-    "chosen",
+    ("chosen", "read"),
     [
-        EventFilter(details_equals=(("environment", "prod"),)),
-        EventFilter(actions=("user.login",), details_equals=(("attempt", "3"), ("dry", "true"))),
+        (EventFilter(details_equals=(("environment", "prod"),)), "'details'"),
+        (
+            EventFilter(
+                actions=("user.login",), details_equals=(("attempt", "3"), ("dry", "true"))
+            ),
+            "'details'",
+        ),
+        (EventFilter(actor_roles=("admin",)), "'roles'"),
+        (EventFilter(actions=("user.login",), actor_roles=("admin", "billing")), "'roles'"),
     ],
 )
-def test_details_equals_is_a_row_condition_on_the_tenants_index(
-    connections: tuple[psycopg.Connection[Any], psycopg.Connection[Any]], chosen: EventFilter
+def test_what_is_read_off_the_record_is_a_row_condition_on_the_tenants_index(
+    connections: tuple[psycopg.Connection[Any], psycopg.Connection[Any]],
+    chosen: EventFilter,
+    read: str,
 ) -> None:
-    """`details_equals` is read off each record (no column, no index): a
-    page and a count still scan the tenant's index, the detail a filter of
-    the rows it yields, as the owner's plan reads them (no record here holds
-    details: every row of the tenant's index is read and left out)."""
+    """`details_equals` and `actor_roles` are read off each record (no
+    column, no index; ADR 0150 for roles): a page and a count still scan the
+    tenant's index, the details or roles a filter of the rows it yields, as
+    the owner's plan reads them (no record here holds details or roles:
+    every row of the tenant's index is read and left out)."""
     as_service, as_owner = connections
     statement, params = query_statement("t1", chosen, "newest", None, PAGE)
     count, count_params = count_statement("t1", chosen, group_by=None, limit=10)
@@ -419,6 +429,6 @@ def test_details_equals_is_a_row_condition_on_the_tenants_index(
             # An index scan's condition, or a bitmap heap scan's of its index.
             on_index = scan.get("Index Cond", scan.get("Recheck Cond", ""))
             assert "tenant_id = " in on_index, scan
-            assert "'details'" in scan.get("Filter", ""), scan
+            assert read in scan.get("Filter", ""), scan
         assert _read(plan) == 0
         assert _examined(plan) == _examined(_plan(as_owner, text, values)) > 0

@@ -79,6 +79,11 @@ _DETAIL_VALUES: tuple[Any, ...] = (
 )  # fmt: skip
 
 
+# Actors' roles for `actor_roles`: equal but for case or a space, LIKE's
+# metacharacters, a comma.
+_ROLES = ("admin", "Admin", "admin ", "billing", "a%_b", "x, y")
+
+
 def _varied(rng: random.Random, n: int) -> event_pb2.Event:
     fields: dict[str, Any] = {
         "action": rng.choice(_ACTIONS),
@@ -124,6 +129,8 @@ def _varied(rng: random.Random, n: int) -> event_pb2.Event:
     if rng.random() < 0.7:  # else none: never matched by details_equals
         keys = rng.sample(("environment", "attempt", "Environment", "a.b"), rng.randint(1, 3))
         fields["details"] = {key: rng.choice(_DETAIL_VALUES) for key in keys}
+    if rng.random() < 0.6:  # else none: never matched by actor_roles
+        fields["actor_roles"] = rng.sample(_ROLES, rng.randint(1, 3))
     return build_event(**fields)
 
 
@@ -215,6 +222,9 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "details_mixed": build_filter(
             actions="doc.*", details_equals={"environment": "prod", "attempt": 3}, country="fr"
         ),
+        "role": build_filter(actor_roles="admin"),
+        "roles": build_filter(actor_roles=["Admin", "a%_b", "x, y"]),
+        "roles_mixed": build_filter(actions="doc.*", actor_roles=["billing", "admin "]),
         "recorded_by": build_filter(recorded_by=recorder),
         "time": build_filter(
             since=_BASE + timedelta(minutes=30), until=_BASE + timedelta(minutes=75)

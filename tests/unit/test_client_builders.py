@@ -202,6 +202,19 @@ def test_changed_fields_are_built_as_given() -> None:
     assert not build_filter().changed_fields
 
 
+def test_roles_are_built_as_given_one_as_a_string() -> None:
+    """A string is one role, not its letters, in an event and a filter alike."""
+    assert list(build_filter(actor_roles="admin").actor_roles) == ["admin"]
+    assert list(build_filter(actor_roles=["Admin", "billing"]).actor_roles) == ["Admin", "billing"]
+    assert not build_filter().actor_roles
+    assert list(build_event(action="a.b", actor_id="u", actor_roles="admin").actor.roles) == [
+        "admin"
+    ]
+    built = build_event(action="a.b", actor_id="u", actor_roles=("support", "admin"))
+    assert list(built.actor.roles) == ["support", "admin"]
+    assert not build_event(action="a.b", actor_id="u").actor.roles
+
+
 def test_every_list_field_of_the_filter_is_listed_as_repeated() -> None:
     """The CLI's repeatable options and the console's comma-separated
     parameters are made from REPEATED_FILTER_FIELDS: a list field added to

@@ -49,6 +49,7 @@ SAMPLES: dict[str, Any] = {
     "http_routes": ("/v1/templates/{id}",),
     "changed_fields": ("limits.rpm", "rate_limit"),
     "details_equals": (("environment", "prod"),),
+    "actor_roles": ("admin", "billing"),
 }
 
 

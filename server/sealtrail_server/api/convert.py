@@ -181,6 +181,7 @@ def event_draft(event: event_pb2.Event, path: str) -> EventDraft:
         credential_kind=actor.credential.kind,
         credential_id=actor.credential.id,
         credential_hint=actor.credential.hint,
+        actor_roles=list(actor.roles),
         resource_type=resource.type,
         resource_id=resource.id,
         resource_name=resource.name,
@@ -235,6 +236,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         http_routes=list(event_filter.http_routes),
         changed_fields=list(event_filter.changed_fields),
         details_equals=dict(event_filter.details_equals),
+        actor_roles=list(event_filter.actor_roles),
         actor_prefix=event_filter.actor_prefix,
     )
 
@@ -593,6 +595,8 @@ def _caller_fields(data: dict[str, Any]) -> dict[str, Any]:
             "id": credential["id"],
             "hint": credential.get("hint", ""),
         }
+    if "roles" in actor:
+        fields["actor"]["roles"] = actor["roles"]
     if "resource" in data:
         resource = data["resource"]
         fields["resource"] = {

@@ -186,7 +186,7 @@ def watches_no_events(event_filter: EventFilter) -> list[tuple[str, str]]:
         or (f.outcomes and set(f.outcomes) != set(OUTCOMES.values()))
         or (f.actor_types and set(f.actor_types) != set(ACTOR_TYPES.values()))
         or f.countries or f.resource_types or f.http_status_classes or f.http_routes
-        or f.changed_fields or f.details_equals
+        or f.changed_fields or f.details_equals or f.actor_roles
         or levels != set(SEVERITY_RANKS.values())
         or any(value is not None for value in (
             f.actor, f.resource_type, f.resource_id, f.request_id, f.trace_id, f.text,

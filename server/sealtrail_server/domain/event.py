@@ -60,6 +60,9 @@ MAX_USER_AGENT = 1024
 MAX_CREDENTIAL_KIND = 64
 MAX_CREDENTIAL_HINT = 8
 CREDENTIAL_KIND_PATTERN: Final = re.compile(r"[a-z][a-z0-9_]*")
+# `actor.roles`: how many, and each one's characters at most.
+MAX_ROLES = 32
+MAX_ROLE = 128
 MAX_IP = 64  # the longest IPv6 text with a zone id that is still sensible
 MAX_IDEMPOTENCY_KEY = 128
 MAX_CHANGES = 256
@@ -185,6 +188,8 @@ class EventDraft:
     credential_kind: str = ""
     credential_id: str = ""
     credential_hint: str = ""
+    # `actor.roles`, as sent.
+    actor_roles: list[str] = field(default_factory=list)
     resource_type: str = ""
     resource_id: str = ""
     resource_name: str = ""
@@ -440,6 +445,9 @@ def validate_event(
     credential = _credential(check, draft)
     if credential:
         actor["credential"] = credential
+    roles = _roles(check, draft.actor_roles)
+    if roles:
+        actor["roles"] = roles
     body["actor"] = actor
 
     resource: dict[str, str] = {}
@@ -595,6 +603,30 @@ def context_address(text: str) -> str | None:
     """`network_address` as the text the `events.ip` column is written from."""
     address = network_address(text)
     return None if address is None else str(address)
+
+
+def _roles(check: _Checker, roles: list[str]) -> list[str]:
+    """The record's `actor.roles` (empty when none was sent), in the order
+    sent: at most MAX_ROLES, each 1 to MAX_ROLE characters with no control
+    character, none given twice (refused, not folded: the record keeps what
+    was sent, and a caller sending `admin` twice has a bug to hear of).
+    Each refusal names the entry, `actor.roles[2]`."""
+    if len(roles) > MAX_ROLES:
+        check.fail("actor.roles", f"has {len(roles)} roles; the limit is {MAX_ROLES}")
+        return []
+    seen: set[str] = set()
+    for index, role in enumerate(roles):
+        name = f"actor.roles[{index}]"
+        if not role:
+            check.fail(name, "is empty: name a role, e.g. admin")
+        elif len(role) > MAX_ROLE:
+            check.fail(name, f"is {len(role)} characters long; the limit is {MAX_ROLE}")
+        elif CONTROL_CHARACTERS.search(role):
+            check.fail(name, "must not contain control characters")
+        elif role in seen:
+            check.fail(name, f"repeats role {role[:40]!r}: give each role once")
+        seen.add(role)
+    return list(roles)
 
 
 def _credential(check: _Checker, draft: EventDraft) -> dict[str, str]:

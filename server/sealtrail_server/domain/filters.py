@@ -35,6 +35,8 @@ from .event import (
     MAX_EMAIL,
     MAX_ID,
     MAX_NAME,
+    MAX_ROLE,
+    MAX_ROLES,
     OUTCOMES,
     READ_RECORD_ACTIONS,
     SEVERITIES,
@@ -97,6 +99,7 @@ class FilterDraft:
     http_routes: list[str] = field(default_factory=list)
     changed_fields: list[str] = field(default_factory=list)
     details_equals: dict[str, str] = field(default_factory=dict)
+    actor_roles: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +237,9 @@ class EventFilter:
     # key of `details` whose scalar the record writes as the value (a
     # string's text, a number's or boolean's JSON text), all of them.
     details_equals: tuple[tuple[str, str], ...] = ()
+    # `actor_roles`: any of these roles among the record's `actor.roles`,
+    # exactly as recorded, sorted, once each.
+    actor_roles: tuple[str, ...] = ()
 
     def details_match(self, details: object) -> bool:
         """Whether a record's `details` (None: it has none) holds each of
@@ -398,6 +404,7 @@ def validate_filter(
     routes = _routes(draft.http_routes, fail)
     changed_fields = _changed_fields(draft.changed_fields, fail)
     details_equals = checked_details_equals(draft.details_equals, fail)
+    actor_roles = _actor_roles(draft.actor_roles, fail)
     for singular, plural, both in (
         ("country", "countries", bool(draft.country and draft.countries)),
         ("resource_type", "resource_types", bool(draft.resource_type and draft.resource_types)),
@@ -531,6 +538,7 @@ def validate_filter(
         http_routes=routes,
         changed_fields=changed_fields,
         details_equals=details_equals,
+        actor_roles=actor_roles,
     )
 
 
@@ -676,6 +684,29 @@ def _changed_fields(values: list[str], fail: _Fail) -> tuple[str, ...]:
             fail(name, f"is {len(value)} characters long; the limit is {MAX_NAME}")
         elif "\x00" in value:
             fail(name, "must not contain NUL characters")
+        else:
+            found.append(value)
+    return tuple(sorted(set(found)))
+
+
+def _actor_roles(values: list[str], fail: _Fail) -> tuple[str, ...]:
+    """`actor_roles` sorted, once each; checked as Record checks
+    `actor.roles` (at most MAX_ROLES, each 1 to MAX_ROLE characters, no
+    control character: a role no event can hold is a mistake to hear of),
+    else it fails, named `actor_roles` or `actor_roles[index]`. A value
+    given twice is one (any of them matches)."""
+    if len(values) > MAX_ROLES:
+        fail("actor_roles", f"has {len(values)} values; the limit is {MAX_ROLES}")
+        return ()
+    found = []
+    for index, value in enumerate(values):
+        name = f"actor_roles[{index}]"
+        if not value:
+            fail(name, "is empty: give a role, e.g. admin")
+        elif len(value) > MAX_ROLE:
+            fail(name, f"is {len(value)} characters long; the limit is {MAX_ROLE}")
+        elif CONTROL_CHARACTERS.search(value):
+            fail(name, "must not contain control characters")
         else:
             found.append(value)
     return tuple(sorted(set(found)))
@@ -905,6 +936,7 @@ class RecordMatcher:
         self._countries = frozenset(f.any_country())
         self._resource_types = frozenset(f.any_resource_type())
         self._routes = frozenset(f.http_routes)
+        self._roles = frozenset(f.actor_roles)
         self._network = None if f.ip is None else ipaddress.ip_network(f.ip)
         self._actor_email = None if f.actor is None else email_key(f.actor)
         self._filter = f
@@ -966,6 +998,8 @@ class RecordMatcher:
         if not f.changes_match(record.get("changes")):
             return False
         if not f.details_match(record.get("details")):
+            return False
+        if self._roles and self._roles.isdisjoint(record["actor"].get("roles", ())):
             return False
         if f.credential_id is not None and (
             record["actor"].get("credential", {}).get("id") != f.credential_id

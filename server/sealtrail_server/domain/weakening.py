@@ -41,7 +41,8 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     resource types (`country` and `resource_type` each a list of one), more
     status codes (a class covering a code), more routes, a shorter start of the actor's id or email
     (of `actor_prefix`, or of the exact `actor` before), a lower least duration, more
-    changed fields, fewer details required: of `details_equals`, a subset of its entries).
+    changed fields, fewer details required: of `details_equals`, a subset of its entries, more
+    actor roles).
     A filter is a conjunction, so that proves every event `before` matches matches `after` too."""
     return not all(
         (
@@ -62,6 +63,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             _set_widens(before.changed_fields, after.changed_fields),
             # Entries ANDed: fewer (each kept as it was) take as many events.
             set(after.details_equals) <= set(before.details_equals),
+            _set_widens(before.actor_roles, after.actor_roles),
             _ip_widens(before.ip, after.ip),
             _domain_widens(before, after),
             _agent_widens(before.user_agent, after.user_agent),

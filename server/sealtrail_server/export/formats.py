@@ -65,6 +65,8 @@ CSV_COLUMNS: Final = (
     "http_route",
     "http_status_code",
     "duration_ms",
+    # `actor.roles` as a JSON array (`["admin","billing"]`), empty for none.
+    "actor_roles",
 )
 # A cell starting with `'` is prefixed too, so that taking one leading `'` off
 # every cell that has one gives back exactly what was recorded.
@@ -172,6 +174,7 @@ class CsvEncoder(Encoder):
             context.get("http_route", ""),
             context.get("http_status_code", ""),
             _number_cell(context.get("duration_ms")),
+            _json_cell(actor.get("roles")),
         ]
         return self._line([neutralise(str(value)) for value in values])
 

@@ -85,6 +85,7 @@ REPEATED_FILTER_FIELDS: Final = (
     "http_status_classes",
     "http_routes",
     "changed_fields",
+    "actor_roles",
 )
 
 # The settings each kind of destination takes (docs/forwarding.md).

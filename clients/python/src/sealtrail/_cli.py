@@ -835,6 +835,14 @@ def _traced_by_the_environment() -> Iterator[None]:
     "--credential-hint",
     help="The last characters of its secret, at most 8, as shown: a1b2.",
 )
+@click.option(
+    "--role",
+    "actor_roles",
+    multiple=True,
+    metavar="ROLE",
+    help="A role or group the actor held when acting, as your system names it"
+    " (repeatable, each once): --role admin --role billing.",
+)
 @click.option("--resource-type")
 @click.option("--resource-id")
 @click.option("--resource-name", help="The resource's name as shown.")
@@ -1077,6 +1085,14 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             help="KEY=VALUE: a top-level key of details holding that value, a string exactly,"
             " a number or boolean as JSON writes it: environment=prod, attempt=3, dry_run=true"
             " (repeatable: all of them).",
+        ),
+        click.option(
+            "--role",
+            "actor_roles",
+            multiple=True,
+            metavar="ROLE",
+            help="A role the actor held when acting (actor.roles), exactly as recorded"
+            " (repeatable: any of them): admin.",
         ),
     ]
     if time_range:

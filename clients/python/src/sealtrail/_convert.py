@@ -251,6 +251,10 @@ class EventFields(TypedDict, total=False):
     credential_kind: str
     credential_id: str
     credential_hint: str
+    # The roles or groups the actor held when acting (`actor.roles`), as your
+    # system names them: `["admin", "billing"]` (one role may be given as a
+    # string). At most 32, each 1 to 128 characters, none twice.
+    actor_roles: str | Iterable[str]
     resource_type: str
     resource_id: str
     resource_name: str
@@ -454,6 +458,7 @@ def build_event(**fields: Unpack[EventFields]) -> event_pb2.Event:
             id=f.get("actor_id", ""),
             email=f.get("actor_email", ""),
             display_name=f.get("actor_display_name", ""),
+            roles=_many(f.get("actor_roles", ())),
         ),
         changes=[_change(c) for c in f.get("changes", ())],
     )
@@ -982,6 +987,7 @@ def build_filter(
     http_routes: str | Iterable[str] = (),
     changed_fields: str | Iterable[str] = (),
     details_equals: Mapping[str, str | int | float | bool] | None = None,
+    actor_roles: str | Iterable[str] = (),
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -1025,7 +1031,10 @@ def build_filter(
     number or boolean by the text the record writes of it (`3`, `1.5`, `true`;
     a string "3" is sent as 3 is), a redacted secret never (its value is not
     stored); at most 8, keys 1 to 64 characters, values 256 (a server older
-    than it ignores it, and finds every event)."""
+    than it ignores it, and finds every event); `actor_roles` the events whose
+    actor held any of those roles when acting (`actor.roles`), each exactly,
+    case and all: `["admin"]`, what admins did (a server older than it ignores
+    it, and finds every event)."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -1060,6 +1069,7 @@ def build_filter(
         http_routes=_many(http_routes),
         changed_fields=_many(changed_fields),
         details_equals={key: detail_text(value) for key, value in (details_equals or {}).items()},
+        actor_roles=_many(actor_roles),
     )
     if min_severity is not None:
         event_filter.min_severity = enum_value(

@@ -216,6 +216,7 @@ class Actor(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     CREDENTIAL_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
     type: Global___ActorType.ValueType
     """The kind of principal."""
     id: _builtins.str
@@ -231,6 +232,19 @@ class Actor(_message.Message):
         EventFilter.credential_id finds its events. Optional; never the secret.
         """
 
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The roles or groups the actor held when acting, as the calling system
+        names them (`admin`, `billing`), so that "what did admins do this week?"
+        has an answer: EventFilter.actor_roles finds their events. Stored in
+        the record in the order sent (`actor.roles`, inside its leaf hash), and
+        compared exactly, case and all. Optional. At most 32; each 1 to 128
+        characters with no control character; a role given twice is refused,
+        not folded. Each refusal is INVALID_ARGUMENT naming the entry
+        (`event.actor.roles[2]`; `events[i].actor.roles[2]` in a batch). A
+        server older than this field ignores it, and stores no roles.
+        """
+
     def __init__(
         self,
         *,
@@ -239,10 +253,11 @@ class Actor(_message.Message):
         email: _builtins.str = ...,
         display_name: _builtins.str = ...,
         credential: Global___ActorCredential | None = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "display_name", b"display_name", "email", b"email", "id", b"id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "display_name", b"display_name", "email", b"email", "id", b"id", "roles", b"roles", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -669,6 +684,7 @@ class EventFilter(_message.Message):
     CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
     CREDENTIAL_KIND_FIELD_NUMBER: _builtins.int
     DETAILS_EQUALS_FIELD_NUMBER: _builtins.int
+    ACTOR_ROLES_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -896,6 +912,15 @@ class EventFilter(_message.Message):
         ignores it.
         """
 
+    @_builtins.property
+    def actor_roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Matches events whose actor held any of these roles when acting
+        (`Actor.roles`), each compared exactly, case and all (`admin` is not
+        `Admin`). An event recorded with no roles matches none. At most 32
+        values, each 1 to 128 characters with no control character. A server
+        older than this field ignores it, and finds every event.
+        """
+
     def __init__(
         self,
         *,
@@ -929,10 +954,11 @@ class EventFilter(_message.Message):
         changed_fields: _abc.Iterable[_builtins.str] | None = ...,
         credential_kind: _builtins.str = ...,
         details_equals: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        actor_roles: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_types", b"actor_types", "categories", b"categories", "changed_fields", b"changed_fields", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "credential_kind", b"credential_kind", "details_equals", b"details_equals", "exclude_actions", b"exclude_actions", "http_routes", b"http_routes", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_duration_ms", b"min_duration_ms", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_roles", b"actor_roles", "actor_types", b"actor_types", "categories", b"categories", "changed_fields", b"changed_fields", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "credential_kind", b"credential_kind", "details_equals", b"details_equals", "exclude_actions", b"exclude_actions", "http_routes", b"http_routes", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_duration_ms", b"min_duration_ms", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
