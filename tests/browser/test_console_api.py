@@ -397,6 +397,28 @@ def test_a_detail_parameter_is_checked_as_the_api_checks_details_equals(
     assert status == 400 and body["error"].startswith("detail: given more than once")
 
 
+def test_an_actor_roles_parameter_finds_the_events_of_any_role(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`actor_roles` (comma-separated, each trimmed) is the filter's
+    `actor_roles` in every call that takes a filter: any of them, exactly;
+    a role the API refuses is a 400 naming it."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(action="invoice.refund", actor_id="ann", actor_roles=["billing", "admin"])
+        client.record(action="invoice.refund", actor_id="bob", actor_roles=["Admin"])
+        client.record(action="invoice.refund", actor_id="cy", actor_roles=["support"])
+    reader = console_server.token(tenant, "reader")
+    query = urllib.parse.urlencode({"actor_roles": "admin, support"})
+    status, body = get(api + f"events?{query}", reader)
+    assert status == 200 and sorted(e["actor"]["id"] for e in body["events"]) == ["ann", "cy"]
+    assert body["events"][-1]["actor"]["roles"] == ["billing", "admin"], body
+    status, body = get(api + f"counts?group_by=actor&{query}", reader)
+    assert status == 200 and sorted(g["key"] for g in body["groups"]) == ["ann", "cy"], body
+    status, body = get(api + "events?" + urllib.parse.urlencode({"actor_roles": "x" * 129}), reader)
+    assert status == 400 and "129 characters" in body["error"], body
+    assert len(body["error"].encode()) <= 100, body
+
+
 def test_a_head_of_the_api_runs_nothing(
     api: str, console_server: ServerThread, tenant: str
 ) -> None:

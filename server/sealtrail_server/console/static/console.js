@@ -54,7 +54,7 @@ const FILTER_FIELDS = ["actions", "exclude_actions", "categories", "min_severity
   "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country", "user_agent",
   "credential_id", "credential_kind", "actor_types", "countries", "resource_types", "http_status_classes",
   "actor_prefix", "min_duration_ms", "http_routes",
-  "changed_fields", "detail"];
+  "changed_fields", "detail", "actor_roles"];
 // The list fields the form has for `country` and `resource_type`: a URL or a
 // sink's filter saying the singular fills them, and one value is sent as the
 // singular, which servers older than the list know (they ignore the list).
