@@ -705,11 +705,13 @@ def test_csv_export_adds_its_later_columns_after_the_first_ones(
         "http_route",
         "http_status_code",
         "duration_ms",
+        "actor_roles",
     ]
     assert row[first] == "NZ" and row[first + 1] and row[first + 2] == ""  # an unnamed token
     assert row[first + 3 : first + 6] == ["", "", ""]  # no credential
     assert row[first + 6] == "caller"
-    assert row[first + 7 :] == ["", "", "", ""]  # no HTTP request
+    assert row[first + 7 : first + 11] == ["", "", "", ""]  # no HTTP request
+    assert row[first + 11 :] == [""]  # no roles
     assert row[header.index("ip")] == "192.0.2.4"
 
 

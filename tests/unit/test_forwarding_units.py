@@ -185,6 +185,17 @@ def test_ocsf_times_are_the_millisecond_of_the_event(written: str, millis: int) 
     assert event["time"] == millis and event["metadata"]["logged_time"] == millis
 
 
+def test_ocsf_maps_the_actors_roles_to_the_users_groups() -> None:
+    """OCSF's User object has `groups` (Group objects, each named): a SIEM
+    asks "what did admins do" there; an actor without roles has none."""
+    roles = ["billing", "admin"]
+    event = to_ocsf(record(actor={"id": "u-1", "type": "user", "roles": roles}), b"\1" * 32)
+    assert event["actor"]["user"]["groups"] == [{"name": "billing"}, {"name": "admin"}]
+    assert "roles" not in event["unmapped"]
+    plain = to_ocsf(record(actor={"id": "u-1", "type": "user"}), b"\1" * 32)
+    assert "groups" not in plain["actor"]["user"]
+
+
 def test_ocsf_maps_the_credential_to_credential_uid_and_keeps_its_kind_and_hint() -> None:
     """OCSF's User object has `credential_uid` ("the unique identifier of the
     user's credential, e.g. AWS Access Key ID"): a SIEM finds a leaked key's

@@ -16,7 +16,9 @@ Detection Finding (2004), activity Create, with the alert as finding_info
 it off as a related event.
 
 The actor's credential (`actor.credential`) is `actor.user.credential_uid`
-(a session's also `actor.session.uid`); its kind and hint are unmapped.
+(a session's also `actor.session.uid`); its kind and hint are unmapped. The
+actor's roles (`actor.roles`) are `actor.user.groups`, a Group `{"name": role}`
+each, in the order recorded.
 
 What OCSF has no place for (details, changes, trace ids, who located the
 country, the leaf hash) is
@@ -150,6 +152,10 @@ def _user(actor: dict[str, Any]) -> dict[str, Any]:
         # OCSF 1.3 User: "the unique identifier of the user's credential,
         # e.g. AWS Access Key ID". Never a secret (refused when recorded).
         user["credential_uid"] = actor["credential"]["id"]
+    if "roles" in actor:
+        # OCSF 1.3 User.groups: "the administrative groups to which the user
+        # belongs", a Group object each, named.
+        user["groups"] = [{"name": role} for role in actor["roles"]]
     return user
 
 
