@@ -40,6 +40,7 @@ from tests.filter_checks import (
 )
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_export_check import KEY
+from tests.integration.test_range_bundles import VERIFIER
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
 # (description, roles): each event described by a name of its own.
@@ -261,3 +262,21 @@ def test_the_cli_records_roles_and_finds_the_events_of_a_role(
         "--role", "admin", "--role", "admin", exit_code=2,
     )  # fmt: skip
     assert "repeats role 'admin'" in twice, twice
+
+
+def test_the_cli_exports_what_admins_did_and_verifies_it_offline(
+    recorded: AuditClient, server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """`sealtrail export --role admin` writes the admins' events with the
+    signed manifest; `sealtrail verify` checks it with no server, and fails
+    it once a row names another role (the roles are in the leaf hash)."""
+    env = cli_env(server, tenant)
+    out = tmp_path / "admins.ndjson"
+    cli_output(env, "export", "--role", "admin", "--format", "ndjson", "-o", str(out))
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [row["description"] for row in rows] == ["a", "b"]
+    said = cli_output({}, "verify", str(out), "--key", VERIFIER)
+    assert said.startswith("MATCHES:") and 'filtered by {"actorRoles":["admin"]}' in said, said
+    out.write_text(out.read_text(encoding="utf-8").replace('"billing"', '"auditor"'))
+    failed = cli_output({}, "verify", str(out), "--key", VERIFIER, exit_code=1)
+    assert "MATCHES" not in failed, failed
