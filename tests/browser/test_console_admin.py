@@ -825,6 +825,44 @@ def test_a_rule_comparing_actor_ids_exactly_keeps_it_when_edited(
     assert new.threshold.exact_actor_ids
 
 
+def _rule_renamed(
+    browser: webdriver.Chrome, console_url: str, admin_token: str, old: str, new: str
+) -> tuple[WebElement, WebElement]:
+    """The Alert rules view and its form, once the rule named `old` has been
+    opened in the form, renamed `new` and saved there (nothing else typed)."""
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    row = wait(browser).until(lambda b: row_of(section, old))
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    form = section.find_element(By.ID, "rule-form")
+    name = form.find_element(By.NAME, "name")
+    name.clear()
+    name.send_keys(new)
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "alert_rule.updated" in section.text)
+    return section, form
+
+
+def test_a_rule_filtering_by_actor_roles_keeps_them_when_edited(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """The rule form's "Actor role" field shows a rule's `actor_roles`, and an
+    edit of its name keeps them (an edit without the field would have sent
+    the filter back without them: a rule on admins watching everyone)."""
+    rule = build_alert_rule(
+        "admin refunds", "match",
+        filter=build_filter(actions="invoice.refund", actor_roles=["admin", "billing"]),
+    )  # fmt: skip
+    rule_id = admin.create_alert_rule(rule).rule.id
+    section, form = _rule_renamed(browser, console_url, admin_token, "admin refunds", "refunds")
+    [kept] = [r for r in admin.list_alert_rules() if r.id == rule_id]
+    assert kept.name == "refunds"
+    assert list(kept.match.filter.actor_roles) == ["admin", "billing"]  # kept, not dropped
+    row = wait(browser).until(lambda b: row_of(section, "refunds"))
+    assert "actor roles admin, billing" in row.text
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    assert form.find_element(By.NAME, "actor_roles").get_attribute("value") == "admin,billing"
+
+
 def test_a_rule_filtering_by_details_keeps_them_when_edited(
     browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
 ) -> None:
@@ -837,15 +875,7 @@ def test_a_rule_filtering_by_details_keeps_them_when_edited(
         "prod keys", "match", filter=build_filter(actions="api_key.read", details_equals=watched)
     )
     rule_id = admin.create_alert_rule(rule).rule.id
-    section = open_view(browser, console_url, admin_token, "Alert rules")
-    row = wait(browser).until(lambda b: row_of(section, "prod keys"))
-    row.find_element(By.XPATH, ".//button[.='Edit']").click()
-    form = section.find_element(By.ID, "rule-form")
-    name = form.find_element(By.NAME, "name")
-    name.clear()
-    name.send_keys("production keys")
-    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
-    wait(browser).until(lambda b: "alert_rule.updated" in section.text)
+    section, form = _rule_renamed(browser, console_url, admin_token, "prod keys", "production keys")
     [rule] = [r for r in admin.list_alert_rules() if r.id == rule_id]
     assert rule.name == "production keys"
     assert dict(rule.match.filter.details_equals) == watched  # kept, not dropped
