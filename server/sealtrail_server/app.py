@@ -27,6 +27,7 @@ from typing import Final, NoReturn
 
 import aiohttp
 import grpc
+import psycopg
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.metrics import MeterProvider
@@ -87,10 +88,11 @@ from .retention.purger import Purger
 from .sealing_setup import KEY_FILE_NAME as SECRETS_KEY_FILE_NAME
 from .sealing_setup import load_secrets_key, refuse_a_new_key
 from .stopping import end_tasks
+from .store import db_errors
 from .store.appender import Appender
 from .store.changes import Changes, refuse_if_erased_now
 from .store.console_sessions import SessionsKept
-from .store.console_sign_ins import SignInsKept
+from .store.console_sign_ins import SignInsKept, tenants_not_found
 from .store.database import DEFAULT_CONNECT_TIMEOUT, Database, check_login, check_reachable
 from .store.deployment_sinks import reseal_definitions
 from .store.migrations import migrate_database
@@ -749,9 +751,43 @@ class Service:
         if clock_off is not None:
             log.error(_NOT_SERVING, clock_off)
             db.reachable = False
+        if db.reachable:
+            await self._warn_of_console_tenants(db)
         await self._set_health(serving=db.reachable)
         self._watchdog = asyncio.create_task(self._watch_database(db), name="sealtrail-db-watch")
         return self.port
+
+    async def _warn_of_console_tenants(self, db: Database) -> None:
+        """A WARNING for each tenant the console signs in to that was erased,
+        or has no token and no event (a typo of its id?): found at start,
+        not first by a person signing in. The start goes on (ADR 0151): a
+        tenant may be made after it, by its first token."""
+        try:
+            found = await tenants_not_found(db, list(self._providers))
+        except psycopg.Error as error:
+            log.warning(
+                "console: the tenants it signs in to were not looked up: %s", db_errors.named(error)
+            )
+            return
+        named_by = (
+            "SEALTRAIL_OIDC_PROVIDERS_FILE"
+            if self.settings.oidc_providers_file is not None
+            else "SEALTRAIL_OIDC_TENANT"
+        )
+        for tenant_id, what in found.items():
+            if what == "erased":
+                log.warning(
+                    "console: tenant %s (%s) was erased: no one can sign in to it",
+                    tenant_id,
+                    named_by,
+                )
+            else:
+                log.warning(
+                    "console: tenant %s (%s) has no token and no event: is its id misspelt? Its"
+                    " people's sign-ins make tokens of it as it is written",
+                    tenant_id,
+                    named_by,
+                )
 
     async def _open_pool(self) -> Database:
         """The pool, its SEALTRAIL_POOL_MIN_SIZE connections open; SystemExit

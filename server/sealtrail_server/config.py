@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from .console.hosts import parse_allowed_hosts
+from .domain.access import valid_tenant_id
 from .domain.networks import parse_networks
 from .domain.retention import MAX_DAYS
 
@@ -375,8 +376,8 @@ class Settings:
                 f"SEALTRAIL_RETENTION_MIN_DAYS must be at most {MAX_DAYS} days (0: no floor)"
             )
         for name in _AT_MOST_A_DAY:
-            if getattr(settings, name) > _DAY:
-                raise SystemExit(f"SEALTRAIL_{name.upper()} must be at most 86400 seconds (a day)")
+            if getattr(settings, name) > DAY:
+                raise SystemExit(f"SEALTRAIL_{name.upper()} {AT_MOST_A_DAY_SAID}")
         for name in _MORE_THAN_ZERO:
             if getattr(settings, name) <= 0:
                 raise SystemExit(f"SEALTRAIL_{name.upper()} must be more than 0 seconds")
@@ -388,7 +389,10 @@ class Settings:
         return settings
 
 
-_DAY: Final = 86400.0
+# Seconds a setting of _AT_MOST_A_DAY may be at most (a providers file's
+# session and recheck seconds too), and what a refusal says of it.
+DAY: Final = 86400.0
+AT_MOST_A_DAY_SAID: Final = "must be at most 86400 seconds (a day)"
 
 # Seconds that reach the database as an interval from now (a lease's end, a
 # window's start): past the timestamps' range, every statement using them
@@ -473,6 +477,11 @@ _MORE_THAN_ZERO = (
 )
 
 
+# What a tenant id that is none is told (SEALTRAIL_OIDC_TENANT, a providers file's).
+TENANT_ID_SAID: Final = (
+    "not a tenant id (a lowercase letter or digit, then those, '.', '_', '-'; 1-63)"
+)
+
 # Characters of SEALTRAIL_OIDC_PROVIDER_NAME at most: a button's words.
 MAX_PROVIDER_NAME: Final = 60
 
@@ -496,10 +505,17 @@ def provider_name_problem(name: str) -> str | None:
     return None
 
 
-def redirect_url_problem(url: str) -> str | None:
-    """What is wrong with the console's callback URL as a provider is given it."""
+def issuer_problem(url: str) -> str | None:
+    """What is wrong with a provider's issuer URL (or the console's callback's)."""
     if oidc_url_problem(url):
         return "must be an https:// URL (http:// on a loopback address only)"
+    return None
+
+
+def redirect_url_problem(url: str) -> str | None:
+    """What is wrong with the console's callback URL as a provider is given it."""
+    if why := issuer_problem(url):
+        return why
     if not url.split("?")[0].endswith("/auth/callback"):
         return "must be the console's /auth/callback"
     return None
@@ -550,8 +566,10 @@ def oidc_problem(settings: Settings) -> str | None:
             return f"SEALTRAIL_OIDC_ISSUER is set: set SEALTRAIL_OIDC_{name.upper()} too"
     if not settings.console_listen:
         return "SEALTRAIL_OIDC_ISSUER signs in to the console: set SEALTRAIL_CONSOLE_LISTEN too"
-    if oidc_url_problem(settings.oidc_issuer):
-        return "SEALTRAIL_OIDC_ISSUER must be an https:// URL (http:// on a loopback address only)"
+    if not valid_tenant_id(settings.oidc_tenant):
+        return f"SEALTRAIL_OIDC_TENANT {settings.oidc_tenant[:80]!r} is {TENANT_ID_SAID}"
+    if why := issuer_problem(settings.oidc_issuer):
+        return f"SEALTRAIL_OIDC_ISSUER {why}"
     if why := redirect_url_problem(settings.oidc_redirect_url):
         return f"SEALTRAIL_OIDC_REDIRECT_URL {why}"
     if why := provider_name_problem(settings.oidc_provider_name):

@@ -616,3 +616,15 @@ def test_a_new_sign_in_removes_expired_ones(
         )
     assert browser.get("/auth/login").status_code == 302
     assert [_kept(sql, digest) for digest in stale] == [0, 0, 0]
+
+
+def test_a_console_of_one_provider_takes_an_empty_tenant_or_its_own(
+    browser: httpx.Client, provider: OpenIdProvider
+) -> None:
+    """As before providers per tenant: `?tenant=` (an empty form field) is no
+    tenant asked; its own tenant goes there too; another tenant is 404."""
+    for asked in ({"tenant": ""}, {"tenant": TENANT}, {"tenant": f" {TENANT.upper()} "}):
+        login = browser.get("/auth/login", params=asked)
+        assert login.status_code == 302, (asked, login.text)
+        assert login.headers["Location"].startswith(f"{provider.issuer}/authorize?")
+    assert browser.get("/auth/login", params={"tenant": "t-other"}).status_code == 404

@@ -7,6 +7,7 @@ session of the other (its state, its code, its provider's id_token)."""
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from sealtrail_server.config import Settings
-from tests.conftest import ServerThread
+from tests.conftest import ServerThread, logged
 from tests.integration.test_erasure_receipts import erased
 from tests.openid_provider import (
     Issue,
@@ -271,3 +272,34 @@ def test_an_erased_tenant_is_told_so_and_the_others_sign_in(
         assert "/auth/login" not in answer.text
     assert _tokens(sql, INITECH) == 0
     assert signed_in(browser, tenant=ACME)["tenant"] == ACME
+
+
+def test_a_tenant_of_the_file_unknown_or_erased_is_warned_of_at_start(
+    console_server: ServerThread,
+    migrated_database_url: str,
+    acme_provider: OpenIdProvider,
+    globex_provider: OpenIdProvider,
+    initech_provider: OpenIdProvider,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A typo of a tenant's id, or an erased tenant, is said at start (the
+    start goes on: a tenant may be made later), not first at a sign-in."""
+    known, typo, gone = (f"t-{what}-{uuid.uuid4().hex[:8]}" for what in ("known", "typo", "gone"))
+    console_server.token(known)
+    erased(console_server, gone)
+    with (
+        caplog.at_level(logging.WARNING, logger="sealtrail_server"),
+        console_signing_in_per_tenant(
+            {known: acme_provider, typo: globex_provider, gone: initech_provider},
+            migrated_database_url,
+            tmp_path,
+        ) as running,
+    ):
+        said = [r.getMessage() for r in logged(caplog, by="sealtrail_server", on=running)]
+        assert running.service.console_port
+    (of_typo,) = [line for line in said if typo in line]
+    assert "no token and no event" in of_typo
+    (of_gone,) = [line for line in said if gone in line]
+    assert "was erased" in of_gone
+    assert not [line for line in said if known in line]

@@ -45,6 +45,8 @@ def _settings(folder: Path, text: str, *, name: str = "providers.toml", **env: s
             "SEALTRAIL_OIDC_PROVIDERS_FILE": str(file),
             "SEALTRAIL_OIDC_REDIRECT_URL": "https://audit.example.com/auth/callback",
             "SEALTRAIL_CONSOLE_LISTEN": "127.0.0.1:8080",
+            # globex's redirect_url's host (a proxy's name for the console)
+            "SEALTRAIL_CONSOLE_ALLOWED_HOSTS": "globex-audit.example.com",
             **env,
         }
     )
@@ -188,3 +190,75 @@ def test_a_per_tenant_setting_beside_the_file_is_refused(
 def test_the_file_signs_in_to_a_console_only(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="set SEALTRAIL_CONSOLE_LISTEN too"):
         _settings(tmp_path, GOOD, SEALTRAIL_CONSOLE_LISTEN="")
+
+
+def test_an_unquoted_dotted_tenant_id_is_told_to_be_quoted(tmp_path: Path) -> None:
+    dotted = GOOD.replace("[tenants.acme]", "[tenants.acme.corp]")
+    with pytest.raises(
+        SystemExit, match=r"tenant 'acme': 'corp' is a table.*\[tenants\.\"acme\.corp\"\]"
+    ):
+        providers(_settings(tmp_path, dotted))
+    quoted = GOOD.replace("[tenants.acme]", '[tenants."acme.corp"]')
+    assert set(providers(_settings(tmp_path, quoted))) == {"acme.corp", "globex"}
+
+
+def test_a_json_file_naming_a_tenant_twice_is_refused(tmp_path: Path) -> None:
+    entry = json.loads(_entry())["tenants"]["acme"]
+    one = json.dumps(entry)
+    twice = f'{{"tenants": {{"acme": {one}, "acme": {one}}}}}'
+    with pytest.raises(SystemExit, match="names 'acme' twice"):
+        providers(_settings(tmp_path, twice, name="providers.json"))
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    ["https://login.acme.example/", "https://LOGIN.Acme.example", "HTTPS://login.acme.example//"],
+)
+def test_one_issuer_however_written_with_one_client_serves_one_tenant(
+    tmp_path: Path, issuer: str
+) -> None:
+    shared = GOOD.replace("https://globex.okta.example/oauth2/default", issuer)
+    shared = shared.replace('client_id = "sealtrail-console"', 'client_id = "sealtrail"')
+    with pytest.raises(SystemExit, match="tenant 'globex': issuer and client_id are tenant 'acme'"):
+        providers(_settings(tmp_path, shared))
+
+
+def test_a_secret_written_in_place_of_its_file_is_not_said(tmp_path: Path) -> None:
+    secret = "Zq8xT2mVb9Lr4wPc7Ny1Kd6Hs3Jf5Ga0"
+    with pytest.raises(SystemExit, match="tenant 'acme', client_secret_file") as refused:
+        providers(_settings(tmp_path, _entry(client_secret_file=secret), name="providers.json"))
+    assert secret not in str(refused.value)
+    assert secret[:12] not in str(refused.value)
+
+
+def test_a_tenants_redirect_url_on_a_host_the_console_does_not_serve_is_refused(
+    tmp_path: Path,
+) -> None:
+    # globex's redirect_url is on globex-audit.example.com: its sign-in cookie,
+    # set where the sign-in began, would never reach that host's callback.
+    with pytest.raises(
+        SystemExit,
+        match=r"tenant 'globex': key 'redirect_url' is on globex-audit\.example\.com, a host the"
+        r" console does not serve",
+    ):
+        providers(_settings(tmp_path, GOOD, SEALTRAIL_CONSOLE_ALLOWED_HOSTS=""))
+    listed = _settings(tmp_path, GOOD, SEALTRAIL_CONSOLE_ALLOWED_HOSTS="globex-audit.example.com")
+    assert providers(listed)["globex"].redirect_url.startswith("https://globex-audit.example.com/")
+    on_the_console = _entry(redirect_url="http://127.0.0.1:8080/auth/callback")
+    assert providers(_settings(tmp_path, on_the_console, name="providers.json"))["acme"]
+
+
+@pytest.mark.parametrize("tenant", ["Acme", "acme corp", "x" * 64])
+def test_the_single_providers_tenant_must_be_a_tenant_id(tmp_path: Path, tenant: str) -> None:
+    with pytest.raises(SystemExit, match=r"SEALTRAIL_OIDC_TENANT .*not a tenant id"):
+        Settings.load(
+            {
+                "SEALTRAIL_OIDC_ISSUER": "https://idp.example.com",
+                "SEALTRAIL_OIDC_CLIENT_ID": "sealtrail",
+                "SEALTRAIL_OIDC_CLIENT_SECRET_FILE": str(tmp_path / "secret"),
+                "SEALTRAIL_OIDC_REDIRECT_URL": "https://audit.example.com/auth/callback",
+                "SEALTRAIL_OIDC_TENANT": tenant,
+                "SEALTRAIL_OIDC_READER_GROUPS": "readers",
+                "SEALTRAIL_CONSOLE_LISTEN": "127.0.0.1:8080",
+            }
+        )

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from typing import Final
 
 # A name's label: letters, digits, hyphens (and underscores, which some
@@ -133,3 +134,47 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def url_host(url: str) -> Host:
+    """The `Host` a browser sends for `url` (its default port left out, as
+    browsers leave it); ValueError if it has none."""
+    parts = urllib.parse.urlsplit(url)
+    default = {"https": 443, "http": 80}.get(parts.scheme.lower())
+    host = parts.netloc.rpartition("@")[2]
+    if parts.port is not None and parts.port == default:
+        host = host.rpartition(":")[0]
+    return parse_host(host)
+
+
+def served_at_start(host: Host, *, listen: str, listed: tuple[Host, ...]) -> bool:
+    """Whether a console told to listen on `listen` (HOST:PORT) serves
+    requests for `host` (is_allowed's answer), as far as is known before a
+    request comes: an address it may be reached at, when it listens on all
+    of them, is taken."""
+    name, said = host
+    if any(
+        name == other and other_port in (None, said or HTTP_PORT) for other, other_port in listed
+    ):
+        return True
+    bound, _, port = listen.rpartition(":")
+    bound = bound.removeprefix("[").removesuffix("]")
+    if not port.isdigit() or (said or HTTP_PORT) != int(port):
+        return False
+    if (told := listen_name(bound)) and name == told:
+        return True
+    try:
+        local = _address(bound)
+    except ValueError:
+        return name == LOCALHOST and told == LOCALHOST
+    if local.is_unspecified:  # every address of the machine
+        return name == LOCALHOST or _is_address(name)
+    return is_allowed(host, came_to=str(local), port=int(port), listed=listed)
+
+
+def _is_address(name: str) -> bool:
+    try:
+        _address(name)
+    except ValueError:
+        return False
+    return True

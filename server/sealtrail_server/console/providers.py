@@ -11,6 +11,9 @@ or made of the single provider's SEALTRAIL_OIDC_* settings.
     # optional: exporter_groups, groups_claim, session_seconds,
     # recheck_seconds, provider_name, redirect_url
 
+A tenant id holding a dot is quoted (`[tenants."acme.corp"]`): TOML reads
+`[tenants.acme.corp]` as a table `corp` inside tenant `acme`.
+
 A tenant's optional keys default to the SEALTRAIL_OIDC_* setting of the same
 name (its redirect URL to SEALTRAIL_OIDC_REDIRECT_URL). What is wrong with
 the file is a `ProvidersFileError` naming the tenant and the key; the
@@ -22,18 +25,25 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from ..config import Settings, oidc_url_problem, provider_name_problem, redirect_url_problem
+from ..config import (
+    AT_MOST_A_DAY_SAID,
+    DAY,
+    TENANT_ID_SAID,
+    Settings,
+    issuer_problem,
+    provider_name_problem,
+    redirect_url_problem,
+)
 from ..domain.access import Role, valid_tenant_id
 from ..file_modes import check_secret_file
+from .hosts import parse_allowed_hosts, served_at_start, url_host
 from .oidc import OidcConfig
 
-# Seconds a session's length or recheck interval may be at most (a day, as
-# SEALTRAIL_OIDC_SESSION_SECONDS and _RECHECK_SECONDS).
-_DAY: Final = 86400.0
 # Tenants a file names at most: each costs a provider's discovery and keys.
 MAX_TENANTS: Final = 1000
 
@@ -57,21 +67,48 @@ class ProvidersFileError(ValueError):
     """What is wrong with the providers file (a sentence naming where)."""
 
 
+# Characters of a secret file's path a refusal quotes at most where no file
+# is there: the setting may hold the secret itself, pasted in its place.
+_SHOWN_OF_NO_FILE: Final = 6
+
+
+def read_text(path: Path, *, named: str) -> str:
+    """The text of the file at `path` (`named`: what names it); SystemExit if
+    it cannot be read. A path where no file is may be a secret written in
+    place of its file's path: only its first characters are said."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        shown = str(path)
+        if isinstance(error, FileNotFoundError) and len(path.name) > _SHOWN_OF_NO_FILE:
+            shown = f"{path.name[:_SHOWN_OF_NO_FILE]}..., no such file: the path of the file"
+            shown += " holding the secret, not the secret"
+        raise SystemExit(f"{named} ({shown}) cannot be read: {type(error).__name__}") from None
+
+
 def read_secret(path: Path, *, named: str) -> str:
     """A client secret read from its file (`named`: what names it); SystemExit
     if it cannot be read or is empty."""
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        raise SystemExit(f"{named} ({path}) cannot be read: {type(error).__name__}") from None
+    secret = read_text(path, named=named).strip()
     if not secret:
         raise SystemExit(f"{named} ({path}) is empty")
     return secret
 
 
-def groups_of(listed: str) -> frozenset[str]:
-    """The groups of a comma-separated list."""
-    return frozenset(group.strip() for group in listed.split(",") if group.strip())
+def groups_of(listed: str | list[str]) -> frozenset[str]:
+    """The groups of a list, or of a comma-separated one."""
+    groups = listed.split(",") if isinstance(listed, str) else listed
+    return frozenset(group.strip() for group in groups if group.strip())
+
+
+def issuer_compared(issuer: str) -> str:
+    """An issuer URL as compared with another: its scheme and host in lower
+    case, without trailing slashes (`https://IdP.example/` is
+    `https://idp.example`)."""
+    parts = urllib.parse.urlsplit(issuer)
+    return parts._replace(
+        scheme=parts.scheme.lower(), netloc=parts.netloc.lower(), path=parts.path.rstrip("/")
+    ).geturl()
 
 
 def single_provider(settings: Settings) -> OidcConfig:
@@ -111,10 +148,7 @@ def providers(settings: Settings) -> dict[str, OidcConfig]:
         config = single_provider(settings)
         return {config.tenant_id: config}
     named = "SEALTRAIL_OIDC_PROVIDERS_FILE"  # checked as a secret file is (app.py)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise SystemExit(f"{named} ({path}) cannot be read: {type(error).__name__}") from None
+    text = read_text(path, named=named)
 
     def secret_of(tenant: str, secret_file: Path) -> str:
         what = f"{named}, tenant {tenant!r}, client_secret_file"
@@ -146,7 +180,11 @@ def parse_providers(
     the rest of its tenant is found right; ProvidersFileError if it is not a
     file of them."""
     try:
-        document: Any = json.loads(text) if json_file else tomllib.loads(text)
+        document: Any = (
+            json.loads(text, object_pairs_hook=_once_each) if json_file else tomllib.loads(text)
+        )
+    except ProvidersFileError:
+        raise
     except (ValueError, tomllib.TOMLDecodeError) as error:
         kind = "JSON" if json_file else "TOML"
         raise ProvidersFileError(f"not {kind}: {str(error)[:200]}") from None
@@ -164,7 +202,9 @@ def parse_providers(
     for tenant, entry in tenants.items():
         config = _tenant(str(tenant), entry, settings=settings, folder=folder, secret_of=secret_of)
         # One client of one issuer for two tenants: a person of one signs in to both.
-        other = issued.setdefault((config.issuer, config.client_id), config.tenant_id)
+        # The issuer as compared: `https://idp.example/` is `https://idp.example`.
+        compared = (issuer_compared(config.issuer), config.client_id)
+        other = issued.setdefault(compared, config.tenant_id)
         if other != config.tenant_id:
             raise ProvidersFileError(
                 f"tenant {tenant!r}: issuer and client_id are tenant {other!r}'s too; give each"
@@ -172,6 +212,17 @@ def parse_providers(
             )
         configs[config.tenant_id] = config
     return configs
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each named once (json keeps the last of
+    a key named twice: a tenant's second entry silently won)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise ProvidersFileError(f"names {key[:80]!r} twice: keep one")
+        found[key] = value
+    return found
 
 
 def _tenant(
@@ -184,11 +235,16 @@ def _tenant(
 ) -> OidcConfig:
     where = f"tenant {tenant[:80]!r}"
     if not valid_tenant_id(tenant):
-        raise ProvidersFileError(
-            f"{where}: not a tenant id (lowercase letters, digits, '.', '_', '-'; 1-63)"
-        )
+        raise ProvidersFileError(f"{where}: {TENANT_ID_SAID}")
     if not isinstance(entry, dict):
         raise ProvidersFileError(f"{where}: must be a table of its provider's keys")
+    if tables := sorted(str(key) for key, value in entry.items() if isinstance(value, dict)):
+        # `[tenants.acme.corp]`: TOML reads tenant `acme`, a table `corp` in it.
+        dotted = f"{tenant}.{tables[0]}"[:80]
+        raise ProvidersFileError(
+            f"{where}: {tables[0][:60]!r} is a table, not a key: quote a tenant id holding a"
+            f' dot ([tenants."{dotted}"])'
+        )
     unknown = sorted(set(entry) - _KEYS)
     if unknown:
         raise ProvidersFileError(
@@ -208,24 +264,23 @@ def _tenant(
         value = entry.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ProvidersFileError(f"{where}: key {key!r} must be a number of seconds")
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or value > _DAY:
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or value > DAY:
             least = "0" if zero else "more than 0"
-            raise ProvidersFileError(
-                f"{where}: key {key!r} must be {least} and at most 86400 seconds (a day)"
-            )
+            said = AT_MOST_A_DAY_SAID.removeprefix("must be ")
+            raise ProvidersFileError(f"{where}: key {key!r} must be {least} and {said}")
         return float(value)
 
     issuer = text("issuer", "")
-    if oidc_url_problem(issuer):
-        raise ProvidersFileError(
-            f"{where}: key 'issuer' must be an https:// URL (http:// on a loopback address only)"
-        )
+    if why := issuer_problem(issuer):
+        raise ProvidersFileError(f"{where}: key 'issuer' {why}")
     redirect_url = text("redirect_url", settings.oidc_redirect_url)
     if not redirect_url:
         raise ProvidersFileError(
             f"{where}: key 'redirect_url' is needed, unless SEALTRAIL_OIDC_REDIRECT_URL is set"
         )
     if why := redirect_url_problem(redirect_url):
+        raise ProvidersFileError(f"{where}: key 'redirect_url' {why}")
+    if "redirect_url" in entry and (why := _unserved(redirect_url, settings)):
         raise ProvidersFileError(f"{where}: key 'redirect_url' {why}")
     provider_name = text("provider_name", settings.oidc_provider_name)
     if why := provider_name_problem(provider_name):
@@ -236,10 +291,10 @@ def _tenant(
     groups: dict[Role, frozenset[str]] = {}
     for key, role in _GROUPS.items():
         listed = entry.get(key, [])
-        if isinstance(listed, str):
+        if isinstance(listed, str) or (
+            isinstance(listed, list) and all(isinstance(group, str) for group in listed)
+        ):
             groups[role] = groups_of(listed)
-        elif isinstance(listed, list) and all(isinstance(group, str) for group in listed):
-            groups[role] = frozenset(group.strip() for group in listed if group.strip())
         else:
             raise ProvidersFileError(
                 f"{where}: key {key!r} must be a list of group names, or a comma-separated string"
@@ -261,4 +316,23 @@ def _tenant(
         session_seconds=session_seconds,
         recheck_seconds=recheck_seconds,
         provider_name=provider_name,
+    )
+
+
+def _unserved(redirect_url: str, settings: Settings) -> str | None:
+    """Why a tenant's own `redirect_url` cannot end its sign-ins, if it
+    cannot: on a host the console does not serve. Its sign-in cookie is set,
+    host-only, where the sign-in began (sign_in.py): a callback on another
+    host than SEALTRAIL_OIDC_REDIRECT_URL's must be one of the console's, its
+    people beginning their sign-in there."""
+    host = url_host(redirect_url)  # redirect_url_problem found it a URL with a host
+    default = settings.oidc_redirect_url
+    if default and url_host(default) == host:
+        return None
+    listed = parse_allowed_hosts(settings.console_allowed_hosts)
+    if served_at_start(host, listen=settings.console_listen or "", listed=listed):
+        return None
+    return (
+        f"is on {host[0][:80]}, a host the console does not serve: list it in"
+        " SEALTRAIL_CONSOLE_ALLOWED_HOSTS (its people begin their sign-in there)"
     )

@@ -203,8 +203,8 @@ def organisation_page(*, said: str = "", status: int = 200) -> web.Response:
     """The page asking which organisation a person signs in to, where the
     console signs in through a provider per tenant (ADR 0151): a form that
     begins the sign-in at /auth/login?tenant=... (no script, nothing fetched).
-    It lists no organisation: which ones use this console is not the
-    visitor's to learn."""
+    It lists no organisation; a visitor who names one learns whether it
+    signs in here (a tenant id is no secret: ADR 0151)."""
     form = (
         '<form method="get" action="/auth/login">'
         '<label for="tenant">Your organisation\'s id</label> '
@@ -230,6 +230,15 @@ def erased_page(erased: FailedPrecondition) -> web.Response:
         status=410,
         again=False,
     )
+
+
+def erased_refusal(failed: FailedPrecondition) -> web.Response:
+    """The page refusing a sign-in whose tenant was erased (logged), if
+    `failed` says so; else `failed` raised again."""
+    if not is_erased(failed):
+        raise failed
+    log.warning("a console sign-in was refused: %s", failed.message[:200])
+    return erased_page(failed)
 
 
 def is_erased(failed: SealtrailError) -> bool:
@@ -329,13 +338,14 @@ class SignIn:
             await session.close()
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
-        asked = request.query.get("tenant")
-        if asked is None:
+        # `?tenant=` (an empty field) asks none, as no `tenant` does: with one
+        # provider, the query was not read before providers per tenant.
+        asked = request.query.get("tenant", "").strip().lower()
+        if not asked:
             tenant = self._one
             if tenant is None:
                 return organisation_page()
         else:
-            asked = asked.strip().lower()
             if (found := self._tenants.get(asked)) is None:
                 return organisation_page(
                     said=f"No organisation {asked[:63]!r} signs in to this console; check its"
@@ -356,10 +366,7 @@ class SignIn:
         except SignInRefused as refused:
             return page("Cannot sign in", refused.said, status=refused.status, tenant=again)
         except FailedPrecondition as failed:
-            if not is_erased(failed):
-                raise
-            log.warning("a console sign-in was refused: %s", failed.message[:200])
-            return erased_page(failed)
+            return erased_refusal(failed)
         except SealtrailError as failed:  # the database out of reach
             return page("Cannot sign in", str(failed)[:300], status=503, tenant=again)
         answer = web.Response(status=302, headers={"Location": url})
@@ -385,10 +392,7 @@ class SignIn:
         try:
             binding = await tenant.kept.take_begun(state) if tenant is not None else None
         except FailedPrecondition as failed:
-            if not is_erased(failed):
-                raise
-            log.warning("a console sign-in was refused: %s", failed.message[:200])
-            return erased_page(failed)
+            return erased_refusal(failed)
         except SealtrailError as failed:  # the database out of reach
             return page("Cannot sign in", str(failed)[:300], status=503, tenant=again)
         if binding is None or tenant is None:
@@ -460,11 +464,8 @@ class SignIn:
             answer.headers["Retry-After"] = str(max(1, math.ceil(failed.retry_after)))
             return answer
         except FailedPrecondition as failed:
-            if not is_erased(failed):
-                raise
             # Erased for good: not a fault to retry (ADR 0140, 2026-12-07).
-            log.warning("a console sign-in was refused: %s", failed.message[:200])
-            return erased_page(failed)
+            return erased_refusal(failed)
 
     def _session_seconds(self, tenant: Tenant, grant: Grant | None) -> float:
         """How long a session's token lasts: the tenant's session seconds

@@ -77,6 +77,32 @@ _TAKEN: Final = (
 )
 
 
+# Whether a tenant was erased, and whether it has a token or an event (a
+# tenant is made by its first token: `sealtrail-server token create`).
+_FOUND: Final = (
+    "SELECT EXISTS (SELECT FROM tenant_erasures WHERE tenant_id = %(tenant)s),"
+    " EXISTS (SELECT FROM api_tokens WHERE tenant_id = %(tenant)s)"
+    " OR EXISTS (SELECT FROM chain_heads WHERE tenant_id = %(tenant)s)"
+)
+
+
+async def tenants_not_found(db: Database, tenant_ids: list[str]) -> dict[str, str]:
+    """Of the tenants the console signs in to, those a sign-in would fail
+    or find empty: "erased", or "unused" (no token, no event: a typo of its
+    id, or a tenant not made yet). Raises psycopg.Error."""
+    found: dict[str, str] = {}
+    for tenant_id in tenant_ids:
+        async with db.connection(tenant_id) as conn:
+            cursor = await conn.execute(_FOUND, {"tenant": tenant_id})
+            row = await cursor.fetchone()
+        assert row is not None
+        if row[0]:
+            found[tenant_id] = "erased"
+        elif not row[1]:
+            found[tenant_id] = "unused"
+    return found
+
+
 def digest(value: str) -> bytes:
     """The SHA-256 a state, code or cookie is kept by."""
     return hashlib.sha256(value.encode("utf-8", "replace")).digest()
