@@ -219,6 +219,7 @@ class RowFactory:
             "",  # credential_kind: none (NULL is a row from before migration 0056)
             None,  # credential_id
             None,  # credential_hint
+            None,  # duration_ms: the bench's events have none (migration 0064)
             leaf,
             record,
             None,  # caller_view: the whole view holds it
