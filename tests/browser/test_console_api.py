@@ -29,6 +29,7 @@ from psycopg import sql as pgsql
 
 from sealtrail import AuditClient, build_event, build_filter
 from sealtrail import _cli as client_cli
+from sealtrail_server.auth.tokens import MALFORMED_TOKEN
 from sealtrail_server.console import server as console_module
 from sealtrail_server.store import counts as store_counts
 from tests.conftest import ServerThread, errors_logged
@@ -291,7 +292,8 @@ def test_what_the_api_refuses_the_console_refuses_clearly(
     """helper-124: times past the years a timestamp holds were a 500 in plain
     text; a repeated parameter kept its first value unsaid; a token gRPC
     cannot carry was a 500, a lower-case scheme gRPC takes a 401, and no 401
-    said how to authenticate."""
+    said how to authenticate. helper-517: a malformed token was said to be a
+    wrong scheme."""
     reader = console_server.token(tenant, "reader")
     for bad in (
         "events?occurred_after=0001-01-01T00:00:00%2B01:00",
@@ -306,6 +308,11 @@ def test_what_the_api_refuses_the_console_refuses_clearly(
         assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer realm="sealtrail"')
         assert json.loads(body) == {"error": "sign in with a token"}
     assert _raw(api + "events", Authorization=f"bearer {reader}")[0] == 200
+    # A token of the wrong shape: the API's words, which read as the console's.
+    for malformed in ("stk_bogus", reader[:30]):
+        status, body = get(api + "events", malformed)
+        assert (status, body["code"]) == (401, "UNAUTHENTICATED"), body
+        assert body["error"] == MALFORMED_TOKEN, body
 
 
 def test_a_parameter_the_search_does_not_take_is_refused_naming_it(

@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import pytest
 from click.testing import CliRunner, Result
 
 from sealtrail import _cli as cli
+from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
 from tests.conftest import ServerThread
 
 
@@ -251,6 +253,32 @@ def test_a_token_the_server_does_not_take_is_said_with_what_to_do(
             " `sealtrail tokens create --role ROLE` with an admin token of the tenant)"
         ) in lines, lines
         assert refused.stdout == ""
+
+
+def test_a_malformed_token_is_said_to_be_one_not_a_wrong_scheme(
+    server: ServerThread, tenant: str
+) -> None:
+    """`SEALTRAIL_TOKEN=stk_bogus`, or a token cut short, was answered
+    ``authorization must be `Bearer stk_...` `` though `Bearer stk_...` is
+    what the CLI sent: a malformed token is said to be one (never echoed), and
+    that line is kept for another scheme."""
+    cut_short = server.token(tenant, "reader")[:30]
+    for token in ("stk_bogus", cut_short):
+        refused = CliRunner().invoke(
+            cli.main, ["query"], env={"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": token}
+        )
+        assert refused.exit_code == 2, refused.output
+        assert refused.stderr.splitlines()[0] == (
+            "error: UNAUTHENTICATED: malformed token: cut short, or not a Sealtrail token"
+            " (`stk_` then 49 letters and digits)"
+        ), refused.stderr
+        assert token not in refused.stderr
+    with grpc.insecure_channel(server.target) as channel:
+        stub = audit_service_pb2_grpc.AuditLogServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as scheme:
+            stub.Query(audit_service_pb2.QueryRequest(), metadata=[("authorization", "Basic x")])
+    assert scheme.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert scheme.value.details() == "authorization must be `Bearer stk_...`"
 
 
 def test_a_refused_value_of_a_repeated_filter_option_is_said_once_with_the_value(

@@ -57,6 +57,11 @@ def _utc_now() -> datetime:
 
 
 _UNKNOWN = "unknown or revoked token"
+# A bearer of no token's shape (made up, cut short): said so, never echoed. The
+# scheme's line (`authorization must be ...`) is for another scheme alone.
+MALFORMED_TOKEN = (
+    "malformed token: cut short, or not a Sealtrail token (`stk_` then 49 letters and digits)"
+)
 
 OUTCOME = "sealtrail.token.lookup.outcome"
 
@@ -152,9 +157,11 @@ class Authenticator:
         if not authorization:
             raise Unauthenticated("missing `authorization: Bearer <token>` metadata")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not TOKEN_PATTERN.fullmatch(token.strip()):
-            raise Unauthenticated("authorization must be `Bearer stk_...`")
         token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("authorization must be `Bearer stk_...`")
+        if not TOKEN_PATTERN.fullmatch(token):
+            raise Unauthenticated(MALFORMED_TOKEN)
         digest = token_digest(token)
         now = self._clock()
         cached = self._cache.get(digest)
