@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from sealtrail import AuditClient, build_event, build_filter
 from sealtrail.v1 import event_pb2
+from sealtrail_server.domain.access import new_token
 from tests.clock import Clock
 from tests.conftest import ServerThread, token_id_of
 
@@ -79,9 +81,32 @@ def test_a_recorder_or_unknown_token_is_refused(
     error = wait(browser).until(seen.visibility_of_element_located((By.ID, "signin-error")))
     wait(browser).until(lambda b: "may not read" in error.text)
     assert not browser.find_element(By.ID, "log").is_displayed()
-    browser.find_element(By.ID, "token").send_keys("stk_nonsense", Keys.ENTER)
-    wait(browser).until(lambda b: "Unknown or revoked" in error.text)
+    field = browser.find_element(By.ID, "token")  # it keeps a refused token
+    field.clear()
+    field.send_keys(new_token(), Keys.ENTER)
+    wait(browser).until(lambda b: error.text == "Unknown or revoked token.")
     assert browser.execute_script("return sessionStorage.getItem('sealtrail.token')") is None
+    # One cut short when pasted was "Unknown or revoked token." too (helper-517).
+    field.clear()
+    field.send_keys("stk_nonsense", Keys.ENTER)
+    wait(browser).until(lambda b: error.text.startswith("Malformed token: cut short, or not a"))
+    assert "stk_nonsense" not in error.text
+    assert browser.execute_script("return sessionStorage.getItem('sealtrail.token')") is None
+
+
+def test_an_actor_is_shown_by_email_else_display_name_else_id(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """An actor with a display name and no email was shown by its id, a
+    UUID; as the command line's table: email, else display name, else id."""
+    named = str(uuid.uuid4())
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(action="doc.named", actor_id=named, actor_display_name="Ann Example")
+        client.record(action="doc.mailed", actor_id=named, actor_email="ann@example.com")
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    shown = wait_for_rows(browser, lambda r: len(r) == 2)
+    assert "ann@example.com" in shown[0] and "Ann Example" in shown[1], shown
+    assert not [row for row in shown if named in row], shown
 
 
 def test_sign_in_filter_and_share_the_view(

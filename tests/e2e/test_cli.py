@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -1254,6 +1255,43 @@ def test_a_bundle_of_a_period_not_yet_ended_names_the_option_for_the_period_so_f
         env=cli_env,
     )
     assert "is complete, chosen by receipt time" in written.stdout
+
+
+def test_the_readmes_bundle_and_verify_run_as_written_on_a_new_server(
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
+) -> None:
+    """The README's `sealtrail bundle --received 2026-11 -o nov-audit`, run on
+    a server started since (a new user's), found no event received in
+    November, and its `sealtrail verify nov-audit` failed again (helper-517):
+    the README's two commands, run as written on a tenant whose log began
+    today, write a bundle and verify it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    lines = [
+        line.split("  #")[0]
+        for line in readme.splitlines()
+        if line.startswith(("sealtrail bundle ", "sealtrail verify "))
+    ]
+    assert [line.split()[1] for line in lines] == ["bundle", "verify"], lines
+    bundle, verify = (
+        shlex.split(line.replace('"$(sealtrail-server key show)"', "KEY")) for line in lines
+    )
+    out = bundle[bundle.index("-o") + 1]
+    assert out in verify
+
+    def placed(words: list[str]) -> list[str]:
+        """The words, the bundle's directory in `tmp_path`, the key given."""
+        return [
+            str(tmp_path / out) if word == out else verifier_key if word == "KEY" else word
+            for word in words
+        ]
+
+    run("sealtrail", "record", "--action", "member.invite", "--actor-id", "u_42", env=cli_env)
+    written = run(*placed(bundle), env=cli_env, check=False)
+    assert written.returncode == 0, written.stderr
+    verified = run(*placed(verify), check=False)
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.startswith("OK: "), verified.stdout
+    assert "complete" in verified.stdout, verified.stdout
 
 
 def test_a_bundle_of_what_was_received_says_how_its_range_was_chosen(

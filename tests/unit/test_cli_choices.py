@@ -5,6 +5,8 @@ to a proto enum fails here until the copy has it too."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -33,6 +35,15 @@ def test_each_fixed_tuple_is_its_enums_names(names: tuple[str, ...], enum: Any) 
 
 def test_stats_groupings_are_every_count_group_by() -> None:
     assert set(_cli_stats._GROUPINGS.values()) == set(enum_names(audit_service_pb2.CountGroupBy))
+
+
+def test_the_client_readme_lists_every_group_by() -> None:
+    """clients/python/README.md listed `group_by` values without country,
+    resource, actor_type, http_route, http_status and credential."""
+    readme = (Path(__file__).resolve().parents[2] / "clients/python/README.md").read_text()
+    (listed,) = re.findall(r"^`group_by` is (.*?) for the total alone", readme, re.S | re.M)
+    named = re.findall(r'`"(\w*)"`', listed)
+    assert sorted(named) == sorted(["", *_choices.COUNT_GROUP_BYS])
 
 
 def test_stats_measures_are_every_count_measure() -> None:

@@ -1170,8 +1170,22 @@ def _filter_values_given(ctx: click.Context, given: dict[str, Any]) -> dict[str,
     show_default=True,
     help="Events to show at most; 0: every match (with --format jsonl, a file to import).",
 )
-@click.option("--order", type=click.Choice(["newest", "oldest"]), default="newest")
-@click.option("--format", "output", type=click.Choice(["table", "jsonl"]), default="table")
+@click.option(
+    "--order",
+    type=click.Choice(["newest", "oldest"]),
+    default="newest",
+    show_default=True,
+    help="newest: the events recorded last first (descending seq); oldest: ascending seq.",
+)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "jsonl"]),
+    default="table",
+    show_default=True,
+    help="table: for a terminal; jsonl: each event whole as one JSON line (for jq, or a"
+    " file `sealtrail import` takes).",
+)
 @click.pass_context
 def query(ctx: click.Context, /, limit: int, order: Order, output: str, **criteria: Any) -> None:
     """List matching events, newest first unless --order oldest."""
@@ -1255,7 +1269,7 @@ def _table(events: Iterable[event_pb2.Event]) -> PlainTable:
     """The events as a table; a `request` column (`GET /v1/x 404 12ms`) only
     when one of them records an API request (ADR 0136), or is an alert on
     one (`trigger: GET /v1/x 503 1200ms`, `_request_cell`), else none at all."""
-    from sealtrail._convert import credential_words, enum_label
+    from sealtrail._convert import actor_words, credential_words, enum_label
     from sealtrail._tables import PlainTable
     from sealtrail.v1 import event_pb2
 
@@ -1275,7 +1289,7 @@ def _table(events: Iterable[event_pb2.Event]) -> PlainTable:
             table_time(event.occurred_at),
             str(event.seq),
             event.action,
-            event.actor.email or event.actor.id,
+            actor_words(event.actor.email, event.actor.display_name, event.actor.id),
             credential_words(credential.kind, credential.id, credential.hint),
             "/".join(part for part in (event.resource.type, event.resource.id) if part),
             enum_label(event_pb2.Outcome, event.outcome),
@@ -1508,7 +1522,11 @@ def _cut_by_a_stop(error: SealtrailError, out: Path) -> None:
     "--from-seq", type=click.IntRange(min=0, max=MAX_SEQ), help="Start after this seq (0: all)."
 )
 @click.option(
-    "--since", "start_time", type=_Time(), help="Start with events received since this time."
+    "--since",
+    "start_time",
+    type=_Time(),
+    help="Start with the events received since this time: RFC 3339 (2026-12-01T09:00:00Z),"
+    " a date (YYYY-MM-DD, UTC midnight), a duration ago (15m, 24h, 7d) or now.",
 )
 @click.pass_context
 def tail(

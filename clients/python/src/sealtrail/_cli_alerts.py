@@ -69,9 +69,23 @@ class _NoSuchRule(click.ClickException):
 @click.group(invoke_without_command=True)
 @click.pass_context
 def alerts(ctx: click.Context) -> None:
-    """Admin: list (no subcommand), show, create, update, disable, enable and delete alert rules."""
+    """Admin: list (no subcommand, or `list`), show, create, update, disable,
+    enable and delete alert rules."""
     if ctx.invoked_subcommand is not None:
         return
+    _list_rules(ctx)
+
+
+@alerts.command("list")
+@click.pass_context
+def alerts_list(ctx: click.Context) -> None:
+    """List the alert rules: each one's condition, severity, how often it
+    fired and when last (`show RULE_ID` for its filter and sinks)."""
+    _list_rules(ctx)
+
+
+def _list_rules(ctx: click.Context) -> None:
+    """The tenant's alert rules as a table."""
     from sealtrail._convert import enum_label
     from sealtrail._tables import PlainTable, print_table
     from sealtrail.v1 import event_pb2

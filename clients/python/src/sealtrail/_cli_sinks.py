@@ -69,12 +69,26 @@ def _parked(client: AuditClient, sink: forwarding_pb2.Sink) -> str:
 @click.group(invoke_without_command=True)
 @click.pass_context
 def sinks(ctx: click.Context) -> None:
-    """Admin: list (no subcommand), create and manage the tenant's sinks.
+    """Admin: list (no subcommand, or `list`), create and manage the tenant's sinks.
 
     A sink listed as "managed" is the deployment operator's: it forwards this
     tenant's events to their destination, and only they change it."""
     if ctx.invoked_subcommand is not None:
         return
+    _list_sinks(ctx)
+
+
+@sinks.command("list")
+@click.pass_context
+def sinks_list(ctx: click.Context) -> None:
+    """List the sinks with their delivery state: cursor and head, events
+    delivered, dead letters and the last error (or why the oldest dead
+    letter was parked)."""
+    _list_sinks(ctx)
+
+
+def _list_sinks(ctx: click.Context) -> None:
+    """The tenant's sinks as a table."""
     from sealtrail._tables import PlainTable, print_table
 
     with _client(ctx) as client:

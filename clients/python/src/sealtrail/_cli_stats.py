@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,6 +35,24 @@ _GROUPINGS: Final = {name.replace("_", "-"): name for name in COUNT_GROUP_BYS} |
 _MEASURES: Final = {name.removeprefix("duration_"): name for name in COUNT_MEASURES} | {
     name: name for name in COUNT_MEASURES
 }
+
+
+class _Spelled(click.Choice[str]):
+    """A choice of `spellings`' values, each of which `--help` and a refusal
+    show once, in the command line's spelling (`resource-type`, `p95`); a
+    key of `spellings` (the API's `resource_type`, `duration_p95`), in any
+    case, is taken as the value it maps to. Listing both spellings showed
+    every choice twice."""
+
+    def __init__(self, spellings: Mapping[str, str]) -> None:
+        self._spellings = {taken.casefold(): shown for taken, shown in spellings.items()}
+        super().__init__(dict.fromkeys(spellings.values()), case_sensitive=False)
+
+    def normalize_choice(self, choice: object, ctx: click.Context | None) -> str:
+        normalized = super().normalize_choice(choice, ctx)
+        return self._spellings.get(normalized, normalized)
+
+
 # How the table shows a time bucket's start, from its RFC 3339 key: the date,
 # or the date and the hour (and in a time zone, its offset, which tells apart
 # the two hours of the night the clocks go back).
@@ -59,14 +78,15 @@ WAIT_FORMS: Final = (
 @click.option(
     "--by",
     "group_by",
-    type=click.Choice(list(_GROUPINGS), case_sensitive=False),
+    type=_Spelled({taken: name.replace("_", "-") for taken, name in _GROUPINGS.items()}),
     help="Count per action, actor (id), category, outcome, severity, resource type,"
     " day or hour of occurred_at (UTC's, or --time-zone's), the API token that recorded the events"
     " (recorded-by), the client's IP address (ip) or country (country), resource (its type"
     " and id: which resources were touched most), actor type (actor-type: user, api_key,"
     " service, system), or the API request's route (http-route: which endpoints) or status"
     " code (http-status: 503), or the credential the actor acted with (credential: its"
-    " kind, id and hint; which API key was used most); without it, the total alone.",
+    " kind, id and hint; which API key was used most); without it, the total alone."
+    " The API's spelling (resource_type) is taken too.",
 )
 @click.option(
     "--limit",
@@ -85,7 +105,7 @@ WAIT_FORMS: Final = (
 )
 @click.option(
     "--measure",
-    type=click.Choice(list(_MEASURES), case_sensitive=False),
+    type=_Spelled({taken: name.removeprefix("duration_") for taken, name in _MEASURES.items()}),
     help="With --by, also measure each group's request durations (context.duration_ms):"
     " their mean (avg), median (p50), 95th or 99th percentile (p95, p99, interpolated)"
     " or the longest (max), in ms, over the events that have one (`measured`: how many);"

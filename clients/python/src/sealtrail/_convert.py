@@ -844,6 +844,13 @@ class EventCount:
     measured: int = 0
 
 
+def actor_words(email: str, display_name: str, id: str) -> str:
+    """An actor as a table or a report shows it: its email (it tells people
+    apart), else its display name, else its id (a UUID says nothing to a
+    reader where a name is given)."""
+    return email or display_name or id
+
+
 def credential_words(kind: str, id: str, hint: str) -> str:
     """An actor's credential as a person reads it: kind, id and the secret's
     last characters as products show them (`api_key key_8f3a2c ...a1b2`);

@@ -35,6 +35,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sealtrail._choices import MAX_TOP as MAX_TOP
 from sealtrail._convert import (
     EventCount,
+    actor_words,
     credential_of_key,
     credential_words,
     enum_label,
@@ -101,9 +102,10 @@ class ReportedCredential:
 @dataclass(frozen=True)
 class ReportedEvent:
     """An event as a report names it: an alert, or the first or last event of
-    the period. `actor` is the actor's email, else its id; `credential` the
-    credential it acted with (None: the event names none); `resource` its
-    type and id (`document/d1`); `outcome` and `severity` lowercase names."""
+    the period. `actor` is the actor's email, else its display name, else its
+    id (`actor_words`); `credential` the credential it acted with (None: the
+    event names none); `resource` its type and id (`document/d1`); `outcome`
+    and `severity` lowercase names."""
 
     seq: int
     id: str
@@ -123,7 +125,7 @@ class ReportedEvent:
             id=event.id,
             occurred_at=_time(event.occurred_at),
             action=event.action,
-            actor=event.actor.email or event.actor.id,
+            actor=actor_words(event.actor.email, event.actor.display_name, event.actor.id),
             credential=ReportedCredential.of(event.actor.credential),
             resource="/".join(part for part in (event.resource.type, event.resource.id) if part),
             outcome=enum_label(event_pb2.Outcome, event.outcome),

@@ -193,7 +193,7 @@ async function signIn(event) {
     sessionStorage.removeItem(TOKEN_KEY);
     $("#signin-error").textContent = error.status === 403
       ? "This token may not read the log (a recorder token?)."
-      : error.status === 401 ? "Unknown or revoked token." : `Sign-in failed: ${error.message}`;
+      : error.status === 401 ? tokenRefused(error.message) : `Sign-in failed: ${error.message}`;
     return;
   }
   $("#token").value = "";
@@ -228,6 +228,14 @@ async function showSignInForm() {
 // The form's first way in: the provider's button where there is one.
 function focusSignIn() {
   if ($("#signin-provider").hidden) $("#token").focus(); else $("#provider-signin").focus();
+}
+
+// A pasted token the API refused: in its words where they say more than
+// "unknown" (a malformed one, cut short in the pasting, which the API never
+// echoes), else as an unknown or revoked one.
+function tokenRefused(said) {
+  if (!/^malformed token\b/.test(said)) return "Unknown or revoked token.";
+  return `${said.charAt(0).toUpperCase()}${said.slice(1)}.`;
 }
 
 // The end of a sign-in through the identity provider: the fragment's one-time
@@ -508,7 +516,8 @@ function eventRow(event, { fresh = false } = {}) {
   time.title = `${event.occurred_at} (UTC)`;
   time.append(opener);
   cell(row, event.action);
-  const actor = cell(row, event.actor?.email || event.actor?.id);
+  // As the command line's table and a report show it: email, display name, id.
+  const actor = cell(row, event.actor?.email || event.actor?.display_name || event.actor?.id);
   // Which of the actor's keys or tokens acted, on a line under it, as the
   // detail says it: kind, id, the secret's last characters `...hint`; each
   // isolated and its hidden characters escaped.
