@@ -1526,7 +1526,7 @@ def _cut_by_a_stop(error: SealtrailError, out: Path) -> None:
     "start_time",
     type=_Time(),
     help="Start with the events received since this time: RFC 3339 (2026-12-01T09:00:00Z),"
-    " a date (YYYY-MM-DD, UTC midnight), a duration ago (15m, 24h, 7d) or now.",
+    " a date (YYYY-MM-DD, UTC midnight), a duration ago (15m, 24h, 7d, 2w) or now.",
 )
 @click.pass_context
 def tail(
