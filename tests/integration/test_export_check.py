@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
@@ -421,3 +422,166 @@ def test_a_filtered_export_says_its_rows_are_not_proven(
         "a filtered export carries no inclusion proofs (to prove each event, write a bundle"
         " with the same filter: sealtrail bundle -o DIR, and verify it)"
     )
+
+
+def _leaf_of_seq_1(content: bytes) -> bytes:
+    """A CSV's first row's leaf_hash cell with a space inside, as hex allows."""
+    leaf = re.search(rb",([0-9a-f]{64}),", content.split(b"\r\n")[1])
+    assert leaf is not None
+    return content.replace(leaf[1], leaf[1][:2] + b" " + leaf[1][2:], 1)
+
+
+def _time_of_seq_1(content: bytes, written: Callable[[datetime], str]) -> bytes:
+    """A JSON export's first event's occurredAt written by `written`, the same moment."""
+    said = re.search(rb'"occurredAt": "([^"]+)"', content)
+    assert said is not None
+    moment = datetime.fromisoformat(said[1].decode())
+    return content.replace(said[1], written(moment).encode(), 1)
+
+
+# What the server never writes, though its row is rebuilt into the record its
+# leaf_hash is of (the reader seeing one thing, the record proven another, or
+# the file not the server's writing): (format, edit, the verdict's words).
+LOOSELY_WRITTEN: Final[dict[str, tuple[str, Callable[[bytes], bytes], str]]] = {
+    "a details key twice": (
+        "csv",
+        lambda content: content.replace(b'{""big""', b'{""whole"": 99, ""big""', 1),
+        r"row of seq 1 names 'whole' twice in its details: JSON readers keep one or the"
+        r" other, and no server writes it so$",
+    ),
+    "a changes key twice": (
+        "csv",
+        lambda content: content.replace(b'[{""after""', b'[{""after"": ""root"", ""after""', 1),
+        r"row of seq 1 names 'after' twice in its changes",
+    ),
+    "a formula guard taken off": (
+        "csv",
+        lambda content: content.replace(b",'=svc,", b",=svc,", 1),
+        r"row of seq 1 is not the server's writing: its actor_id '=svc', where the server"
+        r" writes \"'=svc\"$",
+    ),
+    "a seq in other digits": (
+        "csv",
+        lambda content: content.replace(b"\r\n3,", "\r\n\u0663,".encode(), 1),
+        r"row of seq 3 is not the server's writing: its seq '\u0663', where the server writes"
+        r" '3'$",
+    ),
+    "a seq with spaces": (
+        "csv",
+        lambda content: content.replace(b"\r\n3,", b"\r\n 3 ,", 1),
+        r"row of seq 3 is not the server's writing: its seq ' 3 ', where the server writes '3'$",
+    ),
+    "a leaf_hash with a space": (
+        "csv",
+        _leaf_of_seq_1,
+        r"row of seq 1 is not the server's writing: its leaf_hash '[0-9a-f]{2} [0-9a-f]{9}\.\.\.',"
+        r" where the server writes '[0-9a-f]{12}\.\.\.'$",
+    ),
+    "a cell quoted needlessly": (
+        "csv",
+        lambda content: content.replace(b",invoice.pay,", b',"invoice.pay",', 1),
+        r"row of seq 1 is not the server's writing: its action '\"invoice\.pay\"', where the"
+        r" server writes 'invoice\.pay'$",
+    ),
+    "a member twice": (
+        "json",
+        lambda content: content.replace(b'[\n{"id"', b'[\n{"action": "invoice.void", "id"', 1),
+        r"row of seq 1 names 'action' twice in its event: JSON readers keep one or the other",
+    ),
+    "a time with an offset": (
+        "json",
+        lambda content: _time_of_seq_1(
+            content, lambda moment: moment.astimezone(timezone(timedelta(hours=5))).isoformat()
+        ),
+        r"row of seq 1 is not the server's writing: its occurredAt '\S+\+05:00', where the"
+        r" server writes '\S+Z'$",
+    ),
+    "a time with no offset": (
+        "json",
+        lambda content: _time_of_seq_1(
+            content, lambda moment: moment.replace(tzinfo=None).isoformat()
+        ),
+        r"row of seq 1 is not the server's writing: its occurredAt '[0-9T:.-]+', where the"
+        r" server writes '\S+Z'$",
+    ),
+    "an enum in mixed case": (
+        "json",
+        lambda content: content.replace(b'"SEVERITY_WARNING"', b'"SEVERITY_Warning"', 1),
+        r"row of seq 1 is not the server's writing: its severity 'SEVERITY_Warning', where the"
+        r" server writes 'SEVERITY_WARNING'$",
+    ),
+    "a seq as a number": (
+        "json",
+        lambda content: content.replace(b'"seq": "1",', b'"seq": 1,', 1),
+        r"row of seq 1 is not the server's writing: its seq 1, where the server writes '1'$",
+    ),
+    "a seq in other digits in JSON": (
+        "json",
+        lambda content: content.replace(b'"seq": "3",', '"seq": "\u0663",'.encode(), 1),
+        r"row of seq 3 is not the server's writing: its seq '\u0663', where the server writes"
+        r" '3'$",
+    ),
+    "a whole number as a float": (
+        "json",
+        lambda content: re.sub(rb'"whole": 12([,}])', rb'"whole": 12.0\1', content, count=1),
+        r"row of seq 1 is not the server's writing: its details member is not written as the"
+        r" server writes JSON \(its spacing, escapes or numbers\)$",
+    ),
+    "no space after a colon": (
+        "json",
+        lambda content: content.replace(b'"action": "invoice.pay"', b'"action":"invoice.pay"', 1),
+        r"row of seq 1 is not the server's writing: its action member is not written as the"
+        r" server writes JSON \(its spacing, escapes or numbers\)$",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("loosely", LOOSELY_WRITTEN)
+def test_a_row_the_server_writes_otherwise_fails_though_it_is_rebuilt_into_its_record(
+    client: AuditClient, tmp_path: Path, loosely: str
+) -> None:
+    """A row is proven the log's record as the server wrote it, not any text
+    that reads back into it: a JSON key twice (read by its last, `json.loads`
+    as every Python reader, and by its first elsewhere), a cell's formula
+    guard taken off, a seq in other digits, a time in another zone or in
+    none (read in the verifier's own zone), an enum in another case were each
+    rebuilt into the very record, and passed. Each fails naming its seq and
+    what is written otherwise; the statement signed of the edited file (a
+    server's fault, its key's misuse), else its digest fails it first."""
+    format, edit, said = LOOSELY_WRITTEN[loosely]
+    client.record(build_event(**EVERY_FIELD))
+    out = tmp_path / f"audit.{format}"
+    kept = _export(client, out, format=format)
+    signed = check_export(kept, key=KEY)
+    assert signed.root_recomputed
+    content = out.read_bytes()
+    edited = edit(content)
+    assert edited != content
+    out.write_bytes(edited)
+    _resigned(kept, replace(signed.statement, sha256=hashlib.sha256(edited).digest(),
+                            byte_count=len(edited)))  # fmt: skip
+    with pytest.raises(ExportMismatchError, match=rf"^audit\.{format}'s {said}"):
+        check_export(kept, key=KEY)
+
+
+def test_a_csv_cell_longer_than_any_the_server_writes_fails_saying_so(
+    client: AuditClient, tmp_path: Path
+) -> None:
+    """A cell over Python's CSV field limit (131,072 characters) raised
+    `_csv.Error` out of check_export, a traceback in `sealtrail verify`. No
+    record makes one (a record is at most 64 KiB): it fails naming its row."""
+    out = tmp_path / "audit.csv"
+    kept = _export(client, out, format="csv")
+    signed = check_export(kept, key=KEY)
+    content = out.read_bytes()
+    first_row = content.split(b"\r\n")[1]
+    edited = content.replace(first_row, first_row.replace(b",", b"," + b"x" * 200_000 + b",", 1))
+    out.write_bytes(edited)
+    _resigned(kept, replace(signed.statement, sha256=hashlib.sha256(edited).digest(),
+                            byte_count=len(edited)))  # fmt: skip
+    with pytest.raises(
+        ExportMismatchError,
+        match=r"^audit\.csv's row 1 has a cell over 131,072 characters, longer than any the"
+        r" server writes \(a record is at most 64 KiB\)$",
+    ):
+        check_export(kept, key=KEY)

@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 import pytest
 
-from sealtrail import CheckpointError, check_export
+from sealtrail import CheckpointError, ExportMismatchError, check_export
 from sealtrail._checkpoint_check import saved_checkpoint_text
 from sealtrail._export import MANIFEST_FORMAT
-from sealtrail._export_check import _RowCounter
+from sealtrail._export_check import _rebuilt_root, _RowCounter
 from sealtrail._export_rows import CSV_COLUMNS as VERIFIED_COLUMNS
+from sealtrail._export_rows import written_cell
 from sealtrail_server.export.formats import CSV_COLUMNS as WRITTEN_COLUMNS
-from sealtrail_server.export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
+from sealtrail_server.export.formats import (
+    CsvEncoder,
+    Encoder,
+    JsonEncoder,
+    NdjsonEncoder,
+    neutralise,
+)
 
 
 def _record(seq: int, description: str) -> str:
@@ -84,3 +93,33 @@ def test_the_verifier_knows_every_column_the_server_writes_in_a_csv_export() -> 
     columns (it cannot import the server): a column the server adds must be
     added there too, or every export carrying it is reported not proven."""
     assert VERIFIED_COLUMNS == WRITTEN_COLUMNS
+
+
+@pytest.mark.parametrize("kind", ["text/csv", "application/json"])
+def test_a_file_that_cannot_be_read_as_its_rows_are_rebuilt_is_said_so_not_tampered(
+    tmp_path: Path, kind: str
+) -> None:
+    """An OSError as the rows are rebuilt (the file gone, unreadable, a disk's
+    fault after its digest was read) was a tampering verdict: `row 1 is no
+    record's (FileNotFoundError): no export writes it so`. It is said as the
+    I/O error it is."""
+    gone = tmp_path / "audit.csv"
+    with pytest.raises(
+        ExportMismatchError, match=rf"^{re.escape(str(gone))} cannot be read: No such file"
+    ):
+        _rebuilt_root(gone, kind, "acme")
+
+
+# Each character a cell may start with, alone, before a sign, and after one.
+_CELLS: Final = [
+    text
+    for code in range(0x3100)
+    for text in (chr(code), chr(code) + "=1", "=" + chr(code), chr(code) * 2 + "+x")
+] + ["", "'", "''x", " \u3000\ufeff-1", "a=1", "\u200b@x"]
+
+
+def test_the_verifier_guards_a_cell_against_formulas_exactly_as_the_server_does() -> None:
+    """The client holds a CSV cell to the server's writing of its value (a
+    leading `'` where the server neutralises it, none elsewhere) by its own
+    copy of the rule (it cannot import the server): the two must agree."""
+    assert [written_cell(text) for text in _CELLS] == [neutralise(text) for text in _CELLS]

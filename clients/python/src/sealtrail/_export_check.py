@@ -8,6 +8,7 @@ manifest's checkpoint good (docs/integrity.md, "Checking an export")."""
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import json
 import os
@@ -18,7 +19,13 @@ from typing import Any, Final
 
 from sealtrail._checkpoint_check import CheckpointError, SavedCheckpoint, saved_checkpoint_text
 from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX, MANIFEST_VERSION
-from sealtrail._export_rows import UnknownFieldsError, csv_records, json_records
+from sealtrail._export_rows import (
+    NamedTwiceError,
+    RowWrittenOtherwiseError,
+    UnknownFieldsError,
+    csv_records,
+    json_records,
+)
 from sealtrail._words import counted
 from sealtrail.tlog import (
     Checkpoint,
@@ -497,9 +504,12 @@ def _rebuilt_root(path: Path, kind: str, tenant: str) -> tuple[int, bytes] | str
     """The root over a CSV or JSON export's rows rebuilt into the records
     they show (_export_rows), each row's leaf held to its own leaf_hash
     (ExportMismatchError naming its seq: its cells another event's than the
-    leaf's, the record rewritten in the database after its leaf); a str
-    saying why the rows cannot be rebuilt (a newer Sealtrail's fields); None
-    for a format not known here."""
+    leaf's, the record rewritten in the database after its leaf), each row
+    held to the server's writing of that record (ExportMismatchError naming
+    its seq and what is written otherwise: a JSON key twice, a formula guard
+    taken off, a time in another zone, ...); ExportMismatchError saying so
+    for a file that cannot be read; a str saying why the rows cannot be
+    rebuilt (a newer Sealtrail's fields); None for a format not known here."""
     if kind == "text/csv":
         rows = csv_records(path, tenant)
     elif kind == "application/json":
@@ -519,12 +529,42 @@ def _rebuilt_root(path: Path, kind: str, tenant: str) -> tuple[int, bytes] | str
             tree.append(leaf)
     except UnknownFieldsError as error:
         return f"{error}: its rows cannot be rebuilt into records here (upgrade the client)"
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
+    except OSError as error:  # the disk's, not the file's: said as what it is
+        raise ExportMismatchError(f"{path} cannot be read: {error.strerror or error}") from None
+    except NamedTwiceError as twice:
+        raise ExportMismatchError(
+            f"{path.name}'s {_row(twice, tree.size)} {twice.what}: JSON readers keep one or"
+            " the other, and no server writes it so"
+        ) from None
+    except RowWrittenOtherwiseError as otherwise:
+        raise ExportMismatchError(
+            f"{path.name}'s {_row(otherwise, tree.size)} is not the server's writing:"
+            f" {otherwise.what}"
+        ) from None
+    except csv.Error as error:
+        if "field limit" in str(error):
+            raise ExportMismatchError(
+                f"{path.name}'s row {tree.size + 1} has a cell over"
+                f" {csv.field_size_limit():,} characters, longer than any the server writes"
+                " (a record is at most 64 KiB)"
+            ) from None
+        raise ExportMismatchError(
+            f"{path.name}'s row {tree.size + 1} is not CSV as the server writes it ({error})"
+        ) from None
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
         raise ExportMismatchError(
             f"{path.name}'s row {tree.size + 1} is no record's ({type(error).__name__}): no"
             " export writes it so"
         ) from None
     return tree.size, tree.root()
+
+
+def _row(error: RowWrittenOtherwiseError, before: int) -> str:
+    """The row `error` is of, in words: by its seq, else by its place among
+    the rows (`before` rebuilt before it)."""
+    if error.place is not None:
+        return error.place
+    return f"row {before + 1}" if error.seq is None else f"row of seq {error.seq}"
 
 
 class _LeafRoot:
