@@ -1477,6 +1477,23 @@ def test_a_redactor_remembers_a_bounded_number_of_short_keys() -> None:
     assert redactor.redact(_event(details={"db_pass": "hunter2"})).hits  # still judged alike
 
 
+def test_a_redactor_remembers_a_bounded_number_of_short_clean_texts_and_no_secret() -> None:
+    """A text found clean is not scanned again; one that may hold a secret is
+    never remembered, so a repeated secret is redacted every time."""
+    redactor = Redactor()
+    secret = "curl -u admin:hunter2@example.com https://user:s3cr3t-pass@db.example/x"
+    for _ in range(2):
+        assert redactor.redact(_event(description=secret)).hits
+    assert secret not in redactor._clean_texts
+    for n in range(5000):
+        redactor.redact(_event(description=f"Shared document {n}"))
+    redactor.redact(_event(description="d" * 1025))
+    assert 0 < len(redactor._clean_texts) <= 4096
+    assert "d" * 1025 not in redactor._clean_texts
+    assert "Shared document 4999" in redactor._clean_texts
+    assert redactor.redact(_event(description=secret)).hits  # still judged alike
+
+
 def test_numbering_keys_that_replace_alike_grows_linearly() -> None:
     """N keys replaced by the same text were numbered by trying each number
     taken: N^2 steps, 45 s for 16,000 keys in one 300 KB event (helper-75)."""

@@ -567,6 +567,12 @@ class _KeyVerdict(NamedTuple):
 # length (a caller's keys are as they like; the memory is emptied when full).
 _REMEMBERED_KEYS: Final = 4096
 _REMEMBERED_KEY_LENGTH: Final = 128
+# Texts a redactor remembers finding no pattern can match, likewise: most
+# events repeat the descriptions, user agents and names of the ones before
+# them, whose scan was a third of a clean event's redaction. Only texts found
+# clean: one that may hold a secret is scanned again each time it is met.
+_REMEMBERED_TEXTS: Final = 4096
+_REMEMBERED_TEXT_LENGTH: Final = 1024
 
 
 @dataclass(frozen=True)
@@ -584,6 +590,7 @@ class Redactor:
     _id_patterns: tuple[ValuePattern, ...] = field(init=False, repr=False)
     _any_in_id: _Prefilter = field(init=False, repr=False)
     _verdicts: dict[str, _KeyVerdict] = field(init=False, repr=False, compare=False)
+    _clean_texts: set[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = {_normalized(n) for n in self.field_names}
@@ -611,10 +618,21 @@ class Redactor:
         object.__setattr__(self, "_id_patterns", in_ids)
         object.__setattr__(self, "_any_in_id", _prefilter(in_ids))
         object.__setattr__(self, "_verdicts", {})
+        object.__setattr__(self, "_clean_texts", set())
 
     def may_hold_secret(self, text: str) -> bool:
-        """False when no pattern can match `text`: one scan instead of one per rule."""
-        return self._any.may_match(text)
+        """False when no pattern can match `text`: one scan instead of one per
+        rule, and none for a text found so before (remembered)."""
+        clean = self._clean_texts
+        if text in clean:
+            return False
+        if self._any.may_match(text):
+            return True
+        if len(text) <= _REMEMBERED_TEXT_LENGTH:
+            if len(clean) >= _REMEMBERED_TEXTS:
+                clean.clear()
+            clean.add(text)
+        return False
 
     def _clean_id(self, value: Any) -> bool:
         return not isinstance(value, str) or not self._any_in_id.may_match(value)
