@@ -26,6 +26,7 @@ from sealtrail_server.domain.event import (
     ValidEvent,
     asserted_part,
     caller_part,
+    context_address,
     finalize_record,
     format_timestamp,
     located,
@@ -185,12 +186,17 @@ def test_server_time_is_used_with_microseconds_in_utc() -> None:
         ("2001:0DB8:0000:0000:0000:0000:0000:0001", "2001:0db8:0000:0000:0000:0000:0000:0001"),
         ("2001:DB8::1", "2001:db8::1"),
         ("::ffff:1.2.3.4", "::ffff:1.2.3.4"),
+        ("FE80::1%ETH0", "fe80::1%eth0"),
+        ("::FFFF:C000:0201", "::ffff:c000:0201"),
     ],
 )
 def test_ip_is_kept_as_sent_in_lowercase(ip: str, normalised: str) -> None:
     # Not re-rendered by ipaddress, whose output differs between Python versions.
     valid = validate_event(minimal(ip=ip), now=NOW)
     assert valid.body["context"] == {"ip": normalised}
+    # The column the `ip` filter reads: the stored text's network address.
+    assert valid.ip == context_address(normalised)
+    assert valid.ip in {"192.0.2.1", "2001:db8::1", "1.2.3.4", "fe80::1"}
 
 
 @pytest.mark.parametrize(("country", "stored"), [("FR", "FR"), ("de", "DE"), ("Us", "US")])

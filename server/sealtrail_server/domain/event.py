@@ -475,7 +475,7 @@ def validate_event(
             f" (at most {MAX_INDEXED_NUMBER_TEXT}): send as strings",
         )
 
-    context = _context(check, draft)
+    context, ip_column = _context(check, draft)
     if context:
         body["context"] = context
 
@@ -510,7 +510,7 @@ def validate_event(
         trace_id=context.get("trace_id"),
         idempotency_key=idempotency_key,
         recorded_by=None if recorder is None else recorder.token_id,
-        ip=context_address(context["ip"]) if "ip" in context else None,
+        ip=ip_column,
         search_names=search_names(body),
     )
 
@@ -580,6 +580,11 @@ def network_address(text: str) -> IpAddress | None:
         address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    return _network_form(address)
+
+
+def _network_form(address: IpAddress) -> IpAddress:
+    """`address` as `network_address` gives it: no zone id, IPv4 not mapped."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return address.ipv4_mapped
@@ -662,17 +667,22 @@ def _credential(check: _Checker, draft: EventDraft) -> dict[str, str]:
     return credential
 
 
-def _context(check: _Checker, draft: EventDraft) -> dict[str, Any]:
+def _context(check: _Checker, draft: EventDraft) -> tuple[dict[str, Any], str | None]:
+    """The record's `context`, and its address as the `events.ip` column
+    holds it (`context_address`, of the one parse: None without one)."""
     context: dict[str, Any] = {}
+    ip_column = None
     ip = check.text("context.ip", draft.ip, MAX_IP)
     if ip is not None:
         # Kept as sent (lowercased), not re-rendered: ipaddress's text form of
         # some IPv6 addresses differs between Python versions.
         try:
-            ipaddress.ip_address(ip)
-            context["ip"] = ip.lower()
+            address = ipaddress.ip_address(ip)
         except ValueError:
             check.fail("context.ip", "must be an IPv4 or IPv6 address")
+        else:
+            context["ip"] = ip.lower()
+            ip_column = str(_network_form(address))
     if draft.country:
         if COUNTRY_PATTERN.fullmatch(draft.country):
             context["country"] = draft.country.upper()
@@ -700,7 +710,7 @@ def _context(check: _Checker, draft: EventDraft) -> dict[str, Any]:
                 context[name] = normalized
     if draft.http_method or draft.http_route or draft.http_status_code or draft.duration_ms:
         _http(check, draft, context)
-    return context
+    return context, ip_column
 
 
 def _http(check: _Checker, draft: EventDraft, context: dict[str, Any]) -> None:
