@@ -82,12 +82,14 @@ class _JsonReader:
             self._fail(path, f"nests deeper than {MAX_JSON_DEPTH} levels")
             return {}
         result = {}
-        for key, value in struct.fields.items():
+        fields = struct.fields
+        # Keys, each then looked up: the map's items() is a generator in Python.
+        for key in fields:
             if "\x00" in key:
                 self._fail(path, "keys must not contain NUL characters")
             if not plain_key(key):
                 self.plain = False
-            result[key] = self.value(value, (path, key), depth)
+            result[key] = self.value(fields[key], (path, key), depth)
         return result
 
     def value(self, value: struct_pb2.Value, path: JsonPath, depth: int) -> Any:

@@ -82,4 +82,4 @@ def plain_value(value: Any) -> bool:
 
 def plain_key(key: str) -> bool:
     """Whether Python's code-point order sorts `key` as JCS's UTF-16 order does."""
-    return not key or max(key) < "\ue000"
+    return key.isascii() or max(key) < "\ue000"
