@@ -565,14 +565,11 @@ def _entry_result(
     outcome: Appended | SealtrailError, *, view: bytes = b"", tenant_id: str = ""
 ) -> bytes:
     """The encoding of a RecordBatchResult: `outcome`'s error, or the appended
-    event as `_stored_event` gives it, its caller view `view` (serialized)
-    followed by the server's fields (messages merge by concatenation)."""
+    event as `_stored_event` gives it (as Record answers it: the whole view
+    the appender stored, not the server's fields serialized again)."""
     if isinstance(outcome, SealtrailError):
         return pb.RecordBatchResult(error=entry_error(outcome)).SerializeToString()
-    if outcome.deduplicated or outcome.received_at is None:
-        event = event_from_record(outcome.record, outcome.leaf_hash).SerializeToString()
-    else:
-        event = view + _server_fields(outcome, outcome.received_at, tenant_id)
+    event = _stored_event(outcome, view=view, tenant_id=tenant_id)
     deduplicated = _DEDUPLICATED if outcome.deduplicated else b""
     return element_prefix(_RESULT_EVENT, len(event)) + event + deduplicated
 
