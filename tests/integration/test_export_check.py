@@ -346,7 +346,7 @@ EVERY_FIELD: Final[dict[str, Any]] = {
     "request_id": "0193a1b2-0000-7000-8000-000000000001",
     "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7",
     "http_method": "post", "http_route": "/v1/invoices/{id}", "http_status_code": 403,
-    "duration_ms": 12.5,
+    "duration_ms": 12.5, "actor_roles": ["admin", "bill,ing", "\u00e9quipe"],
 }  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from typing import Any, Final
 from sealtrail._checkpoint_check import CheckpointError, SavedCheckpoint, saved_checkpoint_text
 from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX, MANIFEST_VERSION
 from sealtrail._export_rows import (
+    CSV_COLUMNS,
     NamedTwiceError,
     RowWrittenOtherwiseError,
     UnknownFieldsError,
@@ -500,6 +501,18 @@ def _unproven(statement: ExportStatement) -> str | None:
     return None
 
 
+def _older_columns(path: Path) -> str | None:
+    """The first column a CSV export's header lacks of those this client
+    knows (an older Sealtrail wrote it), else None."""
+    try:
+        with path.open(encoding="utf-8", newline="") as file:
+            header = next(csv.reader(file), [])
+    except (OSError, UnicodeError, csv.Error):
+        return None  # said as the rows are read
+    shorter = len(header) < len(CSV_COLUMNS)
+    return CSV_COLUMNS[len(header)] if shorter else None
+
+
 def _rebuilt_root(path: Path, kind: str, tenant: str) -> tuple[int, bytes] | str | None:
     """The root over a CSV or JSON export's rows rebuilt into the records
     they show (_export_rows), each row's leaf held to its own leaf_hash
@@ -516,10 +529,19 @@ def _rebuilt_root(path: Path, kind: str, tenant: str) -> tuple[int, bytes] | str
         rows = json_records(path)
     else:
         return None
+    older = _older_columns(path) if kind == "text/csv" else None
     tree = TreeBuilder()
     try:
         for seq, record, shown in rows:
             leaf = leaf_hash(record)
+            if leaf != shown and older is not None:
+                # An older Sealtrail's columns may not hold every key of a
+                # record (one a later column carries): not proof of tampering.
+                return (
+                    f"its columns end before {older}: an older Sealtrail's export, whose row"
+                    f" of seq {seq} rebuilds into no record of its leaf_hash (a key its"
+                    " columns do not hold)"
+                )
             if leaf != shown:
                 raise ExportMismatchError(
                     f"{path.name}'s row of seq {seq} is not the record its leaf_hash is of:"

@@ -47,7 +47,7 @@ CSV_COLUMNS: Final = (
     "trace_id", "span_id", "changes", "details", "idempotency_key", "leaf_hash", "country",
     "recorded_by_token_id", "recorded_by_token_name", "credential_kind", "credential_id",
     "credential_hint", "country_source", "http_method", "http_route", "http_status_code",
-    "duration_ms",
+    "duration_ms", "actor_roles",
 )  # fmt: skip
 # Each string cell's place in the record: (column, object it is in, key).
 _CSV_TEXT: Final = (
@@ -67,10 +67,12 @@ _CSV_TEXT: Final = (
     ("credential_hint", "credential", "hint"), ("country_source", "context", "country_source"),
     ("http_method", "context", "http_method"), ("http_route", "context", "http_route"),
 )  # fmt: skip
-# Cells holding JSON: changes and details whole, the numbers of the context.
+# Cells holding JSON: changes, details and the actor's roles whole, the numbers
+# of the context.
 _CSV_JSON: Final = (
     ("changes", "", "changes"), ("details", "", "details"),
     ("http_status_code", "context", "http_status_code"), ("duration_ms", "context", "duration_ms"),
+    ("actor_roles", "actor", "roles"),
 )  # fmt: skip
 
 
@@ -507,6 +509,7 @@ _PARTS: Final[dict[str, tuple[str, dict[str, tuple[str, Callable[[Any], Any]]]]]
     "actor": ("actor", {
         "type": ("type", _prefixed("ACTOR_TYPE_")), "id": ("id", _as_is),
         "email": ("email", _as_is), "displayName": ("display_name", _as_is),
+        "roles": ("roles", _as_is),
     }),
     "resource": ("resource", {
         "type": ("type", _as_is), "id": ("id", _as_is), "name": ("name", _as_is),
