@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import shlex
 import signal
 import sys
 import threading
@@ -38,6 +37,7 @@ from sealtrail._choices import (
 from sealtrail._cli_ranges import SeqRangeParam, beyond_the_log
 from sealtrail._durations import not_a_span, span_parts
 from sealtrail._terminal import terminal_safe as terminal_safe  # theirs too (_cli_*)
+from sealtrail._typed import given_words, remember_typed
 from sealtrail._words import counted, detailed
 
 # What the commands work with (gRPC, protobuf, the client; rich, which draws
@@ -709,8 +709,6 @@ _OPTION_OF_FIELD: Final = {
 }
 # ctx.meta's key of the fields a command named by what gave them (`given_as`).
 _GIVEN: Final = "sealtrail.given_as"
-# ctx.meta's key of parameters' text as typed (`remember_typed`).
-_TYPED: Final = "sealtrail.typed"
 # Where an API field's path may be cut to name what holds it: before a `.` or a `[`.
 _PATH_CUT: Final = re.compile(r"(?=[.\[])")
 
@@ -722,24 +720,6 @@ def given_as(ctx: click.Context, fields: dict[str, str]) -> None:
     option is called after the field, or a list's index stands for one of
     several values given."""
     ctx.meta.setdefault(_GIVEN, {}).update(fields)
-
-
-def remember_typed(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> None:
-    """Keeps `value`, a parameter's text as typed, for `typed`: what a type
-    converts (a duration, a time) it cannot give back as it was written."""
-    if ctx is not None and param is not None and param.name and isinstance(value, str):
-        ctx.meta.setdefault(_TYPED, {})[param.name] = value
-
-
-def typed(ctx: click.Context, name: str) -> str | None:
-    """Parameter `name`'s text as typed, if its type kept it (`remember_typed`)."""
-    value: str | None = ctx.meta.get(_TYPED, {}).get(name)
-    return value
-
-
-def given_words(option: str, value: str) -> str:
-    """An option (or argument) and its value as typed: `--action 'rag.*=5'`."""
-    return f"{option} {shlex.quote(value)}"
 
 
 # A field the server names in its words: a filter's (`filter.actions`,
@@ -1403,6 +1383,8 @@ def export(
     from sealtrail._export import ExportError, manifest_path
 
     if export_format == "bundle":
+        from sealtrail._cli_integrity import bundle  # which imports this module
+
         # Checked here as `bundle`'s own option checks it, which ctx.invoke skips.
         if out.exists() and not out.is_dir():
             raise click.BadParameter(f"{out} is not a directory", param_hint="'-o' / '--out'")
@@ -1592,37 +1574,15 @@ def _tail_resume(printed: int | None, reached: int | None, since: datetime | Non
     return " before any event"
 
 
-# Registered last: the commands of these modules use this module's helpers.
-from sealtrail._cli_actions import actions  # noqa: E402
-from sealtrail._cli_admin import get_event, hash_secret, settings, tokens  # noqa: E402
-from sealtrail._cli_alerts import alerts  # noqa: E402
-from sealtrail._cli_import import import_events  # noqa: E402
-from sealtrail._cli_integrity import bundle, checkpoint, verify, verify_log  # noqa: E402
-from sealtrail._cli_report import report  # noqa: E402
-from sealtrail._cli_retention import (  # noqa: E402
-    erase_tenant,
-    legal_hold,
-    retention,
-    verify_erasure,
-)
-from sealtrail._cli_sinks import sinks  # noqa: E402
-from sealtrail._cli_stats import stats  # noqa: E402
-
-main.add_command(get_event)
-main.add_command(bundle)
-main.add_command(verify)
-main.add_command(verify_log)
-main.add_command(checkpoint)
-main.add_command(retention)
-main.add_command(legal_hold)
-main.add_command(erase_tenant)
-main.add_command(verify_erasure)
-main.add_command(stats)
-main.add_command(report)
-main.add_command(import_events)
-main.add_command(sinks)
-main.add_command(alerts)
-main.add_command(tokens)
-main.add_command(settings)
-main.add_command(hash_secret)
-main.add_command(actions)
+# Last, as they use this module's helpers: the modules of the other commands,
+# each of which adds its commands to `main` as it loads (imported first of the
+# package's too: tests/unit/test_cli_modules_import_alone.py).
+import sealtrail._cli_actions  # noqa: E402, F401
+import sealtrail._cli_admin  # noqa: E402, F401
+import sealtrail._cli_alerts  # noqa: E402, F401
+import sealtrail._cli_import  # noqa: E402, F401
+import sealtrail._cli_integrity  # noqa: E402, F401
+import sealtrail._cli_report  # noqa: E402, F401
+import sealtrail._cli_retention  # noqa: E402, F401
+import sealtrail._cli_sinks  # noqa: E402, F401
+import sealtrail._cli_stats  # noqa: E402, F401

@@ -1,14 +1,14 @@
 """`sealtrail actions`: the tenant's action catalogue, every action its log
 holds with how often and when last, and what its admins say each means; and
-`describe`, an admin's setting or clearing of one description. Registered on
-the main command by _cli.py, whose helpers it shares."""
+`describe`, an admin's setting or clearing of one description. Registers its
+commands on the main command of _cli.py, whose helpers it shares."""
 
 from __future__ import annotations
 
 import click
 
 from sealtrail._choices import CATEGORIES
-from sealtrail._cli import _client, table_time
+from sealtrail._cli import _client, main, table_time
 
 
 @click.group()
@@ -126,3 +126,8 @@ def describe(
         click.echo(f"{action}: description cleared{kept}" if clear else f"{action}:{kept}")
     else:
         click.echo(f"{action}: {'description' if clear else 'category'} cleared")
+
+
+# On the main command as this module loads, whether _cli imported it (as it
+# imports each) or it was imported first (tests/unit/test_cli_modules_import_alone.py).
+main.add_command(actions)

@@ -1,7 +1,7 @@
 """`sealtrail tokens`, `settings`, `hash-secret` and `get`: a tenant's admin
 work from a shell, with no access to the server's database (which
-`sealtrail-server token` needs). Registered on the main command by _cli.py,
-whose helpers it shares."""
+`sealtrail-server token` needs). Registers its commands on the main command of
+_cli.py, whose helpers it shares."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from sealtrail._cli import (
     _Time,
     event_json,
     given_as,
-    given_words,
+    main,
     table_time,
     terminal_safe,
-    typed,
     unchanged_since_read,
 )
 from sealtrail._cli_spans import Span
+from sealtrail._typed import given_words, typed
 
 # What the commands work with (gRPC, protobuf, the client) each imports as it
 # runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
@@ -267,3 +267,11 @@ def get_event(ctx: click.Context, event_id: str) -> None:
     with _client(ctx) as client:
         event = client.get_event(event_id)
     click.echo(event_json(event))
+
+
+# On the main command as this module loads, whether _cli imported it (as it
+# imports each) or it was imported first (tests/unit/test_cli_modules_import_alone.py).
+main.add_command(tokens)
+main.add_command(settings)
+main.add_command(hash_secret)
+main.add_command(get_event)

@@ -1,5 +1,5 @@
-"""`sealtrail alerts`: alert rules (admin). Registered on the main command by
-_cli.py, whose helpers it shares."""
+"""`sealtrail alerts`: alert rules (admin). Registers its commands on the main
+command of _cli.py, whose helpers it shares."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from sealtrail._cli import (
     _filter,
     _tail_filter_options,
     given_as,
-    given_words,
+    main,
     terminal_safe,
-    typed,
     unchanged_since_read,
 )
 from sealtrail._cli_spans import Seconds
 from sealtrail._durations import span_text
+from sealtrail._typed import given_words, typed
 
 # What the commands work with (gRPC, protobuf, the client) each imports as it
 # runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
@@ -608,3 +608,8 @@ def disable(ctx: click.Context, rule_id: str) -> None:
 def enable(ctx: click.Context, rule_id: str) -> None:
     """Let a disabled alert rule fire again, from the next event."""
     _set_disabled(ctx, rule_id, False)
+
+
+# On the main command as this module loads, whether _cli imported it (as it
+# imports each) or it was imported first (tests/unit/test_cli_modules_import_alone.py).
+main.add_command(alerts)

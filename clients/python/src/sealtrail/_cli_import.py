@@ -1,6 +1,6 @@
 """`sealtrail import`: record the events of an NDJSON file, in batches, as a
-backfill from another system or a move between deployments. Registered on
-the main command by _cli.py, whose helpers it shares."""
+backfill from another system or a move between deployments. Registers its
+commands on the main command of _cli.py, whose helpers it shares."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeAlias
 import click
 
 from sealtrail._choices import MAX_BATCH
-from sealtrail._cli import _client, _count, interrupted_status, terminal_safe
+from sealtrail._cli import _client, _count, interrupted_status, main, terminal_safe
 from sealtrail._words import detailed
 
 # What the commands work with (gRPC, protobuf, the client) each imports as it
@@ -506,3 +506,8 @@ def _record(client: AuditClient, batch: _Batch, tally: _Tally) -> None:
         else:
             tally.recorded += 1
     tally.done = batch[-1][0]
+
+
+# On the main command as this module loads, whether _cli imported it (as it
+# imports each) or it was imported first (tests/unit/test_cli_modules_import_alone.py).
+main.add_command(import_events)

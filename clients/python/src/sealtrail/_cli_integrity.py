@@ -1,7 +1,7 @@
 """`sealtrail bundle`, `verify`, `verify-log` and `checkpoint`: prove a log's
 integrity, online and offline (`verify`: a bundle, or an export against its
-manifest). Registered on the main command by _cli.py,
-whose helpers it shares."""
+manifest). Registers its commands on the main command of _cli.py, whose helpers
+it shares."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from sealtrail._cli import (
     _filter_options,
     _Time,
     interrupted_status,
+    main,
     terminal_safe,
 )
 from sealtrail._cli_ranges import (
@@ -644,3 +645,11 @@ def _report_checked(result: CheckpointCheck, name: str | None) -> None:
         f"CONSISTENT: the saved log of {_count(result.saved_size, 'event')}{of} is a prefix of"
         f" today's {result.latest_size:,} ({origin}); signed by {terminal_safe(names)}"
     )
+
+
+# On the main command as this module loads, whether _cli imported it (as it
+# imports each) or it was imported first (tests/unit/test_cli_modules_import_alone.py).
+main.add_command(bundle)
+main.add_command(verify)
+main.add_command(verify_log)
+main.add_command(checkpoint)

@@ -13,6 +13,7 @@ import click
 
 from sealtrail._bundle_format import BundleSummary
 from sealtrail._choices import MAX_SEQ
+from sealtrail._typed import given_words, remember_typed, typed
 from sealtrail._words import counted, noun
 
 _SEQS = re.compile(r"(\d+)(?:-|\.\.)(\d+)")
@@ -29,8 +30,6 @@ class SeqRangeParam(click.ParamType[tuple[int, int]]):
     ) -> tuple[int, int]:
         if isinstance(value, tuple):
             return value
-        from sealtrail._cli import remember_typed  # which imports this module
-
         remember_typed(ctx, param, value)  # a range beyond the log is said as typed
         match = _SEQS.fullmatch(value.strip())
         if match is None:
@@ -95,8 +94,6 @@ def beyond_the_log(ctx: click.Context, seqs: tuple[int, int], tree_size: int) ->
     """A --seq range past the log's end in the option's terms, as typed:
     `--seq 5-500: the log ends at seq 35`, not the API's `last_seq 500 is
     beyond the log's size 35`, which names no option of the command."""
-    from sealtrail._cli import given_words, typed  # which imports this module
-
     value = typed(ctx, "seqs") or f"{seqs[0]}-{seqs[1]}"
     # Its size, which counts the events retention removed: its last seq, not what it holds.
     return f"{given_words('--seq', value)}: the log ends at seq {tree_size}"

@@ -3,8 +3,8 @@
 resource types, resources and credentials, the security alerts fired, the first and
 last event),
 read against a signed checkpoint, printed for a terminal, in Markdown or as
-JSON (docs/reports.md). Registered on the main command by _cli.py, whose
-helpers it shares."""
+JSON (docs/reports.md). Registers its commands on the main command of _cli.py,
+whose helpers it shares."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from sealtrail._choices import COUNT_TIMEOUT, MAX_TOP
-from sealtrail._cli import _client, _filter, _filter_options, terminal_safe
-from sealtrail._cli_stats import COUNT_WAIT, WAIT_FORMS
+from sealtrail._cli import _client, _filter, _filter_options, main, terminal_safe
+from sealtrail._cli_spans import COUNT_WAIT, WAIT_FORMS
 from sealtrail._durations import span_text
 from sealtrail._words import counted
 
@@ -161,3 +161,8 @@ def _table(title: str, header: str, groups: tuple[EventCount, ...], total: int) 
     for group in groups:
         table.add_row(*cells(header, group.key), f"{group.count:,}", share(group.count, total))
     return table
+
+
+# On the main command as this module loads, whether _cli imported it (as it
+# imports each) or it was imported first (tests/unit/test_cli_modules_import_alone.py).
+main.add_command(report)

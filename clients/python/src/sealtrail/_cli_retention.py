@@ -1,6 +1,6 @@
 """`sealtrail retention`, `legal-hold`, `erase-tenant` and `verify-erasure`: a tenant admin's
-powers over how long its log is kept. Registered on the main command by
-_cli.py, whose helpers it shares."""
+powers over how long its log is kept. Registers its commands on the main
+command of _cli.py, whose helpers it shares."""
 
 from __future__ import annotations
 
@@ -12,14 +12,8 @@ from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import click
 
-from sealtrail._cli import (
-    _client,
-    _count,
-    given_as,
-    given_words,
-    terminal_safe,
-    unchanged_since_read,
-)
+from sealtrail._cli import _client, _count, given_as, main, terminal_safe, unchanged_since_read
+from sealtrail._typed import given_words
 from sealtrail._words import counted
 
 # What the commands work with (gRPC, protobuf, the client) each imports as it
@@ -317,3 +311,11 @@ def verify_erasure(receipt: TextIO, keys: tuple[str, ...]) -> None:
             f" from the log {check.origin}; receipt signed by {', '.join(check.signed_by)}"
         )
     )
+
+
+# On the main command as this module loads, whether _cli imported it (as it
+# imports each) or it was imported first (tests/unit/test_cli_modules_import_alone.py).
+main.add_command(retention)
+main.add_command(legal_hold)
+main.add_command(erase_tenant)
+main.add_command(verify_erasure)

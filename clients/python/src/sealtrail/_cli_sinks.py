@@ -1,5 +1,5 @@
-"""`sealtrail sinks`: forwarding to SIEMs, webhooks and chat channels (admin). Registered on
-the main command by _cli.py, whose helpers it shares."""
+"""`sealtrail sinks`: forwarding to SIEMs, webhooks and chat channels (admin).
+Registers its commands on the main command of _cli.py, whose helpers it shares."""
 
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ from sealtrail._cli import (
     _tail_filter_options,
     _Time,
     given_as,
-    given_words,
+    main,
     terminal_safe,
     unchanged_since_read,
 )
 from sealtrail._cli_ranges import SeqRangeParam
+from sealtrail._typed import given_words
 from sealtrail._words import counted, noun
 
 # What the commands work with (gRPC, protobuf, the client) each imports as it
@@ -776,3 +777,8 @@ def _after_the_cursor(first: int, last: int, cursor: int) -> str:
         f"{_seqs(first, last)}: after the sink's cursor (seq {cursor}),"
         f" which sends {noun(last - first + 1, 'it', 'them')} anyway"
     )
+
+
+# On the main command as this module loads, whether _cli imported it (as it
+# imports each) or it was imported first (tests/unit/test_cli_modules_import_alone.py).
+main.add_command(sinks)

@@ -3,18 +3,18 @@ options that take one (`tokens --unused-for`, `tokens create --expires-in`,
 `alerts create|update --window`, `stats --timeout`, `report --timeout`; a
 time's `--since` a duration ago, `_cli.parse_time`) read them alike, and what
 shows one shows it so (`_durations.span_text`). Used by the _cli_* command
-modules, after _cli is loaded."""
+modules; it imports none of them (nor _cli), so that any imports first."""
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
+from typing import Any, Final
 
 import click
 
-from sealtrail._cli import remember_typed
 from sealtrail._durations import not_a_span, span_parts, span_text
+from sealtrail._typed import remember_typed
 
 _SECONDS = re.compile(r"[0-9]+")
 # Seconds alone, as a wait was given before it took durations, when click read
@@ -101,3 +101,14 @@ class Wait(click.ParamType[float]):
         if seconds > self.longest:
             self.fail(f"{value!r} is longer than {span_text(self.longest)}", param, ctx)
         return float(seconds)
+
+
+# The longest wait: a day, the longest count a server allows (SEALTRAIL_COUNT_TIMEOUT).
+# A wait is refused past it, and below 0 or as `nan` (which passed click's
+# range, then held no deadline: the count ended at once in DEADLINE_EXCEEDED).
+COUNT_WAIT: Final = Wait(longest=86400)
+# The forms --timeout takes, as its help says them (`report --timeout`'s too).
+WAIT_FORMS: Final = (
+    f"a duration (30s, 5m, 1h; at most {span_text(COUNT_WAIT.longest)}),"
+    " or seconds alone (90, 0.5, 1e3)"
+)

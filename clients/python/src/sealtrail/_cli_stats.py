@@ -1,7 +1,7 @@
 """`sealtrail stats`: how many events match a filter, in all and grouped (by
 actor, action, outcome, day...), without exporting them: "failed logins per
-actor this week", "which actions does my log hold". Registered on the main
-command by _cli.py, whose helpers it shares."""
+actor this week", "which actions does my log hold". Registers its commands on
+the main command of _cli.py, whose helpers it shares."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from sealtrail._choices import COUNT_GROUP_BYS, COUNT_MEASURES, COUNT_TIMEOUT
-from sealtrail._cli import _client, _filter, _filter_options
-from sealtrail._cli_spans import Wait
+from sealtrail._cli import _client, _filter, _filter_options, main
+from sealtrail._cli_spans import COUNT_WAIT, WAIT_FORMS
 from sealtrail._durations import span_text
 from sealtrail._words import counted
 
@@ -62,15 +62,6 @@ _COLUMNS: Final = {
     "resource": ["resource type", "resource id"],
     "credential": ["credential kind", "credential id", "hint"],
 }
-# The longest wait: a day, the longest count a server allows (SEALTRAIL_COUNT_TIMEOUT).
-# A wait is refused past it, and below 0 or as `nan` (which passed click's
-# range, then held no deadline: the count ended at once in DEADLINE_EXCEEDED).
-COUNT_WAIT: Final = Wait(longest=86400)
-# The forms --timeout takes, as its help says them (`report --timeout`'s too).
-WAIT_FORMS: Final = (
-    f"a duration (30s, 5m, 1h; at most {span_text(COUNT_WAIT.longest)}),"
-    " or seconds alone (90, 0.5, 1e3)"
-)
 
 
 @click.command()
@@ -216,3 +207,8 @@ def tenths(value: float) -> str:
     Python's format rounds the float's exact value to the even tenth (7.2,
     0.1): the two said two figures of one count."""
     return f"{Decimal(repr(value)).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP):,.1f}"
+
+
+# On the main command as this module loads, whether _cli imported it (as it
+# imports each) or it was imported first (tests/unit/test_cli_modules_import_alone.py).
+main.add_command(stats)
