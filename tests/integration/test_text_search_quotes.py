@@ -9,6 +9,7 @@ query (text_search.py)."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import psycopg
@@ -51,6 +52,10 @@ _PINNED = [
     # A `-` standing alone is no operator (websearch_text); single quotes are no phrase.
     ("gamma - beta", "'gamma' & 'beta'", {"alpha beta gamma"}),
     ("gamma -beta", "'gamma' & !'beta'", {"gamma alpha"}),
+    # A dash alone before a negated word leaves the negation: `gamma - -beta` is
+    # `gamma -beta` (beta excluded), not PostgreSQL's own `gamma & !!beta` (beta found).
+    ("gamma - -beta", "'gamma' & !'beta'", {"gamma alpha"}),
+    ("gamma -- -beta", "'gamma' & !'beta'", {"gamma alpha"}),
     ("'alpha gamma'", "'alpha' & 'gamma'", {"alpha beta gamma", "gamma alpha"}),
 ]
 
@@ -98,7 +103,6 @@ def test_a_text_of_phrases_of_no_word_is_refused_naming_filter_text(
         ("beta alone -", {"beta alone"}),
         ('alpha - "beta gamma"', {"alpha beta gamma"}),
         # Joined to the word it goes before, a `-` still excludes it.
-        ("gamma - -beta", {"gamma alpha"}),
         ('gamma -"alpha beta"', {"gamma alpha"}),
     ],
 )
@@ -112,3 +116,67 @@ def test_a_dash_standing_alone_excludes_nothing(
     each side is no operator; one joined to a word excludes it."""
     answered = {e.description for e in recorded.query(build_filter(text=text))}
     assert answered == found
+
+
+# Spaces that PostgreSQL's parser takes for one in a UTF-8 database, beside
+# ASCII's (its C library's: an em space, an ideographic space, which Japanese
+# input methods type, a line separator), each with the query a dash between two
+# words makes. A no-break space is none: PostgreSQL reads `gamma-beta` between
+# two of them as one operand, a phrase, in which the dash was never an operator.
+_SPACES = [
+    ("\t", "'gamma' & 'beta'", {"alpha beta gamma"}),
+    ("\u2003", "'gamma' & 'beta'", {"alpha beta gamma"}),
+    ("\u3000", "'gamma' & 'beta'", {"alpha beta gamma"}),
+    ("\u2028", "'gamma' & 'beta'", {"alpha beta gamma"}),
+    ("\u00a0", "'gamma' <-> 'beta'", set()),
+]
+
+
+@pytest.mark.parametrize(
+    ("space", "query", "found"), _SPACES, ids=[f"U+{ord(space):04X}" for space, *_ in _SPACES]
+)
+def test_a_dash_between_other_spaces_excludes_nothing(
+    recorded: AuditClient,
+    sql: psycopg.Connection[Any],
+    space: str,
+    query: str,
+    found: set[str],
+) -> None:
+    """`payroll　-　q3`, typed with the ideographic spaces of a Japanese input
+    method, excluded q3: the rule knew only ASCII's spaces, PostgreSQL's parser
+    more. A dash between any of them is no operator."""
+    text = f"gamma{space}-{space}beta"
+    row = sql.execute(
+        "SELECT websearch_to_tsquery('simple', %s)::text", [websearch_text(text)]
+    ).fetchone()
+    assert row == (query,)
+    answered = {e.description for e in recorded.query(build_filter(text=text))}
+    assert answered == found
+
+
+def test_every_space_of_postgresqls_parser_frames_a_dash_alone(
+    sql: psycopg.Connection[Any],
+) -> None:
+    """The characters that PostgreSQL's parser (in this database's locale)
+    takes for a space, between which a `-` negates the word after it, are
+    websearch_text's, no more and no fewer, of every space, separator, control
+    and format character of Unicode; none framing a dash leaves a negation."""
+    candidates = [
+        char
+        for char in map(chr, range(1, 0x110000))
+        if char.isspace() or unicodedata.category(char) in {"Zs", "Zl", "Zp", "Cc", "Cf"}
+    ]
+    texts = [f"a{char}-{char}b" for char in candidates]
+    rows = sql.execute(
+        "SELECT given, websearch_to_tsquery('simple', searched)::text"
+        " FROM unnest(%s::text[], %s::text[]) AS t(given, searched)"
+        " WHERE websearch_to_tsquery('simple', given)::text LIKE '%%!%%'",
+        [texts, [websearch_text(text) for text in texts]],
+    ).fetchall()
+    negating = {given[1] for given, _ in rows}
+    assert {" ", "\t", "\u2003", "\u3000"} <= negating  # PostgreSQL's, as the probe sees them
+    changed = {
+        char for char, text in zip(candidates, texts, strict=True) if websearch_text(text) != text
+    }
+    assert changed == negating
+    assert [(given, query) for given, query in rows if "!" in query] == []

@@ -26,11 +26,19 @@ from typing import Final
 # A tsvector's words: each lexeme with the positions where it occurs.
 Vector = dict[str, frozenset[int]]
 
+# What PostgreSQL's parser takes for a space (t_isspace): ASCII's whitespace,
+# and in a UTF-8 database the C library's other spaces (iswspace, glibc's in
+# every UTF-8 locale): the Ogham space mark, the en quad to the six-per-em
+# space, the thin and hair spaces, the line and paragraph separators, the
+# medium mathematical space and the ideographic space (U+3000, which Japanese
+# input methods type). Not the no-break spaces (U+00A0, U+2007, U+202F): to
+# PostgreSQL they join what is beside them into one operand, as a letter does.
+# tests/integration/test_text_search_quotes.py asks the database for its own.
+_SPACE: Final = " \t\n\v\f\r\u1680\u2000-\u2006\u2008-\u200a\u2028\u2029\u205f\u3000"
 # A `-`, or a run of them, with a space or the text's end on each side: a dash
-# typed between words (`payroll - q3`), which websearch_to_tsquery reads as the
-# negation of the word after it, spaces between or not. ASCII whitespace, which
-# PostgreSQL's parser takes for a space in every locale.
-_DASH_ALONE: Final = re.compile(r"(?<![^ \t\n\r\f\v])-+(?![^ \t\n\r\f\v])")
+# typed between words (`payroll - q3`, `payroll　-　q3`), which websearch_to_tsquery
+# reads as the negation of the word after it, spaces between or not.
+_DASH_ALONE: Final = re.compile(f"(?<![^{_SPACE}])-+(?![^{_SPACE}])")
 
 _POSITION: Final = re.compile(r"(\d+)[ABCD]?")
 _OPERATOR: Final = re.compile(r"<(-|\d+)>")
@@ -40,9 +48,11 @@ def websearch_text(text: str) -> str:
     """`text` as the search hands it to `websearch_to_tsquery`: a dash standing
     alone, outside quotes, is no operator (`payroll - q3` finds both words, as
     `payroll q3` does), where PostgreSQL made it the negation of the next word
-    (`payroll -q3`). A `-` joined to a word still excludes it (`-q3`), and in a
-    phrase a `-` is no operator to PostgreSQL either. Quotes pair as PostgreSQL
-    pairs them: each `"` opens a phrase or closes the open one."""
+    (`payroll -q3`); a space is any PostgreSQL's parser takes for one. A `-`
+    joined to a word still excludes it (`-q3`, and `payroll - -q3` is
+    `payroll -q3`), and in a phrase a `-` is no operator to PostgreSQL either.
+    Quotes pair as PostgreSQL pairs them: each `"` opens a phrase or closes
+    the open one."""
     parts = text.split('"')
     last = len(parts) - 1
     for i in range(0, len(parts), 2):  # outside quotes
