@@ -8,19 +8,23 @@ Events are backdated into windows a day ago, as test_spike_alerts places its."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import pytest
 from google.protobuf import json_format
 
 from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter
 from sealtrail.v1 import alerting_pb2
 from sealtrail_server.alerts.evaluator import MAX_SPIKE_GROUPS, Evaluator
+from sealtrail_server.domain.alerts import ID_SPACES, actor_group, folded_apart
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.store.alerts import (
+    ID_FOLD,
     SpikeGroupsAsked,
     spike_forms_statement,
     spike_groups_statement,
@@ -163,6 +167,59 @@ def test_by_actor_the_baselines_forms_of_an_id_fold_into_its_group(
     [fired] = fired_by(client, rule.id)
     assert fired["group"] == {"actor": "admin"}
     assert fired["count"] == 10 and fired["baseline_average"] == 2.0
+
+
+def test_by_actor_the_forms_asked_for_are_those_the_database_folds_alike(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """The second statement of a grouped spike returned every id not all
+    ASCII of the baseline and the window, on every evaluation, for Python to
+    fold: a tenant of Cyrillic or CJK ids sent thousands of rows a rule a
+    step. The database folds them as actor_group does (NFKC, lowercased,
+    trimmed) and returns the forms of the judged groups' ids alone, and those
+    it may fold otherwise (`ß`, a format character) for Python to judge."""
+    others = [f"Пользователь{n}" for n in range(150)] + [f"利用者{n}" for n in range(150)]
+    forms = ["ЖОРА", " Жора ", "\uff2a\uff2f\uff32\uff21", "STRASSE", "Straße", "ǅ\u200bX"]
+    for n, window in enumerate(range(-BASELINE, 0)):
+        said_by(client, window, [*others[n::BASELINE], *forms])
+    judged = ["жора", "jora", "strasse", "ǆx"]
+    said_by(client, 0, judged)
+    asked = SpikeGroupsAsked(
+        tenant_id=tenant, event_filter=EventFilter(actions=("api.request",)), group_by="actor",
+        start_seq=0, at_seq=10**9, upto_seq=10**9,
+        baseline_from=SPIKE - timedelta(seconds=BASELINE * WINDOW), window_from=SPIKE,
+        window_to=SPIKE + timedelta(seconds=WINDOW), cap=MAX_SPIKE_GROUPS, fold=actor_group,
+    )  # fmt: skip
+    keys = sorted({actor_group(form) for form in judged})
+    statement, values = spike_forms_statement(asked, counted=judged, keys=keys)
+    rows = sql.execute(statement, values).fetchall()
+    assert len(rows) == len(forms)  # of the 306 ids not all ASCII, the baseline's
+    returned = {str(row[0]) for row in rows}
+    # Each form of a judged id, and no other id: "Straße" (ß, which the
+    # database lowercases as itself) is returned for Python to fold.
+    assert returned == set(forms)
+
+
+def test_the_database_folds_as_actor_group_each_character_not_folded_apart(
+    sql: psycopg.Connection[Any],
+) -> None:
+    """What the forms' statement leaves to the database (store.alerts.ID_FOLD)
+    folds each character Unicode assigns (but private use), other than those
+    domain.alerts.folded_apart leaves to Python, as actor_group does: this
+    database's NFKC, lowercase and spaces are Python's on them."""
+    apart = set(folded_apart())
+    chars = [
+        char
+        for char in map(chr, range(1, 0x110000))
+        if unicodedata.category(char) not in ("Cn", "Cs", "Co") and char not in apart
+    ]
+    fold = psycopg.sql.SQL(ID_FOLD).format(id=psycopg.sql.Identifier("c"))
+    rows = sql.execute(
+        psycopg.sql.SQL("SELECT c, {} FROM unnest(%s::text[]) AS c").format(fold),
+        [ID_SPACES, chars],
+    ).fetchall()
+    assert len(rows) == len(chars) > 100_000
+    assert [(char, folded) for char, folded in rows if folded != actor_group(char)] == []
 
 
 def test_the_groups_judged_a_window_are_capped_and_those_left_out_said(
@@ -425,7 +482,7 @@ def test_a_grouped_count_is_one_aggregate_over_the_baselines_range_and_returns_t
     # The other forms of the judged actors' ids: one more aggregate over the
     # same range, none returned where each id has only the form it was read in.
     ids = [f"svc{n}" for n in range(50)]
-    statement, values = spike_forms_statement(asked, counted=ids, ascii_keys=ids)
+    statement, values = spike_forms_statement(asked, counted=ids, keys=ids)
     plan = _plan(requests_as_service, statement, values)
     assert plan["Actual Rows"] == 0
 

@@ -5,6 +5,7 @@ them, and what a firing records, is the evaluator's (alerts/)."""
 from __future__ import annotations
 
 import bisect
+import functools
 import ipaddress
 import itertools
 import json
@@ -287,6 +288,38 @@ def actor_group(actor_id: str) -> str:
             break
         key = folded
     return key
+
+
+# What str.strip() trims (actor_group trims ids so): Unicode's spaces as Python has them.
+ID_SPACES: Final = "".join(char for char in map(chr, range(0x3001)) if char.isspace())
+
+
+@functools.cache
+def folded_apart() -> str:
+    """The characters of an actor id for which a fold of NFKC, a lowercase of
+    each character alone and NFKC again (what a database's `lower()` and
+    `normalize()` can do) may not be actor_group's: those it removes (format
+    characters, the other ignorable ones), and those whose compatibility
+    form's case fold is no single lowercase character (`ß` folds to `ss`,
+    a final sigma to a medial one, `İ` to `i` and a dot, Cherokee small letters to capitals). An id
+    without any, in its form as recorded or its NFKC form, folds alike both
+    ways (tests/integration/test_spike_groups.py asks the database of every
+    character Unicode assigns). Computed once, when a spike first needs it."""
+    apart = []
+    for code in range(1, 0x110000):
+        char = chr(code)
+        category = unicodedata.category(char)
+        if category in ("Cn", "Cs", "Co"):  # unassigned, surrogates, private use
+            continue
+        compatible = unicodedata.normalize("NFKC", char)
+        if (
+            category == "Cf"
+            or code in _IGNORED
+            or compatible.casefold() != compatible.lower()
+            or any(len(each.lower()) != 1 for each in compatible)
+        ):
+            apart.append(char)
+    return "".join(apart)
 
 
 def network_of(ip: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from ..domain.alerts import KeptGroup, KeptWindow, WindowChanges
+from ..domain.alerts import ID_SPACES, KeptGroup, KeptWindow, WindowChanges, folded_apart
 from ..domain.event import ALERT_ACTION, MAX_FUTURE_SKEW_SECONDS
 from ..domain.filters import EventFilter
 from .arrays import ByteaArray, Int8Array, TextArray
@@ -424,27 +424,48 @@ def spike_groups_statement(asked: SpikeGroupsAsked) -> tuple[sql.Composed, list[
 
 # What Python's str.strip() trims of an id all ASCII (actor_group trims ids so).
 _ASCII_SPACE: Final = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+# An id, not all ASCII, folded as far as a database can as actor_group does:
+# NFKC, each character lowercased (by the collation's rules), NFKC again,
+# trimmed of ID_SPACES (the parameter).
+ID_FOLD: Final = "btrim(normalize(lower(normalize({id}, NFKC)), NFKC), %s)"
+# Letters of three scripts, and what lower() makes of them where the
+# database's collation lowercases past ASCII (not in C or POSIX).
+_CASED: Final = ("ÀΣЖ", "àσж")
 
 
 def spike_forms_statement(
-    asked: SpikeGroupsAsked, *, counted: Sequence[str], ascii_keys: Sequence[str]
+    asked: SpikeGroupsAsked, *, counted: Sequence[str], keys: Sequence[str]
 ) -> tuple[sql.Composed, list[Any]]:
-    """The statement that finds, grouped by folded actor ids, the forms of
-    the judged groups' ids that `spike_groups_statement` did not return (the
-    ids as recorded other than `counted`): `Admin` with events only in the
-    baseline, where `admin` has some in the window. PostgreSQL cannot fold
-    as Python does, so it returns candidates, counted as there: every id not
-    all ASCII, and the ASCII ids that, lowercased and trimmed (all that
-    actor_group does to one), read as one of `ascii_keys`; the caller folds
-    them and keeps those of a judged group."""
+    """The statement that finds, grouped by actor id as recorded, the forms of
+    the judged groups' ids (their folded `keys`) that `spike_groups_statement`
+    did not return (the ids other than `counted`): `Admin` with events only in
+    the baseline, where `admin` has some in the window. The database folds
+    each id as far as it can as actor_group does: an id all ASCII lowercased
+    and trimmed (all that actor_group does to one); another made NFKC,
+    lowercased, NFKC again and trimmed. It returns those whose fold is one of
+    `keys`, and, for Python to fold, the ids it may fold otherwise
+    (domain.alerts.folded_apart: `Straße`, a zero-width space), or every id
+    not all ASCII where its collation lowercases ASCII alone (C, POSIX).
+    Candidates: the caller folds them and keeps those of a judged group."""
     where, values, params = _grouped_events(asked)
+    apart = folded_apart()
+    assert not any(char.isascii() for char in apart)  # none a bracket expression's own
     statement = sql.SQL(
-        "SELECT actor_id, {counts} FROM events WHERE {where}"
-        " AND actor_id <> ALL(%s) AND (octet_length(actor_id) <> char_length(actor_id)"
-        ' OR lower(btrim(actor_id, %s) COLLATE "C") = ANY(%s)) GROUP BY 1'
-    ).format(counts=sql.SQL(_GROUP_COUNTS), where=where)
+        "SELECT actor_id, {counts} FROM events WHERE {where} AND actor_id <> ALL(%s) AND"
+        " CASE WHEN octet_length(actor_id) = char_length(actor_id)"
+        ' THEN lower(btrim(actor_id, %s) COLLATE "C") = ANY(%s)'
+        " ELSE {fold} = ANY(%s)"
+        " OR actor_id || normalize(actor_id, NFKC) ~ %s OR lower(%s::text) <> %s END"
+        " GROUP BY 1"
+    ).format(
+        counts=sql.SQL(_GROUP_COUNTS),
+        where=where,
+        fold=sql.SQL(ID_FOLD).format(id=sql.Identifier("actor_id")),
+    )
+    ascii_keys = [key for key in keys if key.isascii()]
     return statement, [
-        *values, *params, TextArray(counted), _ASCII_SPACE, TextArray(ascii_keys)
+        *values, *params, TextArray(counted), _ASCII_SPACE, TextArray(ascii_keys),
+        ID_SPACES, TextArray(keys), f"[{apart}]", *_CASED,
     ]  # fmt: skip
 
 
@@ -468,9 +489,7 @@ async def spike_group_counts(db: Database, asked: SpikeGroupsAsked) -> SpikeGrou
         if judged and fold is not None and asked.group_by == "actor":
             keys = {fold(group.parts[0]) for group in judged}
             statement, values = spike_forms_statement(
-                asked,
-                counted=[group.parts[0] for group in judged],
-                ascii_keys=sorted(key for key in keys if key.isascii()),
+                asked, counted=[group.parts[0] for group in judged], keys=sorted(keys)
             )
             cursor = await conn.execute(statement, values)
             judged += [
