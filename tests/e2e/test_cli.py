@@ -2806,7 +2806,12 @@ def test_checking_an_export_says_the_signed_range_and_filter(
     assert matches(whole) == "signed: seqs 2..5, unfiltered"
     assert matches(some) == 'signed: seqs 2..5, filtered by {"actor":"alice"}'
     size = json.loads((tmp_path / "log.csv.manifest.json").read_text())["tree_size"]
-    assert matches(log) == f"signed: the whole log of {size} events, unfiltered"
+    # Of the whole log unfiltered, its rows are rebuilt into their records and
+    # the root over them recomputed (a CSV's as an NDJSON's).
+    assert matches(log) == (
+        f"signed: the whole log of {size} events, unfiltered, each record in the signed tree"
+        " (its root recomputed)"
+    )
 
     # The filter edited: its digest is signed.
     kept = tmp_path / "some.csv.manifest.json"
