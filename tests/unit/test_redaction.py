@@ -1259,6 +1259,39 @@ def test_api_key_actors_keep_their_last_four_characters() -> None:
     assert REDACTOR.redact(user).body["actor"]["id"] == "key_live_8f3b2a91c4"
 
 
+def test_a_role_loses_the_secrets_an_id_would() -> None:
+    """`actor.roles` are names filtered on exactly, as ids are: a token sent
+    as a role is replaced where it stands, each role in its place; an
+    assignment in one (`token:read`) is a role's name, kept."""
+    token = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+    roles = ["admin", f"ci {token}", "token:read", "secret=manage"]
+    body = _event(actor={"type": "user", "id": "u1", "roles": roles})
+    redaction = REDACTOR.redact(body)
+    assert redaction.body["actor"]["roles"] == [
+        "admin",
+        "ci [REDACTED:github_token]",
+        "token:read",
+        "secret=manage",
+    ]
+    assert redaction.hits == [("actor.roles[1]", "github_token")]
+    assert body["actor"]["roles"][1] == f"ci {token}"  # the caller's body is left as it was
+    clean = _event(actor={"type": "user", "id": "u1", "roles": ["admin", "token:read"]})
+    assert REDACTOR.redact(clean).hits == []
+
+
+@pytest.mark.parametrize("hmac_key", [None, b"k" * 32])
+def test_a_role_its_secrets_would_make_too_long_is_replaced_whole(hmac_key: bytes | None) -> None:
+    """A role may be 128 characters; two HMACs of 76 in one would make it
+    longer than a role may be sent."""
+    role = "a://:1@/ b://:2@/ " * 3  # 54 characters: 6 replacements of 23 make 186
+    body = _event(actor={"type": "user", "id": "u1", "roles": [role, "ok"]})
+    stored = REDACTOR.redact(body, hmac_key=hmac_key).body["actor"]["roles"]
+    assert stored == [
+        "[REDACTED:id_of_secrets]" if hmac_key is None else hmac_token(hmac_key, role),
+        "ok",
+    ]
+
+
 @pytest.mark.parametrize("hmac_key", [None, b"k" * 32])
 def test_an_id_its_secrets_would_make_too_long_is_replaced_whole(hmac_key: bytes | None) -> None:
     """32 URL passwords in a 256-character id became 32 HMACs of 76

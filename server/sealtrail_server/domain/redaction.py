@@ -12,7 +12,9 @@ Three kinds of rule, each applied to the caller's part of the record:
   actor display name, resource name, user agent, and every string in
   `details` and `changes`) is replaced where it stands, the surrounding text
   kept; the actor's and the resource's ids are searched for secrets of a
-  known shape only (tokens, URL passwords, keys); other identifiers (action,
+  known shape only (tokens, URL passwords, keys), and so is each of the
+  actor's roles (`actor.roles`, names filtered on exactly, as ids are);
+  other identifiers (action,
   resource type, email, ip) are left as they are;
 - API-key actors: the id of an `api_key` actor keeps its last 4 characters.
 
@@ -37,7 +39,7 @@ from typing import Any, Final, NamedTuple
 
 from .canonical import canonical_json
 from .errors import FieldViolation, InvalidArgument
-from .event import MAX_HTTP_ROUTE, MAX_ID, ValidEvent, search_names
+from .event import MAX_HTTP_ROUTE, MAX_ID, MAX_ROLE, ValidEvent, search_names
 from .json_path import JsonPath, path_text
 from .payment_cards import PAYMENT_CARD
 from .secret_shapes import HIGH_ENTROPY_ASSIGNMENT, KNOWN_SHAPES, basic_credentials, random_value
@@ -759,6 +761,17 @@ class Redactor:
             return False
         return self._clean(change)
 
+    def _role(self, run: _Run, role: Any, index: int) -> Any:
+        """`actor.roles[index]` with the secrets an id would lose replaced,
+        in its place (two roles may then read alike: each stays where it was
+        sent); replaced whole if that made it longer than a role may be."""
+        if not isinstance(role, str):
+            return role
+        cleaned = run.text(role, ("actor.roles", index), self._id_patterns)
+        if len(cleaned) > MAX_ROLE:
+            cleaned = run.replacement(role, WHOLE_ID_RULE)
+        return cleaned
+
     def redact(self, body: dict[str, Any], *, hmac_key: bytes | None = None) -> Redaction:
         """`body` with its secrets replaced (a new dict; `body` is left as it
         was), and which rules matched where."""
@@ -770,7 +783,10 @@ class Redactor:
         changes_clean = all(self._clean_change(change) for change in body.get("changes", ()))
         text_clean = all(self._clean(_at(body, path)) for path in _FREE_TEXT)
         ids_clean = all(self._clean_id(_at(body, path)) for path in _IDENTIFIERS)
-        if details_clean and changes_clean and text_clean and ids_clean and not api_key_actor:
+        roles = actor.get("roles") if isinstance(actor, dict) else None
+        roles_clean = not roles or all(self._clean_id(role) for role in roles)
+        clean = details_clean and changes_clean and text_clean and ids_clean and roles_clean
+        if clean and not api_key_actor:
             return Redaction(body, [])
         run = _Run(self, hmac_key)
         result = dict(body)
@@ -788,6 +804,11 @@ class Redactor:
                         cleaned = run.replacement(value, WHOLE_ID_RULE)
                     if cleaned is not value:
                         _set(result, path, cleaned)
+        if not roles_clean:
+            assert roles is not None  # a list: roles_clean is True without one
+            cleaned_roles = [self._role(run, role, index) for index, role in enumerate(roles)]
+            if any(new is not old for new, old in zip(cleaned_roles, roles, strict=True)):
+                _set(result, ("actor", "roles"), cleaned_roles)
         actor = result.get("actor")
         if isinstance(actor, dict) and actor.get("type") == "api_key":
             actor_id = actor.get("id")
