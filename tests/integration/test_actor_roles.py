@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sealtrail import (
+    AsyncAuditClient,
     AuditClient,
     ExportMismatchError,
     InvalidArgumentError,
@@ -81,6 +82,22 @@ def test_roles_are_recorded_sealed_and_returned_as_sent(client: AuditClient) -> 
     assert b"roles" not in client.get_inclusion_proof(event_id=none.event.id).record
     one = client.record(action="invoice.refund", actor_id="u_1", actor_roles="admin")
     assert list(client.get_event(one.event.id).actor.roles) == ["admin"]
+
+
+def test_a_role_holding_a_secret_is_redacted_before_it_is_sealed(client: AuditClient) -> None:
+    """A token sent as a role is replaced where it stands, as in an actor's
+    id, before the record is hashed: the stored record, its leaf hash and
+    every answer hold the replacement, never the token."""
+    token = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+    sent = client.record(action="invoice.refund", actor_id="u_1", actor_roles=["admin", token])
+    assert list(sent.event.actor.roles) == ["admin", "[REDACTED:github_token]"]
+    proof = client.get_inclusion_proof(event_id=sent.event.id)
+    assert token.encode() not in proof.record
+    assert b'"roles":["admin","[REDACTED:github_token]"]' in proof.record
+    assert hashlib.sha256(b"\x00" + proof.record).digest() == sent.event.leaf_hash
+    assert list(client.query(build_filter(actor_roles=token))) == []
+    [found] = client.query(build_filter(actor_roles="[REDACTED:github_token]"))
+    assert found.id == sent.event.id
 
 
 @pytest.mark.parametrize(
@@ -280,3 +297,53 @@ def test_the_cli_exports_what_admins_did_and_verifies_it_offline(
     out.write_text(out.read_text(encoding="utf-8").replace('"billing"', '"auditor"'))
     failed = cli_output({}, "verify", str(out), "--key", VERIFIER, exit_code=1)
     assert "MATCHES" not in failed, failed
+
+
+def test_the_cli_table_shows_the_roles_beside_the_actor(
+    recorded: AuditClient, server: ServerThread, tenant: str
+) -> None:
+    """`sealtrail query` (a table) said the actor alone where its JSON said
+    the roles: they follow the actor, in brackets, in the order recorded."""
+    many = [f"r{n}" for n in range(6)]
+    recorded.record(_event("g", many))
+    env = {**cli_env(server, tenant), "COLUMNS": "250"}
+    table = cli_output(env, "query", "--action", "invoice.refund")
+    assert "u_1 (billing, admin)" in table, table
+    assert "u_1 (admin ops, auditor)" in table, table
+    assert "u_1 (r0, r1, r2, +3 more)" in table, table
+    # Event d held none: its actor alone.
+    assert any("u_1 " in line and "u_1 (" not in line for line in table.splitlines()), table
+
+
+def test_the_cli_creates_a_sink_and_an_alert_rule_of_roles(
+    client: AuditClient, server: ServerThread, tenant: str
+) -> None:
+    env = cli_env(server, tenant)
+    cli_output(
+        env, "sinks", "create", "admins", "--kind", "webhook", "--url",
+        "https://hooks.example.com/a", "--secret", "whsec_" + "a" * 32,
+        "--role", "admin", "--role", "billing",
+    )  # fmt: skip
+    [sink] = [sink for sink in client.list_sinks() if sink.name == "admins"]
+    assert list(sink.filter.actor_roles) == ["admin", "billing"]
+    cli_output(
+        env, "alerts", "create", "admin refunds", "--kind", "match",
+        "--action", "invoice.refund", "--role", "admin",
+    )  # fmt: skip
+    [rule] = [rule for rule in client.list_alert_rules() if rule.name == "admin refunds"]
+    assert list(rule.match.filter.actor_roles) == ["admin"]
+
+
+async def test_the_async_client_records_roles_and_finds_the_events_of_a_role(
+    server: ServerThread, tenant: str
+) -> None:
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+        sent = await audit.record(
+            action="invoice.refund", actor_id="u_1", actor_roles=["support", "admin"]
+        )
+        assert list(sent.event.actor.roles) == ["support", "admin"]
+        await audit.record(_event("billing", ["billing"]))
+        found = [event.id async for event in audit.query(build_filter(actor_roles="admin"))]
+        assert found == [sent.event.id]
+        counted = await audit.count_events(build_filter(actor_roles=["admin", "billing"]))
+        assert counted.total == 2

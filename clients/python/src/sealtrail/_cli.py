@@ -1249,7 +1249,7 @@ def _table(events: Iterable[event_pb2.Event]) -> PlainTable:
     """The events as a table; a `request` column (`GET /v1/x 404 12ms`) only
     when one of them records an API request (ADR 0136), or is an alert on
     one (`trigger: GET /v1/x 503 1200ms`, `_request_cell`), else none at all."""
-    from sealtrail._convert import actor_words, credential_words, enum_label
+    from sealtrail._convert import credential_words, enum_label
     from sealtrail._tables import PlainTable
     from sealtrail.v1 import event_pb2
 
@@ -1269,7 +1269,7 @@ def _table(events: Iterable[event_pb2.Event]) -> PlainTable:
             table_time(event.occurred_at),
             str(event.seq),
             event.action,
-            actor_words(event.actor.email, event.actor.display_name, event.actor.id),
+            _actor_cell(event.actor),
             credential_words(credential.kind, credential.id, credential.hint),
             "/".join(part for part in (event.resource.type, event.resource.id) if part),
             enum_label(event_pb2.Outcome, event.outcome),
@@ -1279,6 +1279,25 @@ def _table(events: Iterable[event_pb2.Event]) -> PlainTable:
             event.recorded_by.token_name or event.recorded_by.token_id,
         )
     return table
+
+
+# Roles an event table's actor cell names; more are counted (`+3 more`).
+_ROLES_SHOWN = 3
+
+
+def _actor_cell(actor: event_pb2.Actor) -> str:
+    """Who acted (`actor_words`), and the roles they held then in brackets,
+    in the order recorded: `alice@example.com (admin, billing)`; past _ROLES_SHOWN the
+    rest counted, `(r0, r1, r2, +3 more)`, which the JSON output lists."""
+    from sealtrail._convert import actor_words
+
+    who = actor_words(actor.email, actor.display_name, actor.id)
+    if not actor.roles:
+        return who
+    roles = list(actor.roles[:_ROLES_SHOWN])
+    if len(actor.roles) > _ROLES_SHOWN:
+        roles.append(f"+{len(actor.roles) - _ROLES_SHOWN} more")
+    return f"{who} ({', '.join(roles)})"
 
 
 def _request_cell(event: event_pb2.Event) -> str:
