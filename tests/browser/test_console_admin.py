@@ -863,6 +863,39 @@ def test_a_rule_filtering_by_actor_roles_keeps_them_when_edited(
     assert form.find_element(By.NAME, "actor_roles").get_attribute("value") == "admin,billing"
 
 
+def test_a_role_the_actor_role_field_cannot_carry_is_never_split_by_an_edit(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """A role holding a comma (or a space at an end) cannot be written in
+    "Actor role" (comma-separated, each trimmed): an edit of the rule is
+    refused, saying so, rather than saving `ops, eu` as two roles; roles
+    typed anew there are saved."""
+    roles = ["admin", "ops, eu"]
+    rule = build_alert_rule(
+        "eu ops", "match", filter=build_filter(actions="invoice.refund", actor_roles=roles)
+    )
+    rule_id = admin.create_alert_rule(rule).rule.id
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    row = wait(browser).until(lambda b: row_of(section, "eu ops"))
+    row.find_element(By.XPATH, ".//button[.='Edit']").click()
+    form = section.find_element(By.ID, "rule-form")
+    form.find_element(By.NAME, "name").send_keys(" renamed")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    error = section.find_element(By.CSS_SELECTOR, ".error")
+    wait(browser).until(lambda b: "a role holds a comma" in error.text)
+    field = form.find_element(By.NAME, "actor_roles")
+    assert field.get_attribute("aria-invalid") == "true"
+    [kept] = [r for r in admin.list_alert_rules() if r.id == rule_id]
+    assert (kept.name, list(kept.match.filter.actor_roles)) == ("eu ops", roles)
+
+    field.clear()
+    field.send_keys("admin")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "alert_rule.updated" in section.text)
+    [saved] = [r for r in admin.list_alert_rules() if r.id == rule_id]
+    assert (saved.name, list(saved.match.filter.actor_roles)) == ("eu ops renamed", ["admin"])
+
+
 def test_a_rule_filtering_by_details_keeps_them_when_edited(
     browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
 ) -> None:

@@ -359,24 +359,39 @@ const detailEntries = (map) => Object.entries(map || {}).sort(([a], [b]) => (a <
 const carried = ([key, value]) => ![key, value].some((one) => one.includes(",") || one !== one.trim())
   && !key.includes("=") && key !== "";
 
-// The Details field of a rule's or sink's form filled from `filter`: if an
-// entry cannot be written there, the form notes what it showed, and saving it
-// unchanged is refused (`uncarried`), never the entry dropped or split unsaid.
+// Whether a role can be written in the Actor role field (comma-separated,
+// each trimmed): not one with a comma, nor one with a space at either end.
+const roleCarried = (role) => !role.includes(",") && role === role.trim();
+
+// The Details and Actor role fields of a rule's or sink's form filled from
+// `filter`: if an entry or a role cannot be written there, the form notes what
+// it showed, and saving it unchanged is refused (`uncarried`), never the entry
+// dropped or the role split unsaid.
 function noteDetails(form, filter) {
-  const entries = detailEntries(filter.details_equals);
   delete form.dataset.detailShown;
-  if (entries.every(carried)) return;
-  form.dataset.detailShown = form.elements.detail.value;
+  delete form.dataset.rolesShown;
+  if (!detailEntries(filter.details_equals).every(carried)) {
+    form.dataset.detailShown = form.elements.detail.value;
+  }
+  if (!(filter.actor_roles || []).every(roleCarried)) {
+    form.dataset.rolesShown = form.elements.actor_roles.value;
+  }
 }
 
-// The refusal of a rule's or sink's form whose Details field still shows a
-// `details_equals` it cannot carry (see noteDetails); null if there is none.
+// The refusal of a rule's or sink's form whose Details or Actor role field
+// still shows a filter it cannot carry (see noteDetails); null if there is none.
 function uncarried(form) {
-  const shown = form.dataset.detailShown;
-  if (shown === undefined || form.elements.detail.value !== shown) return null;
-  const description = "an entry holds a comma, an = in its key or an edge space: it cannot be written"
-    + " here; change it with the API or sealtrail --detail, or type the entries anew";
-  return { message: description, fields: [{ field: "filter.detail", description }] };
+  const fields = [];
+  if (form.dataset.detailShown !== undefined && form.elements.detail.value === form.dataset.detailShown) {
+    fields.push({ field: "filter.detail", description: "an entry holds a comma, an = in its key or an edge"
+      + " space: it cannot be written here; change it with the API or sealtrail --detail, or type the"
+      + " entries anew" });
+  }
+  if (form.dataset.rolesShown !== undefined && form.elements.actor_roles.value === form.dataset.rolesShown) {
+    fields.push({ field: "filter.actor_roles", description: "a role holds a comma or an edge space: it"
+      + " cannot be written here; change it with the API or sealtrail --role, or type the roles anew" });
+  }
+  return fields.length ? { message: fields.map((one) => one.description).join("; "), fields } : null;
 }
 
 // "1 event", "2,001 events": the page's one way to put a count before a noun
@@ -709,7 +724,7 @@ function resetSinkForm() {
   const form = $("#sink-create");
   form.reset();
   clearMarks(form);
-  for (const key of ["id", "etag", "name", "kind", "kept", "detailShown"]) delete form.dataset[key];
+  for (const key of ["id", "etag", "name", "kind", "kept", "detailShown", "rolesShown"]) delete form.dataset[key];
   form.elements.kind.disabled = false;
   form.elements.secret.options[0].text = "keep the current one";
   for (const [name, words] of Object.entries(PLACEHOLDERS)) form.elements[name].placeholder = words;
@@ -1142,7 +1157,7 @@ function resetRuleForm() {
   const form = $("#rule-form");
   form.reset();
   clearMarks(form);
-  for (const key of ["id", "etag", "name", "detailShown"]) delete form.dataset[key];
+  for (const key of ["id", "etag", "name", "detailShown", "rolesShown"]) delete form.dataset[key];
   showSinkChoices([]);
   showKind(form);
   $("#rule-form-title").textContent = "New alert rule";
