@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 
+from sealtrail import AuditClient
 from sealtrail_server.app import check_secret_files
 from sealtrail_server.config import Settings
 from tests.conftest import ServerThread, token_id_of
@@ -467,6 +468,36 @@ def test_a_signed_in_persons_reads_say_on_whose_behalf(
     assert searched.status_code == 200
     [queried] = reads_of(sql, TENANT, token_id_of(sql, pasted)).values()
     assert "on_behalf_of" not in queried["details"]
+
+
+def test_a_pasted_token_named_as_a_sign_in_names_its_tokens_says_that_person(
+    browser: httpx.Client, server_of_console: ServerThread, sql: psycopg.Connection[Any]
+) -> None:
+    """The limit docs/console.md and ADR 0146 state: nothing the server keeps
+    of a token tells a sign-in's from one a tenant admin made (no row per
+    minted token outlives its code's exchange, a session's row is kept only
+    for a refresh token, the token's own row has its name, role and expiry),
+    so the console goes by its name: an admin's token named `bob@example.com
+    (console)`, pasted, says bob, as the admin could say with any token
+    (`x-sealtrail-on-behalf-of`). Its creation's record tells it apart: the
+    admin's token is its actor, with no `details.sign_in`."""
+    admin = AuditClient(server_of_console.target, token=server_of_console.token(TENANT))
+    with admin:
+        made = admin.create_token("reader", name="bob@example.com (console)")
+    bearer = {"Authorization": f"Bearer {made.secret}"}
+    assert browser.get("/api/events", params={"actions": "x.*"}, headers=bearer).status_code == 200
+    [queried] = reads_of(sql, TENANT, made.token.token_id).values()
+    assert queried["details"]["on_behalf_of"] == "bob@example.com"
+    [created] = [
+        row[0]
+        for row in sql.execute(
+            "SELECT record::jsonb FROM events WHERE tenant_id = %s"
+            " AND action = 'api_token.created' AND resource_id = %s",
+            [TENANT, made.token.token_id],
+        )
+    ]
+    assert "sign_in" not in created["details"]
+    assert created["actor"]["type"] == "api_key"
 
 
 # Signing in behind several server processes (ADR 0140, 2026-12-07): what a
