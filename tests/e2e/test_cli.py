@@ -2160,7 +2160,8 @@ def test_a_saved_checkpoint_is_checked_against_the_log_today_from_the_command_li
     )
     assert re.fullmatch(
         rf"CONSISTENT: the saved log of {size} events is a prefix of today's \d+"
-        r" \(sealtrail\.test/log/t-\w+\); signed by sealtrail\.test/log\n",
+        r" \(sealtrail\.test/log/t-\w+\): the latest checkpoint, signed"
+        r" \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(\d+s ago\) by sealtrail\.test/log\n",
         checked.stdout,
     ), checked.stdout
     of_bundle = run("sealtrail", "checkpoint", "--check", str(tmp_path / "b"), "--key", key,
@@ -2179,6 +2180,8 @@ def test_a_saved_checkpoint_is_checked_against_the_log_today_from_the_command_li
         f"FAILED: the log was rewritten since the saved checkpoint: its {size} events are not"
         " a prefix of today's "
     ), rewritten.stderr
+    # Which checkpoint of today's: the latest, when signed and how long ago.
+    assert re.search(r"\), the latest checkpoint, signed \S+Z \(\d+s ago\): ", rewritten.stderr)
 
     # Another log's (its origin a forger's text, shown escaped), or no key: refused.
     elsewhere = tmp_path / "elsewhere.txt"
@@ -2862,7 +2865,8 @@ def test_an_export_is_checked_with_a_later_checkpoint_against_one_log_today(
     lines = both.stdout.splitlines()
     today = re.fullmatch(
         rf"CONSISTENT: the saved log of {exported} events of {re.escape(str(kept))} is a"
-        r" prefix of today's (\d+) \(sealtrail\.test/log/t-\w+\); signed by sealtrail\.test/log",
+        r" prefix of today's (\d+) \(sealtrail\.test/log/t-\w+\): the latest checkpoint,"
+        r" signed \S+Z \(\d+s ago\) by sealtrail\.test/log",
         lines[0],
     )
     assert today is not None, both.stdout

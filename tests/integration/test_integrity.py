@@ -10,6 +10,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal
 
@@ -1304,8 +1305,42 @@ def test_a_saved_checkpoint_is_proven_a_prefix_of_the_log_today(logged: AuditCli
     grown = logged.check_checkpoint(saved, key=[VERIFIER.text()], fresh=True)
     assert grown.consistent and grown.reason is None
     assert (grown.saved_size, grown.latest_size) == (EVENTS, EVENTS + 25)
+    # Which checkpoint it was checked against: the one signed now, when the
+    # server signed it (its word: the signature covers no time).
+    signed_now = logged.get_checkpoint()
+    assert signed_now.tree_size == EVENTS + 25
+    assert grown.latest_issued_at == signed_now.issued_at.ToDatetime(UTC)
     assert grown.origin == parse_checkpoint(open_note(saved, [VERIFIER])[0]).origin
     assert grown.signed_by == [VERIFIER.text()]
+
+
+def test_checkpoint_check_names_the_checkpoint_of_today_it_checked_against(
+    logged: AuditClient, server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """`checkpoint --check` right after a record said "today's 40" of a log
+    of 41, and nothing of why: it checks against the latest checkpoint, up
+    to SEALTRAIL_CHECKPOINT_INTERVAL old. It says which (its size, when the
+    server signed it and how long ago); --fresh has one signed now."""
+    saved = tmp_path / "saved.txt"
+    saved.write_text(logged.get_checkpoint().note)
+    record_events(logged, 1, start=EVENTS)  # the latest checkpoint may not cover it yet
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    for fresh in ([], ["--fresh"]):
+        checked = CliRunner().invoke(
+            cli, ["checkpoint", "--check", str(saved), "--key", VERIFIER.text(), *fresh], env=env
+        )
+        assert checked.exit_code == 0, checked.output
+        said = re.fullmatch(
+            rf"CONSISTENT: the saved log of {EVENTS} events is a prefix of today's (\d+)"
+            rf" \(sealtrail\.test/log/{tenant}\): the latest checkpoint, signed"
+            r" (\S+) \((\d+)s ago\) by sealtrail\.test/log\n",
+            checked.stdout,
+        )
+        assert said is not None, checked.stdout
+        size, signed_at = int(said[1]), said[2]
+        assert size in ((EVENTS + 1,) if fresh else (EVENTS, EVENTS + 1))
+        used = logged.get_checkpoint(tree_size=size)  # the one checkpoint of that size
+        assert signed_at == f"{used.issued_at.ToDatetime(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def test_a_checkpoint_saved_before_the_log_was_rewritten_shows_the_rewrite(

@@ -9,7 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sealtrail._cli_spans import Seconds, Span, Wait
-from sealtrail._durations import span_parts, span_text
+from sealtrail._durations import age_text, span_parts, span_text
 
 # The parser's units in seconds, written out (a year is 365 days): the oracle.
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
@@ -127,3 +127,27 @@ def test_a_duration_is_written_in_ascii_digits_alone(typed: str) -> None:
             option.convert(typed, None, None)
         assert f"{typed!r} is not a duration like " in refused.value.message
         assert refused.value.message.endswith(": its digits must be 0-9"), refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [
+        (0, "0s ago"),
+        (0.9, "0s ago"),
+        (8.4, "8s ago"),
+        (119, "119s ago"),
+        (120, "2m ago"),
+        (7199, "119m ago"),
+        (7200, "2h ago"),
+        (172_799, "47h ago"),
+        (172_800, "2d ago"),
+        (-0.5, "0s ago"),  # within a second: the clocks' rounding
+        (-3, "3s ahead of this host's clock"),
+        (-300, "5m ahead of this host's clock"),
+    ],
+)
+def test_an_age_is_said_in_whole_units_and_a_time_ahead_as_such(seconds: float, shown: str) -> None:
+    """How long ago a checkpoint was signed (`checkpoint --check`), by this
+    host's clock: whole units, each up to twice the next; a time this host
+    has not reached is said so, not as a negative age."""
+    assert age_text(seconds) == shown

@@ -27,7 +27,7 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from sealtrail._arguments import checked_methods
-from sealtrail._checkpoint_check import CheckpointCheck, SavedCheckpoint
+from sealtrail._checkpoint_check import CheckpointCheck, SavedCheckpoint, issued_at_of
 from sealtrail._convert import (
     CATALOG_UPDATED,
     HOLD_PLACED,
@@ -709,8 +709,11 @@ class AsyncAuditClient:
         checkpoint.txt holds it) is a prefix of the log today: both
         checkpoints signed by `key` (verifier key text, or several for a log
         whose key was rotated), and the consistency proof between them
-        verified here. With `fresh`, today's checkpoint is signed now if the
-        log has grown. CheckpointError (OtherLogError for another tenant's
+        verified here. Today's is the latest checkpoint, signed up to
+        SEALTRAIL_CHECKPOINT_INTERVAL ago (its size, `latest_size`, may be
+        short of the events recorded since; when it was signed:
+        `latest_issued_at`); with `fresh`, one signed now if the log has
+        grown. CheckpointError (OtherLogError for another tenant's
         log) when it cannot be checked; a rewritten log is a result, with
         `consistent` False and its `reason`. One call for the client's
         total_timeout: its two RPCs (today's checkpoint, then the proof)
@@ -718,8 +721,8 @@ class AsyncAuditClient:
         check = SavedCheckpoint.open(saved, key)
         ends = None if self._total_timeout is None else self._clock() + self._total_timeout
         today = integrity_pb2.GetCheckpointRequest(fresh=fresh)
-        note = (await self._call(self._stub.GetCheckpoint, today, until=ends)).checkpoint.note
-        latest, signers = check.latest(note)
+        signed = (await self._call(self._stub.GetCheckpoint, today, until=ends)).checkpoint
+        latest, signers = check.latest(signed.note)
         proof: Sequence[bytes] = ()
         if check.needs_proof(latest):
             # Between the two sizes signed: new_size 0 would be whatever the
@@ -728,7 +731,7 @@ class AsyncAuditClient:
                 old_size=check.checkpoint.tree_size, new_size=latest.tree_size
             )
             proof = (await self._call(self._stub.GetConsistencyProof, between, until=ends)).proof
-        return check.verdict(latest, signers, proof)
+        return check.verdict(latest, signers, proof, issued_at=issued_at_of(signed))
 
     async def get_verifier_keys(self) -> list[integrity_pb2.VerifierKey]:
         """The keys that verify checkpoint signatures, the active one first."""

@@ -14,7 +14,9 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sealtrail._export import MANIFEST_SUFFIX
 from sealtrail._words import counted
@@ -27,6 +29,9 @@ from sealtrail.tlog import (
     parse_checkpoint,
     verify_consistency,
 )
+
+if TYPE_CHECKING:
+    from sealtrail.v1 import integrity_pb2
 
 # What a bundle keeps its checkpoint in (_bundle_format.CHECKPOINT), and the field
 # of an export's manifest (FILE.manifest.json) that holds one.
@@ -51,7 +56,11 @@ class CheckpointCheck:
     """What checking a saved checkpoint found. `consistent`: the log of
     `saved_size` events the saved checkpoint signs is a prefix of today's of
     `latest_size`; else `reason` says what failed. `signed_by`: the given
-    keys (verifier text) that signed today's checkpoint."""
+    keys (verifier text) that signed today's checkpoint. `latest_issued_at`:
+    when the server says it signed today's checkpoint (the latest, up to
+    SEALTRAIL_CHECKPOINT_INTERVAL old unless asked `fresh`: so its size may
+    be short of the events recorded since), None if it did not say; the
+    server's word, which no signature covers."""
 
     consistent: bool
     origin: str
@@ -59,6 +68,7 @@ class CheckpointCheck:
     latest_size: int
     signed_by: list[str]
     reason: str | None = None
+    latest_issued_at: datetime | None = None
 
 
 def verifiers_of(key: str | Sequence[str]) -> list[Verifier]:
@@ -131,9 +141,15 @@ class SavedCheckpoint:
         return 0 < self.checkpoint.tree_size < latest.tree_size
 
     def verdict(
-        self, latest: Checkpoint, signers: list[Verifier], proof: Sequence[bytes]
+        self,
+        latest: Checkpoint,
+        signers: list[Verifier],
+        proof: Sequence[bytes],
+        *,
+        issued_at: datetime | None = None,
     ) -> CheckpointCheck:
-        """Whether `proof` shows the saved log a prefix of `latest`'s."""
+        """Whether `proof` shows the saved log a prefix of `latest`'s, which
+        the server says it signed at `issued_at`."""
         saved = self.checkpoint
         reason: str | None = None
         if latest.tree_size < saved.tree_size:
@@ -157,7 +173,16 @@ class SavedCheckpoint:
             latest_size=latest.tree_size,
             signed_by=[signer.text() for signer in signers],
             reason=reason,
+            latest_issued_at=issued_at,
         )
+
+
+def issued_at_of(checkpoint: integrity_pb2.SignedCheckpoint) -> datetime | None:
+    """When the server says it signed `checkpoint` (UTC), None if it does
+    not say. Not a part of the signed note: a C2SP checkpoint holds no time."""
+    if not checkpoint.HasField("issued_at"):
+        return None
+    return checkpoint.issued_at.ToDatetime(UTC)
 
 
 def saved_checkpoint_text(path: Path) -> str:

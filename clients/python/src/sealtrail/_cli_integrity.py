@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -509,7 +509,12 @@ def verify_log(ctx: click.Context, check_views: bool) -> None:
 
 
 @click.command()
-@click.option("--fresh", is_flag=True, help="Sign a new checkpoint if the log has grown.")
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Sign a new checkpoint if the log has grown; with --check, check against it, not"
+    " the latest (signed up to the server's checkpoint interval, 10 s, ago).",
+)
 @click.option(
     "--check",
     "saved",
@@ -543,6 +548,7 @@ def checkpoint(
         CheckpointError,
         OtherLogError,
         SavedCheckpoint,
+        issued_at_of,
         saved_checkpoint_text,
     )
     from sealtrail._export_check import check_export, export_manifest
@@ -576,16 +582,17 @@ def checkpoint(
         # Then each against one checkpoint of the log today, so that their logs
         # are shown prefixes of one log, and so of each other.
         with _client(ctx) as client:
-            note = client.get_checkpoint(fresh=fresh).note
+            today = client.get_checkpoint(fresh=fresh)
             results = []
             for path, check in checks:
-                latest, signers = _of(path, named, check.latest, note)
+                latest, signers = _of(path, named, check.latest, today.note)
                 proof: Sequence[bytes] = ()
                 if check.needs_proof(latest):
                     proof = client.get_consistency_proof(
                         old_size=check.checkpoint.tree_size, new_size=latest.tree_size
                     ).proof
-                results.append((path, check.verdict(latest, signers, proof)))
+                verdict = check.verdict(latest, signers, proof, issued_at=issued_at_of(today))
+                results.append((path, verdict))
     except OtherLogError as error:  # which quotes the saved text, a forger's perhaps
         click.echo(f"refused: {terminal_safe(str(error))}", err=True)
         ctx.exit(2)
@@ -628,7 +635,7 @@ def _report_rewritten(result: CheckpointCheck, name: str | None) -> None:
     failed = (
         f"FAILED: the log was rewritten since the saved checkpoint{saved}: its"
         f" {_count(result.saved_size, 'event')} are not a prefix of today's"
-        f" {result.latest_size:,} ({terminal_safe(result.origin)})"
+        f" {result.latest_size:,} ({terminal_safe(result.origin)}), {_todays(result)}"
     )
     click.echo(detailed(failed, terminal_safe(result.reason or "")), err=True)
 
@@ -643,8 +650,26 @@ def _report_checked(result: CheckpointCheck, name: str | None) -> None:
     names = signer_names(result.signed_by)
     click.echo(
         f"CONSISTENT: the saved log of {_count(result.saved_size, 'event')}{of} is a prefix of"
-        f" today's {result.latest_size:,} ({origin}); signed by {terminal_safe(names)}"
+        f" today's {result.latest_size:,} ({origin}): {_todays(result, terminal_safe(names))}"
     )
+
+
+def _todays(result: CheckpointCheck, signers: str | None = None) -> str:
+    """Which checkpoint of today's log a saved one was checked against: the
+    latest, signed up to SEALTRAIL_CHECKPOINT_INTERVAL ago (--fresh: now), so
+    that a size short of the events just recorded is not a surprise; when,
+    by the server's word, and how long ago by this host's clock; and by
+    `signers` (names), if given."""
+    from sealtrail._durations import age_text
+
+    said = "the latest checkpoint"
+    signed = result.latest_issued_at
+    if signed is not None:  # else a server that does not say
+        age = age_text((datetime.now(UTC) - signed).total_seconds())
+        said += f", signed {signed:%Y-%m-%dT%H:%M:%SZ} ({age})"
+    if signers is not None:
+        said += f" by {signers}" if signed is not None else f", signed by {signers}"
+    return said
 
 
 # On the main command as this module loads, whether _cli imported it (as it

@@ -64,3 +64,24 @@ def span_text(seconds: int) -> str:
         if seconds % size == 0 and (seconds or size == 1):
             return f"{seconds // size}{name}"
     raise AssertionError("a second divides every whole number of seconds")
+
+
+# How an age is said (`age_text`): each unit up to twice the next, whole.
+_AGE_UNITS: Final = (("d", 86400), ("h", 3600), ("m", 60))
+
+
+def age_text(seconds: float) -> str:
+    """How long ago something was, by this host's clock, `seconds` before
+    now: `8s ago`, `119s ago`, `2m ago`, `47h ago`, `2d ago` (whole units,
+    each shown from twice its size, rounded down). A time this host has
+    not reached (its clock behind the other's) by a second or more is
+    said so, `3s ahead of this host's clock`; within a second it is `0s
+    ago`, the clocks' rounding."""
+    ahead = seconds <= -1
+    whole = int(abs(seconds)) if ahead else max(0, int(seconds))
+    amount = f"{whole}s"
+    for name, size in _AGE_UNITS:
+        if whole >= 2 * size:
+            amount = f"{whole // size}{name}"
+            break
+    return f"{amount} ahead of this host's clock" if ahead else f"{amount} ago"
