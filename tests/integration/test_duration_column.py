@@ -21,7 +21,8 @@ from sealtrail_server.store.counts import count_statement, duration_unread_state
 from sealtrail_server.store.credential_backfill import DURATIONS, backfill_batch
 from sealtrail_server.store.events import DURATION_UNREAD
 from tests.conftest import database_of_its_own, migrate_database
-from tests.integration.test_actor_prefix_filter import run_documented_recipe
+from tests.integration.test_actor_prefix_filter import documented_recipe, run_documented_recipe
+from tests.integration.test_index_swaps import refused_as_invalid
 
 # What a row's column holds beside what its record says.
 _BOTH = (
@@ -222,3 +223,29 @@ def test_the_index_built_beforehand_as_documented_is_taken_by_migration_0064(
         " WHERE inhparent = 'events_duration_unread'::regclass)"
     ).fetchone()
     assert after is not None and after[0] > partitions[0] and after[1] == after[0]
+
+
+def test_an_unfinished_build_beforehand_is_refused_by_migration_0064(
+    before_0064: tuple[str, psycopg.Connection[Any]],
+) -> None:
+    """docs/database.md's column and first index statement alone (`ON ONLY
+    events`: the parent's index, invalid until every partition's is
+    attached), then the upgrade: taken as made, it served no partition, and
+    each measured count's probe and backfill batch read the whole table.
+    The start is refused naming it, as 0060 and 0061 refuse theirs, 0064
+    unapplied; dropped, the next start builds it."""
+    url, conn = before_0064
+    conn.execute("DROP INDEX events_duration_unread")
+    conn.execute("ALTER TABLE events DROP COLUMN duration_ms")
+    conn.execute("DELETE FROM schema_migrations WHERE version = 64")
+    for statement in documented_recipe("### The duration column")[:2]:
+        conn.execute(statement)
+    refused_as_invalid(url, "events_duration_unread")
+    assert not conn.execute("SELECT FROM schema_migrations WHERE version = 64").fetchone()
+    conn.execute("DROP INDEX events_duration_unread")
+    migrate_database(url, out_of_order=True)
+    assert conn.execute(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'events_duration_unread'::regclass"
+    ).fetchone() == (True,)
+    assert _unread(conn) == 6
+    assert _measured(conn, records=True) == MEASURED

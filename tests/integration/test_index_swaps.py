@@ -58,7 +58,7 @@ def _applied(conn: psycopg.Connection[Any]) -> set[int]:
     return {version for (version,) in rows}
 
 
-def _refused(url: str, index: str) -> None:
+def refused_as_invalid(url: str, index: str) -> None:
     """The start refused, naming `index` and what to do, in the one line a
     start says of a database error (its primary message alone)."""
     with pytest.raises(psycopg.errors.RaiseException) as refused:
@@ -86,7 +86,7 @@ def test_an_unfinished_build_beforehand_is_refused_by_0060_the_old_index_kept(
         conn.execute("DROP INDEX events_credential_covering")
         conn.execute("DELETE FROM schema_migrations WHERE version = 60")
         conn.execute(documented_recipe("Migration 0060 (ADR 0144)")[0])
-        _refused(url, "events_credential_covering")
+        refused_as_invalid(url, "events_credential_covering")
         assert _definition(conn, "events_credential_id") == _CREDENTIAL_BEFORE
         assert 60 not in _applied(conn) and 62 not in _applied(conn)
         conn.execute("DROP INDEX events_credential_covering")
@@ -109,7 +109,7 @@ def test_an_invalid_index_is_refused_by_the_swap_the_old_one_kept(
         as_before_0062(conn)
         conn.execute("DROP INDEX events_action_covering")
         conn.execute(documented_recipe("Migration 0061")[0])
-        _refused(url, "events_action_covering")
+        refused_as_invalid(url, "events_action_covering")
         assert _definition(conn, "events_action") == _ACTION_BEFORE
         assert _definition(conn, "events_credential_id") == _CREDENTIAL_BEFORE
         assert _oid(conn, "events_credential_covering") is not None

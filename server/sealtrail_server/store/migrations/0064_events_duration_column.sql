@@ -16,7 +16,23 @@
 -- record only of a row whose column is NULL (an event without a duration).
 -- Built over an existing log it takes an entry for each row with a
 -- duration, while appends wait (ADR 0050); docs/database.md says how to
--- build it beforehand.
+-- build it beforehand. One found invalid (indisvalid false, of its own or a
+-- partition's: a build beforehand that failed, or whose partitions are not
+-- all attached) is refused, before anything is changed, as 0060 and 0061
+-- refuse theirs: taken as made, the planner could use it for no partition,
+-- and each measured count's probe for rows to read off their records, and
+-- each batch of the backfill, would read the whole table instead.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_index AS x
+                WHERE x.indexrelid = to_regclass('events_duration_unread') AND NOT x.indisvalid
+               UNION ALL
+               SELECT FROM pg_inherits AS i JOIN pg_index AS x ON x.indexrelid = i.inhrelid
+                WHERE i.inhparent = to_regclass('events_duration_unread') AND NOT x.indisvalid) THEN
+        RAISE EXCEPTION 'sealtrail: index events_duration_unread is invalid (a build beforehand failed or was not finished): drop it or finish it as docs/database.md says';
+    END IF;
+END
+$$;
 ALTER TABLE events ADD COLUMN IF NOT EXISTS duration_ms float8;
 CREATE INDEX IF NOT EXISTS events_duration_unread ON events (tenant_id, seq)
     WHERE duration_ms IS NULL AND ((record::json -> 'context') -> 'duration_ms') IS NOT NULL;
