@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 import click
 
 from sealtrail._durations import not_a_span, span_parts
+from sealtrail._erased_by import OPERATOR_PREFIX
 from sealtrail._terminal import terminal_safe
 
 from . import __version__
@@ -65,7 +66,7 @@ TELEMETRY_SHUTDOWN_SECONDS = 3.0
 LEFT_TASKS_SECONDS = 10.0
 # Who runs an operator command, as its records in the tenants' logs name them.
 OPERATOR_SETTING: Final = "SEALTRAIL_OPERATOR"
-_OPERATOR_PREFIX: Final = "sealtrail-server:"
+_OPERATOR_PREFIX: Final = OPERATOR_PREFIX  # as verify-erasure and tenant erasures read it
 _MAX_OPERATOR: Final = MAX_ID - len(_OPERATOR_PREFIX)
 # pg_advisory_lock key of the development token's issue ("sealtdev" in ASCII).
 _DEV_TOKEN_LOCK = 0x7365616C74646576
@@ -1070,9 +1071,10 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
         click.echo(json.dumps(rows, indent=2))
     elif not rows and unreadable:
         # Not "every tenant's": those whose files could not be read are unchecked.
-        click.echo("every other tenant's log extends what this key signed of it", err=True)
+        # On stdout, as every listing with nothing to list says so.
+        click.echo("every other tenant's log extends what this key signed of it")
     elif not rows:
-        click.echo("every tenant's log extends what this key signed of it", err=True)
+        click.echo("every tenant's log extends what this key signed of it")
     else:
         header = ["TENANT", "SIGNED", "LOG", "LOST", "SIGNED ROOT"]
         cells = [

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import click
 
+from sealtrail._erased_by import erased_by_said
 from sealtrail._terminal import terminal_safe
 from sealtrail._words import counted
 
 from .cli import (
-    _OPERATOR_PREFIX,
     _data_dir_option,
     _database,
     _database_url_option,
@@ -30,7 +30,7 @@ from .cli import (
 )
 from .domain.access import valid_tenant_id
 from .domain.errors import InvalidArgument
-from .domain.event import ChangeDraft, parse_uuid
+from .domain.event import ChangeDraft
 from .domain.retention import MAX_DAYS, RetentionLimits, validate_hold_reason
 
 # What the commands work with (psycopg, protobuf, cryptography) each command
@@ -112,6 +112,13 @@ def tenant_list(erased: bool, output: str, data_dir: Path | None, database_url: 
     rows = asyncio.run(run())
     if output == "json":
         click.echo(json.dumps([_tenant_json(row) for row in rows], indent=2))
+        return
+    if not rows:  # not a header alone: an operator cannot tell that from a listing that failed
+        click.echo(
+            "no tenants: none has a log, and none was erased"
+            if erased
+            else "no tenants: no tenant has a log"
+        )
         return
     header = ["TENANT", "EVENTS", "CHECKPOINT", "SIGNED", "HOLD", "RETENTION", "LIMIT"]
     cells = [_tenant_cells(row) for row in rows]
@@ -238,20 +245,6 @@ def tenant_erase(
     else:
         click.echo(f"erased tenant {tenant_id!r} ({events}); keep this receipt:", err=True)
     click.echo(json_format.MessageToJson(receipt_message(receipt), indent=2))
-
-
-def erased_by_said(erased_by: str) -> str:
-    """Who erased a tenant, as a receipt's `erased_by` (the API's
-    `erased_by_token_id`) holds it, labelled: `token ID` for an erasure by
-    the API, `operator NAME` for `tenant erase`'s (it holds
-    `sealtrail-server:NAME` there, which is no token's id: the signed receipt
-    keeps it so, docs/integrity.md), else as it is (a row written behind the
-    service). Made safe for a terminal."""
-    if erased_by.startswith(_OPERATOR_PREFIX):
-        return f"operator {terminal_safe(erased_by.removeprefix(_OPERATOR_PREFIX))}"
-    if parse_uuid(erased_by) is not None:
-        return f"token {erased_by}"
-    return terminal_safe(erased_by)
 
 
 async def _refuse_unless_owner(urls: _Urls, command: str) -> None:

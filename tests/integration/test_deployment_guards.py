@@ -29,7 +29,7 @@ from sealtrail.v1 import event_pb2
 from sealtrail_server import cli
 from sealtrail_server.integrity.keys import generate_signer_key
 from tests.clock import Clock
-from tests.conftest import REDACTION_SECRET, SIGNING_KEY, ServerThread
+from tests.conftest import REDACTION_SECRET, SIGNING_KEY, ServerThread, database_of_its_own
 from tests.tenant_rows import rows_of
 
 MIN_DAYS = 30
@@ -390,6 +390,23 @@ def test_the_operator_lists_every_tenant_with_its_log_hold_and_retention(
     starts = [header.index(name) for name in ("HOLD", "RETENTION", "LIMIT", "ERASED")]
     for line in lines:
         assert all(line[at - 1] == " " and line[at] != " " for at in starts), line
+
+
+def test_tenant_list_with_no_tenant_says_so_in_a_line_and_in_json_an_empty_array(
+    migrated_database_url: str,
+) -> None:
+    """`tenant list` of a database with no tenant printed its header alone,
+    which an operator could not tell from a listing that failed to show its
+    rows; `tenant erasures` and `sink list` say theirs in a line."""
+    with database_of_its_own(migrated_database_url, "no_tenants") as own:
+        listed = operator(own, "tenant", "list")
+        with_erased = operator(own, "tenant", "list", "--erased")
+        as_json = operator(own, "tenant", "list", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout == "no tenants: no tenant has a log\n"
+    assert with_erased.exit_code == 0, with_erased.output
+    assert with_erased.stdout == "no tenants: none has a log, and none was erased\n"
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == []
 
 
 def test_tenant_list_shows_a_tenant_both_live_and_erased_as_two_rows(

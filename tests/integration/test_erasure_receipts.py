@@ -363,6 +363,8 @@ def test_sealtrail_verify_erasure_checks_a_saved_receipt(
     verified = CliRunner().invoke(cli, ["verify-erasure", str(saved), "--key", KEY])
     assert verified.exit_code == 0, verified.output
     assert verified.stdout.startswith(f"OK: tenant {tenant} was erased at ")
+    # Labelled as `sealtrail-server tenant erasures` labels it: a token's id.
+    assert f" by token {receipt.erased_by_token_id} (5 events, root " in verified.stdout
     assert f"(5 events, root {base64.b64encode(receipt.final_root_hash).decode()})" in (
         verified.stdout
     )
@@ -373,6 +375,45 @@ def test_sealtrail_verify_erasure_checks_a_saved_receipt(
     )
     assert refused.exit_code == 1
     assert refused.stderr.startswith("FAILED: ") and "erased_by" in refused.stderr
+
+
+def test_sealtrail_verify_erasure_names_an_operators_erasure_as_tenant_erasures_does(
+    server: ServerThread, tenant: str, migrated_database_url: str
+) -> None:
+    """An operator's erasure (`sealtrail-server tenant erase`) keeps
+    `sealtrail-server:NAME` where a token's id would be: verify-erasure
+    printed it bare, `by sealtrail-server:NAME`, where `tenant erasures`
+    says `by operator NAME`."""
+    logged_tenant(server, tenant)
+    erased = run_operator(
+        migrated_database_url, "tenant", "erase", tenant, "--confirm", tenant,
+        env={"SEALTRAIL_OPERATOR": "alice"},
+    )  # fmt: skip
+    assert erased.exit_code == 0, erased.output
+    verified = CliRunner().invoke(cli, ["verify-erasure", "-", "--key", KEY], input=erased.stdout)
+    assert verified.exit_code == 0, verified.output
+    assert " by operator alice (5 events, root " in verified.stdout, verified.stdout
+    assert "sealtrail-server:" not in verified.stdout
+    listed = run_operator(migrated_database_url, "tenant", "erasures")
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(f"{tenant} "))
+    assert "  by operator alice  " in line
+
+
+def test_tenant_erase_of_a_tenant_erased_already_says_so_once(
+    server: ServerThread, tenant: str, migrated_database_url: str
+) -> None:
+    """The erasure logged `tenant ... was erased already; answering its
+    receipt` at INFO, on the command's stderr, before the command said the
+    same in its own sentence: said once, by the command."""
+    receipt = erased(server, tenant)
+    again = run_operator(migrated_database_url, "tenant", "erase", tenant, "--confirm", tenant)
+    assert again.exit_code == 0, again.output
+    assert again.stderr.count("erased already") == 1, again.stderr
+    assert again.stderr == (
+        f"tenant {tenant!r} was erased already, at"
+        f" {receipt.erase_time.ToDatetime(UTC):%Y-%m-%dT%H:%M:%SZ} by token"
+        f" {receipt.erased_by_token_id} (5 events); this command erased nothing. Its receipt:\n"
+    )
 
 
 def test_sealtrail_verify_erasure_refuses_a_file_that_is_no_text(tmp_path: Path) -> None:

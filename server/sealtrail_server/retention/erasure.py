@@ -184,7 +184,8 @@ class Eraser:
                 await lock_subject(conn, tenant_id, RETENTION_SUBJECT)
                 await lock_subject(conn, tenant_id, ERASURE_SUBJECT)
             if earlier := await _kept_receipt(conn, tenant_id):  # by a call before this one
-                log.info("tenant %s was erased already; answering its receipt", tenant_id)
+                if not by_operator:  # `tenant erase` says it in its own sentence, on stderr
+                    log.info("tenant %s was erased already; answering its receipt", tenant_id)
                 checked = await self._checked(earlier)
                 # Kept as released, should the call that signed it have failed to.
                 await self._keep_released(checked)

@@ -286,6 +286,7 @@ def verify_erasure(receipt: TextIO, keys: tuple[str, ...]) -> None:
     --key, and that its fields are what is signed. Exits 0 when verified, 1
     when not (unsigned, signed by no given key, a signature that does not
     verify, or fields edited since it was signed)."""
+    from sealtrail._erased_by import erased_by_said
     from sealtrail._erasure_check import ErasureReceiptError, verify_erasure_receipt
     from sealtrail.tlog import receipt_time
 
@@ -307,7 +308,10 @@ def verify_erasure(receipt: TextIO, keys: tuple[str, ...]) -> None:
     click.echo(
         terminal_safe(
             f"OK: tenant {check.tenant_id} was erased at {receipt_time(check.erased_at)} by"
-            f" {check.erased_by} ({counted(check.final_tree_size, 'event')}, root {root})"
+            # Labelled as `sealtrail-server tenant erasures` says it: `token ID`,
+            # or `operator NAME` for the `sealtrail-server:NAME` of its erasure.
+            f" {erased_by_said(check.erased_by)} ({counted(check.final_tree_size, 'event')},"
+            f" root {root})"
             f" from the log {check.origin}; receipt signed by {', '.join(check.signed_by)}"
         )
     )
