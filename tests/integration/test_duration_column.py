@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from psycopg import sql
 
 from sealtrail import AuditClient, build_event
 from sealtrail_server.backfill.credentials import CredentialBackfill
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.store.counts import count_statement, duration_unread_statement
 from sealtrail_server.store.credential_backfill import DURATIONS, backfill_batch
-from sealtrail_server.store.events import DURATION_UNREAD
+from sealtrail_server.store.events import DURATION_UNREAD, filter_conditions
 from tests.conftest import database_of_its_own, migrate_database
 from tests.integration.test_actor_prefix_filter import documented_recipe, run_documented_recipe
 from tests.integration.test_index_swaps import refused_as_invalid
@@ -249,3 +254,99 @@ def test_an_unfinished_build_beforehand_is_refused_by_migration_0064(
     ).fetchone() == (True,)
     assert _unread(conn) == 6
     assert _measured(conn, records=True) == MEASURED
+
+
+def _counted(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any], ...], float]:
+    """Each of a counter's series (its attributes, sorted) and its value."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        tuple(sorted((point.attributes or {}).items())): point.value  # type: ignore[union-attr]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    }
+
+
+def test_a_record_whose_duration_will_not_convert_does_not_stop_the_backfill(
+    before_0064: tuple[str, psycopg.Connection[Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rows no API call could write (validate_event wants a finite number),
+    written straight into the database: a `null` duration, a text one and a
+    number past a double's range, among rows with durations. The null and the
+    text are no unread duration (the index takes a JSON number alone); the
+    number too large is skipped, said once and counted, not failing its
+    batch: the rows around it are written, and a run after it writes nothing
+    and says nothing of it again."""
+    url, conn = before_0064
+    bad = {9: "null", 10: '"abc"', 12: "1e400"}
+    for seq in range(9, 14):
+        duration = bad.get(seq, str(seq))
+        record = f'{{"action": "api.read", "context": {{"duration_ms": {duration}}}}}'
+        at = conn.execute("SELECT now()").fetchone()
+        assert at is not None
+        conn.execute(_INSERT, ["t1", seq, at[0], at[0], "api.read", record])
+    assert _unread(conn) == 6 + 3  # ROWS' six, 11, 12 and 13
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("test")
+    backfill = CredentialBackfill(url, pause=0, batch_rows=10, meter=meter)
+    with caplog.at_level(logging.INFO, logger="sealtrail_server.backfill.credentials"):
+        run = asyncio.run(backfill.run_once())
+        assert run is not None and (run.written, run.left) == (6 + 2, False)
+        again = asyncio.run(backfill.run_once())
+        assert again is not None and (again.written, again.left) == (0, False)
+    durations = dict(conn.execute("SELECT seq, duration_ms FROM events WHERE seq > 8").fetchall())
+    assert durations == {9: None, 10: None, 11: 11.0, 12: None, 13: 13.0}
+    assert _unread(conn) == 1  # 1e400's, left as it is
+    said = [r.getMessage() for r in caplog.records if "will not convert" in r.getMessage()]
+    assert len(said) == 1 and "t1" in said[0] and "12" in said[0], said
+    assert not any("failed" in r.getMessage() for r in caplog.records)
+    assert _counted(reader, "sealtrail.backfill.durations.unconvertible") == {(): 1}
+    assert _counted(reader, "sealtrail.backfill.durations.rows") == {(): 8}
+
+
+def test_the_min_duration_filter_reads_the_column_and_the_records_of_rows_unread(
+    before_0064: tuple[str, psycopg.Connection[Any]],
+) -> None:
+    """The `min_duration_ms` filter over rows the backfill wrote and rows it
+    has not, mixed: the same rows as the records say. The column is what is
+    read of a written row: one inserted with a column saying 50 and a record
+    saying 5 (no appender writes such a row: here so that which is read
+    shows) is selected by 25."""
+    url, conn = before_0064
+
+    async def one_batch() -> Any:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as owner:
+            return await backfill_batch(
+                owner, "t1", after=-1, rows=4, lock_timeout="200ms", columns=DURATIONS
+            )
+
+    asyncio.run(one_batch())  # seqs 1, 2, 4, 5 written; 6 and 8 unread
+    assert _unread(conn) == 2
+    conn.execute(
+        _INSERT.replace("credential_kind)", "credential_kind, duration_ms)").replace(
+            "'')", "'', 50)"
+        ),
+        [
+            "t1",
+            9,
+            datetime.now(UTC),
+            datetime.now(UTC),
+            "api.read",
+            '{"context": {"duration_ms": 5}}',
+        ],
+    )
+
+    def selected(least: float) -> list[int]:
+        conditions, params = filter_conditions("t1", EventFilter(min_duration_ms=least))
+        statement = sql.SQL("SELECT seq FROM events WHERE {} ORDER BY seq").format(
+            sql.SQL(" AND ").join(conditions)
+        )
+        return [row[0] for row in conn.execute(statement, params).fetchall()]
+
+    assert selected(12.5) == [2, 4, 5, 6, 8, 9]
+    assert selected(40) == [5, 6, 8, 9]
+    assert selected(300.25) == [5]
+    assert selected(0) == [1, 2, 4, 5, 6, 8, 9]

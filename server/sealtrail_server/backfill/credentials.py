@@ -17,7 +17,14 @@ appender's writes are not starved. A tenant an erasure holds is skipped (its
 rows are going); a batch that waited out its lock (a purge's batch holds
 the rows) is tried again at the next look. Restartable: what is written is
 written for good, and a run starts again from what is still NULL. Once none
-is, it looks again hourly (an older release's process may still append)."""
+is, it looks again hourly (an older release's process may still append).
+
+A duration no double holds (`1e400` in a record written straight into the
+database: no API call writes one) fails its batch's one UPDATE: that batch
+is written a row at a time, the row left unwritten (its record read by the
+counts as before), said once at WARNING and counted
+(`sealtrail.backfill.durations.unconvertible`), and passed over by this
+process's later batches; it leaves nothing for the next look to do."""
 
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ from ..store.credential_backfill import (
     CREDENTIALS,
     DURATIONS,
     Backfilled,
+    Batch,
     any_unread,
     backfill_batch,
     next_tenant,
@@ -61,6 +69,11 @@ FIRST_LOOK_AFTER: Final = 60.0
 # found the job held by another process.
 LOOK_AGAIN: Final = 3600.0
 LOOK_AGAIN_BUSY: Final = 300.0
+# The failures metric's attribute naming the pass that failed: the
+# credentials', the durations', or the job's own (its session and lock).
+PASS: Final = "sealtrail.backfill.pass"
+JOB: Final = "job"
+PASSES: Final = (JOB, CREDENTIALS.pass_name, DURATIONS.pass_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +118,24 @@ class CredentialBackfill:
             description="Events whose duration_ms column this process's backfill wrote"
             " from their records.",
         )
+        self._unconvertible_rows = meter.create_counter(
+            "sealtrail.backfill.durations.unconvertible",
+            unit="{event}",
+            description="Events whose record's duration no double holds, left unwritten by"
+            " this process's backfill (each logged once).",
+        )
+        self._unconvertible_rows.add(0)
         self._faults = meter.create_counter(
             "sealtrail.backfill.credentials.failures",
             unit="{failure}",
-            description="Backfill runs and batches that failed (each logged).",
+            description="Backfill runs and batches that failed (each logged), by pass.",
         )
-        self._faults.add(0)
+        for pass_name in PASSES:
+            self._faults.add(0, {PASS: pass_name})
+        # The pass a run is in (for a run's failure), and the rows found
+        # unconvertible, by tenant: skipped by later batches, said once.
+        self._pass = JOB
+        self._unconvertible: dict[str, set[int]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sealtrail-credential-backfill")
@@ -123,20 +148,26 @@ class CredentialBackfill:
         await asyncio.sleep(self._first_look_after)
         while True:
             again = LOOK_AGAIN_BUSY
+            self._pass = JOB
             try:
                 run = await self.run_once()
                 if run is not None and not run.left:
                     again = LOOK_AGAIN
             except (psycopg.Error, OSError) as error:
-                self._faults.add(1)
+                self._faults.add(1, {PASS: self._pass})
                 log.warning(
-                    "credential backfill: a run failed (%s); trying again in %.0f s",
+                    "credential backfill: a run failed in its %s pass (%s); trying again in %.0f s",
+                    self._pass,
                     named(error),
                     again,
                 )
             except Exception:  # the job must outlive any one run
-                self._faults.add(1)
-                log.exception("credential backfill: a run failed; trying again in %.0f s", again)
+                self._faults.add(1, {PASS: self._pass})
+                log.exception(
+                    "credential backfill: a run failed in its %s pass; trying again in %.0f s",
+                    self._pass,
+                    again,
+                )
             await asyncio.sleep(again)
 
     async def run_once(self) -> Run | None:
@@ -152,6 +183,7 @@ class CredentialBackfill:
         0149): both written by the one job, under its one lock."""
         written, left = 0, False
         for columns, counter in ((CREDENTIALS, self._written), (DURATIONS, self._durations)):
+            self._pass = columns.pass_name
             run = await self._run_columns(conn, columns, counter)
             written += run.written
             left = left or run.left
@@ -168,12 +200,12 @@ class CredentialBackfill:
             n, done = await self._tenant(conn, tenant, columns, counter)
             written += n
             skipped = skipped or not done
-        left = skipped or await any_unread(conn, columns)
+        known = [(t, seq) for t, seqs in self._unconvertible.items() for seq in seqs]
+        left = skipped or await any_unread(conn, columns, frozenset(known))
         if written:
             log.info(
-                "credential backfill: wrote the %s columns of %d events from their"
-                " records in %.1f s%s",
-                columns.name,
+                "credential backfill: wrote the %s of %d events from their records in %.1f s%s",
+                columns.said,
                 written,
                 loop.time() - started,
                 "; some are left for the next run" if left else "; none is left",
@@ -193,14 +225,7 @@ class CredentialBackfill:
         written, after = 0, -1
         while True:
             try:
-                batch = await backfill_batch(
-                    conn,
-                    tenant_id,
-                    after=after,
-                    rows=self._batch_rows,
-                    lock_timeout=self._lock_timeout,
-                    columns=columns,
-                )
+                batch = await self._batch(conn, tenant_id, after, columns)
             except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as error:
                 log.info(
                     "credential backfill: %s's rows are held (%s); left for the next run",
@@ -211,9 +236,11 @@ class CredentialBackfill:
             except psycopg.Error as error:
                 if conn.broken:
                     raise
-                self._faults.add(1)
+                self._faults.add(1, {PASS: columns.pass_name})
                 log.warning(
-                    "credential backfill: a batch of %s failed (%s); left for the next run",
+                    "credential backfill: %s pass: a batch of %s failed (%s); left for the"
+                    " next run",
+                    columns.pass_name,
                     tenant_id,
                     named(error),
                 )
@@ -225,8 +252,46 @@ class CredentialBackfill:
                 return written, True
             written += batch.written
             counter.add(batch.written)
+            self._set_aside(tenant_id, batch.unconvertible)
             after = batch.last_seq
             await asyncio.sleep(self._pause)
+
+    async def _batch(
+        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, after: int, columns: Backfilled
+    ) -> Batch | None:
+        """The tenant's next batch past `after`, the rows found unconvertible
+        before passed over; if a row's value will not convert (the batch's one
+        UPDATE fails on it), the same batch written a row at a time."""
+        for singly in (False, True):
+            try:
+                return await backfill_batch(
+                    conn,
+                    tenant_id,
+                    after=after,
+                    rows=self._batch_rows,
+                    lock_timeout=self._lock_timeout,
+                    columns=columns,
+                    skip=self._unconvertible.get(tenant_id, ()),
+                    singly=singly,
+                )
+            except psycopg.DataError:
+                if conn.broken or singly:
+                    raise
+        raise AssertionError("unreachable: the second try returns or raises")
+
+    def _set_aside(self, tenant_id: str, seqs: tuple[int, ...]) -> None:
+        """Rows whose value will not convert: said once, counted, and passed
+        over by this process's later batches."""
+        for seq in seqs:
+            log.warning(
+                "credential backfill: the duration of %s's event %d will not convert to a"
+                " double (its record, written straight into the database, holds a number"
+                " no double holds); left unwritten, its record read instead",
+                tenant_id,
+                seq,
+            )
+            self._unconvertible_rows.add(1)
+            self._unconvertible.setdefault(tenant_id, set()).add(seq)
 
     def _job(self) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any] | None]:
         """The owner's connection holding the job's lock, or None if another

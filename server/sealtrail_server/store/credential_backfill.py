@@ -7,6 +7,7 @@ other role holds UPDATE on events."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,6 +28,10 @@ class Backfilled:
     unread: str
     read: str
     assign: str
+    # What a run's log line says it wrote, and the pass's name on the
+    # failures metric (`sealtrail.backfill.pass`, docs/metrics.md).
+    said: str
+    pass_name: str
 
 
 # The credential columns (migration 0059, events_credential_unread): the
@@ -37,14 +42,21 @@ CREDENTIALS: Final = Backfilled(
     read=RECORD_CREDENTIAL + " AS c",
     assign="credential_kind = coalesce(b.c ->> 'kind', ''), credential_id = b.c ->> 'id',"
     " credential_hint = b.c ->> 'hint'",
+    said="credential columns",
+    pass_name="credentials",
 )
 # The duration (migration 0064, events_duration_unread), of the rows whose
-# record has one.
+# record has one (a JSON number). A number no double holds (`1e400`: no API
+# call writes one, validate_event wants a finite number under a day; a row
+# written straight into the database could) fails its cast: the batch is
+# then written a row at a time, that row left unwritten (`unconvertible`).
 DURATIONS: Final = Backfilled(
     name="duration",
     unread=DURATION_UNREAD,
     read="(" + RECORD_DURATION_MS + ")::float8 AS d",
     assign="duration_ms = b.d",
+    said="duration column",
+    pass_name="durations",
 )
 
 # The next tenant (in the order of its index, after the one given) with a row whose
@@ -53,15 +65,17 @@ DURATIONS: Final = Backfilled(
 _NEXT_TENANT: Final = (
     "SELECT tenant_id FROM events WHERE {unread} AND tenant_id > %s ORDER BY tenant_id LIMIT 1"
 )
-_ANY_UNREAD: Final = "SELECT EXISTS (SELECT FROM events WHERE {unread})"
+# Up to so many unread rows of any tenant (`any_unread`).
+_SOME_UNREAD: Final = "SELECT tenant_id, seq FROM events WHERE {unread} LIMIT %s"
 # One batch of a tenant's unread rows past a seq, in seq order (on the unread
 # index), each given what its record says, as the appender writes it. A row
-# the purge or an erasure removed meanwhile is skipped, not updated.
+# the purge or an erasure removed meanwhile is skipped, not updated; so is
+# one of `skip` (found unconvertible before).
 _BATCH: Final = (
     "UPDATE events AS e SET {assign}"
     " FROM (SELECT seq, received_at, {read} FROM events"
     " WHERE tenant_id = %(tenant)s AND {unread} AND seq > %(after)s"
-    " ORDER BY seq LIMIT %(rows)s) AS b"
+    " AND seq <> ALL(%(skip)s::bigint[]) ORDER BY seq LIMIT %(rows)s) AS b"
     " WHERE e.tenant_id = %(tenant)s AND e.seq = b.seq AND e.received_at = b.received_at"
     " AND {unread}"  # of e: b has none of its columns
     " RETURNING e.seq"
@@ -70,7 +84,13 @@ _BATCH: Final = (
 # (a row it skipped as removed meanwhile is not read again).
 _READ_UP_TO: Final = (
     "SELECT max(seq) FROM (SELECT seq FROM events WHERE tenant_id = %(tenant)s"
-    " AND {unread} AND seq > %(after)s ORDER BY seq LIMIT %(rows)s) AS b"
+    " AND {unread} AND seq > %(after)s AND seq <> ALL(%(skip)s::bigint[])"
+    " ORDER BY seq LIMIT %(rows)s) AS b"
+)
+# The seqs of such a batch, for writing it a row at a time.
+_SEQS: Final = (
+    "SELECT seq FROM events WHERE tenant_id = %(tenant)s AND {unread} AND seq > %(after)s"
+    " AND seq <> ALL(%(skip)s::bigint[]) ORDER BY seq LIMIT %(rows)s"
 )
 
 
@@ -83,11 +103,14 @@ def _statement(template: str, columns: Backfilled) -> sql.Composed:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """One batch of a tenant: how many rows it wrote, and the last seq it
-    read (None: the tenant had none left past `after`)."""
+    """One batch of a tenant: how many rows it wrote, the last seq it read
+    (None: the tenant had none left past `after`), and the seqs of the rows
+    it read whose record's value would not convert (a batch written a row at
+    a time), left unwritten."""
 
     written: int
     last_seq: int | None
+    unconvertible: tuple[int, ...] = ()
 
 
 async def next_tenant(
@@ -100,11 +123,15 @@ async def next_tenant(
     return None if row is None else str(row[0])
 
 
-async def any_unread(conn: psycopg.AsyncConnection[Any], columns: Backfilled = CREDENTIALS) -> bool:
-    """Whether any row of any tenant has its `columns` unread."""
-    cursor = await conn.execute(_statement(_ANY_UNREAD, columns))
-    row = await cursor.fetchone()
-    return bool(row and row[0])
+async def any_unread(
+    conn: psycopg.AsyncConnection[Any],
+    columns: Backfilled = CREDENTIALS,
+    known: Collection[tuple[str, int]] = (),
+) -> bool:
+    """Whether any row of any tenant has its `columns` unread, other than
+    those `known` (tenant, seq: found unconvertible, left as they are)."""
+    cursor = await conn.execute(_statement(_SOME_UNREAD, columns), [len(known) + 1])
+    return any((str(tenant), int(seq)) not in known for tenant, seq in await cursor.fetchall())
 
 
 async def backfill_batch(
@@ -115,12 +142,17 @@ async def backfill_batch(
     rows: int,
     lock_timeout: str,
     columns: Backfilled = CREDENTIALS,
+    skip: Collection[int] = (),
+    singly: bool = False,
 ) -> Batch | None:
-    """Up to `rows` of the tenant's unread rows past seq `after`, written in
-    one transaction on `conn` (autocommit, the owner's), each waiting at most
-    `lock_timeout` for a row another transaction holds (a purge's batch, an
-    erasure). None, writing nothing, if an erasure of the tenant holds or
-    waits for its lock: its rows are going anyway."""
+    """Up to `rows` of the tenant's unread rows past seq `after` (but those
+    of `skip`), written in one transaction on `conn` (autocommit, the
+    owner's), each waiting at most `lock_timeout` for a row another
+    transaction holds (a purge's batch, an erasure). None, writing nothing,
+    if an erasure of the tenant holds or waits for its lock: its rows are
+    going anyway. `singly`: each row by an UPDATE of its own (a savepoint),
+    one whose value will not convert (psycopg.DataError, class 22: the one
+    UPDATE of them all fails so) left unwritten and said in the Batch."""
     async with conn.transaction():
         await conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
         shared = sql.SQL("SELECT {}").format(
@@ -130,12 +162,23 @@ async def backfill_batch(
         row = await cursor.fetchone()
         if not (row and row[0]):
             return None
-        params = {"tenant": tenant_id, "after": after, "rows": rows}
+        params = {"tenant": tenant_id, "after": after, "rows": rows, "skip": sorted(skip)}
         cursor = await conn.execute(_statement(_READ_UP_TO, columns), params)
         read = await cursor.fetchone()
         last_seq = None if read is None or read[0] is None else int(read[0])
         if last_seq is None:
             return Batch(0, None)
-        cursor = await conn.execute(_statement(_BATCH, columns), params)
-        written = len(await cursor.fetchall())
-    return Batch(written, last_seq)
+        if not singly:
+            cursor = await conn.execute(_statement(_BATCH, columns), params)
+            return Batch(len(await cursor.fetchall()), last_seq)
+        cursor = await conn.execute(_statement(_SEQS, columns), params)
+        written, unconvertible = 0, []
+        for (seq,) in await cursor.fetchall():
+            try:
+                async with conn.transaction():
+                    one = {**params, "after": seq - 1, "rows": 1}
+                    cursor = await conn.execute(_statement(_BATCH, columns), one)
+                    written += len(await cursor.fetchall())
+            except psycopg.DataError:
+                unconvertible.append(int(seq))
+    return Batch(written, last_seq, tuple(unconvertible))

@@ -837,10 +837,20 @@ def filter_conditions(
         # choose the rows, the timeout bounds the rest.
         add(f"{RECORD_HTTP_STATUS} LIKE ANY(%s::text[])", list(f.status_patterns()))
     if f.min_duration_ms is not None:
-        # The record's duration (a JSON number, as RFC 8785 writes it) as a
-        # double, compared as the matcher compares it; read off the record as
-        # the status code is (no column, no migration, ADR 0136).
-        add(f"{RECORD_DURATION_MS}::float8 >= %s", f.min_duration_ms)
+        # The duration_ms column (migration 0064, ADR 0149), compared as the
+        # matcher compares the record's; of a row whose column is unread
+        # (appended before it, not yet backfilled) the record's, as a
+        # measured count reads it, only if the tenant has such rows: one
+        # probe of events_duration_unread per statement (an InitPlan, run
+        # once), false once the backfill is done, so that no record is parsed.
+        add(
+            f"(duration_ms >= %s OR ((SELECT EXISTS (SELECT FROM events WHERE tenant_id = %s"
+            f" AND {DURATION_UNREAD})) AND {DURATION_UNREAD}"
+            f" AND {RECORD_DURATION_MS}::float8 >= %s))",
+            f.min_duration_ms,
+            tenant_id,
+            f.min_duration_ms,
+        )
     if f.http_routes:
         # The record's route exactly as recorded (text equality, byte for
         # byte: no prefix, no case folding), any of them; read off the record
@@ -959,8 +969,11 @@ RECORD_DURATION_MS: Final = "((record::json -> 'context') ->> 'duration_ms')"
 # yet: appended before it, or by an older release's process, and not yet
 # written by the backfill (ADR 0149). The predicate of events_duration_unread,
 # as the migration writes it, so that the planner reads that index.
+# Its record's duration must be a JSON number: a `null` or a text (no API
+# call writes one; a row written straight into the database could) would
+# fail the backfill's cast, its batch and every run after.
 DURATION_UNREAD: Final = (
-    "duration_ms IS NULL AND ((record::json -> 'context') -> 'duration_ms') IS NOT NULL"
+    "duration_ms IS NULL AND json_typeof((record::json -> 'context') -> 'duration_ms') = 'number'"
 )
 # A query of the `changes[].field`s of an event, in SQL, to be completed by a
 # condition on `field` (none for an event without changes).

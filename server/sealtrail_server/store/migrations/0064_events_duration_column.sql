@@ -13,7 +13,10 @@
 -- 0059's for the credentials) writes them, in batches, by the UPDATE the
 -- trigger below admits. A row appended from now on takes no entry: its
 -- column is set when its record has a duration. Its predicate parses the
--- record only of a row whose column is NULL (an event without a duration).
+-- record only of a row whose column is NULL (an event without a duration),
+-- and takes a duration that is a JSON number alone: a `null` or a text there
+-- (no API call writes one; a row written straight into the database could)
+-- would fail the backfill's cast, and its batch, every run (ADR 0149).
 -- Built over an existing log it takes an entry for each row with a
 -- duration, while appends wait (ADR 0050); docs/database.md says how to
 -- build it beforehand. One found invalid (indisvalid false, of its own or a
@@ -35,7 +38,7 @@ END
 $$;
 ALTER TABLE events ADD COLUMN IF NOT EXISTS duration_ms float8;
 CREATE INDEX IF NOT EXISTS events_duration_unread ON events (tenant_id, seq)
-    WHERE duration_ms IS NULL AND ((record::json -> 'context') -> 'duration_ms') IS NOT NULL;
+    WHERE duration_ms IS NULL AND json_typeof((record::json -> 'context') -> 'duration_ms') = 'number';
 -- The UPDATEs events admit (ADR 0143, ADR 0149): 0059's of the credential
 -- columns, as it was (the duration left as it is), and one of a row whose
 -- duration_ms is NULL setting it to what its own record says, with no other
