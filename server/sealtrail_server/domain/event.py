@@ -610,6 +610,19 @@ def context_address(text: str) -> str | None:
     return None if address is None else str(address)
 
 
+def role_fault(role: str) -> str | None:
+    """What is wrong with a role's name (Record's `actor.roles`, a filter's
+    `actor_roles`), None if nothing: 1 to MAX_ROLE characters, no control
+    character."""
+    if not role:
+        return "is empty: name a role, e.g. admin"
+    if len(role) > MAX_ROLE:
+        return f"is {len(role)} characters long; the limit is {MAX_ROLE}"
+    if CONTROL_CHARACTERS.search(role):
+        return "must not contain control characters"
+    return None
+
+
 def _roles(check: _Checker, roles: list[str]) -> list[str]:
     """The record's `actor.roles` (empty when none was sent), in the order
     sent: at most MAX_ROLES, each 1 to MAX_ROLE characters with no control
@@ -622,12 +635,8 @@ def _roles(check: _Checker, roles: list[str]) -> list[str]:
     seen: set[str] = set()
     for index, role in enumerate(roles):
         name = f"actor.roles[{index}]"
-        if not role:
-            check.fail(name, "is empty: name a role, e.g. admin")
-        elif len(role) > MAX_ROLE:
-            check.fail(name, f"is {len(role)} characters long; the limit is {MAX_ROLE}")
-        elif CONTROL_CHARACTERS.search(role):
-            check.fail(name, "must not contain control characters")
+        if (fault := role_fault(role)) is not None:
+            check.fail(name, fault)
         elif role in seen:
             check.fail(name, f"repeats role {role[:40]!r}: give each role once")
         seen.add(role)

@@ -35,7 +35,6 @@ from .event import (
     MAX_EMAIL,
     MAX_ID,
     MAX_NAME,
-    MAX_ROLE,
     MAX_ROLES,
     OUTCOMES,
     READ_RECORD_ACTIONS,
@@ -47,6 +46,7 @@ from .event import (
     network_address,
     parse_request_id,
     parse_uuid,
+    role_fault,
 )
 from .text_search import TextQuery, websearch_text
 
@@ -700,13 +700,8 @@ def _actor_roles(values: list[str], fail: _Fail) -> tuple[str, ...]:
         return ()
     found = []
     for index, value in enumerate(values):
-        name = f"actor_roles[{index}]"
-        if not value:
-            fail(name, "is empty: give a role, e.g. admin")
-        elif len(value) > MAX_ROLE:
-            fail(name, f"is {len(value)} characters long; the limit is {MAX_ROLE}")
-        elif CONTROL_CHARACTERS.search(value):
-            fail(name, "must not contain control characters")
+        if (fault := role_fault(value)) is not None:
+            fail(f"actor_roles[{index}]", fault)
         else:
             found.append(value)
     return tuple(sorted(set(found)))
