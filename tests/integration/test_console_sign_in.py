@@ -20,10 +20,10 @@ import httpx
 import psycopg
 import pytest
 
-from sealtrail import AuditClient
+from sealtrail import AuditClient, InvalidArgumentError
 from sealtrail_server.app import check_secret_files
 from sealtrail_server.config import Settings
-from tests.conftest import ServerThread, token_id_of
+from tests.conftest import ServerThread, run_operator, token_id_of
 from tests.openid_provider import (
     CLIENT_SECRET,
     Issue,
@@ -470,34 +470,26 @@ def test_a_signed_in_persons_reads_say_on_whose_behalf(
     assert "on_behalf_of" not in queried["details"]
 
 
-def test_a_pasted_token_named_as_a_sign_in_names_its_tokens_says_that_person(
-    browser: httpx.Client, server_of_console: ServerThread, sql: psycopg.Connection[Any]
+def test_a_token_named_as_a_sign_in_names_its_tokens_is_refused(
+    server_of_console: ServerThread, migrated_database_url: str
 ) -> None:
-    """The limit docs/console.md and ADR 0146 state: nothing the server keeps
-    of a token tells a sign-in's from one a tenant admin made (no row per
-    minted token outlives its code's exchange, a session's row is kept only
-    for a refresh token, the token's own row has its name, role and expiry),
-    so the console goes by its name: an admin's token named `bob@example.com
-    (console)`, pasted, says bob, as the admin could say with any token
-    (`x-sealtrail-on-behalf-of`). Its creation's record tells it apart: the
-    admin's token is its actor, with no `details.sign_in`."""
+    """The console tells a sign-in's token by its name (` (console)`, ADR
+    0146): the suffix is reserved, so that no token a caller names (an
+    admin's CreateToken, the operator's `token create`) can say on whose
+    behalf its calls are made. Refused naming `name`; the sign-in's own
+    tokens still take it (test_a_person_signs_in_and_the_console_holds_a_token_for_them)."""
     admin = AuditClient(server_of_console.target, token=server_of_console.token(TENANT))
-    with admin:
-        made = admin.create_token("reader", name="bob@example.com (console)")
-    bearer = {"Authorization": f"Bearer {made.secret}"}
-    assert browser.get("/api/events", params={"actions": "x.*"}, headers=bearer).status_code == 200
-    [queried] = reads_of(sql, TENANT, made.token.token_id).values()
-    assert queried["details"]["on_behalf_of"] == "bob@example.com"
-    [created] = [
-        row[0]
-        for row in sql.execute(
-            "SELECT record::jsonb FROM events WHERE tenant_id = %s"
-            " AND action = 'api_token.created' AND resource_id = %s",
-            [TENANT, made.token.token_id],
-        )
-    ]
-    assert "sign_in" not in created["details"]
-    assert created["actor"]["type"] == "api_key"
+    with admin, pytest.raises(InvalidArgumentError) as refused:
+        admin.create_token("reader", name="bob@example.com (console)")
+    [(field, said)] = refused.value.field_violations
+    assert field == "name" and "(console)" in said, said
+    operator = run_operator(
+        migrated_database_url,
+        *["token", "create", "--role", "reader", "--tenant", TENANT],
+        *["--name", "bob@example.com (console)"],
+    )
+    assert operator.exit_code != 0
+    assert "--name" in operator.output and "(console)" in operator.output, operator.output
 
 
 # Signing in behind several server processes (ADR 0140, 2026-12-07): what a

@@ -59,7 +59,7 @@ from typing import Any, Final, Protocol
 from aiohttp import web
 
 from ..auth.tokens import Authenticator
-from ..domain.access import Role, token_name_problem
+from ..domain.access import SIGN_IN_NAME_SUFFIX, Role, token_name_problem
 from ..domain.errors import (
     FailedPrecondition,
     ResourceExhausted,
@@ -82,8 +82,9 @@ CODE_SECONDS: Final = 60.0
 # Sign-ins under way and codes not yet exchanged kept at most, of each (the
 # oldest go).
 MAX_PENDING: Final = 10_000
-# What a sign-in's token is named: `alice@example.com (console)`.
-NAME_SUFFIX: Final = " (console)"
+# What a sign-in's token is named: `alice@example.com (console)`; reserved
+# to it (no token a caller names may end so: token_name_problem).
+NAME_SUFFIX: Final = SIGN_IN_NAME_SUFFIX
 # What the page says of a sign-in the database could not complete (out of
 # reach, a table locked whole, the server's connections all in use): the
 # person was proven, nothing was minted; the provider signs them in again
@@ -443,7 +444,9 @@ class SignIn:
             )
             return page("Sign-in refused", refused.said[:300], status=refused.status, tenant=again)
         person = person_of(claims, tenant.config)
-        if token_name_problem(person.name + NAME_SUFFIX) or hidden_character(person.name):
+        if token_name_problem(person.name + NAME_SUFFIX, sign_in=True) or hidden_character(
+            person.name
+        ):
             return page(
                 "Sign-in refused",
                 "The identity provider names you with more than 246 characters, or with"

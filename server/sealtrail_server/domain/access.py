@@ -70,8 +70,18 @@ class Revoked:
     principal: Principal
 
 
-def token_name_problem(name: str) -> str | None:
-    """Why `name` cannot label a token, or None."""
+# What the console's sign-in adds to the person's name in the name of each
+# token it mints (`alice@example.com (console)`): the console tells a
+# sign-in's token by it (ADR 0146), so no token a caller names may end so.
+SIGN_IN_NAME_SUFFIX: Final = " (console)"
+
+
+def token_name_problem(name: str, *, sign_in: bool = False) -> str | None:
+    """Why `name` cannot label a token, or None. Unless the console's sign-in
+    names it (`sign_in`), it may not end with SIGN_IN_NAME_SUFFIX."""
+    if not sign_in and name.endswith(SIGN_IN_NAME_SUFFIX):
+        reserved = SIGN_IN_NAME_SUFFIX.strip()
+        return f"must not end with {reserved!r}: the console's sign-in names its tokens so"
     return name_problem(name, limit=MAX_NAME, required=False)
 
 
