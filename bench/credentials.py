@@ -127,6 +127,21 @@ def _median(call: Callable[[], Any], calls: int) -> float:
     return statistics.median(times)
 
 
+def in_turns(figures: dict[str, Callable[[], Any]], calls: int) -> dict[str, float]:
+    """Each figure's median seconds over `calls` calls, once warm (the caches
+    and the plans), the figures measured in turns: five rounds of each in
+    turn, the median of the rounds' medians (the machine's noise spread
+    over all of them alike)."""
+    for call in figures.values():
+        call()
+    found: dict[str, list[float]] = {name: [] for name in figures}
+    rounds = 5
+    for _ in range(rounds):
+        for name, call in figures.items():
+            found[name].append(_median(call, max(1, calls // rounds)))
+    return {name: statistics.median(times) for name, times in found.items()}
+
+
 def measure(client: AuditClient, calls: int) -> dict[str, float]:
     """Each figure's median seconds, the pairs measured in turns."""
 
@@ -146,14 +161,7 @@ def measure(client: AuditClient, calls: int) -> dict[str, float]:
         "query by heavy actor": page(build_filter(actor=HEAVY_ACTOR)),
         "query by heavy credential_id": page(build_filter(credential_id=HEAVY_CREDENTIAL)),
     }
-    for call in figures.values():  # warm the caches and the plans
-        call()
-    found: dict[str, list[float]] = {name: [] for name in figures}
-    rounds = 5
-    for _ in range(rounds):
-        for name, call in figures.items():
-            found[name].append(_median(call, max(1, calls // rounds)))
-    return {name: statistics.median(times) for name, times in found.items()}
+    return in_turns(figures, calls)
 
 
 def as_before_0056(database_url: str, tenant: str) -> int:

@@ -15,7 +15,6 @@ filter but the time range. Each figure is the median of --calls calls."""
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -25,7 +24,7 @@ from sealtrail import AuditClient, build_event, build_filter
 from sealtrail.v1 import event_pb2
 
 from . import environment
-from .credentials import _median, _record
+from .credentials import _record, in_turns
 
 ACTORS = 100
 ADMIN_EVERY = 20
@@ -88,14 +87,7 @@ def measure(client: AuditClient, calls: int) -> dict[str, float]:
             f"page, busy actor, last {span}": page(since, actor=BUSY),
             f"page, all, last {span}": page(since),
         }
-    for call in figures.values():  # warm the caches and the plans
-        call()
-    found: dict[str, list[float]] = {name: [] for name in figures}
-    rounds = 5
-    for _ in range(rounds):
-        for name, call in figures.items():
-            found[name].append(_median(call, max(1, calls // rounds)))
-    return {name: statistics.median(times) for name, times in found.items()}
+    return in_turns(figures, calls)
 
 
 def main(argv: list[str] | None = None) -> None:
