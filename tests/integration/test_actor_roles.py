@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,36 @@ def test_a_role_holding_a_secret_is_redacted_before_it_is_sealed(client: AuditCl
     assert list(client.query(build_filter(actor_roles=token))) == []
     [found] = client.query(build_filter(actor_roles="[REDACTED:github_token]"))
     assert found.id == sent.event.id
+
+
+def test_tokens_sent_as_roles_are_stored_distinct_and_their_export_imports(
+    client: AuditClient,
+    client_for: Callable[..., AuditClient],
+    server: ServerThread,
+    tenant: str,
+    tmp_path: Path,
+) -> None:
+    """Two tokens sent as roles were both stored as `[REDACTED:github_token]`,
+    a role given twice, which validation refuses: `sealtrail import` of the
+    export failed (`event.actor.roles[1]: repeats role`). The second is
+    numbered, as a key replaced alike is."""
+    tokens = [
+        "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+        "ghp_0123456789abcdefABCDEF0123456789abcd",
+    ]
+    sent = client.record(action="invoice.refund", actor_id="u_1", actor_roles=tokens)
+    stored = ["[REDACTED:github_token]", "[REDACTED:github_token] (2)"]
+    assert list(sent.event.actor.roles) == stored
+    exported = tmp_path / "roles.ndjson"
+    cli_output(
+        cli_env(server, tenant), "export", "--action", "invoice.refund",
+        "--format", "ndjson", "-o", str(exported),
+    )  # fmt: skip
+    other = f"{tenant}-moved"
+    said = cli_output(cli_env(server, other), "import", str(exported))
+    assert said == f"recorded 1 event from {exported}\n", said
+    [moved] = client_for(other).query(build_filter(actions="invoice.refund"))
+    assert list(moved.actor.roles) == stored
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,13 @@ import math
 import random
 import re
 import time
+from datetime import UTC, datetime
 from string import ascii_letters, digits
 from typing import Any
 
 import pytest
 
+from sealtrail_server.domain.event import EventDraft, validate_event
 from sealtrail_server.domain.payment_cards import PAYMENT_CARD
 from sealtrail_server.domain.redaction import HMAC_PREFIX, Redactor, hmac_token
 from sealtrail_server.domain.secret_shapes import either_case, random_value
@@ -1290,6 +1292,29 @@ def test_a_role_its_secrets_would_make_too_long_is_replaced_whole(hmac_key: byte
         "[REDACTED:id_of_secrets]" if hmac_key is None else hmac_token(hmac_key, role),
         "ok",
     ]
+
+
+def test_roles_redacted_alike_are_numbered_so_the_record_validates_again() -> None:
+    """Two tokens sent as roles both read `[REDACTED:github_token]`: a
+    record validation refuses (a role given twice), so an export of it was
+    refused by `sealtrail import`. Numbered as keys are (` (2)`), past a
+    number a role sent holds already; a role its number would make too long
+    is replaced whole, then numbered."""
+    token_a = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+    token_b = "ghp_0123456789abcdefABCDEF0123456789abcd"
+    near_the_limit = ["x" * 97 + " a://:1@/", "x" * 97 + " a://:2@/"]  # 128 redacted
+    roles = [token_a, token_b, "[REDACTED:github_token] (2)", *near_the_limit]
+    body = _event(actor={"type": "user", "id": "u1", "roles": roles})
+    stored = REDACTOR.redact(body).body["actor"]["roles"]
+    assert stored == [
+        "[REDACTED:github_token]",
+        "[REDACTED:github_token] (3)",
+        "[REDACTED:github_token] (2)",
+        "x" * 97 + " a://:[REDACTED:url_password]@/",
+        "[REDACTED:id_of_secrets]",
+    ]
+    draft = EventDraft(action="secret.test", actor_id="u1", actor_roles=stored)
+    assert validate_event(draft, now=datetime.now(UTC)).body["actor"]["roles"] == stored
 
 
 @pytest.mark.parametrize("hmac_key", [None, b"k" * 32])

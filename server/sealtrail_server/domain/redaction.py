@@ -31,7 +31,7 @@ import hmac
 import re
 import unicodedata
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import pairwise
@@ -761,15 +761,22 @@ class Redactor:
             return False
         return self._clean(change)
 
-    def _role(self, run: _Run, role: Any, index: int) -> Any:
+    def _role(self, run: _Run, role: Any, index: int, names: _Names) -> Any:
         """`actor.roles[index]` with the secrets an id would lose replaced,
-        in its place (two roles may then read alike: each stays where it was
-        sent); replaced whole if that made it longer than a role may be."""
+        in its place, numbered as a key is when that makes it a role the
+        actor holds already (two tokens both read `[REDACTED:github_token]`:
+        the second is `[REDACTED:github_token] (2)`, so that the record
+        validates again, as `sealtrail import` of its export does); replaced
+        whole, then numbered, if that made it longer than a role may be."""
         if not isinstance(role, str):
             return role
         cleaned = run.text(role, ("actor.roles", index), self._id_patterns)
+        if cleaned is role:
+            return role
+        if len(cleaned) <= MAX_ROLE:
+            cleaned = names.unique(cleaned)
         if len(cleaned) > MAX_ROLE:
-            cleaned = run.replacement(role, WHOLE_ID_RULE)
+            cleaned = names.unique(run.replacement(role, WHOLE_ID_RULE))
         return cleaned
 
     def redact(self, body: dict[str, Any], *, hmac_key: bytes | None = None) -> Redaction:
@@ -806,7 +813,10 @@ class Redactor:
                         _set(result, path, cleaned)
         if not roles_clean:
             assert roles is not None  # a list: roles_clean is True without one
-            cleaned_roles = [self._role(run, role, index) for index, role in enumerate(roles)]
+            cleaned_roles: list[Any] = []
+            names = _Names(roles, cleaned_roles)
+            for index, role in enumerate(roles):
+                cleaned_roles.append(self._role(run, role, index, names))
             if any(new is not old for new, old in zip(cleaned_roles, roles, strict=True)):
                 _set(result, ("actor", "roles"), cleaned_roles)
         actor = result.get("actor")
@@ -962,12 +972,13 @@ def hmac_token(key: bytes, value: Any) -> str:
     return HMAC_PREFIX + hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-class _ObjectKeys:
-    """The keys of one object as it is rewritten: which are taken, and the
-    last number given to each replaced key, so that numbering N keys that
-    replace alike costs N steps, not N^2."""
+class _Names:
+    """The keys of one object (or the roles of one actor) as they are
+    rewritten: which are taken, sent or rewritten, and the last number given
+    to each replacement, so that numbering N names that replace alike costs
+    N steps, not N^2."""
 
-    def __init__(self, original: dict[str, Any], cleaned: dict[str, Any]) -> None:
+    def __init__(self, original: Container[Any], cleaned: Container[Any]) -> None:
         self.original = original
         self.cleaned = cleaned
         self.numbers: dict[str, int] = {}
@@ -1063,7 +1074,7 @@ class _Run:
             return self.text(value, path)
         if isinstance(value, dict):
             cleaned: dict[str, Any] = {}
-            keys = _ObjectKeys(value, cleaned)
+            keys = _Names(value, cleaned)
             paired = _paired_secret(self.redactor, value)
             for key, item in value.items():
                 hidden = self.redactor.hides(key, item) or (paired and key.lower() == "value")
@@ -1087,7 +1098,7 @@ class _Run:
             return items
         return value
 
-    def key(self, key: str, path: JsonPath, keys: _ObjectKeys) -> str:
+    def key(self, key: str, path: JsonPath, keys: _Names) -> str:
         """A key of the object at `path` with its secrets replaced (a key is
         caller's text too: `{"ghp_…": "repo"}`), numbered when that makes it
         a key the object has already (`[REDACTED:github_token] (2)`)."""
