@@ -21,10 +21,17 @@ from google.protobuf import json_format
 from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter
 from sealtrail.v1 import alerting_pb2
 from sealtrail_server.alerts.evaluator import MAX_SPIKE_GROUPS, Evaluator
-from sealtrail_server.domain.alerts import ID_SPACES, actor_group, folded_apart
+from sealtrail_server.domain.alerts import (
+    CASED_SAMPLE,
+    ID_SPACES,
+    actor_group,
+    folded_apart,
+    lowers_as_actor_group,
+)
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.store.alerts import (
     ID_FOLD,
+    LOWERED_SAMPLE,
     SpikeGroupsAsked,
     spike_forms_statement,
     spike_groups_statement,
@@ -191,13 +198,59 @@ def test_by_actor_the_forms_asked_for_are_those_the_database_folds_alike(
         window_to=SPIKE + timedelta(seconds=WINDOW), cap=MAX_SPIKE_GROUPS, fold=actor_group,
     )  # fmt: skip
     keys = sorted({actor_group(form) for form in judged})
-    statement, values = spike_forms_statement(asked, counted=judged, keys=keys)
+    [(lowered,)] = sql.execute(LOWERED_SAMPLE, [CASED_SAMPLE]).fetchall()
+    assert lowers_as_actor_group(lowered)  # this database's collation (C.UTF-8)
+    statement, values = spike_forms_statement(asked, counted=judged, keys=keys, trusted=True)
     rows = sql.execute(statement, values).fetchall()
     assert len(rows) == len(forms)  # of the 306 ids not all ASCII, the baseline's
     returned = {str(row[0]) for row in rows}
     # Each form of a judged id, and no other id: "Straße" (ß, which the
     # database lowercases as itself) is returned for Python to fold.
     assert returned == set(forms)
+    # Where the database's lower() is not trusted: every id not all ASCII.
+    statement, values = spike_forms_statement(asked, counted=judged, keys=keys, trusted=False)
+    returned = {str(row[0]) for row in sql.execute(statement, values).fetchall()}
+    assert returned == {*others, *forms}
+
+
+DOTLESS_I = "\u0131"
+
+
+def _ascii_alone(text: str) -> str:
+    return "".join(char.lower() if char.isascii() else char for char in text)
+
+
+def _each_alone(text: str) -> str:
+    return "".join(char.lower() for char in text)
+
+
+# What a database's lower() makes of text where its collation lowercases
+# otherwise than actor_group (a casefold of each character): C and POSIX,
+# ASCII alone; glibc's tr_TR and az_AZ, `I` to a dotless i, each character alone;
+# ICU's (`und-x-icu`, PostgreSQL's `unicode`), a final sigma to `ς` (as
+# Python's str.lower() does); ICU's tr and az both; ICU's lt, `Ì` with a dot.
+OTHER_LOWERS = {
+    "C": _ascii_alone,
+    "tr_TR.utf8": lambda text: _each_alone(text.replace("I", DOTLESS_I)),
+    "und-x-icu": str.lower,
+    "tr-x-icu": lambda text: text.replace("I", DOTLESS_I).lower(),
+    "lt-x-icu": lambda text: text.replace("Ì", "i\u0307\u0300").lower(),
+}
+
+
+@pytest.mark.parametrize("collation", sorted(OTHER_LOWERS))
+def test_a_collation_lowercasing_otherwise_than_actor_group_is_not_trusted(
+    collation: str,
+) -> None:
+    """The forms' statement trusts the database's lower() where it lowercases
+    CASED_SAMPLE as actor_group does. Its sample was `ÀΣЖ` alone, which a
+    Turkish collation and ICU lowercase as actor_group does: `IЖ` (`ıж`
+    there) and `ΟΔΟΣ` (`οδος`) were folded otherwise than actor_group folds
+    them, and those forms left out of their group's baseline."""
+    lowered = OTHER_LOWERS[collation](CASED_SAMPLE)
+    assert lowered != actor_group(CASED_SAMPLE)
+    assert not lowers_as_actor_group(lowered)
+    assert lowers_as_actor_group(_each_alone(CASED_SAMPLE))
 
 
 def test_the_database_folds_as_actor_group_each_character_not_folded_apart(
@@ -482,7 +535,7 @@ def test_a_grouped_count_is_one_aggregate_over_the_baselines_range_and_returns_t
     # The other forms of the judged actors' ids: one more aggregate over the
     # same range, none returned where each id has only the form it was read in.
     ids = [f"svc{n}" for n in range(50)]
-    statement, values = spike_forms_statement(asked, counted=ids, keys=ids)
+    statement, values = spike_forms_statement(asked, counted=ids, keys=ids, trusted=True)
     plan = _plan(requests_as_service, statement, values)
     assert plan["Actual Rows"] == 0
 

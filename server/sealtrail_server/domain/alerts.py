@@ -294,6 +294,24 @@ def actor_group(actor_id: str) -> str:
 ID_SPACES: Final = "".join(char for char in map(chr, range(0x3001)) if char.isspace())
 
 
+# Letters whose lowercase collations disagree on, where ids hold them: past
+# ASCII (`À`, `Σ`, `Ж`: C and POSIX lowercase ASCII alone), `I` (a Turkish or
+# Azeri collation's is a dotless i, U+0131), `Σ` ending a word (ICU's is a
+# final sigma, `ς`) and `Ì` (ICU's Lithuanian keeps the dot of `i`, U+0307).
+# NFKC as it is; `\u039f` a Greek capital omicron.
+CASED_SAMPLE: Final = "ÌÀΣЖI\u039fΣ"
+
+
+def lowers_as_actor_group(lowered: str) -> bool:
+    """Whether a database's `lower()` lowercases as actor_group does, each
+    character alone, by what it made of CASED_SAMPLE (`lowered`): where it
+    does not, a fold the database makes of an id is not actor_group's
+    (`IЖ` is `ıж` under a Turkish collation, `ΟΔΟΣ` is `οδος` under ICU's,
+    where actor_group makes them `iж` and `οδοσ`), and the forms of a
+    grouped spike's ids are folded by Python alone (store.alerts)."""
+    return lowered == actor_group(CASED_SAMPLE)
+
+
 @functools.cache
 def folded_apart() -> str:
     """The characters of an actor id for which a fold of NFKC, a lowercase of

@@ -28,7 +28,15 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from ..domain.alerts import ID_SPACES, KeptGroup, KeptWindow, WindowChanges, folded_apart
+from ..domain.alerts import (
+    CASED_SAMPLE,
+    ID_SPACES,
+    KeptGroup,
+    KeptWindow,
+    WindowChanges,
+    folded_apart,
+    lowers_as_actor_group,
+)
 from ..domain.event import ALERT_ACTION, MAX_FUTURE_SKEW_SECONDS
 from ..domain.filters import EventFilter
 from .arrays import ByteaArray, Int8Array, TextArray
@@ -428,13 +436,13 @@ _ASCII_SPACE: Final = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
 # NFKC, each character lowercased (by the collation's rules), NFKC again,
 # trimmed of ID_SPACES (the parameter).
 ID_FOLD: Final = "btrim(normalize(lower(normalize({id}, NFKC)), NFKC), %s)"
-# Letters of three scripts, and what lower() makes of them where the
-# database's collation lowercases past ASCII (not in C or POSIX).
-_CASED: Final = ("ÀΣЖ", "àσж")
+# What the database's lower() makes of domain.alerts.CASED_SAMPLE (by its
+# collation): whether its folds are actor_group's (lowers_as_actor_group).
+LOWERED_SAMPLE: Final = "SELECT lower(%s::text)"
 
 
 def spike_forms_statement(
-    asked: SpikeGroupsAsked, *, counted: Sequence[str], keys: Sequence[str]
+    asked: SpikeGroupsAsked, *, counted: Sequence[str], keys: Sequence[str], trusted: bool
 ) -> tuple[sql.Composed, list[Any]]:
     """The statement that finds, grouped by actor id as recorded, the forms of
     the judged groups' ids (their folded `keys`) that `spike_groups_statement`
@@ -445,28 +453,30 @@ def spike_forms_statement(
     lowercased, NFKC again and trimmed. It returns those whose fold is one of
     `keys`, and, for Python to fold, the ids it may fold otherwise
     (domain.alerts.folded_apart: `Straße`, a zero-width space), or every id
-    not all ASCII where its collation lowercases ASCII alone (C, POSIX).
+    not all ASCII where its collation's lower() is not `trusted`
+    (LOWERED_SAMPLE, lowers_as_actor_group: C and POSIX lowercase ASCII
+    alone, a Turkish collation `I` to a dotless i, ICU a final `Σ` to `ς`).
     Candidates: the caller folds them and keeps those of a judged group."""
     where, values, params = _grouped_events(asked)
-    apart = folded_apart()
-    assert not any(char.isascii() for char in apart)  # none a bracket expression's own
+    ascii_keys = [key for key in keys if key.isascii()]
+    common = [*values, *params, TextArray(counted), _ASCII_SPACE, TextArray(ascii_keys)]
+    if trusted:
+        apart = folded_apart()
+        assert not any(char.isascii() for char in apart)  # none a bracket expression's own
+        other: sql.Composable = sql.SQL(
+            "{fold} = ANY(%s) OR actor_id || normalize(actor_id, NFKC) ~ %s"
+        ).format(fold=sql.SQL(ID_FOLD).format(id=sql.Identifier("actor_id")))
+        other_values: list[Any] = [ID_SPACES, TextArray(keys), f"[{apart}]"]
+    else:
+        other, other_values = sql.SQL("true"), []
     statement = sql.SQL(
         "SELECT actor_id, {counts} FROM events WHERE {where} AND actor_id <> ALL(%s) AND"
         " CASE WHEN octet_length(actor_id) = char_length(actor_id)"
         ' THEN lower(btrim(actor_id, %s) COLLATE "C") = ANY(%s)'
-        " ELSE {fold} = ANY(%s)"
-        " OR actor_id || normalize(actor_id, NFKC) ~ %s OR lower(%s::text) <> %s END"
+        " ELSE {other} END"
         " GROUP BY 1"
-    ).format(
-        counts=sql.SQL(_GROUP_COUNTS),
-        where=where,
-        fold=sql.SQL(ID_FOLD).format(id=sql.Identifier("actor_id")),
-    )
-    ascii_keys = [key for key in keys if key.isascii()]
-    return statement, [
-        *values, *params, TextArray(counted), _ASCII_SPACE, TextArray(ascii_keys),
-        ID_SPACES, TextArray(keys), f"[{apart}]", *_CASED,
-    ]  # fmt: skip
+    ).format(counts=sql.SQL(_GROUP_COUNTS), where=where, other=other)
+    return statement, [*common, *other_values]
 
 
 async def spike_group_counts(db: Database, asked: SpikeGroupsAsked) -> SpikeGroupCounts:
@@ -488,8 +498,13 @@ async def spike_group_counts(db: Database, asked: SpikeGroupsAsked) -> SpikeGrou
         fold = asked.fold
         if judged and fold is not None and asked.group_by == "actor":
             keys = {fold(group.parts[0]) for group in judged}
+            cursor = await conn.execute(LOWERED_SAMPLE, [CASED_SAMPLE])
+            [(lowered,)] = await cursor.fetchall()
             statement, values = spike_forms_statement(
-                asked, counted=[group.parts[0] for group in judged], keys=sorted(keys)
+                asked,
+                counted=[group.parts[0] for group in judged],
+                keys=sorted(keys),
+                trusted=lowers_as_actor_group(str(lowered)),
             )
             cursor = await conn.execute(statement, values)
             judged += [
