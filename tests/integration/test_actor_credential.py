@@ -35,6 +35,7 @@ from tests.filter_checks import live_from_now, violations_refused
 from tests.http_endpoint import endpoint
 from tests.integration.test_alerting import the_only_alert
 from tests.integration.test_export_check import KEY, _resigned
+from tests.integration.test_range_bundles import VERIFIER
 from tests.integration.test_weakening_warnings import paused_webhook, refiltered
 
 # A GitHub token's shape (a known secret the redactor finds in ids), made up.
@@ -343,6 +344,17 @@ def test_a_csv_export_made_before_the_credential_columns_still_checks_offline(
     older = check_export(kept, key=KEY)
     assert older.rows == now.rows and older.sha256 != now.sha256
     assert _csv_rows(out)[0][-1] == "recorded_by_token_name"
+    # Its rows of events with a credential rebuild into records without it,
+    # none its leaf's: not proven the log's records (as a newer server's
+    # export is), not failed as tampered.
+    assert now.unproven is None and now.root_recomputed
+    assert older.unproven is not None and not older.root_recomputed
+    assert older.unproven.startswith("its columns end before credential_kind"), older.unproven
+    said = CliRunner().invoke(cli.main, ["verify", str(out), "--key", VERIFIER])
+    assert said.exit_code == 0, said.output
+    assert said.stdout.startswith("MATCHES:"), said.stdout
+    assert "not proven: that each row is the log's record" in said.stderr, said.stderr
+    assert "its columns end before credential_kind" in said.stderr, said.stderr
 
 
 def test_a_live_stream_follows_one_credential(recorded: AuditClient) -> None:
