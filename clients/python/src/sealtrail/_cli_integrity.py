@@ -513,7 +513,8 @@ def verify_log(ctx: click.Context, check_views: bool) -> None:
     "--fresh",
     is_flag=True,
     help="Sign a new checkpoint if the log has grown; with --check, check against it, not"
-    " the latest (signed up to the server's checkpoint interval, 10 s, ago).",
+    " the latest (signed up to the server's checkpoint interval ago:"
+    " SEALTRAIL_CHECKPOINT_INTERVAL, 10 s by default).",
 )
 @click.option(
     "--check",
