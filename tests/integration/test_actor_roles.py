@@ -344,6 +344,14 @@ def test_the_cli_table_shows_the_roles_beside_the_actor(
     assert "u_1 (r0, r1, r2, +3 more)" in table, table
     # Event d held none: its actor alone.
     assert any("u_1 " in line and "u_1 (" not in line for line in table.splitlines()), table
+    # A role a reader would split or trim is quoted: `(admin, bill,ing)` read
+    # as three roles; one holding a space within stays as it reads.
+    recorded.record(_event("h", ["admin", "bill,ing", " edge", 'say "hi"', "+3 more", "a b"]))
+    table = cli_output(env, "query", "--action", "invoice.refund")
+    assert 'u_1 (admin, "bill,ing", " edge", +3 more)' in table, table
+    recorded.record(_event("i", ['say "hi"', "+3 more", "(x)", "a b"]))
+    table = cli_output(env, "query", "--action", "invoice.refund")
+    assert 'u_1 ("say \\"hi\\"", "+3 more", "(x)", +1 more)' in table, table
 
 
 def test_the_cli_creates_a_sink_and_an_alert_rule_of_roles(

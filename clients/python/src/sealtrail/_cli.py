@@ -1283,18 +1283,32 @@ def _table(events: Iterable[event_pb2.Event]) -> PlainTable:
 
 # Roles an event table's actor cell names; more are counted (`+3 more`).
 _ROLES_SHOWN = 3
+# A role the cell's reader would split, trim or take for the count: a comma,
+# a quote or bracket, a space at an edge, `+3 more`. Quoted (`"bill,ing"`).
+_ROLE_READ_OTHERWISE: Final = re.compile(r'[,"()]|^\s|\s$|^\+\d+ more$')
+
+
+def _role_words(role: str) -> str:
+    """A role as an actor cell shows it: as recorded, or quoted as a JSON
+    string (`"bill,ing"`, `" edge"`, `"say \\"hi\\""`) where the cell
+    would read it otherwise (_ROLE_READ_OTHERWISE)."""
+    if _ROLE_READ_OTHERWISE.search(role) is None:
+        return role
+    return json.dumps(role, ensure_ascii=False)
 
 
 def _actor_cell(actor: event_pb2.Actor) -> str:
     """Who acted (`actor_words`), and the roles they held then in brackets,
-    in the order recorded: `alice@example.com (admin, billing)`; past _ROLES_SHOWN the
-    rest counted, `(r0, r1, r2, +3 more)`, which the JSON output lists."""
+    in the order recorded: `alice@example.com (admin, billing)`, a role the
+    cell would read otherwise quoted (`(admin, "bill,ing")`, _role_words);
+    past _ROLES_SHOWN the rest counted, `(r0, r1, r2, +3 more)`, which the
+    JSON output lists."""
     from sealtrail._convert import actor_words
 
     who = actor_words(actor.email, actor.display_name, actor.id)
     if not actor.roles:
         return who
-    roles = list(actor.roles[:_ROLES_SHOWN])
+    roles = [_role_words(role) for role in actor.roles[:_ROLES_SHOWN]]
     if len(actor.roles) > _ROLES_SHOWN:
         roles.append(f"+{len(actor.roles) - _ROLES_SHOWN} more")
     return f"{who} ({', '.join(roles)})"
