@@ -53,6 +53,7 @@ from sealtrail_server.store import migrations as store_migrations
 from sealtrail_server.store.database import Database
 from sealtrail_server.store.migrations import migrate
 from sealtrail_server.store.tokens import create_token
+from sealtrail_server.telemetry import logs
 
 from .service_login import service_login_url
 
@@ -198,12 +199,37 @@ def run_operator(
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
-        return CliRunner().invoke(server_cli.main, list(args), env=env, catch_exceptions=False)
+        with _servers_unheard():
+            return CliRunner().invoke(server_cli.main, list(args), env=env, catch_exceptions=False)
     finally:
         # The command configures logging as a process does (basicConfig with
         # force), which took pytest's own handlers, caplog's among them, for
         # the rest of the test (helper-193).
         root.handlers[:], root.level = handlers, level
+
+
+# The loop threads of the test servers running in this process.
+_SERVER_THREADS: set[int] = set()
+
+
+@contextlib.contextmanager
+def _servers_unheard() -> Iterator[None]:
+    """The logging a command configures (telemetry/logs.py) writes none of
+    the records of the servers running beside it in the test's process: an
+    operator's command runs in a process of its own, and a test comparing
+    its stderr whole met a checkpointer's ERROR of another test's tenant."""
+    made = logs.log_handler
+
+    def handler_of_the_command(*args: Any, **kwargs: Any) -> logging.Handler:
+        handler = made(*args, **kwargs)
+        handler.addFilter(lambda record: record.thread not in _SERVER_THREADS)
+        return handler
+
+    logs.log_handler = handler_of_the_command
+    try:
+        yield
+    finally:
+        logs.log_handler = made
 
 
 @pytest.fixture(autouse=True)
@@ -449,6 +475,8 @@ class ServerThread:
         )
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
+        assert self._thread.ident is not None
+        _SERVER_THREADS.add(self._thread.ident)
         self.port = self.run(self.service.start())
         self.target = f"127.0.0.1:{self.port}"
         self.database = self.run(Database.open(service_url, min_size=1, max_size=2))
@@ -502,6 +530,7 @@ class ServerThread:
         self.run(_end_leftover_tasks(), timeout=15)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        _SERVER_THREADS.discard(self._thread.ident or 0)
         self.loop.close()
 
 
