@@ -75,6 +75,55 @@ def test_changes_queued_in_one_process_wait_as_long_as_one_of_another_process(
     assert events_of_action(sql, tenant, "retention.policy_updated") == 0
 
 
+def test_a_change_whose_turn_took_its_wait_is_answered_that_another_change_is_being_applied(
+    tenant: str, migrated_database_url: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Two changes of the subject in one process, another process holding it.
+    The second queued behind the first its whole wait, less the moment
+    between their starts; the first's connection, once it gave up, went to a
+    caller queued at the pool, and the second, out of time at once, was
+    answered that it had waited more than its wait "for a connection to the
+    database" (the CI of d78d7481, its pool busy with other tests' work). It
+    waited for its turn: it is answered so, as the first is."""
+    wait = 1.0
+
+    async def run() -> list[str]:
+        db = await Database.open(
+            service_login_url(migrated_database_url), min_size=2, max_size=2, timeout=5.0
+        )
+        changes = Changes(db, wait_seconds=wait)
+        held = await db.pool.getconn()
+
+        async def change() -> str:
+            with pytest.raises(Unavailable) as refused:
+                async with changes.exclusive(tenant, RETENTION_SUBJECT, caller=None):
+                    pass
+            return refused.value.message
+
+        async def until(ready: Callable[[dict[str, int]], bool]) -> None:
+            while not ready(db.pool.get_stats()):
+                await asyncio.sleep(0.005)
+
+        try:
+            first = asyncio.create_task(change())
+            await until(lambda stats: stats.get("pool_available", 0) == 0)
+            # A caller queued at the pool, first to have the connection back.
+            queued = asyncio.create_task(db.pool.getconn(timeout=10))
+            await until(lambda stats: stats.get("requests_waiting", 0) == 1)
+            second = asyncio.create_task(change())
+            messages = [await first, await second]
+            await db.pool.putconn(await queued)
+            await db.pool.putconn(held)
+            return messages
+        finally:
+            await db.close()
+
+    with sql.transaction():
+        sql.execute(SUBJECT_LOCK, [f"{tenant}/{RETENTION_SUBJECT}"])
+        messages = asyncio.run(asyncio.wait_for(run(), 60))
+    assert messages == [BUSY.format(RETENTION_SUBJECT)] * 2
+
+
 def test_changes_queued_behind_one_of_their_process_held_mid_change_wait_at_most_their_wait(
     server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:

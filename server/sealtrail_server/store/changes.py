@@ -117,14 +117,23 @@ class Changes:
         """`exclusive`; `ended` called once its transaction has ended."""
         busy = f"another change of {subject} is still being applied; retry"
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._wait_seconds
+        started = loop.time()
+        deadline = started + self._wait_seconds
         if lock.locked() or self._connections.locked():
             await self._take_turn(lock, deadline, busy=busy)
         else:  # both taken at once, without a wait
             await lock.acquire()
             await self._connections.acquire()
+        # Out of time waiting for a connection, a change is told what took
+        # most of its wait: its turn behind another change, or the pool.
+        turn_took_most = loop.time() - started > self._wait_seconds / 2
         try:
-            async with self._connection(tenant_id, deadline) as conn, conn.transaction():
+            async with (
+                self._connection(
+                    tenant_id, deadline, busy=busy if turn_took_most else None
+                ) as conn,
+                conn.transaction(),
+            ):
                 # Every lock wait of the change is bounded, its first ones
                 # (below) as much as those of its reads, writes and record:
                 # after them the wait was reset to the database's default
@@ -154,12 +163,15 @@ class Changes:
             lock.release()
 
     @asynccontextmanager
-    async def _connection(self, tenant_id: str, deadline: float) -> AsyncIterator[Connection]:
+    async def _connection(
+        self, tenant_id: str, deadline: float, *, busy: str | None
+    ) -> AsyncIterator[Connection]:
         """A connection of `tenant_id`, waited for until `deadline` (the loop's
-        time), else Unavailable: after its turn, a change waited for one of the
-        pool as long as the pool lets anyone (its timeout), on top of its own
-        wait, every connection held by appends, reads and sweeps."""
-        busy = (
+        time), else Unavailable(`busy`, by default that the pool's connections
+        are all in use): after its turn, a change waited for one of the pool as
+        long as the pool lets anyone (its timeout), on top of its own wait,
+        every connection held by appends, reads and sweeps."""
+        busy = busy or (
             f"the change waited more than {self._wait_seconds:g} s for a connection to the"
             " database (this server process's are all in use); nothing was changed; retry"
         )
