@@ -350,3 +350,66 @@ def test_the_min_duration_filter_reads_the_column_and_the_records_of_rows_unread
     assert selected(40) == [5, 6, 8, 9]
     assert selected(300.25) == [5]
     assert selected(0) == [1, 2, 4, 5, 6, 8, 9]
+
+
+# Durations no API call writes (validate_event wants a finite number under a
+# day), each in a row written straight into the database: a number no double
+# holds, above and below its range (the index takes them, a JSON number), and
+# a text (which it does not).
+_UNREADABLE = {9: "1e400", 10: "-1e400", 11: "1e-400", 12: '"abc"'}
+
+
+def _insert_unreadable(conn: psycopg.Connection[Any]) -> None:
+    for seq, duration in _UNREADABLE.items():
+        record = f'{{"action": "api.read", "context": {{"duration_ms": {duration}}}}}'
+        at = datetime.now(UTC)
+        conn.execute(_INSERT, ["t1", seq, at, at, "api.read", record])
+
+
+def _selected(conn: psycopg.Connection[Any], least: float) -> list[int]:
+    conditions, params = filter_conditions("t1", EventFilter(min_duration_ms=least))
+    statement = sql.SQL("SELECT seq FROM events WHERE {} ORDER BY seq").format(
+        sql.SQL(" AND ").join(conditions)
+    )
+    return [row[0] for row in conn.execute(statement, params).fetchall()]
+
+
+def test_a_duration_no_double_holds_is_read_as_none_by_counts_and_the_filter(
+    before_0064: tuple[str, psycopg.Connection[Any]],
+) -> None:
+    """Such rows are counted, as having no duration, by a measured count
+    reading the records and by one reading the column after the backfill
+    (which leaves them NULL): the same answer, neither failing on the cast;
+    the `min_duration_ms` filter selects none of them, before and after."""
+    url, conn = before_0064
+    _insert_unreadable(conn)
+    measured = [("api.read", 4 + 4, 40.0, 4), *MEASURED[1:]]
+    assert _measured(conn, records=True) == measured
+    assert _selected(conn, 0) == [1, 2, 4, 5, 6, 8]
+    assert _selected(conn, 300) == [5]
+    run = asyncio.run(CredentialBackfill(url, pause=0).run_once())
+    assert run is not None and (run.written, run.left) == (6, False)
+    assert _unread(conn) == 3  # 1e400's, -1e400's and 1e-400's, left as they are
+    assert _measured(conn, records=True) == measured == _measured(conn, records=False)
+    assert _selected(conn, 0) == [1, 2, 4, 5, 6, 8]
+
+
+def test_a_batch_finds_a_duration_no_double_holds_before_writing_not_by_failing(
+    before_0064: tuple[str, psycopg.Connection[Any]],
+) -> None:
+    """A batch holding such rows, of a process that knows nothing of them (as
+    after a restart), writes the others in its one UPDATE and says those:
+    no failed batch, then written a row at a time."""
+    url, conn = before_0064
+    _insert_unreadable(conn)
+
+    async def one_batch() -> Any:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as owner:
+            return await backfill_batch(
+                owner, "t1", after=-1, rows=20, lock_timeout="200ms", columns=DURATIONS
+            )
+
+    batch = asyncio.run(one_batch())
+    assert batch is not None
+    assert (batch.written, batch.last_seq, batch.unconvertible) == (6, 11, (9, 10, 11))
+    assert _unread(conn) == 3

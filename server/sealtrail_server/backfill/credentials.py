@@ -20,11 +20,13 @@ written for good, and a run starts again from what is still NULL. Once none
 is, it looks again hourly (an older release's process may still append).
 
 A duration no double holds (`1e400` in a record written straight into the
-database: no API call writes one) fails its batch's one UPDATE: that batch
-is written a row at a time, the row left unwritten (its record read by the
-counts as before), said once at WARNING and counted
-(`sealtrail.backfill.durations.unconvertible`), and passed over by this
-process's later batches; it leaves nothing for the next look to do."""
+database: no API call writes one) is found by its batch before it writes
+(a check in SQL, not a failed UPDATE, so a restarted process finds it as
+the first did): the row is left unwritten (read as no duration by the
+counts, as its NULL column is), said once at WARNING by each process that
+meets it and counted (`sealtrail.backfill.durations.unconvertible`), and
+passed over by this process's later batches; it leaves nothing for the next
+look to do."""
 
 from __future__ import annotations
 
@@ -260,24 +262,16 @@ class CredentialBackfill:
         self, conn: psycopg.AsyncConnection[Any], tenant_id: str, after: int, columns: Backfilled
     ) -> Batch | None:
         """The tenant's next batch past `after`, the rows found unconvertible
-        before passed over; if a row's value will not convert (the batch's one
-        UPDATE fails on it), the same batch written a row at a time."""
-        for singly in (False, True):
-            try:
-                return await backfill_batch(
-                    conn,
-                    tenant_id,
-                    after=after,
-                    rows=self._batch_rows,
-                    lock_timeout=self._lock_timeout,
-                    columns=columns,
-                    skip=self._unconvertible.get(tenant_id, ()),
-                    singly=singly,
-                )
-            except psycopg.DataError:
-                if conn.broken or singly:
-                    raise
-        raise AssertionError("unreachable: the second try returns or raises")
+        before passed over."""
+        return await backfill_batch(
+            conn,
+            tenant_id,
+            after=after,
+            rows=self._batch_rows,
+            lock_timeout=self._lock_timeout,
+            columns=columns,
+            skip=self._unconvertible.get(tenant_id, ()),
+        )
 
     def _set_aside(self, tenant_id: str, seqs: tuple[int, ...]) -> None:
         """Rows whose value will not convert: said once, counted, and passed

@@ -25,11 +25,11 @@ from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.filters import EventFilter
 from .database import Database
 from .events import (
+    DURATION_READ,
     DURATION_UNREAD,
     RECORD_ACTOR_TYPE,
     RECORD_COUNTRY,
     RECORD_CREDENTIAL,
-    RECORD_DURATION_MS,
     RECORD_HTTP_ROUTE,
     RECORD_HTTP_STATUS,
     selected_events,
@@ -193,10 +193,11 @@ _UNREAD: Final = sql.SQL(
 # column alone; where a count's rows include ones appended before the column
 # whose duration is unread (`_DURATIONS_UNREAD`), the record's of a row whose
 # column is NULL, once a row (OFFSET 0 keeps the subquery evaluated once a
-# row, not once per aggregate that names it, which parsed the record twice):
-# parsing every record made a measured count by action take 20.9 times the
-# plain count (bench/measures.py).
-_DURATION: Final = sql.SQL("coalesce(duration_ms, (" + RECORD_DURATION_MS + ")::float8)")
+# row, not once per aggregate that names it, which parsed the record twice),
+# none where no double holds it (`DURATION_READ`), as the backfill leaves that
+# row's column: parsing every record made a measured count by action take 20.9
+# times the plain count (bench/measures.py).
+_DURATION: Final = sql.SQL("coalesce(duration_ms, " + DURATION_READ + ")")
 _MEASURED_FROM: Final = sql.SQL(
     " CROSS JOIN LATERAL (SELECT duration_ms AS measured_ms) AS measured"
 )

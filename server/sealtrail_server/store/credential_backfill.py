@@ -15,19 +15,21 @@ import psycopg
 from psycopg import sql
 
 from .changes import erasure_lock_key, try_share_condition
-from .events import DURATION_UNREAD, RECORD_CREDENTIAL, RECORD_DURATION_MS
+from .events import DURATION_READ, DURATION_UNREAD, RECORD_CREDENTIAL
 
 
 @dataclass(frozen=True, slots=True)
 class Backfilled:
     """Columns a backfill writes from the records (ADR 0143, ADR 0149): a
     row's condition while they are unread (the predicate of its partial
-    index), what the batch reads of each row (`b`), and the SET of them."""
+    index), what the batch reads of each row (`b`), the SET of them, and
+    the condition of a row read that can be written (`b`'s)."""
 
     name: str
     unread: str
     read: str
     assign: str
+    writable: str
     # What a run's log line says it wrote, and the pass's name on the
     # failures metric (`sealtrail.backfill.pass`, docs/metrics.md).
     said: str
@@ -42,19 +44,22 @@ CREDENTIALS: Final = Backfilled(
     read=RECORD_CREDENTIAL + " AS c",
     assign="credential_kind = coalesce(b.c ->> 'kind', ''), credential_id = b.c ->> 'id',"
     " credential_hint = b.c ->> 'hint'",
+    writable="true",
     said="credential columns",
     pass_name="credentials",
 )
 # The duration (migration 0064, events_duration_unread), of the rows whose
 # record has one (a JSON number). A number no double holds (`1e400`: no API
 # call writes one, validate_event wants a finite number under a day; a row
-# written straight into the database could) fails its cast: the batch is
-# then written a row at a time, that row left unwritten (`unconvertible`).
+# written straight into the database could) reads as none (DURATION_READ):
+# the batch writes the others and says that row's seq (`unconvertible`),
+# left unwritten, found so by each process that reads it, not by a failure.
 DURATIONS: Final = Backfilled(
     name="duration",
     unread=DURATION_UNREAD,
-    read="(" + RECORD_DURATION_MS + ")::float8 AS d",
+    read=DURATION_READ + " AS d",
     assign="duration_ms = b.d",
+    writable="b.d IS NOT NULL",
     said="duration column",
     pass_name="durations",
 )
@@ -70,7 +75,8 @@ _SOME_UNREAD: Final = "SELECT tenant_id, seq FROM events WHERE {unread} LIMIT %s
 # One batch of a tenant's unread rows past a seq, in seq order (on the unread
 # index), each given what its record says, as the appender writes it. A row
 # the purge or an erasure removed meanwhile is skipped, not updated; so is
-# one of `skip` (found unconvertible before).
+# one of `skip` (found unconvertible before), and one whose value will not
+# convert (not `writable`: the trigger admits no NULL).
 _BATCH: Final = (
     "UPDATE events AS e SET {assign}"
     " FROM (SELECT seq, received_at, {read} FROM events"
@@ -78,26 +84,28 @@ _BATCH: Final = (
     " AND seq <> ALL(%(skip)s::bigint[]) ORDER BY seq LIMIT %(rows)s) AS b"
     " WHERE e.tenant_id = %(tenant)s AND e.seq = b.seq AND e.received_at = b.received_at"
     " AND {unread}"  # of e: b has none of its columns
-    " RETURNING e.seq"
+    " AND {writable} RETURNING e.seq"
 )
 # What the batch selected is at most this many rows: the seq it read up to
-# (a row it skipped as removed meanwhile is not read again).
+# (a row it skipped as removed meanwhile is not read again), and the seqs of
+# those whose value will not convert, found before the UPDATE, not by it
+# failing (what the credential pass reads is left unevaluated: `writable`
+# is true, `b.c` unused).
 _READ_UP_TO: Final = (
-    "SELECT max(seq) FROM (SELECT seq FROM events WHERE tenant_id = %(tenant)s"
+    "SELECT max(seq), coalesce(array_agg(seq ORDER BY seq) FILTER (WHERE NOT ({writable})), '{{}}')"
+    " FROM (SELECT seq, {read} FROM events WHERE tenant_id = %(tenant)s"
     " AND {unread} AND seq > %(after)s AND seq <> ALL(%(skip)s::bigint[])"
     " ORDER BY seq LIMIT %(rows)s) AS b"
-)
-# The seqs of such a batch, for writing it a row at a time.
-_SEQS: Final = (
-    "SELECT seq FROM events WHERE tenant_id = %(tenant)s AND {unread} AND seq > %(after)s"
-    " AND seq <> ALL(%(skip)s::bigint[]) ORDER BY seq LIMIT %(rows)s"
 )
 
 
 def _statement(template: str, columns: Backfilled) -> sql.Composed:
     """`template` of `columns`: static text of the module's constants."""
     return sql.SQL(template).format(
-        unread=sql.SQL(columns.unread), read=sql.SQL(columns.read), assign=sql.SQL(columns.assign)
+        unread=sql.SQL(columns.unread),
+        read=sql.SQL(columns.read),
+        assign=sql.SQL(columns.assign),
+        writable=sql.SQL(columns.writable),
     )
 
 
@@ -105,8 +113,7 @@ def _statement(template: str, columns: Backfilled) -> sql.Composed:
 class Batch:
     """One batch of a tenant: how many rows it wrote, the last seq it read
     (None: the tenant had none left past `after`), and the seqs of the rows
-    it read whose record's value would not convert (a batch written a row at
-    a time), left unwritten."""
+    it read whose record's value will not convert, left unwritten."""
 
     written: int
     last_seq: int | None
@@ -143,16 +150,14 @@ async def backfill_batch(
     lock_timeout: str,
     columns: Backfilled = CREDENTIALS,
     skip: Collection[int] = (),
-    singly: bool = False,
 ) -> Batch | None:
     """Up to `rows` of the tenant's unread rows past seq `after` (but those
     of `skip`), written in one transaction on `conn` (autocommit, the
     owner's), each waiting at most `lock_timeout` for a row another
     transaction holds (a purge's batch, an erasure). None, writing nothing,
     if an erasure of the tenant holds or waits for its lock: its rows are
-    going anyway. `singly`: each row by an UPDATE of its own (a savepoint),
-    one whose value will not convert (psycopg.DataError, class 22: the one
-    UPDATE of them all fails so) left unwritten and said in the Batch."""
+    going anyway. A row whose value will not convert is found before the
+    UPDATE (`writable`), left unwritten and said in the Batch."""
     async with conn.transaction():
         await conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
         shared = sql.SQL("SELECT {}").format(
@@ -165,20 +170,8 @@ async def backfill_batch(
         params = {"tenant": tenant_id, "after": after, "rows": rows, "skip": sorted(skip)}
         cursor = await conn.execute(_statement(_READ_UP_TO, columns), params)
         read = await cursor.fetchone()
-        last_seq = None if read is None or read[0] is None else int(read[0])
-        if last_seq is None:
+        if read is None or read[0] is None:
             return Batch(0, None)
-        if not singly:
-            cursor = await conn.execute(_statement(_BATCH, columns), params)
-            return Batch(len(await cursor.fetchall()), last_seq)
-        cursor = await conn.execute(_statement(_SEQS, columns), params)
-        written, unconvertible = 0, []
-        for (seq,) in await cursor.fetchall():
-            try:
-                async with conn.transaction():
-                    one = {**params, "after": seq - 1, "rows": 1}
-                    cursor = await conn.execute(_statement(_BATCH, columns), one)
-                    written += len(await cursor.fetchall())
-            except psycopg.DataError:
-                unconvertible.append(int(seq))
-    return Batch(written, last_seq, tuple(unconvertible))
+        cursor = await conn.execute(_statement(_BATCH, columns), params)
+        written = len(await cursor.fetchall())
+        return Batch(written, int(read[0]), tuple(int(seq) for seq in read[1]))

@@ -845,8 +845,7 @@ def filter_conditions(
         # once), false once the backfill is done, so that no record is parsed.
         add(
             f"(duration_ms >= %s OR ((SELECT EXISTS (SELECT FROM events WHERE tenant_id = %s"
-            f" AND {DURATION_UNREAD})) AND {DURATION_UNREAD}"
-            f" AND {RECORD_DURATION_MS}::float8 >= %s))",
+            f" AND {DURATION_UNREAD})) AND {DURATION_UNREAD} AND {DURATION_READ} >= %s))",
             f.min_duration_ms,
             tenant_id,
             f.min_duration_ms,
@@ -963,8 +962,6 @@ RECORD_DETAILS: Final = "(record::json -> 'details')"
 RECORD_ACTOR_TYPE: Final = "((record::json -> 'actor') ->> 'type')"
 # An event's `context.http_status_code` in SQL, as text (`503`), NULL for none.
 RECORD_HTTP_STATUS: Final = "((record::json -> 'context') ->> 'http_status_code')"
-# An event's `context.duration_ms` in SQL, as text (`12.5`), NULL for none.
-RECORD_DURATION_MS: Final = "((record::json -> 'context') ->> 'duration_ms')"
 # A row whose duration its `duration_ms` column (migration 0064) does not hold
 # yet: appended before it, or by an older release's process, and not yet
 # written by the backfill (ADR 0149). The predicate of events_duration_unread,
@@ -974,6 +971,25 @@ RECORD_DURATION_MS: Final = "((record::json -> 'context') ->> 'duration_ms')"
 # fail the backfill's cast, its batch and every run after.
 DURATION_UNREAD: Final = (
     "duration_ms IS NULL AND json_typeof((record::json -> 'context') -> 'duration_ms') = 'number'"
+)
+# An event's `context.duration_ms` read off its record as the column would
+# hold it (float8), NULL for none and for one no double holds: a text, or a
+# number past a double's range (`1e400`, `1e-400`), which no API call writes
+# (validate_event wants a finite number under a day) but a row written
+# straight into the database could hold, and whose cast would fail the
+# statement (ADR 0149). A check in SQL, not a failed cast caught (PostgreSQL
+# 16's pg_input_is_valid is not in 13 to 15): a number of at most 1,000
+# characters and a three-digit exponent (numeric takes any such), between a
+# double's least and greatest magnitudes, or zero; the few just past them
+# that would still round into a double are taken as none too. The record is
+# parsed once, in the subquery (OFFSET 0 keeps it from being pulled up).
+DURATION_READ: Final = (
+    "(SELECT CASE WHEN json_typeof(j) = 'number' AND length(j::text) <= 1000"
+    " AND j::text !~ '[eE][+-]?[0-9][0-9][0-9][0-9]'"
+    " THEN CASE WHEN abs(j::text::numeric)"
+    " BETWEEN 4.9406564584124654e-324 AND 1.7976931348623157e308 OR j::text::numeric = 0"
+    " THEN j::text::float8 END END"
+    " FROM (SELECT (record::json -> 'context') -> 'duration_ms' AS j OFFSET 0) AS duration)"
 )
 # A query of the `changes[].field`s of an event, in SQL, to be completed by a
 # condition on `field` (none for an event without changes).
