@@ -24,7 +24,7 @@ from sealtrail_server.backfill.credentials import CredentialBackfill
 from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.store.counts import count_statement, duration_unread_statement
 from sealtrail_server.store.credential_backfill import DURATIONS, backfill_batch
-from sealtrail_server.store.events import DURATION_UNREAD, filter_conditions
+from sealtrail_server.store.events import DURATION_READ, DURATION_UNREAD, filter_conditions
 from tests.conftest import database_of_its_own, migrate_database
 from tests.integration.test_actor_prefix_filter import documented_recipe, run_documented_recipe
 from tests.integration.test_index_swaps import refused_as_invalid
@@ -413,3 +413,40 @@ def test_a_batch_finds_a_duration_no_double_holds_before_writing_not_by_failing(
     assert batch is not None
     assert (batch.written, batch.last_seq, batch.unconvertible) == (6, 11, (9, 10, 11))
     assert _unread(conn) == 3
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("12", 12.0),
+        ("-0.125", -0.125),
+        ("1e-7", 1e-7),
+        ("5e-324", 5e-324),  # a double's least
+        ("1.7976931348623157e308", 1.7976931348623157e308),  # its greatest
+        ("0e-400", 0.0),
+        ("1e400", None),
+        ("-1e400", None),
+        ("1e-400", None),
+        ("1e999", None),
+        ("1e-999", None),
+        ("1e0001", None),  # a four-digit exponent: read as none, though 10
+        ("0e-4000", None),
+        ("1" + "0" * 1000, None),
+        ('"12"', None),
+        ("null", None),
+        ("{}", None),
+    ],
+)
+def test_a_records_duration_is_read_as_the_cast_reads_it_or_as_none(
+    sql: psycopg.Connection[Any], written: str, read: float | None
+) -> None:
+    """DURATION_READ of a record: the value the column would hold, or none
+    where the cast would fail (or, a few written past what numeric takes
+    safely, might not): never a failed statement."""
+    record = f'{{"context": {{"duration_ms": {written}}}}}'
+    row = sql.execute(
+        "SELECT " + DURATION_READ + " FROM (SELECT %s::text AS record) AS e", [record]
+    ).fetchone()
+    assert row == (read,)
+    if read is not None:
+        assert sql.execute("SELECT %s::float8", [written]).fetchone() == (read,)
