@@ -614,7 +614,7 @@ def test_what_a_sign_in_keeps_holds_no_secret_of_it(
     asked = urllib.parse.parse_qs(urllib.parse.urlsplit(login.headers["Location"]).query)
     [state], [nonce] = asked["state"], asked["nonce"]
     begun = row_of(hashlib.sha256(state.encode()).digest())
-    cookie = browser.cookies["sealtrail_signin"]
+    cookie = browser.cookies[f"sealtrail_signin.{TENANT}"]  # named after its tenant
     for secret in (state, nonce, cookie):
         assert secret not in begun and secret.encode().hex() not in begun
 

@@ -35,6 +35,8 @@ ACME = f"t-acme-{uuid.uuid4().hex[:8]}"
 GLOBEX = f"t-globex-{uuid.uuid4().hex[:8]}"
 # Erased by the test of an erased tenant alone.
 INITECH = f"t-initech-{uuid.uuid4().hex[:8]}"
+# The cookie remembering the organisation a browser last signed in to.
+ORGANISATION_COOKIE = "sealtrail_organisation"
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +84,17 @@ def browser(console_server: ServerThread) -> Iterator[httpx.Client]:
 def issue_as_usual(acme_provider: OpenIdProvider, globex_provider: OpenIdProvider) -> None:
     acme_provider.issue = Issue()
     globex_provider.issue = Issue()
+
+
+def _code_of(back: httpx.Response) -> str:
+    """The one-time code a callback's redirect hands the page."""
+    return back.headers["Location"].removeprefix("/#signin=")
+
+
+def _remembering(browser: httpx.Client, tenant: str) -> None:
+    """`browser` as if it had last signed in to `tenant` (its only cookie)."""
+    browser.cookies.clear()
+    browser.cookies.set(ORGANISATION_COOKIE, tenant, domain="127.0.0.1", path="/auth/")
 
 
 def _tokens(sql: psycopg.Connection[Any], tenant: str) -> int:
@@ -150,8 +163,98 @@ def test_a_sign_in_without_an_organisation_asks_for_one(browser: httpx.Client) -
     assert unknown.status_code == 404
     assert "No organisation &#x27;t-hooli&#x27; signs in to this console" in unknown.text
     assert '<form method="get" action="/auth/login">' in unknown.text
-    # The page's button names no provider: each organisation has its own.
-    assert browser.get("/auth/config").json() == {"identity_provider": {"name": ""}}
+    # The page's button names no provider: each organisation has its own;
+    # nor an organisation, this browser having signed in to none.
+    assert browser.get("/auth/config").json() == {
+        "identity_provider": {"name": "", "organisation": ""}
+    }
+
+
+def test_a_browser_signs_in_again_to_the_organisation_it_last_signed_in_to(
+    browser: httpx.Client, globex_provider: OpenIdProvider
+) -> None:
+    """The organisation's id is asked once: a sign-in remembers it (a cookie
+    holding the id alone), and /auth/login goes to its provider after, until
+    the person asks for another organisation's."""
+    back = browser.get(to_callback(browser, tenant=GLOBEX))
+    assert back.status_code == 303
+    (remembered,) = [
+        cookie
+        for cookie in back.headers.get_list("Set-Cookie")
+        if cookie.startswith(f"{ORGANISATION_COOKIE}=")
+    ]
+    attributes = {part.strip().partition("=")[0].lower() for part in remembered.split(";")}
+    assert f"{ORGANISATION_COOKIE}={GLOBEX};" in remembered
+    assert "samesite=lax" in remembered.lower() and "path=/auth/" in remembered.lower()
+    assert {"max-age", "httponly"} <= attributes
+    assert "secure" not in attributes  # served over http here
+    max_age = int(remembered.lower().partition("max-age=")[2].partition(";")[0])
+    assert max_age >= 30 * 86400
+    login = browser.get("/auth/login")
+    assert login.status_code == 302
+    assert login.headers["Location"].startswith(f"{globex_provider.issuer}/authorize?")
+    # The page's button says which; "another organisation" asks the id again.
+    assert browser.get("/auth/config").json() == {
+        "identity_provider": {"name": "", "organisation": GLOBEX}
+    }
+    another = browser.get("/auth/login", params={"another": ""})
+    assert another.status_code == 200
+    assert '<form method="get" action="/auth/login">' in another.text
+    # Signing out forgets the session, not the organisation: it is a hint.
+    minted = browser.post("/auth/exchange", json={"code": _code_of(back)}).json()
+    signed_out = browser.post(
+        "/auth/signout", headers={"Authorization": f"Bearer {minted['token']}"}
+    )
+    assert signed_out.json() == {"ok": True}
+    assert browser.cookies.get(ORGANISATION_COOKIE) == GLOBEX
+    assert browser.get("/auth/login").status_code == 302
+    # A sign-in to another organisation remembers that one instead.
+    signed_in(browser, tenant=ACME)
+    assert browser.cookies.get(ORGANISATION_COOKIE) == ACME
+
+
+def test_a_remembered_organisation_that_signs_in_here_no_more_is_ignored(
+    browser: httpx.Client,
+) -> None:
+    for stale in ("t-hooli", "x" * 100, ""):
+        _remembering(browser, stale)
+        asked = browser.get("/auth/login")
+        assert asked.status_code == 200, stale
+        assert '<form method="get" action="/auth/login">' in asked.text
+        assert browser.get("/auth/config").json() == {
+            "identity_provider": {"name": "", "organisation": ""}
+        }
+
+
+def test_sign_ins_to_two_organisations_at_once_in_one_browser_both_end(
+    browser: httpx.Client,
+) -> None:
+    """Each sign-in under way has a cookie of its own tenant: beginning one
+    to globex leaves the one to acme begun before it as it was."""
+    to_acme = to_callback(browser, tenant=ACME)
+    to_globex = to_callback(browser, tenant=GLOBEX)
+    for url, tenant in ((to_acme, ACME), (to_globex, GLOBEX)):
+        back = browser.get(url)
+        assert back.status_code == 303, back.text
+        exchanged = browser.post("/auth/exchange", json={"code": _code_of(back)})
+        assert exchanged.json()["tenant"] == tenant
+
+
+def test_a_sign_in_is_bound_by_its_own_tenants_cookie_alone(
+    browser: httpx.Client, sql: psycopg.Connection[Any]
+) -> None:
+    """The cookie of a sign-in under way to globex does not stand for one to
+    acme: acme's, gone from the browser, refuses acme's callback."""
+    to_acme = to_callback(browser, tenant=ACME)
+    to_callback(browser, tenant=GLOBEX)
+    (acme_cookie,) = [name for name in browser.cookies if ACME in name]
+    del browser.cookies[acme_cookie]
+    answer = _no_token_minted(browser, sql, to_acme)
+    assert answer.status_code == 400
+    assert "begun in another browser" in answer.text
+    # Its way back: acme's provider again, or another organisation's.
+    assert f'href="/auth/login?tenant={ACME}"' in answer.text
+    assert 'href="/auth/login?another"' in answer.text
 
 
 def test_a_state_moved_to_another_tenant_is_refused(
@@ -272,6 +375,12 @@ def test_an_erased_tenant_is_told_so_and_the_others_sign_in(
         assert "/auth/login" not in answer.text
     assert _tokens(sql, INITECH) == 0
     assert signed_in(browser, tenant=ACME)["tenant"] == ACME
+    # A browser that last signed in to it is asked its organisation again.
+    _remembering(browser, INITECH)
+    asked = browser.get("/auth/login")
+    assert asked.status_code == 200, asked.text
+    assert '<form method="get" action="/auth/login">' in asked.text
+    assert browser.cookies.get(ORGANISATION_COOKIE) is None
 
 
 def test_a_tenant_of_the_file_unknown_or_erased_is_warned_of_at_start(

@@ -568,7 +568,7 @@ class Console:
         """How the page may sign in besides a pasted token: through the
         identity provider (its name and where the sign-in begins), or null.
         Asked before any sign-in, so it says nothing secret."""
-        provider = self._sign_in.described() if self._sign_in is not None else None
+        provider = self._sign_in.described(request) if self._sign_in is not None else None
         return web.json_response({"identity_provider": provider})
 
     async def _signin(self, request: web.Request) -> web.Response:

@@ -4,11 +4,13 @@ of the SEALTRAIL_OIDC_* settings, or one per tenant of the providers file
 (ADR 0151, providers.py).
 
     GET  /auth/login      ?tenant=ID (needed with several providers; without
-                          it, a page asking the organisation): to its
-                          provider (302), this sign-in's state kept
-                          in the database, bound to the browser by a cookie
-                          that authorizes nothing; its nonce and PKCE
-                          verifier derived from the two, kept nowhere
+                          it, the organisation the browser last signed in
+                          to, else a page asking the organisation, which
+                          `?another` asks always): to its provider (302),
+                          this sign-in's state kept in the database, bound
+                          to the browser by a cookie of its tenant that
+                          authorizes nothing; its nonce and PKCE verifier
+                          derived from the two, kept nowhere
     GET  /auth/callback   the provider's answer: the state checked (once, in
                           the browser that began it), the code redeemed, the
                           id_token verified (oidc.py), a token of the mapped
@@ -75,7 +77,18 @@ from .recheck import ENDED_REASON, Ended, Ends, Rechecks
 
 log = logging.getLogger(__name__)
 
+# The cookie binding a sign-in under way to its browser is named after its
+# tenant (`sealtrail_signin.acme`): one browser signing in to two
+# organisations at once keeps both (ADR 0151). A tenant id's characters
+# ([a-z0-9._-]) are all a cookie name's.
 COOKIE: Final = "sealtrail_signin"
+# The organisation a browser last signed in to, where each has its provider:
+# its id alone, a hint (no secret, nothing authorized by it) that sends
+# /auth/login to its provider again. Kept a year, and through a sign-out.
+ORGANISATION_COOKIE: Final = "sealtrail_organisation"
+ORGANISATION_SECONDS: Final = 365 * 86400
+# Where a person who signed in to one organisation asks for another's form.
+ANOTHER_ORGANISATION: Final = "/auth/login?another"
 # Seconds a sign-in may take at the provider, and a one-time code may wait.
 SIGN_IN_SECONDS: Final = 600.0
 CODE_SECONDS: Final = 60.0
@@ -166,6 +179,11 @@ def _derived(cookie: str, state: str, what: bytes) -> str:
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 
+def sign_in_cookie(tenant: str) -> str:
+    """The name of the cookie binding a sign-in to `tenant` to its browser."""
+    return f"{COOKIE}.{tenant}"
+
+
 def login_path(tenant: str | None) -> str:
     """Where a sign-in through `tenant`'s provider begins (None: the page
     asking the organisation, or the console's one provider)."""
@@ -189,14 +207,20 @@ def page(
 ) -> web.Response:
     """A plain page saying why a sign-in ended (no script, nothing fetched),
     its way back to the console's sign-in form first, then to try again
-    through `tenant`'s provider (not `again`: a sign-in that cannot
-    succeed, no way to try it)."""
+    through `tenant`'s provider, or (a console of several) another
+    organisation's (not `again`: a sign-in that cannot succeed, no way to
+    try it)."""
     way_back = '<a href="/" id="back-to-sign-in">Back to the console\'s sign-in</a>'
     if again:
-        way_back += (
-            f', or <a href="{html.escape(login_path(tenant))}">sign in through the identity'
+        link = (
+            f'<a href="{html.escape(login_path(tenant))}">sign in through the identity'
             " provider again</a>"
         )
+        if tenant is None:
+            way_back += f", or {link}"
+        else:
+            another = f'<a href="{ANOTHER_ORGANISATION}">sign in to another organisation</a>'
+            way_back += f", {link}, or {another}"
     return _html(title, f"<p>{html.escape(said)}</p><p>{way_back}.</p>", status=status)
 
 
@@ -204,8 +228,9 @@ def organisation_page(*, said: str = "", status: int = 200) -> web.Response:
     """The page asking which organisation a person signs in to, where the
     console signs in through a provider per tenant (ADR 0151): a form that
     begins the sign-in at /auth/login?tenant=... (no script, nothing fetched).
-    It lists no organisation; a visitor who names one learns whether it
-    signs in here (a tenant id is no secret: ADR 0151)."""
+    It lists no organisation, nor says the one the browser last signed in to
+    (asked here, the person wants another); a visitor who names one learns
+    whether it signs in here (a tenant id is no secret: ADR 0151)."""
     form = (
         '<form method="get" action="/auth/login">'
         '<label for="tenant">Your organisation\'s id</label> '
@@ -326,12 +351,24 @@ class SignIn:
         """The console's tenant where it has one provider alone."""
         return next(iter(self._tenants.values())) if len(self._tenants) == 1 else None
 
-    def described(self) -> dict[str, str]:
+    def described(self, request: web.Request) -> dict[str, str]:
         """What the page's sign-in form says of the provider (GET /auth/config):
         its name for the button ("" says "your identity provider"; so it is
-        where each organisation has its own)."""
+        where each organisation has its own), and there the organisation the
+        browser last signed in to, which the button goes to ("": none), for
+        the form to offer another's."""
         one = self._one
-        return {"name": one.config.provider_name if one is not None else ""}
+        if one is not None:
+            return {"name": one.config.provider_name}
+        remembered = self._remembered(request)
+        return {"name": "", "organisation": "" if remembered is None else remembered}
+
+    def _remembered(self, request: web.Request) -> str | None:
+        """The organisation the browser last signed in to (ORGANISATION_COOKIE),
+        where each has its provider, if it still signs in here (an erased one
+        is found so at its sign-in: `_login`)."""
+        remembered = request.cookies.get(ORGANISATION_COOKIE, "")
+        return remembered if self._one is None and remembered in self._tenants else None
 
     async def close(self) -> None:
         sessions = {id(t.provider.session): t.provider.session for t in self._tenants.values()}
@@ -342,10 +379,15 @@ class SignIn:
         # `?tenant=` (an empty field) asks none, as no `tenant` does: with one
         # provider, the query was not read before providers per tenant.
         asked = request.query.get("tenant", "").strip().lower()
+        remembered = None
         if not asked:
             tenant = self._one
             if tenant is None:
-                return organisation_page()
+                # The organisation this browser last signed in to, unless the
+                # person asks for another's.
+                if "another" in request.query or (remembered := self._remembered(request)) is None:
+                    return organisation_page()
+                tenant = self._tenants[remembered]
         else:
             if (found := self._tenants.get(asked)) is None:
                 return organisation_page(
@@ -367,12 +409,17 @@ class SignIn:
         except SignInRefused as refused:
             return page("Cannot sign in", refused.said, status=refused.status, tenant=again)
         except FailedPrecondition as failed:
+            if remembered is not None and is_erased(failed):
+                # A hint gone stale: asked which organisation, as at first.
+                forgotten = organisation_page()
+                forgotten.del_cookie(ORGANISATION_COOKIE, path="/auth/")
+                return forgotten
             return erased_refusal(failed)
         except SealtrailError as failed:  # the database out of reach
             return page("Cannot sign in", str(failed)[:300], status=503, tenant=again)
         answer = web.Response(status=302, headers={"Location": url})
         answer.set_cookie(
-            COOKIE,
+            sign_in_cookie(tenant_id),
             binding,
             max_age=int(SIGN_IN_SECONDS),
             path="/auth/",
@@ -404,7 +451,9 @@ class SignIn:
                 status=400,
                 tenant=again,
             )
-        cookie = request.cookies.get(COOKIE, "")
+        # Its own tenant's cookie: another sign-in under way in this browser
+        # (another tenant's) has a cookie of its own.
+        cookie = request.cookies.get(sign_in_cookie(tenant.config.tenant_id), "")
         if not secrets.compare_digest(digest(cookie), binding):
             return page(
                 "Sign-in refused",
@@ -539,7 +588,18 @@ class SignIn:
             kept_with=kept_with,
         )
         answer = web.Response(status=303, headers={"Location": f"/#signin={code}"})
-        answer.del_cookie(COOKIE, path="/auth/")
+        answer.del_cookie(sign_in_cookie(config.tenant_id), path="/auth/")
+        if self._one is None:
+            # Where /auth/login goes next time, the organisation's id not asked again.
+            answer.set_cookie(
+                ORGANISATION_COOKIE,
+                config.tenant_id,
+                max_age=ORGANISATION_SECONDS,
+                path="/auth/",
+                httponly=True,  # the server reads it, and says it at /auth/config
+                samesite="Lax",
+                secure=config.redirect_url.startswith("https:"),
+            )
         # The page that follows is loaded without this URL's code as its referrer.
         answer.headers["Referrer-Policy"] = "no-referrer"
         return answer
