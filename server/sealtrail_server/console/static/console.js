@@ -203,9 +203,11 @@ async function signIn(event) {
 }
 
 // How else the server signs people in: the identity provider's button, named
-// after it, shown when one is set (GET /auth/config). Asked once, before the
-// form is first shown, so the focus is put where it stays; unanswered, the
-// token field alone signs in.
+// after it, shown when one is set (GET /auth/config); where each organisation
+// has its own, after the one this browser last signed in to (the server's
+// cookie, the button's way), beside a link to another's. Asked once, before
+// the form is first shown, so the focus is put where it stays; unanswered,
+// the token field alone signs in.
 let signInWays = null;
 
 async function learnSignInWays() {
@@ -215,7 +217,11 @@ async function learnSignInWays() {
     if (response.ok) provider = (await response.json()).identity_provider;
   } catch { /* no button: the token field signs in */ }
   if (!provider) return;
-  $("#provider-signin").textContent = `Sign in with ${provider.name || "your identity provider"}`;
+  const organisation = provider.organisation || "";
+  $("#provider-signin").textContent = organisation
+    ? `Sign in to ${organisation}`
+    : `Sign in with ${provider.name || "your identity provider"}`;
+  $("#another-organisation").hidden = !organisation;
   $("#signin-provider").hidden = false;
 }
 
