@@ -256,7 +256,7 @@ class OpenIdProvider:
         return f"{signing_input}.{_b64(self.ed25519.sign(signing_input.encode()))}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A port nothing listens on now: the console's, which its callback URL
     (registered with the provider) must name before it starts."""
     with socket.socket() as probe:
@@ -272,7 +272,7 @@ def console_signing_in_through(
     `tenant`: audit-admins are admins, audit-exporters and security
     exporters, audit-readers readers (`settings` adds or replaces settings)."""
     secret = write_private(folder / "client-secret", CLIENT_SECRET + "\n")
-    port = _free_port()
+    port = free_port()
     defaults: dict[str, Any] = {
         "console_listen": f"127.0.0.1:{port}",
         "oidc_issuer": provider.issuer,
@@ -297,7 +297,7 @@ def console_signing_in_per_tenant(
     provider (`providers`, by tenant), listed in a providers file (ADR 0151)
     with the groups `console_signing_in_through` maps; `settings` adds or
     replaces settings."""
-    port = _free_port()
+    port = free_port()
     lines = []
     for tenant, provider in providers.items():
         secret = write_private(folder / f"{tenant}-client-secret", CLIENT_SECRET + "\n")

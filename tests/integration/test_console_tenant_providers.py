@@ -26,6 +26,7 @@ from tests.openid_provider import (
     OpenIdProvider,
     console_signing_in_per_tenant,
     events_of,
+    free_port,
     make_recheck_due,
     signed_in,
     to_callback,
@@ -211,6 +212,40 @@ def test_a_browser_signs_in_again_to_the_organisation_it_last_signed_in_to(
     # A sign-in to another organisation remembers that one instead.
     signed_in(browser, tenant=ACME)
     assert browser.cookies.get(ORGANISATION_COOKIE) == ACME
+
+
+def test_a_console_served_over_https_remembers_the_organisation_in_a_secure_cookie(
+    migrated_database_url: str,
+    acme_provider: OpenIdProvider,
+    globex_provider: OpenIdProvider,
+    tmp_path: Path,
+) -> None:
+    """Behind a TLS-terminating proxy (an https redirect URL), the cookies a
+    sign-in sets are Secure: the browser sends them over https alone."""
+    port = free_port()
+    with console_signing_in_per_tenant(
+        {ACME: acme_provider, GLOBEX: globex_provider},
+        migrated_database_url,
+        tmp_path,
+        console_listen=f"127.0.0.1:{port}",
+        oidc_redirect_url=f"https://127.0.0.1:{port}/auth/callback",
+    ) as running:
+        console = f"http://127.0.0.1:{running.service.console_port}"
+        with httpx.Client(base_url=console, follow_redirects=False, timeout=20) as browser:
+            login = browser.get("/auth/login", params={"tenant": ACME})
+            assert "secure" in login.headers["Set-Cookie"].lower()
+            binding = login.cookies[f"sealtrail_signin.{ACME}"]
+            at_provider = httpx.get(login.headers["Location"], follow_redirects=False, timeout=20)
+            # What the proxy hands on, the cookie as the browser sends it over https.
+            callback = at_provider.headers["Location"].replace("https:", "http:", 1)
+            back = browser.get(callback, headers={"Cookie": f"sealtrail_signin.{ACME}={binding}"})
+    assert back.status_code == 303, back.text
+    (remembered,) = [
+        cookie
+        for cookie in back.headers.get_list("Set-Cookie")
+        if cookie.startswith(f"{ORGANISATION_COOKIE}=")
+    ]
+    assert "secure" in {part.strip().lower() for part in remembered.split(";")}
 
 
 def test_a_remembered_organisation_that_signs_in_here_no_more_is_ignored(
