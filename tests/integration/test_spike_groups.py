@@ -7,6 +7,7 @@ Events are backdated into windows a day ago, as test_spike_alerts places its."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import unicodedata
 from collections.abc import Iterator
@@ -17,6 +18,9 @@ import psycopg
 import psycopg.sql
 import pytest
 from google.protobuf import json_format
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter
 from sealtrail.v1 import alerting_pb2
@@ -32,10 +36,13 @@ from sealtrail_server.domain.filters import EventFilter
 from sealtrail_server.store.alerts import (
     ID_FOLD,
     LOWERED_SAMPLE,
+    SpikeGroupCounts,
     SpikeGroupsAsked,
     spike_forms_statement,
+    spike_group_counts,
     spike_groups_statement,
 )
+from sealtrail_server.store.database import Database
 from tests.alerts_cli import alerts_cli
 from tests.conftest import ServerThread, database_of_its_own
 from tests.integration.test_alerting import (
@@ -51,6 +58,7 @@ from tests.integration.test_alerting import (
 )
 from tests.integration.test_count_plans import _plan
 from tests.integration.test_spike_alerts import BASELINE, SPIKE, SPIKE_TEXT, WINDOW, spike_rule
+from tests.service_login import service_login_url
 from tests.unit.test_older_release_conditions import released_not_understood
 
 __all__ = ["marked", "own_sql", "rules", "unevaluated"]  # fixtures
@@ -211,6 +219,43 @@ def test_by_actor_the_forms_asked_for_are_those_the_database_folds_alike(
     statement, values = spike_forms_statement(asked, counted=judged, keys=keys, trusted=False)
     returned = {str(row[0]) for row in sql.execute(statement, values).fetchall()}
     assert returned == {*others, *forms}
+
+
+def test_the_databases_lowercasing_is_asked_once_a_process_not_at_each_forms_statement(
+    client: AuditClient, tenant: str, migrated_database_url: str
+) -> None:
+    """Each grouped count by actor asked the database's lower() of
+    CASED_SAMPLE before its forms' statement: one more round trip an
+    evaluation, for an answer fixed by the database's collation. Asked once
+    a Database (a process), then reused."""
+    said_by(client, -1, ["Admin"])
+    said_by(client, 0, ["admin", "admin"])
+    asked = SpikeGroupsAsked(
+        tenant_id=tenant, event_filter=EventFilter(actions=("api.request",)), group_by="actor",
+        start_seq=0, at_seq=10**9, upto_seq=10**9,
+        baseline_from=SPIKE - timedelta(seconds=BASELINE * WINDOW), window_from=SPIKE,
+        window_to=SPIKE + timedelta(seconds=WINDOW), cap=MAX_SPIKE_GROUPS, fold=actor_group,
+    )  # fmt: skip
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer(__name__)
+
+    async def scenario() -> list[SpikeGroupCounts]:
+        url = service_login_url(migrated_database_url)
+        db = await Database.open(url, min_size=1, max_size=2, tracer=tracer)
+        try:
+            with tracer.start_as_current_span("evaluations"):
+                return [await spike_group_counts(db, asked) for _ in range(3)]
+        finally:
+            await db.close()
+
+    counted = asyncio.run(scenario())
+    provider.shutdown()
+    for counts in counted:  # each found the baseline's form of the judged id
+        assert sorted(group.parts[0] for group in counts.judged) == ["Admin", "admin"]
+    texts = [(span.attributes or {}).get("db.query.text") for span in exporter.get_finished_spans()]
+    assert texts.count(LOWERED_SAMPLE) == 1
 
 
 DOTLESS_I = "\u0131"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import weakref
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -439,6 +440,27 @@ ID_FOLD: Final = "btrim(normalize(lower(normalize({id}, NFKC)), NFKC), %s)"
 # What the database's lower() makes of domain.alerts.CASED_SAMPLE (by its
 # collation): whether its folds are actor_group's (lowers_as_actor_group).
 LOWERED_SAMPLE: Final = "SELECT lower(%s::text)"
+# Whether each Database's lower() folds as actor_group, once asked. Asked at
+# each forms' statement, it was one more round trip an evaluation for an
+# answer fixed by the database's collation (its LC_CTYPE), which ALTER
+# DATABASE cannot change: a database's lowercasing changes only by its
+# recreation or restore with another collation, or an upgrade of the
+# server's libraries (glibc, ICU), and this process keeps its answer until it
+# is restarted; a new process asks again.
+_LOWERS_AS_ACTOR_GROUP: Final[weakref.WeakKeyDictionary[Database, bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _lowers_as_actor_group(db: Database, conn: Connection) -> bool:
+    """Whether the database's lower() folds as actor_group (LOWERED_SAMPLE),
+    asked on `conn` the first time alone for `db`."""
+    known = _LOWERS_AS_ACTOR_GROUP.get(db)
+    if known is None:
+        cursor = await conn.execute(LOWERED_SAMPLE, [CASED_SAMPLE])
+        [(lowered,)] = await cursor.fetchall()
+        known = _LOWERS_AS_ACTOR_GROUP[db] = lowers_as_actor_group(str(lowered))
+    return known
 
 
 def spike_forms_statement(
@@ -498,13 +520,11 @@ async def spike_group_counts(db: Database, asked: SpikeGroupsAsked) -> SpikeGrou
         fold = asked.fold
         if judged and fold is not None and asked.group_by == "actor":
             keys = {fold(group.parts[0]) for group in judged}
-            cursor = await conn.execute(LOWERED_SAMPLE, [CASED_SAMPLE])
-            [(lowered,)] = await cursor.fetchall()
             statement, values = spike_forms_statement(
                 asked,
                 counted=[group.parts[0] for group in judged],
                 keys=sorted(keys),
-                trusted=lowers_as_actor_group(str(lowered)),
+                trusted=await _lowers_as_actor_group(db, conn),
             )
             cursor = await conn.execute(statement, values)
             judged += [
