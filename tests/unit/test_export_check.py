@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import pytest
 
@@ -18,6 +18,7 @@ from sealtrail._export import MANIFEST_FORMAT
 from sealtrail._export_check import _rebuilt_root, _RowCounter
 from sealtrail._export_rows import CSV_COLUMNS as VERIFIED_COLUMNS
 from sealtrail._export_rows import written_cell
+from sealtrail.tlog import TreeBuilder
 from sealtrail_server.export.formats import CSV_COLUMNS as WRITTEN_COLUMNS
 from sealtrail_server.export.formats import (
     CsvEncoder,
@@ -108,6 +109,26 @@ def test_a_file_that_cannot_be_read_as_its_rows_are_rebuilt_is_said_so_not_tampe
         ExportMismatchError, match=rf"^{re.escape(str(gone))} cannot be read: No such file"
     ):
         _rebuilt_root(gone, kind, "acme")
+
+
+def test_a_csv_exports_header_is_read_once_as_its_rows_are_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows' rebuilding read a CSV export's header, and the check of the
+    columns an older Sealtrail wrote opened the file again to read it once
+    more. Read once, by the rows' reader."""
+    export = tmp_path / "audit.csv"
+    export.write_bytes(CsvEncoder().start())
+    opened: list[Path] = []
+    real_open = Path.open
+
+    def open_counted(path: Path, *args: Any, **kwargs: Any) -> Any:
+        opened.append(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_counted)
+    assert _rebuilt_root(export, "text/csv", "acme") == (0, TreeBuilder().root())
+    assert opened == [export]
 
 
 # Each character a cell may start with, alone, before a sign, and after one.

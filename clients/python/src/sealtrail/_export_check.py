@@ -12,7 +12,7 @@ import csv
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
@@ -20,11 +20,10 @@ from typing import Any, Final
 from sealtrail._checkpoint_check import CheckpointError, SavedCheckpoint, saved_checkpoint_text
 from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX, MANIFEST_VERSION
 from sealtrail._export_rows import (
-    CSV_COLUMNS,
+    CsvRecords,
     NamedTwiceError,
     RowWrittenOtherwiseError,
     UnknownFieldsError,
-    csv_records,
     json_records,
 )
 from sealtrail._words import counted
@@ -501,18 +500,6 @@ def _unproven(statement: ExportStatement) -> str | None:
     return None
 
 
-def _older_columns(path: Path) -> str | None:
-    """The first column a CSV export's header lacks of those this client
-    knows (an older Sealtrail wrote it), else None."""
-    try:
-        with path.open(encoding="utf-8", newline="") as file:
-            header = next(csv.reader(file), [])
-    except (OSError, UnicodeError, csv.Error):
-        return None  # said as the rows are read
-    shorter = len(header) < len(CSV_COLUMNS)
-    return CSV_COLUMNS[len(header)] if shorter else None
-
-
 def _rebuilt_root(path: Path, kind: str, tenant: str) -> tuple[int, bytes] | str | None:
     """The root over a CSV or JSON export's rows rebuilt into the records
     they show (_export_rows), each row's leaf held to its own leaf_hash
@@ -523,17 +510,19 @@ def _rebuilt_root(path: Path, kind: str, tenant: str) -> tuple[int, bytes] | str
     taken off, a time in another zone, ...); ExportMismatchError saying so
     for a file that cannot be read; a str saying why the rows cannot be
     rebuilt (a newer Sealtrail's fields); None for a format not known here."""
-    if kind == "text/csv":
-        rows = csv_records(path, tenant)
+    rows: Iterable[tuple[str, bytes, bytes]]
+    csv_rows = CsvRecords(path, tenant) if kind == "text/csv" else None
+    if csv_rows is not None:
+        rows = csv_rows
     elif kind == "application/json":
         rows = json_records(path)
     else:
         return None
-    older = _older_columns(path) if kind == "text/csv" else None
     tree = TreeBuilder()
     try:
         for seq, record, shown in rows:
             leaf = leaf_hash(record)
+            older = None if csv_rows is None else csv_rows.first_missing
             if leaf != shown and older is not None:
                 # An older Sealtrail's columns may not hold every key of a
                 # record (one a later column carries): not proof of tampering.

@@ -164,34 +164,53 @@ def canonical(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is no JSON value")
 
 
-def csv_records(path: Path, tenant: str) -> Iterator[tuple[str, bytes, bytes]]:
-    """Each row of the CSV export at `path` as (its seq's cell, the record it
-    shows, its leaf_hash cell's bytes); UnknownFieldsError for a header
-    that is no prefix of CSV_COLUMNS, RowWrittenOtherwiseError for a row
-    the server writes otherwise (each cell as `written_cells`, quoted and
-    ended as `csv.writer` does), ValueError for a row that is no record."""
-    with path.open(encoding="utf-8", newline="") as file:
-        read: list[str] = []
-        rows = csv.reader(_kept(file, read))
-        header = tuple(next(rows, ()))
-        if header != CSV_COLUMNS[: len(header)] or "leaf_hash" not in header:
-            raise UnknownFieldsError("its header is not the columns this client knows")
-        _as_csv_writes(None, header, header, "".join(read))
-        read.clear()
-        for cells in rows:
-            line = "".join(read)
+class CsvRecords:
+    """The rows of the CSV export at `path`, iterated once: each as (its
+    seq's cell, the record it shows, its leaf_hash cell's bytes);
+    UnknownFieldsError for a header that is no prefix of CSV_COLUMNS,
+    RowWrittenOtherwiseError for a row the server writes otherwise (each
+    cell as `written_cells`, quoted and ended as `csv.writer` does),
+    ValueError for a row that is no record. Its header, as read before the
+    first row, says which columns an older Sealtrail's export lacks
+    (`first_missing`): read once, by the rows' reader."""
+
+    def __init__(self, path: Path, tenant: str) -> None:
+        self._path = path
+        self._tenant = tenant
+        self._header: tuple[str, ...] = ()
+
+    @property
+    def first_missing(self) -> str | None:
+        """The first column of CSV_COLUMNS the header lacks (an older
+        Sealtrail wrote it), else None; None before the header is read."""
+        read = len(self._header)
+        return CSV_COLUMNS[read] if 0 < read < len(CSV_COLUMNS) else None
+
+    def __iter__(self) -> Iterator[tuple[str, bytes, bytes]]:
+        with self._path.open(encoding="utf-8", newline="") as file:
+            read: list[str] = []
+            rows = csv.reader(_kept(file, read))
+            header = tuple(next(rows, ()))
+            if header != CSV_COLUMNS[: len(header)] or "leaf_hash" not in header:
+                raise UnknownFieldsError("its header is not the columns this client knows")
+            self._header = header
+            _as_csv_writes(None, header, header, "".join(read))
             read.clear()
-            if len(cells) != len(header):
-                raise ValueError(f"a row of {len(cells)} cells under {len(header)} columns")
-            row = dict(zip(header, (_recorded(cell) for cell in cells), strict=True))
-            record = _csv_record(row, tenant)
-            shown = bytes.fromhex(row["leaf_hash"])
-            written = written_cells(record, shown)
-            for column, cell in zip(header, cells, strict=True):
-                if cell != written[column]:
-                    raise NotWrittenSoError(record["seq"], column, cell, _excerpt(written[column]))
-            _as_csv_writes(record["seq"], header, cells, line)
-            yield str(record["seq"]), canonical(record).encode(), shown
+            for cells in rows:
+                line = "".join(read)
+                read.clear()
+                if len(cells) != len(header):
+                    raise ValueError(f"a row of {len(cells)} cells under {len(header)} columns")
+                row = dict(zip(header, (_recorded(cell) for cell in cells), strict=True))
+                record = _csv_record(row, self._tenant)
+                shown = bytes.fromhex(row["leaf_hash"])
+                written = written_cells(record, shown)
+                for column, cell in zip(header, cells, strict=True):
+                    if cell != written[column]:
+                        seq, expected = record["seq"], _excerpt(written[column])
+                        raise NotWrittenSoError(seq, column, cell, expected)
+                _as_csv_writes(record["seq"], header, cells, line)
+                yield str(record["seq"]), canonical(record).encode(), shown
 
 
 def _kept(lines: Iterable[str], read: list[str]) -> Iterator[str]:
