@@ -7,6 +7,7 @@ session of the other (its state, its code, its provider's id_token)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import urllib.parse
 import uuid
@@ -17,8 +18,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from sealtrail_server.config import Settings
+from sealtrail_server.store.console_sign_ins import tenants_not_found
+from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread, logged
 from tests.integration.test_erasure_receipts import erased
 from tests.openid_provider import (
@@ -31,6 +37,7 @@ from tests.openid_provider import (
     signed_in,
     to_callback,
 )
+from tests.service_login import service_login_url
 
 ACME = f"t-acme-{uuid.uuid4().hex[:8]}"
 GLOBEX = f"t-globex-{uuid.uuid4().hex[:8]}"
@@ -447,3 +454,35 @@ def test_a_tenant_of_the_file_unknown_or_erased_is_warned_of_at_start(
     (of_gone,) = [line for line in said if gone in line]
     assert "was erased" in of_gone
     assert not [line for line in said if known in line]
+
+
+def test_the_tenants_of_the_file_are_looked_up_at_start_in_one_statement(
+    console_server: ServerThread, migrated_database_url: str
+) -> None:
+    """The start's look at the file's tenants (erased? no token and no
+    event?) asked the database once a tenant, one after another: about a
+    second of the start at the 1,000 tenants a file may name. One statement
+    asks it of them all."""
+    known, typo, gone = (f"t-{what}-{uuid.uuid4().hex[:8]}" for what in ("known", "typo", "gone"))
+    console_server.token(known)
+    erased(console_server, gone)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer(__name__)
+
+    async def scenario() -> dict[str, str]:
+        url = service_login_url(migrated_database_url)
+        db = await Database.open(url, min_size=1, max_size=2, tracer=tracer)
+        try:
+            with tracer.start_as_current_span("start"):
+                return await tenants_not_found(db, [known, typo, gone])
+        finally:
+            await db.close()
+
+    assert asyncio.run(scenario()) == {typo: "unused", gone: "erased"}
+    provider.shutdown()
+    texts = [
+        str((span.attributes or {}).get("db.query.text")) for span in exporter.get_finished_spans()
+    ]
+    assert len([text for text in texts if "tenant_erasures" in text]) == 1
