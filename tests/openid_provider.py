@@ -101,6 +101,10 @@ class OpenIdProvider:
         self.published = [self.rsa, self.ec, self.okp]
         self.issue = Issue()
         self.jwks_reads = 0
+        self.discovery_reads = 0
+        # The clients registered here (each with CLIENT_SECRET): another
+        # tenant's console client of this issuer is added to them.
+        self.client_ids = {CLIENT_ID}
         self.codes: dict[str, dict[str, str]] = {}
         # Refresh tokens not yet used, each to the sign-in it continues.
         self.refresh_tokens: dict[str, dict[str, str]] = {}
@@ -143,6 +147,7 @@ class OpenIdProvider:
         self.port = self._runner.addresses[0][1]
 
     async def _discovery(self, request: web.Request) -> web.Response:
+        self.discovery_reads += 1
         return web.json_response(
             {
                 "issuer": self.issuer,
@@ -163,7 +168,7 @@ class OpenIdProvider:
     async def _authorize(self, request: web.Request) -> web.StreamResponse:
         """Signs the person in at once: back to `redirect_uri` with a code."""
         query = request.query
-        assert query["response_type"] == "code" and query["client_id"] == CLIENT_ID
+        assert query["response_type"] == "code" and query["client_id"] in self.client_ids
         assert query["code_challenge_method"] == "S256"
         code = secrets.token_urlsafe(16)
         self.codes[code] = dict(query)
@@ -173,11 +178,12 @@ class OpenIdProvider:
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
         sent = request.headers.get("Authorization", "").removeprefix("Basic ")
-        expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
         if form.get("grant_type") == "refresh_token":
-            return self._refreshed(str(form.get("refresh_token", "")), sent == expected)
+            token = str(form.get("refresh_token", ""))
+            held = self.refresh_tokens.get(token)
+            return self._refreshed(token, sent == _basic(held))
         asked = self.codes.pop(str(form.get("code", "")), None)
-        if sent != expected:
+        if sent != _basic(asked):
             return web.json_response({"error": "invalid_client"}, status=401)
         verifier = str(form.get("code_verifier", ""))
         challenge = _b64(hashlib.sha256(verifier.encode()).digest())
@@ -187,7 +193,7 @@ class OpenIdProvider:
             or form.get("redirect_uri") != asked["redirect_uri"]
         ):
             return web.json_response({"error": "invalid_grant"}, status=400)
-        answer = {"id_token": self.id_token(nonce=asked["nonce"])}
+        answer = {"id_token": self.id_token(nonce=asked["nonce"], audience=asked["client_id"])}
         if self.issue.refresh_tokens and "offline_access" in asked["scope"].split():
             answer["refresh_token"] = self._refresh_token(asked)
         return web.json_response(answer)
@@ -212,15 +218,16 @@ class OpenIdProvider:
             )
         answer = {"refresh_token": self._refresh_token(asked), "token_type": "Bearer"}
         if how != "no_id_token":
-            answer["id_token"] = self.id_token(nonce=self.issue.refresh_nonce)
+            nonce, audience = self.issue.refresh_nonce, asked["client_id"]
+            answer["id_token"] = self.id_token(nonce=nonce, audience=audience)
         return web.json_response(answer)
 
-    def id_token(self, *, nonce: str | None) -> str:
+    def id_token(self, *, nonce: str | None, audience: str = CLIENT_ID) -> str:
         issue = self.issue
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self.issuer,
-            "aud": CLIENT_ID,
+            "aud": audience,
             "sub": "00u1alice",
             "iat": now,
             "exp": now + 300,
@@ -254,6 +261,14 @@ class OpenIdProvider:
         header = {"alg": issue.alg, "typ": "JWT", "kid": issue.kid or self.okp.kid}
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
         return f"{signing_input}.{_b64(self.ed25519.sign(signing_input.encode()))}"
+
+
+def _basic(asked: dict[str, str] | None) -> str:
+    """The client_secret_basic credentials of the client that asked (the
+    console's usual client where nothing asked: a code or refresh token
+    unknown here)."""
+    client = CLIENT_ID if asked is None else asked["client_id"]
+    return base64.b64encode(f"{client}:{CLIENT_SECRET}".encode()).decode()
 
 
 def free_port() -> int:
@@ -291,11 +306,17 @@ def console_signing_in_through(
 
 @contextmanager
 def console_signing_in_per_tenant(
-    providers: dict[str, OpenIdProvider], database_url: str, folder: Path, **settings: Any
+    providers: dict[str, OpenIdProvider],
+    database_url: str,
+    folder: Path,
+    *,
+    client_ids: dict[str, str] | None = None,
+    **settings: Any,
 ) -> Iterator[ServerThread]:
     """A server whose console signs each tenant's people in through its own
     provider (`providers`, by tenant), listed in a providers file (ADR 0151)
-    with the groups `console_signing_in_through` maps; `settings` adds or
+    with the groups `console_signing_in_through` maps, each tenant's client
+    its `client_ids` entry (CLIENT_ID by default); `settings` adds or
     replaces settings."""
     port = free_port()
     lines = []
@@ -304,7 +325,7 @@ def console_signing_in_per_tenant(
         lines += [
             f'[tenants."{tenant}"]',
             f'issuer = "{provider.issuer}"',
-            f'client_id = "{CLIENT_ID}"',
+            f'client_id = "{(client_ids or {}).get(tenant, CLIENT_ID)}"',
             f'client_secret_file = "{secret.name}"',  # beside the file
             'admin_groups = ["audit-admins"]',
             'exporter_groups = "audit-exporters, security"',

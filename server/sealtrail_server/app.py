@@ -54,7 +54,8 @@ from .auth.tokens import Authenticator
 from .backfill.credentials import CredentialBackfill
 from .config import Settings
 from .console.hosts import parse_allowed_hosts
-from .console.oidc import PROVIDER_TIMEOUT, OidcConfig, Provider
+from .console.oidc import PROVIDER_TIMEOUT, OidcConfig, Provider, Published
+from .console.providers import issuer_compared
 from .console.providers import providers as providers_by_tenant
 from .console.recheck import Rechecks
 from .console.server import Console
@@ -848,8 +849,12 @@ class Service:
             headers={"User-Agent": "sealtrail-console"},
         )
         tenants = []
+        # What each issuer publishes, read once for its tenants: their clients
+        # and settings stay each its own (`config`).
+        published: dict[str, Published] = {}
         for tenant_id, config in self._providers.items():
-            provider = Provider(config, client)
+            shared = published.setdefault(issuer_compared(config.issuer), Published())
+            provider = Provider(config, client, published=shared)
             rechecks = None
             if config.recheck_seconds > 0:
                 rechecks = Rechecks(

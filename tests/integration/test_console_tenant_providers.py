@@ -28,6 +28,7 @@ from sealtrail_server.store.database import Database
 from tests.conftest import ServerThread, logged
 from tests.integration.test_erasure_receipts import erased
 from tests.openid_provider import (
+    CLIENT_ID,
     Issue,
     OpenIdProvider,
     console_signing_in_per_tenant,
@@ -486,3 +487,32 @@ def test_the_tenants_of_the_file_are_looked_up_at_start_in_one_statement(
         str((span.attributes or {}).get("db.query.text")) for span in exporter.get_finished_spans()
     ]
     assert len([text for text in texts if "tenant_erasures" in text]) == 1
+
+
+def test_tenants_of_one_issuer_read_its_discovery_document_and_keys_once(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """Each tenant's provider read and cached the issuer's discovery document
+    and keys for itself: tenants of one issuer (its organisations' clients
+    of one provider) read them once each, a thousand times for a thousand.
+    Read once for the issuer; each tenant's sign-in still goes by its own
+    client (its id at the authorization endpoint, its id_token's audience)."""
+    north, south = (f"t-{what}-{uuid.uuid4().hex[:8]}" for what in ("north", "south"))
+    clients = {north: CLIENT_ID, south: "sealtrail-console-south"}
+    with OpenIdProvider() as shared:
+        shared.client_ids.add(clients[south])
+        with console_signing_in_per_tenant(
+            {north: shared, south: shared}, migrated_database_url, tmp_path, client_ids=clients
+        ) as running:
+            console = f"http://127.0.0.1:{running.service.console_port}"
+            with httpx.Client(base_url=console, follow_redirects=False, timeout=20) as browser:
+                for tenant in (north, south):
+                    login = browser.get("/auth/login", params={"tenant": tenant})
+                    assert login.status_code == 302, login.text
+                    asked = urllib.parse.parse_qs(
+                        urllib.parse.urlsplit(login.headers["Location"]).query
+                    )
+                    assert asked["client_id"] == [clients[tenant]]
+                minted = [signed_in(browser, tenant=tenant) for tenant in (north, south)]
+    assert [token["tenant"] for token in minted] == [north, south]
+    assert (shared.discovery_reads, shared.jwks_reads) == (1, 1)

@@ -15,12 +15,13 @@ Each refusal's `said` is a sentence for the page; none quotes a token.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -211,17 +212,57 @@ class _Cached:
 
 
 @dataclass
+class Published:
+    """What an issuer publishes, its discovery document and keys, as last
+    read (None: not yet), shared by the Providers of its tenants (one per
+    issuer as compared, providers.issuer_compared): of a thousand tenants of
+    one provider, each read and cached them for itself, a thousand times.
+    Nothing of a tenant's client is in it."""
+
+    discovery: _Cached | None = None
+    keys: _Cached | None = None
+    keys_refetched: float = -REFETCH_SECONDS
+    # The reads under way, by what they read.
+    _reading: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+    async def read_once(
+        self, what: str, read: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """`read()`, or the read of `what` under way: the tenants that miss
+        the cache at once wait for one read, and each has its answer or its
+        failure (not a lock's turn each: with the provider down, the last
+        of them waited out every timeout before its own). A caller
+        cancelled leaves the read to the others."""
+        under_way = self._reading.get(what)
+        if under_way is None:
+            under_way = self._reading[what] = asyncio.ensure_future(read())
+
+            def done(future: asyncio.Future[dict[str, Any]]) -> None:
+                if self._reading.get(what) is future:
+                    del self._reading[what]
+                if not future.cancelled():
+                    future.exception()  # said to each caller, not left unretrieved
+
+            under_way.add_done_callback(done)
+        return await asyncio.shield(under_way)
+
+    def reading(self, what: str) -> bool:
+        """Whether a read of `what` is under way (`read_once` joins it)."""
+        return what in self._reading
+
+
+@dataclass
 class Provider:
-    """The provider at `config.issuer`: its discovery document and keys,
-    read when first needed and cached (`clock`: monotonic seconds)."""
+    """The provider at `config.issuer`, for the client of `config`: its
+    discovery document and keys read when first needed and cached in
+    `published` (shared by the tenants of the issuer: `clock`, monotonic
+    seconds, the same for them)."""
 
     config: OidcConfig
     session: aiohttp.ClientSession
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
-    _discovery: _Cached | None = None
-    _keys: _Cached | None = None
-    _keys_refetched: float = field(default=-REFETCH_SECONDS)
+    published: Published = field(default_factory=Published)
 
     async def _get(self, url: str, what: str) -> dict[str, Any]:
         try:
@@ -242,21 +283,39 @@ class Provider:
         return value
 
     async def discovery(self) -> dict[str, Any]:
-        """The provider's metadata (OpenID Connect Discovery 1.0), its issuer checked."""
-        cached = self._discovery
+        """The provider's metadata (OpenID Connect Discovery 1.0), its issuer
+        checked against this tenant's (the cache is shared by tenants whose
+        issuers compare equal, which may be spelt otherwise: one not spelt
+        as the document names it is refused, as it was by a read of its own)."""
+        published = self.published
+        cached = published.discovery
         if cached is not None and self.clock() - cached.read_at < CACHE_SECONDS:
-            return cached.value
+            return self._of_this_issuer(cached.value)
+        value = self._of_this_issuer(await published.read_once("discovery", self._read_discovery))
+        # Kept once this tenant finds it its issuer's: one naming another is
+        # read again at the next sign-in, as before it was shared.
+        published.discovery = _Cached(value, self.clock())
+        return value
+
+    async def _read_discovery(self) -> dict[str, Any]:
+        """The discovery document, read; ProviderFailed if it lacks an
+        endpoint the sign-in goes to."""
         url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
         value = await self._get(url, "discovery document")
+        for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            if not isinstance(value.get(name), str):
+                raise ProviderFailed(f"the identity provider's discovery document has no {name}")
+        return value
+
+    def _of_this_issuer(self, value: dict[str, Any]) -> dict[str, Any]:
+        """A discovery document, if it names this tenant's issuer as spelt
+        here (tenants sharing it may spell their issuers otherwise, equal as
+        compared); else ProviderFailed."""
         if value.get("issuer") != self.config.issuer:
             raise ProviderFailed(
                 "the identity provider's discovery document names another issuer than the"
                 " one set (SEALTRAIL_OIDC_ISSUER, or the tenant's in the providers file)"
             )
-        for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-            if not isinstance(value.get(name), str):
-                raise ProviderFailed(f"the identity provider's discovery document has no {name}")
-        self._discovery = _Cached(value, self.clock())
         return value
 
     async def authorization_url(self, *, state: str, nonce: str, challenge: str) -> str:
@@ -281,13 +340,16 @@ class Provider:
         return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
 
     async def _key_set(self, *, fresh: bool) -> KeySet:
-        cached = self._keys
-        stale = cached is None or self.clock() - cached.read_at >= CACHE_SECONDS
-        if fresh or stale:
+        """The issuer's keys, read again if `fresh` or stale."""
+        published = self.published
+        cached = published.keys
+        if fresh or cached is None or self.clock() - cached.read_at >= CACHE_SECONDS:
             url = str((await self.discovery())["jwks_uri"])
-            value = await self._get(url, "keys (jwks_uri)")
-            cached = self._keys = _Cached(value, self.clock())
-        assert cached is not None
+
+            async def read() -> dict[str, Any]:
+                return await self._get(url, "keys (jwks_uri)")
+
+            cached = published.keys = _Cached(await published.read_once("keys", read), self.clock())
         try:
             return KeySet.import_key_set(cached.value)  # type: ignore[arg-type]
         except (JoseError, ValueError, KeyError, TypeError):
@@ -295,16 +357,23 @@ class Provider:
 
     async def _key(self, kid: str | None) -> Any:
         """The published key `kid` names; the keys are read again once if
-        none does (the provider rotated them), a minute apart at most."""
+        none does (the provider rotated them), a minute apart at most for the
+        issuer. Within the minute, the keys are looked in again as another
+        tenant's sign-in of the issuer reads them again (its read joined), or
+        as last read (it may have read them since these)."""
         keys = await self._key_set(fresh=False)
         for attempt in (0, 1):
             try:
                 return keys.get_by_kid(kid)
             except JoseError:
-                if attempt or self.clock() - self._keys_refetched < REFETCH_SECONDS:
+                if attempt:
                     break
-                self._keys_refetched = self.clock()
-                keys = await self._key_set(fresh=True)
+                published = self.published
+                fresh = self.clock() - published.keys_refetched >= REFETCH_SECONDS
+                if fresh:
+                    published.keys_refetched = self.clock()
+                # Another tenant's reading them again is joined, not left.
+                keys = await self._key_set(fresh=fresh or published.reading("keys"))
         raise SignInRefused(
             "unknown_key",
             "the id_token is signed with a key the identity provider does not publish"
