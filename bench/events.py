@@ -220,6 +220,7 @@ class RowFactory:
             None,  # credential_id
             None,  # credential_hint
             None,  # duration_ms: the bench's events have none (migration 0064)
+            None,  # actor_roles: none either (migration 0065)
             leaf,
             record,
             None,  # caller_view: the whole view holds it

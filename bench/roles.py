@@ -1,7 +1,8 @@
 """`python -m bench.roles`: what "what did admins do in the last day / week"
-costs with `actor_roles` read off each record (no column, no index, ADR
-0150), beside a question of as many events that an index answers (one
-actor's, `actor`) and beside the same time range unfiltered, as ratios
+costs with `actor_roles` read off its column (migration 0065, no index, ADR
+0152; run on a build before it, off each record, ADR 0150), beside a
+question of as many events that an index answers (one actor's, `actor`) and
+beside the same time range unfiltered, as ratios
 measured in one run, never absolute times.
 
 One tenant's --events events are recorded through RecordBatch, their

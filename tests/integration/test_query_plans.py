@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -404,8 +405,6 @@ def test_a_retention_preview_reads_no_further_than_its_limit(
             ),
             "'details'",
         ),
-        (EventFilter(actor_roles=("admin",)), "'roles'"),
-        (EventFilter(actions=("user.login",), actor_roles=("admin", "billing")), "'roles'"),
     ],
 )
 def test_what_is_read_off_the_record_is_a_row_condition_on_the_tenants_index(
@@ -413,11 +412,10 @@ def test_what_is_read_off_the_record_is_a_row_condition_on_the_tenants_index(
     chosen: EventFilter,
     read: str,
 ) -> None:
-    """`details_equals` and `actor_roles` are read off each record (no
-    column, no index; ADR 0150 for roles): a page and a count still scan the
-    tenant's index, the details or roles a filter of the rows it yields, as
-    the owner's plan reads them (no record here holds details or roles:
-    every row of the tenant's index is read and left out)."""
+    """`details_equals` is read off each record (no column, no index): a
+    page and a count still scan the tenant's index, the details a filter of
+    the rows it yields, as the owner's plan reads them (no record here holds
+    details: every row of the tenant's index is read and left out)."""
     as_service, as_owner = connections
     statement, params = query_statement("t1", chosen, "newest", None, PAGE)
     count, count_params = count_statement("t1", chosen, group_by=None, limit=10)
@@ -430,5 +428,35 @@ def test_what_is_read_off_the_record_is_a_row_condition_on_the_tenants_index(
             on_index = scan.get("Index Cond", scan.get("Recheck Cond", ""))
             assert "tenant_id = " in on_index, scan
             assert read in scan.get("Filter", ""), scan
+        assert _read(plan) == 0
+        assert _examined(plan) == _examined(_plan(as_owner, text, values)) > 0
+
+
+@pytest.mark.parametrize(
+    "chosen",
+    [
+        EventFilter(actor_roles=("admin",)),
+        EventFilter(actions=("user.login",), actor_roles=("admin", "billing")),
+    ],
+)
+def test_roles_are_read_off_their_column_on_the_tenants_index(
+    connections: tuple[psycopg.Connection[Any], psycopg.Connection[Any]],
+    chosen: EventFilter,
+) -> None:
+    """`actor_roles` reads its column (migration 0065, ADR 0152): a page and a
+    count scan the tenant's index, the roles a filter of the rows it yields,
+    and parse no record (no event here has roles)."""
+    as_service, as_owner = connections
+    statement, params = query_statement("t1", chosen, "newest", None, PAGE)
+    count, count_params = count_statement("t1", chosen, group_by=None, limit=10)
+    for text, values in ((statement, params), (count, count_params)):
+        plan = _plan(as_service, text, values)
+        scans = list(_scans(plan))
+        assert scans, plan
+        for scan in scans:
+            on_index = scan.get("Index Cond", scan.get("Recheck Cond", ""))
+            assert "tenant_id = " in on_index, scan
+            assert "actor_roles &&" in scan.get("Filter", ""), scan
+        assert "record" not in json.dumps(plan), plan
         assert _read(plan) == 0
         assert _examined(plan) == _examined(_plan(as_owner, text, values)) > 0

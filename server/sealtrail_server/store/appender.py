@@ -89,7 +89,7 @@ from ..domain.merkle import EMPTY_ROOT, append_leaf, frontier_root, leaf_hash, s
 from ..turns import Turns
 from .append_measures import AppendMeasures
 from .appended import Appended, AppendOutcome, SubmissionOutcome
-from .arrays import ByteaArray, Float8Array, Int8Array, TextArray
+from .arrays import ByteaArray, Float8Array, Int8Array, TextArray, text_array_literal
 from .changes import (
     ERASURE_SUBJECT,
     change_connection,
@@ -255,6 +255,10 @@ _EVENT_COLUMNS = (
     ("credential_hint", "text"),
     # The record's context.duration_ms (migration 0064, ADR 0149), NULL for none.
     ("duration_ms", "float8"),
+    # The record's actor.roles (migration 0065, ADR 0152), NULL for none: sent
+    # as an array literal's text (store/arrays.py), as unnest() takes no ragged
+    # array of arrays, cast by the statement; COPY reads the literal itself.
+    ("actor_roles", "text[]"),
     ("leaf_hash", "bytea"),
     ("record", "text"),
     ("caller_view", "bytea"),
@@ -273,7 +277,11 @@ _ARRAY_OF: Final[dict[str, _Array]] = {
     "smallint": Int8Array,
     "bytea": ByteaArray,
     "float8": Float8Array,
+    "text[]": TextArray,
 }
+# A column sent as another kind, cast back by the statement: an array's
+# literal, one text each.
+_SENT_AS: Final[dict[str, str]] = {"text[]": "text"}
 _EVENT_ARRAYS: Final = tuple(_ARRAY_OF[kind] for _, kind in _EVENT_COLUMNS)
 _NODE_ARRAYS: Final = (TextArray, Int8Array, Int8Array, ByteaArray)  # tenant, level, idx, hash
 _COPY_EVENTS = (
@@ -399,7 +407,8 @@ def _extend_statement(seen: sql.SQL) -> str:
             " AND {not_being_erased} AND NOT EXISTS (SELECT FROM seen)"
             " RETURNING h.tenant_id, h.tree_size, h.xmin),"
             " appended AS ("
-            " INSERT INTO events ({columns}) SELECT * FROM unnest({event_arrays}) AS e({columns})"
+            " INSERT INTO events ({columns}) SELECT {selected} FROM unnest({event_arrays})"
+            " AS e({columns})"
             " WHERE e.tenant_id IN (SELECT tenant_id FROM updated)),"
             " nodes AS ("
             " INSERT INTO tree_nodes (tenant_id, level, idx, hash)"
@@ -414,7 +423,14 @@ def _extend_statement(seen: sql.SQL) -> str:
             columns=_EVENT_NAMES,
             # Binary arrays: a record's quotes need no escaping, bytea no hex.
             event_arrays=sql.SQL(", ").join(
-                sql.SQL("%b::{}[]").format(sql.SQL(kind)) for _, kind in _EVENT_COLUMNS
+                sql.SQL("%b::{}[]").format(sql.SQL(_SENT_AS.get(kind, kind)))
+                for _, kind in _EVENT_COLUMNS
+            ),
+            selected=sql.SQL(", ").join(
+                sql.SQL("e.{}::{}").format(sql.Identifier(name), sql.SQL(kind))
+                if kind in _SENT_AS
+                else sql.SQL("e.{}").format(sql.Identifier(name))
+                for name, kind in _EVENT_COLUMNS
             ),
             channel=sql.Literal(NOTIFY_CHANNEL),
             not_being_erased=try_share_condition(sql.SQL("u.erasure_key")),
@@ -1587,6 +1603,7 @@ class _Lane:
                     credential.get("id"),
                     credential.get("hint"),
                     None if duration is None else float(duration),
+                    text_array_literal(event.body["actor"].get("roles")),
                     leaf,
                     text,
                     view,

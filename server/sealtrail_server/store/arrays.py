@@ -127,3 +127,14 @@ psycopg.adapters.register_dumper(TextArray, _TextArrayDumper)
 psycopg.adapters.register_dumper(Int8Array, _Int8ArrayDumper)
 psycopg.adapters.register_dumper(ByteaArray, _ByteaArrayDumper)
 psycopg.adapters.register_dumper(Float8Array, _Float8ArrayDumper)
+
+
+def text_array_literal(items: list[str] | None) -> str | None:
+    """`items` as a text[] literal (`{"admin","bill,ing"}`), each element
+    quoted and its `"` and `\\` escaped, so that any text reads back as itself;
+    None for None or none. For a text[] column sent where an array of arrays
+    cannot be (a row of unnest(), a COPY's text row)."""
+    if not items:
+        return None
+    quoted = ('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return "{" + ",".join(quoted) + "}"

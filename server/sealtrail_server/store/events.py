@@ -862,13 +862,13 @@ def filter_conditions(
         # and a time range choose the rows, the timeout bounds the rest.
         add(f"EXISTS ({_CHANGED_FIELD} = ANY(%s::text[]))", list(f.changed_fields))
     if f.actor_roles:
-        # Any of them among the record's `actor.roles`, exactly: `?|` asks a
-        # jsonb array for any of the strings (one small array made jsonb, not
-        # the whole record: the record read as json, as `country` is). No
-        # column, no index (ADR 0150); other conditions and a time range
-        # choose the rows, the timeout bounds the rest. A record with no
-        # roles has NULL there, which matches nothing.
-        add(f"({RECORD_ACTOR_ROLES} ?| %s::text[])", list(f.actor_roles))
+        # Any of them among the row's `actor_roles` column (the record's
+        # `actor.roles`, migration 0065, ADR 0152), each exactly: a condition
+        # of the rows the tenant's index yields (no index: `&&` is not
+        # leakproof, ADR 0013), read without parsing the record. A row
+        # without roles has NULL there, which matches nothing; the migration
+        # wrote the rows appended before it, so no record is read.
+        add("actor_roles && %s::text[]", list(f.actor_roles))
     for key, value in f.details_equals:
         # The top-level detail's text (`->>`: a string's own, a number's or
         # boolean's as the record writes it, RFC 8785), exactly; null is
@@ -996,8 +996,6 @@ DURATION_READ: Final = (
 _CHANGED_FIELD: Final = (
     "SELECT FROM json_array_elements(record::json -> 'changes') AS change WHERE change ->> 'field'"
 )
-# An event's `actor.roles` in SQL (a jsonb array of strings, NULL for none).
-RECORD_ACTOR_ROLES: Final = "(((record::json -> 'actor') -> 'roles')::jsonb)"
 # An event's `context.http_route` in SQL, NULL for none.
 RECORD_HTTP_ROUTE: Final = "((record::json -> 'context') ->> 'http_route')"
 
