@@ -109,6 +109,27 @@ def test_the_migration_writes_the_roles_of_rows_appended_before_it(
     assert rows == ROWS
 
 
+def test_the_migration_reads_only_rows_received_since_0064_less_a_day(
+    before_0065: tuple[str, psycopg.Connection[Any]],
+) -> None:
+    """A build that wrote roles had applied migration 0064 first: 0065 reads
+    the rows received since, less a day, not every record of a database a
+    release wrote (the migration holds its lock on events meanwhile). A row
+    received before that bound is not read, roles or not (no build wrote it)."""
+    url, conn = before_0065
+    conn.execute(
+        _INSERT.replace(
+            "now(), now()",
+            "now(), (SELECT applied_at - interval '25 hours'"
+            " FROM schema_migrations WHERE version = 64)",
+        ),
+        [7, json.dumps({"action": "a.b", "actor": {"id": "u", "roles": ["admin"]}})],
+    )
+    migrate_database(url)
+    rows = conn.execute("SELECT seq, actor_roles FROM events ORDER BY seq").fetchall()
+    assert rows == [*ROWS, (7, None)]
+
+
 def test_the_trigger_admits_writing_the_records_roles_and_nothing_else(
     before_0065: tuple[str, psycopg.Connection[Any]],
 ) -> None:

@@ -67,12 +67,26 @@ $$;
 -- The rows appended before by an unreleased build (the roles were never in a
 -- release before this migration) are filled here, once, so that the column
 -- alone answers the filter: no index of unread rows, no backfill, no branch
--- over the records. Every record is read once to find them: `strpos` first,
--- so that only a record naming "roles" somewhere is parsed.
-UPDATE events
-   SET actor_roles = ARRAY(SELECT json_array_elements_text((record::json -> 'actor') -> 'roles'))
- WHERE actor_roles IS NULL AND strpos(record, '"roles"') > 0
-   AND json_typeof((record::json -> 'actor') -> 'roles') = 'array';
+-- over the records. Such a build applied migration 0064 first (the roles came
+-- after it), so only rows received since then, less a day for a clock's
+-- skew, can hold roles: a database a release wrote reads its last day's
+-- partitions, not every record, while the migration holds its lock on events.
+-- The bound is a literal, so that the partitions before it are pruned when
+-- the UPDATE is planned; `strpos` first, so that only a record naming "roles"
+-- somewhere is parsed.
+DO $$
+DECLARE
+    since timestamptz := (SELECT applied_at - interval '1 day' FROM schema_migrations
+                          WHERE version = 64);
+BEGIN
+    EXECUTE format(
+        'UPDATE events SET actor_roles = ARRAY(SELECT json_array_elements_text('
+        '(record::json -> ''actor'') -> ''roles''))'
+        ' WHERE received_at >= %L AND actor_roles IS NULL AND strpos(record, ''"roles"'') > 0'
+        ' AND json_typeof((record::json -> ''actor'') -> ''roles'') = ''array''',
+        coalesce(since, '-infinity'));
+END;
+$$;
 -- No index: under row-level security only leakproof operators are index
 -- conditions (ADR 0013), and neither `&&` nor GIN's other array operators
 -- are, so the service's statements could not use one (measured: its plans
