@@ -251,10 +251,47 @@ def refuse_ports_in_use(settings: Settings) -> None:
     changed: found only as they were bound, a second `make run` had made an
     embedded PostgreSQL, migrated it and generated keys first (helper-395). A
     port taken after this is still refused as it is bound."""
-    if address_in_use(settings.listen):
+    console = settings.console_listen or ""
+    listen_taken = address_in_use(settings.listen)
+    console_taken = bool(console) and address_in_use(console)
+    if listen_taken and console_taken:
+        # Both at once: said one by one, a second `make run` took two starts
+        # to learn what one could say.
+        raise SystemExit(_both_refused(settings.listen, console))
+    if listen_taken:
         raise SystemExit(_listen_refused(settings.listen))
-    if settings.console_listen and address_in_use(settings.console_listen):
-        raise SystemExit(_console_refused(settings.console_listen, "in use"))
+    if console_taken:
+        raise SystemExit(_console_refused(console, "in use"))
+
+
+# How many ports past a taken one are tried for one to suggest instead.
+_PORTS_TRIED: Final = 100
+
+
+def _free_address_after(address: str, *, besides: set[str]) -> str:
+    """The first HOST:PORT past `address`'s port that binds (as gRPC binds
+    it), none of `besides`: a suggestion, which another process may take
+    before it is used; `HOST:PORT` if none of the next _PORTS_TRIED binds."""
+    host, _, port = address.rpartition(":")
+    for next_port in range(int(port) + 1, min(int(port) + 1 + _PORTS_TRIED, 65536)):
+        candidate = f"{host}:{next_port}"
+        if candidate in besides:
+            continue
+        refused = _bound_as_grpc_binds(candidate)
+        if refused and all(errno_ is None for errno_ in refused):
+            return candidate
+    return "HOST:PORT"
+
+
+def _both_refused(listen: str, console: str) -> str:
+    moved_listen = _free_address_after(listen, besides={console})
+    moved_console = _free_address_after(console, besides={listen, moved_listen})
+    return (
+        f"cannot listen on {listen} nor serve the console on {console}: both in use (move"
+        f" both: SEALTRAIL_LISTEN={moved_listen} SEALTRAIL_CONSOLE_LISTEN={moved_console}"
+        " make run, or serve --listen and --console; set SEALTRAIL_CONSOLE_LISTEN empty,"
+        " `make run` serves no console)"
+    )
 
 
 def _hung_up_again() -> None:

@@ -117,6 +117,31 @@ def test_a_console_port_in_use_is_refused_naming_what_to_change(
     assert "empty" in said, said  # `make run` serves one unless told not to
 
 
+def test_both_ports_in_use_are_refused_at_once_with_a_command_line_moving_both(
+    server: ServerThread, sql: psycopg.Connection[Any]
+) -> None:
+    """A second `make run` beside the first was refused naming gRPC's port
+    alone; moved, its next start was refused for the console's: two starts
+    to learn what one could say, with the command line that moves both (a
+    new user's walkthrough of the README)."""
+    with (
+        socket.create_server(("127.0.0.1", 0)) as grpc_port,
+        socket.create_server(("127.0.0.1", 0)) as console_port,
+    ):
+        listen = f"127.0.0.1:{grpc_port.getsockname()[1]}"
+        console = f"127.0.0.1:{console_port.getsockname()[1]}"
+        settings = replace(server.settings, listen=listen, console_listen=console)
+        said = f"cannot listen on {listen} nor serve the console on {console}: both in use"
+        with database_with_no_schema(sql.info.dsn, "ports_taken") as fresh:
+            refused = _refused_before_any_change(settings, fresh, said=re.escape(said))
+    moved = re.search(
+        r"SEALTRAIL_LISTEN=(127\.0\.0\.1:\d+) SEALTRAIL_CONSOLE_LISTEN=(127\.0\.0\.1:\d+) make run",
+        refused,
+    )
+    assert moved is not None, refused
+    assert len({listen, console, *moved.groups()}) == 4, refused  # neither of those taken
+
+
 @pytest.mark.parametrize(
     ("setting", "said"),
     [
@@ -583,16 +608,18 @@ def test_a_start_refused_for_its_own_settings_leaves_the_database_untouched(
         _refused_before_any_change(settings, fresh, said="SEALTRAIL_SIGNING_KEY_FILE")
 
 
-def _refused_before_any_change(settings: Settings, url: str, *, said: str) -> None:
+def _refused_before_any_change(settings: Settings, url: str, *, said: str) -> str:
     """A server of `settings` on the database at `url`, which has no schema,
-    refuses to start, saying `said`, and leaves that database without a table."""
+    refuses to start, saying `said`, and leaves that database without a
+    table: what it said, whole."""
     refused = Service(settings, database_url=url, owner_database_url=url)
-    with pytest.raises(SystemExit, match=said):
+    with pytest.raises(SystemExit, match=said) as stopped:
         asyncio.run(refused.start())
     with psycopg.connect(url) as untouched:
         assert untouched.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
         ).fetchone() == (0,)
+    return str(stopped.value)
 
 
 def test_a_signed_checkpoints_dir_that_cannot_be_written_is_refused_before_migrating(
