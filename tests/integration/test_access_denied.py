@@ -53,8 +53,12 @@ def test_a_role_refused_an_rpc_is_recorded_once_a_window_in_its_tenants_log(
     )
     with AuditClient(server.target, token=issued.secret, max_attempts=1) as recorder:
         for _ in range(3):  # a client retrying in a loop
-            with pytest.raises(PermissionDeniedError, match="role 'recorder' may not call Query"):
+            with pytest.raises(
+                PermissionDeniedError, match="role 'recorder' may not call Query"
+            ) as refused:
                 recorder.query_page()
+            # Which roles may, for the caller to say what token it needs.
+            assert refused.value.metadata == {"roles": "reader,exporter,admin"}
         with pytest.raises(PermissionDeniedError):
             recorder.create_token("admin")
     with AuditClient(server.target, token=server.token(tenant)) as admin:

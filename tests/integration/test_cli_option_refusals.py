@@ -323,3 +323,36 @@ def test_a_refused_value_of_a_repeated_filter_option_is_said_once_with_the_value
     said = actor_type.stderr.splitlines()
     assert said[-1].startswith("Error: Invalid value for '--actor-type': 'bogus' is not one of")
     assert actor_type.stderr.count("bogus") == 1, said
+
+
+@pytest.mark.parametrize(
+    ("role", "command", "roles", "needed"),
+    [
+        ("reader", ["record", "--action", "a.b", "--actor-id", "u"], "recorder,admin", "recorder"),
+        ("recorder", ["query", "--since", "1h"], "reader,exporter,admin", "reader"),
+        ("reader", ["tokens", "create", "--role", "reader"], "admin", "admin"),
+    ],
+)  # fmt: skip
+def test_a_role_refused_an_rpc_is_said_with_the_roles_that_may_and_how_to_get_one(
+    server: ServerThread, tenant: str, role: str, command: list[str], roles: str, needed: str
+) -> None:
+    """A reader's token given to `sealtrail record` was refused in the
+    server's words alone, `PERMISSION_DENIED: role 'reader' may not call
+    Record`: not which roles may, nor how a token of one is had, where a
+    token the server does not take is said with what to do (a new user's
+    walkthrough of the README)."""
+    refused = CliRunner().invoke(
+        cli.main,
+        command,
+        env={"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, role)},
+    )
+    assert refused.exit_code == 2, refused.output
+    lines = refused.stderr.splitlines()
+    assert lines[0].startswith(f"error: PERMISSION_DENIED: role '{role}' may not call"), lines
+    assert f"  roles: {roles}" in lines, lines  # the server's: those that may call it
+    assert (
+        f"  have an admin of the tenant make a token of role {needed}"
+        f" (`sealtrail tokens create --role {needed}`, or"
+        f" `sealtrail-server token create --tenant TENANT --role {needed}`)"
+    ) in lines, lines
+    assert refused.stdout == ""

@@ -24,7 +24,7 @@ from typing import Any, cast
 import grpc
 from google.protobuf.message import DecodeError
 
-from ..auth.roles import CHANGES, may_call
+from ..auth.roles import CHANGES, may_call, roles_that_may_call
 from ..auth.tokens import Authenticator, ExpiredToken, RevokedToken, rfc3339
 from ..domain.access import Principal
 from ..domain.errors import (
@@ -237,7 +237,12 @@ class GuardInterceptor(ServiceInterceptor):
             raise
         if not may_call(principal.role, method):
             await self._refused(principal, method, "role", person=person)
-            raise PermissionDenied(f"role {principal.role.value!r} may not call {method}")
+            # Which roles may, in ErrorInfo's metadata: the caller's client
+            # says what token it needs, the description kept short.
+            allowed = ",".join(roles_that_may_call(method))
+            raise PermissionDenied(
+                f"role {principal.role.value!r} may not call {method}", metadata={"roles": allowed}
+            )
         if bad is not None:
             raise bad
         if person:

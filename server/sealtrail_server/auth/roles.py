@@ -81,3 +81,10 @@ CHANGES: Final = frozenset(
 
 def may_call(role: Role, method: str) -> bool:
     return role in METHOD_ROLES.get(method, frozenset())
+
+
+def roles_that_may_call(method: str) -> list[Role]:
+    """The roles that may call `method`, least privileged first (as Role
+    lists them): what a refused caller is told it needs."""
+    allowed = METHOD_ROLES.get(method, frozenset())
+    return [role for role in Role if role in allowed]

@@ -580,8 +580,10 @@ def _what_to_do(ctx: click.Context, exc: SealtrailError) -> str | None:
     """What to do about a failure whose words alone say nothing of it, said
     in the options' terms: gRPC's own UNAVAILABLE for a connection refused
     (no server listens at the address; a server's UNAVAILABLE names its
-    reason), and a token the server does not take (reason UNAUTHENTICATED:
-    made up, mistyped, cut short, revoked; an expired one says its own)."""
+    reason), a token the server does not take (reason UNAUTHENTICATED:
+    made up, mistyped, cut short, revoked; an expired one says its own), and
+    a token whose role may not call the RPC (the `roles` that may, in the
+    refusal's metadata): how a token of one is had."""
     import grpc
 
     settings: _Settings = ctx.obj
@@ -600,6 +602,14 @@ def _what_to_do(ctx: click.Context, exc: SealtrailError) -> str | None:
             f"{token} is no token this server takes: copy it whole, or have an"
             " admin make one (`sealtrail-server token create --tenant TENANT --role ROLE`, or"
             " `sealtrail tokens create --role ROLE` with an admin token of the tenant)"
+        )
+    if exc.code == grpc.StatusCode.PERMISSION_DENIED and (roles := exc.metadata.get("roles")):
+        # The server names the roles that may call, least privileged first.
+        needed = roles.split(",")[0]
+        return (
+            f"have an admin of the tenant make a token of role {needed}"
+            f" (`sealtrail tokens create --role {needed}`, or"
+            f" `sealtrail-server token create --tenant TENANT --role {needed}`)"
         )
     return None
 
