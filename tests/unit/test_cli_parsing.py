@@ -240,6 +240,37 @@ def test_a_token_is_not_sent_in_plain_text_off_this_machine(
     assert local.exit_code == 0, local.output
 
 
+@pytest.mark.parametrize(
+    ("data_dir", "xdg", "saved"),
+    [
+        ("/srv/st data", "/x", "'/srv/st data/dev-admin-token'"),
+        (None, "/home/a/.data", "/home/a/.data/sealtrail/dev-admin-token"),
+    ],
+)
+def test_no_token_is_said_with_where_one_comes_from(
+    fake_client: list[tuple[str, Any, dict[str, Any]]],
+    data_dir: str | None,
+    xdg: str,
+    saved: str,
+) -> None:
+    """`env -u SEALTRAIL_TOKEN sealtrail query` said `Missing option
+    '--token' (or SEALTRAIL_TOKEN).` and no more: not the token `make run`
+    saved, nor how one is made (a new user's walkthrough of the README)."""
+    env = {
+        "SEALTRAIL_SERVER": "127.0.0.1:1",
+        "SEALTRAIL_TOKEN": None,
+        "SEALTRAIL_DATA_DIR": data_dir,
+        "XDG_DATA_HOME": xdg,
+    }
+    refused = CliRunner().invoke(cli.main, ["query"], env=env)
+    assert refused.exit_code == 2, refused.output
+    assert "Missing option '--token' (or SEALTRAIL_TOKEN)." in refused.output
+    said = " ".join(refused.output.split())  # as wrapped or not
+    assert f"export SEALTRAIL_TOKEN=$(cat {saved})" in said, said
+    assert "sealtrail-server token create --tenant TENANT --role ROLE" in said, said
+    assert fake_client == []
+
+
 @pytest.mark.parametrize("token", ["s3cr\u00e9t", "s3cret\n", "s3\x00cret", "s3\x1bcret"])
 def test_a_token_no_header_can_carry_is_a_usage_error_not_internal(
     fake_client: list[tuple[str, Any, dict[str, Any]]], token: str

@@ -614,6 +614,30 @@ def _what_to_do(ctx: click.Context, exc: SealtrailError) -> str | None:
     return None
 
 
+def _dev_token_file() -> str:
+    """Where `make run` saves its development admin token, as the server
+    finds its data dir (SEALTRAIL_DATA_DIR, else XDG_DATA_HOME's or
+    ~/.local/share's `sealtrail`), quoted for a shell."""
+    import shlex
+
+    data_dir = os.environ.get("SEALTRAIL_DATA_DIR") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "sealtrail"
+    )
+    return shlex.quote(os.path.join(data_dir, "dev-admin-token"))
+
+
+def _no_token() -> str:
+    """Where a token comes from, said beside its absence: a new user had only
+    `Missing option '--token'`, not the token `make run` saved."""
+    saved = _dev_token_file()
+    return (
+        f"`make run` saves an admin token of tenant dev in {saved}: export"
+        f" SEALTRAIL_TOKEN=$(cat {saved}). Else have an admin make one"
+        " (`sealtrail-server token create --tenant TENANT --role ROLE`, or"
+        " `sealtrail tokens create --role ROLE` with an admin token of the tenant)."
+    )
+
+
 @contextmanager
 def _client(ctx: click.Context) -> Iterator[AuditClient]:
     from sealtrail._client import AuditClient
@@ -623,7 +647,9 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
 
     settings: _Settings = ctx.obj
     if not settings.token:
-        raise click.UsageError("Missing option '--token' (or SEALTRAIL_TOKEN).", ctx)
+        raise click.UsageError(
+            f"Missing option '--token' (or SEALTRAIL_TOKEN).\n{_no_token()}", ctx
+        )
     if not token_fits_a_header(settings.token):  # not repeated: a secret
         raise click.UsageError(
             "--token (SEALTRAIL_TOKEN) is not a token: it holds a character no header can"
