@@ -6,7 +6,9 @@ server and PostgreSQL."""
 
 from __future__ import annotations
 
+import shlex
 import uuid
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -15,6 +17,8 @@ from sealtrail import AuditClient, build_filter
 from sealtrail import _cli as cli
 from sealtrail._report import ReportedEvent, event_line
 from tests.conftest import ServerThread
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -118,3 +122,27 @@ def test_stats_takes_either_spelling_of_a_grouping(admin_env: dict[str, str]) ->
     refused = _run(admin_env, "stats", "--by", "resourcetype")
     assert refused.exit_code == 2
     assert "resource_type" not in refused.output and "resource-type" in refused.output
+
+
+def test_the_readmes_p95_per_route_shows_routes_alone(admin_env: dict[str, str]) -> None:
+    """The README's "each endpoint's p95 response time" showed first a
+    `(none)` row: every event without a route (the log's records of its
+    own reads, events of no request), counted but never measured."""
+    [line] = [
+        line
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith("sealtrail stats --by http-route --measure p95")
+    ]
+    command = shlex.split(line.split("#")[0])[1:]
+    with AuditClient(admin_env["SEALTRAIL_SERVER"], token=admin_env["SEALTRAIL_TOKEN"]) as client:
+        for route, duration in (("/v1/orders/{id}", 120.0), ("/v1/orders", 40.0)):
+            client.record(
+                action="order.read", actor_id="alice", http_method="GET",
+                http_route=route, http_status_code=200, duration_ms=duration,
+            )  # fmt: skip
+        client.record(action="member.invite", actor_id="alice")  # no request's
+        list(client.query(build_filter(actions="order.read")))  # a read the log records
+    shown = _run(admin_env, *command)
+    assert shown.exit_code == 0, shown.output
+    assert "/v1/orders/{id}" in shown.output and "/v1/orders " in shown.output, shown.output
+    assert "(none)" not in shown.output, shown.output
