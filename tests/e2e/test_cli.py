@@ -1558,9 +1558,12 @@ def test_retention_legal_hold_and_erasure_from_the_command_line(
     assert run("sealtrail", "retention", env=cli_env).stdout.startswith("default: forever")
     bad = run("sealtrail", "retention", "set", "90d", "--action", "rag=5", env=cli_env, check=False)
     assert bad.returncode == 2 and "--action rag=5: must be a prefix" in bad.stderr
+    scripted = run("sealtrail", "retention", "set", "90d", env=cli_env, check=False)
+    assert scripted.returncode == 2  # forever to 90 days, from a script: not unless --yes
+    assert "keeps events less long than now; pass --yes" in scripted.stderr
     run(
         "sealtrail", "retention", "set", "90d", "--category", "authentication=1y",
-        "--action", "rag.*=30", env=cli_env,
+        "--action", "rag.*=30", "--yes", env=cli_env,
     )  # fmt: skip
     shown = run("sealtrail", "retention", env=cli_env).stdout
     assert "default: 90 days" in shown and "category authentication: 365 days" in shown
@@ -1569,7 +1572,7 @@ def test_retention_legal_hold_and_erasure_from_the_command_line(
     dry = run("sealtrail", "retention", "set", "30d", "--etag", etag, "--dry-run", env=cli_env)
     assert dry.stdout.startswith("would remove 0 events now\n  default: 0 events (30 days:")
     assert run("sealtrail", "retention", env=cli_env).stdout == shown  # a dry run changes nothing
-    run("sealtrail", "retention", "set", "30d", "--etag", etag, env=cli_env)
+    run("sealtrail", "retention", "set", "30d", "--etag", etag, "--yes", env=cli_env)
     stale = run("sealtrail", "retention", "set", "1y", "--etag", etag, env=cli_env, check=False)
     assert stale.returncode == 1 and "changed since that etag was read" in stale.stderr
     assert "default: 30 days" in run("sealtrail", "retention", env=cli_env).stdout

@@ -347,8 +347,11 @@ def test_the_command_line_asks_before_a_policy_that_removes_events(
     assert "Remove them for good at the next purge?" in declined.stderr
     assert admin.get_retention_policy().policy == before
 
-    removes_nothing = run("60")  # the edit is 40 days old: nothing asked
-    assert (removes_nothing.exit_code, removes_nothing.output) == (0, "policy updated\n")
+    removes_nothing = run("60", answer="y\n")  # the edit is 40 days old: asked as it shortens
+    assert removes_nothing.exit_code == 0, removes_nothing.output
+    assert removes_nothing.stderr.startswith("would remove 0 events now\n")
+    assert "Keep them less long than now? (--yes answers yes)" in removes_nothing.stderr
+    assert removes_nothing.stdout == "policy updated\n"
     accepted = run("30d", answer="y\n")
     assert (accepted.exit_code, accepted.stdout) == (0, "policy updated\n"), accepted.output
     assert admin.get_retention_policy().policy.default_days == 30
@@ -357,6 +360,48 @@ def test_the_command_line_asks_before_a_policy_that_removes_events(
     assert admin.get_retention_policy().policy.default_days == 20
     # As a retry whose first try applied finds it: not "unchanged", as if it had not.
     assert run("20", "--yes").output == "policy already as asked; nothing recorded\n"
+
+
+def test_the_command_line_asks_before_a_policy_that_shortens_retention(
+    aged: ServerThread, admin: AuditClient, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sealtrail retention set 1` set a policy kept forever to one day
+    through a pipe, unasked, for it removed nothing yet: the console asks
+    before any change that keeps events less long (docs/console.md), and so
+    does the command line now, refusing in a script unless --yes."""
+    record(admin, "doc.edit")  # received now: a day of retention removes nothing yet
+    env = {"SEALTRAIL_SERVER": aged.target, "SEALTRAIL_TOKEN": aged.token(tenant)}
+    at_a_terminal = False
+    monkeypatch.setattr(cli_retention, "_at_a_terminal", lambda: at_a_terminal)
+
+    def run(*args: str, answer: str | None = None) -> Any:
+        return CliRunner().invoke(cli.main, ["retention", "set", *args], input=answer, env=env)
+
+    before = admin.get_retention_policy().policy
+    assert before.default_days == 0  # forever
+    preview = admin.preview_retention_policy(1, categories={"authentication": "forever"})
+    assert [(s.events, s.before_days, s.after_days) for s in preview.shortened] == [
+        ("default", 0, 1)
+    ]
+    assert (preview.events, preview.at_least) == (0, False)
+    scripted = run("1", "--category", "authentication=forever", answer="y\n")
+    assert scripted.exit_code == 2 and scripted.stdout == "", scripted.output
+    assert scripted.stderr.startswith(
+        "would remove 0 events now\n  default: 0 events (1 day: received before "
+    )
+    assert "keeps events less long than now:\n  default: forever -> 1 day\n" in scripted.stderr
+    assert "this policy keeps events less long than now; pass --yes to set it" in scripted.stderr
+    at_a_terminal = True
+    declined = run("1", answer="n\n")
+    assert declined.exit_code == 1 and declined.stdout == "", declined.output
+    assert "Keep them less long than now? (--yes answers yes)" in declined.stderr
+    assert admin.get_retention_policy().policy == before
+
+    at_a_terminal = False
+    assert run("1", "--yes").output == "policy updated\n"
+    assert admin.get_retention_policy().policy.default_days == 1
+    longer = run("30")  # keeps everything longer: nothing asked
+    assert (longer.exit_code, longer.output) == (0, "policy updated\n")
 
 
 def test_a_preview_reads_at_most_its_limit_oldest_first(

@@ -22,7 +22,6 @@ from ..domain.event import CATEGORIES, MAX_DESCRIPTION, ChangeDraft
 from ..domain.retention import (
     RetentionLimits,
     RetentionPolicy,
-    RetentionRule,
     RuleDraft,
     hold_etag,
     policy_etag,
@@ -103,30 +102,9 @@ def shortenings(
     """The events `after` keeps less long than `before`, as the purge
     applies both within the operator's `limits` (the deployment's floor
     raises, the tenant's ceiling lowers, what a policy stored before them
-    says; the same limit raised or lowered alike is no shorter for it). The
-    console's preview lists them as the change's record will."""
+    says; the same limit raised or lowered alike is no shorter for it). A
+    preview lists them as the change's record will."""
     return retention_shortenings(before.within(limits), after.within(limits))
-
-
-def policy_of(message: pb.RetentionPolicy) -> RetentionPolicy:
-    """The policy a message of this API shows (GetRetentionPolicy's, a
-    preview's), as stored: the inverse of `_policy_message`, unchecked, for
-    a stored policy may hold what a change may no longer set (a rule under a
-    floor raised since, or over a ceiling set since, an inert `retention.*`
-    rule)."""
-    rules = []
-    for rule in message.rules:
-        if rule.WhichOneof("selector") == "category":
-            rules.append(RetentionRule(rule.days, category=CATEGORIES.get(rule.category)))
-        else:
-            rules.append(RetentionRule(rule.days, action_prefix=rule.action_prefix.rstrip("*")))
-    return RetentionPolicy(message.default_days, tuple(rules))
-
-
-def limits_of(message: pb.RetentionLimits) -> RetentionLimits:
-    """The operator's limits a GetRetentionPolicy answer tells (`limits`),
-    as the purge applies them: `_limits_message`'s inverse."""
-    return RetentionLimits(message.min_days, message.max_days or None)
 
 
 def _limits_message(limits: RetentionLimits) -> pb.RetentionLimits:
@@ -304,7 +282,8 @@ class RetentionRpcs:
         with self._long_reads.admitted(tenant_id, "preview"):
             async with self._db.bulk_connection(tenant_id) as conn:
                 current = await read_policy(conn, tenant_id)
-                policy = _validated(request.policy, limits=self._limits(current))
+                limits = self._limits(current)
+                policy = _validated(request.policy, limits=limits)
                 horizons = [(s, now - timedelta(days=s.days)) for s in purge_selections(policy)]
                 require_etag(
                     request.policy.etag,
@@ -318,6 +297,12 @@ class RetentionRpcs:
         proposed = _policy_message(StoredPolicy(policy, None, current.hold))
         proposed.ClearField("etag")  # nothing was stored
         answer = pb.PreviewRetentionPolicyResponse(policy=proposed, legal_hold=current.hold.on)
+        # As the change would record them, for a client to ask before one
+        # that keeps anything less long though it removes nothing yet.
+        for cut in shortenings(current.policy, policy, limits=limits):
+            answer.shortened.add(
+                events=cut.events, before_days=cut.before_days, after_days=cut.after_days
+            )
         for (selection, horizon), (events, at_least) in zip(horizons, counts, strict=True):
             rule = answer.rules.add(
                 rule=selection.rule, days=selection.days, events=events, at_least=at_least

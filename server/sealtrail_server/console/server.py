@@ -141,7 +141,6 @@ from ..api.callers import (
     address,
     behind_proxies,
 )
-from ..api.retention import limits_of, policy_of, shortenings
 from ..api.views import MAX_VIEW_COUNTS, VIEW_COUNTS_HEADER, VIEW_HEADER
 from ..domain.canonical import plain_numbers
 from ..domain.event import CATEGORIES, MAX_USER_AGENT, parse_request_id
@@ -1094,27 +1093,15 @@ class Console:
         return web.json_response(_json(answer, defaults=True))
 
     async def _preview_retention(self, request: web.Request) -> web.Response:
-        """What a policy would remove now (PreviewRetentionPolicy), and which
-        events it keeps less long than the policy read (`shortened`, as the
-        change's record will list them, severity WARNING; domain/weakening.py),
-        for the page to say so before the change is made. The policy is read
-        first: a preview that passes its etag check previewed that policy."""
+        """What a policy would remove now, and which events it keeps less long
+        than the stored one (`shortened`, as the change's record will list
+        them, severity WARNING; domain/weakening.py): PreviewRetentionPolicy's
+        answer, for the page to say so before the change is made."""
         metadata, body = await self._change(request)
-        policy = _policy(body)
-        current = await self._stub.GetRetentionPolicy(
-            retention_pb2.GetRetentionPolicyRequest(), metadata=metadata
-        )
         preview = await self._stub.PreviewRetentionPolicy(
-            retention_pb2.PreviewRetentionPolicyRequest(policy=policy), metadata=metadata
+            retention_pb2.PreviewRetentionPolicyRequest(policy=_policy(body)), metadata=metadata
         )
-        # Within the limits the server answered (the deployment's floor, the
-        # tenant's ceiling), under which the change's record will judge it.
-        cut = shortenings(
-            policy_of(current.policy), policy_of(preview.policy), limits=limits_of(current.limits)
-        )
-        answer = _json(preview, defaults=True)
-        answer["shortened"] = [shortening.as_json() for shortening in cut]
-        return web.json_response(answer)
+        return web.json_response(_json(preview, defaults=True))
 
     async def _set_retention(self, request: web.Request) -> web.Response:
         metadata, body = await self._change(request)

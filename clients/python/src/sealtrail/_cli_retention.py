@@ -138,7 +138,7 @@ _Answer = TypeVar("_Answer")
 @click.option(
     "--yes",
     is_flag=True,
-    help="Set it without asking, even if it removes events now.",
+    help="Set it without asking, even if it removes events now or keeps any less long.",
 )
 @click.pass_context
 def retention_set(
@@ -152,9 +152,9 @@ def retention_set(
 ) -> None:
     """Replace the policy: DEFAULT and every override are days (90 or 90d),
     weeks (2w), years of 365 days (1y) or forever. Recorded in the log; with --dry-run, only
-    shows what it would remove. A policy that would remove events now shows
-    them and asks first, from a terminal; elsewhere (a script) it is refused
-    unless --yes."""
+    shows what it would remove. A policy that would remove events now, or
+    keep any less long than now, shows them and asks first, from a terminal;
+    elsewhere (a script) it is refused unless --yes."""
     by_category = _rules(ctx, "--category", categories)
     by_action = _rules(ctx, "--action", actions)
     shown_default = given_words("DEFAULT", default)
@@ -190,9 +190,14 @@ def retention_set(
                 if dry_run:
                     _echo_preview(preview, err=False)
                     return
+                # As the console does: asked before a policy that removes
+                # events now, or keeps any less long though it removes none yet.
                 if preview.events or preview.at_least:
                     _echo_preview(preview, err=True)
                     _confirm_removal(ctx, legal_hold=preview.legal_hold)
+                elif preview.shortened:
+                    _echo_preview(preview, err=True)
+                    _confirm_shortening(ctx)
             answer = with_policy(client.set_retention_policy, etag)
     # A retried call whose first try set it answers that try's change (helper-197).
     click.echo("policy updated" if answer.event_id else "policy already as asked; nothing recorded")
@@ -210,6 +215,16 @@ def _confirm_removal(ctx: click.Context, *, legal_hold: bool) -> None:
     click.confirm(f"Remove them for good {when}? (--yes answers yes)", abort=True, err=True)
 
 
+def _confirm_shortening(ctx: click.Context) -> None:
+    """Asked at a terminal; refused elsewhere, as a removal is: a shorter
+    retention removes events for good once they age past it."""
+    if not _at_a_terminal():
+        raise click.UsageError(
+            "this policy keeps events less long than now; pass --yes to set it", ctx
+        )
+    click.confirm("Keep them less long than now? (--yes answers yes)", abort=True, err=True)
+
+
 def _at_a_terminal() -> bool:
     """Whether someone can see the question (on stderr) and answer it (on stdin)."""
     return sys.stdin.isatty() and sys.stderr.isatty()
@@ -225,6 +240,13 @@ def _echo_preview(preview: retention_pb2.PreviewRetentionPolicyResponse, *, err:
         click.echo(
             f"  {terminal_safe(rule.rule)}: {events(rule.events, rule.at_least)}"
             f" ({counted(rule.days, 'day')}: received before {horizon})",
+            err=err,
+        )
+    if preview.shortened:
+        click.echo("keeps events less long than now:", err=err)
+    for cut in preview.shortened:
+        click.echo(
+            f"  {terminal_safe(cut.events)}: {_days(cut.before_days)} -> {_days(cut.after_days)}",
             err=err,
         )
     if preview.legal_hold:

@@ -330,6 +330,7 @@ class PreviewRetentionPolicyResponse(_message.Message):
     AT_LEAST_FIELD_NUMBER: _builtins.int
     RULES_FIELD_NUMBER: _builtins.int
     LEGAL_HOLD_FIELD_NUMBER: _builtins.int
+    SHORTENED_FIELD_NUMBER: _builtins.int
     events: _builtins.int
     """The events all rules would remove."""
     at_least: _builtins.bool
@@ -350,6 +351,14 @@ class PreviewRetentionPolicyResponse(_message.Message):
         last.
         """
 
+    @_builtins.property
+    def shortened(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetentionShortening]:
+        """The events the policy would keep less long than the stored one, each
+        policy as the purge applies it within the operator's limits: what the
+        change's `retention.policy_updated` record, then a warning, lists.
+        Empty when it shortens nothing.
+        """
+
     def __init__(
         self,
         *,
@@ -358,14 +367,48 @@ class PreviewRetentionPolicyResponse(_message.Message):
         at_least: _builtins.bool = ...,
         rules: _abc.Iterable[Global___RetentionRulePreview] | None = ...,
         legal_hold: _builtins.bool = ...,
+        shortened: _abc.Iterable[Global___RetentionShortening] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_least", b"at_least", "events", b"events", "legal_hold", b"legal_hold", "policy", b"policy", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_least", b"at_least", "events", b"events", "legal_hold", b"legal_hold", "policy", b"policy", "rules", b"rules", "shortened", b"shortened"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PreviewRetentionPolicyResponse: _TypeAlias = PreviewRetentionPolicyResponse  # noqa: Y015
+
+@_typing.final
+class RetentionShortening(_message.Message):
+    """Events a retention policy change keeps less long."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    BEFORE_DAYS_FIELD_NUMBER: _builtins.int
+    AFTER_DAYS_FIELD_NUMBER: _builtins.int
+    events: _builtins.str
+    """Which events, as the policy names their rule: "default",
+    "category:authentication", "action:rag.*", or "action:rag.* (default)"
+    for those of a prefix removed that fall back to another rule.
+    """
+    before_days: _builtins.int
+    """Days they were kept before the change; 0 is forever."""
+    after_days: _builtins.int
+    """Days they are kept after it."""
+    def __init__(
+        self,
+        *,
+        events: _builtins.str = ...,
+        before_days: _builtins.int = ...,
+        after_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_days", b"after_days", "before_days", b"before_days", "events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetentionShortening: _TypeAlias = RetentionShortening  # noqa: Y015
 
 @_typing.final
 class RetentionRulePreview(_message.Message):
