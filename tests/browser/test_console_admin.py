@@ -565,6 +565,19 @@ def test_an_alert_rule_is_disabled_and_shows_its_condition_and_sinks(
     assert [r.disabled for r in admin.list_alert_rules() if r.id == rule_id] == [True]
 
 
+def test_a_rule_reading_countries_says_the_server_locates_none(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """The console's server has no GeoIP database: a new-country rule sees
+    only the countries callers send, and its row says so; another does not."""
+    admin.create_alert_rule(build_alert_rule("abroad", "new_country"))
+    admin.create_alert_rule(build_alert_rule("keys", "match", filter=build_filter(actions="k.x")))
+    section = open_view(browser, console_url, admin_token, "Alert rules")
+    warned = row_of(section, "abroad").find_element(By.CSS_SELECTOR, ".rule-warning")
+    assert warned.text.startswith("this server has no GeoIP database (SEALTRAIL_GEOIP_DB)")
+    assert row_of(section, "keys").find_elements(By.CSS_SELECTOR, ".rule-warning") == []
+
+
 def test_the_legal_hold_is_released_on_confirmation(
     browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
 ) -> None:

@@ -18,7 +18,13 @@ from sealtrail.v1 import event_pb2
 
 from ..alerts.evaluator import Evaluator, condition_of
 from ..alerts.routing import delete_rule_routing_its_alerts, hold_sinks
-from ..domain.alerts import MAX_RULE_NAME, MAX_RULES_PER_TENANT, SPIKE_GROUP_BY, condition_shown
+from ..domain.alerts import (
+    MAX_RULE_NAME,
+    MAX_RULES_PER_TENANT,
+    SPIKE_GROUP_BY,
+    condition_shown,
+    reads_countries,
+)
 from ..domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from ..domain.etags import etag_of, instant, require_etag
 from ..domain.event import MAX_NAME, SEVERITIES, ChangeDraft, parse_uuid
@@ -26,6 +32,7 @@ from ..domain.filters import validate_filter
 from ..domain.names import name_problem
 from ..domain.weakening import RuleSettings, rule_weakenings
 from ..forward.forwarder import Forwarder
+from ..geoip import CountryLocator
 from ..newer_objects import NEWER, condition_not_understood
 from ..store import alerts as store
 from ..store import sinks as sink_store
@@ -108,7 +115,18 @@ def stored_condition(rule: pb.AlertRule, kept: dict[str, Any] | None = None) -> 
     return condition
 
 
-def _rule_message(stored: store.StoredRule) -> pb.AlertRule:
+# Said on a rule reading countries where the server locates none: saved all
+# the same (a database may be configured later), never silently inert for
+# the events sent with an address alone, nor for Sealtrail's own records.
+NO_GEOIP_WARNING: Final = (
+    "this server has no GeoIP database (SEALTRAIL_GEOIP_DB): the rule sees only countries"
+    " callers send, none for events sent with an address alone nor Sealtrail's own records"
+)
+
+
+def _rule_message(stored: store.StoredRule, *, locates_countries: bool) -> pb.AlertRule:
+    """The rule as the API answers it; `locates_countries`: whether this
+    server has a GeoIP database, else a rule reading countries says so."""
     message = pb.AlertRule(
         id=stored.id,
         name=stored.name,
@@ -117,6 +135,8 @@ def _rule_message(stored: store.StoredRule) -> pb.AlertRule:
         disabled=stored.disabled,
         fired=stored.fired,
     )
+    if not locates_countries and reads_countries(stored.condition):
+        message.warnings.append(NO_GEOIP_WARNING)
     # A newer release's rule (newer_objects.py): its condition is left unset,
     # which no rule of this release is, as the sign of it.
     if condition_not_understood(stored.condition) is None:
@@ -218,6 +238,11 @@ class AlertingRpcs:
     _forwarder: Forwarder
     _filter_details: FilterDetails
     _denials: Denials | None
+    _locator: CountryLocator | None
+
+    def _shown(self, stored: store.StoredRule) -> pb.AlertRule:
+        """The rule as answered, warned of what this server lacks for it."""
+        return _rule_message(stored, locates_countries=self._locator is not None)
 
     async def _refuse_managed_sink(self, field: str, sink_id: str, rpc: str) -> None:
         """PERMISSION_DENIED for a rule naming a managed sink (ADR 0070), the
@@ -354,7 +379,10 @@ class AlertingRpcs:
                 )
             ).event_id
         self._evaluator.rules_changed()
-        return pb.CreateAlertRuleResponse(rule=_rule_message(stored), event_id=event_id)
+        return pb.CreateAlertRuleResponse(
+            rule=self._shown(stored),
+            event_id=event_id,
+        )
 
     async def UpdateAlertRule(
         self, request: pb.UpdateAlertRuleRequest, context: Context
@@ -382,7 +410,7 @@ class AlertingRpcs:
                 ),
             )
             if after == before:
-                return pb.UpdateAlertRuleResponse(rule=_rule_message(before))
+                return pb.UpdateAlertRuleResponse(rule=self._shown(before))
             if before.disabled and not after.disabled:
                 # Enabled again: it watches from the next event, as a new rule
                 # does, never the events recorded while it was off.
@@ -431,7 +459,10 @@ class AlertingRpcs:
         self._evaluator.rules_changed()
         if queued:
             self._forwarder.sinks_changed()
-        return pb.UpdateAlertRuleResponse(rule=_rule_message(current), event_id=recorded.event_id)
+        return pb.UpdateAlertRuleResponse(
+            rule=self._shown(current),
+            event_id=recorded.event_id,
+        )
 
     async def ListAlertRules(
         self, request: pb.ListAlertRulesRequest, context: Context
@@ -440,7 +471,7 @@ class AlertingRpcs:
         async with self._db.connection(tenant_id) as conn:
             rules = await store.list_rules(conn, tenant_id)
             await refuse_if_erased(conn, tenant_id)  # not an empty list
-        return pb.ListAlertRulesResponse(rules=[_rule_message(rule) for rule in rules])
+        return pb.ListAlertRulesResponse(rules=[self._shown(rule) for rule in rules])
 
     async def DeleteAlertRule(
         self, request: pb.DeleteAlertRuleRequest, context: Context

@@ -215,6 +215,16 @@ def watches_no_events(event_filter: EventFilter) -> list[tuple[str, str]]:
     return [(name, description + _NAME_THE_EVENTS) for name, description in said]
 
 
+def reads_countries(condition: dict[str, Any]) -> bool:
+    """Whether a stored condition reads events' `context.country`: a
+    new-country rule's does, and so does any whose filter names a country
+    (`country`, `countries`)."""
+    event_filter = condition.get("filter") or {}
+    return condition.get("kind") == "new_country" or bool(
+        event_filter.get("country") or event_filter.get("countries")
+    )
+
+
 def origin_of(kind: ConditionKind, record: dict[str, Any]) -> str | None:
     """Where a new-origin rule sees the event's actor from: its network
     (new_ip: an IPv4 address, an IPv6 address's /64) or its country

@@ -103,6 +103,16 @@ def _list_rules(ctx: click.Context) -> None:
             rule.last_fired_time.ToJsonString() if rule.HasField("last_fired_time") else "",
         )
     print_table(table)
+    for rule in rules:  # on stderr: the table stays what a script reads
+        for warning in rule.warnings:
+            click.echo(f"{terminal_safe(rule.id)}: {terminal_safe(warning)}", err=True)
+
+
+def _warn(rule: alerting_pb2.AlertRule) -> None:
+    """What the server says may keep the rule it saved from firing (its
+    `warnings`), on stderr: stdout says the rule alone."""
+    for warning in rule.warnings:
+        click.echo(f"warning: {terminal_safe(warning)}", err=True)
 
 
 def _read_rule(client: Any, rule_id: str) -> alerting_pb2.AlertRule:
@@ -348,7 +358,9 @@ def create(
         )
     _window_as_typed(ctx)
     with _client(ctx) as client:
-        click.echo(terminal_safe(client.create_alert_rule(rule).rule.id))
+        created = client.create_alert_rule(rule).rule
+    click.echo(terminal_safe(created.id))
+    _warn(created)
 
 
 # The condition settings update may change: their option, and the kind of
@@ -503,8 +515,9 @@ def update(
             )
         read_with = "sealtrail alerts show" if etag else None
         with unchanged_since_read(rule_id, read_with=read_with):
-            client.update_alert_rule(rule, fields=fields)
+            updated = client.update_alert_rule(rule, fields=fields).rule
     click.echo(f"{rule_id} updated")
+    _warn(updated)
 
 
 def _actor_ids_apply(

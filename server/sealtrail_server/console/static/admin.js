@@ -1092,7 +1092,15 @@ function ruleRow(rule) {
   row.dataset.id = rule.id;
   const names = new Map(read.sinks.map((sink) => [sink.id, sink.name]));
   cell(row, visibleName(rule.name));
-  cell(row, condition(rule));
+  // What the server says may keep the rule from firing as it reads (a
+  // country it cannot locate), under its condition.
+  const watched = cell(row, condition(rule));
+  for (const warning of rule.warnings || []) {
+    const said = document.createElement("p");
+    said.className = "rule-warning";
+    said.textContent = warning;
+    watched.append(said);
+  }
   const severity = rule.severity === "SEVERITY_UNSPECIFIED" ? "warning" : label(rule.severity);
   cell(row, severity, `severity-${severity}`);
   const sinks = (rule.sink_ids || []).map((id) => (names.has(id) ? names.get(id) : `${id} (deleted)`));

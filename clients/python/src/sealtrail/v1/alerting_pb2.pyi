@@ -349,6 +349,7 @@ class AlertRule(_message.Message):
     LAST_FIRED_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The rule's id (a UUID). Output only."""
     name: _builtins.str
@@ -412,6 +413,16 @@ class AlertRule(_message.Message):
         Output only.
         """
 
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why the rule may not fire as its condition reads on this server, each a
+        sentence; empty when nothing stands in its way. A rule reading events'
+        countries (new_country, or a filter's `country` or `countries`) on a
+        server with no GeoIP database (SEALTRAIL_GEOIP_DB) sees only the
+        countries callers send: it is saved all the same, as one may be
+        configured later. Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -431,10 +442,11 @@ class AlertRule(_message.Message):
         last_fired_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "last_fired_time", b"last_fired_time", "match", b"match", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "spike", b"spike", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "disabled", b"disabled", "etag", b"etag", "fired", b"fired", "id", b"id", "last_fired_time", b"last_fired_time", "match", b"match", "name", b"name", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "severity", b"severity", "sink_ids", b"sink_ids", "spike", b"spike", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "disabled", b"disabled", "etag", b"etag", "fired", b"fired", "id", b"id", "last_fired_time", b"last_fired_time", "match", b"match", "name", b"name", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "severity", b"severity", "sink_ids", b"sink_ids", "spike", b"spike", "threshold", b"threshold", "update_time", b"update_time", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["match", "threshold", "new_ip", "off_hours", "new_country", "spike"]  # noqa: Y015
     _WhichOneofArgType_condition: _TypeAlias = _typing.Literal["condition", b"condition"]  # noqa: Y015
