@@ -356,3 +356,41 @@ def test_a_role_refused_an_rpc_is_said_with_the_roles_that_may_and_how_to_get_on
         f" `sealtrail-server token create --tenant TENANT --role {needed}`)"
     ) in lines, lines
     assert refused.stdout == ""
+
+
+def test_export_takes_its_format_from_the_files_extension_unless_told(
+    sealtrail: Callable[..., Result], tmp_path: Path
+) -> None:
+    """`export -o a.ndjson` with no --format wrote CSV (its default) to a
+    file named NDJSON, without a word (a README walkthrough). The extension
+    says the format when --format is not given; an unknown one keeps CSV;
+    one that contradicts a --format given is refused, naming both."""
+    assert sealtrail("record", "--action", "doc.read", "--actor-id", "ops").exit_code == 0
+    for name, begins in (
+        ("a.ndjson", "{"),
+        ("a.jsonl", "{"),
+        ("a.json", "["),
+        ("a.CSV", "seq,id,"),
+        ("a.txt", "seq,id,"),
+        ("a", "seq,id,"),
+    ):
+        out = tmp_path / name
+        done = sealtrail("export", "-o", str(out))
+        assert done.exit_code == 0, done.output
+        assert out.read_text(encoding="utf-8").startswith(begins), name
+    for given, name in (
+        ("csv", "b.ndjson"),
+        ("ndjson", "b.csv"),
+        ("json", "b.jsonl"),
+        ("ndjson", "b.json"),
+        ("bundle", "b.csv"),
+    ):
+        refused = sealtrail("export", "--format", given, "-o", str(tmp_path / name))
+        assert refused.exit_code == 2, refused.output
+        suffix = name.partition(".")[2]
+        assert f"--format {given}" in refused.output and f".{suffix}" in refused.output
+        assert not (tmp_path / name).exists()
+    agreed = sealtrail("export", "--format", "ndjson", "-o", str(tmp_path / "c.jsonl"))
+    assert agreed.exit_code == 0, agreed.output
+    helped = sealtrail("export", "--help")
+    assert "from -o's extension" in " ".join(helped.output.split()), helped.output

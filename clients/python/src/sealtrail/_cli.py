@@ -1414,10 +1414,9 @@ def _count(number: int, noun: str) -> str:
     "--format",
     "export_format",
     type=click.Choice(["csv", "ndjson", "json", "bundle"]),
-    default="csv",
-    show_default=True,
-    help="bundle: NDJSON records with proofs and the signed checkpoint, written as a"
-    " directory that `sealtrail verify` checks offline.",
+    help="Default: from -o's extension (.csv; .ndjson or .jsonl; .json), else csv; one that"
+    " names another format is refused. bundle: NDJSON records with proofs and the signed"
+    " checkpoint, written as a directory that `sealtrail verify` checks offline.",
 )
 @click.option(
     "-o",
@@ -1439,7 +1438,7 @@ def _count(number: int, noun: str) -> str:
 def export(
     ctx: click.Context,
     /,
-    export_format: ExportFormat | Literal["bundle"],
+    export_format: ExportFormat | Literal["bundle"] | None,
     out: Path,
     seqs: tuple[int, int] | None,
     **criteria: Any,
@@ -1451,6 +1450,7 @@ def export(
     from sealtrail._errors import SealtrailError
     from sealtrail._export import ExportError, manifest_path
 
+    export_format = _format_of(export_format, out)
     if export_format == "bundle":
         from sealtrail._cli_integrity import bundle  # which imports this module
 
@@ -1522,6 +1522,33 @@ def export(
     )
     if export_format == "csv":
         _warn_of_cells_past_excel(out)
+
+
+# The formats an export's file extension names, for an export given no --format.
+_FORMAT_OF_EXTENSION: Final[dict[str, ExportFormat]] = {
+    ".csv": "csv",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".json": "json",
+}
+
+
+def _format_of(
+    given: ExportFormat | Literal["bundle"] | None, out: Path
+) -> ExportFormat | Literal["bundle"]:
+    """The format to export to `out`: --format's, else the one its extension
+    names, else CSV. `-o audit.ndjson` alone wrote CSV to a file named NDJSON
+    without a word, and its manifest called it the export; an extension that
+    names another format than --format's is refused, naming both."""
+    named = _FORMAT_OF_EXTENSION.get(out.suffix.lower())
+    if given is None:
+        return named or "csv"
+    if named is not None and named != given:
+        raise click.UsageError(
+            f"--format {given} and -o {out.name}: its {out.suffix} names {named}; give one"
+            " that agrees, or no --format"
+        )
+    return given
 
 
 # The cells past Excel's limit a warning names; of more, it says how many more.
