@@ -75,7 +75,7 @@ def test_alert_and_sink_refusals_name_the_options_and_arguments_given(
     """An off-hours rule's --hours and --days were refused as
     `rule.off_hours.start_hour` and `rule.off_hours.working_days`, a blank
     NAME as `rule.name` or `sink.name`, a missing webhook secret as
-    `sink.webhook.secrets` (helper-334)."""
+    `sink.webhook.secrets` (helper-334), which now says how to give one."""
     hours = sealtrail(
         "alerts", "create", "night", "--kind", "off_hours", "--time-zone", "UTC",
         "--hours", "8-17", "--days", "9", "--action", "doc.*",
@@ -87,7 +87,10 @@ def test_alert_and_sink_refusals_name_the_options_and_arguments_given(
     sink = sealtrail("sinks", "create", " ", "--kind", "webhook", "--url", "https://x.example/")
     assert sink.exit_code == 2, sink.output
     assert "  NAME: must be 1 to 128" in sink.output, sink.output
-    assert "  --secret: one or 2 secrets are required" in sink.output, sink.output
+    assert (
+        "  --secret: one or 2 secrets are required: give --secret whsec_... (or @FILE),"
+        " or --generate-secret"
+    ) in sink.output, sink.output
     for refused in (hours, blank, sink):
         said = refused.output
         assert "rule." not in said and "sink." not in said and "off_hours" not in said, said

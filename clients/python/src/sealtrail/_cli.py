@@ -694,8 +694,10 @@ def _client(ctx: click.Context) -> Iterator[AuditClient]:
         summed = _sums_up(exc.message, exc.field_violations)
         message = "" if summed else in_flags(ctx, exc.message, fields)
         said = [detailed(f"error: {exc.code.name}{reason}", message)]
+        hints: dict[str, str] = ctx.meta.get(_HINTED, {})
         for field, description in exc.field_violations:
-            said.append(f"  {flag_of(ctx, field) or field}: {in_flags(ctx, description)}")
+            hint = f": {hints[field]}" if field in hints else ""
+            said.append(f"  {flag_of(ctx, field) or field}: {in_flags(ctx, description)}{hint}")
         said += [f"  {key}: {value}" for key, value in sorted(exc.metadata.items())]
         if exc.retry_after is not None:  # when the server asks to be tried again
             said.append(f"  retry after: {_seconds(exc.retry_after)} s")
@@ -756,6 +758,17 @@ def given_as(ctx: click.Context, fields: dict[str, str]) -> None:
     option is called after the field, or a list's index stands for one of
     several values given."""
     ctx.meta.setdefault(_GIVEN, {}).update(fields)
+
+
+# ctx.meta's key of what to do of a field the server refuses (`hinted`).
+_HINTED: Final = "sealtrail.hinted"
+
+
+def hinted(ctx: click.Context, hints: dict[str, str]) -> None:
+    """Says, after the server's refusal of each API field of `hints`, what to
+    do in this command's terms: a webhook sink given no secret was told that
+    one is required, not how to give one."""
+    ctx.meta.setdefault(_HINTED, {}).update(hints)
 
 
 # A field the server names in its words: a filter's (`filter.actions`,

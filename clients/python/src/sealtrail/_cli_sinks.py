@@ -20,6 +20,7 @@ from sealtrail._cli import (
     _tail_filter_options,
     _Time,
     given_as,
+    hinted,
     main,
     terminal_safe,
     unchanged_since_read,
@@ -154,6 +155,8 @@ def read_credential(ctx: click.Context, param: click.Parameter, value: Any) -> A
 
 
 _FROM_FILE = " @PATH reads it from a file, - from stdin."
+# Said after the server's refusal of a webhook sink created with no secret.
+_HOW_TO_GIVE_A_SECRET = "give --secret whsec_... (or @FILE), or --generate-secret"
 
 
 def _destination_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -312,6 +315,8 @@ def create(
 
     _format_given(ctx, payload)
     settings, made = _destination_settings(options, secrets_, generate_secret)
+    if "secrets" not in settings:  # a webhook's is required: said how to give one
+        hinted(ctx, {"sink.webhook.secrets": _HOW_TO_GIVE_A_SECRET})
     criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
     try:
         sink = build_sink(
