@@ -4,6 +4,7 @@ process against a test's server and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,9 +12,12 @@ import grpc
 import pytest
 from click.testing import CliRunner, Result
 
+from sealtrail import AuditClient, build_sink
 from sealtrail import _cli as cli
 from sealtrail.v1 import audit_service_pb2, audit_service_pb2_grpc
 from tests.conftest import ServerThread
+
+SECRET = "whsec_" + "A" * 43 + "="
 
 
 @pytest.fixture
@@ -397,3 +401,52 @@ def test_export_takes_its_format_from_the_files_extension_unless_told(
     assert agreed.exit_code == 0, agreed.output
     helped = sealtrail("export", "--help")
     assert "from -o's extension" in " ".join(helped.output.split()), helped.output
+
+
+def test_a_sink_is_named_by_its_name_or_id_where_one_sink_has_it(
+    sealtrail: Callable[..., Result], client: AuditClient
+) -> None:
+    """`alerts create --sink local`, `local` a sink's name, said `--sink: no
+    such sink`, and `sinks show local` `id: must be a sink id (a UUID)`:
+    a name is taken where one sink has it; a name no sink or several have
+    is refused, saying `sealtrail sinks` lists them."""
+    made = {
+        name: client.create_sink(
+            build_sink(name, "webhook", url="https://x.example/", secrets=[SECRET], paused=True)
+        ).sink.id
+        for name in ("local", "twin", "other")
+    }
+    client.create_sink(
+        build_sink("twin", "webhook", url="https://x.example/", secrets=[SECRET], paused=True)
+    )
+    shown = sealtrail("sinks", "show", "local")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["id"] == made["local"]
+    assert sealtrail("sinks", "show", made["local"]).exit_code == 0
+    resumed = sealtrail("sinks", "resume", "local")
+    assert resumed.exit_code == 0, resumed.output
+    assert resumed.stdout.startswith(f"{made['local']} resumed")
+    assert sealtrail("sinks", "pause", "other").exit_code == 0
+    rule = sealtrail("alerts", "create", "r", "--kind", "match", "--action", "doc.*",
+                     "--sink", "local", "--sink", made["other"])  # fmt: skip
+    assert rule.exit_code == 0, rule.output
+    rule_id = rule.stdout.strip()
+    (kept,) = [rule for rule in client.list_alert_rules() if rule.id == rule_id]
+    assert list(kept.sink_ids) == [made["local"], made["other"]]
+    for args, said in (
+        (["sinks", "show", "twin"], "2 sinks are named 'twin': give its id"),
+        (["sinks", "delete", "nowhere"], "no sink is named 'nowhere'"),
+        (["alerts", "update", rule_id, "--sink", "twin"], "2 sinks are named 'twin'"),
+        (
+            ["alerts", "create", "s", "--kind", "match", "--action", "doc.*", "--sink", "nowhere"],
+            "no sink is named",
+        ),
+    ):
+        refused = sealtrail(*args)
+        assert refused.exit_code == 2, (args, refused.output)
+        assert said in refused.output and "`sealtrail sinks` lists them" in refused.output
+        assert "must be a sink id" not in refused.output, refused.output
+    assert len(client.list_sinks()) == 4  # nothing deleted
+    for command in (["sinks", "show"], ["alerts", "create"]):
+        helped = " ".join(sealtrail(*command, "--help").output.split())
+        assert "its id or its name" in helped, helped

@@ -24,6 +24,7 @@ from sealtrail._cli import (
 )
 from sealtrail._cli_spans import Seconds
 from sealtrail._durations import span_text
+from sealtrail._sink_names import sink_ids_of
 from sealtrail._typed import given_words, typed
 
 # What the commands work with (gRPC, protobuf, the client) each imports as it
@@ -294,7 +295,12 @@ _KIND_SETTINGS: Final = (
     show_default=True,
     help="Of the security.alert events (--severity filters the events watched).",
 )
-@click.option("--sink", "sink_ids", multiple=True, help="A sink the alerts go to (repeatable).")
+@click.option(
+    "--sink",
+    "sink_ids",
+    multiple=True,
+    help="A sink the alerts go to, by its id or its name (where no other sink has it); repeatable.",
+)
 @_tail_filter_options
 @click.pass_context
 def create(
@@ -358,6 +364,9 @@ def create(
         )
     _window_as_typed(ctx)
     with _client(ctx) as client:
+        if sink_ids:
+            del rule.sink_ids[:]
+            rule.sink_ids.extend(sink_ids_of(client, sink_ids, param_hint="--sink"))
         created = client.create_alert_rule(rule).rule
     click.echo(terminal_safe(created.id))
     _warn(created)
@@ -407,7 +416,13 @@ def _a(kind: str) -> str:
     type=click.Choice(SEVERITIES),
     help="Of the security.alert events (--severity filters the events watched).",
 )
-@click.option("--sink", "sink_ids", multiple=True, help="The sinks the alerts go to (all of them).")
+@click.option(
+    "--sink",
+    "sink_ids",
+    multiple=True,
+    help="The sinks the alerts go to (all of them), each by its id or its name (where no"
+    " other sink has it).",
+)
 @click.option(
     "--etag",
     default="",
@@ -455,8 +470,7 @@ def update(
         rule.severity = enum_value(event_pb2.Severity, alert_severity, field="alert severity")
         fields.append("severity")
     if sink_ids:
-        rule.sink_ids.extend(sink_ids)
-        fields.append("sink_ids")
+        fields.append("sink_ids")  # their ids set below: a name is read with ListSinks
     settings: dict[str, Any] = {
         key: value
         for key, value in {
@@ -475,6 +489,7 @@ def update(
     }
     _window_as_typed(ctx)
     with _client(ctx) as client:
+        rule.sink_ids.extend(sink_ids_of(client, sink_ids, param_hint="--sink"))
         if settings or any(criteria.values()):
             current = _read_rule(client, rule_id)
             kind = current.WhichOneof("condition")

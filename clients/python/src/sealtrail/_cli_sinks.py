@@ -26,6 +26,7 @@ from sealtrail._cli import (
     unchanged_since_read,
 )
 from sealtrail._cli_ranges import SeqRangeParam
+from sealtrail._sink_names import SINK_HELP, sink_id_of
 from sealtrail._typed import given_words
 from sealtrail._words import counted, noun
 
@@ -103,15 +104,16 @@ def _list_sinks(ctx: click.Context) -> None:
     print_table(table)
 
 
-@sinks.command("show")
-@click.argument("sink_id")
+@sinks.command("show", epilog=SINK_HELP)
+@click.argument("sink_id", metavar="SINK")
 @click.pass_context
 def show(ctx: click.Context, sink_id: str) -> None:
     """A sink, its delivery state included, as JSON (secrets as hints)."""
     from google.protobuf import json_format
 
     with _client(ctx) as client:
-        click.echo(json_format.MessageToJson(client.get_sink(sink_id), indent=2))
+        sink = client.get_sink(sink_id_of(client, sink_id))
+        click.echo(json_format.MessageToJson(sink, indent=2))
 
 
 _SETTING_NAMES = frozenset(
@@ -343,8 +345,8 @@ def create(
     click.echo(terminal_safe(made_sink.id))
 
 
-@sinks.command("update")
-@click.argument("sink_id")
+@sinks.command("update", epilog=SINK_HELP)
+@click.argument("sink_id", metavar="SINK")
 @click.option("--name", help="A new name.")
 @_destination_options
 @click.option("--format", "payload", type=click.Choice(["sealtrail_json", "ocsf"]))
@@ -388,7 +390,7 @@ def update(
         _format_given(ctx, payload)
     settings, made = _destination_settings(options, secrets_, generate_secret)
     criteria = {key: value for key, value in options.items() if key not in _SETTING_NAMES}
-    sink = forwarding_pb2.Sink(id=sink_id, etag=etag)
+    sink = forwarding_pb2.Sink(etag=etag)
     fields = []
     changed_settings: list[str] = []
     if name is not None:
@@ -401,6 +403,7 @@ def update(
         sink.filter.CopyFrom(_filter(criteria))
         fields.append("filter")
     with _client(ctx) as client:
+        sink_id = sink.id = sink_id_of(client, sink_id)
         if settings:
             current = client.get_sink(sink_id)
             kind = current.WhichOneof("destination")
@@ -530,6 +533,7 @@ def _set_paused(ctx: click.Context, sink_id: str, paused: bool) -> None:
     from sealtrail.v1 import forwarding_pb2
 
     with _client(ctx) as client:
+        sink_id = sink_id_of(client, sink_id)
         answer = client.update_sink(
             forwarding_pb2.Sink(id=sink_id, paused=paused), fields=["paused"]
         )
@@ -560,24 +564,24 @@ def _set_paused(ctx: click.Context, sink_id: str, paused: bool) -> None:
         click.echo(f"nothing waits: delivered up to seq {cursor}, the log's last{replays}")
 
 
-@sinks.command("pause")
-@click.argument("sink_id")
+@sinks.command("pause", epilog=SINK_HELP)
+@click.argument("sink_id", metavar="SINK")
 @click.pass_context
 def pause(ctx: click.Context, sink_id: str) -> None:
     """Stop delivering; the cursor waits where it is."""
     _set_paused(ctx, sink_id, True)
 
 
-@sinks.command("resume")
-@click.argument("sink_id")
+@sinks.command("resume", epilog=SINK_HELP)
+@click.argument("sink_id", metavar="SINK")
 @click.pass_context
 def resume(ctx: click.Context, sink_id: str) -> None:
     """Deliver again from where the sink stopped, at once."""
     _set_paused(ctx, sink_id, False)
 
 
-@sinks.command("delete")
-@click.argument("sink_id")
+@sinks.command("delete", epilog=SINK_HELP)
+@click.argument("sink_id", metavar="SINK")
 @click.option(
     "--etag",
     default="",
@@ -591,6 +595,7 @@ def delete(ctx: click.Context, sink_id: str, etag: str) -> None:
     from sealtrail._errors import SealtrailError
 
     with _client(ctx) as client:
+        sink_id = sink_id_of(client, sink_id)
         with unchanged_since_read(sink_id, read_with="sealtrail sinks show"):
             answer = client.delete_sink(sink_id, etag=etag)
         click.echo(f"{sink_id} deleted")
@@ -621,8 +626,8 @@ def _undelivered(record: event_pb2.Event) -> str:
     )
 
 
-@sinks.command("dead-letters")
-@click.argument("sink_id")
+@sinks.command("dead-letters", epilog=SINK_HELP)
+@click.argument("sink_id", metavar="SINK")
 @click.pass_context
 def dead_letters(ctx: click.Context, sink_id: str) -> None:
     """Every dead letter of the sink, oldest first: the events the destination refused for
@@ -630,7 +635,7 @@ def dead_letters(ctx: click.Context, sink_id: str) -> None:
     from sealtrail._tables import PlainTable, print_table
 
     with _client(ctx) as client:
-        letters = client.list_dead_letters(sink_id)
+        letters = client.list_dead_letters(sink_id_of(client, sink_id))
     table = PlainTable("id", "seq", "events", "HTTP", "error", "at")
     for letter in letters:
         table.add_row(
@@ -644,8 +649,8 @@ def dead_letters(ctx: click.Context, sink_id: str) -> None:
     print_table(table)
 
 
-@sinks.command("replay")
-@click.argument("sink_id")
+@sinks.command("replay", epilog=SINK_HELP)
+@click.argument("sink_id", metavar="SINK")
 @click.option(
     "--seq", "seq_range", type=SeqRangeParam(), help="A seq range, FIRST-LAST, both ends included."
 )
@@ -676,6 +681,7 @@ def replay(
     if (seq_range is not None) + (window is not None) + bool(dead_letter) != 1:
         raise click.UsageError("give exactly one of --seq, --since and --dead-letter", ctx)
     with _client(ctx) as client:
+        sink_id = sink_id_of(client, sink_id)
         answer = client.replay_sink(
             sink_id, seq_range=seq_range, window=window, dead_letter_id=dead_letter
         )
