@@ -1463,13 +1463,14 @@ def export(
     from sealtrail._errors import SealtrailError
     from sealtrail._export import ExportError, manifest_path
 
+    # Checked here as `bundle`'s own option checks it, which ctx.invoke skips;
+    # before the extension: a file where the directory is to be is what is wrong.
+    if export_format == "bundle" and out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} is not a directory", param_hint="'-o' / '--out'")
     export_format = _format_of(export_format, out)
     if export_format == "bundle":
         from sealtrail._cli_integrity import bundle  # which imports this module
 
-        # Checked here as `bundle`'s own option checks it, which ctx.invoke skips.
-        if out.exists() and not out.is_dir():
-            raise click.BadParameter(f"{out} is not a directory", param_hint="'-o' / '--out'")
         ctx.invoke(bundle, out=out, seqs=seqs, **criteria)
         return
     if out.is_dir():
