@@ -35,9 +35,15 @@ from sealtrail import (
     build_filter,
     build_sink,
 )
+from sealtrail._erased_by import OPERATOR_PREFIX
 from sealtrail_server.alerts.evaluator import Evaluator
-from sealtrail_server.domain.errors import FailedPrecondition, IntegrityFailure, Unavailable
-from sealtrail_server.domain.event import EventDraft, validate_event
+from sealtrail_server.domain.errors import (
+    MAX_DESCRIPTION_BYTES,
+    FailedPrecondition,
+    IntegrityFailure,
+    Unavailable,
+)
+from sealtrail_server.domain.event import MAX_ID, EventDraft, validate_event
 from sealtrail_server.domain.purge_summaries import SummarySeal
 from sealtrail_server.forward.egress import EgressPolicy, OutboundClient
 from sealtrail_server.forward.forwarder import Forwarder
@@ -54,6 +60,8 @@ from tests.lock_waits import SUBJECT_LOCK, count_now, until, until_blocked, unti
 from tests.processes import stop
 from tests.tenant_rows import rows_of
 
+# The longest name SEALTRAIL_OPERATOR may give, past `sealtrail-server:` (cli.py).
+_WIDEST_OPERATOR = MAX_ID - len(OPERATOR_PREFIX)
 # The deployment's seal of purge summaries (the test servers' redaction secret).
 SEAL = SummarySeal(REDACTION_SECRET)
 
@@ -402,6 +410,16 @@ def test_a_second_erasure_answers_the_receipt_of_the_first(
             sql.execute(kept_time, [None, tenant])
             with pytest.raises(RpcFailedError) as refused:
                 second.erase_tenant(tenant)
+            # An operator's (`tenant erase`) named as the receipts name one,
+            # its name cut to keep the refusal within 100 bytes.
+            by_operator = []
+            erased_by = "UPDATE tenant_erasures SET erased_by = %s WHERE tenant_id = %s"
+            for name in ("ann@bastion", "é" * _WIDEST_OPERATOR):
+                sql.execute(erased_by, [OPERATOR_PREFIX + name, tenant])
+                with pytest.raises(RpcFailedError) as refused_again:
+                    second.erase_tenant(tenant)
+                by_operator.append(refused_again.value.message)
+            sql.execute(erased_by, [receipt.erased_by_token_id, tenant])
             sql.execute(kept_time, [receipt.final_checkpoint.issued_at.ToDatetime(UTC), tenant])
             again = second.erase_tenant(tenant)
     finally:
@@ -409,6 +427,11 @@ def test_a_second_erasure_answers_the_receipt_of_the_first(
     assert again == receipt and receipt.final_checkpoint.note
     assert refused.value.reason == "TENANT_ERASED"
     assert f"by token {receipt.erased_by_token_id}" in str(refused.value)
+    named, widest = by_operator
+    assert " by operator ann@bastion;" in named and "sealtrail-server:" not in named, named
+    assert " by operator éé" in widest and widest.endswith("…; see tenant_erasures"), widest
+    for said in (refused.value.message, *by_operator):
+        assert len(said.encode()) <= MAX_DESCRIPTION_BYTES, said
 
 
 def _operator_process(database_url: str, operator: str, *args: str) -> subprocess.Popen[str]:

@@ -67,7 +67,8 @@ MAX_DESCRIPTION_BYTES = 100
 MAX_SUMMARY_BYTES = 500
 
 
-def _cut(text: str, limit: int) -> str:
+def cut(text: str, limit: int) -> str:
+    """`text` in at most `limit` bytes of UTF-8: its end cut, marked `…`."""
     encoded = text.encode()
     if len(encoded) <= limit:
         return text
@@ -89,9 +90,7 @@ class InvalidArgument(SealtrailError):
         first = {v.field: v for v in reversed(violations)}
         violations = [v for v in violations if first[v.field] is v]
         kept = [
-            FieldViolation(
-                _cut(v.field, MAX_FIELD_BYTES), _cut(v.description, MAX_DESCRIPTION_BYTES)
-            )
+            FieldViolation(cut(v.field, MAX_FIELD_BYTES), cut(v.description, MAX_DESCRIPTION_BYTES))
             for v in violations[:MAX_VIOLATIONS]
         ]
         summary, told = "", 0

@@ -16,6 +16,7 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
+from sealtrail._erased_by import erased_by_said
 from sealtrail._words import counted
 from sealtrail.tlog import (
     ErasureStatement,
@@ -28,11 +29,13 @@ from sealtrail.tlog import (
 )
 
 from ..domain.errors import (
+    MAX_DESCRIPTION_BYTES,
     SEE_THE_LOG,
     FailedPrecondition,
     IntegrityFailure,
     Unauthenticated,
     Unavailable,
+    cut,
 )
 from ..domain.merkle import EMPTY_ROOT
 from ..integrity.checkpointer import Checkpointer
@@ -381,12 +384,27 @@ async def _require_live_token(
         raise Unauthenticated("unknown or revoked token")
 
 
+# Where the refusal of an erasure kept unsigned sends its reader.
+_SEE_THE_RECEIPT: Final = "; see tenant_erasures"
+
+
+def _erased_unsigned(erased_at: datetime, erased_by: str) -> str:
+    """The refusal of a repeat of an erasure kept before its checkpoint's time
+    was: when, and by whom as receipts name them (`token ID`, `operator
+    NAME`: erased_by_said), within MAX_DESCRIPTION_BYTES, an operator's long
+    name cut (the row holds it whole). The tenant goes unsaid: the caller
+    named it, and its 63 characters left no room."""
+    said = f"erased {erased_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ} by "
+    room = MAX_DESCRIPTION_BYTES - len(said.encode()) - len(_SEE_THE_RECEIPT)
+    return said + cut(erased_by_said(erased_by), room) + _SEE_THE_RECEIPT
+
+
 async def _kept_receipt(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> Receipt | None:
     """The receipt of the tenant's erasure, as kept; None if it was not
     erased. A repeat of the erasure answers it: the first call's answer may
     have been lost with its connection, and nothing else returns it. One kept
     before the checkpoint's time was (migration 0024) cannot be made whole:
-    the repeat is refused, saying when and by whom."""
+    the repeat is refused, saying when and by whom (_erased_unsigned)."""
     cursor = await conn.execute(
         "SELECT erased_at, erased_by, final_tree_size, final_root_hash, final_checkpoint,"
         " final_checkpoint_issued_at, removed_rows, signed_receipt FROM tenant_erasures"
@@ -398,11 +416,7 @@ async def _kept_receipt(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> R
         return None
     erased_at, erased_by, size, root, note, issued_at, removed, signed = row
     if note and issued_at is None:
-        raise FailedPrecondition(
-            f"tenant {tenant_id!r} was erased at {erased_at.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
-            f" by token {erased_by}; its receipt is kept in tenant_erasures",
-            reason="TENANT_ERASED",
-        )
+        raise FailedPrecondition(_erased_unsigned(erased_at, erased_by), reason="TENANT_ERASED")
     final = StoredCheckpoint(tenant_id, size, bytes(root), note, issued_at) if note else None
     return Receipt(
         tenant_id=tenant_id,
