@@ -24,6 +24,7 @@ from selenium.webdriver.support import expected_conditions as seen
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from sealtrail import AuditClient, build_event, build_filter
+from sealtrail._cli import _role_words
 from sealtrail.v1 import event_pb2
 from sealtrail_server.domain.access import new_token
 from tests.clock import Clock
@@ -167,6 +168,30 @@ def test_a_row_expands_into_every_field_the_diff_and_the_json(
         detail.text
     )
     assert "only a verifier key you pinned proves it" in detail.text
+
+
+def test_an_actors_roles_are_shown_each_apart_quoted_as_the_command_lines_table_quotes_them(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The detail's `actor roles` were the roles joined by commas
+    (`admin,bill,ing`): one role holding a comma read as two, an edge space
+    was lost. Each is an item of its own, and one a reader would misread
+    (a comma, a quote or bracket, an edge space) is quoted as `sealtrail
+    query`'s actor cell quotes it (`_role_words`), markup as text."""
+    roles = ["admin", "bill,ing", " edge", 'say "hi"', "ops (eu)", "<b data-xss=1>x</b>"]
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(action="doc.read", actor_id="u-ann", actor_roles=roles)
+    sign_in(browser, console_url, console_server.token(tenant, "reader"))
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    browser.find_element(By.CSS_SELECTOR, "#events tbody tr.event button.opener").click()
+    detail = wait(browser).until(
+        seen.visibility_of_element_located((By.CSS_SELECTOR, "#events tr.detail"))
+    )
+    items = detail.find_elements(By.CSS_SELECTOR, "dl.fields dd ul.roles > li")
+    shown = [item.get_attribute("textContent") for item in items]
+    assert shown == [_role_words(role) for role in roles], shown
+    assert shown[:3] == ["admin", '"bill,ing"', '" edge"'], shown
+    assert not browser.find_elements(By.CSS_SELECTOR, "[data-xss]")
 
 
 def test_the_events_shown_go_with_signing_out(

@@ -1046,7 +1046,8 @@ function fields(event) {
   add("category", label(event.category));
   add("description", event.description);
   for (const [key, value] of Object.entries(event.actor || {})) {
-    if (key !== "credential") add(`actor ${key}`, key === "type" ? label(value) : value);
+    if (key === "roles") add("actor roles", value)?.replaceChildren(roleList(value));
+    else if (key !== "credential") add(`actor ${key}`, key === "type" ? label(value) : value);
   }
   // Which of the actor's keys or tokens: its kind, its id, the secret's last
   // characters as products show them ("...a1b2").
@@ -1063,6 +1064,26 @@ function fields(event) {
     else add(key.replace(/_/g, " "), value);
   }
   if (event.leaf_hash) add("leaf hash", hex(event.leaf_hash));
+  return list;
+}
+
+// A role the detail quotes (`"bill,ing"`), as `sealtrail query`'s actor cell
+// does (sealtrail._cli._ROLE_READ_OTHERWISE): a comma, a quote or bracket, a
+// space at an edge, `+3 more`; \p{Nd} is Python's \d.
+const ROLE_READ_OTHERWISE = /[,"()]|^\s|\s$|^\+\p{Nd}+ more$/u;
+
+// An actor's roles (`actor.roles`), each an item of its own, in the order
+// recorded: joined by commas, one role holding a comma read as two, and an
+// edge space was lost; quoted where it would read otherwise even so.
+function roleList(roles) {
+  const list = document.createElement("ul");
+  list.className = "roles";
+  for (const role of roles) {
+    const item = document.createElement("li");
+    const said = text(role);
+    item.textContent = visibleName(ROLE_READ_OTHERWISE.test(said) ? JSON.stringify(said) : said);
+    list.append(item);
+  }
   return list;
 }
 
