@@ -192,6 +192,10 @@ def test_an_actors_roles_are_shown_each_apart_quoted_as_the_command_lines_table_
     assert shown == [_role_words(role) for role in roles], shown
     assert shown[:3] == ["admin", '"bill,ing"', '" edge"'], shown
     assert not browser.find_elements(By.CSS_SELECTOR, "[data-xss]")
+    # The roles shown are the record's: the proof check compares them too.
+    detail.find_element(By.XPATH, ".//button[contains(., 'Check inclusion proof')]").click()
+    wait(browser).until(lambda b: "verified" in detail.text or "FAILED" in detail.text)
+    assert "verified: in the log of" in detail.text
 
 
 def test_the_events_shown_go_with_signing_out(
@@ -296,8 +300,9 @@ def test_back_after_the_next_sign_in_runs_no_search_of_the_session_before(
             "actor.email",
         ),
         (event_pb2.Event(outcome=event_pb2.OUTCOME_DENIED), "OUTCOME_DENIED", "outcome"),
+        (event_pb2.Event(actor=event_pb2.Actor(roles=["owner"])), "owner", "actor.roles"),
     ],
-    ids=["description", "actor-email", "outcome"],
+    ids=["description", "actor-email", "outcome", "actor-roles"],
 )
 def test_a_row_rewritten_in_the_database_fails_its_proof_check(
     browser: webdriver.Chrome,
@@ -312,7 +317,8 @@ def test_a_row_rewritten_in_the_database_fails_its_proof_check(
 ) -> None:
     """The row shown is a stored view of the record: rewritten (its leaf hash
     kept), it showed a changed description beside "verified" (helper-65), and
-    then a changed email or outcome, fields the check left out (helper-68)."""
+    then a changed email or outcome, fields the check left out (helper-68),
+    and the actor's roles, which the detail shows (helper-539)."""
     sql.execute("SET session_replication_role = replica")  # past the refusal of UPDATE
     sql.execute(
         "UPDATE events SET event_view = event_view || %s"

@@ -1241,6 +1241,8 @@ function differences(event, record) {
     outcome: same(enumWord(event.outcome, "OUTCOME"), record.outcome),
     description: same(event.description, record.description),
     "actor.type": same(enumWord(event.actor?.type, "ACTOR_TYPE"), record.actor?.type),
+    // In order: the record keeps them as sent, and omits them where none.
+    "actor.roles": stable(event.actor?.roles || []) === stable(record.actor?.roles || []),
     idempotency_key: same(event.idempotency_key, record.idempotency_key),
     changes: stable(event.changes || []) === stable(record.changes || []),
     details: stable(event.details || {}) === stable(record.details || {}),
