@@ -103,9 +103,9 @@ class _CommandsOfAModule(click.Group):
     """A group whose commands `module` adds to it as it is imported, which is
     imported when a command of the group is asked for (run, listed, or its
     help shown), not with this one: the `sink` commands share the client's
-    command line's options (sealtrail._cli, with all its commands), which
-    `sealtrail-server --help` and every other command would import for
-    nothing. The group's own help is here, for the main command's list."""
+    filter and destination options, which `sealtrail-server --help` and every
+    other command would import for nothing. The group's own help is here,
+    for the main command's list."""
 
     def __init__(self, *args: Any, module: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -1,7 +1,9 @@
 """`sealtrail-server sink`: the deployment-wide sinks the operator keeps
 (ADR 0070, docs/forwarding.md "Deployment-wide sinks"). The commands of
 cli.py's `sink` group, which imports this module when one of them is asked
-for; it shares cli.py's helpers and the client command line's options.
+for; it shares cli.py's helpers and the client command line's filter and
+destination options, from modules of their own: the client's command line
+itself (`_cli._filter`) it imports as a command runs, not for `--help`.
 
 Each command works under the definition's lock (the servers' passes skip
 it meanwhile), writes the definition, then brings every tenant's instance to
@@ -23,8 +25,12 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from sealtrail._choices import SINK_SETTINGS
-from sealtrail._cli import _filter, _tail_filter_options
-from sealtrail._cli_sinks import _destination_options, _destination_settings, _show_secret
+from sealtrail._cli_destination_options import (
+    _destination_options,
+    _destination_settings,
+    _show_secret,
+)
+from sealtrail._cli_filter_options import _tail_filter_options
 from sealtrail._terminal import terminal_safe
 from sealtrail._words import counted
 
@@ -248,6 +254,7 @@ def _sink_message(
     paused: bool = False,
 ) -> Any:
     from sealtrail import build_sink
+    from sealtrail._cli import _filter
     from sealtrail._convert import PayloadFormat, SinkKind
 
     try:
@@ -635,6 +642,8 @@ def _updated(
     the egress check). A credential goes only where it was given for: a new
     URL needs the secrets that go with it."""
     from google.protobuf import json_format
+
+    from sealtrail._cli import _filter
 
     old = current.definition
     unknown = set(given) - SINK_SETTINGS[old.kind]

@@ -1,7 +1,7 @@
 """Each of the command line's modules (`sealtrail._cli_*`) imports in a fresh
 interpreter, first of the package's: a test or a program that needs one of
-them (`_cli_spans`' duration types, `_cli_sinks`' destination options, which
-the server's sink commands share) works whether or not `sealtrail._cli` was
+them (`_cli_spans`' duration types, `_cli_destination_options`, which the
+server's sink commands share) works whether or not `sealtrail._cli` was
 imported before it. And the main command it leaves has every command, as
 the console script's does."""
 

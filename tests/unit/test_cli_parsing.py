@@ -1176,7 +1176,7 @@ def test_request_and_trace_ids_filter_query_tail_and_export(
 
 def test_a_credential_comes_from_a_file_or_stdin_off_the_command_line(tmp_path: Path) -> None:
     """A sink's token given as its value is in every user's process list."""
-    from sealtrail._cli_sinks import read_credential
+    from sealtrail._cli_destination_options import read_credential
 
     token_file = tmp_path / "hec-token.txt"
     token_file.write_text("hec-0123\n")

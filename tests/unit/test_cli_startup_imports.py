@@ -11,8 +11,9 @@ OpenTelemetry API (the trace a traced job hands the client), nor does a
 `sealtrail` command that needs neither (`verify` of a bundle, offline); nor
 does `sealtrail-server --help` import redaction (its hundreds of compiled
 patterns), the server's settings or the email package's header registry (an
-email sink's addresses); nor, but for the `sink` commands', the client's
-command line (whose filter and destination options `sink create` shares)."""
+email sink's addresses); nor does any, the `sink` commands' included, import
+the client's command line, whose filter and destination options `sink create`
+shares from modules of their own (helper-539: `sink --help` imported it all)."""
 
 from __future__ import annotations
 
@@ -40,9 +41,13 @@ _SERVER_LATER = (
     "sealtrail_server.config",
     "email.headerregistry",
 )
-# The client's command line, whose options `sink create|update` share: every
-# other command's help imports none of it (nor the sink commands' module).
-_SINK_COMMANDS_LATER = (*_SERVER_LATER, "sealtrail._cli", "sealtrail_server.cli_sinks")
+# The client's command line (all its commands), whose filter and destination
+# options `sink create|update` share from modules of their own: the `sink`
+# commands' help imports none of it, and the other commands' not even the sink
+# commands' module.
+_CLIENT_COMMAND_LINE = ("sealtrail._cli", "sealtrail._cli_sinks")
+_SINK_COMMANDS_LATER = (*_SERVER_LATER, *_CLIENT_COMMAND_LINE)
+_OTHER_COMMANDS_LATER = (*_SINK_COMMANDS_LATER, "sealtrail_server.cli_sinks")
 
 # The console script's entry point, called as its generated wrapper calls it;
 # its exit status, what it printed and which of `later` it imported, as JSON
@@ -85,7 +90,7 @@ def _run(pyproject: str, name: str, arguments: list[str], later: tuple[str, ...]
     ("pyproject", "name", "arguments", "later"),
     [
         *(
-            ("pyproject.toml", "sealtrail-server", arguments, _SINK_COMMANDS_LATER)
+            ("pyproject.toml", "sealtrail-server", arguments, _OTHER_COMMANDS_LATER)
             for arguments in (
                 [],
                 ["serve"],
@@ -95,7 +100,7 @@ def _run(pyproject: str, name: str, arguments: list[str], later: tuple[str, ...]
             )
         ),
         *(
-            ("pyproject.toml", "sealtrail-server", arguments, _SERVER_LATER)
+            ("pyproject.toml", "sealtrail-server", arguments, _SINK_COMMANDS_LATER)
             for arguments in (["sink"], ["sink", "create"], ["sink", "update"], ["sink", "list"])
         ),
         *(

@@ -15,7 +15,6 @@ import click
 from sealtrail._choices import RedactionMode, TokenRole
 from sealtrail._cli import (
     _client,
-    _Time,
     event_json,
     given_as,
     main,
@@ -23,6 +22,7 @@ from sealtrail._cli import (
     terminal_safe,
     unchanged_since_read,
 )
+from sealtrail._cli_filter_options import _Time
 from sealtrail._cli_spans import Span
 from sealtrail._typed import given_words, typed
 

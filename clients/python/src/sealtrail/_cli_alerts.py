@@ -16,12 +16,12 @@ from sealtrail._choices import SEVERITIES
 from sealtrail._cli import (
     _client,
     _filter,
-    _tail_filter_options,
     given_as,
     main,
     terminal_safe,
     unchanged_since_read,
 )
+from sealtrail._cli_filter_options import _tail_filter_options
 from sealtrail._cli_spans import Seconds
 from sealtrail._durations import span_text
 from sealtrail._sink_names import sink_ids_of

@@ -19,12 +19,11 @@ from sealtrail._cli import (
     _client,
     _count,
     _filter,
-    _filter_options,
-    _Time,
     interrupted_status,
     main,
     terminal_safe,
 )
+from sealtrail._cli_filter_options import _filter_options, _Time
 from sealtrail._cli_ranges import (
     PERIOD_UNPROVEN,
     PeriodParam,

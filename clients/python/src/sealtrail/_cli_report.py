@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from sealtrail._choices import COUNT_TIMEOUT, MAX_TOP
-from sealtrail._cli import _client, _filter, _filter_options, main, terminal_safe
+from sealtrail._cli import _client, _filter, main, terminal_safe
+from sealtrail._cli_filter_options import _filter_options
 from sealtrail._cli_spans import COUNT_WAIT, WAIT_FORMS
 from sealtrail._durations import span_text
 from sealtrail._words import counted

@@ -1,7 +1,7 @@
 """Lengths of time as the command line writes them (90d, 12h, 10m, 45s): the
 options that take one (`tokens --unused-for`, `tokens create --expires-in`,
 `alerts create|update --window`, `stats --timeout`, `report --timeout`; a
-time's `--since` a duration ago, `_cli.parse_time`) read them alike, and what
+time's `--since` a duration ago, `_cli_filter_options.parse_time`) read them alike, and what
 shows one shows it so (`_durations.span_text`). Used by the _cli_* command
 modules; it imports none of them (nor _cli), so that any imports first."""
 

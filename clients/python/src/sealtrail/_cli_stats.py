@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 
 from sealtrail._choices import COUNT_GROUP_BYS, COUNT_MEASURES, COUNT_TIMEOUT
-from sealtrail._cli import _client, _filter, _filter_options, main
+from sealtrail._cli import _client, _filter, main
+from sealtrail._cli_filter_options import _filter_options
 from sealtrail._cli_spans import COUNT_WAIT, WAIT_FORMS
 from sealtrail._durations import span_text
 from sealtrail._words import counted
