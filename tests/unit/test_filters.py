@@ -886,3 +886,19 @@ def test_a_prefix_ranges_up_to_its_successor(prefix: str, successor: str | None)
     assert prefix_successor(prefix) == successor
     if successor is not None:
         assert prefix < prefix + "\U0010ffff" * 3 < successor
+
+
+@pytest.mark.parametrize("text", ["1e400", "-1e400", "1" + "0" * 1000, "1e-400"])
+def test_a_duration_no_double_holds_matches_no_least_duration_as_the_sql_reads_none(
+    text: str,
+) -> None:
+    """A record written straight into the database whose duration no double
+    holds: the SQL reads none (store/events.py's DURATION_READ), and the live
+    matcher (streams, alert rules) read `1e400` as infinity, and a thousand
+    digits as a whole number, and matched them."""
+    record = {"occurred_at": "2026-05-01T00:00:00.000000Z", "severity": "info"}
+    record |= {"outcome": "success", "actor": {"id": "u"}, "action": "a.b"}
+    matcher = RecordMatcher(EventFilter(min_duration_ms=5.0))
+    assert matcher.matches(record | {"context": {"duration_ms": 6}})
+    timed = json.loads(f'{{"duration_ms": {text}}}')
+    assert not matcher.matches(record | {"context": timed})

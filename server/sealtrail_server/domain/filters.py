@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
+import math
 import re
 import string
 import unicodedata
@@ -220,12 +221,19 @@ class EventFilter:
 
     def duration_matches(self, duration: object) -> bool:
         """Whether a record's `context.duration_ms` (None: it has none) is
-        at least `min_duration_ms`: the SQL's comparison (store/events.py)."""
+        at least `min_duration_ms`: the SQL's comparison (store/events.py). A
+        number no double holds (`1e400`, parsed as infinity; a thousand
+        digits, as a whole number), only in a row written straight into the
+        database, is none, as the SQL's DURATION_READ reads it."""
         if self.min_duration_ms is None:
             return True
         if isinstance(duration, bool) or not isinstance(duration, int | float):
             return False
-        return duration >= self.min_duration_ms
+        try:
+            value = float(duration)
+        except OverflowError:
+            return False
+        return math.isfinite(value) and value >= self.min_duration_ms
 
     # `http_routes`: any of these `context.http_route`s, each exactly as
     # recorded (no prefix, no case folding), sorted, once each (ADR 0136).
