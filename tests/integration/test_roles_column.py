@@ -130,6 +130,26 @@ def test_the_migration_reads_only_rows_received_since_0064_less_a_day(
     assert rows == [*ROWS, (7, None)]
 
 
+def test_roles_not_all_text_are_no_roles_to_the_migration_and_the_trigger(
+    before_0065: tuple[str, psycopg.Connection[Any]],
+) -> None:
+    """Roles a record holds that are not all strings (only a row written
+    straight into the database: Record refuses them) matched nothing read off
+    the record (`?|` compares strings), but the migration wrote `[1, true]` as
+    `{1,true}`, which a filter of role "1" found, and the trigger admitted it
+    (helper-545's review). Such a row's column stays NULL, and is kept so."""
+    url, conn = before_0065
+    for seq, roles in ((7, [1, True]), (8, ["ops", None]), (9, {"ops": 1})):
+        record = {"action": "a.b", "actor": {"id": "u", "roles": roles}}
+        conn.execute(_INSERT, [seq, json.dumps(record)])
+    migrate_database(url)
+    rows = conn.execute("SELECT seq, actor_roles FROM events WHERE seq > 6 ORDER BY seq")
+    assert rows.fetchall() == [(7, None), (8, None), (9, None)]
+    for seq, written in ((7, "{1,true}"), (8, "{ops,NULL}")):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("UPDATE events SET actor_roles = %s WHERE seq = %s", [written, seq])
+
+
 def test_the_trigger_admits_writing_the_records_roles_and_nothing_else(
     before_0065: tuple[str, psycopg.Connection[Any]],
 ) -> None:

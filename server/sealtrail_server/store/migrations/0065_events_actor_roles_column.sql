@@ -48,6 +48,10 @@ BEGIN
         END IF;
         IF OLD.actor_roles IS NULL AND NEW.actor_roles IS NOT NULL
             AND json_typeof((OLD.record::json -> 'actor') -> 'roles') = 'array'
+            -- Strings alone, as the filter read them off the record (`?|`).
+            AND NOT EXISTS (
+                SELECT FROM json_array_elements((OLD.record::json -> 'actor') -> 'roles') AS r
+                WHERE json_typeof(r) <> 'string')
             AND NEW.actor_roles = ARRAY(
                 SELECT json_array_elements_text((OLD.record::json -> 'actor') -> 'roles'))
             AND (to_jsonb(NEW) - 'actor_roles' - 'search_doc')
@@ -73,7 +77,8 @@ $$;
 -- partitions, not every record, while the migration holds its lock on events.
 -- The bound is a literal, so that the partitions before it are pruned when
 -- the UPDATE is planned; `strpos` first, so that only a record naming "roles"
--- somewhere is parsed.
+-- somewhere is parsed. Roles not all strings (a row written straight into the
+-- database: Record refuses them) are left NULL, as the filter found none there.
 DO $$
 DECLARE
     since timestamptz := (SELECT applied_at - interval '1 day' FROM schema_migrations
@@ -83,7 +88,9 @@ BEGIN
         'UPDATE events SET actor_roles = ARRAY(SELECT json_array_elements_text('
         '(record::json -> ''actor'') -> ''roles''))'
         ' WHERE received_at >= %L AND actor_roles IS NULL AND strpos(record, ''"roles"'') > 0'
-        ' AND json_typeof((record::json -> ''actor'') -> ''roles'') = ''array''',
+        ' AND json_typeof((record::json -> ''actor'') -> ''roles'') = ''array'''
+        ' AND NOT EXISTS (SELECT FROM json_array_elements((record::json -> ''actor'') -> ''roles'')'
+        ' AS r WHERE json_typeof(r) <> ''string'')',
         coalesce(since, '-infinity'));
 END;
 $$;
