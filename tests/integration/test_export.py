@@ -24,6 +24,7 @@ import grpc
 import psutil
 import psycopg
 import pytest
+from google.protobuf import json_format
 
 from sealtrail import (
     EXCEL_CELL_LIMIT,
@@ -41,8 +42,9 @@ from sealtrail._errors import from_rpc_error
 from sealtrail._export import ExportFile
 from sealtrail.tlog import Signer, generate_signer_key, open_note, parse_checkpoint
 from sealtrail.v1 import audit_service_pb2 as pb
-from sealtrail.v1 import audit_service_pb2_grpc
-from tests.conftest import SIGNING_KEY, ServerThread
+from sealtrail.v1 import audit_service_pb2_grpc, event_pb2
+from tests.clock import Clock
+from tests.conftest import SIGNING_KEY, ServerThread, token_id_of
 from tests.processes import ServerProcess
 from tests.rfc6962 import leaf, mth
 from tests.silent_proxy import SilentProxy
@@ -329,6 +331,71 @@ def test_exports_are_rate_limited_per_tenant(
         limited.close()
 
 
+def _rate_limited(client: AuditClient) -> list[event_pb2.Event]:
+    """The refusals for its limits the log of `client`'s tenant has recorded."""
+    return list(client.query(build_filter(actions="audit_log.rate_limited"), order="oldest"))
+
+
+def test_exports_refused_for_the_tenants_rate_are_recorded_once_a_window(
+    migrated_database_url: str, tenant: str, tmp_path: Path, sql: psycopg.Connection[Any]
+) -> None:
+    """Refusals for the rate left nothing in the log: a token pulling the log
+    out as fast as it is let showed only as the exports that got through, and
+    no alert rule could watch the refusals. Each is recorded as access
+    denials are (ADR 0060), once per token, RPC, reason and
+    SEALTRAIL_ACCESS_DENIED_WINDOW; the refusal is answered as before."""
+    clock = Clock()
+    limited = ServerThread(
+        migrated_database_url,
+        clock=clock,
+        export_rate_limit=2,
+        export_rate_window=600,
+        access_denied_window=60,
+        checkpoint_interval=0,
+    )
+    try:
+        exporter = limited.token(tenant, "exporter")
+        with (
+            AuditClient(limited.target, token=limited.token(tenant)) as admin,
+            AuditClient(limited.target, token=exporter, max_attempts=1) as client,
+        ):
+            seed(admin)
+            client.export(tmp_path / "1.csv", format="csv")
+            client.export(tmp_path / "2.csv", format="csv")
+            for n in range(3):  # a client hammering Export
+                with pytest.raises(ResourceExhaustedError) as refused:
+                    client.export(tmp_path / f"over-{n}.csv", format="csv")
+                assert refused.value.reason == "EXPORT_RATE_LIMITED"
+                assert "at most 2 exports per 600 s per tenant" in refused.value.message
+                assert refused.value.retry_after is not None and refused.value.retry_after > 500
+            [limited_once] = _rate_limited(admin)
+            clock.advance(seconds=60)  # another window: recorded again
+            with pytest.raises(ResourceExhaustedError):
+                client.export(tmp_path / "later.csv", format="csv")
+            recorded = _rate_limited(admin)
+            assert _exports_recorded(admin) == 2, "a refusal counted as an export"
+    finally:
+        limited.close()
+    assert [e.id for e in recorded][:1] == [limited_once.id] and len(recorded) == 2
+    assert (limited_once.category, limited_once.severity, limited_once.outcome) == (
+        event_pb2.CATEGORY_SECURITY,
+        event_pb2.SEVERITY_WARNING,
+        event_pb2.OUTCOME_DENIED,
+    )
+    assert {(e.actor.type, e.actor.id) for e in recorded} == {
+        (event_pb2.ACTOR_TYPE_API_KEY, token_id_of(sql, exporter))
+    }
+    assert json_format.MessageToDict(limited_once.details) == {
+        "rpc": "Export",
+        "reason": "EXPORT_RATE_LIMITED",
+        "limit": 2,
+        "limit_window_seconds": 600,
+        "role": "exporter",
+        "window_seconds": 60,
+    }
+    assert limited_once.context.ip == "127.0.0.1"
+
+
 def test_an_export_cut_after_its_record_counts_against_the_rate_and_one_refused_before_does_not(
     migrated_database_url: str, tenant: str, tmp_path: Path
 ) -> None:
@@ -435,6 +502,7 @@ def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_un
         admin = AuditClient(per_tenant.target, token=per_tenant.token(bulk_tenant), max_attempts=1)
         elsewhere = AuditClient(per_tenant.target, token=per_tenant.token(other), max_attempts=1)
         exported_before = _exports_recorded(admin)
+        limited_before = len(_rate_limited(admin))
         channel, unread = _unread_export(
             per_tenant.target, per_tenant.token(bulk_tenant, "exporter")
         )
@@ -475,6 +543,18 @@ def test_exports_open_at_once_past_a_tenants_or_the_servers_limit_are_refused_un
         # The two left unread, and the two read to their end: no refused one.
         recorded = _exports_recorded(admin) - exported_before
         assert recorded == 4, "a refused export was recorded"
+        # Refused for the tenant's limit: recorded, once in the window however
+        # often it was retried. Refused for the server's: none of the tenant's
+        # doing, nothing in its log.
+        [limited] = _rate_limited(admin)[limited_before:]
+        assert json_format.MessageToDict(limited.details) == {
+            "rpc": "Export",
+            "reason": "TOO_MANY_EXPORTS",
+            "limit": 1,
+            "role": "admin",
+            "window_seconds": 600,
+        }
+        assert _rate_limited(elsewhere) == []
         admin.close()
         elsewhere.close()
     finally:

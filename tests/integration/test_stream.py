@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+from google.protobuf import json_format
 
 from sealtrail import (
     AsyncAuditClient,
@@ -928,7 +929,19 @@ def test_streams_past_a_tenants_or_the_servers_limit_are_refused_until_one_ends(
                 time.sleep(0.05)
         with AuditClient(limited.target, token=limited.token(tenant)) as admin:
             subscribed = list(admin.query(build_filter(actions="audit_log.streamed")))
+            # Refused for the tenant's limit: recorded once in the window, however
+            # often retried; refused for the server's: nothing in the tenant's log.
+            [refusal] = admin.query(build_filter(actions="audit_log.rate_limited"))
+        with AuditClient(limited.target, token=limited.token(third)) as admin:
+            assert list(admin.query(build_filter(actions="audit_log.rate_limited"))) == []
         assert len(subscribed) == 3, "a refused stream was recorded"
+        assert json_format.MessageToDict(refusal.details) == {
+            "rpc": "StreamEvents",
+            "reason": "TOO_MANY_STREAMS",
+            "limit": 2,
+            "role": "reader",
+            "window_seconds": 600,
+        }
         for call in (second, others, replacement):
             call.cancel()
         channel.close()

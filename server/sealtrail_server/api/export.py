@@ -28,6 +28,7 @@ from ..domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
+    TenantLimitReached,
     Unavailable,
 )
 from ..domain.filters import EventFilter
@@ -150,11 +151,12 @@ class ExportsOpen:
                 reason="SERVER_STOPPING",
             )
         if self._open[tenant_id] >= self._per_tenant:
-            raise ResourceExhausted(
+            raise TenantLimitReached(
                 f"the tenant has {counted(self._open[tenant_id], 'export')} open on this server;"
                 f" a tenant may have {self._per_tenant} at once: let one end, or retry later",
                 retry_after=_FULL_RETRY_SECONDS,
                 reason="TOO_MANY_EXPORTS",
+                limit=self._per_tenant,
             )
         if self._open.total() >= self._per_process:
             raise ResourceExhausted(
@@ -455,11 +457,13 @@ class ExportRpcs:
                 conn, tenant_id=tenant_id, window=self._export_window
             )
         if count >= self._export_limit:
-            raise ResourceExhausted(
+            raise TenantLimitReached(
                 f"at most {counted(self._export_limit, 'export')}"
                 f" per {self._export_window:g} s per tenant",
                 retry_after=max(1.0, self._export_window - oldest_age),
                 reason="EXPORT_RATE_LIMITED",
+                limit=self._export_limit,
+                window_seconds=self._export_window,
             )
 
     async def _record_export(

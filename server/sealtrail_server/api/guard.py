@@ -7,7 +7,8 @@ revocation or its expiry, is recorded in that tenant's log: api/denials.py), kee
 call came from, and on whose behalf the caller says it calls, for Sealtrail's own records
 (api/callers.py), turns a request that cannot
 be decoded into INVALID_ARGUMENT (gRPC itself would answer INTERNAL), and turns
-the domain's errors into rich gRPC statuses, and anything else (a bug) into
+the domain's errors into rich gRPC statuses (a refusal for a limit of the
+tenant's own recorded in its log first: api/denials.py), and anything else (a bug) into
 INTERNAL without its text (which may quote stored rows), logged here, inside
 the call's span and with its request id. Other services (health,
 reflection) pass untouched."""
@@ -31,6 +32,7 @@ from ..domain.errors import (
     InvalidArgument,
     PermissionDenied,
     SealtrailError,
+    TenantLimitReached,
     Unauthenticated,
     unexpected_failure,
 )
@@ -303,6 +305,13 @@ class GuardInterceptor(ServiceInterceptor):
                 log.warning("a refused call's person went unrecorded: %s", error.reason)
         await self._denials.refused(principal, rpc=method, reason=reason, expired_at=expired_at)
 
+    async def _limited(self, method: str, refused: TenantLimitReached) -> None:
+        """A call refused for a limit of its tenant's own, recorded in its
+        tenant's log (at most once a window); answered as before whatever its
+        record does. Raised only past admission: the caller is known."""
+        if self._denials is not None:
+            await self._denials.limited(current_principal(), rpc=method, refused=refused)
+
     async def _still_trusted(self, authorization: str | None, method: str) -> None:
         """Before each message of a stream: a dict read while the token is
         cached; once it is not, one lookup. A revoked token's stream ends
@@ -333,6 +342,9 @@ class GuardInterceptor(ServiceInterceptor):
                 return await inner(request, context)
             except grpc.aio.AbortError:
                 raise
+            except TenantLimitReached as limited:
+                await self._limited(method, limited)
+                await _fail(context, method, limited)
             except Exception as error:
                 await _fail(context, method, error)
 
@@ -360,6 +372,9 @@ class GuardInterceptor(ServiceInterceptor):
                         yield response
             except grpc.aio.AbortError:
                 raise
+            except TenantLimitReached as limited:
+                await self._limited(method, limited)
+                await _fail(context, method, limited)
             except Exception as error:
                 await _fail(context, method, error)
 

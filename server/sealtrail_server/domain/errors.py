@@ -160,5 +160,25 @@ class ResourceExhausted(_Retryable):
     reason = "RESOURCE_EXHAUSTED"
 
 
+class TenantLimitReached(ResourceExhausted):
+    """A tenant's call refused for a limit of the tenant's own: at most `limit`
+    at once, or per `window_seconds` for a rate. Answered as any
+    ResourceExhausted; recorded in the tenant's log too (api/denials.py),
+    which a refusal for the server's limits, no doing of the tenant's, is not."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        reason: str,
+        limit: int,
+        window_seconds: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after, reason=reason)
+        self.limit = limit
+        self.window_seconds = window_seconds
+
+
 class Unavailable(_Retryable):
     reason = "UNAVAILABLE"

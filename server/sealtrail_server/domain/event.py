@@ -102,6 +102,7 @@ OWN_ACTIONS: Final = frozenset(
         "audit_log.access_denied",
         "audit_log.exported",
         "audit_log.queried",
+        "audit_log.rate_limited",
         "audit_log.read_by_key",
         "audit_log.streamed",
         "audit_log.verified",

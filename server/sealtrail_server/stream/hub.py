@@ -26,7 +26,7 @@ from psycopg import sql
 
 from sealtrail._words import counted
 
-from ..domain.errors import ResourceExhausted
+from ..domain.errors import ResourceExhausted, TenantLimitReached
 from ..domain.event import MAX_RECORD_BYTES, READ_RECORD_ACTIONS
 from ..domain.filters import RecordMatcher
 from ..domain.text_search import Vector, parse_vector
@@ -342,11 +342,12 @@ class StreamHub:
             tenant = self._tenants.setdefault(tenant_id, _Tenant(fetched=size, target=size))
         # Counted after the wait above, with nothing to wait for until it is added.
         if len(tenant.subscribers) >= self._max_per_tenant:
-            raise ResourceExhausted(
+            raise TenantLimitReached(
                 f"the tenant has {counted(len(tenant.subscribers), 'stream')} open on this server,"
                 " the most it may; close one, or retry later",
                 retry_after=_FULL_RETRY_SECONDS,
                 reason="TOO_MANY_STREAMS",
+                limit=self._max_per_tenant,
             )
         if self.subscriber_count() >= self._max_per_process:
             self._forget_if_unused(tenant_id)
