@@ -6,6 +6,7 @@ verifier, then issues an id_token signed with keys made by `cryptography`,
 with a refresh token when `offline_access` was asked for; a refresh token is
 taken once (rotated: each refresh gives a new one). What the next id_token
 looks like, and how a refresh is answered, is the test's to change (`Issue`).
+(`response_iss` names an issuer in its authorization responses, RFC 9207.)
 `console_signing_in_through` starts a server whose console signs in through
 it; `to_callback` walks a sign-in to the provider and back, as a browser would,
 `signed_in` the whole of it, to the token the page is handed."""
@@ -109,6 +110,11 @@ class OpenIdProvider:
         # Refresh tokens not yet used, each to the sign-in it continues.
         self.refresh_tokens: dict[str, dict[str, str]] = {}
         self.refreshes = 0
+        # Codes the token endpoint was asked to redeem (whether it did or not).
+        self.redeem_requests = 0
+        # The issuer named in each authorization response's `iss` (RFC 9207):
+        # None names none, as a provider not supporting it does.
+        self.response_iss: str | None = None
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -172,8 +178,10 @@ class OpenIdProvider:
         assert query["code_challenge_method"] == "S256"
         code = secrets.token_urlsafe(16)
         self.codes[code] = dict(query)
-        back = urllib.parse.urlencode({"code": code, "state": query["state"]})
-        raise web.HTTPFound(f"{query['redirect_uri']}?{back}")
+        back = {"code": code, "state": query["state"]}
+        if self.response_iss is not None:
+            back["iss"] = self.response_iss
+        raise web.HTTPFound(f"{query['redirect_uri']}?{urllib.parse.urlencode(back)}")
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -182,6 +190,7 @@ class OpenIdProvider:
             token = str(form.get("refresh_token", ""))
             held = self.refresh_tokens.get(token)
             return self._refreshed(token, sent == _basic(held))
+        self.redeem_requests += 1
         asked = self.codes.pop(str(form.get("code", "")), None)
         if sent != _basic(asked):
             return web.json_response({"error": "invalid_client"}, status=401)

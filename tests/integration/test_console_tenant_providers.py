@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -307,6 +308,8 @@ def test_a_state_moved_to_another_tenant_is_refused(
     state = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(callback).query))["state"]
     assert state.startswith(f"{ACME}.")
     moved = _with_query(callback, state=GLOBEX + state.removeprefix(ACME))
+    # ... and to its tenant's callback (at acme's, the path refuses it first).
+    moved = moved.replace(f"/auth/callback/{ACME}?", f"/auth/callback/{GLOBEX}?", 1)
     answer = _no_token_minted(browser, sql, moved)
     assert answer.status_code == 400
     assert "its state does not match" in answer.text
@@ -333,6 +336,131 @@ def test_a_code_of_one_tenants_provider_gives_no_session_on_another(
     answer = _no_token_minted(browser, sql, at_acme.headers["Location"])
     assert answer.status_code == 502
     assert "refused the sign-in&#x27;s code (invalid_grant)" in answer.text
+
+
+class Hostile(OpenIdProvider):
+    """A hostile tenant's provider: it sends whoever signs in here on to
+    another provider's authorize endpoint, with an attacker's request
+    (`forward`) and this sign-in's state, and records the codes the console
+    asks it to redeem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forward = ""
+        self.redeemed: list[str] = []
+
+    async def _authorize(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound(_with_query(self.forward, state=request.query["state"]))
+
+    async def _token(self, request: web.Request) -> web.Response:
+        self.redeemed.append(str((await request.post()).get("code", "")))
+        return web.json_response({"error": "invalid_grant"}, status=400)
+
+
+def test_a_hostile_tenants_provider_never_learns_another_tenants_code(
+    migrated_database_url: str, acme_provider: OpenIdProvider, tmp_path: Path
+) -> None:
+    """An OAuth mix-up: a victim's sign-in to the hostile tenant (EVIL) is
+    forwarded by EVIL's provider to acme's, with an attacker's own request
+    for acme. Acme's code comes back with the victim's EVIL state: redeemed
+    at EVIL's token endpoint, EVIL learnt it, and the attacker redeemed it in
+    their own sign-in to acme, a session as the victim. Each tenant has a
+    callback of its own (`/auth/callback/<tenant>`, the redirect URL its
+    provider knows), and a state brought to another's is refused there."""
+    evil = f"t-evil-{uuid.uuid4().hex[:8]}"
+    hostile = Hostile()
+    with (
+        hostile,
+        console_signing_in_per_tenant(
+            {ACME: acme_provider, evil: hostile}, migrated_database_url, tmp_path
+        ) as running,
+    ):
+        console = f"http://127.0.0.1:{running.service.console_port}"
+        with (
+            httpx.Client(base_url=console, follow_redirects=False, timeout=20) as attacker,
+            httpx.Client(base_url=console, follow_redirects=False, timeout=20) as victim,
+        ):
+            # The attacker begins a sign-in to acme, and stops before its provider.
+            theirs = attacker.get("/auth/login", params={"tenant": ACME})
+            assert theirs.status_code == 302
+            hostile.forward = theirs.headers["Location"]
+            # The victim signs in to EVIL (a link); EVIL's provider forwards.
+            to_evil = victim.get("/auth/login", params={"tenant": evil})
+            to_acme = httpx.get(to_evil.headers["Location"], follow_redirects=False, timeout=20)
+            back = httpx.get(to_acme.headers["Location"], follow_redirects=False, timeout=20)
+            callback = back.headers["Location"]  # acme's code, the victim's EVIL state
+            answer = victim.get(callback)
+    assert hostile.redeemed == [], "the console gave acme's code to EVIL's provider"
+    assert urllib.parse.urlsplit(callback).path == f"/auth/callback/{ACME}"
+    assert answer.status_code == 400, answer.text
+    assert "another organisation" in answer.text
+    code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(callback).query))["code"]
+    assert code in acme_provider.codes, "acme's code was redeemed"
+
+
+def test_each_tenants_provider_sends_back_to_a_callback_of_its_own(
+    browser: httpx.Client, console_server: ServerThread
+) -> None:
+    console = f"http://127.0.0.1:{console_server.service.console_port}"
+    for tenant in (ACME, GLOBEX):
+        login = browser.get("/auth/login", params={"tenant": tenant})
+        asked = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(login.headers["Location"]).query))
+        assert asked["redirect_uri"] == f"{console}/auth/callback/{tenant}"
+
+
+def test_a_state_brought_to_another_tenants_callback_is_refused_before_its_code_is_redeemed(
+    browser: httpx.Client, acme_provider: OpenIdProvider, sql: psycopg.Connection[Any]
+) -> None:
+    callback = to_callback(browser, tenant=ACME)
+    redeemed = acme_provider.redeem_requests
+    elsewhere = callback.replace(f"/auth/callback/{ACME}?", f"/auth/callback/{GLOBEX}?", 1)
+    answer = _no_token_minted(browser, sql, elsewhere)
+    assert answer.status_code == 400
+    assert "came back to another organisation&#x27;s callback" in answer.text
+    assert 'href="/auth/login?another"' in answer.text
+    bare = callback.replace(f"/auth/callback/{ACME}?", "/auth/callback?", 1)
+    assert _no_token_minted(browser, sql, bare).status_code == 400
+    assert acme_provider.redeem_requests == redeemed
+    # Refused before it was taken: at its own callback, it ends the sign-in.
+    assert browser.get(callback).status_code == 303
+
+
+def test_an_authorization_response_naming_another_issuer_is_refused(
+    browser: httpx.Client,
+    acme_provider: OpenIdProvider,
+    globex_provider: OpenIdProvider,
+    sql: psycopg.Connection[Any],
+) -> None:
+    """RFC 9207: where a provider names itself in its authorization response
+    (`iss`), the console takes the response only from the tenant's issuer
+    (compared as issuers are: case of scheme and host, a trailing slash)."""
+    try:
+        acme_provider.response_iss = acme_provider.issuer.upper() + "/"
+        assert signed_in(browser, tenant=ACME)["tenant"] == ACME
+        # A sign-in to globex, its authorization asked of acme's provider.
+        login = browser.get("/auth/login", params={"tenant": GLOBEX})
+        to_acme = login.headers["Location"].replace(globex_provider.issuer, acme_provider.issuer)
+        at_acme = httpx.get(to_acme, follow_redirects=False, timeout=20)
+        redeemed = globex_provider.redeem_requests
+        answer = _no_token_minted(browser, sql, at_acme.headers["Location"])
+    finally:
+        acme_provider.response_iss = None
+    assert answer.status_code == 400, answer.text
+    assert "another identity provider than this organisation" in answer.text
+    assert globex_provider.redeem_requests == redeemed
+
+
+def test_a_callback_of_no_organisation_offers_another_organisation(
+    browser: httpx.Client,
+) -> None:
+    """A state naming no tenant of the file: the page's way back is the form
+    asking the organisation, not /auth/login (which goes, for a browser
+    remembering one, to that one's provider)."""
+    _remembering(browser, ACME)
+    answer = browser.get("/auth/callback", params={"state": "t-hooli.abc", "code": "x"})
+    assert answer.status_code == 400
+    assert 'href="/auth/login?another"' in answer.text
+    assert 'href="/auth/login"' not in answer.text
 
 
 def test_an_id_token_of_another_tenants_issuer_is_refused(
@@ -424,6 +552,30 @@ def test_an_erased_tenant_is_told_so_and_the_others_sign_in(
     assert asked.status_code == 200, asked.text
     assert '<form method="get" action="/auth/login">' in asked.text
     assert browser.cookies.get(ORGANISATION_COOKIE) is None
+
+
+def test_a_remembered_organisation_erased_is_forgotten_though_its_provider_is_gone(
+    migrated_database_url: str, acme_provider: OpenIdProvider, tmp_path: Path
+) -> None:
+    """The erasure is found before the provider is asked its discovery
+    document: a decommissioned provider of an erased tenant answered each
+    visit with a 502, the remembered organisation never forgotten."""
+    gone_tenant = f"t-gone-{uuid.uuid4().hex[:8]}"
+    gone = OpenIdProvider().__enter__()
+    with console_signing_in_per_tenant(
+        {ACME: acme_provider, gone_tenant: gone}, migrated_database_url, tmp_path
+    ) as running:
+        gone.__exit__(None, None, None)  # the erased organisation's provider, decommissioned
+        erased(running, gone_tenant)
+        console = f"http://127.0.0.1:{running.service.console_port}"
+        with httpx.Client(base_url=console, follow_redirects=False, timeout=20) as browser:
+            asked = browser.get("/auth/login", params={"tenant": gone_tenant})
+            assert asked.status_code == 410, asked.text
+            _remembering(browser, gone_tenant)
+            forgotten = browser.get("/auth/login")
+            assert forgotten.status_code == 200, forgotten.text
+            assert '<form method="get" action="/auth/login">' in forgotten.text
+            assert browser.cookies.get(ORGANISATION_COOKIE) is None
 
 
 def test_a_tenant_of_the_file_unknown_or_erased_is_warned_of_at_start(

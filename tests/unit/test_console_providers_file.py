@@ -32,7 +32,7 @@ session_seconds = 600
 recheck_seconds = 0
 provider_name = "Globex SSO"
 groups_claim = "roles"
-redirect_url = "https://globex-audit.example.com/auth/callback"
+redirect_url = "https://globex-audit.example.com/auth/callback/globex"
 """
 
 
@@ -66,8 +66,9 @@ def test_a_file_gives_each_tenant_its_provider(tmp_path: Path) -> None:
         Role.EXPORTER: frozenset(),
         Role.READER: frozenset({"security", "audit-readers"}),
     }
-    # What a tenant does not say, the SEALTRAIL_OIDC_* setting of its name does.
-    assert acme.redirect_url == "https://audit.example.com/auth/callback"
+    # What a tenant does not say, the SEALTRAIL_OIDC_* setting of its name does;
+    # its redirect URL, that setting's callback of its own (ADR 0151).
+    assert acme.redirect_url == "https://audit.example.com/auth/callback/acme"
     assert (acme.recheck_seconds, acme.session_seconds, acme.groups_claim) == (
         120,
         8 * 3600,
@@ -79,7 +80,7 @@ def test_a_file_gives_each_tenant_its_provider(tmp_path: Path) -> None:
         "roles",
     )
     assert globex.provider_name == "Globex SSO"
-    assert globex.redirect_url == "https://globex-audit.example.com/auth/callback"
+    assert globex.redirect_url == "https://globex-audit.example.com/auth/callback/globex"
     assert globex.client_secret == "globex's secret"
 
 
@@ -246,6 +247,44 @@ def test_a_tenants_redirect_url_on_a_host_the_console_does_not_serve_is_refused(
     assert providers(listed)["globex"].redirect_url.startswith("https://globex-audit.example.com/")
     on_the_console = _entry(redirect_url="http://127.0.0.1:8080/auth/callback")
     assert providers(_settings(tmp_path, on_the_console, name="providers.json"))["acme"]
+
+
+def test_each_tenant_of_several_has_a_callback_of_its_own(tmp_path: Path) -> None:
+    """A callback shared by the tenants let a hostile one's provider learn
+    another's code (an OAuth mix-up: ADR 0151): where the file names several,
+    each tenant's redirect URL is the console's /auth/callback/<its id>."""
+    shared = GOOD.replace("/auth/callback/globex", "/auth/callback")
+    with pytest.raises(
+        SystemExit,
+        match=r"tenant 'globex': key 'redirect_url' must be the console's"
+        r" /auth/callback/globex",
+    ):
+        providers(_settings(tmp_path, shared))
+    theirs = GOOD.replace(
+        "https://globex-audit.example.com/auth/callback/globex",
+        "https://audit.example.com/auth/callback/acme",
+    )
+    with pytest.raises(SystemExit, match=r"tenant 'globex': key 'redirect_url' must be"):
+        providers(_settings(tmp_path, theirs))
+    # The default keeps the setting's query, if it has one.
+    queried = providers(
+        _settings(
+            tmp_path,
+            GOOD,
+            SEALTRAIL_OIDC_REDIRECT_URL="https://audit.example.com/auth/callback?from=idp",
+        )
+    )
+    assert queried["acme"].redirect_url == "https://audit.example.com/auth/callback/acme?from=idp"
+
+
+def test_a_file_of_one_tenant_may_keep_the_one_callback(tmp_path: Path) -> None:
+    """Nothing to mix up: a file of one tenant signs in as the single
+    provider does, at /auth/callback, or its own callback if it names it."""
+    one = _settings(tmp_path, _entry(), name="providers.json")
+    assert providers(one)["acme"].redirect_url == "https://audit.example.com/auth/callback"
+    own = _entry(redirect_url="https://audit.example.com/auth/callback/acme")
+    read = providers(_settings(tmp_path, own, name="providers.json"))
+    assert read["acme"].redirect_url == "https://audit.example.com/auth/callback/acme"
 
 
 @pytest.mark.parametrize("tenant", ["Acme", "acme corp", "x" * 64])

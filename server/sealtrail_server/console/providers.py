@@ -15,7 +15,11 @@ A tenant id holding a dot is quoted (`[tenants."acme.corp"]`): TOML reads
 `[tenants.acme.corp]` as a table `corp` inside tenant `acme`.
 
 A tenant's optional keys default to the SEALTRAIL_OIDC_* setting of the same
-name (its redirect URL to SEALTRAIL_OIDC_REDIRECT_URL). What is wrong with
+name. Its redirect URL, where the file names several tenants, is a callback
+of its own, `/auth/callback/<tenant>` (SEALTRAIL_OIDC_REDIRECT_URL's, by
+default): with one for all, a hostile tenant's provider could forward a
+sign-in to another's, and have that one's code redeemed at its own token
+endpoint (an OAuth mix-up, ADR 0151). What is wrong with
 the file is a `ProvidersFileError` naming the tenant and the key; the
 caller says it with the file's setting and stops.
 """
@@ -199,8 +203,16 @@ def parse_providers(
         raise ProvidersFileError(f"names {len(tenants)} tenants, more than {MAX_TENANTS}")
     configs: dict[str, OidcConfig] = {}
     issued: dict[tuple[str, str], str] = {}
+    several = len(tenants) > 1
     for tenant, entry in tenants.items():
-        config = _tenant(str(tenant), entry, settings=settings, folder=folder, secret_of=secret_of)
+        config = _tenant(
+            str(tenant),
+            entry,
+            settings=settings,
+            folder=folder,
+            secret_of=secret_of,
+            several=several,
+        )
         # One client of one issuer for two tenants: a person of one signs in to both.
         # The issuer as compared: `https://idp.example/` is `https://idp.example`.
         compared = (issuer_compared(config.issuer), config.client_id)
@@ -232,6 +244,7 @@ def _tenant(
     settings: Settings,
     folder: Path,
     secret_of: Callable[[str, Path], str],
+    several: bool,
 ) -> OidcConfig:
     where = f"tenant {tenant[:80]!r}"
     if not valid_tenant_id(tenant):
@@ -273,12 +286,15 @@ def _tenant(
     issuer = text("issuer", "")
     if why := issuer_problem(issuer):
         raise ProvidersFileError(f"{where}: key 'issuer' {why}")
-    redirect_url = text("redirect_url", settings.oidc_redirect_url)
+    default = settings.oidc_redirect_url  # config.providers_file_problem checked it
+    if default and several:
+        default = tenant_callback(default, tenant)
+    redirect_url = text("redirect_url", default)
     if not redirect_url:
         raise ProvidersFileError(
             f"{where}: key 'redirect_url' is needed, unless SEALTRAIL_OIDC_REDIRECT_URL is set"
         )
-    if why := redirect_url_problem(redirect_url):
+    if why := _callback_problem(redirect_url, tenant, several=several):
         raise ProvidersFileError(f"{where}: key 'redirect_url' {why}")
     if "redirect_url" in entry and (why := _unserved(redirect_url, settings)):
         raise ProvidersFileError(f"{where}: key 'redirect_url' {why}")
@@ -317,6 +333,35 @@ def _tenant(
         recheck_seconds=recheck_seconds,
         provider_name=provider_name,
     )
+
+
+def tenant_callback(redirect_url: str, tenant: str) -> str:
+    """The console's callback URL `redirect_url` (its /auth/callback) made
+    `tenant`'s own: /auth/callback/<tenant>, any query kept."""
+    parts = urllib.parse.urlsplit(redirect_url)
+    return parts._replace(path=f"{parts.path}/{tenant}").geturl()
+
+
+def callback_tenant(redirect_url: str) -> str | None:
+    """The tenant a callback URL is the own of (/auth/callback/<tenant>), or
+    None (/auth/callback: the console's one provider's)."""
+    path = urllib.parse.urlsplit(redirect_url).path
+    head, _, last = path.rpartition("/")
+    return last if head.endswith("/auth/callback") else None
+
+
+def _callback_problem(redirect_url: str, tenant: str, *, several: bool) -> str | None:
+    """Why `redirect_url` cannot be `tenant`'s: /auth/callback/<tenant> where
+    the file names several tenants (so no two share one), else that or the
+    console's /auth/callback."""
+    if why := issuer_problem(redirect_url):
+        return why
+    named = callback_tenant(redirect_url)
+    if named == tenant or (not several and redirect_url_problem(redirect_url) is None):
+        return None
+    if several:
+        return f"must be the console's /auth/callback/{tenant} (each tenant's its own)"
+    return f"must be the console's /auth/callback, or /auth/callback/{tenant}"
 
 
 def _unserved(redirect_url: str, settings: Settings) -> str | None:

@@ -11,11 +11,14 @@ of the SEALTRAIL_OIDC_* settings, or one per tenant of the providers file
                           to the browser by a cookie of its tenant that
                           authorizes nothing; its nonce and PKCE verifier
                           derived from the two, kept nowhere
-    GET  /auth/callback   the provider's answer: the state checked (once, in
-                          the browser that began it), the code redeemed, the
-                          id_token verified (oidc.py), a token of the mapped
-                          role minted for the person; 303 to the page with a
-                          one-time code in its fragment (no token in a URL)
+    GET  /auth/callback   the provider's answer (/auth/callback/<tenant>,
+                          each tenant's own, where each has its provider):
+                          the state checked (its tenant the callback's; once,
+                          in the browser that began it), the code redeemed,
+                          the id_token verified (oidc.py), a token of the
+                          mapped role minted for the person; 303 to the page
+                          with a one-time code in its fragment (no token in
+                          a URL)
     POST /auth/exchange   {"code"} -> the token, once, within a minute
     POST /auth/signout    the Authorization token, revoked if a sign-in minted it
 
@@ -33,7 +36,14 @@ every call with it as with any other token.
 A state and a one-time code name their tenant (`acme.<random>`) and are kept
 in its rows alone: the callback redeems the code at that tenant's provider
 only, and verifies the id_token against its issuer, client and keys, so an
-id_token of one tenant's provider never gives a session on another.
+id_token of one tenant's provider never gives a session on another. Which
+provider issued the code, the state does not say: each tenant's provider
+sends back to a callback of its own (its redirect URL), and one of another
+tenant's state is refused there before any token request, as is an answer
+naming another issuer (RFC 9207's `iss`). Else a hostile tenant's provider
+could forward a person's sign-in to another's provider with an attacker's
+request, and be given the code it issued to redeem (an OAuth mix-up: the
+attacker's own sign-in then redeems it, as that person).
 
 What a sign-in keeps between its requests is in the database
 (store/console_sign_ins.py, ADR 0140 as amended 2026-12-07): behind several
@@ -73,6 +83,7 @@ from ..domain.names import hidden_character
 from ..store.console_sessions import Connection, Grant
 from ..store.console_sign_ins import HandedToken, SignInsKept, digest
 from .oidc import OidcConfig, Person, Provider, SignInRefused, person_of, pkce_challenge
+from .providers import callback_tenant, issuer_compared
 from .recheck import ENDED_REASON, Ended, Ends, Rechecks
 
 log = logging.getLogger(__name__)
@@ -203,15 +214,25 @@ def _html(title: str, main: str, *, status: int) -> web.Response:
 
 
 def page(
-    title: str, said: str, *, status: int, again: bool = True, tenant: str | None = None
+    title: str,
+    said: str,
+    *,
+    status: int,
+    again: bool = True,
+    tenant: str | None = None,
+    several: bool = False,
 ) -> web.Response:
     """A plain page saying why a sign-in ended (no script, nothing fetched),
     its way back to the console's sign-in form first, then to try again
-    through `tenant`'s provider, or (a console of several) another
-    organisation's (not `again`: a sign-in that cannot succeed, no way to
-    try it)."""
+    through `tenant`'s provider, or (a console of `several`) another
+    organisation's, the form alone where no tenant is known: /auth/login
+    would go to the provider of the one the browser remembers (not `again`:
+    a sign-in that cannot succeed, no way to try it)."""
     way_back = '<a href="/" id="back-to-sign-in">Back to the console\'s sign-in</a>'
-    if again:
+    another = f'<a href="{ANOTHER_ORGANISATION}">sign in to another organisation</a>'
+    if again and tenant is None and several:
+        way_back += f", or {another}"
+    elif again:
         link = (
             f'<a href="{html.escape(login_path(tenant))}">sign in through the identity'
             " provider again</a>"
@@ -219,7 +240,6 @@ def page(
         if tenant is None:
             way_back += f", or {link}"
         else:
-            another = f'<a href="{ANOTHER_ORGANISATION}">sign in to another organisation</a>'
             way_back += f", {link}, or {another}"
     return _html(title, f"<p>{html.escape(said)}</p><p>{way_back}.</p>", status=status)
 
@@ -337,6 +357,7 @@ class SignIn:
         return [
             web.get("/auth/login", self._login, allow_head=False),
             web.get("/auth/callback", self._callback, allow_head=False),
+            web.get("/auth/callback/{tenant}", self._callback, allow_head=False),
             web.post("/auth/exchange", self._exchange),
             web.post("/auth/signout", self._sign_out),
         ]
@@ -402,10 +423,12 @@ class SignIn:
         nonce = _derived(binding, state, b"nonce")
         challenge = pkce_challenge(_derived(binding, state, b"pkce verifier"))
         try:
+            # Kept first: an erased tenant is found so (forgotten, if
+            # remembered) before its provider, which may be gone, is asked.
+            await tenant.kept.begin(state, binding=digest(binding), seconds=SIGN_IN_SECONDS)
             url = await tenant.provider.authorization_url(
                 state=state, nonce=nonce, challenge=challenge
             )
-            await tenant.kept.begin(state, binding=digest(binding), seconds=SIGN_IN_SECONDS)
         except SignInRefused as refused:
             return page("Cannot sign in", refused.said, status=refused.status, tenant=again)
         except FailedPrecondition as failed:
@@ -429,6 +452,27 @@ class SignIn:
         )
         return answer
 
+    @staticmethod
+    def _mixed_up(tenant: Tenant, request: web.Request) -> str | None:
+        """Why an authorization response for `tenant`'s sign-in (its state's)
+        is not its provider's, if it is not: sent back to another tenant's
+        callback than its redirect URL's, or naming another issuer (RFC 9207
+        `iss`, where the provider names one). Its code would be redeemed at
+        the tenant's token endpoint: a hostile tenant's provider, forwarding
+        a sign-in to another's, would be given that one's code (ADR 0151)."""
+        if request.match_info.get("tenant") != callback_tenant(tenant.config.redirect_url):
+            return (
+                "This sign-in came back to another organisation's callback than the one it"
+                " began for; its code was not redeemed. Sign in again."
+            )
+        issuer = request.query.get("iss")
+        if issuer is not None and issuer_compared(issuer) != issuer_compared(tenant.config.issuer):
+            return (
+                "This sign-in was answered by another identity provider than this"
+                " organisation's (its iss differs); its code was not redeemed. Sign in again."
+            )
+        return None
+
     async def _callback(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         state = query.get("state", "")
@@ -437,6 +481,10 @@ class SignIn:
         tenant = self._tenants.get(_tenant_of(state))
         tenant_id = None if tenant is None else tenant.config.tenant_id
         again = self._again(tenant_id)
+        several = self._one is None
+        if tenant is not None and (mixed := self._mixed_up(tenant, request)):
+            log.warning("a console sign-in to tenant %s was refused (mix_up): %s", tenant_id, mixed)
+            return page("Sign-in refused", mixed, status=400, several=several)
         try:
             binding = await tenant.kept.take_begun(state) if tenant is not None else None
         except FailedPrecondition as failed:
@@ -450,6 +498,7 @@ class SignIn:
                 " ago (its state does not match); sign in again.",
                 status=400,
                 tenant=again,
+                several=several,
             )
         # Its own tenant's cookie: another sign-in under way in this browser
         # (another tenant's) has a cookie of its own.
