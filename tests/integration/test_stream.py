@@ -888,8 +888,10 @@ def test_streams_past_a_tenants_or_the_servers_limit_are_refused_until_one_ends(
     """Any reader token could open streams without a limit and never read
     them, each pinning megabytes of the server's memory, until it ran out
     (helper-136). Past the tenant's limit a stream is refused with
-    RESOURCE_EXHAUSTED and a delay to retry after, and records nothing; other
-    tenants stream on, up to the server's limit; an ended stream frees its place."""
+    RESOURCE_EXHAUSTED and a delay to retry after, recorded once a window as
+    `audit_log.rate_limited` (the server's limit, no doing of the tenant's, is
+    not); other tenants stream on, up to the server's limit; an ended stream
+    frees its place."""
     other, third = f"{tenant}-b", f"{tenant}-c"
     limited = ServerThread(migrated_database_url, stream_max_per_tenant=2, stream_max_per_process=3)
     try:
