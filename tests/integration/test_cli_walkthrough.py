@@ -30,9 +30,12 @@ def _run(env: dict[str, str], *args: str) -> Result:
     return CliRunner().invoke(cli.main, list(args), env=env)
 
 
-def test_an_actor_is_shown_by_email_else_display_name_else_id(admin_env: dict[str, str]) -> None:
+def test_an_actor_is_shown_by_name_and_email_else_either_else_id(admin_env: dict[str, str]) -> None:
     """The event table's actor column showed the actor's id, a UUID, where the
-    event gives a display name; a report's first and last event too."""
+    event gives a display name; a report's first and last event too. Given
+    both, it showed the email alone (`bo@example.com`), where audit-log
+    products show who acted by name and email: `Bo Example <bo@example.com>`,
+    a name that would read otherwise quoted. A report still names one."""
     named, mailed = str(uuid.uuid4()), str(uuid.uuid4())
     with AuditClient(admin_env["SEALTRAIL_SERVER"], token=admin_env["SEALTRAIL_TOKEN"]) as client:
         client.record(action="doc.named", actor_id=named, actor_display_name="Ann Example")
@@ -43,24 +46,33 @@ def test_an_actor_is_shown_by_email_else_display_name_else_id(admin_env: dict[st
             actor_display_name="Bo Example",
         )
         client.record(action="doc.bare", actor_id="svc-7")
+        client.record(
+            action="doc.posing",
+            actor_id="eve",
+            actor_email="eve@example.com",
+            actor_display_name="Eve <ceo@example.com>",
+        )
         events = {
-            event.action: event for event in client.query(build_filter(actions="doc.*"), limit=3)
+            event.action: event for event in client.query(build_filter(actions="doc.*"), limit=4)
         }
     shown = _run(admin_env, "query", "--action", "doc.*")
     assert shown.exit_code == 0, shown.output
     rows = {
         action: next(line for line in shown.stdout.splitlines() if f" {action} " in line)
-        for action in ("doc.named", "doc.mailed", "doc.bare")
+        for action in ("doc.named", "doc.mailed", "doc.bare", "doc.posing")
     }
     assert "Ann Example" in rows["doc.named"] and named not in shown.stdout, shown.stdout
-    assert "bo@example.com" in rows["doc.mailed"] and "Bo Example" not in shown.stdout
+    assert "Bo Example <bo@example.com>" in rows["doc.mailed"], shown.stdout
     assert mailed not in shown.stdout
+    # A name that holds an address is quoted: not read as whose email it is.
+    assert '"Eve <ceo@example.com>" <eve@example.com>' in rows["doc.posing"], shown.stdout
     assert "svc-7" in rows["doc.bare"]
     reported = {action: ReportedEvent.of(event).actor for action, event in events.items()}
     assert reported == {
         "doc.named": "Ann Example",
         "doc.mailed": "bo@example.com",
         "doc.bare": "svc-7",
+        "doc.posing": "eve@example.com",
     }
     assert " by Ann Example " in event_line(ReportedEvent.of(events["doc.named"]))
 

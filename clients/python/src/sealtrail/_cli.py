@@ -1064,15 +1064,33 @@ def _role_words(role: str) -> str:
     return json.dumps(role, ensure_ascii=False)
 
 
-def _actor_cell(actor: event_pb2.Actor) -> str:
-    """Who acted (`actor_words`), and the roles they held then in brackets,
-    in the order recorded: `alice@example.com (admin, billing)`, a role the
-    cell would read otherwise quoted (`(admin, "bill,ing")`, _role_words);
-    past _ROLES_SHOWN the rest counted, `(r0, r1, r2, +3 more)`, which the
-    JSON output lists."""
+# A display name the cell's reader would take for an address or a role, or
+# trim: an angle bracket, a quote or bracket, a space at an edge. Quoted.
+_NAME_READ_OTHERWISE: Final = re.compile(r'[<>"()]|^\s|\s$')
+
+
+def _who_words(actor: event_pb2.Actor) -> str:
+    """Who acted as audit-log products show it, by name and email, as an
+    address is written: `Alice Martin <a@x.io>`, the name quoted as a JSON
+    string where it would read otherwise (`"Eve <ceo@x.io>" <eve@x.io>`,
+    _NAME_READ_OTHERWISE); with only one of them, `actor_words`."""
     from sealtrail._convert import actor_words
 
-    who = actor_words(actor.email, actor.display_name, actor.id)
+    if not (actor.email and actor.display_name):
+        return actor_words(actor.email, actor.display_name, actor.id)
+    name = actor.display_name
+    if _NAME_READ_OTHERWISE.search(name) is not None:
+        name = json.dumps(name, ensure_ascii=False)
+    return f"{name} <{actor.email}>"
+
+
+def _actor_cell(actor: event_pb2.Actor) -> str:
+    """Who acted (`_who_words`), and the roles they held then in brackets,
+    in the order recorded: `Alice Martin <alice@example.com> (admin, billing)`,
+    a role the cell would read otherwise quoted (`(admin, "bill,ing")`,
+    _role_words); past _ROLES_SHOWN the rest counted, `(r0, r1, r2, +3 more)`,
+    which the JSON output lists."""
+    who = _who_words(actor)
     if not actor.roles:
         return who
     roles = [_role_words(role) for role in actor.roles[:_ROLES_SHOWN]]
