@@ -95,18 +95,30 @@ def test_a_recorder_or_unknown_token_is_refused(
     assert browser.execute_script("return sessionStorage.getItem('sealtrail.token')") is None
 
 
-def test_an_actor_is_shown_by_email_else_display_name_else_id(
+def test_an_actor_is_shown_by_name_and_email_else_either_else_id(
     browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
 ) -> None:
     """An actor with a display name and no email was shown by its id, a
-    UUID; as the command line's table: email, else display name, else id."""
+    UUID; with both, by the email alone, where audit-log products show who
+    acted by name and email. As the command line's table: `Bo Example
+    <bo@example.com>`, a name that would read otherwise quoted."""
     named = str(uuid.uuid4())
     with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
         client.record(action="doc.named", actor_id=named, actor_display_name="Ann Example")
         client.record(action="doc.mailed", actor_id=named, actor_email="ann@example.com")
+        client.record(
+            action="doc.both", actor_id=named, actor_email="bo@example.com",
+            actor_display_name="Bo Example",
+        )  # fmt: skip
+        client.record(
+            action="doc.posing", actor_id=named, actor_email="eve@example.com",
+            actor_display_name="Eve <ceo@example.com>",
+        )  # fmt: skip
     sign_in(browser, console_url, console_server.token(tenant, "reader"))
-    shown = wait_for_rows(browser, lambda r: len(r) == 2)
-    assert "ann@example.com" in shown[0] and "Ann Example" in shown[1], shown
+    shown = wait_for_rows(browser, lambda r: len(r) == 4)
+    assert "ann@example.com" in shown[2] and "Ann Example" in shown[3], shown
+    assert "Bo Example <bo@example.com>" in shown[1], shown
+    assert '"Eve <ceo@example.com>" <eve@example.com>' in shown[0], shown
     assert not [row for row in shown if named in row], shown
 
 
@@ -1088,6 +1100,38 @@ def test_each_time_shown_names_its_zone(
     browser.get(console_url + "#tokens")
     created = (By.CSS_SELECTOR, "#tokens-table tbody td:nth-child(4)")
     wait(browser).until(lambda b: "GMT+5:30" in b.find_element(*created).text)
+
+
+def test_times_in_utc_is_a_switch_kept_in_the_url(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """The times were in the viewer's zone only, UTC on hover: an
+    investigation across offices (or beside a SIEM's UTC) converted each by
+    hand. "Times in UTC" shows the rows' times in UTC, kept in the URL
+    (`utc=1`) so that a shared link shows them so; off by default."""
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kolkata"})
+    moment = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    reader = console_server.token(tenant, "reader")
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        client.record(backdated("door.open", "u-kim", moment))
+    sign_in(browser, console_url + "?actions=door.open&utc=1", reader)
+    [shown] = wait_for_rows(browser, lambda r: len(r) == 1)
+    assert f"{moment:%-I:%M}" in shown and " UTC" in shown and "GMT" not in shown, shown
+    switch = browser.find_element(By.ID, "utc")
+    assert switch.is_selected()
+    switch.click()  # off: the viewer's zone, as by default
+    local = moment + timedelta(hours=5, minutes=30)
+    wait(browser).until(lambda b: "GMT+5:30" in rows(b)[0])
+    assert f"{local:%-I:%M}" in rows(browser)[0]
+    assert "utc" not in parse_qs(urlsplit(browser.current_url).query)
+    switch.click()  # on again: the address keeps it, the search as it was
+    wait(browser).until(lambda b: " UTC" in rows(b)[0])
+    kept = parse_qs(urlsplit(browser.current_url).query)
+    assert kept["utc"] == ["1"] and kept["actions"] == ["door.open"], kept
+    browser.refresh()
+    [again] = wait_for_rows(browser, lambda r: len(r) == 1)
+    assert f"{moment:%-I:%M}" in again and " UTC" in again, again
+    assert browser.find_element(By.ID, "utc").is_selected()
 
 
 def test_a_value_pasted_with_spaces_around_it_is_searched_for_without_them(

@@ -245,7 +245,7 @@ def test_an_event_row_is_a_row_of_cells_its_opener_a_button(
 
     # The keyboard: Tab from the form's last control reaches the activity chart's
     # bars (one stop for them all), the Breakdown panel's lists (by, duration)
-    # and value, then the opener, not the row.
+    # and value, "Times in UTC", then the opener, not the row.
     wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
     wait(browser).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#breakdown button.value"))
     browser.find_element(By.ID, "export-json").send_keys(Keys.TAB)
@@ -256,6 +256,8 @@ def test_an_event_row_is_a_row_of_cells_its_opener_a_button(
     assert browser.switch_to.active_element.get_attribute("id") == "breakdown-measure"
     browser.switch_to.active_element.send_keys(Keys.TAB)
     assert browser.switch_to.active_element.text == "door.open"
+    browser.switch_to.active_element.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("id") == "utc"
     browser.switch_to.active_element.send_keys(Keys.TAB)
     focused = browser.switch_to.active_element
     assert focused.tag_name == "button" and focused.get_attribute("aria-expanded") == "false"

@@ -1,7 +1,8 @@
 """docs/console.md's list of the page's URL parameters ("Page parameters:")
 names every one the page keeps in its URL: each field of its filter form, and
 each of the Breakdown panel's lists, by its `name` (the URL's parameter,
-breakdown.js): the panel's grouping and measure were kept nowhere, and a
+breakdown.js), and the events' display switches (`utc`): the panel's grouping
+and measure were kept nowhere, and a
 parameter added to the page without its line went unlearned by a script
 writing links by the docs."""
 
@@ -17,7 +18,8 @@ PAGE = ROOT / "server" / "sealtrail_server" / "console" / "static" / "index.html
 
 
 class _Named(HTMLParser):
-    """The names of the filter form's fields and of the Breakdown panel's lists."""
+    """The names of the filter form's fields, of the Breakdown panel's lists and
+    of the events' display switches."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -26,7 +28,7 @@ class _Named(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         given = dict(attrs)
-        if given.get("id") in ("filters", "breakdown"):
+        if given.get("id") in ("filters", "breakdown", "events-display"):
             self._in = tag
         elif self._in is not None and tag in ("input", "select") and given.get("name"):
             self.names.add(str(given["name"]))
@@ -39,7 +41,7 @@ class _Named(HTMLParser):
 def test_every_page_parameter_is_listed() -> None:
     page = _Named()
     page.feed(PAGE.read_text(encoding="utf-8"))
-    assert {"range", "actions", "breakdown", "breakdown_measure"} <= page.names, page.names
+    assert {"range", "actions", "breakdown", "breakdown_measure", "utc"} <= page.names, page.names
     text = DOC.read_text(encoding="utf-8")
     found = re.search(r"^- Page parameters:(.*?)\n(?:- |\n)", text, re.MULTILINE | re.DOTALL)
     assert found is not None, "docs/console.md lists no page parameters"

@@ -409,7 +409,14 @@ function formToUrl() {
     const value = raw.trim();
     if (value) url.set(name, INSTANTS.includes(name) ? new Date(value).toISOString() : value);
   }
-  return breakdownToUrl(url);  // the Breakdown panel's choices, kept with the search
+  return choicesToUrl(url);
+}
+
+// `url` with the page's choices that are no filter, kept with the search: the
+// Breakdown panel's, and "Times in UTC" (`utc=1`; off, the default, left out).
+function choicesToUrl(url) {
+  if ($("#utc").checked) url.set("utc", "1"); else url.delete("utc");
+  return breakdownToUrl(url);
 }
 
 // An instant as a datetime-local input shows it: in the viewer's zone, to the
@@ -435,13 +442,14 @@ function urlToForm(url) {
   if (!url.has("range")) form.elements.range.value = "7d";
   form.classList.toggle("custom-range", form.elements.range.value === "custom");
   urlToBreakdown(url);
+  $("#utc").checked = url.get("utc") === "1";
 }
 
-// A Breakdown choice changed: written into the address of the entry shown, as
-// another look at the same search (replaced: not a search of its own, for
-// Back to run again and record).
-function keepBreakdownChoices() {
-  const url = String(breakdownToUrl(new URLSearchParams(location.search)));
+// A Breakdown choice or "Times in UTC" changed: written into the address of the
+// entry shown, as another look at the same search (replaced: not a search of its
+// own, for Back to run again and record).
+function keepChoices() {
+  const url = String(choicesToUrl(new URLSearchParams(location.search)));
   history.replaceState(history.state, "", `${location.pathname}${url ? `?${url}` : ""}${location.hash}`);
   ownSearch = location.search;
   state.search = location.search;
@@ -505,6 +513,30 @@ function cell(row, value, className) {
   return td;
 }
 
+// An event's time as a row shows it, its zone named: the viewer's (`when`), or
+// UTC with "Times in UTC" on, for an investigation beside logs kept in UTC.
+function eventTime(instant) {
+  if (!$("#utc").checked) return when(instant);
+  return new Date(instant).toLocaleString(undefined, { timeZone: "UTC", timeZoneName: "short" });
+}
+
+// "Times in UTC" switched: the rows shown say their times anew.
+function showTimes() {
+  for (const row of document.querySelectorAll("#events tbody tr.event")) {
+    row.querySelector(".opener").textContent = eventTime(row.dataset.occurredAt);
+  }
+}
+
+// Who acted as audit-log products show it, by name and email, as an address is
+// written: "Alice Martin <a@x.io>", the name quoted as a JSON string where it
+// would read otherwise ("\"Eve <ceo@x.io>\" <eve@x.io>"), as the command line's
+// table shows it; with one of them, email, display name, else id.
+function who(actor = {}) {
+  if (!(actor.email && actor.display_name)) return [actor.email || actor.display_name || actor.id];
+  const name = actor.display_name;
+  return [/[<>"()]|^\s|\s$/.test(name) ? JSON.stringify(name) : name, `<${actor.email}>`];
+}
+
 // A row of cells under their column headers, opened by a button in its first
 // cell: a `<tr role="button">` made its cells a button's content, which a
 // screen reader hears as one long button, with no cell nor header (WCAG 1.3.1).
@@ -513,17 +545,19 @@ function eventRow(event, { fresh = false } = {}) {
   const row = document.createElement("tr");
   row.className = fresh ? "event fresh" : "event";
   row.dataset.seq = event.seq;
+  row.dataset.occurredAt = event.occurred_at;
   const time = row.insertCell();
   const opener = document.createElement("button");
   opener.type = "button";
   opener.className = "opener";
   opener.setAttribute("aria-expanded", "false");
-  opener.textContent = when(event.occurred_at);  // the browser's words: some locales' hold marks
+  opener.textContent = eventTime(event.occurred_at);  // the browser's words: some locales' hold marks
   time.title = `${event.occurred_at} (UTC)`;
   time.append(opener);
   cell(row, event.action);
-  // As the command line's table and a report show it: email, display name, id.
-  const actor = cell(row, event.actor?.email || event.actor?.display_name || event.actor?.id);
+  // Name and email each isolated (`who`): a right-to-left name took the email into its run.
+  const actor = cell(row, "");
+  actor.replaceChildren(...isolatedList(who(event.actor).filter(Boolean), " "));
   // Which of the actor's keys or tokens acted, on a line under it, as the
   // detail says it: kind, id, the secret's last characters `...hint`; each
   // isolated and its hidden characters escaped.
@@ -1598,13 +1632,14 @@ function init() {
     $("#filters").classList.toggle("custom-range", event.target.value === "custom");
   });
   $("#clear").addEventListener("click", () => {
-    const url = breakdownToUrl(new URLSearchParams());  // the filter cleared; the panel's choices kept
+    const url = choicesToUrl(new URLSearchParams());  // the filter cleared; the page's choices kept
     goTo(url);
     $("#filters").reset();
     urlToForm(url);
     reload();
   });
   $("#live").addEventListener("change", liveToggled);
+  $("#utc").addEventListener("change", () => { showTimes(); keepChoices(); });
   $("#more").addEventListener("click", loadPage);
   $("#export-csv").addEventListener("click", () => exportAs("csv"));
   $("#export-ndjson").addEventListener("click", () => exportAs("ndjson"));
@@ -1630,7 +1665,7 @@ function init() {
     readCatalogue: () => inTurn(readCatalogue),
   });
   setUpChart({ api, narrow: narrowTo, report: chartRefused });
-  setUpBreakdown({ api, narrowBy, inTurn, signOut, keepChoices: keepBreakdownChoices });
+  setUpBreakdown({ api, narrowBy, inTurn, signOut, keepChoices });
   $("#filters").elements.actions.addEventListener("focus", suggestActions);
   $("#filters").elements.actor.addEventListener("input", actorTyped);
   signInWays = learnSignInWays();
