@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from google.rpc import error_details_pb2
 
 from sealtrail import _cli as client_cli
-from sealtrail.v1 import integrity_pb2, retention_pb2, settings_pb2
+from sealtrail.v1 import audit_service_pb2, event_pb2, integrity_pb2, retention_pb2, settings_pb2
 from sealtrail_server import cli as server_cli
 from tests.conftest import ServerThread
 from tests.rpc_status import status_of, status_trailers
@@ -155,3 +155,18 @@ async def test_a_servers_words_reach_the_terminal_escaped() -> None:
     for command, said in shown.items():
         assert HOSTILE.split("\x1b")[0] in said, (command, said)
         assert _raw(said) == [], (command, said)
+
+
+async def test_an_actors_name_beside_its_email_reaches_the_terminal_escaped() -> None:
+    """The event table shows an actor's display name beside its email
+    (`Alice Martin <a@x.io>`): what a server sends as the name is escaped
+    there as in any cell, quoted or not."""
+    for name in (HOSTILE, f"({HOSTILE})"):
+        actor = event_pb2.Actor(id="u", email="a@x.io", display_name=name)
+        event = event_pb2.Event(seq=1, action="doc.view", actor=actor)
+        answer = audit_service_pb2.QueryResponse(events=[event])
+        shown = (await _run_against(_answering(Query=answer), "query")).output
+        # Escaped as a cell escapes it, or as JSON's quoting of the name does.
+        assert "x\\x1b[31mRED" in shown or "x\\u001b[31mRED" in shown, shown
+        assert "<a@x.io>" in shown, shown
+        assert _raw(shown) == [], shown
