@@ -245,6 +245,8 @@ def test_a_token_is_not_sent_in_plain_text_off_this_machine(
     [
         ("/srv/st data", "/x", "'/srv/st data/dev-admin-token'"),
         (None, "/home/a/.data", "/home/a/.data/sealtrail/dev-admin-token"),
+        # The server expands ~ in SEALTRAIL_DATA_DIR: $(cat '~/st/...') read no file.
+        ("~/st", "/x", "/home/u/st/dev-admin-token"),
     ],
 )
 def test_no_token_is_said_with_where_one_comes_from(
@@ -261,6 +263,7 @@ def test_no_token_is_said_with_where_one_comes_from(
         "SEALTRAIL_TOKEN": None,
         "SEALTRAIL_DATA_DIR": data_dir,
         "XDG_DATA_HOME": xdg,
+        "HOME": "/home/u",
     }
     refused = CliRunner().invoke(cli.main, ["query"], env=env)
     assert refused.exit_code == 2, refused.output

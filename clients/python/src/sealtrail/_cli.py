@@ -499,13 +499,16 @@ def _what_to_do(ctx: click.Context, exc: SealtrailError) -> str | None:
 
 def _dev_token_file() -> str:
     """Where `make run` saves its development admin token, as the server
-    finds its data dir (SEALTRAIL_DATA_DIR, else XDG_DATA_HOME's or
-    ~/.local/share's `sealtrail`), quoted for a shell."""
+    finds its data dir (SEALTRAIL_DATA_DIR with `~` expanded, else
+    XDG_DATA_HOME's or ~/.local/share's `sealtrail`), quoted for a shell:
+    quoted, a `~` left in would be read by no shell."""
     import shlex
 
-    data_dir = os.environ.get("SEALTRAIL_DATA_DIR") or os.path.join(
-        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "sealtrail"
-    )
+    if given := os.environ.get("SEALTRAIL_DATA_DIR"):
+        data_dir = os.path.expanduser(given)
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+        data_dir = os.path.join(base, "sealtrail")
     return shlex.quote(os.path.join(data_dir, "dev-admin-token"))
 
 
