@@ -450,3 +450,43 @@ def test_a_sink_is_named_by_its_name_or_id_where_one_sink_has_it(
     for command in (["sinks", "show"], ["alerts", "create"]):
         helped = " ".join(sealtrail(*command, "--help").output.split())
         assert "its id or its name" in helped, helped
+
+
+def test_a_sink_named_like_an_id_is_found_by_its_name_unless_another_has_it_as_id(
+    sealtrail: Callable[..., Result], client: AuditClient
+) -> None:
+    """Anything uuid.UUID() read was sent as an id: a sink named with 32 hex
+    digits or a braced UUID was refused `id: must be a sink id (a UUID)`,
+    one named in the 8-4-4-4-12 form no sink has as id said NOT_FOUND, and
+    of sink A and sink B named with A's id, `sinks show A-ID` acted on A
+    without a word and B was out of reach by its name."""
+
+    def made(name: str) -> str:
+        sink = build_sink(name, "webhook", url="https://x.example/", secrets=[SECRET], paused=True)
+        return client.create_sink(sink).sink.id
+
+    names = (
+        "0123456789abcdef0123456789abcdef",
+        "{01234567-89ab-cdef-0123-456789abcdef}",
+        "01234567-89ab-cdef-0123-456789abcdef",
+    )
+    ids = {name: made(name) for name in names}
+    for name, sink_id in ids.items():
+        shown = sealtrail("sinks", "show", name)
+        assert shown.exit_code == 0, (name, shown.output)
+        assert json.loads(shown.stdout)["id"] == sink_id
+    first = ids[names[0]]
+    assert sealtrail("sinks", "show", first.upper()).exit_code == 0  # as the server reads ids
+    named_as_first = made(first)
+    for args in (
+        ["sinks", "show", first],
+        ["sinks", "delete", first],
+        ["alerts", "create", "r", "--kind", "match", "--action", "doc.*", "--sink", first],
+    ):
+        refused = sealtrail(*args)
+        assert refused.exit_code == 2, (args, refused.output)
+        said = " ".join(refused.output.split())
+        assert f"one sink has {first!r} as its id and another as its name" in said, said
+        assert "give the id of the one meant; `sealtrail sinks` lists them" in said, said
+    assert {sink.id for sink in client.list_sinks()} == {*ids.values(), named_as_first}
+    assert client.list_alert_rules() == []
