@@ -309,16 +309,8 @@ class GuardInterceptor(ServiceInterceptor):
         """A call refused for a limit of its tenant's own, recorded in its
         tenant's log (at most once a window); answered as before whatever its
         record does. Raised only past admission: the caller is known."""
-        if self._denials is None:
-            return
-        try:
+        if self._denials is not None:  # never raises: a failed record is logged there
             await self._denials.limited(current_principal(), rpc=method, refused=refused)
-        except Exception as error:  # a defect in the record's making: the answer stands
-            log.warning(
-                "the refusal of %s for its tenant's limit went unrecorded: %s",
-                method,
-                type(error).__name__,
-            )
 
     async def _still_trusted(self, authorization: str | None, method: str) -> None:
         """Before each message of a stream: a dict read while the token is
