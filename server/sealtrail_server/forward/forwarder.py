@@ -243,7 +243,11 @@ class Forwarder:
                 leave=leave,
             )
             full = len(leases) >= self._max_sinks
-            waiting = await store.count_unleased(conn, leave=leave) if full else 0
+            # Those left now, not at the claim: a step leaving one meanwhile
+            # (`_leave`, which notes it before it gives the lease up) had it
+            # counted as waiting for room, a sink no process of this release takes.
+            left_now = list(self._left.items())
+            waiting = await store.count_unleased(conn, leave=left_now) if full else 0
             standing = set(await store.still_left(conn, leave))
         self._waiting.saw(len(leases), waiting, what="sink")
         # A sink left, deleted or changed since, is forgotten (met again if changed).
