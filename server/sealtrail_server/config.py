@@ -492,6 +492,7 @@ def oidc_url_problem(url: str) -> bool:
     try:
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname or ""
+        _ = parts.port  # a port out of range (or no number) is no URL's
     except ValueError:
         return True
     loopback = host == "localhost" or _is_loopback(host)
@@ -512,11 +513,27 @@ def issuer_problem(url: str) -> str | None:
     return None
 
 
-def redirect_url_problem(url: str) -> str | None:
-    """What is wrong with the console's callback URL as a provider is given it."""
+def callback_url_problem(url: str) -> str | None:
+    """What is wrong with a URL for the console's callback (any tenant's):
+    an issuer's faults, or a fragment, which RFC 6749 3.1.2 forbids a
+    redirection endpoint (`#/auth/callback` once passed for the path), or a
+    user and password, which browsers strip or refuse (and would be a
+    secret given to every provider)."""
     if why := issuer_problem(url):
         return why
-    if not url.split("?")[0].endswith("/auth/callback"):
+    parts = urllib.parse.urlsplit(url)  # issuer_problem found it one
+    if "#" in url:
+        return "must have no fragment (#...): a redirect URL may not (RFC 6749 3.1.2)"
+    if "@" in parts.netloc:
+        return "must have no user or password (user:pw@host)"
+    return None
+
+
+def redirect_url_problem(url: str) -> str | None:
+    """What is wrong with the console's callback URL as a provider is given it."""
+    if why := callback_url_problem(url):
+        return why
+    if not urllib.parse.urlsplit(url).path.endswith("/auth/callback"):
         return "must be the console's /auth/callback"
     return None
 

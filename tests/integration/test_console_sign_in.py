@@ -30,6 +30,7 @@ from tests.openid_provider import (
     OpenIdProvider,
     console_signing_in_through,
     events_of,
+    free_port,
     reads_of,
     signed_in,
     to_callback,
@@ -386,6 +387,28 @@ def test_a_half_set_sign_in_is_refused_at_start(tmp_path: Path) -> None:
                 "SEALTRAIL_OIDC_PROVIDER_NAME": "Okta\u202e",
             }
         )
+
+
+def test_an_https_redirect_url_in_capitals_still_makes_the_sign_in_cookie_secure(
+    migrated_database_url: str, provider: OpenIdProvider, tmp_path: Path
+) -> None:
+    """A scheme is read in any case (`HTTPS://`, which the start's check
+    takes): the sign-in's cookie is Secure all the same, sent over https alone."""
+    port = free_port()
+    with console_signing_in_through(
+        provider,
+        migrated_database_url,
+        tmp_path,
+        tenant=TENANT,
+        console_listen=f"127.0.0.1:{port}",
+        oidc_redirect_url=f"HTTPS://127.0.0.1:{port}/auth/callback",
+    ) as running:
+        console = f"http://127.0.0.1:{running.service.console_port}"
+        login = httpx.get(f"{console}/auth/login", follow_redirects=False, timeout=20)
+    assert login.status_code == 302, login.text
+    set_cookie = login.headers["Set-Cookie"]
+    assert set_cookie.startswith(f"sealtrail_signin.{TENANT}=")
+    assert "secure" in {part.strip().lower() for part in set_cookie.split(";")}
 
 
 def test_a_client_secret_others_may_read_is_refused_at_start(tmp_path: Path) -> None:

@@ -301,3 +301,61 @@ def test_the_single_providers_tenant_must_be_a_tenant_id(tmp_path: Path, tenant:
                 "SEALTRAIL_CONSOLE_LISTEN": "127.0.0.1:8080",
             }
         )
+
+
+# Redirect URLs no provider may be given: RFC 6749 3.1.2 forbids a fragment (a
+# `#/auth/callback` once passed as the path), and a user and password in it
+# cannot work (browsers strip or refuse them), nor can a port out of range.
+_NOT_A_CALLBACK = [
+    ("https://audit.example.com/auth/callback#x", "must have no fragment"),
+    ("https://audit.example.com/auth/callback?from=idp#x", "must have no fragment"),
+    ("https://audit.example.com/x#/auth/callback", "must have no fragment"),
+    ("https://audit.example.com/auth/callback#", "must have no fragment"),
+    ("https://ops:pw@audit.example.com/auth/callback", "must have no user or password"),
+    ("https://ops@audit.example.com/auth/callback", "must have no user or password"),
+    ("https://audit.example.com:99999/auth/callback", "must be an https:// URL"),
+    ("/auth/callback", "must be an https:// URL"),
+    ("http://audit.example.com/auth/callback", "must be an https:// URL"),
+]
+_NOT_A_CALLBACK_IDS = [
+    *("fragment", "query-and-fragment", "path-in-fragment", "empty-fragment"),
+    *("user-and-password", "user", "port-out-of-range", "relative", "http-not-loopback"),
+]
+
+
+@pytest.mark.parametrize(("url", "said"), _NOT_A_CALLBACK, ids=_NOT_A_CALLBACK_IDS)
+def test_the_redirect_url_setting_is_refused_where_no_provider_may_take_it(
+    tmp_path: Path, url: str, said: str
+) -> None:
+    single = {
+        "SEALTRAIL_OIDC_ISSUER": "https://idp.example.com",
+        "SEALTRAIL_OIDC_CLIENT_ID": "sealtrail",
+        "SEALTRAIL_OIDC_CLIENT_SECRET_FILE": str(tmp_path / "secret"),
+        "SEALTRAIL_OIDC_REDIRECT_URL": url,
+        "SEALTRAIL_OIDC_TENANT": "acme",
+        "SEALTRAIL_OIDC_READER_GROUPS": "readers",
+        "SEALTRAIL_CONSOLE_LISTEN": "127.0.0.1:8080",
+    }
+    with pytest.raises(SystemExit, match=f"SEALTRAIL_OIDC_REDIRECT_URL {said}"):
+        Settings.load(single)
+    # ... and beside a providers file, whose tenants' callbacks it is the default of.
+    with pytest.raises(SystemExit, match=f"SEALTRAIL_OIDC_REDIRECT_URL {said}"):
+        _settings(tmp_path, GOOD, SEALTRAIL_OIDC_REDIRECT_URL=url)
+
+
+@pytest.mark.parametrize(("url", "said"), _NOT_A_CALLBACK, ids=_NOT_A_CALLBACK_IDS)
+@pytest.mark.parametrize("several", [False, True], ids=["one-tenant", "several-tenants"])
+def test_a_tenants_redirect_url_is_refused_where_no_provider_may_take_it(
+    tmp_path: Path, url: str, said: str, several: bool
+) -> None:
+    # Its own callback's path where the file names several tenants.
+    own = url.replace("/auth/callback", "/auth/callback/globex") if several else url
+    text = (
+        GOOD.replace("https://globex-audit.example.com/auth/callback/globex", own)
+        if several
+        else _entry(redirect_url=own)
+    )
+    tenant = "globex" if several else "acme"
+    name = "providers.toml" if several else "providers.json"
+    with pytest.raises(SystemExit, match=f"tenant '{tenant}': key 'redirect_url' {said}"):
+        providers(_settings(tmp_path, text, name=name))

@@ -39,6 +39,7 @@ from ..config import (
     DAY,
     TENANT_ID_SAID,
     Settings,
+    callback_url_problem,
     issuer_problem,
     provider_name_problem,
     redirect_url_problem,
@@ -354,7 +355,7 @@ def _callback_problem(redirect_url: str, tenant: str, *, several: bool) -> str |
     """Why `redirect_url` cannot be `tenant`'s: /auth/callback/<tenant> where
     the file names several tenants (so no two share one), else that or the
     console's /auth/callback."""
-    if why := issuer_problem(redirect_url):
+    if why := callback_url_problem(redirect_url):
         return why
     named = callback_tenant(redirect_url)
     if named == tenant or (not several and redirect_url_problem(redirect_url) is None):

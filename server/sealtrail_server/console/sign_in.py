@@ -190,6 +190,12 @@ def _derived(cookie: str, state: str, what: bytes) -> str:
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 
+def _over_https(config: OidcConfig) -> bool:
+    """Whether the browser reaches the console over https (its redirect URL's
+    scheme, in any case: `HTTPS://` is one), where its cookies are Secure."""
+    return urllib.parse.urlsplit(config.redirect_url).scheme == "https"
+
+
 def sign_in_cookie(tenant: str) -> str:
     """The name of the cookie binding a sign-in to `tenant` to its browser."""
     return f"{COOKIE}.{tenant}"
@@ -448,7 +454,7 @@ class SignIn:
             path="/auth/",
             httponly=True,
             samesite="Lax",  # the provider's redirect back is a top-level GET: sent
-            secure=tenant.config.redirect_url.startswith("https:"),
+            secure=_over_https(tenant.config),
         )
         return answer
 
@@ -647,7 +653,7 @@ class SignIn:
                 path="/auth/",
                 httponly=True,  # the server reads it, and says it at /auth/config
                 samesite="Lax",
-                secure=config.redirect_url.startswith("https:"),
+                secure=_over_https(config),
             )
         # The page that follows is loaded without this URL's code as its referrer.
         answer.headers["Referrer-Policy"] = "no-referrer"
