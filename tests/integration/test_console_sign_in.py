@@ -273,6 +273,39 @@ def test_a_wrong_state_is_refused(browser: httpx.Client, sql: psycopg.Connection
     assert _refused(browser, sql, callback).status_code == 400
 
 
+@pytest.mark.parametrize("order", ["first-first", "last-first"])
+def test_two_sign_ins_begun_at_once_in_one_browser_both_end(
+    browser: httpx.Client, order: str
+) -> None:
+    """Two tabs of one browser signing in to one organisation at once: the
+    second's cookie keeps the first's binding beside its own, so each
+    callback ends its sign-in, whichever comes back first."""
+    callbacks = [to_callback(browser), to_callback(browser)]
+    if order == "last-first":
+        callbacks.reverse()
+    for callback in callbacks:
+        back = browser.get(callback)
+        assert back.status_code == 303, back.text
+        code = back.headers["Location"].removeprefix("/#signin=")
+        assert browser.post("/auth/exchange", json={"code": code}).status_code == 200
+    assert f"sealtrail_signin.{TENANT}" not in browser.cookies  # none left under way
+
+
+def test_a_sign_in_five_others_began_after_in_one_browser_is_refused_saying_so(
+    browser: httpx.Client, sql: psycopg.Connection[Any]
+) -> None:
+    """The cookie keeps the four latest sign-ins under way to its tenant (its
+    size bounded): the oldest of five is refused, saying why; the rest end."""
+    callbacks = [to_callback(browser) for _ in range(5)]
+    assert len(browser.cookies[f"sealtrail_signin.{TENANT}"]) < 200
+    answer = _refused(browser, sql, callbacks[0])
+    assert answer.status_code == 400
+    assert "more sign-ins to this organisation began since" in answer.text
+    assert '<a href="/auth/login">' in answer.text  # and it may begin again
+    for callback in callbacks[1:]:
+        assert browser.get(callback).status_code == 303
+
+
 def test_a_sign_in_ended_in_another_browser_is_refused(
     browser: httpx.Client, console: str, sql: psycopg.Connection[Any]
 ) -> None:

@@ -284,6 +284,19 @@ def test_sign_ins_to_two_organisations_at_once_in_one_browser_both_end(
         assert exchanged.json()["tenant"] == tenant
 
 
+def test_two_sign_ins_to_one_organisation_beside_one_to_another_all_end(
+    browser: httpx.Client,
+) -> None:
+    """Two tabs signing in to acme at once, a third to globex: acme's cookie
+    binds both of its own (ADR 0151), globex's its one; each ends."""
+    begun = [(to_callback(browser, tenant=tenant), tenant) for tenant in (ACME, GLOBEX, ACME)]
+    for url, tenant in begun:
+        back = browser.get(url)
+        assert back.status_code == 303, back.text
+        exchanged = browser.post("/auth/exchange", json={"code": _code_of(back)})
+        assert exchanged.json()["tenant"] == tenant
+
+
 def test_a_sign_in_is_bound_by_its_own_tenants_cookie_alone(
     browser: httpx.Client, sql: psycopg.Connection[Any]
 ) -> None:

@@ -9,8 +9,10 @@ of the SEALTRAIL_OIDC_* settings, or one per tenant of the providers file
                           `?another` asks always): to its provider (302),
                           this sign-in's state kept in the database, bound
                           to the browser by a cookie of its tenant that
-                          authorizes nothing; its nonce and PKCE verifier
-                          derived from the two, kept nowhere
+                          authorizes nothing (it binds the tenant's 4 latest
+                          sign-ins under way: two tabs at once end both);
+                          its nonce and PKCE verifier derived from the two,
+                          kept nowhere
     GET  /auth/callback   the provider's answer (/auth/callback/<tenant>,
                           each tenant's own, where each has its provider):
                           the state checked (its tenant the callback's; once,
@@ -61,6 +63,7 @@ import html
 import json
 import logging
 import math
+import re
 import secrets
 import urllib.parse
 from collections.abc import Awaitable, Callable
@@ -93,6 +96,12 @@ log = logging.getLogger(__name__)
 # organisations at once keeps both (ADR 0151). A tenant id's characters
 # ([a-z0-9._-]) are all a cookie name's.
 COOKIE: Final = "sealtrail_signin"
+# Sign-ins under way to one tenant its cookie binds at most: each its own
+# random binding, '.'-joined, newest last, the oldest dropped past this, so
+# two tabs signing in at once both end, and the cookie stays under 200 bytes.
+MAX_BOUND: Final = 4
+# A binding as `_login` makes one (token_urlsafe(32)): all a cookie's value keeps.
+_BINDING: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 # The organisation a browser last signed in to, where each has its provider:
 # its id alone, a hint (no secret, nothing authorized by it) that sends
 # /auth/login to its provider again. Kept a year, and through a sign-out.
@@ -194,6 +203,30 @@ def _over_https(config: OidcConfig) -> bool:
     """Whether the browser reaches the console over https (its redirect URL's
     scheme, in any case: `HTTPS://` is one), where its cookies are Secure."""
     return urllib.parse.urlsplit(config.redirect_url).scheme == "https"
+
+
+def _bindings(cookie: str) -> list[str]:
+    """The bindings of sign-ins under way a tenant's cookie holds, oldest
+    first, MAX_BOUND at most; what else it holds (not one we made) ignored."""
+    return [value for value in cookie.split(".") if _BINDING.fullmatch(value)][-MAX_BOUND:]
+
+
+def _bind(answer: web.StreamResponse, config: OidcConfig, bindings: list[str]) -> None:
+    """`answer` sets the browser's cookie of `config`'s tenant to `bindings`
+    (its sign-ins still under way), or removes it where none is."""
+    name = sign_in_cookie(config.tenant_id)
+    if not bindings:
+        answer.del_cookie(name, path="/auth/")
+        return
+    answer.set_cookie(
+        name,
+        ".".join(bindings),
+        max_age=int(SIGN_IN_SECONDS),
+        path="/auth/",
+        httponly=True,
+        samesite="Lax",  # the provider's redirect back is a top-level GET: sent
+        secure=_over_https(config),
+    )
 
 
 def sign_in_cookie(tenant: str) -> str:
@@ -447,15 +480,9 @@ class SignIn:
         except SealtrailError as failed:  # the database out of reach
             return page("Cannot sign in", str(failed)[:300], status=503, tenant=again)
         answer = web.Response(status=302, headers={"Location": url})
-        answer.set_cookie(
-            sign_in_cookie(tenant_id),
-            binding,
-            max_age=int(SIGN_IN_SECONDS),
-            path="/auth/",
-            httponly=True,
-            samesite="Lax",  # the provider's redirect back is a top-level GET: sent
-            secure=_over_https(tenant.config),
-        )
+        # Beside the sign-ins to this tenant under way in this browser (another tab's).
+        under_way = _bindings(request.cookies.get(sign_in_cookie(tenant_id), ""))
+        _bind(answer, tenant.config, [*under_way, binding][-MAX_BOUND:])
         return answer
 
     @staticmethod
@@ -507,16 +534,24 @@ class SignIn:
                 several=several,
             )
         # Its own tenant's cookie: another sign-in under way in this browser
-        # (another tenant's) has a cookie of its own.
-        cookie = request.cookies.get(sign_in_cookie(tenant.config.tenant_id), "")
-        if not secrets.compare_digest(digest(cookie), binding):
-            return page(
-                "Sign-in refused",
+        # to another tenant has a cookie of its own; to this one, a binding
+        # of its own in it.
+        under_way = _bindings(request.cookies.get(sign_in_cookie(tenant.config.tenant_id), ""))
+        matched = [bound for bound in under_way if secrets.compare_digest(digest(bound), binding)]
+        if not matched:
+            said = (
                 "This sign-in was begun in another browser (its cookie does not match); sign"
-                " in again from this one.",
-                status=400,
-                tenant=again,
+                " in again from this one."
             )
+            if len(under_way) == MAX_BOUND:  # or dropped, the oldest, for a newer one
+                said = (
+                    "This sign-in was begun in another browser, or more sign-ins to this"
+                    f" organisation began since in this one, which keeps the {MAX_BOUND}"
+                    " latest; sign in again."
+                )
+            return page("Sign-in refused", said, status=400, tenant=again)
+        cookie = matched[0]
+        still_under_way = [bound for bound in under_way if bound != cookie]
         if not (error := query.get("error")) and not query.get("code"):
             return page(
                 "Sign-in refused",
@@ -560,7 +595,7 @@ class SignIn:
             )
         try:
             grant = None if tokens.refresh_token is None else Grant(tokens.refresh_token, nonce)
-            return await self._signed_in(tenant, person, browser, grant)
+            return await self._signed_in(tenant, person, browser, grant, still_under_way)
         except (Unavailable, ResourceExhausted) as failed:  # the database: retry
             log.warning(
                 "a console sign-in could not be completed (%s): %s",
@@ -597,8 +632,16 @@ class SignIn:
         return bounded
 
     async def _signed_in(
-        self, tenant: Tenant, person: Person, browser: Browser, grant: Grant | None
+        self,
+        tenant: Tenant,
+        person: Person,
+        browser: Browser,
+        grant: Grant | None,
+        still_under_way: list[str],
     ) -> web.Response:
+        """The sign-in ended: its token minted, the browser sent to the page
+        with its one-time code; its cookie keeps the bindings of the tenant's
+        sign-ins `still_under_way` in this browser (other tabs')."""
         config = tenant.config
         if person.role is None:
             await self._sessions.refused(
@@ -643,7 +686,7 @@ class SignIn:
             kept_with=kept_with,
         )
         answer = web.Response(status=303, headers={"Location": f"/#signin={code}"})
-        answer.del_cookie(sign_in_cookie(config.tenant_id), path="/auth/")
+        _bind(answer, config, still_under_way)
         if self._one is None:
             # Where /auth/login goes next time, the organisation's id not asked again.
             answer.set_cookie(
