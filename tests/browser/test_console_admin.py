@@ -1822,3 +1822,25 @@ def test_a_sinks_row_says_why_its_oldest_dead_letter_was_parked_as_text(
     held = row_of(section, "held").text
     assert "HTTP 503 from hooks: busy" in held and "oldest dead letter" not in held, held
     assert "dead letter" not in row_of(section, "clean").text
+
+
+def test_times_in_utc_shows_the_admin_views_times_in_utc(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """The rows' times only changed with "Times in UTC": the tokens' and the
+    legal hold's stayed in the viewer's zone beside rows in UTC. With `utc=1`
+    every view says its times in UTC, "UTC" named; without, the viewer's."""
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kolkata"})
+    admin.set_legal_hold(True, reason="matter 2026-300")
+    section = open_view(browser, console_url + "?utc=1", admin_token, "Tokens")
+    created = (By.CSS_SELECTOR, "#tokens-table tbody td:nth-child(4)")
+    wait(browser).until(lambda b: b.find_element(*created).text.endswith(" UTC"))
+    assert "GMT" not in section.text, section.text
+    # A tab opened on a view by its link, the events never shown: the URL says it too.
+    browser.get(console_url + "?utc=1#retention")
+    hold = wait(browser).until(seen.visibility_of_element_located((By.ID, "legal-hold-state")))
+    wait(browser).until(lambda b: "Placed" in hold.text and " UTC" in hold.text)
+    assert "GMT" not in hold.text, hold.text
+    browser.get(console_url + "#retention")  # off: the viewer's zone, as by default
+    hold = wait(browser).until(seen.visibility_of_element_located((By.ID, "legal-hold-state")))
+    wait(browser).until(lambda b: "GMT+5:30" in hold.text)

@@ -284,3 +284,57 @@ def test_live_events_under_a_filter_that_matched_nothing_draw_the_chart(
     wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
     days = chart_table(browser)
     assert len(days) == 8 and sum(n for _, n in days) == 1 and chart_total(browser) == 1, days
+
+
+def test_times_in_utc_counts_the_chart_per_utc_day_with_one_count_per_switch(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """With "Times in UTC" on, the rows' times changed, not the chart's: it counted
+    the viewer's days, so an investigator reading UTC saw bars for days that
+    were not the rows' days (two events of one UTC day in two of Kolkata's).
+    With it on, the chart counts UTC's days (no `time_zone` asked) and names
+    UTC on its bars; switched, it is counted again, once."""
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kolkata"})
+    day = datetime.now(ZoneInfo("UTC")).date() - timedelta(days=3)
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        # One UTC day: Kolkata's day before it (17:30 there), then its own (01:30).
+        for hour in (12, 20):
+            event = build_event(action="split.day", actor_id="u-kim")
+            event.occurred_at.FromDatetime(datetime.combine(day, wall(hour), ZoneInfo("UTC")))
+            c.record(event)
+    browser.get(console_url + "?actions=split.day&utc=1")
+    field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    hooked(browser)
+    field.send_keys(console_server.token(tenant, "reader"), Keys.ENTER)
+    wait_for_rows(browser, lambda r: len(r) == 2)
+    chart = wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
+    caption = chart.find_element(By.TAG_NAME, "figcaption")
+    assert "per day, UTC:" in caption.text, caption.text
+    [announced] = [url for url in requested(browser, "/api/events") if "group_by%3Dday" in url]
+    assert "time_zone" not in announced, announced
+    [asked] = [url for url in requested(browser, "/api/counts") if "group_by=day" in url]
+    assert "time_zone" not in asked, asked
+    assert [n for _, n in chart_table(browser) if n] == [2], chart_table(browser)
+    labels = bar_labels(browser)
+    assert all("UTC" in label for label in labels), labels
+    titles = [
+        bar.get_attribute("title") for bar in chart.find_elements(By.CSS_SELECTOR, ".bars button")
+    ]
+    assert titles == labels, titles
+    assert "UTC" in chart.find_element(By.CSS_SELECTOR, ".first").text
+
+    # The Breakdown panel's count, after the chart's: none is made again when switched.
+    wait(browser).until(lambda b: any("group_by=action" in u for u in requested(b, "/api/counts")))
+    counted = len(requested(browser, "/api/counts"))
+    browser.find_element(By.ID, "utc").click()  # off: the viewer's days, counted again once
+    wait(browser).until(lambda b: "your time (Asia/" in caption.text)
+    wait(browser).until(lambda b: [n for _, n in chart_table(b) if n] == [1, 1])
+    [again] = requested(browser, "/api/counts")[counted:]
+    assert "group_by=day" in again and "time_zone=Asia%2F" in again, again
+    assert not any("UTC" in label for label in bar_labels(browser)), bar_labels(browser)
+
+    browser.find_element(By.ID, "utc").click()  # on again: UTC's day, once more
+    wait(browser).until(lambda b: "per day, UTC:" in caption.text)
+    wait(browser).until(lambda b: [n for _, n in chart_table(b) if n] == [2])
+    [last] = requested(browser, "/api/counts")[counted + 1 :]
+    assert "group_by=day" in last and "time_zone" not in last, last

@@ -220,12 +220,19 @@ function cell(row, value, className) {
   return td;
 }
 
-// An instant as the console shows it: in the viewer's zone, the zone named
-// ("GMT+5:30", "CET"): without it a screenshot, or a colleague elsewhere, read
-// the time as their own.
-export const when = (time) => new Date(time).toLocaleString(undefined, { timeZoneName: "short" });
+// Whether "Times in UTC" is on: kept in the page's URL (`utc=1`), which says it
+// in every view, an admin view opened by its link included (the switch, above
+// the events, is set from the URL only once they are shown).
+export const inUtc = () => new URLSearchParams(location.search).get("utc") === "1";
 
-// A time in the viewer's zone, UTC on hover; `none` when there is none.
+// An instant as the console shows it, in every view: in the viewer's zone, the
+// zone named ("GMT+5:30", "CET"): without it a screenshot, or a colleague
+// elsewhere, read the time as their own; or in UTC, "UTC" named, with "Times in
+// UTC" on, for an investigation beside logs kept in UTC.
+export const when = (time) => new Date(time).toLocaleString(undefined,
+  inUtc() ? { timeZone: "UTC", timeZoneName: "short" } : { timeZoneName: "short" });
+
+// A time as `when` says it, UTC on hover; `none` when there is none.
 function timeCell(row, time, none) {
   const td = cell(row, time ? when(time) : none);
   if (time) td.title = `${time} (UTC)`;

@@ -1,10 +1,11 @@
 // The activity chart above the events (ADR 0108): how many events the search's
-// filter matches per hour or per day of the viewer's time zone, counted by the
-// API (CountEvents, /api/counts). Each bar is a button that narrows the search
-// to its period; a visually hidden table says what the bars show. Events Live
-// adds to the table are added to their bars here, without counting again.
+// filter matches per hour or per day of the viewer's time zone (of UTC with
+// "Times in UTC" on), counted by the API (CountEvents, /api/counts). Each bar
+// is a button that narrows the search to its period; a visually hidden table
+// says what the bars show. Events Live adds to the table are added to their
+// bars here, without counting again.
 
-import { count } from "./admin.js";
+import { count, inUtc } from "./admin.js";
 
 const $ = (selector) => document.querySelector(selector);
 const HOUR = 3600e3;
@@ -44,9 +45,16 @@ export function clearChart() {
   $("#activity tbody").replaceChildren();
 }
 
-// The zone the browser shows times in: the one its days and hours are counted in.
+// The zone the browser shows times in.
 function browserZone() {
   return Intl.DateTimeFormat().resolvedOptions().timeZone || "";
+}
+
+// The zone the days and hours are counted in: the one the rows' times are said
+// in, the browser's, or UTC's ("") with "Times in UTC" on, for bars of the
+// rows' days: a UTC day's events fell in two of Kolkata's.
+function chartZone() {
+  return inUtc() ? "" : browserZone();
 }
 
 // Counts the events of `filter` (the view's API filter: the rows' own) per hour
@@ -54,7 +62,8 @@ function browserZone() {
 // The count the chart makes of `filter`, as a search announces it (ADR 0137).
 export function chartCount(filter) {
   const count = new URLSearchParams({ group_by: rangeOf(filter).unit });
-  if (browserZone()) count.set("time_zone", browserZone());
+  const zone = chartZone();
+  if (zone) count.set("time_zone", zone);
   return count;
 }
 
@@ -67,7 +76,7 @@ export async function loadChart(filter, view = "") {
   counting = controller;
   waiting = [];
   const { range, unit } = rangeOf(filter);
-  let zone = browserZone();
+  let zone = chartZone();
   try {
     let answer;
     try {
@@ -130,7 +139,7 @@ export function notCounted(shown, events) {
 export function emptyChart(filter) {
   clearChart();
   const { range, unit } = rangeOf(filter);
-  const zone = browserZone();
+  const zone = chartZone();
   drawn = { counted: new Map(), range: { ...range, unit, zone }, total: 0, truncated: false, last: 0, upTo: 0 };
 }
 
@@ -217,7 +226,9 @@ function render() {
   const bars = $("#activity .bars");
   const focused = bars.contains(document.activeElement) ? document.activeElement.dataset.start : null;
   const reached = bars.querySelector("[tabindex='0']")?.dataset.start;
-  const timeZone = zone ? {} : { timeZone: "UTC" };
+  // UTC's periods say so on each bar and row (as the rows' times do), the
+  // viewer's are named once, in the title.
+  const timeZone = zone ? {} : { timeZone: "UTC", timeZoneName: "short" };
   const words = unit === "hour"
     ? new Intl.DateTimeFormat(undefined, { ...timeZone, month: "short", day: "numeric", hour: "numeric",
       minute: "2-digit" })

@@ -513,18 +513,19 @@ function cell(row, value, className) {
   return td;
 }
 
-// An event's time as a row shows it, its zone named: the viewer's (`when`), or
-// UTC with "Times in UTC" on, for an investigation beside logs kept in UTC.
-function eventTime(instant) {
-  if (!$("#utc").checked) return when(instant);
-  return new Date(instant).toLocaleString(undefined, { timeZone: "UTC", timeZoneName: "short" });
-}
-
-// "Times in UTC" switched: the rows shown say their times anew.
-function showTimes() {
+// "Times in UTC" switched: kept in the URL, which `when` and the chart read;
+// the rows shown say their times anew, and the chart is counted again, once,
+// in the days and hours they are now said in (of UTC, or the viewer's zone).
+function timesSwitched() {
+  keepChoices();
   for (const row of document.querySelectorAll("#events tbody tr.event")) {
-    row.querySelector(".opener").textContent = eventTime(row.dataset.occurredAt);
+    row.querySelector(".opener").textContent = when(row.dataset.occurredAt);
   }
+  const generation = state.generation;
+  if (!state.loaded) return;  // a page on its way: its chart is counted as it comes
+  if (state.shown.size) {
+    inTurn(() => (generation === state.generation ? loadChart(state.filter) : null));
+  } else emptyChart(state.filter);
 }
 
 // Who acted as audit-log products show it, by name and email, as an address is
@@ -551,7 +552,7 @@ function eventRow(event, { fresh = false } = {}) {
   opener.type = "button";
   opener.className = "opener";
   opener.setAttribute("aria-expanded", "false");
-  opener.textContent = eventTime(event.occurred_at);  // the browser's words: some locales' hold marks
+  opener.textContent = when(event.occurred_at);  // the browser's words: some locales' hold marks
   time.title = `${event.occurred_at} (UTC)`;
   time.append(opener);
   cell(row, event.action);
@@ -1639,7 +1640,7 @@ function init() {
     reload();
   });
   $("#live").addEventListener("change", liveToggled);
-  $("#utc").addEventListener("change", () => { showTimes(); keepChoices(); });
+  $("#utc").addEventListener("change", timesSwitched);
   $("#more").addEventListener("click", loadPage);
   $("#export-csv").addEventListener("click", () => exportAs("csv"));
   $("#export-ndjson").addEventListener("click", () => exportAs("ndjson"));
