@@ -1603,6 +1603,30 @@ def test_retention_takes_days_weeks_and_years_as_other_commands_take_durations(
     assert "'7h' is not days (e.g. 90 or 90d), weeks (2w), years (1y) or forever" in bad.stderr
 
 
+def test_an_admin_sets_and_clears_personal_data_fields_from_the_command_line(
+    cli_env: dict[str, str],
+) -> None:
+    """`sealtrail settings --personal-data-fields` (ADR 0154): set, shown,
+    applied to the next event, cleared with ''; its help says stored events
+    are not rewritten."""
+    helped = run("sealtrail", "settings", "--help", env=cli_env).stdout
+    assert "not rewritten" in " ".join(helped.split())
+    changed = run("sealtrail", "settings", "--personal-data-fields", "ssn, phone", env=cli_env)
+    assert changed.stdout.startswith("settings updated\n")
+    assert "personal data fields: ssn, phone\n" in changed.stdout
+    details = '{"ssn": "123-45-6789"}'
+    recorded = run("sealtrail", "record", "--action", "customer.update", "--actor-id", "u",
+                   "--details", details, env=cli_env)  # fmt: skip
+    event = json.loads(recorded.stdout)
+    assert event["details"] == {"ssn": "[REDACTED:personal_data]"}
+    refused = run("sealtrail", "settings", "--personal-data-fields", "ssn,_", env=cli_env,
+                  check=False)  # fmt: skip
+    assert refused.returncode == 2 and "--personal-data-fields: is no name" in refused.stderr
+    cleared = run("sealtrail", "settings", "--personal-data-fields", "", env=cli_env)
+    assert "personal data fields: none\n" in cleared.stdout
+    assert "personal data fields: none\n" in run("sealtrail", "settings", env=cli_env).stdout
+
+
 def test_a_tenants_admin_manages_tokens_and_settings_from_the_command_line(
     cli_env: dict[str, str],
 ) -> None:
@@ -1630,8 +1654,11 @@ def test_a_tenants_admin_manages_tokens_and_settings_from_the_command_line(
     assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
 
     shown = run("sealtrail", "settings", env=cli_env).stdout
-    assert shown.startswith("redaction mode: replace\nstrict actions: off\nupdated: never\netag: ")
-    etag = shown.splitlines()[3].removeprefix("etag: ")
+    assert shown.startswith(
+        "redaction mode: replace\nstrict actions: off\npersonal data fields: none\n"
+        "updated: never\netag: "
+    )
+    etag = shown.splitlines()[-1].removeprefix("etag: ")
     changed = run("sealtrail", "settings", "redaction-mode", "hmac", "--etag", etag, env=cli_env)
     assert changed.stdout == "settings updated\n"
     stale = run("sealtrail", "settings", "redaction-mode", "replace", "--etag", etag,

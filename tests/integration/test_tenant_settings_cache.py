@@ -24,6 +24,14 @@ from tests.conftest import ServerThread
 from tests.held_database import HeldAfterReading
 from tests.service_login import service_login_url
 
+# What UpdateTenantSettings writes to turn HMAC mode on, the others as they were.
+_HMAC: dict[str, Any] = {
+    "redaction_mode": "hmac",
+    "strict_actions": False,
+    "personal_data_fields": (),
+    "ip_recording": "full",
+}
+
 
 def test_a_read_that_began_before_a_change_here_does_not_put_the_old_settings_back(
     server: ServerThread, tenant: str
@@ -39,9 +47,7 @@ def test_a_read_that_began_before_a_change_here_does_not_put_the_old_settings_ba
         reading = asyncio.create_task(cache.get(tenant))
         await held.read.wait()  # it read the settings as they were: the defaults
         async with server.database.connection(tenant) as conn:  # as UpdateTenantSettings
-            changed = await write_settings(
-                conn, tenant, redaction_mode="hmac", strict_actions=False
-            )
+            changed = await write_settings(conn, tenant, **_HMAC)
         cache.put(tenant, changed)
         held.release.set()
         read = await reading
@@ -65,7 +71,7 @@ def test_settings_read_and_left_are_forgotten_once_stale(server: ServerThread, t
             await cache.get(f"{tenant}-{n}")
         kept_while_fresh = len(cache)
         async with server.database.connection(tenant + "-0") as conn:  # as another process
-            await write_settings(conn, tenant + "-0", redaction_mode="hmac", strict_actions=False)
+            await write_settings(conn, tenant + "-0", **_HMAC)
         before = (await cache.get(tenant + "-0")).redaction_mode  # cached: not yet
         now[0] = 11.0
         await cache.get(tenant)
@@ -134,9 +140,7 @@ def test_a_call_after_a_change_here_does_not_share_a_read_begun_before_it(
         before = asyncio.create_task(cache.get(tenant))
         await held.read.wait()  # it read the settings as they were: the defaults
         async with server.database.connection(tenant) as conn:  # as UpdateTenantSettings
-            changed = await write_settings(
-                conn, tenant, redaction_mode="hmac", strict_actions=False
-            )
+            changed = await write_settings(conn, tenant, **_HMAC)
         cache.put(tenant, changed)
         after = asyncio.create_task(cache.get(tenant))  # a Record begun after the change
         await asyncio.sleep(0.1)

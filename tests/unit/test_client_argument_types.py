@@ -147,6 +147,7 @@ CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("set_action_description", ("doc.edit", 5), {}, "description"),
     ("set_action_description", ("doc.edit", "An edit"), {"category": 6}, "category"),
     ("set_strict_actions", ("on",), {}, "on"),
+    ("set_personal_data_fields", ("ssn",), {}, "names"),
     ("action_catalog", (), {"limit": "5"}, "limit"),
     ("action_catalog", (), {"page_token": 5}, "page_token"),
     ("action_catalog_entries", (), {"page_size": "10"}, "page_size"),

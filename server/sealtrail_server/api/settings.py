@@ -7,7 +7,7 @@ when its settings ask for HMAC mode."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
@@ -18,10 +18,17 @@ from sealtrail.v1 import event_pb2
 from sealtrail.v1 import settings_pb2 as pb
 
 from ..domain.access import Principal
-from ..domain.errors import InvalidArgument
+from ..domain.errors import FieldViolation, InvalidArgument
 from ..domain.etags import etag_of, instant, require_etag
 from ..domain.event import ChangeDraft, ValidEvent
-from ..domain.redaction import Redactor, hmac_token, redact_event, tenant_key
+from ..domain.redaction import (
+    Redactor,
+    compared_name,
+    hmac_token,
+    names_nothing,
+    redact_event,
+    tenant_key,
+)
 from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased
 from ..store.database import Database
@@ -41,14 +48,17 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 _MODE_NAMES: Final = {pb.REDACTION_MODE_REPLACE: "replace", pb.REDACTION_MODE_HMAC: "hmac"}
 _MODE_NUMBERS: Final = {name: number for number, name in _MODE_NAMES.items()}
-SETTABLE: Final = ("redaction_mode", "strict_actions")
+SETTABLE: Final = ("redaction_mode", "strict_actions", "personal_data_fields")
 MAX_SECRET_BYTES: Final = 65_536
+MAX_PERSONAL_DATA_FIELDS: Final = 64
+MAX_PERSONAL_DATA_FIELD: Final = 64
 
 
 def _message(settings: TenantSettings) -> pb.TenantSettings:
     message = pb.TenantSettings(
         redaction_mode=_MODE_NUMBERS[settings.redaction_mode],
         strict_actions=settings.strict_actions,
+        personal_data_fields=settings.personal_data_fields,
         etag=_etag(settings),
     )
     if settings.updated_at is not None:
@@ -61,13 +71,16 @@ def _etag(settings: TenantSettings) -> str:
     when on: settings with it off keep the etag of a release without it
     (7f202ce1), which a process of that release, sharing the database during
     a rolling upgrade, computes for them; read from one process and sent to
-    the other, it would otherwise be refused (ETAG_MISMATCH)."""
+    the other, it would otherwise be refused (ETAG_MISMATCH). So do the
+    personal-data fields, when there are any (ADR 0154)."""
     fields: dict[str, object] = {
         "redaction_mode": settings.redaction_mode,
         "update_time": instant(settings.updated_at),
     }
     if settings.strict_actions:
         fields["strict_actions"] = True
+    if settings.personal_data_fields:
+        fields["personal_data_fields"] = list(settings.personal_data_fields)
     return etag_of(fields)
 
 
@@ -82,12 +95,43 @@ def _update_paths(request: pb.UpdateTenantSettingsRequest) -> frozenset[str]:
     return paths
 
 
+def _personal_data_fields(names: Sequence[str]) -> tuple[str, ...]:
+    """The names as the settings keep them: each refused as the operator's
+    SEALTRAIL_REDACT_FIELDS are (one that is nothing once compared would
+    deny every key), and of 1 to 64 characters; names alike once compared
+    (`ssn`, `SSN`) kept once, the first as sent."""
+    where = "settings.personal_data_fields"
+    if len(names) > MAX_PERSONAL_DATA_FIELDS:
+        raise InvalidArgument.field(
+            where, f"has {len(names)} names; at most {MAX_PERSONAL_DATA_FIELDS}"
+        )
+    violations = []
+    kept: dict[str, str] = {}
+    for index, name in enumerate(names):
+        if not 1 <= len(name) <= MAX_PERSONAL_DATA_FIELD:
+            said = f"has {len(name)} characters; send 1 to {MAX_PERSONAL_DATA_FIELD}"
+        elif names_nothing(name):
+            said = "is no name (keys are compared without `_ - .` and spaces)"
+        else:
+            kept.setdefault(compared_name(name), name)
+            continue
+        violations.append(FieldViolation(f"{where}[{index}]", said))
+    if violations:
+        raise InvalidArgument(violations)
+    return tuple(kept.values())
+
+
 def _changed(before: TenantSettings, after: TenantSettings) -> list[ChangeDraft]:
     return [
-        ChangeDraft(name, getattr(before, name), getattr(after, name))
+        ChangeDraft(name, _value(getattr(before, name)), _value(getattr(after, name)))
         for name in SETTABLE
         if getattr(before, name) != getattr(after, name)
     ]
+
+
+def _value(setting: object) -> object:
+    """A setting as its record's change holds it (names as a JSON array)."""
+    return list(setting) if isinstance(setting, tuple) else setting
 
 
 def _said(changes: list[ChangeDraft]) -> str:
@@ -96,6 +140,12 @@ def _said(changes: list[ChangeDraft]) -> str:
     for change in changes:
         if change.field == "redaction_mode":
             said.append(f"Redaction mode changed from {change.before} to {change.after}")
+        elif change.field == "personal_data_fields":
+            # Counted, not listed: 64 names of 64 characters outgrow a description.
+            said.append(
+                f"Personal-data fields changed from {len(change.before)}"
+                f" to {len(change.after)} names"
+            )
         else:
             said.append(f"Strict actions turned {'on' if change.after else 'off'}")
     return "; ".join(said)
@@ -116,20 +166,23 @@ class SettingsRpcs:
         if self._redactor is None:
             return events
         settings = await self._settings_cache.get(tenant_id)
+        # The tenant's personal-data names' redactor, kept per set of names:
+        # none made per call, and the rules' own for a tenant without any.
+        redactor = self._redactor.for_personal_data(settings.personal_data_fields)
         hmac_mode = settings.redaction_mode == "hmac"
         key = tenant_key(self._redaction_secret, tenant_id) if hmac_mode else None
         redacted = []
         turns = Turns()  # a RecordBatch's events of many details took seconds
         for event in events:
             await turns.take()
-            stored = redact_event(event, self._redactor, hmac_key=key)
+            stored = redact_event(event, redactor, hmac_key=key)
             if stored is not event and event.idempotency_key is not None:
                 # What an attempt before a change of mode stored, or one after
                 # it will, and what one before a rule was added stored: the same
                 # request (ADR 0011). The tenant's key is derived only then in
                 # replace mode, not for every call.
                 other_key = None if hmac_mode else tenant_key(self._redaction_secret, tenant_id)
-                otherwise = self._redactor.redact(event.body, hmac_key=other_key).body
+                otherwise = redactor.redact(event.body, hmac_key=other_key).body
                 stored = replace(stored, stored_otherwise=(otherwise, event.body))
             redacted.append(stored)
         return redacted
@@ -165,6 +218,9 @@ class SettingsRpcs:
                     "settings.redaction_mode",
                     "must be REDACTION_MODE_REPLACE or REDACTION_MODE_HMAC",
                 )
+        personal_data = None
+        if "personal_data_fields" in paths:
+            personal_data = _personal_data_fields(request.settings.personal_data_fields)
         async with self._changes.exclusive(
             principal.tenant_id, "settings", caller=principal.token_id
         ) as conn:
@@ -178,6 +234,9 @@ class SettingsRpcs:
                     if "strict_actions" in paths
                     else before.strict_actions
                 ),
+                personal_data_fields=(
+                    before.personal_data_fields if personal_data is None else personal_data
+                ),
             )
             changes = _changed(before, wanted)
             if not changes:
@@ -187,6 +246,8 @@ class SettingsRpcs:
                 principal.tenant_id,
                 redaction_mode=wanted.redaction_mode,
                 strict_actions=wanted.strict_actions,
+                personal_data_fields=wanted.personal_data_fields,
+                ip_recording=wanted.ip_recording,
             )
             # Recorded last, in the change's transaction (ADR 0075).
             event_id = await self._record_change(principal, changes)

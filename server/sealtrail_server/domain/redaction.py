@@ -18,6 +18,11 @@ Three kinds of rule, each applied to the caller's part of the record:
   resource type, email, ip) are left as they are;
 - API-key actors: the id of an `api_key` actor keeps its last 4 characters.
 
+A tenant's personal-data field names (`ssn`, `phone`) deny keys as field names
+do, by the same rules, under a rule of their own (`personal_data`): a
+`Redactor` with them is one of its own (`for_personal_data`), with memories
+of its own.
+
 A replaced value becomes `[REDACTED:<rule>]`, or, in HMAC mode,
 `hmac-sha256:<hex>`: HMAC-SHA256 under a per-tenant key of the secret's text
 (a card's digits alone; its RFC 8785 JSON when it is not a string), so equal secrets still
@@ -31,7 +36,7 @@ import hmac
 import re
 import unicodedata
 from bisect import bisect_left
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Collection, Container, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import pairwise
@@ -46,6 +51,8 @@ from .secret_shapes import HIGH_ENTROPY_ASSIGNMENT, KNOWN_SHAPES, basic_credenti
 from .text_patterns import QUOTE, TextPattern, ValuePattern, value_pattern
 
 FIELD_NAME_RULE: Final = "field_name"
+# A tenant's personal-data field names (its settings' `personal_data_fields`).
+PERSONAL_DATA_RULE: Final = "personal_data"
 ASSIGNMENT_RULE: Final = "secret_assignment"
 # An id whose secrets, replaced, would make it longer than an id may be.
 WHOLE_ID_RULE: Final = "id_of_secrets"
@@ -518,6 +525,12 @@ def names_nothing(name: str) -> bool:
     return not _normalized(name)
 
 
+def compared_name(name: str) -> str:
+    """`name`, a field name to deny, as keys are compared with it: names
+    alike so (`date_of_birth`, `DateOfBirth`) deny the same keys."""
+    return _normalized(name)
+
+
 # Letters of other scripts that read as a Latin one (Unicode's confusables),
 # which NFKC leaves as they are: `p\u0430ssword` with a Cyrillic a (U+0430),
 # `t\u03bfken` with a Greek omicron. Capitals map to capitals, so camelCase keeps its words.
@@ -555,10 +568,88 @@ def _normalized(name: str) -> str:
 _GAPS: Final = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Pd", "Pc"})
 
 
+@dataclass(frozen=True, slots=True)
+class _DeniedNames:
+    """Field names as keys are compared with them (normalized), and what
+    denies a key by them: the deployment's secrets, or a tenant's personal
+    data, alike."""
+
+    names: frozenset[str]
+    plurals: frozenset[str]
+    suffixes: tuple[str, ...]
+    whole_words: frozenset[str]
+    guessable: tuple[str, ...]
+
+    @classmethod
+    def of(cls, field_names: Iterable[str]) -> _DeniedNames:
+        names = {_normalized(n) for n in field_names}
+        plurals = {f"{n}s" for n in names if not n.endswith("s")}
+        whole_words = {n for n in names | plurals if n.removesuffix("s") in _WHOLE_WORD_NAMES}
+        suffixes = sorted((names | plurals) - whole_words, key=len, reverse=True)
+        guessable = sorted(names - _RANDOM_SECRETS - whole_words - {""}, key=len, reverse=True)
+        return cls(
+            frozenset(names),
+            frozenset(plurals),
+            tuple(suffixes),
+            frozenset(whole_words),
+            tuple(guessable),
+        )
+
+    def deny(self, name: str, bare: str, latin: str, words: list[str]) -> bool:
+        """Whether a key (normalized `name`, `bare` to its last letter, its
+        `latin` look-alike, its `words`) ends with one of the names or its
+        plural, or is the hash of one that can be guessed."""
+        # `name` too: an operator's name may end with digits (`pkcs12`).
+        return (
+            bare.endswith(self.suffixes)
+            or name.endswith(self.suffixes)
+            or _last_word(latin) in self.whole_words
+            or self._hash_of_a_guessable_secret(words)
+        )
+
+    def _hash_of_a_guessable_secret(self, words: list[str]) -> bool:
+        """Whether a key (its `words`) is the hash of a secret that can be
+        guessed: `pwd_hash`, `cardPinHash`, `db_pass_hash`, `otp_digest_2`
+        (not `token_hash`, `spin_hash`)."""
+        end = len(words)
+        while end and words[end - 1].isdigit():
+            end -= 1
+        if end < 2 or words[end - 1] not in _HASH_WORDS:
+            return False
+        secret = words[end - 2]
+        return (
+            "".join(words[: end - 1]).endswith(self.guessable)
+            or secret in self.whole_words
+            or secret in PASSWORD_WORDS
+        )
+
+
+def _with_personal_patterns(
+    patterns: tuple[ValuePattern, ...], after: ValuePattern, names: frozenset[str]
+) -> tuple[ValuePattern, ...]:
+    """`patterns` with the text rules of field names for personal-data
+    `names` (normalized), written under `PERSONAL_DATA_RULE`, right after
+    those of the secrets' names (`after`; at the end without it): before the
+    rules of values of no name (`high_entropy_assignment`), which would
+    write a personal value under their own."""
+    personal = tuple(
+        replace(pattern, name=PERSONAL_DATA_RULE)
+        for pattern in (
+            _secret_assignment(names),
+            _secret_element(names),
+            _secret_attribute(names),
+            _secret_keyed_element(names),
+        )
+    )
+    at = patterns.index(after) + 1 if after in patterns else len(patterns)
+    return (*patterns[:at], *personal, *patterns[at:])
+
+
 class _KeyVerdict(NamedTuple):
     """What the rules say of one key."""
 
     denied: bool  # any value under it but a flag or an empty one is a secret
+    personal: bool  # ... denied as personal data, not as a secret
     counts: bool  # ... but a number, which counts them (`total_tokens`)
     short_word: str  # its last word, if one of the short names, else ""
     whole_word: bool  # ... and it is the whole key (`pass`, `PW`)
@@ -575,6 +666,9 @@ _REMEMBERED_KEY_LENGTH: Final = 128
 # clean: one that may hold a secret is scanned again each time it is met.
 _REMEMBERED_TEXTS: Final = 4096
 _REMEMBERED_TEXT_LENGTH: Final = 1024
+# Redactors of a tenant's personal-data names a redactor keeps, one per
+# distinct set (emptied when full, as the memories above).
+_REMEMBERED_RULE_SETS: Final = 256
 
 
 @dataclass(frozen=True)
@@ -583,9 +677,11 @@ class Redactor:
 
     field_names: frozenset[str] = DEFAULT_FIELD_NAMES
     patterns: tuple[ValuePattern, ...] = DEFAULT_PATTERNS
-    _suffixes: tuple[str, ...] = field(init=False, repr=False)
-    _whole_words: frozenset[str] = field(init=False, repr=False)
-    _guessable: tuple[str, ...] = field(init=False, repr=False)
+    # A tenant's personal-data field names, denied as `field_names` are,
+    # written under `PERSONAL_DATA_RULE`.
+    personal_data: frozenset[str] = frozenset()
+    _secrets: _DeniedNames = field(init=False, repr=False)
+    _personal: _DeniedNames | None = field(init=False, repr=False)
     _countable: tuple[str, ...] = field(init=False, repr=False)
     _patterns: tuple[ValuePattern, ...] = field(init=False, repr=False)
     _any: _Prefilter = field(init=False, repr=False)
@@ -593,17 +689,18 @@ class Redactor:
     _any_in_id: _Prefilter = field(init=False, repr=False)
     _verdicts: dict[str, _KeyVerdict] = field(init=False, repr=False, compare=False)
     _clean_texts: set[str] = field(init=False, repr=False, compare=False)
+    # Personal-data names (as a tenant's settings hold them) -> the redactor
+    # of these rules and them (`for_personal_data`).
+    _with_personal: dict[frozenset[str], Redactor] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        names = {_normalized(n) for n in self.field_names}
-        plurals = {f"{n}s" for n in names if not n.endswith("s")}
-        whole_words = {n for n in names | plurals if n.removesuffix("s") in _WHOLE_WORD_NAMES}
-        suffixes = sorted((names | plurals) - whole_words, key=len, reverse=True)
-        object.__setattr__(self, "_suffixes", tuple(suffixes))
-        object.__setattr__(self, "_whole_words", frozenset(whole_words))
-        guessable = sorted(names - _RANDOM_SECRETS - whole_words - {""}, key=len, reverse=True)
-        object.__setattr__(self, "_guessable", tuple(guessable))
-        object.__setattr__(self, "_countable", (*_COUNTABLE, *plurals))
+        secrets = _DeniedNames.of(self.field_names)
+        personal = _DeniedNames.of(self.personal_data) if self.personal_data else None
+        names = secrets.names
+        object.__setattr__(self, "_secrets", secrets)
+        object.__setattr__(self, "_personal", personal)
+        plurals = secrets.plurals | (personal.plurals if personal is not None else frozenset())
+        object.__setattr__(self, "_countable", (*_COUNTABLE, *sorted(plurals)))
         # `secret_assignment` looks for this redactor's names (an operator's too).
         own: dict[ValuePattern, ValuePattern] = {}
         if names != DEFAULT_FIELD_NAMES:
@@ -614,6 +711,10 @@ class Redactor:
                 _DEFAULT_KEYED_ELEMENT: _secret_keyed_element(frozenset(names)),
             }
         patterns = tuple(own.get(pattern, pattern) for pattern in self.patterns)
+        if personal is not None:
+            patterns = _with_personal_patterns(
+                patterns, own.get(_DEFAULT_KEYED_ELEMENT, _DEFAULT_KEYED_ELEMENT), personal.names
+            )
         object.__setattr__(self, "_patterns", patterns)
         object.__setattr__(self, "_any", _prefilter(patterns))
         in_ids = tuple(pattern for pattern in patterns if pattern.in_identifiers)
@@ -621,6 +722,28 @@ class Redactor:
         object.__setattr__(self, "_any_in_id", _prefilter(in_ids))
         object.__setattr__(self, "_verdicts", {})
         object.__setattr__(self, "_clean_texts", set())
+        object.__setattr__(self, "_with_personal", {})
+
+    def for_personal_data(self, names: Collection[str]) -> Redactor:
+        """These rules and a tenant's personal-data field names (itself for
+        none): one redactor per distinct set of names, kept, each with
+        memories of its own (texts found clean, verdicts on keys), so that
+        no verdict reached without a tenant's names spares its events a
+        look under them."""
+        if not names:
+            return self
+        wanted = frozenset(names)
+        kept = self._with_personal.get(wanted)
+        if kept is None:
+            if len(self._with_personal) >= _REMEMBERED_RULE_SETS:
+                self._with_personal.clear()
+            kept = Redactor(self.field_names, self.patterns, personal_data=wanted)
+            self._with_personal[wanted] = kept
+        return kept
+
+    def rule_of(self, key: str) -> str:
+        """The rule a value `hides` found under `key` is written under."""
+        return PERSONAL_DATA_RULE if self._verdict(key).personal else FIELD_NAME_RULE
 
     def may_hold_secret(self, text: str) -> bool:
         """False when no pattern can match `text`: one scan instead of one per
@@ -686,13 +809,17 @@ class Redactor:
         name = _normalized(latin)
         bare = _to_last_letter(name)  # `token2`, `GITHUB_TOKEN_2`, `Authorization:`
         words = _words(latin)
+        secret = self._secrets.deny(name, bare, latin, words) or (
+            _STRONG.search(name) is not None and not _about_the_secret(name, words)
+        )
+        personal = (
+            not secret
+            and self._personal is not None
+            and self._personal.deny(name, bare, latin, words)
+        )
         verdict = _KeyVerdict(
-            # `name` too: an operator's name may end with digits (`pkcs12`).
-            denied=bare.endswith(self._suffixes)
-            or name.endswith(self._suffixes)
-            or _last_word(latin) in self._whole_words
-            or (_STRONG.search(name) is not None and not _about_the_secret(name, words))
-            or self._hash_of_a_guessable_secret(words),
+            denied=secret or personal,
+            personal=personal,
             counts=bare.endswith(self._countable) or (bool(words) and words[0] in _LIMITS),
             short_word=_short_word(name, latin),
             whole_word=name in _SHORT_WORDS,
@@ -704,29 +831,13 @@ class Redactor:
             self._verdicts[key] = verdict
         return verdict
 
-    def _hash_of_a_guessable_secret(self, words: list[str]) -> bool:
-        """Whether a key (its `words`) is the hash of a secret that can be
-        guessed: `pwd_hash`, `cardPinHash`, `db_pass_hash`, `otp_digest_2`
-        (not `token_hash`, `spin_hash`)."""
-        end = len(words)
-        while end and words[end - 1].isdigit():
-            end -= 1
-        if end < 2 or words[end - 1] not in _HASH_WORDS:
-            return False
-        secret = words[end - 2]
-        return (
-            "".join(words[: end - 1]).endswith(self._guessable)
-            or secret in self._whole_words
-            or secret in PASSWORD_WORDS
-        )
-
     def _clean(self, value: Any) -> bool:
         """Whether a JSON value certainly needs nothing redacted (most do not:
         checking first spares copying every event)."""
         if isinstance(value, str):
             return not self.may_hold_secret(value)
         if isinstance(value, dict):
-            return not _paired_secret(self, value) and all(
+            return _paired_secret(self, value) is None and all(
                 not self.hides(key, item)
                 and not self._verdict(key).may_hold_secret
                 and self._clean(item)
@@ -1077,11 +1188,14 @@ class _Run:
             keys = _Names(value, cleaned)
             paired = _paired_secret(self.redactor, value)
             for key, item in value.items():
-                hidden = self.redactor.hides(key, item) or (paired and key.lower() == "value")
+                if self.redactor.hides(key, item):
+                    rule: str | None = self.redactor.rule_of(key)
+                else:
+                    rule = paired if key.lower() == "value" else None
                 shown_key = self.key(key, path, keys)
-                if hidden:
-                    self.hits.append(((path, shown_key), FIELD_NAME_RULE))
-                    cleaned[shown_key] = self.replacement(item, FIELD_NAME_RULE)
+                if rule is not None:
+                    self.hits.append(((path, shown_key), rule))
+                    cleaned[shown_key] = self.replacement(item, rule)
                 else:
                     cleaned[shown_key] = self.value(item, (path, shown_key))
             return cleaned
@@ -1116,8 +1230,9 @@ class _Run:
     def pair(self, pair: list[Any], path: JsonPath) -> list[Any]:
         name, item = pair
         if self.redactor.hides(name, item):
-            self.hits.append(((path, 1), FIELD_NAME_RULE))
-            return [self.text(name, (path, 0)), self.replacement(item, FIELD_NAME_RULE)]
+            rule = self.redactor.rule_of(name)
+            self.hits.append(((path, 1), rule))
+            return [self.text(name, (path, 0)), self.replacement(item, rule)]
         return [self.text(name, (path, 0)), self.value(item, (path, 1))]
 
     def change(self, change: dict[str, Any], path: str) -> dict[str, Any]:
@@ -1129,8 +1244,9 @@ class _Run:
                 continue
             # As a value under that key in `details` would be (`hides`).
             if denied is not None and self.redactor.hides(denied, change[side]):
-                self.hits.append((f"{path}.{side}", FIELD_NAME_RULE))
-                cleaned[side] = self.replacement(change[side], FIELD_NAME_RULE)
+                rule = self.redactor.rule_of(denied)
+                self.hits.append((f"{path}.{side}", rule))
+                cleaned[side] = self.replacement(change[side], rule)
             else:
                 cleaned[side] = self.value(change[side], f"{path}.{side}")
         return cleaned
@@ -1312,13 +1428,16 @@ def _hides_nothing(value: Any) -> bool:
     return value is None or isinstance(value, bool) or value in ("", {}, [])
 
 
-def _paired_secret(redactor: Redactor, item: dict[str, Any]) -> bool:
-    """A name/value pair whose name is denied: `{"name": "DB_PASSWORD",
-    "value": "..."}` as Kubernetes lists environment variables, or
-    `{"key": "X-Api-Key", "value": "..."}` as many list headers."""
+def _paired_secret(redactor: Redactor, item: dict[str, Any]) -> str | None:
+    """The rule hiding the value of a name/value pair whose name is denied:
+    `{"name": "DB_PASSWORD", "value": "..."}` as Kubernetes lists environment
+    variables, or `{"key": "X-Api-Key", "value": "..."}` as many list
+    headers; None for any other object."""
     fields = {key.lower(): value for key, value in item.items() if len(key) <= len("value")}
     name = fields.get("name", fields.get("key"))
-    return isinstance(name, str) and redactor.hides(name, fields.get("value"))
+    if isinstance(name, str) and redactor.hides(name, fields.get("value")):
+        return redactor.rule_of(name)
+    return None
 
 
 def _is_pairs(items: list[Any]) -> bool:

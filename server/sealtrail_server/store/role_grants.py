@@ -78,7 +78,8 @@ ROLE_GRANTS: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
         "tenant_settings": (
             "SELECT",
             "INSERT",
-            "UPDATE (redaction_mode, updated_at, strict_actions)",
+            "UPDATE (redaction_mode, updated_at, strict_actions, personal_data_fields,"
+            " ip_recording)",
         ),
         "tree_nodes": ("SELECT",),
     },

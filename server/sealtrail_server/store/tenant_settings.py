@@ -27,6 +27,7 @@ from .database import Database
 from .traced import failures_by_class
 
 REDACTION_MODES: Final = ("replace", "hmac")
+IP_RECORDINGS: Final = ("full", "truncated", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +35,22 @@ class TenantSettings:
     redaction_mode: str = "replace"
     updated_at: datetime | None = None
     strict_actions: bool = False
+    # Field names whose values the tenant's events must not keep (ADR 0154).
+    personal_data_fields: tuple[str, ...] = ()
+    # How much of `context.ip` Record keeps: one of IP_RECORDINGS.
+    ip_recording: str = "full"
     # With strict_actions, as the cache reads them: each action of the
     # catalogue and its declared category (None: any). Not read otherwise.
     catalog: Mapping[str, str | None] | None = field(default=None, compare=False)
 
+    def __post_init__(self) -> None:
+        # A tuple whatever the row gave (a list): the write path keys its
+        # redactors by it.
+        object.__setattr__(self, "personal_data_fields", tuple(self.personal_data_fields))
+
 
 DEFAULTS: Final = TenantSettings()
-_COLUMNS: Final = "redaction_mode, updated_at, strict_actions"
+_COLUMNS: Final = "redaction_mode, updated_at, strict_actions, personal_data_fields, ip_recording"
 
 
 async def read_settings(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> TenantSettings:
@@ -72,15 +82,20 @@ async def write_settings(
     *,
     redaction_mode: str,
     strict_actions: bool,
+    personal_data_fields: tuple[str, ...],
+    ip_recording: str,
 ) -> TenantSettings:
     cursor = conn.cursor(row_factory=class_row(TenantSettings))
     await cursor.execute(
-        "INSERT INTO tenant_settings (tenant_id, redaction_mode, strict_actions)"
-        " VALUES (%s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
+        "INSERT INTO tenant_settings"
+        " (tenant_id, redaction_mode, strict_actions, personal_data_fields, ip_recording)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
         " SET redaction_mode = excluded.redaction_mode,"
-        " strict_actions = excluded.strict_actions, updated_at = now()"
+        " strict_actions = excluded.strict_actions,"
+        " personal_data_fields = excluded.personal_data_fields,"
+        " ip_recording = excluded.ip_recording, updated_at = now()"
         f" RETURNING {_COLUMNS}",
-        [tenant_id, redaction_mode, strict_actions],
+        [tenant_id, redaction_mode, strict_actions, list(personal_data_fields), ip_recording],
     )
     written = await cursor.fetchone()
     assert written is not None

@@ -71,6 +71,7 @@ from sealtrail._convert import (
     inclusion_request,
     merge_resent,
     own_change,
+    personal_data_fields_request,
     query_request,
     received_range_request,
     record_request,
@@ -850,6 +851,26 @@ class AsyncAuditClient:
         SEALTRAIL_SETTINGS_CACHE_SECONDS (10 s) on the others. Recorded as
         `tenant.settings_updated`; `etag` and retries as `set_redaction_mode`."""
         request = strict_actions_request(on, etag)
+        return await self._change(
+            self._stub.UpdateTenantSettings, request, SETTINGS_UPDATED, retry=not etag
+        )
+
+    async def set_personal_data_fields(
+        self, names: Sequence[str], *, etag: str = ""
+    ) -> settings_pb2.UpdateTenantSettingsResponse:
+        """Admin: the field names whose values this tenant's events must not
+        keep (`["ssn", "date_of_birth", "phone"]`; `[]` clears them),
+        compared with keys as the server's SEALTRAIL_REDACT_FIELDS are. A
+        value under such a key, or assigned to such a name in text, is
+        written as `[REDACTED:personal_data]`, or in HMAC mode as its HMAC
+        (`hash_secret` finds it). At most 64 names of 1 to 64 characters
+        (InvalidArgumentError naming `settings.personal_data_fields[i]`);
+        names alike once compared are kept once. Events already stored are
+        never rewritten. Applies at once on the server that made the change,
+        within SEALTRAIL_SETTINGS_CACHE_SECONDS (10 s) on the others.
+        Recorded as `tenant.settings_updated`; `etag` and retries as
+        `set_redaction_mode`."""
+        request = personal_data_fields_request(names, etag)
         return await self._change(
             self._stub.UpdateTenantSettings, request, SETTINGS_UPDATED, retry=not etag
         )

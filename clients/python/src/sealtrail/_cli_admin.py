@@ -172,29 +172,54 @@ def tokens_revoke(ctx: click.Context, token_id: str) -> None:
     " or whose category is not the one it declares (`sealtrail actions describe`).",
 )
 @click.option(
+    "--personal-data-fields",
+    metavar="NAME,...",
+    help="Field names whose values your events must not keep (`ssn,date_of_birth,phone`;"
+    " '' clears them), compared with keys as the server's SEALTRAIL_REDACT_FIELDS are:"
+    " their values are stored as [REDACTED:personal_data] (an HMAC in HMAC mode)."
+    " Events already stored are not rewritten (they are hashed).",
+)
+@click.option(
     "--etag",
     default="",
-    help="With --strict-actions: change only the settings `sealtrail settings` showed with"
+    help="With a change: change only the settings `sealtrail settings` showed with"
     " this etag (if they changed since, nothing is changed: ABORTED).",
 )
 @click.pass_context
-def settings(ctx: click.Context, strict_actions: str | None, etag: str) -> None:
+def settings(
+    ctx: click.Context,
+    strict_actions: str | None,
+    personal_data_fields: str | None,
+    etag: str,
+) -> None:
     """Admin: show (no subcommand) or change your tenant's settings
-    (`--strict-actions on|off`, recorded in the log, applies within
-    SEALTRAIL_SETTINGS_CACHE_SECONDS, 10 s, on every server process)."""
+    (`--strict-actions on|off`, `--personal-data-fields NAME,...`, one at a
+    time; recorded in the log, applies within SEALTRAIL_SETTINGS_CACHE_SECONDS,
+    10 s, on every server process; never to events already stored)."""
+    changes = [given for given in (strict_actions, personal_data_fields) if given is not None]
     if ctx.invoked_subcommand is not None:
-        if strict_actions is not None or etag:
-            raise click.UsageError("--strict-actions and --etag go without a subcommand", ctx)
+        if changes or etag:
+            raise click.UsageError(
+                "--strict-actions, --personal-data-fields and --etag go without a subcommand",
+                ctx,
+            )
         return
     from sealtrail._convert import enum_label
     from sealtrail.v1 import settings_pb2
 
-    if etag and strict_actions is None:
-        raise click.UsageError("--etag goes with --strict-actions", ctx)
+    if len(changes) > 1:
+        raise click.UsageError("give one change at a time", ctx)
+    if etag and not changes:
+        raise click.UsageError("--etag goes with a change (--strict-actions, ...)", ctx)
     with _client(ctx) as client:
-        if strict_actions is not None:
+        if changes:
             with unchanged_since_read("the settings", read_with="sealtrail settings"):
-                answer = client.set_strict_actions(strict_actions == "on", etag=etag)
+                if strict_actions is not None:
+                    answer = client.set_strict_actions(strict_actions == "on", etag=etag)
+                else:
+                    assert personal_data_fields is not None
+                    names = [n.strip() for n in personal_data_fields.split(",") if n.strip()]
+                    answer = client.set_personal_data_fields(names, etag=etag)
             click.echo(
                 "settings updated"
                 if answer.event_id
@@ -206,6 +231,8 @@ def settings(ctx: click.Context, strict_actions: str | None, etag: str) -> None:
     mode = enum_label(settings_pb2.RedactionMode, current.redaction_mode)
     click.echo(f"redaction mode: {mode}")
     click.echo(f"strict actions: {'on' if current.strict_actions else 'off'}")
+    fields = ", ".join(terminal_safe(name) for name in current.personal_data_fields)
+    click.echo(f"personal data fields: {fields or 'none'}")
     click.echo(f"updated: {table_time(current.update_time) or 'never'}")
     click.echo(f"etag: {terminal_safe(current.etag)}")
 

@@ -1555,3 +1555,14 @@ def strict_actions_request(on: bool, etag: str) -> settings_pb2.UpdateTenantSett
         settings=settings_pb2.TenantSettings(strict_actions=on, etag=etag),
         update_mask=field_mask_pb2.FieldMask(paths=["strict_actions"]),
     )
+
+
+def personal_data_fields_request(
+    names: Sequence[str], etag: str
+) -> settings_pb2.UpdateTenantSettingsRequest:
+    """UpdateTenantSettings's request setting `personal_data_fields` (none
+    clears them: named in the mask, as an empty list is no field set)."""
+    return settings_pb2.UpdateTenantSettingsRequest(
+        settings=settings_pb2.TenantSettings(personal_data_fields=names, etag=etag),
+        update_mask=field_mask_pb2.FieldMask(paths=["personal_data_fields"]),
+    )

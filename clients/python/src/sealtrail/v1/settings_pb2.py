@@ -26,27 +26,27 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsealtrail/v1/settings.proto\x12\x0csealtrail.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x01\n\x0eTenantSettings\x12\x33\n\x0eredaction_mode\x18\x01 \x01(\x0e\x32\x1b.sealtrail.v1.RedactionMode\x12/\n\x0bupdate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x16\n\x0estrict_actions\x18\x04 \x01(\x08\"\x1a\n\x18GetTenantSettingsRequest\"K\n\x19GetTenantSettingsResponse\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\"~\n\x1bUpdateTenantSettingsRequest\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"`\n\x1cUpdateTenantSettingsResponse\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\"\n\x11HashSecretRequest\x12\r\n\x05value\x18\x01 \x01(\t\"\"\n\x12HashSecretResponse\x12\x0c\n\x04hmac\x18\x01 \x01(\t*d\n\rRedactionMode\x12\x1e\n\x1aREDACTION_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REDACTION_MODE_REPLACE\x10\x01\x12\x17\n\x13REDACTION_MODE_HMAC\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsealtrail/v1/settings.proto\x12\x0csealtrail.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\x0eTenantSettings\x12\x33\n\x0eredaction_mode\x18\x01 \x01(\x0e\x32\x1b.sealtrail.v1.RedactionMode\x12/\n\x0bupdate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x16\n\x0estrict_actions\x18\x04 \x01(\x08\x12\x1c\n\x14personal_data_fields\x18\x05 \x03(\t\"\x1a\n\x18GetTenantSettingsRequest\"K\n\x19GetTenantSettingsResponse\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\"~\n\x1bUpdateTenantSettingsRequest\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"`\n\x1cUpdateTenantSettingsResponse\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\"\n\x11HashSecretRequest\x12\r\n\x05value\x18\x01 \x01(\t\"\"\n\x12HashSecretResponse\x12\x0c\n\x04hmac\x18\x01 \x01(\t*d\n\rRedactionMode\x12\x1e\n\x1aREDACTION_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REDACTION_MODE_REPLACE\x10\x01\x12\x17\n\x13REDACTION_MODE_HMAC\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sealtrail.v1.settings_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REDACTIONMODE']._serialized_start=674
-  _globals['_REDACTIONMODE']._serialized_end=774
+  _globals['_REDACTIONMODE']._serialized_start=704
+  _globals['_REDACTIONMODE']._serialized_end=804
   _globals['_TENANTSETTINGS']._serialized_start=113
-  _globals['_TENANTSETTINGS']._serialized_end=269
-  _globals['_GETTENANTSETTINGSREQUEST']._serialized_start=271
-  _globals['_GETTENANTSETTINGSREQUEST']._serialized_end=297
-  _globals['_GETTENANTSETTINGSRESPONSE']._serialized_start=299
-  _globals['_GETTENANTSETTINGSRESPONSE']._serialized_end=374
-  _globals['_UPDATETENANTSETTINGSREQUEST']._serialized_start=376
-  _globals['_UPDATETENANTSETTINGSREQUEST']._serialized_end=502
-  _globals['_UPDATETENANTSETTINGSRESPONSE']._serialized_start=504
-  _globals['_UPDATETENANTSETTINGSRESPONSE']._serialized_end=600
-  _globals['_HASHSECRETREQUEST']._serialized_start=602
-  _globals['_HASHSECRETREQUEST']._serialized_end=636
-  _globals['_HASHSECRETRESPONSE']._serialized_start=638
-  _globals['_HASHSECRETRESPONSE']._serialized_end=672
+  _globals['_TENANTSETTINGS']._serialized_end=299
+  _globals['_GETTENANTSETTINGSREQUEST']._serialized_start=301
+  _globals['_GETTENANTSETTINGSREQUEST']._serialized_end=327
+  _globals['_GETTENANTSETTINGSRESPONSE']._serialized_start=329
+  _globals['_GETTENANTSETTINGSRESPONSE']._serialized_end=404
+  _globals['_UPDATETENANTSETTINGSREQUEST']._serialized_start=406
+  _globals['_UPDATETENANTSETTINGSREQUEST']._serialized_end=532
+  _globals['_UPDATETENANTSETTINGSRESPONSE']._serialized_start=534
+  _globals['_UPDATETENANTSETTINGSRESPONSE']._serialized_end=630
+  _globals['_HASHSECRETREQUEST']._serialized_start=632
+  _globals['_HASHSECRETREQUEST']._serialized_end=666
+  _globals['_HASHSECRETRESPONSE']._serialized_start=668
+  _globals['_HASHSECRETRESPONSE']._serialized_end=702
 # @@protoc_insertion_point(module_scope)

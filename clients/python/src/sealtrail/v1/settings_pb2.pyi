@@ -3,10 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -61,6 +63,7 @@ class TenantSettings(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     STRICT_ACTIONS_FIELD_NUMBER: _builtins.int
+    PERSONAL_DATA_FIELDS_FIELD_NUMBER: _builtins.int
     redaction_mode: Global___RedactionMode.ValueType
     """How secrets found in recorded events are written."""
     etag: _builtins.str
@@ -84,6 +87,22 @@ class TenantSettings(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the settings were last changed; unset if they never were."""
 
+    @_builtins.property
+    def personal_data_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Field names whose values this tenant's events must not keep (`ssn`,
+        `date_of_birth`, `phone`): compared with keys as the deployment's
+        SEALTRAIL_REDACT_FIELDS are (case, `_ - .` and spaces aside; a key
+        ending with one, or its plural, too). A value under such a key in
+        `details` or `changes`, of a name/value pair so named, or assigned to
+        such a name in text (`ssn=...`), is written as `[REDACTED:personal_data]`,
+        or in HMAC mode as its HMAC under the tenant's key (pseudonymised: equal
+        values still correlate, HashSecret finds one). At most 64 names of 1 to
+        64 characters; names equal once compared are kept once. Applies to
+        events recorded from then on (at once on the process that made the
+        change, within SEALTRAIL_SETTINGS_CACHE_SECONDS elsewhere); events
+        already stored are never rewritten (they are hashed). Empty: none.
+        """
+
     def __init__(
         self,
         *,
@@ -91,10 +110,11 @@ class TenantSettings(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
         strict_actions: _builtins.bool = ...,
+        personal_data_fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "redaction_mode", b"redaction_mode", "strict_actions", b"strict_actions", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "personal_data_fields", b"personal_data_fields", "redaction_mode", b"redaction_mode", "strict_actions", b"strict_actions", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -157,9 +177,10 @@ class UpdateTenantSettingsRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """The fields to change (`redaction_mode`, `strict_actions`); empty
-        changes every field set in `settings` (a false `strict_actions` is not
-        set: name it in the mask to turn it off).
+        """The fields to change (`redaction_mode`, `strict_actions`,
+        `personal_data_fields`); empty changes every field set in `settings` (a
+        false `strict_actions` or an empty `personal_data_fields` is not set:
+        name it in the mask to turn it off or clear it).
         """
 
     def __init__(

@@ -1,0 +1,147 @@
+"""Personal-data rules per tenant (ADR 0154): the field names a tenant's
+settings list (`personal_data_fields`) are redacted from its events as the
+deployment's SEALTRAIL_REDACT_FIELDS are, under the rule `personal_data`
+(pseudonymised in HMAC mode); another tenant's events, and what redaction
+remembers of them, are untouched by them; the names are limited and each
+change is recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from google.protobuf import json_format
+
+from sealtrail import AuditClient, InvalidArgumentError, build_event
+from sealtrail_server.domain.redaction import hmac_token, tenant_key
+from tests.conftest import REDACTION_SECRET
+
+SSN = "123-45-6789"
+BIRTH = "1980-04-01"
+PHONE = "+44 20 7946 0958"
+REDACTED = "[REDACTED:personal_data]"
+
+
+def _stored(sql: psycopg.Connection[Any], tenant: str, value: str) -> int:
+    """How many of the tenant's rows hold `value`, in any column or view."""
+    row = sql.execute(
+        "SELECT count(*) FROM events e WHERE tenant_id = %s AND (strpos(e::text, %s) > 0"
+        " OR position(convert_to(%s, 'UTF8') IN e.caller_view) > 0"
+        " OR position(convert_to(%s, 'UTF8') IN e.event_view) > 0)",
+        [tenant, value, value, value],
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _with_personal_data(action: str = "customer.update") -> Any:
+    """An event carrying each personal value where the rules look for it."""
+    return build_event(
+        action=action,
+        actor_id="u",
+        description=f"Corrected ssn={SSN}",
+        details={
+            "customer": {"SSN": SSN, "name": "Ann"},
+            "contact_phone": PHONE,
+            "fields": [{"name": "phone", "value": PHONE}],
+        },
+        changes=[{"field": "dateOfBirth", "before": BIRTH, "after": "1981-02-02"}],
+    )
+
+
+def test_a_value_under_a_personal_data_field_is_not_stored(
+    client: AuditClient, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    answer = client.set_personal_data_fields(["ssn", "date_of_birth", "phone"])
+    assert list(answer.settings.personal_data_fields) == ["ssn", "date_of_birth", "phone"]
+    event = client.record(_with_personal_data()).event
+    assert event.description == f"Corrected ssn={REDACTED}"
+    assert json_format.MessageToDict(event.details) == {
+        "customer": {"SSN": REDACTED, "name": "Ann"},
+        "contact_phone": REDACTED,
+        "fields": [{"name": "phone", "value": REDACTED}],
+    }
+    change = event.changes[0]
+    assert (change.before.string_value, change.after.string_value) == (REDACTED, REDACTED)
+    for value in (SSN, BIRTH, PHONE):
+        assert _stored(sql, tenant, value) == 0, value
+    assert client.get_event(event.id) == event  # the answer is what was stored
+
+    # The change was recorded, before and after.
+    recorded = client.get_event(answer.event_id)
+    assert recorded.action == "tenant.settings_updated"
+    [names] = recorded.changes
+    assert names.field == "personal_data_fields"
+    assert json_format.MessageToDict(names.before) == []
+    assert json_format.MessageToDict(names.after) == ["ssn", "date_of_birth", "phone"]
+    assert client.get_tenant_settings().personal_data_fields == ["ssn", "date_of_birth", "phone"]
+
+    # Cleared, values are stored as sent again (and the secrets' rules still apply).
+    cleared = client.set_personal_data_fields([])
+    assert cleared.event_id and not cleared.settings.personal_data_fields
+    kept = client.record(
+        action="customer.update", actor_id="u", details={"ssn": SSN, "password": "hunter22"}
+    ).event
+    assert json_format.MessageToDict(kept.details) == {
+        "ssn": SSN,
+        "password": "[REDACTED:field_name]",
+    }
+
+
+def test_hmac_mode_pseudonymises_personal_data(
+    client: AuditClient, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    client.set_redaction_mode("hmac")
+    client.set_personal_data_fields(["ssn"])
+    first = client.record(action="customer.update", actor_id="u", details={"ssn": SSN}).event
+    second = client.record(
+        action="customer.update", actor_id="v", description=f"ssn={SSN} checked"
+    ).event
+    expected = hmac_token(tenant_key(REDACTION_SECRET, tenant), SSN)
+    assert client.hash_secret(SSN) == expected  # an investigator holding it finds it
+    assert json_format.MessageToDict(first.details) == {"ssn": expected}
+    assert second.description == f"ssn={expected} checked"  # equal values still correlate
+    assert _stored(sql, tenant, SSN) == 0
+
+
+def test_another_tenants_events_and_what_redaction_remembers_are_untouched(
+    client_for: Any, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """Tenant A has no personal-data rules, B has `ssn`: the same key and text
+    are stored as sent for A and redacted for B, whichever came first. The
+    verdict redaction remembers on a key under A's rules (no secret) must not
+    spare B's events a look under B's."""
+    a, b = client_for(f"{tenant}-a"), client_for(f"{tenant}-b")
+    b.set_personal_data_fields(["ssn"])
+    for _ in range(2):  # A, then B, then A again: no verdict of one serves the other
+        sent = a.record(action="customer.update", actor_id="u", details={"ssn": SSN}).event
+        assert json_format.MessageToDict(sent.details) == {"ssn": SSN}
+        hidden = b.record(action="customer.update", actor_id="u", details={"ssn": SSN}).event
+        assert json_format.MessageToDict(hidden.details) == {"ssn": REDACTED}
+    assert _stored(sql, f"{tenant}-a", SSN) == 2
+    assert _stored(sql, f"{tenant}-b", SSN) == 0
+
+
+def _violations(error: BaseException) -> list[str]:
+    assert isinstance(error, InvalidArgumentError)
+    return [field for field, _ in error.field_violations]
+
+
+def test_personal_data_fields_are_limited_naming_each_refused(client: AuditClient) -> None:
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.set_personal_data_fields([f"field{n}" for n in range(65)])
+    assert _violations(refused.value) == ["settings.personal_data_fields"]
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.set_personal_data_fields(["ssn", "", "x" * 65, "_.-", "phone"])
+    assert _violations(refused.value) == [
+        "settings.personal_data_fields[1]",
+        "settings.personal_data_fields[2]",
+        "settings.personal_data_fields[3]",
+    ]
+    assert not client.get_tenant_settings().personal_data_fields  # nothing changed
+    # Names alike once compared are kept once, the first as sent; 64 of 64 are taken.
+    alike = client.set_personal_data_fields(["date_of_birth", "DateOfBirth", "date-of-birth"])
+    assert list(alike.settings.personal_data_fields) == ["date_of_birth"]
+    most = [f"{n:02d}".rjust(64, "f") for n in range(64)]
+    assert list(client.set_personal_data_fields(most).settings.personal_data_fields) == most

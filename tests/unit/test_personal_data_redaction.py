@@ -1,0 +1,56 @@
+"""A tenant's personal-data field names in the redactor (ADR 0154): denied as
+the operator's field names are, by the same code, written under their own
+rule, with a redactor (and memories) of their own per set of names."""
+
+from __future__ import annotations
+
+from sealtrail_server.domain.redaction import Redactor
+
+REDACTED = "[REDACTED:personal_data]"
+
+
+def test_personal_data_is_denied_as_field_names_are_under_its_own_rule() -> None:
+    redactor = Redactor().for_personal_data({"ssn", "date_of_birth"})
+    redaction = redactor.redact(
+        {
+            "description": "ssn=123-45-6789 and password=hunter22",
+            "details": {
+                "customer_SSN": "123-45-6789",
+                "ssns": ["1", "2"],
+                "ssn_hash": "5e884898da28",
+                "password": "hunter22",
+                "pairs": [["DateOfBirth", "1980-04-01"]],
+            },
+            "changes": [{"field": "person.date-of-birth", "before": "1980-04-01"}],
+        }
+    )
+    assert redaction.body["description"] == (
+        f"ssn={REDACTED} and password=[REDACTED:secret_assignment]"
+    )
+    assert redaction.body["details"] == {
+        "customer_SSN": REDACTED,
+        "ssns": REDACTED,
+        "ssn_hash": REDACTED,
+        "password": "[REDACTED:field_name]",
+        "pairs": [["DateOfBirth", REDACTED]],
+    }
+    assert redaction.body["changes"] == [{"field": "person.date-of-birth", "before": REDACTED}]
+
+
+def test_a_name_that_is_a_secrets_too_is_written_as_a_secret() -> None:
+    redactor = Redactor().for_personal_data({"password"})
+    assert redactor.redact({"details": {"password": "x"}}).body["details"] == {
+        "password": "[REDACTED:field_name]"
+    }
+
+
+def test_one_redactor_per_set_of_names_each_remembering_for_itself() -> None:
+    base = Redactor()
+    assert base.for_personal_data(()) is base  # none: the deployment's own
+    with_ssn = base.for_personal_data(("ssn",))
+    assert base.for_personal_data(["ssn"]) is with_ssn  # kept, not made per call
+    assert base.for_personal_data(("ssn", "phone")) is not with_ssn
+    # A verdict the deployment's redactor remembers does not serve another set.
+    assert base.redact({"details": {"ssn": "1"}}).body["details"] == {"ssn": "1"}
+    assert with_ssn.redact({"details": {"ssn": "1"}}).body["details"] == {"ssn": REDACTED}
+    assert base.redact({"details": {"ssn": "1"}}).body["details"] == {"ssn": "1"}
