@@ -1627,6 +1627,25 @@ def test_an_admin_sets_and_clears_personal_data_fields_from_the_command_line(
     assert "personal data fields: none\n" in run("sealtrail", "settings", env=cli_env).stdout
 
 
+def test_an_admin_sets_ip_recording_from_the_command_line(cli_env: dict[str, str]) -> None:
+    """`sealtrail settings --ip-recording` (ADR 0154): set, shown, applied to
+    the next event; one change at a time; its help says stored events are
+    not rewritten."""
+    helped = " ".join(run("sealtrail", "settings", "--help", env=cli_env).stdout.split())
+    assert "--ip-recording [full|truncated|none]" in helped
+    assert helped.count("not rewritten") == 2  # beside each of the two lists of what is kept
+    changed = run("sealtrail", "settings", "--ip-recording", "truncated", env=cli_env)
+    assert "ip recording: truncated\n" in changed.stdout
+    event = json.loads(run("sealtrail", "record", "--action", "user.login", "--actor-id", "u",
+                           "--ip", "198.51.100.77", env=cli_env).stdout)  # fmt: skip
+    assert event["context"]["ip"] == "198.51.100.0"
+    both = run("sealtrail", "settings", "--ip-recording", "none", "--strict-actions", "on",
+               env=cli_env, check=False)  # fmt: skip
+    assert both.returncode == 2 and "one change at a time" in both.stderr
+    run("sealtrail", "settings", "--ip-recording", "none", env=cli_env)
+    assert "ip recording: none\n" in run("sealtrail", "settings", env=cli_env).stdout
+
+
 def test_a_tenants_admin_manages_tokens_and_settings_from_the_command_line(
     cli_env: dict[str, str],
 ) -> None:
@@ -1656,7 +1675,7 @@ def test_a_tenants_admin_manages_tokens_and_settings_from_the_command_line(
     shown = run("sealtrail", "settings", env=cli_env).stdout
     assert shown.startswith(
         "redaction mode: replace\nstrict actions: off\npersonal data fields: none\n"
-        "updated: never\netag: "
+        "ip recording: full\nupdated: never\netag: "
     )
     etag = shown.splitlines()[-1].removeprefix("etag: ")
     changed = run("sealtrail", "settings", "redaction-mode", "hmac", "--etag", etag, env=cli_env)

@@ -148,6 +148,7 @@ CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("set_action_description", ("doc.edit", "An edit"), {"category": 6}, "category"),
     ("set_strict_actions", ("on",), {}, "on"),
     ("set_personal_data_fields", ("ssn",), {}, "names"),
+    ("set_ip_recording", (1,), {}, "mode"),
     ("action_catalog", (), {"limit": "5"}, "limit"),
     ("action_catalog", (), {"page_token": 5}, "page_token"),
     ("action_catalog_entries", (), {"page_size": "10"}, "page_size"),

@@ -21,6 +21,7 @@ from ..domain.access import Principal
 from ..domain.errors import FieldViolation, InvalidArgument
 from ..domain.etags import etag_of, instant, require_etag
 from ..domain.event import ChangeDraft, ValidEvent
+from ..domain.ip_recording import FULL, NONE, TRUNCATED, recorded_ip
 from ..domain.redaction import (
     Redactor,
     compared_name,
@@ -48,7 +49,18 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 _MODE_NAMES: Final = {pb.REDACTION_MODE_REPLACE: "replace", pb.REDACTION_MODE_HMAC: "hmac"}
 _MODE_NUMBERS: Final = {name: number for number, name in _MODE_NAMES.items()}
-SETTABLE: Final = ("redaction_mode", "strict_actions", "personal_data_fields")
+_IP_RECORDING_NAMES: Final = {
+    pb.IP_RECORDING_UNSPECIFIED: FULL,  # what a tenant that never chose has
+    pb.IP_RECORDING_FULL: FULL,
+    pb.IP_RECORDING_TRUNCATED: TRUNCATED,
+    pb.IP_RECORDING_NONE: NONE,
+}
+_IP_RECORDING_NUMBERS: Final = {
+    FULL: pb.IP_RECORDING_FULL,
+    TRUNCATED: pb.IP_RECORDING_TRUNCATED,
+    NONE: pb.IP_RECORDING_NONE,
+}
+SETTABLE: Final = ("redaction_mode", "strict_actions", "personal_data_fields", "ip_recording")
 MAX_SECRET_BYTES: Final = 65_536
 MAX_PERSONAL_DATA_FIELDS: Final = 64
 MAX_PERSONAL_DATA_FIELD: Final = 64
@@ -59,6 +71,7 @@ def _message(settings: TenantSettings) -> pb.TenantSettings:
         redaction_mode=_MODE_NUMBERS[settings.redaction_mode],
         strict_actions=settings.strict_actions,
         personal_data_fields=settings.personal_data_fields,
+        ip_recording=_IP_RECORDING_NUMBERS[settings.ip_recording],
         etag=_etag(settings),
     )
     if settings.updated_at is not None:
@@ -72,7 +85,8 @@ def _etag(settings: TenantSettings) -> str:
     (7f202ce1), which a process of that release, sharing the database during
     a rolling upgrade, computes for them; read from one process and sent to
     the other, it would otherwise be refused (ETAG_MISMATCH). So do the
-    personal-data fields, when there are any (ADR 0154)."""
+    personal-data fields, when there are any, and the IP recording, when
+    not full (ADR 0154)."""
     fields: dict[str, object] = {
         "redaction_mode": settings.redaction_mode,
         "update_time": instant(settings.updated_at),
@@ -81,6 +95,8 @@ def _etag(settings: TenantSettings) -> str:
         fields["strict_actions"] = True
     if settings.personal_data_fields:
         fields["personal_data_fields"] = list(settings.personal_data_fields)
+    if settings.ip_recording != FULL:
+        fields["ip_recording"] = settings.ip_recording
     return etag_of(fields)
 
 
@@ -140,6 +156,8 @@ def _said(changes: list[ChangeDraft]) -> str:
     for change in changes:
         if change.field == "redaction_mode":
             said.append(f"Redaction mode changed from {change.before} to {change.after}")
+        elif change.field == "ip_recording":
+            said.append(f"IP recording changed from {change.before} to {change.after}")
         elif change.field == "personal_data_fields":
             # Counted, not listed: 64 names of 64 characters outgrow a description.
             said.append(
@@ -161,11 +179,16 @@ class SettingsRpcs:
     _redaction_secret: bytes
 
     async def _redact(self, tenant_id: str, events: list[ValidEvent]) -> list[ValidEvent]:
-        """The events as they may be stored: their secrets redacted as the
-        tenant's settings say."""
+        """The events as they may be stored: their client's address kept and
+        their secrets and personal data redacted as the tenant's settings say.
+        The address after the server located its country (`_located`), before
+        the event is hashed: never stored whole, and a retry with the same
+        whole address reduced alike, to the same event."""
+        settings = await self._settings_cache.get(tenant_id)
+        if settings.ip_recording != FULL:
+            events = [recorded_ip(event, settings.ip_recording) for event in events]
         if self._redactor is None:
             return events
-        settings = await self._settings_cache.get(tenant_id)
         # The tenant's personal-data names' redactor, kept per set of names:
         # none made per call, and the rules' own for a tenant without any.
         redactor = self._redactor.for_personal_data(settings.personal_data_fields)
@@ -218,6 +241,14 @@ class SettingsRpcs:
                     "settings.redaction_mode",
                     "must be REDACTION_MODE_REPLACE or REDACTION_MODE_HMAC",
                 )
+        ip_recording = None
+        if "ip_recording" in paths:
+            ip_recording = _IP_RECORDING_NAMES.get(request.settings.ip_recording)
+            if ip_recording is None:
+                raise InvalidArgument.field(
+                    "settings.ip_recording",
+                    "must be IP_RECORDING_FULL, IP_RECORDING_TRUNCATED or IP_RECORDING_NONE",
+                )
         personal_data = None
         if "personal_data_fields" in paths:
             personal_data = _personal_data_fields(request.settings.personal_data_fields)
@@ -237,6 +268,7 @@ class SettingsRpcs:
                 personal_data_fields=(
                     before.personal_data_fields if personal_data is None else personal_data
                 ),
+                ip_recording=before.ip_recording if ip_recording is None else ip_recording,
             )
             changes = _changed(before, wanted)
             if not changes:

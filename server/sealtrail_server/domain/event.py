@@ -253,6 +253,9 @@ class ValidEvent:
     # added since the first attempt stored the body as sent, is the same
     # request (`store.idempotency.repeated_key_outcome`, ADR 0011).
     stored_otherwise: tuple[dict[str, Any], ...] = ()
+    # `context.ip` as sent, when the tenant's IP recording kept less of it
+    # (ADR 0154): a retry across a change of that setting is the same request.
+    sent_ip: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

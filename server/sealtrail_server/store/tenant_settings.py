@@ -27,7 +27,6 @@ from .database import Database
 from .traced import failures_by_class
 
 REDACTION_MODES: Final = ("replace", "hmac")
-IP_RECORDINGS: Final = ("full", "truncated", "none")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +36,7 @@ class TenantSettings:
     strict_actions: bool = False
     # Field names whose values the tenant's events must not keep (ADR 0154).
     personal_data_fields: tuple[str, ...] = ()
-    # How much of `context.ip` Record keeps: one of IP_RECORDINGS.
+    # How much of `context.ip` Record keeps (domain.ip_recording).
     ip_recording: str = "full"
     # With strict_actions, as the cache reads them: each action of the
     # catalogue and its declared category (None: any). Not read otherwise.

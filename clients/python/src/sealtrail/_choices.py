@@ -55,6 +55,8 @@ CountMeasureName = Literal[
 COUNT_MEASURES: Final[tuple[CountMeasureName, ...]] = get_args(CountMeasureName)
 
 RedactionMode = Literal["replace", "hmac"]
+# settings.proto's IpRecording: how much of a client's address events keep.
+IpRecording = Literal["full", "truncated", "none"]
 TokenRole = Literal["recorder", "reader", "exporter", "admin"]
 
 # The most events one RecordEvents takes.

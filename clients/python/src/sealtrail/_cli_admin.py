@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast, get_args
 
 import click
 
-from sealtrail._choices import RedactionMode, TokenRole
+from sealtrail._choices import IpRecording, RedactionMode, TokenRole
 from sealtrail._cli import (
     _client,
     event_json,
@@ -180,6 +180,13 @@ def tokens_revoke(ctx: click.Context, token_id: str) -> None:
     " Events already stored are not rewritten (they are hashed).",
 )
 @click.option(
+    "--ip-recording",
+    type=click.Choice(get_args(IpRecording)),
+    help="How much of a client's address (context.ip) new events keep: full, truncated (an"
+    " IPv4 address's /24, an IPv6 address's /48) or none; the country is located from the"
+    " whole address first. Events already stored are not rewritten (they are hashed).",
+)
+@click.option(
     "--etag",
     default="",
     help="With a change: change only the settings `sealtrail settings` showed with"
@@ -190,17 +197,21 @@ def settings(
     ctx: click.Context,
     strict_actions: str | None,
     personal_data_fields: str | None,
+    ip_recording: str | None,
     etag: str,
 ) -> None:
     """Admin: show (no subcommand) or change your tenant's settings
-    (`--strict-actions on|off`, `--personal-data-fields NAME,...`, one at a
-    time; recorded in the log, applies within SEALTRAIL_SETTINGS_CACHE_SECONDS,
-    10 s, on every server process; never to events already stored)."""
-    changes = [given for given in (strict_actions, personal_data_fields) if given is not None]
+    (`--strict-actions on|off`, `--personal-data-fields NAME,...`,
+    `--ip-recording full|truncated|none`, one at a time; recorded in the
+    log, applies within SEALTRAIL_SETTINGS_CACHE_SECONDS, 10 s, on every
+    server process; never to events already stored)."""
+    given = (strict_actions, personal_data_fields, ip_recording)
+    changes = [change for change in given if change is not None]
     if ctx.invoked_subcommand is not None:
         if changes or etag:
             raise click.UsageError(
-                "--strict-actions, --personal-data-fields and --etag go without a subcommand",
+                "--strict-actions, --personal-data-fields, --ip-recording and --etag go"
+                " without a subcommand",
                 ctx,
             )
         return
@@ -216,6 +227,8 @@ def settings(
             with unchanged_since_read("the settings", read_with="sealtrail settings"):
                 if strict_actions is not None:
                     answer = client.set_strict_actions(strict_actions == "on", etag=etag)
+                elif ip_recording is not None:
+                    answer = client.set_ip_recording(cast(IpRecording, ip_recording), etag=etag)
                 else:
                     assert personal_data_fields is not None
                     names = [n.strip() for n in personal_data_fields.split(",") if n.strip()]
@@ -233,6 +246,8 @@ def settings(
     click.echo(f"strict actions: {'on' if current.strict_actions else 'off'}")
     fields = ", ".join(terminal_safe(name) for name in current.personal_data_fields)
     click.echo(f"personal data fields: {fields or 'none'}")
+    recording = enum_label(settings_pb2.IpRecording, current.ip_recording) or "full"
+    click.echo(f"ip recording: {recording}")
     click.echo(f"updated: {table_time(current.update_time) or 'never'}")
     click.echo(f"etag: {terminal_safe(current.etag)}")
 

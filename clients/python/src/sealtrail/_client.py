@@ -35,6 +35,7 @@ from sealtrail._convert import (
     EventCounts,
     EventFields,
     GroupBy,
+    IpRecording,
     Keep,
     Measure,
     Order,
@@ -59,6 +60,7 @@ from sealtrail._convert import (
     entries_to_resend,
     event_counts,
     inclusion_request,
+    ip_recording_request,
     merge_resent,
     own_change,
     personal_data_fields_request,
@@ -750,6 +752,22 @@ class AuditClient:
         SEALTRAIL_SETTINGS_CACHE_SECONDS (10 s) on the others. Recorded as
         `tenant.settings_updated`; `etag` and retries as `set_redaction_mode`."""
         request = strict_actions_request(on, etag)
+        return self._change(
+            self._stub.UpdateTenantSettings, request, SETTINGS_UPDATED, retry=not etag
+        )
+
+    def set_ip_recording(
+        self, mode: IpRecording, *, etag: str = ""
+    ) -> settings_pb2.UpdateTenantSettingsResponse:
+        """Admin: how much of a client's address (`context.ip`) new events
+        keep: "full" (the default), "truncated" (an IPv4 address's /24, an
+        IPv6 address's /48) or "none". Applied after the server located the
+        event's country from the whole address, which is then never stored.
+        Events already stored are never rewritten. Applies at once on the
+        server that made the change, within SEALTRAIL_SETTINGS_CACHE_SECONDS
+        (10 s) on the others. Recorded as `tenant.settings_updated`; `etag`
+        and retries as `set_redaction_mode`."""
+        request = ip_recording_request(mode, etag)
         return self._change(
             self._stub.UpdateTenantSettings, request, SETTINGS_UPDATED, retry=not etag
         )

@@ -34,6 +34,7 @@ from sealtrail._choices import MAX_SEQ as MAX_SEQ
 from sealtrail._choices import REPEATED_FILTER_FIELDS as REPEATED_FILTER_FIELDS
 from sealtrail._choices import SINK_SETTINGS as SINK_SETTINGS
 from sealtrail._choices import CountGroupByName, CountMeasureName
+from sealtrail._choices import IpRecording as IpRecording
 from sealtrail._choices import RedactionMode as RedactionMode
 from sealtrail._choices import TokenRole as TokenRole
 from sealtrail._errors import SealtrailError, from_entry_error
@@ -1554,6 +1555,27 @@ def strict_actions_request(on: bool, etag: str) -> settings_pb2.UpdateTenantSett
     return settings_pb2.UpdateTenantSettingsRequest(
         settings=settings_pb2.TenantSettings(strict_actions=on, etag=etag),
         update_mask=field_mask_pb2.FieldMask(paths=["strict_actions"]),
+    )
+
+
+_IP_RECORDINGS: dict[str, settings_pb2.IpRecording.ValueType] = {
+    "full": settings_pb2.IP_RECORDING_FULL,
+    "truncated": settings_pb2.IP_RECORDING_TRUNCATED,
+    "none": settings_pb2.IP_RECORDING_NONE,
+}
+
+
+def ip_recording_request(mode: str, etag: str) -> settings_pb2.UpdateTenantSettingsRequest:
+    """UpdateTenantSettings's request setting `ip_recording`."""
+    try:
+        value = _IP_RECORDINGS[mode]
+    except KeyError:
+        raise ValueError(
+            f"ip recording must be 'full', 'truncated' or 'none', not {mode!r}"
+        ) from None
+    return settings_pb2.UpdateTenantSettingsRequest(
+        settings=settings_pb2.TenantSettings(ip_recording=value, etag=etag),
+        update_mask=field_mask_pb2.FieldMask(paths=["ip_recording"]),
     )
 
 

@@ -26,27 +26,29 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsealtrail/v1/settings.proto\x12\x0csealtrail.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\x0eTenantSettings\x12\x33\n\x0eredaction_mode\x18\x01 \x01(\x0e\x32\x1b.sealtrail.v1.RedactionMode\x12/\n\x0bupdate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x16\n\x0estrict_actions\x18\x04 \x01(\x08\x12\x1c\n\x14personal_data_fields\x18\x05 \x03(\t\"\x1a\n\x18GetTenantSettingsRequest\"K\n\x19GetTenantSettingsResponse\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\"~\n\x1bUpdateTenantSettingsRequest\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"`\n\x1cUpdateTenantSettingsResponse\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\"\n\x11HashSecretRequest\x12\r\n\x05value\x18\x01 \x01(\t\"\"\n\x12HashSecretResponse\x12\x0c\n\x04hmac\x18\x01 \x01(\t*d\n\rRedactionMode\x12\x1e\n\x1aREDACTION_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REDACTION_MODE_REPLACE\x10\x01\x12\x17\n\x13REDACTION_MODE_HMAC\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsealtrail/v1/settings.proto\x12\x0csealtrail.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x01\n\x0eTenantSettings\x12\x33\n\x0eredaction_mode\x18\x01 \x01(\x0e\x32\x1b.sealtrail.v1.RedactionMode\x12/\n\x0bupdate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x16\n\x0estrict_actions\x18\x04 \x01(\x08\x12\x1c\n\x14personal_data_fields\x18\x05 \x03(\t\x12/\n\x0cip_recording\x18\x06 \x01(\x0e\x32\x19.sealtrail.v1.IpRecording\"\x1a\n\x18GetTenantSettingsRequest\"K\n\x19GetTenantSettingsResponse\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\"~\n\x1bUpdateTenantSettingsRequest\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"`\n\x1cUpdateTenantSettingsResponse\x12.\n\x08settings\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.TenantSettings\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\"\n\x11HashSecretRequest\x12\r\n\x05value\x18\x01 \x01(\t\"\"\n\x12HashSecretResponse\x12\x0c\n\x04hmac\x18\x01 \x01(\t*d\n\rRedactionMode\x12\x1e\n\x1aREDACTION_MODE_UNSPECIFIED\x10\x00\x12\x1a\n\x16REDACTION_MODE_REPLACE\x10\x01\x12\x17\n\x13REDACTION_MODE_HMAC\x10\x02*u\n\x0bIpRecording\x12\x1c\n\x18IP_RECORDING_UNSPECIFIED\x10\x00\x12\x15\n\x11IP_RECORDING_FULL\x10\x01\x12\x1a\n\x16IP_RECORDING_TRUNCATED\x10\x02\x12\x15\n\x11IP_RECORDING_NONE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sealtrail.v1.settings_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REDACTIONMODE']._serialized_start=704
-  _globals['_REDACTIONMODE']._serialized_end=804
+  _globals['_REDACTIONMODE']._serialized_start=753
+  _globals['_REDACTIONMODE']._serialized_end=853
+  _globals['_IPRECORDING']._serialized_start=855
+  _globals['_IPRECORDING']._serialized_end=972
   _globals['_TENANTSETTINGS']._serialized_start=113
-  _globals['_TENANTSETTINGS']._serialized_end=299
-  _globals['_GETTENANTSETTINGSREQUEST']._serialized_start=301
-  _globals['_GETTENANTSETTINGSREQUEST']._serialized_end=327
-  _globals['_GETTENANTSETTINGSRESPONSE']._serialized_start=329
-  _globals['_GETTENANTSETTINGSRESPONSE']._serialized_end=404
-  _globals['_UPDATETENANTSETTINGSREQUEST']._serialized_start=406
-  _globals['_UPDATETENANTSETTINGSREQUEST']._serialized_end=532
-  _globals['_UPDATETENANTSETTINGSRESPONSE']._serialized_start=534
-  _globals['_UPDATETENANTSETTINGSRESPONSE']._serialized_end=630
-  _globals['_HASHSECRETREQUEST']._serialized_start=632
-  _globals['_HASHSECRETREQUEST']._serialized_end=666
-  _globals['_HASHSECRETRESPONSE']._serialized_start=668
-  _globals['_HASHSECRETRESPONSE']._serialized_end=702
+  _globals['_TENANTSETTINGS']._serialized_end=348
+  _globals['_GETTENANTSETTINGSREQUEST']._serialized_start=350
+  _globals['_GETTENANTSETTINGSREQUEST']._serialized_end=376
+  _globals['_GETTENANTSETTINGSRESPONSE']._serialized_start=378
+  _globals['_GETTENANTSETTINGSRESPONSE']._serialized_end=453
+  _globals['_UPDATETENANTSETTINGSREQUEST']._serialized_start=455
+  _globals['_UPDATETENANTSETTINGSREQUEST']._serialized_end=581
+  _globals['_UPDATETENANTSETTINGSRESPONSE']._serialized_start=583
+  _globals['_UPDATETENANTSETTINGSRESPONSE']._serialized_end=679
+  _globals['_HASHSECRETREQUEST']._serialized_start=681
+  _globals['_HASHSECRETREQUEST']._serialized_end=715
+  _globals['_HASHSECRETRESPONSE']._serialized_start=717
+  _globals['_HASHSECRETRESPONSE']._serialized_end=751
 # @@protoc_insertion_point(module_scope)

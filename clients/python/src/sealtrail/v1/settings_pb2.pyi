@@ -53,6 +53,44 @@ equal secrets correlate, and HashSecret finds a known one.
 """
 Global___RedactionMode: _TypeAlias = RedactionMode  # noqa: Y015
 
+class _IpRecording:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _IpRecordingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IpRecording.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IP_RECORDING_UNSPECIFIED: _IpRecording.ValueType  # 0
+    """Not set: the whole address, as IP_RECORDING_FULL. GetTenantSettings
+    never answers it.
+    """
+    IP_RECORDING_FULL: _IpRecording.ValueType  # 1
+    """The address as sent (the default)."""
+    IP_RECORDING_TRUNCATED: _IpRecording.ValueType  # 2
+    """The address's network: an IPv4 address's /24 (`81.2.69.7` is kept as
+    `81.2.69.0`), an IPv6 address's /48 (`2a02:8100:1::`), as analytics
+    tools anonymise; an IPv4 address written as IPv6 as the IPv4 one.
+    """
+    IP_RECORDING_NONE: _IpRecording.ValueType  # 3
+    """No address: `context.ip` is not kept."""
+
+class IpRecording(_IpRecording, metaclass=_IpRecordingEnumTypeWrapper):
+    """How much of a client's address (`context.ip`) a tenant's events keep."""
+
+IP_RECORDING_UNSPECIFIED: IpRecording.ValueType  # 0
+"""Not set: the whole address, as IP_RECORDING_FULL. GetTenantSettings
+never answers it.
+"""
+IP_RECORDING_FULL: IpRecording.ValueType  # 1
+"""The address as sent (the default)."""
+IP_RECORDING_TRUNCATED: IpRecording.ValueType  # 2
+"""The address's network: an IPv4 address's /24 (`81.2.69.7` is kept as
+`81.2.69.0`), an IPv6 address's /48 (`2a02:8100:1::`), as analytics
+tools anonymise; an IPv4 address written as IPv6 as the IPv4 one.
+"""
+IP_RECORDING_NONE: IpRecording.ValueType  # 3
+"""No address: `context.ip` is not kept."""
+Global___IpRecording: _TypeAlias = IpRecording  # noqa: Y015
+
 @_typing.final
 class TenantSettings(_message.Message):
     """A tenant's settings."""
@@ -64,6 +102,7 @@ class TenantSettings(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     STRICT_ACTIONS_FIELD_NUMBER: _builtins.int
     PERSONAL_DATA_FIELDS_FIELD_NUMBER: _builtins.int
+    IP_RECORDING_FIELD_NUMBER: _builtins.int
     redaction_mode: Global___RedactionMode.ValueType
     """How secrets found in recorded events are written."""
     etag: _builtins.str
@@ -82,6 +121,15 @@ class TenantSettings(_message.Message):
     applies at once on the process that made it and within
     SEALTRAIL_SETTINGS_CACHE_SECONDS (10 s) on every other. False (the
     default): any well-formed action of any category is recorded.
+    """
+    ip_recording: Global___IpRecording.ValueType
+    """How much of `context.ip` Record and RecordBatch keep. Applied after the
+    server located the event's country from the whole address (the country
+    stays right) and before the event is hashed: the whole address is never
+    stored. A retry with the same idempotency key and the same whole address
+    is answered the original event. Applies to events recorded from then on,
+    as `personal_data_fields` does; events already stored are never
+    rewritten. Sealtrail's own records keep their callers' addresses whole.
     """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
@@ -111,10 +159,11 @@ class TenantSettings(_message.Message):
         etag: _builtins.str = ...,
         strict_actions: _builtins.bool = ...,
         personal_data_fields: _abc.Iterable[_builtins.str] | None = ...,
+        ip_recording: Global___IpRecording.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "personal_data_fields", b"personal_data_fields", "redaction_mode", b"redaction_mode", "strict_actions", b"strict_actions", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "ip_recording", b"ip_recording", "personal_data_fields", b"personal_data_fields", "redaction_mode", b"redaction_mode", "strict_actions", b"strict_actions", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -178,9 +227,9 @@ class UpdateTenantSettingsRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change (`redaction_mode`, `strict_actions`,
-        `personal_data_fields`); empty changes every field set in `settings` (a
-        false `strict_actions` or an empty `personal_data_fields` is not set:
-        name it in the mask to turn it off or clear it).
+        `personal_data_fields`, `ip_recording`); empty changes every field set in
+        `settings` (a false `strict_actions` or an empty `personal_data_fields`
+        is not set: name it in the mask to turn it off or clear it).
         """
 
     def __init__(
