@@ -10,10 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import pytest
 from google.protobuf import json_format
 
-from sealtrail import AuditClient, InvalidArgumentError, build_event
+from sealtrail import AbortedError, AuditClient, InvalidArgumentError, build_event
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
 from tests.conftest import REDACTION_SECRET
 
@@ -145,3 +146,29 @@ def test_personal_data_fields_are_limited_naming_each_refused(client: AuditClien
     assert list(alike.settings.personal_data_fields) == ["date_of_birth"]
     most = [f"{n:02d}".rjust(64, "f") for n in range(64)]
     assert list(client.set_personal_data_fields(most).settings.personal_data_fields) == most
+
+
+def test_the_etag_covers_the_new_settings_and_the_table_checks_them(
+    client: AuditClient, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    read = client.get_tenant_settings()
+    named = client.set_personal_data_fields(["ssn"], etag=read.etag).settings
+    assert named.etag != read.etag
+    with pytest.raises(AbortedError):  # the settings changed since that etag
+        client.set_ip_recording("none", etag=read.etag)
+    truncating = client.set_ip_recording("truncated", etag=named.etag).settings
+    assert truncating.etag != named.etag
+    assert client.get_tenant_settings().etag == truncating.etag
+    # Migration 0066's CHECKs, for a writer other than the server.
+    for column, value in (
+        ("personal_data_fields", [""]),
+        ("personal_data_fields", [f"n{i}" for i in range(65)]),
+        ("ip_recording", "partial"),
+    ):
+        with pytest.raises(psycopg.errors.CheckViolation):
+            sql.execute(
+                psycopg.sql.SQL("UPDATE tenant_settings SET {} = %s WHERE tenant_id = %s").format(
+                    psycopg.sql.Identifier(column)
+                ),
+                [value, tenant],
+            )
