@@ -32,7 +32,7 @@ from sealtrail import (
 from sealtrail import _cli as cli_module
 from sealtrail._bundle import SeqRange, received_range, write_bundle
 from sealtrail._bundle_check import verify_bundle
-from sealtrail._bundle_format import BundleError
+from sealtrail._bundle_format import BundleError, bundle_time
 from sealtrail._cli import main as cli
 from sealtrail._errors import from_rpc_error
 from sealtrail.tlog import Signer, Verifier, leaf_hash, open_note, sign_note
@@ -892,3 +892,92 @@ async def test_the_async_client_exports_a_range_and_finds_a_periods(
         with pytest.raises(ValueError, match=r"^first_seq: must not be greater than last_seq"):
             await client.export(tmp_path / "x.ndjson", first_seq=4, last_seq=2)
         assert not (tmp_path / "x.ndjson").exists()
+
+
+def _period_so_far(admin: AuditClient, clock: Clock, out: Path) -> datetime:
+    """A bundle of the period so far (`--received-since`, until unset) whose
+    first 3 events were received an hour before its last 3; its start."""
+    record_events(admin, 2, label="before")
+    clock.advance(seconds=1)
+    since = clock()
+    record_events(admin, 3, label="early")
+    clock.advance(seconds=3600)
+    record_events(admin, 3, label="late")
+    write_bundle(admin, out, seq_range=received_range(admin, since=since))
+    return since
+
+
+def _claim_received(out: Path, **ends: datetime) -> None:
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["received"].update({end: bundle_time(when) for end, when in ends.items()})
+    (out / "bundle.json").write_text(json.dumps(manifest))
+
+
+def test_a_periods_bundle_holding_records_received_after_its_end_fails(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    """bundle.json is not signed: its `until` moved back to before the range's
+    last events were received, the edges still checked (the one after the
+    range received after the claimed end, and the true one), and verify said
+    OK of a period the records inside contradict (helper-554)."""
+    out = tmp_path / "q4"
+    since = _period_so_far(admin, clock, out)
+    assert verify_bundle(out, key=VERIFIER).unchecked_edges == ()
+    _claim_received(out, until=since + timedelta(minutes=10))
+    with pytest.raises(
+        BundleError, match=r"record 4 \(seq 6\) was received at .*, after the period's end"
+    ):
+        verify_bundle(out, key=VERIFIER)
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER])
+    assert shown.exit_code == 1, shown.output
+    assert shown.stdout == ""
+    assert shown.stderr.startswith("FAILED: record 4 (seq 6) was received at ")
+
+
+def test_a_periods_bundle_holding_records_received_before_its_start_fails(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    """The same of `since` moved forward: the event before the range was
+    still received before it, but the range's first ones too."""
+    out = tmp_path / "q4"
+    since = _period_so_far(admin, clock, out)
+    _claim_received(out, since=since + timedelta(minutes=30))
+    with pytest.raises(
+        BundleError, match=r"record 1 \(seq 3\) was received at .*, before the period's start"
+    ):
+        verify_bundle(out, key=VERIFIER)
+
+
+def test_records_a_moment_outside_the_period_are_a_clock_not_a_forgery(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    """Several server processes stamp events each by its own clock, which
+    may be a little off another's (docs/streaming-and-export.md): within the
+    tolerance, a record outside the period is taken for that, not a failure."""
+    out = tmp_path / "q4"
+    since = _period_so_far(admin, clock, out)
+    last = json.loads(lines(out / "records.ndjson")[-1])["received_at"]
+    _claim_received(out, until=datetime.fromisoformat(last) - timedelta(seconds=30))
+    assert verify_bundle(out, key=VERIFIER).received_since == since
+
+
+def test_verify_received_fails_a_bundle_holding_records_outside_the_period(
+    admin: AuditClient, clock: Clock, tmp_path: Path
+) -> None:
+    """A bundle of a month and the next's first day, its period edited to
+    the month alone: `verify --received` of the month passed it."""
+    month = _start_of_next_month(clock())
+    clock.advance(seconds=(month - clock()).total_seconds())
+    record_events(admin, 3)
+    end = _start_of_next_month(clock())
+    clock.advance(seconds=(end - clock()).total_seconds() + 3600)
+    record_events(admin, 2)  # an hour into the next month
+    out = tmp_path / "month"
+    write_bundle(admin, out, seq_range=received_range(admin, since=month))
+    _claim_received(out, until=end)
+    shown = CliRunner().invoke(
+        cli, ["verify", str(out), "--key", VERIFIER, "--received", f"{month:%Y-%m}"]
+    )
+    assert shown.exit_code == 1, shown.output
+    assert "OK" not in shown.stdout
+    assert shown.stderr.startswith("FAILED: record 4 (seq 4) was received at ")

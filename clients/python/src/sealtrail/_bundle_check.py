@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -83,7 +83,14 @@ def _verify_bundle(
     received = _received_of(manifest)
     ledger = RemovalLedger(checkpoint.origin, verifiers)
     count, purged, first, last, held = _verify_each(
-        path, logged_tenant, size, root, complete=complete, seq_range=seq_range, ledger=ledger
+        path,
+        logged_tenant,
+        size,
+        root,
+        complete=complete,
+        seq_range=seq_range,
+        ledger=ledger,
+        period=received if seq_range is not None else None,
     )
     if count != manifest["count"]:
         raise BundleError(
@@ -189,6 +196,52 @@ def _check_edges(
                 f" the checkpoint's size {size}, and its time shows where the period's {end} is"
             )
     return tuple(end for seq, end in wanted.items() if end not in timed)
+
+
+# How far a record of a period's range may be stamped outside the period.
+# Each server process stamps received_at by its own clock, and the range is
+# of seqs: a process whose clock is behind another's stamps an event after
+# the range's first with a time before the period's start, and the period
+# so far (`until` unset, the server's time as it answered) holds the events
+# committed as the range was read, stamped a moment after it
+# (docs/streaming-and-export.md). A process serves only within
+# SEALTRAIL_MAX_CLOCK_SKEW (2 s by default, ADR 0138) of the database's
+# clock; the five minutes the server takes for a clock gone wrong
+# (store/clock_skew.py) leave room for a deployment that allows more, and
+# still fail a period moved by more than a few minutes (helper-554).
+RECEIPT_CLOCK_TOLERANCE: Final = timedelta(minutes=5)
+
+
+def _within_period(
+    number: int, seq: int, record: dict[str, Any], period: tuple[datetime, datetime]
+) -> None:
+    """Check that a record of a period's range was received in the period,
+    give or take RECEIPT_CLOCK_TOLERANCE: the edges show where the range
+    starts and ends, not that bundle.json's period is the one its records
+    were received in (helper-554)."""
+    (since, until), what = period, f"record {number} (seq {seq})"
+    try:
+        received_at = datetime.fromisoformat(record["received_at"])
+    except (KeyError, TypeError, ValueError):
+        raise BundleError(f"{what}: not a Sealtrail record with its time") from None
+    if received_at.tzinfo is None:
+        raise BundleError(f"{what}: its time is not UTC")
+    if since - RECEIPT_CLOCK_TOLERANCE <= received_at < until + RECEIPT_CLOCK_TOLERANCE:
+        return
+    side = (
+        f"before the period's start {bundle_time(since)}"
+        if received_at < since
+        else f"after the period's end {bundle_time(until)}"
+    )
+    raise BundleError(
+        f"{what} was received at {bundle_time(received_at)}, {side} by more than the"
+        f" {_minutes(RECEIPT_CLOCK_TOLERANCE)} server clocks may differ by: the range is not"
+        " the period's"
+    )
+
+
+def _minutes(span: timedelta) -> str:
+    return counted(int(span.total_seconds()) // 60, "minute")
 
 
 def _received_at(record: str, tenant: str, seq: int, where: str) -> datetime:
@@ -455,9 +508,11 @@ def _verify_each(
     complete: bool,
     seq_range: tuple[int, int] | None,
     ledger: RemovalLedger,
+    period: tuple[datetime, datetime] | None = None,
 ) -> tuple[int, int, int, int, tuple[int, int]]:
     """(records, purged leaves, first seq, last seq, and the first and last
-    seq of its records alone, 0 for none) of a bundle that verifies."""
+    seq of its records alone, 0 for none) of a bundle that verifies; of a
+    range found for `period`, each record received in it."""
     walk = _Walk(size, root, complete=complete, seq_range=seq_range)
     count = purged = 0
     held = (0, 0)
@@ -498,6 +553,8 @@ def _verify_each(
                     " a list of base64 hashes"
                 )
             walk.accept(f"record {number}", seq, leaf, proof)
+            if period is not None:
+                _within_period(number, seq, record, period)
             count += 1
             held = (held[0] or seq, seq)
             ledger.note_record(record)
