@@ -851,6 +851,30 @@ def test_a_range_bundle_names_the_seqs_of_its_range_the_log_could_not_prove(
 
 
 @pytest.mark.parametrize(
+    "chosen", [["--seq", "10-20"], ["--received-since", "1h"]], ids=["seq", "received"]
+)
+def test_sealtrail_bundle_claims_no_range_complete_on_stdout_of_a_log_it_could_not_prove(
+    logged: AuditClient,
+    server: ServerThread,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    tmp_path: Path,
+    chosen: list[str],
+) -> None:
+    """It printed "... the range seq 1..343 is complete ..." on stdout, then
+    FAILED on stderr and exited 1: a job keeping stdout as its evidence kept
+    a claim of completeness the bundle does not hold (helper-554)."""
+    change_field(tamper, tenant)
+    out = tmp_path / "range"
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    shown = CliRunner().invoke(cli, ["bundle", *chosen, "-o", str(out)], env=env)
+    assert shown.exit_code == 1, shown.output
+    assert shown.stdout.startswith("wrote ")
+    assert "complete" not in shown.stdout and "chosen by" not in shown.stdout, shown.stdout
+    assert re.search(r"^FAILED: the log could not prove 1 of its records \(seq 13\)", shown.stderr)
+
+
+@pytest.mark.parametrize(
     ("level", "index", "gone"),
     [(2, 1, False), (3, 1, False), (5, 0, False), (4, 1, True)],
     ids=["level-2", "level-3", "level-5", "level-4-deleted"],

@@ -128,7 +128,13 @@ def bundle(
     purged = (
         f" and the leaves of {counted(summary.purged, 'purged event')}" if summary.purged else ""
     )
-    proven = f": {range_line(summary)}" if summary.seq_range is not None else ""
+    # Only of a bundle the log could prove: stdout, kept as a job's evidence,
+    # said its range complete before FAILED on stderr (helper-554).
+    proven = (
+        f": {range_line(summary)}"
+        if summary.seq_range is not None and summary.log_fault is None
+        else ""
+    )
     click.echo(
         f"wrote {counted(summary.count, 'record')}{purged}"
         f"{held_seqs(summary)}"
