@@ -46,7 +46,14 @@ def _forge(out: Path, origin: str) -> Path:
     """A one-record complete bundle of tenant acme whose checkpoint, by the
     forger's key, names `origin`."""
     record = json.dumps(
-        {"action": "user.login", "seq": 1, "tenant_id": "acme", "v": 1},
+        # Received within the period a range bundle's test claims.
+        {
+            "action": "user.login",
+            "received_at": "2026-01-01T12:00:00Z",
+            "seq": 1,
+            "tenant_id": "acme",
+            "v": 1,
+        },
         separators=(",", ":"),
         sort_keys=True,
     ).encode()
