@@ -1525,3 +1525,68 @@ def test_checked_checkpoints_full_drop_only_the_least_recently_served(
     assert checks == [1, 2, 3, 4]
     server.run(serve(2))
     assert checks == [1, 2, 3, 4, 2]
+
+
+def _rights_bundle(server: ServerThread, tenant: str, role: Role, out: Path) -> Any:
+    """`sealtrail bundle --action 'member.*' --action 'permission.*'` of a log
+    of 3 such events among others, with a token of `role`; its output."""
+    with AuditClient(server.target, token=server.token(tenant)) as admin:
+        for action in ("member.invite", "doc.read", "permission.grant", "member.remove"):
+            admin.record(action=action, actor_id="ops")
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, role)}
+    filters = ["--action", "member.*", "--action", "permission.*"]
+    written = CliRunner().invoke(cli, ["bundle", *filters, "-o", str(out)], env=env)
+    assert written.exit_code == 0, written.output
+    return written
+
+
+def _drop_last_record(out: Path) -> None:
+    """What a holder hiding one event does: its record and proof gone, the
+    count lowered to match."""
+    for name in ("records.ndjson", "proofs.ndjson"):
+        kept = (out / name).read_bytes().splitlines(keepends=True)[:-1]
+        (out / name).write_bytes(b"".join(kept))
+    manifest = json.loads((out / "bundle.json").read_text())
+    manifest["count"] -= 1
+    manifest["last_seq"] = json.loads(kept[-1])["seq"]
+    (out / "bundle.json").write_text(json.dumps(manifest))
+
+
+def test_a_filtered_bundle_carries_the_servers_signed_statement_of_its_selection(
+    server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """bundle.json held no filter, and nothing signed the records' count: one
+    record and its proof taken out, the count lowered, still verified `OK: 2
+    records`, a warning on stderr only (helper-554). An exporter's bundle
+    is read by one filtered Export, whose statement signs its filter and
+    rows: verify names the filter, and one record taken out fails."""
+    out = tmp_path / "rights"
+    _rights_bundle(server, tenant, Role.ADMIN, out)
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER.text()])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("OK: 3 records"), shown.stdout
+    assert '"actions":["member.*","permission.*"]' in shown.stdout.replace(" ", "")
+    assert "signed" in shown.stdout and "not proven complete" not in shown.stdout
+    _drop_last_record(out)
+    dropped = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER.text()])
+    assert dropped.exit_code == 1, dropped.output
+    assert "OK" not in dropped.stdout
+    assert dropped.stderr.startswith("FAILED: records.ndjson.manifest.json: "), dropped.stderr
+
+
+def test_a_filtered_bundle_no_statement_signs_says_on_stdout_it_is_not_proven_complete(
+    server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """A reader may not export: its bundle is proven a record at a time, and
+    nothing signs what it selected. Its OK line says so itself, and names
+    the filter bundle.json says, for a job that keeps stdout alone."""
+    out = tmp_path / "rights"
+    _rights_bundle(server, tenant, Role.READER, out)
+    manifest = json.loads((out / "bundle.json").read_text())
+    assert json.loads(manifest["filter"]) == {"actions": ["member.*", "permission.*"]}
+    _drop_last_record(out)
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER.text()])
+    assert shown.exit_code == 0, shown.output
+    assert shown.stdout.startswith("OK: 2 records"), shown.stdout
+    assert "a filtered bundle: records may have been removed; not proven complete" in shown.stdout
+    assert '"actions":["member.*","permission.*"]' in shown.stdout.replace(" ", "")

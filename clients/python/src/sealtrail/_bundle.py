@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar
 
 import grpc
+from google.protobuf import json_format
 
 from sealtrail._bundle_format import (
     CHECKPOINT,
     EDGES,
+    EXPORT_MANIFEST,
     FORMAT,
     KEYS,
     MANIFEST,
@@ -85,6 +87,8 @@ class _Source(Protocol):
         path: str | os.PathLike[str],
         *,
         format: Any = ...,
+        filter: event_pb2.EventFilter | None = ...,
+        manifest_file: bool = ...,
         first_seq: int = ...,
         last_seq: int = ...,
     ) -> audit_service_pb2.ExportManifest: ...
@@ -150,8 +154,12 @@ def write_bundle(
     A complete bundle is read in one Export (its own checkpoint, the export's
     record included) and ListPurgedLeaves (the leaves retention left), and its
     proofs computed here from all its leaves, when those lead to the signed
-    root. Otherwise, and for a filtered
-    bundle, each record is fetched with its proof by GetInclusionProof,
+    root. A filtered bundle is read in one Export of the filter, whose
+    manifest it keeps (EXPORT_MANIFEST: its statement signs the records'
+    bytes, rows and filter), each record proven by GetInclusionProof at the
+    export's checkpoint (`_from_filtered_export`). Otherwise (and for a
+    filtered bundle the export does not serve: the filter then recorded in
+    bundle.json, unsigned), each record is fetched with its proof by GetInclusionProof,
     `workers` at a time: the way for a reader token (Export needs an
     exporter's), an export refused by the rate limit, or a log that does not
     match its checkpoint (which then shows which records it cannot prove).
@@ -179,7 +187,7 @@ def write_bundle(
     try:
         return _write(source, out, event_filter, seq_range, workers)
     except BaseException:
-        for name in (RECORDS, PROOFS, PURGED, EDGES, CHECKPOINT, KEYS, MANIFEST):
+        for name in (RECORDS, EXPORT_MANIFEST, PROOFS, PURGED, EDGES, CHECKPOINT, KEYS, MANIFEST):
             (out / name).unlink(missing_ok=True)
         if created:
             with contextlib.suppress(OSError):  # not emptied: someone else wrote in it
@@ -205,7 +213,11 @@ def _write(
     elif complete:
         written = _complete(source, out, workers)
     else:
-        written = _proven_one_by_one(source, out, event_filter, complete, workers)
+        assert event_filter is not None  # not complete: a filter
+        written = _from_filtered_export(source, out, event_filter, workers) or replace(
+            _proven_one_by_one(source, out, event_filter, complete, workers),
+            filter=_filter_text(event_filter),
+        )
     removed = _first_and_last_removed(out) if written.purged else None
     if not written.purged:
         (out / PURGED).unlink()
@@ -237,6 +249,8 @@ def _write(
         received_since=None if seq_range is None else seq_range.received_since,
         received_until=None if seq_range is None else seq_range.received_until,
         unchecked_edges=unproven_ends,
+        filter=written.filter,
+        selection_signed=written.selection_signed,
     )
     manifest = {
         "format": FORMAT,
@@ -251,6 +265,8 @@ def _write(
         **_range_fields(seq_range),
         **({"unproven": list(summary.unproven)} if summary.unproven else {}),
         **({"log_refused_to_sign": True} if written.refused else {}),
+        **({"filter": written.filter} if written.filter is not None else {}),
+        **({"export_manifest": EXPORT_MANIFEST} if written.selection_signed else {}),
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     (out / MANIFEST).write_text(
@@ -293,6 +309,8 @@ class _Written:
     refused: bool = False  # the log would not sign a fresh checkpoint
     gaps: Sequence[int] = ()  # of a complete or range bundle's seqs, not provable
     unaccounted: str | None = None  # a complete bundle's removals, not retention's
+    filter: str | None = None  # a filtered bundle's, the API's JSON
+    selection_signed: bool = False  # its filter and rows signed: EXPORT_MANIFEST's statement
 
 
 # Writes of a complete bundle, each overtaken by a retention pass, before it
@@ -392,8 +410,87 @@ def _from_one_export(source: _Source, out: Path) -> _Written | None:
 
 
 def _discard(out: Path) -> None:
-    for name in (RECORDS, PROOFS, PURGED):
+    for name in (RECORDS, EXPORT_MANIFEST, PROOFS, PURGED):
         (out / name).unlink(missing_ok=True)
+
+
+def _filter_text(event_filter: event_pb2.EventFilter) -> str:
+    """A filter as bundle.json records it when no statement signs it: the
+    API's JSON, compact, keys sorted."""
+    fields = json_format.MessageToDict(event_filter, preserving_proto_field_name=True)
+    return json.dumps(fields, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def _from_filtered_export(
+    source: _Source, out: Path, event_filter: event_pb2.EventFilter, workers: int
+) -> _Written | None:
+    """A filtered bundle read by one NDJSON Export of the filter, its
+    manifest kept (EXPORT_MANIFEST): its statement, signed by the log's key,
+    signs the records' bytes, rows and filter, so that one taken out, or
+    another filter claimed, fails verification (helper-554). Each record is
+    proven by GetInclusionProof at the export's checkpoint. None, with `out`
+    left empty, when the export is refused (a reader's token, the export
+    rate), its statement signs no filter (an older server), or a record of
+    it is not the log's as proven: proving each then names what."""
+    try:
+        exported = source.export(
+            out / RECORDS, format="ndjson", filter=event_filter, manifest_file=True
+        )
+    except SealtrailError as error:
+        if {(error.code, None), (error.code, error.reason)} & _PROVE_INSTEAD:
+            return None
+        raise
+    try:
+        written = _prove_each_exported(source, out, exported, workers)
+    except BaseException:
+        _discard(out)
+        raise
+    if written is None:
+        _discard(out)
+    return written
+
+
+def _prove_each_exported(
+    source: _Source, out: Path, exported: audit_service_pb2.ExportManifest, workers: int
+) -> _Written | None:
+    """Each exported record's proof, from GetInclusionProof at the export's
+    checkpoint; None if its statement signs no filter or a record is not
+    the one the log proves at its seq."""
+    signed = _signed(exported.checkpoint)
+    if signed is None or not exported.statement or not exported.filter_json:
+        return None
+    size = signed.tree_size
+    seqs = array("q")
+    with open(out / RECORDS, "rb") as lines:
+        for line in lines:
+            seq = _seq_of(line.removesuffix(b"\n"))
+            if seq is None or not (seqs[-1] if seqs else 0) < seq <= size:
+                return None
+            seqs.append(seq)
+
+    def prove(seq: int) -> integrity_pb2.GetInclusionProofResponse | None:
+        try:
+            return source.get_inclusion_proof(seq=seq, tree_size=size)
+        except NotFoundError:
+            return None  # removed since, or gone: proving each says which
+        except SealtrailError as error:
+            if error.code is grpc.StatusCode.DATA_LOSS:
+                return None
+            raise
+
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        open(out / RECORDS, "rb") as records,
+        open(out / PROOFS, "w", encoding="utf-8", newline="\n") as proofs,
+    ):
+        answers = in_order(pool, prove, seqs, ahead=4 * workers)
+        for line, answer in zip(records, answers, strict=True):
+            if answer is None or answer.record != line.removesuffix(b"\n"):
+                return None
+            encoded = [base64.b64encode(h).decode() for h in answer.proof]
+            proofs.write(json.dumps({"seq": answer.seq, "proof": encoded}) + "\n")
+    (out / PURGED).touch()  # a filtered bundle carries no removed leaves
+    return replace(_Written(signed, seqs, 0), filter=exported.filter_json, selection_signed=True)
 
 
 def _prove_exported(source: _Source, out: Path, note: str) -> _Written | None:

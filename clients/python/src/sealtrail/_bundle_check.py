@@ -13,6 +13,7 @@ from typing import IO, Any, Final
 from sealtrail._bundle_format import (
     CHECKPOINT,
     EDGES,
+    EXPORT_MANIFEST,
     FORMAT,
     KEYS,
     MANIFEST,
@@ -108,6 +109,10 @@ def _verify_bundle(
             f" the bundle has {purged}"
         )
     _refuse_what_the_log_could_not_do(manifest)
+    chosen_by, signed_selection = None, False
+    if not complete and seq_range is None:
+        note = (path / CHECKPOINT).read_text(encoding="utf-8")
+        chosen_by, signed_selection = _selection(path, manifest, verifiers, note, count)
     unchecked: tuple[str, ...] = ()
     if received is not None and seq_range is not None:
         unchecked = _check_edges(path, logged_tenant, size, root, seq_range, received)
@@ -125,7 +130,50 @@ def _verify_bundle(
         received_since=received[0] if received else None,
         received_until=received[1] if received else None,
         unchecked_edges=unchecked,
+        filter=chosen_by,
+        selection_signed=signed_selection,
     )
+
+
+def _selection(
+    path: Path, manifest: dict[str, Any], verifiers: list[Verifier], note: str, count: int
+) -> tuple[str | None, bool]:
+    """What a filtered bundle selected its records by, and whether the log's
+    key signs it: bundle.json's `filter` alone is the writer's word, and one
+    record taken out with its proof and the count lowered verified
+    (helper-554). A bundle read by one Export keeps its manifest, whose
+    statement signs the records' bytes, rows and filter: held to it here,
+    its checkpoint the bundle's."""
+    claimed = manifest.get("filter")
+    if claimed is not None and not isinstance(claimed, str):
+        raise BundleError(f"{MANIFEST}: 'filter' must be the filter's JSON text")
+    kept = manifest.get("export_manifest")
+    if kept is None:
+        return claimed, False
+    if kept != EXPORT_MANIFEST:
+        raise BundleError(f"{MANIFEST}: 'export_manifest' must be {EXPORT_MANIFEST!r}")
+    from sealtrail._checkpoint_check import CheckpointError
+    from sealtrail._export_check import check_export
+
+    try:
+        found = check_export(
+            path / EXPORT_MANIFEST, key=[v.text() for v in verifiers], file=path / RECORDS
+        )
+    except CheckpointError as error:
+        raise BundleError(f"{EXPORT_MANIFEST}: {error}") from None
+    if found.checkpoint.split("\n\n", 1)[0] != note.split("\n\n", 1)[0]:
+        raise BundleError(f"{EXPORT_MANIFEST}: its checkpoint is not the bundle's")
+    if not found.filtered or found.filter != claimed:
+        raise BundleError(
+            f"{MANIFEST} says filter {claimed}, the export's signed statement"
+            f" {found.filter if found.filtered else 'no filter'}"
+        )
+    if found.rows != count:
+        raise BundleError(
+            f"{EXPORT_MANIFEST}: its statement signs {counted(found.rows or 0, 'row')},"
+            f" the bundle has {count}"
+        )
+    return found.filter, True
 
 
 def _check_edges(

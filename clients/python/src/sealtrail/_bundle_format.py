@@ -15,6 +15,12 @@ log, checkable offline by anyone (docs/integrity.md, "Bundles and `sealtrail ver
                         before and after the range, each with its proof:
                         {"seq": s, "record": text | null, "leaf_hash": base64,
                         "proof": [...]}; their times show the range is the period's
+    records.ndjson.manifest.json
+                        (a filtered bundle read by one Export) that export's
+                        manifest, whose statement, signed by the log's key,
+                        signs records.ndjson's bytes, rows and filter;
+                        bundle.json's "filter" is a filtered bundle's filter
+                        (the API's JSON) and "export_manifest" names the file
     checkpoint.txt      the C2SP signed checkpoint at the tree size
     verifier-keys.txt   the server's verifier keys, one per line, active first
 
@@ -44,6 +50,7 @@ PROOFS = "proofs.ndjson"
 PURGED = "purged.ndjson"
 EDGES = "edges.ndjson"
 CHECKPOINT = "checkpoint.txt"
+EXPORT_MANIFEST = "records.ndjson.manifest.json"  # RECORDS's, as `export` keeps it beside
 KEYS = "verifier-keys.txt"
 
 
@@ -104,6 +111,12 @@ class BundleSummary:
     # time went with it), or, at the end, none after the range in the log at
     # the checkpoint's size. `sealtrail verify` then exits 4, not 0.
     unchecked_edges: tuple[str, ...] = ()
+    # Of a filtered bundle, what it selected by (the API's JSON of its
+    # filter), None if not recorded (a bundle before it recorded one); and
+    # whether the log's key signs it and the records' count and bytes (the
+    # statement of the Export it was read by), else only bundle.json says it.
+    filter: str | None = None
+    selection_signed: bool = False
 
     @property
     def log_fault(self) -> str | None:

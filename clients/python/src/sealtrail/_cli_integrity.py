@@ -444,6 +444,8 @@ def _report_verified(summary: BundleSummary) -> None:
     whole = ", the complete log with no gap" if summary.complete else ""
     if summary.seq_range is not None:
         whole = f"; {range_line(summary)} and consistent with the signed checkpoint"
+    elif not summary.complete:
+        whole = f"; {_selection_line(summary)}"
     purged = (
         f" and the leaves of {counted(summary.purged, 'event')} removed by retention"
         if summary.purged
@@ -463,6 +465,13 @@ def _report_verified(summary: BundleSummary) -> None:
     if summary.seq_range is not None:
         for warning in range_warnings(summary):
             click.echo(terminal_safe(warning), err=True)
+    elif summary.selection_signed:
+        click.echo(
+            "note: a partial bundle (a filter's selection): that the filter matched no other"
+            " event is the server's signed word, not proven by the tree; only a complete"
+            " bundle shows the log has no gap",
+            err=True,
+        )
     elif not summary.complete:
         click.echo(
             "warning: a partial bundle (a filter's selection): each record it holds is"
@@ -479,6 +488,21 @@ def _report_verified(summary: BundleSummary) -> None:
         sys.exit(3)
     if unproven:
         sys.exit(PERIOD_UNPROVEN)
+
+
+def _selection_line(summary: BundleSummary) -> str:
+    """What a filtered bundle's OK line says it selected: the filter and
+    count its export's statement signs, or, none signing them, that records
+    may have been taken out (a warning on stderr alone went unseen by a job
+    keeping stdout: helper-554). The filter is the bundle's text, escaped."""
+    chosen = "" if summary.filter is None else terminal_safe(summary.filter)
+    if summary.selection_signed:
+        return (
+            f"every event of filter {chosen}, as the export statement signed by the log's"
+            f" key counts them ({counted(summary.count, 'row')})"
+        )
+    said = f"filter {chosen}, as bundle.json says, unsigned" if chosen else "filter not recorded"
+    return f"a filtered bundle: records may have been removed; not proven complete ({said})"
 
 
 @click.command("verify-log")
