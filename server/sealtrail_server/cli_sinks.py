@@ -188,6 +188,7 @@ def _option_of(field: str) -> str:
         "resource_types": "resource_type",
         "http_status_classes": "http_status",
         "http_routes": "http_route",
+        "http_route_presence": "has_http_route/--no_http_route",  # one option, two flags
         "changed_fields": "changed_field",
         "actor_roles": "role",
         "text": "search",

@@ -1218,6 +1218,32 @@ def test_a_url_filter_the_form_has_no_choice_for_is_shown_and_kept(
     assert queried(browser)[1]["min_severity"] == ["WARNING"]
 
 
+def test_api_requests_or_the_rest_are_chosen_and_kept_in_the_url(
+    browser: webdriver.Chrome,
+    console_url: str,
+    console_server: ServerThread,
+    tenant: str,
+    recorded: AuditClient,
+) -> None:
+    """ "HTTP request": a shared `http_route_presence=present` is shown and
+    sent; choosing "None" asks the events of no API request (helper-557)."""
+    sign_in(
+        browser,
+        console_url + "?http_route_presence=present",
+        console_server.token(tenant, "reader"),
+    )
+    wait(browser).until(lambda b: queried(b))
+    assert queried(browser)[0]["http_route_presence"] == ["present"]
+    form = browser.find_element(By.ID, "filters")
+    chosen = Select(form.find_element(By.NAME, "http_route_presence"))
+    assert chosen.first_selected_option.get_attribute("value") == "present"
+    chosen.select_by_value("absent")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(browser).until(lambda b: len(queried(b)) == 2)
+    assert queried(browser)[1]["http_route_presence"] == ["absent"]
+    assert "http_route_presence=absent" in browser.current_url
+
+
 def test_more_shows_the_next_page_under_the_default_range(
     browser: webdriver.Chrome,
     console_url: str,

@@ -1265,6 +1265,33 @@ def test_slow_requests_are_found_and_counted_per_route_and_status(
         assert status == 400 and "min_duration_ms" in json.dumps(body), (bad, body)
 
 
+def test_api_requests_or_the_rest_are_found_by_a_route_present_or_absent(
+    api: str, console_server: ServerThread, tenant: str
+) -> None:
+    """`http_route_presence=present|absent` (helper-557), the API's enum by
+    its short name in any case: the Breakdown per route of API requests has
+    no `""` row; another value is the console's 400 naming it."""
+    with AuditClient(console_server.target, token=console_server.token(tenant)) as client:
+        for route, ms in (("/v1/a", 12.5), ("", 40.0), ("/v1/b", 0)):
+            client.record(action="api.call", actor_id="k1", http_route=route, duration_ms=ms)
+    reader = console_server.token(tenant, "reader")
+    for presence, routes in (("present", ["/v1/b", "/v1/a"]), ("ABSENT", [None])):
+        search = {"actions": "api.call", "http_route_presence": presence}
+        status, body = get(api + "events?" + urllib.parse.urlencode(search), reader)
+        assert status == 200, body
+        assert [e.get("context", {}).get("http_route") for e in body["events"]] == routes
+    query = urllib.parse.urlencode(
+        {"actions": "api.call", "http_route_presence": "present", "group_by": "http_route"}
+    )
+    status, body = get(api + f"counts?{query}", reader)
+    assert status == 200, body
+    assert sorted((g["key"], g["count"]) for g in body["groups"]) == [("/v1/a", 1), ("/v1/b", 1)]
+    for bad in ("yes", "unspecified_x", "1"):
+        query = urllib.parse.urlencode({"http_route_presence": bad})
+        status, body = get(api + f"events?{query}", reader)
+        assert status == 400 and "http_route_presence" in json.dumps(body), (bad, body)
+
+
 def _look(
     api: str, token: str, search: dict[str, str], *, grouping: str = "action"
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -625,6 +625,14 @@ def test_the_operator_is_told_which_option_is_wrong(
     assert both.exit_code == 2, both.output
     assert "--http-route (sink.filter.http_routes[1]) is empty" in both.output, both.output
     assert "--changed-field (sink.filter.changed_fields[1]) is empty" in both.output, both.output
+    # A pair of flags, either of which sets the field: both named.
+    contradiction = operator(
+        "sink", "create", "soc-bad", "--kind", "webhook", "--url", receiver.url,
+        "--secret", f"@{secret_file}", "--http-route", "/v1/plans/{id}", "--no-http-route",
+    )  # fmt: skip
+    assert contradiction.exit_code == 2, contradiction.output
+    said = "--has-http-route/--no-http-route (sink.filter.http_route_presence) absent"
+    assert said in contradiction.output, contradiction.output
     _create(operator, "soc-twice", receiver.url, secret_file)
     again = operator(
         "sink", "create", "soc-twice", "--kind", "webhook", "--url", receiver.url,

@@ -405,6 +405,13 @@ def test_a_retention_preview_reads_no_further_than_its_limit(
             ),
             "'details'",
         ),
+        (EventFilter(http_routes=("/v1/templates/{id}",)), "'http_route'"),
+        # Whether a route is there reads it as the routes do: the same plan.
+        (EventFilter(has_http_route=True), "'http_route'::text) IS NOT NULL"),
+        (
+            EventFilter(actions=("user.login",), has_http_route=True),
+            "'http_route'::text) IS NOT NULL",
+        ),
     ],
 )
 def test_what_is_read_off_the_record_is_a_row_condition_on_the_tenants_index(
@@ -412,10 +419,11 @@ def test_what_is_read_off_the_record_is_a_row_condition_on_the_tenants_index(
     chosen: EventFilter,
     read: str,
 ) -> None:
-    """`details_equals` is read off each record (no column, no index): a
-    page and a count still scan the tenant's index, the details a filter of
-    the rows it yields, as the owner's plan reads them (no record here holds
-    details: every row of the tenant's index is read and left out)."""
+    """`details_equals`, `http_routes` and `http_route_presence` are read off
+    each record (no column, no index): a page and a count still scan the
+    tenant's index, the record's field a filter of the rows it yields, as the
+    owner's plan reads them (no record here holds details or a route: every
+    row of the tenant's index is read and left out)."""
     _filtered_on_the_tenants_index(connections, chosen, read)
 
 

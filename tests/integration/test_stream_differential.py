@@ -187,6 +187,12 @@ def _filters(recorder: str) -> dict[str, event_pb2.EventFilter]:
         "http_routes_mixed": build_filter(
             actions="doc.*", http_routes=["/v1/docs", "/v1/docs/{id}/"], http_status_classes="5xx"
         ),
+        "http_route_present": build_filter(has_http_route=True),
+        "http_route_absent": build_filter(has_http_route=False),
+        "http_route_absent_mixed": build_filter(
+            actions="doc.*", has_http_route=False, min_duration_ms=12
+        ),
+        "http_route_present_of_routes": build_filter(has_http_route=True, http_routes="/v1/docs"),
         "actor_prefix": build_filter(actor_prefix="Al"),
         "actor_prefix_email": build_filter(actor_prefix="ALICE@ex"),
         "actor_prefix_literal": build_filter(actor_prefix="al%_"),

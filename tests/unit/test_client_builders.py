@@ -188,6 +188,13 @@ def test_routes_are_built_as_given_from_one_or_a_list() -> None:
     assert not build_filter().http_routes
 
 
+def test_a_route_presence_is_built_of_true_false_or_none() -> None:
+    assert build_filter(has_http_route=True).http_route_presence == event_pb2.PRESENCE_PRESENT
+    assert build_filter(has_http_route=False).http_route_presence == event_pb2.PRESENCE_ABSENT
+    assert build_filter().http_route_presence == event_pb2.PRESENCE_UNSPECIFIED
+    assert build_filter(has_http_route=None) == build_filter()
+
+
 def test_an_actor_prefix_is_built_as_given() -> None:
     built = build_filter(actor_prefix="Ali%_")
     assert built.actor_prefix == "Ali%_"

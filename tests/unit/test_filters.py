@@ -770,6 +770,57 @@ def test_the_matcher_takes_the_routes_asked_exactly(
     assert taken == found
 
 
+@pytest.mark.parametrize(
+    ("presence", "routes", "kept"),
+    [
+        (0, [], None),
+        (1, [], True),
+        (2, [], False),
+        (1, ["/v1/x"], None),  # the routes say it: one filter, one fingerprint
+        (0, ["/v1/x"], None),
+    ],
+)
+def test_a_route_presence_is_kept_as_whether_an_event_has_one(
+    presence: int, routes: list[str], kept: bool | None
+) -> None:
+    checked = validate_filter(FilterDraft(http_route_presence=presence, http_routes=routes))
+    assert checked.has_http_route is kept
+
+
+def test_no_route_with_routes_or_an_unknown_presence_is_refused_naming_it() -> None:
+    """PRESENCE_ABSENT with routes matches nothing: refused, as a pair of
+    severity bounds no level passes is, rather than answering nothing."""
+    (violation,) = violations_of(FilterDraft(http_route_presence=2, http_routes=["/v1/x"]))
+    assert violation.field == "filter.http_route_presence"
+    assert (
+        violation.description == "absent, with http_routes, matches nothing: set one or the other"
+    )
+    assert fields_of(FilterDraft(http_route_presence=3)) == ["filter.http_route_presence"]
+
+
+@pytest.mark.parametrize(
+    ("presence", "found"),
+    [
+        (1, ["/v1/x", "/v1/templates/{id}"]),
+        (2, [None, None]),
+        (0, [None, "/v1/x", None, "/v1/templates/{id}"]),
+    ],
+)
+def test_the_matcher_takes_events_with_a_route_or_without_one(
+    presence: int, found: list[str | None]
+) -> None:
+    """Without a route: no context, or a context of other fields."""
+    matcher = RecordMatcher(validate_filter(FilterDraft(http_route_presence=presence)))
+    records = [
+        _LOGIN,
+        _LOGIN | {"context": {"http_route": "/v1/x"}},
+        _LOGIN | {"context": {"duration_ms": 3.5}},
+        _LOGIN | {"context": {"http_route": "/v1/templates/{id}", "duration_ms": 3.5}},
+    ]
+    taken = [r.get("context", {}).get("http_route") for r in records if matcher.matches(r)]
+    assert taken == found
+
+
 def test_changed_fields_are_kept_as_given_sorted_once() -> None:
     """Exactly as given (case, dots, spaces within, `%` and `_` themselves),
     duplicates dropped, sorted: equal filters, equal fingerprints."""

@@ -50,6 +50,7 @@ SAMPLES: dict[str, Any] = {
     "changed_fields": ("limits.rpm", "rate_limit"),
     "details_equals": (("environment", "prod"),),
     "actor_roles": ("admin", "billing"),
+    "has_http_route": False,
 }
 
 

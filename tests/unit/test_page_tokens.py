@@ -102,6 +102,8 @@ def test_a_field_added_to_the_filter_keeps_the_fingerprints_of_filters_without_i
         replace(older, min_duration_ms=0.5),
         replace(older, http_routes=("/v1/x",)),
         replace(older, http_routes=("/v1/x", "/v1/y")),
+        replace(older, has_http_route=True),
+        replace(older, has_http_route=False),
         replace(older, changed_fields=("rate_limit",)),
         replace(older, changed_fields=("limits.rpm", "rate_limit")),
         replace(older, actor_prefix="ali"),

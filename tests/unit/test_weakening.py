@@ -94,6 +94,10 @@ JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
         # Routes dropped, or more of them.
         (EventFilter(http_routes=("/v1/x",)), EventFilter()),
         (EventFilter(http_routes=("/v1/x",)), EventFilter(http_routes=("/v1/x", "/v1/y"))),
+        # A route's presence dropped, the same, or said by routes before.
+        (EventFilter(has_http_route=True), EventFilter()),
+        (EventFilter(has_http_route=False), EventFilter(has_http_route=False)),
+        (EventFilter(http_routes=("/v1/x",)), EventFilter(has_http_route=True)),
         # A least duration dropped, the same, or lower.
         (EventFilter(min_duration_ms=1000.0), EventFilter()),
         (EventFilter(min_duration_ms=1000.0), EventFilter(min_duration_ms=1000.0)),
@@ -194,6 +198,12 @@ def test_a_filter_that_lets_through_all_it_did_does_not_narrow(
         (EventFilter(http_routes=("/v1/x", "/v1/y")), EventFilter(http_routes=("/v1/y",))),
         (EventFilter(http_routes=("/v1/x/y",)), EventFilter(http_routes=("/v1/x",))),
         (EventFilter(http_routes=("/v1/x",)), EventFilter(http_routes=("/V1/X",))),
+        # A route's presence asked where none was, or the other one.
+        (EventFilter(), EventFilter(has_http_route=True)),
+        (EventFilter(), EventFilter(has_http_route=False)),
+        (EventFilter(has_http_route=True), EventFilter(has_http_route=False)),
+        (EventFilter(has_http_route=False), EventFilter(has_http_route=True)),
+        (EventFilter(has_http_route=True), EventFilter(http_routes=("/v1/x",))),
         # A least duration asked where none was, or higher.
         (EventFilter(), EventFilter(min_duration_ms=0.5)),
         (EventFilter(min_duration_ms=1000.0), EventFilter(min_duration_ms=1000.5)),

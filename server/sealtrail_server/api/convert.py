@@ -240,6 +240,7 @@ def filter_draft(event_filter: event_pb2.EventFilter) -> FilterDraft:
         details_equals=dict(event_filter.details_equals),
         actor_roles=list(event_filter.actor_roles),
         actor_prefix=event_filter.actor_prefix,
+        http_route_presence=event_filter.http_route_presence,
     )
 
 

@@ -99,6 +99,7 @@ FILTER_PARAMETERS: Final = (
     *_SINGLE,
     "min_severity",
     "min_duration_ms",
+    "http_route_presence",
     "detail",
     "occurred_after",
     "occurred_before",
@@ -147,6 +148,9 @@ def event_filter(query: Any) -> event_pb2.EventFilter:
         message.min_severity = event_pb2.Severity.ValueType(severity)
     if query.get("min_duration_ms"):
         message.min_duration_ms = _milliseconds("min_duration_ms", query["min_duration_ms"])
+    if query.get("http_route_presence"):  # `present` or `absent`, the enum's short names
+        presence = _enum(event_pb2.Presence, "http_route_presence", query["http_route_presence"])
+        message.http_route_presence = event_pb2.Presence.ValueType(presence)
     if query.get("detail"):
         message.details_equals.update(_details("detail", query["detail"]))
     for name in ("occurred_after", "occurred_before"):
@@ -207,6 +211,7 @@ def _enum(enum: Any, name: str, value: str) -> int:
         "min_severity": "SEVERITY_",
         "severities": "SEVERITY_",
         "actor_types": "ACTOR_TYPE_",
+        "http_route_presence": "PRESENCE_",
     }[name]
     try:
         return int(enum.Value(prefix + value.upper()))

@@ -193,6 +193,7 @@ def watches_no_events(event_filter: EventFilter) -> list[tuple[str, str]]:
             f.actor, f.resource_type, f.resource_id, f.request_id, f.trace_id, f.text,
             f.recorded_by, f.ip, f.country, f.actor_email_domain, f.user_agent,
             f.credential_id, f.credential_kind, f.actor_prefix, f.min_duration_ms,
+            f.has_http_route,
         ))
     )  # fmt: skip
     if narrows:

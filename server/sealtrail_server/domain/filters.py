@@ -101,6 +101,7 @@ class FilterDraft:
     changed_fields: list[str] = field(default_factory=list)
     details_equals: dict[str, str] = field(default_factory=dict)
     actor_roles: list[str] = field(default_factory=list)
+    http_route_presence: int = 0  # a Presence number: 0 any, 1 present, 2 absent
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +249,15 @@ class EventFilter:
     # `actor_roles`: any of these roles among the record's `actor.roles`,
     # exactly as recorded, sorted, once each.
     actor_roles: tuple[str, ...] = ()
+    # `http_route_presence`: whether a matching event has a `context.http_route`
+    # (True: an API request's; False: none); None: either. Never False with
+    # `http_routes`, and None rather than True with them, which say it.
+    has_http_route: bool | None = None
+
+    def route_presence_matches(self, route: object) -> bool:
+        """Whether a record's `context.http_route` (None: it has none) is
+        there or not as `has_http_route` asks: the SQL's IS [NOT] NULL."""
+        return self.has_http_route is None or (route is not None) == self.has_http_route
 
     def details_match(self, details: object) -> bool:
         """Whether a record's `details` (None: it has none) holds each of
@@ -413,6 +423,7 @@ def validate_filter(
     changed_fields = _changed_fields(draft.changed_fields, fail)
     details_equals = checked_details_equals(draft.details_equals, fail)
     actor_roles = _actor_roles(draft.actor_roles, fail)
+    has_http_route = _route_presence(draft.http_route_presence, bool(routes), fail)
     for singular, plural, both in (
         ("country", "countries", bool(draft.country and draft.countries)),
         ("resource_type", "resource_types", bool(draft.resource_type and draft.resource_types)),
@@ -547,6 +558,7 @@ def validate_filter(
         changed_fields=changed_fields,
         details_equals=details_equals,
         actor_roles=actor_roles,
+        has_http_route=has_http_route,
     )
 
 
@@ -795,6 +807,26 @@ def _routes(values: list[str], fail: _Fail) -> tuple[str, ...]:
     return tuple(sorted(set(found)))
 
 
+# What each `Presence` number asks of a field: PRESENCE_PRESENT, PRESENCE_ABSENT.
+_PRESENCES: Final = {1: True, 2: False}
+
+
+def _route_presence(presence: int, routes: bool, fail: _Fail) -> bool | None:
+    """`http_route_presence` as whether an event has a route (None: either).
+    With `routes` given, present says nothing more (None, so that the filter
+    and its fingerprint are those of the routes alone) and absent matches
+    nothing: refused, as a pair of severity bounds no level passes is."""
+    if presence and presence not in _PRESENCES:
+        fail("http_route_presence", f"unknown enum value {presence}")
+        return None
+    has_route = _PRESENCES.get(presence)
+    if has_route is False and routes:
+        fail(
+            "http_route_presence", "absent, with http_routes, matches nothing: set one or the other"
+        )
+    return None if routes else has_route
+
+
 def _action_forms(
     values: list[str], name: str, fail: _Fail
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -995,6 +1027,8 @@ class RecordMatcher:
         if not f.status_matches(context.get("http_status_code")):
             return False
         if self._routes and context.get("http_route") not in self._routes:
+            return False
+        if not f.route_presence_matches(context.get("http_route")):
             return False
         if not f.duration_matches(context.get("duration_ms")):
             return False

@@ -39,7 +39,8 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
     out, more severity levels (of min_severity and severities together), a wider
     time range or network, a part of the user agent's text, more actor types, countries or
     resource types (`country` and `resource_type` each a list of one), more
-    status codes (a class covering a code), more routes, a shorter start of the actor's id or email
+    status codes (a class covering a code), more routes, a route's presence
+    dropped (or kept, routes before saying it), a shorter start of the actor's id or email
     (of `actor_prefix`, or of the exact `actor` before), a lower least duration, more
     changed fields, fewer details required: of `details_equals`, a subset of its entries, more
     actor roles).
@@ -59,6 +60,7 @@ def filter_narrows(before: EventFilter, after: EventFilter) -> bool:
             _set_widens(before.any_resource_type(), after.any_resource_type()),
             _statuses_widen(before.http_status_classes, after.http_status_classes),
             _set_widens(before.http_routes, after.http_routes),
+            _route_presence_widens(before, after),
             _minimum_widens(before.min_duration_ms, after.min_duration_ms),
             _set_widens(before.changed_fields, after.changed_fields),
             # Entries ANDed: fewer (each kept as it was) take as many events.
@@ -113,6 +115,14 @@ def _statuses_widen(before: tuple[str, ...], after: tuple[str, ...]) -> bool:
     if not after:
         return True
     return bool(before) and all(value in after or f"{value[0]}xx" in after for value in before)
+
+
+def _route_presence_widens(before: EventFilter, after: EventFilter) -> bool:
+    """Whether `after`'s route presence takes every event `before` took:
+    none asked, or the same as `before`'s, whose routes say present."""
+    if after.has_http_route is None:
+        return True
+    return after.has_http_route == (True if before.http_routes else before.has_http_route)
 
 
 def _minimum_widens(before: float | None, after: float | None) -> bool:

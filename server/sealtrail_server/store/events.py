@@ -855,6 +855,10 @@ def filter_conditions(
         # byte: no prefix, no case folding), any of them; read off the record
         # as the status code is (no column, no index, no migration, ADR 0136).
         add(f"{RECORD_HTTP_ROUTE} = ANY(%s::text[])", list(f.http_routes))
+    if f.has_http_route is not None:
+        # Whether the record has a route, read off it as `http_routes` reads
+        # one: a condition of the rows the other conditions' index yields.
+        add(f"{RECORD_HTTP_ROUTE} IS {'NOT NULL' if f.has_http_route else 'NULL'}")
     if f.changed_fields:
         # A change whose field is one of them, exactly: an EXISTS over the
         # record's `changes` (json, as `country` is read: not the whole record

@@ -889,6 +889,9 @@ def _filter(criteria: dict[str, Any]) -> event_pb2.EventFilter:
         given["details_equals"] = details
     if (ctx := click.get_current_context(silent=True)) is not None:
         given_as(ctx, _filter_values_given(ctx, given))
+        if "has_http_route" in given:  # the flag typed, of the two one option has
+            flag = "--has-http-route" if given["has_http_route"] else "--no-http-route"
+            given_as(ctx, {"filter.http_route_presence": flag})
     return build_filter(**given)
 
 

@@ -261,6 +261,12 @@ def _add_filter_options(command: Callable[..., Any], *, time_range: bool) -> Cal
             " any of them): /v1/templates/{id}.",
         ),
         click.option(
+            "--has-http-route/--no-http-route",
+            "has_http_route",
+            default=None,
+            help="Events of API requests alone (those with an HTTP route), or those of none.",
+        ),
+        click.option(
             "--min-duration-ms",
             type=float,
             metavar="MS",

@@ -996,6 +996,7 @@ def build_filter(
     changed_fields: str | Iterable[str] = (),
     details_equals: Mapping[str, str | int | float | bool] | None = None,
     actor_roles: str | Iterable[str] = (),
+    has_http_route: bool | None = None,
 ) -> event_pb2.EventFilter:
     """Builds an EventFilter. Every given criterion must match; `actions` (exact,
     `prefix.*` or `*.verb`), `categories` and `outcomes` match any of their values; `since`
@@ -1042,7 +1043,10 @@ def build_filter(
     than it ignores it, and finds every event); `actor_roles` the events whose
     actor held any of those roles when acting (`actor.roles`), each exactly,
     case and all: `["admin"]`, what admins did (a server older than it ignores
-    it, and finds every event)."""
+    it, and finds every event); `has_http_route` True matches the events of
+    API requests (those with a `context.http_route`), False the others, None
+    both (sent as `http_route_presence`; False with `http_routes` is refused;
+    a server older than it ignores it, and finds every event)."""
     event_filter = event_pb2.EventFilter(
         actions=_many(actions),
         exclude_actions=_many(exclude_actions),
@@ -1079,6 +1083,10 @@ def build_filter(
         details_equals={key: detail_text(value) for key, value in (details_equals or {}).items()},
         actor_roles=_many(actor_roles),
     )
+    if has_http_route is not None:
+        event_filter.http_route_presence = (
+            event_pb2.PRESENCE_PRESENT if has_http_route else event_pb2.PRESENCE_ABSENT
+        )
     if min_severity is not None:
         event_filter.min_severity = enum_value(
             event_pb2.Severity, min_severity, field="min_severity"

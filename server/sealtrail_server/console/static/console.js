@@ -53,7 +53,7 @@ const PAGE_SECONDS = 60;
 const FILTER_FIELDS = ["actions", "exclude_actions", "categories", "min_severity", "severities", "outcomes", "actor", "actor_email_domain", "resource_type",
   "resource_id", "request_id", "trace_id", "text", "recorded_by", "ip", "country", "user_agent",
   "credential_id", "credential_kind", "actor_types", "countries", "resource_types", "http_status_classes",
-  "actor_prefix", "min_duration_ms", "http_routes",
+  "actor_prefix", "min_duration_ms", "http_routes", "http_route_presence",
   "changed_fields", "detail", "actor_roles"];
 // The list fields the form has for `country` and `resource_type`: a URL or a
 // sink's filter saying the singular fills them, and one value is sent as the

@@ -163,6 +163,32 @@ ACTOR_TYPE_SYSTEM: ActorType.ValueType  # 4
 """The system itself, acting on no one's direct behalf."""
 Global___ActorType: _TypeAlias = ActorType  # noqa: Y015
 
+class _Presence:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PresenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Presence.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PRESENCE_UNSPECIFIED: _Presence.ValueType  # 0
+    """Not set: the filter does not ask, and events with and without match."""
+    PRESENCE_PRESENT: _Presence.ValueType  # 1
+    """Only events that have the field match."""
+    PRESENCE_ABSENT: _Presence.ValueType  # 2
+    """Only events that do not have the field match."""
+
+class Presence(_Presence, metaclass=_PresenceEnumTypeWrapper):
+    """Whether an event must have a value of a field, for a filter that asks it
+    (`EventFilter.http_route_presence`): present, absent, or either.
+    """
+
+PRESENCE_UNSPECIFIED: Presence.ValueType  # 0
+"""Not set: the filter does not ask, and events with and without match."""
+PRESENCE_PRESENT: Presence.ValueType  # 1
+"""Only events that have the field match."""
+PRESENCE_ABSENT: Presence.ValueType  # 2
+"""Only events that do not have the field match."""
+Global___Presence: _TypeAlias = Presence  # noqa: Y015
+
 class _CountrySource:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -685,6 +711,7 @@ class EventFilter(_message.Message):
     CREDENTIAL_KIND_FIELD_NUMBER: _builtins.int
     DETAILS_EQUALS_FIELD_NUMBER: _builtins.int
     ACTOR_ROLES_FIELD_NUMBER: _builtins.int
+    HTTP_ROUTE_PRESENCE_FIELD_NUMBER: _builtins.int
     min_severity: Global___Severity.ValueType
     """Lowest severity to match; unset matches every severity."""
     actor: _builtins.str
@@ -785,6 +812,16 @@ class EventFilter(_message.Message):
     Events without a credential never match. Checked as
     `ActorCredential.kind` is: 1 to 64 characters, lower_snake_case. A
     server older than this field ignores it.
+    """
+    http_route_presence: Global___Presence.ValueType
+    """Whether the event was of an HTTP request, by its route
+    (`context.http_route`): PRESENCE_PRESENT matches the events that have a
+    route (the API requests), PRESENCE_ABSENT those that have none (a job,
+    a sign-in recorded without its request, the log's own records);
+    unset matches both. With `http_routes`, PRESENCE_PRESENT says nothing
+    more, and PRESENCE_ABSENT, which no event of a route could match, is
+    refused. An unknown value is refused. A server older than this field
+    ignores it, and finds every event.
     """
     @_builtins.property
     def occurred_after(self) -> _timestamp_pb2.Timestamp:
@@ -955,10 +992,11 @@ class EventFilter(_message.Message):
         credential_kind: _builtins.str = ...,
         details_equals: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         actor_roles: _abc.Iterable[_builtins.str] | None = ...,
+        http_route_presence: Global___Presence.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_after", b"occurred_after", "occurred_before", b"occurred_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_roles", b"actor_roles", "actor_types", b"actor_types", "categories", b"categories", "changed_fields", b"changed_fields", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "credential_kind", b"credential_kind", "details_equals", b"details_equals", "exclude_actions", b"exclude_actions", "http_routes", b"http_routes", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_duration_ms", b"min_duration_ms", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "actor", b"actor", "actor_email_domain", b"actor_email_domain", "actor_prefix", b"actor_prefix", "actor_roles", b"actor_roles", "actor_types", b"actor_types", "categories", b"categories", "changed_fields", b"changed_fields", "countries", b"countries", "country", b"country", "credential_id", b"credential_id", "credential_kind", b"credential_kind", "details_equals", b"details_equals", "exclude_actions", b"exclude_actions", "http_route_presence", b"http_route_presence", "http_routes", b"http_routes", "http_status_classes", b"http_status_classes", "ip", b"ip", "min_duration_ms", b"min_duration_ms", "min_severity", b"min_severity", "occurred_after", b"occurred_after", "occurred_before", b"occurred_before", "outcomes", b"outcomes", "recorded_by", b"recorded_by", "request_id", b"request_id", "resource_id", b"resource_id", "resource_type", b"resource_type", "resource_types", b"resource_types", "severities", b"severities", "text", b"text", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
