@@ -17,11 +17,13 @@ from typing import Any, Final
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from sealtrail import AuditClient, ExportMismatchError, build_event, build_filter, check_export
+from sealtrail import _cli as cli
 from sealtrail._export_check import _RowCounter
 from sealtrail.tlog import ExportStatement, Signer, generate_signer_key, sign_note
-from tests.conftest import SIGNING_KEY
+from tests.conftest import SIGNING_KEY, ServerThread
 from tests.integration.test_export import seed
 
 KEY = Signer.parse(SIGNING_KEY).verifier.text()
@@ -585,3 +587,73 @@ def test_a_csv_cell_longer_than_any_the_server_writes_fails_saying_so(
         r" server writes \(a record is at most 64 KiB\)$",
     ):
         check_export(kept, key=KEY)
+
+
+def _rewrite_user_2(sql: psycopg.Connection[Any], tenant: str) -> int:
+    """user_2's record rewritten as a database superuser would, its trigger
+    off and its leaf left (what VerifyLog says LEAF_MISMATCH of): its seq."""
+    sql.execute("SET session_replication_role = replica")
+    rewritten = sql.execute(
+        "UPDATE events SET record = replace(record, '\"user_2\"', '\"user_7\"')"
+        " WHERE tenant_id = %s AND record LIKE '%%\"user_2\"%%' RETURNING seq",
+        [tenant],
+    ).fetchall()
+    assert len(rewritten) == 1
+    return int(rewritten[0][0])
+
+
+@pytest.mark.parametrize("format", ["csv", "json"])
+def test_a_record_rewritten_in_the_database_fails_a_filtered_export_naming_its_seq(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any], tmp_path: Path, format: str
+) -> None:
+    """A row whose cells do not hash to its own leaf_hash needs nothing but
+    the row to be found: before, only an export of the whole log, unfiltered,
+    had its rows rebuilt, and a filtered one showing the rewritten actor
+    passed as MATCHES, its rows merely not proven (helper-554)."""
+    seed(client)
+    seq = _rewrite_user_2(sql, tenant)
+    out = tmp_path / f"q4.{format}"
+    client.export(out, format=format, manifest_file=True, filter=build_filter(actions="report.*"))
+    assert "user_7" in out.read_text(encoding="utf-8")
+    with pytest.raises(
+        ExportMismatchError,
+        match=rf"^q4\.{format}'s row of seq {seq} is not the record its leaf_hash is of:",
+    ):
+        check_export(out.with_name(out.name + ".manifest.json"), key=KEY)
+
+
+def test_the_cli_fails_a_filtered_export_of_a_rewritten_record_and_will_not_export_it(
+    client: AuditClient,
+    server: ServerThread,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    """`sealtrail verify` and `checkpoint --check` fail a filtered export
+    whose row contradicts its own leaf_hash, naming its seq; `sealtrail
+    export` itself runs that check and exits 1 rather than say `exported`,
+    the file and its manifest kept as evidence of the tampering."""
+    seed(client)
+    seq = _rewrite_user_2(sql, tenant)
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    failed_line = f"FAILED: q4.csv's row of seq {seq} is not the record its leaf_hash is of:"
+    out = tmp_path / "q4.csv"
+    exported = cli_output(env, "export", "--since", "2000-01-01", "-o", str(out), exit_code=1)
+    assert failed_line in exported and "exported" not in exported, exported
+    kept = out.with_name(out.name + ".manifest.json")
+    assert out.is_file() and kept.is_file()
+    verified = cli_output({}, "verify", str(out), "--key", KEY, exit_code=1)
+    assert failed_line in verified and "MATCHES" not in verified, verified
+    checked = cli_output(env, "checkpoint", "--check", str(kept), "--key", KEY, exit_code=1)
+    assert failed_line in checked and "CONSISTENT" not in checked, checked
+    whole = tmp_path / "all.csv"
+    exported = cli_output(env, "export", "-o", str(whole), exit_code=1)
+    assert f"FAILED: all.csv's row of seq {seq} is not" in exported, exported
+
+
+def cli_output(env: dict[str, str], *arguments: str, exit_code: int) -> str:
+    """What `sealtrail *arguments` prints, stdout and stderr, its exit code
+    asserted (tests.filter_checks' own imports this module)."""
+    ran = CliRunner().invoke(cli.main, list(arguments), env=env)
+    assert ran.exit_code == exit_code, ran.output
+    return ran.output

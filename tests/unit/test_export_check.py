@@ -15,7 +15,7 @@ import pytest
 from sealtrail import CheckpointError, ExportMismatchError, check_export
 from sealtrail._checkpoint_check import saved_checkpoint_text
 from sealtrail._export import MANIFEST_FORMAT
-from sealtrail._export_check import _rebuilt_root, _RowCounter
+from sealtrail._export_check import _RowCounter, rebuilt_rows
 from sealtrail._export_rows import CSV_COLUMNS as VERIFIED_COLUMNS
 from sealtrail._export_rows import written_cell
 from sealtrail.tlog import TreeBuilder
@@ -108,7 +108,7 @@ def test_a_file_that_cannot_be_read_as_its_rows_are_rebuilt_is_said_so_not_tampe
     with pytest.raises(
         ExportMismatchError, match=rf"^{re.escape(str(gone))} cannot be read: No such file"
     ):
-        _rebuilt_root(gone, kind, "acme")
+        rebuilt_rows(gone, kind, "acme")
 
 
 def test_a_csv_exports_header_is_read_once_as_its_rows_are_rebuilt(
@@ -127,7 +127,7 @@ def test_a_csv_exports_header_is_read_once_as_its_rows_are_rebuilt(
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "open", open_counted)
-    assert _rebuilt_root(export, "text/csv", "acme") == (0, TreeBuilder().root())
+    assert rebuilt_rows(export, "text/csv", "acme") == (0, TreeBuilder().root())
     assert opened == [export]
 
 

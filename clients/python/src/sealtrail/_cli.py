@@ -1266,6 +1266,7 @@ def export(
             progress.stop()
             click.echo(f"export interrupted: no partial file was left at {out}", err=True)
             ctx.exit(interrupted_status(interrupt))
+    _refuse_rows_not_of_their_leaves(out, manifest)
     held = (
         f" of seq {manifest.range_first_seq}..{manifest.range_last_seq}"
         if manifest.range_last_seq
@@ -1278,6 +1279,29 @@ def export(
     )
     if export_format == "csv":
         _warn_of_cells_past_excel(out)
+
+
+def _refuse_rows_not_of_their_leaves(out: Path, manifest: audit_service_pb2.ExportManifest) -> None:
+    """Exits 1 with `sealtrail verify`'s FAILED line if a row of the CSV or
+    JSON export at `out` does not rebuild into the record its own leaf_hash
+    is of (a record rewritten in the database behind its leaf): the server's
+    digest matched, and `exported` handed over a file its own verify fails.
+    The file and its manifest are kept, as the evidence of it."""
+    from sealtrail._export import manifest_path
+    from sealtrail._export_check import ExportMismatchError, rebuilt_rows
+
+    origin = manifest.checkpoint.split("\n", 1)[0]
+    try:
+        rebuilt_rows(out, manifest.media_type, origin)
+    except ExportMismatchError as error:
+        click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
+        click.echo(
+            f"kept as evidence, not as a good export: {terminal_safe(str(out))} and its manifest"
+            f" {terminal_safe(str(manifest_path(out)))} (the server's VerifyLog names the"
+            " record: sealtrail verify-log)",
+            err=True,
+        )
+        sys.exit(1)
 
 
 # The formats an export's file extension names, for an export given no --format.

@@ -446,14 +446,16 @@ def _checked_file(
             f"{path} is not the export {manifest_path.name}{whose} describes: "
             + "; ".join(differences + saved_again.signs())
         )
-    # The file is the one the statement signs: of the whole log, its leaves too.
-    if unproven is not None:
-        return found
+    # The file is the one the statement signs: each row's cells must hash to
+    # its own leaf_hash, whatever the filter (that needs nothing but the row);
+    # of the whole log, its leaves are the signed tree's too.
     recomputed: tuple[int, bytes] | str | None
     if counter.kind == "application/x-ndjson":
-        recomputed = leaves.root()
+        recomputed = leaves.root()  # its lines are the records: no leaf of their own
     else:
-        recomputed = _rebuilt_root(path, counter.kind, checkpoint.origin.rsplit("/", 1)[-1])
+        recomputed = rebuilt_rows(path, counter.kind, checkpoint.origin)
+    if unproven is not None:
+        return found
     if recomputed is None:
         return replace(found, unproven=f"its lines are not the records as hashed ({counter.kind})")
     if isinstance(recomputed, str):
@@ -500,9 +502,11 @@ def _unproven(statement: ExportStatement) -> str | None:
     return None
 
 
-def _rebuilt_root(path: Path, kind: str, tenant: str) -> tuple[int, bytes] | str | None:
-    """The root over a CSV or JSON export's rows rebuilt into the records
-    they show (_export_rows), each row's leaf held to its own leaf_hash
+def rebuilt_rows(path: Path, media_type: str, origin: str) -> tuple[int, bytes] | str | None:
+    """The number of a CSV or JSON export's rows (`media_type`, of the log
+    of checkpoint origin `origin`) and the root over them, each rebuilt into
+    the record it shows (_export_rows), read row by row in constant memory,
+    each row's leaf held to its own leaf_hash, filtered or not
     (ExportMismatchError naming its seq: its cells another event's than the
     leaf's, the record rewritten in the database after its leaf), each row
     held to the server's writing of that record (ExportMismatchError naming
@@ -510,8 +514,9 @@ def _rebuilt_root(path: Path, kind: str, tenant: str) -> tuple[int, bytes] | str
     taken off, a time in another zone, ...); ExportMismatchError saying so
     for a file that cannot be read; a str saying why the rows cannot be
     rebuilt (a newer Sealtrail's fields); None for a format not known here."""
+    kind = media_type.split(";", 1)[0].strip().lower()
     rows: Iterable[tuple[str, bytes, bytes]]
-    csv_rows = CsvRecords(path, tenant) if kind == "text/csv" else None
+    csv_rows = CsvRecords(path, origin.rsplit("/", 1)[-1]) if kind == "text/csv" else None
     if csv_rows is not None:
         rows = csv_rows
     elif kind == "application/json":
