@@ -2293,6 +2293,36 @@ def test_a_saved_checkpoint_is_checked_from_stdin(
 OFFLINE: Final = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": ""}
 
 
+def test_verify_of_a_filtered_export_says_its_events_match_the_filter_not_the_whole_log(
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
+) -> None:
+    """`sealtrail verify q4.csv` of an export by time said `signed: the whole
+    log of 308 events, filtered by {"occurredAfter":...}`: an auditor
+    skimming read "the whole log" (helper-554). It names the log's size as
+    that, the events as those matching the filter, and says, on stderr,
+    that their completeness is the service's word and that the filter's
+    times are when the events occurred by their callers' clocks: a period
+    by received time is proven complete by `bundle --received`."""
+    run("sealtrail", "record", "--action", "file.read", "--actor-id", "ops", env=cli_env)
+    out = tmp_path / "q4.csv"
+    run("sealtrail", "export", "--since", "2020-01-01", "-o", str(out), env=cli_env)
+    size = json.loads(Path(f"{out}.manifest.json").read_text(encoding="utf-8"))["tree_size"]
+    verified = run("sealtrail", "verify", str(out), "--key", verifier_key, env=OFFLINE)
+    assert "whole log" not in verified.stdout, verified.stdout
+    signed = verified.stdout.split("; signed: ", 1)[1].split("; of ", 1)[0]
+    assert re.fullmatch(
+        rf"the events of the log \(size {size}\) matching"
+        r' \{"occurredAfter":"2020-01-01T00:00:00Z"\}, as the service selected them',
+        signed,
+    ), signed
+    assert (
+        "nor that it holds every event matching its filter, which is the service's word; a"
+        " filter's times are when the events occurred, by their callers' clocks: a bundle of"
+        " a period by received time proves it holds every event of the period (sealtrail"
+        " bundle --received PERIOD -o DIR, and verify it)"
+    ) in " ".join(verified.stderr.split()), verified.stderr
+
+
 def test_verify_checks_an_export_offline_against_its_manifest(
     cli_env: dict[str, str], tmp_path: Path, verifier_key: str
 ) -> None:
@@ -2327,13 +2357,13 @@ def test_verify_checks_an_export_offline_against_its_manifest(
     some = tmp_path / "some.csv"
     run("sealtrail", "export", "--format", "csv", "--actor", "ops", "-o", str(some), env=cli_env)
     filtered = run("sealtrail", "verify", str(some), "--key", key, env=OFFLINE)
-    assert ', filtered by {"actor":"ops"}; of ' in filtered.stdout, filtered.stdout
+    assert ' matching {"actor":"ops"}, as the service selected them; of ' in filtered.stdout
     assert filtered.stderr.startswith(
         "not proven: that each row is the log's record, not the service's word of it: a"
         " filtered export carries no inclusion proofs (to prove each event, write a bundle"
-        " with the same filter: sealtrail bundle -o DIR, and verify it)\n"
-        "not checked offline: that the log was not rewritten since"
+        " with the same filter: sealtrail bundle -o DIR, and verify it); nor that it holds"
     ), filtered.stderr
+    assert "\nnot checked offline: that the log was not rewritten since" in filtered.stderr
     # Its manifest given for it, or kept elsewhere (--manifest): the same check.
     out = tmp_path / "audit.csv"
     manifest = Path(f"{out}.manifest.json")
@@ -2668,8 +2698,9 @@ def test_checking_an_exports_manifest_checks_the_file_beside_it(
     assert intact.returncode == 0, intact.stderr
     assert intact.stdout.splitlines()[1] == (
         f"MATCHES: {out} is the export its manifest describes: 2 rows,"
-        f" {len(exported):,} bytes, sha256 {manifest['sha256']}; signed: the whole log of"
-        f' {manifest["tree_size"]} events, filtered by {{"actions":["file.*"]}}'
+        f" {len(exported):,} bytes, sha256 {manifest['sha256']}; signed: the events of the"
+        f' log (size {manifest["tree_size"]}) matching {{"actions":["file.*"]}}, as the service'
+        " selected them"
     )
     altered = bytearray(exported)
     altered[-5] ^= 1  # a hex digit of the last row's leaf hash, or near it
@@ -2858,7 +2889,9 @@ def test_checking_an_export_says_the_signed_range_and_filter(
         return line.split("; ", 1)[1]
 
     assert matches(whole) == "signed: seqs 2..5, unfiltered"
-    assert matches(some) == 'signed: seqs 2..5, filtered by {"actor":"alice"}'
+    assert matches(some) == (
+        'signed: the events of seqs 2..5 matching {"actor":"alice"}, as the service selected them'
+    )
     size = json.loads((tmp_path / "log.csv.manifest.json").read_text())["tree_size"]
     # Of the whole log unfiltered, its rows are rebuilt into their records and
     # the root over them recomputed (a CSV's as an NDJSON's).

@@ -324,7 +324,7 @@ def test_the_cli_exports_what_admins_did_and_verifies_it_offline(
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [row["description"] for row in rows] == ["a", "b"]
     said = cli_output({}, "verify", str(out), "--key", VERIFIER)
-    assert said.startswith("MATCHES:") and 'filtered by {"actorRoles":["admin"]}' in said, said
+    assert said.startswith("MATCHES:") and 'matching {"actorRoles":["admin"]}' in said, said
     out.write_text(out.read_text(encoding="utf-8").replace('"billing"', '"auditor"'))
     failed = cli_output({}, "verify", str(out), "--key", VERIFIER, exit_code=1)
     assert "MATCHES" not in failed, failed

@@ -226,7 +226,9 @@ def test_a_filtered_export_is_told_from_a_whole_range_offline(
         signed = found.statement
         assert (signed.range_first_seq, signed.range_last_seq) == (2, 5)
     assert found_whole.selected == "seqs 2..5, unfiltered"
-    assert found_some.selected == 'seqs 2..5, filtered by {"actor":"user_2"}'
+    assert found_some.selected == (
+        'the events of seqs 2..5 matching {"actor":"user_2"}, as the service selected them'
+    )
 
     kept = tmp_path / "some.csv.manifest.json"
     manifest = json.loads(kept.read_text())

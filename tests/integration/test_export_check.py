@@ -422,7 +422,11 @@ def test_a_filtered_export_says_its_rows_are_not_proven(
     assert not found.root_recomputed
     assert found.unproven == (
         "a filtered export carries no inclusion proofs (to prove each event, write a bundle"
-        " with the same filter: sealtrail bundle -o DIR, and verify it)"
+        " with the same filter: sealtrail bundle -o DIR, and verify it); nor that it holds"
+        " every event matching its filter, which is the service's word; a filter's times"
+        " are when the events occurred, by their callers' clocks: a bundle of a period by"
+        " received time proves it holds every event of the period (sealtrail bundle"
+        " --received PERIOD -o DIR, and verify it)"
     )
 
 

@@ -2288,7 +2288,8 @@ def test_an_export_signs_how_many_seqs_of_its_range_retention_removed(
     some = check_export(tmp_path / "some.csv.manifest.json", key=key)
     assert (some.rows, some.removed) == (3, 1)
     assert some.selected == (
-        f'seqs {a}..{d}, filtered by {{"actions":["doc.edit"]}}, 1 removed by retention'
+        f'the events of seqs {a}..{d} matching {{"actions":["doc.edit"]}}, 1 removed by'
+        " retention, as the service selected them"
     )
 
     # A range retention did not touch says nothing of it, and signs 0.

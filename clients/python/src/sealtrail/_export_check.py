@@ -100,12 +100,15 @@ class ExportCheck:
 
     @property
     def selected(self) -> str:
-        """What the key signs the export selected, in words: its seqs (`seqs
-        2..5`, or `the whole log of 57 events`) and its filter (`unfiltered`,
-        `filtered by {"actor":"alice"}`, or, of a statement v1, not known),
-        then how many of its seqs retention had removed, if any (`1 removed by
-        retention`), as `sealtrail checkpoint --check` ends its MATCHES line. An export handed
-        over is of what it says here, not of what was asked for."""
+        """What the key signs the export selected, in words: unfiltered, its
+        seqs (`seqs 2..5, unfiltered`, `the whole log of 57 events,
+        unfiltered`); filtered, the events of them matching its filter (`the
+        events of seqs 2..5 matching {"actor":"alice"}, as the service selected
+        them`, `the events of the log (size 57) matching ...`); of a statement
+        v1, the filter not known; with how many of its seqs retention had
+        removed, if any (`1 removed by retention`), as `sealtrail checkpoint
+        --check` ends its MATCHES line. An export handed over is of what it
+        says here, not of what was asked for."""
         signed = self.statement
         if signed.range_last_seq:
             seqs = f"seqs {signed.range_first_seq}..{signed.range_last_seq}"
@@ -118,7 +121,11 @@ class ExportCheck:
             return f"{seqs}, unfiltered, each record in the signed tree (its root recomputed)"
         if not self.filtered:
             return f"{seqs}, unfiltered{removed}"
-        return f"{seqs}, filtered by {self.filter}{removed}"
+        # Not "the whole log of N, filtered by": skimmed, it read as the whole
+        # log (helper-554). The size is the log's; the events, the service's
+        # selection, which nothing offline shows complete (`unproven` says so).
+        of = seqs if signed.range_last_seq else f"the log (size {signed.tree_size:,})"
+        return f"the events of {of} matching {self.filter}{removed}, as the service selected them"
 
 
 def check_export(
@@ -484,7 +491,11 @@ def _unproven(statement: ExportStatement) -> str | None:
     if statement.filtered:
         return (
             "a filtered export carries no inclusion proofs (to prove each event, write a bundle"
-            " with the same filter: sealtrail bundle -o DIR, and verify it)"
+            " with the same filter: sealtrail bundle -o DIR, and verify it); nor that it holds"
+            " every event matching its filter, which is the service's word; a filter's times"
+            " are when the events occurred, by their callers' clocks: a bundle of a period by"
+            " received time proves it holds every event of the period (sealtrail bundle"
+            " --received PERIOD -o DIR, and verify it)"
         )
     first, last = statement.range_first_seq, statement.range_last_seq
     if last:
