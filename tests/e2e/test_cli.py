@@ -2293,6 +2293,31 @@ def test_a_saved_checkpoint_is_checked_from_stdin(
 OFFLINE: Final = {"SEALTRAIL_SERVER": "127.0.0.1:1", "SEALTRAIL_TOKEN": ""}
 
 
+def test_keys_prints_the_verifier_keys_as_verify_takes_them(
+    cli_env: dict[str, str], tmp_path: Path, verifier_key: str
+) -> None:
+    """A tenant had no way to the verifier key but `sealtrail-server key show`,
+    on the server's host (helper-554). `sealtrail keys` prints each key that
+    signed a checkpoint, the active one first, one a line, as `verify --key`
+    takes it; on stderr when each was first used and that a key from the
+    service audited is to be compared with one pinned otherwise."""
+    run("sealtrail", "record", "--action", "file.read", "--actor-id", "ops", env=cli_env)
+    out = tmp_path / "audit.ndjson"
+    run("sealtrail", "export", "-o", str(out), env=cli_env)
+    listed = run("sealtrail", "keys", env=cli_env)
+    assert listed.stdout == f"{verifier_key}\n", listed.stdout
+    name, key_id, _ = verifier_key.split("+", 2)
+    assert re.match(
+        rf"{re.escape(name)}\+{key_id}: active \(signs new checkpoints\), first used"
+        r" \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\n",
+        listed.stderr,
+    ), listed.stderr
+    assert "compare" in listed.stderr and "pinned" in listed.stderr, listed.stderr
+    (key,) = listed.stdout.splitlines()
+    verified = run("sealtrail", "verify", str(out), "--key", key, env=OFFLINE)
+    assert verified.stdout.startswith("MATCHES: "), verified.stdout
+
+
 def test_verify_of_a_filtered_export_says_its_events_match_the_filter_not_the_whole_log(
     cli_env: dict[str, str], tmp_path: Path, verifier_key: str
 ) -> None:

@@ -1,5 +1,5 @@
-"""`sealtrail bundle`, `verify`, `verify-log` and `checkpoint`: prove a log's
-integrity, online and offline (`verify`: a bundle, or an export against its
+"""`sealtrail bundle`, `verify`, `verify-log`, `checkpoint` and `keys`: prove
+a log's integrity, online and offline (`verify`: a bundle, or an export against its
 manifest). Registers its commands on the main command of _cli.py, whose helpers
 it shares."""
 
@@ -641,6 +641,39 @@ def checkpoint(
         _say_unproven(found)
 
 
+@click.command()
+@click.pass_context
+def keys(ctx: click.Context) -> None:
+    """Print the verifier keys of the log's checkpoints, as `verify --key` takes them.
+
+    One a line, the active one first (`--key "$(sealtrail keys | head -1)"`);
+    on stderr, when each was first used. A key from the service audited is
+    its word: compare it with the one pinned beforehand (docs/integrity.md)."""
+    with _client(ctx) as client:
+        found = client.get_verifier_keys()
+    if not found:
+        click.echo("no key has signed a checkpoint of this server yet", err=True)
+        sys.exit(1)
+    for key in found:
+        click.echo(terminal_safe(key.text))
+    for key in found:
+        used = key.first_used_at.ToDatetime(UTC)
+        state = "active (signs new checkpoints)" if key.active else "retired (verifies older)"
+        click.echo(
+            terminal_safe(
+                f"{key.name}+{key.key_id}: {state}, first used {used:%Y-%m-%dT%H:%M:%SZ}"
+            ),
+            err=True,
+        )
+    # Whoever runs the service could serve a key of their own making with
+    # checkpoints to match: only a key known otherwise authenticates them.
+    click.echo(
+        "these are the service's word: compare them with the key pinned at onboarding or"
+        " the operator's published copy before trusting them",
+        err=True,
+    )
+
+
 def _shown(path: Path) -> str:
     return "stdin" if str(path) == "-" else str(path)
 
@@ -708,3 +741,4 @@ main.add_command(bundle)
 main.add_command(verify)
 main.add_command(verify_log)
 main.add_command(checkpoint)
+main.add_command(keys)
