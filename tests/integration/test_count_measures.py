@@ -269,8 +269,8 @@ def test_sealtrail_stats_prints_the_measure_in_ms(
     )
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.stdout)["groups"][:2] == [
-        {"key": "alice", "count": 4, "value": 40.0, "measured": 4},
-        {"key": "bob", "count": 2, "value": 300.0, "measured": 2},
+        {"key": "alice", "count": 4, "value": 40.0, "measured": 4, "name": ""},
+        {"key": "bob", "count": 2, "value": 300.0, "measured": 2, "name": ""},
     ]
 
     alone = CliRunner().invoke(cli.main, ["stats", "--measure", "p95"], env=env)

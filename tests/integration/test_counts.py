@@ -375,8 +375,9 @@ def test_sealtrail_stats_prints_the_counts_and_the_total(
     )
     assert shown.exit_code == 0, shown.output
     rows = [line.split() for line in shown.stdout.splitlines()]
-    assert ["│", "alice", "│", "3", "│", "75.0%", "│"] in rows
-    assert ["│", "bob", "│", "1", "│", "25.0%", "│"] in rows
+    # Each actor's name beside its id: none recorded here.
+    assert ["│", "alice", "│", "│", "3", "│", "75.0%", "│"] in rows
+    assert ["│", "bob", "│", "│", "1", "│", "25.0%", "│"] in rows
     assert shown.stdout.splitlines()[-1] == "total: 4 events"
 
     days = CliRunner().invoke(cli.main, ["stats", "--by", "day", *since], env=env)
@@ -392,7 +393,9 @@ def test_sealtrail_stats_prints_the_counts_and_the_total(
         "groups": [{"key": "session", "count": 6}, {"key": "document", "count": 2}],
         "truncated": True,
         "total_groups": 4,
-        "tree_size": len(EVENTS) + 2,  # EVENTS, and the records of the two counts before
+        # EVENTS, the records of the two counts before and of the Queries
+        # naming the first one's two actors.
+        "tree_size": len(EVENTS) + 4,
     }
     shortened = CliRunner().invoke(
         cli.main, ["stats", "--by", "resource_type", "--limit", "2", *since], env=env
@@ -557,3 +560,46 @@ def test_sealtrail_stats_waits_up_to_a_day_however_written(
     for a_day in ("86400", "1d", "24h", "8.64e4"):
         waited = CliRunner().invoke(cli.main, [command, "--timeout", a_day], env=env)
         assert waited.exit_code == 0, waited.output
+
+
+def test_sealtrail_stats_by_actor_names_each_top_actor_beside_its_id(
+    server: ServerThread, client_for: Callable[..., AuditClient], tenant: str
+) -> None:
+    """`stats --by actor` listed `u_3` or a token's UUID, no name: "who
+    accessed what" named no one (helper-554). Each of the top actors is
+    named as its latest event in the count names it (one Query of one
+    event per actor, at most NAMED_ACTORS of them), in the table and the JSON."""
+    client_for(tenant, "recorder").record_batch(
+        [
+            build_event(
+                action="doc.read",
+                actor_id="u_3",
+                actor_email="alice@example.com",
+                actor_display_name="Alice Martin",
+            ),
+            build_event(
+                action="doc.read",
+                actor_id="u_3",
+                actor_email="alice@example.com",
+                actor_display_name="Alice Martin",
+            ),
+            build_event(action="doc.read", actor_id="svc", actor_display_name="nightly sync"),
+            build_event(action="doc.read", actor_id="anon"),
+        ]
+    )
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, "reader")}
+    shown = CliRunner().invoke(cli.main, ["stats", "--by", "actor", "--action", "doc.*"], env=env)
+    assert shown.exit_code == 0, shown.output
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in shown.stdout.splitlines()]
+    assert ["u_3", "Alice Martin <alice@example.com>", "2", "50.0%"] in rows, shown.stdout
+    assert ["svc", "nightly sync", "1", "25.0%"] in rows, shown.stdout
+    assert ["anon", "", "1", "25.0%"] in rows, shown.stdout
+    as_json = CliRunner().invoke(
+        cli.main, ["stats", "--by", "actor", "--action", "doc.*", "--json"], env=env
+    )
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout)["groups"] == [
+        {"key": "u_3", "count": 2, "name": "Alice Martin <alice@example.com>"},
+        {"key": "anon", "count": 1, "name": ""},
+        {"key": "svc", "count": 1, "name": "nightly sync"},
+    ]
