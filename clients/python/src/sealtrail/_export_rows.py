@@ -27,7 +27,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -118,16 +118,34 @@ def _excerpt(value: Any) -> str:
 def _loads(text: str, seq: int | str | None, where: str) -> Any:
     """`text` read as JSON; NamedTwiceError for an object naming a key
     twice, which `json.loads` reads by its last and other readers by their first."""
+    try:
+        return _ONCE_EACH.decode(text)
+    except _TwiceError as twice:
+        raise NamedTwiceError(seq, twice.name, where) from None
 
-    def once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        members: dict[str, Any] = {}
-        for name, value in pairs:
-            if name in members:
-                raise NamedTwiceError(seq, name, where)
-            members[name] = value
+
+class _TwiceError(Exception):
+    """An object naming `name` twice, as `_ONCE_EACH` reads it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) == len(pairs):
         return members
+    seen: set[str] = set()
+    for name, _ in pairs:  # the first named again, as read
+        if name in seen:
+            raise _TwiceError(name)
+        seen.add(name)
+    raise AssertionError("unreachable: a dict smaller than its pairs names one twice")
 
-    return json.loads(text, object_pairs_hook=once_each)
+
+# Made once: `json.loads` given a hook makes a decoder per call.
+_ONCE_EACH: Final = json.JSONDecoder(object_pairs_hook=_once_each)
 
 
 # What the server's CSV encoder guards against formulas with a leading `'`
@@ -137,16 +155,67 @@ def _loads(text: str, seq: int | str | None, where: str) -> Any:
 _SIGNS: Final = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 _GUARDED_FIRST: Final = (*_SIGNS, "\t", "\r", "\n", "'")
 _SKIPPED: Final = "\ufeff\u200b" + "".join(filter(str.isspace, map(chr, range(0x3001))))
+# ASCII a cell may start with and be written as it is, whatever follows:
+# neither guarded nor skipped (most cells: an id, a word, a digit, `{`); ""
+# for an empty cell.
+_UNGUARDED_FIRST: Final = frozenset(
+    char for char in map(chr, range(0x80)) if char not in _GUARDED_FIRST + tuple(_SKIPPED)
+) | {""}
 
 
 def written_cell(value: str) -> str:
     """A CSV cell as the server writes `value` in it: a leading `'` where it
     guards it against formulas (and before one starting with `'`)."""
+    if value[:1] in _UNGUARDED_FIRST:
+        return value
     guarded = value.startswith(_GUARDED_FIRST) or value.lstrip(_SKIPPED).startswith(_SIGNS)
     return f"'{value}" if guarded else value
 
 
+# JSON as RFC 8785 writes most records (as the server's canonical_json does):
+# members sorted, no space, strings as json.dumps escapes them. Made once:
+# `json.dumps` given any argument makes an encoder per call.
+_COMPACT: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+# What in _COMPACT's text RFC 8785 may write otherwise: a number (after `[`,
+# `,`, `:` or first) of 16 digits or more (beyond 2**53, JCS writes its
+# double), an integral float (`1.0`, JCS `1`), one with an exponent (`1e+16`,
+# `1e-07`), one not finite; a character at or above U+D800 (JCS sorts keys by
+# UTF-16 code units, Python by code points; a lone surrogate). Sought in
+# strings too: a false alarm costs a walk, never a wrong text.
+_UNLIKE_JCS: Final = re.compile(
+    r"[:,\[](?:-?[0-9](?:[0-9]{15}|[0-9]*\.0(?![0-9])|[0-9.]*e)|-?Infinity|NaN)"
+)
+
+
 def canonical(value: Any) -> str:
+    """`value` as RFC 8785 (JCS) writes it (`walked_canonical`), by the C
+    encoder where its text is JCS's (every record but one holding a float
+    Python writes otherwise, a huge int or a key sorted otherwise)."""
+    if isinstance(value, dict | list):
+        text = compact_if_canonical(value)
+    elif isinstance(value, float):
+        text = repr(value)  # JCS's digits, and its form but for these
+        if text.endswith(".0") or "e" in text or not text[-1].isdigit():
+            text = None
+    else:
+        text = None
+    return walked_canonical(value) if text is None else text
+
+
+def compact_if_canonical(value: dict[str, Any] | list[Any]) -> str | None:
+    """`value` written by the C encoder (`_COMPACT`) where that is RFC 8785's
+    text of it, else None: a float Python writes otherwise, a huge int, a key
+    sorted otherwise, or no JSON value (the walk refuses it)."""
+    try:
+        text = _COMPACT.encode(value)
+    except (TypeError, ValueError):
+        return None
+    if _UNLIKE_JCS.search(text) or not (text.isascii() or max(text) < "\ud800"):
+        return None
+    return text
+
+
+def walked_canonical(value: Any) -> str:
     """`value` as RFC 8785 (JCS) writes it: members sorted by their names'
     UTF-16 code units, no space, strings escaped as JSON must (Python's json
     escapes the same characters, the same way), numbers as ECMAScript does."""
@@ -157,10 +226,12 @@ def canonical(value: Any) -> str:
     if isinstance(value, float):
         return json_number(value)
     if isinstance(value, list):
-        return "[" + ",".join(canonical(item) for item in value) + "]"
+        return "[" + ",".join(walked_canonical(item) for item in value) + "]"
     if isinstance(value, dict):
         members = sorted(value.items(), key=lambda item: item[0].encode("utf-16-be"))
-        return "{" + ",".join(f"{canonical(k)}:{canonical(v)}" for k, v in members) + "}"
+        return (
+            "{" + ",".join(f"{walked_canonical(k)}:{walked_canonical(v)}" for k, v in members) + "}"
+        )
     raise TypeError(f"{type(value).__name__} is no JSON value")
 
 
@@ -201,16 +272,21 @@ class CsvRecords:
                 read.clear()
                 if len(cells) != len(header):
                     raise ValueError(f"a row of {len(cells)} cells under {len(header)} columns")
-                row = dict(zip(header, (_recorded(cell) for cell in cells), strict=True))
+                # Each cell's recorded value: one leading `'` off (the server gives
+                # every cell it neutralises against formulas one, and one starting with `'`).
+                recorded = [cell[1:] if cell[:1] == "'" else cell for cell in cells]
+                row = dict(zip(header, recorded, strict=True))
                 record = _csv_record(row, self._tenant)
                 shown = bytes.fromhex(row["leaf_hash"])
-                written = written_cells(record, shown)
-                for column, cell in zip(header, cells, strict=True):
-                    if cell != written[column]:
-                        seq, expected = record["seq"], _excerpt(written[column])
-                        raise NotWrittenSoError(seq, column, cell, expected)
+                text = compact_if_canonical(record)
+                written = written_cells(record, shown, canonical_already=text is not None)
+                if [written[column] for column in header] != cells:
+                    for column, cell in zip(header, cells, strict=True):
+                        if cell != written[column]:
+                            seq, expected = record["seq"], _excerpt(written[column])
+                            raise NotWrittenSoError(seq, column, cell, expected)
                 _as_csv_writes(record["seq"], header, cells, line)
-                yield str(record["seq"]), canonical(record).encode(), shown
+                yield str(record["seq"]), (text or walked_canonical(record)).encode(), shown
 
 
 def _kept(lines: Iterable[str], read: list[str]) -> Iterator[str]:
@@ -260,22 +336,16 @@ def _as_csv_writes(
         at += len(written) + len(end)
 
 
-def _recorded(cell: str) -> str:
-    """A cell's recorded value: one leading `'` off (the server gives every
-    cell it neutralises against formulas one, and one starting with `'`)."""
-    return cell[1:] if cell.startswith("'") else cell
-
-
 def _csv_record(row: dict[str, str], tenant: str) -> dict[str, Any]:
     seq = int(row["seq"])
     record: dict[str, Any] = {"v": RECORD_VERSION, "tenant_id": tenant, "seq": seq}
     parts: dict[str, dict[str, Any]] = {"": record}
     for column, part, key in _CSV_TEXT:
-        if row.get(column):
-            parts.setdefault(part, {})[key] = row[column]
+        if text := row.get(column):
+            parts.setdefault(part, {})[key] = text
     for column, part, key in _CSV_JSON:
-        if row.get(column):
-            parts.setdefault(part, {})[key] = _loads(row[column], seq, column)
+        if text := row.get(column):
+            parts.setdefault(part, {})[key] = _loads(text, seq, column)
     for part in ("actor", "resource", "context", "recorded_by"):
         if part in parts:
             record[part] = parts[part]
@@ -284,17 +354,23 @@ def _csv_record(row: dict[str, str], tenant: str) -> dict[str, Any]:
     return record
 
 
-def written_cells(record: dict[str, Any], leaf: bytes) -> dict[str, str]:
+def written_cells(
+    record: dict[str, Any], leaf: bytes, *, canonical_already: bool = False
+) -> dict[str, str]:
     """Each column's cell as the server's CSV encoder writes `record` (whose
     leaf is `leaf`): its value as `json.loads` reads it from the record,
     `changes` and `details` as `json.dumps(..., sort_keys=True)` writes
-    them, `duration_ms` as the record does, each guarded (`written_cell`)."""
+    them, `duration_ms` as the record does, each guarded (`written_cell`).
+    `canonical_already`: `record`'s values read back from its canonical
+    text as they are (`compact_if_canonical` wrote it), so not read again."""
+    parts = _parts_of(record)
     written = {"seq": str(record["seq"]), "leaf_hash": leaf.hex()}
     for column, part, key in _CSV_TEXT:
-        value = _part_of(record, part).get(key)
-        written[column] = "" if value is None else str(value)
+        value = parts[part].get(key)
+        text = "" if value is None else str(value)
+        written[column] = text if text[:1] in _UNGUARDED_FIRST else written_cell(text)
     for column, part, key in _CSV_JSON:
-        value = _part_of(record, part).get(key)
+        value = parts[part].get(key)
         if value is None:
             written[column] = ""
         elif column == "duration_ms":
@@ -302,19 +378,31 @@ def written_cells(record: dict[str, Any], leaf: bytes) -> dict[str, str]:
         elif column == "http_status_code":
             written[column] = str(json.loads(canonical(value)))
         else:
-            stored = json.loads(canonical(value))
-            written[column] = json.dumps(stored, ensure_ascii=False, sort_keys=True)
-    return {column: written_cell(text) for column, text in written.items()}
+            stored = value if canonical_already else json.loads(canonical(value))
+            written[column] = _SORTED.encode(stored)
+    for column in _CSV_OTHER_COLUMNS:
+        text = written[column]
+        written[column] = text if text[:1] in _UNGUARDED_FIRST else written_cell(text)
+    return written
 
 
-def _part_of(record: dict[str, Any], part: str) -> dict[str, Any]:
-    if not part:
-        return record
-    if part == "credential":
-        found: dict[str, Any] = record.get("actor", {}).get("credential", {})
-        return found
-    within: dict[str, Any] = record.get(part, {})
-    return within
+_CSV_OTHER_COLUMNS: Final = ("seq", "leaf_hash", *(column for column, _, _ in _CSV_JSON))
+
+
+# What the server's CSV encoder writes changes and details with, made once:
+# `json.dumps(value, ensure_ascii=False, sort_keys=True)`.
+_SORTED: Final = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+
+
+def _parts_of(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each object of `record` a CSV column's value is in, by its name in
+    _CSV_TEXT and _CSV_JSON (`""` the record), `{}` for one it lacks."""
+    actor: dict[str, Any] = record.get("actor", {})
+    return {
+        "": record, "actor": actor, "credential": actor.get("credential", {}),
+        "resource": record.get("resource", {}), "context": record.get("context", {}),
+        "recorded_by": record.get("recorded_by", {}),
+    }  # fmt: skip
 
 
 def json_records(path: Path) -> Iterator[tuple[str, bytes, bytes]]:
@@ -326,16 +414,19 @@ def json_records(path: Path) -> Iterator[tuple[str, bytes, bytes]]:
     mapping, as `MessageToDict` writes each value)."""
     with path.open(encoding="utf-8", newline="") as file:
         for text in _array_events(file):
+            read = json.loads(text)
+            # Written as the server writes what it reads (most events): its
+            # objects name each member once, as that writing does.
+            as_written = isinstance(read, dict) and text == _API_JSON.encode(read)
             try:
-                event = _loads(text, None, "event")
+                event = read if as_written else _loads(text, None, "event")
             except NamedTwiceError as twice:
-                read = json.loads(text)
                 seq = read.get("seq") if isinstance(read, dict) else None
                 raise NamedTwiceError(_seq_named(seq), twice.name, "event") from None
             if not isinstance(event, dict):
                 raise ValueError("an event that is no JSON object")
             seq = _seq(event.get("seq"))
-            _as_json_writes(seq, event, text)
+            _as_json_writes(seq, event, text, as_written=as_written)
             record = _api_record(event, seq)
             yield str(seq), canonical(record).encode(), _leaf(seq, event.get("leafHash"))
 
@@ -379,21 +470,29 @@ def _seq_named(value: Any) -> int | str:
         return repr(value)
 
 
+_SEQ_DIGITS: Final = re.compile("[1-9][0-9]*")
+
+
 def _seq(value: Any) -> int:
     """An event's seq as `MessageToDict` writes an int64: its ASCII digits in a string."""
-    if isinstance(value, str) and re.fullmatch("[1-9][0-9]*", value):
+    if isinstance(value, str) and _SEQ_DIGITS.fullmatch(value):
         return int(value)
     named = _seq_named(value)
     written = repr(str(named)) if isinstance(named, int) else "a seq's digits, in a string"
     raise NotWrittenSoError(named, "seq", value, written)
 
 
-def _as_json_writes(seq: int, event: dict[str, Any], text: str) -> None:
+def _as_json_writes(
+    seq: int, event: dict[str, Any], text: str, *, as_written: bool = False
+) -> None:
     """RowWrittenOtherwiseError naming the first member of `event` (read
     from `text`) that the server writes otherwise: other spacing or
     escapes, or a number `MessageToDict` and `plain_numbers` write
-    otherwise (a whole number as a float, a float beyond 2**53 as an int)."""
-    if text == json.dumps(event, ensure_ascii=False):
+    otherwise (a whole number as a float, a float beyond 2**53 as an int).
+    `as_written`: `text` is already known the server's writing of `event`."""
+    if as_written or text == _API_JSON.encode(event):
+        if not _MAYBE_UNPLAIN.search(text):
+            return
         unlike = [member for member, value in event.items() if not _plain_numbers(value)]
         if not unlike:
             return
@@ -412,6 +511,14 @@ def _as_json_writes(seq: int, event: dict[str, Any], text: str) -> None:
         seq, f"its {member} member is not written as the server writes JSON (its spacing,"
         " escapes or numbers)"
     )  # fmt: skip
+
+
+# The server's writing of an event, made once: `json.dumps(event, ensure_ascii=False)`.
+_API_JSON: Final = json.JSONEncoder(ensure_ascii=False)
+# In its text, a number `_plain_numbers` may find otherwise than the server
+# writes it (after `[` or `: `, `, `): 16 digits or more (beyond 2**53), or
+# integral (`83.0`). Sought in strings too: a false alarm costs a walk.
+_MAYBE_UNPLAIN: Final = re.compile(r"[\[ ]-?[0-9](?:[0-9]{15}|[0-9]*\.0(?![0-9]))")
 
 
 def _plain_numbers(value: Any) -> bool:
@@ -452,10 +559,12 @@ class _UnlikeError(ValueError):
 def _prefixed(prefix: str) -> Callable[[Any], str]:
     """An enum's JSON name (`SEVERITY_WARNING`) as the record writes it."""
 
+    named = re.compile(f"{prefix}[A-Z0-9_]+")
+
     def name(value: Any) -> str:
-        if isinstance(value, str) and re.fullmatch(f"{prefix}[A-Z0-9_]+", value):
+        if isinstance(value, str) and named.fullmatch(value):
             return value.removeprefix(prefix).lower()
-        if isinstance(value, str) and re.fullmatch(f"{prefix}[A-Z0-9_]+", value.upper()):
+        if isinstance(value, str) and named.fullmatch(value.upper()):
             raise _UnlikeError(repr(value.upper()))
         raise _UnlikeError(f"a {prefix}* name")
 
@@ -478,7 +587,7 @@ def _time(value: Any) -> str:
     if match is None:
         raise _UnlikeError(_written_time(value))
     seconds, fraction = match[1], match[2] or ""
-    datetime.strptime(seconds, "%Y-%m-%dT%H:%M:%S")  # a day and a time that are
+    _day_and_time(seconds)
     nanos = int(fraction.ljust(9, "0"))
     if nanos % 1000:
         raise _UnlikeError("a time to the microsecond")
@@ -487,6 +596,15 @@ def _time(value: Any) -> str:
     if value != written:
         raise _UnlikeError(repr(written))
     return f"{seconds}.{micros:06d}Z"
+
+
+def _day_and_time(seconds: str) -> None:
+    """ValueError unless `seconds` (`YYYY-MM-DDTHH:MM:SS`, its digits
+    matched) is a day and a time, as `datetime.strptime(seconds,
+    "%Y-%m-%dT%H:%M:%S")` reads one, many times faster (two a row)."""
+    date.fromisoformat(seconds[:10])
+    if seconds[11:13] > "23" or seconds[14:16] > "59" or seconds[17:19] > "59":
+        raise ValueError(f"no time of day: {seconds[11:]}")
 
 
 def _protobuf_time(seconds: str, micros: int) -> str:
@@ -561,7 +679,7 @@ def _api_record(event: dict[str, Any], seq: int) -> dict[str, Any]:
             record["changes"] = [_change(change) for change in value]
         elif member in _EVENT:
             key, written = _EVENT[member]
-            record[key] = _converted(seq, member, written, value)
+            record[key] = value if written is _as_is else _converted(seq, member, written, value)
         elif member in _PARTS:
             record.update(_part(seq, member, value))
         else:
@@ -584,7 +702,10 @@ def _part(seq: int, member: str, value: dict[str, Any]) -> dict[str, Any]:
             part.update(_part(seq, "credential", item))
         elif name in fields:
             inner, written = fields[name]
-            part[inner] = _converted(seq, f"{member}.{name}", written, item)
+            if written is _as_is:
+                part[inner] = item
+            else:
+                part[inner] = _converted(seq, f"{member}.{name}", written, item)
         else:
             raise UnknownFieldsError(f"its events' {member} has a member {name!r}")
     if not part:  # protobuf's JSON leaves out a message left unset
