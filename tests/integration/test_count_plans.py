@@ -15,7 +15,7 @@ from psycopg import sql as pgsql
 
 from sealtrail_server.domain.counts import GroupBy
 from sealtrail_server.domain.filters import EventFilter
-from sealtrail_server.store.counts import count_statement
+from sealtrail_server.store.counts import actor_labels_statement, count_statement
 from tests.conftest import database_of_its_own
 
 EVENTS = 3000
@@ -181,3 +181,29 @@ def test_a_count_per_resource_of_one_type_reads_the_resource_index(
         "t1", EventFilter(occurred_after=since), group_by="resource", limit=5
     )
     assert "occurred_at_idx" in _indexes(_plan(as_service, recent, params))
+
+
+def _rows_read(node: dict[str, Any]) -> int:
+    """The rows the plan's scans of events gave, over all their loops."""
+    read = 0
+    if node.get("Relation Name", "").startswith("events"):
+        read += int(node.get("Actual Rows", 0)) * int(node.get("Actual Loops", 1))
+    for child in node.get("Plans", ()):
+        read += _rows_read(child)
+    return read
+
+
+def test_a_count_by_actor_labels_its_groups_off_the_actor_index_one_record_each(
+    as_service: psycopg.Connection[Any],
+) -> None:
+    """The groups a count by actor answers are labelled by one statement that
+    reads, per group, its latest match off the index on the actor's id: as
+    many records as groups, not every match's (helper-567)."""
+    statement, params = count_statement("t1", EventFilter(), group_by="actor", limit=5)
+    keys = [key for key, *_ in as_service.execute(statement, params).fetchall()]
+    labelled, params = actor_labels_statement("t1", EventFilter(), keys, before_seq=EVENTS)
+    assert [key for key, *_ in as_service.execute(labelled, params).fetchall()] == keys
+    plan = _plan(as_service, labelled, params)
+    assert "actor_id_seq_idx" in _indexes(plan)
+    # One record a group, and no more than a partition's first entry of each.
+    assert _rows_read(plan) <= len(keys) * len(_months_from(datetime.now(UTC) - SPACING * EVENTS))

@@ -603,3 +603,51 @@ def test_sealtrail_stats_by_actor_names_each_top_actor_beside_its_id(
         {"key": "anon", "count": 1, "name": ""},
         {"key": "svc", "count": 1, "name": "nightly sync"},
     ]
+
+
+def test_a_count_by_actor_labels_each_group_as_its_latest_matching_event_records_it(
+    server: ServerThread,
+    client_for: Callable[..., AuditClient],
+    tenant: str,
+    stub: audit_service_pb2_grpc.AuditLogServiceStub,
+) -> None:
+    """An actor's id (`u_3`, a token's UUID) names no one in "who accessed
+    what": a count by actor labels each group it answers as the actor's
+    latest event matching the filter records them (helper-567), in one
+    statement rather than a Query per actor; other groupings, none."""
+    actor = {"actor_id": "u_3", "actor_email": "alice@example.com"}
+    client_for(tenant, "recorder").record_batch(
+        [
+            build_event(action="doc.read", actor_display_name="Alice M.", **actor),
+            build_event(action="doc.read", actor_display_name="Alice Martin", **actor),
+            build_event(action="doc.write", actor_display_name="Alice (admin)", **actor),
+            build_event(action="doc.read", actor_id="svc", actor_display_name="nightly sync"),
+            build_event(action="doc.read", actor_id="bob", actor_email="bob@example.com"),
+            build_event(action="doc.read", actor_id="anon"),
+        ]
+    )
+    metadata = (("authorization", f"Bearer {server.token(tenant, 'reader')}"),)
+
+    def labels(actions: list[str], group_by: int) -> list[tuple[str, str]]:
+        answer = stub.CountEvents(
+            audit_service_pb2.CountEventsRequest(
+                filter=event_pb2.EventFilter(actions=actions), group_by=group_by
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
+        return [(group.key, group.label) for group in answer.groups]
+
+    by_actor = audit_service_pb2.COUNT_GROUP_BY_ACTOR
+    assert labels(["doc.read"], by_actor) == [
+        ("u_3", "Alice Martin <alice@example.com>"),
+        ("anon", ""),
+        ("bob", "bob@example.com"),
+        ("svc", "nightly sync"),
+    ]
+    # The latest of those the filter matches; a name that would read as
+    # more than a name, quoted.
+    assert labels(["doc.*"], by_actor)[0] == ("u_3", '"Alice (admin)" <alice@example.com>')
+    assert {label for _, label in labels(["doc.*"], audit_service_pb2.COUNT_GROUP_BY_ACTION)} == {
+        ""
+    }

@@ -130,7 +130,11 @@ class CountRpcs:
             total=counts.total,
             groups=[
                 pb.EventCount(
-                    key=group.key, count=group.count, value=group.value, measured=group.measured
+                    key=group.key,
+                    count=group.count,
+                    value=group.value,
+                    measured=group.measured,
+                    label=group.label,
                 )
                 for group in counts.groups
             ],

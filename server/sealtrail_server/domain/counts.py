@@ -18,13 +18,19 @@ or an hour of its clocks, and its key carries the zone's offset at its start
 A count may measure each group beside counting it: a figure of its events'
 `context.duration_ms` (the mean, the 50th, 95th or 99th percentile, the
 longest), of those that have one, and how many had one (`measured`); a
-group none of whose events has a duration measures 0 of 0."""
+group none of whose events has a duration measures 0 of 0.
+
+A count by actor labels each group it answers with who the actor is, as its
+latest matching event records them (`actor_label`): an id (`u_3`, a token's
+UUID) names no one to a reader asking who accessed what."""
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Final, Literal
 
 from .event import SEVERITIES
 from .filters import page_size
@@ -57,12 +63,14 @@ Measure = Literal["duration_avg", "duration_p50", "duration_p95", "duration_p99"
 class Group:
     """One group of a count: its `key`, how many events share it (`count`),
     and with a measure, the measure's `value` (milliseconds) over the
-    `measured` of them that have a duration (0 and 0 without)."""
+    `measured` of them that have a duration (0 and 0 without); by actor,
+    who the actor is (`actor_label`), "" otherwise."""
 
     key: str
     count: int
     value: float = 0.0
     measured: int = 0
+    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +103,22 @@ def group_key(group_by: GroupBy, value: object) -> str:
     if isinstance(value, datetime):
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return "" if value is None else str(value)
+
+
+# A display name a reader would take for an address, or trim: an angle
+# bracket, a quote or bracket, a space at an edge. Quoted (as the CLI's rows
+# quote it, clients/python/src/sealtrail/_cli.py `_who_words`).
+_NAME_READ_OTHERWISE: Final = re.compile(r'[<>"()]|^\s|\s$')
+
+
+def actor_label(email: str, display_name: str) -> str:
+    """An actor as people read it, by name and email as an address is
+    written: `Alice Martin <alice@example.com>`, the name quoted as a JSON
+    string where it would read otherwise (`"Eve <ceo@x.io>" <eve@x.io>`);
+    with one of them, it alone (an api_key actor's display name is its
+    token's name); "" with neither."""
+    if not (email and display_name):
+        return email or display_name
+    if _NAME_READ_OTHERWISE.search(display_name) is not None:
+        display_name = json.dumps(display_name, ensure_ascii=False)
+    return f"{display_name} <{email}>"

@@ -20,10 +20,10 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from ..domain.counts import Counts, Group, GroupBy, Measure, group_key
+from ..domain.counts import Counts, Group, GroupBy, Measure, actor_label, group_key
 from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.filters import EventFilter
-from .database import Database
+from .database import Connection, Database
 from .events import (
     DURATION_READ,
     DURATION_UNREAD,
@@ -229,6 +229,16 @@ _MEASURED: Final = sql.SQL(", coalesce({aggregate}, 0)::float8 AS v, count(measu
 _PASSED: Final = sql.SQL(", v, m")
 _NONE: Final = sql.SQL("")
 _TOTAL: Final = sql.SQL("SELECT count(*) FROM {events} WHERE {conditions}")
+# The actor of each group answered as its latest matching event records it
+# (its email and display name; NULL for none), of the groups' ids given as an
+# array: a backward scan of the index on (tenant, actor id, seq) per group,
+# which stops at its first match.
+_ACTOR_LABELS: Final = sql.SQL(
+    "SELECT g.key, a.actor ->> 'email', a.actor ->> 'display_name'"
+    " FROM unnest(%s::text[]) AS g(key) CROSS JOIN LATERAL ("
+    " SELECT record::json -> 'actor' AS actor FROM {events}"
+    " WHERE {conditions} AND actor_id = g.key ORDER BY seq DESC LIMIT 1) AS a"
+)
 # A time zone the database does not know fails this, whether or not there are
 # events to count in it.
 _ZONE_KNOWN: Final = "SELECT now() AT TIME ZONE %s"
@@ -324,6 +334,17 @@ def _measure_parts(measure: Measure | None, *, records: bool) -> dict[str, sql.C
     }
 
 
+def actor_labels_statement(
+    tenant_id: str, event_filter: EventFilter, keys: list[str], *, before_seq: int | None = None
+) -> tuple[sql.Composed, list[Any]]:
+    """The SQL and parameters of the actors `keys` (the ids of a count's
+    groups by actor) as the latest of the events `count_statement` counts
+    records each: rows of id, email and display name (NULL for none); none
+    for an id of no event counted."""
+    events, where, params = _selected(tenant_id, event_filter, before_seq)
+    return _ACTOR_LABELS.format(events=events, conditions=where), [keys, *params]
+
+
 def duration_unread_statement(
     tenant_id: str, event_filter: EventFilter, *, before_seq: int | None = None
 ) -> tuple[sql.Composed, list[Any]]:
@@ -411,6 +432,10 @@ async def count_events(
             )
             cursor = await conn.execute(query, params)
             rows = await cursor.fetchall()
+            labels: dict[str, str] = {}
+            if group_by == "actor" and rows:
+                keys = [row[0] for row in rows]
+                labels = await _actor_labels(conn, tenant_id, event_filter, keys, before_seq)
         except psycopg.errors.QueryCanceled:
             raise count_timed_out(timeout) from None
         except psycopg.errors.InvalidParameterValue as error:
@@ -424,19 +449,33 @@ async def count_events(
         return Counts(total=int(total), groups=[], total_groups=0)
     if not rows:
         return Counts(total=0, groups=[], total_groups=0)
-    groups = [_group(group_by, row) for row in rows]
+    groups = [_group(group_by, row, labels) for row in rows]
     return Counts(total=int(rows[0][2]), groups=groups, total_groups=int(rows[0][3]))
 
 
-def _group(group_by: GroupBy, row: tuple[Any, ...]) -> Group:
+async def _actor_labels(
+    conn: Connection, tenant_id: str, event_filter: EventFilter, keys: list[str], before_seq: int
+) -> dict[str, str]:
+    """The label of each of the actors `keys` (`actor_labels_statement`), as
+    the answer gives it (`actor_label`); an actor recorded with no name is
+    "", as is one the statement did not find."""
+    statement, params = actor_labels_statement(tenant_id, event_filter, keys, before_seq=before_seq)
+    rows = await (await conn.execute(statement, params)).fetchall()
+    return {key: actor_label(email or "", name or "") for key, email, name in rows}
+
+
+def _group(group_by: GroupBy, row: tuple[Any, ...], labels: dict[str, str]) -> Group:
     """A group from a row of a grouped statement: its key, count, the total
     and the number of groups, then with a measure its value and how many
-    rows it measured."""
+    rows it measured; labelled as `labels` label its key (by actor)."""
     key, n, _, _, *measured = row
+    label = labels.get(key, "")
     if not measured:
-        return Group(group_key(group_by, key), int(n))
+        return Group(group_key(group_by, key), int(n), label=label)
     value, counted = measured
-    return Group(group_key(group_by, key), int(n), value=float(value), measured=int(counted))
+    return Group(
+        group_key(group_by, key), int(n), value=float(value), measured=int(counted), label=label
+    )
 
 
 def count_timed_out(timeout: float) -> FailedPrecondition:

@@ -668,6 +668,7 @@ class EventCount(_message.Message):
     COUNT_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     MEASURED_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The value the events share: an action, an actor id, an enum value's name
     in lower case, a resource type, a resource's type and id as a JSON array
@@ -690,6 +691,16 @@ class EventCount(_message.Message):
     `context.duration_ms`. Events without one are in `count` but not here,
     so `measured` is at most `count`; 0 without a measure.
     """
+    label: _builtins.str
+    """For COUNT_GROUP_BY_ACTOR only (else ""): who the group's actor is, as
+    its latest matching event (by seq) records it: `Alice Martin
+    <alice@example.com>` with both a display name and an email (the name
+    quoted as a JSON string where it would read otherwise: `"Eve
+    <ceo@x.io>" <eve@x.io>`), else the email or the display name alone (an
+    api_key actor's is its token's name); "" when it records neither.
+    Records are stored redacted, so this says nothing a Query of the event
+    would not.
+    """
     def __init__(
         self,
         *,
@@ -697,10 +708,11 @@ class EventCount(_message.Message):
         count: _builtins.int = ...,
         value: _builtins.float = ...,
         measured: _builtins.int = ...,
+        label: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "key", b"key", "measured", b"measured", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "key", b"key", "label", b"label", "measured", b"measured", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
