@@ -393,9 +393,9 @@ def test_sealtrail_stats_prints_the_counts_and_the_total(
         "groups": [{"key": "session", "count": 6}, {"key": "document", "count": 2}],
         "truncated": True,
         "total_groups": 4,
-        # EVENTS, the records of the two counts before and of the Queries
-        # naming the first one's two actors.
-        "tree_size": len(EVENTS) + 4,
+        # EVENTS and the records of the two counts before: naming the first
+        # one's actors recorded no Query (EventCount.label, helper-567).
+        "tree_size": len(EVENTS) + 2,
     }
     shortened = CliRunner().invoke(
         cli.main, ["stats", "--by", "resource_type", "--limit", "2", *since], env=env
@@ -566,9 +566,10 @@ def test_sealtrail_stats_by_actor_names_each_top_actor_beside_its_id(
     server: ServerThread, client_for: Callable[..., AuditClient], tenant: str
 ) -> None:
     """`stats --by actor` listed `u_3` or a token's UUID, no name: "who
-    accessed what" named no one (helper-554). Each of the top actors is
-    named as its latest event in the count names it (one Query of one
-    event per actor, at most NAMED_ACTORS of them), in the table and the JSON."""
+    accessed what" named no one (helper-554). Each actor shown is named as
+    its latest event in the count names it, in the table and the JSON, by
+    the count itself (`EventCount.label`, helper-567): its 11th actor too,
+    and no Query per actor, each recorded as `audit_log.queried`."""
     client_for(tenant, "recorder").record_batch(
         [
             build_event(
@@ -598,11 +599,26 @@ def test_sealtrail_stats_by_actor_names_each_top_actor_beside_its_id(
         cli.main, ["stats", "--by", "actor", "--action", "doc.*", "--json"], env=env
     )
     assert as_json.exit_code == 0, as_json.output
-    assert json.loads(as_json.stdout)["groups"] == [
+    said = json.loads(as_json.stdout)
+    assert said["groups"] == [
         {"key": "u_3", "count": 2, "name": "Alice Martin <alice@example.com>"},
         {"key": "anon", "count": 1, "name": ""},
         {"key": "svc", "count": 1, "name": "nightly sync"},
     ]
+    client_for(tenant, "recorder").record_batch(
+        [
+            build_event(action="doc.read", actor_id=f"p{n:02}", actor_email=f"p{n}@example.com")
+            for n in range(11)
+        ]
+    )
+    eleven = CliRunner().invoke(
+        cli.main, ["stats", "--by", "actor", "--action", "doc.read", "--json"], env=env
+    )
+    assert eleven.exit_code == 0, eleven.output
+    after = json.loads(eleven.stdout)
+    assert {"key": "p10", "count": 1, "name": "p10@example.com"} in after["groups"]
+    # The 11 events, and the record of the count before alone: no Query.
+    assert after["tree_size"] == said["tree_size"] + 1 + 11
 
 
 def test_a_count_by_actor_labels_each_group_as_its_latest_matching_event_records_it(
@@ -651,3 +667,8 @@ def test_a_count_by_actor_labels_each_group_as_its_latest_matching_event_records
     assert {label for _, label in labels(["doc.*"], audit_service_pb2.COUNT_GROUP_BY_ACTION)} == {
         ""
     }
+    # The client's groups carry it too.
+    counted = client_for(tenant, "reader").count_events(
+        build_filter(actions="doc.read"), group_by="actor"
+    )
+    assert counted.groups[0] == EventCount("u_3", 2, label="Alice Martin <alice@example.com>")

@@ -131,7 +131,6 @@ def stats(
     measured: Measure = _MEASURES[measure.lower()] if measure else ""
     if measured and not grouping:
         raise click.UsageError("--measure measures groups: give --by too (--by day, --by action)")
-    names: dict[str, str] | None = None
     with _client(ctx) as client:
         counts = client.count_events(
             _filter(criteria),
@@ -141,24 +140,20 @@ def stats(
             measure=measured,
             timeout=timeout,
         )
-        if grouping == "actor":
-            from sealtrail._actor_names import actor_names
-
-            ids = [group.key for group in counts.groups]
-            names = actor_names(client, ids, _filter(criteria))
     if as_json:
         said = dataclasses.asdict(counts)
-        if not measured:  # each group's key and count alone, as before measures
-            said["groups"] = [{"key": g["key"], "count": g["count"]} for g in said["groups"]]
-        if names is not None:  # null: past the actors named (_actor_names.NAMED_ACTORS)
-            for group in said["groups"]:
-                group["name"] = names.get(group["key"])
+        for group in said["groups"]:
+            label = group.pop("label")
+            if not measured:  # each group's key and count alone, as before measures
+                del group["value"], group["measured"]
+            if grouping == "actor":  # who the actor is, beside its id
+                group["name"] = label
         click.echo(json.dumps(said))
         return
     if grouping:
         from sealtrail._tables import print_table
 
-        print_table(_table(counts, grouping, time_zone, measured, names))
+        print_table(_table(counts, grouping, time_zone, measured))
     click.echo(f"total: {counted(counts.total, 'event')}")
     if counts.truncated:
         click.echo(
@@ -173,7 +168,6 @@ def _table(
     grouping: str,
     time_zone: str,
     measure: str = "",
-    names: dict[str, str] | None = None,
 ) -> PlainTable:
     from sealtrail._convert import credential_of_key, resource_of_key
     from sealtrail._tables import PlainTable
@@ -186,7 +180,7 @@ def _table(
     # holds them (one of them "" where the events have none).
     # A credential in three, its kind, id and hint (`...a1b2`, as events show it).
     headers = _COLUMNS.get(grouping, [header])
-    if names is not None:  # an actor's id, and its name as recorded beside it
+    if grouping == "actor":  # an actor's id, and who it is beside it (`label`)
         headers = [*headers, "name"]
     for shown_header in headers:
         table.add_column(shown_header, overflow="fold")
@@ -207,8 +201,8 @@ def _table(
         if grouping == "credential":
             kind, credential_id, hint = credential_of_key(group.key)
             cells = [kind or "(none)", credential_id, f"...{hint}" if hint else ""]
-        if names is not None:
-            cells = [*cells, names.get(group.key, "")]
+        if grouping == "actor":
+            cells = [*cells, group.label]
         share = f"{tenths(100 * group.count / counts.total)}%" if counts.total else ""
         if measure:
             shown = f"{tenths(group.value)} ms" if group.measured else "-"

@@ -843,6 +843,11 @@ class EventCount:
     # (`measured`; 0 and 0 for a group none of whose events has one).
     value: float = 0.0
     measured: int = 0
+    # Counted by actor: who the actor is, as its latest matching event
+    # records them (`Alice Martin <alice@example.com>`, the email or the
+    # display name alone; "" for neither), as the server labels it; "" for
+    # other groupings.
+    label: str = ""
 
 
 def actor_words(email: str, display_name: str, id: str) -> str:
@@ -953,7 +958,13 @@ def event_counts(response: audit_service_pb2.CountEventsResponse) -> EventCounts
     return EventCounts(
         total=response.total,
         groups=tuple(
-            EventCount(key=group.key, count=group.count, value=group.value, measured=group.measured)
+            EventCount(
+                key=group.key,
+                count=group.count,
+                value=group.value,
+                measured=group.measured,
+                label=group.label,
+            )
             for group in response.groups
         ),
         truncated=response.truncated,
