@@ -54,6 +54,9 @@ EVENTS: list[tuple[str, str, str, str, str, str, int]] = [
 RECORDED = sum(event[-1] for event in EVENTS)  # 24, and the 2 alerts api_key.create fires
 # The credential alice acted with (kind, id, hint); the others' events name none.
 ALICES_KEY = ("api_key", "key_8f3a2c", "a1b2")
+# Who carol is, as her events record it; the others' record no name.
+CAROL = {"actor_email": "carol@example.com", "actor_display_name": "Carol Diaz"}
+CAROL_LABEL = "Carol Diaz <carol@example.com>"
 ALERTER = "sealtrail-server:alerts"
 
 
@@ -91,6 +94,8 @@ def known(server: ServerThread) -> Iterator[Tenant]:
                     "credential_id": key_id,
                     "credential_hint": hint,
                 }
+            if actor == "carol":
+                fields |= CAROL
             events += [
                 build_event(
                     action=action,
@@ -132,9 +137,13 @@ def test_a_report_counts_the_periods_events_exactly_and_names_its_tops(
     assert report.by_severity == _counts(
         ("info", 13), ("warning", 8), ("error", 3), ("critical", 2)
     )
-    ones = [(f"a{n:02}", 1) for n in range(1, 7)]
-    assert report.top_actors.groups == _counts(
-        ("alice", 5), ("carol", 4), ("bob", 3), (ALERTER, 2), *ones
+    ones = _counts(*[(f"a{n:02}", 1) for n in range(1, 7)])
+    # Each top actor with who it is, as the count labels it (helper-567).
+    assert report.top_actors.groups == (
+        EventCount("alice", 5),
+        EventCount("carol", 4, label=CAROL_LABEL),
+        *_counts(("bob", 3), (ALERTER, 2)),
+        *ones,
     )
     assert report.top_actors.distinct == 16
     assert report.top_actions.groups == _counts(
@@ -358,7 +367,10 @@ def test_sealtrail_report_prints_json_of_stable_keys(server: ServerThread, known
     assert report["period"]["until"] == report["checkpoint"]["issued_at"]
     assert list(report["checkpoint"]) == ["origin", "tree_size", "root_hash", "issued_at", "note"]
     assert report["top_actors"]["distinct"] == 16
-    assert report["top_actors"]["groups"][0] == {"key": "alice", "count": 5}
+    assert report["top_actors"]["groups"][:2] == [
+        {"key": "alice", "name": "", "count": 5},
+        {"key": "carol", "name": CAROL_LABEL, "count": 4},
+    ]
     assert report["top_resources"]["distinct"] == 7
     assert report["top_resources"]["groups"][0] == {
         "key": '["session","s3"]',
@@ -391,7 +403,8 @@ def test_sealtrail_report_prints_text_with_failures_called_out(
     assert lines[3:5] == ["total: 26 events", "failures: 8 (30.8%), denied: 1 (3.8%)"]
     rows = [line.split() for line in lines]
     assert ["│", "authentication", "│", "19", "│", "73.1%", "│"] in rows
-    assert ["│", "alice", "│", "5", "│", "19.2%", "│"] in rows
+    assert ["│", "alice", "│", "│", "5", "│", "19.2%", "│"] in rows
+    assert ["│", "carol", "│", *CAROL_LABEL.split(), "│", "4", "│", "15.4%", "│"] in rows
     assert "Top 7 resources of 7" in shown.stdout
     assert ["│", "session", "│", "s3", "│", "11", "│", "42.3%", "│"] in rows
     assert "Top 10 actors of 16" in shown.stdout
@@ -416,6 +429,11 @@ def test_sealtrail_report_prints_markdown_to_paste(server: ServerThread, known: 
     assert "| data\\_access | 2 | 7.7% |" in text
     assert "| (none) | 1 | 3.8% |" in text
     assert "## Top 5 actions of 5\n\n| action | events | share |\n" in text
+    assert (
+        "## Top 10 actors of 16\n\n| actor | name | events | share |\n"
+        "|---|---|--:|--:|\n| alice |  | 5 | 19.2% |\n"
+        "| carol | Carol Diaz \\<carol@example.com\\> | 4 | 15.4% |\n"
+    ) in text
     assert (
         "## Top 7 resources of 7\n\n| resource type | resource id | events | share |\n"
         "|---|---|--:|--:|\n| session | s3 | 11 | 42.3% |\n"

@@ -334,11 +334,22 @@ def test_the_reports_sample_prints_the_weeks_totals_and_top_actors(
     client.record_batch(
         [
             build_event(action="user.login", actor_id="alice", outcome="failure"),
-            build_event(action="user.login", actor_id="alice", outcome="failure"),
-            build_event(action="user.login", actor_id="bob"),
+            build_event(
+                action="user.login",
+                actor_id="alice",
+                outcome="failure",
+                actor_email="alice@example.com",
+                actor_display_name="Alice Martin",
+            ),
+            build_event(action="user.login", actor_id="bob", actor_email="bob@example.com"),
         ]
     )
-    assert run(doc, sample) == "3 events, 2 failures, 0 alerts\nalice 2\nbob 1\n"
+    # Each top actor with who it is, as its latest event records it.
+    assert run(doc, sample) == (
+        "3 events, 2 failures, 0 alerts\n"
+        "alice Alice Martin <alice@example.com> 2\n"
+        "bob bob@example.com 1\n"
+    )
     assert run.scope["report"].checkpoint.tree_size == 3
 
 

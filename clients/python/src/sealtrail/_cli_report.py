@@ -160,7 +160,7 @@ def _table(title: str, header: str, groups: tuple[EventCount, ...], total: int) 
     table.add_column("events", justify="right")
     table.add_column("share", justify="right")
     for group in groups:
-        table.add_row(*cells(header, group.key), f"{group.count:,}", share(group.count, total))
+        table.add_row(*cells(header, group), f"{group.count:,}", share(group.count, total))
     return table
 
 

@@ -174,13 +174,22 @@ class ReportedCheckpoint:
 @dataclass(frozen=True)
 class TopGroups:
     """The largest `groups` of a grouping (by count, then key), and how many
-    `distinct` values the period had in all."""
+    `distinct` values the period had in all. Of actors, each group's `label`
+    says who the actor is (`EventCount.label`)."""
 
     groups: tuple[EventCount, ...]
     distinct: int
 
     def to_dict(self) -> dict[str, Any]:
         return {"distinct": self.distinct, "groups": _groups(self.groups)}
+
+    def actors_dict(self) -> dict[str, Any]:
+        """The JSON of a top list of actors: each actor's id (`key`), who it
+        is as its latest event records it (`name`, "" for none), its count."""
+        groups = [
+            {"key": group.key, "name": group.label, "count": group.count} for group in self.groups
+        ]
+        return {"distinct": self.distinct, "groups": groups}
 
     def resources_dict(self) -> dict[str, Any]:
         """The JSON of a top list of resources: each group's key as CountEvents
@@ -262,7 +271,7 @@ class ActivityReport:
             "by_category": _groups(self.by_category),
             "by_outcome": _groups(self.by_outcome),
             "by_severity": _groups(self.by_severity),
-            "top_actors": self.top_actors.to_dict(),
+            "top_actors": self.top_actors.actors_dict(),
             "top_actions": self.top_actions.to_dict(),
             "top_resource_types": self.top_resource_types.to_dict(),
             "top_resources": self.top_resources.resources_dict(),
@@ -548,7 +557,10 @@ def _rfc3339(moment: datetime) -> str:
 
 
 def _counts(answer: audit_service_pb2.CountEventsResponse) -> tuple[EventCount, ...]:
-    return tuple(EventCount(key=group.key, count=group.count) for group in answer.groups)
+    """The groups of `answer`, an actor's each with who it is (`label`)."""
+    return tuple(
+        EventCount(key=group.key, count=group.count, label=group.label) for group in answer.groups
+    )
 
 
 def _top(answer: audit_service_pb2.CountEventsResponse) -> TopGroups:
@@ -587,23 +599,28 @@ def _markdown(text: str) -> str:
     return _MARKDOWN.sub(r"\\\1", " ".join(text.split()))
 
 
-# The columns of a grouping whose key holds several parts.
+# The columns of a grouping whose key holds several parts, or beside it
+# (an actor's id, and who it is).
 _COLUMNS: Final = {
+    "actor": ("actor", "name"),
     "resource": ("resource type", "resource id"),
     "credential": ("credential kind", "credential id", "hint"),
 }
 
 
 def columns(header: str) -> tuple[str, ...]:
-    """The columns a table of groups names its key by: a resource's two, its
-    type and its id; a credential's three, its kind, id and hint; any other
-    grouping's one, `header`."""
+    """The columns a table of groups names its key by: an actor's two, its id
+    and who it is; a resource's two, its type and its id; a credential's
+    three, its kind, id and hint; any other grouping's one, `header`."""
     return _COLUMNS.get(header, (header,))
 
 
-def cells(header: str, key: str) -> tuple[str, ...]:
-    """A group's key in the `columns(header)` of its table; `(none)` for
-    events that have none."""
+def cells(header: str, group: EventCount) -> tuple[str, ...]:
+    """A group's key in the `columns(header)` of its table (an actor's with
+    its label); `(none)` for events that have none."""
+    key = group.key
+    if header == "actor":
+        return (key or "(none)", group.label)
     if header == "resource":
         return ("(none)", "") if not key else resource_of_key(key)
     if header == "credential":
@@ -618,6 +635,6 @@ def _markdown_table(header: str, groups: tuple[EventCount, ...], total: int) -> 
     named = columns(header)
     rows = [f"| {' | '.join(named)} | events | share |", f"|{'---|' * len(named)}--:|--:|"]
     for group in groups:
-        shown = " | ".join(_markdown(cell) for cell in cells(header, group.key))
+        shown = " | ".join(_markdown(cell) for cell in cells(header, group))
         rows.append(f"| {shown} | {group.count:,} | {share(group.count, total)} |")
     return rows
