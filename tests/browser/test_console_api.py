@@ -862,6 +862,7 @@ def test_counts_by_each_field_are_what_the_search_by_each_value_finds(
             fields |= {"resource_type": kind, "resource_id": "r1"} if kind else {}
             fields |= {"country": country} if country else {}
             fields |= {"actor_type": "service"} if actor == "u-bob" else {}
+            fields |= {"actor_email": "ann@example.com"} if actor == "u-ann" else {}
             c.record(**fields)
     reader = console_server.token(tenant, "reader")
     search = {"actions": "doc.*"}
@@ -882,6 +883,9 @@ def test_counts_by_each_field_are_what_the_search_by_each_value_finds(
         groups = [(group["key"], group["count"]) for group in answer["groups"]]
         assert groups == expected[grouping], (grouping, groups)
         assert answer["total"] == 5 and answer["total_groups"] == len(groups)
+        # Who each actor is beside its id (the API's `label`); no other grouping's.
+        labelled = [group["label"] for group in answer["groups"] if "label" in group]
+        assert labelled == (["ann@example.com", ""] if grouping == "actor" else []), grouping
         for key, counted in groups:
             if key:  # "" is no value a search takes: events without the field
                 found = _searched(api, reader, {**search, parameter: key})
@@ -889,7 +893,8 @@ def test_counts_by_each_field_are_what_the_search_by_each_value_finds(
     # The largest groups only, and how many there are in all.
     query = urllib.parse.urlencode({**search, "group_by": "actor", "limit": "1"})
     status, answer = get(api + f"counts?{query}", reader)
-    assert status == 200 and answer["groups"] == [{"key": "u-ann", "count": 3}], answer
+    assert status == 200, answer
+    assert answer["groups"] == [{"key": "u-ann", "count": 3, "label": "ann@example.com"}]
     assert answer["truncated"] and answer["total_groups"] == 2
     for limit, field in [
         ("-1", "limit"),

@@ -46,12 +46,25 @@ def _record_credentials(client: AuditClient) -> None:
 
 
 def breakdown(browser: webdriver.Chrome) -> list[tuple[str, str]]:
-    """The panel's values and their counts, as a screen reader reads them."""
+    """The panel's values and their counts, as a screen reader reads them
+    (an actor's id without who it is: `labels`)."""
     cells: list[list[str]] = browser.execute_script(
         "return [...document.querySelectorAll('#breakdown tbody tr')]"
-        ".map((row) => [...row.cells].slice(0, 2).map((cell) => cell.textContent))"
+        ".map((row) => [...row.cells].slice(0, 2).map((cell) => [...cell.childNodes]"
+        ".filter((node) => !node.classList?.contains('label')).map((node) => node.textContent)"
+        ".join('').trim()))"
     )
     return [(value, events) for value, events in cells]
+
+
+def labels(browser: webdriver.Chrome) -> list[str]:
+    """Who each actor the panel lists is, beside its id ("" for none)."""
+    return list(
+        browser.execute_script(
+            "return [...document.querySelectorAll('#breakdown tbody tr')]"
+            ".map((row) => row.cells[0].querySelector('.label')?.textContent ?? '')"
+        )
+    )
 
 
 def test_a_row_shows_its_description_as_text_cut_on_one_line_whole_in_its_title(
@@ -100,7 +113,7 @@ def test_the_breakdown_lists_a_field_s_largest_values_and_a_value_narrows_the_se
     first; by actor on choosing it, one count each; an actor pressed narrows
     the search to it (its field filled, kept in the URL), and the panel
     counts the narrowed search in turn. Events without a country are listed
-    as such, not as a value to press."""
+    as such, not as a value to press; an actor is listed with who it is."""
     with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
         for actor, action, country in [
             ("u-ann", "door.open", "FR"),
@@ -110,7 +123,13 @@ def test_the_breakdown_lists_a_field_s_largest_values_and_a_value_narrows_the_se
             ("u-bob", "door.force", "KP"),
             ("u-cy", "window.open", "FR"),  # not matched: its action
         ]:
-            c.record(action=action, actor_id=actor, **({"country": country} if country else {}))
+            named = {"actor_email": "ann@x.io", "actor_display_name": "Ann Lee"}
+            c.record(
+                action=action,
+                actor_id=actor,
+                **({"country": country} if country else {}),
+                **(named if actor == "u-ann" else {}),
+            )
     panel = _breakdown_shown(
         browser, console_url + "?actions=door.*", console_server.token(tenant, "reader"), 5
     )
@@ -122,6 +141,8 @@ def test_the_breakdown_lists_a_field_s_largest_values_and_a_value_narrows_the_se
     assert panel.find_elements(By.XPATH, ".//tbody/tr[3]//button") == []  # none to press
     Select(browser.find_element(By.ID, "breakdown-by")).select_by_value("actor")
     wait(browser).until(lambda b: breakdown(b) == [("u-ann", "3"), ("u-bob", "2")])
+    # Who each actor is beside its id, as the count labels it (helper-567).
+    assert labels(browser) == ["Ann Lee <ann@x.io>", ""]
     counts = requested(browser, "/api/counts")
     assert [
         sum(f"group_by={g}&" in url for url in counts) for g in ("action", "country", "actor")

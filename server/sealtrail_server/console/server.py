@@ -654,7 +654,14 @@ class Console:
         return web.json_response(
             {
                 "total": answer.total,
-                "groups": [_group(group, measured=bool(count.measure)) for group in answer.groups],
+                "groups": [
+                    _group(
+                        group,
+                        measured=bool(count.measure),
+                        labelled=count.group_by == pb.COUNT_GROUP_BY_ACTOR,
+                    )
+                    for group in answer.groups
+                ],
                 "truncated": answer.truncated,
                 "total_groups": answer.total_groups,
                 "tree_size": answer.tree_size,
@@ -1290,12 +1297,16 @@ def _count_request(query: Any, *, field: str = "") -> pb.CountEventsRequest:
     )
 
 
-def _group(group: pb.EventCount, *, measured: bool) -> dict[str, Any]:
-    """A group of a count's answer as the page reads it: its key and count,
-    and, when the count measured (`measured`), its events' durations' figure
-    in ms (`value`, null where none of them has a duration: the API's 0 is
-    no duration of 0 ms) and how many of them had one (`measured`)."""
+def _group(group: pb.EventCount, *, measured: bool, labelled: bool = False) -> dict[str, Any]:
+    """A group of a count's answer as the page reads it: its key and count;
+    of a count by actor (`labelled`), who the actor is (`label`, the API's:
+    "" for none); and, when the count measured (`measured`), its events'
+    durations' figure in ms (`value`, null where none of them has a
+    duration: the API's 0 is no duration of 0 ms) and how many of them had
+    one (`measured`)."""
     said: dict[str, Any] = {"key": group.key, "count": group.count}
+    if labelled:
+        said["label"] = group.label
     if measured:
         said["value"] = group.value if group.measured else None
         said["measured"] = group.measured

@@ -11,7 +11,7 @@
 // The grouping and the measure are kept in the page's URL (each list's `name`,
 // `breakdown` and `breakdown_measure`; the default left out), as the filter is.
 
-import { count, isolatedList, visibleName } from "./admin.js";
+import { count, isolated, isolatedList, visibleName } from "./admin.js";
 import { notCounted } from "./chart.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -195,8 +195,8 @@ export async function loadBreakdown(view, viewId = "") {
     shown = {
       grouping, measure, total: Number(answer.total), totalGroups: Number(answer.total_groups),
       truncated: Boolean(answer.truncated), upTo: Number(answer.tree_size), unmeasured: 0,
-      groups: answer.groups.map(({ key, count: n, value = null, measured = 0 }) => (
-        { key, count: Number(n), value: value === null ? null : Number(value), measured: Number(measured) })),
+      groups: answer.groups.map(({ key, count: n, value = null, measured = 0, label = "" }) => (
+        { key, count: Number(n), value: value === null ? null : Number(value), measured: Number(measured), label })),
     };
     const arrived = waiting;
     waiting = [];
@@ -333,7 +333,7 @@ export function addToBreakdown(events) {
       group.count += 1;
       group.key = merged(group.key, key);
     } else if (!shown.truncated) {
-      group = { key, count: 1, value: null, measured: 0 };
+      group = { key, count: 1, value: null, measured: 0, label: "" };  // who: the next count's
       shown.groups.push(group);
       shown.totalGroups += 1;
     }
@@ -367,7 +367,7 @@ function list() {
   figure.hidden = measuredHead.hidden = !measure;
   const body = $("#breakdown tbody");
   body.replaceChildren();
-  for (const { key, count: n, value: ms, measured } of groups) {
+  for (const { key, count: n, value: ms, measured, label } of groups) {
     const row = body.insertRow();
     const value = document.createElement("th");
     value.scope = "row";
@@ -390,6 +390,15 @@ function list() {
     } else {
       // Events without the field: no search finds them by it.
       value.textContent = `(no ${one})`;
+    }
+    if (label) {
+      // Who an actor is, as its latest event counted records it (the API's
+      // `label`: "Alice Martin <a@x.io>"), isolated: a right-to-left name
+      // took the id into its run.
+      const who = document.createElement("span");
+      who.className = "label";
+      who.append(isolated(label));
+      value.append(" ", who);
     }
     row.append(value);
     row.insertCell().textContent = Number(n).toLocaleString();
