@@ -2320,6 +2320,71 @@ def test_an_export_signs_how_many_seqs_of_its_range_retention_removed(
     )
 
 
+def _removed_by_hand(url: str, tenant: str, seq: int) -> None:
+    """As a superuser would make event `seq` pass for removed by retention:
+    its row deleted and its leaf kept as a tombstone, as a purge keeps it."""
+    with psycopg.connect(url, autocommit=True) as tamper, tamper.transaction():
+        tamper.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+        [(leaf,)] = tamper.execute(
+            "DELETE FROM events WHERE tenant_id = %s AND seq = %s RETURNING leaf_hash",
+            [tenant, seq],
+        ).fetchall()
+        tamper.execute(
+            "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, %s, %s)",
+            [tenant, seq - 1, leaf],
+        )
+
+
+def test_an_event_removed_by_hand_is_never_signed_nor_proven_as_removed_by_retention(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    tenant: str,
+    tmp_path: Path,
+    migrated_database_url: str,
+) -> None:
+    """A superuser deleted an event and kept its leaf as retention keeps a
+    removed one's: the export signed it as removed by retention
+    (removed_count 1), `sealtrail verify` and `checkpoint --check` said
+    MATCHES, and GetInclusionProof said "removed by retention"; only
+    VerifyLog told (helper-555 finding 4). A removal is retention's only
+    where retention's records (or a purge's sealed summary, not yet
+    recorded) say it removed that seq's range."""
+    a, b = record(admin, "doc.edit"), record(admin, "doc.edit")
+    c, d = record(admin, "rag.index.rebuild"), record(admin, "doc.edit")
+    admin.set_retention_policy("forever", action_prefixes={"rag.index.*": 20})
+    clock.advance(21)
+    [result] = [r for r in purge(aged) if r.tenant_id == tenant]
+    assert (result.first_seq, result.last_seq) == (c, c)
+    _removed_by_hand(migrated_database_url, tenant, b)
+
+    said = (
+        f"seq {b} is missing, its leaf kept as if removed, but no record of retention's"
+        " accounts for it: it was removed outside retention"
+    )
+    for seqs in ({"first_seq": a, "last_seq": d}, {}):
+        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+            admin.export(tmp_path / "all.ndjson", format="ndjson", manifest_file=True, **seqs)
+        assert refused.value.code == grpc.StatusCode.DATA_LOSS
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+        assert said in refused.value.message
+    with pytest.raises(RpcFailedError) as refused:
+        admin.get_inclusion_proof(seq=b)
+    assert (refused.value.code, refused.value.reason) == (
+        grpc.StatusCode.DATA_LOSS,
+        "INTEGRITY_FAILURE",
+    )
+    assert said in refused.value.message
+
+    # What retention removed is still said and signed so.
+    with pytest.raises(NotFoundError, match=f"event {c} was removed by retention"):
+        admin.get_inclusion_proof(seq=c)
+    admin.export(tmp_path / "cd.ndjson", format="ndjson", manifest_file=True, first_seq=c,
+                 last_seq=d)  # fmt: skip
+    manifest = json.loads((tmp_path / "cd.ndjson.manifest.json").read_text())
+    assert (manifest["row_count"], manifest["removed_count"]) == (1, 1)
+
+
 def test_an_export_counts_what_a_pass_running_meanwhile_removed_once(
     aged: ServerThread,
     admin: AuditClient,

@@ -26,18 +26,21 @@ from ..domain.canonical import canonical_json, plain_numbers
 from ..domain.errors import (
     Aborted,
     FailedPrecondition,
+    IntegrityFailure,
     InvalidArgument,
     ResourceExhausted,
     TenantLimitReached,
     Unavailable,
 )
 from ..domain.filters import EventFilter
+from ..domain.purge_summaries import SummarySeal
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased_now, tenant_erased, waiting_at_most
 from ..store.database import READ_LOCK_TIMEOUT, Connection, Database
 from ..store.events import RemovedSeqs, recent_exports, stream_events
+from ..store.removals_accounted import first_unaccounted_removal, removed_outside_retention
 from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
 from .convert import UNREADABLE, event_from_record, request_filter, unreadable_record
@@ -290,6 +293,7 @@ class ExportRpcs:
     _filter_details: FilterDetails
     exports_open: ExportsOpen
     _export_stall_seconds: float
+    _summary_seal: SummarySeal
 
     async def Export(
         self, request: pb.ExportRequest, context: Context
@@ -377,6 +381,8 @@ class ExportRpcs:
         # Each page is read afresh, so an erasure that commits mid-export leaves
         # the rest unread: end without a manifest that would pass for complete.
         await refuse_if_erased_now(self._db, tenant_id)
+        if removed.count:
+            await self._refuse_removals_unaccounted(tenant_id, after, upto)
         buffer += encoder.end()
         if buffer:
             digest.update(buffer)
@@ -404,6 +410,25 @@ class ExportRpcs:
         )
         manifest.statement = self._export_statement(manifest)
         yield pb.ExportResponse(manifest=manifest, rows_so_far=rows)
+
+    async def _refuse_removals_unaccounted(self, tenant_id: str, after: int, upto: int) -> None:
+        """IntegrityFailure unless retention's records account for every seq
+        of (after, upto] removed with its leaf kept: the statement signs them
+        as removed by retention, and a superuser's DELETE passed for a purge
+        (helper-555). Only of an export that read such seqs (few do): the
+        records of a tenant's purges are read and their statements checked."""
+        async with self._db.connection(tenant_id) as conn:
+            seq = await first_unaccounted_removal(
+                conn,
+                tenant_id,
+                after_seq=after,
+                upto_seq=upto,
+                origin=self._checkpointer.origin(tenant_id),
+                verifiers=await self._checkpointer.verifiers(),
+                seal=self._summary_seal,
+            )
+        if seq is not None:
+            raise IntegrityFailure(f"refusing to sign the export: {removed_outside_retention(seq)}")
 
     def _export_statement(self, manifest: pb.ExportManifest) -> str:
         """The manifest's statement, signed by the key that signs the

@@ -29,6 +29,7 @@ from ..store.database import Database
 from ..store.events import get_event, refuse_if_another_event
 from ..store.long_reads import LongReads
 from ..store.node_reader import NodeReader
+from ..store.removals_accounted import first_unaccounted_removal, removed_outside_retention
 from ..store.tree import (
     inclusion_proof,
     inclusion_read,
@@ -168,6 +169,7 @@ class IntegrityRpcs:
                 request.event_id.lower(), seq, named_in_record(found.record, "id")
             )
         if found.record is None and not request.include_purged:
+            await self._refuse_if_removed_outside_retention(tenant_id, seq)
             raise NotFound(
                 f"event {seq} was removed by retention; set include_purged for its leaf's proof",
                 reason="PURGED",
@@ -183,6 +185,23 @@ class IntegrityRpcs:
         if checkpoint is not None:
             response.checkpoint.CopyFrom(checkpoint_message(checkpoint))
         return response
+
+    async def _refuse_if_removed_outside_retention(self, tenant_id: str, seq: int) -> None:
+        """IntegrityFailure if no record of retention's accounts for the removed
+        event `seq`: its leaf kept by a superuser's DELETE was said to be
+        removed by retention (helper-555)."""
+        async with self._db.connection(tenant_id) as conn:
+            unaccounted = await first_unaccounted_removal(
+                conn,
+                tenant_id,
+                after_seq=seq - 1,
+                upto_seq=seq,
+                origin=self._checkpointer.origin(tenant_id),
+                verifiers=await self._checkpointer.verifiers(),
+                seal=self._summary_seal,
+            )
+        if unaccounted is not None:
+            raise IntegrityFailure(removed_outside_retention(seq))
 
     async def _seq_of(self, tenant_id: str, request: pb.GetInclusionProofRequest) -> int:
         which = request.WhichOneof("leaf")
