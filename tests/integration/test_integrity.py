@@ -835,6 +835,35 @@ def test_sealtrail_bundle_fails_a_complete_bundle_of_a_log_it_could_not_prove(
         verify_bundle(out, key=VERIFIER.text())
 
 
+def test_a_complete_bundle_records_the_seqs_the_log_could_not_prove_for_its_auditor(
+    logged: AuditClient,
+    server: ServerThread,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    """`sealtrail bundle` said the log could not prove seq 13, but bundle.json
+    did not record it (a filtered bundle's `unproven` is), so the auditor's
+    `sealtrail verify` said only "seq 13: missing (record 13 has seq 14)", as
+    of a bundle a record was taken out of (helper-555 finding 7)."""
+    change_field(tamper, tenant)
+    out = tmp_path / "complete"
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    assert CliRunner().invoke(cli, ["bundle", "-o", str(out)], env=env).exit_code == 1
+    assert json.loads((out / "bundle.json").read_text())["gaps"] == [13]
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER.text()])
+    assert shown.exit_code == 1, shown.output
+    assert shown.stderr.startswith(
+        "FAILED: seq 13: missing: the log no longer holds seq 13 as it signed it (the bundle's"
+        " writer could not prove it)"
+    ), shown.stderr
+    # Said only of a seq the writer could not prove: one taken out after is missing.
+    manifest = json.loads((out / "bundle.json").read_text())
+    (out / "bundle.json").write_text(json.dumps({**manifest, "gaps": [12]}))
+    with pytest.raises(BundleError, match=r"^seq 13: missing \(record 13 has seq 14\)$"):
+        verify_bundle(out, key=VERIFIER.text())
+
+
 def test_a_range_bundle_names_the_seqs_of_its_range_the_log_could_not_prove(
     logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], tmp_path: Path
 ) -> None:

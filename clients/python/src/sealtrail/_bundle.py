@@ -264,6 +264,8 @@ def _write(
         **({"purged": purged} if purged else {}),
         **_range_fields(seq_range),
         **({"unproven": list(summary.unproven)} if summary.unproven else {}),
+        # The auditor's verify then says why they are missing (helper-555).
+        **({"gaps": list(summary.gaps)} if summary.gaps else {}),
         **({"log_refused_to_sign": True} if written.refused else {}),
         **({"filter": written.filter} if written.filter is not None else {}),
         **({"export_manifest": EXPORT_MANIFEST} if written.selection_signed else {}),

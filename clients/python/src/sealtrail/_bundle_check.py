@@ -90,6 +90,7 @@ def _verify_bundle(
         root,
         complete=complete,
         seq_range=seq_range,
+        gaps=_seqs_of(manifest, "gaps"),
         ledger=ledger,
         period=received if seq_range is not None else None,
     )
@@ -351,12 +352,23 @@ def _received_of(manifest: dict[str, Any]) -> tuple[datetime, datetime] | None:
 def _refuse_what_the_log_could_not_do(manifest: dict[str, Any]) -> None:
     """What the writer found the log could not do: each record here checks,
     but the log they came from had been changed."""
-    unproven = manifest.get("unproven", [])
-    if not isinstance(unproven, list) or not all(isinstance(seq, int) for seq in unproven):
-        raise BundleError(f"{MANIFEST}: 'unproven' must be a list of seqs")
-    fault = log_fault(unproven, refused=manifest.get("log_refused_to_sign") is True)
+    fault = log_fault(
+        sorted(_seqs_of(manifest, "unproven")),
+        refused=manifest.get("log_refused_to_sign") is True,
+        gaps=sorted(_seqs_of(manifest, "gaps")),
+    )
     if fault is not None:
         raise BundleError(fault)
+
+
+def _seqs_of(manifest: dict[str, Any], name: str) -> frozenset[int]:
+    """The seqs bundle.json lists under `name`: a filtered bundle's matched
+    records (`unproven`), or a complete or range bundle's (`gaps`), that the
+    writer found the log could not prove."""
+    seqs = manifest.get(name, [])
+    if not isinstance(seqs, list) or not all(type(seq) is int for seq in seqs):
+        raise BundleError(f"{MANIFEST}: {name!r} must be a list of seqs")
+    return frozenset(seqs)
 
 
 def _manifest(path: Path) -> dict[str, Any]:
@@ -485,9 +497,16 @@ class _Walk:
     strays in its range, and the root rebuilt from its leaves (RangeRoot)."""
 
     def __init__(
-        self, size: int, root: bytes, *, complete: bool, seq_range: tuple[int, int] | None
+        self,
+        size: int,
+        root: bytes,
+        *,
+        complete: bool,
+        seq_range: tuple[int, int] | None,
+        gaps: frozenset[int] = frozenset(),
     ) -> None:
         self.size, self.root = size, root
+        self.gaps = gaps
         # The seqs every one of which the bundle must hold, if it claims any.
         self.bounds = (1, size) if complete else seq_range
         self.first = self.last = 0
@@ -506,7 +525,9 @@ class _Walk:
                 raise BundleError(f"{what} (seq {seq}): {where}")
             expected = max(self.last, low - 1) + 1
             if seq > expected:
-                raise BundleError(f"seq {expected}: missing ({what} has seq {seq})")
+                raise BundleError(
+                    self._why(expected) or f"seq {expected}: missing ({what} has seq {seq})"
+                )
         if seq <= self.last:
             raise BundleError(f"{what} (seq {seq}): out of order or repeated")
         try:
@@ -521,6 +542,17 @@ class _Walk:
         if self.whole is not None:
             self.whole.append(leaf)
 
+    def _why(self, seq: int) -> str:
+        """Why `seq` is missing, if the writer found the log could not prove
+        it ("" if not): the log's doing, not the bundle's (a record taken out
+        is not)."""
+        if seq not in self.gaps:
+            return ""
+        return (
+            f"seq {seq}: missing: the log no longer holds seq {seq} as it signed it (the"
+            " bundle's writer could not prove it)"
+        )
+
     def end(self) -> None:
         """Check that nothing of what the bundle claims whole is missing at its end."""
         if self.bounds is None:
@@ -533,8 +565,9 @@ class _Walk:
                 if self.whole is not None
                 else f"its range ends at seq {high}"
             )
+            missing = max(self.last, low - 1) + 1
             raise BundleError(
-                f"seq {max(self.last, low - 1) + 1}: missing; the bundle {ends} but {claim}"
+                self._why(missing) or f"seq {missing}: missing; the bundle {ends} but {claim}"
             )
         if self.whole is not None and self.whole.root() != self.root:
             raise BundleError(f"the records' root differs from the checkpoint at size {self.size}")
@@ -557,11 +590,13 @@ def _verify_each(
     seq_range: tuple[int, int] | None,
     ledger: RemovalLedger,
     period: tuple[datetime, datetime] | None = None,
+    gaps: frozenset[int] = frozenset(),
 ) -> tuple[int, int, int, int, tuple[int, int]]:
     """(records, purged leaves, first seq, last seq, and the first and last
     seq of its records alone, 0 for none) of a bundle that verifies; of a
-    range found for `period`, each record received in it."""
-    walk = _Walk(size, root, complete=complete, seq_range=seq_range)
+    range found for `period`, each record received in it. `gaps`: the seqs
+    the writer found the log could not prove, as bundle.json lists them."""
+    walk = _Walk(size, root, complete=complete, seq_range=seq_range, gaps=gaps)
     count = purged = 0
     held = (0, 0)
     removed = _purged(path)

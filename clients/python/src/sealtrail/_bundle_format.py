@@ -5,7 +5,9 @@ log, checkable offline by anyone (docs/integrity.md, "Bundles and `sealtrail ver
                         "complete" when it claims every record of seqs 1..tree size;
                         (version 3) "range" when it claims every event of seqs
                         first..last, and "received" the period that range was
-                        found for, by receipt time
+                        found for, by receipt time; "unproven" (a filtered
+                        bundle's) and "gaps" (a complete or range bundle's)
+                        the seqs the writer found the log could not prove
     records.ndjson      the records, one per line, exactly as hashed
     proofs.ndjson       line i is {"seq": s, "proof": [base64, ...]}: the RFC 9162
                         inclusion proof of record i in the checkpoint's tree
