@@ -864,6 +864,37 @@ def test_a_complete_bundle_records_the_seqs_the_log_could_not_prove_for_its_audi
         verify_bundle(out, key=VERIFIER.text())
 
 
+@pytest.mark.parametrize(
+    "chosen",
+    [[], ["--action", "integrity.test"], ["--seq", "1-10"]],
+    ids=["complete", "filtered", "range"],
+)
+def test_sealtrail_bundle_writes_nothing_when_the_log_serves_no_checkpoint_the_key_signed(
+    logged: AuditClient,
+    server: ServerThread,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    tmp_path: Path,
+    chosen: list[str],
+) -> None:
+    """docs/integrity.md said a bundle of a log that refuses to sign a fresh
+    checkpoint "is written against the last one it signed". So it is while the
+    database holds that checkpoint (test_tampering_is_detected_online_and_offline,
+    rewrite-all); with it gone too (a restore from an older backup, or removed
+    by hand), the server serves none it may, and the bundle is refused whole,
+    with the server's DATA_LOSS, and nothing written (helper-555 finding 8)."""
+    rewrite_consistently(tamper, tenant)
+    tamper.execute("DELETE FROM checkpoints WHERE tenant_id = %s", [tenant])
+    out = tmp_path / "bundle"
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    shown = CliRunner().invoke(cli, ["bundle", *chosen, "-o", str(out)], env=env)
+    assert shown.exit_code == 1, shown.output
+    assert shown.stdout == ""
+    assert "error: DATA_LOSS (INTEGRITY_FAILURE): refusing to sign" in shown.stderr
+    assert f"this signing key signed it at size {EVENTS}" in shown.stderr
+    assert not out.exists()
+
+
 def test_a_range_bundle_names_the_seqs_of_its_range_the_log_could_not_prove(
     logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
