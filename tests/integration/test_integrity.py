@@ -1650,3 +1650,60 @@ def test_a_filtered_bundle_no_statement_signs_says_on_stdout_it_is_not_proven_co
     assert shown.stdout.startswith("OK: 2 records"), shown.stdout
     assert "a filtered bundle: records may have been removed; not proven complete" in shown.stdout
     assert '"actions":["member.*","permission.*"]' in shown.stdout.replace(" ", "")
+
+
+def change_note_size(conn: psycopg.Connection[Any], tenant: str, size: int, to: int) -> str:
+    """The size line of the note of `tenant`'s checkpoint at `size` changed
+    to `to` (its signature no longer verifies); the note as it was."""
+    [(note,)] = conn.execute(
+        "SELECT note FROM checkpoints WHERE tenant_id = %s AND tree_size = %s", [tenant, size]
+    ).fetchall()
+    forged = note.replace(f"\n{size}\n", f"\n{to}\n", 1)
+    assert forged != note
+    conn.execute(
+        "UPDATE checkpoints SET note = %s WHERE tenant_id = %s AND tree_size = %s",
+        [forged, tenant, size],
+    )
+    return str(note)
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["running", "restarted"])
+def test_a_latest_checkpoint_whose_note_was_changed_stops_no_signature(
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    migrated_database_url: str,
+    restarted: bool,
+) -> None:
+    """The latest row's note changed: the signer took its starting point from
+    that row, refused every pass ("the signature does not verify"), and the
+    events recorded meanwhile, never signed, could be rewritten before the
+    note was put back and then signed (helper-555). The key's own last
+    checkpoint, remembered or kept outside the database, is what a new one
+    must extend; the row is passed over."""
+    record_events(logged, 5, start=EVENTS)
+    assert logged.get_checkpoint(fresh=True).tree_size == EVENTS + 5
+    genuine_note = change_note_size(tamper, tenant, EVENTS + 5, EVENTS + 6)
+    server = ServerThread(migrated_database_url, checkpoint_interval=0) if restarted else None
+    try:
+        client = (
+            AuditClient(server.target, token=server.token(tenant)) if server is not None else logged
+        )
+        record_events(client, 2, start=EVENTS + 5)
+        assert client.get_checkpoint(fresh=True).tree_size == EVENTS + 7
+        # What it signed is what the key had signed, extended: a rewrite of
+        # the events signed meanwhile is refused once the note is back.
+        rewrite_record(tamper, tenant, EVENTS + 6, leaf_too=True)
+        rebuild_tree(tamper, tenant)
+        tamper.execute(
+            "UPDATE checkpoints SET note = %s WHERE tenant_id = %s AND tree_size = %s",
+            [genuine_note, tenant, EVENTS + 5],
+        )
+        record_events(client, 1, start=EVENTS + 7)
+        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+            client.get_checkpoint(fresh=True)
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+    finally:
+        if server is not None:
+            client.close()
+            server.close()

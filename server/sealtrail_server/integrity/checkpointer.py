@@ -63,7 +63,7 @@ from ..store.checkpoints import (
     StoredCheckpoint,
     insert_checkpoint,
     known_keys,
-    latest_checkpoint,
+    latest_checkpoints,
     register_key,
     tenants_grown_since_checkpoint,
 )
@@ -102,6 +102,10 @@ RESTORED_SCAN_BATCH = 1000
 # served often does not check its checkpoint's signature each time; the least
 # recently served dropped first (all of them were, at once, once full).
 CHECKED_CHECKPOINTS = 10_000
+# Stored checkpoints above the latest the key signed that the signer passes
+# over (their notes do not sign what their rows say: a superuser's) before it
+# refuses the tenant: each costs a signature's check, a pass.
+TAMPERED_ROWS_PASSED = 64
 
 
 class Checkpointer:
@@ -574,7 +578,8 @@ class Checkpointer:
                 "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant_id]
             )
             head = await cursor.fetchone()
-            latest = await latest_checkpoint(conn, tenant_id)
+            size, head_root = (int(head[0]), bytes(head[1])) if head else (0, b"")
+            latest = await self._latest_signed(conn, tenant_id, size, verifiers)
             if head is None:
                 cursor = await conn.execute(
                     "SELECT FROM tenant_erasures WHERE tenant_id = %s", [tenant_id]
@@ -586,14 +591,12 @@ class Checkpointer:
             # the key's back (its head, events and checkpoints deleted), which
             # is a log of size 0 that must extend what the key signed of it as
             # any other. It was forgotten here, and answered "the log is empty".
-            size, head_root = (int(head[0]), bytes(head[1])) if head else (0, b"")
             if latest is not None and latest.tree_size > size:
                 raise IntegrityFailure(
                     f"the log of {tenant_id!r} holds {counted(size, 'event')}, fewer than its"
                     f" checkpoint at size {latest.tree_size} signs: it was cut back"
                 )
             if latest is not None and latest.tree_size == size:
-                await self.served(latest, verifiers)  # answered as it is stored
                 if head_root != latest.root_hash:  # rewritten under it, head and all
                     raise IntegrityFailure(
                         f"the head of the log of {tenant_id!r} at size {size} holds another"
@@ -627,6 +630,42 @@ class Checkpointer:
         self._signed.add(1)
         log.debug("signed checkpoint %s at size %d", self.origin(tenant_id), size)
         return checkpoint
+
+    async def _latest_signed(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        tenant_id: str,
+        size: int,
+        verifiers: list[Verifier],
+    ) -> StoredCheckpoint | None:
+        """The tenant's largest stored checkpoint whose note signs what its row
+        says (`served`). A row above it that does not is a superuser's: logged,
+        counted and passed over, as its signature is all that makes a row a
+        checkpoint; one at the log's size (`size`) is refused (IntegrityFailure),
+        as are more than TAMPERED_ROWS_PASSED of them. The starting point was
+        the largest row, signed or not: one with a note changed stopped the
+        signer, one at size 10^12 had the log said cut back, and the events
+        recorded meanwhile, never signed, were the superuser's to rewrite
+        before the row was mended (helper-555). What the key itself signed
+        (`_check_signed_sizes`, `_check_remembered`) is checked after."""
+        checked = 0
+        for fetched in (1, TAMPERED_ROWS_PASSED + 1):
+            rows = await latest_checkpoints(conn, tenant_id, limit=fetched)
+            for row in rows[checked:]:
+                checked += 1
+                try:
+                    return await self.served(row, verifiers)
+                except IntegrityFailure as error:
+                    if row.tree_size == size:
+                        raise
+                    self._integrity_failures.add(1)
+                    log.error("checkpointer: %s: not the key's, passed over", error.message)
+            if len(rows) < fetched:
+                return None  # every stored row passed over
+        raise IntegrityFailure(
+            f"refusing to sign {self.origin(tenant_id)}: its {TAMPERED_ROWS_PASSED + 1} latest"
+            " stored checkpoints are not signed by a known key"
+        )
 
     async def _check_remembered(
         self,

@@ -39,6 +39,19 @@ async def latest_checkpoint(
     return await cursor.fetchone()
 
 
+async def latest_checkpoints(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, limit: int
+) -> list[StoredCheckpoint]:
+    """The tenant's `limit` largest stored checkpoints, the largest first."""
+    cursor = conn.cursor(row_factory=class_row(StoredCheckpoint))
+    await cursor.execute(
+        "SELECT tenant_id, tree_size, root_hash, note, issued_at FROM checkpoints"
+        " WHERE tenant_id = %s ORDER BY tree_size DESC LIMIT %s",
+        [tenant_id, limit],
+    )
+    return await cursor.fetchall()
+
+
 async def checkpoint_at(
     conn: psycopg.AsyncConnection[Any], tenant_id: str, tree_size: int
 ) -> StoredCheckpoint | None:
