@@ -1652,6 +1652,51 @@ def test_a_filtered_bundle_no_statement_signs_says_on_stdout_it_is_not_proven_co
     assert '"actions":["member.*","permission.*"]' in shown.stdout.replace(" ", "")
 
 
+def _signed_at(client: AuditClient, size: int, server: ServerThread) -> bool:
+    """Whether a checkpoint of `client`'s log at `size` is signed yet, waiting
+    up to 5 s for the periodic signer."""
+    for _ in range(100):
+        try:
+            client.get_checkpoint(tree_size=size)
+            return True
+        except NotFoundError:
+            server.run(_sleep(0.05))
+    return False
+
+
+def test_a_checkpoint_row_claiming_a_size_beyond_the_log_stops_no_signature(
+    migrated_database_url: str,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A superuser's row at size 10^12 (a genuine note copied in) won the
+    signer's "grown since the latest checkpoint" (its largest row): nothing
+    more was signed and nothing logged, so the events after it could be
+    rewritten and then signed once the row was gone; and a fresh checkpoint
+    said the log "was cut back" (helper-555). The row is passed over, logged."""
+    import logging
+
+    periodic = ServerThread(migrated_database_url, checkpoint_interval=0.2)
+    try:
+        with AuditClient(periodic.target, token=periodic.token(tenant)) as client:
+            record_events(client, 5)
+            genuine = client.get_checkpoint(fresh=True)
+            plant_checkpoint(tamper, tenant, 10**12, genuine.note, genuine.root_hash)
+            with caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"):
+                record_events(client, 2, start=5)
+                assert _signed_at(client, 7, periodic)
+                record_events(client, 1, start=7)
+                assert client.get_checkpoint(fresh=True).tree_size == 8
+            said = [r.getMessage() for r in caplog.records]
+            assert any(f"at size {10**12}" in m and "passed over" in m for m in said), said
+            with pytest.raises(RpcFailedError) as refused:  # the row itself is never served
+                client.get_checkpoint()
+            assert refused.value.reason == "INTEGRITY_FAILURE"
+    finally:
+        periodic.close()
+
+
 def change_note_size(conn: psycopg.Connection[Any], tenant: str, size: int, to: int) -> str:
     """The size line of the note of `tenant`'s checkpoint at `size` changed
     to `to` (its signature no longer verifies); the note as it was."""

@@ -114,11 +114,17 @@ async def known_keys(conn: psycopg.AsyncConnection[Any]) -> list[StoredKey]:
 
 
 async def tenants_grown_since_checkpoint(conn: psycopg.AsyncConnection[Any]) -> list[str]:
-    """Tenants whose log is longer than their latest checkpoint."""
+    """Tenants whose head no stored checkpoint is at (its size and root), or
+    with one stored beyond it: the signer tells which rows its key signed
+    (ADR 0156). The largest row's size was taken for the latest checkpoint's:
+    a superuser's row at size 10^12 hid the tenant from every pass (helper-555)."""
     cursor = await conn.execute(
         "SELECT h.tenant_id FROM chain_heads h"
-        " WHERE h.tree_size > coalesce("
-        "   (SELECT max(c.tree_size) FROM checkpoints c WHERE c.tenant_id = h.tenant_id), 0)"
+        " WHERE (h.tree_size > 0 AND NOT EXISTS (SELECT FROM checkpoints c"
+        "   WHERE c.tenant_id = h.tenant_id AND c.tree_size = h.tree_size"
+        "   AND c.root_hash = h.root_hash))"
+        " OR EXISTS (SELECT FROM checkpoints c"
+        "   WHERE c.tenant_id = h.tenant_id AND c.tree_size > h.tree_size)"
         " ORDER BY h.tenant_id"
     )
     return [row[0] for row in await cursor.fetchall()]
