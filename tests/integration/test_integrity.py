@@ -1024,9 +1024,8 @@ def test_an_inclusion_proof_of_a_log_rewritten_to_match_is_data_loss(
     client that did not check the proof itself took the forged record as
     the log's; the path of any record through the rewritten nodes led away
     too (helper-298)."""
+    assert logged.get_checkpoint().tree_size == EVENTS
     rewrite_consistently(tamper, tenant)
-    signed = logged.get_checkpoint()
-    assert signed.tree_size == EVENTS
     for seq, size in ((13, 0), (13, EVENTS), (5, EVENTS)):
         with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
             logged.get_inclusion_proof(seq=seq, tree_size=size)
@@ -1135,7 +1134,11 @@ def test_the_signer_refuses_to_extend_a_rewritten_log(
     with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
         logged.get_checkpoint(fresh=True)
     assert refused.value.reason == "INTEGRITY_FAILURE"
-    assert logged.get_checkpoint() == before
+    # Not the latest any more: the log no longer holds it (helper-555).
+    with pytest.raises(RpcFailedError) as refused:
+        logged.get_checkpoint()
+    assert refused.value.reason == "INTEGRITY_FAILURE"
+    assert logged.get_checkpoint(tree_size=EVENTS) == before  # as signed, by its size
 
 
 def test_a_log_rewritten_under_its_latest_checkpoint_is_not_answered_that_checkpoint(
@@ -1151,7 +1154,11 @@ def test_a_log_rewritten_under_its_latest_checkpoint_is_not_answered_that_checkp
         logged.get_checkpoint(fresh=True)
     assert refused.value.reason == "INTEGRITY_FAILURE"
     assert f"the head of the log of {tenant!r} at size {EVENTS}" in refused.value.message
-    assert logged.get_checkpoint() == before  # what the key signed, still served as signed
+    # What the key signed, served as signed by its size, not as the log today (helper-555).
+    assert logged.get_checkpoint(tree_size=EVENTS) == before
+    with pytest.raises(RpcFailedError) as refused:
+        logged.get_checkpoint()
+    assert refused.value.reason == "INTEGRITY_FAILURE"
 
 
 def cut_back_and_forget_checkpoints(conn: psycopg.Connection[Any], tenant: str) -> None:
@@ -1752,3 +1759,32 @@ def test_a_latest_checkpoint_whose_note_was_changed_stops_no_signature(
         if server is not None:
             client.close()
             server.close()
+
+
+def test_a_checkpoint_saved_at_the_latest_size_shows_a_rewrite_the_signer_refused(
+    logged: AuditClient,
+    server: ServerThread,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    tmp_path: Path,
+) -> None:
+    """The log rewritten consistently under its latest checkpoint: the signer
+    refuses every pass, so the latest checkpoint stays the one an auditor
+    saved, and `checkpoint --check` of it said CONSISTENT ("a prefix of
+    today's 40"), no proof asked between equal sizes (helper-555). The latest
+    checkpoint is answered only while the log's stored hashes hold its root."""
+    saved = tmp_path / "saved.txt"
+    saved.write_text(logged.get_checkpoint().note)
+    rewrite_consistently(tamper, tenant)
+    with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+        logged.check_checkpoint(saved.read_text(), key=VERIFIER.text())
+    assert refused.value.code == grpc.StatusCode.DATA_LOSS
+    assert refused.value.reason == "INTEGRITY_FAILURE"
+    assert len(refused.value.message.encode()) <= 100
+    env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
+    checked = CliRunner().invoke(
+        cli, ["checkpoint", "--check", str(saved), "--key", VERIFIER.text()], env=env
+    )
+    assert checked.exit_code != 0, checked.output
+    assert "CONSISTENT" not in checked.output
+    assert logged.get_checkpoint(tree_size=EVENTS).note == saved.read_text()  # by size: as signed

@@ -120,6 +120,9 @@ class IntegrityRpcs:
             found = await self._checkpointer.issue(tenant_id)
         else:
             found = await self._latest(tenant_id)
+            if found is not None:  # answered as the log today: the log must hold it
+                async with self._erasure_explains(tenant_id):
+                    await self._checkpointer.still_held(found)
         if found is None:
             raise await self._not_found(tenant_id, await self._none_yet(tenant_id))
         return pb.GetCheckpointResponse(checkpoint=checkpoint_message(found))

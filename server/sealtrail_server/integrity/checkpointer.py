@@ -434,6 +434,35 @@ class Checkpointer:
             while len(self._consistent) > CHECKED_CHECKPOINTS:
                 self._consistent.popitem(last=False)
 
+    async def still_held(self, checkpoint: StoredCheckpoint) -> None:
+        """IntegrityFailure unless the tenant's stored hashes give, at
+        `checkpoint`'s size, the root it signs: answered as the latest, it
+        says the log is that log today. Rewritten under it, head and hashes to
+        match, the log is refused by the signer every pass, so the latest stays
+        the checkpoint an auditor saved, and `checkpoint --check` of it found
+        them equal, no proof asked, and said CONSISTENT (helper-555). One query
+        of some log n hashes a call."""
+        tenant_id, size = checkpoint.tenant_id, checkpoint.tree_size
+        try:
+            async with self._db.system_connection(generic_plans=True) as conn:
+                root: bytes | None = await root_at(conn, tenant_id, size)
+        except IntegrityFailure:  # hashes missing: cut back under it
+            root = None
+        if root != checkpoint.root_hash:
+            self._integrity_failures.add(1)
+            log.error(
+                "checkpointer: the stored hashes of %s do not give, at size %d, the root its"
+                " latest checkpoint signs: the log was rewritten or cut back behind the"
+                " service's back",
+                self.origin(tenant_id),
+                size,
+            )
+            # Its size named: a bundle shows the tampering against it, asked by size.
+            raise IntegrityFailure(
+                f"the log no longer holds its latest checkpoint's root at size {size}",
+                metadata={"tree_size": str(size)},
+            )
+
     def proven_inclusion(
         self, checkpoint: StoredCheckpoint, *, seq: int, leaf: bytes, proof: list[bytes]
     ) -> None:

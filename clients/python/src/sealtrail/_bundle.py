@@ -686,6 +686,19 @@ class _Removed:
 REMOVED_SINCE: Final = _Removed()
 
 
+def _last_signed(source: _Source) -> integrity_pb2.SignedCheckpoint:
+    """The latest checkpoint the log signed; one the log no longer holds (a
+    server refuses it as the latest: DATA_LOSS naming its size) asked by its
+    size, which the server serves as signed."""
+    try:
+        return source.get_checkpoint()
+    except SealtrailError as error:
+        size = error.metadata.get("tree_size", "")
+        if error.code is not grpc.StatusCode.DATA_LOSS or not size.isdigit():
+            raise
+        return source.get_checkpoint(tree_size=int(size))
+
+
 def _proven_one_by_one(
     source: _Source,
     out: Path,
@@ -707,7 +720,7 @@ def _proven_one_by_one(
     except SealtrailError as error:
         if error.code is not grpc.StatusCode.DATA_LOSS:
             raise
-        checkpoint, refused = source.get_checkpoint(), True
+        checkpoint, refused = _last_signed(source), True
     size = checkpoint.tree_size
     unproven: list[int] = []
     gaps: list[int] = []  # a complete or range bundle's: verification names them too
