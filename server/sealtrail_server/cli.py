@@ -981,9 +981,12 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
     was promoted, or the log was cut back. For each: the size and root
     (base64) the key signed, the log's size now, and the sizes lost, from the
     first at which the key's checkpoints are not the log's to the size it
-    signed; or `erased`, a tenant whose erasure the key signed (at that size)
-    that the database holds again. The key signs nothing more of those logs;
-    the way on is a new key (docs/operations.md, Restoring an older backup).
+    signed; `rewritten`, a log as long as the key signed or longer that does
+    not hold what it signed (nothing lost: a new key would sign the rewrite);
+    or `erased`, a tenant whose erasure the key signed (at that size) that the
+    database holds again. The key signs nothing more of those logs; the way on
+    after a restore is a new key (docs/operations.md, Restoring an older
+    backup).
     Tenants the database holds erased are left out. Exits 1 if what the key
     signed of a tenant cannot be read. Nothing is recorded in the tenants'
     logs."""
@@ -1062,8 +1065,11 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
             "signed_size": restored.signed_size,
             "signed_root": base64.b64encode(restored.signed_root).decode(),
             "log_size": restored.log_size,
-            "lost_sizes": None if restored.erased else [restored.lost_from, restored.signed_size],
+            "lost_sizes": None
+            if restored.erased or restored.rewritten
+            else [restored.lost_from, restored.signed_size],
             "erased": restored.erased,
+            "rewritten": restored.rewritten,
         }
         for restored in found
     ]
@@ -1082,7 +1088,11 @@ def key_restored(output: str, data_dir: Path | None, database_url: str | None) -
                 str(row["tenant"]),
                 str(row["signed_size"]),
                 str(row["log_size"]),
-                "erased" if restored.erased else f"{restored.lost_from}..{restored.signed_size}",
+                "erased"
+                if restored.erased
+                else "rewritten"
+                if restored.rewritten
+                else f"{restored.lost_from}..{restored.signed_size}",
                 str(row["signed_root"]),
             ]
             for row, restored in zip(rows, found, strict=True)

@@ -1788,3 +1788,58 @@ def test_a_checkpoint_saved_at_the_latest_size_shows_a_rewrite_the_signer_refuse
     assert checked.exit_code != 0, checked.output
     assert "CONSISTENT" not in checked.output
     assert logged.get_checkpoint(tree_size=EVENTS).note == saved.read_text()  # by size: as signed
+
+
+def test_a_log_rewritten_behind_the_key_is_said_rewritten_not_restored(
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    migrated_database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A log rewritten in place (as long as what the key signed, not
+    extending it) was said "restored from an older backup ... sign the
+    restored log with a new key", and `key restored` listed its sizes lost
+    though none was: a new key is exactly what signs the rewrite (helper-555).
+    It is said rewritten, and that a new key would sign the rewritten history."""
+    import logging
+
+    from sealtrail_server import cli as server_cli
+    from tests.conftest import signed_checkpoints_dir_of
+
+    rewrite_and_forget_checkpoints(tamper, tenant)
+    restarted = ServerThread(migrated_database_url, checkpoint_interval=0)
+    try:
+        with (
+            caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"),
+            AuditClient(restarted.target, token=restarted.token(tenant)) as client,
+        ):
+            record_events(client, 2, start=EVENTS)  # longer than signed, not extending it
+            with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+                client.get_checkpoint(fresh=True)
+    finally:
+        restarted.close()
+    assert refused.value.reason == "INTEGRITY_FAILURE"
+    assert "rewritten" in refused.value.message
+    assert "restored" not in refused.value.message
+    assert len(refused.value.message.encode()) <= 100
+    said = [r.getMessage() for r in caplog.records if tenant in r.getMessage()]
+    rewritten = [m for m in said if "REWRITTEN" in m]
+    assert rewritten, said
+    assert all("a new key would sign the rewritten history" in m for m in rewritten)
+    assert not [m for m in said if "sign the restored log with a new key" in m], said
+    runner = CliRunner(
+        env={
+            "SEALTRAIL_SIGNED_CHECKPOINTS_DIR": str(
+                signed_checkpoints_dir_of(migrated_database_url)
+            )
+        }
+    )
+    database = ["--database-url", migrated_database_url]
+    listed = runner.invoke(server_cli.main, ["key", "restored", "--format", "json", *database])
+    assert listed.exit_code == 0, listed.output
+    [row] = [row for row in json.loads(listed.stdout) if row["tenant"] == tenant]
+    assert (row["rewritten"], row["lost_sizes"], row["signed_size"]) == (True, None, EVENTS)
+    listed = runner.invoke(server_cli.main, ["key", "restored", *database])
+    [line] = [line for line in listed.stdout.splitlines() if line.startswith(f"{tenant} ")]
+    assert line.split()[3] == "rewritten"

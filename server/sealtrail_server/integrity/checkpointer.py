@@ -794,7 +794,16 @@ class Checkpointer:
         # and VerifyLog checks the log against it.
         self._remembered[tenant_id] = kept
         self._remembered.move_to_end(tenant_id)
-        raise IntegrityFailure(restored_message(self.origin(tenant_id), kept_size, kept_root, what))
+        origin = self.origin(tenant_id)
+        if size < kept_size:
+            raise IntegrityFailure(restored_message(origin, kept_size, kept_root, what))
+        # As long as what the key signed, or longer: nothing lost, the log
+        # rewritten, which a new key (the way on after a restore) would sign.
+        log.error("checkpointer: %s", rewritten_message(origin, kept_size, kept_root, what))
+        raise IntegrityFailure(
+            f"refusing to sign: this signing key signed it at size {kept_size}, and the log was"
+            " rewritten"
+        )
 
     def _say_mended(self) -> None:
         """Says, once, each file of what the key signed that was refused
@@ -954,6 +963,8 @@ class Checkpointer:
                 "%s",
                 erased_message(origin, size, root, restored.log_size)
                 if restored.erased
+                else rewritten_message(origin, size, root, restored.what)
+                if restored.rewritten
                 else restored_message(origin, size, root, restored.what),
             )
             self._remembered[restored.tenant_id] = (size, root)
@@ -1047,6 +1058,10 @@ class RestoredLog:
     # The key signed the log's erasure at `signed_size` (none of its sizes was
     # lost: it is past them that the key signs nothing); `lost_from` is 0.
     erased: bool = False
+    # The log holds `signed_size` events or more, not the ones the key signed:
+    # rewritten, not cut back (nothing lost; `lost_from` is where the key's
+    # checkpoints stop being of this log).
+    rewritten: bool = False
 
 
 async def restored_logs(
@@ -1097,6 +1112,7 @@ async def restored_logs(
                 what = "the log holds another root at that size"
             else:
                 continue  # its checkpoint's row lost, not its log
+            rewritten = head_size >= kept_size
             cursor = await conn.execute(
                 "SELECT tree_size, root_hash FROM checkpoints WHERE tenant_id = %s"
                 " AND key_id = %s AND tree_size < %s AND tree_size <= %s"
@@ -1108,7 +1124,15 @@ async def restored_logs(
             if held is not None and await root_at(conn, tenant_id, int(held[0])) == bytes(held[1]):
                 lost_from = int(held[0]) + 1
             found.append(
-                RestoredLog(tenant_id, kept_size, kept_root, int(head_size), lost_from, what)
+                RestoredLog(
+                    tenant_id,
+                    kept_size,
+                    kept_root,
+                    int(head_size),
+                    lost_from,
+                    what,
+                    rewritten=rewritten,
+                )
             )
     return sorted(found, key=lambda restored: restored.tenant_id)
 
@@ -1148,6 +1172,26 @@ def unread_erasure_message(origin: str, error: SignedSizesError) -> str:
         ' file reads as "<size> <root> erased" (or "erasing"): put back the file from a copy'
         " of the directory, or mend its owner or mode if that is what is wrong; remove it"
         " only if the tenant was never erased (docs/operations.md, Restoring an older backup)"
+    )
+
+
+def rewritten_message(origin: str, kept_size: int, kept_root: bytes, what: str) -> str:
+    """Why a log is refused that holds as many events as the key signed of it,
+    or more, but not the ones it signed. Said "restored from an older backup
+    ... sign the restored log with a new key", as a log cut back is, though
+    nothing was lost: a new key is exactly what would sign the rewrite
+    (helper-555)."""
+    return (
+        f"refusing to sign {origin}: this signing key signed it at size {kept_size}"
+        f" (root {base64.b64encode(kept_root).decode()}), and {what}: the log was REWRITTEN"
+        " behind the service's back. It holds as many events as the key signed, or more,"
+        " but not the ones it signed (or it was restored from an older backup and has grown"
+        " past that size since). Signing it on would give auditors two checkpoints of one"
+        " log that disagree, under one key, so nothing more is signed of it with this key;"
+        " and a new key would sign the rewritten history as the log's. Find what was"
+        " rewritten (sealtrail verify-log) and put the log the key signed back from a backup"
+        " or the archived WAL; change the key only once the log is the one it signed, or"
+        " known to be a restore (docs/operations.md, A log rewritten behind the service)"
     )
 
 
