@@ -1314,6 +1314,33 @@ def test_a_sink_filtering_by_details_keeps_them_when_edited(
     assert dict(now.filter.details_equals) == {"environment": "prod"}  # kept, not dropped
 
 
+def test_a_sink_filtering_by_route_presence_and_actor_type_keeps_them_when_edited(
+    browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
+) -> None:
+    """helper-569: the form read the filter's enums by their prefixes, and
+    knew neither PRESENCE_ nor ACTOR_TYPE_: any sink's edit sent
+    `PRESENCE_UNSPECIFIED` back (400, every sink and rule unsaveable), and one
+    of `actor_types=user` sent `ACTOR_TYPE_USER`. Both are read and kept."""
+    sink = build_sink(
+        "api events", "webhook", url="http://127.0.0.1:9/hook",
+        secrets=["whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()],
+        filter=build_filter(has_http_route=True, actor_types=["user"]), paused=True,
+    )  # fmt: skip
+    sink_id = admin.create_sink(sink).sink.id
+    section = open_view(browser, console_url, admin_token, "Sinks")
+    assert "PRESENCE" not in row_of(section, "api events").text
+    form = open_sink(section, "api events")
+    name = form.find_element(By.NAME, "name")
+    name.clear()
+    name.send_keys("api events of people")
+    form.find_element(By.XPATH, ".//button[.='Save changes']").click()
+    wait(browser).until(lambda b: "sink.updated" in section.text)
+    now = admin.get_sink(sink_id)
+    assert now.name == "api events of people"
+    assert now.filter.http_route_presence == event_pb2.PRESENCE_PRESENT
+    assert list(now.filter.actor_types) == [event_pb2.ACTOR_TYPE_USER]
+
+
 def test_a_filter_entry_the_details_field_cannot_carry_is_never_dropped_by_an_edit(
     browser: webdriver.Chrome, console_url: str, admin: AuditClient, admin_token: str
 ) -> None:

@@ -209,7 +209,8 @@ async function change(path, method, body) {
 }
 
 const text = (value) => (value === undefined || value === null ? "" : String(value));
-const ENUM = /^(ROLE|CATEGORY|OUTCOME|SEVERITY)_/;
+// The prefixes of the enums a filter holds, whose values the form takes in lower case.
+const ENUM = /^(ROLE|CATEGORY|OUTCOME|SEVERITY|ACTOR_TYPE|PRESENCE)_/;
 const label = (value) => (ENUM.test(value || "")
   ? value.replace(ENUM, "").toLowerCase().replace(/_/g, " ") : text(value));
 
