@@ -212,3 +212,23 @@ def test_the_cli_queries_and_counts_requests_or_the_rest(
     refused = cli_output(env, "query", "--no-http-route", "--http-route", ONE, exit_code=2)
     assert "--no-http-route" in refused and "matches nothing" in refused, refused
     assert "filter." not in refused, refused
+
+
+def test_the_cli_changes_a_sinks_and_a_rules_filter_to_events_of_no_request(
+    server: ServerThread, tenant: str, client_for: Callable[..., AuditClient]
+) -> None:
+    """`sinks update ID --no-http-route` and `alerts update ID --no-http-route`
+    were "nothing to change": a flag given as false was taken for no filter
+    option given (helper-569)."""
+    client = client_for(tenant, "admin")
+    env = cli_env(server, tenant)
+    url = ["--url", "https://hooks.slack.com/services/T0/B0/secret"]
+    made = cli_output(env, "sinks", "create", "ops", "--kind", "chat", *url, "--action", "s.*")
+    sink_id = made.strip().splitlines()[-1]
+    cli_output(env, "sinks", "update", sink_id, "--no-http-route")
+    assert client.get_sink(sink_id).filter.http_route_presence == event_pb2.PRESENCE_ABSENT
+    made = cli_output(env, "alerts", "create", "r", "--kind", "match", "--action", "doc.*")
+    rule_id = made.strip().splitlines()[-1]
+    cli_output(env, "alerts", "update", rule_id, "--no-http-route")
+    [rule] = [rule for rule in client.list_alert_rules() if rule.id == rule_id]
+    assert rule.match.filter.http_route_presence == event_pb2.PRESENCE_ABSENT

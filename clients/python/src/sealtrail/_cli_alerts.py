@@ -21,7 +21,7 @@ from sealtrail._cli import (
     terminal_safe,
     unchanged_since_read,
 )
-from sealtrail._cli_filter_options import _tail_filter_options
+from sealtrail._cli_filter_options import _tail_filter_options, filter_given
 from sealtrail._cli_spans import Seconds
 from sealtrail._durations import span_text
 from sealtrail._sink_names import sink_ids_of
@@ -490,7 +490,7 @@ def update(
     _window_as_typed(ctx)
     with _client(ctx) as client:
         rule.sink_ids.extend(sink_ids_of(client, sink_ids, param_hint="--sink"))
-        if settings or any(criteria.values()):
+        if settings or filter_given(criteria):
             current = _read_rule(client, rule_id)
             kind = current.WhichOneof("condition")
             assert kind is not None  # every rule has one
@@ -520,7 +520,7 @@ def update(
             rule.etag = etag or current.etag
             condition = getattr(rule, kind)
             condition.CopyFrom(getattr(current, kind))
-            _apply(condition, settings, _filter(criteria) if any(criteria.values()) else None)
+            _apply(condition, settings, _filter(criteria) if filter_given(criteria) else None)
             if kind in ("threshold", "spike"):
                 _actor_ids_apply(ctx, kind, condition, settings)
             fields.append(kind)

@@ -139,6 +139,12 @@ class _Time(click.ParamType[datetime]):
             self.fail(str(exc), param, ctx)
 
 
+def filter_given(criteria: dict[str, Any]) -> bool:
+    """Whether any filter option was given: a flag given as false is one
+    (`--no-http-route`), which `any(criteria.values())` took for none."""
+    return any(value not in (None, ()) for value in criteria.values())
+
+
 def _choice(names: tuple[str, ...]) -> click.Choice[str]:
     """A proto enum's shorthand names (_choices' fixed copies), in any case."""
     return click.Choice(names, case_sensitive=False)

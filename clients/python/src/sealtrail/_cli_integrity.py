@@ -23,7 +23,7 @@ from sealtrail._cli import (
     main,
     terminal_safe,
 )
-from sealtrail._cli_filter_options import _filter_options, _Time
+from sealtrail._cli_filter_options import _filter_options, _Time, filter_given
 from sealtrail._cli_ranges import (
     PERIOD_UNPROVEN,
     PeriodParam,
@@ -195,7 +195,7 @@ def _period(
     ]
     if len(ways) > 1:
         raise click.UsageError(f"{' and '.join(ways)} each choose the range: give one", ctx)
-    if ways and any(value not in (None, ()) for value in criteria.values()):
+    if ways and filter_given(criteria):
         raise click.UsageError(
             f"{ways[0]} bundles every event of a range, none left out: it takes no filter", ctx
         )

@@ -26,7 +26,7 @@ from sealtrail._cli_destination_options import (
     _destination_settings,
     _show_secret,
 )
-from sealtrail._cli_filter_options import _tail_filter_options, _Time
+from sealtrail._cli_filter_options import _tail_filter_options, _Time, filter_given
 from sealtrail._cli_ranges import SeqRangeParam
 from sealtrail._sink_names import SINK_HELP, sink_id_of
 from sealtrail._typed import given_words
@@ -274,7 +274,7 @@ def update(
     if payload is not None:
         sink.format = payload_format_value(payload)
         fields.append("format")
-    if any(criteria.values()):
+    if filter_given(criteria):
         sink.filter.CopyFrom(_filter(criteria))
         fields.append("filter")
     with _client(ctx) as client:
