@@ -14,7 +14,7 @@ import psycopg.sql
 import pytest
 from google.protobuf import json_format
 
-from sealtrail import AbortedError, AuditClient, InvalidArgumentError, build_event
+from sealtrail import AbortedError, AuditClient, InvalidArgumentError, build_event, build_filter
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
 from tests.conftest import REDACTION_SECRET
 
@@ -172,3 +172,17 @@ def test_the_etag_covers_the_new_settings_and_the_table_checks_them(
                 ),
                 [value, tenant],
             )
+
+
+def test_sealtrails_own_records_keep_no_personal_data_the_caller_gave(
+    client: AuditClient, sql: psycopg.Connection[Any], tenant: str
+) -> None:
+    """A search's filter, a token's name: Sealtrail's records of them are the
+    tenant's events too, redacted by its personal-data names as well as by
+    the secrets' rules (helper-563 finding 1)."""
+    client.set_personal_data_fields(["ssn"])
+    list(client.query(build_filter(text=f"ssn={SSN}"), limit=1))
+    client.create_token("reader", name=f"for ssn={SSN}")
+    assert _stored(sql, tenant, SSN) == 0
+    [searched] = client.query(build_filter(actions="audit_log.queried"), limit=1)
+    assert json_format.MessageToDict(searched.details)["filter"]["text"] == f"ssn={REDACTED}"

@@ -67,13 +67,17 @@ class FilterDetails:
 
     async def redacted(self, tenant_id: str, details: dict[str, Any]) -> dict[str, Any]:
         """`details`, a filter as JSON (its API form), redacted as the
-        tenant's events are."""
-        # Nearly every filter holds nothing to redact: no settings read then.
-        if self._redactor is None or not self._redactor.redact({"details": details}).found:
+        tenant's events are: by the secrets' rules and its personal-data
+        names (ADR 0154)."""
+        if self._redactor is None:
             return details
-        settings = await self._settings.get(tenant_id)
+        settings = await self._settings.get(tenant_id)  # kept: no read per call
+        redactor = self._redactor.for_personal_data(settings.personal_data_fields)
+        # Nearly every filter holds nothing to redact: its key derived only then.
+        if not redactor.redact({"details": details}).found:
+            return details
         key = tenant_key(self._secret, tenant_id) if settings.redaction_mode == "hmac" else None
-        redacted: dict[str, Any] = self._redactor.redact({"details": details}, hmac_key=key).body[
+        redacted: dict[str, Any] = redactor.redact({"details": details}, hmac_key=key).body[
             "details"
         ]
         return redacted
