@@ -50,13 +50,15 @@ def geo_client(geo_server: ServerThread, tenant: str) -> Iterator[AuditClient]:
 def _stored(
     sql: psycopg.Connection[Any], tenant: str, seq: int
 ) -> tuple[dict[str, Any], str | None]:
-    """The stored record's `context` (without correlation ids) and its `ip` column."""
+    """The stored record's `context` (its address, country and marks) and its `ip` column."""
     row = sql.execute(
         "SELECT record, ip FROM events WHERE tenant_id = %s AND seq = %s", [tenant, seq]
     ).fetchone()
     assert row is not None
     context = json.loads(row[0]).get("context", {})
-    kept = {k: v for k, v in context.items() if k in ("ip", "country", "country_source")}
+    kept = {
+        k: v for k, v in context.items() if k in ("ip", "country", "country_source", "ip_recording")
+    }
     return kept, None if row[1] is None else str(row[1])
 
 
@@ -87,7 +89,12 @@ def test_truncated_addresses_keep_their_network_and_country(
         GEOIP,
     )
     assert _stored(sql, tenant, v4.seq) == (
-        {"ip": "81.2.69.0", "country": "FR", "country_source": "geoip"},
+        {
+            "ip": "81.2.69.0",
+            "country": "FR",
+            "country_source": "geoip",
+            "ip_recording": "truncated",
+        },
         "81.2.69.0",
     )
     v6 = geo_client.record(action="user.login", actor_id="bo", ip="2a02:8100:1:2::7").event
@@ -111,7 +118,7 @@ def test_none_keeps_no_address_but_its_country(
     sent = geo_client.record(action="user.login", actor_id="ann", ip="81.2.69.7").event
     assert (sent.context.ip, sent.context.country) == ("", "FR")
     assert _stored(sql, tenant, sent.seq) == (
-        {"country": "FR", "country_source": "geoip"},
+        {"country": "FR", "country_source": "geoip", "ip_recording": "none"},
         None,
     )
     assert _holding(sql, tenant, "81.2.69.") == 0
@@ -137,6 +144,10 @@ def test_a_retry_with_the_same_whole_address_is_the_original_event(
     near = build_event(action="user.login", actor_id="ann", ip="81.2.69.8")
     near.idempotency_key = event.idempotency_key
     assert geo_client.record(near).event == first.event  # the same /24, or none
+    bare = build_event(action="user.login", actor_id="ann")  # no address: another event
+    bare.idempotency_key = event.idempotency_key
+    with pytest.raises(AlreadyExistsError):
+        geo_client.record(bare)
     far = build_event(action="user.login", actor_id="ann", ip="81.2.70.5")
     far.idempotency_key = event.idempotency_key
     if recording == "none":
@@ -159,6 +170,23 @@ def test_a_retry_across_a_change_of_ip_recording_is_the_original_event(
     geo_client.set_ip_recording(after)
     retried = geo_client.record(event)
     assert retried.deduplicated and retried.event == first.event
+
+
+@pytest.mark.parametrize(("first_ip", "then_ip"), [("", "81.2.69.7"), ("81.2.69.0", "81.2.69.7")])
+def test_another_address_under_a_key_is_another_event_when_none_was_reduced(
+    client: AuditClient, first_ip: str, then_ip: str
+) -> None:
+    """A tenant that never reduced an address: an event with no address, or
+    with a network's `.0` as its whole address, is not what a later request
+    with another address under its key would be reduced to (helper-563
+    finding 8). Only a record marked reduced is compared so."""
+    event = build_event(action="user.login", actor_id="ann", ip=first_ip)
+    event.idempotency_key = f"login-{first_ip or 'none'}"
+    client.record(event)
+    other = build_event(action="user.login", actor_id="ann", ip=then_ip)
+    other.idempotency_key = event.idempotency_key
+    with pytest.raises(AlreadyExistsError):
+        client.record(other)
 
 
 def test_ip_recording_unspecified_named_in_the_mask_is_full(

@@ -861,7 +861,8 @@ def recorder_bytes(event: ValidEvent) -> int:
     record limit does not count: `recorded_by` (its key, value and a comma),
     stamped from the token, since an event that fits must fit whichever token
     sends it (helper-177); and a country the server located (`located`),
-    since an event that fits must fit whatever its address (ADR 0134)."""
+    since an event that fits must fit whatever its address (ADR 0134); and
+    the mark of an address the tenant's IP recording kept less of (ADR 0154)."""
     size = 0
     recorder = event.body.get("recorded_by")
     if recorder is not None:
@@ -873,7 +874,16 @@ def recorder_bytes(event: ValidEvent) -> int:
         if source == COUNTRY_SOURCE_GEOIP:
             stamped["country"] = context["country"]
         size += len(canonical_json(stamped, plain=False)) - 1
+    mark = context.get(IP_RECORDING_MARK)
+    if mark is not None:
+        size += len(canonical_json({IP_RECORDING_MARK: mark}, plain=False)) - 1
     return size
+
+
+# `context.ip_recording` in a record: how much of the address sent the
+# tenant's IP recording kept (`truncated`, `none`; ADR 0154), set by the
+# server; absent for an address kept whole, or none sent.
+IP_RECORDING_MARK: Final = "ip_recording"
 
 
 # `context.country_source` in a record: who located its `country` (ADR 0134),

@@ -3,7 +3,14 @@
 (`truncated`: an IPv4 address's /24, an IPv6 address's /48, as analytics tools
 anonymise), or none of it (`none`). Applied to an event after the server
 located its country from the whole address, before it is canonicalized and
-hashed: the country stays right and the whole address is never stored."""
+hashed: the country stays right and the whole address is never stored.
+
+An address kept less of is marked so in the record (`context.ip_recording`:
+`truncated` or `none`, inside its leaf hash): a retry under the key of one is
+compared with the address its mark says the first attempt kept, and a record
+without the mark with the whole address; an event stored with no address, or
+with a network's `.0` as its whole address, is no retry of one sent with
+another (helper-563 finding 8)."""
 
 from __future__ import annotations
 
@@ -11,7 +18,7 @@ import ipaddress
 from dataclasses import replace
 from typing import Any, Final
 
-from .event import ValidEvent, network_address
+from .event import IP_RECORDING_MARK, ValidEvent, network_address
 
 FULL: Final = "full"
 TRUNCATED: Final = "truncated"
@@ -44,6 +51,7 @@ def recorded_ip(event: ValidEvent, recording: str) -> ValidEvent:
     else:
         # A network's address is its own network form: the column's too.
         context["ip"] = kept = truncated(context["ip"])
+    context[IP_RECORDING_MARK] = recording
     return replace(
         event,
         body=_with_context(event.body, context),
@@ -62,17 +70,30 @@ def sent_address(event: ValidEvent) -> str | None:
     return ip if isinstance(ip, str) else None
 
 
-def as_recorded_otherwise(body: dict[str, Any], sent_ip: str) -> list[dict[str, Any]]:
-    """`body` with the address `sent_ip` as each IP recording keeps it: what
-    an attempt before a change of the setting stored, or one after it will,
-    for a retry with the same key and address (the same request)."""
-    context = dict(body.get("context") or {})
-    context.pop("ip", None)
-    return [
-        _with_context(body, {**context, "ip": sent_ip.lower()}),
-        _with_context(body, {**context, "ip": truncated(sent_ip)}),
-        _with_context(body, context),
-    ]
+def recording_of(record: dict[str, Any]) -> str:
+    """How much of its address a stored record (parsed) kept: its mark's
+    word, else `full` (no mark: the address, if any, as sent)."""
+    context = record.get("context")
+    mark = context.get(IP_RECORDING_MARK) if isinstance(context, dict) else None
+    return mark if isinstance(mark, str) else FULL
+
+
+def as_recorded(body: dict[str, Any], sent_ip: str, recording: str) -> dict[str, Any]:
+    """`body` with the address `sent_ip` as `recording` keeps it, marked so:
+    what a first attempt stored under another setting, for a retry with the
+    same key and address (the same request)."""
+    context = {
+        key: value
+        for key, value in (body.get("context") or {}).items()
+        if key not in ("ip", IP_RECORDING_MARK)
+    }
+    if recording == FULL:
+        context["ip"] = sent_ip
+    else:
+        if recording == TRUNCATED:
+            context["ip"] = truncated(sent_ip)
+        context[IP_RECORDING_MARK] = recording
+    return _with_context(body, context)
 
 
 def _with_context(body: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:

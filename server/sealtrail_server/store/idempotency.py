@@ -13,7 +13,7 @@ import psycopg
 from ..domain.canonical import canonical_json
 from ..domain.errors import AlreadyExists
 from ..domain.event import ValidEvent, asserted_part, caller_part
-from ..domain.ip_recording import as_recorded_otherwise, sent_address
+from ..domain.ip_recording import as_recorded, recording_of, sent_address
 from .appended import Appended, AppendOutcome
 from .arrays import TextArray
 from .database import Database
@@ -75,7 +75,8 @@ def _as_sent(digits: str) -> int | float:
 def repeated_key_outcome(earlier: Appended, event: ValidEvent) -> AppendOutcome:
     """The answer to a repeated idempotency key: the earlier event, if the
     request is the same one (AIP-155), else ALREADY_EXISTS."""
-    stored = asserted_part(caller_part(json.loads(earlier.record, parse_int=_as_sent)))
+    parsed = json.loads(earlier.record, parse_int=_as_sent)
+    stored = asserted_part(caller_part(parsed))
     if not event.explicit_time:
         # The server chose occurred_at for this request, so it cannot match.
         stored.pop("occurred_at", None)
@@ -98,7 +99,7 @@ def repeated_key_outcome(earlier: Appended, event: ValidEvent) -> AppendOutcome:
     # HMAC mode always does.
     candidates = (event.body, *event.stored_otherwise)
     if not any(same(body) for body in candidates) and not _same_but_its_address(
-        event, candidates, same
+        event, recording_of(parsed), candidates, same
     ):
         return AlreadyExists(
             f"idempotency key {event.idempotency_key!r} was used for a different event"
@@ -110,13 +111,17 @@ def repeated_key_outcome(earlier: Appended, event: ValidEvent) -> AppendOutcome:
 
 def _same_but_its_address(
     event: ValidEvent,
+    stored_recording: str,
     candidates: tuple[dict[str, Any], ...],
     same: Callable[[dict[str, Any]], bool],
 ) -> bool:
     """Whether the request is the same one but for how much of its address
     the tenant's IP recording keeps, if that changed since the first attempt
-    (ADR 0154): looked at only when nothing else matched, a retry being rare."""
+    (ADR 0154): its address kept as the stored record's mark says it was
+    (`stored_recording`), and only so: a record stored with no address, or
+    with a whole one ending `.0`, unmarked, is no retry of another address.
+    Looked at only when nothing else matched, a retry being rare."""
     sent_ip = sent_address(event)
     if sent_ip is None:
         return False
-    return any(same(other) for body in candidates for other in as_recorded_otherwise(body, sent_ip))
+    return any(same(as_recorded(body, sent_ip, stored_recording)) for body in candidates)
