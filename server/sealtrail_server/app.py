@@ -508,8 +508,11 @@ class Service:
             log.error("sink %s; it delivers nothing until its secrets are set again", problem)
         measure_pool(db, self._meter)
         db.clock_skew.measure(self._meter)
+        # Before the appender: Sealtrail's own records follow the tenants' settings.
+        settings_cache = SettingsCache(db, ttl=settings.settings_cache_seconds, tracer=self._tracer)
         self._appender = Appender(
             db,
+            settings=settings_cache,
             max_wait=settings.append_max_wait,
             batch_events=settings.append_batch_events,
             max_pending_events=settings.append_max_pending_events,
@@ -573,7 +576,6 @@ class Service:
         )
         self._hub.watch(self.forwarder.wake)
         self.forwarder.start()
-        settings_cache = SettingsCache(db, ttl=settings.settings_cache_seconds, tracer=self._tracer)
         names = FilterDetails(redactor, settings_cache, redaction_secret=redaction_secret)
         self.evaluator = Evaluator(
             db,

@@ -206,3 +206,25 @@ def test_ip_recording_unspecified_named_in_the_mask_is_full(
         request.settings.ip_recording = 7  # type: ignore[assignment]  # no such value
         client._call(client._stub.UpdateTenantSettings, request)
     assert [field for field, _ in refused.value.field_violations] == ["settings.ip_recording"]
+
+
+@pytest.mark.parametrize(("recording", "kept"), [("truncated", "127.0.0.0"), ("none", "")])
+def test_sealtrails_own_records_keep_the_callers_address_as_the_tenant_chose(
+    client: AuditClient, tenant: str, sql: psycopg.Connection[Any], recording: str, kept: str
+) -> None:
+    """The records Sealtrail keeps of its callers (the settings change that
+    chose it, a search's, a token's creation) are the tenant's events: they
+    keep of the caller's address what its events do."""
+    changed = client.set_ip_recording(recording)
+    list(client.query(build_filter(actions="user.login"), limit=1))
+    client.create_token("reader", name="r")
+    own = [client.get_event(changed.event_id)]
+    own += client.query(build_filter(actions=["audit_log.queried", "api_token.created"]))
+    assert len(own) == 3
+    for record in own:
+        assert record.context.ip == kept, record.action
+    assert _holding(sql, tenant, "127.0.0.1") == 0
+    assert client.set_ip_recording("full").event_id  # from then on, whole again
+    list(client.query(build_filter(actions="user.login"), limit=1))
+    [again] = client.query(build_filter(actions="audit_log.queried"), limit=1)
+    assert again.context.ip == "127.0.0.1"

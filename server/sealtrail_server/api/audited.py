@@ -10,6 +10,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any, Final
 
+import psycopg
 from google.protobuf import json_format
 
 from sealtrail.v1 import event_pb2
@@ -27,11 +28,12 @@ from ..domain.event import (
     validate_event,
     wants_location,
 )
+from ..domain.ip_recording import FULL, recorded_ip
 from ..domain.redaction import Redactor, tenant_key
 from ..store.appended import Appended
 from ..store.appender import Appender
 from ..store.changes import change_connection
-from ..store.tenant_settings import SettingsCache
+from ..store.tenant_settings import SettingsCache, read_settings
 from ..telemetry.context import current_correlation
 from .callers import current_caller
 from .convert import caller_view
@@ -180,7 +182,8 @@ async def record_event(
     idempotency_key: str = "",
 ) -> Appended:
     """Record an event Sealtrail itself writes (not redacted: its values are
-    Sealtrail's own); the event as stored (`deduplicated`, with no id, when
+    Sealtrail's own; its caller's `ip` kept as the tenant's IP recording
+    says, as its events' are); the event as stored (`deduplicated`, with no id, when
     `idempotency_key` found it recorded already). SealtrailError if it is
     refused. `located_country`: the country the server located `ip` in
     (its GeoIP database's), recorded marked as the server's (`geoip`)."""
@@ -209,10 +212,12 @@ async def record_event(
     valid = validate_event(draft, now=now, path=action, own=True)
     if located_country and wants_location(valid) is not None:
         valid = located(valid, located_country)
-    view = caller_view(valid).SerializeToString()
     # Made by a change (store/changes.py), it commits with the change's
     # transaction, or not at all (ADR 0075).
     within = change_connection(tenant_id)
+    if ip:  # located first, from the whole address, as Record does
+        valid = recorded_ip(valid, await _ip_recording(appender, tenant_id, within))
+    view = caller_view(valid).SerializeToString()
     [appended] = await (
         appender.append(tenant_id, [valid], [view])
         if within is None
@@ -221,3 +226,18 @@ async def record_event(
     if isinstance(appended, SealtrailError):
         raise appended
     return appended
+
+
+async def _ip_recording(
+    appender: Appender, tenant_id: str, within: psycopg.AsyncConnection[Any] | None
+) -> str:
+    """How much of a caller's address the tenant's records keep (ADR 0154):
+    read in a change's transaction, so that the record of a change of it
+    follows it (a tenant choosing `none` finds no address in that record
+    either); else as the appender's settings cache keeps it (no read per
+    record); whole without one (the operator's commands)."""
+    if within is not None:
+        return (await read_settings(within, tenant_id)).ip_recording
+    if appender.settings is None:
+        return FULL
+    return (await appender.settings.get(tenant_id)).ip_recording

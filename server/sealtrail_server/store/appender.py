@@ -105,6 +105,7 @@ from .db_errors import named
 from .idempotency import key_probe, repeated_key_outcome, stored_under
 from .kept import KEEP_IDLE_SECONDS, Checkout, KeptConnection
 from .partitions import OUTSIDE_MONTHS
+from .tenant_settings import SettingsCache
 from .traced import failures_by_class
 
 log = logging.getLogger(__name__)
@@ -479,15 +480,21 @@ class Appender:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         tracer: Tracer | None = None,
         meter: Meter | None = None,
+        settings: SettingsCache | None = None,
     ) -> None:
-        """`server_view`: given, each event appended with a caller view is
-        stored with its whole view (the caller view, then this; ADR 0025);
-        None, with the caller view alone (ADR 0022). `meter`: what each
-        batch held and took, and what waits (docs/metrics.md). A submission
+        """`settings`: the tenants' settings as this process keeps them, which
+        the records Sealtrail writes itself follow (their IP recording, ADR
+        0154; `api.audited.record_event`); None, they keep addresses whole
+        (the operator's commands, which record none). `server_view`: given,
+        each event appended with a caller view is stored with its whole view
+        (the caller view, then this; ADR 0025); None, with the caller view
+        alone (ADR 0022). `meter`: what each batch held and took, and what
+        waits (docs/metrics.md). A submission
         of `large_bytes` of views or more goes to the large lane, as does one
         whose tenant has waiting in the small lane, with it, `large_bytes` or
         `large_events` (its backlog: `_goes_large`). The pending
         limits hold for both lanes together."""
+        self.settings = settings
         self._measures = AppendMeasures(meter, waiting=self._waiting)
         # Tenants whose head a change of this process holds, from its record
         # (`append_within`) to its transaction's end: the lanes leave their

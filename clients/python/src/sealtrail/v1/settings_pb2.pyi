@@ -129,7 +129,8 @@ class TenantSettings(_message.Message):
     stored. A retry with the same idempotency key and the same whole address
     is answered the original event. Applies to events recorded from then on,
     as `personal_data_fields` does; events already stored are never
-    rewritten. Sealtrail's own records keep their callers' addresses whole.
+    rewritten. Sealtrail's own records of the tenant's callers (reads,
+    changes, sign-ins) keep their addresses so too.
     """
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
