@@ -54,3 +54,39 @@ def test_one_redactor_per_set_of_names_each_remembering_for_itself() -> None:
     assert base.redact({"details": {"ssn": "1"}}).body["details"] == {"ssn": "1"}
     assert with_ssn.redact({"details": {"ssn": "1"}}).body["details"] == {"ssn": REDACTED}
     assert base.redact({"details": {"ssn": "1"}}).body["details"] == {"ssn": "1"}
+
+
+def test_a_flag_or_a_number_under_a_personal_data_name_is_hidden_too() -> None:
+    """A flag is no secret, and a number under a secret's plural counts them;
+    under a personal-data name the flag or number is the data itself
+    (helper-563 finding 3). Only nothing (null, "", {}, []) is left."""
+    redactor = Redactor().for_personal_data({"hiv_positive", "pregnant", "salary", "phone"})
+    redaction = redactor.redact(
+        {
+            "details": {
+                "hiv_positive": True,
+                "max_salary": 120000,
+                "phones": 2,
+                "pregnant": None,
+                "salary": "",
+                "phone": {},
+            },
+            "changes": [{"field": "patient.pregnant", "before": False, "after": True}],
+        }
+    )
+    assert redaction.body["details"] == {
+        "hiv_positive": REDACTED,
+        "max_salary": REDACTED,
+        "phones": REDACTED,
+        "pregnant": None,
+        "salary": "",
+        "phone": {},
+    }
+    assert redaction.body["changes"] == [
+        {"field": "patient.pregnant", "before": REDACTED, "after": REDACTED}
+    ]
+    # The secrets' rules are as they were: a flag, and a count of tokens, kept.
+    assert redactor.redact({"details": {"token": True, "tokens": 3}}).body["details"] == {
+        "token": True,
+        "tokens": 3,
+    }

@@ -788,10 +788,16 @@ class Redactor:
         return verdict.denied or bool(verdict.short_word)
 
     def hides(self, key: str, value: Any) -> bool:
-        """Whether `value` under `key` is a secret to replace."""
-        if _hides_nothing(value):
+        """Whether `value` under `key` is a secret, or personal data, to replace."""
+        if _empty(value):
             return False
         verdict = self._verdict(key)
+        if verdict.personal:
+            # The flag or number is the data itself (`hiv_positive: true`,
+            # `max_salary: 120000`): no exception for flags or counts.
+            return True
+        if isinstance(value, bool):  # a flag is no secret
+            return False
         if verdict.denied:
             return not (verdict.counts and isinstance(value, int | float))
         if verdict.short_word in PASSWORD_WORDS:
@@ -1423,9 +1429,9 @@ def _is_letter(char: str) -> bool:
     return char.isascii() and char.isalpha()
 
 
-def _hides_nothing(value: Any) -> bool:
-    """Nothing to hide: null, a boolean, "", or an empty object or array."""
-    return value is None or isinstance(value, bool) or value in ("", {}, [])
+def _empty(value: Any) -> bool:
+    """Nothing at all to hide: null, "", or an empty object or array."""
+    return value is None or (not isinstance(value, bool) and value in ("", {}, []))
 
 
 def _paired_secret(redactor: Redactor, item: dict[str, Any]) -> str | None:
