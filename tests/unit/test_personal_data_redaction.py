@@ -90,3 +90,22 @@ def test_a_flag_or_a_number_under_a_personal_data_name_is_hidden_too() -> None:
         "token": True,
         "tokens": 3,
     }
+
+
+def test_a_name_in_another_script_hides_its_own_key() -> None:
+    """Keys are read as their Latin look-alikes before they are compared
+    (`p\u0430ssword`); names must be too, or a Cyrillic or Greek name never
+    met its own key (helper-563 finding 2)."""
+    redactor = Redactor().for_personal_data({"телефон", "τηλέφωνο"})
+    redaction = redactor.redact(
+        {
+            "description": "телефон=+79991234567",
+            "details": {"телефон": "+7 999", "τηλέφωνο": "+30 21", "мой_телефон": "+7 1"},
+        }
+    )
+    assert redaction.body["details"] == {
+        "телефон": REDACTED,
+        "τηλέφωνο": REDACTED,
+        "мой_телефон": REDACTED,
+    }
+    assert redaction.body["description"] == f"телефон={REDACTED}"

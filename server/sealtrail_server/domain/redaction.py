@@ -526,9 +526,10 @@ def names_nothing(name: str) -> bool:
 
 
 def compared_name(name: str) -> str:
-    """`name`, a field name to deny, as keys are compared with it: names
-    alike so (`date_of_birth`, `DateOfBirth`) deny the same keys."""
-    return _normalized(name)
+    """`name`, a field name to deny, as keys are compared with it (its Latin
+    look-alike, normalized): names alike so (`date_of_birth`, `DateOfBirth`)
+    deny the same keys."""
+    return _normalized(_latin(name))
 
 
 # Letters of other scripts that read as a Latin one (Unicode's confusables),
@@ -570,11 +571,14 @@ _GAPS: Final = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Pd", "Pc"})
 
 @dataclass(frozen=True, slots=True)
 class _DeniedNames:
-    """Field names as keys are compared with them (normalized), and what
+    """Field names as keys are compared with them (`compared_name`), and what
     denies a key by them: the deployment's secrets, or a tenant's personal
     data, alike."""
 
     names: frozenset[str]
+    # ... as text rules look for them: normalized as written and as compared
+    # (`телефон=…` in Cyrillic, its look-alike in Latin letters).
+    written: frozenset[str]
     plurals: frozenset[str]
     suffixes: tuple[str, ...]
     whole_words: frozenset[str]
@@ -582,13 +586,17 @@ class _DeniedNames:
 
     @classmethod
     def of(cls, field_names: Iterable[str]) -> _DeniedNames:
-        names = {_normalized(n) for n in field_names}
+        # As keys are: a name in another script (`телефон`) compared as the
+        # key's Latin look-alike never met its own key.
+        names = {compared_name(n) for n in field_names}
+        written = names | {_normalized(n) for n in field_names}
         plurals = {f"{n}s" for n in names if not n.endswith("s")}
         whole_words = {n for n in names | plurals if n.removesuffix("s") in _WHOLE_WORD_NAMES}
         suffixes = sorted((names | plurals) - whole_words, key=len, reverse=True)
         guessable = sorted(names - _RANDOM_SECRETS - whole_words - {""}, key=len, reverse=True)
         return cls(
             frozenset(names),
+            frozenset(written),
             frozenset(plurals),
             tuple(suffixes),
             frozenset(whole_words),
@@ -696,7 +704,7 @@ class Redactor:
     def __post_init__(self) -> None:
         secrets = _DeniedNames.of(self.field_names)
         personal = _DeniedNames.of(self.personal_data) if self.personal_data else None
-        names = secrets.names
+        names = secrets.written
         object.__setattr__(self, "_secrets", secrets)
         object.__setattr__(self, "_personal", personal)
         plurals = secrets.plurals | (personal.plurals if personal is not None else frozenset())
@@ -713,7 +721,7 @@ class Redactor:
         patterns = tuple(own.get(pattern, pattern) for pattern in self.patterns)
         if personal is not None:
             patterns = _with_personal_patterns(
-                patterns, own.get(_DEFAULT_KEYED_ELEMENT, _DEFAULT_KEYED_ELEMENT), personal.names
+                patterns, own.get(_DEFAULT_KEYED_ELEMENT, _DEFAULT_KEYED_ELEMENT), personal.written
             )
         object.__setattr__(self, "_patterns", patterns)
         object.__setattr__(self, "_any", _prefilter(patterns))
