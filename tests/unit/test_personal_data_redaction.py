@@ -109,3 +109,27 @@ def test_a_name_in_another_script_hides_its_own_key() -> None:
         "мой_телефон": REDACTED,
     }
     assert redaction.body["description"] == f"телефон={REDACTED}"
+
+
+def test_a_name_ending_in_s_x_z_ch_or_sh_hides_its_es_plural() -> None:
+    """`address`: `addresses`, `home_addresses`, and `addresses="…"` in text
+    (helper-563 finding 4), as `phone` hides `phones`."""
+    redactor = Redactor().for_personal_data({"address", "tax", "branch"})
+    redaction = redactor.redact(
+        {
+            "description": 'moved: addresses="1 Main St" and phones=none',
+            "details": {
+                "addresses": ["1 Main St"],
+                "home_addresses": "2 Side St",
+                "taxes": "A12",
+                "branches": "Leeds",
+            },
+        }
+    )
+    assert redaction.body["details"] == {
+        "addresses": REDACTED,
+        "home_addresses": REDACTED,
+        "taxes": REDACTED,
+        "branches": REDACTED,
+    }
+    assert redaction.body["description"] == f'moved: addresses="{REDACTED}" and phones=none'

@@ -569,6 +569,10 @@ def _normalized(name: str) -> str:
 _GAPS: Final = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf", "Pd", "Pc"})
 
 
+# Endings whose plural is in `es` (`address`, `tax`, `buzz`, `branch`, `wish`).
+_ES_PLURAL_ENDINGS: Final = ("s", "x", "z", "ch", "sh")
+
+
 @dataclass(frozen=True, slots=True)
 class _DeniedNames:
     """Field names as keys are compared with them (`compared_name`), and what
@@ -585,12 +589,20 @@ class _DeniedNames:
     guessable: tuple[str, ...]
 
     @classmethod
-    def of(cls, field_names: Iterable[str]) -> _DeniedNames:
+    def of(cls, field_names: Iterable[str], *, es_plurals: bool = False) -> _DeniedNames:
+        """`es_plurals`: a name ending as `address`, `tax`, `branch` does
+        denies its plural in `es` too (`home_addresses`), in keys and in
+        text; the personal-data names' (the secrets' names keep theirs:
+        `passes`, `accesses` are ordinary words there)."""
         # As keys are: a name in another script (`телефон`) compared as the
         # key's Latin look-alike never met its own key.
         names = {compared_name(n) for n in field_names}
-        written = names | {_normalized(n) for n in field_names}
         plurals = {f"{n}s" for n in names if not n.endswith("s")}
+        if es_plurals:
+            plurals |= {f"{n}es" for n in names if n.endswith(_ES_PLURAL_ENDINGS)}
+        written = names | {_normalized(n) for n in field_names}
+        if es_plurals:
+            written |= plurals
         whole_words = {n for n in names | plurals if n.removesuffix("s") in _WHOLE_WORD_NAMES}
         suffixes = sorted((names | plurals) - whole_words, key=len, reverse=True)
         guessable = sorted(names - _RANDOM_SECRETS - whole_words - {""}, key=len, reverse=True)
@@ -703,7 +715,9 @@ class Redactor:
 
     def __post_init__(self) -> None:
         secrets = _DeniedNames.of(self.field_names)
-        personal = _DeniedNames.of(self.personal_data) if self.personal_data else None
+        personal = (
+            _DeniedNames.of(self.personal_data, es_plurals=True) if self.personal_data else None
+        )
         names = secrets.written
         object.__setattr__(self, "_secrets", secrets)
         object.__setattr__(self, "_personal", personal)
