@@ -16,7 +16,7 @@ from google.protobuf import json_format
 
 from sealtrail import AbortedError, AuditClient, InvalidArgumentError, build_event, build_filter
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
-from tests.conftest import REDACTION_SECRET
+from tests.conftest import REDACTION_SECRET, ServerThread
 
 SSN = "123-45-6789"
 BIRTH = "1980-04-01"
@@ -186,3 +186,31 @@ def test_sealtrails_own_records_keep_no_personal_data_the_caller_gave(
     assert _stored(sql, tenant, SSN) == 0
     [searched] = client.query(build_filter(actions="audit_log.queried"), limit=1)
     assert json_format.MessageToDict(searched.details)["filter"]["text"] == f"ssn={REDACTED}"
+
+
+def test_personal_data_rules_apply_with_the_deployments_redaction_off(
+    migrated_database_url: str, tenant: str, sql: psycopg.Connection[Any]
+) -> None:
+    """SEALTRAIL_REDACTION=false turns the operator's rules off (for
+    measuring their cost); the tenant's personal-data names are its own and
+    still apply, alone: a secret is stored as sent (helper-563 finding 5)."""
+    bare = ServerThread(migrated_database_url, redaction=False)
+    try:
+        with AuditClient(bare.target, token=bare.token(tenant)) as client:
+            client.set_personal_data_fields(["ssn"])
+            event = client.record(
+                action="customer.update",
+                actor_id="u",
+                description=f"ssn={SSN}",
+                details={"ssn": SSN, "password": "hunter22", "consented": True},
+            ).event
+            assert event.description == f"ssn={REDACTED}"
+            assert json_format.MessageToDict(event.details) == {
+                "ssn": REDACTED,
+                "password": "hunter22",
+                "consented": True,
+            }
+            list(client.query(build_filter(text=f"ssn={SSN}"), limit=1))
+        assert _stored(sql, tenant, SSN) == 0
+    finally:
+        bare.close()

@@ -29,7 +29,7 @@ from ..domain.event import (
     wants_location,
 )
 from ..domain.ip_recording import FULL, recorded_ip
-from ..domain.redaction import Redactor, tenant_key
+from ..domain.redaction import PERSONAL_DATA_ONLY, Redactor, tenant_key
 from ..store.appended import Appended
 from ..store.appender import Appender
 from ..store.changes import change_connection
@@ -71,12 +71,13 @@ class FilterDetails:
         """`details`, a filter as JSON (its API form), redacted as the
         tenant's events are: by the secrets' rules and its personal-data
         names (ADR 0154)."""
-        if self._redactor is None:
-            return details
         settings = await self._settings.get(tenant_id)  # kept: no read per call
-        redactor = self._redactor.for_personal_data(settings.personal_data_fields)
+        # With the deployment's redaction off, the tenant's names alone.
+        redactor = (self._redactor or PERSONAL_DATA_ONLY).for_personal_data(
+            settings.personal_data_fields
+        )
         # Nearly every filter holds nothing to redact: its key derived only then.
-        if not redactor.redact({"details": details}).found:
+        if redactor is PERSONAL_DATA_ONLY or not redactor.redact({"details": details}).found:
             return details
         key = tenant_key(self._secret, tenant_id) if settings.redaction_mode == "hmac" else None
         redacted: dict[str, Any] = redactor.redact({"details": details}, hmac_key=key).body[

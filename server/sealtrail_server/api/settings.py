@@ -23,6 +23,7 @@ from ..domain.etags import etag_of, instant, require_etag
 from ..domain.event import ChangeDraft, ValidEvent
 from ..domain.ip_recording import FULL, NONE, TRUNCATED, recorded_ip
 from ..domain.redaction import (
+    PERSONAL_DATA_ONLY,
     Redactor,
     compared_name,
     hmac_token,
@@ -187,11 +188,14 @@ class SettingsRpcs:
         settings = await self._settings_cache.get(tenant_id)
         if settings.ip_recording != FULL:
             events = [recorded_ip(event, settings.ip_recording) for event in events]
-        if self._redactor is None:
-            return events
         # The tenant's personal-data names' redactor, kept per set of names:
         # none made per call, and the rules' own for a tenant without any.
-        redactor = self._redactor.for_personal_data(settings.personal_data_fields)
+        # With the deployment's redaction off, its names alone (ADR 0154).
+        redactor = (self._redactor or PERSONAL_DATA_ONLY).for_personal_data(
+            settings.personal_data_fields
+        )
+        if redactor is PERSONAL_DATA_ONLY:
+            return events  # redaction off, and no names
         hmac_mode = settings.redaction_mode == "hmac"
         key = tenant_key(self._redaction_secret, tenant_id) if hmac_mode else None
         redacted = []

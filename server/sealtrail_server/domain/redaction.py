@@ -700,6 +700,9 @@ class Redactor:
     # A tenant's personal-data field names, denied as `field_names` are,
     # written under `PERSONAL_DATA_RULE`.
     personal_data: frozenset[str] = frozenset()
+    # False: no rule of secrets at all, not even the built-in ones (strong
+    # words, short words, API-key actors), for `PERSONAL_DATA_ONLY`.
+    secrets: bool = True
     _secrets: _DeniedNames = field(init=False, repr=False)
     _personal: _DeniedNames | None = field(init=False, repr=False)
     _countable: tuple[str, ...] = field(init=False, repr=False)
@@ -725,7 +728,7 @@ class Redactor:
         object.__setattr__(self, "_countable", (*_COUNTABLE, *sorted(plurals)))
         # `secret_assignment` looks for this redactor's names (an operator's too).
         own: dict[ValuePattern, ValuePattern] = {}
-        if names != DEFAULT_FIELD_NAMES:
+        if names != DEFAULT_FIELD_NAMES and self.secrets:
             own = {
                 _DEFAULT_ASSIGNMENT: _secret_assignment(frozenset(names)),
                 _DEFAULT_ELEMENT: _secret_element(frozenset(names)),
@@ -759,7 +762,9 @@ class Redactor:
         if kept is None:
             if len(self._with_personal) >= _REMEMBERED_RULE_SETS:
                 self._with_personal.clear()
-            kept = Redactor(self.field_names, self.patterns, personal_data=wanted)
+            kept = Redactor(
+                self.field_names, self.patterns, personal_data=wanted, secrets=self.secrets
+            )
             self._with_personal[wanted] = kept
         return kept
 
@@ -818,7 +823,7 @@ class Redactor:
             # The flag or number is the data itself (`hiv_positive: true`,
             # `max_salary: 120000`): no exception for flags or counts.
             return True
-        if isinstance(value, bool):  # a flag is no secret
+        if isinstance(value, bool) or not self.secrets:  # a flag is no secret
             return False
         if verdict.denied:
             return not (verdict.counts and isinstance(value, int | float))
@@ -837,8 +842,9 @@ class Redactor:
         name = _normalized(latin)
         bare = _to_last_letter(name)  # `token2`, `GITHUB_TOKEN_2`, `Authorization:`
         words = _words(latin)
-        secret = self._secrets.deny(name, bare, latin, words) or (
-            _STRONG.search(name) is not None and not _about_the_secret(name, words)
+        secret = self.secrets and (
+            self._secrets.deny(name, bare, latin, words)
+            or (_STRONG.search(name) is not None and not _about_the_secret(name, words))
         )
         personal = (
             not secret
@@ -922,7 +928,7 @@ class Redactor:
         """`body` with its secrets replaced (a new dict; `body` is left as it
         was), and which rules matched where."""
         actor = body.get("actor")
-        api_key_actor = isinstance(actor, dict) and actor.get("type") == "api_key"
+        api_key_actor = self.secrets and isinstance(actor, dict) and actor.get("type") == "api_key"
         # Each part is looked at closely only if its quick check finds it may
         # need it: a URL as an id must not cost the details their fast path.
         details_clean = self._clean(body.get("details"))
@@ -959,7 +965,7 @@ class Redactor:
             if any(new is not old for new, old in zip(cleaned_roles, roles, strict=True)):
                 _set(result, ("actor", "roles"), cleaned_roles)
         actor = result.get("actor")
-        if isinstance(actor, dict) and actor.get("type") == "api_key":
+        if api_key_actor and isinstance(actor, dict):
             actor_id = actor.get("id")
             if isinstance(actor_id, str) and len(actor_id) > API_KEY_VISIBLE:
                 masked = "*" * 4 + actor_id[-API_KEY_VISIBLE:]
@@ -1476,3 +1482,9 @@ def _is_pairs(items: list[Any]) -> bool:
     return bool(items) and all(
         isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) for item in items
     )
+
+
+# The rules with the deployment's redaction off (SEALTRAIL_REDACTION=false, for
+# measuring its cost): none of secrets, a tenant's personal-data names alone
+# (`for_personal_data`): those are the tenant's, not the operator's to switch.
+PERSONAL_DATA_ONLY: Final = Redactor(frozenset(), (), secrets=False)
