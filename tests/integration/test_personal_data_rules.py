@@ -140,6 +140,13 @@ def test_personal_data_fields_are_limited_naming_each_refused(client: AuditClien
         "settings.personal_data_fields[2]",
         "settings.personal_data_fields[3]",
     ]
+    # A control character (NUL was INTERNAL: PostgreSQL refuses it in text).
+    with pytest.raises(InvalidArgumentError) as refused:
+        client.set_personal_data_fields(["ssn", "a\x00b", "c\x9f"])
+    assert _violations(refused.value) == [
+        "settings.personal_data_fields[1]",
+        "settings.personal_data_fields[2]",
+    ]
     assert not client.get_tenant_settings().personal_data_fields  # nothing changed
     # Names alike once compared are kept once, the first as sent; 64 of 64 are taken.
     alike = client.set_personal_data_fields(["date_of_birth", "DateOfBirth", "date-of-birth"])

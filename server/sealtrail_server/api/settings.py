@@ -20,7 +20,7 @@ from sealtrail.v1 import settings_pb2 as pb
 from ..domain.access import Principal
 from ..domain.errors import FieldViolation, InvalidArgument
 from ..domain.etags import etag_of, instant, require_etag
-from ..domain.event import ChangeDraft, ValidEvent
+from ..domain.event import CONTROL_CHARACTERS, ChangeDraft, ValidEvent
 from ..domain.ip_recording import FULL, NONE, TRUNCATED, recorded_ip
 from ..domain.redaction import (
     PERSONAL_DATA_ONLY,
@@ -127,6 +127,9 @@ def _personal_data_fields(names: Sequence[str]) -> tuple[str, ...]:
     for index, name in enumerate(names):
         if not 1 <= len(name) <= MAX_PERSONAL_DATA_FIELD:
             said = f"has {len(name)} characters; send 1 to {MAX_PERSONAL_DATA_FIELD}"
+        elif CONTROL_CHARACTERS.search(name):
+            # As an event's names are; a NUL was refused by PostgreSQL, INTERNAL.
+            said = "must not contain control characters"
         elif names_nothing(name):
             said = "is no name (keys are compared without `_ - .` and spaces)"
         else:
