@@ -14,7 +14,14 @@ import psycopg.sql
 import pytest
 from google.protobuf import json_format
 
-from sealtrail import AbortedError, AuditClient, InvalidArgumentError, build_event, build_filter
+from sealtrail import (
+    AbortedError,
+    AlreadyExistsError,
+    AuditClient,
+    InvalidArgumentError,
+    build_event,
+    build_filter,
+)
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
 from tests.conftest import REDACTION_SECRET, ServerThread
 
@@ -221,3 +228,32 @@ def test_personal_data_rules_apply_with_the_deployments_redaction_off(
         assert _stored(sql, tenant, SSN) == 0
     finally:
         bare.close()
+
+
+def test_a_retry_across_a_change_of_names_is_the_original_event(client: AuditClient) -> None:
+    """As across a change of redaction mode or IP recording: the first
+    attempt stored a value as the names then said, the retry is redacted as
+    they say now (helper-563 finding 7). Another event under the key is
+    still refused."""
+
+    def customer_update(key: str, name: str = "Ann") -> Any:
+        event = build_event(
+            action="customer.update",
+            actor_id="u",
+            description=f"Corrected ssn={SSN} for {name}",
+            details={"ssn": SSN, "password": "hunter22", "name": name, "flag": True},
+        )
+        event.idempotency_key = key
+        return event
+
+    client.set_personal_data_fields(["ssn"])
+    first = client.record(customer_update("k-rm"))
+    client.set_personal_data_fields([])  # names removed since
+    retried = client.record(customer_update("k-rm"))
+    assert retried.deduplicated and retried.event == first.event
+    with pytest.raises(AlreadyExistsError):
+        client.record(customer_update("k-rm", name="Bo"))
+    added = client.record(customer_update("k-add"))
+    client.set_personal_data_fields(["ssn"])  # names added since
+    again = client.record(customer_update("k-add"))
+    assert again.deduplicated and again.event == added.event

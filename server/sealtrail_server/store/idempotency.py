@@ -14,6 +14,7 @@ from ..domain.canonical import canonical_json
 from ..domain.errors import AlreadyExists
 from ..domain.event import ValidEvent, asserted_part, caller_part
 from ..domain.ip_recording import as_recorded, recording_of, sent_address
+from ..domain.personal_data_retry import alike_but_personal_data
 from .appended import Appended, AppendOutcome
 from .arrays import TextArray
 from .database import Database
@@ -97,9 +98,18 @@ def repeated_key_outcome(earlier: Appended, event: ValidEvent) -> AppendOutcome:
     # resending an event with guesses under its key tells nothing of it
     # (helper-80, helper-81); one stored in HMAC mode tells secrets apart, as
     # HMAC mode always does.
+    def alike(body: dict[str, Any]) -> bool:
+        sent = asserted_part(body)
+        if not event.explicit_time:
+            sent = {k: v for k, v in sent.items() if k != "occurred_at"}
+        return alike_but_personal_data(stored, sent)
+
     candidates = (event.body, *event.stored_otherwise)
-    if not any(same(body) for body in candidates) and not _same_but_its_address(
-        event, recording_of(parsed), candidates, same
+    if (
+        not any(same(body) for body in candidates)
+        and not _same_but_its_address(event, recording_of(parsed), candidates, same)
+        # The tenant's personal-data names changed since (ADR 0154).
+        and not any(alike(body) for body in candidates)
     ):
         return AlreadyExists(
             f"idempotency key {event.idempotency_key!r} was used for a different event"
