@@ -162,6 +162,28 @@ def test_personal_data_fields_are_limited_naming_each_refused(client: AuditClien
     assert list(client.set_personal_data_fields(most).settings.personal_data_fields) == most
 
 
+@pytest.mark.parametrize(
+    ("column", "value"), [("personal_data_fields", ["phone"]), ("ip_recording", "none")]
+)
+def test_the_etag_changes_with_each_new_setting_alone(
+    client: AuditClient, sql: psycopg.Connection[Any], tenant: str, column: str, value: object
+) -> None:
+    """Written past the server, `updated_at` kept: the etag read before must
+    no longer pass, or a change would be made over one its sender never saw
+    (an update time changes with every write the server makes, so a test
+    through the server alone could not tell; helper-563 finding 9)."""
+    read = client.set_strict_actions(True).settings  # a row of its own
+    sql.execute(
+        psycopg.sql.SQL("UPDATE tenant_settings SET {} = %s WHERE tenant_id = %s").format(
+            psycopg.sql.Identifier(column)
+        ),
+        [value, tenant],
+    )
+    assert client.get_tenant_settings().update_time == read.update_time
+    with pytest.raises(AbortedError):
+        client.set_strict_actions(False, etag=read.etag)
+
+
 def test_the_etag_covers_the_new_settings_and_the_table_checks_them(
     client: AuditClient, sql: psycopg.Connection[Any], tenant: str
 ) -> None:
