@@ -133,3 +133,21 @@ def test_a_name_ending_in_s_x_z_ch_or_sh_hides_its_es_plural() -> None:
         "branches": REDACTED,
     }
     assert redaction.body["description"] == f'moved: addresses="{REDACTED}" and phones=none'
+
+
+def test_a_personal_data_name_then_a_colon_hides_a_value_of_digits() -> None:
+    """`Customer SSN: 123-45-6789`, `DOB: 1980-04-01`, as prose writes them
+    (helper-563 finding 10); a word after the colon is prose, kept (`Phone:
+    required`), as `PIN: required by policy` is."""
+    redactor = Redactor().for_personal_data({"ssn", "dob", "phone"})
+    assert (
+        redactor.redact({"description": "Customer SSN: 123-45-6789, DOB: 1980-04-01"}).body[
+            "description"
+        ]
+        == f"Customer SSN: {REDACTED}, DOB: {REDACTED}"
+    )
+    assert redactor.redact({"description": "Phone: +447946095800"}).body["description"] == (
+        f"Phone: {REDACTED}"
+    )
+    kept = "Phone: required for sign-up"
+    assert redactor.redact({"description": kept}).body["description"] == kept

@@ -235,7 +235,7 @@ _PROSE_NAMES: Final = frozenset(
 _WORD_END: Final = r"[.!?:)]*+(?![^\s\"'&,;])"
 
 
-def _secret_assignment(names: frozenset[str]) -> ValuePattern:
+def _secret_assignment(names: frozenset[str], *, personal: bool = False) -> ValuePattern:
     """The value assigned to a denied name (normalized `names`) in text:
     `password=…`, `"pin": "…"`, `'password' => '…'` (Ruby, PHP), `--password …`
     or `--db-password=…` (a command line); a quoted value whole, spaces and
@@ -253,8 +253,16 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
     Prose speaks of secrets by these names ("Reset PIN: required by policy",
     "use --password when prompted"): any `name: value` counts only for the
     names of old (`_PROSE_NAMES`), the others count in a structured form, and
-    a flag's value only when it is no lowercase word."""
-    quoted = QUOTE  # a quote, or one escaped (JSON inside a string: `\"`, `\u0022`)
+    a flag's value only when it is no lowercase word.
+
+    `personal`: a tenant's personal-data names, whose values prose writes
+    after a colon (`Customer SSN: 123-45-6789`, `Phone: +44…`): there `:`
+    counts before a value starting with a digit or `+` too, not only one of
+    digits alone; a word after it is still prose (`Phone: required`)."""
+    quoted = QUOTE
+    digits = (
+        r"\+?\d" if personal else rf"\d++{_WORD_END}"
+    )  # a quote, or one escaped (JSON inside a string: `\"`, `\u0022`)
     number = r"(?:[_-]?\d++)?"  # `GITHUB_TOKEN_2`, `pin1`
     # `=>` in prose is an arrow ("password => changed"): an assignment with
     # its name or its value quoted (PHP's `'password' => …`, Ruby's `:pin => '…'`).
@@ -271,7 +279,7 @@ def _secret_assignment(names: frozenset[str]) -> ValuePattern:
         # The other names (`pin`, `session_id`, an operator's): quoted, or with
         # `=`, or with `:` and a value quoted or of digits (`PIN: 4821`).
         rf"|(?:{_names(names - _PROSE_NAMES)}){number}(?:{quoted}\s*+:|{quoted}?\s*+=(?!>)"
-        rf"|{arrow}|{encoded}|{encoded_json}|\s*+:(?=\s*+(?:{quoted}|\d++{_WORD_END})))"
+        rf"|{arrow}|{encoded}|{encoded_json}|\s*+:(?=\s*+(?:{quoted}|{digits})))"
         # A long flag (`--password`, `--db-password`; `--no-password` says there
         # is none) where an argument starts, and a value that is no flag nor a
         # lowercase word: quoted, or with a capital, a digit or a symbol in it.
@@ -655,7 +663,7 @@ def _with_personal_patterns(
     personal = tuple(
         replace(pattern, name=PERSONAL_DATA_RULE)
         for pattern in (
-            _secret_assignment(names),
+            _secret_assignment(names, personal=True),
             _secret_element(names),
             _secret_attribute(names),
             _secret_keyed_element(names),
