@@ -1659,6 +1659,89 @@ def test_a_filtered_bundle_no_statement_signs_says_on_stdout_it_is_not_proven_co
     assert '"actions":["member.*","permission.*"]' in shown.stdout.replace(" ", "")
 
 
+def _narrowed_to_a_range(server: ServerThread, tenant: str, out: Path) -> None:
+    """An exporter's rights bundle whose records, proofs, manifest and
+    checkpoint are replaced by a filtered export of seqs 2..4 alone, the
+    filter's the same: every file agrees with the others, and seq 1 (a
+    member.invite) is not there."""
+    _rights_bundle(server, tenant, Role.ADMIN, out)
+    kept = json.loads((out / "bundle.json").read_text())
+    with AuditClient(server.target, token=server.token(tenant)) as admin:
+        exported = admin.export(
+            out / "records.ndjson",
+            filter=build_filter(actions=["member.*", "permission.*"]),
+            manifest_file=True,
+            first_seq=2,
+            last_seq=4,
+        )
+        size = parse_checkpoint(open_note(exported.checkpoint, [VERIFIER])[0]).tree_size
+        seqs = [json.loads(line)["seq"] for line in (out / "records.ndjson").read_text().split()]
+        with open(out / "proofs.ndjson", "w", encoding="utf-8") as proofs:
+            for seq in seqs:
+                proof = admin.get_inclusion_proof(seq=seq, tree_size=size).proof
+                encoded = [base64.b64encode(h).decode() for h in proof]
+                proofs.write(json.dumps({"seq": seq, "proof": encoded}) + "\n")
+    (out / "checkpoint.txt").write_text(exported.checkpoint)
+    kept.update(
+        tree_size=size,
+        count=len(seqs),
+        first_seq=seqs[0],
+        last_seq=seqs[-1],
+        filter=exported.filter_json,
+    )
+    (out / "bundle.json").write_text(json.dumps(kept))
+
+
+def test_a_filtered_bundle_whose_statement_signs_a_range_is_not_every_event_of_its_filter(
+    server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """A filtered export of seqs 2..4 in place of the bundle's own, its
+    proofs and checkpoint with it, verified `OK: 2 records ... every event
+    of filter {...}`: the statement's range was never read, and seq 1, a
+    member.invite, was hidden (helper-570). The bundle writer asks no range."""
+    out = tmp_path / "rights"
+    _narrowed_to_a_range(server, tenant, out)
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER.text()])
+    assert shown.exit_code == 1, shown.output
+    assert "OK" not in shown.stdout
+    assert shown.stderr.startswith("FAILED: records.ndjson.manifest.json: "), shown.stderr
+    assert "seqs 2..4" in shown.stderr, shown.stderr
+
+
+def test_a_filtered_bundle_whose_filter_is_not_the_signed_one_says_which_is_missing(
+    server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """A kept statement v1 (an older server's, which signs no filter) was
+    said to sign "no filter", as an unfiltered export's; and a bundle.json
+    with its filter taken out said "filter None" (helper-570)."""
+    from dataclasses import replace
+
+    from sealtrail import check_export
+    from sealtrail.tlog import sign_note
+
+    out = tmp_path / "rights"
+    _rights_bundle(server, tenant, Role.ADMIN, out)
+    kept = out / "records.ndjson.manifest.json"
+    signed, manifest = json.loads(kept.read_text()), json.loads((out / "bundle.json").read_text())
+    (out / "bundle.json").write_text(
+        json.dumps({k: v for k, v in manifest.items() if k != "filter"})
+    )
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER.text()])
+    assert shown.exit_code == 1, shown.output
+    assert shown.stderr.startswith("FAILED: bundle.json says no filter, "), shown.stderr
+    assert "None" not in shown.stderr
+    (out / "bundle.json").write_text(json.dumps(manifest))
+    old = replace(check_export(kept, key=VERIFIER.text()).statement, filter_sha256=None)
+    old = replace(old, removed_count=None)
+    v1 = {k: v for k, v in signed.items() if k not in ("filter", "removed_count")}
+    kept.write_text(
+        json.dumps({**v1, "statement": sign_note(old.text(), Signer.parse(SIGNING_KEY))})
+    )
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER.text()])
+    assert shown.exit_code == 1, shown.output
+    assert "a v1 statement, which signs no filter" in shown.stderr, shown.stderr
+
+
 def _signed_at(client: AuditClient, size: int, server: ServerThread) -> bool:
     """Whether a checkpoint of `client`'s log at `size` is signed yet, waiting
     up to 5 s for the periodic signer."""

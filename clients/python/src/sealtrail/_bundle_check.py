@@ -144,7 +144,8 @@ def _selection(
     record taken out with its proof and the count lowered verified
     (helper-554). A bundle read by one Export keeps its manifest, whose
     statement signs the records' bytes, rows and filter: held to it here,
-    its checkpoint the bundle's."""
+    its checkpoint the bundle's, and of no range (a filtered export of seqs
+    2..4 passed for every event of its filter: helper-570)."""
     claimed = manifest.get("filter")
     if claimed is not None and not isinstance(claimed, str):
         raise BundleError(f"{MANIFEST}: 'filter' must be the filter's JSON text")
@@ -165,9 +166,13 @@ def _selection(
     if found.checkpoint.split("\n\n", 1)[0] != note.split("\n\n", 1)[0]:
         raise BundleError(f"{EXPORT_MANIFEST}: its checkpoint is not the bundle's")
     if not found.filtered or found.filter != claimed:
+        said = "no filter" if claimed is None else f"filter {claimed}"
+        raise BundleError(f"{MANIFEST} says {said}, {_signed_filter(found.filtered, found.filter)}")
+    signed = found.statement
+    if signed.range_last_seq:  # the writer asks none: the filter's events of a range alone
         raise BundleError(
-            f"{MANIFEST} says filter {claimed}, the export's signed statement"
-            f" {found.filter if found.filtered else 'no filter'}"
+            f"{EXPORT_MANIFEST}: its statement signs the events of seqs {signed.range_first_seq}.."
+            f"{signed.range_last_seq} alone, not every event of its filter"
         )
     if found.rows != count:
         raise BundleError(
@@ -175,6 +180,13 @@ def _selection(
             f" the bundle has {count}"
         )
     return found.filter, True
+
+
+def _signed_filter(filtered: bool | None, signed: str | None) -> str:
+    """What an export's statement signs of its filter, after bundle.json's."""
+    if filtered is None:
+        return "the export's is a v1 statement, which signs no filter"
+    return f"the export's signed statement {f'filter {signed}' if filtered else 'no filter'}"
 
 
 def _check_edges(
