@@ -1603,7 +1603,10 @@ def _rights_bundle(server: ServerThread, tenant: str, role: Role, out: Path) -> 
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant, role)}
     filters = ["--action", "member.*", "--action", "permission.*"]
     written = CliRunner().invoke(cli, ["bundle", *filters, "-o", str(out)], env=env)
-    assert written.exit_code == 0, written.output
+    # A reader may not export: nothing signs the selection, which verify
+    # would not say OK of either (SELECTION UNPROVEN, 4).
+    assert written.exit_code == (4 if role is Role.READER else 0), written.output
+    assert ("SELECTION UNPROVEN" in written.stderr) is (role is Role.READER), written.stderr
     return written
 
 
@@ -1641,22 +1644,47 @@ def test_a_filtered_bundle_carries_the_servers_signed_statement_of_its_selection
     assert dropped.stderr.startswith("FAILED: records.ndjson.manifest.json: "), dropped.stderr
 
 
-def test_a_filtered_bundle_no_statement_signs_says_on_stdout_it_is_not_proven_complete(
+def test_a_filtered_bundle_no_statement_signs_is_not_ok_but_its_selection_unproven(
     server: ServerThread, tenant: str, tmp_path: Path
 ) -> None:
     """A reader may not export: its bundle is proven a record at a time, and
-    nothing signs what it selected. Its OK line says so itself, and names
-    the filter bundle.json says, for a job that keeps stdout alone."""
+    nothing signs what it selected. Its line says so itself, and names the
+    filter bundle.json says, for a job that keeps stdout alone; it began
+    `OK:` and exited 0, a record taken out or not (helper-570): now
+    `SELECTION UNPROVEN:`, exit 4, as a period's range with an end unproven."""
     out = tmp_path / "rights"
     _rights_bundle(server, tenant, Role.READER, out)
     manifest = json.loads((out / "bundle.json").read_text())
     assert json.loads(manifest["filter"]) == {"actions": ["member.*", "permission.*"]}
     _drop_last_record(out)
     shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER.text()])
-    assert shown.exit_code == 0, shown.output
-    assert shown.stdout.startswith("OK: 2 records"), shown.stdout
+    assert shown.exit_code == 4, shown.output
+    assert shown.stdout.startswith("SELECTION UNPROVEN: 2 records"), shown.stdout
     assert "a filtered bundle: records may have been removed; not proven complete" in shown.stdout
     assert '"actions":["member.*","permission.*"]' in shown.stdout.replace(" ", "")
+    own = CliRunner().invoke(cli, ["verify", str(out)])  # own keys: 3 still wins
+    assert own.exit_code == 3, own.output
+    assert own.stdout.startswith("SELF-CONSISTENT: 2 records"), own.stdout
+
+
+def test_a_signed_filtered_bundle_stripped_of_its_statement_is_not_ok(
+    server: ServerThread, tenant: str, tmp_path: Path
+) -> None:
+    """An exporter's bundle with its kept manifest deleted, and a record and
+    its proof taken out, the count lowered: the unsigned way, which said
+    `OK:` and exited 0, only words mid-line telling it from a signed one
+    (helper-570)."""
+    out = tmp_path / "rights"
+    _rights_bundle(server, tenant, Role.ADMIN, out)
+    (out / "records.ndjson.manifest.json").unlink()
+    manifest = json.loads((out / "bundle.json").read_text())
+    del manifest["export_manifest"]
+    (out / "bundle.json").write_text(json.dumps(manifest))
+    _drop_last_record(out)
+    shown = CliRunner().invoke(cli, ["verify", str(out), "--key", VERIFIER.text()])
+    assert shown.exit_code == 4, shown.output
+    assert shown.stdout.startswith("SELECTION UNPROVEN: 2 records"), shown.stdout
+    assert "OK" not in shown.stdout
 
 
 def _narrowed_to_a_range(server: ServerThread, tenant: str, out: Path) -> None:

@@ -50,6 +50,12 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
+# `sealtrail verify` of a filtered bundle no export statement signs the
+# selection of (a reader's, or one stripped of its statement): each record
+# proven, one taken out not noticed. Not 0, which a stripped bundle had
+# (helper-570): PERIOD_UNPROVEN's, a bundle proven in part.
+SELECTION_UNPROVEN = PERIOD_UNPROVEN
+
 
 @click.command()
 @_filter_options
@@ -148,6 +154,14 @@ def bundle(
         for reason in unproven_ends(summary):
             click.echo(reason, err=True)
         sys.exit(PERIOD_UNPROVEN)
+    if not summary.complete and summary.seq_range is None and not summary.selection_signed:
+        click.echo(
+            "SELECTION UNPROVEN: no export statement signs what the filter selected (a"
+            " reader's token may not export; an exporter's export was refused): a record left"
+            " out would not be noticed, and `sealtrail verify` exits 4 as this does",
+            err=True,
+        )
+        sys.exit(SELECTION_UNPROVEN)
 
 
 def _received(
@@ -268,7 +282,8 @@ def verify(
     checkpoint; or an export (FILE) against its manifest's signed statement.
     Exits 0 when verified against --key, 1 on a failure, 3 when verified only
     against the bundle's own keys (which a forger writes too), 4 when a
-    period's range is proven complete but an end of it not the period's."""
+    period's range is proven complete but an end of it not the period's, or
+    a filtered bundle's selection is signed by no export statement."""
     from sealtrail._bundle_check import verify_bundle
 
     if not path.is_dir():
@@ -452,8 +467,15 @@ def _report_verified(summary: BundleSummary) -> None:
         else ""
     )
     unproven = summary.seq_range is not None and bool(summary.unchecked_edges)
+    unsigned = not summary.complete and summary.seq_range is None and not summary.selection_signed
     verdict = (
-        "SELF-CONSISTENT" if summary.trusted_own_keys else "PERIOD UNPROVEN" if unproven else "OK"
+        "SELF-CONSISTENT"
+        if summary.trusted_own_keys
+        else "PERIOD UNPROVEN"
+        if unproven
+        else "SELECTION UNPROVEN"
+        if unsigned
+        else "OK"
     )
     click.echo(
         f"{verdict}: {counted(summary.count, 'record')}{purged}"
@@ -488,13 +510,16 @@ def _report_verified(summary: BundleSummary) -> None:
         sys.exit(3)
     if unproven:
         sys.exit(PERIOD_UNPROVEN)
+    if unsigned:
+        sys.exit(SELECTION_UNPROVEN)
 
 
 def _selection_line(summary: BundleSummary) -> str:
-    """What a filtered bundle's OK line says it selected: the filter and
-    count its export's statement signs, or, none signing them, that records
-    may have been taken out (a warning on stderr alone went unseen by a job
-    keeping stdout: helper-554). The filter is the bundle's text, escaped."""
+    """What a filtered bundle's verdict line says it selected: the filter
+    and count its export's statement signs (`OK:`), or, none signing them,
+    that records may have been taken out (`SELECTION UNPROVEN:`; a warning
+    on stderr alone went unseen by a job keeping stdout: helper-554). The
+    filter is the bundle's text, escaped."""
     chosen = "" if summary.filter is None else terminal_safe(summary.filter)
     if summary.selection_signed:
         return (
