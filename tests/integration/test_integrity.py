@@ -1815,6 +1815,31 @@ def test_a_checkpoint_row_claiming_a_size_beyond_the_log_stops_no_signature(
         periodic.close()
 
 
+def test_a_proof_beyond_the_log_is_not_taken_for_tampering_by_a_checkpoint_row_never_signed(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """A superuser's row at size 10^12 (a genuine note copied in) was taken
+    for the latest checkpoint signed: a proof asked beyond the log was
+    refused as "events were removed behind the service's back", DATA_LOSS,
+    not BEYOND_LOG_SIZE (helper-570). A log cut back under a checkpoint the
+    key signed is still refused so."""
+    genuine = logged.get_checkpoint()
+    plant_checkpoint(tamper, tenant, 10**12, genuine.note, genuine.root_hash)
+    for ask in (
+        lambda: logged.get_consistency_proof(old_size=1, new_size=10**6),
+        lambda: logged.get_inclusion_proof(seq=1, tree_size=10**6),
+    ):
+        with pytest.raises(RpcFailedError) as refused:  # FAILED_PRECONDITION
+            ask()
+        assert refused.value.reason == "BEYOND_LOG_SIZE", refused.value
+        assert int(refused.value.metadata["tree_size"]) >= EVENTS
+    truncate_tail(tamper, tenant)  # to 30, under the checkpoint signed at 40
+    with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+        logged.get_consistency_proof(old_size=1, new_size=EVENTS + 5)
+    assert refused.value.reason == "INTEGRITY_FAILURE", refused.value
+    assert "removed behind the service's back" in str(refused.value)
+
+
 def change_note_size(conn: psycopg.Connection[Any], tenant: str, size: int, to: int) -> str:
     """The size line of the note of `tenant`'s checkpoint at `size` changed
     to `to` (its signature no longer verifies); the note as it was."""

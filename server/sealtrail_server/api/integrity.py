@@ -21,10 +21,16 @@ from ..domain.filters import page_size
 from ..domain.page_tokens import PageTokens
 from ..domain.purge_summaries import SummarySeal
 from ..fair_share import FairShare
-from ..integrity.checkpointer import Checkpointer
+from ..integrity.checkpointer import TAMPERED_ROWS_PASSED, Checkpointer
 from ..store.appender import Appender
 from ..store.changes import refuse_if_erased, refuse_if_erased_now
-from ..store.checkpoints import StoredCheckpoint, checkpoint_at, known_keys, latest_checkpoint
+from ..store.checkpoints import (
+    StoredCheckpoint,
+    checkpoint_at,
+    known_keys,
+    latest_checkpoint,
+    latest_checkpoints,
+)
 from ..store.database import Database
 from ..store.events import get_event, refuse_if_another_event
 from ..store.long_reads import LongReads
@@ -264,8 +270,8 @@ class IntegrityRpcs:
             self._sizes_seen[tenant_id] = current
             if size <= current:
                 return
-            signed = await latest_checkpoint(conn, tenant_id)
-            # The size again, after the checkpoint: one signed since the first
+            stored = await latest_checkpoints(conn, tenant_id, limit=TAMPERED_ROWS_PASSED + 1)
+            # The size again, after the checkpoints: one signed since the first
             # read (as the log grew) is within it, not a log cut back under it.
             current = await tree_size(conn, tenant_id)
             self._sizes_seen[tenant_id] = current
@@ -274,7 +280,7 @@ class IntegrityRpcs:
         # The latest checkpoint signed, as stored or as this process remembers it.
         remembered = await self._checkpointer.remembered(tenant_id)
         signed_size = max(
-            0 if signed is None else signed.tree_size, 0 if remembered is None else remembered[0]
+            await self._signed_beyond(stored, current), 0 if remembered is None else remembered[0]
         )
         # A log gone (erased) is neither cut back nor has a size to be beyond.
         await refuse_if_erased_now(self._db, tenant_id)
@@ -288,6 +294,20 @@ class IntegrityRpcs:
             reason="BEYOND_LOG_SIZE",
             metadata={"tree_size": str(current)},
         )
+
+    async def _signed_beyond(self, stored: list[StoredCheckpoint], size: int) -> int:
+        """The largest size beyond `size` of the `stored` checkpoints (the
+        largest first) whose note a known key signed as its row says; 0 if
+        none. A row is a superuser's to write: one at size 10^12 had a proof
+        asked beyond the log refused as of a log cut back (helper-570)."""
+        above = [row for row in stored if row.tree_size > size]
+        verifiers = await self._checkpointer.verifiers() if above else []
+        for row in above:
+            try:
+                return (await self._checkpointer.served(row, verifiers)).tree_size
+            except IntegrityFailure:
+                continue  # not the key's: passed over, as the signer passes it
+        return 0
 
     async def GetConsistencyProof(
         self, request: pb.GetConsistencyProofRequest, context: Context
