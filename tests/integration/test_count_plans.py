@@ -184,10 +184,13 @@ def test_a_count_per_resource_of_one_type_reads_the_resource_index(
 
 
 def _rows_read(node: dict[str, Any]) -> int:
-    """The rows the plan's scans of events gave, over all their loops."""
+    """The rows the plan's scans of events read, over all their loops: those
+    they gave and those their filters dropped (a scan of one index that
+    drops every row another index would not have read costs as much)."""
     read = 0
     if node.get("Relation Name", "").startswith("events"):
-        read += int(node.get("Actual Rows", 0)) * int(node.get("Actual Loops", 1))
+        given = int(node.get("Actual Rows", 0)) + int(node.get("Rows Removed by Filter", 0))
+        read += given * int(node.get("Actual Loops", 1))
     for child in node.get("Plans", ()):
         read += _rows_read(child)
     return read
@@ -207,3 +210,71 @@ def test_a_count_by_actor_labels_its_groups_off_the_actor_index_one_record_each(
     assert "actor_id_seq_idx" in _indexes(plan)
     # One record a group, and no more than a partition's first entry of each.
     assert _rows_read(plan) <= len(keys) * len(_months_from(datetime.now(UTC) - SPACING * EVENTS))
+
+
+SKEWED = 30_000
+# A minute apart, the latest now: a busy recent actor, `bot`, every tenth of
+# whose events is `user.rare`, the others `user.login`; and five actors of
+# one old `user.rare` each (`old1` to `old5`), the log's first events.
+_SKEWED_INSERT = (
+    "INSERT INTO events (tenant_id, seq, id, occurred_at, received_at, action, severity,"
+    " outcome, actor_id, resource_type, resource_id, leaf_hash, record)"
+    " SELECT 't1', g, gen_random_uuid(), now() - (%s - g) * interval '1 minute',"
+    " now() - (%s - g) * interval '1 minute',"
+    " CASE WHEN g < 6 OR g %% 10 = 0 THEN 'user.rare' ELSE 'user.login' END, 1, 'success',"
+    " CASE WHEN g < 6 THEN 'old' || g ELSE 'bot' END, 'repo', 'r', '\\x00',"
+    ' \'{"actor": {"id": "a", "email": "a@example.com"}}\''
+    " FROM generate_series(1::bigint, %s::bigint) AS g"
+)
+
+
+@pytest.fixture(scope="module")
+def skewed_as_service(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A database of its own holding `_SKEWED_INSERT`'s events, analyzed; a
+    connection working as the service does for tenant t1."""
+    with (
+        database_of_its_own(migrated_database_url, "skewed") as url,
+        psycopg.connect(url, autocommit=True) as owner,
+        psycopg.connect(url, autocommit=True) as service,
+    ):
+        owner.execute(
+            "SELECT sealtrail_create_event_partitions(now() - %s, now())",
+            [timedelta(minutes=SKEWED + 5)],
+        )
+        owner.execute(_SKEWED_INSERT, [SKEWED, SKEWED, SKEWED])
+        owner.execute("ANALYZE events")
+        service.execute("SET ROLE sealtrail_service")
+        service.execute("SELECT set_config('sealtrail.tenant', 't1', false)")
+        service.execute("SET enable_seqscan = off")
+        yield service
+
+
+@pytest.mark.parametrize(
+    "event_filter",
+    [
+        EventFilter(actions=("user.rare",)),
+        EventFilter(actions=("user.rare",), has_http_route=False),  # and one off the record
+        # A time range: its months' primary keys are no way to an actor's events either.
+        EventFilter(actions=("user.rare",), occurred_after=datetime.now(UTC) - timedelta(days=3)),
+    ],
+)
+def test_labels_of_skewed_actors_read_each_actors_own_events(
+    skewed_as_service: psycopg.Connection[Any], event_filter: EventFilter
+) -> None:
+    """With a filter of an index of its own, each group's label is still read
+    off the actor's index: not off the filter's, backward past every other
+    actor's match newer than the group's latest (the old actors' labels read
+    `bot`'s 3,000 matches each, 15,000 rows to label six groups)."""
+    statement, params = count_statement("t1", event_filter, group_by="actor", limit=1000)
+    rows = skewed_as_service.execute(statement, params).fetchall()
+    keys = [key for key, *_ in rows]
+    old = [] if event_filter.occurred_after else ["old1", "old2", "old3", "old4", "old5"]
+    assert sorted(keys) == ["bot", *old]
+    labelled, params = actor_labels_statement("t1", event_filter, keys, before_seq=SKEWED + 1)
+    labels = skewed_as_service.execute(labelled, params).fetchall()
+    assert sorted(labels) == sorted((key, "a@example.com", None) for key in keys)
+    plan = _plan(skewed_as_service, labelled, params)
+    assert "actor_id_seq_idx" in _indexes(plan)
+    # One record a group, and no more than a partition's first entry of each.
+    months = _months_from(datetime.now(UTC) - timedelta(minutes=SKEWED + 5))
+    assert _rows_read(plan) <= len(keys) * len(months)

@@ -32,6 +32,7 @@ from .events import (
     RECORD_CREDENTIAL,
     RECORD_HTTP_ROUTE,
     RECORD_HTTP_STATUS,
+    filter_conditions,
     selected_events,
 )
 
@@ -232,12 +233,24 @@ _TOTAL: Final = sql.SQL("SELECT count(*) FROM {events} WHERE {conditions}")
 # The actor of each group answered as its latest matching event records it
 # (its email and display name; NULL for none), of the groups' ids given as an
 # array: a backward scan of the index on (tenant, actor id, seq) per group,
-# which stops at its first match.
+# which stops at its first match. The actor's events below the count's seq
+# bound are a subquery of their own (OFFSET 0: not pulled up), the filter's
+# conditions outside it, so the actor's index is the only way in: with them
+# beside the actor's, a filter with an index of its own (an action's) was
+# scanned on that index backward, past every other actor's match newer than
+# the group's latest (15,012 rows to label six groups), and a time range's
+# bound on received_at had a month's primary key scanned past the range's
+# rows. So every month is searched (none pruned: an entry of each at most),
+# and the actor's events after its latest match (unmatched, or after the
+# range) are read before it. The LIMIT outside keeps the subquery's order,
+# with no sort: an ORDER BY there too would have the subquery planned to read
+# all it selects.
 _ACTOR_LABELS: Final = sql.SQL(
     "SELECT g.key, a.actor ->> 'email', a.actor ->> 'display_name'"
     " FROM unnest(%s::text[]) AS g(key) CROSS JOIN LATERAL ("
-    " SELECT record::json -> 'actor' AS actor FROM {events}"
-    " WHERE {conditions} AND actor_id = g.key ORDER BY seq DESC LIMIT 1) AS a"
+    " SELECT record::json -> 'actor' AS actor FROM ("
+    " SELECT * FROM {events} WHERE {scope} AND actor_id = g.key ORDER BY seq DESC OFFSET 0)"
+    " AS events WHERE {conditions} LIMIT 1) AS a"
 )
 # A time zone the database does not know fails this, whether or not there are
 # events to count in it.
@@ -340,9 +353,18 @@ def actor_labels_statement(
     """The SQL and parameters of the actors `keys` (the ids of a count's
     groups by actor) as the latest of the events `count_statement` counts
     records each: rows of id, email and display name (NULL for none); none
-    for an id of no event counted."""
-    events, where, params = _selected(tenant_id, event_filter, before_seq)
-    return _ACTOR_LABELS.format(events=events, conditions=where), [keys, *params]
+    for an id of no event counted. Each actor's events are read off its
+    index, newest first (of a credential's, its relation's), until one
+    matches: those after its latest match are read too (`_ACTOR_LABELS`)."""
+    scope = EventFilter(
+        credential_id=event_filter.credential_id, credential_kind=event_filter.credential_kind
+    )
+    events, in_scope, scope_params = _selected(tenant_id, scope, before_seq)
+    conditions, params = filter_conditions(tenant_id, event_filter, credential_in_source=True)
+    query = _ACTOR_LABELS.format(
+        events=events, scope=in_scope, conditions=sql.SQL(" AND ").join(conditions)
+    )
+    return query, [keys, *scope_params, *params]
 
 
 def duration_unread_statement(
