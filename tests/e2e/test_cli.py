@@ -1265,32 +1265,37 @@ def test_the_readmes_bundle_and_verify_run_as_written_on_a_new_server(
     """The README's `sealtrail bundle --received 2026-11 -o nov-audit`, run on
     a server started since (a new user's), found no event received in
     November, and its `sealtrail verify nov-audit` failed again (helper-517):
-    the README's two commands, run as written on a tenant whose log began
-    today, write a bundle and verify it."""
+    the README's three commands, run as written on a tenant whose log began
+    today, pin the key, write a bundle and verify it with the key pinned."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     lines = [
-        line.split("  #")[0]
+        line.split("  #")[0].strip()
         for line in readme.splitlines()
-        if line.startswith(("sealtrail bundle ", "sealtrail verify "))
+        if line.startswith(("sealtrail keys ", "sealtrail bundle ", "sealtrail verify "))
     ]
-    assert [line.split()[1] for line in lines] == ["bundle", "verify"], lines
-    bundle, verify = (
-        shlex.split(line.replace('"$(sealtrail-server key show)"', "KEY")) for line in lines
-    )
-    out = bundle[bundle.index("-o") + 1]
-    assert out in verify
+    assert [line.split()[1] for line in lines] == ["keys", "bundle", "verify"], lines
+    keys, bundle, verify = lines
+    assert keys == "sealtrail keys > vkey.txt", keys
+    pinned = tmp_path / "vkey.txt"
+    pinned.write_text(run("sealtrail", "keys", env=cli_env).stdout)
+    assert pinned.read_text().splitlines()[0] == verifier_key  # the active key first
+    bundle_words = shlex.split(bundle)
+    verify_words = shlex.split(verify.replace('"$(head -1 vkey.txt)"', "KEY"))
+    out = bundle_words[bundle_words.index("-o") + 1]
+    assert out in verify_words
 
     def placed(words: list[str]) -> list[str]:
-        """The words, the bundle's directory in `tmp_path`, the key given."""
+        """The words, the bundle's directory in `tmp_path`, the pinned key given."""
+        first_key = pinned.read_text().splitlines()[0]
         return [
-            str(tmp_path / out) if word == out else verifier_key if word == "KEY" else word
+            str(tmp_path / out) if word == out else first_key if word == "KEY" else word
             for word in words
         ]
 
     run("sealtrail", "record", "--action", "member.invite", "--actor-id", "u_42", env=cli_env)
-    written = run(*placed(bundle), env=cli_env, check=False)
+    written = run(*placed(bundle_words), env=cli_env, check=False)
     assert written.returncode == 0, written.stderr
-    verified = run(*placed(verify), check=False)
+    verified = run(*placed(verify_words), check=False)
     assert verified.returncode == 0, verified.stderr
     assert verified.stdout.startswith("OK: "), verified.stdout
     assert "complete" in verified.stdout, verified.stdout
