@@ -38,9 +38,11 @@ from sealtrail._cli import main as cli
 from sealtrail.tlog import (
     RETENTION_ACTION,
     RETENTION_ACTOR,
+    Checkpoint,
     PurgeStatement,
     RemovedLeaves,
     Signer,
+    format_checkpoint,
     generate_signer_key,
     open_note,
     parse_checkpoint,
@@ -1979,3 +1981,81 @@ def test_a_log_rewritten_behind_the_key_is_said_rewritten_not_restored(
     listed = runner.invoke(server_cli.main, ["key", "restored", *database])
     [line] = [line for line in listed.stdout.splitlines() if line.startswith(f"{tenant} ")]
     assert line.split()[3] == "rewritten"
+
+
+def test_rows_beyond_the_log_stop_no_signature_whatever_their_number(
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """More than 64 rows a superuser planted beyond the log (a genuine note
+    copied in) refused the tenant every pass, so the events recorded
+    meanwhile, never signed, were the superuser's to rewrite before the rows
+    were deleted, and the rewrite was signed (helper-572). A row beyond the
+    log's head is passed over, logged, whatever their number."""
+    import logging
+
+    genuine = logged.get_checkpoint()
+    for i in range(65):
+        plant_checkpoint(tamper, tenant, 10**12 + i, genuine.note, genuine.root_hash)
+    record_events(logged, 5, start=EVENTS)
+    with caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"):
+        assert logged.get_checkpoint(fresh=True).tree_size == EVENTS + 5
+    said = [r.getMessage() for r in caplog.records if tenant in r.getMessage()]
+    assert any("beyond" in m and "passed over" in m for m in said), said
+    rewrite_record(tamper, tenant, EVENTS + 3, leaf_too=True)
+    rebuild_tree(tamper, tenant)
+    tamper.execute(
+        "DELETE FROM checkpoints WHERE tenant_id = %s AND tree_size >= %s", [tenant, 10**12]
+    )
+    record_events(logged, 1, start=EVENTS + 5)
+    with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS: the rewrite is not signed
+        logged.get_checkpoint(fresh=True)
+    assert refused.value.reason == "INTEGRITY_FAILURE"
+
+
+def test_a_row_beyond_the_log_signed_by_another_registered_key_is_no_cut_back(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """A key a superuser registered in `signing_keys` (the service role may
+    insert there) signed a row at size 10^12 over the log: the signer refused
+    the tenant every pass as "cut back", and a proof asked beyond the log was
+    "events were removed" (helper-572). What the active key signed decides."""
+    genuine = logged.get_checkpoint()
+    attacker = generate_signer_key("evil.example/key")
+    tamper.execute(
+        "INSERT INTO signing_keys (key_name, key_id, verifier) VALUES (%s, %s, %s)",
+        [attacker.verifier.name, attacker.verifier.key_id, attacker.verifier.text()],
+    )
+    origin = genuine.note.split("\n", 1)[0]
+    note = sign_note(format_checkpoint(Checkpoint(origin, 10**12, genuine.root_hash)), attacker)
+    tamper.execute(
+        "INSERT INTO checkpoints (tenant_id, tree_size, root_hash, note, key_name, key_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        [tenant, 10**12, genuine.root_hash, note, attacker.verifier.name, attacker.verifier.key_id],
+    )
+    record_events(logged, 2, start=EVENTS)
+    assert logged.get_checkpoint(fresh=True).tree_size == EVENTS + 2
+    with pytest.raises(RpcFailedError) as refused:  # FAILED_PRECONDITION
+        logged.get_inclusion_proof(seq=1, tree_size=10**6)
+    assert refused.value.reason == "BEYOND_LOG_SIZE", refused.value
+
+
+def test_forged_rows_within_the_log_refuse_the_signer_briefly_and_truly(
+    logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
+) -> None:
+    """More than 64 rows within the log that do not sign what they say refuse
+    the tenant: the refusal was over 100 bytes and said they were "not signed
+    by a known key" though each was, over another size (helper-572)."""
+    genuine = logged.get_checkpoint()
+    record_events(logged, 70, start=EVENTS)
+    for size in range(EVENTS + 1, EVENTS + 66):
+        plant_checkpoint(tamper, tenant, size, genuine.note, genuine.root_hash)
+    with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+        logged.get_checkpoint(fresh=True)
+    message = refused.value.message
+    assert refused.value.reason == "INTEGRITY_FAILURE"
+    assert len(message.encode()) <= 100, message
+    assert "known key" not in message
+    assert "do not sign what their rows say" in message, message

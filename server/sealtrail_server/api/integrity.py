@@ -21,7 +21,7 @@ from ..domain.filters import page_size
 from ..domain.page_tokens import PageTokens
 from ..domain.purge_summaries import SummarySeal
 from ..fair_share import FairShare
-from ..integrity.checkpointer import TAMPERED_ROWS_PASSED, Checkpointer
+from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.changes import refuse_if_erased, refuse_if_erased_now
 from ..store.checkpoints import (
@@ -29,7 +29,6 @@ from ..store.checkpoints import (
     checkpoint_at,
     known_keys,
     latest_checkpoint,
-    latest_checkpoints,
 )
 from ..store.database import Database
 from ..store.events import get_event, refuse_if_another_event
@@ -265,23 +264,20 @@ class IntegrityRpcs:
     async def _within_log(self, tenant_id: str, size: int, field: str) -> None:
         if size <= self._sizes_seen.get(tenant_id, 0):
             return  # logs only grow: a size once reached stays within the log
-        async with self._db.connection(tenant_id) as conn:
-            current = await tree_size(conn, tenant_id)
-            self._sizes_seen[tenant_id] = current
-            if size <= current:
-                return
-            stored = await latest_checkpoints(conn, tenant_id, limit=TAMPERED_ROWS_PASSED + 1)
-            # The size again, after the checkpoints: one signed since the first
-            # read (as the log grew) is within it, not a log cut back under it.
-            current = await tree_size(conn, tenant_id)
-            self._sizes_seen[tenant_id] = current
-            if size <= current:
-                return
-        # The latest checkpoint signed, as stored or as this process remembers it.
+        current = await self._log_size(tenant_id)
+        if size <= current:
+            return
+        # What the key signed, as this process remembers it or the kept file
+        # holds it: a row beyond the log is no witness, as any key in
+        # `signing_keys` signs one and the service's role may add a key there
+        # (helper-572; a row never signed, helper-570).
         remembered = await self._checkpointer.remembered(tenant_id)
-        signed_size = max(
-            await self._signed_beyond(stored, current), 0 if remembered is None else remembered[0]
-        )
+        signed_size = 0 if remembered is None else remembered[0]
+        # The size again, after what was signed: a checkpoint signed since the
+        # first read (as the log grew) is within it, not a log cut back under it.
+        current = await self._log_size(tenant_id)
+        if size <= current:
+            return
         # A log gone (erased) is neither cut back nor has a size to be beyond.
         await refuse_if_erased_now(self._db, tenant_id)
         if signed_size > current:
@@ -295,19 +291,12 @@ class IntegrityRpcs:
             metadata={"tree_size": str(current)},
         )
 
-    async def _signed_beyond(self, stored: list[StoredCheckpoint], size: int) -> int:
-        """The largest size beyond `size` of the `stored` checkpoints (the
-        largest first) whose note a known key signed as its row says; 0 if
-        none. A row is a superuser's to write: one at size 10^12 had a proof
-        asked beyond the log refused as of a log cut back (helper-570)."""
-        above = [row for row in stored if row.tree_size > size]
-        verifiers = await self._checkpointer.verifiers() if above else []
-        for row in above:
-            try:
-                return (await self._checkpointer.served(row, verifiers)).tree_size
-            except IntegrityFailure:
-                continue  # not the key's: passed over, as the signer passes it
-        return 0
+    async def _log_size(self, tenant_id: str) -> int:
+        """The tenant's log's size, now, noted as seen."""
+        async with self._db.connection(tenant_id) as conn:
+            current = await tree_size(conn, tenant_id)
+        self._sizes_seen[tenant_id] = current
+        return current
 
     async def GetConsistencyProof(
         self, request: pb.GetConsistencyProofRequest, context: Context

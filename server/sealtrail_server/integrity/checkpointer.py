@@ -61,6 +61,7 @@ from ..stopping import end_tasks
 from ..store.changes import refuse_if_erased
 from ..store.checkpoints import (
     StoredCheckpoint,
+    checkpoints_beyond,
     insert_checkpoint,
     known_keys,
     latest_checkpoints,
@@ -608,23 +609,22 @@ class Checkpointer:
             )
             head = await cursor.fetchone()
             size, head_root = (int(head[0]), bytes(head[1])) if head else (0, b"")
-            latest = await self._latest_signed(conn, tenant_id, size, verifiers)
             if head is None:
                 cursor = await conn.execute(
                     "SELECT FROM tenant_erasures WHERE tenant_id = %s", [tenant_id]
                 )
                 if await cursor.fetchone() is not None:  # erased: nothing to sign
                     self._remembered.pop(tenant_id, None)
+                    latest = await self._latest_signed(conn, tenant_id, None, verifiers)
                     return None if latest is None else await self.served(latest, verifiers)
             # No head and no erasure: never written, or its log removed behind
             # the key's back (its head, events and checkpoints deleted), which
             # is a log of size 0 that must extend what the key signed of it as
             # any other. It was forgotten here, and answered "the log is empty".
-            if latest is not None and latest.tree_size > size:
-                raise IntegrityFailure(
-                    f"the log of {tenant_id!r} holds {counted(size, 'event')}, fewer than its"
-                    f" checkpoint at size {latest.tree_size} signs: it was cut back"
-                )
+            # A log cut back under what the key signed is found by what the
+            # key signed (`_check_signed_sizes`, `_check_remembered`), never by
+            # a row beyond the log: any key in `signing_keys` signs one.
+            latest = await self._latest_signed(conn, tenant_id, size, verifiers)
             if latest is not None and latest.tree_size == size:
                 if head_root != latest.root_hash:  # rewritten under it, head and all
                     raise IntegrityFailure(
@@ -664,22 +664,29 @@ class Checkpointer:
         self,
         conn: psycopg.AsyncConnection[Any],
         tenant_id: str,
-        size: int,
+        size: int | None,
         verifiers: list[Verifier],
     ) -> StoredCheckpoint | None:
-        """The tenant's largest stored checkpoint whose note signs what its row
-        says (`served`). A row above it that does not is a superuser's: logged,
-        counted and passed over, as its signature is all that makes a row a
-        checkpoint; one at the log's size (`size`) is refused (IntegrityFailure),
-        as are more than TAMPERED_ROWS_PASSED of them. The starting point was
-        the largest row, signed or not: one with a note changed stopped the
+        """The tenant's largest stored checkpoint within its log (of a size up
+        to `size`, the log's; any, if None: an erased log's) whose note signs
+        what its row says (`served`). A row above it that does not is a
+        superuser's: logged, counted and passed over, as its signature is all
+        that makes a row a checkpoint; one at the log's size is refused
+        (IntegrityFailure), as are more than TAMPERED_ROWS_PASSED of them, each
+        a signature's check. Rows beyond the log are passed over unchecked,
+        whatever their number (`_pass_over_beyond`). The starting point was the
+        largest row, signed or not: one with a note changed stopped the
         signer, one at size 10^12 had the log said cut back, and the events
         recorded meanwhile, never signed, were the superuser's to rewrite
-        before the row was mended (helper-555). What the key itself signed
-        (`_check_signed_sizes`, `_check_remembered`) is checked after."""
+        before the row was mended (helper-555); 65 rows beyond the log, or one
+        there a key the superuser registered signed, did so still
+        (helper-572). What the key itself signed (`_check_signed_sizes`,
+        `_check_remembered`) is checked after."""
+        if size is not None:
+            await self._pass_over_beyond(conn, tenant_id, size)
         checked = 0
         for fetched in (1, TAMPERED_ROWS_PASSED + 1):
-            rows = await latest_checkpoints(conn, tenant_id, limit=fetched)
+            rows = await latest_checkpoints(conn, tenant_id, limit=fetched, at_most=size)
             for row in rows[checked:]:
                 checked += 1
                 try:
@@ -691,9 +698,36 @@ class Checkpointer:
                     log.error("checkpointer: %s: not the key's, passed over", error.message)
             if len(rows) < fetched:
                 return None  # every stored row passed over
+        log.error(
+            "checkpointer: refusing to sign %s: its %d latest stored checkpoints within its log"
+            " do not sign what their rows say",
+            self.origin(tenant_id),
+            TAMPERED_ROWS_PASSED + 1,
+        )
         raise IntegrityFailure(
-            f"refusing to sign {self.origin(tenant_id)}: its {TAMPERED_ROWS_PASSED + 1} latest"
-            " stored checkpoints are not signed by a known key"
+            f"refusing to sign: its {TAMPERED_ROWS_PASSED + 1} latest stored checkpoints do not"
+            " sign what their rows say"
+        )
+
+    async def _pass_over_beyond(
+        self, conn: psycopg.AsyncConnection[Any], tenant_id: str, size: int
+    ) -> None:
+        """The tenant's stored checkpoints beyond its log's `size`: logged,
+        counted as failures and passed over, whoever signed them. Any key in
+        `signing_keys`, which the service's role may write, is one `served`
+        trusts, and checking each row would cost a signature a row. A log cut
+        back under what the active key signed is found by what it signed, as
+        this process remembers it or the kept file holds it, not by a row."""
+        count, largest = await checkpoints_beyond(conn, tenant_id, size)
+        if not count:
+            return
+        self._integrity_failures.add(count)
+        log.error(
+            "checkpointer: %s of %r beyond its log's size %d, the largest at size %d: passed over",
+            counted(count, "stored checkpoint"),
+            tenant_id,
+            size,
+            largest,
         )
 
     async def _check_remembered(

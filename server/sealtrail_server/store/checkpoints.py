@@ -40,16 +40,41 @@ async def latest_checkpoint(
 
 
 async def latest_checkpoints(
-    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, limit: int
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, limit: int, at_most: int | None = None
 ) -> list[StoredCheckpoint]:
-    """The tenant's `limit` largest stored checkpoints, the largest first."""
+    """The tenant's `limit` largest stored checkpoints (of sizes up to
+    `at_most`, if given), the largest first."""
     cursor = conn.cursor(row_factory=class_row(StoredCheckpoint))
-    await cursor.execute(
-        "SELECT tenant_id, tree_size, root_hash, note, issued_at FROM checkpoints"
-        " WHERE tenant_id = %s ORDER BY tree_size DESC LIMIT %s",
-        [tenant_id, limit],
-    )
+    # Two statements, not `%s IS NULL OR ...`: a generic plan of that reads
+    # every row beyond the bound before the first within it.
+    if at_most is None:
+        await cursor.execute(
+            "SELECT tenant_id, tree_size, root_hash, note, issued_at FROM checkpoints"
+            " WHERE tenant_id = %s ORDER BY tree_size DESC LIMIT %s",
+            [tenant_id, limit],
+        )
+    else:
+        await cursor.execute(
+            "SELECT tenant_id, tree_size, root_hash, note, issued_at FROM checkpoints"
+            " WHERE tenant_id = %s AND tree_size <= %s ORDER BY tree_size DESC LIMIT %s",
+            [tenant_id, at_most, limit],
+        )
     return await cursor.fetchall()
+
+
+async def checkpoints_beyond(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, size: int
+) -> tuple[int, int]:
+    """How many stored checkpoints of the tenant claim a size beyond `size`,
+    and the largest size claimed (0, 0 if none)."""
+    cursor = await conn.execute(
+        "SELECT count(*), coalesce(max(tree_size), 0) FROM checkpoints"
+        " WHERE tenant_id = %s AND tree_size > %s",
+        [tenant_id, size],
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 async def checkpoint_at(
