@@ -539,12 +539,22 @@ def test_a_bundle_whose_proofs_are_cut_short_says_the_proof_is_missing(
 # --- Tampering by a database superuser -------------------------------------------
 
 
+# The name of the key a test registers as a superuser would (its rows removed after).
+ATTACKER_KEY_NAME = "evil.example/key"
+
+
 @pytest.fixture
 def tamper(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
     """A superuser session with triggers off (session_replication_role = replica)."""
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
         yield conn
+        # Rows forged beyond a log (at 10^12) and the key an attacker registered
+        # leave the database every worker shares: the session servers' signers
+        # logged and counted such rows every pass, `tenant list` printed them, and
+        # every tenant's verifier keys listed the key (ci-s59a).
+        conn.execute("DELETE FROM checkpoints WHERE tree_size >= %s", [10**12])
+        conn.execute("DELETE FROM signing_keys WHERE key_name = %s", [ATTACKER_KEY_NAME])
 
 
 def rewrite_record(conn: psycopg.Connection[Any], tenant: str, seq: int, *, leaf_too: bool) -> None:
@@ -2023,7 +2033,7 @@ def test_a_row_beyond_the_log_signed_by_another_registered_key_is_no_cut_back(
     the tenant every pass as "cut back", and a proof asked beyond the log was
     "events were removed" (helper-572). What the active key signed decides."""
     genuine = logged.get_checkpoint()
-    attacker = generate_signer_key("evil.example/key")
+    attacker = generate_signer_key(ATTACKER_KEY_NAME)
     tamper.execute(
         "INSERT INTO signing_keys (key_name, key_id, verifier) VALUES (%s, %s, %s)",
         [attacker.verifier.name, attacker.verifier.key_id, attacker.verifier.text()],

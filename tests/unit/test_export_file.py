@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -228,8 +229,15 @@ def test_a_re_export_interrupted_between_its_renames_keeps_the_old_file(
     renames = 0
     real_replace = os.replace
 
+    # This thread's renames alone: a test server's loop in this process renames
+    # its kept checkpoints meanwhile, and an interrupt raised there ended that
+    # server's loop for every later test on the worker (ci-s59a).
+    mine = threading.get_ident()
+
     def replace(source: Any, target: Any) -> None:
         nonlocal renames
+        if threading.get_ident() != mine:
+            return real_replace(source, target)
         renames += 1
         if renames == interrupted_at:
             raise KeyboardInterrupt
@@ -240,7 +248,7 @@ def test_a_re_export_interrupted_between_its_renames_keeps_the_old_file(
 
     def rename(source: Any, target: Any) -> None:  # the old file moved aside, or back
         nonlocal renames
-        if Path(source) == out:
+        if Path(source) == out and threading.get_ident() == mine:
             renames += 1
             if renames == interrupted_at:
                 raise KeyboardInterrupt
