@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import grpc
 
@@ -47,6 +47,7 @@ from .guard import current_principal
 from .update_mask import update_paths
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Number = TypeVar("Number", bound=int)  # an enum's ValueType
 
 _MODE_NAMES: Final = {pb.REDACTION_MODE_REPLACE: "replace", pb.REDACTION_MODE_HMAC: "hmac"}
 _MODE_NUMBERS: Final = {name: number for number, name in _MODE_NAMES.items()}
@@ -65,6 +66,16 @@ SETTABLE: Final = ("redaction_mode", "strict_actions", "personal_data_fields", "
 MAX_SECRET_BYTES: Final = 65_536
 MAX_PERSONAL_DATA_FIELDS: Final = 64
 MAX_PERSONAL_DATA_FIELD: Final = 64
+
+
+def _chosen(names: Mapping[Number, str], number: Number, *, field: str, allowed: str) -> str:
+    """The setting's name for an enum number an update sent, or INVALID_ARGUMENT
+    naming `field` and the values it takes for a number `names` lacks (unknown,
+    or a zero that chooses nothing)."""
+    name = names.get(number)
+    if name is None:
+        raise InvalidArgument.field(field, f"must be {allowed}")
+    return name
 
 
 def _message(settings: TenantSettings) -> pb.TenantSettings:
@@ -242,20 +253,20 @@ class SettingsRpcs:
         paths = _update_paths(request)
         mode = None
         if "redaction_mode" in paths:
-            mode = _MODE_NAMES.get(request.settings.redaction_mode)
-            if mode is None:
-                raise InvalidArgument.field(
-                    "settings.redaction_mode",
-                    "must be REDACTION_MODE_REPLACE or REDACTION_MODE_HMAC",
-                )
+            mode = _chosen(
+                _MODE_NAMES,
+                request.settings.redaction_mode,
+                field="settings.redaction_mode",
+                allowed="REDACTION_MODE_REPLACE or REDACTION_MODE_HMAC",
+            )
         ip_recording = None
         if "ip_recording" in paths:
-            ip_recording = _IP_RECORDING_NAMES.get(request.settings.ip_recording)
-            if ip_recording is None:
-                raise InvalidArgument.field(
-                    "settings.ip_recording",
-                    "must be IP_RECORDING_FULL, IP_RECORDING_TRUNCATED or IP_RECORDING_NONE",
-                )
+            ip_recording = _chosen(
+                _IP_RECORDING_NAMES,
+                request.settings.ip_recording,
+                field="settings.ip_recording",
+                allowed="IP_RECORDING_FULL, IP_RECORDING_TRUNCATED or IP_RECORDING_NONE",
+            )
         personal_data = None
         if "personal_data_fields" in paths:
             personal_data = _personal_data_fields(request.settings.personal_data_fields)
