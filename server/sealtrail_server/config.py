@@ -506,26 +506,45 @@ def provider_name_problem(name: str) -> str | None:
     return None
 
 
-def issuer_problem(url: str) -> str | None:
-    """What is wrong with a provider's issuer URL (or the console's callback's)."""
+# What a sign-in URL holding a user or password is told (an issuer's, a callback's).
+_NO_USER_SAID: Final = "must have no user or password (user:pw@host)"
+
+
+def _https_problem(url: str) -> str | None:
+    """What is wrong with a URL of the console's sign-in for its scheme and host."""
     if oidc_url_problem(url):
         return "must be an https:// URL (http:// on a loopback address only)"
     return None
 
 
+def issuer_problem(url: str) -> str | None:
+    """What is wrong with a provider's issuer URL: not https, or a query or a
+    fragment, which OpenID Connect Discovery 1.0 (section 2) forbids an issuer
+    (its discovery document's URL is the issuer's and a path), or a user and
+    password, which would go to the provider with every discovery and key read."""
+    if why := _https_problem(url):
+        return why
+    if "#" in url:
+        return "must have no fragment (#...): an issuer may not (OpenID Connect Discovery 1.0)"
+    if "?" in url:
+        return "must have no query (?...): an issuer may not (OpenID Connect Discovery 1.0)"
+    if "@" in urllib.parse.urlsplit(url).netloc:  # _https_problem found it a URL
+        return _NO_USER_SAID
+    return None
+
+
 def callback_url_problem(url: str) -> str | None:
     """What is wrong with a URL for the console's callback (any tenant's):
-    an issuer's faults, or a fragment, which RFC 6749 3.1.2 forbids a
-    redirection endpoint (`#/auth/callback` once passed for the path), or a
-    user and password, which browsers strip or refuse (and would be a
-    secret given to every provider)."""
-    if why := issuer_problem(url):
+    not https, or a fragment, which RFC 6749 3.1.2 forbids a redirection
+    endpoint (`#/auth/callback` once passed for the path), or a user and
+    password, which browsers strip or refuse (and would be a secret given to
+    every provider). A query it may have (RFC 6749 3.1.2)."""
+    if why := _https_problem(url):
         return why
-    parts = urllib.parse.urlsplit(url)  # issuer_problem found it one
     if "#" in url:
         return "must have no fragment (#...): a redirect URL may not (RFC 6749 3.1.2)"
-    if "@" in parts.netloc:
-        return "must have no user or password (user:pw@host)"
+    if "@" in urllib.parse.urlsplit(url).netloc:  # _https_problem found it a URL
+        return _NO_USER_SAID
     return None
 
 

@@ -359,3 +359,44 @@ def test_a_tenants_redirect_url_is_refused_where_no_provider_may_take_it(
     name = "providers.toml" if several else "providers.json"
     with pytest.raises(SystemExit, match=f"tenant '{tenant}': key 'redirect_url' {said}"):
         providers(_settings(tmp_path, text, name=name))
+
+
+# Issuer URLs no provider has: OpenID Connect Discovery 1.0 (section 2) makes
+# the issuer an https URL with no query or fragment; a user and password
+# would be sent to the provider with every discovery and key read (and said
+# in its refusals), and no issuer a provider names back holds one.
+_NOT_AN_ISSUER = [
+    ("https://idp.example.com/oauth2?tenant=acme", "must have no query"),
+    ("https://idp.example.com/?", "must have no query"),
+    ("https://idp.example.com/oauth2#default", "must have no fragment"),
+    ("https://idp.example.com#", "must have no fragment"),
+    ("https://idp.example.com/x?a=1#b", "must have no fragment"),
+    ("https://ops:hunter2@idp.example.com", "must have no user or password"),
+    ("https://ops@idp.example.com/oauth2/default", "must have no user or password"),
+]
+_NOT_AN_ISSUER_IDS = [
+    *("query", "empty-query", "fragment", "empty-fragment", "query-and-fragment"),
+    *("user-and-password", "user"),
+]
+
+
+@pytest.mark.parametrize(("url", "said"), _NOT_AN_ISSUER, ids=_NOT_AN_ISSUER_IDS)
+def test_an_issuer_url_is_refused_where_discovery_allows_none(
+    tmp_path: Path, url: str, said: str
+) -> None:
+    single = {
+        "SEALTRAIL_OIDC_ISSUER": url,
+        "SEALTRAIL_OIDC_CLIENT_ID": "sealtrail",
+        "SEALTRAIL_OIDC_CLIENT_SECRET_FILE": str(tmp_path / "secret"),
+        "SEALTRAIL_OIDC_REDIRECT_URL": "https://audit.example.com/auth/callback",
+        "SEALTRAIL_OIDC_TENANT": "acme",
+        "SEALTRAIL_OIDC_READER_GROUPS": "readers",
+        "SEALTRAIL_CONSOLE_LISTEN": "127.0.0.1:8080",
+    }
+    with pytest.raises(SystemExit, match=f"^SEALTRAIL_OIDC_ISSUER {said}") as refused:
+        Settings.load(single)
+    assert "hunter2" not in str(refused.value)  # the URL is not said back, its password with it
+    # ... and a tenant's of a providers file, named with its key.
+    with pytest.raises(SystemExit, match=f"tenant 'acme': key 'issuer' {said}") as refused:
+        providers(_settings(tmp_path, _entry(issuer=url), name="providers.json"))
+    assert "hunter2" not in str(refused.value)
