@@ -17,13 +17,14 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from google.protobuf import json_format
 from psycopg import sql as pgsql
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as seen
 
-from sealtrail import AuditClient, build_event
+from sealtrail import AuditClient, build_event, build_filter
 from sealtrail_server.store import counts as store_counts
 from tests.browser.test_console import hooked, requested, sign_in, wait, wait_for_rows
 from tests.conftest import ServerThread
@@ -338,3 +339,42 @@ def test_times_in_utc_counts_the_chart_per_utc_day_with_one_count_per_switch(
     wait(browser).until(lambda b: [n for _, n in chart_table(b) if n] == [2])
     [last] = requested(browser, "/api/counts")[counted + 1 :]
     assert "group_by=day" in last and "time_zone" not in last, last
+
+
+def test_times_in_utc_switched_back_while_its_count_is_on_its_way_counts_once(
+    browser: webdriver.Chrome, console_url: str, console_server: ServerThread, tenant: str
+) -> None:
+    """Switched off and on again before the chart's count came back, the chart
+    was counted twice: the count of the zone no longer shown went on to the
+    server (a read recorded in the log, and the tenant's one count at a time
+    spent on it) and only then was the shown zone's asked. A switch now drops
+    the chart's count under way: one not yet sent never reaches the server."""
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kolkata"})
+    with AuditClient(console_server.target, token=console_server.token(tenant, "recorder")) as c:
+        c.record(action="flip.day", actor_id="u-kim")
+    browser.get(console_url + "?actions=flip.day&utc=1")
+    field = wait(browser).until(seen.visibility_of_element_located((By.ID, "token")))
+    hooked(browser, hold="time_zone=Asia")  # the count of the viewer's days, switched off
+    field.send_keys(console_server.token(tenant, "reader"), Keys.ENTER)
+    wait_for_rows(browser, lambda r: len(r) == 1)
+    chart = wait(browser).until(seen.visibility_of_element_located((By.ID, "activity")))
+    caption = chart.find_element(By.TAG_NAME, "figcaption")
+    assert "per day, UTC:" in caption.text, caption.text
+    # The Breakdown panel's count, after the chart's.
+    wait(browser).until(lambda b: any("group_by=action" in u for u in requested(b, "/api/counts")))
+
+    switch = browser.find_element(By.ID, "utc")
+    switch.click()  # off: the viewer's days, its count held on its way
+    wait(browser).until(lambda b: any("time_zone=Asia" in u for u in requested(b, "/api/counts")))
+    switch.click()  # on again before it came back
+    browser.execute_script("window.release = true")
+    wait(browser).until(lambda b: b.execute_script("return window.released"))
+    wait(browser).until(lambda b: "per day, UTC:" in caption.text)
+    assert [n for _, n in chart_table(browser) if n] == [1], chart_table(browser)
+
+    with AuditClient(console_server.target, token=console_server.token(tenant, "reader")) as c:
+        recorded = c.query(build_filter(actions="audit_log.queried"), order="oldest")
+        reads = [json_format.MessageToDict(event.details) for event in recorded]
+    days = [read for read in reads if read.get("group_by") == "day"]
+    # The first chart's count is its search's (ADR 0137): the switches' alone are recorded.
+    assert [read.get("time_zone") for read in days] == [None], days

@@ -45,6 +45,14 @@ export function clearChart() {
   $("#activity tbody").replaceChildren();
 }
 
+// Drops the chart's count under way, the chart left as it is: one asked anew
+// ("Times in UTC" switched back before it came) takes the tenant's turn and
+// records its read alone, not after it.
+export function dropCount() {
+  counting?.abort();
+  counting = null;
+}
+
 // The zone the browser shows times in.
 function browserZone() {
   return Intl.DateTimeFormat().resolvedOptions().timeZone || "";

@@ -13,7 +13,9 @@ import {
   addToBreakdown, breakdownCount, breakdownToUrl, clearBreakdown, loadBreakdown, setUpBreakdown,
   urlToBreakdown,
 } from "./breakdown.js";
-import { addToChart, chartCount, clearChart, emptyChart, loadChart, setUpChart } from "./chart.js";
+import {
+  addToChart, chartCount, clearChart, dropCount, emptyChart, loadChart, setUpChart,
+} from "./chart.js";
 import { sha256 as sha256Pieces } from "./vendor/noble-hashes/sha2.js";
 
 // A sign-in through the identity provider comes back as `/#signin=<code>`
@@ -516,15 +518,23 @@ function cell(row, value, className) {
 // "Times in UTC" switched: kept in the URL, which `when` and the chart read;
 // the rows shown say their times anew, and the chart is counted again, once,
 // in the days and hours they are now said in (of UTC, or the viewer's zone).
+// Switched again before that count came back, or began, the last switch's
+// alone is asked: the one under way is dropped (not yet sent, never sent), one
+// waiting its turn skipped. Each was asked in turn before, a read recorded and
+// the chart drawn per switch, the last one's waiting on them all.
+let switches = 0;
 function timesSwitched() {
   keepChoices();
   for (const row of document.querySelectorAll("#events tbody tr.event")) {
     row.querySelector(".opener").textContent = when(row.dataset.occurredAt);
   }
   const generation = state.generation;
+  const switched = ++switches;
   if (!state.loaded) return;  // a page on its way: its chart is counted as it comes
   if (state.shown.size) {
-    inTurn(() => (generation === state.generation ? loadChart(state.filter) : null));
+    dropCount();
+    const current = () => generation === state.generation && switched === switches;
+    inTurn(() => (current() ? loadChart(state.filter) : null));
   } else emptyChart(state.filter);
 }
 
