@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+import click
 import psutil
 import psycopg
 import pytest
@@ -2570,6 +2571,80 @@ def test_export_of_a_seq_range_from_the_command_line(
     assert as_bundle.returncode == 1, as_bundle.stderr
     assert re.search(r"^Error: --seq 5\.\.500: the log ends at seq \d+$", as_bundle.stderr, re.M)
     assert not (tmp_path / "xb").exists()
+
+
+def test_export_of_what_was_received_in_a_period_from_the_command_line(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`sealtrail export` had no period by receipt time, which `sealtrail
+    bundle` has (--received, --received-since/--received-until): it takes them
+    in the same words, exports the (matching) events of the seq range the
+    server finds for the period (Export's first_seq, last_seq, as --seq) and
+    refuses what bundle refuses, in the same words."""
+    with AuditClient(cli_env["SEALTRAIL_SERVER"], token=cli_env["SEALTRAIL_TOKEN"]) as client:
+        results = client.record_batch(
+            [
+                sealtrail.build_event(action=f"file.{('read', 'write')[n % 2]}", actor_id="ops")
+                for n in range(6)
+            ]
+        )
+        assert all(result.error is None for result in results)
+        last = max(result.event.seq for result in results if result.event is not None)
+    out = tmp_path / "period.ndjson"
+    exported = run("sealtrail", "export", "--received-since", "1h", "-o", str(out), env=cli_env)
+    assert f"of seq 1..{last}" in exported.stdout, exported.stdout
+    assert "the events received from " in exported.stdout, exported.stdout
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["seq"] for r in records] == list(range(1, last + 1))
+    kept = json.loads((tmp_path / "period.ndjson.manifest.json").read_text())
+    assert (kept["range_first_seq"], kept["range_last_seq"]) == (1, last)
+    # With a filter, unlike bundle: the matching events of the period's range.
+    reads = tmp_path / "reads.csv"
+    run("sealtrail", "export", "--received-since", "1h", "--received-until", "now",
+        "--action", "file.read", "-o", str(reads), env=cli_env)  # fmt: skip
+    assert len(reads.read_text().splitlines()) == 1 + 3
+    # As a bundle: `sealtrail bundle --received-since`'s range, proven complete.
+    bundled = tmp_path / "bundle"
+    proven = run("sealtrail", "export", "--format", "bundle", "--received-since", "1h",
+                 "-o", str(bundled), env=cli_env)  # fmt: skip
+    assert "is complete, chosen by receipt time" in proven.stdout, proven.stdout
+    now = datetime.now(UTC)
+    this_month = now.strftime("%Y-%m")
+    last_month = (now.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+    for options, status, says in (
+        (["--received", this_month], 2,
+         f"--received: the period has not ended; --received-since {now:%Y-%m}-01 exports it"),
+        (["--received", last_month], 1, "no event was received from"),
+        (["--received", "2026-13"], 2, "is not a UTC year, month or day"),
+        (["--received-until", "1h"], 2, "--received-until needs --received-since"),
+        (["--seq", "1-2", "--received-since", "1h"], 2, "each choose the range"),
+    ):  # fmt: skip
+        refused = run("sealtrail", "export", *options, "-o", str(tmp_path / "x.csv"),
+                      env=cli_env, check=False)  # fmt: skip
+        assert refused.returncode == status, refused.stderr
+        assert says in refused.stderr, refused.stderr
+        assert not (tmp_path / "x.csv").exists()
+
+
+def test_export_and_bundle_say_a_period_by_receipt_time_in_the_same_words() -> None:
+    """The options of a period by receipt time are bundle's, shared: one help."""
+    from sealtrail._cli import main
+
+    def helps(name: str) -> dict[str, str | None]:
+        command = main.commands[name]
+        return {
+            option.opts[0]: option.help
+            for option in command.params
+            if isinstance(option, click.Option) and option.opts[0].startswith("--received")
+        }
+
+    bundle, export = helps("bundle"), helps("export")
+    assert set(export) == {"--received", "--received-since", "--received-until"}
+    assert export["--received-since"] == bundle["--received-since"]
+    assert export["--received-until"] == bundle["--received-until"]
+    assert [p.type.name for p in main.commands["export"].params if p.name == "received"] == [
+        "PERIOD"
+    ]
 
 
 def test_an_export_the_server_cuts_as_it_stops_says_what_the_command_can_do(

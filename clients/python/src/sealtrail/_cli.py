@@ -41,7 +41,14 @@ from sealtrail._cli_filter_options import (
     _Time,
 )
 from sealtrail._cli_filter_options import parse_time as parse_time  # as it was, for its callers
-from sealtrail._cli_ranges import SeqRangeParam, beyond_the_log
+from sealtrail._cli_ranges import (
+    SeqRangeParam,
+    beyond_the_log,
+    moment,
+    received_options,
+    received_period,
+    received_seqs,
+)
 from sealtrail._terminal import terminal_safe as terminal_safe  # theirs too (_cli_*)
 from sealtrail._typed import given_words
 from sealtrail._words import counted, detailed
@@ -53,6 +60,7 @@ from sealtrail._words import counted, detailed
 if TYPE_CHECKING:
     from google.protobuf.timestamp_pb2 import Timestamp
 
+    from sealtrail._bundle import SeqRange
     from sealtrail._client import AuditClient
     from sealtrail._convert import (
         Order,
@@ -1189,6 +1197,7 @@ def _count(number: int, noun: str) -> str:
     help="Only the (matching) events of this seq range, FIRST-LAST, both included; the"
     " manifest names it. A bundle of a range proves it complete (no filter with it).",
 )
+@received_options("The (matching) events", ", as --seq exports it")
 @click.pass_context
 def export(
     ctx: click.Context,
@@ -1196,12 +1205,17 @@ def export(
     export_format: ExportFormat | Literal["bundle"] | None,
     out: Path,
     seqs: tuple[int, int] | None,
+    received: tuple[datetime, datetime] | None,
+    received_since: datetime | None,
+    received_until: datetime | None,
     **criteria: Any,
 ) -> None:
-    """Export matching events to a file, checked against the server's manifest."""
+    """Export matching events to a file, checked against the server's manifest;
+    with --seq or --received, those of a range of the log."""
     from rich.console import Console
     from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+    from sealtrail._bundle_format import BundleError
     from sealtrail._errors import SealtrailError
     from sealtrail._export import ExportError, manifest_path
 
@@ -1213,10 +1227,19 @@ def export(
     if export_format == "bundle":
         from sealtrail._cli_integrity import bundle  # which imports this module
 
-        ctx.invoke(bundle, out=out, seqs=seqs, **criteria)
+        ctx.invoke(
+            bundle,
+            out=out,
+            seqs=seqs,
+            received=received,
+            received_since=received_since,
+            received_until=received_until,
+            **criteria,
+        )
         return
     if out.is_dir():
         raise click.BadParameter(f"{out} is a directory", param_hint="'-o' / '--out'")
+    period = received_period(ctx, seqs, received, received_since, received_until)
     with (
         _client(ctx) as client,
         Progress(
@@ -1236,7 +1259,13 @@ def export(
             progress.update(task, completed=size, rows=rows)
 
         first, last = seqs or (0, 0)
+        found: SeqRange | None = None
         try:
+            if period is not None:
+                found = received_seqs(
+                    ctx, client, period, whole=received is not None, verb="exports"
+                )
+                first, last = found.first, found.last
             manifest = client.export(
                 out,
                 format=export_format,
@@ -1256,8 +1285,8 @@ def export(
                 error.message = beyond_the_log(ctx, seqs, int(size))
                 del error.metadata["tree_size"]
             raise
-        except ExportError as error:
-            raise click.ClickException(str(error)) from None
+        except (BundleError, ExportError) as error:  # BundleError: no event in the period
+            raise click.ClickException(terminal_safe(str(error))) from None
         except OSError as error:  # the file cannot be written: a reason, not a traceback
             raise click.ClickException(_cannot_write(out, error)) from None
         except KeyboardInterrupt as interrupt:
@@ -1272,6 +1301,11 @@ def export(
         if manifest.range_last_seq
         else ""
     )
+    if found is not None and found.received_since and found.received_until:
+        held += (
+            f" (the events received from {moment(found.received_since)}"
+            f" to {moment(found.received_until)})"
+        )
     click.echo(
         f"exported {_count(manifest.row_count, 'event')} ({_count(manifest.byte_count, 'byte')},"
         f" sha256 {manifest.sha256.hex()}){held} of a log of {manifest.tree_size:,} to {out},"

@@ -23,7 +23,7 @@ from sealtrail._cli import (
     main,
     terminal_safe,
 )
-from sealtrail._cli_filter_options import _filter_options, _Time, filter_given
+from sealtrail._cli_filter_options import _filter_options, filter_given
 from sealtrail._cli_ranges import (
     PERIOD_UNPROVEN,
     PeriodParam,
@@ -32,7 +32,11 @@ from sealtrail._cli_ranges import (
     held_seqs,
     moment,
     range_line,
+    range_options_given,
     range_warnings,
+    received_options,
+    received_period,
+    received_seqs,
     unproven_ends,
 )
 from sealtrail._words import counted, detailed, noun
@@ -40,12 +44,10 @@ from sealtrail._words import counted, detailed, noun
 # What the commands work with (gRPC, protobuf, the client) each imports as it
 # runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
 if TYPE_CHECKING:
-    from sealtrail._bundle import SeqRange
     from sealtrail._checkpoint_check import (
         CheckpointCheck,
         SavedCheckpoint,
     )
-    from sealtrail._client import AuditClient
     from sealtrail._export_check import ExportCheck
 
 _T = TypeVar("_T")
@@ -73,22 +75,7 @@ SELECTION_UNPROVEN = PERIOD_UNPROVEN
     help="Every event of this seq range, FIRST-LAST, proven complete: none left out, none"
     " added (no filter with it).",
 )
-@click.option(
-    "--received",
-    type=PeriodParam(),
-    help="Every event received in this UTC year, month or day (2026-11), as the seq range"
-    " the server finds for it, proven complete. Refused while the period has not ended.",
-)
-@click.option(
-    "--received-since",
-    type=_Time(),
-    help="As --received, for the events received from this time (same forms as --since)...",
-)
-@click.option(
-    "--received-until",
-    type=_Time(),
-    help="...to this one, excluded; without it, up to now.",
-)
+@received_options("Every event", ", proven complete")
 @click.pass_context
 def bundle(
     ctx: click.Context,
@@ -113,7 +100,7 @@ def bundle(
                 if seqs is not None
                 else None
                 if period is None
-                else _received(ctx, client, period, whole=received is not None)
+                else received_seqs(ctx, client, period, whole=received is not None, verb="bundles")
             )
             summary = write_bundle(client, out, event_filter=_filter(criteria), seq_range=seq_range)
         except RangeBeyondLogError as error:
@@ -164,30 +151,6 @@ def bundle(
         sys.exit(SELECTION_UNPROVEN)
 
 
-def _received(
-    ctx: click.Context,
-    client: AuditClient,
-    period: tuple[datetime, datetime | None],
-    *,
-    whole: bool,
-) -> SeqRange:
-    """The seqs received in `period`. A period not yet ended is refused in the
-    API's words (leave `until` unset), which name no option of this command."""
-    from sealtrail._bundle import received_range
-    from sealtrail._errors import InvalidArgumentError
-
-    try:
-        return received_range(client, since=period[0], until=period[1])
-    except InvalidArgumentError as error:
-        if not whole or not any(field == "until" for field, _ in error.field_violations):
-            raise
-        raise click.UsageError(
-            f"--received: the period has not ended; --received-since {period[0]:%Y-%m-%d}"
-            " bundles it so far",
-            ctx,
-        ) from None
-
-
 def _period(
     ctx: click.Context,
     seqs: tuple[int, int] | None,
@@ -198,26 +161,13 @@ def _period(
 ) -> tuple[datetime, datetime | None] | None:
     """The period by receipt time a range bundle is asked for, if it is; a
     range asked for two ways, or with a filter, is refused."""
-    ways = [
-        name
-        for name, given in (
-            ("--seq", seqs),
-            ("--received", received),
-            ("--received-since", since or until),
-        )
-        if given is not None
-    ]
-    if len(ways) > 1:
-        raise click.UsageError(f"{' and '.join(ways)} each choose the range: give one", ctx)
+    period = received_period(ctx, seqs, received, since, until)
+    ways = range_options_given(seqs, received, since, until)
     if ways and filter_given(criteria):
         raise click.UsageError(
             f"{ways[0]} bundles every event of a range, none left out: it takes no filter", ctx
         )
-    if until is not None and since is None:
-        raise click.UsageError("--received-until needs --received-since", ctx)
-    if received is not None:
-        return received
-    return None if since is None else (since, until)
+    return period
 
 
 @click.command()

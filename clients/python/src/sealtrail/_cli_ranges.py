@@ -1,20 +1,31 @@
 """What `sealtrail bundle` and `sealtrail verify` take and say of a range
 bundle (ADR 0068): a seq range, FIRST-LAST; a period by receipt time, a UTC
-year, month or day; and the lines that tell an auditor which range a bundle
-proves complete and how it was chosen."""
+year, month or day (`received_options`, which `sealtrail export` takes too);
+and the lines that tell an auditor which range a bundle proves complete and
+how it was chosen."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from sealtrail._bundle_format import BundleSummary
 from sealtrail._choices import MAX_SEQ
+from sealtrail._cli_filter_options import _Time
 from sealtrail._typed import given_words, remember_typed, typed
 from sealtrail._words import counted, noun
+
+# The client and what it answers, each imported as a command runs: --help
+# imports none of it (tests/unit/test_cli_startup_imports.py).
+if TYPE_CHECKING:
+    from sealtrail._bundle import SeqRange
+    from sealtrail._client import AuditClient
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 _SEQS = re.compile(r"(\d+)(?:-|\.\.)(\d+)")
 _PERIOD = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
@@ -70,6 +81,104 @@ class PeriodParam(click.ParamType[tuple[datetime, datetime]]):
                 param,
                 ctx,
             )
+
+
+def received_options(every: str, how: str) -> Callable[[_Command], _Command]:
+    """`--received PERIOD` and `--received-since TIME [--received-until TIME]`:
+    the events received in a period, as the seq range the server finds for it
+    (`received_seqs`), in the same words on every command that takes them.
+    `every` names the events the command takes of it, `how` what it does with
+    the range."""
+    options = [
+        click.option(
+            "--received",
+            type=PeriodParam(),
+            help=f"{every} received in this UTC year, month or day (2026-11), as the seq range"
+            f" the server finds for it{how}. Refused while the period has not ended.",
+        ),
+        click.option(
+            "--received-since",
+            type=_Time(),
+            help="As --received, for the events received from this time (same forms as --since)...",
+        ),
+        click.option(
+            "--received-until",
+            type=_Time(),
+            help="...to this one, excluded; without it, up to now.",
+        ),
+    ]
+
+    def add(command: _Command) -> _Command:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return add
+
+
+def range_options_given(
+    seqs: tuple[int, int] | None,
+    received: tuple[datetime, datetime] | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> list[str]:
+    """The options given of those that each choose a range: --seq, --received
+    and --received-since (with or without --received-until)."""
+    return [
+        name
+        for name, given in (
+            ("--seq", seqs),
+            ("--received", received),
+            ("--received-since", since or until),
+        )
+        if given is not None
+    ]
+
+
+def received_period(
+    ctx: click.Context,
+    seqs: tuple[int, int] | None,
+    received: tuple[datetime, datetime] | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> tuple[datetime, datetime | None] | None:
+    """The period by receipt time asked for, if one is (its end None: up to
+    now); a range asked for two ways, or an end with no start, is refused."""
+    ways = range_options_given(seqs, received, since, until)
+    if len(ways) > 1:
+        raise click.UsageError(f"{' and '.join(ways)} each choose the range: give one", ctx)
+    if until is not None and since is None:
+        raise click.UsageError("--received-until needs --received-since", ctx)
+    if received is not None:
+        return received
+    return None if since is None else (since, until)
+
+
+def received_seqs(
+    ctx: click.Context,
+    client: AuditClient,
+    period: tuple[datetime, datetime | None],
+    *,
+    whole: bool,
+    verb: str,
+) -> SeqRange:
+    """The seqs received in `period` (BundleError if none was). A period not
+    yet ended (`whole`: given as --received) is refused in the API's words
+    (leave `until` unset), which name no option of the command: these name
+    the --received-since that takes it so far, which the command `verb`s."""
+    from sealtrail._bundle import received_range
+    from sealtrail._errors import InvalidArgumentError
+
+    try:
+        return received_range(client, since=period[0], until=period[1])
+    except InvalidArgumentError as error:
+        if not whole or not any(field == "until" for field, _ in error.field_violations):
+            raise
+        raise click.UsageError(
+            f"--received: the period has not ended; --received-since {period[0]:%Y-%m-%d}"
+            f" {verb} it so far",
+            ctx,
+        ) from None
 
 
 def period(
