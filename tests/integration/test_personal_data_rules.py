@@ -17,11 +17,13 @@ from google.protobuf import json_format
 from sealtrail import (
     AbortedError,
     AlreadyExistsError,
+    AsyncAuditClient,
     AuditClient,
     InvalidArgumentError,
     build_event,
     build_filter,
 )
+from sealtrail.v1 import settings_pb2
 from sealtrail_server.domain.redaction import hmac_token, tenant_key
 from tests.conftest import REDACTION_SECRET, ServerThread
 
@@ -279,3 +281,33 @@ def test_a_retry_across_a_change_of_names_is_the_original_event(client: AuditCli
     client.set_personal_data_fields(["ssn"])  # names added since
     again = client.record(customer_update("k-add"))
     assert again.deduplicated and again.event == added.event
+
+
+async def test_several_settings_are_changed_in_one_update_or_none_is(
+    server: ServerThread, tenant: str
+) -> None:
+    """`update_tenant_settings` sends every setting given in one update (one
+    field mask), as UpdateTenantSettings takes them: one record of the change,
+    and a refused name refuses the whole of it."""
+    updated = build_filter(actions=["tenant.settings_updated"])
+    with AuditClient(server.target, token=server.token(tenant)) as client:
+        changed = client.update_tenant_settings(
+            strict_actions=True, personal_data_fields=["ssn"], ip_recording="truncated"
+        )
+        with pytest.raises(InvalidArgumentError) as refused:
+            client.update_tenant_settings(ip_recording="none", personal_data_fields=["ok", "_"])
+        assert _violations(refused.value) == ["settings.personal_data_fields[1]"]
+        with pytest.raises(ValueError, match="give a setting to change"):
+            client.update_tenant_settings()
+        records = list(client.query(updated))
+    settings = changed.settings
+    assert (settings.strict_actions, list(settings.personal_data_fields)) == (True, ["ssn"])
+    assert settings.ip_recording == settings_pb2.IP_RECORDING_TRUNCATED
+    assert [record.id for record in records] == [changed.event_id]
+    async with AsyncAuditClient(server.target, token=server.token(tenant)) as asynchronous:
+        answer = await asynchronous.update_tenant_settings(
+            strict_actions=False, redaction_mode="hmac", etag=settings.etag
+        )
+    assert answer.event_id and not answer.settings.strict_actions
+    assert answer.settings.redaction_mode == settings_pb2.REDACTION_MODE_HMAC
+    assert answer.settings.ip_recording == settings_pb2.IP_RECORDING_TRUNCATED  # kept

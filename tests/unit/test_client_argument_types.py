@@ -149,6 +149,8 @@ CALLS: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("set_strict_actions", ("on",), {}, "on"),
     ("set_personal_data_fields", ("ssn",), {}, "names"),
     ("set_ip_recording", (1,), {}, "mode"),
+    ("update_tenant_settings", (), {"strict_actions": "on"}, "strict_actions"),
+    ("update_tenant_settings", (), {"personal_data_fields": "ssn"}, "personal_data_fields"),
     ("action_catalog", (), {"limit": "5"}, "limit"),
     ("action_catalog", (), {"page_token": 5}, "page_token"),
     ("action_catalog_entries", (), {"page_size": "10"}, "page_size"),

@@ -82,6 +82,7 @@ from sealtrail._convert import (
     replay_request,
     resend_request,
     retention_policy,
+    settings_request,
     stream_request,
     stream_start,
     strict_actions_request,
@@ -889,6 +890,32 @@ class AsyncAuditClient:
         Recorded as `tenant.settings_updated`; `etag` and retries as
         `set_redaction_mode`."""
         request = personal_data_fields_request(names, etag)
+        return await self._change(
+            self._stub.UpdateTenantSettings, request, SETTINGS_UPDATED, retry=not etag
+        )
+
+    async def update_tenant_settings(
+        self,
+        *,
+        redaction_mode: RedactionMode | None = None,
+        strict_actions: bool | None = None,
+        personal_data_fields: Sequence[str] | None = None,
+        ip_recording: IpRecording | None = None,
+        etag: str = "",
+    ) -> settings_pb2.UpdateTenantSettingsResponse:
+        """Admin: change each setting given (not None) in one update, as
+        `set_redaction_mode`, `set_strict_actions`, `set_personal_data_fields`
+        and `set_ip_recording` change one: all of them or, refused, none (an
+        InvalidArgumentError names each field refused), recorded once as
+        `tenant.settings_updated`. ValueError when none is given. `etag` and
+        retries as `set_redaction_mode`."""
+        request = settings_request(
+            redaction_mode=redaction_mode,
+            strict_actions=strict_actions,
+            personal_data_fields=personal_data_fields,
+            ip_recording=ip_recording,
+            etag=etag,
+        )
         return await self._change(
             self._stub.UpdateTenantSettings, request, SETTINGS_UPDATED, retry=not etag
         )

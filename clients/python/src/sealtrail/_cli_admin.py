@@ -202,9 +202,10 @@ def settings(
 ) -> None:
     """Admin: show (no subcommand) or change your tenant's settings
     (`--strict-actions on|off`, `--personal-data-fields NAME,...`,
-    `--ip-recording full|truncated|none`, one at a time; recorded in the
-    log, applies within SEALTRAIL_SETTINGS_CACHE_SECONDS, 10 s, on every
-    server process; never to events already stored)."""
+    `--ip-recording full|truncated|none`, any of them in one update, all
+    made or none; recorded in the log, applies within
+    SEALTRAIL_SETTINGS_CACHE_SECONDS, 10 s, on every server process; never
+    to events already stored)."""
     given = (strict_actions, personal_data_fields, ip_recording)
     changes = [change for change in given if change is not None]
     if ctx.invoked_subcommand is not None:
@@ -218,21 +219,21 @@ def settings(
     from sealtrail._convert import enum_label
     from sealtrail.v1 import settings_pb2
 
-    if len(changes) > 1:
-        raise click.UsageError("give one change at a time", ctx)
     if etag and not changes:
         raise click.UsageError("--etag goes with a change (--strict-actions, ...)", ctx)
     with _client(ctx) as client:
         if changes:
+            names = None
+            if personal_data_fields is not None:
+                names = [n.strip() for n in personal_data_fields.split(",") if n.strip()]
+                _name_each(ctx, names)
             with unchanged_since_read("the settings", read_with="sealtrail settings"):
-                if strict_actions is not None:
-                    answer = client.set_strict_actions(strict_actions == "on", etag=etag)
-                elif ip_recording is not None:
-                    answer = client.set_ip_recording(cast(IpRecording, ip_recording), etag=etag)
-                else:
-                    assert personal_data_fields is not None
-                    names = [n.strip() for n in personal_data_fields.split(",") if n.strip()]
-                    answer = client.set_personal_data_fields(names, etag=etag)
+                answer = client.update_tenant_settings(
+                    strict_actions=None if strict_actions is None else strict_actions == "on",
+                    personal_data_fields=names,
+                    ip_recording=cast(IpRecording | None, ip_recording),
+                    etag=etag,
+                )
             click.echo(
                 "settings updated"
                 if answer.event_id
@@ -250,6 +251,19 @@ def settings(
     click.echo(f"ip recording: {recording}")
     click.echo(f"updated: {table_time(current.update_time) or 'never'}")
     click.echo(f"etag: {terminal_safe(current.etag)}")
+
+
+def _name_each(ctx: click.Context, names: list[str]) -> None:
+    """Names each of the --personal-data-fields sent by its index and value,
+    as the server's refusal names it (`settings.personal_data_fields[1]`):
+    the option alone left the user to find which of the names it was."""
+    given_as(
+        ctx,
+        {
+            f"settings.personal_data_fields[{index}]": f"--personal-data-fields[{index}] {name!r}"
+            for index, name in enumerate(names)
+        },
+    )
 
 
 @settings.command("redaction-mode")

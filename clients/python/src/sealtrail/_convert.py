@@ -1569,12 +1569,42 @@ def action_description_request(
     return request
 
 
+def settings_request(
+    *,
+    redaction_mode: str | None = None,
+    strict_actions: bool | None = None,
+    personal_data_fields: Sequence[str] | None = None,
+    ip_recording: str | None = None,
+    etag: str = "",
+) -> settings_pb2.UpdateTenantSettingsRequest:
+    """UpdateTenantSettings's request changing each setting given (not None),
+    all in one update: its field mask names each, as a value equal to the
+    field's default (off, no names) is no field set. ValueError when none is
+    given: the call would change nothing."""
+    request = settings_pb2.UpdateTenantSettingsRequest(
+        settings=settings_pb2.TenantSettings(etag=etag)
+    )
+    settings, paths = request.settings, request.update_mask.paths
+    if redaction_mode is not None:
+        settings.redaction_mode = redaction_mode_value(redaction_mode)
+        paths.append("redaction_mode")
+    if strict_actions is not None:
+        settings.strict_actions = strict_actions
+        paths.append("strict_actions")
+    if personal_data_fields is not None:
+        settings.personal_data_fields.extend(personal_data_fields)
+        paths.append("personal_data_fields")
+    if ip_recording is not None:
+        settings.ip_recording = _ip_recording_value(ip_recording)
+        paths.append("ip_recording")
+    if not paths:
+        raise ValueError("give a setting to change")
+    return request
+
+
 def strict_actions_request(on: bool, etag: str) -> settings_pb2.UpdateTenantSettingsRequest:
     """UpdateTenantSettings's request turning `strict_actions` on or off."""
-    return settings_pb2.UpdateTenantSettingsRequest(
-        settings=settings_pb2.TenantSettings(strict_actions=on, etag=etag),
-        update_mask=field_mask_pb2.FieldMask(paths=["strict_actions"]),
-    )
+    return settings_request(strict_actions=on, etag=etag)
 
 
 _IP_RECORDINGS: dict[str, settings_pb2.IpRecording.ValueType] = {
@@ -1584,18 +1614,18 @@ _IP_RECORDINGS: dict[str, settings_pb2.IpRecording.ValueType] = {
 }
 
 
-def ip_recording_request(mode: str, etag: str) -> settings_pb2.UpdateTenantSettingsRequest:
-    """UpdateTenantSettings's request setting `ip_recording`."""
+def _ip_recording_value(mode: str) -> settings_pb2.IpRecording.ValueType:
     try:
-        value = _IP_RECORDINGS[mode]
+        return _IP_RECORDINGS[mode]
     except KeyError:
         raise ValueError(
             f"ip recording must be 'full', 'truncated' or 'none', not {mode!r}"
         ) from None
-    return settings_pb2.UpdateTenantSettingsRequest(
-        settings=settings_pb2.TenantSettings(ip_recording=value, etag=etag),
-        update_mask=field_mask_pb2.FieldMask(paths=["ip_recording"]),
-    )
+
+
+def ip_recording_request(mode: str, etag: str) -> settings_pb2.UpdateTenantSettingsRequest:
+    """UpdateTenantSettings's request setting `ip_recording`."""
+    return settings_request(ip_recording=mode, etag=etag)
 
 
 def personal_data_fields_request(
@@ -1603,7 +1633,4 @@ def personal_data_fields_request(
 ) -> settings_pb2.UpdateTenantSettingsRequest:
     """UpdateTenantSettings's request setting `personal_data_fields` (none
     clears them: named in the mask, as an empty list is no field set)."""
-    return settings_pb2.UpdateTenantSettingsRequest(
-        settings=settings_pb2.TenantSettings(personal_data_fields=names, etag=etag),
-        update_mask=field_mask_pb2.FieldMask(paths=["personal_data_fields"]),
-    )
+    return settings_request(personal_data_fields=names, etag=etag)
