@@ -8,6 +8,7 @@ client."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -198,7 +199,8 @@ def test_a_report_reads_the_log_its_checkpoint_signs_and_never_counts_its_own_re
                 assert sum(group.count for group in groups) == report.total
             assert report.until == report.checkpoint.issued_at and report.consistent
             signed = client.get_checkpoint(tree_size=report.checkpoint.tree_size)
-            assert signed.root_hash.hex() == report.checkpoint.root_hash
+            # In base64, as the checkpoint's note, manifests and bundles say it.
+            assert base64.b64encode(signed.root_hash).decode() == report.checkpoint.root_hash
             assert signed.note == report.checkpoint.note
         reads = second.total - first.total
         # The first's 8 counts and 3 queries (alerts, first and last event).
@@ -366,6 +368,8 @@ def test_sealtrail_report_prints_json_of_stable_keys(server: ServerThread, known
     assert report["period"]["since"] == DAY0.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert report["period"]["until"] == report["checkpoint"]["issued_at"]
     assert list(report["checkpoint"]) == ["origin", "tree_size", "root_hash", "issued_at", "note"]
+    # The root as the signed note says it (its third line), for an auditor to match by eye.
+    assert report["checkpoint"]["root_hash"] == report["checkpoint"]["note"].splitlines()[2]
     assert report["top_actors"]["distinct"] == 16
     assert report["top_actors"]["groups"][:2] == [
         {"key": "alice", "name": "", "count": 5},
@@ -400,6 +404,9 @@ def test_sealtrail_report_prints_text_with_failures_called_out(
     assert lines[0] == "Sealtrail activity report"
     assert lines[1].startswith(f"period: {DAY0:%Y-%m-%d %H:%M:%S} to ")
     assert lines[2].startswith("log: ") and ", root " in lines[2]
+    # In base64, as checkpoints, manifests and bundles print it: hex matched none by eye.
+    root = lines[2].split(", root ")[1].split(",")[0]
+    assert len(base64.b64decode(root, validate=True)) == 32, root
     assert lines[3:5] == ["total: 26 events", "failures: 8 (30.8%), denied: 1 (3.8%)"]
     rows = [line.split() for line in lines]
     assert ["│", "authentication", "│", "19", "│", "73.1%", "│"] in rows

@@ -24,6 +24,7 @@ the rest reported."""
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -151,9 +152,11 @@ class ReportedEvent:
 @dataclass(frozen=True)
 class ReportedCheckpoint:
     """The signed checkpoint a report was read against: the log's `origin`,
-    its `tree_size` (events of seq 1 to it), its Merkle `root_hash` (hex),
-    when the server signed it (`issued_at`), and the signed `note` itself,
-    which `AuditClient.check_checkpoint` later proves a prefix of the log."""
+    its `tree_size` (events of seq 1 to it), its Merkle `root_hash` (base64,
+    as the note, export manifests and bundles say it, for an auditor to
+    match by eye), when the server signed it (`issued_at`), and the signed
+    `note` itself, which `AuditClient.check_checkpoint` later proves a
+    prefix of the log."""
 
     origin: str
     tree_size: int
@@ -511,7 +514,7 @@ class ReportPlan:
             else ReportedCheckpoint(
                 origin=checkpoint.origin,
                 tree_size=checkpoint.tree_size,
-                root_hash=checkpoint.root_hash.hex(),
+                root_hash=base64.b64encode(checkpoint.root_hash).decode(),
                 issued_at=_time(checkpoint.issued_at),
                 note=checkpoint.note,
             ),
