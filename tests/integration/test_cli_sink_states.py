@@ -15,18 +15,26 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from sealtrail import AuditClient, InvalidArgumentError, build_event, build_filter, build_sink
+from sealtrail import (
+    AuditClient,
+    InvalidArgumentError,
+    RpcFailedError,
+    build_event,
+    build_filter,
+    build_sink,
+)
 from sealtrail import _cli as client_cli
 from sealtrail.v1 import forwarding_pb2
 from tests.clock import Clock
 from tests.conftest import ServerThread
 from tests.http_endpoint import Received, Reply, endpoint
 from tests.integration.test_forwarding import delivered_seqs
-from tests.integration.test_retention import aged_server, purge
+from tests.integration.test_retention import _removed_by_hand, aged_server, purge
 from tests.sink_states import a_poisoned_event_parked
 
 SECRET = "whsec_" + "A" * 43 + "="
@@ -177,6 +185,48 @@ def test_replay_says_how_many_events_of_its_range_a_rule_removed(
         assert again.output.splitlines()[2] == (
             "  the sink has 2 replays pending: each sends its events"
         )
+        client.delete_sink(sink.id)
+
+
+def test_a_replay_never_records_an_event_removed_by_hand_as_removed_by_retention(
+    aged: ServerThread, clock: Clock, tenant: str, migrated_database_url: str
+) -> None:
+    """A superuser deleted an event between two a rule removed, its leaf
+    kept: the replay recorded "(3 of them removed by retention)" of its
+    range. Retention's records say it removed 2 there: the replay is
+    refused, DATA_LOSS, and nothing recorded. So is one whose start a
+    superuser deleted (said "removed by retention (the first event it kept
+    is ...)")."""
+    with AuditClient(aged.target, token=aged.token(tenant)) as client, endpoint() as receiver:
+        seqs = [
+            client.record(build_event(action=action, actor_id=f"u-{n}")).event.seq
+            for n, action in enumerate(
+                ["user.login", "debug.trace", "user.login", "debug.trace", "user.login"]
+            )
+        ]
+        clock.advance(11)
+        client.set_retention_policy(action_prefixes={"debug.*": 10})
+        purge(aged)
+        made = build_sink("siem", "webhook", url=receiver.url, secrets=[SECRET], paused=True)
+        sink = client.create_sink(made).sink
+        with _removed_by_hand(migrated_database_url, tenant, seqs[2]):
+            with pytest.raises(RpcFailedError) as refused:
+                client.replay_sink(sink.id, seq_range=(seqs[0], seqs[-1]))
+            assert (refused.value.code, refused.value.reason) == (
+                grpc.StatusCode.DATA_LOSS,
+                "INTEGRITY_FAILURE",
+            )
+            assert "account for 2 of the 3 removed events" in refused.value.message
+        # Nor is the range's start, before the first event kept, said removed by retention.
+        with _removed_by_hand(migrated_database_url, tenant, seqs[0]):
+            with pytest.raises(RpcFailedError) as refused:
+                client.replay_sink(sink.id, seq_range=(seqs[0], seqs[-1]))
+            assert refused.value.code == grpc.StatusCode.DATA_LOSS
+            assert f"seq {seqs[0]} is missing" in refused.value.message
+        assert not list(client.query(build_filter(actions="sink.replay_requested")))
+        client.replay_sink(sink.id, seq_range=(seqs[0], seqs[-1]))  # put back: retention's
+        [recorded] = client.query(build_filter(actions="sink.replay_requested"))
+        assert recorded.description.endswith("(2 of them removed by retention)")
         client.delete_sink(sink.id)
 
 

@@ -2206,8 +2206,10 @@ def test_a_purged_event_put_back_for_a_kept_one_hidden_is_caught(
     verified = admin.verify_log()
     assert verified.failure.reason == "REMOVALS_UNACCOUNTED"
     assert swapped in verified.failure.message
+    # Offline: the server no longer proves the hidden one's leaf as purged
+    # (no purge's seqs reach it, ADR 0158), and the bundle names it unproven.
     write_bundle(admin, tmp_path / "bundle")
-    with pytest.raises(BundleError, match=swapped):
+    with pytest.raises(BundleError, match=f"seq {kept}: missing: the log no longer holds"):
         verify_bundle(tmp_path / "bundle", key=admin.get_verifier_keys()[0].text)
 
 
@@ -2320,19 +2322,48 @@ def test_an_export_signs_how_many_seqs_of_its_range_retention_removed(
     )
 
 
-def _removed_by_hand(url: str, tenant: str, seq: int) -> None:
+@contextlib.contextmanager
+def _removed_by_hand(url: str, tenant: str, seq: int) -> Iterator[None]:
     """As a superuser would make event `seq` pass for removed by retention:
-    its row deleted and its leaf kept as a tombstone, as a purge keeps it."""
-    with psycopg.connect(url, autocommit=True) as tamper, tamper.transaction():
-        tamper.execute("SET LOCAL session_replication_role = replica")  # past the refusal
-        [(leaf,)] = tamper.execute(
-            "DELETE FROM events WHERE tenant_id = %s AND seq = %s RETURNING leaf_hash",
-            [tenant, seq],
-        ).fetchall()
-        tamper.execute(
-            "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, %s, %s)",
-            [tenant, seq - 1, leaf],
-        )
+    its row deleted and its leaf kept as a tombstone, as a purge keeps it.
+    Put back after: the database is shared, and the signers and passes read
+    every tenant's log."""
+    with psycopg.connect(url, autocommit=True) as tamper:
+        with tamper.transaction():
+            tamper.execute("SET LOCAL session_replication_role = replica")  # past the refusal
+            cursor = tamper.execute(
+                "DELETE FROM events WHERE tenant_id = %s AND seq = %s RETURNING *", [tenant, seq]
+            )
+            names = [column.name for column in cursor.description or []]
+            [row] = cursor.fetchall()
+            generated = {
+                name
+                for (name,) in tamper.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name ="
+                    " 'events' AND is_generated = 'ALWAYS'"
+                )
+            }
+            tamper.execute(
+                "INSERT INTO tree_nodes (tenant_id, level, idx, hash) VALUES (%s, 0, %s, %s)",
+                [tenant, seq - 1, row[names.index("leaf_hash")]],
+            )
+        try:
+            yield
+        finally:
+            with tamper.transaction():
+                tamper.execute("SET LOCAL session_replication_role = replica")
+                tamper.execute(
+                    "DELETE FROM tree_nodes WHERE tenant_id = %s AND level = 0 AND idx = %s",
+                    [tenant, seq - 1],
+                )
+                kept = [(n, v) for n, v in zip(names, row, strict=True) if n not in generated]
+                tamper.execute(
+                    sqlc.SQL("INSERT INTO events ({}) VALUES ({})").format(
+                        sqlc.SQL(", ").join(sqlc.Identifier(n) for n, _ in kept),
+                        sqlc.SQL(", ").join(sqlc.Placeholder() * len(kept)),
+                    ),
+                    [Jsonb(v) if isinstance(v, (dict, list)) else v for _, v in kept],
+                )
 
 
 def test_an_event_removed_by_hand_is_never_signed_nor_proven_as_removed_by_retention(
@@ -2356,25 +2387,8 @@ def test_an_event_removed_by_hand_is_never_signed_nor_proven_as_removed_by_reten
     clock.advance(21)
     [result] = [r for r in purge(aged) if r.tenant_id == tenant]
     assert (result.first_seq, result.last_seq) == (c, c)
-    _removed_by_hand(migrated_database_url, tenant, b)
-
-    said = (
-        f"seq {b} is missing, its leaf kept as if removed, but no record of retention's"
-        " accounts for it: it was removed outside retention"
-    )
-    for seqs in ({"first_seq": a, "last_seq": d}, {}):
-        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
-            admin.export(tmp_path / "all.ndjson", format="ndjson", manifest_file=True, **seqs)
-        assert refused.value.code == grpc.StatusCode.DATA_LOSS
-        assert refused.value.reason == "INTEGRITY_FAILURE"
-        assert said in refused.value.message
-    with pytest.raises(RpcFailedError) as refused:
-        admin.get_inclusion_proof(seq=b)
-    assert (refused.value.code, refused.value.reason) == (
-        grpc.StatusCode.DATA_LOSS,
-        "INTEGRITY_FAILURE",
-    )
-    assert said in refused.value.message
+    with _removed_by_hand(migrated_database_url, tenant, b):
+        _refused_as_removed_by_hand(admin, tmp_path, b, a, d)
 
     # What retention removed is still said and signed so.
     with pytest.raises(NotFoundError, match=f"event {c} was removed by retention"):
@@ -2383,6 +2397,79 @@ def test_an_event_removed_by_hand_is_never_signed_nor_proven_as_removed_by_reten
                  last_seq=d)  # fmt: skip
     manifest = json.loads((tmp_path / "cd.ndjson.manifest.json").read_text())
     assert (manifest["row_count"], manifest["removed_count"]) == (1, 1)
+
+
+def _refused_as_removed_by_hand(
+    admin: AuditClient, tmp_path: Path, seq: int, first: int, last: int, *, named: int = 0
+) -> None:
+    """Export of `first`..`last` and of the whole log, and GetInclusionProof
+    of `seq` (with include_purged or without), are refused, DATA_LOSS naming
+    `seq` (the export: `named`, the first removed seq of those the records
+    do not account for, if not `seq`) as removed outside retention."""
+    said = f"seq {seq} is missing, its leaf kept as if removed, but"
+    for seqs in ({"first_seq": first, "last_seq": last}, {}):
+        with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
+            admin.export(tmp_path / "all.ndjson", format="ndjson", manifest_file=True, **seqs)
+        assert refused.value.code == grpc.StatusCode.DATA_LOSS
+        assert refused.value.reason == "INTEGRITY_FAILURE"
+        assert (
+            f"seq {named or seq} is missing, its leaf kept as if removed" in refused.value.message
+        )
+        assert "removed outside retention" in refused.value.message
+    for include_purged in (False, True):
+        with pytest.raises(RpcFailedError) as refused:
+            admin.get_inclusion_proof(seq=seq, include_purged=include_purged)
+        assert (refused.value.code, refused.value.reason) == (
+            grpc.StatusCode.DATA_LOSS,
+            "INTEGRITY_FAILURE",
+        )
+        assert said in refused.value.message
+        assert "removed outside retention" in refused.value.message
+
+
+def test_an_event_removed_by_hand_between_two_one_purge_removed_is_not_retentions(
+    aged: ServerThread,
+    admin: AuditClient,
+    clock: Clock,
+    tenant: str,
+    tmp_path: Path,
+    migrated_database_url: str,
+) -> None:
+    """One purge removed b and d, a longer rule keeping c between them; a
+    superuser deleted c, its leaf kept. Its seq lies within the purge's
+    seqs (b..d), which was all the check held it to: it passed as removed by
+    retention. The purge's record says it removed 2 there, and 3 are gone."""
+    a, b = record(admin, "doc.edit"), record(admin, "rag.index.rebuild")
+    c, d = record(admin, "doc.edit"), record(admin, "rag.index.rebuild")
+    e = record(admin, "doc.edit")
+    admin.set_retention_policy("forever", action_prefixes={"rag.index.*": 20})
+    clock.advance(21)
+    [result] = [r for r in purge(aged) if r.tenant_id == tenant]
+    assert (result.first_seq, result.last_seq) == (b, d)
+    with _removed_by_hand(migrated_database_url, tenant, c):
+        # Which of the three is not told by counts: the first is named.
+        _refused_as_removed_by_hand(admin, tmp_path, c, a, e, named=b)
+        # What the purge removed there is no longer told from what was not.
+        with pytest.raises(RpcFailedError) as refused:
+            admin.get_inclusion_proof(seq=b)
+        assert refused.value.code == grpc.StatusCode.DATA_LOSS
+        assert "retention's records account for 2 of the 3 removed" in refused.value.message
+        # Nor is a stream's cursor told it missed events retention removed.
+        with pytest.raises(RpcFailedError) as refused:
+            next(admin.stream(after_seq=a))
+        assert (refused.value.code, refused.value.reason) == (
+            grpc.StatusCode.DATA_LOSS,
+            "INTEGRITY_FAILURE",
+        )
+        assert f"seq {b} is missing" in refused.value.message
+
+    # Put back, the purge's removals are retention's again.
+    with pytest.raises(NotFoundError, match=f"event {b} was removed by retention"):
+        admin.get_inclusion_proof(seq=b)
+    admin.export(tmp_path / "ae.ndjson", format="ndjson", manifest_file=True, first_seq=a,
+                 last_seq=e)  # fmt: skip
+    manifest = json.loads((tmp_path / "ae.ndjson.manifest.json").read_text())
+    assert (manifest["row_count"], manifest["removed_count"]) == (3, 2)
 
 
 def test_an_export_counts_what_a_pass_running_meanwhile_removed_once(

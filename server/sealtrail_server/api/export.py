@@ -26,7 +26,6 @@ from ..domain.canonical import canonical_json, plain_numbers
 from ..domain.errors import (
     Aborted,
     FailedPrecondition,
-    IntegrityFailure,
     InvalidArgument,
     ResourceExhausted,
     TenantLimitReached,
@@ -40,11 +39,11 @@ from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased_now, tenant_erased, waiting_at_most
 from ..store.database import READ_LOCK_TIMEOUT, Connection, Database
 from ..store.events import RemovedSeqs, recent_exports, stream_events
-from ..store.removals_accounted import first_unaccounted_removal, removed_outside_retention
 from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
 from .convert import UNREADABLE, event_from_record, request_filter, unreadable_record
 from .guard import current_principal, end_waiting_call
+from .removals_said import refuse_unaccounted_removals
 
 log = logging.getLogger(__name__)
 
@@ -418,17 +417,15 @@ class ExportRpcs:
         (helper-555). Only of an export that read such seqs (few do): the
         records of a tenant's purges are read and their statements checked."""
         async with self._db.connection(tenant_id) as conn:
-            seq = await first_unaccounted_removal(
+            await refuse_unaccounted_removals(
                 conn,
+                self._checkpointer,
+                self._summary_seal,
                 tenant_id,
                 after_seq=after,
                 upto_seq=upto,
-                origin=self._checkpointer.origin(tenant_id),
-                verifiers=await self._checkpointer.verifiers(),
-                seal=self._summary_seal,
+                refusing="refusing to sign the export: ",
             )
-        if seq is not None:
-            raise IntegrityFailure(f"refusing to sign the export: {removed_outside_retention(seq)}")
 
     def _export_statement(self, manifest: pb.ExportManifest) -> str:
         """The manifest's statement, signed by the key that signs the

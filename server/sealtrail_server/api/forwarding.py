@@ -25,6 +25,7 @@ from ..domain.etags import require_etag
 from ..domain.event import checked_bound, parse_uuid
 from ..domain.filters import MAX_PAGE_SIZE, page_size, validate_filter
 from ..domain.page_tokens import PageTokens
+from ..domain.purge_summaries import SummarySeal
 from ..domain.sealing import SecretBox
 from ..domain.sinks import (
     DEFAULT_URLS,
@@ -45,6 +46,7 @@ from ..domain.sinks import (
 )
 from ..forward.egress import EgressDenied, EgressPolicy, Unresolvable
 from ..forward.forwarder import Forwarder
+from ..integrity.checkpointer import Checkpointer
 from ..newer_objects import NEWER, sign, sink_not_understood
 from ..store import sinks as store
 from ..store.appender import Appender
@@ -55,6 +57,7 @@ from .audited import FilterDetails, record_access, weakening_severity
 from .convert import filter_draft, filter_from_json
 from .denials import Denials
 from .guard import current_principal
+from .removals_said import refuse_unaccounted_removals
 from .sink_records import SinkRecords
 from .update_mask import replaces_oneof, update_paths
 
@@ -302,6 +305,8 @@ class ForwardingRpcs:
     _filter_details: FilterDetails
     _denials: Denials | None
     _page_tokens: PageTokens
+    _checkpointer: Checkpointer
+    _summary_seal: SummarySeal
 
     @property
     def _sink_records(self) -> SinkRecords:
@@ -619,6 +624,9 @@ class ForwardingRpcs:
             cursor = stored.state.cursor_seq
             head = await tree_size(conn, tenant_id)
             kept = await store.first_kept_seq(conn, tenant_id, head)
+            asked = request.seq_range.first_seq if request.HasField("seq_range") else 0
+            if 1 <= asked < kept:  # its start is said removed by retention
+                await self._refuse_unaccounted(tenant_id, after_seq=asked - 1, upto_seq=kept - 1)
             replay = await _replay_selection(
                 conn, request, tenant_id, sink_id, _Log(cursor=cursor, head=head, first_kept=kept)
             )
@@ -634,6 +642,10 @@ class ForwardingRpcs:
                     conn, tenant_id, first_seq=replay.first_seq, last_seq=replay.last_seq
                 )
             )
+            if removed:
+                await self._refuse_unaccounted(
+                    tenant_id, after_seq=replay.first_seq - 1, upto_seq=replay.last_seq
+                )
             details: dict[str, Any] = {
                 "sink_id": sink_id,
                 "first_seq": replay.first_seq,
@@ -690,6 +702,22 @@ class ForwardingRpcs:
             head_seq=head,
             window_last_seq=replay.window_last,
         )
+
+    async def _refuse_unaccounted(self, tenant_id: str, *, after_seq: int, upto_seq: int) -> None:
+        """IntegrityFailure unless retention's records account for the removed
+        seqs of (after_seq, upto_seq]: a replay says and records them removed
+        by retention (ADR 0158). On a connection of its own: the change's is
+        in its transaction, and this reads in a snapshot of its own."""
+        async with self._db.connection(tenant_id) as conn:
+            await refuse_unaccounted_removals(
+                conn,
+                self._checkpointer,
+                self._summary_seal,
+                tenant_id,
+                after_seq=after_seq,
+                upto_seq=upto_seq,
+                refusing="refusing the replay: ",
+            )
 
 
 def _seqs(first: int, last: int) -> str:

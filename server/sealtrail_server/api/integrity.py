@@ -34,7 +34,6 @@ from ..store.database import Database
 from ..store.events import get_event, refuse_if_another_event
 from ..store.long_reads import LongReads
 from ..store.node_reader import NodeReader
-from ..store.removals_accounted import first_unaccounted_removal, removed_outside_retention
 from ..store.tree import (
     inclusion_proof,
     inclusion_read,
@@ -47,6 +46,7 @@ from .audited import record_access
 from .convert import view_matches
 from .guard import current_principal
 from .key_reads import KeyReads
+from .removals_said import refuse_unaccounted_removals
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _CACHED_CHECKPOINTS = 10_000
@@ -176,8 +176,10 @@ class IntegrityRpcs:
             refuse_if_another_event(
                 request.event_id.lower(), seq, named_in_record(found.record, "id")
             )
-        if found.record is None and not request.include_purged:
+        if found.record is None:
+            # Proven or refused as retention's, either only if it is (ADR 0158).
             await self._refuse_if_removed_outside_retention(tenant_id, seq)
+        if found.record is None and not request.include_purged:
             raise NotFound(
                 f"event {seq} was removed by retention; set include_purged for its leaf's proof",
                 reason="PURGED",
@@ -195,21 +197,19 @@ class IntegrityRpcs:
         return response
 
     async def _refuse_if_removed_outside_retention(self, tenant_id: str, seq: int) -> None:
-        """IntegrityFailure if no record of retention's accounts for the removed
-        event `seq`: its leaf kept by a superuser's DELETE was said to be
-        removed by retention (helper-555)."""
+        """IntegrityFailure unless retention's records account for the removed
+        event `seq`: refused as PURGED or proven as purged, it is called
+        retention's, and a superuser's DELETE with its leaf kept was
+        (helper-555; with include_purged, helper-577)."""
         async with self._db.connection(tenant_id) as conn:
-            unaccounted = await first_unaccounted_removal(
+            await refuse_unaccounted_removals(
                 conn,
+                self._checkpointer,
+                self._summary_seal,
                 tenant_id,
                 after_seq=seq - 1,
                 upto_seq=seq,
-                origin=self._checkpointer.origin(tenant_id),
-                verifiers=await self._checkpointer.verifiers(),
-                seal=self._summary_seal,
             )
-        if unaccounted is not None:
-            raise IntegrityFailure(removed_outside_retention(seq))
 
     async def _seq_of(self, tenant_id: str, request: pb.GetInclusionProofRequest) -> int:
         which = request.WhichOneof("leaf")

@@ -33,7 +33,9 @@ from ..domain.event import (
     format_timestamp,
 )
 from ..domain.filters import EventFilter, RecordMatcher
+from ..domain.purge_summaries import SummarySeal
 from ..domain.text_search import TextQuery, parse_query, websearch_text
+from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.changes import refuse_if_erased_now, tenant_erased
 from ..store.database import Connection, Database
@@ -64,6 +66,7 @@ from .convert import (
     unreadable_record,
 )
 from .guard import current_principal, end_waiting_call
+from .removals_said import refuse_unaccounted_removals
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,8 @@ class StreamRpcs:
     _hub: StreamHub
     _heartbeat_seconds: float
     _filter_details: FilterDetails
+    _checkpointer: Checkpointer
+    _summary_seal: SummarySeal
 
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: Context
@@ -349,6 +354,15 @@ class StreamRpcs:
         async def refuse_purged(conn: Connection) -> None:
             kept = await first_kept_after(conn, tenant_id, resumed)
             if kept is not None:
+                # Said removed by retention only if it was (ADR 0158).
+                await refuse_unaccounted_removals(
+                    conn,
+                    self._checkpointer,
+                    self._summary_seal,
+                    tenant_id,
+                    after_seq=resumed,
+                    upto_seq=kept - 1,
+                )
                 raise FailedPrecondition(
                     f"the events after seq {resumed} were removed by retention;"
                     f" the first one kept is seq {kept} (resume with after_seq {kept - 1})",

@@ -2,26 +2,43 @@
 each tombstone (a removed event's leaf, tree_nodes level 0) lies within the
 seqs of a purge retention recorded, by a `retention.purged` record whose
 statement the log's key signed, or by a purge's sealed summary not yet
-recorded. What an export signs as removed by retention, and what
-GetInclusionProof calls so, is held to it: a superuser's DELETE with the leaf
-kept passed for a purge (helper-555).
+recorded; and where those purges' seqs meet, the tombstones there are no
+more than the purges say they removed. What an export signs as removed by
+retention, what GetInclusionProof and a stream's PURGED call so, and what a
+sink's replay records so, is held to it: a superuser's DELETE with the leaf
+kept passed for a purge (helper-555), and one between two events a purge
+removed passed while the check was by ranges alone (helper-577).
 
-By ranges, not leaf by leaf: a probe of the tombstones' index for each gap
-between the ranges, however many events were removed. VerifyLog checks every
-leaf against the statements' digests (REMOVALS_UNACCOUNTED); an event removed
-by hand between two a purge removed (one a longer rule kept) passes here and
-fails there."""
+By counts, not leaf by leaf: a probe of the tombstones' index for each gap
+between the purges' seqs, and a count of it over each stretch of them the
+asked seqs meet, however many events were removed. The records sign how
+many leaves each purge removed and a digest of which, not which seqs: a
+count tells that more were removed there than retention says, not which
+one; and an event removed by hand where retention's removed one was put
+back (as many as the records say, but not the ones) passes here. VerifyLog
+checks every leaf against the statements' digests (REMOVALS_UNACCOUNTED)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Final
 
+from sealtrail._words import counted
 from sealtrail.tlog import RETENTION_ACTION, RemovalLedger, Verifier
 
 from ..domain.purge_summaries import SummarySeal
 from .database import Connection
 from .retention import pending_purges
+
+# How many tombstones each stretch of purges' seqs holds, (lo, hi], and the
+# first of them within the asked seqs (lo, hi], once a stretch: the index's.
+_REMOVED_IN_STRETCHES: Final = (
+    "SELECT t.removed, t.first + 1 FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY"
+    " AS g(lo, hi, n), LATERAL (SELECT count(*) AS removed,"
+    "  min(idx) FILTER (WHERE idx >= %s AND idx < %s) AS first FROM tree_nodes"
+    "  WHERE tenant_id = %s AND level = 0 AND idx >= g.lo AND idx < g.hi) AS t ORDER BY g.n"
+)
 
 # The first tombstone of each gap, seqs (lo, hi]: the (tenant_id, level, idx)
 # key's index, once a gap.
@@ -32,7 +49,27 @@ _FIRST_IN_GAPS: Final = (
 )
 
 
-async def first_unaccounted_removal(
+@dataclass(frozen=True, slots=True)
+class _Purge:
+    """What a purge retention recorded (or sealed) says it removed: how
+    many events, all within seqs `first`..`last`."""
+
+    first: int
+    last: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Stretch:
+    """Seqs `first`..`last` that the seqs of purges cover without a break,
+    and how many events those purges say they removed there."""
+
+    first: int
+    last: int
+    accounted: int
+
+
+async def unaccounted_removals(
     conn: Connection,
     tenant_id: str,
     *,
@@ -41,47 +78,100 @@ async def first_unaccounted_removal(
     origin: str,
     verifiers: list[Verifier],
     seal: SummarySeal,
-) -> int | None:
-    """The first seq of (after_seq, upto_seq] whose event is removed, its leaf
-    kept, outside every range retention says it removed; None if there is
-    none. Reads in one snapshot: a purge's batch writes its tombstones and
-    its summary together, and its record is in the log before the summary
-    goes, so a pass running meanwhile is accounted for."""
+) -> str | None:
+    """What is wrong with the removed seqs of (after_seq, upto_seq], naming
+    the first retention's records do not account for; None if they do.
+    Reads in one snapshot: a purge's batch writes its tombstones and its
+    summary together, and its record is in the log before the summary goes,
+    so a pass running meanwhile is accounted for, and once."""
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         # Nearly every export: nothing removed, and nothing else read.
         if await _first_removed(conn, tenant_id, [(after_seq, upto_seq)]) is None:
             return None
-        ranges = await _recorded_ranges(conn, tenant_id, origin, verifiers)
+        purges = await _recorded_purges(conn, tenant_id, origin, verifiers)
         for pending in await pending_purges(conn, tenant_id):
-            if pending.sealed_by(seal):
-                ranges.append(_seqs(pending.summary))
-        return await _first_removed(conn, tenant_id, _gaps(after_seq, upto_seq, ranges))
+            # Its record may be in the log already (the summary goes after).
+            if pending.purge_id not in purges and pending.sealed_by(seal):
+                purges[pending.purge_id] = _summarised(pending.summary)
+        stretches = _stretches(list(purges.values()))
+        ranges = [(stretch.first, stretch.last) for stretch in stretches]
+        outside = await _first_removed(conn, tenant_id, _gaps(after_seq, upto_seq, ranges))
+        if outside is not None:
+            return removed_outside_retention(outside)
+        return await _first_beyond_counts(conn, tenant_id, after_seq, upto_seq, stretches)
 
 
-async def _recorded_ranges(
+async def _recorded_purges(
     conn: Connection, tenant_id: str, origin: str, verifiers: list[Verifier]
-) -> list[tuple[int, int]]:
-    """The seqs (first, last) of each purge retention recorded, by a record
-    whose statement a trusted key signed for this log and this purge (once
-    a purge: a record repeated, or copied with other seqs, counts for
-    nothing, as the ledger counts it)."""
+) -> dict[str, _Purge]:
+    """Each purge retention recorded, by its id, by a record whose statement
+    a trusted key signed for this log and this purge (once a purge: a
+    record repeated, or copied with other seqs, counts for nothing, as the
+    ledger counts it); its count as the statement signs it."""
     cursor = await conn.execute(
         "SELECT record FROM events WHERE tenant_id = %s AND action = %s ORDER BY seq",
         [tenant_id, RETENTION_ACTION],
     )
     ledger = RemovalLedger(origin, verifiers, upgrade="the server")
-    ranges = []
+    purges: dict[str, _Purge] = {}
     for (record,) in await cursor.fetchall():
         try:
             parsed = json.loads(record)
         except (ValueError, RecursionError):
             continue
-        proven = len(ledger.purge_ids)
+        proven, stated = set(ledger.purge_ids), ledger.stated.count
         ledger.note_record(parsed)
-        if len(ledger.purge_ids) > proven:
-            ranges.append(_seqs(parsed.get("details")))
-    return ranges
+        for purge_id in ledger.purge_ids - proven:
+            first, last = _seqs(parsed.get("details"))
+            purges[purge_id] = _Purge(first, last, ledger.stated.count - stated)
+    return purges
+
+
+def _summarised(summary: dict[str, Any]) -> _Purge:
+    """A purge as its sealed summary says (the service wrote it)."""
+    first, last = _seqs(summary)
+    count = summary.get("purged")
+    return _Purge(first, last, count if type(count) is int and count > 0 else 0)
+
+
+def _stretches(purges: list[_Purge]) -> list[_Stretch]:
+    """The seqs the purges cover, in stretches without a break (purges whose
+    seqs meet or overlap are one stretch: a later pass removes between the
+    events an earlier one did), in order, each with the purges' counts."""
+    stretches: list[_Stretch] = []
+    for purge in sorted((p for p in purges if p.first <= p.last), key=lambda p: p.first):
+        last = stretches[-1] if stretches else None
+        if last is not None and purge.first <= last.last + 1:
+            stretches[-1] = _Stretch(
+                last.first, max(last.last, purge.last), last.accounted + purge.count
+            )
+        else:
+            stretches.append(_Stretch(purge.first, purge.last, purge.count))
+    return stretches
+
+
+async def _first_beyond_counts(
+    conn: Connection, tenant_id: str, after_seq: int, upto_seq: int, stretches: list[_Stretch]
+) -> str | None:
+    """What is wrong with the first stretch meeting (after_seq, upto_seq]
+    that holds more tombstones than its purges say they removed."""
+    met = [s for s in stretches if s.last > after_seq and s.first <= upto_seq]
+    if not met:
+        return None
+    cursor = await conn.execute(
+        _REMOVED_IN_STRETCHES,
+        [[s.first - 1 for s in met], [s.last for s in met], after_seq, upto_seq, tenant_id],
+    )
+    for stretch, (removed, first) in zip(met, await cursor.fetchall(), strict=True):
+        if removed > stretch.accounted and first is not None:
+            return (
+                f"seq {first} is missing, its leaf kept as if removed, but retention's records"
+                f" account for {stretch.accounted} of the {counted(removed, 'removed event')}"
+                f" of seqs {stretch.first}..{stretch.last}: {removed - stretch.accounted}"
+                " removed outside retention (VerifyLog tells the rest)"
+            )
+    return None
 
 
 def _seqs(details: Any) -> tuple[int, int]:
@@ -123,7 +213,7 @@ async def _first_removed(
 
 
 def removed_outside_retention(seq: int) -> str:
-    """What is wrong with `seq`, found by `first_unaccounted_removal`."""
+    """What is wrong with `seq`, removed where no purge's seqs reach."""
     return (
         f"seq {seq} is missing, its leaf kept as if removed, but no record of retention's"
         " accounts for it: it was removed outside retention (VerifyLog tells the rest)"
