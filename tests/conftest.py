@@ -448,6 +448,10 @@ class ServerThread:
             # Nor of the credential backfill (ADR 0143): tests run it when they
             # mean to (`credential_backfill.run_once()`), with rows of their own.
             "credential_backfill": False,
+            # A retention change that keeps less applies at once, as the tests
+            # written before it waited expect (ADR 0163): the tests of the
+            # delay set one (test_retention_delay.py).
+            "retention_shortening_delay": 0,
             # Every test calls from 127.0.0.1, most on the session's server: one
             # test's unknown tokens (an erased tenant's) would spend another's
             # budget. Tests of the budget set one (test_token_cache.py).

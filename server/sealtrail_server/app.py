@@ -84,6 +84,7 @@ from .redaction_setup import (
     refuse_another_redaction_key,
 )
 from .retention.erasure import Eraser
+from .retention.pending_changes import change_recorder
 from .retention.purge_record import purge_recorder
 from .retention.purger import Purger
 from .sealing_setup import KEY_FILE_NAME as SECRETS_KEY_FILE_NAME
@@ -544,6 +545,7 @@ class Service:
             clock=self._clock,
             clock_skew=db.clock_skew,
             meter=self._meter,
+            record_applied=change_recorder(self._appender, self._clock),
         )
         self.purger.start()
         if settings.credential_backfill:
@@ -717,6 +719,7 @@ class Service:
             secret_box=secret_box,
             evaluator=self.evaluator,
             retention_min_days=settings.retention_min_days,
+            retention_shortening_delay=settings.retention_shortening_delay,
             tenant_erasure=settings.tenant_erasure,
             legal_hold_release=settings.legal_hold_release,
             denials=denials,

@@ -476,6 +476,50 @@ def tenant_retention_limit(
         click.echo(f"its policy keeps events longer; the next purge removes them: {cuts}", err=True)
 
 
+@tenant.command("retention-apply")
+@click.argument("tenant_id", metavar="TENANT")
+@_data_dir_option
+@_database_url_option
+def tenant_retention_apply(tenant_id: str, data_dir: Path | None, database_url: str | None) -> None:
+    """Apply the tenant's pending retention change now, without waiting out
+    SEALTRAIL_RETENTION_SHORTENING_DELAY (ADR 0163): the next purge removes
+    what it expires. Recorded in the tenant's log as
+    `retention.policy_change_applied`, attributed to the operator."""
+    from datetime import UTC, datetime
+
+    from .config import Settings
+    from .retention.pending_changes import AppliedChange, applied_record, apply_change
+    from .store.changes import RETENTION_SUBJECT, Changes
+
+    if not valid_tenant_id(tenant_id):
+        raise click.BadParameter("not a tenant id", param_hint="TENANT")
+    settings = Settings.load(data_dir=data_dir, database_url=database_url)
+    urls = _database_urls(settings)
+
+    async def run() -> bool:
+        async with _database(urls) as db:
+            # As the API changes the policy: under the retention subject's lock.
+            async with Changes(db).exclusive(tenant_id, RETENTION_SUBJECT, caller=None) as conn:
+
+                async def record(change: AppliedChange) -> None:
+                    await _record_operator_action(db, tenant_id, **applied_record(change))
+
+                applied = await apply_change(
+                    conn,
+                    tenant_id,
+                    now=datetime.now(UTC),
+                    min_days=settings.retention_min_days,
+                    record=record,
+                    early=True,
+                )
+            return applied is not None
+
+    if not asyncio.run(run()):
+        click.echo(f"{tenant_id} has no pending retention change; nothing recorded")
+        return
+    click.echo(f"the pending retention change of {tenant_id} applies now")
+
+
 @tenant.command("erasures")
 @_output_format_option
 @_data_dir_option

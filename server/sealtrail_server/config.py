@@ -188,6 +188,12 @@ class Settings:
     # may keep events for less (forever always passes), and the purge keeps
     # to it even for a policy stored before it was raised.
     retention_min_days: int = 0
+    # Seconds a change of a tenant's policy that keeps any events less long
+    # waits before it applies (ADR 0163; 0: none): meanwhile the purge keeps
+    # each event as long as the longer of both policies says, and an admin
+    # may cancel it. A change that keeps everything as long or longer
+    # applies at once. At most MAX_DAYS days.
+    retention_shortening_delay: float = 7 * 86400.0
     # Whether the credential backfill runs (ADR 0143): the credential columns
     # of events appended before migration 0056 written from their records, by
     # one process of the deployment at a time, this many rows a transaction.
@@ -374,6 +380,11 @@ class Settings:
         if settings.retention_min_days > MAX_DAYS:
             raise SystemExit(
                 f"SEALTRAIL_RETENTION_MIN_DAYS must be at most {MAX_DAYS} days (0: no floor)"
+            )
+        if settings.retention_shortening_delay > MAX_DAYS * DAY:
+            raise SystemExit(
+                f"SEALTRAIL_RETENTION_SHORTENING_DELAY must be at most {MAX_DAYS * int(DAY)}"
+                f" seconds ({MAX_DAYS} days; 0: none)"
             )
         for name in _AT_MOST_A_DAY:
             if getattr(settings, name) > DAY:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import grpc
+import psycopg
 
 from sealtrail._words import counted
 from sealtrail.v1 import event_pb2
@@ -20,6 +21,7 @@ from ..domain.errors import InvalidArgument, PermissionDenied
 from ..domain.etags import require_etag
 from ..domain.event import CATEGORIES, MAX_DESCRIPTION, ChangeDraft
 from ..domain.retention import (
+    PendingChange,
     RetentionLimits,
     RetentionPolicy,
     RuleDraft,
@@ -41,6 +43,7 @@ from ..store.retention import (
     policy_to_change,
     read_policy,
     write_hold,
+    write_pending,
     write_policy,
 )
 from .audited import FilterDetails, record_access, weakening_details, weakening_severity
@@ -72,17 +75,37 @@ def _batch_wait(context: Context) -> float:
 
 
 def _policy_message(stored: StoredPolicy) -> pb.RetentionPolicy:
-    message = pb.RetentionPolicy(
-        default_days=stored.policy.default_days,
-        etag=policy_etag(stored.policy, stored.updated_at),
-    )
-    for rule in stored.policy.rules:
+    message = _rules_message(stored.policy)
+    message.etag = policy_etag(stored.policy, stored.updated_at, stored.pending)
+    if stored.updated_at is not None:
+        message.update_time.FromDatetime(stored.updated_at)
+    return message
+
+
+def _rules_message(policy: RetentionPolicy) -> pb.RetentionPolicy:
+    message = pb.RetentionPolicy(default_days=policy.default_days)
+    for rule in policy.rules:
         if rule.category is not None:
             message.rules.add(days=rule.days, category=_CATEGORY_NUMBERS[rule.category])
         else:
             message.rules.add(days=rule.days, action_prefix=f"{rule.action_prefix}*")
-    if stored.updated_at is not None:
-        message.update_time.FromDatetime(stored.updated_at)
+    return message
+
+
+def _pending_message(
+    stored: StoredPolicy, *, limits: RetentionLimits
+) -> pb.PendingRetentionChange | None:
+    """The change pending of `stored`, with what it keeps less long than
+    the policy in force; None if there is none."""
+    pending = stored.pending
+    if pending is None:
+        return None
+    message = pb.PendingRetentionChange(policy=_rules_message(pending.policy))
+    message.effective_time.FromDatetime(pending.effective_at)
+    for cut in shortenings(stored.policy, pending.policy, limits=limits):
+        message.shortened.add(
+            events=cut.events, before_days=cut.before_days, after_days=cut.after_days
+        )
     return message
 
 
@@ -170,6 +193,11 @@ def hold_placed_description(shown_reason: str, *, replacing: bool = False) -> st
     return description[: MAX_DESCRIPTION - 1] + "…"
 
 
+def _pending_value(pending: PendingChange) -> dict[str, Any]:
+    """A change pending as a record's change values show it."""
+    return {**describe(pending.policy), "effective_time": pending.effective_at.isoformat()}
+
+
 def describe(policy: RetentionPolicy) -> dict[str, Any]:
     """The policy as an event's details and change values show it."""
     return {
@@ -189,6 +217,9 @@ class RetentionRpcs:
     _long_reads: LongReads
     # The deployment's retention floor in days (SEALTRAIL_RETENTION_MIN_DAYS).
     _retention_min_days: int
+    # How long a change that keeps any events less long waits
+    # (SEALTRAIL_RETENTION_SHORTENING_DELAY; 0: none, ADR 0163).
+    _retention_shortening_delay: timedelta
     # Who erases tenants: "admin" (this API) or "operator" (SEALTRAIL_TENANT_ERASURE).
     _tenant_erasure: str
     # Who releases legal holds: "admin" or "operator" (SEALTRAIL_LEGAL_HOLD_RELEASE).
@@ -209,10 +240,12 @@ class RetentionRpcs:
         async with self._db.connection(tenant_id) as conn:
             stored = await read_policy(conn, tenant_id)
             await refuse_if_erased(conn, tenant_id)  # not the defaults of no one
+        limits = self._limits(stored)
         return pb.GetRetentionPolicyResponse(
             policy=_policy_message(stored),
             legal_hold=_hold_message(stored),
-            limits=_limits_message(self._limits(stored)),
+            limits=_limits_message(limits),
+            pending_change=_pending_message(stored, limits=limits),
         )
 
     def _limits(self, stored: StoredPolicy | None = None) -> RetentionLimits:
@@ -240,14 +273,27 @@ class RetentionRpcs:
             before = await policy_to_change(conn, tenant_id, seconds=_batch_wait(context))
             require_etag(
                 request.policy.etag,
-                policy_etag(before.policy, before.updated_at),
+                policy_etag(before.policy, before.updated_at, before.pending),
                 what="retention policy",
             )
-            if before.policy.same_as(policy):  # its rules in any order: nothing recorded
-                return pb.UpdateRetentionPolicyResponse(policy=_policy_message(before))
-            old, new = describe(before.policy), describe(policy)
+            waiting = before.pending
+            if waiting is not None and waiting.policy.same_as(policy):
+                # The change pending, asked again: its delay is not restarted.
+                return self._policy_answer(before, limits=limits)
+            if before.policy.same_as(policy):  # its rules in any order
+                if waiting is None:  # nothing recorded
+                    return self._policy_answer(before, limits=limits)
+                return await self._cancel_pending(principal, conn, before, limits=limits)
             shortened = shortenings(before.policy, policy, limits=limits)
+            if shortened and self._retention_shortening_delay:
+                return await self._schedule(principal, conn, before, policy, limits=limits)
+            old, new = describe(before.policy), describe(policy)
             after = await write_policy(conn, tenant_id, policy, now=self._clock())
+            changes = [
+                ChangeDraft(name, old[name], new[name]) for name in old if old[name] != new[name]
+            ]
+            if waiting is not None:  # replaced by one that applies at once
+                changes.append(ChangeDraft("pending_change", _pending_value(waiting), None))
             # Recorded last, in the change's transaction (ADR 0075): the
             # tenant's head, locked by the record, is held only to the commit.
             event_id = (
@@ -261,14 +307,90 @@ class RetentionRpcs:
                     resource_type="retention_policy",
                     description=shortened_description("Retention policy changed", shortened),
                     details=shortened_details(shortened),
-                    changes=[
-                        ChangeDraft(name, old[name], new[name])
-                        for name in old
-                        if old[name] != new[name]
-                    ],
+                    changes=changes,
                 )
             ).event_id
-        return pb.UpdateRetentionPolicyResponse(policy=_policy_message(after), event_id=event_id)
+        return self._policy_answer(after, limits=limits, event_id=event_id)
+
+    def _policy_answer(
+        self, stored: StoredPolicy, *, limits: RetentionLimits, event_id: str = ""
+    ) -> pb.UpdateRetentionPolicyResponse:
+        return pb.UpdateRetentionPolicyResponse(
+            policy=_policy_message(stored),
+            event_id=event_id,
+            pending_change=_pending_message(stored, limits=limits),
+        )
+
+    async def _schedule(
+        self,
+        principal: Principal,
+        conn: psycopg.AsyncConnection[Any],
+        before: StoredPolicy,
+        policy: RetentionPolicy,
+        *,
+        limits: RetentionLimits,
+    ) -> pb.UpdateRetentionPolicyResponse:
+        """A change that keeps some events less long, set to apply once
+        SEALTRAIL_RETENTION_SHORTENING_DELAY has passed (ADR 0163), replacing
+        any pending; recorded, as a warning, with when it takes effect."""
+        now = self._clock()
+        pending = PendingChange(policy, now + self._retention_shortening_delay)
+        shortened = shortenings(before.policy, policy, limits=limits)
+        after = await write_pending(conn, principal.tenant_id, pending)
+        when = pending.effective_at.isoformat(timespec="seconds")
+        details = {
+            **shortened_details(shortened),
+            "effective_time": pending.effective_at.isoformat(),
+        }
+        event_id = (
+            await record_access(  # recorded last (ADR 0075)
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="retention.policy_updated",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                severity=weakening_severity(shortened),
+                resource_type="retention_policy",
+                description=shortened_description(
+                    f"Retention policy change scheduled for {when}", shortened
+                ),
+                details=details,
+                changes=[
+                    ChangeDraft(
+                        "pending_change",
+                        None if before.pending is None else _pending_value(before.pending),
+                        _pending_value(pending),
+                    )
+                ],
+            )
+        ).event_id
+        return self._policy_answer(after, limits=limits, event_id=event_id)
+
+    async def _cancel_pending(
+        self,
+        principal: Principal,
+        conn: psycopg.AsyncConnection[Any],
+        before: StoredPolicy,
+        *,
+        limits: RetentionLimits,
+    ) -> pb.UpdateRetentionPolicyResponse:
+        """The change pending dropped, the policy in force kept; recorded."""
+        assert before.pending is not None
+        after = await write_pending(conn, principal.tenant_id, None)
+        event_id = (
+            await record_access(  # recorded last (ADR 0075)
+                self._appender,
+                principal,
+                now=self._clock(),
+                action="retention.policy_updated",
+                category=event_pb2.CATEGORY_CONFIGURATION,
+                resource_type="retention_policy",
+                description="Pending retention policy change cancelled",
+                details={},
+                changes=[ChangeDraft("pending_change", _pending_value(before.pending), None)],
+            )
+        ).event_id
+        return self._policy_answer(after, limits=limits, event_id=event_id)
 
     async def PreviewRetentionPolicy(
         self, request: pb.PreviewRetentionPolicyRequest, context: Context
@@ -287,7 +409,7 @@ class RetentionRpcs:
                 horizons = [(s, now - timedelta(days=s.days)) for s in purge_selections(policy)]
                 require_etag(
                     request.policy.etag,
-                    policy_etag(current.policy, current.updated_at),
+                    policy_etag(current.policy, current.updated_at, current.pending),
                     what="retention policy",
                 )
                 counts = await count_expired(

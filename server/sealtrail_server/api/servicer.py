@@ -155,6 +155,7 @@ class AuditLogServicer(
         secret_box: SecretBox,
         evaluator: Evaluator,
         retention_min_days: int = 0,
+        retention_shortening_delay: float = 0.0,
         tenant_erasure: str = "admin",
         legal_hold_release: str = "admin",
         denials: Denials | None = None,
@@ -173,6 +174,7 @@ class AuditLogServicer(
         self._max_response_bytes = max_response_bytes
         self._eraser = eraser
         self._retention_min_days = retention_min_days
+        self._retention_shortening_delay = timedelta(seconds=retention_shortening_delay)
         self._tenant_erasure = tenant_erasure
         self._legal_hold_release = legal_hold_release
         self._denials = denials

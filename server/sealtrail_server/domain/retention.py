@@ -141,16 +141,35 @@ class RetentionLimits:
         return None
 
 
-def policy_etag(policy: RetentionPolicy, updated_at: datetime | None) -> str:
+@dataclass(frozen=True, slots=True)
+class PendingChange:
+    """A change of the policy that keeps some events less long, waiting out
+    SEALTRAIL_RETENTION_SHORTENING_DELAY (ADR 0163): `policy` applies from
+    `effective_at`; until then the purge keeps each event as long as the
+    longer of it and the policy in force says (`purge_selections_of_both`)."""
+
+    policy: RetentionPolicy
+    effective_at: datetime
+
+
+def policy_etag(
+    policy: RetentionPolicy, updated_at: datetime | None, pending: PendingChange | None = None
+) -> str:
     """The policy's etag as stored (AIP-154): it changes with any rule, day
-    count or update time."""
-    return etag_of(
-        {
-            "default_days": policy.default_days,
-            "rules": [rule.as_json() for rule in policy.rules],
-            "update_time": instant(updated_at),
+    count or update time, and with the change pending, if any (none: the
+    etag is the one a policy had before changes could wait)."""
+    stored: dict[str, object] = {
+        "default_days": policy.default_days,
+        "rules": [rule.as_json() for rule in policy.rules],
+        "update_time": instant(updated_at),
+    }
+    if pending is not None:
+        stored["pending"] = {
+            "default_days": pending.policy.default_days,
+            "rules": [rule.as_json() for rule in pending.policy.rules],
+            "effective_time": instant(pending.effective_at),
         }
-    )
+    return etag_of(stored)
 
 
 def hold_etag(on: bool, reason: str, updated_at: datetime | None) -> str:
@@ -302,3 +321,50 @@ def validate_hold_reason(on: bool, reason: str) -> str:
     if on and not reason.strip():
         raise InvalidArgument.field("reason", "is required to place a legal hold")
     return reason.strip()
+
+
+def purge_selections_of_both(
+    in_force: RetentionPolicy, pending: RetentionPolicy
+) -> list[Selection]:
+    """The disjoint selections that remove what both policies remove, each
+    event once both have expired it: one for each pair of their selections
+    that can share an event, kept the longer of the pair's days. An event
+    either keeps forever is in none. While a shortening waits (ADR 0163), no
+    event goes before the policy in force lets it, nor before the pending
+    one would: a change that shortens one rule and lengthens another keeps
+    the longer of each at once."""
+    selections = []
+    for ours in purge_selections(in_force):
+        for theirs in purge_selections(pending):
+            if (both := _both(ours, theirs)) is not None:
+                selections.append(both)
+    return selections
+
+
+def _both(ours: Selection, theirs: Selection) -> Selection | None:
+    """The events of both selections, kept as long as the longer keeps them;
+    None if no event can be of both."""
+    prefix = ours.prefix
+    if theirs.prefix is not None:
+        if prefix is None or theirs.prefix.startswith(prefix):
+            prefix = theirs.prefix
+        elif not prefix.startswith(theirs.prefix):
+            return None
+    if ours.category and theirs.category and ours.category != theirs.category:
+        return None
+    category = ours.category or theirs.category
+    except_prefixes = tuple(sorted({*ours.except_prefixes, *theirs.except_prefixes}))
+    except_categories = tuple(sorted({*ours.except_categories, *theirs.except_categories}))
+    if category is not None and category in except_categories:
+        return None
+    if prefix is not None and any(prefix.startswith(p) for p in except_prefixes):
+        return None
+    return Selection(
+        max(ours.days, theirs.days),
+        # Unique per pair: a pass tells its selections apart by their names.
+        f"{ours.rule} & {theirs.rule}",
+        prefix=prefix,
+        category=category,
+        except_prefixes=except_prefixes,
+        except_categories=except_categories,
+    )

@@ -63,8 +63,10 @@ from ..store.retention import (
     forget_pending_purge,
     locked_policy,
     pending_purges,
+    tenants_with_changes_due,
     tenants_with_expiry,
 )
+from .pending_changes import RecordApplied, apply_change
 from .tenant_pass import TenantPurge, purge_tenant
 
 log = logging.getLogger(__name__)
@@ -135,9 +137,12 @@ class Purger:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock_skew: ClockSkew | None = None,
         meter: Meter | None = None,
+        record_applied: RecordApplied | None = None,
     ) -> None:
         """`min_days`: the deployment's retention floor, which the purge keeps
-        to whatever a policy stored before it says. `clock_skew`: the health
+        to whatever a policy stored before it says. `record_applied`: records
+        a pending policy change taking effect, which each pass makes so of
+        those due before it purges (ADR 0163); None: none are. `clock_skew`: the health
         probe's readings of both clocks, of `clock` (else the pass reads
         them itself). `meter`: events purged,
         faults met, when this process last ended a pass (docs/metrics.md)."""
@@ -151,6 +156,7 @@ class Purger:
         self._batch_events = batch_events
         self._scan_window = scan_window or batch_events * SCAN_WINDOW_BATCHES
         self._min_days = min_days
+        self._record_applied = record_applied
         self._clock = clock
         self._clocks = clock_skew or ClockSkew(clock)
         # The pass's own last reading of both clocks.
@@ -371,6 +377,7 @@ class Purger:
             return (await self._keep_up(conn))[0]
         self._stopped = False
         done, unrecorded = await self._keep_up(conn, in_pass=True)
+        await self._apply_changes_due(conn, now)
         for tenant_id in await tenants_with_expiry(conn):
             if not await self._may_remove(conn, now):
                 break
@@ -614,6 +621,21 @@ class Purger:
         await forget_pending_purge(conn, purged.tenant_id, purged.purge_id)
         return "recorded"
 
+    async def _apply_changes_due(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> None:
+        """The pending policy changes due by `now` made the policies in force
+        and recorded, each tenant's apart (one's fault stops no other's, nor
+        the pass: its change waits for the next)."""
+        if self._record_applied is None:
+            return
+        for tenant_id in await tenants_with_changes_due(conn, now=now):
+            await self._contained(
+                conn,
+                f"applying the retention change of {tenant_id}",
+                apply_change(
+                    conn, tenant_id, now=now, min_days=self._min_days, record=self._record_applied
+                ),
+            )
+
     async def _forget_origins(self, conn: psycopg.AsyncConnection[Any], tenant_id: str) -> None:
         """What alert rules learned of the tenant's actors (an address, a
         country) and have not seen for the default retention is personal data
@@ -626,6 +648,9 @@ class Purger:
             stored = await locked_policy(conn, tenant_id)
             limits = stored.limits(min_days=self._min_days)
             default_days = stored.policy.within(limits).default_days
+            if stored.pending is not None:  # the longer of both, as the events' (ADR 0163)
+                waiting = stored.pending.policy.within(limits).default_days
+                default_days = 0 if not (default_days and waiting) else max(default_days, waiting)
             if stored.hold.on or not default_days:
                 return
             cutoff = self._clock() - timedelta(days=default_days + 1)

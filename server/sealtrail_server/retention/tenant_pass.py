@@ -17,7 +17,7 @@ import psycopg
 from sealtrail.tlog import PurgeStatement, RemovedLeaves
 
 from ..domain.purge_summaries import SummarySeal
-from ..domain.retention import Selection, purge_selections, selection_key
+from ..domain.retention import Selection, selection_key
 from ..store.changes import ERASURE_SUBJECT, share_subjects
 from ..store.retention import (
     PurgedBatch,
@@ -161,7 +161,7 @@ async def purge_tenant(
             stored = await locked_policy(conn, tenant_id)
             if stored.hold.on:
                 return purged
-            selections = purge_selections(stored.policy.within(stored.limits(min_days=min_days)))
+            selections = stored.selections(min_days=min_days)
             pending = [s for s in selections if s.rule not in finished]
             if not pending:
                 return purged

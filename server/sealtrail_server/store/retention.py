@@ -22,7 +22,15 @@ from sealtrail.tlog import RemovedLeaves
 
 from ..domain.errors import IntegrityFailure
 from ..domain.purge_summaries import SummarySeal
-from ..domain.retention import RetentionLimits, RetentionPolicy, RetentionRule, Selection
+from ..domain.retention import (
+    PendingChange,
+    RetentionLimits,
+    RetentionPolicy,
+    RetentionRule,
+    Selection,
+    purge_selections,
+    purge_selections_of_both,
+)
 from .changes import waiting_at_most
 from .events import action_prefix_range
 
@@ -42,26 +50,53 @@ class StoredPolicy:
     # The most days the operator lets the tenant keep events (its plan's
     # ceiling, ADR 0071); None: no ceiling.
     max_days: int | None = None
+    # A change that keeps some events less long, waiting out its delay (ADR
+    # 0163); None: none.
+    pending: PendingChange | None = None
 
     def limits(self, *, min_days: int) -> RetentionLimits:
         """What the operator allows this tenant: the deployment's floor
         `min_days` (SEALTRAIL_RETENTION_MIN_DAYS) and its own ceiling."""
         return RetentionLimits(min_days, self.max_days)
 
+    def selections(self, *, min_days: int) -> list[Selection]:
+        """What a purge batch removes, each policy within the operator's
+        limits: the policy in force's selections, or, while a change waits,
+        only what both it and the change remove (`purge_selections_of_both`),
+        so that nothing goes before either lets it."""
+        limits = self.limits(min_days=min_days)
+        if self.pending is None:
+            return purge_selections(self.policy.within(limits))
+        return purge_selections_of_both(
+            self.policy.within(limits), self.pending.policy.within(limits)
+        )
+
 
 _NO_POLICY = StoredPolicy(RetentionPolicy(), None, LegalHoldState())
 _SELECT = (
     "SELECT default_days, rules, policy_updated_at, legal_hold, legal_hold_reason,"
-    " legal_hold_updated_at, max_days FROM retention_policies WHERE tenant_id = %s"
+    " legal_hold_updated_at, max_days, pending_default_days, pending_rules,"
+    " pending_effective_at FROM retention_policies WHERE tenant_id = %s"
 )
 
 
 def _stored(row: tuple[Any, ...] | None) -> StoredPolicy:
     if row is None:
         return _NO_POLICY
-    default_days, rules, updated_at, hold, reason, hold_updated_at, max_days = row
+    default_days, rules, updated_at, hold, reason, hold_updated_at, max_days, *waiting = row
     policy = RetentionPolicy(default_days, tuple(RetentionRule.from_json(r) for r in rules))
-    return StoredPolicy(policy, updated_at, LegalHoldState(hold, reason, hold_updated_at), max_days)
+    pending_days, pending_rules, effective_at = waiting
+    pending = (
+        None
+        if effective_at is None
+        else PendingChange(
+            RetentionPolicy(pending_days, tuple(RetentionRule.from_json(r) for r in pending_rules)),
+            effective_at,
+        )
+    )
+    return StoredPolicy(
+        policy, updated_at, LegalHoldState(hold, reason, hold_updated_at), max_days, pending
+    )
 
 
 async def read_policy(conn: psycopg.AsyncConnection[Any], tenant_id: str) -> StoredPolicy:
@@ -87,15 +122,67 @@ async def policy_to_change(
 async def write_policy(
     conn: psycopg.AsyncConnection[Any], tenant_id: str, policy: RetentionPolicy, *, now: datetime
 ) -> StoredPolicy:
+    """The policy in force replaced, and any change pending dropped: it was
+    a change of the policy replaced."""
     rules = json.dumps([rule.as_json() for rule in policy.rules])
     await conn.execute(
         "INSERT INTO retention_policies (tenant_id, default_days, rules, policy_updated_at)"
         " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
         " SET default_days = excluded.default_days, rules = excluded.rules,"
-        " policy_updated_at = excluded.policy_updated_at",
+        " policy_updated_at = excluded.policy_updated_at, pending_default_days = NULL,"
+        " pending_rules = NULL, pending_effective_at = NULL",
         [tenant_id, policy.default_days, rules, now],
     )
     return await read_policy(conn, tenant_id)
+
+
+async def write_pending(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, pending: PendingChange | None
+) -> StoredPolicy:
+    """The change waiting to apply set (replacing any), or dropped (None);
+    the policy in force as it is."""
+    days = None if pending is None else pending.policy.default_days
+    rules = (
+        None if pending is None else json.dumps([rule.as_json() for rule in pending.policy.rules])
+    )
+    effective_at = None if pending is None else pending.effective_at
+    await conn.execute(
+        "INSERT INTO retention_policies"
+        " (tenant_id, pending_default_days, pending_rules, pending_effective_at)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id) DO UPDATE"
+        " SET pending_default_days = excluded.pending_default_days,"
+        " pending_rules = excluded.pending_rules,"
+        " pending_effective_at = excluded.pending_effective_at",
+        [tenant_id, days, rules, effective_at],
+    )
+    return await read_policy(conn, tenant_id)
+
+
+async def apply_pending(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str, *, now: datetime
+) -> StoredPolicy:
+    """The change pending made the policy in force, updated `now`; the
+    policy as it was if none is pending."""
+    await conn.execute(
+        "UPDATE retention_policies SET default_days = pending_default_days,"
+        " rules = pending_rules, policy_updated_at = %s, pending_default_days = NULL,"
+        " pending_rules = NULL, pending_effective_at = NULL"
+        " WHERE tenant_id = %s AND pending_effective_at IS NOT NULL",
+        [now, tenant_id],
+    )
+    return await read_policy(conn, tenant_id)
+
+
+async def tenants_with_changes_due(
+    conn: psycopg.AsyncConnection[Any], *, now: datetime
+) -> list[str]:
+    """Tenants whose pending retention change is due by `now`."""
+    cursor = await conn.execute(
+        "SELECT tenant_id FROM retention_policies WHERE pending_effective_at <= %s"
+        " ORDER BY tenant_id",
+        [now],
+    )
+    return [row[0] for row in await cursor.fetchall()]
 
 
 async def write_hold(

@@ -19,6 +19,8 @@ from sealtrail._words import counted
 # What the commands work with (gRPC, protobuf, the client) each imports as it
 # runs: --help imports none of it (tests/unit/test_cli_startup_imports.py).
 if TYPE_CHECKING:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
     from sealtrail.v1 import retention_pb2
 
 
@@ -82,24 +84,38 @@ def retention(ctx: click.Context) -> None:
     """Admin: show (no subcommand) or set the tenant's retention policy."""
     if ctx.invoked_subcommand is not None:
         return
-    from sealtrail._convert import enum_label
-    from sealtrail.v1 import event_pb2
 
     with _client(ctx) as client:
         answer = client.get_retention_policy()
     policy, hold = answer.policy, answer.legal_hold
-    click.echo(f"default: {_days(policy.default_days)}")
+    _echo_rules(policy)
+    click.echo(f"etag: {terminal_safe(policy.etag)}")
+    if answer.HasField("pending_change"):
+        pending = answer.pending_change
+        click.echo(f"pending change, effective {_utc(pending.effective_time)}:")
+        _echo_rules(pending.policy, indent="  ")
+        click.echo("  (`sealtrail retention cancel` cancels it)")
+    click.echo(f"limits: {_limits_text(answer.limits)}")
+    click.echo(f"legal hold: {'on (' + terminal_safe(hold.reason) + ')' if hold.on else 'off'}")
+    click.echo(f"legal hold etag: {terminal_safe(hold.etag)}")
+
+
+def _echo_rules(policy: retention_pb2.RetentionPolicy, *, indent: str = "") -> None:
+    from sealtrail._convert import enum_label
+    from sealtrail.v1 import event_pb2
+
+    click.echo(f"{indent}default: {_days(policy.default_days)}")
     for rule in policy.rules:
         which = rule.WhichOneof("selector")
         if which == "category":
             name = f"category {enum_label(event_pb2.Category, rule.category)}"
         else:
             name = f"actions {terminal_safe(rule.action_prefix)}"
-        click.echo(f"{name}: {_days(rule.days)}")
-    click.echo(f"etag: {terminal_safe(policy.etag)}")
-    click.echo(f"limits: {_limits_text(answer.limits)}")
-    click.echo(f"legal hold: {'on (' + terminal_safe(hold.reason) + ')' if hold.on else 'off'}")
-    click.echo(f"legal hold etag: {terminal_safe(hold.etag)}")
+        click.echo(f"{indent}{name}: {_days(rule.days)}")
+
+
+def _utc(moment: Timestamp) -> str:
+    return moment.ToDatetime(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _limits_text(limits: retention_pb2.RetentionLimits) -> str:
@@ -200,7 +216,45 @@ def retention_set(
                     _confirm_shortening(ctx)
             answer = with_policy(client.set_retention_policy, etag)
     # A retried call whose first try set it answers that try's change (helper-197).
+    if answer.HasField("pending_change"):
+        # It keeps some events less long: it waits (the server's
+        # SEALTRAIL_RETENTION_SHORTENING_DELAY), and can be cancelled meanwhile.
+        when = _utc(answer.pending_change.effective_time)
+        said = "policy change scheduled" if answer.event_id else "policy change already scheduled"
+        click.echo(f"{said}: it takes effect {when} (`sealtrail retention cancel` cancels it)")
+        return
     click.echo("policy updated" if answer.event_id else "policy already as asked; nothing recorded")
+
+
+@retention.command("cancel")
+@click.pass_context
+def retention_cancel(ctx: click.Context) -> None:
+    """Cancel the pending policy change, keeping the policy in force: sets
+    the policy in force again, on its etag. Recorded in the log."""
+    from sealtrail._convert import enum_label
+    from sealtrail.v1 import event_pb2
+
+    with _client(ctx) as client:
+        answer = client.get_retention_policy()
+        if not answer.HasField("pending_change"):
+            click.echo("no pending policy change; nothing recorded")
+            return
+        policy = answer.policy
+        categories: dict[str, int | str] = {}
+        prefixes: dict[str, int | str] = {}
+        for rule in policy.rules:
+            if rule.WhichOneof("selector") == "category":
+                categories[enum_label(event_pb2.Category, rule.category)] = rule.days
+            else:
+                prefixes[rule.action_prefix] = rule.days
+        with unchanged_since_read("the retention policy", read_with=None):
+            client.set_retention_policy(
+                policy.default_days,
+                categories=categories,
+                action_prefixes=prefixes,
+                etag=policy.etag,
+            )
+    click.echo("pending policy change cancelled")
 
 
 def _confirm_removal(ctx: click.Context, *, legal_hold: bool) -> None:

@@ -27,7 +27,7 @@ from sealtrail.v1 import event_pb2 as sealtrail_dot_v1_dot_event__pb2
 from sealtrail.v1 import integrity_pb2 as sealtrail_dot_v1_dot_integrity__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csealtrail/v1/retention.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\x1a\x1csealtrail/v1/integrity.proto\"n\n\rRetentionRule\x12*\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x16.sealtrail.v1.CategoryH\x00\x12\x17\n\raction_prefix\x18\x02 \x01(\tH\x00\x12\x0c\n\x04\x64\x61ys\x18\x03 \x01(\rB\n\n\x08selector\"\x92\x01\n\x0fRetentionPolicy\x12\x14\n\x0c\x64\x65\x66\x61ult_days\x18\x01 \x01(\r\x12*\n\x05rules\x18\x02 \x03(\x0b\x32\x1b.sealtrail.v1.RetentionRule\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\"f\n\tLegalHold\x12\n\n\x02on\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\"5\n\x0fRetentionLimits\x12\x10\n\x08min_days\x18\x01 \x01(\r\x12\x10\n\x08max_days\x18\x02 \x01(\r\"\x1b\n\x19GetRetentionPolicyRequest\"\xa7\x01\n\x1aGetRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12+\n\nlegal_hold\x18\x02 \x01(\x0b\x32\x17.sealtrail.v1.LegalHold\x12-\n\x06limits\x18\x03 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionLimits\"M\n\x1cUpdateRetentionPolicyRequest\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\"`\n\x1dUpdateRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"N\n\x1dPreviewRetentionPolicyRequest\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\"\xee\x01\n\x1ePreviewRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x03\x12\x10\n\x08\x61t_least\x18\x03 \x01(\x08\x12\x31\n\x05rules\x18\x04 \x03(\x0b\x32\".sealtrail.v1.RetentionRulePreview\x12\x12\n\nlegal_hold\x18\x05 \x01(\x08\x12\x34\n\tshortened\x18\x06 \x03(\x0b\x32!.sealtrail.v1.RetentionShortening\"N\n\x13RetentionShortening\x12\x0e\n\x06\x65vents\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x65\x66ore_days\x18\x02 \x01(\r\x12\x12\n\nafter_days\x18\x03 \x01(\r\"\x89\x01\n\x14RetentionRulePreview\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\r\x12\x33\n\x0freceived_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x65vents\x18\x04 \x01(\x03\x12\x10\n\x08\x61t_least\x18\x05 \x01(\x08\"?\n\x13SetLegalHoldRequest\x12\n\n\x02on\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"U\n\x14SetLegalHoldResponse\x12+\n\nlegal_hold\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.LegalHold\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"/\n\x12\x45raseTenantRequest\x12\x19\n\x11\x63onfirm_tenant_id\x18\x01 \x01(\t\"\xec\x02\n\x0e\x45rasureReceipt\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65rased_by_token_id\x18\x02 \x01(\t\x12.\n\nerase_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x66inal_tree_size\x18\x04 \x01(\x03\x12\x17\n\x0f\x66inal_root_hash\x18\x05 \x01(\x0c\x12\x38\n\x10\x66inal_checkpoint\x18\x06 \x01(\x0b\x32\x1e.sealtrail.v1.SignedCheckpoint\x12\x43\n\x0cremoved_rows\x18\x07 \x03(\x0b\x32-.sealtrail.v1.ErasureReceipt.RemovedRowsEntry\x12\x16\n\x0esigned_receipt\x18\x08 \x01(\t\x1a\x32\n\x10RemovedRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"D\n\x13\x45raseTenantResponse\x12-\n\x07receipt\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.ErasureReceiptb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csealtrail/v1/retention.proto\x12\x0csealtrail.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\x1a\x1csealtrail/v1/integrity.proto\"n\n\rRetentionRule\x12*\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x16.sealtrail.v1.CategoryH\x00\x12\x17\n\raction_prefix\x18\x02 \x01(\tH\x00\x12\x0c\n\x04\x64\x61ys\x18\x03 \x01(\rB\n\n\x08selector\"\x92\x01\n\x0fRetentionPolicy\x12\x14\n\x0c\x64\x65\x66\x61ult_days\x18\x01 \x01(\r\x12*\n\x05rules\x18\x02 \x03(\x0b\x32\x1b.sealtrail.v1.RetentionRule\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\"f\n\tLegalHold\x12\n\n\x02on\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12/\n\x0bupdate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\"5\n\x0fRetentionLimits\x12\x10\n\x08min_days\x18\x01 \x01(\r\x12\x10\n\x08max_days\x18\x02 \x01(\r\"\xb1\x01\n\x16PendingRetentionChange\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12\x32\n\x0e\x65\x66\x66\x65\x63tive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\tshortened\x18\x03 \x03(\x0b\x32!.sealtrail.v1.RetentionShortening\"\x1b\n\x19GetRetentionPolicyRequest\"\xe5\x01\n\x1aGetRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12+\n\nlegal_hold\x18\x02 \x01(\x0b\x32\x17.sealtrail.v1.LegalHold\x12-\n\x06limits\x18\x03 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionLimits\x12<\n\x0epending_change\x18\x04 \x01(\x0b\x32$.sealtrail.v1.PendingRetentionChange\"M\n\x1cUpdateRetentionPolicyRequest\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\"\x9e\x01\n\x1dUpdateRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12<\n\x0epending_change\x18\x03 \x01(\x0b\x32$.sealtrail.v1.PendingRetentionChange\"N\n\x1dPreviewRetentionPolicyRequest\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\"\xee\x01\n\x1ePreviewRetentionPolicyResponse\x12-\n\x06policy\x18\x01 \x01(\x0b\x32\x1d.sealtrail.v1.RetentionPolicy\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x03\x12\x10\n\x08\x61t_least\x18\x03 \x01(\x08\x12\x31\n\x05rules\x18\x04 \x03(\x0b\x32\".sealtrail.v1.RetentionRulePreview\x12\x12\n\nlegal_hold\x18\x05 \x01(\x08\x12\x34\n\tshortened\x18\x06 \x03(\x0b\x32!.sealtrail.v1.RetentionShortening\"N\n\x13RetentionShortening\x12\x0e\n\x06\x65vents\x18\x01 \x01(\t\x12\x13\n\x0b\x62\x65\x66ore_days\x18\x02 \x01(\r\x12\x12\n\nafter_days\x18\x03 \x01(\r\"\x89\x01\n\x14RetentionRulePreview\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ys\x18\x02 \x01(\r\x12\x33\n\x0freceived_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x65vents\x18\x04 \x01(\x03\x12\x10\n\x08\x61t_least\x18\x05 \x01(\x08\"?\n\x13SetLegalHoldRequest\x12\n\n\x02on\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"U\n\x14SetLegalHoldResponse\x12+\n\nlegal_hold\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.LegalHold\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"/\n\x12\x45raseTenantRequest\x12\x19\n\x11\x63onfirm_tenant_id\x18\x01 \x01(\t\"\xec\x02\n\x0e\x45rasureReceipt\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65rased_by_token_id\x18\x02 \x01(\t\x12.\n\nerase_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x66inal_tree_size\x18\x04 \x01(\x03\x12\x17\n\x0f\x66inal_root_hash\x18\x05 \x01(\x0c\x12\x38\n\x10\x66inal_checkpoint\x18\x06 \x01(\x0b\x32\x1e.sealtrail.v1.SignedCheckpoint\x12\x43\n\x0cremoved_rows\x18\x07 \x03(\x0b\x32-.sealtrail.v1.ErasureReceipt.RemovedRowsEntry\x12\x16\n\x0esigned_receipt\x18\x08 \x01(\t\x1a\x32\n\x10RemovedRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"D\n\x13\x45raseTenantResponse\x12-\n\x07receipt\x18\x01 \x01(\x0b\x32\x1c.sealtrail.v1.ErasureReceiptb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,32 +44,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LEGALHOLD']._serialized_end=498
   _globals['_RETENTIONLIMITS']._serialized_start=500
   _globals['_RETENTIONLIMITS']._serialized_end=553
-  _globals['_GETRETENTIONPOLICYREQUEST']._serialized_start=555
-  _globals['_GETRETENTIONPOLICYREQUEST']._serialized_end=582
-  _globals['_GETRETENTIONPOLICYRESPONSE']._serialized_start=585
-  _globals['_GETRETENTIONPOLICYRESPONSE']._serialized_end=752
-  _globals['_UPDATERETENTIONPOLICYREQUEST']._serialized_start=754
-  _globals['_UPDATERETENTIONPOLICYREQUEST']._serialized_end=831
-  _globals['_UPDATERETENTIONPOLICYRESPONSE']._serialized_start=833
-  _globals['_UPDATERETENTIONPOLICYRESPONSE']._serialized_end=929
-  _globals['_PREVIEWRETENTIONPOLICYREQUEST']._serialized_start=931
-  _globals['_PREVIEWRETENTIONPOLICYREQUEST']._serialized_end=1009
-  _globals['_PREVIEWRETENTIONPOLICYRESPONSE']._serialized_start=1012
-  _globals['_PREVIEWRETENTIONPOLICYRESPONSE']._serialized_end=1250
-  _globals['_RETENTIONSHORTENING']._serialized_start=1252
-  _globals['_RETENTIONSHORTENING']._serialized_end=1330
-  _globals['_RETENTIONRULEPREVIEW']._serialized_start=1333
-  _globals['_RETENTIONRULEPREVIEW']._serialized_end=1470
-  _globals['_SETLEGALHOLDREQUEST']._serialized_start=1472
-  _globals['_SETLEGALHOLDREQUEST']._serialized_end=1535
-  _globals['_SETLEGALHOLDRESPONSE']._serialized_start=1537
-  _globals['_SETLEGALHOLDRESPONSE']._serialized_end=1622
-  _globals['_ERASETENANTREQUEST']._serialized_start=1624
-  _globals['_ERASETENANTREQUEST']._serialized_end=1671
-  _globals['_ERASURERECEIPT']._serialized_start=1674
-  _globals['_ERASURERECEIPT']._serialized_end=2038
-  _globals['_ERASURERECEIPT_REMOVEDROWSENTRY']._serialized_start=1988
-  _globals['_ERASURERECEIPT_REMOVEDROWSENTRY']._serialized_end=2038
-  _globals['_ERASETENANTRESPONSE']._serialized_start=2040
-  _globals['_ERASETENANTRESPONSE']._serialized_end=2108
+  _globals['_PENDINGRETENTIONCHANGE']._serialized_start=556
+  _globals['_PENDINGRETENTIONCHANGE']._serialized_end=733
+  _globals['_GETRETENTIONPOLICYREQUEST']._serialized_start=735
+  _globals['_GETRETENTIONPOLICYREQUEST']._serialized_end=762
+  _globals['_GETRETENTIONPOLICYRESPONSE']._serialized_start=765
+  _globals['_GETRETENTIONPOLICYRESPONSE']._serialized_end=994
+  _globals['_UPDATERETENTIONPOLICYREQUEST']._serialized_start=996
+  _globals['_UPDATERETENTIONPOLICYREQUEST']._serialized_end=1073
+  _globals['_UPDATERETENTIONPOLICYRESPONSE']._serialized_start=1076
+  _globals['_UPDATERETENTIONPOLICYRESPONSE']._serialized_end=1234
+  _globals['_PREVIEWRETENTIONPOLICYREQUEST']._serialized_start=1236
+  _globals['_PREVIEWRETENTIONPOLICYREQUEST']._serialized_end=1314
+  _globals['_PREVIEWRETENTIONPOLICYRESPONSE']._serialized_start=1317
+  _globals['_PREVIEWRETENTIONPOLICYRESPONSE']._serialized_end=1555
+  _globals['_RETENTIONSHORTENING']._serialized_start=1557
+  _globals['_RETENTIONSHORTENING']._serialized_end=1635
+  _globals['_RETENTIONRULEPREVIEW']._serialized_start=1638
+  _globals['_RETENTIONRULEPREVIEW']._serialized_end=1775
+  _globals['_SETLEGALHOLDREQUEST']._serialized_start=1777
+  _globals['_SETLEGALHOLDREQUEST']._serialized_end=1840
+  _globals['_SETLEGALHOLDRESPONSE']._serialized_start=1842
+  _globals['_SETLEGALHOLDRESPONSE']._serialized_end=1927
+  _globals['_ERASETENANTREQUEST']._serialized_start=1929
+  _globals['_ERASETENANTREQUEST']._serialized_end=1976
+  _globals['_ERASURERECEIPT']._serialized_start=1979
+  _globals['_ERASURERECEIPT']._serialized_end=2343
+  _globals['_ERASURERECEIPT_REMOVEDROWSENTRY']._serialized_start=2293
+  _globals['_ERASURERECEIPT_REMOVEDROWSENTRY']._serialized_end=2343
+  _globals['_ERASETENANTRESPONSE']._serialized_start=2345
+  _globals['_ERASETENANTRESPONSE']._serialized_end=2413
 # @@protoc_insertion_point(module_scope)

@@ -182,6 +182,51 @@ class RetentionLimits(_message.Message):
 Global___RetentionLimits: _TypeAlias = RetentionLimits  # noqa: Y015
 
 @_typing.final
+class PendingRetentionChange(_message.Message):
+    """A change of a tenant's policy that keeps some events less long, waiting
+    before it applies (SEALTRAIL_RETENTION_SHORTENING_DELAY, docs/retention.md
+    "Shortenings wait"). Until its effective_time the purge removes an event
+    only once both the policy in force and this one would: nothing goes early.
+    Then the purge job's next pass makes it the policy in force, recorded as
+    `retention.policy_change_applied`. UpdateRetentionPolicy with the policy
+    in force cancels it; with another policy, replaces it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_TIME_FIELD_NUMBER: _builtins.int
+    SHORTENED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___RetentionPolicy:
+        """The policy as it will apply (update_time and etag unset)."""
+
+    @_builtins.property
+    def effective_time(self) -> _timestamp_pb2.Timestamp:
+        """When it takes effect: the purge's first pass from then on applies it."""
+
+    @_builtins.property
+    def shortened(self) -> _containers.RepeatedCompositeFieldContainer[Global___RetentionShortening]:
+        """The events it keeps less long than the policy in force, each policy as
+        the purge applies it within the operator's limits.
+        """
+
+    def __init__(
+        self,
+        *,
+        policy: Global___RetentionPolicy | None = ...,
+        effective_time: _timestamp_pb2.Timestamp | None = ...,
+        shortened: _abc.Iterable[Global___RetentionShortening] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_time", b"effective_time", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_time", b"effective_time", "policy", b"policy", "shortened", b"shortened"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingRetentionChange: _TypeAlias = PendingRetentionChange  # noqa: Y015
+
+@_typing.final
 class GetRetentionPolicyRequest(_message.Message):
     """Request of GetRetentionPolicy."""
 
@@ -207,6 +252,7 @@ class GetRetentionPolicyResponse(_message.Message):
     POLICY_FIELD_NUMBER: _builtins.int
     LEGAL_HOLD_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    PENDING_CHANGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def policy(self) -> Global___RetentionPolicy:
         """The caller's tenant's policy."""
@@ -219,16 +265,23 @@ class GetRetentionPolicyResponse(_message.Message):
     def limits(self) -> Global___RetentionLimits:
         """The range of days the operator allows the caller's tenant's policy."""
 
+    @_builtins.property
+    def pending_change(self) -> Global___PendingRetentionChange:
+        """The change waiting to apply, if any (`policy` stays the one in force
+        until its effective_time); unset: none.
+        """
+
     def __init__(
         self,
         *,
         policy: Global___RetentionPolicy | None = ...,
         legal_hold: Global___LegalHold | None = ...,
         limits: Global___RetentionLimits | None = ...,
+        pending_change: Global___PendingRetentionChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["legal_hold", b"legal_hold", "limits", b"limits", "policy", b"policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["legal_hold", b"legal_hold", "limits", b"limits", "pending_change", b"pending_change", "policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_hold", b"legal_hold", "limits", b"limits", "policy", b"policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["legal_hold", b"legal_hold", "limits", b"limits", "pending_change", b"pending_change", "policy", b"policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -244,7 +297,10 @@ class UpdateRetentionPolicyRequest(_message.Message):
     @_builtins.property
     def policy(self) -> Global___RetentionPolicy:
         """The whole new policy (update_time is ignored; etag, if set, must be
-        the current policy's).
+        the current policy's). One that keeps any events less long than the
+        policy in force waits before it applies (see PendingRetentionChange);
+        one that keeps every event as long or longer applies at once, dropping
+        any change pending; the policy in force itself cancels a change pending.
         """
 
     def __init__(
@@ -268,23 +324,31 @@ class UpdateRetentionPolicyResponse(_message.Message):
 
     POLICY_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
+    PENDING_CHANGE_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
-    """The id of the `retention.policy_updated` event that recorded the change;
-    empty when nothing changed.
+    """The id of the `retention.policy_updated` event that recorded the change
+    (applied, scheduled or cancelled); empty when nothing changed.
     """
     @_builtins.property
     def policy(self) -> Global___RetentionPolicy:
         """The policy as it is now."""
+
+    @_builtins.property
+    def pending_change(self) -> Global___PendingRetentionChange:
+        """The change waiting to apply, if the request's policy is one that waits
+        (`policy` is then the one still in force); unset: none pending.
+        """
 
     def __init__(
         self,
         *,
         policy: Global___RetentionPolicy | None = ...,
         event_id: _builtins.str = ...,
+        pending_change: Global___PendingRetentionChange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pending_change", b"pending_change", "policy", b"policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "policy", b"policy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "pending_change", b"pending_change", "policy", b"policy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
