@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-import grpc
 import psycopg
 import pytest
 
@@ -357,7 +356,7 @@ def test_a_checkpoint_signed_as_its_tenant_is_erased_is_refused_as_erased(
     assert refused.value.reason == "TENANT_ERASED"
 
 
-def test_an_erasure_whose_final_checkpoint_signs_another_head_erases_nothing(
+def test_an_erasure_whose_final_checkpoint_row_signs_another_head_signs_the_head_afresh(
     server: ServerThread, tenant: str, sql: psycopg.Connection[Any]
 ) -> None:
     """A log that has not grown since its latest checkpoint is erased with
@@ -365,7 +364,12 @@ def test_an_erasure_whose_final_checkpoint_signs_another_head_erases_nothing(
     older one's (signed, of a smaller tree), its size and root columns left
     stating the head, the receipt paired the head's root with a note that
     does not sign it, and the erasure removed all that could show it
-    (helper-85). The signed note is what is checked: nothing is erased."""
+    (helper-85). The signed note is what is checked: the row, which does not
+    sign what it says, is set aside and the head signed afresh (ADR 0159), so
+    the receipt's final checkpoint signs the head it states."""
+    from sealtrail.tlog import Signer, open_note, parse_checkpoint
+    from tests.conftest import SIGNING_KEY
+
     with AuditClient(server.target, token=server.token(tenant)) as admin:
         admin.record(action="doc.edit", actor_id="u")
         older = admin.get_checkpoint(fresh=True)
@@ -377,13 +381,12 @@ def test_an_erasure_whose_final_checkpoint_signs_another_head_erases_nothing(
                 "UPDATE checkpoints SET note = %s WHERE tenant_id = %s AND tree_size = 2",
                 [older.note, tenant],
             )
-        with pytest.raises(RpcFailedError) as refused:
-            admin.erase_tenant(tenant)
-        assert refused.value.code is grpc.StatusCode.DATA_LOSS
-        # The stored checkpoint is refused as its row's first (helper-221).
-        assert "stored at size 2" in str(refused.value)
-        assert "signs size 1, not the row's" in str(refused.value)
-    assert rows_of(sql, tenant)["events"] == 2
+        receipt = admin.erase_tenant(tenant)
+    verifier = Signer.parse(SIGNING_KEY).verifier
+    signed = parse_checkpoint(open_note(receipt.final_checkpoint.note, [verifier])[0])
+    assert (signed.tree_size, signed.root_hash) == (2, receipt.final_root_hash)
+    assert receipt.final_tree_size == 2
+    assert not any(rows_of(sql, tenant).values())  # the row set aside too
 
 
 def test_a_second_erasure_answers_the_receipt_of_the_first(

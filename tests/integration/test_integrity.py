@@ -544,11 +544,13 @@ ATTACKER_KEY_NAME = "evil.example/key"
 
 
 @pytest.fixture
-def tamper(migrated_database_url: str) -> Iterator[psycopg.Connection[Any]]:
+def tamper(migrated_database_url: str, tenant: str) -> Iterator[psycopg.Connection[Any]]:
     """A superuser session with triggers off (session_replication_role = replica)."""
     with psycopg.connect(migrated_database_url, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")
         yield conn
+        # The rows the signer set aside as forged (ADR 0159) go with the forger.
+        conn.execute("DELETE FROM checkpoints_refused WHERE tenant_id = %s", [tenant])
         # Rows forged beyond a log (at 10^12) and the key an attacker registered
         # leave the database every worker shares: the session servers' signers
         # logged and counted such rows every pass, `tenant list` printed them, and
@@ -1511,11 +1513,15 @@ def test_a_stored_checkpoint_whose_note_signs_another_size_is_not_served(
     and a proof, which took it for the latest (helper-221)."""
     genuine = logged.get_checkpoint()
     record_events(logged, 20, start=EVENTS)  # the log holds 60: the row is not beyond it
-    plant_checkpoint(tamper, tenant, EVENTS + 20, genuine.note, genuine.root_hash)
+    # With the head's root, so that the periodic signer, which lists the tenants
+    # no row covers, leaves the row to the reads below (ADR 0159).
+    [(head_root,)] = tamper.execute(
+        "SELECT root_hash FROM chain_heads WHERE tenant_id = %s", [tenant]
+    ).fetchall()
+    plant_checkpoint(tamper, tenant, EVENTS + 20, genuine.note, bytes(head_root))
     for ask in (
         lambda: logged.get_checkpoint(tree_size=EVENTS + 20),
         logged.get_checkpoint,
-        lambda: logged.get_checkpoint(fresh=True),
         lambda: logged.get_inclusion_proof(seq=5),
         lambda: logged.get_inclusion_proof(seq=5, tree_size=EVENTS + 20),
     ):
@@ -1526,6 +1532,10 @@ def test_a_stored_checkpoint_whose_note_signs_another_size_is_not_served(
         assert f"at size {EVENTS + 20}" in str(refused.value)
         assert f"signs size {EVENTS}" in str(refused.value)
     assert logged.get_checkpoint(tree_size=EVENTS) == genuine  # the genuine row still served
+    # The signer sets the row aside, kept as evidence, and signs its size (ADR 0159).
+    signed = logged.get_checkpoint(fresh=True)
+    assert parse_checkpoint(open_note(signed.note, [VERIFIER])[0]).tree_size == EVENTS + 20
+    assert refused_rows(tamper, tenant) == [(EVENTS + 20, genuine.note)]
 
 
 def test_a_stored_checkpoint_whose_note_is_another_logs_is_not_served(
@@ -2037,20 +2047,92 @@ def test_a_row_beyond_the_log_signed_by_another_registered_key_is_no_cut_back(
     assert refused.value.reason == "BEYOND_LOG_SIZE", refused.value
 
 
-def test_forged_rows_within_the_log_refuse_the_signer_briefly_and_truly(
+def refused_rows(conn: psycopg.Connection[Any], tenant: str) -> list[tuple[int, str]]:
+    """The size and note of each of `tenant`'s rows the signer set aside as
+    forged (`checkpoints_refused`), by size."""
+    rows = conn.execute(
+        "SELECT tree_size, note FROM checkpoints_refused WHERE tenant_id = %s ORDER BY tree_size",
+        [tenant],
+    ).fetchall()
+    return [(int(size), str(note)) for size, note in rows]
+
+
+def test_rows_forged_at_each_coming_size_are_set_aside_and_each_size_signed(
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Rows a superuser planted at the coming sizes (head+1 ... head+5, a
+    genuine note copied in) refused the signature at each size as the log
+    reached it ("signs size 40, not the row's": its slot taken), so the events
+    recorded meanwhile stayed unsigned for as long as the rows stood, a
+    rewrite's to take once they were gone (ADR 0156). Each is moved to
+    `checkpoints_refused`, said once, and its size signed; VerifyLog reports
+    it (ADR 0159)."""
+    import logging
+
+    genuine = logged.get_checkpoint()
+    forged = range(EVENTS + 1, EVENTS + 6)
+    for size in forged:
+        plant_checkpoint(tamper, tenant, size, genuine.note, genuine.root_hash)
+    with caplog.at_level(logging.ERROR, logger="sealtrail_server.integrity.checkpointer"):
+        for size in forged:
+            record_events(logged, 1, start=size - 1)
+            assert logged.get_checkpoint(fresh=True).tree_size == size
+    for size in forged:
+        signed = logged.get_checkpoint(tree_size=size)
+        assert parse_checkpoint(open_note(signed.note, [VERIFIER])[0]).tree_size == size
+    assert refused_rows(tamper, tenant) == [(size, genuine.note) for size in forged]
+    said = [r.getMessage() for r in caplog.records if tenant in r.getMessage()]
+    for size in forged:  # once each, whichever signer (the periodic one too) met it
+        assert len([m for m in said if f"at size {size} " in m and "set aside" in m]) == 1, said
+    result = logged.verify_log()
+    assert not result.ok
+    assert (result.failure.reason, result.failure.seq) == ("CHECKPOINT_INVALID", EVENTS + 1)
+    assert "checkpoints_refused" in result.failure.message, result.failure.message
+
+
+def test_forged_rows_within_the_log_are_set_aside_whatever_their_number(
     logged: AuditClient, tenant: str, tamper: psycopg.Connection[Any]
 ) -> None:
-    """More than 64 rows within the log that do not sign what they say refuse
-    the tenant: the refusal was over 100 bytes and said they were "not signed
-    by a known key" though each was, over another size (helper-572)."""
+    """More than 64 rows within the log that do not sign what they say refused
+    the tenant (each cost a signature's check, each pass), so the events
+    recorded meanwhile stayed unsigned for as long as the rows stood, and a
+    rewrite of them was signed once they were gone (ADR 0156). Each is set
+    aside once and the log signed; a rewrite after is refused (ADR 0159)."""
     genuine = logged.get_checkpoint()
-    record_events(logged, 70, start=EVENTS)
-    for size in range(EVENTS + 1, EVENTS + 66):
+    forged = range(EVENTS + 1, EVENTS + 71)
+    # Planted first, beyond the log, then reached: none is a slot the signer took.
+    for size in forged:
         plant_checkpoint(tamper, tenant, size, genuine.note, genuine.root_hash)
+    record_events(logged, 70, start=EVENTS)
+    assert logged.get_checkpoint(fresh=True).tree_size == EVENTS + 70
+    assert refused_rows(tamper, tenant) == [(size, genuine.note) for size in forged]
+    # The events signed meanwhile, rewritten once the rows are gone: refused.
+    rewrite_record(tamper, tenant, EVENTS + 3, leaf_too=True)
+    rebuild_tree(tamper, tenant)
+    tamper.execute("DELETE FROM checkpoints_refused WHERE tenant_id = %s", [tenant])
+    record_events(logged, 1, start=EVENTS + 70)
     with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
         logged.get_checkpoint(fresh=True)
-    message = refused.value.message
     assert refused.value.reason == "INTEGRITY_FAILURE"
-    assert len(message.encode()) <= 100, message
-    assert "known key" not in message
-    assert "do not sign what their rows say" in message, message
+
+
+def test_the_rows_set_aside_go_with_their_tenant_erased(
+    logged: AuditClient,
+    tenant: str,
+    tamper: psycopg.Connection[Any],
+    sql: psycopg.Connection[Any],
+) -> None:
+    """An erasure leaves no row of the tenant in any table: the rows its
+    signer set aside as forged (ADR 0159) neither."""
+    from tests.tenant_rows import rows_of
+
+    genuine = logged.get_checkpoint()
+    plant_checkpoint(tamper, tenant, EVENTS + 1, genuine.note, genuine.root_hash)
+    record_events(logged, 1, start=EVENTS)
+    assert logged.get_checkpoint(fresh=True).tree_size == EVENTS + 1
+    assert refused_rows(tamper, tenant) == [(EVENTS + 1, genuine.note)]
+    logged.erase_tenant(tenant)
+    assert not any(rows_of(sql, tenant).values()), rows_of(sql, tenant)

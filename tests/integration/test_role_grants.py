@@ -16,8 +16,8 @@ from tests.conftest import database_of_its_own
 
 # Every privilege either role holds in the schema the migrations fill: on a
 # relation (table, view, sequence), on a column, on a function, on the schema
-# itself. What role_grants.py cannot say (a function's, a schema's) is listed
-# all the same, so a migration that grants one fails the comparison.
+# itself. What role_grants.py cannot say (a schema's) is listed all the same,
+# so a migration that grants one fails the comparison.
 _GRANTED: str = """
 SELECT r.rolname, c.relname::text, NULL::text, a.privilege_type
 FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a JOIN pg_roles r ON r.oid = a.grantee

@@ -65,6 +65,7 @@ from ..store.checkpoints import (
     insert_checkpoint,
     known_keys,
     latest_checkpoints,
+    refuse_checkpoint,
     register_key,
     tenants_grown_since_checkpoint,
 )
@@ -103,10 +104,10 @@ RESTORED_SCAN_BATCH = 1000
 # served often does not check its checkpoint's signature each time; the least
 # recently served dropped first (all of them were, at once, once full).
 CHECKED_CHECKPOINTS = 10_000
-# Stored checkpoints above the latest the key signed that the signer passes
-# over (their notes do not sign what their rows say: a superuser's) before it
-# refuses the tenant: each costs a signature's check, a pass.
-TAMPERED_ROWS_PASSED = 64
+# Stored checkpoints the signer reads at a time, after the largest, looking
+# for the latest whose note signs what its row says: the rows above it are a
+# superuser's, each set aside once (ADR 0159).
+ROWS_CHECKED_A_READ = 64
 
 
 class Checkpointer:
@@ -592,70 +593,81 @@ class Checkpointer:
 
     async def _issue(self, tenant_id: str) -> StoredCheckpoint | None:
         verifiers = await self.verifiers()
+        # Nothing is written before the signature but the rows set aside as
+        # forged (`_latest_signed`): a refusal commits them set aside, so that
+        # each costs one check, not one a pass.
+        refusal: IntegrityFailure | None = None
         # Every read and write by key: a generic plan serves every tenant and
         # size (ADR 0032).
         async with (
             self._db.system_connection(generic_plans=True) as conn,
             conn.transaction(),
         ):
-            # One issuer per tenant at a time, across processes.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7)),"
-                " set_config('idle_in_transaction_session_timeout', %s, true)",
-                [tenant_id, f"{max(1, round(IDLE_IN_ISSUE_SECONDS * 1000))}ms"],
-            )
-            cursor = await conn.execute(
-                "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant_id]
-            )
-            head = await cursor.fetchone()
-            size, head_root = (int(head[0]), bytes(head[1])) if head else (0, b"")
-            if head is None:
+            try:
+                # One issuer per tenant at a time, across processes.
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7)),"
+                    " set_config('idle_in_transaction_session_timeout', %s, true)",
+                    [tenant_id, f"{max(1, round(IDLE_IN_ISSUE_SECONDS * 1000))}ms"],
+                )
                 cursor = await conn.execute(
-                    "SELECT FROM tenant_erasures WHERE tenant_id = %s", [tenant_id]
+                    "SELECT tree_size, root_hash FROM chain_heads WHERE tenant_id = %s", [tenant_id]
                 )
-                if await cursor.fetchone() is not None:  # erased: nothing to sign
-                    self._remembered.pop(tenant_id, None)
-                    latest = await self._latest_signed(conn, tenant_id, None, verifiers)
-                    return None if latest is None else await self.served(latest, verifiers)
-            # No head and no erasure: never written, or its log removed behind
-            # the key's back (its head, events and checkpoints deleted), which
-            # is a log of size 0 that must extend what the key signed of it as
-            # any other. It was forgotten here, and answered "the log is empty".
-            # A log cut back under what the key signed is found by what the
-            # key signed (`_check_signed_sizes`, `_check_remembered`), never by
-            # a row beyond the log: any key in `signing_keys` signs one.
-            latest = await self._latest_signed(conn, tenant_id, size, verifiers)
-            if latest is not None and latest.tree_size == size:
-                if head_root != latest.root_hash:  # rewritten under it, head and all
-                    raise IntegrityFailure(
-                        f"the head of the log of {tenant_id!r} at size {size} holds another"
-                        " root than its checkpoint at that size signs: the log was rewritten"
+                head = await cursor.fetchone()
+                size, head_root = (int(head[0]), bytes(head[1])) if head else (0, b"")
+                if head is None:
+                    cursor = await conn.execute(
+                        "SELECT FROM tenant_erasures WHERE tenant_id = %s", [tenant_id]
                     )
-                await self._check_signed_sizes(conn, tenant_id, size, latest.root_hash)
-                await self._check_remembered(conn, tenant_id, size, latest.root_hash)
-                await self._keep_signed_size(tenant_id, size, latest.root_hash)
-                return latest
-            if size == 0:
-                await self._check_signed_sizes(conn, tenant_id, 0, b"")
-                await self._check_remembered(conn, tenant_id, 0, b"")
-                return latest
-            root = await root_at(conn, tenant_id, size)
-            if root != head_root:
-                raise IntegrityFailure(
-                    f"the stored tree of {tenant_id!r} does not match its head at size {size}"
+                    if await cursor.fetchone() is not None:  # erased: nothing to sign
+                        self._remembered.pop(tenant_id, None)
+                        latest = await self._latest_signed(conn, tenant_id, None, verifiers)
+                        return None if latest is None else await self.served(latest, verifiers)
+                # No head and no erasure: never written, or its log removed behind
+                # the key's back (its head, events and checkpoints deleted), which
+                # is a log of size 0 that must extend what the key signed of it as
+                # any other. It was forgotten here, and answered "the log is empty".
+                # A log cut back under what the key signed is found by what the
+                # key signed (`_check_signed_sizes`, `_check_remembered`), never by
+                # a row beyond the log: any key in `signing_keys` signs one.
+                latest = await self._latest_signed(conn, tenant_id, size, verifiers)
+                if latest is not None and latest.tree_size == size:
+                    if head_root != latest.root_hash:  # rewritten under it, head and all
+                        raise IntegrityFailure(
+                            f"the head of the log of {tenant_id!r} at size {size} holds another"
+                            " root than its checkpoint at that size signs: the log was rewritten"
+                        )
+                    await self._check_signed_sizes(conn, tenant_id, size, latest.root_hash)
+                    await self._check_remembered(conn, tenant_id, size, latest.root_hash)
+                    await self._keep_signed_size(tenant_id, size, latest.root_hash)
+                    return latest
+                if size == 0:
+                    await self._check_signed_sizes(conn, tenant_id, 0, b"")
+                    await self._check_remembered(conn, tenant_id, 0, b"")
+                    return latest
+                root = await root_at(conn, tenant_id, size)
+                if root != head_root:
+                    raise IntegrityFailure(
+                        f"the stored tree of {tenant_id!r} does not match its head at size {size}"
+                    )
+                proven = None
+                if latest is not None:
+                    proven = await self._check_extends(
+                        conn, tenant_id, latest, size, root, verifiers
+                    )
+                await self._check_signed_sizes(conn, tenant_id, size, root, proven=proven)
+                await self._check_remembered(conn, tenant_id, size, root, proven=proven)
+                note = sign_note(
+                    format_checkpoint(Checkpoint(self.origin(tenant_id), size, root)), self.signer
                 )
-            proven = None
-            if latest is not None:
-                proven = await self._check_extends(conn, tenant_id, latest, size, root, verifiers)
-            await self._check_signed_sizes(conn, tenant_id, size, root, proven=proven)
-            await self._check_remembered(conn, tenant_id, size, root, proven=proven)
-            note = sign_note(
-                format_checkpoint(Checkpoint(self.origin(tenant_id), size, root)), self.signer
-            )
-            # Kept before the signature leaves: in the database, or to the caller.
-            await self._keep_signed_size(tenant_id, size, root)
-            checkpoint = StoredCheckpoint(tenant_id, size, root, note, self._clock())
-            await insert_checkpoint(conn, checkpoint, key=self.signer.verifier)
+                # Kept before the signature leaves: in the database, or to the caller.
+                await self._keep_signed_size(tenant_id, size, root)
+                checkpoint = StoredCheckpoint(tenant_id, size, root, note, self._clock())
+                await insert_checkpoint(conn, checkpoint, key=self.signer.verifier)
+            except IntegrityFailure as error:
+                refusal = error
+        if refusal is not None:
+            raise refusal
         self._signed.add(1)
         log.debug("signed checkpoint %s at size %d", self.origin(tenant_id), size)
         return checkpoint
@@ -670,44 +682,41 @@ class Checkpointer:
         """The tenant's largest stored checkpoint within its log (of a size up
         to `size`, the log's; any, if None: an erased log's) whose note signs
         what its row says (`served`). A row above it that does not is a
-        superuser's: logged, counted and passed over, as its signature is all
-        that makes a row a checkpoint; one at the log's size is refused
-        (IntegrityFailure), as are more than TAMPERED_ROWS_PASSED of them, each
-        a signature's check. Rows beyond the log are passed over unchecked,
+        superuser's: set aside (`_set_aside`), once, its slot free for the
+        genuine signature. Rows beyond the log are passed over unchecked,
         whatever their number (`_pass_over_beyond`). The starting point was the
         largest row, signed or not: one with a note changed stopped the
         signer, one at size 10^12 had the log said cut back, and the events
         recorded meanwhile, never signed, were the superuser's to rewrite
-        before the row was mended (helper-555); 65 rows beyond the log, or one
-        there a key the superuser registered signed, did so still
-        (helper-572). What the key itself signed (`_check_signed_sizes`,
-        `_check_remembered`) is checked after."""
+        before the row was mended (helper-555). Passed over but left in place,
+        rows planted at each coming size refused each signature (their slots
+        taken) and more than 64 the tenant, each pass (ADR 0156). What the key
+        itself signed (`_check_signed_sizes`, `_check_remembered`) is checked
+        after."""
         if size is not None:
             await self._pass_over_beyond(conn, tenant_id, size)
-        checked = 0
-        for fetched in (1, TAMPERED_ROWS_PASSED + 1):
-            rows = await latest_checkpoints(conn, tenant_id, limit=fetched, at_most=size)
-            for row in rows[checked:]:
-                checked += 1
+        fetched, at_most = 1, size
+        while True:
+            rows = await latest_checkpoints(conn, tenant_id, limit=fetched, at_most=at_most)
+            for row in rows:
                 try:
                     return await self.served(row, verifiers)
                 except IntegrityFailure as error:
-                    if row.tree_size == size:
-                        raise
-                    self._integrity_failures.add(1)
-                    log.error("checkpointer: %s: not the key's, passed over", error.message)
+                    await self._set_aside(conn, row, error.message)
             if len(rows) < fetched:
-                return None  # every stored row passed over
-        log.error(
-            "checkpointer: refusing to sign %s: its %d latest stored checkpoints within its log"
-            " do not sign what their rows say",
-            self.origin(tenant_id),
-            TAMPERED_ROWS_PASSED + 1,
-        )
-        raise IntegrityFailure(
-            f"refusing to sign: its {TAMPERED_ROWS_PASSED + 1} latest stored checkpoints do not"
-            " sign what their rows say"
-        )
+                return None  # every stored row set aside
+            # Below the rows read: one changed as it was set aside stays for the next pass.
+            fetched, at_most = ROWS_CHECKED_A_READ, rows[-1].tree_size - 1
+
+    async def _set_aside(
+        self, conn: psycopg.AsyncConnection[Any], row: StoredCheckpoint, why: str
+    ) -> None:
+        """`row`, whose note does not sign what it says (`why`), moved to
+        `checkpoints_refused` (ADR 0159): logged and counted once, as the move
+        commits with the issue (or its refusal); VerifyLog reports it there."""
+        if await refuse_checkpoint(conn, row, why=why):
+            self._integrity_failures.add(1)
+            log.error("checkpointer: %s: not the key's, set aside in checkpoints_refused", why)
 
     async def _pass_over_beyond(
         self, conn: psycopg.AsyncConnection[Any], tenant_id: str, size: int

@@ -124,6 +124,43 @@ async def insert_checkpoint(
     )
 
 
+async def refuse_checkpoint(
+    conn: psycopg.AsyncConnection[Any], checkpoint: StoredCheckpoint, *, why: str
+) -> bool:
+    """`checkpoint`'s row, if it still holds what was read of it, moved out of
+    `checkpoints` into `checkpoints_refused` with `why` (migration 0067, ADR
+    0159); whether it moved. `conn` a system connection."""
+    cursor = await conn.execute(
+        "SELECT sealtrail_refuse_checkpoint(%s, %s, %s, %s, %s)",
+        [checkpoint.tenant_id, checkpoint.tree_size, checkpoint.root_hash, checkpoint.note, why],
+    )
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedCheckpoint:
+    """A row the signer moved out of `checkpoints`: its note did not sign
+    what the row says (ADR 0159)."""
+
+    tree_size: int
+    why: str
+    refused_at: datetime
+
+
+async def first_refused_checkpoint(
+    conn: psycopg.AsyncConnection[Any], tenant_id: str
+) -> RefusedCheckpoint | None:
+    """The smallest of the tenant's rows the signer set aside as forged."""
+    cursor = conn.cursor(row_factory=class_row(RefusedCheckpoint))
+    await cursor.execute(
+        "SELECT tree_size, why, refused_at FROM checkpoints_refused WHERE tenant_id = %s"
+        " ORDER BY tree_size, refused_at LIMIT 1",
+        [tenant_id],
+    )
+    return await cursor.fetchone()
+
+
 async def register_key(conn: psycopg.AsyncConnection[Any], key: Verifier) -> None:
     await conn.execute(
         "INSERT INTO signing_keys (key_name, key_id, verifier) VALUES (%s, %s, %s)"

@@ -53,9 +53,9 @@ from ..fair_share import FairShare
 from .clock_skew import ClockReading, ClockSkew, database_time_of
 from .db_errors import named, refuses_the_deployment
 from .eager import EagerConnection
+from .role_grants import FUNCTION, Grant, grants
 from .role_grants import SERVICE_ROLE as SERVICE_ROLE
 from .role_grants import SYSTEM_ROLE as SYSTEM_ROLE
-from .role_grants import Grant, grants
 from .row_security import (
     CHECK,
     COMMAND,
@@ -177,9 +177,10 @@ _DATABASE_STATES: Final = (
 # (role_grants.py): a grant revoked from a role (`REVOKE INSERT ON events FROM
 # sealtrail_system`) failed every call that needed it, Record's every one
 # there, while health said SERVING (helper-386). Checked against the roles
-# by name (has_table_privilege, has_column_privilege): catalog lookups, no
-# row read. The answer's second column lists the positions in `_GRANTS` of
-# those missing (a relation dropped counts as missing: to_regclass is NULL).
+# by name (has_table_privilege, has_column_privilege, has_function_privilege):
+# catalog lookups, no row read. The answer's second column lists the positions
+# in `_GRANTS` of those missing (a relation or function dropped counts as
+# missing: to_regclass, to_regprocedure, is NULL).
 # And whether each table the migrations put under row-level security still
 # has it (and forced, where they force it), and each policy they create still
 # exists (row_security.py): disabled on a tenant's table by hand, every
@@ -293,7 +294,9 @@ _PROBE_PARTS: Final[tuple[bytes, ...]] = tuple(
         " ARRAY(SELECT g.n FROM unnest({roles}::name[], {relations}::text[],"
         " {columns}::text[], {privileges}::text[]) WITH ORDINALITY"
         " AS g(role, relation, col, privilege, n)"
-        " WHERE (CASE WHEN g.col IS NULL"
+        " WHERE (CASE WHEN starts_with(g.relation, {function}) THEN has_function_privilege("
+        "g.role, to_regprocedure(substr(g.relation, {after_function})), g.privilege)"
+        " WHEN g.col IS NULL"
         " THEN has_table_privilege(g.role, to_regclass(g.relation), g.privilege)"
         " ELSE has_column_privilege(g.role, to_regclass(g.relation), g.col, g.privilege)"
         " END) IS NOT TRUE),"
@@ -337,6 +340,8 @@ _PROBE_PARTS: Final[tuple[bytes, ...]] = tuple(
         service=sql.Literal(SERVICE_ROLE),
         roles=sql.Literal([g.role for g in _GRANTS]),
         relations=sql.Literal([g.relation for g in _GRANTS]),
+        function=sql.Literal(FUNCTION),
+        after_function=sql.Literal(len(FUNCTION) + 1),
         columns=sql.Literal([g.column for g in _GRANTS]),
         privileges=sql.Literal([g.privilege for g in _GRANTS]),
         safeguards=_SAFEGUARD_ARRAYS,
@@ -460,8 +465,8 @@ class _Answer:
         return self.writable and not (self.missing or self.unsecured or self.vanished)
 
 
-# The tables and columns `_GRANTS` and `_SAFEGUARDS` name, once each
-# (`None`: the table).
+# The tables, columns and functions `_GRANTS` and `_SAFEGUARDS` name, once
+# each (`None`: the table, or function).
 _LISTED: Final[tuple[tuple[str, str | None], ...]] = tuple(
     dict.fromkeys(
         [(g.relation, g.column) for g in _GRANTS] + [(s.relation, None) for s in _SAFEGUARDS]
@@ -476,7 +481,9 @@ _VANISHED: Final[bytes] = (
     sql.SQL(
         "SELECT g.n FROM unnest({relations}::text[], {columns}::text[]) WITH ORDINALITY"
         " AS g(relation, col, n)"
-        " WHERE to_regclass(g.relation) IS NULL OR (g.col IS NOT NULL AND NOT EXISTS"
+        " WHERE CASE WHEN starts_with(g.relation, {function})"
+        " THEN to_regprocedure(substr(g.relation, {after_function})) IS NULL"
+        " ELSE to_regclass(g.relation) IS NULL END OR (g.col IS NOT NULL AND NOT EXISTS"
         " (SELECT FROM pg_attribute a WHERE a.attrelid = to_regclass(g.relation)"
         " AND a.attname = g.col AND a.attnum > 0 AND NOT a.attisdropped))"
         " ORDER BY g.n"
@@ -484,6 +491,8 @@ _VANISHED: Final[bytes] = (
     .format(
         relations=sql.Literal([relation for relation, _ in _LISTED]),
         columns=sql.Literal([column for _, column in _LISTED]),
+        function=sql.Literal(FUNCTION),
+        after_function=sql.Literal(len(FUNCTION) + 1),
     )
     .as_bytes(None)
 )

@@ -12,7 +12,9 @@ lists what no migration grants. A migration that grants or revokes for
 either role changes this list with it.
 
 Each role maps its relations (tables and views) to their privileges:
-`"SELECT"`, or `"UPDATE (a, b)"` for a privilege on those columns alone."""
+`"SELECT"`, or `"UPDATE (a, b)"` for a privilege on those columns alone; and
+its functions, named `"function f(argument types)"` as PostgreSQL prints a
+`regprocedure`, to `"EXECUTE"`."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from typing import Final
 
 SERVICE_ROLE: Final = "sealtrail_service"
 SYSTEM_ROLE: Final = "sealtrail_system"
+# How a function's name begins in ROLE_GRANTS, beside the relations.
+FUNCTION: Final = "function "
 
 ROLE_GRANTS: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
     SERVICE_ROLE: {
@@ -47,6 +51,7 @@ ROLE_GRANTS: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
         "api_tokens": ("SELECT", "INSERT", "UPDATE (revoked_at)"),
         "chain_heads": ("SELECT",),
         "checkpoints": ("SELECT",),
+        "checkpoints_refused": ("SELECT",),
         "console_sessions": (
             "SELECT",
             "INSERT",
@@ -94,8 +99,11 @@ ROLE_GRANTS: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
         "api_tokens": ("SELECT", "UPDATE (last_used_at)"),
         "chain_heads": ("SELECT", "INSERT", "UPDATE (tree_size, root_hash, frontier, updated_at)"),
         "checkpoints": ("SELECT", "INSERT"),
+        "checkpoints_refused": ("SELECT",),
         "deployment_sinks": ("SELECT", "DELETE"),
         "events": ("SELECT", "INSERT"),
+        # The signer's move of a forged checkpoint row (migration 0067, ADR 0159).
+        f"{FUNCTION}sealtrail_refuse_checkpoint(text,bigint,bytea,text,text)": ("EXECUTE",),
         "redaction_key_fingerprint": ("SELECT",),
         "retention_policies": ("SELECT",),
         "schema_migrations": ("SELECT",),

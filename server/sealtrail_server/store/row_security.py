@@ -105,6 +105,7 @@ ROW_SECURITY: Final[Mapping[str, TableSecurity]] = {
     "api_tokens": _BY_TENANT,
     "chain_heads": _BY_TENANT,
     "checkpoints": _BY_TENANT,
+    "checkpoints_refused": _BY_TENANT,
     "console_sessions": _BY_TENANT,
     "console_sign_ins": _BY_TENANT,
     "deployment_sink_starts": _BY_TENANT,

@@ -29,7 +29,7 @@ from sealtrail.tlog import (
 from ..domain.event import record_names_seq
 from ..domain.merkle import append_leaf, frontier_root
 from ..domain.purge_summaries import SummarySeal
-from .checkpoints import all_checkpoints
+from .checkpoints import all_checkpoints, first_refused_checkpoint
 from .database import Connection, Database
 from .events import ShownEvent
 from .retention import pending_purges
@@ -182,6 +182,15 @@ async def _verify(
                 "the row differs from its signed note",
             )
         signed[parsed.tree_size] = parsed.root_hash
+    # Rows the signer moved out of `checkpoints` as forged (ADR 0159): evidence
+    # the log's checkpoints were tampered with, never hidden by the move.
+    if (refused := await first_refused_checkpoint(conn, tenant_id)) is not None:
+        return fail(
+            refused.tree_size,
+            "CHECKPOINT_INVALID",
+            f"the signer set the checkpoint row at this size aside (checkpoints_refused):"
+            f" {refused.why}",
+        )
     if remembered is not None:
         known_size, known_root = remembered
         if signed.setdefault(known_size, known_root) != known_root:
