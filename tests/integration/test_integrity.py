@@ -1862,6 +1862,11 @@ def change_note_size(conn: psycopg.Connection[Any], tenant: str, size: int, to: 
     return str(note)
 
 
+def changed_note(note: str) -> str:
+    """`note` with its size line changed as `change_note_size` changes it, 45 to 46."""
+    return note.replace(f"\n{EVENTS + 5}\n", f"\n{EVENTS + 6}\n", 1)
+
+
 @pytest.mark.parametrize("restarted", [False, True], ids=["running", "restarted"])
 def test_a_latest_checkpoint_whose_note_was_changed_stops_no_signature(
     logged: AuditClient,
@@ -1875,7 +1880,7 @@ def test_a_latest_checkpoint_whose_note_was_changed_stops_no_signature(
     events recorded meanwhile, never signed, could be rewritten before the
     note was put back and then signed (helper-555). The key's own last
     checkpoint, remembered or kept outside the database, is what a new one
-    must extend; the row is passed over."""
+    must extend; the row is set aside (ADR 0159)."""
     record_events(logged, 5, start=EVENTS)
     assert logged.get_checkpoint(fresh=True).tree_size == EVENTS + 5
     genuine_note = change_note_size(tamper, tenant, EVENTS + 5, EVENTS + 6)
@@ -1890,10 +1895,12 @@ def test_a_latest_checkpoint_whose_note_was_changed_stops_no_signature(
         # the events signed meanwhile is refused once the note is back.
         rewrite_record(tamper, tenant, EVENTS + 6, leaf_too=True)
         rebuild_tree(tamper, tenant)
-        tamper.execute(
-            "UPDATE checkpoints SET note = %s WHERE tenant_id = %s AND tree_size = %s",
-            [genuine_note, tenant, EVENTS + 5],
-        )
+        # Set aside, the changed row left its slot: the genuine one goes back in it.
+        assert refused_rows(tamper, tenant) == [(EVENTS + 5, changed_note(genuine_note))]
+        [(root,)] = tamper.execute(
+            "SELECT root_hash FROM checkpoints_refused WHERE tenant_id = %s", [tenant]
+        ).fetchall()
+        plant_checkpoint(tamper, tenant, EVENTS + 5, genuine_note, bytes(root))
         record_events(client, 1, start=EVENTS + 7)
         with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
             client.get_checkpoint(fresh=True)
