@@ -183,6 +183,48 @@ def test_a_count_per_resource_of_one_type_reads_the_resource_index(
     assert "occurred_at_idx" in _indexes(_plan(as_service, recent, params))
 
 
+def test_a_count_by_a_detail_reads_only_the_months_its_time_range_names(
+    as_service: psycopg.Connection[Any],
+) -> None:
+    """No index holds details (ADR 0161): a count by one, measuring
+    another, reads the record of each matching row, so a time range must
+    bound what it reads as it bounds any count, the months before pruned,
+    the rows grouped in the database, the records ('{}' here: no detail)
+    read without failing."""
+    since = datetime.now(UTC) - timedelta(days=20)
+    everything, params = count_statement(
+        "t1",
+        EventFilter(),
+        group_by="detail",
+        limit=1000,
+        measure="detail_sum",
+        group_by_detail="model",
+        measure_detail="tokens",
+    )
+    every_month = _scanned(_plan(as_service, everything, params))
+    recent, params = count_statement(
+        "t1",
+        EventFilter(occurred_after=since),
+        group_by="detail",
+        limit=1000,
+        before_seq=EVENTS,
+        measure="detail_sum",
+        group_by_detail="model",
+        measure_detail="tokens",
+    )
+    plan = _plan(as_service, recent, params)
+    earlier = _months_from(datetime.now(UTC) - SPACING * EVENTS) - _months_from(
+        since - timedelta(minutes=5)
+    )
+    assert len(earlier) >= 4 and earlier <= every_month
+    assert _scanned(plan) and _scanned(plan).isdisjoint(earlier)
+    # One group, "" (no record holds the key), measuring nothing: one row
+    # leaves the database, whatever the rows read.
+    [(key, n, total, groups, value, measured)] = as_service.execute(recent, params).fetchall()
+    assert (key, groups, value, measured) == ("", 1, 0.0, 0) and n == total > 0
+    assert plan["Actual Rows"] == 1
+
+
 def _rows_read(node: dict[str, Any]) -> int:
     """The rows the plan's scans of events read, over all their loops: those
     they gave and those their filters dropped (a scan of one index that

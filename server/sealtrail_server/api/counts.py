@@ -3,7 +3,8 @@ and grouped, counted by the database (store/counts.py). It reads the log as
 Query does, so it is recorded as Query is (ADR 0012): `audit_log.queried`,
 its details naming the RPC, the filter (redacted as the tenant's events are),
 the grouping, the limit, the time zone of its days and hours if it names
-one (ADR 0103), and the measure of its groups' durations if it asks one.
+one (ADR 0103), the measure of its groups' durations if it asks one, and
+the details key it groups by or measures, if it names one (ADR 0161).
 The record is written first and the count is of the log before it: a count
 never counts itself, and an investigator's counts are as visible as their
 queries (ADR 0063)."""
@@ -18,7 +19,7 @@ import grpc
 
 from sealtrail.v1 import audit_service_pb2 as pb
 
-from ..domain.counts import GroupBy, Measure, group_limit
+from ..domain.counts import DETAIL_MEASURES, GroupBy, Measure, detail_key_refusal, group_limit
 from ..domain.errors import InvalidArgument
 from ..domain.zones import is_time_zone, not_a_time_zone
 from ..store.appender import Appender
@@ -52,6 +53,7 @@ _GROUPINGS: Final[dict[int, GroupBy | None]] = {
     pb.COUNT_GROUP_BY_HTTP_ROUTE: "http_route",
     pb.COUNT_GROUP_BY_HTTP_STATUS: "http_status",
     pb.COUNT_GROUP_BY_CREDENTIAL: "credential",
+    pb.COUNT_GROUP_BY_DETAIL: "detail",
 }
 # CountMeasure -> the domain's measure (None: the count alone).
 _MEASURES: Final[dict[int, Measure | None]] = {
@@ -61,6 +63,9 @@ _MEASURES: Final[dict[int, Measure | None]] = {
     pb.COUNT_MEASURE_DURATION_P95: "duration_p95",
     pb.COUNT_MEASURE_DURATION_P99: "duration_p99",
     pb.COUNT_MEASURE_DURATION_MAX: "duration_max",
+    pb.COUNT_MEASURE_DETAIL_SUM: "detail_sum",
+    pb.COUNT_MEASURE_DETAIL_AVG: "detail_avg",
+    pb.COUNT_MEASURE_DETAIL_MAX: "detail_max",
 }
 
 
@@ -83,6 +88,7 @@ class CountRpcs:
         shape = count_shape(request)
         group_by, limit, time_zone = _GROUPINGS[shape[0]], shape[1], shape[2]
         measure = _MEASURES[shape[3]]
+        group_by_detail, measure_detail = shape[4], shape[5]
         # A count of a console search its first page's record says already (ADR 0137).
         named = from_this_console(VIEW_HEADER)
         covered = (
@@ -125,6 +131,8 @@ class CountRpcs:
                 timeout=self._count_timeout,
                 time_zone=time_zone,
                 measure=measure,
+                group_by_detail=group_by_detail,
+                measure_detail=measure_detail,
             )
         return pb.CountEventsResponse(
             total=counts.total,
@@ -145,8 +153,9 @@ class CountRpcs:
 
 
 def count_shape(request: pb.CountEventsRequest) -> CountShape:
-    """A count's grouping, limit (lowered as the API lowers it), time zone
-    and measure; InvalidArgument naming the field of one the API refuses."""
+    """A count's grouping, limit (lowered as the API lowers it), time zone,
+    measure, and the details keys it groups by and measures ("" for none);
+    InvalidArgument naming the field of one the API refuses."""
     if request.group_by not in _GROUPINGS:
         raise InvalidArgument.field("group_by", f"unknown enum value {request.group_by}")
     limit = group_limit(request.limit)
@@ -158,14 +167,49 @@ def count_shape(request: pb.CountEventsRequest) -> CountShape:
         raise InvalidArgument.field(
             "measure", "measures groups: set group_by (day for one figure a day)"
         )
-    return request.group_by, limit, request.time_zone, request.measure
+    group_by_detail = _detail_key(
+        "group_by_detail",
+        request.group_by_detail,
+        wanted=request.group_by == pb.COUNT_GROUP_BY_DETAIL,
+        by="group_by detail",
+    )
+    measure_detail = _detail_key(
+        "measure_detail",
+        request.measure_detail,
+        wanted=_MEASURES[request.measure] in DETAIL_MEASURES,
+        by="a detail measure",
+    )
+    return (
+        request.group_by,
+        limit,
+        request.time_zone,
+        request.measure,
+        group_by_detail,
+        measure_detail,
+    )
+
+
+def _detail_key(field: str, key: str, *, wanted: bool, by: str) -> str:
+    """The details key of `field`: required where the request's grouping or
+    measure (`by`) wants one, refused elsewhere (it would be ignored,
+    and the count would not be the one asked), bounded as a key of
+    `details_equals`."""
+    if not wanted:
+        if key:
+            raise InvalidArgument.field(field, f"is only for {by}; leave it empty")
+        return ""
+    refusal = detail_key_refusal(key)
+    if refusal is not None:
+        raise InvalidArgument.field(field, refusal)
+    return key
 
 
 def count_details(shape: CountShape) -> dict[str, Any]:
     """A count as the details of the record that says it: its limit, its
-    grouping (none: the total alone), its time zone if it names one and
-    its measure if it asks one (`duration_p95`)."""
-    group_by_value, limit, time_zone, measure_value = shape
+    grouping (none: the total alone), its time zone if it names one, its
+    measure if it asks one (`duration_p95`), and the details keys it groups
+    by and measures if it names them (`model`, `tokens`)."""
+    group_by_value, limit, time_zone, measure_value, group_by_detail, measure_detail = shape
     details: dict[str, Any] = {"limit": limit}
     group_by = _GROUPINGS[group_by_value]
     if group_by is not None:
@@ -175,4 +219,8 @@ def count_details(shape: CountShape) -> dict[str, Any]:
     measure = _MEASURES[measure_value]
     if measure is not None:
         details["measure"] = measure
+    if group_by_detail:
+        details["group_by_detail"] = group_by_detail
+    if measure_detail:
+        details["measure_detail"] = measure_detail
     return details

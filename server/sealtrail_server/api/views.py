@@ -12,8 +12,8 @@ recorded again when all of these hold, else it is recorded as any count:
 - the call carries the console's key (the console alone announces or names a
   view; from anyone else both headers are ignored);
 - the view was opened by the same token, of the same tenant;
-- its filter is the Query's, exactly, and its grouping, limit, time zone
-  and measure are one of the counts announced, not yet counted (each counts once);
+- its filter is the Query's, exactly, and its grouping, limit, time zone,
+  measure and details keys are one of the counts announced, not yet counted (each counts once);
 - it starts within VIEW_SECONDS of the record.
 
 The view's id is random (128 bits), made by the server and given only in the
@@ -50,8 +50,10 @@ MAX_VIEW_COUNTS: Final = 4
 MAX_VIEWS: Final = 10_000
 
 # A count as announced and as made: its grouping, its limit (as the API
-# lowers it), its time zone and its measure (CountMeasure, 0 for none).
-CountShape = tuple[int, int, str, int]
+# lowers it), its time zone, its measure (CountMeasure, 0 for none) and the
+# details keys it groups by and measures ("" for none): a count by another
+# key is another count, recorded as its own.
+CountShape = tuple[int, int, str, int, str, str]
 
 
 @dataclass(slots=True)

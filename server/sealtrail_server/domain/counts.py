@@ -22,7 +22,12 @@ group none of whose events has a duration measures 0 of 0.
 
 A count by actor labels each group it answers with who the actor is, as its
 latest matching event records them (`actor_label`): an id (`u_3`, a token's
-UUID) names no one to a reader asking who accessed what."""
+UUID) names no one to a reader asking who accessed what.
+
+A count may be grouped by the value of one top-level key of the events'
+details (`model`), keyed as `details_equals` compares it, and measured by
+the numbers under another (`tokens`): their sum, mean or greatest, of the
+events that have a number there (ADR 0161)."""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Final, Literal
 
 from .event import SEVERITIES
-from .filters import page_size
+from .filters import MAX_DETAIL_KEY, page_size
 
 GroupBy = Literal[
     "action",
@@ -52,11 +57,27 @@ GroupBy = Literal[
     "http_route",
     "http_status",
     "credential",
+    "detail",
 ]
 
 # What a count may measure of each group's durations: their mean, a
-# percentile (interpolated, PostgreSQL's percentile_cont) or the longest.
-Measure = Literal["duration_avg", "duration_p50", "duration_p95", "duration_p99", "duration_max"]
+# percentile (interpolated, PostgreSQL's percentile_cont) or the longest;
+# or of the numbers under one key of their details: the sum, the mean, the
+# greatest (ADR 0161).
+Measure = Literal[
+    "duration_avg",
+    "duration_p50",
+    "duration_p95",
+    "duration_p99",
+    "duration_max",
+    "detail_sum",
+    "detail_avg",
+    "detail_max",
+]
+DETAIL_MEASURES: Final[frozenset[Measure]] = frozenset({"detail_sum", "detail_avg", "detail_max"})
+# A group by a detail is keyed by the value's first characters, this many at
+# most: an answer of 1,000 groups stays small whatever the records hold.
+MAX_DETAIL_GROUP_KEY: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +113,19 @@ def group_limit(requested: int) -> int:
     """Groups an answer holds, as pages are sized (AIP-158): 0 means 50, more
     than 1,000 is lowered to 1,000, negative is INVALID_ARGUMENT on `limit`."""
     return page_size(requested, field="limit")
+
+
+def detail_key_refusal(key: str) -> str | None:
+    """Why `key` is no top-level key of details a count may name (as
+    `details_equals` bounds one: 1 to MAX_DETAIL_KEY characters, no NUL),
+    None if it is one."""
+    if not key:
+        return "give the top-level key of details (model, tokens)"
+    if len(key) > MAX_DETAIL_KEY:
+        return f"has {len(key)} characters; the limit is {MAX_DETAIL_KEY}"
+    if "\x00" in key:
+        return "must not contain NUL characters"
+    return None
 
 
 def group_key(group_by: GroupBy, value: object) -> str:

@@ -11,7 +11,9 @@ aggregate beside each group's count, over each row's `duration_ms` column
 (migration 0064, ADR 0149); of a count with rows appended before it whose
 duration is unread (`duration_unread_statement`), those rows' durations are
 read off their records (`_MEASURED_FROM_RECORDS`). Without a measure the
-statements are as they were."""
+statements are as they were. A count by a detail, or measuring a detail's
+numbers, reads each matching row's record (no column or index holds
+details: ADR 0161), within the same timeout."""
 
 from __future__ import annotations
 
@@ -20,7 +22,16 @@ from typing import Any, Final
 import psycopg
 from psycopg import sql
 
-from ..domain.counts import Counts, Group, GroupBy, Measure, actor_label, group_key
+from ..domain.counts import (
+    DETAIL_MEASURES,
+    MAX_DETAIL_GROUP_KEY,
+    Counts,
+    Group,
+    GroupBy,
+    Measure,
+    actor_label,
+    group_key,
+)
 from ..domain.errors import FailedPrecondition, InvalidArgument
 from ..domain.filters import EventFilter
 from .database import Connection, Database
@@ -33,6 +44,7 @@ from .events import (
     RECORD_HTTP_ROUTE,
     RECORD_HTTP_STATUS,
     filter_conditions,
+    json_number_read,
     selected_events,
 )
 
@@ -212,16 +224,44 @@ _MEASURED_FROM_RECORDS: Final = sql.SQL(
 _DURATIONS_UNREAD: Final = sql.SQL(
     "SELECT EXISTS (SELECT FROM {events} WHERE {conditions} AND " + DURATION_UNREAD + ")"
 )
-# Each measure's aggregate of a group's durations (those of its rows that have
-# one: aggregates pass over NULL). Percentiles are percentile_cont's, linear
-# between the two nearest durations (as numpy's percentile), rather than
-# percentile_disc's, which jumps from one recorded duration to the next.
-_MEASURES: Final[dict[Measure, sql.SQL]] = {
+# A group's key by a detail ({key}, a literal: a key count_shape bounded):
+# its value as details_equals compares it (a string as it is, a number or
+# boolean as the record writes it), its first MAX_DETAIL_GROUP_KEY
+# characters; "" for none, null, an object or an array. The record is parsed
+# once a row, in the subquery (OFFSET 0: not pulled up).
+_DETAIL_KEY: Final = sql.SQL(
+    "(SELECT CASE WHEN json_typeof(d -> {key}) IN ('string', 'number', 'boolean')"
+    " THEN left(d ->> {key}, " + str(MAX_DETAIL_GROUP_KEY) + ") ELSE '' END"
+    " FROM (SELECT record::json -> 'details' AS d OFFSET 0) AS details)"
+)
+# A row's number under a detail ({key}) as `measured_ms`, exactly (numeric),
+# NULL for a value that is no number a double holds: a text, a boolean, a
+# redacted placeholder is not measured, and no cast fails (ADR 0161).
+_DETAIL_NUMBER: Final = sql.SQL(
+    json_number_read("(record::json -> 'details') -> {key}", as_type="numeric", alias="number")
+)
+# A detail measure's aggregate ({x}, numeric: a sum of doubles no double
+# holds fails no addition) as the nearest double, `Infinity` past a double's
+# greatest, 0 below its least normal magnitude (a cast of either would fail).
+_AS_DOUBLE: Final = sql.SQL(
+    "CASE WHEN {x} > 1.7976931348623157e308 THEN 'Infinity'::float8"
+    " WHEN {x} < -1.7976931348623157e308 THEN '-Infinity'::float8"
+    " WHEN abs({x}) < 2.2250738585072014e-308 THEN 0::float8 ELSE {x}::float8 END"
+)
+# Each measure's aggregate of a group's durations, or of a detail measure its
+# numbers (those of its rows that have one: aggregates pass over NULL).
+# Percentiles are percentile_cont's, linear between the two nearest durations
+# (as numpy's percentile), rather than percentile_disc's, which jumps from one
+# recorded duration to the next.
+_MEASURES: Final[dict[Measure, sql.Composable]] = {
     "duration_avg": sql.SQL("avg(measured_ms)"),
     "duration_p50": sql.SQL("percentile_cont(0.5) WITHIN GROUP (ORDER BY measured_ms)"),
     "duration_p95": sql.SQL("percentile_cont(0.95) WITHIN GROUP (ORDER BY measured_ms)"),
     "duration_p99": sql.SQL("percentile_cont(0.99) WITHIN GROUP (ORDER BY measured_ms)"),
     "duration_max": sql.SQL("max(measured_ms)"),
+    "detail_sum": _AS_DOUBLE.format(x=sql.SQL("sum(measured_ms)")),
+    "detail_avg": _AS_DOUBLE.format(x=sql.SQL("avg(measured_ms)")),
+    "detail_max": _AS_DOUBLE.format(x=sql.SQL("max(measured_ms)")),
 }
 # A group's measure (0 where none of its rows has a duration) and how many of
 # its rows had one, beside its count (`{measures}`), then passed on by the
@@ -268,6 +308,8 @@ def count_statement(
     records: bool = True,
     measure: Measure | None = None,
     duration_records: bool = True,
+    group_by_detail: str = "",
+    measure_detail: str = "",
 ) -> tuple[sql.Composed, list[Any]]:
     """The SQL of a count and its parameters (the plan tests EXPLAIN it):
     `tenant_id`'s events that match `event_filter` and come before
@@ -281,11 +323,13 @@ def count_statement(
     statement's last two columns (a total alone measures nothing: the API
     refuses a measure without a grouping); `duration_records` False reads
     the `duration_ms` column alone, for when no row counted has a duration
-    it does not hold (`duration_unread_statement` finds none)."""
+    it does not hold (`duration_unread_statement` finds none). By a detail,
+    `group_by_detail` is its key; a detail measure measures the numbers
+    under `measure_detail` (keys the API bounded)."""
     events, where, params = _selected(tenant_id, event_filter, before_seq)
     if group_by is None:
         return _TOTAL.format(events=events, conditions=where), params
-    parts = _measure_parts(measure, records=duration_records)
+    parts = _measure_parts(measure, records=duration_records, detail=measure_detail)
     measured = parts["measured"]
     if group_by == "resource":
         query = _RESOURCES.format(events=events, conditions=where, **parts)
@@ -306,7 +350,7 @@ def count_statement(
             conditions=where,
             measures=parts["measures"],
             duration=sql.SQL(", {} AS measured_ms").format(
-                _DURATION if duration_records else sql.SQL("duration_ms")
+                _measured_value(measure, records=duration_records, detail=measure_detail)
             )
             if measure
             else _NONE,
@@ -326,25 +370,51 @@ def count_statement(
             **parts,
         )
         return query, [*params, limit]
-    query = _GROUPED.format(
-        key=_KEYS[group_by], events=events, conditions=where, order=order, **parts
+    key = (
+        _DETAIL_KEY.format(key=_key_literal(group_by_detail))
+        if group_by == "detail"
+        else _KEYS[group_by]
     )
+    query = _GROUPED.format(key=key, events=events, conditions=where, order=order, **parts)
     return query, [*params, limit]
 
 
-def _measure_parts(measure: Measure | None, *, records: bool) -> dict[str, sql.Composable]:
+def _measure_parts(
+    measure: Measure | None, *, records: bool, detail: str
+) -> dict[str, sql.Composable]:
     """The pieces a grouped statement takes for `measure` (none: nothing):
     its aggregates beside the count (`measures`), their columns passed on
     (`measured`), and the rows' durations joined to the events
     (`measured_from`): their column, and with `records` the record's where
-    the column is NULL."""
+    the column is NULL; of a detail measure, the numbers under `detail`."""
     if measure is None:
         return {"measures": _NONE, "measured": _NONE, "measured_from": _NONE}
+    if measure in DETAIL_MEASURES:
+        measured_from: sql.Composable = sql.SQL(
+            " CROSS JOIN LATERAL (SELECT {number} AS measured_ms OFFSET 0) AS measured"
+        ).format(number=_measured_value(measure, records=records, detail=detail))
+    else:
+        measured_from = _MEASURED_FROM_RECORDS if records else _MEASURED_FROM
     return {
         "measures": _MEASURED.format(aggregate=_MEASURES[measure]),
         "measured": _PASSED,
-        "measured_from": _MEASURED_FROM_RECORDS if records else _MEASURED_FROM,
+        "measured_from": measured_from,
     }
+
+
+def _key_literal(key: str) -> sql.Composable:
+    """A details key as a literal of a statement run with parameters, its
+    `%` doubled: psycopg reads a `%` anywhere in the text, a quoted literal
+    included, as a placeholder's (`%s`) or an escaped one's (`%%`)."""
+    return sql.Literal(key.replace("%", "%%"))
+
+
+def _measured_value(measure: Measure, *, records: bool, detail: str) -> sql.Composable:
+    """What `measure` measures of a row: its number under `detail`, or its
+    duration (the column, and with `records` the record's where it is NULL)."""
+    if measure in DETAIL_MEASURES:
+        return _DETAIL_NUMBER.format(key=_key_literal(detail))
+    return _DURATION if records else sql.SQL("duration_ms")
 
 
 def actor_labels_statement(
@@ -409,6 +479,8 @@ async def count_events(
     timeout: float,
     time_zone: str = "",
     measure: Measure | None = None,
+    group_by_detail: str = "",
+    measure_detail: str = "",
 ) -> Counts:
     """The count of `count_statement`, run within `timeout` seconds; past
     them, FailedPrecondition (COUNT_TIMEOUT) telling the caller to narrow the
@@ -422,7 +494,9 @@ async def count_events(
     With `measure`, each group says its events' measure and how many had a
     duration (`Group.value`, `Group.measured`), read off the records only of
     rows whose duration the column does not hold yet, if the count has any
-    (`duration_unread_statement`)."""
+    (`duration_unread_statement`); with a detail measure, of the numbers
+    under `measure_detail`, read off every row's record. By a detail, each
+    group is a value of `group_by_detail`."""
     async with db.bulk_connection(tenant_id, statement_timeout=timeout) as conn:
         try:
             if time_zone:  # at once: the count reads it only of the events it finds
@@ -435,7 +509,7 @@ async def count_events(
                 found = await (await conn.execute(unread, unread_params)).fetchone()
                 records = bool(found and found[0])
             duration_records = False
-            if measure is not None:
+            if measure is not None and measure not in DETAIL_MEASURES:
                 unread, unread_params = duration_unread_statement(
                     tenant_id, event_filter, before_seq=before_seq
                 )
@@ -451,6 +525,8 @@ async def count_events(
                 records=records,
                 measure=measure,
                 duration_records=duration_records,
+                group_by_detail=group_by_detail,
+                measure_detail=measure_detail,
             )
             cursor = await conn.execute(query, params)
             rows = await cursor.fetchall()

@@ -976,6 +976,23 @@ RECORD_HTTP_STATUS: Final = "((record::json -> 'context') ->> 'http_status_code'
 DURATION_UNREAD: Final = (
     "duration_ms IS NULL AND json_typeof((record::json -> 'context') -> 'duration_ms') = 'number'"
 )
+
+
+def json_number_read(json_value: str, *, as_type: str, alias: str) -> str:
+    """SQL of the number a JSON value of the record holds (`json_value`, an
+    expression of the row) as `as_type` (float8, numeric), NULL for none
+    and for one no double holds, never failing on what the record holds
+    (DURATION_READ's checks); read once, in a subquery named `alias`."""
+    return (
+        "(SELECT CASE WHEN json_typeof(j) = 'number' AND length(j::text) <= 1000"
+        " AND j::text !~ '[eE][+-]?[0-9][0-9][0-9][0-9]'"
+        " THEN CASE WHEN abs(j::text::numeric)"
+        " BETWEEN 4.9406564584124654e-324 AND 1.7976931348623157e308 OR j::text::numeric = 0"
+        f" THEN j::text::{as_type} END END"
+        f" FROM (SELECT {json_value} AS j OFFSET 0) AS {alias})"
+    )
+
+
 # An event's `context.duration_ms` read off its record as the column would
 # hold it (float8), NULL for none and for one no double holds: a text, or a
 # number past a double's range (`1e400`, `1e-400`), which no API call writes
@@ -987,13 +1004,8 @@ DURATION_UNREAD: Final = (
 # double's least and greatest magnitudes, or zero; the few just past them
 # that would still round into a double are taken as none too. The record is
 # parsed once, in the subquery (OFFSET 0 keeps it from being pulled up).
-DURATION_READ: Final = (
-    "(SELECT CASE WHEN json_typeof(j) = 'number' AND length(j::text) <= 1000"
-    " AND j::text !~ '[eE][+-]?[0-9][0-9][0-9][0-9]'"
-    " THEN CASE WHEN abs(j::text::numeric)"
-    " BETWEEN 4.9406564584124654e-324 AND 1.7976931348623157e308 OR j::text::numeric = 0"
-    " THEN j::text::float8 END END"
-    " FROM (SELECT (record::json -> 'context') -> 'duration_ms' AS j OFFSET 0) AS duration)"
+DURATION_READ: Final = json_number_read(
+    "(record::json -> 'context') -> 'duration_ms'", as_type="float8", alias="duration"
 )
 # A query of the `changes[].field`s of an event, in SQL, to be completed by a
 # condition on `field` (none for an event without changes).

@@ -45,12 +45,21 @@ CountGroupByName = Literal[
     "http_route",
     "http_status",
     "credential",
+    "detail",
 ]
 COUNT_GROUP_BYS: Final[tuple[CountGroupByName, ...]] = get_args(CountGroupByName)
 # audit_service.proto's CountMeasure: what a count measures of each group's
-# `context.duration_ms` (the client's Measure adds "", none).
+# `context.duration_ms`, or of the numbers under one key of their details
+# (the client's Measure adds "", none).
 CountMeasureName = Literal[
-    "duration_avg", "duration_p50", "duration_p95", "duration_p99", "duration_max"
+    "duration_avg",
+    "duration_p50",
+    "duration_p95",
+    "duration_p99",
+    "duration_max",
+    "detail_sum",
+    "detail_avg",
+    "detail_max",
 ]
 COUNT_MEASURES: Final[tuple[CountMeasureName, ...]] = get_args(CountMeasureName)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -31,10 +32,22 @@ if TYPE_CHECKING:
 _GROUPINGS: Final = {name.replace("_", "-"): name for name in COUNT_GROUP_BYS} | {
     name: name for name in COUNT_GROUP_BYS
 }
-# The measures as the command line spells them (`p95`: every measure is of
-# the durations), the API's spelling (`duration_p95`) accepted too.
-_MEASURES: Final = {name.removeprefix("duration_"): name for name in COUNT_MEASURES} | {
-    name: name for name in COUNT_MEASURES
+# The measures as the command line spells them (`p95`, `max`: of the
+# durations), the API's spelling (`duration_p95`, `detail_sum`) accepted too;
+# a detail's (`sum:tokens`) are `_KEYED`'s.
+_MEASURES: Final = {
+    name.removeprefix("duration_"): name for name in COUNT_MEASURES if name.startswith("duration_")
+} | {name: name for name in COUNT_MEASURES}
+# What takes a top-level details key after a colon, by option: each
+# spelling's API name (`detail:model`, `sum:tokens`, `detail_sum:tokens`).
+_KEYED: Final[dict[str, dict[str, str]]] = {
+    "--by": {"detail": "detail"},
+    "--measure": {
+        spelled: str(name)
+        for name in COUNT_MEASURES
+        if name.startswith("detail_")
+        for spelled in (name, name.removeprefix("detail_"))
+    },
 }
 
 
@@ -54,6 +67,42 @@ class _Spelled(click.Choice[str]):
         return self._spellings.get(normalized, normalized)
 
 
+class _SpelledKeyed(_Spelled):
+    """A `_Spelled` choice beside which `_KEYED[option]`'s names take a
+    top-level details key after a colon, and only they: `detail:model` is
+    taken as `detail:model` (the API's name, then the key as given, case
+    and all); such a name alone (`detail`, `sum`; `avg` and `max` alone are
+    the durations'), or a key after another (`p95:x`), is refused, saying
+    so."""
+
+    def __init__(self, spellings: Mapping[str, str], option: str) -> None:
+        keyed = _KEYED[option]
+        shown = {name: f"{name.removeprefix('detail_')}:KEY" for name in keyed.values()}
+        super().__init__({**spellings, **shown})
+        self._option = option
+        self._keyed = keyed
+        self._plain = {taken.casefold() for taken in spellings}  # `avg`, `max`: durations
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return super().convert(value, param, ctx)
+        named, colon, key = value.partition(":")
+        name = self._keyed.get(named.casefold())
+        if not colon and named.casefold() in self._plain:
+            return super().convert(value, param, ctx)
+        if name is not None and not key:
+            spelled = name.removeprefix("detail_")
+            self.fail(f"{self._option} {spelled}:KEY needs a key of details ({spelled}:tokens)")
+        if name is not None:
+            return f"{name}:{key}"
+        if colon:
+            keyed = ", ".join(
+                sorted({f"{n.removeprefix('detail_')}:KEY" for n in self._keyed.values()})
+            )
+            self.fail(f"{named} takes no key (only {keyed} do)")
+        return super().convert(value, param, ctx)
+
+
 # How the table shows a time bucket's start, from its RFC 3339 key: the date,
 # or the date and the hour (and in a time zone, its offset, which tells apart
 # the two hours of the night the clocks go back).
@@ -70,14 +119,18 @@ _COLUMNS: Final = {
 @click.option(
     "--by",
     "group_by",
-    type=_Spelled({taken: name.replace("_", "-") for taken, name in _GROUPINGS.items()}),
+    type=_SpelledKeyed(
+        {taken: name.replace("_", "-") for taken, name in _GROUPINGS.items() if name != "detail"},
+        "--by",
+    ),
     help="Count per action, actor (id), category, outcome, severity, resource type,"
     " day or hour of occurred_at (UTC's, or --time-zone's), the API token that recorded the events"
     " (recorded-by), the client's IP address (ip) or country (country), resource (its type"
     " and id: which resources were touched most), actor type (actor-type: user, api_key,"
     " service, system), or the API request's route (http-route: which endpoints) or status"
     " code (http-status: 503), or the credential the actor acted with (credential: its"
-    " kind, id and hint; which API key was used most); without it, the total alone."
+    " kind, id and hint; which API key was used most), or the value of a top-level key of"
+    " details (detail:KEY, detail:model: calls per model); without it, the total alone."
     " The API's spelling (resource_type) is taken too.",
 )
 @click.option(
@@ -97,11 +150,20 @@ _COLUMNS: Final = {
 )
 @click.option(
     "--measure",
-    type=_Spelled({taken: name.removeprefix("duration_") for taken, name in _MEASURES.items()}),
+    type=_SpelledKeyed(
+        {
+            taken: name.removeprefix("duration_")
+            for taken, name in _MEASURES.items()
+            if name.startswith("duration_")
+        },
+        "--measure",
+    ),
     help="With --by, also measure each group's request durations (context.duration_ms):"
     " their mean (avg), median (p50), 95th or 99th percentile (p95, p99, interpolated)"
     " or the longest (max), in ms, over the events that have one (`measured`: how many);"
-    " `-` for a group none of whose events has a duration.",
+    " `-` for a group none of whose events has a duration. Or the sum, mean or greatest of"
+    " the numbers under a top-level key of details (sum:KEY, avg:KEY, max:KEY: sum:tokens),"
+    " values that are no number passed over.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @click.option(
@@ -127,8 +189,10 @@ def stats(
     """Count matching events, in all and per group: `sealtrail stats --by actor
     --action user.login --outcome failure --since 7d`. `--by action` lists the
     actions the log holds. Counts cover the events retention has kept."""
-    grouping: GroupBy = _GROUPINGS[group_by.lower()] if group_by else ""
-    measured: Measure = _MEASURES[measure.lower()] if measure else ""
+    by, _, group_by_detail = (group_by or "").partition(":")
+    measured_as, _, measure_detail = (measure or "").partition(":")
+    grouping: GroupBy = _GROUPINGS[by.lower()] if by else ""
+    measured: Measure = _MEASURES[measured_as.lower()] if measured_as else ""
     if measured and not grouping:
         raise click.UsageError("--measure measures groups: give --by too (--by day, --by action)")
     with _client(ctx) as client:
@@ -138,6 +202,8 @@ def stats(
             limit=limit,
             time_zone=time_zone,
             measure=measured,
+            group_by_detail=group_by_detail,
+            measure_detail=measure_detail,
             timeout=timeout,
         )
     if as_json:
@@ -153,7 +219,7 @@ def stats(
     if grouping:
         from sealtrail._tables import print_table
 
-        print_table(_table(counts, grouping, time_zone, measured))
+        print_table(_table(counts, grouping, time_zone, measured, group_by_detail, measure_detail))
     click.echo(f"total: {counted(counts.total, 'event')}")
     if counts.truncated:
         click.echo(
@@ -168,11 +234,13 @@ def _table(
     grouping: str,
     time_zone: str,
     measure: str = "",
+    group_by_detail: str = "",
+    measure_detail: str = "",
 ) -> PlainTable:
     from sealtrail._convert import credential_of_key, resource_of_key
     from sealtrail._tables import PlainTable
 
-    header = grouping.replace("_", " ")
+    header = group_by_detail or grouping.replace("_", " ")
     if grouping in _BUCKET_SHOWN:
         header = f"{header} ({time_zone or 'UTC'})"
     table = PlainTable()
@@ -186,7 +254,13 @@ def _table(
         table.add_column(shown_header, overflow="fold")
     table.add_column("events", justify="right")
     table.add_column("share", justify="right")
-    if measure:
+    unit = " ms"
+    if measure_detail:
+        # `sum of tokens`, in the detail's own unit, and how many had a number.
+        table.add_column(f"{measure.removeprefix('detail_')} of {measure_detail}", justify="right")
+        table.add_column("measured", justify="right")
+        unit = ""
+    elif measure:
         # `p95 duration`, its value in ms, and how many events had a duration.
         table.add_column(f"{measure.removeprefix('duration_')} duration", justify="right")
         table.add_column("measured", justify="right")
@@ -205,7 +279,7 @@ def _table(
             cells = [*cells, group.label]
         share = f"{tenths(100 * group.count / counts.total)}%" if counts.total else ""
         if measure:
-            shown = f"{tenths(group.value)} ms" if group.measured else "-"
+            shown = f"{tenths(group.value)}{unit}" if group.measured else "-"
             cells = [*cells, str(group.count), share, shown, str(group.measured)]
             table.add_row(*cells)
             continue
@@ -219,7 +293,10 @@ def tenths(value: float) -> str:
     (a float a hair under 0.15) up to 7.3 and 0.2, as the console's
     Breakdown panel rounds (Intl.NumberFormat's halfExpand, docs/console.md).
     Python's format rounds the float's exact value to the even tenth (7.2,
-    0.1): the two said two figures of one count."""
+    0.1): the two said two figures of one count. A sum past a double's
+    range is `inf`."""
+    if not math.isfinite(value):
+        return f"{value}"
     return f"{Decimal(repr(value)).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP):,.1f}"
 
 

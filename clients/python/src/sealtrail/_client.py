@@ -486,6 +486,8 @@ class AuditClient:
         limit: int = 0,
         time_zone: str = "",
         measure: Measure = "",
+        group_by_detail: str = "",
+        measure_detail: str = "",
         timeout: float = COUNT_TIMEOUT,
     ) -> EventCounts:
         """Counts the events that match `filter`: the total, and with `group_by`
@@ -505,14 +507,20 @@ class AuditClient:
         in milliseconds, in `value`: `duration_avg` (the mean),
         `duration_p50`, `duration_p95`, `duration_p99` (percentiles,
         interpolated) or `duration_max`, over the `measured` events that
-        have a duration (a group with none: 0 of 0). Recorded as a query is. Waited for up
+        have a duration (a group with none: 0 of 0). `group_by="detail"`
+        groups by the value of the top-level details key `group_by_detail`
+        (`model`; "" for events without it); `detail_sum`, `detail_avg`,
+        `detail_max` measure the numbers under `measure_detail` (`tokens`),
+        passing over values that are no number. Recorded as a query is. Waited for up
         to `timeout` seconds: longer than the server gives a count (30 s by
         default), so that its refusal to count longer (RpcFailedError,
         FAILED_PRECONDITION, reason COUNT_TIMEOUT: narrow the time range)
         arrives rather than a deadline; not retried once cut off by that
         deadline, as another attempt would count anew. Within the client's
         total_timeout, if it has one."""
-        request = count_request(filter, group_by, limit, time_zone, measure)
+        request = count_request(
+            filter, group_by, limit, time_zone, measure, group_by_detail, measure_detail
+        )
         response = self._call(
             self._stub.CountEvents, request, timeout=timeout, retry_on=PREVIEW_RETRYABLE
         )

@@ -821,7 +821,9 @@ def query_request(
 GroupBy = Literal["", CountGroupByName]
 # What a count measures of each group's durations, "" for nothing: the mean
 # (`duration_avg`), a percentile (`duration_p50`, `duration_p95`,
-# `duration_p99`) or the longest (`duration_max`).
+# `duration_p99`) or the longest (`duration_max`); or of the numbers under a
+# detail (`measure_detail`): their sum, mean or greatest (`detail_sum`,
+# `detail_avg`, `detail_max`).
 Measure = Literal["", CountMeasureName]
 
 
@@ -832,15 +834,17 @@ class EventCount:
     type and id as a JSON array (`["repository","acme/web"]`: `resource_of_key`
     reads it, `resource_key` writes it), a credential's kind, id and hint as a
     JSON array (`["api_key","key_8f3a2c","a1b2"]`: `credential_of_key` reads
-    it), or a time bucket's start in RFC 3339,
+    it), a detail's value (`gpt-4o`, a number as the record writes it: `3`),
+    or a time bucket's start in RFC 3339,
     UTC (`2026-12-05T00:00:00Z`); "" for events that have none (no category,
     no resource type, neither a resource type nor id)."""
 
     key: str
     count: int
     # With a measure: its value over the group's events that have a
-    # `context.duration_ms` (milliseconds), and how many of them had one
-    # (`measured`; 0 and 0 for a group none of whose events has one).
+    # `context.duration_ms` (milliseconds), or a number under the measured
+    # detail (its own unit), and how many of them had one (`measured`; 0
+    # and 0 for a group none of whose events has one).
     value: float = 0.0
     measured: int = 0
     # Counted by actor: who the actor is, as its latest matching event
@@ -929,11 +933,16 @@ def count_request(
     limit: int,
     time_zone: str = "",
     measure: Measure | str = "",
+    group_by_detail: str = "",
+    measure_detail: str = "",
 ) -> audit_service_pb2.CountEventsRequest:
     """A CountEventsRequest; `group_by` is a CountGroupBy's shorthand name
-    (`actor`, `resource_type`, `day`), "" for the total alone; `time_zone`
-    the IANA zone of its days and hours, "" for UTC; `measure` a
-    CountMeasure's (`duration_p95`), "" for the count alone."""
+    (`actor`, `resource_type`, `day`, `detail`), "" for the total alone;
+    `time_zone` the IANA zone of its days and hours, "" for UTC; `measure` a
+    CountMeasure's (`duration_p95`, `detail_sum`), "" for the count alone;
+    `group_by_detail` the details key a `detail` grouping groups by,
+    `measure_detail` the one a detail measure measures (the server refuses
+    one missing or out of place, naming it)."""
     grouping = (
         enum_value(audit_service_pb2.CountGroupBy, group_by, field="group_by")
         if group_by
@@ -951,6 +960,8 @@ def count_request(
         limit=min(limit, _INT32_MAX),
         time_zone=time_zone,
         measure=measured,
+        group_by_detail=group_by_detail,
+        measure_detail=measure_detail,
     )
 
 

@@ -122,6 +122,22 @@ class _CountGroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountGro
     events record none (the greatest where they differ). Never the secret:
     the record holds none. Events without a credential under "".
     """
+    COUNT_GROUP_BY_DETAIL: _CountGroupBy.ValueType  # 17
+    """By the value of one top-level key of `details`, the request's
+    `group_by_detail` (`model`: which models the calls used). The key is
+    the value as `EventFilter.details_equals` compares it: a string as it
+    is, a number or boolean as the record writes it (`3`, `1.5`, `true`),
+    so a key given back there finds the events counted under it (a
+    string "3" and a number 3 are one group). Events without the key, or
+    holding null, an object or an array there, under "". A value longer
+    than 256 characters is grouped by its first 256, so that an answer
+    stays small. Values are stored redacted: under a key the deployment's
+    or the tenant's redaction rules deny (`password`, a personal-data
+    field), the groups are the placeholders the records hold
+    (`[REDACTED:field_name]`, or one `hmac-sha256:...` per value in HMAC
+    mode), never the values. No index holds details: the count reads the
+    record of every matching event (narrow the time range).
+    """
 
 class CountGroupBy(_CountGroupBy, metaclass=_CountGroupByEnumTypeWrapper):
     """What CountEvents groups matching events by."""
@@ -196,6 +212,22 @@ array of three strings, canonical as RFC 8785 writes it
 events record none (the greatest where they differ). Never the secret:
 the record holds none. Events without a credential under "".
 """
+COUNT_GROUP_BY_DETAIL: CountGroupBy.ValueType  # 17
+"""By the value of one top-level key of `details`, the request's
+`group_by_detail` (`model`: which models the calls used). The key is
+the value as `EventFilter.details_equals` compares it: a string as it
+is, a number or boolean as the record writes it (`3`, `1.5`, `true`),
+so a key given back there finds the events counted under it (a
+string "3" and a number 3 are one group). Events without the key, or
+holding null, an object or an array there, under "". A value longer
+than 256 characters is grouped by its first 256, so that an answer
+stays small. Values are stored redacted: under a key the deployment's
+or the tenant's redaction rules deny (`password`, a personal-data
+field), the groups are the placeholders the records hold
+(`[REDACTED:field_name]`, or one `hmac-sha256:...` per value in HMAC
+mode), never the values. No index holds details: the count reads the
+record of every matching event (narrow the time range).
+"""
 Global___CountGroupBy: _TypeAlias = CountGroupBy  # noqa: Y015
 
 class _CountMeasure:
@@ -216,12 +248,30 @@ class _CountMeasureEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CountMea
     """The 99th percentile of the durations."""
     COUNT_MEASURE_DURATION_MAX: _CountMeasure.ValueType  # 5
     """The longest duration."""
+    COUNT_MEASURE_DETAIL_SUM: _CountMeasure.ValueType  # 6
+    """The sum of the numbers under the request's `measure_detail`, a
+    top-level key of `details` (`tokens`: how many a group's calls used).
+    Not of `context.duration_ms`: of the events whose value there is a
+    JSON number a double holds; a value that is no number (a text, a
+    boolean, null, an object, a redacted placeholder), or one past a
+    double's range, is not measured and fails nothing (`measured` counts
+    the others). Summed exactly, then answered as the nearest double
+    (`Infinity` past a double's range). No index holds details: the count
+    reads the record of every matching event.
+    """
+    COUNT_MEASURE_DETAIL_AVG: _CountMeasure.ValueType  # 7
+    """The mean of the numbers under `measure_detail`, as DETAIL_SUM takes them."""
+    COUNT_MEASURE_DETAIL_MAX: _CountMeasure.ValueType  # 8
+    """The greatest of the numbers under `measure_detail`, as DETAIL_SUM takes
+    them.
+    """
 
 class CountMeasure(_CountMeasure, metaclass=_CountMeasureEnumTypeWrapper):
     """What CountEvents measures of each group beside its count: a figure of the
     `context.duration_ms` of the group's events (how long the API requests
-    they record took, in milliseconds). Only events that have a duration are
-    measured (`EventCount.measured` says how many); the others are counted
+    they record took, in milliseconds), or of the numbers under one key of
+    their `details` (the DETAIL measures, below). Only events that have a
+    duration (a number there) are measured (`EventCount.measured` says how many); the others are counted
     alone. Percentiles are PostgreSQL's `percentile_cont`, interpolated
     linearly between the two nearest durations (as numpy's `percentile` and
     most latency dashboards compute them, so that a p50 of an even number of
@@ -241,6 +291,23 @@ COUNT_MEASURE_DURATION_P99: CountMeasure.ValueType  # 4
 """The 99th percentile of the durations."""
 COUNT_MEASURE_DURATION_MAX: CountMeasure.ValueType  # 5
 """The longest duration."""
+COUNT_MEASURE_DETAIL_SUM: CountMeasure.ValueType  # 6
+"""The sum of the numbers under the request's `measure_detail`, a
+top-level key of `details` (`tokens`: how many a group's calls used).
+Not of `context.duration_ms`: of the events whose value there is a
+JSON number a double holds; a value that is no number (a text, a
+boolean, null, an object, a redacted placeholder), or one past a
+double's range, is not measured and fails nothing (`measured` counts
+the others). Summed exactly, then answered as the nearest double
+(`Infinity` past a double's range). No index holds details: the count
+reads the record of every matching event.
+"""
+COUNT_MEASURE_DETAIL_AVG: CountMeasure.ValueType  # 7
+"""The mean of the numbers under `measure_detail`, as DETAIL_SUM takes them."""
+COUNT_MEASURE_DETAIL_MAX: CountMeasure.ValueType  # 8
+"""The greatest of the numbers under `measure_detail`, as DETAIL_SUM takes
+them.
+"""
 Global___CountMeasure: _TypeAlias = CountMeasure  # noqa: Y015
 
 class _ExportFormat:
@@ -608,6 +675,8 @@ class CountEventsRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     MEASURE_FIELD_NUMBER: _builtins.int
+    GROUP_BY_DETAIL_FIELD_NUMBER: _builtins.int
+    MEASURE_DETAIL_FIELD_NUMBER: _builtins.int
     group_by: Global___CountGroupBy.ValueType
     """What to group the matching events by; unset answers the total alone."""
     limit: _builtins.int
@@ -628,12 +697,26 @@ class CountEventsRequest(_message.Message):
     """
     measure: Global___CountMeasure.ValueType
     """What to measure of each group's events beside counting them (their
-    durations' mean, a percentile or the longest), in `EventCount.value`;
+    durations' mean, a percentile or the longest; or the sum, mean or
+    greatest of a detail's numbers, `measure_detail`), in `EventCount.value`;
     unset counts alone. It measures groups: without group_by it is
     INVALID_ARGUMENT naming `measure` (count by a grouping, `day` for one
     figure a day). The groups, their order, the limit and `total` are as
     without it. A value this server does not know is INVALID_ARGUMENT naming
     `measure`.
+    """
+    group_by_detail: _builtins.str
+    """With COUNT_GROUP_BY_DETAIL, the top-level key of `details` to group by
+    (`model`); no path is resolved (`a.b` is a key with a dot). Required
+    with that grouping and refused with any other, INVALID_ARGUMENT naming
+    `group_by_detail`; 1 to 64 characters, no NUL, as a key of
+    `EventFilter.details_equals`.
+    """
+    measure_detail: _builtins.str
+    """With a DETAIL measure (COUNT_MEASURE_DETAIL_SUM, _AVG, _MAX), the
+    top-level key of `details` whose numbers it measures (`tokens`).
+    Required with those measures and refused with any other,
+    INVALID_ARGUMENT naming `measure_detail`; bounded as `group_by_detail`.
     """
     @_builtins.property
     def filter(self) -> _event_pb2.EventFilter:
@@ -649,10 +732,12 @@ class CountEventsRequest(_message.Message):
         limit: _builtins.int = ...,
         time_zone: _builtins.str = ...,
         measure: Global___CountMeasure.ValueType = ...,
+        group_by_detail: _builtins.str = ...,
+        measure_detail: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "group_by", b"group_by", "limit", b"limit", "measure", b"measure", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "group_by", b"group_by", "group_by_detail", b"group_by_detail", "limit", b"limit", "measure", b"measure", "measure_detail", b"measure_detail", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -673,8 +758,8 @@ class EventCount(_message.Message):
     """The value the events share: an action, an actor id, an enum value's name
     in lower case, a resource type, a resource's type and id as a JSON array
     (RESOURCE), a credential's kind, id and hint as a JSON array
-    (CREDENTIAL), or a time bucket's start (RFC 3339, UTC; with the request's
-    time_zone, its offset).
+    (CREDENTIAL), a detail's value (DETAIL), or a time bucket's start
+    (RFC 3339, UTC; with the request's time_zone, its offset).
     "" for events that have none (no category, no resource type).
     """
     count: _builtins.int
@@ -682,13 +767,16 @@ class EventCount(_message.Message):
     value: _builtins.float
     """The request's measure of the group's events that have a
     `context.duration_ms`, in milliseconds (a mean, a percentile by
-    `percentile_cont`, or the longest). 0 without a measure, and 0 for a
-    group none of whose events has a duration (`measured` 0 then: a 0 that
+    `percentile_cont`, or the longest); with a DETAIL measure, the sum,
+    mean or greatest of the group's numbers under `measure_detail`, in
+    their own unit. 0 without a measure, and 0 for a group none of whose
+    events has a duration, or a number there (`measured` 0 then: a 0 that
     is no duration of 0 ms).
     """
     measured: _builtins.int
     """How many of the group's events were measured: those with a
-    `context.duration_ms`. Events without one are in `count` but not here,
+    `context.duration_ms`, or with a DETAIL measure those with a number
+    under `measure_detail`. Events without one are in `count` but not here,
     so `measured` is at most `count`; 0 without a measure.
     """
     label: _builtins.str

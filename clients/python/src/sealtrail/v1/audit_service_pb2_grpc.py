@@ -275,7 +275,9 @@ class AuditLogServiceServicer:
     def CountEvents(self, request, context):
         """Counts the caller's events that match a filter: the total, and the
         largest groups by action, actor, category, outcome, severity, resource
-        type, or UTC day or hour of occurred_at. Grouped by action, it is the
+        type, UTC day or hour of occurred_at, or a detail's value (and more,
+        CountGroupBy), each measured if asked (CountMeasure: durations, or the
+        numbers of a detail). Grouped by action, it is the
         catalogue of the actions in the log. Recorded as a Query is
         (`audit_log.queried`, the RPC named in its details).
         """

@@ -57,7 +57,9 @@ class AuditLogServiceStub:
     CountEvents: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.CountEventsRequest, _audit_service_pb2.CountEventsResponse]
     """Counts the caller's events that match a filter: the total, and the
     largest groups by action, actor, category, outcome, severity, resource
-    type, or UTC day or hour of occurred_at. Grouped by action, it is the
+    type, UTC day or hour of occurred_at, or a detail's value (and more,
+    CountGroupBy), each measured if asked (CountMeasure: durations, or the
+    numbers of a detail). Grouped by action, it is the
     catalogue of the actions in the log. Recorded as a Query is
     (`audit_log.queried`, the RPC named in its details).
     """
@@ -224,7 +226,9 @@ class AuditLogServiceAsyncStub(AuditLogServiceStub):
     CountEvents: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.CountEventsRequest, _audit_service_pb2.CountEventsResponse]  # type: ignore[assignment]
     """Counts the caller's events that match a filter: the total, and the
     largest groups by action, actor, category, outcome, severity, resource
-    type, or UTC day or hour of occurred_at. Grouped by action, it is the
+    type, UTC day or hour of occurred_at, or a detail's value (and more,
+    CountGroupBy), each measured if asked (CountMeasure: durations, or the
+    numbers of a detail). Grouped by action, it is the
     catalogue of the actions in the log. Recorded as a Query is
     (`audit_log.queried`, the RPC named in its details).
     """
@@ -418,7 +422,9 @@ class AuditLogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audit_service_pb2.CountEventsResponse, _abc.Awaitable[_audit_service_pb2.CountEventsResponse]]:
         """Counts the caller's events that match a filter: the total, and the
         largest groups by action, actor, category, outcome, severity, resource
-        type, or UTC day or hour of occurred_at. Grouped by action, it is the
+        type, UTC day or hour of occurred_at, or a detail's value (and more,
+        CountGroupBy), each measured if asked (CountMeasure: durations, or the
+        numbers of a detail). Grouped by action, it is the
         catalogue of the actions in the log. Recorded as a Query is
         (`audit_log.queried`, the RPC named in its details).
         """
