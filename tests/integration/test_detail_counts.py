@@ -362,3 +362,24 @@ def test_a_key_of_any_characters_is_the_key_named(
         measure_detail="n%",
     )
     assert _measured(counts.groups) == [("x", 1, 2.0, 1)]
+
+
+def test_a_key_the_tenants_personal_data_rules_deny_groups_by_their_placeholder(
+    client_for: Callable[..., AuditClient], tenant: str
+) -> None:
+    """The tenant's rules (ADR 0154) redact as the deployment's do: equal
+    values or not, every event under one placeholder."""
+    client_for(tenant, "admin").set_personal_data_fields(["customer_id"])
+    calls = [
+        build_event(action="llm.call", actor_id="a", details={"customer_id": c, "tokens": 5})
+        for c in ("c1", "c2", "c2")
+    ]
+    assert all(r.error is None for r in client_for(tenant, "recorder").record_batch(calls))
+    counts = client_for(tenant, "reader").count_events(
+        build_filter(actions="llm.call"),
+        group_by="detail",
+        group_by_detail="customer_id",
+        measure="detail_sum",
+        measure_detail="tokens",
+    )
+    assert _measured(counts.groups) == [("[REDACTED:personal_data]", 3, 15.0, 3)]
