@@ -26,7 +26,9 @@ _FILTER_KEYS: Final = frozenset(
     for field in event_pb2.EventFilter.DESCRIPTOR.fields
     for name in (field.name, field.json_name)
 )
-_CONDITION_KINDS: Final = frozenset(("match", "threshold", "spike", *NEW_ORIGIN_KINDS, "off_hours"))
+_CONDITION_KINDS: Final = frozenset(
+    ("match", "threshold", "spike", "absence", *NEW_ORIGIN_KINDS, "off_hours")
+)
 # A stored condition's keys (alerts/evaluator.condition_of reads each).
 _CONDITION_KEYS: Final = frozenset(
     (

@@ -54,7 +54,7 @@ def test_update_names_the_option_of_another_kind_of_rule(
     ).rule
     for rule, refused, named, applies_to in (
         (night, ["--group-by", "none"], "--group-by", "threshold or spike"),
-        (night, ["--window", "60"], "--window", "threshold or spike"),
+        (night, ["--window", "60"], "--window", "threshold, spike or absence"),
         (night, ["--fold-actor-ids"], "--fold-actor-ids", "threshold or spike"),
         (burst, ["--days", "1,2,3"], "--days", "off_hours"),
         (burst, ["--hours", "8-17"], "--hours", "off_hours"),

@@ -58,7 +58,7 @@ def test_a_field_no_event_has_is_a_type_error_naming_it() -> None:
     [
         ("match", {"exact_actor_ids": True}, "a threshold or spike"),
         ("match", {"count": 5}, "a threshold"),
-        ("new_ip", {"window_seconds": 60}, "a threshold or spike"),
+        ("new_ip", {"window_seconds": 60}, "a threshold, spike or absence"),
         ("match", {"factor": 2.5}, "a spike"),
         ("threshold", {"min_count": 5}, "a spike"),
         ("new_country", {"group_by": "actor"}, "a threshold or spike"),

@@ -461,3 +461,22 @@ def test_a_ceiling_shortens_what_a_policy_keeps_longer_and_nothing_else() -> Non
     assert limit_shortenings(policy, plan, none) == []
     short = _policy(30)
     assert limit_shortenings(short, RetentionLimits(0, 365), plan) == []
+
+
+ABSENCE = Condition("absence", EventFilter(actor="billing"), window_seconds=900)
+
+
+@pytest.mark.parametrize(
+    ("after", "narrows"),
+    [
+        # Fires later, or never: a longer silence; more events keep it quiet
+        # (another source's may).
+        (replace(ABSENCE, window_seconds=3600), True),
+        (replace(ABSENCE, filter=EventFilter()), True),
+        # Fires sooner, or more often: a shorter silence, fewer events expected.
+        (replace(ABSENCE, window_seconds=600), False),
+        (replace(ABSENCE, filter=EventFilter(actor="billing", actions=("heartbeat",))), False),
+    ],
+)
+def test_an_absence_rule_that_may_fire_later_narrows(after: Condition, narrows: bool) -> None:
+    assert condition_narrows(ABSENCE, after) is narrows

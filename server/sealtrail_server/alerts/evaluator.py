@@ -130,6 +130,21 @@ MAX_SPIKE_GROUPS: Final = 1000
 
 
 @dataclass(slots=True)
+class _Silence:
+    """An absence rule's silence as last probed (ADR 0162): the seq it runs
+    from (the last matching event's, or the rule's start), when it reaches
+    the window (the receipt it runs from, and the window), and whether its
+    alert was made. A cache: a process that takes the rule up probes again,
+    and its alert's key finds one made before."""
+
+    since_seq: int
+    since: datetime
+    due: datetime
+    last: store.LastExpected | None
+    fired: bool = False
+
+
+@dataclass(slots=True)
 class _Rule:
     stored: store.StoredRule
     condition: Condition
@@ -137,6 +152,7 @@ class _Rule:
     window: ThresholdWindow | None
     primed: bool = False  # its window holds the events evaluated before it was taken up
     spike: _SpikeWindow | None = None  # a spike rule's window as last counted
+    silence: _Silence | None = None  # an absence rule's silence as last probed
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # spike windows are aligned to it
@@ -391,6 +407,11 @@ class Evaluator:
             if rule.window is not None and not rule.primed:
                 await self._prime(tenant_id, rule, cursor)
         self._windows_at[tenant_id] = cursor
+        # Silences are judged at every step, events to evaluate or not: a
+        # step runs every poll while the tenant has an enabled rule.
+        for rule in rules:
+            if rule.condition.kind == "absence":
+                await self._judge_silence(tenant_id, rule)
         if cursor >= head:
             self._behind[tenant_id] = 0
             return self._poll
@@ -486,7 +507,11 @@ class Evaluator:
             if record["action"] == ALERT_ACTION:
                 return
             for rule in rules:
-                if event.seq > rule.stored.start_seq and rule.matcher.matches(record):
+                if (
+                    rule.condition.kind != "absence"  # judged by its silence, not by events
+                    and event.seq > rule.stored.start_seq
+                    and rule.matcher.matches(record)
+                ):
                     await self._check(tenant_id, rule, event, record, upto)
         except UNREADABLE as error:
             _unreadable(tenant_id, event.seq, error)
@@ -683,7 +708,55 @@ class Evaluator:
                 reason = f"{actor} seen from a new country {origin}"
         else:
             raise AssertionError(f"no such kind: {condition.kind}")
-        await self._fire(tenant_id, rule, event, record, reason, details)
+        await self._fire(tenant_id, rule, event.seq, record, reason, details)
+
+    async def _judge_silence(self, tenant_id: str, rule: _Rule) -> None:
+        """Fires an absence rule once no matching event was received for its
+        window (ADR 0162): from the newest matching event received after its
+        start, or from its start (its creation or its enabling again, the
+        receipt of its record) with none, to the evaluator's clock. Once a
+        silence, its alert keyed by the seq the silence runs from, so a
+        process that takes the rule up finds the alert made before; a
+        matching event starts another silence. Probed (one read down an
+        index, newest first) only once the silence last seen has reached the
+        window: until then no event received since can end it sooner."""
+        now = self._clock()
+        silence = rule.silence
+        if silence is not None and not silence.fired and now < silence.due:
+            return
+        window = timedelta(seconds=rule.condition.window_seconds)
+        start_seq = rule.stored.start_seq
+        last = await store.last_expected(
+            self._db, tenant_id=tenant_id, event_filter=rule.condition.filter, after_seq=start_seq
+        )
+        since_seq = start_seq if last is None else last.seq
+        if silence is None or silence.since_seq != since_seq:
+            if last is not None:
+                since = last.received_at
+            else:
+                # The rule's record (its creation, or its enabling again) was
+                # received as it started; gone (purged), its change's time.
+                started = await store.received_at(self._db, tenant_id=tenant_id, seq=start_seq)
+                since = rule.stored.updated_at if started is None else started
+            silence = rule.silence = _Silence(since_seq, since, since + window, last)
+        if silence.fired or now < silence.due:
+            return
+        span = f"{rule.condition.window_seconds} s"
+        since_text = store.instant_text(silence.since)
+        details: dict[str, Any] = {
+            "window_seconds": rule.condition.window_seconds,
+            "silent_since": since_text,
+        }
+        if silence.last is not None:
+            details |= {"last_event_seq": silence.last.seq, "last_event_id": silence.last.id}
+            reason = f"no matching event received for {span}, the last at {since_text}"
+        else:
+            reason = f"no matching event received for {span} since the rule started at {since_text}"
+        await self._fire(
+            tenant_id, rule, since_seq, {}, reason, details,
+            key=store.absence_key(rule.stored.id, since_seq),
+        )  # fmt: skip
+        silence.fired = True  # made, or found made: once a silence
 
     async def _spike(
         self,
@@ -901,11 +974,17 @@ class Evaluator:
         self,
         tenant_id: str,
         rule: _Rule,
-        event: StoredEvent,
+        trigger_seq: int,
         record: dict[str, Any],
         reason: str,
         details: dict[str, Any],
+        *,
+        key: str | None = None,
     ) -> None:
+        """Records `rule`'s alert on the event at `trigger_seq` (its record
+        `record`; an absence rule's, the silence's start and no record),
+        idempotent by `key` (by default the rule and its trigger), then
+        counts it and queues it for the rule's sinks."""
         # The step read its rules once, before up to a batch of events (each
         # alert an append: seconds for a busy rule): a rule deleted, disabled
         # or changed since went on firing under its old definition long after
@@ -923,8 +1002,9 @@ class Evaluator:
         stored = current
         now = self._clock()
         drafted = await self._drafted(
-            tenant_id, stored, rule.condition.kind, event.seq, record, reason, details, now=now
-        )
+            tenant_id, stored, rule.condition.kind, trigger_seq, record, reason, details, now=now,
+            key=key,
+        )  # fmt: skip
         if drafted is None:
             return
         draft, valid, view = drafted
@@ -944,7 +1024,7 @@ class Evaluator:
             # copies of a record rewritten in the database. No try makes it
             # writable; raised, it failed the step for good, and the
             # tenant's every rule with it.
-            _refused(tenant_id, stored.id, event.seq, outcome)
+            _refused(tenant_id, stored.id, trigger_seq, outcome)
             return
         if isinstance(outcome, FailedPrecondition) and outcome.reason == "TENANT_ERASED":
             raise _ErasedMeanwhile from outcome
@@ -987,6 +1067,7 @@ class Evaluator:
         details: dict[str, Any],
         *,
         now: datetime,
+        key: str | None = None,
     ) -> tuple[EventDraft, ValidEvent, bytes] | None:
         """The alert of `stored` on the event `record` at `trigger_seq`: its
         draft, the draft validated, and its view (with which it is stored, as
@@ -1000,7 +1081,7 @@ class Evaluator:
         rule's name) is raised: the step, or the change, runs again."""
         try:
             draft = await self._alert_draft(
-                tenant_id, stored, kind, trigger_seq, record, reason, details
+                tenant_id, stored, kind, trigger_seq, record, reason, details, key=key
             )
         except UNREADABLE as error:
             # The record was read (its rules matched it): what failed is this
@@ -1033,9 +1114,12 @@ class Evaluator:
         record: dict[str, Any],
         reason: str,
         details: dict[str, Any],
+        *,
+        key: str | None = None,
     ) -> EventDraft:
         """The `security.alert` event of `stored` (the rule as it fires) on
-        the event `record` at `trigger_seq`."""
+        the event `record` at `trigger_seq`, under the idempotency key `key`
+        (by default the rule and its trigger)."""
         # A secret pasted into a rule's name stays out of its alerts, as out
         # of the records of its changes (helper-133).
         name = _fitted(
@@ -1073,7 +1157,7 @@ class Evaluator:
             # page and mail say it (domain/chat_text.py, `origin`).
             ip=context.get("ip", ""),
             country=context.get("country", ""),
-            idempotency_key=store.alert_key(stored.id, trigger_seq),
+            idempotency_key=key or store.alert_key(stored.id, trigger_seq),
             plain=plain_values(alert_details, []),
         )
 

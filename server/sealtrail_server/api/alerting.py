@@ -102,6 +102,8 @@ def stored_condition(rule: pb.AlertRule, kept: dict[str, Any] | None = None) -> 
         # so only on a rule the release before leaves (`spike_group_by`).
         if message.exact_actor_ids:
             settings["exact_actor_ids"] = True
+    elif kind == "absence":
+        settings = {"window_seconds": message.window_seconds}
     elif kind == "off_hours":
         settings = {
             "time_zone": message.time_zone or "UTC",
@@ -414,6 +416,10 @@ class AlertingRpcs:
             if before.disabled and not after.disabled:
                 # Enabled again: it watches from the next event, as a new rule
                 # does, never the events recorded while it was off.
+                after = replace(after, start_seq=await tree_size(conn, tenant_id) + 1)
+            elif after.condition != before.condition and after.condition["kind"] == "absence":
+                # An absence rule's silence starts at the change (ADR 0162): it
+                # never fires for a past silence of what it did not expect then.
                 after = replace(after, start_seq=await tree_size(conn, tenant_id) + 1)
             old, new = _definition(before), _definition(after)
             # Told apart as stored: a filter's secret changed is redacted alike.

@@ -37,10 +37,19 @@ MAX_BASELINE_WINDOWS: Final = 1000
 MAX_BASELINE_SECONDS: Final = 35 * 24 * 3600
 MAX_SPIKE_FACTOR: Final = 1000.0
 MAX_SPIKE_MIN_COUNT: Final = 100_000
+# An absence rule's silence (ADR 0162): at least a minute, as the evaluator
+# looks once a poll and a source's own batching delays its events by seconds;
+# at most the threshold's longest window.
+MIN_ABSENCE_WINDOW: Final = 60
 
-ConditionKind = Literal["match", "threshold", "spike", "new_ip", "new_country", "off_hours"]
+ConditionKind = Literal[
+    "match", "threshold", "spike", "absence", "new_ip", "new_country", "off_hours"
+]
 # The kinds that learn where each actor is seen from, and alert on somewhere new.
 NEW_ORIGIN_KINDS: Final = ("new_ip", "new_country")
+# The kinds whose filter may be empty: every event with an address or a
+# country, or (absence) any event of the tenant, expected to keep coming.
+ANY_EVENT_KINDS: Final = (*NEW_ORIGIN_KINDS, "absence")
 GroupBy = Literal["none", "actor", "ip", "credential"]
 # What a threshold or spike may count by, besides all together ("none").
 GROUPINGS: Final = ("actor", "ip", "credential")
@@ -107,13 +116,13 @@ def validate_condition(
     def fail(name: str, description: str) -> None:
         violations.append(FieldViolation(f"{path}.{kind}.{name}", description))
 
-    if kind not in ("match", "threshold", "spike", *NEW_ORIGIN_KINDS, "off_hours"):
+    if kind not in ("match", "threshold", "spike", "absence", *NEW_ORIGIN_KINDS, "off_hours"):
         raise InvalidArgument.field(path, "one condition is required")
     if event_filter.text is not None:
         fail("filter.text", "full-text search cannot be used in alert rules")
-    if kind not in NEW_ORIGIN_KINDS and event_filter == EventFilter():
+    if kind not in ANY_EVENT_KINDS and event_filter == EventFilter():
         fail("filter", "at least one criterion is required (a rule on every event is noise)")
-    elif kind not in NEW_ORIGIN_KINDS and not stored:
+    elif kind not in ANY_EVENT_KINDS and not stored:
         for name, description in watches_no_events(event_filter):
             fail(f"filter.{name}", description)
     if kind == "threshold":
@@ -121,6 +130,8 @@ def validate_condition(
             fail("count", f"must be 2 to {MAX_THRESHOLD_COUNT:,}")
         if not 1 <= window_seconds <= MAX_WINDOW_SECONDS:
             fail("window_seconds", f"must be 1 to {MAX_WINDOW_SECONDS:,} (7 days)")
+    if kind == "absence" and not MIN_ABSENCE_WINDOW <= window_seconds <= MAX_WINDOW_SECONDS:
+        fail("window_seconds", f"must be {MIN_ABSENCE_WINDOW} to {MAX_WINDOW_SECONDS:,} (7 days)")
     if kind in ("threshold", "spike") and exact_actor_ids and group_by != "actor":
         fail("exact_actor_ids", "applies only to a rule grouped by actor")
     if kind == "spike":

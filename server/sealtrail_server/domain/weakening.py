@@ -327,8 +327,16 @@ def condition_narrows(before: Condition, after: Condition) -> bool:
     or its window, baseline, grouping or comparison of actor ids changed (another
     average, which may be higher),
     or working hours that grow (earlier start, later end, more working days,
-    another time zone)."""
-    if before.kind != after.kind or filter_narrows(before.filter, after.filter):
+    another time zone). An absence rule's is the other way about: a wider
+    filter (more events keep it quiet: another source's may) or a longer
+    window."""
+    if before.kind != after.kind:
+        return True
+    if before.kind == "absence":
+        return after.window_seconds > before.window_seconds or filter_narrows(
+            after.filter, before.filter
+        )
+    if filter_narrows(before.filter, after.filter):
         return True
     if before.kind == "threshold":
         return (

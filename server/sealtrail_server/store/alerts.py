@@ -204,6 +204,52 @@ def alert_key(rule_id: str, trigger_seq: int) -> str:
     return f"alert:{rule_id}:{trigger_seq}"
 
 
+def absence_key(rule_id: str, since_seq: int) -> str:
+    """An absence rule's alert's idempotency key (ADR 0162): one alert per
+    rule and silence, the silence named by the seq it runs from (the last
+    matching event's, or the rule's start). Apart from `alert_key`'s: a match
+    rule changed to an absence rule may have fired on that very event."""
+    return f"{alert_key(rule_id, since_seq)}:absent"
+
+
+@dataclass(frozen=True, slots=True)
+class LastExpected:
+    """The newest event an absence rule expects that was received: its seq,
+    id and receipt (the server's clock)."""
+
+    seq: int
+    id: str
+    received_at: datetime
+
+
+async def last_expected(
+    db: Database, *, tenant_id: str, event_filter: EventFilter, after_seq: int
+) -> LastExpected | None:
+    """The newest event after `after_seq` (an absence rule's start) that
+    matches `event_filter`, alerts aside; None if none (ADR 0162). One probe
+    down an index by seq, newest first: the first row found ends it."""
+    conditions, params = filter_conditions(tenant_id, event_filter)
+    newest = sql.SQL(
+        "SELECT seq, id::text, received_at FROM events WHERE {} AND seq > %s AND action <> %s"
+        " ORDER BY seq DESC LIMIT 1"
+    ).format(sql.SQL(" AND ").join(conditions))
+    async with db.connection(tenant_id, statement_timeout=SPIKE_COUNT_SECONDS) as conn:
+        cursor = await conn.execute(newest, [*params, after_seq, ALERT_ACTION])
+        row = await cursor.fetchone()
+    return None if row is None else LastExpected(int(row[0]), str(row[1]), row[2])
+
+
+async def received_at(db: Database, *, tenant_id: str, seq: int) -> datetime | None:
+    """When the tenant's event at `seq` was received; None if it is not
+    there (not yet, or purged)."""
+    async with db.connection(tenant_id) as conn:
+        cursor = await conn.execute(
+            "SELECT received_at FROM events WHERE tenant_id = %s AND seq = %s", [tenant_id, seq]
+        )
+        row = await cursor.fetchone()
+    return None if row is None else row[0]
+
+
 async def alert_triggers(
     db: Database, *, tenant_id: str, rule_id: str, after_seq: int = 0
 ) -> set[int]:
@@ -224,7 +270,13 @@ async def alert_triggers(
             [tenant_id, rule_id, ALERT_ACTION, after_seq],
         )
         keys = [str(key) for (key,) in await cursor.fetchall() if key]
-        triggers = {int(key.removeprefix(prefix)) for key in keys if key.startswith(prefix)}
+        # An absence rule's keys (`absence_key`) name no trigger: a rule whose
+        # kind changed since keeps them, and they fire no window of its.
+        triggers = {
+            int(key.removeprefix(prefix))
+            for key in keys
+            if key.startswith(prefix) and key.removeprefix(prefix).isdigit()
+        }
         return {seq for seq in triggers if seq > after_seq}
 
 

@@ -112,3 +112,10 @@ SINK_SETTINGS: Mapping[str, frozenset[str]] = {
         {"host", "port", "security", "username", "password", "from_address", "to_addresses"}
     ),
 }
+
+
+def kinds_named(words: str) -> list[str]:
+    """The kinds of alert rule `words` names, as the messages that refuse a
+    setting of another kind say them: `threshold`, `threshold or spike`,
+    `threshold, spike or absence`."""
+    return [kind for part in words.split(" or ") for kind in part.split(", ")]

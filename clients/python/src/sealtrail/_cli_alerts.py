@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import click
 from click.core import ParameterSource
 
-from sealtrail._choices import SEVERITIES
+from sealtrail._choices import SEVERITIES, kinds_named
 from sealtrail._cli import (
     _client,
     _filter,
@@ -54,6 +54,8 @@ def _describe(rule: alerting_pb2.AlertRule) -> str:
             + (f" by {by}" if by else "")
             + (" (ids compared exactly)" if spike.exact_actor_ids else "")
         )
+    if kind == "absence":
+        return f"absence: none for {span_text(rule.absence.window_seconds)}"
     if kind == "off_hours":
         hours = rule.off_hours
         days = ",".join(map(str, hours.working_days))
@@ -228,15 +230,15 @@ def _window_as_typed(ctx: click.Context) -> None:
 
 
 _WINDOW_HELP = (
-    "threshold, spike: a duration, e.g. 10m, 1h, 1d (a number alone is seconds: 300);"
-    " at most 7d for a threshold, 1m to 1d for a spike."
+    "threshold, spike, absence: a duration, e.g. 10m, 1h, 1d (a number alone is seconds: 300);"
+    " at most 7d for a threshold, 1m to 1d for a spike, 1m to 7d of silence for an absence."
 )
 
 # The options of create that set a setting of one kind of rule (build_alert_rule
 # refuses another kind's; --hours and --days have defaults of their own).
 _KIND_SETTINGS: Final = (
     ("threshold_count", "--count", "threshold"),
-    ("window_seconds", "--window", "threshold or spike"),
+    ("window_seconds", "--window", "threshold, spike or absence"),
     ("group_by", "--group-by", "threshold or spike"),
     ("baseline_windows", "--baseline-windows", "spike"),
     ("factor", "--factor", "spike"),
@@ -251,7 +253,9 @@ _KIND_SETTINGS: Final = (
 @click.argument("name")
 @click.option(
     "--kind",
-    type=click.Choice(["match", "threshold", "spike", "new_ip", "new_country", "off_hours"]),
+    type=click.Choice(
+        ["match", "threshold", "spike", "absence", "new_ip", "new_country", "off_hours"]
+    ),
     required=True,
 )
 @click.option(
@@ -339,8 +343,8 @@ def create(
         )
     for parameter, option, applies_to in _KIND_SETTINGS:
         given = ctx.get_parameter_source(parameter) is not ParameterSource.DEFAULT
-        if given and kind not in applies_to.split(" or "):
-            kinds = " or ".join(f"--kind {each}" for each in applies_to.split(" or "))
+        if given and kind not in kinds_named(applies_to):
+            kinds = " or ".join(f"--kind {each}" for each in kinds_named(applies_to))
             raise click.BadParameter(f"only with {kinds}", ctx, param_hint=option)
     start, end = _hours(ctx, hours_text) if kind == "off_hours" else (0, 0)
     with _settings_named(ctx):
@@ -376,7 +380,7 @@ def create(
 # rule they apply to (the filter: any kind). In the options' order.
 _CONDITION_SETTINGS: Final = {
     "count": ("--count", "threshold"),
-    "window_seconds": ("--window", "threshold or spike"),
+    "window_seconds": ("--window", "threshold, spike or absence"),
     "group_by": ("--group-by", "threshold or spike"),
     "exact_actor_ids": ("--exact-actor-ids", "threshold or spike"),
     "baseline_windows": ("--baseline-windows", "spike"),
@@ -496,7 +500,7 @@ def update(
             assert kind is not None  # every rule has one
             for setting in settings:  # named as typed, as create names them
                 option, applies_to = _CONDITION_SETTINGS[setting]
-                if kind not in applies_to.split(" or "):
+                if kind not in kinds_named(applies_to):
                     if setting == "exact_actor_ids" and not settings[setting]:
                         option = "--fold-actor-ids"
                     raise click.BadParameter(

@@ -33,7 +33,7 @@ from sealtrail._choices import MAX_BATCH as MAX_BATCH
 from sealtrail._choices import MAX_SEQ as MAX_SEQ
 from sealtrail._choices import REPEATED_FILTER_FIELDS as REPEATED_FILTER_FIELDS
 from sealtrail._choices import SINK_SETTINGS as SINK_SETTINGS
-from sealtrail._choices import CountGroupByName, CountMeasureName
+from sealtrail._choices import CountGroupByName, CountMeasureName, kinds_named
 from sealtrail._choices import IpRecording as IpRecording
 from sealtrail._choices import RedactionMode as RedactionMode
 from sealtrail._choices import TokenRole as TokenRole
@@ -1388,7 +1388,7 @@ def replay_request(
     return request
 
 
-AlertKind = Literal["match", "threshold", "spike", "new_ip", "new_country", "off_hours"]
+AlertKind = Literal["match", "threshold", "spike", "absence", "new_ip", "new_country", "off_hours"]
 # The largest a rule's count, window, hours and days carry (uint32).
 _UINT32_MAX: Final = 2**32 - 1
 
@@ -1420,6 +1420,8 @@ def carried_by_rule(
             ("baseline_windows", baseline_windows, "must be 1 to 1,000"),
             ("min_count", min_count, "must be 1 to 100,000"),
         ]
+    elif kind == "absence":
+        settings += [("window_seconds", window_seconds, "must be 60 to 604800 (7 days)")]
     elif kind == "off_hours":
         settings += [
             ("start_hour", start_hour, "must be 0 to 23"),
@@ -1469,7 +1471,10 @@ def build_alert_rule(
     window_seconds=300, group_by="ip")`, or a spike: `build_alert_rule("login spike",
     "spike", filter=..., window_seconds=600, baseline_windows=24, factor=5,
     min_count=20, group_by="credential")` (each API key against its own
-    usual number; `group_by` unset: the tenant's events together). `exact_actor_ids`
+    usual number; `group_by` unset: the tenant's events together), or an
+    absence: `build_alert_rule("billing silent", "absence", filter=
+    build_filter(actor="billing"), window_seconds=900)` (fires once no such
+    event was received for 15 minutes). `exact_actor_ids`
     (a threshold or spike grouped by actor): ids compared as recorded, not
     folded (case, full-width forms, invisible characters). `sink_ids`: the sinks its alerts go to
     (one given as a string is that one). A setting of another kind of rule
@@ -1489,7 +1494,7 @@ def build_alert_rule(
     )
     for setting, value, default, applies_to in (
         ("count", count, 0, "threshold"),
-        ("window_seconds", window_seconds, 0, "threshold or spike"),
+        ("window_seconds", window_seconds, 0, "threshold, spike or absence"),
         ("group_by", group_by, "", "threshold or spike"),
         ("exact_actor_ids", exact_actor_ids, False, "threshold or spike"),
         ("baseline_windows", baseline_windows, 0, "spike"),
@@ -1500,7 +1505,7 @@ def build_alert_rule(
         ("end_hour", end_hour, 0, "off_hours"),
         ("working_days", days, [], "off_hours"),
     ):
-        if kind not in applies_to.split(" or ") and value != default and kind in _KINDS:
+        if kind not in kinds_named(applies_to) and value != default and kind in _KINDS:
             article = "an" if applies_to[0] in "aeiou" else "a"
             raise ValueError(f"{setting}: applies only to {article} {applies_to} rule, not {kind}")
     rule = alerting_pb2.AlertRule(
@@ -1527,6 +1532,9 @@ def build_alert_rule(
         rule.spike.min_count = min_count
         rule.spike.group_by = _GROUP_BY[group_by]
         rule.spike.exact_actor_ids = exact_actor_ids
+    elif kind == "absence":
+        rule.absence.filter.CopyFrom(filter or event_pb2.EventFilter())
+        rule.absence.window_seconds = window_seconds
     elif kind == "new_ip":
         rule.new_ip.filter.CopyFrom(filter or event_pb2.EventFilter())
     elif kind == "new_country":
@@ -1539,7 +1547,8 @@ def build_alert_rule(
         rule.off_hours.working_days.extend(days)
     else:
         raise ValueError(
-            f"kind: {kind!r} is not one of match, threshold, spike, new_ip, new_country, off_hours"
+            f"kind: {kind!r} is not one of match, threshold, spike, absence, new_ip, new_country,"
+            " off_hours"
         )
     return rule
 

@@ -27,15 +27,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from sealtrail.v1 import event_pb2 as sealtrail_dot_v1_dot_event__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsealtrail/v1/alerting.proto\x12\x0csealtrail.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\";\n\x0eMatchCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\"\xd7\x01\n\x0eSpikeCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\r\x12\x18\n\x10\x62\x61seline_windows\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61\x63tor\x18\x04 \x01(\x01\x12\x11\n\tmin_count\x18\x05 \x01(\r\x12,\n\x08group_by\x18\x06 \x01(\x0e\x32\x1a.sealtrail.v1.AlertGroupBy\x12\x17\n\x0f\x65xact_actor_ids\x18\x07 \x01(\x08\"\xad\x01\n\x12ThresholdCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x16\n\x0ewindow_seconds\x18\x03 \x01(\r\x12,\n\x08group_by\x18\x04 \x01(\x0e\x32\x1a.sealtrail.v1.AlertGroupBy\x12\x17\n\x0f\x65xact_actor_ids\x18\x05 \x01(\x08\";\n\x0eNewIpCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\"@\n\x13NewCountryCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\"\x8d\x01\n\x11OffHoursCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x11\n\ttime_zone\x18\x02 \x01(\t\x12\x12\n\nstart_hour\x18\x03 \x01(\r\x12\x10\n\x08\x65nd_hour\x18\x04 \x01(\r\x12\x14\n\x0cworking_days\x18\x05 \x03(\r\"\xfb\x04\n\tAlertRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x05match\x18\x03 \x01(\x0b\x32\x1c.sealtrail.v1.MatchConditionH\x00\x12\x35\n\tthreshold\x18\x04 \x01(\x0b\x32 .sealtrail.v1.ThresholdConditionH\x00\x12.\n\x06new_ip\x18\x05 \x01(\x0b\x32\x1c.sealtrail.v1.NewIpConditionH\x00\x12\x34\n\toff_hours\x18\x06 \x01(\x0b\x32\x1f.sealtrail.v1.OffHoursConditionH\x00\x12\x38\n\x0bnew_country\x18\r \x01(\x0b\x32!.sealtrail.v1.NewCountryConditionH\x00\x12-\n\x05spike\x18\x10 \x01(\x0b\x32\x1c.sealtrail.v1.SpikeConditionH\x00\x12(\n\x08severity\x18\x07 \x01(\x0e\x32\x16.sealtrail.v1.Severity\x12\x10\n\x08sink_ids\x18\x08 \x03(\t\x12\x10\n\x08\x64isabled\x18\t \x01(\x08\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x66ired\x18\x0b \x01(\x03\x12\x33\n\x0flast_fired_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0f \x01(\t\x12\x10\n\x08warnings\x18\x11 \x03(\tB\x0b\n\tcondition\"?\n\x16\x43reateAlertRuleRequest\x12%\n\x04rule\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.AlertRule\"R\n\x17\x43reateAlertRuleResponse\x12%\n\x04rule\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.AlertRule\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x17\n\x15ListAlertRulesRequest\"@\n\x16ListAlertRulesResponse\x12&\n\x05rules\x18\x01 \x03(\x0b\x32\x17.sealtrail.v1.AlertRule\"2\n\x16\x44\x65leteAlertRuleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"+\n\x17\x44\x65leteAlertRuleResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"p\n\x16UpdateAlertRuleRequest\x12%\n\x04rule\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.AlertRule\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"R\n\x17UpdateAlertRuleResponse\x12%\n\x04rule\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.AlertRule\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t*~\n\x0c\x41lertGroupBy\x12\x1e\n\x1a\x41LERT_GROUP_BY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41LERT_GROUP_BY_ACTOR\x10\x01\x12\x15\n\x11\x41LERT_GROUP_BY_IP\x10\x02\x12\x1d\n\x19\x41LERT_GROUP_BY_CREDENTIAL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsealtrail/v1/alerting.proto\x12\x0csealtrail.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18sealtrail/v1/event.proto\";\n\x0eMatchCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\"\xd7\x01\n\x0eSpikeCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\r\x12\x18\n\x10\x62\x61seline_windows\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61\x63tor\x18\x04 \x01(\x01\x12\x11\n\tmin_count\x18\x05 \x01(\r\x12,\n\x08group_by\x18\x06 \x01(\x0e\x32\x1a.sealtrail.v1.AlertGroupBy\x12\x17\n\x0f\x65xact_actor_ids\x18\x07 \x01(\x08\"\xad\x01\n\x12ThresholdCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x16\n\x0ewindow_seconds\x18\x03 \x01(\r\x12,\n\x08group_by\x18\x04 \x01(\x0e\x32\x1a.sealtrail.v1.AlertGroupBy\x12\x17\n\x0f\x65xact_actor_ids\x18\x05 \x01(\x08\";\n\x0eNewIpCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\"@\n\x13NewCountryCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\"\x8d\x01\n\x11OffHoursCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x11\n\ttime_zone\x18\x02 \x01(\t\x12\x12\n\nstart_hour\x18\x03 \x01(\r\x12\x10\n\x08\x65nd_hour\x18\x04 \x01(\r\x12\x14\n\x0cworking_days\x18\x05 \x03(\r\"U\n\x10\x41\x62senceCondition\x12)\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x19.sealtrail.v1.EventFilter\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\r\"\xae\x05\n\tAlertRule\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12-\n\x05match\x18\x03 \x01(\x0b\x32\x1c.sealtrail.v1.MatchConditionH\x00\x12\x35\n\tthreshold\x18\x04 \x01(\x0b\x32 .sealtrail.v1.ThresholdConditionH\x00\x12.\n\x06new_ip\x18\x05 \x01(\x0b\x32\x1c.sealtrail.v1.NewIpConditionH\x00\x12\x34\n\toff_hours\x18\x06 \x01(\x0b\x32\x1f.sealtrail.v1.OffHoursConditionH\x00\x12\x38\n\x0bnew_country\x18\r \x01(\x0b\x32!.sealtrail.v1.NewCountryConditionH\x00\x12-\n\x05spike\x18\x10 \x01(\x0b\x32\x1c.sealtrail.v1.SpikeConditionH\x00\x12\x31\n\x07\x61\x62sence\x18\x12 \x01(\x0b\x32\x1e.sealtrail.v1.AbsenceConditionH\x00\x12(\n\x08severity\x18\x07 \x01(\x0e\x32\x16.sealtrail.v1.Severity\x12\x10\n\x08sink_ids\x18\x08 \x03(\t\x12\x10\n\x08\x64isabled\x18\t \x01(\x08\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x66ired\x18\x0b \x01(\x03\x12\x33\n\x0flast_fired_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0f \x01(\t\x12\x10\n\x08warnings\x18\x11 \x03(\tB\x0b\n\tcondition\"?\n\x16\x43reateAlertRuleRequest\x12%\n\x04rule\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.AlertRule\"R\n\x17\x43reateAlertRuleResponse\x12%\n\x04rule\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.AlertRule\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\"\x17\n\x15ListAlertRulesRequest\"@\n\x16ListAlertRulesResponse\x12&\n\x05rules\x18\x01 \x03(\x0b\x32\x17.sealtrail.v1.AlertRule\"2\n\x16\x44\x65leteAlertRuleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"+\n\x17\x44\x65leteAlertRuleResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"p\n\x16UpdateAlertRuleRequest\x12%\n\x04rule\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.AlertRule\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"R\n\x17UpdateAlertRuleResponse\x12%\n\x04rule\x18\x01 \x01(\x0b\x32\x17.sealtrail.v1.AlertRule\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t*~\n\x0c\x41lertGroupBy\x12\x1e\n\x1a\x41LERT_GROUP_BY_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41LERT_GROUP_BY_ACTOR\x10\x01\x12\x15\n\x11\x41LERT_GROUP_BY_IP\x10\x02\x12\x1d\n\x19\x41LERT_GROUP_BY_CREDENTIAL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sealtrail.v1.alerting_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ALERTGROUPBY']._serialized_start=2037
-  _globals['_ALERTGROUPBY']._serialized_end=2163
+  _globals['_ALERTGROUPBY']._serialized_start=2175
+  _globals['_ALERTGROUPBY']._serialized_end=2301
   _globals['_MATCHCONDITION']._serialized_start=138
   _globals['_MATCHCONDITION']._serialized_end=197
   _globals['_SPIKECONDITION']._serialized_start=200
@@ -48,22 +48,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NEWCOUNTRYCONDITION']._serialized_end=718
   _globals['_OFFHOURSCONDITION']._serialized_start=721
   _globals['_OFFHOURSCONDITION']._serialized_end=862
-  _globals['_ALERTRULE']._serialized_start=865
-  _globals['_ALERTRULE']._serialized_end=1500
-  _globals['_CREATEALERTRULEREQUEST']._serialized_start=1502
-  _globals['_CREATEALERTRULEREQUEST']._serialized_end=1565
-  _globals['_CREATEALERTRULERESPONSE']._serialized_start=1567
-  _globals['_CREATEALERTRULERESPONSE']._serialized_end=1649
-  _globals['_LISTALERTRULESREQUEST']._serialized_start=1651
-  _globals['_LISTALERTRULESREQUEST']._serialized_end=1674
-  _globals['_LISTALERTRULESRESPONSE']._serialized_start=1676
-  _globals['_LISTALERTRULESRESPONSE']._serialized_end=1740
-  _globals['_DELETEALERTRULEREQUEST']._serialized_start=1742
-  _globals['_DELETEALERTRULEREQUEST']._serialized_end=1792
-  _globals['_DELETEALERTRULERESPONSE']._serialized_start=1794
-  _globals['_DELETEALERTRULERESPONSE']._serialized_end=1837
-  _globals['_UPDATEALERTRULEREQUEST']._serialized_start=1839
-  _globals['_UPDATEALERTRULEREQUEST']._serialized_end=1951
-  _globals['_UPDATEALERTRULERESPONSE']._serialized_start=1953
-  _globals['_UPDATEALERTRULERESPONSE']._serialized_end=2035
+  _globals['_ABSENCECONDITION']._serialized_start=864
+  _globals['_ABSENCECONDITION']._serialized_end=949
+  _globals['_ALERTRULE']._serialized_start=952
+  _globals['_ALERTRULE']._serialized_end=1638
+  _globals['_CREATEALERTRULEREQUEST']._serialized_start=1640
+  _globals['_CREATEALERTRULEREQUEST']._serialized_end=1703
+  _globals['_CREATEALERTRULERESPONSE']._serialized_start=1705
+  _globals['_CREATEALERTRULERESPONSE']._serialized_end=1787
+  _globals['_LISTALERTRULESREQUEST']._serialized_start=1789
+  _globals['_LISTALERTRULESREQUEST']._serialized_end=1812
+  _globals['_LISTALERTRULESRESPONSE']._serialized_start=1814
+  _globals['_LISTALERTRULESRESPONSE']._serialized_end=1878
+  _globals['_DELETEALERTRULEREQUEST']._serialized_start=1880
+  _globals['_DELETEALERTRULEREQUEST']._serialized_end=1930
+  _globals['_DELETEALERTRULERESPONSE']._serialized_start=1932
+  _globals['_DELETEALERTRULERESPONSE']._serialized_end=1975
+  _globals['_UPDATEALERTRULEREQUEST']._serialized_start=1977
+  _globals['_UPDATEALERTRULEREQUEST']._serialized_end=2089
+  _globals['_UPDATEALERTRULERESPONSE']._serialized_start=2091
+  _globals['_UPDATEALERTRULERESPONSE']._serialized_end=2173
 # @@protoc_insertion_point(module_scope)

@@ -326,6 +326,48 @@ class OffHoursCondition(_message.Message):
 Global___OffHoursCondition: _TypeAlias = OffHoursCondition  # noqa: Y015
 
 @_typing.final
+class AbsenceCondition(_message.Message):
+    """Fires when no matching event was received for `window_seconds`: a service
+    that stopped recording, or whose instrumentation was turned off. Judged by
+    the server's receipt of events (received_at) against the server's clock,
+    from the rule's start (its creation, or its enabling again) or the newest
+    matching event received since, whichever is later: a new rule never fires
+    for the silence before it. It fires once a silence, then not again until a
+    matching event arrives and the window passes once more without another.
+    Not grouped: a source that never recorded is no group a rule can know of;
+    one rule a source (a filter on its actor, credential or `recorded_by`)
+    watches each (docs/alerting.md).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    window_seconds: _builtins.int
+    """How long without a matching event fires the rule, 60 seconds to 604,800
+    (7 days).
+    """
+    @_builtins.property
+    def filter(self) -> _event_pb2.EventFilter:
+        """The events expected (empty: any event of the tenant, its alerts aside),
+        such as `actor: "billing-service"` or `recorded_by` a service's token.
+        """
+
+    def __init__(
+        self,
+        *,
+        filter: _event_pb2.EventFilter | None = ...,
+        window_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbsenceCondition: _TypeAlias = AbsenceCondition  # noqa: Y015
+
+@_typing.final
 class AlertRule(_message.Message):
     """A tenant's alert rule. A firing rule records a `security.alert` event in
     the tenant's log (category security) and delivers it to the rule's sinks.
@@ -341,6 +383,7 @@ class AlertRule(_message.Message):
     OFF_HOURS_FIELD_NUMBER: _builtins.int
     NEW_COUNTRY_FIELD_NUMBER: _builtins.int
     SPIKE_FIELD_NUMBER: _builtins.int
+    ABSENCE_FIELD_NUMBER: _builtins.int
     SEVERITY_FIELD_NUMBER: _builtins.int
     SINK_IDS_FIELD_NUMBER: _builtins.int
     DISABLED_FIELD_NUMBER: _builtins.int
@@ -396,6 +439,10 @@ class AlertRule(_message.Message):
         """A window's matching events well above the tenant's usual number."""
 
     @_builtins.property
+    def absence(self) -> Global___AbsenceCondition:
+        """No matching event received for a window."""
+
+    @_builtins.property
     def sink_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Sinks the alert events are delivered to, whatever their filters."""
 
@@ -434,6 +481,7 @@ class AlertRule(_message.Message):
         off_hours: Global___OffHoursCondition | None = ...,
         new_country: Global___NewCountryCondition | None = ...,
         spike: Global___SpikeCondition | None = ...,
+        absence: Global___AbsenceCondition | None = ...,
         severity: _event_pb2.Severity.ValueType = ...,
         sink_ids: _abc.Iterable[_builtins.str] | None = ...,
         disabled: _builtins.bool = ...,
@@ -444,11 +492,11 @@ class AlertRule(_message.Message):
         etag: _builtins.str = ...,
         warnings: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "last_fired_time", b"last_fired_time", "match", b"match", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "spike", b"spike", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["absence", b"absence", "condition", b"condition", "create_time", b"create_time", "last_fired_time", b"last_fired_time", "match", b"match", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "spike", b"spike", "threshold", b"threshold", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "create_time", b"create_time", "disabled", b"disabled", "etag", b"etag", "fired", b"fired", "id", b"id", "last_fired_time", b"last_fired_time", "match", b"match", "name", b"name", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "severity", b"severity", "sink_ids", b"sink_ids", "spike", b"spike", "threshold", b"threshold", "update_time", b"update_time", "warnings", b"warnings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["absence", b"absence", "condition", b"condition", "create_time", b"create_time", "disabled", b"disabled", "etag", b"etag", "fired", b"fired", "id", b"id", "last_fired_time", b"last_fired_time", "match", b"match", "name", b"name", "new_country", b"new_country", "new_ip", b"new_ip", "off_hours", b"off_hours", "severity", b"severity", "sink_ids", b"sink_ids", "spike", b"spike", "threshold", b"threshold", "update_time", b"update_time", "warnings", b"warnings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["match", "threshold", "new_ip", "off_hours", "new_country", "spike"]  # noqa: Y015
+    _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["match", "threshold", "new_ip", "off_hours", "new_country", "spike", "absence"]  # noqa: Y015
     _WhichOneofArgType_condition: _TypeAlias = _typing.Literal["condition", b"condition"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_condition) -> _WhichOneofReturnType_condition | None: ...
 
@@ -616,8 +664,8 @@ class UpdateAlertRuleRequest(_message.Message):
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
         """The fields to change: `name`, `severity`, `sink_ids`, `disabled`, and
-        the condition by its kind (`match`, `threshold`, `spike`, `new_ip`,
-        `new_country` or `off_hours`, which must be the one `rule` sets; the
+        the condition by its kind (`match`, `threshold`, `spike`, `absence`,
+        `new_ip`, `new_country` or `off_hours`, which must be the one `rule` sets; the
         whole condition is replaced). Empty (or `*`): every field, as `rule` gives it.
         """
 
