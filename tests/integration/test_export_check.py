@@ -6,24 +6,39 @@ file or its manifest edited."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
+import grpc
 import psycopg
 import pytest
 from click.testing import CliRunner
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from sealtrail import AuditClient, ExportMismatchError, build_event, build_filter, check_export
+from sealtrail import (
+    AuditClient,
+    ExportMismatchError,
+    RpcFailedError,
+    build_event,
+    build_filter,
+    check_export,
+)
 from sealtrail import _cli as cli
 from sealtrail._export_check import _RowCounter
 from sealtrail.tlog import ExportStatement, Signer, generate_signer_key, sign_note
-from tests.conftest import SIGNING_KEY, ServerThread
+from sealtrail_server.api.export import ExportRpcs
+from tests.conftest import SIGNING_KEY, ServerThread, database_of_its_own
 from tests.integration.test_export import seed
 
 KEY = Signer.parse(SIGNING_KEY).verifier.text()
@@ -389,26 +404,57 @@ def test_an_unfiltered_csv_or_json_export_of_the_whole_log_is_held_to_the_signed
 
 
 @pytest.mark.parametrize("format", ["csv", "json"])
-def test_a_record_rewritten_in_the_database_fails_a_csv_or_json_export(
-    client: AuditClient, tenant: str, sql: psycopg.Connection[Any], tmp_path: Path, format: str
-) -> None:
+def test_the_server_refuses_to_export_a_record_rewritten_behind_its_leaf(
+    migrated_database_url: str, tenant: str, tmp_path: Path, format: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
     """A database superuser rewrites a record, its leaf left: the checkpoint,
-    signed over stored hashes, still holds, and the export shows the rewritten
-    record beside its old leaf. The file is the one the statement signs, so
-    only the rows rebuilt into records show it, naming the seq."""
-    seed(client)
-    sql.execute("SET session_replication_role = replica")
-    sql.execute(
-        "UPDATE events SET record = replace(record, '\"user_2\"', '\"user_7\"')"
-        " WHERE tenant_id = %s AND record LIKE '%%\"user_2\"%%'",
-        [tenant],
+    signed over stored hashes, still holds, and the server signed an export
+    showing the rewritten record beside its old leaf; only the client's
+    rebuilding of the rows told. The server holds each row to its leaf as it
+    writes it: DATA_LOSS naming the seq, logged and counted, and no manifest
+    nor statement signed, no file left."""
+    reader = InMemoryMetricReader()
+    with database_of_its_own(migrated_database_url, "rowleaf") as url:
+        server = ServerThread(url, meter_provider=MeterProvider(metric_readers=[reader]))
+        try:
+            with (
+                AuditClient(server.target, token=server.token(tenant)) as client,
+                psycopg.connect(url, autocommit=True) as sql,
+            ):
+                seed(client)
+                out = tmp_path / f"audit.{format}"
+                with (
+                    _user_2_rewritten(sql, tenant) as seq,
+                    caplog.at_level(logging.ERROR, logger="sealtrail_server.api.export"),
+                    pytest.raises(RpcFailedError) as refused,
+                ):
+                    client.export(out, format=format, manifest_file=True)
+                client.export(out, format=format, manifest_file=True)  # restored: signed
+        finally:
+            server.close()
+    assert refused.value.code == grpc.StatusCode.DATA_LOSS
+    assert refused.value.reason == "INTEGRITY_FAILURE"
+    assert f"the record at seq {seq} " in refused.value.message
+    assert len(refused.value.message.encode()) <= 100, refused.value.message
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert [m for m in said if tenant in m and f"seq {seq} " in m], said
+    assert _counted(reader, "sealtrail.integrity.failures") == 1
+    assert check_export(out.with_name(out.name + ".manifest.json"), key=KEY).root_recomputed
+
+
+def _counted(reader: InMemoryMetricReader, name: str) -> float:
+    """The sum of counter `name`'s points, as `reader` reads them now."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    return sum(
+        point.value  # type: ignore[union-attr]
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points
     )
-    out = tmp_path / f"audit.{format}"
-    client.export(out, format=format, manifest_file=True)
-    with pytest.raises(
-        ExportMismatchError, match=r"row of seq \d+ is not the record its leaf_hash"
-    ):
-        check_export(out.with_name(out.name + ".manifest.json"), key=KEY)
 
 
 def test_a_filtered_export_says_its_rows_are_not_proven(
@@ -593,9 +639,12 @@ def test_a_csv_cell_longer_than_any_the_server_writes_fails_saying_so(
         check_export(kept, key=KEY)
 
 
-def _rewrite_user_2(sql: psycopg.Connection[Any], tenant: str) -> int:
+@contextmanager
+def _user_2_rewritten(sql: psycopg.Connection[Any], tenant: str) -> Iterator[int]:
     """user_2's record rewritten as a database superuser would, its trigger
-    off and its leaf left (what VerifyLog says LEAF_MISMATCH of): its seq."""
+    off and its leaf left (what VerifyLog says LEAF_MISMATCH of), for the
+    block: its seq. Put back after, however the block ends: the database is
+    every worker's."""
     sql.execute("SET session_replication_role = replica")
     rewritten = sql.execute(
         "UPDATE events SET record = replace(record, '\"user_2\"', '\"user_7\"')"
@@ -603,56 +652,95 @@ def _rewrite_user_2(sql: psycopg.Connection[Any], tenant: str) -> int:
         [tenant],
     ).fetchall()
     assert len(rewritten) == 1
-    return int(rewritten[0][0])
+    seq = int(rewritten[0][0])
+    try:
+        yield seq
+    finally:
+        sql.execute(
+            "UPDATE events SET record = replace(record, '\"user_7\"', '\"user_2\"')"
+            " WHERE tenant_id = %s AND seq = %s",
+            [tenant, seq],
+        )
+        sql.execute("SET session_replication_role = DEFAULT")
+
+
+def _rewritten_in_the_file(out: Path, kept: Path, statement: ExportStatement) -> int:
+    """The exported file at `out` showing user_x where user_2 was, its
+    statement (`statement`, of `kept`) signed of the edited file: what a
+    server that signed a rewritten record sent (before it held each row to
+    its leaf). The seq of the row edited."""
+    content = out.read_bytes()
+    edited = content.replace(b'"user_2"', b'"user_x"').replace(b",user_2,", b",user_x,")
+    assert edited != content and len(edited) == len(content)
+    out.write_bytes(edited)
+    _resigned(kept, replace(statement, sha256=hashlib.sha256(edited).digest()))
+    text = edited.decode()
+    if out.suffix == ".csv":
+        [seq] = [
+            row["seq"]
+            for row in csv.DictReader(io.StringIO(text, newline=""))
+            if row["actor_id"] == "user_x"
+        ]
+    else:
+        [seq] = [event["seq"] for event in json.loads(text) if event["actor"]["id"] == "user_x"]
+    return int(seq)
 
 
 @pytest.mark.parametrize("format", ["csv", "json"])
-def test_a_record_rewritten_in_the_database_fails_a_filtered_export_naming_its_seq(
-    client: AuditClient, tenant: str, sql: psycopg.Connection[Any], tmp_path: Path, format: str
+def test_a_row_not_of_its_leaf_fails_a_filtered_export_naming_its_seq(
+    client: AuditClient, tmp_path: Path, format: str
 ) -> None:
     """A row whose cells do not hash to its own leaf_hash needs nothing but
     the row to be found: before, only an export of the whole log, unfiltered,
     had its rows rebuilt, and a filtered one showing the rewritten actor
-    passed as MATCHES, its rows merely not proven (helper-554)."""
+    passed as MATCHES, its rows merely not proven (helper-554). The file
+    edited and its statement signed of it: what a server signed of a record
+    rewritten behind its leaf before it held each row to its leaf."""
     seed(client)
-    seq = _rewrite_user_2(sql, tenant)
     out = tmp_path / f"q4.{format}"
     client.export(out, format=format, manifest_file=True, filter=build_filter(actions="report.*"))
-    assert "user_7" in out.read_text(encoding="utf-8")
+    kept = out.with_name(out.name + ".manifest.json")
+    seq = _rewritten_in_the_file(out, kept, check_export(kept, key=KEY).statement)
     with pytest.raises(
         ExportMismatchError,
         match=rf"^q4\.{format}'s row of seq {seq} is not the record its leaf_hash is of:",
     ):
-        check_export(out.with_name(out.name + ".manifest.json"), key=KEY)
+        check_export(kept, key=KEY)
 
 
-def test_the_cli_fails_a_filtered_export_of_a_rewritten_record_and_will_not_export_it(
+def test_the_cli_will_not_export_a_record_rewritten_behind_its_leaf(
     client: AuditClient,
     server: ServerThread,
     tenant: str,
     sql: psycopg.Connection[Any],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """`sealtrail verify` and `checkpoint --check` fail a filtered export
-    whose row contradicts its own leaf_hash, naming its seq; `sealtrail
-    export` itself runs that check and exits 1 rather than say `exported`,
-    the file and its manifest kept as evidence of the tampering."""
+    """The server refuses the export, naming the seq, and no file is left.
+    From a server that signs it (one before it held each row to its leaf),
+    `sealtrail export` exits 1 rather than say `exported`, the file and its
+    manifest kept as evidence of the tampering; `sealtrail verify` and
+    `checkpoint --check` fail it, naming its seq."""
     seed(client)
-    seq = _rewrite_user_2(sql, tenant)
     env = {"SEALTRAIL_SERVER": server.target, "SEALTRAIL_TOKEN": server.token(tenant)}
-    failed_line = f"FAILED: q4.csv's row of seq {seq} is not the record its leaf_hash is of:"
     out = tmp_path / "q4.csv"
-    exported = cli_output(env, "export", "--since", "2000-01-01", "-o", str(out), exit_code=1)
-    assert failed_line in exported and "exported" not in exported, exported
-    kept = out.with_name(out.name + ".manifest.json")
-    assert out.is_file() and kept.is_file()
-    verified = cli_output({}, "verify", str(out), "--key", KEY, exit_code=1)
-    assert failed_line in verified and "MATCHES" not in verified, verified
-    checked = cli_output(env, "checkpoint", "--check", str(kept), "--key", KEY, exit_code=1)
-    assert failed_line in checked and "CONSISTENT" not in checked, checked
-    whole = tmp_path / "all.csv"
-    exported = cli_output(env, "export", "-o", str(whole), exit_code=1)
-    assert f"FAILED: all.csv's row of seq {seq} is not" in exported, exported
+    with _user_2_rewritten(sql, tenant) as seq:
+        refused = cli_output(env, "export", "--since", "2000-01-01", "-o", str(out), exit_code=1)
+        assert f"the record at seq {seq} " in refused and "exported" not in refused, refused
+        assert not out.exists()
+        monkeypatch.setattr(ExportRpcs, "_refuse_unless_of_its_leaf", lambda *_: None)
+        failed_line = f"FAILED: q4.csv's row of seq {seq} is not the record its leaf_hash is of:"
+        exported = cli_output(env, "export", "--since", "2000-01-01", "-o", str(out), exit_code=1)
+        assert failed_line in exported and "exported" not in exported, exported
+        kept = out.with_name(out.name + ".manifest.json")
+        assert out.is_file() and kept.is_file()
+        verified = cli_output({}, "verify", str(out), "--key", KEY, exit_code=1)
+        assert failed_line in verified and "MATCHES" not in verified, verified
+        checked = cli_output(env, "checkpoint", "--check", str(kept), "--key", KEY, exit_code=1)
+        assert failed_line in checked and "CONSISTENT" not in checked, checked
+        whole = tmp_path / "all.csv"
+        exported = cli_output(env, "export", "-o", str(whole), exit_code=1)
+        assert f"FAILED: all.csv's row of seq {seq} is not" in exported, exported
 
 
 def cli_output(env: dict[str, str], *arguments: str, exit_code: int) -> str:

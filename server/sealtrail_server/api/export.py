@@ -26,19 +26,21 @@ from ..domain.canonical import canonical_json, plain_numbers
 from ..domain.errors import (
     Aborted,
     FailedPrecondition,
+    IntegrityFailure,
     InvalidArgument,
     ResourceExhausted,
     TenantLimitReached,
     Unavailable,
 )
 from ..domain.filters import EventFilter
+from ..domain.merkle import leaf_hash
 from ..domain.purge_summaries import SummarySeal
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.changes import Changes, refuse_if_erased_now, tenant_erased, waiting_at_most
 from ..store.database import READ_LOCK_TIMEOUT, Connection, Database
-from ..store.events import RemovedSeqs, recent_exports, stream_events
+from ..store.events import RemovedSeqs, StoredEvent, recent_exports, stream_events
 from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
 from .convert import UNREADABLE, event_from_record, request_filter, unreadable_record
@@ -365,6 +367,8 @@ class ExportRpcs:
         )
         async with aclosing(events):  # a cancelled export gives its connection back now
             async for event in events:
+                if encoder.shows_leaf_hash:
+                    self._refuse_unless_of_its_leaf(tenant_id, event)
                 try:
                     buffer += encoder.row(event.record, event.leaf_hash)
                 except UNREADABLE as error:
@@ -409,6 +413,28 @@ class ExportRpcs:
         )
         manifest.statement = self._export_statement(manifest)
         yield pb.ExportResponse(manifest=manifest, rows_so_far=rows)
+
+    def _refuse_unless_of_its_leaf(self, tenant_id: str, event: StoredEvent) -> None:
+        """IntegrityFailure (DATA_LOSS) naming its seq unless `event`'s record
+        hashes to its stored leaf, as the appender hashed it: a CSV or JSON
+        row shows the two side by side, and a record a superuser rewrote, its
+        leaf kept, was exported and its statement signed, which only a client
+        rebuilding the rows found (helper-575). Logged and counted as the
+        signer's refusals are. One SHA-256 a row."""
+        if leaf_hash(event.record.encode()) == event.leaf_hash:
+            return
+        self._checkpointer.integrity_failure_met()
+        log.error(
+            "refusing to sign an export of tenant %s: the record at seq %d is not the one its"
+            " leaf hashes: it was changed in the database behind the service's back"
+            " (VerifyLog names every such record)",
+            tenant_id,
+            event.seq,
+        )
+        raise IntegrityFailure(
+            f"refusing to sign the export: the record at seq {event.seq} is not the one its"
+            " leaf hashes"
+        )
 
     async def _refuse_removals_unaccounted(self, tenant_id: str, after: int, upto: int) -> None:
         """IntegrityFailure unless retention's records account for every seq

@@ -92,9 +92,13 @@ def neutralise(cell: str) -> str:
 
 
 class Encoder(ABC):
-    """Encodes records into bytes: `start`, `row` per record, `end`."""
+    """Encodes records into bytes: `start`, `row` per record, `end`.
+    `shows_leaf_hash`: each row shows its record beside the record's leaf
+    hash, and so is held to it as it is written; an NDJSON line is the
+    record alone, which whoever reads it hashes."""
 
     media_type: str
+    shows_leaf_hash = True
 
     def start(self) -> bytes:
         return b""
@@ -108,6 +112,7 @@ class Encoder(ABC):
 
 class NdjsonEncoder(Encoder):
     media_type = "application/x-ndjson"
+    shows_leaf_hash = False
 
     def row(self, record: str, leaf_hash: bytes) -> bytes:
         return record.encode() + b"\n"
