@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from sealtrail import AuditClient, build_event, build_filter, build_sink
 from sealtrail.tlog import Signer, generate_signer_key
+from sealtrail_server.api.export import ExportRpcs
 from tests.conftest import SIGNING_KEY, ServerThread
 from tests.http_endpoint import endpoint
 
@@ -98,12 +100,14 @@ def test_the_readmes_sample_records_then_finds_the_event(run: Runner) -> None:
 def test_the_client_readmes_samples_run_as_written(
     run: Runner,
     audit: tuple[AuditClient, str],
+    server: ServerThread,
+    tenant: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client, _ = audit
     doc = "clients/python/README.md"
-    record, read, count, check, export_check, excel, correlate, *rest = samples(doc)
+    record, read, count, check, export_held, export_check, excel, correlate, *rest = samples(doc)
     on_behalf, *_middlewares, errors = rest
 
     # Recording: the stored event's id and seq, and that this call recorded it.
@@ -135,6 +139,26 @@ def test_the_client_readmes_samples_run_as_written(
     with pytest.raises(SystemExit, match=r"^cannot check it: "):
         run(doc, check)
     run.names["verifier_key"] = VERIFIER_KEY
+
+    # An export's rows held to their leaves: a good one passes without a word; a
+    # record rewritten behind its leaf, signed by a server before it refused to,
+    # fails naming its seq (the record put back after: the database is shared).
+    assert run(doc, export_held) == ""
+    with (
+        monkeypatch.context() as patched,
+        psycopg.connect(server.settings.owner_database_url, autocommit=True) as sql,
+    ):
+        patched.setattr(ExportRpcs, "_refuse_unless_of_its_leaf", lambda *_: None)
+        sql.execute("SET session_replication_role = replica")
+        rewrite = (
+            "UPDATE events SET record = replace(record, %s, %s) WHERE tenant_id = %s AND seq = %s"
+        )
+        sql.execute(rewrite, ['"u_7"', '"u_8"', tenant, last.seq])
+        try:
+            with pytest.raises(SystemExit, match=rf"^FAILED: seq {last.seq}: audit\.csv's row"):
+                run(doc, export_held)
+        finally:
+            sql.execute(rewrite, ['"u_8"', '"u_7"', tenant, last.seq])
 
     # An export and its manifest, checked offline, then the log since held to it.
     client.export(tmp_path / "audit.csv", format="csv", manifest_file=True)
@@ -371,7 +395,7 @@ def test_every_sample_of_the_docs_is_run_here() -> None:
     """A sample added to a doc is added to a test above, or this fails."""
     run_here = {
         "README.md": 1,
-        "clients/python/README.md": 11,
+        "clients/python/README.md": 12,
         "docs/api.md": 1,
         "docs/correlation.md": 2,
         "docs/retention.md": 2,

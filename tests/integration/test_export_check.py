@@ -686,6 +686,13 @@ def _rewritten_in_the_file(out: Path, kept: Path, statement: ExportStatement) ->
     return int(seq)
 
 
+@pytest.fixture
+def server_signing_rewritten_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's servers as they were before they held each row of a CSV
+    or JSON export to its leaf: they sign a record rewritten behind it."""
+    monkeypatch.setattr(ExportRpcs, "_refuse_unless_of_its_leaf", lambda *_: None)
+
+
 @pytest.mark.parametrize("format", ["csv", "json"])
 def test_a_row_not_of_its_leaf_fails_a_filtered_export_naming_its_seq(
     client: AuditClient, tmp_path: Path, format: str
@@ -706,6 +713,42 @@ def test_a_row_not_of_its_leaf_fails_a_filtered_export_naming_its_seq(
         match=rf"^q4\.{format}'s row of seq {seq} is not the record its leaf_hash is of:",
     ):
         check_export(kept, key=KEY)
+
+
+@pytest.mark.parametrize("format", ["csv", "json"])
+async def test_either_client_s_export_holds_each_row_to_its_leaf_naming_its_seq(
+    client: AuditClient,
+    server: ServerThread,
+    tenant: str,
+    sql: psycopg.Connection[Any],
+    tmp_path: Path,
+    format: str,
+    server_signing_rewritten_rows: None,
+) -> None:
+    """`AuditClient.export` and the async client's checked the bytes against
+    the manifest's digest only: from a server that signed a record rewritten
+    behind its leaf, the file was handed over as a good export, which
+    `sealtrail verify` then failed. Each row of a CSV or JSON export is held
+    to its own leaf_hash: RowNotOfItsLeafError (an ExportError) naming its
+    seq, the file and its manifest kept as evidence."""
+    from sealtrail import AsyncAuditClient, ExportError, RowNotOfItsLeafError
+
+    seed(client)
+    with _user_2_rewritten(sql, tenant) as seq:
+        out = tmp_path / f"sync.{format}"
+        with pytest.raises(RowNotOfItsLeafError) as failed:
+            client.export(out, format=format, manifest_file=True)
+        async with AsyncAuditClient(server.target, token=server.token(tenant)) as audit:
+            with pytest.raises(RowNotOfItsLeafError) as failed_async:
+                await audit.export(tmp_path / f"async.{format}", format=format)
+        client.export(tmp_path / "lines.ndjson")  # its lines are the records: no leaf shown
+    for error, name in ((failed.value, "sync"), (failed_async.value, "async")):
+        assert isinstance(error, ExportError) and error.seq == seq
+        assert str(error).startswith(
+            f"{name}.{format}'s row of seq {seq} is not the record its leaf_hash is of:"
+        ), error
+    assert out.is_file() and out.with_name(out.name + ".manifest.json").is_file()
+    assert (tmp_path / f"async.{format}").is_file()
 
 
 def test_the_cli_will_not_export_a_record_rewritten_behind_its_leaf(

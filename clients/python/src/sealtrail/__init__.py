@@ -63,7 +63,12 @@ if TYPE_CHECKING:  # what a type checker and an IDE see; imported when first use
         from_rpc_error,
     )
     from sealtrail._export import EXCEL_CELL_LIMIT, ExportError, ExportFormat, cells_past_excel
-    from sealtrail._export_check import ExportCheck, ExportMismatchError, check_export
+    from sealtrail._export_check import (
+        ExportCheck,
+        ExportMismatchError,
+        RowNotOfItsLeafError,
+        check_export,
+    )
     from sealtrail._report import (
         ActivityReport,
         ReportedCheckpoint,
@@ -112,6 +117,7 @@ __all__ = [
     "ReportedCredential",
     "ReportedEvent",
     "ResourceExhaustedError",
+    "RowNotOfItsLeafError",
     "RpcFailedError",
     "SealtrailError",
     "SeqRange",
@@ -183,6 +189,7 @@ _HOMES: dict[str, str] = {
     "ReportedCredential": "sealtrail._report",
     "ReportedEvent": "sealtrail._report",
     "ResourceExhaustedError": "sealtrail._errors",
+    "RowNotOfItsLeafError": "sealtrail._export_check",
     "RpcFailedError": "sealtrail._errors",
     "SealtrailError": "sealtrail._errors",
     "SeqRange": "sealtrail._bundle",

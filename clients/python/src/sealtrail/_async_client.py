@@ -109,6 +109,7 @@ from sealtrail._errors import (
     stream_metadata,
 )
 from sealtrail._export import ExportFile, ExportFormat, export_format
+from sealtrail._export_check import hold_rows_to_their_leaves
 from sealtrail._paged import Item, PagedReq, PageResp, first_items_async
 from sealtrail._report import ActivityReport, ReportPlan
 from sealtrail._retry import (
@@ -1349,6 +1350,12 @@ class AsyncAuditClient:
         file takes its name (it described the content replaced). With
         `first_seq` and `last_seq`, only the events of that seq range (both
         included); the manifest's range_first_seq and range_last_seq repeat it.
+        Each row of a CSV or JSON export is then held to its own leaf_hash
+        (in a thread: it reads the file), as `sealtrail verify` holds it:
+        RowNotOfItsLeafError (an ExportError) naming the seq of a record
+        rewritten behind its leaf that the server signed (one before it
+        refused to), ExportMismatchError for a row not as the server writes
+        it; the file (and its manifest) are kept, as the evidence of it.
         A CSV's cells longer than Excel keeps, which it cuts short without a
         word as it opens the file: `sealtrail.cells_past_excel(path)` (in a
         thread: it reads the file)."""
@@ -1366,9 +1373,11 @@ class AsyncAuditClient:
                     await _in_thread(functools.partial(target.receive, message))
                     if progress is not None:
                         progress(target.rows, target.bytes_written)
-            return target.result()
+            manifest = target.result()
         finally:
             await _in_thread(functools.partial(target.__exit__, None, None, None))
+        await _in_thread(functools.partial(hold_rows_to_their_leaves, Path(path), manifest))
+        return manifest
 
     def stream(
         self,

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, cast
 
 import click
 from click.core import ParameterSource
@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from sealtrail._export import (
         ExportFormat,
     )
+    from sealtrail._export_check import ExportMismatchError
     from sealtrail._tables import PlainTable
     from sealtrail.v1 import audit_service_pb2, event_pb2
 
@@ -1218,6 +1219,7 @@ def export(
     from sealtrail._bundle_format import BundleError
     from sealtrail._errors import SealtrailError
     from sealtrail._export import ExportError, manifest_path
+    from sealtrail._export_check import ExportMismatchError
 
     # Checked here as `bundle`'s own option checks it, which ctx.invoke skips;
     # before the extension: a file where the directory is to be is what is wrong.
@@ -1285,6 +1287,9 @@ def export(
                 error.message = beyond_the_log(ctx, seqs, int(size))
                 del error.metadata["tree_size"]
             raise
+        except ExportMismatchError as error:  # a row not of its leaf: before ExportError
+            progress.stop()
+            _failed_rows_not_of_their_leaves(out, error)
         except (BundleError, ExportError) as error:  # BundleError: no event in the period
             raise click.ClickException(terminal_safe(str(error))) from None
         except OSError as error:  # the file cannot be written: a reason, not a traceback
@@ -1295,7 +1300,6 @@ def export(
             progress.stop()
             click.echo(f"export interrupted: no partial file was left at {out}", err=True)
             ctx.exit(interrupted_status(interrupt))
-    _refuse_rows_not_of_their_leaves(out, manifest)
     held = (
         f" of seq {manifest.range_first_seq}..{manifest.range_last_seq}"
         if manifest.range_last_seq
@@ -1315,27 +1319,23 @@ def export(
         _warn_of_cells_past_excel(out)
 
 
-def _refuse_rows_not_of_their_leaves(out: Path, manifest: audit_service_pb2.ExportManifest) -> None:
-    """Exits 1 with `sealtrail verify`'s FAILED line if a row of the CSV or
-    JSON export at `out` does not rebuild into the record its own leaf_hash
-    is of (a record rewritten in the database behind its leaf): the server's
-    digest matched, and `exported` handed over a file its own verify fails.
-    The file and its manifest are kept, as the evidence of it."""
+def _failed_rows_not_of_their_leaves(out: Path, error: ExportMismatchError) -> NoReturn:
+    """Exits 1 with `sealtrail verify`'s FAILED line: `client.export` found a
+    row of the CSV or JSON export at `out` that does not rebuild into the
+    record its own leaf_hash is of (a record rewritten in the database behind
+    its leaf, signed by a server before it refused to): the server's digest
+    matched, and `exported` handed over a file its own verify fails. The
+    file and its manifest are kept, as the evidence of it."""
     from sealtrail._export import manifest_path
-    from sealtrail._export_check import ExportMismatchError, rebuilt_rows
 
-    origin = manifest.checkpoint.split("\n", 1)[0]
-    try:
-        rebuilt_rows(out, manifest.media_type, origin)
-    except ExportMismatchError as error:
-        click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
-        click.echo(
-            f"kept as evidence, not as a good export: {terminal_safe(str(out))} and its manifest"
-            f" {terminal_safe(str(manifest_path(out)))} (the server's VerifyLog names the"
-            " record: sealtrail verify-log)",
-            err=True,
-        )
-        sys.exit(1)
+    click.echo(f"FAILED: {terminal_safe(str(error))}", err=True)
+    click.echo(
+        f"kept as evidence, not as a good export: {terminal_safe(str(out))} and its manifest"
+        f" {terminal_safe(str(manifest_path(out)))} (the server's VerifyLog names the"
+        " record: sealtrail verify-log)",
+        err=True,
+    )
+    sys.exit(1)
 
 
 # The formats an export's file extension names, for an export given no --format.

@@ -98,6 +98,7 @@ from sealtrail._errors import (
     stream_metadata,
 )
 from sealtrail._export import ExportFile, ExportFormat, export_format
+from sealtrail._export_check import hold_rows_to_their_leaves
 from sealtrail._paged import Item, PagedReq, PageResp, first_items
 from sealtrail._report import ActivityReport, ReportPlan
 from sealtrail._retry import (
@@ -1231,8 +1232,14 @@ class AuditClient:
         file takes its name (it described the content replaced). With
         `first_seq` and `last_seq`, only the events of that seq range (both
         included); the manifest's range_first_seq and range_last_seq repeat it.
-        A CSV's cells longer than Excel keeps, which it cuts short without a
-        word as it opens the file: `sealtrail.cells_past_excel(path)`."""
+        Each row of a CSV or JSON export is then held to its own leaf_hash, as
+        `sealtrail verify` holds it: RowNotOfItsLeafError (an ExportError)
+        naming the seq of a record rewritten behind its leaf that the server
+        signed (one before it refused to), ExportMismatchError for a row not
+        as the server writes it; the file (and its manifest) are kept, as the
+        evidence of it. A CSV's cells longer than Excel keeps, which it cuts
+        short without a word as it opens the file:
+        `sealtrail.cells_past_excel(path)`."""
         with (
             ExportFile(Path(path), manifest_beside=manifest_file) as target,
             contextlib.closing(  # its call ended with it, whatever stops it
@@ -1243,7 +1250,9 @@ class AuditClient:
                 target.receive(message)
                 if progress is not None:
                     progress(target.rows, target.bytes_written)
-            return target.result()
+            manifest = target.result()
+        hold_rows_to_their_leaves(Path(path), manifest)
+        return manifest
 
     def stream(
         self,

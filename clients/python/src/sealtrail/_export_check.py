@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from sealtrail._checkpoint_check import CheckpointError, SavedCheckpoint, saved_checkpoint_text
-from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX, MANIFEST_VERSION
+from sealtrail._export import MANIFEST_FORMAT, MANIFEST_SUFFIX, MANIFEST_VERSION, ExportError
 from sealtrail._export_rows import (
     CsvRecords,
     NamedTwiceError,
@@ -38,6 +38,7 @@ from sealtrail.tlog import (
     newer_sealtrails,
     open_note,
 )
+from sealtrail.v1 import audit_service_pb2
 
 _CHUNK = 1 << 20
 # The longest line the tree's leaves are read from: no record comes near it
@@ -49,6 +50,18 @@ _LONGEST_LINE = 4 << 20
 class ExportMismatchError(CheckpointError):
     """The exported file is not what its manifest describes (altered, cut
     short, another export's), or cannot be read."""
+
+
+class RowNotOfItsLeafError(ExportMismatchError, ExportError):
+    """A row of a CSV or JSON export that is not the record its own
+    leaf_hash is of: `seq`, its seq. Its cells say another event, or its
+    record was changed in the database after its leaf was hashed (which a
+    server since helper-575 refuses to export). An ExportError too: what
+    `AuditClient.export` raises of the file it wrote."""
+
+    def __init__(self, message: str, *, seq: int) -> None:
+        super().__init__(message)
+        self.seq = seq
 
 
 @dataclass(frozen=True)
@@ -548,10 +561,11 @@ def rebuilt_rows(path: Path, media_type: str, origin: str) -> tuple[int, bytes] 
                     " columns do not hold)"
                 )
             if leaf != shown:
-                raise ExportMismatchError(
+                raise RowNotOfItsLeafError(
                     f"{path.name}'s row of seq {seq} is not the record its leaf_hash is of:"
                     " its cells say another event, or its record was changed in the database"
-                    " after its leaf was hashed (VerifyLog finds it)"
+                    " after its leaf was hashed (VerifyLog finds it)",
+                    seq=int(seq),
                 )
             tree.append(leaf)
     except UnknownFieldsError as error:
@@ -584,6 +598,17 @@ def rebuilt_rows(path: Path, media_type: str, origin: str) -> tuple[int, bytes] 
             " export writes it so"
         ) from None
     return tree.size, tree.root()
+
+
+def hold_rows_to_their_leaves(path: Path, manifest: audit_service_pb2.ExportManifest) -> None:
+    """Each row of the CSV or JSON export at `path`, of `manifest`, rebuilt
+    into the record it shows and held to its own leaf_hash and to the
+    server's writing, as `sealtrail verify` does (`rebuilt_rows`):
+    RowNotOfItsLeafError naming the seq of the first that is not the record
+    its leaf_hash is of, ExportMismatchError for one the server writes
+    otherwise. Nothing of an NDJSON export (its lines carry no leaf of their
+    own), nor of rows this client cannot rebuild (a newer server's fields)."""
+    rebuilt_rows(path, manifest.media_type, manifest.checkpoint.split("\n", 1)[0])
 
 
 def _row(error: RowWrittenOtherwiseError, before: int) -> str:
