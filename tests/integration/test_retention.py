@@ -1882,7 +1882,8 @@ _NEEDS_A_DEFINITION = "deployment_sink_starts"
 def _fill_what_the_calls_leave_empty(sql: psycopg.Connection[Any], tenant: str) -> None:
     """A row in each table the calls above leave empty for the tenant (a dead
     letter, a replay, what an alert rule learned, a deleted rule's tombstone, a
-    purge's summary and mark, a threshold's kept window, a console sign-in),
+    purge's summary and mark, a threshold's kept window, a checkpoint row set
+    aside, a console sign-in),
     written directly: an erasure must remove those too, and a count of zero
     after it proves that only where there was a row before (helper-85)."""
     [(sink,)] = sql.execute("SELECT id FROM sinks WHERE tenant_id = %s", [tenant]).fetchall()
@@ -1939,6 +1940,12 @@ def _fill_what_the_calls_leave_empty(sql: psycopg.Connection[Any], tenant: str) 
             " token_expires_at, confirmed_at, next_check_at, sealed)"
             " VALUES (%s, sha256('token'), gen_random_uuid(), 'reader', 'alice',"
             " now() + interval '1 hour', now(), now(), 'sealed')",
+            [tenant],
+        ),
+        (  # a checkpoint row the signer set aside as no key's (migration 0067)
+            "INSERT INTO checkpoints_refused (tenant_id, tree_size, root_hash, note, key_name,"
+            " key_id, issued_at, why) VALUES (%s, 1, sha256('root'), 'note', 'forged',"
+            " sha256('key'), now(), 'a test row')",
             [tenant],
         ),
         (  # a console sign-in under way (migration 0057)
