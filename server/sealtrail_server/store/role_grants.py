@@ -66,7 +66,8 @@ ROLE_GRANTS: Final[Mapping[str, Mapping[str, tuple[str, ...]]]] = {
             "SELECT",
             "INSERT",
             "UPDATE (default_days, rules, policy_updated_at, legal_hold, legal_hold_reason,"
-            " legal_hold_updated_at, max_days)",
+            " legal_hold_updated_at, max_days, pending_default_days, pending_rules,"
+            " pending_effective_at)",
         ),
         "schema_migrations": ("SELECT",),
         "signing_keys": ("SELECT",),
