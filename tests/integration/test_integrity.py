@@ -732,11 +732,30 @@ def rewrite_consistently(conn: psycopg.Connection[Any], tenant: str) -> None:
         # Nor one that names another seq (helper-219).
         (swap_records, "RECORD_MISPLACED", {13}, r"^seq 13: missing"),
         (delete_one, "RECORD_MISSING", {13}, r"^seq 13: missing"),
-        # Nor, as purged, a leaf kept where retention's records account for no
-        # removal (ADR 0158): the bundle goes without it too.
-        (hide_as_removed, "REMOVALS_UNACCOUNTED", {13}, r"^seq 13: missing"),
-        (hide_as_purged, "REMOVALS_UNACCOUNTED", {13}, r"^seq 13: missing"),
-        (hide_under_a_forged_purge, "REMOVALS_UNACCOUNTED", {13}, r"^seq 13: missing"),
+        # A leaf kept as purged is proven so (the proof proves a leaf, not who
+        # removed it): the bundle's ledger counts what retention's statements
+        # account for, exactly (ADR 0158).
+        (
+            hide_as_removed,
+            "REMOVALS_UNACCOUNTED",
+            {13},
+            r"^the log holds the leaves of 1 removed event, but retention's statements"
+            r" account for 0",
+        ),
+        (
+            hide_as_purged,
+            "REMOVALS_UNACCOUNTED",
+            {13},
+            r"^the log holds the leaves of 1 removed event, but retention's statements"
+            r" account for 0",
+        ),
+        (
+            hide_under_a_forged_purge,
+            "REMOVALS_UNACCOUNTED",
+            {13},
+            r"^the log holds the leaves of 1 removed event, but retention's statements"
+            r" account for 0: .*; 1 retention record bears no statement signed by a trusted key",
+        ),
         # Nothing can be proven at the signed size once its tail is gone. The
         # log ends at 32: the 30 kept, the bundle's export, recorded before it
         # found the log could not be signed, and its first proof read by key.
@@ -803,8 +822,7 @@ def test_tampering_is_detected_online_and_offline(
         (change_field, Role.ADMIN, r"could not prove 1 of its records \(seq 13\)"),
         (change_field, Role.READER, r"could not prove 1 of its records \(seq 13\)"),
         (delete_one, Role.ADMIN, r"could not prove \d+ of its records \(seq 13\b"),
-        # Its leaf is not proven as purged either (ADR 0158).
-        (hide_as_removed, Role.ADMIN, r"could not prove 1 of its records \(seq 13\)"),
+        (hide_as_removed, Role.ADMIN, r"the log holds the leaves of 1 removed event"),
     ],
     ids=["field-admin", "field-reader", "delete", "hide-as-removed"],
 )

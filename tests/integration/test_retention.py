@@ -2213,10 +2213,9 @@ def test_a_purged_event_put_back_for_a_kept_one_hidden_is_caught(
     verified = admin.verify_log()
     assert verified.failure.reason == "REMOVALS_UNACCOUNTED"
     assert swapped in verified.failure.message
-    # Offline: the server no longer proves the hidden one's leaf as purged
-    # (no purge's seqs reach it, ADR 0158), and the bundle names it unproven.
+    # Offline: its leaf is proven as purged, and the bundle's ledger tells.
     write_bundle(admin, tmp_path / "bundle")
-    with pytest.raises(BundleError, match=f"seq {kept}: missing: the log no longer holds"):
+    with pytest.raises(BundleError, match=swapped):
         verify_bundle(tmp_path / "bundle", key=admin.get_verifier_keys()[0].text)
 
 
@@ -2410,9 +2409,12 @@ def _refused_as_removed_by_hand(
     admin: AuditClient, tmp_path: Path, seq: int, first: int, last: int, *, named: int = 0
 ) -> None:
     """Export of `first`..`last` and of the whole log, and GetInclusionProof
-    of `seq` (with include_purged or without), are refused, DATA_LOSS naming
-    `seq` (the export: `named`, the first removed seq of those the records
-    do not account for, if not `seq`) as removed outside retention."""
+    of `seq` without include_purged (which says PURGED: "removed by
+    retention"), are refused, DATA_LOSS naming `seq` (the export: `named`,
+    the first removed seq of those the records do not account for, if not
+    `seq`) as removed outside retention. With include_purged, its leaf is
+    proven, `purged`: it proves a leaf, not who removed it (the bundle's
+    ledger counts that, exactly)."""
     said = f"seq {seq} is missing, its leaf kept as if removed, but"
     for seqs in ({"first_seq": first, "last_seq": last}, {}):
         with pytest.raises(RpcFailedError) as refused:  # DATA_LOSS
@@ -2423,15 +2425,16 @@ def _refused_as_removed_by_hand(
             f"seq {named or seq} is missing, its leaf kept as if removed" in refused.value.message
         )
         assert "removed outside retention" in refused.value.message
-    for include_purged in (False, True):
-        with pytest.raises(RpcFailedError) as refused:
-            admin.get_inclusion_proof(seq=seq, include_purged=include_purged)
-        assert (refused.value.code, refused.value.reason) == (
-            grpc.StatusCode.DATA_LOSS,
-            "INTEGRITY_FAILURE",
-        )
-        assert said in refused.value.message
-        assert "removed outside retention" in refused.value.message
+    with pytest.raises(RpcFailedError) as refused:
+        admin.get_inclusion_proof(seq=seq)
+    assert (refused.value.code, refused.value.reason) == (
+        grpc.StatusCode.DATA_LOSS,
+        "INTEGRITY_FAILURE",
+    )
+    assert said in refused.value.message
+    assert "removed outside retention" in refused.value.message
+    proven = admin.get_inclusion_proof(seq=seq, include_purged=True)
+    assert (proven.seq, proven.purged, proven.record) == (seq, True, b"")
 
 
 def test_an_event_removed_by_hand_between_two_one_purge_removed_is_not_retentions(
@@ -2469,6 +2472,26 @@ def test_an_event_removed_by_hand_between_two_one_purge_removed_is_not_retention
             "INTEGRITY_FAILURE",
         )
         assert f"seq {b} is missing" in refused.value.message
+        # Nor one announcing removals told "retention removed 3" of b..d.
+        announced: list[audit_service_pb2.PurgedRange] = []
+        with pytest.raises(RpcFailedError) as refused:
+            next(admin.stream(after_seq=a, on_purged=announced.append))
+        assert (refused.value.code, refused.value.reason) == (
+            grpc.StatusCode.DATA_LOSS,
+            "INTEGRITY_FAILURE",
+        )
+        assert "account for 2 of the 3 removed events" in refused.value.message
+        assert not announced
+        # A bundle proves the three leaves as purged (GetInclusionProof proves
+        # a leaf, not who removed it), and its ledger counts exactly which
+        # removals retention's statements account for.
+        write_bundle(admin, tmp_path / "bundle")
+        with pytest.raises(BundleError) as failed:
+            verify_bundle(tmp_path / "bundle", key=admin.get_verifier_keys()[0].text)
+        assert str(failed.value).startswith(
+            "the log holds the leaves of 3 removed events, but retention's statements account"
+            " for 2: 1 was removed outside retention (hidden)"
+        )
 
     # Put back, the purge's removals are retention's again.
     with pytest.raises(NotFoundError, match=f"event {b} was removed by retention"):
@@ -2477,6 +2500,33 @@ def test_an_event_removed_by_hand_between_two_one_purge_removed_is_not_retention
                  last_seq=e)  # fmt: skip
     manifest = json.loads((tmp_path / "ae.ndjson.manifest.json").read_text())
     assert (manifest["row_count"], manifest["removed_count"]) == (3, 2)
+
+
+def test_a_purge_recorded_after_an_accounting_is_accounted_at_the_next(
+    aged: ServerThread, admin: AuditClient, clock: Clock, tenant: str, tmp_path: Path
+) -> None:
+    """Retention's records are verified once for those the log holds, not at
+    each call (0.2 s of CPU a thousand records, on the event loop): a purge
+    recorded since is read at the next export, not refused as removed
+    outside retention for want of its record."""
+    a, b = record(admin, "rag.index.rebuild"), record(admin, "doc.edit")
+    admin.set_retention_policy("forever", action_prefixes={"rag.index.*": 20})
+    clock.advance(21)
+    purge(aged)
+
+    def removed_count(first: int, last: int) -> int:
+        out = tmp_path / f"{first}-{last}.ndjson"
+        admin.export(out, format="ndjson", manifest_file=True, first_seq=first, last_seq=last)
+        return int(json.loads(out.with_name(out.name + ".manifest.json").read_text())[
+            "removed_count"
+        ])  # fmt: skip
+
+    assert removed_count(a, b) == 1
+    c, d = record(admin, "rag.index.rebuild"), record(admin, "doc.edit")
+    clock.advance(21)
+    [result] = [r for r in purge(aged) if r.tenant_id == tenant]
+    assert (result.first_seq, result.last_seq) == (c, c)
+    assert removed_count(a, d) == 2
 
 
 def test_an_export_counts_what_a_pass_running_meanwhile_removed_once(

@@ -34,7 +34,6 @@ from ..domain.errors import (
 )
 from ..domain.filters import EventFilter
 from ..domain.merkle import leaf_hash
-from ..domain.purge_summaries import SummarySeal
 from ..export.formats import CsvEncoder, Encoder, JsonEncoder, NdjsonEncoder
 from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
@@ -45,7 +44,7 @@ from ..store.tree import tree_size
 from .audited import FilterDetails, record_access
 from .convert import UNREADABLE, event_from_record, request_filter, unreadable_record
 from .guard import current_principal, end_waiting_call
-from .removals_said import refuse_unaccounted_removals
+from .removals_said import RemovalsSaid
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +293,7 @@ class ExportRpcs:
     _filter_details: FilterDetails
     exports_open: ExportsOpen
     _export_stall_seconds: float
-    _summary_seal: SummarySeal
+    _removals_said: RemovalsSaid
 
     async def Export(
         self, request: pb.ExportRequest, context: Context
@@ -443,10 +442,8 @@ class ExportRpcs:
         (helper-555). Only of an export that read such seqs (few do): the
         records of a tenant's purges are read and their statements checked."""
         async with self._db.connection(tenant_id) as conn:
-            await refuse_unaccounted_removals(
+            await self._removals_said.refuse_unaccounted(
                 conn,
-                self._checkpointer,
-                self._summary_seal,
                 tenant_id,
                 after_seq=after,
                 upto_seq=upto,

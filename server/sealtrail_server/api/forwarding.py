@@ -25,7 +25,6 @@ from ..domain.etags import require_etag
 from ..domain.event import checked_bound, parse_uuid
 from ..domain.filters import MAX_PAGE_SIZE, page_size, validate_filter
 from ..domain.page_tokens import PageTokens
-from ..domain.purge_summaries import SummarySeal
 from ..domain.sealing import SecretBox
 from ..domain.sinks import (
     DEFAULT_URLS,
@@ -46,7 +45,6 @@ from ..domain.sinks import (
 )
 from ..forward.egress import EgressDenied, EgressPolicy, Unresolvable
 from ..forward.forwarder import Forwarder
-from ..integrity.checkpointer import Checkpointer
 from ..newer_objects import NEWER, sign, sink_not_understood
 from ..store import sinks as store
 from ..store.appender import Appender
@@ -57,7 +55,7 @@ from .audited import FilterDetails, record_access, weakening_severity
 from .convert import filter_draft, filter_from_json
 from .denials import Denials
 from .guard import current_principal
-from .removals_said import refuse_unaccounted_removals
+from .removals_said import RemovalsSaid
 from .sink_records import SinkRecords
 from .update_mask import replaces_oneof, update_paths
 
@@ -305,8 +303,7 @@ class ForwardingRpcs:
     _filter_details: FilterDetails
     _denials: Denials | None
     _page_tokens: PageTokens
-    _checkpointer: Checkpointer
-    _summary_seal: SummarySeal
+    _removals_said: RemovalsSaid
 
     @property
     def _sink_records(self) -> SinkRecords:
@@ -709,10 +706,8 @@ class ForwardingRpcs:
         by retention (ADR 0158). On a connection of its own: the change's is
         in its transaction, and this reads in a snapshot of its own."""
         async with self._db.connection(tenant_id) as conn:
-            await refuse_unaccounted_removals(
+            await self._removals_said.refuse_unaccounted(
                 conn,
-                self._checkpointer,
-                self._summary_seal,
                 tenant_id,
                 after_seq=after_seq,
                 upto_seq=upto_seq,

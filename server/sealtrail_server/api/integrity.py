@@ -46,7 +46,7 @@ from .audited import record_access
 from .convert import view_matches
 from .guard import current_principal
 from .key_reads import KeyReads
-from .removals_said import refuse_unaccounted_removals
+from .removals_said import RemovalsSaid
 
 Context = grpc.aio.ServicerContext[Any, Any]
 _CACHED_CHECKPOINTS = 10_000
@@ -82,6 +82,7 @@ class IntegrityRpcs:
     _sizes_seen: dict[str, int]
     _key_reads: KeyReads
     _summary_seal: SummarySeal
+    _removals_said: RemovalsSaid
     _verifications: FairShare
     _long_reads: LongReads
 
@@ -176,10 +177,11 @@ class IntegrityRpcs:
             refuse_if_another_event(
                 request.event_id.lower(), seq, named_in_record(found.record, "id")
             )
-        if found.record is None:
-            # Proven or refused as retention's, either only if it is (ADR 0158).
-            await self._refuse_if_removed_outside_retention(tenant_id, seq)
         if found.record is None and not request.include_purged:
+            # Said removed by retention only if it was (ADR 0158). With
+            # include_purged the leaf is proven, not who removed it: that is
+            # the ledger's to count, over every statement (a bundle's does).
+            await self._refuse_if_removed_outside_retention(tenant_id, seq)
             raise NotFound(
                 f"event {seq} was removed by retention; set include_purged for its leaf's proof",
                 reason="PURGED",
@@ -198,14 +200,11 @@ class IntegrityRpcs:
 
     async def _refuse_if_removed_outside_retention(self, tenant_id: str, seq: int) -> None:
         """IntegrityFailure unless retention's records account for the removed
-        event `seq`: refused as PURGED or proven as purged, it is called
-        retention's, and a superuser's DELETE with its leaf kept was
-        (helper-555; with include_purged, helper-577)."""
+        event `seq`: refused as PURGED, it is called retention's, and a
+        superuser's DELETE with its leaf kept was (helper-555)."""
         async with self._db.connection(tenant_id) as conn:
-            await refuse_unaccounted_removals(
+            await self._removals_said.refuse_unaccounted(
                 conn,
-                self._checkpointer,
-                self._summary_seal,
                 tenant_id,
                 after_seq=seq - 1,
                 upto_seq=seq,

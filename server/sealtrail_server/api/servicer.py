@@ -88,6 +88,7 @@ from .in_flight import InFlight
 from .integrity import IntegrityRpcs
 from .key_reads import KeyReads
 from .received_range import ReceivedRangeRpcs
+from .removals_said import RemovalsSaid
 from .retention import RetentionRpcs
 from .settings import SettingsRpcs
 from .stream import StreamRpcs
@@ -206,6 +207,7 @@ class AuditLogServicer(
         self._changes = changes if changes is not None else Changes(db)
         self._appender = appender
         self._checkpointer = checkpointer
+        self._removals_said = RemovalsSaid(checkpointer, self._summary_seal)
         self._clock = clock
         self._key_reads = KeyReads(appender, clock=clock, window=key_read_window)
         self._count_timeout = count_timeout

@@ -33,9 +33,7 @@ from ..domain.event import (
     format_timestamp,
 )
 from ..domain.filters import EventFilter, RecordMatcher
-from ..domain.purge_summaries import SummarySeal
 from ..domain.text_search import TextQuery, parse_query, websearch_text
-from ..integrity.checkpointer import Checkpointer
 from ..store.appender import Appender
 from ..store.changes import refuse_if_erased_now, tenant_erased
 from ..store.database import Connection, Database
@@ -66,7 +64,7 @@ from .convert import (
     unreadable_record,
 )
 from .guard import current_principal, end_waiting_call
-from .removals_said import refuse_unaccounted_removals
+from .removals_said import RemovalsSaid
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +111,7 @@ class StreamRpcs:
     _hub: StreamHub
     _heartbeat_seconds: float
     _filter_details: FilterDetails
-    _checkpointer: Checkpointer
-    _summary_seal: SummarySeal
+    _removals_said: RemovalsSaid
 
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: Context
@@ -340,7 +337,9 @@ class StreamRpcs:
         counted from their tombstones once the events around them are read (so,
         again, a purge that committed before the read is seen), every
         _ANNOUNCED_EVERY events read and at the end. A cursor is then
-        announced, not refused.
+        announced, not refused. Removals counted are first held to
+        retention's records (ADR 0158): a range is announced as retention's
+        only if it is, and the stream ends DATA_LOSS where it is not.
 
         It ends (StreamEnding) as soon as `subscription` is told to, whatever
         is left to read: a long replay otherwise held the server's stop for
@@ -355,10 +354,8 @@ class StreamRpcs:
             kept = await first_kept_after(conn, tenant_id, resumed)
             if kept is not None:
                 # Said removed by retention only if it was (ADR 0158).
-                await refuse_unaccounted_removals(
+                await self._removals_said.refuse_unaccounted(
                     conn,
-                    self._checkpointer,
-                    self._summary_seal,
                     tenant_id,
                     after_seq=resumed,
                     upto_seq=kept - 1,
@@ -388,6 +385,14 @@ class StreamRpcs:
                     through_seq=through,
                     sent=[event.seq for event in events],
                 )
+                if any(counts):  # each PurgedRange says "retention removed": only if it did
+                    await self._removals_said.refuse_unaccounted(
+                        conn,
+                        tenant_id,
+                        after_seq=announced,
+                        upto_seq=through,
+                        refusing="refusing to announce the removals: ",
+                    )
             after, announced = announced, through
             return list(_interleaved(events, counts, after_seq=after, through_seq=through))
 
