@@ -951,7 +951,9 @@ class PurgedRange(_message.Message):
     count: _builtins.int
     """How many events of the range retention removed, whether or not they
     matched the stream's filter (what they were went with them), but for
-    those the stream read before their removal and sends.
+    those the stream read before their removal and sends. Held to
+    retention's records first: where they do not account for the removals
+    (an event deleted otherwise), the stream ends with DATA_LOSS instead.
     """
     def __init__(
         self,

@@ -172,9 +172,12 @@ class GetInclusionProofRequest(_message.Message):
     latest checkpoint, signing a fresh one if none covers the event yet.
     """
     include_purged: _builtins.bool
-    """Prove an event removed by retention too: the answer then has its leaf
-    hash and `purged` set, and no record. Without it such an event is
-    NOT_FOUND with reason PURGED.
+    """Prove an event whose record is gone, its leaf kept, too: the answer then
+    has its leaf hash and `purged` set, and no record. It proves the leaf,
+    not who removed the record: whether retention did is for retention's
+    statements to say (VerifyLog, a complete bundle's check). Without it
+    such an event is NOT_FOUND with reason PURGED, or DATA_LOSS where
+    retention's records do not account for its removal.
     """
     def __init__(
         self,
@@ -218,8 +221,9 @@ class GetInclusionProofResponse(_message.Message):
     tree_size: _builtins.int
     """The tree size the proof is for."""
     purged: _builtins.bool
-    """The event was removed by retention: `record` is empty and `leaf_hash`
-    is the hash the log keeps in its place.
+    """The event's record is gone, its leaf kept (as retention removes one):
+    `record` is empty and `leaf_hash` is the hash the log keeps in its
+    place. Whether retention removed it is for retention's statements to say.
     """
     @_builtins.property
     def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
