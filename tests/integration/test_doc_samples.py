@@ -107,7 +107,9 @@ def test_the_client_readmes_samples_run_as_written(
 ) -> None:
     client, _ = audit
     doc = "clients/python/README.md"
-    record, read, count, check, export_held, export_check, excel, correlate, *rest = samples(doc)
+    record, read, count, by_detail, check, export_held, export_check, excel, correlate, *rest = (
+        samples(doc)
+    )
     on_behalf, *_middlewares, errors = rest
 
     # Recording: the stored event's id and seq, and that this call recorded it.
@@ -125,6 +127,9 @@ def test_the_client_readmes_samples_run_as_written(
     for actor in ("u_9", "u_9", "u_7"):
         last = client.record(action="user.login", outcome="failure", actor_id=actor).event
     assert run(doc, count) == f"3 False\n{last.seq}\nu_9 2\nu_7 1\n"
+    # Tokens per model and per key (ADR 0161): it runs as written.
+    client.record(action="llm.call", actor_id="u", details={"model": "m", "tokens": 5})
+    run(doc, by_detail)
 
     # A saved checkpoint, checked against the log today.
     saved = client.get_checkpoint(fresh=True)
@@ -395,7 +400,7 @@ def test_every_sample_of_the_docs_is_run_here() -> None:
     """A sample added to a doc is added to a test above, or this fails."""
     run_here = {
         "README.md": 1,
-        "clients/python/README.md": 12,
+        "clients/python/README.md": 13,
         "docs/api.md": 1,
         "docs/correlation.md": 2,
         "docs/retention.md": 2,
