@@ -53,7 +53,7 @@ CREATE TRIGGER checkpoints_no_update_delete BEFORE UPDATE OR DELETE ON checkpoin
 -- reports every row here.
 CREATE FUNCTION sealtrail_refuse_checkpoint(
     refused_tenant text, refused_size bigint, refused_root bytea, refused_note text, reason text
-) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+) RETURNS boolean LANGUAGE plpgsql SECURITY DEFINER AS $$
 DECLARE
     removal constant text := current_setting('sealtrail.removal', true);
     moved integer;
@@ -71,6 +71,18 @@ BEGIN
     GET DIAGNOSTICS moved = ROW_COUNT;
     PERFORM set_config('sealtrail.removal', coalesce(removal, ''), true);
     RETURN moved > 0;
+END;
+$$;
+-- Its tables looked up in the migrations' schema only, and pg_temp last: left
+-- out, the caller's temporary schema is searched first, and a temporary
+-- `checkpoints` with a trigger of the caller's ran as the owner (helper-589).
+DO $$
+BEGIN
+    EXECUTE format(
+        'ALTER FUNCTION sealtrail_refuse_checkpoint(text, bigint, bytea, text, text)'
+        ' SET search_path = %I, pg_catalog, pg_temp',
+        current_schema()
+    );
 END;
 $$;
 REVOKE EXECUTE ON FUNCTION sealtrail_refuse_checkpoint(text, bigint, bytea, text, text)
